@@ -1,0 +1,75 @@
+"""The FastAPI application: wiring, lifespan (startup checks, housekeeping schedule), routes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from sqlalchemy.exc import SQLAlchemyError
+
+from api import problems
+from api.deps import Services, build_services
+from api.logging import configure_logging
+from api.middleware import RequestContextMiddleware
+from api.routes import health, keys
+from api.settings import Settings, load_settings
+from keys.software import SoftwareKeyStore
+
+log = logging.getLogger("acar.app")
+HOUSEKEEPING_INTERVAL_SECONDS = 60.0
+
+
+async def _housekeeping(services: Services, interval: float) -> None:
+    """The automatic schedule: token-key rotation and removal (ACAR_TOKEN_KEY_ROTATION_DAYS)."""
+    while True:
+        try:
+            result = await services.token_keys.housekeeping()
+            if result["rotated"] or result["removed"]:
+                log.info("keys.housekeeping", extra=result)
+        except Exception:
+            log.exception("keys.housekeeping_failed")
+        await asyncio.sleep(interval)
+
+
+async def startup_checks(services: Services) -> None:
+    """Fail the start on a wrong master key; tolerate an unreachable database (readyz reports it)."""
+    store = services.key_store
+    if isinstance(store, SoftwareKeyStore):
+        try:
+            async with services.sessions() as session:
+                count = await store.check_master_key(session)
+            log.info("keys.master_key_checked", extra={"keys": count})
+        except (OSError, SQLAlchemyError) as exc:
+            log.warning("startup.database_not_ready", extra={"error": type(exc).__name__})
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
+    settings = settings or (services.settings if services else load_settings())
+    configure_logging(settings.log_level)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own = services is None
+        svc = services or build_services(settings)
+        app.state.services = svc
+        await startup_checks(svc)
+        task = asyncio.create_task(_housekeeping(svc, HOUSEKEEPING_INTERVAL_SECONDS))
+        log.info("service.started", extra={"issuer": settings.issuer, "env": settings.env})
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            if own:
+                await svc.close()
+
+    app = FastAPI(title="Açar", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    problems.install(app)
+    app.include_router(health.router)
+    app.include_router(keys.router)
+    app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.access_log)
+    return app

@@ -1,0 +1,85 @@
+"""Errors on the wire: RFC 9457 problem details for the APIs, RFC 6749 error JSON for OAuth endpoints.
+
+The one place where exceptions become responses (STYLE habit 6). No stack trace, SQL or secret reaches a
+client: unexpected exceptions are logged with the request id and answered with a bare 500 problem.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.logging import request_id_var
+from idp.errors import IdpError
+from keys.errors import KeysError
+
+log = logging.getLogger("acar.api")
+PROBLEM = "application/problem+json"
+
+
+class ApiProblem(Exception):
+    """A problem raised by api/ itself (authentication, malformed bodies)."""
+
+    def __init__(self, status: int, code: str, title: str, detail: str, headers: dict[str, str] | None = None):
+        super().__init__(detail)
+        self.status, self.code, self.title, self.detail, self.headers = status, code, title, detail, headers
+
+
+def problem(status: int, code: str, title: str, detail: str | None = None, *, instance: str | None = None,
+            headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    body: dict[str, Any] = {"type": f"urn:acar:problem:{code}", "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    if instance:
+        body["instance"] = instance
+    rid = request_id_var.get()
+    if rid:
+        body["request_id"] = rid
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    """Register the exception handlers on the application."""
+
+    @app.exception_handler(ApiProblem)
+    async def _api_problem(request: Request, exc: ApiProblem) -> JSONResponse:
+        return problem(exc.status, exc.code, exc.title, exc.detail, instance=request.url.path, headers=exc.headers)
+
+    @app.exception_handler(IdpError)
+    async def _idp(request: Request, exc: IdpError) -> JSONResponse:
+        return problem(exc.status_code, exc.code, exc.title, exc.detail, instance=request.url.path)
+
+    @app.exception_handler(KeysError)
+    async def _keys(request: Request, exc: KeysError) -> JSONResponse:
+        if exc.status_code >= 500:
+            log.error("keys.error", extra={"error": exc.code, "detail": exc.detail})
+            return problem(exc.status_code, exc.code, exc.title, instance=request.url.path)
+        return problem(exc.status_code, exc.code, exc.title, exc.detail, instance=request.url.path)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"), "message": e.get("msg", "")}
+            for e in exc.errors()
+        ]
+        return problem(422, "invalid_request", "Invalid request", "the request does not match the schema",
+                       instance=request.url.path, errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        titles = {404: "Not found", 405: "Method not allowed", 413: "Content too large", 415: "Unsupported media type"}
+        return problem(exc.status_code, "http_" + str(exc.status_code), titles.get(exc.status_code, "HTTP error"),
+                       str(exc.detail) if exc.status_code != 404 else None, instance=request.url.path,
+                       headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("request.unhandled_exception", exc_info=exc, extra={"path": request.url.path})
+        return problem(500, "internal_error", "Internal server error",
+                       "an unexpected error occurred; quote the request id when reporting it")

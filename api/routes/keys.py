@@ -1,0 +1,19 @@
+"""Public key material: the JWK Set of the token-signing keys (RFC 7517 section 5)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from api.deps import Services
+
+router = APIRouter()
+
+
+@router.get("/jwks.json", tags=["keys"])
+async def jwks(request: Request) -> JSONResponse:
+    """Every published token-signing key: next, current and retired-but-not-expired."""
+    services: Services = request.app.state.services
+    body = await services.token_keys.jwks()
+    return JSONResponse(dict(body), headers={"Cache-Control": "public, max-age=300"},
+                        media_type="application/jwk-set+json")

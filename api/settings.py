@@ -1,0 +1,101 @@
+"""The one settings class. Only api/ reads the environment (prefix ACAR_).
+
+Development defaults work out of the box (SQLite under ./var, issuer http://localhost:8000). In production
+(ACAR_ENV=production) the class fails closed: an http issuer, SQLite or a missing master key stop the start
+with one line naming the setting.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(Exception):
+    """A setting is missing or unsafe; the message names the ACAR_ variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ACAR_", extra="ignore")
+
+    env: Literal["development", "production"] = "development"
+    issuer: str = "http://localhost:8000"
+    data_dir: Path = Path("var")
+    database_url: str = ""
+    master_key_file: Path | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    access_log: bool = True
+
+    # keys/: backend selection and the PKCS#11 module (RFC-free, vendor-neutral configuration)
+    key_backend: Literal["software", "pkcs11"] = "software"
+    pkcs11_module: Path | None = None
+    pkcs11_token_label: str = ""
+    pkcs11_pin: str = ""
+
+    # token-signing keys
+    token_key_algorithms: list[Literal["ES256", "RS256", "EdDSA"]] = Field(default=["ES256", "RS256"])
+    token_key_rotation_days: float = 30.0
+    token_max_lifetime_seconds: int = 3600
+    key_cache_seconds: float = 5.0
+
+    # PKI
+    certificate_policy_oid: str = "1.3.6.1.4.1.99999.1.1"
+    tsa_policy_oid: str = "1.3.6.1.4.1.99999.1.2"
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer_is_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise ValueError("must be an absolute http(s) URL without query or fragment")
+        return value.rstrip("/")
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'acar.sqlite3').resolve()}"
+
+    @property
+    def resolved_master_key_file(self) -> Path:
+        return self.master_key_file or self.data_dir / "master.key"
+
+    def check_production(self) -> None:
+        """Refuse unsafe values in production, naming the setting (STYLE habit 5)."""
+        if self.env != "production":
+            return
+        if not self.issuer.startswith("https://"):
+            raise SettingsError(f"ACAR_ISSUER must be an https URL in production (got {self.issuer})")
+        if not self.database_url or self.database_url.startswith("sqlite"):
+            raise SettingsError("ACAR_DATABASE_URL must point at PostgreSQL in production (SQLite is for development)")
+        if not self.database_url.startswith("postgresql"):
+            raise SettingsError("ACAR_DATABASE_URL must be a postgresql+asyncpg:// URL in production")
+        if self.key_backend == "software":
+            if self.master_key_file is None:
+                raise SettingsError(
+                    "ACAR_MASTER_KEY_FILE must be set in production (the software key store's master key)"
+                )
+            if not self.master_key_file.is_file():
+                raise SettingsError(f"ACAR_MASTER_KEY_FILE: no such file {self.master_key_file}")
+        elif not (self.pkcs11_module and self.pkcs11_token_label and self.pkcs11_pin):
+            raise SettingsError(
+                "ACAR_PKCS11_MODULE, ACAR_PKCS11_TOKEN_LABEL and ACAR_PKCS11_PIN must be set for the pkcs11 key backend"
+            )
+
+
+def load_settings() -> Settings:
+    """Read and check the settings; raise SettingsError with one line naming the offending variable."""
+    from pydantic import ValidationError
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = "ACAR_" + str(err["loc"][0]).upper() if err["loc"] else "ACAR_*"
+        raise SettingsError(f"{name}: {err['msg']}") from None
+    settings.check_production()
+    return settings

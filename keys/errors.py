@@ -1,0 +1,87 @@
+"""Errors of key custody and the PKI; each carries its wire form."""
+
+from __future__ import annotations
+
+
+class KeysError(Exception):
+    """Base of key-custody errors: `code` names the problem type, `status_code` its HTTP status."""
+
+    code = "keys_error"
+    title = "Key custody error"
+    status_code = 400
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class MasterKeyError(KeysError):
+    """The master key of the software key store is missing, malformed or not the one the keys were wrapped with."""
+
+    code = "master_key"
+    title = "Master key unusable"
+    status_code = 500
+
+
+class KeyNotFound(KeysError):
+    """No key with that identifier exists in the key store (or it has been destroyed)."""
+
+    code = "key_not_found"
+    title = "Key not found"
+    status_code = 404
+
+
+class UnsupportedAlgorithm(KeysError):
+    """The key cannot produce a signature with the requested algorithm."""
+
+    code = "unsupported_algorithm"
+    title = "Unsupported algorithm"
+    status_code = 400
+
+
+class BackendError(KeysError):
+    """The key backend (database or PKCS#11 token) failed or is misconfigured."""
+
+    code = "key_backend"
+    title = "Key backend unavailable"
+    status_code = 503
+
+
+class CertificateNotFound(KeysError):
+    """No certificate with that serial number was issued by this CA."""
+
+    code = "certificate_not_found"
+    title = "Certificate not found"
+    status_code = 404
+
+
+class InvalidCertificateRequest(KeysError):
+    """A certificate issuance or revocation request is malformed or violates the profile."""
+
+    code = "invalid_certificate_request"
+    title = "Invalid certificate request"
+    status_code = 422
+
+
+class AlreadyRevoked(KeysError):
+    """The certificate is already revoked (RFC 5280 allows only certificateHold to be lifted)."""
+
+    code = "already_revoked"
+    title = "Certificate already revoked"
+    status_code = 409
+
+
+class CANotInitialized(KeysError):
+    """The certificate authority has not been created or imported yet."""
+
+    code = "ca_not_initialized"
+    title = "CA not initialized"
+    status_code = 503
+
+
+class InvalidToken(KeysError):
+    """A JWT failed verification: malformed, wrong algorithm, unknown key, bad signature or claims."""
+
+    code = "invalid_token"
+    title = "Invalid token"
+    status_code = 401

@@ -1,0 +1,215 @@
+"""Compact JWS for tokens (RFC 7515, RFC 7518 section 3, RFC 8037 for EdDSA) and JWKs (RFC 7517).
+
+Signing goes through a KeyHandle; the header of each (key, typ) pair is serialized once. Verification
+accepts only the algorithms the caller names and only keys from the resolver it is given (STYLE habit 7):
+no "none", no HMAC, no key taken from the token itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+
+from keys.errors import InvalidToken, UnsupportedAlgorithm
+from keys.interfaces import KeyHandle, KeyType
+
+JwsAlg = Literal["ES256", "RS256", "EdDSA"]
+ALG_KEY_TYPES: dict[str, tuple[KeyType, ...]] = {
+    "ES256": ("EC-P256",),
+    "RS256": ("RSA-2048", "RSA-3072"),
+    "EdDSA": ("Ed25519",),
+}
+DEFAULT_KEY_TYPE: dict[str, KeyType] = {"ES256": "EC-P256", "RS256": "RSA-3072", "EdDSA": "Ed25519"}
+CLOCK_SKEW_LEEWAY_SECONDS = 30
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: str) -> bytes:
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        raise InvalidToken("malformed base64url") from None
+
+
+def _int_b64(value: int, length: int | None = None) -> str:
+    size = length or max(1, (value.bit_length() + 7) // 8)
+    return b64url(value.to_bytes(size, "big"))
+
+
+def public_jwk(public: PublicKeyTypes, *, kid: str, alg: str) -> dict[str, str]:
+    """The public JWK of a signing key (RFC 7517 section 4, RFC 7518 section 6, RFC 8037 section 2)."""
+    if isinstance(public, ec.EllipticCurvePublicKey):
+        nums = public.public_numbers()
+        return {"kty": "EC", "crv": "P-256", "x": _int_b64(nums.x, 32), "y": _int_b64(nums.y, 32),
+                "kid": kid, "alg": alg, "use": "sig"}
+    if isinstance(public, rsa.RSAPublicKey):
+        rnums = public.public_numbers()
+        return {"kty": "RSA", "n": _int_b64(rnums.n), "e": _int_b64(rnums.e), "kid": kid, "alg": alg, "use": "sig"}
+    if isinstance(public, ed25519.Ed25519PublicKey):
+        from cryptography.hazmat.primitives import serialization
+
+        raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return {"kty": "OKP", "crv": "Ed25519", "x": b64url(raw), "kid": kid, "alg": alg, "use": "sig"}
+    raise UnsupportedAlgorithm(f"no JWK form for {type(public).__name__}")
+
+
+class JwsSigner:
+    """Signs compact JWS with one key handle; the protected header is built once per `typ`."""
+
+    __slots__ = ("_alg", "_handle", "_headers", "kid")
+
+    def __init__(self, handle: KeyHandle, alg: JwsAlg) -> None:
+        if handle.key_type not in ALG_KEY_TYPES[alg]:
+            raise UnsupportedAlgorithm(f"{alg} cannot be made with a {handle.key_type} key")
+        self._handle = handle
+        self._alg = alg
+        self.kid = handle.key_id
+        self._headers: dict[str, bytes] = {}
+
+    @property
+    def alg(self) -> JwsAlg:
+        return self._alg
+
+    def _header(self, typ: str) -> bytes:
+        header = self._headers.get(typ)
+        if header is None:
+            fields = {"alg": self._alg, "kid": self.kid, "typ": typ}
+            header = b64url(json.dumps(fields, separators=(",", ":")).encode()).encode()
+            self._headers[typ] = header
+        return header
+
+    def sign(self, claims: Mapping[str, Any], typ: str = "JWT") -> str:
+        payload = base64.urlsafe_b64encode(json.dumps(claims, separators=(",", ":")).encode()).rstrip(b"=")
+        signing_input = self._header(typ) + b"." + payload
+        signature = self._handle.sign(signing_input, "sha256")
+        if self._alg == "ES256":
+            r, s = decode_dss_signature(signature)
+            signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        return (signing_input + b"." + base64.urlsafe_b64encode(signature).rstrip(b"=")).decode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedClaims:
+    """Claims of a JWT whose signature, algorithm, issuer, audience and lifetime were checked.
+
+    Only `JwsVerifier.verify` builds this type (STYLE habit 8).
+    """
+
+    header: Mapping[str, Any]
+    claims: Mapping[str, Any]
+
+    def __getitem__(self, name: str) -> Any:
+        return self.claims[name]
+
+
+KeyResolver = Callable[[str], tuple[PublicKeyTypes, str] | None]
+
+
+def _verify_signature(public: PublicKeyTypes, alg: str, signing_input: bytes, signature: bytes) -> None:
+    try:
+        if alg == "ES256" and isinstance(public, ec.EllipticCurvePublicKey):
+            if len(signature) != 64:
+                raise InvalidToken("ES256 signature must be 64 bytes")
+            der = encode_dss_signature(int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big"))
+            public.verify(der, signing_input, ec.ECDSA(hashes.SHA256()))
+        elif alg == "RS256" and isinstance(public, rsa.RSAPublicKey):
+            public.verify(signature, signing_input, padding.PKCS1v15(), hashes.SHA256())
+        elif alg == "EdDSA" and isinstance(public, ed25519.Ed25519PublicKey):
+            public.verify(signature, signing_input)
+        else:
+            raise InvalidToken(f"key does not fit algorithm {alg}")
+    except InvalidSignature:
+        raise InvalidToken("signature does not verify") from None
+
+
+class JwsVerifier:
+    """Verifies compact JWTs against an explicit policy: algorithms, issuer, audience, typ, leeway."""
+
+    def __init__(
+        self,
+        resolver: KeyResolver,
+        *,
+        algorithms: Iterable[str],
+        issuer: str,
+        audience: str | None,
+        typ: str | None = None,
+        leeway: int = CLOCK_SKEW_LEEWAY_SECONDS,
+        required: Iterable[str] = ("exp", "iat", "iss"),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._resolver = resolver
+        self._algorithms = frozenset(algorithms) & frozenset(ALG_KEY_TYPES)
+        if not self._algorithms:
+            raise UnsupportedAlgorithm("verification needs at least one asymmetric algorithm")
+        self._issuer = issuer
+        self._audience = audience
+        self._typ = typ
+        self._leeway = leeway
+        self._required = tuple(required)
+        self._clock = clock
+
+    def verify(self, token: str) -> VerifiedClaims:
+        parts = token.split(".")
+        if len(parts) != 3 or not all(parts):
+            raise InvalidToken("not a compact JWS")
+        try:
+            header = json.loads(b64url_decode(parts[0]))
+            claims = json.loads(b64url_decode(parts[1]))
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidToken("header or payload is not JSON") from None
+        if not isinstance(header, dict) or not isinstance(claims, dict):
+            raise InvalidToken("header and payload must be JSON objects")
+        alg = header.get("alg")
+        if alg not in self._algorithms:
+            raise InvalidToken(f"algorithm {alg!r} is not accepted")
+        if "crit" in header:
+            raise InvalidToken("critical header parameters are not supported")
+        if self._typ is not None and str(header.get("typ", "")).lower() not in (
+            self._typ.lower(), "application/" + self._typ.lower()
+        ):
+            raise InvalidToken(f"typ must be {self._typ}")
+        kid = header.get("kid")
+        if not isinstance(kid, str):
+            raise InvalidToken("kid missing")
+        found = self._resolver(kid)
+        if found is None:
+            raise InvalidToken("unknown signing key")
+        public, key_alg = found
+        if key_alg != alg:
+            raise InvalidToken("algorithm does not match the key")
+        _verify_signature(public, alg, f"{parts[0]}.{parts[1]}".encode("ascii"), b64url_decode(parts[2]))
+        self._check_claims(claims)
+        return VerifiedClaims(header=header, claims=claims)
+
+    def _check_claims(self, claims: dict[str, Any]) -> None:
+        for name in self._required:
+            if name not in claims:
+                raise InvalidToken(f"claim {name} is required")
+        now = self._clock()
+        exp = claims.get("exp")
+        if exp is not None and (not isinstance(exp, int | float) or now > exp + self._leeway):
+            raise InvalidToken("token has expired")
+        nbf = claims.get("nbf")
+        if nbf is not None and (not isinstance(nbf, int | float) or now + self._leeway < nbf):
+            raise InvalidToken("token is not yet valid")
+        if claims.get("iss") != self._issuer:
+            raise InvalidToken("issuer does not match")
+        if self._audience is not None:
+            aud = claims.get("aud")
+            auds = aud if isinstance(aud, list) else [aud]
+            if self._audience not in auds:
+                raise InvalidToken("audience does not match")

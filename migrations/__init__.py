@@ -1,0 +1,1 @@
+"""Alembic migrations: the only way Açar's schema is created or changed."""

@@ -1,0 +1,86 @@
+"""Run the real `acar` command and real server processes in tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ACAR = str(Path(sys.executable).with_name("acar"))
+
+
+def acar_env(settings_env: Mapping[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACAR_")}
+    env.update(settings_env)
+    return env
+
+
+def run_acar(env: Mapping[str, str], *args: str, check: bool = True, input_: str | None = None,
+             ) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([ACAR, *args], env=dict(env), capture_output=True, text=True, timeout=120,
+                          check=False, input=input_)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"acar {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
+    return proc
+
+
+def acar_json(env: Mapping[str, str], *args: str) -> Any:
+    return json.loads(run_acar(env, *args, "--json").stdout)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """A real `acar serve` process in its own process group."""
+
+    def __init__(self, env: Mapping[str, str], port: int | None = None, log_path: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        out = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed in stop()
+        self._out = out
+        self.proc = subprocess.Popen(
+            [ACAR, "serve", "--port", str(self.port)], env=dict(env), stdout=out, stderr=out,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 60.0) -> float:
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited early with {self.proc.returncode}: {self.log()}")
+            try:
+                if httpx.get(self.base + "/readyz", timeout=2).status_code == 200:
+                    return time.monotonic() - start
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"server not ready within {timeout}s: {self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:] if self.log_path else ""
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if self._out is not subprocess.DEVNULL:
+            self._out.close()  # type: ignore[union-attr]
+        return self.proc.returncode
