@@ -14,7 +14,7 @@ from api import problems
 from api.deps import Services, build_services
 from api.logging import configure_logging
 from api.middleware import RequestContextMiddleware
-from api.routes import health, keys
+from api.routes import admin, health, keys
 from api.settings import Settings, load_settings
 from keys.software import SoftwareKeyStore
 
@@ -71,5 +71,6 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     problems.install(app)
     app.include_router(health.router)
     app.include_router(keys.router)
+    app.include_router(admin.router)
     app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.access_log)
     return app

@@ -158,6 +158,24 @@ def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> None:
     _emit(args, _run(settings, work))
 
 
+def cmd_admin_token(args: argparse.Namespace, settings: Settings) -> None:
+    from api.auth import mint_admin_token
+
+    async def work(services: Services, session: AsyncSession) -> dict[str, Any]:
+        try:
+            minted = await mint_admin_token(services, subject=args.subject, scopes=set(args.scope.split()),
+                                            ttl_seconds=args.ttl)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+        from storage.audit import record_event
+
+        record_event(session, "admin_token.minted", actor="cli", subject=args.subject,
+                     detail={"scope": minted["scope"], "ttl": args.ttl, "kid": minted["kid"]})
+        return minted
+
+    _emit(args, _run(settings, work))
+
+
 # --- parser ----------------------------------------------------------------------------------------------
 
 
@@ -205,6 +223,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_keys_rotate)
     p = keys.add_parser("list", parents=[common], help="list token-signing keys and their states")
     p.set_defaults(func=cmd_keys_list)
+
+    admin = sub.add_parser("admin", parents=[common], help="admin API access").add_subparsers(
+        dest="admin_command", required=True, parser_class=_Parser)
+    p = admin.add_parser("token", parents=[common], help="mint an admin bearer token (printed once)")
+    p.add_argument("--subject", required=True, help="the operator who will use the token")
+    p.add_argument("--scope", default="acar:admin", help="space-separated: acar:admin acar:cert:revoke acar:token:mint")
+    p.add_argument("--ttl", type=int, default=900, help="lifetime in seconds")
+    p.set_defaults(func=cmd_admin_token)
     return parser
 
 

@@ -1,0 +1,81 @@
+"""Bearer authentication of the admin API.
+
+Admin tokens are RFC 9068 JWT access tokens (typ at+jwt) signed by our own token keys, audience
+`<issuer>/admin`, with space-separated scopes: `acar:admin` allows everything, narrower scopes
+(`acar:cert:revoke`, `acar:token:mint`) allow one area. Any node verifies any node's tokens through the
+shared key set (RFC 6750 for the bearer scheme and its error codes).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from api.deps import Services
+from api.problems import ApiProblem
+from keys.errors import InvalidToken
+from keys.jose import VerifiedClaims
+
+ADMIN_SCOPE = "acar:admin"
+ADMIN_SCOPES = frozenset({ADMIN_SCOPE, "acar:cert:revoke", "acar:token:mint"})
+
+
+@dataclass(frozen=True, slots=True)
+class AdminPrincipal:
+    subject: str
+    scopes: frozenset[str]
+    claims: VerifiedClaims
+
+
+def admin_audience(issuer: str) -> str:
+    return issuer + "/admin"
+
+
+async def mint_admin_token(
+    services: Services, *, subject: str, scopes: set[str], ttl_seconds: int
+) -> dict[str, object]:
+    """Sign an admin access token with the current ES256 key (RFC 9068 section 2.2 claims)."""
+    unknown = scopes - ADMIN_SCOPES
+    if unknown or not scopes:
+        raise ValueError(f"unknown scope(s): {', '.join(sorted(unknown)) or '(none)'}; "
+                         f"allowed: {', '.join(sorted(ADMIN_SCOPES))}")
+    limit = services.settings.token_max_lifetime_seconds
+    if not 1 <= ttl_seconds <= limit:
+        raise ValueError(f"ttl must be between 1 and {limit} seconds (ACAR_TOKEN_MAX_LIFETIME_SECONDS)")
+    issuer = services.settings.issuer
+    now = int(time.time())
+    claims = {"iss": issuer, "sub": subject, "aud": admin_audience(issuer), "client_id": "acar-admin",
+              "iat": now, "exp": now + ttl_seconds, "jti": secrets.token_urlsafe(16), "scope": " ".join(sorted(scopes))}
+    signer = await services.token_keys.signer("ES256")
+    return {"access_token": signer.sign(claims, typ="at+jwt"), "token_type": "Bearer", "expires_in": ttl_seconds,
+            "scope": claims["scope"], "kid": signer.kid}
+
+
+def require_scope(scope: str) -> Callable[[Request], Awaitable[AdminPrincipal]]:
+    """A FastAPI dependency: a valid admin bearer token carrying `scope` (or acar:admin)."""
+
+    async def dependency(request: Request) -> AdminPrincipal:
+        services: Services = request.app.state.services
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiProblem(401, "unauthorized", "Authentication required", "send an admin bearer token",
+                             headers={"WWW-Authenticate": 'Bearer realm="acar-admin"'})
+        try:
+            claims = await services.token_keys.verify(
+                token.strip(), issuer=services.settings.issuer, audience=admin_audience(services.settings.issuer),
+                typ="at+jwt", algorithms=["ES256", "RS256", "EdDSA"])
+        except InvalidToken as exc:
+            raise ApiProblem(401, "invalid_token", "Invalid token", str(exc),
+                             headers={"WWW-Authenticate": 'Bearer realm="acar-admin", error="invalid_token"'}) from None
+        scopes = frozenset(str(claims.claims.get("scope", "")).split())
+        if scope not in scopes and ADMIN_SCOPE not in scopes:
+            raise ApiProblem(403, "insufficient_scope", "Insufficient scope", f"this operation needs scope {scope}",
+                             headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'})
+        return AdminPrincipal(subject=str(claims.claims.get("sub", "")), scopes=scopes, claims=claims)
+
+    return dependency

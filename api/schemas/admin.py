@@ -1,0 +1,21 @@
+"""Schemas of the admin API."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TokenMintRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    subject: str = Field(min_length=1, max_length=200, description="who will use the token (an operator id)")
+    scope: str = Field(min_length=1, max_length=500, description="space-separated admin scopes")
+    ttl_seconds: int = Field(default=900, ge=1, le=86400)
+
+
+class TokenMintResponse(BaseModel):
+    access_token: str
+    token_type: str
+    expires_in: int
+    scope: str
+    kid: str
