@@ -19,7 +19,6 @@ from api.settings import Settings, load_settings
 from keys.software import SoftwareKeyStore
 
 log = logging.getLogger("acar.app")
-HOUSEKEEPING_INTERVAL_SECONDS = 60.0
 
 
 async def _housekeeping(services: Services, interval: float) -> None:
@@ -56,7 +55,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         svc = services or build_services(settings)
         app.state.services = svc
         await startup_checks(svc)
-        task = asyncio.create_task(_housekeeping(svc, HOUSEKEEPING_INTERVAL_SECONDS))
+        task = asyncio.create_task(_housekeeping(svc, settings.housekeeping_seconds))
         log.info("service.started", extra={"issuer": settings.issuer, "env": settings.env})
         try:
             yield

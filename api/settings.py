@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     token_key_rotation_days: float = 30.0
     token_max_lifetime_seconds: int = 3600
     key_cache_seconds: float = 5.0
+    housekeeping_seconds: float = 60.0
 
     # PKI
     certificate_policy_oid: str = "1.3.6.1.4.1.99999.1.1"

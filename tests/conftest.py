@@ -80,6 +80,23 @@ def database_url(tmp_path_factory: pytest.TempPathFactory, pg_base_url: str) -> 
         asyncio.run(_pg_exec(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+@pytest.fixture
+def pg_database_url(pg_base_url: str) -> Iterator[str]:
+    """A throwaway, migrated PostgreSQL database whatever ACAR_TEST_DB says (multi-node tests need one)."""
+    name = f"acar_test_{secrets.token_hex(6)}"
+    admin = _pg_admin_dsn(pg_base_url)
+    try:
+        asyncio.run(_pg_exec(admin, f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        pytest.fail(f"PostgreSQL is required and is not usable at {pg_base_url}: {exc}", pytrace=False)
+    url = make_url(pg_base_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        migrate.upgrade(url)
+        yield url
+    finally:
+        asyncio.run(_pg_exec(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @pytest.fixture(scope="session")
 def master_key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("keys") / "master.key"

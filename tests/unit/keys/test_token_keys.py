@@ -1,0 +1,204 @@
+"""Token-signing key lifecycle, checked with an independent JOSE library (PyJWT) against the JWKS."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+
+import jwt as pyjwt
+import pytest
+from sqlalchemy import select
+
+from api.deps import Services
+from keys.errors import InvalidToken
+from keys.models import StoredKey, TokenKey
+from keys.token_keys import TokenKeyService
+from storage.audit import AuditEvent
+
+ISSUER = "http://localhost:8000"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = dt.datetime.now(dt.UTC)
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+def _service(services: Services, clock: Clock, algorithms: tuple[str, ...] = ("ES256", "RS256")) -> TokenKeyService:
+    return TokenKeyService(
+        services.sessions, services.key_store, algorithms=algorithms, rotation_interval=dt.timedelta(days=30),
+        max_token_lifetime=dt.timedelta(hours=1), cache_seconds=0, clock=clock,
+    )
+
+
+def _claims(aud: str = "agency") -> dict[str, object]:
+    now = int(time.time())
+    return {"iss": ISSUER, "sub": "s1", "aud": aud, "iat": now, "exp": now + 600}
+
+
+def _pyjwt_verify(token: str, jwks: dict[str, object], alg: str) -> dict[str, object]:
+    """Verify with PyJWT only: key chosen by kid from the published JWKS."""
+    kid = pyjwt.get_unverified_header(token)["kid"]
+    keyset = pyjwt.PyJWKSet.from_dict(jwks)
+    key = {k.key_id: k for k in keyset.keys}.get(kid)
+    if key is None:
+        raise pyjwt.exceptions.PyJWKSetError(f"kid {kid} is not in the JWKS")
+    return pyjwt.decode(token, key=key.key, algorithms=[alg], audience="agency", issuer=ISSUER,
+                        options={"require": ["exp", "iat", "iss", "aud"]})
+
+
+async def _states(services: Services) -> dict[str, str]:
+    async with services.sessions() as session:
+        return {r.kid: r.state for r in (await session.execute(select(TokenKey))).scalars()}
+
+
+async def test_ensure_keys_publishes_current_and_next(services: Services) -> None:
+    svc = _service(services, Clock())
+    async with services.sessions() as session, session.begin():
+        created = await svc.ensure_keys(session)
+    assert len(created) == 4
+    jwks = await svc.jwks()
+    kids = {k["kid"] for k in jwks["keys"]}
+    assert kids == set(created)
+    by_alg = {(k["alg"], k["kty"]) for k in jwks["keys"]}
+    assert by_alg == {("ES256", "EC"), ("RS256", "RSA")}
+    for key in jwks["keys"]:
+        assert key["use"] == "sig"
+        assert not {"d", "p", "q", "dp", "dq", "qi"} & set(key)  # public parts only
+    async with services.sessions() as session, session.begin():
+        assert await svc.ensure_keys(session) == []  # idempotent
+
+
+@pytest.mark.parametrize("alg", ["ES256", "RS256", "EdDSA"])
+async def test_tokens_verify_with_pyjwt(services: Services, alg: str) -> None:
+    svc = _service(services, Clock(), algorithms=(alg,))
+    async with services.sessions() as session, session.begin():
+        await svc.ensure_keys(session)
+    signer = await svc.signer(alg)
+    token = signer.sign(_claims(), typ="at+jwt")
+    assert pyjwt.get_unverified_header(token) == {"alg": alg, "kid": signer.kid, "typ": "at+jwt"}
+    claims = _pyjwt_verify(token, dict(await svc.jwks()), alg)
+    assert claims["sub"] == "s1"
+    ours = await svc.verify(token, issuer=ISSUER, audience="agency", typ="at+jwt")
+    assert ours["sub"] == "s1"
+
+
+async def test_rotation_keeps_old_tokens_valid_until_retired_key_is_removed(services: Services) -> None:
+    clock = Clock()
+    svc = _service(services, clock)
+    async with services.sessions() as session, session.begin():
+        await svc.ensure_keys(session)
+    before = await _states(services)
+    es256 = await _es256(services)
+    old_current = next(k for k, s in before.items() if s == "current" and k in es256)
+    old_next = next(k for k, s in before.items() if s == "next" and k in es256)
+    old_token = (await svc.signer("ES256")).sign(_claims())
+
+    async with services.sessions() as session, session.begin():
+        changes = await svc.rotate(session, algorithms=["ES256"], actor="test")
+    assert changes[0]["retired"] == old_current and changes[0]["current"] == old_next
+    after = await _states(services)
+    assert after[old_current] == "retired" and after[old_next] == "current"
+    assert after[str(changes[0]["next"])] == "next"
+
+    new_signer = await svc.signer("ES256")
+    assert new_signer.kid == old_next  # the key that had already been published as next
+    new_token = new_signer.sign(_claims())
+    jwks = dict(await svc.jwks())
+    assert {old_current, old_next, changes[0]["next"]} <= {k["kid"] for k in jwks["keys"]}
+    assert _pyjwt_verify(old_token, jwks, "ES256")["sub"] == "s1"
+    assert _pyjwt_verify(new_token, jwks, "ES256")["sub"] == "s1"
+
+    # before every token of the retired key has expired, it stays published
+    clock.now += dt.timedelta(minutes=30)
+    async with services.sessions() as session, session.begin():
+        assert await svc.remove_expired(session) == []
+    # once the longest token lifetime has passed, it is removed and its material destroyed
+    clock.now += dt.timedelta(hours=1)
+    async with services.sessions() as session, session.begin():
+        assert await svc.remove_expired(session) == [old_current]
+    jwks = dict(await svc.jwks())
+    assert old_current not in {k["kid"] for k in jwks["keys"]}
+    with pytest.raises(pyjwt.PyJWTError):
+        _pyjwt_verify(old_token, jwks, "ES256")
+    with pytest.raises(InvalidToken, match="unknown signing key"):
+        await svc.verify(old_token, issuer=ISSUER, audience="agency")
+    async with services.sessions() as session:
+        row = await session.get(StoredKey, old_current)
+        assert row is not None and row.destroyed_at is not None and row.ciphertext is None
+        events = (await session.execute(select(AuditEvent.event_type))).scalars().all()
+    assert {"token_key.created", "token_key.rotated", "token_key.removed"} <= set(events)
+
+
+async def _es256(services: Services) -> set[str]:
+    async with services.sessions() as session:
+        return set((await session.execute(select(TokenKey.kid).where(TokenKey.alg == "ES256"))).scalars())
+
+
+async def test_automatic_schedule_rotates_when_due(services: Services) -> None:
+    clock = Clock()
+    svc = _service(services, clock)
+    async with services.sessions() as session, session.begin():
+        await svc.ensure_keys(session)
+    assert await svc.housekeeping() == {"rotated": [], "removed": []}
+    clock.now += dt.timedelta(days=30, seconds=1)
+    result = await svc.housekeeping()
+    assert len(result["rotated"]) == 2  # ES256 and RS256
+    assert await svc.housekeeping() == {"rotated": [], "removed": []}
+    clock.now += dt.timedelta(hours=2)
+    assert len((await svc.housekeeping())["removed"]) == 2
+
+
+async def test_verify_refuses_tampering_and_foreign_policies(services: Services) -> None:
+    svc = _service(services, Clock())
+    async with services.sessions() as session, session.begin():
+        await svc.ensure_keys(session)
+    token = (await svc.signer("ES256")).sign(_claims())
+    head, body, sig = token.split(".")
+    forged_body = pyjwt.utils.base64url_encode(b'{"iss":"http://localhost:8000","sub":"admin","exp":9999999999,'
+                                               b'"iat":1,"aud":"agency"}').decode()
+    cases = {
+        "tampered payload": f"{head}.{forged_body}.{sig}",
+        "alg none": pyjwt.encode(_claims(), key=None, algorithm="none"),  # type: ignore[arg-type]
+        "HS256": pyjwt.encode(_claims(), key="secret-key-of-32-bytes-or-more!!", algorithm="HS256",
+                              headers={"kid": pyjwt.get_unverified_header(token)["kid"]}),
+        "garbage": "a.b.c",
+        "two parts": f"{head}.{body}",
+    }
+    for name, bad in cases.items():
+        with pytest.raises(InvalidToken):
+            await svc.verify(bad, issuer=ISSUER, audience="agency")
+        assert name
+    with pytest.raises(InvalidToken, match="audience"):
+        await svc.verify(token, issuer=ISSUER, audience="another-agency")
+    with pytest.raises(InvalidToken, match="issuer"):
+        await svc.verify(token, issuer="https://evil.example", audience="agency")
+    expired = (await svc.signer("ES256")).sign({**_claims(), "exp": int(time.time()) - 3600})
+    with pytest.raises(InvalidToken, match="expired"):
+        await svc.verify(expired, issuer=ISSUER, audience="agency")
+
+
+async def test_concurrent_rotation_rotates_once(services: Services) -> None:
+    """Two nodes rotating at the same moment: the compare-and-set lets exactly one win per algorithm."""
+    svc_a = _service(services, Clock(), algorithms=("ES256",))
+    async with services.sessions() as session, session.begin():
+        await svc_a.ensure_keys(session)
+    svc_b = _service(services, Clock(), algorithms=("ES256",))
+
+    async def rotate(svc: TokenKeyService) -> list[dict[str, str | None]] | Exception:
+        try:
+            async with services.sessions() as session, session.begin():
+                return await svc.rotate(session, actor="node")
+        except Exception as exc:  # noqa: BLE001 - SQLite may refuse the loser's write outright
+            return exc
+
+    results = await asyncio.gather(rotate(svc_a), rotate(svc_b))
+    wins = [r for r in results if isinstance(r, list) and r]
+    assert len(wins) >= 1
+    states = await _states(services)
+    assert list(states.values()).count("current") == 1
+    assert list(states.values()).count("retired") == 1
+    assert len(wins) == 1
