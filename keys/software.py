@@ -13,6 +13,7 @@ import hashlib
 import os
 import secrets
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -33,6 +34,8 @@ _HASHES: dict[str, hashes.HashAlgorithm] = {
     "sha384": hashes.SHA384(),
     "sha512": hashes.SHA512(),
 }
+_ECDSA: dict[str, ec.ECDSA] = {name: ec.ECDSA(algorithm) for name, algorithm in _HASHES.items()}
+_PKCS1 = padding.PKCS1v15()
 _NONCE = 12
 
 
@@ -125,13 +128,28 @@ def key_type_of(key: PrivateKeyTypes | PublicKeyTypes) -> KeyType:
 class SoftwareKeyHandle:
     """A decrypted private key held in memory; signs, shows its public key, has no export method."""
 
-    __slots__ = ("_key", "_key_id", "_key_type", "_public")
+    __slots__ = ("_key", "_key_id", "_key_type", "_public", "_sign")
 
     def __init__(self, key_id: str, key: PrivateKeyTypes) -> None:
         self._key_id = key_id
         self._key = key
         self._key_type = key_type_of(key)
         self._public = key.public_key()
+        self._sign = self._bind(key)
+
+    @staticmethod
+    def _bind(key: PrivateKeyTypes) -> Callable[[bytes, HashName], bytes]:
+        """Choose the signing call once, so a signature costs no type dispatch."""
+        if isinstance(key, ec.EllipticCurvePrivateKey):
+            ec_sign = key.sign
+            return lambda data, hash_name: ec_sign(data, _ECDSA[hash_name])
+        if isinstance(key, rsa.RSAPrivateKey):
+            rsa_sign = key.sign
+            return lambda data, hash_name: rsa_sign(data, _PKCS1, _HASHES[hash_name])
+        if isinstance(key, ed25519.Ed25519PrivateKey):
+            ed_sign = key.sign
+            return lambda data, _hash_name: ed_sign(data)
+        raise UnsupportedAlgorithm(f"cannot sign with a {type(key).__name__}")
 
     @property
     def key_id(self) -> str:
@@ -145,14 +163,7 @@ class SoftwareKeyHandle:
         return self._public
 
     def sign(self, data: bytes, hash_name: HashName = "sha256") -> bytes:
-        key = self._key
-        if isinstance(key, ec.EllipticCurvePrivateKey):
-            return key.sign(data, ec.ECDSA(_HASHES[hash_name]))
-        if isinstance(key, rsa.RSAPrivateKey):
-            return key.sign(data, padding.PKCS1v15(), _HASHES[hash_name])
-        if isinstance(key, ed25519.Ed25519PrivateKey):
-            return key.sign(data)
-        raise UnsupportedAlgorithm(f"cannot sign with a {type(key).__name__}")
+        return self._sign(data, hash_name)
 
     def __repr__(self) -> str:
         return f"SoftwareKeyHandle(key_id={self._key_id!r}, key_type={self._key_type!r})"
