@@ -42,7 +42,7 @@ lint: install
 	  ACAR_DATABASE_URL=sqlite+aiosqlite:///$$db $(BIN)/alembic check; rm -f $$db
 
 test-sqlite: install system-deps
-	ACAR_TEST_DB=sqlite $(BIN)/pytest -m "not multinode" $(PYTEST_ARGS)
+	ACAR_TEST_DB=sqlite $(BIN)/pytest -m "not multinode and not postgresql" $(PYTEST_ARGS)
 
 test-postgresql: install system-deps
 	ACAR_TEST_DB=postgresql $(BIN)/pytest $(PYTEST_ARGS)

@@ -14,7 +14,7 @@ from api import problems
 from api.deps import Services, build_services
 from api.logging import configure_logging
 from api.middleware import RequestContextMiddleware
-from api.routes import admin, health, keys
+from api.routes import admin, health, keys, pki, tsa
 from api.settings import Settings, load_settings
 from keys.software import SoftwareKeyStore
 
@@ -22,7 +22,8 @@ log = logging.getLogger("acar.app")
 
 
 async def _housekeeping(services: Services, interval: float) -> None:
-    """The automatic schedule: token-key rotation and removal (ACAR_TOKEN_KEY_ROTATION_DAYS)."""
+    """The automatic schedule: token-key rotation and removal (ACAR_TOKEN_KEY_ROTATION_DAYS); CRLs republished
+    at half their lifetime and OCSP/TSA certificates renewed before they run out."""
     while True:
         try:
             result = await services.token_keys.housekeeping()
@@ -30,6 +31,12 @@ async def _housekeeping(services: Services, interval: float) -> None:
                 log.info("keys.housekeeping", extra=result)
         except Exception:
             log.exception("keys.housekeeping_failed")
+        try:
+            published = await services.pki.housekeeping()
+            if published["service_certificates_created"] or published["crls_published"]:
+                log.info("pki.housekeeping", extra=published)
+        except Exception:
+            log.exception("pki.housekeeping_failed")
         await asyncio.sleep(interval)
 
 
@@ -71,5 +78,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(health.router)
     app.include_router(keys.router)
     app.include_router(admin.router)
+    app.include_router(tsa.router)
+    app.include_router(pki.router)
     app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.access_log)
     return app

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -23,7 +24,7 @@ from api.settings import Settings, SettingsError, load_settings
 from idp.errors import IdpError
 from idp.persons import PersonService
 from keys.errors import KeysError
-from keys.software import MasterKey
+from keys.software import MasterKey, SoftwareKeyStore
 
 
 class CliError(Exception):
@@ -75,7 +76,12 @@ def cmd_init(args: argparse.Namespace, settings: Settings) -> None:
     migrate.upgrade(settings.resolved_database_url)
 
     async def work(services: Services, session: AsyncSession) -> dict[str, Any]:
-        return {"token_keys_created": await services.token_keys.ensure_keys(session, actor="cli:init")}
+        if isinstance(services.key_store, SoftwareKeyStore):
+            await services.key_store.check_master_key(session)  # a wrong master key fails here, creating nothing
+        created = await services.token_keys.ensure_keys(session, actor="cli:init")
+        # the CA hierarchy is created in development only; production imports it (`acar ca import`)
+        pki = await services.pki.initialize(session, actor="cli:init", create_hierarchy=settings.env == "development")
+        return {"token_keys_created": created, **pki}
 
     result = _run(settings, work)
     _emit(args, {"data_dir": str(settings.data_dir.resolve()), "master_key_created": created_master,
@@ -90,9 +96,16 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn
 
-    from api.deps import build_key_store
+    from api.app import startup_checks
 
-    build_key_store(settings)  # a missing or malformed master key stops the start here, in one line
+    async def check_keys() -> None:
+        services = build_services(settings)  # a missing or malformed master key, or an unusable token, stops here
+        try:
+            await startup_checks(services)  # and a wrong master key here: before uvicorn starts, in one line
+        finally:
+            await services.close()
+
+    asyncio.run(check_keys())
     if args.port < 1 or args.port > 65535:
         raise CliError("--port must be between 1 and 65535")
     if args.workers < 1:
@@ -176,6 +189,100 @@ def cmd_admin_token(args: argparse.Namespace, settings: Settings) -> None:
     _emit(args, _run(settings, work))
 
 
+def _read_file(path: str, option: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise CliError(f"{option}: cannot read {path}: {exc.strerror}") from None
+
+
+def cmd_ca_import(args: argparse.Namespace, settings: Settings) -> None:
+    certificate = _read_file(args.cert, "--cert")
+    key_pem = _read_file(args.key, "--key") if args.key else None
+    password = _read_file(args.key_password_file, "--key-password-file").rstrip(b"\r\n") \
+        if args.key_password_file else None
+
+    async def work(services: Services, session: AsyncSession) -> dict[str, Any]:
+        pki, store = services.pki, services.key_store
+        await pki.ca.check_import(session, args.name, certificate)  # before any key is touched
+        if args.pkcs11_label:
+            from keys.pkcs11 import Pkcs11KeyStore
+
+            if not isinstance(store, Pkcs11KeyStore):
+                raise CliError("--pkcs11-label needs ACAR_KEY_BACKEND=pkcs11")
+            handle = await store.adopt(session, token_label=args.pkcs11_label, purpose="ca")
+        else:
+            if not isinstance(store, SoftwareKeyStore) or key_pem is None:
+                raise CliError("--key imports into the software key store; with ACAR_KEY_BACKEND=pkcs11 "
+                               "generate or import the key on the HSM and pass --pkcs11-label")
+            handle = await store.import_private_key(session, key_pem, purpose="ca", label=f"ca-{args.name}",
+                                                    password=password)
+        await pki.ca.import_ca(session, args.name, certificate, handle, actor="cli")
+        made = await pki.initialize(session, actor="cli:ca-import", create_hierarchy=False)
+        return {"ca": args.name, "key_id": handle.key_id, "backend": store.backend, **made}
+
+    _emit(args, _run(settings, work))
+
+
+def _subject(args: argparse.Namespace) -> tuple[Any, Any]:
+    from keys.profiles import LegalPerson, NaturalPerson, Profile
+
+    profile = Profile(args.profile)
+    if profile is Profile.LEGAL_PERSON_SEAL:
+        extra = [opt for opt, value in (("--fin", args.fin), ("--given-name", args.given_name),
+                                        ("--surname", args.surname)) if value is not None]
+        if extra:
+            raise CliError(f"{profile.value} certifies an organization: drop {', '.join(extra)}")
+        return profile, LegalPerson.create(voen=args.voen, organization=args.org, common_name=args.common_name)
+    extra = [opt for opt, value in (("--voen", args.voen), ("--org", args.org)) if value is not None]
+    if extra:
+        raise CliError(f"{profile.value} certifies a natural person: drop {', '.join(extra)}")
+    return profile, NaturalPerson.create(fin=args.fin, given_name=args.given_name, surname=args.surname,
+                                         common_name=args.common_name)
+
+
+def cmd_cert_issue(args: argparse.Namespace, settings: Settings) -> None:
+    from keys.ca import certificate_pem
+    from keys.x509 import subject_key_from_csr, subject_key_from_pem
+
+    profile, subject = _subject(args)
+    if args.csr:
+        public_key = subject_key_from_csr(_read_file(args.csr, "--csr"))
+    else:
+        public_key = subject_key_from_pem(_read_file(args.public_key, "--public-key"))
+
+    async def work(services: Services, session: AsyncSession) -> dict[str, Any]:
+        ca = services.pki.ca
+        row = await ca.issue(session, profile=profile, subject=subject, public_key=public_key, days=args.days,
+                             actor="cli")
+        chain = [certificate_pem(await ca.ca_row(session, name)) for name in ("issuing", "root")]
+        return {"serial": row.serial_hex, "issuer": row.issuer_ca, "profile": row.profile, "subject": row.subject,
+                "not_before": row.not_before.isoformat(), "not_after": row.not_after.isoformat(),
+                "certificate_pem": certificate_pem(row), "chain_pem": chain}
+
+    print(json.dumps(_run(settings, work), ensure_ascii=False))
+
+
+def cmd_cert_revoke(args: argparse.Namespace, settings: Settings) -> None:
+    async def work(services: Services, session: AsyncSession) -> dict[str, Any]:
+        row = await services.pki.revoke(session, args.serial, args.reason, actor="cli")
+        return {"serial": row.serial_hex, "issuer": row.issuer_ca, "revoked_at": row.revoked_at,
+                "reason": row.revocation_reason}
+
+    _emit(args, _run(settings, work))
+
+
+def cmd_cert_show(args: argparse.Namespace, settings: Settings) -> None:
+    from api.schemas.pki import CertificateView
+    from storage.base import utcnow
+
+    async def work(services: Services, session: AsyncSession) -> dict[str, Any]:
+        row = await services.pki.ca.get(session, args.serial)
+        return CertificateView.from_row(row, utcnow()).model_dump(mode="json")
+
+    _emit(args, _run(settings, work))
+
+
 # --- parser ----------------------------------------------------------------------------------------------
 
 
@@ -231,7 +338,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scope", default="acar:admin", help="space-separated: acar:admin acar:cert:revoke acar:token:mint")
     p.add_argument("--ttl", type=int, default=900, help="lifetime in seconds")
     p.set_defaults(func=cmd_admin_token)
+    _add_pki_commands(sub, common)
     return parser
+
+
+def _add_pki_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    ca = sub.add_parser("ca", parents=[common], help="the CA hierarchy").add_subparsers(
+        dest="ca_command", required=True, parser_class=_Parser)
+    p = ca.add_parser("import", parents=[common], help="import a CA certificate and its key (production)")
+    p.add_argument("--name", required=True, choices=["root", "issuing"])
+    p.add_argument("--cert", required=True, help="the CA certificate (PEM or DER)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--key", help="the CA private key (PEM) for the software key store")
+    source.add_argument("--pkcs11-label", help="the CKA_LABEL of the CA key pair already on the HSM")
+    p.add_argument("--key-password-file", help="file holding the password of an encrypted --key")
+    p.set_defaults(func=cmd_ca_import)
+
+    cert = sub.add_parser("cert", parents=[common], help="certificates").add_subparsers(
+        dest="cert_command", required=True, parser_class=_Parser)
+    p = cert.add_parser("issue", parents=[common], help="issue a certificate (prints JSON: serial and PEM)")
+    p.add_argument("--profile", required=True,
+                   choices=["natural-person-signing", "legal-person-seal", "authentication"])
+    p.add_argument("--fin", help="natural persons: personal identification number (7 letters/digits)")
+    p.add_argument("--given-name")
+    p.add_argument("--surname")
+    p.add_argument("--voen", help="legal persons: taxpayer identification number (10 digits)")
+    p.add_argument("--org", help="legal persons: organization name")
+    p.add_argument("--common-name", help="subject CN (default: given name and surname, or the organization)")
+    key = p.add_mutually_exclusive_group(required=True)
+    key.add_argument("--public-key", help="the subject's public key (PEM SubjectPublicKeyInfo)")
+    key.add_argument("--csr", help="a PKCS#10 request (PEM or DER) whose signature proves possession of the key")
+    p.add_argument("--days", type=int, help="validity in days (default 365)")
+    p.set_defaults(func=cmd_cert_issue)
+    p = cert.add_parser("revoke", parents=[common], help="revoke a certificate and publish a new CRL")
+    p.add_argument("serial", help="the serial number in hexadecimal")
+    p.add_argument("--reason", required=True, help="RFC 5280 reason: unspecified, keyCompromise, cACompromise, "
+                   "affiliationChanged, superseded, cessationOfOperation, certificateHold, privilegeWithdrawn, "
+                   "aACompromise")
+    p.set_defaults(func=cmd_cert_revoke)
+    p = cert.add_parser("show", parents=[common], help="show a certificate and its status")
+    p.add_argument("serial", help="the serial number in hexadecimal")
+    p.set_defaults(func=cmd_cert_show)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from api import migrate
 from api.settings import Settings
-from keys.interfaces import KeyStore
+from keys.errors import CANotInitialized, TsaNotConfigured
+from keys.interfaces import CertificateStatusSource, KeyStore
+from keys.pki import PkiService
+from keys.serials import SerialAllocator
 from keys.software import MasterKey, SoftwareKeyStore
+from keys.status_postgres import PostgresCertificateStatus
+from keys.status_sqlite import SqliteCertificateStatus
 from keys.token_keys import TokenKeyService
-from storage import create_engine, create_session_factory
+from keys.tsa import TimestampAuthority, TsaCredentials, TsaProvider
+from storage import create_engine, create_session_factory, is_sqlite
+from storage.audit import GroupCommitAuditLog
+
+
+async def _no_tsa() -> TimestampAuthority:
+    raise TsaNotConfigured("these services have no time-stamp authority")
 
 
 @dataclass
@@ -23,8 +36,16 @@ class Services:
     sessions: async_sessionmaker[AsyncSession]
     key_store: KeyStore
     token_keys: TokenKeyService
+    pki: PkiService  # the CA hierarchy, CRLs and OCSP responder (keys.pki)
+    # False when the caller passed the store in and closes it itself (keyword-only: later fields need no default)
+    owns_key_store: bool = field(default=True, kw_only=True)
+    tsa: Callable[[], Awaitable[TimestampAuthority]] = _no_tsa  # the RFC 3161 TSA (keys.tsa.TsaProvider)
+    audit_log: GroupCommitAuditLog = field(kw_only=True)  # group commit for hot endpoints' audit events (TSA)
 
     async def close(self) -> None:
+        if self.owns_key_store:
+            self.key_store.close()
+        await self.pki.close()
         await self.engine.dispose()
 
 
@@ -33,13 +54,19 @@ def build_key_store(settings: Settings) -> KeyStore:
     if settings.key_backend == "pkcs11":
         from keys.pkcs11 import Pkcs11KeyStore
 
-        assert settings.pkcs11_module is not None  # noqa: S101 - checked by Settings
-        return Pkcs11KeyStore(
-            module_path=str(settings.pkcs11_module),
+        return Pkcs11KeyStore(  # an unset module, label or PIN is a BackendError naming the setting
+            module_path=str(settings.pkcs11_module or ""),
             token_label=settings.pkcs11_token_label,
             pin=settings.pkcs11_pin,
         )
     return SoftwareKeyStore(MasterKey.from_file(settings.resolved_master_key_file))
+
+
+def build_status_source(url: str) -> CertificateStatusSource:
+    """Where the OCSP responder looks up certificate status: sqlite3 on the SQLite file, or asyncpg."""
+    if is_sqlite(url):
+        return SqliteCertificateStatus(make_url(url).database or "")
+    return PostgresCertificateStatus(create_engine(url, pool_size=10, pre_ping=False, fixed_pool=True))
 
 
 def build_services(settings: Settings, *, key_store: KeyStore | None = None) -> Services:
@@ -54,7 +81,33 @@ def build_services(settings: Settings, *, key_store: KeyStore | None = None) -> 
         max_token_lifetime=dt.timedelta(seconds=settings.token_max_lifetime_seconds),
         cache_seconds=settings.key_cache_seconds,
     )
-    return Services(settings=settings, engine=engine, sessions=sessions, key_store=store, token_keys=token_keys)
+    pki = PkiService(
+        sessions,
+        store,
+        statuses=build_status_source(settings.resolved_database_url),
+        issuer_url=settings.issuer,
+        certificate_policy_oid=settings.certificate_policy_oid,
+        cache_seconds=settings.key_cache_seconds,
+    )
+    tsa = TsaProvider(
+        _tsa_credentials(pki),
+        policy_oid=settings.tsa_policy_oid,
+        serials=SerialAllocator(sessions, purpose="tsa"),
+    )
+    return Services(settings=settings, engine=engine, sessions=sessions, key_store=store, token_keys=token_keys,
+                    pki=pki, owns_key_store=key_store is None, tsa=tsa, audit_log=GroupCommitAuditLog(sessions))
+
+
+def _tsa_credentials(pki: PkiService) -> Callable[[], Awaitable[TsaCredentials]]:
+    """The TSA's key, certificate and chain as the issuing CA certified them (`acar init` creates them)."""
+
+    async def load() -> TsaCredentials:
+        try:
+            return await pki.tsa_key()  # a keys.ca.CertifiedKey is a TsaCredentials
+        except CANotInitialized as exc:
+            raise TsaNotConfigured(exc.detail) from None
+
+    return load
 
 
 async def readiness(services: Services) -> list[str]:

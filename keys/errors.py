@@ -85,3 +85,12 @@ class InvalidToken(KeysError):
     code = "invalid_token"
     title = "Invalid token"
     status_code = 401
+
+
+class TsaNotConfigured(KeysError):
+    """The time-stamp authority has no usable key and certificate: not issued yet (`acar init`), or the
+    certificate does not certify the key or lacks the critical id-kp-timeStamping EKU (RFC 3161 section 2.3)."""
+
+    code = "tsa_not_configured"
+    title = "Time-stamp authority not configured"
+    status_code = 503

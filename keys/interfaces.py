@@ -6,6 +6,9 @@ signatures) goes through `KeyHandle.sign`.
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
@@ -51,4 +54,36 @@ class KeyStore(Protocol):
 
     async def destroy(self, session: AsyncSession, key_id: str) -> None:
         """Destroy the key material; the metadata row stays for the audit trail."""
+        ...
+
+    def close(self) -> None:
+        """Forget the cached handles and release the backend (a PKCS#11 store logs out of its token)."""
+        ...
+
+
+class SerialSource(Protocol):
+    """Hands out serial numbers unique across every node sharing the database (keys.serials)."""
+
+    async def allocate(self) -> int:
+        """The next serial number; never the same twice, in this process or any other."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateStatus:
+    """What the CA knows about one issued certificate: good, or revoked at a time for an RFC 5280 reason."""
+
+    revoked_at: dt.datetime | None = None
+    reason: str | None = None  # an RFC 5280 section 5.3.1 name, e.g. "keyCompromise"
+
+
+class CertificateStatusSource(Protocol):
+    """Where the OCSP responder (keys.ocsp) looks up certificates; serials are lower-case hex."""
+
+    async def lookup(self, issuer: str, serials: Sequence[str]) -> Mapping[str, CertificateStatus]:
+        """The status of each serial the CA `issuer` issued; serials it never issued are absent."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
         ...

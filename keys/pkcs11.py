@@ -6,12 +6,26 @@ refuses to export them; Açar only ever asks the token to sign. The database kee
 the key id) and the public key.
 
 ECDSA uses CKM_ECDSA over a digest computed here (the mechanism every module implements) and returns the
-token's r||s as DER; RSA uses CKM_SHA{256,384,512}_RSA_PKCS; Ed25519 uses CKM_EDDSA.
+token's r||s as DER; RSA uses CKM_SHA{256,384,512}_RSA_PKCS; Ed25519 uses CKM_EDDSA (PKCS#11 v3.0).
+
+Process-wide state, because PKCS#11 keeps it per application, not per session:
+
+- python-pkcs11 initialises a module with C_Initialize(NULL_PTR): no locking functions and no CKF_OS_LOCKING_OK,
+  so the module may assume the application never calls it from two threads at once (PKCS#11 v2.40 base
+  specification, C_Initialize and its CK_C_INITIALIZE_ARGS); SoftHSM2 then switches its own mutexes off. So every
+  call into a module goes through one process-wide lock, `_CALL_LOCK`.
+- The login state belongs to the application, not to a session (PKCS#11 v2.40, C_Login and C_Logout): after
+  C_Login every session of the application is in a user state, a second C_Login fails with
+  CKR_USER_ALREADY_LOGGED_IN, and C_Logout on any session logs all of them out. So every store on the same token
+  shares one logged-in read/write session (`_TokenLogin`), counted by reference; the last `close()` logs out. A
+  store given a different PIN than the one the token accepted is refused, as the token itself would refuse it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import hmac
 import threading
 from typing import Any
 
@@ -20,7 +34,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-from pkcs11 import Attribute, Mechanism, ObjectClass
+from pkcs11 import Attribute, Mechanism, MechanismFlag, ObjectClass
 from pkcs11 import KeyType as P11KeyType
 from pkcs11.util.ec import encode_named_curve_parameters
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,12 +45,14 @@ from keys.models import StoredKey
 from keys.software import key_type_of, new_key_id
 from storage.base import utcnow
 
-_CURVES: dict[str, tuple[str, ec.EllipticCurve, int]] = {
+_CURVES: dict[KeyType, tuple[str, ec.EllipticCurve, int]] = {
     "EC-P256": ("secp256r1", ec.SECP256R1(), 32),
     "EC-P384": ("secp384r1", ec.SECP384R1(), 48),
 }
 _RSA_MECH = {"sha256": Mechanism.SHA256_RSA_PKCS, "sha384": Mechanism.SHA384_RSA_PKCS,
              "sha512": Mechanism.SHA512_RSA_PKCS}
+# A signing key signs and nothing else: no decrypt, unwrap or derive (the defaults of python-pkcs11 allow them).
+_CAPABILITIES = MechanismFlag.SIGN | MechanismFlag.VERIFY
 _PRIVATE_TEMPLATE: dict[Attribute, Any] = {
     Attribute.SENSITIVE: True,
     Attribute.EXTRACTABLE: False,
@@ -44,6 +60,93 @@ _PRIVATE_TEMPLATE: dict[Attribute, Any] = {
     Attribute.TOKEN: True,
 }
 _ED25519_PARAMS = bytes.fromhex("06032b6570")  # OID 1.3.101.112 (RFC 8410), as CKA_EC_PARAMS
+# What the token must offer (C_GetMechanismList) to generate and sign with each key type. A token may store a key
+# it cannot sign with (SoftHSM2 without CKM_EDDSA does), so both are checked before a key is made.
+_REQUIRED_MECHANISMS: dict[KeyType, tuple[Mechanism, ...]] = {
+    "EC-P256": (Mechanism.EC_KEY_PAIR_GEN, Mechanism.ECDSA),
+    "EC-P384": (Mechanism.EC_KEY_PAIR_GEN, Mechanism.ECDSA),
+    "RSA-2048": (Mechanism.RSA_PKCS_KEY_PAIR_GEN, *_RSA_MECH.values()),
+    "RSA-3072": (Mechanism.RSA_PKCS_KEY_PAIR_GEN, *_RSA_MECH.values()),
+    "Ed25519": (Mechanism.EC_EDWARDS_KEY_PAIR_GEN, Mechanism.EDDSA),
+}
+_PIN_ERRORS = (pkcs11.PinIncorrect, pkcs11.PinInvalid, pkcs11.PinLenRange)
+
+_CALL_LOCK = threading.Lock()  # serialises every call into a PKCS#11 module (see module docstring)
+
+
+class _TokenLogin:
+    """The one logged-in R/W session of this process on one token, shared by every store using it."""
+
+    __slots__ = ("key", "mechanisms", "pin_digest", "session", "users")
+
+    def __init__(self, key: tuple[str, str], session: pkcs11.Session, pin_digest: bytes) -> None:
+        self.key = key
+        self.session = session
+        self.pin_digest = pin_digest
+        self.mechanisms = frozenset(session.token.slot.get_mechanisms())
+        self.users = 1
+
+
+_LOGINS: dict[tuple[str, str], _TokenLogin] = {}  # (module path, token label) -> login; guarded by _CALL_LOCK
+
+
+def _pin_digest(module_path: str, token_label: str, pin: str) -> bytes:
+    return hashlib.sha256(f"acar-pkcs11-pin\0{module_path}\0{token_label}\0{pin}".encode()).digest()
+
+
+def _login(module_path: str, token_label: str, pin: str) -> _TokenLogin:
+    """Log in to the token, or join this process's login; errors name the setting. Caller holds _CALL_LOCK."""
+    if not module_path:
+        raise BackendError("ACAR_PKCS11_MODULE is not set (the path of the PKCS#11 module, e.g. libsofthsm2.so)")
+    if not token_label:
+        raise BackendError("ACAR_PKCS11_TOKEN_LABEL is not set (the label of the token holding Açar's keys)")
+    if not pin:
+        raise BackendError("ACAR_PKCS11_PIN is not set (the user PIN of the token)")
+    # keyed by the path as configured, like python-pkcs11's own cache of loaded modules (pkcs11.lib)
+    digest = _pin_digest(module_path, token_label, pin)
+    shared = _LOGINS.get((module_path, token_label))
+    if shared is not None:
+        if not hmac.compare_digest(shared.pin_digest, digest):  # C_Login cannot check it: the user is logged in
+            raise BackendError(f"ACAR_PKCS11_PIN: wrong PIN for token {token_label!r} "
+                               "(not the PIN this process logged in with)")
+        shared.users += 1
+        return shared
+    session = _open_session(_find_token(module_path, token_label), pin)
+    login = _LOGINS[(module_path, token_label)] = _TokenLogin((module_path, token_label), session, digest)
+    return login
+
+
+def _find_token(module_path: str, token_label: str) -> pkcs11.Token:
+    try:
+        lib = pkcs11.lib(module_path)
+    except pkcs11.PKCS11Error as exc:  # not loadable, not a PKCS#11 module, or C_Initialize failed
+        raise BackendError(
+            f"ACAR_PKCS11_MODULE: cannot use the PKCS#11 module {module_path}: {str(exc) or type(exc).__name__}"
+        ) from None
+    try:
+        return lib.get_token(token_label=token_label)
+    except pkcs11.NoSuchToken:
+        raise BackendError(f"ACAR_PKCS11_TOKEN_LABEL: no token labelled {token_label!r} in {module_path}") from None
+    except pkcs11.MultipleTokensReturned:
+        raise BackendError(f"ACAR_PKCS11_TOKEN_LABEL: more than one token is labelled {token_label!r}") from None
+    except pkcs11.PKCS11Error as exc:
+        raise BackendError(f"ACAR_PKCS11_TOKEN_LABEL: cannot list the tokens: {type(exc).__name__}") from None
+
+
+def _open_session(token: pkcs11.Token, pin: str) -> pkcs11.Session:
+    """Open a R/W session and log the user in (C_Login)."""
+    try:
+        return token.open(user_pin=pin, rw=True)
+    except _PIN_ERRORS:
+        raise BackendError(f"ACAR_PKCS11_PIN: the token {token.label!r} refused the PIN") from None
+    except (pkcs11.PinLocked, pkcs11.PinExpired) as exc:
+        raise BackendError(f"ACAR_PKCS11_PIN: the user PIN of token {token.label!r} is unusable "
+                           f"({type(exc).__name__}); its security officer must reset it") from None
+    except pkcs11.UserAlreadyLoggedIn:
+        raise BackendError(f"PKCS#11 token {token.label!r} is already logged in by other code of this process"
+                           ) from None
+    except pkcs11.PKCS11Error as exc:
+        raise BackendError(f"PKCS#11 token {token.label!r} unusable: {type(exc).__name__}") from None
 
 
 def _der_octet_string_payload(value: bytes) -> bytes:
@@ -60,7 +163,7 @@ def _der_octet_string_payload(value: bytes) -> bytes:
     return payload if len(payload) == length and offset + length == len(value) else value
 
 
-def _public_from_token(public: Any, key_type: KeyType) -> PublicKeyTypes:
+def _public_from_token(public: pkcs11.Object, key_type: KeyType) -> PublicKeyTypes:
     if key_type in _CURVES:
         point = _der_octet_string_payload(bytes(public[Attribute.EC_POINT]))
         return ec.EllipticCurvePublicKey.from_encoded_point(_CURVES[key_type][1], point)
@@ -74,18 +177,37 @@ def _public_from_token(public: Any, key_type: KeyType) -> PublicKeyTypes:
     raise UnsupportedAlgorithm(f"unknown key type {key_type}")
 
 
+def _key_type_on_token(private: pkcs11.Object, public: pkcs11.Object) -> KeyType:
+    """Name the type of an existing key pair, or refuse it (P-521, RSA-4096, ... are not supported)."""
+    p11_type = private[Attribute.KEY_TYPE]
+    if p11_type == P11KeyType.RSA:
+        bits = len(bytes(public[Attribute.MODULUS]).lstrip(b"\0")) * 8
+        if bits in (2048, 3072):
+            return "RSA-2048" if bits == 2048 else "RSA-3072"
+    elif p11_type == P11KeyType.EC:
+        params = bytes(public[Attribute.EC_PARAMS])
+        for key_type, (curve_name, _, _) in _CURVES.items():
+            if params == encode_named_curve_parameters(curve_name):
+                return key_type
+    elif p11_type == P11KeyType.EC_EDWARDS and bytes(public[Attribute.EC_PARAMS]) == _ED25519_PARAMS:
+        return "Ed25519"
+    raise UnsupportedAlgorithm("only EC P-256/P-384, RSA 2048/3072 and Ed25519 keys are supported")
+
+
+def _spki(public: PublicKeyTypes) -> bytes:
+    return public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
 class Pkcs11KeyHandle:
-    """A private key object on the token. Signing is serialized over the store's session."""
+    """A private key object on the token: signs through the token, shows its public key, exports nothing."""
 
-    __slots__ = ("_key", "_key_id", "_key_type", "_lock", "_public")
+    __slots__ = ("_key", "_key_id", "_key_type", "_public")
 
-    def __init__(self, key_id: str, key_type: KeyType, key: Any, public: PublicKeyTypes,
-                 lock: threading.Lock) -> None:
+    def __init__(self, key_id: str, key_type: KeyType, key: pkcs11.SignMixin, public: PublicKeyTypes) -> None:
         self._key_id = key_id
         self._key_type = key_type
         self._key = key
         self._public = public
-        self._lock = lock
 
     @property
     def key_id(self) -> str:
@@ -100,118 +222,164 @@ class Pkcs11KeyHandle:
 
     def sign(self, data: bytes, hash_name: HashName = "sha256") -> bytes:
         try:
-            with self._lock:
-                if self._key_type in _CURVES:
-                    size = _CURVES[self._key_type][2]
-                    raw = self._key.sign(hashlib.new(hash_name, data).digest(), mechanism=Mechanism.ECDSA)
-                    return encode_dss_signature(int.from_bytes(raw[:size], "big"), int.from_bytes(raw[size:], "big"))
-                if self._key_type.startswith("RSA"):
+            if self._key_type in _CURVES:
+                size = _CURVES[self._key_type][2]
+                digest = hashlib.new(hash_name, data).digest()
+                with _CALL_LOCK:
+                    raw = self._key.sign(digest, mechanism=Mechanism.ECDSA)
+                return encode_dss_signature(int.from_bytes(raw[:size], "big"), int.from_bytes(raw[size:], "big"))
+            if self._key_type.startswith("RSA"):
+                with _CALL_LOCK:
                     return bytes(self._key.sign(data, mechanism=_RSA_MECH[hash_name]))
+            with _CALL_LOCK:
                 return bytes(self._key.sign(data, mechanism=Mechanism.EDDSA))
+        except pkcs11.MechanismInvalid:
+            raise UnsupportedAlgorithm(f"the token cannot sign with key {self._key_id} ({hash_name})") from None
         except pkcs11.PKCS11Error as exc:
             raise BackendError(f"the token refused to sign with key {self._key_id}: {type(exc).__name__}") from None
+
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        raise TypeError("a key handle cannot be pickled or copied: the private key stays on the token")
 
     def __repr__(self) -> str:
         return f"Pkcs11KeyHandle(key_id={self._key_id!r}, key_type={self._key_type!r})"
 
 
 class Pkcs11KeyStore:
-    """Key store on a PKCS#11 token; one logged-in R/W session shared by all handles (see module docstring)."""
+    """Key store on a PKCS#11 token; stores on one token share its login session (see module docstring)."""
 
     backend = "pkcs11"
 
     def __init__(self, *, module_path: str, token_label: str, pin: str) -> None:
-        try:
-            lib = pkcs11.lib(module_path)
-            token = lib.get_token(token_label=token_label)
-            self._session = token.open(user_pin=pin, rw=True)
-        except RuntimeError as exc:  # python-pkcs11 raises RuntimeError when the module cannot be loaded
-            raise BackendError(f"ACAR_PKCS11_MODULE: cannot load {module_path}: {exc}") from None
-        except pkcs11.NoSuchToken:
-            raise BackendError(f"ACAR_PKCS11_TOKEN_LABEL: no token labelled {token_label!r}") from None
-        except pkcs11.PinIncorrect:
-            raise BackendError("ACAR_PKCS11_PIN: the token refused the PIN") from None
-        except pkcs11.PKCS11Error as exc:
-            raise BackendError(f"PKCS#11 token {token_label!r} unusable: {type(exc).__name__}") from None
-        self._lock = threading.Lock()
+        with _CALL_LOCK:
+            self._login: _TokenLogin | None = _login(module_path, token_label, pin)
         self._cache: dict[str, Pkcs11KeyHandle] = {}
+        self._cache_lock = threading.Lock()
+
+    @property
+    def _session(self) -> pkcs11.Session:
+        if self._login is None:
+            raise BackendError("the PKCS#11 key store has been closed")
+        return self._login.session
 
     def close(self) -> None:
-        with self._lock:
-            self._session.close()
+        """Forget the cached handles; the last store of this process on the token logs out."""
+        with self._cache_lock:
+            self._cache.clear()
+        with _CALL_LOCK:
+            login, self._login = self._login, None
+            if login is None:
+                return
+            login.users -= 1
+            if login.users == 0:
+                del _LOGINS[login.key]
+                try:
+                    login.session.close()  # C_Logout, then C_CloseSession
+                except pkcs11.PKCS11Error as exc:
+                    raise BackendError(f"closing the PKCS#11 session failed: {type(exc).__name__}") from None
 
-    def _generate_on_token(self, key_type: KeyType, key_id: str, label: str) -> Any:
-        ident = key_id.encode()
-        common: dict[str, Any] = {"id": ident, "label": label, "store": True,
-                                  "private_template": dict(_PRIVATE_TEMPLATE)}
-        if key_type in _CURVES:
-            params = self._session.create_domain_parameters(
-                P11KeyType.EC, {Attribute.EC_PARAMS: encode_named_curve_parameters(_CURVES[key_type][0])},
-                local=True)
-            public, _ = params.generate_keypair(**common)
-        elif key_type.startswith("RSA"):
-            public, _ = self._session.generate_keypair(P11KeyType.RSA, int(key_type[4:]), **common)
-        elif key_type == "Ed25519":
-            params = self._session.create_domain_parameters(
-                P11KeyType.EC_EDWARDS, {Attribute.EC_PARAMS: _ED25519_PARAMS}, local=True)
-            public, _ = params.generate_keypair(mechanism=Mechanism.EC_EDWARDS_KEY_PAIR_GEN, **common)
-        else:
-            raise UnsupportedAlgorithm(f"unknown key type {key_type}")
-        return public
+    # --- token operations; each holds _CALL_LOCK while it calls the module ----------------------------
 
-    def _find_private(self, key_id: str) -> Any:
-        return self._session.get_key(object_class=ObjectClass.PRIVATE_KEY, id=key_id.encode())
+    def _generate_on_token(
+        self, key_type: KeyType, key_id: str, label: str
+    ) -> tuple[pkcs11.PrivateKey, PublicKeyTypes]:
+        common: dict[str, Any] = {"id": key_id.encode(), "label": label, "store": True,
+                                  "capabilities": _CAPABILITIES, "private_template": dict(_PRIVATE_TEMPLATE)}
+        session = self._session
+        with _CALL_LOCK:
+            if key_type in _CURVES:
+                params = session.create_domain_parameters(
+                    P11KeyType.EC, {Attribute.EC_PARAMS: encode_named_curve_parameters(_CURVES[key_type][0])},
+                    local=True)
+                public_obj, private = params.generate_keypair(**common)
+            elif key_type in ("RSA-2048", "RSA-3072"):
+                public_obj, private = session.generate_keypair(P11KeyType.RSA, int(key_type[4:]), **common)
+            elif key_type == "Ed25519":
+                params = session.create_domain_parameters(
+                    P11KeyType.EC_EDWARDS, {Attribute.EC_PARAMS: _ED25519_PARAMS}, local=True)
+                public_obj, private = params.generate_keypair(mechanism=Mechanism.EC_EDWARDS_KEY_PAIR_GEN, **common)
+            else:
+                raise UnsupportedAlgorithm(f"unknown key type {key_type}")
+            return private, _public_from_token(public_obj, key_type)
+
+    def _objects(self, key_id: str) -> list[pkcs11.Object]:
+        with _CALL_LOCK:
+            return [obj for cls in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY)
+                    for obj in self._session.get_objects({Attribute.CLASS: cls, Attribute.ID: key_id.encode()})]
+
+    def _find_private(self, key_id: str) -> pkcs11.SignMixin:
+        with _CALL_LOCK:
+            key = self._session.get_key(object_class=ObjectClass.PRIVATE_KEY, id=key_id.encode())
+        if not isinstance(key, pkcs11.SignMixin):
+            raise BackendError(f"key {key_id} on the token cannot sign")
+        return key
+
+    def _remember(self, handle: Pkcs11KeyHandle) -> Pkcs11KeyHandle:
+        with self._cache_lock:
+            return self._cache.setdefault(handle.key_id, handle)
+
+    # --- the KeyStore protocol ---------------------------------------------------------------------------
 
     async def generate(self, session: AsyncSession, key_type: KeyType, *, purpose: str, label: str) -> KeyHandle:
+        if key_type not in _REQUIRED_MECHANISMS:
+            raise UnsupportedAlgorithm(f"unknown key type {key_type}")
+        if self._login is None:
+            raise BackendError("the PKCS#11 key store has been closed")
+        missing = [m.name for m in _REQUIRED_MECHANISMS[key_type] if m not in self._login.mechanisms]
+        if missing:
+            raise UnsupportedAlgorithm(f"the token cannot generate {key_type} keys: it does not offer "
+                                       + ", ".join(f"CKM_{name}" for name in missing))
         key_id = new_key_id()
-        try:
-            with self._lock:
-                public_obj = self._generate_on_token(key_type, key_id, label)
-                public = _public_from_token(public_obj, key_type)
-                private = self._find_private(key_id)
+        try:  # RSA key generation on a token takes up to seconds: keep the event loop serving meanwhile
+            private, public = await asyncio.to_thread(self._generate_on_token, key_type, key_id, label)
+        except (pkcs11.MechanismInvalid, pkcs11.DomainParamsInvalid, pkcs11.FunctionNotSupported) as exc:
+            raise UnsupportedAlgorithm(f"the token cannot generate {key_type} keys ({type(exc).__name__})") from None
         except pkcs11.PKCS11Error as exc:
             raise BackendError(f"the token could not generate a {key_type} key: {type(exc).__name__}") from None
-        handle = Pkcs11KeyHandle(key_id, key_type, private, public, self._lock)
-        session.add(StoredKey(
-            id=key_id, backend=self.backend, key_type=key_type, purpose=purpose, label=label,
-            public_key_der=public.public_bytes(serialization.Encoding.DER,
-                                               serialization.PublicFormat.SubjectPublicKeyInfo),
-        ))
+        if not isinstance(private, pkcs11.SignMixin):
+            raise BackendError(f"the token made a {key_type} key that cannot sign")
+        handle = Pkcs11KeyHandle(key_id, key_type, private, public)
+        session.add(StoredKey(id=key_id, backend=self.backend, key_type=key_type, purpose=purpose, label=label,
+                              public_key_der=_spki(public)))
         await session.flush()
-        self._cache[key_id] = handle
-        return handle
+        return self._remember(handle)
 
     async def adopt(self, session: AsyncSession, *, token_label: str, purpose: str) -> KeyHandle:
-        """Record an existing key pair on the token (found by CKA_LABEL) so Açar can sign with it."""
+        """Record an existing key pair on the token (found by CKA_LABEL) so Açar can sign with it.
+
+        The key id is the pair's CKA_ID when that is a printable ASCII string; otherwise a new key id is written
+        to CKA_ID of both objects, so `load` finds the pair the same way as a key Açar generated.
+        """
         try:
-            with self._lock:
+            with _CALL_LOCK:
                 private = self._session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=token_label)
                 public_obj = self._session.get_key(object_class=ObjectClass.PUBLIC_KEY, label=token_label)
-                p11_type = private[Attribute.KEY_TYPE]
-                if p11_type == P11KeyType.RSA:
-                    bits = len(bytes(public_obj[Attribute.MODULUS])) * 8
-                    public: PublicKeyTypes = _public_from_token(public_obj, "RSA-3072" if bits == 3072 else "RSA-2048")
-                elif p11_type == P11KeyType.EC:
-                    params = bytes(public_obj[Attribute.EC_PARAMS])
-                    kt: KeyType = "EC-P384" if params == encode_named_curve_parameters("secp384r1") else "EC-P256"
-                    public = _public_from_token(public_obj, kt)
-                else:
-                    public = _public_from_token(public_obj, "Ed25519")
-                key_id = bytes(private[Attribute.ID]).decode("ascii", "replace") or new_key_id()
+                key_type = _key_type_on_token(private, public_obj)
+                public = _public_from_token(public_obj, key_type)
+                raw_id = bytes(private[Attribute.ID])
+                key_id = raw_id.decode("ascii") if raw_id.isascii() and raw_id.decode("ascii").isprintable() else ""
+                if not key_id or len(key_id) > 64:
+                    key_id = new_key_id()
+                    private[Attribute.ID] = key_id.encode()
+                    public_obj[Attribute.ID] = key_id.encode()
         except pkcs11.NoSuchKey:
             raise KeyNotFound(f"no key pair labelled {token_label!r} on the token") from None
+        except pkcs11.MultipleObjectsReturned:
+            raise BackendError(f"more than one key pair is labelled {token_label!r} on the token") from None
         except pkcs11.PKCS11Error as exc:
             raise BackendError(f"the token refused access to {token_label!r}: {type(exc).__name__}") from None
-        key_type = key_type_of(public)
-        handle = Pkcs11KeyHandle(key_id, key_type, private, public, self._lock)
-        session.add(StoredKey(
-            id=key_id, backend=self.backend, key_type=key_type, purpose=purpose, label=token_label,
-            public_key_der=public.public_bytes(serialization.Encoding.DER,
-                                               serialization.PublicFormat.SubjectPublicKeyInfo),
-        ))
+        if key_type_of(public) != key_type or not isinstance(private, pkcs11.SignMixin):
+            raise UnsupportedAlgorithm(f"the key pair labelled {token_label!r} cannot sign as {key_type}")
+        existing = await session.get(StoredKey, key_id)
+        if existing is not None:
+            if existing.backend != self.backend or existing.destroyed_at is not None:
+                raise BackendError(f"key id {key_id} of {token_label!r} is already used by another stored key")
+            return await self.load(session, key_id)
+        handle = Pkcs11KeyHandle(key_id, key_type, private, public)
+        session.add(StoredKey(id=key_id, backend=self.backend, key_type=key_type, purpose=purpose,
+                              label=token_label, public_key_der=_spki(public)))
         await session.flush()
-        self._cache[key_id] = handle
-        return handle
+        return self._remember(handle)
 
     async def load(self, session: AsyncSession, key_id: str) -> KeyHandle:
         cached = self._cache.get(key_id)
@@ -221,28 +389,28 @@ class Pkcs11KeyStore:
         if row is None or row.destroyed_at is not None or row.backend != self.backend:
             raise KeyNotFound(f"no usable PKCS#11 key {key_id}")
         try:
-            with self._lock:
-                private = self._find_private(key_id)
+            private = self._find_private(key_id)
         except pkcs11.NoSuchKey:
             raise KeyNotFound(f"key {key_id} is recorded but not on the token") from None
         except pkcs11.PKCS11Error as exc:
             raise BackendError(f"the token refused access to key {key_id}: {type(exc).__name__}") from None
         public = serialization.load_der_public_key(row.public_key_der)
-        handle = Pkcs11KeyHandle(key_id, row.key_type, private, public, self._lock)  # type: ignore[arg-type]
-        self._cache[key_id] = handle
-        return handle
+        handle = Pkcs11KeyHandle(key_id, key_type_of(public), private, public)
+        return self._remember(handle)
 
     async def destroy(self, session: AsyncSession, key_id: str) -> None:
         row = await session.get(StoredKey, key_id)
-        if row is None:
-            raise KeyNotFound(f"no key {key_id}")
+        if row is None or row.backend != self.backend:
+            raise KeyNotFound(f"no PKCS#11 key {key_id}")
         try:
-            with self._lock:
-                for cls in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY):
-                    for obj in self._session.get_objects({Attribute.CLASS: cls, Attribute.ID: key_id.encode()}):
-                        obj.destroy()
+            objects = self._objects(key_id)
+            with _CALL_LOCK:
+                for obj in objects:
+                    obj.destroy()
         except pkcs11.PKCS11Error as exc:
             raise BackendError(f"the token could not destroy key {key_id}: {type(exc).__name__}") from None
-        row.destroyed_at = utcnow()
+        with self._cache_lock:
+            self._cache.pop(key_id, None)
+        if row.destroyed_at is None:
+            row.destroyed_at = utcnow()
         await session.flush()
-        self._cache.pop(key_id, None)

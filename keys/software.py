@@ -15,6 +15,7 @@ import secrets
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
@@ -57,13 +58,15 @@ class MasterKey:
     def from_file(cls, path: Path) -> MasterKey:
         """Read the master key; a missing or malformed file is a clear error naming the setting."""
         try:
-            text = path.read_text().strip()
+            text = path.read_text(encoding="ascii").strip()
         except FileNotFoundError:
             raise MasterKeyError(
                 f"ACAR_MASTER_KEY_FILE: {path} does not exist (run `acar init` in development)"
             ) from None
         except OSError as exc:
             raise MasterKeyError(f"ACAR_MASTER_KEY_FILE: cannot read {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise MasterKeyError(f"ACAR_MASTER_KEY_FILE: {path} is not base64 text") from None
         try:
             raw = base64.b64decode(text, validate=True)
         except ValueError:
@@ -87,9 +90,9 @@ class MasterKey:
     def open(self, sealed: bytes, aad: bytes) -> bytes:
         try:
             return self._aead.decrypt(sealed[:_NONCE], sealed[_NONCE:], aad)
-        except InvalidTag:
+        except (InvalidTag, ValueError):  # ValueError: a blob too short to hold the nonce
             raise MasterKeyError(
-                "a data key does not open with this master key (wrong ACAR_MASTER_KEY_FILE?)"
+                "its data key does not open with this master key (wrong ACAR_MASTER_KEY_FILE or a tampered row)"
             ) from None
 
 
@@ -165,6 +168,9 @@ class SoftwareKeyHandle:
     def sign(self, data: bytes, hash_name: HashName = "sha256") -> bytes:
         return self._sign(data, hash_name)
 
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        raise TypeError("a key handle cannot be pickled or copied: the private key stays in the key store")
+
     def __repr__(self) -> str:
         return f"SoftwareKeyHandle(key_id={self._key_id!r}, key_type={self._key_type!r})"
 
@@ -178,6 +184,33 @@ class SoftwareKeyStore:
         self._master = master_key
         self._cache: dict[str, SoftwareKeyHandle] = {}
         self._lock = threading.Lock()
+        self._master_key_checked = False
+
+    def close(self) -> None:
+        """Forget the decrypted keys held in memory."""
+        with self._lock:
+            self._cache.clear()
+
+    async def _refuse_foreign_master_key(self, session: AsyncSession) -> None:
+        """Refuse to seal a new key while live keys are sealed under another master key (a wrong file).
+
+        Checked once per store: a wrong ACAR_MASTER_KEY_FILE stops the work, it never leaves a database whose
+        keys are sealed under two master keys.
+        """
+        if self._master_key_checked:
+            return
+        other = (await session.execute(
+            select(StoredKey.master_key_id).where(
+                StoredKey.backend == self.backend, StoredKey.destroyed_at.is_(None),
+                StoredKey.master_key_id != self._master.key_id,
+            ).limit(1)
+        )).scalar_one_or_none()
+        if other is not None:
+            raise MasterKeyError(
+                f"the stored keys were sealed with master key {other}, but ACAR_MASTER_KEY_FILE holds "
+                f"{self._master.key_id}; refusing to create a key under another master key"
+            )
+        self._master_key_checked = True
 
     def _seal(self, key_id: str, key: PrivateKeyTypes) -> tuple[bytes, bytes]:
         der = key.private_bytes(
@@ -192,6 +225,7 @@ class SoftwareKeyStore:
     async def _store(
         self, session: AsyncSession, key: PrivateKeyTypes, *, purpose: str, label: str
     ) -> SoftwareKeyHandle:
+        await self._refuse_foreign_master_key(session)
         key_id = new_key_id()
         wrapped, ciphertext = self._seal(key_id, key)
         public_der = key.public_key().public_bytes(
@@ -233,8 +267,7 @@ class SoftwareKeyStore:
             raise KeyNotFound(f"no usable software key {key_id}")
         handle = self._unseal(row)
         with self._lock:
-            self._cache[key_id] = handle
-        return handle
+            return self._cache.setdefault(key_id, handle)
 
     def _unseal(self, row: StoredKey) -> SoftwareKeyHandle:
         if row.master_key_id != self._master.key_id:
@@ -245,10 +278,13 @@ class SoftwareKeyStore:
         if row.wrapped_dek is None or row.ciphertext is None:
             raise KeyNotFound(f"key {row.id} has no key material (destroyed)")
         aad = row.id.encode()
-        dek = self._master.open(row.wrapped_dek, aad)
+        try:
+            dek = self._master.open(row.wrapped_dek, aad)
+        except MasterKeyError as exc:
+            raise MasterKeyError(f"key {row.id}: {exc.detail}") from None
         try:
             der = AESGCM(dek).decrypt(row.ciphertext[:_NONCE], row.ciphertext[_NONCE:], aad)
-        except InvalidTag:
+        except (InvalidTag, ValueError):  # ValueError: a data key or blob of the wrong length
             raise MasterKeyError(f"key {row.id}: ciphertext does not match its data key (tampered row?)") from None
         key = serialization.load_der_private_key(der, password=None)
         return SoftwareKeyHandle(row.id, key)
@@ -269,8 +305,8 @@ class SoftwareKeyStore:
 
     async def destroy(self, session: AsyncSession, key_id: str) -> None:
         row = await session.get(StoredKey, key_id)
-        if row is None:
-            raise KeyNotFound(f"no key {key_id}")
+        if row is None or row.backend != self.backend:
+            raise KeyNotFound(f"no software key {key_id}")
         row.wrapped_dek = None
         row.ciphertext = None
         row.destroyed_at = utcnow()

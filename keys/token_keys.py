@@ -120,8 +120,14 @@ class TokenKeyService:
         return created
 
     async def rotate(self, session: AsyncSession, *, algorithms: Iterable[str] | None = None,
-                     actor: str = "system") -> list[dict[str, str | None]]:
-        """Rotate: current -> retired, next -> current, a new next. Returns what changed per algorithm."""
+                     actor: str = "system", expected: Mapping[str, str | None] | None = None,
+                     ) -> list[dict[str, str | None]]:
+        """Rotate: current -> retired, next -> current, a new next. Returns what changed per algorithm.
+
+        With `expected` (algorithm -> the current kid that was found due), an algorithm rotates only while
+        that kid is still current: a scheduler on another node that already rotated it wins, and this call
+        leaves it alone, so concurrent schedules rotate once.
+        """
         now = self._clock()
         remove_after = now + self.max_token_lifetime + dt.timedelta(seconds=CLOCK_SKEW_LEEWAY_SECONDS)
         changes: list[dict[str, str | None]] = []
@@ -129,6 +135,8 @@ class TokenKeyService:
             if alg not in self.algorithms:
                 raise UnsupportedAlgorithm(f"{alg} is not a configured token algorithm")
             current = await self._by_state(session, alg, "current")
+            if expected is not None and (current.kid if current else None) != expected.get(alg):
+                continue  # another node rotated it since it was found due
             nxt = await self._by_state(session, alg, "next")
             retired_kid: str | None = None
             if current is not None:
@@ -157,14 +165,14 @@ class TokenKeyService:
         self._snapshot = None
         return changes
 
-    async def rotation_due(self, session: AsyncSession) -> list[str]:
-        """Algorithms whose current key has been current for the rotation interval or longer."""
+    async def rotation_due(self, session: AsyncSession) -> dict[str, str | None]:
+        """Algorithm -> current kid (None when there is none) for every algorithm due for rotation."""
         now = self._clock()
-        due: list[str] = []
+        due: dict[str, str | None] = {}
         for alg in self.algorithms:
             current = await self._by_state(session, alg, "current")
             if current is None or current.activated_at is None or current.activated_at + self.rotation_interval <= now:
-                due.append(alg)
+                due[alg] = current.kid if current else None
         return due
 
     async def remove_expired(self, session: AsyncSession, *, actor: str = "system") -> list[str]:
@@ -188,7 +196,7 @@ class TokenKeyService:
         """The automatic schedule: rotate what is due, remove what has expired (one transaction)."""
         async with self._sessions() as session, session.begin():
             due = await self.rotation_due(session)
-            rotated = await self.rotate(session, algorithms=due, actor=actor) if due else []
+            rotated = await self.rotate(session, algorithms=list(due), actor=actor, expected=due) if due else []
             removed = await self.remove_expired(session, actor=actor)
         return {"rotated": [str(c["current"]) for c in rotated], "removed": removed}
 

@@ -27,6 +27,7 @@ from api.deps import Services, build_services
 from api.settings import Settings
 from keys.software import MasterKey
 from storage import Base
+from tests import softhsm
 
 TEST_DB = os.environ.get("ACAR_TEST_DB", "sqlite")
 DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -102,6 +103,18 @@ def master_key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("keys") / "master.key"
     MasterKey.create_file(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def softhsm_token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[softhsm.SoftHsmToken]:
+    """A SoftHSM2 token of its own for this test session (SOFTHSM2_CONF set for this process and its children).
+
+    A missing SoftHSM2 fails the run, it never skips the PKCS#11 tests.
+    """
+    reason = softhsm.missing()
+    if reason is not None:
+        pytest.fail(reason, pytrace=False)
+    yield from softhsm.session_token(tmp_path_factory.mktemp("softhsm"))
 
 
 @pytest.fixture

@@ -10,10 +10,13 @@ from api.auth import AdminPrincipal, mint_admin_token, require_scope
 from api.deps import Services
 from api.problems import ApiProblem
 from api.schemas.admin import TokenMintRequest, TokenMintResponse
+from api.schemas.pki import CertificateView, RevokeRequest
 from storage.audit import record_event
+from storage.base import utcnow
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 MINT = "acar:token:mint"
+REVOKE = "acar:cert:revoke"
 
 
 @router.post("/tokens", response_model=TokenMintResponse)
@@ -33,3 +36,18 @@ async def mint_token(
         record_event(session, "admin_token.minted", actor=principal.subject, subject=body.subject,
                      detail={"scope": minted["scope"], "ttl": body.ttl_seconds, "kid": minted["kid"]})
     return TokenMintResponse.model_validate(minted)
+
+
+@router.post("/certificates/{serial}/revoke", response_model=CertificateView)
+async def revoke_certificate(
+    serial: str, body: RevokeRequest, request: Request,
+    principal: Annotated[AdminPrincipal, Depends(require_scope(REVOKE))],
+) -> CertificateView:
+    """Revoke a certificate (serial in hex; RFC 5280 section 5.3.1 reason) and publish the new CRL.
+
+    404 for a serial we never issued, 409 when it is already revoked, 422 for an unknown reason.
+    """
+    services: Services = request.app.state.services
+    async with services.sessions() as session, session.begin():
+        row = await services.pki.revoke(session, serial, body.reason, actor=f"admin:{principal.subject}")
+    return CertificateView.from_row(row, utcnow())

@@ -181,24 +181,38 @@ async def test_verify_refuses_tampering_and_foreign_policies(services: Services)
         await svc.verify(expired, issuer=ISSUER, audience="agency")
 
 
-async def test_concurrent_rotation_rotates_once(services: Services) -> None:
-    """Two nodes rotating at the same moment: the compare-and-set lets exactly one win per algorithm."""
-    svc_a = _service(services, Clock(), algorithms=("ES256",))
+async def test_concurrent_schedules_rotate_once(services: Services) -> None:
+    """Two nodes whose schedules find the key due at the same moment: exactly one rotation happens."""
+    clock = Clock()
+    svc_a = _service(services, clock, algorithms=("ES256",))
+    svc_b = _service(services, clock, algorithms=("ES256",))
     async with services.sessions() as session, session.begin():
         await svc_a.ensure_keys(session)
-    svc_b = _service(services, Clock(), algorithms=("ES256",))
+    clock.now += dt.timedelta(days=31)
 
-    async def rotate(svc: TokenKeyService) -> list[dict[str, str | None]] | Exception:
+    async def run(svc: TokenKeyService) -> dict[str, list[str]] | Exception:
         try:
-            async with services.sessions() as session, session.begin():
-                return await svc.rotate(session, actor="node")
+            return await svc.housekeeping(actor="node")
         except Exception as exc:  # noqa: BLE001 - SQLite may refuse the loser's write outright
             return exc
 
-    results = await asyncio.gather(rotate(svc_a), rotate(svc_b))
-    wins = [r for r in results if isinstance(r, list) and r]
-    assert len(wins) >= 1
-    states = await _states(services)
-    assert list(states.values()).count("current") == 1
-    assert list(states.values()).count("retired") == 1
-    assert len(wins) == 1
+    for _ in range(3):  # the race has several interleavings; each must end in one rotation
+        before = await _states(services)
+        results = await asyncio.gather(run(svc_a), run(svc_b))
+        rotated = [r for r in results if isinstance(r, dict) and r["rotated"]]
+        assert len(rotated) == 1, results
+        after = await _states(services)
+        assert list(after.values()).count("current") == 1
+        assert len(after) == len(before) + 1  # one new next key, not two
+        clock.now += dt.timedelta(days=31)
+
+
+async def test_manual_rotation_after_rotation_rotates_again(services: Services) -> None:
+    """`acar keys rotate` twice means two rotations: explicit commands are not deduplicated."""
+    svc = _service(services, Clock(), algorithms=("ES256",))
+    async with services.sessions() as session, session.begin():
+        await svc.ensure_keys(session)
+    for _ in range(2):
+        async with services.sessions() as session, session.begin():
+            assert len(await svc.rotate(session, actor="cli")) == 1
+    assert sorted((await _states(services)).values()) == ["current", "next", "retired", "retired"]

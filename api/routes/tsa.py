@@ -1,0 +1,67 @@
+"""The RFC 3161 time-stamp authority over HTTP (RFC 3161 section 3.4): POST a DER TimeStampReq with
+Content-Type application/timestamp-query, get a DER TimeStampResp as application/timestamp-reply.
+
+A request the TSA refuses (malformed, unsupported hash algorithm, wrong policy) is still a 200 with a
+TimeStampResp whose status is rejection: the protocol carries the failure, not HTTP. HTTP errors are only for
+what is not a time-stamp request at all: another media type (415), a body over MAX_REQUEST_BYTES (413).
+Every granted time-stamp is an audit event ("tsa.timestamp") committed before the reply leaves; concurrent
+requests share a commit (storage.audit.GroupCommitAuditLog) so the audit trail does not cap the throughput.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from api.deps import Services
+from api.logging import request_id_var
+from api.problems import ApiProblem
+
+router = APIRouter(prefix="/pki", tags=["pki"])
+log = logging.getLogger("acar.tsa")
+
+QUERY_MEDIA_TYPE = "application/timestamp-query"
+REPLY_MEDIA_TYPE = "application/timestamp-reply"
+MAX_REQUEST_BYTES = 64 * 1024
+"""A TimeStampReq is a hash, a few OIDs and a nonce (~100 bytes); anything far larger is not one."""
+
+
+async def _read_body(request: Request) -> bytes:
+    """The request body, refused with 413 as soon as it passes MAX_REQUEST_BYTES (never buffered whole)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_REQUEST_BYTES:
+        raise ApiProblem(413, "content_too_large", "Content too large",
+                         f"a time-stamp request is at most {MAX_REQUEST_BYTES} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_REQUEST_BYTES:
+            raise ApiProblem(413, "content_too_large", "Content too large",
+                             f"a time-stamp request is at most {MAX_REQUEST_BYTES} bytes")
+    return bytes(body)
+
+
+@router.post("/tsa", response_class=Response, responses={200: {"content": {REPLY_MEDIA_TYPE: {}}}})
+async def timestamp(request: Request) -> Response:
+    """Answer an RFC 3161 time-stamp request."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != QUERY_MEDIA_TYPE:
+        raise ApiProblem(415, "unsupported_media_type", "Unsupported media type",
+                         f"send the DER TimeStampReq as {QUERY_MEDIA_TYPE}")
+    body = await _read_body(request)
+    services: Services = request.app.state.services
+    authority = await services.tsa()
+    reply = await authority.respond(body)
+    if reply.granted:  # committed (in a group commit with concurrent requests) before the token leaves
+        await services.audit_log.record(
+            "tsa.timestamp", actor="anonymous", subject=str(reply.serial),
+            detail={"serial": reply.serial, "hash_algorithm": reply.hash_algorithm, "policy": authority.policy_oid},
+            request_id=request_id_var.get(), clock=reply.gen_time,
+        )
+    elif reply.failure == "system_failure":
+        log.error("tsa.system_failure", extra={"detail": reply.detail})
+    else:
+        log.info("tsa.rejected", extra={"failure": reply.failure})
+    return Response(content=reply.der, media_type=REPLY_MEDIA_TYPE, headers={"Cache-Control": "no-store"})

@@ -1,0 +1,299 @@
+"""The PKI end to end with real processes and independent tools: `acar init`, `acar cert issue/revoke/show`,
+`acar ca import`, a real `acar serve`, and the real `openssl verify`, `openssl ocsp` and `openssl crl`."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from api.deps import Services
+from keys.models import CertificateAuthority, CRLRecord, IssuedCertificate
+from tests.functional.helpers import Server, acar_json, run_acar
+from tests.pki_tools import MALFORMED_REQUEST, openssl, verify_chain, x509_text
+from tests.softhsm import SoftHsmToken
+
+ISSUER = "http://localhost:8000"
+
+
+def _issue(env: dict[str, str], *args: str) -> dict[str, Any]:
+    out = run_acar(env, "cert", "issue", *args)
+    return dict(json.loads(out.stdout))
+
+
+def _save(tmp_path: Path, name: str, issued: dict[str, Any]) -> tuple[Path, Path, Path]:
+    cert = tmp_path / f"{name}.pem"
+    cert.write_text(issued["certificate_pem"])
+    issuing, root = tmp_path / "issuing.pem", tmp_path / "root.pem"
+    issuing.write_text(issued["chain_pem"][0])
+    root.write_text(issued["chain_pem"][1])
+    return cert, issuing, root
+
+
+def _ec_key(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    key, pub = tmp_path / f"{name}.key", tmp_path / f"{name}.pub"
+    openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(key))
+    openssl("pkey", "-in", str(key), "-pubout", "-out", str(pub))
+    return key, pub
+
+
+def _csr(tmp_path: Path, name: str) -> Path:
+    key, _ = _ec_key(tmp_path, name)
+    csr = tmp_path / f"{name}.csr"
+    openssl("req", "-new", "-key", str(key), "-subj", "/CN=ignored by the CA", "-out", str(csr))
+    return csr
+
+
+async def _count(services: Services, model: type) -> int:
+    async with services.sessions() as session:
+        return (await session.execute(select(func.count()).select_from(model))).scalar_one()
+
+
+def _ocsp(server: Server, issuing: Path, root: Path, *target: str) -> str:
+    proc = openssl("ocsp", "-issuer", str(issuing), *target, "-url", server.base + "/pki/ocsp", "-CAfile", str(root))
+    return proc.stdout + proc.stderr
+
+
+async def test_issue_verify_ocsp_revoke_crl(cli_env: dict[str, str], services: Services, tmp_path: Path) -> None:
+    first = acar_json(cli_env, "init")
+    assert first["ca_created"] == ["root", "issuing"]
+    assert [s.split(":")[0] for s in first["service_certificates_created"]] == ["ocsp-responder", "tsa"]
+    again = acar_json(cli_env, "init")
+    assert (again["ca_created"], again["service_certificates_created"]) == ([], [])
+
+    _, pub = _ec_key(tmp_path, "person")
+    signing = _issue(cli_env, "--profile", "natural-person-signing", "--fin", "5abc12d", "--given-name", "Aysel",
+                     "--surname", "Məmmədova", "--public-key", str(pub))
+    seal = _issue(cli_env, "--profile", "legal-person-seal", "--voen", "1234567890", "--org", "Nümunə MMC",
+                  "--csr", str(_csr(tmp_path, "seal")), "--days", "30")
+    auth = _issue(cli_env, "--profile", "authentication", "--fin", "7XYZ890", "--given-name", "Elvin",
+                  "--surname", "Quliyev", "--csr", str(_csr(tmp_path, "auth")))
+    checks = {
+        "signing": (signing, ["serialNumber=PNOAZ-5ABC12D", "GN=Aysel", "SN=Məmmədova",
+                              "X509v3 Key Usage: critical\n                Non Repudiation"]),
+        "seal": (seal, ["organizationIdentifier=NTRAZ-1234567890", "O=Nümunə MMC",
+                        "X509v3 Key Usage: critical\n                Non Repudiation"]),
+        "auth": (auth, ["serialNumber=PNOAZ-7XYZ890", "TLS Web Client Authentication"]),
+    }
+    for name, (issued, expected) in checks.items():
+        cert, issuing, root = _save(tmp_path, name, issued)
+        verify_chain(tmp_path, root, issuing, cert)
+        text = x509_text(cert)
+        for fragment in [*expected, "Policy: 1.3.6.1.4.1.99999.1.1", f"OCSP - URI:{ISSUER}/pki/ocsp",
+                         f"CA Issuers - URI:{ISSUER}/pki/ca/issuing.crt", f"URI:{ISSUER}/pki/crl/issuing.crl"]:
+            assert fragment in text, (name, fragment)
+    cert, issuing, root = _save(tmp_path, "signing", signing)
+    serial = signing["serial"]
+
+    server = Server(cli_env, log_path=tmp_path / "server.log")
+    try:
+        server.wait_ready()
+        answer = _ocsp(server, issuing, root, "-cert", str(cert))
+        assert "Response verify OK" in answer and f"{cert}: good" in answer, answer
+        assert "nonce" not in answer.lower()  # openssl sends a nonce and warns when it is not echoed
+
+        revoked = acar_json(cli_env, "cert", "revoke", serial.upper(), "--reason", "keyCompromise")
+        assert (revoked["serial"], revoked["reason"]) == (serial, "keyCompromise")
+        answer = _ocsp(server, issuing, root, "-cert", str(cert))
+        assert "Response verify OK" in answer and f"{cert}: revoked" in answer and "Reason: keyCompromise" in answer
+
+        seal_cert, _, _ = _save(tmp_path, "seal", seal)
+        assert f"{seal_cert}: good" in _ocsp(server, issuing, root, "-sha256", "-cert", str(seal_cert))
+        assert "0x1234: unknown" in _ocsp(server, issuing, root, "-serial", "0x1234")
+        # the issuing CA's own certificate, named under the root: another issuer, so unknown (and openssl rightly
+        # does not accept our responder, delegated by the issuing CA, as authorized for the root's certificates)
+        assert f"{issuing}: unknown" in _ocsp(server, root, root, "-cert", str(issuing), "-noverify")
+
+        async with httpx.AsyncClient(base_url=server.base) as http:
+            crl = await http.get("/pki/crl/issuing.crl")
+            bad = await http.post("/pki/ocsp", content=b"\x30\x03\x02\x01",
+                                  headers={"Content-Type": "application/ocsp-request"})
+        assert crl.status_code == 200 and crl.headers["content-type"] == "application/pkix-crl"
+        crl_path = tmp_path / "issuing.crl"
+        crl_path.write_bytes(crl.content)
+        listed = openssl("crl", "-inform", "DER", "-in", str(crl_path), "-CAfile", str(issuing), "-noout", "-text")
+        assert "verify OK" in listed.stderr + listed.stdout
+        assert f"Serial Number: {serial.upper()}\n" in listed.stdout and "Key Compromise" in listed.stdout
+        assert seal["serial"].upper() not in listed.stdout
+
+        assert bad.status_code == 200 and bad.content == MALFORMED_REQUEST
+        assert bad.headers["content-type"] == "application/ocsp-response"
+    finally:
+        assert server.stop(signal.SIGINT) == 0, server.log()
+
+    shown = acar_json(cli_env, "cert", "show", serial)
+    assert (shown["status"], shown["revocation_reason"], shown["profile"]) == (
+        "revoked", "keyCompromise", "natural-person-signing")
+    crls = await _count(services, CRLRecord)
+    again_revoke = run_acar(cli_env, "cert", "revoke", serial, "--reason", "superseded", check=False)
+    assert again_revoke.returncode == 1 and "was revoked at" in again_revoke.stderr
+    unknown = run_acar(cli_env, "cert", "revoke", "abcdef", "--reason", "keyCompromise", check=False)
+    assert unknown.returncode == 1
+    assert unknown.stderr == "acar: error: no certificate with serial abcdef was issued by this CA\n"
+    assert await _count(services, CRLRecord) == crls  # no state change
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--profile", "natural-person-signing", "--fin", "12345", "--given-name", "A", "--surname", "B"],
+     "FIN must be exactly 7"),
+    (["--profile", "legal-person-seal", "--voen", "12345", "--org", "X"], "VÖEN must be exactly 10 digits"),
+    (["--profile", "legal-person-seal", "--voen", "1234567890", "--org", "X", "--fin", "1234567"],
+     "drop --fin"),
+    (["--profile", "authentication", "--fin", "1234567", "--given-name", "A", "--surname", "B", "--days", "0"],
+     "validity must be 1 to 1095 days"),
+    (["--profile", "authentication", "--fin", "1234567", "--given-name", "A", "--surname", "B",
+      "--public-key", "/nonexistent.pem"], "--public-key: cannot read /nonexistent.pem"),
+])
+async def test_cert_issue_refuses_bad_input_in_one_line(
+    cli_env: dict[str, str], services: Services, tmp_path: Path, args: list[str], message: str
+) -> None:
+    run_acar(cli_env, "init")
+    before = await _count(services, IssuedCertificate)
+    if "--public-key" not in args:
+        args = [*args, "--public-key", str(_ec_key(tmp_path, "k")[1])]
+    proc = run_acar(cli_env, "cert", "issue", *args, check=False)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.startswith("acar: error: ") and proc.stderr.count("\n") == 1 and message in proc.stderr
+    assert await _count(services, IssuedCertificate) == before
+
+
+async def test_cert_issue_refuses_a_csr_whose_signature_fails(
+    cli_env: dict[str, str], services: Services, tmp_path: Path
+) -> None:
+    run_acar(cli_env, "init")
+    before = await _count(services, IssuedCertificate)
+    csr = _csr(tmp_path, "x")
+    openssl("req", "-in", str(csr), "-outform", "DER", "-out", str(tmp_path / "x.der"))
+    der = bytearray((tmp_path / "x.der").read_bytes())
+    der[-1] ^= 0x01  # one bit of the signature
+    (tmp_path / "forged.der").write_bytes(bytes(der))
+    proc = run_acar(cli_env, "cert", "issue", "--profile", "authentication", "--fin", "1234567", "--given-name",
+                    "A", "--surname", "B", "--csr", str(tmp_path / "forged.der"), check=False)
+    assert proc.returncode == 1 and "the CSR signature does not verify" in proc.stderr
+    assert await _count(services, IssuedCertificate) == before
+
+
+def _openssl_hierarchy(tmp_path: Path) -> dict[str, Path]:
+    """A root and an issuing CA made by openssl alone, as an operator's key ceremony would."""
+    paths = {n: tmp_path / n for n in ("root.key", "root.pem", "issuing.key", "issuing.csr", "issuing.pem",
+                                       "ext.cnf", "password", "issuing-enc.key")}
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384", "-nodes",
+            "-keyout", str(paths["root.key"]), "-out", str(paths["root.pem"]), "-days", "3650",
+            "-subj", "/C=AZ/O=Operator/CN=Operator Root CA",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384", "-nodes",
+            "-keyout", str(paths["issuing.key"]), "-out", str(paths["issuing.csr"]),
+            "-subj", "/C=AZ/O=Operator/CN=Operator Issuing CA")
+    paths["ext.cnf"].write_text("basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n"
+                                "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n")
+    openssl("x509", "-req", "-in", str(paths["issuing.csr"]), "-CA", str(paths["root.pem"]),
+            "-CAkey", str(paths["root.key"]), "-CAcreateserial", "-out", str(paths["issuing.pem"]), "-days", "1825",
+            "-extfile", str(paths["ext.cnf"]))
+    paths["password"].write_text("correct horse battery staple\n")
+    openssl("pkey", "-in", str(paths["issuing.key"]), "-aes256", "-passout", f"file:{paths['password']}",
+            "-out", str(paths["issuing-enc.key"]))
+    return paths
+
+
+async def test_ca_import_from_files(cli_env: dict[str, str], services: Services, tmp_path: Path) -> None:
+    env = {**cli_env, "ACAR_ENV": "development"}
+    ext = _openssl_hierarchy(tmp_path)
+
+    def ca_import(name: str, key: str, *extra: str) -> Any:
+        return run_acar(env, "ca", "import", "--name", name, "--cert", str(ext[f"{name}.pem"]), "--key", str(ext[key]),
+                        *extra, "--json", check=False)
+
+    run_acar(env, "migrate")
+    refused = ca_import("issuing", "issuing.key")
+    assert refused.returncode == 1 and "import the root CA before the issuing CA" in refused.stderr
+    refused = ca_import("root", "issuing.key")
+    assert refused.returncode == 1 and "the key does not match the root certificate" in refused.stderr
+    assert await _count(services, CertificateAuthority) == 0
+
+    root = json.loads(ca_import("root", "root.key").stdout)
+    assert (root["ca"], root["backend"], root["service_certificates_created"]) == ("root", "software", [])
+    refused = ca_import("issuing", "issuing-enc.key")
+    assert refused.returncode == 1 and "cannot read the private key" in refused.stderr
+    issuing = json.loads(ca_import("issuing", "issuing-enc.key", "--key-password-file", str(ext["password"])).stdout)
+    assert [s.split(":")[0] for s in issuing["service_certificates_created"]] == ["ocsp-responder", "tsa"]
+    assert acar_json(env, "init")["ca_created"] == []  # imported CAs are never replaced
+
+    _, pub = _ec_key(tmp_path, "person")
+    issued = _issue(env, "--profile", "natural-person-signing", "--fin", "5ABC12D", "--given-name", "Aysel",
+                    "--surname", "Məmmədova", "--public-key", str(pub))
+    leaf = tmp_path / "leaf.pem"
+    leaf.write_text(issued["certificate_pem"])
+    verify_chain(tmp_path, ext["root.pem"], ext["issuing.pem"], leaf)
+    assert "Issuer: C=AZ, O=Operator, CN=Operator Issuing CA" in x509_text(leaf)
+
+
+async def _hsm_hierarchy(services: Services, token: SoftHsmToken, tmp_path: Path) -> dict[str, str]:
+    """CA key pairs generated on the token and their certificates, as a ceremony elsewhere would leave them:
+    the database rows are rolled back, the key pairs stay on the token under labels of their own."""
+    import secrets
+
+    from pkcs11 import Attribute, ObjectClass
+
+    from keys.ca import CertificateAuthorityService, PkiUrls
+    from keys.pkcs11 import Pkcs11KeyStore
+
+    store = Pkcs11KeyStore(module_path=token.module, token_label=token.label, pin=token.pin)
+    labels: dict[str, str] = {}
+    try:
+        ca = CertificateAuthorityService(store, urls=PkiUrls(ISSUER), certificate_policy_oid="1.3.6.1.4.1.99999.1.1")
+        async with services.sessions() as session:
+            transaction = await session.begin()
+            await ca.ensure_hierarchy(session, actor="ceremony")
+            for name in ("root", "issuing"):
+                row = await session.get(CertificateAuthority, name)
+                assert row is not None and row.key_id is not None
+                (tmp_path / f"hsm-{name}.der").write_bytes(row.certificate_der)
+                label = f"ceremony-{name}-{secrets.token_hex(3)}"
+                with token.session(rw=True) as p11:  # relabel, so the label names this pair alone
+                    for cls in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY):
+                        for obj in p11.get_objects({Attribute.CLASS: cls, Attribute.ID: row.key_id.encode()}):
+                            obj[Attribute.LABEL] = label
+                labels[name] = label
+            await transaction.rollback()
+    finally:
+        store.close()
+    return labels
+
+
+@pytest.mark.pkcs11
+async def test_ca_import_from_the_hsm(
+    cli_env: dict[str, str], services: Services, softhsm_token: SoftHsmToken, tmp_path: Path
+) -> None:
+    env = {**cli_env, **softhsm_token.acar_env()}
+    labels = await _hsm_hierarchy(services, softhsm_token, tmp_path)
+    assert await _count(services, CertificateAuthority) == 0
+    run_acar(env, "migrate")
+    refused = run_acar(env, "ca", "import", "--name", "root", "--cert", str(tmp_path / "hsm-root.der"),
+                       "--pkcs11-label", labels["issuing"], check=False)
+    assert refused.returncode == 1 and "the key does not match the root certificate" in refused.stderr
+    refused = run_acar(env, "ca", "import", "--name", "root", "--cert", str(tmp_path / "hsm-root.der"),
+                       "--key", str(tmp_path / "hsm-root.der"), check=False)
+    assert refused.returncode == 1 and "--pkcs11-label" in refused.stderr
+    for name in ("root", "issuing"):
+        result = acar_json(env, "ca", "import", "--name", name, "--cert", str(tmp_path / f"hsm-{name}.der"),
+                           "--pkcs11-label", labels[name])
+        assert (result["ca"], result["backend"]) == (name, "pkcs11")
+    assert [s.split(":")[0] for s in result["service_certificates_created"]] == ["ocsp-responder", "tsa"]
+
+    _, pub = _ec_key(tmp_path, "person")
+    issued = _issue(env, "--profile", "authentication", "--fin", "5ABC12D", "--given-name", "Aysel",
+                    "--surname", "Məmmədova", "--public-key", str(pub))
+    cert, issuing, root = _save(tmp_path, "leaf", issued)
+    verify_chain(tmp_path, root, issuing, cert)
+    server = Server(env, log_path=tmp_path / "server.log")
+    try:
+        server.wait_ready()
+        answer = _ocsp(server, issuing, root, "-cert", str(cert))  # signed on the token by the responder key
+        assert "Response verify OK" in answer and f"{cert}: good" in answer, answer
+    finally:
+        assert server.stop(signal.SIGINT) == 0, server.log()
