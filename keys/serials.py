@@ -1,13 +1,13 @@
 """Serial numbers unique across every node that shares the database: hi/lo allocation over `serial_blocks`.
 
 A node reserves a block by inserting one `SerialBlock` row in its own short transaction. The row's
-autoincrement id comes from the database (a PostgreSQL identity sequence, or SQLite's rowid taken under the
-database write lock), so no two nodes ever hold the same block id. Within its block the node hands out
+autoincrement id comes from the database (a PostgreSQL identity sequence, or an SQLite AUTOINCREMENT key
+taken under the database write lock, which is never reused), so no two nodes ever hold the same block id. Within its block the node hands out
 `id * block_size + n` for n = 0 .. block_size - 1 from memory: one database write per block, none per
 serial. Block ids start at 1, so every serial is positive.
 
 Serials left in a block when a node stops are never used; that is the price of not writing per serial.
-Rows of `serial_blocks` must never be deleted: on SQLite a deleted highest id could be handed out again.
+Rows of `serial_blocks` are the record of what was handed out; they are never deleted.
 
 RFC 3161 section 2.4.2 requires the TSTInfo serialNumber to be unique for each time-stamp token issued by a
 given TSA and lets it be as long as 160 bits; with the default block size, serials stay far below that.

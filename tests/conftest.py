@@ -9,6 +9,7 @@ not answer, the run fails: it never skips.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
@@ -50,6 +51,23 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"acar test database: {TEST_DB}"
 
 
+@contextlib.contextmanager
+def _throwaway_pg_database(pg_base_url: str) -> Iterator[str]:
+    """Create acar_test_<random> on the PostgreSQL server, migrate it, drop it afterwards; fail if unreachable."""
+    name = f"acar_test_{secrets.token_hex(6)}"
+    admin = _pg_admin_dsn(pg_base_url)
+    try:
+        asyncio.run(_pg_exec(admin, f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        pytest.fail(f"PostgreSQL is required and is not usable at {pg_base_url}: {exc}", pytrace=False)
+    url = make_url(pg_base_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        migrate.upgrade(url)
+        yield url
+    finally:
+        asyncio.run(_pg_exec(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @pytest.fixture(scope="session")
 def pg_base_url() -> str:
     return os.environ.get("ACAR_TEST_POSTGRES_URL", DEFAULT_PG)
@@ -66,36 +84,15 @@ def database_url(tmp_path_factory: pytest.TempPathFactory, pg_base_url: str) -> 
         return
     if TEST_DB != "postgresql":
         raise pytest.UsageError(f"ACAR_TEST_DB must be sqlite or postgresql, not {TEST_DB!r}")
-    name = f"acar_test_{secrets.token_hex(6)}"
-    admin = _pg_admin_dsn(pg_base_url)
-    try:
-        asyncio.run(_pg_exec(admin, f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        pytest.fail(f"PostgreSQL is required for ACAR_TEST_DB=postgresql and is not usable at {pg_base_url}: {exc}",
-                    pytrace=False)
-    url = make_url(pg_base_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        migrate.upgrade(url)
+    with _throwaway_pg_database(pg_base_url) as url:
         yield url
-    finally:
-        asyncio.run(_pg_exec(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture
 def pg_database_url(pg_base_url: str) -> Iterator[str]:
     """A throwaway, migrated PostgreSQL database whatever ACAR_TEST_DB says (multi-node tests need one)."""
-    name = f"acar_test_{secrets.token_hex(6)}"
-    admin = _pg_admin_dsn(pg_base_url)
-    try:
-        asyncio.run(_pg_exec(admin, f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        pytest.fail(f"PostgreSQL is required and is not usable at {pg_base_url}: {exc}", pytrace=False)
-    url = make_url(pg_base_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        migrate.upgrade(url)
+    with _throwaway_pg_database(pg_base_url) as url:
         yield url
-    finally:
-        asyncio.run(_pg_exec(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="session")

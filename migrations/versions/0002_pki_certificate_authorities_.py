@@ -37,7 +37,8 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('purpose', sa.String(length=16), nullable=False),
     sa.Column('reserved_at', storage.base.UTCDateTime(timezone=True), nullable=False),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_serial_blocks'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_serial_blocks')),
+    sqlite_autoincrement=True,  # SQLite must never reuse a block id, even after rows are deleted
     )
     op.create_table('certificate_authorities',
     sa.Column('name', sa.String(length=32), nullable=False),
