@@ -9,9 +9,19 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256s
 SYSTEM_PACKAGES := softhsm2 openssl procps
 PYTEST_ARGS ?=
 
-.PHONY: run test lint test-sqlite test-postgresql system-deps install clean
+.PHONY: run test lint test-sqlite test-postgresql system-deps python-check install clean
 
-$(STAMP): pyproject.toml constraints.txt
+# Python 3.11+ with venv support (Debian ships venv in python3-venv: installed here when run as root).
+python-check:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "Açar needs Python 3.11 or newer ($(PYTHON) is $$($(PYTHON) -V 2>&1))" >&2; exit 1; }
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv || \
+	     (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv)) >/dev/null; \
+	  else echo "$(PYTHON) lacks venv support: install python3-venv" >&2; exit 1; fi
+
+$(STAMP): pyproject.toml constraints.txt | python-check
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	@rm -f $(VENV)/.installed-* && touch $@
@@ -47,7 +57,7 @@ test-sqlite: install system-deps
 test-postgresql: install system-deps
 	ACAR_TEST_DB=postgresql $(BIN)/pytest $(PYTEST_ARGS)
 
-test: install system-deps lint test-sqlite test-postgresql
+test: system-deps install lint test-sqlite test-postgresql
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

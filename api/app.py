@@ -73,7 +73,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             if own:
                 await svc.close()
 
-    app = FastAPI(title="Açar", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app = FastAPI(title="Açar", version="0.1.0", lifespan=lifespan, redoc_url=None,
+                  docs_url="/docs" if settings.env == "development" else None,
+                  openapi_url="/openapi.json" if settings.env == "development" else None)
     problems.install(app)
     app.include_router(health.router)
     app.include_router(keys.router)

@@ -21,7 +21,11 @@ from keys.errors import InvalidToken
 from keys.jose import VerifiedClaims
 
 ADMIN_SCOPE = "acar:admin"
-ADMIN_SCOPES = frozenset({ADMIN_SCOPE, "acar:cert:revoke", "acar:token:mint"})
+MINT_SCOPE = "acar:token:mint"
+ADMIN_SCOPES = frozenset({ADMIN_SCOPE, "acar:cert:revoke", MINT_SCOPE})
+DELEGABLE_SCOPES = ADMIN_SCOPES - {ADMIN_SCOPE, MINT_SCOPE}
+"""What POST /admin/tokens may hand out: operational scopes only. Tokens that can mint or do everything come
+from `acar admin token` alone (database and key-store access), so a leaked API token cannot renew itself."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,9 +40,12 @@ def admin_audience(issuer: str) -> str:
 
 
 async def mint_admin_token(
-    services: Services, *, subject: str, scopes: set[str], ttl_seconds: int
+    services: Services, *, subject: str, scopes: set[str], ttl_seconds: int, actor: str | None = None
 ) -> dict[str, object]:
-    """Sign an admin access token with the current ES256 key (RFC 9068 section 2.2 claims)."""
+    """Sign an admin access token with the current ES256 key (RFC 9068 section 2.2 claims).
+
+    `actor` is who minted it on someone else's behalf, kept as the RFC 8693 section 4.1 `act` claim.
+    """
     unknown = scopes - ADMIN_SCOPES
     if unknown or not scopes:
         raise ValueError(f"unknown scope(s): {', '.join(sorted(unknown)) or '(none)'}; "
@@ -50,9 +57,11 @@ async def mint_admin_token(
     now = int(time.time())
     claims = {"iss": issuer, "sub": subject, "aud": admin_audience(issuer), "client_id": "acar-admin",
               "iat": now, "exp": now + ttl_seconds, "jti": secrets.token_urlsafe(16), "scope": " ".join(sorted(scopes))}
+    if actor is not None:
+        claims["act"] = {"sub": actor}
     signer = await services.token_keys.signer("ES256")
     return {"access_token": signer.sign(claims, typ="at+jwt"), "token_type": "Bearer", "expires_in": ttl_seconds,
-            "scope": claims["scope"], "kid": signer.kid}
+            "scope": claims["scope"], "kid": signer.kid, "jti": claims["jti"]}
 
 
 def require_scope(scope: str) -> Callable[[Request], Awaitable[AdminPrincipal]]:

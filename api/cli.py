@@ -65,15 +65,37 @@ def _run(settings: Settings, work: Callable[[Services, AsyncSession], Awaitable[
 # --- commands --------------------------------------------------------------------------------------------
 
 
+async def _sealed_master_key_ids(settings: Settings) -> list[str]:
+    """Ids of the master keys that live software keys in the database are sealed with."""
+    from sqlalchemy import select
+
+    from keys.models import StoredKey
+    from storage import create_engine, create_session_factory
+
+    engine = create_engine(settings.resolved_database_url)
+    try:
+        async with create_session_factory(engine)() as session:
+            rows = await session.execute(
+                select(StoredKey.master_key_id).where(StoredKey.backend == "software", StoredKey.destroyed_at.is_(None))
+                .distinct())
+            return sorted(str(r) for r in rows.scalars() if r)
+    finally:
+        await engine.dispose()
+
+
 def cmd_init(args: argparse.Namespace, settings: Settings) -> None:
     created_master = False
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    migrate.upgrade(settings.resolved_database_url)
     if settings.key_backend == "software" and not settings.resolved_master_key_file.exists():
         if settings.env == "production":
             raise CliError("ACAR_MASTER_KEY_FILE does not exist; production master keys are provisioned, not generated")
+        sealed = asyncio.run(_sealed_master_key_ids(settings))
+        if sealed:
+            raise CliError(f"ACAR_MASTER_KEY_FILE: {settings.resolved_master_key_file} does not exist, but the "
+                           f"database holds keys sealed with master key {', '.join(sealed)}; restore that file")
         MasterKey.create_file(settings.resolved_master_key_file)
         created_master = True
-    migrate.upgrade(settings.resolved_database_url)
 
     async def work(services: Services, session: AsyncSession) -> dict[str, Any]:
         if isinstance(services.key_store, SoftwareKeyStore):
@@ -183,7 +205,7 @@ def cmd_admin_token(args: argparse.Namespace, settings: Settings) -> None:
         from storage.audit import record_event
 
         record_event(session, "admin_token.minted", actor="cli", subject=args.subject,
-                     detail={"scope": minted["scope"], "ttl": args.ttl, "kid": minted["kid"]})
+                     detail={"scope": minted["scope"], "ttl": args.ttl, "kid": minted["kid"], "jti": minted["jti"]})
         return minted
 
     _emit(args, _run(settings, work))

@@ -13,6 +13,7 @@ from api.logging import request_id_var
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 access_log = logging.getLogger("acar.access")
+log = logging.getLogger("acar.api")
 
 
 class RequestContextMiddleware:
@@ -37,11 +38,13 @@ class RequestContextMiddleware:
         rid = incoming if incoming and _SAFE_ID.fullmatch(incoming) else uuid.uuid4().hex
         token = request_id_var.set(rid)
         status = 500
+        response_started = False
         started = time.perf_counter()
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, response_started
             if message["type"] == "http.response.start":
+                response_started = True
                 status = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", rid.encode()))
@@ -50,6 +53,17 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except Exception:
+            # Answered here, inside the request's context, so the 500 carries its request id like every other
+            # response; the client learns nothing of the cause (RFC 9457 problem without detail).
+            log.exception("request.unhandled_exception", extra={"path": scope["path"]})
+            if response_started:
+                raise
+            from api.problems import problem
+
+            await problem(500, "internal_error", "Internal server error",
+                          "an unexpected error occurred; quote the request id when reporting it")(
+                scope, receive, send_wrapper)
         finally:
             if self.access_log_enabled:
                 access_log.info(

@@ -7,12 +7,17 @@ with one line naming the setting.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_OID_RE = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
+PLACEHOLDER_OID_ARC = "1.3.6.1.4.1.99999."
+"""The development policy OIDs live under this placeholder arc; production must use its registered arc."""
 
 
 class SettingsError(Exception):
@@ -38,14 +43,21 @@ class Settings(BaseSettings):
 
     # token-signing keys
     token_key_algorithms: list[Literal["ES256", "RS256", "EdDSA"]] = Field(default=["ES256", "RS256"])
-    token_key_rotation_days: float = 30.0
-    token_max_lifetime_seconds: int = 3600
-    key_cache_seconds: float = 5.0
-    housekeeping_seconds: float = 60.0
+    token_key_rotation_days: float = Field(default=30.0, gt=0)
+    token_max_lifetime_seconds: int = Field(default=3600, ge=60, le=86400)
+    key_cache_seconds: float = Field(default=5.0, ge=0, le=300)
+    housekeeping_seconds: float = Field(default=60.0, gt=0, le=3600)
 
     # PKI
     certificate_policy_oid: str = "1.3.6.1.4.1.99999.1.1"
     tsa_policy_oid: str = "1.3.6.1.4.1.99999.1.2"
+
+    @field_validator("certificate_policy_oid", "tsa_policy_oid")
+    @classmethod
+    def _oid(cls, value: str) -> str:
+        if not _OID_RE.fullmatch(value):
+            raise ValueError("must be a dotted-decimal object identifier such as 1.3.6.1.4.1.12345.1.1")
+        return value
 
     @field_validator("issuer")
     @classmethod
@@ -75,6 +87,11 @@ class Settings(BaseSettings):
             raise SettingsError("ACAR_DATABASE_URL must point at PostgreSQL in production (SQLite is for development)")
         if not self.database_url.startswith("postgresql"):
             raise SettingsError("ACAR_DATABASE_URL must be a postgresql+asyncpg:// URL in production")
+        for name in ("certificate_policy_oid", "tsa_policy_oid"):
+            if getattr(self, name).startswith(PLACEHOLDER_OID_ARC):
+                raise SettingsError(
+                    f"ACAR_{name.upper()} is the development placeholder; set the registered policy OID"
+                )
         if self.key_backend == "software":
             if self.master_key_file is None:
                 raise SettingsError(

@@ -32,6 +32,8 @@ ALG_KEY_TYPES: dict[str, tuple[KeyType, ...]] = {
 }
 DEFAULT_KEY_TYPE: dict[str, KeyType] = {"ES256": "EC-P256", "RS256": "RSA-3072", "EdDSA": "Ed25519"}
 CLOCK_SKEW_LEEWAY_SECONDS = 30
+MAX_TOKEN_LENGTH = 8192
+"""Longer compact JWS are refused before any decoding (our tokens are well under 2 KiB)."""
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
 # The C encoder behind json.dumps, called directly: a third cheaper than JSONEncoder.encode per token.
 _c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
@@ -182,13 +184,15 @@ class JwsVerifier:
         self._clock = clock
 
     def verify(self, token: str) -> VerifiedClaims:
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise InvalidToken(f"token longer than {MAX_TOKEN_LENGTH} characters")
         parts = token.split(".")
         if len(parts) != 3 or not all(parts):
             raise InvalidToken("not a compact JWS")
         try:
             header = json.loads(b64url_decode(parts[0]))
             claims = json.loads(b64url_decode(parts[1]))
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise InvalidToken("header or payload is not JSON") from None
         if not isinstance(header, dict) or not isinstance(claims, dict):
             raise InvalidToken("header and payload must be JSON objects")

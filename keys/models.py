@@ -102,7 +102,7 @@ class SerialBlock(Base):
     """
 
     __tablename__ = "serial_blocks"
-    __table_args__ = {"sqlite_autoincrement": True}  # a block id is never reused on SQLite either
+    __table_args__ = ({"sqlite_autoincrement": True},)  # a block id is never reused on SQLite either
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     purpose: Mapped[str] = mapped_column(String(16))

@@ -2,9 +2,9 @@
 
 A node reserves a block by inserting one `SerialBlock` row in its own short transaction. The row's
 autoincrement id comes from the database (a PostgreSQL identity sequence, or an SQLite AUTOINCREMENT key
-taken under the database write lock, which is never reused), so no two nodes ever hold the same block id. Within its block the node hands out
-`id * block_size + n` for n = 0 .. block_size - 1 from memory: one database write per block, none per
-serial. Block ids start at 1, so every serial is positive.
+taken under the database write lock, which is never reused), so no two nodes ever hold the same block id.
+Within its block the node hands out `id * block_size + n` for n = 0 .. block_size - 1 from memory: one
+database write per block, none per serial. Block ids start at 1, so every serial is positive.
 
 Serials left in a block when a node stops are never used; that is the price of not writing per serial.
 Rows of `serial_blocks` are the record of what was handed out; they are never deleted.

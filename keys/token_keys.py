@@ -202,9 +202,16 @@ class TokenKeyService:
 
     # --- the published set -------------------------------------------------------------------------------
 
-    async def refresh(self) -> KeySetSnapshot:
-        """Reload the published key set from the database (and load the current keys' handles)."""
+    async def refresh(self, *, if_older_than: float | None = None) -> KeySetSnapshot:
+        """Reload the published key set from the database (and load the current keys' handles).
+
+        With `if_older_than`, a snapshot loaded by another task while this one waited for the lock is used
+        as it is: requests that all find the cache stale at once cause one reload, not one each.
+        """
         async with self._lock:
+            snap = self._snapshot
+            if if_older_than is not None and snap is not None and snap.loaded_at > if_older_than:
+                return snap
             now = self._clock()
             async with self._sessions() as session:
                 rows = (await session.execute(
@@ -233,8 +240,9 @@ class TokenKeyService:
 
     async def snapshot(self) -> KeySetSnapshot:
         snap = self._snapshot
-        if snap is None or time.monotonic() - snap.loaded_at >= self._cache_seconds:
-            snap = await self.refresh()
+        started = time.monotonic()
+        if snap is None or started - snap.loaded_at >= self._cache_seconds:
+            snap = await self.refresh(if_older_than=started - self._cache_seconds if self._cache_seconds else None)
         return snap
 
     async def jwks(self) -> Mapping[str, Any]:

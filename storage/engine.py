@@ -33,7 +33,8 @@ def create_engine(url: str, *, echo: bool = False, pool_size: int = 10, pre_ping
     saves a round trip per checkout, and `fixed_pool=True` keeps exactly `pool_size` connections (on SQLite
     too) so a burst waits for a free one instead of opening and closing overflow connections.
     """
-    kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": pre_ping}
+    # hide_parameters: SQL parameters (which can hold personal data) never appear in logged errors
+    kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": pre_ping, "hide_parameters": True}
     if fixed_pool:
         kwargs.update(pool_size=pool_size, max_overflow=0)
     elif not is_sqlite(url):

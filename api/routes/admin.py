@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
-from api.auth import AdminPrincipal, mint_admin_token, require_scope
+from api.auth import ADMIN_SCOPE, ADMIN_SCOPES, DELEGABLE_SCOPES, AdminPrincipal, mint_admin_token, require_scope
 from api.deps import Services
+from api.logging import request_id_var
 from api.problems import ApiProblem
 from api.schemas.admin import TokenMintRequest, TokenMintResponse
 from api.schemas.pki import CertificateView, RevokeRequest
@@ -23,18 +25,33 @@ REVOKE = "acar:cert:revoke"
 async def mint_token(
     body: TokenMintRequest, request: Request, principal: Annotated[AdminPrincipal, Depends(require_scope(MINT))]
 ) -> TokenMintResponse:
-    """Mint a narrower, short-lived admin token (for example one that may only revoke certificates)."""
+    """Mint a narrower, short-lived admin token (for example one that may only revoke certificates).
+
+    Only operational scopes can be delegated (never acar:admin or acar:token:mint), never a scope the caller
+    lacks, and never for longer than the caller's own token lives; the minter is recorded in `act`.
+    """
     services: Services = request.app.state.services
     scopes = set(body.scope.split())
-    if "acar:admin" not in principal.scopes and not scopes <= principal.scopes:
+    undelegable = scopes - DELEGABLE_SCOPES
+    if undelegable & ADMIN_SCOPES:
+        raise ApiProblem(403, "insufficient_scope", "Insufficient scope",
+                         f"{', '.join(sorted(undelegable & ADMIN_SCOPES))} can only be minted with `acar admin token`")
+    if ADMIN_SCOPE not in principal.scopes and not scopes <= principal.scopes:
         raise ApiProblem(403, "insufficient_scope", "Insufficient scope", "a token cannot grant scopes it lacks")
+    remaining = int(principal.claims["exp"]) - int(time.time())
+    if body.ttl_seconds > remaining:
+        raise ApiProblem(422, "invalid_request", "Invalid request",
+                         f"ttl_seconds must not exceed the lifetime left to your own token ({max(remaining, 0)} s)")
     try:
-        minted = await mint_admin_token(services, subject=body.subject, scopes=scopes, ttl_seconds=body.ttl_seconds)
+        minted = await mint_admin_token(services, subject=body.subject, scopes=scopes, ttl_seconds=body.ttl_seconds,
+                                        actor=principal.subject)
     except ValueError as exc:
         raise ApiProblem(422, "invalid_request", "Invalid request", str(exc)) from None
     async with services.sessions() as session, session.begin():
         record_event(session, "admin_token.minted", actor=principal.subject, subject=body.subject,
-                     detail={"scope": minted["scope"], "ttl": body.ttl_seconds, "kid": minted["kid"]})
+                     request_id=request_id_var.get(),
+                     detail={"scope": minted["scope"], "ttl": body.ttl_seconds, "kid": minted["kid"],
+                             "jti": minted["jti"], "minter_jti": principal.claims.claims.get("jti")})
     return TokenMintResponse.model_validate(minted)
 
 

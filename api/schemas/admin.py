@@ -19,3 +19,4 @@ class TokenMintResponse(BaseModel):
     expires_in: int
     scope: str
     kid: str
+    jti: str

@@ -22,6 +22,7 @@ def _prod(tmp_path: Path, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "env": "production", "issuer": "https://login.gov.az",
         "database_url": "postgresql+asyncpg://acar@db/acar", "master_key_file": key,
+        "certificate_policy_oid": "1.3.6.1.4.1.61234.1.1", "tsa_policy_oid": "1.3.6.1.4.1.61234.1.2",
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -36,6 +37,8 @@ def _prod(tmp_path: Path, **overrides: object) -> Settings:
         ({"master_key_file": None}, "ACAR_MASTER_KEY_FILE"),
         ({"master_key_file": Path("/nonexistent/master.key")}, "ACAR_MASTER_KEY_FILE"),
         ({"key_backend": "pkcs11"}, "ACAR_PKCS11_MODULE"),
+        ({"certificate_policy_oid": "1.3.6.1.4.1.99999.1.1"}, "ACAR_CERTIFICATE_POLICY_OID"),
+        ({"tsa_policy_oid": "1.3.6.1.4.1.99999.1.2"}, "ACAR_TSA_POLICY_OID"),
     ],
 )
 def test_production_refuses_unsafe_values(tmp_path: Path, overrides: dict[str, object], names: str) -> None:
@@ -56,4 +59,24 @@ def test_load_settings_names_the_bad_variable(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("ACAR_ISSUER", "https://login.gov.az")
     monkeypatch.setenv("ACAR_TOKEN_KEY_ROTATION_DAYS", "soon")
     with pytest.raises(SettingsError, match="^ACAR_TOKEN_KEY_ROTATION_DAYS: "):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("ACAR_TOKEN_KEY_ROTATION_DAYS", "0"),
+        ("ACAR_TOKEN_MAX_LIFETIME_SECONDS", "5"),
+        ("ACAR_KEY_CACHE_SECONDS", "-1"),
+        ("ACAR_HOUSEKEEPING_SECONDS", "0"),
+        ("ACAR_CERTIFICATE_POLICY_OID", "not.an.oid"),
+        ("ACAR_TSA_POLICY_OID", "3.1"),
+        ("ACAR_KEY_BACKEND", "floppy"),
+    ],
+)
+def test_out_of_range_values_are_refused_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError, match=f"^{variable}: "):
         load_settings()
