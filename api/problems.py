@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.logging import request_id_var
-from idp.errors import IdpError
+from idp.errors import IdpError, InvalidClient, OAuthError
 from keys.errors import KeysError
 
 log = logging.getLogger("acar.api")
@@ -44,12 +44,25 @@ def problem(status: int, code: str, title: str, detail: str | None = None, *, in
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
+def oauth_error(exc: OAuthError) -> JSONResponse:
+    """RFC 6749 section 5.2 error JSON; never cached (section 5.1), 401 with a challenge for invalid_client."""
+    headers = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+    if isinstance(exc, InvalidClient):
+        headers["WWW-Authenticate"] = 'Basic realm="acar", error="invalid_client"'
+    return JSONResponse({"error": exc.error, "error_description": exc.description}, status_code=exc.status_code,
+                        headers=headers)
+
+
 def install(app: FastAPI) -> None:
     """Register the exception handlers on the application."""
 
     @app.exception_handler(ApiProblem)
     async def _api_problem(request: Request, exc: ApiProblem) -> JSONResponse:
         return problem(exc.status, exc.code, exc.title, exc.detail, instance=request.url.path, headers=exc.headers)
+
+    @app.exception_handler(OAuthError)
+    async def _oauth(request: Request, exc: OAuthError) -> JSONResponse:
+        return oauth_error(exc)
 
     @app.exception_handler(IdpError)
     async def _idp(request: Request, exc: IdpError) -> JSONResponse:
