@@ -172,7 +172,9 @@ def cmd_person_show(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> None:
     async def work(services: Services, session: AsyncSession) -> list[dict[str, Any]]:
         algs = args.alg or None
-        changes = await services.token_keys.rotate(session, algorithms=algs, actor="cli")
+        if isinstance(services.key_store, SoftwareKeyStore):
+            await services.key_store.check_master_key(session)  # a wrong master key fails first, changing nothing
+        changes = await services.token_keys.rotate(session, algorithms=algs, actor="cli", force=args.force)
         await services.token_keys.remove_expired(session, actor="cli")
         return changes
 
@@ -349,6 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="keys_command", required=True, parser_class=_Parser)
     p = keys.add_parser("rotate", parents=[common], help="next -> current -> retired, and a new next key")
     p.add_argument("--alg", action="append", choices=["ES256", "RS256", "EdDSA"])
+    p.add_argument("--force", action="store_true",
+                   help="promote a next key younger than the JWKS cache time (emergency, e.g. key compromise)")
     p.set_defaults(func=cmd_keys_rotate)
     p = keys.add_parser("list", parents=[common], help="list token-signing keys and their states")
     p.set_defaults(func=cmd_keys_list)

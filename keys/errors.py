@@ -94,3 +94,38 @@ class TsaNotConfigured(KeysError):
     code = "tsa_not_configured"
     title = "Time-stamp authority not configured"
     status_code = 503
+
+
+class RotationTooEarly(KeysError):
+    """The next key has not been published long enough for relying parties' cached JWKS to contain it."""
+
+    code = "rotation_too_early"
+    title = "Rotation too early"
+    status_code = 409
+
+
+class CAKeyOffline(KeysError):
+    """The CA's private key is kept offline (not in the key store): the service cannot sign for it.
+
+    An offline root's revocations are published by a CRL signed at the offline ceremony (`acar crl import`).
+    """
+
+    code = "ca_key_offline"
+    title = "CA key offline"
+    status_code = 409
+
+
+class CAUnusable(KeysError):
+    """The CA certificate is revoked, expired or not yet valid: the CA must not issue (RFC 5280 section 6.1.3)."""
+
+    code = "ca_unusable"
+    title = "CA cannot issue"
+    status_code = 409
+
+
+class InvalidCrl(KeysError):
+    """An imported CRL is malformed, not signed by the CA, not newer than the current one, or expired."""
+
+    code = "invalid_crl"
+    title = "Invalid CRL"
+    status_code = 422

@@ -18,7 +18,7 @@ import asyncio
 import datetime as dt
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from keys.errors import InvalidToken, KeyNotFound, UnsupportedAlgorithm
+from keys.errors import InvalidToken, KeyNotFound, RotationTooEarly, UnsupportedAlgorithm
 from keys.interfaces import KeyStore
 from keys.jose import (
     ALG_KEY_TYPES,
@@ -43,6 +43,9 @@ from storage.audit import record_event
 from storage.base import utcnow
 
 PUBLISHED_STATES = ("next", "current", "retired")
+JWKS_MAX_AGE_SECONDS = 300
+"""How long relying parties may cache /jwks.json (its Cache-Control max-age). A next key must have been
+published at least this long (plus the nodes' own cache time) before it signs, unless rotation is forced."""
 _UNKNOWN_KID_REFRESH_SECONDS = 1.0
 
 
@@ -54,7 +57,6 @@ class KeySetSnapshot:
     jwks: Mapping[str, Any]
     public_keys: Mapping[str, tuple[PublicKeyTypes, str]]
     signers: Mapping[str, JwsSigner]
-    states: Mapping[str, str] = field(default_factory=dict)
 
     def resolve(self, kid: str) -> tuple[PublicKeyTypes, str] | None:
         return self.public_keys.get(kid)
@@ -85,6 +87,7 @@ class TokenKeyService:
         self.rotation_interval = rotation_interval
         self.max_token_lifetime = max_token_lifetime
         self._cache_seconds = cache_seconds
+        self.min_next_age = dt.timedelta(seconds=JWKS_MAX_AGE_SECONDS + cache_seconds)
         self._clock = clock
         self._snapshot: KeySetSnapshot | None = None
         self._lock = asyncio.Lock()
@@ -121,12 +124,15 @@ class TokenKeyService:
 
     async def rotate(self, session: AsyncSession, *, algorithms: Iterable[str] | None = None,
                      actor: str = "system", expected: Mapping[str, str | None] | None = None,
-                     ) -> list[dict[str, str | None]]:
+                     force: bool = False) -> list[dict[str, str | None]]:
         """Rotate: current -> retired, next -> current, a new next. Returns what changed per algorithm.
 
         With `expected` (algorithm -> the current kid that was found due), an algorithm rotates only while
         that kid is still current: a scheduler on another node that already rotated it wins, and this call
         leaves it alone, so concurrent schedules rotate once.
+
+        A next key younger than JWKS_MAX_AGE_SECONDS (plus the node cache) is not promoted: an explicit call
+        raises RotationTooEarly, the schedule waits. `force` rotates anyway (emergency, e.g. key compromise).
         """
         now = self._clock()
         remove_after = now + self.max_token_lifetime + dt.timedelta(seconds=CLOCK_SKEW_LEEWAY_SECONDS)
@@ -138,6 +144,13 @@ class TokenKeyService:
             if expected is not None and (current.kid if current else None) != expected.get(alg):
                 continue  # another node rotated it since it was found due
             nxt = await self._by_state(session, alg, "next")
+            if nxt is not None and not force and nxt.created_at > now - self.min_next_age:
+                if expected is not None:
+                    continue  # the schedule tries again later
+                age = int((now - nxt.created_at).total_seconds())
+                raise RotationTooEarly(
+                    f"the next {alg} key was published {age} s ago; relying parties cache the JWKS for up to "
+                    f"{int(self.min_next_age.total_seconds())} s: wait, or force the rotation (key compromise)")
             retired_kid: str | None = None
             if current is not None:
                 won = await session.execute(
@@ -223,18 +236,16 @@ class TokenKeyService:
                 keys: list[dict[str, str]] = []
                 public_keys: dict[str, tuple[PublicKeyTypes, str]] = {}
                 signers: dict[str, JwsSigner] = {}
-                states: dict[str, str] = {}
                 for row, public_der in rows:
                     if row.state == "retired" and row.remove_after is not None and row.remove_after <= now:
                         continue
                     public = load_der_public_key(public_der)
                     public_keys[row.kid] = (public, row.alg)
-                    states[row.kid] = row.state
                     keys.append(public_jwk(public, kid=row.kid, alg=row.alg))
                     if row.state == "current" and row.alg in self.algorithms:
                         handle = await self._store.load(session, row.kid)
                         signers[row.alg] = JwsSigner(handle, row.alg)
-            snapshot = KeySetSnapshot(time.monotonic(), {"keys": keys}, public_keys, signers, states)
+            snapshot = KeySetSnapshot(time.monotonic(), {"keys": keys}, public_keys, signers)
             self._snapshot = snapshot
             return snapshot
 

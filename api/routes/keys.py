@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from api.deps import Services
+from keys.token_keys import JWKS_MAX_AGE_SECONDS
 
 router = APIRouter()
 
@@ -15,5 +16,5 @@ async def jwks(request: Request) -> JSONResponse:
     """Every published token-signing key: next, current and retired-but-not-expired."""
     services: Services = request.app.state.services
     body = await services.token_keys.jwks()
-    return JSONResponse(dict(body), headers={"Cache-Control": "public, max-age=300"},
+    return JSONResponse(dict(body), headers={"Cache-Control": f"public, max-age={JWKS_MAX_AGE_SECONDS}"},
                         media_type="application/jwk-set+json")

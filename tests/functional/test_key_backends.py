@@ -84,7 +84,7 @@ def test_pkcs11_backend_init_and_serve(cli_env: dict[str, str], softhsm_token: S
         bootstrap = acar_json(env, "admin", "token", "--subject", "operator", "--scope", "acar:admin")
         minted = httpx.post(server.base + "/admin/tokens",
                             headers={"Authorization": f"Bearer {bootstrap['access_token']}"},
-                            json={"subject": "clerk", "scope": "acar:token:mint", "ttl_seconds": 300})
+                            json={"subject": "clerk", "scope": "acar:cert:revoke", "ttl_seconds": 300})
         assert minted.status_code == 200, minted.text
         keyset = {k.key_id: k for k in jwt.PyJWKSet.from_dict(jwks).keys}
         for token in (bootstrap["access_token"], minted.json()["access_token"]):

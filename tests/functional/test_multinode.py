@@ -64,7 +64,9 @@ def test_two_nodes_share_keys_and_verify_each_other(pg_database_url: str, master
 
         # rotation from the CLI (a third process): both nodes serve the same new set, old tokens still work
         old_kid = pyjwt.get_unverified_header(from_a)["kid"]
-        changes = acar_json(env, "keys", "rotate", "--alg", "ES256")
+        early = run_acar(env, "keys", "rotate", "--alg", "ES256", check=False)
+        assert early.returncode == 1 and "published" in early.stderr and "force" in early.stderr
+        changes = acar_json(env, "keys", "rotate", "--alg", "ES256", "--force")
         assert changes[0]["retired"] == old_kid
         jwks_a = httpx.get(a.base + "/jwks.json").json()
         jwks_b = httpx.get(b.base + "/jwks.json").json()

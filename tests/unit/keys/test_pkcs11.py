@@ -238,7 +238,7 @@ async def test_token_keys_on_the_token_ensure_rotate_publish_and_remove(
         pyjwt_verify(signed, jwks, alg)
 
     async with services.sessions() as session, session.begin():
-        changes = await service.rotate(session, actor="test")
+        changes = await service.rotate(session, actor="test", force=True)
     assert len(changes) == 3
     jwks = dict(await service.jwks())
     assert len(jwks["keys"]) == 9  # retired, current and a new next for each algorithm

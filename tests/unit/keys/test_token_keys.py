@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from api.deps import Services
-from keys.errors import InvalidToken
+from keys.errors import InvalidToken, RotationTooEarly
 from keys.models import StoredKey, TokenKey
 from keys.token_keys import TokenKeyService
 from storage.audit import AuditEvent
@@ -97,6 +97,11 @@ async def test_rotation_keeps_old_tokens_valid_until_retired_key_is_removed(serv
     old_next = next(k for k, s in before.items() if s == "next" and k in es256)
     old_token = (await svc.signer("ES256")).sign(_claims())
 
+    with pytest.raises(RotationTooEarly):  # the next key is not yet in relying parties' cached JWKS
+        async with services.sessions() as session, session.begin():
+            await svc.rotate(session, algorithms=["ES256"], actor="test")
+    assert await _states(services) == before  # refused, nothing changed
+    clock.now += svc.min_next_age
     async with services.sessions() as session, session.begin():
         changes = await svc.rotate(session, algorithms=["ES256"], actor="test")
     assert changes[0]["retired"] == old_current and changes[0]["current"] == old_next
@@ -214,5 +219,5 @@ async def test_manual_rotation_after_rotation_rotates_again(services: Services) 
         await svc.ensure_keys(session)
     for _ in range(2):
         async with services.sessions() as session, session.begin():
-            assert len(await svc.rotate(session, actor="cli")) == 1
+            assert len(await svc.rotate(session, actor="cli", force=True)) == 1
     assert sorted((await _states(services)).values()) == ["current", "next", "retired", "retired"]
