@@ -33,7 +33,7 @@ async def _housekeeping(services: Services, interval: float) -> None:
             log.exception("keys.housekeeping_failed")
         try:
             published = await services.pki.housekeeping()
-            if published["service_certificates_created"] or published["crls_published"]:
+            if any(published.values()):
                 log.info("pki.housekeeping", extra=published)
         except Exception:
             log.exception("pki.housekeeping_failed")

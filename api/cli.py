@@ -225,10 +225,20 @@ def cmd_ca_import(args: argparse.Namespace, settings: Settings) -> None:
     key_pem = _read_file(args.key, "--key") if args.key else None
     password = _read_file(args.key_password_file, "--key-password-file").rstrip(b"\r\n") \
         if args.key_password_file else None
+    offline = not (args.key or args.pkcs11_label)
+    if offline and args.name != "root":
+        raise CliError(f"the {args.name} CA needs its key: pass --key or --pkcs11-label "
+                       "(only the root CA may stay offline)")
+    if password is not None and key_pem is None:
+        raise CliError("--key-password-file goes with --key")
 
     async def work(services: Services, session: AsyncSession) -> dict[str, Any]:
         pki, store = services.pki, services.key_store
         await pki.ca.check_import(session, args.name, certificate)  # before any key is touched
+        if offline:  # the root's key stays offline: its CRLs are signed there (`acar crl import`)
+            await pki.ca.import_ca(session, args.name, certificate, None, actor="cli")
+            made = await pki.initialize(session, actor="cli:ca-import", create_hierarchy=False)
+            return {"ca": args.name, "key_offline": True, **made}
         if args.pkcs11_label:
             from keys.pkcs11 import Pkcs11KeyStore
 
@@ -243,7 +253,18 @@ def cmd_ca_import(args: argparse.Namespace, settings: Settings) -> None:
                                                     password=password)
         await pki.ca.import_ca(session, args.name, certificate, handle, actor="cli")
         made = await pki.initialize(session, actor="cli:ca-import", create_hierarchy=False)
-        return {"ca": args.name, "key_id": handle.key_id, "backend": store.backend, **made}
+        return {"ca": args.name, "key_offline": False, "key_id": handle.key_id, "backend": store.backend, **made}
+
+    _emit(args, _run(settings, work))
+
+
+def cmd_crl_import(args: argparse.Namespace, settings: Settings) -> None:
+    data = _read_file(args.file, "FILE")
+
+    async def work(services: Services, session: AsyncSession) -> dict[str, Any]:
+        record, revoked = await services.pki.import_crl(session, args.ca, data, actor="cli")
+        return {"ca": args.ca, "crl_number": record.number, "this_update": record.this_update.isoformat(),
+                "next_update": record.next_update.isoformat(), "newly_revoked": revoked}
 
     _emit(args, _run(settings, work))
 
@@ -371,14 +392,22 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_pki_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     ca = sub.add_parser("ca", parents=[common], help="the CA hierarchy").add_subparsers(
         dest="ca_command", required=True, parser_class=_Parser)
-    p = ca.add_parser("import", parents=[common], help="import a CA certificate and its key (production)")
+    p = ca.add_parser("import", parents=[common], help="import a CA certificate and its key (production); "
+                      "the root may be imported without its key, which then stays offline")
     p.add_argument("--name", required=True, choices=["root", "issuing"])
     p.add_argument("--cert", required=True, help="the CA certificate (PEM or DER)")
-    source = p.add_mutually_exclusive_group(required=True)
+    source = p.add_mutually_exclusive_group()
     source.add_argument("--key", help="the CA private key (PEM) for the software key store")
     source.add_argument("--pkcs11-label", help="the CKA_LABEL of the CA key pair already on the HSM")
     p.add_argument("--key-password-file", help="file holding the password of an encrypted --key")
     p.set_defaults(func=cmd_ca_import)
+
+    crl = sub.add_parser("crl", parents=[common], help="CRLs of a CA whose key is offline").add_subparsers(
+        dest="crl_command", required=True, parser_class=_Parser)
+    p = crl.add_parser("import", parents=[common], help="import a CRL signed offline (served as the CA's CRL)")
+    p.add_argument("--ca", required=True, choices=["root", "issuing"])
+    p.add_argument("file", metavar="FILE", help="the CRL (PEM or DER)")
+    p.set_defaults(func=cmd_crl_import)
 
     cert = sub.add_parser("cert", parents=[common], help="certificates").add_subparsers(
         dest="cert_command", required=True, parser_class=_Parser)

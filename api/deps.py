@@ -12,9 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from api import migrate
 from api.settings import Settings
-from keys.errors import CANotInitialized, TsaNotConfigured
+from keys.ca import ISSUING
+from keys.errors import TsaNotConfigured
 from keys.interfaces import CertificateStatusSource, KeyStore
 from keys.pki import PkiService
+from keys.profiles import Profile
 from keys.serials import SerialAllocator
 from keys.software import MasterKey, SoftwareKeyStore
 from keys.status_postgres import PostgresCertificateStatus
@@ -90,22 +92,26 @@ def build_services(settings: Settings, *, key_store: KeyStore | None = None) -> 
         cache_seconds=settings.key_cache_seconds,
     )
     tsa = TsaProvider(
-        _tsa_credentials(pki),
+        _tsa_credentials(pki, sessions),
         policy_oid=settings.tsa_policy_oid,
         serials=SerialAllocator(sessions, purpose="tsa"),
+        statuses=pki.statuses,  # revocation of the TSA certificate, as the OCSP responder reads it
+        issuer=ISSUING,
+        refresh_seconds=settings.key_cache_seconds,  # how soon every node stops using a revoked TSA certificate
     )
     return Services(settings=settings, engine=engine, sessions=sessions, key_store=store, token_keys=token_keys,
                     pki=pki, owns_key_store=key_store is None, tsa=tsa, audit_log=GroupCommitAuditLog(sessions))
 
 
-def _tsa_credentials(pki: PkiService) -> Callable[[], Awaitable[TsaCredentials]]:
-    """The TSA's key, certificate and chain as the issuing CA certified them (`acar init` creates them)."""
+def _tsa_credentials(
+    pki: PkiService, sessions: async_sessionmaker[AsyncSession]
+) -> Callable[[], Awaitable[TsaCredentials]]:
+    """The TSA's newest valid key, certificate and chain as the issuing CA certified them (`acar init` creates
+    them), read from the database at each refresh of the TsaProvider (not through PkiService's own cache)."""
 
     async def load() -> TsaCredentials:
-        try:
-            return await pki.tsa_key()  # a keys.ca.CertifiedKey is a TsaCredentials
-        except CANotInitialized as exc:
-            raise TsaNotConfigured(exc.detail) from None
+        async with sessions() as session:
+            return await pki.ca.certified_key(session, Profile.TSA)  # a keys.ca.CertifiedKey is a TsaCredentials
 
     return load
 

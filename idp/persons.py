@@ -12,10 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from idp.errors import InvalidIdentifier, PersonExists, PersonNotFound
 from idp.models import Person
+from keys.identifiers import InvalidIdentifierFormat
+from keys.identifiers import normalize_fin as _normalize_fin
 from storage.audit import record_event
 
-# FIN (fərdi identifikasiya nömrəsi): seven characters, Latin capital letters and digits.
-_FIN_RE = re.compile(r"^[0-9A-Z]{7}$")
 _COUNTRY_RE = re.compile(r"^[A-Z]{3}$")  # ISO 3166-1 alpha-3, as in machine-readable travel documents
 _DOCNUM_RE = re.compile(r"^[0-9A-Z]{4,20}$")
 _MAX_NAME = 200
@@ -23,13 +23,11 @@ CATEGORIES = ("citizen", "foreigner", "stateless")
 
 
 def normalize_fin(value: str) -> str:
-    """Return the FIN in canonical upper case, or raise InvalidIdentifier saying what is wrong."""
-    fin = value.strip().upper()
-    if not _FIN_RE.fullmatch(fin):
-        raise InvalidIdentifier(
-            f"FIN must be exactly 7 Latin letters or digits (got {value!r} of length {len(value)})"
-        )
-    return fin
+    """Return the FIN in canonical upper case (format rules in keys.identifiers), or raise InvalidIdentifier."""
+    try:
+        return _normalize_fin(value)
+    except InvalidIdentifierFormat as exc:
+        raise InvalidIdentifier(str(exc)) from None
 
 
 def _name(value: str, field: str) -> str:

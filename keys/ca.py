@@ -4,6 +4,11 @@
   keys made by the operator's offline ceremony (a PEM key into the software store, or a key pair already on
   the HSM adopted by label), after checking the certificate is a CA certificate of the right issuer and that
   the key is the one it certifies (the key signs a challenge the certificate's public key verifies).
+- Offline root: the root may be imported as a certificate alone; its key stays with the ceremony. The service
+  then never signs for the root: root CRLs are signed offline and imported (keys.pki), and revoking anything
+  the root issued here is refused (`CAKeyOffline`), because only a root CRL can publish it. An imported root
+  CRL that lists a certificate recorded here as issued by the root (the issuing CA) marks it revoked.
+- A CA whose certificate is revoked, expired or not yet valid issues nothing (`CAUnusable`).
 - The issuing CA issues subscriber certificates (keys.profiles, after ETSI EN 319 412) and the certificates
   of our own OCSP responder (RFC 6960 section 4.2.2.2) and time-stamp authority (RFC 3161 section 2.3).
 - Every issued certificate carries authorityKeyIdentifier and subjectKeyIdentifier (RFC 5280 sections
@@ -12,6 +17,17 @@
 - Serial numbers are random 159-bit numbers (RFC 5280 section 4.1.2.2 and keys.x509).
 - Revocation (RFC 5280 section 5.3.1 reasons) locks the issuing CA's row, so concurrent revocations on
   several nodes publish CRLs with increasing numbers one after the other (keys.pki publishes them).
+- The CA row lock (`lock_ca`) is SELECT ... FOR UPDATE on PostgreSQL. SQLite has no row locks and ignores
+  FOR UPDATE; there the lock is a no-op UPDATE of the row, which takes the database's single write lock at
+  once (waiting up to busy_timeout, storage.engine) so that everything read after it is current and no
+  other writer interleaves until the transaction ends. Take it before reading what it protects.
+- OCSP responder and TSA keys are renewed with a new key and certificate under the issuing CA's row lock,
+  so nodes running housekeeping at once renew once. A superseded service key is destroyed through the
+  key store (ETSI EN 319 421, end of the TSU key life cycle: the key is destroyed, not merely unused) once its
+  replacement has been current for `superseded_key_grace` (a day by default): far longer than any node
+  keeps a service key cached (keys.pki `cache_seconds`, keys.tsa `refresh_seconds`: ACAR_KEY_CACHE_SECONDS,
+  seconds; PkiService refuses a grace not above its cache time) or a request is in flight, so no node still
+  signs with it. Keys of expired or revoked service certificates go the same way once a replacement exists.
 
 Every creation, import, issuance and revocation is an audit event in the caller's unit of work.
 """
@@ -27,24 +43,27 @@ from typing import Any, Final
 from asn1crypto import x509
 from cryptography import x509 as cx509
 from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import UnsupportedAlgorithm as CryptographyUnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from keys.crl import parse_reason
+from keys.crl import VerifiedCrl, parse_reason
 from keys.errors import (
     AlreadyRevoked,
+    CAKeyOffline,
     CANotInitialized,
+    CAUnusable,
     CertificateNotFound,
     InvalidCertificateRequest,
     KeysError,
 )
 from keys.interfaces import KeyHandle, KeyStore, KeyType
-from keys.models import CertificateAuthority, IssuedCertificate
+from keys.models import CertificateAuthority, IssuedCertificate, StoredKey
 from keys.profiles import (
     SERVICE_PROFILES,
     SUBSCRIBER_PROFILES,
@@ -86,6 +105,8 @@ SERVICE_VALIDITY: Final[dict[Profile, dt.timedelta]] = {
 }
 SERVICE_RENEWAL_FRACTION: Final = 3
 """A service certificate is renewed (new key, new certificate) once less than 1/3 of its validity remains."""
+SUPERSEDED_KEY_GRACE: Final = dt.timedelta(days=1)
+"""How long a renewed service certificate has been current before the key it replaced is destroyed."""
 
 _SERVICE_LABELS: Final = {
     Profile.OCSP_RESPONDER: ("ocsp", "OCSP Responder"),
@@ -129,7 +150,6 @@ class CertifiedKey:
     handle: KeyHandle
     certificate: x509.Certificate
     chain: tuple[x509.Certificate, ...]
-    root: x509.Certificate
     serial_hex: str
 
 
@@ -195,10 +215,14 @@ class CertificateAuthorityService:
         organization: str = "Açar",
         ca_key_type: KeyType = "EC-P384",
         service_key_type: KeyType = "EC-P256",
+        superseded_key_grace: dt.timedelta = SUPERSEDED_KEY_GRACE,
         clock: Callable[[], dt.datetime] = utcnow,
     ) -> None:
         signature_scheme(ca_key_type)  # refuse a key type we cannot sign X.509 with, at construction
         signature_scheme(service_key_type)
+        if superseded_key_grace <= dt.timedelta(0):
+            raise ValueError("superseded_key_grace must be positive")
+        self.superseded_key_grace = superseded_key_grace
         self._store = store
         self.urls = urls
         self.policy_oid = certificate_policy_oid
@@ -213,23 +237,44 @@ class CertificateAuthorityService:
     # --- the CAs ---------------------------------------------------------------------------------------------
 
     async def ca_row(self, session: AsyncSession, name: str, *, for_update: bool = False) -> CertificateAuthority:
-        """The CA's row (locked FOR UPDATE on PostgreSQL when asked), or CANotInitialized."""
+        """The CA's row, locked for the rest of the transaction when asked (see `lock_ca`), or CANotInitialized."""
         if name not in CA_NAMES:
             raise CertificateNotFound(f"no CA named {name!r} (known: {', '.join(CA_NAMES)})")
         statement = select(CertificateAuthority).where(CertificateAuthority.name == name)
         if for_update:
-            statement = statement.with_for_update()
+            await self.lock_ca(session, name)
+            statement = statement.with_for_update().execution_options(populate_existing=True)
         row = (await session.execute(statement)).scalars().first()
         if row is None:
             raise CANotInitialized(f"the {name} CA does not exist yet (run `acar init` or `acar ca import`)")
         return row
 
+    @staticmethod
+    async def lock_ca(session: AsyncSession, name: str) -> None:
+        """Serialize writers of this CA across nodes until the transaction ends (module docstring).
+
+        PostgreSQL: `ca_row` adds FOR UPDATE to its SELECT. SQLite: a no-op UPDATE of the row takes the
+        database write lock now; pysqlite opens the transaction at this first write, so the reads after it see
+        the newest committed state (a lock taken after an earlier write in the same transaction is held already).
+        """
+        if session.get_bind().dialect.name == "sqlite":
+            await session.execute(
+                update(CertificateAuthority).where(CertificateAuthority.name == name)
+                .values(name=CertificateAuthority.name).execution_options(synchronize_session=False))
+
     async def load_ca(self, session: AsyncSession, name: str, *, for_update: bool = False) -> LoadedCA:
+        """The CA with its key handle; CAKeyOffline when its key is kept offline (an imported root)."""
         row = await self.ca_row(session, name, for_update=for_update)
         if row.key_id is None:
-            raise CANotInitialized(f"the {name} CA has no key in the key store")
+            raise CAKeyOffline(f"the {name} CA key is offline (not in the key store); the service cannot sign "
+                               f"for the {name} CA")
         handle = await self._store.load(session, row.key_id)
         return LoadedCA(name, handle, x509.Certificate.load(row.certificate_der))
+
+    async def key_offline(self, session: AsyncSession, name: str) -> bool:
+        """True when the CA exists and its key is not in the key store (its CRLs are signed offline)."""
+        row = await self.ca_row(session, name)
+        return row.key_id is None
 
     async def exists(self, session: AsyncSession, name: str) -> bool:
         result = await session.execute(select(CertificateAuthority.name).where(CertificateAuthority.name == name))
@@ -295,6 +340,10 @@ class CertificateAuthorityService:
         now = self._now()
         if not cert.not_valid_before_utc <= now < cert.not_valid_after_utc:
             raise InvalidCertificateRequest("the CA certificate is not valid now")
+        try:
+            cert.public_key()
+        except (ValueError, CryptographyUnsupportedAlgorithm) as exc:
+            raise InvalidCertificateRequest(f"the CA certificate's public key is not supported: {exc}") from None
         if name == ROOT:
             issuer = cert
         else:
@@ -309,30 +358,41 @@ class CertificateAuthorityService:
             raise InvalidCertificateRequest(f"the {name} certificate is not {what}") from None
         return der
 
-    async def import_ca(self, session: AsyncSession, name: str, certificate: bytes, handle: KeyHandle, *,
+    async def import_ca(self, session: AsyncSession, name: str, certificate: bytes, handle: KeyHandle | None, *,
                         actor: str) -> CertificateAuthority:
-        """Record an imported CA: the certificate (checked by `check_import`) and the key it certifies."""
+        """Record an imported CA: the certificate (checked by `check_import`) and the key it certifies.
+
+        Without a handle the root is imported offline: its certificate only (see the module docstring).
+        """
         der = await self.check_import(session, name, certificate)
         parsed = x509.Certificate.load(der)
-        certified = certificate_public_key(parsed)
-        if not same_public_key(certified, handle.public_key()):
-            raise InvalidCertificateRequest(f"the key does not match the {name} certificate's public key")
-        _verify_possession(handle, certified)
-        signature_scheme(handle.key_type)
+        if handle is None:
+            if name != ROOT:
+                raise InvalidCertificateRequest(
+                    f"the {name} CA needs its key (--key or --pkcs11-label): only the root CA may stay offline")
+        else:
+            certified = certificate_public_key(parsed)
+            if not same_public_key(certified, handle.public_key()):
+                raise InvalidCertificateRequest(f"the key does not match the {name} certificate's public key")
+            _verify_possession(handle, certified)
+            signature_scheme(handle.key_type)
+        key_id = handle.key_id if handle is not None else None
         now = self._now()
-        row = CertificateAuthority(name=name, parent=None if name == ROOT else ROOT, key_id=handle.key_id,
+        row = CertificateAuthority(name=name, parent=None if name == ROOT else ROOT, key_id=key_id,
                                    certificate_der=der, created_at=now)
         session.add(row)
         if name == ISSUING:
             session.add(IssuedCertificate(
                 issuer_ca=ROOT, serial_hex=serial_to_hex(parsed.serial_number), profile=Profile.ISSUING_CA.value,
                 subject=subject_text(der), der=der,
-                not_before=parsed.not_valid_before, not_after=parsed.not_valid_after, key_id=handle.key_id,
+                not_before=parsed.not_valid_before, not_after=parsed.not_valid_after, key_id=key_id,
                 created_at=now))
         await session.flush()
         record_event(session, "ca.imported", actor=actor, subject=name,
-                     detail={"serial": serial_to_hex(parsed.serial_number), "key_id": handle.key_id,
-                             "key_type": handle.key_type, "backend": self._store.backend})
+                     detail={"serial": serial_to_hex(parsed.serial_number), "key_id": key_id,
+                             "key_type": handle.key_type if handle is not None else None,
+                             "backend": self._store.backend if handle is not None else None,
+                             "key_offline": handle is None})
         return row
 
     # --- issuance --------------------------------------------------------------------------------------------
@@ -370,6 +430,7 @@ class CertificateAuthorityService:
                      public_key: PublicKeyTypes, *, not_before: dt.datetime, not_after: dt.datetime,
                      key_id: str | None, actor: str) -> IssuedCertificate:
         check_subject(profile, subject)
+        await self.check_usable(session, ca)
         issuer = ca.certificate
         if not_after > issuer.not_valid_after:
             raise InvalidCertificateRequest(
@@ -394,6 +455,26 @@ class CertificateAuthorityService:
                      detail={"issuer": ca.name, "profile": profile.value, "subject": row.subject,
                              "not_after": not_after.isoformat()})
         return row
+
+    async def check_usable(self, session: AsyncSession, ca: LoadedCA) -> None:
+        """CAUnusable unless the CA certificate is valid now and not revoked by its issuer (RFC 5280 6.1.3)."""
+        certificate = ca.certificate
+        now = self._now()
+        if now < certificate.not_valid_before:
+            raise CAUnusable(f"the {ca.name} CA certificate is not valid before "
+                             f"{certificate.not_valid_before:%Y-%m-%d %H:%M:%S}Z; it issues nothing yet")
+        if now >= certificate.not_valid_after:
+            raise CAUnusable(f"the {ca.name} CA certificate expired at "
+                             f"{certificate.not_valid_after:%Y-%m-%d %H:%M:%S}Z; it issues nothing")
+        if ca.name == ROOT:
+            return
+        recorded = (await session.execute(
+            select(IssuedCertificate.revoked_at, IssuedCertificate.revocation_reason)
+            .where(IssuedCertificate.issuer_ca == ROOT,
+                   IssuedCertificate.serial_hex == serial_to_hex(certificate.serial_number)))).first()
+        if recorded is not None and recorded.revoked_at is not None:
+            raise CAUnusable(f"the {ca.name} CA certificate was revoked at {recorded.revoked_at:%Y-%m-%d %H:%M:%S}Z "
+                             f"({recorded.revocation_reason}); it issues nothing")
 
     async def issue(self, session: AsyncSession, *, profile: Profile, subject: Subject, public_key: PublicKeyTypes,
                     days: int | None = None, actor: str) -> IssuedCertificate:
@@ -422,16 +503,52 @@ class CertificateAuthorityService:
             .limit(1))
         return result.scalars().first()
 
-    async def ensure_service_certificates(self, session: AsyncSession, *, actor: str) -> list[IssuedCertificate]:
-        """Give the OCSP responder and the TSA a key and certificate, and renew them before they run out."""
-        ca = await self.load_ca(session, ISSUING)
-        created: list[IssuedCertificate] = []
+    async def _renewals_due(self, session: AsyncSession) -> list[Profile]:
+        """The service profiles without a certificate or with less than 1/3 of its validity left."""
+        now = self._now()
+        due = []
         for profile in SERVICE_PROFILES:
+            current = await self._newest_service_certificate(session, profile)
+            if current is None or current.not_after - now <= SERVICE_VALIDITY[profile] / SERVICE_RENEWAL_FRACTION:
+                due.append(profile)
+        return due
+
+    async def _superseded(self, session: AsyncSession) -> list[tuple[IssuedCertificate, IssuedCertificate]]:
+        """(superseded certificate, its replacement) for every service key still in the key store whose
+        replacement has been current for `superseded_key_grace`: renewed, expired or revoked ones alike."""
+        now = self._now()
+        found = []
+        for profile in SERVICE_PROFILES:
+            current = await self._newest_service_certificate(session, profile)
+            if current is None or now - current.not_before < self.superseded_key_grace:
+                continue
+            rows = (await session.execute(
+                select(IssuedCertificate)
+                .join(StoredKey, StoredKey.id == IssuedCertificate.key_id)
+                .where(IssuedCertificate.issuer_ca == ISSUING, IssuedCertificate.profile == profile.value,
+                       IssuedCertificate.id != current.id, IssuedCertificate.key_id != current.key_id,
+                       StoredKey.backend == self._store.backend, StoredKey.destroyed_at.is_(None))
+                .order_by(IssuedCertificate.id))).scalars().all()
+            found += [(row, current) for row in rows]
+        return found
+
+    async def service_work_due(self, session: AsyncSession) -> bool:
+        """Whether `ensure_service_certificates` or `destroy_superseded_keys` has anything to do (no lock)."""
+        return bool(await self._renewals_due(session) or await self._superseded(session))
+
+    async def ensure_service_certificates(self, session: AsyncSession, *, actor: str) -> list[IssuedCertificate]:
+        """Give the OCSP responder and the TSA a key and certificate, and renew them before they run out.
+
+        Runs under the issuing CA's row lock and decides after taking it, so concurrent runs renew once.
+        """
+        ca = await self.load_ca(session, ISSUING, for_update=True)
+        created: list[IssuedCertificate] = []
+        due = await self._renewals_due(session)
+        if due:
+            await self.check_usable(session, ca)  # before a key is made that no certificate would hold
+        for profile in due:
             validity = SERVICE_VALIDITY[profile]
             now = self._now()
-            current = await self._newest_service_certificate(session, profile)
-            if current is not None and current.not_after - now > validity / SERVICE_RENEWAL_FRACTION:
-                continue
             purpose, title = _SERVICE_LABELS[profile]
             handle = await self._store.generate(session, self.service_key_type, purpose=purpose, label=purpose)
             subject = ServiceSubject(self.organization, f"{self.organization} {title}")
@@ -439,6 +556,21 @@ class CertificateAuthorityService:
             created.append(await self._issue(session, ca, profile, subject, handle.public_key(), not_before=now,
                                              not_after=not_after, key_id=handle.key_id, actor=actor))
         return created
+
+    async def destroy_superseded_keys(self, session: AsyncSession, *, actor: str) -> list[str]:
+        """Destroy the keys of superseded OCSP responder and TSA certificates (module docstring); return
+        "profile:serial" of each. Under the issuing CA's row lock, so concurrent runs destroy each key once."""
+        await self.ca_row(session, ISSUING, for_update=True)
+        destroyed = []
+        for row, replacement in await self._superseded(session):
+            if row.key_id is None:
+                continue
+            await self._store.destroy(session, row.key_id)
+            record_event(session, "service_key.destroyed", actor=actor, subject=row.key_id,
+                         detail={"profile": row.profile, "serial": row.serial_hex,
+                                 "superseded_by": replacement.serial_hex})
+            destroyed.append(f"{row.profile}:{row.serial_hex}")
+        return destroyed
 
     async def certified_key(self, session: AsyncSession, profile: Profile) -> CertifiedKey:
         """The newest valid key and certificate of a service profile (OCSP responder or TSA), with its chain."""
@@ -449,10 +581,8 @@ class CertificateAuthorityService:
             raise CANotInitialized(f"no valid {profile.value} certificate (run `acar init`)")
         handle = await self._store.load(session, row.key_id)
         issuing = await self.ca_row(session, ISSUING)
-        root = await self.ca_row(session, ROOT)
         return CertifiedKey(handle=handle, certificate=x509.Certificate.load(row.der),
-                            chain=(x509.Certificate.load(issuing.certificate_der),),
-                            root=x509.Certificate.load(root.certificate_der), serial_hex=row.serial_hex)
+                            chain=(x509.Certificate.load(issuing.certificate_der),), serial_hex=row.serial_hex)
 
     # --- lookup and revocation -------------------------------------------------------------------------------
 
@@ -470,10 +600,15 @@ class CertificateAuthorityService:
     async def revoke(self, session: AsyncSession, serial: str, reason: str, *, actor: str) -> IssuedCertificate:
         """Mark a certificate revoked (RFC 5280 section 5.3.1 reason); the caller publishes the new CRL.
 
-        The issuer CA's row is locked first, so revocations and CRL numbers of one CA are serialized.
+        The issuer CA's row is locked first, so revocations and CRL numbers of one CA are serialized. A
+        certificate of a CA whose key is offline (the root's: the issuing CA) is refused with CAKeyOffline and
+        nothing changes: only a CRL signed offline can publish its revocation (`acar crl import`).
         """
         reason_name = parse_reason(reason)
         found = await self.get(session, serial)
+        if await self.key_offline(session, found.issuer_ca):
+            name = found.issuer_ca
+            raise CAKeyOffline(f"the {name} CA key is offline; revoke by publishing a {name} CRL signed offline")
         await self.ca_row(session, found.issuer_ca, for_update=True)
         await session.refresh(found)  # re-read under the lock: another node may have revoked it meanwhile
         if found.revoked_at is not None:
@@ -487,6 +622,27 @@ class CertificateAuthorityService:
                      detail={"issuer": found.issuer_ca, "reason": reason_name, "profile": found.profile,
                              "subject": found.subject})
         return found
+
+
+    async def apply_crl(self, session: AsyncSession, ca_name: str, crl: VerifiedCrl, *, actor: str) -> list[str]:
+        """Mark revoked what an imported CRL of the CA lists among the certificates recorded as issued by it
+        (for the offline root: the issuing CA), with the CRL's date and reason; return their serials."""
+        listed = {serial_to_hex(entry.serial): entry for entry in crl.revoked}
+        if not listed:
+            return []
+        rows = (await session.execute(
+            select(IssuedCertificate).where(IssuedCertificate.issuer_ca == ca_name,
+                                            IssuedCertificate.serial_hex.in_(listed),
+                                            IssuedCertificate.revoked_at.is_(None)))).scalars().all()
+        for row in rows:
+            entry = listed[row.serial_hex]
+            row.revoked_at = entry.revoked_at
+            row.revocation_reason = entry.reason
+            record_event(session, "certificate.revoked", actor=actor, subject=row.serial_hex,
+                         detail={"issuer": ca_name, "reason": entry.reason, "profile": row.profile,
+                                 "subject": row.subject, "crl_number": crl.number})
+        await session.flush()
+        return [row.serial_hex for row in rows]
 
 
 def certificate_pem(row: IssuedCertificate | CertificateAuthority) -> str:

@@ -9,6 +9,11 @@
 - Section 5.3.1: the reasonCode entry extension; "CRL issuers ... SHOULD omit the reasonCode entry extension
   rather than using the unspecified (0) reasonCode value", so unspecified revocations carry none.
 - Section 3.3: an entry stays on the CRL at least until the certificate expires; expired ones are dropped.
+
+A CA whose key is kept offline (a national root) has its CRLs signed at the offline ceremony and imported
+(`verify_crl`, `CrlPublisher.store_imported`): the CRL must name the CA as issuer, verify with the CA
+certificate's key, carry a cRLNumber higher than the newest one stored (section 5.2.3) and a nextUpdate
+still ahead. Such CRLs are served as they are and never re-signed here.
 """
 
 from __future__ import annotations
@@ -20,10 +25,13 @@ from typing import Any, Final
 
 from asn1crypto import crl as asn1_crl
 from asn1crypto import x509
+from cryptography import x509 as cx509
+from cryptography.exceptions import UnsupportedAlgorithm as CryptographyUnsupportedAlgorithm
+from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from keys.errors import InvalidCertificateRequest
+from keys.errors import InvalidCertificateRequest, InvalidCrl
 from keys.interfaces import KeyHandle
 from keys.models import CRLRecord, IssuedCertificate
 from keys.x509 import key_identifier, sign_tbs, x509_time
@@ -32,20 +40,17 @@ from storage.base import utcnow
 DEFAULT_CRL_LIFETIME: Final = dt.timedelta(hours=24)
 """From thisUpdate to nextUpdate; a fresh CRL is published at half of it (every 12 hours by default)."""
 
-REVOCATION_REASONS: Final[dict[str, str]] = {
-    # RFC 5280 section 5.3.1 CRLReason names -> asn1crypto's names of the same values
-    "unspecified": "unspecified",  # 0
-    "keyCompromise": "key_compromise",  # 1
-    "cACompromise": "ca_compromise",  # 2
-    "affiliationChanged": "affiliation_changed",  # 3
-    "superseded": "superseded",  # 4
-    "cessationOfOperation": "cessation_of_operation",  # 5
-    "certificateHold": "certificate_hold",  # 6
-    "privilegeWithdrawn": "privilege_withdrawn",  # 9
-    "aACompromise": "aa_compromise",  # 10
-}
+IMPORT_CLOCK_SKEW: Final = dt.timedelta(minutes=5)
+"""How far in the future an imported CRL's thisUpdate may lie (the offline machine's clock runs ahead)."""
+
+CRL_EXPIRY_WARNING_FRACTION: Final = 4
+"""An offline CA's CRL is reported as expiring once less than 1/4 of its validity remains."""
+
+MAX_CRL_NUMBER: Final = 2**63 - 1
+"""The largest cRLNumber stored (BIGINT); RFC 5280 allows 20 octets, ceremonies count from 1."""
 
 REASON_CODES: Final[dict[str, int]] = {
+    # RFC 5280 section 5.3.1 CRLReason: the names we accept and store, and their ENUMERATED values
     "unspecified": 0, "keyCompromise": 1, "cACompromise": 2, "affiliationChanged": 3, "superseded": 4,
     "cessationOfOperation": 5, "certificateHold": 6, "privilegeWithdrawn": 9, "aACompromise": 10,
 }
@@ -53,11 +58,11 @@ REASON_CODES: Final[dict[str, int]] = {
 
 def parse_reason(value: str) -> str:
     """A revocation reason by its RFC 5280 name (case-insensitive), or InvalidCertificateRequest listing them."""
-    for name in REVOCATION_REASONS:
+    for name in REASON_CODES:
         if name.lower() == value.strip().lower():
             return name
     raise InvalidCertificateRequest(
-        f"unknown revocation reason {value!r}; RFC 5280 section 5.3.1 names: {', '.join(REVOCATION_REASONS)}")
+        f"unknown revocation reason {value!r}; RFC 5280 section 5.3.1 names: {', '.join(REASON_CODES)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +71,7 @@ class RevokedEntry:
 
     serial: int
     revoked_at: dt.datetime
-    reason: str  # an RFC 5280 name from REVOCATION_REASONS
+    reason: str  # an RFC 5280 name from REASON_CODES
 
 
 def build_crl(
@@ -96,7 +101,7 @@ def build_crl(
             item: dict[str, Any] = {"user_certificate": entry.serial, "revocation_date": x509_time(entry.revoked_at)}
             if entry.reason != "unspecified":
                 item["crl_entry_extensions"] = [
-                    {"extn_id": "crl_reason", "critical": False, "extn_value": REVOCATION_REASONS[entry.reason]}]
+                    {"extn_id": "crl_reason", "critical": False, "extn_value": REASON_CODES[entry.reason]}]
             entries.append(item)
         tbs["revoked_certificates"] = entries
     tbs_cert_list = asn1_crl.TbsCertList(tbs)
@@ -104,6 +109,82 @@ def build_crl(
     crl = asn1_crl.CertificateList(
         {"tbs_cert_list": tbs_cert_list, "signature_algorithm": algorithm, "signature": signature})
     return bytes(crl.dump())
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedCrl:
+    """An imported CRL that `verify_crl` accepted; only this type is stored as the CA's CRL."""
+
+    der: bytes
+    number: int
+    this_update: dt.datetime
+    next_update: dt.datetime
+    revoked: tuple[RevokedEntry, ...]
+
+
+def _load_crl(data: bytes) -> cx509.CertificateRevocationList:
+    try:
+        if data.lstrip().startswith(b"-----"):
+            return cx509.load_pem_x509_crl(data)
+        return cx509.load_der_x509_crl(data)
+    except ValueError:
+        raise InvalidCrl("the file is not a DER or PEM X.509 CRL") from None
+
+
+def _entry_reason(entry: cx509.RevokedCertificate) -> str:
+    """The RFC 5280 reason name of a CRL entry; absent (or removeFromCRL, a delta-CRL value) reads unspecified."""
+    try:
+        reason = entry.extensions.get_extension_for_class(cx509.CRLReason).value.reason
+    except cx509.ExtensionNotFound:
+        return "unspecified"
+    return reason.value if reason.value in REASON_CODES else "unspecified"
+
+
+def verify_crl(data: bytes, *, ca_name: str, issuer_der: bytes, current_number: int | None,
+               now: dt.datetime) -> VerifiedCrl:
+    """Check a CRL signed elsewhere for the CA whose certificate is `issuer_der` (see module docstring).
+
+    Raises InvalidCrl with one line saying what is wrong: not a CRL, another issuer, a signature that does not
+    verify with the CA certificate's key, a delta CRL, no cRLNumber or one not above `current_number`, no
+    nextUpdate or one already past, a thisUpdate in the future.
+    """
+    crl = _load_crl(data)
+    issuer = cx509.load_der_x509_certificate(issuer_der)
+    if crl.issuer != issuer.subject:
+        raise InvalidCrl(f"the CRL is issued by {crl.issuer.rfc4514_string()!r}, "
+                         f"not by the {ca_name} CA {issuer.subject.rfc4514_string()!r}")
+    try:
+        signed = crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]  # a CA key: EC, RSA or EdDSA
+    except (ValueError, TypeError, CryptographyUnsupportedAlgorithm):
+        signed = False
+    if not signed:
+        raise InvalidCrl(f"the CRL signature does not verify with the {ca_name} CA certificate's key")
+    try:
+        crl.extensions.get_extension_for_class(cx509.DeltaCRLIndicator)
+    except cx509.ExtensionNotFound:
+        pass
+    else:
+        raise InvalidCrl("the CRL is a delta CRL (RFC 5280 section 5.2.4); import the complete CRL")
+    try:
+        number = crl.extensions.get_extension_for_class(cx509.CRLNumber).value.crl_number
+    except cx509.ExtensionNotFound:
+        raise InvalidCrl("the CRL has no cRLNumber extension (RFC 5280 section 5.2.3 requires one)") from None
+    if number > MAX_CRL_NUMBER:
+        raise InvalidCrl(f"the CRL number {number} is above {MAX_CRL_NUMBER}, the largest this service stores")
+    if current_number is not None and number <= current_number:
+        raise InvalidCrl(f"the CRL number {number} is not higher than that of the current {ca_name} CRL "
+                         f"({current_number})")
+    this_update, next_update = crl.last_update_utc, crl.next_update_utc
+    if next_update is None:
+        raise InvalidCrl("the CRL has no nextUpdate (RFC 5280 section 5.1.2.5)")
+    if next_update <= now:
+        raise InvalidCrl(f"the CRL expired at {next_update:%Y-%m-%d %H:%M:%S}Z (its nextUpdate); sign a new one")
+    if this_update > now + IMPORT_CLOCK_SKEW:
+        raise InvalidCrl(f"the CRL's thisUpdate {this_update:%Y-%m-%d %H:%M:%S}Z is in the future")
+    revoked = tuple(RevokedEntry(entry.serial_number, entry.revocation_date_utc, _entry_reason(entry))
+                    for entry in crl)
+    return VerifiedCrl(der=crl.public_bytes(Encoding.DER), number=number, this_update=this_update,
+                       next_update=next_update, revoked=revoked)
 
 
 class CrlPublisher:
@@ -120,6 +201,21 @@ class CrlPublisher:
         result = await session.execute(
             select(CRLRecord).where(CRLRecord.ca_name == ca_name).order_by(CRLRecord.number.desc()).limit(1))
         return result.scalars().first()
+
+    async def store_imported(self, session: AsyncSession, ca_name: str, crl: VerifiedCrl) -> CRLRecord:
+        """Store a CRL signed offline (checked by `verify_crl`); from now on it is the CA's newest CRL."""
+        record = CRLRecord(ca_name=ca_name, number=crl.number, this_update=crl.this_update,
+                           next_update=crl.next_update, der=crl.der)
+        session.add(record)
+        await session.flush()
+        return record
+
+    def expiring(self, record: CRLRecord | None) -> bool:
+        """True when there is no CRL or the newest is in the last quarter of its validity (or past it)."""
+        if record is None:
+            return True
+        quarter = (record.next_update - record.this_update) / CRL_EXPIRY_WARNING_FRACTION
+        return self._clock() >= record.next_update - quarter
 
     def due(self, record: CRLRecord | None) -> bool:
         """True when there is no CRL yet or the newest has used up half of its lifetime."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import ForeignKey, Integer, LargeBinary, String, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Integer, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.base import Base, UTCDateTime, utcnow
@@ -81,14 +81,14 @@ class IssuedCertificate(Base):
 
 
 class CRLRecord(Base):
-    """A generated CRL (RFC 5280 section 5); the newest per CA is served."""
+    """A CRL (RFC 5280 section 5) we signed, or one signed offline and imported; the newest per CA is served."""
 
     __tablename__ = "crls"
     __table_args__ = (UniqueConstraint("ca_name", "number", name="uq_crls_ca_number"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     ca_name: Mapped[str] = mapped_column(String(32), index=True)
-    number: Mapped[int] = mapped_column(Integer)
+    number: Mapped[int] = mapped_column(BigInteger)  # cRLNumber: offline ceremonies may count beyond 2^31
     this_update: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     next_update: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     der: Mapped[bytes] = mapped_column(LargeBinary)

@@ -31,6 +31,7 @@ from typing import Any, Final
 from asn1crypto import core, ocsp, x509
 
 from keys.crl import REASON_CODES
+from keys.der import tlv
 from keys.errors import CANotInitialized
 from keys.interfaces import CertificateStatus, CertificateStatusSource, KeyHandle
 from keys.x509 import (
@@ -118,10 +119,9 @@ class OcspResponder:
         self._hash_name = scheme.hash_name
         # Encoded once (DER, X.690): ResponderID byKey [2] EXPLICIT KeyHash, the signatureAlgorithm and
         # certs [0] EXPLICIT SEQUENCE OF Certificate holding the responder certificate.
-        self._responder_id = _tlv(0xA2, _tlv(0x04, responder_key_hash))
+        self._responder_id = tlv(0xA2, tlv(0x04, responder_key_hash))
         self._signature_algorithm = bytes(scheme.identifier().dump())
-        self._certs = _tlv(0xA0, _tlv(0x30, bytes(responder_certificate.dump())))
-        self.responder_serial = serial_to_hex(responder_certificate.serial_number)
+        self._certs = tlv(0xA0, tlv(0x30, bytes(responder_certificate.dump())))
         self.not_after: dt.datetime = responder_certificate.not_valid_after
 
     # --- parsing -------------------------------------------------------------------------------------------
@@ -199,7 +199,7 @@ class OcspResponder:
         """
         now = self._clock().astimezone(dt.UTC)
         this_update = _generalized_time(now)
-        next_update = _tlv(0xA0, _generalized_time(now + self._validity))  # nextUpdate [0] EXPLICIT
+        next_update = tlv(0xA0, _generalized_time(now + self._validity))  # nextUpdate [0] EXPLICIT
         singles = bytearray()
         names = []
         for query in queries:
@@ -212,36 +212,24 @@ class OcspResponder:
                 info = _generalized_time(status.revoked_at)
                 code = REASON_CODES.get(status.reason or "unspecified", 0)
                 if code:  # unspecified is left out, as RFC 5280 section 5.3.1 advises for CRLs
-                    info += _tlv(0xA0, _tlv(0x0A, bytes([code])))
-                cert_status, name = _tlv(0xA1, info), "revoked"
+                    info += tlv(0xA0, tlv(0x0A, bytes([code])))
+                cert_status, name = tlv(0xA1, info), "revoked"
             names.append(name)
-            singles += _tlv(0x30, query.cert_id + cert_status + this_update + next_update)
-        data = self._responder_id + this_update + _tlv(0x30, bytes(singles))  # version v1 is DEFAULT: omitted
+            singles += tlv(0x30, query.cert_id + cert_status + this_update + next_update)
+        data = self._responder_id + this_update + tlv(0x30, bytes(singles))  # version v1 is DEFAULT: omitted
         if nonce is not None:  # responseExtensions [1] EXPLICIT Extensions { id-pkix-ocsp-nonce, OCTET STRING }
-            data += _tlv(0xA1, _tlv(0x30, _tlv(0x30, _NONCE_OID + _tlv(0x04, _tlv(0x04, nonce)))))
-        tbs = _tlv(0x30, data)
+            data += tlv(0xA1, tlv(0x30, tlv(0x30, _NONCE_OID + tlv(0x04, tlv(0x04, nonce)))))
+        tbs = tlv(0x30, data)
         signature = self._handle.sign(tbs, self._hash_name)
-        basic = _tlv(0x30, tbs + self._signature_algorithm + _tlv(0x03, b"\x00" + signature) + self._certs)
-        response_bytes = _tlv(0xA0, _tlv(0x30, _BASIC_OID + _tlv(0x04, basic)))
-        der = _tlv(0x30, _SUCCESSFUL + response_bytes)
+        basic = tlv(0x30, tbs + self._signature_algorithm + tlv(0x03, b"\x00" + signature) + self._certs)
+        response_bytes = tlv(0xA0, tlv(0x30, _BASIC_OID + tlv(0x04, basic)))
+        der = tlv(0x30, _SUCCESSFUL + response_bytes)
         return OcspReply(der, "successful", tuple(names), nonce is not None)
-
-
-def _der_length(length: int) -> bytes:
-    if length < 0x80:
-        return bytes([length])
-    encoded = length.to_bytes((length.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(encoded)]) + encoded
-
-
-def _tlv(tag: int, content: bytes) -> bytes:
-    """One DER element: a single-octet tag, the definite length, the content (X.690 section 8.1)."""
-    return bytes([tag]) + _der_length(len(content)) + content
 
 
 def _generalized_time(value: dt.datetime) -> bytes:
     """GeneralizedTime in UTC, whole seconds, "YYYYMMDDHHMMSSZ" (RFC 5280 section 4.1.2.5.2, RFC 6960)."""
-    return _tlv(0x18, value.astimezone(dt.UTC).strftime("%Y%m%d%H%M%SZ").encode("ascii"))
+    return tlv(0x18, value.astimezone(dt.UTC).strftime("%Y%m%d%H%M%SZ").encode("ascii"))
 
 
 _GOOD: Final = b"\x80\x00"

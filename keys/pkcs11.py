@@ -10,24 +10,38 @@ token's r||s as DER; RSA uses CKM_SHA{256,384,512}_RSA_PKCS; Ed25519 uses CKM_ED
 
 Process-wide state, because PKCS#11 keeps it per application, not per session:
 
-- python-pkcs11 initialises a module with C_Initialize(NULL_PTR): no locking functions and no CKF_OS_LOCKING_OK,
-  so the module may assume the application never calls it from two threads at once (PKCS#11 v2.40 base
-  specification, C_Initialize and its CK_C_INITIALIZE_ARGS); SoftHSM2 then switches its own mutexes off. So every
-  call into a module goes through one process-wide lock, `_CALL_LOCK`.
+- Threads. A module learns at C_Initialize whether the application calls it from several threads at once
+  (PKCS#11 v2.40 base specification section 5.4, CK_C_INITIALIZE_ARGS): CKF_OS_LOCKING_OK lets it lock with the
+  operating system's primitives, while C_Initialize(NULL_PTR) tells it that no two calls ever overlap, and SoftHSM2
+  then turns its own mutexes off. python-pkcs11 0.10 only ever calls C_Initialize(NULL_PTR), offers no way to pass
+  flags, and releases the GIL during each call. So the first store of a process on a module finalises it and
+  initialises it again through the module's own C_GetFunctionList with CKF_OS_LOCKING_OK
+  (`_initialize_for_threads`), before any session is open. Calls then run concurrently: a key generation (an
+  RSA-3072 key pair takes seconds) runs in a session of its own, in a worker thread, while the event loop keeps
+  signing in the shared session; python-pkcs11's per-session lock keeps the C_SignInit/C_Sign pairs of one
+  session apart. A module that refuses the flag (CKR_CANT_LOCK) is initialised as before and every call into it
+  goes through one lock per module: correct, but a generation then pauses signing, and a warning says so.
 - The login state belongs to the application, not to a session (PKCS#11 v2.40, C_Login and C_Logout): after
   C_Login every session of the application is in a user state, a second C_Login fails with
   CKR_USER_ALREADY_LOGGED_IN, and C_Logout on any session logs all of them out. So every store on the same token
   shares one logged-in read/write session (`_TokenLogin`), counted by reference; the last `close()` logs out. A
   store given a different PIN than the one the token accepted is refused, as the token itself would refuse it.
+  Sessions opened while logged in (the generation sessions) are in the user state without a C_Login of their own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import hashlib
 import hmac
+import logging
+import os
 import threading
-from typing import Any
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
 
 import pkcs11
 from cryptography.hazmat.primitives import serialization
@@ -44,6 +58,9 @@ from keys.interfaces import HashName, KeyHandle, KeyType
 from keys.models import StoredKey
 from keys.software import key_type_of, new_key_id
 from storage.base import utcnow
+
+if TYPE_CHECKING:  # what pkcs11.lib() returns (python-pkcs11's own spelling of its type)
+    from pkcs11 import _pkcs11
 
 _CURVES: dict[KeyType, tuple[str, ec.EllipticCurve, int]] = {
     "EC-P256": ("secp256r1", ec.SECP256R1(), 32),
@@ -71,23 +88,125 @@ _REQUIRED_MECHANISMS: dict[KeyType, tuple[Mechanism, ...]] = {
 }
 _PIN_ERRORS = (pkcs11.PinIncorrect, pkcs11.PinInvalid, pkcs11.PinLenRange)
 
-_CALL_LOCK = threading.Lock()  # serialises every call into a PKCS#11 module (see module docstring)
+log = logging.getLogger("acar.keys.pkcs11")
+
+_REGISTRY_LOCK = threading.Lock()  # guards _MODULES and _LOGINS (never held while signing)
+
+
+# --- initialising a module for threads: the PKCS#11 C API (pkcs11t.h, pkcs11f.h) through ctypes ------------------
+
+CKR_OK: Final = 0x000
+CKR_CANT_LOCK: Final = 0x00A
+CKF_OS_LOCKING_OK: Final = 0x002
+_CK_RV = ctypes.c_ulong
+_CK_INIT_FUNCTION = ctypes.CFUNCTYPE(_CK_RV, ctypes.c_void_p)  # C_Initialize(pInitArgs), C_Finalize(pReserved)
+
+
+class _CkVersion(ctypes.Structure):
+    _fields_ = (("major", ctypes.c_ubyte), ("minor", ctypes.c_ubyte))
+
+
+class _CkFunctionListHead(ctypes.Structure):
+    """The first members of CK_FUNCTION_LIST (the same in v2.x and v3.x): the version, then C_Initialize and
+    C_Finalize; the rest is not read."""
+
+    _fields_ = (("version", _CkVersion), ("C_Initialize", _CK_INIT_FUNCTION), ("C_Finalize", _CK_INIT_FUNCTION))
+
+
+class _CkInitializeArgs(ctypes.Structure):
+    """CK_C_INITIALIZE_ARGS: no mutex callbacks and CKF_OS_LOCKING_OK, "the library can use the native
+    operating system threading model for locking" (PKCS#11 v2.40 section 5.4)."""
+
+    _fields_ = (("CreateMutex", ctypes.c_void_p), ("DestroyMutex", ctypes.c_void_p),
+                ("LockMutex", ctypes.c_void_p), ("UnlockMutex", ctypes.c_void_p),
+                ("flags", ctypes.c_ulong), ("pReserved", ctypes.c_void_p))
+
+
+def _initialize_for_threads(module_path: str) -> bool:
+    """Finalise the module python-pkcs11 initialised with C_Initialize(NULL_PTR) and initialise it again with
+    CKF_OS_LOCKING_OK; True if the module accepted, False if it only works single-threaded (then it is
+    initialised as before). Called once, right after the module is loaded: no session of this process is open
+    yet (Açar's key store is the module's only user in its process, so C_Finalize loses nothing)."""
+    try:  # RTLD_NOLOAD: the module instance python-pkcs11 loaded, never a second copy with state of its own
+        library = ctypes.CDLL(module_path, mode=os.RTLD_NOLOAD)
+        get_function_list = library.C_GetFunctionList
+    except (OSError, AttributeError) as exc:
+        return _single_threaded(module_path, str(exc))
+    get_function_list.argtypes = (ctypes.POINTER(ctypes.POINTER(_CkFunctionListHead)),)
+    get_function_list.restype = _CK_RV
+    functions = ctypes.POINTER(_CkFunctionListHead)()
+    if get_function_list(ctypes.byref(functions)) != CKR_OK or not functions:
+        return _single_threaded(module_path, "C_GetFunctionList failed")
+    head = functions.contents
+    if head.C_Finalize(None) != CKR_OK:  # left as python-pkcs11 initialised it
+        return _single_threaded(module_path, "C_Finalize failed")
+    arguments = _CkInitializeArgs(flags=CKF_OS_LOCKING_OK)
+    result = head.C_Initialize(ctypes.addressof(arguments))
+    if result == CKR_OK:
+        return True
+    refused = f"C_Initialize with CKF_OS_LOCKING_OK returned 0x{result:x}" + (
+        " (CKR_CANT_LOCK)" if result == CKR_CANT_LOCK else "")
+    result = head.C_Initialize(None)
+    if result != CKR_OK:
+        raise BackendError(f"ACAR_PKCS11_MODULE: cannot initialise the PKCS#11 module {module_path} again "
+                           f"(C_Initialize returned 0x{result:x})")
+    return _single_threaded(module_path, refused)
+
+
+def _single_threaded(module_path: str, reason: str) -> bool:
+    log.warning("pkcs11.single_threaded", extra={
+        "pkcs11_module": module_path, "reason": reason,
+        "consequence": "calls into the module are serialised: a key generation pauses signing"})
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class _Module:
+    """A PKCS#11 module loaded in this process, and what a call into it must hold (see module docstring)."""
+
+    lib: _pkcs11.lib
+    threaded: bool  # initialised with CKF_OS_LOCKING_OK: calls from several threads may overlap
+    lock: AbstractContextManager[Any]  # a real lock only for a single-threaded module
+
+
+_MODULES: dict[str, _Module] = {}  # module path as configured -> the module; guarded by _REGISTRY_LOCK
+
+
+def _load_module(module_path: str) -> _Module:
+    """The module, loaded and initialised once per process. Caller holds _REGISTRY_LOCK."""
+    module = _MODULES.get(module_path)
+    if module is not None:
+        return module
+    try:
+        lib = pkcs11.lib(module_path)  # keyed by the path as configured, like python-pkcs11's own cache
+    except pkcs11.PKCS11Error as exc:  # not loadable, not a PKCS#11 module, or C_Initialize failed
+        raise BackendError(
+            f"ACAR_PKCS11_MODULE: cannot use the PKCS#11 module {module_path}: {str(exc) or type(exc).__name__}"
+        ) from None
+    threaded = _initialize_for_threads(module_path)
+    lock: AbstractContextManager[Any] = contextlib.nullcontext() if threaded else threading.Lock()
+    module = _MODULES[module_path] = _Module(lib, threaded, lock)
+    return module
 
 
 class _TokenLogin:
     """The one logged-in R/W session of this process on one token, shared by every store using it."""
 
-    __slots__ = ("key", "mechanisms", "pin_digest", "session", "users")
+    __slots__ = ("key", "mechanisms", "module", "pin_digest", "session", "token", "users")
 
-    def __init__(self, key: tuple[str, str], session: pkcs11.Session, pin_digest: bytes) -> None:
+    def __init__(self, key: tuple[str, str], module: _Module, token: pkcs11.Token, session: pkcs11.Session,
+                 pin_digest: bytes) -> None:
         self.key = key
+        self.module = module
+        self.token = token
         self.session = session
         self.pin_digest = pin_digest
-        self.mechanisms = frozenset(session.token.slot.get_mechanisms())
+        with module.lock:
+            self.mechanisms = frozenset(token.slot.get_mechanisms())
         self.users = 1
 
 
-_LOGINS: dict[tuple[str, str], _TokenLogin] = {}  # (module path, token label) -> login; guarded by _CALL_LOCK
+_LOGINS: dict[tuple[str, str], _TokenLogin] = {}  # (module path, token label) -> login; guarded by _REGISTRY_LOCK
 
 
 def _pin_digest(module_path: str, token_label: str, pin: str) -> bytes:
@@ -95,14 +214,13 @@ def _pin_digest(module_path: str, token_label: str, pin: str) -> bytes:
 
 
 def _login(module_path: str, token_label: str, pin: str) -> _TokenLogin:
-    """Log in to the token, or join this process's login; errors name the setting. Caller holds _CALL_LOCK."""
+    """Log in to the token, or join this process's login; errors name the setting. Caller holds _REGISTRY_LOCK."""
     if not module_path:
         raise BackendError("ACAR_PKCS11_MODULE is not set (the path of the PKCS#11 module, e.g. libsofthsm2.so)")
     if not token_label:
         raise BackendError("ACAR_PKCS11_TOKEN_LABEL is not set (the label of the token holding Açar's keys)")
     if not pin:
         raise BackendError("ACAR_PKCS11_PIN is not set (the user PIN of the token)")
-    # keyed by the path as configured, like python-pkcs11's own cache of loaded modules (pkcs11.lib)
     digest = _pin_digest(module_path, token_label, pin)
     shared = _LOGINS.get((module_path, token_label))
     if shared is not None:
@@ -111,18 +229,16 @@ def _login(module_path: str, token_label: str, pin: str) -> _TokenLogin:
                                "(not the PIN this process logged in with)")
         shared.users += 1
         return shared
-    session = _open_session(_find_token(module_path, token_label), pin)
-    login = _LOGINS[(module_path, token_label)] = _TokenLogin((module_path, token_label), session, digest)
+    module = _load_module(module_path)
+    with module.lock:
+        token = _find_token(module.lib, module_path, token_label)
+        session = _open_session(token, pin)
+    login = _LOGINS[(module_path, token_label)] = _TokenLogin(
+        (module_path, token_label), module, token, session, digest)
     return login
 
 
-def _find_token(module_path: str, token_label: str) -> pkcs11.Token:
-    try:
-        lib = pkcs11.lib(module_path)
-    except pkcs11.PKCS11Error as exc:  # not loadable, not a PKCS#11 module, or C_Initialize failed
-        raise BackendError(
-            f"ACAR_PKCS11_MODULE: cannot use the PKCS#11 module {module_path}: {str(exc) or type(exc).__name__}"
-        ) from None
+def _find_token(lib: _pkcs11.lib, module_path: str, token_label: str) -> pkcs11.Token:
     try:
         return lib.get_token(token_label=token_label)
     except pkcs11.NoSuchToken:
@@ -201,13 +317,15 @@ def _spki(public: PublicKeyTypes) -> bytes:
 class Pkcs11KeyHandle:
     """A private key object on the token: signs through the token, shows its public key, exports nothing."""
 
-    __slots__ = ("_key", "_key_id", "_key_type", "_public")
+    __slots__ = ("_key", "_key_id", "_key_type", "_lock", "_public")
 
-    def __init__(self, key_id: str, key_type: KeyType, key: pkcs11.SignMixin, public: PublicKeyTypes) -> None:
+    def __init__(self, key_id: str, key_type: KeyType, key: pkcs11.SignMixin, public: PublicKeyTypes,
+                 lock: AbstractContextManager[Any]) -> None:
         self._key_id = key_id
         self._key_type = key_type
-        self._key = key
+        self._key = key  # an object of the store's shared login session
         self._public = public
+        self._lock = lock  # the module's: no lock at all when the module locks for threads itself
 
     @property
     def key_id(self) -> str:
@@ -225,13 +343,13 @@ class Pkcs11KeyHandle:
             if self._key_type in _CURVES:
                 size = _CURVES[self._key_type][2]
                 digest = hashlib.new(hash_name, data).digest()
-                with _CALL_LOCK:
+                with self._lock:
                     raw = self._key.sign(digest, mechanism=Mechanism.ECDSA)
                 return encode_dss_signature(int.from_bytes(raw[:size], "big"), int.from_bytes(raw[size:], "big"))
             if self._key_type.startswith("RSA"):
-                with _CALL_LOCK:
+                with self._lock:
                     return bytes(self._key.sign(data, mechanism=_RSA_MECH[hash_name]))
-            with _CALL_LOCK:
+            with self._lock:
                 return bytes(self._key.sign(data, mechanism=Mechanism.EDDSA))
         except pkcs11.MechanismInvalid:
             raise UnsupportedAlgorithm(f"the token cannot sign with key {self._key_id} ({hash_name})") from None
@@ -251,22 +369,34 @@ class Pkcs11KeyStore:
     backend = "pkcs11"
 
     def __init__(self, *, module_path: str, token_label: str, pin: str) -> None:
-        with _CALL_LOCK:
+        with _REGISTRY_LOCK:
             self._login: _TokenLogin | None = _login(module_path, token_label, pin)
         self._cache: dict[str, Pkcs11KeyHandle] = {}
         self._cache_lock = threading.Lock()
 
-    @property
-    def _session(self) -> pkcs11.Session:
+    def _logged_in(self) -> _TokenLogin:
         if self._login is None:
             raise BackendError("the PKCS#11 key store has been closed")
-        return self._login.session
+        return self._login
+
+    @property
+    def _session(self) -> pkcs11.Session:
+        return self._logged_in().session
+
+    @property
+    def _lock(self) -> AbstractContextManager[Any]:
+        return self._logged_in().module.lock
+
+    @property
+    def threaded(self) -> bool:
+        """True when the module runs calls from several threads at once (it accepted CKF_OS_LOCKING_OK)."""
+        return self._logged_in().module.threaded
 
     def close(self) -> None:
         """Forget the cached handles; the last store of this process on the token logs out."""
         with self._cache_lock:
             self._cache.clear()
-        with _CALL_LOCK:
+        with _REGISTRY_LOCK:
             login, self._login = self._login, None
             if login is None:
                 return
@@ -274,19 +404,19 @@ class Pkcs11KeyStore:
             if login.users == 0:
                 del _LOGINS[login.key]
                 try:
-                    login.session.close()  # C_Logout, then C_CloseSession
+                    with login.module.lock:
+                        login.session.close()  # C_Logout, then C_CloseSession
                 except pkcs11.PKCS11Error as exc:
                     raise BackendError(f"closing the PKCS#11 session failed: {type(exc).__name__}") from None
 
-    # --- token operations; each holds _CALL_LOCK while it calls the module ----------------------------
+    # --- token operations; each holds the module's lock (none for a threaded module) while it calls it -------
 
-    def _generate_on_token(
-        self, key_type: KeyType, key_id: str, label: str
-    ) -> tuple[pkcs11.PrivateKey, PublicKeyTypes]:
+    def _generate_on_token(self, key_type: KeyType, key_id: str, label: str) -> PublicKeyTypes:
+        """Generate the key pair in a session of its own (signing goes on in the shared one meanwhile)."""
         common: dict[str, Any] = {"id": key_id.encode(), "label": label, "store": True,
                                   "capabilities": _CAPABILITIES, "private_template": dict(_PRIVATE_TEMPLATE)}
-        session = self._session
-        with _CALL_LOCK:
+        login = self._logged_in()
+        with login.module.lock, login.token.open(rw=True) as session:  # in the user state: the token is logged in
             if key_type in _CURVES:
                 params = session.create_domain_parameters(
                     P11KeyType.EC, {Attribute.EC_PARAMS: encode_named_curve_parameters(_CURVES[key_type][0])},
@@ -300,15 +430,17 @@ class Pkcs11KeyStore:
                 public_obj, private = params.generate_keypair(mechanism=Mechanism.EC_EDWARDS_KEY_PAIR_GEN, **common)
             else:
                 raise UnsupportedAlgorithm(f"unknown key type {key_type}")
-            return private, _public_from_token(public_obj, key_type)
+            if not isinstance(private, pkcs11.SignMixin):
+                raise BackendError(f"the token made a {key_type} key that cannot sign")
+            return _public_from_token(public_obj, key_type)
 
     def _objects(self, key_id: str) -> list[pkcs11.Object]:
-        with _CALL_LOCK:
+        with self._lock:
             return [obj for cls in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY)
                     for obj in self._session.get_objects({Attribute.CLASS: cls, Attribute.ID: key_id.encode()})]
 
     def _find_private(self, key_id: str) -> pkcs11.SignMixin:
-        with _CALL_LOCK:
+        with self._lock:
             key = self._session.get_key(object_class=ObjectClass.PRIVATE_KEY, id=key_id.encode())
         if not isinstance(key, pkcs11.SignMixin):
             raise BackendError(f"key {key_id} on the token cannot sign")
@@ -323,22 +455,19 @@ class Pkcs11KeyStore:
     async def generate(self, session: AsyncSession, key_type: KeyType, *, purpose: str, label: str) -> KeyHandle:
         if key_type not in _REQUIRED_MECHANISMS:
             raise UnsupportedAlgorithm(f"unknown key type {key_type}")
-        if self._login is None:
-            raise BackendError("the PKCS#11 key store has been closed")
-        missing = [m.name for m in _REQUIRED_MECHANISMS[key_type] if m not in self._login.mechanisms]
+        missing = [m.name for m in _REQUIRED_MECHANISMS[key_type] if m not in self._logged_in().mechanisms]
         if missing:
             raise UnsupportedAlgorithm(f"the token cannot generate {key_type} keys: it does not offer "
                                        + ", ".join(f"CKM_{name}" for name in missing))
         key_id = new_key_id()
-        try:  # RSA key generation on a token takes up to seconds: keep the event loop serving meanwhile
-            private, public = await asyncio.to_thread(self._generate_on_token, key_type, key_id, label)
+        try:  # RSA key generation on a token takes up to seconds: the event loop keeps serving (and signing)
+            public = await asyncio.to_thread(self._generate_on_token, key_type, key_id, label)
+            private = self._find_private(key_id)  # the same key as an object of the shared session
         except (pkcs11.MechanismInvalid, pkcs11.DomainParamsInvalid, pkcs11.FunctionNotSupported) as exc:
             raise UnsupportedAlgorithm(f"the token cannot generate {key_type} keys ({type(exc).__name__})") from None
         except pkcs11.PKCS11Error as exc:
             raise BackendError(f"the token could not generate a {key_type} key: {type(exc).__name__}") from None
-        if not isinstance(private, pkcs11.SignMixin):
-            raise BackendError(f"the token made a {key_type} key that cannot sign")
-        handle = Pkcs11KeyHandle(key_id, key_type, private, public)
+        handle = Pkcs11KeyHandle(key_id, key_type, private, public, self._lock)
         session.add(StoredKey(id=key_id, backend=self.backend, key_type=key_type, purpose=purpose, label=label,
                               public_key_der=_spki(public)))
         await session.flush()
@@ -351,7 +480,7 @@ class Pkcs11KeyStore:
         to CKA_ID of both objects, so `load` finds the pair the same way as a key Açar generated.
         """
         try:
-            with _CALL_LOCK:
+            with self._lock:
                 private = self._session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=token_label)
                 public_obj = self._session.get_key(object_class=ObjectClass.PUBLIC_KEY, label=token_label)
                 key_type = _key_type_on_token(private, public_obj)
@@ -375,7 +504,7 @@ class Pkcs11KeyStore:
             if existing.backend != self.backend or existing.destroyed_at is not None:
                 raise BackendError(f"key id {key_id} of {token_label!r} is already used by another stored key")
             return await self.load(session, key_id)
-        handle = Pkcs11KeyHandle(key_id, key_type, private, public)
+        handle = Pkcs11KeyHandle(key_id, key_type, private, public, self._lock)
         session.add(StoredKey(id=key_id, backend=self.backend, key_type=key_type, purpose=purpose,
                               label=token_label, public_key_der=_spki(public)))
         await session.flush()
@@ -395,7 +524,7 @@ class Pkcs11KeyStore:
         except pkcs11.PKCS11Error as exc:
             raise BackendError(f"the token refused access to key {key_id}: {type(exc).__name__}") from None
         public = serialization.load_der_public_key(row.public_key_der)
-        handle = Pkcs11KeyHandle(key_id, key_type_of(public), private, public)
+        handle = Pkcs11KeyHandle(key_id, key_type_of(public), private, public, self._lock)
         return self._remember(handle)
 
     async def destroy(self, session: AsyncSession, key_id: str) -> None:
@@ -404,7 +533,7 @@ class Pkcs11KeyStore:
             raise KeyNotFound(f"no PKCS#11 key {key_id}")
         try:
             objects = self._objects(key_id)
-            with _CALL_LOCK:
+            with self._lock:
                 for obj in objects:
                     obj.destroy()
         except pkcs11.PKCS11Error as exc:

@@ -7,33 +7,46 @@
 - The OCSP responder (keys.ocsp) is built once and kept for `cache_seconds`: its key handle, certificate
   and the issuer's CertID hashes stay in memory; a request costs one indexed lookup of the asked serials in
   `statuses` (keys.status_engine for PostgreSQL, keys.status_sqlite for SQLite), which PkiService closes.
+- Offline root: a CA whose key is not in the key store never gets a CRL signed here. Its CRLs are signed at
+  the offline ceremony and imported (`import_crl`, checked by keys.crl.verify_crl); `crl` serves the newest
+  one, and `housekeeping` logs a warning once it is in the last quarter of its validity (or missing).
+- Concurrency: every write path takes the CA row locks first (keys.ca `lock_ca`: FOR UPDATE on PostgreSQL,
+  the database write lock on SQLite), always root before issuing, and decides after taking them: two nodes
+  (or a CRL request racing the schedule) publish one CRL and renew a service certificate once. Should a
+  publication still fail on the database (a lock held past SQLite's busy_timeout), `crl` serves the newest
+  CRL while it is valid instead of failing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from keys.ca import (
     CA_NAMES,
     ISSUING,
+    SUPERSEDED_KEY_GRACE,
     CertificateAuthorityService,
     CertifiedKey,
     PkiUrls,
 )
-from keys.crl import DEFAULT_CRL_LIFETIME, CrlPublisher
-from keys.errors import CANotInitialized, CertificateNotFound, KeysError
+from keys.crl import DEFAULT_CRL_LIFETIME, CrlPublisher, verify_crl
+from keys.errors import CANotInitialized, CAUnusable, CertificateNotFound, InvalidCrl, KeysError
 from keys.interfaces import CertificateStatusSource, KeyStore, KeyType
-from keys.models import IssuedCertificate
+from keys.models import CertificateAuthority, CRLRecord, IssuedCertificate
 from keys.ocsp import DEFAULT_VALIDITY, TRY_LATER, UNAUTHORIZED, OcspReply, OcspResponder
 from keys.profiles import Profile
+from storage.audit import record_event
 from storage.base import utcnow
+
+log = logging.getLogger("acar.pki")
 
 DEFAULT_CACHE_SECONDS: Final = 60.0
 
@@ -55,13 +68,18 @@ class PkiService:
         crl_lifetime: dt.timedelta = DEFAULT_CRL_LIFETIME,
         ocsp_validity: dt.timedelta = DEFAULT_VALIDITY,
         cache_seconds: float = DEFAULT_CACHE_SECONDS,
+        superseded_key_grace: dt.timedelta = SUPERSEDED_KEY_GRACE,
         clock: Callable[[], dt.datetime] = utcnow,
     ) -> None:
+        if superseded_key_grace.total_seconds() <= cache_seconds:
+            raise ValueError("superseded_key_grace must be longer than cache_seconds: a node may sign with a "
+                             "cached service key until its cache expires")
         self._sessions = sessions
         self.urls = PkiUrls(issuer_url.rstrip("/"))
         self.ca = CertificateAuthorityService(
             store, urls=self.urls, certificate_policy_oid=certificate_policy_oid, organization=organization,
-            ca_key_type=ca_key_type, service_key_type=service_key_type, clock=clock)
+            ca_key_type=ca_key_type, service_key_type=service_key_type, superseded_key_grace=superseded_key_grace,
+            clock=clock)
         self.crls = CrlPublisher(lifetime=crl_lifetime, clock=clock)
         self.statuses = statuses
         self.ocsp_validity = ocsp_validity
@@ -80,25 +98,51 @@ class PkiService:
         """
         created = await self.ca.ensure_hierarchy(session, actor=actor) if create_hierarchy else []
         services: list[str] = []
-        if await self.ca.exists(session, ISSUING):
+        cas = await self._lock_all(session)
+        if ISSUING in cas:
             services = [f"{row.profile}:{row.serial_hex}"
                         for row in await self.ca.ensure_service_certificates(session, actor=actor)]
         crls = await self._refresh_crls(session, force=created)
         self.forget()
         return {"ca_created": created, "service_certificates_created": services, "crls_published": crls}
 
-    async def _refresh_crls(self, session: AsyncSession, *, force: Sequence[str] = ()) -> list[str]:
-        published = []
+    async def _cas(self, session: AsyncSession) -> dict[str, CertificateAuthority]:
+        """The CAs that exist, by name."""
+        return {name: await self.ca.ca_row(session, name) for name in CA_NAMES if await self.ca.exists(session, name)}
+
+    async def _lock_all(self, session: AsyncSession) -> dict[str, CertificateAuthority]:
+        """Lock every existing CA row, root first (one order everywhere, so two writers never deadlock).
+
+        The lock is the first statement of the transaction (no existence check before it, see keys.ca).
+        """
+        locked = {}
         for name in CA_NAMES:
-            if not await self.ca.exists(session, name):
+            try:
+                locked[name] = await self.ca.ca_row(session, name, for_update=True)
+            except CANotInitialized:
                 continue
-            if name not in force and not self.crls.due(await self.crls.newest(session, name)):
-                continue
-            ca = await self.ca.load_ca(session, name, for_update=True)
-            if name in force or self.crls.due(await self.crls.newest(session, name)):  # re-read under the lock
+        return locked
+
+    async def _refresh_crls(self, session: AsyncSession, *, force: Sequence[str] = ()) -> list[str]:
+        """Publish the CRLs that are due (or forced) of the CAs whose key is online; the caller holds the locks."""
+        published = []
+        for name, row in (await self._cas(session)).items():
+            if row.key_id is None:
+                continue  # the key is offline: its CRLs are signed there and imported (`import_crl`)
+            if name in force or self.crls.due(await self.crls.newest(session, name)):
+                ca = await self.ca.load_ca(session, name, for_update=True)
                 await self.crls.publish(session, name, issuer=ca.certificate, handle=ca.handle)
                 published.append(name)
         return published
+
+    def _warn_if_expiring(self, name: str, newest: CRLRecord | None) -> None:
+        """The offline CA's newest CRL is missing or in its last quarter: somebody must sign the next one."""
+        if not self.crls.expiring(newest):
+            return
+        detail = {"ca": name, "crl_number": newest.number if newest else None,
+                  "next_update": newest.next_update.isoformat() if newest else None,
+                  "action": f"sign a new {name} CRL offline and run `acar crl import --ca {name} FILE`"}
+        log.warning("pki.offline_crl_expiring", extra=detail)
 
     async def close(self) -> None:
         """Release the status lookups' connection pool."""
@@ -121,19 +165,58 @@ class PkiService:
         return row
 
     async def crl(self, name: str) -> bytes:
-        """The newest CRL of a CA (DER), republished first when due (half its lifetime used)."""
+        """The newest CRL of a CA (DER), republished first when due (half its lifetime used).
+
+        A CA whose key is offline: the newest imported CRL, never re-signed (CANotInitialized before the first).
+        """
         if name not in CA_NAMES:
             raise CertificateNotFound(f"no CA named {name!r}")
         async with self._sessions() as session:
+            row = await self.ca.ca_row(session, name)
             newest = await self.crls.newest(session, name)
+        if row.key_id is None:
+            if newest is None:
+                raise CANotInitialized(f"the {name} CA key is offline and no {name} CRL has been imported yet "
+                                       f"(`acar crl import --ca {name} FILE`)")
+            return newest.der
         if newest is not None and not self.crls.due(newest):
             return newest.der
-        async with self._sessions() as session, session.begin():
-            ca = await self.ca.load_ca(session, name, for_update=True)
-            newest = await self.crls.newest(session, name)  # re-read under the lock: another node may have published
-            if newest is None or self.crls.due(newest):
-                newest = await self.crls.publish(session, name, issuer=ca.certificate, handle=ca.handle)
+        try:
+            async with self._sessions() as session, session.begin():
+                ca = await self.ca.load_ca(session, name, for_update=True)
+                newest = await self.crls.newest(session, name)  # re-read under the lock: another node published?
+                if newest is None or self.crls.due(newest):
+                    newest = await self.crls.publish(session, name, issuer=ca.certificate, handle=ca.handle)
+                return newest.der
+        except (IntegrityError, OperationalError) as exc:  # another writer won or held the lock too long
+            async with self._sessions() as session:
+                newest = await self.crls.newest(session, name)
+            if newest is None or newest.next_update <= self._clock():
+                raise
+            log.warning("pki.crl_publication_deferred", extra={"ca": name, "error": type(exc).__name__})
             return newest.der
+
+    async def import_crl(self, session: AsyncSession, name: str, data: bytes, *,
+                         actor: str) -> tuple[CRLRecord, list[str]]:
+        """Import a CRL signed offline for a CA whose key is offline (keys.crl.verify_crl checks it).
+
+        Certificates recorded as issued by that CA (the issuing CA, for the root) that the CRL lists are marked
+        revoked. Returns the stored CRL and the serials newly revoked. Raises InvalidCrl in one line.
+        """
+        if not await self.ca.key_offline(session, name):
+            raise InvalidCrl(f"the {name} CA key is online: the service signs the {name} CRLs itself")
+        row = await self.ca.ca_row(session, name, for_update=True)  # imports of one CA one after the other
+        newest = await self.crls.newest(session, name)
+        verified = verify_crl(data, ca_name=name, issuer_der=row.certificate_der,
+                              current_number=newest.number if newest else None, now=self._clock())
+        record = await self.crls.store_imported(session, name, verified)
+        revoked = await self.ca.apply_crl(session, name, verified, actor=actor)
+        record_event(session, "crl.imported", actor=actor, subject=name,
+                     detail={"crl_number": verified.number, "this_update": verified.this_update.isoformat(),
+                             "next_update": verified.next_update.isoformat(), "entries": len(verified.revoked),
+                             "newly_revoked": revoked})
+        self.forget()
+        return record, revoked
 
     async def ca_certificate(self, name: str) -> bytes:
         """The DER certificate of a CA (what the caIssuers URL serves)."""
@@ -190,13 +273,35 @@ class PkiService:
     # --- the schedule ----------------------------------------------------------------------------------------
 
     async def housekeeping(self, *, actor: str = "scheduler") -> dict[str, list[str]]:
-        """Renew service certificates running out and republish CRLs that are due (one transaction)."""
+        """Renew service certificates running out, destroy superseded service keys, republish CRLs that are due
+        (one transaction, under the CA row locks), and warn about an offline CA's CRL running out.
+
+        A read without locks decides first whether there is anything to do, so idle nodes take no lock.
+        """
+        result: dict[str, list[str]] = {"service_certificates_created": [], "service_keys_destroyed": [],
+                                        "crls_published": []}
+        async with self._sessions() as session:
+            cas = await self._cas(session)
+            work = ISSUING in cas and await self.ca.service_work_due(session)
+            for name, row in cas.items():
+                newest = await self.crls.newest(session, name)
+                if row.key_id is None:
+                    self._warn_if_expiring(name, newest)
+                elif self.crls.due(newest):
+                    work = True
+        if not work:
+            return result
         async with self._sessions() as session, session.begin():
-            if not await self.ca.exists(session, ISSUING):
-                return {"service_certificates_created": [], "crls_published": []}
-            renewed = [f"{row.profile}:{row.serial_hex}"
-                       for row in await self.ca.ensure_service_certificates(session, actor=actor)]
-            crls = await self._refresh_crls(session)
-        if renewed:
+            cas = await self._lock_all(session)  # first, so every decision below is taken under the locks
+            if ISSUING in cas:
+                try:
+                    renewed = await self.ca.ensure_service_certificates(session, actor=actor)
+                except CAUnusable as exc:  # a revoked or expired issuing CA: nothing to renew it with
+                    log.warning("pki.service_certificates_not_renewed", extra={"reason": exc.detail})
+                    renewed = []
+                result["service_certificates_created"] = [f"{row.profile}:{row.serial_hex}" for row in renewed]
+                result["service_keys_destroyed"] = await self.ca.destroy_superseded_keys(session, actor=actor)
+            result["crls_published"] = await self._refresh_crls(session)
+        if result["service_certificates_created"] or result["service_keys_destroyed"]:
             self.forget()
-        return {"service_certificates_created": renewed, "crls_published": crls}
+        return result

@@ -18,14 +18,15 @@
 from __future__ import annotations
 
 import enum
-import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
 from asn1crypto import core, x509
 
 from keys.errors import InvalidCertificateRequest
+from keys.identifiers import InvalidIdentifierFormat, normalize_fin, normalize_voen
 from keys.x509 import build_name
 
 COUNTRY: Final = "AZ"
@@ -38,8 +39,6 @@ ID_ETSI_QCS_SEMANTICS_ID_NATURAL: Final = "0.4.0.194121.1.1"
 ID_ETSI_QCS_SEMANTICS_ID_LEGAL: Final = "0.4.0.194121.1.2"
 ID_PE_QC_STATEMENTS: Final = "1.3.6.1.5.5.7.1.3"
 
-_FIN_RE = re.compile(r"^[0-9A-Z]{7}$")  # FIN: seven Latin capital letters or digits
-_VOEN_RE = re.compile(r"^[0-9]{10}$")  # VÖEN: ten digits
 _UB_NAME = 64  # RFC 5280 appendix A: ub-common-name and ub-organization-name; we apply it to every name
 
 
@@ -70,20 +69,12 @@ def _clean_name(value: str | None, what: str) -> str:
     return text
 
 
-def normalize_fin(value: str | None) -> str:
-    """The FIN in upper case, or InvalidCertificateRequest: seven Latin letters or digits."""
-    fin = (value or "").strip().upper()
-    if not _FIN_RE.fullmatch(fin):
-        raise InvalidCertificateRequest(f"FIN must be exactly 7 Latin letters or digits (got {value!r})")
-    return fin
-
-
-def normalize_voen(value: str | None) -> str:
-    """The VÖEN (taxpayer identification number), or InvalidCertificateRequest: exactly ten digits."""
-    voen = (value or "").strip()
-    if not _VOEN_RE.fullmatch(voen):
-        raise InvalidCertificateRequest(f"VÖEN must be exactly 10 digits (got {value!r})")
-    return voen
+def _identifier(normalize: Callable[[str | None], str], value: str | None) -> str:
+    """A FIN or VÖEN by the rules of keys.identifiers, refused as an invalid certificate request."""
+    try:
+        return normalize(value)
+    except InvalidIdentifierFormat as exc:
+        raise InvalidCertificateRequest(str(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +92,7 @@ class NaturalPerson:
         given = _clean_name(given_name, "given name")
         family = _clean_name(surname, "surname")
         cn = _clean_name(common_name or f"{given} {family}", "common name")
-        return cls(fin=normalize_fin(fin), given_name=given, surname=family, common_name=cn)
+        return cls(fin=_identifier(normalize_fin, fin), given_name=given, surname=family, common_name=cn)
 
     def name(self) -> x509.Name:
         return build_name([
@@ -122,7 +113,7 @@ class LegalPerson:
     def create(cls, *, voen: str | None, organization: str | None, common_name: str | None = None) -> LegalPerson:
         org = _clean_name(organization, "organization name")
         cn = _clean_name(common_name or org, "common name")
-        return cls(voen=normalize_voen(voen), organization=org, common_name=cn)
+        return cls(voen=_identifier(normalize_voen, voen), organization=org, common_name=cn)
 
     def name(self) -> x509.Name:
         return build_name([
@@ -225,12 +216,3 @@ def profile_extensions(profile: Profile, *, policy_oid: str) -> list[x509.Extens
     if profile in _SEMANTICS:
         extensions.append(_semantics_statement(_SEMANTICS[profile]))
     return extensions
-
-
-def parse_profile(value: str) -> Profile:
-    """A profile by its name, or InvalidCertificateRequest listing the known ones."""
-    try:
-        return Profile(value)
-    except ValueError:
-        names = ", ".join(p.value for p in Profile)
-        raise InvalidCertificateRequest(f"unknown certificate profile {value!r} (known: {names})") from None

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import UnsupportedAlgorithm as CryptographyUnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
@@ -253,6 +254,8 @@ class SoftwareKeyStore:
         """Import an existing private key (PEM, optionally encrypted) into the encrypted store."""
         try:
             key = serialization.load_pem_private_key(pem, password=password)
+        except CryptographyUnsupportedAlgorithm as exc:  # e.g. an EC key on a curve OpenSSL does not know
+            raise UnsupportedAlgorithm(f"cannot use the private key: {exc}") from None
         except (ValueError, TypeError) as exc:
             raise UnsupportedAlgorithm(f"cannot read the private key: {exc}") from None
         key_type_of(key)

@@ -23,6 +23,8 @@ Decisions, so a reader sees them at one place:
 - The signing-time attribute is not included: genTime in the TSTInfo is the time the token asserts.
 - A request that cannot be answered for a server-side reason (no serial block, the key backend failing,
   the TSA certificate not valid now) gets status rejection with failInfo systemFailure, never an exception.
+- A TSA whose certificate is revoked or expired (or that has none) does not sign at all: TsaProvider refuses
+  with TsaNotConfigured (HTTP 503) on every node within the key cache time; see its docstring.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -38,32 +41,26 @@ from typing import Final, Literal, Protocol
 from asn1crypto import algos, cms, core, tsp, x509
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
+from keys.der import OCTET_STRING, SEQUENCE, SET, tlv
 from keys.errors import KeysError, TsaNotConfigured
-from keys.interfaces import HashName, KeyHandle, KeyType, SerialSource
+from keys.interfaces import CertificateStatusSource, HashName, KeyHandle, KeyType, SerialSource
+from keys.x509 import SIGNATURE_ALGORITHMS, serial_to_hex
 from storage.base import utcnow
 
 DEFAULT_ACCURACY: Final = dt.timedelta(seconds=1)
 """The accuracy asserted in every token (RFC 3161 section 2.4.2): the bound on the host clock's error
 against UTC (NTP-disciplined), generous enough to hold during a time-server outage of a few minutes."""
 
-DEFAULT_REFRESH_SECONDS: Final = 300.0
-"""How long a node answers with the TSA certificate it loaded before it looks for a renewed or revoked one."""
-
 IMPRINT_LENGTHS: Final[dict[str, int]] = {"sha256": 32, "sha384": 48, "sha512": 64}
 """Hash algorithms accepted for the message imprint, with the length their hash value must have."""
 
 # The digest and signature algorithms of the SignerInfo per key type (RFC 5754 / RFC 5758 identifiers).
-_SIGNATURE_PROFILES: Final[dict[KeyType, tuple[HashName, str]]] = {
-    "EC-P256": ("sha256", "sha256_ecdsa"),
-    "EC-P384": ("sha384", "sha384_ecdsa"),
-    "RSA-2048": ("sha256", "sha256_rsa"),
-    "RSA-3072": ("sha256", "sha256_rsa"),
-}
+_SIGNATURE_PROFILES: Final[dict[KeyType, tuple[HashName, str]]] = {  # keys.x509's table without Ed25519
+    key_type: scheme for key_type, scheme in SIGNATURE_ALGORITHMS.items() if key_type != "Ed25519"}
 _TIME_STAMPING = "time_stamping"
 _EXTENDED_KEY_USAGE = "extended_key_usage"
 
-# DER building blocks of the response template (X.690 identifier octets; constants encoded by asn1crypto).
-_SEQUENCE, _SET, _OCTET_STRING = 0x30, 0x31, 0x04
+# DER building blocks of the response template (keys.der; constants encoded by asn1crypto).
 _EXPLICIT_0, _IMPLICIT_0 = 0xA0, 0xA0  # [0] constructed: EXPLICIT around one value, IMPLICIT replacing SET
 _SIGNED_DATA_OID: Final = cms.ContentType("signed_data").dump()
 _TST_INFO_OID: Final = cms.ContentType("tst_info").dump()
@@ -223,7 +220,7 @@ class TimestampAuthority:
         self._accuracy = _encode_accuracy(accuracy)
         # RFC 3161: the tsa name "MUST correspond to one of the subject names included in the certificate"
         self._tsa_name = (
-            _tlv(_EXPLICIT_0, _der(x509.GeneralName(name="directory_name", value=certificate.subject)))
+            tlv(_EXPLICIT_0, _der(x509.GeneralName(name="directory_name", value=certificate.subject)))
             if include_tsa_name else b""
         )
         # SignerInfo: RFC 5816 signing-certificate-v2 names the TSA certificate by its SHA-256 hash (the
@@ -247,9 +244,9 @@ class TimestampAuthority:
         self._digest_algorithm = _der(algos.DigestAlgorithm({"algorithm": self._hash_name, "parameters": None}))
         self._signature_algorithm = _der(algos.SignedDigestAlgorithm({"algorithm": profile[1]}))
         # SignedData: version v3 (RFC 5652 section 5.1: eContentType other than id-data), the digest algorithm.
-        self._signed_data_head = _der(cms.CMSVersion("v3")) + _tlv(_SET, self._digest_algorithm)
+        self._signed_data_head = _der(cms.CMSVersion("v3")) + tlv(SET, self._digest_algorithm)
         # certificates [0] IMPLICIT CertificateSet: a SET OF, so DER sorts the encodings.
-        self._certificates = _tlv(_IMPLICIT_0, *sorted(_der(c) for c in (certificate, *chain)))
+        self._certificates = tlv(_IMPLICIT_0, *sorted(_der(c) for c in (certificate, *chain)))
 
     async def respond(self, request_der: bytes) -> TimestampReply:
         """Answer one DER TimeStampReq with a DER TimeStampResp; never raises on anything the client sent."""
@@ -303,13 +300,13 @@ class TimestampAuthority:
         # "The messageImprint MUST have the same value as the similar field in TimeStampReq": re-encoded from
         # the checked value (a BER-encoded request must not make the token non-DER).
         algorithm_der = _IMPRINT_ALGORITHMS[hash_algorithm, isinstance(parameters, core.Null)]
-        return _ParsedRequest(imprint=_tlv(_SEQUENCE, algorithm_der, _tlv(_OCTET_STRING, hashed)),
+        return _ParsedRequest(imprint=tlv(SEQUENCE, algorithm_der, tlv(OCTET_STRING, hashed)),
                               hash_algorithm=hash_algorithm, nonce=nonce, cert_req=cert_req)
 
     def _token_response(self, request: _ParsedRequest, serial: int, gen_time: dt.datetime) -> bytes:
         """Build and sign the TimeStampToken (RFC 3161 section 2.4.2, RFC 5652 section 5) and wrap it."""
-        tst_info = _tlv(
-            _SEQUENCE,
+        tst_info = tlv(
+            SEQUENCE,
             self._tst_head,
             request.imprint,
             _der(core.Integer(serial)),
@@ -318,40 +315,50 @@ class TimestampAuthority:
             b"" if request.nonce is None else _der(core.Integer(request.nonce)),  # RFC 3161: nonce echoed
             self._tsa_name,
         )
-        message_digest = _tlv(_SEQUENCE, _MESSAGE_DIGEST_OID, _tlv(
-            _SET, _tlv(_OCTET_STRING, hashlib.new(self._hash_name, tst_info).digest())))
+        message_digest = tlv(SEQUENCE, _MESSAGE_DIGEST_OID, tlv(
+            SET, tlv(OCTET_STRING, hashlib.new(self._hash_name, tst_info).digest())))
         # RFC 5652 section 5.4: the signature covers the DER of the signed attributes with an EXPLICIT SET OF
         # tag; DER orders the members of a SET OF by their encodings.
         attributes = b"".join(sorted((*self._static_attributes, message_digest)))
-        signature = self._handle.sign(_tlv(_SET, attributes), self._hash_name)
-        signer_info = _tlv(
-            _SEQUENCE,
+        signature = self._handle.sign(tlv(SET, attributes), self._hash_name)
+        signer_info = tlv(
+            SEQUENCE,
             self._signer_head,
             self._digest_algorithm,
-            _tlv(_IMPLICIT_0, attributes),
+            tlv(_IMPLICIT_0, attributes),
             self._signature_algorithm,
-            _tlv(_OCTET_STRING, signature),
+            tlv(OCTET_STRING, signature),
         )
-        encap_content_info = _tlv(_SEQUENCE, _TST_INFO_OID, _tlv(_EXPLICIT_0, _tlv(_OCTET_STRING, tst_info)))
-        signed_data = _tlv(
-            _SEQUENCE,
+        encap_content_info = tlv(SEQUENCE, _TST_INFO_OID, tlv(_EXPLICIT_0, tlv(OCTET_STRING, tst_info)))
+        signed_data = tlv(
+            SEQUENCE,
             self._signed_data_head,
             encap_content_info,
             # RFC 3161: with certReq false "the certificates field ... MUST not be present in the response"
             self._certificates if request.cert_req else b"",
-            _tlv(_SET, signer_info),
+            tlv(SET, signer_info),
         )
-        token = _tlv(_SEQUENCE, _SIGNED_DATA_OID, _tlv(_EXPLICIT_0, signed_data))
-        return _tlv(_SEQUENCE, _STATUS_GRANTED, token)
+        token = tlv(SEQUENCE, _SIGNED_DATA_OID, tlv(_EXPLICIT_0, signed_data))
+        return tlv(SEQUENCE, _STATUS_GRANTED, token)
 
 
 class TsaProvider:
     """Builds the TimestampAuthority from the credentials the CA issued, keeps it, and looks again now and then.
 
     `load` returns the TSA's key handle, certificate and chain (for example from
-    `CertificateAuthorityService.certified_key`); nothing is loaded or parsed per request. Every
-    `refresh_seconds` the next request calls `load` again, so a renewed or revoked TSA certificate is picked
-    up on every node without a restart; an unchanged certificate keeps the authority already built.
+    `CertificateAuthorityService.certified_key`); nothing is loaded, parsed or looked up per request. The
+    next request after `refresh_seconds` (the deployment's key cache time, ACAR_KEY_CACHE_SECONDS) refreshes:
+    it calls `load` again and looks the certificate up in `statuses`, the certificates table the OCSP
+    responder answers from. So every node stops using a revoked TSA certificate, and starts using a renewed
+    one, within `refresh_seconds`, without a restart and without a query per request. An unchanged
+    certificate keeps the authority already built. A refresh also falls due when the certificate expires.
+
+    Decision: the TSA refuses to sign, with TsaNotConfigured (HTTP 503 problem), whenever it has no usable
+    certificate: revoked, expired or not yet valid, unknown to `statuses`, or none at all (`load` raising a
+    KeysError such as CANotInitialized). That is the answer of every node, whatever it held before, and the
+    same as for a TSA never set up; such a refusal is kept for `refresh_seconds` too, so a refused TSA does
+    not query the database per request. Failures within one request (no serial, the key backend failing,
+    genTime outside the certificate's validity) stay RFC 3161 systemFailure replies (TimestampAuthority).
     """
 
     def __init__(
@@ -360,43 +367,71 @@ class TsaProvider:
         *,
         policy_oid: str,
         serials: SerialSource,
+        statuses: CertificateStatusSource,
+        issuer: str,
+        refresh_seconds: float,
         clock: Callable[[], dt.datetime] = utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
         accuracy: dt.timedelta = DEFAULT_ACCURACY,
-        refresh_seconds: float = DEFAULT_REFRESH_SECONDS,
     ) -> None:
         self._load = load
         self.policy_oid = policy_oid
         self._serials = serials
-        self._clock = clock
-        self._accuracy = accuracy
+        self._statuses = statuses
+        self._issuer = issuer  # the name of the CA that issues the TSA certificate, as `statuses` knows it
         self._refresh_seconds = refresh_seconds
+        self._clock = clock
+        self._monotonic = monotonic
+        self._accuracy = accuracy
         self._authority: TimestampAuthority | None = None
-        self._fresh_until = 0.0
+        self._refusal: str | None = None  # why the TSA refuses until the next refresh
+        self._fresh_until = -math.inf
         self._lock = asyncio.Lock()
 
     async def __call__(self) -> TimestampAuthority:
-        """The authority to answer with; raises what `load` raises (CANotInitialized, TsaNotConfigured, ...)."""
-        authority = self._authority
-        if authority is not None and time.monotonic() < self._fresh_until:
-            return authority
+        """The authority to answer with, or TsaNotConfigured when the TSA has no usable certificate."""
+        if self._monotonic() < self._fresh_until:
+            return self._current()
         async with self._lock:
-            authority = self._authority
-            if authority is not None and time.monotonic() < self._fresh_until:
-                return authority  # another request refreshed it while this one waited
-            credentials = await self._load()
-            if authority is None or authority.certificate.dump() != credentials.certificate.dump():
-                authority = TimestampAuthority(
-                    credentials.handle, credentials.certificate, credentials.chain, policy_oid=self.policy_oid,
-                    serials=self._serials, clock=self._clock, accuracy=self._accuracy,
-                )
-            self._authority = authority
-            self._fresh_until = time.monotonic() + self._refresh_seconds
+            if self._monotonic() < self._fresh_until:
+                return self._current()  # another request refreshed while this one waited
+            try:
+                authority, usable_for = await self._refresh()
+            except KeysError as exc:  # no usable certificate: refused on this node until the next refresh
+                self._authority, self._refusal = None, exc.detail
+                self._fresh_until = self._monotonic() + self._refresh_seconds
+                raise TsaNotConfigured(exc.detail) from None
+            # anything else (the database unreachable) is raised as it is and tried again by the next request
+            self._authority, self._refusal = authority, None
+            self._fresh_until = self._monotonic() + min(self._refresh_seconds, usable_for)
             return authority
 
-    def reset(self) -> None:
-        """Forget the authority: the next request loads the credentials again."""
-        self._authority = None
-        self._fresh_until = 0.0
+    def _current(self) -> TimestampAuthority:
+        if self._authority is None:
+            raise TsaNotConfigured(self._refusal or "the time-stamp authority has no certificate")
+        return self._authority
+
+    async def _refresh(self) -> tuple[TimestampAuthority, float]:
+        """The authority for the credentials `load` returns now, and for how many seconds its certificate is
+        valid; raises a KeysError when that certificate must not be used."""
+        credentials = await self._load()
+        certificate = credentials.certificate
+        serial = serial_to_hex(certificate.serial_number)
+        status = (await self._statuses.lookup(self._issuer, [serial])).get(serial)
+        if status is None:
+            raise TsaNotConfigured(f"the TSA certificate {serial} is not one the {self._issuer} CA issued")
+        if status.revoked_at is not None:
+            raise TsaNotConfigured(f"the TSA certificate {serial} was revoked at {status.revoked_at.isoformat()}")
+        now = self._clock().astimezone(dt.UTC)
+        if not certificate.not_valid_before <= now < certificate.not_valid_after:
+            raise TsaNotConfigured(f"the TSA certificate {serial} is not valid at {now.isoformat()}")
+        authority = self._authority
+        if authority is None or authority.certificate.dump() != certificate.dump():
+            authority = TimestampAuthority(
+                credentials.handle, certificate, credentials.chain, policy_oid=self.policy_oid,
+                serials=self._serials, clock=self._clock, accuracy=self._accuracy,
+            )
+        return authority, (certificate.not_valid_after - now).total_seconds()
 
 
 # --- helpers -----------------------------------------------------------------------------------------------
@@ -433,21 +468,11 @@ def _der(value: core.Asn1Value) -> bytes:
     return encoded
 
 
-def _tlv(tag: int, *parts: bytes) -> bytes:
-    """One DER tag-length-value with a single-octet tag (X.690 section 8.1, definite length in minimal form)."""
-    content = b"".join(parts)
-    length = len(content)
-    if length < 0x80:
-        return bytes((tag, length)) + content
-    size = (length.bit_length() + 7) // 8
-    return bytes((tag, 0x80 | size)) + length.to_bytes(size, "big") + content
-
-
 def _rejection(rejection: TimestampRejection, *, client_text: str | None = None) -> TimestampReply:
     """A TimeStampResp with status rejection, the failInfo bit and a short statusString (no token)."""
     status = tsp.PKIStatusInfo({"status": "rejection", "status_string": [client_text or rejection.detail],
                                 "fail_info": {rejection.fail_info}})
-    der = _tlv(_SEQUENCE, _der(status))  # asn1crypto's TimeStampResp wrongly requires timeStampToken
+    der = tlv(SEQUENCE, _der(status))  # asn1crypto's TimeStampResp wrongly requires timeStampToken
     return TimestampReply(der=der, status="rejection", failure=rejection.fail_info, detail=rejection.detail)
 
 

@@ -26,6 +26,7 @@ from typing import Any, Final
 from asn1crypto import algos, core, x509
 from asn1crypto import keys as asn1_keys
 from cryptography import x509 as cx509
+from cryptography.exceptions import UnsupportedAlgorithm as CryptographyUnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
@@ -39,8 +40,9 @@ SERIAL_BITS: Final = 159
 _UTC_TIME_LIMIT = dt.datetime(2050, 1, 1, tzinfo=dt.UTC)
 _HEX_SERIAL = re.compile(r"^[0-9a-f]{1,40}$")
 
-# Signature algorithm per key type: RFC 5758 (ECDSA), RFC 4055 (RSA PKCS#1 v1.5), RFC 8410 (Ed25519).
-_SIGNATURE_ALGORITHMS: Final[dict[KeyType, tuple[HashName, str]]] = {
+SIGNATURE_ALGORITHMS: Final[dict[KeyType, tuple[HashName, str]]] = {
+    # The digest and the asn1crypto signature algorithm name per key type, for X.509 (certificates, CRLs,
+    # OCSP) and CMS (keys.tsa): RFC 5758 (ECDSA), RFC 4055 (RSA PKCS#1 v1.5), RFC 8410 and RFC 8419 (Ed25519).
     "EC-P256": ("sha256", "sha256_ecdsa"),
     "EC-P384": ("sha384", "sha384_ecdsa"),
     "RSA-2048": ("sha256", "sha256_rsa"),
@@ -71,7 +73,7 @@ class SignatureScheme:
 def signature_scheme(key_type: KeyType) -> SignatureScheme:
     """The signature scheme our CA, CRL and OCSP signatures use with a key of this type."""
     try:
-        hash_name, algorithm = _SIGNATURE_ALGORITHMS[key_type]
+        hash_name, algorithm = SIGNATURE_ALGORITHMS[key_type]
     except KeyError:
         raise UnsupportedAlgorithm(f"no X.509 signature algorithm for {key_type} keys") from None
     return SignatureScheme(hash_name, algorithm)
@@ -180,7 +182,9 @@ def subject_key_from_pem(data: bytes) -> PublicKeyTypes:
     """The subscriber key from a PEM SubjectPublicKeyInfo ("-----BEGIN PUBLIC KEY-----")."""
     try:
         key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+    except CryptographyUnsupportedAlgorithm as exc:  # e.g. an EC key on a curve OpenSSL does not know
+        raise InvalidCertificateRequest(f"the public key's algorithm is not supported: {exc}") from None
+    except (ValueError, TypeError) as exc:
         raise InvalidCertificateRequest(f"the public key is not a PEM SubjectPublicKeyInfo: {exc}") from None
     return check_subject_key(key)
 
@@ -197,9 +201,9 @@ def subject_key_from_csr(data: bytes) -> PublicKeyTypes:
     try:
         valid = csr.is_signature_valid
         key = csr.public_key()
-    except (ValueError, TypeError, cx509.UnsupportedGeneralNameType) as exc:
+    except (ValueError, TypeError, cx509.UnsupportedGeneralNameType, CryptographyUnsupportedAlgorithm) as exc:
         raise InvalidCertificateRequest(f"the CSR cannot be checked: {exc}") from None
-    except Exception as exc:  # noqa: BLE001 - cryptography raises UnsupportedAlgorithm etc. for exotic keys
+    except Exception as exc:  # noqa: BLE001 - anything else cryptography raises on an exotic CSR is a refusal too
         raise InvalidCertificateRequest(f"the CSR cannot be checked: {type(exc).__name__}") from None
     if not valid:
         raise InvalidCertificateRequest("the CSR signature does not verify (no proof of possession)")

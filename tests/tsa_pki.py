@@ -17,9 +17,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from keys.interfaces import KeyHandle
+from keys.interfaces import CertificateStatus, KeyHandle
+from keys.x509 import serial_to_hex
 
 POLICY = "1.3.6.1.4.1.99999.1.2"
+ISSUER = "test-issuing"
+"""The name the TSA provider looks the test PKI's TSA certificate up under (CertificateRecords)."""
 _PEM = serialization.Encoding.PEM
 _DER = serialization.Encoding.DER
 
@@ -51,6 +54,10 @@ class TsaTestPki:
     @property
     def chain(self) -> tuple[asn1_x509.Certificate, ...]:
         return (asn1_x509.Certificate.load(self.issuing.public_bytes(_DER)),)
+
+    @property
+    def serial_hex(self) -> str:
+        return serial_to_hex(self.tsa.serial_number)
 
     def write(self, directory: Path) -> PkiFiles:
         files = PkiFiles(root=directory / "root.pem", untrusted=directory / "untrusted.pem",
@@ -114,6 +121,32 @@ def build_test_pki(
         .sign(issuing_key, hashes.SHA256())
     )
     return TsaTestPki(root=root, issuing=issuing, tsa=tsa, handle=handle)
+
+
+class CertificateRecords:
+    """A CertificateStatusSource for test PKIs: what the issuing CA's certificates table would say about them.
+
+    Only the certificates `issue` recorded are known (under ISSUER); `revoke` marks one revoked.
+    """
+
+    def __init__(self, *issued: TsaTestPki) -> None:
+        self._statuses: dict[str, CertificateStatus] = {}
+        self.lookups = 0
+        for pki in issued:
+            self.issue(pki)
+
+    def issue(self, pki: TsaTestPki) -> None:
+        self._statuses[pki.serial_hex] = CertificateStatus()
+
+    def revoke(self, pki: TsaTestPki) -> None:
+        self._statuses[pki.serial_hex] = CertificateStatus(revoked_at=dt.datetime.now(dt.UTC), reason="keyCompromise")
+
+    async def lookup(self, issuer: str, serials: Sequence[str]) -> dict[str, CertificateStatus]:
+        self.lookups += 1
+        return {s: self._statuses[s] for s in serials if issuer == ISSUER and s in self._statuses}
+
+    async def close(self) -> None:
+        return None
 
 
 # --- openssl and reply parsing ---------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import binascii
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from api.body import read_limited
 from api.deps import Services
 from keys.ocsp import MALFORMED_REQUEST, MAX_REQUEST_BYTES, OcspReply
 
@@ -34,24 +35,11 @@ def _ocsp_response(reply: OcspReply, *, cache_seconds: int | None) -> Response:
     return Response(content=reply.der, media_type=OCSP_RESPONSE, headers=headers)
 
 
-async def _read_limited(request: Request, limit: int) -> bytes | None:
-    """The body, or None as soon as it passes `limit` bytes (never buffered whole)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            return None
-    return bytes(body)
-
-
 @router.post("/ocsp", response_class=Response, responses={200: {"content": {OCSP_RESPONSE: {}}}})
 async def ocsp_post(request: Request) -> Response:
     """Answer a DER OCSPRequest sent as the body (application/ocsp-request)."""
     services: Services = request.app.state.services
-    body = await _read_limited(request, MAX_REQUEST_BYTES)
+    body = await read_limited(request, MAX_REQUEST_BYTES)
     if body is None:
         return Response(content=MALFORMED_REQUEST, media_type=OCSP_RESPONSE, headers={"Cache-Control": "no-store"})
     return _ocsp_response(await services.pki.ocsp(body), cache_seconds=None)
@@ -61,7 +49,9 @@ async def ocsp_post(request: Request) -> Response:
 async def ocsp_get(encoded: str, request: Request) -> Response:
     """Answer an OCSPRequest sent as the URL-encoded base64 of its DER (RFC 6960 appendix A.1)."""
     services: Services = request.app.state.services
-    text = encoded.replace(" ", "+").strip("/")
+    # A trailing "/" is base64 (about one request in 200 ends with one) and stays. A leading "/" comes from a
+    # base URL ending in "/" (".../ocsp//MEI..."): never base64 here, as a DER OCSPRequest starts with 0x30 ("M").
+    text = encoded.replace(" ", "+").lstrip("/")
     if len(text) > MAX_REQUEST_BYTES * 2:
         return Response(content=MALFORMED_REQUEST, media_type=OCSP_RESPONSE, headers={"Cache-Control": "no-store"})
     try:

@@ -15,6 +15,7 @@ import logging
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from api.body import read_limited
 from api.deps import Services
 from api.logging import request_id_var
 from api.problems import ApiProblem
@@ -28,21 +29,6 @@ MAX_REQUEST_BYTES = 64 * 1024
 """A TimeStampReq is a hash, a few OIDs and a nonce (~100 bytes); anything far larger is not one."""
 
 
-async def _read_body(request: Request) -> bytes:
-    """The request body, refused with 413 as soon as it passes MAX_REQUEST_BYTES (never buffered whole)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_REQUEST_BYTES:
-        raise ApiProblem(413, "content_too_large", "Content too large",
-                         f"a time-stamp request is at most {MAX_REQUEST_BYTES} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_REQUEST_BYTES:
-            raise ApiProblem(413, "content_too_large", "Content too large",
-                             f"a time-stamp request is at most {MAX_REQUEST_BYTES} bytes")
-    return bytes(body)
-
-
 @router.post("/tsa", response_class=Response, responses={200: {"content": {REPLY_MEDIA_TYPE: {}}}})
 async def timestamp(request: Request) -> Response:
     """Answer an RFC 3161 time-stamp request."""
@@ -50,7 +36,10 @@ async def timestamp(request: Request) -> Response:
     if media_type != QUERY_MEDIA_TYPE:
         raise ApiProblem(415, "unsupported_media_type", "Unsupported media type",
                          f"send the DER TimeStampReq as {QUERY_MEDIA_TYPE}")
-    body = await _read_body(request)
+    body = await read_limited(request, MAX_REQUEST_BYTES)
+    if body is None:
+        raise ApiProblem(413, "content_too_large", "Content too large",
+                         f"a time-stamp request is at most {MAX_REQUEST_BYTES} bytes")
     services: Services = request.app.state.services
     authority = await services.tsa()
     reply = await authority.respond(body)

@@ -297,3 +297,124 @@ async def test_ca_import_from_the_hsm(
         assert "Response verify OK" in answer and f"{cert}: good" in answer, answer
     finally:
         assert server.stop(signal.SIGINT) == 0, server.log()
+
+
+def _offline_crl(tmp_path: Path, ext: dict[str, Path], name: str, *, revoke: Path | None = None) -> Path:
+    """A root CRL made the way an offline ceremony makes one: `openssl ca -gencrl` with the root key."""
+    index, number, config = tmp_path / "index.txt", tmp_path / "crlnumber", tmp_path / "ca.cnf"
+    if not config.exists():
+        index.touch()
+        number.write_text("01\n")
+        config.write_text(
+            "[ ca ]\ndefault_ca = offline_root\n\n[ offline_root ]\n"
+            f"database = {index}\ncrlnumber = {number}\ncertificate = {ext['root.pem']}\n"
+            f"private_key = {ext['root.key']}\ndefault_md = sha384\ndefault_crl_days = 30\n"
+            "crl_extensions = crl_ext\n\n[ crl_ext ]\nauthorityKeyIdentifier = keyid:always\n")
+    if revoke is not None:
+        openssl("ca", "-config", str(config), "-revoke", str(revoke), "-crl_reason", "cACompromise")
+    out = tmp_path / name
+    openssl("ca", "-config", str(config), "-gencrl", "-out", str(out))
+    return out
+
+
+async def test_offline_root_ca_import_and_crl_import(
+    cli_env: dict[str, str], services: Services, tmp_path: Path
+) -> None:
+    """`acar ca import --name root --cert` without a key; root CRLs signed by `openssl ca` and imported with
+    `acar crl import`; revocation under the root refused; a root CRL revoking the issuing CA stops issuance."""
+    env = {**cli_env, "ACAR_ENV": "development"}
+    ext = _openssl_hierarchy(tmp_path)
+    run_acar(env, "migrate")
+    root = acar_json(env, "ca", "import", "--name", "root", "--cert", str(ext["root.pem"]))
+    assert (root["ca"], root["key_offline"], root["crls_published"]) == ("root", True, [])
+    refused = run_acar(env, "ca", "import", "--name", "issuing", "--cert", str(ext["issuing.pem"]), check=False)
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1
+    assert "the issuing CA needs its key" in refused.stderr
+    issuing = acar_json(env, "ca", "import", "--name", "issuing", "--cert", str(ext["issuing.pem"]),
+                        "--key", str(ext["issuing.key"]))
+    assert issuing["crls_published"] == ["issuing"]
+    assert acar_json(env, "init")["crls_published"] == []  # development init never signs for the offline root
+
+    first = _offline_crl(tmp_path, ext, "first.crl")
+    imported = acar_json(env, "crl", "import", "--ca", "root", str(first))
+    assert (imported["crl_number"], imported["newly_revoked"]) == (1, [])
+    again = run_acar(env, "crl", "import", "--ca", "root", str(first), check=False)
+    assert again.returncode == 1
+    assert again.stderr == "acar: error: the CRL number 1 is not higher than that of the current root CRL (1)\n"
+    forged = run_acar(env, "crl", "import", "--ca", "root", str(ext["issuing.pem"]), check=False)
+    assert forged.returncode == 1 and forged.stderr == "acar: error: the file is not a DER or PEM X.509 CRL\n"
+
+    server = Server(env, log_path=tmp_path / "server.log")
+    try:
+        server.wait_ready()
+        async with httpx.AsyncClient(base_url=server.base) as http:
+            served = await http.get("/pki/crl/root.crl")
+        assert served.status_code == 200 and served.content == _der_crl(first)
+
+        issuing_serial = format(int(openssl("x509", "-in", str(ext["issuing.pem"]), "-noout", "-serial")
+                                    .stdout.strip().split("=")[1], 16), "x")
+        crls = await _count(services, CRLRecord)
+        revoke = run_acar(env, "cert", "revoke", issuing_serial, "--reason", "cACompromise", check=False)
+        assert revoke.returncode == 1
+        assert revoke.stderr == ("acar: error: the root CA key is offline; revoke by publishing a root CRL "
+                                 "signed offline\n")
+        assert acar_json(env, "cert", "show", issuing_serial)["status"] == "valid"
+        assert await _count(services, CRLRecord) == crls
+
+        second = _offline_crl(tmp_path, ext, "second.crl", revoke=ext["issuing.pem"])
+        imported = acar_json(env, "crl", "import", "--ca", "root", str(second))
+        assert (imported["crl_number"], imported["newly_revoked"]) == (2, [issuing_serial])
+        shown = acar_json(env, "cert", "show", issuing_serial)
+        assert (shown["status"], shown["revocation_reason"]) == ("revoked", "cACompromise")
+        async with httpx.AsyncClient(base_url=server.base) as http:
+            assert (await http.get("/pki/crl/root.crl")).content == _der_crl(second)
+    finally:
+        assert server.stop(signal.SIGINT) == 0, server.log()
+
+    _, pub = _ec_key(tmp_path, "person")
+    refused = run_acar(env, "cert", "issue", "--profile", "authentication", "--fin", "5ABC12D", "--given-name",
+                       "Aysel", "--surname", "Məmmədova", "--public-key", str(pub), check=False)
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1
+    assert "the issuing CA certificate was revoked at" in refused.stderr and "it issues nothing" in refused.stderr
+
+
+def _der_crl(path: Path) -> bytes:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return x509.load_pem_x509_crl(path.read_bytes()).public_bytes(Encoding.DER)
+
+
+def _curve_key(tmp_path: Path, curve: str) -> tuple[Path, Path]:
+    key, pub = tmp_path / f"{curve}.key", tmp_path / f"{curve}.pub"
+    openssl("genpkey", "-algorithm", "EC", "-pkeyopt", f"ec_paramgen_curve:{curve}", "-out", str(key))
+    openssl("pkey", "-in", str(key), "-pubout", "-out", str(pub))
+    return key, pub
+
+
+@pytest.mark.parametrize(("curve", "message"), [
+    ("brainpoolP512t1", "is not supported"),  # a curve `cryptography` cannot load at all (UnsupportedAlgorithm)
+    ("secp224r1", "EC keys must be on P-256, P-384 or P-521, not secp224r1"),
+    ("brainpoolP256r1", "EC keys must be on P-256, P-384 or P-521, not brainpoolP256r1"),
+])
+async def test_keys_on_unsupported_curves_are_one_line_errors(
+    cli_env: dict[str, str], services: Services, tmp_path: Path, curve: str, message: str
+) -> None:
+    key, pub = _curve_key(tmp_path, curve)
+    ext = _openssl_hierarchy(tmp_path)  # a well-formed root certificate: the key is what is refused
+    run_acar(cli_env, "migrate")
+    proc = run_acar(cli_env, "ca", "import", "--name", "root", "--cert", str(ext["root.pem"]), "--key", str(key),
+                    check=False)
+    expected = "cannot use the private key: Curve" if curve == "brainpoolP512t1" else \
+        "only EC P-256/P-384, RSA 2048/3072 and Ed25519 keys are supported"
+    assert proc.returncode == 1 and proc.stderr.startswith("acar: error: ") and expected in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert await _count(services, CertificateAuthority) == 0
+
+    run_acar(cli_env, "init")
+    before = await _count(services, IssuedCertificate)
+    proc = run_acar(cli_env, "cert", "issue", "--profile", "authentication", "--fin", "5ABC12D", "--given-name",
+                    "A", "--surname", "B", "--public-key", str(pub), check=False)
+    assert proc.returncode == 1 and proc.stdout == "" and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("acar: error: ") and proc.stderr.count("\n") == 1 and message in proc.stderr
+    assert await _count(services, IssuedCertificate) == before

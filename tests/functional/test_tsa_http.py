@@ -6,19 +6,37 @@ database, and `openssl ts -verify` checks what the endpoint returns.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import select
 
-from api.deps import Services
+from api.app import create_app
+from api.deps import Services, build_services
+from api.settings import Settings
+from keys.models import IssuedCertificate
+from keys.profiles import Profile
 from keys.serials import SerialAllocator
 from keys.software import SoftwareKeyHandle, generate_private_key
 from keys.tsa import TsaProvider
+from keys.x509 import serial_to_hex
 from storage.audit import AuditEvent
-from tests.tsa_pki import POLICY, TsaTestPki, build_test_pki, openssl, openssl_query, parse_reply, tst_info
+from tests.tsa_pki import (
+    ISSUER,
+    POLICY,
+    CertificateRecords,
+    TsaTestPki,
+    build_test_pki,
+    openssl,
+    openssl_query,
+    parse_reply,
+    tst_info,
+)
 
 QUERY = {"Content-Type": "application/timestamp-query"}
 
@@ -35,7 +53,8 @@ def tsa_services(initialized: Services, pki: TsaTestPki) -> Services:
     async def load() -> TsaTestPki:
         return pki
 
-    initialized.tsa = TsaProvider(load, policy_oid=POLICY, serials=SerialAllocator(initialized.sessions, purpose="tsa"))
+    initialized.tsa = TsaProvider(load, policy_oid=POLICY, serials=SerialAllocator(initialized.sessions, purpose="tsa"),
+                                  statuses=CertificateRecords(pki), issuer=ISSUER, refresh_seconds=0)
     return initialized
 
 
@@ -161,3 +180,56 @@ async def test_tsa_without_certificate_answers_503_problem(initialized: Services
 
     assert response.status_code == 503
     assert response.json()["type"] in {"urn:acar:problem:tsa_not_configured", "urn:acar:problem:ca_not_initialized"}
+
+
+CACHE_SECONDS = 0.5
+
+
+async def _tsa_serial(services: Services) -> list[str]:
+    async with services.sessions() as session:
+        result = await session.execute(select(IssuedCertificate.serial_hex)
+                                       .where(IssuedCertificate.profile == Profile.TSA.value)
+                                       .order_by(IssuedCertificate.id))
+        return list(result.scalars())
+
+
+async def test_a_revoked_tsa_certificate_stops_every_node_within_the_key_cache_time(
+    initialized: Services, settings: Settings, document: Path, tmp_path: Path
+) -> None:
+    """A node with ACAR_KEY_CACHE_SECONDS serves; the revocation and the renewal happen on another node."""
+    async with initialized.sessions() as session, session.begin():
+        await initialized.pki.initialize(session, actor="test", create_hierarchy=True)
+    node = build_services(settings.model_copy(update={"key_cache_seconds": CACHE_SECONDS}))
+    app = create_app(services=node)
+    query = openssl_query(tmp_path, document, "-sha256", "-cert")
+    try:
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://localhost:8000"
+        ) as client:
+            granted = await client.post("/pki/tsa", content=query, headers=QUERY)
+            assert parse_reply(granted.content)["status"].native["status"] == "granted"
+            (first_serial,) = await _tsa_serial(initialized)
+
+            async with initialized.sessions() as session, session.begin():
+                await initialized.pki.revoke(session, first_serial, "keyCompromise", actor="test")
+            await asyncio.sleep(CACHE_SECONDS)  # at most one key cache time later, the node refuses
+            refused = await client.post("/pki/tsa", content=query, headers=QUERY)
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["type"] == "urn:acar:problem:tsa_not_configured"
+
+            await initialized.pki.housekeeping(actor="test")  # the CA issues the TSA a new key and certificate
+            await asyncio.sleep(CACHE_SECONDS)
+            renewed = await client.post("/pki/tsa", content=query, headers=QUERY)
+            root = x509.load_der_x509_certificate((await client.get("/pki/ca/root.crt")).content)
+    finally:
+        await node.close()
+    (_, second_serial) = await _tsa_serial(initialized)
+    reply = parse_reply(renewed.content)
+    assert reply["status"].native["status"] == "granted"
+    signer = reply["time_stamp_token"]["content"]["signer_infos"][0]["sid"].chosen  # RFC 5652 IssuerAndSerialNumber
+    assert serial_to_hex(signer["serial_number"].native) == second_serial != first_serial
+    (tmp_path / "root.pem").write_bytes(root.public_bytes(Encoding.PEM))
+    (tmp_path / "renewed.tsr").write_bytes(renewed.content)
+    verified = openssl("ts", "-verify", "-data", document, "-in", tmp_path / "renewed.tsr",
+                       "-CAfile", tmp_path / "root.pem")
+    assert "Verification: OK" in verified.stdout

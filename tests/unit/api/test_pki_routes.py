@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import urllib.parse
 
 import httpx
@@ -75,6 +76,29 @@ async def test_ocsp_over_post_and_get(client: httpx.AsyncClient, initialized: Se
         assert r.status_code == 200 and r.headers["content-type"] == "application/ocsp-response", path
         assert ocsp.load_der_ocsp_response(r.content).certificate_status == ocsp.OCSPCertStatus.GOOD
         assert r.headers["cache-control"] == "max-age=600, public, no-transform, must-revalidate"
+
+
+async def test_ocsp_get_whose_base64_ends_in_a_slash(
+    client: httpx.AsyncClient, initialized: Services, pki: PkiService
+) -> None:
+    """About one GET in 200 ends in "/" (a DER length divisible by 3 whose last 6 bits are all ones): the "/"
+    belongs to the base64 and must not be taken for a path separator."""
+    cert = await _issue(initialized)
+    issuing = x509.load_der_x509_certificate((await client.get("/pki/ca/issuing.crt")).content)
+    for attempt in itertools.count():  # vary the nonce (the request's last bytes) until the base64 ends in "/"
+        nonce = attempt.to_bytes(4, "big") * 4 + b"\xff" * (attempt % 3)
+        request = ocsp_request(cert, issuing, nonce=nonce)
+        encoded = base64.b64encode(request).decode()
+        if encoded.endswith("/"):
+            break
+    for path in (encoded, urllib.parse.quote(encoded, safe=""), "/" + encoded):  # raw, %2F, after a base URL "/"
+        r = await client.get("/pki/ocsp/" + path)
+        assert r.status_code == 200 and r.headers["content-type"] == "application/ocsp-response", path
+        response = ocsp.load_der_ocsp_response(r.content)
+        assert response.response_status == ocsp.OCSPResponseStatus.SUCCESSFUL, path
+        assert response.certificate_status == ocsp.OCSPCertStatus.GOOD
+        assert response.serial_number == cert.serial_number
+        assert response.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce == nonce
 
 
 @pytest.mark.parametrize("send", [

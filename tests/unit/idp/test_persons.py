@@ -17,7 +17,7 @@ def test_fin_accepts_seven_letters_or_digits(value: str) -> None:
     assert normalize_fin(value) == value.strip().upper()
 
 
-@pytest.mark.parametrize("value", ["", "123456", "12345678", "5AB-12D", "5ABÇ12D", "5AB 12D", "５ABC12D"])
+@pytest.mark.parametrize("value", ["", "123456", "12345678", "5AB-12D", "5ABÇ12D", "5AB 12D", "５ABC12D", "12345ß"])
 def test_fin_rejects_malformed(value: str) -> None:
     with pytest.raises(InvalidIdentifier, match="7 Latin letters or digits"):
         normalize_fin(value)

@@ -3,6 +3,7 @@ and token-signing keys on the token. The behaviour both backends share is in tes
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import threading
 import time
@@ -157,6 +158,52 @@ async def test_concurrent_signing_from_many_threads(
     assert errors == []
     assert found.sign(b"x")
     assert not any(thread.is_alive() for thread in threads)
+
+
+async def test_signing_goes_on_while_an_rsa_3072_key_pair_is_generated(
+    store: Pkcs11KeyStore, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rotation on the HSM must not stall requests: RSA-3072 generation takes the token seconds, and the
+    event loop keeps signing (synchronously, as JwsSigner does) in the shared session meanwhile."""
+    assert store.threaded  # SoftHSM2 took CKF_OS_LOCKING_OK: without it, calls into the module must not overlap
+    async with services.sessions() as session, session.begin():
+        signer = await store.generate(session, "EC-P256", purpose="test", label="serving")
+    started, finished = threading.Event(), threading.Event()
+    times: dict[str, float] = {}
+    generate_on_token = store._generate_on_token
+
+    def timed_generation(*args: str) -> object:  # in the worker thread
+        times["started"] = time.perf_counter()
+        started.set()
+        try:
+            return generate_on_token(*args)  # type: ignore[arg-type]
+        finally:
+            times["finished"] = time.perf_counter()
+            finished.set()
+
+    monkeypatch.setattr(store, "_generate_on_token", timed_generation)
+    signed: list[float] = []
+    async with services.sessions() as session, session.begin():
+        generation = asyncio.create_task(store.generate(session, "RSA-3072", purpose="test", label="rotation"))
+        assert await asyncio.to_thread(started.wait, 60)
+        while not finished.is_set():  # on the event loop's thread, blocking it as a request's signature would
+            verify(signer.public_key(), signer.sign(b"a request"), b"a request")
+            signed.append(time.perf_counter())
+        rotated = await generation
+
+    generating = times["finished"] - times["started"]
+    first = signed[0] - times["started"]
+    assert first < generating / 2, f"the first signature took {first:.3f} s of a {generating:.3f} s generation"
+    assert sum(t < times["finished"] for t in signed) >= 3
+    verify(rotated.public_key(), rotated.sign(b"new key"), b"new key")
+
+
+def test_a_module_that_cannot_be_initialised_for_threads_is_used_single_threaded(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level("WARNING", logger="acar.keys.pkcs11"):
+        assert p11._initialize_for_threads("/nonexistent/libpkcs11-not-loaded.so") is False
+    assert [r.msg for r in caplog.records] == ["pkcs11.single_threaded"]
 
 
 async def test_keys_of_the_other_backend_are_not_found(store: Pkcs11KeyStore, services: Services) -> None:

@@ -23,7 +23,17 @@ from keys.errors import BackendError, CANotInitialized, TsaNotConfigured
 from keys.interfaces import HashName, KeyType
 from keys.software import SoftwareKeyHandle, generate_private_key
 from keys.tsa import TimestampAuthority, TimestampReply, TsaProvider
-from tests.tsa_pki import POLICY, TsaTestPki, build_test_pki, openssl, openssl_query, parse_reply, tst_info
+from tests.tsa_pki import (
+    ISSUER,
+    POLICY,
+    CertificateRecords,
+    TsaTestPki,
+    build_test_pki,
+    openssl,
+    openssl_query,
+    parse_reply,
+    tst_info,
+)
 from tests.unit.keys.conftest import Backend
 
 DOCUMENT = b"%PDF-1.7 an Acar test document\n" * 100
@@ -452,39 +462,126 @@ def test_ed25519_key_and_bad_settings_are_refused(pki: TsaTestPki) -> None:
                            accuracy=dt.timedelta(0))
 
 
-# --- the provider -------------------------------------------------------------------------------------------
+# --- the provider: refreshed every key cache time, refuses revoked and expired certificates -------------------
 
 
-async def test_provider_builds_once_and_picks_up_a_renewed_certificate(pki: TsaTestPki) -> None:
+class Monotonic:
+    """A monotonic clock the test moves by hand (the provider's refresh timer)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Loads:
+    """The provider's `load`: returns `current`, counts the calls, raises `failure` when set."""
+
+    def __init__(self, current: TsaTestPki) -> None:
+        self.current = current
+        self.count = 0
+        self.failure: Exception | None = None
+
+    async def __call__(self) -> TsaTestPki:
+        self.count += 1
+        if self.failure is not None:
+            raise self.failure
+        return self.current
+
+
+def _provider(loads: Loads, records: CertificateRecords, timer: Monotonic, *, refresh_seconds: float = 5,
+              clock: Clock | None = None) -> TsaProvider:
+    return TsaProvider(loads, policy_oid=POLICY, serials=CountingSerials(), statuses=records, issuer=ISSUER,
+                       refresh_seconds=refresh_seconds, monotonic=timer, clock=clock or Clock())
+
+
+async def _granted(provider: TsaProvider) -> TimestampReply:
+    reply = await (await provider()).respond(_request("sha256", bytes(32)))
+    assert reply.granted
+    return reply
+
+
+async def test_provider_builds_once_and_picks_up_a_renewed_certificate_at_the_next_refresh(pki: TsaTestPki) -> None:
     renewed = build_test_pki(_handle())
-    current = [pki]
-    loads = 0
+    loads, records, timer = Loads(pki), CertificateRecords(pki, renewed), Monotonic()
+    provider = _provider(loads, records, timer)
 
-    async def load() -> TsaTestPki:
-        nonlocal loads
-        loads += 1
-        return current[0]
-
-    provider = TsaProvider(load, policy_oid=POLICY, serials=CountingSerials(), refresh_seconds=3600)
     first = await provider()
-    assert await provider() is first and loads == 1
-    current[0] = renewed
-    assert await provider() is first  # still fresh
-    provider.reset()
+    assert await provider() is first and (loads.count, records.lookups) == (1, 1)  # nothing per request
+    loads.current = renewed
+    timer.now += 4.9
+    assert await provider() is first  # within the refresh time: still the certificate it loaded
+    timer.now += 0.2
     second = await provider()
-    assert second is not first and second.certificate.dump() == renewed.certificate.dump() and loads == 2
+    assert second is not first and second.certificate.dump() == renewed.certificate.dump()
+    assert (loads.count, records.lookups) == (2, 2)
+    timer.now += 5.1
+    assert await provider() is second and loads.count == 3  # looked again, same certificate: same authority
 
-    eager = TsaProvider(load, policy_oid=POLICY, serials=CountingSerials(), refresh_seconds=0)
-    built = await eager()
-    assert await eager() is built and loads == 4  # looked again, same certificate: same authority
+
+async def test_provider_stops_granting_within_the_refresh_time_once_its_certificate_is_revoked(
+    pki: TsaTestPki,
+) -> None:
+    loads, records, timer = Loads(pki), CertificateRecords(pki), Monotonic()
+    provider = _provider(loads, records, timer)
+    await _granted(provider)
+
+    records.revoke(pki)  # on another node: this one learns it at its next refresh
+    timer.now += 5.0
+    with pytest.raises(TsaNotConfigured, match=f"TSA certificate {pki.serial_hex} was revoked"):
+        await provider()
+    lookups = records.lookups
+    timer.now += 4.9
+    with pytest.raises(TsaNotConfigured, match="was revoked"):  # the refusal is kept: no query per request
+        await provider()
+    assert records.lookups == lookups
+
+    renewed = build_test_pki(_handle())  # the CA issues a new TSA certificate (`acar init`, housekeeping)
+    records.issue(renewed)
+    loads.current = renewed
+    timer.now += 0.1
+    reply = await _granted(provider)
+    assert (await provider()).certificate.dump() == renewed.certificate.dump() and reply.granted
 
 
-async def test_provider_propagates_a_missing_certificate() -> None:
-    async def load() -> TsaTestPki:
-        raise CANotInitialized("no valid tsa certificate (run `acar init`)")
+async def test_provider_refreshes_when_its_certificate_expires_and_refuses_it(pki: TsaTestPki) -> None:
+    soon = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=30)
+    expiring = build_test_pki(_handle(), not_after=soon)
+    clock = Clock(soon - dt.timedelta(seconds=2))
+    loads, records, timer = Loads(expiring), CertificateRecords(expiring), Monotonic()
+    provider = _provider(loads, records, timer, refresh_seconds=300, clock=clock)
+    await _granted(provider)
 
-    with pytest.raises(CANotInitialized):
-        await TsaProvider(load, policy_oid=POLICY, serials=CountingSerials())()
+    clock.now, timer.now = soon, timer.now + 2  # the refresh falls due at notAfter, not 300 s later
+    with pytest.raises(TsaNotConfigured, match="is not valid at"):
+        await provider()
+    assert loads.count == 2
+
+
+async def test_provider_refuses_a_certificate_unknown_to_the_certificates_table(pki: TsaTestPki) -> None:
+    provider = _provider(Loads(pki), CertificateRecords(), Monotonic())
+
+    with pytest.raises(TsaNotConfigured, match="is not one the test-issuing CA issued"):
+        await provider()
+
+
+async def test_provider_refuses_without_credentials_and_retries_after_infrastructure_errors(
+    pki: TsaTestPki,
+) -> None:
+    loads, records, timer = Loads(pki), CertificateRecords(pki), Monotonic()
+    provider = _provider(loads, records, timer)
+    loads.failure = CANotInitialized("no valid tsa certificate (run `acar init`)")
+    with pytest.raises(TsaNotConfigured, match="run `acar init`"):
+        await provider()
+
+    timer.now += 5
+    loads.failure = OSError("database unreachable")  # not a verdict on the certificate: not kept
+    with pytest.raises(OSError, match="unreachable"):
+        await provider()
+    loads.failure = None
+    await _granted(provider)
+    assert loads.count == 3
 
 
 # --- through the key backends (software and the real SoftHSM2 token) -----------------------------------------
