@@ -66,7 +66,7 @@ def wrk(url: str, seconds: int, conns: int, body: Path | None, ctype: str, lua: 
     out = sh(*cmd, url, env=env)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    p50 = re.search(r"50%\s+(\S+)", out)
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.MULTILINE)
     return rps, int(bad.group(1)) if bad else 0, p50.group(1) if p50 else "-"
 
 
