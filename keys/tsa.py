@@ -87,6 +87,7 @@ class TimestampRejection(Exception):
     """
 
     fail_info = "system_failure"
+    also: frozenset[str] = frozenset()  # further failInfo bits set beside `fail_info`
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -100,9 +101,13 @@ class BadAlg(TimestampRejection):
 
 
 class BadDataFormat(TimestampRejection):
-    """badDataFormat (5): "the data submitted has the wrong format" (RFC 3161 section 2.4.2)."""
+    """badDataFormat (5): "the data submitted has the wrong format" (RFC 3161 section 2.4.2).
+
+    badRequest (2) is set too: a client that only looks for the generic "bad request" bit sees it.
+    """
 
     fail_info = "bad_data_format"
+    also = frozenset({"bad_request"})
 
 
 class UnacceptedPolicy(TimestampRejection):
@@ -471,7 +476,7 @@ def _der(value: core.Asn1Value) -> bytes:
 def _rejection(rejection: TimestampRejection, *, client_text: str | None = None) -> TimestampReply:
     """A TimeStampResp with status rejection, the failInfo bit and a short statusString (no token)."""
     status = tsp.PKIStatusInfo({"status": "rejection", "status_string": [client_text or rejection.detail],
-                                "fail_info": {rejection.fail_info}})
+                                "fail_info": {rejection.fail_info, *rejection.also}})
     der = tlv(SEQUENCE, _der(status))  # asn1crypto's TimeStampResp wrongly requires timeStampToken
     return TimestampReply(der=der, status="rejection", failure=rejection.fail_info, detail=rejection.detail)
 

@@ -112,7 +112,7 @@ async def test_malformed_request_is_a_rejection_reply_not_an_http_error(
 
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/timestamp-reply"
-    assert parse_reply(response.content)["status"].native["fail_info"] == {"bad_data_format"}
+    assert parse_reply(response.content)["status"].native["fail_info"] == {"bad_request", "bad_data_format"}
     assert await _events(tsa_services) == []  # only granted time-stamps are audit events
 
 

@@ -301,7 +301,7 @@ async def test_malformed_request_is_rejected_bad_data_format(
 
     assert not reply.granted and reply.failure == "bad_data_format"
     assert _status(reply) == {"status": "rejection", "status_string": ["the request is not a DER TimeStampReq"],
-                              "fail_info": {"bad_data_format"}}
+                              "fail_info": {"bad_request", "bad_data_format"}}
     text = _reply_text(_save(tmp_path, reply))
     assert "Status: Rejected." in text and "the data submitted has the wrong format" in text
     assert "TST info:\nNot included." in text
