@@ -444,7 +444,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         _fail(str(exc))
     try:
         args.func(args, settings)
-    except (CliError, IdpError, KeysError) as exc:
+    except (CliError, IdpError, KeysError, SettingsError) as exc:
         _fail(str(exc))
     except SQLAlchemyError as exc:
         _fail(f"database error ({type(exc).__name__}); is ACAR_DATABASE_URL reachable and migrated (`acar migrate`)?")

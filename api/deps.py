@@ -59,7 +59,7 @@ def build_key_store(settings: Settings) -> KeyStore:
         return Pkcs11KeyStore(  # an unset module, label or PIN is a BackendError naming the setting
             module_path=str(settings.pkcs11_module or ""),
             token_label=settings.pkcs11_token_label,
-            pin=settings.pkcs11_pin,
+            pin=settings.resolved_pkcs11_pin(),
         )
     return SoftwareKeyStore(MasterKey.from_file(settings.resolved_master_key_file))
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _OID_RE = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
@@ -39,7 +39,8 @@ class Settings(BaseSettings):
     key_backend: Literal["software", "pkcs11"] = "software"
     pkcs11_module: Path | None = None
     pkcs11_token_label: str = ""
-    pkcs11_pin: str = ""
+    pkcs11_pin: SecretStr = SecretStr("")
+    pkcs11_pin_file: Path | None = None
 
     # token-signing keys
     token_key_algorithms: list[Literal["ES256", "RS256", "EdDSA"]] = Field(default=["ES256", "RS256"])
@@ -99,10 +100,22 @@ class Settings(BaseSettings):
                 )
             if not self.master_key_file.is_file():
                 raise SettingsError(f"ACAR_MASTER_KEY_FILE: no such file {self.master_key_file}")
-        elif not (self.pkcs11_module and self.pkcs11_token_label and self.pkcs11_pin):
+        elif not (self.pkcs11_module and self.pkcs11_token_label and (self.pkcs11_pin.get_secret_value()
+                                                                          or self.pkcs11_pin_file)):
             raise SettingsError(
-                "ACAR_PKCS11_MODULE, ACAR_PKCS11_TOKEN_LABEL and ACAR_PKCS11_PIN must be set for the pkcs11 key backend"
+                "ACAR_PKCS11_MODULE, ACAR_PKCS11_TOKEN_LABEL and ACAR_PKCS11_PIN (or ACAR_PKCS11_PIN_FILE) must be set "
+                "for the pkcs11 key backend"
             )
+
+    def resolved_pkcs11_pin(self) -> str:
+        """The token PIN: ACAR_PKCS11_PIN_FILE (first line) when set, else ACAR_PKCS11_PIN."""
+        if self.pkcs11_pin_file is None:
+            return self.pkcs11_pin.get_secret_value()
+        try:
+            lines = self.pkcs11_pin_file.read_text().strip().splitlines()
+        except OSError as exc:
+            raise SettingsError(f"ACAR_PKCS11_PIN_FILE: cannot read {self.pkcs11_pin_file}: {exc.strerror}") from None
+        return lines[0].strip() if lines else ""
 
 
 def load_settings() -> Settings:

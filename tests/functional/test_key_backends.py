@@ -99,6 +99,23 @@ def test_pkcs11_backend_init_and_serve(cli_env: dict[str, str], softhsm_token: S
 
 
 @pytest.mark.pkcs11
+def test_pkcs11_pin_from_a_file(cli_env: dict[str, str], softhsm_token: SoftHsmToken, tmp_path: Path) -> None:
+    """ACAR_PKCS11_PIN_FILE keeps the PIN out of the environment; a wrong or unreadable file is one line."""
+    env = {k: v for k, v in {**cli_env, **softhsm_token.acar_env()}.items() if k != "ACAR_PKCS11_PIN"}
+    env["ACAR_KEY_BACKEND"] = "pkcs11"
+    pin_file = tmp_path / "pin"
+    pin_file.write_text(softhsm_token.pin + "\n")
+    assert run_acar({**env, "ACAR_PKCS11_PIN_FILE": str(pin_file)}, "keys", "list", "--json").returncode == 0
+    pin_file.write_text("000000\n")
+    proc = run_acar({**env, "ACAR_PKCS11_PIN_FILE": str(pin_file)}, "keys", "list", check=False)
+    assert proc.returncode == 1
+    _one_line_error(proc.stderr, "ACAR_PKCS11_PIN: the token")
+    proc = run_acar({**env, "ACAR_PKCS11_PIN_FILE": str(tmp_path / "missing")}, "keys", "list", check=False)
+    assert proc.returncode == 1
+    _one_line_error(proc.stderr, "ACAR_PKCS11_PIN_FILE: cannot read")
+
+
+@pytest.mark.pkcs11
 @pytest.mark.parametrize(("override", "setting"), [  # the other settings' errors: tests/unit/keys/test_pkcs11.py
     ({"ACAR_PKCS11_PIN": "000000"}, "ACAR_PKCS11_PIN: the token"),  # a real C_Login in a fresh process
     ({"ACAR_PKCS11_MODULE": "/nonexistent/libpkcs11.so"}, "ACAR_PKCS11_MODULE: cannot use the PKCS#11 module"),
