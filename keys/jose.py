@@ -167,7 +167,7 @@ class JwsVerifier:
         algorithms: Iterable[str],
         issuer: str,
         audience: str | None,
-        typ: str | None = None,
+        typ: str | None,
         leeway: int = CLOCK_SKEW_LEEWAY_SECONDS,
         required: Iterable[str] = ("exp", "iat", "iss"),
         clock: Callable[[], float] = time.time,

@@ -267,19 +267,23 @@ class TokenKeyService:
             raise KeyNotFound(f"no current {alg} token key (run `acar init` or `acar keys rotate`)")
         return signer
 
-    async def verify(self, token: str, *, issuer: str, audience: str | None, typ: str | None = None,
-                     algorithms: Iterable[str] | None = None) -> VerifiedClaims:
-        """Verify a token signed by one of our published keys, reloading the set once for an unknown kid."""
+    async def verify(self, token: str, *, issuer: str, audience: str | None, typ: str | None,
+                     algorithms: Iterable[str]) -> VerifiedClaims:
+        """Verify a token signed by one of our published keys, reloading the set once for an unknown kid.
+
+        The policy is always the caller's (STYLE habit 9): issuer, audience, typ and algorithms have no
+        defaults; `typ=None` must be said explicitly to accept any typ.
+        """
         snap = await self.snapshot()
-        policy = {"algorithms": algorithms or self.algorithms, "issuer": issuer, "audience": audience, "typ": typ}
+        algs = tuple(algorithms)
         try:
-            return JwsVerifier(snap.resolve, **policy).verify(token)  # type: ignore[arg-type]
+            return JwsVerifier(snap.resolve, algorithms=algs, issuer=issuer, audience=audience, typ=typ).verify(token)
         except InvalidToken as exc:
             if str(exc) != "unknown signing key" or time.monotonic() - self._last_forced < _UNKNOWN_KID_REFRESH_SECONDS:
                 raise
         self._last_forced = time.monotonic()
         snap = await self.refresh()
-        return JwsVerifier(snap.resolve, **policy).verify(token)  # type: ignore[arg-type]
+        return JwsVerifier(snap.resolve, algorithms=algs, issuer=issuer, audience=audience, typ=typ).verify(token)
 
     async def loaded(self) -> list[str]:
         """Algorithms whose current key is loaded and able to sign (for readiness)."""

@@ -17,6 +17,7 @@ from keys.token_keys import TokenKeyService
 from storage.audit import AuditEvent
 
 ISSUER = "http://localhost:8000"
+ANY_TYP: dict[str, object] = {"typ": None, "algorithms": ["ES256", "RS256"]}
 
 
 class Clock:
@@ -82,7 +83,7 @@ async def test_tokens_verify_with_pyjwt(services: Services, alg: str) -> None:
     assert pyjwt.get_unverified_header(token) == {"alg": alg, "kid": signer.kid, "typ": "at+jwt"}
     claims = _pyjwt_verify(token, dict(await svc.jwks()), alg)
     assert claims["sub"] == "s1"
-    ours = await svc.verify(token, issuer=ISSUER, audience="agency", typ="at+jwt")
+    ours = await svc.verify(token, issuer=ISSUER, audience="agency", typ="at+jwt", algorithms=[alg])
     assert ours["sub"] == "s1"
 
 
@@ -130,7 +131,7 @@ async def test_rotation_keeps_old_tokens_valid_until_retired_key_is_removed(serv
     with pytest.raises(pyjwt.PyJWTError):
         _pyjwt_verify(old_token, jwks, "ES256")
     with pytest.raises(InvalidToken, match="unknown signing key"):
-        await svc.verify(old_token, issuer=ISSUER, audience="agency")
+        await svc.verify(old_token, issuer=ISSUER, audience="agency", **ANY_TYP)
     async with services.sessions() as session:
         row = await session.get(StoredKey, old_current)
         assert row is not None and row.destroyed_at is not None and row.ciphertext is None
@@ -175,15 +176,15 @@ async def test_verify_refuses_tampering_and_foreign_policies(services: Services)
     }
     for name, bad in cases.items():
         with pytest.raises(InvalidToken):
-            await svc.verify(bad, issuer=ISSUER, audience="agency")
+            await svc.verify(bad, issuer=ISSUER, audience="agency", **ANY_TYP)
         assert name
     with pytest.raises(InvalidToken, match="audience"):
-        await svc.verify(token, issuer=ISSUER, audience="another-agency")
+        await svc.verify(token, issuer=ISSUER, audience="another-agency", **ANY_TYP)
     with pytest.raises(InvalidToken, match="issuer"):
-        await svc.verify(token, issuer="https://evil.example", audience="agency")
+        await svc.verify(token, issuer="https://evil.example", audience="agency", **ANY_TYP)
     expired = (await svc.signer("ES256")).sign({**_claims(), "exp": int(time.time()) - 3600})
     with pytest.raises(InvalidToken, match="expired"):
-        await svc.verify(expired, issuer=ISSUER, audience="agency")
+        await svc.verify(expired, issuer=ISSUER, audience="agency", **ANY_TYP)
 
 
 async def test_concurrent_schedules_rotate_once(services: Services) -> None:
