@@ -16,6 +16,7 @@ from api.logging import configure_logging
 from api.middleware import RequestContextMiddleware
 from api.routes import admin, health, keys, pki, tsa
 from api.settings import Settings, load_settings
+from idp.revocation import TokenRevocations
 from keys.software import SoftwareKeyStore
 
 log = logging.getLogger("acar.app")
@@ -31,6 +32,11 @@ async def _housekeeping(services: Services, interval: float) -> None:
                 log.info("keys.housekeeping", extra=result)
         except Exception:
             log.exception("keys.housekeeping_failed")
+        try:
+            async with services.sessions() as session, session.begin():
+                await TokenRevocations(session).purge_expired()
+        except Exception:
+            log.exception("tokens.purge_failed")
         try:
             published = await services.pki.housekeeping()
             if any(published.values()):

@@ -8,17 +8,21 @@ shared key set (RFC 6750 for the bearer scheme and its error codes).
 
 from __future__ import annotations
 
+import datetime as dt
 import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from fastapi import Request
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import Services
 from api.problems import ApiProblem
+from idp.revocation import TokenRevocations
 from keys.errors import InvalidToken
 from keys.jose import VerifiedClaims
+from storage.base import utcnow
 
 ADMIN_SCOPE = "acar:admin"
 MINT_SCOPE = "acar:token:mint"
@@ -33,6 +37,13 @@ class AdminPrincipal:
     subject: str
     scopes: frozenset[str]
     claims: VerifiedClaims
+
+
+async def revoke_admin_token(services: Services, session: AsyncSession, jti: str, *, reason: str,
+                             actor: str) -> bool:
+    """Revoke an admin token by jti until the longest admin token could have expired."""
+    expires_at = utcnow() + dt.timedelta(seconds=services.settings.token_max_lifetime_seconds + 60)
+    return await TokenRevocations(session).revoke(jti, expires_at=expires_at, reason=reason, actor=actor)
 
 
 def admin_audience(issuer: str) -> str:
@@ -81,6 +92,15 @@ def require_scope(scope: str) -> Callable[[Request], Awaitable[AdminPrincipal]]:
         except InvalidToken as exc:
             raise ApiProblem(401, "invalid_token", "Invalid token", str(exc),
                              headers={"WWW-Authenticate": 'Bearer realm="acar-admin", error="invalid_token"'}) from None
+        jti = claims.claims.get("jti")
+        if not isinstance(jti, str):
+            raise ApiProblem(401, "invalid_token", "Invalid token", "admin tokens carry a jti",
+                             headers={"WWW-Authenticate": 'Bearer realm="acar-admin", error="invalid_token"'})
+        async with services.sessions() as session:
+            revoked = await TokenRevocations(session).is_revoked(jti)
+        if revoked:
+            raise ApiProblem(401, "invalid_token", "Invalid token", "token has been revoked",
+                             headers={"WWW-Authenticate": 'Bearer realm="acar-admin", error="invalid_token"'})
         scopes = frozenset(str(claims.claims.get("scope", "")).split())
         if scope not in scopes and ADMIN_SCOPE not in scopes:
             raise ApiProblem(403, "insufficient_scope", "Insufficient scope", f"this operation needs scope {scope}",

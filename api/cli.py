@@ -328,6 +328,17 @@ def cmd_cert_show(args: argparse.Namespace, settings: Settings) -> None:
     _emit(args, _run(settings, work))
 
 
+def cmd_admin_revoke_token(args: argparse.Namespace, settings: Settings) -> None:
+    from api.auth import revoke_admin_token
+
+    async def work(services: Services, session: AsyncSession) -> dict[str, Any]:
+        if not await revoke_admin_token(services, session, args.jti, reason=args.reason, actor="cli"):
+            raise CliError(f"token {args.jti} is already revoked")
+        return {"jti": args.jti, "revoked": True}
+
+    _emit(args, _run(settings, work))
+
+
 # --- parser ----------------------------------------------------------------------------------------------
 
 
@@ -385,6 +396,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scope", default="acar:admin", help="space-separated: acar:admin acar:cert:revoke acar:token:mint")
     p.add_argument("--ttl", type=int, default=900, help="lifetime in seconds")
     p.set_defaults(func=cmd_admin_token)
+    p = admin.add_parser("revoke-token", parents=[common], help="revoke an admin token by its jti")
+    p.add_argument("jti")
+    p.add_argument("--reason", default="revoked by an operator")
+    p.set_defaults(func=cmd_admin_revoke_token)
     _add_pki_commands(sub, common)
     return parser
 

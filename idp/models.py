@@ -53,3 +53,17 @@ class LoginSession(Base):
     acr: Mapped[str] = mapped_column(String(100))
     amr: Mapped[list[str]] = mapped_column(JSON, default=list)
     ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class RevokedToken(Base):
+    """A JWT revoked before its expiry, by its `jti` (RFC 7009 semantics for self-contained tokens).
+
+    Rows are needed only until `expires_at`: after that the token fails on its own `exp`.
+    """
+
+    __tablename__ = "revoked_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    revoked_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+    reason: Mapped[str] = mapped_column(String(200))

@@ -5,9 +5,17 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 
-from api.auth import ADMIN_SCOPE, ADMIN_SCOPES, DELEGABLE_SCOPES, AdminPrincipal, mint_admin_token, require_scope
+from api.auth import (
+    ADMIN_SCOPE,
+    ADMIN_SCOPES,
+    DELEGABLE_SCOPES,
+    AdminPrincipal,
+    mint_admin_token,
+    require_scope,
+    revoke_admin_token,
+)
 from api.deps import Services
 from api.logging import request_id_var
 from api.problems import ApiProblem
@@ -53,6 +61,20 @@ async def mint_token(
                      detail={"scope": minted["scope"], "ttl": body.ttl_seconds, "kid": minted["kid"],
                              "jti": minted["jti"], "minter_jti": principal.claims.claims.get("jti")})
     return TokenMintResponse.model_validate(minted)
+
+
+@router.post("/tokens/{jti}/revoke", status_code=204)
+async def revoke_token(
+    jti: str, request: Request, principal: Annotated[AdminPrincipal, Depends(require_scope(ADMIN_SCOPE))]
+) -> Response:
+    """Revoke an admin token by its jti (from the audit trail or the mint response): 204, or 409 if done."""
+    services: Services = request.app.state.services
+    async with services.sessions() as session, session.begin():
+        done = await revoke_admin_token(services, session, jti, reason="revoked through the admin API",
+                                        actor=principal.subject)
+    if not done:
+        raise ApiProblem(409, "already_revoked", "Token already revoked", f"token {jti} is already revoked")
+    return Response(status_code=204)
 
 
 @router.post("/certificates/{serial}/revoke", response_model=CertificateView)

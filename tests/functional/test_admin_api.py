@@ -144,3 +144,35 @@ async def test_init_never_writes_a_new_master_key_beside_sealed_keys(cli_env: di
     assert "does not exist, but the database holds keys sealed with master key" in proc.stderr
     assert proc.stderr.count("\n") == 1
     assert not (tmp_path / "fresh" / "master.key").exists()
+
+
+async def test_revoked_admin_token_is_refused(client: httpx.AsyncClient, initialized: Services,
+                                             cli_env: dict[str, str]) -> None:
+    admin = await _token(initialized, "acar:admin")
+    r = await client.post("/admin/tokens", headers=_auth(admin),
+                          json={"subject": "clerk", "scope": "acar:cert:revoke", "ttl_seconds": 300})
+    clerk, jti = r.json()["access_token"], r.json()["jti"]
+    assert (await client.post("/admin/certificates/00ff/revoke", headers=_auth(clerk),
+                              json={"reason": "keyCompromise"})).status_code == 404  # accepted, serial unknown
+
+    assert (await client.post(f"/admin/tokens/{jti}/revoke", headers=_auth(clerk))).status_code == 403
+    assert (await client.post(f"/admin/tokens/{jti}/revoke", headers=_auth(admin))).status_code == 204
+    again = await client.post(f"/admin/tokens/{jti}/revoke", headers=_auth(admin))
+    assert again.status_code == 409 and again.headers["content-type"] == "application/problem+json"
+    refused = await client.post("/admin/certificates/00ff/revoke", headers=_auth(clerk),
+                                json={"reason": "keyCompromise"})
+    assert refused.status_code == 401 and refused.json()["detail"] == "token has been revoked"
+    bad = await client.post("/admin/tokens/no!/revoke", headers=_auth(admin))
+    assert bad.status_code == 422
+
+    # the command line revokes too (another process, same database): the admin token itself stops working
+    admin_jti = pyjwt.decode(admin, options={"verify_signature": False})["jti"]
+    out = run_acar(cli_env, "admin", "revoke-token", admin_jti, "--json")
+    assert json.loads(out.stdout) == {"jti": admin_jti, "revoked": True}
+    assert run_acar(cli_env, "admin", "revoke-token", admin_jti, check=False).returncode == 1
+    r = await client.post("/admin/tokens", headers=_auth(admin), json={"subject": "x", "scope": "acar:cert:revoke"})
+    assert r.status_code == 401
+    async with initialized.sessions() as session:
+        events = (await session.execute(select(AuditEvent.subject).where(AuditEvent.event_type == "token.revoked"))
+                  ).scalars().all()
+    assert set(events) == {jti, admin_jti}

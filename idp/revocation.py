@@ -1,0 +1,43 @@
+"""Revocation of self-contained JWTs by `jti` (RFC 7009 section 2 semantics; RFC 9068 tokens carry a jti)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from idp.errors import InvalidIdentifier
+from idp.models import RevokedToken
+from storage.audit import record_event
+from storage.base import utcnow
+
+_JTI_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+
+
+class TokenRevocations:
+    """Records and answers revocations; flushes into the caller's unit of work."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def revoke(self, jti: str, *, expires_at: dt.datetime, reason: str, actor: str) -> bool:
+        """Revoke `jti` until `expires_at`; False when it was already revoked (nothing changes)."""
+        if not _JTI_RE.fullmatch(jti):
+            raise InvalidIdentifier("jti must be 8 to 64 URL-safe characters")
+        if await self._session.get(RevokedToken, jti) is not None:
+            return False
+        self._session.add(RevokedToken(jti=jti, expires_at=expires_at, reason=reason[:200]))
+        await self._session.flush()
+        record_event(self._session, "token.revoked", actor=actor, subject=jti, detail={"reason": reason[:200]})
+        return True
+
+    async def is_revoked(self, jti: str) -> bool:
+        found = await self._session.execute(select(RevokedToken.jti).where(RevokedToken.jti == jti))
+        return found.first() is not None
+
+    async def purge_expired(self, now: dt.datetime | None = None) -> int:
+        """Forget revocations of tokens that have expired anyway."""
+        result = await self._session.execute(delete(RevokedToken).where(RevokedToken.expires_at <= (now or utcnow())))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
