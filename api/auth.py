@@ -19,9 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import Services
 from api.problems import ApiProblem
+from api.settings import MAX_TOKEN_LIFETIME_CEILING
 from idp.revocation import TokenRevocations
 from keys.errors import InvalidToken
-from keys.jose import VerifiedClaims
+from keys.jose import CLOCK_SKEW_LEEWAY_SECONDS, VerifiedClaims
 from storage.base import utcnow
 
 ADMIN_SCOPE = "acar:admin"
@@ -41,8 +42,12 @@ class AdminPrincipal:
 
 async def revoke_admin_token(services: Services, session: AsyncSession, jti: str, *, reason: str,
                              actor: str) -> bool:
-    """Revoke an admin token by jti until the longest admin token could have expired."""
-    expires_at = utcnow() + dt.timedelta(seconds=services.settings.token_max_lifetime_seconds + 60)
+    """Revoke an admin token by jti until the longest admin token any configuration allows has expired.
+
+    The bound is the setting's ceiling, not this process's value: a CLI run with a smaller
+    ACAR_TOKEN_MAX_LIFETIME_SECONDS than the servers must not let the revocation lapse early.
+    """
+    expires_at = utcnow() + dt.timedelta(seconds=MAX_TOKEN_LIFETIME_CEILING + CLOCK_SKEW_LEEWAY_SECONDS)
     return await TokenRevocations(session).revoke(jti, expires_at=expires_at, reason=reason, actor=actor)
 
 
@@ -51,11 +56,12 @@ def admin_audience(issuer: str) -> str:
 
 
 async def mint_admin_token(
-    services: Services, *, subject: str, scopes: set[str], ttl_seconds: int, actor: str | None = None
+    services: Services, *, subject: str, scopes: set[str], ttl_seconds: int, actor: tuple[str, str] | None = None
 ) -> dict[str, object]:
     """Sign an admin access token with the current ES256 key (RFC 9068 section 2.2 claims).
 
-    `actor` is who minted it on someone else's behalf, kept as the RFC 8693 section 4.1 `act` claim.
+    `actor` is (subject, jti) of the token that minted it on someone else's behalf, kept as the RFC 8693
+    section 4.1 `act` claim: revoking the minting token revokes what it minted.
     """
     unknown = scopes - ADMIN_SCOPES
     if unknown or not scopes:
@@ -69,7 +75,7 @@ async def mint_admin_token(
     claims = {"iss": issuer, "sub": subject, "aud": admin_audience(issuer), "client_id": "acar-admin",
               "iat": now, "exp": now + ttl_seconds, "jti": secrets.token_urlsafe(16), "scope": " ".join(sorted(scopes))}
     if actor is not None:
-        claims["act"] = {"sub": actor}
+        claims["act"] = {"sub": actor[0], "jti": actor[1]}
     signer = await services.token_keys.signer("ES256")
     return {"access_token": signer.sign(claims, typ="at+jwt"), "token_type": "Bearer", "expires_in": ttl_seconds,
             "scope": claims["scope"], "kid": signer.kid, "jti": claims["jti"]}
@@ -96,8 +102,12 @@ def require_scope(scope: str) -> Callable[[Request], Awaitable[AdminPrincipal]]:
         if not isinstance(jti, str):
             raise ApiProblem(401, "invalid_token", "Invalid token", "admin tokens carry a jti",
                              headers={"WWW-Authenticate": 'Bearer realm="acar-admin", error="invalid_token"'})
+        chain = [jti]
+        act = claims.claims.get("act")
+        if isinstance(act, dict) and isinstance(act.get("jti"), str):
+            chain.append(act["jti"])  # a token minted by a revoked token is revoked with it
         async with services.sessions() as session:
-            revoked = await TokenRevocations(session).is_revoked(jti)
+            revoked = await TokenRevocations(session).any_revoked(chain)
         if revoked:
             raise ApiProblem(401, "invalid_token", "Invalid token", "token has been revoked",
                              headers={"WWW-Authenticate": 'Bearer realm="acar-admin", error="invalid_token"'})

@@ -16,6 +16,8 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _OID_RE = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
+MAX_TOKEN_LIFETIME_CEILING = 86400
+"""No configuration may issue tokens that live longer than a day (revocations are kept this long)."""
 PLACEHOLDER_OID_ARC = "1.3.6.1.4.1.99999."
 """The development policy OIDs live under this placeholder arc; production must use its registered arc."""
 
@@ -45,7 +47,7 @@ class Settings(BaseSettings):
     # token-signing keys
     token_key_algorithms: list[Literal["ES256", "RS256", "EdDSA"]] = Field(default=["ES256", "RS256"])
     token_key_rotation_days: float = Field(default=30.0, gt=0)
-    token_max_lifetime_seconds: int = Field(default=3600, ge=60, le=86400)
+    token_max_lifetime_seconds: int = Field(default=3600, ge=60, le=MAX_TOKEN_LIFETIME_CEILING)
     key_cache_seconds: float = Field(default=5.0, ge=0, le=300)
     housekeeping_seconds: float = Field(default=60.0, gt=0, le=3600)
 

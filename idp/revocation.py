@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Sequence
 
 from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from idp.errors import InvalidIdentifier
@@ -26,15 +29,22 @@ class TokenRevocations:
         """Revoke `jti` until `expires_at`; False when it was already revoked (nothing changes)."""
         if not _JTI_RE.fullmatch(jti):
             raise InvalidIdentifier("jti must be 8 to 64 URL-safe characters")
-        if await self._session.get(RevokedToken, jti) is not None:
+        values = {"jti": jti, "expires_at": expires_at, "reason": reason[:200], "revoked_at": utcnow()}
+        insert = pg_insert if self._session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        # ON CONFLICT DO NOTHING: two revocations at the same moment both succeed, one of them writes
+        result = await self._session.execute(
+            insert(RevokedToken).values(values).on_conflict_do_nothing(index_elements=["jti"]))
+        if result.rowcount != 1:  # type: ignore[attr-defined]
             return False
-        self._session.add(RevokedToken(jti=jti, expires_at=expires_at, reason=reason[:200]))
-        await self._session.flush()
         record_event(self._session, "token.revoked", actor=actor, subject=jti, detail={"reason": reason[:200]})
         return True
 
     async def is_revoked(self, jti: str) -> bool:
-        found = await self._session.execute(select(RevokedToken.jti).where(RevokedToken.jti == jti))
+        return await self.any_revoked([jti])
+
+    async def any_revoked(self, jtis: Sequence[str]) -> bool:
+        """Whether any of the tokens is revoked (a token and the one that minted it)."""
+        found = await self._session.execute(select(RevokedToken.jti).where(RevokedToken.jti.in_(list(jtis))))
         return found.first() is not None
 
     async def purge_expired(self, now: dt.datetime | None = None) -> int:

@@ -504,12 +504,24 @@ class CertificateAuthorityService:
         return result.scalars().first()
 
     async def _renewals_due(self, session: AsyncSession) -> list[Profile]:
-        """The service profiles without a certificate or with less than 1/3 of its validity left."""
+        """The service profiles without a certificate or with less than 1/3 of its validity left.
+
+        A certificate that already ends with the issuing CA is not due: a renewal could not outlive it (it is
+        capped at the CA's notAfter), so renewing would only mint a new key on every run.
+        """
         now = self._now()
+        ca_not_after: dt.datetime | None = None
         due = []
         for profile in SERVICE_PROFILES:
             current = await self._newest_service_certificate(session, profile)
-            if current is None or current.not_after - now <= SERVICE_VALIDITY[profile] / SERVICE_RENEWAL_FRACTION:
+            if current is None:
+                due.append(profile)
+                continue
+            if current.not_after - now > SERVICE_VALIDITY[profile] / SERVICE_RENEWAL_FRACTION:
+                continue
+            if ca_not_after is None:
+                ca_not_after = (await self.load_ca(session, ISSUING)).certificate.not_valid_after
+            if current.not_after < ca_not_after:
                 due.append(profile)
         return due
 

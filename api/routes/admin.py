@@ -52,7 +52,7 @@ async def mint_token(
                          f"ttl_seconds must not exceed the lifetime left to your own token ({max(remaining, 0)} s)")
     try:
         minted = await mint_admin_token(services, subject=body.subject, scopes=scopes, ttl_seconds=body.ttl_seconds,
-                                        actor=principal.subject)
+                                        actor=(principal.subject, str(principal.claims["jti"])))
     except ValueError as exc:
         raise ApiProblem(422, "invalid_request", "Invalid request", str(exc)) from None
     async with services.sessions() as session, session.begin():

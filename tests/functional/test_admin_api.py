@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -38,7 +39,8 @@ async def test_mint_delegates_only_operational_scopes(client: httpx.AsyncClient,
     body = r.json()
     claims = pyjwt.decode(body["access_token"], options={"verify_signature": False})
     assert claims["scope"] == "acar:cert:revoke" and claims["sub"] == "clerk-7"
-    assert claims["act"] == {"sub": "operator"} and claims["jti"] == body["jti"]
+    admin_jti = pyjwt.decode(admin, options={"verify_signature": False})["jti"]
+    assert claims["act"] == {"sub": "operator", "jti": admin_jti} and claims["jti"] == body["jti"]
     async with initialized.sessions() as session:
         event = (await session.execute(select(AuditEvent).where(AuditEvent.event_type == "admin_token.minted"))
                  ).scalar_one()
@@ -176,3 +178,27 @@ async def test_revoked_admin_token_is_refused(client: httpx.AsyncClient, initial
         events = (await session.execute(select(AuditEvent.subject).where(AuditEvent.event_type == "token.revoked"))
                   ).scalars().all()
     assert set(events) == {jti, admin_jti}
+
+
+async def test_revoking_a_token_revokes_what_it_minted(client: httpx.AsyncClient, initialized: Services) -> None:
+    """A leaked token whose holder minted children before it was revoked: the children stop working too."""
+    leaked = await _token(initialized, "acar:token:mint acar:cert:revoke")
+    r = await client.post("/admin/tokens", headers=_auth(leaked),
+                          json={"subject": "accomplice", "scope": "acar:cert:revoke", "ttl_seconds": 300})
+    child = r.json()["access_token"]
+    revoke = {"reason": "keyCompromise"}
+    assert (await client.post("/admin/certificates/00ff/revoke", headers=_auth(child), json=revoke)).status_code == 404
+    admin = await _token(initialized, "acar:admin")
+    leaked_jti = pyjwt.decode(leaked, options={"verify_signature": False})["jti"]
+    assert (await client.post(f"/admin/tokens/{leaked_jti}/revoke", headers=_auth(admin))).status_code == 204
+    for token in (leaked, child):
+        r = await client.post("/admin/certificates/00ff/revoke", headers=_auth(token), json=revoke)
+        assert r.status_code == 401 and r.json()["detail"] == "token has been revoked"
+
+
+async def test_concurrent_revocations_of_one_token(client: httpx.AsyncClient, initialized: Services) -> None:
+    admin = await _token(initialized, "acar:admin")
+    victim = pyjwt.decode(await _token(initialized, "acar:cert:revoke"), options={"verify_signature": False})["jti"]
+    results = await asyncio.gather(*(client.post(f"/admin/tokens/{victim}/revoke", headers=_auth(admin))
+                                     for _ in range(4)))
+    assert sorted(r.status_code for r in results) == [204, 409, 409, 409]

@@ -174,3 +174,22 @@ async def test_a_revoked_or_expired_issuing_ca_issues_nothing(
     assert result["service_certificates_created"] == [] and result["crls_published"] == [ROOT, ISSUING]
     assert [r.getMessage() for r in caplog.records] == ["pki.service_certificates_not_renewed"]
     assert (await _count(services, IssuedCertificate), await _count(services, StoredKey)) == (issued, keys)
+
+
+async def test_service_certificates_capped_by_the_issuing_ca_are_not_renewed_again_and_again(
+    nodes: Nodes, services: Services
+) -> None:
+    """Near the issuing CA's end a renewal cannot outlive it: renew once (capped), then leave it alone."""
+    a, _, clock = nodes
+    async with services.sessions() as session:
+        issuing = x509.load_der_x509_certificate((await a.ca.ca_row(session, ISSUING)).certificate_der)
+    clock.now = issuing.not_valid_after_utc - dt.timedelta(days=20)  # inside every service renewal window
+    first = await a.housekeeping()
+    assert sorted(first["service_certificates_created"]) != []
+    keys = await _count(services, StoredKey)
+    certificates = await _count(services, IssuedCertificate)
+    for _ in range(3):
+        clock.now += dt.timedelta(minutes=1)
+        assert (await a.housekeeping())["service_certificates_created"] == []
+    assert await _count(services, StoredKey) == keys
+    assert await _count(services, IssuedCertificate) == certificates
