@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from api import migrate
 from api.settings import Settings
-from keys.ca import ISSUING
+from keys.ca import ISSUING, ROOT
 from keys.errors import TsaNotConfigured
 from keys.interfaces import CertificateStatusSource, KeyStore
 from keys.pki import PkiService
@@ -97,6 +97,7 @@ def build_services(settings: Settings, *, key_store: KeyStore | None = None) -> 
         serials=SerialAllocator(sessions, purpose="tsa"),
         statuses=pki.statuses,  # revocation of the TSA certificate, as the OCSP responder reads it
         issuer=ISSUING,
+        issuer_parent=ROOT,
         refresh_seconds=settings.key_cache_seconds,  # how soon every node stops using a revoked TSA certificate
     )
     return Services(settings=settings, engine=engine, sessions=sessions, key_store=store, token_keys=token_keys,

@@ -375,6 +375,7 @@ class TsaProvider:
         statuses: CertificateStatusSource,
         issuer: str,
         refresh_seconds: float,
+        issuer_parent: str | None = None,
         clock: Callable[[], dt.datetime] = utcnow,
         monotonic: Callable[[], float] = time.monotonic,
         accuracy: dt.timedelta = DEFAULT_ACCURACY,
@@ -384,6 +385,7 @@ class TsaProvider:
         self._serials = serials
         self._statuses = statuses
         self._issuer = issuer  # the name of the CA that issues the TSA certificate, as `statuses` knows it
+        self._issuer_parent = issuer_parent  # the CA above it: a revoked issuing CA stops the TSA too
         self._refresh_seconds = refresh_seconds
         self._clock = clock
         self._monotonic = monotonic
@@ -427,6 +429,12 @@ class TsaProvider:
             raise TsaNotConfigured(f"the TSA certificate {serial} is not one the {self._issuer} CA issued")
         if status.revoked_at is not None:
             raise TsaNotConfigured(f"the TSA certificate {serial} was revoked at {status.revoked_at.isoformat()}")
+        if self._issuer_parent is not None and credentials.chain:
+            ca_serial = serial_to_hex(credentials.chain[0].serial_number)
+            ca_status = (await self._statuses.lookup(self._issuer_parent, [ca_serial])).get(ca_serial)
+            if ca_status is not None and ca_status.revoked_at is not None:
+                raise TsaNotConfigured(f"the {self._issuer} CA certificate {ca_serial} was revoked at "
+                                       f"{ca_status.revoked_at.isoformat()}: its TSA certificate is void")
         now = self._clock().astimezone(dt.UTC)
         if not certificate.not_valid_before <= now < certificate.not_valid_after:
             raise TsaNotConfigured(f"the TSA certificate {serial} is not valid at {now.isoformat()}")

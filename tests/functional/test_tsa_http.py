@@ -233,3 +233,32 @@ async def test_a_revoked_tsa_certificate_stops_every_node_within_the_key_cache_t
     verified = openssl("ts", "-verify", "-data", document, "-in", tmp_path / "renewed.tsr",
                        "-CAfile", tmp_path / "root.pem")
     assert "Verification: OK" in verified.stdout
+
+
+async def test_a_revoked_issuing_ca_stops_the_tsa(
+    initialized: Services, settings: Settings, document: Path, tmp_path: Path
+) -> None:
+    """Revoking the issuing CA voids the TSA certificate it issued: no node keeps granting with it."""
+    async with initialized.sessions() as session, session.begin():
+        await initialized.pki.initialize(session, actor="test", create_hierarchy=True)
+    node = build_services(settings.model_copy(update={"key_cache_seconds": CACHE_SECONDS}))
+    app = create_app(services=node)
+    query = openssl_query(tmp_path, document, "-sha256", "-cert")
+    try:
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://localhost:8000"
+        ) as client:
+            granted = await client.post("/pki/tsa", content=query, headers=QUERY)
+            assert parse_reply(granted.content)["status"].native["status"] == "granted"
+            async with initialized.sessions() as session:
+                issuing_serial = (await session.execute(
+                    select(IssuedCertificate.serial_hex).where(IssuedCertificate.issuer_ca == "root")
+                )).scalar_one()
+            async with initialized.sessions() as session, session.begin():
+                await initialized.pki.revoke(session, issuing_serial, "cACompromise", actor="test")
+            await asyncio.sleep(CACHE_SECONDS)
+            refused = await client.post("/pki/tsa", content=query, headers=QUERY)
+    finally:
+        await node.close()
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["type"] == "urn:acar:problem:tsa_not_configured"
