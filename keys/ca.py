@@ -49,7 +49,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from keys.crl import VerifiedCrl, parse_reason
@@ -640,12 +640,25 @@ class CertificateAuthorityService:
         """Mark revoked what an imported CRL of the CA lists among the certificates recorded as issued by it
         (for the offline root: the issuing CA), with the CRL's date and reason; return their serials."""
         listed = {serial_to_hex(entry.serial): entry for entry in crl.revoked}
-        if not listed:
-            return []
+        # certificateHold is the one reason a later CRL may lift (RFC 5280 section 5.3.1): a held
+        # certificate the new complete CRL no longer lists is released again
+        held = (await session.execute(
+            select(IssuedCertificate).where(IssuedCertificate.issuer_ca == ca_name,
+                                            IssuedCertificate.revocation_reason == "certificateHold",
+                                            IssuedCertificate.serial_hex.not_in(listed) if listed else true()))
+                ).scalars().all()
+        for row in held:
+            row.revoked_at = None
+            row.revocation_reason = None
+            record_event(session, "certificate.released", actor=actor, subject=row.serial_hex,
+                         detail={"issuer": ca_name, "profile": row.profile, "crl_number": crl.number})
         rows = (await session.execute(
             select(IssuedCertificate).where(IssuedCertificate.issuer_ca == ca_name,
                                             IssuedCertificate.serial_hex.in_(listed),
-                                            IssuedCertificate.revoked_at.is_(None)))).scalars().all()
+                                            or_(IssuedCertificate.revoked_at.is_(None),  # newly revoked, or a hold
+                                                IssuedCertificate.revocation_reason == "certificateHold"))
+        )).scalars().all() if listed else []
+        rows = [row for row in rows if row.revocation_reason != listed[row.serial_hex].reason]
         for row in rows:
             entry = listed[row.serial_hex]
             row.revoked_at = entry.revoked_at

@@ -140,6 +140,21 @@ def _entry_reason(entry: cx509.RevokedCertificate) -> str:
     return reason.value if reason.value in REASON_CODES else "unspecified"
 
 
+def _check_scope_and_extensions(crl: cx509.CertificateRevocationList) -> None:
+    """A complete, direct CRL whose critical extensions we all process (RFC 5280 sections 5.2, 5.2.4, 5.2.5)."""
+    present = {extension.oid for extension in crl.extensions}
+    if cx509.oid.ExtensionOID.DELTA_CRL_INDICATOR in present:
+        raise InvalidCrl("the CRL is a delta CRL (RFC 5280 section 5.2.4); import the complete CRL")
+    if cx509.oid.ExtensionOID.ISSUING_DISTRIBUTION_POINT in present:  # partial or indirect: not the whole CRL
+        raise InvalidCrl("the CRL has an issuingDistributionPoint (RFC 5280 section 5.2.5); import a complete, "
+                         "direct CRL")
+    known = {cx509.oid.ExtensionOID.CRL_NUMBER, cx509.oid.ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
+             cx509.oid.ExtensionOID.ISSUER_ALTERNATIVE_NAME, cx509.oid.ExtensionOID.AUTHORITY_INFORMATION_ACCESS}
+    unknown = [e.oid.dotted_string for e in crl.extensions if e.critical and e.oid not in known]
+    if unknown:
+        raise InvalidCrl(f"the CRL has critical extensions this service does not process: {', '.join(unknown)}")
+
+
 def verify_crl(data: bytes, *, ca_name: str, issuer_der: bytes, current_number: int | None,
                now: dt.datetime) -> VerifiedCrl:
     """Check a CRL signed elsewhere for the CA whose certificate is `issuer_der` (see module docstring).
@@ -159,12 +174,7 @@ def verify_crl(data: bytes, *, ca_name: str, issuer_der: bytes, current_number: 
         signed = False
     if not signed:
         raise InvalidCrl(f"the CRL signature does not verify with the {ca_name} CA certificate's key")
-    try:
-        crl.extensions.get_extension_for_class(cx509.DeltaCRLIndicator)
-    except cx509.ExtensionNotFound:
-        pass
-    else:
-        raise InvalidCrl("the CRL is a delta CRL (RFC 5280 section 5.2.4); import the complete CRL")
+    _check_scope_and_extensions(crl)
     try:
         number = crl.extensions.get_extension_for_class(cx509.CRLNumber).value.crl_number
     except cx509.ExtensionNotFound:

@@ -60,7 +60,7 @@ class Ceremony:
     def crl(self, number: int | None, *, revoked: Sequence[tuple[int, x509.ReasonFlags]] = (),
             this_update: dt.datetime | None = None, next_update: dt.timedelta = dt.timedelta(days=30),
             signer: ec.EllipticCurvePrivateKey | None = None, issuer: x509.Name | None = None,
-            pem: bool = False) -> bytes:
+            pem: bool = False, extra: Sequence[tuple[x509.ExtensionType, bool]] = ()) -> bytes:
         """A root CRL as the ceremony signs it (cryptography's builder, not the code under test)."""
         this = this_update or dt.datetime.now(dt.UTC).replace(microsecond=0)
         builder = (x509.CertificateRevocationListBuilder().issuer_name(issuer or self.root.subject)
@@ -69,6 +69,8 @@ class Ceremony:
                                   critical=False))
         if number is not None:
             builder = builder.add_extension(x509.CRLNumber(number), critical=False)
+        for extension, critical in extra:
+            builder = builder.add_extension(extension, critical=critical)
         for serial, reason in revoked:
             builder = builder.add_revoked_certificate(
                 x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(this)
@@ -247,6 +249,12 @@ async def test_an_imported_crl_is_checked(offline: Services, ceremony: Ceremony)
         (ceremony.crl(6, this_update=utcnow().replace(microsecond=0) + dt.timedelta(hours=1)),
          "thisUpdate"),
         (ceremony.crl(None), "the CRL has no cRLNumber extension"),
+        (ceremony.crl(6, extra=[(x509.IssuingDistributionPoint(
+            full_name=[x509.UniformResourceIdentifier("http://x/partial.crl")], relative_name=None,
+            only_contains_user_certs=True, only_contains_ca_certs=False, only_some_reasons=None,
+            indirect_crl=False, only_contains_attribute_certs=False), True)]), "issuingDistributionPoint"),
+        (ceremony.crl(6, extra=[(x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.61234.9"), b"\x05\x00"),
+                                 True)]), "critical extensions this service does not process: 1.3.6.1.4.1.61234.9"),
         (ceremony.crl(2**63), "is above 9223372036854775807"),
         (b"not a CRL at all", "not a DER or PEM X.509 CRL"),
         (ceremony.root.public_bytes(serialization.Encoding.PEM), "not a DER or PEM X.509 CRL"),
@@ -323,3 +331,24 @@ async def test_only_the_root_may_be_imported_without_its_key(services: Services,
             await services.pki.initialize(session, actor="test", create_hierarchy=True)
     with pytest.raises(CANotInitialized, match="no root CRL has been imported yet"):
         await services.pki.crl(ROOT)
+
+
+async def test_a_hold_is_released_by_a_later_crl(offline: Services, ceremony: Ceremony) -> None:
+    """certificateHold is the one revocation a later complete CRL may lift (RFC 5280 section 5.3.1)."""
+    serial = ceremony.issuing.serial_number
+    hold = [(serial, x509.ReasonFlags.certificate_hold)]
+    assert (await _import_crl(offline, ceremony.crl(1, revoked=hold)))[1] == [format(serial, "x")]
+    with pytest.raises(CAUnusable, match="certificateHold"):
+        await _issue(offline)
+    await _import_crl(offline, ceremony.crl(2))  # the hold is no longer listed
+    await _issue(offline)
+    async with offline.sessions() as session:
+        row = await offline.pki.ca.get(session, format(serial, "x"))
+        released = await _count(offline, AuditEvent, AuditEvent.event_type == "certificate.released")
+    assert (row.revoked_at, row.revocation_reason, released) == (None, None, 1)
+    # a hold that becomes a final revocation takes the new reason
+    await _import_crl(offline, ceremony.crl(3, revoked=hold))
+    await _import_crl(offline, ceremony.crl(4, revoked=[(serial, x509.ReasonFlags.ca_compromise)]))
+    async with offline.sessions() as session:
+        row = await offline.pki.ca.get(session, format(serial, "x"))
+    assert row.revocation_reason == "cACompromise"
