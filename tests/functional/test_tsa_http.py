@@ -193,36 +193,43 @@ async def _tsa_serial(services: Services) -> list[str]:
         return list(result.scalars())
 
 
-async def test_a_revoked_tsa_certificate_stops_every_node_within_the_key_cache_time(
-    initialized: Services, settings: Settings, document: Path, tmp_path: Path
-) -> None:
-    """A node with ACAR_KEY_CACHE_SECONDS serves; the revocation and the renewal happen on another node."""
+@pytest.fixture
+async def short_cache_node(initialized: Services, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """A second node (its own services) with ACAR_KEY_CACHE_SECONDS=CACHE_SECONDS, over the initialized PKI."""
     async with initialized.sessions() as session, session.begin():
         await initialized.pki.initialize(session, actor="test", create_hierarchy=True)
     node = build_services(settings.model_copy(update={"key_cache_seconds": CACHE_SECONDS}))
     app = create_app(services=node)
-    query = openssl_query(tmp_path, document, "-sha256", "-cert")
     try:
         async with app.router.lifespan_context(app), httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://localhost:8000"
         ) as client:
-            granted = await client.post("/pki/tsa", content=query, headers=QUERY)
-            assert parse_reply(granted.content)["status"].native["status"] == "granted"
-            (first_serial,) = await _tsa_serial(initialized)
-
-            async with initialized.sessions() as session, session.begin():
-                await initialized.pki.revoke(session, first_serial, "keyCompromise", actor="test")
-            await asyncio.sleep(CACHE_SECONDS)  # at most one key cache time later, the node refuses
-            refused = await client.post("/pki/tsa", content=query, headers=QUERY)
-            assert refused.status_code == 503, refused.text
-            assert refused.json()["type"] == "urn:acar:problem:tsa_not_configured"
-
-            await initialized.pki.housekeeping(actor="test")  # the CA issues the TSA a new key and certificate
-            await asyncio.sleep(CACHE_SECONDS)
-            renewed = await client.post("/pki/tsa", content=query, headers=QUERY)
-            root = x509.load_der_x509_certificate((await client.get("/pki/ca/root.crt")).content)
+            yield client
     finally:
         await node.close()
+
+
+async def test_a_revoked_tsa_certificate_stops_every_node_within_the_key_cache_time(
+    initialized: Services, short_cache_node: httpx.AsyncClient, document: Path, tmp_path: Path
+) -> None:
+    """A node with ACAR_KEY_CACHE_SECONDS serves; the revocation and the renewal happen on another node."""
+    client = short_cache_node
+    query = openssl_query(tmp_path, document, "-sha256", "-cert")
+    granted = await client.post("/pki/tsa", content=query, headers=QUERY)
+    assert parse_reply(granted.content)["status"].native["status"] == "granted"
+    (first_serial,) = await _tsa_serial(initialized)
+
+    async with initialized.sessions() as session, session.begin():
+        await initialized.pki.revoke(session, first_serial, "keyCompromise", actor="test")
+    await asyncio.sleep(CACHE_SECONDS)  # at most one key cache time later, the node refuses
+    refused = await client.post("/pki/tsa", content=query, headers=QUERY)
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["type"] == "urn:acar:problem:tsa_not_configured"
+
+    await initialized.pki.housekeeping(actor="test")  # the CA issues the TSA a new key and certificate
+    await asyncio.sleep(CACHE_SECONDS)
+    renewed = await client.post("/pki/tsa", content=query, headers=QUERY)
+    root = x509.load_der_x509_certificate((await client.get("/pki/ca/root.crt")).content)
     (_, second_serial) = await _tsa_serial(initialized)
     reply = parse_reply(renewed.content)
     assert reply["status"].native["status"] == "granted"
@@ -236,29 +243,19 @@ async def test_a_revoked_tsa_certificate_stops_every_node_within_the_key_cache_t
 
 
 async def test_a_revoked_issuing_ca_stops_the_tsa(
-    initialized: Services, settings: Settings, document: Path, tmp_path: Path
+    initialized: Services, short_cache_node: httpx.AsyncClient, document: Path, tmp_path: Path
 ) -> None:
     """Revoking the issuing CA voids the TSA certificate it issued: no node keeps granting with it."""
-    async with initialized.sessions() as session, session.begin():
-        await initialized.pki.initialize(session, actor="test", create_hierarchy=True)
-    node = build_services(settings.model_copy(update={"key_cache_seconds": CACHE_SECONDS}))
-    app = create_app(services=node)
+    client = short_cache_node
     query = openssl_query(tmp_path, document, "-sha256", "-cert")
-    try:
-        async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://localhost:8000"
-        ) as client:
-            granted = await client.post("/pki/tsa", content=query, headers=QUERY)
-            assert parse_reply(granted.content)["status"].native["status"] == "granted"
-            async with initialized.sessions() as session:
-                issuing_serial = (await session.execute(
-                    select(IssuedCertificate.serial_hex).where(IssuedCertificate.issuer_ca == "root")
-                )).scalar_one()
-            async with initialized.sessions() as session, session.begin():
-                await initialized.pki.revoke(session, issuing_serial, "cACompromise", actor="test")
-            await asyncio.sleep(CACHE_SECONDS)
-            refused = await client.post("/pki/tsa", content=query, headers=QUERY)
-    finally:
-        await node.close()
+    granted = await client.post("/pki/tsa", content=query, headers=QUERY)
+    assert parse_reply(granted.content)["status"].native["status"] == "granted"
+    async with initialized.sessions() as session:
+        issuing_serial = (await session.execute(
+            select(IssuedCertificate.serial_hex).where(IssuedCertificate.issuer_ca == "root"))).scalar_one()
+    async with initialized.sessions() as session, session.begin():
+        await initialized.pki.revoke(session, issuing_serial, "cACompromise", actor="test")
+    await asyncio.sleep(CACHE_SECONDS)
+    refused = await client.post("/pki/tsa", content=query, headers=QUERY)
     assert refused.status_code == 503, refused.text
     assert refused.json()["type"] == "urn:acar:problem:tsa_not_configured"

@@ -21,7 +21,7 @@ from keys.models import CertificateAuthority, CRLRecord, IssuedCertificate
 from keys.pki import PkiService
 from keys.profiles import LegalPerson, NaturalPerson, Profile, ServiceSubject
 from storage.audit import AuditEvent
-from storage.base import utcnow
+from tests.clock import Clock
 from tests.pki_tools import crl_text, openssl, verify_chain, write_pem, x509_text
 
 ISSUER = "http://localhost:8000"
@@ -34,14 +34,6 @@ async def pki(services: Services) -> PkiService:
     async with services.sessions() as session, session.begin():
         await services.pki.initialize(session, actor="test", create_hierarchy=True)
     return services.pki
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = utcnow()
-
-    def __call__(self) -> dt.datetime:
-        return self.now
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ from keys.profiles import NaturalPerson, Profile
 from keys.software import SoftwareKeyStore
 from storage.audit import AuditEvent
 from storage.base import utcnow
+from tests.clock import Clock
 from tests.pki_tools import openssl, verify_chain, write_pem
 
 PERSON = NaturalPerson.create(fin="5ABC12D", given_name="Aysel", surname="Məmmədova")
@@ -115,14 +116,6 @@ async def import_offline_hierarchy(services: Services, pki: PkiService, ceremony
         handle = await store.import_private_key(session, key_pem, purpose="ca", label="ca-issuing")
         await pki.ca.import_ca(session, ISSUING, ceremony.issuing.public_bytes(pem), handle, actor="test")
         return await pki.initialize(session, actor="test", create_hierarchy=False)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = utcnow()
-
-    def __call__(self) -> dt.datetime:
-        return self.now
 
 
 @pytest.fixture

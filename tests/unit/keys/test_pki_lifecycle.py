@@ -28,18 +28,10 @@ from keys.pki import PkiService
 from keys.profiles import NaturalPerson, Profile
 from storage import create_engine, create_session_factory
 from storage.audit import AuditEvent
-from storage.base import utcnow
+from tests.clock import Clock
 from tests.pki_tools import ocsp_request
 
 PERSON = NaturalPerson.create(fin="5ABC12D", given_name="Aysel", surname="Məmmədova")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = utcnow()
-
-    def __call__(self) -> dt.datetime:
-        return self.now
 
 
 Nodes = tuple[PkiService, PkiService, Clock]

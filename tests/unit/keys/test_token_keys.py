@@ -15,17 +15,10 @@ from keys.errors import InvalidToken, RotationTooEarly
 from keys.models import StoredKey, TokenKey
 from keys.token_keys import TokenKeyService
 from storage.audit import AuditEvent
+from tests.clock import Clock
 
 ISSUER = "http://localhost:8000"
 ANY_TYP: dict[str, object] = {"typ": None, "algorithms": ["ES256", "RS256"]}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = dt.datetime.now(dt.UTC)
-
-    def __call__(self) -> dt.datetime:
-        return self.now
 
 
 def _service(services: Services, clock: Clock, algorithms: tuple[str, ...] = ("ES256", "RS256")) -> TokenKeyService:

@@ -23,6 +23,7 @@ from keys.errors import BackendError, CANotInitialized, TsaNotConfigured
 from keys.interfaces import HashName, KeyType
 from keys.software import SoftwareKeyHandle, generate_private_key
 from keys.tsa import TimestampAuthority, TimestampReply, TsaProvider
+from tests.clock import Clock
 from tests.tsa_pki import (
     ISSUER,
     POLICY,
@@ -52,14 +53,6 @@ class CountingSerials:
 class FailingSerials:
     async def allocate(self) -> int:
         raise BackendError("database unreachable")
-
-
-class Clock:
-    def __init__(self, now: dt.datetime | None = None) -> None:
-        self.now = now or dt.datetime.now(dt.UTC)
-
-    def __call__(self) -> dt.datetime:
-        return self.now
 
 
 def _handle(key_type: KeyType = "EC-P256") -> SoftwareKeyHandle:
