@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 
-from api import problems
+from api import migrate, problems
 from api.deps import Services, build_services
 from api.logging import configure_logging
 from api.middleware import RequestContextMiddleware
@@ -24,8 +24,21 @@ log = logging.getLogger("acar.app")
 
 async def _housekeeping(services: Services, interval: float) -> None:
     """The automatic schedule: token-key rotation and removal (ACAR_TOKEN_KEY_ROTATION_DAYS); CRLs republished
-    at half their lifetime and OCSP/TSA certificates renewed before they run out."""
+    at half their lifetime and OCSP/TSA certificates renewed before they run out.
+
+    It waits, with one warning per tick, while the database is unreachable or behind the migrations head
+    (readyz reports the same): writing to an old schema would only fail.
+    """
+    head = migrate.head_revision()
     while True:
+        try:
+            current = await migrate.current_revision(services.engine)
+        except (OSError, SQLAlchemyError) as exc:
+            current = f"unreachable ({type(exc).__name__})"
+        if current != head:
+            log.warning("housekeeping.waiting", extra={"schema": current, "head": head})
+            await asyncio.sleep(interval)
+            continue
         try:
             result = await services.token_keys.housekeeping()
             if result["rotated"] or result["removed"]:
