@@ -13,6 +13,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
 
+from api.deps import Services
+from keys.models import IssuedCertificate
+from keys.pki import PkiService
+from keys.profiles import LegalPerson, NaturalPerson, Profile
+
 MALFORMED_REQUEST = bytes.fromhex("30030a0101")  # OCSPResponse { responseStatus malformedRequest (1) }
 UNAUTHORIZED = bytes.fromhex("30030a0106")
 
@@ -79,3 +84,26 @@ def foreign_leaf(ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, seria
             .issuer_name(ca.subject).public_key(key.public_key()).serial_number(serial)
             .not_valid_before(now - dt.timedelta(minutes=1)).not_valid_after(now + dt.timedelta(days=1))
             .sign(ca_key, hashes.SHA256()))
+
+
+PERSON = NaturalPerson.create(fin="5ABC12D", given_name="Aysel", surname="Məmmədova")
+
+
+async def initialize_pki(services: Services) -> PkiService:
+    """What `acar init` does for the PKI in development: root, issuing CA, OCSP and TSA certificates."""
+    async with services.sessions() as session, session.begin():
+        await services.pki.initialize(session, actor="test", create_hierarchy=True)
+    return services.pki
+
+
+async def issue_certificate(services: Services, profile: Profile = Profile.AUTHENTICATION,
+                            subject: NaturalPerson | LegalPerson = PERSON, days: int | None = None,
+                            ) -> IssuedCertificate:
+    """Issue a certificate for a fresh P-256 key through the issuing CA, in its own unit of work."""
+    async with services.sessions() as session, session.begin():
+        return await services.pki.ca.issue(session, profile=profile, subject=subject, days=days, actor="test",
+                                           public_key=ec.generate_private_key(ec.SECP256R1()).public_key())
+
+
+async def issue_x509(services: Services, profile: Profile = Profile.AUTHENTICATION) -> x509.Certificate:
+    return x509.load_der_x509_certificate((await issue_certificate(services, profile)).der)

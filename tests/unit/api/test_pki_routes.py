@@ -9,33 +9,24 @@ import urllib.parse
 import httpx
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from sqlalchemy import select
 
 from api.auth import mint_admin_token
 from api.deps import Services
 from keys.pki import PkiService
-from keys.profiles import NaturalPerson, Profile
+from keys.profiles import Profile
 from storage.audit import AuditEvent
-from tests.pki_tools import MALFORMED_REQUEST, UNAUTHORIZED, crl_text, ocsp_request
-
-PERSON = NaturalPerson.create(fin="5ABC12D", given_name="Aysel", surname="Məmmədova")
+from tests.pki_tools import MALFORMED_REQUEST, UNAUTHORIZED, crl_text, initialize_pki, issue_x509, ocsp_request
 
 
 @pytest.fixture
 async def pki(initialized: Services) -> PkiService:
-    async with initialized.sessions() as session, session.begin():
-        await initialized.pki.initialize(session, actor="test", create_hierarchy=True)
-    return initialized.pki
+    return await initialize_pki(initialized)
 
 
 async def _issue(services: Services) -> x509.Certificate:
-    async with services.sessions() as session, session.begin():
-        row = await services.pki.ca.issue(session, profile=Profile.NATURAL_PERSON_SIGNING, subject=PERSON,
-                                          public_key=ec.generate_private_key(ec.SECP256R1()).public_key(),
-                                          actor="test")
-    return x509.load_der_x509_certificate(row.der)
+    return await issue_x509(services, Profile.NATURAL_PERSON_SIGNING)
 
 
 async def test_ca_certificates_and_crls(client: httpx.AsyncClient, pki: PkiService) -> None:

@@ -22,7 +22,7 @@ from keys.pki import PkiService
 from keys.profiles import LegalPerson, NaturalPerson, Profile, ServiceSubject
 from storage.audit import AuditEvent
 from tests.clock import Clock
-from tests.pki_tools import crl_text, openssl, verify_chain, write_pem, x509_text
+from tests.pki_tools import crl_text, initialize_pki, openssl, verify_chain, write_pem, x509_text
 
 ISSUER = "http://localhost:8000"
 PERSON = NaturalPerson.create(fin="5abc12d", given_name="Aysel", surname="Məmmədova")
@@ -31,9 +31,7 @@ ORG = LegalPerson.create(voen="1234567890", organization="Nümunə MMC")
 
 @pytest.fixture
 async def pki(services: Services) -> PkiService:
-    async with services.sessions() as session, session.begin():
-        await services.pki.initialize(session, actor="test", create_hierarchy=True)
-    return services.pki
+    return await initialize_pki(services)
 
 
 @pytest.fixture

@@ -19,25 +19,16 @@ from keys.ca import ISSUING
 from keys.interfaces import CertificateStatus
 from keys.ocsp import OcspResponder
 from keys.pki import PkiService
-from keys.profiles import NaturalPerson, Profile
-from tests.pki_tools import MALFORMED_REQUEST, UNAUTHORIZED, foreign_ca, foreign_leaf, ocsp_request
-
-PERSON = NaturalPerson.create(fin="5ABC12D", given_name="Aysel", surname="Məmmədova")
-
-
-@pytest.fixture
-async def pki(services: Services) -> PkiService:
-    async with services.sessions() as session, session.begin():
-        await services.pki.initialize(session, actor="test", create_hierarchy=True)
-    return services.pki
-
-
-async def _issue(services: Services) -> x509.Certificate:
-    async with services.sessions() as session, session.begin():
-        row = await services.pki.ca.issue(session, profile=Profile.AUTHENTICATION, subject=PERSON,
-                                          public_key=ec.generate_private_key(ec.SECP256R1()).public_key(),
-                                          actor="test")
-    return x509.load_der_x509_certificate(row.der)
+from keys.profiles import Profile
+from tests.pki_tools import (
+    MALFORMED_REQUEST,
+    UNAUTHORIZED,
+    foreign_ca,
+    foreign_leaf,
+    initialize_pki,
+    issue_x509,
+    ocsp_request,
+)
 
 
 async def _issuing(pki: PkiService) -> x509.Certificate:
@@ -62,6 +53,15 @@ def _check_signed(der: bytes, responder: x509.Certificate) -> ocsp.OCSPResponse:
 
 async def _responder_cert(pki: PkiService) -> x509.Certificate:
     return x509.load_der_x509_certificate((await pki.certified_key(Profile.OCSP_RESPONDER)).certificate.dump())
+
+
+@pytest.fixture
+async def pki(services: Services) -> PkiService:
+    return await initialize_pki(services)
+
+
+async def _issue(services: Services) -> x509.Certificate:
+    return await issue_x509(services, Profile.AUTHENTICATION)
 
 
 async def test_good_then_revoked_with_nonce(services: Services, pki: PkiService) -> None:

@@ -26,14 +26,13 @@ from keys.ca import ISSUING, ROOT
 from keys.errors import CAKeyOffline, CANotInitialized, CAUnusable, InvalidCrl
 from keys.models import CertificateAuthority, CRLRecord, IssuedCertificate
 from keys.pki import PkiService
-from keys.profiles import NaturalPerson, Profile
+from keys.profiles import Profile
 from keys.software import SoftwareKeyStore
 from storage.audit import AuditEvent
 from storage.base import utcnow
 from tests.clock import Clock
-from tests.pki_tools import openssl, verify_chain, write_pem
+from tests.pki_tools import issue_certificate, openssl, verify_chain, write_pem
 
-PERSON = NaturalPerson.create(fin="5ABC12D", given_name="Aysel", surname="Məmmədova")
 OFFLINE_MESSAGE = "the root CA key is offline; revoke by publishing a root CRL signed offline"
 
 
@@ -155,10 +154,7 @@ async def _import_crl(services: Services, data: bytes, ca: str = ROOT) -> tuple[
 
 
 async def _issue(services: Services) -> IssuedCertificate:
-    async with services.sessions() as session, session.begin():
-        return await services.pki.ca.issue(session, profile=Profile.AUTHENTICATION, subject=PERSON,
-                                           public_key=ec.generate_private_key(ec.SECP256R1()).public_key(),
-                                           actor="test")
+    return await issue_certificate(services, Profile.AUTHENTICATION)
 
 
 async def test_root_imported_without_its_key_serves_the_crl_signed_offline(

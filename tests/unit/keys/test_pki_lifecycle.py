@@ -25,14 +25,11 @@ from keys.ca import ISSUING, ROOT, SERVICE_VALIDITY, SUPERSEDED_KEY_GRACE
 from keys.errors import CAUnusable
 from keys.models import CRLRecord, IssuedCertificate, StoredKey
 from keys.pki import PkiService
-from keys.profiles import NaturalPerson, Profile
+from keys.profiles import Profile
 from storage import create_engine, create_session_factory
 from storage.audit import AuditEvent
 from tests.clock import Clock
-from tests.pki_tools import ocsp_request
-
-PERSON = NaturalPerson.create(fin="5ABC12D", given_name="Aysel", surname="Məmmədova")
-
+from tests.pki_tools import PERSON, ocsp_request
 
 Nodes = tuple[PkiService, PkiService, Clock]
 
