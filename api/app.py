@@ -29,14 +29,13 @@ async def _housekeeping(services: Services, interval: float) -> None:
     It waits, with one warning per tick, while the database is unreachable or behind the migrations head
     (readyz reports the same): writing to an old schema would only fail.
     """
-    head = migrate.head_revision()
     while True:
         try:
-            current = await migrate.current_revision(services.engine)
+            behind = await migrate.schema_behind(services.engine)
         except (OSError, SQLAlchemyError) as exc:
-            current = f"unreachable ({type(exc).__name__})"
-        if current != head:
-            log.warning("housekeeping.waiting", extra={"schema": current, "head": head})
+            behind = f"database unreachable ({type(exc).__name__})"
+        if behind:
+            log.warning("housekeeping.waiting", extra={"reason": behind})
             await asyncio.sleep(interval)
             continue
         try:

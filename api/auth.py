@@ -23,11 +23,13 @@ from api.settings import MAX_TOKEN_LIFETIME_CEILING
 from idp.revocation import TokenRevocations
 from keys.errors import InvalidToken
 from keys.jose import CLOCK_SKEW_LEEWAY_SECONDS, VerifiedClaims
+from storage.audit import record_event
 from storage.base import utcnow
 
 ADMIN_SCOPE = "acar:admin"
 MINT_SCOPE = "acar:token:mint"
-ADMIN_SCOPES = frozenset({ADMIN_SCOPE, "acar:cert:revoke", MINT_SCOPE})
+REVOKE_SCOPE = "acar:cert:revoke"
+ADMIN_SCOPES = frozenset({ADMIN_SCOPE, REVOKE_SCOPE, MINT_SCOPE})
 DELEGABLE_SCOPES = ADMIN_SCOPES - {ADMIN_SCOPE, MINT_SCOPE}
 """What POST /admin/tokens may hand out: operational scopes only. Tokens that can mint or do everything come
 from `acar admin token` alone (database and key-store access), so a leaked API token cannot renew itself."""
@@ -40,8 +42,7 @@ class AdminPrincipal:
     claims: VerifiedClaims
 
 
-async def revoke_admin_token(services: Services, session: AsyncSession, jti: str, *, reason: str,
-                             actor: str) -> bool:
+async def revoke_admin_token(session: AsyncSession, jti: str, *, reason: str, actor: str) -> bool:
     """Revoke an admin token by jti until the longest admin token any configuration allows has expired.
 
     The bound is the setting's ceiling, not this process's value: a CLI run with a smaller
@@ -49,6 +50,20 @@ async def revoke_admin_token(services: Services, session: AsyncSession, jti: str
     """
     expires_at = utcnow() + dt.timedelta(seconds=MAX_TOKEN_LIFETIME_CEILING + CLOCK_SKEW_LEEWAY_SECONDS)
     return await TokenRevocations(session).revoke(jti, expires_at=expires_at, reason=reason, actor=actor)
+
+
+def _invalid_token(detail: str) -> ApiProblem:
+    return ApiProblem(401, "invalid_token", "Invalid token", detail,
+                      headers={"WWW-Authenticate": 'Bearer realm="acar-admin", error="invalid_token"'})
+
+
+def record_mint(session: AsyncSession, minted: dict[str, object], *, actor: str, subject: str, ttl: int,
+                request_id: str | None = None, minter_jti: object = None) -> None:
+    """The audit event of a minted admin token: who, for whom, which scope, key and jti (never the token)."""
+    detail = {"scope": minted["scope"], "ttl": ttl, "kid": minted["kid"], "jti": minted["jti"]}
+    if minter_jti is not None:
+        detail["minter_jti"] = minter_jti
+    record_event(session, "admin_token.minted", actor=actor, subject=subject, request_id=request_id, detail=detail)
 
 
 def admin_audience(issuer: str) -> str:
@@ -96,12 +111,10 @@ def require_scope(scope: str) -> Callable[[Request], Awaitable[AdminPrincipal]]:
                 token.strip(), issuer=services.settings.issuer, audience=admin_audience(services.settings.issuer),
                 typ="at+jwt", algorithms=["ES256", "RS256", "EdDSA"])
         except InvalidToken as exc:
-            raise ApiProblem(401, "invalid_token", "Invalid token", str(exc),
-                             headers={"WWW-Authenticate": 'Bearer realm="acar-admin", error="invalid_token"'}) from None
+            raise _invalid_token(str(exc)) from None
         jti = claims.claims.get("jti")
         if not isinstance(jti, str):
-            raise ApiProblem(401, "invalid_token", "Invalid token", "admin tokens carry a jti",
-                             headers={"WWW-Authenticate": 'Bearer realm="acar-admin", error="invalid_token"'})
+            raise _invalid_token("admin tokens carry a jti")
         chain = [jti]
         act = claims.claims.get("act")
         if isinstance(act, dict) and isinstance(act.get("jti"), str):
@@ -109,8 +122,7 @@ def require_scope(scope: str) -> Callable[[Request], Awaitable[AdminPrincipal]]:
         async with services.sessions() as session:
             revoked = await TokenRevocations(session).any_revoked(chain)
         if revoked:
-            raise ApiProblem(401, "invalid_token", "Invalid token", "token has been revoked",
-                             headers={"WWW-Authenticate": 'Bearer realm="acar-admin", error="invalid_token"'})
+            raise _invalid_token("token has been revoked")
         scopes = frozenset(str(claims.claims.get("scope", "")).split())
         if scope not in scopes and ADMIN_SCOPE not in scopes:
             raise ApiProblem(403, "insufficient_scope", "Insufficient scope", f"this operation needs scope {scope}",

@@ -67,18 +67,13 @@ def _run(settings: Settings, work: Callable[[Services, AsyncSession], Awaitable[
 
 async def _sealed_master_key_ids(settings: Settings) -> list[str]:
     """Ids of the master keys that live software keys in the database are sealed with."""
-    from sqlalchemy import select
-
-    from keys.models import StoredKey
+    from keys.software import sealed_master_key_ids
     from storage import create_engine, create_session_factory
 
     engine = create_engine(settings.resolved_database_url)
     try:
         async with create_session_factory(engine)() as session:
-            rows = await session.execute(
-                select(StoredKey.master_key_id).where(StoredKey.backend == "software", StoredKey.destroyed_at.is_(None))
-                .distinct())
-            return sorted(str(r) for r in rows.scalars() if r)
+            return await sealed_master_key_ids(session)
     finally:
         await engine.dispose()
 
@@ -120,6 +115,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
 
     from api.app import startup_checks
 
+    if args.port < 1 or args.port > 65535:
+        raise CliError("--port must be between 1 and 65535")
+    if args.workers < 1:
+        raise CliError("--workers must be at least 1")
+
     async def check_keys() -> None:
         services = build_services(settings)  # a missing or malformed master key, or an unusable token, stops here
         try:
@@ -128,10 +128,6 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
             await services.close()
 
     asyncio.run(check_keys())
-    if args.port < 1 or args.port > 65535:
-        raise CliError("--port must be between 1 and 65535")
-    if args.workers < 1:
-        raise CliError("--workers must be at least 1")
     uvicorn.run(
         "api.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
         log_config=None, access_log=False, server_header=False, proxy_headers=False,
@@ -196,7 +192,7 @@ def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_admin_token(args: argparse.Namespace, settings: Settings) -> None:
-    from api.auth import mint_admin_token
+    from api.auth import mint_admin_token, record_mint
 
     async def work(services: Services, session: AsyncSession) -> dict[str, Any]:
         try:
@@ -204,10 +200,7 @@ def cmd_admin_token(args: argparse.Namespace, settings: Settings) -> None:
                                             ttl_seconds=args.ttl)
         except ValueError as exc:
             raise CliError(str(exc)) from None
-        from storage.audit import record_event
-
-        record_event(session, "admin_token.minted", actor="cli", subject=args.subject,
-                     detail={"scope": minted["scope"], "ttl": args.ttl, "kid": minted["kid"], "jti": minted["jti"]})
+        record_mint(session, minted, actor="cli", subject=args.subject, ttl=args.ttl)
         return minted
 
     _emit(args, _run(settings, work))
@@ -332,7 +325,7 @@ def cmd_admin_revoke_token(args: argparse.Namespace, settings: Settings) -> None
     from api.auth import revoke_admin_token
 
     async def work(services: Services, session: AsyncSession) -> dict[str, Any]:
-        if not await revoke_admin_token(services, session, args.jti, reason=args.reason, actor="cli"):
+        if not await revoke_admin_token(session, args.jti, reason=args.reason, actor="cli"):
             raise CliError(f"token {args.jti} is already revoked")
         return {"jti": args.jti, "revoked": True}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -13,7 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from api import migrate
 from api.settings import Settings
 from keys.ca import ISSUING, ROOT
-from keys.errors import TsaNotConfigured
 from keys.interfaces import CertificateStatusSource, KeyStore
 from keys.pki import PkiService
 from keys.profiles import Profile
@@ -27,10 +26,6 @@ from storage import create_engine, create_session_factory, is_sqlite
 from storage.audit import GroupCommitAuditLog
 
 
-async def _no_tsa() -> TimestampAuthority:
-    raise TsaNotConfigured("these services have no time-stamp authority")
-
-
 @dataclass
 class Services:
     settings: Settings
@@ -39,10 +34,9 @@ class Services:
     key_store: KeyStore
     token_keys: TokenKeyService
     pki: PkiService  # the CA hierarchy, CRLs and OCSP responder (keys.pki)
-    # False when the caller passed the store in and closes it itself (keyword-only: later fields need no default)
-    owns_key_store: bool = field(default=True, kw_only=True)
-    tsa: Callable[[], Awaitable[TimestampAuthority]] = _no_tsa  # the RFC 3161 TSA (keys.tsa.TsaProvider)
-    audit_log: GroupCommitAuditLog = field(kw_only=True)  # group commit for hot endpoints' audit events (TSA)
+    owns_key_store: bool  # False when the caller passed the store in and closes it itself
+    tsa: Callable[[], Awaitable[TimestampAuthority]]  # the RFC 3161 TSA (keys.tsa.TsaProvider)
+    audit_log: GroupCommitAuditLog  # group commit for hot endpoints' audit events (TSA)
 
     async def close(self) -> None:
         if self.owns_key_store:
@@ -125,10 +119,9 @@ async def readiness(services: Services) -> list[str]:
     except Exception:  # noqa: BLE001 - any driver failure means "database unreachable"
         return ["database unreachable"]
     reasons = []
-    current = await migrate.current_revision(services.engine)
-    head = migrate.head_revision()
-    if current != head:
-        reasons.append(f"database schema at {current or 'nothing'}, migrations head is {head}")
+    behind = await migrate.schema_behind(services.engine)
+    if behind:
+        reasons.append(behind)
         return reasons
     try:
         loaded = await services.token_keys.loaded()

@@ -59,11 +59,9 @@ class RequestContextMiddleware:
             log.exception("request.unhandled_exception", extra={"path": scope["path"]})
             if response_started:
                 raise
-            from api.problems import problem
+            from api.problems import internal_error
 
-            await problem(500, "internal_error", "Internal server error",
-                          "an unexpected error occurred; quote the request id when reporting it")(
-                scope, receive, send_wrapper)
+            await internal_error()(scope, receive, send_wrapper)
         finally:
             if self.access_log_enabled:
                 access_log.info(

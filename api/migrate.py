@@ -39,3 +39,9 @@ async def current_revision(engine: AsyncEngine) -> str | None:
 
     async with engine.connect() as connection:
         return await connection.run_sync(_read)
+
+
+async def schema_behind(engine: AsyncEngine) -> str | None:
+    """Why the schema is not at the migrations head ("database schema at X, migrations head is Y"), or None."""
+    current, head = await current_revision(engine), head_revision()
+    return None if current == head else f"database schema at {current or 'nothing'}, migrations head is {head}"

@@ -44,6 +44,12 @@ def problem(status: int, code: str, title: str, detail: str | None = None, *, in
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
+def internal_error() -> JSONResponse:
+    """The bare 500 for an unexpected exception: no cause, only the request id to quote."""
+    return problem(500, "internal_error", "Internal server error",
+                   "an unexpected error occurred; quote the request id when reporting it")
+
+
 def oauth_error(exc: OAuthError) -> JSONResponse:
     """RFC 6749 section 5.2 error JSON; never cached (section 5.1), 401 with a challenge for invalid_client."""
     headers = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -91,8 +97,4 @@ def install(app: FastAPI) -> None:
                        str(exc.detail) if exc.status_code != 404 else None, instance=request.url.path,
                        headers=getattr(exc, "headers", None))
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error("request.unhandled_exception", exc_info=exc, extra={"path": request.url.path})
-        return problem(500, "internal_error", "Internal server error",
-                       "an unexpected error occurred; quote the request id when reporting it")
+

@@ -39,9 +39,6 @@ class TokenRevocations:
         record_event(self._session, "token.revoked", actor=actor, subject=jti, detail={"reason": reason[:200]})
         return True
 
-    async def is_revoked(self, jti: str) -> bool:
-        return await self.any_revoked([jti])
-
     async def any_revoked(self, jtis: Sequence[str]) -> bool:
         """Whether any of the tokens is revoked (a token and the one that minted it)."""
         found = await self._session.execute(select(RevokedToken.jti).where(RevokedToken.jti.in_(list(jtis))))

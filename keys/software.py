@@ -176,6 +176,14 @@ class SoftwareKeyHandle:
         return f"SoftwareKeyHandle(key_id={self._key_id!r}, key_type={self._key_type!r})"
 
 
+async def sealed_master_key_ids(session: AsyncSession) -> list[str]:
+    """Ids of the master keys that the live software keys in the database are sealed with."""
+    rows = await session.execute(
+        select(StoredKey.master_key_id).where(StoredKey.backend == SoftwareKeyStore.backend,
+                                              StoredKey.destroyed_at.is_(None)).distinct())
+    return sorted(str(r) for r in rows.scalars() if r)
+
+
 class SoftwareKeyStore:
     """Key store whose private keys live encrypted in the database (see module docstring)."""
 
@@ -200,12 +208,7 @@ class SoftwareKeyStore:
         """
         if self._master_key_checked:
             return
-        other = (await session.execute(
-            select(StoredKey.master_key_id).where(
-                StoredKey.backend == self.backend, StoredKey.destroyed_at.is_(None),
-                StoredKey.master_key_id != self._master.key_id,
-            ).limit(1)
-        )).scalar_one_or_none()
+        other = next((k for k in await sealed_master_key_ids(session) if k != self._master.key_id), None)
         if other is not None:
             raise MasterKeyError(
                 f"the stored keys were sealed with master key {other}, but ACAR_MASTER_KEY_FILE holds "

@@ -11,8 +11,11 @@ from api.auth import (
     ADMIN_SCOPE,
     ADMIN_SCOPES,
     DELEGABLE_SCOPES,
+    MINT_SCOPE,
+    REVOKE_SCOPE,
     AdminPrincipal,
     mint_admin_token,
+    record_mint,
     require_scope,
     revoke_admin_token,
 )
@@ -21,17 +24,14 @@ from api.logging import request_id_var
 from api.problems import ApiProblem
 from api.schemas.admin import TokenMintRequest, TokenMintResponse
 from api.schemas.pki import CertificateView, RevokeRequest
-from storage.audit import record_event
 from storage.base import utcnow
 
 router = APIRouter(prefix="/admin", tags=["admin"])
-MINT = "acar:token:mint"
-REVOKE = "acar:cert:revoke"
 
 
 @router.post("/tokens", response_model=TokenMintResponse)
 async def mint_token(
-    body: TokenMintRequest, request: Request, principal: Annotated[AdminPrincipal, Depends(require_scope(MINT))]
+    body: TokenMintRequest, request: Request, principal: Annotated[AdminPrincipal, Depends(require_scope(MINT_SCOPE))]
 ) -> TokenMintResponse:
     """Mint a narrower, short-lived admin token (for example one that may only revoke certificates).
 
@@ -56,10 +56,8 @@ async def mint_token(
     except ValueError as exc:
         raise ApiProblem(422, "invalid_request", "Invalid request", str(exc)) from None
     async with services.sessions() as session, session.begin():
-        record_event(session, "admin_token.minted", actor=principal.subject, subject=body.subject,
-                     request_id=request_id_var.get(),
-                     detail={"scope": minted["scope"], "ttl": body.ttl_seconds, "kid": minted["kid"],
-                             "jti": minted["jti"], "minter_jti": principal.claims.claims.get("jti")})
+        record_mint(session, minted, actor=principal.subject, subject=body.subject, ttl=body.ttl_seconds,
+                    request_id=request_id_var.get(), minter_jti=principal.claims.claims.get("jti"))
     return TokenMintResponse.model_validate(minted)
 
 
@@ -70,7 +68,7 @@ async def revoke_token(
     """Revoke an admin token by its jti (from the audit trail or the mint response): 204, or 409 if done."""
     services: Services = request.app.state.services
     async with services.sessions() as session, session.begin():
-        done = await revoke_admin_token(services, session, jti, reason="revoked through the admin API",
+        done = await revoke_admin_token(session, jti, reason="revoked through the admin API",
                                         actor=principal.subject)
     if not done:
         raise ApiProblem(409, "already_revoked", "Token already revoked", f"token {jti} is already revoked")
@@ -80,7 +78,7 @@ async def revoke_token(
 @router.post("/certificates/{serial}/revoke", response_model=CertificateView)
 async def revoke_certificate(
     serial: str, body: RevokeRequest, request: Request,
-    principal: Annotated[AdminPrincipal, Depends(require_scope(REVOKE))],
+    principal: Annotated[AdminPrincipal, Depends(require_scope(REVOKE_SCOPE))],
 ) -> CertificateView:
     """Revoke a certificate (serial in hex; RFC 5280 section 5.3.1 reason) and publish the new CRL.
 

@@ -35,13 +35,18 @@ def _ocsp_response(reply: OcspReply, *, cache_seconds: int | None) -> Response:
     return Response(content=reply.der, media_type=OCSP_RESPONSE, headers=headers)
 
 
+def _malformed() -> Response:
+    """OCSP malformedRequest (RFC 6960 section 4.2.1): always a 200, never an HTTP error."""
+    return Response(content=MALFORMED_REQUEST, media_type=OCSP_RESPONSE, headers={"Cache-Control": "no-store"})
+
+
 @router.post("/ocsp", response_class=Response, responses={200: {"content": {OCSP_RESPONSE: {}}}})
 async def ocsp_post(request: Request) -> Response:
     """Answer a DER OCSPRequest sent as the body (application/ocsp-request)."""
     services: Services = request.app.state.services
     body = await read_limited(request, MAX_REQUEST_BYTES)
     if body is None:
-        return Response(content=MALFORMED_REQUEST, media_type=OCSP_RESPONSE, headers={"Cache-Control": "no-store"})
+        return _malformed()
     return _ocsp_response(await services.pki.ocsp(body), cache_seconds=None)
 
 
@@ -53,12 +58,12 @@ async def ocsp_get(encoded: str, request: Request) -> Response:
     # base URL ending in "/" (".../ocsp//MEI..."): never base64 here, as a DER OCSPRequest starts with 0x30 ("M").
     text = encoded.replace(" ", "+").lstrip("/")
     if len(text) > MAX_REQUEST_BYTES * 2:
-        return Response(content=MALFORMED_REQUEST, media_type=OCSP_RESPONSE, headers={"Cache-Control": "no-store"})
+        return _malformed()
     try:
         der = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_" if "-" in text or "_" in text else None,
                                validate=True)
     except (binascii.Error, ValueError):
-        return Response(content=MALFORMED_REQUEST, media_type=OCSP_RESPONSE, headers={"Cache-Control": "no-store"})
+        return _malformed()
     reply = await services.pki.ocsp(der)
     return _ocsp_response(reply, cache_seconds=int(services.pki.ocsp_validity.total_seconds()))
 
