@@ -57,7 +57,7 @@ def _b64url_bytes(data: bytes) -> bytes:
 
 
 def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    return _b64url_bytes(data).decode("ascii")
 
 
 def b64url_decode(text: str) -> bytes:

@@ -42,7 +42,7 @@ from keys.errors import CANotInitialized, CAUnusable, CertificateNotFound, Inval
 from keys.interfaces import CertificateStatusSource, KeyStore, KeyType
 from keys.models import CertificateAuthority, CRLRecord, IssuedCertificate
 from keys.ocsp import DEFAULT_VALIDITY, TRY_LATER, UNAUTHORIZED, OcspReply, OcspResponder
-from keys.profiles import Profile
+from keys.profiles import SERVICE_PROFILES, Profile
 from storage.audit import record_event
 from storage.base import utcnow
 
@@ -86,7 +86,6 @@ class PkiService:
         self._cache_seconds = cache_seconds
         self._clock = clock
         self._responder: tuple[float, OcspResponder] | None = None
-        self._certified: dict[Profile, tuple[float, CertifiedKey]] = {}
         self._lock = asyncio.Lock()
 
     # --- set-up ----------------------------------------------------------------------------------------------
@@ -149,9 +148,8 @@ class PkiService:
         await self.statuses.close()
 
     def forget(self) -> None:
-        """Drop the cached responder and service keys (after init, import, renewal or revocation)."""
+        """Drop the cached OCSP responder (after init, import, renewal or revocation)."""
         self._responder = None
-        self._certified.clear()
 
     # --- revocation and CRLs ---------------------------------------------------------------------------------
 
@@ -160,7 +158,7 @@ class PkiService:
         row = await self.ca.revoke(session, serial, reason, actor=actor)
         ca = await self.ca.load_ca(session, row.issuer_ca)  # the row lock is held since ca.revoke
         await self.crls.publish(session, ca.name, issuer=ca.certificate, handle=ca.handle)
-        if row.profile in (Profile.OCSP_RESPONDER.value, Profile.TSA.value):
+        if row.profile in SERVICE_PROFILES:  # a StrEnum: the stored value compares equal
             self.forget()
         return row
 
@@ -226,17 +224,9 @@ class PkiService:
     # --- the OCSP responder and service keys -----------------------------------------------------------------
 
     async def certified_key(self, profile: Profile) -> CertifiedKey:
-        """The key, certificate and chain of the OCSP responder or the TSA (kept for `cache_seconds`)."""
-        cached = self._certified.get(profile)
-        if cached is not None and time.monotonic() - cached[0] < self._cache_seconds and self._valid(cached[1]):
-            return cached[1]
+        """The key, certificate and chain of the OCSP responder or the TSA, read from the database."""
         async with self._sessions() as session:
-            certified = await self.ca.certified_key(session, profile)
-        self._certified[profile] = (time.monotonic(), certified)
-        return certified
-
-    def _valid(self, certified: CertifiedKey) -> bool:
-        return bool(certified.certificate.not_valid_after > self._clock())
+            return await self.ca.certified_key(session, profile)
 
     async def tsa_key(self) -> CertifiedKey:
         """The TSA's key handle, certificate (RFC 3161 section 2.3 profile) and chain, for keys.tsa."""

@@ -39,12 +39,11 @@ from dataclasses import dataclass
 from typing import Final, Literal, Protocol
 
 from asn1crypto import algos, cms, core, tsp, x509
-from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from keys.der import OCTET_STRING, SEQUENCE, SET, tlv
 from keys.errors import KeysError, TsaNotConfigured
 from keys.interfaces import CertificateStatusSource, HashName, KeyHandle, KeyType, SerialSource
-from keys.x509 import SIGNATURE_ALGORITHMS, serial_to_hex
+from keys.x509 import SIGNATURE_ALGORITHMS, certificate_public_key, same_public_key, serial_to_hex
 from storage.base import utcnow
 
 DEFAULT_ACCURACY: Final = dt.timedelta(seconds=1)
@@ -453,10 +452,10 @@ class TsaProvider:
 def _check_certificate(handle: KeyHandle, certificate: x509.Certificate) -> None:
     """The certificate must fit the key and be a TSA certificate as RFC 3161 section 2.3 requires."""
     try:
-        certified = load_der_public_key(certificate.public_key.dump())
+        certified = certificate_public_key(certificate)
     except ValueError as exc:
         raise TsaNotConfigured("the TSA certificate's public key cannot be read") from exc
-    if certified != handle.public_key():
+    if not same_public_key(certified, handle.public_key()):
         raise TsaNotConfigured(f"the TSA certificate does not certify key {handle.key_id}")
     # "The corresponding certificate MUST contain only one instance of the extended key usage field
     # extension ... with KeyPurposeID having value: id-kp-timeStamping. This extension MUST be critical."
