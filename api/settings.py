@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _OID_RE = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
@@ -20,6 +20,9 @@ MAX_TOKEN_LIFETIME_CEILING = 86400
 """No configuration may issue tokens that live longer than a day (revocations are kept this long)."""
 PLACEHOLDER_OID_ARC = "1.3.6.1.4.1.99999."
 """The development policy OIDs live under this placeholder arc; production must use its registered arc."""
+
+
+DEV_PAIRWISE_SALT = "development-pairwise-salt-not-for-production"
 
 
 class SettingsError(Exception):
@@ -51,6 +54,25 @@ class Settings(BaseSettings):
     key_cache_seconds: float = Field(default=5.0, ge=0, le=300)
     housekeeping_seconds: float = Field(default=60.0, gt=0, le=3600)
 
+    # OpenID Connect provider (idp/)
+    access_token_lifetime_seconds: int = Field(default=600, ge=60, le=MAX_TOKEN_LIFETIME_CEILING)
+    id_token_lifetime_seconds: int = Field(default=600, ge=60, le=MAX_TOKEN_LIFETIME_CEILING)
+    authorization_code_lifetime_seconds: int = Field(default=60, ge=10, le=600)
+    refresh_token_lifetime_seconds: int = Field(default=14 * 86400, ge=300, le=90 * 86400)
+    refresh_reuse_grace_seconds: int = Field(default=10, ge=0, le=120)
+    """A rotated refresh token used again within this window (concurrent requests) gets a new pair instead of
+    revoking the family (RFC 9700 section 4.14.2)."""
+    session_lifetime_seconds: int = Field(default=8 * 3600, ge=300, le=7 * 86400)
+    interaction_lifetime_seconds: int = Field(default=900, ge=60, le=3600)
+    backchannel_logout_retry_seconds: int = Field(default=86400, ge=60, le=7 * 86400)
+    """How long undelivered back-channel logout tokens are retried before giving up."""
+    pairwise_salt: SecretStr = SecretStr(DEV_PAIRWISE_SALT)
+    """Secret mixed into pairwise subject identifiers (OIDC Core 8.1); never change it once in use."""
+    acr_low: str = "http://eidas.europa.eu/LoA/low"
+    acr_substantial: str = "http://eidas.europa.eu/LoA/substantial"
+    acr_high: str = "http://eidas.europa.eu/LoA/high"
+    dev_login: bool = False
+    """Development-only login shortcut (a form taking a FIN); refused in production."""
     # PKI
     certificate_policy_oid: str = "1.3.6.1.4.1.99999.1.1"
     tsa_policy_oid: str = "1.3.6.1.4.1.99999.1.2"
@@ -69,6 +91,24 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
             raise ValueError("must be an absolute http(s) URL without query or fragment")
         return value.rstrip("/")
+
+    @field_validator("acr_low", "acr_substantial", "acr_high")
+    @classmethod
+    def _acr_uri(cls, value: str) -> str:
+        if not value or any(c.isspace() for c in value) or len(value) > 100:
+            raise ValueError("must be a URI without spaces, at most 100 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_acr(self) -> Settings:
+        if len(set(self.acr_values.values())) != 3:
+            raise ValueError("ACAR_ACR_LOW, ACAR_ACR_SUBSTANTIAL and ACAR_ACR_HIGH must be distinct")
+        return self
+
+    @property
+    def acr_values(self) -> dict[str, str]:
+        """Level of assurance name -> its acr URI, in increasing order."""
+        return {"low": self.acr_low, "substantial": self.acr_substantial, "high": self.acr_high}
 
     @property
     def resolved_database_url(self) -> str:
@@ -90,6 +130,7 @@ class Settings(BaseSettings):
             raise SettingsError("ACAR_DATABASE_URL must point at PostgreSQL in production (SQLite is for development)")
         if not self.database_url.startswith("postgresql"):
             raise SettingsError("ACAR_DATABASE_URL must be a postgresql+asyncpg:// URL in production")
+        self._check_production_idp()
         for name in ("certificate_policy_oid", "tsa_policy_oid"):
             if getattr(self, name).startswith(PLACEHOLDER_OID_ARC):
                 raise SettingsError(
@@ -108,6 +149,13 @@ class Settings(BaseSettings):
                 "ACAR_PKCS11_MODULE, ACAR_PKCS11_TOKEN_LABEL and ACAR_PKCS11_PIN (or ACAR_PKCS11_PIN_FILE) must be set "
                 "for the pkcs11 key backend"
             )
+
+    def _check_production_idp(self) -> None:
+        if self.dev_login:
+            raise SettingsError("ACAR_DEV_LOGIN is a development shortcut and cannot be enabled in production")
+        salt = self.pairwise_salt.get_secret_value()
+        if salt == DEV_PAIRWISE_SALT or len(salt) < 32:
+            raise SettingsError("ACAR_PAIRWISE_SALT must be set to a secret of at least 32 characters in production")
 
     def resolved_pkcs11_pin(self) -> str:
         """The token PIN: ACAR_PKCS11_PIN_FILE (first line) when set, else ACAR_PKCS11_PIN."""

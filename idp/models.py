@@ -53,6 +53,165 @@ class LoginSession(Base):
     acr: Mapped[str] = mapped_column(String(100))
     amr: Mapped[list[str]] = mapped_column(JSON, default=list)
     ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    sid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    """The public session id (OIDC Back-Channel Logout `sid`); `id` is the SHA-256 of the cookie value."""
+    level: Mapped[str] = mapped_column(String(16), default="low", server_default="low")
+    """The level of assurance reached: low, substantial or high (`acr` is its configured URI)."""
+
+
+class SessionClient(Base):
+    """A client that received tokens from a login session: whom back-channel logout must notify."""
+
+    __tablename__ = "session_clients"
+
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True)
+    client_id: Mapped[str] = mapped_column(ForeignKey("oauth_clients.client_id", ondelete="CASCADE"),
+                                           primary_key=True)
+    sub: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class OAuthClient(Base):
+    """A registered relying party or agency system (OIDC Core / RFC 6749 section 2)."""
+
+    __tablename__ = "oauth_clients"
+    __table_args__ = (
+        CheckConstraint(
+            "auth_method IN ('client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none')",
+            name="auth_method",
+        ),
+        CheckConstraint("subject_type IN ('pairwise', 'public')", name="subject_type"),
+    )
+
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    auth_method: Mapped[str] = mapped_column(String(32))
+    secret_hash: Mapped[str | None] = mapped_column(String(128))
+    redirect_uris: Mapped[list[str]] = mapped_column(JSON, default=list)
+    post_logout_redirect_uris: Mapped[list[str]] = mapped_column(JSON, default=list)
+    grant_types: Mapped[list[str]] = mapped_column(JSON, default=list)
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    subject_type: Mapped[str] = mapped_column(String(16), default="pairwise")
+    sector_identifier: Mapped[str] = mapped_column(String(255))
+    sector_identifier_uri: Mapped[str | None] = mapped_column(String(2000))
+    jwks: Mapped[dict[str, object] | None] = mapped_column(JSON)
+    jwks_uri: Mapped[str | None] = mapped_column(String(2000))
+    backchannel_logout_uri: Mapped[str | None] = mapped_column(String(2000))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    disabled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class AuthorizationRequest(Base):
+    """A validated authorization request waiting for the citizen to log in or consent (OIDC Core 3.1.2)."""
+
+    __tablename__ = "authorization_requests"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(ForeignKey("oauth_clients.client_id", ondelete="CASCADE"))
+    params: Mapped[dict[str, object]] = mapped_column(JSON)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class Grant(Base):
+    """What one authorization produced: the family of an authorization code, its access and refresh tokens.
+
+    Revoking the grant revokes every token issued under it (code reuse, refresh-token reuse, RFC 7009).
+    """
+
+    __tablename__ = "grants"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    client_id: Mapped[str] = mapped_column(ForeignKey("oauth_clients.client_id", ondelete="CASCADE"), index=True)
+    person_id: Mapped[str] = mapped_column(ForeignKey("persons.id", ondelete="CASCADE"), index=True)
+    session_sid: Mapped[str | None] = mapped_column(String(64), index=True)
+    sub: Mapped[str] = mapped_column(String(128))
+    scope: Mapped[str] = mapped_column(String(1000))
+    claims: Mapped[dict[str, object] | None] = mapped_column(JSON)
+    acr: Mapped[str] = mapped_column(String(100))
+    amr: Mapped[list[str]] = mapped_column(JSON, default=list)
+    auth_time: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    revoked_reason: Mapped[str | None] = mapped_column(String(200))
+
+
+class AuthorizationCode(Base):
+    """A single-use authorization code (RFC 6749 4.1.2), stored by its SHA-256 only."""
+
+    __tablename__ = "authorization_codes"
+
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    grant_id: Mapped[str] = mapped_column(ForeignKey("grants.id", ondelete="CASCADE"), index=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    redirect_uri: Mapped[str] = mapped_column(String(2000))
+    nonce: Mapped[str] = mapped_column(String(500))
+    code_challenge: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+    consumed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class RefreshToken(Base):
+    """A refresh token, stored by its SHA-256; rotated on every use (RFC 9700 section 4.14.2)."""
+
+    __tablename__ = "refresh_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    grant_id: Mapped[str] = mapped_column(ForeignKey("grants.id", ondelete="CASCADE"), index=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+    used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class Consent(Base):
+    """What a person agreed to release to a client: remembered per client, revocable."""
+
+    __tablename__ = "consents"
+    __table_args__ = (UniqueConstraint("person_id", "client_id", name="uq_consents_person_client"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
+    person_id: Mapped[str] = mapped_column(ForeignKey("persons.id", ondelete="CASCADE"), index=True)
+    client_id: Mapped[str] = mapped_column(ForeignKey("oauth_clients.client_id", ondelete="CASCADE"))
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    claims: Mapped[list[str]] = mapped_column(JSON, default=list)
+    granted_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ClientAssertionJti(Base):
+    """`jti` of client assertions already used (RFC 7523 section 3, item 7): a replay is refused."""
+
+    __tablename__ = "client_assertion_jtis"
+
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    jti: Mapped[str] = mapped_column(String(255), primary_key=True)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class LogoutDelivery(Base):
+    """A back-channel logout token still to be delivered (OIDC Back-Channel Logout 1.0 section 2.7).
+
+    Durable: a client that is down gets its logout token on a later attempt, with backoff, until it answers
+    2xx or `give_up_at` passes. The token is signed at each attempt (fresh iat/exp); sub and sid are kept.
+    """
+
+    __tablename__ = "logout_deliveries"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
+    client_id: Mapped[str] = mapped_column(ForeignKey("oauth_clients.client_id", ondelete="CASCADE"), index=True)
+    uri: Mapped[str] = mapped_column(String(2000))
+    sub: Mapped[str] = mapped_column(String(128))
+    sid: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+    give_up_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(String(500))
 
 
 class RevokedToken(Base):

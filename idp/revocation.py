@@ -16,7 +16,7 @@ from idp.models import RevokedToken
 from storage.audit import record_event
 from storage.base import utcnow
 
-_JTI_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+_JTI_RE = re.compile(r"^[A-Za-z0-9_.-]{8,64}$")
 
 
 class TokenRevocations:

@@ -1,0 +1,219 @@
+"""What the OpenID Connect core works with: plain records and the storage Protocols it calls.
+
+The protocol modules (authorize, grants, tokens, logout, introspection) import only this module for
+storage; `idp.store` implements the Protocols on SQLAlchemy and api/ builds one store per request, whose
+unit of work api/ commits (STYLE habit 3). Nothing here knows a web framework or a database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+AuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
+AUTH_METHODS: tuple[AuthMethod, ...] = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
+GrantType = Literal["authorization_code", "refresh_token", "client_credentials"]
+GRANT_TYPES: tuple[GrantType, ...] = ("authorization_code", "refresh_token", "client_credentials")
+SubjectType = Literal["pairwise", "public"]
+Level = Literal["low", "substantial", "high"]
+LEVELS: tuple[Level, ...] = ("low", "substantial", "high")
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """A registered client as the protocol core sees it (OIDC Dynamic Registration metadata names)."""
+
+    client_id: str
+    name: str
+    auth_method: AuthMethod
+    secret_hash: str | None
+    redirect_uris: tuple[str, ...]
+    post_logout_redirect_uris: tuple[str, ...]
+    grant_types: frozenset[str]
+    scopes: frozenset[str]
+    """Every scope this client may ask for: OIDC scopes for citizens' data, API scopes for client_credentials."""
+    subject_type: SubjectType
+    sector_identifier: str
+    """The host pairwise subjects are computed for (OIDC Core 8.1): one per agency, shared by its clients."""
+    jwks: Mapping[str, Any] | None = None
+    jwks_uri: str | None = None
+    backchannel_logout_uri: str | None = None
+    sector_identifier_uri: str | None = None
+    disabled: bool = False
+
+    @property
+    def is_public(self) -> bool:
+        return self.auth_method == "none"
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """The person behind a login, with the attributes claims are made from."""
+
+    person_id: str
+    fin: str | None
+    given_name: str
+    family_name: str
+    birthdate: dt.date | None
+
+
+@dataclass(frozen=True, slots=True)
+class LoginState:
+    """A server-side login session (single sign-on)."""
+
+    id: str
+    """SHA-256 (hex) of the cookie value: the cookie itself is never stored."""
+    sid: str
+    person_id: str
+    auth_time: dt.datetime
+    expires_at: dt.datetime
+    level: Level
+    amr: tuple[str, ...]
+    ended_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GrantRecord:
+    """One authorization: what every token issued from a code (and its refreshes) carries."""
+
+    id: str
+    client_id: str
+    person_id: str
+    session_sid: str | None
+    sub: str
+    scope: str
+    claims: Mapping[str, Any] | None
+    acr: str
+    amr: tuple[str, ...]
+    auth_time: dt.datetime
+    expires_at: dt.datetime
+    revoked_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CodeRecord:
+    code_hash: str
+    grant_id: str
+    client_id: str
+    redirect_uri: str
+    nonce: str
+    code_challenge: str
+    expires_at: dt.datetime
+    consumed_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshRecord:
+    token_hash: str
+    grant_id: str
+    client_id: str
+    expires_at: dt.datetime
+    used_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentRecord:
+    client_id: str
+    scopes: frozenset[str]
+    claims: frozenset[str]
+    granted_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRequest:
+    """An authorization request waiting for login or consent (its validated parameters)."""
+
+    id: str
+    client_id: str
+    params: Mapping[str, Any]
+    csrf_token: str
+    expires_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LogoutTask:
+    """A back-channel logout token still to be delivered."""
+
+    id: str
+    client_id: str
+    uri: str
+    sub: str
+    sid: str
+    attempts: int
+    give_up_at: dt.datetime
+
+
+@dataclass(slots=True)
+class NewGrant:
+    """What the authorization endpoint records when it issues a code."""
+
+    client_id: str
+    person_id: str
+    session_sid: str | None
+    sub: str
+    scope: str
+    claims: Mapping[str, Any] | None
+    acr: str
+    amr: Sequence[str]
+    auth_time: dt.datetime
+    expires_at: dt.datetime
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ClientDirectory(Protocol):
+    """Registered clients, read often: implementations may cache for a few seconds."""
+
+    async def get(self, client_id: str) -> Client | None: ...
+
+
+class OidcStore(Protocol):
+    """The per-request unit of work of the OpenID Connect core. Methods flush; api/ commits."""
+
+    # persons and sessions
+    async def subject(self, person_id: str) -> Subject | None: ...
+    async def create_session(self, state: LoginState) -> None: ...
+    async def get_session(self, session_id: str) -> LoginState | None: ...
+    async def end_session(self, session_id: str, now: dt.datetime) -> LoginState | None: ...
+    async def add_session_client(self, session_id: str, client_id: str, sub: str) -> None: ...
+    async def session_clients(self, session_id: str) -> list[tuple[str, str]]: ...
+
+    # pending authorization requests (login and consent interactions)
+    async def save_pending(self, pending: PendingRequest) -> None: ...
+    async def get_pending(self, pending_id: str) -> PendingRequest | None: ...
+    async def delete_pending(self, pending_id: str) -> None: ...
+
+    # grants, codes, refresh tokens
+    async def create_grant(self, grant_id: str, grant: NewGrant) -> None: ...
+    async def get_grant(self, grant_id: str) -> GrantRecord | None: ...
+    async def revoke_grant(self, grant_id: str, now: dt.datetime, reason: str) -> bool: ...
+    async def create_code(self, code: CodeRecord) -> None: ...
+    async def get_code(self, code_hash: str) -> CodeRecord | None: ...
+    async def consume_code(self, code_hash: str, now: dt.datetime) -> bool: ...
+    """Mark the code used; False when another request used it first (atomic)."""
+    async def create_refresh(self, record: RefreshRecord) -> None: ...
+    async def get_refresh(self, token_hash: str) -> RefreshRecord | None: ...
+    async def use_refresh(self, token_hash: str, now: dt.datetime) -> bool: ...
+    """Mark the refresh token used; False when it already was (atomic)."""
+
+    # consent
+    async def get_consent(self, person_id: str, client_id: str) -> ConsentRecord | None: ...
+    async def save_consent(self, person_id: str, client_id: str, scopes: frozenset[str],
+                           claims: frozenset[str], now: dt.datetime) -> None: ...
+    async def revoke_consent(self, person_id: str, client_id: str) -> bool: ...
+    async def list_consents(self, person_id: str) -> list[ConsentRecord]: ...
+
+    # self-contained token revocation (jti) and client-assertion replay
+    async def revoke_jti(self, jti: str, expires_at: dt.datetime, reason: str) -> bool: ...
+    async def jti_revoked(self, jti: str) -> bool: ...
+    async def remember_assertion(self, client_id: str, jti: str, expires_at: dt.datetime) -> bool: ...
+    """Record a client assertion's jti; False when it was seen before (a replay)."""
+
+    # back-channel logout
+    async def queue_logout(self, client_id: str, uri: str, *, sub: str, sid: str, now: dt.datetime,
+                           give_up_at: dt.datetime) -> None: ...
+
+    # audit
+    def audit(self, event_type: str, *, actor: str, subject: str | None = None,
+              detail: Mapping[str, Any] | None = None) -> None: ...
