@@ -4,25 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import SQLAlchemyError
 
 from api import migrate, problems
 from api.deps import Services, build_services
 from api.logging import configure_logging
 from api.middleware import RequestContextMiddleware
-from api.routes import admin, health, keys, pki, tsa
+from api.pages import STATIC
+from api.routes import account, admin, clients, health, interaction, keys, oidc, pki, tsa
 from api.settings import Settings, load_settings
+from idp.backchannel import BackchannelDelivery
 from idp.revocation import TokenRevocations
+from idp.store import purge_expired
 from keys.software import SoftwareKeyStore
+from storage.base import utcnow
 
 log = logging.getLogger("acar.app")
+BACKCHANNEL_TICK_SECONDS = 5.0
+"""How often due back-channel logout retries are looked for (a logout itself wakes the worker at once)."""
+LOGOUT_DELIVERY_KEPT = dt.timedelta(days=7)
 
 
-async def _housekeeping(services: Services, interval: float) -> None:
+async def _housekeeping(services: Services, interval: float, backchannel: BackchannelDelivery | None = None) -> None:
     """The automatic schedule: token-key rotation and removal (ACAR_TOKEN_KEY_ROTATION_DAYS); CRLs republished
     at half their lifetime and OCSP/TSA certificates renewed before they run out.
 
@@ -47,6 +56,11 @@ async def _housekeeping(services: Services, interval: float) -> None:
         try:
             async with services.sessions() as session, session.begin():
                 await TokenRevocations(session).purge_expired()
+                purged = await purge_expired(session, utcnow())
+            if backchannel is not None:
+                purged["logout_deliveries"] = await backchannel.purge(utcnow() - LOGOUT_DELIVERY_KEPT)
+            if any(purged.values()):
+                log.info("oidc.purged", extra=purged)
         except Exception:
             log.exception("tokens.purge_failed")
         try:
@@ -80,14 +94,19 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         svc = services or build_services(settings)
         app.state.services = svc
         await startup_checks(svc)
-        task = asyncio.create_task(_housekeeping(svc, settings.housekeeping_seconds))
+        backchannel = BackchannelDelivery(svc.sessions, svc.oidc.tokens.logout_token)
+        app.state.backchannel = backchannel
+        task = asyncio.create_task(_housekeeping(svc, settings.housekeeping_seconds, backchannel))
+        delivery = asyncio.create_task(backchannel.run(min(settings.housekeeping_seconds, BACKCHANNEL_TICK_SECONDS)))
         log.info("service.started", extra={"issuer": settings.issuer, "env": settings.env})
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for background in (task, delivery):
+                background.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await background
+            await backchannel.aclose()
             if own:
                 await svc.close()
 
@@ -98,6 +117,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(health.router)
     app.include_router(keys.router)
     app.include_router(admin.router)
+    app.include_router(clients.router)
+    app.include_router(oidc.router)
+    app.include_router(interaction.router)
+    app.include_router(account.router)
+    if settings.dev_login and settings.env != "production":
+        app.include_router(interaction.dev_router)  # never registered in production (and the setting is refused)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(tsa.router)
     app.include_router(pki.router)
     app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.access_log)

@@ -332,6 +332,107 @@ def cmd_admin_revoke_token(args: argparse.Namespace, settings: Settings) -> None
     _emit(args, _run(settings, work))
 
 
+def _client_registration(args: argparse.Namespace) -> Any:
+    """The registration of `acar client add`, checked before any database work (idp.clients rules)."""
+    from idp.clients import DEFAULT_GRANT_TYPES, DEFAULT_SCOPES, ClientRegistration, validate_registration
+
+    jwks = None
+    if args.jwks_file:
+        try:
+            jwks = json.loads(_read_file(args.jwks_file, "--jwks-file"))
+        except ValueError:
+            raise CliError(f"--jwks-file: {args.jwks_file} is not JSON") from None
+        if not isinstance(jwks, dict):
+            raise CliError(f"--jwks-file: {args.jwks_file} must hold a JWK Set (a JSON object with keys)")
+    registration = ClientRegistration(
+        name=args.name, redirect_uris=args.redirect_uri or [], post_logout_redirect_uris=args.post_logout_redirect_uri
+        or [], grant_types=args.grant_type or list(DEFAULT_GRANT_TYPES),
+        scopes=[s for value in args.scope for s in value.split()] if args.scope else list(DEFAULT_SCOPES),
+        auth_method=args.auth_method, subject_type=args.subject_type, jwks=jwks, jwks_uri=args.jwks_uri,
+        sector_identifier_uri=args.sector_identifier_uri, backchannel_logout_uri=args.backchannel_logout_uri,
+        id_token_alg=args.id_token_alg,
+    )
+    validate_registration(registration)
+    return registration
+
+
+def _emit_client(args: argparse.Namespace, data: dict[str, Any]) -> None:
+    if args.json:
+        print(json.dumps(data, ensure_ascii=False))
+    else:
+        for key, value in data.items():
+            if value is None or value == []:
+                continue
+            text = " ".join(map(str, value)) if isinstance(value, list) else value
+            print(f"{key}: {json.dumps(text, ensure_ascii=False) if isinstance(text, dict) else text}")
+        if data.get("client_secret"):
+            print("acar: the client secret is shown only this once; store it now", file=sys.stderr)
+
+
+def cmd_client_add(args: argparse.Namespace, settings: Settings) -> None:
+    from api.schemas.clients import ClientView
+    from idp.clients import ClientRegistry
+
+    registration = _client_registration(args)
+
+    async def work(services: Services, session: AsyncSession) -> dict[str, Any]:
+        client, secret = await ClientRegistry(session).add(registration, actor="cli")
+        return {**ClientView.of(client).model_dump(mode="json"), "client_secret": secret}
+
+    _emit_client(args, _run(settings, work))
+
+
+def cmd_client_list(args: argparse.Namespace, settings: Settings) -> None:
+    from api.schemas.clients import ClientView
+    from idp.clients import ClientRegistry
+
+    async def work(services: Services, session: AsyncSession) -> list[dict[str, Any]]:
+        return [ClientView.of(c).model_dump(mode="json") for c in await ClientRegistry(session).list()]
+
+    rows = _run(settings, work)
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False))
+        return
+    for row in rows:
+        state = "disabled" if row["disabled"] else "active"
+        print(f"{row['client_id']}  {row['auth_method']}  {state}  {row['name']}")
+
+
+def cmd_client_show(args: argparse.Namespace, settings: Settings) -> None:
+    from api.schemas.clients import ClientView
+    from idp.clients import ClientRegistry
+    from idp.errors import ClientNotFound
+
+    async def work(services: Services, session: AsyncSession) -> dict[str, Any]:
+        client = await ClientRegistry(session).get(args.client_id)
+        if client is None:
+            raise ClientNotFound(f"no client {args.client_id!r} is registered")
+        return ClientView.of(client).model_dump(mode="json")
+
+    _emit_client(args, _run(settings, work))
+
+
+def cmd_client_disable(args: argparse.Namespace, settings: Settings) -> None:
+    from api.schemas.clients import ClientView
+    from idp.clients import ClientRegistry
+
+    async def work(services: Services, session: AsyncSession) -> dict[str, Any]:
+        client = await ClientRegistry(session).disable(args.client_id, actor="cli")
+        return ClientView.of(client).model_dump(mode="json")
+
+    _emit_client(args, _run(settings, work))
+
+
+def cmd_client_rotate_secret(args: argparse.Namespace, settings: Settings) -> None:
+    from idp.clients import ClientRegistry
+
+    async def work(services: Services, session: AsyncSession) -> dict[str, Any]:
+        secret = await ClientRegistry(session).rotate_secret(args.client_id, actor="cli")
+        return {"client_id": args.client_id, "client_secret": secret}
+
+    _emit_client(args, _run(settings, work))
+
+
 # --- parser ----------------------------------------------------------------------------------------------
 
 
@@ -386,7 +487,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="admin_command", required=True, parser_class=_Parser)
     p = admin.add_parser("token", parents=[common], help="mint an admin bearer token (printed once)")
     p.add_argument("--subject", required=True, help="the operator who will use the token")
-    p.add_argument("--scope", default="acar:admin", help="space-separated: acar:admin acar:cert:revoke acar:token:mint")
+    p.add_argument("--scope", default="acar:admin", help="space-separated: acar:admin acar:cert:revoke acar:token:mint "
+                   "acar:client:manage")
     p.add_argument("--ttl", type=int, default=900, help="lifetime in seconds")
     p.set_defaults(func=cmd_admin_token)
     p = admin.add_parser("revoke-token", parents=[common], help="revoke an admin token by its jti")
@@ -394,6 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", default="revoked by an operator")
     p.set_defaults(func=cmd_admin_revoke_token)
     _add_pki_commands(sub, common)
+    _add_client_commands(sub, common)
     return parser
 
 
@@ -442,6 +545,40 @@ def _add_pki_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p = cert.add_parser("show", parents=[common], help="show a certificate and its status")
     p.add_argument("serial", help="the serial number in hexadecimal")
     p.set_defaults(func=cmd_cert_show)
+
+
+def _add_client_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    from idp.interfaces import AUTH_METHODS, GRANT_TYPES
+
+    client = sub.add_parser("client", parents=[common], help="OpenID Connect clients").add_subparsers(
+        dest="client_command", required=True, parser_class=_Parser)
+    p = client.add_parser("add", parents=[common], help="register a client (its secret is printed once)")
+    p.add_argument("--name", required=True)
+    p.add_argument("--redirect-uri", action="append", help="exact https URI (http only on loopback); repeatable")
+    p.add_argument("--post-logout-redirect-uri", action="append", help="repeatable")
+    p.add_argument("--grant-type", action="append", choices=GRANT_TYPES,
+                   help="repeatable; default authorization_code and refresh_token")
+    p.add_argument("--scope", action="append", help="repeatable; default openid profile")
+    p.add_argument("--auth-method", choices=AUTH_METHODS, default="client_secret_basic")
+    keys = p.add_mutually_exclusive_group()
+    keys.add_argument("--jwks-uri", help="private_key_jwt: URL of the client's JWK Set")
+    keys.add_argument("--jwks-file", help="private_key_jwt: file holding the client's public JWK Set")
+    p.add_argument("--sector-identifier-uri", help="JSON array of the redirect URIs of one sector (OIDC Core 8.1)")
+    p.add_argument("--backchannel-logout-uri")
+    p.add_argument("--subject-type", choices=["pairwise", "public"], default="pairwise")
+    p.add_argument("--id-token-alg", choices=["ES256", "RS256", "EdDSA"], default="ES256")
+    p.set_defaults(func=cmd_client_add)
+    p = client.add_parser("list", parents=[common], help="list registered clients")
+    p.set_defaults(func=cmd_client_list)
+    p = client.add_parser("show", parents=[common], help="show a client (never its secret)")
+    p.add_argument("client_id")
+    p.set_defaults(func=cmd_client_show)
+    p = client.add_parser("disable", parents=[common], help="disable a client")
+    p.add_argument("client_id")
+    p.set_defaults(func=cmd_client_disable)
+    p = client.add_parser("rotate-secret", parents=[common], help="give a client a new secret (printed once)")
+    p.add_argument("client_id")
+    p.set_defaults(func=cmd_client_rotate_secret)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

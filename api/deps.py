@@ -11,7 +11,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from api import migrate
+from api.oidc import Provider, build_provider
 from api.settings import Settings
+from idp.clients import CachedClientDirectory
 from keys.ca import ISSUING, ROOT
 from keys.interfaces import CertificateStatusSource, KeyStore
 from keys.pki import PkiService
@@ -37,6 +39,8 @@ class Services:
     owns_key_store: bool  # False when the caller passed the store in and closes it itself
     tsa: Callable[[], Awaitable[TimestampAuthority]]  # the RFC 3161 TSA (keys.tsa.TsaProvider)
     audit_log: GroupCommitAuditLog  # group commit for hot endpoints' audit events (TSA)
+    clients: CachedClientDirectory  # registered OIDC clients, cached ACAR_KEY_CACHE_SECONDS (idp.clients)
+    oidc: Provider  # the OpenID Connect provider (api.oidc over idp/)
 
     async def close(self) -> None:
         if self.owns_key_store:
@@ -94,8 +98,11 @@ def build_services(settings: Settings, *, key_store: KeyStore | None = None) -> 
         issuer_parent=ROOT,
         refresh_seconds=settings.key_cache_seconds,  # how soon every node stops using a revoked TSA certificate
     )
+    audit_log = GroupCommitAuditLog(sessions)
+    clients = CachedClientDirectory(sessions, ttl_seconds=settings.key_cache_seconds)
+    oidc = build_provider(settings, clients=clients, token_keys=token_keys, sessions=sessions, audit_log=audit_log)
     return Services(settings=settings, engine=engine, sessions=sessions, key_store=store, token_keys=token_keys,
-                    pki=pki, owns_key_store=key_store is None, tsa=tsa, audit_log=GroupCommitAuditLog(sessions))
+                    pki=pki, owns_key_store=key_store is None, tsa=tsa, audit_log=audit_log, clients=clients, oidc=oidc)
 
 
 def _tsa_credentials(

@@ -130,7 +130,6 @@ class Settings(BaseSettings):
             raise SettingsError("ACAR_DATABASE_URL must point at PostgreSQL in production (SQLite is for development)")
         if not self.database_url.startswith("postgresql"):
             raise SettingsError("ACAR_DATABASE_URL must be a postgresql+asyncpg:// URL in production")
-        self._check_production_idp()
         for name in ("certificate_policy_oid", "tsa_policy_oid"):
             if getattr(self, name).startswith(PLACEHOLDER_OID_ARC):
                 raise SettingsError(
@@ -149,6 +148,7 @@ class Settings(BaseSettings):
                 "ACAR_PKCS11_MODULE, ACAR_PKCS11_TOKEN_LABEL and ACAR_PKCS11_PIN (or ACAR_PKCS11_PIN_FILE) must be set "
                 "for the pkcs11 key backend"
             )
+        self._check_production_idp()
 
     def _check_production_idp(self) -> None:
         if self.dev_login:

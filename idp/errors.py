@@ -48,9 +48,12 @@ class OAuthError(Exception):
     error = "invalid_request"
     status_code = 400
 
-    def __init__(self, description: str) -> None:
+    def __init__(self, description: str, *, persist: bool = False) -> None:
         super().__init__(description)
         self.description = description
+        self.persist = persist
+        """True when the refusal itself changed state that must be committed (a reused code revokes its
+        tokens); every other OAuth error leaves the database as it was."""
 
 
 class InvalidRequest(OAuthError):
@@ -97,3 +100,28 @@ class InvalidScope(OAuthError):
     resource owner." """
 
     error = "invalid_scope"
+
+
+class InvalidClientMetadata(IdpError):
+    """Client registration metadata is invalid (the error code of OpenID Connect Dynamic Client Registration 1.0
+    section 3.3 and RFC 7591 section 3.2.2); the detail names the field."""
+
+    code = "invalid_client_metadata"
+    title = "Invalid client metadata"
+    status_code = 422
+
+
+class ClientNotFound(IdpError):
+    """No client is registered under the given client_id."""
+
+    code = "client_not_found"
+    title = "Client not found"
+    status_code = 404
+
+
+class InvalidToken(OAuthError):
+    """RFC 6750 section 3.1: "The access token provided is expired, revoked, malformed, or invalid for other
+    reasons." Answered with 401 and a Bearer challenge."""
+
+    error = "invalid_token"
+    status_code = 401

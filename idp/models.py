@@ -97,6 +97,8 @@ class OAuthClient(Base):
     jwks: Mapped[dict[str, object] | None] = mapped_column(JSON)
     jwks_uri: Mapped[str | None] = mapped_column(String(2000))
     backchannel_logout_uri: Mapped[str | None] = mapped_column(String(2000))
+    id_token_alg: Mapped[str] = mapped_column(String(16), default="ES256")
+    """id_token_signed_response_alg (OIDC Dynamic Registration 2): ES256, RS256 or EdDSA."""
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     disabled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -87,6 +88,61 @@ def public_jwk(public: PublicKeyTypes, *, kid: str, alg: str) -> dict[str, str]:
         raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         return {"kty": "OKP", "crv": "Ed25519", "x": b64url(raw), "kid": kid, "alg": alg, "use": "sig"}
     raise UnsupportedAlgorithm(f"no JWK form for {type(public).__name__}")
+
+
+def public_key_from_jwk(jwk: Mapping[str, Any]) -> tuple[PublicKeyTypes, str]:
+    """The public key of a JWK and the one JWS algorithm it is accepted for (RFC 7517, RFC 7518 section 6,
+    RFC 8037 section 2): EC P-256 -> ES256, RSA of 2048 to 8192 bits -> RS256, OKP Ed25519 -> EdDSA.
+
+    A JWK holding private or symmetric material ("d", "k", ...) is refused, never reduced to its public half:
+    whoever published it has leaked the key. A declared "alg" must be the one derived here.
+    """
+    private_members = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}  # RFC 7518 6.2.2, 6.3.2, 6.4.1; RFC 8037 2
+    min_rsa_bits, max_rsa_bits = 2048, 8192
+
+    def member(name: str) -> bytes:
+        value = jwk.get(name)
+        if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", value):
+            raise InvalidToken(f"JWK member {name} must be unpadded base64url")
+        return b64url_decode(value)
+
+    if not isinstance(jwk, Mapping):
+        raise InvalidToken("a JWK must be a JSON object")
+    private = sorted(private_members & set(jwk))
+    if private:
+        raise InvalidToken(f"JWK holds private key material ({', '.join(private)})")
+    kty, crv = jwk.get("kty"), jwk.get("crv")
+    public: PublicKeyTypes
+    try:
+        if kty == "EC" and crv == "P-256":
+            x, y = member("x"), member("y")
+            if len(x) != 32 or len(y) != 32:
+                raise InvalidToken("P-256 coordinates must be 32 bytes")
+            public = ec.EllipticCurvePublicNumbers(
+                int.from_bytes(x, "big"), int.from_bytes(y, "big"), ec.SECP256R1()).public_key()
+            alg = "ES256"
+        elif kty == "RSA":
+            n, e = int.from_bytes(member("n"), "big"), int.from_bytes(member("e"), "big")
+            if not min_rsa_bits <= n.bit_length() <= max_rsa_bits:
+                raise UnsupportedAlgorithm(f"RSA keys must have {min_rsa_bits} to {max_rsa_bits} bits")
+            public = rsa.RSAPublicNumbers(e, n).public_key()
+            alg = "RS256"
+        elif kty == "OKP" and crv == "Ed25519":
+            x = member("x")
+            if len(x) != 32:
+                raise InvalidToken("Ed25519 public keys must be 32 bytes")
+            public = ed25519.Ed25519PublicKey.from_public_bytes(x)
+            alg = "EdDSA"
+        elif kty in ("EC", "OKP"):
+            raise UnsupportedAlgorithm(f"unsupported {kty} curve {crv!r} (P-256 and Ed25519 are accepted)")
+        else:
+            raise UnsupportedAlgorithm(f"unsupported key type {kty!r} (EC, RSA and OKP are accepted)")
+    except ValueError:
+        raise InvalidToken(f"JWK is not a valid {kty} public key") from None
+    declared = jwk.get("alg")
+    if declared is not None and declared != alg:
+        raise UnsupportedAlgorithm(f"JWK alg {declared!r} does not fit a {kty} key (only {alg})")
+    return public, alg
 
 
 class JwsSigner:

@@ -268,7 +268,7 @@ class TokenKeyService:
         return signer
 
     async def verify(self, token: str, *, issuer: str, audience: str | None, typ: str | None,
-                     algorithms: Iterable[str]) -> VerifiedClaims:
+                     algorithms: Iterable[str], leeway: int = CLOCK_SKEW_LEEWAY_SECONDS) -> VerifiedClaims:
         """Verify a token signed by one of our published keys, reloading the set once for an unknown kid.
 
         The policy is always the caller's (STYLE habit 9): issuer, audience, typ and algorithms have no
@@ -277,13 +277,15 @@ class TokenKeyService:
         snap = await self.snapshot()
         algs = tuple(algorithms)
         try:
-            return JwsVerifier(snap.resolve, algorithms=algs, issuer=issuer, audience=audience, typ=typ).verify(token)
+            return JwsVerifier(snap.resolve, algorithms=algs, issuer=issuer, audience=audience, typ=typ,
+                               leeway=leeway).verify(token)
         except InvalidToken as exc:
             if str(exc) != "unknown signing key" or time.monotonic() - self._last_forced < _UNKNOWN_KID_REFRESH_SECONDS:
                 raise
         self._last_forced = time.monotonic()
         snap = await self.refresh()
-        return JwsVerifier(snap.resolve, algorithms=algs, issuer=issuer, audience=audience, typ=typ).verify(token)
+        return JwsVerifier(snap.resolve, algorithms=algs, issuer=issuer, audience=audience, typ=typ,
+                           leeway=leeway).verify(token)
 
     async def loaded(self) -> list[str]:
         """Algorithms whose current key is loaded and able to sign (for readiness)."""

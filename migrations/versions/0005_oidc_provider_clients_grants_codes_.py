@@ -10,7 +10,6 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-
 import storage.base
 
 revision: str = '0005'
@@ -45,6 +44,7 @@ def upgrade() -> None:
     sa.Column('jwks', sa.JSON(), nullable=True),
     sa.Column('jwks_uri', sa.String(length=2000), nullable=True),
     sa.Column('backchannel_logout_uri', sa.String(length=2000), nullable=True),
+    sa.Column('id_token_alg', sa.String(length=16), nullable=False),
     sa.Column('created_at', storage.base.UTCDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', storage.base.UTCDateTime(timezone=True), nullable=False),
     sa.Column('disabled_at', storage.base.UTCDateTime(timezone=True), nullable=True),

@@ -23,6 +23,7 @@ def _prod(tmp_path: Path, **overrides: object) -> Settings:
         "env": "production", "issuer": "https://login.gov.az",
         "database_url": "postgresql+asyncpg://acar@db/acar", "master_key_file": key,
         "certificate_policy_oid": "1.3.6.1.4.1.61234.1.1", "tsa_policy_oid": "1.3.6.1.4.1.61234.1.2",
+        "pairwise_salt": "a-production-secret-of-at-least-32-chars",
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -39,6 +40,9 @@ def _prod(tmp_path: Path, **overrides: object) -> Settings:
         ({"key_backend": "pkcs11"}, "ACAR_PKCS11_MODULE"),
         ({"certificate_policy_oid": "1.3.6.1.4.1.99999.1.1"}, "ACAR_CERTIFICATE_POLICY_OID"),
         ({"tsa_policy_oid": "1.3.6.1.4.1.99999.1.2"}, "ACAR_TSA_POLICY_OID"),
+        ({"dev_login": True}, "ACAR_DEV_LOGIN"),
+        ({"pairwise_salt": "development-pairwise-salt-not-for-production"}, "ACAR_PAIRWISE_SALT"),
+        ({"pairwise_salt": "short"}, "ACAR_PAIRWISE_SALT"),
     ],
 )
 def test_production_refuses_unsafe_values(tmp_path: Path, overrides: dict[str, object], names: str) -> None:
@@ -80,3 +84,8 @@ def test_out_of_range_values_are_refused_naming_the_variable(
     monkeypatch.setenv(variable, value)
     with pytest.raises(SettingsError, match=f"^{variable}: "):
         load_settings()
+
+
+def test_levels_of_assurance_must_have_distinct_uris() -> None:
+    with pytest.raises(ValueError, match="distinct"):
+        Settings(acr_low="urn:x", acr_substantial="urn:x")

@@ -1,0 +1,136 @@
+"""The login and consent interactions of a pending authorization request (OIDC Core 3.1.2.3 and 3.1.2.4).
+
+Login methods plug in here; this issue ships only the development shortcut (ACAR_DEV_LOGIN), whose route is
+not even registered in production mode and whose setting production refuses.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from fastapi import APIRouter, Request, Response
+from sqlalchemy import select
+
+from api.oidc import session_max_age
+from api.pages import error_page, render
+from api.routes.oidc import answer, provider_of, read_form, session_cookie, set_session_cookie
+from idp.authorize import Interaction
+from idp.claims import CLAIM_DESCRIPTIONS
+from idp.errors import InvalidIdentifier, InvalidRequest
+from idp.interfaces import LEVELS, PendingRequest
+from idp.loa import DEV_LOGIN_METHODS
+from idp.models import Person
+from idp.persons import normalize_fin
+
+router = APIRouter(tags=["interaction"])
+dev_router = APIRouter(tags=["interaction"])
+EXPIRED = "this sign-in request has expired or was already completed; start again from the service you were using"
+
+
+async def _pending(request: Request, pending_id: str) -> PendingRequest | None:
+    provider = provider_of(request)
+    async with provider.unit_of_work() as store:
+        pending = await store.get_pending(pending_id)
+    from storage.base import utcnow
+
+    if pending is None or pending.expires_at <= utcnow():
+        return None
+    return pending
+
+
+def _csrf_ok(form: dict[str, list[str]], pending: PendingRequest) -> bool:
+    sent = form.get("csrf_token", [""])
+    return len(sent) == 1 and hmac.compare_digest(sent[0], pending.csrf_token)
+
+
+@router.get("/interaction/{pending_id}")
+async def login_page(request: Request, pending_id: str) -> Response:
+    pending = await _pending(request, pending_id)
+    if pending is None:
+        return error_page("invalid_request", EXPIRED)
+    provider = provider_of(request)
+    client = await provider.clients.get(pending.client_id)
+    return render("login.html", {
+        "title": "Sign in", "client_name": client.name if client else pending.client_id,
+        "pending_id": pending.id, "csrf_token": pending.csrf_token, "level": pending.params.get("level"),
+        "levels": LEVELS, "login_hint": pending.params.get("login_hint"),
+        "dev_login": provider.settings.dev_login and provider.settings.env != "production",
+    }, form_targets=[str(pending.params["redirect_uri"])])
+
+
+@dev_router.post("/interaction/{pending_id}/dev-login")
+async def dev_login(request: Request, pending_id: str) -> Response:  # noqa: PLR0911 - one page per refusal
+    """Development-only: log in as the registered person with this FIN at the chosen level."""
+    provider = provider_of(request)
+    if not provider.settings.dev_login or provider.settings.env == "production":
+        return error_page("access_denied", "development sign-in is disabled", status=404)
+    try:
+        form = await read_form(request)
+    except InvalidRequest as exc:
+        return error_page("invalid_request", exc.description)
+    pending = await _pending(request, pending_id)
+    if pending is None:
+        return error_page("invalid_request", EXPIRED)
+    if not _csrf_ok(form, pending):
+        return error_page("invalid_request", "the form has expired; please try again", status=403)
+    level = (form.get("level") or ["low"])[0]
+    method = DEV_LOGIN_METHODS.get(level)  # type: ignore[call-overload]
+    if method is None:
+        return error_page("invalid_request", "unknown level of assurance")
+    try:
+        fin = normalize_fin((form.get("fin") or [""])[0])
+    except InvalidIdentifier as exc:
+        return error_page("invalid_request", exc.detail)
+    cookie = session_cookie(request, provider)
+    async with provider.unit_of_work() as store:
+        person_id = (await store.session.execute(select(Person.id).where(Person.fin == fin))).scalar_one_or_none()
+        if person_id is None:
+            return error_page("access_denied", "no person is registered with this FIN", status=400)
+        current = await provider.login_sessions.current(store, cookie)
+        new_cookie, state = await provider.login_sessions.login(store, person_id=person_id, method=method,
+                                                                current=current)
+        result = await provider.authorization.resume(pending.id, store=store, session=state, fresh_login=True)
+    response = answer(result)
+    if new_cookie is not None:
+        set_session_cookie(response, provider, new_cookie, session_max_age(provider, state.expires_at))
+    return response
+
+
+@router.get("/interaction/{pending_id}/consent")
+async def consent_page(request: Request, pending_id: str) -> Response:
+    provider = provider_of(request)
+    async with provider.unit_of_work() as store:
+        current = await provider.login_sessions.current(store, session_cookie(request, provider))
+        result = await provider.authorization.resume(pending_id, store=store, session=current)
+    if not isinstance(result, Interaction) or result.kind != "consent":
+        return answer(result)
+    attributes = [CLAIM_DESCRIPTIONS[c] for c in sorted(result.claims) if c in CLAIM_DESCRIPTIONS]
+    return render("consent.html", {
+        "title": "Share your data?", "client_name": result.client.name, "attributes": attributes,
+        "pending_id": result.pending.id, "csrf_token": result.pending.csrf_token,
+    }, form_targets=[str(result.pending.params["redirect_uri"])])
+
+
+@router.post("/interaction/{pending_id}/consent")
+async def consent_decision(request: Request, pending_id: str) -> Response:
+    provider = provider_of(request)
+    try:
+        form = await read_form(request)
+    except InvalidRequest as exc:
+        return error_page("invalid_request", exc.description)
+    pending = await _pending(request, pending_id)
+    if pending is None:
+        return error_page("invalid_request", EXPIRED)
+    if not _csrf_ok(form, pending):
+        return error_page("invalid_request", "the form has expired; please try again", status=403)
+    decision = form.get("decision", [""])
+    if decision not in (["allow"], ["deny"]):
+        return error_page("invalid_request", "choose Allow or Deny")
+    async with provider.unit_of_work() as store:
+        current = await provider.login_sessions.current(store, session_cookie(request, provider))
+        if current is None:
+            result = await provider.authorization.resume(pending.id, store=store, session=None)
+        else:
+            result = await provider.authorization.resume(pending.id, store=store, session=current,
+                                                         consent=decision == ["allow"])
+    return answer(result)

@@ -1,0 +1,295 @@
+"""OpenID Connect and OAuth 2.0 endpoints: discovery, authorize, token, userinfo, introspect, revoke, logout.
+
+Thin adapters: parse the request, call idp/, render the plain result (STYLE habit 3).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse, RedirectResponse
+
+from api.body import read_limited
+from api.oidc import Provider
+from api.pages import error_page, render
+from api.problems import BearerTokenMissing
+from idp.authorize import AuthorizeResult, ErrorPage, Redirect
+from idp.claims import OIDC_SCOPES, SUPPORTED_CLAIMS
+from idp.client_auth import ASSERTION_SIGNING_ALGS, TOKEN_AUTH_METHODS
+from idp.errors import InvalidRequest
+from idp.grants import single_values
+from idp.interfaces import GRANT_TYPES
+from idp.logout import end_session, validate_logout
+from idp.sessions import csrf_for_session
+from storage.base import utcnow
+
+router = APIRouter(tags=["oidc"])
+MAX_FORM = 64 * 1024
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+FORM = "application/x-www-form-urlencoded"
+UI_LOCALES = ("az", "en", "ru")
+
+
+def provider_of(request: Request) -> Provider:
+    return request.app.state.services.oidc  # type: ignore[no-any-return]
+
+
+async def read_form(request: Request) -> dict[str, list[str]]:
+    """An application/x-www-form-urlencoded body (RFC 6749 appendix B), at most 64 KiB, UTF-8."""
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != FORM:
+        raise InvalidRequest(f"the body must be {FORM}")
+    body = await read_limited(request, MAX_FORM)
+    if body is None:
+        raise InvalidRequest("the request body is too large")
+    try:
+        return parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=100)
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidRequest("the body is not valid form encoding") from None
+
+
+async def read_params(request: Request) -> dict[str, list[str]]:
+    """Query parameters (GET) or the form body (POST), as lists so repeated parameters can be refused."""
+    if request.method == "POST":
+        return await read_form(request)
+    try:
+        return parse_qs(request.url.query, keep_blank_values=True, max_num_fields=100)
+    except ValueError:
+        raise InvalidRequest("too many parameters") from None
+
+
+def oauth_json(body: Mapping[str, Any], status: int = 200) -> JSONResponse:
+    return JSONResponse(dict(body), status_code=status, headers=NO_STORE)
+
+
+# --- discovery -------------------------------------------------------------------------------------------
+
+def discovery_document(provider: Provider) -> dict[str, Any]:
+    """OpenID Connect Discovery 1.0 section 3 and RFC 8414 section 2: only what is implemented."""
+    iss = provider.issuer
+    algs = list(provider.settings.token_key_algorithms)
+    return {
+        "issuer": iss,
+        "authorization_endpoint": iss + "/authorize",
+        "token_endpoint": iss + "/token",
+        "userinfo_endpoint": iss + "/userinfo",
+        "jwks_uri": iss + "/jwks.json",
+        "end_session_endpoint": iss + "/logout",
+        "introspection_endpoint": iss + "/introspect",
+        "revocation_endpoint": iss + "/revoke",
+        "scopes_supported": list(OIDC_SCOPES),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query", "form_post"],
+        "grant_types_supported": list(GRANT_TYPES),
+        "subject_types_supported": ["pairwise", "public"],
+        "id_token_signing_alg_values_supported": algs,
+        "userinfo_signing_alg_values_supported": [],
+        "token_endpoint_auth_methods_supported": list(TOKEN_AUTH_METHODS),
+        "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_SIGNING_ALGS),
+        "introspection_endpoint_auth_methods_supported": [m for m in TOKEN_AUTH_METHODS if m != "none"],
+        "introspection_endpoint_auth_signing_alg_values_supported": list(ASSERTION_SIGNING_ALGS),
+        "revocation_endpoint_auth_methods_supported": list(TOKEN_AUTH_METHODS),
+        "revocation_endpoint_auth_signing_alg_values_supported": list(ASSERTION_SIGNING_ALGS),
+        "code_challenge_methods_supported": ["S256"],
+        "claims_supported": list(SUPPORTED_CLAIMS),
+        "claim_types_supported": ["normal"],
+        "claims_parameter_supported": True,
+        "request_parameter_supported": False,
+        "request_uri_parameter_supported": False,
+        "require_request_uri_registration": False,
+        "acr_values_supported": provider.acr.supported,
+        "prompt_values_supported": ["none", "login", "consent", "select_account"],
+        "ui_locales_supported": list(UI_LOCALES),
+        "backchannel_logout_supported": True,
+        "backchannel_logout_session_supported": True,
+        "frontchannel_logout_supported": False,
+        "authorization_response_iss_parameter_supported": True,
+    }
+
+
+@router.get("/.well-known/openid-configuration")
+@router.get("/.well-known/oauth-authorization-server")
+async def discovery(request: Request) -> JSONResponse:
+    return JSONResponse(discovery_document(provider_of(request)), headers={"Cache-Control": "public, max-age=300"})
+
+
+# --- authorization ---------------------------------------------------------------------------------------
+
+def session_cookie(request: Request, provider: Provider) -> str | None:
+    return request.cookies.get(provider.cookie_name)
+
+
+def set_session_cookie(response: Response, provider: Provider, cookie: str, max_age: int) -> None:
+    response.set_cookie(provider.cookie_name, cookie, max_age=max_age, path="/", httponly=True, samesite="lax",
+                        secure=provider.issuer.startswith("https://"))
+
+
+def redirect_to_client(result: Redirect) -> Response:
+    if result.response_mode == "form_post":
+        return render("form_post.html", {"title": "Returning to the service", "redirect_uri": result.redirect_uri,
+                                         "params": result.params}, form_targets=[result.redirect_uri])
+    parts = urlsplit(result.redirect_uri)
+    query = (parts.query + "&" if parts.query else "") + urlencode(result.params)
+    return RedirectResponse(urlunsplit((parts.scheme, parts.netloc, parts.path, query, "")), status_code=303,
+                            headers={"Cache-Control": "no-store"})
+
+
+def answer(result: AuthorizeResult) -> Response:
+    if isinstance(result, ErrorPage):
+        return error_page(result.error, result.description)
+    if isinstance(result, Redirect):
+        return redirect_to_client(result)
+    path = f"/interaction/{result.pending.id}" + ("/consent" if result.kind == "consent" else "")
+    return RedirectResponse(path, status_code=303, headers={"Cache-Control": "no-store"})
+
+
+@router.api_route("/authorize", methods=["GET", "POST"])
+async def authorize(request: Request) -> Response:
+    """OIDC Core 3.1.2.1: GET and POST are both supported."""
+    provider = provider_of(request)
+    try:
+        params = await read_params(request)
+    except InvalidRequest as exc:
+        return error_page("invalid_request", exc.description)
+    async with provider.unit_of_work() as store:
+        current = await provider.login_sessions.current(store, session_cookie(request, provider))
+        result = await provider.authorization.authorize(params, store=store, session=current)
+    return answer(result)
+
+
+# --- token, userinfo, introspection, revocation ----------------------------------------------------------
+
+@router.post("/token")
+async def token(request: Request) -> JSONResponse:
+    provider = provider_of(request)
+    form = single_values(await read_form(request))
+    async with provider.unit_of_work() as store:
+        result = await provider.grants.token(form, request.headers.get("authorization"), store)
+    return oauth_json(result.body)
+
+
+def _bearer(request: Request, form: Mapping[str, Sequence[str]] | None) -> str:
+    """RFC 6750 section 2.1 (header) and 2.2 (form body); exactly one of them."""
+    header = request.headers.get("authorization")
+    from_form = (form or {}).get("access_token")
+    if header and from_form:
+        raise InvalidRequest("the access token is sent in more than one way")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise BearerTokenMissing("the Authorization header must be: Bearer <token>")
+        return value.strip()
+    if from_form and len(from_form) == 1:
+        return from_form[0]
+    raise BearerTokenMissing("an access token is required")
+
+
+@router.api_route("/userinfo", methods=["GET", "POST"])
+async def userinfo(request: Request) -> JSONResponse:
+    provider = provider_of(request)
+    form = await read_form(request) if request.method == "POST" and request.headers.get("content-type") else None
+    token = _bearer(request, form)
+    async with provider.unit_of_work() as store:
+        body = await provider.grants.userinfo(token, store)
+    return oauth_json(body)
+
+
+@router.post("/introspect")
+async def introspect(request: Request) -> JSONResponse:
+    provider = provider_of(request)
+    form = single_values(await read_form(request))
+    async with provider.unit_of_work() as store:
+        body = await provider.grants.introspect(form, request.headers.get("authorization"), store)
+    return oauth_json(body)
+
+
+@router.post("/revoke")
+async def revoke(request: Request) -> Response:
+    provider = provider_of(request)
+    form = single_values(await read_form(request))
+    async with provider.unit_of_work() as store:
+        await provider.grants.revoke(form, request.headers.get("authorization"), store)
+    return Response(status_code=200, headers=NO_STORE)
+
+
+# --- logout (RP-Initiated Logout 1.0) ---------------------------------------------------------------------
+
+_LOGOUT_PARAMS = ("id_token_hint", "client_id", "post_logout_redirect_uri", "state", "ui_locales")
+
+
+def _logged_out(redirect: str | None, state: str | None) -> Response:
+    if redirect:
+        params = {"state": state} if state is not None else {}
+        return redirect_to_client(Redirect(redirect, params, "query"))
+    return render("logout.html", {"title": "Signed out", "confirm": False})
+
+
+@router.api_route("/logout", methods=["GET", "POST"])
+async def logout(request: Request) -> Response:
+    provider = provider_of(request)
+    try:
+        params = await read_params(request)
+    except InvalidRequest as exc:
+        return error_page("invalid_request", exc.description)
+    validated = await validate_logout(params, clients=provider.clients, verify_hint=provider.verify_id_token_hint)
+    if isinstance(validated, ErrorPage):
+        return error_page(validated.error, validated.description)
+    cookie = session_cookie(request, provider)
+    async with provider.unit_of_work() as store:
+        current = await provider.login_sessions.current(store, cookie)
+        if current is None:
+            return _logged_out(validated.post_logout_redirect_uri, validated.state)
+        if validated.hint_sid is not None and validated.hint_sid == current.sid:
+            # the relying party proved which session it means: no confirmation needed (RP-Initiated Logout 2)
+            await end_session(store, current, now=utcnow, actor=current.person_id,
+                              retry_seconds=provider.settings.backchannel_logout_retry_seconds)
+            response = _logged_out(validated.post_logout_redirect_uri, validated.state)
+            response.delete_cookie(provider.cookie_name, path="/")
+            _kick(request)
+            return response
+    assert cookie is not None  # noqa: S101 - a current session has a cookie
+    carry = {k: v[0] for k, v in params.items() if k in _LOGOUT_PARAMS and v}
+    client = validated.client
+    return render("logout.html", {"title": "Sign out", "confirm": True, "params": carry,
+                                  "csrf_token": csrf_for_session(cookie, "logout"),
+                                  "client_name": client.name if client else None},
+                  form_targets=[validated.post_logout_redirect_uri] if validated.post_logout_redirect_uri else [])
+
+
+@router.post("/logout/confirm")
+async def logout_confirm(request: Request) -> Response:
+    provider = provider_of(request)
+    try:
+        params = await read_form(request)
+    except InvalidRequest as exc:
+        return error_page("invalid_request", exc.description)
+    cookie = session_cookie(request, provider)
+    sent = params.pop("csrf_token", [""])
+    if not cookie or sent != [csrf_for_session(cookie, "logout")]:
+        return error_page("invalid_request", "the sign-out form has expired; please try again", status=403)
+    validated = await validate_logout(params, clients=provider.clients, verify_hint=provider.verify_id_token_hint)
+    if isinstance(validated, ErrorPage):
+        return error_page(validated.error, validated.description)
+    async with provider.unit_of_work() as store:
+        current = await provider.login_sessions.current(store, cookie)
+        if current is not None:
+            await end_session(store, current, now=utcnow, actor=current.person_id,
+                              retry_seconds=provider.settings.backchannel_logout_retry_seconds)
+    response = _logged_out(validated.post_logout_redirect_uri, validated.state)
+    response.delete_cookie(provider.cookie_name, path="/")
+    _kick(request)
+    return response
+
+
+def _kick(request: Request) -> None:
+    """Deliver the queued back-channel logout tokens now rather than at the next tick."""
+    delivery = getattr(request.app.state, "backchannel", None)
+    if delivery is not None:
+        delivery.kick()
+
+
+def json_dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))

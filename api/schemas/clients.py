@@ -1,0 +1,85 @@
+"""Schemas of the client registry's admin API (OIDC Dynamic Client Registration metadata names)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from idp.clients import DEFAULT_GRANT_TYPES, DEFAULT_SCOPES, ClientRegistration
+from idp.interfaces import GRANT_TYPES, Client
+
+_URI = Field(default=None, max_length=2000)
+
+
+class ClientCreate(BaseModel):
+    """A registration request. Field rules (https redirect URIs, grant and method combinations) are checked by
+    idp.clients.validate_registration, whose 422 problem names the field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    redirect_uris: list[str] = Field(default_factory=list, max_length=100)
+    post_logout_redirect_uris: list[str] = Field(default_factory=list, max_length=100)
+    grant_types: list[str] = Field(default_factory=lambda: list(DEFAULT_GRANT_TYPES), max_length=10)
+    scopes: list[str] = Field(default_factory=lambda: list(DEFAULT_SCOPES), max_length=100)
+    auth_method: str = Field(default="client_secret_basic", max_length=32,
+                             description="client_secret_basic, client_secret_post, private_key_jwt or none")
+    subject_type: str = Field(default="pairwise", max_length=16, description="pairwise or public")
+    jwks: dict[str, Any] | None = Field(default=None, description="private_key_jwt: the client's public JWK Set")
+    jwks_uri: str | None = _URI
+    sector_identifier_uri: str | None = _URI
+    backchannel_logout_uri: str | None = _URI
+    id_token_alg: str = Field(default="ES256", max_length=16, description="ES256, RS256 or EdDSA")
+
+    def registration(self) -> ClientRegistration:
+        return ClientRegistration(
+            name=self.name, redirect_uris=self.redirect_uris, post_logout_redirect_uris=self.post_logout_redirect_uris,
+            grant_types=self.grant_types, scopes=self.scopes, auth_method=self.auth_method,
+            subject_type=self.subject_type, jwks=self.jwks, jwks_uri=self.jwks_uri,
+            sector_identifier_uri=self.sector_identifier_uri, backchannel_logout_uri=self.backchannel_logout_uri,
+            id_token_alg=self.id_token_alg,
+        )
+
+
+class ClientView(BaseModel):
+    """A registered client: never its secret nor the secret's hash."""
+
+    client_id: str
+    name: str
+    auth_method: str
+    redirect_uris: list[str]
+    post_logout_redirect_uris: list[str]
+    grant_types: list[str]
+    scopes: list[str]
+    subject_type: str
+    sector_identifier: str
+    sector_identifier_uri: str | None
+    jwks: dict[str, Any] | None
+    jwks_uri: str | None
+    backchannel_logout_uri: str | None
+    id_token_alg: str
+    disabled: bool
+
+    @classmethod
+    def of(cls, client: Client) -> ClientView:
+        return cls(
+            client_id=client.client_id, name=client.name, auth_method=client.auth_method,
+            redirect_uris=list(client.redirect_uris), post_logout_redirect_uris=list(client.post_logout_redirect_uris),
+            grant_types=[g for g in GRANT_TYPES if g in client.grant_types], scopes=sorted(client.scopes),
+            subject_type=client.subject_type, sector_identifier=client.sector_identifier,
+            sector_identifier_uri=client.sector_identifier_uri,
+            jwks=dict(client.jwks) if client.jwks is not None else None, jwks_uri=client.jwks_uri,
+            backchannel_logout_uri=client.backchannel_logout_uri, id_token_alg=client.id_token_alg,
+            disabled=client.disabled,
+        )
+
+
+class ClientCreated(ClientView):
+    client_secret: str | None = Field(
+        description="client_secret_basic/post only: shown this once, only its hash is kept")
+
+
+class ClientSecret(BaseModel):
+    client_id: str
+    client_secret: str = Field(description="shown this once, only its hash is kept")

@@ -1,0 +1,320 @@
+"""The token endpoint (RFC 6749 section 3.2, OIDC Core 3.1.3) and the token-consuming endpoints: userinfo
+(OIDC Core 5.3), introspection (RFC 7662) and revocation (RFC 7009).
+
+Grants: authorization_code (single use; a reused code revokes what it produced, RFC 6749 4.1.2), refresh_token
+(rotated at every use; reuse of a rotated token revokes the family, RFC 9700 section 4.14.2, with a short grace
+window for concurrent requests) and client_credentials (RFC 6749 4.4, scopes restricted per client).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from idp import pkce
+from idp.authorize import token_hash
+from idp.claims import OIDC_SCOPES, SCOPE_CLAIMS, ClaimsRequest, person_claims
+from idp.errors import (
+    InvalidGrant,
+    InvalidRequest,
+    InvalidScope,
+    InvalidToken,
+    OAuthError,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+)
+from idp.interfaces import Client, GrantRecord, OidcStore, RefreshRecord
+from idp.tokens import TokenIssuer, grant_of, new_jti
+from keys.jose import VerifiedClaims
+
+MAX_FORM_VALUE = 8192
+
+
+class ClientAuthentication(Protocol):
+    async def authenticate(self, form: Mapping[str, str], authorization: str | None, *,
+                           replay: Callable[[str, str, dt.datetime], Awaitable[bool]]) -> Client: ...
+
+
+AccessTokenVerifier = Callable[[str], Awaitable[VerifiedClaims]]
+ReplayCheck = Callable[[str, str, dt.datetime], Awaitable[bool]]
+"""(client_id, jti, expires_at) -> False when the assertion was seen before (RFC 7523 section 3)."""
+HotAudit = Callable[..., Awaitable[None]]
+
+
+def single_values(form: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    """RFC 6749 section 3.2: "Request and response parameters MUST NOT be included more than once"."""
+    out: dict[str, str] = {}
+    for name, values in form.items():
+        if len(values) != 1:
+            raise InvalidRequest(f"{name} is repeated")
+        if len(values[0]) > MAX_FORM_VALUE:
+            raise InvalidRequest(f"{name} is too long")
+        out[name] = values[0]
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class TokenResponse:
+    body: dict[str, Any]
+
+
+class TokenService:
+    def __init__(self, authenticator: ClientAuthentication, tokens: TokenIssuer, *, verify_access: AccessTokenVerifier,
+                 refresh_lifetime: int, refresh_grace: int, hot_audit: HotAudit, replay: ReplayCheck,
+                 clock: Callable[[], dt.datetime]) -> None:
+        self._auth = authenticator
+        self._replay = replay
+        self.tokens = tokens
+        self._verify_access = verify_access
+        self._refresh_lifetime = dt.timedelta(seconds=refresh_lifetime)
+        self._grace = dt.timedelta(seconds=refresh_grace)
+        self._hot_audit = hot_audit
+        self._clock = clock
+
+    async def authenticate(self, form: Mapping[str, str], authorization: str | None, store: OidcStore) -> Client:
+        # the replay cache is written in its own transaction (`replay`), not in the request's unit of work: a
+        # request that fails later must not roll the jti back and let the assertion be used again
+        return await self._auth.authenticate(form, authorization, replay=self._replay)
+
+    # --- token endpoint ----------------------------------------------------------------------------------
+
+    async def token(self, form: Mapping[str, str], authorization: str | None, store: OidcStore) -> TokenResponse:
+        grant_type = form.get("grant_type")
+        if not grant_type:
+            raise InvalidRequest("grant_type is missing")
+        handler = {"authorization_code": self._authorization_code, "refresh_token": self._refresh_token,
+                   "client_credentials": self._client_credentials}.get(grant_type)
+        if handler is None:
+            raise UnsupportedGrantType(f"grant_type {grant_type[:40]!r} is not supported")
+        client = await self.authenticate(form, authorization, store)
+        if grant_type not in client.grant_types:
+            raise UnauthorizedClient(f"this client may not use the {grant_type} grant")
+        return await handler(client, form, store)
+
+    async def _client_credentials(self, client: Client, form: Mapping[str, str], store: OidcStore) -> TokenResponse:
+        api_scopes = [s for s in client.scopes if s not in OIDC_SCOPES]
+        requested = form.get("scope")
+        if requested is None:
+            scopes = sorted(api_scopes)
+        else:
+            scopes = list(dict.fromkeys(requested.split()))
+            refused = [s for s in scopes if s not in api_scopes]
+            if refused:
+                raise InvalidScope(f"scope not allowed for this client: {' '.join(refused)}"[:300])
+        scope = " ".join(scopes)
+        jti = new_jti()
+        token, expires_in = await self.tokens.access_token(client_id=client.client_id, sub=client.client_id,
+                                                           scope=scope, jti=jti)
+        await self._hot_audit("token.issued", actor=client.client_id, subject=client.client_id,
+                              detail={"grant_type": "client_credentials", "scope": scope, "jti": jti})
+        body = {"access_token": token, "token_type": "Bearer", "expires_in": expires_in}
+        if scope:
+            body["scope"] = scope
+        return TokenResponse(body)
+
+    async def _authorization_code(self, client: Client, form: Mapping[str, str], store: OidcStore) -> TokenResponse:
+        code = form.get("code")
+        if not code:
+            raise InvalidRequest("code is missing")
+        redirect_uri = form.get("redirect_uri")
+        if not redirect_uri:
+            raise InvalidRequest("redirect_uri is missing")
+        verifier = form.get("code_verifier")
+        if not verifier:
+            raise InvalidRequest("code_verifier is missing (PKCE is required)")
+        now = self._clock()
+        record = await store.get_code(token_hash(code))
+        if record is None:
+            raise InvalidGrant("authorization code is invalid")
+        if record.client_id != client.client_id:
+            raise InvalidGrant("authorization code was issued to another client")
+        if record.consumed_at is not None:
+            await self._revoke_family(store, record.grant_id, "authorization code reused", client.client_id)
+            raise InvalidGrant("authorization code was already used; tokens issued from it are revoked",
+                               persist=True)
+        if record.expires_at <= now:
+            raise InvalidGrant("authorization code has expired")
+        if redirect_uri != record.redirect_uri:
+            raise InvalidGrant("redirect_uri does not match the authorization request")
+        if not pkce.verify(verifier, record.code_challenge):
+            raise InvalidGrant("code_verifier does not match the code_challenge")
+        if not await store.consume_code(record.code_hash, now):
+            await self._revoke_family(store, record.grant_id, "authorization code reused", client.client_id)
+            raise InvalidGrant("authorization code was already used", persist=True)
+        grant = await store.get_grant(record.grant_id)
+        if grant is None or grant.revoked_at is not None:
+            raise InvalidGrant("authorization was revoked")
+        body = await self._user_tokens(client, grant, store, nonce=record.nonce, now=now)
+        store.audit("token.issued", actor=client.client_id, subject=grant.person_id,
+                    detail={"grant_type": "authorization_code", "grant": grant.id, "scope": grant.scope})
+        return TokenResponse(body)
+
+    async def _refresh_token(self, client: Client, form: Mapping[str, str], store: OidcStore) -> TokenResponse:
+        presented = form.get("refresh_token")
+        if not presented:
+            raise InvalidRequest("refresh_token is missing")
+        now = self._clock()
+        record = await store.get_refresh(token_hash(presented))
+        if record is None:
+            raise InvalidGrant("refresh token is invalid")
+        if record.client_id != client.client_id:
+            raise InvalidGrant("refresh token was issued to another client")
+        if record.expires_at <= now:
+            raise InvalidGrant("refresh token has expired")
+        grant = await store.get_grant(record.grant_id)
+        if grant is None or grant.revoked_at is not None or grant.expires_at <= now:
+            raise InvalidGrant("authorization was revoked or has expired")
+        scope = grant.scope
+        if "scope" in form:
+            narrowed = form["scope"].split()
+            if not narrowed or not set(narrowed) <= set(grant.scope.split()):
+                raise InvalidScope("scope exceeds what was granted")
+            scope = " ".join(dict.fromkeys(narrowed))
+        if record.used_at is not None or not await store.use_refresh(record.token_hash, now):
+            used_at = record.used_at or now
+            if now - used_at > self._grace:
+                await self._revoke_family(store, grant.id, "refresh token reused", client.client_id)
+                raise InvalidGrant("refresh token was already used; the whole authorization is revoked",
+                                   persist=True)
+            # inside the grace window: a concurrent request of the same client gets its own new pair
+        body = await self._user_tokens(client, grant, store, nonce=None, now=now, scope=scope)
+        store.audit("token.refreshed", actor=client.client_id, subject=grant.person_id, detail={"grant": grant.id})
+        return TokenResponse(body)
+
+    async def _user_tokens(self, client: Client, grant: GrantRecord, store: OidcStore, *, nonce: str | None,
+                           now: dt.datetime, scope: str | None = None) -> dict[str, Any]:
+        scope = scope if scope is not None else grant.scope
+        auth_time = int(grant.auth_time.timestamp())
+        access, expires_in = await self.tokens.access_token(
+            client_id=client.client_id, sub=grant.sub, scope=scope, jti=new_jti(grant.id),
+            extra={"auth_time": auth_time, "acr": grant.acr},
+        )
+        claims = ClaimsRequest.from_json(grant.claims)
+        released = set((grant.claims or {}).get("released", ()))
+        id_claims: dict[str, Any] = {}
+        wanted = set(claims.id_token) & released
+        if wanted:
+            subject = await store.subject(grant.person_id)
+            if subject is not None:
+                id_claims = person_claims(subject, wanted)
+        id_token = await self.tokens.id_token(
+            client_id=client.client_id, alg=client.id_token_alg, sub=grant.sub, nonce=nonce, auth_time=auth_time,
+            acr=grant.acr, amr=grant.amr, sid=grant.session_sid, access_token=access, claims=id_claims,
+        )
+        body: dict[str, Any] = {"access_token": access, "token_type": "Bearer", "expires_in": expires_in,
+                                "id_token": id_token, "scope": scope}
+        if "refresh_token" in client.grant_types:
+            refresh = secrets.token_urlsafe(32)
+            await store.create_refresh(RefreshRecord(
+                token_hash=token_hash(refresh), grant_id=grant.id, client_id=client.client_id,
+                expires_at=min(grant.expires_at, now + self._refresh_lifetime), used_at=None,
+            ))
+            body["refresh_token"] = refresh
+        return body
+
+    async def _revoke_family(self, store: OidcStore, grant_id: str, reason: str, actor: str) -> None:
+        if await store.revoke_grant(grant_id, self._clock(), reason):
+            store.audit("grant.revoked", actor=actor, subject=grant_id, detail={"reason": reason})
+
+    # --- userinfo, introspection, revocation ---------------------------------------------------------------
+
+    async def active_access_token(self, token: str, store: OidcStore) -> tuple[VerifiedClaims, GrantRecord | None]:
+        """A verified, unrevoked access token and its grant; raises InvalidToken otherwise."""
+        try:
+            verified = await self._verify_access(token)
+        except Exception:  # noqa: BLE001 - every verification failure is "invalid_token"
+            raise InvalidToken("the access token is invalid or has expired") from None
+        jti = str(verified.claims.get("jti", ""))
+        grant_id = grant_of(jti)
+        grant = await store.get_grant(grant_id) if grant_id else None
+        if grant_id and (grant is None or grant.revoked_at is not None):
+            raise InvalidToken("the access token was revoked")
+        if await store.jti_revoked(jti):
+            raise InvalidToken("the access token was revoked")
+        return verified, grant
+
+    async def userinfo(self, token: str, store: OidcStore) -> dict[str, Any]:
+        """OIDC Core 5.3: the claims the grant released, for its scopes and the claims parameter's userinfo."""
+        verified, grant = await self.active_access_token(token, store)
+        if grant is None or "openid" not in str(verified.claims.get("scope", "")).split():
+            raise InsufficientScope("the access token does not carry the openid scope of a user")
+        subject = await store.subject(grant.person_id)
+        if subject is None:
+            raise InvalidToken("the person of this token no longer exists")
+        released = set((grant.claims or {}).get("released", ()))
+        scopes = set(str(verified.claims.get("scope", "")).split())
+        wanted = {c for s in scopes for c in SCOPE_CLAIMS.get(s, ())}
+        wanted |= set(ClaimsRequest.from_json(grant.claims).userinfo)
+        body = {"sub": grant.sub}
+        body.update(person_claims(subject, wanted & released))
+        return body
+
+    async def introspect(self, form: Mapping[str, str], authorization: str | None, store: OidcStore) -> dict[str, Any]:
+        """RFC 7662 section 2: only authenticated clients; active=false for anything unknown, expired or revoked."""
+        client = await self.authenticate(form, authorization, store)
+        token = form.get("token")
+        if not token:
+            raise InvalidRequest("token is missing")
+        now = self._clock()
+        if token.count(".") == 2:
+            try:
+                verified, grant = await self.active_access_token(token, store)
+            except InvalidToken:
+                return {"active": False}
+            out = {k: verified.claims[k] for k in ("scope", "client_id", "sub", "exp", "iat", "iss", "aud", "jti",
+                                                     "auth_time", "acr") if k in verified.claims}
+            out.update(active=True, token_type="Bearer")
+            return out
+        record = await store.get_refresh(token_hash(token))
+        if record is None or record.client_id != client.client_id or record.expires_at <= now:
+            return {"active": False}
+        if record.used_at is not None and now - record.used_at > self._grace:
+            return {"active": False}
+        grant = await store.get_grant(record.grant_id)
+        if grant is None or grant.revoked_at is not None:
+            return {"active": False}
+        return {"active": True, "token_type": "refresh_token", "client_id": client.client_id, "sub": grant.sub,
+                "scope": grant.scope, "exp": int(record.expires_at.timestamp()), "iss": self.tokens.issuer}
+
+    async def revoke(self, form: Mapping[str, str], authorization: str | None, store: OidcStore) -> None:
+        """RFC 7009 section 2: revoke a refresh token (and its family) or an access token of the calling client.
+        Unknown or foreign tokens are answered 200 all the same (section 2.2) and change nothing."""
+        client = await self.authenticate(form, authorization, store)
+        token = form.get("token")
+        if not token:
+            raise InvalidRequest("token is missing")
+        hint = form.get("token_type_hint")
+        if hint not in (None, "access_token", "refresh_token"):
+            raise UnsupportedTokenType("token_type_hint must be access_token or refresh_token")
+        if token.count(".") == 2:
+            try:
+                verified = await self._verify_access(token)
+            except Exception:  # noqa: BLE001 - an invalid token needs no revocation
+                return
+            if verified.claims.get("client_id") != client.client_id:
+                return
+            jti = str(verified.claims["jti"])
+            expires = dt.datetime.fromtimestamp(float(verified.claims["exp"]) + 60, tz=dt.UTC)
+            if await store.revoke_jti(jti, expires, "revoked by client"):
+                store.audit("token.revoked", actor=client.client_id, subject=jti)
+            return
+        record = await store.get_refresh(token_hash(token))
+        if record is not None and record.client_id == client.client_id:
+            await self._revoke_family(store, record.grant_id, "refresh token revoked by client", client.client_id)
+
+
+class InsufficientScope(OAuthError):
+    """RFC 6750 section 3.1: "The request requires higher privileges than provided by the access token." """
+
+    error = "insufficient_scope"
+    status_code = 403
+
+
+class UnsupportedTokenType(OAuthError):
+    """RFC 7009 section 2.2.1: "The authorization server does not support the revocation of the presented
+    token type." """
+
+    error = "unsupported_token_type"

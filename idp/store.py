@@ -1,0 +1,265 @@
+"""`OidcStore` on SQLAlchemy: one instance per request, flushing into the caller's unit of work."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from idp.backchannel import queue_logouts
+from idp.interfaces import (
+    CodeRecord,
+    ConsentRecord,
+    GrantRecord,
+    Level,
+    LoginState,
+    NewGrant,
+    PendingRequest,
+    RefreshRecord,
+    Subject,
+)
+from idp.models import (
+    AuthorizationCode,
+    AuthorizationRequest,
+    ClientAssertionJti,
+    Consent,
+    Grant,
+    LoginSession,
+    Person,
+    RefreshToken,
+    RevokedToken,
+    SessionClient,
+)
+from storage.audit import record_event
+from storage.base import utcnow
+
+
+def _login_state(row: LoginSession) -> LoginState:
+    level: Level = row.level if row.level in ("low", "substantial", "high") else "low"  # type: ignore[assignment]
+    return LoginState(id=row.id, sid=row.sid or "", person_id=row.person_id, auth_time=row.auth_time,
+                      expires_at=row.expires_at, level=level, amr=tuple(row.amr or ()), ended_at=row.ended_at)
+
+
+def _grant(row: Grant) -> GrantRecord:
+    return GrantRecord(id=row.id, client_id=row.client_id, person_id=row.person_id, session_sid=row.session_sid,
+                       sub=row.sub, scope=row.scope, claims=row.claims, acr=row.acr, amr=tuple(row.amr or ()),
+                       auth_time=row.auth_time, expires_at=row.expires_at, revoked_at=row.revoked_at)
+
+
+class SqlOidcStore:
+    def __init__(self, session: AsyncSession, *, request_id: str | None = None) -> None:
+        self.session = session
+        self._request_id = request_id
+
+    def _insert(self) -> Any:
+        return pg_insert if self.session.get_bind().dialect.name == "postgresql" else sqlite_insert
+
+    # persons and sessions
+    async def subject(self, person_id: str) -> Subject | None:
+        row = await self.session.get(Person, person_id)
+        if row is None:
+            return None
+        return Subject(person_id=row.id, fin=row.fin, given_name=row.given_name, family_name=row.family_name,
+                       birthdate=row.birthdate)
+
+    async def create_session(self, state: LoginState) -> None:
+        self.session.add(LoginSession(id=state.id, sid=state.sid, person_id=state.person_id,
+                                      auth_time=state.auth_time, expires_at=state.expires_at, level=state.level,
+                                      acr=state.level, amr=list(state.amr)))
+        await self.session.flush()
+
+    async def update_login(self, session_id: str, *, auth_time: dt.datetime, level: Level,
+                           amr: tuple[str, ...]) -> None:
+        await self.session.execute(update(LoginSession).where(LoginSession.id == session_id).values(
+            auth_time=auth_time, level=level, acr=level, amr=list(amr)))
+
+    async def get_session(self, session_id: str) -> LoginState | None:
+        row = await self.session.get(LoginSession, session_id)
+        return _login_state(row) if row is not None else None
+
+    async def end_session(self, session_id: str, now: dt.datetime) -> LoginState | None:
+        result = await self.session.execute(
+            update(LoginSession).where(LoginSession.id == session_id, LoginSession.ended_at.is_(None))
+            .values(ended_at=now).returning(LoginSession))
+        row = result.scalar_one_or_none()
+        return _login_state(row) if row is not None else None
+
+    async def add_session_client(self, session_id: str, client_id: str, sub: str) -> None:
+        await self.session.execute(self._insert()(SessionClient).values(
+            session_id=session_id, client_id=client_id, sub=sub).on_conflict_do_nothing(
+            index_elements=["session_id", "client_id"]))
+
+    async def revoke_session_grants(self, sid: str, now: dt.datetime, reason: str) -> int:
+        """Revoke the grants made in a login session, except those with offline_access (logout)."""
+        rows = (await self.session.execute(select(Grant).where(Grant.session_sid == sid,
+                                                               Grant.revoked_at.is_(None)))).scalars().all()
+        count = 0
+        for row in rows:
+            if "offline_access" not in row.scope.split():
+                row.revoked_at, row.revoked_reason = now, reason
+                count += 1
+        await self.session.flush()
+        return count
+
+    async def revoke_person_grants(self, person_id: str, client_id: str, reason: str) -> int:
+        result = await self.session.execute(update(Grant).where(
+            Grant.person_id == person_id, Grant.client_id == client_id, Grant.revoked_at.is_(None))
+            .values(revoked_at=utcnow(), revoked_reason=reason[:200]))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    # pending requests
+    async def save_pending(self, pending: PendingRequest) -> None:
+        self.session.add(AuthorizationRequest(id=pending.id, client_id=pending.client_id, params=dict(pending.params),
+                                              csrf_token=pending.csrf_token, expires_at=pending.expires_at))
+        await self.session.flush()
+
+    async def get_pending(self, pending_id: str) -> PendingRequest | None:
+        if len(pending_id) > 64:
+            return None
+        row = await self.session.get(AuthorizationRequest, pending_id)
+        if row is None:
+            return None
+        return PendingRequest(id=row.id, client_id=row.client_id, params=row.params, csrf_token=row.csrf_token,
+                              expires_at=row.expires_at)
+
+    async def delete_pending(self, pending_id: str) -> None:
+        await self.session.execute(delete(AuthorizationRequest).where(AuthorizationRequest.id == pending_id))
+
+    # grants, codes, refresh tokens
+    async def create_grant(self, grant_id: str, grant: NewGrant) -> None:
+        self.session.add(Grant(id=grant_id, client_id=grant.client_id, person_id=grant.person_id,
+                               session_sid=grant.session_sid, sub=grant.sub, scope=grant.scope,
+                               claims=dict(grant.claims) if grant.claims is not None else None, acr=grant.acr,
+                               amr=list(grant.amr), auth_time=grant.auth_time, expires_at=grant.expires_at))
+
+    async def get_grant(self, grant_id: str) -> GrantRecord | None:
+        if len(grant_id) > 32:
+            return None
+        row = await self.session.get(Grant, grant_id)
+        return _grant(row) if row is not None else None
+
+    async def revoke_grant(self, grant_id: str, now: dt.datetime, reason: str) -> bool:
+        result = await self.session.execute(update(Grant).where(Grant.id == grant_id, Grant.revoked_at.is_(None))
+                                            .values(revoked_at=now, revoked_reason=reason[:200]))
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def create_code(self, code: CodeRecord) -> None:
+        await self.session.flush()  # the grant row first (foreign key)
+        self.session.add(AuthorizationCode(code_hash=code.code_hash, grant_id=code.grant_id, client_id=code.client_id,
+                                           redirect_uri=code.redirect_uri, nonce=code.nonce,
+                                           code_challenge=code.code_challenge, expires_at=code.expires_at))
+        await self.session.flush()
+
+    async def get_code(self, code_hash: str) -> CodeRecord | None:
+        row = await self.session.get(AuthorizationCode, code_hash)
+        if row is None:
+            return None
+        return CodeRecord(code_hash=row.code_hash, grant_id=row.grant_id, client_id=row.client_id,
+                          redirect_uri=row.redirect_uri, nonce=row.nonce, code_challenge=row.code_challenge,
+                          expires_at=row.expires_at, consumed_at=row.consumed_at)
+
+    async def consume_code(self, code_hash: str, now: dt.datetime) -> bool:
+        result = await self.session.execute(
+            update(AuthorizationCode).where(AuthorizationCode.code_hash == code_hash,
+                                            AuthorizationCode.consumed_at.is_(None)).values(consumed_at=now))
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+    async def create_refresh(self, record: RefreshRecord) -> None:
+        self.session.add(RefreshToken(token_hash=record.token_hash, grant_id=record.grant_id,
+                                      client_id=record.client_id, expires_at=record.expires_at))
+        await self.session.flush()
+
+    async def get_refresh(self, token_hash: str) -> RefreshRecord | None:
+        row = await self.session.get(RefreshToken, token_hash)
+        if row is None:
+            return None
+        return RefreshRecord(token_hash=row.token_hash, grant_id=row.grant_id, client_id=row.client_id,
+                             expires_at=row.expires_at, used_at=row.used_at)
+
+    async def use_refresh(self, token_hash: str, now: dt.datetime) -> bool:
+        result = await self.session.execute(
+            update(RefreshToken).where(RefreshToken.token_hash == token_hash, RefreshToken.used_at.is_(None))
+            .values(used_at=now))
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+    # consent
+    async def get_consent(self, person_id: str, client_id: str) -> ConsentRecord | None:
+        row = (await self.session.execute(select(Consent).where(Consent.person_id == person_id,
+                                                                Consent.client_id == client_id))).scalar_one_or_none()
+        if row is None:
+            return None
+        return ConsentRecord(client_id=row.client_id, scopes=frozenset(row.scopes), claims=frozenset(row.claims),
+                             granted_at=row.granted_at)
+
+    async def save_consent(self, person_id: str, client_id: str, scopes: frozenset[str], claims: frozenset[str],
+                           now: dt.datetime) -> None:
+        row = (await self.session.execute(select(Consent).where(Consent.person_id == person_id,
+                                                                Consent.client_id == client_id))).scalar_one_or_none()
+        if row is None:
+            self.session.add(Consent(person_id=person_id, client_id=client_id, scopes=sorted(scopes),
+                                     claims=sorted(claims), granted_at=now))
+        else:
+            row.scopes = sorted(set(row.scopes) | scopes)
+            row.claims = sorted(set(row.claims) | claims)
+            row.granted_at = now
+        await self.session.flush()
+
+    async def revoke_consent(self, person_id: str, client_id: str) -> bool:
+        result = await self.session.execute(delete(Consent).where(Consent.person_id == person_id,
+                                                                  Consent.client_id == client_id))
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def list_consents(self, person_id: str) -> list[ConsentRecord]:
+        rows = (await self.session.execute(select(Consent).where(Consent.person_id == person_id)
+                                           .order_by(Consent.granted_at))).scalars().all()
+        return [ConsentRecord(client_id=r.client_id, scopes=frozenset(r.scopes), claims=frozenset(r.claims),
+                              granted_at=r.granted_at) for r in rows]
+
+    # revocation and replay
+    async def revoke_jti(self, jti: str, expires_at: dt.datetime, reason: str) -> bool:
+        result = await self.session.execute(self._insert()(RevokedToken).values(
+            jti=jti[:64], expires_at=expires_at, reason=reason[:200]).on_conflict_do_nothing(index_elements=["jti"]))
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+    async def jti_revoked(self, jti: str) -> bool:
+        return (await self.session.get(RevokedToken, jti[:64])) is not None
+
+    async def remember_assertion(self, client_id: str, jti: str, expires_at: dt.datetime) -> bool:
+        result = await self.session.execute(self._insert()(ClientAssertionJti).values(
+            client_id=client_id, jti=jti[:255], expires_at=expires_at).on_conflict_do_nothing(
+            index_elements=["client_id", "jti"]))
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+    # back-channel logout
+    async def queue_logouts(self, session_id: str, *, sid: str, now: dt.datetime, retry_seconds: int) -> int:
+        return await queue_logouts(self.session, session_id=session_id, sid=sid, now=now,
+                                   retry_seconds=retry_seconds)
+
+    # audit
+    def audit(self, event_type: str, *, actor: str, subject: str | None = None,
+              detail: Mapping[str, Any] | None = None) -> None:
+        record_event(self.session, event_type, actor=actor, subject=subject,
+                     detail=dict(detail) if detail is not None else None, request_id=self._request_id)
+
+
+async def purge_expired(session: AsyncSession, now: dt.datetime) -> dict[str, int]:
+    """Forget what can no longer be used: expired codes, refresh tokens, grants, pending requests, client
+    assertion jtis and ended sessions (a day after they end or expire, for the audit trail's sake)."""
+    day = dt.timedelta(days=1)
+    counts = {}
+    for name, statement in (
+        ("authorization_requests", delete(AuthorizationRequest).where(AuthorizationRequest.expires_at <= now)),
+        ("authorization_codes", delete(AuthorizationCode).where(AuthorizationCode.expires_at <= now - day)),
+        ("refresh_tokens", delete(RefreshToken).where(RefreshToken.expires_at <= now)),
+        ("grants", delete(Grant).where(Grant.expires_at <= now)),
+        ("client_assertion_jtis", delete(ClientAssertionJti).where(ClientAssertionJti.expires_at <= now)),
+        ("sessions", delete(LoginSession).where(LoginSession.expires_at <= now - day)),
+    ):
+        result = await session.execute(statement)
+        counts[name] = int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return counts
