@@ -376,7 +376,8 @@ def cmd_client_add(args: argparse.Namespace, settings: Settings) -> None:
     registration = _client_registration(args)
 
     async def work(services: Services, session: AsyncSession) -> dict[str, Any]:
-        client, secret = await ClientRegistry(session).add(registration, actor="cli")
+        client, secret = await ClientRegistry(session, signing_algs=settings.token_key_algorithms).add(
+            registration, actor="cli")
         return {**ClientView.of(client).model_dump(mode="json"), "client_secret": secret}
 
     _emit_client(args, _run(settings, work))

@@ -14,7 +14,7 @@ import datetime as dt
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -313,8 +313,10 @@ class ClientRegistry:
     """Registers and manages clients in the caller's unit of work (methods flush; the caller commits)."""
 
     def __init__(self, session: AsyncSession, *, fetch_document: DocumentFetcher = fetch_json_document,
-                 clock: Callable[[], dt.datetime] = utcnow) -> None:
+                 clock: Callable[[], dt.datetime] = utcnow, signing_algs: Iterable[str] = ID_TOKEN_ALGS) -> None:
         self._session = session
+        self._signing_algs = tuple(signing_algs)
+        """The algorithms this provider has token keys for: an ID token algorithm outside them is refused."""
         self._fetch = fetch_document
         self._clock = clock
 
@@ -322,6 +324,9 @@ class ClientRegistry:
                   request_id: str | None = None) -> tuple[Client, str | None]:
         """Register a client; returns it and, for client_secret_basic/post, its secret (shown this once)."""
         meta = validate_registration(registration)
+        if meta.id_token_alg not in self._signing_algs:
+            raise InvalidClientMetadata(f"id_token_alg: this provider signs ID tokens with "
+                                        f"{', '.join(self._signing_algs)} only (ACAR_TOKEN_KEY_ALGORITHMS)")
         client_id = generate_client_id()
         sector = await resolve_sector(meta, client_id, fetch=self._fetch)  # before any database work
         secret = generate_secret() if meta.auth_method in SECRET_METHODS else None

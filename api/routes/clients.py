@@ -28,8 +28,9 @@ async def register_client(body: ClientCreate, request: Request, response: Respon
     """Register a client; 201 with its client_id and, for client_secret_basic/post, its secret (shown once)."""
     services: Services = request.app.state.services
     async with services.sessions() as session, session.begin():
-        client, secret = await ClientRegistry(session).add(body.registration(), actor=f"admin:{principal.subject}",
-                                                           request_id=request_id_var.get())
+        registry = ClientRegistry(session, signing_algs=services.settings.token_key_algorithms)
+        client, secret = await registry.add(body.registration(), actor=f"admin:{principal.subject}",
+                                            request_id=request_id_var.get())
     services.clients.invalidate(client.client_id)
     response.headers.update(_NO_STORE)
     return ClientCreated(**ClientView.of(client).model_dump(), client_secret=secret)
