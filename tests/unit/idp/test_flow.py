@@ -91,7 +91,7 @@ async def test_consents_are_listed_and_withdrawal_revokes_the_clients_tokens(
     r = await http.get("/userinfo", headers={"Authorization": "Bearer " + token})
     assert r.status_code == 401 and r.json()["error"] == "invalid_token"
     # the next authorization asks for consent again
-    verifier, challenge = pkce_pair()
+    _verifier, challenge = pkce_pair()
     r = await http.get("/authorize", params={
         "client_id": rp.client_id, "redirect_uri": rp.redirect_uri, "response_type": "code", "scope": "openid",
         "nonce": "n", "code_challenge": challenge, "code_challenge_method": "S256"})
