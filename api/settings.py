@@ -73,6 +73,19 @@ class Settings(BaseSettings):
     acr_high: str = "http://eidas.europa.eu/LoA/high"
     dev_login: bool = False
     """Development-only login shortcut (a form taking a FIN); refused in production."""
+    # passkeys (WebAuthn Level 2) and enrollment
+    webauthn_rp_id: str = "localhost"
+    """The relying party id: the issuer's host or a registrable suffix of it (WebAuthn Level 2 section 5.1.2)."""
+    webauthn_rp_name: str = "Açar"
+    webauthn_origins: list[str] = Field(default=["http://localhost:8000"])
+    """Origins allowed in clientDataJSON (exact match)."""
+    webauthn_challenge_seconds: int = Field(default=300, ge=30, le=900)
+    webauthn_high_requires_attestation: bool = False
+    """Level high needs direct attestation from an allow-listed authenticator model (AAGUID)."""
+    webauthn_aaguid_allowlist: list[str] = Field(default=[])
+    activation_code_lifetime_hours: int = Field(default=72, ge=1, le=30 * 24)
+    activation_code_max_attempts: int = Field(default=5, ge=1, le=20)
+    enrollment_lifetime_seconds: int = Field(default=900, ge=60, le=3600)
     # PKI
     certificate_policy_oid: str = "1.3.6.1.4.1.99999.1.1"
     tsa_policy_oid: str = "1.3.6.1.4.1.99999.1.2"
@@ -151,6 +164,14 @@ class Settings(BaseSettings):
         self._check_production_idp()
 
     def _check_production_idp(self) -> None:
+        if any(not origin.startswith("https://") for origin in self.webauthn_origins):
+            raise SettingsError("ACAR_WEBAUTHN_ORIGINS must list https origins only in production")
+        host = urlsplit(self.issuer).hostname or ""
+        if host != self.webauthn_rp_id and not host.endswith("." + self.webauthn_rp_id):
+            raise SettingsError(f"ACAR_WEBAUTHN_RP_ID must be the issuer's host {host} or a parent domain of it")
+        if self.webauthn_high_requires_attestation and not self.webauthn_aaguid_allowlist:
+            raise SettingsError("ACAR_WEBAUTHN_AAGUID_ALLOWLIST must list authenticator models when "
+                                "ACAR_WEBAUTHN_HIGH_REQUIRES_ATTESTATION is on")
         if self.dev_login:
             raise SettingsError("ACAR_DEV_LOGIN is a development shortcut and cannot be enabled in production")
         salt = self.pairwise_salt.get_secret_value()

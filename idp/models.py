@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import JSON, CheckConstraint, Date, ForeignKey, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, CheckConstraint, Date, ForeignKey, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.base import Base, UTCDateTime, utcnow
@@ -228,3 +228,94 @@ class RevokedToken(Base):
     revoked_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
     reason: Mapped[str] = mapped_column(String(200))
+
+
+class WebAuthnUser(Base):
+    """The WebAuthn user handle of a person (WebAuthn Level 2 section 14.6.1: random, no personal data)."""
+
+    __tablename__ = "webauthn_users"
+
+    person_id: Mapped[str] = mapped_column(ForeignKey("persons.id", ondelete="CASCADE"), primary_key=True)
+    user_handle: Mapped[str] = mapped_column(String(88), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class WebAuthnCredential(Base):
+    """A passkey or security key registered by a person (WebAuthn Level 2 section 7.1, step 26)."""
+
+    __tablename__ = "webauthn_credentials"
+
+    id: Mapped[str] = mapped_column(String(1400), primary_key=True)
+    """The credential id, base64url (at most 1023 bytes)."""
+    person_id: Mapped[str] = mapped_column(ForeignKey("persons.id", ondelete="CASCADE"), index=True)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)
+    """COSE_Key of the credential public key."""
+    sign_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    transports: Mapped[list[str]] = mapped_column(JSON, default=list)
+    aaguid: Mapped[str] = mapped_column(String(36))
+    attestation_format: Mapped[str] = mapped_column(String(32))
+    user_verified: Mapped[bool] = mapped_column(default=False)
+    """User verification was performed at registration."""
+    attested: Mapped[bool] = mapped_column(default=False)
+    """Direct attestation from an allow-listed AAGUID was verified (needed for level high when required)."""
+    backup_eligible: Mapped[bool] = mapped_column(default=False)
+    backed_up: Mapped[bool] = mapped_column(default=False)
+    name: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    flagged_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    """Set when the signature counter went backwards (a possible clone): the credential no longer logs in."""
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class WebAuthnChallenge(Base):
+    """A single-use ceremony challenge with a short lifetime (WebAuthn Level 2 section 13.4.3)."""
+
+    __tablename__ = "webauthn_challenges"
+    __table_args__ = (CheckConstraint("purpose IN ('register', 'authenticate')", name="purpose"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    challenge: Mapped[str] = mapped_column(String(128))
+    purpose: Mapped[str] = mapped_column(String(16))
+    person_id: Mapped[str | None] = mapped_column(ForeignKey("persons.id", ondelete="CASCADE"))
+    pending_id: Mapped[str | None] = mapped_column(String(64))
+    enrollment_id: Mapped[str | None] = mapped_column(String(64))
+    user_verification: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+    used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class ActivationCode(Base):
+    """A one-time enrollment code issued by a registration officer: bound to one person, stored hashed,
+    expiring, with a limited number of attempts. Its public `id` part finds the row; the secret part is
+    checked against `secret_hash` (scrypt)."""
+
+    __tablename__ = "activation_codes"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    person_id: Mapped[str] = mapped_column(ForeignKey("persons.id", ondelete="CASCADE"), index=True)
+    secret_hash: Mapped[str] = mapped_column(String(200))
+    issued_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(default=0)
+    max_attempts: Mapped[int] = mapped_column(default=5)
+    locked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class Enrollment(Base):
+    """A browser that proved an activation code and may now register a credential for its person."""
+
+    __tablename__ = "enrollments"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """SHA-256 of the enrollment cookie value."""
+    person_id: Mapped[str] = mapped_column(ForeignKey("persons.id", ondelete="CASCADE"))
+    activation_code_id: Mapped[str] = mapped_column(ForeignKey("activation_codes.id", ondelete="CASCADE"))
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+    completed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())

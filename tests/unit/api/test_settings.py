@@ -24,6 +24,7 @@ def _prod(tmp_path: Path, **overrides: object) -> Settings:
         "database_url": "postgresql+asyncpg://acar@db/acar", "master_key_file": key,
         "certificate_policy_oid": "1.3.6.1.4.1.61234.1.1", "tsa_policy_oid": "1.3.6.1.4.1.61234.1.2",
         "pairwise_salt": "a-production-secret-of-at-least-32-chars",
+        "webauthn_rp_id": "login.gov.az", "webauthn_origins": ["https://login.gov.az"],
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -43,6 +44,9 @@ def _prod(tmp_path: Path, **overrides: object) -> Settings:
         ({"dev_login": True}, "ACAR_DEV_LOGIN"),
         ({"pairwise_salt": "development-pairwise-salt-not-for-production"}, "ACAR_PAIRWISE_SALT"),
         ({"pairwise_salt": "short"}, "ACAR_PAIRWISE_SALT"),
+        ({"webauthn_origins": ["http://login.gov.az"]}, "ACAR_WEBAUTHN_ORIGINS"),
+        ({"webauthn_rp_id": "example.az"}, "ACAR_WEBAUTHN_RP_ID"),
+        ({"webauthn_high_requires_attestation": True}, "ACAR_WEBAUTHN_AAGUID_ALLOWLIST"),
     ],
 )
 def test_production_refuses_unsafe_values(tmp_path: Path, overrides: dict[str, object], names: str) -> None:
