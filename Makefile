@@ -6,10 +6,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
-SYSTEM_PACKAGES := softhsm2 openssl procps
+SYSTEM_PACKAGES := softhsm2 openssl procps chromium chromium-driver
 PYTEST_ARGS ?=
 
-.PHONY: run test lint test-sqlite test-postgresql system-deps python-check install clean
+.PHONY: run test lint test-sqlite test-postgresql system-deps browser-deps python-check install clean
 
 # Python 3.11+ with venv support (Debian ships venv in python3-venv: installed here when run as root).
 python-check:
@@ -43,6 +43,20 @@ system-deps:
 	  else echo "missing system packages:$$missing (run make test as root, or install them)" >&2; exit 1; fi; \
 	fi
 
+# axe-core (npm, pinned by tests/browser/package-lock.json) for the browser tests' accessibility checks;
+# Node.js and npm come from Debian when missing (run as root). No browser is downloaded: Debian's Chromium runs.
+BROWSER_STAMP := tests/browser/node_modules/.installed-$(shell cat tests/browser/package-lock.json | sha256sum | cut -c1-12)
+$(BROWSER_STAMP): tests/browser/package-lock.json
+	@command -v npm >/dev/null || \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm || \
+	     (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm)) >/dev/null; \
+	  else echo "npm is missing (install nodejs and npm)" >&2; exit 1; fi
+	cd tests/browser && npm ci --no-audit --no-fund --silent
+	@rm -f tests/browser/node_modules/.installed-* && touch $@
+
+browser-deps: $(BROWSER_STAMP)
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
@@ -51,13 +65,13 @@ lint: install
 	  ACAR_DATABASE_URL=sqlite+aiosqlite:///$$db $(BIN)/alembic upgrade head >/dev/null && \
 	  ACAR_DATABASE_URL=sqlite+aiosqlite:///$$db $(BIN)/alembic check; rm -f $$db
 
-test-sqlite: install system-deps
+test-sqlite: install system-deps browser-deps
 	ACAR_TEST_DB=sqlite $(BIN)/pytest -m "not multinode and not postgresql" $(PYTEST_ARGS)
 
-test-postgresql: install system-deps
+test-postgresql: install system-deps browser-deps
 	ACAR_TEST_DB=postgresql $(BIN)/pytest $(PYTEST_ARGS)
 
-test: system-deps install lint test-sqlite test-postgresql
+test: system-deps install browser-deps lint test-sqlite test-postgresql
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache tests/browser/node_modules
