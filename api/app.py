@@ -16,10 +16,12 @@ from api import migrate, problems
 from api.deps import Services, build_services
 from api.logging import configure_logging
 from api.middleware import RequestContextMiddleware
-from api.pages import STATIC
-from api.routes import account, admin, clients, health, interaction, keys, oidc, pki, tsa
+from api.pages import STATIC, PageContextMiddleware
+from api.routes import account, admin, clients, enrollment_admin, health, interaction, keys, oidc, passkeys, pki, tsa
+from api.routes import pages as page_routes
 from api.settings import Settings, load_settings
 from idp.backchannel import BackchannelDelivery
+from idp.passkeys_store import purge_passkey_rows
 from idp.revocation import TokenRevocations
 from idp.store import purge_expired
 from keys.software import SoftwareKeyStore
@@ -57,6 +59,7 @@ async def _housekeeping(services: Services, interval: float, backchannel: Backch
             async with services.sessions() as session, session.begin():
                 await TokenRevocations(session).purge_expired()
                 purged = await purge_expired(session, utcnow())
+                purged.update(await purge_passkey_rows(session, utcnow()))
             if backchannel is not None:
                 purged["logout_deliveries"] = await backchannel.purge(utcnow() - LOGOUT_DELIVERY_KEPT)
             if any(purged.values()):
@@ -121,10 +124,15 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(oidc.router)
     app.include_router(interaction.router)
     app.include_router(account.router)
+    app.include_router(page_routes.router)
+    app.include_router(passkeys.router)
+    app.include_router(enrollment_admin.router)
+    passkeys.install(app)  # PasskeyError -> problem+json with its machine "code"
     if settings.dev_login and settings.env != "production":
         app.include_router(interaction.dev_router)  # never registered in production (and the setting is refused)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(tsa.router)
     app.include_router(pki.router)
+    app.add_middleware(PageContextMiddleware)  # the request a page answers, for its language (api.pages)
     app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.access_log)
     return app

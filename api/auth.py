@@ -30,7 +30,8 @@ ADMIN_SCOPE = "acar:admin"
 MINT_SCOPE = "acar:token:mint"
 REVOKE_SCOPE = "acar:cert:revoke"
 CLIENT_SCOPE = "acar:client:manage"
-ADMIN_SCOPES = frozenset({ADMIN_SCOPE, REVOKE_SCOPE, MINT_SCOPE, CLIENT_SCOPE})
+ENROLL_SCOPE = "acar:enroll"
+ADMIN_SCOPES = frozenset({ADMIN_SCOPE, REVOKE_SCOPE, MINT_SCOPE, CLIENT_SCOPE, ENROLL_SCOPE})
 DELEGABLE_SCOPES = ADMIN_SCOPES - {ADMIN_SCOPE, MINT_SCOPE}
 """What POST /admin/tokens may hand out: operational scopes only. Tokens that can mint or do everything come
 from `acar admin token` alone (database and key-store access), so a leaked API token cannot renew itself."""

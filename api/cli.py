@@ -434,6 +434,22 @@ def cmd_client_rotate_secret(args: argparse.Namespace, settings: Settings) -> No
     _emit_client(args, _run(settings, work))
 
 
+def cmd_enroll_code(args: argparse.Namespace, settings: Settings) -> None:
+    from idp.enrollment import issue_for_fin
+    from storage.base import utcnow
+
+    async def work(services: Services, session: AsyncSession) -> dict[str, Any]:
+        person, issued, removed = await issue_for_fin(
+            session, services.enrollment_policy, services.passkeys, fin=args.fin, issued_by="cli",
+            revoke_credentials=args.revoke_credentials, clock=utcnow)
+        return {"code": issued.code, "expires_at": issued.expires_at.isoformat(), "person": person.id,
+                "fin": person.fin, "credentials_revoked": removed}
+
+    _emit(args, _run(settings, work))
+    if not args.json:
+        print("acar: the activation code is shown only this once; hand it to the person now", file=sys.stderr)
+
+
 # --- parser ----------------------------------------------------------------------------------------------
 
 
@@ -489,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = admin.add_parser("token", parents=[common], help="mint an admin bearer token (printed once)")
     p.add_argument("--subject", required=True, help="the operator who will use the token")
     p.add_argument("--scope", default="acar:admin", help="space-separated: acar:admin acar:cert:revoke acar:token:mint "
-                   "acar:client:manage")
+                   "acar:client:manage acar:enroll")
     p.add_argument("--ttl", type=int, default=900, help="lifetime in seconds")
     p.set_defaults(func=cmd_admin_token)
     p = admin.add_parser("revoke-token", parents=[common], help="revoke an admin token by its jti")
@@ -498,6 +514,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_admin_revoke_token)
     _add_pki_commands(sub, common)
     _add_client_commands(sub, common)
+    p = sub.add_parser("enroll-code", parents=[common], help="issue a passkey activation code for a person (printed "
+                       "once); their earlier unused codes stop working")
+    p.add_argument("--fin", required=True, help="the person's FIN")
+    p.add_argument("--revoke-credentials", action="store_true",
+                   help="recovery: remove every passkey the person has registered")
+    p.set_defaults(func=cmd_enroll_code)
     return parser
 
 

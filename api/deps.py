@@ -14,6 +14,8 @@ from api import migrate
 from api.oidc import Provider, build_provider
 from api.settings import Settings
 from idp.clients import CachedClientDirectory
+from idp.enrollment import EnrollmentPolicy
+from idp.webauthn import AttestationPolicy, PasskeyService, RelyingParty
 from keys.ca import ISSUING, ROOT
 from keys.interfaces import CertificateStatusSource, KeyStore
 from keys.pki import PkiService
@@ -26,6 +28,7 @@ from keys.token_keys import TokenKeyService
 from keys.tsa import TimestampAuthority, TsaCredentials, TsaProvider
 from storage import create_engine, create_session_factory, is_sqlite
 from storage.audit import GroupCommitAuditLog
+from storage.base import utcnow
 
 
 @dataclass
@@ -41,6 +44,8 @@ class Services:
     audit_log: GroupCommitAuditLog  # group commit for hot endpoints' audit events (TSA)
     clients: CachedClientDirectory  # registered OIDC clients, cached ACAR_KEY_CACHE_SECONDS (idp.clients)
     oidc: Provider  # the OpenID Connect provider (api.oidc over idp/)
+    passkeys: PasskeyService  # WebAuthn ceremonies and credential management (idp.webauthn)
+    enrollment_policy: EnrollmentPolicy  # activation codes and enrollments (idp.enrollment)
 
     async def close(self) -> None:
         if self.owns_key_store:
@@ -102,7 +107,24 @@ def build_services(settings: Settings, *, key_store: KeyStore | None = None) -> 
     clients = CachedClientDirectory(sessions, ttl_seconds=settings.key_cache_seconds)
     oidc = build_provider(settings, clients=clients, token_keys=token_keys, sessions=sessions, audit_log=audit_log)
     return Services(settings=settings, engine=engine, sessions=sessions, key_store=store, token_keys=token_keys,
-                    pki=pki, owns_key_store=key_store is None, tsa=tsa, audit_log=audit_log, clients=clients, oidc=oidc)
+                    pki=pki, owns_key_store=key_store is None, tsa=tsa, audit_log=audit_log, clients=clients, oidc=oidc,
+                    passkeys=build_passkeys(settings), enrollment_policy=build_enrollment_policy(settings))
+
+
+def build_passkeys(settings: Settings) -> PasskeyService:
+    """The WebAuthn relying party. No attestation roots are configured yet, so no credential counts as attested:
+    with ACAR_WEBAUTHN_HIGH_REQUIRES_ATTESTATION on, passkeys reach substantial at most (fail closed)."""
+    return PasskeyService(RelyingParty(
+        id=settings.webauthn_rp_id, name=settings.webauthn_rp_name, origins=tuple(settings.webauthn_origins),
+        challenge_seconds=settings.webauthn_challenge_seconds,
+        attestation=AttestationPolicy.of(settings.webauthn_high_requires_attestation,
+                                         settings.webauthn_aaguid_allowlist)), clock=utcnow)
+
+
+def build_enrollment_policy(settings: Settings) -> EnrollmentPolicy:
+    return EnrollmentPolicy(code_lifetime=dt.timedelta(hours=settings.activation_code_lifetime_hours),
+                            max_attempts=settings.activation_code_max_attempts,
+                            enrollment_lifetime=dt.timedelta(seconds=settings.enrollment_lifetime_seconds))
 
 
 def _tsa_credentials(

@@ -84,6 +84,10 @@ class Provider:
         # __Host- binds the cookie to this exact origin over https (RFC 6265bis 4.1.3.2)
         return "__Host-acar_session" if self.issuer.startswith("https://") else "acar_session"
 
+    @property
+    def browser_cookie_name(self) -> str:
+        return "__Host-acar_browser" if self.issuer.startswith("https://") else "acar_browser"
+
     def endpoint(self, path: str) -> str:
         return self.issuer + path
 

@@ -1,22 +1,59 @@
 """Server-rendered pages: Jinja2 with autoescaping, every asset served by Açar, a strict Content-Security-Policy.
 
-script-src 'self' and no inline script; form-action lists 'self' plus the client origins a form's answer may
-redirect to (browsers apply form-action to the redirect that follows a submission).
+script-src 'self' and no inline script (data for scripts travels in data-* attributes and in
+<script type="application/json"> blocks, which browsers do not execute); style-src 'self' and no style
+attributes; form-action lists 'self' plus the client origins a form's answer may redirect to (browsers apply
+form-action to the redirect that follows a submission).
+
+Every page is translated (api.i18n). The language comes from the request being answered, which
+PageContextMiddleware makes available to `render` without every route passing it along, and from a
+`ui_locales` entry of the page context (the authorization request's). Templates own their titles and texts
+and call `_("message.id")`; `tr.date` and `tr.datetime` write dates in the page's language.
 """
 
 from __future__ import annotations
 
+import contextvars
+import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from fastapi.responses import HTMLResponse
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from api.i18n import LANGUAGE_COOKIE, LANGUAGE_NAMES, LANGUAGES, Translator, negotiate, translator
+from idp.claims import CLAIM_DESCRIPTIONS
 
 TEMPLATES = Path(__file__).with_name("templates")
 STATIC = Path(__file__).with_name("static")
-_env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]), auto_reload=False)
+_env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]), auto_reload=False,
+                   undefined=StrictUndefined)
+_connection: contextvars.ContextVar[HTTPConnection | None] = contextvars.ContextVar("page_connection", default=None)
+MAX_RETURN_PATH = 4000
+"""A page address longer than this is not carried through the language switcher (its path alone is)."""
+
+
+class PageContextMiddleware:
+    """Remembers the HTTP request being answered, so `render` can negotiate the page language and point the
+    language switcher back at the page. A plain ASGI middleware, like api.middleware."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        token = _connection.set(HTTPConnection(scope))
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            _connection.reset(token)
 
 
 def origin(uri: str) -> str:
@@ -30,11 +67,79 @@ def csp(form_targets: Iterable[str] = ()) -> str:
             f"form-action 'self'{' ' + targets if targets else ''}; frame-ancestors 'none'; base-uri 'none'")
 
 
+# --- language -----------------------------------------------------------------------------------------------
+
+_POST_RETURNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"^(/interaction/[^/]+)/dev-login$"), r"\1"),
+    (re.compile(r"^/logout/confirm$"), "/logout"),
+    (re.compile(r"^/account/.+$"), "/account"),
+)
+"""Where the language switcher of a page answering a POST leads back to: the page that held the form."""
+
+
+def return_path(connection: HTTPConnection | None) -> str:
+    """The local address that shows this page again: path and query of a GET, the form's page for a POST."""
+    if connection is None:
+        return "/account"
+    path = connection.url.path
+    if connection.scope.get("method", "GET") not in ("GET", "HEAD"):
+        for pattern, replacement in _POST_RETURNS:
+            if pattern.match(path):
+                return pattern.sub(replacement, path)
+        return path
+    query = connection.url.query
+    full = path + ("?" + query if query else "")
+    return full if len(full) <= MAX_RETURN_PATH else path
+
+
+def safe_return_path(value: str | None) -> str:
+    """`value` when it is a local path of this site, else /account: the switcher never redirects elsewhere."""
+    if (not value or len(value) > MAX_RETURN_PATH or not value.startswith("/") or value.startswith("//")
+            or "\\" in value or any(ord(c) < 33 or ord(c) == 127 for c in value)):
+        return "/account"
+    parts = urlsplit(value)
+    return value if not parts.scheme and not parts.netloc else "/account"
+
+
+@dataclass(frozen=True, slots=True)
+class LanguageLink:
+    code: str
+    name: str
+    href: str
+    current: bool
+
+
+def language_links(current: str, back_to: str) -> list[LanguageLink]:
+    target = quote(back_to, safe="")
+    return [LanguageLink(code, LANGUAGE_NAMES[code], f"/language/{code}?next={target}", code == current)
+            for code in LANGUAGES]
+
+
+def page_translator(ui_locales: str | None = None) -> Translator:
+    """The translator of the request being answered (see api.i18n.negotiate for the order)."""
+    connection = _connection.get()
+    return translator(negotiate(
+        cookie=connection.cookies.get(LANGUAGE_COOKIE) if connection else None,
+        ui_locales=ui_locales,
+        accept_language=connection.headers.get("accept-language") if connection else None))
+
+
+# --- rendering ----------------------------------------------------------------------------------------------
+
 def render(template: str, context: Mapping[str, Any], *, status: int = 200, form_targets: Iterable[str] = (),
            headers: Mapping[str, str] | None = None) -> HTMLResponse:
-    html = _env.get_template(template).render(**context)
+    """Render a page in the negotiated language. A `ui_locales` context entry (an authorization request's)
+    takes part in the negotiation; a `return_to` entry is where the language switcher leads back to (else
+    this very page); `title` entries are ignored (each template names its page)."""
+    ui_locales = context.get("ui_locales")
+    tr = page_translator(ui_locales if isinstance(ui_locales, str) else None)
+    back_to = context.get("return_to")
+    page = {**context, "lang": tr.lang, "_": tr.gettext, "tr": tr, "languages": language_links(
+        tr.lang, back_to if isinstance(back_to, str) else return_path(_connection.get()))}
+    html = _env.get_template(template).render(page)
     response = HTMLResponse(html, status_code=status)
     response.headers["Content-Security-Policy"] = csp(form_targets)
+    response.headers["Content-Language"] = tr.lang
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "no-referrer"
@@ -43,6 +148,88 @@ def render(template: str, context: Mapping[str, Any], *, status: int = 200, form
     return response
 
 
+# --- error pages --------------------------------------------------------------------------------------------
+
+ERROR_MESSAGES: Mapping[str, str] = {
+    "this sign-in request has expired or was already completed; start again from the service you were using":
+        "error.request_expired",
+    "the service that sent you here is no longer registered": "error.client_gone",
+    "the service that sent you here is not registered": "error.client_unknown",
+    "the redirect URI is not registered for this service": "error.redirect_uri_unregistered",
+    "development sign-in is disabled": "error.dev_login_disabled",
+    "the form has expired; please try again": "error.form_expired",
+    "the sign-out form has expired; please try again": "error.form_expired",
+    "unknown level of assurance": "error.level_unknown",
+    "no person is registered with this FIN": "error.person_unknown",
+    "choose Allow or Deny": "error.decision_missing",
+    "id_token_hint is not a valid ID token of this provider": "error.logout_request_invalid",
+    "client_id does not match the id_token_hint": "error.logout_request_invalid",
+    "post_logout_redirect_uri needs id_token_hint or client_id": "error.logout_request_invalid",
+    "post_logout_redirect_uri is not registered for this service": "error.logout_request_invalid",
+    "this language is not offered": "error.language_unknown",
+}
+"""The plain-words message of each error description that idp/ and the page routes show a citizen (by its
+English text, as gettext keys messages); a test keeps every literal description of those modules here."""
+ERROR_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("FIN must be exactly 7 Latin letters or digits", "error.fin_format"),
+)
+"""Descriptions that end in a variable part."""
+ERROR_CODES = ("invalid_request", "invalid_client", "unauthorized_client", "access_denied")
+"""Error codes with a plain-words message of their own (error.code.<code>); others get error.generic."""
+
+
+def error_message(error: str, description: str) -> tuple[str, bool]:
+    """The message id for an error page, and whether it explains this very description (else the English
+    description is offered as technical detail)."""
+    key = ERROR_MESSAGES.get(description)
+    if key is None:
+        key = next((k for prefix, k in ERROR_PREFIXES if description.startswith(prefix)), None)
+    if key is not None:
+        return key, True
+    return (f"error.code.{error}" if error in ERROR_CODES else "error.generic"), False
+
+
+ERROR_CODE = re.compile(r"^[a-z_]{1,40}$")
+
+
+def error_message_keys() -> frozenset[str]:
+    """Every message an error page may show."""
+    return frozenset({*ERROR_MESSAGES.values(), *(k for _, k in ERROR_PREFIXES),
+                      *(f"error.code.{c}" for c in ERROR_CODES), "error.generic"})
+
+
 def error_page(error: str, description: str, *, status: int = 400) -> HTMLResponse:
-    return render("error.html", {"title": "Sign-in could not continue", "error": error, "description": description},
+    """The error page. Its language switcher leads to /error with the error code and the message id only: the
+    failed request's own parameters (an untrusted redirect URI, say) are never echoed into the page."""
+    key, explained = error_message(error, description)
+    code = error if ERROR_CODE.fullmatch(error) else "invalid_request"
+    return render("error.html", {"error": error, "message_key": key, "detail": None if explained else description,
+                                 "return_to": "/error?" + urlencode({"error": code, "message": key})},
                   status=status)
+
+
+# --- passkeys (api/static/webauthn.js) ------------------------------------------------------------------------
+
+PASSKEY_ERRORS = (
+    "challenge_expired", "challenge_used", "unknown_credential", "credential_removed", "credential_flagged",
+    "counter_regression", "wrong_user", "verification_failed", "user_verification_required", "insufficient_level",
+    "credential_exists", "credential_not_found", "request_expired", "invalid_request", "csrf",
+    "code_invalid", "code_expired", "code_used", "code_revoked", "code_locked", "enrollment_required",
+    "login_required",
+    "not_supported", "cancelled", "network", "unknown",
+)
+"""The error codes webauthn.js shows a message for: the passkey endpoints' problem codes (idp.webauthn,
+idp.enrollment, the CSRF and session checks), then its own (no WebAuthn, cancelled, request failed, anything
+else). The enrollment form shows the code_* ones too."""
+PASSKEY_STATUS = ("waiting", "verifying", "done")
+
+
+def passkey_messages(tr: Translator) -> dict[str, dict[str, str]]:
+    """The translated messages webauthn.js shows, for a <script type="application/json"> block."""
+    return {"errors": {code: tr.gettext(f"passkey.error.{code}") for code in PASSKEY_ERRORS},
+            "status": {name: tr.gettext(f"passkey.status.{name}") for name in PASSKEY_STATUS}}
+
+
+_env.globals["passkey_messages"] = passkey_messages
+_env.globals["claim_order"] = tuple(CLAIM_DESCRIPTIONS)
+"""The order the pages list a person's attributes in: identifier, names, FIN, date of birth."""

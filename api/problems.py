@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.logging import request_id_var
-from idp.errors import IdpError, InvalidClient, OAuthError
+from idp.errors import IdpError, InvalidClient, InvalidToken, OAuthError
 from keys.errors import KeysError
 
 log = logging.getLogger("acar.api")
@@ -50,11 +50,34 @@ def internal_error() -> JSONResponse:
                    "an unexpected error occurred; quote the request id when reporting it")
 
 
+class BearerTokenMissing(InvalidToken):
+    """A protected resource (userinfo) was called without a Bearer access token. RFC 6750 section 3.1: "If the
+    request lacks any authentication information (e.g., the client was unaware that authentication is necessary
+    or attempted using an unsupported authentication method), the resource server SHOULD NOT include an error
+    code or other error information" in its challenge."""
+
+
+BEARER_CHALLENGE_ERRORS = ("invalid_token", "insufficient_scope")
+"""Errors of a protected resource answered with a Bearer challenge (RFC 6750 section 3)."""
+
+
+def _bearer_challenge(exc: OAuthError) -> str:
+    """RFC 6750 section 3: the WWW-Authenticate challenge of a protected resource's error."""
+    if isinstance(exc, BearerTokenMissing):
+        return 'Bearer realm="acar"'
+    # error_description: %x20-21 / %x23-5B / %x5D-7E only (RFC 6750 section 3)
+    description = "".join(c for c in exc.description if " " <= c <= "~" and c not in '"\\')
+    return f'Bearer realm="acar", error="{exc.error}", error_description="{description}"'
+
+
 def oauth_error(exc: OAuthError) -> JSONResponse:
-    """RFC 6749 section 5.2 error JSON; never cached (section 5.1), 401 with a challenge for invalid_client."""
+    """RFC 6749 section 5.2 error JSON; never cached (section 5.1), 401 with a challenge for invalid_client, and
+    the Bearer challenge of RFC 6750 section 3 for invalid_token (401) and insufficient_scope (403)."""
     headers = {"Cache-Control": "no-store", "Pragma": "no-cache"}
     if isinstance(exc, InvalidClient):
         headers["WWW-Authenticate"] = 'Basic realm="acar", error="invalid_client"'
+    elif exc.error in BEARER_CHALLENGE_ERRORS:
+        headers["WWW-Authenticate"] = _bearer_challenge(exc)
     return JSONResponse({"error": exc.error, "error_description": exc.description}, status_code=exc.status_code,
                         headers=headers)
 

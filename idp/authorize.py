@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -91,6 +92,7 @@ class _Request:
     ui_locales: str | None = None
     login_hint: str | None = None
     hint_sub: str | None = None
+    browser: str | None = None
 
     def to_params(self) -> dict[str, Any]:
         return {
@@ -98,7 +100,7 @@ class _Request:
             "response_mode": self.response_mode, "state": self.state, "scopes": self.scopes, "nonce": self.nonce,
             "code_challenge": self.code_challenge, "prompt": sorted(self.prompt), "max_age": self.max_age,
             "claims": self.claims.as_json(), "level": self.level, "ui_locales": self.ui_locales,
-            "login_hint": self.login_hint, "hint_sub": self.hint_sub,
+            "login_hint": self.login_hint, "hint_sub": self.hint_sub, "browser": self.browser,
         }
 
     @classmethod
@@ -106,7 +108,8 @@ class _Request:
         return cls(client=client, redirect_uri=p["redirect_uri"], response_mode=p["response_mode"],
                    state=p["state"], scopes=list(p["scopes"]), nonce=p["nonce"], code_challenge=p["code_challenge"],
                    prompt=set(p["prompt"]), max_age=p["max_age"], claims=ClaimsRequest.from_json(p["claims"]),
-                   level=p["level"], ui_locales=p["ui_locales"], login_hint=p["login_hint"], hint_sub=p["hint_sub"])
+                   level=p["level"], ui_locales=p["ui_locales"], login_hint=p["login_hint"], hint_sub=p["hint_sub"],
+                   browser=p.get("browser"))
 
 
 IdTokenHintVerifier = Callable[[str], Awaitable[Mapping[str, Any]]]
@@ -130,7 +133,7 @@ class AuthorizationService:
     # --- entry points ------------------------------------------------------------------------------------
 
     async def authorize(self, params: Mapping[str, Sequence[str]], *, store: OidcStore,
-                        session: LoginState | None) -> AuthorizeResult:
+                        session: LoginState | None, browser: str) -> AuthorizeResult:
         """Validate an authorization request (GET query or POST form, OIDC Core 3.1.2.1) and act on it."""
         trusted = await self._trusted_redirect(params)
         if isinstance(trusted, ErrorPage):
@@ -145,13 +148,26 @@ class AuthorizationService:
             request = await self._validate(params, client, redirect_uri, mode, state)
         except AuthorizationError as exc:
             return self._error(redirect_uri, mode, state, exc.error, exc.description)
+        request.browser = browser
         return await self._decide(request, store=store, session=session, fresh_login=False, consented=False)
 
-    async def resume(self, pending_id: str, *, store: OidcStore, session: LoginState | None,
-                     fresh_login: bool = False, consent: bool | None = None) -> AuthorizeResult:
-        """Continue a pending request after the login or consent interaction."""
+    async def pending_for(self, store: OidcStore, pending_id: str, browser: str | None) -> PendingRequest | None:
+        """The pending request, only in the browser that made it: the login and consent interactions are bound
+        to the browser binding cookie set by the authorization endpoint, so a page of another site cannot
+        complete someone else's request in the victim's browser (login CSRF, RFC 9700 section 4.4.1.8)."""
         pending = await store.get_pending(pending_id)
         if pending is None or pending.expires_at <= self._clock():
+            return None
+        bound = pending.params.get("browser")
+        if not browser or not isinstance(bound, str) or not hmac.compare_digest(bound, browser):
+            return None
+        return pending
+
+    async def resume(self, pending_id: str, *, store: OidcStore, session: LoginState | None, browser: str | None,
+                     fresh_login: bool = False, consent: bool | None = None) -> AuthorizeResult:
+        """Continue a pending request after the login or consent interaction (in the browser that made it)."""
+        pending = await self.pending_for(store, pending_id, browser)
+        if pending is None:
             return ErrorPage("invalid_request", "this sign-in request has expired or was already completed; "
                              "start again from the service you were using")
         client = await self._clients.get(pending.client_id)
@@ -305,8 +321,8 @@ class AuthorizationService:
         usable = session is not None and session.ended_at is None and session.expires_at > now
         need_login = not usable
         if usable and session is not None and not fresh_login:
-            if "login" in request.prompt:
-                need_login = True
+            if request.prompt & {"login", "select_account"}:
+                need_login = True  # select_account: the login page is where another person can sign in
             elif request.max_age is not None and (now - session.auth_time).total_seconds() > request.max_age:
                 need_login = True  # OIDC Core 3.1.2.1: re-authenticate when the login is older than max_age
             elif request.hint_sub is not None and request.hint_sub != self.subjects.for_client(

@@ -42,7 +42,9 @@ ASSERTION_SIGNING_ALGS: tuple[str, ...] = ("ES256", "RS256", "EdDSA")
 not a signing key here, and an HMAC check keyed with a public key would accept forgeries)."""
 JWT_BEARER_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 """RFC 7523 section 2.2: the client_assertion_type of a JWT client assertion."""
-MAX_ASSERTION_LIFETIME_SECONDS = 300
+MAX_ASSERTION_LIFETIME_SECONDS = 3600
+"""RFC 7523 section 3 lets the server refuse an exp unreasonably far ahead; an hour is what common client
+libraries (Authlib) sign by default, and the jti replay cache keeps each assertion single-use meanwhile."""
 """A client assertion may live at most this long (exp - iat, or exp - now without iat): it is a one-shot
 credential, and its jti must be remembered until it expires."""
 MAX_JTI_LENGTH = 255

@@ -261,6 +261,9 @@ class WebAuthnCredential(Base):
     backup_eligible: Mapped[bool] = mapped_column(default=False)
     backed_up: Mapped[bool] = mapped_column(default=False)
     name: Mapped[str] = mapped_column(String(100))
+    max_level: Mapped[str] = mapped_column(String(16))
+    """The highest level a login with this credential reaches: that of the identity proofing or login under which
+    it was registered (an activation code from a registration office: high; an existing session: its level)."""
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     flagged_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())

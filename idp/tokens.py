@@ -33,9 +33,12 @@ def grant_of(jti: str) -> str | None:
     return head if dot else None
 
 
-def left_half_hash(value: str) -> str:
-    """at_hash (OIDC Core 3.1.3.6): base64url of the left half of SHA-256 (the hash of ES256/RS256/EdDSA*)."""
-    return b64url(hashlib.sha256(value.encode("ascii")).digest()[:16])
+def left_half_hash(value: str, alg: str) -> str:
+    """at_hash (OIDC Core 3.1.3.6): base64url of the left half of the hash of the ID token's algorithm:
+    SHA-256 for ES256 and RS256, SHA-512 for EdDSA with Ed25519 (OpenID Connect WG issue 1125)."""
+    digest = hashlib.sha512 if alg == "EdDSA" else hashlib.sha256
+    full = digest(value.encode("ascii")).digest()
+    return b64url(full[:len(full) // 2])
 
 
 class TokenIssuer:
@@ -84,7 +87,7 @@ class TokenIssuer:
         if sid:
             body["sid"] = sid
         if access_token is not None:
-            body["at_hash"] = left_half_hash(access_token)
+            body["at_hash"] = left_half_hash(access_token, alg)
         if claims:
             body.update({k: v for k, v in claims.items() if k not in body})
         signer = await self._signer(alg)

@@ -128,3 +128,89 @@ def logout_receiver(port: int, path: str = "/backchannel") -> Iterator[LogoutRec
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+# --- the code flow in process (ASGI): authorize, log in, consent, redeem ------------------------------------
+
+def authorization_params(rp: Registered, challenge: str, **extra: str | None) -> dict[str, str]:
+    """A valid authorization request of `rp` (OIDC Core 3.1.2.1, PKCE S256); `extra` overrides, None drops."""
+    params: dict[str, str | None] = {
+        "client_id": rp.client_id, "redirect_uri": rp.redirect_uri, "response_type": "code",
+        "scope": "openid profile", "nonce": "n-" + secrets.token_hex(8), "state": "s-" + secrets.token_hex(8),
+        "code_challenge": challenge, "code_challenge_method": "S256",
+    }
+    params.update(extra)
+    return {k: v for k, v in params.items() if v is not None}
+
+
+@dataclass
+class Authorized:
+    """The OP's last answer in a browser-like walk through /authorize and the pages it showed."""
+
+    response: httpx.Response
+    pages: list[str]
+
+    @property
+    def query(self) -> dict[str, str]:
+        assert self.response.status_code == 303, (self.response.status_code, self.response.text[:300])
+        location = self.response.headers["location"]
+        return {k: v[0] for k, v in parse_qs(location.partition("?")[2]).items()}
+
+
+async def authorize(http: httpx.AsyncClient, params: dict[str, str] | list[tuple[str, str]], *,
+                    level: str | None = "substantial", decision: str | None = "allow") -> Authorized:
+    """GET /authorize and walk the OP's own pages: log in at `level`, answer consent with `decision` (None
+    stops at that page). Stops at the first answer that leaves the OP."""
+    response = await http.get("/authorize", params=params)
+    pages: list[str] = []
+    for _ in range(6):
+        location = response.headers.get("location", "") if response.status_code == 303 else ""
+        if not location.startswith("/interaction/"):
+            break
+        if location.endswith("/consent"):
+            pages.append("consent")
+            if decision is None:
+                break
+            response = await consent(http, location, decision)
+        else:
+            pages.append("login")
+            if level is None:
+                break
+            response = await dev_login(http, location, level=level)
+    return Authorized(response, pages)
+
+
+@dataclass
+class Code:
+    code: str
+    verifier: str
+    params: dict[str, str]
+    """The authorization request that produced it."""
+
+
+async def obtain_code(http: httpx.AsyncClient, rp: Registered, **extra: str | None) -> Code:
+    verifier, challenge = pkce_pair()
+    params = authorization_params(rp, challenge, **extra)
+    done = await authorize(http, params)
+    query = done.query
+    assert "code" in query and query["state"] == params["state"], query
+    return Code(query["code"], verifier, params)
+
+
+async def redeem(http: httpx.AsyncClient, rp: Registered, code: str, verifier: str, *,
+                 redirect_uri: str | None = None) -> httpx.Response:
+    """POST /token with grant_type=authorization_code, client_secret_basic."""
+    return await http.post("/token", data={"grant_type": "authorization_code", "code": code,
+                                           "redirect_uri": redirect_uri or rp.redirect_uri, "code_verifier": verifier},
+                           auth=(rp.client_id, rp.secret or ""))
+
+
+async def refresh(http: httpx.AsyncClient, rp: Registered, token: str) -> httpx.Response:
+    return await http.post("/token", data={"grant_type": "refresh_token", "refresh_token": token},
+                           auth=(rp.client_id, rp.secret or ""))
+
+
+async def introspect(http: httpx.AsyncClient, rp: Registered, token: str) -> dict[str, Any]:
+    r = await http.post("/introspect", data={"token": token}, auth=(rp.client_id, rp.secret or ""))
+    assert r.status_code == 200, r.text
+    return dict(r.json())

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from api.oidc import session_max_age
 from api.pages import error_page, render
-from api.routes.oidc import answer, provider_of, read_form, session_cookie, set_session_cookie
+from api.routes.oidc import answer, browser_binding, provider_of, read_form, session_cookie, set_session_cookie
 from idp.authorize import Interaction
 from idp.claims import CLAIM_DESCRIPTIONS
 from idp.errors import InvalidIdentifier, InvalidRequest
@@ -30,12 +30,7 @@ EXPIRED = "this sign-in request has expired or was already completed; start agai
 async def _pending(request: Request, pending_id: str) -> PendingRequest | None:
     provider = provider_of(request)
     async with provider.unit_of_work() as store:
-        pending = await store.get_pending(pending_id)
-    from storage.base import utcnow
-
-    if pending is None or pending.expires_at <= utcnow():
-        return None
-    return pending
+        return await provider.authorization.pending_for(store, pending_id, browser_binding(request))
 
 
 def _csrf_ok(form: dict[str, list[str]], pending: PendingRequest) -> bool:
@@ -54,6 +49,7 @@ async def login_page(request: Request, pending_id: str) -> Response:
         "title": "Sign in", "client_name": client.name if client else pending.client_id,
         "pending_id": pending.id, "csrf_token": pending.csrf_token, "level": pending.params.get("level"),
         "levels": LEVELS, "login_hint": pending.params.get("login_hint"),
+        "ui_locales": pending.params.get("ui_locales"),
         "dev_login": provider.settings.dev_login and provider.settings.env != "production",
     }, form_targets=[str(pending.params["redirect_uri"])])
 
@@ -89,7 +85,8 @@ async def dev_login(request: Request, pending_id: str) -> Response:  # noqa: PLR
         current = await provider.login_sessions.current(store, cookie)
         new_cookie, state = await provider.login_sessions.login(store, person_id=person_id, method=method,
                                                                 current=current)
-        result = await provider.authorization.resume(pending.id, store=store, session=state, fresh_login=True)
+        result = await provider.authorization.resume(pending.id, store=store, session=state, fresh_login=True,
+                                                       browser=browser_binding(request))
     response = answer(result)
     if new_cookie is not None:
         set_session_cookie(response, provider, new_cookie, session_max_age(provider, state.expires_at))
@@ -101,13 +98,15 @@ async def consent_page(request: Request, pending_id: str) -> Response:
     provider = provider_of(request)
     async with provider.unit_of_work() as store:
         current = await provider.login_sessions.current(store, session_cookie(request, provider))
-        result = await provider.authorization.resume(pending_id, store=store, session=current)
+        result = await provider.authorization.resume(pending_id, store=store, session=current,
+                                                       browser=browser_binding(request))
     if not isinstance(result, Interaction) or result.kind != "consent":
         return answer(result)
-    attributes = [CLAIM_DESCRIPTIONS[c] for c in sorted(result.claims) if c in CLAIM_DESCRIPTIONS]
+    attributes = [c for c in sorted(result.claims) if c in CLAIM_DESCRIPTIONS]  # claim names: the page words them
     return render("consent.html", {
         "title": "Share your data?", "client_name": result.client.name, "attributes": attributes,
         "pending_id": result.pending.id, "csrf_token": result.pending.csrf_token,
+        "ui_locales": result.pending.params.get("ui_locales"), "scopes": result.pending.params.get("scopes", []),
     }, form_targets=[str(result.pending.params["redirect_uri"])])
 
 
@@ -129,8 +128,10 @@ async def consent_decision(request: Request, pending_id: str) -> Response:
     async with provider.unit_of_work() as store:
         current = await provider.login_sessions.current(store, session_cookie(request, provider))
         if current is None:
-            result = await provider.authorization.resume(pending.id, store=store, session=None)
+            result = await provider.authorization.resume(pending.id, store=store, session=None,
+                                                           browser=browser_binding(request))
         else:
             result = await provider.authorization.resume(pending.id, store=store, session=current,
+                                                         browser=browser_binding(request),
                                                          consent=decision == ["allow"])
     return answer(result)

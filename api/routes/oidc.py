@@ -6,6 +6,7 @@ Thin adapters: parse the request, call idp/, render the plain result (STYLE habi
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
@@ -17,7 +18,7 @@ from api.body import read_limited
 from api.oidc import Provider
 from api.pages import error_page, render
 from api.problems import BearerTokenMissing
-from idp.authorize import AuthorizeResult, ErrorPage, Redirect
+from idp.authorize import AuthorizeResult, ErrorPage, Interaction, Redirect, token_hash
 from idp.claims import OIDC_SCOPES, SUPPORTED_CLAIMS
 from idp.client_auth import ASSERTION_SIGNING_ALGS, TOKEN_AUTH_METHODS
 from idp.errors import InvalidRequest
@@ -127,6 +128,13 @@ def set_session_cookie(response: Response, provider: Provider, cookie: str, max_
                         secure=provider.issuer.startswith("https://"))
 
 
+def clear_session_cookie(response: Response, provider: Provider) -> None:
+    """Delete the session cookie with the attributes it was set with: a browser ignores a Set-Cookie for a
+    __Host- cookie that lacks Secure (RFC 6265bis 4.1.3.2), and would keep the cookie."""
+    response.delete_cookie(provider.cookie_name, path="/", httponly=True, samesite="lax",
+                           secure=provider.issuer.startswith("https://"))
+
+
 def redirect_to_client(result: Redirect) -> Response:
     if result.response_mode == "form_post":
         return render("form_post.html", {"title": "Returning to the service", "redirect_uri": result.redirect_uri,
@@ -154,10 +162,27 @@ async def authorize(request: Request) -> Response:
         params = await read_params(request)
     except InvalidRequest as exc:
         return error_page("invalid_request", exc.description)
+    cookie = request.cookies.get(provider.browser_cookie_name)
+    fresh = cookie is None or not 20 <= len(cookie) <= 100
+    if fresh:
+        cookie = secrets.token_urlsafe(32)
+    assert cookie is not None  # noqa: S101 - set just above
     async with provider.unit_of_work() as store:
         current = await provider.login_sessions.current(store, session_cookie(request, provider))
-        result = await provider.authorization.authorize(params, store=store, session=current)
-    return answer(result)
+        result = await provider.authorization.authorize(params, store=store, session=current,
+                                                        browser=token_hash(cookie))
+    response = answer(result)
+    if fresh and isinstance(result, Interaction):
+        # binds the login and consent interactions to this browser (see AuthorizationService.pending_for)
+        response.set_cookie(provider.browser_cookie_name, cookie, path="/", httponly=True, samesite="lax",
+                            secure=provider.issuer.startswith("https://"))
+    return response
+
+
+def browser_binding(request: Request) -> str | None:
+    """The hash the pending requests of this browser are bound to, or None without the cookie."""
+    cookie = request.cookies.get(provider_of(request).browser_cookie_name)
+    return token_hash(cookie) if cookie else None
 
 
 # --- token, userinfo, introspection, revocation ----------------------------------------------------------
@@ -247,14 +272,14 @@ async def logout(request: Request) -> Response:
             await end_session(store, current, now=utcnow, actor=current.person_id,
                               retry_seconds=provider.settings.backchannel_logout_retry_seconds)
             response = _logged_out(validated.post_logout_redirect_uri, validated.state)
-            response.delete_cookie(provider.cookie_name, path="/")
+            clear_session_cookie(response, provider)
             _kick(request)
             return response
     assert cookie is not None  # noqa: S101 - a current session has a cookie
     carry = {k: v[0] for k, v in params.items() if k in _LOGOUT_PARAMS and v}
     client = validated.client
     return render("logout.html", {"title": "Sign out", "confirm": True, "params": carry,
-                                  "csrf_token": csrf_for_session(cookie, "logout"),
+                                  "ui_locales": validated.ui_locales, "csrf_token": csrf_for_session(cookie, "logout"),
                                   "client_name": client.name if client else None},
                   form_targets=[validated.post_logout_redirect_uri] if validated.post_logout_redirect_uri else [])
 
@@ -279,7 +304,7 @@ async def logout_confirm(request: Request) -> Response:
             await end_session(store, current, now=utcnow, actor=current.person_id,
                               retry_seconds=provider.settings.backchannel_logout_retry_seconds)
     response = _logged_out(validated.post_logout_redirect_uri, validated.state)
-    response.delete_cookie(provider.cookie_name, path="/")
+    clear_session_cookie(response, provider)
     _kick(request)
     return response
 

@@ -69,6 +69,7 @@ def upgrade() -> None:
     sa.Column('backup_eligible', sa.Boolean(), nullable=False),
     sa.Column('backed_up', sa.Boolean(), nullable=False),
     sa.Column('name', sa.String(length=100), nullable=False),
+    sa.Column('max_level', sa.String(length=16), nullable=False),
     sa.Column('created_at', storage.base.UTCDateTime(timezone=True), nullable=False),
     sa.Column('last_used_at', storage.base.UTCDateTime(timezone=True), nullable=True),
     sa.Column('flagged_at', storage.base.UTCDateTime(timezone=True), nullable=True),

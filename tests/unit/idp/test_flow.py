@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from api.app import create_app
 from api.deps import Services
-from tests.oidc_tools import Registered, consent, dev_login, pkce_pair, register_client, register_person
+from tests.oidc_tools import Registered, consent, dev_login, hidden, pkce_pair, register_client, register_person
 
 
 @pytest.fixture
@@ -107,3 +107,30 @@ async def test_an_id_token_algorithm_without_keys_is_refused_at_registration(ini
         with pytest.raises(InvalidClientMetadata, match="^id_token_alg: "):
             await registry.add(ClientRegistration(name="x", redirect_uris=["https://x.example/cb"],
                                                   id_token_alg="EdDSA"), actor="test")
+
+
+async def test_interactions_are_bound_to_the_browser_that_made_the_request(
+        initialized: Services, http: httpx.AsyncClient, dev_app: FastAPI) -> None:
+    """Login CSRF: another browser (the victim's) cannot complete a request started by an attacker, even with the
+    login page's CSRF token."""
+    rp = await register_client(initialized)
+    await register_person(initialized)
+    _verifier, challenge = pkce_pair()
+    r = await http.get("/authorize", params={
+        "client_id": rp.client_id, "redirect_uri": rp.redirect_uri, "response_type": "code", "scope": "openid",
+        "nonce": "n", "code_challenge": challenge, "code_challenge_method": "S256"})
+    location = r.headers["location"]
+    assert "acar_browser" in r.headers["set-cookie"] and "HttpOnly" in r.headers["set-cookie"]
+    page = await http.get(location)
+    token = hidden(page.text, "csrf_token")
+    victim_transport = httpx.ASGITransport(app=dev_app)
+    async with httpx.AsyncClient(transport=victim_transport, base_url="http://localhost:8000") as victim:
+        assert (await victim.get(location)).status_code == 400
+        r = await victim.post(location + "/dev-login", data={"csrf_token": token, "fin": "5ABCD12", "level": "low"})
+        assert r.status_code == 400 and "set-cookie" not in r.headers
+        r = await victim.post("/webauthn/login/options", json={"pending_id": location.rsplit("/", 1)[1]},
+                              headers={"X-CSRF-Token": token})
+        assert r.status_code in (400, 404) and r.headers["content-type"].startswith("application/problem+json")
+    # the browser that made the request still can
+    r = await http.post(location + "/dev-login", data={"csrf_token": token, "fin": "5ABCD12", "level": "low"})
+    assert r.status_code == 303 and r.headers["location"].endswith("/consent")

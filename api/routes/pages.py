@@ -1,0 +1,344 @@
+"""The citizen's own pages: the language switcher, enrollment with an activation code, and the account page
+(passkeys, consents). Server-rendered (api.pages), translated (api.i18n); the passkey ceremonies themselves are
+api/static/webauthn.js calling api.routes.passkeys.
+
+CSRF, one design per form:
+- the activation-code form (/enroll) acts before anything identifies the browser, so it uses a double-submit
+  cookie: a random value in an HttpOnly, SameSite=Strict cookie (`__Host-` prefixed over https, so no sibling
+  domain can plant one), and in the form HMAC(cookie value, "enroll-code") (idp.sessions.csrf_for_session);
+  a cross-site page can neither read nor set the cookie, so it cannot produce the token;
+- the account forms carry csrf_for_session(session cookie, "account"), the token the passkey endpoints expect
+  in X-CSRF-Token for the same session;
+- the passkey step of an enrollment hands webauthn.js the enrollment's own csrf_token.
+Every check compares in constant time; a missing or wrong token changes nothing and answers 403.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hmac
+import re
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import RedirectResponse
+
+from api.deps import Services
+from api.i18n import LANGUAGE_COOKIE, LANGUAGE_COOKIE_MAX_AGE, LANGUAGES
+from api.logging import request_id_var
+from api.oidc import Provider, session_max_age
+from api.pages import ERROR_CODE, PASSKEY_ERRORS, error_message_keys, error_page, render, safe_return_path
+from api.routes.oidc import NO_STORE, provider_of, read_form, session_cookie
+from api.routes.passkeys import ACCOUNT_CSRF_PURPOSE, enrollment_cookie_name, set_enrollment_cookie
+from idp.claims import CLAIM_DESCRIPTIONS
+from idp.enrollment import CodeLocked, EnrollmentError, EnrollmentRecord, EnrollmentService
+from idp.errors import InvalidRequest
+from idp.interfaces import LoginState
+from idp.passkeys_store import SqlPasskeyStore
+from idp.sessions import csrf_for_session
+from idp.store import SqlOidcStore
+from idp.webauthn import CredentialNotFound, InvalidPasskeyRequest, PasskeyError, PasskeyView
+from storage.base import utcnow
+
+router = APIRouter(tags=["pages"], include_in_schema=False)
+ENROLL_CSRF_PURPOSE = "enroll-code"
+ENROLL_CSRF_MAX_AGE = 3600
+_CSRF_COOKIE_VALUE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+MAX_CODE = 100
+"""Longer input is no activation code (XXXX-XXXX-XXXX-XXXX, spaces allowed): refused before any work."""
+FORM_EXPIRED = "the form has expired; please try again"
+ACCOUNT_NOTICES = ("renamed", "removed", "withdrawn", "added")
+
+
+def _services(request: Request) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+def _https(provider: Provider) -> bool:
+    return provider.issuer.startswith("https://")
+
+
+@dataclass
+class _Work:
+    oidc: SqlOidcStore
+    passkeys: SqlPasskeyStore
+    enrollment: EnrollmentService
+
+
+@contextlib.asynccontextmanager
+async def _unit_of_work(services: Services) -> AsyncIterator[_Work]:
+    """One transaction, committed on success and on a PasskeyError (an enrollment refusal records the attempt
+    or the lock it caused; see idp.enrollment), rolled back on anything else."""
+    rid = request_id_var.get()
+    async with services.sessions() as session:
+        work = _Work(SqlOidcStore(session, request_id=rid), SqlPasskeyStore(session, request_id=rid),
+                     EnrollmentService(session, services.enrollment_policy, clock=utcnow, request_id=rid))
+        try:
+            yield work
+        except PasskeyError:
+            await session.commit()
+            raise
+        await session.commit()
+
+
+def _token_matches(form: dict[str, list[str]], expected: str) -> bool:
+    sent = form.get("csrf_token", [])
+    return len(sent) == 1 and hmac.compare_digest(sent[0].encode(), expected.encode())
+
+
+# --- language switcher ---------------------------------------------------------------------------------------
+
+@router.get("/language/{lang}")
+async def choose_language(request: Request, lang: str,
+                          back_to: Annotated[str | None, Query(alias="next", max_length=4000)] = None) -> Response:
+    """Remember the citizen's language (cookie acar_lang, a year; it wins over ui_locales and Accept-Language)
+    and go back to the page they were on: a local path only, never another site."""
+    provider = provider_of(request)
+    if lang not in LANGUAGES:
+        return error_page("invalid_request", "this language is not offered", status=404)
+    response = RedirectResponse(safe_return_path(back_to), status_code=303, headers={"Cache-Control": "no-store"})
+    response.set_cookie(LANGUAGE_COOKIE, lang, max_age=LANGUAGE_COOKIE_MAX_AGE, path="/", samesite="lax",
+                        secure=_https(provider), httponly=True)
+    return response
+
+
+@router.get("/error")
+async def error_again(error: Annotated[str, Query(max_length=40)] = "invalid_request",
+                      message: Annotated[str, Query(max_length=80)] = "error.generic") -> Response:
+    """An error page shown again in the language just chosen: only a known message id and an error code travel
+    here, never the failed request."""
+    return render("error.html", {
+        "error": error if ERROR_CODE.fullmatch(error) else "invalid_request",
+        "message_key": message if message in error_message_keys() else "error.generic", "detail": None,
+        "return_to": None}, status=400)
+
+
+# --- enrollment ---------------------------------------------------------------------------------------------
+
+def enroll_csrf_cookie_name(provider: Provider) -> str:
+    return "__Host-acar_enroll_csrf" if _https(provider) else "acar_enroll_csrf"
+
+
+def _code_form(request: Request, *, error_key: str | None = None, status: int = 200) -> Response:
+    """The activation-code form with its double-submit CSRF pair (the browser's cookie is kept when sound)."""
+    provider = provider_of(request)
+    name = enroll_csrf_cookie_name(provider)
+    cookie = request.cookies.get(name, "")
+    if not _CSRF_COOKIE_VALUE.fullmatch(cookie):
+        cookie = secrets.token_urlsafe(32)
+    response = render("enroll.html", {"csrf_token": csrf_for_session(cookie, ENROLL_CSRF_PURPOSE),
+                                      "error_key": error_key}, status=status)
+    response.set_cookie(name, cookie, max_age=ENROLL_CSRF_MAX_AGE, path="/", httponly=True, samesite="strict",
+                        secure=_https(provider))
+    return response
+
+
+def _passkey_step(enrollment: EnrollmentRecord, display_name: str) -> Response:
+    return render("enroll_passkey.html", {"csrf_token": enrollment.csrf_token, "display_name": display_name})
+
+
+@router.get("/enroll")
+async def enroll_page(request: Request) -> Response:
+    """The activation-code form; a browser with an open enrollment goes on to its passkey step."""
+    services, provider = _services(request), provider_of(request)
+    async with _unit_of_work(services) as work:
+        enrollment = await work.enrollment.current(request.cookies.get(enrollment_cookie_name(provider)))
+        name = await work.passkeys.display_name(enrollment.person_id) if enrollment else None
+    if enrollment is not None:
+        return _passkey_step(enrollment, name or "")
+    return _code_form(request)
+
+
+@router.post("/enroll")
+async def enroll_submit(request: Request) -> Response:
+    """Check the typed activation code (idp.enrollment.EnrollmentService.redeem); on success set the enrollment
+    cookie and show the passkey step, else show the form again with the reason (400; a locked code 423)."""
+    services, provider = _services(request), provider_of(request)
+    try:
+        form = await read_form(request)
+    except InvalidRequest:
+        return _code_form(request, error_key="error.form_expired", status=400)
+    cookie = request.cookies.get(enroll_csrf_cookie_name(provider), "")
+    if not _CSRF_COOKIE_VALUE.fullmatch(cookie) or not _token_matches(
+            form, csrf_for_session(cookie, ENROLL_CSRF_PURPOSE)):
+        return _code_form(request, error_key="error.form_expired", status=403)
+    code = (form.get("code") or [""])[0]
+    if not code.strip():
+        return _code_form(request, error_key="enroll.error.empty", status=400)
+    if len(code) > MAX_CODE:
+        return _code_form(request, error_key="passkey.error.code_invalid", status=400)
+    try:
+        async with _unit_of_work(services) as work:
+            started = await work.enrollment.redeem(code)
+    except EnrollmentError as exc:
+        key = f"passkey.error.{exc.code}" if exc.code in PASSKEY_ERRORS else "passkey.error.code_invalid"
+        return _code_form(request, error_key=key, status=423 if isinstance(exc, CodeLocked) else 400)
+    response = _passkey_step(started.enrollment, started.display_name)
+    set_enrollment_cookie(response, provider, started.cookie, session_max_age(provider, started.enrollment.expires_at))
+    return response
+
+
+@router.get("/enroll/done")
+async def enroll_done() -> Response:
+    return render("enroll_done.html", {})
+
+
+# --- account ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class ConsentView:
+    client_id: str
+    client_name: str
+    claims: list[str]
+    """The claims it receives that the page can name (idp.claims.CLAIM_DESCRIPTIONS)."""
+    offline: bool
+    granted_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AccountView:
+    display_name: str
+    passkeys: list[PasskeyView]
+    consents: list[ConsentView]
+
+
+async def _load_account(request: Request, work: _Work, state: LoginState) -> AccountView:
+    provider, services = provider_of(request), _services(request)
+    consents = []
+    for c in await work.oidc.list_consents(state.person_id):
+        client = await provider.clients.get(c.client_id)
+        consents.append(ConsentView(
+            client_id=c.client_id, client_name=client.name if client else c.client_id,
+            claims=sorted(n for n in c.claims if n in CLAIM_DESCRIPTIONS), offline="offline_access" in c.scopes,
+            granted_at=c.granted_at))
+    return AccountView(display_name=await work.passkeys.display_name(state.person_id) or "",
+                       passkeys=await services.passkeys.credentials(work.passkeys, state.person_id),
+                       consents=consents)
+
+
+def _account_page(view: AccountView, cookie: str, *, notice_key: str | None = None, error_key: str | None = None,
+                  status: int = 200) -> Response:
+    return render("account.html", {
+        "display_name": view.display_name, "passkeys": view.passkeys, "consents": view.consents,
+        "csrf_token": csrf_for_session(cookie, ACCOUNT_CSRF_PURPOSE), "notice_key": notice_key,
+        "error_key": error_key}, status=status)
+
+
+def _signin_page() -> Response:
+    return render("account_signin.html", {}, status=401)
+
+
+def _done(notice: str) -> Response:
+    return RedirectResponse(f"/account?done={notice}", status_code=303, headers=NO_STORE)
+
+
+def _passkey_error_key(exc: PasskeyError) -> str:
+    if isinstance(exc, InvalidPasskeyRequest):
+        return "account.error.name_invalid"
+    if isinstance(exc, CredentialNotFound):
+        return "account.error.passkey_not_found"
+    return f"passkey.error.{exc.code}" if exc.code in PASSKEY_ERRORS else "passkey.error.unknown"
+
+
+@router.get("/account")
+async def account_page(request: Request, done: str | None = None) -> Response:
+    """The signed-in person's passkeys and consents; without a session, a page asking to sign in (401)."""
+    services, provider = _services(request), provider_of(request)
+    cookie = session_cookie(request, provider)
+    async with _unit_of_work(services) as work:
+        state = await provider.login_sessions.current(work.oidc, cookie)
+        if state is None or cookie is None:
+            return _signin_page()
+        view = await _load_account(request, work, state)
+    notice = f"account.done.{done}" if done in ACCOUNT_NOTICES else None
+    return _account_page(view, cookie, notice_key=notice)
+
+
+async def _account_form(request: Request) -> tuple[dict[str, list[str]], str] | Response:
+    """The posted form and the session cookie it was checked against, or the page refusing it (403)."""
+    provider = provider_of(request)
+    try:
+        form = await read_form(request)
+    except InvalidRequest as exc:
+        return error_page("invalid_request", exc.description)
+    cookie = session_cookie(request, provider)
+    if not cookie or not _token_matches(form, csrf_for_session(cookie, ACCOUNT_CSRF_PURPOSE)):
+        return error_page("invalid_request", FORM_EXPIRED, status=403)
+    return form, cookie
+
+
+@router.post("/account/credentials/{credential_id}/rename")
+async def rename_passkey(request: Request, credential_id: str) -> Response:
+    services, provider = _services(request), provider_of(request)
+    checked = await _account_form(request)
+    if isinstance(checked, Response):
+        return checked
+    form, cookie = checked
+    name = (form.get("name") or [""])[0]
+    async with _unit_of_work(services) as work:
+        state = await provider.login_sessions.current(work.oidc, cookie)
+        if state is None:
+            return _signin_page()
+        try:
+            await services.passkeys.rename(work.passkeys, state.person_id, credential_id, name)
+        except PasskeyError as exc:
+            view = await _load_account(request, work, state)
+            status = 404 if isinstance(exc, CredentialNotFound) else 400
+            return _account_page(view, cookie, error_key=_passkey_error_key(exc), status=status)
+    return _done("renamed")
+
+
+@router.post("/account/credentials/{credential_id}/remove")
+async def remove_passkey(request: Request, credential_id: str) -> Response:
+    """Without confirm=yes: the confirmation page (nothing changes); with it: the passkey is removed for good."""
+    services, provider = _services(request), provider_of(request)
+    checked = await _account_form(request)
+    if isinstance(checked, Response):
+        return checked
+    form, cookie = checked
+    async with _unit_of_work(services) as work:
+        state = await provider.login_sessions.current(work.oidc, cookie)
+        if state is None:
+            return _signin_page()
+        if form.get("confirm") != ["yes"]:
+            passkeys = await services.passkeys.credentials(work.passkeys, state.person_id)
+            chosen = next((p for p in passkeys if p.id == credential_id), None)
+            if chosen is None:
+                view = await _load_account(request, work, state)
+                return _account_page(view, cookie, error_key="account.error.passkey_not_found", status=404)
+            others = [p for p in passkeys if p.id != credential_id and not p.flagged]
+            return render("account_remove.html", {
+                "passkey": chosen, "last": not others,
+                "csrf_token": csrf_for_session(cookie, ACCOUNT_CSRF_PURPOSE)})
+        try:
+            await services.passkeys.remove(work.passkeys, state.person_id, credential_id)
+        except PasskeyError as exc:
+            view = await _load_account(request, work, state)
+            return _account_page(view, cookie, error_key=_passkey_error_key(exc), status=404)
+    return _done("removed")
+
+
+@router.post("/account/consents/{client_id}/withdraw")
+async def withdraw_consent(request: Request, client_id: str) -> Response:
+    """The form twin of DELETE /account/consents/{client_id} (api.routes.account): the consent goes, and with it
+    every grant (so every token) the client holds for the person."""
+    services, provider = _services(request), provider_of(request)
+    checked = await _account_form(request)
+    if isinstance(checked, Response):
+        return checked
+    _form, cookie = checked
+    client_id = client_id[:64]
+    async with _unit_of_work(services) as work:
+        state = await provider.login_sessions.current(work.oidc, cookie)
+        if state is None:
+            return _signin_page()
+        if not await work.oidc.revoke_consent(state.person_id, client_id):
+            view = await _load_account(request, work, state)
+            return _account_page(view, cookie, error_key="account.error.consent_not_found", status=404)
+        revoked = await work.oidc.revoke_person_grants(state.person_id, client_id, "consent revoked")
+        work.oidc.audit("consent.revoked", actor=state.person_id, subject=client_id, detail={"grants": revoked})
+    return _done("withdrawn")

@@ -1,0 +1,403 @@
+"""Passkey JSON endpoints called by the pages' JavaScript: login, registration, enrollment, credential management.
+
+JSON in, JSON out. Errors are RFC 9457 problems (application/problem+json) with an extra member "code", the
+machine code of idp.webauthn / idp.enrollment (or "csrf") that the pages translate.
+
+CSRF: every state-changing request carries the header X-CSRF-Token equal to the token of what it acts on (the
+pending authorization request's csrf_token, the enrollment's csrf_token, or csrf_for_session(cookie, "account")
+for a signed-in session), and an Origin header, when present, must be one of ACAR_WEBAUTHN_ORIGINS. The
+exception is POST /webauthn/enrollment (typing an activation code), which acts on nothing yet: the Origin check
+and the JSON content type (no cross-site form or simple request can send it) guard it.
+
+The login answer leaves the browser where the authorization endpoint would have:
+  {"redirect": "<url>"}                          go there (the client's redirect URI with the code, or consent)
+  {"form_post": {"action": "<uri>", "params": {...}}}   response_mode=form_post: the page builds and submits
+                                                         the form (its CSP already allows the client's origin)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from api.body import read_limited
+from api.deps import Services
+from api.logging import request_id_var
+from api.oidc import Provider, session_max_age
+from api.problems import PROBLEM
+from api.routes.oidc import NO_STORE, browser_binding, provider_of, session_cookie, set_session_cookie
+from idp.authorize import AuthorizeResult, ErrorPage, Interaction, Redirect
+from idp.enrollment import EnrollmentRecord, EnrollmentRequired, EnrollmentService
+from idp.interfaces import LEVELS, Level, PendingRequest
+from idp.passkeys_store import SqlPasskeyStore
+from idp.sessions import csrf_for_session
+from idp.store import SqlOidcStore
+from idp.webauthn import InvalidPasskeyRequest, PasskeyError, RequestExpired
+from storage.base import utcnow
+
+router = APIRouter(tags=["passkeys"])
+MAX_BODY = 64 * 1024
+CSRF_HEADER = "X-CSRF-Token"
+ACCOUNT_CSRF_PURPOSE = "account"
+ENROLL_DONE = "/enroll/done"
+ACCOUNT_PAGE = "/account"
+
+
+class CsrfRefused(PasskeyError):
+    """The X-CSRF-Token header is missing or wrong, or the Origin is not one of ACAR_WEBAUTHN_ORIGINS."""
+
+    code = "csrf"
+    title = "The request could not be verified"
+    status_code = 403
+
+
+class LoginRequired(PasskeyError):
+    code = "login_required"
+    title = "Sign-in required"
+    status_code = 401
+
+
+def passkey_problem(request: Request, exc: PasskeyError) -> JSONResponse:
+    """RFC 9457 problem with the machine code as an extra member "code" (the pages translate it)."""
+    body: dict[str, Any] = {"type": f"urn:acar:problem:{exc.code}", "title": exc.title, "status": exc.status_code,
+                            "detail": exc.detail, "instance": request.url.path, "code": exc.code}
+    rid = request_id_var.get()
+    if rid:
+        body["request_id"] = rid
+    return JSONResponse(body, status_code=exc.status_code, media_type=PROBLEM, headers=NO_STORE)
+
+
+def install(app: FastAPI) -> None:
+    """Answer PasskeyErrors (and EnrollmentErrors) raised anywhere with `passkey_problem`."""
+
+    @app.exception_handler(PasskeyError)
+    async def _passkey(request: Request, exc: PasskeyError) -> JSONResponse:
+        return passkey_problem(request, exc)
+
+
+def enrollment_cookie_name(provider: Provider) -> str:
+    # __Host- binds the cookie to this exact origin over https (RFC 6265bis 4.1.3.2), as for the session cookie
+    return "__Host-acar_enroll" if provider.issuer.startswith("https://") else "acar_enroll"
+
+
+def set_enrollment_cookie(response: Response, provider: Provider, cookie: str, max_age: int) -> None:
+    response.set_cookie(enrollment_cookie_name(provider), cookie, max_age=max_age, path="/", httponly=True,
+                        samesite="strict", secure=provider.issuer.startswith("https://"))
+
+
+def clear_enrollment_cookie(response: Response, provider: Provider) -> None:
+    response.delete_cookie(enrollment_cookie_name(provider), path="/", httponly=True, samesite="strict",
+                           secure=provider.issuer.startswith("https://"))
+
+
+def _services(request: Request) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+@dataclass
+class _Work:
+    oidc: SqlOidcStore
+    passkeys: SqlPasskeyStore
+    enrollment: EnrollmentService
+
+
+@contextlib.asynccontextmanager
+async def _unit_of_work(services: Services) -> AsyncIterator[_Work]:
+    """One transaction: committed on success, and also on a PasskeyError, whose refusal wrote only what it must
+    keep (consumed challenge, flagged credential, attempt count, audit event; see idp.webauthn); rolled back on
+    anything else."""
+    rid = request_id_var.get()
+    async with services.sessions() as session:
+        work = _Work(SqlOidcStore(session, request_id=rid), SqlPasskeyStore(session, request_id=rid),
+                     EnrollmentService(session, services.enrollment_policy, clock=utcnow, request_id=rid))
+        try:
+            yield work
+        except PasskeyError:
+            await session.commit()
+            raise
+        await session.commit()
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+        raise InvalidPasskeyRequest("the body must be application/json")
+    body = await read_limited(request, MAX_BODY)
+    if body is None:
+        raise InvalidPasskeyRequest("the request body is too large")
+    try:
+        value = json.loads(body)
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidPasskeyRequest("the body is not JSON") from None
+    if not isinstance(value, dict):
+        raise InvalidPasskeyRequest("the body must be a JSON object")
+    return value
+
+
+def _text(body: Mapping[str, Any], name: str, *, limit: int = 64, required: bool = True) -> str | None:
+    value = body.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise InvalidPasskeyRequest(f"{name} must be a non-empty string of at most {limit} characters")
+    return value
+
+
+def _object(body: Mapping[str, Any], name: str) -> dict[str, Any]:
+    value = body.get(name)
+    if not isinstance(value, dict):
+        raise InvalidPasskeyRequest(f"{name} must be the JSON of the browser's PublicKeyCredential")
+    return value
+
+
+def _check_origin(request: Request, services: Services) -> None:
+    origin = request.headers.get("origin")
+    if origin is not None and origin not in services.settings.webauthn_origins:
+        raise CsrfRefused("requests from this origin are not accepted")
+
+
+def _check_csrf(request: Request, services: Services, expected: str) -> None:
+    _check_origin(request, services)
+    sent = request.headers.get(CSRF_HEADER)
+    if not sent or not hmac.compare_digest(sent.encode(), expected.encode()):
+        raise CsrfRefused("the page has expired; reload it and try again")
+
+
+def _level(value: object) -> Level | None:
+    return value if value in LEVELS else None
+
+
+async def _pending(request: Request, work: _Work, pending_id: str) -> PendingRequest:
+    """The pending request, only in the browser that made it (AuthorizationService.pending_for)."""
+    pending = await provider_of(request).authorization.pending_for(work.oidc, pending_id, browser_binding(request))
+    if pending is None:
+        raise RequestExpired("this sign-in request has expired or was already completed; start again from the "
+                             "service you were using")
+    return pending
+
+
+# --- login -----------------------------------------------------------------------------------------------
+
+@router.post("/webauthn/login/options")
+async def login_options(request: Request) -> JSONResponse:
+    """{"pending_id"} -> {"ceremony", "publicKey"}: PublicKeyCredentialRequestOptions for navigator.credentials.get
+    (usernameless; the same options serve conditional mediation). CSRF: the pending request's token."""
+    services = _services(request)
+    body = await _json(request)
+    pending_id = _text(body, "pending_id")
+    assert pending_id is not None  # noqa: S101 - required
+    async with _unit_of_work(services) as work:
+        pending = await _pending(request, work, pending_id)
+        _check_csrf(request, services, pending.csrf_token)
+        ceremony = await services.passkeys.authentication_options(
+            work.passkeys, pending_id=pending.id, required_level=_level(pending.params.get("level")))
+    return JSONResponse({"ceremony": ceremony.id, "publicKey": ceremony.options}, headers=NO_STORE)
+
+
+@router.post("/webauthn/login/verify")
+async def login_verify(request: Request) -> JSONResponse:
+    """{"ceremony", "pending_id", "credential"} -> 200 {"redirect"} or {"form_post"} with the session cookie set.
+
+    The login completes the pending authorization request exactly as the other login methods do: a session is
+    created (or the same person's session refreshed), then the request resumes with a fresh login. A passkey
+    that cannot reach the level the request asks for creates no session (user_verification_required or
+    insufficient_level)."""
+    services, provider = _services(request), provider_of(request)
+    body = await _json(request)
+    pending_id, ceremony = _text(body, "pending_id"), _text(body, "ceremony")
+    credential = _object(body, "credential")
+    assert pending_id is not None  # noqa: S101 - required
+    assert ceremony is not None  # noqa: S101 - required
+    cookie = session_cookie(request, provider)
+    async with _unit_of_work(services) as work:
+        pending = await _pending(request, work, pending_id)
+        _check_csrf(request, services, pending.csrf_token)
+        login = await services.passkeys.verify_authentication(
+            work.passkeys, ceremony_id=ceremony, pending_id=pending.id, credential=credential,
+            required_level=_level(pending.params.get("level")))
+        current = await provider.login_sessions.current(work.oidc, cookie)
+        new_cookie, state = await provider.login_sessions.login(work.oidc, person_id=login.person_id,
+                                                                method=login.method, current=current)
+        result = await provider.authorization.resume(pending.id, store=work.oidc, session=state, fresh_login=True,
+                                                       browser=browser_binding(request))
+    response = next_step(request, result)
+    if new_cookie is not None:
+        set_session_cookie(response, provider, new_cookie, session_max_age(provider, state.expires_at))
+    return response
+
+
+def next_step(request: Request, result: AuthorizeResult) -> JSONResponse:
+    """Where the browser goes after a login: what api.routes.oidc.answer would answer, as JSON."""
+    if isinstance(result, Redirect):
+        if result.response_mode == "form_post":
+            return JSONResponse({"form_post": {"action": result.redirect_uri, "params": dict(result.params)}},
+                                headers=NO_STORE)
+        parts = urlsplit(result.redirect_uri)
+        query = (parts.query + "&" if parts.query else "") + urlencode(result.params)
+        return JSONResponse({"redirect": urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))},
+                            headers=NO_STORE)
+    if isinstance(result, Interaction):
+        path = f"/interaction/{result.pending.id}" + ("/consent" if result.kind == "consent" else "")
+        return JSONResponse({"redirect": path}, headers=NO_STORE)
+    assert isinstance(result, ErrorPage)  # noqa: S101 - the three results
+    # the login itself succeeded (its session is kept) but the request can no longer complete
+    return passkey_problem(request, RequestExpired(result.description))
+
+
+# --- registration ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Registrant:
+    person_id: str
+    csrf_token: str
+    max_level: Level
+    enrollment: EnrollmentRecord | None
+    actor: str
+
+
+async def _registrant(request: Request, provider: Provider, work: _Work) -> _Registrant:
+    """Who registers: the browser's live enrollment (cookie; level high: the code came from a registration office)
+    or else the signed-in session (its own level caps the new credential)."""
+    enrollment = await work.enrollment.current(request.cookies.get(enrollment_cookie_name(provider)))
+    if enrollment is not None:
+        return _Registrant(enrollment.person_id, enrollment.csrf_token, "high", enrollment, enrollment.person_id)
+    cookie = session_cookie(request, provider)
+    state = await provider.login_sessions.current(work.oidc, cookie)
+    if state is None or cookie is None:
+        raise LoginRequired("enter your activation code or sign in first")
+    return _Registrant(state.person_id, csrf_for_session(cookie, ACCOUNT_CSRF_PURPOSE), state.level, None,
+                       state.person_id)
+
+
+@router.post("/webauthn/register/options")
+async def register_options(request: Request) -> JSONResponse:
+    """{} or {"name"} -> {"ceremony", "publicKey"}: PublicKeyCredentialCreationOptions for
+    navigator.credentials.create (the name, if sent, is only checked here; it is stored at verify)."""
+    services, provider = _services(request), provider_of(request)
+    body = await _json(request)
+    _text(body, "name", limit=500, required=False)
+    async with _unit_of_work(services) as work:
+        registrant = await _registrant(request, provider, work)
+        _check_csrf(request, services, registrant.csrf_token)
+        ceremony = await services.passkeys.registration_options(
+            work.passkeys, person_id=registrant.person_id,
+            enrollment_id=registrant.enrollment.id if registrant.enrollment else None)
+    return JSONResponse({"ceremony": ceremony.id, "publicKey": ceremony.options}, headers=NO_STORE)
+
+
+@router.post("/webauthn/register/verify")
+async def register_verify(request: Request) -> JSONResponse:
+    """{"ceremony", "credential", "name"?} -> 201 {"credential_id", "name", "level", "redirect"}.
+
+    From an enrollment: the enrollment completes, its activation code is used up, the enrollment cookie is
+    cleared and "redirect" is /enroll/done. From a session: "redirect" is /account."""
+    services, provider = _services(request), provider_of(request)
+    body = await _json(request)
+    ceremony = _text(body, "ceremony")
+    credential = _object(body, "credential")
+    name = _text(body, "name", limit=500, required=False)
+    assert ceremony is not None  # noqa: S101 - required
+    async with _unit_of_work(services) as work:
+        registrant = await _registrant(request, provider, work)
+        _check_csrf(request, services, registrant.csrf_token)
+        enrollment = registrant.enrollment
+        verified = await services.passkeys.verify_registration(
+            work.passkeys, ceremony_id=ceremony, person_id=registrant.person_id,
+            enrollment_id=enrollment.id if enrollment else None, credential=credential, name=name)
+        if enrollment is not None:
+            await work.enrollment.complete(enrollment, credential=verified.credential_id[:200])
+        view = await services.passkeys.save(work.passkeys, verified, max_level=registrant.max_level,
+                                            actor=registrant.actor)
+    response = JSONResponse({"credential_id": view.id, "name": view.name, "level": view.level,
+                             "redirect": ENROLL_DONE if enrollment else ACCOUNT_PAGE}, status_code=201,
+                            headers=NO_STORE)
+    if enrollment is not None:
+        clear_enrollment_cookie(response, provider)
+    return response
+
+
+# --- enrollment (activation codes) -----------------------------------------------------------------------
+
+@router.post("/webauthn/enrollment")
+async def start_enrollment(request: Request) -> JSONResponse:
+    """{"code"} -> 201 {"csrf_token", "expires_at", "display_name"} and the enrollment cookie: the browser may now
+    register one passkey for the code's person. Refusals: code_invalid, code_locked, code_expired, code_used,
+    code_revoked."""
+    services, provider = _services(request), provider_of(request)
+    _check_origin(request, services)
+    body = await _json(request)
+    code = _text(body, "code", limit=40)
+    assert code is not None  # noqa: S101 - required
+    async with _unit_of_work(services) as work:
+        started = await work.enrollment.redeem(code)
+    record = started.enrollment
+    response = JSONResponse({"csrf_token": record.csrf_token, "expires_at": record.expires_at.isoformat(),
+                             "display_name": started.display_name}, status_code=201, headers=NO_STORE)
+    set_enrollment_cookie(response, provider, started.cookie, session_max_age(provider, record.expires_at))
+    return response
+
+
+@router.get("/webauthn/enrollment")
+async def enrollment_state(request: Request) -> JSONResponse:
+    """The browser's live enrollment: {"csrf_token", "expires_at", "display_name"}, or 401 enrollment_required."""
+    services, provider = _services(request), provider_of(request)
+    async with _unit_of_work(services) as work:
+        record = await work.enrollment.current(request.cookies.get(enrollment_cookie_name(provider)))
+        if record is None:
+            raise EnrollmentRequired("enter your activation code first")
+        name = await work.passkeys.display_name(record.person_id)
+    return JSONResponse({"csrf_token": record.csrf_token, "expires_at": record.expires_at.isoformat(),
+                         "display_name": name or ""}, headers=NO_STORE)
+
+
+# --- the signed-in person's passkeys ---------------------------------------------------------------------
+
+async def _account(request: Request, provider: Provider, work: _Work) -> tuple[str, str]:
+    cookie = session_cookie(request, provider)
+    state = await provider.login_sessions.current(work.oidc, cookie)
+    if state is None or cookie is None:
+        raise LoginRequired("sign in to manage your passkeys")
+    return state.person_id, csrf_for_session(cookie, ACCOUNT_CSRF_PURPOSE)
+
+
+@router.get("/webauthn/credentials")
+async def list_credentials(request: Request) -> JSONResponse:
+    """{"csrf_token", "credentials": [{"id", "name", "level", "synced", "flagged", "transports", "created_at",
+    "last_used_at"}]}: the signed-in person's passkeys (removed ones are not listed)."""
+    services, provider = _services(request), provider_of(request)
+    async with _unit_of_work(services) as work:
+        person_id, csrf = await _account(request, provider, work)
+        views = await services.passkeys.credentials(work.passkeys, person_id)
+    return JSONResponse({"csrf_token": csrf, "credentials": [v.as_json() for v in views]}, headers=NO_STORE)
+
+
+@router.patch("/webauthn/credentials/{credential_id}")
+async def rename_credential(request: Request, credential_id: str) -> JSONResponse:
+    """{"name"} -> 200 the renamed credential. CSRF: the account token."""
+    services, provider = _services(request), provider_of(request)
+    body = await _json(request)
+    name = _text(body, "name", limit=500)
+    assert name is not None  # noqa: S101 - required
+    async with _unit_of_work(services) as work:
+        person_id, csrf = await _account(request, provider, work)
+        _check_csrf(request, services, csrf)
+        view = await services.passkeys.rename(work.passkeys, person_id, credential_id, name)
+    return JSONResponse(view.as_json(), headers=NO_STORE)
+
+
+@router.delete("/webauthn/credentials/{credential_id}")
+async def remove_credential(request: Request, credential_id: str) -> Response:
+    """Remove a passkey for good -> 204. CSRF: the account token."""
+    services, provider = _services(request), provider_of(request)
+    async with _unit_of_work(services) as work:
+        person_id, csrf = await _account(request, provider, work)
+        _check_csrf(request, services, csrf)
+        await services.passkeys.remove(work.passkeys, person_id, credential_id)
+    return Response(status_code=204, headers=NO_STORE)

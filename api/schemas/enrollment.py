@@ -1,0 +1,28 @@
+"""Schemas of the enrollment admin API (activation codes)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class EnrollmentCodeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    fin: str = Field(min_length=1, max_length=32, description="the person's FIN")
+    revoke_credentials: bool = Field(default=False, description="recovery: remove every passkey the person has")
+
+
+class PersonSummary(BaseModel):
+    id: str
+    fin: str | None
+    given_name: str
+    family_name: str
+
+
+class EnrollmentCodeIssued(BaseModel):
+    code: str = Field(description="XXXX-XXXX-XXXX-XXXX, shown only in this answer")
+    expires_at: dt.datetime
+    person: PersonSummary
+    credentials_revoked: int

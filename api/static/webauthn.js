@@ -1,0 +1,349 @@
+// Açar passkeys (W3C Web Authentication Level 2/3): sign in on the login page, create a passkey on the
+// enrollment and account pages. Loaded from 'self' only (no inline script, Content-Security-Policy); the page
+// hands over its data in data-* attributes of #passkey and its translated messages in the
+// <script type="application/json" id="passkey-messages"> block.
+//
+// #passkey data-passkey="login"     data-pending-id, data-csrf (the pending request's token)
+// #passkey data-passkey="register"  data-csrf (the enrollment's or the account's token), data-done (fallback page)
+// Every request carries X-CSRF-Token; errors come back as application/problem+json with a member "code".
+"use strict";
+
+(function () {
+  var root = document.getElementById("passkey");
+  var messagesBlock = document.getElementById("passkey-messages");
+  if (!root || !messagesBlock) {
+    return;
+  }
+  var messages = JSON.parse(messagesBlock.textContent);
+  var form = document.getElementById("passkey-form");
+  var button = document.getElementById("passkey-button");
+  var errorBox = document.getElementById("passkey-error");
+  var statusBox = document.getElementById("passkey-status");
+  var unavailable = document.getElementById("passkey-unavailable");
+  var mode = root.getAttribute("data-passkey");
+  var csrf = root.getAttribute("data-csrf") || "";
+
+  // --- base64url (RFC 4648 section 5) <-> ArrayBuffer ------------------------------------------------------
+
+  function toBase64url(buffer) {
+    var bytes = new Uint8Array(buffer);
+    var text = "";
+    for (var i = 0; i < bytes.length; i++) {
+      text += String.fromCharCode(bytes[i]);
+    }
+    return btoa(text).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  }
+
+  function fromBase64url(value) {
+    var base64 = String(value).replace(/-/g, "+").replace(/_/g, "/");
+    while (base64.length % 4) {
+      base64 += "=";
+    }
+    var text = atob(base64);
+    var bytes = new Uint8Array(text.length);
+    for (var i = 0; i < text.length; i++) {
+      bytes[i] = text.charCodeAt(i);
+    }
+    return bytes.buffer;
+  }
+
+  // --- the server's options JSON -> navigator.credentials shapes ---------------------------------------------
+
+  function descriptors(list) {
+    return (list || []).map(function (item) {
+      return Object.assign({}, item, { id: fromBase64url(item.id) });
+    });
+  }
+
+  function requestOptions(json) {
+    if (typeof PublicKeyCredential.parseRequestOptionsFromJSON === "function") {
+      try {
+        return PublicKeyCredential.parseRequestOptionsFromJSON(json);
+      } catch (ignored) {
+        // an option this browser does not know: the manual conversion below keeps the rest
+      }
+    }
+    var options = Object.assign({}, json, { challenge: fromBase64url(json.challenge) });
+    if (json.allowCredentials) {
+      options.allowCredentials = descriptors(json.allowCredentials);
+    }
+    return options;
+  }
+
+  function creationOptions(json) {
+    if (typeof PublicKeyCredential.parseCreationOptionsFromJSON === "function") {
+      try {
+        return PublicKeyCredential.parseCreationOptionsFromJSON(json);
+      } catch (ignored) {
+        // as above
+      }
+    }
+    var options = Object.assign({}, json, {
+      challenge: fromBase64url(json.challenge),
+      user: Object.assign({}, json.user, { id: fromBase64url(json.user.id) }),
+    });
+    if (json.excludeCredentials) {
+      options.excludeCredentials = descriptors(json.excludeCredentials);
+    }
+    return options;
+  }
+
+  // --- a PublicKeyCredential -> RegistrationResponseJSON / AuthenticationResponseJSON ------------------------
+
+  function credentialJSON(credential) {
+    if (typeof credential.toJSON === "function") {
+      try {
+        return credential.toJSON();
+      } catch (ignored) {
+        // fall back to the manual encoding
+      }
+    }
+    var response = credential.response;
+    var out = {
+      id: credential.id,
+      rawId: toBase64url(credential.rawId),
+      type: credential.type,
+      clientExtensionResults: credential.getClientExtensionResults ? credential.getClientExtensionResults() : {},
+      response: { clientDataJSON: toBase64url(response.clientDataJSON) },
+    };
+    if (credential.authenticatorAttachment) {
+      out.authenticatorAttachment = credential.authenticatorAttachment;
+    }
+    if (response.attestationObject) {
+      out.response.attestationObject = toBase64url(response.attestationObject);
+      out.response.transports = response.getTransports ? response.getTransports() : [];
+    } else {
+      out.response.authenticatorData = toBase64url(response.authenticatorData);
+      out.response.signature = toBase64url(response.signature);
+      if (response.userHandle) {
+        out.response.userHandle = toBase64url(response.userHandle);
+      }
+    }
+    return out;
+  }
+
+  // --- messages ----------------------------------------------------------------------------------------------
+
+  function Failure(code) {
+    this.code = code;
+  }
+
+  function fromDomException(error) {
+    var name = error && error.name;
+    if (name === "NotAllowedError" || name === "AbortError") {
+      return new Failure("cancelled");
+    }
+    if (name === "InvalidStateError") {
+      return new Failure("credential_exists"); // this authenticator already holds a passkey of the person
+    }
+    if (name === "NotSupportedError") {
+      return new Failure("not_supported");
+    }
+    return new Failure("unknown");
+  }
+
+  function showError(code) {
+    var text = messages.errors[code] || messages.errors.unknown;
+    statusBox.textContent = "";
+    errorBox.textContent = "";
+    var paragraph = document.createElement("p");
+    paragraph.textContent = text;
+    errorBox.appendChild(paragraph);
+  }
+
+  function showStatus(name) {
+    statusBox.textContent = messages.status[name] || "";
+  }
+
+  function clearMessages() {
+    errorBox.textContent = "";
+    statusBox.textContent = "";
+  }
+
+  // --- the server --------------------------------------------------------------------------------------------
+
+  async function postJSON(url, body) {
+    var response;
+    try {
+      response = await fetch(url, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: {
+          "Content-Type": "application/json",
+          "Accept": "application/json, application/problem+json",
+          "X-CSRF-Token": csrf,
+        },
+        body: JSON.stringify(body),
+      });
+    } catch (ignored) {
+      throw new Failure("network");
+    }
+    var data = null;
+    try {
+      data = await response.json();
+    } catch (ignored) {
+      data = null;
+    }
+    if (!response.ok) {
+      throw new Failure(data && typeof data.code === "string" ? data.code : "unknown");
+    }
+    if (!data || typeof data !== "object") {
+      throw new Failure("unknown");
+    }
+    return data;
+  }
+
+  function leave(answer, fallback) {
+    showStatus("done");
+    if (answer.form_post && typeof answer.form_post.action === "string") {
+      // response_mode=form_post (OAuth 2.0 Form Post Response Mode): the client's origin is in form-action
+      var post = document.createElement("form");
+      post.method = "post";
+      post.action = answer.form_post.action;
+      var params = answer.form_post.params || {};
+      Object.keys(params).forEach(function (name) {
+        var input = document.createElement("input");
+        input.type = "hidden";
+        input.name = name;
+        input.value = params[name];
+        post.appendChild(input);
+      });
+      document.body.appendChild(post);
+      post.submit();
+      return;
+    }
+    window.location.assign(typeof answer.redirect === "string" ? answer.redirect : fallback);
+  }
+
+  // --- the ceremonies ----------------------------------------------------------------------------------------
+
+  var busy = false;
+  var autofill = null; // the AbortController of the conditional (autofill) request, while one waits
+
+  function setBusy(value) {
+    busy = value;
+    root.setAttribute("aria-busy", value ? "true" : "false");
+    if (value) {
+      button.setAttribute("aria-disabled", "true");
+    } else {
+      button.removeAttribute("aria-disabled");
+    }
+  }
+
+  async function signIn(conditional) {
+    var pendingId = root.getAttribute("data-pending-id");
+    var begin = await postJSON("/webauthn/login/options", { pending_id: pendingId });
+    var request = { publicKey: requestOptions(begin.publicKey) };
+    var controller = null;
+    if (conditional) {
+      controller = new AbortController();
+      autofill = controller;
+      request.mediation = "conditional";
+      request.signal = controller.signal;
+    } else {
+      showStatus("waiting");
+    }
+    var credential;
+    try {
+      credential = await navigator.credentials.get(request);
+    } catch (error) {
+      if (controller && controller.signal.aborted) {
+        return; // the button took over from autofill
+      }
+      throw fromDomException(error);
+    } finally {
+      if (autofill === controller) {
+        autofill = null;
+      }
+    }
+    if (!credential) {
+      throw new Failure("cancelled");
+    }
+    setBusy(true);
+    showStatus("verifying");
+    var answer = await postJSON("/webauthn/login/verify", {
+      ceremony: begin.ceremony, pending_id: pendingId, credential: credentialJSON(credential),
+    });
+    leave(answer, window.location.href);
+  }
+
+  async function register() {
+    var nameInput = document.getElementById("passkey-name");
+    var name = nameInput ? nameInput.value.trim() : "";
+    var begin = await postJSON("/webauthn/register/options", name ? { name: name } : {});
+    showStatus("waiting");
+    var credential;
+    try {
+      credential = await navigator.credentials.create({ publicKey: creationOptions(begin.publicKey) });
+    } catch (error) {
+      throw fromDomException(error);
+    }
+    if (!credential) {
+      throw new Failure("cancelled");
+    }
+    showStatus("verifying");
+    var body = { ceremony: begin.ceremony, credential: credentialJSON(credential) };
+    if (name) {
+      body.name = name;
+    }
+    var answer = await postJSON("/webauthn/register/verify", body);
+    leave(answer, root.getAttribute("data-done") || "/account");
+  }
+
+  function failed(error) {
+    setBusy(false);
+    showError(error instanceof Failure ? error.code : "unknown");
+  }
+
+  async function startAutofill() {
+    if (typeof PublicKeyCredential.isConditionalMediationAvailable !== "function") {
+      return;
+    }
+    var available = false;
+    try {
+      available = await PublicKeyCredential.isConditionalMediationAvailable();
+    } catch (ignored) {
+      available = false;
+    }
+    if (!available || busy) {
+      return;
+    }
+    signIn(true).catch(function (error) {
+      if (!(error instanceof Failure && error.code === "cancelled")) {
+        failed(error);
+      }
+    });
+  }
+
+  // --- the page ----------------------------------------------------------------------------------------------
+
+  var supported = typeof window.PublicKeyCredential === "function" && navigator.credentials &&
+    typeof navigator.credentials.get === "function" && typeof window.fetch === "function";
+  if (!supported) {
+    unavailable.textContent = messages.errors.not_supported; // the button stays hidden: this message replaces it
+    return;
+  }
+  unavailable.hidden = true;
+  form.hidden = false;
+
+  form.addEventListener("submit", function (event) {
+    event.preventDefault();
+    if (busy) {
+      return;
+    }
+    clearMessages();
+    setBusy(true);
+    if (autofill) {
+      autofill.abort();
+      autofill = null;
+    }
+    var ceremony = mode === "login" ? signIn(false) : register();
+    ceremony.then(function () {
+      setBusy(false);
+    }, failed);
+  });
+
+  if (mode === "login") {
+    startAutofill();
+  }
+})();

@@ -1,0 +1,703 @@
+"""Passkeys: the WebAuthn Level 2 registration and authentication ceremonies (W3C Web Authentication Level 2,
+sections 7.1 and 7.2) on py_webauthn, and the level of assurance a passkey login reaches.
+
+Registration asks for a discoverable credential (residentKey required, section 5.4.6) with user verification;
+authentication is usernameless (allowCredentials empty, the credential names its user through userHandle), so
+the same options serve a button and conditional mediation. Challenges are 32 random bytes kept server-side,
+short-lived and single-use (section 13.4.3).
+
+Levels (eIDAS-like, idp.loa): a user-verified login with a device-bound key (not backup eligible) reaches high,
+provided it is attested when the policy asks for attestation at high; a user-verified login otherwise reaches
+substantial; without user verification, low. A credential never reaches more than the level under which it was
+registered (`max_level`: an activation code from a registration office is high, a session its own level).
+amr values (RFC 8176): "hwk" for a device-bound key, "swk" for a synced one, plus "mfa" (possession and user
+verification) or "user" (presence only).
+
+Failures are `PasskeyError`s carrying a machine `code`. One rule makes them safe to commit: a PasskeyError is
+raised only before anything a success writes; what the refusal itself wrote (the consumed challenge, a flagged
+credential, the failure's audit event) is meant to be committed by the caller. This module knows no database:
+storage is the `PasskeyStore` Protocol (idp.passkeys_store implements it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, NoReturn, Protocol
+
+from cryptography import x509
+from webauthn import (
+    generate_authentication_options,
+    generate_registration_options,
+    verify_authentication_response,
+    verify_registration_response,
+)
+from webauthn.helpers import (
+    base64url_to_bytes,
+    bytes_to_base64url,
+    options_to_json_dict,
+    parse_attestation_object,
+    parse_authentication_credential_json,
+    parse_registration_credential_json,
+    validate_certificate_chain,
+)
+from webauthn.helpers.cose import COSEAlgorithmIdentifier
+from webauthn.helpers.exceptions import InvalidCertificateChain, WebAuthnException
+from webauthn.helpers.structs import (
+    AttestationConveyancePreference,
+    AttestationFormat,
+    AuthenticationCredential,
+    AuthenticatorSelectionCriteria,
+    AuthenticatorTransport,
+    CredentialDeviceType,
+    PublicKeyCredentialDescriptor,
+    ResidentKeyRequirement,
+    UserVerificationRequirement,
+)
+
+from idp import loa
+from idp.errors import IdpError
+from idp.interfaces import LEVELS, Level
+from idp.loa import LoginMethod
+
+Purpose = Literal["register", "authenticate"]
+CHALLENGE_BYTES = 32
+USER_HANDLE_BYTES = 32
+MAX_NAME = 100
+MAX_CREDENTIAL_ID = 1400
+"""base64url of the longest credential id WebAuthn allows (1023 bytes)."""
+SUPPORTED_ALGORITHMS: list[COSEAlgorithmIdentifier] = [
+    COSEAlgorithmIdentifier.ECDSA_SHA_256,  # -7, what every passkey provider offers
+    COSEAlgorithmIdentifier.EDDSA,  # -8
+    COSEAlgorithmIdentifier.RSASSA_PKCS1_v1_5_SHA_256,  # -257, Windows Hello
+]
+"""pubKeyCredParams, in order of preference; a credential of any other algorithm is refused at registration."""
+FIDO_AAGUID_EXTENSION = x509.ObjectIdentifier("1.3.6.1.4.1.45724.1.1.4")
+"""id-fido-gen-ce-aaguid (WebAuthn Level 2 section 8.2.1): when the attestation certificate carries it, it must
+name the AAGUID of the authenticator data."""
+PASSKEY_METHOD = "passkey"
+
+
+# --- errors ---------------------------------------------------------------------------------------------
+
+
+class PasskeyError(IdpError):
+    """A refused passkey or enrollment step. `code` is the machine code the pages translate.
+
+    Raised only before anything a success would write; what the refusal itself wrote (a consumed challenge, a
+    flagged credential, an attempt count, the audit event) must be committed by the caller."""
+
+    code = "invalid_request"
+    title = "Invalid request"
+    status_code = 400
+
+
+class InvalidPasskeyRequest(PasskeyError):
+    """The request is malformed: a missing or oversized field, a credential that is not WebAuthn JSON, or a
+    ceremony used for another purpose, request or person than it was made for."""
+
+
+class RequestExpired(PasskeyError):
+    code = "request_expired"
+    title = "The sign-in request has expired"
+
+
+class ChallengeExpired(PasskeyError):
+    """The ceremony is unknown or older than its lifetime (ACAR_WEBAUTHN_CHALLENGE_SECONDS)."""
+
+    code = "challenge_expired"
+    title = "The passkey ceremony has expired"
+
+
+class ChallengeUsed(PasskeyError):
+    """The ceremony's challenge was already presented once (single use, WebAuthn Level 2 section 13.4.3)."""
+
+    code = "challenge_used"
+    title = "The passkey ceremony was already used"
+
+
+class UnknownCredential(PasskeyError):
+    code = "unknown_credential"
+    title = "Unknown passkey"
+
+
+class CredentialRemoved(PasskeyError):
+    code = "credential_removed"
+    title = "This passkey was removed"
+
+
+class CredentialFlagged(PasskeyError):
+    """The credential's signature counter once went backwards: it may have been cloned (WebAuthn Level 2 section
+    6.1.1) and never logs in again; its owner removes it and registers a new one."""
+
+    code = "credential_flagged"
+    title = "This passkey is blocked"
+    status_code = 403
+
+
+class CounterRegression(CredentialFlagged):
+    """This assertion's signature counter did not increase: the login is refused and the credential flagged."""
+
+    code = "counter_regression"
+
+
+class WrongUser(PasskeyError):
+    """The userHandle returned is missing or is not the credential owner's (WebAuthn Level 2 section 7.2, step 6)."""
+
+    code = "wrong_user"
+    title = "The passkey does not belong to this account"
+
+
+class VerificationFailed(PasskeyError):
+    """The response does not verify: signature, origin, RP ID hash, client data type or challenge, or the
+    attestation statement."""
+
+    code = "verification_failed"
+    title = "The passkey response could not be verified"
+
+
+class UserVerificationRequired(PasskeyError):
+    code = "user_verification_required"
+    title = "User verification is required"
+
+
+class InsufficientLevel(PasskeyError):
+    """The passkey was verified but cannot reach the level of assurance the service asked for (a synced passkey,
+    an unattested one, or one registered under a lower level)."""
+
+    code = "insufficient_level"
+    title = "This passkey does not reach the required level of assurance"
+
+
+class CredentialExists(PasskeyError):
+    code = "credential_exists"
+    title = "This passkey is already registered"
+    status_code = 409
+
+
+class CredentialNotFound(PasskeyError):
+    """Credential management: no such credential of this person (or it was removed)."""
+
+    code = "credential_not_found"
+    title = "No such passkey"
+    status_code = 404
+
+
+# --- records and storage --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ChallengeRecord:
+    id: str
+    challenge: bytes
+    purpose: Purpose
+    user_verification: str
+    expires_at: dt.datetime
+    person_id: str | None = None
+    pending_id: str | None = None
+    enrollment_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialRecord:
+    id: str
+    """base64url of the credential id."""
+    person_id: str
+    public_key: bytes
+    sign_count: int
+    transports: tuple[str, ...]
+    aaguid: str
+    attestation_format: str
+    user_verified: bool
+    attested: bool
+    backup_eligible: bool
+    backed_up: bool
+    name: str
+    max_level: Level
+    created_at: dt.datetime
+    last_used_at: dt.datetime | None = None
+    flagged_at: dt.datetime | None = None
+    revoked_at: dt.datetime | None = None
+    owner_handle: bytes | None = None
+    """The WebAuthn user handle of the owner (read with the credential, for the userHandle check)."""
+
+
+class PasskeyStore(Protocol):
+    """Storage of the ceremonies, in the caller's unit of work (methods flush; api/ commits)."""
+
+    async def user_handle(self, person_id: str, *, create: bool) -> bytes | None: ...
+    """The person's WebAuthn user handle; with `create`, a random one is made on first use."""
+    async def display_name(self, person_id: str) -> str | None: ...
+    async def save_challenge(self, record: ChallengeRecord) -> None: ...
+    async def consume_challenge(self, challenge_id: str, now: dt.datetime) -> ChallengeRecord | None: ...
+    """Mark the challenge used and return it; None when it is unknown or was used before (atomic)."""
+    async def challenge_known(self, challenge_id: str) -> bool: ...
+    async def credentials(self, person_id: str) -> list[CredentialRecord]: ...
+    """The person's credentials that are not removed (flagged ones included), oldest first."""
+    async def get_credential(self, credential_id: str) -> CredentialRecord | None: ...
+    """The credential with its owner's user handle (`owner_handle`)."""
+    async def add_credential(self, record: CredentialRecord) -> None: ...
+    async def record_use(self, credential_id: str, *, expected_count: int, sign_count: int, backed_up: bool,
+                         now: dt.datetime) -> bool: ...
+    """Store a login's counter; False when the credential changed meanwhile (counter, flag, removal): atomic."""
+    async def flag_credential(self, credential_id: str, now: dt.datetime) -> bool: ...
+    async def rename_credential(self, credential_id: str, name: str) -> bool: ...
+    async def revoke_credential(self, credential_id: str, now: dt.datetime) -> bool: ...
+    def audit(self, event_type: str, *, actor: str, subject: str | None = None,
+              detail: Mapping[str, Any] | None = None) -> None: ...
+
+
+# --- policy and results ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AttestationPolicy:
+    """When level high needs attestation: which authenticator models count, and the roots their attestation
+    certificates must chain to.
+
+    `trusted` maps an AAGUID (lower-case UUID) to the PEM root certificates of its vendor (for instance from the
+    FIDO Metadata Service). A model without roots is never attested: an attestation statement verified only
+    against the certificate it carries can be made by any software for any AAGUID.
+    """
+
+    required_for_high: bool
+    trusted: Mapping[str, Sequence[bytes]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, required_for_high: bool, aaguids: Sequence[str],
+           roots: Mapping[str, Sequence[bytes]] | None = None) -> AttestationPolicy:
+        roots = {k.lower(): v for k, v in (roots or {}).items()}
+        return cls(required_for_high, {a.lower(): tuple(roots.get(a.lower(), ())) for a in aaguids})
+
+
+@dataclass(frozen=True, slots=True)
+class RelyingParty:
+    """The WebAuthn relying party (WebAuthn Level 2 section 5.1.2 RP ID; origins compared exactly)."""
+
+    id: str
+    name: str
+    origins: tuple[str, ...]
+    challenge_seconds: int
+    attestation: AttestationPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class Ceremony:
+    """Options for navigator.credentials.create()/get() (`options`, the JSON py_webauthn gives) and the id that
+    names its server-side challenge."""
+
+    id: str
+    options: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PasskeyLogin:
+    """A verified passkey login: who, with which credential, and the LoginMethod (level and amr) it counts as."""
+
+    person_id: str
+    credential_id: str
+    method: LoginMethod
+    user_verified: bool
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedRegistration:
+    """A registration response that verified; nothing is stored until `PasskeyService.save`."""
+
+    person_id: str
+    credential_id: str
+    public_key: bytes
+    sign_count: int
+    transports: tuple[str, ...]
+    aaguid: str
+    attestation_format: str
+    user_verified: bool
+    attested: bool
+    backup_eligible: bool
+    backed_up: bool
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class PasskeyView:
+    """A credential as its owner sees it."""
+
+    id: str
+    name: str
+    level: Level
+    synced: bool
+    flagged: bool
+    transports: tuple[str, ...]
+    created_at: dt.datetime
+    last_used_at: dt.datetime | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "level": self.level, "synced": self.synced, "flagged": self.flagged,
+                "transports": list(self.transports), "created_at": self.created_at.isoformat(),
+                "last_used_at": self.last_used_at.isoformat() if self.last_used_at else None}
+
+
+def login_level(*, user_verified: bool, backup_eligible: bool, attested: bool, attestation_required: bool,
+                max_level: Level) -> Level:
+    """The level a passkey login reaches (see the module docstring), capped at the credential's max_level."""
+    if not user_verified:
+        level: Level = "low"
+    elif not backup_eligible and (attested or not attestation_required):
+        level = "high"
+    else:
+        level = "substantial"
+    return level if loa.at_least(max_level, level) else max_level
+
+
+def login_method(level: Level, *, user_verified: bool, backup_eligible: bool) -> LoginMethod:
+    """The LoginMethod of a passkey login: its level and RFC 8176 amr values."""
+    return LoginMethod(PASSKEY_METHOD, level, ("swk" if backup_eligible else "hwk", "mfa" if user_verified else "user"))
+
+
+def normalize_name(name: str | None, today: dt.date) -> str:
+    """A credential's display name: at most 100 printable characters; default "Passkey <date>"."""
+    if name is None or not name.strip():
+        return f"Passkey {today.isoformat()}"
+    name = " ".join(name.split())
+    if len(name) > MAX_NAME or not name.isprintable():
+        raise InvalidPasskeyRequest(f"the passkey name must be at most {MAX_NAME} printable characters")
+    return name
+
+
+def audit_ref(credential_id: str) -> str:
+    """How the audit trail names a credential (its id; a digest when longer than the subject column)."""
+    if len(credential_id) <= 200:
+        return credential_id
+    return "sha256:" + hashlib.sha256(credential_id.encode()).hexdigest()
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """Who a failing ceremony concerned, for its audit event."""
+
+    person_id: str | None = None
+    credential_id: str | None = None
+
+
+# --- the ceremonies -------------------------------------------------------------------------------------
+
+
+class PasskeyService:
+    def __init__(self, rp: RelyingParty, *, clock: Callable[[], dt.datetime]) -> None:
+        self.rp = rp
+        self._clock = clock
+
+    # authentication (WebAuthn Level 2 section 7.2)
+
+    async def authentication_options(self, store: PasskeyStore, *, pending_id: str,
+                                     required_level: Level | None) -> Ceremony:
+        """Usernameless options for the pending authorization request (also usable for conditional mediation):
+        user verification is required when level high is asked for, preferred otherwise."""
+        uv = UserVerificationRequirement.REQUIRED if required_level == "high" else UserVerificationRequirement.PREFERRED
+        record = await self._new_challenge(store, "authenticate", uv, pending_id=pending_id)
+        options = generate_authentication_options(
+            rp_id=self.rp.id, challenge=record.challenge, timeout=self.rp.challenge_seconds * 1000,
+            allow_credentials=[], user_verification=uv)
+        return Ceremony(record.id, options_to_json_dict(options))
+
+    async def verify_authentication(self, store: PasskeyStore, *, ceremony_id: str, pending_id: str,
+                                    credential: Mapping[str, Any], required_level: Level | None) -> PasskeyLogin:
+        """Verify an assertion (AuthenticationResponseJSON) for the pending request `pending_id`.
+
+        The ceremony's challenge is consumed by this call whatever its outcome: a second attempt needs new
+        options. On success the credential's counter, last use and backup state are stored and a
+        webauthn.login event recorded. On refusal a PasskeyError is raised after recording webauthn.login_failed
+        (detail: its code); a signature counter that did not increase also flags the credential for good
+        (webauthn.counter_regression). Nothing else is written on refusal.
+        """
+        attempt = _Attempt()
+        try:
+            login = await self._authenticate(store, ceremony_id=ceremony_id, pending_id=pending_id,
+                                            credential=credential, required_level=required_level, attempt=attempt)
+        except PasskeyError as exc:
+            store.audit("webauthn.login_failed", actor=attempt.person_id or "anonymous",
+                        subject=audit_ref(attempt.credential_id) if attempt.credential_id else None,
+                        detail={"code": exc.code})
+            raise
+        store.audit("webauthn.login", actor=login.person_id, subject=audit_ref(login.credential_id),
+                    detail={"level": login.method.level, "amr": list(login.method.amr)})
+        return login
+
+    async def _authenticate(self, store: PasskeyStore, *, ceremony_id: str, pending_id: str,
+                            credential: Mapping[str, Any], required_level: Level | None,
+                            attempt: _Attempt) -> PasskeyLogin:
+        record = await self._consume(store, ceremony_id, "authenticate")
+        if record.pending_id != pending_id:
+            raise InvalidPasskeyRequest("this passkey ceremony belongs to another sign-in request")
+        parsed, stored = await self._credential_of(store, credential, attempt)
+        try:
+            verified = verify_authentication_response(
+                credential=parsed, expected_challenge=record.challenge, expected_rp_id=self.rp.id,
+                expected_origin=list(self.rp.origins), credential_public_key=stored.public_key,
+                credential_current_sign_count=0,  # the counter is checked below, after the signature
+                require_user_verification=False,  # checked below, with its own error code
+            )
+        except WebAuthnException as exc:
+            raise VerificationFailed(f"the passkey response could not be verified: {exc}") from None
+        now = self._clock()
+        if (verified.new_sign_count > 0 or stored.sign_count > 0) and verified.new_sign_count <= stored.sign_count:
+            await self._flag(store, stored, verified.new_sign_count, now)
+        if record.user_verification == UserVerificationRequirement.REQUIRED and not verified.user_verified:
+            raise UserVerificationRequired("this sign-in needs user verification (PIN or biometrics)")
+        backup_eligible = stored.backup_eligible or (
+            verified.credential_device_type == CredentialDeviceType.MULTI_DEVICE)
+        level = login_level(user_verified=verified.user_verified, backup_eligible=backup_eligible,
+                            attested=stored.attested, attestation_required=self.rp.attestation.required_for_high,
+                            max_level=stored.max_level)
+        if not loa.at_least(level, required_level):
+            if not verified.user_verified:
+                raise UserVerificationRequired(f"level {required_level} needs user verification (PIN or biometrics)")
+            raise InsufficientLevel(f"this passkey reaches level {level}; the service asks for {required_level}")
+        if not await store.record_use(stored.id, expected_count=stored.sign_count,
+                                      sign_count=verified.new_sign_count, backed_up=verified.credential_backed_up,
+                                      now=now):
+            current = await store.get_credential(stored.id)  # changed meanwhile: removed, flagged, or used
+            if current is None or current.revoked_at is not None:
+                raise CredentialRemoved("this passkey was removed from your account")
+            if current.flagged_at is not None:
+                raise CredentialFlagged("this passkey was blocked because it may have been copied")
+            await self._flag(store, current, verified.new_sign_count, now)
+        return PasskeyLogin(person_id=stored.person_id, credential_id=stored.id,
+                            method=login_method(level, user_verified=verified.user_verified,
+                                                backup_eligible=backup_eligible),
+                            user_verified=verified.user_verified)
+
+    async def _credential_of(self, store: PasskeyStore, credential: Mapping[str, Any],
+                             attempt: _Attempt) -> tuple[AuthenticationCredential, CredentialRecord]:
+        """The assertion and its registered credential, which must be usable and owned by the userHandle's user
+        (WebAuthn Level 2 section 7.2, steps 5 and 6)."""
+        try:
+            parsed = parse_authentication_credential_json(dict(credential))
+        except (WebAuthnException, ValueError, TypeError):
+            raise InvalidPasskeyRequest("the credential is not a WebAuthn authentication response") from None
+        credential_id = bytes_to_base64url(parsed.raw_id)
+        if parsed.id != credential_id or len(credential_id) > MAX_CREDENTIAL_ID:
+            raise InvalidPasskeyRequest("the credential id and rawId differ")
+        attempt.credential_id = credential_id
+        stored = await store.get_credential(credential_id)
+        if stored is None:
+            raise UnknownCredential("this passkey is not registered here; sign in another way or register it")
+        attempt.person_id = stored.person_id
+        if stored.revoked_at is not None:
+            raise CredentialRemoved("this passkey was removed from your account")
+        if stored.flagged_at is not None:
+            raise CredentialFlagged("this passkey was blocked because it may have been copied; remove it and "
+                                    "register a new one")
+        handle, returned = stored.owner_handle, parsed.response.user_handle
+        if handle is None or returned is None or not secrets.compare_digest(returned, handle):
+            raise WrongUser("the passkey's user handle does not match its owner")
+        return parsed, stored
+
+    async def _flag(self, store: PasskeyStore, stored: CredentialRecord, received: int, now: dt.datetime) -> NoReturn:
+        """Flag a credential whose counter did not increase, and refuse the login (raises CounterRegression)."""
+        await store.flag_credential(stored.id, now)
+        store.audit("webauthn.counter_regression", actor=stored.person_id, subject=audit_ref(stored.id),
+                    detail={"stored": stored.sign_count, "received": received})
+        raise CounterRegression("this passkey's signature counter went backwards, so it may have been copied; it is "
+                                "blocked: remove it and register a new one")
+
+    # registration (WebAuthn Level 2 section 7.1)
+
+    async def registration_options(self, store: PasskeyStore, *, person_id: str,
+                                   enrollment_id: str | None = None) -> Ceremony:
+        """Creation options for a discoverable, user-verified credential of `person_id`; the person's current
+        credentials are excluded. Attestation is "direct" when level high requires it, else "none"."""
+        handle = await store.user_handle(person_id, create=True)
+        assert handle is not None  # noqa: S101 - create=True always returns a handle
+        display = await store.display_name(person_id) or "Açar"
+        existing = await store.credentials(person_id)
+        record = await self._new_challenge(store, "register", UserVerificationRequirement.REQUIRED,
+                                           person_id=person_id, enrollment_id=enrollment_id)
+        attestation = (AttestationConveyancePreference.DIRECT if self.rp.attestation.required_for_high
+                       else AttestationConveyancePreference.NONE)
+        options = generate_registration_options(
+            rp_id=self.rp.id, rp_name=self.rp.name, user_id=handle, user_name=display, user_display_name=display,
+            challenge=record.challenge, timeout=self.rp.challenge_seconds * 1000, attestation=attestation,
+            authenticator_selection=AuthenticatorSelectionCriteria(
+                resident_key=ResidentKeyRequirement.REQUIRED, require_resident_key=True,
+                user_verification=UserVerificationRequirement.REQUIRED),
+            exclude_credentials=[PublicKeyCredentialDescriptor(id=base64url_to_bytes(c.id),
+                                                               transports=_transports(c.transports))
+                                 for c in existing],
+            supported_pub_key_algs=SUPPORTED_ALGORITHMS,
+        )
+        return Ceremony(record.id, options_to_json_dict(options))
+
+    async def verify_registration(self, store: PasskeyStore, *, ceremony_id: str, person_id: str,
+                                  enrollment_id: str | None, credential: Mapping[str, Any],
+                                  name: str | None = None) -> VerifiedRegistration:
+        """Verify a registration response (RegistrationResponseJSON) of `person_id`; store nothing yet.
+
+        The ceremony's challenge is consumed by this call whatever its outcome. Refusals are recorded as
+        webauthn.registration_failed (detail: code) and raised as PasskeyErrors."""
+        display_name = normalize_name(name, self._clock().date())
+        try:
+            return await self._verify_registration(store, ceremony_id=ceremony_id, person_id=person_id,
+                                                   enrollment_id=enrollment_id, credential=credential,
+                                                   name=display_name)
+        except PasskeyError as exc:
+            store.audit("webauthn.registration_failed", actor=person_id, detail={"code": exc.code})
+            raise
+
+    async def _verify_registration(self, store: PasskeyStore, *, ceremony_id: str, person_id: str,
+                                   enrollment_id: str | None, credential: Mapping[str, Any],
+                                   name: str) -> VerifiedRegistration:
+        record = await self._consume(store, ceremony_id, "register")
+        if record.person_id != person_id or record.enrollment_id != enrollment_id:
+            raise InvalidPasskeyRequest("this passkey ceremony was started for another registration")
+        try:
+            parsed = parse_registration_credential_json(dict(credential))
+        except (WebAuthnException, ValueError, TypeError):
+            raise InvalidPasskeyRequest("the credential is not a WebAuthn registration response") from None
+        try:
+            verified = verify_registration_response(
+                credential=parsed, expected_challenge=record.challenge, expected_rp_id=self.rp.id,
+                expected_origin=list(self.rp.origins), require_user_presence=True,
+                require_user_verification=False,  # checked below, with its own error code
+                supported_pub_key_algs=SUPPORTED_ALGORITHMS,
+            )
+        except WebAuthnException as exc:
+            raise VerificationFailed(f"the passkey registration could not be verified: {exc}") from None
+        if not verified.user_verified:
+            raise UserVerificationRequired("registering a passkey needs user verification (PIN or biometrics)")
+        credential_id = bytes_to_base64url(verified.credential_id)
+        if len(credential_id) > MAX_CREDENTIAL_ID:
+            raise InvalidPasskeyRequest("the credential id is longer than WebAuthn allows")
+        if await store.get_credential(credential_id) is not None:
+            raise CredentialExists("this passkey is already registered")
+        transports = tuple(t.value for t in parsed.response.transports or ())
+        return VerifiedRegistration(
+            person_id=person_id, credential_id=credential_id, public_key=verified.credential_public_key,
+            sign_count=verified.sign_count, transports=transports, aaguid=verified.aaguid,
+            attestation_format=_format_name(verified.fmt), user_verified=verified.user_verified,
+            attested=self._attested(verified.fmt, verified.aaguid, verified.attestation_object),
+            backup_eligible=verified.credential_device_type == CredentialDeviceType.MULTI_DEVICE,
+            backed_up=verified.credential_backed_up, name=name)
+
+    def _attested(self, fmt: AttestationFormat, aaguid: str, attestation_object: bytes) -> bool:
+        """Attested: an attestation certificate chain (x5c) that validates to a root configured for this
+        allow-listed AAGUID, and whose leaf names the same AAGUID when it carries id-fido-gen-ce-aaguid.
+        Self attestation, "none" and unknown models are not attested."""
+        roots = self.rp.attestation.trusted.get(aaguid.lower())
+        if fmt == AttestationFormat.NONE or not roots:
+            return False
+        x5c = parse_attestation_object(attestation_object).att_stmt.x5c
+        if not x5c:
+            return False
+        try:
+            validate_certificate_chain(x5c=list(x5c), pem_root_certs_bytes=list(roots))
+            leaf = x509.load_der_x509_certificate(x5c[0])
+        except (InvalidCertificateChain, ValueError):
+            return False
+        try:
+            extension = leaf.extensions.get_extension_for_oid(FIDO_AAGUID_EXTENSION).value
+        except x509.ExtensionNotFound:
+            return True
+        value = extension.value if isinstance(extension, x509.UnrecognizedExtension) else b""
+        return value[2:] == bytes.fromhex(aaguid.replace("-", "")) and value[:2] == b"\x04\x10"
+
+    async def save(self, store: PasskeyStore, verified: VerifiedRegistration, *, max_level: Level,
+                   actor: str) -> PasskeyView:
+        """Store a verified registration (webauthn.registered); `max_level` caps what it ever logs in at."""
+        now = self._clock()
+        record = CredentialRecord(
+            id=verified.credential_id, person_id=verified.person_id, public_key=verified.public_key,
+            sign_count=verified.sign_count, transports=verified.transports, aaguid=verified.aaguid,
+            attestation_format=verified.attestation_format, user_verified=verified.user_verified,
+            attested=verified.attested, backup_eligible=verified.backup_eligible, backed_up=verified.backed_up,
+            name=verified.name, max_level=max_level, created_at=now)
+        await store.add_credential(record)
+        view = self._view(record)
+        store.audit("webauthn.registered", actor=actor, subject=audit_ref(record.id), detail={
+            "person": verified.person_id, "aaguid": verified.aaguid, "format": verified.attestation_format,
+            "attested": verified.attested, "backup_eligible": verified.backup_eligible, "level": view.level})
+        return view
+
+    # the owner's credential management
+
+    async def credentials(self, store: PasskeyStore, person_id: str) -> list[PasskeyView]:
+        return [self._view(c) for c in await store.credentials(person_id)]
+
+    async def rename(self, store: PasskeyStore, person_id: str, credential_id: str, name: str) -> PasskeyView:
+        new_name = normalize_name(name, self._clock().date())
+        stored = await self._owned(store, person_id, credential_id)
+        await store.rename_credential(stored.id, new_name)
+        store.audit("webauthn.renamed", actor=person_id, subject=audit_ref(stored.id), detail={"name": new_name})
+        return self._view(stored, name=new_name)
+
+    async def remove(self, store: PasskeyStore, person_id: str, credential_id: str, *, actor: str | None = None,
+                     reason: str = "removed by its owner") -> None:
+        """Remove a credential for good: it never logs in again (webauthn.removed)."""
+        stored = await self._owned(store, person_id, credential_id)
+        await store.revoke_credential(stored.id, self._clock())
+        store.audit("webauthn.removed", actor=actor or person_id, subject=audit_ref(stored.id),
+                    detail={"person": person_id, "reason": reason})
+
+    async def remove_all(self, store: PasskeyStore, person_id: str, *, actor: str, reason: str) -> int:
+        """Remove every credential of a person (recovery through a registration office)."""
+        credentials = await store.credentials(person_id)
+        for c in credentials:
+            await self.remove(store, person_id, c.id, actor=actor, reason=reason)
+        return len(credentials)
+
+    async def _owned(self, store: PasskeyStore, person_id: str, credential_id: str) -> CredentialRecord:
+        stored = await store.get_credential(credential_id) if len(credential_id) <= MAX_CREDENTIAL_ID else None
+        if stored is None or stored.person_id != person_id or stored.revoked_at is not None:
+            raise CredentialNotFound("you have no such passkey")
+        return stored
+
+    def _view(self, c: CredentialRecord, *, name: str | None = None) -> PasskeyView:
+        level = login_level(user_verified=c.user_verified, backup_eligible=c.backup_eligible, attested=c.attested,
+                            attestation_required=self.rp.attestation.required_for_high, max_level=c.max_level)
+        return PasskeyView(id=c.id, name=name or c.name, level=level, synced=c.backup_eligible,
+                           flagged=c.flagged_at is not None, transports=c.transports, created_at=c.created_at,
+                           last_used_at=c.last_used_at)
+
+    # challenges
+
+    async def _new_challenge(self, store: PasskeyStore, purpose: Purpose, uv: UserVerificationRequirement, *,
+                             person_id: str | None = None, pending_id: str | None = None,
+                             enrollment_id: str | None = None) -> ChallengeRecord:
+        record = ChallengeRecord(
+            id=secrets.token_urlsafe(24), challenge=secrets.token_bytes(CHALLENGE_BYTES), purpose=purpose,
+            user_verification=uv.value, expires_at=self._clock() + dt.timedelta(seconds=self.rp.challenge_seconds),
+            person_id=person_id, pending_id=pending_id, enrollment_id=enrollment_id)
+        await store.save_challenge(record)
+        return record
+
+    async def _consume(self, store: PasskeyStore, ceremony_id: str, purpose: Purpose) -> ChallengeRecord:
+        """Mark the ceremony's challenge used (atomically) and return it, or raise why it cannot be used."""
+        now = self._clock()
+        record = await store.consume_challenge(ceremony_id, now) if 0 < len(ceremony_id) <= 64 else None
+        if record is None:
+            if len(ceremony_id) <= 64 and await store.challenge_known(ceremony_id):
+                raise ChallengeUsed("this passkey ceremony was already used; start again")
+            raise ChallengeExpired("this passkey ceremony has expired; start again")
+        if record.purpose != purpose:
+            raise InvalidPasskeyRequest("this passkey ceremony is for another purpose")
+        if record.expires_at <= now:
+            raise ChallengeExpired("this passkey ceremony has expired; start again")
+        return record
+
+
+def _format_name(fmt: AttestationFormat | str) -> str:
+    """py_webauthn passes the attestation format on as parsed (a str, or its enum)."""
+    return fmt.value if isinstance(fmt, AttestationFormat) else str(fmt)
+
+
+def _transports(values: Sequence[str]) -> list[AuthenticatorTransport] | None:
+    known = {t.value: t for t in AuthenticatorTransport}
+    return [known[v] for v in values if v in known] or None
+
+
+def max_level_of(value: object) -> Level:
+    """A stored max_level (unknown values count as low: fail closed)."""
+    return value if value in LEVELS else "low"

@@ -1,0 +1,74 @@
+"""`acar enroll-code`: the real command on the test database."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from sqlalchemy import select
+
+from api.deps import Services
+from idp.enrollment import ALPHABET, EnrollmentService
+from idp.models import ActivationCode, WebAuthnCredential
+from storage.audit import AuditEvent
+from storage.base import utcnow
+from tests.functional.helpers import run_acar
+from tests.oidc_tools import register_person
+
+FIN = "5ABCD12"
+CODE_RE = re.compile(rf"^[{ALPHABET}]{{4}}(-[{ALPHABET}]{{4}}){{3}}$")
+
+
+async def test_prints_a_code_once_that_opens_an_enrollment(cli_env: dict[str, str], services: Services) -> None:
+    person_id = await register_person(services, FIN)
+    out = run_acar(cli_env, "enroll-code", "--fin", FIN.lower(), "--json")
+    issued = json.loads(out.stdout)
+    assert CODE_RE.fullmatch(issued["code"]) and issued["person"] == person_id and issued["fin"] == FIN
+    assert issued["credentials_revoked"] == 0 and issued["expires_at"]
+    assert out.stderr == ""
+    async with services.sessions() as session, session.begin():
+        row = await session.get(ActivationCode, issued["code"][:4])
+        assert row is not None and row.issued_by == "cli"
+        assert issued["code"][5:] not in row.secret_hash
+        started = await EnrollmentService(session, services.enrollment_policy, clock=utcnow).redeem(issued["code"])
+        assert started.enrollment.person_id == person_id
+    human = run_acar(cli_env, "enroll-code", "--fin", FIN)
+    fields = dict(part.split("=", 1) for part in human.stdout.split())
+    assert CODE_RE.fullmatch(fields["code"]) and fields["fin"] == FIN
+    assert "shown only this once" in human.stderr
+    async with services.sessions() as session:
+        codes = (await session.execute(select(ActivationCode).order_by(ActivationCode.created_at))).scalars().all()
+        assert [c.revoked_at is not None for c in codes] == [True, False]  # the new code replaced the first
+
+
+async def test_recovery_revokes_credentials(cli_env: dict[str, str], services: Services) -> None:
+    person_id = await register_person(services, FIN)
+    async with services.sessions() as session, session.begin():
+        from idp.passkeys_store import SqlPasskeyStore
+        from idp.webauthn import CredentialRecord
+
+        await SqlPasskeyStore(session).add_credential(CredentialRecord(
+            id="cred-1", person_id=person_id, public_key=b"k", sign_count=0, transports=(), aaguid="0" * 36,
+            attestation_format="none", user_verified=True, attested=False, backup_eligible=False, backed_up=False,
+            name="Laptop", max_level="high", created_at=utcnow()))
+    issued = json.loads(run_acar(cli_env, "enroll-code", "--fin", FIN, "--revoke-credentials", "--json").stdout)
+    assert issued["credentials_revoked"] == 1
+    async with services.sessions() as session:
+        row = await session.get(WebAuthnCredential, "cred-1")
+        assert row is not None and row.revoked_at is not None
+        event = (await session.execute(select(AuditEvent).where(AuditEvent.event_type == "webauthn.removed"))
+                 ).scalar_one()
+        assert event.actor == "cli" and event.detail["reason"].startswith("recovery")
+
+
+async def test_bad_fin_is_one_line_and_writes_nothing(cli_env: dict[str, str], services: Services) -> None:
+    await register_person(services, FIN)
+    for fin, message in (("12", "FIN must be exactly 7 Latin letters or digits"), ("7QWE123", "no person with FIN")):
+        out = run_acar(cli_env, "enroll-code", "--fin", fin, "--json", check=False)
+        assert out.returncode == 1 and out.stdout == ""
+        assert out.stderr.splitlines() == [out.stderr.strip()] and out.stderr.startswith("acar: error: ")
+        assert message in out.stderr
+    usage = run_acar(cli_env, "enroll-code", check=False)
+    assert usage.returncode == 2 and len(usage.stderr.splitlines()) == 1
+    async with services.sessions() as session:
+        assert (await session.execute(select(ActivationCode.id))).first() is None

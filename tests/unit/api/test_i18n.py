@@ -1,0 +1,214 @@
+"""The translations: three catalogs with the same keys, every key used exists, language negotiation, dates."""
+
+from __future__ import annotations
+
+import ast
+import datetime as dt
+import re
+import string
+from pathlib import Path
+
+import pytest
+
+from api import i18n
+from api.i18n import CATALOGS, LANGUAGE_NAMES, LANGUAGES, negotiate, translator
+from api.pages import (
+    ERROR_CODES,
+    ERROR_MESSAGES,
+    PASSKEY_ERRORS,
+    PASSKEY_STATUS,
+    TEMPLATES,
+    error_message_keys,
+    passkey_messages,
+)
+from api.routes.pages import ACCOUNT_NOTICES
+from idp.claims import CLAIM_DESCRIPTIONS
+from idp.interfaces import LEVELS
+
+ROOT = Path(__file__).resolve().parents[3]
+TEMPLATE_KEY = re.compile(r"""\b_\(\s*(["'])([^"']+)\1\s*[,)]""")
+"""A translation call with a literal message id; `_("claim." ~ name)` is covered by dynamic_keys."""
+KEY_SHAPE = re.compile(r"^(page|error|level|login|passkey|consent|claim|form_post|logout|enroll|account)\.[a-z0-9_.]+$")
+CODE_USING_KEYS = ("api/pages.py", "api/routes/pages.py")
+
+
+def placeholders(text: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(text) if name}
+
+
+def test_the_three_catalogs_have_the_same_keys_and_no_empty_text() -> None:
+    assert set(CATALOGS) == set(LANGUAGES) == {"az", "en", "ru"}
+    keys = set(CATALOGS["en"])
+    for lang in LANGUAGES:
+        assert set(CATALOGS[lang]) == keys, (lang, set(CATALOGS[lang]) ^ keys)
+        empty = [k for k, v in CATALOGS[lang].items() if not v.strip()]
+        assert not empty, (lang, empty)
+        assert all(KEY_SHAPE.match(k) for k in CATALOGS[lang]), [k for k in CATALOGS[lang] if not KEY_SHAPE.match(k)]
+
+
+def test_placeholders_agree_across_languages() -> None:
+    for key, english in CATALOGS["en"].items():
+        for lang in LANGUAGES:
+            assert placeholders(CATALOGS[lang][key]) == placeholders(english), (lang, key)
+
+
+def test_translations_are_not_left_in_english() -> None:
+    """A catalog entry equal to the English one is a forgotten translation (only proper names may repeat)."""
+    same = {lang: [k for k, v in CATALOGS[lang].items() if v == CATALOGS["en"][k]] for lang in ("az", "ru")}
+    assert same == {"az": [], "ru": []}
+
+
+def template_keys() -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for path in sorted(TEMPLATES.glob("*.html")):
+        found[path.name] = {m.group(2) for m in TEMPLATE_KEY.finditer(path.read_text(encoding="utf-8"))}
+    return found
+
+
+def code_keys() -> set[str]:
+    """String constants shaped like message ids in the modules that pick messages (not template names, not
+    the prefixes of ids built at run time, not audit event types)."""
+    keys: set[str] = set()
+    for name in CODE_USING_KEYS:
+        tree = ast.parse((ROOT / name).read_text(encoding="utf-8"))
+        audit = {id(call.args[0]) for call in ast.walk(tree) if isinstance(call, ast.Call)
+                 and isinstance(call.func, ast.Attribute) and call.func.attr == "audit" and call.args}
+        keys |= {node.value for node in ast.walk(tree) if isinstance(node, ast.Constant)
+                 and isinstance(node.value, str) and KEY_SHAPE.match(node.value) and id(node) not in audit
+                 and not node.value.endswith((".html", "."))}
+    return keys
+
+
+def dynamic_keys() -> set[str]:
+    """Message ids built at run time: level.<kind>.<level>, claim.<name>, passkey.*, account.done.*, errors."""
+    return ({f"level.name.{lv}" for lv in LEVELS} | {f"level.description.{lv}" for lv in (*LEVELS, "any")}
+            | {f"claim.{c}" for c in CLAIM_DESCRIPTIONS} | {f"passkey.error.{c}" for c in PASSKEY_ERRORS}
+            | {f"passkey.status.{s}" for s in PASSKEY_STATUS} | {f"account.done.{n}" for n in ACCOUNT_NOTICES}
+            | error_message_keys())
+
+
+def test_every_key_used_exists() -> None:
+    used = template_keys()
+    assert sum(len(v) for v in used.values()) > 100  # the scan finds the translation calls
+    missing = {name: keys - set(CATALOGS["en"]) for name, keys in used.items() if keys - set(CATALOGS["en"])}
+    assert not missing
+    assert {"error.form_expired", "enroll.error.empty", "account.error.name_invalid"} <= code_keys()
+    assert code_keys() - set(CATALOGS["en"]) == set()
+    assert dynamic_keys() - set(CATALOGS["en"]) == set()
+
+
+def test_no_key_is_unused() -> None:
+    used = set().union(*template_keys().values()) | code_keys() | dynamic_keys()
+    assert set(CATALOGS["en"]) - used == set()
+
+
+def test_english_claim_words_are_those_of_idp_claims() -> None:
+    """idp.claims.CLAIM_DESCRIPTIONS stays the English source of the consent page's words."""
+    assert {name: CATALOGS["en"][f"claim.{name}"] for name in CLAIM_DESCRIPTIONS} == dict(CLAIM_DESCRIPTIONS)
+
+
+def test_error_messages_cover_every_code_and_description() -> None:
+    assert set(ERROR_MESSAGES.values()) <= set(CATALOGS["en"])
+    assert {f"error.code.{c}" for c in ERROR_CODES} <= set(CATALOGS["en"])
+
+
+def test_passkey_messages_are_complete_in_every_language() -> None:
+    for lang in LANGUAGES:
+        messages = passkey_messages(translator(lang))
+        assert set(messages["errors"]) == set(PASSKEY_ERRORS)
+        assert set(messages["status"]) == set(PASSKEY_STATUS)
+    assert "registration office" in passkey_messages(translator("en"))["errors"]["code_locked"]
+
+
+def test_language_names_are_written_in_themselves() -> None:
+    assert LANGUAGE_NAMES == {"az": "Azərbaycanca", "en": "English", "ru": "Русский"}
+
+
+# --- negotiation ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("cookie", "ui_locales", "accept", "expected"), [
+    (None, None, None, "az"),
+    (None, None, "en-GB,en;q=0.9", "en"),
+    (None, None, "de-DE, ru;q=0.8, en;q=0.5", "ru"),
+    (None, None, "ru;q=0.5, en;q=0.9", "en"),
+    (None, None, "en;q=0, ru;q=0.1", "ru"),
+    (None, None, "en;q=0", "az"),
+    (None, None, "*", "az"),
+    (None, None, "fr, de", "az"),
+    (None, None, "en;q=abc, ru", "ru"),
+    (None, None, ";;;,,,=", "az"),
+    (None, "ru", "en", "ru"),
+    (None, "fr-CA az-Latn-AZ en", "ru", "az"),
+    (None, "fr de", "en", "en"),
+    ("en", "ru", "az", "en"),
+    ("xx", "ru", "en", "ru"),
+    ("ru", None, None, "ru"),
+])
+def test_negotiation_order(cookie: str | None, ui_locales: str | None, accept: str | None, expected: str) -> None:
+    assert negotiate(cookie=cookie, ui_locales=ui_locales, accept_language=accept) == expected
+
+
+def test_long_headers_are_cut() -> None:
+    assert negotiate(cookie=None, ui_locales=None, accept_language="xx, " * 1000 + "ru") == "az"
+
+
+# --- messages and dates -----------------------------------------------------------------------------------
+
+def test_gettext_fills_placeholders_and_refuses_unknown_keys() -> None:
+    tr = translator("en")
+    assert tr.gettext("account.passkeys.remove", name="My {phone}") == "Remove “My {phone}”"
+    with pytest.raises(KeyError):
+        tr.gettext("no.such.key")
+    assert translator("xx").lang == "az"
+
+
+@pytest.mark.parametrize(("lang", "date", "moment"), [
+    ("az", "4 mart 2025", "5 mar 2025 02:05"),
+    ("en", "March 4, 2025", "Mar 5, 2025, 2:05\u202fAM"),
+    ("ru", "4 марта 2025\u202fг.", "5 мар. 2025\u202fг., 02:05"),
+])
+def test_dates_in_each_language_in_azerbaijan_time(lang: str, date: str, moment: str) -> None:
+    tr = translator(lang)
+    assert tr.date(dt.date(2025, 3, 4)) == date
+    at = dt.datetime(2025, 3, 4, 22, 5, tzinfo=dt.UTC)  # 02:05 on the 5th in Baku (UTC+4)
+    assert tr.datetime(at) == moment
+    assert tr.datetime(at.replace(tzinfo=None)) == moment  # naive values are UTC, as stored
+    assert tr.date(at) == tr.date(dt.date(2025, 3, 5))
+
+
+def test_catalogs_are_refused_when_malformed(tmp_path: Path) -> None:
+    for lang in LANGUAGES:
+        (tmp_path / f"{lang}.json").write_text('{"a.b": "x"}', encoding="utf-8")
+    assert i18n.load_catalogs(tmp_path)["ru"] == {"a.b": "x"}
+    (tmp_path / "ru.json").write_text('{"a.b": 1}', encoding="utf-8")
+    with pytest.raises(ValueError, match="ru.json"):
+        i18n.load_catalogs(tmp_path)
+
+
+def literal_error_descriptions() -> set[str]:
+    """The literal descriptions of every error page: error_page(code, "...") in the routes, ErrorPage(code, "...")
+    in idp/, and module constants passed to them (EXPIRED)."""
+    found: set[str] = set()
+    for path in [*sorted((ROOT / "api/routes").glob("*.py")), ROOT / "idp/authorize.py", ROOT / "idp/logout.py"]:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        constants = {t.id: node.value.value for node in tree.body if isinstance(node, ast.Assign)
+                     for t in node.targets if isinstance(t, ast.Name) and isinstance(node.value, ast.Constant)}
+        for call in ast.walk(tree):
+            if not (isinstance(call, ast.Call) and len(call.args) >= 2):
+                continue
+            name = call.func.id if isinstance(call.func, ast.Name) else getattr(call.func, "attr", "")
+            if name not in ("error_page", "ErrorPage"):
+                continue
+            arg = call.args[1]
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                found.add(arg.value)
+            elif isinstance(arg, ast.Name) and arg.id in constants:
+                found.add(str(constants[arg.id]))
+    return found
+
+
+def test_every_error_page_description_has_plain_words() -> None:
+    described = literal_error_descriptions()
+    assert "this sign-in request has expired or was already completed; start again from the service you were using" \
+        in described and len(described) >= 12
+    assert described - set(ERROR_MESSAGES) == set()
