@@ -106,9 +106,6 @@ class Translator:
         text = self.catalog[key]
         return text.format_map(params) if params else text
 
-    def has(self, key: str) -> bool:
-        return key in self.catalog
-
     @property
     def locale(self) -> Locale:
         return Locale.parse(self.lang)

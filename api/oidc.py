@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.logging import request_id_var
 from api.settings import Settings
-from idp.authorize import AuthorizationService
+from idp.authorize import AuthorizationService, IdTokenHintVerifier
 from idp.client_auth import ClientAuthenticator
 from idp.errors import OAuthError
 from idp.grants import TokenService
@@ -76,23 +76,22 @@ class Provider:
     authorization: AuthorizationService
     grants: TokenService
     login_sessions: SessionService
-    token_keys: TokenKeyService
+    verify_id_token_hint: IdTokenHintVerifier
     sessions: async_sessionmaker[AsyncSession]
 
     @property
+    def secure_cookies(self) -> bool:
+        """Cookies are Secure, and named __Host- to bind them to this exact origin (RFC 6265bis 4.1.3.2), when the
+        issuer is https."""
+        return self.issuer.startswith("https://")
+
+    @property
     def cookie_name(self) -> str:
-        # __Host- binds the cookie to this exact origin over https (RFC 6265bis 4.1.3.2)
-        return "__Host-acar_session" if self.issuer.startswith("https://") else "acar_session"
+        return "__Host-acar_session" if self.secure_cookies else "acar_session"
 
     @property
     def browser_cookie_name(self) -> str:
-        return "__Host-acar_browser" if self.issuer.startswith("https://") else "acar_browser"
-
-    def endpoint(self, path: str) -> str:
-        return self.issuer + path
-
-    async def verify_id_token_hint(self, token: str) -> Mapping[str, Any]:
-        return await _IdTokenHints(self.token_keys, self.issuer).verify(token)
+        return "__Host-acar_browser" if self.secure_cookies else "acar_browser"
 
     @contextlib.asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[SqlOidcStore]:
@@ -130,10 +129,11 @@ def build_provider(settings: Settings, *, clients: ClientDirectory, token_keys: 
                           refresh_grace=settings.refresh_reuse_grace_seconds, hot_audit=audit_log.record,
                           replay=_ReplayCache(sessions).remember, clock=utcnow)
     return Provider(settings=settings, issuer=issuer, clients=clients, acr=acr, subjects=subjects, tokens=tokens,
-                        authorization=authorization, grants=grants, login_sessions=SessionService(
-                            lifetime=settings.session_lifetime_seconds, clock=utcnow),
-                        token_keys=token_keys, sessions=sessions)
+                    authorization=authorization, grants=grants, login_sessions=SessionService(
+                        lifetime=settings.session_lifetime_seconds, clock=utcnow),
+                    verify_id_token_hint=hints.verify, sessions=sessions)
 
 
-def session_max_age(provider: Provider, expires_at: dt.datetime) -> int:
+def session_max_age(expires_at: dt.datetime) -> int:
+    """Seconds left until `expires_at`, for a cookie's Max-Age."""
     return max(0, int((expires_at - utcnow()).total_seconds()))

@@ -20,7 +20,16 @@ from typing import Any, Literal
 from idp import loa, pkce
 from idp.claims import EMPTY_CLAIMS, ClaimsRequest, parse_claims_parameter, releasable
 from idp.errors import InvalidRequest
-from idp.interfaces import Client, ClientDirectory, CodeRecord, Level, LoginState, NewGrant, OidcStore, PendingRequest
+from idp.interfaces import (
+    Client,
+    ClientDirectory,
+    CodeRecord,
+    GrantRecord,
+    Level,
+    LoginState,
+    OidcStore,
+    PendingRequest,
+)
 from idp.subjects import SubjectIdentifiers
 
 RESPONSE_MODES = ("query", "form_post")
@@ -367,11 +376,10 @@ class AuthorizationService:
         grant_id = secrets.token_urlsafe(16)
         claims_json = request.claims.as_json()
         claims_json["released"] = sorted(wanted)
-        await store.create_grant(grant_id, NewGrant(
-            client_id=client.client_id, person_id=session.person_id, session_sid=session.sid, sub=sub,
-            scope=" ".join(request.scopes), claims=claims_json, acr=self.acr.uri(session.level),
-            amr=list(session.amr), auth_time=session.auth_time, expires_at=now + self._grant_lifetime,
-            extra={"nonce": request.nonce},
+        await store.create_grant(GrantRecord(
+            id=grant_id, client_id=client.client_id, person_id=session.person_id, session_sid=session.sid, sub=sub,
+            scope=" ".join(request.scopes), claims=claims_json, acr=self.acr.uri(session.level), amr=session.amr,
+            auth_time=session.auth_time, expires_at=now + self._grant_lifetime,
         ))
         code = secrets.token_urlsafe(32)
         await store.create_code(CodeRecord(

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
-import hashlib
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +23,8 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from idp.models import ActivationCode, Enrollment, Person
+from idp.authorize import token_hash
+from idp.models import ActivationCode, Enrollment
 from idp.passkeys_store import SqlPasskeyStore
 from idp.persons import PersonRecord, PersonService
 from idp.webauthn import PasskeyError, PasskeyService
@@ -114,7 +114,7 @@ class IssuedCode:
 @dataclass(frozen=True, slots=True)
 class EnrollmentRecord:
     id: str
-    """SHA-256 (hex) of the enrollment cookie value."""
+    """SHA-256 (hex) of the enrollment cookie value (idp.authorize.token_hash)."""
     person_id: str
     activation_code_id: str
     csrf_token: str
@@ -165,10 +165,6 @@ def verify_secret(stored: str, secret: str) -> bool:
     except (ValueError, InvalidKey):
         return False
     return True
-
-
-def enrollment_id(cookie: str) -> str:
-    return hashlib.sha256(cookie.encode()).hexdigest()
 
 
 class EnrollmentService:
@@ -250,16 +246,15 @@ class EnrollmentService:
             raise CodeUsed("this activation code is being used in another browser; finish there, or wait "
                            f"{int(self._policy.enrollment_lifetime.total_seconds() // 60)} minutes and try again")
         cookie = secrets.token_urlsafe(32)
-        record = EnrollmentRecord(id=enrollment_id(cookie), person_id=row.person_id, activation_code_id=code_id,
+        record = EnrollmentRecord(id=token_hash(cookie), person_id=row.person_id, activation_code_id=code_id,
                                   csrf_token=secrets.token_urlsafe(24),
                                   expires_at=min(now + self._policy.enrollment_lifetime, row.expires_at))
         self._session.add(Enrollment(id=record.id, person_id=record.person_id, activation_code_id=code_id,
                                      csrf_token=record.csrf_token, created_at=now, expires_at=record.expires_at))
         await self._session.flush()
         self._audit("enrollment.started", actor=row.person_id, subject=code_id, detail={})
-        person = await self._session.get(Person, row.person_id)
-        name = f"{person.given_name} {person.family_name}" if person is not None else ""
-        return StartedEnrollment(cookie=cookie, enrollment=record, display_name=name)
+        name = await SqlPasskeyStore(self._session).display_name(row.person_id)
+        return StartedEnrollment(cookie=cookie, enrollment=record, display_name=name or "")
 
     async def _wrong_secret(self, row: ActivationCode, now: dt.datetime) -> None:
         """Count a wrong secret (atomically) and refuse; lock the code at its attempt limit."""
@@ -286,7 +281,7 @@ class EnrollmentService:
         now = self._clock()
         row = (await self._session.execute(
             select(Enrollment).join(ActivationCode, ActivationCode.id == Enrollment.activation_code_id).where(
-                Enrollment.id == enrollment_id(cookie), Enrollment.completed_at.is_(None), Enrollment.expires_at > now,
+                Enrollment.id == token_hash(cookie), Enrollment.completed_at.is_(None), Enrollment.expires_at > now,
                 ActivationCode.used_at.is_(None), ActivationCode.revoked_at.is_(None)))).scalar_one_or_none()
         if row is None:
             return None

@@ -74,7 +74,7 @@ class TokenService:
         self._hot_audit = hot_audit
         self._clock = clock
 
-    async def authenticate(self, form: Mapping[str, str], authorization: str | None, store: OidcStore) -> Client:
+    async def _authenticate(self, form: Mapping[str, str], authorization: str | None) -> Client:
         # the replay cache is written in its own transaction (`replay`), not in the request's unit of work: a
         # request that fails later must not roll the jti back and let the assertion be used again
         return await self._auth.authenticate(form, authorization, replay=self._replay)
@@ -89,7 +89,7 @@ class TokenService:
                    "client_credentials": self._client_credentials}.get(grant_type)
         if handler is None:
             raise UnsupportedGrantType(f"grant_type {grant_type[:40]!r} is not supported")
-        client = await self.authenticate(form, authorization, store)
+        client = await self._authenticate(form, authorization)
         if grant_type not in client.grant_types:
             raise UnauthorizedClient(f"this client may not use the {grant_type} grant")
         return await handler(client, form, store)
@@ -254,7 +254,7 @@ class TokenService:
 
     async def introspect(self, form: Mapping[str, str], authorization: str | None, store: OidcStore) -> dict[str, Any]:
         """RFC 7662 section 2: only authenticated clients; active=false for anything unknown, expired or revoked."""
-        client = await self.authenticate(form, authorization, store)
+        client = await self._authenticate(form, authorization)
         token = form.get("token")
         if not token:
             raise InvalidRequest("token is missing")
@@ -282,7 +282,7 @@ class TokenService:
     async def revoke(self, form: Mapping[str, str], authorization: str | None, store: OidcStore) -> None:
         """RFC 7009 section 2: revoke a refresh token (and its family) or an access token of the calling client.
         Unknown or foreign tokens are answered 200 all the same (section 2.2) and change nothing."""
-        client = await self.authenticate(form, authorization, store)
+        client = await self._authenticate(form, authorization)
         token = form.get("token")
         if not token:
             raise InvalidRequest("token is missing")
@@ -298,8 +298,7 @@ class TokenService:
                 return
             jti = str(verified.claims["jti"])
             expires = dt.datetime.fromtimestamp(float(verified.claims["exp"]) + 60, tz=dt.UTC)
-            if await store.revoke_jti(jti, expires, "revoked by client"):
-                store.audit("token.revoked", actor=client.client_id, subject=jti)
+            await store.revoke_jti(jti, expires, "revoked by client", actor=client.client_id)
             return
         record = await store.get_refresh(token_hash(token))
         if record is not None and record.client_id == client.client_id:

@@ -8,8 +8,8 @@ unit of work api/ commits (STYLE habit 3). Nothing here knows a web framework or
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 AuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
@@ -133,36 +133,6 @@ class PendingRequest:
     expires_at: dt.datetime
 
 
-@dataclass(frozen=True, slots=True)
-class LogoutTask:
-    """A back-channel logout token still to be delivered."""
-
-    id: str
-    client_id: str
-    uri: str
-    sub: str
-    sid: str
-    attempts: int
-    give_up_at: dt.datetime
-
-
-@dataclass(slots=True)
-class NewGrant:
-    """What the authorization endpoint records when it issues a code."""
-
-    client_id: str
-    person_id: str
-    session_sid: str | None
-    sub: str
-    scope: str
-    claims: Mapping[str, Any] | None
-    acr: str
-    amr: Sequence[str]
-    auth_time: dt.datetime
-    expires_at: dt.datetime
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
 class ClientDirectory(Protocol):
     """Registered clients, read often: implementations may cache for a few seconds."""
 
@@ -189,7 +159,7 @@ class OidcStore(Protocol):
     async def delete_pending(self, pending_id: str) -> None: ...
 
     # grants, codes, refresh tokens
-    async def create_grant(self, grant_id: str, grant: NewGrant) -> None: ...
+    async def create_grant(self, grant: GrantRecord) -> None: ...
     async def get_grant(self, grant_id: str) -> GrantRecord | None: ...
     async def revoke_grant(self, grant_id: str, now: dt.datetime, reason: str) -> bool: ...
     async def create_code(self, code: CodeRecord) -> None: ...
@@ -205,14 +175,11 @@ class OidcStore(Protocol):
     async def get_consent(self, person_id: str, client_id: str) -> ConsentRecord | None: ...
     async def save_consent(self, person_id: str, client_id: str, scopes: frozenset[str],
                            claims: frozenset[str], now: dt.datetime) -> None: ...
-    async def revoke_consent(self, person_id: str, client_id: str) -> bool: ...
-    async def list_consents(self, person_id: str) -> list[ConsentRecord]: ...
 
-    # self-contained token revocation (jti) and client-assertion replay
-    async def revoke_jti(self, jti: str, expires_at: dt.datetime, reason: str) -> bool: ...
+    # self-contained token revocation (jti)
+    async def revoke_jti(self, jti: str, expires_at: dt.datetime, reason: str, *, actor: str) -> bool: ...
+    """Revoke a token by jti and record token.revoked; False when it already was."""
     async def jti_revoked(self, jti: str) -> bool: ...
-    async def remember_assertion(self, client_id: str, jti: str, expires_at: dt.datetime) -> bool: ...
-    """Record a client assertion's jti; False when it was seen before (a replay)."""
 
     # back-channel logout
     async def queue_logouts(self, session_id: str, *, sid: str, now: dt.datetime, retry_seconds: int) -> int: ...

@@ -9,7 +9,7 @@ client of the session that registered a back-channel logout URI; delivery is dur
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from idp.authorize import ErrorPage, IdTokenHintVerifier
@@ -63,13 +63,13 @@ async def validate_logout(  # noqa: PLR0911 - one early answer per RP-Initiated 
                          ui_locales=one.get("ui_locales"), hint_sid=hint_sid, hint_sub=hint_sub)
 
 
-async def end_session(store: OidcStore, session: LoginState, *,
-                      now: Callable[[], dt.datetime], retry_seconds: int, actor: str) -> int:
-    """End the login session: revoke its grants and queue back-channel logout tokens. Returns how many."""
-    ended = await store.end_session(session.id, now())
+async def end_session(store: OidcStore, session: LoginState, *, now: dt.datetime, retry_seconds: int) -> int:
+    """End the login session (its person logs out): revoke its grants and queue back-channel logout tokens.
+    Returns how many."""
+    ended = await store.end_session(session.id, now)
     if ended is None:
         return 0
-    await store.revoke_session_grants(session.sid, now(), "logout")
-    queued = await store.queue_logouts(session.id, sid=session.sid, now=now(), retry_seconds=retry_seconds)
-    store.audit("session.ended", actor=actor, subject=session.sid, detail={"backchannel": queued})
+    await store.revoke_session_grants(session.sid, now, "logout")
+    queued = await store.queue_logouts(session.id, sid=session.sid, now=now, retry_seconds=retry_seconds)
+    store.audit("session.ended", actor=session.person_id, subject=session.sid, detail={"backchannel": queued})
     return queued

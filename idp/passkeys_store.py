@@ -8,8 +8,6 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 from sqlalchemy import Table, delete, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from webauthn.helpers import base64url_to_bytes, bytes_to_base64url
 
@@ -17,6 +15,7 @@ from idp.models import ActivationCode, Enrollment, Person, WebAuthnChallenge, We
 from idp.webauthn import USER_HANDLE_BYTES, ChallengeRecord, CredentialRecord, Purpose, max_level_of
 from storage.audit import record_event
 from storage.base import utcnow
+from storage.engine import dialect_insert
 
 ACTIVATION_CODES_KEPT = dt.timedelta(days=30)
 """Expired activation codes (and their enrollments) are kept this long for support questions, then deleted."""
@@ -51,16 +50,13 @@ class SqlPasskeyStore:
         self.session = session
         self._request_id = request_id
 
-    def _insert(self) -> Any:
-        return pg_insert if self.session.get_bind().dialect.name == "postgresql" else sqlite_insert
-
     async def user_handle(self, person_id: str, *, create: bool) -> bytes | None:
         handle = (await self.session.execute(select(WebAuthnUser.user_handle).where(
             WebAuthnUser.person_id == person_id))).scalar_one_or_none()
         if handle is None and create:
-            await self.session.execute(self._insert()(WebAuthnUser).values(
+            await self.session.execute(dialect_insert(self.session)(WebAuthnUser).values(
                 person_id=person_id, user_handle=bytes_to_base64url(secrets.token_bytes(USER_HANDLE_BYTES)),
-                created_at=dt.datetime.now(dt.UTC)).on_conflict_do_nothing(index_elements=["person_id"]))
+                created_at=utcnow()).on_conflict_do_nothing(index_elements=["person_id"]))
             handle = (await self.session.execute(select(WebAuthnUser.user_handle).where(
                 WebAuthnUser.person_id == person_id))).scalar_one()
         return base64url_to_bytes(handle) if handle is not None else None

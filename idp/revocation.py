@@ -7,14 +7,13 @@ import re
 from collections.abc import Sequence
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from idp.errors import InvalidIdentifier
 from idp.models import RevokedToken
 from storage.audit import record_event
 from storage.base import utcnow
+from storage.engine import dialect_insert
 
 _JTI_RE = re.compile(r"^[A-Za-z0-9_.-]{8,64}$")
 
@@ -25,18 +24,20 @@ class TokenRevocations:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
-    async def revoke(self, jti: str, *, expires_at: dt.datetime, reason: str, actor: str) -> bool:
+    async def revoke(self, jti: str, *, expires_at: dt.datetime, reason: str, actor: str,
+                     request_id: str | None = None) -> bool:
         """Revoke `jti` until `expires_at`; False when it was already revoked (nothing changes)."""
         if not _JTI_RE.fullmatch(jti):
             raise InvalidIdentifier("jti must be 8 to 64 URL-safe characters")
         values = {"jti": jti, "expires_at": expires_at, "reason": reason[:200], "revoked_at": utcnow()}
-        insert = pg_insert if self._session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        insert = dialect_insert(self._session)
         # ON CONFLICT DO NOTHING: two revocations at the same moment both succeed, one of them writes
         result = await self._session.execute(
             insert(RevokedToken).values(values).on_conflict_do_nothing(index_elements=["jti"]))
         if result.rowcount != 1:  # type: ignore[attr-defined]
             return False
-        record_event(self._session, "token.revoked", actor=actor, subject=jti, detail={"reason": reason[:200]})
+        record_event(self._session, "token.revoked", actor=actor, subject=jti, detail={"reason": reason[:200]},
+                     request_id=request_id)
         return True
 
     async def any_revoked(self, jtis: Sequence[str]) -> bool:

@@ -10,7 +10,7 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from idp.authorize import token_hash
 from idp.interfaces import LoginState, OidcStore
@@ -57,3 +57,11 @@ class SessionService:
 def csrf_for_session(cookie: str, purpose: str) -> str:
     """A CSRF token bound to the session cookie (which an attacker's page cannot read) and to a purpose."""
     return hmac.new(cookie.encode(), purpose.encode(), hashlib.sha256).hexdigest()[:43]
+
+
+def csrf_matches(cookie: str | None, purpose: str, sent: Sequence[str]) -> bool:
+    """Whether a form posted exactly one CSRF token and it is the one `csrf_for_session` binds to this session
+    cookie and purpose (compared in constant time)."""
+    if not cookie or len(sent) != 1:
+        return False
+    return hmac.compare_digest(sent[0].encode(), csrf_for_session(cookie, purpose).encode())

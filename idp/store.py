@@ -7,18 +7,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Row, delete, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from idp.backchannel import queue_logouts
 from idp.interfaces import (
+    LEVELS,
     CodeRecord,
     ConsentRecord,
     GrantRecord,
     Level,
     LoginState,
-    NewGrant,
     PendingRequest,
     RefreshRecord,
     Subject,
@@ -32,15 +30,16 @@ from idp.models import (
     LoginSession,
     Person,
     RefreshToken,
-    RevokedToken,
     SessionClient,
 )
+from idp.revocation import TokenRevocations
 from storage.audit import record_event
 from storage.base import utcnow
+from storage.engine import dialect_insert
 
 
 def _login_state(row: LoginSession) -> LoginState:
-    level: Level = row.level if row.level in ("low", "substantial", "high") else "low"  # type: ignore[assignment]
+    level: Level = row.level if row.level in LEVELS else "low"
     return LoginState(id=row.id, sid=row.sid or "", person_id=row.person_id, auth_time=row.auth_time,
                       expires_at=row.expires_at, level=level, amr=tuple(row.amr or ()), ended_at=row.ended_at)
 
@@ -55,9 +54,6 @@ class SqlOidcStore:
     def __init__(self, session: AsyncSession, *, request_id: str | None = None) -> None:
         self.session = session
         self._request_id = request_id
-
-    def _insert(self) -> Any:
-        return pg_insert if self.session.get_bind().dialect.name == "postgresql" else sqlite_insert
 
     # persons and sessions
     async def subject(self, person_id: str) -> Subject | None:
@@ -90,7 +86,7 @@ class SqlOidcStore:
         return _login_state(row) if row is not None else None
 
     async def add_session_client(self, session_id: str, client_id: str, sub: str) -> None:
-        await self.session.execute(self._insert()(SessionClient).values(
+        await self.session.execute(dialect_insert(self.session)(SessionClient).values(
             session_id=session_id, client_id=client_id, sub=sub).on_conflict_do_nothing(
             index_elements=["session_id", "client_id"]))
 
@@ -131,11 +127,11 @@ class SqlOidcStore:
         await self.session.execute(delete(AuthorizationRequest).where(AuthorizationRequest.id == pending_id))
 
     # grants, codes, refresh tokens
-    async def create_grant(self, grant_id: str, grant: NewGrant) -> None:
-        self.session.add(Grant(id=grant_id, client_id=grant.client_id, person_id=grant.person_id,
-                               session_sid=grant.session_sid, sub=grant.sub, scope=grant.scope,
-                               claims=dict(grant.claims) if grant.claims is not None else None, acr=grant.acr,
-                               amr=list(grant.amr), auth_time=grant.auth_time, expires_at=grant.expires_at))
+    async def create_grant(self, grant: GrantRecord) -> None:
+        await self.session.execute(insert(Grant).values(
+            id=grant.id, client_id=grant.client_id, person_id=grant.person_id, session_sid=grant.session_sid,
+            sub=grant.sub, scope=grant.scope, claims=dict(grant.claims) if grant.claims is not None else None,
+            acr=grant.acr, amr=list(grant.amr), auth_time=grant.auth_time, expires_at=grant.expires_at))
 
     async def get_grant(self, grant_id: str) -> GrantRecord | None:
         if len(grant_id) > 32:
@@ -151,11 +147,9 @@ class SqlOidcStore:
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
     async def create_code(self, code: CodeRecord) -> None:
-        await self.session.flush()  # the grant row first (foreign key)
-        self.session.add(AuthorizationCode(code_hash=code.code_hash, grant_id=code.grant_id, client_id=code.client_id,
-                                           redirect_uri=code.redirect_uri, nonce=code.nonce,
-                                           code_challenge=code.code_challenge, expires_at=code.expires_at))
-        await self.session.flush()
+        await self.session.execute(insert(AuthorizationCode).values(
+            code_hash=code.code_hash, grant_id=code.grant_id, client_id=code.client_id, redirect_uri=code.redirect_uri,
+            nonce=code.nonce, code_challenge=code.code_challenge, expires_at=code.expires_at))
 
     async def get_code(self, code_hash: str) -> CodeRecord | None:
         row = (await self.session.execute(select(*AuthorizationCode.__table__.c)
@@ -179,7 +173,8 @@ class SqlOidcStore:
             expires_at=record.expires_at))
 
     async def get_refresh(self, token_hash: str) -> RefreshRecord | None:
-        row = await self.session.get(RefreshToken, token_hash)
+        row = (await self.session.execute(select(*RefreshToken.__table__.c)
+                                          .where(RefreshToken.token_hash == token_hash))).one_or_none()
         if row is None:
             return None
         return RefreshRecord(token_hash=row.token_hash, grant_id=row.grant_id, client_id=row.client_id,
@@ -218,6 +213,15 @@ class SqlOidcStore:
                                                                   Consent.client_id == client_id))
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
+    async def withdraw_consent(self, person_id: str, client_id: str) -> bool:
+        """The citizen withdraws a consent: it is deleted and the grants (so every token) the client holds for them
+        are revoked; False when there was no such consent."""
+        if not await self.revoke_consent(person_id, client_id):
+            return False
+        revoked = await self.revoke_person_grants(person_id, client_id, "consent revoked")
+        self.audit("consent.revoked", actor=person_id, subject=client_id, detail={"grants": revoked})
+        return True
+
     async def list_consents(self, person_id: str) -> list[ConsentRecord]:
         rows = (await self.session.execute(select(Consent).where(Consent.person_id == person_id)
                                            .order_by(Consent.granted_at))).scalars().all()
@@ -225,16 +229,15 @@ class SqlOidcStore:
                               granted_at=r.granted_at) for r in rows]
 
     # revocation and replay
-    async def revoke_jti(self, jti: str, expires_at: dt.datetime, reason: str) -> bool:
-        result = await self.session.execute(self._insert()(RevokedToken).values(
-            jti=jti[:64], expires_at=expires_at, reason=reason[:200]).on_conflict_do_nothing(index_elements=["jti"]))
-        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    async def revoke_jti(self, jti: str, expires_at: dt.datetime, reason: str, *, actor: str) -> bool:
+        return await TokenRevocations(self.session).revoke(jti, expires_at=expires_at, reason=reason, actor=actor,
+                                                           request_id=self._request_id)
 
     async def jti_revoked(self, jti: str) -> bool:
-        return (await self.session.get(RevokedToken, jti[:64])) is not None
+        return await TokenRevocations(self.session).any_revoked([jti])
 
     async def remember_assertion(self, client_id: str, jti: str, expires_at: dt.datetime) -> bool:
-        result = await self.session.execute(self._insert()(ClientAssertionJti).values(
+        result = await self.session.execute(dialect_insert(self.session)(ClientAssertionJti).values(
             client_id=client_id, jti=jti[:255], expires_at=expires_at).on_conflict_do_nothing(
             index_elements=["client_id", "jti"]))
         return bool(result.rowcount == 1)  # type: ignore[attr-defined]

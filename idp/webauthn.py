@@ -459,11 +459,8 @@ class PasskeyService:
         if not await store.record_use(stored.id, expected_count=stored.sign_count,
                                       sign_count=verified.new_sign_count, backed_up=verified.credential_backed_up,
                                       now=now):
-            current = await store.get_credential(stored.id)  # changed meanwhile: removed, flagged, or used
-            if current is None or current.revoked_at is not None:
-                raise CredentialRemoved("this passkey was removed from your account")
-            if current.flagged_at is not None:
-                raise CredentialFlagged("this passkey was blocked because it may have been copied")
+            # changed meanwhile: removed, flagged, or used (its counter moved on)
+            current = _usable(await store.get_credential(stored.id))
             await self._flag(store, current, verified.new_sign_count, now)
         return PasskeyLogin(person_id=stored.person_id, credential_id=stored.id,
                             method=login_method(level, user_verified=verified.user_verified,
@@ -486,11 +483,7 @@ class PasskeyService:
         if stored is None:
             raise UnknownCredential("this passkey is not registered here; sign in another way or register it")
         attempt.person_id = stored.person_id
-        if stored.revoked_at is not None:
-            raise CredentialRemoved("this passkey was removed from your account")
-        if stored.flagged_at is not None:
-            raise CredentialFlagged("this passkey was blocked because it may have been copied; remove it and "
-                                    "register a new one")
+        _usable(stored)
         handle, returned = stored.owner_handle, parsed.response.user_handle
         if handle is None or returned is None or not secrets.compare_digest(returned, handle):
             raise WrongUser("the passkey's user handle does not match its owner")
@@ -637,16 +630,19 @@ class PasskeyService:
                      reason: str = "removed by its owner") -> None:
         """Remove a credential for good: it never logs in again (webauthn.removed)."""
         stored = await self._owned(store, person_id, credential_id)
-        await store.revoke_credential(stored.id, self._clock())
-        store.audit("webauthn.removed", actor=actor or person_id, subject=audit_ref(stored.id),
-                    detail={"person": person_id, "reason": reason})
+        await self._revoke(store, stored, actor=actor or person_id, reason=reason)
 
     async def remove_all(self, store: PasskeyStore, person_id: str, *, actor: str, reason: str) -> int:
         """Remove every credential of a person (recovery through a registration office)."""
         credentials = await store.credentials(person_id)
         for c in credentials:
-            await self.remove(store, person_id, c.id, actor=actor, reason=reason)
+            await self._revoke(store, c, actor=actor, reason=reason)
         return len(credentials)
+
+    async def _revoke(self, store: PasskeyStore, stored: CredentialRecord, *, actor: str, reason: str) -> None:
+        await store.revoke_credential(stored.id, self._clock())
+        store.audit("webauthn.removed", actor=actor, subject=audit_ref(stored.id),
+                    detail={"person": stored.person_id, "reason": reason})
 
     async def _owned(self, store: PasskeyStore, person_id: str, credential_id: str) -> CredentialRecord:
         stored = await store.get_credential(credential_id) if len(credential_id) <= MAX_CREDENTIAL_ID else None
@@ -688,14 +684,26 @@ class PasskeyService:
         return record
 
 
+def _usable(stored: CredentialRecord | None) -> CredentialRecord:
+    """The credential, unless it was removed (or is gone) or flagged."""
+    if stored is None or stored.revoked_at is not None:
+        raise CredentialRemoved("this passkey was removed from your account")
+    if stored.flagged_at is not None:
+        raise CredentialFlagged("this passkey was blocked because it may have been copied; remove it and "
+                                "register a new one")
+    return stored
+
+
 def _format_name(fmt: AttestationFormat | str) -> str:
     """py_webauthn passes the attestation format on as parsed (a str, or its enum)."""
     return fmt.value if isinstance(fmt, AttestationFormat) else str(fmt)
 
 
+_TRANSPORTS = {t.value: t for t in AuthenticatorTransport}
+
+
 def _transports(values: Sequence[str]) -> list[AuthenticatorTransport] | None:
-    known = {t.value: t for t in AuthenticatorTransport}
-    return [known[v] for v in values if v in known] or None
+    return [_TRANSPORTS[v] for v in values if v in _TRANSPORTS] or None
 
 
 def max_level_of(value: object) -> Level:

@@ -48,8 +48,6 @@ async def revoke_consent(request: Request, client_id: str) -> Response:
         raise ApiProblem(403, "cross_origin", "Cross-origin request refused", "revoke consents from Açar's own pages")
     async with provider.unit_of_work() as store:
         current = await _require_session(request, store)
-        if not await store.revoke_consent(current.person_id, client_id[:64]):
+        if not await store.withdraw_consent(current.person_id, client_id[:64]):
             raise ApiProblem(404, "consent_not_found", "No such consent", "you have not shared data with this client")
-        revoked = await store.revoke_person_grants(current.person_id, client_id[:64], "consent revoked")
-        store.audit("consent.revoked", actor=current.person_id, subject=client_id[:64], detail={"grants": revoked})
     return Response(status_code=204, headers=NO_STORE)

@@ -13,13 +13,13 @@ from fastapi import APIRouter, Depends, Request, Response
 from api.auth import CLIENT_SCOPE, AdminPrincipal, require_scope
 from api.deps import Services
 from api.logging import request_id_var
+from api.routes.oidc import NO_STORE
 from api.schemas.clients import ClientCreate, ClientCreated, ClientSecret, ClientView
 from idp.clients import ClientRegistry
 from idp.errors import ClientNotFound
 
 router = APIRouter(prefix="/admin/clients", tags=["clients"])
 Manager = Annotated[AdminPrincipal, Depends(require_scope(CLIENT_SCOPE))]
-_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 @router.post("", status_code=201, response_model=ClientCreated)
@@ -32,7 +32,7 @@ async def register_client(body: ClientCreate, request: Request, response: Respon
         client, secret = await registry.add(body.registration(), actor=f"admin:{principal.subject}",
                                             request_id=request_id_var.get())
     services.clients.invalidate(client.client_id)
-    response.headers.update(_NO_STORE)
+    response.headers.update(NO_STORE)
     return ClientCreated(**ClientView.of(client).model_dump(), client_secret=secret)
 
 
@@ -72,5 +72,5 @@ async def rotate_secret(client_id: str, request: Request, response: Response, pr
         secret = await ClientRegistry(session).rotate_secret(client_id, actor=f"admin:{principal.subject}",
                                                              request_id=request_id_var.get())
     services.clients.invalidate(client_id)
-    response.headers.update(_NO_STORE)
+    response.headers.update(NO_STORE)
     return ClientSecret(client_id=client_id, client_secret=secret)

@@ -13,13 +13,13 @@ from fastapi import APIRouter, Depends, Request, Response
 from api.auth import ENROLL_SCOPE, AdminPrincipal, require_scope
 from api.deps import Services
 from api.logging import request_id_var
+from api.routes.oidc import NO_STORE
 from api.schemas.enrollment import EnrollmentCodeIssued, EnrollmentCodeRequest, PersonSummary
 from idp.enrollment import issue_for_fin
 from storage.base import utcnow
 
 router = APIRouter(prefix="/admin/enrollment-codes", tags=["enrollment"])
 Officer = Annotated[AdminPrincipal, Depends(require_scope(ENROLL_SCOPE))]
-_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 @router.post("", status_code=201, response_model=EnrollmentCodeIssued)
@@ -34,7 +34,7 @@ async def issue_code(body: EnrollmentCodeRequest, request: Request, response: Re
             session, services.enrollment_policy, services.passkeys, fin=body.fin,
             issued_by=f"admin:{principal.subject}", revoke_credentials=body.revoke_credentials, clock=utcnow,
             request_id=request_id_var.get())
-    response.headers.update(_NO_STORE)
+    response.headers.update(NO_STORE)
     return EnrollmentCodeIssued(code=issued.code, expires_at=issued.expires_at, credentials_revoked=removed,
                                 person=PersonSummary(id=person.id, fin=person.fin, given_name=person.given_name,
                                                      family_name=person.family_name))

@@ -9,41 +9,47 @@ from __future__ import annotations
 import hmac
 
 from fastapi import APIRouter, Request, Response
-from sqlalchemy import select
 
 from api.oidc import session_max_age
 from api.pages import error_page, render
 from api.routes.oidc import answer, browser_binding, provider_of, read_form, session_cookie, set_session_cookie
 from idp.authorize import Interaction
 from idp.claims import CLAIM_DESCRIPTIONS
-from idp.errors import InvalidIdentifier, InvalidRequest
-from idp.interfaces import LEVELS, PendingRequest
+from idp.errors import InvalidIdentifier, InvalidRequest, PersonNotFound
+from idp.interfaces import LEVELS, OidcStore, PendingRequest
 from idp.loa import DEV_LOGIN_METHODS
-from idp.models import Person
-from idp.persons import normalize_fin
+from idp.persons import PersonService
 
 router = APIRouter(tags=["interaction"])
 dev_router = APIRouter(tags=["interaction"])
 EXPIRED = "this sign-in request has expired or was already completed; start again from the service you were using"
 
 
-async def _pending(request: Request, pending_id: str) -> PendingRequest | None:
-    provider = provider_of(request)
-    async with provider.unit_of_work() as store:
-        return await provider.authorization.pending_for(store, pending_id, browser_binding(request))
+async def _pending(request: Request, store: OidcStore, pending_id: str) -> PendingRequest | None:
+    """The pending request, in the browser that made it (AuthorizationService.pending_for)."""
+    return await provider_of(request).authorization.pending_for(store, pending_id, browser_binding(request))
 
 
-def _csrf_ok(form: dict[str, list[str]], pending: PendingRequest) -> bool:
-    sent = form.get("csrf_token", [""])
-    return len(sent) == 1 and hmac.compare_digest(sent[0], pending.csrf_token)
+async def _posted_pending(request: Request, store: OidcStore, pending_id: str,
+                          form: dict[str, list[str]]) -> PendingRequest | Response:
+    """The pending request a posted interaction form continues, or the page refusing the form (expired, or
+    without the request's CSRF token)."""
+    pending = await _pending(request, store, pending_id)
+    if pending is None:
+        return error_page("invalid_request", EXPIRED)
+    sent = form.get("csrf_token", [])
+    if len(sent) != 1 or not hmac.compare_digest(sent[0].encode(), pending.csrf_token.encode()):
+        return error_page("invalid_request", "the form has expired; please try again", status=403)
+    return pending
 
 
 @router.get("/interaction/{pending_id}")
 async def login_page(request: Request, pending_id: str) -> Response:
-    pending = await _pending(request, pending_id)
+    provider = provider_of(request)
+    async with provider.unit_of_work() as store:
+        pending = await _pending(request, store, pending_id)
     if pending is None:
         return error_page("invalid_request", EXPIRED)
-    provider = provider_of(request)
     client = await provider.clients.get(pending.client_id)
     return render("login.html", {
         "title": "Sign in", "client_name": client.name if client else pending.client_id,
@@ -64,32 +70,28 @@ async def dev_login(request: Request, pending_id: str) -> Response:  # noqa: PLR
         form = await read_form(request)
     except InvalidRequest as exc:
         return error_page("invalid_request", exc.description)
-    pending = await _pending(request, pending_id)
-    if pending is None:
-        return error_page("invalid_request", EXPIRED)
-    if not _csrf_ok(form, pending):
-        return error_page("invalid_request", "the form has expired; please try again", status=403)
-    level = (form.get("level") or ["low"])[0]
-    method = DEV_LOGIN_METHODS.get(level)  # type: ignore[call-overload]
-    if method is None:
-        return error_page("invalid_request", "unknown level of assurance")
-    try:
-        fin = normalize_fin((form.get("fin") or [""])[0])
-    except InvalidIdentifier as exc:
-        return error_page("invalid_request", exc.detail)
-    cookie = session_cookie(request, provider)
     async with provider.unit_of_work() as store:
-        person_id = (await store.session.execute(select(Person.id).where(Person.fin == fin))).scalar_one_or_none()
-        if person_id is None:
+        pending = await _posted_pending(request, store, pending_id, form)
+        if isinstance(pending, Response):
+            return pending
+        level = (form.get("level") or ["low"])[0]
+        method = DEV_LOGIN_METHODS.get(level)  # type: ignore[call-overload]
+        if method is None:
+            return error_page("invalid_request", "unknown level of assurance")
+        try:
+            person = await PersonService(store.session).get_by_fin((form.get("fin") or [""])[0])
+        except InvalidIdentifier as exc:
+            return error_page("invalid_request", exc.detail)
+        except PersonNotFound:
             return error_page("access_denied", "no person is registered with this FIN", status=400)
-        current = await provider.login_sessions.current(store, cookie)
-        new_cookie, state = await provider.login_sessions.login(store, person_id=person_id, method=method,
+        current = await provider.login_sessions.current(store, session_cookie(request, provider))
+        new_cookie, state = await provider.login_sessions.login(store, person_id=person.id, method=method,
                                                                 current=current)
         result = await provider.authorization.resume(pending.id, store=store, session=state, fresh_login=True,
                                                        browser=browser_binding(request))
     response = answer(result)
     if new_cookie is not None:
-        set_session_cookie(response, provider, new_cookie, session_max_age(provider, state.expires_at))
+        set_session_cookie(response, provider, new_cookie, session_max_age(state.expires_at))
     return response
 
 
@@ -117,21 +119,16 @@ async def consent_decision(request: Request, pending_id: str) -> Response:
         form = await read_form(request)
     except InvalidRequest as exc:
         return error_page("invalid_request", exc.description)
-    pending = await _pending(request, pending_id)
-    if pending is None:
-        return error_page("invalid_request", EXPIRED)
-    if not _csrf_ok(form, pending):
-        return error_page("invalid_request", "the form has expired; please try again", status=403)
-    decision = form.get("decision", [""])
-    if decision not in (["allow"], ["deny"]):
-        return error_page("invalid_request", "choose Allow or Deny")
     async with provider.unit_of_work() as store:
+        pending = await _posted_pending(request, store, pending_id, form)
+        if isinstance(pending, Response):
+            return pending
+        decision = form.get("decision", [""])
+        if decision not in (["allow"], ["deny"]):
+            return error_page("invalid_request", "choose Allow or Deny")
         current = await provider.login_sessions.current(store, session_cookie(request, provider))
-        if current is None:
-            result = await provider.authorization.resume(pending.id, store=store, session=None,
-                                                           browser=browser_binding(request))
-        else:
-            result = await provider.authorization.resume(pending.id, store=store, session=current,
-                                                         browser=browser_binding(request),
-                                                         consent=decision == ["allow"])
+        # without a live session the decision waits: resume sends the citizen to log in first
+        result = await provider.authorization.resume(pending.id, store=store, session=current,
+                                                     browser=browser_binding(request),
+                                                     consent=decision == ["allow"] if current is not None else None)
     return answer(result)

@@ -5,7 +5,6 @@ Thin adapters: parse the request, call idp/, render the plain result (STYLE habi
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -23,9 +22,9 @@ from idp.claims import OIDC_SCOPES, SUPPORTED_CLAIMS
 from idp.client_auth import ASSERTION_SIGNING_ALGS, TOKEN_AUTH_METHODS
 from idp.errors import InvalidRequest
 from idp.grants import single_values
-from idp.interfaces import GRANT_TYPES
-from idp.logout import end_session, validate_logout
-from idp.sessions import csrf_for_session
+from idp.interfaces import GRANT_TYPES, LoginState, OidcStore
+from idp.logout import LogoutRequest, end_session, validate_logout
+from idp.sessions import csrf_for_session, csrf_matches
 from storage.base import utcnow
 
 router = APIRouter(tags=["oidc"])
@@ -125,24 +124,32 @@ def session_cookie(request: Request, provider: Provider) -> str | None:
 
 def set_session_cookie(response: Response, provider: Provider, cookie: str, max_age: int) -> None:
     response.set_cookie(provider.cookie_name, cookie, max_age=max_age, path="/", httponly=True, samesite="lax",
-                        secure=provider.issuer.startswith("https://"))
+                        secure=provider.secure_cookies)
 
 
 def clear_session_cookie(response: Response, provider: Provider) -> None:
     """Delete the session cookie with the attributes it was set with: a browser ignores a Set-Cookie for a
     __Host- cookie that lacks Secure (RFC 6265bis 4.1.3.2), and would keep the cookie."""
     response.delete_cookie(provider.cookie_name, path="/", httponly=True, samesite="lax",
-                           secure=provider.issuer.startswith("https://"))
+                           secure=provider.secure_cookies)
+
+
+def query_url(result: Redirect) -> str:
+    """The redirect URI with the response parameters added to its query (response_mode=query)."""
+    parts = urlsplit(result.redirect_uri)
+    query = (parts.query + "&" if parts.query else "") + urlencode(result.params)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+
+
+def interaction_path(result: Interaction) -> str:
+    return f"/interaction/{result.pending.id}" + ("/consent" if result.kind == "consent" else "")
 
 
 def redirect_to_client(result: Redirect) -> Response:
     if result.response_mode == "form_post":
         return render("form_post.html", {"title": "Returning to the service", "redirect_uri": result.redirect_uri,
                                          "params": result.params}, form_targets=[result.redirect_uri])
-    parts = urlsplit(result.redirect_uri)
-    query = (parts.query + "&" if parts.query else "") + urlencode(result.params)
-    return RedirectResponse(urlunsplit((parts.scheme, parts.netloc, parts.path, query, "")), status_code=303,
-                            headers={"Cache-Control": "no-store"})
+    return RedirectResponse(query_url(result), status_code=303, headers={"Cache-Control": "no-store"})
 
 
 def answer(result: AuthorizeResult) -> Response:
@@ -150,8 +157,7 @@ def answer(result: AuthorizeResult) -> Response:
         return error_page(result.error, result.description)
     if isinstance(result, Redirect):
         return redirect_to_client(result)
-    path = f"/interaction/{result.pending.id}" + ("/consent" if result.kind == "consent" else "")
-    return RedirectResponse(path, status_code=303, headers={"Cache-Control": "no-store"})
+    return RedirectResponse(interaction_path(result), status_code=303, headers={"Cache-Control": "no-store"})
 
 
 @router.api_route("/authorize", methods=["GET", "POST"])
@@ -175,7 +181,7 @@ async def authorize(request: Request) -> Response:
     if fresh and isinstance(result, Interaction):
         # binds the login and consent interactions to this browser (see AuthorizationService.pending_for)
         response.set_cookie(provider.browser_cookie_name, cookie, path="/", httponly=True, samesite="lax",
-                            secure=provider.issuer.startswith("https://"))
+                            secure=provider.secure_cookies)
     return response
 
 
@@ -252,6 +258,24 @@ def _logged_out(redirect: str | None, state: str | None) -> Response:
     return render("logout.html", {"title": "Signed out", "confirm": False})
 
 
+async def _end_session(provider: Provider, store: OidcStore, current: LoginState | None) -> None:
+    """End the current login session, if there is one: its grants revoked, back-channel logouts queued."""
+    if current is not None:
+        await end_session(store, current, now=utcnow(),
+                          retry_seconds=provider.settings.backchannel_logout_retry_seconds)
+
+
+def _signed_out(request: Request, provider: Provider, validated: LogoutRequest) -> Response:
+    """The answer once the ended session is committed: the cookie cleared, and the back-channel logout tokens
+    it queued sent now rather than at the delivery worker's next tick."""
+    response = _logged_out(validated.post_logout_redirect_uri, validated.state)
+    clear_session_cookie(response, provider)
+    delivery = getattr(request.app.state, "backchannel", None)
+    if delivery is not None:
+        delivery.kick()
+    return response
+
+
 @router.api_route("/logout", methods=["GET", "POST"])
 async def logout(request: Request) -> Response:
     provider = provider_of(request)
@@ -265,16 +289,15 @@ async def logout(request: Request) -> Response:
     cookie = session_cookie(request, provider)
     async with provider.unit_of_work() as store:
         current = await provider.login_sessions.current(store, cookie)
-        if current is None:
-            return _logged_out(validated.post_logout_redirect_uri, validated.state)
-        if validated.hint_sid is not None and validated.hint_sid == current.sid:
-            # the relying party proved which session it means: no confirmation needed (RP-Initiated Logout 2)
-            await end_session(store, current, now=utcnow, actor=current.person_id,
-                              retry_seconds=provider.settings.backchannel_logout_retry_seconds)
-            response = _logged_out(validated.post_logout_redirect_uri, validated.state)
-            clear_session_cookie(response, provider)
-            _kick(request)
-            return response
+        # a hint naming this very session proves which one the relying party means: no confirmation needed
+        # (RP-Initiated Logout 2)
+        proven = current is not None and validated.hint_sid == current.sid
+        if proven:
+            await _end_session(provider, store, current)
+    if proven:
+        return _signed_out(request, provider, validated)
+    if current is None:
+        return _logged_out(validated.post_logout_redirect_uri, validated.state)
     assert cookie is not None  # noqa: S101 - a current session has a cookie
     carry = {k: v[0] for k, v in params.items() if k in _LOGOUT_PARAMS and v}
     client = validated.client
@@ -292,29 +315,11 @@ async def logout_confirm(request: Request) -> Response:
     except InvalidRequest as exc:
         return error_page("invalid_request", exc.description)
     cookie = session_cookie(request, provider)
-    sent = params.pop("csrf_token", [""])
-    if not cookie or sent != [csrf_for_session(cookie, "logout")]:
+    if not csrf_matches(cookie, "logout", params.pop("csrf_token", [])):
         return error_page("invalid_request", "the sign-out form has expired; please try again", status=403)
     validated = await validate_logout(params, clients=provider.clients, verify_hint=provider.verify_id_token_hint)
     if isinstance(validated, ErrorPage):
         return error_page(validated.error, validated.description)
     async with provider.unit_of_work() as store:
-        current = await provider.login_sessions.current(store, cookie)
-        if current is not None:
-            await end_session(store, current, now=utcnow, actor=current.person_id,
-                              retry_seconds=provider.settings.backchannel_logout_retry_seconds)
-    response = _logged_out(validated.post_logout_redirect_uri, validated.state)
-    clear_session_cookie(response, provider)
-    _kick(request)
-    return response
-
-
-def _kick(request: Request) -> None:
-    """Deliver the queued back-channel logout tokens now rather than at the next tick."""
-    delivery = getattr(request.app.state, "backchannel", None)
-    if delivery is not None:
-        delivery.kick()
-
-
-def json_dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+        await _end_session(provider, store, await provider.login_sessions.current(store, cookie))
+    return _signed_out(request, provider, validated)

@@ -15,34 +15,33 @@ Every check compares in constant time; a missing or wrong token changes nothing 
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import hmac
 import re
 import secrets
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
-from api.deps import Services
 from api.i18n import LANGUAGE_COOKIE, LANGUAGE_COOKIE_MAX_AGE, LANGUAGES
-from api.logging import request_id_var
 from api.oidc import Provider, session_max_age
 from api.pages import ERROR_CODE, PASSKEY_ERRORS, error_message_keys, error_page, render, safe_return_path
 from api.routes.oidc import NO_STORE, provider_of, read_form, session_cookie
-from api.routes.passkeys import ACCOUNT_CSRF_PURPOSE, enrollment_cookie_name, set_enrollment_cookie
+from api.routes.passkeys import (
+    ACCOUNT_CSRF_PURPOSE,
+    Work,
+    enrollment_cookie_name,
+    services_of,
+    set_enrollment_cookie,
+    unit_of_work,
+)
 from idp.claims import CLAIM_DESCRIPTIONS
-from idp.enrollment import CodeLocked, EnrollmentError, EnrollmentRecord, EnrollmentService
+from idp.enrollment import CodeLocked, EnrollmentError, EnrollmentRecord
 from idp.errors import InvalidRequest
 from idp.interfaces import LoginState
-from idp.passkeys_store import SqlPasskeyStore
-from idp.sessions import csrf_for_session
-from idp.store import SqlOidcStore
+from idp.sessions import csrf_for_session, csrf_matches
 from idp.webauthn import CredentialNotFound, InvalidPasskeyRequest, PasskeyError, PasskeyView
-from storage.base import utcnow
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 ENROLL_CSRF_PURPOSE = "enroll-code"
@@ -52,42 +51,6 @@ MAX_CODE = 100
 """Longer input is no activation code (XXXX-XXXX-XXXX-XXXX, spaces allowed): refused before any work."""
 FORM_EXPIRED = "the form has expired; please try again"
 ACCOUNT_NOTICES = ("renamed", "removed", "withdrawn", "added")
-
-
-def _services(request: Request) -> Services:
-    return request.app.state.services  # type: ignore[no-any-return]
-
-
-def _https(provider: Provider) -> bool:
-    return provider.issuer.startswith("https://")
-
-
-@dataclass
-class _Work:
-    oidc: SqlOidcStore
-    passkeys: SqlPasskeyStore
-    enrollment: EnrollmentService
-
-
-@contextlib.asynccontextmanager
-async def _unit_of_work(services: Services) -> AsyncIterator[_Work]:
-    """One transaction, committed on success and on a PasskeyError (an enrollment refusal records the attempt
-    or the lock it caused; see idp.enrollment), rolled back on anything else."""
-    rid = request_id_var.get()
-    async with services.sessions() as session:
-        work = _Work(SqlOidcStore(session, request_id=rid), SqlPasskeyStore(session, request_id=rid),
-                     EnrollmentService(session, services.enrollment_policy, clock=utcnow, request_id=rid))
-        try:
-            yield work
-        except PasskeyError:
-            await session.commit()
-            raise
-        await session.commit()
-
-
-def _token_matches(form: dict[str, list[str]], expected: str) -> bool:
-    sent = form.get("csrf_token", [])
-    return len(sent) == 1 and hmac.compare_digest(sent[0].encode(), expected.encode())
 
 
 # --- language switcher ---------------------------------------------------------------------------------------
@@ -102,7 +65,7 @@ async def choose_language(request: Request, lang: str,
         return error_page("invalid_request", "this language is not offered", status=404)
     response = RedirectResponse(safe_return_path(back_to), status_code=303, headers={"Cache-Control": "no-store"})
     response.set_cookie(LANGUAGE_COOKIE, lang, max_age=LANGUAGE_COOKIE_MAX_AGE, path="/", samesite="lax",
-                        secure=_https(provider), httponly=True)
+                        secure=provider.secure_cookies, httponly=True)
     return response
 
 
@@ -120,7 +83,7 @@ async def error_again(error: Annotated[str, Query(max_length=40)] = "invalid_req
 # --- enrollment ---------------------------------------------------------------------------------------------
 
 def enroll_csrf_cookie_name(provider: Provider) -> str:
-    return "__Host-acar_enroll_csrf" if _https(provider) else "acar_enroll_csrf"
+    return "__Host-acar_enroll_csrf" if provider.secure_cookies else "acar_enroll_csrf"
 
 
 def _code_form(request: Request, *, error_key: str | None = None, status: int = 200) -> Response:
@@ -133,7 +96,7 @@ def _code_form(request: Request, *, error_key: str | None = None, status: int = 
     response = render("enroll.html", {"csrf_token": csrf_for_session(cookie, ENROLL_CSRF_PURPOSE),
                                       "error_key": error_key}, status=status)
     response.set_cookie(name, cookie, max_age=ENROLL_CSRF_MAX_AGE, path="/", httponly=True, samesite="strict",
-                        secure=_https(provider))
+                        secure=provider.secure_cookies)
     return response
 
 
@@ -144,8 +107,8 @@ def _passkey_step(enrollment: EnrollmentRecord, display_name: str) -> Response:
 @router.get("/enroll")
 async def enroll_page(request: Request) -> Response:
     """The activation-code form; a browser with an open enrollment goes on to its passkey step."""
-    services, provider = _services(request), provider_of(request)
-    async with _unit_of_work(services) as work:
+    services, provider = services_of(request), provider_of(request)
+    async with unit_of_work(services) as work:
         enrollment = await work.enrollment.current(request.cookies.get(enrollment_cookie_name(provider)))
         name = await work.passkeys.display_name(enrollment.person_id) if enrollment else None
     if enrollment is not None:
@@ -157,14 +120,14 @@ async def enroll_page(request: Request) -> Response:
 async def enroll_submit(request: Request) -> Response:
     """Check the typed activation code (idp.enrollment.EnrollmentService.redeem); on success set the enrollment
     cookie and show the passkey step, else show the form again with the reason (400; a locked code 423)."""
-    services, provider = _services(request), provider_of(request)
+    services, provider = services_of(request), provider_of(request)
     try:
         form = await read_form(request)
     except InvalidRequest:
         return _code_form(request, error_key="error.form_expired", status=400)
     cookie = request.cookies.get(enroll_csrf_cookie_name(provider), "")
-    if not _CSRF_COOKIE_VALUE.fullmatch(cookie) or not _token_matches(
-            form, csrf_for_session(cookie, ENROLL_CSRF_PURPOSE)):
+    if not _CSRF_COOKIE_VALUE.fullmatch(cookie) or not csrf_matches(cookie, ENROLL_CSRF_PURPOSE,
+                                                                   form.get("csrf_token", [])):
         return _code_form(request, error_key="error.form_expired", status=403)
     code = (form.get("code") or [""])[0]
     if not code.strip():
@@ -172,13 +135,13 @@ async def enroll_submit(request: Request) -> Response:
     if len(code) > MAX_CODE:
         return _code_form(request, error_key="passkey.error.code_invalid", status=400)
     try:
-        async with _unit_of_work(services) as work:
+        async with unit_of_work(services) as work:
             started = await work.enrollment.redeem(code)
     except EnrollmentError as exc:
         key = f"passkey.error.{exc.code}" if exc.code in PASSKEY_ERRORS else "passkey.error.code_invalid"
         return _code_form(request, error_key=key, status=423 if isinstance(exc, CodeLocked) else 400)
     response = _passkey_step(started.enrollment, started.display_name)
-    set_enrollment_cookie(response, provider, started.cookie, session_max_age(provider, started.enrollment.expires_at))
+    set_enrollment_cookie(response, provider, started.cookie, session_max_age(started.enrollment.expires_at))
     return response
 
 
@@ -206,8 +169,8 @@ class AccountView:
     consents: list[ConsentView]
 
 
-async def _load_account(request: Request, work: _Work, state: LoginState) -> AccountView:
-    provider, services = provider_of(request), _services(request)
+async def _load_account(request: Request, work: Work, state: LoginState) -> AccountView:
+    provider, services = provider_of(request), services_of(request)
     consents = []
     for c in await work.oidc.list_consents(state.person_id):
         client = await provider.clients.get(c.client_id)
@@ -247,9 +210,9 @@ def _passkey_error_key(exc: PasskeyError) -> str:
 @router.get("/account")
 async def account_page(request: Request, done: str | None = None) -> Response:
     """The signed-in person's passkeys and consents; without a session, a page asking to sign in (401)."""
-    services, provider = _services(request), provider_of(request)
+    services, provider = services_of(request), provider_of(request)
     cookie = session_cookie(request, provider)
-    async with _unit_of_work(services) as work:
+    async with unit_of_work(services) as work:
         state = await provider.login_sessions.current(work.oidc, cookie)
         if state is None or cookie is None:
             return _signin_page()
@@ -266,20 +229,20 @@ async def _account_form(request: Request) -> tuple[dict[str, list[str]], str] | 
     except InvalidRequest as exc:
         return error_page("invalid_request", exc.description)
     cookie = session_cookie(request, provider)
-    if not cookie or not _token_matches(form, csrf_for_session(cookie, ACCOUNT_CSRF_PURPOSE)):
+    if cookie is None or not csrf_matches(cookie, ACCOUNT_CSRF_PURPOSE, form.get("csrf_token", [])):
         return error_page("invalid_request", FORM_EXPIRED, status=403)
     return form, cookie
 
 
 @router.post("/account/credentials/{credential_id}/rename")
 async def rename_passkey(request: Request, credential_id: str) -> Response:
-    services, provider = _services(request), provider_of(request)
+    services, provider = services_of(request), provider_of(request)
     checked = await _account_form(request)
     if isinstance(checked, Response):
         return checked
     form, cookie = checked
     name = (form.get("name") or [""])[0]
-    async with _unit_of_work(services) as work:
+    async with unit_of_work(services) as work:
         state = await provider.login_sessions.current(work.oidc, cookie)
         if state is None:
             return _signin_page()
@@ -295,12 +258,12 @@ async def rename_passkey(request: Request, credential_id: str) -> Response:
 @router.post("/account/credentials/{credential_id}/remove")
 async def remove_passkey(request: Request, credential_id: str) -> Response:
     """Without confirm=yes: the confirmation page (nothing changes); with it: the passkey is removed for good."""
-    services, provider = _services(request), provider_of(request)
+    services, provider = services_of(request), provider_of(request)
     checked = await _account_form(request)
     if isinstance(checked, Response):
         return checked
     form, cookie = checked
-    async with _unit_of_work(services) as work:
+    async with unit_of_work(services) as work:
         state = await provider.login_sessions.current(work.oidc, cookie)
         if state is None:
             return _signin_page()
@@ -326,19 +289,17 @@ async def remove_passkey(request: Request, credential_id: str) -> Response:
 async def withdraw_consent(request: Request, client_id: str) -> Response:
     """The form twin of DELETE /account/consents/{client_id} (api.routes.account): the consent goes, and with it
     every grant (so every token) the client holds for the person."""
-    services, provider = _services(request), provider_of(request)
+    services, provider = services_of(request), provider_of(request)
     checked = await _account_form(request)
     if isinstance(checked, Response):
         return checked
     _form, cookie = checked
     client_id = client_id[:64]
-    async with _unit_of_work(services) as work:
+    async with unit_of_work(services) as work:
         state = await provider.login_sessions.current(work.oidc, cookie)
         if state is None:
             return _signin_page()
-        if not await work.oidc.revoke_consent(state.person_id, client_id):
+        if not await work.oidc.withdraw_consent(state.person_id, client_id):
             view = await _load_account(request, work, state)
             return _account_page(view, cookie, error_key="account.error.consent_not_found", status=404)
-        revoked = await work.oidc.revoke_person_grants(state.person_id, client_id, "consent revoked")
-        work.oidc.audit("consent.revoked", actor=state.person_id, subject=client_id, detail={"grants": revoked})
     return _done("withdrawn")

@@ -23,7 +23,6 @@ import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -33,10 +32,18 @@ from api.deps import Services
 from api.logging import request_id_var
 from api.oidc import Provider, session_max_age
 from api.problems import PROBLEM
-from api.routes.oidc import NO_STORE, browser_binding, provider_of, session_cookie, set_session_cookie
+from api.routes.oidc import (
+    NO_STORE,
+    browser_binding,
+    interaction_path,
+    provider_of,
+    query_url,
+    session_cookie,
+    set_session_cookie,
+)
 from idp.authorize import AuthorizeResult, ErrorPage, Interaction, Redirect
 from idp.enrollment import EnrollmentRecord, EnrollmentRequired, EnrollmentService
-from idp.interfaces import LEVELS, Level, PendingRequest
+from idp.interfaces import LEVELS, Level, LoginState, PendingRequest
 from idp.passkeys_store import SqlPasskeyStore
 from idp.sessions import csrf_for_session
 from idp.store import SqlOidcStore
@@ -49,6 +56,7 @@ CSRF_HEADER = "X-CSRF-Token"
 ACCOUNT_CSRF_PURPOSE = "account"
 ENROLL_DONE = "/enroll/done"
 ACCOUNT_PAGE = "/account"
+MANAGE_REFUSAL = "sign in to manage your passkeys"
 
 
 class CsrfRefused(PasskeyError):
@@ -66,7 +74,8 @@ class LoginRequired(PasskeyError):
 
 
 def passkey_problem(request: Request, exc: PasskeyError) -> JSONResponse:
-    """RFC 9457 problem with the machine code as an extra member "code" (the pages translate it)."""
+    """RFC 9457 problem with the machine code as an extra member "code" (the pages translate it). Built here
+    rather than by api.problems.problem, whose own parameter `code` cannot also be passed as an extra member."""
     body: dict[str, Any] = {"type": f"urn:acar:problem:{exc.code}", "title": exc.title, "status": exc.status_code,
                             "detail": exc.detail, "instance": request.url.path, "code": exc.code}
     rid = request_id_var.get()
@@ -84,40 +93,42 @@ def install(app: FastAPI) -> None:
 
 
 def enrollment_cookie_name(provider: Provider) -> str:
-    # __Host- binds the cookie to this exact origin over https (RFC 6265bis 4.1.3.2), as for the session cookie
-    return "__Host-acar_enroll" if provider.issuer.startswith("https://") else "acar_enroll"
+    # __Host- binds the cookie to this exact origin over https, as for the session cookie
+    return "__Host-acar_enroll" if provider.secure_cookies else "acar_enroll"
 
 
 def set_enrollment_cookie(response: Response, provider: Provider, cookie: str, max_age: int) -> None:
     response.set_cookie(enrollment_cookie_name(provider), cookie, max_age=max_age, path="/", httponly=True,
-                        samesite="strict", secure=provider.issuer.startswith("https://"))
+                        samesite="strict", secure=provider.secure_cookies)
 
 
 def clear_enrollment_cookie(response: Response, provider: Provider) -> None:
     response.delete_cookie(enrollment_cookie_name(provider), path="/", httponly=True, samesite="strict",
-                           secure=provider.issuer.startswith("https://"))
+                           secure=provider.secure_cookies)
 
 
-def _services(request: Request) -> Services:
+def services_of(request: Request) -> Services:
     return request.app.state.services  # type: ignore[no-any-return]
 
 
 @dataclass
-class _Work:
+class Work:
+    """The stores of one request's transaction (`unit_of_work`)."""
+
     oidc: SqlOidcStore
     passkeys: SqlPasskeyStore
     enrollment: EnrollmentService
 
 
 @contextlib.asynccontextmanager
-async def _unit_of_work(services: Services) -> AsyncIterator[_Work]:
-    """One transaction: committed on success, and also on a PasskeyError, whose refusal wrote only what it must
-    keep (consumed challenge, flagged credential, attempt count, audit event; see idp.webauthn); rolled back on
-    anything else."""
+async def unit_of_work(services: Services) -> AsyncIterator[Work]:
+    """One transaction: committed on success, and also on a PasskeyError (EnrollmentErrors included), whose
+    refusal wrote only what it must keep (consumed challenge, flagged credential, attempt count or lock, audit
+    event; see idp.webauthn and idp.enrollment); rolled back on anything else."""
     rid = request_id_var.get()
     async with services.sessions() as session:
-        work = _Work(SqlOidcStore(session, request_id=rid), SqlPasskeyStore(session, request_id=rid),
-                     EnrollmentService(session, services.enrollment_policy, clock=utcnow, request_id=rid))
+        work = Work(SqlOidcStore(session, request_id=rid), SqlPasskeyStore(session, request_id=rid),
+                    EnrollmentService(session, services.enrollment_policy, clock=utcnow, request_id=rid))
         try:
             yield work
         except PasskeyError:
@@ -174,7 +185,7 @@ def _level(value: object) -> Level | None:
     return value if value in LEVELS else None
 
 
-async def _pending(request: Request, work: _Work, pending_id: str) -> PendingRequest:
+async def _pending(request: Request, work: Work, pending_id: str) -> PendingRequest:
     """The pending request, only in the browser that made it (AuthorizationService.pending_for)."""
     pending = await provider_of(request).authorization.pending_for(work.oidc, pending_id, browser_binding(request))
     if pending is None:
@@ -183,17 +194,26 @@ async def _pending(request: Request, work: _Work, pending_id: str) -> PendingReq
     return pending
 
 
+async def _signed_in(request: Request, provider: Provider, work: Work, refusal: str) -> tuple[LoginState, str]:
+    """The browser's live login session and its account CSRF token, or LoginRequired(`refusal`)."""
+    cookie = session_cookie(request, provider)
+    state = await provider.login_sessions.current(work.oidc, cookie)
+    if state is None or cookie is None:
+        raise LoginRequired(refusal)
+    return state, csrf_for_session(cookie, ACCOUNT_CSRF_PURPOSE)
+
+
 # --- login -----------------------------------------------------------------------------------------------
 
 @router.post("/webauthn/login/options")
 async def login_options(request: Request) -> JSONResponse:
     """{"pending_id"} -> {"ceremony", "publicKey"}: PublicKeyCredentialRequestOptions for navigator.credentials.get
     (usernameless; the same options serve conditional mediation). CSRF: the pending request's token."""
-    services = _services(request)
+    services = services_of(request)
     body = await _json(request)
     pending_id = _text(body, "pending_id")
     assert pending_id is not None  # noqa: S101 - required
-    async with _unit_of_work(services) as work:
+    async with unit_of_work(services) as work:
         pending = await _pending(request, work, pending_id)
         _check_csrf(request, services, pending.csrf_token)
         ceremony = await services.passkeys.authentication_options(
@@ -209,14 +229,14 @@ async def login_verify(request: Request) -> JSONResponse:
     created (or the same person's session refreshed), then the request resumes with a fresh login. A passkey
     that cannot reach the level the request asks for creates no session (user_verification_required or
     insufficient_level)."""
-    services, provider = _services(request), provider_of(request)
+    services, provider = services_of(request), provider_of(request)
     body = await _json(request)
     pending_id, ceremony = _text(body, "pending_id"), _text(body, "ceremony")
     credential = _object(body, "credential")
     assert pending_id is not None  # noqa: S101 - required
     assert ceremony is not None  # noqa: S101 - required
     cookie = session_cookie(request, provider)
-    async with _unit_of_work(services) as work:
+    async with unit_of_work(services) as work:
         pending = await _pending(request, work, pending_id)
         _check_csrf(request, services, pending.csrf_token)
         login = await services.passkeys.verify_authentication(
@@ -229,7 +249,7 @@ async def login_verify(request: Request) -> JSONResponse:
                                                        browser=browser_binding(request))
     response = next_step(request, result)
     if new_cookie is not None:
-        set_session_cookie(response, provider, new_cookie, session_max_age(provider, state.expires_at))
+        set_session_cookie(response, provider, new_cookie, session_max_age(state.expires_at))
     return response
 
 
@@ -239,13 +259,9 @@ def next_step(request: Request, result: AuthorizeResult) -> JSONResponse:
         if result.response_mode == "form_post":
             return JSONResponse({"form_post": {"action": result.redirect_uri, "params": dict(result.params)}},
                                 headers=NO_STORE)
-        parts = urlsplit(result.redirect_uri)
-        query = (parts.query + "&" if parts.query else "") + urlencode(result.params)
-        return JSONResponse({"redirect": urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))},
-                            headers=NO_STORE)
+        return JSONResponse({"redirect": query_url(result)}, headers=NO_STORE)
     if isinstance(result, Interaction):
-        path = f"/interaction/{result.pending.id}" + ("/consent" if result.kind == "consent" else "")
-        return JSONResponse({"redirect": path}, headers=NO_STORE)
+        return JSONResponse({"redirect": interaction_path(result)}, headers=NO_STORE)
     assert isinstance(result, ErrorPage)  # noqa: S101 - the three results
     # the login itself succeeded (its session is kept) but the request can no longer complete
     return passkey_problem(request, RequestExpired(result.description))
@@ -262,28 +278,24 @@ class _Registrant:
     actor: str
 
 
-async def _registrant(request: Request, provider: Provider, work: _Work) -> _Registrant:
+async def _registrant(request: Request, provider: Provider, work: Work) -> _Registrant:
     """Who registers: the browser's live enrollment (cookie; level high: the code came from a registration office)
     or else the signed-in session (its own level caps the new credential)."""
     enrollment = await work.enrollment.current(request.cookies.get(enrollment_cookie_name(provider)))
     if enrollment is not None:
         return _Registrant(enrollment.person_id, enrollment.csrf_token, "high", enrollment, enrollment.person_id)
-    cookie = session_cookie(request, provider)
-    state = await provider.login_sessions.current(work.oidc, cookie)
-    if state is None or cookie is None:
-        raise LoginRequired("enter your activation code or sign in first")
-    return _Registrant(state.person_id, csrf_for_session(cookie, ACCOUNT_CSRF_PURPOSE), state.level, None,
-                       state.person_id)
+    state, csrf = await _signed_in(request, provider, work, "enter your activation code or sign in first")
+    return _Registrant(state.person_id, csrf, state.level, None, state.person_id)
 
 
 @router.post("/webauthn/register/options")
 async def register_options(request: Request) -> JSONResponse:
     """{} or {"name"} -> {"ceremony", "publicKey"}: PublicKeyCredentialCreationOptions for
     navigator.credentials.create (the name, if sent, is only checked here; it is stored at verify)."""
-    services, provider = _services(request), provider_of(request)
+    services, provider = services_of(request), provider_of(request)
     body = await _json(request)
     _text(body, "name", limit=500, required=False)
-    async with _unit_of_work(services) as work:
+    async with unit_of_work(services) as work:
         registrant = await _registrant(request, provider, work)
         _check_csrf(request, services, registrant.csrf_token)
         ceremony = await services.passkeys.registration_options(
@@ -298,13 +310,13 @@ async def register_verify(request: Request) -> JSONResponse:
 
     From an enrollment: the enrollment completes, its activation code is used up, the enrollment cookie is
     cleared and "redirect" is /enroll/done. From a session: "redirect" is /account."""
-    services, provider = _services(request), provider_of(request)
+    services, provider = services_of(request), provider_of(request)
     body = await _json(request)
     ceremony = _text(body, "ceremony")
     credential = _object(body, "credential")
     name = _text(body, "name", limit=500, required=False)
     assert ceremony is not None  # noqa: S101 - required
-    async with _unit_of_work(services) as work:
+    async with unit_of_work(services) as work:
         registrant = await _registrant(request, provider, work)
         _check_csrf(request, services, registrant.csrf_token)
         enrollment = registrant.enrollment
@@ -330,25 +342,25 @@ async def start_enrollment(request: Request) -> JSONResponse:
     """{"code"} -> 201 {"csrf_token", "expires_at", "display_name"} and the enrollment cookie: the browser may now
     register one passkey for the code's person. Refusals: code_invalid, code_locked, code_expired, code_used,
     code_revoked."""
-    services, provider = _services(request), provider_of(request)
+    services, provider = services_of(request), provider_of(request)
     _check_origin(request, services)
     body = await _json(request)
     code = _text(body, "code", limit=40)
     assert code is not None  # noqa: S101 - required
-    async with _unit_of_work(services) as work:
+    async with unit_of_work(services) as work:
         started = await work.enrollment.redeem(code)
     record = started.enrollment
     response = JSONResponse({"csrf_token": record.csrf_token, "expires_at": record.expires_at.isoformat(),
                              "display_name": started.display_name}, status_code=201, headers=NO_STORE)
-    set_enrollment_cookie(response, provider, started.cookie, session_max_age(provider, record.expires_at))
+    set_enrollment_cookie(response, provider, started.cookie, session_max_age(record.expires_at))
     return response
 
 
 @router.get("/webauthn/enrollment")
 async def enrollment_state(request: Request) -> JSONResponse:
     """The browser's live enrollment: {"csrf_token", "expires_at", "display_name"}, or 401 enrollment_required."""
-    services, provider = _services(request), provider_of(request)
-    async with _unit_of_work(services) as work:
+    services, provider = services_of(request), provider_of(request)
+    async with unit_of_work(services) as work:
         record = await work.enrollment.current(request.cookies.get(enrollment_cookie_name(provider)))
         if record is None:
             raise EnrollmentRequired("enter your activation code first")
@@ -359,45 +371,37 @@ async def enrollment_state(request: Request) -> JSONResponse:
 
 # --- the signed-in person's passkeys ---------------------------------------------------------------------
 
-async def _account(request: Request, provider: Provider, work: _Work) -> tuple[str, str]:
-    cookie = session_cookie(request, provider)
-    state = await provider.login_sessions.current(work.oidc, cookie)
-    if state is None or cookie is None:
-        raise LoginRequired("sign in to manage your passkeys")
-    return state.person_id, csrf_for_session(cookie, ACCOUNT_CSRF_PURPOSE)
-
-
 @router.get("/webauthn/credentials")
 async def list_credentials(request: Request) -> JSONResponse:
     """{"csrf_token", "credentials": [{"id", "name", "level", "synced", "flagged", "transports", "created_at",
     "last_used_at"}]}: the signed-in person's passkeys (removed ones are not listed)."""
-    services, provider = _services(request), provider_of(request)
-    async with _unit_of_work(services) as work:
-        person_id, csrf = await _account(request, provider, work)
-        views = await services.passkeys.credentials(work.passkeys, person_id)
+    services, provider = services_of(request), provider_of(request)
+    async with unit_of_work(services) as work:
+        state, csrf = await _signed_in(request, provider, work, MANAGE_REFUSAL)
+        views = await services.passkeys.credentials(work.passkeys, state.person_id)
     return JSONResponse({"csrf_token": csrf, "credentials": [v.as_json() for v in views]}, headers=NO_STORE)
 
 
 @router.patch("/webauthn/credentials/{credential_id}")
 async def rename_credential(request: Request, credential_id: str) -> JSONResponse:
     """{"name"} -> 200 the renamed credential. CSRF: the account token."""
-    services, provider = _services(request), provider_of(request)
+    services, provider = services_of(request), provider_of(request)
     body = await _json(request)
     name = _text(body, "name", limit=500)
     assert name is not None  # noqa: S101 - required
-    async with _unit_of_work(services) as work:
-        person_id, csrf = await _account(request, provider, work)
+    async with unit_of_work(services) as work:
+        state, csrf = await _signed_in(request, provider, work, MANAGE_REFUSAL)
         _check_csrf(request, services, csrf)
-        view = await services.passkeys.rename(work.passkeys, person_id, credential_id, name)
+        view = await services.passkeys.rename(work.passkeys, state.person_id, credential_id, name)
     return JSONResponse(view.as_json(), headers=NO_STORE)
 
 
 @router.delete("/webauthn/credentials/{credential_id}")
 async def remove_credential(request: Request, credential_id: str) -> Response:
     """Remove a passkey for good -> 204. CSRF: the account token."""
-    services, provider = _services(request), provider_of(request)
-    async with _unit_of_work(services) as work:
-        person_id, csrf = await _account(request, provider, work)
+    services, provider = services_of(request), provider_of(request)
+    async with unit_of_work(services) as work:
+        state, csrf = await _signed_in(request, provider, work, MANAGE_REFUSAL)
         _check_csrf(request, services, csrf)
-        await services.passkeys.remove(work.passkeys, person_id, credential_id)
+        await services.passkeys.remove(work.passkeys, state.person_id, credential_id)
     return Response(status_code=204, headers=NO_STORE)
