@@ -36,8 +36,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,12 +47,22 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlencode
 
-ROOT = Path(__file__).resolve().parent.parent
-ACAR = str(Path(sys.executable).with_name("acar"))
+from _common import (
+    ACAR,
+    acar_server,
+    acar_settings,
+    add_database_options,
+    cpu_seconds,
+    database_url,
+    free_port,
+    median_run,
+    require,
+    sh,
+)
+
 REDIRECT_URI = "http://127.0.0.1:8080/cb"
 CODE_LIFETIME = 4 * 3600
 BATCH = 1000
-PG_ADMIN = ["psql", "-h", "127.0.0.1", "-p", "5432", "-U", "postgres", "-v", "ON_ERROR_STOP=1", "-qAt"]
 LUA = """
 -- one form body (one authorization code) per request, never twice; env BENCH_CODES (file), BENCH_OFFSET
 -- (lines already used), BENCH_THREADS (= wrk -t), BENCH_AUTH (Authorization header)
@@ -106,19 +114,6 @@ class Outcome(NamedTuple):
     load: tuple[float, float, float]
     causes: dict[str, int]
     rows: tuple[int, int, int]
-
-
-def sh(*args: str, env: dict[str, str] | None = None) -> str:
-    proc = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(args[:3])} failed: {proc.stderr.strip()}")
-    return proc.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def b64url(data: bytes) -> str:
@@ -270,12 +265,6 @@ def preflight(base: str, line: str, auth: str, client_id: str) -> None:
 # --- measurement -----------------------------------------------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def wrk(url: str, seconds: int, conns: int, env: dict[str, str], offset: int, pid: int) -> dict[str, float]:
     """One wrk run; its RESULT fields, plus the server's CPU use (share of one core, ms per request)."""
     cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "-s", env["BENCH_LUA"], url]
@@ -292,38 +281,23 @@ def wrk(url: str, seconds: int, conns: int, env: dict[str, str], offset: int, pi
 
 def measure(args: argparse.Namespace, work: Path, base: str, port: int) -> Outcome:
     """Register, make the codes, start the server, preflight, run wrk; the runs and what the database holds."""
-    server: subprocess.Popen[bytes] | None = None
     runs: list[dict[str, float]] = []
-    try:
-        sh(ACAR, "init", "--json")
-        client = json.loads(sh(ACAR, "client", "add", "--name", "bench-rp", "--redirect-uri", REDIRECT_URI, "--json"))
-        person = json.loads(sh(ACAR, "person", "add", "--fin", "5ABC12D", "--given-name", "Aysel",
-                               "--family-name", "Mammadova", "--birthdate", "1990-04-01"))
-        print(f"client {client['client_id']}: grants {' '.join(client['grant_types'])}, scopes "
-              f"{' '.join(client['scopes'])}, {client['auth_method']}; making {args.codes} codes", flush=True)
-        codes = work / "codes.txt"
-        asyncio.run(make_codes(args.codes, client["client_id"], person["id"], codes))
-        lines = codes.read_text().splitlines()
-        bodies = work / "bodies.txt"
-        bodies.write_text("".join(line.split("\t")[0] + "\n" for line in lines))
-        (work / "codes.lua").write_text(LUA)
-        auth = "Basic " + base64.b64encode(f"{client['client_id']}:{client['client_secret']}".encode()).decode()
-        wrk_env = {**os.environ, "BENCH_CODES": str(bodies), "BENCH_AUTH": auth,
-                   "BENCH_LUA": str(work / "codes.lua")}
+    sh(ACAR, "init", "--json")
+    client = json.loads(sh(ACAR, "client", "add", "--name", "bench-rp", "--redirect-uri", REDIRECT_URI, "--json"))
+    person = json.loads(sh(ACAR, "person", "add", "--fin", "5ABC12D", "--given-name", "Aysel",
+                           "--family-name", "Mammadova", "--birthdate", "1990-04-01"))
+    print(f"client {client['client_id']}: grants {' '.join(client['grant_types'])}, scopes "
+          f"{' '.join(client['scopes'])}, {client['auth_method']}; making {args.codes} codes", flush=True)
+    codes = work / "codes.txt"
+    asyncio.run(make_codes(args.codes, client["client_id"], person["id"], codes))
+    lines = codes.read_text().splitlines()
+    bodies = work / "bodies.txt"
+    bodies.write_text("".join(line.split("\t")[0] + "\n" for line in lines))
+    (work / "codes.lua").write_text(LUA)
+    auth = "Basic " + base64.b64encode(f"{client['client_id']}:{client['client_secret']}".encode()).decode()
+    wrk_env = {**os.environ, "BENCH_CODES": str(bodies), "BENCH_AUTH": auth, "BENCH_LUA": str(work / "codes.lua")}
 
-        server = subprocess.Popen(["taskset", "-c", "0", ACAR, "serve", "--port", str(port)],
-                                  stdout=subprocess.DEVNULL, stderr=open(work / "server.log", "wb"),  # noqa: SIM115
-                                  start_new_session=True)
-        for _ in range(300):
-            try:
-                with urllib.request.urlopen(base + "/readyz", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            raise SystemExit("server not ready: " + (work / "server.log").read_text()[-2000:])
-
+    with acar_server(port, work / "server.log") as server:
         preflight(base, lines[0], auth, client["client_id"])
         cursor = 1
         load = os.getloadavg()
@@ -346,10 +320,6 @@ def measure(args: argparse.Namespace, work: Path, base: str, port: int) -> Outco
                   f"codes exhausted {int(result['exhausted'])}, "
                   f"server CPU {100 * result['cpu']:.0f}% of a core, {result['cpu_ms']:.2f} ms per request",
                   flush=True)
-    finally:
-        if server is not None:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=30)
 
     causes: dict[str, int] = {}
     for entry in (work / "server.log").read_text(errors="replace").splitlines():
@@ -370,41 +340,26 @@ def main() -> None:
     ap.add_argument("--conns", type=int, default=16)
     ap.add_argument("--profile", metavar="FILE", help="py-spy (pip install py-spy) samples the server during the "
                     "first measured run into FILE (collapsed stacks of the thread holding the GIL); costs throughput")
-    db = ap.add_mutually_exclusive_group()
-    db.add_argument("--database-url", default="")
-    db.add_argument("--postgresql", action="store_true", help="a throwaway database on 127.0.0.1:5432")
+    add_database_options(ap)
     args = ap.parse_args()
-    for tool in ("wrk", "taskset"):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"missing {tool} (apt-get install wrk util-linux)")
+    require(("wrk", "taskset"), "wrk util-linux")
 
     work = Path(tempfile.mkdtemp(prefix="acar-bench-code-"))
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    dbname = ""
-    database_url = args.database_url
-    if args.postgresql:
-        dbname = "acar_bench_" + secrets.token_hex(4)
-        sh(*PG_ADMIN, "-c", f"CREATE DATABASE {dbname}")
-        database_url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{dbname}"
-    for name in [k for k in os.environ if k.startswith("ACAR_")]:
-        del os.environ[name]  # every other setting at its default (ACAR_KEY_CACHE_SECONDS, lifetimes, ...)
-    os.environ.update(ACAR_DATA_DIR=str(work / "data"), ACAR_ACCESS_LOG="false", ACAR_LOG_LEVEL="WARNING",
-                      ACAR_ISSUER=base)
-    if database_url:
-        os.environ["ACAR_DATABASE_URL"] = database_url
-    try:
-        runs, lines, cursor, load, causes, (consumed, refresh, audited) = measure(args, work, base, port)
-    finally:
-        if dbname:
-            sh(*PG_ADMIN, "-c", f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
-        shutil.rmtree(work, ignore_errors=True)
+    with database_url(args) as url:
+        for name in [k for k in os.environ if k.startswith("ACAR_")]:
+            del os.environ[name]  # every other setting at its default (ACAR_KEY_CACHE_SECONDS, lifetimes, ...)
+        os.environ.update(acar_settings(work / "data", base, url))  # this process's and the server's
+        try:
+            runs, lines, cursor, load, causes, (consumed, refresh, audited) = measure(args, work, base, port)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
 
     sent = min(cursor, len(lines))
     errors = sum(int(r["non2xx"] + r["sockerr"] + r["exhausted"]) for r in runs)
-    med = statistics.median(r["rps"] for r in runs)
-    mid = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
-    db_name = "postgresql" if database_url else "sqlite"
+    med, mid = median_run(runs, lambda r: r["rps"])
+    db_name = "postgresql" if url else "sqlite"
     print(f"\nPOST /token authorization_code (+PKCE, client_secret_basic, refresh token issued); database {db_name}")
     print(f"server on core 0, wrk -t1 -c{args.conns} on core 1, {args.runs} runs x {args.duration}s "
           f"(+{args.warmup}s warmup); load before measuring {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")

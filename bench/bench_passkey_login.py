@@ -38,42 +38,31 @@ import os
 import re
 import secrets
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-ACAR = str(Path(sys.executable).with_name("acar"))
+from _common import (
+    ACAR,
+    ROOT,
+    acar_server,
+    acar_settings,
+    add_database_options,
+    cpu_seconds,
+    database_url,
+    free_port,
+    require,
+    sh,
+    without_acar_settings,
+)
+
+sys.path.insert(0, str(ROOT))  # tests.webauthn_authenticator
 REDIRECT_URI = "https://rp.example/cb"
 CSRF_RE = re.compile(r'data-csrf="([^"]+)"')
-PG_ADMIN = ["psql", "-h", "127.0.0.1", "-p", "5432", "-U", "postgres", "-v", "ON_ERROR_STOP=1", "-qAt"]
-
-
-def sh(*args: str, env: dict[str, str] | None = None) -> str:
-    proc = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(args[:3])} failed: {proc.stderr.strip()}")
-    return proc.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads), from /proc/<pid>/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def other_benchmarks() -> list[str]:
@@ -185,58 +174,32 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=10)
     ap.add_argument("--flows", type=int, default=8)
     ap.add_argument("--persons", type=int, default=64)
-    db = ap.add_mutually_exclusive_group()
-    db.add_argument("--database-url", default="")
-    db.add_argument("--postgresql", action="store_true", help="a throwaway database on 127.0.0.1:5432")
+    add_database_options(ap)
     args = ap.parse_args()
-    if shutil.which("taskset") is None:
-        raise SystemExit("missing taskset (apt-get install util-linux)")
+    require(("taskset",), "util-linux")
     while others := other_benchmarks():
         print("waiting for another benchmark to finish: " + others[0][:100], flush=True)
         time.sleep(15)
     if args.persons < args.flows:
         raise SystemExit("--persons must be at least --flows (each flow owns its persons)")
 
-    dbname = ""
-    if args.postgresql:
-        dbname = f"acar_bench_passkey_{secrets.token_hex(4)}"
-        sh(*PG_ADMIN, "-c", f"CREATE DATABASE {dbname}")
-        args.database_url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{dbname}"
-    try:
+    with database_url(args, prefix="acar_bench_passkey_") as url:
+        args.database_url = url
         measure(args)
-    finally:
-        if dbname:
-            sh(*PG_ADMIN, "-c", f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
 
 
 def measure(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="acar-bench-passkey-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ACAR_")}
-    env.update(ACAR_DATA_DIR=str(work / "data"), ACAR_ACCESS_LOG="false", ACAR_LOG_LEVEL="WARNING",
-               ACAR_ISSUER="http://localhost:8000")
-    if args.database_url:
-        env["ACAR_DATABASE_URL"] = args.database_url
+    settings = acar_settings(work / "data", "http://localhost:8000", args.database_url)
+    env = without_acar_settings() | settings
     sh(ACAR, "init", "--json", env=env)
-    client_id, authenticators = asyncio.run(setup({k: v for k, v in env.items() if k.startswith("ACAR_")},
-                                                  args.persons))
+    client_id, authenticators = asyncio.run(setup(settings, args.persons))
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(["taskset", "-c", "0", ACAR, "serve", "--port", str(port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=open(work / "server.log", "wb"),  # noqa: SIM115
-                              start_new_session=True)
-    os.sched_setaffinity(0, {1})  # the load on the other core
     results: list[tuple[float, int, float, float]] = []
-    try:
-        for _ in range(300):
-            try:
-                with urllib.request.urlopen(base + "/readyz", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            raise SystemExit("server not ready: " + (work / "server.log").read_text()[-2000:])
+    with acar_server(port, work / "server.log", env) as server:
+        os.sched_setaffinity(0, {1})  # the load on the other core
         flows = Flows(base, client_id, authenticators, args.flows)
         warm = asyncio.run(flows.run(2, server.pid))  # warm-up, and the preflight: every login must succeed
         if warm[1]:
@@ -246,9 +209,6 @@ def measure(args: argparse.Namespace) -> None:
             rate, failed, cpu_ms, util = results[-1]
             print(f"  run: {rate:.0f} logins/s, {failed} failed, server {cpu_ms:.2f} ms CPU per login, "
                   f"{util:.0%} of its core" + (f"; first failure: {flows.failed[0]}" if failed else ""), flush=True)
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
 
     db = "postgresql" if args.database_url.startswith("postgresql") else "sqlite"
     median = statistics.median(r[0] for r in results)

@@ -17,18 +17,13 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-ACAR = str(Path(sys.executable).with_name("acar"))
+from _common import ACAR, acar_server, acar_settings, free_port, median_run, require, sh, without_acar_settings
+
 LUA = """
 local f = io.open(os.getenv("BENCH_BODY"), "rb")
 wrk.body = f:read("*a")
@@ -36,19 +31,6 @@ f:close()
 wrk.method = "POST"
 wrk.headers["Content-Type"] = os.getenv("BENCH_CTYPE")
 """
-
-
-def sh(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> str:
-    proc = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(args[:3])} failed: {proc.stderr.strip()}")
-    return proc.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def post(url: str, body: bytes, ctype: str) -> bytes:
@@ -77,16 +59,10 @@ def main() -> None:
     ap.add_argument("--conns", type=int, default=16)
     ap.add_argument("--database-url", default="")
     args = ap.parse_args()
-    for tool in ("wrk", "taskset", "openssl"):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"missing {tool} (apt-get install wrk util-linux openssl)")
+    require(("wrk", "taskset", "openssl"), "wrk util-linux openssl")
 
     work = Path(tempfile.mkdtemp(prefix="acar-bench-pki-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ACAR_")}
-    env.update(ACAR_DATA_DIR=str(work / "data"), ACAR_ACCESS_LOG="false", ACAR_LOG_LEVEL="WARNING",
-               ACAR_ISSUER="http://localhost:8000")
-    if args.database_url:
-        env["ACAR_DATABASE_URL"] = args.database_url
+    env = without_acar_settings() | acar_settings(work / "data", "http://localhost:8000", args.database_url)
     sh(ACAR, "init", "--json", env=env)
     sh("openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(work / "leaf.key"))
     sh("openssl", "ec", "-in", str(work / "leaf.key"), "-pubout", "-out", str(work / "leaf.pub"))
@@ -105,20 +81,7 @@ def main() -> None:
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(["taskset", "-c", "0", ACAR, "serve", "--port", str(port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=open(work / "server.log", "wb"),  # noqa: SIM115
-                              start_new_session=True)
-    try:
-        for _ in range(300):
-            try:
-                with urllib.request.urlopen(base + "/readyz", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            raise SystemExit("server not ready: " + (work / "server.log").read_text()[-2000:])
-
+    with acar_server(port, work / "server.log", env):
         # preflight: the responses are right, checked by openssl
         (work / "ocsp.resp").write_bytes(post(base + "/pki/ocsp", (work / "ocsp.req").read_bytes(),
                                               "application/ocsp-request"))
@@ -142,9 +105,6 @@ def main() -> None:
         for _ in range(args.runs):
             for name, (url, body, ctype) in targets.items():
                 results[name].append(wrk(url, args.duration, args.conns, body, ctype, work / "post.lua"))
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
 
     db = "postgresql" if args.database_url.startswith("postgresql") else "sqlite"
     print(f"server on core 0, wrk on core 1, {args.conns} connections, {args.runs} runs x {args.duration}s, "
@@ -152,10 +112,9 @@ def main() -> None:
     ref = statistics.median(r[0] for r in results["healthz"])
     print(f"{'endpoint':10} {'median req/s':>12} {'p50':>9} {'errors':>7} {'vs 1000/s':>9} {'vs healthz':>10}")
     for name, runs in results.items():
-        med = statistics.median(r[0] for r in runs)
-        p50 = sorted(runs, key=lambda r: r[0])[len(runs) // 2][2]
+        med, mid = median_run(runs, lambda r: r[0])
         errors = sum(r[1] for r in runs)
-        print(f"{name:10} {med:12.0f} {p50:>9} {errors:7d} {med / 1000:9.2f} {med / ref:10.2f}")
+        print(f"{name:10} {med:12.0f} {mid[2]:>9} {errors:7d} {med / 1000:9.2f} {med / ref:10.2f}")
     shutil.rmtree(work, ignore_errors=True)
 
 

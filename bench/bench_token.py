@@ -21,28 +21,18 @@ import argparse
 import json
 import os
 import re
-import secrets
 import shlex
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-ACAR = str(Path(sys.executable).with_name("acar"))
+from _common import ACAR, ROOT, acar_settings, add_database_options, database_url, median_run, sh, without_acar_settings
+
 ROW = re.compile(r"^(\S+)\s+(token|discovery|jwks)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(\d+)"
                  r"\s+(\S+)\s+(\S+)\s+(\S+)\s*$")
 HARNESS = "/tmp/acar-bench"  # noqa: S108 - where the harness README has it copied (its folder is read-only)
-PG_ADMIN = ["psql", "-h", "127.0.0.1", "-p", "5432", "-U", "postgres", "-v", "ON_ERROR_STOP=1", "-qAt"]
-
-
-def sh(*args: str, env: dict[str, str] | None = None) -> str:
-    proc = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(args[:3])} failed: {proc.stderr.strip()}")
-    return proc.stdout
 
 
 def harness(script: Path, args: list[str], env: dict[str, str]) -> dict[tuple[str, str], list[str]]:
@@ -68,63 +58,50 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=20, help="seconds per measured run")
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--with-ref", action="store_true", help="also the harness's minimal FastAPI endpoint")
-    db = ap.add_mutually_exclusive_group()
-    db.add_argument("--database-url", default="")
-    db.add_argument("--postgresql", action="store_true", help="a throwaway database on 127.0.0.1:5432")
+    add_database_options(ap)
     args = ap.parse_args()
     script = Path(args.harness) / "bench.sh"
     if not script.is_file() or not (Path(args.harness) / "node_modules" / "oidc-provider").is_dir():
         raise SystemExit(f"no ready harness at {args.harness}: cp -r /work/shared/bench there and run `npm ci`")
 
     work = Path(tempfile.mkdtemp(prefix="acar-bench-token-"))
-    dbname = ""
-    database_url = args.database_url
-    if args.postgresql:
-        dbname = "acar_bench_" + secrets.token_hex(4)
-        sh(*PG_ADMIN, "-c", f"CREATE DATABASE {dbname}")
-        database_url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{dbname}"
     issuer = f"http://127.0.0.1:{args.port}"  # bench.sh finds discovery at the token URL's origin: same origin
-    acar_env = {"ACAR_DATA_DIR": str(work / "data"), "ACAR_ACCESS_LOG": "false", "ACAR_LOG_LEVEL": "WARNING",
-                "ACAR_ISSUER": issuer}
-    if database_url:
-        acar_env["ACAR_DATABASE_URL"] = database_url
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ACAR_")}  # everything else at its default
-    try:
-        sh(ACAR, "init", "--json", env={**env, **acar_env})
-        client = json.loads(sh(ACAR, "client", "add", "--name", "bench", "--grant-type", "client_credentials",
-                               "--scope", "api", "--auth-method", "client_secret_basic", "--json",
-                               env={**env, **acar_env}))
-        product = (f"cd {shlex.quote(str(ROOT))} && exec env "
-                   + " ".join(f"{k}={shlex.quote(v)}" for k, v in acar_env.items())
-                   + f" .venv/bin/acar serve --port {args.port}")
-        common = ["--repeat", str(args.repeat), "--duration", str(args.duration), "--form", "&scope=api"]
-        peer_args = ["--servers", "peer,ref" if args.with_ref else "peer", *common]
-        credentials = f"{client['client_id']}:{client['client_secret']}"
-        product_args = ["--servers", "product", "--name", "acar", "--product", product,
-                        "--token-url", issuer + "/token", "--client", credentials, *common]
-        results: dict[tuple[str, str], list[list[str]]] = {}
-        ratios: list[float] = []
-        for round_no in range(args.rounds):
-            order = [peer_args, product_args] if round_no % 2 == 0 else [product_args, peer_args]
-            got: dict[tuple[str, str], list[str]] = {}
-            for call in order:
-                got.update(harness(script, call, env))
-            for key, row in got.items():
-                results.setdefault(key, []).append(row)
-            if ("acar", "token") in got and ("peer", "token") in got:
-                ratios.append(float(got[("acar", "token")][0]) / float(got[("peer", "token")][0]))
-    finally:
-        if dbname:
-            sh(*PG_ADMIN, "-c", f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
-        shutil.rmtree(work, ignore_errors=True)
+    env = without_acar_settings()  # everything else at its default
+    with database_url(args) as url:
+        acar_env = acar_settings(work / "data", issuer, url)
+        try:
+            sh(ACAR, "init", "--json", env={**env, **acar_env})
+            client = json.loads(sh(ACAR, "client", "add", "--name", "bench", "--grant-type", "client_credentials",
+                                   "--scope", "api", "--auth-method", "client_secret_basic", "--json",
+                                   env={**env, **acar_env}))
+            product = (f"cd {shlex.quote(str(ROOT))} && exec env "
+                       + " ".join(f"{k}={shlex.quote(v)}" for k, v in acar_env.items())
+                       + f" .venv/bin/acar serve --port {args.port}")
+            common = ["--repeat", str(args.repeat), "--duration", str(args.duration), "--form", "&scope=api"]
+            peer_args = ["--servers", "peer,ref" if args.with_ref else "peer", *common]
+            credentials = f"{client['client_id']}:{client['client_secret']}"
+            product_args = ["--servers", "product", "--name", "acar", "--product", product,
+                            "--token-url", issuer + "/token", "--client", credentials, *common]
+            results: dict[tuple[str, str], list[list[str]]] = {}
+            ratios: list[float] = []
+            for round_no in range(args.rounds):
+                order = [peer_args, product_args] if round_no % 2 == 0 else [product_args, peer_args]
+                got: dict[tuple[str, str], list[str]] = {}
+                for call in order:
+                    got.update(harness(script, call, env))
+                for key, row in got.items():
+                    results.setdefault(key, []).append(row)
+                if ("acar", "token") in got and ("peer", "token") in got:
+                    ratios.append(float(got[("acar", "token")][0]) / float(got[("peer", "token")][0]))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
 
-    print(f"\nclient_credentials, ES256 at+jwt; database {'postgresql' if database_url else 'sqlite'}; "
+    print(f"\nclient_credentials, ES256 at+jwt; database {'postgresql' if url else 'sqlite'}; "
           f"{args.rounds} round(s) x median of {args.repeat} runs of {args.duration}s; server core 0, wrk core 1")
     print(f"{'server':8} {'endpoint':10} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} {'CPU ms/req':>10}")
     cpu: dict[tuple[str, str], float] = {}
     for (server, endpoint), rows in sorted(results.items()):
-        rps = statistics.median(float(r[0]) for r in rows)
-        mid = sorted(rows, key=lambda r: float(r[0]))[len(rows) // 2]
+        rps, mid = median_run(rows, lambda r: float(r[0]))
         # the server's own CPU time per request (srv% of one core / req/s): what the load of others moves least
         cpu[(server, endpoint)] = statistics.median(float(r[4]) * 10 / float(r[0]) for r in rows if r[4] != "-")
         print(f"{server:8} {endpoint:10} {rps:9.0f} {mid[1]:>7} {mid[2]:>7} {sum(int(r[3]) for r in rows):6d} "

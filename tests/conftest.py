@@ -29,6 +29,7 @@ from api.settings import Settings
 from keys.software import MasterKey
 from storage import Base
 from tests import softhsm
+from tests.oidc_tools import ISSUER, asgi_browser
 
 TEST_DB = os.environ.get("ACAR_TEST_DB", "sqlite")
 DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -118,7 +119,7 @@ def softhsm_token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[softhsm.
 def settings(database_url: str, master_key_file: Path, tmp_path: Path) -> Settings:
     return Settings(
         env="development",
-        issuer="http://localhost:8000",
+        issuer=ISSUER,
         data_dir=tmp_path,
         database_url=database_url,
         master_key_file=master_key_file,
@@ -165,8 +166,23 @@ async def app(initialized: Services) -> AsyncIterator[FastAPI]:
 
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://localhost:8000") as c:
+    async with asgi_browser(app) as c:
+        yield c
+
+
+@pytest.fixture
+async def dev_app(initialized: Services) -> AsyncIterator[FastAPI]:
+    """The app with the development login on (the OIDC suites sign in through it)."""
+    initialized.settings.dev_login = True
+    application = create_app(services=initialized)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def http(dev_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A browser on `dev_app`."""
+    async with asgi_browser(dev_app) as c:
         yield c
 
 

@@ -1,17 +1,48 @@
-"""A small HTTP server on 127.0.0.1 serving fixed documents (a client's JWK Set, a sector identifier list).
-
-Tests change `routes` while it runs and read `hits` to see what was fetched; nothing leaves the loopback.
+"""HTTP on 127.0.0.1 for tests: `serving` runs a request handler in a thread (the relying parties' endpoints
+of the OIDC suites are built on it), and `local_http` serves fixed documents (a client's JWK Set, a sector
+identifier list): tests change `routes` while it runs and read `hits` to see what was fetched. Nothing leaves
+the loopback.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler that keeps the test output clean: no access log on stderr."""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the overridden signature
+        pass
+
+
+@contextmanager
+def serving(handler: type[BaseHTTPRequestHandler], port: int = 0, *,
+            poll_interval: float = 0.5) -> Iterator[ThreadingHTTPServer]:
+    """`handler` answering on 127.0.0.1:`port` (0: a free one, see server_address) in a thread of its own;
+    shut down and closed afterwards."""
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": poll_interval}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 @dataclass
@@ -40,7 +71,7 @@ def local_http() -> Iterator[LocalHttp]:
     routes: dict[str, Route] = {}
     hits: list[str] = []
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             hits.append(self.path)
             route = routes.get(self.path, Route(status=404, body=b"not found"))
@@ -51,15 +82,5 @@ def local_http() -> Iterator[LocalHttp]:
             self.end_headers()
             self.wfile.write(route.body)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the overridden signature
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(Handler) as server:
         yield LocalHttp(base=f"http://127.0.0.1:{server.server_address[1]}", routes=routes, hits=hits)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()

@@ -1,4 +1,5 @@
-"""Shared helpers for OpenID Connect tests: register clients and persons, drive the development login."""
+"""Shared helpers for OpenID Connect tests: register clients and persons, a browser on the in-process app, drive
+the development login."""
 
 from __future__ import annotations
 
@@ -6,21 +7,28 @@ import base64
 import hashlib
 import re
 import secrets
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
 import httpx
+from fastapi import FastAPI
 
 from api.deps import Services
 from idp.clients import ClientRegistration, ClientRegistry
 from idp.persons import PersonService
+from tests.local_http import QuietHandler, serving
 
 FIN = "5ABCD12"
+ISSUER = "http://localhost:8000"
+"""The issuer of the test settings (tests/conftest.py), so the origin of the in-process app."""
+
+
+def asgi_browser(app: FastAPI, **kw: Any) -> httpx.AsyncClient:
+    """A browser of its own (its own cookies) on the in-process `app` at the issuer's origin."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ISSUER, **kw)
 
 
 @dataclass
@@ -103,8 +111,8 @@ def logout_receiver(port: int, path: str = "/backchannel") -> Iterator[LogoutRec
     records the logout_token of every form POST to `path` and answers 200."""
     received = LogoutReceiver(uri=f"http://127.0.0.1:{port}{path}", tokens=[], content_types=[])
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
+    class Handler(QuietHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the name http.server dispatches to
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
             form = parse_qs(body)
             ok = self.path == path and len(form.get("logout_token", [])) == 1
@@ -116,18 +124,8 @@ def logout_receiver(port: int, path: str = "/backchannel") -> Iterator[LogoutRec
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the overridden signature
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(Handler, port):
         yield received
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 # --- the code flow in process (ASGI): authorize, log in, consent, redeem ------------------------------------

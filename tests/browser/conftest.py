@@ -17,7 +17,8 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, CDPSession, Page, async_playwright
 
 from api.deps import Services
-from tests.functional.helpers import Server, free_port, run_acar
+from tests.functional.helpers import Server, run_acar
+from tests.local_http import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tests.local_http import free_port
 
 ACAR = str(Path(sys.executable).with_name("acar"))
 
@@ -35,12 +36,6 @@ def run_acar(env: Mapping[str, str], *args: str, check: bool = True, input_: str
 
 def acar_json(env: Mapping[str, str], *args: str) -> Any:
     return json.loads(run_acar(env, *args, "--json").stdout)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:

@@ -17,7 +17,8 @@ from pkcs11 import Attribute
 
 from keys.pkcs11 import Pkcs11KeyStore
 from keys.software import MasterKey
-from tests.functional.helpers import Server, acar_json, free_port, run_acar
+from tests.functional.helpers import Server, acar_json, run_acar
+from tests.local_http import free_port
 from tests.softhsm import SoftHsmToken
 
 ISSUER = "http://localhost:8000"

@@ -33,7 +33,8 @@ from api.settings import Settings
 from idp.models import LogoutDelivery
 from idp.tokens import TokenIssuer
 from tests.conftest import _wipe
-from tests.functional.helpers import Server, acar_env, free_port, run_acar
+from tests.functional.helpers import Server, acar_env, run_acar
+from tests.local_http import free_port
 from tests.oidc_tools import FIN, expected_at_hash, hidden, logout_receiver
 
 with warnings.catch_warnings():  # Authlib 1.9 prefers the httpx2 package and warns when it runs on httpx

@@ -15,17 +15,16 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select, update
 
-from api.app import create_app
 from api.deps import Services
 from api.i18n import CATALOGS, LANGUAGES
 from api.pages import PASSKEY_ERRORS, return_path, safe_return_path
 from idp.claims import CLAIM_DESCRIPTIONS
-from idp.enrollment import EnrollmentService
 from idp.models import ActivationCode, Consent, Person, WebAuthnCredential
 from storage.base import utcnow
 from tests.oidc_tools import (
     FIN,
     Registered,
+    asgi_browser,
     authorization_params,
     authorize,
     hidden,
@@ -33,9 +32,8 @@ from tests.oidc_tools import (
     register_client,
     register_person,
 )
+from tests.passkey_tools import issue_code
 from tests.webauthn_authenticator import CSRF, SoftwareAuthenticator, passkey_login
-
-ISSUER = "http://localhost:8000"
 
 
 def t(lang: str, key: str, **params: str) -> str:
@@ -47,22 +45,8 @@ def t(lang: str, key: str, **params: str) -> str:
 # --- fixtures -----------------------------------------------------------------------------------------------
 
 @pytest.fixture
-async def dev_app(initialized: Services) -> AsyncIterator[FastAPI]:
-    initialized.settings.dev_login = True
-    application = create_app(services=initialized)
-    async with application.router.lifespan_context(application):
-        yield application
-
-
-@pytest.fixture
-async def http(dev_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=dev_app), base_url=ISSUER) as c:
-        yield c
-
-
-@pytest.fixture
 async def other_browser(dev_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=dev_app), base_url=ISSUER) as c:
+    async with asgi_browser(dev_app) as c:
         yield c
 
 
@@ -248,13 +232,6 @@ async def signed_in(http: httpx.AsyncClient, world: World, scope: str = "openid 
     _, challenge = pkce_pair()
     done = await authorize(http, authorization_params(world.rp, challenge, scope=scope))
     assert "code" in done.query
-
-
-async def issue_code(services: Services, person_id: str) -> str:
-    async with services.sessions() as session, session.begin():
-        issued = await EnrollmentService(session, services.enrollment_policy, clock=utcnow).issue(
-            person_id, issued_by="officer-1")
-    return issued.code
 
 
 def data_attribute(html: str, name: str) -> str:
@@ -557,7 +534,7 @@ async def test_account_page_lists_passkeys_and_consents(world: World, http: http
         await session.execute(update(WebAuthnCredential).where(WebAuthnCredential.id == "cred-1").values(
             created_at=utcnow().replace(year=2025, month=3, day=4, hour=8),
             last_used_at=utcnow().replace(year=2025, month=3, day=4, hour=22, minute=5)))
-        await session.execute(update(Consent).values(granted_at=utcnow().replace(year=2025, month=1, day=15)))
+        await session.execute(update(Consent).values(granted_at=utcnow().replace(year=2025, month=1, day=15, hour=8)))
     http.cookies.set("acar_lang", lang)
     r = await http.get("/account")
     assert r.status_code == 200

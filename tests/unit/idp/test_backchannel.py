@@ -11,13 +11,10 @@ import contextlib
 import datetime as dt
 import hashlib
 import logging
-import socket
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -33,6 +30,7 @@ from idp.models import LoginSession, LogoutDelivery, OAuthClient, Person, Sessio
 from storage.audit import AuditEvent
 from tests.clock import Clock
 from tests.conftest import TEST_DB
+from tests.local_http import QuietHandler, free_port, serving
 
 ISSUER = "https://id.example.az"
 EVENT = "http://schemas.openid.net/event/backchannel-logout"
@@ -80,7 +78,7 @@ class Receiver:
     delay: float = 0.0
     posts: list[Post] = field(default_factory=list)
     invalid: list[str] = field(default_factory=list)
-    _server: ThreadingHTTPServer | None = None
+    _running: contextlib.ExitStack | None = None
 
     def uri(self, client_id: str) -> str:
         return f"http://127.0.0.1:{self.port}/rp/{client_id}/logout"
@@ -98,8 +96,8 @@ class Receiver:
     def start(self) -> None:
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
+        class Handler(QuietHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the name http.server dispatches to
                 form = parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
                 client_id = self.path.split("/")[2]
                 token = form["logout_token"][0]
@@ -122,25 +120,14 @@ class Receiver:
                     self.end_headers()
                     self.wfile.write(data)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+        self._running = contextlib.ExitStack()
+        server = self._running.enter_context(serving(Handler, self.port, poll_interval=0.02))
+        self.port = server.server_address[1]
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        if self._running is not None:
+            self._running.close()
+            self._running = None
 
 
 @pytest.fixture

@@ -36,6 +36,7 @@ from idp.client_auth import (
 from idp.clients import ClientRegistration, ClientRegistry
 from idp.errors import InvalidClient, InvalidRequest
 from idp.interfaces import Client
+from tests.clock import Tick
 from tests.local_http import LocalHttp, Route, local_http
 
 ISSUER = "https://id.example.az"
@@ -336,14 +337,6 @@ async def test_disabled_private_key_jwt_client(directory: Directory, auth: Clien
 def http() -> Iterator[LocalHttp]:
     with local_http() as server:
         yield server
-
-
-class Tick:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def test_jwks_uri_is_fetched_cached_and_refetched_on_a_new_kid(http: LocalHttp) -> None:

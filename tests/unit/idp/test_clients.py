@@ -27,6 +27,7 @@ from idp.clients import (
 from idp.errors import ClientNotFound, InvalidClientMetadata
 from idp.models import OAuthClient
 from storage.audit import AuditEvent
+from tests.clock import Tick
 from tests.local_http import LocalHttp, local_http
 
 RP = "https://rp.example/cb"
@@ -317,14 +318,6 @@ def queries(services: Services) -> Iterator[Queries]:
     counter.close()
 
 
-class Tick:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def _register(services: Services, **kw: Any) -> str:
     async with services.sessions() as session, session.begin():
         client, _ = await ClientRegistry(session).add(reg(**kw), actor="test")
@@ -333,7 +326,7 @@ async def _register(services: Services, **kw: Any) -> str:
 
 async def test_cache_hit_does_not_query_and_expires_after_ttl(services: Services, queries: Queries) -> None:
     client_id = await _register(services)
-    clock = Tick()
+    clock = Tick(1000.0)
     directory = CachedClientDirectory(services.sessions, ttl_seconds=5, clock=clock)
     first = await directory.get(client_id)
     assert first is not None and first.client_id == client_id
@@ -353,7 +346,7 @@ async def test_cache_hit_does_not_query_and_expires_after_ttl(services: Services
 
 
 async def test_unknown_clients_are_cached_too_and_invalidate_forgets(services: Services, queries: Queries) -> None:
-    clock = Tick()
+    clock = Tick(1000.0)
     directory = CachedClientDirectory(services.sessions, ttl_seconds=60, clock=clock)
     assert await directory.get("not-yet") is None
     before = queries.count
@@ -387,7 +380,7 @@ async def test_ttl_zero_always_reads(services: Services, queries: Queries) -> No
 
 
 async def test_cache_is_bounded(services: Services) -> None:
-    clock = Tick()
+    clock = Tick(1000.0)
     directory = CachedClientDirectory(services.sessions, ttl_seconds=60, clock=clock)
     directory.MAX_ENTRIES = 5  # type: ignore[misc]
     for i in range(12):

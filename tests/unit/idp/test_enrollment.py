@@ -26,8 +26,8 @@ from idp.enrollment import (
 from idp.models import ActivationCode, Enrollment, WebAuthnCredential
 from storage.audit import AuditEvent
 from storage.base import utcnow
-from tests.oidc_tools import register_person
-from tests.unit.idp.test_webauthn import ORIGIN, events, issue_code, refused, rows
+from tests.oidc_tools import asgi_browser, register_person
+from tests.passkey_tools import ORIGIN, events, issue_code, refused, rows
 from tests.webauthn_authenticator import CSRF, SoftwareAuthenticator, enroll_with_code
 
 FIN = "5ABCD12"
@@ -128,7 +128,7 @@ async def test_one_browser_at_a_time(initialized: Services, client: httpx.AsyncC
     csrf = r.json()["csrf_token"]
     state = (await client.get("/webauthn/enrollment")).json()
     assert state["csrf_token"] == csrf and state["display_name"] == "Aysel Məmmədova"
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ORIGIN) as other:
+    async with asgi_browser(app) as other:
         refused(await other.get("/webauthn/enrollment"), 401, "enrollment_required")
         body = refused(await other.post("/webauthn/enrollment", json={"code": code}), 400, "code_used")
         assert "another browser" in body["detail"]
@@ -248,7 +248,7 @@ async def test_admin_recovery_revokes_credentials(initialized: Services, client:
         removed = (await session.execute(select(AuditEvent).where(AuditEvent.event_type == "webauthn.removed"))
                    ).scalar_one()
     assert removed.actor == "admin:officer-7" and removed.detail["person"] == person_id
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ORIGIN) as fresh:
+    async with asgi_browser(app) as fresh:
         r = await enroll_with_code(fresh, r.json()["code"], SoftwareAuthenticator())
         assert r.status_code == 201, r.text
 

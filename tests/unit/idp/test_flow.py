@@ -2,30 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
-from api.app import create_app
 from api.deps import Services
-from tests.oidc_tools import Registered, consent, dev_login, hidden, pkce_pair, register_client, register_person
-
-
-@pytest.fixture
-async def dev_app(initialized: Services) -> AsyncIterator[FastAPI]:
-    initialized.settings.dev_login = True
-    application = create_app(services=initialized)
-    async with application.router.lifespan_context(application):
-        yield application
-
-
-@pytest.fixture
-async def http(dev_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=dev_app), base_url="http://localhost:8000") as c:
-        yield c
+from tests.oidc_tools import (
+    Registered,
+    asgi_browser,
+    consent,
+    dev_login,
+    hidden,
+    pkce_pair,
+    register_client,
+    register_person,
+)
 
 
 async def test_code_flow(initialized: Services, http: httpx.AsyncClient) -> None:
@@ -123,8 +116,7 @@ async def test_interactions_are_bound_to_the_browser_that_made_the_request(
     assert "acar_browser" in r.headers["set-cookie"] and "HttpOnly" in r.headers["set-cookie"]
     page = await http.get(location)
     token = hidden(page.text, "csrf_token")
-    victim_transport = httpx.ASGITransport(app=dev_app)
-    async with httpx.AsyncClient(transport=victim_transport, base_url="http://localhost:8000") as victim:
+    async with asgi_browser(dev_app) as victim:
         assert (await victim.get(location)).status_code == 400
         r = await victim.post(location + "/dev-login", data={"csrf_token": token, "fin": "5ABCD12", "level": "low"})
         assert r.status_code == 400 and "set-cookie" not in r.headers

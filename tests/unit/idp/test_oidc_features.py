@@ -26,7 +26,9 @@ from idp.models import RefreshToken
 from storage.audit import AuditEvent
 from tests.oidc_tools import (
     FIN,
+    ISSUER,
     Registered,
+    asgi_browser,
     authorization_params,
     authorize,
     expected_at_hash,
@@ -40,7 +42,6 @@ from tests.oidc_tools import (
     register_person,
 )
 
-ISSUER = "http://localhost:8000"
 ACR_HIGH = "http://eidas.europa.eu/LoA/high"
 
 
@@ -54,8 +55,7 @@ def settings(database_url: str, master_key_file: Path, tmp_path: Path) -> Settin
 
 @pytest.fixture
 async def http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ISSUER,
-                                 headers={"Accept-Language": "en"}) as c:
+    async with asgi_browser(app, headers={"Accept-Language": "en"}) as c:
         yield c
 
 

@@ -8,7 +8,6 @@ import datetime as dt
 import hashlib
 import hmac
 import json
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,10 +15,8 @@ import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
-from fastapi import FastAPI
 from sqlalchemy import func, select, update
 
-from api.app import create_app
 from api.deps import Services
 from api.settings import Settings, SettingsError, load_settings
 from idp.clients import ClientRegistry
@@ -39,20 +36,6 @@ from tests.oidc_tools import (
 
 ROWS = {"pending": AuthorizationRequest, "grants": Grant, "codes": AuthorizationCode, "refresh": RefreshToken,
         "sessions": LoginSession, "consents": Consent}
-
-
-@pytest.fixture
-async def dev_app(initialized: Services) -> AsyncIterator[FastAPI]:
-    initialized.settings.dev_login = True
-    application = create_app(services=initialized)
-    async with application.router.lifespan_context(application):
-        yield application
-
-
-@pytest.fixture
-async def http(dev_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=dev_app), base_url="http://localhost:8000") as c:
-        yield c
 
 
 @dataclass

@@ -13,17 +13,16 @@ import httpx
 import jwt as pyjwt
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 
 from api.deps import Services
-from idp.enrollment import EnrollmentService
 from idp.models import AuthorizationRequest, LoginSession, WebAuthnChallenge, WebAuthnCredential, WebAuthnUser
 from idp.store import SqlOidcStore
 from idp.webauthn import AttestationPolicy, PasskeyService, RelyingParty, login_level, login_method
-from storage.audit import AuditEvent
 from storage.base import utcnow
 from tests.oidc_tools import (
     Registered,
+    asgi_browser,
     authorization_params,
     consent,
     pkce_pair,
@@ -31,6 +30,7 @@ from tests.oidc_tools import (
     register_client,
     register_person,
 )
+from tests.passkey_tools import ORIGIN, TABLES, events, issue_code, refused, rows
 from tests.webauthn_authenticator import (
     CSRF,
     AttestationCa,
@@ -42,26 +42,14 @@ from tests.webauthn_authenticator import (
 )
 
 FIN_A, FIN_B = "5ABCD12", "6XYZ789"
-ORIGIN = "http://localhost:8000"
 
 
 # --- helpers ----------------------------------------------------------------------------------------------
 
-async def new_client(app: FastAPI) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ORIGIN)
-
-
 @pytest.fixture
 async def other_browser(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with await new_client(app) as c:
+    async with asgi_browser(app) as c:
         yield c
-
-
-async def issue_code(services: Services, person_id: str) -> str:
-    async with services.sessions() as session, session.begin():
-        issued = await EnrollmentService(session, services.enrollment_policy, clock=utcnow).issue(
-            person_id, issued_by="officer-1")
-    return issued.code
 
 
 async def enrolled(services: Services, http: httpx.AsyncClient, fin: str = FIN_A,
@@ -107,40 +95,11 @@ async def pre_consent(services: Services, rp: Registered, fin: str = FIN_A) -> N
                                                  frozenset({"sub", "name", "given_name", "family_name"}), utcnow())
 
 
-TABLES = ("sessions", "grants", "authorization_codes", "authorization_requests", "consents", "webauthn_credentials",
-          "webauthn_users", "activation_codes", "enrollments")
-
-
-async def rows(services: Services) -> dict[str, list[tuple[str, ...]]]:
-    """Every row of the tables a login or registration may change (ceremony challenges and audit events aside)."""
-    out = {}
-    async with services.engine.connect() as conn:
-        for table in TABLES:
-            result = await conn.execute(text(f'SELECT * FROM "{table}"'))  # noqa: S608 - names from a constant
-            out[table] = sorted(tuple(repr(v) for v in row) for row in result.all())
-    return out
-
-
-async def events(services: Services, event_type: str) -> list[AuditEvent]:
-    async with services.sessions() as session:
-        return list((await session.execute(select(AuditEvent).where(AuditEvent.event_type == event_type)
-                                            .order_by(AuditEvent.occurred_at))).scalars().all())
-
-
 async def credential_row(services: Services, credential_id: str) -> WebAuthnCredential:
     async with services.sessions() as session:
         row = await session.get(WebAuthnCredential, credential_id)
         assert row is not None
         return row
-
-
-def refused(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert r.status_code == status, (r.status_code, r.text)
-    assert r.headers["content-type"] == "application/problem+json"
-    body: dict[str, Any] = r.json()
-    assert body["code"] == code and body["type"] == f"urn:acar:problem:{code}", body
-    assert body["detail"]
-    return body
 
 
 async def id_token_claims(http: httpx.AsyncClient, services: Services, rp: Registered, token: str) -> dict[str, Any]:

@@ -1,0 +1,121 @@
+"""What the benchmark scripts share: running commands, a throwaway PostgreSQL database, the `acar` environment,
+a real `acar serve` pinned to core 0, CPU time from /proc, and the median of the runs.
+
+The scripts run as `.venv/bin/python bench/<script>.py`, so this directory is first on sys.path and they import
+this module as `_common`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+ROOT = Path(__file__).resolve().parent.parent
+ACAR = str(Path(sys.executable).with_name("acar"))
+PG_ADMIN = ["psql", "-h", "127.0.0.1", "-p", "5432", "-U", "postgres", "-v", "ON_ERROR_STOP=1", "-qAt"]
+Run = TypeVar("Run")
+
+
+def sh(*args: str, env: dict[str, str] | None = None) -> str:
+    """Run a command; its stdout, or exit with its stderr when it fails."""
+    proc = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(args[:3])} failed: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def require(tools: Sequence[str], install: str) -> None:
+    """Exit naming the first of `tools` not on PATH and the packages (`install`) that bring them."""
+    for tool in tools:
+        if shutil.which(tool) is None:
+            raise SystemExit(f"missing {tool} (apt-get install {install})")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def add_database_options(ap: argparse.ArgumentParser) -> None:
+    """--database-url, or --postgresql for a throwaway database (see `database_url`)."""
+    db = ap.add_mutually_exclusive_group()
+    db.add_argument("--database-url", default="")
+    db.add_argument("--postgresql", action="store_true", help="a throwaway database on 127.0.0.1:5432")
+
+
+@contextmanager
+def database_url(args: argparse.Namespace, prefix: str = "acar_bench_") -> Iterator[str]:
+    """The database to measure on: --database-url as given ("" is SQLite in the data dir) or, with --postgresql,
+    a database `prefix`<random> created on postgresql://postgres@127.0.0.1:5432 (psql) and dropped afterwards."""
+    if not args.postgresql:
+        yield args.database_url
+        return
+    name = prefix + secrets.token_hex(4)
+    sh(*PG_ADMIN, "-c", f"CREATE DATABASE {name}")
+    try:
+        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        sh(*PG_ADMIN, "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def without_acar_settings() -> dict[str, str]:
+    """This process's environment without ACAR_*: every setting not given by `acar_settings` at its default
+    (ACAR_KEY_CACHE_SECONDS, lifetimes, ...)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("ACAR_")}
+
+
+def acar_settings(data_dir: Path, issuer: str, database_url: str = "") -> dict[str, str]:
+    """The ACAR_* settings of a benchmarked server: its data dir and issuer, access log off, warnings only."""
+    env = {"ACAR_DATA_DIR": str(data_dir), "ACAR_ACCESS_LOG": "false", "ACAR_LOG_LEVEL": "WARNING",
+           "ACAR_ISSUER": issuer}
+    if database_url:
+        env["ACAR_DATABASE_URL"] = database_url
+    return env
+
+
+@contextmanager
+def acar_server(port: int, log: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """A real `acar serve` (one worker) pinned to core 0, answering /readyz on 127.0.0.1:`port`, its stderr in
+    `log`; stopped afterwards (SIGTERM to its process group). `env` None: this process's environment."""
+    with log.open("wb") as stderr:
+        server = subprocess.Popen(["taskset", "-c", "0", ACAR, "serve", "--port", str(port)], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+    try:
+        for _ in range(300):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            raise SystemExit("server not ready: " + log.read_text()[-2000:])
+        yield server
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def median_run(runs: Sequence[Run], rate: Callable[[Run], float]) -> tuple[float, Run]:
+    """The median rate of the runs, and the middle run by rate (the one whose latencies are printed)."""
+    return statistics.median(rate(r) for r in runs), sorted(runs, key=rate)[len(runs) // 2]
