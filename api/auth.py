@@ -90,7 +90,7 @@ async def mint_admin_token(
     issuer = services.settings.issuer
     now = int(time.time())
     claims = {"iss": issuer, "sub": subject, "aud": admin_audience(issuer), "client_id": "acar-admin",
-              "iat": now, "exp": now + ttl_seconds, "jti": secrets.token_urlsafe(16), "scope": " ".join(sorted(scopes))}
+              "iat": now, "exp": now + ttl_seconds, "jti": secrets.token_hex(16), "scope": " ".join(sorted(scopes))}
     if actor is not None:
         claims["act"] = {"sub": actor[0], "jti": actor[1]}
     signer = await services.token_keys.signer("ES256")

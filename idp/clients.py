@@ -68,8 +68,9 @@ DocumentFetcher = Callable[[str], Awaitable[Any]]
 
 
 def generate_client_id() -> str:
-    """A new client_id: 128 random bits, URL-safe (it travels in authorization request URLs)."""
-    return secrets.token_urlsafe(16)
+    """A new client_id: 128 random bits in hex. Hex, not base64url: an id starting with "-" would be read as an
+    option by `acar client show ID` and other commands that take it as an argument."""
+    return secrets.token_hex(16)
 
 
 def generate_secret() -> str:

@@ -386,3 +386,11 @@ async def test_cache_is_bounded(services: Services) -> None:
     for i in range(12):
         await directory.get(f"junk-{i}")
     assert len(directory._entries) <= 5
+
+
+def test_client_ids_never_look_like_command_line_options() -> None:
+    """`acar client show ID` takes the id as an argument: one starting with "-" would be parsed as an option."""
+    from idp.clients import generate_client_id
+
+    ids = {generate_client_id() for _ in range(2000)}
+    assert len(ids) == 2000 and all(i.isalnum() and len(i) == 32 for i in ids)
