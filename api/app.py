@@ -33,7 +33,8 @@ BACKCHANNEL_TICK_SECONDS = 5.0
 LOGOUT_DELIVERY_KEPT = dt.timedelta(days=7)
 
 
-async def _housekeeping(services: Services, interval: float, backchannel: BackchannelDelivery | None = None) -> None:
+async def _housekeeping(services: Services, interval: float, backchannel: BackchannelDelivery | None = None,
+                        passed: asyncio.Event | None = None) -> None:
     """The automatic schedule: token-key rotation and removal (ACAR_TOKEN_KEY_ROTATION_DAYS); CRLs republished
     at half their lifetime and OCSP/TSA certificates renewed before they run out.
 
@@ -72,6 +73,8 @@ async def _housekeeping(services: Services, interval: float, backchannel: Backch
                 log.info("pki.housekeeping", extra=published)
         except Exception:
             log.exception("pki.housekeeping_failed")
+        if passed is not None:
+            passed.set()  # one whole pass done (tests wait for it before racing the schedule)
         await asyncio.sleep(interval)
 
 
@@ -99,7 +102,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         await startup_checks(svc)
         backchannel = BackchannelDelivery(svc.sessions, svc.oidc.tokens.logout_token)
         app.state.backchannel = backchannel
-        task = asyncio.create_task(_housekeeping(svc, settings.housekeeping_seconds, backchannel))
+        app.state.housekeeping_passed = asyncio.Event()
+        task = asyncio.create_task(_housekeeping(svc, settings.housekeeping_seconds, backchannel,
+                                                 app.state.housekeeping_passed))
         delivery = asyncio.create_task(backchannel.run(min(settings.housekeeping_seconds, BACKCHANNEL_TICK_SECONDS)))
         log.info("service.started", extra={"issuer": settings.issuer, "env": settings.env})
         try:
