@@ -29,6 +29,10 @@ from keys.tsa import TimestampAuthority, TsaCredentials, TsaProvider
 from storage import create_engine, create_session_factory, is_sqlite
 from storage.audit import GroupCommitAuditLog
 from storage.base import utcnow
+from storage.direct import DirectDatabase, PostgresDirect, SqliteDirect
+
+DIRECT_POOL_SIZE = 10
+"""PostgreSQL connections of the direct units of work (storage.direct), beside the ORM's pool."""
 
 
 @dataclass
@@ -41,7 +45,8 @@ class Services:
     pki: PkiService  # the CA hierarchy, CRLs and OCSP responder (keys.pki)
     owns_key_store: bool  # False when the caller passed the store in and closes it itself
     tsa: Callable[[], Awaitable[TimestampAuthority]]  # the RFC 3161 TSA (keys.tsa.TsaProvider)
-    audit_log: GroupCommitAuditLog  # group commit for hot endpoints' audit events (TSA)
+    direct: DirectDatabase  # units of work on the driver itself, for the hot paths (storage.direct)
+    audit_log: GroupCommitAuditLog  # group commit for hot endpoints' audit events (TSA, client_credentials)
     clients: CachedClientDirectory  # registered OIDC clients, cached ACAR_KEY_CACHE_SECONDS (idp.clients)
     oidc: Provider  # the OpenID Connect provider (api.oidc over idp/)
     passkeys: PasskeyService  # WebAuthn ceremonies and credential management (idp.webauthn)
@@ -51,6 +56,7 @@ class Services:
         if self.owns_key_store:
             self.key_store.close()
         await self.pki.close()
+        await self.direct.close()
         await self.engine.dispose()
 
 
@@ -72,6 +78,14 @@ def build_status_source(url: str) -> CertificateStatusSource:
     if is_sqlite(url):
         return SqliteCertificateStatus(make_url(url).database or "")
     return PostgresCertificateStatus(create_engine(url, pool_size=10, pre_ping=False, fixed_pool=True))
+
+
+def build_direct(url: str, engine: AsyncEngine) -> DirectDatabase:
+    """Direct units of work: sqlite3 on the SQLite file, or a fixed pool of asyncpg connections without
+    pre-ping (a dropped connection fails one unit of work and the pool is replaced)."""
+    if is_sqlite(url):
+        return SqliteDirect(engine)
+    return PostgresDirect(create_engine(url, pool_size=DIRECT_POOL_SIZE, pre_ping=False, fixed_pool=True))
 
 
 def build_services(settings: Settings, *, key_store: KeyStore | None = None) -> Services:
@@ -103,11 +117,14 @@ def build_services(settings: Settings, *, key_store: KeyStore | None = None) -> 
         issuer_parent=ROOT,
         refresh_seconds=settings.key_cache_seconds,  # how soon every node stops using a revoked TSA certificate
     )
-    audit_log = GroupCommitAuditLog(sessions)
+    direct = build_direct(settings.resolved_database_url, engine)
+    audit_log = GroupCommitAuditLog(direct)
     clients = CachedClientDirectory(sessions, ttl_seconds=settings.key_cache_seconds)
-    oidc = build_provider(settings, clients=clients, token_keys=token_keys, sessions=sessions, audit_log=audit_log)
+    oidc = build_provider(settings, clients=clients, token_keys=token_keys, sessions=sessions, direct=direct,
+                          audit_log=audit_log)
     return Services(settings=settings, engine=engine, sessions=sessions, key_store=store, token_keys=token_keys,
-                    pki=pki, owns_key_store=key_store is None, tsa=tsa, audit_log=audit_log, clients=clients, oidc=oidc,
+                    pki=pki, owns_key_store=key_store is None, tsa=tsa, direct=direct, audit_log=audit_log,
+                    clients=clients, oidc=oidc,
                     passkeys=build_passkeys(settings), enrollment_policy=build_enrollment_policy(settings))
 
 

@@ -21,11 +21,13 @@ from idp.loa import AcrPolicy
 from idp.sessions import SessionService
 from idp.store import SqlOidcStore
 from idp.subjects import SubjectIdentifiers
+from idp.token_store import DirectTokenStore, remember_assertion
 from idp.tokens import ACCESS_TOKEN_ALG, ACCESS_TOKEN_TYP, TokenIssuer
 from keys.jose import VerifiedClaims
 from keys.token_keys import TokenKeyService
 from storage.audit import GroupCommitAuditLog
 from storage.base import utcnow
+from storage.direct import DirectDatabase
 
 ID_TOKEN_HINT_LEEWAY = 7 * 86400
 """An expired ID token is still a good hint of who the user was (OIDC Core 3.1.2.1, RP-Initiated Logout 2):
@@ -35,12 +37,12 @@ its signature is checked, its expiry tolerated for up to a week."""
 class _ReplayCache:
     """Client-assertion jtis, each committed in a transaction of its own (RFC 7523 section 3, item 7)."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self._sessions = sessions
+    def __init__(self, database: DirectDatabase) -> None:
+        self._db = database
 
     async def remember(self, client_id: str, jti: str, expires_at: dt.datetime) -> bool:
-        async with self._sessions() as session, session.begin():
-            return await SqlOidcStore(session).remember_assertion(client_id, jti, expires_at)
+        async with self._db.transaction() as tx:
+            return await remember_assertion(tx, client_id, jti, expires_at)
 
 
 class _IdTokenHints:
@@ -78,6 +80,7 @@ class Provider:
     login_sessions: SessionService
     verify_id_token_hint: IdTokenHintVerifier
     sessions: async_sessionmaker[AsyncSession]
+    direct: DirectDatabase
 
     @property
     def secure_cookies(self) -> bool:
@@ -107,9 +110,25 @@ class Provider:
                 raise
             await session.commit()
 
+    @contextlib.asynccontextmanager
+    async def token_unit_of_work(self) -> AsyncIterator[DirectTokenStore]:
+        """The same for the token endpoint and the token-consuming endpoints, on the driver directly (their
+        transaction begins at their first statement: a client_credentials token needs none)."""
+        refusal: OAuthError | None = None
+        async with self.direct.transaction() as tx:
+            try:
+                yield DirectTokenStore(tx, request_id=request_id_var.get())
+            except OAuthError as exc:
+                if not exc.persist:
+                    raise
+                refusal = exc  # the refusal changed state (a reused code revoked its tokens): committed first
+        if refusal is not None:
+            raise refusal
+
 
 def build_provider(settings: Settings, *, clients: ClientDirectory, token_keys: TokenKeyService,
-                   sessions: async_sessionmaker[AsyncSession], audit_log: GroupCommitAuditLog) -> Provider:
+                   sessions: async_sessionmaker[AsyncSession], direct: DirectDatabase,
+                   audit_log: GroupCommitAuditLog) -> Provider:
     issuer = settings.issuer
     acr = AcrPolicy(settings.acr_values)
     subjects = SubjectIdentifiers(settings.pairwise_salt.get_secret_value().encode())
@@ -127,11 +146,11 @@ def build_provider(settings: Settings, *, clients: ClientDirectory, token_keys: 
     grants = TokenService(authenticator, tokens, verify_access=hints.verify_access,
                           refresh_lifetime=settings.refresh_token_lifetime_seconds,
                           refresh_grace=settings.refresh_reuse_grace_seconds, hot_audit=audit_log.record,
-                          replay=_ReplayCache(sessions).remember, clock=utcnow)
+                          replay=_ReplayCache(direct).remember, clock=utcnow)
     return Provider(settings=settings, issuer=issuer, clients=clients, acr=acr, subjects=subjects, tokens=tokens,
                     authorization=authorization, grants=grants, login_sessions=SessionService(
                         lifetime=settings.session_lifetime_seconds, clock=utcnow),
-                    verify_id_token_hint=hints.verify, sessions=sessions)
+                    verify_id_token_hint=hints.verify, sessions=sessions, direct=direct)
 
 
 def session_max_age(expires_at: dt.datetime) -> int:

@@ -26,7 +26,7 @@ from idp.errors import (
     UnauthorizedClient,
     UnsupportedGrantType,
 )
-from idp.interfaces import Client, GrantRecord, OidcStore, RefreshRecord
+from idp.interfaces import Client, GrantRecord, RefreshRecord, TokenStore
 from idp.tokens import TokenIssuer, grant_of, new_jti
 from keys.jose import VerifiedClaims
 
@@ -81,7 +81,7 @@ class TokenService:
 
     # --- token endpoint ----------------------------------------------------------------------------------
 
-    async def token(self, form: Mapping[str, str], authorization: str | None, store: OidcStore) -> TokenResponse:
+    async def token(self, form: Mapping[str, str], authorization: str | None, store: TokenStore) -> TokenResponse:
         grant_type = form.get("grant_type")
         if not grant_type:
             raise InvalidRequest("grant_type is missing")
@@ -94,7 +94,7 @@ class TokenService:
             raise UnauthorizedClient(f"this client may not use the {grant_type} grant")
         return await handler(client, form, store)
 
-    async def _client_credentials(self, client: Client, form: Mapping[str, str], store: OidcStore) -> TokenResponse:
+    async def _client_credentials(self, client: Client, form: Mapping[str, str], store: TokenStore) -> TokenResponse:
         api_scopes = [s for s in client.scopes if s not in OIDC_SCOPES]
         requested = form.get("scope")
         if requested is None:
@@ -115,7 +115,7 @@ class TokenService:
             body["scope"] = scope
         return TokenResponse(body)
 
-    async def _authorization_code(self, client: Client, form: Mapping[str, str], store: OidcStore) -> TokenResponse:
+    async def _authorization_code(self, client: Client, form: Mapping[str, str], store: TokenStore) -> TokenResponse:
         code = form.get("code")
         if not code:
             raise InvalidRequest("code is missing")
@@ -152,7 +152,7 @@ class TokenService:
                     detail={"grant_type": "authorization_code", "grant": grant.id, "scope": grant.scope})
         return TokenResponse(body)
 
-    async def _refresh_token(self, client: Client, form: Mapping[str, str], store: OidcStore) -> TokenResponse:
+    async def _refresh_token(self, client: Client, form: Mapping[str, str], store: TokenStore) -> TokenResponse:
         presented = form.get("refresh_token")
         if not presented:
             raise InvalidRequest("refresh_token is missing")
@@ -184,7 +184,7 @@ class TokenService:
         store.audit("token.refreshed", actor=client.client_id, subject=grant.person_id, detail={"grant": grant.id})
         return TokenResponse(body)
 
-    async def _user_tokens(self, client: Client, grant: GrantRecord, store: OidcStore, *, nonce: str | None,
+    async def _user_tokens(self, client: Client, grant: GrantRecord, store: TokenStore, *, nonce: str | None,
                            now: dt.datetime, scope: str | None = None) -> dict[str, Any]:
         scope = scope if scope is not None else grant.scope
         auth_time = int(grant.auth_time.timestamp())
@@ -215,13 +215,13 @@ class TokenService:
             body["refresh_token"] = refresh
         return body
 
-    async def _revoke_family(self, store: OidcStore, grant_id: str, reason: str, actor: str) -> None:
+    async def _revoke_family(self, store: TokenStore, grant_id: str, reason: str, actor: str) -> None:
         if await store.revoke_grant(grant_id, self._clock(), reason):
             store.audit("grant.revoked", actor=actor, subject=grant_id, detail={"reason": reason})
 
     # --- userinfo, introspection, revocation ---------------------------------------------------------------
 
-    async def active_access_token(self, token: str, store: OidcStore) -> tuple[VerifiedClaims, GrantRecord | None]:
+    async def active_access_token(self, token: str, store: TokenStore) -> tuple[VerifiedClaims, GrantRecord | None]:
         """A verified, unrevoked access token and its grant; raises InvalidToken otherwise."""
         try:
             verified = await self._verify_access(token)
@@ -236,7 +236,7 @@ class TokenService:
             raise InvalidToken("the access token was revoked")
         return verified, grant
 
-    async def userinfo(self, token: str, store: OidcStore) -> dict[str, Any]:
+    async def userinfo(self, token: str, store: TokenStore) -> dict[str, Any]:
         """OIDC Core 5.3: the claims the grant released, for its scopes and the claims parameter's userinfo."""
         verified, grant = await self.active_access_token(token, store)
         if grant is None or "openid" not in str(verified.claims.get("scope", "")).split():
@@ -252,7 +252,7 @@ class TokenService:
         body.update(person_claims(subject, wanted & released))
         return body
 
-    async def introspect(self, form: Mapping[str, str], authorization: str | None, store: OidcStore) -> dict[str, Any]:
+    async def introspect(self, form: Mapping[str, str], authorization: str | None, store: TokenStore) -> dict[str, Any]:
         """RFC 7662 section 2: only authenticated clients; active=false for anything unknown, expired or revoked."""
         client = await self._authenticate(form, authorization)
         token = form.get("token")
@@ -279,7 +279,7 @@ class TokenService:
         return {"active": True, "token_type": "refresh_token", "client_id": client.client_id, "sub": grant.sub,
                 "scope": grant.scope, "exp": int(record.expires_at.timestamp()), "iss": self.tokens.issuer}
 
-    async def revoke(self, form: Mapping[str, str], authorization: str | None, store: OidcStore) -> None:
+    async def revoke(self, form: Mapping[str, str], authorization: str | None, store: TokenStore) -> None:
         """RFC 7009 section 2: revoke a refresh token (and its family) or an access token of the calling client.
         Unknown or foreign tokens are answered 200 all the same (section 2.2) and change nothing."""
         client = await self._authenticate(form, authorization)

@@ -18,8 +18,6 @@ from idp.interfaces import (
     Level,
     LoginState,
     PendingRequest,
-    RefreshRecord,
-    Subject,
 )
 from idp.models import (
     AuthorizationCode,
@@ -28,11 +26,9 @@ from idp.models import (
     Consent,
     Grant,
     LoginSession,
-    Person,
     RefreshToken,
     SessionClient,
 )
-from idp.revocation import TokenRevocations
 from storage.audit import record_event
 from storage.base import utcnow
 from storage.engine import dialect_insert
@@ -56,13 +52,6 @@ class SqlOidcStore:
         self._request_id = request_id
 
     # persons and sessions
-    async def subject(self, person_id: str) -> Subject | None:
-        row = await self.session.get(Person, person_id)
-        if row is None:
-            return None
-        return Subject(person_id=row.id, fin=row.fin, given_name=row.given_name, family_name=row.family_name,
-                       birthdate=row.birthdate)
-
     async def create_session(self, state: LoginState) -> None:
         self.session.add(LoginSession(id=state.id, sid=state.sid, person_id=state.person_id,
                                       auth_time=state.auth_time, expires_at=state.expires_at, level=state.level,
@@ -133,58 +122,10 @@ class SqlOidcStore:
             sub=grant.sub, scope=grant.scope, claims=dict(grant.claims) if grant.claims is not None else None,
             acr=grant.acr, amr=list(grant.amr), auth_time=grant.auth_time, expires_at=grant.expires_at))
 
-    async def get_grant(self, grant_id: str) -> GrantRecord | None:
-        if len(grant_id) > 32:
-            return None
-        # Core statements on the token endpoint's path: the same rows without ORM identity-map bookkeeping
-        # (about 5% of a code exchange's CPU, bench/bench_code_exchange.py)
-        row = (await self.session.execute(select(*Grant.__table__.c).where(Grant.id == grant_id))).one_or_none()
-        return _grant(row) if row is not None else None
-
-    async def revoke_grant(self, grant_id: str, now: dt.datetime, reason: str) -> bool:
-        result = await self.session.execute(update(Grant).where(Grant.id == grant_id, Grant.revoked_at.is_(None))
-                                            .values(revoked_at=now, revoked_reason=reason[:200]))
-        return bool(result.rowcount)  # type: ignore[attr-defined]
-
     async def create_code(self, code: CodeRecord) -> None:
         await self.session.execute(insert(AuthorizationCode).values(
             code_hash=code.code_hash, grant_id=code.grant_id, client_id=code.client_id, redirect_uri=code.redirect_uri,
             nonce=code.nonce, code_challenge=code.code_challenge, expires_at=code.expires_at))
-
-    async def get_code(self, code_hash: str) -> CodeRecord | None:
-        row = (await self.session.execute(select(*AuthorizationCode.__table__.c)
-                                          .where(AuthorizationCode.code_hash == code_hash))).one_or_none()
-        if row is None:
-            return None
-        return CodeRecord(code_hash=row.code_hash, grant_id=row.grant_id, client_id=row.client_id,
-                          redirect_uri=row.redirect_uri, nonce=row.nonce, code_challenge=row.code_challenge,
-                          expires_at=row.expires_at, consumed_at=row.consumed_at)
-
-    async def consume_code(self, code_hash: str, now: dt.datetime) -> bool:
-        result = await self.session.execute(
-            update(AuthorizationCode).where(AuthorizationCode.code_hash == code_hash,
-                                            AuthorizationCode.consumed_at.is_(None)).values(consumed_at=now)
-            .execution_options(synchronize_session=False))  # get_code loads no object to keep in step
-        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
-
-    async def create_refresh(self, record: RefreshRecord) -> None:
-        await self.session.execute(insert(RefreshToken).values(
-            token_hash=record.token_hash, grant_id=record.grant_id, client_id=record.client_id,
-            expires_at=record.expires_at))
-
-    async def get_refresh(self, token_hash: str) -> RefreshRecord | None:
-        row = (await self.session.execute(select(*RefreshToken.__table__.c)
-                                          .where(RefreshToken.token_hash == token_hash))).one_or_none()
-        if row is None:
-            return None
-        return RefreshRecord(token_hash=row.token_hash, grant_id=row.grant_id, client_id=row.client_id,
-                             expires_at=row.expires_at, used_at=row.used_at)
-
-    async def use_refresh(self, token_hash: str, now: dt.datetime) -> bool:
-        result = await self.session.execute(
-            update(RefreshToken).where(RefreshToken.token_hash == token_hash, RefreshToken.used_at.is_(None))
-            .values(used_at=now))
-        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
     # consent
     async def get_consent(self, person_id: str, client_id: str) -> ConsentRecord | None:
@@ -227,20 +168,6 @@ class SqlOidcStore:
                                            .order_by(Consent.granted_at))).scalars().all()
         return [ConsentRecord(client_id=r.client_id, scopes=frozenset(r.scopes), claims=frozenset(r.claims),
                               granted_at=r.granted_at) for r in rows]
-
-    # revocation and replay
-    async def revoke_jti(self, jti: str, expires_at: dt.datetime, reason: str, *, actor: str) -> bool:
-        return await TokenRevocations(self.session).revoke(jti, expires_at=expires_at, reason=reason, actor=actor,
-                                                           request_id=self._request_id)
-
-    async def jti_revoked(self, jti: str) -> bool:
-        return await TokenRevocations(self.session).any_revoked([jti])
-
-    async def remember_assertion(self, client_id: str, jti: str, expires_at: dt.datetime) -> bool:
-        result = await self.session.execute(dialect_insert(self.session)(ClientAssertionJti).values(
-            client_id=client_id, jti=jti[:255], expires_at=expires_at).on_conflict_do_nothing(
-            index_elements=["client_id", "jti"]))
-        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
     # back-channel logout
     async def queue_logouts(self, session_id: str, *, sid: str, now: dt.datetime, retry_seconds: int) -> int:

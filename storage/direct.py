@@ -1,0 +1,373 @@
+"""Units of work on the database driver itself, for the hot paths (token endpoint, passkey login, audit).
+
+SQLAlchemy's async session costs about 0.3 ms of CPU per statement (ORM bookkeeping, the result layer, the
+greenlet bridge), several times what asyncpg or sqlite3 spend on the statement itself; a code exchange runs
+five. Here a statement is still written with SQLAlchemy Core against the models (so it stays in step with the
+schema and the migrations), but compiled once per dialect into SQL text, and its parameters and rows are
+converted by the column types' own bind and result processors: what this module writes, the ORM reads back
+unchanged, and the other way round (tests/unit/storage/test_direct.py checks both on SQLite and PostgreSQL).
+
+- PostgreSQL: the asyncpg connection of a pooled SQLAlchemy connection (the dialect's JSON codecs set), with
+  asyncpg's prepared-statement cache; a pool of its own, fixed size, no pre-ping (a dropped connection fails
+  one unit of work, and the pool is replaced).
+- SQLite: one sqlite3 connection used on the event loop's thread (an indexed statement takes microseconds;
+  aiosqlite's thread hop per statement costs more than the statement). Units of work take turns on it (an
+  asyncio lock), and a writing one starts with BEGIN IMMEDIATE: when another connection (the CLI, the ORM
+  pool) holds SQLite's write lock, the unit waits by sleeping on the event loop, never in SQLite's busy
+  handler, which would stall every request. WAL with synchronous=NORMAL (as on every connection, see
+  storage.engine): a commit is durable once the WAL is checkpointed, an OS crash can lose the last commits,
+  never corrupt the file.
+
+A unit of work begins its transaction at its first statement, so a request that turns out to need none (a
+client_credentials token) never touches the database. Rows added with `defer` (audit events) are written
+with one executemany just before COMMIT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql import ClauseElement, Insert
+
+SQLITE_LOCK_WAIT_SECONDS = 10.0
+"""How long a unit of work waits for SQLite's write lock (the same as the ORM connections' busy_timeout)."""
+
+Processor = Callable[[Any], Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """One Core statement as the driver's SQL text, with its parameter order and the type conversions."""
+
+    sql: str
+    names: tuple[str, ...]
+    binds: tuple[Processor, ...]
+    results: tuple[Processor, ...]
+    keys: tuple[str, ...]
+    defaults: Mapping[str, Callable[[], Any]]
+
+    @classmethod
+    def build(cls, statement: ClauseElement, dialect: Dialect) -> Compiled:
+        compiled = statement.compile(dialect=dialect)
+        names = tuple(compiled.positiontup or ())
+        binds = tuple(compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names)
+        columns = getattr(statement, "exported_columns", ())  # SELECT columns, or a DML statement's RETURNING
+        results = tuple(column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns)
+        return cls(str(compiled), names, binds, results, tuple(column.key for column in columns),
+                   _insert_defaults(statement))
+
+    def args(self, params: Mapping[str, Any]) -> list[Any]:
+        out = []
+        for name, process in zip(self.names, self.binds, strict=True):
+            value = params[name] if name in params or name not in self.defaults else self.defaults[name]()
+            out.append(process(value) if process is not None else value)  # None too: JSON null as the ORM
+        return out
+
+    def row(self, raw: Sequence[Any]) -> tuple[Any, ...]:
+        return tuple(process(value) if process is not None else value
+                     for process, value in zip(self.results, raw, strict=True))
+
+
+def _insert_defaults(statement: ClauseElement) -> dict[str, Callable[[], Any]]:
+    """The model's Python-side column defaults (ids, created_at) for an INSERT of a whole table, which the ORM
+    would otherwise apply: a value left out of an insert's parameters takes its column's default."""
+    table = getattr(statement, "table", None)
+    if not isinstance(statement, Insert) or table is None:
+        return {}
+    defaults: dict[str, Callable[[], Any]] = {}
+    for column in table.columns:
+        default = column.default
+        if default is None:
+            continue
+        if default.is_callable:
+            defaults[column.key] = functools.partial(default.arg, None)  # SQLAlchemy wraps it to take a context
+        elif default.is_scalar:
+            defaults[column.key] = functools.partial(lambda value: value, default.arg)
+    return defaults
+
+
+class DirectDatabase:
+    """Compiles statements once for its dialect and hands out units of work (see module docstring)."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        self.commits = 0
+        """Transactions committed (tests count group commits with it)."""
+        self._compiled: dict[int, tuple[ClauseElement, Compiled]] = {}
+
+    def compiled(self, statement: ClauseElement) -> Compiled:
+        # statements are module constants: keyed by identity, the statement kept alive beside its compilation
+        found = self._compiled.get(id(statement))
+        if found is None or found[0] is not statement:
+            found = (statement, Compiled.build(statement, self.dialect))
+            self._compiled[id(statement)] = found
+        return found[1]
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """A unit of work: committed when the block ends normally, rolled back when it raises."""
+        tx = self._transaction()
+        try:
+            yield tx
+        except BaseException:
+            await tx.finish(commit=False)
+            raise
+        await tx.finish(commit=True)
+
+    def _transaction(self) -> Transaction:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+
+class Transaction:
+    """Statements of one unit of work; the transaction begins with the first of them."""
+
+    def __init__(self, database: DirectDatabase) -> None:
+        self._db = database
+        self.dialect_name = database.dialect.name
+        self._deferred: list[tuple[Compiled, list[Any]]] = []
+        self.begun = False
+
+    async def one(self, statement: ClauseElement, **params: Any) -> tuple[Any, ...] | None:
+        compiled = self._db.compiled(statement)
+        raw = await self._fetchone(compiled.sql, compiled.args(params))
+        return compiled.row(raw) if raw is not None else None
+
+    async def one_dict(self, statement: ClauseElement, **params: Any) -> dict[str, Any] | None:
+        """The first row as {column key: value}, or None."""
+        compiled = self._db.compiled(statement)
+        raw = await self._fetchone(compiled.sql, compiled.args(params))
+        return dict(zip(compiled.keys, compiled.row(raw), strict=True)) if raw is not None else None
+
+    async def all(self, statement: ClauseElement, **params: Any) -> list[tuple[Any, ...]]:
+        compiled = self._db.compiled(statement)
+        return [compiled.row(raw) for raw in await self._fetchall(compiled.sql, compiled.args(params))]
+
+    async def execute(self, statement: ClauseElement, **params: Any) -> int:
+        """Run a statement; the number of rows it changed."""
+        compiled = self._db.compiled(statement)
+        return await self._execute(compiled.sql, compiled.args(params))
+
+    async def execute_many(self, statement: ClauseElement, rows: Sequence[Mapping[str, Any]]) -> None:
+        if rows:
+            compiled = self._db.compiled(statement)
+            await self._executemany(compiled.sql, [compiled.args(row) for row in rows])
+
+    def defer(self, statement: ClauseElement, **params: Any) -> None:
+        """Write this row just before COMMIT (with the others of the same statement, in one executemany); a unit
+        of work that rolls back never writes it."""
+        compiled = self._db.compiled(statement)
+        self._deferred.append((compiled, compiled.args(params)))
+
+    async def finish(self, *, commit: bool) -> None:
+        try:
+            if commit and self._deferred:
+                by_sql: dict[str, list[list[Any]]] = {}
+                for compiled, args in self._deferred:
+                    by_sql.setdefault(compiled.sql, []).append(args)
+                for sql, rows in by_sql.items():
+                    await self._executemany(sql, rows)
+        except BaseException:
+            if self.begun:
+                await self._end(commit=False)
+            raise
+        finally:
+            self._deferred.clear()
+        if self.begun:
+            await self._end(commit=commit)
+            self._db.commits += commit
+
+    # driver specific
+    async def _fetchone(self, sql: str, args: list[Any]) -> Sequence[Any] | None:
+        raise NotImplementedError
+
+    async def _fetchall(self, sql: str, args: list[Any]) -> list[Sequence[Any]]:
+        raise NotImplementedError
+
+    async def _execute(self, sql: str, args: list[Any]) -> int:
+        raise NotImplementedError
+
+    async def _executemany(self, sql: str, rows: list[list[Any]]) -> None:
+        raise NotImplementedError
+
+    async def _end(self, *, commit: bool) -> None:
+        raise NotImplementedError
+
+
+# --- PostgreSQL (asyncpg) -----------------------------------------------------------------------------------
+
+class PostgresDirect(DirectDatabase):
+    def __init__(self, engine: AsyncEngine) -> None:
+        if engine.dialect.driver != "asyncpg":
+            raise ValueError(f"direct units of work need the asyncpg driver, not {engine.dialect.driver}")
+        super().__init__(engine.dialect)
+        self.engine = engine
+
+    def _transaction(self) -> Transaction:
+        return _PostgresTransaction(self)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def _driver_of(pooled: Any) -> Any:
+    if pooled.driver_connection is None:  # an invalidated connection: counts as a dropped one
+        raise ConnectionError("the pooled connection has no driver connection")
+    return pooled.driver_connection
+
+
+class _PostgresTransaction(Transaction):
+    _db: PostgresDirect
+
+    def __init__(self, database: PostgresDirect) -> None:
+        super().__init__(database)
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._driver: Any = None
+        self._tx: Any = None
+
+    async def _begin(self) -> Any:
+        if not self.begun:
+            stack = contextlib.AsyncExitStack()
+            try:
+                connection = await stack.enter_async_context(self._db.engine.connect())
+                driver = _driver_of(await connection.get_raw_connection())
+                self._tx = driver.transaction()
+                await self._tx.start()
+            except BaseException:
+                await stack.aclose()
+                await self._db.engine.dispose()  # a dropped server connection: the next unit gets fresh ones
+                raise
+            self._stack, self._driver, self.begun = stack, driver, True
+        return self._driver
+
+    async def _fetchone(self, sql: str, args: list[Any]) -> Sequence[Any] | None:
+        return await (await self._begin()).fetchrow(sql, *args)  # type: ignore[no-any-return]
+
+    async def _fetchall(self, sql: str, args: list[Any]) -> list[Sequence[Any]]:
+        return list(await (await self._begin()).fetch(sql, *args))
+
+    async def _execute(self, sql: str, args: list[Any]) -> int:
+        status = await (await self._begin()).execute(sql, *args)  # "UPDATE 1", "INSERT 0 1", "DELETE 3"
+        tail = str(status).rsplit(" ", 1)[-1]
+        return int(tail) if tail.isdigit() else 0
+
+    async def _executemany(self, sql: str, rows: list[list[Any]]) -> None:
+        await (await self._begin()).executemany(sql, rows)
+
+    async def _end(self, *, commit: bool) -> None:
+        """Commit or roll back, and give the connection back (a failed COMMIT leaves nothing behind)."""
+        stack, tx = self._stack, self._tx
+        self._stack = self._driver = self._tx = None
+        self.begun = False
+        try:
+            if commit:
+                await tx.commit()
+            else:
+                await tx.rollback()
+        finally:
+            if stack is not None:
+                await stack.aclose()  # the pool resets a connection whose transaction failed
+
+
+# --- SQLite (sqlite3 on the event loop thread) --------------------------------------------------------------
+
+class SqliteDirect(DirectDatabase):
+    def __init__(self, engine: AsyncEngine) -> None:
+        if engine.dialect.name != "sqlite":
+            raise ValueError("SqliteDirect needs an SQLite engine")
+        super().__init__(engine.dialect)
+        database = engine.url.database
+        if not database or database == ":memory:":
+            raise ValueError("direct units of work need an SQLite file (a memory database is per connection)")
+        self._path = database
+        self._connection: sqlite3.Connection | None = None
+        self.turn = asyncio.Lock()
+
+    def connection(self) -> sqlite3.Connection:
+        if self._connection is None:
+            connection = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.execute("PRAGMA foreign_keys=ON")
+            connection.execute("PRAGMA busy_timeout=0")  # waits happen in _begin, on the event loop
+            self._connection = connection
+        return self._connection
+
+    def _transaction(self) -> Transaction:
+        return _SqliteTransaction(self)
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+class _SqliteTransaction(Transaction):
+    _db: SqliteDirect
+
+    def __init__(self, database: SqliteDirect) -> None:
+        super().__init__(database)
+        self._conn: sqlite3.Connection | None = None
+
+    async def _begin(self) -> sqlite3.Connection:
+        if self._conn is not None:
+            return self._conn
+        await self._db.turn.acquire()
+        try:
+            connection = self._db.connection()
+            deadline = time.monotonic() + SQLITE_LOCK_WAIT_SECONDS
+            pause = 0.0005
+            while True:
+                try:
+                    connection.execute("BEGIN IMMEDIATE")
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) and "busy" not in str(exc):
+                        raise
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(pause)  # another connection writes: wait without blocking the loop
+                    pause = min(pause * 2, 0.02)
+        except BaseException:
+            self._db.turn.release()
+            raise
+        self._conn, self.begun = connection, True
+        return connection
+
+    async def _fetchone(self, sql: str, args: list[Any]) -> Sequence[Any] | None:
+        return (await self._begin()).execute(sql, args).fetchone()  # type: ignore[no-any-return]
+
+    async def _fetchall(self, sql: str, args: list[Any]) -> list[Sequence[Any]]:
+        return (await self._begin()).execute(sql, args).fetchall()
+
+    async def _execute(self, sql: str, args: list[Any]) -> int:
+        return (await self._begin()).execute(sql, args).rowcount
+
+    async def _executemany(self, sql: str, rows: list[list[Any]]) -> None:
+        (await self._begin()).executemany(sql, rows)
+
+    async def _end(self, *, commit: bool) -> None:
+        """Commit or roll back and hand the connection to the next unit (a failed COMMIT is rolled back)."""
+        connection, self._conn = self._conn, None
+        self.begun = False
+        try:
+            if connection is not None:
+                try:
+                    connection.execute("COMMIT" if commit else "ROLLBACK")
+                finally:
+                    if connection.in_transaction:
+                        connection.execute("ROLLBACK")
+        finally:
+            self._db.turn.release()
+

@@ -1,0 +1,142 @@
+"""Direct units of work (storage.direct): what they write the ORM reads back unchanged and the other way round,
+on the suite's database (SQLite or PostgreSQL); all or nothing; no transaction for a unit without statements;
+on SQLite, waiting for another connection's write lock without stalling the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import bindparam, func, insert, select
+
+from api.deps import Services
+from idp.models import Grant, Person
+from idp.token_store import GRANT
+from storage import create_engine
+from storage.audit import INSERT_AUDIT, AuditEvent, audit_row
+from storage.direct import SqliteDirect
+from tests.oidc_tools import register_client
+
+WHEN = dt.datetime(2026, 11, 27, 12, 30, 15, 123456, tzinfo=dt.UTC)
+
+
+async def _events(services: Services, event_type: str) -> list[AuditEvent]:
+    async with services.sessions() as session:
+        return list((await session.execute(select(AuditEvent).where(AuditEvent.event_type == event_type)))
+                    .scalars().all())
+
+
+async def test_rows_written_directly_read_the_same_through_the_orm(services: Services) -> None:
+    detail = {"scope": "openid fin", "n": 3, "nested": {"list": [1, "iki", None]}, "text": "Şəki ünvanı"}
+    async with services.direct.transaction() as tx:
+        tx.defer(INSERT_AUDIT, **audit_row("test.direct", actor="tester", subject="s", detail=detail,
+                                           request_id="r1", clock=WHEN))
+        await tx.execute(INSERT_AUDIT, **audit_row("test.direct", actor="tester", detail=None, clock=WHEN))
+
+    events = sorted(await _events(services, "test.direct"), key=lambda e: e.subject or "")
+    assert [(e.actor, e.subject, e.request_id, e.detail, e.occurred_at) for e in events] == [
+        ("tester", None, None, {}, WHEN), ("tester", "s", "r1", detail, WHEN)]
+
+
+async def test_rows_the_orm_wrote_read_the_same_directly(services: Services) -> None:
+    rp = await register_client(services)
+    async with services.sessions() as session, session.begin():
+        person = Person(given_name="Aysel", family_name="Məmmədova", fin="AB12C3D")
+        session.add(person)
+        await session.flush()
+        session.add(Grant(id="g-direct", client_id=rp.client_id, person_id=person.id, session_sid=None, sub="sub-1",
+                          scope="openid", claims={"released": ["fin"], "id_token": {"fin": None}}, acr="urn:x",
+                          amr=["hwk", "user"], auth_time=WHEN, expires_at=WHEN + dt.timedelta(days=1)))
+
+    async with services.direct.transaction() as tx:
+        row = await tx.one(GRANT, id="g-direct")
+        missing = await tx.one(GRANT, id="nothing")
+
+    assert missing is None
+    assert row == ("g-direct", rp.client_id, person.id, None, "sub-1", "openid",
+                   {"released": ["fin"], "id_token": {"fin": None}}, "urn:x", ["hwk", "user"], WHEN,
+                   WHEN + dt.timedelta(days=1), None)
+
+
+async def test_a_unit_that_raises_writes_nothing(services: Services) -> None:
+    with pytest.raises(RuntimeError):
+        async with services.direct.transaction() as tx:
+            await tx.execute(INSERT_AUDIT, **audit_row("test.rolled_back", actor="tester"))
+            tx.defer(INSERT_AUDIT, **audit_row("test.rolled_back", actor="tester"))
+            raise RuntimeError("refused")
+
+    assert await _events(services, "test.rolled_back") == []
+
+
+async def test_a_failing_deferred_row_rolls_back_the_whole_unit(services: Services) -> None:
+    with pytest.raises(Exception):  # noqa: B017, PT011 - the driver's own error for a NOT NULL column
+        async with services.direct.transaction() as tx:
+            await tx.execute(INSERT_AUDIT, **audit_row("test.half", actor="tester"))
+            tx.defer(INSERT_AUDIT, **{**audit_row("test.half", actor="tester"), "actor": None})
+
+    assert await _events(services, "test.half") == []
+    async with services.direct.transaction() as tx:  # the connection is usable again
+        await tx.execute(INSERT_AUDIT, **audit_row("test.after", actor="tester"))
+    assert len(await _events(services, "test.after")) == 1
+
+
+async def test_a_unit_without_statements_begins_no_transaction(services: Services) -> None:
+    before = services.direct.commits
+    async with services.direct.transaction() as tx:
+        assert not tx.begun
+
+    assert services.direct.commits == before
+
+
+async def test_sqlite_waits_for_another_writer_without_stalling_the_loop(tmp_path: Path) -> None:
+    """Runs on its own SQLite file in both suite passes: a direct unit that finds the write lock taken (the ORM
+    pool, the CLI) sleeps on the event loop, so other coroutines go on, and writes once the lock is free."""
+    path = tmp_path / "lock.sqlite3"
+    setup = sqlite3.connect(path)
+    setup.execute("PRAGMA journal_mode=WAL")
+    setup.execute("CREATE TABLE audit_events (id VARCHAR(36) PRIMARY KEY, occurred_at DATETIME, event_type "
+                  "VARCHAR(64), actor VARCHAR(200), subject VARCHAR(200), request_id VARCHAR(64), detail JSON)")
+    setup.commit()
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    direct = SqliteDirect(engine)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another connection holds the write lock
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.005)
+            ticks += 1
+
+    async def write() -> None:
+        async with direct.transaction() as tx:
+            await tx.execute(INSERT_AUDIT, **audit_row("test.waited", actor="tester"))
+
+    clock = asyncio.create_task(ticker())
+    writer = asyncio.create_task(write())
+    started = time.monotonic()
+    await asyncio.sleep(0.3)
+    assert not writer.done()
+    assert ticks >= 20  # the loop kept running while the writer waited
+    holder.execute("COMMIT")
+    await asyncio.wait_for(writer, 5)
+    clock.cancel()
+    assert time.monotonic() - started < 5
+    count = select(func.count()).select_from(AuditEvent).where(AuditEvent.event_type == bindparam("t"))
+    assert setup.execute(str(count.compile(engine.sync_engine)), ("test.waited",)).fetchone() == (1,)
+    holder.close()
+    setup.close()
+    await direct.close()
+    await engine.dispose()
+
+
+async def test_statements_are_compiled_once(services: Services) -> None:
+    statement = insert(AuditEvent.__table__)
+    first = services.direct.compiled(statement)
+
+    assert services.direct.compiled(statement) is first
