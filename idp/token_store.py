@@ -20,11 +20,11 @@ from idp.interfaces import CodeRecord, GrantRecord, RefreshRecord, Subject
 from idp.models import AuthorizationCode, ClientAssertionJti, Grant, Person, RefreshToken, RevokedToken
 from storage.audit import INSERT_AUDIT, audit_row
 from storage.base import utcnow
-from storage.direct import Transaction
+from storage.direct import Transaction, table
 
 _JTI_RE = re.compile(r"^[A-Za-z0-9_.-]{8,64}$")
-_codes, _grants, _refresh = AuthorizationCode.__table__, Grant.__table__, RefreshToken.__table__
-_persons, _revoked, _assertions = Person.__table__, RevokedToken.__table__, ClientAssertionJti.__table__
+_codes, _grants, _refresh = table(AuthorizationCode), table(Grant), table(RefreshToken)
+_persons, _revoked, _assertions = table(Person), table(RevokedToken), table(ClientAssertionJti)
 
 PERSON = select(_persons.c.id, _persons.c.fin, _persons.c.given_name, _persons.c.family_name,
                 _persons.c.birthdate).where(_persons.c.id == bindparam("id"))

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.base import Base, UTCDateTime, utcnow
-from storage.direct import DirectDatabase
+from storage.direct import DirectDatabase, table
 
 
 class AuditEvent(Base):
@@ -31,7 +31,7 @@ class AuditEvent(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
-INSERT_AUDIT = insert(AuditEvent.__table__)
+INSERT_AUDIT = insert(table(AuditEvent))
 """One audit_events row, for direct units of work (storage.direct): parameters from `audit_row`."""
 
 

@@ -34,6 +34,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import Table
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import ClauseElement, Insert
@@ -57,7 +58,7 @@ class Compiled:
 
     @classmethod
     def build(cls, statement: ClauseElement, dialect: Dialect) -> Compiled:
-        compiled = statement.compile(dialect=dialect)
+        compiled: Any = statement.compile(dialect=dialect)  # a SQLCompiler: positiontup and binds
         names = tuple(compiled.positiontup or ())
         binds = tuple(compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names)
         columns = getattr(statement, "exported_columns", ())  # SELECT columns, or a DML statement's RETURNING
@@ -75,6 +76,14 @@ class Compiled:
     def row(self, raw: Sequence[Any]) -> tuple[Any, ...]:
         return tuple(process(value) if process is not None else value
                      for process, value in zip(self.results, raw, strict=True))
+
+
+def table(model: type[Any]) -> Table:
+    """A model's table, typed as one (`__table__` is typed as any FromClause)."""
+    found = model.__table__
+    if not isinstance(found, Table):
+        raise TypeError(f"{model.__name__} is not mapped to a table")
+    return found
 
 
 def _insert_defaults(statement: ClauseElement) -> dict[str, Callable[[], Any]]:

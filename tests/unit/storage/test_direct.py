@@ -63,20 +63,26 @@ async def test_rows_the_orm_wrote_read_the_same_directly(services: Services) -> 
 
 
 async def test_a_unit_that_raises_writes_nothing(services: Services) -> None:
-    with pytest.raises(RuntimeError):
+    async def refused() -> None:
         async with services.direct.transaction() as tx:
             await tx.execute(INSERT_AUDIT, **audit_row("test.rolled_back", actor="tester"))
             tx.defer(INSERT_AUDIT, **audit_row("test.rolled_back", actor="tester"))
             raise RuntimeError("refused")
 
+    with pytest.raises(RuntimeError):
+        await refused()
+
     assert await _events(services, "test.rolled_back") == []
 
 
 async def test_a_failing_deferred_row_rolls_back_the_whole_unit(services: Services) -> None:
-    with pytest.raises(Exception):  # noqa: B017, PT011 - the driver's own error for a NOT NULL column
+    async def half() -> None:
         async with services.direct.transaction() as tx:
             await tx.execute(INSERT_AUDIT, **audit_row("test.half", actor="tester"))
             tx.defer(INSERT_AUDIT, **{**audit_row("test.half", actor="tester"), "actor": None})
+
+    with pytest.raises(Exception):  # noqa: B017, PT011 - the driver's own error for a NOT NULL column
+        await half()
 
     assert await _events(services, "test.half") == []
     async with services.direct.transaction() as tx:  # the connection is usable again
