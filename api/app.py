@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from api import migrate, problems
 from api.deps import Services, build_services
+from api.hot import HotRoutes
 from api.logging import configure_logging
 from api.middleware import RequestContextMiddleware
 from api.pages import STATIC, PageContextMiddleware
@@ -138,6 +139,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(tsa.router)
     app.include_router(pki.router)
+    app.add_middleware(HotRoutes, routes=oidc.HOT_ROUTES)  # innermost: past the router (api.hot)
     app.add_middleware(PageContextMiddleware)  # the request a page answers, for its language (api.pages)
     app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.access_log)
     return app

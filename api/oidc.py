@@ -27,7 +27,7 @@ from keys.jose import VerifiedClaims
 from keys.token_keys import TokenKeyService
 from storage.audit import GroupCommitAuditLog
 from storage.base import utcnow
-from storage.direct import DirectDatabase
+from storage.direct import DirectDatabase, Transaction
 
 ID_TOKEN_HINT_LEEWAY = 7 * 86400
 """An expired ID token is still a good hint of who the user was (OIDC Core 3.1.2.1, RP-Initiated Logout 2):
@@ -110,20 +110,26 @@ class Provider:
                 raise
             await session.commit()
 
-    @contextlib.asynccontextmanager
-    async def token_unit_of_work(self) -> AsyncIterator[DirectTokenStore]:
+    def token_unit_of_work(self) -> TokenUnitOfWork:
         """The same for the token endpoint and the token-consuming endpoints, on the driver directly (their
         transaction begins at their first statement: a client_credentials token needs none)."""
-        refusal: OAuthError | None = None
-        async with self.direct.transaction() as tx:
-            try:
-                yield DirectTokenStore(tx, request_id=request_id_var.get())
-            except OAuthError as exc:
-                if not exc.persist:
-                    raise
-                refusal = exc  # the refusal changed state (a reused code revoked its tokens): committed first
-        if refusal is not None:
-            raise refusal
+        return TokenUnitOfWork(self.direct.transaction(), request_id_var.get())
+
+
+class TokenUnitOfWork:
+    """`async with` a DirectTokenStore: committed on success and on OAuth errors whose refusal itself changed
+    state (persist), rolled back otherwise (a plain class: cheaper than a generator-based context manager)."""
+
+    def __init__(self, tx: Transaction, request_id: str | None) -> None:
+        self._tx = tx
+        self._store = DirectTokenStore(tx, request_id=request_id)
+
+    async def __aenter__(self) -> DirectTokenStore:
+        return self._store
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        persist = kind is None or (isinstance(exc, OAuthError) and exc.persist)
+        await self._tx.finish(commit=persist)  # the exception, if any, goes on after the commit
 
 
 def build_provider(settings: Settings, *, clients: ClientDirectory, token_keys: TokenKeyService,

@@ -12,7 +12,7 @@ import datetime as dt
 import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from idp import pkce
 from idp.authorize import token_hash
@@ -126,7 +126,31 @@ class TokenService:
         if not verifier:
             raise InvalidRequest("code_verifier is missing (PKCE is required)")
         now = self._clock()
-        record = await store.get_code(token_hash(code))
+        hashed = token_hash(code)
+        redeemed = await store.redeem_code(hashed, now)
+        if redeemed is None:
+            await self._unredeemable(store, hashed, client)
+        # every refusal below rolls the request back (OAuthError without persist): the code stays unused
+        record, grant = redeemed
+        if record.client_id != client.client_id:
+            raise InvalidGrant("authorization code was issued to another client")
+        if record.expires_at <= now:
+            raise InvalidGrant("authorization code has expired")
+        if redirect_uri != record.redirect_uri:
+            raise InvalidGrant("redirect_uri does not match the authorization request")
+        if not pkce.verify(verifier, record.code_challenge):
+            raise InvalidGrant("code_verifier does not match the code_challenge")
+        if grant is None or grant.revoked_at is not None:
+            raise InvalidGrant("authorization was revoked")
+        body = await self._user_tokens(client, grant, store, nonce=record.nonce, now=now)
+        store.audit("token.issued", actor=client.client_id, subject=grant.person_id,
+                    detail={"grant_type": "authorization_code", "grant": grant.id, "scope": grant.scope})
+        return TokenResponse(body)
+
+    async def _unredeemable(self, store: TokenStore, code_hash: str, client: Client) -> NoReturn:
+        """Why a code could not be redeemed (always raises): unknown, another client's, already used (which
+        revokes the tokens issued from it, RFC 6749 section 4.1.2), or its authorization is gone."""
+        record = await store.get_code(code_hash)
         if record is None:
             raise InvalidGrant("authorization code is invalid")
         if record.client_id != client.client_id:
@@ -135,22 +159,7 @@ class TokenService:
             await self._revoke_family(store, record.grant_id, "authorization code reused", client.client_id)
             raise InvalidGrant("authorization code was already used; tokens issued from it are revoked",
                                persist=True)
-        if record.expires_at <= now:
-            raise InvalidGrant("authorization code has expired")
-        if redirect_uri != record.redirect_uri:
-            raise InvalidGrant("redirect_uri does not match the authorization request")
-        if not pkce.verify(verifier, record.code_challenge):
-            raise InvalidGrant("code_verifier does not match the code_challenge")
-        if not await store.consume_code(record.code_hash, now):
-            await self._revoke_family(store, record.grant_id, "authorization code reused", client.client_id)
-            raise InvalidGrant("authorization code was already used", persist=True)
-        grant = await store.get_grant(record.grant_id)
-        if grant is None or grant.revoked_at is not None:
-            raise InvalidGrant("authorization was revoked")
-        body = await self._user_tokens(client, grant, store, nonce=record.nonce, now=now)
-        store.audit("token.issued", actor=client.client_id, subject=grant.person_id,
-                    detail={"grant_type": "authorization_code", "grant": grant.id, "scope": grant.scope})
-        return TokenResponse(body)
+        raise InvalidGrant("authorization was revoked")
 
     async def _refresh_token(self, client: Client, form: Mapping[str, str], store: TokenStore) -> TokenResponse:
         presented = form.get("refresh_token")

@@ -31,11 +31,17 @@ PERSON = select(_persons.c.id, _persons.c.fin, _persons.c.given_name, _persons.c
 CODE = select(_codes.c.code_hash, _codes.c.grant_id, _codes.c.client_id, _codes.c.redirect_uri, _codes.c.nonce,
               _codes.c.code_challenge, _codes.c.expires_at, _codes.c.consumed_at).where(
     _codes.c.code_hash == bindparam("code_hash"))
-CONSUME_CODE = update(_codes).where(_codes.c.code_hash == bindparam("code_hash"), _codes.c.consumed_at.is_(None)) \
-    .values(consumed_at=bindparam("now"))
-GRANT = select(_grants.c.id, _grants.c.client_id, _grants.c.person_id, _grants.c.session_sid, _grants.c.sub,
-               _grants.c.scope, _grants.c.claims, _grants.c.acr, _grants.c.amr, _grants.c.auth_time,
-               _grants.c.expires_at, _grants.c.revoked_at).where(_grants.c.id == bindparam("id"))
+_CODE_COLUMNS = CODE.selected_columns
+_GRANT_COLUMNS = (_grants.c.id, _grants.c.client_id, _grants.c.person_id, _grants.c.session_sid, _grants.c.sub,
+                  _grants.c.scope, _grants.c.claims, _grants.c.acr, _grants.c.amr, _grants.c.auth_time,
+                  _grants.c.expires_at, _grants.c.revoked_at)
+GRANT = select(*_GRANT_COLUMNS).where(_grants.c.id == bindparam("id"))
+_UNUSED_CODE = (_codes.c.code_hash == bindparam("code_hash"), _codes.c.consumed_at.is_(None))
+REDEEM_CODE = update(_codes).where(*_UNUSED_CODE).values(consumed_at=bindparam("now")).returning(*_CODE_COLUMNS)
+REDEEM_CODE_WITH_GRANT = update(_codes).where(*_UNUSED_CODE, _grants.c.id == _codes.c.grant_id) \
+    .values(consumed_at=bindparam("now")).returning(*_CODE_COLUMNS, *_GRANT_COLUMNS)
+"""PostgreSQL: the code consumed and its grant read in one round trip (UPDATE ... FROM grants RETURNING); SQLite
+cannot return the FROM table's columns, and needs no saving of round trips."""
 REVOKE_GRANT = update(_grants).where(_grants.c.id == bindparam("id"), _grants.c.revoked_at.is_(None)) \
     .values(revoked_at=bindparam("now"), revoked_reason=bindparam("reason"))
 INSERT_REFRESH = insert(_refresh)
@@ -52,6 +58,13 @@ REMEMBER_ASSERTION = {
     "postgresql": pg_insert(_assertions).on_conflict_do_nothing(index_elements=["client_id", "jti"]),
     "sqlite": sqlite_insert(_assertions).on_conflict_do_nothing(index_elements=["client_id", "jti"]),
 }
+
+
+def _grant(row: tuple[Any, ...]) -> GrantRecord:
+    (id_, client_id, person_id, sid, sub, scope, claims, acr, amr, auth_time, expires_at, revoked_at) = row
+    return GrantRecord(id=id_, client_id=client_id, person_id=person_id, session_sid=sid, sub=sub, scope=scope,
+                       claims=claims, acr=acr, amr=tuple(amr or ()), auth_time=auth_time, expires_at=expires_at,
+                       revoked_at=revoked_at)
 
 
 async def remember_assertion(tx: Transaction, client_id: str, jti: str, expires_at: dt.datetime) -> bool:
@@ -75,19 +88,24 @@ class DirectTokenStore:
         row = await self.tx.one(CODE, code_hash=code_hash)
         return CodeRecord(*row) if row is not None else None
 
-    async def consume_code(self, code_hash: str, now: dt.datetime) -> bool:
-        return await self.tx.execute(CONSUME_CODE, code_hash=code_hash, now=now) == 1
+    async def redeem_code(self, code_hash: str, now: dt.datetime) -> tuple[CodeRecord, GrantRecord | None] | None:
+        if self.tx.dialect_name == "postgresql":
+            row = await self.tx.one(REDEEM_CODE_WITH_GRANT, code_hash=code_hash, now=now)
+            if row is None:
+                return None
+            width = len(_CODE_COLUMNS)
+            return CodeRecord(*row[:width]), _grant(row[width:])
+        row = await self.tx.one(REDEEM_CODE, code_hash=code_hash, now=now)
+        if row is None:
+            return None
+        code = CodeRecord(*row)
+        return code, await self.get_grant(code.grant_id)
 
     async def get_grant(self, grant_id: str) -> GrantRecord | None:
         if len(grant_id) > 32:
             return None
         row = await self.tx.one(GRANT, id=grant_id)
-        if row is None:
-            return None
-        (id_, client_id, person_id, sid, sub, scope, claims, acr, amr, auth_time, expires_at, revoked_at) = row
-        return GrantRecord(id=id_, client_id=client_id, person_id=person_id, session_sid=sid, sub=sub, scope=scope,
-                           claims=claims, acr=acr, amr=tuple(amr or ()), auth_time=auth_time, expires_at=expires_at,
-                           revoked_at=revoked_at)
+        return _grant(row) if row is not None else None
 
     async def revoke_grant(self, grant_id: str, now: dt.datetime, reason: str) -> bool:
         return await self.tx.execute(REVOKE_GRANT, id=grant_id, now=now, reason=reason[:200]) > 0

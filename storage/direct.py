@@ -30,7 +30,7 @@ import contextlib
 import functools
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,16 +121,9 @@ class DirectDatabase:
             self._compiled[id(statement)] = found
         return found[1]
 
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Transaction]:
-        """A unit of work: committed when the block ends normally, rolled back when it raises."""
-        tx = self._transaction()
-        try:
-            yield tx
-        except BaseException:
-            await tx.finish(commit=False)
-            raise
-        await tx.finish(commit=True)
+    def transaction(self) -> Transaction:
+        """A unit of work (`async with`): committed when the block ends normally, rolled back when it raises."""
+        return self._transaction()
 
     def _transaction(self) -> Transaction:
         raise NotImplementedError
@@ -147,6 +140,12 @@ class Transaction:
         self.dialect_name = database.dialect.name
         self._deferred: list[tuple[Compiled, list[Any]]] = []
         self.begun = False
+
+    async def __aenter__(self) -> Transaction:
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        await self.finish(commit=kind is None)
 
     async def one(self, statement: ClauseElement, **params: Any) -> tuple[Any, ...] | None:
         compiled = self._db.compiled(statement)

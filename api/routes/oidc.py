@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 
 from api.body import read_limited
+from api.hot import HotRoute
 from api.oidc import Provider
 from api.pages import error_page, render
 from api.problems import BearerTokenMissing
@@ -244,6 +245,15 @@ async def revoke(request: Request) -> Response:
     async with provider.token_unit_of_work() as store:
         await provider.grants.revoke(form, request.headers.get("authorization"), store)
     return Response(status_code=200, headers=NO_STORE)
+
+
+HOT_ROUTES = {
+    "/token": HotRoute(frozenset({"POST"}), token),
+    "/userinfo": HotRoute(frozenset({"GET", "POST"}), userinfo),
+    "/introspect": HotRoute(frozenset({"POST"}), introspect),
+    "/revoke": HotRoute(frozenset({"POST"}), revoke),
+}
+"""Answered past the router (api.hot): the endpoints relying parties call on every login."""
 
 
 # --- logout (RP-Initiated Logout 1.0) ---------------------------------------------------------------------
