@@ -119,7 +119,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             if own:
                 await svc.close()
 
+    # FastAPI's OpenTelemetry integration is off: Açar exports none, and checking for it costs every request
+    # (its `enabled` looks the providers up each time); its exception logs would carry exception messages
     app = FastAPI(title="Açar", version="0.1.0", lifespan=lifespan, redoc_url=None,
+                  telemetry={"tracing": False, "metrics": False, "logs": False},
                   docs_url="/docs" if settings.env == "development" else None,
                   openapi_url="/openapi.json" if settings.env == "development" else None)
     problems.install(app)
@@ -139,7 +142,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(tsa.router)
     app.include_router(pki.router)
-    app.add_middleware(HotRoutes, routes=oidc.HOT_ROUTES)  # innermost: past the router (api.hot)
     app.add_middleware(PageContextMiddleware)  # the request a page answers, for its language (api.pages)
+    app.add_middleware(HotRoutes, routes=oidc.HOT_ROUTES)  # past the router, and the pages' context (api.hot)
     app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.access_log)
     return app

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -35,7 +35,7 @@ class RequestContextMiddleware:
             if name == b"x-request-id":
                 incoming = value.decode("latin-1")
                 break
-        rid = incoming if incoming and _SAFE_ID.fullmatch(incoming) else uuid.uuid4().hex
+        rid = incoming if incoming and _SAFE_ID.fullmatch(incoming) else os.urandom(16).hex()
         token = request_id_var.set(rid)
         status = 500
         response_started = False

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,14 +14,14 @@ from sqlalchemy import JSON, String, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from storage.base import Base, UTCDateTime, utcnow
+from storage.base import Base, UTCDateTime, new_uuid, utcnow
 from storage.direct import DirectDatabase, table
 
 
 class AuditEvent(Base):
     __tablename__ = "audit_events"
 
-    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
     occurred_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
     event_type: Mapped[str] = mapped_column(String(64), index=True)
     actor: Mapped[str] = mapped_column(String(200))
@@ -38,7 +37,7 @@ INSERT_AUDIT = insert(table(AuditEvent))
 def audit_row(event_type: str, *, actor: str, subject: str | None = None, detail: Mapping[str, Any] | None = None,
               request_id: str | None = None, clock: dt.datetime | None = None) -> dict[str, Any]:
     """The columns of one audit event (the arguments of `record_event`) for INSERT_AUDIT."""
-    return {"id": str(uuid.uuid4()), "occurred_at": clock or utcnow(), "event_type": event_type, "actor": actor,
+    return {"id": new_uuid(), "occurred_at": clock or utcnow(), "event_type": event_type, "actor": actor,
             "subject": subject, "request_id": request_id, "detail": dict(detail) if detail is not None else {}}
 
 
@@ -96,6 +95,7 @@ class GroupCommitAuditLog:
 
     async def _write(self) -> None:
         try:
+            await asyncio.sleep(0)  # one loop turn: requests already under way add their events to this batch
             while self._pending:
                 self._writing = self._pending[:self._max_batch]
                 self._pending = self._pending[self._max_batch:]
