@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,9 +18,8 @@ from idp.grants import TokenService
 from idp.interfaces import ClientDirectory
 from idp.loa import AcrPolicy
 from idp.sessions import SessionService
-from idp.store import SqlOidcStore
+from idp.store import SqlOidcStore, remember_assertion
 from idp.subjects import SubjectIdentifiers
-from idp.token_store import DirectTokenStore, remember_assertion
 from idp.tokens import ACCESS_TOKEN_ALG, ACCESS_TOKEN_TYP, TokenIssuer
 from keys.jose import VerifiedClaims
 from keys.token_keys import TokenKeyService
@@ -96,35 +94,22 @@ class Provider:
     def browser_cookie_name(self) -> str:
         return "__Host-acar_browser" if self.secure_cookies else "acar_browser"
 
-    @contextlib.asynccontextmanager
-    async def unit_of_work(self) -> AsyncIterator[SqlOidcStore]:
-        """One transaction per request: committed on success, and on OAuth errors whose refusal itself changed
-        state (a reused code revokes its tokens); rolled back otherwise, so bad input changes nothing."""
-        async with self.sessions() as session:
-            store = SqlOidcStore(session, request_id=request_id_var.get())
-            try:
-                yield store
-            except OAuthError as exc:
-                if exc.persist:
-                    await session.commit()
-                raise
-            await session.commit()
-
-    def token_unit_of_work(self) -> TokenUnitOfWork:
-        """The same for the token endpoint and the token-consuming endpoints, on the driver directly (their
-        transaction begins at their first statement: a client_credentials token needs none)."""
-        return TokenUnitOfWork(self.direct.transaction(), request_id_var.get())
+    def unit_of_work(self) -> UnitOfWork:
+        """One transaction per request, on the driver directly (storage.direct), begun at its first statement (a
+        client_credentials token needs none): committed on success, and on OAuth errors whose refusal itself
+        changed state (a reused code revokes its tokens); rolled back otherwise, so bad input changes nothing."""
+        return UnitOfWork(self.direct.transaction(), request_id_var.get())
 
 
-class TokenUnitOfWork:
-    """`async with` a DirectTokenStore: committed on success and on OAuth errors whose refusal itself changed
+class UnitOfWork:
+    """`async with` a SqlOidcStore: committed on success and on OAuth errors whose refusal itself changed
     state (persist), rolled back otherwise (a plain class: cheaper than a generator-based context manager)."""
 
     def __init__(self, tx: Transaction, request_id: str | None) -> None:
         self._tx = tx
-        self._store = DirectTokenStore(tx, request_id=request_id)
+        self._store = SqlOidcStore(tx, request_id=request_id)
 
-    async def __aenter__(self) -> DirectTokenStore:
+    async def __aenter__(self) -> SqlOidcStore:
         return self._store
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:

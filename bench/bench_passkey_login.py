@@ -81,6 +81,7 @@ async def setup(env: dict[str, str], persons: int) -> tuple[str, list[Any]]:
     from idp.persons import PersonService
     from idp.store import SqlOidcStore
     from storage.base import utcnow
+    from storage.direct import SessionTransaction
     from tests.webauthn_authenticator import SoftwareAuthenticator
 
     services = build_services(load_settings())
@@ -90,7 +91,8 @@ async def setup(env: dict[str, str], persons: int) -> tuple[str, list[Any]]:
             client, _secret = await ClientRegistry(session, signing_algs=services.settings.token_key_algorithms).add(
                 ClientRegistration(name="Bench portal", redirect_uris=[REDIRECT_URI], scopes=["openid", "profile"]),
                 actor="bench")
-            oidc, passkeys = SqlOidcStore(session), SqlPasskeyStore(session)
+            tx = SessionTransaction(session)
+            oidc, passkeys = SqlOidcStore(tx), SqlPasskeyStore(tx)
             for i in range(persons):
                 person = await PersonService(session).add(fin=f"B{i:06d}", given_name="Bench", family_name=str(i),
                                                           actor="bench")
@@ -103,6 +105,7 @@ async def setup(env: dict[str, str], persons: int) -> tuple[str, list[Any]]:
                 await oidc.save_consent(person.id, client.client_id, frozenset({"openid", "profile"}),
                                         frozenset({"sub", "name", "given_name", "family_name"}), utcnow())
                 authenticators.append(authenticator)
+            await tx.flush()  # the audit events of the registrations
     finally:
         await services.close()
     return client.client_id, authenticators

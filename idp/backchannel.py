@@ -1,6 +1,6 @@
 """Durable delivery of OpenID Connect Back-Channel Logout 1.0 logout tokens.
 
-When a login session ends, `queue_logouts` writes one `logout_deliveries` row per client of the session that
+When a login session ends, `OidcStore.queue_logouts` writes one `logout_deliveries` row per client of the session that
 registered a `backchannel_logout_uri` (section 2.2), in the caller's unit of work. `BackchannelDelivery` is the
 worker that sends them:
 
@@ -43,7 +43,7 @@ import httpx
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from idp.models import LogoutDelivery, OAuthClient, SessionClient
+from idp.models import LogoutDelivery
 from storage.audit import record_event
 from storage.base import utcnow
 
@@ -79,31 +79,6 @@ def retry_delay(attempts: int) -> dt.timedelta:
     """How long to wait after the `attempts`-th failed attempt: 5 s, 10 s, 20 s, ... capped at one hour."""
     exponent = min(max(attempts, 1) - 1, 20)  # 5 * 2**20 s is far past the cap already
     return dt.timedelta(seconds=min(FIRST_RETRY * 2**exponent, MAX_RETRY))
-
-
-async def queue_logouts(session: AsyncSession, *, session_id: str, sid: str, now: dt.datetime,
-                        retry_seconds: int) -> int:
-    """Queue a logout token for every client of login session `session_id` that takes back-channel logouts.
-
-    Clients without a `backchannel_logout_uri` and disabled clients get none. The rows are due at once and
-    retried until `now + retry_seconds`. Flushes into the caller's unit of work: call
-    `BackchannelDelivery.kick()` after the commit so they are sent at once. Returns how many were queued.
-    """
-    targets = (await session.execute(
-        select(SessionClient.client_id, SessionClient.sub, OAuthClient.backchannel_logout_uri)
-        .join(OAuthClient, OAuthClient.client_id == SessionClient.client_id)
-        .where(SessionClient.session_id == session_id,
-               OAuthClient.backchannel_logout_uri.is_not(None),
-               OAuthClient.backchannel_logout_uri != "",
-               OAuthClient.disabled_at.is_(None))
-        .order_by(SessionClient.client_id))).all()
-    give_up_at = now + dt.timedelta(seconds=retry_seconds)
-    session.add_all(
-        LogoutDelivery(client_id=client_id, uri=uri, sub=sub, sid=sid, created_at=now, attempts=0,
-                       next_attempt_at=now, give_up_at=give_up_at)
-        for client_id, sub, uri in targets)
-    await session.flush()
-    return len(targets)
 
 
 @dataclass(frozen=True, slots=True)

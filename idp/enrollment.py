@@ -29,6 +29,7 @@ from idp.passkeys_store import SqlPasskeyStore
 from idp.persons import PersonRecord, PersonService
 from idp.webauthn import PasskeyError, PasskeyService
 from storage.audit import record_event
+from storage.direct import SessionTransaction
 
 ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
 """Base32 without the look-alikes 0/O and 1/I."""
@@ -253,7 +254,7 @@ class EnrollmentService:
                                      csrf_token=record.csrf_token, created_at=now, expires_at=record.expires_at))
         await self._session.flush()
         self._audit("enrollment.started", actor=row.person_id, subject=code_id, detail={})
-        name = await SqlPasskeyStore(self._session).display_name(row.person_id)
+        name = await SqlPasskeyStore(SessionTransaction(self._session)).display_name(row.person_id)
         return StartedEnrollment(cookie=cookie, enrollment=record, display_name=name or "")
 
     async def _wrong_secret(self, row: ActivationCode, now: dt.datetime) -> None:
@@ -311,8 +312,10 @@ async def issue_for_fin(session: AsyncSession, policy: EnrollmentPolicy, passkey
     person = await PersonService(session).get_by_fin(fin)
     removed = 0
     if revoke_credentials:
-        removed = await passkeys.remove_all(SqlPasskeyStore(session, request_id=request_id), person.id,
+        tx = SessionTransaction(session)
+        removed = await passkeys.remove_all(SqlPasskeyStore(tx, request_id=request_id), person.id,
                                             actor=issued_by, reason="recovery: new activation code")
+        await tx.flush()  # the removals' audit events, into the caller's transaction
     issued = await EnrollmentService(session, policy, clock=clock, request_id=request_id).issue(
         person.id, issued_by=issued_by)
     return person, issued, removed

@@ -36,7 +36,7 @@ from typing import Any
 
 from sqlalchemy import Table
 from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql import ClauseElement, Insert
 
 SQLITE_LOCK_WAIT_SECONDS = 10.0
@@ -63,8 +63,12 @@ class Compiled:
         binds = tuple(compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names)
         columns = getattr(statement, "exported_columns", ())  # SELECT columns, or a DML statement's RETURNING
         results = tuple(column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns)
-        return cls(str(compiled), names, binds, results, tuple(column.key for column in columns),
-                   _insert_defaults(statement))
+        defaults = _insert_defaults(statement)
+        for name in names:  # literal values in the statement (`column != ""`): their anonymous parameters
+            bind = compiled.binds[name]
+            if not bind.required and name not in defaults:
+                defaults[name] = functools.partial(lambda value: value, bind.effective_value)
+        return cls(str(compiled), names, binds, results, tuple(column.key for column in columns), defaults)
 
     def args(self, params: Mapping[str, Any]) -> list[Any]:
         out = []
@@ -86,9 +90,13 @@ def table(model: type[Any]) -> Table:
     return found
 
 
+def _none() -> None:
+    return None
+
+
 def _insert_defaults(statement: ClauseElement) -> dict[str, Callable[[], Any]]:
     """The model's Python-side column defaults (ids, created_at) for an INSERT of a whole table, which the ORM
-    would otherwise apply: a value left out of an insert's parameters takes its column's default."""
+    would otherwise apply: a value left out of an insert's parameters takes its column's default, or NULL."""
     table = getattr(statement, "table", None)
     if not isinstance(statement, Insert) or table is None:
         return {}
@@ -96,6 +104,8 @@ def _insert_defaults(statement: ClauseElement) -> dict[str, Callable[[], Any]]:
     for column in table.columns:
         default = column.default
         if default is None:
+            if column.nullable and column.server_default is None:
+                defaults[column.key] = _none  # an optional column left out is NULL, as in an ORM insert
             continue
         if default.is_callable:
             defaults[column.key] = functools.partial(default.arg, None)  # SQLAlchemy wraps it to take a context
@@ -104,22 +114,30 @@ def _insert_defaults(statement: ClauseElement) -> dict[str, Callable[[], Any]]:
     return defaults
 
 
+_COMPILED: dict[tuple[int, str], tuple[ClauseElement, Compiled]] = {}
+
+
+def compiled_for(statement: ClauseElement, dialect: Dialect) -> Compiled:
+    """The statement compiled for the dialect's driver, once: statements are module constants, keyed by identity
+    (the statement kept alive beside its compilation)."""
+    key = (id(statement), f"{dialect.name}+{dialect.driver}")
+    found = _COMPILED.get(key)
+    if found is None or found[0] is not statement:
+        found = (statement, Compiled.build(statement, dialect))
+        _COMPILED[key] = found
+    return found[1]
+
+
 class DirectDatabase:
-    """Compiles statements once for its dialect and hands out units of work (see module docstring)."""
+    """Hands out units of work on the driver (see module docstring)."""
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
         self.commits = 0
         """Transactions committed (tests count group commits with it)."""
-        self._compiled: dict[int, tuple[ClauseElement, Compiled]] = {}
 
     def compiled(self, statement: ClauseElement) -> Compiled:
-        # statements are module constants: keyed by identity, the statement kept alive beside its compilation
-        found = self._compiled.get(id(statement))
-        if found is None or found[0] is not statement:
-            found = (statement, Compiled.build(statement, self.dialect))
-            self._compiled[id(statement)] = found
-        return found[1]
+        return compiled_for(statement, self.dialect)
 
     def transaction(self) -> Transaction:
         """A unit of work (`async with`): committed when the block ends normally, rolled back when it raises."""
@@ -379,3 +397,56 @@ class _SqliteTransaction(Transaction):
         finally:
             self._db.turn.release()
 
+
+
+# --- the same statements inside an ORM session's transaction -----------------------------------------------
+
+class SessionTransaction:
+    """The Transaction interface inside an AsyncSession's transaction, for the few units of work that also need
+    ORM services (enrollment, person lookups): the same compiled statements, run on the session's connection as
+    driver SQL, with the same conversions. `commit` writes the deferred rows, then commits the session."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self._dialect = session.get_bind().dialect
+        self.dialect_name = self._dialect.name
+        self._deferred: list[tuple[Compiled, list[Any]]] = []
+
+    async def _run(self, compiled: Compiled, args: Any) -> Any:
+        connection = await self.session.connection()
+        return await connection.exec_driver_sql(compiled.sql, args)
+
+    async def one(self, statement: ClauseElement, **params: Any) -> tuple[Any, ...] | None:
+        compiled = compiled_for(statement, self._dialect)
+        row = (await self._run(compiled, tuple(compiled.args(params)))).first()
+        return compiled.row(tuple(row)) if row is not None else None
+
+    async def one_dict(self, statement: ClauseElement, **params: Any) -> dict[str, Any] | None:
+        row = await self.one(statement, **params)
+        return dict(zip(compiled_for(statement, self._dialect).keys, row, strict=True)) if row is not None else None
+
+    async def all(self, statement: ClauseElement, **params: Any) -> list[tuple[Any, ...]]:
+        compiled = compiled_for(statement, self._dialect)
+        return [compiled.row(tuple(row)) for row in (await self._run(compiled, tuple(compiled.args(params)))).all()]
+
+    async def execute(self, statement: ClauseElement, **params: Any) -> int:
+        compiled = compiled_for(statement, self._dialect)
+        return int((await self._run(compiled, tuple(compiled.args(params)))).rowcount or 0)
+
+    async def execute_many(self, statement: ClauseElement, rows: Sequence[Mapping[str, Any]]) -> None:
+        if rows:
+            compiled = compiled_for(statement, self._dialect)
+            await self._run(compiled, [tuple(compiled.args(row)) for row in rows])
+
+    def defer(self, statement: ClauseElement, **params: Any) -> None:
+        compiled = compiled_for(statement, self._dialect)
+        self._deferred.append((compiled, compiled.args(params)))
+
+    async def flush(self) -> None:
+        deferred, self._deferred = self._deferred, []
+        for compiled, args in deferred:
+            await self._run(compiled, tuple(args))
+
+    async def commit(self) -> None:
+        await self.flush()
+        await self.session.commit()

@@ -79,7 +79,8 @@ async def dev_login(request: Request, pending_id: str) -> Response:  # noqa: PLR
         if method is None:
             return error_page("invalid_request", "unknown level of assurance")
         try:
-            person = await PersonService(store.session).get_by_fin((form.get("fin") or [""])[0])
+            async with provider.sessions() as session:  # a read beside the unit of work (ORM service)
+                person = await PersonService(session).get_by_fin((form.get("fin") or [""])[0])
         except InvalidIdentifier as exc:
             return error_page("invalid_request", exc.detail)
         except PersonNotFound:

@@ -216,7 +216,7 @@ def browser_binding(request: Request) -> str | None:
 async def token(request: Request) -> JSONResponse:
     provider = provider_of(request)
     form = single_values(await read_form(request))
-    async with provider.token_unit_of_work() as store:
+    async with provider.unit_of_work() as store:
         result = await provider.grants.token(form, request.headers.get("authorization"), store)
     return oauth_json(result.body)
 
@@ -242,7 +242,7 @@ async def userinfo(request: Request) -> JSONResponse:
     provider = provider_of(request)
     form = await read_form(request) if request.method == "POST" and request.headers.get("content-type") else None
     token = _bearer(request, form)
-    async with provider.token_unit_of_work() as store:
+    async with provider.unit_of_work() as store:
         body = await provider.grants.userinfo(token, store)
     return oauth_json(body)
 
@@ -251,7 +251,7 @@ async def userinfo(request: Request) -> JSONResponse:
 async def introspect(request: Request) -> JSONResponse:
     provider = provider_of(request)
     form = single_values(await read_form(request))
-    async with provider.token_unit_of_work() as store:
+    async with provider.unit_of_work() as store:
         body = await provider.grants.introspect(form, request.headers.get("authorization"), store)
     return oauth_json(body)
 
@@ -260,7 +260,7 @@ async def introspect(request: Request) -> JSONResponse:
 async def revoke(request: Request) -> Response:
     provider = provider_of(request)
     form = single_values(await read_form(request))
-    async with provider.token_unit_of_work() as store:
+    async with provider.unit_of_work() as store:
         await provider.grants.revoke(form, request.headers.get("authorization"), store)
     return Response(status_code=200, headers=NO_STORE)
 

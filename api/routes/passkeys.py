@@ -49,6 +49,7 @@ from idp.sessions import csrf_for_session
 from idp.store import SqlOidcStore
 from idp.webauthn import InvalidPasskeyRequest, PasskeyError, RequestExpired
 from storage.base import utcnow
+from storage.direct import SessionTransaction
 
 router = APIRouter(tags=["passkeys"])
 MAX_BODY = 64 * 1024
@@ -124,17 +125,41 @@ class Work:
 async def unit_of_work(services: Services) -> AsyncIterator[Work]:
     """One transaction: committed on success, and also on a PasskeyError (EnrollmentErrors included), whose
     refusal wrote only what it must keep (consumed challenge, flagged credential, attempt count or lock, audit
-    event; see idp.webauthn and idp.enrollment); rolled back on anything else."""
+    event; see idp.webauthn and idp.enrollment); rolled back on anything else. In an ORM session, for the
+    enrollment service (registration, enrollment and credential management)."""
     rid = request_id_var.get()
     async with services.sessions() as session:
-        work = Work(SqlOidcStore(session, request_id=rid), SqlPasskeyStore(session, request_id=rid),
+        tx = SessionTransaction(session)
+        work = Work(SqlOidcStore(tx, request_id=rid), SqlPasskeyStore(tx, request_id=rid),
                     EnrollmentService(session, services.enrollment_policy, clock=utcnow, request_id=rid))
         try:
             yield work
         except PasskeyError:
-            await session.commit()
+            await tx.commit()
             raise
-        await session.commit()
+        await tx.commit()
+
+
+@dataclass
+class LoginWork:
+    oidc: SqlOidcStore
+    passkeys: SqlPasskeyStore
+
+
+class LoginUnitOfWork:
+    """The login ceremony's unit of work on the driver directly (storage.direct; the login is the hot path of
+    every citizen): committed on success and on a PasskeyError, as `unit_of_work`."""
+
+    def __init__(self, services: Services) -> None:
+        rid = request_id_var.get()
+        self._tx = services.direct.transaction()
+        self._work = LoginWork(SqlOidcStore(self._tx, request_id=rid), SqlPasskeyStore(self._tx, request_id=rid))
+
+    async def __aenter__(self) -> LoginWork:
+        return self._work
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        await self._tx.finish(commit=kind is None or isinstance(exc, PasskeyError))
 
 
 async def _json(request: Request) -> dict[str, Any]:
@@ -185,9 +210,9 @@ def _level(value: object) -> Level | None:
     return value if value in LEVELS else None
 
 
-async def _pending(request: Request, work: Work, pending_id: str) -> PendingRequest:
+async def _pending(request: Request, oidc: SqlOidcStore, pending_id: str) -> PendingRequest:
     """The pending request, only in the browser that made it (AuthorizationService.pending_for)."""
-    pending = await provider_of(request).authorization.pending_for(work.oidc, pending_id, browser_binding(request))
+    pending = await provider_of(request).authorization.pending_for(oidc, pending_id, browser_binding(request))
     if pending is None:
         raise RequestExpired("this sign-in request has expired or was already completed; start again from the "
                              "service you were using")
@@ -213,8 +238,8 @@ async def login_options(request: Request) -> JSONResponse:
     body = await _json(request)
     pending_id = _text(body, "pending_id")
     assert pending_id is not None  # noqa: S101 - required
-    async with unit_of_work(services) as work:
-        pending = await _pending(request, work, pending_id)
+    async with LoginUnitOfWork(services) as work:
+        pending = await _pending(request, work.oidc, pending_id)
         _check_csrf(request, services, pending.csrf_token)
         ceremony = await services.passkeys.authentication_options(
             work.passkeys, pending_id=pending.id, required_level=_level(pending.params.get("level")))
@@ -236,8 +261,8 @@ async def login_verify(request: Request) -> JSONResponse:
     assert pending_id is not None  # noqa: S101 - required
     assert ceremony is not None  # noqa: S101 - required
     cookie = session_cookie(request, provider)
-    async with unit_of_work(services) as work:
-        pending = await _pending(request, work, pending_id)
+    async with LoginUnitOfWork(services) as work:
+        pending = await _pending(request, work.oidc, pending_id)
         _check_csrf(request, services, pending.csrf_token)
         login = await services.passkeys.verify_authentication(
             work.passkeys, ceremony_id=ceremony, pending_id=pending.id, credential=credential,

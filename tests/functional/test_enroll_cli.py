@@ -46,8 +46,9 @@ async def test_recovery_revokes_credentials(cli_env: dict[str, str], services: S
     async with services.sessions() as session, session.begin():
         from idp.passkeys_store import SqlPasskeyStore
         from idp.webauthn import CredentialRecord
+        from storage.direct import SessionTransaction
 
-        await SqlPasskeyStore(session).add_credential(CredentialRecord(
+        await SqlPasskeyStore(SessionTransaction(session)).add_credential(CredentialRecord(
             id="cred-1", person_id=person_id, public_key=b"k", sign_count=0, transports=(), aaguid="0" * 36,
             attestation_format="none", user_verified=True, attested=False, backup_eligible=False, backed_up=False,
             name="Laptop", max_level="high", created_at=utcnow()))

@@ -25,8 +25,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select, text
 
 from api.deps import Services
-from idp.backchannel import GAVE_UP, BackchannelDelivery, queue_logouts, retry_delay
+from idp.backchannel import GAVE_UP, BackchannelDelivery, retry_delay
 from idp.models import LoginSession, LogoutDelivery, OAuthClient, Person, SessionClient
+from idp.store import SqlOidcStore
 from storage.audit import AuditEvent
 from tests.clock import Clock
 from tests.conftest import TEST_DB
@@ -181,9 +182,14 @@ async def login_session(services: Services, clients: dict[str, str | None], *, d
         session.add_all(SessionClient(session_id=SESSION_ID, client_id=c, sub=f"sub-{c}") for c in clients)
 
 
+async def queue_logouts(services: Services, *, session_id: str, sid: str, now: dt.datetime,
+                        retry_seconds: int) -> int:
+    async with services.direct.transaction() as tx:
+        return await SqlOidcStore(tx).queue_logouts(session_id, sid=sid, now=now, retry_seconds=retry_seconds)
+
+
 async def queue(services: Services, *, now: dt.datetime = T0, retry_seconds: int = 86400) -> int:
-    async with services.sessions() as session, session.begin():
-        return await queue_logouts(session, session_id=SESSION_ID, sid=SID, now=now, retry_seconds=retry_seconds)
+    return await queue_logouts(services, session_id=SESSION_ID, sid=SID, now=now, retry_seconds=retry_seconds)
 
 
 async def rows(services: Services) -> dict[str, LogoutDelivery]:
@@ -479,6 +485,5 @@ async def test_purge_deletes_finished_rows_older_than_the_cutoff(
 async def test_nothing_is_queued_without_a_backchannel_client_or_for_an_unknown_session(services: Services) -> None:
     await login_session(services, {"rp-a": None})
     assert await queue(services) == 0
-    async with services.sessions() as session, session.begin():
-        assert await queue_logouts(session, session_id="no-such-session", sid="x", now=T0, retry_seconds=60) == 0
+    assert await queue_logouts(services, session_id="no-such-session", sid="x", now=T0, retry_seconds=60) == 0
     assert await rows(services) == {}

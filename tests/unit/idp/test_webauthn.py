@@ -20,6 +20,7 @@ from idp.models import AuthorizationRequest, LoginSession, WebAuthnChallenge, We
 from idp.store import SqlOidcStore
 from idp.webauthn import AttestationPolicy, PasskeyService, RelyingParty, login_level, login_method
 from storage.base import utcnow
+from storage.direct import SessionTransaction
 from tests.oidc_tools import (
     Registered,
     asgi_browser,
@@ -91,8 +92,9 @@ async def pre_consent(services: Services, rp: Registered, fin: str = FIN_A) -> N
         from idp.models import Person
 
         person_id = (await session.execute(select(Person.id).where(Person.fin == fin))).scalar_one()
-        await SqlOidcStore(session).save_consent(person_id, rp.client_id, frozenset({"openid", "profile"}),
-                                                 frozenset({"sub", "name", "given_name", "family_name"}), utcnow())
+        await SqlOidcStore(SessionTransaction(session)).save_consent(
+            person_id, rp.client_id, frozenset({"openid", "profile"}),
+            frozenset({"sub", "name", "given_name", "family_name"}), utcnow())
 
 
 async def credential_row(services: Services, credential_id: str) -> WebAuthnCredential:

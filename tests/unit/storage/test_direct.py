@@ -15,7 +15,7 @@ from sqlalchemy import bindparam, func, insert, select
 
 from api.deps import Services
 from idp.models import Grant, Person
-from idp.token_store import GRANT
+from idp.store import GRANT
 from storage import create_engine
 from storage.audit import INSERT_AUDIT, AuditEvent, audit_row
 from storage.direct import SqliteDirect
@@ -146,3 +146,13 @@ async def test_statements_are_compiled_once(services: Services) -> None:
     first = services.direct.compiled(statement)
 
     assert services.direct.compiled(statement) is first
+
+
+async def test_literal_values_in_a_statement_need_no_parameter(services: Services) -> None:
+    """`column != ""` compiles to an anonymous parameter: its value comes from the statement itself."""
+    async with services.direct.transaction() as tx:
+        await tx.execute(INSERT_AUDIT, **audit_row("test.literal", actor="tester", subject=""))
+        await tx.execute(INSERT_AUDIT, **audit_row("test.literal", actor="tester", subject="someone"))
+    statement = select(AuditEvent.subject).where(AuditEvent.event_type == "test.literal", AuditEvent.subject != "")
+    async with services.direct.transaction() as tx:
+        assert await tx.all(statement) == [("someone",)]
