@@ -171,6 +171,8 @@ class SqlOidcStore:
     def __init__(self, tx: Tx, *, request_id: str | None = None) -> None:
         self.tx = tx
         self._request_id = request_id
+        self._pending: dict[str, PendingRequest | None] = {}
+        """Pending requests read in this unit of work: a login reads its request twice (the route, then resume)."""
 
     # persons and sessions
     async def subject(self, person_id: str) -> Subject | None:
@@ -220,11 +222,14 @@ class SqlOidcStore:
     async def get_pending(self, pending_id: str) -> PendingRequest | None:
         if len(pending_id) > 64:
             return None
-        row = await self.tx.one(PENDING, id=pending_id)
-        return PendingRequest(*row) if row is not None else None
+        if pending_id not in self._pending:
+            row = await self.tx.one(PENDING, id=pending_id)
+            self._pending[pending_id] = PendingRequest(*row) if row is not None else None
+        return self._pending[pending_id]
 
     async def delete_pending(self, pending_id: str) -> None:
         await self.tx.execute(DELETE_PENDING, id=pending_id)
+        self._pending[pending_id] = None
 
     # grants, codes, refresh tokens
     async def create_grant(self, grant: GrantRecord) -> None:

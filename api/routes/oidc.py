@@ -266,12 +266,13 @@ async def revoke(request: Request) -> Response:
 
 
 HOT_ROUTES = {
+    "/authorize": HotRoute(frozenset({"GET", "POST"}), authorize),
     "/token": HotRoute(frozenset({"POST"}), token),
     "/userinfo": HotRoute(frozenset({"GET", "POST"}), userinfo),
     "/introspect": HotRoute(frozenset({"POST"}), introspect),
     "/revoke": HotRoute(frozenset({"POST"}), revoke),
 }
-"""Answered past the router (api.hot): the endpoints relying parties call on every login."""
+"""Answered past the router (api.hot): the endpoints of every login and every token."""
 
 
 # --- logout (RP-Initiated Logout 1.0) ---------------------------------------------------------------------

@@ -29,6 +29,7 @@ from fastapi.responses import JSONResponse
 
 from api.body import read_limited
 from api.deps import Services
+from api.hot import HotRoute
 from api.logging import request_id_var
 from api.oidc import Provider, session_max_age
 from api.problems import PROBLEM
@@ -276,6 +277,13 @@ async def login_verify(request: Request) -> JSONResponse:
     if new_cookie is not None:
         set_session_cookie(response, provider, new_cookie, session_max_age(state.expires_at))
     return response
+
+
+HOT_ROUTES = {
+    "/webauthn/login/options": HotRoute(frozenset({"POST"}), login_options),
+    "/webauthn/login/verify": HotRoute(frozenset({"POST"}), login_verify),
+}
+"""Answered past the router (api.hot): the passkey login of every citizen."""
 
 
 def next_step(request: Request, result: AuthorizeResult) -> JSONResponse:
