@@ -143,7 +143,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(tsa.router)
     app.include_router(pki.router)
     # innermost: the login and token endpoints past the router (api.hot), inside the pages' request context
-    app.add_middleware(HotRoutes, routes=oidc.HOT_ROUTES | passkeys.HOT_ROUTES)
+    app.add_middleware(HotRoutes, routes=oidc.HOT_ROUTES | passkeys.HOT_ROUTES | interaction.HOT_ROUTES)
     app.add_middleware(PageContextMiddleware)  # the request a page answers, for its language (api.pages)
     app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.access_log)
     return app

@@ -24,6 +24,9 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 class HotRoute:
     methods: Collection[str]
     endpoint: Endpoint
+    parameter: str | None = None
+    """For a route registered by its prefix ("/interaction/"): the path parameter the rest of the path is (one
+    non-empty segment), found in request.path_params."""
 
 
 class HotRoutes:
@@ -31,10 +34,23 @@ class HotRoutes:
 
     def __init__(self, app: ASGIApp, *, routes: Mapping[str, HotRoute]) -> None:
         self.app = app
-        self.routes = dict(routes)
+        self.routes = {path: route for path, route in routes.items() if route.parameter is None}
+        self.prefixed = [(path, route) for path, route in routes.items() if route.parameter is not None]
+
+    def _route(self, scope: Scope) -> HotRoute | None:
+        path = scope["path"]
+        route = self.routes.get(path)
+        if route is not None:
+            return route
+        for prefix, candidate in self.prefixed:
+            rest = path[len(prefix):]
+            if path.startswith(prefix) and rest and "/" not in rest:
+                scope["path_params"] = {candidate.parameter: rest}
+                return candidate
+        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = self.routes.get(scope["path"]) if scope["type"] == "http" else None
+        route = self._route(scope) if scope["type"] == "http" else None
         if route is None or scope["method"] not in route.methods:
             await self.app(scope, receive, send)
             return

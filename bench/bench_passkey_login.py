@@ -45,10 +45,12 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from _common import (
     ACAR,
     ROOT,
+    Http1Connection,
     acar_server,
     acar_settings,
     add_database_options,
@@ -112,8 +114,8 @@ async def setup(env: dict[str, str], persons: int) -> tuple[str, list[Any]]:
 
 
 class Flows:
-    def __init__(self, base: str, client_id: str, authenticators: list[Any], flows: int) -> None:
-        self.base = base
+    def __init__(self, host: str, port: int, client_id: str, authenticators: list[Any], flows: int) -> None:
+        self.host, self.port = host, port
         self.client_id = client_id
         self.groups = [authenticators[i::flows] for i in range(flows)]
         verifier = secrets.token_urlsafe(48)
@@ -121,46 +123,50 @@ class Flows:
         self.done = 0
         self.failed: list[str] = []
 
-    async def login(self, http: Any, authenticator: Any) -> bool:
+    async def login(self, http: Http1Connection, authenticator: Any) -> bool:
         http.cookies.clear()
-        r = await http.get("/authorize", params={
+        query = urlencode({
             "client_id": self.client_id, "redirect_uri": REDIRECT_URI, "response_type": "code",
             "scope": "openid profile", "nonce": secrets.token_urlsafe(8), "state": secrets.token_urlsafe(8),
             "code_challenge": self.challenge, "code_challenge_method": "S256"})
-        location = r.headers.get("location", "")
-        if r.status_code != 303 or not location.startswith("/interaction/"):
-            self.failed.append(f"authorize {r.status_code} {location[:80]}")
+        status, headers, _ = await http.request("GET", "/authorize?" + query)
+        location = headers.get("location", "")
+        if status != 303 or not location.startswith("/interaction/"):
+            self.failed.append(f"authorize {status} {location[:80]}")
             return False
         pending_id = location.split("/")[2]
-        page = await http.get(location)
-        found = CSRF_RE.search(page.text)
-        if page.status_code != 200 or found is None:
-            self.failed.append(f"login page {page.status_code}")
+        status, _, page = await http.request("GET", location)
+        found = CSRF_RE.search(page.decode())
+        if status != 200 or found is None:
+            self.failed.append(f"login page {status}")
             return False
-        headers = {"X-CSRF-Token": found.group(1)}
-        r = await http.post("/webauthn/login/options", json={"pending_id": pending_id}, headers=headers)
-        if r.status_code != 200:
-            self.failed.append(f"options {r.status_code} {r.text[:120]}")
+        csrf = {"X-CSRF-Token": found.group(1)}
+        status, _, answer = await http.request("POST", "/webauthn/login/options", headers=csrf,
+                                               body=json.dumps({"pending_id": pending_id}).encode(),
+                                               content_type="application/json")
+        if status != 200:
+            self.failed.append(f"options {status} {answer[:120]!r}")
             return False
-        options = r.json()
+        options = json.loads(answer)
         assertion = authenticator.get(options["publicKey"])
-        r = await http.post("/webauthn/login/verify", json={
-            "ceremony": options["ceremony"], "pending_id": pending_id, "credential": assertion}, headers=headers)
-        if r.status_code != 200 or "code=" not in r.json().get("redirect", ""):
-            self.failed.append(f"verify {r.status_code} {r.text[:120]}")
+        status, _, answer = await http.request("POST", "/webauthn/login/verify", headers=csrf, body=json.dumps({
+            "ceremony": options["ceremony"], "pending_id": pending_id, "credential": assertion}).encode(),
+            content_type="application/json")
+        if status != 200 or "code=" not in json.loads(answer).get("redirect", ""):
+            self.failed.append(f"verify {status} {answer[:120]!r}")
             return False
         return True
 
     async def worker(self, group: list[Any], until: float) -> None:
-        import httpx
-
-        async with httpx.AsyncClient(base_url=self.base, timeout=30,
-                                     limits=httpx.Limits(max_connections=1, max_keepalive_connections=1)) as http:
+        http = Http1Connection(self.host, self.port)
+        try:
             i = 0
             while time.monotonic() < until:
                 if await self.login(http, group[i % len(group)]):
                     self.done += 1
                 i += 1
+        finally:
+            await http.close()
 
     async def run(self, seconds: float, server_pid: int) -> tuple[float, int, float, float]:
         """(logins/s, failed logins, server CPU ms per login, server CPU utilisation)."""
@@ -177,6 +183,8 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=10)
     ap.add_argument("--flows", type=int, default=8)
     ap.add_argument("--persons", type=int, default=64)
+    ap.add_argument("--profile", metavar="FILE", help="py-spy (pip install py-spy) samples the server during the "
+                    "first run, as collapsed stacks")
     add_database_options(ap)
     args = ap.parse_args()
     require(("taskset",), "util-linux")
@@ -199,16 +207,23 @@ def measure(args: argparse.Namespace) -> None:
     client_id, authenticators = asyncio.run(setup(settings, args.persons))
 
     port = free_port()
-    base = f"http://127.0.0.1:{port}"
     results: list[tuple[float, int, float, float]] = []
     with acar_server(port, work / "server.log", env) as server:
         os.sched_setaffinity(0, {1})  # the load on the other core
-        flows = Flows(base, client_id, authenticators, args.flows)
+        flows = Flows("127.0.0.1", port, client_id, authenticators, args.flows)
         warm = asyncio.run(flows.run(2, server.pid))  # warm-up, and the preflight: every login must succeed
         if warm[1]:
             raise SystemExit(f"PREFLIGHT FAIL: {warm[1]} failed logins, first: {flows.failed[0]}")
-        for _ in range(args.runs):
+        for run in range(args.runs):
+            spy = None
+            if args.profile and run == 0:
+                spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid",
+                                        str(server.pid), "--duration", str(int(args.duration)), "--rate", "200",
+                                        "--nonblocking", "--gil", "--format", "raw", "--output", args.profile],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             results.append(asyncio.run(flows.run(args.duration, server.pid)))
+            if spy is not None:
+                spy.wait(timeout=60)
             rate, failed, cpu_ms, util = results[-1]
             print(f"  run: {rate:.0f} logins/s, {failed} failed, server {cpu_ms:.2f} ms CPU per login, "
                   f"{util:.0%} of its core" + (f"; first failure: {flows.failed[0]}" if failed else ""), flush=True)

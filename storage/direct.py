@@ -262,26 +262,36 @@ class _PostgresTransaction(Transaction):
         self._driver: Any = None
         self._tx: Any = None
 
-    async def _begin(self) -> Any:
-        if not self.begun:
+    async def _begin(self, *, write: bool = True) -> Any:
+        """The unit's connection, and its transaction from the first writing statement on: reads before it run
+        on their own (under READ COMMITTED each statement takes its own snapshot either way), so a unit that
+        only reads (a login page) pays no BEGIN and COMMIT round trips."""
+        if self._driver is None:
             stack = contextlib.AsyncExitStack()
             try:
                 connection = await stack.enter_async_context(self._db.engine.connect())
-                driver = _driver_of(await connection.get_raw_connection())
-                self._tx = driver.transaction()
-                await self._tx.start()
+                self._driver = _driver_of(await connection.get_raw_connection())
             except BaseException:
                 await stack.aclose()
                 await self._db.engine.dispose()  # a dropped server connection: the next unit gets fresh ones
                 raise
-            self._stack, self._driver, self.begun = stack, driver, True
+            self._stack, self.begun = stack, True
+        if write and self._tx is None:
+            tx = self._driver.transaction()
+            try:
+                await tx.start()
+            except BaseException:
+                await self._db.engine.dispose()
+                raise
+            self._tx = tx
         return self._driver
 
     async def _fetchone(self, sql: str, args: list[Any]) -> Sequence[Any] | None:
-        return await (await self._begin()).fetchrow(sql, *args)  # type: ignore[no-any-return]
+        driver = await self._begin(write=not sql.startswith("SELECT"))  # UPDATE ... RETURNING writes
+        return await driver.fetchrow(sql, *args)  # type: ignore[no-any-return]
 
     async def _fetchall(self, sql: str, args: list[Any]) -> list[Sequence[Any]]:
-        return list(await (await self._begin()).fetch(sql, *args))
+        return list(await (await self._begin(write=not sql.startswith("SELECT"))).fetch(sql, *args))
 
     async def _execute(self, sql: str, args: list[Any]) -> int:
         status = await (await self._begin()).execute(sql, *args)  # "UPDATE 1", "INSERT 0 1", "DELETE 3"
@@ -297,10 +307,11 @@ class _PostgresTransaction(Transaction):
         self._stack = self._driver = self._tx = None
         self.begun = False
         try:
-            if commit:
-                await tx.commit()
-            else:
-                await tx.rollback()
+            if tx is not None:
+                if commit:
+                    await tx.commit()
+                else:
+                    await tx.rollback()
         finally:
             if stack is not None:
                 await stack.aclose()  # the pool resets a connection whose transaction failed

@@ -10,6 +10,7 @@ import hmac
 
 from fastapi import APIRouter, Request, Response
 
+from api.hot import HotRoute
 from api.oidc import session_max_age
 from api.pages import error_page, render
 from api.routes.oidc import answer, browser_binding, provider_of, read_form, session_cookie, set_session_cookie
@@ -58,6 +59,14 @@ async def login_page(request: Request, pending_id: str) -> Response:
         "ui_locales": pending.params.get("ui_locales"),
         "dev_login": provider.settings.dev_login and provider.settings.env != "production",
     }, form_targets=[str(pending.params["redirect_uri"])])
+
+
+async def _login_page(request: Request) -> Response:
+    return await login_page(request, request.path_params["pending_id"])
+
+
+HOT_ROUTES = {"/interaction/": HotRoute(frozenset({"GET"}), _login_page, parameter="pending_id")}
+"""The login page of every login, answered past the router (api.hot)."""
 
 
 @dev_router.post("/interaction/{pending_id}/dev-login")
