@@ -5,7 +5,9 @@ A fresh data dir (`acar init`), then, in this process, one confidential client a
 device-bound passkey of the software authenticator (tests/webauthn_authenticator.py) registered through
 idp.webauthn and consent already given, so every login ends in a code. A real `acar serve` (one worker, access
 log off) is pinned to core 0; this process (the load) pins itself to core 1 and runs --flows concurrent browser
-flows (asyncio + httpx, one keep-alive connection and no cookie carried between logins each). A flow is:
+flows (asyncio on a lean HTTP/1.1 client, _common.Http1Connection: httpx cost about a millisecond of CPU per
+request and capped the load near 130 logins/s; one keep-alive connection and no cookie carried between logins
+each). A flow is:
 
   GET /authorize                      303 -> /interaction/<id>
   GET /interaction/<id>               the login page: its pending id and CSRF token
@@ -17,11 +19,11 @@ Each flow owns its persons (their signature counters only ever increase). A logi
 a code. Median of --runs runs of --duration seconds after a warm-up; the server's CPU time per login (from
 /proc/<pid>/stat) shows whether it was saturated.
 
-8 flows stay within the engine's connection pool (10 on PostgreSQL): with 16, overflow connections are opened
-and closed per request (about 20% fewer logins/s on PostgreSQL), and on SQLite concurrent writers wait on its
-busy handler (under 30 logins/s, a few "database is locked" 500s).
+8 flows stay within the direct units of work's pool (10 connections on PostgreSQL); on SQLite the units take
+turns on one connection.
 
 Usage: .venv/bin/python bench/bench_passkey_login.py [--runs 3] [--duration 10] [--flows 8] [--persons 64]
+                                                     [--profile FILE]
                                                      [--postgresql | --database-url postgresql+asyncpg://...]
 --postgresql creates a throwaway database on postgresql://postgres@127.0.0.1:5432 (psql) and drops it after.
 Needs taskset (util-linux). Do not run it while bench_token.py or bench_code_exchange.py is running.
