@@ -81,11 +81,10 @@ def build_status_source(url: str) -> CertificateStatusSource:
 
 
 def build_direct(url: str, engine: AsyncEngine) -> DirectDatabase:
-    """Direct units of work: sqlite3 on the SQLite file, or a fixed pool of asyncpg connections without
-    pre-ping (a dropped connection fails one unit of work and the pool is replaced)."""
+    """Direct units of work: sqlite3 on the SQLite file, or an asyncpg pool of their own (storage.direct)."""
     if is_sqlite(url):
         return SqliteDirect(engine)
-    return PostgresDirect(create_engine(url, pool_size=DIRECT_POOL_SIZE, pre_ping=False, fixed_pool=True))
+    return PostgresDirect(engine, pool_size=DIRECT_POOL_SIZE)
 
 
 def build_services(settings: Settings, *, key_store: KeyStore | None = None) -> Services:
