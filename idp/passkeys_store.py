@@ -8,8 +8,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import bindparam, delete, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from webauthn.helpers import base64url_to_bytes, bytes_to_base64url
 
@@ -17,7 +15,7 @@ from idp.models import ActivationCode, Enrollment, Person, WebAuthnChallenge, We
 from idp.webauthn import USER_HANDLE_BYTES, ChallengeRecord, CredentialRecord, max_level_of
 from storage.audit import INSERT_AUDIT, audit_row
 from storage.base import utcnow
-from storage.direct import SessionTransaction, Transaction, table
+from storage.direct import SessionTransaction, Transaction, insert_ignoring, table
 
 ACTIVATION_CODES_KEPT = dt.timedelta(days=30)
 """Expired activation codes (and their enrollments) are kept this long for support questions, then deleted."""
@@ -29,8 +27,7 @@ USERS = table(WebAuthnUser)
 _ch, _cr, _us, _persons = CHALLENGES.c, CREDENTIALS.c, USERS.c, table(Person).c
 
 USER_HANDLE = select(_us.user_handle).where(_us.person_id == bindparam("person_id"))
-ADD_USER = {"postgresql": pg_insert(USERS).on_conflict_do_nothing(index_elements=["person_id"]),
-            "sqlite": sqlite_insert(USERS).on_conflict_do_nothing(index_elements=["person_id"])}
+ADD_USER = insert_ignoring(USERS, "person_id")
 DISPLAY_NAME = select(_persons.given_name, _persons.family_name).where(_persons.id == bindparam("person_id"))
 INSERT_CHALLENGE = insert(CHALLENGES)
 CONSUME_CHALLENGE = update(CHALLENGES).where(_ch.id == bindparam("id"), _ch.used_at.is_(None)) \

@@ -15,7 +15,8 @@ from storage.audit import record_event
 from storage.base import utcnow
 from storage.engine import dialect_insert
 
-_JTI_RE = re.compile(r"^[A-Za-z0-9_.-]{8,64}$")
+JTI_RE = re.compile(r"^[A-Za-z0-9_.-]{8,64}$")
+"""What a jti we issue or revoke looks like (8 to 64 URL-safe characters)."""
 
 
 class TokenRevocations:
@@ -27,7 +28,7 @@ class TokenRevocations:
     async def revoke(self, jti: str, *, expires_at: dt.datetime, reason: str, actor: str,
                      request_id: str | None = None) -> bool:
         """Revoke `jti` until `expires_at`; False when it was already revoked (nothing changes)."""
-        if not _JTI_RE.fullmatch(jti):
+        if not JTI_RE.fullmatch(jti):
             raise InvalidIdentifier("jti must be 8 to 64 URL-safe characters")
         values = {"jti": jti, "expires_at": expires_at, "reason": reason[:200], "revoked_at": utcnow()}
         insert = dialect_insert(self._session)

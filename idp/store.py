@@ -9,13 +9,10 @@ request also needs ORM services. Audit events are written with the unit of work,
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import bindparam, delete, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from idp.errors import InvalidIdentifier
@@ -44,23 +41,17 @@ from idp.models import (
     RevokedToken,
     SessionClient,
 )
+from idp.revocation import JTI_RE
 from storage.audit import INSERT_AUDIT, audit_row
 from storage.base import utcnow
-from storage.direct import SessionTransaction, Transaction, table
+from storage.direct import SessionTransaction, Transaction, insert_ignoring, table
 
 Tx = Transaction | SessionTransaction
 
-_JTI_RE = re.compile(r"^[A-Za-z0-9_.-]{8,64}$")
 _codes, _grants, _refresh = table(AuthorizationCode), table(Grant), table(RefreshToken)
 _persons, _revoked, _assertions = table(Person), table(RevokedToken), table(ClientAssertionJti)
 _sessions, _session_clients, _pending = table(LoginSession), table(SessionClient), table(AuthorizationRequest)
 _consents, _clients, _deliveries = table(Consent), table(OAuthClient), table(LogoutDelivery)
-
-
-def _upsert_ignoring(target: Any, *keys: str) -> dict[str, Any]:
-    """INSERT ... ON CONFLICT (keys) DO NOTHING, per dialect (both spell it the same, through their own module)."""
-    return {"postgresql": pg_insert(target).on_conflict_do_nothing(index_elements=list(keys)),
-            "sqlite": sqlite_insert(target).on_conflict_do_nothing(index_elements=list(keys))}
 
 
 # persons and sessions
@@ -74,7 +65,7 @@ UPDATE_LOGIN = update(_sessions).where(_sessions.c.id == bindparam("id")).values
     auth_time=bindparam("auth_time"), level=bindparam("level"), acr=bindparam("acr"), amr=bindparam("amr"))
 END_SESSION = update(_sessions).where(_sessions.c.id == bindparam("id"), _sessions.c.ended_at.is_(None)).values(
     ended_at=bindparam("now")).returning(*_SESSION_COLUMNS)
-ADD_SESSION_CLIENT = _upsert_ignoring(_session_clients, "session_id", "client_id")
+ADD_SESSION_CLIENT = insert_ignoring(_session_clients, "session_id", "client_id")
 SESSION_GRANTS = select(_grants.c.id, _grants.c.scope).where(_grants.c.session_sid == bindparam("sid"),
                                                            _grants.c.revoked_at.is_(None))
 PERSON_GRANTS_REVOKED = update(_grants).where(
@@ -126,8 +117,8 @@ DELETE_CONSENT = delete(_consents).where(_consents.c.person_id == bindparam("per
 
 # revocation by jti, client assertion replay
 JTI_REVOKED = select(_revoked.c.jti).where(_revoked.c.jti == bindparam("jti"))
-REVOKE_JTI = _upsert_ignoring(_revoked, "jti")
-REMEMBER_ASSERTION = _upsert_ignoring(_assertions, "client_id", "jti")
+REVOKE_JTI = insert_ignoring(_revoked, "jti")
+REMEMBER_ASSERTION = insert_ignoring(_assertions, "client_id", "jti")
 
 # back-channel logout (OpenID Connect Back-Channel Logout 1.0)
 LOGOUT_TARGETS = select(_session_clients.c.client_id, _session_clients.c.sub, _clients.c.backchannel_logout_uri) \
@@ -314,7 +305,7 @@ class SqlOidcStore:
     # revocation by jti
     async def revoke_jti(self, jti: str, expires_at: dt.datetime, reason: str, *, actor: str) -> bool:
         """Revoke `jti` until `expires_at` and record token.revoked; False when it already was (nothing changes)."""
-        if not _JTI_RE.fullmatch(jti):
+        if not JTI_RE.fullmatch(jti):
             raise InvalidIdentifier("jti must be 8 to 64 URL-safe characters")
         written = await self.tx.execute(REVOKE_JTI[self.tx.dialect_name], jti=jti, expires_at=expires_at,
                                         reason=reason[:200], revoked_at=utcnow())

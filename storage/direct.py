@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Table
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql import ClauseElement, Insert
@@ -53,7 +55,6 @@ class Compiled:
     names: tuple[str, ...]
     binds: tuple[Processor, ...]
     results: tuple[Processor, ...]
-    keys: tuple[str, ...]
     defaults: Mapping[str, Callable[[], Any]]
 
     @classmethod
@@ -67,8 +68,8 @@ class Compiled:
         for name in names:  # literal values in the statement (`column != ""`): their anonymous parameters
             bind = compiled.binds[name]
             if not bind.required and name not in defaults:
-                defaults[name] = functools.partial(lambda value: value, bind.effective_value)
-        return cls(str(compiled), names, binds, results, tuple(column.key for column in columns), defaults)
+                defaults[name] = _constant(bind.effective_value)
+        return cls(str(compiled), names, binds, results, defaults)
 
     def args(self, params: Mapping[str, Any]) -> list[Any]:
         out = []
@@ -94,6 +95,10 @@ def _none() -> None:
     return None
 
 
+def _constant(value: Any) -> Callable[[], Any]:
+    return lambda: value
+
+
 def _insert_defaults(statement: ClauseElement) -> dict[str, Callable[[], Any]]:
     """The model's Python-side column defaults (ids, created_at) for an INSERT of a whole table, which the ORM
     would otherwise apply: a value left out of an insert's parameters takes its column's default, or NULL."""
@@ -110,8 +115,15 @@ def _insert_defaults(statement: ClauseElement) -> dict[str, Callable[[], Any]]:
         if default.is_callable:
             defaults[column.key] = functools.partial(default.arg, None)  # SQLAlchemy wraps it to take a context
         elif default.is_scalar:
-            defaults[column.key] = functools.partial(lambda value: value, default.arg)
+            defaults[column.key] = _constant(default.arg)
     return defaults
+
+
+def insert_ignoring(target: Table, *keys: str) -> dict[str, Insert]:
+    """INSERT ... ON CONFLICT (keys) DO NOTHING by dialect name (PostgreSQL and SQLite spell it the same, each
+    through its own dialect module); a Transaction picks its own with `tx.dialect_name`."""
+    return {"postgresql": pg_insert(target).on_conflict_do_nothing(index_elements=list(keys)),
+            "sqlite": sqlite_insert(target).on_conflict_do_nothing(index_elements=list(keys))}
 
 
 _COMPILED: dict[tuple[int, str], tuple[ClauseElement, Compiled]] = {}
@@ -169,12 +181,6 @@ class Transaction:
         compiled = self._db.compiled(statement)
         raw = await self._fetchone(compiled.sql, compiled.args(params))
         return compiled.row(raw) if raw is not None else None
-
-    async def one_dict(self, statement: ClauseElement, **params: Any) -> dict[str, Any] | None:
-        """The first row as {column key: value}, or None."""
-        compiled = self._db.compiled(statement)
-        raw = await self._fetchone(compiled.sql, compiled.args(params))
-        return dict(zip(compiled.keys, compiled.row(raw), strict=True)) if raw is not None else None
 
     async def all(self, statement: ClauseElement, **params: Any) -> list[tuple[Any, ...]]:
         compiled = self._db.compiled(statement)
@@ -457,10 +463,6 @@ class SessionTransaction:
         compiled = compiled_for(statement, self._dialect)
         row = (await self._run(compiled, tuple(compiled.args(params)))).first()
         return compiled.row(tuple(row)) if row is not None else None
-
-    async def one_dict(self, statement: ClauseElement, **params: Any) -> dict[str, Any] | None:
-        row = await self.one(statement, **params)
-        return dict(zip(compiled_for(statement, self._dialect).keys, row, strict=True)) if row is not None else None
 
     async def all(self, statement: ClauseElement, **params: Any) -> list[tuple[Any, ...]]:
         compiled = compiled_for(statement, self._dialect)
