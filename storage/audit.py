@@ -67,19 +67,29 @@ def record_event(
 class GroupCommitAuditLog:
     """Writes audit events of many concurrent requests in shared transactions (group commit).
 
-    For hot endpoints whose only write is their audit event (the time-stamp authority): `record` returns once
-    the event is committed, like a transaction of its own, but events arriving while a commit is in flight are
-    written together by the next one, so a busy node pays one round trip per batch instead of per request. No
-    timer delays a lone event: an idle log commits it at once. A batch is one executemany in a direct unit of
-    work (storage.direct). One instance serves one event loop.
+    For hot endpoints whose only write is their audit event (the token endpoint's client_credentials grant, the
+    time-stamp authority): `record` returns once the event is committed, like a transaction of its own, but
+    events arriving while a commit is in flight are written together by the next one, so a busy node pays one
+    round trip per batch instead of per request. No timer delays a lone event: an idle log commits it at once.
+    A batch is one unit of work with its rows deferred (storage.direct: on PostgreSQL one atomic executemany).
+
+    On PostgreSQL a second batch may be committing while the first is (`in_flight`): the server's process works
+    on the first while this one serves requests and gathers the second, instead of idling until the first
+    returns. SQLite's units take turns on one connection, so there one batch is in flight at a time. The order
+    in which two batches commit is not defined (each event carries its own time). One instance serves one
+    event loop.
     """
 
-    def __init__(self, database: DirectDatabase, *, max_batch: int = 500) -> None:
+    def __init__(self, database: DirectDatabase, *, max_batch: int = 500, in_flight: int | None = None) -> None:
         self._db = database
         self._max_batch = max_batch
+        self._in_flight = in_flight or (2 if database.dialect.name == "postgresql" else 1)
         self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
-        self._writing: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._writers: dict[asyncio.Task[None], list[tuple[dict[str, Any], asyncio.Future[None]]]] = {}
+        """Each writer and the batch it is committing."""
+        self._gatherer: asyncio.Task[None] | None = None
+        """The writer waiting one loop turn for the events of requests already under way: new events join its
+        batch."""
 
     async def record(self, event_type: str, *, actor: str, subject: str | None = None,
                      detail: dict[str, Any] | None = None, request_id: str | None = None,
@@ -89,33 +99,54 @@ class GroupCommitAuditLog:
         fields = {"event_type": event_type, "actor": actor, "subject": subject, "detail": detail,
                   "request_id": request_id, "clock": clock}
         self._pending.append((fields, done))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write())
+        if self._gatherer is None and len(self._writers) < self._in_flight:
+            self._gatherer = writer = asyncio.create_task(self._write())
+            self._writers[writer] = []
+            writer.add_done_callback(self._stopped)
         await done
 
     async def _write(self) -> None:
-        try:
+        me = asyncio.current_task()
+        assert me is not None  # noqa: S101 - a task
+        while True:
             await asyncio.sleep(0)  # one loop turn: requests already under way add their events to this batch
-            while self._pending:
-                self._writing = self._pending[:self._max_batch]
-                self._pending = self._pending[self._max_batch:]
-                error = await self._commit(self._writing)
-                if error is not None and len(self._writing) > 1:
-                    # one bad event must not fail the others that shared its transaction: write each alone
-                    for item in self._writing:
-                        _settle([item], await self._commit([item]))
-                else:
-                    _settle(self._writing, error)
-                self._writing = []
-        finally:  # cancelled (shutdown): nobody is left to write these
-            closed = RuntimeError("the audit log stopped before the event was written")
-            _settle(self._writing + self._pending, closed)
-            self._writing, self._pending = [], []
+            batch, self._pending = self._pending[:self._max_batch], self._pending[self._max_batch:]
+            self._writers[me] = batch
+            self._gatherer = None
+            if not batch:
+                return
+            error = await self._commit(batch)
+            if error is not None and len(batch) > 1:
+                # one bad event must not fail the others that shared its transaction: write each alone
+                for item in batch:
+                    _settle([item], await self._commit([item]))
+            else:
+                _settle(batch, error)
+            self._writers[me] = []
+            if not self._pending or self._gatherer is not None:
+                return  # nothing left, or another writer gathers it
+            self._gatherer = me
+
+    def _stopped(self, writer: asyncio.Task[None]) -> None:
+        """A writer ended. Cancelled (shutdown), even before its first step: nobody will write its batch, nor the
+        queue if it was the last writer (a writer still committing takes the queue over when it is done); their
+        callers get an error instead of waiting for ever."""
+        batch = self._writers.pop(writer, [])
+        if self._gatherer is writer:
+            self._gatherer = None
+        if not writer.cancelled() and writer.exception() is None:
+            return
+        closed = RuntimeError("the audit log stopped before the event was known to be written")
+        _settle(batch, closed)
+        if not self._writers:
+            _settle(self._pending, closed)
+            self._pending = []
 
     async def _commit(self, batch: list[tuple[dict[str, Any], asyncio.Future[None]]]) -> Exception | None:
         try:
-            async with self._db.transaction() as tx:
-                await tx.execute_many(INSERT_AUDIT, [audit_row(**fields) for fields, _ in batch])
+            async with self._db.transaction() as tx:  # on PostgreSQL one atomic executemany (Transaction.finish)
+                for fields, _ in batch:
+                    tx.defer(INSERT_AUDIT, **audit_row(**fields))
         except Exception as exc:  # noqa: BLE001 - handed to the waiting callers, who re-raise it
             return exc
         return None

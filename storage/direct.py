@@ -208,6 +208,8 @@ class Transaction:
                 by_sql: dict[str, list[list[Any]]] = {}
                 for compiled, args in self._deferred:
                     by_sql.setdefault(compiled.sql, []).append(args)
+                if len(by_sql) == 1 and await self._write_alone(*next(iter(by_sql.items()))):
+                    return
                 for sql, rows in by_sql.items():
                     await self._executemany(sql, rows)
         except BaseException:
@@ -221,6 +223,11 @@ class Transaction:
             self._db.commits += commit
 
     # driver specific
+    async def _write_alone(self, sql: str, rows: list[list[Any]]) -> bool:
+        """When the unit has written nothing yet: write these rows atomically without a transaction of its own
+        and end the unit (True), or leave them to the transaction (False)."""
+        return False
+
     async def _fetchone(self, sql: str, args: list[Any]) -> Sequence[Any] | None:
         raise NotImplementedError
 
@@ -332,6 +339,20 @@ class _PostgresTransaction(Transaction):
 
     async def _executemany(self, sql: str, rows: list[list[Any]]) -> None:
         await (await self._begin()).executemany(sql, rows)
+
+    async def _write_alone(self, sql: str, rows: list[list[Any]]) -> bool:
+        """asyncpg's executemany is atomic by itself (one implicit transaction, all rows or none) and costs one
+        round trip, where BEGIN, executemany and COMMIT cost three: a unit whose only writes are its deferred rows
+        of one statement (an audit batch of the group commit) writes them so."""
+        if self._tx is not None:
+            return False
+        driver = await self._begin(write=False)
+        try:
+            await driver.executemany(sql, rows)
+        finally:
+            await self._end(commit=False)  # nothing to end but the checkout
+        self._db.commits += 1
+        return True
 
     async def _end(self, *, commit: bool) -> None:
         """Commit or roll back, and give the connection back (a failed COMMIT leaves nothing behind)."""

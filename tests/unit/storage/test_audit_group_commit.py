@@ -60,3 +60,35 @@ async def test_a_caller_that_goes_away_still_gets_its_event_written(services: Se
         await leaving
 
     assert await _count(services, "test.stay") == 5 and await _count(services, "test.leave") == 1
+
+
+async def test_two_batches_in_flight_write_every_event_once(services: Services) -> None:
+    """PostgreSQL's setting (a second batch commits while the first is in flight), on the suite's database."""
+    log = GroupCommitAuditLog(services.direct, max_batch=7, in_flight=2)
+    before = services.direct.commits
+
+    await asyncio.gather(*(log.record("test.pipelined", actor="tester", subject=str(i)) for i in range(60)))
+    await log.record("test.pipelined", actor="tester", subject="after")  # an idle log starts a writer again
+
+    assert await _count(services, "test.pipelined") == 61
+    assert 60 // 7 < services.direct.commits - before < 61
+
+
+@pytest.mark.parametrize("turns", [1, 3, 30], ids=["before-its-first-step", "gathering", "committing"])
+async def test_events_of_a_cancelled_writer_fail_rather_than_hang(services: Services, turns: int) -> None:
+    """What the event loop's shutdown does to a writer (asyncio.run cancels the tasks left), at any point."""
+    log = GroupCommitAuditLog(services.direct, in_flight=1)
+    waiting = [asyncio.ensure_future(log.record("test.shutdown", actor="tester", subject=str(i))) for i in range(3)]
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    for writer in list(log._writers):
+        writer.cancel()
+
+    results = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 5)
+
+    written = await _count(services, "test.shutdown")
+    assert all(r is None or isinstance(r, RuntimeError) for r in results)
+    # a caller told "written" finds it written; a commit cut off in flight may have landed all the same
+    assert results.count(None) <= written
+    await log.record("test.shutdown.after", actor="tester")  # and the log works on afterwards
+    assert await _count(services, "test.shutdown.after") == 1

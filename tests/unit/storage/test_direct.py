@@ -22,6 +22,7 @@ from storage.direct import SqliteDirect
 from tests.oidc_tools import register_client
 
 WHEN = dt.datetime(2026, 11, 27, 12, 30, 15, 123456, tzinfo=dt.UTC)
+COUNT_EVENTS = select(func.count(AuditEvent.id))
 
 
 async def _events(services: Services, event_type: str) -> list[AuditEvent]:
@@ -88,6 +89,29 @@ async def test_a_failing_deferred_row_rolls_back_the_whole_unit(services: Servic
     async with services.direct.transaction() as tx:  # the connection is usable again
         await tx.execute(INSERT_AUDIT, **audit_row("test.after", actor="tester"))
     assert len(await _events(services, "test.after")) == 1
+
+
+async def test_a_unit_writing_only_deferred_rows_writes_all_or_none(services: Services) -> None:
+    """On PostgreSQL such a unit writes its rows with one atomic executemany and no transaction of its own
+    (Transaction.finish); either way a bad row leaves none of the batch behind, and a good batch is counted."""
+    async def batch(*rows: dict[str, object]) -> None:
+        async with services.direct.transaction() as tx:
+            assert await tx.one(COUNT_EVENTS) is not None  # a read first: still no write
+            for row in rows:
+                tx.defer(INSERT_AUDIT, **row)
+
+    good = audit_row("test.batch", actor="tester")
+    with pytest.raises(Exception):  # noqa: B017, PT011 - the driver's own error for a NOT NULL column
+        await batch(good, {**audit_row("test.batch", actor="tester"), "actor": None}, good)
+    assert await _events(services, "test.batch") == []
+
+    before = services.direct.commits
+    await batch(*[audit_row("test.batch", actor="tester", subject=str(i)) for i in range(3)])
+    assert sorted(e.subject for e in await _events(services, "test.batch")) == ["0", "1", "2"]
+    assert services.direct.commits == before + 1
+    async with services.direct.transaction() as tx:  # the connection went back to the pool in a usable state
+        await tx.execute(INSERT_AUDIT, **audit_row("test.after_batch", actor="tester"))
+    assert len(await _events(services, "test.after_batch")) == 1
 
 
 async def test_a_unit_without_statements_begins_no_transaction(services: Services) -> None:
