@@ -114,7 +114,7 @@ class GroupCommitAuditLog:
             self._writers[me] = batch
             self._gatherer = None
             if not batch:
-                return
+                break
             error = await self._commit(batch)
             if error is not None and len(batch) > 1:
                 # one bad event must not fail the others that shared its transaction: write each alone
@@ -124,8 +124,11 @@ class GroupCommitAuditLog:
                 _settle(batch, error)
             self._writers[me] = []
             if not self._pending or self._gatherer is not None:
-                return  # nothing left, or another writer gathers it
+                break  # nothing left, or another writer gathers it
             self._gatherer = me
+        # leave now, not in the done callback a loop turn later: an event recorded in between would find the
+        # writers all busy and wait for a writer that has finished
+        del self._writers[me]
 
     def _stopped(self, writer: asyncio.Task[None]) -> None:
         """A writer ended. Cancelled (shutdown), even before its first step: nobody will write its batch, nor the

@@ -92,3 +92,12 @@ async def test_events_of_a_cancelled_writer_fail_rather_than_hang(services: Serv
     assert results.count(None) <= written
     await log.record("test.shutdown.after", actor="tester")  # and the log works on afterwards
     assert await _count(services, "test.shutdown.after") == 1
+
+
+async def test_an_event_recorded_just_as_the_writer_finishes_is_written(services: Services) -> None:
+    """The next event comes before the finished writer's done callback has run (one caller after another)."""
+    log = GroupCommitAuditLog(services.direct, in_flight=1)
+    for i in range(5):
+        await asyncio.wait_for(log.record("test.sequential", actor="tester", subject=str(i)), 5)
+
+    assert await _count(services, "test.sequential") == 5
