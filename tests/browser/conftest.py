@@ -46,7 +46,7 @@ def site(cli_env: dict[str, str], services: Services, tmp_path: Path) -> Iterato
     port = free_port()
     env = {**cli_env, "ACAR_ISSUER": f"http://localhost:{port}", "ACAR_WEBAUTHN_RP_ID": "localhost",
            "ACAR_WEBAUTHN_ORIGINS": f'["http://localhost:{port}"]', "ACAR_DEV_LOGIN": "true",
-           "ACAR_ACCESS_LOG": "false"}
+           "ACAR_ACCESS_LOG": "true", "ACAR_LOG_LEVEL": "INFO"}  # the end-to-end test reads the log
     run_acar(env, "init")
     server = Server(env, port=port, log_path=tmp_path / "server.log")
     server.env = env  # type: ignore[attr-defined]

@@ -12,6 +12,7 @@ import asyncio
 import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -104,6 +105,10 @@ async def redeem(site: Server, rp: Rp, callback: str, verifier: str) -> dict[str
     return tokens
 
 
+def _text_of(path: str) -> str:
+    return Path(path).read_text()
+
+
 async def test_activation_code_to_passkey_login_consent_tokens_and_single_sign_on(
         site: Server, context: BrowserContext, page: Page) -> None:
     add_person(site)
@@ -140,6 +145,19 @@ async def test_activation_code_to_passkey_login_consent_tokens_and_single_sign_o
     assert second["claims"]["auth_time"] == first["claims"]["auth_time"]
     assert second["claims"]["sid"] == first["claims"]["sid"]
     assert second["claims"]["sub"] != first["claims"]["sub"]  # pairwise: different sectors
+
+    # after the whole flow, the server's log holds its requests but no token, code, cookie, master key or
+    # private key
+    logs = site.log_path.read_text() if site.log_path else ""
+    assert '"/webauthn/login/verify"' in logs and '"/token"' in logs
+    secrets = [site_cookie["value"] for site_cookie in await context.cookies() if site_cookie["value"]]
+    secrets += [parse_qs(urlsplit(url).query)["code"][0] for url in caught]
+    for tokens in (first, second):
+        secrets += [tokens[name] for name in ("access_token", "id_token", "refresh_token") if name in tokens]
+        secrets += [tokens["access_token"].split(".")[2], tokens["id_token"].split(".")[2]]
+    secrets.append(_text_of(site.env["ACAR_MASTER_KEY_FILE"]).strip())  # type: ignore[attr-defined]
+    assert len(secrets) >= 10 and [value for value in secrets if value in logs] == []
+    assert "PRIVATE KEY" not in logs
 
 
 async def test_keyboard_only_login(site: Server, context: BrowserContext, page: Page) -> None:
