@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import JSON, String, insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,6 +28,16 @@ class AuditEvent(Base):
     subject: Mapped[str | None] = mapped_column(String(200), index=True)
     request_id: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class AuditSink(Protocol):
+    """Where a domain service hands an audit event that must be written before its result leaves (the TSA's
+    granted timestamps, client_credentials tokens): `record` returns once the event is committed, and raises
+    what the database raised. GroupCommitAuditLog is the production implementation."""
+
+    async def record(self, event_type: str, *, actor: str, subject: str | None = None,
+                     detail: dict[str, Any] | None = None, request_id: str | None = None,
+                     clock: dt.datetime | None = None) -> None: ...
 
 
 INSERT_AUDIT = insert(table(AuditEvent))
