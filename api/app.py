@@ -27,6 +27,7 @@ from idp.revocation import TokenRevocations
 from idp.store import purge_expired
 from keys.software import SoftwareKeyStore
 from storage.base import utcnow
+from storage.direct import SessionTransaction
 
 log = logging.getLogger("acar.app")
 BACKCHANNEL_TICK_SECONDS = 5.0
@@ -59,8 +60,8 @@ async def _housekeeping(services: Services, interval: float, backchannel: Backch
             log.exception("keys.housekeeping_failed")
         try:
             async with services.sessions() as session, session.begin():
-                await TokenRevocations(session).purge_expired()
                 purged = await purge_expired(session, utcnow())
+                purged["revoked_tokens"] = await TokenRevocations(SessionTransaction(session)).purge_expired()
                 purged.update(await purge_passkey_rows(session, utcnow()))
             if backchannel is not None:
                 purged["logout_deliveries"] = await backchannel.purge(utcnow() - LOGOUT_DELIVERY_KEPT)
@@ -101,6 +102,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         svc = services or build_services(settings)
         app.state.services = svc
         await startup_checks(svc)
+        await svc.audit_log.start()  # the group commit's consumers live as long as the application
         backchannel = BackchannelDelivery(svc.sessions, svc.oidc.tokens.logout_token)
         app.state.backchannel = backchannel
         app.state.housekeeping_passed = asyncio.Event()
@@ -116,6 +118,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                 with contextlib.suppress(asyncio.CancelledError):
                     await background
             await backchannel.aclose()
+            await svc.audit_log.stop()
             if own:
                 await svc.close()
 

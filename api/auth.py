@@ -25,6 +25,7 @@ from keys.errors import InvalidToken
 from keys.jose import CLOCK_SKEW_LEEWAY_SECONDS, VerifiedClaims
 from storage.audit import record_event
 from storage.base import utcnow
+from storage.direct import SessionTransaction
 
 ADMIN_SCOPE = "acar:admin"
 MINT_SCOPE = "acar:token:mint"
@@ -51,7 +52,8 @@ async def revoke_admin_token(session: AsyncSession, jti: str, *, reason: str, ac
     ACAR_TOKEN_MAX_LIFETIME_SECONDS than the servers must not let the revocation lapse early.
     """
     expires_at = utcnow() + dt.timedelta(seconds=MAX_TOKEN_LIFETIME_CEILING + CLOCK_SKEW_LEEWAY_SECONDS)
-    return await TokenRevocations(session).revoke(jti, expires_at=expires_at, reason=reason, actor=actor)
+    return await TokenRevocations(SessionTransaction(session)).revoke(jti, expires_at=expires_at, reason=reason,
+                                                                       actor=actor)
 
 
 def _invalid_token(detail: str) -> ApiProblem:
@@ -121,8 +123,8 @@ def require_scope(scope: str) -> Callable[[Request], Awaitable[AdminPrincipal]]:
         act = claims.claims.get("act")
         if isinstance(act, dict) and isinstance(act.get("jti"), str):
             chain.append(act["jti"])  # a token minted by a revoked token is revoked with it
-        async with services.sessions() as session:
-            revoked = await TokenRevocations(session).any_revoked(chain)
+        async with services.direct.reading() as unit:
+            revoked = await TokenRevocations(unit).any_revoked(chain)
         if revoked:
             raise _invalid_token("token has been revoked")
         scopes = frozenset(str(claims.claims.get("scope", "")).split())

@@ -7,7 +7,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from api import migrate
@@ -17,22 +16,18 @@ from idp.clients import CachedClientDirectory
 from idp.enrollment import EnrollmentPolicy
 from idp.webauthn import AttestationPolicy, PasskeyService, RelyingParty
 from keys.ca import ISSUING, ROOT
-from keys.interfaces import CertificateStatusSource, KeyStore
+from keys.interfaces import KeyStore
 from keys.pki import PkiService
 from keys.profiles import Profile
 from keys.serials import SerialAllocator
 from keys.software import MasterKey, SoftwareKeyStore
-from keys.status_postgres import PostgresCertificateStatus
-from keys.status_sqlite import SqliteCertificateStatus
+from keys.status import IssuedCertificateStatus
 from keys.token_keys import TokenKeyService
 from keys.tsa import TimestampAuthority, TsaCredentials, TsaProvider
 from storage import create_engine, create_session_factory, is_sqlite
 from storage.audit import GroupCommitAuditLog
 from storage.base import utcnow
-from storage.direct import DirectDatabase, PostgresDirect, SqliteDirect
-
-DIRECT_POOL_SIZE = 10
-"""PostgreSQL connections of the direct units of work (storage.direct), beside the ORM's pool."""
+from storage.direct import DirectDatabase, PostgresDirect, SessionDirect
 
 
 @dataclass
@@ -53,6 +48,7 @@ class Services:
     enrollment_policy: EnrollmentPolicy  # activation codes and enrollments (idp.enrollment)
 
     async def close(self) -> None:
+        await self.audit_log.stop()
         if self.owns_key_store:
             self.key_store.close()
         await self.pki.close()
@@ -73,23 +69,21 @@ def build_key_store(settings: Settings) -> KeyStore:
     return SoftwareKeyStore(MasterKey.from_file(settings.resolved_master_key_file))
 
 
-def build_status_source(url: str) -> CertificateStatusSource:
-    """Where the OCSP responder looks up certificate status: sqlite3 on the SQLite file, or asyncpg."""
-    if is_sqlite(url):
-        return SqliteCertificateStatus(make_url(url).database or "")
-    return PostgresCertificateStatus(create_engine(url, pool_size=10, pre_ping=False, fixed_pool=True))
+def build_direct(settings: Settings, engine: AsyncEngine,
+                 sessions: async_sessionmaker[AsyncSession]) -> DirectDatabase:
+    """Units of work (storage.direct): on PostgreSQL an asyncpg pool of their own, on SQLite ORM sessions.
 
-
-def build_direct(url: str, engine: AsyncEngine) -> DirectDatabase:
-    """Direct units of work: sqlite3 on the SQLite file, or an asyncpg pool of their own (storage.direct)."""
-    if is_sqlite(url):
-        return SqliteDirect(engine)
-    return PostgresDirect(engine, pool_size=DIRECT_POOL_SIZE)
+    Database connections per process: the ORM pool's ACAR_DATABASE_POOL_SIZE, up to as many again in a burst,
+    plus ACAR_DATABASE_DIRECT_POOL_SIZE on PostgreSQL (defaults 5 + 5 + 10 = at most 20)."""
+    if is_sqlite(settings.resolved_database_url):
+        return SessionDirect(sessions)
+    return PostgresDirect(engine, pool_size=settings.database_direct_pool_size)
 
 
 def build_services(settings: Settings, *, key_store: KeyStore | None = None) -> Services:
-    engine = create_engine(settings.resolved_database_url)
+    engine = create_engine(settings.resolved_database_url, pool_size=settings.database_pool_size)
     sessions = create_session_factory(engine)
+    direct = build_direct(settings, engine, sessions)
     store = key_store or build_key_store(settings)
     token_keys = TokenKeyService(
         sessions,
@@ -102,7 +96,7 @@ def build_services(settings: Settings, *, key_store: KeyStore | None = None) -> 
     pki = PkiService(
         sessions,
         store,
-        statuses=build_status_source(settings.resolved_database_url),
+        statuses=IssuedCertificateStatus(direct),
         issuer_url=settings.issuer,
         certificate_policy_oid=settings.certificate_policy_oid,
         cache_seconds=settings.key_cache_seconds,
@@ -116,7 +110,6 @@ def build_services(settings: Settings, *, key_store: KeyStore | None = None) -> 
         issuer_parent=ROOT,
         refresh_seconds=settings.key_cache_seconds,  # how soon every node stops using a revoked TSA certificate
     )
-    direct = build_direct(settings.resolved_database_url, engine)
     audit_log = GroupCommitAuditLog(direct)
     clients = CachedClientDirectory(sessions, ttl_seconds=settings.key_cache_seconds)
     oidc = build_provider(settings, clients=clients, token_keys=token_keys, sessions=sessions, direct=direct,

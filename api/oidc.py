@@ -13,7 +13,6 @@ from api.logging import request_id_var
 from api.settings import Settings
 from idp.authorize import AuthorizationService, IdTokenHintVerifier
 from idp.client_auth import ClientAuthenticator
-from idp.errors import OAuthError
 from idp.grants import TokenService
 from idp.interfaces import ClientDirectory
 from idp.loa import AcrPolicy
@@ -113,8 +112,7 @@ class UnitOfWork:
         return self._store
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        persist = kind is None or (isinstance(exc, OAuthError) and exc.persist)
-        await self._tx.finish(commit=persist)  # the exception, if any, goes on after the commit
+        await self._tx.__aexit__(kind, exc, tb)  # the exception, if any, goes on after the commit
 
 
 def build_provider(settings: Settings, *, clients: ClientDirectory, token_keys: TokenKeyService,

@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     data_dir: Path = Path("var")
     database_url: str = ""
     master_key_file: Path | None = None
+    database_pool_size: int = Field(default=5, ge=1, le=100)
+    """Connections of the ORM's pool (SQLAlchemy; it may open as many again for a burst): pages, the CLI, admin."""
+    database_direct_pool_size: int = Field(default=10, ge=1, le=100)
+    """PostgreSQL connections of the units of work on asyncpg (storage.direct): every hot path, OCSP included."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     access_log: bool = True
 

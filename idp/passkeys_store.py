@@ -15,7 +15,7 @@ from idp.models import ActivationCode, Enrollment, Person, WebAuthnChallenge, We
 from idp.webauthn import USER_HANDLE_BYTES, ChallengeRecord, CredentialRecord, max_level_of
 from storage.audit import INSERT_AUDIT, audit_row
 from storage.base import utcnow
-from storage.direct import SessionTransaction, Transaction, insert_ignoring, table
+from storage.direct import Transaction, insert_ignoring, table
 
 ACTIVATION_CODES_KEPT = dt.timedelta(days=30)
 """Expired activation codes (and their enrollments) are kept this long for support questions, then deleted."""
@@ -76,7 +76,7 @@ def _credential(row: tuple[Any, ...], handle: str | None = None) -> CredentialRe
 class SqlPasskeyStore:
     """`PasskeyStore` on one unit of work (a storage.direct Transaction or SessionTransaction, as idp.store)."""
 
-    def __init__(self, tx: Transaction | SessionTransaction, *, request_id: str | None = None) -> None:
+    def __init__(self, tx: Transaction, *, request_id: str | None = None) -> None:
         self.tx = tx
         self._request_id = request_id
 

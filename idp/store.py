@@ -15,7 +15,6 @@ from typing import Any
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from idp.errors import InvalidIdentifier
 from idp.interfaces import (
     LEVELS,
     CodeRecord,
@@ -38,18 +37,15 @@ from idp.models import (
     OAuthClient,
     Person,
     RefreshToken,
-    RevokedToken,
     SessionClient,
 )
-from idp.revocation import JTI_RE
+from idp.revocation import TokenRevocations
 from storage.audit import INSERT_AUDIT, audit_row
 from storage.base import utcnow
-from storage.direct import SessionTransaction, Transaction, insert_ignoring, table
-
-Tx = Transaction | SessionTransaction
+from storage.direct import Transaction, insert_ignoring, table
 
 _codes, _grants, _refresh = table(AuthorizationCode), table(Grant), table(RefreshToken)
-_persons, _revoked, _assertions = table(Person), table(RevokedToken), table(ClientAssertionJti)
+_persons, _assertions = table(Person), table(ClientAssertionJti)
 _sessions, _session_clients, _pending = table(LoginSession), table(SessionClient), table(AuthorizationRequest)
 _consents, _clients, _deliveries = table(Consent), table(OAuthClient), table(LogoutDelivery)
 
@@ -116,8 +112,6 @@ DELETE_CONSENT = delete(_consents).where(_consents.c.person_id == bindparam("per
                                          _consents.c.client_id == bindparam("client_id"))
 
 # revocation by jti, client assertion replay
-JTI_REVOKED = select(_revoked.c.jti).where(_revoked.c.jti == bindparam("jti"))
-REVOKE_JTI = insert_ignoring(_revoked, "jti")
 REMEMBER_ASSERTION = insert_ignoring(_assertions, "client_id", "jti")
 
 # back-channel logout (OpenID Connect Back-Channel Logout 1.0)
@@ -150,7 +144,7 @@ def _consent(row: tuple[Any, ...]) -> ConsentRecord:
                          granted_at=granted_at)
 
 
-async def remember_assertion(tx: Tx, client_id: str, jti: str, expires_at: dt.datetime) -> bool:
+async def remember_assertion(tx: Transaction, client_id: str, jti: str, expires_at: dt.datetime) -> bool:
     """Record a client assertion's jti (RFC 7523 section 3, item 7); False when it was seen before."""
     return await tx.execute(REMEMBER_ASSERTION[tx.dialect_name], client_id=client_id, jti=jti[:255],
                             expires_at=expires_at) == 1
@@ -159,7 +153,7 @@ async def remember_assertion(tx: Tx, client_id: str, jti: str, expires_at: dt.da
 class SqlOidcStore:
     """`OidcStore` and `TokenStore` on one unit of work (see module docstring)."""
 
-    def __init__(self, tx: Tx, *, request_id: str | None = None) -> None:
+    def __init__(self, tx: Transaction, *, request_id: str | None = None) -> None:
         self.tx = tx
         self._request_id = request_id
         self._pending: dict[str, PendingRequest | None] = {}
@@ -304,18 +298,12 @@ class SqlOidcStore:
 
     # revocation by jti
     async def revoke_jti(self, jti: str, expires_at: dt.datetime, reason: str, *, actor: str) -> bool:
-        """Revoke `jti` until `expires_at` and record token.revoked; False when it already was (nothing changes)."""
-        if not JTI_RE.fullmatch(jti):
-            raise InvalidIdentifier("jti must be 8 to 64 URL-safe characters")
-        written = await self.tx.execute(REVOKE_JTI[self.tx.dialect_name], jti=jti, expires_at=expires_at,
-                                        reason=reason[:200], revoked_at=utcnow())
-        if written != 1:
-            return False
-        self.audit("token.revoked", actor=actor, subject=jti, detail={"reason": reason[:200]})
-        return True
+        """Revoke `jti` until `expires_at` (idp.revocation, the one revocation store)."""
+        return await TokenRevocations(self.tx, request_id=self._request_id).revoke(
+            jti, expires_at=expires_at, reason=reason, actor=actor)
 
     async def jti_revoked(self, jti: str) -> bool:
-        return await self.tx.one(JTI_REVOKED, jti=jti) is not None
+        return await TokenRevocations(self.tx).any_revoked([jti])
 
     # back-channel logout
     async def queue_logouts(self, session_id: str, *, sid: str, now: dt.datetime, retry_seconds: int) -> int:

@@ -88,8 +88,10 @@ class PasskeyError(IdpError):
     """A refused passkey or enrollment step. `code` is the machine code the pages translate.
 
     Raised only before anything a success would write; what the refusal itself wrote (a consumed challenge, a
-    flagged credential, an attempt count, the audit event) must be committed by the caller."""
+    flagged credential, an attempt count, the audit event) must be committed by the caller: `persist` (the units
+    of work's commit rule, storage.direct.keeps_writes)."""
 
+    persist = True
     code = "invalid_request"
     title = "Invalid request"
     status_code = 400

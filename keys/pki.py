@@ -6,7 +6,7 @@
   `housekeeping`, which also renews the OCSP responder and TSA certificates before they run out.
 - The OCSP responder (keys.ocsp) is built once and kept for `cache_seconds`: its key handle, certificate
   and the issuer's CertID hashes stay in memory; a request costs one indexed lookup of the asked serials in
-  `statuses` (keys.status_engine for PostgreSQL, keys.status_sqlite for SQLite), which PkiService closes.
+  `statuses` (keys.status.IssuedCertificateStatus, on the database's units of work).
 - Offline root: a CA whose key is not in the key store never gets a CRL signed here. Its CRLs are signed at
   the offline ceremony and imported (`import_crl`, checked by keys.crl.verify_crl); `crl` serves the newest
   one, and `housekeeping` logs a warning once it is in the last quarter of its validity (or missing).

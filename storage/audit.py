@@ -6,6 +6,7 @@ Events carry who acted, on what, and a small JSON detail; never a token, secret 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime as dt
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -51,31 +52,23 @@ def audit_row(event_type: str, *, actor: str, subject: str | None = None, detail
             "subject": subject, "request_id": request_id, "detail": dict(detail) if detail is not None else {}}
 
 
-def record_event(
-    session: AsyncSession,
-    event_type: str,
-    *,
-    actor: str,
-    subject: str | None = None,
-    detail: dict[str, Any] | None = None,
-    request_id: str | None = None,
-    clock: dt.datetime | None = None,
-) -> AuditEvent:
-    """Add an audit event to the caller's unit of work (it is written when the caller commits)."""
-    event = AuditEvent(
-        event_type=event_type,
-        actor=actor,
-        subject=subject,
-        detail=detail or {},
-        request_id=request_id,
-        occurred_at=clock or utcnow(),
-    )
+def record_event(session: AsyncSession, event_type: str, *, actor: str, subject: str | None = None,
+                 detail: dict[str, Any] | None = None, request_id: str | None = None,
+                 clock: dt.datetime | None = None) -> AuditEvent:
+    """Add an audit event to an ORM session's unit of work (written when the caller commits): the CLI, the admin
+    API and the CA, which work in ORM sessions. Units of work on storage.direct defer `audit_row` instead."""
+    event = AuditEvent(**audit_row(event_type, actor=actor, subject=subject, detail=detail, request_id=request_id,
+                                   clock=clock))
     session.add(event)
     return event
 
 
+Waiting = tuple[dict[str, Any], "asyncio.Future[None]"]
+"""An event's fields and the future its caller waits on."""
+
+
 class GroupCommitAuditLog:
-    """Writes audit events of many concurrent requests in shared transactions (group commit).
+    """An AuditSink writing the events of many concurrent requests in shared transactions (group commit).
 
     For hot endpoints whose only write is their audit event (the token endpoint's client_credentials grant, the
     time-stamp authority): `record` returns once the event is committed, like a transaction of its own, but
@@ -83,48 +76,75 @@ class GroupCommitAuditLog:
     round trip per batch instead of per request. No timer delays a lone event: an idle log commits it at once.
     A batch is one unit of work with its rows deferred (storage.direct: on PostgreSQL one atomic executemany).
 
-    On PostgreSQL a second batch may be committing while the first is (`in_flight`): the server's process works
-    on the first while this one serves requests and gathers the second, instead of idling until the first
-    returns. SQLite's units take turns on one connection, so there one batch is in flight at a time. The order
-    in which two batches commit is not defined (each event carries its own time). One instance serves one
-    event loop.
+    Events go into a queue drained by long-lived consumer tasks, started with the application (`start`, in the
+    lifespan) and stopped with it (`stop`): a consumer waits one loop turn after the first event so the events of
+    requests already under way join its batch. On PostgreSQL two consumers run (`consumers`): the server works on
+    one batch while this process gathers the next. SQLite writes one transaction at a time, so there one consumer
+    runs. The order in which two batches commit is not defined (each event carries its own time). Events that
+    cannot be written any more (the log stopped, a consumer cancelled while committing) fail their callers with
+    RuntimeError instead of leaving them waiting. One instance serves one event loop.
     """
 
-    def __init__(self, database: DirectDatabase, *, max_batch: int = 500, in_flight: int | None = None) -> None:
+    def __init__(self, database: DirectDatabase, *, max_batch: int = 500, consumers: int | None = None) -> None:
         self._db = database
         self._max_batch = max_batch
-        self._in_flight = in_flight or (2 if database.dialect.name == "postgresql" else 1)
-        self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
-        self._writers: dict[asyncio.Task[None], list[tuple[dict[str, Any], asyncio.Future[None]]]] = {}
-        """Each writer and the batch it is committing."""
-        self._gatherer: asyncio.Task[None] | None = None
-        """The writer waiting one loop turn for the events of requests already under way: new events join its
-        batch."""
+        self._consumer_count = consumers or (2 if database.dialect.name == "postgresql" else 1)
+        self._queue: asyncio.Queue[Waiting] | None = None
+        self._consumers: dict[asyncio.Task[None], list[Waiting]] = {}
+        """Each consumer and the batch it is committing."""
+
+    async def __aenter__(self) -> GroupCommitAuditLog:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def running(self) -> bool:
+        return bool(self._consumers)
+
+    async def start(self) -> None:
+        """Start the consumers (the application's lifespan does). They run in a context of their own: a unit of
+        work of the request that happened to start them must not look like an outer unit to theirs."""
+        if self._consumers:
+            return
+        self._queue = asyncio.Queue()
+        for _ in range(self._consumer_count):
+            consumer = asyncio.create_task(self._consume(), context=contextvars.Context())
+            self._consumers[consumer] = []
+            consumer.add_done_callback(self._stopped)
+
+    async def stop(self) -> None:
+        """Cancel the consumers; events not known to be written fail their callers."""
+        consumers = list(self._consumers)
+        for consumer in consumers:
+            consumer.cancel()
+        await asyncio.gather(*consumers, return_exceptions=True)
 
     async def record(self, event_type: str, *, actor: str, subject: str | None = None,
                      detail: dict[str, Any] | None = None, request_id: str | None = None,
                      clock: dt.datetime | None = None) -> None:
         """Commit one event (the arguments of `record_event`); raises what the database raised."""
+        if self._queue is None or not self._consumers:
+            raise RuntimeError("the audit log is not running (GroupCommitAuditLog.start)")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         fields = {"event_type": event_type, "actor": actor, "subject": subject, "detail": detail,
                   "request_id": request_id, "clock": clock}
-        self._pending.append((fields, done))
-        if self._gatherer is None and len(self._writers) < self._in_flight:
-            self._gatherer = writer = asyncio.create_task(self._write())
-            self._writers[writer] = []
-            writer.add_done_callback(self._stopped)
+        self._queue.put_nowait((fields, done))
         await done
 
-    async def _write(self) -> None:
+    async def _consume(self) -> None:
         me = asyncio.current_task()
+        queue = self._queue
         assert me is not None  # noqa: S101 - a task
+        assert queue is not None  # noqa: S101 - started by start()
         while True:
+            batch = [await queue.get()]
+            self._consumers[me] = batch
             await asyncio.sleep(0)  # one loop turn: requests already under way add their events to this batch
-            batch, self._pending = self._pending[:self._max_batch], self._pending[self._max_batch:]
-            self._writers[me] = batch
-            self._gatherer = None
-            if not batch:
-                break
+            while len(batch) < self._max_batch and not queue.empty():
+                batch.append(queue.get_nowait())
             error = await self._commit(batch)
             if error is not None and len(batch) > 1:
                 # one bad event must not fail the others that shared its transaction: write each alone
@@ -132,30 +152,20 @@ class GroupCommitAuditLog:
                     _settle([item], await self._commit([item]))
             else:
                 _settle(batch, error)
-            self._writers[me] = []
-            if not self._pending or self._gatherer is not None:
-                break  # nothing left, or another writer gathers it
-            self._gatherer = me
-        # leave now, not in the done callback a loop turn later: an event recorded in between would find the
-        # writers all busy and wait for a writer that has finished
-        del self._writers[me]
+            self._consumers[me] = []
 
-    def _stopped(self, writer: asyncio.Task[None]) -> None:
-        """A writer ended. Cancelled (shutdown), even before its first step: nobody will write its batch, nor the
-        queue if it was the last writer (a writer still committing takes the queue over when it is done); their
-        callers get an error instead of waiting for ever."""
-        batch = self._writers.pop(writer, [])
-        if self._gatherer is writer:
-            self._gatherer = None
-        if not writer.cancelled() and writer.exception() is None:
-            return
+    def _stopped(self, consumer: asyncio.Task[None]) -> None:
+        """A consumer ended (cancelled at shutdown, even before its first step): nobody will write its batch, nor
+        the queue if it was the last consumer; their callers get an error instead of waiting for ever."""
+        batch = self._consumers.pop(consumer, [])
         closed = RuntimeError("the audit log stopped before the event was known to be written")
         _settle(batch, closed)
-        if not self._writers:
-            _settle(self._pending, closed)
-            self._pending = []
+        if not self._consumers and self._queue is not None:
+            queue, self._queue = self._queue, None
+            while not queue.empty():
+                _settle([queue.get_nowait()], closed)
 
-    async def _commit(self, batch: list[tuple[dict[str, Any], asyncio.Future[None]]]) -> Exception | None:
+    async def _commit(self, batch: list[Waiting]) -> Exception | None:
         try:
             async with self._db.transaction() as tx:  # on PostgreSQL one atomic executemany (Transaction.finish)
                 for fields, _ in batch:
@@ -165,7 +175,7 @@ class GroupCommitAuditLog:
         return None
 
 
-def _settle(waiting: list[tuple[dict[str, Any], asyncio.Future[None]]], error: Exception | None) -> None:
+def _settle(waiting: list[Waiting], error: Exception | None) -> None:
     for _, done in waiting:
         if done.done():  # the caller went away (cancelled); its event is written all the same
             continue

@@ -1,35 +1,44 @@
-"""Units of work on the database driver itself, for the hot paths (token endpoint, passkey login, audit).
+"""Units of work: compiled SQLAlchemy Core statements run on the database driver, one mechanism for every store.
 
-SQLAlchemy's async session costs about 0.3 ms of CPU per statement (ORM bookkeeping, the result layer, the
-greenlet bridge), several times what asyncpg or sqlite3 spend on the statement itself; a code exchange runs
-five. Here a statement is still written with SQLAlchemy Core against the models (so it stays in step with the
-schema and the migrations), but compiled once per dialect into SQL text, and its parameters and rows are
-converted by the column types' own bind and result processors: what this module writes, the ORM reads back
-unchanged, and the other way round (tests/unit/storage/test_direct.py checks both on SQLite and PostgreSQL).
+SQLAlchemy's async ORM session costs about 0.3 ms of CPU per statement (ORM bookkeeping, the result layer, the
+greenlet bridge), several times what asyncpg spends on the statement itself; a code exchange runs five. Here a
+statement is still written with SQLAlchemy Core against the models (so it stays in step with the schema and
+the migrations), but compiled once per dialect into SQL text, and its parameters and rows are converted by the
+column types' own bind and result processors: what this module writes, the ORM reads back unchanged, and the
+other way round (tests/unit/storage/test_direct.py checks both on SQLite and PostgreSQL).
 
-- PostgreSQL: an asyncpg pool of its own, its connections decoding JSON as SQLAlchemy's asyncpg dialect does,
-  with asyncpg's prepared-statement cache; no pre-ping (a dropped connection fails one unit of work, and the
-  pool's connections are replaced).
-- SQLite: one sqlite3 connection used on the event loop's thread (an indexed statement takes microseconds;
-  aiosqlite's thread hop per statement costs more than the statement). Units of work take turns on it (an
-  asyncio lock), and a writing one starts with BEGIN IMMEDIATE: when another connection (the CLI, the ORM
-  pool) holds SQLite's write lock, the unit waits by sleeping on the event loop, never in SQLite's busy
-  handler, which would stall every request. WAL with synchronous=NORMAL (as on every connection, see
-  storage.engine): a commit is durable once the WAL is checkpointed, an OS crash can lose the last commits,
-  never corrupt the file.
+Where the statements run (one rule, docs/architecture.md "Units of work"):
+- PostgreSQL, the production database: an asyncpg pool of its own (`PostgresDirect`, ACAR_DATABASE_DIRECT_POOL_SIZE
+  connections), its connections decoding JSON as SQLAlchemy's asyncpg dialect does, with asyncpg's
+  prepared-statement cache.
+- Inside an ORM session's transaction (`SessionTransaction`): the same compiled SQL on the session's connection,
+  for units of work that also need ORM services (enrollment, the CLI). On SQLite, the embedded default, every unit
+  runs so (`SessionDirect`): no driver layer of its own, correct rather than racing PostgreSQL.
 
-A unit of work begins its transaction at its first statement, so a request that turns out to need none (a
-client_credentials token) never touches the database. Rows added with `defer` (audit events) are written
-with one executemany just before COMMIT.
+The transaction rule is declared, never read off the SQL text:
+- `transaction()` is a writing unit. Its transaction begins at its first statement, whatever it is (so a
+  SELECT ... FOR UPDATE holds its lock to the end); a unit that runs no statement (a client_credentials token)
+  never touches the database. Rows added with `defer` (audit events) are written with one executemany just before
+  COMMIT; on PostgreSQL a unit whose only writes are deferred rows of one statement writes them with that one
+  atomic executemany and no BEGIN/COMMIT of its own.
+- `reading()` is a reading unit: no transaction (under READ COMMITTED each statement takes its own snapshot either
+  way), and a statement that writes or locks rows is refused before it runs (`UnitIsReadOnly`).
+- A unit opened while another unit of the same task holds its connection fails at once (`NestedUnitOfWork`):
+  nesting could only wait for itself (SQLite's write lock, a PostgreSQL row lock). A unit that has run no
+  statement holds nothing, so an independent unit may run before it (the client-assertion replay cache commits its
+  jti in a transaction of its own, RFC 7523 section 3).
+
+`Compiled.build` refuses, when the statement is first compiled, what this layer cannot run: expanding or
+literal-execute parameters (`IN` lists), and an INSERT listing a NOT NULL column whose only default is the
+server's. Python-side `onupdate` values are applied as the ORM would.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import json
-import sqlite3
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,13 +47,27 @@ from sqlalchemy import Table
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
-from sqlalchemy.sql import ClauseElement, Insert
-
-SQLITE_LOCK_WAIT_SECONDS = 10.0
-"""How long a unit of work waits for SQLite's write lock (the same as the ORM connections' busy_timeout)."""
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.sql import ClauseElement, Insert, Select, Update
+from sqlalchemy.sql.dml import UpdateBase
 
 Processor = Callable[[Any], Any] | None
+
+
+class UnsupportedStatement(ValueError):
+    """A statement this layer cannot run as written (raised when it is first compiled)."""
+
+
+class UnitIsReadOnly(RuntimeError):
+    """A writing or locking statement in a unit declared `reading()`."""
+
+
+class NestedUnitOfWork(RuntimeError):
+    """A unit of work opened while another unit of the same task holds its connection."""
+
+
+class MissingParameter(KeyError):
+    """A statement's parameter was not given and has no default."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,25 +79,39 @@ class Compiled:
     binds: tuple[Processor, ...]
     results: tuple[Processor, ...]
     defaults: Mapping[str, Callable[[], Any]]
+    writes: bool
+    """INSERT, UPDATE or DELETE, or a SELECT that locks rows (FOR UPDATE / FOR SHARE): it needs a writing unit."""
 
     @classmethod
     def build(cls, statement: ClauseElement, dialect: Dialect) -> Compiled:
         compiled: Any = statement.compile(dialect=dialect)  # a SQLCompiler: positiontup and binds
         names = tuple(compiled.positiontup or ())
+        for name, bind in compiled.binds.items():
+            if bind.expanding or bind.literal_execute:
+                raise UnsupportedStatement(f"parameter {name!r} expands at execution (an IN list): units of work "
+                                           "run statements compiled once; use = ANY(...) or one statement per value")
         binds = tuple(compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names)
         columns = getattr(statement, "exported_columns", ())  # SELECT columns, or a DML statement's RETURNING
         results = tuple(column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns)
-        defaults = _insert_defaults(statement)
+        defaults = _insert_defaults(statement, names)
+        defaults.update(_update_defaults(statement, compiled))
         for name in names:  # literal values in the statement (`column != ""`): their anonymous parameters
             bind = compiled.binds[name]
             if not bind.required and name not in defaults:
                 defaults[name] = _constant(bind.effective_value)
-        return cls(str(compiled), names, binds, results, defaults)
+        writes = isinstance(statement, UpdateBase) or (
+            isinstance(statement, Select) and statement._for_update_arg is not None)  # no public form
+        return cls(str(compiled), names, binds, results, defaults, writes)
 
     def args(self, params: Mapping[str, Any]) -> list[Any]:
         out = []
         for name, process in zip(self.names, self.binds, strict=True):
-            value = params[name] if name in params or name not in self.defaults else self.defaults[name]()
+            if name in params:
+                value = params[name]
+            elif name in self.defaults:
+                value = self.defaults[name]()
+            else:
+                raise MissingParameter(f"no value for parameter {name!r} of: {self.sql}")
             out.append(process(value) if process is not None else value)  # None too: JSON null as the ORM
         return out
 
@@ -99,29 +136,53 @@ def _constant(value: Any) -> Callable[[], Any]:
     return lambda: value
 
 
-def _insert_defaults(statement: ClauseElement) -> dict[str, Callable[[], Any]]:
+def _column_default(default: Any) -> Callable[[], Any] | None:
+    if default is None:
+        return None
+    if default.is_callable:
+        return functools.partial(default.arg, None)  # SQLAlchemy wraps it to take a context
+    if default.is_scalar:
+        return _constant(default.arg)
+    return None  # a SQL expression: compiled into the statement itself
+
+
+def _insert_defaults(statement: ClauseElement, names: tuple[str, ...]) -> dict[str, Callable[[], Any]]:
     """The model's Python-side column defaults (ids, created_at) for an INSERT of a whole table, which the ORM
-    would otherwise apply: a value left out of an insert's parameters takes its column's default, or NULL."""
-    table = getattr(statement, "table", None)
-    if not isinstance(statement, Insert) or table is None:
+    would otherwise apply: a value left out of an insert's parameters takes its column's default, or NULL. A NOT
+    NULL column whose only default is the server's cannot be left out of a listed column: refused."""
+    target = getattr(statement, "table", None)
+    if not isinstance(statement, Insert) or target is None:
         return {}
     defaults: dict[str, Callable[[], Any]] = {}
-    for column in table.columns:
-        default = column.default
-        if default is None:
-            if column.nullable and column.server_default is None:
-                defaults[column.key] = _none  # an optional column left out is NULL, as in an ORM insert
-            continue
-        if default.is_callable:
-            defaults[column.key] = functools.partial(default.arg, None)  # SQLAlchemy wraps it to take a context
-        elif default.is_scalar:
-            defaults[column.key] = _constant(default.arg)
+    for column in target.columns:
+        default = _column_default(column.default)
+        if default is not None:
+            defaults[column.key] = default
+        elif column.nullable and column.server_default is None:
+            defaults[column.key] = _none  # an optional column left out is NULL, as in an ORM insert
+        elif column.server_default is not None and column.key in names:
+            raise UnsupportedStatement(
+                f"INSERT INTO {target.name} lists {column.key}, whose only default is the server's: name the "
+                "inserted columns with .values(...) or give the column a Python-side default")
+    return defaults
+
+
+def _update_defaults(statement: ClauseElement, compiled: Any) -> dict[str, Callable[[], Any]]:
+    """Python-side `onupdate` values of an UPDATE (the columns SQLAlchemy would compute before running it)."""
+    if not isinstance(statement, Update):
+        return {}
+    defaults: dict[str, Callable[[], Any]] = {}
+    for column in compiled.update_prefetch:
+        found = _column_default(column.onupdate)
+        if found is None:
+            raise UnsupportedStatement(f"onupdate of {column.key} cannot be computed here")
+        defaults[column.key] = found
     return defaults
 
 
 def insert_ignoring(target: Table, *keys: str) -> dict[str, Insert]:
     """INSERT ... ON CONFLICT (keys) DO NOTHING by dialect name (PostgreSQL and SQLite spell it the same, each
-    through its own dialect module); a Transaction picks its own with `tx.dialect_name`."""
+    through its own dialect module); a unit picks its own with `tx.dialect_name`."""
     return {"postgresql": pg_insert(target).on_conflict_do_nothing(index_elements=list(keys)),
             "sqlite": sqlite_insert(target).on_conflict_do_nothing(index_elements=list(keys))}
 
@@ -140,8 +201,20 @@ def compiled_for(statement: ClauseElement, dialect: Dialect) -> Compiled:
     return found[1]
 
 
+_HOLDING: contextvars.ContextVar[bool] = contextvars.ContextVar("acar_unit_holding", default=False)
+"""Whether a unit of work of the current task holds a database connection."""
+
+
+def keeps_writes(exc: BaseException | None) -> bool:
+    """The one commit rule of every unit of work: it commits when it ends normally, and when it ends with an error
+    marked `persist` (a refusal that itself changed what must stay changed: a reused authorization code revoking
+    its tokens, RFC 6749 section 4.1.2; a consumed WebAuthn challenge; an attempt count); any other error rolls
+    it back, so bad input changes nothing."""
+    return getattr(exc, "persist", False) is True
+
+
 class DirectDatabase:
-    """Hands out units of work on the driver (see module docstring)."""
+    """Hands out units of work (see module docstring)."""
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
@@ -152,10 +225,15 @@ class DirectDatabase:
         return compiled_for(statement, self.dialect)
 
     def transaction(self) -> Transaction:
-        """A unit of work (`async with`): committed when the block ends normally, rolled back when it raises."""
-        return self._transaction()
+        """A writing unit (`async with`): its transaction begins at its first statement; committed or rolled back
+        by `keeps_writes`."""
+        return self._unit(write=True)
 
-    def _transaction(self) -> Transaction:
+    def reading(self) -> Transaction:
+        """A reading unit (`async with`): no transaction; writing or locking statements are refused."""
+        return self._unit(write=False)
+
+    def _unit(self, *, write: bool) -> Transaction:
         raise NotImplementedError
 
     async def close(self) -> None:
@@ -163,78 +241,128 @@ class DirectDatabase:
 
 
 class Transaction:
-    """Statements of one unit of work; the transaction begins with the first of them."""
+    """Statements of one unit of work (see module docstring for when its transaction begins)."""
 
-    def __init__(self, database: DirectDatabase) -> None:
-        self._db = database
-        self.dialect_name = database.dialect.name
+    def __init__(self, dialect: Dialect, *, write: bool = True) -> None:
+        self._dialect = dialect
+        self.dialect_name = dialect.name
+        self.write = write
         self._deferred: list[tuple[Compiled, list[Any]]] = []
         self.begun = False
+        """True while the unit holds a connection."""
+        self._holding: contextvars.Token[bool] | None = None
 
     async def __aenter__(self) -> Transaction:
         return self
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        await self.finish(commit=kind is None)
+        await self.finish(commit=kind is None or keeps_writes(exc))
+
+    async def begin(self) -> None:
+        """Take the connection and begin now, before the first statement: for a unit whose ORM services share its
+        session (its transaction must hold whatever they do)."""
+        if not self.begun:
+            await self._begin_now()
+
+    def _compiled(self, statement: ClauseElement) -> Compiled:
+        compiled = compiled_for(statement, self._dialect)
+        if compiled.writes and not self.write:
+            raise UnitIsReadOnly(f"a reading unit of work cannot run: {compiled.sql}")
+        return compiled
 
     async def one(self, statement: ClauseElement, **params: Any) -> tuple[Any, ...] | None:
-        compiled = self._db.compiled(statement)
-        raw = await self._fetchone(compiled.sql, compiled.args(params))
+        compiled = self._compiled(statement)
+        raw = await self._fetchone(compiled, compiled.args(params))
         return compiled.row(raw) if raw is not None else None
 
     async def all(self, statement: ClauseElement, **params: Any) -> list[tuple[Any, ...]]:
-        compiled = self._db.compiled(statement)
-        return [compiled.row(raw) for raw in await self._fetchall(compiled.sql, compiled.args(params))]
+        compiled = self._compiled(statement)
+        return [compiled.row(raw) for raw in await self._fetchall(compiled, compiled.args(params))]
 
     async def execute(self, statement: ClauseElement, **params: Any) -> int:
         """Run a statement; the number of rows it changed."""
-        compiled = self._db.compiled(statement)
-        return await self._execute(compiled.sql, compiled.args(params))
+        compiled = self._compiled(statement)
+        return await self._execute(compiled, compiled.args(params))
 
     async def execute_many(self, statement: ClauseElement, rows: Sequence[Mapping[str, Any]]) -> None:
         if rows:
-            compiled = self._db.compiled(statement)
+            compiled = self._compiled(statement)
             await self._executemany(compiled.sql, [compiled.args(row) for row in rows])
 
     def defer(self, statement: ClauseElement, **params: Any) -> None:
         """Write this row just before COMMIT (with the others of the same statement, in one executemany); a unit
         of work that rolls back never writes it."""
-        compiled = self._db.compiled(statement)
+        compiled = self._compiled(statement)
         self._deferred.append((compiled, compiled.args(params)))
 
+    async def flush(self) -> None:
+        """Write the deferred rows now, in the unit's transaction."""
+        deferred, self._deferred = self._deferred, []
+        by_sql: dict[str, list[list[Any]]] = {}
+        for compiled, args in deferred:
+            by_sql.setdefault(compiled.sql, []).append(args)
+        for sql, rows in by_sql.items():
+            await self._executemany(sql, rows)
+
     async def finish(self, *, commit: bool) -> None:
+        """End the unit: write the deferred rows and commit, or roll back (a failed COMMIT rolls back)."""
         try:
             if commit and self._deferred:
-                by_sql: dict[str, list[list[Any]]] = {}
-                for compiled, args in self._deferred:
-                    by_sql.setdefault(compiled.sql, []).append(args)
-                if len(by_sql) == 1 and await self._write_alone(*next(iter(by_sql.items()))):
-                    return
-                for sql, rows in by_sql.items():
-                    await self._executemany(sql, rows)
+                if len({compiled.sql for compiled, _ in self._deferred}) == 1 and not self.begun:
+                    compiled = self._deferred[0][0]
+                    if await self._write_alone(compiled.sql, [args for _, args in self._deferred]):
+                        return
+                await self.flush()
         except BaseException:
             if self.begun:
-                await self._end(commit=False)
+                await self._release(commit=False)
             raise
         finally:
             self._deferred.clear()
         if self.begun:
+            await self._release(commit=commit)
+
+    def _hold(self) -> None:
+        """Mark this task as holding a connection, refusing a unit nested in another that holds one."""
+        if _HOLDING.get():
+            raise NestedUnitOfWork("a unit of work was opened inside another that holds a database connection; "
+                                   "run it after the outer unit, or pass the outer unit's stores down")
+        self._holding = _HOLDING.set(True)
+        self.begun = True
+
+    async def _release(self, *, commit: bool) -> None:
+        try:
             await self._end(commit=commit)
-            self._db.commits += commit
+            if commit:
+                self._count_commit()
+        finally:
+            self.begun = False
+            if self._holding is not None:
+                holding, self._holding = self._holding, None
+                try:
+                    _HOLDING.reset(holding)
+                except ValueError:  # released in another context than it was taken in: clear it there
+                    _HOLDING.set(False)
+
+    def _count_commit(self) -> None:
+        """Count a committed transaction (DirectDatabase.commits)."""
 
     # driver specific
+    async def _begin_now(self) -> None:
+        raise NotImplementedError
+
     async def _write_alone(self, sql: str, rows: list[list[Any]]) -> bool:
-        """When the unit has written nothing yet: write these rows atomically without a transaction of its own
-        and end the unit (True), or leave them to the transaction (False)."""
+        """When the unit has run no statement: write these rows atomically without a transaction of its own and
+        end the unit (True), or leave them to a transaction (False)."""
         return False
 
-    async def _fetchone(self, sql: str, args: list[Any]) -> Sequence[Any] | None:
+    async def _fetchone(self, compiled: Compiled, args: list[Any]) -> Sequence[Any] | None:
         raise NotImplementedError
 
-    async def _fetchall(self, sql: str, args: list[Any]) -> list[Sequence[Any]]:
+    async def _fetchall(self, compiled: Compiled, args: list[Any]) -> list[Sequence[Any]]:
         raise NotImplementedError
 
-    async def _execute(self, sql: str, args: list[Any]) -> int:
+    async def _execute(self, compiled: Compiled, args: list[Any]) -> int:
         raise NotImplementedError
 
     async def _executemany(self, sql: str, rows: list[list[Any]]) -> None:
@@ -246,17 +374,28 @@ class Transaction:
 
 # --- PostgreSQL (asyncpg) -----------------------------------------------------------------------------------
 
+def _connection_lost(exc: BaseException) -> bool:
+    """A server connection that is gone (a database restart, pg_terminate_backend), not an error of the statement."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    return isinstance(exc, OSError | asyncpg.exceptions.InterfaceError | asyncpg.exceptions.PostgresConnectionError
+                      | asyncpg.exceptions.AdminShutdownError | asyncpg.exceptions.CannotConnectNowError)
+
+
 class PostgresDirect(DirectDatabase):
     """Units of work on an asyncpg pool of their own (`pool_size` connections, opened on first use). Its
     connections decode JSON as the SQLAlchemy dialect's do (`_json_codecs`), so the column types' processors
-    apply unchanged; a pool checkout costs a fraction of an SQLAlchemy one (no greenlet hand-off)."""
+    apply unchanged; a pool checkout costs a fraction of an SQLAlchemy one (no greenlet hand-off).
+
+    Error policy: a unit whose connection turns out to be gone at its first statement (nothing has happened on it
+    yet) expires the pool's connections and runs on a fresh one, once; any later failure fails the unit."""
 
     def __init__(self, engine: AsyncEngine, *, pool_size: int = 10) -> None:
         if engine.dialect.driver != "asyncpg":
             raise ValueError(f"direct units of work need the asyncpg driver, not {engine.dialect.driver}")
         super().__init__(engine.dialect)
         self._dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        self._pool_size = pool_size
+        self.pool_size = pool_size
         self._pool: Any = None
         self._opening = asyncio.Lock()
 
@@ -264,9 +403,9 @@ class PostgresDirect(DirectDatabase):
         if self._pool is None:
             async with self._opening:
                 if self._pool is None:
-                    import asyncpg  # type: ignore[import-untyped]
+                    import asyncpg
 
-                    self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=self._pool_size,
+                    self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=self.pool_size,
                                                            init=_json_codecs, reset=_session_unchanged)
         return self._pool
 
@@ -275,8 +414,8 @@ class PostgresDirect(DirectDatabase):
         if self._pool is not None:
             self._pool.expire_connections()
 
-    def _transaction(self) -> Transaction:
-        return _PostgresTransaction(self)
+    def _unit(self, *, write: bool) -> Transaction:
+        return _PostgresTransaction(self, write=write)
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -303,70 +442,86 @@ async def _json_codecs(connection: Any) -> None:
 
 
 class _PostgresTransaction(Transaction):
-    _db: PostgresDirect
-
-    def __init__(self, database: PostgresDirect) -> None:
-        super().__init__(database)
+    def __init__(self, database: PostgresDirect, *, write: bool) -> None:
+        super().__init__(database.dialect, write=write)
+        self._db = database
         self._pool: Any = None
         self._driver: Any = None
         self._tx: Any = None
+        self._used = False
 
-    async def _begin(self, *, write: bool = True) -> Any:
-        """The unit's connection, and its transaction from the first writing statement on: reads before it run
-        on their own (under READ COMMITTED each statement takes its own snapshot either way), so a unit that
-        only reads (a login page) pays no BEGIN and COMMIT round trips."""
-        if self._driver is None:
+    def _count_commit(self) -> None:
+        self._db.commits += 1
+
+    async def _acquire(self) -> Any:
+        """The unit's connection; a writing unit's transaction begins with it."""
+        self._hold()
+        try:
             self._pool = await self._db.pool()
-            try:
-                self._driver = await self._pool.acquire()
-            except BaseException:
-                self._db.expire()
-                raise
-            self.begun = True
-        if write and self._tx is None:
-            tx = self._driver.transaction()
-            try:
+            self._driver = await self._pool.acquire()
+            if self.write:
+                tx = self._driver.transaction()
                 await tx.start()
-            except BaseException:
-                self._db.expire()  # a dropped server connection: the next units get fresh ones
-                raise
-            self._tx = tx
+                self._tx = tx
+        except BaseException:
+            await self._release(commit=False)
+            raise
         return self._driver
 
-    async def _fetchone(self, sql: str, args: list[Any]) -> Sequence[Any] | None:
-        driver = await self._begin(write=not sql.startswith("SELECT"))  # UPDATE ... RETURNING writes
-        return await driver.fetchrow(sql, *args)  # type: ignore[no-any-return]
+    async def _begin_now(self) -> None:
+        await self._acquire()
 
-    async def _fetchall(self, sql: str, args: list[Any]) -> list[Sequence[Any]]:
-        return list(await (await self._begin(write=not sql.startswith("SELECT"))).fetch(sql, *args))
+    async def _run(self, call: Callable[[Any], Any]) -> Any:
+        """Run one driver call on the unit's connection; at the first, a lost connection is retried once."""
+        if self._driver is not None:
+            self._used = True
+            return await call(self._driver)
+        for attempt in (1, 2):
+            try:
+                result = await call(await self._acquire())
+            except BaseException as exc:
+                if attempt == 1 and _connection_lost(exc):
+                    if self.begun:
+                        await self._release(commit=False)
+                    self._db.expire()  # connections the server dropped are not reused
+                    continue
+                raise
+            self._used = True
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _execute(self, sql: str, args: list[Any]) -> int:
-        status = await (await self._begin()).execute(sql, *args)  # "UPDATE 1", "INSERT 0 1", "DELETE 3"
+    async def _fetchone(self, compiled: Compiled, args: list[Any]) -> Sequence[Any] | None:
+        return await self._run(lambda driver: driver.fetchrow(compiled.sql, *args))  # type: ignore[no-any-return]
+
+    async def _fetchall(self, compiled: Compiled, args: list[Any]) -> list[Sequence[Any]]:
+        return list(await self._run(lambda driver: driver.fetch(compiled.sql, *args)))
+
+    async def _execute(self, compiled: Compiled, args: list[Any]) -> int:
+        status = await self._run(lambda driver: driver.execute(compiled.sql, *args))  # "UPDATE 1", "INSERT 0 1"
         tail = str(status).rsplit(" ", 1)[-1]
         return int(tail) if tail.isdigit() else 0
 
     async def _executemany(self, sql: str, rows: list[list[Any]]) -> None:
-        await (await self._begin()).executemany(sql, rows)
+        await self._run(lambda driver: driver.executemany(sql, rows))
 
     async def _write_alone(self, sql: str, rows: list[list[Any]]) -> bool:
         """asyncpg's executemany is atomic by itself (one implicit transaction, all rows or none) and costs one
         round trip, where BEGIN, executemany and COMMIT cost three: a unit whose only writes are its deferred rows
         of one statement (an audit batch of the group commit) writes them so."""
-        if self._tx is not None:
-            return False
-        driver = await self._begin(write=False)
+        self._hold()
         try:
-            await driver.executemany(sql, rows)
+            self._pool = await self._db.pool()
+            self._driver = await self._pool.acquire()
+            await self._driver.executemany(sql, rows)
         finally:
-            await self._end(commit=False)  # nothing to end but the checkout
+            await self._release(commit=False)  # nothing to end but the checkout
         self._db.commits += 1
         return True
 
     async def _end(self, *, commit: bool) -> None:
         """Commit or roll back, and give the connection back (a failed COMMIT leaves nothing behind)."""
-        driver, tx = self._driver, self._tx
+        driver, tx, pool = self._driver, self._tx, self._pool
         self._driver = self._tx = None
-        self.begun = False
         try:
             if tx is not None:
                 if commit:
@@ -375,146 +530,104 @@ class _PostgresTransaction(Transaction):
                     await tx.rollback()
         finally:
             if driver is not None:
-                await self._pool.release(driver)  # the pool resets a connection whose transaction failed
-
-
-# --- SQLite (sqlite3 on the event loop thread) --------------------------------------------------------------
-
-class SqliteDirect(DirectDatabase):
-    def __init__(self, engine: AsyncEngine) -> None:
-        if engine.dialect.name != "sqlite":
-            raise ValueError("SqliteDirect needs an SQLite engine")
-        super().__init__(engine.dialect)
-        database = engine.url.database
-        if not database or database == ":memory:":
-            raise ValueError("direct units of work need an SQLite file (a memory database is per connection)")
-        self._path = database
-        self._connection: sqlite3.Connection | None = None
-        self.turn = asyncio.Lock()
-
-    def connection(self) -> sqlite3.Connection:
-        if self._connection is None:
-            connection = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=NORMAL")
-            connection.execute("PRAGMA foreign_keys=ON")
-            connection.execute("PRAGMA busy_timeout=0")  # waits happen in _begin, on the event loop
-            self._connection = connection
-        return self._connection
-
-    def _transaction(self) -> Transaction:
-        return _SqliteTransaction(self)
-
-    async def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
-
-
-class _SqliteTransaction(Transaction):
-    _db: SqliteDirect
-
-    def __init__(self, database: SqliteDirect) -> None:
-        super().__init__(database)
-        self._conn: sqlite3.Connection | None = None
-
-    async def _begin(self) -> sqlite3.Connection:
-        if self._conn is not None:
-            return self._conn
-        await self._db.turn.acquire()
-        try:
-            connection = self._db.connection()
-            deadline = time.monotonic() + SQLITE_LOCK_WAIT_SECONDS
-            pause = 0.0005
-            while True:
-                try:
-                    connection.execute("BEGIN IMMEDIATE")
-                    break
-                except sqlite3.OperationalError as exc:
-                    if "locked" not in str(exc) and "busy" not in str(exc):
-                        raise
-                    if time.monotonic() > deadline:
-                        raise
-                    await asyncio.sleep(pause)  # another connection writes: wait without blocking the loop
-                    pause = min(pause * 2, 0.02)
-        except BaseException:
-            self._db.turn.release()
-            raise
-        self._conn, self.begun = connection, True
-        return connection
-
-    async def _fetchone(self, sql: str, args: list[Any]) -> Sequence[Any] | None:
-        return (await self._begin()).execute(sql, args).fetchone()  # type: ignore[no-any-return]
-
-    async def _fetchall(self, sql: str, args: list[Any]) -> list[Sequence[Any]]:
-        return (await self._begin()).execute(sql, args).fetchall()
-
-    async def _execute(self, sql: str, args: list[Any]) -> int:
-        return (await self._begin()).execute(sql, args).rowcount
-
-    async def _executemany(self, sql: str, rows: list[list[Any]]) -> None:
-        (await self._begin()).executemany(sql, rows)
-
-    async def _end(self, *, commit: bool) -> None:
-        """Commit or roll back and hand the connection to the next unit (a failed COMMIT is rolled back)."""
-        connection, self._conn = self._conn, None
-        self.begun = False
-        try:
-            if connection is not None:
-                try:
-                    connection.execute("COMMIT" if commit else "ROLLBACK")
-                finally:
-                    if connection.in_transaction:
-                        connection.execute("ROLLBACK")
-        finally:
-            self._db.turn.release()
-
+                await pool.release(driver)  # the pool resets a connection whose transaction failed
 
 
 # --- the same statements inside an ORM session's transaction -----------------------------------------------
 
-class SessionTransaction:
-    """The Transaction interface inside an AsyncSession's transaction, for the few units of work that also need
-    ORM services (enrollment, person lookups): the same compiled statements, run on the session's connection as
-    driver SQL, with the same conversions. `commit` writes the deferred rows, then commits the session."""
+class SessionTransaction(Transaction):
+    """The unit-of-work interface inside an AsyncSession's transaction: the same compiled statements, run on the
+    session's connection as driver SQL, with the same conversions. Over a session the caller owns (enrollment,
+    the CLI) it is a bridge: `commit` writes the deferred rows, then commits the session. `SessionDirect` hands out
+    units that own their session."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, *, write: bool = True, owned: bool = False,
+                 database: DirectDatabase | None = None) -> None:
+        """`owned`: the unit's own session (a unit of work: begun at its first statement, closed at its end);
+        otherwise a bridge over the caller's. `database` counts the unit's commits."""
+        super().__init__(session.get_bind().dialect, write=write)
         self.session = session
-        self._dialect = session.get_bind().dialect
-        self.dialect_name = self._dialect.name
-        self._deferred: list[tuple[Compiled, list[Any]]] = []
+        self._owned = owned
+        self._database = database
+        self._connection: AsyncConnection | None = None
 
-    async def _run(self, compiled: Compiled, args: Any) -> Any:
-        connection = await self.session.connection()
-        return await connection.exec_driver_sql(compiled.sql, args)
+    async def _conn(self) -> AsyncConnection:
+        if self._connection is None:
+            if self._owned:
+                self._hold()
+                try:
+                    self._connection = await self.session.connection()
+                    if self.write and self.dialect_name == "sqlite":
+                        # the write lock at once, waited for in the driver's thread (busy_timeout), never on the
+                        # loop; reads before a write share its transaction. A reading unit begins none: sqlite3
+                        # runs its statements in autocommit, each on the newest snapshot (WAL).
+                        await self._connection.exec_driver_sql("BEGIN IMMEDIATE")
+                except BaseException:
+                    await self._release(commit=False)
+                    raise
+            else:
+                self._connection = await self.session.connection()
+        return self._connection
 
-    async def one(self, statement: ClauseElement, **params: Any) -> tuple[Any, ...] | None:
-        compiled = compiled_for(statement, self._dialect)
-        row = (await self._run(compiled, tuple(compiled.args(params)))).first()
-        return compiled.row(tuple(row)) if row is not None else None
+    async def _begin_now(self) -> None:
+        await self._conn()
 
-    async def all(self, statement: ClauseElement, **params: Any) -> list[tuple[Any, ...]]:
-        compiled = compiled_for(statement, self._dialect)
-        return [compiled.row(tuple(row)) for row in (await self._run(compiled, tuple(compiled.args(params)))).all()]
+    async def _fetchone(self, compiled: Compiled, args: list[Any]) -> Sequence[Any] | None:
+        row = (await (await self._conn()).exec_driver_sql(compiled.sql, tuple(args))).first()
+        return tuple(row) if row is not None else None
 
-    async def execute(self, statement: ClauseElement, **params: Any) -> int:
-        compiled = compiled_for(statement, self._dialect)
-        return int((await self._run(compiled, tuple(compiled.args(params)))).rowcount or 0)
+    async def _fetchall(self, compiled: Compiled, args: list[Any]) -> list[Sequence[Any]]:
+        return [tuple(row) for row in (await (await self._conn()).exec_driver_sql(compiled.sql, tuple(args))).all()]
 
-    async def execute_many(self, statement: ClauseElement, rows: Sequence[Mapping[str, Any]]) -> None:
-        if rows:
-            compiled = compiled_for(statement, self._dialect)
-            await self._run(compiled, [tuple(compiled.args(row)) for row in rows])
+    async def _execute(self, compiled: Compiled, args: list[Any]) -> int:
+        return int((await (await self._conn()).exec_driver_sql(compiled.sql, tuple(args))).rowcount or 0)
 
-    def defer(self, statement: ClauseElement, **params: Any) -> None:
-        compiled = compiled_for(statement, self._dialect)
-        self._deferred.append((compiled, compiled.args(params)))
-
-    async def flush(self) -> None:
-        deferred, self._deferred = self._deferred, []
-        for compiled, args in deferred:
-            await self._run(compiled, tuple(args))
+    async def _executemany(self, sql: str, rows: list[list[Any]]) -> None:
+        await (await self._conn()).exec_driver_sql(sql, [tuple(row) for row in rows])
 
     async def commit(self) -> None:
+        """A bridge over the caller's session: write the deferred rows, then commit the session."""
         await self.flush()
         await self.session.commit()
+
+    def _count_commit(self) -> None:
+        if self._database is not None:
+            self._database.commits += 1
+
+    async def finish(self, *, commit: bool) -> None:
+        if not self._owned:
+            if commit:
+                await self.commit()
+            return
+        if commit and self._deferred and not self.begun:
+            await self._conn()  # deferred rows only: written in a transaction of their own
+        await super().finish(commit=commit)
+
+    async def _end(self, *, commit: bool) -> None:
+        session, self._connection = self.session, None
+        try:
+            if commit:
+                await session.commit()
+            else:
+                await session.rollback()
+        finally:
+            await session.close()
+
+
+class SessionDirect(DirectDatabase):
+    """Units of work each on an ORM session of their own (SQLite, the embedded default): the same statements and
+    rules as on PostgreSQL, on the session's connection; a writing unit begins with BEGIN IMMEDIATE, so it waits
+    for SQLite's write lock in the driver's thread, never on the event loop."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        bind = sessions.kw.get("bind")
+        if bind is None:
+            raise ValueError("SessionDirect needs a session factory bound to an engine")
+        super().__init__(bind.dialect)
+        self._sessions = sessions
+
+    def _unit(self, *, write: bool) -> Transaction:
+        return SessionTransaction(self._sessions(), write=write, owned=True, database=self)
+
+    async def close(self) -> None:
+        """Nothing of its own to close: the sessions' engine is closed by its owner."""

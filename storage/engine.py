@@ -36,21 +36,14 @@ def dialect_insert(session: AsyncSession) -> Any:
     return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
 
 
-def create_engine(url: str, *, echo: bool = False, pool_size: int = 10, pre_ping: bool = True,
-                  fixed_pool: bool = False) -> AsyncEngine:
+def create_engine(url: str, *, echo: bool = False, pool_size: int = 5) -> AsyncEngine:
     """Create the async engine; SQLite gets WAL mode, a busy timeout and enforced foreign keys.
 
-    For hot read paths that retry a dropped connection themselves (the OCSP status lookup): `pre_ping=False`
-    saves a round trip per checkout, and `fixed_pool=True` keeps exactly `pool_size` connections (on SQLite
-    too) so a burst waits for a free one instead of opening and closing overflow connections.
+    The pool keeps `pool_size` connections and opens up to as many again for a burst (at most 2 x pool_size).
     """
     # hide_parameters: SQL parameters (which can hold personal data) never appear in logged errors
-    kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": pre_ping, "hide_parameters": True}
-    if fixed_pool:
-        kwargs.update(pool_size=pool_size, max_overflow=0)
-    elif not is_sqlite(url):
-        kwargs["pool_size"] = pool_size
-    engine = create_async_engine(url, **kwargs)
+    engine = create_async_engine(url, echo=echo, pool_pre_ping=True, hide_parameters=True, pool_size=pool_size,
+                                 max_overflow=pool_size)
     if is_sqlite(url):
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine

@@ -160,7 +160,7 @@ class LoginUnitOfWork:
         return self._work
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        await self._tx.finish(commit=kind is None or isinstance(exc, PasskeyError))
+        await self._tx.__aexit__(kind, exc, tb)
 
 
 async def _json(request: Request) -> dict[str, Any]:

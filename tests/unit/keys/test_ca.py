@@ -13,13 +13,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtensionOID, NameOID
 from sqlalchemy import func, select
 
-from api.deps import Services, build_status_source
+from api.deps import Services
 from api.settings import Settings
 from keys.ca import ISSUING, ROOT, CertificateAuthorityService, PkiUrls
 from keys.errors import AlreadyRevoked, CANotInitialized, CertificateNotFound, InvalidCertificateRequest
 from keys.models import CertificateAuthority, CRLRecord, IssuedCertificate
 from keys.pki import PkiService
 from keys.profiles import LegalPerson, NaturalPerson, Profile, ServiceSubject
+from keys.status import IssuedCertificateStatus
 from storage.audit import AuditEvent
 from tests.clock import Clock
 from tests.pki_tools import crl_text, initialize_pki, openssl, verify_chain, write_pem, x509_text
@@ -39,7 +40,7 @@ async def clocked(services: Services, settings: Settings) -> AsyncIterator[tuple
     """A PKI service on the test database whose clock the test moves."""
     clock = Clock()
     service = PkiService(services.sessions, services.key_store,
-                         statuses=build_status_source(settings.resolved_database_url),
+                         statuses=IssuedCertificateStatus(services.direct),
                          issuer_url=ISSUER, certificate_policy_oid=settings.certificate_policy_oid,
                          cache_seconds=0, clock=clock)
     try:

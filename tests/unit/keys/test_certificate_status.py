@@ -1,18 +1,15 @@
-"""The OCSP responder's certificate-status backends on the test database (sqlite3 or asyncpg)."""
+"""The OCSP responder's certificate-status lookups on the test database's units of work (SQLite or asyncpg)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
-from api.deps import Services, build_status_source
-from api.settings import Settings
+from api.deps import Services
 from keys.models import IssuedCertificate
-from keys.status_sqlite import SqliteCertificateStatus
+from keys.status import IssuedCertificateStatus
 from tests.conftest import TEST_DB
 
 REVOKED_AT = dt.datetime(2026, 3, 4, 5, 6, 7, tzinfo=dt.UTC)
@@ -30,9 +27,9 @@ async def _rows(services: Services) -> None:
                                       der=b"\x30\x00", not_before=now, not_after=now + dt.timedelta(days=1)))
 
 
-async def test_lookup(services: Services, settings: Settings) -> None:
+async def test_lookup(services: Services) -> None:
     await _rows(services)
-    source = build_status_source(settings.resolved_database_url)
+    source = IssuedCertificateStatus(services.direct)
     try:
         found = await source.lookup("issuing", ["a1", "b2", "c3", "ffff", "a1"])
         assert set(found) == {"a1", "b2"}  # c3 is the root's, ffff was never issued
@@ -46,11 +43,12 @@ async def test_lookup(services: Services, settings: Settings) -> None:
 
 
 @pytest.mark.postgresql
-async def test_lookup_survives_dropped_connections(services: Services, settings: Settings) -> None:
-    """Server-side connection loss is a PostgreSQL matter: this runs in the PostgreSQL pass only."""
+async def test_lookup_survives_dropped_connections(services: Services) -> None:
+    """Server-side connection loss is a PostgreSQL matter: this runs in the PostgreSQL pass only. The units of
+    work retry a connection found gone at their first statement once, on a fresh one (storage.direct)."""
     assert TEST_DB == "postgresql", "run with ACAR_TEST_DB=postgresql (make test deselects it on SQLite)"
     await _rows(services)
-    source = build_status_source(settings.resolved_database_url)
+    source = IssuedCertificateStatus(services.direct)
     try:
         assert set(await source.lookup("issuing", ["a1"])) == {"a1"}  # the pool now holds a connection
         async with services.engine.connect() as connection:  # what a database restart does to it
@@ -61,12 +59,3 @@ async def test_lookup_survives_dropped_connections(services: Services, settings:
         assert set(await source.lookup("issuing", ["a1"])) == {"a1"}
     finally:
         await source.close()
-
-
-async def test_sqlite_never_creates_a_missing_database(tmp_path: Path) -> None:
-    missing = tmp_path / "nothing-here.sqlite3"
-    source = SqliteCertificateStatus(str(missing))
-    with pytest.raises(sqlite3.OperationalError, match="unable to open database file"):
-        await source.lookup("issuing", ["a1"])
-    assert not missing.exists()
-    await source.close()

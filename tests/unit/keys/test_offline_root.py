@@ -20,7 +20,7 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import ColumnElement, func, select
 
 from api.auth import mint_admin_token
-from api.deps import Services, build_status_source
+from api.deps import Services
 from api.settings import Settings
 from keys.ca import ISSUING, ROOT
 from keys.errors import CAKeyOffline, CANotInitialized, CAUnusable, InvalidCrl
@@ -28,6 +28,7 @@ from keys.models import CertificateAuthority, CRLRecord, IssuedCertificate
 from keys.pki import PkiService
 from keys.profiles import Profile
 from keys.software import SoftwareKeyStore
+from keys.status import IssuedCertificateStatus
 from storage.audit import AuditEvent
 from storage.base import utcnow
 from tests.clock import Clock
@@ -134,7 +135,7 @@ async def offline(initialized: Services, ceremony: Ceremony) -> Services:
 async def clocked(services: Services, settings: Settings) -> AsyncIterator[tuple[PkiService, Clock]]:
     clock = Clock()
     service = PkiService(services.sessions, services.key_store,
-                         statuses=build_status_source(settings.resolved_database_url),
+                         statuses=IssuedCertificateStatus(services.direct),
                          issuer_url="http://localhost:8000", certificate_policy_oid=settings.certificate_policy_oid,
                          cache_seconds=0, clock=clock)
     try:

@@ -19,13 +19,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from sqlalchemy import ColumnElement, func, select
 
-from api.deps import Services, build_status_source
+from api.deps import Services
 from api.settings import Settings
 from keys.ca import ISSUING, ROOT, SERVICE_VALIDITY, SUPERSEDED_KEY_GRACE
 from keys.errors import CAUnusable
 from keys.models import CRLRecord, IssuedCertificate, StoredKey
 from keys.pki import PkiService
 from keys.profiles import Profile
+from keys.status import IssuedCertificateStatus
 from storage import create_engine, create_session_factory
 from storage.audit import AuditEvent
 from tests.clock import Clock
@@ -40,7 +41,8 @@ async def nodes(services: Services, settings: Settings) -> AsyncIterator[Nodes]:
     clock = Clock()
     url = settings.resolved_database_url
     engines = [create_engine(url) for _ in range(2)]
-    built = [PkiService(create_session_factory(engine), services.key_store, statuses=build_status_source(url),
+    statuses = IssuedCertificateStatus(services.direct)
+    built = [PkiService(create_session_factory(engine), services.key_store, statuses=statuses,
                         issuer_url="http://localhost:8000", certificate_policy_oid=settings.certificate_policy_oid,
                         cache_seconds=0, clock=clock) for engine in engines]
     async with services.sessions() as session, session.begin():

@@ -1,5 +1,6 @@
 """Group commit of audit events: each caller returns after its event is committed; concurrent callers
-share transactions; one bad event does not fail the others."""
+share transactions; one bad event does not fail the others; a stopped log fails its waiting callers, never
+leaves them hanging, and refuses new events until it is started again."""
 
 from __future__ import annotations
 
@@ -19,29 +20,27 @@ async def _count(services: Services, event_type: str) -> int:
 
 
 async def test_a_lone_event_is_committed_before_record_returns(services: Services) -> None:
-    log = GroupCommitAuditLog(services.direct)
-
-    await log.record("test.alone", actor="tester", subject="1", detail={"n": 1})
+    async with GroupCommitAuditLog(services.direct) as log:
+        await log.record("test.alone", actor="tester", subject="1", detail={"n": 1})
 
     assert await _count(services, "test.alone") == 1
 
 
 async def test_concurrent_events_share_transactions(services: Services) -> None:
-    log = GroupCommitAuditLog(services.direct)
     before = services.direct.commits
 
-    await asyncio.gather(*(log.record("test.burst", actor="tester", subject=str(i)) for i in range(60)))
+    async with GroupCommitAuditLog(services.direct, consumers=1) as log:
+        await asyncio.gather(*(log.record("test.burst", actor="tester", subject=str(i)) for i in range(60)))
 
     assert await _count(services, "test.burst") == 60
     assert 1 <= services.direct.commits - before < 60
 
 
 async def test_one_bad_event_does_not_fail_its_batch(services: Services) -> None:
-    log = GroupCommitAuditLog(services.direct)
-    good = [log.record("test.good", actor="tester", subject=str(i)) for i in range(10)]
-    bad = log.record("test.bad", actor="tester", detail={"not json": object()})
-
-    results = await asyncio.gather(*good, bad, return_exceptions=True)
+    async with GroupCommitAuditLog(services.direct) as log:
+        good = [log.record("test.good", actor="tester", subject=str(i)) for i in range(10)]
+        bad = log.record("test.bad", actor="tester", detail={"not json": object()})
+        results = await asyncio.gather(*good, bad, return_exceptions=True)
 
     assert results[:10] == [None] * 10
     assert isinstance(results[10], Exception)
@@ -49,40 +48,42 @@ async def test_one_bad_event_does_not_fail_its_batch(services: Services) -> None
 
 
 async def test_a_caller_that_goes_away_still_gets_its_event_written(services: Services) -> None:
-    log = GroupCommitAuditLog(services.direct)
-    others = [asyncio.ensure_future(log.record("test.stay", actor="tester", subject=str(i))) for i in range(5)]
-    leaving = asyncio.ensure_future(log.record("test.leave", actor="tester"))
-    await asyncio.sleep(0)
-    leaving.cancel()
+    async with GroupCommitAuditLog(services.direct) as log:
+        others = [asyncio.ensure_future(log.record("test.stay", actor="tester", subject=str(i))) for i in range(5)]
+        leaving = asyncio.ensure_future(log.record("test.leave", actor="tester"))
+        await asyncio.sleep(0)
+        leaving.cancel()
 
-    await asyncio.gather(*others)
-    with pytest.raises(asyncio.CancelledError):
-        await leaving
+        await asyncio.gather(*others)
+        with pytest.raises(asyncio.CancelledError):
+            await leaving
 
     assert await _count(services, "test.stay") == 5 and await _count(services, "test.leave") == 1
 
 
-async def test_two_batches_in_flight_write_every_event_once(services: Services) -> None:
+async def test_two_consumers_write_every_event_once(services: Services) -> None:
     """PostgreSQL's setting (a second batch commits while the first is in flight), on the suite's database."""
-    log = GroupCommitAuditLog(services.direct, max_batch=7, in_flight=2)
     before = services.direct.commits
 
-    await asyncio.gather(*(log.record("test.pipelined", actor="tester", subject=str(i)) for i in range(60)))
-    await log.record("test.pipelined", actor="tester", subject="after")  # an idle log starts a writer again
+    async with GroupCommitAuditLog(services.direct, max_batch=7, consumers=2) as log:
+        await asyncio.gather(*(log.record("test.pipelined", actor="tester", subject=str(i)) for i in range(60)))
+        await log.record("test.pipelined", actor="tester", subject="after")  # idle consumers take it at once
 
     assert await _count(services, "test.pipelined") == 61
     assert 60 // 7 < services.direct.commits - before < 61
 
 
-@pytest.mark.parametrize("turns", [1, 3, 30], ids=["before-its-first-step", "gathering", "committing"])
-async def test_events_of_a_cancelled_writer_fail_rather_than_hang(services: Services, turns: int) -> None:
-    """What the event loop's shutdown does to a writer (asyncio.run cancels the tasks left), at any point."""
-    log = GroupCommitAuditLog(services.direct, in_flight=1)
+@pytest.mark.parametrize("turns", [0, 1, 3, 30], ids=["queued", "taken", "gathering", "committing"])
+@pytest.mark.parametrize("consumers", [1, 2])
+async def test_events_of_a_stopped_log_fail_rather_than_hang(services: Services, turns: int, consumers: int) -> None:
+    """What the application's shutdown does to the consumers (the lifespan stops the log; asyncio.run cancels the
+    tasks left), at any point of their work."""
+    log = GroupCommitAuditLog(services.direct, consumers=consumers)
+    await log.start()
     waiting = [asyncio.ensure_future(log.record("test.shutdown", actor="tester", subject=str(i))) for i in range(3)]
     for _ in range(turns):
         await asyncio.sleep(0)
-    for writer in list(log._writers):
-        writer.cancel()
+    await log.stop()
 
     results = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 5)
 
@@ -90,14 +91,30 @@ async def test_events_of_a_cancelled_writer_fail_rather_than_hang(services: Serv
     assert all(r is None or isinstance(r, RuntimeError) for r in results)
     # a caller told "written" finds it written; a commit cut off in flight may have landed all the same
     assert results.count(None) <= written
-    await log.record("test.shutdown.after", actor="tester")  # and the log works on afterwards
+    with pytest.raises(RuntimeError, match="not running"):
+        await log.record("test.shutdown.refused", actor="tester")
+    async with log:  # started again, the log works on
+        await log.record("test.shutdown.after", actor="tester")
     assert await _count(services, "test.shutdown.after") == 1
+    assert await _count(services, "test.shutdown.refused") == 0
 
 
-async def test_an_event_recorded_just_as_the_writer_finishes_is_written(services: Services) -> None:
-    """The next event comes before the finished writer's done callback has run (one caller after another)."""
-    log = GroupCommitAuditLog(services.direct, in_flight=1)
-    for i in range(5):
-        await asyncio.wait_for(log.record("test.sequential", actor="tester", subject=str(i)), 5)
+async def test_a_cancelled_consumer_fails_its_batch_and_the_other_goes_on(services: Services) -> None:
+    async with GroupCommitAuditLog(services.direct, consumers=2) as log:
+        waiting = [asyncio.ensure_future(log.record("test.one_down", actor="tester", subject=str(i)))
+                   for i in range(4)]
+        await asyncio.sleep(0)
+        next(iter(log._consumers)).cancel()
+        results = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 5)
+        assert all(r is None or isinstance(r, RuntimeError) for r in results)
+        await asyncio.wait_for(log.record("test.one_down.after", actor="tester"), 5)
+    assert await _count(services, "test.one_down.after") == 1
+
+
+async def test_events_recorded_one_after_another_are_written(services: Services) -> None:
+    """The next event comes as soon as the consumer has settled the last (one caller after another)."""
+    async with GroupCommitAuditLog(services.direct, consumers=1) as log:
+        for i in range(5):
+            await asyncio.wait_for(log.record("test.sequential", actor="tester", subject=str(i)), 5)
 
     assert await _count(services, "test.sequential") == 5

@@ -1,6 +1,8 @@
-"""Direct units of work (storage.direct): what they write the ORM reads back unchanged and the other way round,
-on the suite's database (SQLite or PostgreSQL); all or nothing; no transaction for a unit without statements;
-on SQLite, waiting for another connection's write lock without stalling the event loop."""
+"""Units of work (storage.direct): what they write the ORM reads back unchanged and the other way round, on the
+suite's database (SQLite or PostgreSQL); all or nothing; no transaction for a unit without statements; the
+declared transaction rule (a writing unit's transaction from its first statement, a reading unit refusing writes
+and locks); a nested unit failing at once; statements the layer cannot run refused when compiled; on SQLite,
+waiting for another connection's write lock without stalling the event loop."""
 
 from __future__ import annotations
 
@@ -11,14 +13,21 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from api.deps import Services
 from idp.models import Grant, Person
 from idp.store import GRANT
-from storage import create_engine
+from storage import create_engine, create_session_factory
 from storage.audit import INSERT_AUDIT, AuditEvent, audit_row
-from storage.direct import SqliteDirect
+from storage.direct import (
+    Compiled,
+    NestedUnitOfWork,
+    SessionDirect,
+    UnitIsReadOnly,
+    UnsupportedStatement,
+)
 from tests.oidc_tools import register_client
 
 WHEN = dt.datetime(2026, 11, 27, 12, 30, 15, 123456, tzinfo=dt.UTC)
@@ -123,8 +132,9 @@ async def test_a_unit_without_statements_begins_no_transaction(services: Service
 
 
 async def test_sqlite_waits_for_another_writer_without_stalling_the_loop(tmp_path: Path) -> None:
-    """Runs on its own SQLite file in both suite passes: a direct unit that finds the write lock taken (the ORM
-    pool, the CLI) sleeps on the event loop, so other coroutines go on, and writes once the lock is free."""
+    """Runs on its own SQLite file in both suite passes: a unit that finds the write lock taken (another process,
+    the CLI) waits in the driver's thread (BEGIN IMMEDIATE under busy_timeout), so other coroutines go on, and
+    writes once the lock is free."""
     path = tmp_path / "lock.sqlite3"
     setup = sqlite3.connect(path)
     setup.execute("PRAGMA journal_mode=WAL")
@@ -132,7 +142,7 @@ async def test_sqlite_waits_for_another_writer_without_stalling_the_loop(tmp_pat
                   "VARCHAR(64), actor VARCHAR(200), subject VARCHAR(200), request_id VARCHAR(64), detail JSON)")
     setup.commit()
     engine = create_engine(f"sqlite+aiosqlite:///{path}")
-    direct = SqliteDirect(engine)
+    direct = SessionDirect(create_session_factory(engine))
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # another connection holds the write lock
     ticks = 0
@@ -180,3 +190,67 @@ async def test_literal_values_in_a_statement_need_no_parameter(services: Service
     statement = select(AuditEvent.subject).where(AuditEvent.event_type == "test.literal", AuditEvent.subject != "")
     async with services.direct.transaction() as tx:
         assert await tx.all(statement) == [("someone",)]
+
+
+async def test_a_writing_unit_begins_its_transaction_at_its_first_statement_even_a_read(services: Services) -> None:
+    """The rule is declared, not read off the SQL: a SELECT first still runs inside the unit's transaction, so
+    what the unit reads and what it writes are one transaction (a lock taken by a read would be held)."""
+    async with services.direct.transaction() as tx:
+        assert await tx.one(COUNT_EVENTS) is not None
+        assert tx.begun
+        await tx.execute(INSERT_AUDIT, **audit_row("test.read_first", actor="tester"))
+    assert len(await _events(services, "test.read_first")) == 1
+
+
+async def test_a_reading_unit_refuses_writing_and_locking_statements(services: Services) -> None:
+    async with services.direct.reading() as tx:
+        assert await tx.one(COUNT_EVENTS) is not None
+        with pytest.raises(UnitIsReadOnly):
+            await tx.execute(INSERT_AUDIT, **audit_row("test.read_only", actor="tester"))
+        with pytest.raises(UnitIsReadOnly):
+            await tx.all(select(AuditEvent.id).with_for_update())
+        with pytest.raises(UnitIsReadOnly):
+            tx.defer(INSERT_AUDIT, **audit_row("test.read_only", actor="tester"))
+    assert await _events(services, "test.read_only") == []
+
+
+async def test_a_unit_nested_in_one_holding_a_connection_fails_at_once(services: Services) -> None:
+    """Nesting could only wait for itself (SQLite's write lock, a row lock): it fails at once, on both databases,
+    and the outer unit goes on. A unit that has run nothing holds nothing: a unit before its first statement
+    is not nesting (the replay cache's own transaction runs so)."""
+    async with services.direct.transaction() as outer:
+        async with services.direct.transaction() as independent:
+            await independent.execute(INSERT_AUDIT, **audit_row("test.nested", actor="independent"))
+        await outer.execute(INSERT_AUDIT, **audit_row("test.nested", actor="outer"))
+        for inner in (services.direct.transaction(), services.direct.reading()):
+            with pytest.raises(NestedUnitOfWork):
+                async with asyncio.timeout(5), inner as tx:
+                    await tx.one(COUNT_EVENTS)
+        await outer.execute(INSERT_AUDIT, **audit_row("test.nested", actor="outer-after"))
+    assert sorted(e.actor for e in await _events(services, "test.nested")) == ["independent", "outer", "outer-after"]
+    async with services.direct.transaction() as tx:  # the task holds nothing any more
+        await tx.execute(INSERT_AUDIT, **audit_row("test.nested", actor="later"))
+
+
+_SCRATCH = MetaData()
+_DEFAULTED = Table("scratch", _SCRATCH, Column("id", String(8), primary_key=True),
+                   Column("level", String(8), nullable=False, server_default="low"),
+                   Column("touched", Integer, onupdate=lambda: 7))
+
+
+@pytest.mark.parametrize("dialect", [postgresql.asyncpg.dialect(), sqlite.aiosqlite.dialect()],
+                         ids=["postgresql", "sqlite"])
+def test_statements_the_layer_cannot_run_are_refused_when_compiled(dialect: object) -> None:
+    with pytest.raises(UnsupportedStatement, match="IN list"):
+        Compiled.build(select(AuditEvent.id).where(AuditEvent.id.in_(bindparam("ids", expanding=True))),
+                       dialect)  # type: ignore[arg-type]
+    with pytest.raises(UnsupportedStatement, match="server's"):
+        Compiled.build(insert(_DEFAULTED), dialect)  # type: ignore[arg-type]
+    named = Compiled.build(insert(_DEFAULTED).values(id=bindparam("id")), dialect)  # type: ignore[arg-type]
+    assert named.names == ("id",)  # the server default applies to the column left out
+    changed = Compiled.build(update(_DEFAULTED).where(_DEFAULTED.c.id == bindparam("key"))
+                             .values(level=bindparam("level")), dialect)  # type: ignore[arg-type]
+    assert dict(zip(changed.names, changed.args({"key": "a", "level": "high"}), strict=True))["touched"] == 7
+    assert changed.writes and named.writes
+    assert Compiled.build(select(AuditEvent.id).with_for_update(), dialect).writes  # type: ignore[arg-type]
+    assert not Compiled.build(select(AuditEvent.id), dialect).writes  # type: ignore[arg-type]
