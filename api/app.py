@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import inspect
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.routing import Route
 
 from api import migrate, problems
 from api.deps import Services, build_services
-from api.hot import HotRoutes
 from api.logging import configure_logging
 from api.middleware import RequestContextMiddleware
 from api.pages import STATIC, PageContextMiddleware
@@ -92,6 +94,39 @@ async def startup_checks(services: Services) -> None:
             log.warning("startup.database_not_ready", extra={"error": type(exc).__name__})
 
 
+def _plain_operations(route: Route, tags: Sequence[str]) -> dict[str, Any]:
+    """The OpenAPI operations of a plain Starlette route, by method: its name, docstring and path parameters (the
+    endpoints read their own requests, so no body or query schema is claimed)."""
+    parameters = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                  for name in route.param_convertors]
+    operations: dict[str, Any] = {}
+    for method in sorted((route.methods or set()) - {"HEAD"}):
+        operation: dict[str, Any] = {"tags": list(tags), "summary": route.name.replace("_", " ").title(),
+                                     "operationId": f"{route.name}_{method.lower()}"}
+        if route.endpoint.__doc__:
+            operation["description"] = inspect.cleandoc(route.endpoint.__doc__)
+        if parameters:
+            operation["parameters"] = parameters
+        operation["responses"] = {"200": {"description": "Successful Response"}}
+        operations[method.lower()] = operation
+    return operations
+
+
+def _openapi_with(app: FastAPI, plain: Sequence[tuple[APIRouter, Sequence[Route]]]) -> Callable[[], dict[str, Any]]:
+    """FastAPI's OpenAPI document of `app`, with the plain routes' operations first (as in the route table),
+    each tagged like the FastAPI routes of its module."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()  # cached by FastAPI until the route table changes
+        paths = {route.path: _plain_operations(route, [str(t) for t in router.tags])
+                 for router, routes in plain for route in routes}
+        schema["paths"] = {**paths, **schema.get("paths", {})}
+        return schema
+
+    return openapi
+
+
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
     settings = settings or (services.settings if services else load_settings())
     configure_logging(settings.log_level)
@@ -139,14 +174,19 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(page_routes.router)
     app.include_router(passkeys.router)
     app.include_router(enrollment_admin.router)
-    passkeys.install(app)  # PasskeyError -> problem+json with its machine "code"
     if settings.dev_login and settings.env != "production":
         app.include_router(interaction.dev_router)  # never registered in production (and the setting is refused)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(tsa.router)
     app.include_router(pki.router)
-    # innermost: the login and token endpoints past the router (api.hot), inside the pages' request context
-    app.add_middleware(HotRoutes, routes=oidc.HOT_ROUTES | passkeys.HOT_ROUTES | interaction.HOT_ROUTES)
+    # The endpoints of every login and every token, once each, as plain Starlette routes at the head of the route
+    # table: matched first, without FastAPI's request handling (dependency solving, its request and response
+    # wrappers), and still under the exception handlers and the router's 405 answers like every other route.
+    plain = ((oidc.router, oidc.plain_routes), (interaction.router, interaction.plain_routes),
+             (passkeys.router, passkeys.plain_routes))
+    app.router.routes[:0] = [route for _, routes in plain for route in routes]
+    # FastAPI documents only its own routes; /openapi.json (development only) describes these too
+    app.openapi = _openapi_with(app, plain)  # type: ignore[method-assign]  # FastAPI's documented extension point
     app.add_middleware(PageContextMiddleware)  # the request a page answers, for its language (api.pages)
     app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.access_log)
     return app

@@ -18,7 +18,7 @@ from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import Services
-from api.problems import ApiProblem
+from api.errors import ApiProblem
 from api.settings import MAX_TOKEN_LIFETIME_CEILING
 from idp.revocation import TokenRevocations
 from keys.errors import InvalidToken

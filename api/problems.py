@@ -1,4 +1,5 @@
-"""Errors on the wire: RFC 9457 problem details for the APIs, RFC 6749 error JSON for OAuth endpoints.
+"""Errors on the wire: RFC 9457 problem details for the APIs, RFC 6749 error JSON for OAuth endpoints, the
+translated error page for a page request that cannot be read.
 
 The one place where exceptions become responses (STYLE habit 6). No stack trace, SQL or secret reaches a
 client: unexpected exceptions are logged with the request id and answered with a bare 500 problem.
@@ -11,23 +12,19 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.errors import ApiProblem, BearerTokenMissing, InvalidPageRequest
 from api.logging import request_id_var
-from idp.errors import IdpError, InvalidClient, InvalidToken, OAuthError
+from api.pages import error_page
+from api.web import NO_STORE
+from idp.errors import IdpError, InvalidClient, OAuthError
+from idp.webauthn import PasskeyError
 from keys.errors import KeysError
 
 log = logging.getLogger("acar.api")
 PROBLEM = "application/problem+json"
-
-
-class ApiProblem(Exception):
-    """A problem raised by api/ itself (authentication, malformed bodies)."""
-
-    def __init__(self, status: int, code: str, title: str, detail: str, headers: dict[str, str] | None = None):
-        super().__init__(detail)
-        self.status, self.code, self.title, self.detail, self.headers = status, code, title, detail, headers
 
 
 def problem(status: int, code: str, title: str, detail: str | None = None, *, instance: str | None = None,
@@ -50,13 +47,6 @@ def internal_error() -> JSONResponse:
                    "an unexpected error occurred; quote the request id when reporting it")
 
 
-class BearerTokenMissing(InvalidToken):
-    """A protected resource (userinfo) was called without a Bearer access token. RFC 6750 section 3.1: "If the
-    request lacks any authentication information (e.g., the client was unaware that authentication is necessary
-    or attempted using an unsupported authentication method), the resource server SHOULD NOT include an error
-    code or other error information" in its challenge."""
-
-
 BEARER_CHALLENGE_ERRORS = ("invalid_token", "insufficient_scope")
 """Errors of a protected resource answered with a Bearer challenge (RFC 6750 section 3)."""
 
@@ -70,10 +60,21 @@ def _bearer_challenge(exc: OAuthError) -> str:
     return f'Bearer realm="acar", error="{exc.error}", error_description="{description}"'
 
 
+def passkey_problem(request: Request, exc: PasskeyError) -> JSONResponse:
+    """RFC 9457 problem with the machine code as an extra member "code" (the pages' JavaScript translates it).
+    Built here rather than by `problem`, whose own parameter `code` cannot also be passed as an extra member."""
+    body: dict[str, Any] = {"type": f"urn:acar:problem:{exc.code}", "title": exc.title, "status": exc.status_code,
+                            "detail": exc.detail, "instance": request.url.path, "code": exc.code}
+    rid = request_id_var.get()
+    if rid:
+        body["request_id"] = rid
+    return JSONResponse(body, status_code=exc.status_code, media_type=PROBLEM, headers=NO_STORE)
+
+
 def oauth_error(exc: OAuthError) -> JSONResponse:
     """RFC 6749 section 5.2 error JSON; never cached (section 5.1), 401 with a challenge for invalid_client, and
     the Bearer challenge of RFC 6750 section 3 for invalid_token (401) and insufficient_scope (403)."""
-    headers = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+    headers = dict(NO_STORE)
     if isinstance(exc, InvalidClient):
         headers["WWW-Authenticate"] = 'Basic realm="acar", error="invalid_client"'
     elif exc.error in BEARER_CHALLENGE_ERRORS:
@@ -92,6 +93,14 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(OAuthError)
     async def _oauth(request: Request, exc: OAuthError) -> JSONResponse:
         return oauth_error(exc)
+
+    @app.exception_handler(PasskeyError)
+    async def _passkey(request: Request, exc: PasskeyError) -> JSONResponse:
+        return passkey_problem(request, exc)  # EnrollmentErrors too
+
+    @app.exception_handler(InvalidPageRequest)
+    async def _page(request: Request, exc: InvalidPageRequest) -> HTMLResponse:
+        return error_page(exc.error, exc.description, status=exc.status_code)
 
     @app.exception_handler(IdpError)
     async def _idp(request: Request, exc: IdpError) -> JSONResponse:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from api.problems import ApiProblem
-from api.routes.oidc import NO_STORE, provider_of, session_cookie
+from api.errors import ApiProblem
+from api.web import NO_STORE, provider_of, session_cookie
 from idp.interfaces import LoginState
 from idp.store import SqlOidcStore
 

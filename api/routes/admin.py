@@ -20,8 +20,8 @@ from api.auth import (
     revoke_admin_token,
 )
 from api.deps import Services
+from api.errors import ApiProblem
 from api.logging import request_id_var
-from api.problems import ApiProblem
 from api.schemas.admin import TokenMintRequest, TokenMintResponse
 from api.schemas.pki import CertificateView, RevokeRequest
 from storage.base import utcnow

@@ -13,8 +13,8 @@ from fastapi import APIRouter, Depends, Request, Response
 from api.auth import CLIENT_SCOPE, AdminPrincipal, require_scope
 from api.deps import Services
 from api.logging import request_id_var
-from api.routes.oidc import NO_STORE
 from api.schemas.clients import ClientCreate, ClientCreated, ClientSecret, ClientView
+from api.web import NO_STORE
 from idp.clients import ClientRegistry
 from idp.errors import ClientNotFound
 

@@ -13,8 +13,8 @@ from fastapi import APIRouter, Depends, Request, Response
 from api.auth import ENROLL_SCOPE, AdminPrincipal, require_scope
 from api.deps import Services
 from api.logging import request_id_var
-from api.routes.oidc import NO_STORE
 from api.schemas.enrollment import EnrollmentCodeIssued, EnrollmentCodeRequest, PersonSummary
+from api.web import NO_STORE
 from idp.enrollment import issue_for_fin
 from storage.base import utcnow
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 import hmac
 
 from fastapi import APIRouter, Request, Response
+from starlette.routing import Route
 
-from api.hot import HotRoute
 from api.oidc import session_max_age
 from api.pages import error_page, render
-from api.routes.oidc import answer, browser_binding, provider_of, read_form, session_cookie, set_session_cookie
+from api.web import answer, browser_binding, provider_of, read_page_form, session_cookie, set_session_cookie
 from idp.authorize import Interaction
 from idp.claims import CLAIM_DESCRIPTIONS
-from idp.errors import InvalidIdentifier, InvalidRequest, PersonNotFound
+from idp.errors import InvalidIdentifier, PersonNotFound
 from idp.interfaces import LEVELS, OidcStore, PendingRequest
 from idp.loa import DEV_LOGIN_METHODS
 from idp.persons import PersonService
@@ -44,9 +44,9 @@ async def _posted_pending(request: Request, store: OidcStore, pending_id: str,
     return pending
 
 
-@router.get("/interaction/{pending_id}")
-async def login_page(request: Request, pending_id: str) -> Response:
-    provider = provider_of(request)
+async def login_page(request: Request) -> Response:
+    """The login page of a pending authorization request (its login methods)."""
+    provider, pending_id = provider_of(request), request.path_params["pending_id"]
     async with provider.unit_of_work() as store:
         pending = await _pending(request, store, pending_id)
     if pending is None:
@@ -61,24 +61,17 @@ async def login_page(request: Request, pending_id: str) -> Response:
     }, form_targets=[str(pending.params["redirect_uri"])])
 
 
-async def _login_page(request: Request) -> Response:
-    return await login_page(request, request.path_params["pending_id"])
-
-
-HOT_ROUTES = {"/interaction/": HotRoute(frozenset({"GET"}), _login_page, parameter="pending_id")}
-"""The login page of every login, answered past the router (api.hot)."""
+plain_routes = [Route("/interaction/{pending_id}", login_page, methods=["GET"])]
+"""The login page of every login: a plain Starlette route at the head of the route table (api.app)."""
 
 
 @dev_router.post("/interaction/{pending_id}/dev-login")
-async def dev_login(request: Request, pending_id: str) -> Response:  # noqa: PLR0911 - one page per refusal
+async def dev_login(request: Request, pending_id: str) -> Response:
     """Development-only: log in as the registered person with this FIN at the chosen level."""
     provider = provider_of(request)
     if not provider.settings.dev_login or provider.settings.env == "production":
         return error_page("access_denied", "development sign-in is disabled", status=404)
-    try:
-        form = await read_form(request)
-    except InvalidRequest as exc:
-        return error_page("invalid_request", exc.description)
+    form = await read_page_form(request)
     async with provider.unit_of_work() as store:
         pending = await _posted_pending(request, store, pending_id, form)
         if isinstance(pending, Response):
@@ -125,10 +118,7 @@ async def consent_page(request: Request, pending_id: str) -> Response:
 @router.post("/interaction/{pending_id}/consent")
 async def consent_decision(request: Request, pending_id: str) -> Response:
     provider = provider_of(request)
-    try:
-        form = await read_form(request)
-    except InvalidRequest as exc:
-        return error_page("invalid_request", exc.description)
+    form = await read_page_form(request)
     async with provider.unit_of_work() as store:
         pending = await _posted_pending(request, store, pending_id, form)
         if isinstance(pending, Response):

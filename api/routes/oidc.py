@@ -8,17 +8,26 @@ from __future__ import annotations
 import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import parse_qs, unquote_plus, urlencode, urlsplit, urlunsplit
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse
+from starlette.routing import Route
 
-from api.body import read_limited
-from api.hot import HotRoute
+from api.errors import BearerTokenMissing
 from api.oidc import Provider
 from api.pages import error_page, render
-from api.problems import BearerTokenMissing
-from idp.authorize import AuthorizeResult, ErrorPage, Interaction, Redirect, token_hash
+from api.web import (
+    NO_STORE,
+    answer,
+    clear_session_cookie,
+    provider_of,
+    read_form,
+    read_page_form,
+    read_page_params,
+    redirect_to_client,
+    session_cookie,
+)
+from idp.authorize import ErrorPage, Interaction, Redirect, token_hash
 from idp.claims import OIDC_SCOPES, SUPPORTED_CLAIMS
 from idp.client_auth import ASSERTION_SIGNING_ALGS, TOKEN_AUTH_METHODS
 from idp.errors import InvalidRequest
@@ -29,55 +38,7 @@ from idp.sessions import csrf_for_session, csrf_matches
 from storage.base import utcnow
 
 router = APIRouter(tags=["oidc"])
-MAX_FORM = 64 * 1024
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-FORM = "application/x-www-form-urlencoded"
 UI_LOCALES = ("az", "en", "ru")
-
-
-def provider_of(request: Request) -> Provider:
-    return request.app.state.services.oidc  # type: ignore[no-any-return]
-
-
-async def read_form(request: Request) -> dict[str, list[str]]:
-    """An application/x-www-form-urlencoded body (RFC 6749 appendix B), at most 64 KiB, UTF-8."""
-    if request.headers.get("content-type", "").split(";")[0].strip().lower() != FORM:
-        raise InvalidRequest(f"the body must be {FORM}")
-    body = await read_limited(request, MAX_FORM)
-    if body is None:
-        raise InvalidRequest("the request body is too large")
-    try:
-        return parse_form(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise InvalidRequest("the body is not valid form encoding") from None
-
-
-def parse_form(text: str, max_fields: int = 100) -> dict[str, list[str]]:
-    """application/x-www-form-urlencoded (the URL Standard's parser, as urllib's parse_qs with blank values
-    kept): fields split on "&", names and values "+"- and percent-decoded (invalid UTF-8 replaced); more than
-    `max_fields` fields is a ValueError. A third of parse_qs's cost: undecoded fields are taken as they are."""
-    fields = text.split("&") if text else []
-    if len(fields) > max_fields:
-        raise ValueError("too many fields")
-    out: dict[str, list[str]] = {}
-    for field in fields:
-        if not field:
-            continue
-        name, _, value = field.partition("=")
-        if "%" in field or "+" in field:
-            name, value = unquote_plus(name), unquote_plus(value)
-        out.setdefault(name, []).append(value)
-    return out
-
-
-async def read_params(request: Request) -> dict[str, list[str]]:
-    """Query parameters (GET) or the form body (POST), as lists so repeated parameters can be refused."""
-    if request.method == "POST":
-        return await read_form(request)
-    try:
-        return parse_qs(request.url.query, keep_blank_values=True, max_num_fields=100)
-    except ValueError:
-        raise InvalidRequest("too many parameters") from None
 
 
 def oauth_json(body: Mapping[str, Any], status: int = 200) -> JSONResponse:
@@ -137,56 +98,10 @@ async def discovery(request: Request) -> JSONResponse:
 
 # --- authorization ---------------------------------------------------------------------------------------
 
-def session_cookie(request: Request, provider: Provider) -> str | None:
-    return request.cookies.get(provider.cookie_name)
-
-
-def set_session_cookie(response: Response, provider: Provider, cookie: str, max_age: int) -> None:
-    response.set_cookie(provider.cookie_name, cookie, max_age=max_age, path="/", httponly=True, samesite="lax",
-                        secure=provider.secure_cookies)
-
-
-def clear_session_cookie(response: Response, provider: Provider) -> None:
-    """Delete the session cookie with the attributes it was set with: a browser ignores a Set-Cookie for a
-    __Host- cookie that lacks Secure (RFC 6265bis 4.1.3.2), and would keep the cookie."""
-    response.delete_cookie(provider.cookie_name, path="/", httponly=True, samesite="lax",
-                           secure=provider.secure_cookies)
-
-
-def query_url(result: Redirect) -> str:
-    """The redirect URI with the response parameters added to its query (response_mode=query)."""
-    parts = urlsplit(result.redirect_uri)
-    query = (parts.query + "&" if parts.query else "") + urlencode(result.params)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
-
-
-def interaction_path(result: Interaction) -> str:
-    return f"/interaction/{result.pending.id}" + ("/consent" if result.kind == "consent" else "")
-
-
-def redirect_to_client(result: Redirect) -> Response:
-    if result.response_mode == "form_post":
-        return render("form_post.html", {"title": "Returning to the service", "redirect_uri": result.redirect_uri,
-                                         "params": result.params}, form_targets=[result.redirect_uri])
-    return RedirectResponse(query_url(result), status_code=303, headers={"Cache-Control": "no-store"})
-
-
-def answer(result: AuthorizeResult) -> Response:
-    if isinstance(result, ErrorPage):
-        return error_page(result.error, result.description)
-    if isinstance(result, Redirect):
-        return redirect_to_client(result)
-    return RedirectResponse(interaction_path(result), status_code=303, headers={"Cache-Control": "no-store"})
-
-
-@router.api_route("/authorize", methods=["GET", "POST"])
 async def authorize(request: Request) -> Response:
     """OIDC Core 3.1.2.1: GET and POST are both supported."""
     provider = provider_of(request)
-    try:
-        params = await read_params(request)
-    except InvalidRequest as exc:
-        return error_page("invalid_request", exc.description)
+    params = await read_page_params(request)
     cookie = request.cookies.get(provider.browser_cookie_name)
     fresh = cookie is None or not 20 <= len(cookie) <= 100
     if fresh:
@@ -204,15 +119,8 @@ async def authorize(request: Request) -> Response:
     return response
 
 
-def browser_binding(request: Request) -> str | None:
-    """The hash the pending requests of this browser are bound to, or None without the cookie."""
-    cookie = request.cookies.get(provider_of(request).browser_cookie_name)
-    return token_hash(cookie) if cookie else None
-
-
 # --- token, userinfo, introspection, revocation ----------------------------------------------------------
 
-@router.post("/token")
 async def token(request: Request) -> JSONResponse:
     provider = provider_of(request)
     form = single_values(await read_form(request))
@@ -237,7 +145,6 @@ def _bearer(request: Request, form: Mapping[str, Sequence[str]] | None) -> str:
     raise BearerTokenMissing("an access token is required")
 
 
-@router.api_route("/userinfo", methods=["GET", "POST"])
 async def userinfo(request: Request) -> JSONResponse:
     provider = provider_of(request)
     form = await read_form(request) if request.method == "POST" and request.headers.get("content-type") else None
@@ -247,7 +154,6 @@ async def userinfo(request: Request) -> JSONResponse:
     return oauth_json(body)
 
 
-@router.post("/introspect")
 async def introspect(request: Request) -> JSONResponse:
     provider = provider_of(request)
     form = single_values(await read_form(request))
@@ -256,7 +162,6 @@ async def introspect(request: Request) -> JSONResponse:
     return oauth_json(body)
 
 
-@router.post("/revoke")
 async def revoke(request: Request) -> Response:
     provider = provider_of(request)
     form = single_values(await read_form(request))
@@ -265,14 +170,15 @@ async def revoke(request: Request) -> Response:
     return Response(status_code=200, headers=NO_STORE)
 
 
-HOT_ROUTES = {
-    "/authorize": HotRoute(frozenset({"GET", "POST"}), authorize),
-    "/token": HotRoute(frozenset({"POST"}), token),
-    "/userinfo": HotRoute(frozenset({"GET", "POST"}), userinfo),
-    "/introspect": HotRoute(frozenset({"POST"}), introspect),
-    "/revoke": HotRoute(frozenset({"POST"}), revoke),
-}
-"""Answered past the router (api.hot): the endpoints of every login and every token."""
+plain_routes = [
+    Route("/authorize", authorize, methods=["GET", "POST"]),
+    Route("/token", token, methods=["POST"]),
+    Route("/userinfo", userinfo, methods=["GET", "POST"]),
+    Route("/introspect", introspect, methods=["POST"]),
+    Route("/revoke", revoke, methods=["POST"]),
+]
+"""The endpoints of every login and every token: plain Starlette routes, which api.app puts at the head of the
+route table (no FastAPI request handling; the same exception handlers and 405 answers as every route)."""
 
 
 # --- logout (RP-Initiated Logout 1.0) ---------------------------------------------------------------------
@@ -305,13 +211,11 @@ def _signed_out(request: Request, provider: Provider, validated: LogoutRequest) 
     return response
 
 
-@router.api_route("/logout", methods=["GET", "POST"])
+@router.get("/logout")
+@router.post("/logout")  # one route per method: one OpenAPI operation id each
 async def logout(request: Request) -> Response:
     provider = provider_of(request)
-    try:
-        params = await read_params(request)
-    except InvalidRequest as exc:
-        return error_page("invalid_request", exc.description)
+    params = await read_page_params(request)
     validated = await validate_logout(params, clients=provider.clients, verify_hint=provider.verify_id_token_hint)
     if isinstance(validated, ErrorPage):
         return error_page(validated.error, validated.description)
@@ -339,10 +243,7 @@ async def logout(request: Request) -> Response:
 @router.post("/logout/confirm")
 async def logout_confirm(request: Request) -> Response:
     provider = provider_of(request)
-    try:
-        params = await read_form(request)
-    except InvalidRequest as exc:
-        return error_page("invalid_request", exc.description)
+    params = await read_page_form(request)
     cookie = session_cookie(request, provider)
     if not csrf_matches(cookie, "logout", params.pop("csrf_token", [])):
         return error_page("invalid_request", "the sign-out form has expired; please try again", status=403)

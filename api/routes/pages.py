@@ -27,14 +27,17 @@ from fastapi.responses import RedirectResponse
 from api.i18n import LANGUAGE_COOKIE, LANGUAGE_COOKIE_MAX_AGE, LANGUAGES
 from api.oidc import Provider, session_max_age
 from api.pages import ERROR_CODE, PASSKEY_ERRORS, error_message_keys, error_page, render, safe_return_path
-from api.routes.oidc import NO_STORE, provider_of, read_form, session_cookie
-from api.routes.passkeys import (
+from api.routes.passkeys import Work, unit_of_work
+from api.web import (
     ACCOUNT_CSRF_PURPOSE,
-    Work,
+    NO_STORE,
     enrollment_cookie_name,
+    provider_of,
+    read_form,
+    read_page_form,
     services_of,
+    session_cookie,
     set_enrollment_cookie,
-    unit_of_work,
 )
 from idp.claims import CLAIM_DESCRIPTIONS
 from idp.enrollment import CodeLocked, EnrollmentError, EnrollmentRecord
@@ -224,10 +227,7 @@ async def account_page(request: Request, done: str | None = None) -> Response:
 async def _account_form(request: Request) -> tuple[dict[str, list[str]], str] | Response:
     """The posted form and the session cookie it was checked against, or the page refusing it (403)."""
     provider = provider_of(request)
-    try:
-        form = await read_form(request)
-    except InvalidRequest as exc:
-        return error_page("invalid_request", exc.description)
+    form = await read_page_form(request)
     cookie = session_cookie(request, provider)
     if cookie is None or not csrf_matches(cookie, ACCOUNT_CSRF_PURPOSE, form.get("csrf_token", [])):
         return error_page("invalid_request", FORM_EXPIRED, status=403)

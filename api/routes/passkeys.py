@@ -24,22 +24,28 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.routing import Route
 
 from api.body import read_limited
 from api.deps import Services
-from api.hot import HotRoute
+from api.errors import CsrfRefused, LoginRequired
 from api.logging import request_id_var
 from api.oidc import Provider, session_max_age
-from api.problems import PROBLEM
-from api.routes.oidc import (
+from api.problems import passkey_problem
+from api.web import (
+    ACCOUNT_CSRF_PURPOSE,
     NO_STORE,
     browser_binding,
+    clear_enrollment_cookie,
+    enrollment_cookie_name,
     interaction_path,
     provider_of,
     query_url,
+    services_of,
     session_cookie,
+    set_enrollment_cookie,
     set_session_cookie,
 )
 from idp.authorize import AuthorizeResult, ErrorPage, Interaction, Redirect
@@ -55,62 +61,9 @@ from storage.direct import SessionTransaction
 router = APIRouter(tags=["passkeys"])
 MAX_BODY = 64 * 1024
 CSRF_HEADER = "X-CSRF-Token"
-ACCOUNT_CSRF_PURPOSE = "account"
 ENROLL_DONE = "/enroll/done"
 ACCOUNT_PAGE = "/account"
 MANAGE_REFUSAL = "sign in to manage your passkeys"
-
-
-class CsrfRefused(PasskeyError):
-    """The X-CSRF-Token header is missing or wrong, or the Origin is not one of ACAR_WEBAUTHN_ORIGINS."""
-
-    code = "csrf"
-    title = "The request could not be verified"
-    status_code = 403
-
-
-class LoginRequired(PasskeyError):
-    code = "login_required"
-    title = "Sign-in required"
-    status_code = 401
-
-
-def passkey_problem(request: Request, exc: PasskeyError) -> JSONResponse:
-    """RFC 9457 problem with the machine code as an extra member "code" (the pages translate it). Built here
-    rather than by api.problems.problem, whose own parameter `code` cannot also be passed as an extra member."""
-    body: dict[str, Any] = {"type": f"urn:acar:problem:{exc.code}", "title": exc.title, "status": exc.status_code,
-                            "detail": exc.detail, "instance": request.url.path, "code": exc.code}
-    rid = request_id_var.get()
-    if rid:
-        body["request_id"] = rid
-    return JSONResponse(body, status_code=exc.status_code, media_type=PROBLEM, headers=NO_STORE)
-
-
-def install(app: FastAPI) -> None:
-    """Answer PasskeyErrors (and EnrollmentErrors) raised anywhere with `passkey_problem`."""
-
-    @app.exception_handler(PasskeyError)
-    async def _passkey(request: Request, exc: PasskeyError) -> JSONResponse:
-        return passkey_problem(request, exc)
-
-
-def enrollment_cookie_name(provider: Provider) -> str:
-    # __Host- binds the cookie to this exact origin over https, as for the session cookie
-    return "__Host-acar_enroll" if provider.secure_cookies else "acar_enroll"
-
-
-def set_enrollment_cookie(response: Response, provider: Provider, cookie: str, max_age: int) -> None:
-    response.set_cookie(enrollment_cookie_name(provider), cookie, max_age=max_age, path="/", httponly=True,
-                        samesite="strict", secure=provider.secure_cookies)
-
-
-def clear_enrollment_cookie(response: Response, provider: Provider) -> None:
-    response.delete_cookie(enrollment_cookie_name(provider), path="/", httponly=True, samesite="strict",
-                           secure=provider.secure_cookies)
-
-
-def services_of(request: Request) -> Services:
-    return request.app.state.services  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -231,7 +184,6 @@ async def _signed_in(request: Request, provider: Provider, work: Work, refusal: 
 
 # --- login -----------------------------------------------------------------------------------------------
 
-@router.post("/webauthn/login/options")
 async def login_options(request: Request) -> JSONResponse:
     """{"pending_id"} -> {"ceremony", "publicKey"}: PublicKeyCredentialRequestOptions for navigator.credentials.get
     (usernameless; the same options serve conditional mediation). CSRF: the pending request's token."""
@@ -247,7 +199,6 @@ async def login_options(request: Request) -> JSONResponse:
     return JSONResponse({"ceremony": ceremony.id, "publicKey": ceremony.options}, headers=NO_STORE)
 
 
-@router.post("/webauthn/login/verify")
 async def login_verify(request: Request) -> JSONResponse:
     """{"ceremony", "pending_id", "credential"} -> 200 {"redirect"} or {"form_post"} with the session cookie set.
 
@@ -279,15 +230,15 @@ async def login_verify(request: Request) -> JSONResponse:
     return response
 
 
-HOT_ROUTES = {
-    "/webauthn/login/options": HotRoute(frozenset({"POST"}), login_options),
-    "/webauthn/login/verify": HotRoute(frozenset({"POST"}), login_verify),
-}
-"""Answered past the router (api.hot): the passkey login of every citizen."""
+plain_routes = [
+    Route("/webauthn/login/options", login_options, methods=["POST"]),
+    Route("/webauthn/login/verify", login_verify, methods=["POST"]),
+]
+"""The passkey login of every citizen: plain Starlette routes at the head of the route table (api.app)."""
 
 
 def next_step(request: Request, result: AuthorizeResult) -> JSONResponse:
-    """Where the browser goes after a login: what api.routes.oidc.answer would answer, as JSON."""
+    """Where the browser goes after a login: what api.web.answer would answer, as JSON."""
     if isinstance(result, Redirect):
         if result.response_mode == "form_post":
             return JSONResponse({"form_post": {"action": result.redirect_uri, "params": dict(result.params)}},

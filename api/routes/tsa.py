@@ -17,8 +17,8 @@ from fastapi.responses import Response
 
 from api.body import read_limited
 from api.deps import Services
+from api.errors import ApiProblem
 from api.logging import request_id_var
-from api.problems import ApiProblem
 
 router = APIRouter(prefix="/pki", tags=["pki"])
 log = logging.getLogger("acar.tsa")

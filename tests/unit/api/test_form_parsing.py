@@ -7,7 +7,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from api.routes.oidc import parse_form
+from api.web import parse_form
 
 CASES = ["", "a=1", "a=1&b=2&a=3", "a", "a=", "=x", "&&a=1&&", "a+b=c+d", "a%20b=%C5%9F%E2%82", "x=%zz", "a=1=2",
          "grant_type=client_credentials&scope=api", "%ff=1", "a=%2B%26", "redirect_uri=https%3A%2F%2Fx.az%2Fcb%3Fq%3D1"]

@@ -1,0 +1,53 @@
+"""The exceptions api/ raises itself, each carrying its wire form (STYLE habit 6).
+
+Exceptions only: api.problems turns them (and the errors of idp/ and keys/) into responses.
+"""
+
+from __future__ import annotations
+
+from idp.errors import InvalidToken
+from idp.webauthn import PasskeyError
+
+
+class ApiProblem(Exception):
+    """A problem raised by api/ itself (authentication, malformed bodies): an RFC 9457 problem+json answer."""
+
+    def __init__(self, status: int, code: str, title: str, detail: str, headers: dict[str, str] | None = None):
+        super().__init__(detail)
+        self.status, self.code, self.title, self.detail, self.headers = status, code, title, detail, headers
+
+
+class BearerTokenMissing(InvalidToken):
+    """A protected resource (userinfo) was called without a Bearer access token. RFC 6750 section 3.1: "If the
+    request lacks any authentication information (e.g., the client was unaware that authentication is necessary
+    or attempted using an unsupported authentication method), the resource server SHOULD NOT include an error
+    code or other error information" in its challenge."""
+
+
+class InvalidPageRequest(Exception):
+    """A request to a page (authorization, logout, the interaction and account forms) that cannot be read: not
+    form encoding, too large, too many parameters. Answered with the translated invalid_request error page,
+    never with JSON, since a browser shows it to a citizen (api.web.read_page_form)."""
+
+    error = "invalid_request"
+    status_code = 400
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.description = description
+
+
+class CsrfRefused(PasskeyError):
+    """The X-CSRF-Token header is missing or wrong, or the Origin is not one of ACAR_WEBAUTHN_ORIGINS."""
+
+    code = "csrf"
+    title = "The request could not be verified"
+    status_code = 403
+
+
+class LoginRequired(PasskeyError):
+    """A passkey endpoint acting for the signed-in person was called without a live login session."""
+
+    code = "login_required"
+    title = "Sign-in required"
+    status_code = 401

@@ -1,0 +1,164 @@
+"""What the route modules share: the services of a request, form reading, the session, browser and enrollment
+cookies, and the answers that send a browser on after an authorization step.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, unquote_plus, urlencode, urlsplit, urlunsplit
+
+from fastapi import Request, Response
+from fastapi.responses import RedirectResponse
+
+from api.body import read_limited
+from api.errors import InvalidPageRequest
+from api.pages import error_page, render
+from idp.authorize import AuthorizeResult, ErrorPage, Interaction, Redirect, token_hash
+from idp.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from api.deps import Services
+    from api.oidc import Provider
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+FORM = "application/x-www-form-urlencoded"
+MAX_FORM = 64 * 1024
+ACCOUNT_CSRF_PURPOSE = "account"
+"""csrf_for_session(session cookie, ACCOUNT_CSRF_PURPOSE): the token of the account forms and of the passkey
+endpoints acting for the signed-in person."""
+
+
+def provider_of(request: Request) -> Provider:
+    return request.app.state.services.oidc  # type: ignore[no-any-return]
+
+
+def services_of(request: Request) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+# --- form bodies and query strings -------------------------------------------------------------------------
+
+async def read_form(request: Request) -> dict[str, list[str]]:
+    """An application/x-www-form-urlencoded body (RFC 6749 appendix B), at most 64 KiB, UTF-8; else
+    InvalidRequest (the OAuth error JSON of RFC 6749 section 5.2)."""
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != FORM:
+        raise InvalidRequest(f"the body must be {FORM}")
+    body = await read_limited(request, MAX_FORM)
+    if body is None:
+        raise InvalidRequest("the request body is too large")
+    try:
+        return parse_form(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidRequest("the body is not valid form encoding") from None
+
+
+def parse_form(text: str, max_fields: int = 100) -> dict[str, list[str]]:
+    """application/x-www-form-urlencoded (the URL Standard's parser, as urllib's parse_qs with blank values
+    kept): fields split on "&", names and values "+"- and percent-decoded (invalid UTF-8 replaced); more than
+    `max_fields` fields is a ValueError. A third of parse_qs's cost: undecoded fields are taken as they are."""
+    fields = text.split("&") if text else []
+    if len(fields) > max_fields:
+        raise ValueError("too many fields")
+    out: dict[str, list[str]] = {}
+    for field in fields:
+        if not field:
+            continue
+        name, _, value = field.partition("=")
+        if "%" in field or "+" in field:
+            name, value = unquote_plus(name), unquote_plus(value)
+        out.setdefault(name, []).append(value)
+    return out
+
+
+async def read_params(request: Request) -> dict[str, list[str]]:
+    """Query parameters (GET) or the form body (POST), as lists so repeated parameters can be refused."""
+    if request.method == "POST":
+        return await read_form(request)
+    try:
+        return parse_qs(request.url.query, keep_blank_values=True, max_num_fields=100)
+    except ValueError:
+        raise InvalidRequest("too many parameters") from None
+
+
+async def read_page_form(request: Request) -> dict[str, list[str]]:
+    """`read_form` for a page: a body that cannot be read is the invalid_request error page (InvalidPageRequest)."""
+    try:
+        return await read_form(request)
+    except InvalidRequest as exc:
+        raise InvalidPageRequest(exc.description) from None
+
+
+async def read_page_params(request: Request) -> dict[str, list[str]]:
+    """`read_params` for a page: parameters that cannot be read are the invalid_request error page."""
+    try:
+        return await read_params(request)
+    except InvalidRequest as exc:
+        raise InvalidPageRequest(exc.description) from None
+
+
+# --- cookies ------------------------------------------------------------------------------------------------
+
+def session_cookie(request: Request, provider: Provider) -> str | None:
+    return request.cookies.get(provider.cookie_name)
+
+
+def set_session_cookie(response: Response, provider: Provider, cookie: str, max_age: int) -> None:
+    response.set_cookie(provider.cookie_name, cookie, max_age=max_age, path="/", httponly=True, samesite="lax",
+                        secure=provider.secure_cookies)
+
+
+def clear_session_cookie(response: Response, provider: Provider) -> None:
+    """Delete the session cookie with the attributes it was set with: a browser ignores a Set-Cookie for a
+    __Host- cookie that lacks Secure (RFC 6265bis 4.1.3.2), and would keep the cookie."""
+    response.delete_cookie(provider.cookie_name, path="/", httponly=True, samesite="lax",
+                           secure=provider.secure_cookies)
+
+
+def browser_binding(request: Request) -> str | None:
+    """The hash the pending requests of this browser are bound to, or None without the cookie."""
+    cookie = request.cookies.get(provider_of(request).browser_cookie_name)
+    return token_hash(cookie) if cookie else None
+
+
+def enrollment_cookie_name(provider: Provider) -> str:
+    # __Host- binds the cookie to this exact origin over https, as for the session cookie
+    return "__Host-acar_enroll" if provider.secure_cookies else "acar_enroll"
+
+
+def set_enrollment_cookie(response: Response, provider: Provider, cookie: str, max_age: int) -> None:
+    response.set_cookie(enrollment_cookie_name(provider), cookie, max_age=max_age, path="/", httponly=True,
+                        samesite="strict", secure=provider.secure_cookies)
+
+
+def clear_enrollment_cookie(response: Response, provider: Provider) -> None:
+    response.delete_cookie(enrollment_cookie_name(provider), path="/", httponly=True, samesite="strict",
+                           secure=provider.secure_cookies)
+
+
+# --- where an authorization step sends the browser -----------------------------------------------------------
+
+def query_url(result: Redirect) -> str:
+    """The redirect URI with the response parameters added to its query (response_mode=query)."""
+    parts = urlsplit(result.redirect_uri)
+    query = (parts.query + "&" if parts.query else "") + urlencode(result.params)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+
+
+def interaction_path(result: Interaction) -> str:
+    return f"/interaction/{result.pending.id}" + ("/consent" if result.kind == "consent" else "")
+
+
+def redirect_to_client(result: Redirect) -> Response:
+    if result.response_mode == "form_post":
+        return render("form_post.html", {"title": "Returning to the service", "redirect_uri": result.redirect_uri,
+                                         "params": result.params}, form_targets=[result.redirect_uri])
+    return RedirectResponse(query_url(result), status_code=303, headers={"Cache-Control": "no-store"})
+
+
+def answer(result: AuthorizeResult) -> Response:
+    """The page answer of an authorization step: the error page, back to the client, or on to the interaction."""
+    if isinstance(result, ErrorPage):
+        return error_page(result.error, result.description)
+    if isinstance(result, Redirect):
+        return redirect_to_client(result)
+    return RedirectResponse(interaction_path(result), status_code=303, headers={"Cache-Control": "no-store"})

@@ -1,0 +1,121 @@
+"""The route table: the endpoints of every login and every token are plain Starlette routes at its head, registered
+once, under the application's exception handlers and 405 answers; every endpoint the discovery document names is
+served by it."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from starlette.routing import BaseRoute, Match, Route
+
+from api.deps import Services
+from tests.oidc_tools import ISSUER
+
+pytestmark = pytest.mark.asyncio
+
+PLAIN = {
+    "/authorize": {"GET", "POST"}, "/token": {"POST"}, "/userinfo": {"GET", "POST"}, "/introspect": {"POST"},
+    "/revoke": {"POST"}, "/interaction/{pending_id}": {"GET"}, "/webauthn/login/options": {"POST"},
+    "/webauthn/login/verify": {"POST"},
+}
+SPEC_METHODS = {
+    "authorization_endpoint": {"GET", "POST"},  # OIDC Core 3.1.2.1
+    "token_endpoint": {"POST"},  # RFC 6749 3.2
+    "userinfo_endpoint": {"GET", "POST"},  # OIDC Core 5.3.1
+    "end_session_endpoint": {"GET", "POST"},  # RP-Initiated Logout 1.0 section 2
+    "introspection_endpoint": {"POST"},  # RFC 7662 2.1
+    "revocation_endpoint": {"POST"},  # RFC 7009 2.1
+    "jwks_uri": {"GET"},  # OIDC Discovery 3
+}
+
+
+def _scope(app: FastAPI, method: str, path: str) -> dict[str, object]:
+    return {"type": "http", "method": method, "path": path, "root_path": "", "app": app, "headers": []}
+
+
+def _served_by(app: FastAPI, method: str, path: str) -> list[BaseRoute]:
+    """The entries of the route table that fully match `method` `path` (the router calls the first): routes,
+    mounts, and the routers FastAPI included (an included router matches when one of its routes does)."""
+    return [r for r in app.router.routes if r.matches(_scope(app, method, path))[0] == Match.FULL]
+
+
+async def test_the_login_and_token_endpoints_are_plain_routes_at_the_head_of_the_table(app: FastAPI) -> None:
+    head = app.router.routes[:len(PLAIN)]
+    assert all(type(r) is Route for r in head)  # Starlette's own, not FastAPI's APIRoute
+    assert {r.path: (r.methods or set()) - {"HEAD"} for r in head if isinstance(r, Route)} == PLAIN
+    for route in head:
+        assert isinstance(route, Route)
+        path = route.path.replace("{pending_id}", "some-id")
+        for method in ("GET", "POST", "PUT", "DELETE"):
+            # registered once: no other entry of the table answers the same path and method
+            assert _served_by(app, method, path) == ([route] if method in PLAIN[route.path] else []), (path, method)
+
+
+async def test_every_discovered_endpoint_is_served_by_the_route_table(app: FastAPI, client: httpx.AsyncClient) -> None:
+    discovery = (await client.get("/.well-known/openid-configuration")).json()
+    endpoints = {k: v for k, v in discovery.items() if k.endswith("_endpoint") or k == "jwks_uri"}
+    assert set(endpoints) == set(SPEC_METHODS)
+    for name, url in endpoints.items():
+        assert url.startswith(ISSUER + "/"), name
+        path = url.removeprefix(ISSUER)
+        for method in SPEC_METHODS[name]:
+            assert len(_served_by(app, method, path)) >= 1, (name, method)
+            # a real request (without credentials or parameters) reaches an endpoint: refused, never 404 or 405
+            answer = await client.request(method, path)
+            assert answer.status_code not in (404, 405), (name, method, answer.status_code)
+
+
+async def test_a_wrong_method_is_405_with_allow_as_problem_json(client: httpx.AsyncClient) -> None:
+    for method, path, allowed in (("GET", "/token", {"POST"}), ("PUT", "/authorize", {"GET", "HEAD", "POST"}),
+                                  ("GET", "/webauthn/login/verify", {"POST"}), ("DELETE", "/revoke", {"POST"})):
+        wrong = await client.request(method, path)
+        assert wrong.status_code == 405, (method, path)
+        assert set(wrong.headers["allow"].split(", ")) == allowed
+        assert wrong.headers["content-type"] == "application/problem+json"
+        body = wrong.json()
+        assert body["type"] == "urn:acar:problem:http_405" and body["instance"] == path
+        assert body["request_id"] == wrong.headers["x-request-id"]
+
+
+async def test_exceptions_become_the_applications_responses(app: FastAPI, client: httpx.AsyncClient,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    refused = await client.post("/token", content=b"grant_type=client_credentials",
+                                headers={"Content-Type": "text/plain"})
+    assert refused.status_code == 400
+    assert refused.json() == {"error": "invalid_request",
+                              "error_description": "the body must be application/x-www-form-urlencoded"}
+    assert refused.headers["cache-control"] == "no-store" and refused.headers["pragma"] == "no-cache"
+    assert refused.headers["x-request-id"]
+    services: Services = app.state.services
+
+    async def bug(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug with a secret in its message")
+
+    monkeypatch.setattr(services.oidc.grants, "token", bug)
+    failed = await client.post("/token", data={"grant_type": "client_credentials"})
+    assert failed.status_code == 500
+    assert failed.headers["content-type"] == "application/problem+json"
+    assert "secret" not in failed.text and failed.json()["request_id"] == failed.headers["x-request-id"]
+
+
+async def test_the_login_page_route_takes_one_path_segment(client: httpx.AsyncClient) -> None:
+    page = await client.get("/interaction/no-such-request")  # the plain route: the translated error page
+    assert page.status_code == 400 and page.headers["content-type"].startswith("text/html")
+    assert 'id="error-message"' in page.text
+    consent = await client.get("/interaction/no-such-request/consent")  # a FastAPI route further down
+    assert consent.status_code == 400 and consent.headers["content-type"].startswith("text/html")
+    assert (await client.get("/interaction/")).status_code == 404
+    assert (await client.get("/interaction/a/b/c")).status_code == 404
+
+
+async def test_the_openapi_document_describes_the_plain_routes(client: httpx.AsyncClient) -> None:
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    for path, methods in PLAIN.items():
+        assert {m.upper() for m in paths[path]} == methods, path
+    login = paths["/interaction/{pending_id}"]["get"]
+    assert login["tags"] == ["interaction"] and login["parameters"][0]["name"] == "pending_id"
+    assert paths["/token"]["post"]["tags"] == ["oidc"]
+    assert paths["/webauthn/login/verify"]["post"]["tags"] == ["passkeys"]
+    assert "OIDC Core 3.1.2.1" in paths["/authorize"]["get"]["description"]
+    assert "/logout" in paths and "/jwks.json" in paths  # FastAPI's own routes stay documented
