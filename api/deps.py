@@ -176,3 +176,38 @@ async def readiness(services: Services) -> list[str]:
     if missing:
         reasons.append("token signing keys not loaded: " + ", ".join(missing))
     return reasons
+
+
+# --- narrow builders: one piece each, for callers that need a few services, not the whole graph (`acar`) ---
+
+
+def build_database(settings: Settings) -> tuple[AsyncEngine, async_sessionmaker[AsyncSession]]:
+    """The ORM engine and its session factory on ACAR_DATABASE_URL; the caller disposes of the engine."""
+    engine = create_engine(settings.resolved_database_url)
+    return engine, create_session_factory(engine)
+
+
+def build_token_keys(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], store: KeyStore
+) -> TokenKeyService:
+    """The token-signing keys as build_services configures them (same settings, same meaning)."""
+    return TokenKeyService(
+        sessions,
+        store,
+        algorithms=settings.token_key_algorithms,
+        rotation_interval=dt.timedelta(days=settings.token_key_rotation_days),
+        max_token_lifetime=dt.timedelta(seconds=settings.token_max_lifetime_seconds),
+        cache_seconds=settings.key_cache_seconds,
+    )
+
+
+def build_pki(settings: Settings, sessions: async_sessionmaker[AsyncSession], store: KeyStore) -> PkiService:
+    """The CA hierarchy, CRLs and OCSP responder as build_services configures them; the caller closes it."""
+    return PkiService(
+        sessions,
+        store,
+        statuses=build_status_source(settings.resolved_database_url),
+        issuer_url=settings.issuer,
+        certificate_policy_oid=settings.certificate_policy_oid,
+        cache_seconds=settings.key_cache_seconds,
+    )
