@@ -201,15 +201,15 @@ def _openssl_hierarchy(tmp_path: Path) -> dict[str, Path]:
     return paths
 
 
-async def test_ca_import_from_files(cli_env: dict[str, str], services: Services, tmp_path: Path) -> None:
-    env = {**cli_env, "ACAR_ENV": "development"}
+async def test_ca_import_from_files(acar: InProcessAcar, services: Services, tmp_path: Path) -> None:
+    env = {**acar.env, "ACAR_ENV": "development"}
     ext = _openssl_hierarchy(tmp_path)
 
     def ca_import(name: str, key: str, *extra: str) -> Any:
-        return run_acar(env, "ca", "import", "--name", name, "--cert", str(ext[f"{name}.pem"]), "--key", str(ext[key]),
-                        *extra, "--json", check=False)
+        return acar("ca", "import", "--name", name, "--cert", str(ext[f"{name}.pem"]), "--key", str(ext[key]),
+                    *extra, "--json", check=False, env=env)
 
-    run_acar(env, "migrate")
+    acar("migrate", env=env)
     refused = ca_import("issuing", "issuing.key")
     assert refused.returncode == 1 and "import the root CA before the issuing CA" in refused.stderr
     refused = ca_import("root", "issuing.key")
@@ -222,11 +222,12 @@ async def test_ca_import_from_files(cli_env: dict[str, str], services: Services,
     assert refused.returncode == 1 and "cannot read the private key" in refused.stderr
     issuing = json.loads(ca_import("issuing", "issuing-enc.key", "--key-password-file", str(ext["password"])).stdout)
     assert [s.split(":")[0] for s in issuing["service_certificates_created"]] == ["ocsp-responder", "tsa"]
-    assert acar_json(env, "init")["ca_created"] == []  # imported CAs are never replaced
+    assert acar.json("init", env=env)["ca_created"] == []  # imported CAs are never replaced
 
     _, pub = _ec_key(tmp_path, "person")
-    issued = _issue(env, "--profile", "natural-person-signing", "--fin", "5ABC12D", "--given-name", "Aysel",
-                    "--surname", "Məmmədova", "--public-key", str(pub))
+    issued = json.loads(acar("cert", "issue", "--profile", "natural-person-signing", "--fin", "5ABC12D",
+                             "--given-name", "Aysel", "--surname", "Məmmədova", "--public-key", str(pub),
+                             env=env).stdout)
     leaf = tmp_path / "leaf.pem"
     leaf.write_text(issued["certificate_pem"])
     verify_chain(tmp_path, ext["root.pem"], ext["issuing.pem"], leaf)
