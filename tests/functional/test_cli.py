@@ -178,3 +178,14 @@ async def test_every_command_answers_json_wherever_the_flag_stands(
     assert run("client disable", client_id)["disabled"] is True
 
     assert ran == _commands(build_parser())
+
+
+async def test_a_command_builds_only_what_it_uses(acar: InProcessAcar, tmp_path: Path) -> None:
+    """The person registry and client list never open the key store; a command that signs does, and says so."""
+    env = {**acar.env, "ACAR_MASTER_KEY_FILE": str(tmp_path / "nowhere" / "master.key")}
+    assert acar.json("person", "add", "--fin", "5ABC12D", "--given-name", "A", "--family-name", "B", env=env)["fin"] \
+        == "5ABC12D"
+    assert acar.json("client", "list", env=env) == []
+    refused = acar("keys", "rotate", check=False, env=env)
+    assert refused.returncode == 1 and refused.stderr.startswith("acar: error: ACAR_MASTER_KEY_FILE")
+    assert not (tmp_path / "nowhere").exists()
