@@ -13,19 +13,23 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import Services
 from api.errors import ApiProblem
-from api.settings import MAX_TOKEN_LIFETIME_CEILING
+from api.settings import MAX_TOKEN_LIFETIME_CEILING, Settings
 from idp.revocation import TokenRevocations
 from keys.errors import InvalidToken
 from keys.jose import CLOCK_SKEW_LEEWAY_SECONDS, VerifiedClaims
 from storage.audit import record_event
 from storage.base import utcnow
 from storage.direct import SessionTransaction
+
+if TYPE_CHECKING:
+    from keys.token_keys import TokenKeyService
 
 ADMIN_SCOPE = "acar:admin"
 MINT_SCOPE = "acar:token:mint"
@@ -36,6 +40,17 @@ ADMIN_SCOPES = frozenset({ADMIN_SCOPE, REVOKE_SCOPE, MINT_SCOPE, CLIENT_SCOPE, E
 DELEGABLE_SCOPES = ADMIN_SCOPES - {ADMIN_SCOPE, MINT_SCOPE}
 """What POST /admin/tokens may hand out: operational scopes only. Tokens that can mint or do everything come
 from `acar admin token` alone (database and key-store access), so a leaked API token cannot renew itself."""
+
+
+class MintingServices(Protocol):
+    """What mint_admin_token uses: the settings (issuer, lifetime limit) and the token keys. api.deps.Services
+    has them; so has the CLI's api.cli.CommandServices, which builds nothing more for `acar admin token`."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def token_keys(self) -> TokenKeyService: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +90,7 @@ def admin_audience(issuer: str) -> str:
 
 
 async def mint_admin_token(
-    services: Services, *, subject: str, scopes: set[str], ttl_seconds: int, actor: tuple[str, str] | None = None
+    services: MintingServices, *, subject: str, scopes: set[str], ttl_seconds: int, actor: tuple[str, str] | None = None
 ) -> dict[str, object]:
     """Sign an admin access token with the current ES256 key (RFC 9068 section 2.2 claims).
 

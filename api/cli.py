@@ -1,44 +1,62 @@
 """The `acar` command line. Every command prints JSON with --json and fails with one clear line.
 
 Exit codes: 0 success, 1 the operation was refused or failed (the message says why), 2 bad usage.
+
+`main(argv)` returns the exit code (the console script hands it to sys.exit), so tests call it in-process.
+Start-up stays fast: this module imports only the standard library; a command imports what it uses, and
+builds only the services it uses (CommandServices), never the whole graph of api.deps.build_services.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import datetime as dt
 import json
-import os
 import sys
-from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
-from typing import Any, NoReturn
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession
+if TYPE_CHECKING:
+    from datetime import date
 
-from api import migrate
-from api.deps import Services, build_services
-from api.settings import Settings, SettingsError, load_settings
-from idp.errors import IdpError
-from idp.persons import PersonService
-from keys.errors import KeysError
-from keys.software import MasterKey, SoftwareKeyStore
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+    from api.settings import Settings
+    from idp.enrollment import EnrollmentPolicy
+    from idp.webauthn import PasskeyService
+    from keys.interfaces import KeyStore
+    from keys.pki import PkiService
+    from keys.token_keys import TokenKeyService
+    from storage.direct import DirectDatabase
 
 
 class CliError(Exception):
     """A one-line error for the user."""
 
 
-def _fail(message: str, code: int = 1) -> NoReturn:
-    print(f"acar: error: {message}", file=sys.stderr)
-    raise SystemExit(code)
+class _Exit(Exception):
+    """argparse's exit (--help, bad usage) as a return code for main()."""
+
+    def __init__(self, code: int, message: str | None = None) -> None:
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+
+
+def _error(message: str, code: int = 1) -> int:
+    """Write the one-line error and return the exit code."""
+    print(f"acar: error: {' '.join(message.splitlines())}", file=sys.stderr)
+    return code
+
+
+def _print_json(data: object) -> None:
+    """The --json output: one JSON document on one line."""
+    print(json.dumps(data, ensure_ascii=False, indent=None, default=str))
 
 
 def _emit(args: argparse.Namespace, data: dict[str, Any] | list[Any]) -> None:
     if args.json:
-        print(json.dumps(data, ensure_ascii=False, indent=None, default=str))
+        _print_json(data)
         return
     rows = data if isinstance(data, list) else [data]
     for row in rows:
@@ -48,9 +66,74 @@ def _emit(args: argparse.Namespace, data: dict[str, Any] | list[Any]) -> None:
             print(row)
 
 
-async def _in_transaction(settings: Settings, work: Callable[[Services, AsyncSession], Awaitable[Any]]) -> Any:
+class CommandServices:
+    """The services one command uses, each built on first use by an api.deps builder and closed at the end.
+
+    `acar person add` opens the database and nothing else; `acar keys rotate` adds the key store and the
+    token keys; only `acar serve` builds the whole graph (api.deps.build_services).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        from api.deps import build_database
+
+        self.settings = settings
+        self.engine: AsyncEngine
+        self.sessions: async_sessionmaker[AsyncSession]
+        self.engine, self.sessions = build_database(settings)
+
+    @cached_property
+    def key_store(self) -> KeyStore:
+        from api.deps import build_key_store
+
+        return build_key_store(self.settings)  # a missing or malformed master key fails here
+
+    @cached_property
+    def token_keys(self) -> TokenKeyService:
+        from api.deps import build_token_keys
+
+        return build_token_keys(self.settings, self.sessions, self.key_store)
+
+    @cached_property
+    def direct(self) -> DirectDatabase:
+        from api.deps import build_direct
+
+        return build_direct(self.settings, self.engine, self.sessions)
+
+    @cached_property
+    def pki(self) -> PkiService:
+        from api.deps import build_pki
+
+        return build_pki(self.settings, self.sessions, self.key_store, self.direct)
+
+    @cached_property
+    def passkeys(self) -> PasskeyService:
+        from api.deps import build_passkeys
+
+        return build_passkeys(self.settings)
+
+    @cached_property
+    def enrollment_policy(self) -> EnrollmentPolicy:
+        from api.deps import build_enrollment_policy
+
+        return build_enrollment_policy(self.settings)
+
+    async def close(self) -> None:
+        built = vars(self)  # cached_property keeps what was built in the instance dict
+        if "pki" in built:
+            await self.pki.close()
+        if "key_store" in built:
+            self.key_store.close()
+        if "direct" in built:
+            await self.direct.close()
+        await self.engine.dispose()
+
+
+Work = Callable[[CommandServices, "AsyncSession"], Awaitable[Any]]
+
+
+async def _in_transaction(settings: Settings, work: Work) -> Any:
     """Run `work` in one unit of work: commit on success, roll back (write nothing) on any error."""
-    services = build_services(settings)
+    services = CommandServices(settings)
     try:
         async with services.sessions() as session, session.begin():
             return await work(services, session)
@@ -58,7 +141,9 @@ async def _in_transaction(settings: Settings, work: Callable[[Services, AsyncSes
         await services.close()
 
 
-def _run(settings: Settings, work: Callable[[Services, AsyncSession], Awaitable[Any]]) -> Any:
+def _run(settings: Settings, work: Work) -> Any:
+    import asyncio
+
     return asyncio.run(_in_transaction(settings, work))
 
 
@@ -67,18 +152,23 @@ def _run(settings: Settings, work: Callable[[Services, AsyncSession], Awaitable[
 
 async def _sealed_master_key_ids(settings: Settings) -> list[str]:
     """Ids of the master keys that live software keys in the database are sealed with."""
+    from api.deps import build_database
     from keys.software import sealed_master_key_ids
-    from storage import create_engine, create_session_factory
 
-    engine = create_engine(settings.resolved_database_url)
+    engine, sessions = build_database(settings)
     try:
-        async with create_session_factory(engine)() as session:
+        async with sessions() as session:
             return await sealed_master_key_ids(session)
     finally:
         await engine.dispose()
 
 
 def cmd_init(args: argparse.Namespace, settings: Settings) -> None:
+    import asyncio
+
+    from api import migrate
+    from keys.software import MasterKey, SoftwareKeyStore
+
     created_master = False
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     migrate.upgrade(settings.resolved_database_url)
@@ -92,7 +182,7 @@ def cmd_init(args: argparse.Namespace, settings: Settings) -> None:
         MasterKey.create_file(settings.resolved_master_key_file)
         created_master = True
 
-    async def work(services: Services, session: AsyncSession) -> dict[str, Any]:
+    async def work(services: CommandServices, session: AsyncSession) -> dict[str, Any]:
         if isinstance(services.key_store, SoftwareKeyStore):
             await services.key_store.check_master_key(session)  # a wrong master key fails here, creating nothing
         created = await services.token_keys.ensure_keys(session, actor="cli:init")
@@ -106,14 +196,19 @@ def cmd_init(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:
+    from api import migrate
+
     migrate.upgrade(settings.resolved_database_url)
     _emit(args, {"schema": migrate.head_revision()})
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
+    import asyncio
+
     import uvicorn
 
     from api.app import startup_checks
+    from api.deps import build_services
 
     if args.port < 1 or args.port > 65535:
         raise CliError("--port must be between 1 and 65535")
@@ -134,7 +229,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     )
 
 
-def _parse_date(value: str | None) -> dt.date | None:
+def _parse_date(value: str | None) -> date | None:
+    import datetime as dt
+
     if value is None:
         return None
     try:
@@ -144,9 +241,11 @@ def _parse_date(value: str | None) -> dt.date | None:
 
 
 def cmd_person_add(args: argparse.Namespace, settings: Settings) -> None:
+    from idp.persons import PersonService
+
     birthdate = _parse_date(args.birthdate)
 
-    async def work(services: Services, session: AsyncSession) -> dict[str, Any]:
+    async def work(services: CommandServices, session: AsyncSession) -> dict[str, Any]:
         person = await PersonService(session).add(
             fin=args.fin, given_name=args.given_name, family_name=args.family_name, birthdate=birthdate,
             category=args.category, document_type=args.document_type, document_country=args.document_country,
@@ -154,19 +253,22 @@ def cmd_person_add(args: argparse.Namespace, settings: Settings) -> None:
         )
         return person.as_json()
 
-    data = _run(settings, work)
-    print(json.dumps(data, ensure_ascii=False))
+    _print_json(_run(settings, work))  # JSON with or without --json
 
 
 def cmd_person_show(args: argparse.Namespace, settings: Settings) -> None:
-    async def work(services: Services, session: AsyncSession) -> dict[str, Any]:
+    from idp.persons import PersonService
+
+    async def work(services: CommandServices, session: AsyncSession) -> dict[str, Any]:
         return (await PersonService(session).get_by_fin(args.fin)).as_json()
 
     _emit(args, _run(settings, work))
 
 
 def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> None:
-    async def work(services: Services, session: AsyncSession) -> list[dict[str, Any]]:
+    from keys.software import SoftwareKeyStore
+
+    async def work(services: CommandServices, session: AsyncSession) -> list[dict[str, Any]]:
         algs = args.alg or None
         if isinstance(services.key_store, SoftwareKeyStore):
             await services.key_store.check_master_key(session)  # a wrong master key fails first, changing nothing
@@ -182,7 +284,7 @@ def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> None:
 
     from keys.models import TokenKey
 
-    async def work(services: Services, session: AsyncSession) -> list[dict[str, Any]]:
+    async def work(services: CommandServices, session: AsyncSession) -> list[dict[str, Any]]:
         rows = (await session.execute(select(TokenKey).order_by(TokenKey.alg, TokenKey.created_at))).scalars()
         return [{"kid": r.kid, "alg": r.alg, "state": r.state, "created_at": r.created_at.isoformat(),
                  "activated_at": r.activated_at.isoformat() if r.activated_at else None,
@@ -194,7 +296,7 @@ def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_admin_token(args: argparse.Namespace, settings: Settings) -> None:
     from api.auth import mint_admin_token, record_mint
 
-    async def work(services: Services, session: AsyncSession) -> dict[str, Any]:
+    async def work(services: CommandServices, session: AsyncSession) -> dict[str, Any]:
         try:
             minted = await mint_admin_token(services, subject=args.subject, scopes=set(args.scope.split()),
                                             ttl_seconds=args.ttl)
@@ -207,6 +309,8 @@ def cmd_admin_token(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _read_file(path: str, option: str) -> bytes:
+    from pathlib import Path
+
     try:
         return Path(path).read_bytes()
     except OSError as exc:
@@ -214,6 +318,8 @@ def _read_file(path: str, option: str) -> bytes:
 
 
 def cmd_ca_import(args: argparse.Namespace, settings: Settings) -> None:
+    from keys.software import SoftwareKeyStore
+
     certificate = _read_file(args.cert, "--cert")
     key_pem = _read_file(args.key, "--key") if args.key else None
     password = _read_file(args.key_password_file, "--key-password-file").rstrip(b"\r\n") \
@@ -225,7 +331,7 @@ def cmd_ca_import(args: argparse.Namespace, settings: Settings) -> None:
     if password is not None and key_pem is None:
         raise CliError("--key-password-file goes with --key")
 
-    async def work(services: Services, session: AsyncSession) -> dict[str, Any]:
+    async def work(services: CommandServices, session: AsyncSession) -> dict[str, Any]:
         pki, store = services.pki, services.key_store
         await pki.ca.check_import(session, args.name, certificate)  # before any key is touched
         if offline:  # the root's key stays offline: its CRLs are signed there (`acar crl import`)
@@ -254,7 +360,7 @@ def cmd_ca_import(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_crl_import(args: argparse.Namespace, settings: Settings) -> None:
     data = _read_file(args.file, "FILE")
 
-    async def work(services: Services, session: AsyncSession) -> dict[str, Any]:
+    async def work(services: CommandServices, session: AsyncSession) -> dict[str, Any]:
         record, revoked = await services.pki.import_crl(session, args.ca, data, actor="cli")
         return {"ca": args.ca, "crl_number": record.number, "this_update": record.this_update.isoformat(),
                 "next_update": record.next_update.isoformat(), "newly_revoked": revoked}
@@ -289,7 +395,7 @@ def cmd_cert_issue(args: argparse.Namespace, settings: Settings) -> None:
     else:
         public_key = subject_key_from_pem(_read_file(args.public_key, "--public-key"))
 
-    async def work(services: Services, session: AsyncSession) -> dict[str, Any]:
+    async def work(services: CommandServices, session: AsyncSession) -> dict[str, Any]:
         ca = services.pki.ca
         row = await ca.issue(session, profile=profile, subject=subject, public_key=public_key, days=args.days,
                              actor="cli")
@@ -298,11 +404,11 @@ def cmd_cert_issue(args: argparse.Namespace, settings: Settings) -> None:
                 "not_before": row.not_before.isoformat(), "not_after": row.not_after.isoformat(),
                 "certificate_pem": certificate_pem(row), "chain_pem": chain}
 
-    print(json.dumps(_run(settings, work), ensure_ascii=False))
+    _print_json(_run(settings, work))  # JSON with or without --json
 
 
 def cmd_cert_revoke(args: argparse.Namespace, settings: Settings) -> None:
-    async def work(services: Services, session: AsyncSession) -> dict[str, Any]:
+    async def work(services: CommandServices, session: AsyncSession) -> dict[str, Any]:
         row = await services.pki.revoke(session, args.serial, args.reason, actor="cli")
         return {"serial": row.serial_hex, "issuer": row.issuer_ca, "revoked_at": row.revoked_at,
                 "reason": row.revocation_reason}
@@ -314,7 +420,7 @@ def cmd_cert_show(args: argparse.Namespace, settings: Settings) -> None:
     from api.schemas.pki import CertificateView
     from storage.base import utcnow
 
-    async def work(services: Services, session: AsyncSession) -> dict[str, Any]:
+    async def work(services: CommandServices, session: AsyncSession) -> dict[str, Any]:
         row = await services.pki.ca.get(session, args.serial)
         return CertificateView.from_row(row, utcnow()).model_dump(mode="json")
 
@@ -324,7 +430,7 @@ def cmd_cert_show(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_admin_revoke_token(args: argparse.Namespace, settings: Settings) -> None:
     from api.auth import revoke_admin_token
 
-    async def work(services: Services, session: AsyncSession) -> dict[str, Any]:
+    async def work(services: CommandServices, session: AsyncSession) -> dict[str, Any]:
         if not await revoke_admin_token(session, args.jti, reason=args.reason, actor="cli"):
             raise CliError(f"token {args.jti} is already revoked")
         return {"jti": args.jti, "revoked": True}
@@ -358,7 +464,7 @@ def _client_registration(args: argparse.Namespace) -> Any:
 
 def _emit_client(args: argparse.Namespace, data: dict[str, Any]) -> None:
     if args.json:
-        print(json.dumps(data, ensure_ascii=False))
+        _print_json(data)
     else:
         for key, value in data.items():
             if value is None or value == []:
@@ -375,7 +481,7 @@ def cmd_client_add(args: argparse.Namespace, settings: Settings) -> None:
 
     registration = _client_registration(args)
 
-    async def work(services: Services, session: AsyncSession) -> dict[str, Any]:
+    async def work(services: CommandServices, session: AsyncSession) -> dict[str, Any]:
         client, secret = await ClientRegistry(session, signing_algs=settings.token_key_algorithms).add(
             registration, actor="cli")
         return {**ClientView.of(client).model_dump(mode="json"), "client_secret": secret}
@@ -387,12 +493,12 @@ def cmd_client_list(args: argparse.Namespace, settings: Settings) -> None:
     from api.schemas.clients import ClientView
     from idp.clients import ClientRegistry
 
-    async def work(services: Services, session: AsyncSession) -> list[dict[str, Any]]:
+    async def work(services: CommandServices, session: AsyncSession) -> list[dict[str, Any]]:
         return [ClientView.of(c).model_dump(mode="json") for c in await ClientRegistry(session).list()]
 
     rows = _run(settings, work)
     if args.json:
-        print(json.dumps(rows, ensure_ascii=False))
+        _print_json(rows)
         return
     for row in rows:
         state = "disabled" if row["disabled"] else "active"
@@ -404,7 +510,7 @@ def cmd_client_show(args: argparse.Namespace, settings: Settings) -> None:
     from idp.clients import ClientRegistry
     from idp.errors import ClientNotFound
 
-    async def work(services: Services, session: AsyncSession) -> dict[str, Any]:
+    async def work(services: CommandServices, session: AsyncSession) -> dict[str, Any]:
         client = await ClientRegistry(session).get(args.client_id)
         if client is None:
             raise ClientNotFound(f"no client {args.client_id!r} is registered")
@@ -417,7 +523,7 @@ def cmd_client_disable(args: argparse.Namespace, settings: Settings) -> None:
     from api.schemas.clients import ClientView
     from idp.clients import ClientRegistry
 
-    async def work(services: Services, session: AsyncSession) -> dict[str, Any]:
+    async def work(services: CommandServices, session: AsyncSession) -> dict[str, Any]:
         client = await ClientRegistry(session).disable(args.client_id, actor="cli")
         return ClientView.of(client).model_dump(mode="json")
 
@@ -427,7 +533,7 @@ def cmd_client_disable(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_client_rotate_secret(args: argparse.Namespace, settings: Settings) -> None:
     from idp.clients import ClientRegistry
 
-    async def work(services: Services, session: AsyncSession) -> dict[str, Any]:
+    async def work(services: CommandServices, session: AsyncSession) -> dict[str, Any]:
         secret = await ClientRegistry(session).rotate_secret(args.client_id, actor="cli")
         return {"client_id": args.client_id, "client_secret": secret}
 
@@ -438,7 +544,7 @@ def cmd_enroll_code(args: argparse.Namespace, settings: Settings) -> None:
     from idp.enrollment import issue_for_fin
     from storage.base import utcnow
 
-    async def work(services: Services, session: AsyncSession) -> dict[str, Any]:
+    async def work(services: CommandServices, session: AsyncSession) -> dict[str, Any]:
         person, issued, removed = await issue_for_fin(
             session, services.enrollment_policy, services.passkeys, fin=args.fin, issued_by="cli",
             revoke_credentials=args.revoke_credentials, clock=utcnow)
@@ -454,14 +560,55 @@ def cmd_enroll_code(args: argparse.Namespace, settings: Settings) -> None:
 
 
 class _Parser(argparse.ArgumentParser):
+    """argparse that returns to main() instead of exiting the process (main is called in-process by tests)."""
+
     def error(self, message: str) -> NoReturn:
-        _fail(f"{self.prog}: {message}", 2)
+        raise _Exit(2, f"{self.prog}: {message}")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:
+            print(message, end="", file=sys.stderr)
+        raise _Exit(status)
+
+
+class _Choices:
+    """argparse choices read from idp.interfaces on first use, so `acar --help` does not import the idp package.
+
+    Give the option a metavar: argparse iterates the choices of an option without one when it is added.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    @cached_property
+    def _values(self) -> tuple[str, ...]:
+        import idp.interfaces
+
+        values: tuple[str, ...] = getattr(idp.interfaces, self._name)
+        return values
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._values
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+
+def _json_flag() -> tuple[_Parser, _Parser]:
+    """The top-level parser and the parent of every command, each taking the global --json.
+
+    A command's --json defaults to SUPPRESS: argparse copies a subcommand's defaults over the values parsed
+    before it, and a plain False default would undo `acar --json CMD`.
+    """
+    parser = _Parser(prog="acar", description="Açar digital identity and e-signature service")
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    common = _Parser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print machine-readable JSON")
+    return parser, common
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = _Parser(add_help=False)
-    common.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    parser = _Parser(prog="acar", description="Açar digital identity and e-signature service", parents=[common])
+    parser, common = _json_flag()
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("init", parents=[common], help="create the data dir, run migrations, create development keys")
@@ -571,18 +718,17 @@ def _add_pki_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _add_client_commands(sub: Any, common: argparse.ArgumentParser) -> None:
-    from idp.interfaces import AUTH_METHODS, GRANT_TYPES
-
     client = sub.add_parser("client", parents=[common], help="OpenID Connect clients").add_subparsers(
         dest="client_command", required=True, parser_class=_Parser)
     p = client.add_parser("add", parents=[common], help="register a client (its secret is printed once)")
     p.add_argument("--name", required=True)
     p.add_argument("--redirect-uri", action="append", help="exact https URI (http only on loopback); repeatable")
     p.add_argument("--post-logout-redirect-uri", action="append", help="repeatable")
-    p.add_argument("--grant-type", action="append", choices=GRANT_TYPES,
-                   help="repeatable; default authorization_code and refresh_token")
+    p.add_argument("--grant-type", action="append", choices=_Choices("GRANT_TYPES"), metavar="GRANT_TYPE",
+                   help="%(choices)s; repeatable; default authorization_code and refresh_token")
     p.add_argument("--scope", action="append", help="repeatable; default openid profile")
-    p.add_argument("--auth-method", choices=AUTH_METHODS, default="client_secret_basic")
+    p.add_argument("--auth-method", choices=_Choices("AUTH_METHODS"), metavar="METHOD", default="client_secret_basic",
+                   help="%(choices)s (default %(default)s)")
     keys = p.add_mutually_exclusive_group()
     keys.add_argument("--jwks-uri", help="private_key_jwt: URL of the client's JWK Set")
     keys.add_argument("--jwks-file", help="private_key_jwt: file holding the client's public JWK Set")
@@ -604,22 +750,40 @@ def _add_client_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_client_rotate_secret)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one `acar` command and return its exit code; the one-line error, if any, goes to stderr."""
+    try:
+        return _main(argv)
+    except _Exit as exc:  # --help (0) or bad usage (2)
+        return _error(exc.message, exc.code) if exc.message else exc.code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from api.settings import SettingsError, load_settings
+    from idp.errors import IdpError
+    from keys.errors import KeysError
+
     try:
         settings = load_settings()
     except SettingsError as exc:
-        _fail(str(exc))
+        return _error(str(exc))
     try:
         args.func(args, settings)
     except (CliError, IdpError, KeysError, SettingsError) as exc:
-        _fail(str(exc))
+        return _error(str(exc))
     except SQLAlchemyError as exc:
-        _fail(f"database error ({type(exc).__name__}); is ACAR_DATABASE_URL reachable and migrated (`acar migrate`)?")
-    except KeyboardInterrupt:
-        raise SystemExit(130) from None
+        return _error(f"database error ({type(exc).__name__}); is ACAR_DATABASE_URL reachable and migrated "
+                      "(`acar migrate`)?")
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
+    import os
+
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    main()
+    sys.exit(main())

@@ -81,26 +81,11 @@ def build_direct(settings: Settings, engine: AsyncEngine,
 
 
 def build_services(settings: Settings, *, key_store: KeyStore | None = None) -> Services:
-    engine = create_engine(settings.resolved_database_url, pool_size=settings.database_pool_size)
-    sessions = create_session_factory(engine)
+    engine, sessions = build_database(settings)
     direct = build_direct(settings, engine, sessions)
     store = key_store or build_key_store(settings)
-    token_keys = TokenKeyService(
-        sessions,
-        store,
-        algorithms=settings.token_key_algorithms,
-        rotation_interval=dt.timedelta(days=settings.token_key_rotation_days),
-        max_token_lifetime=dt.timedelta(seconds=settings.token_max_lifetime_seconds),
-        cache_seconds=settings.key_cache_seconds,
-    )
-    pki = PkiService(
-        sessions,
-        store,
-        statuses=IssuedCertificateStatus(direct),
-        issuer_url=settings.issuer,
-        certificate_policy_oid=settings.certificate_policy_oid,
-        cache_seconds=settings.key_cache_seconds,
-    )
+    token_keys = build_token_keys(settings, sessions, store)
+    pki = build_pki(settings, sessions, store, direct)
     tsa = TsaProvider(
         _tsa_credentials(pki, sessions),
         policy_oid=settings.tsa_policy_oid,
@@ -169,3 +154,39 @@ async def readiness(services: Services) -> list[str]:
     if missing:
         reasons.append("token signing keys not loaded: " + ", ".join(missing))
     return reasons
+
+
+# --- narrow builders: one piece each, for callers that need a few services, not the whole graph (`acar`) ---
+
+
+def build_database(settings: Settings) -> tuple[AsyncEngine, async_sessionmaker[AsyncSession]]:
+    """The ORM engine and its session factory on ACAR_DATABASE_URL; the caller disposes of the engine."""
+    engine = create_engine(settings.resolved_database_url, pool_size=settings.database_pool_size)
+    return engine, create_session_factory(engine)
+
+
+def build_token_keys(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], store: KeyStore
+) -> TokenKeyService:
+    """The token-signing keys (ACAR_TOKEN_KEY_* settings)."""
+    return TokenKeyService(
+        sessions,
+        store,
+        algorithms=settings.token_key_algorithms,
+        rotation_interval=dt.timedelta(days=settings.token_key_rotation_days),
+        max_token_lifetime=dt.timedelta(seconds=settings.token_max_lifetime_seconds),
+        cache_seconds=settings.key_cache_seconds,
+    )
+
+
+def build_pki(settings: Settings, sessions: async_sessionmaker[AsyncSession], store: KeyStore,
+              direct: DirectDatabase) -> PkiService:
+    """The CA hierarchy, CRLs and OCSP responder (status lookups on `direct`'s reading units)."""
+    return PkiService(
+        sessions,
+        store,
+        statuses=IssuedCertificateStatus(direct),
+        issuer_url=settings.issuer,
+        certificate_policy_oid=settings.certificate_policy_oid,
+        cache_seconds=settings.key_cache_seconds,
+    )

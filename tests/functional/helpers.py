@@ -1,4 +1,4 @@
-"""Run the real `acar` command and real server processes in tests."""
+"""Run `acar` (in this process, or as the real installed command) and real server processes in tests."""
 
 from __future__ import annotations
 
@@ -9,11 +9,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
+from api.cli import main
 from tests.local_http import free_port
 
 ACAR = str(Path(sys.executable).with_name("acar"))
@@ -36,6 +40,49 @@ def run_acar(env: Mapping[str, str], *args: str, check: bool = True, input_: str
 
 def acar_json(env: Mapping[str, str], *args: str) -> Any:
     return json.loads(run_acar(env, *args, "--json").stdout)
+
+
+@dataclass(frozen=True)
+class CliResult:
+    """What a run of `acar` left: its exit code and output, as subprocess.CompletedProcess names them."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class InProcessAcar:
+    """`acar` in this process: api.cli.main(argv), as the console script calls it, on a worker thread (the
+    command runs its own event loop), with the ACAR_* variables of `env` and its output captured by capsys.
+
+    Faster than a subprocess by the interpreter start-up and imports; the tests of argument parsing,
+    validation and output go through here, and a few tests keep running the installed command (run_acar).
+    """
+
+    def __init__(self, env: Mapping[str, str], monkeypatch: pytest.MonkeyPatch,
+                 capsys: pytest.CaptureFixture[str]) -> None:
+        self.env = dict(env)
+        self._monkeypatch = monkeypatch
+        self._capsys = capsys
+
+    def __call__(self, *args: str, check: bool = True, env: Mapping[str, str] | None = None) -> CliResult:
+        with self._monkeypatch.context() as patch:
+            for name in [name for name in os.environ if name.startswith("ACAR_")]:
+                patch.delenv(name)
+            for name, value in (self.env if env is None else env).items():
+                if name.startswith("ACAR_"):
+                    patch.setenv(name, value)
+            self._capsys.readouterr()  # output of earlier steps is not this command's
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                code = pool.submit(main, list(args)).result()
+            out, err = self._capsys.readouterr()
+        result = CliResult(code, out, err)
+        if check and code != 0:
+            raise AssertionError(f"acar {' '.join(args)} failed ({code}): {err}")
+        return result
+
+    def json(self, *args: str, env: Mapping[str, str] | None = None) -> Any:
+        return json.loads(self(*args, "--json", env=env).stdout)
 
 
 class Server:

@@ -19,7 +19,7 @@ from api.app import create_app
 from api.auth import mint_admin_token
 from api.deps import Services
 from storage.audit import AuditEvent
-from tests.functional.helpers import acar_env, run_acar
+from tests.functional.helpers import InProcessAcar
 
 
 async def _token(services: Services, scope: str, ttl: int = 600) -> str:
@@ -138,10 +138,9 @@ async def test_unexpected_error_is_a_bare_500_with_request_id(crashing_client: h
     assert "hunter2" not in r.text and "RuntimeError" not in r.text
 
 
-async def test_init_never_writes_a_new_master_key_beside_sealed_keys(cli_env: dict[str, str], tmp_path: Path) -> None:
-    run_acar(cli_env, "init")
-    env = acar_env({**cli_env, "ACAR_MASTER_KEY_FILE": str(tmp_path / "fresh" / "master.key")})
-    proc = run_acar(env, "init", check=False)
+async def test_init_never_writes_a_new_master_key_beside_sealed_keys(acar: InProcessAcar, tmp_path: Path) -> None:
+    acar("init")
+    proc = acar("init", check=False, env={**acar.env, "ACAR_MASTER_KEY_FILE": str(tmp_path / "fresh" / "master.key")})
     assert proc.returncode == 1
     assert "does not exist, but the database holds keys sealed with master key" in proc.stderr
     assert proc.stderr.count("\n") == 1
@@ -149,7 +148,7 @@ async def test_init_never_writes_a_new_master_key_beside_sealed_keys(cli_env: di
 
 
 async def test_revoked_admin_token_is_refused(client: httpx.AsyncClient, initialized: Services,
-                                             cli_env: dict[str, str]) -> None:
+                                             acar: InProcessAcar) -> None:
     admin = await _token(initialized, "acar:admin")
     r = await client.post("/admin/tokens", headers=_auth(admin),
                           json={"subject": "clerk", "scope": "acar:cert:revoke", "ttl_seconds": 300})
@@ -167,11 +166,11 @@ async def test_revoked_admin_token_is_refused(client: httpx.AsyncClient, initial
     bad = await client.post("/admin/tokens/no!/revoke", headers=_auth(admin))
     assert bad.status_code == 422
 
-    # the command line revokes too (another process, same database): the admin token itself stops working
+    # the command line revokes too (its own services, same database): the admin token itself stops working
     admin_jti = pyjwt.decode(admin, options={"verify_signature": False})["jti"]
-    out = run_acar(cli_env, "admin", "revoke-token", admin_jti, "--json")
+    out = acar("admin", "revoke-token", admin_jti, "--json")
     assert json.loads(out.stdout) == {"jti": admin_jti, "revoked": True}
-    assert run_acar(cli_env, "admin", "revoke-token", admin_jti, check=False).returncode == 1
+    assert acar("admin", "revoke-token", admin_jti, check=False).returncode == 1
     r = await client.post("/admin/tokens", headers=_auth(admin), json={"subject": "x", "scope": "acar:cert:revoke"})
     assert r.status_code == 401
     async with initialized.sessions() as session:

@@ -1,14 +1,21 @@
+"""`acar`: the installed command for start-up, help and a fresh database; everything else in-process."""
+
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import func, select
 
+from api.cli import build_parser
 from api.deps import Services
 from idp.models import Person
-from tests.functional.helpers import acar_env, acar_json, run_acar
+from tests.functional.helpers import InProcessAcar, acar_env, acar_json, run_acar
 
 
 async def _persons(services: Services) -> int:
@@ -25,12 +32,17 @@ async def test_init_is_idempotent_and_creates_keys(cli_env: dict[str, str]) -> N
     assert sorted(k["state"] for k in keys) == ["current", "current", "next", "next"]
 
 
-async def test_person_add_and_show(cli_env: dict[str, str], services: Services) -> None:
-    out = run_acar(cli_env, "person", "add", "--fin", "5ABC12D", "--given-name", "Aysel",
+def test_help_runs_the_installed_command() -> None:
+    proc = run_acar(acar_env({}), "--help")
+    assert proc.stdout.startswith("usage: acar ") and "enroll-code" in proc.stdout and proc.stderr == ""
+
+
+async def test_person_add_and_show(acar: InProcessAcar, services: Services) -> None:
+    out = acar("person", "add", "--fin", "5ABC12D", "--given-name", "Aysel",
                    "--family-name", "Məmmədova", "--birthdate", "1990-02-03")
     added = json.loads(out.stdout)
     assert added["fin"] == "5ABC12D" and added["family_name"] == "Məmmədova"
-    shown = acar_json(cli_env, "person", "show", "5abc12d")
+    shown = acar.json("person", "show", "5abc12d")
     assert shown == added
     assert await _persons(services) == 1
 
@@ -47,9 +59,9 @@ async def test_person_add_and_show(cli_env: dict[str, str], services: Services) 
     ],
 )
 async def test_person_add_bad_input_fails_in_one_line_and_writes_nothing(
-    cli_env: dict[str, str], services: Services, args: list[str], message: str
+    acar: InProcessAcar, services: Services, args: list[str], message: str
 ) -> None:
-    proc = run_acar(cli_env, "person", "add", *args, check=False)
+    proc = acar("person", "add", *args, check=False)
     assert proc.returncode == 1
     assert proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and message in proc.stderr
@@ -57,48 +69,123 @@ async def test_person_add_bad_input_fails_in_one_line_and_writes_nothing(
     assert await _persons(services) == 0
 
 
-async def test_person_add_duplicate(cli_env: dict[str, str], services: Services) -> None:
-    run_acar(cli_env, "person", "add", "--fin", "1234567", "--given-name", "A", "--family-name", "B")
-    proc = run_acar(cli_env, "person", "add", "--fin", "1234567", "--given-name", "C", "--family-name", "D",
-                    check=False)
+async def test_person_add_duplicate(acar: InProcessAcar, services: Services) -> None:
+    acar("person", "add", "--fin", "1234567", "--given-name", "A", "--family-name", "B")
+    proc = acar("person", "add", "--fin", "1234567", "--given-name", "C", "--family-name", "D", check=False)
     assert proc.returncode == 1 and "already registered" in proc.stderr
     assert await _persons(services) == 1
 
 
-async def test_person_show_unknown(cli_env: dict[str, str]) -> None:
-    proc = run_acar(cli_env, "person", "show", "7654321", "--json", check=False)
+async def test_person_show_unknown(acar: InProcessAcar) -> None:
+    proc = acar("person", "show", "7654321", "--json", check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip() == "acar: error: no person with FIN 7654321"
 
 
-async def test_usage_errors_exit_2_in_one_line(cli_env: dict[str, str]) -> None:
-    proc = run_acar(cli_env, "person", "add", "--fin", "1234567", check=False)
+async def test_usage_errors_exit_2_in_one_line(acar: InProcessAcar) -> None:
+    proc = acar("person", "add", "--fin", "1234567", check=False)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "required" in proc.stderr
 
 
-def test_production_with_http_issuer_refuses_to_start(tmp_path: Path) -> None:
+def test_production_with_http_issuer_refuses_to_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     key = tmp_path / "master.key"
     key.write_text("x")
     env = acar_env({"ACAR_ENV": "production", "ACAR_ISSUER": "http://login.example.az",
                     "ACAR_DATABASE_URL": "postgresql+asyncpg://acar@127.0.0.1/acar",
                     "ACAR_MASTER_KEY_FILE": str(key)})
-    proc = run_acar(env, "serve", "--port", "1", check=False)
+    proc = InProcessAcar(env, monkeypatch, capsys)("serve", "--port", "1", check=False)
     assert proc.returncode == 1
     assert proc.stderr == "acar: error: ACAR_ISSUER must be an https URL in production (got http://login.example.az)\n"
 
 
-def test_production_with_sqlite_refuses_to_start(tmp_path: Path) -> None:
+def test_production_with_sqlite_refuses_to_start(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     env = acar_env({"ACAR_ENV": "production", "ACAR_ISSUER": "https://login.example.az"})
-    proc = run_acar(env, "serve", check=False)
+    proc = InProcessAcar(env, monkeypatch, capsys)("serve", check=False)
     assert proc.returncode == 1
     assert proc.stderr.startswith("acar: error: ACAR_DATABASE_URL must point at PostgreSQL")
 
 
-def test_missing_master_key_is_a_clear_error_not_a_new_key(tmp_path: Path) -> None:
+def test_missing_master_key_is_a_clear_error_not_a_new_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     missing = tmp_path / "nothing" / "master.key"
     env = acar_env({"ACAR_DATA_DIR": str(tmp_path), "ACAR_MASTER_KEY_FILE": str(missing)})
-    proc = run_acar(env, "serve", "--port", "1", check=False)
+    proc = InProcessAcar(env, monkeypatch, capsys)("serve", "--port", "1", check=False)
     assert proc.returncode == 1
     assert "ACAR_MASTER_KEY_FILE" in proc.stderr and "does not exist" in proc.stderr
     assert not missing.exists()
+
+
+def _commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> set[str]:
+    """Every runnable command of the parser, as "keys rotate"."""
+    found: set[str] = set()
+    for action in parser._actions:  # argparse keeps its subcommands only here
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found |= _commands(sub, (*prefix, name))
+    return found or {" ".join(prefix)}
+
+
+@pytest.mark.parametrize("position", ["before", "after"])
+async def test_every_command_answers_json_wherever_the_flag_stands(
+    acar: InProcessAcar, services: Services, tmp_path: Path, position: str
+) -> None:
+    """`acar --json CMD` and `acar CMD --json`: stdout is one JSON document, or empty beside a one-line error."""
+    ran: set[str] = set()
+
+    def run(command: str, *options: str, refused: str | None = None) -> Any:
+        words = command.split()
+        proc = acar(*(["--json", *words, *options] if position == "before" else [*words, *options, "--json"]),
+                    check=refused is None)
+        ran.add(command)
+        if refused is not None:
+            assert proc.returncode == 1 and proc.stdout == ""
+            assert proc.stderr.startswith("acar: error: ") and proc.stderr.count("\n") == 1 and refused in proc.stderr
+            return None
+        assert proc.stdout.count("\n") == 1 and proc.stderr == ""
+        return json.loads(proc.stdout)
+
+    public_key = tmp_path / "subject.pub"
+    public_key.write_bytes(ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+
+    assert len(run("init")["token_keys_created"]) == 4
+    assert run("migrate")["schema"]
+    run("serve", "--port", "0", refused="--port must be between 1 and 65535")
+    assert run("keys rotate", "--alg", "ES256", "--force")[0]["alg"] == "ES256"
+    assert {key["alg"] for key in run("keys list")} == {"ES256", "RS256"}
+    assert run("person add", "--fin", "5ABC12D", "--given-name", "Aysel", "--family-name", "Məmmədova")["fin"] == \
+        "5ABC12D"
+    assert run("person show", "5ABC12D")["given_name"] == "Aysel"
+    assert run("enroll-code", "--fin", "5ABC12D")["fin"] == "5ABC12D"
+    minted = run("admin token", "--subject", "operator")
+    assert run("admin revoke-token", minted["jti"]) == {"jti": minted["jti"], "revoked": True}
+    serial = run("cert issue", "--profile", "authentication", "--fin", "5ABC12D", "--given-name", "Aysel",
+                 "--surname", "Məmmədova", "--public-key", str(public_key))["serial"]
+    assert run("cert show", serial)["status"] == "valid"
+    assert run("cert revoke", serial, "--reason", "keyCompromise")["reason"] == "keyCompromise"
+    run("ca import", "--name", "issuing", "--cert", str(public_key), refused="the issuing CA needs its key")
+    run("crl import", "--ca", "root", str(tmp_path / "missing.crl"), refused="FILE: cannot read")
+    client_id = run("client add", "--name", "Portal", "--redirect-uri", "https://portal.example/cb")["client_id"]
+    assert [c["client_id"] for c in run("client list")] == [client_id]
+    assert run("client show", client_id)["name"] == "Portal"
+    assert run("client rotate-secret", client_id)["client_secret"]
+    assert run("client disable", client_id)["disabled"] is True
+
+    assert ran == _commands(build_parser())
+
+
+async def test_a_command_builds_only_what_it_uses(acar: InProcessAcar, tmp_path: Path) -> None:
+    """The person registry and client list never open the key store; a command that signs does, and says so."""
+    env = {**acar.env, "ACAR_MASTER_KEY_FILE": str(tmp_path / "nowhere" / "master.key")}
+    assert acar.json("person", "add", "--fin", "5ABC12D", "--given-name", "A", "--family-name", "B", env=env)["fin"] \
+        == "5ABC12D"
+    assert acar.json("client", "list", env=env) == []
+    refused = acar("keys", "rotate", check=False, env=env)
+    assert refused.returncode == 1 and refused.stderr.startswith("acar: error: ACAR_MASTER_KEY_FILE")
+    assert not (tmp_path / "nowhere").exists()

@@ -1,8 +1,9 @@
-"""Real `acar` processes on each key backend.
+"""`acar` on each key backend.
 
 A wrong master key stops `acar serve` before it listens, in one line; `acar init` and `acar keys rotate` refuse
-it without writing. The PKCS#11 backend on a SoftHSM2 token: `acar init` creates the token keys on the token,
-`acar serve` is ready and publishes them, and what it signs verifies with PyJWT against its JWKS.
+it without writing (`acar` in-process). The PKCS#11 backend, with real `acar` processes (a PKCS#11 module reads
+its configuration and logs in once per process), on a SoftHSM2 token: `acar init` creates the token keys on the
+token, `acar serve` is ready and publishes them, and what it signs verifies with PyJWT against its JWKS.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pkcs11 import Attribute
 
 from keys.pkcs11 import Pkcs11KeyStore
 from keys.software import MasterKey
-from tests.functional.helpers import Server, acar_json, run_acar
+from tests.functional.helpers import InProcessAcar, Server, acar_json, run_acar
 from tests.local_http import free_port
 from tests.softhsm import SoftHsmToken
 
@@ -30,31 +31,31 @@ def _one_line_error(stderr: str, *fragments: str) -> None:
         assert fragment in stderr, stderr
 
 
-def test_wrong_master_key_stops_serve_init_and_rotate_in_one_line(cli_env: dict[str, str], tmp_path: Path) -> None:
-    run_acar(cli_env, "init")
-    keys_before = acar_json(cli_env, "keys", "list")
+def test_wrong_master_key_stops_serve_init_and_rotate_in_one_line(acar: InProcessAcar, tmp_path: Path) -> None:
+    acar("init")
+    keys_before = acar.json("keys", "list")
     other = tmp_path / "other.key"
     MasterKey.create_file(other)
-    wrong = {**cli_env, "ACAR_MASTER_KEY_FILE": str(other)}
+    wrong = {**acar.env, "ACAR_MASTER_KEY_FILE": str(other)}
 
     port = free_port()
-    serve = run_acar(wrong, "serve", "--port", str(port), check=False)
+    serve = acar("serve", "--port", str(port), check=False, env=wrong)
     assert serve.returncode == 1 and serve.stdout == ""
     _one_line_error(serve.stderr, "ACAR_MASTER_KEY_FILE")
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
 
     for command in (["init"], ["keys", "rotate"]):
-        proc = run_acar(wrong, *command, check=False)
+        proc = acar(*command, check=False, env=wrong)
         assert proc.returncode == 1, proc.stdout
         _one_line_error(proc.stderr, "ACAR_MASTER_KEY_FILE")
-    assert acar_json(cli_env, "keys", "list") == keys_before  # nothing created, nothing rotated
+    assert acar.json("keys", "list") == keys_before  # nothing created, nothing rotated
 
 
-def test_malformed_master_key_stops_serve_in_one_line(cli_env: dict[str, str], tmp_path: Path) -> None:
+def test_malformed_master_key_stops_serve_in_one_line(acar: InProcessAcar, tmp_path: Path) -> None:
     bad = tmp_path / "bad.key"
     bad.write_text("c2hvcnQ=\n")  # base64 of 5 bytes
-    proc = run_acar({**cli_env, "ACAR_MASTER_KEY_FILE": str(bad)}, "serve", "--port", str(free_port()), check=False)
+    proc = acar("serve", "--port", str(free_port()), check=False, env={**acar.env, "ACAR_MASTER_KEY_FILE": str(bad)})
     assert proc.returncode == 1
     _one_line_error(proc.stderr, "ACAR_MASTER_KEY_FILE", "must hold 32 bytes, holds 5")
 
@@ -106,12 +107,14 @@ def test_pkcs11_pin_from_a_file(cli_env: dict[str, str], softhsm_token: SoftHsmT
     env["ACAR_KEY_BACKEND"] = "pkcs11"
     pin_file = tmp_path / "pin"
     pin_file.write_text(softhsm_token.pin + "\n")
-    assert run_acar({**env, "ACAR_PKCS11_PIN_FILE": str(pin_file)}, "keys", "list", "--json").returncode == 0
+    # a command that uses the keys logs in to the token (`acar keys list` reads the database only)
+    rotated = acar_json({**env, "ACAR_PKCS11_PIN_FILE": str(pin_file)}, "keys", "rotate", "--alg", "ES256")
+    assert [change["alg"] for change in rotated] == ["ES256"]
     pin_file.write_text("000000\n")
-    proc = run_acar({**env, "ACAR_PKCS11_PIN_FILE": str(pin_file)}, "keys", "list", check=False)
+    proc = run_acar({**env, "ACAR_PKCS11_PIN_FILE": str(pin_file)}, "keys", "rotate", check=False)
     assert proc.returncode == 1
     _one_line_error(proc.stderr, "ACAR_PKCS11_PIN: the token")
-    proc = run_acar({**env, "ACAR_PKCS11_PIN_FILE": str(tmp_path / "missing")}, "keys", "list", check=False)
+    proc = run_acar({**env, "ACAR_PKCS11_PIN_FILE": str(tmp_path / "missing")}, "keys", "rotate", check=False)
     assert proc.returncode == 1
     _one_line_error(proc.stderr, "ACAR_PKCS11_PIN_FILE: cannot read")
 

@@ -1,5 +1,6 @@
 """The PKI end to end with real processes and independent tools: `acar init`, `acar cert issue/revoke/show`,
-`acar ca import`, a real `acar serve`, and the real `openssl verify`, `openssl ocsp` and `openssl crl`."""
+`acar ca import`, a real `acar serve`, and the real `openssl verify`, `openssl ocsp` and `openssl crl`.
+The refusals of bad input run `acar` in-process."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from sqlalchemy import func, select
 
 from api.deps import Services
 from keys.models import CertificateAuthority, CRLRecord, IssuedCertificate
-from tests.functional.helpers import Server, acar_json, run_acar
+from tests.functional.helpers import InProcessAcar, Server, acar_json, run_acar
 from tests.pki_tools import MALFORMED_REQUEST, openssl, verify_chain, x509_text
 from tests.softhsm import SoftHsmToken
 
@@ -150,30 +151,30 @@ async def test_issue_verify_ocsp_revoke_crl(cli_env: dict[str, str], services: S
       "--public-key", "/nonexistent.pem"], "--public-key: cannot read /nonexistent.pem"),
 ])
 async def test_cert_issue_refuses_bad_input_in_one_line(
-    cli_env: dict[str, str], services: Services, tmp_path: Path, args: list[str], message: str
+    acar: InProcessAcar, services: Services, tmp_path: Path, args: list[str], message: str
 ) -> None:
-    run_acar(cli_env, "init")
+    acar("init")
     before = await _count(services, IssuedCertificate)
     if "--public-key" not in args:
         args = [*args, "--public-key", str(_ec_key(tmp_path, "k")[1])]
-    proc = run_acar(cli_env, "cert", "issue", *args, check=False)
+    proc = acar("cert", "issue", *args, check=False)
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.startswith("acar: error: ") and proc.stderr.count("\n") == 1 and message in proc.stderr
     assert await _count(services, IssuedCertificate) == before
 
 
 async def test_cert_issue_refuses_a_csr_whose_signature_fails(
-    cli_env: dict[str, str], services: Services, tmp_path: Path
+    acar: InProcessAcar, services: Services, tmp_path: Path
 ) -> None:
-    run_acar(cli_env, "init")
+    acar("init")
     before = await _count(services, IssuedCertificate)
     csr = _csr(tmp_path, "x")
     openssl("req", "-in", str(csr), "-outform", "DER", "-out", str(tmp_path / "x.der"))
     der = bytearray((tmp_path / "x.der").read_bytes())
     der[-1] ^= 0x01  # one bit of the signature
     (tmp_path / "forged.der").write_bytes(bytes(der))
-    proc = run_acar(cli_env, "cert", "issue", "--profile", "authentication", "--fin", "1234567", "--given-name",
-                    "A", "--surname", "B", "--csr", str(tmp_path / "forged.der"), check=False)
+    proc = acar("cert", "issue", "--profile", "authentication", "--fin", "1234567", "--given-name", "A",
+                "--surname", "B", "--csr", str(tmp_path / "forged.der"), check=False)
     assert proc.returncode == 1 and "the CSR signature does not verify" in proc.stderr
     assert await _count(services, IssuedCertificate) == before
 
@@ -200,15 +201,15 @@ def _openssl_hierarchy(tmp_path: Path) -> dict[str, Path]:
     return paths
 
 
-async def test_ca_import_from_files(cli_env: dict[str, str], services: Services, tmp_path: Path) -> None:
-    env = {**cli_env, "ACAR_ENV": "development"}
+async def test_ca_import_from_files(acar: InProcessAcar, services: Services, tmp_path: Path) -> None:
+    env = {**acar.env, "ACAR_ENV": "development"}
     ext = _openssl_hierarchy(tmp_path)
 
     def ca_import(name: str, key: str, *extra: str) -> Any:
-        return run_acar(env, "ca", "import", "--name", name, "--cert", str(ext[f"{name}.pem"]), "--key", str(ext[key]),
-                        *extra, "--json", check=False)
+        return acar("ca", "import", "--name", name, "--cert", str(ext[f"{name}.pem"]), "--key", str(ext[key]),
+                    *extra, "--json", check=False, env=env)
 
-    run_acar(env, "migrate")
+    acar("migrate", env=env)
     refused = ca_import("issuing", "issuing.key")
     assert refused.returncode == 1 and "import the root CA before the issuing CA" in refused.stderr
     refused = ca_import("root", "issuing.key")
@@ -221,11 +222,12 @@ async def test_ca_import_from_files(cli_env: dict[str, str], services: Services,
     assert refused.returncode == 1 and "cannot read the private key" in refused.stderr
     issuing = json.loads(ca_import("issuing", "issuing-enc.key", "--key-password-file", str(ext["password"])).stdout)
     assert [s.split(":")[0] for s in issuing["service_certificates_created"]] == ["ocsp-responder", "tsa"]
-    assert acar_json(env, "init")["ca_created"] == []  # imported CAs are never replaced
+    assert acar.json("init", env=env)["ca_created"] == []  # imported CAs are never replaced
 
     _, pub = _ec_key(tmp_path, "person")
-    issued = _issue(env, "--profile", "natural-person-signing", "--fin", "5ABC12D", "--given-name", "Aysel",
-                    "--surname", "Məmmədova", "--public-key", str(pub))
+    issued = json.loads(acar("cert", "issue", "--profile", "natural-person-signing", "--fin", "5ABC12D",
+                             "--given-name", "Aysel", "--surname", "Məmmədova", "--public-key", str(pub),
+                             env=env).stdout)
     leaf = tmp_path / "leaf.pem"
     leaf.write_text(issued["certificate_pem"])
     verify_chain(tmp_path, ext["root.pem"], ext["issuing.pem"], leaf)
@@ -398,23 +400,22 @@ def _curve_key(tmp_path: Path, curve: str) -> tuple[Path, Path]:
     ("brainpoolP256r1", "EC keys must be on P-256, P-384 or P-521, not brainpoolP256r1"),
 ])
 async def test_keys_on_unsupported_curves_are_one_line_errors(
-    cli_env: dict[str, str], services: Services, tmp_path: Path, curve: str, message: str
+    acar: InProcessAcar, services: Services, tmp_path: Path, curve: str, message: str
 ) -> None:
     key, pub = _curve_key(tmp_path, curve)
     ext = _openssl_hierarchy(tmp_path)  # a well-formed root certificate: the key is what is refused
-    run_acar(cli_env, "migrate")
-    proc = run_acar(cli_env, "ca", "import", "--name", "root", "--cert", str(ext["root.pem"]), "--key", str(key),
-                    check=False)
+    acar("migrate")
+    proc = acar("ca", "import", "--name", "root", "--cert", str(ext["root.pem"]), "--key", str(key), check=False)
     expected = "cannot use the private key: Curve" if curve == "brainpoolP512t1" else \
         "only EC P-256/P-384, RSA 2048/3072 and Ed25519 keys are supported"
     assert proc.returncode == 1 and proc.stderr.startswith("acar: error: ") and expected in proc.stderr
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert await _count(services, CertificateAuthority) == 0
 
-    run_acar(cli_env, "init")
+    acar("init")
     before = await _count(services, IssuedCertificate)
-    proc = run_acar(cli_env, "cert", "issue", "--profile", "authentication", "--fin", "5ABC12D", "--given-name",
-                    "A", "--surname", "B", "--public-key", str(pub), check=False)
+    proc = acar("cert", "issue", "--profile", "authentication", "--fin", "5ABC12D", "--given-name", "A",
+                "--surname", "B", "--public-key", str(pub), check=False)
     assert proc.returncode == 1 and proc.stdout == "" and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("acar: error: ") and proc.stderr.count("\n") == 1 and message in proc.stderr
     assert await _count(services, IssuedCertificate) == before
