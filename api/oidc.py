@@ -9,22 +9,22 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from api.logging import request_id_var
 from api.settings import Settings
+from api.units import RequestUnit
 from idp.authorize import AuthorizationService, IdTokenHintVerifier
 from idp.client_auth import ClientAuthenticator
 from idp.grants import TokenService
 from idp.interfaces import ClientDirectory
 from idp.loa import AcrPolicy
 from idp.sessions import SessionService
-from idp.store import SqlOidcStore, remember_assertion
+from idp.store import remember_assertion
 from idp.subjects import SubjectIdentifiers
 from idp.tokens import ACCESS_TOKEN_ALG, ACCESS_TOKEN_TYP, TokenIssuer
 from keys.jose import VerifiedClaims
 from keys.token_keys import TokenKeyService
 from storage.audit import GroupCommitAuditLog
 from storage.base import utcnow
-from storage.direct import DirectDatabase, Transaction
+from storage.direct import DirectDatabase
 
 ID_TOKEN_HINT_LEEWAY = 7 * 86400
 """An expired ID token is still a good hint of who the user was (OIDC Core 3.1.2.1, RP-Initiated Logout 2):
@@ -93,26 +93,12 @@ class Provider:
     def browser_cookie_name(self) -> str:
         return "__Host-acar_browser" if self.secure_cookies else "acar_browser"
 
-    def unit_of_work(self) -> UnitOfWork:
-        """One transaction per request, on the driver directly (storage.direct), begun at its first statement (a
-        client_credentials token needs none): committed on success, and on OAuth errors whose refusal itself
-        changed state (a reused code revokes its tokens); rolled back otherwise, so bad input changes nothing."""
-        return UnitOfWork(self.direct.transaction(), request_id_var.get())
-
-
-class UnitOfWork:
-    """`async with` a SqlOidcStore: committed on success and on OAuth errors whose refusal itself changed
-    state (persist), rolled back otherwise (a plain class: cheaper than a generator-based context manager)."""
-
-    def __init__(self, tx: Transaction, request_id: str | None) -> None:
-        self._tx = tx
-        self._store = SqlOidcStore(tx, request_id=request_id)
-
-    async def __aenter__(self) -> SqlOidcStore:
-        return self._store
-
-    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        await self._tx.__aexit__(kind, exc, tb)  # the exception, if any, goes on after the commit
+    def unit_of_work(self, *, reading: bool = False) -> RequestUnit:
+        """The request's unit of work on the database's units (api.units; `reading` for an endpoint that only
+        reads): one transaction begun at its first statement (a client_credentials token needs none), committed
+        on success and on OAuth errors whose refusal itself changed state (a reused code revokes its tokens),
+        rolled back otherwise, so bad input changes nothing."""
+        return RequestUnit.on(self.direct, reading=reading)
 
 
 def build_provider(settings: Settings, *, clients: ClientDirectory, token_keys: TokenKeyService,

@@ -28,9 +28,9 @@ async def _require_session(request: Request, store: SqlOidcStore) -> LoginState:
 @router.get("/account/consents")
 async def list_consents(request: Request) -> JSONResponse:
     provider = provider_of(request)
-    async with provider.unit_of_work() as store:
-        current = await _require_session(request, store)
-        consents = await store.list_consents(current.person_id)
+    async with provider.unit_of_work() as unit:
+        current = await _require_session(request, unit.oidc)
+        consents = await unit.oidc.list_consents(current.person_id)
     out = []
     for c in consents:
         client = await provider.clients.get(c.client_id)
@@ -46,8 +46,8 @@ async def revoke_consent(request: Request, client_id: str) -> Response:
     origin = request.headers.get("origin")
     if origin is not None and origin != provider.issuer:
         raise ApiProblem(403, "cross_origin", "Cross-origin request refused", "revoke consents from Açar's own pages")
-    async with provider.unit_of_work() as store:
-        current = await _require_session(request, store)
-        if not await store.withdraw_consent(current.person_id, client_id[:64]):
+    async with provider.unit_of_work() as unit:
+        current = await _require_session(request, unit.oidc)
+        if not await unit.oidc.withdraw_consent(current.person_id, client_id[:64]):
             raise ApiProblem(404, "consent_not_found", "No such consent", "you have not shared data with this client")
     return Response(status_code=204, headers=NO_STORE)

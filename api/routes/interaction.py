@@ -47,8 +47,8 @@ async def _posted_pending(request: Request, store: OidcStore, pending_id: str,
 async def login_page(request: Request) -> Response:
     """The login page of a pending authorization request (its login methods)."""
     provider, pending_id = provider_of(request), request.path_params["pending_id"]
-    async with provider.unit_of_work() as store:
-        pending = await _pending(request, store, pending_id)
+    async with provider.unit_of_work(reading=True) as unit:
+        pending = await _pending(request, unit.oidc, pending_id)
     if pending is None:
         return error_page("invalid_request", EXPIRED)
     client = await provider.clients.get(pending.client_id)
@@ -72,8 +72,8 @@ async def dev_login(request: Request, pending_id: str) -> Response:
     if not provider.settings.dev_login or provider.settings.env == "production":
         return error_page("access_denied", "development sign-in is disabled", status=404)
     form = await read_page_form(request)
-    async with provider.unit_of_work() as store:
-        pending = await _posted_pending(request, store, pending_id, form)
+    async with provider.unit_of_work() as unit:
+        pending = await _posted_pending(request, unit.oidc, pending_id, form)
         if isinstance(pending, Response):
             return pending
         level = (form.get("level") or ["low"])[0]
@@ -87,10 +87,10 @@ async def dev_login(request: Request, pending_id: str) -> Response:
             return error_page("invalid_request", exc.detail)
         except PersonNotFound:
             return error_page("access_denied", "no person is registered with this FIN", status=400)
-        current = await provider.login_sessions.current(store, session_cookie(request, provider))
-        new_cookie, state = await provider.login_sessions.login(store, person_id=person.id, method=method,
+        current = await provider.login_sessions.current(unit.oidc, session_cookie(request, provider))
+        new_cookie, state = await provider.login_sessions.login(unit.oidc, person_id=person.id, method=method,
                                                                 current=current)
-        result = await provider.authorization.resume(pending.id, store=store, session=state, fresh_login=True,
+        result = await provider.authorization.resume(pending.id, store=unit.oidc, session=state, fresh_login=True,
                                                        browser=browser_binding(request))
     response = answer(result)
     if new_cookie is not None:
@@ -101,9 +101,9 @@ async def dev_login(request: Request, pending_id: str) -> Response:
 @router.get("/interaction/{pending_id}/consent")
 async def consent_page(request: Request, pending_id: str) -> Response:
     provider = provider_of(request)
-    async with provider.unit_of_work() as store:
-        current = await provider.login_sessions.current(store, session_cookie(request, provider))
-        result = await provider.authorization.resume(pending_id, store=store, session=current,
+    async with provider.unit_of_work() as unit:
+        current = await provider.login_sessions.current(unit.oidc, session_cookie(request, provider))
+        result = await provider.authorization.resume(pending_id, store=unit.oidc, session=current,
                                                        browser=browser_binding(request))
     if not isinstance(result, Interaction) or result.kind != "consent":
         return answer(result)
@@ -119,16 +119,16 @@ async def consent_page(request: Request, pending_id: str) -> Response:
 async def consent_decision(request: Request, pending_id: str) -> Response:
     provider = provider_of(request)
     form = await read_page_form(request)
-    async with provider.unit_of_work() as store:
-        pending = await _posted_pending(request, store, pending_id, form)
+    async with provider.unit_of_work() as unit:
+        pending = await _posted_pending(request, unit.oidc, pending_id, form)
         if isinstance(pending, Response):
             return pending
         decision = form.get("decision", [""])
         if decision not in (["allow"], ["deny"]):
             return error_page("invalid_request", "choose Allow or Deny")
-        current = await provider.login_sessions.current(store, session_cookie(request, provider))
+        current = await provider.login_sessions.current(unit.oidc, session_cookie(request, provider))
         # without a live session the decision waits: resume sends the citizen to log in first
-        result = await provider.authorization.resume(pending.id, store=store, session=current,
+        result = await provider.authorization.resume(pending.id, store=unit.oidc, session=current,
                                                      browser=browser_binding(request),
                                                      consent=decision == ["allow"] if current is not None else None)
     return answer(result)

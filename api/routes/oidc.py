@@ -107,9 +107,9 @@ async def authorize(request: Request) -> Response:
     if fresh:
         cookie = secrets.token_urlsafe(32)
     assert cookie is not None  # noqa: S101 - set just above
-    async with provider.unit_of_work() as store:
-        current = await provider.login_sessions.current(store, session_cookie(request, provider))
-        result = await provider.authorization.authorize(params, store=store, session=current,
+    async with provider.unit_of_work() as unit:
+        current = await provider.login_sessions.current(unit.oidc, session_cookie(request, provider))
+        result = await provider.authorization.authorize(params, store=unit.oidc, session=current,
                                                         browser=token_hash(cookie))
     response = answer(result)
     if fresh and isinstance(result, Interaction):
@@ -124,8 +124,8 @@ async def authorize(request: Request) -> Response:
 async def token(request: Request) -> JSONResponse:
     provider = provider_of(request)
     form = single_values(await read_form(request))
-    async with provider.unit_of_work() as store:
-        result = await provider.grants.token(form, request.headers.get("authorization"), store)
+    async with provider.unit_of_work() as unit:
+        result = await provider.grants.token(form, request.headers.get("authorization"), unit.oidc)
     return oauth_json(result.body)
 
 
@@ -149,24 +149,24 @@ async def userinfo(request: Request) -> JSONResponse:
     provider = provider_of(request)
     form = await read_form(request) if request.method == "POST" and request.headers.get("content-type") else None
     token = _bearer(request, form)
-    async with provider.unit_of_work() as store:
-        body = await provider.grants.userinfo(token, store)
+    async with provider.unit_of_work(reading=True) as unit:
+        body = await provider.grants.userinfo(token, unit.oidc)
     return oauth_json(body)
 
 
 async def introspect(request: Request) -> JSONResponse:
     provider = provider_of(request)
     form = single_values(await read_form(request))
-    async with provider.unit_of_work() as store:
-        body = await provider.grants.introspect(form, request.headers.get("authorization"), store)
+    async with provider.unit_of_work(reading=True) as unit:
+        body = await provider.grants.introspect(form, request.headers.get("authorization"), unit.oidc)
     return oauth_json(body)
 
 
 async def revoke(request: Request) -> Response:
     provider = provider_of(request)
     form = single_values(await read_form(request))
-    async with provider.unit_of_work() as store:
-        await provider.grants.revoke(form, request.headers.get("authorization"), store)
+    async with provider.unit_of_work() as unit:
+        await provider.grants.revoke(form, request.headers.get("authorization"), unit.oidc)
     return Response(status_code=200, headers=NO_STORE)
 
 
@@ -220,13 +220,13 @@ async def logout(request: Request) -> Response:
     if isinstance(validated, ErrorPage):
         return error_page(validated.error, validated.description)
     cookie = session_cookie(request, provider)
-    async with provider.unit_of_work() as store:
-        current = await provider.login_sessions.current(store, cookie)
+    async with provider.unit_of_work() as unit:
+        current = await provider.login_sessions.current(unit.oidc, cookie)
         # a hint naming this very session proves which one the relying party means: no confirmation needed
         # (RP-Initiated Logout 2)
         proven = current is not None and validated.hint_sid == current.sid
         if proven:
-            await _end_session(provider, store, current)
+            await _end_session(provider, unit.oidc, current)
     if proven:
         return _signed_out(request, provider, validated)
     if current is None:
@@ -250,6 +250,6 @@ async def logout_confirm(request: Request) -> Response:
     validated = await validate_logout(params, clients=provider.clients, verify_hint=provider.verify_id_token_hint)
     if isinstance(validated, ErrorPage):
         return error_page(validated.error, validated.description)
-    async with provider.unit_of_work() as store:
-        await _end_session(provider, store, await provider.login_sessions.current(store, cookie))
+    async with provider.unit_of_work() as unit:
+        await _end_session(provider, unit.oidc, await provider.login_sessions.current(unit.oidc, cookie))
     return _signed_out(request, provider, validated)

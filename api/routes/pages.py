@@ -27,7 +27,8 @@ from fastapi.responses import RedirectResponse
 from api.i18n import LANGUAGE_COOKIE, LANGUAGE_COOKIE_MAX_AGE, LANGUAGES
 from api.oidc import Provider, session_max_age
 from api.pages import ERROR_CODE, PASSKEY_ERRORS, error_message_keys, error_page, render, safe_return_path
-from api.routes.passkeys import Work, unit_of_work
+from api.routes.passkeys import orm_unit
+from api.units import RequestUnit
 from api.web import (
     ACCOUNT_CSRF_PURPOSE,
     NO_STORE,
@@ -111,7 +112,7 @@ def _passkey_step(enrollment: EnrollmentRecord, display_name: str) -> Response:
 async def enroll_page(request: Request) -> Response:
     """The activation-code form; a browser with an open enrollment goes on to its passkey step."""
     services, provider = services_of(request), provider_of(request)
-    async with unit_of_work(services) as work:
+    async with orm_unit(services) as work:
         enrollment = await work.enrollment.current(request.cookies.get(enrollment_cookie_name(provider)))
         name = await work.passkeys.display_name(enrollment.person_id) if enrollment else None
     if enrollment is not None:
@@ -138,7 +139,7 @@ async def enroll_submit(request: Request) -> Response:
     if len(code) > MAX_CODE:
         return _code_form(request, error_key="passkey.error.code_invalid", status=400)
     try:
-        async with unit_of_work(services) as work:
+        async with orm_unit(services) as work:
             started = await work.enrollment.redeem(code)
     except EnrollmentError as exc:
         key = f"passkey.error.{exc.code}" if exc.code in PASSKEY_ERRORS else "passkey.error.code_invalid"
@@ -172,7 +173,7 @@ class AccountView:
     consents: list[ConsentView]
 
 
-async def _load_account(request: Request, work: Work, state: LoginState) -> AccountView:
+async def _load_account(request: Request, work: RequestUnit, state: LoginState) -> AccountView:
     provider, services = provider_of(request), services_of(request)
     consents = []
     for c in await work.oidc.list_consents(state.person_id):
@@ -215,7 +216,7 @@ async def account_page(request: Request, done: str | None = None) -> Response:
     """The signed-in person's passkeys and consents; without a session, a page asking to sign in (401)."""
     services, provider = services_of(request), provider_of(request)
     cookie = session_cookie(request, provider)
-    async with unit_of_work(services) as work:
+    async with orm_unit(services) as work:
         state = await provider.login_sessions.current(work.oidc, cookie)
         if state is None or cookie is None:
             return _signin_page()
@@ -242,7 +243,7 @@ async def rename_passkey(request: Request, credential_id: str) -> Response:
         return checked
     form, cookie = checked
     name = (form.get("name") or [""])[0]
-    async with unit_of_work(services) as work:
+    async with orm_unit(services) as work:
         state = await provider.login_sessions.current(work.oidc, cookie)
         if state is None:
             return _signin_page()
@@ -263,7 +264,7 @@ async def remove_passkey(request: Request, credential_id: str) -> Response:
     if isinstance(checked, Response):
         return checked
     form, cookie = checked
-    async with unit_of_work(services) as work:
+    async with orm_unit(services) as work:
         state = await provider.login_sessions.current(work.oidc, cookie)
         if state is None:
             return _signin_page()
@@ -295,7 +296,7 @@ async def withdraw_consent(request: Request, client_id: str) -> Response:
         return checked
     _form, cookie = checked
     client_id = client_id[:64]
-    async with unit_of_work(services) as work:
+    async with orm_unit(services) as work:
         state = await provider.login_sessions.current(work.oidc, cookie)
         if state is None:
             return _signin_page()

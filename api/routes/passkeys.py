@@ -17,10 +17,9 @@ The login answer leaves the browser where the authorization endpoint would have:
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,9 +30,9 @@ from starlette.routing import Route
 from api.body import read_limited
 from api.deps import Services
 from api.errors import CsrfRefused, LoginRequired
-from api.logging import request_id_var
 from api.oidc import Provider, session_max_age
 from api.problems import passkey_problem
+from api.units import RequestUnit
 from api.web import (
     ACCOUNT_CSRF_PURPOSE,
     NO_STORE,
@@ -49,14 +48,11 @@ from api.web import (
     set_session_cookie,
 )
 from idp.authorize import AuthorizeResult, ErrorPage, Interaction, Redirect
-from idp.enrollment import EnrollmentRecord, EnrollmentRequired, EnrollmentService
+from idp.enrollment import EnrollmentRecord, EnrollmentRequired
 from idp.interfaces import LEVELS, Level, LoginState, PendingRequest
-from idp.passkeys_store import SqlPasskeyStore
 from idp.sessions import csrf_for_session
 from idp.store import SqlOidcStore
-from idp.webauthn import InvalidPasskeyRequest, PasskeyError, RequestExpired
-from storage.base import utcnow
-from storage.direct import SessionTransaction
+from idp.webauthn import InvalidPasskeyRequest, RequestExpired
 
 router = APIRouter(tags=["passkeys"])
 MAX_BODY = 64 * 1024
@@ -66,54 +62,12 @@ ACCOUNT_PAGE = "/account"
 MANAGE_REFUSAL = "sign in to manage your passkeys"
 
 
-@dataclass
-class Work:
-    """The stores of one request's transaction (`unit_of_work`)."""
-
-    oidc: SqlOidcStore
-    passkeys: SqlPasskeyStore
-    enrollment: EnrollmentService
-
-
-@contextlib.asynccontextmanager
-async def unit_of_work(services: Services) -> AsyncIterator[Work]:
-    """One transaction: committed on success, and also on a PasskeyError (EnrollmentErrors included), whose
-    refusal wrote only what it must keep (consumed challenge, flagged credential, attempt count or lock, audit
-    event; see idp.webauthn and idp.enrollment); rolled back on anything else. In an ORM session, for the
-    enrollment service (registration, enrollment and credential management)."""
-    rid = request_id_var.get()
-    async with services.sessions() as session:
-        tx = SessionTransaction(session)
-        work = Work(SqlOidcStore(tx, request_id=rid), SqlPasskeyStore(tx, request_id=rid),
-                    EnrollmentService(session, services.enrollment_policy, clock=utcnow, request_id=rid))
-        try:
-            yield work
-        except PasskeyError:
-            await tx.commit()
-            raise
-        await tx.commit()
-
-
-@dataclass
-class LoginWork:
-    oidc: SqlOidcStore
-    passkeys: SqlPasskeyStore
-
-
-class LoginUnitOfWork:
-    """The login ceremony's unit of work on the driver directly (storage.direct; the login is the hot path of
-    every citizen): committed on success and on a PasskeyError, as `unit_of_work`."""
-
-    def __init__(self, services: Services) -> None:
-        rid = request_id_var.get()
-        self._tx = services.direct.transaction()
-        self._work = LoginWork(SqlOidcStore(self._tx, request_id=rid), SqlPasskeyStore(self._tx, request_id=rid))
-
-    async def __aenter__(self) -> LoginWork:
-        return self._work
-
-    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        await self._tx.__aexit__(kind, exc, tb)
+def orm_unit(services: Services) -> RequestUnit:
+    """The unit of work of the endpoints that need the enrollment service (registration, enrollment, credential
+    management): in an ORM session (api.units). Committed on success and on a PasskeyError (EnrollmentErrors
+    included: `persist`), whose refusal wrote only what it must keep (consumed challenge, flagged credential,
+    attempt count or lock, audit event; see idp.webauthn and idp.enrollment); rolled back on anything else."""
+    return RequestUnit.with_orm(services.sessions, services.enrollment_policy)
 
 
 async def _json(request: Request) -> dict[str, Any]:
@@ -173,7 +127,7 @@ async def _pending(request: Request, oidc: SqlOidcStore, pending_id: str) -> Pen
     return pending
 
 
-async def _signed_in(request: Request, provider: Provider, work: Work, refusal: str) -> tuple[LoginState, str]:
+async def _signed_in(request: Request, provider: Provider, work: RequestUnit, refusal: str) -> tuple[LoginState, str]:
     """The browser's live login session and its account CSRF token, or LoginRequired(`refusal`)."""
     cookie = session_cookie(request, provider)
     state = await provider.login_sessions.current(work.oidc, cookie)
@@ -191,7 +145,7 @@ async def login_options(request: Request) -> JSONResponse:
     body = await _json(request)
     pending_id = _text(body, "pending_id")
     assert pending_id is not None  # noqa: S101 - required
-    async with LoginUnitOfWork(services) as work:
+    async with RequestUnit.on(services.direct) as work:
         pending = await _pending(request, work.oidc, pending_id)
         _check_csrf(request, services, pending.csrf_token)
         ceremony = await services.passkeys.authentication_options(
@@ -213,7 +167,7 @@ async def login_verify(request: Request) -> JSONResponse:
     assert pending_id is not None  # noqa: S101 - required
     assert ceremony is not None  # noqa: S101 - required
     cookie = session_cookie(request, provider)
-    async with LoginUnitOfWork(services) as work:
+    async with RequestUnit.on(services.direct) as work:
         pending = await _pending(request, work.oidc, pending_id)
         _check_csrf(request, services, pending.csrf_token)
         login = await services.passkeys.verify_authentication(
@@ -262,7 +216,7 @@ class _Registrant:
     actor: str
 
 
-async def _registrant(request: Request, provider: Provider, work: Work) -> _Registrant:
+async def _registrant(request: Request, provider: Provider, work: RequestUnit) -> _Registrant:
     """Who registers: the browser's live enrollment (cookie; level high: the code came from a registration office)
     or else the signed-in session (its own level caps the new credential)."""
     enrollment = await work.enrollment.current(request.cookies.get(enrollment_cookie_name(provider)))
@@ -279,7 +233,7 @@ async def register_options(request: Request) -> JSONResponse:
     services, provider = services_of(request), provider_of(request)
     body = await _json(request)
     _text(body, "name", limit=500, required=False)
-    async with unit_of_work(services) as work:
+    async with orm_unit(services) as work:
         registrant = await _registrant(request, provider, work)
         _check_csrf(request, services, registrant.csrf_token)
         ceremony = await services.passkeys.registration_options(
@@ -300,7 +254,7 @@ async def register_verify(request: Request) -> JSONResponse:
     credential = _object(body, "credential")
     name = _text(body, "name", limit=500, required=False)
     assert ceremony is not None  # noqa: S101 - required
-    async with unit_of_work(services) as work:
+    async with orm_unit(services) as work:
         registrant = await _registrant(request, provider, work)
         _check_csrf(request, services, registrant.csrf_token)
         enrollment = registrant.enrollment
@@ -331,7 +285,7 @@ async def start_enrollment(request: Request) -> JSONResponse:
     body = await _json(request)
     code = _text(body, "code", limit=40)
     assert code is not None  # noqa: S101 - required
-    async with unit_of_work(services) as work:
+    async with orm_unit(services) as work:
         started = await work.enrollment.redeem(code)
     record = started.enrollment
     response = JSONResponse({"csrf_token": record.csrf_token, "expires_at": record.expires_at.isoformat(),
@@ -344,7 +298,7 @@ async def start_enrollment(request: Request) -> JSONResponse:
 async def enrollment_state(request: Request) -> JSONResponse:
     """The browser's live enrollment: {"csrf_token", "expires_at", "display_name"}, or 401 enrollment_required."""
     services, provider = services_of(request), provider_of(request)
-    async with unit_of_work(services) as work:
+    async with orm_unit(services) as work:
         record = await work.enrollment.current(request.cookies.get(enrollment_cookie_name(provider)))
         if record is None:
             raise EnrollmentRequired("enter your activation code first")
@@ -360,7 +314,7 @@ async def list_credentials(request: Request) -> JSONResponse:
     """{"csrf_token", "credentials": [{"id", "name", "level", "synced", "flagged", "transports", "created_at",
     "last_used_at"}]}: the signed-in person's passkeys (removed ones are not listed)."""
     services, provider = services_of(request), provider_of(request)
-    async with unit_of_work(services) as work:
+    async with orm_unit(services) as work:
         state, csrf = await _signed_in(request, provider, work, MANAGE_REFUSAL)
         views = await services.passkeys.credentials(work.passkeys, state.person_id)
     return JSONResponse({"csrf_token": csrf, "credentials": [v.as_json() for v in views]}, headers=NO_STORE)
@@ -373,7 +327,7 @@ async def rename_credential(request: Request, credential_id: str) -> JSONRespons
     body = await _json(request)
     name = _text(body, "name", limit=500)
     assert name is not None  # noqa: S101 - required
-    async with unit_of_work(services) as work:
+    async with orm_unit(services) as work:
         state, csrf = await _signed_in(request, provider, work, MANAGE_REFUSAL)
         _check_csrf(request, services, csrf)
         view = await services.passkeys.rename(work.passkeys, state.person_id, credential_id, name)
@@ -384,7 +338,7 @@ async def rename_credential(request: Request, credential_id: str) -> JSONRespons
 async def remove_credential(request: Request, credential_id: str) -> Response:
     """Remove a passkey for good -> 204. CSRF: the account token."""
     services, provider = services_of(request), provider_of(request)
-    async with unit_of_work(services) as work:
+    async with orm_unit(services) as work:
         state, csrf = await _signed_in(request, provider, work, MANAGE_REFUSAL)
         _check_csrf(request, services, csrf)
         await services.passkeys.remove(work.passkeys, state.person_id, credential_id)
