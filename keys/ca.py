@@ -185,10 +185,10 @@ def certificate_der(data: bytes) -> bytes:
     return _load_cryptography(data, "the certificate").public_bytes(Encoding.DER)
 
 
-def _verify_possession(handle: KeyHandle, public_key: PublicKeyTypes) -> None:
+async def _verify_possession(handle: KeyHandle, public_key: PublicKeyTypes) -> None:
     """The handle's key signs a fresh challenge that the certificate's public key verifies."""
     challenge = secrets.token_bytes(32)
-    signature = handle.sign(challenge, "sha256")
+    signature = await handle.sign(challenge, "sha256")
     try:
         if isinstance(public_key, ec.EllipticCurvePublicKey):
             public_key.verify(signature, challenge, ec.ECDSA(hashes.SHA256()))
@@ -293,7 +293,7 @@ class CertificateAuthorityService:
                 extensions=profile_extensions(Profile.ROOT_CA, policy_oid=self.policy_oid),
                 issuer_key_id=None, links_of=None,
             )
-            cert = assemble_certificate(handle, tbs)
+            cert = await assemble_certificate(handle, tbs)
             session.add(CertificateAuthority(name=ROOT, parent=None, key_id=handle.key_id,
                                              certificate_der=bytes(cert.dump()), created_at=now))
             await session.flush()
@@ -374,7 +374,7 @@ class CertificateAuthorityService:
             certified = certificate_public_key(parsed)
             if not same_public_key(certified, handle.public_key()):
                 raise InvalidCertificateRequest(f"the key does not match the {name} certificate's public key")
-            _verify_possession(handle, certified)
+            await _verify_possession(handle, certified)
             signature_scheme(handle.key_type)
         key_id = handle.key_id if handle is not None else None
         now = self._now()
@@ -442,7 +442,7 @@ class CertificateAuthorityService:
             extensions=profile_extensions(profile, policy_oid=self.policy_oid),
             issuer_key_id=issuer.key_identifier or key_identifier(issuer.public_key), links_of=ca.name,
         )
-        der = bytes(assemble_certificate(ca.handle, tbs).dump())
+        der = bytes((await assemble_certificate(ca.handle, tbs)).dump())
         serial_hex = serial_to_hex(serial)
         row = IssuedCertificate(
             issuer_ca=ca.name, serial_hex=serial_hex, profile=profile.value,

@@ -266,7 +266,7 @@ class TimestampAuthority:
         if not self._not_before <= gen_time <= self._not_after:
             return _system_failure(f"the TSA certificate is not valid at {gen_time.isoformat()}")
         try:
-            der = self._token_response(request, serial, gen_time)
+            der = await self._token_response(request, serial, gen_time)
         except KeysError as exc:
             return _system_failure(f"signing failed: {exc.code}: {exc.detail}")
         return TimestampReply(der=der, status="granted", serial=serial, hash_algorithm=request.hash_algorithm,
@@ -307,7 +307,7 @@ class TimestampAuthority:
         return _ParsedRequest(imprint=tlv(SEQUENCE, algorithm_der, tlv(OCTET_STRING, hashed)),
                               hash_algorithm=hash_algorithm, nonce=nonce, cert_req=cert_req)
 
-    def _token_response(self, request: _ParsedRequest, serial: int, gen_time: dt.datetime) -> bytes:
+    async def _token_response(self, request: _ParsedRequest, serial: int, gen_time: dt.datetime) -> bytes:
         """Build and sign the TimeStampToken (RFC 3161 section 2.4.2, RFC 5652 section 5) and wrap it."""
         tst_info = tlv(
             SEQUENCE,
@@ -324,7 +324,7 @@ class TimestampAuthority:
         # RFC 5652 section 5.4: the signature covers the DER of the signed attributes with an EXPLICIT SET OF
         # tag; DER orders the members of a SET OF by their encodings.
         attributes = b"".join(sorted((*self._static_attributes, message_digest)))
-        signature = self._handle.sign(tlv(SET, attributes), self._hash_name)
+        signature = await self._handle.sign(tlv(SET, attributes), self._hash_name)
         signer_info = tlv(
             SEQUENCE,
             self._signer_head,

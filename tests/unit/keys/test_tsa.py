@@ -403,7 +403,7 @@ async def test_no_serial_number_is_a_system_failure(pki: TsaTestPki) -> None:
 
 async def test_signing_failure_is_a_system_failure(pki: TsaTestPki) -> None:
     class BrokenToken(SoftwareKeyHandle):
-        def sign(self, data: bytes, hash_name: HashName = "sha256") -> bytes:
+        async def sign(self, data: bytes, hash_name: HashName = "sha256") -> bytes:
             raise BackendError("PKCS#11 token removed")
 
     key = generate_private_key("EC-P256")
