@@ -17,8 +17,8 @@ Process-wide state, because PKCS#11 keeps it per application, not per session:
   flags, and releases the GIL during each call. So the first store of a process on a module finalises it and
   initialises it again through the module's own C_GetFunctionList with CKF_OS_LOCKING_OK
   (`_initialize_for_threads`), before any session is open. Calls then run concurrently: a key generation (an
-  RSA-3072 key pair takes seconds) runs in a session of its own, in a worker thread, while the event loop keeps
-  signing in the shared session; python-pkcs11's per-session lock keeps the C_SignInit/C_Sign pairs of one
+  RSA-3072 key pair takes seconds) runs in a session of its own, in a thread of its own, while the signing workers
+  keep signing in the shared session; python-pkcs11's per-session lock keeps the C_SignInit/C_Sign pairs of one
   session apart. A module that refuses the flag (CKR_CANT_LOCK) is initialised as before and every call into it
   goes through one lock per module: correct, but a generation then pauses signing, and a warning says so.
 - The event loop never calls into the module. `Pkcs11KeyHandle.sign` is a coroutine that runs C_SignInit/C_Sign in
