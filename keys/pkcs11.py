@@ -22,10 +22,10 @@ Process-wide state, because PKCS#11 keeps it per application, not per session:
   session apart. A module that refuses the flag (CKR_CANT_LOCK) is initialised as before and every call into it
   goes through one lock per module: correct, but a generation then pauses signing, and a warning says so.
 - The event loop never calls into the module. `Pkcs11KeyHandle.sign` is a coroutine that runs C_SignInit/C_Sign in
-  a worker thread of the module's own executor (`_Module.calls`; one worker for a single-threaded module, a few for
-  a threaded one) and the loop goes on serving while the token works: an HSM on the network or a busy token takes
-  milliseconds per signature, and every token, OCSP response and time-stamp signs through it. The module lock,
-  where there is one, is taken in that worker, never on the loop. Finding, adopting and destroying keys go through
+  a worker thread of the module's own executor (`_Module.calls`, `_WORKERS` threads) and the loop goes on serving
+  while the token works: an HSM on the network or a busy token takes milliseconds per signature, and every token,
+  OCSP response and time-stamp signs through it. The module lock, where there is one, is taken in that worker,
+  never on the loop. Finding, adopting and destroying keys go through
   the same executor; a key generation runs in a thread of its own (seconds for RSA-3072) so it never holds a
   signing worker. Only the login at construction and the logout at `close()` (start and shutdown) call the module
   from the caller's thread.
@@ -101,10 +101,11 @@ _PIN_ERRORS = (pkcs11.PinIncorrect, pkcs11.PinInvalid, pkcs11.PinLenRange)
 log = logging.getLogger("acar.keys.pkcs11")
 
 _REGISTRY_LOCK = threading.Lock()  # guards _MODULES and _LOGINS (never held while signing)
-_THREADED_WORKERS: Final = 4
-"""Worker threads of a threaded module's executor. Signatures in the one shared session take turns on
-python-pkcs11's per-session lock (in the workers), so more would only wait; finding or destroying a key goes on
-beside a signature."""
+_WORKERS: Final = 1
+"""Worker threads of a module's executor. Every signature goes through the one shared login session, whose
+operations python-pkcs11 serialises with a per-session lock: more workers only contend for it (bench_token_hsm.py,
+loaded machine: pkcs11/software 0.66 with one worker, 0.43 to 0.62 with four). Signing in parallel would take a
+pool of sessions, each with workers of its own."""
 _T = TypeVar("_T")
 
 
@@ -209,7 +210,7 @@ def _load_module(module_path: str) -> _Module:
         ) from None
     threaded = _initialize_for_threads(module_path)
     lock: AbstractContextManager[Any] = contextlib.nullcontext() if threaded else threading.Lock()
-    calls = ThreadPoolExecutor(max_workers=_THREADED_WORKERS if threaded else 1, thread_name_prefix="acar-pkcs11")
+    calls = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="acar-pkcs11")
     module = _MODULES[module_path] = _Module(lib, threaded, lock, calls)
     return module
 
