@@ -111,7 +111,7 @@ async def mint_admin_token(
     if actor is not None:
         claims["act"] = {"sub": actor[0], "jti": actor[1]}
     signer = await services.token_keys.signer("ES256")
-    return {"access_token": signer.sign(claims, typ="at+jwt"), "token_type": "Bearer", "expires_in": ttl_seconds,
+    return {"access_token": await signer.sign(claims, typ="at+jwt"), "token_type": "Bearer", "expires_in": ttl_seconds,
             "scope": claims["scope"], "kid": signer.kid, "jti": claims["jti"]}
 
 

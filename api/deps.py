@@ -23,7 +23,7 @@ from keys.serials import SerialAllocator
 from keys.software import MasterKey, SoftwareKeyStore
 from keys.status import IssuedCertificateStatus
 from keys.token_keys import TokenKeyService
-from keys.tsa import TimestampAuthority, TsaCredentials, TsaProvider
+from keys.tsa import TimestampService, TsaCredentials, TsaProvider
 from storage import create_engine, create_session_factory, is_sqlite
 from storage.audit import GroupCommitAuditLog
 from storage.base import utcnow
@@ -39,7 +39,7 @@ class Services:
     token_keys: TokenKeyService
     pki: PkiService  # the CA hierarchy, CRLs and OCSP responder (keys.pki)
     owns_key_store: bool  # False when the caller passed the store in and closes it itself
-    tsa: Callable[[], Awaitable[TimestampAuthority]]  # the RFC 3161 TSA (keys.tsa.TsaProvider)
+    tsa: TimestampService  # the RFC 3161 TSA: answers and audits in one call (over a keys.tsa.TsaProvider)
     direct: DirectDatabase  # units of work on the driver itself, for the hot paths (storage.direct)
     audit_log: GroupCommitAuditLog  # group commit for hot endpoints' audit events (TSA, client_credentials)
     clients: CachedClientDirectory  # registered OIDC clients, cached ACAR_KEY_CACHE_SECONDS (idp.clients)
@@ -100,8 +100,8 @@ def build_services(settings: Settings, *, key_store: KeyStore | None = None) -> 
     oidc = build_provider(settings, clients=clients, token_keys=token_keys, sessions=sessions, direct=direct,
                           audit_log=audit_log)
     return Services(settings=settings, engine=engine, sessions=sessions, key_store=store, token_keys=token_keys,
-                    pki=pki, owns_key_store=key_store is None, tsa=tsa, direct=direct, audit_log=audit_log,
-                    clients=clients, oidc=oidc,
+                    pki=pki, owns_key_store=key_store is None, tsa=TimestampService(tsa, audit_log), direct=direct,
+                    audit_log=audit_log, clients=clients, oidc=oidc,
                     passkeys=build_passkeys(settings), enrollment_policy=build_enrollment_policy(settings))
 
 

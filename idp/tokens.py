@@ -71,7 +71,7 @@ class TokenIssuer:
         if extra:
             claims.update(extra)
         signer = await self._signer(ACCESS_TOKEN_ALG)
-        return signer.sign(claims, ACCESS_TOKEN_TYP), self.access_token_lifetime
+        return await signer.sign(claims, ACCESS_TOKEN_TYP), self.access_token_lifetime
 
     async def id_token(self, *, client_id: str, alg: str, sub: str, nonce: str | None, auth_time: int,
                        acr: str, amr: Iterable[str], sid: str | None, access_token: str | None,
@@ -91,7 +91,7 @@ class TokenIssuer:
         if claims:
             body.update({k: v for k, v in claims.items() if k not in body})
         signer = await self._signer(alg)
-        return signer.sign(body, "JWT")
+        return await signer.sign(body, "JWT")
 
     async def logout_token(self, *, client_id: str, sub: str, sid: str) -> str:
         """OIDC Back-Channel Logout 1.0 section 2.4: iss, aud, iat, exp, jti, events, sub and sid; no nonce."""
@@ -101,4 +101,4 @@ class TokenIssuer:
             "jti": new_jti(), "sub": sub, "sid": sid, "events": {BACKCHANNEL_EVENT: {}},
         }
         signer = await self._signer(ACCESS_TOKEN_ALG)
-        return signer.sign(body, LOGOUT_TOKEN_TYP)
+        return await signer.sign(body, LOGOUT_TOKEN_TYP)

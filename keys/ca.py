@@ -59,6 +59,7 @@ from keys.errors import (
     CANotInitialized,
     CAUnusable,
     CertificateNotFound,
+    CertificateUnusable,
     InvalidCertificateRequest,
     KeysError,
 )
@@ -185,10 +186,10 @@ def certificate_der(data: bytes) -> bytes:
     return _load_cryptography(data, "the certificate").public_bytes(Encoding.DER)
 
 
-def _verify_possession(handle: KeyHandle, public_key: PublicKeyTypes) -> None:
+async def _verify_possession(handle: KeyHandle, public_key: PublicKeyTypes) -> None:
     """The handle's key signs a fresh challenge that the certificate's public key verifies."""
     challenge = secrets.token_bytes(32)
-    signature = handle.sign(challenge, "sha256")
+    signature = await handle.sign(challenge, "sha256")
     try:
         if isinstance(public_key, ec.EllipticCurvePublicKey):
             public_key.verify(signature, challenge, ec.ECDSA(hashes.SHA256()))
@@ -293,7 +294,7 @@ class CertificateAuthorityService:
                 extensions=profile_extensions(Profile.ROOT_CA, policy_oid=self.policy_oid),
                 issuer_key_id=None, links_of=None,
             )
-            cert = assemble_certificate(handle, tbs)
+            cert = await assemble_certificate(handle, tbs)
             session.add(CertificateAuthority(name=ROOT, parent=None, key_id=handle.key_id,
                                              certificate_der=bytes(cert.dump()), created_at=now))
             await session.flush()
@@ -374,7 +375,7 @@ class CertificateAuthorityService:
             certified = certificate_public_key(parsed)
             if not same_public_key(certified, handle.public_key()):
                 raise InvalidCertificateRequest(f"the key does not match the {name} certificate's public key")
-            _verify_possession(handle, certified)
+            await _verify_possession(handle, certified)
             signature_scheme(handle.key_type)
         key_id = handle.key_id if handle is not None else None
         now = self._now()
@@ -442,7 +443,7 @@ class CertificateAuthorityService:
             extensions=profile_extensions(profile, policy_oid=self.policy_oid),
             issuer_key_id=issuer.key_identifier or key_identifier(issuer.public_key), links_of=ca.name,
         )
-        der = bytes(assemble_certificate(ca.handle, tbs).dump())
+        der = bytes((await assemble_certificate(ca.handle, tbs)).dump())
         serial_hex = serial_to_hex(serial)
         row = IssuedCertificate(
             issuer_ca=ca.name, serial_hex=serial_hex, profile=profile.value,
@@ -458,22 +459,24 @@ class CertificateAuthorityService:
 
     async def check_usable(self, session: AsyncSession, ca: LoadedCA) -> None:
         """CAUnusable unless the CA certificate is valid now and not revoked by its issuer (RFC 5280 6.1.3)."""
-        certificate = ca.certificate
+        await self._check_ca_certificate(session, ca.name, ca.certificate)
+
+    async def _check_ca_certificate(self, session: AsyncSession, name: str, certificate: x509.Certificate) -> None:
         now = self._now()
         if now < certificate.not_valid_before:
-            raise CAUnusable(f"the {ca.name} CA certificate is not valid before "
+            raise CAUnusable(f"the {name} CA certificate is not valid before "
                              f"{certificate.not_valid_before:%Y-%m-%d %H:%M:%S}Z; it issues nothing yet")
         if now >= certificate.not_valid_after:
-            raise CAUnusable(f"the {ca.name} CA certificate expired at "
+            raise CAUnusable(f"the {name} CA certificate expired at "
                              f"{certificate.not_valid_after:%Y-%m-%d %H:%M:%S}Z; it issues nothing")
-        if ca.name == ROOT:
+        if name == ROOT:
             return
         recorded = (await session.execute(
             select(IssuedCertificate.revoked_at, IssuedCertificate.revocation_reason)
             .where(IssuedCertificate.issuer_ca == ROOT,
                    IssuedCertificate.serial_hex == serial_to_hex(certificate.serial_number)))).first()
         if recorded is not None and recorded.revoked_at is not None:
-            raise CAUnusable(f"the {ca.name} CA certificate was revoked at {recorded.revoked_at:%Y-%m-%d %H:%M:%S}Z "
+            raise CAUnusable(f"the {name} CA certificate was revoked at {recorded.revoked_at:%Y-%m-%d %H:%M:%S}Z "
                              f"({recorded.revocation_reason}); it issues nothing")
 
     async def issue(self, session: AsyncSession, *, profile: Profile, subject: Subject, public_key: PublicKeyTypes,
@@ -595,6 +598,55 @@ class CertificateAuthorityService:
         issuing = await self.ca_row(session, ISSUING)
         return CertifiedKey(handle=handle, certificate=x509.Certificate.load(row.der),
                             chain=(x509.Certificate.load(issuing.certificate_der),), serial_hex=row.serial_hex)
+
+    async def certified_key_of(self, session: AsyncSession, *, key_id: str | None = None,
+                               serial: str | None = None) -> CertifiedKey:
+        """The key an issued certificate certifies, with that certificate and its chain, found by the key's id or
+        by the certificate's serial (hex, any common notation): what signing/ signs with.
+
+        Give exactly one of `key_id` and `serial`. By key id, the newest certificate of the key that is usable now
+        is taken. Refused, since a signature made under it would not validate (RFC 5280 section 6.1.3): a
+        certificate that is revoked, expired or not yet valid (CertificateUnusable), or whose issuing CA is
+        (CAUnusable). A certificate of a key that is not in the key store (a subscriber's own key) or an unknown
+        key id or serial is CertificateNotFound; a key destroyed since is KeyNotFound (from the key store).
+        """
+        if (key_id is None) == (serial is None):
+            raise InvalidCertificateRequest("look a certified key up by its key id or by a serial, not both")
+        if serial is not None:
+            row = await self.get(session, serial)
+        else:
+            rows = (await session.execute(
+                select(IssuedCertificate).where(IssuedCertificate.key_id == key_id)
+                .order_by(IssuedCertificate.not_after.desc(), IssuedCertificate.id.desc()))).scalars().all()
+            if not rows:
+                raise CertificateNotFound(f"no certificate issued by this CA certifies key {key_id}")
+            row = next((r for r in rows if self._certificate_problem(r) is None), rows[0])
+        certified = row.key_id
+        if certified is None:
+            raise CertificateNotFound(f"certificate {row.serial_hex} certifies a key that is not in the key store")
+        problem = self._certificate_problem(row)
+        if problem is not None:
+            raise CertificateUnusable(f"certificate {row.serial_hex} {problem}")
+        issuer = await self.ca_row(session, row.issuer_ca)
+        issuer_certificate = x509.Certificate.load(issuer.certificate_der)
+        await self._check_ca_certificate(session, issuer.name, issuer_certificate)
+        certificate = x509.Certificate.load(row.der)
+        handle = await self._store.load(session, certified)
+        if not same_public_key(handle.public_key(), certificate_public_key(certificate)):
+            raise KeysError(f"certificate {row.serial_hex} does not certify its recorded key {certified}")
+        chain = () if issuer.name == ROOT else (issuer_certificate,)  # up to, not including, the root
+        return CertifiedKey(handle=handle, certificate=certificate, chain=chain, serial_hex=row.serial_hex)
+
+    def _certificate_problem(self, row: IssuedCertificate) -> str | None:
+        """Why an issued certificate must not be signed with now, or None."""
+        now = self._now()
+        if row.revoked_at is not None:
+            return f"was revoked at {row.revoked_at:%Y-%m-%d %H:%M:%S}Z ({row.revocation_reason})"
+        if now < row.not_before:
+            return f"is not valid before {row.not_before:%Y-%m-%d %H:%M:%S}Z"
+        if now >= row.not_after:
+            return f"expired at {row.not_after:%Y-%m-%d %H:%M:%S}Z"
+        return None
 
     # --- lookup and revocation -------------------------------------------------------------------------------
 

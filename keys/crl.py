@@ -74,7 +74,7 @@ class RevokedEntry:
     reason: str  # an RFC 5280 name from REASON_CODES
 
 
-def build_crl(
+async def build_crl(
     *,
     issuer: x509.Certificate,
     handle: KeyHandle,
@@ -105,7 +105,7 @@ def build_crl(
             entries.append(item)
         tbs["revoked_certificates"] = entries
     tbs_cert_list = asn1_crl.TbsCertList(tbs)
-    algorithm, signature = sign_tbs(handle, tbs_cert_list, algorithm_field="signature")
+    algorithm, signature = await sign_tbs(handle, tbs_cert_list, algorithm_field="signature")
     crl = asn1_crl.CertificateList(
         {"tbs_cert_list": tbs_cert_list, "signature_algorithm": algorithm, "signature": signature})
     return bytes(crl.dump())
@@ -249,8 +249,8 @@ class CrlPublisher:
         revoked = [RevokedEntry(int(serial, 16), revoked_at, reason or "unspecified")
                    for serial, revoked_at, reason in rows if revoked_at is not None]
         next_update = now + self.lifetime
-        der = build_crl(issuer=issuer, handle=handle, number=number, this_update=now, next_update=next_update,
-                        revoked=revoked)
+        der = await build_crl(issuer=issuer, handle=handle, number=number, this_update=now,
+                              next_update=next_update, revoked=revoked)
         record = CRLRecord(ca_name=ca_name, number=number, this_update=now, next_update=next_update, der=der)
         session.add(record)
         await session.flush()

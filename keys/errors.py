@@ -129,3 +129,11 @@ class InvalidCrl(KeysError):
     code = "invalid_crl"
     title = "Invalid CRL"
     status_code = 422
+
+
+class CertificateUnusable(KeysError):
+    """An issued certificate that must not be signed with now: revoked, expired or not yet valid."""
+
+    code = "certificate_unusable"
+    title = "Certificate not usable"
+    status_code = 409

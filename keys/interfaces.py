@@ -1,7 +1,9 @@
 """Protocols of key custody: a key handle signs and shows its public key, and never exports the private key.
 
 Everything that signs in Açar (ID and access tokens, certificates, CRLs, OCSP responses, timestamps, PDF
-signatures) goes through `KeyHandle.sign`.
+signatures) goes through `KeyHandle.sign`, a coroutine: a backend that waits on a device (PKCS#11) signs in a
+worker thread and the event loop goes on serving; a backend that computes in microseconds (software keys)
+signs inline, without a thread hop.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ class KeyHandle(Protocol):
 
     def public_key(self) -> PublicKeyTypes: ...
 
-    def sign(self, data: bytes, hash_name: HashName = "sha256") -> bytes:
-        """Sign `data` (the backend hashes it).
+    async def sign(self, data: bytes, hash_name: HashName = "sha256") -> bytes:
+        """Sign `data` (the backend hashes it), never blocking the event loop on a device.
 
         ECDSA signatures are DER-encoded (the X.509/CMS form; JOSE converts to r||s), RSA uses PKCS#1 v1.5,
         Ed25519 signs the data itself (`hash_name` is ignored).

@@ -1,6 +1,7 @@
 """Compact JWS for tokens (RFC 7515, RFC 7518 section 3, RFC 8037 for EdDSA) and JWKs (RFC 7517).
 
-Signing goes through a KeyHandle; the header of each (key, typ) pair is serialized once. Verification
+Signing goes through a KeyHandle and is a coroutine like `KeyHandle.sign` (a PKCS#11 key signs in a worker
+thread, a software key inline); the header of each (key, typ) pair is serialized once. Verification
 accepts only the algorithms the caller names and only keys from the resolver it is given (STYLE habit 7):
 no "none", no HMAC, no key taken from the token itself.
 """
@@ -170,9 +171,10 @@ class JwsSigner:
             self._headers[typ] = header
         return header
 
-    def sign(self, claims: Mapping[str, Any], typ: str = "JWT") -> str:
+    async def sign(self, claims: Mapping[str, Any], typ: str = "JWT") -> str:
+        """The compact JWS of `claims` (RFC 7515 section 7.1); ES256 signatures as r||s (RFC 7518 section 3.4)."""
         signing_input = self._header(typ) + b"." + _b64url_bytes(compact_json(claims))
-        signature = self._handle.sign(signing_input, "sha256")
+        signature = await self._handle.sign(signing_input, "sha256")
         if self._alg == "ES256":
             r, s = decode_dss_signature(signature)
             signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")

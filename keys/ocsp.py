@@ -185,12 +185,12 @@ class OcspResponder:
             log.warning("ocsp.status_lookup_failed", exc_info=True)
             return OcspReply(TRY_LATER, "try_later")
         try:
-            return self._sign(queries, known, nonce)
+            return await self._sign(queries, known, nonce)
         except Exception:  # e.g. the HSM refused to sign: internalError, never a 500; logged
             log.exception("ocsp.signing_failed")
             return OcspReply(INTERNAL_ERROR, "internal_error")
 
-    def _sign(self, queries: list[_Query], known: Mapping[str, CertificateStatus],
+    async def _sign(self, queries: list[_Query], known: Mapping[str, CertificateStatus],
               nonce: bytes | None) -> OcspReply:
         """Encode and sign the BasicOCSPResponse (RFC 6960 section 4.2.1) directly in DER.
 
@@ -220,7 +220,7 @@ class OcspResponder:
         if nonce is not None:  # responseExtensions [1] EXPLICIT Extensions { id-pkix-ocsp-nonce, OCTET STRING }
             data += tlv(0xA1, tlv(0x30, tlv(0x30, _NONCE_OID + tlv(0x04, tlv(0x04, nonce)))))
         tbs = tlv(0x30, data)
-        signature = self._handle.sign(tbs, self._hash_name)
+        signature = await self._handle.sign(tbs, self._hash_name)
         basic = tlv(0x30, tbs + self._signature_algorithm + tlv(0x03, b"\x00" + signature) + self._certs)
         response_bytes = tlv(0xA0, tlv(0x30, _BASIC_OID + tlv(0x04, basic)))
         der = tlv(0x30, _SUCCESSFUL + response_bytes)

@@ -17,10 +17,18 @@ Process-wide state, because PKCS#11 keeps it per application, not per session:
   flags, and releases the GIL during each call. So the first store of a process on a module finalises it and
   initialises it again through the module's own C_GetFunctionList with CKF_OS_LOCKING_OK
   (`_initialize_for_threads`), before any session is open. Calls then run concurrently: a key generation (an
-  RSA-3072 key pair takes seconds) runs in a session of its own, in a worker thread, while the event loop keeps
-  signing in the shared session; python-pkcs11's per-session lock keeps the C_SignInit/C_Sign pairs of one
+  RSA-3072 key pair takes seconds) runs in a session of its own, in a thread of its own, while the signing workers
+  keep signing in the shared session; python-pkcs11's per-session lock keeps the C_SignInit/C_Sign pairs of one
   session apart. A module that refuses the flag (CKR_CANT_LOCK) is initialised as before and every call into it
   goes through one lock per module: correct, but a generation then pauses signing, and a warning says so.
+- The event loop never calls into the module. `Pkcs11KeyHandle.sign` is a coroutine that runs C_SignInit/C_Sign in
+  a worker thread of the module's own executor (`_Module.calls`, `_WORKERS` threads) and the loop goes on serving
+  while the token works: an HSM on the network or a busy token takes milliseconds per signature, and every token,
+  OCSP response and time-stamp signs through it. The module lock, where there is one, is taken in that worker,
+  never on the loop. Finding, adopting and destroying keys go through
+  the same executor; a key generation runs in a thread of its own (seconds for RSA-3072) so it never holds a
+  signing worker. Only the login at construction and the logout at `close()` (start and shutdown) call the module
+  from the caller's thread.
 - The login state belongs to the application, not to a session (PKCS#11 v2.40, C_Login and C_Logout): after
   C_Login every session of the application is in a user state, a second C_Login fails with
   CKR_USER_ALREADY_LOGGED_IN, and C_Logout on any session logs all of them out. So every store on the same token
@@ -39,9 +47,11 @@ import hmac
 import logging
 import os
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import pkcs11
 from cryptography.hazmat.primitives import serialization
@@ -91,6 +101,12 @@ _PIN_ERRORS = (pkcs11.PinIncorrect, pkcs11.PinInvalid, pkcs11.PinLenRange)
 log = logging.getLogger("acar.keys.pkcs11")
 
 _REGISTRY_LOCK = threading.Lock()  # guards _MODULES and _LOGINS (never held while signing)
+_WORKERS: Final = 1
+"""Worker threads of a module's executor. Every signature goes through the one shared login session, whose
+operations python-pkcs11 serialises with a per-session lock: more workers only contend for it (bench_token_hsm.py,
+loaded machine: pkcs11/software 0.66 with one worker, 0.43 to 0.62 with four). Signing in parallel would take a
+pool of sessions, each with workers of its own."""
+_T = TypeVar("_T")
 
 
 # --- initialising a module for threads: the PKCS#11 C API (pkcs11t.h, pkcs11f.h) through ctypes ------------------
@@ -167,6 +183,15 @@ class _Module:
     lib: _pkcs11.lib
     threaded: bool  # initialised with CKF_OS_LOCKING_OK: calls from several threads may overlap
     lock: AbstractContextManager[Any]  # a real lock only for a single-threaded module
+    calls: ThreadPoolExecutor  # the worker threads that call the module for the event loop (never the loop itself)
+
+    async def run(self, call: Callable[..., _T], *args: Any) -> _T:
+        """Run `call(*args)` in a worker thread of this module, holding the module lock there, and await it."""
+        return await asyncio.get_running_loop().run_in_executor(self.calls, self._locked, call, args)
+
+    def _locked(self, call: Callable[..., _T], args: tuple[Any, ...]) -> _T:
+        with self.lock:
+            return call(*args)
 
 
 _MODULES: dict[str, _Module] = {}  # module path as configured -> the module; guarded by _REGISTRY_LOCK
@@ -185,7 +210,8 @@ def _load_module(module_path: str) -> _Module:
         ) from None
     threaded = _initialize_for_threads(module_path)
     lock: AbstractContextManager[Any] = contextlib.nullcontext() if threaded else threading.Lock()
-    module = _MODULES[module_path] = _Module(lib, threaded, lock)
+    calls = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="acar-pkcs11")
+    module = _MODULES[module_path] = _Module(lib, threaded, lock, calls)
     return module
 
 
@@ -317,15 +343,15 @@ def _spki(public: PublicKeyTypes) -> bytes:
 class Pkcs11KeyHandle:
     """A private key object on the token: signs through the token, shows its public key, exports nothing."""
 
-    __slots__ = ("_key", "_key_id", "_key_type", "_lock", "_public")
+    __slots__ = ("_key", "_key_id", "_key_type", "_module", "_public")
 
     def __init__(self, key_id: str, key_type: KeyType, key: pkcs11.SignMixin, public: PublicKeyTypes,
-                 lock: AbstractContextManager[Any]) -> None:
+                 module: _Module) -> None:
         self._key_id = key_id
         self._key_type = key_type
         self._key = key  # an object of the store's shared login session
         self._public = public
-        self._lock = lock  # the module's: no lock at all when the module locks for threads itself
+        self._module = module  # its workers call the token; its lock is no lock when the module locks itself
 
     @property
     def key_id(self) -> str:
@@ -338,19 +364,21 @@ class Pkcs11KeyHandle:
     def public_key(self) -> PublicKeyTypes:
         return self._public
 
-    def sign(self, data: bytes, hash_name: HashName = "sha256") -> bytes:
+    async def sign(self, data: bytes, hash_name: HashName = "sha256") -> bytes:
+        """Sign in a worker thread of the module (see module docstring): the event loop serves meanwhile."""
+        return await self._module.run(self._sign_on_token, data, hash_name)
+
+    def _sign_on_token(self, data: bytes, hash_name: HashName) -> bytes:
+        """The C_SignInit/C_Sign pair; runs in a worker thread holding the module lock, never on the loop."""
         try:
             if self._key_type in _CURVES:
                 size = _CURVES[self._key_type][2]
                 digest = hashlib.new(hash_name, data).digest()
-                with self._lock:
-                    raw = self._key.sign(digest, mechanism=Mechanism.ECDSA)
+                raw = self._key.sign(digest, mechanism=Mechanism.ECDSA)
                 return encode_dss_signature(int.from_bytes(raw[:size], "big"), int.from_bytes(raw[size:], "big"))
             if self._key_type.startswith("RSA"):
-                with self._lock:
-                    return bytes(self._key.sign(data, mechanism=_RSA_MECH[hash_name]))
-            with self._lock:
-                return bytes(self._key.sign(data, mechanism=Mechanism.EDDSA))
+                return bytes(self._key.sign(data, mechanism=_RSA_MECH[hash_name]))
+            return bytes(self._key.sign(data, mechanism=Mechanism.EDDSA))
         except pkcs11.MechanismInvalid:
             raise UnsupportedAlgorithm(f"the token cannot sign with key {self._key_id} ({hash_name})") from None
         except pkcs11.PKCS11Error as exc:
@@ -384,8 +412,8 @@ class Pkcs11KeyStore:
         return self._logged_in().session
 
     @property
-    def _lock(self) -> AbstractContextManager[Any]:
-        return self._logged_in().module.lock
+    def _module(self) -> _Module:
+        return self._logged_in().module
 
     @property
     def threaded(self) -> bool:
@@ -409,7 +437,8 @@ class Pkcs11KeyStore:
                 except pkcs11.PKCS11Error as exc:
                     raise BackendError(f"closing the PKCS#11 session failed: {type(exc).__name__}") from None
 
-    # --- token operations; each holds the module's lock (none for a threaded module) while it calls it -------
+    # --- token operations, in a worker thread: through `_Module.run` (which holds the module's lock, none for a
+    # threaded module) or, for a generation, a thread of its own -------------------------------------------------
 
     def _generate_on_token(self, key_type: KeyType, key_id: str, label: str) -> PublicKeyTypes:
         """Generate the key pair in a session of its own (signing goes on in the shared one meanwhile)."""
@@ -434,17 +463,31 @@ class Pkcs11KeyStore:
                 raise BackendError(f"the token made a {key_type} key that cannot sign")
             return _public_from_token(public_obj, key_type)
 
-    def _objects(self, key_id: str) -> list[pkcs11.Object]:
-        with self._lock:
-            return [obj for cls in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY)
-                    for obj in self._session.get_objects({Attribute.CLASS: cls, Attribute.ID: key_id.encode()})]
+    def _destroy_on_token(self, key_id: str) -> None:
+        objects = [obj for cls in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY)
+                   for obj in self._session.get_objects({Attribute.CLASS: cls, Attribute.ID: key_id.encode()})]
+        for obj in objects:
+            obj.destroy()
 
     def _find_private(self, key_id: str) -> pkcs11.SignMixin:
-        with self._lock:
-            key = self._session.get_key(object_class=ObjectClass.PRIVATE_KEY, id=key_id.encode())
+        key = self._session.get_key(object_class=ObjectClass.PRIVATE_KEY, id=key_id.encode())
         if not isinstance(key, pkcs11.SignMixin):
             raise BackendError(f"key {key_id} on the token cannot sign")
         return key
+
+    def _adopt_on_token(self, token_label: str) -> tuple[str, KeyType, pkcs11.Object, PublicKeyTypes]:
+        """Find the pair labelled `token_label`; give it a key id as CKA_ID unless it has a usable one."""
+        private = self._session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=token_label)
+        public_obj = self._session.get_key(object_class=ObjectClass.PUBLIC_KEY, label=token_label)
+        key_type = _key_type_on_token(private, public_obj)
+        public = _public_from_token(public_obj, key_type)
+        raw_id = bytes(private[Attribute.ID])
+        key_id = raw_id.decode("ascii") if raw_id.isascii() and raw_id.decode("ascii").isprintable() else ""
+        if not key_id or len(key_id) > 64:
+            key_id = new_key_id()
+            private[Attribute.ID] = key_id.encode()
+            public_obj[Attribute.ID] = key_id.encode()
+        return key_id, key_type, private, public
 
     def _remember(self, handle: Pkcs11KeyHandle) -> Pkcs11KeyHandle:
         with self._cache_lock:
@@ -462,12 +505,12 @@ class Pkcs11KeyStore:
         key_id = new_key_id()
         try:  # RSA key generation on a token takes up to seconds: the event loop keeps serving (and signing)
             public = await asyncio.to_thread(self._generate_on_token, key_type, key_id, label)
-            private = self._find_private(key_id)  # the same key as an object of the shared session
+            private = await self._module.run(self._find_private, key_id)  # the same key, in the shared session
         except (pkcs11.MechanismInvalid, pkcs11.DomainParamsInvalid, pkcs11.FunctionNotSupported) as exc:
             raise UnsupportedAlgorithm(f"the token cannot generate {key_type} keys ({type(exc).__name__})") from None
         except pkcs11.PKCS11Error as exc:
             raise BackendError(f"the token could not generate a {key_type} key: {type(exc).__name__}") from None
-        handle = Pkcs11KeyHandle(key_id, key_type, private, public, self._lock)
+        handle = Pkcs11KeyHandle(key_id, key_type, private, public, self._module)
         session.add(StoredKey(id=key_id, backend=self.backend, key_type=key_type, purpose=purpose, label=label,
                               public_key_der=_spki(public)))
         await session.flush()
@@ -480,17 +523,7 @@ class Pkcs11KeyStore:
         to CKA_ID of both objects, so `load` finds the pair the same way as a key Açar generated.
         """
         try:
-            with self._lock:
-                private = self._session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=token_label)
-                public_obj = self._session.get_key(object_class=ObjectClass.PUBLIC_KEY, label=token_label)
-                key_type = _key_type_on_token(private, public_obj)
-                public = _public_from_token(public_obj, key_type)
-                raw_id = bytes(private[Attribute.ID])
-                key_id = raw_id.decode("ascii") if raw_id.isascii() and raw_id.decode("ascii").isprintable() else ""
-                if not key_id or len(key_id) > 64:
-                    key_id = new_key_id()
-                    private[Attribute.ID] = key_id.encode()
-                    public_obj[Attribute.ID] = key_id.encode()
+            key_id, key_type, private, public = await self._module.run(self._adopt_on_token, token_label)
         except pkcs11.NoSuchKey:
             raise KeyNotFound(f"no key pair labelled {token_label!r} on the token") from None
         except pkcs11.MultipleObjectsReturned:
@@ -504,7 +537,7 @@ class Pkcs11KeyStore:
             if existing.backend != self.backend or existing.destroyed_at is not None:
                 raise BackendError(f"key id {key_id} of {token_label!r} is already used by another stored key")
             return await self.load(session, key_id)
-        handle = Pkcs11KeyHandle(key_id, key_type, private, public, self._lock)
+        handle = Pkcs11KeyHandle(key_id, key_type, private, public, self._module)
         session.add(StoredKey(id=key_id, backend=self.backend, key_type=key_type, purpose=purpose,
                               label=token_label, public_key_der=_spki(public)))
         await session.flush()
@@ -518,13 +551,13 @@ class Pkcs11KeyStore:
         if row is None or row.destroyed_at is not None or row.backend != self.backend:
             raise KeyNotFound(f"no usable PKCS#11 key {key_id}")
         try:
-            private = self._find_private(key_id)
+            private = await self._module.run(self._find_private, key_id)
         except pkcs11.NoSuchKey:
             raise KeyNotFound(f"key {key_id} is recorded but not on the token") from None
         except pkcs11.PKCS11Error as exc:
             raise BackendError(f"the token refused access to key {key_id}: {type(exc).__name__}") from None
         public = serialization.load_der_public_key(row.public_key_der)
-        handle = Pkcs11KeyHandle(key_id, key_type_of(public), private, public, self._lock)
+        handle = Pkcs11KeyHandle(key_id, key_type_of(public), private, public, self._module)
         return self._remember(handle)
 
     async def destroy(self, session: AsyncSession, key_id: str) -> None:
@@ -532,10 +565,7 @@ class Pkcs11KeyStore:
         if row is None or row.backend != self.backend:
             raise KeyNotFound(f"no PKCS#11 key {key_id}")
         try:
-            objects = self._objects(key_id)
-            with self._lock:
-                for obj in objects:
-                    obj.destroy()
+            await self._module.run(self._destroy_on_token, key_id)
         except pkcs11.PKCS11Error as exc:
             raise BackendError(f"the token could not destroy key {key_id}: {type(exc).__name__}") from None
         with self._cache_lock:

@@ -7,11 +7,13 @@
 - RFC 5652 (CMS): the token is a SignedData whose encapsulated content is the DER TSTInfo (eContentType
   id-ct-TSTInfo); the signature covers the DER of the signed attributes encoded as a SET OF (section 5.4).
 
-This module is a protocol core (STYLE habit 3): it knows no web framework and reads no settings. It is built
-from values: a key handle, the TSA certificate and its chain, the policy OID, a serial source, a clock and
-the accuracy. Everything that does not change per request (the signing-certificate-v2 and content-type
-attributes, the signer identifier, the certificate set, the TSA name) is encoded once, at construction;
-a request costs one parse, one TSTInfo encoding, one hash and one signature.
+This module is a protocol core (STYLE habit 3): it knows no web framework and reads no settings. Its one entry
+point is `TimestampService.timestamp`, which answers a request and audits the grant in the same call: the HTTP
+route (api/routes/tsa.py) and signing/ use it, and neither can hand out a time-stamp without its audit event.
+The authority itself is built from values: a key handle, the TSA certificate and its chain, the policy OID,
+a serial source, a clock and the accuracy. Everything that does not change per request (the
+signing-certificate-v2 and content-type attributes, the signer identifier, the certificate set, the TSA name) is
+encoded once, at construction; a request costs one parse, one TSTInfo encoding, one hash and one signature.
 
 Decisions, so a reader sees them at one place:
 - Imprint hash algorithms accepted: SHA-256, SHA-384, SHA-512 only. SHA-1 is refused with badAlg: RFC 3161
@@ -25,6 +27,12 @@ Decisions, so a reader sees them at one place:
   the TSA certificate not valid now) gets status rejection with failInfo systemFailure, never an exception.
 - A TSA whose certificate is revoked or expired (or that has none) does not sign at all: TsaProvider refuses
   with TsaNotConfigured (HTTP 503) on every node within the key cache time; see its docstring.
+- Every granted time-stamp is an audit event ("tsa.timestamp": serial, imprint hash algorithm, policy; never the
+  imprint) committed before the reply is returned (TimestampService, through a storage.audit.AuditSink that
+  shares commits between concurrent requests). If the event cannot be written the token is withheld: the
+  client gets a systemFailure rejection (RFC 3161 section 2.4.2), so no time-stamp exists that the trail lacks.
+- The key signs through `KeyHandle.sign`, awaited: a PKCS#11 key signs in a worker thread of its module and the
+  event loop keeps answering other requests meanwhile (keys.pkcs11).
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -44,7 +53,10 @@ from keys.der import OCTET_STRING, SEQUENCE, SET, tlv
 from keys.errors import KeysError, TsaNotConfigured
 from keys.interfaces import CertificateStatusSource, HashName, KeyHandle, KeyType, SerialSource
 from keys.x509 import SIGNATURE_ALGORITHMS, certificate_public_key, same_public_key, serial_to_hex
+from storage.audit import AuditSink
 from storage.base import utcnow
+
+log = logging.getLogger("acar.tsa")
 
 DEFAULT_ACCURACY: Final = dt.timedelta(seconds=1)
 """The accuracy asserted in every token (RFC 3161 section 2.4.2): the bound on the host clock's error
@@ -266,7 +278,7 @@ class TimestampAuthority:
         if not self._not_before <= gen_time <= self._not_after:
             return _system_failure(f"the TSA certificate is not valid at {gen_time.isoformat()}")
         try:
-            der = self._token_response(request, serial, gen_time)
+            der = await self._token_response(request, serial, gen_time)
         except KeysError as exc:
             return _system_failure(f"signing failed: {exc.code}: {exc.detail}")
         return TimestampReply(der=der, status="granted", serial=serial, hash_algorithm=request.hash_algorithm,
@@ -307,7 +319,7 @@ class TimestampAuthority:
         return _ParsedRequest(imprint=tlv(SEQUENCE, algorithm_der, tlv(OCTET_STRING, hashed)),
                               hash_algorithm=hash_algorithm, nonce=nonce, cert_req=cert_req)
 
-    def _token_response(self, request: _ParsedRequest, serial: int, gen_time: dt.datetime) -> bytes:
+    async def _token_response(self, request: _ParsedRequest, serial: int, gen_time: dt.datetime) -> bytes:
         """Build and sign the TimeStampToken (RFC 3161 section 2.4.2, RFC 5652 section 5) and wrap it."""
         tst_info = tlv(
             SEQUENCE,
@@ -324,7 +336,7 @@ class TimestampAuthority:
         # RFC 5652 section 5.4: the signature covers the DER of the signed attributes with an EXPLICIT SET OF
         # tag; DER orders the members of a SET OF by their encodings.
         attributes = b"".join(sorted((*self._static_attributes, message_digest)))
-        signature = self._handle.sign(tlv(SET, attributes), self._hash_name)
+        signature = await self._handle.sign(tlv(SET, attributes), self._hash_name)
         signer_info = tlv(
             SEQUENCE,
             self._signer_head,
@@ -444,6 +456,54 @@ class TsaProvider:
                 serials=self._serials, clock=self._clock, accuracy=self._accuracy,
             )
         return authority, (certificate.not_valid_after - now).total_seconds()
+
+
+# --- the domain service --------------------------------------------------------------------------------------
+
+
+TIMESTAMP_EVENT: Final = "tsa.timestamp"
+"""The audit event of a granted time-stamp."""
+
+
+class TimestampService:
+    """The time-stamp authority as a domain service: `timestamp` answers one RFC 3161 request and audits it.
+
+    The rule lives here, not in a caller: a granted TimeStampResp is returned only after its audit event was
+    committed through `audit` (storage.audit.AuditSink: `record` returns once the event is written). A failed
+    write withholds the token and answers systemFailure instead (RFC 3161 section 2.4.2, "the request cannot be
+    handled due to system failure"); the serial it had taken stays unused. Rejections are not audit events (they
+    certify nothing) but are logged, system failures with their server-side cause.
+    """
+
+    def __init__(self, authority: Callable[[], Awaitable[TimestampAuthority]], audit: AuditSink) -> None:
+        self._authority = authority  # a TsaProvider: raises TsaNotConfigured when the TSA must not sign
+        self._audit = audit
+
+    async def timestamp(self, request_der: bytes, *, actor: str, request_id: str | None = None) -> TimestampReply:
+        """Answer a DER TimeStampReq (RFC 3161 section 2.4.1) with a DER TimeStampResp (section 2.4.2).
+
+        `actor` is who asked ("anonymous" over HTTP, the signer of a document for signing/); `request_id` ties
+        the audit event to the request's log lines. Raises TsaNotConfigured when the TSA has no usable
+        certificate; everything about the request itself is answered inside the reply.
+        """
+        authority = await self._authority()
+        reply = await authority.respond(request_der)
+        if reply.granted:
+            try:
+                await self._audit.record(
+                    TIMESTAMP_EVENT, actor=actor, subject=str(reply.serial),
+                    detail={"serial": reply.serial, "hash_algorithm": reply.hash_algorithm,
+                            "policy": authority.policy_oid},
+                    request_id=request_id, clock=reply.gen_time,
+                )
+            except Exception as exc:  # noqa: BLE001 - whatever the database raised: no audit event, no token
+                reply = _system_failure(f"the audit event of time-stamp {reply.serial} was not written: "
+                                        f"{type(exc).__name__}: {exc}"[:500])
+        if reply.failure == "system_failure":
+            log.error("tsa.system_failure", extra={"detail": reply.detail})
+        elif not reply.granted:
+            log.info("tsa.rejected", extra={"failure": reply.failure})
+        return reply
 
 
 # --- helpers -----------------------------------------------------------------------------------------------

@@ -79,8 +79,8 @@ def signature_scheme(key_type: KeyType) -> SignatureScheme:
     return SignatureScheme(hash_name, algorithm)
 
 
-def sign_tbs(handle: KeyHandle, tbs: Any, *, algorithm_field: str | None = None,
-             ) -> tuple[algos.SignedDigestAlgorithm, bytes]:
+async def sign_tbs(handle: KeyHandle, tbs: Any, *, algorithm_field: str | None = None,
+                   ) -> tuple[algos.SignedDigestAlgorithm, bytes]:
     """Sign the DER of a to-be-signed structure with the handle; return (signatureAlgorithm, signature).
 
     `algorithm_field` names the field inside the structure that repeats the signature algorithm
@@ -90,7 +90,7 @@ def sign_tbs(handle: KeyHandle, tbs: Any, *, algorithm_field: str | None = None,
     algorithm = scheme.identifier()
     if algorithm_field is not None:
         tbs[algorithm_field] = algorithm
-    return algorithm, handle.sign(bytes(tbs.dump()), scheme.hash_name)
+    return algorithm, await handle.sign(bytes(tbs.dump()), scheme.hash_name)
 
 
 def random_serial() -> int:
@@ -210,9 +210,9 @@ def subject_key_from_csr(data: bytes) -> PublicKeyTypes:
     return check_subject_key(key)
 
 
-def assemble_certificate(handle: KeyHandle, tbs: x509.TbsCertificate) -> x509.Certificate:
+async def assemble_certificate(handle: KeyHandle, tbs: x509.TbsCertificate) -> x509.Certificate:
     """Sign a TBSCertificate with the issuer's key handle (RFC 5280 section 4.1.1)."""
-    algorithm, signature = sign_tbs(handle, tbs, algorithm_field="signature")
+    algorithm, signature = await sign_tbs(handle, tbs, algorithm_field="signature")
     return x509.Certificate({"tbs_certificate": tbs, "signature_algorithm": algorithm, "signature_value": signature})
 
 

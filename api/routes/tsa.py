@@ -4,13 +4,12 @@ Content-Type application/timestamp-query, get a DER TimeStampResp as application
 A request the TSA refuses (malformed, unsupported hash algorithm, wrong policy) is still a 200 with a
 TimeStampResp whose status is rejection: the protocol carries the failure, not HTTP. HTTP errors are only for
 what is not a time-stamp request at all: another media type (415), a body over MAX_REQUEST_BYTES (413).
-Every granted time-stamp is an audit event ("tsa.timestamp") committed before the reply leaves; concurrent
-requests share a commit (storage.audit.GroupCommitAuditLog) so the audit trail does not cap the throughput.
+This route is a thin adapter: keys.tsa.TimestampService answers and audits in one call (every granted
+time-stamp is an audit event committed before the reply is returned; concurrent requests share a commit,
+storage.audit.GroupCommitAuditLog, so the audit trail does not cap the throughput).
 """
 
 from __future__ import annotations
-
-import logging
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -21,7 +20,6 @@ from api.errors import ApiProblem
 from api.logging import request_id_var
 
 router = APIRouter(prefix="/pki", tags=["pki"])
-log = logging.getLogger("acar.tsa")
 
 QUERY_MEDIA_TYPE = "application/timestamp-query"
 REPLY_MEDIA_TYPE = "application/timestamp-reply"
@@ -41,16 +39,5 @@ async def timestamp(request: Request) -> Response:
         raise ApiProblem(413, "content_too_large", "Content too large",
                          f"a time-stamp request is at most {MAX_REQUEST_BYTES} bytes")
     services: Services = request.app.state.services
-    authority = await services.tsa()
-    reply = await authority.respond(body)
-    if reply.granted:  # committed (in a group commit with concurrent requests) before the token leaves
-        await services.audit_log.record(
-            "tsa.timestamp", actor="anonymous", subject=str(reply.serial),
-            detail={"serial": reply.serial, "hash_algorithm": reply.hash_algorithm, "policy": authority.policy_oid},
-            request_id=request_id_var.get(), clock=reply.gen_time,
-        )
-    elif reply.failure == "system_failure":
-        log.error("tsa.system_failure", extra={"detail": reply.detail})
-    else:
-        log.info("tsa.rejected", extra={"failure": reply.failure})
+    reply = await services.tsa.timestamp(body, actor="anonymous", request_id=request_id_var.get())
     return Response(content=reply.der, media_type=REPLY_MEDIA_TYPE, headers={"Cache-Control": "no-store"})

@@ -108,8 +108,8 @@ async def test_hostile_bearer_tokens_get_401_never_500(client: httpx.AsyncClient
 async def test_expired_admin_token(client: httpx.AsyncClient, initialized: Services) -> None:
     signer = await initialized.token_keys.signer("ES256")
     now = int(time.time())
-    token = signer.sign({"iss": "http://localhost:8000", "aud": "http://localhost:8000/admin", "sub": "op",
-                         "iat": now - 7200, "exp": now - 3600, "scope": "acar:admin"}, typ="at+jwt")
+    token = await signer.sign({"iss": "http://localhost:8000", "aud": "http://localhost:8000/admin", "sub": "op",
+                               "iat": now - 7200, "exp": now - 3600, "scope": "acar:admin"}, typ="at+jwt")
     r = await client.post("/admin/tokens", headers=_auth(token), json={"subject": "x", "scope": "acar:cert:revoke"})
     assert r.status_code == 401 and "expired" in r.json()["detail"]
 

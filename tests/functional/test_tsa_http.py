@@ -23,7 +23,7 @@ from keys.models import IssuedCertificate
 from keys.profiles import Profile
 from keys.serials import SerialAllocator
 from keys.software import SoftwareKeyHandle, generate_private_key
-from keys.tsa import TsaProvider
+from keys.tsa import TimestampService, TsaProvider
 from keys.x509 import serial_to_hex
 from storage.audit import AuditEvent
 from tests.tsa_pki import (
@@ -53,8 +53,9 @@ def tsa_services(initialized: Services, pki: TsaTestPki) -> Services:
     async def load() -> TsaTestPki:
         return pki
 
-    initialized.tsa = TsaProvider(load, policy_oid=POLICY, serials=SerialAllocator(initialized.sessions, purpose="tsa"),
-                                  statuses=CertificateRecords(pki), issuer=ISSUER, refresh_seconds=0)
+    provider = TsaProvider(load, policy_oid=POLICY, serials=SerialAllocator(initialized.sessions, purpose="tsa"),
+                           statuses=CertificateRecords(pki), issuer=ISSUER, refresh_seconds=0)
+    initialized.tsa = TimestampService(provider, initialized.audit_log)
     return initialized
 
 

@@ -16,11 +16,19 @@ from sqlalchemy import func, select
 from api.deps import Services
 from api.settings import Settings
 from keys.ca import ISSUING, ROOT, CertificateAuthorityService, PkiUrls
-from keys.errors import AlreadyRevoked, CANotInitialized, CertificateNotFound, InvalidCertificateRequest
+from keys.errors import (
+    AlreadyRevoked,
+    CANotInitialized,
+    CAUnusable,
+    CertificateNotFound,
+    CertificateUnusable,
+    InvalidCertificateRequest,
+)
 from keys.models import CertificateAuthority, CRLRecord, IssuedCertificate
 from keys.pki import PkiService
 from keys.profiles import LegalPerson, NaturalPerson, Profile, ServiceSubject
 from keys.status import IssuedCertificateStatus
+from keys.x509 import serial_to_hex
 from storage.audit import AuditEvent
 from tests.clock import Clock
 from tests.pki_tools import crl_text, initialize_pki, openssl, verify_chain, write_pem, x509_text
@@ -341,3 +349,69 @@ async def test_import_checks_certificates_and_keys(services: Services, tmp_path:
     issuing_pem = tmp_path / "issuing.pem"
     issuing_pem.write_bytes(issuing.public_bytes(pem))
     verify_chain(tmp_path, root_pem, issuing_pem, write_pem(tmp_path / "leaf.pem", row.der))
+
+
+# --- the certified key of an issued certificate, by key id or serial (for signing/) ---------------------------
+
+
+async def test_certified_key_is_found_by_key_id_and_by_serial(services: Services, pki: PkiService) -> None:
+    tsa = await pki.tsa_key()
+    async with services.sessions() as session:
+        by_key = await pki.ca.certified_key_of(session, key_id=tsa.handle.key_id)
+        by_serial = await pki.ca.certified_key_of(session, serial="0x" + tsa.serial_hex.upper())
+        issuing_row = await pki.ca.ca_row(session, ISSUING)
+        issuing_serial = serial_to_hex(x509.load_der_x509_certificate(issuing_row.certificate_der).serial_number)
+        issuing = await pki.ca.certified_key_of(session, serial=issuing_serial)  # issued by the root
+
+    for found in (by_key, by_serial):
+        assert found.serial_hex == tsa.serial_hex and found.handle.key_id == tsa.handle.key_id
+        assert found.certificate.dump() == tsa.certificate.dump()
+        assert [c.dump() for c in found.chain] == [issuing_row.certificate_der]
+        certified = x509.load_der_x509_certificate(found.certificate.dump()).public_key()
+        assert isinstance(certified, ec.EllipticCurvePublicKey)
+        certified.verify(await found.handle.sign(b"a document digest"), b"a document digest",
+                         ec.ECDSA(hashes.SHA256()))  # the handle signs with the key the certificate certifies
+    assert issuing.handle.key_id == issuing_row.key_id and issuing.chain == ()
+
+
+async def test_certified_key_lookup_refusals(services: Services, pki: PkiService) -> None:
+    subscriber = await _issue(services, Profile.NATURAL_PERSON_SIGNING)  # the subscriber's own key: not ours
+    tsa = await pki.tsa_key()
+    async with services.sessions() as session:
+        with pytest.raises(CertificateNotFound, match="not in the key store"):
+            await pki.ca.certified_key_of(session, serial=subscriber.serial_hex)
+        with pytest.raises(CertificateNotFound, match="certifies key no-such-key"):
+            await pki.ca.certified_key_of(session, key_id="no-such-key")
+        with pytest.raises(CertificateNotFound):
+            await pki.ca.certified_key_of(session, serial="0badc0ffee")
+        for both_or_neither in ({"key_id": tsa.handle.key_id, "serial": tsa.serial_hex}, {}):
+            with pytest.raises(InvalidCertificateRequest):
+                await pki.ca.certified_key_of(session, **both_or_neither)
+    async with services.sessions() as session, session.begin():
+        await pki.revoke(session, tsa.serial_hex, "keyCompromise", actor="test")
+    async with services.sessions() as session:
+        for lookup in ({"key_id": tsa.handle.key_id}, {"serial": tsa.serial_hex}):
+            with pytest.raises(CertificateUnusable, match=f"certificate {tsa.serial_hex} was revoked"):
+                await pki.ca.certified_key_of(session, **lookup)
+
+
+async def test_certified_key_of_an_expired_certificate_or_under_a_revoked_ca_is_refused(
+    clocked: tuple[PkiService, Clock], services: Services
+) -> None:
+    service, clock = clocked
+    async with services.sessions() as session, session.begin():
+        await service.initialize(session, actor="test", create_hierarchy=True)
+    responder = await service.certified_key(Profile.OCSP_RESPONDER)
+    clock.now += dt.timedelta(days=91)  # past the responder certificate's 90 days
+    async with services.sessions() as session:
+        with pytest.raises(CertificateUnusable, match="expired at"):
+            await service.ca.certified_key_of(session, key_id=responder.handle.key_id)
+    clock.now -= dt.timedelta(days=91)
+    async with services.sessions() as session:
+        issuing_serial = serial_to_hex(x509.load_der_x509_certificate(
+            (await service.ca.ca_row(session, ISSUING)).certificate_der).serial_number)
+    async with services.sessions() as session, session.begin():
+        await service.revoke(session, issuing_serial, "cACompromise", actor="test")
+    async with services.sessions() as session:
+        with pytest.raises(CAUnusable, match="issuing CA certificate was revoked"):
+            await service.ca.certified_key_of(session, serial=responder.serial_hex)

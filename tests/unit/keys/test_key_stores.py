@@ -51,9 +51,9 @@ async def test_generated_key_signs_and_verifies_against_its_public_key(
         assert public.key_size == size and public.public_numbers().e == 65537
     data = f"document signed by {backend.name}".encode()
     for hash_name in HASHES:
-        verify(public, handle.sign(data, hash_name), data, hash_name)
+        verify(public, await handle.sign(data, hash_name), data, hash_name)
     with pytest.raises(InvalidSignature):
-        verify(public, handle.sign(data), data + b"!", "sha256")
+        verify(public, await handle.sign(data), data + b"!", "sha256")
 
 
 @pytest.mark.parametrize("key_type", ["EC-P256", "RSA-2048", "Ed25519"])  # one handle class per backend
@@ -82,7 +82,7 @@ async def test_a_fresh_store_finds_the_key_and_signs_with_it(backend: Backend, s
     assert loaded is not handle
     assert loaded.key_id == handle.key_id and loaded.key_type == "EC-P256"
     assert loaded.public_key() == handle.public_key()
-    verify(handle.public_key(), loaded.sign(b"payload"), b"payload", "sha256")
+    verify(handle.public_key(), await loaded.sign(b"payload"), b"payload", "sha256")
 
 
 async def test_load_caches_the_handle(backend: Backend, services: Services) -> None:
@@ -94,7 +94,7 @@ async def test_load_caches_the_handle(backend: Backend, services: Services) -> N
     assert second is first
     # a cached handle needs no database: it signs after its session is gone, many times, without re-loading
     for i in range(20):
-        verify(first.public_key(), first.sign(b"n%d" % i), b"n%d" % i, "sha256")
+        verify(first.public_key(), await first.sign(b"n%d" % i), b"n%d" % i, "sha256")
     async with services.sessions() as session:
         assert await store.load(session, handle.key_id) is first
 
@@ -128,8 +128,8 @@ async def test_jws_signed_through_the_handle_verifies_with_pyjwt(
     handle = await generate(services, backend, key_type)
     public = handle.public_key()
     assert isinstance(public, ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey)
-    token = JwsSigner(handle, alg).sign({"iss": "https://login.example.az", "sub": "5ABC12D", "aud": "rp",
-                                         "iat": 1_700_000_000, "exp": 4_000_000_000}, typ="JWT")
+    token = await JwsSigner(handle, alg).sign({"iss": "https://login.example.az", "sub": "5ABC12D", "aud": "rp",
+                                               "iat": 1_700_000_000, "exp": 4_000_000_000}, typ="JWT")
     assert jwt.get_unverified_header(token) == {"alg": alg, "kid": handle.key_id, "typ": "JWT"}
     by_key = jwt.decode(token, key=public, algorithms=[alg], audience="rp",
                         issuer="https://login.example.az", options={"require": ["exp", "iat", "iss"]})

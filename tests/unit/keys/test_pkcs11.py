@@ -113,13 +113,13 @@ async def test_stores_share_the_login_and_closing_one_keeps_the_other_signing(
         async with services.sessions() as session, session.begin():
             handle = await first.generate(session, "EC-P256", purpose="test", label="shared")
         second.close()  # must not log `first` out (C_Logout would end every session's login)
-        verify(handle.public_key(), handle.sign(b"still logged in"), b"still logged in")
+        verify(handle.public_key(), await handle.sign(b"still logged in"), b"still logged in")
         async with services.sessions() as session:
             with pytest.raises(BackendError, match="closed"):
                 await second.load(session, handle.key_id)
         first.close()  # the last store logs out: the handle can no longer reach its key, and says so
         with pytest.raises(BackendError, match=f"refused to sign with key {handle.key_id}"):
-            handle.sign(b"logged out")
+            await handle.sign(b"logged out")
     finally:
         first.close()  # closing twice is harmless
         second.close()
@@ -136,12 +136,15 @@ async def test_concurrent_signing_from_many_threads(
         ]
     errors: list[BaseException] = []
 
-    def worker(n: int) -> None:
+    async def sign_many(n: int) -> None:
+        for i in range(25):
+            handle = handles[(n + i) % 2]
+            data = b"thread %d message %d" % (n, i)
+            verify(handle.public_key(), await handle.sign(data), data)
+
+    def worker(n: int) -> None:  # an event loop of its own per thread: the module's workers serve them all
         try:
-            for i in range(25):
-                handle = handles[(n + i) % 2]
-                data = b"thread %d message %d" % (n, i)
-                verify(handle.public_key(), handle.sign(data), data)
+            asyncio.run(sign_many(n))
         except BaseException as exc:  # noqa: BLE001 - collected and re-raised in the test thread
             errors.append(exc)
 
@@ -156,7 +159,7 @@ async def test_concurrent_signing_from_many_threads(
     for thread in threads:
         thread.join(timeout=60)
     assert errors == []
-    assert found.sign(b"x")
+    assert await found.sign(b"x")
     assert not any(thread.is_alive() for thread in threads)
 
 
@@ -164,7 +167,7 @@ async def test_signing_goes_on_while_an_rsa_3072_key_pair_is_generated(
     store: Pkcs11KeyStore, services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A rotation on the HSM must not stall requests: RSA-3072 generation takes the token seconds, and the
-    event loop keeps signing (synchronously, as JwsSigner does) in the shared session meanwhile."""
+    event loop keeps signing (through the module's signing workers) in the shared session meanwhile."""
     assert store.threaded  # SoftHSM2 took CKF_OS_LOCKING_OK: without it, calls into the module must not overlap
     async with services.sessions() as session, session.begin():
         signer = await store.generate(session, "EC-P256", purpose="test", label="serving")
@@ -186,8 +189,8 @@ async def test_signing_goes_on_while_an_rsa_3072_key_pair_is_generated(
     async with services.sessions() as session, session.begin():
         generation = asyncio.create_task(store.generate(session, "RSA-3072", purpose="test", label="rotation"))
         assert await asyncio.to_thread(started.wait, 60)
-        while not finished.is_set():  # on the event loop's thread, blocking it as a request's signature would
-            verify(signer.public_key(), signer.sign(b"a request"), b"a request")
+        while not finished.is_set():  # one signature after the other, as requests would ask for them
+            verify(signer.public_key(), await signer.sign(b"a request"), b"a request")
             signed.append(time.perf_counter())
         rotated = await generation
 
@@ -195,7 +198,7 @@ async def test_signing_goes_on_while_an_rsa_3072_key_pair_is_generated(
     first = signed[0] - times["started"]
     assert first < generating / 2, f"the first signature took {first:.3f} s of a {generating:.3f} s generation"
     assert sum(t < times["finished"] for t in signed) >= 3
-    verify(rotated.public_key(), rotated.sign(b"new key"), b"new key")
+    verify(rotated.public_key(), await rotated.sign(b"new key"), b"new key")
 
 
 def test_a_module_that_cannot_be_initialised_for_threads_is_used_single_threaded(
@@ -249,7 +252,7 @@ async def test_adopt_records_an_existing_key_pair(
     async with services.sessions() as session:
         loaded = await new_store().load(session, handle.key_id)
         assert await store.adopt(session, token_label="imported-issuing-ca", purpose="ca") is handle
-    verify(loaded.public_key(), loaded.sign(b"crl", "sha384"), b"crl", "sha384")
+    verify(loaded.public_key(), await loaded.sign(b"crl", "sha384"), b"crl", "sha384")
     async with services.sessions() as session:
         with pytest.raises(KeyNotFound):
             await store.adopt(session, token_label="no-such-pair", purpose="ca")
@@ -280,7 +283,7 @@ async def test_token_keys_on_the_token_ensure_rotate_publish_and_remove(
         key = {k.key_id: k for k in jwt.PyJWKSet.from_dict(keyset).keys}[kid]
         assert jwt.decode(token_text, key=key, algorithms=[alg], audience="rp", issuer=ISSUER)["sub"] == "5ABC12D"
 
-    before = {alg: (await service.signer(alg)).sign(claims()) for alg in service.algorithms}
+    before = {alg: await (await service.signer(alg)).sign(claims()) for alg in service.algorithms}
     for alg, signed in before.items():
         pyjwt_verify(signed, jwks, alg)
 
@@ -289,7 +292,7 @@ async def test_token_keys_on_the_token_ensure_rotate_publish_and_remove(
     assert len(changes) == 3
     jwks = dict(await service.jwks())
     assert len(jwks["keys"]) == 9  # retired, current and a new next for each algorithm
-    after = {alg: (await service.signer(alg)).sign(claims()) for alg in service.algorithms}
+    after = {alg: await (await service.signer(alg)).sign(claims()) for alg in service.algorithms}
     for alg in service.algorithms:
         change = next(c for c in changes if c["alg"] == alg)
         assert jwt.get_unverified_header(after[alg])["kid"] == change["current"]

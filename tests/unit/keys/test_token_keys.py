@@ -72,7 +72,7 @@ async def test_tokens_verify_with_pyjwt(services: Services, alg: str) -> None:
     async with services.sessions() as session, session.begin():
         await svc.ensure_keys(session)
     signer = await svc.signer(alg)
-    token = signer.sign(_claims(), typ="at+jwt")
+    token = await signer.sign(_claims(), typ="at+jwt")
     assert pyjwt.get_unverified_header(token) == {"alg": alg, "kid": signer.kid, "typ": "at+jwt"}
     claims = _pyjwt_verify(token, dict(await svc.jwks()), alg)
     assert claims["sub"] == "s1"
@@ -89,7 +89,7 @@ async def test_rotation_keeps_old_tokens_valid_until_retired_key_is_removed(serv
     es256 = await _es256(services)
     old_current = next(k for k, s in before.items() if s == "current" and k in es256)
     old_next = next(k for k, s in before.items() if s == "next" and k in es256)
-    old_token = (await svc.signer("ES256")).sign(_claims())
+    old_token = await (await svc.signer("ES256")).sign(_claims())
 
     with pytest.raises(RotationTooEarly):  # the next key is not yet in relying parties' cached JWKS
         async with services.sessions() as session, session.begin():
@@ -105,7 +105,7 @@ async def test_rotation_keeps_old_tokens_valid_until_retired_key_is_removed(serv
 
     new_signer = await svc.signer("ES256")
     assert new_signer.kid == old_next  # the key that had already been published as next
-    new_token = new_signer.sign(_claims())
+    new_token = await new_signer.sign(_claims())
     jwks = dict(await svc.jwks())
     assert {old_current, old_next, changes[0]["next"]} <= {k["kid"] for k in jwks["keys"]}
     assert _pyjwt_verify(old_token, jwks, "ES256")["sub"] == "s1"
@@ -155,7 +155,7 @@ async def test_verify_refuses_tampering_and_foreign_policies(services: Services)
     svc = _service(services, Clock())
     async with services.sessions() as session, session.begin():
         await svc.ensure_keys(session)
-    token = (await svc.signer("ES256")).sign(_claims())
+    token = await (await svc.signer("ES256")).sign(_claims())
     head, body, sig = token.split(".")
     forged_body = pyjwt.utils.base64url_encode(b'{"iss":"http://localhost:8000","sub":"admin","exp":9999999999,'
                                                b'"iat":1,"aud":"agency"}').decode()
@@ -175,7 +175,7 @@ async def test_verify_refuses_tampering_and_foreign_policies(services: Services)
         await svc.verify(token, issuer=ISSUER, audience="another-agency", **ANY_TYP)
     with pytest.raises(InvalidToken, match="issuer"):
         await svc.verify(token, issuer="https://evil.example", audience="agency", **ANY_TYP)
-    expired = (await svc.signer("ES256")).sign({**_claims(), "exp": int(time.time()) - 3600})
+    expired = await (await svc.signer("ES256")).sign({**_claims(), "exp": int(time.time()) - 3600})
     with pytest.raises(InvalidToken, match="expired"):
         await svc.verify(expired, issuer=ISSUER, audience="agency", **ANY_TYP)
 

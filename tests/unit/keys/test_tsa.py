@@ -6,23 +6,28 @@ replies are read with `openssl ts -reply -text` and verified with `openssl ts -v
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import functools
 import hashlib
 import itertools
 import random
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from asn1crypto import algos, core, tsp
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from sqlalchemy import select
 
 from api.deps import Services
 from keys.errors import BackendError, CANotInitialized, TsaNotConfigured
 from keys.interfaces import HashName, KeyType
 from keys.software import SoftwareKeyHandle, generate_private_key
-from keys.tsa import TimestampAuthority, TimestampReply, TsaProvider
+from keys.tsa import TimestampAuthority, TimestampReply, TimestampService, TsaProvider
+from storage.audit import AuditEvent
 from tests.clock import Clock
 from tests.tsa_pki import (
     ISSUER,
@@ -403,7 +408,7 @@ async def test_no_serial_number_is_a_system_failure(pki: TsaTestPki) -> None:
 
 async def test_signing_failure_is_a_system_failure(pki: TsaTestPki) -> None:
     class BrokenToken(SoftwareKeyHandle):
-        def sign(self, data: bytes, hash_name: HashName = "sha256") -> bytes:
+        async def sign(self, data: bytes, hash_name: HashName = "sha256") -> bytes:
             raise BackendError("PKCS#11 token removed")
 
     key = generate_private_key("EC-P256")
@@ -593,3 +598,96 @@ async def test_timestamp_signed_by_each_key_backend_verifies(
 
     assert reply.granted
     assert "Verification: OK" in _verify(tmp_path, pki, data, _save(tmp_path, reply), untrusted=False)
+
+
+# --- the domain service: one entry point that answers and audits ---------------------------------------------
+
+
+class GatedAudit:
+    """An AuditSink whose writes finish only when the test opens the gate; remembers what it wrote."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.events: list[dict[str, object]] = []
+
+    async def record(self, event_type: str, *, actor: str, subject: str | None = None,
+                     detail: dict[str, Any] | None = None, request_id: str | None = None,
+                     clock: dt.datetime | None = None) -> None:
+        await self.gate.wait()
+        self.events.append({"event_type": event_type, "actor": actor, "subject": subject, "detail": detail,
+                            "request_id": request_id, "clock": clock})
+
+
+class FailingAudit:
+    async def record(self, event_type: str, **fields: object) -> None:
+        raise OSError("audit database unreachable")
+
+
+async def _the(authority: TimestampAuthority) -> TimestampAuthority:
+    """A provider that always has this authority (the TsaProvider is tested above)."""
+    return authority
+
+
+async def test_service_returns_the_time_stamp_only_after_its_audit_event_is_written(
+    authority: TimestampAuthority,
+) -> None:
+    audit = GatedAudit()
+    service = TimestampService(functools.partial(_the, authority), audit)
+
+    pending = asyncio.create_task(service.timestamp(_request("sha256", bytes(32)), actor="signer-1",
+                                                    request_id="req-1"))
+    for _ in range(20):  # the authority answers at once; the service still waits for the audit write
+        await asyncio.sleep(0)
+    assert not pending.done() and audit.events == []
+    audit.gate.set()
+    reply = await pending
+
+    assert reply.granted
+    assert audit.events == [{
+        "event_type": "tsa.timestamp", "actor": "signer-1", "subject": str(reply.serial),
+        "detail": {"serial": reply.serial, "hash_algorithm": "sha256", "policy": POLICY},
+        "request_id": "req-1", "clock": reply.gen_time,
+    }]
+    assert tst_info(parse_reply(reply.der))["serial_number"].native == reply.serial
+
+
+async def test_service_withholds_the_time_stamp_when_the_audit_write_fails(
+    authority: TimestampAuthority, caplog: pytest.LogCaptureFixture,
+) -> None:
+    service = TimestampService(functools.partial(_the, authority), FailingAudit())
+
+    with caplog.at_level("ERROR", logger="acar.tsa"):
+        reply = await service.timestamp(_request("sha256", bytes(32)), actor="anonymous")
+
+    assert not reply.granted and reply.failure == "system_failure"
+    status = parse_reply(reply.der)
+    assert status["status"].native["status"] == "rejection"
+    assert status["status"].native["status_string"] == ["system failure"]
+    assert isinstance(status["time_stamp_token"], core.Void)  # RFC 3161 2.4.2: no token beside a rejection
+    assert "audit database unreachable" in (reply.detail or "")
+    assert [r.msg for r in caplog.records] == ["tsa.system_failure"]
+
+
+async def test_service_audits_no_rejection(authority: TimestampAuthority) -> None:
+    audit = GatedAudit()
+    audit.gate.set()
+    service = TimestampService(functools.partial(_the, authority), audit)
+
+    reply = await service.timestamp(_request("sha1", bytes(20)), actor="anonymous")
+
+    assert reply.failure == "bad_alg" and audit.events == []
+
+
+async def test_service_writes_the_audit_event_to_the_database(
+    services: Services, authority: TimestampAuthority,
+) -> None:
+    service = TimestampService(functools.partial(_the, authority), services.audit_log)
+
+    async with services.audit_log:  # the application's lifespan starts the group commit's consumers
+        reply = await service.timestamp(_request("sha384", bytes(48)), actor="anonymous", request_id="req-db")
+
+    async with services.sessions() as session:
+        (event,) = (await session.execute(select(AuditEvent).where(AuditEvent.event_type == "tsa.timestamp"))
+                    ).scalars()
+    assert reply.granted and event.subject == str(reply.serial) and event.request_id == "req-db"
+    assert event.detail == {"serial": reply.serial, "hash_algorithm": "sha384", "policy": POLICY}
