@@ -6,7 +6,8 @@ builds the core service with these fakes, calls it with plain parameters and che
 core wrote. They hold rows as the records the Protocols speak, and record every write in `writes`, so "the refusal
 changed nothing" is `store.writes == []`. They do not sign anything: the token issuer and its keys stay real where
 a test needs them. The HTTP + database path of each endpoint is still tested against the real app (see the suites
-in tests/unit/idp and tests/functional).
+in tests/unit/idp and tests/functional), and tests/unit/idp/test_fakes.py runs the same calls on a fake and on
+idp.store.SqlOidcStore and compares what they answer, so a fake that drifts from the real store fails there.
 """
 
 from __future__ import annotations
@@ -73,14 +74,16 @@ class FakeClientDirectory:
 class FakeOidcStore:
     """idp.interfaces.OidcStore in memory; every write is also appended to `writes` as (method, key)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clients: FakeClientDirectory | None = None) -> None:
+        self._clients = clients or FakeClientDirectory()
         self.sessions: dict[str, LoginState] = {}
         self.pending: dict[str, PendingRequest] = {}
         self.grants: dict[str, GrantRecord] = {}
         self.codes: dict[str, CodeRecord] = {}
         self.consents: dict[tuple[str, str], ConsentRecord] = {}
         self.session_clients: dict[str, dict[str, str]] = {}
-        self.logouts: list[tuple[str, str]] = []
+        self.logouts: list[tuple[str, str, str]] = []
+        """(client_id, sub, sid) of each queued back-channel logout."""
         self.events: list[AuditEntry] = []
         self.writes: list[tuple[str, str]] = []
 
@@ -116,7 +119,7 @@ class FakeOidcStore:
         return revoked
 
     async def add_session_client(self, session_id: str, client_id: str, sub: str) -> None:
-        self.session_clients.setdefault(session_id, {})[client_id] = sub
+        self.session_clients.setdefault(session_id, {}).setdefault(client_id, sub)  # a second add is ignored
         self.writes.append(("add_session_client", session_id))
 
     # pending authorization requests
@@ -146,14 +149,22 @@ class FakeOidcStore:
 
     async def save_consent(self, person_id: str, client_id: str, scopes: frozenset[str],
                            claims: frozenset[str], now: dt.datetime) -> None:
+        before = self.consents.get((person_id, client_id))
+        if before is not None:  # adds to what was given before
+            scopes, claims = before.scopes | scopes, before.claims | claims
         self.consents[(person_id, client_id)] = ConsentRecord(client_id, scopes, claims, now)
         self.writes.append(("save_consent", client_id))
 
     # back-channel logout
     async def queue_logouts(self, session_id: str, *, sid: str, now: dt.datetime, retry_seconds: int) -> int:
-        self.logouts.append((session_id, sid))
+        queued = 0
+        for client_id, sub in self.session_clients.get(session_id, {}).items():
+            client = self._clients.clients.get(client_id)
+            if client is not None and client.backchannel_logout_uri and not client.disabled:
+                self.logouts.append((client_id, sub, sid))
+                queued += 1
         self.writes.append(("queue_logouts", session_id))
-        return 0
+        return queued
 
     # audit
     def audit(self, event_type: str, *, actor: str, subject: str | None = None,
