@@ -14,20 +14,24 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import text
+from sqlalchemy import inspect, select, text
 from sqlalchemy.engine import make_url
 
 from api import migrate
 from api.app import create_app
 from api.deps import Services, build_services
 from api.settings import Settings
-from keys.software import MasterKey
+from keys.models import StoredKey, TokenKey
+from keys.software import MasterKey, SoftwareKeyStore
 from storage import Base
+from storage.audit import record_event
+from storage.base import utcnow
 from tests import softhsm
 from tests.oidc_tools import ISSUER, asgi_browser
 
@@ -128,20 +132,47 @@ def settings(database_url: str, master_key_file: Path, tmp_path: Path) -> Settin
     )
 
 
+_TABLES = list(reversed(Base.metadata.sorted_tables))
+"""Every table, children before parents."""
+_WRITTEN = text(" UNION ALL ".join(f'SELECT {i} WHERE EXISTS (SELECT 1 FROM "{t.name}")'  # noqa: S608 - metadata names
+                                   for i, t in enumerate(_TABLES)))
+"""The indexes in _TABLES of the tables that hold rows, in one round trip."""
+
+
 async def _wipe(services: Services) -> None:
-    tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
+    """Delete every row: one query finds the tables that hold rows (a test writes a few of them), a DELETE empties
+    each, children first. On PostgreSQL their identity sequences restart, as TRUNCATE ... RESTART IDENTITY did;
+    a TRUNCATE of every table cost 0.3-1 s per test (each truncated table gets new files), these DELETEs a few ms."""
     async with services.engine.begin() as conn:
-        if services.engine.dialect.name == "postgresql":
-            await conn.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"))
-        else:
-            for table in tables:
-                await conn.execute(text(f'DELETE FROM "{table}"'))  # noqa: S608 - table names from metadata
+        written = sorted((await conn.execute(_WRITTEN)).scalars())
+        for i in written:
+            table = _TABLES[i]
+            await conn.execute(table.delete())
+            if services.engine.dialect.name == "postgresql" and table.autoincrement_column is not None:
+                await conn.execute(text("SELECT setval(pg_get_serial_sequence(:t, :c), 1, false)"),
+                                   {"t": table.name, "c": table.autoincrement_column.name})
+
+
+@pytest.fixture(scope="session")
+def software_key_store(master_key_file: Path) -> Iterator[SoftwareKeyStore]:
+    """The software key store of the session master key, shared by the tests' services.
+
+    It keeps the keys it has unsealed, by key id: the token keys `initialized` copies into every test (same ids,
+    same sealed rows) are unsealed once per session, not once per test (an RSA-2048 private key takes 50-200 ms
+    to load, because OpenSSL checks it). Tests of unsealing, tampered rows and wrong master keys build stores of
+    their own, as they must.
+    """
+    store = SoftwareKeyStore(MasterKey.from_file(master_key_file))
+    yield store
+    store.close()
 
 
 @pytest.fixture
-async def services(settings: Settings) -> AsyncIterator[Services]:
+async def services(settings: Settings, software_key_store: SoftwareKeyStore, master_key_file: Path
+                   ) -> AsyncIterator[Services]:
     """Services on the test database; every row a test wrote is deleted afterwards (isolation)."""
-    svc = build_services(settings)
+    shared = settings.key_backend == "software" and settings.resolved_master_key_file == master_key_file
+    svc = build_services(settings, key_store=software_key_store if shared else None)
     try:
         yield svc
     finally:
@@ -149,11 +180,50 @@ async def services(settings: Settings) -> AsyncIterator[Services]:
         await svc.close()
 
 
+KeyMaterial = dict[tuple[str, str | None], list[tuple[dict[str, Any], dict[str, Any]]]]
+"""(algorithm, master key file) -> the (stored_keys, token_keys) column values of its current and next key."""
+
+
+@pytest.fixture(scope="session")
+def token_key_material() -> KeyMaterial:
+    """Token keys generated once per session (per algorithm and master key) by `initialized`, reused by later tests."""
+    return {}
+
+
+def _columns(row: Base) -> dict[str, Any]:
+    return {attr.key: getattr(row, attr.key) for attr in inspect(type(row)).column_attrs}
+
+
 @pytest.fixture
-async def initialized(services: Services) -> Services:
-    """Services whose token keys exist (what `acar init` creates)."""
+async def initialized(services: Services, token_key_material: KeyMaterial) -> Services:
+    """Services whose token keys exist (what `acar init` creates).
+
+    Generating them (RSA-2048 takes 50 ms to 2 s) happens once per session per algorithm: `ensure_keys` creates
+    the keys of the first test that needs them, and later tests get copies of those real rows (the same key,
+    encrypted under the same session master key), current and next as of the test's start, with the audit
+    events `ensure_keys` records. `ensure_keys` still runs, and creates whatever is not copied. PKCS#11 keys
+    live in the token, not in rows, so they are never copied.
+    """
+    settings = services.settings
+    master = str(settings.resolved_master_key_file) if settings.key_backend == "software" else None
     async with services.sessions() as session, session.begin():
-        await services.token_keys.ensure_keys(session, actor="test")
+        now = utcnow()
+        for alg in services.token_keys.algorithms:
+            for stored, token in token_key_material.get((alg, master), []):
+                session.add(StoredKey(**{**stored, "created_at": now}))
+                session.add(TokenKey(**{**token, "created_at": now,
+                                        "activated_at": now if token["state"] == "current" else None}))
+                record_event(session, "token_key.created", actor="test", subject=token["kid"],
+                             detail={"alg": alg, "state": token["state"]})
+        await session.flush()
+        created = await services.token_keys.ensure_keys(session, actor="test")
+        if master and created:
+            rows = (await session.execute(
+                select(StoredKey, TokenKey).join(TokenKey, TokenKey.kid == StoredKey.id)
+                .where(StoredKey.id.in_(created)).order_by(TokenKey.alg, TokenKey.state))).all()
+            for stored_row, token_row in rows:
+                token_key_material.setdefault((token_row.alg, master), []).append(
+                    (_columns(stored_row), _columns(token_row)))
     return services
 
 

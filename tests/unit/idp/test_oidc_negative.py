@@ -19,9 +19,15 @@ from sqlalchemy import func, select, update
 
 from api.deps import Services
 from api.settings import Settings, SettingsError, load_settings
-from idp.clients import ClientRegistry
+from idp.authorize import AuthorizationService, AuthorizeResult, ErrorPage, Redirect
+from idp.clients import ClientRegistration, ClientRegistry
+from idp.loa import AcrPolicy
 from idp.models import AuthorizationCode, AuthorizationRequest, Consent, Grant, LoginSession, RefreshToken
+from idp.subjects import SubjectIdentifiers
+from storage.base import utcnow
+from tests.fakes import FakeClientDirectory, FakeOidcStore, registered_client
 from tests.oidc_tools import (
+    ISSUER,
     Registered,
     authorization_params,
     authorize,
@@ -78,8 +84,49 @@ def error_page(r: httpx.Response, error: str) -> None:
 
 
 # --- the authorization endpoint ----------------------------------------------------------------------------
+#
+# Every refusal is checked on the protocol core (idp.authorize) with in-memory stores (tests/fakes.py): the answer
+# and that nothing was written. A few of each kind also go through the real app and database, for how the answer
+# is rendered (an HTML error page, a 303 to the client with RFC 9207's iss) and that no row was written.
 
-@pytest.mark.parametrize(("change", "error"), [
+@dataclass
+class Core:
+    """idp.authorize.AuthorizationService as api.oidc.build_provider builds it, on in-memory stores."""
+
+    service: AuthorizationService
+    store: FakeOidcStore
+    rp: Registered
+    """Registered as `world.rp` is, without the database."""
+
+    async def authorize(self, params: dict[str, str] | list[tuple[str, str]]) -> AuthorizeResult:
+        """The request as api/ hands it to the core: every value of each name, in order."""
+        multi: dict[str, list[str]] = {}
+        for name, value in params.items() if isinstance(params, dict) else params:
+            multi.setdefault(name, []).append(value)
+        return await self.service.authorize(multi, store=self.store, session=None, browser="browser-binding")
+
+
+async def _no_id_token_hint(hint: str) -> dict[str, object]:
+    raise ValueError("these requests carry no id_token_hint; any hint is refused")
+
+
+@pytest.fixture
+async def core() -> Core:
+    settings = Settings(env="development", issuer=ISSUER)
+    client, secret = await registered_client(ClientRegistration(
+        name="Agency portal", redirect_uris=["https://agency.example/cb"],
+        post_logout_redirect_uris=["https://agency.example/bye"],
+        scopes=["openid", "profile", "fin", "birthdate", "offline_access"]))
+    service = AuthorizationService(
+        FakeClientDirectory(client), issuer=settings.issuer, acr=AcrPolicy(settings.acr_values),
+        subjects=SubjectIdentifiers(settings.pairwise_salt.get_secret_value().encode()),
+        verify_id_token_hint=_no_id_token_hint, code_lifetime=settings.authorization_code_lifetime_seconds,
+        grant_lifetime=settings.refresh_token_lifetime_seconds,
+        interaction_lifetime=settings.interaction_lifetime_seconds, clock=utcnow)
+    return Core(service, FakeOidcStore(), Registered(client.client_id, secret, client.redirect_uris[0]))
+
+
+UNTRUSTED = [
     ({"redirect_uri": None}, "invalid_request"),
     ({"redirect_uri": "https://attacker.example/cb"}, "invalid_request"),
     ({"redirect_uri": "https://agency.example/cb?next=/admin"}, "invalid_request"),
@@ -88,8 +135,23 @@ def error_page(r: httpx.Response, error: str) -> None:
     ({"redirect_uri": "HTTPS://agency.example/cb"}, "invalid_request"),
     ({"client_id": "no-such-client"}, "invalid_client"),
     ({"client_id": None}, "invalid_request"),
-])
+]
+"""Requests whose client or redirect URI cannot be trusted, and the error shown to the user."""
+
+
+@pytest.mark.parametrize(("change", "error"), UNTRUSTED)
 async def test_untrusted_client_or_redirect_uri_gets_an_error_page(
+        core: Core, change: dict[str, str | None], error: str) -> None:
+    _, challenge = pkce_pair()
+    result = await core.authorize(authorization_params(core.rp, challenge, **change))
+    assert isinstance(result, ErrorPage), result  # never a redirect
+    assert result.error == error
+    assert "attacker.example" not in result.description
+    assert core.store.writes == []
+
+
+@pytest.mark.parametrize(("change", "error"), [UNTRUSTED[1], UNTRUSTED[6]])
+async def test_untrusted_client_or_redirect_uri_gets_an_error_page_over_http(
         world: World, http: httpx.AsyncClient, change: dict[str, str | None], error: str) -> None:
     before = await rows(world.services)
     _, challenge = pkce_pair()
@@ -116,7 +178,7 @@ async def test_disabled_client(world: World, http: httpx.AsyncClient) -> None:
     assert r.status_code == 401 and r.json()["error"] == "invalid_client"
 
 
-@pytest.mark.parametrize(("change", "error"), [
+BAD_REQUESTS = [
     ({"response_type": None}, "invalid_request"),
     ({"response_type": "token"}, "unsupported_response_type"),
     ({"response_type": "id_token"}, "unsupported_response_type"),
@@ -134,8 +196,26 @@ async def test_disabled_client(world: World, http: httpx.AsyncClient) -> None:
     ({"claims": "{not json"}, "invalid_request"),
     ({"request": "eyJhbGciOiJub25lIn0.e30."}, "request_not_supported"),
     ({"request_uri": "https://agency.example/request.jwt"}, "request_uri_not_supported"),
-])
+]
+"""Requests of a trusted client to its redirect URI that are refused there, and the error."""
+
+
+@pytest.mark.parametrize(("change", "error"), BAD_REQUESTS)
 async def test_bad_requests_are_redirected_with_the_error(
+        core: Core, change: dict[str, str | None], error: str) -> None:
+    _, challenge = pkce_pair()
+    params = authorization_params(core.rp, challenge, **change)
+    result = await core.authorize(params)
+    assert isinstance(result, Redirect), result
+    assert result.redirect_uri == core.rp.redirect_uri and result.response_mode == "query"
+    assert result.params["error"] == error and result.params["state"] == params["state"]
+    assert "code" not in result.params
+    assert result.params["iss"] == ISSUER  # RFC 9207
+    assert core.store.writes == []
+
+
+@pytest.mark.parametrize(("change", "error"), [BAD_REQUESTS[1], BAD_REQUESTS[6], BAD_REQUESTS[10], BAD_REQUESTS[15]])
+async def test_bad_requests_are_redirected_with_the_error_over_http(
         world: World, http: httpx.AsyncClient, change: dict[str, str | None], error: str) -> None:
     before = await rows(world.services)
     _, challenge = pkce_pair()
@@ -150,8 +230,23 @@ async def test_bad_requests_are_redirected_with_the_error(
     assert await rows(world.services) == before
 
 
-@pytest.mark.parametrize("name", ["scope", "state", "nonce", "response_type", "code_challenge", "prompt"])
-async def test_repeated_parameters_are_refused(world: World, http: httpx.AsyncClient, name: str) -> None:
+REPEATABLE = ["scope", "state", "nonce", "response_type", "code_challenge", "prompt"]
+
+
+@pytest.mark.parametrize("name", REPEATABLE)
+async def test_repeated_parameters_are_refused(core: Core, name: str) -> None:
+    _, challenge = pkce_pair()
+    params = authorization_params(core.rp, challenge)
+    params.setdefault("prompt", "login")
+    result = await core.authorize([*params.items(), (name, params[name])])
+    assert isinstance(result, Redirect), result
+    assert result.params["error"] == "invalid_request" and "code" not in result.params
+    assert core.store.writes == []
+
+
+@pytest.mark.parametrize("name", ["state", "scope"])
+async def test_repeated_parameters_are_refused_over_http(world: World, http: httpx.AsyncClient, name: str) -> None:
+    """The app hands every value of a repeated name to the core (a parser keeping one would hide the repeat)."""
     before = await rows(world.services)
     _, challenge = pkce_pair()
     params = authorization_params(world.rp, challenge)
