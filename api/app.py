@@ -19,14 +19,14 @@ from api import migrate, problems
 from api.deps import Services, build_services
 from api.logging import configure_logging
 from api.middleware import RequestContextMiddleware
-from api.pages import STATIC, PageContextMiddleware
+from api.rendering import STATIC, PageContextMiddleware
 from api.routes import account, admin, clients, enrollment_admin, health, interaction, keys, oidc, passkeys, pki, tsa
 from api.routes import pages as page_routes
 from api.settings import Settings, load_settings
-from idp.backchannel import BackchannelDelivery
-from idp.passkeys_store import purge_passkey_rows
-from idp.revocation import TokenRevocations
-from idp.store import purge_expired
+from idp.sql.backchannel import BackchannelDelivery
+from idp.sql.passkeys_store import purge_passkey_rows
+from idp.sql.revocation import TokenRevocations
+from idp.sql.store import purge_expired
 from keys.software import SoftwareKeyStore
 from storage.base import utcnow
 from storage.direct import SessionTransaction
@@ -187,6 +187,6 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.router.routes[:0] = [route for _, routes in plain for route in routes]
     # FastAPI documents only its own routes; /openapi.json (development only) describes these too
     app.openapi = _openapi_with(app, plain)  # type: ignore[method-assign]  # FastAPI's documented extension point
-    app.add_middleware(PageContextMiddleware)  # the request a page answers, for its language (api.pages)
+    app.add_middleware(PageContextMiddleware)  # the request a page answers, for its language (api.rendering)
     app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.access_log)
     return app

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.deps import Services
 from api.errors import ApiProblem
 from api.settings import MAX_TOKEN_LIFETIME_CEILING, Settings
-from idp.revocation import TokenRevocations
+from idp.sql.revocation import TokenRevocations
 from keys.errors import InvalidToken
 from keys.jose import CLOCK_SKEW_LEEWAY_SECONDS, VerifiedClaims
 from storage.audit import record_event

@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
     from api.settings import Settings
-    from idp.enrollment import EnrollmentPolicy
-    from idp.webauthn import PasskeyService
+    from idp.core.webauthn import PasskeyService
+    from idp.sql.enrollment import EnrollmentPolicy
     from keys.interfaces import KeyStore
     from keys.pki import PkiService
     from keys.token_keys import TokenKeyService
@@ -241,7 +241,7 @@ def _parse_date(value: str | None) -> date | None:
 
 
 def cmd_person_add(args: argparse.Namespace, settings: Settings) -> None:
-    from idp.persons import PersonService
+    from idp.sql.persons import PersonService
 
     birthdate = _parse_date(args.birthdate)
 
@@ -257,7 +257,7 @@ def cmd_person_add(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_person_show(args: argparse.Namespace, settings: Settings) -> None:
-    from idp.persons import PersonService
+    from idp.sql.persons import PersonService
 
     async def work(services: CommandServices, session: AsyncSession) -> dict[str, Any]:
         return (await PersonService(session).get_by_fin(args.fin)).as_json()
@@ -439,8 +439,8 @@ def cmd_admin_revoke_token(args: argparse.Namespace, settings: Settings) -> None
 
 
 def _client_registration(args: argparse.Namespace) -> Any:
-    """The registration of `acar client add`, checked before any database work (idp.clients rules)."""
-    from idp.clients import DEFAULT_GRANT_TYPES, DEFAULT_SCOPES, ClientRegistration, validate_registration
+    """The registration of `acar client add`, checked before any database work (idp.sql.clients rules)."""
+    from idp.sql.clients import DEFAULT_GRANT_TYPES, DEFAULT_SCOPES, ClientRegistration, validate_registration
 
     jwks = None
     if args.jwks_file:
@@ -477,7 +477,7 @@ def _emit_client(args: argparse.Namespace, data: dict[str, Any]) -> None:
 
 def cmd_client_add(args: argparse.Namespace, settings: Settings) -> None:
     from api.schemas.clients import ClientView
-    from idp.clients import ClientRegistry
+    from idp.sql.clients import ClientRegistry
 
     registration = _client_registration(args)
 
@@ -491,7 +491,7 @@ def cmd_client_add(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_client_list(args: argparse.Namespace, settings: Settings) -> None:
     from api.schemas.clients import ClientView
-    from idp.clients import ClientRegistry
+    from idp.sql.clients import ClientRegistry
 
     async def work(services: CommandServices, session: AsyncSession) -> list[dict[str, Any]]:
         return [ClientView.of(c).model_dump(mode="json") for c in await ClientRegistry(session).list()]
@@ -507,8 +507,8 @@ def cmd_client_list(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_client_show(args: argparse.Namespace, settings: Settings) -> None:
     from api.schemas.clients import ClientView
-    from idp.clients import ClientRegistry
-    from idp.errors import ClientNotFound
+    from idp.core.errors import ClientNotFound
+    from idp.sql.clients import ClientRegistry
 
     async def work(services: CommandServices, session: AsyncSession) -> dict[str, Any]:
         client = await ClientRegistry(session).get(args.client_id)
@@ -521,7 +521,7 @@ def cmd_client_show(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_client_disable(args: argparse.Namespace, settings: Settings) -> None:
     from api.schemas.clients import ClientView
-    from idp.clients import ClientRegistry
+    from idp.sql.clients import ClientRegistry
 
     async def work(services: CommandServices, session: AsyncSession) -> dict[str, Any]:
         client = await ClientRegistry(session).disable(args.client_id, actor="cli")
@@ -531,7 +531,7 @@ def cmd_client_disable(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_client_rotate_secret(args: argparse.Namespace, settings: Settings) -> None:
-    from idp.clients import ClientRegistry
+    from idp.sql.clients import ClientRegistry
 
     async def work(services: CommandServices, session: AsyncSession) -> dict[str, Any]:
         secret = await ClientRegistry(session).rotate_secret(args.client_id, actor="cli")
@@ -541,7 +541,7 @@ def cmd_client_rotate_secret(args: argparse.Namespace, settings: Settings) -> No
 
 
 def cmd_enroll_code(args: argparse.Namespace, settings: Settings) -> None:
-    from idp.enrollment import issue_for_fin
+    from idp.sql.enrollment import issue_for_fin
     from storage.base import utcnow
 
     async def work(services: CommandServices, session: AsyncSession) -> dict[str, Any]:
@@ -572,7 +572,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 class _Choices:
-    """argparse choices read from idp.interfaces on first use, so `acar --help` does not import the idp package.
+    """argparse choices read from idp.core.interfaces on first use, so `acar --help` does not import the idp package.
 
     Give the option a metavar: argparse iterates the choices of an option without one when it is added.
     """
@@ -582,9 +582,9 @@ class _Choices:
 
     @cached_property
     def _values(self) -> tuple[str, ...]:
-        import idp.interfaces
+        import idp.core.interfaces
 
-        values: tuple[str, ...] = getattr(idp.interfaces, self._name)
+        values: tuple[str, ...] = getattr(idp.core.interfaces, self._name)
         return values
 
     def __contains__(self, value: object) -> bool:
@@ -765,7 +765,7 @@ def _main(argv: Sequence[str] | None) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     from api.settings import SettingsError, load_settings
-    from idp.errors import IdpError
+    from idp.core.errors import IdpError
     from keys.errors import KeysError
 
     try:

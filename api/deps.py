@@ -10,11 +10,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from api import migrate
-from api.oidc import Provider, build_provider
+from api.provider import Provider, build_provider
 from api.settings import Settings
-from idp.clients import CachedClientDirectory
-from idp.enrollment import EnrollmentPolicy
-from idp.webauthn import AttestationPolicy, PasskeyService, RelyingParty
+from idp.core.webauthn import AttestationPolicy, PasskeyService, RelyingParty
+from idp.sql.clients import CachedClientDirectory
+from idp.sql.enrollment import EnrollmentPolicy
 from keys.ca import ISSUING, ROOT
 from keys.interfaces import KeyStore
 from keys.pki import PkiService
@@ -42,10 +42,10 @@ class Services:
     tsa: TimestampService  # the RFC 3161 TSA: answers and audits in one call (over a keys.tsa.TsaProvider)
     direct: DirectDatabase  # units of work on the driver itself, for the hot paths (storage.direct)
     audit_log: GroupCommitAuditLog  # group commit for hot endpoints' audit events (TSA, client_credentials)
-    clients: CachedClientDirectory  # registered OIDC clients, cached ACAR_KEY_CACHE_SECONDS (idp.clients)
-    oidc: Provider  # the OpenID Connect provider (api.oidc over idp/)
-    passkeys: PasskeyService  # WebAuthn ceremonies and credential management (idp.webauthn)
-    enrollment_policy: EnrollmentPolicy  # activation codes and enrollments (idp.enrollment)
+    clients: CachedClientDirectory  # registered OIDC clients, cached ACAR_KEY_CACHE_SECONDS (idp.sql.clients)
+    oidc: Provider  # the OpenID Connect provider (api.provider over idp/)
+    passkeys: PasskeyService  # WebAuthn ceremonies and credential management (idp.core.webauthn)
+    enrollment_policy: EnrollmentPolicy  # activation codes and enrollments (idp.sql.enrollment)
 
     async def close(self) -> None:
         await self.audit_log.stop()

@@ -5,8 +5,8 @@ Exceptions only: api.problems turns them (and the errors of idp/ and keys/) into
 
 from __future__ import annotations
 
-from idp.errors import InvalidToken
-from idp.webauthn import PasskeyError
+from idp.core.errors import InvalidToken
+from idp.core.webauthn import PasskeyError
 
 
 class ApiProblem(Exception):

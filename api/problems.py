@@ -17,10 +17,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.errors import ApiProblem, BearerTokenMissing, InvalidPageRequest
 from api.logging import request_id_var
-from api.pages import error_page
+from api.rendering import error_page
 from api.web import NO_STORE
-from idp.errors import IdpError, InvalidClient, OAuthError
-from idp.webauthn import PasskeyError
+from idp.core.errors import IdpError, InvalidClient, OAuthError
+from idp.core.webauthn import PasskeyError
 from keys.errors import KeysError
 
 log = logging.getLogger("acar.api")

@@ -15,9 +15,9 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.logging import request_id_var
-from idp.enrollment import EnrollmentPolicy, EnrollmentService
-from idp.passkeys_store import SqlPasskeyStore
-from idp.store import SqlOidcStore
+from idp.sql.enrollment import EnrollmentPolicy, EnrollmentService
+from idp.sql.passkeys_store import SqlPasskeyStore
+from idp.sql.store import SqlOidcStore
 from storage.base import utcnow
 from storage.direct import DirectDatabase, SessionTransaction, Transaction
 

@@ -12,13 +12,13 @@ from fastapi.responses import RedirectResponse
 
 from api.body import read_limited
 from api.errors import InvalidPageRequest
-from api.pages import error_page, render
-from idp.authorize import AuthorizeResult, ErrorPage, Interaction, Redirect, token_hash
-from idp.errors import InvalidRequest
+from api.rendering import error_page, render
+from idp.core.authorize import AuthorizeResult, ErrorPage, Interaction, Redirect, token_hash
+from idp.core.errors import InvalidRequest
 
 if TYPE_CHECKING:
     from api.deps import Services
-    from api.oidc import Provider
+    from api.provider import Provider
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 FORM = "application/x-www-form-urlencoded"

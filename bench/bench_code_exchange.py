@@ -131,8 +131,8 @@ async def make_codes(count: int, client_id: str, person_id: str, out: Path) -> N
     """`count` form bodies, each with a fresh code from AuthorizationService.authorize and its verifier."""
     from api.deps import build_services
     from api.settings import load_settings
-    from idp.authorize import AuthorizationService, Interaction, Redirect, token_hash
-    from idp.loa import DEV_LOGIN_METHODS
+    from idp.core.authorize import AuthorizationService, Interaction, Redirect, token_hash
+    from idp.core.loa import DEV_LOGIN_METHODS
     from storage.base import utcnow
 
     settings = load_settings()
@@ -199,7 +199,7 @@ async def count_rows() -> tuple[int, int, int]:
 
     from api.deps import build_services
     from api.settings import load_settings
-    from idp.models import AuthorizationCode, RefreshToken
+    from idp.sql.models import AuthorizationCode, RefreshToken
     from storage.audit import AuditEvent
 
     services = build_services(load_settings())

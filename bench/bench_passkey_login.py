@@ -3,7 +3,7 @@
 
 A fresh data dir (`acar init`), then, in this process, one confidential client and N persons, each with one
 device-bound passkey of the software authenticator (tests/webauthn_authenticator.py) registered through
-idp.webauthn and consent already given, so every login ends in a code. A real `acar serve` (one worker, access
+idp.core.webauthn and consent already given, so every login ends in a code. A real `acar serve` (one worker, access
 log off) is pinned to core 0; this process (the load) pins itself to core 1 and runs --flows concurrent browser
 flows (asyncio on a lean HTTP/1.1 client, _common.Http1Connection: httpx cost about a millisecond of CPU per
 request and capped the load near 130 logins/s; one keep-alive connection and no cookie carried between logins
@@ -76,14 +76,14 @@ def other_benchmarks() -> list[str]:
 
 
 async def setup(env: dict[str, str], persons: int) -> tuple[str, list[Any]]:
-    """One client, `persons` persons with one registered passkey each (through idp.webauthn) and consent."""
+    """One client, `persons` persons with one registered passkey each (through idp.core.webauthn) and consent."""
     os.environ.update(env)
     from api.deps import build_services
     from api.settings import load_settings
-    from idp.clients import ClientRegistration, ClientRegistry
-    from idp.passkeys_store import SqlPasskeyStore
-    from idp.persons import PersonService
-    from idp.store import SqlOidcStore
+    from idp.sql.clients import ClientRegistration, ClientRegistry
+    from idp.sql.passkeys_store import SqlPasskeyStore
+    from idp.sql.persons import PersonService
+    from idp.sql.store import SqlOidcStore
     from storage.base import utcnow
     from storage.direct import SessionTransaction
     from tests.webauthn_authenticator import SoftwareAuthenticator

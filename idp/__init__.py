@@ -1,14 +1,11 @@
-"""OpenID Connect provider: persons, sessions, grants, tokens and claims."""
+"""OpenID Connect provider, in two sub-packages:
 
-from idp.errors import IdpError, InvalidIdentifier, PersonExists, PersonNotFound
-from idp.persons import PersonRecord, PersonService, normalize_fin
+- `idp.core`: the protocol core (authorization, grants, tokens, client authentication, claims, levels of
+  assurance, sessions, logout, WebAuthn ceremonies), framework- and database-free: plain records in, plain
+  results out, storage behind the Protocols of `idp.core.interfaces`.
+- `idp.sql`: the SQL side: the tables (`idp.sql.models`) and the stores and services that implement those
+  Protocols on units of work or ORM sessions (OIDC and passkey stores, revocations, clients, persons,
+  enrollment, back-channel logout delivery).
 
-__all__ = [
-    "IdpError",
-    "InvalidIdentifier",
-    "PersonExists",
-    "PersonNotFound",
-    "PersonRecord",
-    "PersonService",
-    "normalize_fin",
-]
+`idp.sql` imports `idp.core`, never the other way round (import-linter contracts in pyproject.toml).
+"""

@@ -4,7 +4,7 @@
   characters, Latin capital letters and digits. Written in upper case; lower case input is accepted.
 - VÖEN (vergi ödəyicisinin eyniləşdirmə nömrəsi), the taxpayer identification number: ten digits.
 
-keys.profiles puts them into certificates (ETSI EN 319 412-1 "PNOAZ-<FIN>", "NTRAZ-<VÖEN>"); idp.persons
+keys.profiles puts them into certificates (ETSI EN 319 412-1 "PNOAZ-<FIN>", "NTRAZ-<VÖEN>"); idp.sql.persons
 registers persons by FIN (idp may import keys, never the reverse). Each caller turns `InvalidIdentifierFormat`
 into its own error with its own wire form.
 """

@@ -9,7 +9,7 @@ from pathlib import Path
 from alembic import context
 from sqlalchemy.engine import Connection
 
-import idp.models  # noqa: F401  - registers the tables
+import idp.sql.models  # noqa: F401  - registers the tables
 import keys.models  # noqa: F401
 import storage.audit  # noqa: F401
 from storage import Base, create_engine

@@ -1,4 +1,4 @@
-"""In-memory fakes of the idp storage Protocols (idp/interfaces.py), for tests of the protocol core without HTTP or
+"""In-memory fakes of the idp storage Protocols (idp/core/interfaces.py), for tests of the protocol core without HTTP or
 a database.
 
 The protocol core takes its storage as Protocols (STYLE habit 3) so that its logic can be tested like this: a test
@@ -7,7 +7,7 @@ core wrote. They hold rows as the records the Protocols speak, and record every 
 changed nothing" is `store.writes == []`. They do not sign anything: the token issuer and its keys stay real where
 a test needs them. The HTTP + database path of each endpoint is still tested against the real app (see the suites
 in tests/unit/idp and tests/functional), and tests/unit/idp/test_fakes.py runs the same calls on a fake and on
-idp.store.SqlOidcStore and compares what they answer, so a fake that drifts from the real store fails there.
+idp.sql.store.SqlOidcStore and compares what they answer, so a fake that drifts from the real store fails there.
 """
 
 from __future__ import annotations
@@ -17,16 +17,8 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from idp.client_auth import hash_secret
-from idp.clients import (
-    SECRET_METHODS,
-    ClientRegistration,
-    generate_client_id,
-    generate_secret,
-    resolve_sector,
-    validate_registration,
-)
-from idp.interfaces import (
+from idp.core.client_auth import hash_secret
+from idp.core.interfaces import (
     Client,
     CodeRecord,
     ConsentRecord,
@@ -34,6 +26,14 @@ from idp.interfaces import (
     Level,
     LoginState,
     PendingRequest,
+)
+from idp.sql.clients import (
+    SECRET_METHODS,
+    ClientRegistration,
+    generate_client_id,
+    generate_secret,
+    resolve_sector,
+    validate_registration,
 )
 
 
@@ -46,7 +46,7 @@ class AuditEntry:
 
 
 async def registered_client(registration: ClientRegistration) -> tuple[Client, str | None]:
-    """The Client record and secret that `idp.clients.ClientRegistry.add` would store for `registration`: the same
+    """The Client record and secret that `idp.sql.clients.ClientRegistry.add` would store for `registration`: the same
     validation and sector rules, without the row (no sector_identifier_uri: that one is fetched)."""
     meta = validate_registration(registration)
     client_id = generate_client_id()
@@ -62,7 +62,7 @@ async def registered_client(registration: ClientRegistration) -> tuple[Client, s
 
 
 class FakeClientDirectory:
-    """idp.interfaces.ClientDirectory over a dict (what the database would hold after registration)."""
+    """idp.core.interfaces.ClientDirectory over a dict (what the database would hold after registration)."""
 
     def __init__(self, *clients: Client) -> None:
         self.clients = {c.client_id: c for c in clients}
@@ -72,7 +72,7 @@ class FakeClientDirectory:
 
 
 class FakeOidcStore:
-    """idp.interfaces.OidcStore in memory; every write is also appended to `writes` as (method, key)."""
+    """idp.core.interfaces.OidcStore in memory; every write is also appended to `writes` as (method, key)."""
 
     def __init__(self, clients: FakeClientDirectory | None = None) -> None:
         self._clients = clients or FakeClientDirectory()

@@ -17,8 +17,8 @@ import httpx
 from fastapi import FastAPI
 
 from api.deps import Services
-from idp.clients import ClientRegistration, ClientRegistry
-from idp.persons import PersonService
+from idp.sql.clients import ClientRegistration, ClientRegistry
+from idp.sql.persons import PersonService
 from tests.local_http import QuietHandler, serving
 
 FIN = "5ABCD12"
@@ -91,7 +91,7 @@ _AT_HASH_DIGEST = {"ES256": hashlib.sha256, "RS256": hashlib.sha256, "EdDSA": ha
 
 
 def expected_at_hash(access_token: str, alg: str) -> str:
-    """at_hash computed here, independently of idp.tokens: base64url of the left half of the alg's hash."""
+    """at_hash computed here, independently of idp.core.tokens: base64url of the left half of the alg's hash."""
     digest = _AT_HASH_DIGEST[alg](access_token.encode("ascii")).digest()
     return base64.urlsafe_b64encode(digest[: len(digest) // 2]).rstrip(b"=").decode()
 

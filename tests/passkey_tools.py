@@ -9,7 +9,7 @@ import httpx
 from sqlalchemy import select, text
 
 from api.deps import Services
-from idp.enrollment import EnrollmentService
+from idp.sql.enrollment import EnrollmentService
 from storage.audit import AuditEvent
 from storage.base import utcnow
 from tests.oidc_tools import ISSUER

@@ -11,8 +11,8 @@ from fastapi.responses import JSONResponse
 
 from api.errors import ApiProblem
 from api.web import NO_STORE, provider_of, session_cookie
-from idp.interfaces import LoginState
-from idp.store import SqlOidcStore
+from idp.core.interfaces import LoginState
+from idp.sql.store import SqlOidcStore
 
 router = APIRouter(tags=["account"])
 

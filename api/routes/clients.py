@@ -15,8 +15,8 @@ from api.deps import Services
 from api.logging import request_id_var
 from api.schemas.clients import ClientCreate, ClientCreated, ClientSecret, ClientView
 from api.web import NO_STORE
-from idp.clients import ClientRegistry
-from idp.errors import ClientNotFound
+from idp.core.errors import ClientNotFound
+from idp.sql.clients import ClientRegistry
 
 router = APIRouter(prefix="/admin/clients", tags=["clients"])
 Manager = Annotated[AdminPrincipal, Depends(require_scope(CLIENT_SCOPE))]

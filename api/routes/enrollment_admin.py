@@ -15,7 +15,7 @@ from api.deps import Services
 from api.logging import request_id_var
 from api.schemas.enrollment import EnrollmentCodeIssued, EnrollmentCodeRequest, PersonSummary
 from api.web import NO_STORE
-from idp.enrollment import issue_for_fin
+from idp.sql.enrollment import issue_for_fin
 from storage.base import utcnow
 
 router = APIRouter(prefix="/admin/enrollment-codes", tags=["enrollment"])

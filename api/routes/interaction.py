@@ -11,15 +11,15 @@ import hmac
 from fastapi import APIRouter, Request, Response
 from starlette.routing import Route
 
-from api.oidc import session_max_age
-from api.pages import error_page, render
+from api.provider import session_max_age
+from api.rendering import error_page, render
 from api.web import answer, browser_binding, provider_of, read_page_form, session_cookie, set_session_cookie
-from idp.authorize import Interaction
-from idp.claims import CLAIM_DESCRIPTIONS
-from idp.errors import InvalidIdentifier, PersonNotFound
-from idp.interfaces import LEVELS, OidcStore, PendingRequest
-from idp.loa import DEV_LOGIN_METHODS
-from idp.persons import PersonService
+from idp.core.authorize import Interaction
+from idp.core.claims import CLAIM_DESCRIPTIONS
+from idp.core.errors import InvalidIdentifier, PersonNotFound
+from idp.core.interfaces import LEVELS, OidcStore, PendingRequest
+from idp.core.loa import DEV_LOGIN_METHODS
+from idp.sql.persons import PersonService
 
 router = APIRouter(tags=["interaction"])
 dev_router = APIRouter(tags=["interaction"])

@@ -14,8 +14,8 @@ from fastapi.responses import JSONResponse
 from starlette.routing import Route
 
 from api.errors import BearerTokenMissing
-from api.oidc import Provider
-from api.pages import error_page, render
+from api.provider import Provider
+from api.rendering import error_page, render
 from api.web import (
     NO_STORE,
     answer,
@@ -27,14 +27,14 @@ from api.web import (
     redirect_to_client,
     session_cookie,
 )
-from idp.authorize import ErrorPage, Interaction, Redirect, token_hash
-from idp.claims import OIDC_SCOPES, SUPPORTED_CLAIMS
-from idp.client_auth import ASSERTION_SIGNING_ALGS, TOKEN_AUTH_METHODS
-from idp.errors import InvalidRequest
-from idp.grants import single_values
-from idp.interfaces import GRANT_TYPES, LoginState, OidcStore
-from idp.logout import LogoutRequest, end_session, validate_logout
-from idp.sessions import csrf_for_session, csrf_matches
+from idp.core.authorize import ErrorPage, Interaction, Redirect, token_hash
+from idp.core.claims import OIDC_SCOPES, SUPPORTED_CLAIMS
+from idp.core.client_auth import ASSERTION_SIGNING_ALGS, TOKEN_AUTH_METHODS
+from idp.core.errors import InvalidRequest
+from idp.core.grants import single_values
+from idp.core.interfaces import GRANT_TYPES, LoginState, OidcStore
+from idp.core.logout import LogoutRequest, end_session, validate_logout
+from idp.core.sessions import csrf_for_session, csrf_matches
 from storage.base import utcnow
 
 router = APIRouter(tags=["oidc"])

@@ -1,11 +1,11 @@
 """The citizen's own pages: the language switcher, enrollment with an activation code, and the account page
-(passkeys, consents). Server-rendered (api.pages), translated (api.i18n); the passkey ceremonies themselves are
+(passkeys, consents). Server-rendered (api.rendering), translated (api.i18n); the passkey ceremonies themselves are
 api/static/webauthn.js calling api.routes.passkeys.
 
 CSRF, one design per form:
 - the activation-code form (/enroll) acts before anything identifies the browser, so it uses a double-submit
   cookie: a random value in an HttpOnly, SameSite=Strict cookie (`__Host-` prefixed over https, so no sibling
-  domain can plant one), and in the form HMAC(cookie value, "enroll-code") (idp.sessions.csrf_for_session);
+  domain can plant one), and in the form HMAC(cookie value, "enroll-code") (idp.core.sessions.csrf_for_session);
   a cross-site page can neither read nor set the cookie, so it cannot produce the token;
 - the account forms carry csrf_for_session(session cookie, "account"), the token the passkey endpoints expect
   in X-CSRF-Token for the same session;
@@ -25,8 +25,8 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
 from api.i18n import LANGUAGE_COOKIE, LANGUAGE_COOKIE_MAX_AGE, LANGUAGES
-from api.oidc import Provider, session_max_age
-from api.pages import ERROR_CODE, PASSKEY_ERRORS, error_message_keys, error_page, render, safe_return_path
+from api.provider import Provider, session_max_age
+from api.rendering import ERROR_CODE, PASSKEY_ERRORS, error_message_keys, error_page, render, safe_return_path
 from api.routes.passkeys import orm_unit
 from api.units import RequestUnit
 from api.web import (
@@ -40,12 +40,12 @@ from api.web import (
     session_cookie,
     set_enrollment_cookie,
 )
-from idp.claims import CLAIM_DESCRIPTIONS
-from idp.enrollment import CodeLocked, EnrollmentError, EnrollmentRecord
-from idp.errors import InvalidRequest
-from idp.interfaces import LoginState
-from idp.sessions import csrf_for_session, csrf_matches
-from idp.webauthn import CredentialNotFound, InvalidPasskeyRequest, PasskeyError, PasskeyView
+from idp.core.claims import CLAIM_DESCRIPTIONS
+from idp.core.errors import InvalidRequest
+from idp.core.interfaces import LoginState
+from idp.core.sessions import csrf_for_session, csrf_matches
+from idp.core.webauthn import CredentialNotFound, InvalidPasskeyRequest, PasskeyError, PasskeyView
+from idp.sql.enrollment import CodeLocked, EnrollmentError, EnrollmentRecord
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 ENROLL_CSRF_PURPOSE = "enroll-code"
@@ -122,7 +122,7 @@ async def enroll_page(request: Request) -> Response:
 
 @router.post("/enroll")
 async def enroll_submit(request: Request) -> Response:
-    """Check the typed activation code (idp.enrollment.EnrollmentService.redeem); on success set the enrollment
+    """Check the typed activation code (idp.sql.enrollment.EnrollmentService.redeem); on success set the enrollment
     cookie and show the passkey step, else show the form again with the reason (400; a locked code 423)."""
     services, provider = services_of(request), provider_of(request)
     try:
@@ -161,7 +161,7 @@ class ConsentView:
     client_id: str
     client_name: str
     claims: list[str]
-    """The claims it receives that the page can name (idp.claims.CLAIM_DESCRIPTIONS)."""
+    """The claims it receives that the page can name (idp.core.claims.CLAIM_DESCRIPTIONS)."""
     offline: bool
     granted_at: dt.datetime
 

@@ -1,7 +1,7 @@
 """Passkey JSON endpoints called by the pages' JavaScript: login, registration, enrollment, credential management.
 
 JSON in, JSON out. Errors are RFC 9457 problems (application/problem+json) with an extra member "code", the
-machine code of idp.webauthn / idp.enrollment (or "csrf") that the pages translate.
+machine code of idp.core.webauthn / idp.sql.enrollment (or "csrf") that the pages translate.
 
 CSRF: every state-changing request carries the header X-CSRF-Token equal to the token of what it acts on (the
 pending authorization request's csrf_token, the enrollment's csrf_token, or csrf_for_session(cookie, "account")
@@ -30,8 +30,8 @@ from starlette.routing import Route
 from api.body import read_limited
 from api.deps import Services
 from api.errors import CsrfRefused, LoginRequired
-from api.oidc import Provider, session_max_age
 from api.problems import passkey_problem
+from api.provider import Provider, session_max_age
 from api.units import RequestUnit
 from api.web import (
     ACCOUNT_CSRF_PURPOSE,
@@ -47,12 +47,12 @@ from api.web import (
     set_enrollment_cookie,
     set_session_cookie,
 )
-from idp.authorize import AuthorizeResult, ErrorPage, Interaction, Redirect
-from idp.enrollment import EnrollmentRecord, EnrollmentRequired
-from idp.interfaces import LEVELS, Level, LoginState, PendingRequest
-from idp.sessions import csrf_for_session
-from idp.store import SqlOidcStore
-from idp.webauthn import InvalidPasskeyRequest, RequestExpired
+from idp.core.authorize import AuthorizeResult, ErrorPage, Interaction, Redirect
+from idp.core.interfaces import LEVELS, Level, LoginState, PendingRequest
+from idp.core.sessions import csrf_for_session
+from idp.core.webauthn import InvalidPasskeyRequest, RequestExpired
+from idp.sql.enrollment import EnrollmentRecord, EnrollmentRequired
+from idp.sql.store import SqlOidcStore
 
 router = APIRouter(tags=["passkeys"])
 MAX_BODY = 64 * 1024
@@ -66,7 +66,7 @@ def orm_unit(services: Services) -> RequestUnit:
     """The unit of work of the endpoints that need the enrollment service (registration, enrollment, credential
     management): in an ORM session (api.units). Committed on success and on a PasskeyError (EnrollmentErrors
     included: `persist`), whose refusal wrote only what it must keep (consumed challenge, flagged credential,
-    attempt count or lock, audit event; see idp.webauthn and idp.enrollment); rolled back on anything else."""
+    attempt count or lock, audit event; see idp.core.webauthn and idp.sql.enrollment); rolled back on anything else."""
     return RequestUnit.with_orm(services.sessions, services.enrollment_policy)
 
 

@@ -6,15 +6,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from idp.clients import DEFAULT_GRANT_TYPES, DEFAULT_SCOPES, ClientRegistration
-from idp.interfaces import GRANT_TYPES, Client
+from idp.core.interfaces import GRANT_TYPES, Client
+from idp.sql.clients import DEFAULT_GRANT_TYPES, DEFAULT_SCOPES, ClientRegistration
 
 _URI = Field(default=None, max_length=2000)
 
 
 class ClientCreate(BaseModel):
     """A registration request. Field rules (https redirect URIs, grant and method combinations) are checked by
-    idp.clients.validate_registration, whose 422 problem names the field."""
+    idp.sql.clients.validate_registration, whose 422 problem names the field."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -12,9 +12,9 @@ from sqlalchemy import select
 
 from api.auth import mint_admin_token
 from api.deps import Services
-from idp.client_auth import ClientAuthenticator
-from idp.clients import CachedClientDirectory, verify_secret
-from idp.errors import InvalidClient
+from idp.core.client_auth import ClientAuthenticator
+from idp.core.errors import InvalidClient
+from idp.sql.clients import CachedClientDirectory, verify_secret
 from storage.audit import AuditEvent
 from tests.local_http import local_http
 

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from api.cli import build_parser
 from api.deps import Services
-from idp.models import Person
+from idp.sql.models import Person
 from tests.functional.helpers import InProcessAcar, acar_env, acar_json, run_acar
 
 

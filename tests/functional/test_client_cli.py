@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
 from api.deps import Services
-from idp.client_auth import ClientAuthenticator
+from idp.core.client_auth import ClientAuthenticator
 from tests.functional.helpers import InProcessAcar
 
 

@@ -8,8 +8,8 @@ import re
 from sqlalchemy import select
 
 from api.deps import Services
-from idp.enrollment import ALPHABET, EnrollmentService
-from idp.models import ActivationCode, WebAuthnCredential
+from idp.sql.enrollment import ALPHABET, EnrollmentService
+from idp.sql.models import ActivationCode, WebAuthnCredential
 from storage.audit import AuditEvent
 from storage.base import utcnow
 from tests.functional.helpers import InProcessAcar
@@ -44,8 +44,8 @@ async def test_prints_a_code_once_that_opens_an_enrollment(acar: InProcessAcar, 
 async def test_recovery_revokes_credentials(acar: InProcessAcar, services: Services) -> None:
     person_id = await register_person(services, FIN)
     async with services.sessions() as session, session.begin():
-        from idp.passkeys_store import SqlPasskeyStore
-        from idp.webauthn import CredentialRecord
+        from idp.core.webauthn import CredentialRecord
+        from idp.sql.passkeys_store import SqlPasskeyStore
         from storage.direct import SessionTransaction
 
         await SqlPasskeyStore(SessionTransaction(session)).add_credential(CredentialRecord(

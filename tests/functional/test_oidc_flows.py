@@ -30,8 +30,8 @@ from sqlalchemy import select
 
 from api.deps import build_services
 from api.settings import Settings
-from idp.models import LogoutDelivery
-from idp.tokens import TokenIssuer
+from idp.core.tokens import TokenIssuer
+from idp.sql.models import LogoutDelivery
 from tests.conftest import _wipe
 from tests.functional.helpers import Server, acar_env, run_acar
 from tests.local_http import free_port

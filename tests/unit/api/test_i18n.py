@@ -12,7 +12,7 @@ import pytest
 
 from api import i18n
 from api.i18n import CATALOGS, LANGUAGE_NAMES, LANGUAGES, negotiate, translator
-from api.pages import (
+from api.rendering import (
     ERROR_CODES,
     ERROR_MESSAGES,
     PASSKEY_ERRORS,
@@ -22,14 +22,14 @@ from api.pages import (
     passkey_messages,
 )
 from api.routes.pages import ACCOUNT_NOTICES
-from idp.claims import CLAIM_DESCRIPTIONS
-from idp.interfaces import LEVELS
+from idp.core.claims import CLAIM_DESCRIPTIONS
+from idp.core.interfaces import LEVELS
 
 ROOT = Path(__file__).resolve().parents[3]
 TEMPLATE_KEY = re.compile(r"""\b_\(\s*(["'])([^"']+)\1\s*[,)]""")
 """A translation call with a literal message id; `_("claim." ~ name)` is covered by dynamic_keys."""
 KEY_SHAPE = re.compile(r"^(page|error|level|login|passkey|consent|claim|form_post|logout|enroll|account)\.[a-z0-9_.]+$")
-CODE_USING_KEYS = ("api/pages.py", "api/routes/pages.py")
+CODE_USING_KEYS = ("api/rendering.py", "api/routes/pages.py")
 
 
 def placeholders(text: str) -> set[str]:
@@ -103,7 +103,7 @@ def test_no_key_is_unused() -> None:
 
 
 def test_english_claim_words_are_those_of_idp_claims() -> None:
-    """idp.claims.CLAIM_DESCRIPTIONS stays the English source of the consent page's words."""
+    """idp.core.claims.CLAIM_DESCRIPTIONS stays the English source of the consent page's words."""
     assert {name: CATALOGS["en"][f"claim.{name}"] for name in CLAIM_DESCRIPTIONS} == dict(CLAIM_DESCRIPTIONS)
 
 
@@ -189,7 +189,8 @@ def literal_error_descriptions() -> set[str]:
     """The literal descriptions of every error page: error_page(code, "...") in the routes, ErrorPage(code, "...")
     in idp/, and module constants passed to them (EXPIRED)."""
     found: set[str] = set()
-    for path in [*sorted((ROOT / "api/routes").glob("*.py")), ROOT / "idp/authorize.py", ROOT / "idp/logout.py"]:
+    core = ROOT / "idp" / "core"
+    for path in [*sorted((ROOT / "api/routes").glob("*.py")), core / "authorize.py", core / "logout.py"]:
         tree = ast.parse(path.read_text(encoding="utf-8"))
         constants = {t.id: node.value.value for node in tree.body if isinstance(node, ast.Assign)
                      for t in node.targets if isinstance(t, ast.Name) and isinstance(node.value, ast.Constant)}

@@ -7,7 +7,7 @@ import pytest
 from fastapi import FastAPI
 
 from api import problems
-from idp.errors import InvalidClient, InvalidGrant, InvalidRequest, InvalidScope, OAuthError, UnsupportedGrantType
+from idp.core.errors import InvalidClient, InvalidGrant, InvalidRequest, InvalidScope, OAuthError, UnsupportedGrantType
 
 
 @pytest.mark.parametrize(

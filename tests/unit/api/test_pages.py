@@ -17,9 +17,9 @@ from sqlalchemy import select, update
 
 from api.deps import Services
 from api.i18n import CATALOGS, LANGUAGES
-from api.pages import PASSKEY_ERRORS, return_path, safe_return_path
-from idp.claims import CLAIM_DESCRIPTIONS
-from idp.models import ActivationCode, Consent, Person, WebAuthnCredential
+from api.rendering import PASSKEY_ERRORS, return_path, safe_return_path
+from idp.core.claims import CLAIM_DESCRIPTIONS
+from idp.sql.models import ActivationCode, Consent, Person, WebAuthnCredential
 from storage.base import utcnow
 from tests.oidc_tools import (
     FIN,
@@ -652,7 +652,7 @@ async def test_account_forms_of_a_signed_out_browser(world: World, http: httpx.A
     token = hidden((await http.get("/account")).text, "csrf_token")
     cookie = http.cookies["acar_session"]
     async with world.services.sessions() as session, session.begin():
-        from idp.models import LoginSession
+        from idp.sql.models import LoginSession
 
         await session.execute(update(LoginSession).values(ended_at=utcnow()))
     http.cookies.set("acar_session", cookie)

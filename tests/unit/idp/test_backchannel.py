@@ -25,9 +25,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select, text
 
 from api.deps import Services
-from idp.backchannel import GAVE_UP, BackchannelDelivery, retry_delay
-from idp.models import LoginSession, LogoutDelivery, OAuthClient, Person, SessionClient
-from idp.store import SqlOidcStore
+from idp.sql.backchannel import GAVE_UP, BackchannelDelivery, retry_delay
+from idp.sql.models import LoginSession, LogoutDelivery, OAuthClient, Person, SessionClient
+from idp.sql.store import SqlOidcStore
 from storage.audit import AuditEvent
 from tests.clock import Clock
 from tests.conftest import TEST_DB

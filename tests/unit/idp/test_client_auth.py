@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from api.deps import Services
-from idp.client_auth import (
+from idp.core.client_auth import (
     ASSERTION_SIGNING_ALGS,
     JWKS_CACHE_SECONDS,
     JWKS_REFETCH_SECONDS,
@@ -33,9 +33,9 @@ from idp.client_auth import (
     fetch_json_document,
     hash_secret,
 )
-from idp.clients import ClientRegistration, ClientRegistry
-from idp.errors import InvalidClient, InvalidRequest
-from idp.interfaces import Client
+from idp.core.errors import InvalidClient, InvalidRequest
+from idp.core.interfaces import Client
+from idp.sql.clients import ClientRegistration, ClientRegistry
 from tests.clock import Tick
 from tests.local_http import LocalHttp, Route, local_http
 

@@ -12,8 +12,9 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from sqlalchemy import event, select
 
 from api.deps import Services
-from idp.client_auth import DocumentUnavailable
-from idp.clients import (
+from idp.core.client_auth import DocumentUnavailable
+from idp.core.errors import ClientNotFound, InvalidClientMetadata
+from idp.sql.clients import (
     CachedClientDirectory,
     ClientMetadata,
     ClientRegistration,
@@ -24,8 +25,7 @@ from idp.clients import (
     validate_registration,
     verify_secret,
 )
-from idp.errors import ClientNotFound, InvalidClientMetadata
-from idp.models import OAuthClient
+from idp.sql.models import OAuthClient
 from storage.audit import AuditEvent
 from tests.clock import Tick
 from tests.local_http import LocalHttp, local_http
@@ -390,7 +390,7 @@ async def test_cache_is_bounded(services: Services) -> None:
 
 def test_client_ids_never_look_like_command_line_options() -> None:
     """`acar client show ID` takes the id as an argument: one starting with "-" would be parsed as an option."""
-    from idp.clients import generate_client_id
+    from idp.sql.clients import generate_client_id
 
     ids = {generate_client_id() for _ in range(2000)}
     assert len(ids) == 2000 and all(i.isalnum() and len(i) == 32 for i in ids)

@@ -1,4 +1,4 @@
-"""Activation codes and enrollments (idp.enrollment) through the /webauthn/enrollment endpoints, and the
+"""Activation codes and enrollments (idp.sql.enrollment) through the /webauthn/enrollment endpoints, and the
 enrollment admin API (POST /admin/enrollment-codes)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 
 from api.auth import mint_admin_token
 from api.deps import Services
-from idp.enrollment import (
+from idp.sql.enrollment import (
     ALPHABET,
     CodeUsed,
     EnrollmentService,
@@ -23,7 +23,7 @@ from idp.enrollment import (
     normalize_code,
     verify_secret,
 )
-from idp.models import ActivationCode, Enrollment, WebAuthnCredential
+from idp.sql.models import ActivationCode, Enrollment, WebAuthnCredential
 from storage.audit import AuditEvent
 from storage.base import utcnow
 from tests.oidc_tools import asgi_browser, register_person

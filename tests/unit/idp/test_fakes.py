@@ -1,5 +1,5 @@
 """The in-memory fakes of tests/fakes.py against the real store: the same calls on FakeOidcStore and on
-idp.store.SqlOidcStore (on the test database) must give the same answers, so protocol-core tests on the fakes
+idp.sql.store.SqlOidcStore (on the test database) must give the same answers, so protocol-core tests on the fakes
 stay true to what the app does."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from __future__ import annotations
 import datetime as dt
 
 from api.deps import Services
-from idp.authorize import token_hash
-from idp.interfaces import GrantRecord, LoginState, OidcStore, PendingRequest
+from idp.core.authorize import token_hash
+from idp.core.interfaces import GrantRecord, LoginState, OidcStore, PendingRequest
 from storage.base import utcnow
 from tests.fakes import FakeClientDirectory, FakeOidcStore
 from tests.oidc_tools import register_client, register_person
@@ -57,8 +57,8 @@ async def test_the_fake_oidc_store_answers_as_the_sql_store(services: Services) 
     now = utcnow().replace(microsecond=0)
     rp = await register_client(services, backchannel_logout_uri="https://agency.example/backchannel")
     person_id = await register_person(services)
-    async with services.oidc.unit_of_work() as sql:
-        real = await _script(sql, person_id, rp.client_id, now)
+    async with services.oidc.unit_of_work() as unit:
+        real = await _script(unit.oidc, person_id, rp.client_id, now)
     client = await services.clients.get(rp.client_id)
     assert client is not None
     fake = FakeOidcStore(FakeClientDirectory(client))

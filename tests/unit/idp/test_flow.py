@@ -92,8 +92,8 @@ async def test_consents_are_listed_and_withdrawal_revokes_the_clients_tokens(
 
 
 async def test_an_id_token_algorithm_without_keys_is_refused_at_registration(initialized: Services) -> None:
-    from idp.clients import ClientRegistration, ClientRegistry
-    from idp.errors import InvalidClientMetadata
+    from idp.core.errors import InvalidClientMetadata
+    from idp.sql.clients import ClientRegistration, ClientRegistry
 
     async with initialized.sessions() as session:
         registry = ClientRegistry(session, signing_algs=initialized.settings.token_key_algorithms)

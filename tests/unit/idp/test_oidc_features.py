@@ -22,7 +22,7 @@ from api.app import create_app
 from api.deps import Services, build_services
 from api.i18n import CATALOGS
 from api.settings import Settings
-from idp.models import RefreshToken
+from idp.sql.models import RefreshToken
 from storage.audit import AuditEvent
 from tests.oidc_tools import (
     FIN,

@@ -19,11 +19,11 @@ from sqlalchemy import func, select, update
 
 from api.deps import Services
 from api.settings import Settings, SettingsError, load_settings
-from idp.authorize import AuthorizationService, AuthorizeResult, ErrorPage, Redirect
-from idp.clients import ClientRegistration, ClientRegistry
-from idp.loa import AcrPolicy
-from idp.models import AuthorizationCode, AuthorizationRequest, Consent, Grant, LoginSession, RefreshToken
-from idp.subjects import SubjectIdentifiers
+from idp.core.authorize import AuthorizationService, AuthorizeResult, ErrorPage, Redirect
+from idp.core.loa import AcrPolicy
+from idp.core.subjects import SubjectIdentifiers
+from idp.sql.clients import ClientRegistration, ClientRegistry
+from idp.sql.models import AuthorizationCode, AuthorizationRequest, Consent, Grant, LoginSession, RefreshToken
 from storage.base import utcnow
 from tests.fakes import FakeClientDirectory, FakeOidcStore, registered_client
 from tests.oidc_tools import (
@@ -85,13 +85,13 @@ def error_page(r: httpx.Response, error: str) -> None:
 
 # --- the authorization endpoint ----------------------------------------------------------------------------
 #
-# Every refusal is checked on the protocol core (idp.authorize) with in-memory stores (tests/fakes.py): the answer
+# Every refusal is checked on the protocol core (idp.core.authorize) with in-memory stores (tests/fakes.py): the answer
 # and that nothing was written. A few of each kind also go through the real app and database, for how the answer
 # is rendered (an HTML error page, a 303 to the client with RFC 9207's iss) and that no row was written.
 
 @dataclass
 class Core:
-    """idp.authorize.AuthorizationService as api.oidc.build_provider builds it, on in-memory stores."""
+    """idp.core.authorize.AuthorizationService as api.provider.build_provider builds it, on in-memory stores."""
 
     service: AuthorizationService
     store: FakeOidcStore

@@ -6,9 +6,9 @@ import pytest
 from sqlalchemy import func, select
 
 from api.deps import Services
-from idp.errors import InvalidIdentifier, PersonExists, PersonNotFound
-from idp.models import Person
-from idp.persons import PersonService, normalize_fin
+from idp.core.errors import InvalidIdentifier, PersonExists, PersonNotFound
+from idp.sql.models import Person
+from idp.sql.persons import PersonService, normalize_fin
 from storage.audit import AuditEvent
 
 

@@ -16,9 +16,9 @@ from fastapi import FastAPI
 from sqlalchemy import select, update
 
 from api.deps import Services
-from idp.models import AuthorizationRequest, LoginSession, WebAuthnChallenge, WebAuthnCredential, WebAuthnUser
-from idp.store import SqlOidcStore
-from idp.webauthn import AttestationPolicy, PasskeyService, RelyingParty, login_level, login_method
+from idp.core.webauthn import AttestationPolicy, PasskeyService, RelyingParty, login_level, login_method
+from idp.sql.models import AuthorizationRequest, LoginSession, WebAuthnChallenge, WebAuthnCredential, WebAuthnUser
+from idp.sql.store import SqlOidcStore
 from storage.base import utcnow
 from storage.direct import SessionTransaction
 from tests.oidc_tools import (
@@ -89,7 +89,7 @@ async def start(services: Services, http: httpx.AsyncClient, rp: Registered, **e
 
 async def pre_consent(services: Services, rp: Registered, fin: str = FIN_A) -> None:
     async with services.sessions() as session, session.begin():
-        from idp.models import Person
+        from idp.sql.models import Person
 
         person_id = (await session.execute(select(Person.id).where(Person.fin == fin))).scalar_one()
         await SqlOidcStore(SessionTransaction(session)).save_consent(

@@ -17,8 +17,8 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, func
 from sqlalchemy.dialects import postgresql, sqlite
 
 from api.deps import Services
-from idp.models import Grant, Person
-from idp.store import GRANT
+from idp.sql.models import Grant, Person
+from idp.sql.store import GRANT
 from storage import create_engine, create_session_factory
 from storage.audit import INSERT_AUDIT, AuditEvent, audit_row
 from storage.direct import (

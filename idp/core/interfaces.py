@@ -1,7 +1,7 @@
 """What the OpenID Connect core works with: plain records and the storage Protocols it calls.
 
 The protocol modules (authorize, grants, tokens, logout, introspection) import only this module for
-storage; `idp.store` implements the Protocols on SQLAlchemy and api/ builds one store per request, whose
+storage; `idp.sql.store` implements the Protocols on SQLAlchemy and api/ builds one store per request, whose
 unit of work api/ commits (STYLE habit 3). Nothing here knows a web framework or a database.
 """
 

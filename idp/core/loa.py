@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from idp.interfaces import LEVELS, Level
+from idp.core.interfaces import LEVELS, Level
 
 _RANK = {level: rank for rank, level in enumerate(LEVELS)}
 

@@ -17,10 +17,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from idp import loa, pkce
-from idp.claims import EMPTY_CLAIMS, ClaimsRequest, parse_claims_parameter, releasable
-from idp.errors import InvalidRequest
-from idp.interfaces import (
+from idp.core import loa, pkce
+from idp.core.claims import EMPTY_CLAIMS, ClaimsRequest, parse_claims_parameter, releasable
+from idp.core.errors import InvalidRequest
+from idp.core.interfaces import (
     Client,
     ClientDirectory,
     CodeRecord,
@@ -30,7 +30,7 @@ from idp.interfaces import (
     OidcStore,
     PendingRequest,
 )
-from idp.subjects import SubjectIdentifiers
+from idp.core.subjects import SubjectIdentifiers
 
 RESPONSE_MODES = ("query", "form_post")
 PROMPTS = ("none", "login", "consent", "select_account")

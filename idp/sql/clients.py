@@ -22,10 +22,10 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from idp.client_auth import DocumentUnavailable, fetch_json_document, hash_secret, parse_jwks, verify_secret
-from idp.errors import ClientNotFound, InvalidClientMetadata
-from idp.interfaces import AUTH_METHODS, GRANT_TYPES, AuthMethod, Client, GrantType, SubjectType
-from idp.models import OAuthClient
+from idp.core.client_auth import DocumentUnavailable, fetch_json_document, hash_secret, parse_jwks, verify_secret
+from idp.core.errors import ClientNotFound, InvalidClientMetadata
+from idp.core.interfaces import AUTH_METHODS, GRANT_TYPES, AuthMethod, Client, GrantType, SubjectType
+from idp.sql.models import OAuthClient
 from keys.errors import InvalidToken
 from storage.audit import record_event
 from storage.base import utcnow

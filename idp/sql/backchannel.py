@@ -43,7 +43,7 @@ import httpx
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from idp.models import LogoutDelivery
+from idp.sql.models import LogoutDelivery
 from storage.audit import record_event
 from storage.base import utcnow
 

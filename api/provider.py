@@ -11,15 +11,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.settings import Settings
 from api.units import RequestUnit
-from idp.authorize import AuthorizationService, IdTokenHintVerifier
-from idp.client_auth import ClientAuthenticator
-from idp.grants import TokenService
-from idp.interfaces import ClientDirectory
-from idp.loa import AcrPolicy
-from idp.sessions import SessionService
-from idp.store import remember_assertion
-from idp.subjects import SubjectIdentifiers
-from idp.tokens import ACCESS_TOKEN_ALG, ACCESS_TOKEN_TYP, TokenIssuer
+from idp.core.authorize import AuthorizationService, IdTokenHintVerifier
+from idp.core.client_auth import ClientAuthenticator
+from idp.core.grants import TokenService
+from idp.core.interfaces import ClientDirectory
+from idp.core.loa import AcrPolicy
+from idp.core.sessions import SessionService
+from idp.core.subjects import SubjectIdentifiers
+from idp.core.tokens import ACCESS_TOKEN_ALG, ACCESS_TOKEN_TYP, TokenIssuer
+from idp.sql.store import remember_assertion
 from keys.jose import VerifiedClaims
 from keys.token_keys import TokenKeyService
 from storage.audit import GroupCommitAuditLog

@@ -12,9 +12,9 @@ import hmac
 import secrets
 from collections.abc import Callable, Sequence
 
-from idp.authorize import token_hash
-from idp.interfaces import LoginState, OidcStore
-from idp.loa import LoginMethod
+from idp.core.authorize import token_hash
+from idp.core.interfaces import LoginState, OidcStore
+from idp.core.loa import LoginMethod
 
 _MAX_COOKIE = 100
 

@@ -1,4 +1,4 @@
-"""`PasskeyStore` (idp.webauthn) in SQL: one instance per request, on its unit of work (see idp.store)."""
+"""`PasskeyStore` (idp.core.webauthn) in SQL: one instance per request, on its unit of work (see idp.sql.store)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from webauthn.helpers import base64url_to_bytes, bytes_to_base64url
 
-from idp.models import ActivationCode, Enrollment, Person, WebAuthnChallenge, WebAuthnCredential, WebAuthnUser
-from idp.webauthn import USER_HANDLE_BYTES, ChallengeRecord, CredentialRecord, max_level_of
+from idp.core.webauthn import USER_HANDLE_BYTES, ChallengeRecord, CredentialRecord, max_level_of
+from idp.sql.models import ActivationCode, Enrollment, Person, WebAuthnChallenge, WebAuthnCredential, WebAuthnUser
 from storage.audit import INSERT_AUDIT, audit_row
 from storage.base import utcnow
 from storage.direct import Transaction, insert_ignoring, table
@@ -74,7 +74,7 @@ def _credential(row: tuple[Any, ...], handle: str | None = None) -> CredentialRe
 
 
 class SqlPasskeyStore:
-    """`PasskeyStore` on one unit of work (a storage.direct Transaction or SessionTransaction, as idp.store)."""
+    """`PasskeyStore` on one unit of work (a storage.direct Transaction or SessionTransaction, as idp.sql.store)."""
 
     def __init__(self, tx: Transaction, *, request_id: str | None = None) -> None:
         self.tx = tx

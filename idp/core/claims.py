@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from idp.errors import InvalidRequest
-from idp.interfaces import Subject
+from idp.core.errors import InvalidRequest
+from idp.core.interfaces import Subject
 
 SCOPE_CLAIMS: Mapping[str, tuple[str, ...]] = {
     "openid": ("sub",),

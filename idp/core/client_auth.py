@@ -30,8 +30,8 @@ from urllib.parse import unquote_plus
 import httpx
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
-from idp.errors import InvalidClient, InvalidRequest
-from idp.interfaces import AUTH_METHODS, AuthMethod, Client, ClientDirectory
+from idp.core.errors import InvalidClient, InvalidRequest
+from idp.core.interfaces import AUTH_METHODS, AuthMethod, Client, ClientDirectory
 from keys.errors import InvalidToken, UnsupportedAlgorithm
 from keys.jose import CLOCK_SKEW_LEEWAY_SECONDS, MAX_TOKEN_LENGTH, JwsVerifier, b64url_decode, public_key_from_jwk
 

@@ -6,7 +6,7 @@ authentication is usernameless (allowCredentials empty, the credential names its
 the same options serve a button and conditional mediation. Challenges are 32 random bytes kept server-side,
 short-lived and single-use (section 13.4.3).
 
-Levels (eIDAS-like, idp.loa): a user-verified login with a device-bound key (not backup eligible) reaches high,
+Levels (eIDAS-like, idp.core.loa): a user-verified login with a device-bound key (not backup eligible) reaches high,
 provided it is attested when the policy asks for attestation at high; a user-verified login otherwise reaches
 substantial; without user verification, low. A credential never reaches more than the level under which it was
 registered (`max_level`: an activation code from a registration office is high, a session its own level).
@@ -16,7 +16,7 @@ verification) or "user" (presence only).
 Failures are `PasskeyError`s carrying a machine `code`. One rule makes them safe to commit: a PasskeyError is
 raised only before anything a success writes; what the refusal itself wrote (the consumed challenge, a flagged
 credential, the failure's audit event) is meant to be committed by the caller. This module knows no database:
-storage is the `PasskeyStore` Protocol (idp.passkeys_store implements it).
+storage is the `PasskeyStore` Protocol (idp.sql.passkeys_store implements it).
 """
 
 from __future__ import annotations
@@ -58,10 +58,10 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
-from idp import loa
-from idp.errors import IdpError
-from idp.interfaces import LEVELS, Level
-from idp.loa import LoginMethod
+from idp.core import loa
+from idp.core.errors import IdpError
+from idp.core.interfaces import LEVELS, Level
+from idp.core.loa import LoginMethod
 
 Purpose = Literal["register", "authenticate"]
 CHALLENGE_BYTES = 32

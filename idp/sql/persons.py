@@ -10,8 +10,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from idp.errors import InvalidIdentifier, PersonExists, PersonNotFound
-from idp.models import Person
+from idp.core.errors import InvalidIdentifier, PersonExists, PersonNotFound
+from idp.sql.models import Person
 from keys.identifiers import InvalidIdentifierFormat
 from keys.identifiers import normalize_fin as _normalize_fin
 from storage.audit import record_event

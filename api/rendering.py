@@ -27,7 +27,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.i18n import LANGUAGE_COOKIE, LANGUAGE_NAMES, LANGUAGES, Translator, negotiate, translator
-from idp.claims import CLAIM_DESCRIPTIONS
+from idp.core.claims import CLAIM_DESCRIPTIONS
 
 TEMPLATES = Path(__file__).with_name("templates")
 STATIC = Path(__file__).with_name("static")
@@ -218,8 +218,8 @@ PASSKEY_ERRORS = (
     "login_required",
     "not_supported", "cancelled", "network", "unknown",
 )
-"""The error codes webauthn.js shows a message for: the passkey endpoints' problem codes (idp.webauthn,
-idp.enrollment, the CSRF and session checks), then its own (no WebAuthn, cancelled, request failed, anything
+"""The error codes webauthn.js shows a message for: the passkey endpoints' problem codes (idp.core.webauthn,
+idp.sql.enrollment, the CSRF and session checks), then its own (no WebAuthn, cancelled, request failed, anything
 else). The enrollment form shows the code_* ones too."""
 PASSKEY_STATUS = ("waiting", "verifying", "done")
 

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from idp.interfaces import (
+from idp.core.interfaces import (
     LEVELS,
     CodeRecord,
     ConsentRecord,
@@ -26,7 +26,7 @@ from idp.interfaces import (
     RefreshRecord,
     Subject,
 )
-from idp.models import (
+from idp.sql.models import (
     AuthorizationCode,
     AuthorizationRequest,
     ClientAssertionJti,
@@ -39,7 +39,7 @@ from idp.models import (
     RefreshToken,
     SessionClient,
 )
-from idp.revocation import TokenRevocations
+from idp.sql.revocation import TokenRevocations
 from storage.audit import INSERT_AUDIT, audit_row
 from storage.base import utcnow
 from storage.direct import Transaction, insert_ignoring, table
@@ -298,7 +298,7 @@ class SqlOidcStore:
 
     # revocation by jti
     async def revoke_jti(self, jti: str, expires_at: dt.datetime, reason: str, *, actor: str) -> bool:
-        """Revoke `jti` until `expires_at` (idp.revocation, the one revocation store)."""
+        """Revoke `jti` until `expires_at` (idp.sql.revocation, the one revocation store)."""
         return await TokenRevocations(self.tx, request_id=self._request_id).revoke(
             jti, expires_at=expires_at, reason=reason, actor=actor)
 

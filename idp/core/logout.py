@@ -3,7 +3,7 @@
 The end_session endpoint trusts a post_logout_redirect_uri only when the client is identified (by a valid
 id_token_hint we issued, or by client_id) and the URI is exactly one it registered (RP-Initiated Logout
 section 3). Ending a session revokes its grants (except offline_access) and queues a logout token for every
-client of the session that registered a back-channel logout URI; delivery is durable (idp.backchannel).
+client of the session that registered a back-channel logout URI; delivery is durable (idp.sql.backchannel).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from idp.authorize import ErrorPage, IdTokenHintVerifier
-from idp.interfaces import Client, ClientDirectory, LoginState, OidcStore
+from idp.core.authorize import ErrorPage, IdTokenHintVerifier
+from idp.core.interfaces import Client, ClientDirectory, LoginState, OidcStore
 
 
 @dataclass(frozen=True, slots=True)

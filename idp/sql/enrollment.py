@@ -23,11 +23,11 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from idp.authorize import token_hash
-from idp.models import ActivationCode, Enrollment
-from idp.passkeys_store import SqlPasskeyStore
-from idp.persons import PersonRecord, PersonService
-from idp.webauthn import PasskeyError, PasskeyService
+from idp.core.authorize import token_hash
+from idp.core.webauthn import PasskeyError, PasskeyService
+from idp.sql.models import ActivationCode, Enrollment
+from idp.sql.passkeys_store import SqlPasskeyStore
+from idp.sql.persons import PersonRecord, PersonService
 from storage.audit import record_event
 from storage.direct import SessionTransaction
 
@@ -115,7 +115,7 @@ class IssuedCode:
 @dataclass(frozen=True, slots=True)
 class EnrollmentRecord:
     id: str
-    """SHA-256 (hex) of the enrollment cookie value (idp.authorize.token_hash)."""
+    """SHA-256 (hex) of the enrollment cookie value (idp.core.authorize.token_hash)."""
     person_id: str
     activation_code_id: str
     csrf_token: str

@@ -14,10 +14,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
-from idp import pkce
-from idp.authorize import token_hash
-from idp.claims import OIDC_SCOPES, SCOPE_CLAIMS, ClaimsRequest, person_claims
-from idp.errors import (
+from idp.core import pkce
+from idp.core.authorize import token_hash
+from idp.core.claims import OIDC_SCOPES, SCOPE_CLAIMS, ClaimsRequest, person_claims
+from idp.core.errors import (
     InvalidGrant,
     InvalidRequest,
     InvalidScope,
@@ -26,8 +26,8 @@ from idp.errors import (
     UnauthorizedClient,
     UnsupportedGrantType,
 )
-from idp.interfaces import Client, GrantRecord, RefreshRecord, TokenStore
-from idp.tokens import TokenIssuer, grant_of, new_jti
+from idp.core.interfaces import Client, GrantRecord, RefreshRecord, TokenStore
+from idp.core.tokens import TokenIssuer, grant_of, new_jti
 from keys.jose import VerifiedClaims
 
 MAX_FORM_VALUE = 8192

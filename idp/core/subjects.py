@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 
-from idp.interfaces import Client
+from idp.core.interfaces import Client
 from keys.jose import b64url
 
 

@@ -1,6 +1,6 @@
 """Revocation of self-contained JWTs by `jti` (RFC 7009 section 2 semantics; RFC 9068 tokens carry a jti).
 
-The one revocation store: the OIDC store's /revoke (idp.store.SqlOidcStore), the admin API and the CLI all
+The one revocation store: the OIDC store's /revoke (idp.sql.store.SqlOidcStore), the admin API and the CLI all
 write and read revocations here, on a unit of work (storage.direct; an ORM session through SessionTransaction).
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 from sqlalchemy import bindparam, delete, select
 
-from idp.errors import InvalidIdentifier
-from idp.models import RevokedToken
+from idp.core.errors import InvalidIdentifier
+from idp.sql.models import RevokedToken
 from storage.audit import INSERT_AUDIT, audit_row
 from storage.base import utcnow
 from storage.direct import Transaction, insert_ignoring, table
