@@ -5,29 +5,25 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from api import migrate
-from api.provider import Provider, build_provider
 from api.settings import Settings
-from idp.core.webauthn import AttestationPolicy, PasskeyService, RelyingParty
-from idp.sql.clients import CachedClientDirectory
-from idp.sql.enrollment import EnrollmentPolicy
-from keys.ca import ISSUING, ROOT
 from keys.interfaces import KeyStore
-from keys.pki import PkiService
-from keys.profiles import Profile
-from keys.serials import SerialAllocator
-from keys.software import MasterKey, SoftwareKeyStore
-from keys.status import IssuedCertificateStatus
-from keys.token_keys import TokenKeyService
-from keys.tsa import TimestampService, TsaCredentials, TsaProvider
 from storage import create_engine, create_session_factory, is_sqlite
-from storage.audit import GroupCommitAuditLog
-from storage.base import utcnow
 from storage.direct import DirectDatabase, PostgresDirect, SessionDirect
+
+if TYPE_CHECKING:  # the services' modules are imported by the builders that need them (the CLI builds a few)
+    from api.provider import Provider
+    from idp.core.webauthn import PasskeyService
+    from idp.sql.clients import CachedClientDirectory
+    from idp.sql.enrollment import EnrollmentPolicy
+    from keys.pki import PkiService
+    from keys.token_keys import TokenKeyService
+    from keys.tsa import TimestampService, TsaCredentials
+    from storage.audit import GroupCommitAuditLog
 
 
 @dataclass
@@ -66,6 +62,8 @@ def build_key_store(settings: Settings) -> KeyStore:
             token_label=settings.pkcs11_token_label,
             pin=settings.resolved_pkcs11_pin(),
         )
+    from keys.software import MasterKey, SoftwareKeyStore
+
     return SoftwareKeyStore(MasterKey.from_file(settings.resolved_master_key_file))
 
 
@@ -81,6 +79,14 @@ def build_direct(settings: Settings, engine: AsyncEngine,
 
 
 def build_services(settings: Settings, *, key_store: KeyStore | None = None) -> Services:
+    """The whole service graph (`acar serve`, the tests); the CLI's commands build only their pieces."""
+    from api.provider import build_provider
+    from idp.sql.clients import CachedClientDirectory
+    from keys.ca import ISSUING, ROOT
+    from keys.serials import SerialAllocator
+    from keys.tsa import TimestampService, TsaProvider
+    from storage.audit import GroupCommitAuditLog
+
     engine, sessions = build_database(settings)
     direct = build_direct(settings, engine, sessions)
     store = key_store or build_key_store(settings)
@@ -108,6 +114,9 @@ def build_services(settings: Settings, *, key_store: KeyStore | None = None) -> 
 def build_passkeys(settings: Settings) -> PasskeyService:
     """The WebAuthn relying party. No attestation roots are configured yet, so no credential counts as attested:
     with ACAR_WEBAUTHN_HIGH_REQUIRES_ATTESTATION on, passkeys reach substantial at most (fail closed)."""
+    from idp.core.webauthn import AttestationPolicy, PasskeyService, RelyingParty
+    from storage.base import utcnow
+
     return PasskeyService(RelyingParty(
         id=settings.webauthn_rp_id, name=settings.webauthn_rp_name, origins=tuple(settings.webauthn_origins),
         challenge_seconds=settings.webauthn_challenge_seconds,
@@ -116,6 +125,8 @@ def build_passkeys(settings: Settings) -> PasskeyService:
 
 
 def build_enrollment_policy(settings: Settings) -> EnrollmentPolicy:
+    from idp.sql.enrollment import EnrollmentPolicy
+
     return EnrollmentPolicy(code_lifetime=dt.timedelta(hours=settings.activation_code_lifetime_hours),
                             max_attempts=settings.activation_code_max_attempts,
                             enrollment_lifetime=dt.timedelta(seconds=settings.enrollment_lifetime_seconds))
@@ -127,6 +138,8 @@ def _tsa_credentials(
     """The TSA's newest valid key, certificate and chain as the issuing CA certified them (`acar init` creates
     them), read from the database at each refresh of the TsaProvider (not through PkiService's own cache)."""
 
+    from keys.profiles import Profile
+
     async def load() -> TsaCredentials:
         async with sessions() as session:
             return await pki.ca.certified_key(session, Profile.TSA)  # a keys.ca.CertifiedKey is a TsaCredentials
@@ -136,6 +149,8 @@ def _tsa_credentials(
 
 async def readiness(services: Services) -> list[str]:
     """Reasons the service is not ready: database unreachable, migrations behind, signing keys not loaded."""
+    from api import migrate
+
     try:
         async with services.engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
@@ -169,6 +184,8 @@ def build_token_keys(
     settings: Settings, sessions: async_sessionmaker[AsyncSession], store: KeyStore
 ) -> TokenKeyService:
     """The token-signing keys (ACAR_TOKEN_KEY_* settings)."""
+    from keys.token_keys import TokenKeyService
+
     return TokenKeyService(
         sessions,
         store,
@@ -182,6 +199,9 @@ def build_token_keys(
 def build_pki(settings: Settings, sessions: async_sessionmaker[AsyncSession], store: KeyStore,
               direct: DirectDatabase) -> PkiService:
     """The CA hierarchy, CRLs and OCSP responder (status lookups on `direct`'s reading units)."""
+    from keys.pki import PkiService
+    from keys.status import IssuedCertificateStatus
+
     return PkiService(
         sessions,
         store,
