@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -225,82 +226,86 @@ async def account_page(request: Request, done: str | None = None) -> Response:
     return _account_page(view, cookie, notice_key=notice)
 
 
-async def _account_form(request: Request) -> tuple[dict[str, list[str]], str] | Response:
-    """The posted form and the session cookie it was checked against, or the page refusing it (403)."""
-    provider = provider_of(request)
+@dataclass(frozen=True, slots=True)
+class _AccountPost:
+    """A posted account form, checked, inside its unit of work for the signed-in person."""
+
+    request: Request
+    form: dict[str, list[str]]
+    cookie: str
+    work: RequestUnit
+    state: LoginState
+
+    async def page(self, error_key: str, status: int) -> Response:
+        """The account page again, with what went wrong."""
+        return _account_page(await _load_account(self.request, self.work, self.state), self.cookie,
+                             error_key=error_key, status=status)
+
+
+async def _account_post(request: Request, act: Callable[[_AccountPost], Awaitable[Response]]) -> Response:
+    """Run `act` on a posted account form: the form's CSRF token checked against the session cookie (else the
+    403 page), in one unit of work for the person signed in with it (else the sign-in page); the answer leaves
+    after the unit has committed."""
+    services, provider = services_of(request), provider_of(request)
     form = await read_page_form(request)
     cookie = session_cookie(request, provider)
     if cookie is None or not csrf_matches(cookie, ACCOUNT_CSRF_PURPOSE, form.get("csrf_token", [])):
         return error_page("invalid_request", FORM_EXPIRED, status=403)
-    return form, cookie
-
-
-@router.post("/account/credentials/{credential_id}/rename")
-async def rename_passkey(request: Request, credential_id: str) -> Response:
-    services, provider = services_of(request), provider_of(request)
-    checked = await _account_form(request)
-    if isinstance(checked, Response):
-        return checked
-    form, cookie = checked
-    name = (form.get("name") or [""])[0]
     async with orm_unit(services) as work:
         state = await provider.login_sessions.current(work.oidc, cookie)
         if state is None:
             return _signin_page()
+        return await act(_AccountPost(request, form, cookie, work, state))
+
+
+@router.post("/account/credentials/{credential_id}/rename")
+async def rename_passkey(request: Request, credential_id: str) -> Response:
+    passkeys = services_of(request).passkeys
+
+    async def rename(post: _AccountPost) -> Response:
         try:
-            await services.passkeys.rename(work.passkeys, state.person_id, credential_id, name)
+            await passkeys.rename(post.work.passkeys, post.state.person_id, credential_id,
+                                  (post.form.get("name") or [""])[0])
         except PasskeyError as exc:
-            view = await _load_account(request, work, state)
-            status = 404 if isinstance(exc, CredentialNotFound) else 400
-            return _account_page(view, cookie, error_key=_passkey_error_key(exc), status=status)
-    return _done("renamed")
+            return await post.page(_passkey_error_key(exc), 404 if isinstance(exc, CredentialNotFound) else 400)
+        return _done("renamed")
+
+    return await _account_post(request, rename)
 
 
 @router.post("/account/credentials/{credential_id}/remove")
 async def remove_passkey(request: Request, credential_id: str) -> Response:
     """Without confirm=yes: the confirmation page (nothing changes); with it: the passkey is removed for good."""
-    services, provider = services_of(request), provider_of(request)
-    checked = await _account_form(request)
-    if isinstance(checked, Response):
-        return checked
-    form, cookie = checked
-    async with orm_unit(services) as work:
-        state = await provider.login_sessions.current(work.oidc, cookie)
-        if state is None:
-            return _signin_page()
-        if form.get("confirm") != ["yes"]:
-            passkeys = await services.passkeys.credentials(work.passkeys, state.person_id)
-            chosen = next((p for p in passkeys if p.id == credential_id), None)
+    passkeys = services_of(request).passkeys
+
+    async def remove(post: _AccountPost) -> Response:
+        if post.form.get("confirm") != ["yes"]:
+            owned = await passkeys.credentials(post.work.passkeys, post.state.person_id)
+            chosen = next((p for p in owned if p.id == credential_id), None)
             if chosen is None:
-                view = await _load_account(request, work, state)
-                return _account_page(view, cookie, error_key="account.error.passkey_not_found", status=404)
-            others = [p for p in passkeys if p.id != credential_id and not p.flagged]
+                return await post.page("account.error.passkey_not_found", 404)
+            others = [p for p in owned if p.id != credential_id and not p.flagged]
             return render("account_remove.html", {
                 "passkey": chosen, "last": not others,
-                "csrf_token": csrf_for_session(cookie, ACCOUNT_CSRF_PURPOSE)})
+                "csrf_token": csrf_for_session(post.cookie, ACCOUNT_CSRF_PURPOSE)})
         try:
-            await services.passkeys.remove(work.passkeys, state.person_id, credential_id)
+            await passkeys.remove(post.work.passkeys, post.state.person_id, credential_id)
         except PasskeyError as exc:
-            view = await _load_account(request, work, state)
-            return _account_page(view, cookie, error_key=_passkey_error_key(exc), status=404)
-    return _done("removed")
+            return await post.page(_passkey_error_key(exc), 404)
+        return _done("removed")
+
+    return await _account_post(request, remove)
 
 
 @router.post("/account/consents/{client_id}/withdraw")
 async def withdraw_consent(request: Request, client_id: str) -> Response:
     """The form twin of DELETE /account/consents/{client_id} (api.routes.account): the consent goes, and with it
     every grant (so every token) the client holds for the person."""
-    services, provider = services_of(request), provider_of(request)
-    checked = await _account_form(request)
-    if isinstance(checked, Response):
-        return checked
-    _form, cookie = checked
     client_id = client_id[:64]
-    async with orm_unit(services) as work:
-        state = await provider.login_sessions.current(work.oidc, cookie)
-        if state is None:
-            return _signin_page()
-        if not await work.oidc.withdraw_consent(state.person_id, client_id):
-            view = await _load_account(request, work, state)
-            return _account_page(view, cookie, error_key="account.error.consent_not_found", status=404)
-    return _done("withdrawn")
+
+    async def withdraw(post: _AccountPost) -> Response:
+        if not await post.work.oidc.withdraw_consent(post.state.person_id, client_id):
+            return await post.page("account.error.consent_not_found", 404)
+        return _done("withdrawn")
+
+    return await _account_post(request, withdraw)
