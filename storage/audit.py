@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.base import Base, UTCDateTime, new_uuid, utcnow
-from storage.direct import DirectDatabase, table
+from storage.direct import DirectDatabase, Transaction, table
 
 
 class AuditEvent(Base):
@@ -32,12 +32,15 @@ class AuditEvent(Base):
 
 
 class AuditSink(Protocol):
-    """Where a domain service hands an audit event that must be written before its result leaves (the TSA's
-    granted timestamps, client_credentials tokens): `record` returns once the event is committed, and raises
-    what the database raised. GroupCommitAuditLog is the production implementation."""
+    """Where audit events go. Two implementations:
+    - `DeferredAudit`: within a unit of work; the event is written with the unit (just before its COMMIT), never
+      when it rolls back (the stores of idp.sql).
+    - `GroupCommitAuditLog`: for a domain service whose only write is its audit event and whose result must not
+      leave before it is written (the TSA's timestamps, client_credentials tokens); `record` returns once the
+      event is committed, and raises what the database raised."""
 
     async def record(self, event_type: str, *, actor: str, subject: str | None = None,
-                     detail: dict[str, Any] | None = None, request_id: str | None = None,
+                     detail: Mapping[str, Any] | None = None, request_id: str | None = None,
                      clock: dt.datetime | None = None) -> None: ...
 
 
@@ -50,6 +53,20 @@ def audit_row(event_type: str, *, actor: str, subject: str | None = None, detail
     """The columns of one audit event (the arguments of `record_event`) for INSERT_AUDIT."""
     return {"id": new_uuid(), "occurred_at": clock or utcnow(), "event_type": event_type, "actor": actor,
             "subject": subject, "request_id": request_id, "detail": dict(detail) if detail is not None else {}}
+
+
+class DeferredAudit:
+    """An AuditSink within one unit of work: each event is deferred to the unit's COMMIT (storage.direct)."""
+
+    def __init__(self, tx: Transaction, *, request_id: str | None = None) -> None:
+        self._tx = tx
+        self._request_id = request_id
+
+    async def record(self, event_type: str, *, actor: str, subject: str | None = None,
+                     detail: Mapping[str, Any] | None = None, request_id: str | None = None,
+                     clock: dt.datetime | None = None) -> None:
+        self._tx.defer(INSERT_AUDIT, **audit_row(event_type, actor=actor, subject=subject, detail=detail,
+                                                 request_id=request_id or self._request_id, clock=clock))
 
 
 def record_event(session: AsyncSession, event_type: str, *, actor: str, subject: str | None = None,
@@ -123,7 +140,7 @@ class GroupCommitAuditLog:
         await asyncio.gather(*consumers, return_exceptions=True)
 
     async def record(self, event_type: str, *, actor: str, subject: str | None = None,
-                     detail: dict[str, Any] | None = None, request_id: str | None = None,
+                     detail: Mapping[str, Any] | None = None, request_id: str | None = None,
                      clock: dt.datetime | None = None) -> None:
         """Commit one event (the arguments of `record_event`); raises what the database raised."""
         if self._queue is None or not self._consumers:

@@ -167,7 +167,7 @@ class FakeOidcStore:
         return queued
 
     # audit
-    def audit(self, event_type: str, *, actor: str, subject: str | None = None,
-              detail: Mapping[str, Any] | None = None) -> None:
+    async def audit(self, event_type: str, *, actor: str, subject: str | None = None,
+                    detail: Mapping[str, Any] | None = None) -> None:
         self.events.append(AuditEntry(event_type, actor, subject, detail))
         self.writes.append(("audit", event_type))

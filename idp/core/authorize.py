@@ -189,7 +189,7 @@ class AuthorizationService:
             fresh_login = True  # logged in during this request: prompt=login and max_age are satisfied
         if consent is False:
             await store.delete_pending(pending_id)
-            store.audit("consent.denied", actor=session.person_id if session else "anonymous",
+            await store.audit("consent.denied", actor=session.person_id if session else "anonymous",
                         subject=client.client_id)
             return self._error(request.redirect_uri, request.response_mode, request.state, "access_denied",
                                "the user did not consent")
@@ -197,7 +197,7 @@ class AuthorizationService:
             wanted = self._wanted_claims(request)
             await store.save_consent(session.person_id, client.client_id, frozenset(request.scopes),
                                      frozenset(wanted), self._clock())
-            store.audit("consent.granted", actor=session.person_id, subject=client.client_id,
+            await store.audit("consent.granted", actor=session.person_id, subject=client.client_id,
                         detail={"scopes": request.scopes, "claims": sorted(wanted)})
         result = await self._decide(request, store=store, session=session, fresh_login=fresh_login,
                                     consented=bool(consent), pending_id=pending_id)

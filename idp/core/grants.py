@@ -143,7 +143,7 @@ class TokenService:
         if grant is None or grant.revoked_at is not None:
             raise InvalidGrant("authorization was revoked")
         body = await self._user_tokens(client, grant, store, nonce=record.nonce, now=now)
-        store.audit("token.issued", actor=client.client_id, subject=grant.person_id,
+        await store.audit("token.issued", actor=client.client_id, subject=grant.person_id,
                     detail={"grant_type": "authorization_code", "grant": grant.id, "scope": grant.scope})
         return TokenResponse(body)
 
@@ -190,7 +190,8 @@ class TokenService:
                                    persist=True)
             # inside the grace window: a concurrent request of the same client gets its own new pair
         body = await self._user_tokens(client, grant, store, nonce=None, now=now, scope=scope)
-        store.audit("token.refreshed", actor=client.client_id, subject=grant.person_id, detail={"grant": grant.id})
+        await store.audit("token.refreshed", actor=client.client_id, subject=grant.person_id,
+                          detail={"grant": grant.id})
         return TokenResponse(body)
 
     async def _user_tokens(self, client: Client, grant: GrantRecord, store: TokenStore, *, nonce: str | None,
@@ -226,7 +227,7 @@ class TokenService:
 
     async def _revoke_family(self, store: TokenStore, grant_id: str, reason: str, actor: str) -> None:
         if await store.revoke_grant(grant_id, self._clock(), reason):
-            store.audit("grant.revoked", actor=actor, subject=grant_id, detail={"reason": reason})
+            await store.audit("grant.revoked", actor=actor, subject=grant_id, detail={"reason": reason})
 
     # --- userinfo, introspection, revocation ---------------------------------------------------------------
 

@@ -171,8 +171,8 @@ class OidcStore(Protocol):
     """Queue a back-channel logout token for each client of the session that registered a URI."""
 
     # audit
-    def audit(self, event_type: str, *, actor: str, subject: str | None = None,
-              detail: Mapping[str, Any] | None = None) -> None: ...
+    async def audit(self, event_type: str, *, actor: str, subject: str | None = None,
+                    detail: Mapping[str, Any] | None = None) -> None: ...
 
 
 class TokenStore(Protocol):
@@ -197,5 +197,5 @@ class TokenStore(Protocol):
     """Revoke a token by jti and record token.revoked; False when it already was."""
     async def jti_revoked(self, jti: str) -> bool: ...
 
-    def audit(self, event_type: str, *, actor: str, subject: str | None = None,
-              detail: Mapping[str, Any] | None = None) -> None: ...
+    async def audit(self, event_type: str, *, actor: str, subject: str | None = None,
+                    detail: Mapping[str, Any] | None = None) -> None: ...

@@ -71,5 +71,5 @@ async def end_session(store: OidcStore, session: LoginState, *, now: dt.datetime
         return 0
     await store.revoke_session_grants(session.sid, now, "logout")
     queued = await store.queue_logouts(session.id, sid=session.sid, now=now, retry_seconds=retry_seconds)
-    store.audit("session.ended", actor=session.person_id, subject=session.sid, detail={"backchannel": queued})
+    await store.audit("session.ended", actor=session.person_id, subject=session.sid, detail={"backchannel": queued})
     return queued

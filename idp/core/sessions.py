@@ -41,7 +41,7 @@ class SessionService:
         now = self._clock().replace(microsecond=0)
         if current is not None and current.person_id == person_id:
             await store.update_login(current.id, auth_time=now, level=method.level, amr=method.amr)
-            store.audit("session.reauthenticated", actor=person_id, subject=current.sid,
+            await store.audit("session.reauthenticated", actor=person_id, subject=current.sid,
                         detail={"method": method.name, "level": method.level})
             return None, LoginState(id=current.id, sid=current.sid, person_id=person_id, auth_time=now,
                                     expires_at=current.expires_at, level=method.level, amr=method.amr)
@@ -49,7 +49,7 @@ class SessionService:
         state = LoginState(id=token_hash(cookie), sid=secrets.token_urlsafe(16), person_id=person_id, auth_time=now,
                            expires_at=now + self._lifetime, level=method.level, amr=method.amr)
         await store.create_session(state)
-        store.audit("session.started", actor=person_id, subject=state.sid,
+        await store.audit("session.started", actor=person_id, subject=state.sid,
                     detail={"method": method.name, "level": method.level})
         return cookie, state
 

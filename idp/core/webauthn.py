@@ -248,8 +248,8 @@ class PasskeyStore(Protocol):
     async def flag_credential(self, credential_id: str, now: dt.datetime) -> bool: ...
     async def rename_credential(self, credential_id: str, name: str) -> bool: ...
     async def revoke_credential(self, credential_id: str, now: dt.datetime) -> bool: ...
-    def audit(self, event_type: str, *, actor: str, subject: str | None = None,
-              detail: Mapping[str, Any] | None = None) -> None: ...
+    async def audit(self, event_type: str, *, actor: str, subject: str | None = None,
+                    detail: Mapping[str, Any] | None = None) -> None: ...
 
 
 # --- policy and results ---------------------------------------------------------------------------------
@@ -420,11 +420,11 @@ class PasskeyService:
             login = await self._authenticate(store, ceremony_id=ceremony_id, pending_id=pending_id,
                                             credential=credential, required_level=required_level, attempt=attempt)
         except PasskeyError as exc:
-            store.audit("webauthn.login_failed", actor=attempt.person_id or "anonymous",
+            await store.audit("webauthn.login_failed", actor=attempt.person_id or "anonymous",
                         subject=audit_ref(attempt.credential_id) if attempt.credential_id else None,
                         detail={"code": exc.code})
             raise
-        store.audit("webauthn.login", actor=login.person_id, subject=audit_ref(login.credential_id),
+        await store.audit("webauthn.login", actor=login.person_id, subject=audit_ref(login.credential_id),
                     detail={"level": login.method.level, "amr": list(login.method.amr)})
         return login
 
@@ -494,7 +494,7 @@ class PasskeyService:
     async def _flag(self, store: PasskeyStore, stored: CredentialRecord, received: int, now: dt.datetime) -> NoReturn:
         """Flag a credential whose counter did not increase, and refuse the login (raises CounterRegression)."""
         await store.flag_credential(stored.id, now)
-        store.audit("webauthn.counter_regression", actor=stored.person_id, subject=audit_ref(stored.id),
+        await store.audit("webauthn.counter_regression", actor=stored.person_id, subject=audit_ref(stored.id),
                     detail={"stored": stored.sign_count, "received": received})
         raise CounterRegression("this passkey's signature counter went backwards, so it may have been copied; it is "
                                 "blocked: remove it and register a new one")
@@ -539,7 +539,7 @@ class PasskeyService:
                                                    enrollment_id=enrollment_id, credential=credential,
                                                    name=display_name)
         except PasskeyError as exc:
-            store.audit("webauthn.registration_failed", actor=person_id, detail={"code": exc.code})
+            await store.audit("webauthn.registration_failed", actor=person_id, detail={"code": exc.code})
             raise
 
     async def _verify_registration(self, store: PasskeyStore, *, ceremony_id: str, person_id: str,
@@ -611,7 +611,7 @@ class PasskeyService:
             name=verified.name, max_level=max_level, created_at=now)
         await store.add_credential(record)
         view = self._view(record)
-        store.audit("webauthn.registered", actor=actor, subject=audit_ref(record.id), detail={
+        await store.audit("webauthn.registered", actor=actor, subject=audit_ref(record.id), detail={
             "person": verified.person_id, "aaguid": verified.aaguid, "format": verified.attestation_format,
             "attested": verified.attested, "backup_eligible": verified.backup_eligible, "level": view.level})
         return view
@@ -625,7 +625,7 @@ class PasskeyService:
         new_name = normalize_name(name, self._clock().date())
         stored = await self._owned(store, person_id, credential_id)
         await store.rename_credential(stored.id, new_name)
-        store.audit("webauthn.renamed", actor=person_id, subject=audit_ref(stored.id), detail={"name": new_name})
+        await store.audit("webauthn.renamed", actor=person_id, subject=audit_ref(stored.id), detail={"name": new_name})
         return self._view(stored, name=new_name)
 
     async def remove(self, store: PasskeyStore, person_id: str, credential_id: str, *, actor: str | None = None,
@@ -643,7 +643,7 @@ class PasskeyService:
 
     async def _revoke(self, store: PasskeyStore, stored: CredentialRecord, *, actor: str, reason: str) -> None:
         await store.revoke_credential(stored.id, self._clock())
-        store.audit("webauthn.removed", actor=actor, subject=audit_ref(stored.id),
+        await store.audit("webauthn.removed", actor=actor, subject=audit_ref(stored.id),
                     detail={"person": stored.person_id, "reason": reason})
 
     async def _owned(self, store: PasskeyStore, person_id: str, credential_id: str) -> CredentialRecord:

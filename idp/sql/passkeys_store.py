@@ -13,7 +13,7 @@ from webauthn.helpers import base64url_to_bytes, bytes_to_base64url
 
 from idp.core.webauthn import USER_HANDLE_BYTES, ChallengeRecord, CredentialRecord, max_level_of
 from idp.sql.models import ActivationCode, Enrollment, Person, WebAuthnChallenge, WebAuthnCredential, WebAuthnUser
-from storage.audit import INSERT_AUDIT, audit_row
+from storage.audit import DeferredAudit
 from storage.base import utcnow
 from storage.direct import Transaction, insert_ignoring, table
 
@@ -78,7 +78,7 @@ class SqlPasskeyStore:
 
     def __init__(self, tx: Transaction, *, request_id: str | None = None) -> None:
         self.tx = tx
-        self._request_id = request_id
+        self._audit = DeferredAudit(tx, request_id=request_id)
 
     async def user_handle(self, person_id: str, *, create: bool) -> bytes | None:
         row = await self.tx.one(USER_HANDLE, person_id=person_id)
@@ -136,10 +136,9 @@ class SqlPasskeyStore:
     async def revoke_credential(self, credential_id: str, now: dt.datetime) -> bool:
         return await self.tx.execute(REVOKE, id=credential_id, now=now) == 1
 
-    def audit(self, event_type: str, *, actor: str, subject: str | None = None,
-              detail: Mapping[str, Any] | None = None) -> None:
-        self.tx.defer(INSERT_AUDIT, **audit_row(event_type, actor=actor, subject=subject, detail=detail,
-                                                request_id=self._request_id))
+    async def audit(self, event_type: str, *, actor: str, subject: str | None = None,
+                    detail: Mapping[str, Any] | None = None) -> None:
+        await self._audit.record(event_type, actor=actor, subject=subject, detail=detail)
 
 
 async def purge_passkey_rows(session: AsyncSession, now: dt.datetime) -> dict[str, int]:

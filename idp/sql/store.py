@@ -40,7 +40,7 @@ from idp.sql.models import (
     SessionClient,
 )
 from idp.sql.revocation import TokenRevocations
-from storage.audit import INSERT_AUDIT, audit_row
+from storage.audit import DeferredAudit
 from storage.base import utcnow
 from storage.direct import Transaction, insert_ignoring, table
 
@@ -156,6 +156,7 @@ class SqlOidcStore:
     def __init__(self, tx: Transaction, *, request_id: str | None = None) -> None:
         self.tx = tx
         self._request_id = request_id
+        self._audit = DeferredAudit(tx, request_id=request_id)
         self._pending: dict[str, PendingRequest | None] = {}
         """Pending requests read in this unit of work: a login reads its request twice (the route, then resume)."""
 
@@ -290,7 +291,7 @@ class SqlOidcStore:
         if not await self.tx.execute(DELETE_CONSENT, person_id=person_id, client_id=client_id):
             return False
         revoked = await self.revoke_person_grants(person_id, client_id, "consent revoked")
-        self.audit("consent.revoked", actor=person_id, subject=client_id, detail={"grants": revoked})
+        await self.audit("consent.revoked", actor=person_id, subject=client_id, detail={"grants": revoked})
         return True
 
     async def list_consents(self, person_id: str) -> list[ConsentRecord]:
@@ -318,10 +319,9 @@ class SqlOidcStore:
         return len(targets)
 
     # audit
-    def audit(self, event_type: str, *, actor: str, subject: str | None = None,
-              detail: Mapping[str, Any] | None = None) -> None:
-        self.tx.defer(INSERT_AUDIT, **audit_row(event_type, actor=actor, subject=subject, detail=detail,
-                                                request_id=self._request_id))
+    async def audit(self, event_type: str, *, actor: str, subject: str | None = None,
+                    detail: Mapping[str, Any] | None = None) -> None:
+        await self._audit.record(event_type, actor=actor, subject=subject, detail=detail)
 
 
 async def purge_expired(session: AsyncSession, now: dt.datetime) -> dict[str, int]:
