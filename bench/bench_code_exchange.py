@@ -164,7 +164,8 @@ async def make_codes(count: int, client_id: str, person_id: str, out: Path) -> N
 
     try:
         lines: list[str] = []
-        async with provider.unit_of_work() as store:  # the first request: login, then consent, then the code
+        async with provider.unit_of_work() as unit:  # the first request: login, then consent, then the code
+            store = unit.oidc
             params, verifier, nonce = request()
             result = await authorization.authorize(params, store=store, session=None, browser=browser)
             if not (isinstance(result, Interaction) and result.kind == "login"):
@@ -180,7 +181,8 @@ async def make_codes(count: int, client_id: str, person_id: str, out: Path) -> N
             lines.append(body(result, verifier, nonce))
         started = time.monotonic()
         while len(lines) < count:
-            async with provider.unit_of_work() as store:  # then one authorize call per code, as a logged-in user
+            async with provider.unit_of_work() as unit:  # then one authorize call per code, as a logged-in user
+                store = unit.oidc
                 for _ in range(min(BATCH, count - len(lines))):
                     params, verifier, nonce = request()
                     lines.append(body(await authorization.authorize(params, store=store, session=login,

@@ -95,11 +95,12 @@ class GroupCommitAuditLog:
 
     Events go into a queue drained by long-lived consumer tasks, started with the application (`start`, in the
     lifespan) and stopped with it (`stop`): a consumer waits one loop turn after the first event so the events of
-    requests already under way join its batch. On PostgreSQL two consumers run (`consumers`): the server works on
-    one batch while this process gathers the next. SQLite writes one transaction at a time, so there one consumer
-    runs. The order in which two batches commit is not defined (each event carries its own time). Events that
-    cannot be written any more (the log stopped, a consumer cancelled while committing) fail their callers with
-    RuntimeError instead of leaving them waiting. One instance serves one event loop.
+    requests already under way join its batch; consumers gather in turn (one at a time). On PostgreSQL two consumers
+    run (`consumers`): the server commits one batch while the other consumer gathers the next. SQLite writes one
+    transaction at a time, so there one consumer runs. The order in which two batches commit is not defined (each
+    event carries its own time). Events that cannot be written any more (the log stopped, a consumer cancelled while
+    committing) fail their callers with RuntimeError instead of leaving them waiting. One instance serves one event
+    loop.
     """
 
     def __init__(self, database: DirectDatabase, *, max_batch: int = 500, consumers: int | None = None) -> None:
@@ -107,6 +108,7 @@ class GroupCommitAuditLog:
         self._max_batch = max_batch
         self._consumer_count = consumers or (2 if database.dialect.name == "postgresql" else 1)
         self._queue: asyncio.Queue[Waiting] | None = None
+        self._gathering = asyncio.Lock()
         self._consumers: dict[asyncio.Task[None], list[Waiting]] = {}
         """Each consumer and the batch it is committing."""
 
@@ -127,6 +129,7 @@ class GroupCommitAuditLog:
         if self._consumers:
             return
         self._queue = asyncio.Queue()
+        self._gathering = asyncio.Lock()
         for _ in range(self._consumer_count):
             consumer = asyncio.create_task(self._consume(), context=contextvars.Context())
             self._consumers[consumer] = []
@@ -153,15 +156,17 @@ class GroupCommitAuditLog:
 
     async def _consume(self) -> None:
         me = asyncio.current_task()
-        queue = self._queue
+        queue, gathering = self._queue, self._gathering
         assert me is not None  # noqa: S101 - a task
         assert queue is not None  # noqa: S101 - started by start()
         while True:
-            batch = [await queue.get()]
-            self._consumers[me] = batch
-            await asyncio.sleep(0)  # one loop turn: requests already under way add their events to this batch
-            while len(batch) < self._max_batch and not queue.empty():
-                batch.append(queue.get_nowait())
+            async with gathering:  # one consumer gathers at a time, so idle consumers do not split a burst
+                batch = [await queue.get()]
+                self._consumers[me] = batch
+                await asyncio.sleep(0)  # one loop turn: requests already under way add their events to this batch
+                while len(batch) < self._max_batch and not queue.empty():
+                    batch.append(queue.get_nowait())
+            # committing: the next consumer gathers the next batch meanwhile
             error = await self._commit(batch)
             if error is not None and len(batch) > 1:
                 # one bad event must not fail the others that shared its transaction: write each alone

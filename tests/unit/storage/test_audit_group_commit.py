@@ -118,3 +118,14 @@ async def test_events_recorded_one_after_another_are_written(services: Services)
             await asyncio.wait_for(log.record("test.sequential", actor="tester", subject=str(i)), 5)
 
     assert await _count(services, "test.sequential") == 5
+
+
+async def test_idle_consumers_do_not_split_a_burst(services: Services) -> None:
+    """Consumers gather in turn: a burst that arrives while both wait is one batch, not one per consumer."""
+    before = services.direct.commits
+
+    async with GroupCommitAuditLog(services.direct, consumers=2) as log:
+        await asyncio.gather(*(log.record("test.unsplit", actor="tester", subject=str(i)) for i in range(40)))
+
+    assert await _count(services, "test.unsplit") == 40
+    assert services.direct.commits - before == 1
