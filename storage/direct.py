@@ -36,6 +36,7 @@ server's. Python-side `onupdate` values are applied as the ORM would.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import json
@@ -375,11 +376,14 @@ class Transaction:
 # --- PostgreSQL (asyncpg) -----------------------------------------------------------------------------------
 
 def _connection_lost(exc: BaseException) -> bool:
-    """A server connection that is gone (a database restart, pg_terminate_backend), not an error of the statement."""
+    """A server connection that is gone (a database restart, pg_terminate_backend), not an error of the statement:
+    the socket is closed, the server said it shuts the session down, or asyncpg's protocol state was left broken by
+    the termination arriving mid-operation (InternalClientError)."""
     import asyncpg  # type: ignore[import-untyped]
 
     return isinstance(exc, OSError | asyncpg.exceptions.InterfaceError | asyncpg.exceptions.PostgresConnectionError
-                      | asyncpg.exceptions.AdminShutdownError | asyncpg.exceptions.CannotConnectNowError)
+                      | asyncpg.exceptions.AdminShutdownError | asyncpg.exceptions.CannotConnectNowError
+                      | asyncpg.exceptions.InternalClientError)
 
 
 class PostgresDirect(DirectDatabase):
@@ -409,10 +413,10 @@ class PostgresDirect(DirectDatabase):
                                                            init=_json_codecs, reset=_session_unchanged)
         return self._pool
 
-    def expire(self) -> None:
+    async def expire(self) -> None:
         """After a connection error (a database restart): the pool opens fresh connections from now on."""
         if self._pool is not None:
-            self._pool.expire_connections()
+            await self._pool.expire_connections()
 
     def _unit(self, *, write: bool) -> Transaction:
         return _PostgresTransaction(self, write=write)
@@ -482,8 +486,9 @@ class _PostgresTransaction(Transaction):
             except BaseException as exc:
                 if attempt == 1 and _connection_lost(exc):
                     if self.begun:
-                        await self._release(commit=False)
-                    self._db.expire()  # connections the server dropped are not reused
+                        with contextlib.suppress(Exception):  # giving back a dead connection may fail too
+                            await self._release(commit=False)
+                    await self._db.expire()  # connections the server dropped are not reused
                     continue
                 raise
             self._used = True
