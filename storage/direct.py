@@ -244,8 +244,10 @@ class DirectDatabase:
 class Transaction:
     """Statements of one unit of work (see module docstring for when its transaction begins)."""
 
-    def __init__(self, dialect: Dialect, *, write: bool = True) -> None:
+    def __init__(self, dialect: Dialect, *, write: bool = True, database: DirectDatabase | None = None) -> None:
         self._dialect = dialect
+        self._database = database
+        """Where the unit's commits are counted (DirectDatabase.commits), if anywhere."""
         self.dialect_name = dialect.name
         self.write = write
         self._deferred: list[tuple[Compiled, list[Any]]] = []
@@ -335,7 +337,7 @@ class Transaction:
         try:
             await self._end(commit=commit)
             if commit:
-                self._count_commit()
+                self._counted()
         finally:
             self.begun = False
             if self._holding is not None:
@@ -345,8 +347,9 @@ class Transaction:
                 except ValueError:  # released in another context than it was taken in: clear it there
                     _HOLDING.set(False)
 
-    def _count_commit(self) -> None:
-        """Count a committed transaction (DirectDatabase.commits)."""
+    def _counted(self) -> None:
+        if self._database is not None:
+            self._database.commits += 1
 
     # driver specific
     async def _begin_now(self) -> None:
@@ -447,15 +450,12 @@ async def _json_codecs(connection: Any) -> None:
 
 class _PostgresTransaction(Transaction):
     def __init__(self, database: PostgresDirect, *, write: bool) -> None:
-        super().__init__(database.dialect, write=write)
+        super().__init__(database.dialect, write=write, database=database)
         self._db = database
         self._pool: Any = None
         self._driver: Any = None
         self._tx: Any = None
         self._used = False
-
-    def _count_commit(self) -> None:
-        self._db.commits += 1
 
     async def _acquire(self) -> Any:
         """The unit's connection; a writing unit's transaction begins with it."""
@@ -520,7 +520,7 @@ class _PostgresTransaction(Transaction):
             await self._driver.executemany(sql, rows)
         finally:
             await self._release(commit=False)  # nothing to end but the checkout
-        self._db.commits += 1
+        self._counted()
         return True
 
     async def _end(self, *, commit: bool) -> None:
@@ -550,10 +550,9 @@ class SessionTransaction(Transaction):
                  database: DirectDatabase | None = None) -> None:
         """`owned`: the unit's own session (a unit of work: begun at its first statement, closed at its end);
         otherwise a bridge over the caller's. `database` counts the unit's commits."""
-        super().__init__(session.get_bind().dialect, write=write)
+        super().__init__(session.get_bind().dialect, write=write, database=database)
         self.session = session
         self._owned = owned
-        self._database = database
         self._connection: AsyncConnection | None = None
 
     async def _conn(self) -> AsyncConnection:
@@ -594,10 +593,6 @@ class SessionTransaction(Transaction):
         """A bridge over the caller's session: write the deferred rows, then commit the session."""
         await self.flush()
         await self.session.commit()
-
-    def _count_commit(self) -> None:
-        if self._database is not None:
-            self._database.commits += 1
 
     async def finish(self, *, commit: bool) -> None:
         if not self._owned:
