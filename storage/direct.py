@@ -543,8 +543,8 @@ class _PostgresTransaction(Transaction):
 class SessionTransaction(Transaction):
     """The unit-of-work interface inside an AsyncSession's transaction: the same compiled statements, run on the
     session's connection as driver SQL, with the same conversions. Over a session the caller owns (enrollment,
-    the CLI) it is a bridge: `commit` writes the deferred rows, then commits the session. `SessionDirect` hands out
-    units that own their session."""
+    the CLI) it is a bridge: `flush` writes the deferred rows into the caller's transaction, which the caller
+    commits. `SessionDirect` and `RequestUnit.with_orm` open units that own their session."""
 
     def __init__(self, session: AsyncSession, *, write: bool = True, owned: bool = False,
                  database: DirectDatabase | None = None) -> None:
@@ -589,15 +589,10 @@ class SessionTransaction(Transaction):
     async def _executemany(self, sql: str, rows: list[list[Any]]) -> None:
         await (await self._conn()).exec_driver_sql(sql, [tuple(row) for row in rows])
 
-    async def commit(self) -> None:
-        """A bridge over the caller's session: write the deferred rows, then commit the session."""
-        await self.flush()
-        await self.session.commit()
-
     async def finish(self, *, commit: bool) -> None:
-        if not self._owned:
+        if not self._owned:  # a bridge: its deferred rows go into the caller's transaction, which the caller ends
             if commit:
-                await self.commit()
+                await self.flush()
             return
         if commit and self._deferred and not self.begun:
             await self._conn()  # deferred rows only: written in a transaction of their own
