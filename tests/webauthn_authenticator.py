@@ -52,6 +52,8 @@ class AttestationCa:
     """A test attestation root (or, with `parent`, an intermediate CA under it) and a leaf factory (WebAuthn Level 2
     section 8.2.1 certificate requirements)."""
 
+    certificate: x509.Certificate
+
     def __init__(self, name: str = "Test Authenticator Vendor Root", *, parent: AttestationCa | None = None) -> None:
         self.key = ec.generate_private_key(ec.SECP256R1())
         self.parent = parent

@@ -309,26 +309,33 @@ class AttestationTrust:
             self._warn_stale(source)
             return False
         source.seen = seen
-        try:
-            data = source.path.read_bytes()
-            blob = verify_metadata_blob(data, roots=[r.pem for r in source.roots], today=self._clock().date())
-        except OSError as exc:
-            self._refused(source, f"cannot read the file: {exc.strerror}", None)
-            return False
-        except MetadataRefused as exc:
-            self._refused(source, str(exc), None)
-            return False
-        previous = self._current.blob
-        if previous is not None and blob.digest == previous.digest:
-            return False
-        if previous is not None and blob.number <= previous.number:
-            self._refused(source, f"serial number {blob.number} is not newer than {previous.number}", blob.number)
+        blob = self._read(source)
+        if blob is None:
             return False
         self._current = TrustAnchors(self._current.explicit, blob, self._current.allowlist)
         log.info("webauthn.mds_loaded", extra={"file": str(source.path), "no": blob.number,
                                                "next_update": blob.next_update.isoformat(),
                                                "entries": len(blob.entries)})
         return True
+
+    def _read(self, source: _BlobFile) -> MetadataBlob | None:
+        """The file's BLOB when it verifies and is newer than the one in force; None (logged when refused)."""
+        try:
+            data = source.path.read_bytes()
+            blob = verify_metadata_blob(data, roots=[r.pem for r in source.roots], today=self._clock().date())
+        except OSError as exc:
+            self._refused(source, f"cannot read the file: {exc.strerror}", None)
+            return None
+        except MetadataRefused as exc:
+            self._refused(source, str(exc), None)
+            return None
+        previous = self._current.blob
+        if previous is not None and blob.digest == previous.digest:
+            return None
+        if previous is not None and blob.number <= previous.number:
+            self._refused(source, f"serial number {blob.number} is not newer than {previous.number}", blob.number)
+            return None
+        return blob
 
     def _refused(self, source: _BlobFile, reason: str, number: int | None) -> None:
         kept = self._current.blob

@@ -10,8 +10,9 @@ Levels (eIDAS, idp.core.loa; the mapping is argued in docs/assurance.md): a user
 key (not backup eligible) whose attestation chains to a trusted root (idp.core.attestation) reaches high; a
 user-verified login otherwise reaches substantial; without user verification, low. The attestation is checked at
 registration (WebAuthn Level 2 section 7.1 steps 19-22) and its root re-checked against the trust in force at each
-login, so a model later reported compromised in the FIDO Metadata Service drops to substantial. A credential never reaches more than the level under which it was
-registered (`max_level`: an activation code from a registration office is high, a session its own level).
+login, so a model later reported compromised in the FIDO Metadata Service drops to substantial. A credential never
+reaches more than the level under which it was registered (`max_level`: an activation code from a registration office
+is high, a session its own level).
 amr values (RFC 8176): "hwk" for a device-bound key, "swk" for a synced one, plus "mfa" (possession and user
 verification) or "user" (presence only).
 

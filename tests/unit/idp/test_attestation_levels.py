@@ -63,7 +63,8 @@ async def login_level(services: Services, http: httpx.AsyncClient, rp: Registere
     r = await passkey_login(http, started.pending_id, started.csrf, authenticator)
     assert r.status_code == 200, r.text
     code = query(r.json()["redirect"])["code"]
-    claims = await id_token_claims(http, services, rp, (await redeem(http, rp, code, started.verifier)).json()["id_token"])
+    tokens = (await redeem(http, rp, code, started.verifier)).json()
+    claims = await id_token_claims(http, services, rp, tokens["id_token"])
     levels = {v: k for k, v in services.settings.acr_values.items()}
     return levels[claims["acr"]]
 
@@ -190,7 +191,7 @@ async def test_mds_entry_roots_give_high(initialized: Services, client: httpx.As
 
 @pytest.mark.parametrize("bad", ["signature", "expired", "unknown_root", "rollback"])
 async def test_refused_blob_is_logged_and_the_last_good_kept(
-        initialized: Services, client: httpx.AsyncClient, vendor: AttestationCa, mds: MetadataService,
+        initialized: Services, client: httpx.AsyncClient, *, vendor: AttestationCa, mds: MetadataService,
         tmp_path: Path, caplog: pytest.LogCaptureFixture, bad: str) -> None:
     """A BLOB whose signature fails, whose nextUpdate has passed, whose chain leads to another root, or whose
     serial number is not newer is refused at refresh, logged, and the BLOB in force stays (FIDO MDS3 3.2)."""
@@ -218,7 +219,7 @@ async def test_refused_blob_is_logged_and_the_last_good_kept(
     assert await login_level(initialized, client, rp, authenticator) == "high"
 
 
-async def test_bad_blob_at_start_gives_no_trust(initialized: Services, client: httpx.AsyncClient,
+async def test_bad_blob_at_start_gives_no_trust(initialized: Services, client: httpx.AsyncClient, *,
                                                 vendor: AttestationCa, mds: MetadataService, tmp_path: Path,
                                                 caplog: pytest.LogCaptureFixture) -> None:
     blob = write(tmp_path / "blob.jwt", mds.blob([mds.entry(MODEL_ID, [vendor.pem])], tamper=True))

@@ -16,8 +16,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select, update
 
-from api.deps import Services
-from api.deps import build_passkeys
+from api.deps import Services, build_passkeys
 from idp.core.webauthn import login_level, login_method
 from idp.sql.models import AuthorizationRequest, LoginSession, WebAuthnChallenge, WebAuthnCredential, WebAuthnUser
 from idp.sql.store import SqlOidcStore
@@ -590,7 +589,7 @@ def require_attestation(services: Services, ca: AttestationCa, tmp_path: Path,
     ("unlisted", False),  # a good chain for a model that is not allow-listed
     ("mismatch", False),  # the certificate names another AAGUID than the authenticator data
 ])
-async def test_attestation(initialized: Services, client: httpx.AsyncClient, vendor: AttestationCa, make: str,
+async def test_attestation(initialized: Services, client: httpx.AsyncClient, vendor: AttestationCa, *, make: str,
                            attested: bool, tmp_path: Path) -> None:
     require_attestation(initialized, vendor, tmp_path, [MODEL])
     if make == "vendor":
