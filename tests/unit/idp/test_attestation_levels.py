@@ -20,7 +20,7 @@ import pytest
 from api.app import _housekeeping
 from api.deps import Services, build_passkeys
 from api.settings import Settings
-from idp.core.attestation import AttestationConfigError, MetadataRefused, verify_metadata_blob
+from idp.core.attestation import AttestationConfigError, MetadataRefused, build_trust, verify_metadata_blob
 from tests.fido_mds import MetadataService
 from tests.oidc_tools import Registered, redeem, register_client
 from tests.unit.idp.test_webauthn import (
@@ -287,3 +287,20 @@ def test_settings(tmp_path: Path, settings: Settings) -> None:
     with pytest.raises(AttestationConfigError, match="ACAR_WEBAUTHN_MDS_ROOT_FILE"):
         build_passkeys(settings.model_copy(update={"webauthn_mds_blob_file": tmp_path / "blob.jwt",
                                                     "webauthn_mds_root_file": write(tmp_path / "r.pem", b"junk")}))
+
+
+def test_a_blob_in_force_that_goes_stale_is_kept_with_one_warning(
+        vendor: AttestationCa, mds: MetadataService, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The last good BLOB stays in force after its nextUpdate (its statuses are the newest known), warned once."""
+    now = [dt.datetime.now(dt.UTC)]
+    blob = write(tmp_path / "blob.jwt", mds.blob([mds.entry(MODEL_ID, [vendor.pem])],
+                                                 next_update=now[0].date() + dt.timedelta(days=1)))
+    trust = build_trust(roots_file=None, blob_file=blob, mds_root_file=write(tmp_path / "mds.pem", mds.root_pem),
+                        allowlist=[], clock=lambda: now[0])
+    assert trust.current().roots_for(MODEL_ID)
+    now[0] += dt.timedelta(days=3)
+    with caplog.at_level(logging.WARNING, logger="acar.webauthn"):
+        assert trust.refresh() is False
+        assert trust.refresh() is False
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == ["webauthn.mds_stale"]
+    assert trust.current().roots_for(MODEL_ID)
