@@ -40,7 +40,8 @@ LOGOUT_DELIVERY_KEPT = dt.timedelta(days=7)
 async def _housekeeping(services: Services, interval: float, backchannel: BackchannelDelivery | None = None,
                         passed: asyncio.Event | None = None) -> None:
     """The automatic schedule: token-key rotation and removal (ACAR_TOKEN_KEY_ROTATION_DAYS); CRLs republished
-    at half their lifetime and OCSP/TSA certificates renewed before they run out.
+    at half their lifetime and OCSP/TSA certificates renewed before they run out; the FIDO metadata BLOB re-read
+    when its file changed (ACAR_WEBAUTHN_MDS_BLOB_FILE).
 
     It waits, with one warning per tick, while the database is unreachable or behind the migrations head
     (readyz reports the same): writing to an old schema would only fail.
@@ -71,6 +72,10 @@ async def _housekeeping(services: Services, interval: float, backchannel: Backch
                 log.info("oidc.purged", extra=purged)
         except Exception:
             log.exception("tokens.purge_failed")
+        try:  # the FIDO metadata BLOB, when its file changed (a large file: verified off the event loop)
+            await asyncio.to_thread(services.passkeys.rp.attestation.refresh)
+        except Exception:
+            log.exception("webauthn.mds_refresh_failed")
         try:
             published = await services.pki.housekeeping()
             if any(published.values()):

@@ -112,16 +112,19 @@ def build_services(settings: Settings, *, key_store: KeyStore | None = None) -> 
 
 
 def build_passkeys(settings: Settings) -> PasskeyService:
-    """The WebAuthn relying party. No attestation roots are configured yet, so no credential counts as attested:
-    with ACAR_WEBAUTHN_HIGH_REQUIRES_ATTESTATION on, passkeys reach substantial at most (fail closed)."""
-    from idp.core.webauthn import AttestationPolicy, PasskeyService, RelyingParty
+    """The WebAuthn relying party, with the attestation trust of ACAR_WEBAUTHN_ATTESTATION_ROOTS_FILE and the
+    FIDO metadata BLOB of ACAR_WEBAUTHN_MDS_BLOB_FILE (idp.core.attestation). With neither, no passkey reaches
+    level high (fail closed); a trust file that cannot be read stops the start (AttestationConfigError)."""
+    from idp.core.attestation import build_trust
+    from idp.core.webauthn import PasskeyService, RelyingParty
     from storage.base import utcnow
 
+    trust = build_trust(roots_file=settings.webauthn_attestation_roots_file,
+                        blob_file=settings.webauthn_mds_blob_file, mds_root_file=settings.webauthn_mds_root_file,
+                        allowlist=settings.webauthn_aaguid_allowlist, clock=utcnow)
     return PasskeyService(RelyingParty(
         id=settings.webauthn_rp_id, name=settings.webauthn_rp_name, origins=tuple(settings.webauthn_origins),
-        challenge_seconds=settings.webauthn_challenge_seconds,
-        attestation=AttestationPolicy.of(settings.webauthn_high_requires_attestation,
-                                         settings.webauthn_aaguid_allowlist)), clock=utcnow)
+        challenge_seconds=settings.webauthn_challenge_seconds, attestation=trust), clock=utcnow)
 
 
 def build_enrollment_policy(settings: Settings) -> EnrollmentPolicy:

@@ -84,9 +84,14 @@ class Settings(BaseSettings):
     webauthn_origins: list[str] = Field(default=["http://localhost:8000"])
     """Origins allowed in clientDataJSON (exact match)."""
     webauthn_challenge_seconds: int = Field(default=300, ge=30, le=900)
-    webauthn_high_requires_attestation: bool = False
-    """Level high needs direct attestation from an allow-listed authenticator model (AAGUID)."""
     webauthn_aaguid_allowlist: list[str] = Field(default=[])
+    """When not empty, only these authenticator models (AAGUIDs) can reach level high (docs/assurance.md)."""
+    webauthn_attestation_roots_file: Path | None = None
+    """PEM bundle of attestation root certificates trusted for every model (level high needs attestation)."""
+    webauthn_mds_blob_file: Path | None = None
+    """A FIDO Metadata Service (MDS3) BLOB, read from this file (never downloaded) and re-read when it changes."""
+    webauthn_mds_root_file: Path | None = None
+    """The PEM root certificate(s) the MDS BLOB's signing chain must validate to."""
     activation_code_lifetime_hours: int = Field(default=72, ge=1, le=30 * 24)
     activation_code_max_attempts: int = Field(default=5, ge=1, le=20)
     enrollment_lifetime_seconds: int = Field(default=900, ge=60, le=3600)
@@ -120,6 +125,13 @@ class Settings(BaseSettings):
     def _distinct_acr(self) -> Settings:
         if len(set(self.acr_values.values())) != 3:
             raise ValueError("ACAR_ACR_LOW, ACAR_ACR_SUBSTANTIAL and ACAR_ACR_HIGH must be distinct")
+        return self
+
+    @model_validator(mode="after")
+    def _mds_files(self) -> Settings:
+        if self.webauthn_mds_blob_file is not None and self.webauthn_mds_root_file is None:
+            raise ValueError("ACAR_WEBAUTHN_MDS_ROOT_FILE must be set with ACAR_WEBAUTHN_MDS_BLOB_FILE (the BLOB "
+                             "is verified against it)")
         return self
 
     @property
@@ -173,9 +185,6 @@ class Settings(BaseSettings):
         host = urlsplit(self.issuer).hostname or ""
         if host != self.webauthn_rp_id and not host.endswith("." + self.webauthn_rp_id):
             raise SettingsError(f"ACAR_WEBAUTHN_RP_ID must be the issuer's host {host} or a parent domain of it")
-        if self.webauthn_high_requires_attestation and not self.webauthn_aaguid_allowlist:
-            raise SettingsError("ACAR_WEBAUTHN_AAGUID_ALLOWLIST must list authenticator models when "
-                                "ACAR_WEBAUTHN_HIGH_REQUIRES_ATTESTATION is on")
         if self.dev_login:
             raise SettingsError("ACAR_DEV_LOGIN is a development shortcut and cannot be enabled in production")
         salt = self.pairwise_salt.get_secret_value()

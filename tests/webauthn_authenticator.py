@@ -49,25 +49,37 @@ def cose_es256(public_key: ec.EllipticCurvePublicKey) -> bytes:
 
 
 class AttestationCa:
-    """A test attestation root and a leaf factory (WebAuthn Level 2 section 8.2.1 certificate requirements)."""
+    """A test attestation root (or, with `parent`, an intermediate CA under it) and a leaf factory (WebAuthn Level 2
+    section 8.2.1 certificate requirements)."""
 
-    def __init__(self, name: str = "Test Authenticator Vendor Root") -> None:
+    certificate: x509.Certificate
+
+    def __init__(self, name: str = "Test Authenticator Vendor Root", *, parent: AttestationCa | None = None) -> None:
         self.key = ec.generate_private_key(ec.SECP256R1())
+        self.parent = parent
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        issuer = parent.certificate.subject if parent is not None else subject
         now = dt.datetime.now(dt.UTC)
         self.certificate = (
-            x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(self.key.public_key())
+            x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(self.key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
             .not_valid_after(now + dt.timedelta(days=3650))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
                                          data_encipherment=False, key_agreement=False, key_cert_sign=True,
                                          crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-            .sign(self.key, hashes.SHA256()))
+            .sign(parent.key if parent is not None else self.key, hashes.SHA256()))
 
     @property
     def pem(self) -> bytes:
         return self.certificate.public_bytes(serialization.Encoding.PEM)
+
+    @property
+    def intermediates(self) -> list[bytes]:
+        """The DER certificates between a leaf of this CA and the root (this CA first; empty for a root)."""
+        if self.parent is None:
+            return []
+        return [self.certificate.public_bytes(serialization.Encoding.DER), *self.parent.intermediates]
 
     def leaf(self, aaguid: bytes, *, with_aaguid_extension: bool = True,
              signer: ec.EllipticCurvePrivateKey | None = None) -> tuple[ec.EllipticCurvePrivateKey, bytes]:
@@ -206,12 +218,12 @@ class SoftwareAuthenticator:
 
 def attested_authenticator(ca: AttestationCa, *, aaguid: bytes | None = None, forged: bool = False,
                            **kw: Any) -> SoftwareAuthenticator:
-    """An authenticator with packed attestation: its certificate chains to `ca` (or, `forged`, to a key of its
-    own while naming the same issuer)."""
+    """An authenticator with packed attestation (WebAuthn Level 2 section 8.2, x5c = leaf and `ca`'s intermediates):
+    its certificate chains to `ca` (or, `forged`, to a key of its own while naming the same issuer)."""
     model = aaguid or os.urandom(16)
     key, cert = ca.leaf(model, signer=ec.generate_private_key(ec.SECP256R1()) if forged else None)
-    return SoftwareAuthenticator(aaguid=model, attestation="packed", attestation_key=key, attestation_chain=[cert],
-                                 **kw)
+    return SoftwareAuthenticator(aaguid=model, attestation="packed", attestation_key=key,
+                                 attestation_chain=[cert, *ca.intermediates], **kw)
 
 
 # --- driving Açar's passkey endpoints in tests (httpx, in process or over the network) ------------------------

@@ -6,10 +6,13 @@ authentication is usernameless (allowCredentials empty, the credential names its
 the same options serve a button and conditional mediation. Challenges are 32 random bytes kept server-side,
 short-lived and single-use (section 13.4.3).
 
-Levels (eIDAS-like, idp.core.loa): a user-verified login with a device-bound key (not backup eligible) reaches high,
-provided it is attested when the policy asks for attestation at high; a user-verified login otherwise reaches
-substantial; without user verification, low. A credential never reaches more than the level under which it was
-registered (`max_level`: an activation code from a registration office is high, a session its own level).
+Levels (eIDAS, idp.core.loa; the mapping is argued in docs/assurance.md): a user-verified login with a device-bound
+key (not backup eligible) whose attestation chains to a trusted root (idp.core.attestation) reaches high; a
+user-verified login otherwise reaches substantial; without user verification, low. The attestation is checked at
+registration (WebAuthn Level 2 section 7.1 steps 19-22) and its root re-checked against the trust in force at each
+login, so a model later reported compromised in the FIDO Metadata Service drops to substantial. A credential never
+reaches more than the level under which it was registered (`max_level`: an activation code from a registration office
+is high, a session its own level).
 amr values (RFC 8176): "hwk" for a device-bound key, "swk" for a synced one, plus "mfa" (possession and user
 verification) or "user" (presence only).
 
@@ -25,10 +28,9 @@ import datetime as dt
 import hashlib
 import secrets
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, NoReturn, Protocol
 
-from cryptography import x509
 from webauthn import (
     generate_authentication_options,
     generate_registration_options,
@@ -42,10 +44,9 @@ from webauthn.helpers import (
     parse_attestation_object,
     parse_authentication_credential_json,
     parse_registration_credential_json,
-    validate_certificate_chain,
 )
 from webauthn.helpers.cose import COSEAlgorithmIdentifier
-from webauthn.helpers.exceptions import InvalidCertificateChain, WebAuthnException
+from webauthn.helpers.exceptions import WebAuthnException
 from webauthn.helpers.structs import (
     AttestationConveyancePreference,
     AttestationFormat,
@@ -59,6 +60,7 @@ from webauthn.helpers.structs import (
 )
 
 from idp.core import loa
+from idp.core.attestation import AttestationTrust
 from idp.core.errors import IdpError
 from idp.core.interfaces import LEVELS, Level
 from idp.core.loa import LoginMethod
@@ -75,9 +77,6 @@ SUPPORTED_ALGORITHMS: list[COSEAlgorithmIdentifier] = [
     COSEAlgorithmIdentifier.RSASSA_PKCS1_v1_5_SHA_256,  # -257, Windows Hello
 ]
 """pubKeyCredParams, in order of preference; a credential of any other algorithm is refused at registration."""
-FIDO_AAGUID_EXTENSION = x509.ObjectIdentifier("1.3.6.1.4.1.45724.1.1.4")
-"""id-fido-gen-ce-aaguid (WebAuthn Level 2 section 8.2.1): when the attestation certificate carries it, it must
-name the AAGUID of the authenticator data."""
 PASSKEY_METHOD = "passkey"
 
 
@@ -225,6 +224,8 @@ class CredentialRecord:
     revoked_at: dt.datetime | None = None
     owner_handle: bytes | None = None
     """The WebAuthn user handle of the owner (read with the credential, for the userHandle check)."""
+    attestation_root: str | None = None
+    """SHA-256 fingerprint of the trusted root the attestation chained to at registration (None: not attested)."""
 
 
 class PasskeyStore(Protocol):
@@ -256,26 +257,6 @@ class PasskeyStore(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class AttestationPolicy:
-    """When level high needs attestation: which authenticator models count, and the roots their attestation
-    certificates must chain to.
-
-    `trusted` maps an AAGUID (lower-case UUID) to the PEM root certificates of its vendor (for instance from the
-    FIDO Metadata Service). A model without roots is never attested: an attestation statement verified only
-    against the certificate it carries can be made by any software for any AAGUID.
-    """
-
-    required_for_high: bool
-    trusted: Mapping[str, Sequence[bytes]] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, required_for_high: bool, aaguids: Sequence[str],
-           roots: Mapping[str, Sequence[bytes]] | None = None) -> AttestationPolicy:
-        roots = {k.lower(): v for k, v in (roots or {}).items()}
-        return cls(required_for_high, {a.lower(): tuple(roots.get(a.lower(), ())) for a in aaguids})
-
-
-@dataclass(frozen=True, slots=True)
 class RelyingParty:
     """The WebAuthn relying party (WebAuthn Level 2 section 5.1.2 RP ID; origins compared exactly)."""
 
@@ -283,7 +264,8 @@ class RelyingParty:
     name: str
     origins: tuple[str, ...]
     challenge_seconds: int
-    attestation: AttestationPolicy
+    attestation: AttestationTrust
+    """The attestation roots and FIDO metadata in force (idp.core.attestation); refreshed by housekeeping."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,6 +303,7 @@ class VerifiedRegistration:
     backup_eligible: bool
     backed_up: bool
     name: str
+    attestation_root: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,12 +325,15 @@ class PasskeyView:
                 "last_used_at": self.last_used_at.isoformat() if self.last_used_at else None}
 
 
-def login_level(*, user_verified: bool, backup_eligible: bool, attested: bool, attestation_required: bool,
-                max_level: Level) -> Level:
-    """The level a passkey login reaches (see the module docstring), capped at the credential's max_level."""
+def login_level(*, user_verified: bool, backup_eligible: bool, attested: bool, max_level: Level) -> Level:
+    """The level a passkey login reaches (see the module docstring), capped at the credential's max_level.
+
+    `attested`: the credential's attestation chains to a root trusted now. Without it, at most substantial:
+    eIDAS Implementing Regulation (EU) 2015/1502 annex 2.2.1 (high) asks the authentication means to be
+    designed to protect against duplication and tampering, which only a verified attestation of the model shows."""
     if not user_verified:
         level: Level = "low"
-    elif not backup_eligible and (attested or not attestation_required):
+    elif not backup_eligible and attested:
         level = "high"
     else:
         level = "substantial"
@@ -451,9 +437,9 @@ class PasskeyService:
             raise UserVerificationRequired("this sign-in needs user verification (PIN or biometrics)")
         backup_eligible = stored.backup_eligible or (
             verified.credential_device_type == CredentialDeviceType.MULTI_DEVICE)
+        attested = self.rp.attestation.current().trusts(stored.aaguid, stored.attestation_root)
         level = login_level(user_verified=verified.user_verified, backup_eligible=backup_eligible,
-                            attested=stored.attested, attestation_required=self.rp.attestation.required_for_high,
-                            max_level=stored.max_level)
+                            attested=attested, max_level=stored.max_level)
         if not loa.at_least(level, required_level):
             if not verified.user_verified:
                 raise UserVerificationRequired(f"level {required_level} needs user verification (PIN or biometrics)")
@@ -504,14 +490,15 @@ class PasskeyService:
     async def registration_options(self, store: PasskeyStore, *, person_id: str,
                                    enrollment_id: str | None = None) -> Ceremony:
         """Creation options for a discoverable, user-verified credential of `person_id`; the person's current
-        credentials are excluded. Attestation is "direct" when level high requires it, else "none"."""
+        credentials are excluded. Attestation is "direct" when some model can be attested (trust roots or a FIDO
+        metadata BLOB are in force), else "none" (WebAuthn Level 2 section 5.4.7)."""
         handle = await store.user_handle(person_id, create=True)
         assert handle is not None  # noqa: S101 - create=True always returns a handle
         display = await store.display_name(person_id) or "Açar"
         existing = await store.credentials(person_id)
         record = await self._new_challenge(store, "register", UserVerificationRequirement.REQUIRED,
                                            person_id=person_id, enrollment_id=enrollment_id)
-        attestation = (AttestationConveyancePreference.DIRECT if self.rp.attestation.required_for_high
+        attestation = (AttestationConveyancePreference.DIRECT if self.rp.attestation.current().configured
                        else AttestationConveyancePreference.NONE)
         options = generate_registration_options(
             rp_id=self.rp.id, rp_name=self.rp.name, user_id=handle, user_name=display, user_display_name=display,
@@ -569,35 +556,27 @@ class PasskeyService:
         if await store.get_credential(credential_id) is not None:
             raise CredentialExists("this passkey is already registered")
         transports = tuple(t.value for t in parsed.response.transports or ())
+        root = self._attestation_root(verified.fmt, verified.aaguid, verified.attestation_object)
         return VerifiedRegistration(
             person_id=person_id, credential_id=credential_id, public_key=verified.credential_public_key,
             sign_count=verified.sign_count, transports=transports, aaguid=verified.aaguid,
             attestation_format=_format_name(verified.fmt), user_verified=verified.user_verified,
-            attested=self._attested(verified.fmt, verified.aaguid, verified.attestation_object),
+            attested=root is not None, attestation_root=root,
             backup_eligible=verified.credential_device_type == CredentialDeviceType.MULTI_DEVICE,
             backed_up=verified.credential_backed_up, name=name)
 
-    def _attested(self, fmt: AttestationFormat, aaguid: str, attestation_object: bytes) -> bool:
-        """Attested: an attestation certificate chain (x5c) that validates to a root configured for this
-        allow-listed AAGUID, and whose leaf names the same AAGUID when it carries id-fido-gen-ce-aaguid.
-        Self attestation, "none" and unknown models are not attested."""
-        roots = self.rp.attestation.trusted.get(aaguid.lower())
-        if fmt == AttestationFormat.NONE or not roots:
-            return False
+    def _attestation_root(self, fmt: AttestationFormat, aaguid: str, attestation_object: bytes) -> str | None:
+        """The trusted root (fingerprint) of a verified attestation statement's x5c chain, or None.
+
+        verify_registration_response has already verified the statement's signature with the x5c leaf
+        (WebAuthn Level 2 section 7.1 step 19); here the chain must validate to a root trusted for the AAGUID
+        (step 21-22). Self attestation, "none" and unknown roots give None: such a credential is registered,
+        at level substantial at most (not refused)."""
+        trust = self.rp.attestation.current()
+        if fmt == AttestationFormat.NONE or not trust.configured:
+            return None
         x5c = parse_attestation_object(attestation_object).att_stmt.x5c
-        if not x5c:
-            return False
-        try:
-            validate_certificate_chain(x5c=list(x5c), pem_root_certs_bytes=list(roots))
-            leaf = x509.load_der_x509_certificate(x5c[0])
-        except (InvalidCertificateChain, ValueError):
-            return False
-        try:
-            extension = leaf.extensions.get_extension_for_oid(FIDO_AAGUID_EXTENSION).value
-        except x509.ExtensionNotFound:
-            return True
-        value = extension.value if isinstance(extension, x509.UnrecognizedExtension) else b""
-        return value[2:] == bytes.fromhex(aaguid.replace("-", "")) and value[:2] == b"\x04\x10"
+        return trust.attestation_root(aaguid, list(x5c or ()))
 
     async def save(self, store: PasskeyStore, verified: VerifiedRegistration, *, max_level: Level,
                    actor: str) -> PasskeyView:
@@ -608,12 +587,13 @@ class PasskeyService:
             sign_count=verified.sign_count, transports=verified.transports, aaguid=verified.aaguid,
             attestation_format=verified.attestation_format, user_verified=verified.user_verified,
             attested=verified.attested, backup_eligible=verified.backup_eligible, backed_up=verified.backed_up,
-            name=verified.name, max_level=max_level, created_at=now)
+            name=verified.name, max_level=max_level, created_at=now, attestation_root=verified.attestation_root)
         await store.add_credential(record)
         view = self._view(record)
         await store.audit("webauthn.registered", actor=actor, subject=audit_ref(record.id), detail={
             "person": verified.person_id, "aaguid": verified.aaguid, "format": verified.attestation_format,
-            "attested": verified.attested, "backup_eligible": verified.backup_eligible, "level": view.level})
+            "attested": verified.attested, "attestation_root": verified.attestation_root,
+            "backup_eligible": verified.backup_eligible, "level": view.level})
         return view
 
     # the owner's credential management
@@ -653,8 +633,9 @@ class PasskeyService:
         return stored
 
     def _view(self, c: CredentialRecord, *, name: str | None = None) -> PasskeyView:
-        level = login_level(user_verified=c.user_verified, backup_eligible=c.backup_eligible, attested=c.attested,
-                            attestation_required=self.rp.attestation.required_for_high, max_level=c.max_level)
+        attested = self.rp.attestation.current().trusts(c.aaguid, c.attestation_root)
+        level = login_level(user_verified=c.user_verified, backup_eligible=c.backup_eligible, attested=attested,
+                            max_level=c.max_level)
         return PasskeyView(id=c.id, name=name or c.name, level=level, synced=c.backup_eligible,
                            flagged=c.flagged_at is not None, transports=c.transports, created_at=c.created_at,
                            last_used_at=c.last_used_at)

@@ -257,7 +257,9 @@ class WebAuthnCredential(Base):
     user_verified: Mapped[bool] = mapped_column(default=False)
     """User verification was performed at registration."""
     attested: Mapped[bool] = mapped_column(default=False)
-    """Direct attestation from an allow-listed AAGUID was verified (needed for level high when required)."""
+    """Its attestation chained to a trusted root at registration (idp.core.attestation)."""
+    attestation_root: Mapped[str | None] = mapped_column(String(64))
+    """SHA-256 (hex) of that root: level high needs it to be trusted still at each login (docs/assurance.md)."""
     backup_eligible: Mapped[bool] = mapped_column(default=False)
     backed_up: Mapped[bool] = mapped_column(default=False)
     name: Mapped[str] = mapped_column(String(100))

@@ -36,7 +36,8 @@ CONSUME_CHALLENGE = update(CHALLENGES).where(_ch.id == bindparam("id"), _ch.used
 CHALLENGE_KNOWN = select(_ch.id).where(_ch.id == bindparam("id"))
 _CREDENTIAL_COLUMNS = (_cr.id, _cr.person_id, _cr.public_key, _cr.sign_count, _cr.transports, _cr.aaguid,
                        _cr.attestation_format, _cr.user_verified, _cr.attested, _cr.backup_eligible, _cr.backed_up,
-                       _cr.name, _cr.max_level, _cr.created_at, _cr.last_used_at, _cr.flagged_at, _cr.revoked_at)
+                       _cr.name, _cr.max_level, _cr.created_at, _cr.last_used_at, _cr.flagged_at, _cr.revoked_at,
+                       _cr.attestation_root)
 CREDENTIALS_OF = select(*_CREDENTIAL_COLUMNS).where(_cr.person_id == bindparam("person_id"), _cr.revoked_at.is_(None)) \
     .order_by(_cr.created_at)
 CREDENTIAL = select(*_CREDENTIAL_COLUMNS, _us.user_handle).select_from(
@@ -63,13 +64,14 @@ def _challenge(row: tuple[Any, ...]) -> ChallengeRecord:
 
 def _credential(row: tuple[Any, ...], handle: str | None = None) -> CredentialRecord:
     (id_, person_id, public_key, sign_count, transports, aaguid, attestation_format, user_verified, attested,
-     backup_eligible, backed_up, name, max_level, created_at, last_used_at, flagged_at, revoked_at) = row
+     backup_eligible, backed_up, name, max_level, created_at, last_used_at, flagged_at, revoked_at,
+     attestation_root) = row
     return CredentialRecord(
         id=id_, person_id=person_id, public_key=bytes(public_key), sign_count=sign_count,
         transports=tuple(transports or ()), aaguid=aaguid, attestation_format=attestation_format,
         user_verified=bool(user_verified), attested=bool(attested), backup_eligible=bool(backup_eligible),
         backed_up=bool(backed_up), name=name, max_level=max_level_of(max_level), created_at=created_at,
-        last_used_at=last_used_at, flagged_at=flagged_at, revoked_at=revoked_at,
+        last_used_at=last_used_at, flagged_at=flagged_at, revoked_at=revoked_at, attestation_root=attestation_root,
         owner_handle=base64url_to_bytes(handle) if handle is not None else None)
 
 
@@ -120,7 +122,7 @@ class SqlPasskeyStore:
             attestation_format=record.attestation_format, user_verified=record.user_verified,
             attested=record.attested, backup_eligible=record.backup_eligible, backed_up=record.backed_up,
             name=record.name, max_level=record.max_level, created_at=record.created_at, last_used_at=None,
-            flagged_at=None, revoked_at=None)
+            flagged_at=None, revoked_at=None, attestation_root=record.attestation_root)
 
     async def record_use(self, credential_id: str, *, expected_count: int, sign_count: int, backed_up: bool,
                          now: dt.datetime) -> bool:

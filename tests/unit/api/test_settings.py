@@ -46,7 +46,6 @@ def _prod(tmp_path: Path, **overrides: object) -> Settings:
         ({"pairwise_salt": "short"}, "ACAR_PAIRWISE_SALT"),
         ({"webauthn_origins": ["http://login.gov.az"]}, "ACAR_WEBAUTHN_ORIGINS"),
         ({"webauthn_rp_id": "example.az"}, "ACAR_WEBAUTHN_RP_ID"),
-        ({"webauthn_high_requires_attestation": True}, "ACAR_WEBAUTHN_AAGUID_ALLOWLIST"),
     ],
 )
 def test_production_refuses_unsafe_values(tmp_path: Path, overrides: dict[str, object], names: str) -> None:

@@ -7,6 +7,7 @@ import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,8 +16,8 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select, update
 
-from api.deps import Services
-from idp.core.webauthn import AttestationPolicy, PasskeyService, RelyingParty, login_level, login_method
+from api.deps import Services, build_passkeys
+from idp.core.webauthn import login_level, login_method
 from idp.sql.models import AuthorizationRequest, LoginSession, WebAuthnChallenge, WebAuthnCredential, WebAuthnUser
 from idp.sql.store import SqlOidcStore
 from storage.base import utcnow
@@ -123,11 +124,14 @@ def query(location: str) -> dict[str, str]:
 # --- the whole path ---------------------------------------------------------------------------------------
 
 async def test_code_enrollment_registration_login_consent_tokens(initialized: Services, client: httpx.AsyncClient,
-                                                                 app: FastAPI) -> None:
+                                                                 app: FastAPI, vendor: AttestationCa,
+                                                                 tmp_path: Path) -> None:
+    """Level high: the authenticator's packed attestation chains to a configured vendor root."""
     settings = initialized.settings
+    require_attestation(initialized, vendor, tmp_path)
     person_id = await register_person(initialized, FIN_A)
     code = await issue_code(initialized, person_id)
-    authenticator = SoftwareAuthenticator()
+    authenticator = attested_authenticator(vendor, aaguid=MODEL)
 
     # the code opens an enrollment in this browser; the passkey registered there completes it
     r = await client.post("/webauthn/enrollment", json={"code": code.lower().replace("-", " ")})
@@ -141,7 +145,7 @@ async def test_code_enrollment_registration_login_consent_tokens(initialized: Se
     assert options["rp"] == {"id": "localhost", "name": "Açar"}
     assert options["authenticatorSelection"]["residentKey"] == "required"
     assert options["authenticatorSelection"]["userVerification"] == "required"
-    assert options["attestation"] == "none" and options["excludeCredentials"] == []
+    assert options["attestation"] == "direct" and options["excludeCredentials"] == []
     assert options["pubKeyCredParams"][0] == {"type": "public-key", "alg": -7}
     assert len(pyjwt.utils.base64url_decode(options["challenge"])) == 32
     assert options["user"]["name"] == "Aysel Məmmədova"
@@ -159,7 +163,7 @@ async def test_code_enrollment_registration_login_consent_tokens(initialized: Se
     row = await credential_row(initialized, response["id"])
     assert (row.person_id, row.aaguid, row.attestation_format, row.user_verified, row.attested,
             row.backup_eligible, row.max_level, row.sign_count) == (
-        person_id, "00000000-0000-0000-0000-000000000000", "none", True, False, False, "high", 1)
+        person_id, str(uuid.UUID(bytes=MODEL)), "packed", True, True, False, "high", 1)
     assert row.transports == ["internal", "hybrid"]
     assert [e.detail["code_id"] for e in await events(initialized, "enrollment.code_issued")] == [code[:4]]
     assert len(await events(initialized, "enrollment.completed")) == 1
@@ -219,14 +223,12 @@ async def test_synced_passkey_without_high_request(initialized: Services, client
 
 
 def test_levels_and_amr() -> None:
-    cases = [  # user_verified, backup_eligible, attested, attestation required -> level
-        (True, False, False, False, "high"), (True, False, True, True, "high"),
-        (True, False, False, True, "substantial"), (True, True, True, False, "substantial"),
-        (False, False, True, False, "low"), (False, True, False, False, "low")]
-    for uv, be, attested, required, level in cases:
-        assert login_level(user_verified=uv, backup_eligible=be, attested=attested, attestation_required=required,
-                           max_level="high") == level
-    assert login_level(user_verified=True, backup_eligible=False, attested=False, attestation_required=False,
+    cases = [  # user_verified, backup_eligible, attested -> level (no attestation: never high, docs/assurance.md)
+        (True, False, True, "high"), (True, False, False, "substantial"), (True, True, True, "substantial"),
+        (False, False, True, "low"), (False, True, False, "low")]
+    for uv, be, attested, level in cases:
+        assert login_level(user_verified=uv, backup_eligible=be, attested=attested, max_level="high") == level
+    assert login_level(user_verified=True, backup_eligible=False, attested=True,
                        max_level="substantial") == "substantial"
     assert login_method("high", user_verified=True, backup_eligible=False).amr == ("hwk", "mfa")
     assert login_method("substantial", user_verified=True, backup_eligible=True).amr == ("swk", "mfa")
@@ -473,7 +475,7 @@ async def test_list_rename_remove(initialized: Services, client: httpx.AsyncClie
     refused(await client.get("/webauthn/credentials"), 401, "login_required")
     csrf = await signed_in(initialized, client, rp, authenticator)
     [listed] = (await client.get("/webauthn/credentials")).json()["credentials"]
-    assert listed["id"] == credential_id and listed["level"] == "high" and listed["synced"] is False
+    assert listed["id"] == credential_id and listed["level"] == "substantial" and listed["synced"] is False
     assert listed["flagged"] is False and listed["last_used_at"] is not None
 
     path = f"/webauthn/credentials/{credential_id}"
@@ -502,9 +504,10 @@ async def test_list_rename_remove(initialized: Services, client: httpx.AsyncClie
 
 
 async def test_registration_from_a_session_is_capped_at_its_level(
-        initialized: Services, client: httpx.AsyncClient) -> None:
-    """Signed in with a synced passkey (substantial), the person adds a device-bound one: it reaches substantial
-    only, since no registration office vouched for it."""
+        initialized: Services, client: httpx.AsyncClient, vendor: AttestationCa, tmp_path: Path) -> None:
+    """Signed in with a synced passkey (substantial), the person adds a device-bound, attested one: it reaches
+    substantial only, since no registration office vouched for it."""
+    require_attestation(initialized, vendor, tmp_path)
     synced = await enrolled(initialized, client, backup_eligible=True)
     rp = await register_client(initialized)
     await pre_consent(initialized, rp)
@@ -516,7 +519,7 @@ async def test_registration_from_a_session_is_capped_at_its_level(
     assert [c["id"] for c in options["publicKey"]["excludeCredentials"]] == list(synced.credentials)
     with pytest.raises(ValueError, match="InvalidStateError"):
         synced.create(options["publicKey"])
-    device = SoftwareAuthenticator()
+    device = attested_authenticator(vendor, aaguid=MODEL)
     r = await client.post("/webauthn/register/verify", json={
         "ceremony": options["ceremony"], "credential": device.create(options["publicKey"])}, headers={CSRF: csrf})
     assert r.status_code == 201, r.text
@@ -568,11 +571,14 @@ def vendor() -> AttestationCa:
 MODEL = bytes.fromhex("2fc0579f811347eab116bb5a8db9202a")
 
 
-def require_attestation(services: Services, ca: AttestationCa, aaguids: list[bytes]) -> None:
-    listed = [str(uuid.UUID(bytes=a)) for a in aaguids]
-    services.passkeys = PasskeyService(RelyingParty(
-        id="localhost", name="Açar", origins=(ORIGIN,), challenge_seconds=300,
-        attestation=AttestationPolicy.of(True, listed, {a: [ca.pem] for a in listed})), clock=utcnow)
+def require_attestation(services: Services, ca: AttestationCa, tmp_path: Path,
+                        aaguids: list[bytes] | None = None) -> None:
+    """Trust `ca` (ACAR_WEBAUTHN_ATTESTATION_ROOTS_FILE) for these models only (ACAR_WEBAUTHN_AAGUID_ALLOWLIST)."""
+    roots = tmp_path / "attestation-roots.pem"
+    roots.write_bytes(ca.pem)
+    services.passkeys = build_passkeys(services.settings.model_copy(update={
+        "webauthn_attestation_roots_file": roots,
+        "webauthn_aaguid_allowlist": [str(uuid.UUID(bytes=a)) for a in aaguids or []]}))
 
 
 @pytest.mark.parametrize(("make", "attested"), [
@@ -583,9 +589,9 @@ def require_attestation(services: Services, ca: AttestationCa, aaguids: list[byt
     ("unlisted", False),  # a good chain for a model that is not allow-listed
     ("mismatch", False),  # the certificate names another AAGUID than the authenticator data
 ])
-async def test_attestation(initialized: Services, client: httpx.AsyncClient, vendor: AttestationCa, make: str,
-                           attested: bool) -> None:
-    require_attestation(initialized, vendor, [MODEL])
+async def test_attestation(initialized: Services, client: httpx.AsyncClient, vendor: AttestationCa, *, make: str,
+                           attested: bool, tmp_path: Path) -> None:
+    require_attestation(initialized, vendor, tmp_path, [MODEL])
     if make == "vendor":
         authenticator = attested_authenticator(vendor, aaguid=MODEL)
     elif make == "forged":
