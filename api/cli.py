@@ -548,8 +548,8 @@ def cmd_enroll_code(args: argparse.Namespace, settings: Settings) -> None:
         person, issued, removed = await issue_for_fin(
             session, services.enrollment_policy, services.passkeys, fin=args.fin, issued_by="cli",
             revoke_credentials=args.revoke_credentials, clock=utcnow)
-        return {"code": issued.code, "expires_at": issued.expires_at.isoformat(), "person": person.id,
-                "fin": person.fin, "credentials_revoked": removed}
+        return {"code": issued.code, "code_id": issued.code_id, "expires_at": issued.expires_at.isoformat(),
+                "person": person.id, "fin": person.fin, "credentials_revoked": removed}
 
     _emit(args, _run(settings, work))
     if not args.json:
@@ -661,8 +661,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_admin_revoke_token)
     _add_pki_commands(sub, common)
     _add_client_commands(sub, common)
-    p = sub.add_parser("enroll-code", parents=[common], help="issue a passkey activation code for a person (printed "
-                       "once); their earlier unused codes stop working")
+    p = sub.add_parser("enroll-code", parents=[common], help="issue a passkey activation code for a person (20 "
+                       "symbols, XXXX-XXXX-XXXX-XXXX-XXXX, printed once, with its code_id for the audit trail); "
+                       "their earlier unused codes stop working")
     p.add_argument("--fin", required=True, help="the person's FIN")
     p.add_argument("--revoke-credentials", action="store_true",
                    help="recovery: remove every passkey the person has registered")

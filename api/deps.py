@@ -131,7 +131,6 @@ def build_enrollment_policy(settings: Settings) -> EnrollmentPolicy:
     from idp.sql.enrollment import EnrollmentPolicy
 
     return EnrollmentPolicy(code_lifetime=dt.timedelta(hours=settings.activation_code_lifetime_hours),
-                            max_attempts=settings.activation_code_max_attempts,
                             enrollment_lifetime=dt.timedelta(seconds=settings.enrollment_lifetime_seconds))
 
 

@@ -214,7 +214,7 @@ PASSKEY_ERRORS = (
     "challenge_expired", "challenge_used", "unknown_credential", "credential_removed", "credential_flagged",
     "counter_regression", "wrong_user", "verification_failed", "user_verification_required", "insufficient_level",
     "credential_exists", "credential_not_found", "request_expired", "invalid_request", "csrf",
-    "code_invalid", "code_expired", "code_used", "code_revoked", "code_locked", "enrollment_required",
+    "code_invalid", "code_used", "enrollment_required",
     "login_required",
     "not_supported", "cancelled", "network", "unknown",
 )

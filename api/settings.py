@@ -93,7 +93,6 @@ class Settings(BaseSettings):
     webauthn_mds_root_file: Path | None = None
     """The PEM root certificate(s) the MDS BLOB's signing chain must validate to."""
     activation_code_lifetime_hours: int = Field(default=72, ge=1, le=30 * 24)
-    activation_code_max_attempts: int = Field(default=5, ge=1, le=20)
     enrollment_lifetime_seconds: int = Field(default=900, ge=60, le=3600)
     # PKI
     certificate_policy_oid: str = "1.3.6.1.4.1.99999.1.1"

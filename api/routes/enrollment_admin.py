@@ -35,6 +35,7 @@ async def issue_code(body: EnrollmentCodeRequest, request: Request, response: Re
             issued_by=f"admin:{principal.subject}", revoke_credentials=body.revoke_credentials, clock=utcnow,
             request_id=request_id_var.get())
     response.headers.update(NO_STORE)
-    return EnrollmentCodeIssued(code=issued.code, expires_at=issued.expires_at, credentials_revoked=removed,
+    return EnrollmentCodeIssued(code=issued.code, code_id=issued.code_id, expires_at=issued.expires_at,
+                                credentials_revoked=removed,
                                 person=PersonSummary(id=person.id, fin=person.fin, given_name=person.given_name,
                                                      family_name=person.family_name))

@@ -46,14 +46,17 @@ from idp.core.errors import InvalidRequest
 from idp.core.interfaces import LoginState
 from idp.core.sessions import csrf_for_session, csrf_matches
 from idp.core.webauthn import CredentialNotFound, InvalidPasskeyRequest, PasskeyError, PasskeyView
-from idp.sql.enrollment import CodeLocked, EnrollmentError, EnrollmentRecord
+from idp.sql.enrollment import EnrollmentError, EnrollmentRecord
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 ENROLL_CSRF_PURPOSE = "enroll-code"
 ENROLL_CSRF_MAX_AGE = 3600
 _CSRF_COOKIE_VALUE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 MAX_CODE = 100
-"""Longer input is no activation code (XXXX-XXXX-XXXX-XXXX, spaces allowed): refused before any work."""
+"""Longer input is no activation code (XXXX-XXXX-XXXX-XXXX-XXXX, spaces allowed): refused before any work."""
+CODE_FIELD_LENGTH = 32
+"""The field's maxlength (enroll.html): 20 symbols and their separators, with room for spaces. A refused code is
+shown again in the field only when it fits."""
 FORM_EXPIRED = "the form has expired; please try again"
 ACCOUNT_NOTICES = ("renamed", "removed", "withdrawn", "added")
 
@@ -91,15 +94,17 @@ def enroll_csrf_cookie_name(provider: Provider) -> str:
     return "__Host-acar_enroll_csrf" if provider.secure_cookies else "acar_enroll_csrf"
 
 
-def _code_form(request: Request, *, error_key: str | None = None, status: int = 200) -> Response:
-    """The activation-code form with its double-submit CSRF pair (the browser's cookie is kept when sound)."""
+def _code_form(request: Request, *, error_key: str | None = None, status: int = 200, typed: str = "") -> Response:
+    """The activation-code form with its double-submit CSRF pair (the browser's cookie is kept when sound); `typed`
+    is what the citizen typed, kept in the field after a refusal so that a typo can be corrected."""
     provider = provider_of(request)
     name = enroll_csrf_cookie_name(provider)
     cookie = request.cookies.get(name, "")
     if not _CSRF_COOKIE_VALUE.fullmatch(cookie):
         cookie = secrets.token_urlsafe(32)
     response = render("enroll.html", {"csrf_token": csrf_for_session(cookie, ENROLL_CSRF_PURPOSE),
-                                      "error_key": error_key}, status=status)
+                                      "error_key": error_key, "code_max_length": CODE_FIELD_LENGTH,
+                                      "typed": typed if len(typed) <= CODE_FIELD_LENGTH else ""}, status=status)
     response.set_cookie(name, cookie, max_age=ENROLL_CSRF_MAX_AGE, path="/", httponly=True, samesite="strict",
                         secure=provider.secure_cookies)
     return response
@@ -124,7 +129,8 @@ async def enroll_page(request: Request) -> Response:
 @router.post("/enroll")
 async def enroll_submit(request: Request) -> Response:
     """Check the typed activation code (idp.sql.enrollment.EnrollmentService.redeem); on success set the enrollment
-    cookie and show the passkey step, else show the form again with the reason (400; a locked code 423)."""
+    cookie and show the passkey step, else show the form again, with what was typed, and the one refusal every
+    refused code gets (400, passkey.error.code_invalid: no oracle)."""
     services, provider = services_of(request), provider_of(request)
     try:
         form = await read_form(request)
@@ -144,7 +150,7 @@ async def enroll_submit(request: Request) -> Response:
             started = await work.enrollment.redeem(code)
     except EnrollmentError as exc:
         key = f"passkey.error.{exc.code}" if exc.code in PASSKEY_ERRORS else "passkey.error.code_invalid"
-        return _code_form(request, error_key=key, status=423 if isinstance(exc, CodeLocked) else 400)
+        return _code_form(request, error_key=key, status=exc.status_code, typed=code)
     response = _passkey_step(started.enrollment, started.display_name)
     set_enrollment_cookie(response, provider, started.cookie, session_max_age(started.enrollment.expires_at))
     return response

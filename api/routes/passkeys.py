@@ -278,8 +278,8 @@ async def register_verify(request: Request) -> JSONResponse:
 @router.post("/webauthn/enrollment")
 async def start_enrollment(request: Request) -> JSONResponse:
     """{"code"} -> 201 {"csrf_token", "expires_at", "display_name"} and the enrollment cookie: the browser may now
-    register one passkey for the code's person. Refusals: code_invalid, code_locked, code_expired, code_used,
-    code_revoked."""
+    register one passkey for the code's person. Every refused code (unknown, wrong, revoked, expired, used, open in
+    another browser) gets the same 400 code_invalid problem, byte for byte (idp.sql.enrollment: no oracle)."""
     services, provider = services_of(request), provider_of(request)
     _check_origin(request, services)
     body = await _json(request)

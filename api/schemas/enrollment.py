@@ -22,7 +22,9 @@ class PersonSummary(BaseModel):
 
 
 class EnrollmentCodeIssued(BaseModel):
-    code: str = Field(description="XXXX-XXXX-XXXX-XXXX, shown only in this answer")
+    code: str = Field(description="XXXX-XXXX-XXXX-XXXX-XXXX: 20 symbols of Crockford's base32 (100 random bits), "
+                                  "shown only in this answer; the person types it on /enroll")
+    code_id: str = Field(description="the code's id in the audit trail (enrollment.*); not part of the code")
     expires_at: dt.datetime
     person: PersonSummary
     credentials_revoked: int

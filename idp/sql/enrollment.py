@@ -4,9 +4,30 @@ A registration officer (or the `acar enroll-code` recovery command) issues a cod
 person types it on the /enroll page: a correct code opens an enrollment (a short-lived, cookie-bound permission
 to register one credential); the code is used up only when that registration succeeds.
 
-Code format: "XXXX-XXXX-XXXX-XXXX" over a 32-letter alphabet without 0, O, 1 and I. The first group is the
-row's public id, the other three the secret (60 bits), stored as scrypt (n=2**14, r=8, p=1, random salt) and
-guarded by an attempt limit, so the secret cannot be guessed online.
+Code format: "XXXX-XXXX-XXXX-XXXX-XXXX", 20 symbols of Crockford's base32 (digits and capitals without I, L, O,
+U; https://www.crockford.com/base32.html), drawn by `secrets`: 20 x 5 = 100 random bits, all of them secret. Typed
+case-insensitively; spaces and dashes are ignored and the look-alikes I, L and O read as 1, 1 and 0 (Crockford's
+decoding rule).
+
+No part of the code is public. The row is found by `code_lookup`, the first 64 bits of SHA-256 over the whole
+normalized code, and the whole code is then checked against `secret_hash` (scrypt, n=2**14, r=8, p=1, a random
+16-byte salt; RFC 7914). The lookup is a filter that leaks nothing about a live code: an attacker who does not
+know a code cannot aim it at one, and a stored lookup matches 2**36 other codes, so a database dump still leaves
+scrypt to brute-force.
+
+Why guessing is infeasible (the arithmetic): with N live codes, a guess is right with probability N / 2**100, so
+a guesser needs 2**100 / N guesses on average. Even a million live codes (N ~ 2**20, far more than the thousands
+outstanding nationally) leave 2**80 expected guesses, above the 2**64 required; a guesser allowed a million
+attempts per second for a code's whole 72-hour lifetime (~2**38 guesses) wins with probability ~2**-42. This
+bound needs no per-code attempt counter, so there is none: a wrong guess names no code, counts against no code,
+and so cannot lock a citizen's code (the per-code lockout of ACAR_ACTIVATION_CODE_MAX_ATTEMPTS, which any
+stranger could trigger, is gone). Attempts are bounded per client by the rate limiter in front of the route.
+
+No oracle (every refusal is one answer): an unknown, wrong, malformed, revoked, expired, used or elsewhere-open
+code raises the same CodeInvalid with the same text, after the same work: one SHA-256, one indexed SELECT and
+one scrypt (against `_DUMMY_HASH` when no row matches, so an unknown code costs what a known one does). The
+reason a right code was refused is written to the audit trail (enrollment.code_refused) for the registration
+office, never shown.
 """
 
 from __future__ import annotations
@@ -14,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import hashlib
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,19 +53,28 @@ from idp.sql.persons import PersonRecord, PersonService
 from storage.audit import record_event
 from storage.direct import SessionTransaction
 
-ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
-"""Base32 without the look-alikes 0/O and 1/I."""
-GROUPS = 4
+ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+"""Crockford's base32: digits and capitals without I, L, O and U (32 symbols, 5 bits each)."""
+LOOK_ALIKES = str.maketrans({"I": "1", "L": "1", "O": "0"})
+"""Crockford's decoding rule: what a person may type for the symbol it resembles."""
+GROUPS = 5
 GROUP_LENGTH = 4
 CODE_LENGTH = GROUPS * GROUP_LENGTH
+"""20 symbols: 100 bits (see the module docstring for why that is enough)."""
+LOOKUP_HEX = 16
+"""The lookup keeps 64 bits of SHA-256: unique among live codes (a clash between a million codes has odds of
+about 2**-25, and issue draws again), yet matched by 2**36 codes each."""
 SCRYPT_N = 2**14
 SCRYPT_R = 8
 SCRYPT_P = 1
 SCRYPT_LENGTH = 32
 SALT_BYTES = 16
-_ID_TRIES = 50
+_DRAWS = 5
 _DUMMY_HASH = "scrypt$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
-"""Checked against when the id is unknown, so a wrong id costs the same time as a wrong secret."""
+"""Checked against when no row matches, so an unknown code costs the same scrypt as a known one."""
+REFUSED = ("this activation code cannot be used: it is mistyped, expired, already used, replaced by a newer code or "
+           "open in another browser; check what you typed, or ask a registration office for a new code")
+"""The one answer to every refused code (module docstring: no oracle)."""
 
 
 # --- errors ---------------------------------------------------------------------------------------------
@@ -55,38 +86,21 @@ class EnrollmentError(PasskeyError):
 
 
 class CodeInvalid(EnrollmentError):
-    """The code is malformed, unknown or its secret is wrong (a wrong secret counts as an attempt)."""
-
-
-class CodeLocked(EnrollmentError):
-    code = "code_locked"
-    title = "Activation code locked"
-    status_code = 403
-
-
-class CodeExpired(EnrollmentError):
-    code = "code_expired"
-    title = "Activation code expired"
+    """Any refused activation code: unknown, wrong, malformed, revoked, expired, used or open in another browser.
+    One answer for all (REFUSED), so the answer tells a guesser nothing."""
 
 
 class CodeUsed(EnrollmentError):
+    """An open enrollment's code was used or revoked before its registration completed."""
+
     code = "code_used"
     title = "Activation code already used"
-
-
-class CodeRevoked(EnrollmentError):
-    code = "code_revoked"
-    title = "Activation code replaced"
 
 
 class EnrollmentRequired(EnrollmentError):
     code = "enrollment_required"
     title = "Enter your activation code first"
     status_code = 401
-
-
-LOCKED = ("this activation code is locked after too many wrong attempts; ask the registration office for a new "
-          "code")
 
 
 # --- records --------------------------------------------------------------------------------------------
@@ -96,8 +110,6 @@ LOCKED = ("this activation code is locked after too many wrong attempts; ask the
 class EnrollmentPolicy:
     code_lifetime: dt.timedelta
     """ACAR_ACTIVATION_CODE_LIFETIME_HOURS"""
-    max_attempts: int
-    """ACAR_ACTIVATION_CODE_MAX_ATTEMPTS"""
     enrollment_lifetime: dt.timedelta
     """ACAR_ENROLLMENT_LIFETIME_SECONDS"""
 
@@ -108,6 +120,7 @@ class IssuedCode:
 
     code: str
     code_id: str
+    """The row's id: random, not part of the code (audit events name it)."""
     person_id: str
     expires_at: dt.datetime
 
@@ -134,12 +147,23 @@ class StartedEnrollment:
 
 
 def normalize_code(value: str) -> str:
-    """Upper case without spaces and dashes ("abcd efgh-..." -> "ABCDEFGH...")."""
-    return "".join(c for c in value.upper() if c not in " -\t")
+    """Upper case without spaces and dashes, Crockford's look-alikes read as digits ("abcd efgh-..." ->
+    "ABCDEFGH...", "I", "L" -> "1", "O" -> "0"). The result may still be no code (`is_code`)."""
+    return "".join(c for c in value.upper() if c not in " -\t").translate(LOOK_ALIKES)
+
+
+def is_code(value: str) -> bool:
+    """A normalized value has the shape of an activation code."""
+    return len(value) == CODE_LENGTH and all(c in ALPHABET for c in value)
 
 
 def format_code(value: str) -> str:
     return "-".join(value[i:i + GROUP_LENGTH] for i in range(0, len(value), GROUP_LENGTH))
+
+
+def code_lookup(value: str) -> str:
+    """The row's lookup key for a normalized code: the first 64 bits of SHA-256, hex (module docstring)."""
+    return hashlib.sha256(b"acar activation code\x00" + value.encode()).hexdigest()[:LOOKUP_HEX]
 
 
 def _random(length: int) -> str:
@@ -171,8 +195,8 @@ def verify_secret(stored: str, secret: str) -> bool:
 class EnrollmentService:
     """Activation codes and enrollments; flushes into the caller's unit of work, never commits.
 
-    Refusals are EnrollmentErrors (PasskeyErrors) raised after what they must record (attempt count, lock, audit
-    event): the caller commits on them."""
+    Refusals are EnrollmentErrors (PasskeyErrors) raised after what they must record (the audit event of a right
+    code refused): the caller commits on them."""
 
     def __init__(self, session: AsyncSession, policy: EnrollmentPolicy, *, clock: Callable[[], dt.datetime],
                  request_id: str | None = None) -> None:
@@ -187,93 +211,77 @@ class EnrollmentService:
 
     async def issue(self, person_id: str, *, issued_by: str) -> IssuedCode:
         """A new code for the person; their earlier unused codes are revoked (and enrollments opened with them
-        can no longer complete). Audit enrollment.code_issued names the officer, never the code."""
+        can no longer complete). Audit enrollment.code_issued names the officer and the row's id, never the
+        code."""
         now = self._clock().replace(microsecond=0)
-        for _ in range(_ID_TRIES):
-            code_id = _random(GROUP_LENGTH)
-            if await self._session.get(ActivationCode, code_id) is None:
+        for _ in range(_DRAWS):
+            value = _random(CODE_LENGTH)
+            lookup = code_lookup(value)
+            taken = (await self._session.execute(select(ActivationCode.id).where(ActivationCode.lookup == lookup))
+                     ).first()
+            if taken is None:
                 break
-        else:  # pragma: no cover - 2**20 ids; only a table nearly full of unexpired codes gets here
-            raise RuntimeError("no free activation code id; purge expired codes")
-        secret = _random(CODE_LENGTH - GROUP_LENGTH)
-        secret_hash = await asyncio.to_thread(hash_secret, secret)
+        else:  # pragma: no cover - 64-bit lookups: a clash is ~2**-25 even with a million codes, five in a row never
+            raise RuntimeError("no free activation code lookup")
+        secret_hash = await asyncio.to_thread(hash_secret, value)
         revoked = await self._session.execute(update(ActivationCode).where(
             ActivationCode.person_id == person_id, ActivationCode.used_at.is_(None),
             ActivationCode.revoked_at.is_(None)).values(revoked_at=now))
         expires_at = now + self._policy.code_lifetime
-        self._session.add(ActivationCode(id=code_id, person_id=person_id, secret_hash=secret_hash,
-                                         issued_by=issued_by[:200], created_at=now, expires_at=expires_at,
-                                         max_attempts=self._policy.max_attempts))
+        code_id = secrets.token_hex(8)
+        self._session.add(ActivationCode(id=code_id, lookup=lookup, person_id=person_id, secret_hash=secret_hash,
+                                         issued_by=issued_by[:200], created_at=now, expires_at=expires_at))
         await self._session.flush()
         self._audit("enrollment.code_issued", actor=issued_by[:200], subject=person_id, detail={
             "code_id": code_id, "expires_at": expires_at.isoformat(),
             "revoked_codes": int(revoked.rowcount or 0)})  # type: ignore[attr-defined]
-        return IssuedCode(code=format_code(code_id + secret), code_id=code_id, person_id=person_id,
-                          expires_at=expires_at)
+        return IssuedCode(code=format_code(value), code_id=code_id, person_id=person_id, expires_at=expires_at)
 
     async def redeem(self, code: str) -> StartedEnrollment:
         """Check a typed code and open an enrollment for its person (for the /enroll page).
 
-        Unknown or malformed: code_invalid, nothing written. Wrong secret: one more attempt (code_invalid), and at
-        the limit the code locks (code_locked). With the right secret: code_revoked, code_used, code_expired, or
-        code_used again when the code is already open in another browser. The code is used up only by
-        `complete`, when the passkey registration succeeds."""
+        Every refusal is CodeInvalid(REFUSED) after one scrypt (module docstring: no oracle). Nothing is written
+        for a code that matches no row; a right code that is revoked, used, expired or open in another browser
+        writes the audit event enrollment.code_refused with that reason. The code is used up only by `complete`,
+        when the passkey registration succeeds."""
         now = self._clock()
         value = normalize_code(code)
-        if len(value) != CODE_LENGTH or any(c not in ALPHABET for c in value):
-            await asyncio.to_thread(verify_secret, _DUMMY_HASH, value)
-            raise CodeInvalid("this is not a valid activation code; check what you typed")
-        code_id, secret = value[:GROUP_LENGTH], value[GROUP_LENGTH:]
-        row = (await self._session.execute(select(ActivationCode).where(ActivationCode.id == code_id)
-                                           .with_for_update().execution_options(populate_existing=True))
-               ).scalar_one_or_none()
-        if row is None:
-            await asyncio.to_thread(verify_secret, _DUMMY_HASH, secret)
-            raise CodeInvalid("this is not a valid activation code; check what you typed")
-        if row.locked_at is not None:
-            raise CodeLocked(LOCKED)
-        if not await asyncio.to_thread(verify_secret, row.secret_hash, secret):
-            await self._wrong_secret(row, now)
-        if row.revoked_at is not None:
-            raise CodeRevoked("a newer activation code was issued for you; use that one")
-        if row.used_at is not None:
-            raise CodeUsed("this activation code was already used; ask the registration office for a new code")
-        if row.expires_at <= now:
-            raise CodeExpired("this activation code has expired; ask the registration office for a new code")
-        live = (await self._session.execute(select(Enrollment.id).where(
-            Enrollment.activation_code_id == code_id, Enrollment.completed_at.is_(None),
-            Enrollment.expires_at > now))).first()
-        if live is not None:
-            raise CodeUsed("this activation code is being used in another browser; finish there, or wait "
-                           f"{int(self._policy.enrollment_lifetime.total_seconds() // 60)} minutes and try again")
+        row = None
+        if is_code(value):
+            row = (await self._session.execute(
+                select(ActivationCode).where(ActivationCode.lookup == code_lookup(value))
+                .with_for_update().execution_options(populate_existing=True))).scalar_one_or_none()
+        matches = await asyncio.to_thread(verify_secret, row.secret_hash if row is not None else _DUMMY_HASH, value)
+        if row is None or not matches:
+            raise CodeInvalid(REFUSED)
+        reason = await self._refusal(row, now)
+        if reason is not None:
+            self._audit("enrollment.code_refused", actor="anonymous", subject=row.person_id,
+                        detail={"code_id": row.id, "reason": reason})
+            raise CodeInvalid(REFUSED)
         cookie = secrets.token_urlsafe(32)
-        record = EnrollmentRecord(id=token_hash(cookie), person_id=row.person_id, activation_code_id=code_id,
+        record = EnrollmentRecord(id=token_hash(cookie), person_id=row.person_id, activation_code_id=row.id,
                                   csrf_token=secrets.token_urlsafe(24),
                                   expires_at=min(now + self._policy.enrollment_lifetime, row.expires_at))
-        self._session.add(Enrollment(id=record.id, person_id=record.person_id, activation_code_id=code_id,
+        self._session.add(Enrollment(id=record.id, person_id=record.person_id, activation_code_id=row.id,
                                      csrf_token=record.csrf_token, created_at=now, expires_at=record.expires_at))
         await self._session.flush()
-        self._audit("enrollment.started", actor=row.person_id, subject=code_id, detail={})
+        self._audit("enrollment.started", actor=row.person_id, subject=row.id, detail={})
         name = await SqlPasskeyStore(SessionTransaction(self._session)).display_name(row.person_id)
         return StartedEnrollment(cookie=cookie, enrollment=record, display_name=name or "")
 
-    async def _wrong_secret(self, row: ActivationCode, now: dt.datetime) -> None:
-        """Count a wrong secret (atomically) and refuse; lock the code at its attempt limit."""
-        attempts = (await self._session.execute(update(ActivationCode).where(
-            ActivationCode.id == row.id, ActivationCode.locked_at.is_(None))
-            .values(attempts=ActivationCode.attempts + 1).returning(ActivationCode.attempts))).scalar_one_or_none()
-        if attempts is None:
-            raise CodeLocked(LOCKED)
-        if attempts >= row.max_attempts:
-            await self._session.execute(update(ActivationCode).where(ActivationCode.id == row.id)
-                                        .values(locked_at=now))
-            self._audit("enrollment.code_locked", actor="anonymous", subject=row.person_id,
-                        detail={"code_id": row.id, "attempts": attempts})
-            raise CodeLocked(LOCKED)
-        self._audit("enrollment.code_failed", actor="anonymous", subject=row.person_id,
-                    detail={"code_id": row.id, "attempts": attempts})
-        left = row.max_attempts - attempts
-        raise CodeInvalid(f"this activation code is not right; {left} attempt{'s' if left != 1 else ''} left")
+    async def _refusal(self, row: ActivationCode, now: dt.datetime) -> str | None:
+        """Why a right code cannot open an enrollment now (for the audit trail only), or None."""
+        if row.revoked_at is not None:
+            return "revoked"
+        if row.used_at is not None:
+            return "used"
+        if row.expires_at <= now:
+            return "expired"
+        live = (await self._session.execute(select(Enrollment.id).where(
+            Enrollment.activation_code_id == row.id, Enrollment.completed_at.is_(None),
+            Enrollment.expires_at > now))).first()
+        return "open_elsewhere" if live is not None else None
 
     async def current(self, cookie: str | None) -> EnrollmentRecord | None:
         """The live enrollment the cookie names: not completed, not expired, its code neither used nor revoked."""

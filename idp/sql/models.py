@@ -292,21 +292,21 @@ class WebAuthnChallenge(Base):
 
 
 class ActivationCode(Base):
-    """A one-time enrollment code issued by a registration officer: bound to one person, stored hashed,
-    expiring, with a limited number of attempts. Its public `id` part finds the row; the secret part is
-    checked against `secret_hash` (scrypt)."""
+    """A one-time enrollment code issued by a registration officer: bound to one person, stored hashed, expiring
+    (idp.sql.enrollment). `lookup` (64 bits of SHA-256 over the whole code) finds the row; the whole code is then
+    checked against `secret_hash` (scrypt). The `id` is random and no part of the code. There is no attempt
+    counter: a wrong guess matches no row, so it can count against no code."""
 
     __tablename__ = "activation_codes"
 
     id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    lookup: Mapped[str | None] = mapped_column(String(16), unique=True)
+    """NULL only for codes issued before migration 0009 (revoked by it: their format had a public part)."""
     person_id: Mapped[str] = mapped_column(ForeignKey("persons.id", ondelete="CASCADE"), index=True)
     secret_hash: Mapped[str] = mapped_column(String(200))
     issued_by: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
-    attempts: Mapped[int] = mapped_column(default=0)
-    max_attempts: Mapped[int] = mapped_column(default=5)
-    locked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 

@@ -8,7 +8,7 @@ import re
 from sqlalchemy import select
 
 from api.deps import Services
-from idp.sql.enrollment import ALPHABET, EnrollmentService
+from idp.sql.enrollment import ALPHABET, EnrollmentService, code_lookup, normalize_code
 from idp.sql.models import ActivationCode, WebAuthnCredential
 from storage.audit import AuditEvent
 from storage.base import utcnow
@@ -16,7 +16,7 @@ from tests.functional.helpers import InProcessAcar
 from tests.oidc_tools import register_person
 
 FIN = "5ABCD12"
-CODE_RE = re.compile(rf"^[{ALPHABET}]{{4}}(-[{ALPHABET}]{{4}}){{3}}$")
+CODE_RE = re.compile(rf"^[{ALPHABET}]{{4}}(-[{ALPHABET}]{{4}}){{4}}$")
 
 
 async def test_prints_a_code_once_that_opens_an_enrollment(acar: InProcessAcar, services: Services) -> None:
@@ -27,14 +27,14 @@ async def test_prints_a_code_once_that_opens_an_enrollment(acar: InProcessAcar, 
     assert issued["credentials_revoked"] == 0 and issued["expires_at"]
     assert out.stderr == ""
     async with services.sessions() as session, session.begin():
-        row = await session.get(ActivationCode, issued["code"][:4])
-        assert row is not None and row.issued_by == "cli"
-        assert issued["code"][5:] not in row.secret_hash
+        row = await session.get(ActivationCode, issued["code_id"])
+        assert row is not None and row.issued_by == "cli" and row.lookup == code_lookup(normalize_code(issued["code"]))
+        assert normalize_code(issued["code"]) not in row.secret_hash
         started = await EnrollmentService(session, services.enrollment_policy, clock=utcnow).redeem(issued["code"])
         assert started.enrollment.person_id == person_id
     human = acar("enroll-code", "--fin", FIN)
     fields = dict(part.split("=", 1) for part in human.stdout.split())
-    assert CODE_RE.fullmatch(fields["code"]) and fields["fin"] == FIN
+    assert CODE_RE.fullmatch(fields["code"]) and fields["fin"] == FIN and fields["code_id"] not in fields["code"]
     assert "shown only this once" in human.stderr
     async with services.sessions() as session:
         codes = (await session.execute(select(ActivationCode).order_by(ActivationCode.created_at))).scalars().all()

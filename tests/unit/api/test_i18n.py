@@ -117,7 +117,7 @@ def test_passkey_messages_are_complete_in_every_language() -> None:
         messages = passkey_messages(translator(lang))
         assert set(messages["errors"]) == set(PASSKEY_ERRORS)
         assert set(messages["status"]) == set(PASSKEY_STATUS)
-    assert "registration office" in passkey_messages(translator("en"))["errors"]["code_locked"]
+    assert "registration office" in passkey_messages(translator("en"))["errors"]["code_invalid"]
 
 
 def test_language_names_are_written_in_themselves() -> None:
