@@ -11,7 +11,7 @@ support window (idp.sql.passkeys_store.ACTIVATION_CODES_KEPT); their lookup is N
 revoked code can no longer complete (EnrollmentService.current).
 
 Revision ID: 0009
-Revises: 0006
+Revises: 0008
 Create Date: 2026-12-06 07:26:50.159302
 """
 
@@ -24,7 +24,7 @@ from alembic import op
 import storage.base
 
 revision: str = '0009'
-down_revision: str | None = '0006'
+down_revision: str | None = '0008'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
