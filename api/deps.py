@@ -118,7 +118,8 @@ def build_passkeys(settings: Settings) -> PasskeyService:
     from storage.base import utcnow
 
     return PasskeyService(RelyingParty(
-        id=settings.webauthn_rp_id, name=settings.webauthn_rp_name, origins=tuple(settings.webauthn_origins),
+        id=settings.resolved_webauthn_rp_id, name=settings.webauthn_rp_name,
+        origins=settings.resolved_webauthn_origins,
         challenge_seconds=settings.webauthn_challenge_seconds,
         attestation=AttestationPolicy.of(settings.webauthn_high_requires_attestation,
                                          settings.webauthn_aaguid_allowlist)), clock=utcnow)
