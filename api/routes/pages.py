@@ -1,6 +1,6 @@
-"""The citizen's own pages: the language switcher, enrollment with an activation code, and the account page
-(passkeys, consents). Server-rendered (api.rendering), translated (api.i18n); the passkey ceremonies themselves are
-api/static/webauthn.js calling api.routes.passkeys.
+"""The citizen's own pages: the landing page, the language switcher, enrollment with an activation code, and the
+account page (passkeys, consents). Server-rendered (api.rendering), translated (api.i18n); the passkey ceremonies
+themselves are api/static/webauthn.js calling api.routes.passkeys.
 
 CSRF, one design per form:
 - the activation-code form (/enroll) acts before anything identifies the browser, so it uses a double-submit
@@ -56,6 +56,14 @@ MAX_CODE = 100
 """Longer input is no activation code (XXXX-XXXX-XXXX-XXXX, spaces allowed): refused before any work."""
 FORM_EXPIRED = "the form has expired; please try again"
 ACCOUNT_NOTICES = ("renamed", "removed", "withdrawn", "added")
+
+
+# --- the landing page ----------------------------------------------------------------------------------------
+
+@router.get("/")
+async def home() -> Response:
+    """What Açar is, and the way to the account page (sign-in, passkeys) and to enrollment."""
+    return render("home.html", {})
 
 
 # --- language switcher ---------------------------------------------------------------------------------------
