@@ -552,7 +552,7 @@ async def test_registration_refusals(initialized: Services, client: httpx.AsyncC
     after = await rows(initialized)
     assert {t for t in TABLES if after[t] != before[t]} == {"webauthn_users"}  # the user handle was made
     assert [e.detail["code"] for e in await events(initialized, "webauthn.registration_failed")] == [
-        "user_verification_required", "verification_failed", "verification_failed"]
+        "user_verification_required", "wrong_origin", "verification_failed"]
     # the enrollment is still open: a good registration completes it
     r = await attempt()
     assert r.status_code == 201, r.text
