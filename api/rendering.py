@@ -14,6 +14,7 @@ and call `_("message.id")`; `tr.date` and `tr.datetime` write dates in the page'
 from __future__ import annotations
 
 import contextvars
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -158,19 +159,21 @@ _MAX_ACCEPT = 1000
 
 
 def _weights(accept: str) -> list[tuple[str, str, float]]:
-    """The media ranges of an Accept header with their weights (RFC 9110 section 12.5.1); a bad weight is 0."""
+    """The media ranges of a lowercased Accept header with their weights (RFC 9110 section 12.5.1); a bad weight
+    is 0."""
     ranges = []
-    for item in accept[:_MAX_ACCEPT].split(","):
+    for item in accept.split(","):
         media, *params = item.split(";")
-        kind, _, subtype = media.strip().lower().partition("/")
+        kind, _, subtype = media.strip().partition("/")
         weight = 1.0
         for param in params:
             name, _, value = param.strip().partition("=")
-            if name.strip().lower() == "q":
+            if name.strip() == "q":
                 try:
-                    weight = min(max(float(value), 0.0), 1.0)
+                    weight = float(value)
                 except ValueError:
                     weight = 0.0
+                weight = min(max(weight, 0.0), 1.0) if math.isfinite(weight) else 0.0
         ranges.append((kind, subtype, weight))
     return ranges
 
@@ -189,7 +192,10 @@ def prefers_html(accept: str | None) -> bool:
     """Whether the client asks for text/html with a higher weight than for JSON: a browser navigating (Accept:
     text/html,...,*/*;q=0.8), not an API client (application/json, */* or no Accept header; RFC 9110 section
     12.5.1), which keeps its JSON answer."""
-    if not accept or "html" not in accept:
+    if not accept:
+        return False
+    accept = accept[:_MAX_ACCEPT].lower()
+    if "text/" not in accept:
         return False
     ranges = _weights(accept)
     json = max(_weight(ranges, "application", "json"), _weight(ranges, "application", "problem+json"))

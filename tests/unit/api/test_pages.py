@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 
 from api.deps import Services
 from api.i18n import CATALOGS, LANGUAGES
-from api.rendering import PASSKEY_ERRORS, return_path, safe_return_path
+from api.rendering import PASSKEY_ERRORS, prefers_html, return_path, safe_return_path
 from idp.core.claims import CLAIM_DESCRIPTIONS
 from idp.sql.models import ActivationCode, Consent, Person, WebAuthnCredential
 from storage.base import utcnow
@@ -728,6 +728,17 @@ async def test_a_browser_gets_routing_errors_as_a_page(http: httpx.AsyncClient, 
     assert error in page.text
     if status == 405:
         assert r.headers["allow"] == "POST"
+
+
+@pytest.mark.parametrize(("accept", "html"), [
+    (BROWSER_ACCEPT, True), ("text/html", True), ("TEXT/HTML", True), ("text/*, application/json;q=0.9", True),
+    ("text/html, application/json", False), ("application/json, text/html", False), ("*/*", False), (None, False),
+    ("", False), ("text/html;q=0, */*", False), ("text/html;q=nan, */*;q=0.1", False), ("text/html;q=inf", False),
+    ("application/*;q=0.5, text/html;q=0.6", True), ("text/html;q=0.6, application/problem+json", False),
+])
+def test_prefers_html(accept: str | None, html: bool) -> None:
+    """RFC 9110 section 12.5.1 weights, the most specific range deciding; an equal weight keeps JSON."""
+    assert prefers_html(accept) is html
 
 
 @pytest.mark.parametrize("accept", [None, "*/*", "application/json", "application/json, text/html;q=0.5",
