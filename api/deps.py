@@ -123,7 +123,8 @@ def build_passkeys(settings: Settings) -> PasskeyService:
                         blob_file=settings.webauthn_mds_blob_file, mds_root_file=settings.webauthn_mds_root_file,
                         allowlist=settings.webauthn_aaguid_allowlist, clock=utcnow)
     return PasskeyService(RelyingParty(
-        id=settings.webauthn_rp_id, name=settings.webauthn_rp_name, origins=tuple(settings.webauthn_origins),
+        id=settings.resolved_webauthn_rp_id, name=settings.webauthn_rp_name,
+        origins=settings.resolved_webauthn_origins,
         challenge_seconds=settings.webauthn_challenge_seconds, attestation=trust), clock=utcnow)
 
 

@@ -38,7 +38,7 @@ class InvalidPageRequest(Exception):
 
 
 class CsrfRefused(PasskeyError):
-    """The X-CSRF-Token header is missing or wrong, or the Origin is not one of ACAR_WEBAUTHN_ORIGINS."""
+    """The X-CSRF-Token header is missing or wrong (a wrong Origin is idp.core.webauthn.WrongOrigin)."""
 
     code = "csrf"
     title = "The request could not be verified"

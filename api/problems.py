@@ -1,5 +1,5 @@
 """Errors on the wire: RFC 9457 problem details for the APIs, RFC 6749 error JSON for OAuth endpoints, the
-translated error page for a page request that cannot be read.
+translated error page for a page request that cannot be read and for a browser's unknown address or method.
 
 The one place where exceptions become responses (STYLE habit 6). No stack trace, SQL or secret reaches a
 client: unexpected exceptions are logged with the request id and answered with a bare 500 problem.
@@ -12,15 +12,15 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.errors import ApiProblem, BearerTokenMissing, InvalidPageRequest
 from api.logging import request_id_var
-from api.rendering import error_page
+from api.rendering import METHOD_NOT_ALLOWED, NOT_FOUND, error_page, prefers_html
 from api.web import NO_STORE
 from idp.core.errors import IdpError, InvalidClient, OAuthError
-from idp.core.webauthn import PasskeyError
+from idp.core.webauthn import PasskeyError, WrongOrigin
 from keys.errors import KeysError
 
 log = logging.getLogger("acar.api")
@@ -63,6 +63,10 @@ def _bearer_challenge(exc: OAuthError) -> str:
 def passkey_problem(request: Request, exc: PasskeyError) -> JSONResponse:
     """RFC 9457 problem with the machine code as an extra member "code" (the pages' JavaScript translates it).
     Built here rather than by `problem`, whose own parameter `code` cannot also be passed as an extra member."""
+    if isinstance(exc, WrongOrigin):
+        # a configuration problem, not the citizen's: the operator needs both sides to fix ACAR_WEBAUTHN_ORIGINS
+        log.warning("webauthn.wrong_origin", extra={"received": exc.received, "expected": list(exc.expected),
+                                                    "path": request.url.path})
     body: dict[str, Any] = {"type": f"urn:acar:problem:{exc.code}", "title": exc.title, "status": exc.status_code,
                             "detail": exc.detail, "instance": request.url.path, "code": exc.code}
     rid = request_id_var.get()
@@ -81,6 +85,11 @@ def oauth_error(exc: OAuthError) -> JSONResponse:
         headers["WWW-Authenticate"] = _bearer_challenge(exc)
     return JSONResponse({"error": exc.error, "error_description": exc.description}, status_code=exc.status_code,
                         headers=headers)
+
+
+BROWSER_PAGES = {404: ("not_found", NOT_FOUND), 405: ("method_not_allowed", METHOD_NOT_ALLOWED)}
+"""The routing errors a browser gets as a translated page (api.rendering.prefers_html); API clients keep their
+RFC 9457 problem."""
 
 
 def install(app: FastAPI) -> None:
@@ -123,7 +132,13 @@ def install(app: FastAPI) -> None:
                        instance=request.url.path, errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code in BROWSER_PAGES and prefers_html(request.headers.get("accept")):
+            error, description = BROWSER_PAGES[exc.status_code]
+            page = error_page(error, description, status=exc.status_code)
+            for name, value in (getattr(exc, "headers", None) or {}).items():
+                page.headers[name] = value  # a 405's Allow
+            return page
         titles = {404: "Not found", 405: "Method not allowed", 413: "Content too large", 415: "Unsupported media type"}
         return problem(exc.status_code, "http_" + str(exc.status_code), titles.get(exc.status_code, "HTTP error"),
                        str(exc.detail) if exc.status_code != 404 else None, instance=request.url.path,

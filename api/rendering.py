@@ -14,6 +14,7 @@ and call `_("message.id")`; `tr.date` and `tr.datetime` write dates in the page'
 from __future__ import annotations
 
 import contextvars
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -150,6 +151,57 @@ def render(template: str, context: Mapping[str, Any], *, status: int = 200, form
 
 # --- error pages --------------------------------------------------------------------------------------------
 
+NOT_FOUND = "there is nothing at this address"
+METHOD_NOT_ALLOWED = "this address does not answer this method"
+"""The descriptions of the 404 and 405 error pages a browser gets (api.problems)."""
+_MAX_ACCEPT = 1000
+"""A longer Accept header is read up to here: no browser sends one this long."""
+
+
+def _weights(accept: str) -> list[tuple[str, str, float]]:
+    """The media ranges of a lowercased Accept header with their weights (RFC 9110 section 12.5.1); a bad weight
+    is 0."""
+    ranges = []
+    for item in accept.split(","):
+        media, *params = item.split(";")
+        kind, _, subtype = media.strip().partition("/")
+        weight = 1.0
+        for param in params:
+            name, _, value = param.strip().partition("=")
+            if name.strip() == "q":
+                try:
+                    weight = float(value)
+                except ValueError:
+                    weight = 0.0
+                weight = min(max(weight, 0.0), 1.0) if math.isfinite(weight) else 0.0
+        ranges.append((kind, subtype, weight))
+    return ranges
+
+
+def _weight(ranges: list[tuple[str, str, float]], kind: str, subtype: str) -> float:
+    """The weight of kind/subtype: that of the most specific matching range (RFC 9110 section 12.5.1), else 0."""
+    best, specificity = 0.0, -1
+    for k, s, weight in ranges:
+        rank = 2 if (k, s) == (kind, subtype) else 1 if (k, s) == (kind, "*") else 0 if (k, s) == ("*", "*") else -1
+        if rank > specificity:
+            best, specificity = weight, rank
+    return best
+
+
+def prefers_html(accept: str | None) -> bool:
+    """Whether the client asks for text/html with a higher weight than for JSON: a browser navigating (Accept:
+    text/html,...,*/*;q=0.8), not an API client (application/json, */* or no Accept header; RFC 9110 section
+    12.5.1), which keeps its JSON answer."""
+    if not accept:
+        return False
+    accept = accept[:_MAX_ACCEPT].lower()
+    if "text/" not in accept:
+        return False
+    ranges = _weights(accept)
+    json = max(_weight(ranges, "application", "json"), _weight(ranges, "application", "problem+json"))
+    return _weight(ranges, "text", "html") > json
+
+
 ERROR_MESSAGES: Mapping[str, str] = {
     "this sign-in request has expired or was already completed; start again from the service you were using":
         "error.request_expired",
@@ -167,6 +219,8 @@ ERROR_MESSAGES: Mapping[str, str] = {
     "post_logout_redirect_uri needs id_token_hint or client_id": "error.logout_request_invalid",
     "post_logout_redirect_uri is not registered for this service": "error.logout_request_invalid",
     "this language is not offered": "error.language_unknown",
+    NOT_FOUND: "error.not_found",
+    METHOD_NOT_ALLOWED: "error.method_not_allowed",
 }
 """The plain-words message of each error description that idp/ and the page routes show a citizen (by its
 English text, as gettext keys messages); a test keeps every literal description of those modules here."""
@@ -215,7 +269,7 @@ PASSKEY_ERRORS = (
     "counter_regression", "wrong_user", "verification_failed", "user_verification_required", "insufficient_level",
     "credential_exists", "credential_not_found", "request_expired", "invalid_request", "csrf",
     "code_invalid", "code_used", "enrollment_required",
-    "login_required",
+    "login_required", "wrong_origin",
     "not_supported", "cancelled", "network", "unknown",
 )
 """The error codes webauthn.js shows a message for: the passkey endpoints' problem codes (idp.core.webauthn,

@@ -16,6 +16,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _OID_RE = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
+_DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_TOKEN_LIFETIME_CEILING = 86400
 """No configuration may issue tokens that live longer than a day (revocations are kept this long)."""
 PLACEHOLDER_OID_ARC = "1.3.6.1.4.1.99999."
@@ -78,11 +80,13 @@ class Settings(BaseSettings):
     dev_login: bool = False
     """Development-only login shortcut (a form taking a FIN); refused in production."""
     # passkeys (WebAuthn Level 2) and enrollment
-    webauthn_rp_id: str = "localhost"
-    """The relying party id: the issuer's host or a registrable suffix of it (WebAuthn Level 2 section 5.1.2)."""
+    webauthn_rp_id: str = ""
+    """The relying party id: the issuer's host or a registrable suffix of it (WebAuthn Level 2 section 5.1.2);
+    unset, the issuer's host (resolved_webauthn_rp_id)."""
     webauthn_rp_name: str = "Açar"
-    webauthn_origins: list[str] = Field(default=["http://localhost:8000"])
-    """Origins allowed in clientDataJSON (exact match)."""
+    webauthn_origins: list[str] = Field(default=[])
+    """Origins allowed in clientDataJSON and the Origin header (exact match, WebAuthn Level 2 section 7.1 step 9);
+    unset, the issuer's origin alone (resolved_webauthn_origins)."""
     webauthn_challenge_seconds: int = Field(default=300, ge=30, le=900)
     webauthn_aaguid_allowlist: list[str] = Field(default=[])
     """When not empty, only these authenticator models (AAGUIDs) can reach level high (docs/assurance.md)."""
@@ -113,6 +117,28 @@ class Settings(BaseSettings):
             raise ValueError("must be an absolute http(s) URL without query or fragment")
         return value.rstrip("/")
 
+    @field_validator("webauthn_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        """Each an origin as browsers serialize it into clientDataJSON (HTML Standard "ASCII serialization of an
+        origin"): scheme, host and port only; a trailing "/" is dropped."""
+        origins = []
+        for item in value:
+            parts = urlsplit(item)
+            if (parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/")
+                    or parts.query or parts.fragment or "@" in parts.netloc):
+                raise ValueError(f"{item!r} is not an origin such as https://login.example.az (no path)")
+            origins.append(item.rstrip("/"))
+        return origins
+
+    @field_validator("webauthn_rp_id")
+    @classmethod
+    def _rp_id(cls, value: str) -> str:
+        """A domain without scheme or port (WebAuthn Level 2 section 5.1.2: "a valid domain string")."""
+        if value and not _DOMAIN_RE.fullmatch(value.lower()):
+            raise ValueError("must be a domain such as login.example.az (no scheme, port or path)")
+        return value.lower()
+
     @field_validator("acr_low", "acr_substantial", "acr_high")
     @classmethod
     def _acr_uri(cls, value: str) -> str:
@@ -137,6 +163,26 @@ class Settings(BaseSettings):
     def acr_values(self) -> dict[str, str]:
         """Level of assurance name -> its acr URI, in increasing order."""
         return {"low": self.acr_low, "substantial": self.acr_substantial, "high": self.acr_high}
+
+    @property
+    def issuer_origin(self) -> str:
+        """The origin of the issuer's pages, as a browser writes it (scheme, lowercase host, non-default port)."""
+        parts = urlsplit(self.issuer)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"  # an IPv6 literal
+        port = parts.port
+        return f"{parts.scheme}://{host}" + (f":{port}" if port and port != _DEFAULT_PORTS[parts.scheme] else "")
+
+    @property
+    def resolved_webauthn_rp_id(self) -> str:
+        """ACAR_WEBAUTHN_RP_ID, else the issuer's host."""
+        return self.webauthn_rp_id or (urlsplit(self.issuer).hostname or "")
+
+    @property
+    def resolved_webauthn_origins(self) -> tuple[str, ...]:
+        """ACAR_WEBAUTHN_ORIGINS, else the issuer's origin: the pages that run the ceremonies are the issuer's."""
+        return tuple(self.webauthn_origins) or (self.issuer_origin,)
 
     @property
     def resolved_database_url(self) -> str:
@@ -179,11 +225,18 @@ class Settings(BaseSettings):
         self._check_production_idp()
 
     def _check_production_idp(self) -> None:
-        if any(not origin.startswith("https://") for origin in self.webauthn_origins):
+        origins = self.resolved_webauthn_origins
+        if any(not origin.startswith("https://") for origin in origins):
             raise SettingsError("ACAR_WEBAUTHN_ORIGINS must list https origins only in production")
-        host = urlsplit(self.issuer).hostname or ""
-        if host != self.webauthn_rp_id and not host.endswith("." + self.webauthn_rp_id):
-            raise SettingsError(f"ACAR_WEBAUTHN_RP_ID must be the issuer's host {host} or a parent domain of it")
+        if self.issuer_origin not in origins:
+            raise SettingsError(f"ACAR_WEBAUTHN_ORIGINS must include the issuer's origin {self.issuer_origin} (the "
+                                "passkey pages are served there)")
+        host, rp_id = urlsplit(self.issuer).hostname or "", self.resolved_webauthn_rp_id
+        # WebAuthn Level 2 section 5.1.2: the RP ID is the origin's effective domain or a registrable domain
+        # suffix of it; without the public suffix list, a single label (a top-level domain) is refused
+        if host != rp_id and (not host.endswith("." + rp_id) or "." not in rp_id):
+            raise SettingsError(f"ACAR_WEBAUTHN_RP_ID must be the issuer's host {host} or a registrable parent "
+                                f"domain of it (got {rp_id})")
         if self.dev_login:
             raise SettingsError("ACAR_DEV_LOGIN is a development shortcut and cannot be enabled in production")
         salt = self.pairwise_salt.get_secret_value()

@@ -1,6 +1,6 @@
-"""The citizen's own pages: the language switcher, enrollment with an activation code, and the account page
-(passkeys, consents). Server-rendered (api.rendering), translated (api.i18n); the passkey ceremonies themselves are
-api/static/webauthn.js calling api.routes.passkeys.
+"""The citizen's own pages: the landing page, the language switcher, enrollment with an activation code, and the
+account page (passkeys, consents). Server-rendered (api.rendering), translated (api.i18n); the passkey ceremonies
+themselves are api/static/webauthn.js calling api.routes.passkeys.
 
 CSRF, one design per form:
 - the activation-code form (/enroll) acts before anything identifies the browser, so it uses a double-submit
@@ -59,6 +59,14 @@ CODE_FIELD_LENGTH = 32
 shown again in the field only when it fits."""
 FORM_EXPIRED = "the form has expired; please try again"
 ACCOUNT_NOTICES = ("renamed", "removed", "withdrawn", "added")
+
+
+# --- the landing page ----------------------------------------------------------------------------------------
+
+@router.get("/")
+async def home() -> Response:
+    """What Açar is, and the way to the account page (sign-in, passkeys) and to enrollment."""
+    return render("home.html", {})
 
 
 # --- language switcher ---------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ machine code of idp.core.webauthn / idp.sql.enrollment (or "csrf") that the page
 
 CSRF: every state-changing request carries the header X-CSRF-Token equal to the token of what it acts on (the
 pending authorization request's csrf_token, the enrollment's csrf_token, or csrf_for_session(cookie, "account")
-for a signed-in session), and an Origin header, when present, must be one of ACAR_WEBAUTHN_ORIGINS. The
+for a signed-in session), and an Origin header, when present, must be one of ACAR_WEBAUTHN_ORIGINS (by default
+the issuer's origin; another answers 403 wrong_origin). The
 exception is POST /webauthn/enrollment (typing an activation code), which acts on nothing yet: the Origin check
 and the JSON content type (no cross-site form or simple request can send it) guard it.
 
@@ -50,7 +51,7 @@ from api.web import (
 from idp.core.authorize import AuthorizeResult, ErrorPage, Interaction, Redirect
 from idp.core.interfaces import LEVELS, Level, LoginState, PendingRequest
 from idp.core.sessions import csrf_for_session
-from idp.core.webauthn import InvalidPasskeyRequest, RequestExpired
+from idp.core.webauthn import InvalidPasskeyRequest, RequestExpired, WrongOrigin
 from idp.sql.enrollment import EnrollmentRecord, EnrollmentRequired
 from idp.sql.store import SqlOidcStore
 
@@ -102,9 +103,13 @@ def _object(body: Mapping[str, Any], name: str) -> dict[str, Any]:
 
 
 def _check_origin(request: Request, services: Services) -> None:
+    """An Origin header, when present, must be one of the relying party's origins (ACAR_WEBAUTHN_ORIGINS, by
+    default the issuer's): else WrongOrigin, which names the address problem instead of an expired page."""
     origin = request.headers.get("origin")
-    if origin is not None and origin not in services.settings.webauthn_origins:
-        raise CsrfRefused("requests from this origin are not accepted")
+    expected = services.passkeys.rp.origins
+    if origin is not None and origin not in expected:
+        raise WrongOrigin(f"requests from the origin {origin[:WrongOrigin.MAX_LOGGED]} are not accepted here",
+                          received=origin, expected=expected)
 
 
 def _check_csrf(request: Request, services: Services, expected: str) -> None:

@@ -43,6 +43,7 @@ from webauthn.helpers import (
     options_to_json_dict,
     parse_attestation_object,
     parse_authentication_credential_json,
+    parse_client_data_json,
     parse_registration_credential_json,
 )
 from webauthn.helpers.cose import COSEAlgorithmIdentifier
@@ -150,6 +151,24 @@ class WrongUser(PasskeyError):
 
     code = "wrong_user"
     title = "The passkey does not belong to this account"
+
+
+class WrongOrigin(PasskeyError):
+    """The ceremony comes from an origin the relying party is not configured for: WebAuthn Level 2 section 7.1
+    step 9 and section 7.2 step 13 ("Verify that the value of C.origin matches the Relying Party's origin"); the
+    passkey endpoints check the request's Origin header against the same list. Reloading cannot cure it: the page
+    was opened at an address missing from the configured origins. `received` and `expected` are for the log."""
+
+    code = "wrong_origin"
+    title = "The page was opened at an address this service is not configured for"
+    status_code = 403
+    MAX_LOGGED = 200
+    """A received origin is cut to this length before it is kept for the log."""
+
+    def __init__(self, detail: str, *, received: str, expected: Sequence[str]) -> None:
+        super().__init__(detail)
+        self.received = received[:self.MAX_LOGGED]
+        self.expected = tuple(expected)
 
 
 class VerificationFailed(PasskeyError):
@@ -421,6 +440,7 @@ class PasskeyService:
         if record.pending_id != pending_id:
             raise InvalidPasskeyRequest("this passkey ceremony belongs to another sign-in request")
         parsed, stored = await self._credential_of(store, credential, attempt)
+        self._check_client_origin(parsed.response.client_data_json)
         try:
             verified = verify_authentication_response(
                 credential=parsed, expected_challenge=record.challenge, expected_rp_id=self.rp.id,
@@ -454,6 +474,18 @@ class PasskeyService:
                             method=login_method(level, user_verified=verified.user_verified,
                                                 backup_eligible=backup_eligible),
                             user_verified=verified.user_verified)
+
+    def _check_client_origin(self, client_data_json: bytes) -> None:
+        """WrongOrigin when clientDataJSON names an origin other than the relying party's (WebAuthn Level 2 section
+        7.1 step 9, section 7.2 step 13), told apart from other verification failures so that it can be shown
+        as what it is. Unreadable client data is left to py_webauthn's verification."""
+        try:
+            received = parse_client_data_json(client_data_json).origin
+        except (WebAuthnException, ValueError, TypeError):
+            return
+        if received not in self.rp.origins:
+            raise WrongOrigin(f"the passkey response comes from {received[:WrongOrigin.MAX_LOGGED]}, an origin this "
+                              "service is not configured for", received=received, expected=self.rp.origins)
 
     async def _credential_of(self, store: PasskeyStore, credential: Mapping[str, Any],
                              attempt: _Attempt) -> tuple[AuthenticationCredential, CredentialRecord]:
@@ -539,6 +571,7 @@ class PasskeyService:
             parsed = parse_registration_credential_json(dict(credential))
         except (WebAuthnException, ValueError, TypeError):
             raise InvalidPasskeyRequest("the credential is not a WebAuthn registration response") from None
+        self._check_client_origin(parsed.response.client_data_json)
         try:
             verified = verify_registration_response(
                 credential=parsed, expected_challenge=record.challenge, expected_rp_id=self.rp.id,

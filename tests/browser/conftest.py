@@ -42,10 +42,10 @@ async def browser() -> AsyncIterator[Browser]:
 
 @pytest.fixture
 def site(cli_env: dict[str, str], services: Services, tmp_path: Path) -> Iterator[Server]:
-    """A real `acar serve` with WebAuthn for http://localhost:PORT and the development login on."""
+    """A real `acar serve` on http://localhost:PORT with the development login on. Only ACAR_ISSUER places it:
+    the WebAuthn RP ID and origin follow the issuer."""
     port = free_port()
-    env = {**cli_env, "ACAR_ISSUER": f"http://localhost:{port}", "ACAR_WEBAUTHN_RP_ID": "localhost",
-           "ACAR_WEBAUTHN_ORIGINS": f'["http://localhost:{port}"]', "ACAR_DEV_LOGIN": "true",
+    env = {**cli_env, "ACAR_ISSUER": f"http://localhost:{port}", "ACAR_DEV_LOGIN": "true",
            "ACAR_ACCESS_LOG": "true", "ACAR_LOG_LEVEL": "INFO"}  # the end-to-end test reads the log
     run_acar(env, "init")
     server = Server(env, port=port, log_path=tmp_path / "server.log")

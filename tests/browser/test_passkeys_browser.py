@@ -250,7 +250,8 @@ async def test_refusals_a_citizen_can_meet(site: Server, context: BrowserContext
     assert not await bare.is_visible("#passkey-button")
 
 
-PAGES_WITHOUT_SESSION = ["/enroll", "/account", "/authorize?client_id=unknown&redirect_uri=https://x.example/cb"]
+PAGES_WITHOUT_SESSION = ["/", "/enroll", "/account", "/authorize?client_id=unknown&redirect_uri=https://x.example/cb",
+                         "/no/such/page"]
 
 
 async def test_axe_finds_no_violations_on_any_page_in_any_language(site: Server, context: BrowserContext,

@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 
 from api.deps import Services
 from api.i18n import CATALOGS, LANGUAGES
-from api.rendering import PASSKEY_ERRORS, return_path, safe_return_path
+from api.rendering import PASSKEY_ERRORS, prefers_html, return_path, safe_return_path
 from idp.core.claims import CLAIM_DESCRIPTIONS
 from idp.sql.models import ActivationCode, Consent, Person, WebAuthnCredential
 from storage.base import utcnow
@@ -701,3 +701,69 @@ async def test_person_names_on_the_enrollment_step(world: World, http: httpx.Asy
     r = await http.post("/enroll", data={"csrf_token": hidden(form.text, "csrf_token"), "code": code})
     assert r.status_code == 200 and "<img" not in r.text
     check_page(r, "az")
+
+
+# --- the landing page and the routing errors a browser meets ---------------------------------------------------
+
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
+"""What Chromium sends when it navigates to an address."""
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+async def test_the_landing_page_in_each_language(http: httpx.AsyncClient, lang: str) -> None:
+    r = await http.get("/", headers={"Accept": BROWSER_ACCEPT, "Accept-Language": lang})
+    assert r.status_code == 200
+    page = check_page(r, lang)
+    assert page.h1 == [t(lang, "home.title")]
+    hrefs = {a.get("href") for a in page.links}
+    assert {"/account", "/enroll"} <= hrefs
+    for key in ("home.intro", "home.account.link", "home.enroll.link"):
+        assert " ".join(t(lang, key).split()) in page.text, key  # the page text is whitespace-normalized
+    assert r.headers["cross-origin-opener-policy"] == "same-origin"
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+@pytest.mark.parametrize(("path", "expected"), [
+    ("/no/such/page", (404, "not_found", "error.not_found")),
+    ("/token", (405, "method_not_allowed", "error.method_not_allowed")),  # a JSON-only endpoint
+    ("/admin/clients/x/y", (404, "not_found", "error.not_found")),
+])
+async def test_a_browser_gets_routing_errors_as_a_page(http: httpx.AsyncClient, lang: str, path: str,
+                                                       expected: tuple[int, str, str]) -> None:
+    status, error, key = expected
+    r = await http.get(path, headers={"Accept": BROWSER_ACCEPT, "Accept-Language": lang})
+    assert r.status_code == status
+    page = check_page(r, lang)
+    assert page.h1 == [t(lang, "error.title")] and page.alerts == [t(lang, key)]
+    assert error in page.text
+    if status == 405:
+        assert r.headers["allow"] == "POST"
+
+
+@pytest.mark.parametrize(("accept", "html"), [
+    (BROWSER_ACCEPT, True), ("text/html", True), ("TEXT/HTML", True), ("text/*, application/json;q=0.9", True),
+    ("text/html, application/json", False), ("application/json, text/html", False), ("*/*", False), (None, False),
+    ("", False), ("text/html;q=0, */*", False), ("text/html;q=nan, */*;q=0.1", False), ("text/html;q=inf", False),
+    ("application/*;q=0.5, text/html;q=0.6", True), ("text/html;q=0.6, application/problem+json", False),
+])
+def test_prefers_html(accept: str | None, html: bool) -> None:
+    """RFC 9110 section 12.5.1 weights, the most specific range deciding; an equal weight keeps JSON."""
+    assert prefers_html(accept) is html
+
+
+@pytest.mark.parametrize("accept", [None, "*/*", "application/json", "application/json, text/html;q=0.5",
+                                    "text/html;q=0.5, application/json", "text/html;q=0.5, */*",
+                                    "text/html;q=nonsense, */*;q=0.1"])
+async def test_api_clients_keep_their_problem_json(http: httpx.AsyncClient, accept: str | None) -> None:
+    headers = {"Accept": accept} if accept is not None else {}
+    if accept is None:
+        http.headers.pop("accept", None)
+    for path, status in (("/no/such/page", 404), ("/token", 405)):
+        r = await http.get(path, headers=headers)
+        assert r.status_code == status
+        assert r.headers["content-type"] == "application/problem+json", (accept, path)
+        assert r.json()["type"] == f"urn:acar:problem:http_{status}"
+    # the OAuth endpoints' own errors stay RFC 6749 JSON, even for a browser's Accept header
+    r = await http.post("/token", data={"grant_type": "nonsense"}, headers={"Accept": BROWSER_ACCEPT})
+    assert r.status_code in (400, 401) and r.headers["content-type"] == "application/json"
+    assert r.json()["error"]

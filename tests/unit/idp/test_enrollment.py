@@ -251,7 +251,7 @@ async def test_origin_is_checked_when_typing_a_code(initialized: Services, clien
     code = await issue_code(initialized, person_id)
     before = await rows(initialized)
     refused(await client.post("/webauthn/enrollment", json={"code": code}, headers={"Origin": "https://evil.example"}),
-            403, "csrf")
+            403, "wrong_origin")
     refused(await client.post("/webauthn/enrollment", data={"code": code}), 400, "invalid_request")  # a form post
     assert await rows(initialized) == before
     r = await client.post("/webauthn/enrollment", json={"code": code}, headers={"Origin": ORIGIN})

@@ -260,17 +260,17 @@ async def refused_login(services: Services, http: httpx.AsyncClient, rp: Registe
     assert (await events(services, "webauthn.login_failed"))[-1].detail == {"code": code}
 
 
-@pytest.mark.parametrize(("get", "code"), [
-    ({"rp_id": "evil.example"}, "verification_failed"),
-    ({"origin": "https://evil.example"}, "verification_failed"),
-    ({"origin": "http://localhost:8001"}, "verification_failed"),
-    ({"omit_user_handle": True}, "wrong_user"),
+@pytest.mark.parametrize(("get", "expected"), [
+    ({"rp_id": "evil.example"}, (400, "verification_failed")),
+    ({"origin": "https://evil.example"}, (403, "wrong_origin")),  # clientDataJSON's origin (section 7.2 step 13)
+    ({"origin": "http://localhost:8001"}, (403, "wrong_origin")),
+    ({"omit_user_handle": True}, (400, "wrong_user")),
 ])
 async def test_assertion_refused(initialized: Services, client: httpx.AsyncClient,
                                  ready: tuple[SoftwareAuthenticator, Registered], get: dict[str, Any],
-                                 code: str) -> None:
+                                 expected: tuple[int, str]) -> None:
     authenticator, rp = ready
-    await refused_login(initialized, client, rp, authenticator, (400, code), **get)
+    await refused_login(initialized, client, rp, authenticator, expected, **get)
 
 
 async def test_bad_signature_is_refused(initialized: Services, client: httpx.AsyncClient,
@@ -416,11 +416,12 @@ async def test_csrf_and_origin(initialized: Services, client: httpx.AsyncClient,
     async with initialized.sessions() as session:
         challenges = len((await session.execute(select(WebAuthnChallenge.id))).all())
     before = await rows(initialized)
-    for headers in ({}, {CSRF: ""}, {CSRF: started.csrf + "x"}, {CSRF: started.csrf, "Origin": "https://evil.example"},
-                    {CSRF: started.csrf, "Origin": "null"}):
+    for headers, code in (({}, "csrf"), ({CSRF: ""}, "csrf"), ({CSRF: started.csrf + "x"}, "csrf"),
+                          ({CSRF: started.csrf, "Origin": "https://evil.example"}, "wrong_origin"),
+                          ({CSRF: started.csrf, "Origin": "null"}, "wrong_origin")):
         for path, payload in (("/webauthn/login/options", {"pending_id": started.pending_id}),
                               ("/webauthn/login/verify", body)):
-            refused(await client.post(path, json=payload, headers=headers), 403, "csrf")
+            refused(await client.post(path, json=payload, headers=headers), 403, code)
     assert await rows(initialized) == before
     async with initialized.sessions() as session:
         assert len((await session.execute(select(WebAuthnChallenge.id))).all()) == challenges
@@ -490,7 +491,7 @@ async def test_list_rename_remove(initialized: Services, client: httpx.AsyncClie
     bob = await enrolled(initialized, other_browser, FIN_B)
     bob_csrf = await signed_in(initialized, other_browser, rp, bob)
     refused(await other_browser.delete(path, headers={CSRF: bob_csrf}), 404, "credential_not_found")
-    refused(await client.delete(path, headers={CSRF: csrf, "Origin": "https://evil.example"}), 403, "csrf")
+    refused(await client.delete(path, headers={CSRF: csrf, "Origin": "https://evil.example"}), 403, "wrong_origin")
     assert (await credential_row(initialized, credential_id)).revoked_at is None
 
     r = await client.delete(path, headers={CSRF: csrf})
@@ -547,15 +548,15 @@ async def test_registration_refusals(initialized: Services, client: httpx.AsyncC
 
     before = await rows(initialized)
     refused(await attempt(user_verified=False), 400, "user_verification_required")
-    refused(await attempt(origin="https://evil.example"), 400, "verification_failed")
+    refused(await attempt(origin="https://evil.example"), 403, "wrong_origin")
     refused(await attempt(rp_id="evil.example"), 400, "verification_failed")
     refused(await client.post("/webauthn/register/options", json={}, headers={CSRF: "wrong"}), 403, "csrf")
     refused(await client.post("/webauthn/register/options", json={}, headers={CSRF: csrf, "Origin": "https://a.b"}),
-            403, "csrf")
+            403, "wrong_origin")
     after = await rows(initialized)
     assert {t for t in TABLES if after[t] != before[t]} == {"webauthn_users"}  # the user handle was made
     assert [e.detail["code"] for e in await events(initialized, "webauthn.registration_failed")] == [
-        "user_verification_required", "verification_failed", "verification_failed"]
+        "user_verification_required", "wrong_origin", "verification_failed"]
     # the enrollment is still open: a good registration completes it
     r = await attempt()
     assert r.status_code == 201, r.text
