@@ -167,6 +167,8 @@ ERROR_MESSAGES: Mapping[str, str] = {
     "post_logout_redirect_uri needs id_token_hint or client_id": "error.logout_request_invalid",
     "post_logout_redirect_uri is not registered for this service": "error.logout_request_invalid",
     "this language is not offered": "error.language_unknown",
+    "too many requests; try again later": "error.rate_limited",
+    "the service is temporarily unavailable; try again later": "error.unavailable",
 }
 """The plain-words message of each error description that idp/ and the page routes show a citizen (by its
 English text, as gettext keys messages); a test keeps every literal description of those modules here."""
@@ -215,7 +217,7 @@ PASSKEY_ERRORS = (
     "counter_regression", "wrong_user", "verification_failed", "user_verification_required", "insufficient_level",
     "credential_exists", "credential_not_found", "request_expired", "invalid_request", "csrf",
     "code_invalid", "code_expired", "code_used", "code_revoked", "code_locked", "enrollment_required",
-    "login_required",
+    "login_required", "rate_limited",
     "not_supported", "cancelled", "network", "unknown",
 )
 """The error codes webauthn.js shows a message for: the passkey endpoints' problem codes (idp.core.webauthn,

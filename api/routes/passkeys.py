@@ -51,7 +51,7 @@ from idp.core.authorize import AuthorizeResult, ErrorPage, Interaction, Redirect
 from idp.core.interfaces import LEVELS, Level, LoginState, PendingRequest
 from idp.core.sessions import csrf_for_session
 from idp.core.webauthn import InvalidPasskeyRequest, RequestExpired
-from idp.sql.enrollment import EnrollmentRecord, EnrollmentRequired
+from idp.sql.enrollment import GROUP_LENGTH, EnrollmentRecord, EnrollmentRequired, normalize_code
 from idp.sql.store import SqlOidcStore
 
 router = APIRouter(tags=["passkeys"])
@@ -145,6 +145,8 @@ async def login_options(request: Request) -> JSONResponse:
     body = await _json(request)
     pending_id = _text(body, "pending_id")
     assert pending_id is not None  # noqa: S101 - required
+    limits = services.ratelimits  # each answer stores a challenge: counted per IP before anything is written
+    await limits.spend(limits.budgets.passkey_options, [("ip", limits.client_ip(request))], answer="json")
     async with RequestUnit.on(services.direct) as work:
         pending = await _pending(request, work.oidc, pending_id)
         _check_csrf(request, services, pending.csrf_token)
@@ -166,6 +168,8 @@ async def login_verify(request: Request) -> JSONResponse:
     credential = _object(body, "credential")
     assert pending_id is not None  # noqa: S101 - required
     assert ceremony is not None  # noqa: S101 - required
+    limits = services.ratelimits  # every attempt, before the assertion is verified
+    await limits.spend(limits.budgets.passkey_login, [("ip", limits.client_ip(request))], answer="json")
     cookie = session_cookie(request, provider)
     async with RequestUnit.on(services.direct) as work:
         pending = await _pending(request, work.oidc, pending_id)
@@ -275,6 +279,12 @@ async def register_verify(request: Request) -> JSONResponse:
 
 # --- enrollment (activation codes) -----------------------------------------------------------------------
 
+def code_public_part(code: str) -> str:
+    """What a typed activation code names before its secret (its first group, normalised as the service reads
+    it): the key of the per-code budget. Never logged or audited."""
+    return normalize_code(code)[:GROUP_LENGTH]
+
+
 @router.post("/webauthn/enrollment")
 async def start_enrollment(request: Request) -> JSONResponse:
     """{"code"} -> 201 {"csrf_token", "expires_at", "display_name"} and the enrollment cookie: the browser may now
@@ -285,6 +295,11 @@ async def start_enrollment(request: Request) -> JSONResponse:
     body = await _json(request)
     code = _text(body, "code", limit=40)
     assert code is not None  # noqa: S101 - required
+    # counted before the service looks the code up or hashes anything: per IP, and per the code's public part
+    # so that guesses at one code spread over many addresses still meet one budget
+    limits = services.ratelimits
+    await limits.spend(limits.budgets.enrollment, [("ip", limits.client_ip(request))], answer="json")
+    await limits.spend(limits.budgets.enrollment_code, [("code", code_public_part(code))], answer="json")
     async with orm_unit(services) as work:
         started = await work.enrollment.redeem(code)
     record = started.enrollment
