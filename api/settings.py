@@ -107,7 +107,7 @@ class Settings(BaseSettings):
     """Per client IP: passkey login options (each stores a WebAuthn challenge)."""
     rate_limit_passkey_login: str = "30/minute;300/hour"
     """Per client IP: passkey login verifications."""
-    rate_limit_enrollment: str = "10/minute;60/hour"
+    rate_limit_enrollment: str = "20/minute;100/hour"
     """Per client IP: activation code submissions (each costs an scrypt hash)."""
     rate_limit_enrollment_code: str = "10/hour"
     """Per activation code (its public part): submissions, whatever the IP."""
