@@ -37,10 +37,9 @@ def settings(settings: Settings, redis_prefix: str) -> Settings:
     loopback peer of the in-process client trusted as a proxy (so X-Forwarded-For plays distinct clients)."""
     return settings.model_copy(update={
         "rate_limit_storage": REDIS_URL, "rate_limit_prefix": redis_prefix, "trusted_proxies": ["127.0.0.1/32"],
-        **{name: LIMIT for name in ("rate_limit_authorize", "rate_limit_passkey_options", "rate_limit_passkey_login",
-                                    "rate_limit_enrollment", "rate_limit_enrollment_code",
-                                    "rate_limit_client_auth_failures", "rate_limit_introspection",
-                                    "rate_limit_admin")}})
+        **dict.fromkeys(("rate_limit_authorize", "rate_limit_passkey_options", "rate_limit_passkey_login",
+                         "rate_limit_enrollment", "rate_limit_enrollment_code", "rate_limit_client_auth_failures",
+                         "rate_limit_introspection", "rate_limit_admin"), LIMIT)})
 
 
 def from_ip(ip: str, **headers: str) -> dict[str, str]:
