@@ -127,24 +127,24 @@ class RateLimits:
                 await self._tripped(budget, scope, value, verdict.retry_after)
                 raise RateLimited(verdict.retry_after, answer=answer)
 
-    async def check(self, budget: Budget, keys: Sequence[tuple[Scope, str]], *, answer: Answer) -> None:
-        """RateLimited when one key has nothing left of `budget`; spends nothing (before costly work whose
-        failures alone are counted)."""
-        for scope, value in keys:
-            try:
-                verdict = await self.limiter.test(budget, f"{scope}:{value}")
-            except LimiterUnavailable as exc:
-                raise self._unavailable(exc, answer) from None
-            if not verdict.allowed:
-                await self._tripped(budget, scope, value, verdict.retry_after)
-                raise RateLimited(verdict.retry_after, answer=answer)
+    async def check_failures(self, budget: Budget, keys: Sequence[tuple[Scope, str]], *, answer: Answer) -> None:
+        """RateLimited when `count_failure` has blocked one of the keys; spends nothing, and costs a dictionary
+        look-up per key in memory, one Redis round trip on Redis (before work whose failures alone count)."""
+        try:
+            retry_after, index = await self.limiter.blocked(budget, [f"{scope}:{value}" for scope, value in keys])
+        except LimiterUnavailable as exc:
+            raise self._unavailable(exc, answer) from None
+        if index is not None:
+            scope, value = keys[index]
+            await self._tripped(budget, scope, value, retry_after)
+            raise RateLimited(retry_after, answer=answer)
 
-    async def count(self, budget: Budget, keys: Sequence[tuple[Scope, str]]) -> None:
-        """Spend one of `budget` for each key without refusing anything now (a failure being answered already);
-        the next `check` refuses once a key has spent its budget."""
+    async def count_failure(self, budget: Budget, keys: Sequence[tuple[Scope, str]]) -> None:
+        """Count a failure (being answered already) against `budget` for each key; a key whose budget is spent
+        is blocked, and the next `check_failures` refuses it."""
         for scope, value in keys:
             try:
-                verdict = await self.limiter.hit(budget, f"{scope}:{value}")
+                verdict = await self.limiter.count(budget, f"{scope}:{value}")
             except LimiterUnavailable:
                 log.exception("ratelimit.unavailable")
                 return

@@ -20,14 +20,15 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.errors import StorageError
-from redis.asyncio import ConnectionPool
+from redis.asyncio import ConnectionPool, Redis
+from redis.exceptions import RedisError
 
 REDIS_SCHEMES = ("redis", "rediss", "redis+unix")
 """The storage URL schemes of a Redis server (as redis-py reads them); `memory://` is the process's own."""
@@ -64,6 +65,8 @@ class Verdict:
 ALLOWED = Verdict(True)
 
 
+MAX_LOCAL_BLOCKS = 100_000
+"""Blocks a memory storage keeps before it forgets those that have run out."""
 REDIS_TIMEOUT_SECONDS = 2.0
 """How long a Redis command or connection may take before the limiter counts the storage as unavailable."""
 
@@ -89,6 +92,8 @@ class RateLimiter:
         self.url = url
         self.prefix = prefix
         self._storage, self._pool = _storage(url, prefix)
+        self._redis = Redis(connection_pool=self._pool) if self._pool is not None else None
+        self._blocks: dict[str, float] = {}  # memory storage: block key -> until (clock seconds)
         self._strategy = SlidingWindowCounterRateLimiter(self._storage)
         self._clock = clock
 
@@ -124,6 +129,65 @@ class RateLimiter:
             raise LimiterUnavailable(f"rate-limit storage unavailable: {type(exc.storage_error).__name__}") from None
         return ALLOWED
 
+    async def count(self, budget: Budget, key: str) -> Verdict:
+        """Count one failure of `key` against `budget`; once the budget has no room left, the key is blocked
+        (see `blocked`) until the limit that refused has room again, and the verdict says for how long."""
+        ids = self._ids(budget, key)
+        try:
+            verdict = ALLOWED
+            for item in budget.limits:
+                if not await self._strategy.hit(item, *ids):
+                    verdict = await self._refusal(budget, ids)
+                    break
+            else:
+                for item in budget.limits:
+                    if not await self._strategy.test(item, *ids):
+                        verdict = await self._refusal(budget, ids)
+                        break
+            if not verdict.allowed:
+                await self._block(self._block_key(budget, key), verdict.retry_after)
+        except (StorageError, RedisError) as exc:
+            raise LimiterUnavailable(f"rate-limit storage unavailable: {type(exc).__name__}") from None
+        return verdict
+
+    async def blocked(self, budget: Budget, keys: Sequence[str]) -> tuple[int, int | None]:
+        """(seconds left, index in `keys`) of the first key that `count` has blocked, or (0, None): one dictionary
+        look-up per key in memory, one Redis round trip for all keys. The cheap check in front of work whose
+        successes must cost nothing (the token endpoint)."""
+        if self._redis is None and not self._blocks:
+            return 0, None  # nothing blocked in this process: no hashing at all
+        names = [self._block_key(budget, key) for key in keys]
+        if self._redis is None:
+            now = self._clock()
+            for index, name in enumerate(names):
+                until = self._blocks.get(name)
+                if until is not None and until > now:
+                    return max(1, math.ceil(until - now)), index
+            return 0, None
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.pttl(name)
+                ttls = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise LimiterUnavailable(f"rate-limit storage unavailable: {type(exc).__name__}") from None
+        for index, ttl in enumerate(ttls):
+            if isinstance(ttl, int) and ttl > 0:
+                return max(1, math.ceil(ttl / 1000)), index
+        return 0, None
+
+    def _block_key(self, budget: Budget, key: str) -> str:
+        return ":".join((self.prefix, "block", *self._ids(budget, key)[1:]))
+
+    async def _block(self, name: str, seconds: int) -> None:
+        if self._redis is not None:
+            await self._redis.set(name, b"1", px=seconds * 1000)
+            return
+        now = self._clock()
+        if len(self._blocks) >= MAX_LOCAL_BLOCKS:  # forget the blocks that have run out
+            self._blocks = {k: until for k, until in self._blocks.items() if until > now}
+        self._blocks[name] = max(self._blocks.get(name, 0.0), now + seconds)
+
     async def _refusal(self, budget: Budget, ids: tuple[str, str, str]) -> Verdict:
         """Refused until the latest-resetting exhausted limit has room again (at least one second)."""
         now = self._clock()
@@ -142,6 +206,11 @@ class RateLimiter:
     async def reset(self) -> None:
         """Forget every counter of this storage under this prefix (tests; an operator's `reset`)."""
         await self._storage.reset()
+        self._blocks.clear()
+        if self._redis is not None:
+            names = [name async for name in self._redis.scan_iter(match=f"{self.prefix}:block:*", count=1000)]
+            if names:
+                await self._redis.delete(*names)
 
     async def check(self) -> bool:
         """True when the storage answers (readiness)."""
@@ -152,5 +221,7 @@ class RateLimiter:
 
     async def close(self) -> None:
         """Close the Redis connections (a memory storage holds none)."""
+        if self._redis is not None:
+            await self._redis.aclose()
         if self._pool is not None:
             await self._pool.aclose()

@@ -138,11 +138,11 @@ async def _client_authentication(request: Request, form: Mapping[str, str]) -> A
     claimed = claimed_client_id(form, authorization)
     if claimed is not None:
         keys.insert(0, ("client", claimed))
-    await limits.check(limits.budgets.client_auth_failures, keys, answer="oauth")
+    await limits.check_failures(limits.budgets.client_auth_failures, keys, answer="oauth")
     try:
         yield
     except InvalidClient:
-        await limits.count(limits.budgets.client_auth_failures, keys)
+        await limits.count_failure(limits.budgets.client_auth_failures, keys)
         raise
 
 

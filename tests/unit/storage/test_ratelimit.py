@@ -100,3 +100,17 @@ def test_budgets_and_storages_that_cannot_be_read_are_refused() -> None:
             Budget.parse("x", spec)
     with pytest.raises(ValueError, match="unsupported rate-limit storage"):
         RateLimiter("memcached://127.0.0.1:11211")
+
+
+async def test_failures_block_a_key_once_its_budget_is_spent(limiter: RateLimiter) -> None:
+    """count/blocked: the cheap check in front of the token endpoint (successes only read the blocks)."""
+    assert await limiter.blocked(THREE, ["client:a", "ip:192.0.2.1"]) == (0, None)
+    assert (await limiter.count(THREE, "client:a")).allowed
+    assert (await limiter.count(THREE, "client:a")).allowed
+    third = await limiter.count(THREE, "client:a")  # the budget is spent: the key is blocked from now on
+    assert not third.allowed and 1 <= third.retry_after <= 60
+    seconds, index = await limiter.blocked(THREE, ["ip:192.0.2.1", "client:a"])
+    assert index == 1 and 1 <= seconds <= 60
+    assert await limiter.blocked(THREE, ["client:b"]) == (0, None)
+    await limiter.reset()
+    assert await limiter.blocked(THREE, ["client:a"]) == (0, None)
