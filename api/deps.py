@@ -171,7 +171,8 @@ def _tsa_credentials(
 
 
 async def readiness(services: Services) -> list[str]:
-    """Reasons the service is not ready: database unreachable, migrations behind, signing keys not loaded."""
+    """Reasons the service is not ready: database unreachable, migrations behind, signing keys not loaded, the
+    shared rate-limit storage (Redis) unreachable."""
     from api import migrate
 
     try:
@@ -191,6 +192,8 @@ async def readiness(services: Services) -> list[str]:
     missing = [alg for alg in services.token_keys.algorithms if alg not in loaded]
     if missing:
         reasons.append("token signing keys not loaded: " + ", ".join(missing))
+    if services.ratelimits.limiter.shared and not await services.ratelimits.limiter.check():
+        reasons.append("rate-limit storage unreachable (ACAR_RATE_LIMIT_STORAGE)")
     return reasons
 
 

@@ -215,3 +215,21 @@ async def test_two_nodes_on_one_redis_share_one_budget(initialized: Services, cl
                                         auth=(rp.client_id, rp.secret or "")))
         too_many_oauth(await client.post("/token", data={"grant_type": "client_credentials"},
                                          auth=(rp.client_id, rp.secret or "")))
+
+
+async def test_readiness_reports_an_unreachable_redis(initialized: Services, settings: Settings,
+                                                      software_key_store: SoftwareKeyStore) -> None:
+    from api.deps import readiness
+
+    assert await readiness(initialized) == []
+    down = build_services(settings.model_copy(update={"rate_limit_storage": "redis://127.0.0.1:1/0"}),
+                          key_store=software_key_store)
+    try:
+        assert await readiness(down) == ["rate-limit storage unreachable (ACAR_RATE_LIMIT_STORAGE)"]
+        app = create_app(services=down)
+        async with app.router.lifespan_context(app), asgi_browser(app) as browser:
+            r = await browser.post("/token", data={"grant_type": "client_credentials"}, auth=("x", "y"))
+            assert r.status_code == 503 and r.json()["error"] == "temporarily_unavailable"  # fail closed
+            assert int(r.headers["retry-after"]) >= 1
+    finally:
+        await down.close()
