@@ -11,7 +11,11 @@ list): cheap on both storages, and a burst at a window's edge cannot double the 
 Keys are hashed before they reach the storage: client-supplied text (a client_id, a code's public part) is never
 written to Redis as it was sent, and every key has the same short length.
 
-Fail closed: when the storage cannot be reached, `hit` and `test` raise LimiterUnavailable (a limit that can be
+Failures counted with `count` block their key once its budget is spent; `blocked` reads those blocks alone (a
+dictionary look-up in memory, one Redis round trip for all keys), so work whose successes must stay cheap (the
+token endpoint) pays next to nothing for the check in front of it.
+
+Fail closed: when the storage cannot be reached, every method raises LimiterUnavailable (a limit that can be
 switched off by knocking its storage over protects nothing); the caller answers 503.
 """
 
