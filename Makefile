@@ -1,15 +1,15 @@
 # Açar: two commands on a fresh Debian machine.
 #   make run    create .venv, install, `acar init`, serve http://localhost:8000 (SQLite under ./var)
-#   make test   install what the tests need (apt-get when root), lint, run the suite on SQLite and PostgreSQL
+#   make test   install what the tests need (apt-get when root; starts Redis), lint, run the suite on SQLite and PostgreSQL
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
-SYSTEM_PACKAGES := softhsm2 openssl procps chromium chromium-driver
+SYSTEM_PACKAGES := softhsm2 openssl procps chromium chromium-driver redis-server
 PYTEST_ARGS ?=
 
-.PHONY: run test lint test-sqlite test-postgresql system-deps browser-deps python-check install clean
+.PHONY: run test lint test-sqlite test-postgresql system-deps browser-deps redis python-check install clean
 
 # Python 3.11+ with venv support (Debian ships venv in python3-venv: installed here when run as root).
 python-check:
@@ -43,6 +43,14 @@ system-deps:
 	  else echo "missing system packages:$$missing (run make test as root, or install them)" >&2; exit 1; fi; \
 	fi
 
+# The rate-limit tests run against a real Redis on 127.0.0.1:6379 (a missing Redis fails them): started here,
+# as a daemon of this machine, when none answers there.
+redis: system-deps
+	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || \
+	  { redis-server --daemonize yes --port 6379 --bind 127.0.0.1 --save '' --appendonly no >/dev/null && \
+	    for i in 1 2 3 4 5 6 7 8 9 10; do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.5; done; \
+	    redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null || { echo "redis-server did not start on 6379" >&2; exit 1; }; }
+
 # axe-core (npm, pinned by tests/browser/package-lock.json) for the browser tests' accessibility checks;
 # Node.js and npm come from Debian when missing (run as root). No browser is downloaded: Debian's Chromium runs.
 BROWSER_STAMP := tests/browser/node_modules/.installed-$(shell cat tests/browser/package-lock.json | sha256sum | cut -c1-12)
@@ -65,13 +73,13 @@ lint: install
 	  ACAR_DATABASE_URL=sqlite+aiosqlite:///$$db $(BIN)/alembic upgrade head >/dev/null && \
 	  ACAR_DATABASE_URL=sqlite+aiosqlite:///$$db $(BIN)/alembic check; rm -f $$db
 
-test-sqlite: install system-deps browser-deps
+test-sqlite: install system-deps redis browser-deps
 	ACAR_TEST_DB=sqlite $(BIN)/pytest -m "not multinode and not postgresql" $(PYTEST_ARGS)
 
-test-postgresql: install system-deps browser-deps
+test-postgresql: install system-deps redis browser-deps
 	ACAR_TEST_DB=postgresql $(BIN)/pytest $(PYTEST_ARGS)
 
-test: system-deps install browser-deps lint test-sqlite test-postgresql
+test: system-deps redis install browser-deps lint test-sqlite test-postgresql
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache tests/browser/node_modules

@@ -28,6 +28,7 @@ from idp.sql.passkeys_store import purge_passkey_rows
 from idp.sql.revocation import TokenRevocations
 from idp.sql.store import purge_expired
 from keys.software import SoftwareKeyStore
+from storage.audit import purge_audit
 from storage.base import utcnow
 from storage.direct import SessionTransaction
 
@@ -37,11 +38,20 @@ BACKCHANNEL_TICK_SECONDS = 5.0
 LOGOUT_DELIVERY_KEPT = dt.timedelta(days=7)
 
 
+def audit_cutoffs(settings: Settings, now: dt.datetime) -> dict[str, dt.datetime | None]:
+    """Before which instants audit events go: ACAR_AUDIT_RETENTION_DAYS for all, and the shorter
+    ACAR_AUDIT_ANONYMOUS_RETENTION_DAYS for those of unauthenticated requests; 0 keeps them."""
+    days, anonymous = settings.audit_retention_days, settings.audit_anonymous_retention_days
+    return {"before": now - dt.timedelta(days=days) if days else None,
+            "anonymous_before": now - dt.timedelta(days=anonymous) if anonymous else None}
+
+
 async def _housekeeping(services: Services, interval: float, backchannel: BackchannelDelivery | None = None,
                         passed: asyncio.Event | None = None) -> None:
     """The automatic schedule: token-key rotation and removal (ACAR_TOKEN_KEY_ROTATION_DAYS); CRLs republished
     at half their lifetime and OCSP/TSA certificates renewed before they run out; the FIDO metadata BLOB re-read
-    when its file changed (ACAR_WEBAUTHN_MDS_BLOB_FILE).
+    when its file changed (ACAR_WEBAUTHN_MDS_BLOB_FILE); expired pending requests, challenges and codes purged,
+    and audit events past their retention (ACAR_AUDIT_RETENTION_DAYS).
 
     It waits, with one warning per tick, while the database is unreachable or behind the migrations head
     (readyz reports the same): writing to an old schema would only fail.
@@ -66,6 +76,7 @@ async def _housekeeping(services: Services, interval: float, backchannel: Backch
                 purged = await purge_expired(session, utcnow())
                 purged["revoked_tokens"] = await TokenRevocations(SessionTransaction(session)).purge_expired()
                 purged.update(await purge_passkey_rows(session, utcnow()))
+                purged.update(await purge_audit(session, **audit_cutoffs(services.settings, utcnow())))
             if backchannel is not None:
                 purged["logout_deliveries"] = await backchannel.purge(utcnow() - LOGOUT_DELIVERY_KEPT)
             if any(purged.values()):

@@ -120,6 +120,8 @@ def require_scope(scope: str) -> Callable[[Request], Awaitable[AdminPrincipal]]:
 
     async def dependency(request: Request) -> AdminPrincipal:
         services: Services = request.app.state.services
+        limits = services.ratelimits  # per IP, before the token is verified (ACAR_RATE_LIMIT_ADMIN)
+        await limits.spend(limits.budgets.admin, [("ip", limits.client_ip(request))], answer="json")
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():

@@ -17,13 +17,14 @@ from storage.direct import DirectDatabase, PostgresDirect, SessionDirect
 
 if TYPE_CHECKING:  # the services' modules are imported by the builders that need them (the CLI builds a few)
     from api.provider import Provider
+    from api.ratelimit import RateLimits
     from idp.core.webauthn import PasskeyService
     from idp.sql.clients import CachedClientDirectory
     from idp.sql.enrollment import EnrollmentPolicy
     from keys.pki import PkiService
     from keys.token_keys import TokenKeyService
     from keys.tsa import TimestampService, TsaCredentials
-    from storage.audit import GroupCommitAuditLog
+    from storage.audit import AuditSink, GroupCommitAuditLog
 
 
 @dataclass
@@ -42,9 +43,11 @@ class Services:
     oidc: Provider  # the OpenID Connect provider (api.provider over idp/)
     passkeys: PasskeyService  # WebAuthn ceremonies and credential management (idp.core.webauthn)
     enrollment_policy: EnrollmentPolicy  # activation codes and enrollments (idp.sql.enrollment)
+    ratelimits: RateLimits  # per-IP/client/code budgets on memory or a shared Redis (api.ratelimit)
 
     async def close(self) -> None:
         await self.audit_log.stop()
+        await self.ratelimits.limiter.close()
         if self.owns_key_store:
             self.key_store.close()
         await self.pki.close()
@@ -108,7 +111,27 @@ def build_services(settings: Settings, *, key_store: KeyStore | None = None) -> 
     return Services(settings=settings, engine=engine, sessions=sessions, key_store=store, token_keys=token_keys,
                     pki=pki, owns_key_store=key_store is None, tsa=TimestampService(tsa, audit_log), direct=direct,
                     audit_log=audit_log, clients=clients, oidc=oidc,
-                    passkeys=build_passkeys(settings), enrollment_policy=build_enrollment_policy(settings))
+                    passkeys=build_passkeys(settings), enrollment_policy=build_enrollment_policy(settings),
+                    ratelimits=build_ratelimits(settings, audit_log))
+
+
+def build_ratelimits(settings: Settings, audit: AuditSink) -> RateLimits:
+    """The rate limits (ACAR_RATE_LIMIT_*, ACAR_TRUSTED_PROXIES) on ACAR_RATE_LIMIT_STORAGE."""
+    from api.ratelimit import Budgets, RateLimits, parse_networks
+    from storage.ratelimit import Budget, RateLimiter
+
+    budgets = Budgets(
+        authorize=Budget.parse("authorize", settings.rate_limit_authorize),
+        passkey_options=Budget.parse("passkey_options", settings.rate_limit_passkey_options),
+        passkey_login=Budget.parse("passkey_login", settings.rate_limit_passkey_login),
+        enrollment=Budget.parse("enrollment", settings.rate_limit_enrollment),
+        enrollment_code=Budget.parse("enrollment_code", settings.rate_limit_enrollment_code),
+        client_auth_failures=Budget.parse("client_auth_failures", settings.rate_limit_client_auth_failures),
+        introspection=Budget.parse("introspection", settings.rate_limit_introspection),
+        admin=Budget.parse("admin", settings.rate_limit_admin),
+    )
+    limiter = RateLimiter(settings.rate_limit_storage, prefix=settings.rate_limit_prefix)
+    return RateLimits(limiter, budgets, trusted_proxies=parse_networks(settings.trusted_proxies), audit=audit)
 
 
 def build_passkeys(settings: Settings) -> PasskeyService:
@@ -151,7 +174,8 @@ def _tsa_credentials(
 
 
 async def readiness(services: Services) -> list[str]:
-    """Reasons the service is not ready: database unreachable, migrations behind, signing keys not loaded."""
+    """Reasons the service is not ready: database unreachable, migrations behind, signing keys not loaded, the
+    shared rate-limit storage (Redis) unreachable."""
     from api import migrate
 
     try:
@@ -171,6 +195,8 @@ async def readiness(services: Services) -> list[str]:
     missing = [alg for alg in services.token_keys.algorithms if alg not in loaded]
     if missing:
         reasons.append("token signing keys not loaded: " + ", ".join(missing))
+    if services.ratelimits.limiter.shared and not await services.ratelimits.limiter.check():
+        reasons.append("rate-limit storage unreachable (ACAR_RATE_LIMIT_STORAGE)")
     return reasons
 
 

@@ -51,3 +51,23 @@ class LoginRequired(PasskeyError):
     code = "login_required"
     title = "Sign-in required"
     status_code = 401
+
+
+class RateLimited(Exception):
+    """A budget of api.ratelimit is spent: 429 Too Many Requests with Retry-After (RFC 6585 section 4: "The 429
+    status code indicates that the user has sent too many requests in a given amount of time"; Retry-After in
+    seconds, RFC 9110 section 10.2.3). `unavailable`: the limiter's storage did not answer, 503 (fail closed).
+
+    `answer` is the endpoint's error form: "oauth" (RFC 6749 section 5.2 error JSON, error
+    temporarily_unavailable), "page" (the translated error page), "json" (RFC 9457 problem+json with the member
+    "code": "rate_limited", or the translated page when the request accepts text/html)."""
+
+    code = "rate_limited"
+    title = "Too many requests"
+
+    def __init__(self, retry_after: int, *, answer: str, unavailable: bool = False) -> None:
+        super().__init__("too many requests; try again later")
+        self.retry_after, self.answer, self.unavailable = retry_after, answer, unavailable
+        self.status_code = 503 if unavailable else 429
+        self.description = ("the service is temporarily unavailable; try again later" if unavailable
+                            else "too many requests; try again later")

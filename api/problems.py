@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.errors import ApiProblem, BearerTokenMissing, InvalidPageRequest
+from api.errors import ApiProblem, BearerTokenMissing, InvalidPageRequest, RateLimited
 from api.logging import request_id_var
 from api.rendering import METHOD_NOT_ALLOWED, NOT_FOUND, error_page, prefers_html
 from api.web import NO_STORE
@@ -92,12 +92,39 @@ BROWSER_PAGES = {404: ("not_found", NOT_FOUND), 405: ("method_not_allowed", METH
 RFC 9457 problem."""
 
 
+def rate_limited(request: Request, exc: RateLimited) -> Response:
+    """429 (503 when the limiter's storage is down) with Retry-After, in the endpoint's error form: OAuth error
+    JSON for the OAuth endpoints (error temporarily_unavailable: RFC 6749 defines no rate-limit code, and this
+    is the registered one that tells a client to retry later), the translated error page for a page or a request
+    that accepts text/html, else problem+json with the machine code "rate_limited" (the pages' JavaScript
+    translates it)."""
+    headers = {**NO_STORE, "Retry-After": str(exc.retry_after)}
+    if exc.answer == "oauth":
+        return JSONResponse({"error": "temporarily_unavailable", "error_description": exc.description},
+                            status_code=exc.status_code, headers=headers)
+    if exc.answer == "page" or prefers_html(request.headers.get("accept")):
+        page = error_page(exc.code, exc.description, status=exc.status_code)
+        page.headers["Retry-After"] = headers["Retry-After"]
+        return page
+    body: dict[str, Any] = {"type": f"urn:acar:problem:{exc.code}", "title": exc.title, "status": exc.status_code,
+                            "detail": exc.description, "instance": request.url.path, "code": exc.code,
+                            "retry_after": exc.retry_after}
+    rid = request_id_var.get()
+    if rid:
+        body["request_id"] = rid
+    return JSONResponse(body, status_code=exc.status_code, media_type=PROBLEM, headers=headers)
+
+
 def install(app: FastAPI) -> None:
     """Register the exception handlers on the application."""
 
     @app.exception_handler(ApiProblem)
     async def _api_problem(request: Request, exc: ApiProblem) -> JSONResponse:
         return problem(exc.status, exc.code, exc.title, exc.detail, instance=request.url.path, headers=exc.headers)
+
+    @app.exception_handler(RateLimited)
+    async def _rate_limited(request: Request, exc: RateLimited) -> Response:
+        return rate_limited(request, exc)
 
     @app.exception_handler(OAuthError)
     async def _oauth(request: Request, exc: OAuthError) -> JSONResponse:

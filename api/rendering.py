@@ -221,6 +221,8 @@ ERROR_MESSAGES: Mapping[str, str] = {
     "this language is not offered": "error.language_unknown",
     NOT_FOUND: "error.not_found",
     METHOD_NOT_ALLOWED: "error.method_not_allowed",
+    "too many requests; try again later": "error.rate_limited",
+    "the service is temporarily unavailable; try again later": "error.unavailable",
 }
 """The plain-words message of each error description that idp/ and the page routes show a citizen (by its
 English text, as gettext keys messages); a test keeps every literal description of those modules here."""
@@ -269,7 +271,7 @@ PASSKEY_ERRORS = (
     "counter_regression", "wrong_user", "verification_failed", "user_verification_required", "insufficient_level",
     "credential_exists", "credential_not_found", "request_expired", "invalid_request", "csrf",
     "code_invalid", "code_used", "enrollment_required",
-    "login_required", "wrong_origin",
+    "login_required", "wrong_origin", "rate_limited",
     "not_supported", "cancelled", "network", "unknown",
 )
 """The error codes webauthn.js shows a message for: the passkey endpoints' problem codes (idp.core.webauthn,

@@ -7,6 +7,7 @@ with one line naming the setting.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Literal
@@ -14,6 +15,8 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from storage.ratelimit import REDIS_SCHEMES, Budget
 
 _OID_RE = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
 _DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
@@ -98,6 +101,35 @@ class Settings(BaseSettings):
     """The PEM root certificate(s) the MDS BLOB's signing chain must validate to."""
     activation_code_lifetime_hours: int = Field(default=72, ge=1, le=30 * 24)
     enrollment_lifetime_seconds: int = Field(default=900, ge=60, le=3600)
+    # rate limits (storage.ratelimit over the `limits` library) and the audit trail's retention
+    rate_limit_storage: str = "memory://"
+    """memory:// (this process only) or redis://host:port/db (rediss://, redis+unix://): nodes on one Redis share
+    every budget."""
+    rate_limit_prefix: str = Field(default="acar", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    """Prefix of the counters' keys in the storage (deployments sharing one Redis keep apart)."""
+    trusted_proxies: list[str] = Field(default=[])
+    """CIDRs of the reverse proxies whose X-Forwarded-For is believed (RFC 7239 section 7.4); none by default."""
+    rate_limit_authorize: str = "60/minute;600/hour"
+    """Per client IP: authorization requests without a live session (each may store a pending request)."""
+    rate_limit_passkey_options: str = "60/minute;600/hour"
+    """Per client IP: passkey login options (each stores a WebAuthn challenge)."""
+    rate_limit_passkey_login: str = "30/minute;300/hour"
+    """Per client IP: passkey login verifications."""
+    rate_limit_enrollment: str = "20/minute;100/hour"
+    """Per client IP: activation code submissions (each costs an scrypt hash)."""
+    rate_limit_enrollment_code: str = "10/hour"
+    """Per activation code (its public part): submissions, whatever the IP."""
+    rate_limit_client_auth_failures: str = "10/minute;100/hour"
+    """Per client_id and per client IP: failed client authentications at /token, /introspect and /revoke."""
+    rate_limit_introspection: str = "600/minute"
+    """Per client IP and per client_id: introspection requests."""
+    rate_limit_admin: str = "300/minute"
+    """Per client IP: admin API requests."""
+    audit_retention_days: int = Field(default=400, ge=0, le=100 * 366)
+    """Audit events older than this are deleted by housekeeping; 0 keeps them for ever."""
+    audit_anonymous_retention_days: int = Field(default=30, ge=0, le=100 * 366)
+    """Audit events of unauthenticated requests (actor "anonymous") are deleted after this many days; 0: the
+    general retention applies."""
     # PKI
     certificate_policy_oid: str = "1.3.6.1.4.1.99999.1.1"
     tsa_policy_oid: str = "1.3.6.1.4.1.99999.1.2"
@@ -144,6 +176,34 @@ class Settings(BaseSettings):
     def _acr_uri(cls, value: str) -> str:
         if not value or any(c.isspace() for c in value) or len(value) > 100:
             raise ValueError("must be a URI without spaces, at most 100 characters")
+        return value
+
+    @field_validator("rate_limit_authorize", "rate_limit_passkey_options", "rate_limit_passkey_login",
+                     "rate_limit_enrollment", "rate_limit_enrollment_code", "rate_limit_client_auth_failures",
+                     "rate_limit_introspection", "rate_limit_admin")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        try:
+            Budget.parse("check", value)
+        except ValueError:
+            raise ValueError("must be limits such as 10/minute or 10/minute;100/hour") from None
+        return value
+
+    @field_validator("rate_limit_storage")
+    @classmethod
+    def _rate_limit_storage(cls, value: str) -> str:
+        if value.split("://", 1)[0].lower() not in ("memory", *REDIS_SCHEMES) or "://" not in value:
+            raise ValueError("must be memory:// or a redis://host:port/db URL")
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not an IP network such as 10.0.0.0/8") from None
         return value
 
     @model_validator(mode="after")

@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from sqlalchemy import JSON, String, insert
+from sqlalchemy import JSON, String, delete, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -205,3 +205,23 @@ def _settle(waiting: list[Waiting], error: Exception | None) -> None:
             done.set_result(None)
         else:
             done.set_exception(error)
+
+
+ANONYMOUS_ACTOR = "anonymous"
+"""The actor of events that unauthenticated requests cause (a failed passkey login, a wrong activation code, a
+rate limit tripped): the events any stranger can cause, kept for a shorter time."""
+
+
+async def purge_audit(session: AsyncSession, *, before: dt.datetime | None,
+                      anonymous_before: dt.datetime | None) -> dict[str, int]:
+    """Delete the audit events older than the retention (ACAR_AUDIT_RETENTION_DAYS: `before`), and those of
+    unauthenticated requests older than theirs (`anonymous_before`); None keeps them. On the occurred_at index."""
+    counts = {"audit_events": 0, "anonymous_audit_events": 0}
+    if before is not None:
+        result = await session.execute(delete(AuditEvent).where(AuditEvent.occurred_at < before))
+        counts["audit_events"] = int(result.rowcount or 0)  # type: ignore[attr-defined]
+    if anonymous_before is not None:
+        result = await session.execute(delete(AuditEvent).where(AuditEvent.occurred_at < anonymous_before,
+                                                                AuditEvent.actor == ANONYMOUS_ACTOR))
+        counts["anonymous_audit_events"] = int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return counts

@@ -100,6 +100,33 @@ def pg_database_url(pg_base_url: str) -> Iterator[str]:
         yield url
 
 
+REDIS_URL = os.environ.get("ACAR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+"""The Redis server of the rate-limit tests (`make test` starts one when none answers). Never skipped."""
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A random key prefix on the test Redis server (REDIS_URL); every key under it is deleted afterwards. A Redis
+    that does not answer fails the test, it never skips it."""
+    import redis
+    from redis.exceptions import RedisError
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=5)
+    try:
+        client.ping()
+    except (OSError, RedisError) as exc:
+        client.close()
+        pytest.fail(f"Redis is required and is not usable at {REDIS_URL}: {exc}", pytrace=False)
+    prefix = "acar-test-" + secrets.token_hex(6)
+    try:
+        yield prefix
+    finally:
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
 @pytest.fixture(scope="session")
 def master_key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("keys") / "master.key"

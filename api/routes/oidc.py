@@ -5,8 +5,9 @@ Thin adapters: parse the request, call idp/, render the plain result (STYLE habi
 
 from __future__ import annotations
 
+import contextlib
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -15,6 +16,7 @@ from starlette.routing import Route
 
 from api.errors import BearerTokenMissing
 from api.provider import Provider
+from api.ratelimit import Scope
 from api.rendering import error_page, render
 from api.web import (
     NO_STORE,
@@ -25,12 +27,13 @@ from api.web import (
     read_page_form,
     read_page_params,
     redirect_to_client,
+    services_of,
     session_cookie,
 )
 from idp.core.authorize import ErrorPage, Interaction, Redirect, token_hash
 from idp.core.claims import OIDC_SCOPES, SUPPORTED_CLAIMS
-from idp.core.client_auth import ASSERTION_SIGNING_ALGS, TOKEN_AUTH_METHODS
-from idp.core.errors import InvalidRequest
+from idp.core.client_auth import ASSERTION_SIGNING_ALGS, TOKEN_AUTH_METHODS, claimed_client_id
+from idp.core.errors import InvalidClient, InvalidRequest
 from idp.core.grants import single_values
 from idp.core.interfaces import GRANT_TYPES, LoginState, OidcStore
 from idp.core.logout import LogoutRequest, end_session, validate_logout
@@ -109,6 +112,9 @@ async def authorize(request: Request) -> Response:
     assert cookie is not None  # noqa: S101 - set just above
     async with provider.unit_of_work() as unit:
         current = await provider.login_sessions.current(unit.oidc, session_cookie(request, provider))
+        if current is None:  # anonymous: may store a pending request, so counted per IP (before anything is written)
+            limits = services_of(request).ratelimits
+            await limits.spend(limits.budgets.authorize, [("ip", limits.client_ip(request))], answer="page")
         result = await provider.authorization.authorize(params, store=unit.oidc, session=current,
                                                         browser=token_hash(cookie))
     response = answer(result)
@@ -121,10 +127,29 @@ async def authorize(request: Request) -> Response:
 
 # --- token, userinfo, introspection, revocation ----------------------------------------------------------
 
+@contextlib.asynccontextmanager
+async def _client_authentication(request: Request, form: Mapping[str, str]) -> AsyncIterator[None]:
+    """Failed client authentications counted per client_id and per client IP (ACAR_RATE_LIMIT_CLIENT_AUTH_FAILURES):
+    once either has spent its budget, 429 before any secret or assertion is checked (so guessing learns nothing
+    more); a successful request only reads the counters."""
+    limits = services_of(request).ratelimits
+    authorization = request.headers.get("authorization")
+    keys: list[tuple[Scope, str]] = [("ip", limits.client_ip(request))]
+    claimed = claimed_client_id(form, authorization)
+    if claimed is not None:
+        keys.insert(0, ("client", claimed))
+    await limits.check_failures(limits.budgets.client_auth_failures, keys, answer="oauth")
+    try:
+        yield
+    except InvalidClient:
+        await limits.count_failure(limits.budgets.client_auth_failures, keys)
+        raise
+
+
 async def token(request: Request) -> JSONResponse:
     provider = provider_of(request)
     form = single_values(await read_form(request))
-    async with provider.unit_of_work() as unit:
+    async with _client_authentication(request, form), provider.unit_of_work() as unit:
         result = await provider.grants.token(form, request.headers.get("authorization"), unit.oidc)
     return oauth_json(result.body)
 
@@ -155,9 +180,14 @@ async def userinfo(request: Request) -> JSONResponse:
 
 
 async def introspect(request: Request) -> JSONResponse:
-    provider = provider_of(request)
+    provider, limits = provider_of(request), services_of(request).ratelimits
     form = single_values(await read_form(request))
-    async with provider.unit_of_work(reading=True) as unit:
+    keys: list[tuple[Scope, str]] = [("ip", limits.client_ip(request))]
+    claimed = claimed_client_id(form, request.headers.get("authorization"))
+    if claimed is not None:
+        keys.append(("client", claimed))
+    await limits.spend(limits.budgets.introspection, keys, answer="oauth")
+    async with _client_authentication(request, form), provider.unit_of_work(reading=True) as unit:
         body = await provider.grants.introspect(form, request.headers.get("authorization"), unit.oidc)
     return oauth_json(body)
 
@@ -165,7 +195,7 @@ async def introspect(request: Request) -> JSONResponse:
 async def revoke(request: Request) -> Response:
     provider = provider_of(request)
     form = single_values(await read_form(request))
-    async with provider.unit_of_work() as unit:
+    async with _client_authentication(request, form), provider.unit_of_work() as unit:
         await provider.grants.revoke(form, request.headers.get("authorization"), unit.oidc)
     return Response(status_code=200, headers=NO_STORE)
 

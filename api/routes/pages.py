@@ -153,6 +153,7 @@ async def enroll_submit(request: Request) -> Response:
         return _code_form(request, error_key="enroll.error.empty", status=400)
     if len(code) > MAX_CODE:
         return _code_form(request, error_key="passkey.error.code_invalid", status=400)
+    await services.ratelimits.spend_on_code(request, code, answer="page")
     try:
         async with orm_unit(services) as work:
             started = await work.enrollment.redeem(code)

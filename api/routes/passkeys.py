@@ -150,6 +150,8 @@ async def login_options(request: Request) -> JSONResponse:
     body = await _json(request)
     pending_id = _text(body, "pending_id")
     assert pending_id is not None  # noqa: S101 - required
+    limits = services.ratelimits  # each answer stores a challenge: counted per IP before anything is written
+    await limits.spend(limits.budgets.passkey_options, [("ip", limits.client_ip(request))], answer="json")
     async with RequestUnit.on(services.direct) as work:
         pending = await _pending(request, work.oidc, pending_id)
         _check_csrf(request, services, pending.csrf_token)
@@ -171,6 +173,8 @@ async def login_verify(request: Request) -> JSONResponse:
     credential = _object(body, "credential")
     assert pending_id is not None  # noqa: S101 - required
     assert ceremony is not None  # noqa: S101 - required
+    limits = services.ratelimits  # every attempt, before the assertion is verified
+    await limits.spend(limits.budgets.passkey_login, [("ip", limits.client_ip(request))], answer="json")
     cookie = session_cookie(request, provider)
     async with RequestUnit.on(services.direct) as work:
         pending = await _pending(request, work.oidc, pending_id)
@@ -290,6 +294,8 @@ async def start_enrollment(request: Request) -> JSONResponse:
     body = await _json(request)
     code = _text(body, "code", limit=40)
     assert code is not None  # noqa: S101 - required
+    # counted before the service looks the code up or hashes anything: per IP, and per code (code_key)
+    await services.ratelimits.spend_on_code(request, code, answer="json")
     async with orm_unit(services) as work:
         started = await work.enrollment.redeem(code)
     record = started.enrollment

@@ -153,6 +153,24 @@ def _basic_credentials(authorization: str) -> tuple[str, str]:
     return client_id, secret
 
 
+def claimed_client_id(form: Mapping[str, str], authorization: str | None) -> str | None:
+    """The client a token, introspection or revocation request claims to be, read before any verification: the
+    Basic user name, the body's client_id, or the client assertion's unverified sub (RFC 7523 section 3: sub is
+    the client_id). Only to count failed authentications per client (rate limits), never to trust."""
+    try:
+        if authorization:
+            return _basic_credentials(authorization)[0][:200]
+        if form.get("client_id"):
+            return form["client_id"][:200]
+        assertion = form.get("client_assertion")
+        if assertion:
+            sub = _unverified_part(assertion, 1).get("sub")
+            return sub[:200] if isinstance(sub, str) and sub else None
+    except InvalidClient:
+        return None
+    return None
+
+
 def _unverified_part(token: str, index: int) -> dict[str, Any]:
     """A JSON part of a compact JWS before verification: only to find which client and key to verify with."""
     parts = token.split(".")

@@ -79,6 +79,13 @@ def test_load_settings_names_the_bad_variable(monkeypatch: pytest.MonkeyPatch) -
         ("ACAR_CERTIFICATE_POLICY_OID", "not.an.oid"),
         ("ACAR_TSA_POLICY_OID", "3.1"),
         ("ACAR_KEY_BACKEND", "floppy"),
+        ("ACAR_RATE_LIMIT_STORAGE", "memcached://127.0.0.1"),
+        ("ACAR_RATE_LIMIT_STORAGE", "127.0.0.1:6379"),
+        ("ACAR_RATE_LIMIT_PREFIX", "has spaces"),
+        ("ACAR_TRUSTED_PROXIES", '["10.0.0.0/8", "proxy.example"]'),
+        ("ACAR_RATE_LIMIT_ADMIN", "lots"),
+        ("ACAR_RATE_LIMIT_ENROLLMENT", "3/fortnight"),
+        ("ACAR_AUDIT_RETENTION_DAYS", "-1"),
     ],
 )
 def test_out_of_range_values_are_refused_naming_the_variable(
