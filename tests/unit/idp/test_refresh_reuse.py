@@ -112,3 +112,20 @@ async def test_reuse_after_the_successor_was_used_revokes_the_family(initialized
     assert r.status_code == 400 and r.json()["error"] == "invalid_grant", r.text
     assert await introspect(http, rp, third["refresh_token"]) == {"active": False}
     assert await live_refresh_tokens(initialized) == 0
+
+
+def test_the_successor_is_sealed_for_the_holder_of_the_used_token_only() -> None:
+    import secrets
+
+    from idp.core.authorize import token_hash
+    from idp.core.grants import open_successor, seal_successor
+
+    used, successor = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    sealed = seal_successor(used, successor)
+    assert successor not in sealed and len(sealed) <= 200  # the column's width
+    assert open_successor(used, sealed) == successor
+    assert seal_successor(used, successor) != sealed  # a fresh nonce each time
+    for wrong in (secrets.token_urlsafe(32), token_hash(used), successor):  # the stored hash opens nothing
+        assert open_successor(wrong, sealed) is None
+    assert open_successor(used, sealed[:-2] + ("AA" if not sealed.endswith("AA") else "BB")) is None
+    assert open_successor(used, "not base64url!") is None
