@@ -456,7 +456,7 @@ def _client_registration(args: argparse.Namespace) -> Any:
         scopes=[s for value in args.scope for s in value.split()] if args.scope else list(DEFAULT_SCOPES),
         auth_method=args.auth_method, subject_type=args.subject_type, jwks=jwks, jwks_uri=args.jwks_uri,
         sector_identifier_uri=args.sector_identifier_uri, backchannel_logout_uri=args.backchannel_logout_uri,
-        id_token_alg=args.id_token_alg,
+        id_token_alg=args.id_token_alg, introspect_clients=args.introspect_client or [],
     )
     validate_registration(registration)
     return registration
@@ -514,6 +514,21 @@ def cmd_client_show(args: argparse.Namespace, settings: Settings) -> None:
         client = await ClientRegistry(session).get(args.client_id)
         if client is None:
             raise ClientNotFound(f"no client {args.client_id!r} is registered")
+        return ClientView.of(client).model_dump(mode="json")
+
+    _emit_client(args, _run(settings, work))
+
+
+def cmd_client_update(args: argparse.Namespace, settings: Settings) -> None:
+    from api.schemas.clients import ClientView
+    from idp.sql.clients import ClientRegistry
+
+    if args.introspect_client is None and not args.no_introspect_clients:
+        raise CliError("nothing to change: give --introspect-client ID (repeatable) or --no-introspect-clients")
+
+    async def work(services: CommandServices, session: AsyncSession) -> dict[str, Any]:
+        client = await ClientRegistry(session).set_introspect_clients(
+            args.client_id, args.introspect_client or [], actor="cli")
         return ClientView.of(client).model_dump(mode="json")
 
     _emit_client(args, _run(settings, work))
@@ -737,13 +752,23 @@ def _add_client_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--backchannel-logout-uri")
     p.add_argument("--subject-type", choices=["pairwise", "public"], default="pairwise")
     p.add_argument("--id-token-alg", choices=["ES256", "RS256", "EdDSA"], default="ES256")
+    p.add_argument("--introspect-client", action="append", metavar="CLIENT_ID",
+                   help="a client whose tokens this one may introspect besides its own (RFC 7662); repeatable")
     p.set_defaults(func=cmd_client_add)
     p = client.add_parser("list", parents=[common], help="list registered clients")
     p.set_defaults(func=cmd_client_list)
     p = client.add_parser("show", parents=[common], help="show a client (never its secret)")
     p.add_argument("client_id")
     p.set_defaults(func=cmd_client_show)
-    p = client.add_parser("disable", parents=[common], help="disable a client")
+    p = client.add_parser("update", parents=[common], help="change a client's settings")
+    p.add_argument("client_id")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--introspect-client", action="append", metavar="CLIENT_ID",
+                       help="the clients whose tokens this one may introspect besides its own (RFC 7662), replacing "
+                            "the list; repeatable")
+    which.add_argument("--no-introspect-clients", action="store_true", help="introspect its own tokens only")
+    p.set_defaults(func=cmd_client_update)
+    p = client.add_parser("disable", parents=[common], help="disable a client (its tokens stop at once)")
     p.add_argument("client_id")
     p.set_defaults(func=cmd_client_disable)
     p = client.add_parser("rotate-secret", parents=[common], help="give a client a new secret (printed once)")

@@ -68,9 +68,10 @@ class Settings(BaseSettings):
     id_token_lifetime_seconds: int = Field(default=600, ge=60, le=MAX_TOKEN_LIFETIME_CEILING)
     authorization_code_lifetime_seconds: int = Field(default=60, ge=10, le=600)
     refresh_token_lifetime_seconds: int = Field(default=14 * 86400, ge=300, le=90 * 86400)
-    refresh_reuse_grace_seconds: int = Field(default=10, ge=0, le=120)
-    """A rotated refresh token used again within this window (concurrent requests) gets a new pair instead of
-    revoking the family (RFC 9700 section 4.14.2)."""
+    refresh_reuse_grace_seconds: int = Field(default=0, ge=0, le=120)
+    """0 (the default): any reuse of a rotated refresh token revokes its whole family at once (RFC 9700 section
+    4.14.2). Above 0: a reuse within this window (a client retrying a lost answer) gets the same successor again,
+    never a new family; a later reuse revokes the family."""
     session_lifetime_seconds: int = Field(default=8 * 3600, ge=300, le=7 * 86400)
     interaction_lifetime_seconds: int = Field(default=900, ge=60, le=3600)
     backchannel_logout_retry_seconds: int = Field(default=86400, ge=60, le=7 * 86400)

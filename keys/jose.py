@@ -11,11 +11,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -36,6 +37,10 @@ DEFAULT_KEY_TYPE: dict[str, KeyType] = {"ES256": "EC-P256", "RS256": "RSA-3072",
 CLOCK_SKEW_LEEWAY_SECONDS = 30
 MAX_TOKEN_LENGTH = 8192
 """Longer compact JWS are refused before any decoding (our tokens are well under 2 KiB)."""
+NUMERIC_DATE_CLAIMS = ("exp", "nbf", "iat")
+"""The registered claims whose value is a NumericDate (RFC 7519 sections 4.1.4 to 4.1.6)."""
+MAX_NUMERIC_DATE = 253402300799
+"""9999-12-31T23:59:59Z: the last second a datetime can hold; a later time is no time this provider can use."""
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
 # The C encoder behind json.dumps, called directly: a third cheaper than JSONEncoder.encode per token.
 _c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
@@ -181,6 +186,35 @@ class JwsSigner:
         return (signing_input + b"." + _b64url_bytes(signature)).decode("ascii")
 
 
+def _not_json(constant: str) -> NoReturn:
+    raise ValueError(f"{constant} is not a JSON value")
+
+
+def loads_json(data: bytes | str) -> Any:
+    """JSON as RFC 8259 defines it, for the parts of a JWS (RFC 7515 section 5.2, RFC 7519 section 7.2).
+
+    Python's json module reads the JavaScript literals NaN, Infinity and -Infinity as floats, but they are not JSON
+    (RFC 8259 section 6: "Numeric values that cannot be represented ... (such as Infinity and NaN) are not
+    permitted"): a token that holds one is not JSON, and is refused (ValueError) before any claim is read.
+    """
+    return json.loads(data, parse_constant=_not_json)
+
+
+def is_numeric_date(value: object) -> bool:
+    """Whether `value` is a NumericDate this provider accepts, the rule for exp, nbf and iat wherever a JWT is read.
+
+    RFC 7519 section 2: a NumericDate is "A JSON numeric value representing the number of seconds from
+    1970-01-01T00:00:00Z UTC until the specified UTC date/time ... non-integer values can be represented", so
+    integers and finite fractions are both accepted. Refused: anything that is not a JSON number (strings,
+    booleans, which Python counts as int, null, objects), NaN and the infinities (not JSON numbers at all, RFC 8259
+    section 6: `loads_json` refuses them already), and numbers outside 0 to MAX_NUMERIC_DATE (before the epoch or
+    after year 9999: never a real token's time, and past the range a datetime or a float comparison keeps exact).
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return (math.isfinite(value) if isinstance(value, float) else True) and 0 <= value <= MAX_NUMERIC_DATE
+
+
 @dataclass(frozen=True, slots=True)
 class VerifiedClaims:
     """Claims of a JWT whose signature, algorithm, issuer, audience and lifetime were checked.
@@ -248,8 +282,8 @@ class JwsVerifier:
         if len(parts) != 3 or not all(parts):
             raise InvalidToken("not a compact JWS")
         try:
-            header = json.loads(b64url_decode(parts[0]))
-            claims = json.loads(b64url_decode(parts[1]))
+            header = loads_json(b64url_decode(parts[0]))
+            claims = loads_json(b64url_decode(parts[1]))
         except (ValueError, UnicodeDecodeError, RecursionError):
             raise InvalidToken("header or payload is not JSON") from None
         if not isinstance(header, dict) or not isinstance(claims, dict):
@@ -280,12 +314,16 @@ class JwsVerifier:
         for name in self._required:
             if name not in claims:
                 raise InvalidToken(f"claim {name} is required")
+        for name in NUMERIC_DATE_CLAIMS:
+            if name in claims and not is_numeric_date(claims[name]):
+                raise InvalidToken(f"claim {name} must be a NumericDate: a finite number of seconds since 1970 "
+                                   "(RFC 7519 section 2)")
         now = self._clock()
         exp = claims.get("exp")
-        if exp is not None and (not isinstance(exp, int | float) or now > exp + self._leeway):
+        if exp is not None and now > exp + self._leeway:
             raise InvalidToken("token has expired")
         nbf = claims.get("nbf")
-        if nbf is not None and (not isinstance(nbf, int | float) or now + self._leeway < nbf):
+        if nbf is not None and now + self._leeway < nbf:
             raise InvalidToken("token is not yet valid")
         if claims.get("iss") != self._issuer:
             raise InvalidToken("issuer does not match")

@@ -1,4 +1,4 @@
-"""The client registry's admin API: register, list, show, disable clients and rotate their secrets.
+"""The client registry's admin API: register, list, show, update, disable clients and rotate their secrets.
 
 Bearer admin tokens with scope acar:client:manage (or acar:admin); errors are RFC 9457 problems. Secrets appear
 only in the answers that create them, with Cache-Control: no-store.
@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from api.auth import CLIENT_SCOPE, AdminPrincipal, require_scope
 from api.deps import Services
 from api.logging import request_id_var
-from api.schemas.clients import ClientCreate, ClientCreated, ClientSecret, ClientView
+from api.schemas.clients import ClientCreate, ClientCreated, ClientSecret, ClientUpdate, ClientView
 from api.web import NO_STORE
 from idp.core.errors import ClientNotFound
 from idp.sql.clients import ClientRegistry
@@ -53,9 +53,27 @@ async def show_client(client_id: str, request: Request, principal: Manager) -> C
     return ClientView.of(client)
 
 
+@router.patch("/{client_id}", response_model=ClientView)
+async def update_client(client_id: str, body: ClientUpdate, request: Request, principal: Manager) -> ClientView:
+    """Replace the given settings of a client (today: introspect_clients, RFC 7662 section 4)."""
+    services: Services = request.app.state.services
+    async with services.sessions() as session, session.begin():
+        registry = ClientRegistry(session)
+        client = await registry.get(client_id)
+        if client is None:
+            raise ClientNotFound(f"no client {client_id!r} is registered")
+        if body.introspect_clients is not None:
+            client = await registry.set_introspect_clients(client_id, body.introspect_clients,
+                                                           actor=f"admin:{principal.subject}",
+                                                           request_id=request_id_var.get())
+    services.clients.invalidate(client_id)
+    return ClientView.of(client)
+
+
 @router.post("/{client_id}/disable", response_model=ClientView)
 async def disable_client(client_id: str, request: Request, principal: Manager) -> ClientView:
-    """Disable a client at once on this node (within ACAR_KEY_CACHE_SECONDS on the others)."""
+    """Disable a client: its grants are revoked and its tokens refused at once on every node; it can no longer
+    authenticate at once on this node (within ACAR_KEY_CACHE_SECONDS on the others)."""
     services: Services = request.app.state.services
     async with services.sessions() as session, session.begin():
         client = await ClientRegistry(session).disable(client_id, actor=f"admin:{principal.subject}",

@@ -31,6 +31,8 @@ class ClientCreate(BaseModel):
     sector_identifier_uri: str | None = _URI
     backchannel_logout_uri: str | None = _URI
     id_token_alg: str = Field(default="ES256", max_length=16, description="ES256, RS256 or EdDSA")
+    introspect_clients: list[str] = Field(default_factory=list, max_length=100, description=(
+        "clients whose tokens this client may introspect besides its own (RFC 7662 section 4)"))
 
     def registration(self) -> ClientRegistration:
         return ClientRegistration(
@@ -38,8 +40,17 @@ class ClientCreate(BaseModel):
             grant_types=self.grant_types, scopes=self.scopes, auth_method=self.auth_method,
             subject_type=self.subject_type, jwks=self.jwks, jwks_uri=self.jwks_uri,
             sector_identifier_uri=self.sector_identifier_uri, backchannel_logout_uri=self.backchannel_logout_uri,
-            id_token_alg=self.id_token_alg,
+            id_token_alg=self.id_token_alg, introspect_clients=self.introspect_clients,
         )
+
+
+class ClientUpdate(BaseModel):
+    """A change to a registered client: the fields given are replaced."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    introspect_clients: list[str] | None = Field(default=None, max_length=100, description=(
+        "clients whose tokens this client may introspect besides its own (RFC 7662 section 4); [] for none"))
 
 
 class ClientView(BaseModel):
@@ -59,6 +70,7 @@ class ClientView(BaseModel):
     jwks_uri: str | None
     backchannel_logout_uri: str | None
     id_token_alg: str
+    introspect_clients: list[str]
     disabled: bool
 
     @classmethod
@@ -71,7 +83,7 @@ class ClientView(BaseModel):
             sector_identifier_uri=client.sector_identifier_uri,
             jwks=dict(client.jwks) if client.jwks is not None else None, jwks_uri=client.jwks_uri,
             backchannel_logout_uri=client.backchannel_logout_uri, id_token_alg=client.id_token_alg,
-            disabled=client.disabled,
+            introspect_clients=sorted(client.introspect_clients), disabled=client.disabled,
         )
 
 

@@ -1,5 +1,9 @@
-"""The authorization endpoint: code flow only, PKCE S256 and nonce required (OIDC Core 3.1.2, RFC 6749 4.1,
+"""The authorization endpoint: code flow only, PKCE S256 required, nonce optional (OIDC Core 3.1.2, RFC 6749 4.1,
 RFC 7636, RFC 9700 section 2.1).
+
+nonce is OPTIONAL in the authorization code flow (OIDC Core 3.1.2.1: "nonce OPTIONAL"; it is REQUIRED only for the
+implicit and hybrid flows of 3.2.2.1 and 3.3.2.11, which Açar does not offer): a request without one is served, and
+its ID token carries no nonce claim. PKCE binds the code to the client's request in its place (RFC 9700 2.1.1).
 
 `AuthorizationService.authorize` validates a request and answers one of three plain results: an error page
 (before the redirect URI is trusted: OIDC Core 3.1.2.6 and RFC 6749 4.1.2.1 forbid redirecting then), a
@@ -260,9 +264,8 @@ class AuthorizationService:
         if unknown:
             raise AuthorizationError("invalid_scope", f"scope not allowed for this client: {' '.join(unknown)}")
         request.scopes = list(dict.fromkeys(scopes))
+        # OIDC Core 3.1.2.1: nonce is optional with response_type=code (the only response type served); "" is none
         request.nonce = _one(params, "nonce") or ""
-        if not request.nonce:
-            raise AuthorizationError("invalid_request", "nonce is required")
         challenge = _one(params, "code_challenge")
         method = _one(params, "code_challenge_method")
         if not challenge:

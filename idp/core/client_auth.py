@@ -33,7 +33,15 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from idp.core.errors import InvalidClient, InvalidRequest
 from idp.core.interfaces import AUTH_METHODS, AuthMethod, Client, ClientDirectory
 from keys.errors import InvalidToken, UnsupportedAlgorithm
-from keys.jose import CLOCK_SKEW_LEEWAY_SECONDS, MAX_TOKEN_LENGTH, JwsVerifier, b64url_decode, public_key_from_jwk
+from keys.jose import (
+    CLOCK_SKEW_LEEWAY_SECONDS,
+    MAX_TOKEN_LENGTH,
+    JwsVerifier,
+    b64url_decode,
+    is_numeric_date,
+    loads_json,
+    public_key_from_jwk,
+)
 
 TOKEN_AUTH_METHODS: tuple[AuthMethod, ...] = AUTH_METHODS
 """token_endpoint_auth_methods_supported (OIDC Discovery 1.0 section 3)."""
@@ -177,7 +185,7 @@ def _unverified_part(token: str, index: int) -> dict[str, Any]:
     if len(token) > MAX_TOKEN_LENGTH or len(parts) != 3:
         raise InvalidClient("client_assertion is not a compact JWS")
     try:
-        value = json.loads(b64url_decode(parts[index]))
+        value = loads_json(b64url_decode(parts[index]))  # NaN and Infinity are not JSON (RFC 8259 section 6)
     except (InvalidToken, ValueError, RecursionError):
         raise InvalidClient("client_assertion is not a compact JWS") from None
     if not isinstance(value, dict):
@@ -321,12 +329,14 @@ class ClientAuthenticator:
         jti = claims["jti"]
         if not isinstance(jti, str) or not 1 <= len(jti) <= MAX_JTI_LENGTH:
             raise InvalidClient(f"client assertion: jti must be a string of 1 to {MAX_JTI_LENGTH} characters")
+        # exp and iat are NumericDates (RFC 7519 section 2, the verifier's rule, keys.jose.is_numeric_date):
+        # checked again here because the lifetime below is computed from them
         exp, iat, now = claims["exp"], claims.get("iat"), self._clock()
-        if isinstance(exp, bool) or not isinstance(exp, int | float):
-            raise InvalidClient("client assertion: exp must be a number")
+        if not is_numeric_date(exp):
+            raise InvalidClient("client assertion: exp must be a NumericDate (RFC 7519 section 2)")
         if iat is None:
             lifetime = exp - now
-        elif isinstance(iat, bool) or not isinstance(iat, int | float) or iat > now + CLOCK_SKEW_LEEWAY_SECONDS:
+        elif not is_numeric_date(iat) or iat > now + CLOCK_SKEW_LEEWAY_SECONDS:
             raise InvalidClient("client assertion: iat must be a time that has passed")
         else:
             lifetime = exp - iat

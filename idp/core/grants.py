@@ -2,8 +2,19 @@
 (OIDC Core 5.3), introspection (RFC 7662) and revocation (RFC 7009).
 
 Grants: authorization_code (single use; a reused code revokes what it produced, RFC 6749 4.1.2), refresh_token
-(rotated at every use; reuse of a rotated token revokes the family, RFC 9700 section 4.14.2, with a short grace
-window for concurrent requests) and client_credentials (RFC 6749 4.4, scopes restricted per client).
+(rotated at every use; reuse of a rotated token revokes the family, RFC 9700 section 4.14.2) and client_credentials
+(RFC 6749 4.4, scopes restricted per client).
+
+Refresh token reuse (RFC 9700 section 4.14.2, "refresh token rotation"): with the default grace of 0 seconds any
+second use of a rotated refresh token revokes the whole grant at once. Where a grace window is configured (for
+clients that retry a request whose answer they lost), a reuse within it answers with the SAME successor the first
+use issued (the same refresh token value, of the same grant: idempotent), never a new token family; a reuse after the
+window, or once that successor has itself been used, revokes the grant. See `seal_successor` for how the successor
+is kept without storing it in the clear.
+
+Introspection (RFC 7662) is for confidential clients only, and tells a client about its own tokens and those of the
+clients it is registered to introspect (`Client.introspect_clients`); every other token is {"active": false}.
+A disabled client's tokens are inactive at once (userinfo, introspection; its grants are revoked on disabling).
 """
 
 from __future__ import annotations
@@ -14,10 +25,16 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
 from idp.core import pkce
 from idp.core.authorize import token_hash
 from idp.core.claims import OIDC_SCOPES, SCOPE_CLAIMS, ClaimsRequest, person_claims
 from idp.core.errors import (
+    InvalidClient,
     InvalidGrant,
     InvalidRequest,
     InvalidScope,
@@ -28,9 +45,45 @@ from idp.core.errors import (
 )
 from idp.core.interfaces import Client, GrantRecord, RefreshRecord, TokenStore
 from idp.core.tokens import TokenIssuer, grant_of, new_jti
-from keys.jose import VerifiedClaims
+from keys.errors import InvalidToken as MalformedValue
+from keys.jose import VerifiedClaims, b64url, b64url_decode
 
 MAX_FORM_VALUE = 8192
+_SUCCESSOR_INFO = b"acar refresh-token successor v1"
+_SUCCESSOR_NONCE = 12
+
+
+def _successor_key(presented: str) -> AESGCM:
+    return AESGCM(HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_SUCCESSOR_INFO)
+                  .derive(presented.encode("utf-8")))
+
+
+def seal_successor(presented: str, successor: str) -> str:
+    """The successor of a used refresh token as stored in the used token's row: AES-256-GCM under a key derived
+    (HKDF-SHA256, RFC 5869) from the presented refresh token itself.
+
+    Why sealed and not derived: a reuse within the grace window must answer with the same refresh token (RFC 9700
+    section 4.14.2 asks for reuse detection; a second, independent family would defeat it). The database keeps
+    only SHA-256 hashes of refresh tokens, so the successor's value must be kept some other way. Sealing it under
+    the presented token's own value means that only a party that holds the old refresh token (the one party
+    entitled to the answer again) can open it: a copy of the database does not reveal it (the key is derived
+    from the token, and the row holds only the token's SHA-256, a different function of a 256-bit random value),
+    and no server secret is needed, so there is no new key to manage or rotate. A deterministic derivation from a
+    server secret would work as well, but would make every refresh token of every grant computable by whoever
+    learns that one secret. Each key seals one value only, under a fresh random nonce.
+    """
+    nonce = secrets.token_bytes(_SUCCESSOR_NONCE)
+    return b64url(nonce + _successor_key(presented).encrypt(nonce, successor.encode("ascii"), _SUCCESSOR_INFO))
+
+
+def open_successor(presented: str, sealed: str) -> str | None:
+    """The successor `seal_successor` sealed for `presented`; None when it cannot be opened."""
+    try:
+        raw = b64url_decode(sealed)
+        plain = _successor_key(presented).decrypt(raw[:_SUCCESSOR_NONCE], raw[_SUCCESSOR_NONCE:], _SUCCESSOR_INFO)
+        return plain.decode("ascii")
+    except (InvalidTag, MalformedValue, ValueError):
+        return None
 
 
 class ClientAuthentication(Protocol):
@@ -142,7 +195,8 @@ class TokenService:
             raise InvalidGrant("code_verifier does not match the code_challenge")
         if grant is None or grant.revoked_at is not None:
             raise InvalidGrant("authorization was revoked")
-        body = await self._user_tokens(client, grant, store, nonce=record.nonce, now=now)
+        # OIDC Core 3.1.3.6/2: the ID token carries the request's nonce, and no nonce claim when it sent none
+        body = await self._user_tokens(client, grant, store, nonce=record.nonce or None, now=now)
         await store.audit("token.issued", actor=client.client_id, subject=grant.person_id,
                     detail={"grant_type": "authorization_code", "grant": grant.id, "scope": grant.scope})
         return TokenResponse(body)
@@ -182,20 +236,48 @@ class TokenService:
             if not narrowed or not set(narrowed) <= set(grant.scope.split()):
                 raise InvalidScope("scope exceeds what was granted")
             scope = " ".join(dict.fromkeys(narrowed))
-        if record.used_at is not None or not await store.use_refresh(record.token_hash, now):
-            used_at = record.used_at or now
-            if now - used_at > self._grace:
-                await self._revoke_family(store, grant.id, "refresh token reused", client.client_id)
-                raise InvalidGrant("refresh token was already used; the whole authorization is revoked",
-                                   persist=True)
-            # inside the grace window: a concurrent request of the same client gets its own new pair
-        body = await self._user_tokens(client, grant, store, nonce=None, now=now, scope=scope)
+        successor = secrets.token_urlsafe(32)
+        if record.used_at is None and await store.use_refresh(record.token_hash, now,
+                                                              seal_successor(presented, successor)):
+            body = await self._user_tokens(client, grant, store, nonce=None, now=now, scope=scope, refresh=successor)
+            await store.audit("token.refreshed", actor=client.client_id, subject=grant.person_id,
+                              detail={"grant": grant.id})
+            return TokenResponse(body)
+        # a reuse: the same successor again within the grace window, else the family is revoked (RFC 9700 4.14.2)
+        again = await self._same_successor(store, presented, grant, now)
+        if again is None:
+            await self._revoke_family(store, grant.id, "refresh token reused", client.client_id)
+            raise InvalidGrant("refresh token was already used; the whole authorization is revoked", persist=True)
+        body = await self._user_tokens(client, grant, store, nonce=None, now=now, scope=scope, refresh=again,
+                                       store_refresh=False)
         await store.audit("token.refreshed", actor=client.client_id, subject=grant.person_id,
-                          detail={"grant": grant.id})
+                          detail={"grant": grant.id, "reuse_within_grace": True})
         return TokenResponse(body)
 
+    async def _same_successor(self, store: TokenStore, presented: str, grant: GrantRecord,
+                              now: dt.datetime) -> str | None:
+        """The successor the first use of `presented` issued, when this reuse may have it again: a grace window is
+        configured, this reuse is within it, and the successor is still unused (a client that has used it has its
+        answer; the old token again is then an attacker's or a broken client's). None otherwise."""
+        if self._grace <= dt.timedelta(0):
+            return None
+        # read again: a request that lost the race to use the token sees the winner's committed row now
+        used = await store.get_refresh(token_hash(presented))
+        if used is None or used.used_at is None or used.successor is None or now - used.used_at > self._grace:
+            return None
+        successor = open_successor(presented, used.successor)
+        if successor is None:
+            return None
+        current = await store.get_refresh(token_hash(successor))
+        if current is None or current.used_at is not None or current.grant_id != grant.id:
+            return None
+        return successor
+
     async def _user_tokens(self, client: Client, grant: GrantRecord, store: TokenStore, *, nonce: str | None,
-                           now: dt.datetime, scope: str | None = None) -> dict[str, Any]:
+                           now: dt.datetime, scope: str | None = None, refresh: str | None = None,
+                           store_refresh: bool = True) -> dict[str, Any]:
+        """The token response of a grant: a new access token and ID token, and the refresh token `refresh` (a new
+        random one when None), stored unless `store_refresh` is False (the same successor answered again)."""
         scope = scope if scope is not None else grant.scope
         auth_time = int(grant.auth_time.timestamp())
         access, expires_in = await self.tokens.access_token(
@@ -217,11 +299,12 @@ class TokenService:
         body: dict[str, Any] = {"access_token": access, "token_type": "Bearer", "expires_in": expires_in,
                                 "id_token": id_token, "scope": scope}
         if "refresh_token" in client.grant_types:
-            refresh = secrets.token_urlsafe(32)
-            await store.create_refresh(RefreshRecord(
-                token_hash=token_hash(refresh), grant_id=grant.id, client_id=client.client_id,
-                expires_at=min(grant.expires_at, now + self._refresh_lifetime), used_at=None,
-            ))
+            refresh = refresh or secrets.token_urlsafe(32)
+            if store_refresh:
+                await store.create_refresh(RefreshRecord(
+                    token_hash=token_hash(refresh), grant_id=grant.id, client_id=client.client_id,
+                    expires_at=min(grant.expires_at, now + self._refresh_lifetime), used_at=None,
+                ))
             body["refresh_token"] = refresh
         return body
 
@@ -244,6 +327,9 @@ class TokenService:
             raise InvalidToken("the access token was revoked")
         if await store.jti_revoked(jti):
             raise InvalidToken("the access token was revoked")
+        # a disabled client's tokens stop at once, on every node: read from the database, not the client cache
+        if await store.client_disabled(str(verified.claims.get("client_id", ""))):
+            raise InvalidToken("the client of this access token is disabled")
         return verified, grant
 
     async def userinfo(self, token: str, store: TokenStore) -> dict[str, Any]:
@@ -263,30 +349,40 @@ class TokenService:
         return body
 
     async def introspect(self, form: Mapping[str, str], authorization: str | None, store: TokenStore) -> dict[str, Any]:
-        """RFC 7662 section 2: only authenticated clients; active=false for anything unknown, expired or revoked."""
+        """RFC 7662 section 2: only authenticated confidential clients (section 2.1: the endpoint "MUST require some
+        form of authorization"; a public client's id is in every authorization URL and authenticates nothing).
+
+        A client learns only about its own tokens and those of the clients it is registered to introspect
+        (`Client.introspect_clients`; section 4: the server "MUST determine whether or not the token can be used at
+        the protected resource making the introspection call"). Any other token, and anything unknown, expired,
+        used, revoked or of a disabled client, is {"active": false} (section 2.2)."""
         client = await self._authenticate(form, authorization)
+        if client.is_public:
+            raise InvalidClient("introspection needs a confidential client (RFC 7662 section 2.1)")
         token = form.get("token")
         if not token:
             raise InvalidRequest("token is missing")
+        allowed = client.introspect_clients | {client.client_id}
         now = self._clock()
         if token.count(".") == 2:
             try:
                 verified, grant = await self.active_access_token(token, store)
             except InvalidToken:
                 return {"active": False}
+            if verified.claims.get("client_id") not in allowed:
+                return {"active": False}
             out = {k: verified.claims[k] for k in ("scope", "client_id", "sub", "exp", "iat", "iss", "aud", "jti",
                                                      "auth_time", "acr") if k in verified.claims}
             out.update(active=True, token_type="Bearer")
             return out
         record = await store.get_refresh(token_hash(token))
-        if record is None or record.client_id != client.client_id or record.expires_at <= now:
-            return {"active": False}
-        if record.used_at is not None and now - record.used_at > self._grace:
+        # a used (rotated) refresh token is no longer active: at most it answers its successor again (grace window)
+        if record is None or record.client_id not in allowed or record.expires_at <= now or record.used_at is not None:
             return {"active": False}
         grant = await store.get_grant(record.grant_id)
-        if grant is None or grant.revoked_at is not None:
+        if grant is None or grant.revoked_at is not None or await store.client_disabled(record.client_id):
             return {"active": False}
-        return {"active": True, "token_type": "refresh_token", "client_id": client.client_id, "sub": grant.sub,
+        return {"active": True, "token_type": "refresh_token", "client_id": record.client_id, "sub": grant.sub,
                 "scope": grant.scope, "exp": int(record.expires_at.timestamp()), "iss": self.tokens.issuer}
 
     async def revoke(self, form: Mapping[str, str], authorization: str | None, store: TokenStore) -> None:

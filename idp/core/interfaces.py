@@ -43,6 +43,10 @@ class Client:
     sector_identifier_uri: str | None = None
     id_token_alg: str = "ES256"
     disabled: bool = False
+    introspect_clients: frozenset[str] = frozenset()
+    """The other clients whose tokens this one may introspect (RFC 7662 section 4: "the authorization server MUST
+    determine whether or not the token can be used at the protected resource making the introspection call");
+    its own tokens always."""
 
     @property
     def is_public(self) -> bool:
@@ -112,6 +116,9 @@ class RefreshRecord:
     client_id: str
     expires_at: dt.datetime
     used_at: dt.datetime | None
+    successor: str | None = None
+    """Once used: the refresh token issued in its place, sealed under this token's own value
+    (idp.core.grants.seal_successor); never the plaintext."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,8 +196,11 @@ class TokenStore(Protocol):
         and a failed one rolls the request back, so the code stays unused."""
     async def create_refresh(self, record: RefreshRecord) -> None: ...
     async def get_refresh(self, token_hash: str) -> RefreshRecord | None: ...
-    async def use_refresh(self, token_hash: str, now: dt.datetime) -> bool: ...
-    """Mark the refresh token used; False when it already was (atomic)."""
+    async def use_refresh(self, token_hash: str, now: dt.datetime, successor: str) -> bool: ...
+    """Mark the refresh token used, recording its sealed successor; False when it already was (atomic: of two
+    concurrent requests one wins, and the other, once the winner has committed, reads the winner's successor)."""
+    async def client_disabled(self, client_id: str) -> bool: ...
+    """Whether the client is disabled or gone, read from the database (not from a cache): its tokens stop at once."""
 
     # self-contained token revocation (jti)
     async def revoke_jti(self, jti: str, expires_at: dt.datetime, reason: str, *, actor: str) -> bool: ...

@@ -15,6 +15,10 @@ from dataclasses import dataclass
 from idp.core.authorize import ErrorPage, IdTokenHintVerifier
 from idp.core.interfaces import Client, ClientDirectory, LoginState, OidcStore
 
+LOGOUT_PARAMETERS = frozenset({"id_token_hint", "logout_hint", "client_id", "post_logout_redirect_uri", "state",
+                               "ui_locales"})
+"""The request parameters of RP-Initiated Logout 1.0 section 2: the only names an error page may repeat back."""
+
 
 @dataclass(frozen=True, slots=True)
 class LogoutRequest:
@@ -29,10 +33,13 @@ class LogoutRequest:
 async def validate_logout(  # noqa: PLR0911 - one early answer per RP-Initiated Logout section 3 rule
         params: Mapping[str, Sequence[str]], *, clients: ClientDirectory,
                           verify_hint: IdTokenHintVerifier) -> LogoutRequest | ErrorPage:
-    for name, values in params.items():
-        if len(values) > 1:
+    for name in sorted(LOGOUT_PARAMETERS & params.keys()):
+        # only this endpoint's own names are checked (and named on the page): other parameters are ignored, as
+        # OAuth ignores unrecognized parameters (RFC 6749 section 3.1), and the error page never shows text that came
+        # with the request (content injection)
+        if len(params[name]) > 1:
             return ErrorPage("invalid_request", f"{name} is repeated")
-    one = {k: v[0] for k, v in params.items() if v}
+    one = {k: v[0] for k, v in params.items() if v and k in LOGOUT_PARAMETERS}
     client: Client | None = None
     hint_sid = hint_sub = None
     hint = one.get("id_token_hint")

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from idp.core.client_auth import DocumentUnavailable, fetch_json_document, hash_secret, parse_jwks, verify_secret
 from idp.core.errors import ClientNotFound, InvalidClientMetadata
 from idp.core.interfaces import AUTH_METHODS, GRANT_TYPES, AuthMethod, Client, GrantType, SubjectType
-from idp.sql.models import OAuthClient
+from idp.sql.models import Grant, OAuthClient
 from keys.errors import InvalidToken
 from storage.audit import record_event
 from storage.base import utcnow
@@ -53,6 +53,7 @@ MAX_HOST_LENGTH = 253
 MAX_SCOPES = 50
 MAX_SCOPE_LENGTH = 200
 MAX_NAME_LENGTH = 200
+MAX_INTROSPECT_CLIENTS = 100
 SECRET_METHODS: tuple[AuthMethod, ...] = ("client_secret_basic", "client_secret_post")
 SUBJECT_TYPES: tuple[SubjectType, ...] = ("pairwise", "public")
 ID_TOKEN_ALGS = ("ES256", "RS256", "EdDSA")
@@ -97,6 +98,7 @@ class ClientRegistration:
     sector_identifier_uri: str | None = None
     backchannel_logout_uri: str | None = None
     id_token_alg: str = "ES256"
+    introspect_clients: Sequence[str] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +117,7 @@ class ClientMetadata:
     sector_identifier_uri: str | None
     backchannel_logout_uri: str | None
     id_token_alg: str
+    introspect_clients: tuple[str, ...] = ()
 
 
 def _name(value: str) -> str:
@@ -193,6 +196,26 @@ def _scopes(values: Sequence[str]) -> tuple[str, ...]:
     return unique
 
 
+def introspect_clients(values: Sequence[str], auth_method: str) -> tuple[str, ...]:
+    """The clients whose tokens a client may introspect besides its own (RFC 7662 section 4): client ids, at most
+    MAX_INTROSPECT_CLIENTS; only a confidential client introspects at all (RFC 7662 section 2.1). Whether each is
+    registered is checked by the registry."""
+    if isinstance(values, str):
+        raise InvalidClientMetadata("introspect_clients: must be a list of client ids")
+    ids = tuple(dict.fromkeys(values))
+    if not ids:
+        return ()
+    if auth_method == "none":
+        raise InvalidClientMetadata("introspect_clients: a public client (auth_method none) cannot introspect")
+    if len(ids) > MAX_INTROSPECT_CLIENTS:
+        raise InvalidClientMetadata(f"introspect_clients: at most {MAX_INTROSPECT_CLIENTS} clients")
+    for value in ids:
+        if not isinstance(value, str) or not 1 <= len(value) <= MAX_CLIENT_ID_LENGTH or not value.isprintable():
+            raise InvalidClientMetadata(f"introspect_clients: each must be a client id of 1 to {MAX_CLIENT_ID_LENGTH} "
+                                        "printable characters")
+    return ids
+
+
 def _keys(reg: ClientRegistration, auth_method: AuthMethod) -> tuple[dict[str, Any] | None, str | None]:
     """jwks or jwks_uri: exactly one for private_key_jwt, neither for any other method."""
     if auth_method != "private_key_jwt":
@@ -254,6 +277,7 @@ def validate_registration(reg: ClientRegistration) -> ClientMetadata:
         sector_identifier_uri=_optional_uri(reg.sector_identifier_uri, "sector_identifier_uri"),
         backchannel_logout_uri=_optional_uri(reg.backchannel_logout_uri, "backchannel_logout_uri"),
         id_token_alg=reg.id_token_alg,
+        introspect_clients=introspect_clients(reg.introspect_clients, auth_method),
     )
 
 
@@ -307,6 +331,7 @@ def to_client(row: OAuthClient) -> Client:
         sector_identifier_uri=row.sector_identifier_uri,
         id_token_alg=row.id_token_alg,
         disabled=row.disabled_at is not None,
+        introspect_clients=frozenset(row.introspect_clients or ()),
     )
 
 
@@ -330,6 +355,7 @@ class ClientRegistry:
                                         f"{', '.join(self._signing_algs)} only (ACAR_TOKEN_KEY_ALGORITHMS)")
         client_id = generate_client_id()
         sector = await resolve_sector(meta, client_id, fetch=self._fetch)  # before any database work
+        await self._registered(meta.introspect_clients, "introspect_clients")
         secret = generate_secret() if meta.auth_method in SECRET_METHODS else None
         now = self._clock()
         row = OAuthClient(
@@ -339,14 +365,16 @@ class ClientRegistry:
             grant_types=list(meta.grant_types), scopes=list(meta.scopes), subject_type=meta.subject_type,
             sector_identifier=sector, sector_identifier_uri=meta.sector_identifier_uri, jwks=meta.jwks,
             jwks_uri=meta.jwks_uri, backchannel_logout_uri=meta.backchannel_logout_uri,
-            id_token_alg=meta.id_token_alg, created_at=now, updated_at=now,
+            id_token_alg=meta.id_token_alg, introspect_clients=list(meta.introspect_clients), created_at=now,
+            updated_at=now,
         )
         self._session.add(row)
         await self._session.flush()
         record_event(self._session, "client.registered", actor=actor, subject=client_id, request_id=request_id,
                      detail={"name": meta.name, "auth_method": meta.auth_method, "grant_types": list(meta.grant_types),
                              "scopes": list(meta.scopes), "redirect_uris": list(meta.redirect_uris),
-                             "subject_type": meta.subject_type, "sector_identifier": sector})
+                             "subject_type": meta.subject_type, "sector_identifier": sector,
+                             "introspect_clients": list(meta.introspect_clients)})
         return to_client(row), secret
 
     async def get(self, client_id: str) -> Client | None:
@@ -358,12 +386,36 @@ class ClientRegistry:
         return [to_client(row) for row in rows.scalars()]
 
     async def disable(self, client_id: str, *, actor: str, request_id: str | None = None) -> Client:
-        """Disable a client: it can no longer authenticate or be sent tokens. Disabling twice changes nothing."""
+        """Disable a client: it can no longer authenticate or be sent tokens, and what it holds stops at once.
+
+        Its grants are revoked in the same transaction, so every refresh token and every access token of a grant is
+        refused on every node from the commit on (the token endpoint, userinfo and introspection read the grant, not
+        the cached client); its client_credentials tokens are refused where they are checked against the client
+        (idp.core.grants.TokenService.active_access_token). Disabling twice changes nothing."""
         row = await self._row(client_id)
         if row.disabled_at is None:
-            row.disabled_at = row.updated_at = self._clock()
+            now = self._clock()
+            row.disabled_at = row.updated_at = now
             await self._session.flush()
-            record_event(self._session, "client.disabled", actor=actor, subject=client_id, request_id=request_id)
+            revoked = await self._session.execute(
+                update(Grant).where(Grant.client_id == client_id, Grant.revoked_at.is_(None))
+                .values(revoked_at=now, revoked_reason="client disabled").execution_options(synchronize_session=False))
+            record_event(self._session, "client.disabled", actor=actor, subject=client_id, request_id=request_id,
+                         detail={"grants_revoked": revoked.rowcount})  # type: ignore[attr-defined]
+        return to_client(row)
+
+    async def set_introspect_clients(self, client_id: str, clients: Sequence[str], *, actor: str,
+                                     request_id: str | None = None) -> Client:
+        """Replace the clients whose tokens `client_id` may introspect (RFC 7662 section 4); each must be registered."""
+        row = await self._row(client_id)
+        ids = introspect_clients(clients, row.auth_method)
+        await self._registered(ids, "introspect_clients")
+        if list(ids) != list(row.introspect_clients or ()):
+            row.introspect_clients = list(ids)
+            row.updated_at = self._clock()
+            await self._session.flush()
+            record_event(self._session, "client.updated", actor=actor, subject=client_id, request_id=request_id,
+                         detail={"introspect_clients": list(ids)})
         return to_client(row)
 
     async def rotate_secret(self, client_id: str, *, actor: str, request_id: str | None = None) -> str:
@@ -378,6 +430,16 @@ class ClientRegistry:
         await self._session.flush()
         record_event(self._session, "client.secret_rotated", actor=actor, subject=client_id, request_id=request_id)
         return secret
+
+    async def _registered(self, client_ids: Iterable[str], field: str) -> None:
+        wanted = set(client_ids)
+        if not wanted:
+            return
+        found = set((await self._session.execute(
+            select(OAuthClient.client_id).where(OAuthClient.client_id.in_(wanted)))).scalars())
+        missing = sorted(wanted - found)
+        if missing:
+            raise InvalidClientMetadata(f"{field}: no client {missing[0]!r} is registered")
 
     async def _row(self, client_id: str) -> OAuthClient:
         row = await self._session.get(OAuthClient, client_id)

@@ -99,6 +99,8 @@ class OAuthClient(Base):
     backchannel_logout_uri: Mapped[str | None] = mapped_column(String(2000))
     id_token_alg: Mapped[str] = mapped_column(String(16), default="ES256")
     """id_token_signed_response_alg (OIDC Dynamic Registration 2): ES256, RS256 or EdDSA."""
+    introspect_clients: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    """The other clients whose tokens this one may introspect (RFC 7662 section 4); its own always."""
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     disabled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
@@ -168,6 +170,9 @@ class RefreshToken(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
     used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    successor: Mapped[str | None] = mapped_column(String(200))
+    """Set when the token is used: the refresh token issued in its place, sealed under a key derived from this
+    token's own value (idp.core.grants.seal_successor), so that a reuse within the grace window gets the same one."""
 
 
 class Consent(Base):

@@ -94,9 +94,10 @@ REDEEM_CODE_WITH_GRANT = update(_codes).where(*_UNUSED_CODE, _grants.c.id == _co
 cannot return the FROM table's columns, and needs no saving of round trips."""
 INSERT_REFRESH = insert(_refresh)
 REFRESH = select(_refresh.c.token_hash, _refresh.c.grant_id, _refresh.c.client_id, _refresh.c.expires_at,
-                 _refresh.c.used_at).where(_refresh.c.token_hash == bindparam("token_hash"))
+                 _refresh.c.used_at, _refresh.c.successor).where(_refresh.c.token_hash == bindparam("token_hash"))
 USE_REFRESH = update(_refresh).where(_refresh.c.token_hash == bindparam("token_hash"), _refresh.c.used_at.is_(None)) \
-    .values(used_at=bindparam("now"))
+    .values(used_at=bindparam("now"), successor=bindparam("successor"))
+CLIENT_DISABLED = select(_clients.c.disabled_at).where(_clients.c.client_id == bindparam("client_id"))
 
 # consent
 _CONSENT_COLUMNS = (_consents.c.client_id, _consents.c.scopes, _consents.c.claims, _consents.c.granted_at)
@@ -260,14 +261,20 @@ class SqlOidcStore:
     async def create_refresh(self, record: RefreshRecord) -> None:
         await self.tx.execute(INSERT_REFRESH, token_hash=record.token_hash, grant_id=record.grant_id,
                               client_id=record.client_id, expires_at=record.expires_at, used_at=None,
-                              created_at=utcnow())
+                              successor=None, created_at=utcnow())
 
     async def get_refresh(self, token_hash: str) -> RefreshRecord | None:
         row = await self.tx.one(REFRESH, token_hash=token_hash)
         return RefreshRecord(*row) if row is not None else None
 
-    async def use_refresh(self, token_hash: str, now: dt.datetime) -> bool:
-        return await self.tx.execute(USE_REFRESH, token_hash=token_hash, now=now) == 1
+    async def use_refresh(self, token_hash: str, now: dt.datetime, successor: str) -> bool:
+        return await self.tx.execute(USE_REFRESH, token_hash=token_hash, now=now, successor=successor) == 1
+
+    async def client_disabled(self, client_id: str) -> bool:
+        if not client_id or len(client_id) > 64:
+            return True
+        row = await self.tx.one(CLIENT_DISABLED, client_id=client_id)
+        return row is None or row[0] is not None
 
     # consent
     async def get_consent(self, person_id: str, client_id: str) -> ConsentRecord | None:

@@ -175,3 +175,29 @@ async def test_sector_identifier_uri_is_fetched(client: httpx.AsyncClient, initi
         assert r.json()["sector_identifier"] == "127.0.0.1" and r.json()["sector_identifier_uri"] == sector
         r = await client.post("/admin/clients", headers=headers, json={**BODY, "redirect_uris": uris})
         assert r.status_code == 422 and "span several hosts" in r.json()["detail"]
+
+
+async def test_introspect_clients_are_set_at_registration_and_by_patch(client: httpx.AsyncClient,
+                                                                       initialized: Services) -> None:
+    headers = await _auth(initialized)
+    portal = (await client.post("/admin/clients", headers=headers, json=BODY)).json()
+    r = await client.post("/admin/clients", headers=headers, json={
+        "name": "Benefits API", "grant_types": ["client_credentials"], "scopes": ["benefits:read"],
+        "introspect_clients": [portal["client_id"]]})
+    assert r.status_code == 201, r.text
+    api = r.json()
+    assert api["introspect_clients"] == [portal["client_id"]]
+    assert (await client.get(f"/admin/clients/{api['client_id']}", headers=headers)).json()[
+        "introspect_clients"] == [portal["client_id"]]
+    r = await client.patch(f"/admin/clients/{api['client_id']}", headers=headers, json={"introspect_clients": []})
+    assert r.status_code == 200 and r.json()["introspect_clients"] == []
+    r = await client.patch(f"/admin/clients/{api['client_id']}", headers=headers,
+                           json={"introspect_clients": ["nobody"]})
+    assert r.status_code == 422 and "introspect_clients: no client 'nobody' is registered" in r.json()["detail"]
+    r = await client.patch("/admin/clients/nobody", headers=headers, json={"introspect_clients": []})
+    assert r.status_code == 404
+    r = await client.patch(f"/admin/clients/{api['client_id']}", headers=headers, json={"name": "renamed"})
+    assert r.status_code == 422  # only the settings an update may change
+    async with initialized.sessions() as session:
+        events = (await session.execute(select(AuditEvent).where(AuditEvent.event_type == "client.updated"))).scalars()
+        assert [e.detail for e in events] == [{"introspect_clients": []}]

@@ -175,6 +175,7 @@ async def test_every_command_answers_json_wherever_the_flag_stands(
     assert [c["client_id"] for c in run("client list")] == [client_id]
     assert run("client show", client_id)["name"] == "Portal"
     assert run("client rotate-secret", client_id)["client_secret"]
+    assert run("client update", client_id, "--no-introspect-clients")["introspect_clients"] == []
     assert run("client disable", client_id)["disabled"] is True
 
     assert ran == _commands(build_parser())

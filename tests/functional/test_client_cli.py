@@ -78,3 +78,25 @@ def test_bad_input_is_one_line_and_writes_nothing(acar: InProcessAcar, tmp_path:
     for command in ("show", "disable", "rotate-secret"):
         missing = acar("client", command, "nobody", check=False)
         assert missing.returncode == 1 and missing.stderr.strip() == "acar: error: no client 'nobody' is registered"
+
+
+def test_introspect_clients_on_add_and_update(acar: InProcessAcar) -> None:
+    """RFC 7662 section 4: which other clients' tokens a client may introspect, set by `client add` and `update`."""
+    portal = acar.json("client", "add", "--name", "Portal", "--redirect-uri", "https://portal.example/cb")
+    mobile = acar.json("client", "add", "--name", "Mobile", "--redirect-uri", "https://m.portal.example/cb")
+    api = acar.json("client", "add", "--name", "Benefits API", "--grant-type", "client_credentials",
+                    "--scope", "benefits:read", "--introspect-client", portal["client_id"])
+    assert api["introspect_clients"] == [portal["client_id"]]
+    updated = acar.json("client", "update", api["client_id"], "--introspect-client", portal["client_id"],
+                        "--introspect-client", mobile["client_id"])
+    assert updated["introspect_clients"] == sorted([portal["client_id"], mobile["client_id"]])
+    assert acar.json("client", "show", api["client_id"])["introspect_clients"] == updated["introspect_clients"]
+    cleared = acar.json("client", "update", api["client_id"], "--no-introspect-clients")
+    assert cleared["introspect_clients"] == []
+    unknown = acar("client", "update", api["client_id"], "--introspect-client", "nobody", check=False)
+    assert unknown.returncode == 1 and "introspect_clients: no client 'nobody' is registered" in unknown.stderr
+    public = acar("client", "add", "--name", "SPA", "--redirect-uri", "https://spa.example/cb", "--auth-method",
+                  "none", "--introspect-client", portal["client_id"], check=False)
+    assert public.returncode == 1 and "a public client (auth_method none) cannot introspect" in public.stderr
+    nothing = acar("client", "update", api["client_id"], check=False)
+    assert nothing.returncode == 1 and "nothing to change" in nothing.stderr

@@ -427,3 +427,25 @@ async def test_registered_clients_authenticate_through_the_cached_directory(serv
     services.clients.invalidate(basic_client.client_id)
     assert await refused(auth, {}, basic(basic_client.client_id, secret)) == GENERIC
     await auth.authenticate({}, basic(basic_client.client_id, new_secret), replay=Replay())
+
+
+@pytest.mark.parametrize(("claims", "message"), [
+    ({"iat": float("nan"), "exp": int(time.time()) + 10**6}, "not a compact JWS"),  # accepted before
+    ({"exp": float("nan")}, "not a compact JWS"),  # NaN, Infinity: not JSON (RFC 8259 section 6)
+    ({"exp": float("inf")}, "not a compact JWS"),  # NaN, Infinity: not JSON (RFC 8259 section 6)
+    ({"iat": float("-inf")}, "not a compact JWS"),  # NaN, Infinity: not JSON (RFC 8259 section 6)
+    ({"exp": True}, "claim exp must be a NumericDate"),
+    ({"exp": str(int(time.time()) + 60)}, "claim exp must be a NumericDate"),
+    ({"iat": "now"}, "claim iat must be a NumericDate"),
+    ({"exp": 10**40}, "claim exp must be a NumericDate"),
+    ({"nbf": float("nan")}, "not a compact JWS"),  # NaN, Infinity: not JSON (RFC 8259 section 6)
+])
+async def test_numeric_dates_of_assertions(auth: ClientAuthenticator, claims: dict[str, Any], message: str) -> None:
+    """RFC 7519 section 2: exp, iat and nbf are finite JSON numbers (keys.jose.is_numeric_date)."""
+    assert message in await refused(auth, jwt_form(ES.assertion("jwt", **claims)))
+
+
+async def test_fractional_numeric_dates_are_accepted(auth: ClientAuthenticator) -> None:
+    now = time.time()
+    client = await auth.authenticate(jwt_form(ES.assertion("jwt", iat=now, exp=now + 59.5)), None, replay=Replay())
+    assert client.client_id == "jwt"

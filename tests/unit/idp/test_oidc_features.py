@@ -1,10 +1,8 @@
 """OpenID Connect features beyond the negatives, in process: remembered consent and prompt=consent, the claims
-parameter, at_hash per algorithm, the refresh reuse grace window, the audit trail, the session cookie over https."""
+parameter, at_hash per algorithm, the audit trail, the session cookie over https."""
 
 from __future__ import annotations
 
-import asyncio
-import datetime as dt
 import json
 import re
 from collections.abc import AsyncIterator
@@ -16,13 +14,12 @@ import httpx
 import jwt
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from api.app import create_app
 from api.deps import Services, build_services
 from api.i18n import CATALOGS
 from api.settings import Settings
-from idp.sql.models import RefreshToken
 from storage.audit import AuditEvent
 from tests.oidc_tools import (
     FIN,
@@ -185,36 +182,6 @@ async def test_at_hash(initialized: Services, http: httpx.AsyncClient, alg: str)
     claims = await verify_id_token(http, tokens["id_token"], rp.client_id, alg=alg)
     assert jwt.get_unverified_header(tokens["id_token"])["alg"] == alg
     assert claims["at_hash"] == expected_at_hash(tokens["access_token"], alg)
-
-
-# --- refresh reuse grace window ------------------------------------------------------------------------------
-
-async def test_refresh_reuse_within_the_grace_window(initialized: Services, http: httpx.AsyncClient) -> None:
-    rp = await register_client(initialized)
-    await register_person(initialized)
-    first = await tokens_for(http, rp)
-    # two requests with the same refresh token at once (a client's retry, two tabs): both get a new pair
-    answers = await asyncio.gather(refresh(http, rp, first["refresh_token"]), refresh(http, rp, first["refresh_token"]))
-    assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
-    pairs = [a.json() for a in answers]
-    # and once more, still within ACAR_REFRESH_REUSE_GRACE_SECONDS
-    late = await refresh(http, rp, first["refresh_token"])
-    assert late.status_code == 200, late.text
-    pairs.append(late.json())
-    assert len({p["refresh_token"] for p in pairs}) == 3
-    for pair in pairs:  # the family stays valid
-        assert (await introspect(http, rp, pair["refresh_token"]))["active"] is True
-        assert (await introspect(http, rp, pair["access_token"]))["active"] is True
-    assert (await refresh(http, rp, pairs[0]["refresh_token"])).status_code == 200
-    # past the window, the same reuse revokes the whole family
-    async with initialized.sessions() as session, session.begin():
-        await session.execute(update(RefreshToken).where(RefreshToken.used_at.is_not(None)).values(
-            used_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=11)))
-    r = await refresh(http, rp, first["refresh_token"])
-    assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
-    for pair in pairs:
-        assert await introspect(http, rp, pair["refresh_token"]) == {"active": False}
-        assert await introspect(http, rp, pair["access_token"]) == {"active": False}
 
 
 # --- audit trail --------------------------------------------------------------------------------------------

@@ -184,7 +184,6 @@ BAD_REQUESTS = [
     ({"response_type": "id_token"}, "unsupported_response_type"),
     ({"response_type": "code id_token"}, "unsupported_response_type"),
     ({"response_mode": "fragment"}, "invalid_request"),
-    ({"nonce": None}, "invalid_request"),
     ({"code_challenge": None}, "invalid_request"),  # PKCE downgrade
     ({"code_challenge_method": "plain"}, "invalid_request"),
     ({"code_challenge_method": None}, "invalid_request"),  # RFC 7636 4.3: absent means plain
