@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from api.provider import session_max_age
 from api.rendering import error_page, render
+from api.routes.passkeys import enrolled_mark, enrolled_value
 from api.web import answer, browser_binding, provider_of, read_page_form, session_cookie, set_session_cookie
 from idp.core.authorize import Interaction
 from idp.core.claims import CLAIM_DESCRIPTIONS
@@ -45,7 +46,8 @@ async def _posted_pending(request: Request, store: OidcStore, pending_id: str,
 
 
 async def login_page(request: Request) -> Response:
-    """The login page of a pending authorization request (its login methods)."""
+    """The login page of a pending authorization request (its login methods). After an enrollment started here
+    (api.routes.passkeys: the enrolled cookie marks this request) it says the new passkey is ready."""
     provider, pending_id = provider_of(request), request.path_params["pending_id"]
     async with provider.unit_of_work(reading=True) as unit:
         pending = await _pending(request, unit.oidc, pending_id)
@@ -58,6 +60,7 @@ async def login_page(request: Request) -> Response:
         "levels": LEVELS, "login_hint": pending.params.get("login_hint"),
         "ui_locales": pending.params.get("ui_locales"),
         "dev_login": provider.settings.dev_login and provider.settings.env != "production",
+        "enrolled": enrolled_value(request, provider) == enrolled_mark(pending.id),
     }, form_targets=[str(pending.params["redirect_uri"])])
 
 

@@ -28,7 +28,7 @@ from fastapi.responses import RedirectResponse
 from api.i18n import LANGUAGE_COOKIE, LANGUAGE_COOKIE_MAX_AGE, LANGUAGES
 from api.provider import Provider, session_max_age
 from api.rendering import ERROR_CODE, PASSKEY_ERRORS, error_message_keys, error_page, render, safe_return_path
-from api.routes.passkeys import orm_unit
+from api.routes.passkeys import enrolled_value, live_interaction, orm_unit
 from api.units import RequestUnit
 from api.web import (
     ACCOUNT_CSRF_PURPOSE,
@@ -102,9 +102,16 @@ def enroll_csrf_cookie_name(provider: Provider) -> str:
     return "__Host-acar_enroll_csrf" if provider.secure_cookies else "acar_enroll_csrf"
 
 
-def _code_form(request: Request, *, error_key: str | None = None, status: int = 200, typed: str = "") -> Response:
-    """The activation-code form with its double-submit CSRF pair (the browser's cookie is kept when sound); `typed`
-    is what the citizen typed, kept in the field after a refusal so that a typo can be corrected."""
+def _enroll_path(interaction: str | None) -> str:
+    """Where the language switcher of an enrollment page leads back to (the sign-in it returns to kept)."""
+    return f"/enroll?interaction={interaction}" if interaction else "/enroll"
+
+
+def _code_form(request: Request, *, error_key: str | None = None, status: int = 200, code: str = "",
+               interaction: str | None = None) -> Response:
+    """The activation-code form with its double-submit CSRF pair (the browser's cookie is kept when sound), what
+    the citizen typed (kept in the field after a refusal so that a typo can be corrected) and the live sign-in the
+    enrollment returns to (api.routes.passkeys)."""
     provider = provider_of(request)
     name = enroll_csrf_cookie_name(provider)
     cookie = request.cookies.get(name, "")
@@ -112,26 +119,39 @@ def _code_form(request: Request, *, error_key: str | None = None, status: int = 
         cookie = secrets.token_urlsafe(32)
     response = render("enroll.html", {"csrf_token": csrf_for_session(cookie, ENROLL_CSRF_PURPOSE),
                                       "error_key": error_key, "code_max_length": CODE_FIELD_LENGTH,
-                                      "typed": typed if len(typed) <= CODE_FIELD_LENGTH else ""}, status=status)
+                                      "typed": code if len(code) <= CODE_FIELD_LENGTH else "",
+                                      "interaction": interaction, "return_to": _enroll_path(interaction)},
+                      status=status)
     response.set_cookie(name, cookie, max_age=ENROLL_CSRF_MAX_AGE, path="/", httponly=True, samesite="strict",
                         secure=provider.secure_cookies)
     return response
 
 
-def _passkey_step(enrollment: EnrollmentRecord, display_name: str) -> Response:
-    return render("enroll_passkey.html", {"csrf_token": enrollment.csrf_token, "display_name": display_name})
+def _passkey_step(enrollment: EnrollmentRecord, display_name: str, interaction: str | None) -> Response:
+    return render("enroll_passkey.html", {"csrf_token": enrollment.csrf_token, "display_name": display_name,
+                                          "interaction": interaction, "return_to": _enroll_path(interaction)})
+
+
+async def _returning_to(request: Request, value: str | None) -> str | None:
+    """The live sign-in of this browser named by `value` (api.routes.passkeys.live_interaction), else None."""
+    if not value:
+        return None
+    async with provider_of(request).unit_of_work(reading=True) as unit:
+        return await live_interaction(request, unit.oidc, value)
 
 
 @router.get("/enroll")
 async def enroll_page(request: Request) -> Response:
-    """The activation-code form; a browser with an open enrollment goes on to its passkey step."""
+    """The activation-code form; a browser with an open enrollment goes on to its passkey step. ?interaction=<id>
+    (the sign-in page's link) makes the enrollment return to that sign-in when it is live in this browser."""
     services, provider = services_of(request), provider_of(request)
+    interaction = await _returning_to(request, request.query_params.get("interaction"))
     async with orm_unit(services) as work:
         enrollment = await work.enrollment.current(request.cookies.get(enrollment_cookie_name(provider)))
         name = await work.passkeys.display_name(enrollment.person_id) if enrollment else None
     if enrollment is not None:
-        return _passkey_step(enrollment, name or "")
-    return _code_form(request)
+        return _passkey_step(enrollment, name or "", interaction)
+    return _code_form(request, interaction=interaction)
 
 
 @router.post("/enroll")
@@ -144,30 +164,43 @@ async def enroll_submit(request: Request) -> Response:
         form = await read_form(request)
     except InvalidRequest:
         return _code_form(request, error_key="error.form_expired", status=400)
+    interaction = await _returning_to(request, (form.get("interaction") or [""])[0])
+    code = (form.get("code") or [""])[0]
     cookie = request.cookies.get(enroll_csrf_cookie_name(provider), "")
     if not _CSRF_COOKIE_VALUE.fullmatch(cookie) or not csrf_matches(cookie, ENROLL_CSRF_PURPOSE,
                                                                    form.get("csrf_token", [])):
-        return _code_form(request, error_key="error.form_expired", status=403)
-    code = (form.get("code") or [""])[0]
+        return _code_form(request, error_key="error.form_expired", status=403, code=code, interaction=interaction)
     if not code.strip():
-        return _code_form(request, error_key="enroll.error.empty", status=400)
+        return _code_form(request, error_key="enroll.error.empty", status=400, interaction=interaction)
     if len(code) > MAX_CODE:
-        return _code_form(request, error_key="passkey.error.code_invalid", status=400)
+        return _code_form(request, error_key="passkey.error.code_invalid", status=400, interaction=interaction)
     await services.ratelimits.spend_on_code(request, code, answer="page")
     try:
         async with orm_unit(services) as work:
             started = await work.enrollment.redeem(code)
     except EnrollmentError as exc:
         key = f"passkey.error.{exc.code}" if exc.code in PASSKEY_ERRORS else "passkey.error.code_invalid"
-        return _code_form(request, error_key=key, status=exc.status_code, typed=code)
-    response = _passkey_step(started.enrollment, started.display_name)
+        return _code_form(request, error_key=key, status=exc.status_code, code=code, interaction=interaction)
+    response = _passkey_step(started.enrollment, started.display_name, interaction)
     set_enrollment_cookie(response, provider, started.cookie, session_max_age(started.enrollment.expires_at))
     return response
 
 
 @router.get("/enroll/done")
-async def enroll_done() -> Response:
+async def enroll_done(request: Request) -> Response:
+    """The end of an enrollment, for the browser that just finished one (its enrolled cookie); any other visit
+    goes to /enroll, which shows the code form or the passkey step of an open enrollment."""
+    if enrolled_value(request, provider_of(request)) is None:
+        return RedirectResponse("/enroll", status_code=303, headers=NO_STORE)
     return render("enroll_done.html", {})
+
+
+# --- help ---------------------------------------------------------------------------------------------------
+
+@router.get("/help")
+async def help_page() -> Response:
+    """Help with passkeys: what to do without a passkey on this device (#no-passkey), when the prompt fails."""
+    return render("help.html", {})
 
 
 # --- account ------------------------------------------------------------------------------------------------

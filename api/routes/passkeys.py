@@ -18,8 +18,12 @@ The login answer leaves the browser where the authorization endpoint would have:
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import json
+import re
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,8 +35,10 @@ from starlette.routing import Route
 from api.body import read_limited
 from api.deps import Services
 from api.errors import CsrfRefused, LoginRequired
+from api.passkey_names import default_passkey_name, device_of
 from api.problems import passkey_problem
 from api.provider import Provider, session_max_age
+from api.rendering import page_translator
 from api.units import RequestUnit
 from api.web import (
     ACCOUNT_CSRF_PURPOSE,
@@ -61,6 +67,11 @@ CSRF_HEADER = "X-CSRF-Token"
 ENROLL_DONE = "/enroll/done"
 ACCOUNT_PAGE = "/account"
 MANAGE_REFUSAL = "sign in to manage your passkeys"
+ENROLLED_MAX_AGE = 600
+"""How long after an enrollment its browser may see /enroll/done (and the sign-in it returned to, its notice)."""
+_INTERACTION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+"""The shape of a pending authorization request's id (secrets.token_urlsafe)."""
+_ENROLLED_MARK = re.compile(r"^[A-Za-z0-9_-]{43}$")
 
 
 def orm_unit(services: Services) -> RequestUnit:
@@ -117,6 +128,40 @@ def _check_csrf(request: Request, services: Services, expected: str) -> None:
     sent = request.headers.get(CSRF_HEADER)
     if not sent or not hmac.compare_digest(sent.encode(), expected.encode()):
         raise CsrfRefused("the page has expired; reload it and try again")
+
+
+def enrolled_cookie_name(provider: Provider) -> str:
+    """The short-lived cookie an enrollment leaves behind (enrolled_mark). It grants nothing: it only lets
+    /enroll/done, and the sign-in page the enrollment returned to, say that the passkey is ready."""
+    return "__Host-acar_enrolled" if provider.secure_cookies else "acar_enrolled"
+
+
+def enrolled_mark(pending_id: str | None) -> str:
+    """The enrolled cookie's value: a digest of the id of the sign-in the enrollment returned to (the id itself
+    travels in URLs, so in access logs, which hold no cookie value), or a random value when it returns nowhere."""
+    if pending_id is None:
+        return secrets.token_urlsafe(32)
+    digest = hashlib.sha256(b"acar-enrolled:" + pending_id.encode()).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def enrolled_value(request: Request, provider: Provider) -> str | None:
+    """The enrolled cookie (enrolled_mark), if this browser has just finished an enrollment."""
+    value = request.cookies.get(enrolled_cookie_name(provider), "")
+    return value if _ENROLLED_MARK.fullmatch(value) else None
+
+
+async def live_interaction(request: Request, store: SqlOidcStore, value: object) -> str | None:
+    """`value` if it is the id of a pending authorization request that is live in this browser, else None.
+
+    An enrollment started from a sign-in page carries that page's request id and goes back to /interaction/<id>
+    when done. Only such an id is ever accepted, never an address: the way back is always a path of this site
+    to a sign-in of this very browser (AuthorizationService.pending_for), so no one can turn the enrollment into
+    an open redirector (RFC 9700 section 4.11) or send a citizen into someone else's sign-in (section 4.4.1.8)."""
+    if not isinstance(value, str) or not _INTERACTION_ID.fullmatch(value):
+        return None
+    pending = await provider_of(request).authorization.pending_for(store, value, browser_binding(request))
+    return pending.id if pending is not None else None
 
 
 def _level(value: object) -> Level | None:
@@ -251,34 +296,51 @@ async def register_options(request: Request) -> JSONResponse:
     return JSONResponse({"ceremony": ceremony.id, "publicKey": ceremony.options}, headers=NO_STORE)
 
 
+async def _default_name(request: Request, services: Services, work: RequestUnit, person_id: str) -> str:
+    """The name of a passkey registered without one: its browser and device in the page's language, told apart
+    from the person's other passkeys (api.passkey_names)."""
+    device = device_of(request.headers.get("user-agent"), request.headers.get("sec-ch-ua-platform"))
+    taken = [view.name for view in await services.passkeys.credentials(work.passkeys, person_id)]
+    return default_passkey_name(device, taken, page_translator().gettext)
+
+
 @router.post("/webauthn/register/verify")
 async def register_verify(request: Request) -> JSONResponse:
-    """{"ceremony", "credential", "name"?} -> 201 {"credential_id", "name", "level", "redirect"}.
+    """{"ceremony", "credential", "name"?, "interaction"?} -> 201 {"credential_id", "name", "level", "redirect"}.
 
-    From an enrollment: the enrollment completes, its activation code is used up, the enrollment cookie is
-    cleared and "redirect" is /enroll/done. From a session: "redirect" is /account."""
+    Without a name the passkey is named after its browser and device (_default_name). From an enrollment: the
+    enrollment completes, its activation code is used up, the enrollment cookie is cleared, the enrolled cookie
+    set, and "redirect" is the sign-in the enrollment was started from ("interaction": that sign-in's id, if it
+    is still live in this browser: live_interaction) or else /enroll/done. From a session: "redirect" is /account."""
     services, provider = services_of(request), provider_of(request)
     body = await _json(request)
     ceremony = _text(body, "ceremony")
     credential = _object(body, "credential")
     name = _text(body, "name", limit=500, required=False)
     assert ceremony is not None  # noqa: S101 - required
+    back: str | None = None
     async with orm_unit(services) as work:
         registrant = await _registrant(request, provider, work)
         _check_csrf(request, services, registrant.csrf_token)
         enrollment = registrant.enrollment
+        if name is None or not name.strip():
+            name = await _default_name(request, services, work, registrant.person_id)
         verified = await services.passkeys.verify_registration(
             work.passkeys, ceremony_id=ceremony, person_id=registrant.person_id,
             enrollment_id=enrollment.id if enrollment else None, credential=credential, name=name)
         if enrollment is not None:
             await work.enrollment.complete(enrollment, credential=verified.credential_id[:200])
+            back = await live_interaction(request, work.oidc, body.get("interaction"))
         view = await services.passkeys.save(work.passkeys, verified, max_level=registrant.max_level,
                                             actor=registrant.actor)
+    redirect = ACCOUNT_PAGE if enrollment is None else f"/interaction/{back}" if back else ENROLL_DONE
     response = JSONResponse({"credential_id": view.id, "name": view.name, "level": view.level,
-                             "redirect": ENROLL_DONE if enrollment else ACCOUNT_PAGE}, status_code=201,
-                            headers=NO_STORE)
+                             "redirect": redirect}, status_code=201, headers=NO_STORE)
     if enrollment is not None:
         clear_enrollment_cookie(response, provider)
+        response.set_cookie(enrolled_cookie_name(provider), enrolled_mark(back),
+                            max_age=ENROLLED_MAX_AGE, path="/", httponly=True, samesite="strict",
+                            secure=provider.secure_cookies)
     return response
 
 

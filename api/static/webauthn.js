@@ -3,8 +3,10 @@
 // hands over its data in data-* attributes of #passkey and its translated messages in the
 // <script type="application/json" id="passkey-messages"> block.
 //
-// #passkey data-passkey="login"     data-pending-id, data-csrf (the pending request's token)
-// #passkey data-passkey="register"  data-csrf (the enrollment's or the account's token), data-done (fallback page)
+// #passkey data-passkey="login"     data-pending-id, data-csrf (the pending request's token); #passkey-help, shown
+//                                   when no passkey was used (the prompt failed or was cancelled)
+// #passkey data-passkey="register"  data-csrf (the enrollment's or the account's token), data-done (fallback page),
+//                                   data-interaction (the sign-in an enrollment returns to, if any)
 // Every request carries X-CSRF-Token; errors come back as application/problem+json with a member "code".
 "use strict";
 
@@ -20,6 +22,7 @@
   var errorBox = document.getElementById("passkey-error");
   var statusBox = document.getElementById("passkey-status");
   var unavailable = document.getElementById("passkey-unavailable");
+  var help = document.getElementById("passkey-help");
   var mode = root.getAttribute("data-passkey");
   var csrf = root.getAttribute("data-csrf") || "";
 
@@ -158,6 +161,9 @@
   function clearMessages() {
     errorBox.textContent = "";
     statusBox.textContent = "";
+    if (help) {
+      help.hidden = true;
+    }
   }
 
   // --- the server --------------------------------------------------------------------------------------------
@@ -286,13 +292,29 @@
     if (name) {
       body.name = name;
     }
+    var interaction = root.getAttribute("data-interaction");
+    if (interaction) {
+      body.interaction = interaction; // the server checks it names a live sign-in of this browser
+    }
     var answer = await postJSON("/webauthn/register/verify", body);
     leave(answer, root.getAttribute("data-done") || "/account");
   }
 
+  // On the login page, a prompt that failed or was cancelled (navigator.credentials.get rejects with
+  // NotAllowedError, which also covers "no passkey for this site on this device") and a passkey Açar does not
+  // know both mean the citizen may have no usable passkey here: say so, and show the ways on (#passkey-help).
+  var NO_PASSKEY = ["no_passkey", "unknown_credential", "credential_removed"];
+
   function failed(error) {
     setBusy(false);
-    showError(error instanceof Failure ? error.code : "unknown");
+    var code = error instanceof Failure ? error.code : "unknown";
+    if (mode === "login" && code === "cancelled") {
+      code = "no_passkey";
+    }
+    showError(code);
+    if (help && mode === "login" && NO_PASSKEY.indexOf(code) !== -1) {
+      help.hidden = false;
+    }
   }
 
   async function startAutofill() {

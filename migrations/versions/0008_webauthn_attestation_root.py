@@ -1,7 +1,7 @@
 """webauthn credentials: the attestation root that made them high
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-06 07:40:00.000000
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0008'
-down_revision: str | None = '0006'
+down_revision: str | None = '0007'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

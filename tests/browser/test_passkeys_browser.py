@@ -251,7 +251,7 @@ async def test_refusals_a_citizen_can_meet(site: Server, context: BrowserContext
 
 
 PAGES_WITHOUT_SESSION = ["/", "/enroll", "/account", "/authorize?client_id=unknown&redirect_uri=https://x.example/cb",
-                         "/no/such/page"]
+                         "/no/such/page", "/interaction/gone", "/help"]
 
 
 async def test_axe_finds_no_violations_on_any_page_in_any_language(site: Server, context: BrowserContext,
@@ -315,4 +315,82 @@ async def test_axe_finds_no_violations_on_any_page_in_any_language(site: Server,
         await page.goto(site.base + "/logout")
         await page.wait_for_selector("#logout-done")
         await check("signed out", lang)
+    assert report == {}, json.dumps(report, indent=1, ensure_ascii=False)[:4000]
+
+
+async def test_a_failed_passkey_prompt_points_to_enrollment_and_help(site: Server, context: BrowserContext,
+                                                                    page: Page) -> None:
+    """navigator.credentials.get rejects (NotAllowedError: this authenticator holds no passkey for Açar): the page
+    says there may be no passkey on this device and links to enrollment and to help; axe-core in each language."""
+    add_person(site)
+    rp = add_client(site, "tax.agency-a.example", "Vergi portalı")
+    await catch_redirects(context, rp, [])
+    await virtual_authenticator(page)  # no credential on it
+    await context.add_init_script(NO_CONDITIONAL_UI)
+    messages = {"az": "bu cihazda Açar hesabınız üçün giriş açarı yoxdur",
+                "en": "there is no passkey for your Açar account on this device",
+                "ru": "на этом устройстве нет ключа доступа"}
+    report: dict[str, list[dict[str, Any]]] = {}
+    for lang, words in messages.items():
+        await context.add_cookies([{"name": "acar_lang", "value": lang, "url": site.base}])
+        _verifier, challenge = pkce_pair()
+        await page.goto(authorize_url(site, rp, challenge))
+        await page.wait_for_selector("#passkey-button")
+        assert not await page.is_visible("#passkey-help")
+        await page.click("#passkey-button")
+        await page.wait_for_selector("#passkey-help", state="visible")
+        assert words in await page.inner_text("#passkey-error"), lang
+        pending_id = await page.get_attribute("#passkey", "data-pending-id")
+        assert await page.get_attribute("#passkey-help-enroll", "href") == f"/enroll?interaction={pending_id}"
+        report.update({f"{lang} login": v for v in [await axe_violations(page)] if v})
+        await page.click("#passkey-help-link")
+        await page.wait_for_url(re.compile(r"/help#no-passkey$"))
+        assert await page.get_attribute("html", "lang") == lang
+        report.update({f"{lang} help": v for v in [await axe_violations(page)] if v})
+        # trying again hides the help until the next failure
+        await page.go_back()
+        await page.wait_for_selector("#passkey-button")
+        assert not await page.is_visible("#passkey-help")
+    assert report == {}, json.dumps(report, indent=1, ensure_ascii=False)[:4000]
+
+
+async def test_enrollment_started_from_a_sign_in_returns_to_it(site: Server, context: BrowserContext,
+                                                              page: Page) -> None:
+    """From a service's sign-in page to the activation code and back: the new passkey (named after the browser and
+    device) signs in at once; axe-core on the pages of the way in each language."""
+    add_person(site)
+    rp = add_client(site, "tax.agency-a.example", "Vergi portalı")
+    caught: list[str] = []
+    await catch_redirects(context, rp, caught)
+    await virtual_authenticator(page)
+    await context.add_init_script(NO_CONDITIONAL_UI)
+    report: dict[str, list[dict[str, Any]]] = {}
+
+    verifier, challenge = pkce_pair()
+    await page.goto(authorize_url(site, rp, challenge))
+    await page.wait_for_selector("#passkey-button")
+    sign_in = page.url
+    await page.click("#enroll-link")
+    await page.wait_for_selector("#activation-code")
+    await page.fill("#activation-code", activation_code(site))
+    await page.click("#enroll-submit")
+    await page.wait_for_selector("#enroll-accepted")
+    await page.click("#passkey-button")  # the name left empty
+    await page.wait_for_url(sign_in)
+    assert await page.is_visible("#login-enrolled")
+    for lang in ("az", "en", "ru"):
+        await context.add_cookies([{"name": "acar_lang", "value": lang, "url": site.base}])
+        await page.goto(sign_in)
+        await page.wait_for_selector("#login-enrolled")
+        report.update({f"{lang} login after enrollment": v for v in [await axe_violations(page)] if v})
+    await context.add_cookies([{"name": "acar_lang", "value": "az", "url": site.base}])
+    await page.click("#passkey-button")
+    await page.wait_for_url(re.compile(r"/consent$"))
+    before = len(caught)
+    await page.click("#consent-allow", no_wait_after=True)
+    tokens = await redeem(site, rp, await arrival(caught, rp, before), verifier)
+    assert tokens["claims"]["acr"] == ACR_SUBSTANTIAL
+
+    await page.goto(site.base + "/account")
+    assert (await page.inner_text("#credential-1-name")).strip() == "Linux cihazında Chrome"  # headless Chromium
     assert report == {}, json.dumps(report, indent=1, ensure_ascii=False)[:4000]

@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[3]
 TEMPLATE_KEY = re.compile(r"""\b_\(\s*(["'])([^"']+)\1\s*[,)]""")
 """A translation call with a literal message id; `_("claim." ~ name)` is covered by dynamic_keys."""
 KEY_SHAPE = re.compile(
-    r"^(page|home|error|level|login|passkey|consent|claim|form_post|logout|enroll|account)\.[a-z0-9_.]+$")
-CODE_USING_KEYS = ("api/rendering.py", "api/routes/pages.py")
+    r"^(page|home|error|level|login|passkey|consent|claim|form_post|logout|enroll|account|help)\.[a-z0-9_.]+$")
+CODE_USING_KEYS = ("api/rendering.py", "api/routes/pages.py", "api/passkey_names.py")
 
 
 def placeholders(text: str) -> set[str]:

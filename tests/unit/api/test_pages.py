@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 
 from api.deps import Services
 from api.i18n import CATALOGS, LANGUAGES
-from api.rendering import PASSKEY_ERRORS, prefers_html, return_path, safe_return_path
+from api.rendering import PASSKEY_ERRORS, error_message_keys, prefers_html, return_path, safe_return_path
 from idp.core.claims import CLAIM_DESCRIPTIONS
 from idp.sql.models import ActivationCode, Consent, Person, WebAuthnCredential
 from storage.base import utcnow
@@ -767,3 +767,161 @@ async def test_api_clients_keep_their_problem_json(http: httpx.AsyncClient, acce
     r = await http.post("/token", data={"grant_type": "nonsense"}, headers={"Accept": BROWSER_ACCEPT})
     assert r.status_code in (400, 401) and r.headers["content-type"] == "application/json"
     assert r.json()["error"]
+
+
+# --- issue 12: the citizen pages' first-run gaps ---------------------------------------------------------------
+
+CHROME_ANDROID = ("Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 "
+                  "Mobile Safari/537.36")
+
+
+async def enrollment_step(http: httpx.AsyncClient, world: World, enroll_path: str = "/enroll",
+                          **extra: str) -> httpx.Response:
+    """A fresh activation code typed on the form at `enroll_path`: the passkey step."""
+    code = await issue_code(world.services, world.person_id)
+    form = await http.get(enroll_path)
+    r = await http.post("/enroll", data={"csrf_token": hidden(form.text, "csrf_token"), "code": code, **extra})
+    assert r.status_code == 200 and 'id="enroll-accepted"' in r.text, r.text
+    return r
+
+
+async def register(http: httpx.AsyncClient, csrf: str, user_agent: str, **extra: str) -> httpx.Response:
+    """What webauthn.js sends when the name field is left empty (plus `extra` body members)."""
+    headers = {CSRF: csrf, "User-Agent": user_agent}
+    options = await http.post("/webauthn/register/options", json={}, headers=headers)
+    assert options.status_code == 200, options.text
+    return await http.post("/webauthn/register/verify", headers=headers, json={
+        "ceremony": options.json()["ceremony"], "credential": SoftwareAuthenticator().create(
+            options.json()["publicKey"]), **extra})
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+async def test_a_passkey_without_a_name_is_named_after_its_browser_and_device(world: World, http: httpx.AsyncClient,
+                                                                             lang: str) -> None:
+    http.cookies.set("acar_lang", lang)
+    step = await enrollment_step(http, world)
+    assert t(lang, "passkey.name.hint") in step.text
+    android = t(lang, "passkey.default.browser_on_platform", browser="Chrome", platform="Android")
+    r = await register(http, data_attribute(step.text, "data-csrf"), CHROME_ANDROID)
+    assert r.status_code == 201 and r.json()["name"] == android, r.text
+    # later, signed in: a second passkey from the same kind of phone, then one from a client that names nothing
+    await signed_in(http, world)
+    csrf = data_attribute((await http.get("/account")).text, "data-csrf")
+    r = await register(http, csrf, CHROME_ANDROID)
+    assert r.status_code == 201 and r.json()["name"] == f"{android} 2"
+    r = await register(http, csrf, "curl/8.5.0")
+    assert r.status_code == 201 and r.json()["name"] == t(lang, "passkey.default.numbered", number="3")
+    account = await http.get("/account")
+    check_page(account, lang)
+    names = re.findall(r'<h3 id="credential-\d+-name">([^<]*)</h3>', account.text)
+    assert sorted(names) == sorted([android, f"{android} 2", t(lang, "passkey.default.numbered", number="3")])
+
+
+async def test_enrollment_started_from_a_sign_in_returns_to_it(world: World, http: httpx.AsyncClient) -> None:
+    login = await login_page(http, world, headers={"Accept-Language": "en"})
+    pending_id = data_attribute(login.text, "data-pending-id")
+    link = next(a["href"] for a in parse(login.text).links if a.get("id") == "enroll-link")
+    assert link == f"/enroll?interaction={pending_id}"
+    form = await http.get(link)
+    assert hidden(form.text, "interaction") == pending_id
+    step = await enrollment_step(http, world, link, interaction=pending_id)
+    assert data_attribute(step.text, "data-interaction") == pending_id
+    check_page(step, "az")
+    csrf = data_attribute(step.text, "data-csrf")
+    authenticator = SoftwareAuthenticator()
+    options = await http.post("/webauthn/register/options", json={}, headers={CSRF: csrf})
+    verify = await http.post("/webauthn/register/verify", headers={CSRF: csrf}, json={
+        "ceremony": options.json()["ceremony"], "credential": authenticator.create(options.json()["publicKey"]),
+        "interaction": pending_id})
+    assert verify.status_code == 201 and verify.json()["redirect"] == f"/interaction/{pending_id}", verify.text
+    assert pending_id not in (http.cookies.get("acar_enrolled") or pending_id)  # ids travel in logged URLs
+    # back on the same sign-in page, told to use the new passkey, which signs in
+    back = await http.get(verify.json()["redirect"], headers={"Accept-Language": "en"})
+    page = check_page(back, "en")
+    assert t("en", "login.enrolled") in page.text
+    assert data_attribute(back.text, "data-pending-id") == pending_id
+    done = await passkey_login(http, pending_id, data_attribute(back.text, "data-csrf"), authenticator)
+    assert done.status_code == 200 and done.json()["redirect"].endswith("/consent"), done.text
+    # another sign-in page of the same browser does not claim the enrollment
+    other = await login_page(http, world, headers={"Accept-Language": "en"})
+    assert t("en", "login.enrolled") not in parse(other.text).text
+
+
+async def test_the_enrollment_returns_only_to_a_live_sign_in_of_this_browser(
+        world: World, http: httpx.AsyncClient, other_browser: httpx.AsyncClient) -> None:
+    foreign = data_attribute((await login_page(other_browser, world)).text, "data-pending-id")
+    for value in ("https://evil.example/x", "//evil.example", "/account", "../../logout", foreign, "x" * 5000):
+        form = await http.get("/enroll", params={"interaction": value})
+        assert form.status_code == 200 and 'name="interaction"' not in form.text, value
+        assert "evil.example" not in form.text
+    step = await enrollment_step(http, world, interaction=foreign)
+    assert "data-interaction" not in step.text
+    r = await register(http, data_attribute(step.text, "data-csrf"), CHROME_ANDROID, interaction=foreign)
+    assert r.status_code == 201 and r.json()["redirect"] == "/enroll/done"
+
+
+async def test_enroll_done_is_shown_only_after_an_enrollment(world: World, http: httpx.AsyncClient) -> None:
+    r = await http.get("/enroll/done")
+    assert r.status_code == 303 and r.headers["location"] == "/enroll"
+    http.cookies.set("acar_enrolled", "forged value!")
+    assert (await http.get("/enroll/done")).status_code == 303
+    http.cookies.clear()
+    step = await enrollment_step(http, world)
+    r = await register(http, data_attribute(step.text, "data-csrf"), CHROME_ANDROID)
+    assert r.json()["redirect"] == "/enroll/done"
+    for lang in LANGUAGES:  # the language switcher shows it again
+        done = await http.get("/enroll/done", headers={"Accept-Language": lang})
+        assert done.status_code == 200 and check_page(done, lang).h1 == [t(lang, "enroll.done.title")]
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+async def test_a_failed_passkey_prompt_points_to_enrollment_and_help(world: World, http: httpx.AsyncClient,
+                                                                   lang: str) -> None:
+    r = await login_page(http, world, headers={"Accept-Language": lang})
+    pending_id = data_attribute(r.text, "data-pending-id")
+    page = check_page(r, lang)
+    messages = json.loads(page.script_text["passkey-messages"])
+    assert messages["errors"]["no_passkey"] == t(lang, "passkey.error.no_passkey")
+    # the block webauthn.js reveals when navigator.credentials.get fails: hidden until then
+    assert re.search(r'<div id="passkey-help" class="[^"]*" hidden>', r.text)
+    links = {a.get("id"): a["href"] for a in page.links}
+    assert links["passkey-help-enroll"] == f"/enroll?interaction={pending_id}"
+    assert links["passkey-help-link"] == "/help#no-passkey"
+    help_page = await http.get("/help", headers={"Accept-Language": lang})
+    help_text = check_page(help_page, lang)
+    assert help_text.h1 == [t(lang, "help.title")] and 'id="no-passkey"' in help_page.text
+    assert t(lang, "help.no_passkey.heading") in help_page.text and t(lang, "help.no_passkey.code") in help_page.text
+    assert {a.get("id"): a["href"] for a in help_text.links}["help-enroll-link"] == "/enroll"
+
+
+async def test_a_wrong_activation_code_stays_in_the_form(world: World, http: httpx.AsyncClient) -> None:
+    await issue_code(world.services, world.person_id)
+    form = await http.get("/enroll")
+    for typed in ("ABCD-EFGH-JKLM-NPQR", 'x"><script>'):
+        r = await http.post("/enroll", data={"csrf_token": hidden(form.text, "csrf_token"), "code": typed})
+        assert r.status_code == 400
+        check_page(r, "az")
+        value = re.search(r'<input id="activation-code"[^>]* value="([^"]*)"', r.text)
+        assert value and value.group(1) == typed.replace('"', "&#34;").replace(">", "&gt;").replace("<", "&lt;")
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+async def test_an_expired_sign_in_page_says_each_sentence_once(http: httpx.AsyncClient, lang: str) -> None:
+    r = await http.get("/interaction/gone", headers={"Accept-Language": lang})
+    page = check_page(r, lang)
+    assert page.alerts == [t(lang, "error.request_expired")]
+    assert page.text.count(t(lang, "error.next_step")) == 1
+    for key in error_message_keys():  # no error message repeats the next step the page adds
+        assert t(lang, "error.next_step") not in t(lang, key), key
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+async def test_the_logout_confirmation_offers_to_stay_signed_in(world: World, http: httpx.AsyncClient,
+                                                               lang: str) -> None:
+    await signed_in(http, world)
+    r = await http.get("/logout", params={"client_id": world.rp.client_id, "ui_locales": lang})
+    page = check_page(r, lang)
+    stay = next(a for a in page.links if a.get("id") == "logout-stay")
+    assert stay["href"] == "/account" and t(lang, "logout.confirm.stay") in page.text
+    account = await http.get(stay["href"])
+    assert account.status_code == 200 and 'id="account-person"' in account.text  # still signed in
