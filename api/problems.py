@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.errors import ApiProblem, BearerTokenMissing, InvalidPageRequest
+from api.errors import ApiProblem, BearerTokenMissing, ContentTooLarge, InvalidPageRequest
 from api.logging import request_id_var
 from api.rendering import error_page
 from api.web import NO_STORE
@@ -45,6 +45,12 @@ def internal_error() -> JSONResponse:
     """The bare 500 for an unexpected exception: no cause, only the request id to quote."""
     return problem(500, "internal_error", "Internal server error",
                    "an unexpected error occurred; quote the request id when reporting it")
+
+
+def content_too_large(exc: ContentTooLarge, path: str) -> JSONResponse:
+    """413 (RFC 9110 section 15.5.14) for a body over the edge limit, closing the connection (its headers)."""
+    return problem(413, "content_too_large", "Content too large", str(exc.detail), instance=path,
+                   headers=dict(exc.headers or {}))
 
 
 BEARER_CHALLENGE_ERRORS = ("invalid_token", "insufficient_scope")
@@ -89,6 +95,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ApiProblem)
     async def _api_problem(request: Request, exc: ApiProblem) -> JSONResponse:
         return problem(exc.status, exc.code, exc.title, exc.detail, instance=request.url.path, headers=exc.headers)
+
+    @app.exception_handler(ContentTooLarge)
+    async def _too_large(request: Request, exc: ContentTooLarge) -> JSONResponse:
+        return content_too_large(exc, request.url.path)
 
     @app.exception_handler(OAuthError)
     async def _oauth(request: Request, exc: OAuthError) -> JSONResponse:

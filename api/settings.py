@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     access_log: bool = True
 
+    # abuse resistance at the edge (api.middleware.BodyLimitMiddleware)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=64 * 1024, le=1024 * 1024 * 1024)
+    """Largest request body on any route, refused with 413 before it is read (RFC 9110 section 15.5.14)."""
+
     # keys/: backend selection and the PKCS#11 module (RFC-free, vendor-neutral configuration)
     key_backend: Literal["software", "pkcs11"] = "software"
     pkcs11_module: Path | None = None
