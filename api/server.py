@@ -22,6 +22,7 @@ import asyncio
 import json
 import sys
 from asyncio.events import TimerHandle
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -40,7 +41,7 @@ STARTUP_FAILURE = 3
 class ServeConfig(uvicorn.Config):
     """uvicorn's configuration with the header deadline EdgeHttpProtocol reads (pickled to each worker)."""
 
-    def __init__(self, app: str, *, header_timeout: float, **options: Any) -> None:
+    def __init__(self, app: str | Callable[..., Any], *, header_timeout: float, **options: Any) -> None:
         super().__init__(app, **options)
         self.header_timeout = header_timeout
 
@@ -107,6 +108,10 @@ class EdgeHttpProtocol(HttpToolsProtocol):
     def _head_timed_out(self) -> None:
         self.head_deadline = None
         if self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            # a pipelined head waiting behind a request still being answered: another period, until that is done
+            self.head_deadline = self.loop.call_later(self.header_timeout, self._head_timed_out)
             return
         if self.request_begun:
             self._refuse(REQUEST_TIMEOUT)
