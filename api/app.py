@@ -18,7 +18,7 @@ from starlette.routing import Route
 from api import migrate, problems
 from api.deps import Services, build_services
 from api.logging import configure_logging
-from api.middleware import RequestContextMiddleware, SecurityHeaders
+from api.middleware import BodyLimitMiddleware, RequestContextMiddleware, SecurityHeaders
 from api.rendering import STATIC, PageContextMiddleware
 from api.routes import account, admin, clients, enrollment_admin, health, interaction, keys, oidc, passkeys, pki, tsa
 from api.routes import pages as page_routes
@@ -203,6 +203,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.router.routes[:0] = [route for _, routes in plain for route in routes]
     # FastAPI documents only its own routes; /openapi.json (development only) describes these too
     app.openapi = _openapi_with(app, plain)  # type: ignore[method-assign]  # FastAPI's documented extension point
+    # every body capped before any route reads it (innermost: its 413 carries the request id and is logged)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(PageContextMiddleware)  # the request a page answers, for its language (api.rendering)
     app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.access_log,
                        security=SecurityHeaders(https=settings.issuer.startswith("https://")))

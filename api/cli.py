@@ -205,10 +205,9 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     import asyncio
 
-    import uvicorn
-
     from api.app import startup_checks
     from api.deps import build_services
+    from api.server import serve
 
     if args.port < 1 or args.port > 65535:
         raise CliError("--port must be between 1 and 65535")
@@ -223,10 +222,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
             await services.close()
 
     asyncio.run(check_keys())
-    uvicorn.run(
-        "api.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
-        log_config=None, access_log=False, server_header=False, proxy_headers=False,
-    )
+    serve(settings, host=args.host, port=args.port, workers=args.workers)
 
 
 def _parse_date(value: str | None) -> date | None:

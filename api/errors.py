@@ -5,6 +5,8 @@ Exceptions only: api.problems turns them (and the errors of idp/ and keys/) into
 
 from __future__ import annotations
 
+from starlette.exceptions import HTTPException
+
 from idp.core.errors import InvalidToken
 from idp.core.webauthn import PasskeyError
 
@@ -15,6 +17,20 @@ class ApiProblem(Exception):
     def __init__(self, status: int, code: str, title: str, detail: str, headers: dict[str, str] | None = None):
         super().__init__(detail)
         self.status, self.code, self.title, self.detail, self.headers = status, code, title, detail, headers
+
+
+class ContentTooLarge(HTTPException):
+    """RFC 9110 section 15.5.14, 413 Content Too Large: "the request content is larger than the server is willing
+    or able to process. The server MAY terminate the request, if the protocol version in use allows it; otherwise,
+    the server MAY close the connection." Raised by the receive channel of api.middleware.BodyLimitMiddleware once
+    a streamed body passes the limit; the answer closes the connection, so the rest of the body is never read.
+
+    A Starlette HTTPException so that every body reader lets it through to api.problems (FastAPI answers any other
+    exception of a body read with its own 400)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body is larger than {limit} bytes", headers={"Connection": "close"})
+        self.limit = limit
 
 
 class BearerTokenMissing(InvalidToken):

@@ -1,5 +1,6 @@
-"""Request id, access log and the security headers of every response, as a plain ASGI middleware (no per-request
-framework overhead: the headers are built once, a response costs one scan of its header list)."""
+"""Request id, access log and the security headers of every response, and the request body limit, as plain ASGI
+middleware (no per-request framework overhead: the headers are built once, a response costs one scan of its
+header list)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import logging
 import os
 import re
 import time
+from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.errors import ContentTooLarge
 from api.logging import request_id_var
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -110,3 +113,45 @@ class RequestContextMiddleware:
                            "duration_ms": round((time.perf_counter() - started) * 1000, 2)},
                 )
             request_id_var.reset(token)
+
+
+class BodyLimitMiddleware:
+    """Caps every request body before anything parses it (RFC 9110 section 15.5.14, 413 Content Too Large).
+
+    A Content-Length over the limit is answered at once, before the route runs and without reading a byte of the
+    body; a body without one (chunked) is counted as it streams, and the read that passes the limit raises
+    ContentTooLarge (api.problems answers it). Both answers close the connection, so the rest of the body is not
+    read either. `larger` gives the paths under a prefix a larger limit (an upload endpoint); endpoints that take
+    less read their bodies with api.body.read_limited and their own smaller limit.
+    """
+
+    def __init__(self, app: ASGIApp, *, limit: int, larger: Mapping[str, int] | None = None) -> None:
+        self.app = app
+        self.limit = limit
+        self.larger = tuple((larger or {}).items())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        limit = next((size for prefix, size in self.larger if path.startswith(prefix)), self.limit)
+        for name, value in scope["headers"]:
+            # a malformed Content-Length is the server's to refuse (RFC 9112 section 6.3); uvicorn does
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                from api.problems import content_too_large
+
+                await content_too_large(ContentTooLarge(limit), path)(scope, receive, send)
+                return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise ContentTooLarge(limit)
+            return message
+
+        await self.app(scope, limited_receive, send)

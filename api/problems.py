@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.errors import ApiProblem, BearerTokenMissing, InvalidPageRequest, RateLimited
+from api.errors import ApiProblem, BearerTokenMissing, ContentTooLarge, InvalidPageRequest, RateLimited
 from api.logging import request_id_var
 from api.rendering import METHOD_NOT_ALLOWED, NOT_FOUND, error_page, prefers_html
 from api.web import NO_STORE
@@ -45,6 +45,12 @@ def internal_error() -> JSONResponse:
     """The bare 500 for an unexpected exception: no cause, only the request id to quote."""
     return problem(500, "internal_error", "Internal server error",
                    "an unexpected error occurred; quote the request id when reporting it")
+
+
+def content_too_large(exc: ContentTooLarge, path: str) -> JSONResponse:
+    """413 (RFC 9110 section 15.5.14) for a body over the edge limit, closing the connection (its headers)."""
+    return problem(413, "content_too_large", "Content too large", str(exc.detail), instance=path,
+                   headers=dict(exc.headers or {}))
 
 
 BEARER_CHALLENGE_ERRORS = ("invalid_token", "insufficient_scope")
@@ -125,6 +131,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RateLimited)
     async def _rate_limited(request: Request, exc: RateLimited) -> Response:
         return rate_limited(request, exc)
+
+    @app.exception_handler(ContentTooLarge)
+    async def _too_large(request: Request, exc: ContentTooLarge) -> JSONResponse:
+        return content_too_large(exc, request.url.path)
 
     @app.exception_handler(OAuthError)
     async def _oauth(request: Request, exc: OAuthError) -> JSONResponse:

@@ -49,6 +49,16 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     access_log: bool = True
 
+    # abuse resistance at the edge (api.middleware.BodyLimitMiddleware, api.server)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=64 * 1024, le=1024 * 1024 * 1024)
+    """Largest request body on any route, refused with 413 before it is read (RFC 9110 section 15.5.14)."""
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    """A request's head (request line and header fields) must arrive whole within this deadline (slowloris)."""
+    keep_alive_seconds: int = Field(default=5, ge=1, le=300)
+    """An idle kept-alive connection is closed after this long (RFC 9112 section 9.3)."""
+    max_connections: int = Field(default=1000, ge=10, le=100_000)
+    """Open connections (or requests in progress) per server process above which a request is answered 503."""
+
     # keys/: backend selection and the PKCS#11 module (RFC-free, vendor-neutral configuration)
     key_backend: Literal["software", "pkcs11"] = "software"
     pkcs11_module: Path | None = None
