@@ -99,8 +99,8 @@ class Settings(BaseSettings):
     unset, the issuer's host (resolved_webauthn_rp_id)."""
     webauthn_rp_name: str = "Açar"
     webauthn_origins: list[str] = Field(default=[])
-    """Origins allowed in clientDataJSON and the Origin header (exact match, WebAuthn Level 2 section 7.1 step 9);
-    unset, the issuer's origin alone (resolved_webauthn_origins)."""
+    """Origins allowed in clientDataJSON and the Origin header besides the issuer's own (exact match, WebAuthn
+    Level 2 section 7.1 step 9; resolved_webauthn_origins)."""
     webauthn_challenge_seconds: int = Field(default=300, ge=30, le=900)
     webauthn_aaguid_allowlist: list[str] = Field(default=[])
     """When not empty, only these authenticator models (AAGUIDs) can reach level high (docs/assurance.md)."""
@@ -252,8 +252,9 @@ class Settings(BaseSettings):
 
     @property
     def resolved_webauthn_origins(self) -> tuple[str, ...]:
-        """ACAR_WEBAUTHN_ORIGINS, else the issuer's origin: the pages that run the ceremonies are the issuer's."""
-        return tuple(self.webauthn_origins) or (self.issuer_origin,)
+        """The issuer's origin (the pages that run the ceremonies are the issuer's), then the origins
+        ACAR_WEBAUTHN_ORIGINS adds (WebAuthn Level 2 section 7.1 step 9: each compared exactly)."""
+        return (self.issuer_origin, *(o for o in dict.fromkeys(self.webauthn_origins) if o != self.issuer_origin))
 
     @property
     def resolved_database_url(self) -> str:
@@ -299,9 +300,6 @@ class Settings(BaseSettings):
         origins = self.resolved_webauthn_origins
         if any(not origin.startswith("https://") for origin in origins):
             raise SettingsError("ACAR_WEBAUTHN_ORIGINS must list https origins only in production")
-        if self.issuer_origin not in origins:
-            raise SettingsError(f"ACAR_WEBAUTHN_ORIGINS must include the issuer's origin {self.issuer_origin} (the "
-                                "passkey pages are served there)")
         host, rp_id = urlsplit(self.issuer).hostname or "", self.resolved_webauthn_rp_id
         # WebAuthn Level 2 section 5.1.2: the RP ID is the origin's effective domain or a registrable domain
         # suffix of it; without the public suffix list, a single label (a top-level domain) is refused
