@@ -147,6 +147,29 @@ async def test_activation_code_to_passkey_login_consent_tokens_and_single_sign_o
     assert second["claims"]["sid"] == first["claims"]["sid"]
     assert second["claims"]["sub"] != first["claims"]["sub"]  # pairwise: different sectors
 
+    # the relying party's side with only ACAR_ISSUER set: userinfo, refresh rotation with strict reuse detection
+    # (RFC 9700 section 4.14.2: a reused refresh token revokes its family), then logout ends single sign-on
+    async with httpx.AsyncClient(base_url=site.base) as http:
+        r = await http.get("/userinfo", headers={"Authorization": f"Bearer {first['access_token']}"})
+        assert r.status_code == 200 and r.json()["sub"] == first["claims"]["sub"], r.text
+        rotated = await http.post("/token", data={"grant_type": "refresh_token",
+                                                  "refresh_token": first["refresh_token"]},
+                                  auth=(rp_a.client_id, rp_a.secret))
+        assert rotated.status_code == 200 and rotated.json()["refresh_token"] != first["refresh_token"], rotated.text
+        reused = await http.post("/token", data={"grant_type": "refresh_token",
+                                                 "refresh_token": first["refresh_token"]},
+                                 auth=(rp_a.client_id, rp_a.secret))
+        assert reused.status_code == 400 and reused.json()["error"] == "invalid_grant"
+        family = await http.post("/token", data={"grant_type": "refresh_token",
+                                                 "refresh_token": rotated.json()["refresh_token"]},
+                                 auth=(rp_a.client_id, rp_a.secret))
+        assert family.status_code == 400 and family.json()["error"] == "invalid_grant"
+    await page.goto(site.base + "/logout")
+    await page.click("#logout-submit")
+    await page.wait_for_selector("#logout-done")
+    await page.goto(authorize_url(site, rp_b, pkce_pair()[1]))
+    await page.wait_for_selector("#passkey-button")  # signed out: the login page again, no single sign-on
+
     # after the whole flow, the server's log holds its requests but no token, code, cookie, master key or
     # private key
     logs = site.log_path.read_text() if site.log_path else ""
