@@ -10,7 +10,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.routing import Route
@@ -23,6 +23,7 @@ from api.rendering import STATIC, PageContextMiddleware
 from api.routes import account, admin, clients, enrollment_admin, health, interaction, keys, oidc, passkeys, pki, tsa
 from api.routes import pages as page_routes
 from api.settings import Settings, load_settings
+from api.text import edge_text
 from idp.sql.backchannel import BackchannelDelivery
 from idp.sql.passkeys_store import purge_passkey_rows
 from idp.sql.revocation import TokenRevocations
@@ -162,7 +163,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app = FastAPI(title="Açar", version="0.1.0", lifespan=lifespan, redoc_url=None,
                   telemetry={"tracing": False, "metrics": False, "logs": False},
                   docs_url="/docs" if settings.env == "development" else None,
-                  openapi_url="/openapi.json" if settings.env == "development" else None)
+                  openapi_url="/openapi.json" if settings.env == "development" else None,
+                  dependencies=[Depends(edge_text)])  # text storage cannot hold, refused at the edge (api.text)
     problems.install(app)
     app.include_router(health.router)
     app.include_router(keys.router)

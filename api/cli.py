@@ -450,6 +450,11 @@ def _client_registration(args: argparse.Namespace) -> Any:
             raise CliError(f"--jwks-file: {args.jwks_file} is not JSON") from None
         if not isinstance(jwks, dict):
             raise CliError(f"--jwks-file: {args.jwks_file} must hold a JWK Set (a JSON object with keys)")
+        from api.text import refused_json
+
+        refused = refused_json(jwks)
+        if refused is not None:
+            raise CliError(f"--jwks-file: {'.'.join(str(p) for p in refused[0])} {refused[1]}")
     registration = ClientRegistration(
         name=args.name, redirect_uris=args.redirect_uri or [], post_logout_redirect_uris=args.post_logout_redirect_uri
         or [], grant_types=args.grant_type or list(DEFAULT_GRANT_TYPES),
@@ -760,8 +765,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _refused_argument(args: argparse.Namespace) -> str | None:
+    """The first argument holding text storage cannot hold (api.text: NUL, an unpaired surrogate, which is how
+    Python carries a command-line byte that is not UTF-8, or a noncharacter), checked before any command runs."""
+    from api.text import refusal
+
+    for name, value in vars(args).items():
+        for item in value if isinstance(value, list) else [value]:
+            reason = refusal(item) if isinstance(item, str) else None
+            if reason is not None:
+                return f"{name.replace('_', '-')} {reason}"
+    return None
+
+
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    refused = _refused_argument(args)
+    if refused is not None:
+        return _error(refused, 2)
     from sqlalchemy.exc import SQLAlchemyError
 
     from api.settings import SettingsError, load_settings

@@ -13,6 +13,7 @@ from fastapi.responses import RedirectResponse
 from api.body import read_limited
 from api.errors import InvalidPageRequest
 from api.rendering import error_page, render
+from api.text import describe, refused_param
 from idp.core.authorize import AuthorizeResult, ErrorPage, Interaction, Redirect, token_hash
 from idp.core.errors import InvalidRequest
 
@@ -38,18 +39,28 @@ def services_of(request: Request) -> Services:
 
 # --- form bodies and query strings -------------------------------------------------------------------------
 
-async def read_form(request: Request) -> dict[str, list[str]]:
-    """An application/x-www-form-urlencoded body (RFC 6749 appendix B), at most 64 KiB, UTF-8; else
-    InvalidRequest (the OAuth error JSON of RFC 6749 section 5.2)."""
+async def read_form(request: Request, *, check_text: bool = True) -> dict[str, list[str]]:
+    """An application/x-www-form-urlencoded body (RFC 6749 appendix B), at most 64 KiB, UTF-8, of text storage
+    can hold (api.text, unless `check_text` is False: the caller checks it); else InvalidRequest (the OAuth error
+    JSON of RFC 6749 section 5.2)."""
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != FORM:
         raise InvalidRequest(f"the body must be {FORM}")
     body = await read_limited(request, MAX_FORM)
     if body is None:
         raise InvalidRequest("the request body is too large")
     try:
-        return parse_form(body.decode("utf-8"))
+        form = parse_form(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         raise InvalidRequest("the body is not valid form encoding") from None
+    return _checked(form) if check_text else form
+
+
+def _checked(params: dict[str, list[str]]) -> dict[str, list[str]]:
+    """`params` when every name and value is text storage can hold (api.text); else InvalidRequest."""
+    found = refused_param(params)
+    if found is not None:
+        raise InvalidRequest(describe(found))
+    return params
 
 
 def parse_form(text: str, max_fields: int = 100) -> dict[str, list[str]]:
@@ -70,14 +81,16 @@ def parse_form(text: str, max_fields: int = 100) -> dict[str, list[str]]:
     return out
 
 
-async def read_params(request: Request) -> dict[str, list[str]]:
-    """Query parameters (GET) or the form body (POST), as lists so repeated parameters can be refused."""
+async def read_params(request: Request, *, check_text: bool = True) -> dict[str, list[str]]:
+    """Query parameters (GET) or the form body (POST), as lists so repeated parameters can be refused; text
+    storage cannot hold (api.text) is InvalidRequest unless `check_text` is False (the caller checks it)."""
     if request.method == "POST":
-        return await read_form(request)
+        return await read_form(request, check_text=check_text)
     try:
-        return parse_qs(request.url.query, keep_blank_values=True, max_num_fields=100)
+        params = parse_qs(request.url.query, keep_blank_values=True, max_num_fields=100)
     except ValueError:
         raise InvalidRequest("too many parameters") from None
+    return _checked(params) if check_text else params
 
 
 async def read_page_form(request: Request) -> dict[str, list[str]]:
@@ -88,10 +101,10 @@ async def read_page_form(request: Request) -> dict[str, list[str]]:
         raise InvalidPageRequest(exc.description) from None
 
 
-async def read_page_params(request: Request) -> dict[str, list[str]]:
+async def read_page_params(request: Request, *, check_text: bool = True) -> dict[str, list[str]]:
     """`read_params` for a page: parameters that cannot be read are the invalid_request error page."""
     try:
-        return await read_params(request)
+        return await read_params(request, check_text=check_text)
     except InvalidRequest as exc:
         raise InvalidPageRequest(exc.description) from None
 

@@ -16,6 +16,7 @@ from starlette.routing import Route
 from api.errors import BearerTokenMissing
 from api.provider import Provider
 from api.rendering import error_page, render
+from api.text import describe, refusal, refused_basic, refused_param
 from api.web import (
     NO_STORE,
     answer,
@@ -30,7 +31,7 @@ from api.web import (
 from idp.core.authorize import ErrorPage, Interaction, Redirect, token_hash
 from idp.core.claims import OIDC_SCOPES, SUPPORTED_CLAIMS
 from idp.core.client_auth import ASSERTION_SIGNING_ALGS, TOKEN_AUTH_METHODS
-from idp.core.errors import InvalidRequest
+from idp.core.errors import InvalidClient, InvalidRequest
 from idp.core.grants import single_values
 from idp.core.interfaces import GRANT_TYPES, LoginState, OidcStore
 from idp.core.logout import LogoutRequest, end_session, validate_logout
@@ -101,7 +102,10 @@ async def discovery(request: Request) -> JSONResponse:
 async def authorize(request: Request) -> Response:
     """OIDC Core 3.1.2.1: GET and POST are both supported."""
     provider = provider_of(request)
-    params = await read_page_params(request)
+    params = await read_page_params(request, check_text=False)
+    refused = refused_param(params)
+    if refused is not None:  # text storage cannot hold (api.text): refused before anything is looked up
+        return await _refused_authorization(provider, params, refused)
     cookie = request.cookies.get(provider.browser_cookie_name)
     fresh = cookie is None or not 20 <= len(cookie) <= 100
     if fresh:
@@ -119,13 +123,39 @@ async def authorize(request: Request) -> Response:
     return response
 
 
+_UNREDIRECTABLE = ("client_id", "redirect_uri", "response_mode", "state")
+"""The parameters an error redirect is built from: refused text in one of them is the error page."""
+
+
+async def _refused_authorization(provider: Provider, params: Mapping[str, Sequence[str]],
+                                 refused: tuple[str, str]) -> Response:
+    """invalid_request for text refused at the edge: the error page when the redirect itself cannot be trusted or
+    built from the refused text, else back to the client (RFC 6749 section 4.1.2.1)."""
+    unredirectable = refused_param({name: values for name, values in params.items()
+                                    if name in _UNREDIRECTABLE or refusal(name) is not None})
+    if unredirectable is not None:
+        return error_page("invalid_request", describe(unredirectable))
+    return answer(await provider.authorization.refuse(params, describe(refused)))
+
+
+def _client_authorization(request: Request) -> str | None:
+    """The Authorization header of a client's request, once its Basic credentials are text storage can hold
+    (api.text); else InvalidClient (RFC 6749 section 5.2), before the client is looked up."""
+    authorization = request.headers.get("authorization")
+    refused = refused_basic(authorization)
+    if refused is not None:
+        raise InvalidClient(refused)
+    return authorization
+
+
 # --- token, userinfo, introspection, revocation ----------------------------------------------------------
 
 async def token(request: Request) -> JSONResponse:
     provider = provider_of(request)
     form = single_values(await read_form(request))
+    authorization = _client_authorization(request)
     async with provider.unit_of_work() as unit:
-        result = await provider.grants.token(form, request.headers.get("authorization"), unit.oidc)
+        result = await provider.grants.token(form, authorization, unit.oidc)
     return oauth_json(result.body)
 
 
@@ -157,16 +187,18 @@ async def userinfo(request: Request) -> JSONResponse:
 async def introspect(request: Request) -> JSONResponse:
     provider = provider_of(request)
     form = single_values(await read_form(request))
+    authorization = _client_authorization(request)
     async with provider.unit_of_work(reading=True) as unit:
-        body = await provider.grants.introspect(form, request.headers.get("authorization"), unit.oidc)
+        body = await provider.grants.introspect(form, authorization, unit.oidc)
     return oauth_json(body)
 
 
 async def revoke(request: Request) -> Response:
     provider = provider_of(request)
     form = single_values(await read_form(request))
+    authorization = _client_authorization(request)
     async with provider.unit_of_work() as unit:
-        await provider.grants.revoke(form, request.headers.get("authorization"), unit.oidc)
+        await provider.grants.revoke(form, authorization, unit.oidc)
     return Response(status_code=200, headers=NO_STORE)
 
 

@@ -32,6 +32,7 @@ from api.deps import Services
 from api.errors import CsrfRefused, LoginRequired
 from api.problems import passkey_problem
 from api.provider import Provider, session_max_age
+from api.text import refused_json
 from api.units import RequestUnit
 from api.web import (
     ACCOUNT_CSRF_PURPOSE,
@@ -82,6 +83,9 @@ async def _json(request: Request) -> dict[str, Any]:
         raise InvalidPasskeyRequest("the body is not JSON") from None
     if not isinstance(value, dict):
         raise InvalidPasskeyRequest("the body must be a JSON object")
+    refused = refused_json(value)
+    if refused is not None:  # text storage cannot hold (api.text)
+        raise InvalidPasskeyRequest(f"{'.'.join(str(p) for p in refused[0]) or 'the body'} {refused[1]}")
     return value
 
 
