@@ -431,8 +431,8 @@ def cmd_admin_revoke_token(args: argparse.Namespace, settings: Settings) -> None
     from api.auth import revoke_admin_token
 
     async def work(services: CommandServices, session: AsyncSession) -> dict[str, Any]:
-        if not await revoke_admin_token(session, args.jti, reason=args.reason, actor="cli"):
-            raise CliError(f"token {args.jti} is already revoked")
+        # idempotent, as POST /admin/tokens/{jti}/revoke (RFC 7009 section 2.2): revoked now or before, the same
+        await revoke_admin_token(session, args.jti, reason=args.reason, actor="cli")
         return {"jti": args.jti, "revoked": True}
 
     _emit(args, _run(settings, work))
@@ -440,7 +440,7 @@ def cmd_admin_revoke_token(args: argparse.Namespace, settings: Settings) -> None
 
 def _client_registration(args: argparse.Namespace) -> Any:
     """The registration of `acar client add`, checked before any database work (idp.sql.clients rules)."""
-    from idp.sql.clients import DEFAULT_GRANT_TYPES, DEFAULT_SCOPES, ClientRegistration, validate_registration
+    from idp.sql.clients import DEFAULT_GRANT_TYPES, ClientRegistration, default_scopes, validate_registration
 
     jwks = None
     if args.jwks_file:
@@ -458,7 +458,8 @@ def _client_registration(args: argparse.Namespace) -> Any:
     registration = ClientRegistration(
         name=args.name, redirect_uris=args.redirect_uri or [], post_logout_redirect_uris=args.post_logout_redirect_uri
         or [], grant_types=args.grant_type or list(DEFAULT_GRANT_TYPES),
-        scopes=[s for value in args.scope for s in value.split()] if args.scope else list(DEFAULT_SCOPES),
+        scopes=[s for value in args.scope for s in value.split()] if args.scope
+        else list(default_scopes(args.grant_type or DEFAULT_GRANT_TYPES)),
         auth_method=args.auth_method, subject_type=args.subject_type, jwks=jwks, jwks_uri=args.jwks_uri,
         sector_identifier_uri=args.sector_identifier_uri, backchannel_logout_uri=args.backchannel_logout_uri,
         id_token_alg=args.id_token_alg,
@@ -731,7 +732,7 @@ def _add_client_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--post-logout-redirect-uri", action="append", help="repeatable")
     p.add_argument("--grant-type", action="append", choices=_Choices("GRANT_TYPES"), metavar="GRANT_TYPE",
                    help="%(choices)s; repeatable; default authorization_code and refresh_token")
-    p.add_argument("--scope", action="append", help="repeatable; default openid profile")
+    p.add_argument("--scope", action="append", help="repeatable; default openid profile (none for client_credentials)")
     p.add_argument("--auth-method", choices=_Choices("AUTH_METHODS"), metavar="METHOD", default="client_secret_basic",
                    help="%(choices)s (default %(default)s)")
     keys = p.add_mutually_exclusive_group()

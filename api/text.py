@@ -126,9 +126,9 @@ def _refuse(request: Request, location: tuple[str | int, ...], reason: str) -> N
 
 
 async def edge_text(request: Request) -> None:
-    """The application-wide dependency of the FastAPI routes: their path parameters, the query parameters they
-    declare and their JSON body, checked before the endpoint runs (the plain routes and the form readers of
-    api.web check their own input)."""
+    """The application-wide dependency of the FastAPI routes: their path parameters, the query parameters and
+    the JSON body they declare, checked before the endpoint runs (the plain routes, the form readers of api.web
+    and the endpoints reading their own JSON check their own input)."""
     for name, value in request.path_params.items():
         if isinstance(value, str) and (reason := refusal(value)) is not None:
             _refuse(request, ("path", name), reason)
@@ -139,7 +139,7 @@ async def edge_text(request: Request) -> None:
         if name in declared and (reason := refusal(value)) is not None:
             _refuse(request, ("query", name), reason)
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media == "application/json" or media.endswith("+json"):
+    if getattr(dependant, "body_params", None) and (media == "application/json" or media.endswith("+json")):
         try:
             document = await request.json()  # Starlette keeps it: FastAPI's body parsing reads the same
         except ValueError:

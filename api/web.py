@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 FORM = "application/x-www-form-urlencoded"
 MAX_FORM = 64 * 1024
+MAX_FIELDS = 100
 ACCOUNT_CSRF_PURPOSE = "account"
 """csrf_for_session(session cookie, ACCOUNT_CSRF_PURPOSE): the token of the account forms and of the passkey
 endpoints acting for the signed-in person."""
@@ -50,6 +51,8 @@ async def read_form(request: Request, *, check_text: bool = True) -> dict[str, l
         raise InvalidRequest("the request body is too large")
     try:
         form = parse_form(body.decode("utf-8"))
+    except TooManyFields:
+        raise InvalidRequest(f"the body has more than {MAX_FIELDS} form fields") from None
     except (UnicodeDecodeError, ValueError):
         raise InvalidRequest("the body is not valid form encoding") from None
     return _checked(form) if check_text else form
@@ -63,13 +66,17 @@ def _checked(params: dict[str, list[str]]) -> dict[str, list[str]]:
     return params
 
 
-def parse_form(text: str, max_fields: int = 100) -> dict[str, list[str]]:
+class TooManyFields(ValueError):
+    """A form body of more than MAX_FIELDS fields (each costs a dictionary entry, so their number is bounded)."""
+
+
+def parse_form(text: str, max_fields: int = MAX_FIELDS) -> dict[str, list[str]]:
     """application/x-www-form-urlencoded (the URL Standard's parser, as urllib's parse_qs with blank values
     kept): fields split on "&", names and values "+"- and percent-decoded (invalid UTF-8 replaced); more than
     `max_fields` fields is a ValueError. A third of parse_qs's cost: undecoded fields are taken as they are."""
     fields = text.split("&") if text else []
     if len(fields) > max_fields:
-        raise ValueError("too many fields")
+        raise TooManyFields("too many fields")
     out: dict[str, list[str]] = {}
     for field in fields:
         if not field:

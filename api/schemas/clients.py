@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from idp.core.interfaces import GRANT_TYPES, Client
-from idp.sql.clients import DEFAULT_GRANT_TYPES, DEFAULT_SCOPES, ClientRegistration
+from idp.sql.clients import DEFAULT_GRANT_TYPES, ClientRegistration, default_scopes
 
 _URI = Field(default=None, max_length=2000)
 
@@ -22,7 +22,8 @@ class ClientCreate(BaseModel):
     redirect_uris: list[str] = Field(default_factory=list, max_length=100)
     post_logout_redirect_uris: list[str] = Field(default_factory=list, max_length=100)
     grant_types: list[str] = Field(default_factory=lambda: list(DEFAULT_GRANT_TYPES), max_length=10)
-    scopes: list[str] = Field(default_factory=lambda: list(DEFAULT_SCOPES), max_length=100)
+    scopes: list[str] | None = Field(default=None, max_length=100,
+                                     description="default: openid profile, or none for a client_credentials client")
     auth_method: str = Field(default="client_secret_basic", max_length=32,
                              description="client_secret_basic, client_secret_post, private_key_jwt or none")
     subject_type: str = Field(default="pairwise", max_length=16, description="pairwise or public")
@@ -35,7 +36,9 @@ class ClientCreate(BaseModel):
     def registration(self) -> ClientRegistration:
         return ClientRegistration(
             name=self.name, redirect_uris=self.redirect_uris, post_logout_redirect_uris=self.post_logout_redirect_uris,
-            grant_types=self.grant_types, scopes=self.scopes, auth_method=self.auth_method,
+            grant_types=self.grant_types,
+            scopes=self.scopes if self.scopes is not None else default_scopes(self.grant_types),
+            auth_method=self.auth_method,
             subject_type=self.subject_type, jwks=self.jwks, jwks_uri=self.jwks_uri,
             sector_identifier_uri=self.sector_identifier_uri, backchannel_logout_uri=self.backchannel_logout_uri,
             id_token_alg=self.id_token_alg,
