@@ -16,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.routing import Route
 
 from api import migrate, problems
+from api import openapi as contract
 from api.deps import Services, build_services
 from api.logging import configure_logging
 from api.middleware import RequestContextMiddleware
@@ -123,7 +124,7 @@ def _openapi_with(app: FastAPI, plain: Sequence[tuple[APIRouter, Sequence[Route]
         paths = {route.path: _plain_operations(route, [str(t) for t in router.tags])
                  for router, routes in plain for route in routes}
         schema["paths"] = {**paths, **schema.get("paths", {})}
-        return schema
+        return contract.complete(schema, app)  # what the server really answers (api.openapi)
 
     return openapi
 

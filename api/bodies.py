@@ -31,17 +31,17 @@ def unreadable_json(exc: Exception) -> bool:
     return isinstance(exc, HTTPException) and exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError)
 
 
-def _authenticators(dependant: Any) -> Iterator[Any]:
+def authenticators(dependant: Any) -> Iterator[Any]:
     for dependency in getattr(dependant, "dependencies", ()):
         if dependency.call in AUTHENTICATORS:
             yield dependency.call
-        yield from _authenticators(dependency)
+        yield from authenticators(dependency)
 
 
 async def authentication_refusal(request: Request) -> ApiProblem | None:
     """The refusal of the route's own authentication (api.auth.require_scope), run as the route would have run
     it, or None when the request passes it (or the route has none)."""
-    for authenticate in _authenticators(getattr(request.scope.get("route"), "dependant", None)):
+    for authenticate in authenticators(getattr(request.scope.get("route"), "dependant", None)):
         try:
             await authenticate(request)
         except ApiProblem as exc:
