@@ -221,6 +221,26 @@ def _complete_fastapi_operation(route: Any, operation: dict[str, Any]) -> None:
             response.pop("content")
 
 
+CLIENT_LINKS = {"ShowClient": ("/admin/clients/{client_id}", "get"),
+                "DisableClient": ("/admin/clients/{client_id}/disable", "post"),
+                "RotateSecret": ("/admin/clients/{client_id}/secret", "post")}
+"""OpenAPI 3.1 section 4.8.20 links: the client_id a registration answers is the one to show, disable and rotate
+(what a stateful fuzzer follows)."""
+
+
+def _link_client_operations(paths: dict[str, dict[str, Any]]) -> None:
+    created = paths.get("/admin/clients", {}).get("post", {}).get("responses", {}).get("201")
+    if created is None:
+        return
+    links = {}
+    for name, (path, method) in CLIENT_LINKS.items():
+        target = paths.get(path, {}).get(method)
+        if target is not None:
+            links[name] = {"operationId": target["operationId"],
+                           "parameters": {"client_id": "$response.body#/client_id"}}
+    created["links"] = links
+
+
 def complete(document: dict[str, Any], app: FastAPI) -> dict[str, Any]:
     """`document` (FastAPI's, with the plain routes' operations) completed as the module docstring says."""
     document = copy.deepcopy(document)
@@ -245,6 +265,7 @@ def complete(document: dict[str, Any], app: FastAPI) -> dict[str, Any]:
         for parameter in revoke.get("parameters", []):
             if parameter["name"] == "jti":
                 parameter["schema"]["pattern"] = JTI_RE.pattern
+    _link_client_operations(paths)
     components = document.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
     for unused in ("HTTPValidationError", "ValidationError"):

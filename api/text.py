@@ -109,7 +109,7 @@ def refused_basic(authorization: str | None) -> str | None:
     for part in (client_id, secret, unquote_plus(client_id), unquote_plus(secret)):
         reason = refusal(part)
         if reason is not None:
-            return "the Basic credentials " + reason
+            return "a Basic credential " + reason
     return None
 
 

@@ -78,6 +78,32 @@ def _fuzz(operation: Any, mode: GenerationMode, base: str, headers: dict[str, st
     return calls
 
 
+def _stateful(schema: Any, base: str, headers: dict[str, str], found: dict[tuple[str, str], list[str]]) -> int:
+    """Follow the document's links (a registered client shown, disabled, its secret rotated) in bounded random
+    sequences, checked like every other call; returns how many linked calls found what they were linked to."""
+    linked = 0
+
+    class Machine(schema.as_state_machine()):  # type: ignore[misc]
+        def get_call_kwargs(self, case: Any) -> dict[str, Any]:
+            return {"base_url": base, "headers": headers, "timeout": 10}
+
+        def validate_response(self, response: Any, case: Any, additional_checks: Any = None,
+                              **kwargs: Any) -> None:
+            nonlocal linked
+            if case.operation.path.startswith("/admin/clients/{client_id}") and response.status_code == 200:
+                linked += 1
+            try:
+                case.validate_response(response, checks=CHECKS, headers=headers)
+            except FailureGroup as group:
+                for failure in group.exceptions:
+                    _record(case.operation.label, failure, response, found)
+
+    Machine.run(settings=settings(max_examples=max(EXAMPLES // 2, 5), stateful_step_count=6, deadline=None,
+                                  derandomize=True, database=None, phases=[Phase.generate],
+                                  suppress_health_check=list(HealthCheck)))
+    return linked
+
+
 def _record(label: str, failure: Failure, response: Any, found: dict[tuple[str, str], list[str]]) -> None:
     check = failure.checks[0] if failure.checks else type(failure).__name__
     if response.status_code >= 500:
@@ -107,8 +133,10 @@ def test_the_published_contract_holds_under_fuzzing(pg_database_url: str, master
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
                 for operation in operations:
                     calls += _fuzz(operation, mode, server.base, headers, found)
+        linked = _stateful(schema, server.base, {"Authorization": f"Bearer {admin}"}, found)
     finally:
         server.stop()
+    assert linked > 0, "the stateful run never followed a registration to its client"
     print(f"schemathesis: {len(operations)} operations, {calls} calls, {sum(map(len, found.values()))} failures")
     assert calls >= len(operations) * 4
     allowed = _allowed()

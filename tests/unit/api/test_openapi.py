@@ -72,6 +72,11 @@ def test_security_schemes_and_error_responses(settings: Settings) -> None:
     assert "content" not in doc["paths"]["/admin/tokens/{jti}/revoke"]["post"]["responses"]["204"]
     assert list(doc["paths"]["/logout"]["get"]["responses"]["200"]["content"]) == ["text/html"]
     assert list(doc["paths"]["/jwks.json"]["get"]["responses"]["200"]["content"]) == ["application/jwk-set+json"]
+    links = doc["paths"]["/admin/clients"]["post"]["responses"]["201"]["links"]
+    assert {link["operationId"] for link in links.values()} == {
+        doc["paths"]["/admin/clients/{client_id}"]["get"]["operationId"],
+        doc["paths"]["/admin/clients/{client_id}/disable"]["post"]["operationId"],
+        doc["paths"]["/admin/clients/{client_id}/secret"]["post"]["operationId"]}
 
 
 def test_enumerations_patterns_and_examples(settings: Settings) -> None:
