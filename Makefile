@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256s
 SYSTEM_PACKAGES := softhsm2 openssl procps chromium chromium-driver redis-server
 PYTEST_ARGS ?=
 
-.PHONY: run test lint test-sqlite test-postgresql system-deps browser-deps redis python-check install clean
+.PHONY: run test lint test-sqlite test-postgresql fuzz system-deps browser-deps redis python-check install clean
 
 # Python 3.11+ with venv support (Debian ships venv in python3-venv: installed here when run as root).
 python-check:
@@ -80,6 +80,14 @@ test-postgresql: install system-deps redis browser-deps
 	ACAR_TEST_DB=postgresql $(BIN)/pytest $(PYTEST_ARGS)
 
 test: system-deps redis install browser-deps lint test-sqlite test-postgresql
+
+# The schemathesis run of `make test` (tests/functional/test_schemathesis.py), longer: FUZZ_EXAMPLES per operation,
+# generation mode and credential set, from seed FUZZ_SEED (change it to explore other inputs).
+FUZZ_EXAMPLES ?= 300
+FUZZ_SEED ?= 19
+fuzz: install
+	ACAR_TEST_DB=postgresql ACAR_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) ACAR_FUZZ_SEED=$(FUZZ_SEED) \
+	  $(BIN)/pytest -p no:cacheprovider tests/functional/test_schemathesis.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache tests/browser/node_modules

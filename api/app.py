@@ -10,12 +10,13 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.routing import Route
 
 from api import migrate, problems
+from api import openapi as contract
 from api.deps import Services, build_services
 from api.logging import configure_logging
 from api.middleware import BodyLimitMiddleware, RequestContextMiddleware, SecurityHeaders
@@ -23,6 +24,7 @@ from api.rendering import STATIC, PageContextMiddleware
 from api.routes import account, admin, clients, enrollment_admin, health, interaction, keys, oidc, passkeys, pki, tsa
 from api.routes import pages as page_routes
 from api.settings import Settings, load_settings
+from api.text import edge_text
 from idp.sql.backchannel import BackchannelDelivery
 from idp.sql.passkeys_store import purge_passkey_rows
 from idp.sql.revocation import TokenRevocations
@@ -138,7 +140,7 @@ def _openapi_with(app: FastAPI, plain: Sequence[tuple[APIRouter, Sequence[Route]
         paths = {route.path: _plain_operations(route, [str(t) for t in router.tags])
                  for router, routes in plain for route in routes}
         schema["paths"] = {**paths, **schema.get("paths", {})}
-        return schema
+        return contract.complete(schema, app)  # what the server really answers (api.openapi)
 
     return openapi
 
@@ -178,7 +180,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app = FastAPI(title="Açar", version="0.1.0", lifespan=lifespan, redoc_url=None,
                   telemetry={"tracing": False, "metrics": False, "logs": False},
                   docs_url="/docs" if settings.env == "development" else None,
-                  openapi_url="/openapi.json" if settings.env == "development" else None)
+                  openapi_url="/openapi.json" if settings.env == "development" else None,
+                  dependencies=[Depends(edge_text)])  # text storage cannot hold, refused at the edge (api.text)
     problems.install(app)
     app.include_router(health.router)
     app.include_router(keys.router)

@@ -42,6 +42,11 @@ DELEGABLE_SCOPES = ADMIN_SCOPES - {ADMIN_SCOPE, MINT_SCOPE}
 from `acar admin token` alone (database and key-store access), so a leaked API token cannot renew itself."""
 
 
+AUTHENTICATORS: set[Callable[[Request], Awaitable[AdminPrincipal]]] = set()
+"""Every dependency made by `require_scope`: api.bodies runs a route's own before answering a body FastAPI
+could not decode, so authentication is answered first."""
+
+
 class MintingServices(Protocol):
     """What mint_admin_token uses: the settings (issuer, lifetime limit) and the token keys. api.deps.Services
     has them; so has the CLI's api.cli.CommandServices, which builds nothing more for `acar admin token`."""
@@ -150,4 +155,5 @@ def require_scope(scope: str) -> Callable[[Request], Awaitable[AdminPrincipal]]:
                              headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'})
         return AdminPrincipal(subject=str(claims.claims.get("sub", "")), scopes=scopes, claims=claims)
 
+    AUTHENTICATORS.add(dependency)
     return dependency

@@ -427,8 +427,8 @@ def cmd_admin_revoke_token(args: argparse.Namespace, settings: Settings) -> None
     from api.auth import revoke_admin_token
 
     async def work(services: CommandServices, session: AsyncSession) -> dict[str, Any]:
-        if not await revoke_admin_token(session, args.jti, reason=args.reason, actor="cli"):
-            raise CliError(f"token {args.jti} is already revoked")
+        # idempotent, as POST /admin/tokens/{jti}/revoke (RFC 7009 section 2.2): revoked now or before, the same
+        await revoke_admin_token(session, args.jti, reason=args.reason, actor="cli")
         return {"jti": args.jti, "revoked": True}
 
     _emit(args, _run(settings, work))
@@ -436,7 +436,7 @@ def cmd_admin_revoke_token(args: argparse.Namespace, settings: Settings) -> None
 
 def _client_registration(args: argparse.Namespace) -> Any:
     """The registration of `acar client add`, checked before any database work (idp.sql.clients rules)."""
-    from idp.sql.clients import DEFAULT_GRANT_TYPES, DEFAULT_SCOPES, ClientRegistration, validate_registration
+    from idp.sql.clients import DEFAULT_GRANT_TYPES, ClientRegistration, default_scopes, validate_registration
 
     jwks = None
     if args.jwks_file:
@@ -446,10 +446,16 @@ def _client_registration(args: argparse.Namespace) -> Any:
             raise CliError(f"--jwks-file: {args.jwks_file} is not JSON") from None
         if not isinstance(jwks, dict):
             raise CliError(f"--jwks-file: {args.jwks_file} must hold a JWK Set (a JSON object with keys)")
+        from api.text import refused_json
+
+        refused = refused_json(jwks)
+        if refused is not None:
+            raise CliError(f"--jwks-file: {'.'.join(str(p) for p in refused[0])} {refused[1]}")
     registration = ClientRegistration(
         name=args.name, redirect_uris=args.redirect_uri or [], post_logout_redirect_uris=args.post_logout_redirect_uri
         or [], grant_types=args.grant_type or list(DEFAULT_GRANT_TYPES),
-        scopes=[s for value in args.scope for s in value.split()] if args.scope else list(DEFAULT_SCOPES),
+        scopes=[s for value in args.scope for s in value.split()] if args.scope
+        else list(default_scopes(args.grant_type or DEFAULT_GRANT_TYPES)),
         auth_method=args.auth_method, subject_type=args.subject_type, jwks=jwks, jwks_uri=args.jwks_uri,
         sector_identifier_uri=args.sector_identifier_uri, backchannel_logout_uri=args.backchannel_logout_uri,
         id_token_alg=args.id_token_alg, introspect_clients=args.introspect_client or [],
@@ -738,7 +744,7 @@ def _add_client_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--post-logout-redirect-uri", action="append", help="repeatable")
     p.add_argument("--grant-type", action="append", choices=_Choices("GRANT_TYPES"), metavar="GRANT_TYPE",
                    help="%(choices)s; repeatable; default authorization_code and refresh_token")
-    p.add_argument("--scope", action="append", help="repeatable; default openid profile")
+    p.add_argument("--scope", action="append", help="repeatable; default openid profile (none for client_credentials)")
     p.add_argument("--auth-method", choices=_Choices("AUTH_METHODS"), metavar="METHOD", default="client_secret_basic",
                    help="%(choices)s (default %(default)s)")
     keys = p.add_mutually_exclusive_group()
@@ -782,8 +788,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _refused_argument(args: argparse.Namespace) -> str | None:
+    """The first argument holding text storage cannot hold (api.text: NUL, an unpaired surrogate, which is how
+    Python carries a command-line byte that is not UTF-8, or a noncharacter), checked before any command runs."""
+    from api.text import refusal
+
+    for name, value in vars(args).items():
+        for item in value if isinstance(value, list) else [value]:
+            reason = refusal(item) if isinstance(item, str) else None
+            if reason is not None:
+                return f"{name.replace('_', '-')} {reason}"
+    return None
+
+
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    refused = _refused_argument(args)
+    if refused is not None:
+        return _error(refused, 2)
     from sqlalchemy.exc import SQLAlchemyError
 
     from api.settings import SettingsError, load_settings

@@ -15,6 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.allow import allowed_methods
+from api.bodies import NOT_JSON, authentication_refusal, unreadable_json
 from api.errors import ApiProblem, BearerTokenMissing, ContentTooLarge, InvalidPageRequest, RateLimited
 from api.logging import request_id_var
 from api.rendering import METHOD_NOT_ALLOWED, NOT_FOUND, error_page, prefers_html
@@ -121,6 +123,17 @@ def rate_limited(request: Request, exc: RateLimited) -> Response:
     return JSONResponse(body, status_code=exc.status_code, media_type=PROBLEM, headers=headers)
 
 
+async def unreadable_json_answer(request: Request) -> JSONResponse:
+    """A JSON body that could not be decoded: the route's authentication refusal if it has one, else one 422
+    problem whether the JSON was malformed or not UTF-8 (api.bodies)."""
+    refused = await authentication_refusal(request)
+    if refused is not None:
+        return problem(refused.status, refused.code, refused.title, refused.detail, instance=request.url.path,
+                       headers=refused.headers)
+    return problem(422, "invalid_request", "Invalid request", NOT_JSON, instance=request.url.path,
+                   errors=[{"field": "", "message": NOT_JSON}])
+
+
 def install(app: FastAPI) -> None:
     """Register the exception handlers on the application."""
 
@@ -161,6 +174,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if unreadable_json(exc):
+            return await unreadable_json_answer(request)
         errors = [
             {"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"), "message": e.get("msg", "")}
             for e in exc.errors()
@@ -177,8 +192,13 @@ def install(app: FastAPI) -> None:
                 page.headers[name] = value  # a 405's Allow
             return page
         titles = {404: "Not found", 405: "Method not allowed", 413: "Content too large", 415: "Unsupported media type"}
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": allowed_methods(request)}
+        if unreadable_json(exc):
+            return await unreadable_json_answer(request)
         return problem(exc.status_code, "http_" + str(exc.status_code), titles.get(exc.status_code, "HTTP error"),
                        str(exc.detail) if exc.status_code != 404 else None, instance=request.url.path,
-                       headers=getattr(exc, "headers", None))
+                       headers=headers)
 
 

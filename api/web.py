@@ -13,6 +13,7 @@ from fastapi.responses import RedirectResponse
 from api.body import read_limited
 from api.errors import InvalidPageRequest
 from api.rendering import error_page, render
+from api.text import describe, refused_param
 from idp.core.authorize import AuthorizeResult, ErrorPage, Interaction, Redirect, token_hash
 from idp.core.errors import InvalidRequest
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 FORM = "application/x-www-form-urlencoded"
 MAX_FORM = 64 * 1024
+MAX_FIELDS = 100
 ACCOUNT_CSRF_PURPOSE = "account"
 """csrf_for_session(session cookie, ACCOUNT_CSRF_PURPOSE): the token of the account forms and of the passkey
 endpoints acting for the signed-in person."""
@@ -38,27 +40,43 @@ def services_of(request: Request) -> Services:
 
 # --- form bodies and query strings -------------------------------------------------------------------------
 
-async def read_form(request: Request) -> dict[str, list[str]]:
-    """An application/x-www-form-urlencoded body (RFC 6749 appendix B), at most 64 KiB, UTF-8; else
-    InvalidRequest (the OAuth error JSON of RFC 6749 section 5.2)."""
+async def read_form(request: Request, *, check_text: bool = True) -> dict[str, list[str]]:
+    """An application/x-www-form-urlencoded body (RFC 6749 appendix B), at most 64 KiB, UTF-8, of text storage
+    can hold (api.text, unless `check_text` is False: the caller checks it); else InvalidRequest (the OAuth error
+    JSON of RFC 6749 section 5.2)."""
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != FORM:
         raise InvalidRequest(f"the body must be {FORM}")
     body = await read_limited(request, MAX_FORM)
     if body is None:
         raise InvalidRequest("the request body is too large")
     try:
-        return parse_form(body.decode("utf-8"))
+        form = parse_form(body.decode("utf-8"))
+    except TooManyFields:
+        raise InvalidRequest(f"the body has more than {MAX_FIELDS} form fields") from None
     except (UnicodeDecodeError, ValueError):
         raise InvalidRequest("the body is not valid form encoding") from None
+    return _checked(form) if check_text else form
 
 
-def parse_form(text: str, max_fields: int = 100) -> dict[str, list[str]]:
+def _checked(params: dict[str, list[str]]) -> dict[str, list[str]]:
+    """`params` when every name and value is text storage can hold (api.text); else InvalidRequest."""
+    found = refused_param(params)
+    if found is not None:
+        raise InvalidRequest(describe(found))
+    return params
+
+
+class TooManyFields(ValueError):
+    """A form body of more than MAX_FIELDS fields (each costs a dictionary entry, so their number is bounded)."""
+
+
+def parse_form(text: str, max_fields: int = MAX_FIELDS) -> dict[str, list[str]]:
     """application/x-www-form-urlencoded (the URL Standard's parser, as urllib's parse_qs with blank values
     kept): fields split on "&", names and values "+"- and percent-decoded (invalid UTF-8 replaced); more than
     `max_fields` fields is a ValueError. A third of parse_qs's cost: undecoded fields are taken as they are."""
     fields = text.split("&") if text else []
     if len(fields) > max_fields:
-        raise ValueError("too many fields")
+        raise TooManyFields("too many fields")
     out: dict[str, list[str]] = {}
     for field in fields:
         if not field:
@@ -70,14 +88,16 @@ def parse_form(text: str, max_fields: int = 100) -> dict[str, list[str]]:
     return out
 
 
-async def read_params(request: Request) -> dict[str, list[str]]:
-    """Query parameters (GET) or the form body (POST), as lists so repeated parameters can be refused."""
+async def read_params(request: Request, *, check_text: bool = True) -> dict[str, list[str]]:
+    """Query parameters (GET) or the form body (POST), as lists so repeated parameters can be refused; text
+    storage cannot hold (api.text) is InvalidRequest unless `check_text` is False (the caller checks it)."""
     if request.method == "POST":
-        return await read_form(request)
+        return await read_form(request, check_text=check_text)
     try:
-        return parse_qs(request.url.query, keep_blank_values=True, max_num_fields=100)
+        params = parse_qs(request.url.query, keep_blank_values=True, max_num_fields=100)
     except ValueError:
         raise InvalidRequest("too many parameters") from None
+    return _checked(params) if check_text else params
 
 
 async def read_page_form(request: Request) -> dict[str, list[str]]:
@@ -88,10 +108,10 @@ async def read_page_form(request: Request) -> dict[str, list[str]]:
         raise InvalidPageRequest(exc.description) from None
 
 
-async def read_page_params(request: Request) -> dict[str, list[str]]:
+async def read_page_params(request: Request, *, check_text: bool = True) -> dict[str, list[str]]:
     """`read_params` for a page: parameters that cannot be read are the invalid_request error page."""
     try:
-        return await read_params(request)
+        return await read_params(request, check_text=check_text)
     except InvalidRequest as exc:
         raise InvalidPageRequest(exc.description) from None
 

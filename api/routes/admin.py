@@ -65,13 +65,16 @@ async def mint_token(
 async def revoke_token(
     jti: str, request: Request, principal: Annotated[AdminPrincipal, Depends(require_scope(ADMIN_SCOPE))]
 ) -> Response:
-    """Revoke an admin token by its jti (from the audit trail or the mint response): 204, or 409 if done."""
+    """Revoke an admin token by its jti (from the audit trail or the mint response): 204 every time.
+
+    Idempotent, as token revocation is in RFC 7009 section 2.2 ("The authorization server responds with HTTP
+    status code 200 if the token has been revoked successfully or if the client submitted an invalid token"):
+    a jti already revoked, or never issued (it is then refused should it ever appear), answers the same, so a
+    retried request and a concurrent one cannot fail, and the answer tells nothing about which jtis exist. The
+    audit trail records the first revocation only."""
     services: Services = request.app.state.services
     async with services.sessions() as session, session.begin():
-        done = await revoke_admin_token(session, jti, reason="revoked through the admin API",
-                                        actor=principal.subject)
-    if not done:
-        raise ApiProblem(409, "already_revoked", "Token already revoked", f"token {jti} is already revoked")
+        await revoke_admin_token(session, jti, reason="revoked through the admin API", actor=principal.subject)
     return Response(status_code=204)
 
 

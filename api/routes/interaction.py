@@ -14,6 +14,7 @@ from starlette.routing import Route
 from api.provider import session_max_age
 from api.rendering import error_page, render
 from api.routes.passkeys import enrolled_mark, enrolled_value
+from api.text import refusal
 from api.web import answer, browser_binding, provider_of, read_page_form, session_cookie, set_session_cookie
 from idp.core.authorize import Interaction
 from idp.core.claims import CLAIM_DESCRIPTIONS
@@ -49,6 +50,9 @@ async def login_page(request: Request) -> Response:
     """The login page of a pending authorization request (its login methods). After an enrollment started here
     (api.routes.passkeys: the enrolled cookie marks this request) it says the new passkey is ready."""
     provider, pending_id = provider_of(request), request.path_params["pending_id"]
+    refused = refusal(pending_id)
+    if refused is not None:  # text storage cannot hold (api.text): the error page, nothing looked up
+        return error_page("invalid_request", f"the sign-in request id {refused}")
     async with provider.unit_of_work(reading=True) as unit:
         pending = await _pending(request, unit.oidc, pending_id)
     if pending is None:

@@ -18,6 +18,7 @@ from api.errors import BearerTokenMissing
 from api.provider import Provider
 from api.ratelimit import Scope
 from api.rendering import error_page, render
+from api.text import describe, refusal, refused_basic, refused_param
 from api.web import (
     NO_STORE,
     answer,
@@ -104,7 +105,10 @@ async def discovery(request: Request) -> JSONResponse:
 async def authorize(request: Request) -> Response:
     """OIDC Core 3.1.2.1: GET and POST are both supported."""
     provider = provider_of(request)
-    params = await read_page_params(request)
+    params = await read_page_params(request, check_text=False)
+    refused = refused_param(params)
+    if refused is not None:  # text storage cannot hold (api.text): refused before anything is looked up
+        return await _refused_authorization(provider, params, refused)
     cookie = request.cookies.get(provider.browser_cookie_name)
     fresh = cookie is None or not 20 <= len(cookie) <= 100
     if fresh:
@@ -123,6 +127,31 @@ async def authorize(request: Request) -> Response:
         response.set_cookie(provider.browser_cookie_name, cookie, path="/", httponly=True, samesite="lax",
                             secure=provider.secure_cookies)
     return response
+
+
+_UNREDIRECTABLE = ("client_id", "redirect_uri", "response_mode", "state")
+"""The parameters an error redirect is built from: refused text in one of them is the error page."""
+
+
+async def _refused_authorization(provider: Provider, params: Mapping[str, Sequence[str]],
+                                 refused: tuple[str, str]) -> Response:
+    """invalid_request for text refused at the edge: the error page when the redirect itself cannot be trusted or
+    built from the refused text, else back to the client (RFC 6749 section 4.1.2.1)."""
+    unredirectable = refused_param({name: values for name, values in params.items()
+                                    if name in _UNREDIRECTABLE or refusal(name) is not None})
+    if unredirectable is not None:
+        return error_page("invalid_request", describe(unredirectable))
+    return answer(await provider.authorization.refuse(params, describe(refused)))
+
+
+def _client_authorization(request: Request) -> str | None:
+    """The Authorization header of a client's request, once its Basic credentials are text storage can hold
+    (api.text); else InvalidClient (RFC 6749 section 5.2), before the client is looked up."""
+    authorization = request.headers.get("authorization")
+    refused = refused_basic(authorization)
+    if refused is not None:
+        raise InvalidClient(refused)
+    return authorization
 
 
 # --- token, userinfo, introspection, revocation ----------------------------------------------------------
@@ -149,8 +178,9 @@ async def _client_authentication(request: Request, form: Mapping[str, str]) -> A
 async def token(request: Request) -> JSONResponse:
     provider = provider_of(request)
     form = single_values(await read_form(request))
+    authorization = _client_authorization(request)
     async with _client_authentication(request, form), provider.unit_of_work() as unit:
-        result = await provider.grants.token(form, request.headers.get("authorization"), unit.oidc)
+        result = await provider.grants.token(form, authorization, unit.oidc)
     return oauth_json(result.body)
 
 
@@ -182,21 +212,23 @@ async def userinfo(request: Request) -> JSONResponse:
 async def introspect(request: Request) -> JSONResponse:
     provider, limits = provider_of(request), services_of(request).ratelimits
     form = single_values(await read_form(request))
+    authorization = _client_authorization(request)
     keys: list[tuple[Scope, str]] = [("ip", limits.client_ip(request))]
-    claimed = claimed_client_id(form, request.headers.get("authorization"))
+    claimed = claimed_client_id(form, authorization)
     if claimed is not None:
         keys.append(("client", claimed))
     await limits.spend(limits.budgets.introspection, keys, answer="oauth")
     async with _client_authentication(request, form), provider.unit_of_work(reading=True) as unit:
-        body = await provider.grants.introspect(form, request.headers.get("authorization"), unit.oidc)
+        body = await provider.grants.introspect(form, authorization, unit.oidc)
     return oauth_json(body)
 
 
 async def revoke(request: Request) -> Response:
     provider = provider_of(request)
     form = single_values(await read_form(request))
+    authorization = _client_authorization(request)
     async with _client_authentication(request, form), provider.unit_of_work() as unit:
-        await provider.grants.revoke(form, request.headers.get("authorization"), unit.oidc)
+        await provider.grants.revoke(form, authorization, unit.oidc)
     return Response(status_code=200, headers=NO_STORE)
 
 

@@ -39,6 +39,7 @@ from api.passkey_names import default_passkey_name, device_of
 from api.problems import passkey_problem
 from api.provider import Provider, session_max_age
 from api.rendering import page_translator
+from api.text import refused_json
 from api.units import RequestUnit
 from api.web import (
     ACCOUNT_CSRF_PURPOSE,
@@ -94,6 +95,9 @@ async def _json(request: Request) -> dict[str, Any]:
         raise InvalidPasskeyRequest("the body is not JSON") from None
     if not isinstance(value, dict):
         raise InvalidPasskeyRequest("the body must be a JSON object")
+    refused = refused_json(value)
+    if refused is not None:  # text storage cannot hold (api.text)
+        raise InvalidPasskeyRequest(f"{'.'.join(str(p) for p in refused[0]) or 'the body'} {refused[1]}")
     return value
 
 

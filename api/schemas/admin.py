@@ -8,7 +8,8 @@ from api.settings import MAX_TOKEN_LIFETIME_CEILING
 
 
 class TokenMintRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"subject": "registrar", "scope": "acar:cert:revoke", "ttl_seconds": 300}]})
 
     subject: str = Field(min_length=1, max_length=200, description="who will use the token (an operator id)")
     scope: str = Field(min_length=1, max_length=500, description="space-separated admin scopes")

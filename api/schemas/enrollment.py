@@ -6,11 +6,15 @@ import datetime as dt
 
 from pydantic import BaseModel, ConfigDict, Field
 
+FIN_PATTERN = "^[0-9A-Za-z]{7}$"
+"""keys.identifiers.normalize_fin: seven Latin letters or digits (upper-cased when stored)."""
+
 
 class EnrollmentCodeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"fin": "5ABC7DE"}]})
 
-    fin: str = Field(min_length=1, max_length=32, description="the person's FIN")
+    fin: str = Field(min_length=1, max_length=32, description="the person's FIN (seven Latin letters or digits)",
+                     json_schema_extra={"pattern": FIN_PATTERN})
     revoke_credentials: bool = Field(default=False, description="recovery: remove every passkey the person has")
 
 

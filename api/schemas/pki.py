@@ -7,14 +7,16 @@ import datetime as dt
 from pydantic import BaseModel, ConfigDict, Field
 
 from keys.ca import certificate_pem
+from keys.crl import REASON_CODES
 from keys.models import IssuedCertificate
 
 
 class RevokeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"reason": "keyCompromise"}]})
 
     reason: str = Field(min_length=1, max_length=40,
-                        description="an RFC 5280 section 5.3.1 CRLReason name, e.g. keyCompromise")
+                        description="an RFC 5280 section 5.3.1 CRLReason name, e.g. keyCompromise (case-insensitive)",
+                        json_schema_extra={"enum": list(REASON_CODES)})
 
 
 class CertificateView(BaseModel):

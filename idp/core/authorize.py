@@ -164,6 +164,20 @@ class AuthorizationService:
         request.browser = browser
         return await self._decide(request, store=store, session=session, fresh_login=False, consented=False)
 
+    async def refuse(self, params: Mapping[str, Sequence[str]], description: str) -> AuthorizeResult:
+        """An authorization request refused as invalid_request before it is validated (its text, refused at the
+        edge). RFC 6749 section 4.1.2.1: "If the request fails due to a missing, invalid, or mismatching
+        redirection URI, or if the client identifier is missing or invalid, the authorization server SHOULD
+        inform the resource owner of the error and MUST NOT automatically redirect"; otherwise the error goes
+        back to the client's redirection URI. The caller has checked client_id, redirect_uri, response_mode and
+        state themselves: only these are read here, and nothing is written."""
+        trusted = await self._trusted_redirect(params)
+        if isinstance(trusted, ErrorPage):
+            return trusted
+        mode = _one(params, "response_mode") or "query"
+        return self._error(trusted[1], mode if mode in RESPONSE_MODES else "query", _one(params, "state"),
+                           "invalid_request", description)
+
     async def pending_for(self, store: OidcStore, pending_id: str, browser: str | None) -> PendingRequest | None:
         """The pending request, only in the browser that made it: the login and consent interactions are bound
         to the browser binding cookie set by the authorization endpoint, so a page of another site cannot

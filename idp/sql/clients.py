@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from idp.core.claims import OIDC_SCOPES
 from idp.core.client_auth import DocumentUnavailable, fetch_json_document, hash_secret, parse_jwks, verify_secret
 from idp.core.errors import ClientNotFound, InvalidClientMetadata
 from idp.core.interfaces import AUTH_METHODS, GRANT_TYPES, AuthMethod, Client, GrantType, SubjectType
@@ -59,6 +60,12 @@ SUBJECT_TYPES: tuple[SubjectType, ...] = ("pairwise", "public")
 ID_TOKEN_ALGS = ("ES256", "RS256", "EdDSA")
 DEFAULT_GRANT_TYPES: tuple[str, ...] = ("authorization_code", "refresh_token")
 DEFAULT_SCOPES: tuple[str, ...] = ("openid", "profile")
+
+
+def default_scopes(grant_types: Sequence[str]) -> tuple[str, ...]:
+    """The scopes of a registration that names none: openid and profile for a client of people's sign-in,
+    none for a client_credentials client (which may have API scopes only)."""
+    return DEFAULT_SCOPES if "authorization_code" in grant_types else ()
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5B\x5D-\x7E]+")
 """RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )."""
 _AUTH_METHOD: dict[str, AuthMethod] = {m: m for m in AUTH_METHODS}
@@ -261,6 +268,11 @@ def validate_registration(reg: ClientRegistration) -> ClientMetadata:
             raise InvalidClientMetadata("scopes: openid is required with authorization_code")
     elif "refresh_token" in grant_types:
         raise InvalidClientMetadata("grant_types: refresh_token needs authorization_code")
+    elif identity := [s for s in scopes if s in OIDC_SCOPES]:
+        # RFC 6749 section 4.4: a client_credentials client acts on its own behalf, so the scopes of a person's
+        # sign-in (OIDC Core 5.4) could never be granted to it: refused here rather than at every token request
+        raise InvalidClientMetadata(f"scopes: {' '.join(identity)} need a person signing in (authorization_code); "
+                                    "a client_credentials client has API scopes only")
     if auth_method == "none" and "client_credentials" in grant_types:
         raise InvalidClientMetadata("grant_types: a public client (auth_method none) cannot use client_credentials")
     jwks, jwks_uri = _keys(reg, auth_method)

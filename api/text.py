@@ -1,0 +1,149 @@
+"""Text a client sends, checked once at the edge for what the databases and JSON can hold.
+
+Refused wherever a client's text enters (path parameters, query, form fields and their names, HTTP Basic
+credentials after percent-decoding, every string of a JSON body, command-line arguments), before any database
+call, so nothing is half-written:
+
+- U+0000: PostgreSQL's text types cannot hold it ("invalid byte sequence for encoding UTF8: 0x00"), so it
+  would reach the database and fail there with a 500;
+- unpaired surrogates U+D800..U+DFFF: not Unicode scalar values, so UTF-8 cannot encode them (RFC 3629 section
+  3) and JSON leaves their handling "unpredictable" (RFC 8259 section 8.2); stored, they break every later read;
+- noncharacters (U+FDD0..U+FDEF and the last two code points of every plane): "permanently reserved for
+  internal use" (Unicode 15.0 section 23.7), never identifiers, URIs or names in an interchange.
+
+Each endpoint answers in its own error format: `InvalidRequest`/`InvalidClient` (RFC 6749 section 5.2 error
+JSON) on the OAuth endpoints, the invalid_request error page on pages, an RFC 9457 problem (422, as FastAPI's
+own validation errors) elsewhere. `edge_text` is the application-wide dependency of the FastAPI routes; the
+form and query readers of api.web and the plain routes call the functions here.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+from urllib.parse import unquote_plus
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+
+from api.errors import InvalidPageRequest
+
+_REFUSED = re.compile(
+    "[\x00\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff"
+    + "".join(f"{chr(plane * 0x10000 + 0xFFFE)}{chr(plane * 0x10000 + 0xFFFF)}" for plane in range(1, 17))
+    + "]"
+)
+PAGE_TAGS = frozenset({"pages", "interaction"})
+"""Tags of the FastAPI routers whose endpoints are pages a browser shows: refused text there is the translated
+invalid_request error page, never JSON."""
+
+
+def refusal(value: str) -> str | None:
+    """Why `value` cannot be accepted as text, or None when it can."""
+    found = _REFUSED.search(value)
+    if found is None:
+        return None
+    char = found.group()
+    if char == "\x00":
+        return "contains U+0000 (NUL)"
+    if "\ud800" <= char <= "\udfff":
+        return "contains an unpaired surrogate"
+    return f"contains the noncharacter U+{ord(char):04X}"
+
+
+def refused_param(params: Mapping[str, Sequence[str]]) -> tuple[str, str] | None:
+    """The first parameter (name, reason) whose name or any value is refused, or None."""
+    for name, values in params.items():
+        reason = refusal(name)
+        if reason is not None:
+            return "a parameter name", reason
+        for value in values:
+            reason = refusal(value)
+            if reason is not None:
+                return name, reason
+    return None
+
+
+def describe(found: tuple[str, str]) -> str:
+    name, reason = found
+    return f"{name} {reason}" if name == "a parameter name" else f"parameter {name} {reason}"
+
+
+def refused_json(value: Any, path: tuple[str | int, ...] = ()) -> tuple[tuple[str | int, ...], str] | None:
+    """The first (location, reason) of a refused string (a key or a value) in a decoded JSON document."""
+    if isinstance(value, str):
+        reason = refusal(value)
+        return (path, reason) if reason else None
+    items: Iterable[tuple[str | int, Any]]
+    if isinstance(value, dict):
+        for key in value:
+            reason = refusal(key)
+            if reason is not None:
+                return (*path, key.encode("utf-8", "backslashreplace").decode()), "key " + reason
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = refused_json(item, (*path, key))
+        if found is not None:
+            return found
+    return None
+
+
+def refused_basic(authorization: str | None) -> str | None:
+    """Why the client id or secret of HTTP Basic credentials, percent-decoded (RFC 6749 section 2.3.1), is
+    refused; None when it is not (credentials that cannot be decoded at all are left to the authenticator)."""
+    scheme, _, value = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+    client_id, _, secret = decoded.partition(":")
+    for part in (client_id, secret, unquote_plus(client_id), unquote_plus(secret)):
+        reason = refusal(part)
+        if reason is not None:
+            return "a Basic credential " + reason
+    return None
+
+
+def _is_page(request: Request) -> bool:
+    route = request.scope.get("route")
+    return bool(PAGE_TAGS.intersection(str(tag) for tag in getattr(route, "tags", None) or ()))
+
+
+def _refuse(request: Request, location: tuple[str | int, ...], reason: str) -> None:
+    if _is_page(request):
+        raise InvalidPageRequest(f"{location[-1]} {reason}")
+    raise RequestValidationError([{"type": "text_refused", "loc": location, "msg": f"Value {reason}",
+                                   "input": None}])
+
+
+async def edge_text(request: Request) -> None:
+    """The application-wide dependency of the FastAPI routes: their path parameters, the query parameters and
+    the JSON body they declare, checked before the endpoint runs (the plain routes, the form readers of api.web
+    and the endpoints reading their own JSON check their own input)."""
+    for name, value in request.path_params.items():
+        if isinstance(value, str) and (reason := refusal(value)) is not None:
+            _refuse(request, ("path", name), reason)
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    declared = {param.alias for param in getattr(dependant, "query_params", ())}
+    for name, value in request.query_params.multi_items():
+        if name in declared and (reason := refusal(value)) is not None:
+            _refuse(request, ("query", name), reason)
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if getattr(dependant, "body_params", None) and (media == "application/json" or media.endswith("+json")):
+        try:
+            document = await request.json()  # Starlette keeps it: FastAPI's body parsing reads the same
+        except ValueError:
+            return  # malformed JSON: FastAPI's own validation answers it
+        found = refused_json(document, ("body",))
+        if found is not None:
+            _refuse(request, found[0], found[1])
