@@ -241,6 +241,32 @@ def _link_client_operations(paths: dict[str, dict[str, Any]]) -> None:
     created["links"] = links
 
 
+RATE_LIMITED: dict[tuple[str, str], str] = {
+    ("/authorize", "get"): "page", ("/authorize", "post"): "page", ("/enroll", "post"): "page",
+    ("/token", "post"): "oauth", ("/introspect", "post"): "oauth", ("/revoke", "post"): "oauth",
+    ("/webauthn/login/options", "post"): "json", ("/webauthn/login/verify", "post"): "json",
+    ("/webauthn/enrollment", "post"): "json",
+}
+"""The operations that spend a budget of api.ratelimit (the admin API's are found by their authentication), each
+with the form its 429 takes (RFC 6585 section 4, Retry-After)."""
+
+
+def _edge_responses(paths: dict[str, dict[str, Any]]) -> None:
+    """What the edge answers before any route (api.middleware.BodyLimitMiddleware: 413 for a body over
+    ACAR_MAX_BODY_BYTES) and what a spent rate-limit budget answers (429)."""
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            responses = operation.setdefault("responses", {})
+            if "requestBody" in operation:
+                responses.setdefault("413", problem("the body is larger than ACAR_MAX_BODY_BYTES"))
+            kind = RATE_LIMITED.get((path, method))
+            if kind is None and "adminBearer" in str(operation.get("security", "")):
+                kind = "json"
+            if kind is not None:
+                description = "too many requests from this client (Retry-After)"
+                responses.setdefault("429", {"oauth": oauth_error, "page": html, "json": problem}[kind](description))
+
+
 def complete(document: dict[str, Any], app: FastAPI) -> dict[str, Any]:
     """`document` (FastAPI's, with the plain routes' operations) completed as the module docstring says."""
     document = copy.deepcopy(document)
@@ -266,6 +292,7 @@ def complete(document: dict[str, Any], app: FastAPI) -> dict[str, Any]:
             if parameter["name"] == "jti":
                 parameter["schema"]["pattern"] = JTI_RE.pattern
     _link_client_operations(paths)
+    _edge_responses(paths)
     components = document.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
     for unused in ("HTTPValidationError", "ValidationError"):

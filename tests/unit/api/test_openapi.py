@@ -108,3 +108,19 @@ async def test_content_types_answered_are_the_documented_ones(client: httpx.Asyn
     r = await client.post("/revoke", data={"token": "x"})
     documented = doc["paths"]["/revoke"]["post"]["responses"][str(r.status_code)]
     assert r.headers["content-type"] in documented["content"]
+
+
+def test_edge_answers_are_documented(settings: Settings) -> None:
+    """413 (api.middleware.BodyLimitMiddleware) on every operation with a body; 429 in each rate-limited
+    operation's own error form (api.openapi.RATE_LIMITED, the admin API by its authentication)."""
+    doc = _document(create_app(settings))
+    for path, method, op in _operations(doc):
+        if "requestBody" in op:
+            assert list(op["responses"]["413"]["content"]) == [PROBLEM], (path, method)
+        if path.startswith("/admin/"):
+            assert list(op["responses"]["429"]["content"]) == [PROBLEM], (path, method)
+    paths = doc["paths"]
+    assert list(paths["/token"]["post"]["responses"]["429"]["content"]) == ["application/json"]
+    assert list(paths["/authorize"]["get"]["responses"]["429"]["content"]) == ["text/html"]
+    assert list(paths["/webauthn/login/verify"]["post"]["responses"]["429"]["content"]) == [PROBLEM]
+    assert "429" not in paths["/jwks.json"]["get"]["responses"]
