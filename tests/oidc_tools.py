@@ -15,9 +15,11 @@ from urllib.parse import parse_qs
 
 import httpx
 from fastapi import FastAPI
+from sqlalchemy import select
 
 from api.deps import Services
 from idp.sql.clients import ClientRegistration, ClientRegistry
+from idp.sql.models import Grant, RefreshToken
 from idp.sql.persons import PersonService
 from tests.local_http import QuietHandler, serving
 
@@ -212,3 +214,19 @@ async def introspect(http: httpx.AsyncClient, rp: Registered, token: str) -> dic
     r = await http.post("/introspect", data={"token": token}, auth=(rp.client_id, rp.secret or ""))
     assert r.status_code == 200, r.text
     return dict(r.json())
+
+
+async def tokens_for(http: httpx.AsyncClient, rp: Registered, **extra: str | None) -> dict[str, Any]:
+    """A code obtained through the signed-in browser `http` and redeemed: the token response."""
+    got = await obtain_code(http, rp, **extra)
+    r = await redeem(http, rp, got.code, got.verifier)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+async def live_refresh_tokens(services: Services) -> int:
+    """Refresh tokens that could still be exchanged: unused, of a grant that is not revoked."""
+    async with services.sessions() as session:
+        return len((await session.execute(
+            select(RefreshToken.token_hash).join(Grant, Grant.id == RefreshToken.grant_id)
+            .where(RefreshToken.used_at.is_(None), Grant.revoked_at.is_(None)))).all())

@@ -24,19 +24,18 @@ from storage.audit import AuditEvent
 from tests.oidc_tools import (
     FIN,
     ISSUER,
-    Registered,
     asgi_browser,
     authorization_params,
     authorize,
     expected_at_hash,
     hidden,
     introspect,
-    obtain_code,
     pkce_pair,
     redeem,
     refresh,
     register_client,
     register_person,
+    tokens_for,
 )
 
 ACR_HIGH = "http://eidas.europa.eu/LoA/high"
@@ -74,11 +73,6 @@ async def verify_id_token(http: httpx.AsyncClient, token: str, client_id: str, a
     return dict(jwt.decode(token, jwt.PyJWK(jwk).key, algorithms=[alg], audience=client_id, issuer=ISSUER))
 
 
-async def tokens_for(http: httpx.AsyncClient, rp: Registered, **extra: str | None) -> dict[str, Any]:
-    got = await obtain_code(http, rp, **extra)
-    r = await redeem(http, rp, got.code, got.verifier)
-    assert r.status_code == 200, r.text
-    return dict(r.json())
 
 
 # --- consent ------------------------------------------------------------------------------------------------

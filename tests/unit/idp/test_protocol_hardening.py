@@ -17,7 +17,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import FastAPI
 from jwt.algorithms import ECAlgorithm
-from sqlalchemy import select
 
 from api.auth import mint_admin_token
 from api.deps import Services
@@ -27,7 +26,6 @@ from idp.core.loa import AcrPolicy
 from idp.core.subjects import SubjectIdentifiers
 from idp.core.tokens import ACCESS_TOKEN_TYP
 from idp.sql.clients import ClientRegistration, ClientRegistry
-from idp.sql.models import Grant, RefreshToken
 from storage.base import utcnow
 from tests.fakes import FakeClientDirectory, FakeOidcStore, registered_client
 from tests.oidc_tools import (
@@ -36,12 +34,12 @@ from tests.oidc_tools import (
     asgi_browser,
     authorization_params,
     introspect,
-    obtain_code,
+    live_refresh_tokens,
     pkce_pair,
-    redeem,
     refresh,
     register_client,
     register_person,
+    tokens_for,
 )
 
 
@@ -59,18 +57,7 @@ async def http(dev_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
-async def tokens_for(http: httpx.AsyncClient, rp: Registered, **extra: str | None) -> dict[str, Any]:
-    got = await obtain_code(http, rp, **extra)
-    r = await redeem(http, rp, got.code, got.verifier)
-    assert r.status_code == 200, r.text
-    return dict(r.json())
 
-
-async def live_refresh_tokens(services: Services) -> int:
-    async with services.sessions() as session:
-        return len((await session.execute(
-            select(RefreshToken.token_hash).join(Grant, Grant.id == RefreshToken.grant_id)
-            .where(RefreshToken.used_at.is_(None), Grant.revoked_at.is_(None)))).all())
 
 
 async def admin_headers(services: Services) -> dict[str, str]:

@@ -16,17 +16,16 @@ from sqlalchemy import select, update
 
 from api.deps import Services
 from api.settings import Settings
-from idp.sql.models import Grant, RefreshToken
+from idp.sql.models import RefreshToken
 from tests.oidc_tools import (
     ISSUER,
-    Registered,
     asgi_browser,
     introspect,
-    obtain_code,
-    redeem,
+    live_refresh_tokens,
     refresh,
     register_client,
     register_person,
+    tokens_for,
 )
 
 
@@ -45,19 +44,7 @@ async def http(dev_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
-async def tokens_for(http: httpx.AsyncClient, rp: Registered) -> dict[str, str]:
-    got = await obtain_code(http, rp)
-    r = await redeem(http, rp, got.code, got.verifier)
-    assert r.status_code == 200, r.text
-    return dict(r.json())
 
-
-async def live_refresh_tokens(services: Services) -> int:
-    """Refresh tokens that could still be exchanged: unused, of a grant that is not revoked."""
-    async with services.sessions() as session:
-        return len((await session.execute(
-            select(RefreshToken.token_hash).join(Grant, Grant.id == RefreshToken.grant_id)
-            .where(RefreshToken.used_at.is_(None), Grant.revoked_at.is_(None)))).all())
 
 
 async def test_refresh_reuse_within_the_grace_window_answers_the_same_successor(
