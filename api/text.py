@@ -162,8 +162,9 @@ async def edge_text(request: Request) -> None:
     for name, value in request.query_params.multi_items():
         if name in declared and (reason := refusal(value)) is not None:
             _refuse(request, ("query", name), reason)
-    if declared and (name := not_utf8_param(request.scope["query_string"].decode("latin-1"), declared)) is not None:
-        _refuse(request, ("query", name), NOT_UTF8)
+    not_utf8 = not_utf8_param(request.scope["query_string"].decode("latin-1"), declared) if declared else None
+    if not_utf8 is not None:
+        _refuse(request, ("query", not_utf8), NOT_UTF8)
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if getattr(dependant, "body_params", None) and (media == "application/json" or media.endswith("+json")):
         try:
