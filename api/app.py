@@ -130,7 +130,8 @@ def _plain_operations(route: Route, tags: Sequence[str]) -> dict[str, Any]:
     return operations
 
 
-def _openapi_with(app: FastAPI, plain: Sequence[tuple[APIRouter, Sequence[Route]]]) -> Callable[[], dict[str, Any]]:
+def _openapi_with(app: FastAPI, plain: Sequence[tuple[APIRouter, Sequence[Route]]],
+                  issuer: str) -> Callable[[], dict[str, Any]]:
     """FastAPI's OpenAPI document of `app`, with the plain routes' operations first (as in the route table),
     each tagged like the FastAPI routes of its module."""
     generate = app.openapi
@@ -140,7 +141,8 @@ def _openapi_with(app: FastAPI, plain: Sequence[tuple[APIRouter, Sequence[Route]
         paths = {route.path: _plain_operations(route, [str(t) for t in router.tags])
                  for router, routes in plain for route in routes}
         schema["paths"] = {**paths, **schema.get("paths", {})}
-        return contract.complete(schema, app)  # what the server really answers (api.openapi)
+        # what the server really answers (api.openapi), its cookies named as api.provider.Provider names them
+        return contract.complete(schema, app, secure_cookies=issuer.startswith("https://"))
 
     return openapi
 
@@ -205,7 +207,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
              (passkeys.router, passkeys.plain_routes))
     app.router.routes[:0] = [route for _, routes in plain for route in routes]
     # FastAPI documents only its own routes; /openapi.json (development only) describes these too
-    app.openapi = _openapi_with(app, plain)  # type: ignore[method-assign]  # FastAPI's documented extension point
+    app.openapi = _openapi_with(app, plain, settings.issuer)  # type: ignore[method-assign]  # FastAPI's documented extension point
     # every body capped before any route reads it (innermost: its 413 carries the request id and is logged)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(PageContextMiddleware)  # the request a page answers, for its language (api.rendering)

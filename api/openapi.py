@@ -5,7 +5,12 @@ document gets:
 - the plain OAuth/OIDC endpoints (api.routes.oidc, interaction, passkeys) with their form or JSON parameters,
   their client authentication (RFC 6749 section 2.3.1, HTTP Basic) or bearer token (RFC 6750) and their RFC 6749
   section 5.2 error JSON;
-- securitySchemes: HTTP Basic for clients, bearer for the admin API (RFC 9068 JWTs) and for userinfo;
+- securitySchemes: HTTP Basic for clients, bearer for the admin API (RFC 9068 JWTs) and for userinfo, and the
+  browser's cookies (the signed-in session, an open enrollment: apiKey in a cookie, named as the issuer makes them)
+  with the X-CSRF-Token header the passkey endpoints require;
+- the JSON bodies the passkey endpoints read by hand (api.routes.passkeys): every field they read, its type and
+  bound, their answers, and their refusals as problems whose `code` is one of those the endpoint really answers
+  (taken from the exception classes, so a code cannot be documented apart from the error that carries it);
 - RFC 9457 problem+json as the error type of every API operation, with its real schema (422 included: it is
   answered as a problem, not as FastAPI's HTTPValidationError);
 - the real content types: application/jwk-set+json for /jwks.json (RFC 7517 section 8.5.1), text/html for
@@ -23,9 +28,30 @@ from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 
 from api.bodies import authenticators
+from api.errors import CsrfRefused, LoginRequired, RateLimited
 from api.text import PAGE_TAGS
 from idp.core.client_auth import JWT_BEARER_ASSERTION
-from idp.core.interfaces import GRANT_TYPES
+from idp.core.interfaces import GRANT_TYPES, LEVELS
+from idp.core.webauthn import (
+    MAX_NAME,
+    ChallengeExpired,
+    ChallengeUsed,
+    CounterRegression,
+    CredentialExists,
+    CredentialFlagged,
+    CredentialNotFound,
+    CredentialRemoved,
+    InsufficientLevel,
+    InvalidPasskeyRequest,
+    PasskeyError,
+    RequestExpired,
+    UnknownCredential,
+    UserVerificationRequired,
+    VerificationFailed,
+    WrongOrigin,
+    WrongUser,
+)
+from idp.sql.enrollment import CodeInvalid, CodeUsed, EnrollmentRequired
 from idp.sql.revocation import JTI_RE
 
 PROBLEM = "application/problem+json"
@@ -65,6 +91,81 @@ SCHEMAS: dict[str, Any] = {
                                                                          "kid": {"type": "string"}}}}},
     },
 }
+_STRING = {"type": "string"}
+_LEVEL = {"type": "string", "enum": list(LEVELS)}
+SCHEMAS.update({
+    "PasskeyCeremony": {
+        "title": "PasskeyCeremony", "type": "object", "required": ["ceremony", "publicKey"],
+        "description": "the ceremony's id (sent back with the browser's answer) and the options for "
+                       "navigator.credentials.get or .create (WebAuthn Level 3 sections 5.5 and 5.4, as JSON)",
+        "properties": {"ceremony": _STRING, "publicKey": {"type": "object", "required": ["challenge"],
+                                                           "properties": {"challenge": _STRING}}},
+    },
+    "PasskeyLoginNext": {
+        "title": "PasskeyLoginNext", "description": "where the browser goes after the login (api.routes.passkeys)",
+        "oneOf": [
+            {"type": "object", "required": ["redirect"], "properties": {"redirect": _STRING},
+             "description": "go there: the client's redirect URI with the code, or the consent page"},
+            {"type": "object", "required": ["form_post"], "description": "response_mode=form_post: post the "
+             "params to the action (OAuth 2.0 Form Post Response Mode)",
+             "properties": {"form_post": {"type": "object", "required": ["action", "params"], "properties": {
+                 "action": _STRING, "params": {"type": "object", "additionalProperties": _STRING}}}}},
+        ],
+    },
+    "PasskeyRegistered": {
+        "title": "PasskeyRegistered", "type": "object", "required": ["credential_id", "name", "level", "redirect"],
+        "properties": {"credential_id": _STRING, "name": _STRING, "level": _LEVEL,
+                       "redirect": {"type": "string", "description": "the sign-in the enrollment came from, "
+                                    "/enroll/done, or /account"}},
+    },
+    "PasskeyCredential": {
+        "title": "PasskeyCredential", "type": "object", "description": "one of the signed-in person's passkeys",
+        "required": ["id", "name", "level", "synced", "flagged", "transports", "created_at", "last_used_at"],
+        "properties": {"id": _STRING, "name": _STRING, "level": _LEVEL, "synced": {"type": "boolean"},
+                       "flagged": {"type": "boolean"}, "transports": {"type": "array", "items": _STRING},
+                       "created_at": _STRING, "last_used_at": {"type": ["string", "null"]}},
+    },
+    "Enrollment": {
+        "title": "Enrollment", "type": "object", "required": ["csrf_token", "expires_at", "display_name"],
+        "description": "the browser's open enrollment: its CSRF token (X-CSRF-Token of the registration), when it "
+                       "ends (ISO 8601) and whose it is",
+        "properties": {"csrf_token": _STRING, "expires_at": _STRING, "display_name": _STRING},
+    },
+    "WebAuthnCredential": {
+        "title": "WebAuthnCredential", "type": "object", "required": ["id", "rawId", "response", "type"],
+        "description": "the browser's PublicKeyCredential as JSON (WebAuthn Level 3 section 5.1, toJSON(): "
+                       "RegistrationResponseJSON or AuthenticationResponseJSON)",
+        "properties": {"id": _STRING, "rawId": _STRING, "type": {"type": "string", "enum": ["public-key"]},
+                       "response": {"type": "object"}, "authenticatorAttachment": {"type": ["string", "null"]},
+                       "clientExtensionResults": {"type": "object"}},
+    },
+})
+SESSION_COOKIE, ENROLLMENT_COOKIE = "acar_session", "acar_enroll"
+"""The cookies' names under an http issuer (development); an https issuer prefixes __Host- (RFC 6265bis section
+4.1.3.2: Secure, this exact origin, path /), as api.provider.Provider.cookie_name and
+api.web.enrollment_cookie_name do."""
+
+
+def cookie_schemes(secure_cookies: bool) -> dict[str, Any]:
+    """The browser's cookies as apiKey security schemes (OpenAPI 3.1 section 4.8.27), named as the server names
+    them for this issuer."""
+    prefix = "__Host-" if secure_cookies else ""
+    return {
+        "sessionCookie": {
+            "type": "apiKey", "in": "cookie", "name": prefix + SESSION_COOKIE,
+            "description": f"the signed-in session, set by a login: named __Host-{SESSION_COOKIE} when the issuer "
+                           f"is https (Secure, this origin only), {SESSION_COOKIE} otherwise; HttpOnly, "
+                           "SameSite=Lax. State-changing passkey calls also need X-CSRF-Token (the account token "
+                           "of GET /webauthn/credentials)"},
+        "enrollmentCookie": {
+            "type": "apiKey", "in": "cookie", "name": prefix + ENROLLMENT_COOKIE,
+            "description": f"an open enrollment, set by POST /webauthn/enrollment (an activation code): named "
+                           f"__Host-{ENROLLMENT_COOKIE} when the issuer is https, {ENROLLMENT_COOKIE} otherwise; "
+                           "HttpOnly, SameSite=Strict. Its registration also needs X-CSRF-Token (the enrollment's "
+                           "csrf_token)"},
+    }
+
+
 SECURITY_SCHEMES: dict[str, Any] = {
     "clientBasic": {"type": "http", "scheme": "basic",
                     "description": "client_secret_basic: client_id and secret, each form-urlencoded (RFC 6749 2.3.1)"},
@@ -89,6 +190,28 @@ def oauth_error(description: str) -> dict[str, Any]:
 
 def html(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"text/html": {"schema": {"type": "string"}}}}
+
+
+def coded_problem(description: str, errors: list[type[PasskeyError] | type[RateLimited]]) -> dict[str, Any]:
+    """A problem with the member `code` (api.problems.passkey_problem, api.problems.rate_limited): one of the
+    codes `errors` carry."""
+    codes = sorted({error.code for error in errors})
+    schema = {"allOf": [_ref("Problem"), {"type": "object", "required": ["code"],
+                                          "properties": {"code": {"type": "string", "enum": codes}}}]}
+    return {"description": f"{description} (code: {', '.join(codes)})", "content": {PROBLEM: {"schema": schema}}}
+
+
+_STATUS = {400: "the request is refused", 401: "no live session or enrollment in this browser (its cookie)",
+           403: "refused (see the code: a wrong CSRF token or Origin, a blocked passkey)", 404: "no such passkey",
+           409: "the passkey is already registered"}
+
+
+def passkey_errors(*errors: type[PasskeyError]) -> dict[str, Any]:
+    """The refusals of a passkey endpoint by status, each a coded_problem with the codes of that status."""
+    by_status: dict[int, list[type[PasskeyError] | type[RateLimited]]] = {}
+    for error in errors:
+        by_status.setdefault(error.status_code, []).append(error)
+    return {str(status): coded_problem(_STATUS[status], found) for status, found in sorted(by_status.items())}
 
 
 REDIRECT = {"description": "on to the client's redirect URI or the next interaction (Location)",
@@ -177,22 +300,149 @@ PLAIN_OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
                 "responses": {"200": html("the login page"), "400": html("the error page")}},
     },
 }
-_CSRF = [{"name": "X-CSRF-Token", "in": "header", "required": True, "schema": {"type": "string"},
-          "description": "the pending request's CSRF token (from the login page)"}]
-_PENDING = {"type": "string", "minLength": 1, "maxLength": 64}
-for _path, _properties, _required, _example in (
-    ("/webauthn/login/options", {"pending_id": _PENDING}, ["pending_id"], {"pending_id": "Jx3pW0_2b9Q"}),
-    ("/webauthn/login/verify", {"pending_id": _PENDING, "ceremony": _PENDING, "credential": {"type": "object"}},
-     ["pending_id", "ceremony", "credential"],
-     {"pending_id": "Jx3pW0_2b9Q", "ceremony": "c8Zk1", "credential": {"id": "AAEC", "type": "public-key"}}),
-):
-    PLAIN_OPERATIONS[_path] = {"post": {
-        "summary": "Passkey login (WebAuthn Level 3)", "parameters": _CSRF,
-        "requestBody": {"required": True, "content": {"application/json": {
-            "schema": {"type": "object", "properties": _properties, "required": _required}, "example": _example}}},
-        "responses": {"200": {"description": "the ceremony, or where the browser goes next",
-                              "content": {"application/json": {"schema": {"type": "object"}}}},
-                      "default": problem("a passkey problem (its machine code in `code`)")}}}
+
+
+def _csrf(token: str) -> list[dict[str, Any]]:
+    """The X-CSRF-Token header a state-changing passkey call requires (api.routes.passkeys): else 403 csrf."""
+    return [{"name": "X-CSRF-Token", "in": "header", "required": True, "schema": {"type": "string"},
+             "description": f"{token}; a missing or wrong one is refused (403, code csrf)"}]
+
+
+def _json_body(properties: Mapping[str, Any], required: list[str], example: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON object body as api.routes.passkeys._json reads it: members it does not read are ignored."""
+    schema = {"type": "object", "properties": dict(properties), "required": required, "additionalProperties": True}
+    return {"required": True, "content": {"application/json": {"schema": schema, "example": dict(example)}}}
+
+
+def _json(description: str, schema: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}
+
+
+_PENDING_CSRF = "the pending authorization request's CSRF token (the login page's csrf_token)"
+_REGISTRANT_CSRF = ("the open enrollment's csrf_token (POST or GET /webauthn/enrollment) or, signed in, the account "
+                    "token (csrf_token of GET /webauthn/credentials)")
+_ACCOUNT_CSRF = "the account token (csrf_token of GET /webauthn/credentials)"
+_PENDING = {"type": "string", "minLength": 1, "maxLength": 64, "description": "the pending authorization request's "
+            "id (the login page's pending_id); it must be live in this browser (its acar_browser cookie)"}
+_CEREMONY = {"type": "string", "minLength": 1, "maxLength": 64, "description": "the ceremony of the options call"}
+_CREDENTIAL = {**_ref("WebAuthnCredential")}
+_NAME_RULE = f"the passkey's name: at most {MAX_NAME} printable characters once its runs of white space are one space"
+_NAME: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 500, "description": _NAME_RULE}
+_LOGIN_EXAMPLE = {"id": "AAEC", "rawId": "AAEC", "type": "public-key", "response": {
+    "clientDataJSON": "eyJ0eXBlIjoid2ViYXV0aG4uZ2V0In0", "authenticatorData": "SZYN5YgO", "signature": "MEUCIQ",
+    "userHandle": "dXNlcg"}}
+_REGISTER_EXAMPLE = {"id": "AAEC", "rawId": "AAEC", "type": "public-key", "response": {
+    "clientDataJSON": "eyJ0eXBlIjoid2ViYXV0aG4uY3JlYXRlIn0", "attestationObject": "o2NmbXRkbm9uZQ"}}
+_BODY_REFUSED = [InvalidPasskeyRequest]  # not JSON, not an object, a field missing, mistyped or too long
+_GUARDS = [CsrfRefused, WrongOrigin]
+_PASSKEYS = "passkeys: the browser's calls (api/static/webauthn.js)"
+PASSKEY_OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
+    ("/webauthn/login/options", "post"): {
+        "summary": "Passkey login: the options (WebAuthn Level 3 section 7.2)", "parameters": _csrf(_PENDING_CSRF),
+        "requestBody": _json_body({"pending_id": _PENDING}, ["pending_id"], {"pending_id": "Jx3pW0_2b9Q"}),
+        "responses": {"200": _json("the ceremony for navigator.credentials.get", "PasskeyCeremony"),
+                      **passkey_errors(*_BODY_REFUSED, RequestExpired, *_GUARDS)}},
+    ("/webauthn/login/verify", "post"): {
+        "summary": "Passkey login: the browser's answer (WebAuthn Level 3 section 7.2); sets the session cookie",
+        "parameters": _csrf(_PENDING_CSRF),
+        "requestBody": _json_body({"pending_id": _PENDING, "ceremony": _CEREMONY, "credential": _CREDENTIAL},
+                                  ["pending_id", "ceremony", "credential"],
+                                  {"pending_id": "Jx3pW0_2b9Q", "ceremony": "c8Zk1", "credential": _LOGIN_EXAMPLE}),
+        "responses": {"200": _json("signed in: where the browser goes next", "PasskeyLoginNext"),
+                      **passkey_errors(*_BODY_REFUSED, RequestExpired, ChallengeExpired, ChallengeUsed,
+                                       UnknownCredential, CredentialRemoved, WrongUser, VerificationFailed,
+                                       UserVerificationRequired, InsufficientLevel, *_GUARDS, CredentialFlagged,
+                                       CounterRegression)}},
+    ("/webauthn/register/options", "post"): {
+        "summary": "Passkey registration: the options (WebAuthn Level 3 section 7.1)",
+        "security": [{"enrollmentCookie": []}, {"sessionCookie": []}], "parameters": _csrf(_REGISTRANT_CSRF),
+        "requestBody": _json_body({"name": {**_NAME, "type": ["string", "null"], "description": _NAME_RULE
+                                            + "; only checked here (it is stored at verify)"}}, [],
+                                  {"name": "My phone"}),
+        "responses": {"200": _json("the ceremony for navigator.credentials.create", "PasskeyCeremony"),
+                      **passkey_errors(*_BODY_REFUSED, LoginRequired, *_GUARDS)}},
+    ("/webauthn/register/verify", "post"): {
+        "summary": "Passkey registration: the browser's answer (WebAuthn Level 3 section 7.1)",
+        "security": [{"enrollmentCookie": []}, {"sessionCookie": []}], "parameters": _csrf(_REGISTRANT_CSRF),
+        "requestBody": _json_body({
+            "ceremony": _CEREMONY, "credential": _CREDENTIAL,
+            "name": {**_NAME, "type": ["string", "null"], "description": _NAME_RULE + "; without one, "
+                     "the passkey is named after its browser and device"},
+            "interaction": {"description": "enrollment only: the id of the sign-in it was started from, to return "
+                                           "to if it is still live in this browser; any other value is ignored"}},
+            ["ceremony", "credential"], {"ceremony": "c8Zk1", "credential": _REGISTER_EXAMPLE, "name": "My phone"}),
+        "responses": {"201": _json("registered (an enrollment: its cookie cleared, acar_enrolled set)",
+                                   "PasskeyRegistered"),
+                      **passkey_errors(*_BODY_REFUSED, ChallengeExpired, ChallengeUsed, VerificationFailed,
+                                       UserVerificationRequired, CodeUsed, LoginRequired, *_GUARDS,
+                                       CredentialExists)}},
+    ("/webauthn/enrollment", "post"): {
+        "summary": "Start an enrollment with an activation code; sets the enrollment cookie",
+        "description": "No CSRF token (it acts on nothing yet): the Origin check and the JSON content type guard "
+                       "it. Every refused code gets the same 400 code_invalid.",
+        "requestBody": _json_body({"code": {"type": "string", "minLength": 1, "maxLength": 40,
+                                            "description": "the activation code from the registration office"}},
+                                  ["code"], {"code": "K7QM-2X9D-PV4T"}),
+        "responses": {"201": _json("the enrollment is open in this browser", "Enrollment"),
+                      **passkey_errors(*_BODY_REFUSED, CodeInvalid, WrongOrigin)}},
+    ("/webauthn/enrollment", "get"): {
+        "security": [{"enrollmentCookie": []}],
+        "responses": {"200": _json("the open enrollment", "Enrollment"), **passkey_errors(EnrollmentRequired)}},
+    ("/webauthn/credentials", "get"): {
+        "security": [{"sessionCookie": []}],
+        "responses": {"200": {"description": "the account token and the signed-in person's passkeys", "content": {
+            "application/json": {"schema": {
+                "type": "object", "required": ["csrf_token", "credentials"],
+                "properties": {"csrf_token": _STRING,
+                               "credentials": {"type": "array", "items": _ref("PasskeyCredential")}}}}}},
+                      **passkey_errors(LoginRequired)}},
+    ("/webauthn/credentials/{credential_id}", "patch"): {
+        "security": [{"sessionCookie": []}], "parameters": _csrf(_ACCOUNT_CSRF),
+        "requestBody": _json_body({"name": _NAME}, ["name"], {"name": "Work laptop"}),
+        "responses": {"200": _json("the renamed passkey", "PasskeyCredential"),
+                      **passkey_errors(*_BODY_REFUSED, LoginRequired, *_GUARDS, CredentialNotFound)}},
+    ("/webauthn/credentials/{credential_id}", "delete"): {
+        "security": [{"sessionCookie": []}], "parameters": _csrf(_ACCOUNT_CSRF),
+        "responses": {"204": {"description": "removed for good"},
+                      **passkey_errors(LoginRequired, *_GUARDS, CredentialNotFound)}},
+    ("/account/consents", "get"): {
+        "security": [{"sessionCookie": []}],
+        "responses": {"401": problem("not signed in (login_required)")}},
+    ("/account/consents/{client_id}", "delete"): {
+        "security": [{"sessionCookie": []}],
+        "responses": {"204": {"description": "withdrawn, with the client's grants and tokens"},
+                      "401": problem("not signed in (login_required)"),
+                      "403": problem("an Origin other than the issuer's (cross_origin)"),
+                      "404": problem("no consent for this client (consent_not_found)")}},
+}
+"""What the browser's JSON endpoints read and answer (api.routes.passkeys, api.routes.account), merged into their
+operations: responses replace FastAPI's generic 200, parameters add to theirs."""
+for (_path, _method), _operation in PASSKEY_OPERATIONS.items():
+    if _path.startswith("/webauthn/login/"):
+        PLAIN_OPERATIONS[_path] = {_method: {**_operation, "responses": {
+            **_operation["responses"], "default": problem("any other error: an RFC 9457 problem")}}}
+
+
+def _document_browser_json(paths: dict[str, dict[str, Any]]) -> None:
+    """PASSKEY_OPERATIONS merged into the FastAPI operations they describe (the plain ones are PLAIN_OPERATIONS)."""
+    for (path, method), documented in PASSKEY_OPERATIONS.items():
+        found = paths.get(path, {}).get(method)
+        if found is not None and path not in PLAIN_OPERATIONS:
+            _merge(found, documented)
+
+
+def _merge(operation: dict[str, Any], entry: Mapping[str, Any]) -> None:
+    """`entry` (of PASSKEY_OPERATIONS) into a FastAPI operation: FastAPI's success answer replaced."""
+    documented = copy.deepcopy(dict(entry))
+    responses = operation.setdefault("responses", {})
+    if any(status.startswith("2") for status in documented.get("responses", {})):
+        for status in [s for s in responses if s.startswith("2")]:
+            del responses[status]
+    responses.update(documented.pop("responses", {}))
+    operation["parameters"] = [*operation.get("parameters", []), *documented.pop("parameters", [])]
+    if not operation["parameters"]:
+        del operation["parameters"]
+    operation.update(documented)
 
 
 def _page(route: Any) -> bool:
@@ -264,11 +514,13 @@ def _edge_responses(paths: dict[str, dict[str, Any]]) -> None:
                 kind = "json"
             if kind is not None:
                 description = "too many requests from this client (Retry-After)"
-                responses.setdefault("429", {"oauth": oauth_error, "page": html, "json": problem}[kind](description))
+                responses.setdefault("429", coded_problem(description, [RateLimited]) if kind == "json"
+                                     else {"oauth": oauth_error, "page": html}[kind](description))
 
 
-def complete(document: dict[str, Any], app: FastAPI) -> dict[str, Any]:
-    """`document` (FastAPI's, with the plain routes' operations) completed as the module docstring says."""
+def complete(document: dict[str, Any], app: FastAPI, *, secure_cookies: bool) -> dict[str, Any]:
+    """`document` (FastAPI's, with the plain routes' operations) completed as the module docstring says;
+    `secure_cookies`: the issuer is https, so the cookies are named __Host-... (api.provider.Provider)."""
     document = copy.deepcopy(document)
     paths: dict[str, dict[str, Any]] = document.setdefault("paths", {})
     for path, operations in PLAIN_OPERATIONS.items():
@@ -291,6 +543,7 @@ def complete(document: dict[str, Any], app: FastAPI) -> dict[str, Any]:
         for parameter in revoke.get("parameters", []):
             if parameter["name"] == "jti":
                 parameter["schema"]["pattern"] = JTI_RE.pattern
+    _document_browser_json(paths)
     _link_client_operations(paths)
     _edge_responses(paths)
     components = document.setdefault("components", {})
@@ -298,5 +551,5 @@ def complete(document: dict[str, Any], app: FastAPI) -> dict[str, Any]:
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
     schemas.update(copy.deepcopy(SCHEMAS))
-    components["securitySchemes"] = copy.deepcopy(SECURITY_SCHEMES)
+    components["securitySchemes"] = {**copy.deepcopy(SECURITY_SCHEMES), **cookie_schemes(secure_cookies)}
     return document

@@ -2,7 +2,7 @@
 
 Refused wherever a client's text enters (path parameters, query, form fields and their names, HTTP Basic
 credentials after percent-decoding, every string of a JSON body, command-line arguments), before any database
-call, so nothing is half-written:
+call, so nothing is half-written (and so is a percent-escape in a query or form that is not UTF-8: NOT_UTF8):
 
 - U+0000: PostgreSQL's text types cannot hold it ("invalid byte sequence for encoding UTF8: 0x00"), so it
   would reach the database and fail there with a 500;
@@ -22,7 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -36,6 +36,9 @@ _REFUSED = re.compile(
     + "".join(f"{chr(plane * 0x10000 + 0xFFFE)}{chr(plane * 0x10000 + 0xFFFF)}" for plane in range(1, 17))
     + "]"
 )
+NOT_UTF8 = "has a percent-escape that is not UTF-8"
+"""Why a form field or query parameter is refused whose percent-escapes decode to bytes that are not UTF-8 (RFC 3629
+section 3: a lone or cut sequence, an overlong form, an encoded surrogate): malformed text, never taken as U+FFFD."""
 PAGE_TAGS = frozenset({"pages", "interaction"})
 """Tags of the FastAPI routers whose endpoints are pages a browser shows: refused text there is the translated
 invalid_request error page, never JSON."""
@@ -106,10 +109,31 @@ def refused_basic(authorization: str | None) -> str | None:
     except (binascii.Error, ValueError):
         return None
     client_id, _, secret = decoded.partition(":")
-    for part in (client_id, secret, unquote_plus(client_id), unquote_plus(secret)):
-        reason = refusal(part)
+    for part in (client_id, secret):
+        try:
+            decoded_part = unquote_plus(part, errors="strict")
+        except UnicodeDecodeError:
+            return "a Basic credential " + NOT_UTF8
+        reason = refusal(part) or refusal(decoded_part)
         if reason is not None:
             return "a Basic credential " + reason
+    return None
+
+
+def not_utf8_param(query: str, names: Container[str]) -> str | None:
+    """The first of `names` whose value in the raw query string `query` has a percent-escape that is not UTF-8
+    (NOT_UTF8), or None. Only fields with an escape are decoded, and only those `names` declares."""
+    if "%" not in query:
+        return None
+    for field in query.split("&"):
+        if "%" in field:
+            name, _, value = field.partition("=")
+            name = unquote_plus(name)
+            if name in names:
+                try:
+                    unquote_plus(value, errors="strict")
+                except UnicodeDecodeError:
+                    return name
     return None
 
 
@@ -138,6 +162,9 @@ async def edge_text(request: Request) -> None:
     for name, value in request.query_params.multi_items():
         if name in declared and (reason := refusal(value)) is not None:
             _refuse(request, ("query", name), reason)
+    not_utf8 = not_utf8_param(request.scope["query_string"].decode("latin-1"), declared) if declared else None
+    if not_utf8 is not None:
+        _refuse(request, ("query", not_utf8), NOT_UTF8)
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if getattr(dependant, "body_params", None) and (media == "application/json" or media.endswith("+json")):
         try:

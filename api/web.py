@@ -5,7 +5,7 @@ cookies, and the answers that send a browser on after an authorization step.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qs, unquote_plus, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlencode, urlsplit, urlunsplit
 
 from fastapi import Request, Response
 from fastapi.responses import RedirectResponse
@@ -13,7 +13,7 @@ from fastapi.responses import RedirectResponse
 from api.body import read_limited
 from api.errors import InvalidPageRequest
 from api.rendering import error_page, render
-from api.text import describe, refused_param
+from api.text import NOT_UTF8, describe, refused_param
 from idp.core.authorize import AuthorizeResult, ErrorPage, Interaction, Redirect, token_hash
 from idp.core.errors import InvalidRequest
 
@@ -53,6 +53,8 @@ async def read_form(request: Request, *, check_text: bool = True) -> dict[str, l
         form = parse_form(body.decode("utf-8"))
     except TooManyFields:
         raise InvalidRequest(f"the body has more than {MAX_FIELDS} form fields") from None
+    except NotUtf8 as exc:
+        raise InvalidRequest(exc.description) from None
     except (UnicodeDecodeError, ValueError):
         raise InvalidRequest("the body is not valid form encoding") from None
     return _checked(form) if check_text else form
@@ -70,10 +72,43 @@ class TooManyFields(ValueError):
     """A form body of more than MAX_FIELDS fields (each costs a dictionary entry, so their number is bounded)."""
 
 
+class NotUtf8(ValueError):
+    """A form field or query parameter whose percent-escapes decode to bytes that are not UTF-8: a lone or cut
+    sequence, an overlong form, an encoded surrogate (RFC 3629 section 3). The URL Standard's
+    application/x-www-form-urlencoded parser would make them U+FFFD; Açar refuses them as malformed text instead
+    (api.text), so no replacement character is ever taken for what the client meant. `field`: the parameter's
+    name, None when the name itself is not UTF-8."""
+
+    def __init__(self, field: str | None) -> None:
+        super().__init__(field)
+        self.field = field
+
+    @property
+    def description(self) -> str:
+        where = "a parameter name" if self.field is None else f"parameter {self.field[:64]}"
+        return f"{where} {NOT_UTF8}"
+
+
+
+def _unquote(field: str) -> tuple[str, str]:
+    """The slow path of a field with a percent-escape that is not UTF-8: which of its parts is not (NotUtf8)."""
+    name, _, value = field.partition("=")
+    try:
+        name = unquote_plus(name, errors="strict")
+    except UnicodeDecodeError:
+        raise NotUtf8(None) from None
+    try:
+        return name, unquote_plus(value, errors="strict")
+    except UnicodeDecodeError:
+        raise NotUtf8(name) from None
+
+
 def parse_form(text: str, max_fields: int = MAX_FIELDS) -> dict[str, list[str]]:
     """application/x-www-form-urlencoded (the URL Standard's parser, as urllib's parse_qs with blank values
-    kept): fields split on "&", names and values "+"- and percent-decoded (invalid UTF-8 replaced); more than
-    `max_fields` fields is a ValueError. A third of parse_qs's cost: undecoded fields are taken as they are."""
+    kept): fields split on "&", names and values "+"- and percent-decoded; a percent-escape that is not UTF-8 is
+    NotUtf8 and more than `max_fields` fields TooManyFields (both ValueErrors). A third of parse_qs's cost:
+    undecoded fields are taken as they are, and a field is decoded once unless that gives a U+FFFD (a replacement
+    or one sent as such: then the strict decoding tells them apart and says which part is not UTF-8)."""
     fields = text.split("&") if text else []
     if len(fields) > max_fields:
         raise TooManyFields("too many fields")
@@ -82,8 +117,12 @@ def parse_form(text: str, max_fields: int = MAX_FIELDS) -> dict[str, list[str]]:
         if not field:
             continue
         name, _, value = field.partition("=")
-        if "%" in field or "+" in field:
+        if "%" in field:
             name, value = unquote_plus(name), unquote_plus(value)
+            if "\ufffd" in name or "\ufffd" in value:  # a replacement, or a U+FFFD sent as such: strict tells
+                name, value = _unquote(field)
+        elif "+" in field:
+            name, value = name.replace("+", " "), value.replace("+", " ")
         out.setdefault(name, []).append(value)
     return out
 
@@ -94,7 +133,9 @@ async def read_params(request: Request, *, check_text: bool = True) -> dict[str,
     if request.method == "POST":
         return await read_form(request, check_text=check_text)
     try:
-        params = parse_qs(request.url.query, keep_blank_values=True, max_num_fields=100)
+        params = parse_form(request.url.query)
+    except NotUtf8 as exc:
+        raise InvalidRequest(exc.description) from None
     except ValueError:
         raise InvalidRequest("too many parameters") from None
     return _checked(params) if check_text else params

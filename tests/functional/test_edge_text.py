@@ -159,7 +159,40 @@ async def test_oauth_endpoints_answer_oauth_errors(client: httpx.AsyncClient, in
         assert r.status_code == 400 and r.json()["error"] == "invalid_request", (path, r.text)
     r = await client.post("/token", content=b"grant_type=client_credentials&client_id=a%ED%A0%80",
                           headers={"Content-Type": "application/x-www-form-urlencoded"})
-    assert r.status_code == 401 and r.json()["error"] == "invalid_client"  # U+FFFD: text, just no such client
+    assert r.status_code == 400 and r.json()["error"] == "invalid_request"  # not UTF-8: refused, not U+FFFD
+
+
+async def test_percent_escapes_that_are_not_utf8_are_refused(client: httpx.AsyncClient, initialized: Services) -> None:
+    """A form field or query parameter whose percent-escapes decode to bytes that are not UTF-8 (a lone byte, a cut
+    or overlong sequence, an encoded surrogate: RFC 3629 section 3) is malformed text, refused in the endpoint's own
+    error format (URL Standard, application/x-www-form-urlencoded: the bytes are UTF-8 decoded), never taken as
+    U+FFFD; nothing is written."""
+    registered = await register_client(initialized)
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    before = await _rows(initialized)
+    for bad in ("%FF", "a%ED%A0%80b", "%C0%AF", "%E2%82"):
+        for path, body in (("/token", f"grant_type=client_credentials&client_id={bad}"),
+                           ("/introspect", f"token=t&client_id={registered.client_id}&client_secret={bad}"),
+                           ("/revoke", f"token={bad}"), ("/userinfo", f"access_token={bad}")):
+            r = await client.post(path, content=body.encode(), headers=form)
+            assert r.status_code == 400 and r.headers["content-type"] == "application/json", (path, bad, r.text)
+            assert r.json()["error"] == "invalid_request" and "UTF-8" in r.json()["error_description"], r.text
+        valid = f"client_id={registered.client_id}&response_type=code&scope=openid"
+        for method, url, body in (("GET", f"/authorize?{valid}&redirect_uri={bad}", None),
+                                  ("POST", "/authorize", f"{valid}&state={bad}".encode()),
+                                  ("GET", f"/logout?state={bad}", None),
+                                  ("POST", "/logout/confirm", f"csrf_token={bad}".encode()),
+                                  ("GET", f"/language/en?next={bad}", None)):
+            r = await client.request(method, url, content=body, headers=form if body else {})
+            assert r.status_code == 400 and r.headers["content-type"].startswith("text/html"), (url, bad, r.text)
+            assert "UTF-8" in r.text, (url, bad)
+        basic = {"Authorization": "Basic " + base64.b64encode(f"{registered.client_id}:s{bad}".encode()).decode()}
+        r = await client.post("/introspect", data={"token": "t"}, headers=basic)  # RFC 6749 2.3.1: form-encoded
+        assert r.status_code == 401 and r.json()["error"] == "invalid_client", r.text
+        assert "UTF-8" in r.json()["error_description"], r.text
+    r = await client.get("/language/en?next=/help%3Fq%3D%C5%9F")  # UTF-8 escapes stay text
+    assert r.status_code == 303, r.text
+    assert await _rows(initialized) == before
 
 
 async def test_authorize_redirects_or_shows_the_page_as_rfc6749_says(client: httpx.AsyncClient,

@@ -1,15 +1,19 @@
 """The OpenAPI document (api.openapi) tells the truth: OAuth endpoints with their parameters, security schemes,
 problem+json errors with their real schema, real content types, enumerations and patterns, unique operation
-ids, an example for every request body."""
+ids, an example for every request body; the JSON bodies the passkey endpoints read by hand, and the cookies and
+CSRF header that authenticate the browser's endpoints."""
 
 from __future__ import annotations
 
+import inspect
 import re
 import warnings
 from typing import Any
 
 import httpx
+import jsonschema_rs
 from fastapi import FastAPI
+from fastapi.routing import iter_route_contexts
 
 from api.app import create_app
 from api.settings import Settings
@@ -124,3 +128,109 @@ def test_edge_answers_are_documented(settings: Settings) -> None:
     assert list(paths["/authorize"]["get"]["responses"]["429"]["content"]) == ["text/html"]
     assert list(paths["/webauthn/login/verify"]["post"]["responses"]["429"]["content"]) == [PROBLEM]
     assert "429" not in paths["/jwks.json"]["get"]["responses"]
+
+
+_READS = re.compile(r"""(?:_text|_object)\(body, "(\w+)"|body\.get\("(\w+)"\)""")
+"""How the passkey endpoints read a field of the JSON body they parse themselves (api.routes.passkeys._json)."""
+COOKIE_OPERATIONS = {
+    ("/webauthn/register/options", "post"): [{"enrollmentCookie": []}, {"sessionCookie": []}],
+    ("/webauthn/register/verify", "post"): [{"enrollmentCookie": []}, {"sessionCookie": []}],
+    ("/webauthn/enrollment", "get"): [{"enrollmentCookie": []}],
+    ("/webauthn/credentials", "get"): [{"sessionCookie": []}],
+    ("/webauthn/credentials/{credential_id}", "patch"): [{"sessionCookie": []}],
+    ("/webauthn/credentials/{credential_id}", "delete"): [{"sessionCookie": []}],
+    ("/account/consents", "get"): [{"sessionCookie": []}],
+    ("/account/consents/{client_id}", "delete"): [{"sessionCookie": []}],
+}
+CSRF_OPERATIONS = {("/webauthn/login/options", "post"), ("/webauthn/login/verify", "post"),
+                   ("/webauthn/register/options", "post"), ("/webauthn/register/verify", "post"),
+                   ("/webauthn/credentials/{credential_id}", "patch"),
+                   ("/webauthn/credentials/{credential_id}", "delete")}
+
+
+def _json_reading_routes(app: FastAPI) -> list[tuple[str, str, set[str]]]:
+    """(path, method, fields read) of every route whose endpoint parses its own JSON body."""
+    found = []
+    for route in iter_route_contexts(app.routes):
+        source = inspect.getsource(route.endpoint) if route.endpoint is not None and route.methods else ""
+        if "await _json(request)" in source:
+            fields = {a or b for a, b in _READS.findall(source)}
+            found += [(str(route.path), method.lower(), fields) for method in route.methods or () if method != "HEAD"]
+    return found
+
+
+def _valid(doc: dict[str, Any], schema: dict[str, Any], value: Any) -> bool:
+    return bool(jsonschema_rs.validator_for({**schema, "components": doc["components"]}).is_valid(value))
+
+
+def test_routes_reading_their_own_json_document_their_bodies(settings: Settings) -> None:
+    """Every route that reads a JSON body by hand declares it: an object schema naming every field the code reads
+    (bounded strings), additionalProperties as the code treats it, a valid example; its success body's schema
+    and its refusals as problems whose `code` is one of those documented."""
+    app = create_app(settings)
+    doc = _document(app)
+    routes = _json_reading_routes(app)
+    assert {(path, method) for path, method, _ in routes} >= {
+        ("/webauthn/login/options", "post"), ("/webauthn/login/verify", "post"), ("/webauthn/enrollment", "post"),
+        ("/webauthn/register/options", "post"), ("/webauthn/register/verify", "post"),
+        ("/webauthn/credentials/{credential_id}", "patch")}
+    for path, method, fields in routes:
+        op = doc["paths"][path][method]
+        body = op.get("requestBody")
+        assert body is not None and body["required"], (path, method)
+        assert list(body["content"]) == ["application/json"], (path, method)
+        content = body["content"]["application/json"]
+        schema = content["schema"]
+        assert schema["type"] == "object" and schema["additionalProperties"] is True, (path, method)
+        assert fields and fields <= set(schema["properties"]), (path, method, fields)
+        for name, field in schema["properties"].items():
+            if "string" in field.get("type", ()):
+                assert field["maxLength"] <= 500, (path, method, name)
+        assert _valid(doc, schema, content["example"]), (path, method)
+        assert not _valid(doc, schema, []), (path, method)
+        success = [status for status in op["responses"] if status.startswith("2")]
+        assert len(success) == 1, (path, method, success)
+        answer = _resolve(doc, op["responses"][success[0]]["content"]["application/json"]["schema"])
+        assert answer.get("properties") or answer.get("oneOf"), (path, method)
+        for status in ("400", "413"):
+            assert list(op["responses"][status]["content"]) == [PROBLEM], (path, method, status)
+        codes = op["responses"]["400"]["content"][PROBLEM]["schema"]["allOf"][1]["properties"]["code"]["enum"]
+        assert "invalid_request" in codes, (path, method)
+
+
+async def test_documented_examples_are_answered_as_documented(client: httpx.AsyncClient, app: FastAPI) -> None:
+    """Each documented example body, sent without the cookies and pending request it needs, gets one of the
+    documented refusals: its status documented, its problem (with its `code`) valid against that status's schema."""
+    doc = _document(app)
+    for path, method, _ in _json_reading_routes(app):
+        op = doc["paths"][path][method]
+        example = op["requestBody"]["content"]["application/json"]["example"]
+        r = await client.request(method, path.replace("{credential_id}", "AAEC"), json=example)
+        assert str(r.status_code) in op["responses"], (path, method, r.status_code, r.text)
+        assert r.headers["content-type"] == PROBLEM and r.json()["code"] != "invalid_request", (path, r.text)
+        documented = op["responses"][str(r.status_code)]["content"][PROBLEM]["schema"]
+        assert _valid(doc, documented, r.json()), (path, method, r.text)
+
+
+def test_cookie_security_schemes_and_the_csrf_header(settings: Settings) -> None:
+    """The browser's endpoints name the cookie that authenticates them (an apiKey in a cookie, OpenAPI 3.1 section
+    4.8.27) and the X-CSRF-Token header they require; the names follow the issuer (__Host- over https)."""
+    doc = _document(create_app(settings))
+    schemes = doc["components"]["securitySchemes"]
+    for scheme, name in (("sessionCookie", "acar_session"), ("enrollmentCookie", "acar_enroll")):
+        assert {k: schemes[scheme][k] for k in ("type", "in", "name")} == {
+            "type": "apiKey", "in": "cookie", "name": name}
+        assert f"__Host-{name}" in schemes[scheme]["description"]
+    for (path, method), security in COOKIE_OPERATIONS.items():
+        op = doc["paths"][path][method]
+        assert op["security"] == security, (path, method)
+        assert list(op["responses"]["401"]["content"]) == [PROBLEM], (path, method)
+    for path, method, op in _operations(doc):
+        csrf = [p for p in op.get("parameters", []) if p["in"] == "header" and p["name"] == "X-CSRF-Token"]
+        assert bool(csrf) == ((path, method) in CSRF_OPERATIONS), (path, method)
+        if csrf:
+            assert csrf[0]["required"] and csrf[0]["description"], (path, method)
+            assert list(op["responses"]["403"]["content"]) == [PROBLEM], (path, method)
+    https = _document(create_app(settings.model_copy(update={"issuer": "https://id.example.az"})))
+    assert https["components"]["securitySchemes"]["sessionCookie"]["name"] == "__Host-acar_session"
+    assert https["components"]["securitySchemes"]["enrollmentCookie"]["name"] == "__Host-acar_enroll"
