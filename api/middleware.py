@@ -135,13 +135,20 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        limit = next((size for prefix, size in self.larger if path.startswith(prefix)), self.limit)
+        limit = self.limit
+        if self.larger:
+            limit = next((size for prefix, size in self.larger if path.startswith(prefix)), limit)
         for name, value in scope["headers"]:
             # a malformed Content-Length is the server's to refuse (RFC 9112 section 6.3); uvicorn does
-            if name == b"content-length" and value.isdigit() and int(value) > limit:
-                from api.problems import content_too_large
+            if name == b"content-length" and value.isdigit():
+                if int(value) > limit:
+                    from api.problems import content_too_large
 
-                await content_too_large(ContentTooLarge(limit), path)(scope, receive, send)
+                    await content_too_large(ContentTooLarge(limit), path)(scope, receive, send)
+                    return
+                # within the limit: the server delivers no more than Content-Length bytes (RFC 9112 section 6.2),
+                # so the body needs no counting
+                await self.app(scope, receive, send)
                 return
         received = 0
 

@@ -108,6 +108,9 @@ def refused_basic(authorization: str | None) -> str | None:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
     except (binascii.Error, ValueError):
         return None
+    if "%" not in decoded:  # nothing to percent-decode: the credentials are this text
+        reason = refusal(decoded)
+        return "a Basic credential " + reason if reason is not None else None
     client_id, _, secret = decoded.partition(":")
     for part in (client_id, secret):
         try:

@@ -154,6 +154,12 @@ class RateLimiter:
             raise LimiterUnavailable(f"rate-limit storage unavailable: {type(exc).__name__}") from None
         return verdict
 
+    @property
+    def may_block(self) -> bool:
+        """False when `blocked` would surely answer (0, None) without looking: in-process storage holding no block
+        (so a caller need not even work out its keys)."""
+        return self._redis is not None or bool(self._blocks)
+
     async def blocked(self, budget: Budget, keys: Sequence[str]) -> tuple[int, int | None]:
         """(seconds left, index in `keys`) of the first key that `count` has blocked, or (0, None): one dictionary
         look-up per key in memory, one Redis round trip for all keys. The cheap check in front of work whose

@@ -5,9 +5,8 @@ Thin adapters: parse the request, call idp/, render the plain result (STYLE habi
 
 from __future__ import annotations
 
-import contextlib
 import secrets
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -156,23 +155,37 @@ def _client_authorization(request: Request) -> str | None:
 
 # --- token, userinfo, introspection, revocation ----------------------------------------------------------
 
-@contextlib.asynccontextmanager
-async def _client_authentication(request: Request, form: Mapping[str, str]) -> AsyncIterator[None]:
+class _client_authentication:  # noqa: N801 - used as a function: `async with _client_authentication(...)`
     """Failed client authentications counted per client_id and per client IP (ACAR_RATE_LIMIT_CLIENT_AUTH_FAILURES):
     once either has spent its budget, 429 before any secret or assertion is checked (so guessing learns nothing
-    more); a successful request only reads the counters."""
-    limits = services_of(request).ratelimits
-    authorization = request.headers.get("authorization")
-    keys: list[tuple[Scope, str]] = [("ip", limits.client_ip(request))]
-    claimed = claimed_client_id(form, authorization)
-    if claimed is not None:
-        keys.insert(0, ("client", claimed))
-    await limits.check_failures(limits.budgets.client_auth_failures, keys, answer="oauth")
-    try:
-        yield
-    except InvalidClient:
-        await limits.count_failure(limits.budgets.client_auth_failures, keys)
-        raise
+    more); a successful request only reads the counters, and nothing at all while the in-process limiter holds
+    no block (the keys are worked out only when they are needed: token endpoint, RFC 6749 section 5.2)."""
+
+    __slots__ = ("_form", "_keys", "_limits", "_request")
+
+    def __init__(self, request: Request, form: Mapping[str, str]) -> None:
+        self._request, self._form = request, form
+        self._limits = services_of(request).ratelimits
+        self._keys: list[tuple[Scope, str]] | None = None
+
+    def _keys_of(self) -> list[tuple[Scope, str]]:
+        if self._keys is None:
+            limits = self._limits
+            keys: list[tuple[Scope, str]] = [("ip", limits.client_ip(self._request))]
+            claimed = claimed_client_id(self._form, self._request.headers.get("authorization"))
+            if claimed is not None:
+                keys.insert(0, ("client", claimed))
+            self._keys = keys
+        return self._keys
+
+    async def __aenter__(self) -> None:
+        limits = self._limits
+        if limits.limiter.may_block:
+            await limits.check_failures(limits.budgets.client_auth_failures, self._keys_of(), answer="oauth")
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, InvalidClient):
+            await self._limits.count_failure(self._limits.budgets.client_auth_failures, self._keys_of())
 
 
 async def token(request: Request) -> JSONResponse:
