@@ -16,7 +16,21 @@ from fastapi import FastAPI
 
 from api.deps import Services
 from api.settings import Settings
-from tests.oidc_tools import ISSUER, asgi_browser, obtain_code, redeem, refresh, register_client, register_person
+from tests.oidc_tools import (
+    ISSUER,
+    Registered,
+    asgi_browser,
+    authorization_params,
+    hidden,
+    obtain_code,
+    pkce_pair,
+    redeem,
+    refresh,
+    register_client,
+    register_person,
+)
+from tests.passkey_tools import issue_code
+from tests.webauthn_authenticator import SoftwareAuthenticator, enroll_with_code, passkey_login
 
 BURST = 20
 BOUND_SECONDS = 8.0
@@ -90,3 +104,41 @@ async def test_a_burst_of_client_credentials_and_refreshes_with_cold_caches(init
     only_machine = await burst([http.post("/token", data={"grant_type": "client_credentials"}, auth=machine_auth)
                                 for _ in range(BURST)])
     assert [r.status_code for r in only_machine] == [200] * BURST
+
+
+async def passkey_sign_in(app: FastAPI, rp: Registered, authenticator: SoftwareAuthenticator) -> list[int]:
+    """One browser of its own through a whole sign-in: /authorize (a writing unit), the login page (a reading
+    unit), passkey options and verify (writing units, WebAuthn Level 3 section 7.2), consent, the code redeemed:
+    the statuses it met."""
+    async with asgi_browser(app, headers={"Accept-Language": "en"}) as browser:
+        verifier, challenge = pkce_pair()
+        r = await browser.get("/authorize", params=authorization_params(rp, challenge))
+        location = r.headers.get("location", "")
+        page = await browser.get(location)
+        verified = await passkey_login(browser, location.split("/")[2], hidden(page.text, "csrf_token"),
+                                       authenticator)
+        redirect = verified.json()["redirect"]
+        if redirect.startswith("/interaction/"):  # else another tab's consent, remembered meanwhile, answered
+            asked = await browser.get(redirect)
+            redirect = asked.headers.get("location", "")
+            if asked.status_code == 200:
+                agreed = await browser.post(asked.url.path, data={"csrf_token": hidden(asked.text, "csrf_token"),
+                                                                  "decision": "allow"})
+                assert agreed.status_code == 303, agreed.text
+                redirect = agreed.headers["location"]
+        code = dict(httpx.URL(redirect).params).get("code", "")
+        redeemed = await redeem(browser, rp, code, verifier)
+        return [r.status_code, page.status_code, verified.status_code, redeemed.status_code]
+
+
+async def test_a_burst_of_passkey_sign_ins_with_cold_caches(initialized: Services, dev_app: FastAPI,
+                                                           http: httpx.AsyncClient) -> None:
+    """Twenty browsers signing in with a passkey at once, from the authorization request to the tokens."""
+    rp = await register_client(initialized)
+    person_id = await register_person(initialized)
+    authenticator = SoftwareAuthenticator(counter_step=0)  # one passkey in twenty tabs: no counter to race
+    enrolled = await enroll_with_code(http, await issue_code(initialized, person_id), authenticator)
+    assert enrolled.status_code == 201, enrolled.text
+    async with asyncio.timeout(BOUND_SECONDS):
+        walks = await asyncio.gather(*(passkey_sign_in(dev_app, rp, authenticator) for _ in range(BURST)))
+    assert walks == [[303, 200, 200, 200]] * BURST
