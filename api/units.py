@@ -5,7 +5,7 @@ rolled back on any other). Two ways to open it:
 - `RequestUnit.on(database)`: on the units of work of storage.direct (asyncpg on PostgreSQL), for every endpoint
   that needs only the stores (authorize, token, userinfo, introspection, revocation, login, logout, consent);
   `reading=True` for an endpoint that only reads (the login page, userinfo, introspection).
-- `RequestUnit.with_orm(sessions, policy)`: inside an ORM session, for the endpoints that also need the
+- `RequestUnit.with_orm(database, sessions, policy)`: inside an ORM session, for the endpoints that also need the
   enrollment service (registration, enrollment, credential management); the stores run the same statements on
   the session's connection, and the transaction begins when the unit opens (it holds what the service does).
 """
@@ -19,7 +19,7 @@ from idp.sql.enrollment import EnrollmentPolicy, EnrollmentService
 from idp.sql.passkeys_store import SqlPasskeyStore
 from idp.sql.store import SqlOidcStore
 from storage.base import utcnow
-from storage.direct import DirectDatabase, SessionTransaction, Transaction
+from storage.direct import DirectDatabase, Transaction
 
 
 class RequestUnit:
@@ -39,10 +39,11 @@ class RequestUnit:
         return cls(database.reading() if reading else database.transaction(), request_id=request_id_var.get())
 
     @classmethod
-    def with_orm(cls, sessions: async_sessionmaker[AsyncSession], policy: EnrollmentPolicy) -> RequestUnit:
+    def with_orm(cls, database: DirectDatabase, sessions: async_sessionmaker[AsyncSession],
+                 policy: EnrollmentPolicy) -> RequestUnit:
         rid = request_id_var.get()
         session = sessions()
-        return cls(SessionTransaction(session, owned=True), request_id=rid,
+        return cls(database.owning(session), request_id=rid,
                    enrollment=EnrollmentService(session, policy, clock=utcnow, request_id=rid))
 
     @property

@@ -13,7 +13,9 @@ Where the statements run (one rule, docs/architecture.md "Units of work"):
   prepared-statement cache.
 - Inside an ORM session's transaction (`SessionTransaction`): the same compiled SQL on the session's connection,
   for units of work that also need ORM services (enrollment, the CLI). On SQLite, the embedded default, every unit
-  runs so (`SessionDirect`): no driver layer of its own, correct rather than racing PostgreSQL.
+  runs so (`SessionDirect`): no driver layer of its own, correct rather than racing PostgreSQL. There a writing
+  unit waits for its turn (the process's writer lock) before it takes a connection, so writers queued behind
+  SQLite's one write lock never hold the connections the writer holding it needs (`SessionDirect`).
 
 The transaction rule is declared, never read off the SQL text:
 - `transaction()` is a writing unit. Its transaction begins at its first statement, whatever it is (so a
@@ -52,6 +54,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 from sqlalchemy.sql import ClauseElement, Insert, Select, Update
 from sqlalchemy.sql.dml import UpdateBase
 
+from storage.engine import SQLITE_BUSY_TIMEOUT_SECONDS
+
 Processor = Callable[[Any], Any] | None
 
 
@@ -61,6 +65,10 @@ class UnsupportedStatement(ValueError):
 
 class UnitIsReadOnly(RuntimeError):
     """A writing or locking statement in a unit declared `reading()`."""
+
+
+class WriteLockTimeout(TimeoutError):
+    """SQLite: a writing unit waited longer than the busy timeout for the process's writer lock."""
 
 
 class NestedUnitOfWork(RuntimeError):
@@ -233,6 +241,11 @@ class DirectDatabase:
     def reading(self) -> Transaction:
         """A reading unit (`async with`): no transaction; writing or locking statements are refused."""
         return self._unit(write=False)
+
+    def owning(self, session: AsyncSession) -> SessionTransaction:
+        """A writing unit on `session`, which it owns (begun at its first statement or `begin`, closed at its end):
+        for a unit whose ORM services share its session (enrollment)."""
+        return SessionTransaction(session, owned=True)
 
     def _unit(self, *, write: bool) -> Transaction:
         raise NotImplementedError
@@ -547,19 +560,25 @@ class SessionTransaction(Transaction):
     commits. `SessionDirect` and `RequestUnit.with_orm` open units that own their session."""
 
     def __init__(self, session: AsyncSession, *, write: bool = True, owned: bool = False,
-                 database: DirectDatabase | None = None) -> None:
+                 database: DirectDatabase | None = None, writer: asyncio.Lock | None = None) -> None:
         """`owned`: the unit's own session (a unit of work: begun at its first statement, closed at its end);
-        otherwise a bridge over the caller's. `database` counts the unit's commits."""
+        otherwise a bridge over the caller's. `database` counts the unit's commits. `writer`: the lock an owned
+        writing unit takes before its connection (`SessionDirect`, SQLite)."""
         super().__init__(session.get_bind().dialect, write=write, database=database)
         self.session = session
         self._owned = owned
         self._connection: AsyncConnection | None = None
+        self._writer = writer if owned and write else None
+        self._writing = False
+        """True while the unit holds `writer`."""
 
     async def _conn(self) -> AsyncConnection:
         if self._connection is None:
             if self._owned:
                 self._hold()
                 try:
+                    if self._writer is not None:
+                        await self._take_writer(self._writer)
                     self._connection = await self.session.connection()
                     if self.write and self.dialect_name == "sqlite":
                         # the write lock at once, waited for in the driver's thread (busy_timeout), never on the
@@ -572,6 +591,22 @@ class SessionTransaction(Transaction):
             else:
                 self._connection = await self.session.connection()
         return self._connection
+
+    async def _take_writer(self, writer: asyncio.Lock) -> None:
+        """Wait for the process's writer lock, holding no connection meanwhile, at most as long as SQLite's
+        busy timeout would have waited for the database's write lock."""
+        try:
+            async with asyncio.timeout(SQLITE_BUSY_TIMEOUT_SECONDS):
+                await writer.acquire()
+        except TimeoutError:
+            raise WriteLockTimeout(f"no write lock after {SQLITE_BUSY_TIMEOUT_SECONDS} s: the database is busy "
+                                   "with other writing units") from None
+        self._writing = True
+
+    def _give_writer(self) -> None:
+        if self._writing and self._writer is not None:
+            self._writing = False
+            self._writer.release()
 
     async def _begin_now(self) -> None:
         await self._conn()
@@ -606,13 +641,26 @@ class SessionTransaction(Transaction):
             else:
                 await session.rollback()
         finally:
-            await session.close()
+            try:
+                await session.close()
+            finally:
+                self._give_writer()  # after the connection is back in the pool, for the next writer to take
 
 
 class SessionDirect(DirectDatabase):
     """Units of work each on an ORM session of their own (SQLite, the embedded default): the same statements and
-    rules as on PostgreSQL, on the session's connection; a writing unit begins with BEGIN IMMEDIATE, so it waits
-    for SQLite's write lock in the driver's thread, never on the event loop."""
+    rules as on PostgreSQL, on the session's connection.
+
+    SQLite has one write lock per database. A writing unit first takes this process's writer lock (an asyncio.Lock,
+    waited for on the event loop without holding anything), then its connection, then the database's write lock
+    with BEGIN IMMEDIATE (waited for in the driver's thread, for writers of other processes: the CLI). So a unit
+    never holds a pool connection while it waits for the write lock. Without this, a burst of writing units filled
+    the ORM pool (ACAR_DATABASE_POOL_SIZE, twice that in a burst) with connections waiting in BEGIN IMMEDIATE,
+    while the unit holding the write lock waited for one more connection to reload the token keys or a client
+    (keys.token_keys, idp.sql.clients: caches that read in sessions of their own): a deadlock that only SQLite's
+    busy timeout broke, failing the waiters with "database is locked" after 10 s. Writers queue here instead,
+    in order; SQLite runs one writer at a time anyway, so nothing is lost. Reading units take no lock (WAL readers
+    run beside the writer)."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         bind = sessions.kw.get("bind")
@@ -620,9 +668,13 @@ class SessionDirect(DirectDatabase):
             raise ValueError("SessionDirect needs a session factory bound to an engine")
         super().__init__(bind.dialect)
         self._sessions = sessions
+        self._writer = asyncio.Lock()
 
     def _unit(self, *, write: bool) -> Transaction:
-        return SessionTransaction(self._sessions(), write=write, owned=True, database=self)
+        return SessionTransaction(self._sessions(), write=write, owned=True, database=self, writer=self._writer)
+
+    def owning(self, session: AsyncSession) -> SessionTransaction:
+        return SessionTransaction(session, owned=True, writer=self._writer)
 
     async def close(self) -> None:
         """Nothing of its own to close: the sessions' engine is closed by its owner."""

@@ -11,6 +11,10 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+SQLITE_BUSY_TIMEOUT_SECONDS = 10
+"""How long an SQLite writer waits for the write lock: another process's (busy_timeout), or in this process a
+writing unit's turn (storage.direct.SessionDirect)."""
+
 
 def is_sqlite(url: str) -> bool:
     """True when the URL names an SQLite database."""
@@ -25,7 +29,7 @@ def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEn
     # fsync; the same on storage.direct's connection.
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_SECONDS * 1000}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 

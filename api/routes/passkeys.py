@@ -80,7 +80,7 @@ def orm_unit(services: Services) -> RequestUnit:
     management): in an ORM session (api.units). Committed on success and on a PasskeyError (EnrollmentErrors
     included: `persist`), whose refusal wrote only what it must keep (consumed challenge, flagged credential,
     attempt count or lock, audit event; see idp.core.webauthn and idp.sql.enrollment); rolled back on anything else."""
-    return RequestUnit.with_orm(services.sessions, services.enrollment_policy)
+    return RequestUnit.with_orm(services.direct, services.sessions, services.enrollment_policy)
 
 
 async def _json(request: Request) -> dict[str, Any]:

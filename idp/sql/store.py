@@ -105,7 +105,7 @@ CONSENT = select(*_CONSENT_COLUMNS).where(_consents.c.person_id == bindparam("pe
                                           _consents.c.client_id == bindparam("client_id"))
 CONSENTS = select(*_CONSENT_COLUMNS).where(_consents.c.person_id == bindparam("person_id")) \
     .order_by(_consents.c.granted_at)
-INSERT_CONSENT = insert(_consents)
+INSERT_CONSENT = insert_ignoring(_consents, "person_id", "client_id")
 UPDATE_CONSENT = update(_consents).where(_consents.c.person_id == bindparam("person_id"),
                                          _consents.c.client_id == bindparam("client_id")) \
     .values(scopes=bindparam("scopes"), claims=bindparam("claims"), granted_at=bindparam("now"))
@@ -283,12 +283,16 @@ class SqlOidcStore:
 
     async def save_consent(self, person_id: str, client_id: str, scopes: frozenset[str], claims: frozenset[str],
                            now: dt.datetime) -> None:
-        """Remember a consent, adding to what was given before."""
+        """Remember a consent, adding to what was given before. Two tabs of one citizen may consent to the same
+        client at once: the insert that finds the other's row (ON CONFLICT DO NOTHING, which on PostgreSQL waits for
+        the other transaction) adds to it instead of failing on the unique constraint."""
         before = await self.get_consent(person_id, client_id)
         if before is None:
-            await self.tx.execute(INSERT_CONSENT, person_id=person_id, client_id=client_id, scopes=sorted(scopes),
-                                  claims=sorted(claims), granted_at=now)
-        else:
+            if await self.tx.execute(INSERT_CONSENT[self.tx.dialect_name], person_id=person_id, client_id=client_id,
+                                     scopes=sorted(scopes), claims=sorted(claims), granted_at=now):
+                return
+            before = await self.get_consent(person_id, client_id)
+        if before is not None:
             await self.tx.execute(UPDATE_CONSENT, person_id=person_id, client_id=client_id,
                                   scopes=sorted(before.scopes | scopes), claims=sorted(before.claims | claims), now=now)
 

@@ -175,6 +175,42 @@ async def test_sqlite_waits_for_another_writer_without_stalling_the_loop(tmp_pat
     await engine.dispose()
 
 
+async def test_sqlite_writers_queued_behind_the_write_lock_hold_no_connection(tmp_path: Path) -> None:
+    """Runs on its own SQLite file in both suite passes, with a pool of one connection and one more in a burst: while
+    one writing unit holds the write lock, eight more queue for it, and the holder still gets a second connection (a
+    cache reloading in a session of its own) at once. Before SessionDirect's writer lock the queued units took both
+    connections in BEGIN IMMEDIATE and the holder waited for one until SQLite's busy timeout failed them."""
+    path = tmp_path / "queue.sqlite3"
+    setup = sqlite3.connect(path)
+    setup.execute("PRAGMA journal_mode=WAL")
+    setup.execute("CREATE TABLE audit_events (id VARCHAR(36) PRIMARY KEY, occurred_at DATETIME, event_type "
+                  "VARCHAR(64), actor VARCHAR(200), subject VARCHAR(200), request_id VARCHAR(64), detail JSON)")
+    setup.commit()
+    engine = create_engine(f"sqlite+aiosqlite:///{path}", pool_size=1)
+    sessions = create_session_factory(engine)
+    direct = SessionDirect(sessions)
+    count = select(func.count()).select_from(AuditEvent)
+    holding = asyncio.Event()
+
+    async def write(*, read_beside: bool = False) -> None:
+        async with direct.transaction() as tx:
+            await tx.execute(INSERT_AUDIT, **audit_row("test.queued", actor="tester"))
+            if read_beside:
+                holding.set()
+                await asyncio.sleep(0.2)  # the others queue meanwhile
+                async with asyncio.timeout(3), sessions() as session:  # a second connection beside the unit's
+                    assert (await session.execute(count)).scalar_one() == 0  # WAL: the last committed state
+
+    holder = asyncio.create_task(write(read_beside=True))
+    await holding.wait()
+    async with asyncio.timeout(5):
+        await asyncio.gather(holder, *(write() for _ in range(8)))
+    assert setup.execute("SELECT count(*) FROM audit_events").fetchone() == (9,)
+    setup.close()
+    await direct.close()
+    await engine.dispose()
+
+
 async def test_statements_are_compiled_once(services: Services) -> None:
     statement = insert(AuditEvent.__table__)
     first = services.direct.compiled(statement)
