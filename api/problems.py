@@ -24,6 +24,7 @@ from api.web import NO_STORE
 from idp.core.errors import IdpError, InvalidClient, OAuthError
 from idp.core.webauthn import PasskeyError, WrongOrigin
 from keys.errors import KeysError
+from storage.direct import WriteLockTimeout
 
 log = logging.getLogger("acar.api")
 PROBLEM = "application/problem+json"
@@ -134,6 +135,28 @@ async def unreadable_json_answer(request: Request) -> JSONResponse:
                    errors=[{"field": "", "message": NOT_JSON}])
 
 
+OAUTH_ENDPOINTS = frozenset({"/token", "/introspect", "/revoke", "/userinfo"})
+"""The endpoints whose errors are RFC 6749 section 5.2 error JSON."""
+BUSY_RETRY_SECONDS = 5
+
+
+def busy(request: Request) -> Response:
+    """503 with Retry-After (RFC 9110 section 15.6.4) when the embedded database's writers queued longer than its
+    busy timeout (storage.direct.WriteLockTimeout): an overload, never a 500. OAuth endpoints answer
+    temporarily_unavailable (RFC 6749 section 5.2's "retry later" code), browsers the translated page."""
+    headers = {**NO_STORE, "Retry-After": str(BUSY_RETRY_SECONDS)}
+    description = "the service is temporarily unavailable; try again later"
+    if request.url.path in OAUTH_ENDPOINTS:
+        return JSONResponse({"error": "temporarily_unavailable", "error_description": description},
+                            status_code=503, headers=headers)
+    if prefers_html(request.headers.get("accept")):
+        page = error_page("temporarily_unavailable", description, status=503)
+        page.headers["Retry-After"] = headers["Retry-After"]
+        return page
+    return problem(503, "temporarily_unavailable", "Service unavailable", description, instance=request.url.path,
+                   headers=headers)
+
+
 def install(app: FastAPI) -> None:
     """Register the exception handlers on the application."""
 
@@ -144,6 +167,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RateLimited)
     async def _rate_limited(request: Request, exc: RateLimited) -> Response:
         return rate_limited(request, exc)
+
+    @app.exception_handler(WriteLockTimeout)
+    async def _busy(request: Request, exc: WriteLockTimeout) -> Response:
+        return busy(request)
 
     @app.exception_handler(ContentTooLarge)
     async def _too_large(request: Request, exc: ContentTooLarge) -> JSONResponse:
