@@ -79,10 +79,18 @@ def without_acar_settings() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("ACAR_")}
 
 
+WIDE_OPEN_BUDGETS = {f"ACAR_RATE_LIMIT_{name}": "1000000/minute" for name in (
+    "AUTHORIZE", "PASSKEY_OPTIONS", "PASSKEY_LOGIN", "ENROLLMENT", "ENROLLMENT_CODE", "CLIENT_AUTH_FAILURES",
+    "INTROSPECTION", "ADMIN")}
+"""A benchmark measures capacity from one loopback address, which the per-IP budgets (api.ratelimit) would
+refuse after a few dozen logins; the budgets themselves are tested in tests/functional/test_rate_limits.py."""
+
+
 def acar_settings(data_dir: Path, issuer: str, database_url: str = "") -> dict[str, str]:
-    """The ACAR_* settings of a benchmarked server: its data dir and issuer, access log off, warnings only."""
+    """The ACAR_* settings of a benchmarked server: its data dir and issuer, access log off, warnings only, rate
+    limits wide open (WIDE_OPEN_BUDGETS)."""
     env = {"ACAR_DATA_DIR": str(data_dir), "ACAR_ACCESS_LOG": "false", "ACAR_LOG_LEVEL": "WARNING",
-           "ACAR_ISSUER": issuer}
+           "ACAR_ISSUER": issuer, **WIDE_OPEN_BUDGETS}
     if database_url:
         env["ACAR_DATABASE_URL"] = database_url
     return env

@@ -101,7 +101,7 @@ async def setup(env: dict[str, str], persons: int) -> tuple[str, list[Any]]:
                 person = await PersonService(session).add(fin=f"B{i:06d}", given_name="Bench", family_name=str(i),
                                                           actor="bench")
                 ceremony = await services.passkeys.registration_options(passkeys, person_id=person.id)
-                authenticator = SoftwareAuthenticator(origin=services.settings.webauthn_origins[0])
+                authenticator = SoftwareAuthenticator(origin=services.settings.resolved_webauthn_origins[0])
                 verified = await services.passkeys.verify_registration(
                     passkeys, ceremony_id=ceremony.id, person_id=person.id, enrollment_id=None,
                     credential=authenticator.create(ceremony.options))
