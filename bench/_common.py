@@ -172,3 +172,32 @@ class Http1Connection:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+TOKEN_BODY = b"grant_type=client_credentials&scope=api"
+
+
+async def token_load(port: int, auth: str, conns: int, seconds: float, server_pid: int) -> tuple[float, int, float]:
+    """(tokens/s, errors, server CPU ms per token) for `seconds` of client_credentials requests (HTTP Basic `auth`)
+    on `conns` keep-alive connections; an answer other than 200 is an error."""
+    done, errors = 0, 0
+
+    async def connection(until: float) -> None:
+        nonlocal done, errors
+        http = Http1Connection("127.0.0.1", port)
+        try:
+            while time.monotonic() < until:
+                status, _, _ = await http.request("POST", "/token", body=TOKEN_BODY, headers={"Authorization": auth},
+                                                  content_type="application/x-www-form-urlencoded")
+                if status == 200:
+                    done += 1
+                else:
+                    errors += 1
+        finally:
+            await http.close()
+
+    start, cpu = time.monotonic(), cpu_seconds(server_pid)
+    await asyncio.gather(*(connection(start + seconds) for _ in range(conns)))
+    elapsed, used = time.monotonic() - start, cpu_seconds(server_pid) - cpu
+    return done / elapsed, errors, used * 1000 / max(done, 1)
+

@@ -22,48 +22,20 @@ import shutil
 import statistics
 import subprocess
 import tempfile
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
 from _common import (
     ACAR,
     PG_ADMIN,
-    Http1Connection,
     acar_server,
     acar_settings,
-    cpu_seconds,
     free_port,
     require,
     sh,
+    token_load,
     without_acar_settings,
 )
-
-BODY = b"grant_type=client_credentials&scope=api"
-
-
-async def load(port: int, auth: str, conns: int, seconds: float, pid: int) -> tuple[float, int, float]:
-    """(tokens/s, errors, server CPU us per token) for `seconds` of requests on `conns` connections."""
-    done = errors = 0
-
-    async def connection(until: float) -> None:
-        nonlocal done, errors
-        http = Http1Connection("127.0.0.1", port)
-        try:
-            while time.monotonic() < until:
-                status, _, _ = await http.request("POST", "/token", body=BODY, headers={"Authorization": auth},
-                                                  content_type="application/x-www-form-urlencoded")
-                if status == 200:
-                    done += 1
-                else:
-                    errors += 1
-        finally:
-            await http.close()
-
-    start, cpu = time.monotonic(), cpu_seconds(pid)
-    await asyncio.gather(*(connection(start + seconds) for _ in range(conns)))
-    elapsed, used = time.monotonic() - start, cpu_seconds(pid) - cpu
-    return done / elapsed, errors, used * 1e6 / max(done, 1)
 
 
 def psql(sql: str) -> None:
@@ -99,10 +71,11 @@ def main() -> None:
                 servers[checkout] = (port, server.pid, "Basic " + base64.b64encode(secret).decode())
             os.sched_setaffinity(0, {1})  # the load on the other core
             for port, pid, auth in servers.values():  # warm-up
-                asyncio.run(load(port, auth, 16, 2, pid))
+                asyncio.run(token_load(port, auth, 16, 2, pid))
             for _ in range(args.runs):
                 for checkout, (port, pid, auth) in servers.items():
-                    results[checkout].append(asyncio.run(load(port, auth, 16, args.duration, pid)))
+                    rate, errors, cpu_ms = asyncio.run(token_load(port, auth, 16, args.duration, pid))
+                    results[checkout].append((rate, errors, cpu_ms * 1000))
                     rate, errors, cpu = results[checkout][-1]
                     print(f"  {checkout:40} {rate:7.0f} tokens/s  {errors} errors  {cpu:6.0f} us CPU/token", flush=True)
     finally:

@@ -30,7 +30,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -40,15 +39,15 @@ from typing import Any
 from _common import (
     ACAR,
     ROOT,
-    Http1Connection,
+    TOKEN_BODY,
     acar_server,
     acar_settings,
     add_database_options,
-    cpu_seconds,
     database_url,
     free_port,
     require,
     sh,
+    token_load,
     without_acar_settings,
 )
 from cryptography.hazmat.primitives import hashes
@@ -59,7 +58,6 @@ sys.path.insert(0, str(ROOT))  # bench/ is first on sys.path; the repository roo
 from tests import softhsm
 
 BACKENDS = ("software", "pkcs11")
-BODY = b"grant_type=client_credentials&scope=api"
 
 
 def b64url_decode(text: str) -> bytes:
@@ -68,7 +66,7 @@ def b64url_decode(text: str) -> bytes:
 
 def preflight(base: str, auth: str, client_id: str) -> None:
     """One token, checked against the server's JWKS: ES256 over header.payload with the key its kid names."""
-    request = urllib.request.Request(base + "/token", data=BODY, method="POST", headers={
+    request = urllib.request.Request(base + "/token", data=TOKEN_BODY, method="POST", headers={
         "Authorization": auth, "Content-Type": "application/x-www-form-urlencoded"})
     with urllib.request.urlopen(request, timeout=30) as answer:
         token = json.loads(answer.read())["access_token"]
@@ -86,28 +84,6 @@ def preflight(base: str, auth: str, client_id: str) -> None:
         raise SystemExit(f"PREFLIGHT FAIL: unexpected token {header} {claims}")
 
 
-async def load(port: int, auth: str, conns: int, seconds: float, server_pid: int) -> tuple[float, int, float]:
-    """(tokens/s, errors, server CPU ms per token) for `seconds` of requests on `conns` connections."""
-    done, errors = 0, 0
-
-    async def connection(until: float) -> None:
-        nonlocal done, errors
-        http = Http1Connection("127.0.0.1", port)
-        try:
-            while time.monotonic() < until:
-                status, _, _ = await http.request("POST", "/token", body=BODY, headers={"Authorization": auth},
-                                                  content_type="application/x-www-form-urlencoded")
-                if status == 200:
-                    done += 1
-                else:
-                    errors += 1
-        finally:
-            await http.close()
-
-    start, cpu = time.monotonic(), cpu_seconds(server_pid)
-    await asyncio.gather(*(connection(start + seconds) for _ in range(conns)))
-    elapsed, used = time.monotonic() - start, cpu_seconds(server_pid) - cpu
-    return done / elapsed, errors, used * 1000 / max(done, 1)
 
 
 @contextmanager
@@ -153,11 +129,11 @@ def main() -> None:
             os.sched_setaffinity(0, {1})  # the load on the other core
             for backend in BACKENDS:  # warm-up
                 port, pid, auth, _ = servers[backend]
-                asyncio.run(load(port, auth, args.conns, 2, pid))
+                asyncio.run(token_load(port, auth, args.conns, 2, pid))
             for _ in range(args.runs):
                 for backend in BACKENDS:
                     port, pid, auth, _ = servers[backend]
-                    results[backend].append(asyncio.run(load(port, auth, args.conns, args.duration, pid)))
+                    results[backend].append(asyncio.run(token_load(port, auth, args.conns, args.duration, pid)))
                     rate, errors, cpu_ms = results[backend][-1]
                     print(f"  {backend:8} {rate:8.0f} tokens/s  {errors} errors  {cpu_ms:.3f} ms server CPU/token",
                           flush=True)
