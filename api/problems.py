@@ -70,18 +70,24 @@ def _bearer_challenge(exc: OAuthError) -> str:
 
 
 def passkey_problem(request: Request, exc: PasskeyError) -> JSONResponse:
-    """RFC 9457 problem with the machine code as an extra member "code" (the pages' JavaScript translates it).
-    Built here rather than by `problem`, whose own parameter `code` cannot also be passed as an extra member."""
+    """The problem of a passkey endpoint (coded_problem)."""
     if isinstance(exc, WrongOrigin):
         # a configuration problem, not the citizen's: the operator needs both sides to fix ACAR_WEBAUTHN_ORIGINS
         log.warning("webauthn.wrong_origin", extra={"received": exc.received, "expected": list(exc.expected),
                                                     "path": request.url.path})
-    body: dict[str, Any] = {"type": f"urn:acar:problem:{exc.code}", "title": exc.title, "status": exc.status_code,
-                            "detail": exc.detail, "instance": request.url.path, "code": exc.code}
+    return coded_problem(request, exc.status_code, exc.code, exc.title, exc.detail, headers=NO_STORE)
+
+
+def coded_problem(request: Request, status: int, code: str, title: str, detail: str, *, headers: dict[str, str],
+                  **extra: Any) -> JSONResponse:
+    """RFC 9457 problem with the machine code also as the extra member "code" (the pages' JavaScript translates
+    it), built here rather than by `problem`, whose own parameter `code` cannot also be passed as an extra member."""
+    body: dict[str, Any] = {"type": f"urn:acar:problem:{code}", "title": title, "status": status, "detail": detail,
+                            "instance": request.url.path, "code": code, **extra}
     rid = request_id_var.get()
     if rid:
         body["request_id"] = rid
-    return JSONResponse(body, status_code=exc.status_code, media_type=PROBLEM, headers=NO_STORE)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
 def oauth_error(exc: OAuthError) -> JSONResponse:
@@ -115,13 +121,8 @@ def rate_limited(request: Request, exc: RateLimited) -> Response:
         page = error_page(exc.code, exc.description, status=exc.status_code)
         page.headers["Retry-After"] = headers["Retry-After"]
         return page
-    body: dict[str, Any] = {"type": f"urn:acar:problem:{exc.code}", "title": exc.title, "status": exc.status_code,
-                            "detail": exc.description, "instance": request.url.path, "code": exc.code,
-                            "retry_after": exc.retry_after}
-    rid = request_id_var.get()
-    if rid:
-        body["request_id"] = rid
-    return JSONResponse(body, status_code=exc.status_code, media_type=PROBLEM, headers=headers)
+    return coded_problem(request, exc.status_code, exc.code, exc.title, exc.description, headers=headers,
+                         retry_after=exc.retry_after)
 
 
 async def unreadable_json_answer(request: Request) -> JSONResponse:
