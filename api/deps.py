@@ -24,6 +24,8 @@ if TYPE_CHECKING:  # the services' modules are imported by the builders that nee
     from keys.pki import PkiService
     from keys.token_keys import TokenKeyService
     from keys.tsa import TimestampService, TsaCredentials
+    from signing.core.jobs import SigningWorker
+    from signing.core.requests import RequestService
     from storage.audit import AuditSink, GroupCommitAuditLog
 
 
@@ -44,6 +46,7 @@ class Services:
     passkeys: PasskeyService  # WebAuthn ceremonies and credential management (idp.core.webauthn)
     enrollment_policy: EnrollmentPolicy  # activation codes and enrollments (idp.sql.enrollment)
     ratelimits: RateLimits  # per-IP/client/code budgets on memory or a shared Redis (api.ratelimit)
+    signing: SigningServices  # signing requests and the durable worker (signing/)
 
     async def close(self) -> None:
         await self.audit_log.stop()
@@ -112,7 +115,42 @@ def build_services(settings: Settings, *, key_store: KeyStore | None = None) -> 
                     pki=pki, owns_key_store=key_store is None, tsa=TimestampService(tsa, audit_log), direct=direct,
                     audit_log=audit_log, clients=clients, oidc=oidc,
                     passkeys=build_passkeys(settings), enrollment_policy=build_enrollment_policy(settings),
-                    ratelimits=build_ratelimits(settings, audit_log))
+                    ratelimits=build_ratelimits(settings, audit_log),
+                    signing=build_signing(settings, sessions, direct, pki))
+
+
+@dataclass
+class SigningServices:
+    """The signing service's pieces (signing/): the agency API's requests and the worker that signs."""
+
+    requests: RequestService
+    worker: SigningWorker
+
+
+def build_signing(settings: Settings, sessions: async_sessionmaker[AsyncSession], direct: DirectDatabase,
+                  pki: PkiService, *, worker_name: str | None = None) -> SigningServices:
+    """Signing requests (ACAR_SIGNING_* bounds) and the worker, on `direct`'s units of work, sealing with the keys
+    the built-in CA certified (signing.sql.seals)."""
+    from api.logging import request_id_var
+    from signing.core.interim_engine import InterimPadesEngine  # INTERIM: signing.core.pades.PadesEngine
+    from signing.core.jobs import SigningWorker
+    from signing.core.requests import RequestPolicy, RequestService, interim_inspector
+    from signing.sql.seals import SealCredentials
+    from signing.sql.store import SqlSigningUnits
+    from storage.base import utcnow
+
+    units = SqlSigningUnits(direct, request_id=request_id_var.get)
+    policy = RequestPolicy(
+        max_documents=settings.signing_max_documents, max_document_bytes=settings.signing_max_document_bytes,
+        allow_http_callback=settings.env == "development",
+        sign_lifetime=dt.timedelta(hours=settings.signing_request_lifetime_hours),
+        seal_lifetime=dt.timedelta(hours=settings.signing_request_lifetime_hours))
+    requests = RequestService(units, policy=policy, inspector=interim_inspector(settings.signing_max_document_bytes),
+                              clock=utcnow)
+    worker = SigningWorker(units, InterimPadesEngine(),
+                           SealCredentials(sessions, pki.ca, ttl_seconds=settings.key_cache_seconds),
+                           lease=dt.timedelta(seconds=settings.signing_lease_seconds), name=worker_name, clock=utcnow)
+    return SigningServices(requests=requests, worker=worker)
 
 
 def build_ratelimits(settings: Settings, audit: AuditSink) -> RateLimits:

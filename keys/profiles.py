@@ -160,8 +160,10 @@ def _semantics_statement(semantics: str) -> x509.Extension:
         {"statement_id": ID_QCS_PKIX_QC_SYNTAX_V2,
          "statement_info": _SemanticsInformation({"semantics_identifier": semantics})},
     ])
-    # asn1crypto has no spec for qcStatements; the extension value is its DER (RFC 3739 section 3.2.6).
-    return _extension(ID_PE_QC_STATEMENTS, statements.dump(), critical=False)
+    # asn1crypto has no spec for qcStatements; the extension value is its DER (RFC 3739 section 3.2.6), given as
+    # an octet string that may be parsed, so it also builds once pyHanko registered a spec of its own for the OID
+    # (pyhanko.sign.ades.qualified_asn1, loaded by the signing service)
+    return _extension(ID_PE_QC_STATEMENTS, core.ParsableOctetString(statements.dump()), critical=False)
 
 
 def check_subject(profile: Profile, subject: Subject) -> None:
