@@ -44,8 +44,7 @@ async def _json_submission(request: Request) -> Submission:
     try:
         raw = json.loads(await request.body())
     except (ValueError, UnicodeDecodeError):
-        raise ApiProblem(422, "invalid_request", "Invalid request",
-                         "the body is not JSON encoded in UTF-8 (RFC 8259 section 8.1)") from None
+        raise InvalidSigningRequest("the body is not JSON encoded in UTF-8 (RFC 8259 section 8.1)") from None
     try:
         body = SigningRequestCreate.model_validate(raw)
     except ValidationError as exc:

@@ -3,9 +3,9 @@
 The statements are module constants compiled once per dialect (docs/architecture.md "Units of work"); audit events
 are deferred to the unit's COMMIT (storage.audit.DeferredAudit). `SqlSigningUnits` opens the units the request
 service and the worker use. The jobs' claim and finish statements carry the exactly-once rule of
-signing.core.jobs: a job is claimed with `SELECT ... FOR UPDATE SKIP LOCKED` inside the claiming UPDATE (SQLite:
-under its one write lock, which the writing unit holds from its first statement), and only the claim named in
-`leased_by` may finish it.
+signing.core.jobs: a job is claimed with `SELECT ... FOR UPDATE SKIP LOCKED` and an UPDATE in one writing unit
+(SQLite: under its one write lock, which the writing unit holds from its first statement), and only the claim named
+in `leased_by` may finish it.
 """
 
 from __future__ import annotations
@@ -61,15 +61,17 @@ SEAL = select(_seals.c.client_id, _seals.c.voen, _seals.c.organization, _seals.c
 # jobs
 _DUE = or_(and_(_jobs.c.state == "queued", _jobs.c.not_before <= bindparam("now")),
            and_(_jobs.c.state == "running", _jobs.c.leased_until < bindparam("now")))
-_CLAIMABLE = select(_jobs.c.id).where(_DUE).order_by(_jobs.c.not_before, _jobs.c.id) \
+CLAIMABLE = select(_jobs.c.id).where(_DUE).order_by(_jobs.c.not_before, _jobs.c.id) \
     .limit(bindparam("limit")).with_for_update(skip_locked=True)
-CLAIM_JOBS = update(_jobs).where(_jobs.c.id.in_(_CLAIMABLE.scalar_subquery()), _DUE).values(
+"""PostgreSQL: the due rows this unit locks until it ends; rows another worker's unit has locked are skipped, never
+waited for (SKIP LOCKED). SQLite renders no FOR UPDATE: the writing unit holds the database's write lock from this
+first statement (BEGIN IMMEDIATE). A separate statement from the UPDATE on purpose: inside `UPDATE ... WHERE id IN
+(SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)` PostgreSQL may run the subquery more than once and take more than n
+rows."""
+CLAIM_JOB = update(_jobs).where(_jobs.c.id == bindparam("id")).values(
     state="running", attempts=_jobs.c.attempts + 1, leased_until=bindparam("lease_until"),
     leased_by=bindparam("leased_by"), updated_at=bindparam("now")) \
     .returning(_jobs.c.id, _jobs.c.request_id, _jobs.c.n, _jobs.c.attempts)
-"""PostgreSQL: rows another worker is claiming are skipped (SKIP LOCKED), and the outer WHERE repeats the due
-condition, so a row that stopped being due while this statement waited is not taken. SQLite renders no FOR
-UPDATE: the writing unit holds the database's write lock from its first statement."""
 START_REQUEST = update(_requests).where(_requests.c.id == bindparam("id"), _requests.c.state == "approved") \
     .values(state="signing", updated_at=bindparam("now"))
 _HELD = and_(_jobs.c.id == bindparam("job_id"), _jobs.c.state == "running", _jobs.c.leased_by == bindparam("claim"))
@@ -86,6 +88,10 @@ DOCUMENT_SIGNED = update(_documents).where(_documents.c.request_id == bindparam(
     .values(state="signed", signed=bindparam("signed"), signed_sha256=bindparam("signed_sha256"),
             signed_at=bindparam("now"), content=None)
 """The input goes with the signature: it is not needed any more, and the output is what is delivered."""
+LOCK_REQUEST = select(_requests.c.id).where(_requests.c.id == bindparam("request_id")).with_for_update()
+"""Before a request's completion is decided: two workers finishing its last two documents at once would each see
+the other's document unsigned (READ COMMITTED, neither committed yet) and neither would complete it. The second
+waits here for the first to commit, and its next statement sees the first's document signed."""
 _UNSIGNED = select(_documents.c.n).where(_documents.c.request_id == _requests.c.id, _documents.c.state != "signed")
 COMPLETE_REQUEST = update(_requests).where(_requests.c.id == bindparam("request_id"),
                                            _requests.c.state == "signing", ~exists(_UNSIGNED)) \
@@ -210,9 +216,13 @@ class SqlSigningStore:
     # jobs
     async def claim_jobs(self, *, now: dt.datetime, lease_until: dt.datetime, leased_by: str,
                          limit: int) -> list[ClaimedJob]:
-        rows = await self.tx.all(CLAIM_JOBS, now=now, lease_until=lease_until, leased_by=leased_by, limit=limit)
-        jobs = [ClaimedJob(id=id_, request_id=request_id, n=n, attempts=attempts, leased_by=leased_by,
-                           leased_until=lease_until) for id_, request_id, n, attempts in rows]
+        jobs = []
+        for (job_id,) in await self.tx.all(CLAIMABLE, now=now, limit=limit):
+            row = await self.tx.one(CLAIM_JOB, id=job_id, lease_until=lease_until, leased_by=leased_by, now=now)
+            if row is not None:
+                id_, request_id, n, attempts = row
+                jobs.append(ClaimedJob(id=id_, request_id=request_id, n=n, attempts=attempts, leased_by=leased_by,
+                                       leased_until=lease_until))
         for request_id in sorted({job.request_id for job in jobs}):
             await self.tx.execute(START_REQUEST, id=request_id, now=now)
         return jobs
@@ -237,6 +247,7 @@ class SqlSigningStore:
                               signed_sha256=signed_sha256, now=now)
         await self.audit("signing.document.signed", actor=actor, subject=job.request_id,
                          detail={"n": job.n, "sha256": signed_sha256, "attempts": job.attempts})
+        await self.tx.one(LOCK_REQUEST, request_id=job.request_id)
         completed = await self.tx.one(COMPLETE_REQUEST, request_id=job.request_id, now=now)
         if completed is not None:
             await self.audit("signing.request.completed", actor=actor, subject=job.request_id,
