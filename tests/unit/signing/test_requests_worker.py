@@ -15,8 +15,8 @@ from sqlalchemy import select
 from api.app import signing_housekeeping
 from api.deps import Services
 from keys.models import IssuedCertificate
-from signing.core.interim_engine import InterimPadesEngine, SignatureOptions, SignatureResult, SigningCredentials
 from signing.core.interfaces import RequestState, RequestView
+from signing.core.interim_engine import InterimPadesEngine, SignatureOptions, SignatureResult, SigningCredentials
 from signing.core.jobs import SigningWorker
 from signing.core.requests import Submission, SubmittedDocument
 from signing.sql.models import SigningDocument, SigningJob
