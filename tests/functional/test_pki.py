@@ -247,7 +247,7 @@ async def _hsm_hierarchy(services: Services, token: SoftHsmToken, tmp_path: Path
     store = Pkcs11KeyStore(module_path=token.module, token_label=token.label, pin=token.pin)
     labels: dict[str, str] = {}
     try:
-        ca = CertificateAuthorityService(store, urls=PkiUrls(ISSUER), certificate_policy_oid="1.3.6.1.4.1.99999.1.1")
+        ca = CertificateAuthorityService(store, urls=PkiUrls(ISSUER), policy=services.pki.ca.policy)
         async with services.sessions() as session:
             transaction = await session.begin()
             await ca.ensure_hierarchy(session, actor="ceremony")
