@@ -161,7 +161,23 @@ class Settings(BaseSettings):
     """How long a sign-mode request waits for its signer's approval before it expires."""
     # PKI
     certificate_policy_oid: str = "1.3.6.1.4.1.99999.1.1"
+    """The national certificate policy OID, in every certificate the issuing CA issues beside the ETSI policy of
+    its profile (keys.profiles.CertificatePolicy)."""
     tsa_policy_oid: str = "1.3.6.1.4.1.99999.1.2"
+    pki_base_url: str = ""
+    """Base of the CRL distribution point and AIA (OCSP, caIssuers) URLs written into certificates; unset, the
+    issuer's host over plain http (resolved_pki_base_url). http in production: ETSI EN 319 412-2 GEN-4.3.11-4
+    wants an http or ldap CRL distribution point (the objects are signed, TLS adds nothing but a loop)."""
+    pki_cps_url: str = ""
+    """The certification practice statement, the CPS qualifier of the national policy; unset, <issuer>/pki/cps."""
+    pki_pds_url: str = ""
+    """The English PKI disclosure statement, QcPDS of qualified certificates (EN 319 412-5 section 4.3.4: https);
+    unset, <issuer>/pki/pds/en."""
+    qualified_profiles: list[Literal["natural-person-signing", "legal-person-seal"]] | None = None
+    """Profiles issued as qualified certificates under national law (qcStatements QcCompliance, QcSSCD, QcType,
+    QcPDS, QcCClegislation AZ; policy QCP-n-qscd / QCP-l-qscd); the others get NCP. Unset, it follows the key
+    backend (resolved_qualified_profiles): both signing profiles with an HSM (pkcs11), none with the software
+    key store, since QcSSCD would claim a qualified signature creation device the software store is not."""
 
     @field_validator("certificate_policy_oid", "tsa_policy_oid")
     @classmethod
@@ -175,6 +191,17 @@ class Settings(BaseSettings):
     def _issuer_is_url(cls, value: str) -> str:
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise ValueError("must be an absolute http(s) URL without query or fragment")
+        return value.rstrip("/")
+
+    @field_validator("pki_base_url", "pki_cps_url", "pki_pds_url")
+    @classmethod
+    def _pki_url(cls, value: str) -> str:
+        """Empty (derived from the issuer) or an absolute http(s) URL without query or fragment."""
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
             raise ValueError("must be an absolute http(s) URL without query or fragment")
         return value.rstrip("/")
 
@@ -283,6 +310,35 @@ class Settings(BaseSettings):
         return -(-self.signing_max_document_bytes // 3) * 4 + 1024 * 1024
 
     @property
+    def resolved_pki_base_url(self) -> str:
+        """ACAR_PKI_BASE_URL, else the issuer over http: the same URL for an http issuer (development), the
+        issuer's host and path on port 80 for an https one (the proxy serves /pki/ without TLS)."""
+        if self.pki_base_url:
+            return self.pki_base_url
+        parts = urlsplit(self.issuer)
+        if parts.scheme == "http":
+            return self.issuer
+        host = parts.hostname or ""
+        return f"http://{f'[{host}]' if ':' in host else host}{parts.path}".rstrip("/")
+
+    @property
+    def resolved_pki_cps_url(self) -> str:
+        return self.pki_cps_url or f"{self.issuer}/pki/cps"
+
+    @property
+    def resolved_pki_pds_url(self) -> str:
+        return self.pki_pds_url or f"{self.issuer}/pki/pds/en"
+
+    @property
+    def resolved_qualified_profiles(self) -> tuple[str, ...]:
+        """ACAR_QUALIFIED_PROFILES, else both signing profiles (keys.profiles.DEFAULT_QUALIFIED: why) when the keys
+        live in an HSM (pkcs11) and none with the software key store: EN 319 412-5 section 4.2.2 QcSSCD and the
+        QCP-n-qscd / QCP-l-qscd policies (EN 319 411-2) assert a qualified device, which a software key is not."""
+        if self.qualified_profiles is not None:
+            return tuple(self.qualified_profiles)
+        return ("natural-person-signing", "legal-person-seal") if self.key_backend == "pkcs11" else ()
+
+    @property
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
@@ -307,6 +363,7 @@ class Settings(BaseSettings):
                 raise SettingsError(
                     f"ACAR_{name.upper()} is the development placeholder; set the registered policy OID"
                 )
+        self._check_production_pki()
         if self.key_backend == "software":
             if self.master_key_file is None:
                 raise SettingsError(
@@ -321,6 +378,18 @@ class Settings(BaseSettings):
                 "for the pkcs11 key backend"
             )
         self._check_production_idp()
+
+    def _check_production_pki(self) -> None:
+        if not self.resolved_pki_base_url.startswith("http://"):
+            raise SettingsError("ACAR_PKI_BASE_URL must be an http URL in production (ETSI EN 319 412-2 "
+                                f"GEN-4.3.11-4: an http or ldap CRL distribution point; got {self.pki_base_url})")
+        if self.resolved_qualified_profiles and not self.resolved_pki_pds_url.startswith("https://"):
+            raise SettingsError("ACAR_PKI_PDS_URL must be an https URL in production (ETSI EN 319 412-5 section "
+                                f"4.3.4; got {self.resolved_pki_pds_url})")
+        if self.resolved_qualified_profiles and self.key_backend == "software":
+            raise SettingsError("ACAR_QUALIFIED_PROFILES must be [] with the software key store in production: a "
+                                "qualified certificate asserts a qualified signature creation device (ETSI EN 319 "
+                                "412-5 QcSSCD); use the pkcs11 backend with a certified HSM")
 
     def _check_production_idp(self) -> None:
         origins = self.resolved_webauthn_origins
