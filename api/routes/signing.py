@@ -8,7 +8,8 @@ created it only: any other client gets the same 404 as for an id that does not e
 POST takes either multipart/form-data (one `document` file part per PDF, the other fields as form fields) or
 application/json (documents as base64). Its body may be larger than the edge's ACAR_MAX_BODY_BYTES: the body limit
 middleware gives this path ACAR_SIGNING_MAX_REQUEST_BYTES (api.app). Multipart files are spooled to disk by the
-parser, not held in memory while the others arrive; each is read once for the input policy and stored.
+parser, not held in memory while the others arrive; each is read once for the input policy and stored. A JSON body
+is read once, parsed, and dropped; each base64 text is dropped as soon as it is decoded.
 """
 
 from __future__ import annotations
@@ -41,28 +42,32 @@ MAX_FIELD_BYTES = 64 * 1024
 
 
 async def _json_submission(request: Request) -> Submission:
+    body = bytearray()  # not request.body(), which keeps its bytes for the rest of the request
+    async for chunk in request.stream():
+        body += chunk
     try:
-        raw = json.loads(await request.body())
+        raw = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise InvalidSigningRequest("the body is not JSON encoded in UTF-8 (RFC 8259 section 8.1)") from None
+    del body  # the parsed text is all that is kept: a body is never held twice
     try:
-        body = SigningRequestCreate.model_validate(raw)
+        parsed = SigningRequestCreate.model_validate(raw)
     except ValidationError as exc:
         fields = ", ".join(".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors()[:5])
         raise InvalidSigningRequest(f"the body does not match the schema: {fields}") from None
     del raw
     documents = []
-    for n, document in enumerate(body.documents, start=1):
+    for n, document in enumerate(parsed.documents, start=1):
         try:
             content = base64.b64decode(document.content, validate=True)
         except (binascii.Error, ValueError):
             raise InvalidDocument(f"document {n}: content is not base64 (RFC 4648 section 4)") from None
         document.content = ""  # the text form is not kept beside the bytes
         documents.append(SubmittedDocument(filename=document.filename, content=content))
-    return Submission(mode=body.mode, documents=documents, signer_fin=body.signer_fin, reason=body.reason,
-                      location=body.location, level=body.level,
-                      placement=body.placement.model_dump() if body.placement is not None else None,
-                      callback_url=body.callback_url)
+    return Submission(mode=parsed.mode, documents=documents, signer_fin=parsed.signer_fin, reason=parsed.reason,
+                      location=parsed.location, level=parsed.level,
+                      placement=parsed.placement.model_dump() if parsed.placement is not None else None,
+                      callback_url=parsed.callback_url)
 
 
 async def _multipart_submission(request: Request, max_documents: int) -> Submission:

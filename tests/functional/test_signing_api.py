@@ -14,10 +14,23 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from api.app import create_app
 from api.deps import Services
 from signing.sql.models import SigningDocument, SigningJob, SigningRequest
 from storage.audit import AuditEvent
-from tests.signing_tools import Agency, agency_token, minimal_pdf, prepared, register_agency, verify_signed
+from tests.functional.helpers import InProcessAcar
+from tests.oidc_tools import asgi_browser
+from tests.signing_tools import (
+    ORGANIZATION,
+    VOEN,
+    Agency,
+    agency_token,
+    minimal_pdf,
+    prepared,
+    register_agency,
+    root_certificate,
+    verify_signed,
+)
 
 API = "/api/v1/signing-requests"
 PROBLEM = "application/problem+json"
@@ -207,3 +220,43 @@ async def test_seal_request_without_a_seal(client: httpx.AsyncClient, initialize
     assert r.status_code == 409 and r.json()["code"] == "no_seal", r.text
     assert f"acar seal assign {agency.client_id}" in r.json()["detail"]
     assert (await _rows(initialized))["signing_requests"] == 0
+
+
+async def test_the_signing_path_takes_larger_bodies_than_the_rest(initialized: Services) -> None:
+    """ACAR_MAX_BODY_BYTES (1 MiB) caps every route but this one, which takes ACAR_SIGNING_MAX_REQUEST_BYTES."""
+    await prepared(initialized)
+    initialized.settings.signing_max_request_bytes = 3 * 1024 * 1024
+    app = create_app(services=initialized)
+    async with app.router.lifespan_context(app), asgi_browser(app) as http:
+        agency = await register_agency(initialized, http)
+        large = minimal_pdf(1, "x" * (2 * 1024 * 1024))
+        r = await http.post(API, headers=agency.headers, data={"mode": "seal"},
+                            files=[("document", ("large.pdf", large, "application/pdf"))])
+        assert r.status_code == 201, r.text
+        assert (await _until_finished(http, agency, r.json()["id"]))["state"] == "completed"
+        r = await http.post(API, headers=agency.headers, data={"mode": "seal"},
+                            files=[("document", ("huge.pdf", large * 2, "application/pdf"))])
+        assert r.status_code == 413 and r.json()["type"] == "urn:acar:problem:content_too_large", r.text
+        r = await http.post("/admin/clients", headers={**agency.headers, "content-type": "application/json"},
+                            content=b" " * len(large))
+        assert r.status_code == 413, r.text
+    assert (await _rows(initialized))["signing_requests"] == 1
+
+
+async def test_seal_assign_command(initialized: Services, acar: InProcessAcar, client: httpx.AsyncClient) -> None:
+    await prepared(initialized)
+    agency = await register_agency(initialized, client, seal=False)
+    refused = acar("seal", "assign", "no-such-client", "--voen", VOEN, "--organization", "X", check=False)
+    assert refused.returncode == 1 and "no client" in refused.stderr
+    refused = acar("seal", "assign", agency.client_id, "--voen", "12345", "--organization", "X", check=False)
+    assert refused.returncode == 1 and "VÖEN" in refused.stderr
+    first = acar.json("seal", "assign", agency.client_id, "--voen", VOEN, "--organization", ORGANIZATION)
+    assert first["new_key"] and first["signing_scope"] and first["voen"] == VOEN
+    renamed = acar.json("seal", "assign", agency.client_id, "--voen", VOEN, "--organization", "Yeni ad")
+    assert renamed["new_key"] and renamed["key_id"] != first["key_id"]  # another legal person: a new certificate
+    r = await client.post(API, headers=agency.headers, json={"mode": "seal",
+                                                              "documents": [{"content": _b64(minimal_pdf())}]})
+    assert r.status_code == 201, r.text
+    assert (await _until_finished(client, agency, r.json()["id"]))["state"] == "completed"
+    signed = (await client.get(f"{API}/{r.json()['id']}/documents/1", headers=agency.headers)).content
+    assert any("Yeni ad" in s for s in await verify_signed(signed, await root_certificate(initialized)))
