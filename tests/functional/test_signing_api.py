@@ -246,13 +246,18 @@ async def test_the_signing_path_takes_larger_bodies_than_the_rest(initialized: S
 async def test_seal_assign_command(initialized: Services, acar: InProcessAcar, client: httpx.AsyncClient) -> None:
     await prepared(initialized)
     agency = await register_agency(initialized, client, seal=False)
-    refused = acar("seal", "assign", "no-such-client", "--voen", VOEN, "--organization", "X", check=False)
+    # the command runs in a thread: the app's event loop goes on (its worker and housekeeping end their units)
+    refused = await asyncio.to_thread(acar, "seal", "assign", "no-such-client", "--voen", VOEN, "--organization",
+                                      "X", check=False)
     assert refused.returncode == 1 and "no client" in refused.stderr
-    refused = acar("seal", "assign", agency.client_id, "--voen", "12345", "--organization", "X", check=False)
+    refused = await asyncio.to_thread(acar, "seal", "assign", agency.client_id, "--voen", "12345",
+                                      "--organization", "X", check=False)
     assert refused.returncode == 1 and "VÖEN" in refused.stderr
-    first = acar.json("seal", "assign", agency.client_id, "--voen", VOEN, "--organization", ORGANIZATION)
+    first = await asyncio.to_thread(acar.json, "seal", "assign", agency.client_id, "--voen", VOEN,
+                                    "--organization", ORGANIZATION)
     assert first["new_key"] and first["signing_scope"] and first["voen"] == VOEN
-    renamed = acar.json("seal", "assign", agency.client_id, "--voen", VOEN, "--organization", "Yeni ad")
+    renamed = await asyncio.to_thread(acar.json, "seal", "assign", agency.client_id, "--voen", VOEN,
+                                      "--organization", "Yeni ad")
     assert renamed["new_key"] and renamed["key_id"] != first["key_id"]  # another legal person: a new certificate
     r = await client.post(API, headers=agency.headers, json={"mode": "seal",
                                                               "documents": [{"content": _b64(minimal_pdf())}]})
