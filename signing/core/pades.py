@@ -20,7 +20,9 @@ Decisions, so a reader sees them at one place:
 - Every signature is an incremental update (ISO 32000-1 section 7.5.6): the bytes of the input, and so every
   earlier signature, stay as they were. The PDF version is never raised: the header cannot change in an
   incremental update, and the writer here ignores pyHanko's requests to set the catalog's /Version (the ESIC
-  developer extension is still declared); a PDF/A input keeps its header, version and XMP metadata.
+  developer extension is still declared); a PDF/A input keeps its header, version and XMP metadata (pyHanko's
+  rewrite of the XMP packet and Info dictionary on each update is switched off: a signature does not modify
+  the document's content, and the packet of a PDF/A file stays exactly as its producer wrote it).
 - Nothing is written to `output` until the whole signature (with its DSS and document time-stamp) is done:
   any failure leaves `output` untouched, and raises a SigningError subclass (signing.core.errors).
 - One time-stamp client and one validation-data source for the engine's life (issue 13: never one per
@@ -90,6 +92,7 @@ DOCUMENT_TIMESTAMP_PREFIX: Final = "DocumentTimestamp"
 # The longest signature value per key type, what pyHanko's dry run reserves room for: a DER ECDSA-Sig-Value
 # (RFC 5480 / RFC 3279) of two INTEGERs with a leading zero each, an RSA signature of the modulus length.
 _PLACEHOLDER_LENGTHS: Final[dict[KeyType, int]] = {"EC-P256": 72, "EC-P384": 104, "RSA-2048": 256, "RSA-3072": 384}
+_SIZE_MEMORY: Final = 4096  # signing certificates whose /Contents size is remembered (forgotten all at once beyond)
 _FIELD_NAME = re.compile(r"^[^.\x00-\x1f]{1,127}$")  # ISO 32000-1 12.7.3.2: a partial name holds no period
 
 
@@ -165,6 +168,7 @@ class KeyHandleSigner(Signer):
         if not same_public_key(certified, handle.public_key()):
             raise SignerCredentialsUnusable(f"the signer's certificate does not certify key {handle.key_id}")
         self.hash_name: HashName = scheme[0]
+        self.certificate_digest = hashlib.sha256(credentials.certificate.dump()).digest()
         self._handle = handle
         self._placeholder = bytes(_PLACEHOLDER_LENGTHS[handle.key_type])
         super().__init__(
@@ -184,26 +188,55 @@ class KeyHandleSigner(Signer):
 
 
 class _SameVersionWriter(IncrementalPdfFileWriter):
-    """An incremental writer that never changes the document's PDF version (see module docstring).
+    """An incremental writer that changes neither the document's PDF version nor its metadata (module docstring).
 
     pyHanko asks for /Version 1.7 in the catalog when it declares the ESIC extension (ETSI.CAdES.detached on a
-    PDF older than 1.7); the request is declined so the document's version and conformance claim stay.
+    PDF older than 1.7); the request is declined so the document's version and conformance claim stay. pyHanko
+    also rewrites the XMP packet (re-serialised, with a new ModifyDate and Producer) and the Info dictionary on
+    every write: skipped (`_update_meta`, pyHanko 0.38's metadata hook), so a PDF/A's XMP stays byte for byte
+    (ISO 19005-2 section 6.6.2: XMP and Info must agree; neither is touched, so they still do).
     """
 
     def ensure_output_version(self, version: tuple[int, int]) -> None:
         return None
 
+    def _update_meta(self) -> None:
+        return None
+
 
 class _PadesSigner(PdfSigner):
-    """pyHanko's PdfSigner with the engine's clock as the claimed signing time (/M, ISO 32000-1 12.8.1)."""
+    """pyHanko's PdfSigner with the engine's clock as the claimed signing time (/M, ISO 32000-1 12.8.1) and the
+    engine's memory of /Contents sizes.
 
-    def __init__(self, *args: Any, signing_time: dt.datetime, **kwargs: Any) -> None:
+    pyHanko sizes the /Contents placeholder by building a whole dummy CMS first (with the time-stamper's dummy
+    token), which costs as much as the real one. The size depends only on the certificates and on whether a
+    time-stamp is embedded (pyHanko's estimate keeps a 50% margin for the token's variable parts), so it is
+    estimated once per signing certificate and level kind, and remembered in `sizes`.
+    """
+
+    def __init__(self, *args: Any, signing_time: dt.datetime, sizes: dict[tuple[bytes, bool], int],
+                 size_key: tuple[bytes, bool], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._signing_time = signing_time
+        self._sizes = sizes
+        self._size_key = size_key
 
     def init_signing_session(self, pdf_out: Any, existing_fields_only: bool = False) -> PdfSigningSession:
         session = super().init_signing_session(pdf_out, existing_fields_only=existing_fields_only)
         session.system_time = self._signing_time
+        estimate = session.estimate_signature_container_size
+        sizes, key = self._sizes, self._size_key
+
+        async def remembered_estimate(validation_info: Any, tight: bool = False) -> int:
+            size = sizes.get(key)
+            if size is None:
+                size = int(await estimate(validation_info, tight=tight))
+                if len(sizes) >= _SIZE_MEMORY:
+                    sizes.clear()
+                sizes[key] = size
+            return size
+
+        session.estimate_signature_container_size = remembered_estimate  # type: ignore[method-assign]
         return session
 
 
@@ -226,6 +259,7 @@ class PadesEngine:
         self._validation = validation
         self._clock = clock
         self._signer_key_usage = set(signer_key_usage)
+        self._sizes: dict[tuple[bytes, bool], int] = {}
 
     async def sign(self, source: BinaryIO, output: BinaryIO, credentials: SigningCredentials,
                    options: SignatureOptions, *, actor: str) -> SignatureResult:
@@ -278,7 +312,7 @@ class PadesEngine:
                 f"{certificate.not_valid_before.isoformat()} to {certificate.not_valid_after.isoformat()})")
 
     async def _signature(self, source: BinaryIO, buffer: io.BytesIO, signer: KeyHandleSigner,
-                         options: SignatureOptions, signing_time: dt.datetime) -> str:
+                         options: SignatureOptions, signing_time: dt.datetime, *, retry: bool = True) -> str:
         """B-B (and with a time-stamper, B-T): the CAdES-detached signature in an incremental update."""
         source.seek(0)
         writer = _SameVersionWriter(source)
@@ -296,9 +330,19 @@ class PadesEngine:
             use_pades_lta=False,
             validation_context=None,
         )
+        size_key = (signer.certificate_digest, options.level.timestamped)
         pdf_signer = _PadesSigner(meta, signer, timestamper=self._timestamper if options.level.timestamped else None,
-                                  new_field_spec=field_spec, signing_time=signing_time)
-        await pdf_signer.async_sign_pdf(writer, output=buffer)
+                                  new_field_spec=field_spec, signing_time=signing_time, sizes=self._sizes,
+                                  size_key=size_key)
+        try:
+            await pdf_signer.async_sign_pdf(writer, output=buffer)
+        except PyHankoSigningError:
+            if self._sizes.pop(size_key, None) is None or not retry:
+                raise
+            # the remembered size was too small (a longer time-stamp token than before): estimate afresh, once
+            buffer.seek(0)
+            buffer.truncate()
+            return await self._signature(source, buffer, signer, options, signing_time, retry=False)
         return field_name
 
     async def _validation_data(self, buffer: io.BytesIO, field_name: str, credentials: SigningCredentials) -> None:

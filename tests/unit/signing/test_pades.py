@@ -474,3 +474,15 @@ async def test_refused_or_unreachable_timestamp_is_an_error_and_nothing_is_writt
         assert raised.value.code == "timestamp_unavailable"
         assert out.getvalue() == b""
     await unreachable.close()
+
+
+async def test_a_remembered_contents_size_too_small_is_estimated_again(world: World) -> None:
+    """The /Contents size is estimated once per certificate and level kind; when a later CMS does not fit (a
+    longer time-stamp token), the engine estimates afresh instead of failing."""
+    engine = PadesEngine(timestamper=world.timestamper, validation=world.validation)
+    await world.sign(make_pdf(), PadesLevel.B_T, engine=engine)
+    (key, size), = engine._sizes.items()
+    engine._sizes[key] = 600  # far too small for a CMS with a time-stamp token
+    signed = await world.sign(make_pdf(), PadesLevel.B_T, engine=engine)
+    assert engine._sizes[key] == size
+    await check_all(world, signed, PadesLevel.B_T)
