@@ -88,3 +88,13 @@ class ValidationDataUnavailable(SigningError):
     status_code = 503
     title = "The validation data for a long-term signature is unavailable"
     sub_indication = "TRY_LATER"
+
+
+class AppearanceUnavailable(SigningError):
+    """A visible signature was asked for and its appearance cannot be drawn: the font the appearance embeds
+    (ISO 19005-2 section 6.2.11.4: a PDF/A file embeds every font it uses) is not installed. A deployment fault,
+    not the caller's."""
+
+    code = "appearance_unavailable"
+    status_code = 503
+    title = "Visible signatures are not available"

@@ -37,12 +37,16 @@ import io
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, BinaryIO, Final, Protocol
 
 from asn1crypto import algos, cms, x509
+from pyhanko.pdf_utils.font.opentype import GlyphAccumulator, GlyphAccumulatorFactory
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+from pyhanko.pdf_utils.layout import AxisAlignment, InnerScaling, Margins, SimpleBoxLayoutRule
 from pyhanko.pdf_utils.misc import PdfError
 from pyhanko.pdf_utils.reader import PdfFileReader
+from pyhanko.pdf_utils.text import TextBoxStyle
 from pyhanko.sign.fields import SigFieldSpec, SigSeedSubFilter, enumerate_sig_fields
 from pyhanko.sign.general import SigningError as PyHankoSigningError
 from pyhanko.sign.signers import PdfSignatureMetadata, PdfSigner, PdfTimeStamper, Signer
@@ -50,6 +54,7 @@ from pyhanko.sign.signers.pdf_signer import PdfSigningSession
 from pyhanko.sign.timestamps import TimeStamper, TimestampRequestError
 from pyhanko.sign.validation.dss import DocumentSecurityStore
 from pyhanko.sign.validation.pdf_embedded import EmbeddedPdfSignature
+from pyhanko.stamp import TextStampStyle
 from pyhanko_certvalidator import CertificateValidator
 from pyhanko_certvalidator.errors import (
     InsufficientRevinfoError,
@@ -64,6 +69,7 @@ from pyhanko_certvalidator.registry import SimpleCertificateStore
 from keys.interfaces import HashName, KeyHandle, KeyType
 from keys.x509 import SIGNATURE_ALGORITHMS, certificate_public_key, same_public_key
 from signing.core.errors import (
+    AppearanceUnavailable,
     DocumentNotSignable,
     InvalidSignatureOptions,
     SignerCertificateRevoked,
@@ -88,6 +94,15 @@ FIELD_PREFIX: Final = "Signature"
 
 DOCUMENT_TIMESTAMP_PREFIX: Final = "DocumentTimestamp"
 """Fresh document time-stamp fields (B-LTA) are named DocumentTimestamp1, ..."""
+
+DEFAULT_APPEARANCE_FONT: Final = Path("/usr/share/fonts/truetype/noto/NotoSansMono-Regular.ttf")
+"""The font of visible signatures (Debian fonts-noto-mono): it has the Azerbaijani (Ə ə İ ı Ş ş Ğ ğ), Russian and
+English letters and is embedded as a subset with a ToUnicode map, so the appearance stays valid PDF/A (ISO 19005-2
+section 6.2.11). pyHanko 0.38 writes glyph widths in font units, right only for fonts of 1000 units per em (as
+this one): a 2048-unit TrueType font such as DejaVu Sans is drawn letter-spaced."""
+
+APPEARANCE_TEXT: Final = "İmzalayan / Signed by: %(signer)s\nTarix / Date: %(ts)s"
+"""The text of a visible signature: the signer's common name and the claimed signing time (UTC)."""
 
 # The longest signature value per key type, what pyHanko's dry run reserves room for: a DER ECDSA-Sig-Value
 # (RFC 5480 / RFC 3279) of two INTEGERs with a leading zero each, an RSA signature of the modulus length.
@@ -240,6 +255,28 @@ class _PadesSigner(PdfSigner):
         return session
 
 
+class _InMemoryFont(GlyphAccumulatorFactory):
+    """pyHanko's embedding font engine, fed from the font's bytes read once, on first use.
+
+    pyHanko's own factory opens the font file for every appearance and never closes it (a file descriptor per
+    visible signature); this one reads the file once and hands each appearance its own in-memory copy (the engine
+    subsets the font it is given, destructively).
+    """
+
+    _data: bytes | None = None
+
+    def create_font_engine(self, writer: Any, obj_stream: Any = None) -> GlyphAccumulator:
+        if self._data is None:
+            object.__setattr__(self, "_data", Path(self.font_file).read_bytes())  # a frozen dataclass
+        assert self._data is not None  # noqa: S101 - just read
+        if obj_stream is None and writer.stream_xrefs and self.create_objstream_if_needed:
+            obj_stream = writer.prepare_object_stream()
+        return GlyphAccumulator(
+            writer=writer, font_handle=io.BytesIO(self._data), font_size=self.font_size,
+            ot_script_tag=self.ot_script_tag, ot_language_tag=self.ot_language_tag,
+            writing_direction=self.writing_direction, bcp47_lang_code=self.bcp47_lang_code, obj_stream=obj_stream)
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -254,9 +291,19 @@ class PadesEngine:
 
     def __init__(self, *, timestamper: TimeStamper | None, validation: ValidationDataSource | None,
                  clock: Callable[[], dt.datetime] = utcnow,
-                 signer_key_usage: Iterable[str] = SIGNER_KEY_USAGE) -> None:
+                 signer_key_usage: Iterable[str] = SIGNER_KEY_USAGE,
+                 appearance_font: Path = DEFAULT_APPEARANCE_FONT) -> None:
         self._timestamper = timestamper
         self._validation = validation
+        self._appearance_font = appearance_font
+        # pyHanko's default appearance draws in an unembedded Courier (not PDF/A, and no Azerbaijani letters) over
+        # its own logo: replaced by the text above in an embedded font, no background art, a thin border
+        self._stamp_style = TextStampStyle(
+            stamp_text=APPEARANCE_TEXT, text_box_style=TextBoxStyle(font=_InMemoryFont(str(appearance_font))),
+            background=None, border_width=1, timestamp_format="%Y-%m-%d %H:%M:%S UTC",
+            inner_content_layout=SimpleBoxLayoutRule(  # the text shrinks to fit a small box, never overflows it
+                x_align=AxisAlignment.ALIGN_MIN, y_align=AxisAlignment.ALIGN_MID, margins=Margins(4, 4, 4, 4),
+                inner_content_scaling=InnerScaling.SHRINK_TO_FIT))
         self._clock = clock
         self._signer_key_usage = set(signer_key_usage)
         self._sizes: dict[tuple[bytes, bool], int] = {}
@@ -320,6 +367,8 @@ class PadesEngine:
         field_spec = None
         if options.visible is not None:
             field_spec = _visible_field(writer.prev, field_name, options.visible)
+            if not self._appearance_font.is_file():
+                raise AppearanceUnavailable(f"the appearance font {self._appearance_font} is not installed")
         meta = PdfSignatureMetadata(
             field_name=field_name,
             md_algorithm=signer.hash_name,
@@ -332,7 +381,8 @@ class PadesEngine:
         )
         size_key = (signer.certificate_digest, options.level.timestamped)
         pdf_signer = _PadesSigner(meta, signer, timestamper=self._timestamper if options.level.timestamped else None,
-                                  new_field_spec=field_spec, signing_time=signing_time, sizes=self._sizes,
+                                  new_field_spec=field_spec, stamp_style=self._stamp_style,
+                                  signing_time=signing_time, sizes=self._sizes,
                                   size_key=size_key)
         try:
             await pdf_signer.async_sign_pdf(writer, output=buffer)

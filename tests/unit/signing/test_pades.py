@@ -10,6 +10,7 @@ import base64
 import contextlib
 import datetime as dt
 import hashlib
+import re
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass
@@ -47,7 +48,12 @@ from pyhanko_certvalidator.registry import SimpleTrustManager
 from api.deps import Services
 from api.settings import Settings
 from keys.profiles import LegalPerson, NaturalPerson, Profile
-from signing.core.errors import InvalidSignatureOptions, SignerCredentialsUnusable, TimestampUnavailable
+from signing.core.errors import (
+    AppearanceUnavailable,
+    InvalidSignatureOptions,
+    SignerCredentialsUnusable,
+    TimestampUnavailable,
+)
 from signing.core.levels import PadesLevel
 from signing.core.pades import PadesEngine, SignatureOptions, SigningCredentials, VisibleSignature
 from signing.core.revocation import ValidationDataSource
@@ -57,7 +63,7 @@ from tests.pdf_tools import catalog_version, header_version, make_pdf, signature
 from tests.pki_tools import PERSON, initialize_pki
 
 SEAL = LegalPerson.create(voen="1234567891", organization="Vergilər Nazirliyi")
-TOOLS = ("pdfsig", "certutil", "qpdf", "openssl")
+TOOLS = ("pdfsig", "pdffonts", "certutil", "qpdf", "openssl")
 REVINFO_MAX_AGE = dt.timedelta(days=60)
 
 
@@ -413,15 +419,51 @@ async def test_pdfa_input_keeps_its_version_and_xmp(world: World) -> None:
 
 
 async def test_visible_signature_on_a_page_box(world: World) -> None:
-    signed = await world.sign(make_pdf(pages=3), PadesLevel.B_T,
-                              visible=VisibleSignature(page=2, box=(72, 72, 272, 132)), field_name="Imza")
+    """The appearance names the signer (Azerbaijani letters) in an embedded font subset with a ToUnicode map, so
+    a PDF/A input stays PDF/A (ISO 19005-2 6.2.11: every font embedded)."""
+    pdf = make_pdf(pages=3, pdfa=True)
+    signed = await world.sign(pdf, PadesLevel.B_T, visible=VisibleSignature(page=2, box=(72, 72, 272, 132)),
+                              field_name="Imza")
     reader = PdfFileReader(BytesIO(signed))
     signature = reader.embedded_regular_signatures[0]
     assert signature.field_name == "Imza"
     widget = signature.sig_field
     assert [round(float(v)) for v in widget["/Rect"]] == [72, 72, 272, 132]
     assert widget["/P"].get_object() == reader.root["/Pages"]["/Kids"][1].get_object()
+    (world.directory / "visible.pdf").write_bytes(signed)
+    fonts = (await _run("pdffonts", world.directory / "visible.pdf")).splitlines()[2:]
+    assert fonts, "the appearance draws text"
+    for row in fonts:
+        emb, sub, uni = row.split()[-5:-2]
+        assert (emb, sub, uni) == ("yes", "yes", "yes"), row
+    appearance = widget["/AP"]["/N"].get_object().data
+    texts = [_text_string(_pdf_literal(m)) for m in re.findall(rb"/ActualText \(((?:\\.|[^\\)])*)\)", appearance)]
+    assert texts == ["İmzalayan / Signed by: Aysel Məmmədova", texts[1]], texts
+    assert texts[1].startswith("Tarix / Date: ") and texts[1].endswith(" UTC"), texts
+    assert xmp_packet(signed) == xmp_packet(pdf)
     await check_all(world, signed, PadesLevel.B_T)
+
+
+def _pdf_literal(escaped: bytes) -> bytes:
+    """The bytes of a PDF literal string's body (ISO 32000-1 7.3.4.2: backslash escapes, octal codes)."""
+    named = {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"b": b"\b", b"f": b"\f"}
+    return re.sub(rb"\\([0-7]{1,3}|.)", lambda m: bytes([int(m[1], 8)]) if m[1][:1].isdigit()
+                  else named.get(m[1], m[1]), escaped)
+
+
+def _text_string(raw: bytes) -> str:
+    """A PDF text string (ISO 32000-1 7.9.2.2): UTF-16BE after its byte order mark, else PDFDocEncoding (ASCII)."""
+    return raw[2:].decode("utf-16-be") if raw.startswith(b"\xfe\xff") else raw.decode("ascii")
+
+
+async def test_visible_signature_without_its_font_is_refused(world: World) -> None:
+    engine = PadesEngine(timestamper=None, validation=None, appearance_font=world.directory / "missing.ttf")
+    out = BytesIO()
+    with pytest.raises(AppearanceUnavailable):
+        await engine.sign(BytesIO(make_pdf()), out, world.signer,
+                          SignatureOptions(level=PadesLevel.B_B, visible=VisibleSignature(page=1, box=(0, 0, 99, 30))),
+                          actor="signer")
+    assert out.getvalue() == b""
 
 
 async def test_bad_options_are_refused_and_nothing_is_written(world: World) -> None:
