@@ -30,7 +30,7 @@ from typing import Any, Final, Protocol
 from asn1crypto import cms, crl, ocsp, x509
 from pyhanko_certvalidator import ValidationContext
 from pyhanko_certvalidator.authority import Authority
-from pyhanko_certvalidator.errors import CRLFetchError, OCSPFetchError, OCSPValidationError
+from pyhanko_certvalidator.errors import CertificateFetchError, CRLFetchError, OCSPFetchError, OCSPValidationError
 from pyhanko_certvalidator.fetchers import Fetchers
 from pyhanko_certvalidator.fetchers.aiohttp_fetchers.cert_fetch_client import AIOHttpCertificateFetcher
 from pyhanko_certvalidator.fetchers.aiohttp_fetchers.crl_client import AIOHttpCRLFetcher
@@ -137,13 +137,19 @@ class ValidationDataSource:
             return crl.CertificateList.load(await self._local.crl(name))
         except KeysError as exc:
             raise CRLFetchError(f"the built-in {name} CA has no CRL: {exc.detail}") from exc
+        except Exception as exc:  # the database away, a CRL that does not parse: no CRL from here
+            raise CRLFetchError(f"the built-in {name} CA's CRL is unavailable: {type(exc).__name__}") from exc
 
     def local_ca(self, url: str) -> str | None:
         return self._ca_urls.get(url)
 
     async def ca_certificate(self, name: str) -> list[x509.Certificate]:
         assert self._local is not None  # noqa: S101 - local_ca found the name
-        return [x509.Certificate.load(await self._local.ca_certificate(name))]
+        try:
+            return [x509.Certificate.load(await self._local.ca_certificate(name))]
+        except Exception as exc:  # the database away, no such CA: pyhanko-certvalidator's fetch failure
+            raise CertificateFetchError(f"the built-in {name} CA certificate is unavailable: "
+                                        f"{type(exc).__name__}") from exc
 
 
 class _LocalFirstOcspFetcher(AIOHttpOCSPFetcher):

@@ -73,6 +73,8 @@ class ServiceTimeStamper(TimeStamper):
             reply = await self._service.timestamp(req.dump(), actor=actor)
         except KeysError as exc:  # TsaNotConfigured: no usable TSA certificate on this node
             raise TimestampRequestError(f"the built-in TSA does not sign: {exc.detail}") from exc
+        except Exception as exc:  # whatever its storage raised (the database away): no token
+            raise TimestampRequestError(f"the built-in TSA failed: {type(exc).__name__}") from exc
         if not reply.granted:
             raise TimestampRequestError(f"the built-in TSA refused the request: {reply.failure}")
         response: tsp.TimeStampResp = tsp.TimeStampResp.load(reply.der)
