@@ -48,9 +48,11 @@ from pyhanko_certvalidator.registry import SimpleTrustManager
 from api.deps import Services
 from api.settings import Settings
 from keys.profiles import LegalPerson, NaturalPerson, Profile
+from keys.x509 import serial_to_hex
 from signing.core.errors import (
     AppearanceUnavailable,
     InvalidSignatureOptions,
+    SignerCertificateRevoked,
     SignerCredentialsUnusable,
     TimestampUnavailable,
 )
@@ -528,3 +530,16 @@ async def test_a_remembered_contents_size_too_small_is_estimated_again(world: Wo
     signed = await world.sign(make_pdf(), PadesLevel.B_T, engine=engine)
     assert engine._sizes[key] == size
     await check_all(world, signed, PadesLevel.B_T)
+
+
+async def test_b_lt_with_a_revoked_signer_certificate_is_refused(world: World) -> None:
+    """The OCSP answer fetched for B-LT says revoked: no signature that could never validate is written."""
+    serial = serial_to_hex(world.signer.certificate.serial_number)
+    async with world.services.sessions() as session, session.begin():
+        await world.services.pki.revoke(session, serial, "keyCompromise", actor="test")
+    out = BytesIO()
+    with pytest.raises(SignerCertificateRevoked) as raised:
+        await world.engine.sign(BytesIO(make_pdf()), out, world.signer, SignatureOptions(level=PadesLevel.B_LT),
+                                actor="signer")
+    assert raised.value.sub_indication == "REVOKED_NO_POE"
+    assert out.getvalue() == b""
