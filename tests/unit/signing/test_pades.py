@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import re
 import shutil
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass
 from io import BytesIO
@@ -112,8 +113,7 @@ def _pki_handler(services: Services, loop: asyncio.AbstractEventLoop, hits: list
         def do_GET(self) -> None:  # noqa: N802 - BaseHTTPRequestHandler's name
             hits.append("GET " + self.path)
             if self.path.startswith("/pki/ocsp/"):
-                der = base64.b64decode(self.path.removeprefix("/pki/ocsp/").replace("%2B", "+").replace("%2F", "/")
-                                       .replace("%3D", "="))
+                der = base64.b64decode(urllib.parse.unquote(self.path.removeprefix("/pki/ocsp/")))
                 self._reply(run(services.pki.ocsp(der)).der, "application/ocsp-response")
             elif self.path.startswith("/pki/crl/"):
                 name = self.path.removeprefix("/pki/crl/").removesuffix(".crl")
@@ -341,7 +341,10 @@ async def check_all(world: World, pdf: bytes, level: PadesLevel, index: int = 0)
         await openssl_ts_verify(world, token, signed_data["signer_infos"][0]["signature"].native)
     else:
         assert token is None
+    asked = len([hit for hit in world.hits if hit.split()[1].startswith("/pki/ocsp")])
     verdicts = await pdfsig(world, pdf)
+    assert len([hit for hit in world.hits if hit.split()[1].startswith("/pki/ocsp")]) > asked, \
+        "pdfsig checked the signer's certificate with the OCSP responder on loopback"
     regular = [v for v in verdicts if v.get("Signature Type") == "ETSI.CAdES.detached"]
     verdict = regular[index]
     assert verdict["Signature Validation"] == "Signature is Valid.", verdicts
