@@ -457,17 +457,24 @@ def cmd_seal_assign(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
     """Run a signing worker until SIGTERM or SIGINT: claims approved documents' jobs and signs them
-    (signing.core.jobs); any number may run beside `acar serve` and each other."""
+    (signing.core.jobs); any number may run beside `acar serve` and each other. It builds the service graph
+    `acar serve` does (the engine's in-process TSA and PKI), without the HTTP server."""
     import asyncio
     import contextlib
     import signal
 
-    from api.deps import build_signing
+    from api.app import startup_checks
+    from api.deps import build_services
+
+    if args.interval <= 0:
+        raise CliError("--interval must be positive")
 
     async def run() -> None:
-        services = CommandServices(settings)
+        services = build_services(settings)
         try:
-            worker = build_signing(settings, services.sessions, services.direct, services.pki).worker
+            await startup_checks(services)  # a wrong master key stops it here
+            await services.audit_log.start()  # the TSA's audit events are group-committed
+            worker = services.signing.worker
             task = asyncio.create_task(worker.run(args.interval))
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -478,8 +485,6 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
         finally:
             await services.close()
 
-    if args.interval <= 0:
-        raise CliError("--interval must be positive")
     asyncio.run(run())
 
 

@@ -88,7 +88,9 @@ async def root_certificate(services: Services) -> x509.Certificate:
 
 
 async def prepared(services: Services) -> x509.Certificate:
-    """The PKI of `acar init` (root, issuing CA, OCSP and TSA certificates); the root."""
+    """The PKI of `acar init` (root, issuing CA, OCSP and TSA certificates), and the group commit the built-in
+    TSA's audit events go through (the app's lifespan starts it; it is started once); the root."""
+    await services.audit_log.start()
     await initialize_pki(services)
     return await root_certificate(services)
 

@@ -27,7 +27,6 @@ import contextlib
 import datetime as dt
 import io
 import logging
-import math
 import os
 import secrets
 import socket
@@ -36,12 +35,7 @@ from typing import BinaryIO, Final, Protocol
 
 from signing.core.errors import SigningError
 from signing.core.interfaces import ClaimedJob, JobWork, SigningUnits
-from signing.core.interim_engine import (  # INTERIM: signing.core.pades once the engine is on main
-    SignatureOptions,
-    SignatureResult,
-    SigningCredentials,
-    VisibleSignature,
-)
+from signing.core.pades import SignatureOptions, SignatureResult, SigningCredentials, VisibleSignature
 
 log = logging.getLogger("acar.signing.worker")
 
@@ -179,9 +173,3 @@ class SigningWorker:
         log.warning("signing.document_failed", extra={"request": job.request_id, "n": job.n, "code": code})
         async with self._units.writing() as store:
             await store.fail_job(job, code=code, detail=detail[:500], now=self._clock(), actor=WORKER_ACTOR)
-
-
-def lease_seconds(value: float) -> dt.timedelta:
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError("the lease must be a positive number of seconds")
-    return dt.timedelta(seconds=value)

@@ -22,7 +22,7 @@ from keys.interfaces import KeyStore, KeyType
 from keys.profiles import LegalPerson, Profile
 from signing.core.errors import SealUnusable
 from signing.core.interfaces import Seal
-from signing.core.interim_engine import SigningCredentials  # INTERIM: signing.core.pades once on main
+from signing.core.pades import SigningCredentials
 from signing.sql.models import AgencySeal
 from storage.audit import record_event
 from storage.base import utcnow
@@ -96,7 +96,6 @@ class SealCredentials:
             if exc.status_code >= 500:
                 raise  # the key store or the database: transient, retried by the worker
             raise SealUnusable(f"the seal cannot sign: {exc.detail}") from None
-        credentials = SigningCredentials(handle=certified.handle, certificate=certified.certificate,
-                                         chain=certified.chain)
+        credentials = SigningCredentials.of(certified)
         self._cache[key_id] = (self._clock() + self._ttl, credentials)
         return credentials

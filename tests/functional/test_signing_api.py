@@ -8,10 +8,12 @@ import asyncio
 import base64
 import dataclasses
 import hashlib
+import io
 from typing import Any
 
 import httpx
 import pytest
+from pyhanko.pdf_utils.reader import PdfFileReader
 from sqlalchemy import func, select
 
 from api.app import create_app
@@ -81,6 +83,10 @@ async def test_seal_request_as_json_is_signed_and_validates(client: httpx.AsyncC
         assert hashlib.sha256(signed).hexdigest() == document["signed_sha256"]
         subjects = await verify_signed(signed, root)
         assert any("NTRAZ-1234567891" in s for s in subjects), subjects
+        reader = PdfFileReader(io.BytesIO(signed))  # B-LT, the default: validation data in the DSS, time-stamped
+        signer_info = reader.embedded_signatures[0].signer_info
+        assert "/DSS" in reader.root and "signature_time_stamp_token" in [
+            attribute["type"].native for attribute in signer_info["unsigned_attrs"]]
     async with initialized.sessions() as session:
         events = (await session.execute(select(AuditEvent.event_type).where(
             AuditEvent.subject == created["id"]))).scalars().all()

@@ -16,8 +16,8 @@ from api.app import signing_housekeeping
 from api.deps import Services
 from keys.models import IssuedCertificate
 from signing.core.interfaces import RequestState, RequestView
-from signing.core.interim_engine import InterimPadesEngine, SignatureOptions, SignatureResult, SigningCredentials
 from signing.core.jobs import SigningWorker
+from signing.core.pades import SignatureOptions, SignatureResult, SigningCredentials
 from signing.core.requests import Submission, SubmittedDocument
 from signing.sql.models import SigningDocument, SigningJob
 from signing.sql.seals import SealCredentials, assign_seal
@@ -51,7 +51,7 @@ async def _sealed_request(services: Services, documents: int) -> RequestView:
 
 def _worker(services: Services, name: str, *, engine: Any = None, clock: Any = utcnow,
             lease: float = 60) -> SigningWorker:
-    return SigningWorker(SqlSigningUnits(services.direct), engine or InterimPadesEngine(),
+    return SigningWorker(SqlSigningUnits(services.direct), engine or services.signing.engine,
                          SealCredentials(services.sessions, services.pki.ca, ttl_seconds=0),
                          lease=dt.timedelta(seconds=lease), name=name, clock=clock)
 
@@ -123,12 +123,12 @@ async def test_an_expired_lease_is_taken_over_and_the_lost_claim_never_delivers(
 
 
 class _Flaky:
-    """The interim engine, failing its first `failures` calls as an unreachable TSA would."""
+    """The service's engine, failing its first `failures` calls as an unreachable TSA would."""
 
-    def __init__(self, failures: int) -> None:
+    def __init__(self, engine: Any, failures: int) -> None:
         self.failures = failures
         self.calls = 0
-        self._engine = InterimPadesEngine()
+        self._engine = engine
 
     async def sign(self, source: BinaryIO, output: BinaryIO, credentials: SigningCredentials,
                    options: SignatureOptions, *, actor: str) -> SignatureResult:
@@ -142,7 +142,7 @@ async def test_a_transient_failure_is_retried_with_backoff(initialized: Services
     await prepared(initialized)
     view = await _sealed_request(initialized, 1)
     clock = Clock()
-    worker = _worker(initialized, "w", engine=_Flaky(1), clock=clock)
+    worker = _worker(initialized, "w", engine=_Flaky(initialized.signing.engine, 1), clock=clock)
     assert await worker.work_once() == 1
     async with initialized.sessions() as session:
         job = (await session.execute(select(SigningJob))).scalar_one()
@@ -158,7 +158,7 @@ async def test_retries_run_out_and_fail_the_request(initialized: Services) -> No
     await prepared(initialized)
     view = await _sealed_request(initialized, 1)
     clock = Clock()
-    worker = SigningWorker(SqlSigningUnits(initialized.direct), _Flaky(99),
+    worker = SigningWorker(SqlSigningUnits(initialized.direct), _Flaky(initialized.signing.engine, 99),
                            SealCredentials(initialized.sessions, initialized.pki.ca, ttl_seconds=0),
                            lease=dt.timedelta(seconds=60), max_attempts=2, name="w", clock=clock)
     await worker.work_once()
