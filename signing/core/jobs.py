@@ -15,9 +15,9 @@ Any number of workers on any number of nodes run `SigningWorker.run` against one
 
 Failures: a SigningError (the document or the request cannot be signed: a damaged PDF, an unusable certificate)
 fails the job, its document and its request with the error's code and detail, and cancels the request's other
-jobs. Anything else (a TSA or database outage, a crash of the engine) is transient: the job is retried with
-exponential backoff (5 s doubling to 10 minutes) up to `max_attempts`, then fails the request as
-`signing_failed`.
+jobs. A SigningError of status 503 (no time-stamp, no revocation data: an outage) and anything else (a database
+outage, a crash of the engine) is transient: the job is retried with exponential backoff (5 s doubling to 10
+minutes) up to `max_attempts`, then fails the request with the error's code (`signing_failed` for the others).
 """
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ FIRST_RETRY: Final = 5.0
 MAX_RETRY: Final = 600.0
 """... up to ten minutes."""
 WORKER_ACTOR: Final = "signing-worker"
+TRANSIENT_STATUS: Final = 503
+"""A SigningError with this status (TimestampUnavailable, ValidationDataUnavailable: the TSA or a revocation source
+did not answer) is retried like any other transient failure; every other SigningError fails the request."""
 
 
 class DocumentSigner(Protocol):
@@ -134,18 +137,14 @@ class SigningWorker:
         try:
             output, result = await self._sign(work)
         except SigningError as exc:
-            await self._fail(job, exc.code, exc.detail)
+            if exc.status_code != TRANSIENT_STATUS:
+                await self._fail(job, exc.code, exc.detail)
+                return
+            await self._retry(job, exc.code, f"{exc.code}: {exc.detail}")
             return
         except Exception as exc:  # transient: retried with backoff (module docstring)
             log.exception("signing.attempt_failed", extra={"request": job.request_id, "n": job.n})
-            error = f"{type(exc).__name__}: {str(exc)[:300]}"
-            if job.attempts >= self._max_attempts:
-                await self._fail(job, SigningFailed.code, f"document {job.n} could not be signed after "
-                                 f"{job.attempts} attempts (last: {error})")
-                return
-            now = self._clock()
-            async with self._units.writing() as store:
-                await store.retry_job(job, error=error, not_before=now + retry_delay(job.attempts), now=now)
+            await self._retry(job, SigningFailed.code, f"{type(exc).__name__}: {str(exc)[:300]}")
             return
         del work  # the input's bytes: only the output is held while it is written
         now = self._clock()
@@ -168,6 +167,16 @@ class SigningWorker:
         result = await self._engine.sign(io.BytesIO(work.content), output, credentials, options,
                                          actor=f"{work.client_id}:{work.request_id}")
         return output.getvalue(), result
+
+    async def _retry(self, job: ClaimedJob, code: str, error: str) -> None:
+        """Give the job back for a later attempt, or fail it with `code` once its attempts are spent."""
+        if job.attempts >= self._max_attempts:
+            await self._fail(job, code, f"document {job.n} could not be signed after {job.attempts} attempts "
+                             f"(last: {error})")
+            return
+        now = self._clock()
+        async with self._units.writing() as store:
+            await store.retry_job(job, error=error, not_before=now + retry_delay(job.attempts), now=now)
 
     async def _fail(self, job: ClaimedJob, code: str, detail: str) -> None:
         log.warning("signing.document_failed", extra={"request": job.request_id, "n": job.n, "code": code})

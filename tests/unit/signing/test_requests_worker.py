@@ -15,6 +15,7 @@ from sqlalchemy import select
 from api.app import signing_housekeeping
 from api.deps import Services
 from keys.models import IssuedCertificate
+from signing.core.errors import TimestampUnavailable
 from signing.core.interfaces import RequestState, RequestView
 from signing.core.jobs import SigningWorker
 from signing.core.pades import SignatureOptions, SignatureResult, SigningCredentials
@@ -125,7 +126,8 @@ async def test_an_expired_lease_is_taken_over_and_the_lost_claim_never_delivers(
 class _Flaky:
     """The service's engine, failing its first `failures` calls as an unreachable TSA would."""
 
-    def __init__(self, engine: Any, failures: int) -> None:
+    def __init__(self, engine: Any, failures: int, error: Exception | None = None) -> None:
+        self.error = error or ConnectionError("time-stamp authority unreachable")
         self.failures = failures
         self.calls = 0
         self._engine = engine
@@ -134,7 +136,7 @@ class _Flaky:
                    options: SignatureOptions, *, actor: str) -> SignatureResult:
         self.calls += 1
         if self.calls <= self.failures:
-            raise ConnectionError("time-stamp authority unreachable")
+            raise self.error
         return await self._engine.sign(source, output, credentials, options, actor=actor)
 
 
@@ -154,19 +156,20 @@ async def test_a_transient_failure_is_retried_with_backoff(initialized: Services
     assert (await initialized.signing.requests.get(view.id, CLIENT)).state is RequestState.COMPLETED
 
 
-async def test_retries_run_out_and_fail_the_request(initialized: Services) -> None:
+async def test_an_outage_is_retried_until_the_attempts_run_out(initialized: Services) -> None:
     await prepared(initialized)
     view = await _sealed_request(initialized, 1)
     clock = Clock()
-    worker = SigningWorker(SqlSigningUnits(initialized.direct), _Flaky(initialized.signing.engine, 99),
+    flaky = _Flaky(initialized.signing.engine, 99, TimestampUnavailable("the TSA did not answer"))
+    worker = SigningWorker(SqlSigningUnits(initialized.direct), flaky,
                            SealCredentials(initialized.sessions, initialized.pki.ca, ttl_seconds=0),
                            lease=dt.timedelta(seconds=60), max_attempts=2, name="w", clock=clock)
     await worker.work_once()
     clock.now += dt.timedelta(hours=1)
     await worker.work_once()
     failed = await initialized.signing.requests.get(view.id, CLIENT)
-    assert failed.state is RequestState.FAILED and failed.failure_code == "signing_failed"
-    assert "after 2 attempts" in (failed.failure_detail or "")
+    assert failed.state is RequestState.FAILED and failed.failure_code == "timestamp_unavailable"
+    assert "after 2 attempts" in (failed.failure_detail or "") and flaky.calls == 2
 
 
 async def test_an_unusable_seal_fails_the_request_and_cancels_its_other_jobs(initialized: Services) -> None:
