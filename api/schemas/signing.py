@@ -45,7 +45,9 @@ class SigningRequestCreate(BaseModel):
     reason: str | None = Field(default=None, max_length=MAX_TEXT)
     location: str | None = Field(default=None, max_length=MAX_TEXT)
     level: str | None = Field(default=None, max_length=8, description="PAdES baseline level (default B-LT)",
-                              json_schema_extra={"enum": [level.value for level in PadesLevel]})
+                              json_schema_extra={"anyOf": [{"type": "string",
+                                                            "enum": [level.value for level in PadesLevel]},
+                                                           {"type": "null"}]})
     placement: PlacementIn | None = Field(default=None, description="a visible signature; invisible without")
     callback_url: str | None = Field(default=None, max_length=MAX_CALLBACK_URL,
                                      description="https URL told when the request finishes")
