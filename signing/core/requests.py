@@ -179,9 +179,15 @@ def _text(value: str | None, name: str, limit: int = MAX_TEXT) -> str | None:
     text = unicodedata.normalize("NFC", value.strip())
     if len(text) > limit:
         raise InvalidSigningRequest(f"{name} must be at most {limit} characters")
-    if any(unicodedata.category(ch) == "Cc" for ch in text):
-        raise InvalidSigningRequest(f"{name} must not contain control characters")
+    if _unstorable(text):
+        raise InvalidSigningRequest(f"{name} must not contain control characters, surrogates or noncharacters")
     return text or None
+
+
+def _unstorable(text: str) -> bool:
+    """Text a database column must not hold: control characters (NUL among them), unpaired surrogates (not UTF-8)
+    and noncharacters or unassigned code points (Unicode category Cc, Cs, Cn)."""
+    return any(unicodedata.category(ch) in ("Cc", "Cs", "Cn") for ch in text)
 
 
 def parse_level(value: str | None) -> PadesLevel:
@@ -219,6 +225,9 @@ def parse_callback(value: str | None, *, allow_http: bool) -> str | None:
         return None
     if not isinstance(value, str) or len(value) > MAX_CALLBACK_URL:
         raise InvalidCallbackUrl(f"callback_url must be a URL of at most {MAX_CALLBACK_URL} characters")
+    if _unstorable(value) or not value.isascii() or " " in value:
+        raise InvalidCallbackUrl("callback_url must be an ASCII URL without spaces or control characters "
+                                 "(RFC 3986 section 2)")
     parts = urlsplit(value)
     schemes = ("https", "http") if allow_http else ("https",)
     if parts.scheme not in schemes or not parts.hostname or parts.username or parts.password or parts.fragment:
@@ -230,7 +239,7 @@ def parse_callback(value: str | None, *, allow_http: bool) -> str | None:
 def clean_filename(value: str | None, n: int) -> str:
     """The file's own name (no directories), NFC, printable, at most 255 characters; document-<n>.pdf if none."""
     name = unicodedata.normalize("NFC", (value or "").replace("\\", "/").rsplit("/", 1)[-1].strip())
-    if any(unicodedata.category(ch).startswith("C") for ch in name):
+    if any(unicodedata.category(ch).startswith("C") for ch in name):  # Cc, Cf, Cs, Co, Cn
         raise InvalidDocument(f"document {n}: the file name must not contain control characters")
     if len(name) > MAX_FILENAME:
         raise InvalidDocument(f"document {n}: the file name must be at most {MAX_FILENAME} characters")

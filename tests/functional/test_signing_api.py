@@ -9,6 +9,7 @@ import base64
 import dataclasses
 import hashlib
 import io
+import json
 from typing import Any
 
 import httpx
@@ -182,12 +183,17 @@ async def test_sign_mode_is_pending_with_an_approval_url(client: httpx.AsyncClie
      422, "invalid_callback_url"),
     ({"mode": "seal", "documents": [{"content": _b64(minimal_pdf())}, {"content": _b64(b"%PDF-1.7 broken")}]},
      422, "not_pdf"),
+    ({"mode": "seal", "reason": "a\u0000b", "documents": [{"content": _b64(minimal_pdf())}]}, 422, "invalid_request"),
+    ({"mode": "seal", "documents": [{"filename": "\ud800.pdf", "content": _b64(minimal_pdf())}]}, 422,
+     "invalid_request"),  # not UTF-8: refused by the schema's own string check
+    ({"mode": "seal", "extra": 1, "documents": [{"content": _b64(minimal_pdf())}]}, 422, "invalid_request"),
 ])
 async def test_bad_input_is_refused_and_nothing_stored(client: httpx.AsyncClient, initialized: Services,
                                                        body: dict[str, Any], status: int, code: str) -> None:
     await prepared(initialized)
     agency = await register_agency(initialized, client)
-    r = await client.post(API, headers=agency.headers, json=body)
+    r = await client.post(API, headers={**agency.headers, "content-type": "application/json"},
+                          content=json.dumps(body).encode())  # ASCII JSON: a lone surrogate as its \u escape
     assert r.status_code == status and r.headers["content-type"] == PROBLEM, r.text
     assert r.json()["code"] == code, r.text
     assert await _rows(initialized) == {"signing_requests": 0, "signing_documents": 0, "signing_jobs": 0}
