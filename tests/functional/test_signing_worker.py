@@ -126,3 +126,34 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_signs_each_document_once(
     finally:
         server.stop()
         out.close()
+
+
+def test_acar_serve_alone_seals(pg_database_url: str, master_key_file: Path, tmp_path: Path) -> None:
+    """The embedded setup is one command: `acar serve` signs with its in-process worker (the default)."""
+    env = acar_env({"ACAR_DATABASE_URL": pg_database_url, "ACAR_MASTER_KEY_FILE": str(master_key_file),
+                    "ACAR_DATA_DIR": str(tmp_path / "data"), "ACAR_KEY_CACHE_SECONDS": "0",
+                    "ACAR_ACCESS_LOG": "false"})
+    run_acar(env, "init")
+    client = acar_json(env, "client", "add", "--name", "Registry", "--grant-type", "client_credentials",
+                       "--scope", "signing")
+    acar_json(env, "seal", "assign", client["client_id"], "--voen", "1234567891", "--organization", "Reyestr")
+    server = Server(env, log_path=tmp_path / "server.log")
+    try:
+        server.wait_ready()
+        token = httpx.post(server.base + "/token", data={"grant_type": "client_credentials"},
+                           auth=(client["client_id"], client["client_secret"])).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        pdf = minimal_pdf(2)
+        r = httpx.post(server.base + API, headers=headers, data={"mode": "seal", "level": "B-LTA"},
+                       files=[("document", ("a.pdf", pdf, "application/pdf"))], timeout=30)
+        assert r.status_code == 201, r.text
+        deadline = time.monotonic() + 60
+        while (state := httpx.get(f"{server.base}{API}/{r.json()['id']}", headers=headers).json())["state"] \
+                != "completed":
+            assert state["state"] in ("approved", "signing") and time.monotonic() < deadline, (state, server.log())
+            time.sleep(0.1)
+        signed = httpx.get(f"{server.base}{API}/{state['id']}/documents/1", headers=headers).content
+        reader = PdfFileReader(io.BytesIO(signed))
+        assert signed.startswith(pdf) and len(reader.embedded_signatures) == 2  # the seal and the document time-stamp
+    finally:
+        server.stop()
