@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from sqlalchemy import and_, bindparam, delete, exists, insert, or_, select, update
@@ -292,13 +292,13 @@ class SqlSigningStore:
 class SqlSigningUnits:
     """`SigningUnits` on the database's units of work (storage.direct)."""
 
-    def __init__(self, database: DirectDatabase, *, request_id: Any = None) -> None:
+    def __init__(self, database: DirectDatabase, *, request_id: Callable[[], str | None] | None = None) -> None:
         self._db = database
         self._request_id = request_id
-        """A callable giving the current request id for the audit events (api.logging.request_id_var.get)."""
+        """Gives the current request's id for the audit events (api.logging.request_id_var.get)."""
 
     def _rid(self) -> str | None:
-        return self._request_id() if callable(self._request_id) else None
+        return self._request_id() if self._request_id is not None else None
 
     @contextlib.asynccontextmanager
     async def writing(self) -> AsyncIterator[SqlSigningStore]:
