@@ -145,7 +145,7 @@ def _background(svc: Services, settings: Settings, backchannel: BackchannelDeliv
     tasks = [asyncio.create_task(_housekeeping(svc, settings.housekeeping_seconds, backchannel, passed)),
              asyncio.create_task(backchannel.run(min(settings.housekeeping_seconds, BACKCHANNEL_TICK_SECONDS)))]
     if settings.signing_inprocess_worker:
-        tasks.append(asyncio.create_task(svc.signing.worker.run(SIGNING_TICK_SECONDS), context=contextvars.Context()))
+        tasks.append(asyncio.create_task(svc.signing.run(SIGNING_TICK_SECONDS), context=contextvars.Context()))
     return tasks
 
 

@@ -475,7 +475,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
             await startup_checks(services)  # a wrong master key stops it here
             await services.audit_log.start()  # the TSA's audit events are group-committed
             worker = services.signing.worker
-            task = asyncio.create_task(worker.run(args.interval))
+            task = asyncio.create_task(services.signing.run(args.interval))  # with the callbacks
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, task.cancel)

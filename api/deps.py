@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # the services' modules are imported by the builders that nee
     from keys.pki import PkiService
     from keys.token_keys import TokenKeyService
     from keys.tsa import TimestampService, TsaCredentials
+    from signing.core.callbacks import CallbackDelivery
     from signing.core.jobs import SigningWorker
     from signing.core.pades import PadesEngine, SignatureOptions, SignatureResult, SigningCredentials
     from signing.core.requests import RequestService
@@ -121,7 +122,7 @@ def build_services(settings: Settings, *, key_store: KeyStore | None = None) -> 
                     audit_log=audit_log, clients=clients, oidc=oidc,
                     passkeys=build_passkeys(settings), enrollment_policy=build_enrollment_policy(settings),
                     ratelimits=build_ratelimits(settings, audit_log),
-                    signing=build_signing(settings, sessions, direct, pki, timestamps))
+                    signing=build_signing(settings, sessions, direct, pki, timestamps, token_keys=token_keys))
 
 
 class SigningEngine:
@@ -168,15 +169,24 @@ class SigningServices:
     requests: RequestService
     engine: SigningEngine
     worker: SigningWorker
+    callbacks: CallbackDelivery  # the requests' completion callbacks (signing.core.callbacks)
+
+    async def run(self, interval: float) -> None:
+        """The worker and the callbacks' delivery, each polling every `interval` seconds, until cancelled."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self.worker.run(interval))
+            tasks.create_task(self.callbacks.run(interval))
 
     async def close(self) -> None:
+        await self.callbacks.aclose()
         await self.engine.close()
 
 
 def build_signing(settings: Settings, sessions: async_sessionmaker[AsyncSession], direct: DirectDatabase,
-                  pki: PkiService, tsa: TimestampService, *, worker_name: str | None = None) -> SigningServices:
+                  pki: PkiService, tsa: TimestampService, *, token_keys: TokenKeyService,
+                  worker_name: str | None = None) -> SigningServices:
     """Signing requests (ACAR_SIGNING_* bounds) and the worker, on `direct`'s units of work, sealing with the keys
-    the built-in CA certified (signing.sql.seals)."""
+    the built-in CA certified (signing.sql.seals); the completion callbacks signed with the token keys."""
     from api.logging import request_id_var
     from signing.core.jobs import SigningWorker
     from signing.core.requests import RequestPolicy, RequestService, interim_inspector
@@ -185,6 +195,7 @@ def build_signing(settings: Settings, sessions: async_sessionmaker[AsyncSession]
     from storage.base import utcnow
 
     units = SqlSigningUnits(direct, request_id=request_id_var.get)
+    callbacks = build_callbacks(settings, direct, token_keys, name=worker_name)
     policy = RequestPolicy(
         max_documents=settings.signing_max_documents, max_document_bytes=settings.signing_max_document_bytes,
         allow_http_callback=settings.env == "development",
@@ -195,8 +206,30 @@ def build_signing(settings: Settings, sessions: async_sessionmaker[AsyncSession]
     engine = SigningEngine(pki, tsa)
     worker = SigningWorker(units, engine,
                            SealCredentials(sessions, pki.ca, ttl_seconds=settings.key_cache_seconds),
-                           lease=dt.timedelta(seconds=settings.signing_lease_seconds), name=worker_name, clock=utcnow)
-    return SigningServices(requests=requests, engine=engine, worker=worker)
+                           lease=dt.timedelta(seconds=settings.signing_lease_seconds), name=worker_name, clock=utcnow,
+                           finished=callbacks.kick)
+    return SigningServices(requests=requests, engine=engine, worker=worker, callbacks=callbacks)
+
+
+def build_callbacks(settings: Settings, direct: DirectDatabase, token_keys: TokenKeyService, *,
+                    name: str | None = None) -> CallbackDelivery:
+    """The completion callbacks' delivery (ACAR_SIGNING_CALLBACK_*): JWTs signed by the first token algorithm's
+    current key; in production https only and no non-public address outside ACAR_SIGNING_CALLBACK_ALLOWED_NETWORKS."""
+    import ipaddress
+
+    from signing.core.callbacks import CallbackDelivery, CallbackPolicy
+    from signing.sql.callbacks import SqlCallbackUnits
+    from storage.base import utcnow
+
+    production = settings.env == "production"
+    policy = CallbackPolicy(
+        issuer=settings.issuer, max_age=dt.timedelta(hours=settings.signing_callback_max_age_hours),
+        timeout=settings.signing_callback_timeout_seconds, refuse_private=production, require_https=production,
+        allowed_networks=tuple(ipaddress.ip_network(cidr, strict=False)
+                               for cidr in settings.signing_callback_allowed_networks))
+    alg = token_keys.algorithms[0]
+    return CallbackDelivery(SqlCallbackUnits(direct), lambda: token_keys.signer(alg), policy, clock=utcnow,
+                            name=f"callbacks:{name}" if name else "callbacks")
 
 
 def build_ratelimits(settings: Settings, audit: AuditSink) -> RateLimits:

@@ -159,6 +159,15 @@ class Settings(BaseSettings):
     digests and the audit trail stay."""
     signing_request_lifetime_hours: float = Field(default=72.0, gt=0, le=24 * 90)
     """How long a sign-mode request waits for its signer's approval before it expires."""
+    signing_callback_max_age_hours: float = Field(default=24.0, gt=0, le=24 * 30)
+    """A request's completion callback is retried (with backoff) for this long after the request finished, then
+    given up (signing.callback.expired)."""
+    signing_callback_timeout_seconds: float = Field(default=10.0, ge=1, le=60)
+    """Connect, write and read timeout of one callback attempt (three times this in all)."""
+    signing_callback_allowed_networks: list[str] = Field(default=[])
+    """CIDRs of internal networks callbacks may reach in production (an agency's receiver on a private address);
+    any other non-public address (loopback, private, link-local, reserved) is refused there (SSRF). Development
+    reaches every address."""
     # PKI
     certificate_policy_oid: str = "1.3.6.1.4.1.99999.1.1"
     """The national certificate policy OID, in every certificate the issuing CA issues beside the ETSI policy of
@@ -252,7 +261,7 @@ class Settings(BaseSettings):
             raise ValueError("must be memory:// or a redis://host:port/db URL")
         return value
 
-    @field_validator("trusted_proxies")
+    @field_validator("trusted_proxies", "signing_callback_allowed_networks")
     @classmethod
     def _cidrs(cls, value: list[str]) -> list[str]:
         for cidr in value:

@@ -85,7 +85,7 @@ class SigningWorker:
 
     def __init__(self, units: SigningUnits, engine: DocumentSigner, credentials: CredentialSource, *,
                  lease: dt.timedelta, batch: int = 1, max_attempts: int = 5, name: str | None = None,
-                 clock: Callable[[], dt.datetime]) -> None:
+                 clock: Callable[[], dt.datetime], finished: Callable[[], None] | None = None) -> None:
         if batch < 1 or max_attempts < 1 or lease <= dt.timedelta(0):
             raise ValueError("batch and max_attempts must be at least 1 and the lease positive")
         self._units = units
@@ -97,6 +97,8 @@ class SigningWorker:
         self.name = name or worker_name()
         self._clock = clock
         self._wake = asyncio.Event()
+        self._finished = finished
+        """Called after a job's outcome is committed (the completion callbacks' delivery is woken by it)."""
 
     def kick(self) -> None:
         """Work now (a request was just stored) instead of at the next tick."""
@@ -153,6 +155,8 @@ class SigningWorker:
                                              actor=WORKER_ACTOR)
         if not written:
             log.warning("signing.lease_lost", extra={"request": job.request_id, "n": job.n, "worker": self.name})
+        elif self._finished is not None:
+            self._finished()
 
     async def _sign(self, work: JobWork) -> tuple[bytes, SignatureResult]:
         if work.key_id is None:
@@ -182,3 +186,5 @@ class SigningWorker:
         log.warning("signing.document_failed", extra={"request": job.request_id, "n": job.n, "code": code})
         async with self._units.writing() as store:
             await store.fail_job(job, code=code, detail=detail[:500], now=self._clock(), actor=WORKER_ACTOR)
+        if self._finished is not None:
+            self._finished()

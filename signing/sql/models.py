@@ -12,6 +12,8 @@
   (`leased_by`), so each document is signed exactly once in the delivered result.
 - `signing_seals`: an agency client's electronic seal (ETSI EN 319 412-3 legal person: its VÖEN and name) and the
   key in the key store that seals for it.
+- `signing_callbacks`: the completion callback of a request that named a callback URL, written in the transaction
+  that moved the request to its final state, and sent by signing.core.callbacks until delivered or expired.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -118,3 +121,32 @@ class AgencySeal(Base):
     key_id: Mapped[str | None] = mapped_column(ForeignKey("stored_keys.id"))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class SigningCallback(Base):
+    """One completion callback (signing.core.callbacks): what happened to a request, sent as a signed JWT to the URL
+    the agency gave. Pending while `state` is pending; claimed by moving `next_attempt_at` ahead by a lease."""
+
+    __tablename__ = "signing_callbacks"
+    __table_args__ = (Index("ix_signing_callbacks_due", "state", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    """The callback's JWT id (jti): the agency drops a second delivery of the same id."""
+    request_id: Mapped[str] = mapped_column(ForeignKey("signing_requests.id", ondelete="CASCADE"), unique=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    url: Mapped[str] = mapped_column(String(2000))
+    claims: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """The event as it was when the request reached its final state: request id, state, documents, failure."""
+    body: Mapped[str | None] = mapped_column(Text)
+    """The compact JWS, once signed at the first attempt: exactly what every attempt sends."""
+    state: Mapped[str] = mapped_column(String(16))
+    """pending, delivered or expired."""
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    leased_by: Mapped[str | None] = mapped_column(String(64))
+    """The claim that may record the current attempt's outcome."""
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())

@@ -30,6 +30,8 @@ from signing.core.interfaces import (
     Seal,
 )
 from signing.core.levels import PadesLevel
+from signing.sql.callbacks import record_callback
+from signing.sql.claims import claim_due, claimable
 from signing.sql.models import AgencySeal, SigningDocument, SigningJob, SigningRequest
 from storage.audit import DeferredAudit
 from storage.base import new_uuid
@@ -61,13 +63,8 @@ SEAL = select(_seals.c.client_id, _seals.c.voen, _seals.c.organization, _seals.c
 # jobs
 _DUE = or_(and_(_jobs.c.state == "queued", _jobs.c.not_before <= bindparam("now")),
            and_(_jobs.c.state == "running", _jobs.c.leased_until < bindparam("now")))
-CLAIMABLE = select(_jobs.c.id).where(_DUE).order_by(_jobs.c.not_before, _jobs.c.id) \
-    .limit(bindparam("limit")).with_for_update(skip_locked=True)
-"""PostgreSQL: the due rows this unit locks until it ends; rows another worker's unit has locked are skipped, never
-waited for (SKIP LOCKED). SQLite renders no FOR UPDATE: the writing unit holds the database's write lock from this
-first statement (BEGIN IMMEDIATE). A separate statement from the UPDATE on purpose: inside `UPDATE ... WHERE id IN
-(SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)` PostgreSQL may run the subquery more than once and take more than n
-rows."""
+CLAIMABLE = claimable(_jobs, _DUE, _jobs.c.not_before, _jobs.c.id)
+"""The due jobs, locked for this unit with FOR UPDATE SKIP LOCKED (signing.sql.claims, shared with the callbacks)."""
 CLAIM_JOB = update(_jobs).where(_jobs.c.id == bindparam("id")).values(
     state="running", attempts=_jobs.c.attempts + 1, leased_until=bindparam("lease_until"),
     leased_by=bindparam("leased_by"), updated_at=bindparam("now")) \
@@ -216,13 +213,11 @@ class SqlSigningStore:
     # jobs
     async def claim_jobs(self, *, now: dt.datetime, lease_until: dt.datetime, leased_by: str,
                          limit: int) -> list[ClaimedJob]:
-        jobs = []
-        for (job_id,) in await self.tx.all(CLAIMABLE, now=now, limit=limit):
-            row = await self.tx.one(CLAIM_JOB, id=job_id, lease_until=lease_until, leased_by=leased_by, now=now)
-            if row is not None:
-                id_, request_id, n, attempts = row
-                jobs.append(ClaimedJob(id=id_, request_id=request_id, n=n, attempts=attempts, leased_by=leased_by,
-                                       leased_until=lease_until))
+        jobs = [ClaimedJob(id=id_, request_id=request_id, n=n, attempts=attempts, leased_by=leased_by,
+                           leased_until=lease_until)
+                for id_, request_id, n, attempts in await claim_due(
+                    self.tx, CLAIMABLE, CLAIM_JOB, limit=limit, now=now, lease_until=lease_until,
+                    leased_by=leased_by)]
         for request_id in sorted({job.request_id for job in jobs}):
             await self.tx.execute(START_REQUEST, id=request_id, now=now)
         return jobs
@@ -252,6 +247,7 @@ class SqlSigningStore:
         if completed is not None:
             await self.audit("signing.request.completed", actor=actor, subject=job.request_id,
                              detail={"client_id": completed[0]})
+            await record_callback(self.tx, job.request_id, now=now)
         return True
 
     async def retry_job(self, job: ClaimedJob, *, error: str, not_before: dt.datetime, now: dt.datetime) -> bool:
@@ -269,6 +265,7 @@ class SqlSigningStore:
         if failed is not None:
             await self.audit("signing.request.failed", actor=actor, subject=job.request_id,
                              detail={"client_id": failed[0], "code": code, "n": job.n})
+            await record_callback(self.tx, job.request_id, now=now)
         return True
 
     # housekeeping
@@ -276,6 +273,7 @@ class SqlSigningStore:
         expired = await self.tx.all(EXPIRE_REQUESTS, now=now)
         for (request_id,) in expired:
             await self.audit("signing.request.expired", actor="scheduler", subject=request_id)
+            await record_callback(self.tx, request_id, now=now)
         return len(expired)
 
     async def purge_contents(self, before: dt.datetime, now: dt.datetime) -> int:
