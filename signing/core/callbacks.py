@@ -324,17 +324,22 @@ class CallbackDelivery:
         scheme = target.scheme
         if scheme != "https" and (self.policy.require_https or scheme != "http"):
             raise _Refused(f"the callback URL must be https, not {scheme}")
-        extensions: dict[str, Any] = {}
         headers = {"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"}
-        if self.policy.refuse_private:
-            port = target.port or (443 if scheme == "https" else 80)
-            address = await self._checked_address(target.host, port)
-            headers["Host"] = target.netloc.decode("ascii")
-            if scheme == "https":
-                extensions["sni_hostname"] = target.host  # the certificate is verified for the URL's host name
-            target = target.copy_with(host=str(address))
+        if not self.policy.refuse_private:
+            return await self._post(target, body, headers, {})
+        port = target.port or (443 if scheme == "https" else 80)
+        addresses = await self._checked_addresses(target.host, port)
+        headers["Host"] = target.netloc.decode("ascii")
+        extensions = {"sni_hostname": target.host} if scheme == "https" else {}  # the certificate is verified
+        for address in addresses[:-1]:                                         # for the URL's host name
+            with contextlib.suppress(httpx.ConnectError):  # the next address of the host (IPv6 and IPv4)
+                return await self._post(target.copy_with(host=str(address)), body, headers, extensions)
+        return await self._post(target.copy_with(host=str(addresses[-1])), body, headers, extensions)
+
+    async def _post(self, target: httpx.URL, body: str, headers: Mapping[str, str],
+                    extensions: Mapping[str, Any]) -> int:
         async with self._http.stream("POST", target, content=body.encode("ascii"), headers=headers,
-                                     extensions=extensions, follow_redirects=False) as response:
+                                     extensions=dict(extensions), follow_redirects=False) as response:
             status = response.status_code
             if 200 <= status < 300:
                 return status
@@ -342,8 +347,8 @@ class CallbackDelivery:
         detail = _clean(text.decode("utf-8", "replace"), 200)
         raise _Refused(f"HTTP {status}" + (f": {detail}" if detail else ""), status)
 
-    async def _checked_address(self, host: str, port: int) -> IpAddress:
-        """The first address of `host`, when none of its addresses is refused (module docstring, SSRF)."""
+    async def _checked_addresses(self, host: str, port: int) -> list[IpAddress]:
+        """The addresses of `host`, when none of them is refused (module docstring, SSRF)."""
         try:
             addresses = [ipaddress.ip_address(host)]
         except ValueError:
@@ -354,7 +359,7 @@ class CallbackDelivery:
         if refused:
             raise _Refused(f"{host} resolves to {', '.join(refused[:3])}, not a public address (refused against "
                            "SSRF; ACAR_SIGNING_CALLBACK_ALLOWED_NETWORKS lists internal networks allowed)")
-        return addresses[0]
+        return addresses
 
 
 def _kid(body: str) -> str | None:

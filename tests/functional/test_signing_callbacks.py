@@ -1,0 +1,328 @@
+"""Completion callbacks of signing requests (signing.core.callbacks), both databases, real HTTP on loopback.
+
+A seal request with a callback URL: the receiver gets one POST of a JWT that PyJWT and joserfc verify with the JWKS
+of /jwks.json. A receiver failing twice then answering is delivered on the third attempt, the same bytes each time;
+one that never answers 2xx expires after the delivery window, audited. No callback URL, no row. Redirects are not
+followed. In production's policy non-public addresses are refused (SSRF) unless allowed. Retries are driven by a
+hand-moved clock (tests.clock), never by waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import dataclasses
+import datetime as dt
+import hashlib
+import ipaddress
+import json
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from fastapi import FastAPI
+from joserfc import jwt as jose_jwt
+from joserfc.jwk import KeySet
+from sqlalchemy import func, select
+
+from api.app import create_app, signing_housekeeping
+from api.deps import Services
+from signing.core.callbacks import CONTENT_TYPE, TYP, CallbackDelivery, CallbackPolicy
+from signing.sql.callbacks import SqlCallbackUnits
+from signing.sql.models import SigningCallback
+from storage.audit import AuditEvent
+from storage.base import utcnow
+from tests.clock import Clock
+from tests.local_http import QuietHandler, serving
+from tests.oidc_tools import ISSUER, asgi_browser
+from tests.signing_tools import Agency, minimal_pdf, prepared, register_agency
+
+API = "/api/v1/signing-requests"
+
+
+@dataclass
+class Post:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Receiver:
+    url: str
+    statuses: list[int]
+    """The answers in order; the last one repeats."""
+    posts: list[Post] = field(default_factory=list)
+    location: str | None = None
+
+
+@contextmanager
+def receiver(*statuses: int, location: str | None = None) -> Iterator[Receiver]:
+    """An agency's callback endpoint on 127.0.0.1 that records every POST and answers `statuses` in turn."""
+    found: list[Receiver] = []
+
+    class Handler(QuietHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the name http.server calls
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            rec = found[0]
+            rec.posts.append(Post(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+            status = rec.statuses[min(len(rec.posts), len(rec.statuses)) - 1]
+            self.send_response(status)
+            if rec.location is not None:
+                self.send_header("Location", rec.location)
+            answer = b"x" * 100_000 if status >= 400 else b""  # a long refusal: only its start is read
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # Açar stopped reading a long answer
+                self.wfile.write(answer)
+
+    with serving(Handler) as server:
+        rec = Receiver(url=f"http://127.0.0.1:{server.server_address[1]}/acar/callback", statuses=list(statuses),
+                       location=location)
+        found.append(rec)
+        yield rec
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+async def _callbacks(services: Services) -> list[SigningCallback]:
+    async with services.sessions() as session:
+        return list((await session.execute(select(SigningCallback))).scalars().all())
+
+
+async def _events(services: Services, prefix: str) -> list[AuditEvent]:
+    async with services.sessions() as session:
+        return list((await session.execute(select(AuditEvent).where(AuditEvent.event_type.startswith(prefix))
+                                            .order_by(AuditEvent.id))).scalars().all())
+
+
+async def _seal(client: httpx.AsyncClient, agency: Agency, callback_url: str | None) -> str:
+    body: dict[str, Any] = {"mode": "seal", "level": "B-B",
+                            "documents": [{"filename": "a.pdf", "content": _b64(minimal_pdf(1, "Arayış"))},
+                                          {"filename": "b.pdf", "content": _b64(minimal_pdf(2, "Müqavilə"))}]}
+    if callback_url is not None:
+        body["callback_url"] = callback_url
+    r = await client.post(API, headers=agency.headers, json=body)
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def _verified(token: str, jwks: dict[str, Any], audience: str) -> dict[str, Any]:
+    """The claims, checked by two JOSE libraries independent of Açar's keys.jose: PyJWT and joserfc."""
+    header = jwt.get_unverified_header(token)
+    assert header["typ"] == TYP and header["alg"] == "ES256"
+    key = jwt.PyJWKSet.from_dict(jwks)[header["kid"]]
+    claims: dict[str, Any] = jwt.decode(token, key.key, algorithms=["ES256"], audience=audience, issuer=ISSUER,
+                                        options={"require": ["iss", "aud", "iat", "exp", "jti"]})
+    other = jose_jwt.decode(token, KeySet.import_key_set(jwks), algorithms=["ES256"])
+    jose_jwt.JWTClaimsRegistry(iss={"essential": True, "value": ISSUER},
+                               aud={"essential": True, "value": audience}).validate(other.claims)
+    assert other.claims == claims and other.header["kid"] == header["kid"]
+    return claims
+
+
+@pytest.fixture
+async def manual(initialized: Services) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """The app without its in-process worker: the test signs with `worker.work_once` and delivers with a
+    CallbackDelivery of its own clock, so no background task races it."""
+    initialized.settings.signing_inprocess_worker = False
+    application = create_app(services=initialized)
+    async with application.router.lifespan_context(application), asgi_browser(application) as c:
+        yield application, c
+
+
+async def _sign_all(services: Services) -> None:
+    while await services.signing.worker.work_once():
+        pass
+
+
+def _delivery(services: Services, clock: Clock, *, max_age: dt.timedelta = dt.timedelta(hours=24),
+              refuse_private: bool = False, allowed: tuple[str, ...] = ()) -> CallbackDelivery:
+    policy = CallbackPolicy(issuer=ISSUER, max_age=max_age, timeout=5.0, refuse_private=refuse_private,
+                            require_https=False,
+                            allowed_networks=tuple(ipaddress.ip_network(a) for a in allowed))
+    return CallbackDelivery(SqlCallbackUnits(services.direct), lambda: services.token_keys.signer("ES256"), policy,
+                            clock=clock)
+
+
+async def test_a_completed_seal_request_posts_one_jwt_that_verifies_with_the_jwks(
+        client: httpx.AsyncClient, initialized: Services) -> None:
+    await prepared(initialized)
+    agency = await register_agency(initialized, client)
+    with receiver(204) as agency_side:
+        request_id = await _seal(client, agency, agency_side.url)  # the in-process worker signs and delivers
+        for _ in range(600):
+            rows = await _callbacks(initialized)
+            if rows and rows[0].state != "pending":
+                break
+            await asyncio.sleep(0.05)
+        assert [row.state for row in rows] == ["delivered"], [(r.state, r.last_error) for r in rows]
+        assert len(agency_side.posts) == 1
+    post = agency_side.posts[0]
+    assert post.path == "/acar/callback" and post.headers["content-type"] == CONTENT_TYPE
+    token = post.body.decode("ascii")
+    row = rows[0]
+    assert row.body == token and row.attempts == 1 and row.last_status == 204 and row.delivered_at is not None
+    done = (await client.get(f"{API}/{request_id}", headers=agency.headers)).json()
+    assert done["state"] == "completed"
+    jwks = (await client.get("/jwks.json")).json()
+    claims = _verified(token, jwks, agency.client_id)
+    assert claims["jti"] == row.id and claims["request_id"] == request_id and claims["state"] == "completed"
+    assert claims["documents"] == [{"n": d["n"], "sha256": d["signed_sha256"]} for d in done["documents"]]
+    assert claims["failure"] is None
+    assert claims["exp"] - claims["iat"] <= 24 * 3600
+    for n in (1, 2):  # the digests are those of the PDFs the agency downloads
+        signed = (await client.get(f"{API}/{request_id}/documents/{n}", headers=agency.headers)).content
+        assert hashlib.sha256(signed).hexdigest() == claims["documents"][n - 1]["sha256"]
+    delivered = await _events(initialized, "signing.callback.")
+    assert [(e.event_type, e.subject, e.detail["attempts"]) for e in delivered] == [
+        ("signing.callback.delivered", request_id, 1)]
+
+
+async def test_failing_twice_then_answering_is_delivered_on_the_third_attempt_with_the_same_body(
+        manual: tuple[FastAPI, httpx.AsyncClient], initialized: Services) -> None:
+    _, client = manual
+    await prepared(initialized)
+    agency = await register_agency(initialized, client)
+    with receiver(500, 500, 200) as agency_side:
+        request_id = await _seal(client, agency, agency_side.url)
+        await _sign_all(initialized)
+        clock = Clock()
+        delivery = _delivery(initialized, clock)
+        gaps = []
+        for attempt in (1, 2):
+            assert await delivery.deliver_due() == {"delivered": 0, "retrying": 1, "expired": 0}
+            (row,) = await _callbacks(initialized)
+            assert (row.state, row.attempts, row.last_status) == ("pending", attempt, 500)
+            assert row.last_error is not None and row.last_error.startswith("HTTP 500")
+            assert len(row.last_error) <= 300  # the refusal's 100 kB body is not kept (nor read beyond 1 KiB)
+            assert await delivery.deliver_due() == {"delivered": 0, "retrying": 0, "expired": 0}  # backing off
+            gaps.append(row.next_attempt_at - clock.now)
+            clock.now = row.next_attempt_at
+        assert await delivery.deliver_due() == {"delivered": 1, "retrying": 0, "expired": 0}
+        assert await delivery.deliver_due() == {"delivered": 0, "retrying": 0, "expired": 0}
+    await delivery.aclose()
+    assert dt.timedelta(seconds=2) < gaps[0] <= gaps[1]  # exponential backoff (with jitter)
+    (row,) = await _callbacks(initialized)
+    assert (row.state, row.attempts, row.last_status, row.last_error) == ("delivered", 3, 200, None)
+    assert len(agency_side.posts) == 3
+    assert len({post.body for post in agency_side.posts}) == 1  # exactly the stored body, every time
+    assert agency_side.posts[0].body.decode() == row.body
+    claims = _verified(row.body, (await client.get("/jwks.json")).json(), agency.client_id)
+    assert claims["request_id"] == request_id and claims["state"] == "completed"
+    events = await _events(initialized, "signing.callback.")
+    assert [(e.event_type, e.detail["attempts"], e.detail["status"]) for e in events] == [
+        ("signing.callback.delivered", 3, 200)]
+
+
+async def test_a_receiver_that_never_answers_2xx_expires_after_the_max_age(
+        manual: tuple[FastAPI, httpx.AsyncClient], initialized: Services) -> None:
+    _, client = manual
+    await prepared(initialized)
+    agency = await register_agency(initialized, client)
+    with receiver(503) as agency_side:
+        request_id = await _seal(client, agency, agency_side.url)
+        await _sign_all(initialized)
+        clock = Clock()
+        delivery = _delivery(initialized, clock, max_age=dt.timedelta(hours=1))
+        counts = {"retrying": 0, "expired": 0}
+        for _ in range(40):
+            result = await delivery.deliver_due()
+            assert result["delivered"] == 0
+            counts["retrying"] += result["retrying"]
+            counts["expired"] += result["expired"]
+            (row,) = await _callbacks(initialized)
+            if row.state != "pending":
+                break
+            clock.now = row.next_attempt_at
+    await delivery.aclose()
+    assert row.state == "expired" and counts["expired"] == 1, (row.state, counts)
+    assert row.attempts == len(agency_side.posts) == counts["retrying"] + 1 and row.attempts > 3
+    assert clock.now < row.created_at + dt.timedelta(hours=1)  # never an attempt after the window
+    assert row.last_status == 503 and row.delivered_at is None
+    events = await _events(initialized, "signing.callback.")
+    assert [(e.event_type, e.subject) for e in events] == [("signing.callback.expired", request_id)]
+    assert events[0].detail["attempts"] == row.attempts and events[0].detail["error"].startswith("HTTP 503")
+    clock.now += dt.timedelta(days=2)
+    assert await delivery.deliver_due() == {"delivered": 0, "retrying": 0, "expired": 0}  # expired stays expired
+
+
+async def test_no_callback_url_no_row(manual: tuple[FastAPI, httpx.AsyncClient], initialized: Services) -> None:
+    _, client = manual
+    await prepared(initialized)
+    agency = await register_agency(initialized, client)
+    request_id = await _seal(client, agency, None)
+    await _sign_all(initialized)
+    assert (await client.get(f"{API}/{request_id}", headers=agency.headers)).json()["state"] == "completed"
+    async with initialized.sessions() as session:
+        assert (await session.execute(select(func.count()).select_from(SigningCallback))).scalar_one() == 0
+
+
+async def test_an_expired_sign_request_calls_back_with_its_state(
+        manual: tuple[FastAPI, httpx.AsyncClient], initialized: Services) -> None:
+    _, client = manual
+    await prepared(initialized)
+    agency = await register_agency(initialized, client, seal=False)
+    requests = initialized.signing.requests
+    requests.policy = dataclasses.replace(requests.policy, sign_lifetime=dt.timedelta(0))  # expires at once
+    with receiver(200) as agency_side:
+        r = await client.post(API, headers=agency.headers, json={
+            "mode": "sign", "signer_fin": "5abcd12", "callback_url": agency_side.url,
+            "documents": [{"content": _b64(minimal_pdf())}]})
+        assert r.status_code == 201, r.text
+        assert await _callbacks(initialized) == []  # pending: no final state yet
+        assert (await signing_housekeeping(initialized, utcnow()))["signing_requests_expired"] == 1
+        delivery = _delivery(initialized, Clock())
+        assert await delivery.deliver_due() == {"delivered": 1, "retrying": 0, "expired": 0}
+        await delivery.aclose()
+    claims = _verified(agency_side.posts[0].body.decode(), (await client.get("/jwks.json")).json(),
+                       agency.client_id)
+    assert (claims["request_id"], claims["state"], claims["documents"], claims["failure"]) == (
+        r.json()["id"], "expired", [], None)
+
+
+async def test_redirects_are_not_followed(manual: tuple[FastAPI, httpx.AsyncClient], initialized: Services) -> None:
+    _, client = manual
+    await prepared(initialized)
+    agency = await register_agency(initialized, client)
+    with receiver(200) as elsewhere, receiver(307, location=elsewhere.url) as agency_side:
+        await _seal(client, agency, agency_side.url)
+        await _sign_all(initialized)
+        delivery = _delivery(initialized, Clock())
+        assert await delivery.deliver_due() == {"delivered": 0, "retrying": 1, "expired": 0}
+        await delivery.aclose()
+    assert len(agency_side.posts) == 1 and elsewhere.posts == []
+    (row,) = await _callbacks(initialized)
+    assert row.last_status == 307 and row.state == "pending"
+
+
+async def test_production_policy_refuses_non_public_addresses_unless_allowed(
+        manual: tuple[FastAPI, httpx.AsyncClient], initialized: Services) -> None:
+    _, client = manual
+    await prepared(initialized)
+    agency = await register_agency(initialized, client)
+    with receiver(200) as agency_side:
+        by_name = agency_side.url.replace("127.0.0.1", "localhost")  # a name that resolves to the loopback
+        await _seal(client, agency, by_name)
+        await _sign_all(initialized)
+        clock = Clock()
+        refusing = _delivery(initialized, clock, refuse_private=True)
+        assert await refusing.deliver_due() == {"delivered": 0, "retrying": 1, "expired": 0}
+        (row,) = await _callbacks(initialized)
+        assert row.last_error is not None and "not a public address" in row.last_error and row.last_status is None
+        assert agency_side.posts == []  # nothing was sent
+        clock.now = row.next_attempt_at
+        allowing = _delivery(initialized, clock, refuse_private=True, allowed=("127.0.0.0/8", "::1/128"))
+        assert await allowing.deliver_due() == {"delivered": 1, "retrying": 0, "expired": 0}
+        await refusing.aclose()
+        await allowing.aclose()
+    (post,) = agency_side.posts
+    assert post.headers["host"] == by_name.split("/")[2]  # sent to the checked address, for the URL's host
+    assert json.loads(base64.urlsafe_b64decode(post.body.split(b".")[1] + b"==="))["state"] == "completed"
