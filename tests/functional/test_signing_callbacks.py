@@ -144,9 +144,10 @@ async def _sign_all(services: Services) -> None:
 
 
 def _delivery(services: Services, clock: Clock, *, max_age: dt.timedelta = dt.timedelta(hours=24),
-              refuse_private: bool = False, allowed: tuple[str, ...] = ()) -> CallbackDelivery:
+              refuse_private: bool = False, require_https: bool = False,
+              allowed: tuple[str, ...] = ()) -> CallbackDelivery:
     policy = CallbackPolicy(issuer=ISSUER, max_age=max_age, timeout=5.0, refuse_private=refuse_private,
-                            require_https=False,
+                            require_https=require_https,
                             allowed_networks=tuple(ipaddress.ip_network(a) for a in allowed))
     return CallbackDelivery(SqlCallbackUnits(services.direct), lambda: services.token_keys.signer("ES256"), policy,
                             clock=clock)
@@ -313,6 +314,11 @@ async def test_production_policy_refuses_non_public_addresses_unless_allowed(
         await _seal(client, agency, by_name)
         await _sign_all(initialized)
         clock = Clock()
+        https_only = _delivery(initialized, clock, require_https=True)
+        assert await https_only.deliver_due() == {"delivered": 0, "retrying": 1, "expired": 0}
+        (row,) = await _callbacks(initialized)
+        assert row.last_error == "the callback URL must be https, not http"
+        clock.now = row.next_attempt_at
         refusing = _delivery(initialized, clock, refuse_private=True)
         assert await refusing.deliver_due() == {"delivered": 0, "retrying": 1, "expired": 0}
         (row,) = await _callbacks(initialized)
@@ -321,8 +327,37 @@ async def test_production_policy_refuses_non_public_addresses_unless_allowed(
         clock.now = row.next_attempt_at
         allowing = _delivery(initialized, clock, refuse_private=True, allowed=("127.0.0.0/8", "::1/128"))
         assert await allowing.deliver_due() == {"delivered": 1, "retrying": 0, "expired": 0}
-        await refusing.aclose()
-        await allowing.aclose()
+        for delivery in (https_only, refusing, allowing):
+            await delivery.aclose()
     (post,) = agency_side.posts
     assert post.headers["host"] == by_name.split("/")[2]  # sent to the checked address, for the URL's host
     assert json.loads(base64.urlsafe_b64decode(post.body.split(b".")[1] + b"==="))["state"] == "completed"
+
+
+async def test_a_body_signed_before_a_key_rotation_is_signed_again_with_the_same_claims(
+        manual: tuple[FastAPI, httpx.AsyncClient], initialized: Services) -> None:
+    """A retired token key leaves the JWKS after ACAR_TOKEN_MAX_LIFETIME_SECONDS: a callback still being retried is
+    signed again with the current key, its claims unchanged (same jti: the agency still sees one callback)."""
+    _, client = manual
+    await prepared(initialized)
+    agency = await register_agency(initialized, client)
+    with receiver(500, 200) as agency_side:
+        await _seal(client, agency, agency_side.url)
+        await _sign_all(initialized)
+        clock = Clock()
+        delivery = _delivery(initialized, clock)
+        assert await delivery.deliver_due() == {"delivered": 0, "retrying": 1, "expired": 0}
+        async with initialized.sessions() as session, session.begin():
+            await initialized.token_keys.rotate(session, algorithms=["ES256"], force=True, actor="test")
+        (row,) = await _callbacks(initialized)
+        clock.now = row.next_attempt_at
+        assert await delivery.deliver_due() == {"delivered": 1, "retrying": 0, "expired": 0}
+        await delivery.aclose()
+    first, second = (post.body.decode() for post in agency_side.posts)
+    (row,) = await _callbacks(initialized)
+    assert row.body == second != first
+    assert first.split(".")[1] == second.split(".")[1]  # the same claims, byte for byte
+    assert jwt.get_unverified_header(second)["kid"] == (await initialized.token_keys.signer("ES256")).kid
+    assert jwt.get_unverified_header(first)["kid"] != jwt.get_unverified_header(second)["kid"]
+    jwks = (await client.get("/jwks.json")).json()
+    assert _verified(first, jwks, agency.client_id) == _verified(second, jwks, agency.client_id)
