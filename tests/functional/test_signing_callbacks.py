@@ -17,9 +17,11 @@ import datetime as dt
 import hashlib
 import ipaddress
 import json
+import signal
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -38,6 +40,7 @@ from signing.sql.models import SigningCallback
 from storage.audit import AuditEvent
 from storage.base import utcnow
 from tests.clock import Clock
+from tests.functional.helpers import ACAR
 from tests.local_http import QuietHandler, serving
 from tests.oidc_tools import ISSUER, asgi_browser
 from tests.signing_tools import Agency, minimal_pdf, prepared, register_agency
@@ -361,3 +364,32 @@ async def test_a_body_signed_before_a_key_rotation_is_signed_again_with_the_same
     assert jwt.get_unverified_header(first)["kid"] != jwt.get_unverified_header(second)["kid"]
     jwks = (await client.get("/jwks.json")).json()
     assert _verified(first, jwks, agency.client_id) == _verified(second, jwks, agency.client_id)
+
+
+async def test_a_real_acar_worker_signs_and_calls_back(
+        manual: tuple[FastAPI, httpx.AsyncClient], initialized: Services, cli_env: dict[str, str],
+        tmp_path: Path) -> None:
+    """`acar worker` (a real process on the same database) runs the callbacks' delivery beside the signing."""
+    _, client = manual
+    await prepared(initialized)
+    agency = await register_agency(initialized, client)
+    log = tmp_path / "worker.log"
+    with receiver(200) as agency_side, log.open("ab") as out:
+        request_id = await _seal(client, agency, agency_side.url)
+        worker = await asyncio.create_subprocess_exec(ACAR, "worker", "--interval", "0.2", env=cli_env, stdout=out,
+                                                      stderr=out, start_new_session=True)
+        try:
+            for _ in range(1200):  # until the worker recorded the delivery (the POST alone comes just before)
+                if worker.returncode is not None or any(r.state != "pending" for r in await _callbacks(initialized)):
+                    break
+                await asyncio.sleep(0.05)
+            assert worker.returncode is None, log.read_text()
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(worker.wait(), 30) == 0, log.read_text()
+    assert len(agency_side.posts) == 1, log.read_text()
+    claims = _verified(agency_side.posts[0].body.decode(), (await client.get("/jwks.json")).json(),
+                       agency.client_id)
+    assert (claims["request_id"], claims["state"], len(claims["documents"])) == (request_id, "completed", 2)
+    (row,) = await _callbacks(initialized)
+    assert row.state == "delivered" and row.attempts == 1
