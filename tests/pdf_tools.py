@@ -265,13 +265,22 @@ def large_pdf(target_bytes: int = 40 * 1024 * 1024) -> bytes:
     })
 
 
+def zeros_deflated(inflated: int) -> bytes:
+    """zlib data (RFC 1950) inflating to `inflated` zero bytes (a multiple of 1 MiB), built without inflating
+    anything: one 1 MiB block sequence ended by a full flush (byte-aligned, no back-references across it)
+    repeated, then the final block and the Adler-32 of n zeros ((n mod 65521) << 16 | 1)."""
+    block = 1 << 20
+    assert inflated % block == 0
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    segment = compressor.compress(bytes(block)) + compressor.flush(zlib.Z_FULL_FLUSH)
+    final = compressor.flush(zlib.Z_FINISH)
+    adler = ((inflated % 65521) << 16) | 1
+    return b"\x78\xda" + segment * (inflated // block) + final + adler.to_bytes(4, "big")
+
+
 def flate_bomb_pdf(inflated: int = 1 << 30) -> bytes:
-    """A page whose content stream is `inflated` zero bytes deflated (1 GiB -> about 1 MiB), made incrementally."""
-    compressor = zlib.compressobj(9)
-    chunk = bytes(1 << 20)
-    parts = [compressor.compress(chunk) for _ in range(inflated // len(chunk))]
-    parts.append(compressor.flush())
-    data = b"".join(parts)
+    """A page whose content stream is `inflated` zero bytes deflated (1 GiB -> about 1 MiB)."""
+    data = zeros_deflated(inflated)
     return raw_pdf({
         1: b"<< /Type /Catalog /Pages 2 0 R >>",
         2: b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",

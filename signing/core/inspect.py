@@ -149,19 +149,18 @@ def prepare_for_signing(source: BinaryIO, output: BinaryIO, policy: InputPolicy)
     `output` receives `source` unchanged, or the qpdf rewrite of an unsigned file pyHanko's strict parser refuses.
     On a refusal `output` is left empty.
     """
-    raw = _raw_scan(source, policy)
     try:
+        output.seek(0)
+        output.truncate()
+        raw = _raw_scan(source, policy)
         try:
             inspected = _inspect_parsed(source, raw, policy)
         except _StrictRefusal as refusal:
-            output.seek(0)
-            output.truncate()
             return _repair(source, output, raw, refusal.reason, policy)
-        output.seek(0)
-        output.truncate()
         source.seek(0)
         shutil.copyfileobj(source, output, _WINDOW)
         output.flush()
+        output.seek(0)
     except BaseException:
         output.seek(0)
         output.truncate()
@@ -497,8 +496,12 @@ def _inspect_parsed(source: IO[bytes], raw: _RawFacts, policy: InputPolicy, *,
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
+    text = _STREAM_REPR.sub("", str(exc)).strip() or type(exc).__name__
     return text if len(text) <= 300 else text[:300] + "..."
+
+
+_STREAM_REPR = re.compile(r"^stream <[^>]*>: |<_io\.\w+ object at 0x[0-9a-f]+>:? ?")
+"""qpdf names the Python stream it read (`stream <_io.BytesIO object at 0x...>: `): noise in a user's message."""
 
 
 def _ref_text(ref: generic.Reference | None) -> str:
