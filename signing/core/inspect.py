@@ -183,17 +183,15 @@ class _RawFacts:
     ends_with_eof: bool = False
 
 
-_TOKEN = re.compile(
-    rb"(?P<obj>(?<![0-9])(?P<num>\d{1,10})[ \t\r\n\f\0]+\d{1,5}[ \t\r\n\f\0]+obj(?![A-Za-z]))"
-    rb"|(?P<stream>(?<![A-Za-z])stream(?:\r\n|\n|\r))"
-    rb"|(?P<trailer>(?<![A-Za-z])trailer(?![A-Za-z]))"
-    rb"|(?P<byterange>/ByteRange(?![A-Za-z0-9]))"
-)
+_KEYWORD = re.compile(rb"obj|stream|trailer|/ByteRange")
+"""The scan looks for these literals first (fast on binary data), then reads each one's context."""
+_OBJ_HEADER = re.compile(rb"(?<![0-9])\d{1,10}[ \t\r\n\f\0]+\d{1,5}[ \t\r\n\f\0]+$")
+_STREAM_EOL = re.compile(rb"[ \t]*(?:\r\n|\n|\r)")
+_LETTER = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _SIZE = re.compile(rb"/Size[ \t\r\n\f\0]+(\d{1,12})")
 _N = re.compile(rb"/N[ \t\r\n\f\0]+(\d{1,12})")
 _TYPE = re.compile(rb"/Type[ \t\r\n\f\0]*/(ObjStm|XRef)(?![A-Za-z])")
 _FILTER = re.compile(rb"/Filter[ \t\r\n\f\0]*(/[A-Za-z0-9]+|\[[^\]]{0,200}\])")
-_LENGTH = re.compile(rb"/Length[ \t\r\n\f\0]+(\d{1,12})(?![ \t\r\n\f\0]+\d+[ \t\r\n\f\0]+R)")
 _FLATE_ONLY = (b"/FlateDecode", b"/Fl", b"[/FlateDecode]", b"[/Fl]")
 _NOT_PDF_HINTS: Final = (
     (b"PK\x03\x04", "a ZIP archive (perhaps a Word or OpenDocument file)"),
@@ -206,61 +204,42 @@ _NOT_PDF_HINTS: Final = (
 
 
 class _Window:
-    """The source read forward in windows: `buf` holds bytes from absolute offset `base`, hashed once each."""
+    """A view of the source: `buf` holds the bytes from absolute offset `base`, read in windows as needed."""
 
-    def __init__(self, source: IO[bytes]) -> None:
+    def __init__(self, source: IO[bytes], size: int) -> None:
         self._source = source
-        self._digest = hashlib.sha256()
+        self._size = size
         self.buf = b""
         self.base = 0
-        self.eof = False
+
+    @property
+    def eof(self) -> bool:
+        """`buf` reaches the end of the source."""
+        return self.base + len(self.buf) >= self._size
 
     def fill(self, at_least: int) -> None:
-        """Read until `buf` holds `at_least` bytes or the source ends."""
+        """Read until `buf` holds `at_least` bytes or reaches the end of the source."""
+        if len(self.buf) >= at_least or self.eof:
+            return
+        self._source.seek(self.base + len(self.buf))
+        want = min(at_least, self._size - self.base) - len(self.buf)
         parts = [self.buf]
-        held = len(self.buf)
-        while held < at_least and not self.eof:
-            chunk = self._source.read(_WINDOW)
+        while want > 0:
+            chunk = self._source.read(max(want, _WINDOW))
             if not chunk:
-                self.eof = True
+                self._size = self.base + sum(map(len, parts))  # the source is shorter than it said
                 break
-            self._digest.update(chunk)
             parts.append(chunk)
-            held += len(chunk)
-        if len(parts) > 1:
-            self.buf = b"".join(parts)
+            want -= len(chunk)
+        self.buf = b"".join(parts)
 
-    def drop_to(self, offset: int) -> None:
-        """Forget the bytes before absolute `offset` (reading forward past the window when it lies beyond)."""
-        cut = offset - self.base
-        if cut >= len(self.buf):
-            skip = cut - len(self.buf)
-            self.base += len(self.buf)
+    def move_to(self, offset: int) -> None:
+        """Make `base` the absolute `offset`: forget the bytes before it, keep those after it that are held."""
+        if self.base <= offset <= self.base + len(self.buf):
+            self.buf = self.buf[offset - self.base :]
+        else:
             self.buf = b""
-            while skip > 0 and not self.eof:
-                chunk = self._source.read(min(_WINDOW, skip))
-                if not chunk:
-                    self.eof = True
-                    break
-                self._digest.update(chunk)
-                if len(chunk) > skip:
-                    self.buf = chunk[skip:]
-                    self.base += skip
-                    skip = 0
-                else:
-                    self.base += len(chunk)
-                    skip -= len(chunk)
-        elif cut > 0:
-            self.buf = self.buf[cut:]
-            self.base = offset
-
-    def finish(self) -> str:
-        while not self.eof:
-            chunk = self._source.read(_WINDOW)
-            if not chunk:
-                self.eof = True
-            self._digest.update(chunk)
-        return self._digest.hexdigest()
+        self.base = offset
 
 
 class _Inflation:
@@ -323,7 +302,11 @@ def _raw_scan(source: IO[bytes], policy: InputPolicy) -> _RawFacts:
     source.seek(max(0, size - _EOF_SEARCH))
     facts = _RawFacts(size=size, ends_with_eof=b"%%EOF" in source.read(_EOF_SEARCH))
     source.seek(0)
-    _RawScanner(_Window(source), facts, policy).run()
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: source.read(_WINDOW), b""):
+        digest.update(chunk)
+    facts.sha256 = digest.hexdigest()
+    _RawScanner(_Window(source, size), facts, policy).run()
     return facts
 
 
@@ -342,7 +325,7 @@ class _RawScanner:
         pos = 0  # absolute offset the scan goes on from
         while True:
             window.fill(pos - window.base + 2 * _WINDOW)
-            match = _TOKEN.search(window.buf, pos - window.base)
+            match = _KEYWORD.search(window.buf, pos - window.base)
             if match is None:
                 if window.eof:
                     break
@@ -359,70 +342,80 @@ class _RawScanner:
             if pos - window.base > _WINDOW:  # forget what lies behind, keeping a pending stream dictionary
                 last = self.last_obj
                 keep = last if last >= 0 and pos - last <= _DICT_LOOKBACK else pos
-                window.drop_to(max(keep, window.base))
-        facts.sha256 = window.finish()
+                window.move_to(max(keep, window.base))
         facts.inflated = self.inflation.total
 
     def token(self, match: re.Match[bytes]) -> int:
-        """Account for one token; return the offset the scan goes on from."""
-        window, facts = self.window, self.facts
-        end = window.base + match.end()
-        if match.group("obj") is not None:
-            facts.objects += 1
-            self.last_obj = window.base + match.start()
-        elif match.group("trailer") is not None:
-            size_claim = _SIZE.search(window.buf, match.end(), match.end() + 4096)
-            if size_claim is not None:
-                facts.declared_objects = max(facts.declared_objects, int(size_claim.group(1)))
-        elif match.group("byterange") is not None:
+        """Account for one keyword in its context; return the offset the scan goes on from."""
+        window, facts, buf = self.window, self.facts, self.window.buf
+        start, end = match.start(), match.end()
+        keyword = match.group()
+        before = buf[start - 1] if start else 0x20
+        after = buf[end] if end < len(buf) else 0x20
+        if keyword == b"obj":
+            if after not in _LETTER and _OBJ_HEADER.search(buf, max(0, start - 40), start) is not None:
+                facts.objects += 1
+                self.last_obj = window.base + max(0, start - 40)
+        elif keyword == b"trailer":
+            if before not in _LETTER and after not in _LETTER:
+                size_claim = _SIZE.search(buf, end, end + 4096)
+                if size_claim is not None:
+                    facts.declared_objects = max(facts.declared_objects, int(size_claim.group(1)))
+        elif keyword == b"/ByteRange":
             facts.has_byterange = True
-        else:
+        elif before not in _LETTER and (eol := _STREAM_EOL.match(buf, end)) is not None:  # not "endstream"
+            data_start = window.base + eol.end()
             dictionary = b""
-            if window.base <= self.last_obj and end - self.last_obj <= _DICT_LOOKBACK:
-                dictionary = window.buf[self.last_obj - window.base : match.start()]
+            if window.base <= self.last_obj and data_start - self.last_obj <= _DICT_LOOKBACK:
+                dictionary = buf[self.last_obj - window.base : start]
             self.last_obj = -1
-            return self.stream(end, dictionary)
-        return end
+            return self.stream(data_start, dictionary)
+        return window.base + end
 
     def stream(self, data_start: int, dictionary: bytes) -> int:
-        """Read the stream whose data begins at `data_start`; return the offset the scan goes on from."""
+        """Inflate the stream whose data begins at `data_start` if it is Flate data; return the offset the scan goes
+        on from: the stream's first byte, so that bytes a lying /Length would hide from the scan are read too."""
         window, facts = self.window, self.facts
-        self.stream_dictionary(data_start, dictionary)
-        window.fill(data_start - window.base + 2)
-        head = window.buf[data_start - window.base : data_start - window.base + 2]
-        if not _looks_like_zlib(head):
-            length = _LENGTH.search(dictionary)
-            if length is not None and data_start + int(length.group(1)) <= facts.size:
-                return data_start + int(length.group(1))  # skip uncompressed (or image) data of a known length
+        declared = self.stream_dictionary(data_start, dictionary)
+        window.fill(data_start - window.base + 64)
+        data = window.buf[data_start - window.base : data_start - window.base + 64]
+        start = data_start + len(data) - len(data.lstrip(b" \t\r\n\f\0"))  # whitespace a lenient reader skips
+        head = window.buf[start - window.base : start - window.base + 2]
+        if _looks_like_zlib(head):
+            decompressor = zlib.decompressobj()
+        elif declared:
+            decompressor = zlib.decompressobj(-15)  # Flate data without its zlib header, which some readers inflate
+        else:
             return data_start
-        decompressor = zlib.decompressobj()
         nested: list[zlib._Decompress | None] = [decompressor]
-        fed = data_start  # the first byte not yet given to the decompressor
-        while True:
+        fed = start  # the first byte not yet given to the decompressor
+        while not decompressor.eof:
             window.fill(fed - window.base + _WINDOW)
             data = window.buf[fed - window.base : fed - window.base + _WINDOW]
             if not data:
-                return fed
+                break
             intact = self.inflation.layer(data, decompressor, 0, nested, data_start)
             consumed = len(data) - len(decompressor.unused_data) if decompressor.eof else len(data)
             facts.fed += consumed
             if facts.fed > 3 * facts.size:
                 raise DamagedPdf("the file's compressed streams overlap one another (bytes inflated 3 times over)")
             if not intact:
-                return data_start  # not (or no longer) Flate data: the scan reads these bytes as PDF text
+                break
             fed += consumed
-            if decompressor.eof:
-                return fed
             if fed - window.base > _WINDOW:
-                window.drop_to(fed)
+                window.move_to(fed)
+        window.move_to(min(window.base, data_start))
+        return data_start
 
-    def stream_dictionary(self, data_start: int, dictionary: bytes) -> None:
-        """Cross-reference and object streams: FlateDecode alone, and their object counts."""
-        kind = _TYPE.search(dictionary)
-        if kind is None:
-            return
+    def stream_dictionary(self, data_start: int, dictionary: bytes) -> bool:
+        """Cross-reference and object streams: FlateDecode alone, and their object counts. True when the
+        dictionary declares FlateDecode."""
         filters = _FILTER.search(dictionary)
         filter_text = re.sub(rb"[ \t\r\n\f\0]+", b"", filters.group(1)) if filters else b""
+        flate = b"/FlateDecode" in filter_text or re.search(rb"/Fl(?![A-Za-z])", filter_text) is not None
+        kind = _TYPE.search(dictionary)
+        if kind is None:
+            return flate
         if filter_text and filter_text not in _FLATE_ONLY:
             raise DamagedPdf(
                 f"the {kind.group(1).decode()} stream at byte offset {data_start} uses the filter "
@@ -430,12 +423,11 @@ class _RawScanner:
                 "alone (as every producer writes them)"
             )
         claim = (_N if kind.group(1) == b"ObjStm" else _SIZE).search(dictionary)
-        if claim is None:
-            return
-        if kind.group(1) == b"ObjStm":
+        if claim is not None and kind.group(1) == b"ObjStm":
             self.facts.objects += int(claim.group(1))
-        else:
+        elif claim is not None:
             self.facts.declared_objects = max(self.facts.declared_objects, int(claim.group(1)))
+        return flate
 
 
 # --- steps 3 to 5: pyHanko's strict parse and the bounded walk ------------------------------------------------------
@@ -702,6 +694,9 @@ class _Walk:
                 self.reached.add(key)
                 if len(self.reached) > self.policy.max_objects:
                     raise TooManyObjects(f"the document reaches more than {self.policy.max_objects} objects")
+            if ref is not None and isinstance(top, generic.StreamObject):
+                # its data (an image may be most of the file) is not kept once its dictionary is read
+                self.reader.resolved_objects.pop((ref.generation, ref.idnum), None)
             stack: list[tuple[generic.PdfObject, int]] = [(top, 0)]
             while stack:
                 node, depth = stack.pop()

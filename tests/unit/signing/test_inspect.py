@@ -315,3 +315,50 @@ def test_refusals_are_signing_errors_with_their_wire_form() -> None:
     error = refused(b"hello", NotPdf)
     assert (error.code, error.status_code, error.title) == ("not_pdf", 415, "The document is not a PDF file")
     assert error.sub_indication is None
+
+
+def bomb_page(contents: bytes, *, extra: dict[int, bytes] | None = None) -> bytes:
+    return pdf_tools.raw_pdf({
+        1: CATALOG, 2: PAGES, 3: b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 9 9] /Contents 5 0 R >>",
+        5: contents, **(extra or {}),
+    })
+
+
+BOMB = pdf_tools.zeros_deflated(64 << 20)
+SMALL = InputPolicy(max_inflated_bytes=16 << 20)
+
+
+def test_a_bomb_behind_a_lying_length_is_still_inflated_and_counted() -> None:
+    # object 4 claims a /Length that covers object 5, the bomb: a scan trusting /Length would skip it
+    lying = b"<< /Length 300 >>\nstream\nplain text data"
+    data = bomb_page(b"<< /Filter /FlateDecode " + f"/Length {len(BOMB)} >>\nstream\n".encode() + BOMB
+                     + b"\nendstream", extra={4: lying})
+    refused(data, InflationBomb, SMALL)
+
+
+def test_a_bomb_after_stray_whitespace_or_without_its_zlib_header_is_counted() -> None:
+    spaced = b"<< /Filter /FlateDecode " + f"/Length {len(BOMB) + 2} >>\nstream \r\n\n\n".encode() + BOMB + (
+        b"\nendstream")
+    refused(bomb_page(spaced), InflationBomb, SMALL)
+    raw_deflate = BOMB[2:-4]  # the deflate data alone, as a lenient reader would still inflate it
+    headless = b"<< /Filter /Fl " + f"/Length {len(raw_deflate)} >>\nstream\n".encode() + raw_deflate + (
+        b"\nendstream")
+    refused(bomb_page(headless), InflationBomb, SMALL)
+
+
+def test_a_large_file_is_inspected_without_holding_it_twice(tmp_path: Path) -> None:
+    """prepare_for_signing streams: the scan and the copy read windows; the walk holds one stream at a time."""
+    big = pdf_tools.large_pdf(24 * 1024 * 1024)
+    with (tmp_path / "in.pdf").open("w+b") as source, (tmp_path / "out.pdf").open("w+b") as output:
+        source.write(big)
+        tracemalloc.start()
+        try:
+            tracemalloc.reset_peak()
+            result = prepare_for_signing(source, output, POLICY)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        output.seek(0)
+        assert hashlib.sha256(output.read()).hexdigest() == result.sha256 == hashlib.sha256(big).hexdigest()
+    # the one image stream (its raw data, read once by pyHanko for its dictionary) plus windows of a few MiB
+    assert peak < len(big) + (16 << 20), f"peak {peak} bytes for a {len(big)}-byte file"
