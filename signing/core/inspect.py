@@ -8,13 +8,17 @@ parser refuses a legitimate unsigned file, the file rewritten by qpdf.
 Security decisions, in the order they run (every step has a bound; nothing is parsed before the size is known):
 
 1. Size: the stream's length is compared with `InputPolicy.max_bytes` before a byte is parsed.
-2. Raw scan, one pass in 1 MiB windows with no PDF library: the `%PDF-` header (ISO 32000-2 section 7.5.2), the
-   SHA-256 of the bytes, the object headers and the object counts declared by object streams (/N) and
-   cross-reference sections (/Size), and every Flate stream (ISO 32000-2 section 7.4.4) inflated *incrementally*
-   (`zlib.decompressobj` with `max_length`, output counted and dropped, nested zlib layers followed) until
-   `InputPolicy.max_inflated_bytes` in total: a decompression bomb is refused having cost at most one output
-   chunk of memory. Cross-reference and object streams (which every parser inflates before anything else) must
-   use FlateDecode alone. Only then does a parser see the file, so neither pyHanko nor qpdf ever inflates a bomb.
+2. Raw scan, with no PDF library, of the source in 1 MiB windows: the `%PDF-` header (ISO 32000-2 section
+   7.5.2), the SHA-256 of the bytes, the object headers and the object counts declared by object streams (/N)
+   and cross-reference sections (/Size) against `max_objects`, and every Flate stream (ISO 32000-2 section
+   7.4.4) inflated *incrementally* (`zlib.decompressobj` with `max_length`, output counted and dropped, nested
+   zlib layers followed) until `InputPolicy.max_inflated_bytes` in total: a decompression bomb is refused having
+   cost one output chunk of memory. The scan trusts no /Length (a lying one could hide a stream inside another's
+   data: every byte is scanned), skips the stray whitespace a lenient reader skips after `stream`, and inflates
+   headerless deflate data declared FlateDecode (some readers do). Cross-reference and object streams (which
+   every parser inflates before anything else) must use FlateDecode alone. Only then does a parser see the file,
+   so neither pyHanko nor qpdf ever inflates a bomb; pyHanko's own decoders are bounded by the policy too.
+   Other filters (LZW, RunLength, image codecs) are not inflated here: the preview renderer bounds its own.
 3. Parse with pyHanko's own reader, `PdfFileReader(strict=True)`, with `DecodeLimits` derived from the policy.
    Why pyHanko and not qpdf for inspection: pyHanko is the parser that signs the file, so the document the
    policy inspects is exactly the document that gets signed (no parser differential, the root of "shadow"
@@ -25,23 +29,31 @@ Security decisions, in the order they run (every step has a bound; nothing is pa
    `reference_loop`, naming the object); pages stop at `max_pages`, reachable objects at `max_objects`, direct
    nesting at `_MAX_NESTING`. Every reachable dictionary is checked for active content: JavaScript (/JS, /S
    /JavaScript, the /JavaScript name tree), launch actions (/S /Launch), embedded files (/EmbeddedFiles, /EF,
-   /Type /EmbeddedFile, file-attachment annotations), and the catalog's /OpenAction and /AA. Each is a finding;
-   with `refuse_active_content` any of them but an /OpenAction that only opens a destination is `active_content`.
+   /Type /EmbeddedFile, file-attachment annotations), XFA forms and RichMedia/3D annotations (both can run
+   scripts), and the catalog's /OpenAction and /AA. Each is a finding; with `refuse_active_content` each of them
+   is `active_content`, except an /OpenAction that only opens a destination and the actions that only send or
+   open data (SubmitForm, ImportData, GoToR, GoToE), which are reported.
 5. Encryption (a trailer /Encrypt, ISO 32000-2 section 7.6) is refused: Açar cannot sign what it cannot read.
 6. Repair, only in the one case issue 13 allows: pyHanko's strict parser refuses the file (broken xref offsets,
-   Word's hybrid-reference files, object streams it dislikes), the file ends with %%EOF (it is not truncated),
-   and it carries no signature (a lenient pyHanko walk counts signature fields, and the raw bytes hold no
-   /ByteRange). qpdf (through pikepdf) rewrites it with streams copied as they are (no stream is decoded), a
-   classic cross-reference table, the same PDF version and the same XMP metadata, so a PDF/A input stays PDF/A.
-   The rewritten file is then inspected again from step 1, with no second repair. A file that has signatures
-   is never rewritten (that would break them): pyHanko must read it as it is, or it is `damaged_pdf`.
+   MuPDF's free-list head of generation 65536, XMP it cannot parse, object streams it dislikes) or pyHanko will
+   not sign it (hybrid-reference files as Word writes them, ISO 32000-2 section 7.5.8.4: readers of 1.4 and of
+   1.5+ see different objects), the file ends with %%EOF (it is not truncated), and it carries no signature (a
+   lenient pyHanko walk counts signature fields, and the raw bytes hold no /ByteRange). qpdf (through pikepdf)
+   rewrites it with streams copied as they are (no stream is decoded), one classic cross-reference table, the
+   same PDF version and the same XMP metadata, so a PDF/A input stays PDF/A. XMP pyHanko cannot parse (it
+   updates the XMP when it signs) is mended: unquoted attribute values (Ghostscript 10.00's PDF 2.0 output) are
+   quoted; XMP still unreadable is dropped when it claims no PDF/A, and refused when it does. The rewrite is then
+   inspected again from step 1, with no second repair. A file that has signatures is never rewritten (that would
+   break them): pyHanko must read it as it is, or it is `damaged_pdf`.
 
 Why pikepdf (qpdf) for the repair: qpdf's xref reconstruction is the most exercised PDF repair there is, it
 writes exactly what it read (streams untouched with `StreamDecodeLevel.none`), and it keeps the catalog's
 /Metadata and /Version. It only ever sees a file that already passed steps 1 and 2.
 
 Memory: the source is read in windows (scan, hash, copy), never held as a second copy; pyHanko reads objects
-lazily; the output is written through. `InspectedPdf.sha256` and `size` describe the file to sign: the output of
+lazily, and the walk drops each stream object from pyHanko's cache once its dictionary is read, so beyond the
+windows it holds at most one stream's raw data at a time (pyHanko reads a stream object whole). The output is
+written through. `InspectedPdf.sha256` and `size` describe the file to sign: the output of
 `prepare_for_signing` (repaired or not), the input for `inspect_pdf` (whose `repaired` then says that
 `prepare_for_signing` will rewrite it).
 """
@@ -661,12 +673,15 @@ class _Walk:
             self.note("catalog /AA: the document has additional actions (on close, save or print)", active=False)
 
     def inspect_dictionary(self, node: generic.DictionaryObject, ref: generic.Reference | None) -> None:
+        """Active content in one dictionary (ISO 32000-2 section 12.6.4: action types; 7.11.4: embedded files)."""
         where = _ref_text(ref)
         kind = node.get("/S")
-        if kind == "/JavaScript" or ("/JS" in node and kind in (None, "/JavaScript", "/Rendition")):
+        if kind == "/JavaScript" or "/JS" in node:
             self.note(f"JavaScript: a JavaScript action in {where}", active=True)
         elif kind == "/Launch":
             self.note(f"Launch: an action that launches an application or file in {where}", active=True)
+        elif kind in _REPORTED_ACTIONS:
+            self.note(f"{str(kind).lstrip('/')}: {_REPORTED_ACTIONS[kind]} in {where}", active=False)
         if "/Names" in node and isinstance(node.raw_get("/Names"), (generic.DictionaryObject, generic.IndirectObject)):
             names = self.get(node, "/Names")
             if isinstance(names, generic.DictionaryObject):
@@ -677,8 +692,14 @@ class _Walk:
                               active=True)
         if node.get("/Type") == "/EmbeddedFile" or "/EF" in node:
             self.note(f"embedded file: {where} holds an embedded file", active=True)
-        if node.get("/Subtype") == "/FileAttachment":
+        subtype = node.get("/Subtype")
+        if subtype == "/FileAttachment":
             self.note(f"embedded file: a file attachment annotation in {where}", active=True)
+        elif subtype in ("/RichMedia", "/3D"):
+            self.note(f"rich media: a {str(subtype).lstrip('/')} annotation (it can run scripts) in {where}",
+                      active=True)
+        if "/XFA" in node:
+            self.note(f"XFA: an XML Forms Architecture form (it can carry scripts) in {where}", active=True)
 
     def walk_everything(self, start: generic.PdfObject) -> None:
         """Every object reachable from the catalog, each once; direct nesting bounded; dictionaries inspected."""
@@ -779,6 +800,14 @@ def _repair_xmp(pdf: pikepdf.Pdf, notes: list[str]) -> None:
     del pdf.Root.Metadata
     notes.append("repaired: XMP metadata that is not well-formed XML was removed (the document claims no PDF/A)")
 
+
+_REPORTED_ACTIONS: Final = {
+    "/SubmitForm": "an action that sends form data to a URL",
+    "/ImportData": "an action that imports form data from a file",
+    "/GoToR": "an action that opens another file",
+    "/GoToE": "an action that opens an embedded file",
+}
+"""Actions reported but never refused by themselves (ISO 32000-2 section 12.6.4)."""
 
 _XMP_PART = re.compile(rb"pdfaid:part\s*=\s*[\"'](\d)[\"']|<pdfaid:part>\s*(\d)\s*</pdfaid:part>")
 _XMP_CONFORMANCE = re.compile(

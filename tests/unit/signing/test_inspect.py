@@ -237,6 +237,10 @@ OPEN_LAUNCH = b"/OpenAction << /S /Launch /F (cmd.exe) >> "
     (b"", LAUNCH, "Launch: an action that launches an application or file in object 4 0 R"),
     (OPEN_LAUNCH, b"", "OpenAction: the document runs a Launch action when it is opened"),
     (b"", b"/AA << /O << /S /JavaScript /JS (1) >> >> ", "JavaScript: a JavaScript action in object 4 0 R"),
+    (b"/AcroForm << /Fields [] /XFA (<xdp/>) >> ",  b"",
+     "XFA: an XML Forms Architecture form (it can carry scripts) in object 1 0 R"),
+    (b"", b"/Annots [<< /Type /Annot /Subtype /RichMedia /Rect [0 0 9 9] >>] ",
+     "rich media: a RichMedia annotation (it can run scripts) in object 4 0 R"),
 ])
 def test_scripts_and_launch_actions_are_findings_and_refused_by_default(catalog: bytes, page: bytes,
                                                                         expected: str) -> None:
@@ -257,6 +261,14 @@ def test_embedded_files_are_findings_and_refused_by_default() -> None:
     result, _ = accepted(data, InputPolicy(refuse_active_content=False))
     assert "embedded file: object 5 0 R holds an embedded file" in result.findings
     assert "embedded file: object 6 0 R holds an embedded file" in result.findings
+
+
+def test_actions_that_send_or_open_data_are_reported_not_refused() -> None:
+    data = pdf_tools.simple_pdf(1, page_extra=b"/Annots [<< /Type /Annot /Subtype /Link /Rect [0 0 9 9] "
+                                b"/A << /S /SubmitForm /F (https://example.org/) >> >>] ")
+    result, output = accepted(data)
+    assert result.findings == ("SubmitForm: an action that sends form data to a URL in object 4 0 R",)
+    assert output == data
 
 
 def test_an_open_action_to_a_destination_is_reported_not_refused() -> None:
