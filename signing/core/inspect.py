@@ -74,7 +74,7 @@ import pikepdf
 from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.decode_limits import DecodeLimits, DocumentDecodeBudget, StreamDecodeLimits
 from pyhanko.pdf_utils.metadata import xmp_xml
-from pyhanko.pdf_utils.misc import PdfDecodeLimitError, PdfError
+from pyhanko.pdf_utils.misc import PdfDecodeLimitError
 from pyhanko.pdf_utils.reader import PdfFileReader
 
 from signing.core.errors import (
@@ -83,6 +83,7 @@ from signing.core.errors import (
     EncryptedPdf,
     InflationBomb,
     NotPdf,
+    PdfRefused,
     ReferenceLoop,
     TooLarge,
     TooManyObjects,
@@ -453,11 +454,10 @@ class _StrictRefusal(Exception):
         self.reason = reason
 
 
-_PARSE_ERRORS: Final = (
-    PdfError, ValueError, KeyError, IndexError, TypeError, AttributeError, AssertionError, NotImplementedError,
-    RecursionError, ArithmeticError, zlib.error, EOFError,
-)
-"""What pyHanko's parser raises on malformed input (it is not one exception class)."""
+def _unreadable(exc: Exception) -> bool:
+    """pyHanko (and qpdf, and lxml under pyHanko) raise many exception types on malformed input, not one class:
+    anything but the input policy's own refusals and a MemoryError is an input the parser could not read."""
+    return not isinstance(exc, (PdfRefused, _StrictRefusal, MemoryError))
 
 
 def _decode_limits(policy: InputPolicy) -> DecodeLimits:
@@ -469,24 +469,30 @@ def _decode_limits(policy: InputPolicy) -> DecodeLimits:
     )
 
 
+def _open_and_walk(source: IO[bytes], policy: InputPolicy) -> tuple[_Walk, str]:
+    reader = PdfFileReader(source, strict=True, decode_limits=_decode_limits(policy))
+    if reader.encrypted:
+        raise EncryptedPdf("the PDF is encrypted (its trailer has an /Encrypt dictionary)")
+    if reader.xrefs.hybrid_xrefs_present:
+        # ISO 32000-2 section 7.5.8.4: readers of PDF 1.4 and of 1.5+ see different objects; pyHanko will not sign
+        # such a file, and a rewrite with one cross-reference table leaves a single reading.
+        raise _StrictRefusal("hybrid-reference file: a cross-reference table with an /XRefStm stream, as Word "
+                             "writes, which pyHanko does not sign")
+    walk = _Walk(reader, policy)
+    walk.run()
+    return walk, "{}.{}".format(*reader.input_version)
+
+
 def _inspect_parsed(source: IO[bytes], raw: _RawFacts, policy: InputPolicy, *,
                     repaired: tuple[str, ...] = ()) -> InspectedPdf:
     """Open `source` with strict pyHanko and walk it; `_StrictRefusal` when pyHanko cannot read it."""
     try:
-        reader = PdfFileReader(source, strict=True, decode_limits=_decode_limits(policy))
-        if reader.encrypted:
-            raise EncryptedPdf("the PDF is encrypted (its trailer has an /Encrypt dictionary)")
-        if reader.xrefs.hybrid_xrefs_present:
-            # ISO 32000-2 section 7.5.8.4: readers of PDF 1.4 and of 1.5+ see different objects; pyHanko will not sign
-            # such a file, and a rewrite with one cross-reference table leaves a single reading.
-            raise _StrictRefusal("hybrid-reference file: a cross-reference table with an /XRefStm stream, as Word "
-                                 "writes, which pyHanko does not sign")
-        walk = _Walk(reader, policy)
-        walk.run()
-        version = "{}.{}".format(*reader.input_version)
+        walk, version = _open_and_walk(source, policy)
     except PdfDecodeLimitError as exc:
         raise InflationBomb(f"a stream inflates beyond the input policy's bound: {exc}") from exc
-    except _PARSE_ERRORS as exc:
+    except Exception as exc:
+        if not _unreadable(exc):
+            raise
         raise _StrictRefusal(_describe(exc)) from exc
     if walk.pages == 0:
         raise DamagedPdf("the page tree has no pages")
@@ -763,7 +769,9 @@ def _xmp_problem(xmp: bytes) -> str | None:
     """Why pyHanko cannot parse this XMP (it updates the XMP of a document that has one when it signs), or None."""
     try:
         xmp_xml.parse_xmp(io.BytesIO(xmp))
-    except (xmp_xml.XmpXmlProcessingError, *_PARSE_ERRORS) as exc:
+    except Exception as exc:
+        if not _unreadable(exc):
+            raise
         return f"the XMP metadata is not XMP pyHanko can update when signing ({_describe(exc.__cause__ or exc)})"
     return None
 
@@ -857,9 +865,58 @@ def _lenient_signature_count(source: BinaryIO, policy: InputPolicy) -> int | Non
         if not isinstance(root, generic.DictionaryObject):
             return None
         walk.walk_fields(root)
-    except (*_PARSE_ERRORS, DamagedPdf, ReferenceLoop, TooManyObjects):
-        return None
+    except (PdfRefused, Exception) as exc:
+        if isinstance(exc, MemoryError):
+            raise
+        return None  # unreadable, or a loop in its fields: the repair then relies on the other two checks
     return walk.signatures
+
+
+def _qpdf_sees_signatures(pdf: pikepdf.Pdf, policy: InputPolicy) -> bool:
+    """A form field whose value is a signature dictionary (/ByteRange), as qpdf reads the form-field tree."""
+    form = pdf.Root.get("/AcroForm")
+    fields = form.get("/Fields") if isinstance(form, pikepdf.Dictionary) else None
+    stack = list(fields) if isinstance(fields, pikepdf.Array) else []
+    seen: set[tuple[int, int]] = set()
+    while stack and len(seen) <= policy.max_objects:
+        node = stack.pop()
+        if not isinstance(node, pikepdf.Dictionary):
+            continue
+        if node.is_indirect:
+            if node.objgen in seen:
+                continue
+            seen.add(node.objgen)
+        value = node.get("/V")
+        if isinstance(value, pikepdf.Dictionary) and "/ByteRange" in value:
+            return True
+        kids = node.get("/Kids")
+        if isinstance(kids, pikepdf.Array):
+            stack.extend(kids)
+    return False
+
+
+def _rewrite(pdf: pikepdf.Pdf, output: BinaryIO, reason: str, policy: InputPolicy) -> list[str]:
+    """qpdf's rewrite of an unsigned, unencrypted file into `output`; the notes say what was repaired."""
+    if pdf.is_encrypted:
+        raise EncryptedPdf("the PDF is encrypted (its trailer has an /Encrypt dictionary)")
+    if _qpdf_sees_signatures(pdf, policy):
+        raise DamagedPdf(f"pyHanko's strict parser refuses the file ({reason}), and the file carries "
+                         "signatures: a signed file is never rewritten, since that would break them")
+    notes = [f"repaired: qpdf rewrote the file before signing; pyHanko refused it as sent ({reason})"]
+    _repair_xmp(pdf, notes)
+    output.seek(0)
+    output.truncate()
+    pdf.save(
+        output,
+        object_stream_mode=pikepdf.ObjectStreamMode.disable,
+        stream_decode_level=pikepdf.StreamDecodeLevel.none,
+        compress_streams=False,
+        min_version=pdf.pdf_version,
+        fix_metadata_version=False,
+        linearize=False,
+        qdf=False,
+    )
+    return notes
 
 
 def _repair(source: BinaryIO, output: BinaryIO, raw: _RawFacts, reason: str, policy: InputPolicy) -> InspectedPdf:
@@ -875,26 +932,13 @@ def _repair(source: BinaryIO, output: BinaryIO, raw: _RawFacts, reason: str, pol
     source.seek(0)
     try:
         with pikepdf.open(source, attempt_recovery=True) as pdf:
-            if pdf.is_encrypted:
-                raise EncryptedPdf("the PDF is encrypted (its trailer has an /Encrypt dictionary)")
             version = pdf.pdf_version
-            notes = [f"repaired: qpdf rewrote the file before signing; pyHanko refused it as sent ({reason})"]
-            _repair_xmp(pdf, notes)
-            output.seek(0)
-            output.truncate()
-            pdf.save(
-                output,
-                object_stream_mode=pikepdf.ObjectStreamMode.disable,
-                stream_decode_level=pikepdf.StreamDecodeLevel.none,
-                compress_streams=False,
-                min_version=version,
-                fix_metadata_version=False,
-                linearize=False,
-                qdf=False,
-            )
+            notes = _rewrite(pdf, output, reason, policy)
     except pikepdf.PasswordError as exc:
         raise EncryptedPdf("the PDF is encrypted with a password") from exc
-    except pikepdf.PdfError as exc:
+    except Exception as exc:
+        if not _unreadable(exc):
+            raise
         raise DamagedPdf(
             f"pyHanko cannot read the file ({reason}) and qpdf cannot repair it: {_describe(exc)}"
         ) from exc

@@ -374,3 +374,16 @@ def test_a_large_file_is_inspected_without_holding_it_twice(tmp_path: Path) -> N
         assert hashlib.sha256(output.read()).hexdigest() == result.sha256 == hashlib.sha256(big).hexdigest()
     # the one image stream (its raw data, read once by pyHanko for its dictionary) plus windows of a few MiB
     assert peak < len(big) + (16 << 20), f"peak {peak} bytes for a {len(big)}-byte file"
+
+
+def test_a_signature_pyhanko_cannot_read_and_the_scan_cannot_see_still_stops_the_rewrite() -> None:
+    # /Byte#52ange is the name /ByteRange (ISO 32000-2 section 7.3.5): invisible to the raw scan; with broken
+    # offsets neither strict nor lenient pyHanko reads the file: qpdf's reading of the form fields stops the rewrite
+    data = pdf_tools.raw_pdf({
+        1: b"<< /Type /Catalog /Pages 2 0 R /AcroForm << /Fields [5 0 R] /SigFlags 3 >> >>", 2: PAGES, 3: PAGE,
+        5: b"<< /FT /Sig /T (s) /V << /Type /Sig /Byte#52ange [0 10 20 30] /Contents <00> >> >>",
+    })
+    assert accepted(data)[0].signatures == 1
+    error = refused(shifted(data), DamagedPdf)
+    assert error.detail.endswith("and the file carries signatures: a signed file is never rewritten, since that "
+                                 "would break them")
