@@ -65,6 +65,7 @@ import io
 import re
 import shutil
 import tempfile
+import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -76,6 +77,7 @@ from pyhanko.pdf_utils.decode_limits import DecodeLimits, DocumentDecodeBudget, 
 from pyhanko.pdf_utils.metadata import xmp_xml
 from pyhanko.pdf_utils.misc import PdfDecodeLimitError
 from pyhanko.pdf_utils.reader import PdfFileReader
+from pyhanko.pdf_utils.xref import TrailerDictionary
 
 from signing.core.errors import (
     ActiveContent,
@@ -537,6 +539,7 @@ class _Walk:
         if not isinstance(root, generic.DictionaryObject):
             raise DamagedPdf("the trailer's /Root is not a dictionary")
         self.walk_page_tree(root)
+        self.check_signing_surface(root)
         self.walk_fields(root)
         self.walk_outline(root)
         self.check_catalog(root)
@@ -564,7 +567,7 @@ class _Walk:
         read: Callable[[generic.Reference], generic.PdfObject] = self.reader.get_object  # untyped in pyHanko
         return read(ref)
 
-    def get(self, dictionary: generic.DictionaryObject, key: str) -> generic.PdfObject | None:
+    def get(self, dictionary: _Container, key: str) -> generic.PdfObject | None:
         if key not in dictionary:
             return None
         value, _ = self.resolve(dictionary.raw_get(key))
@@ -572,36 +575,97 @@ class _Walk:
 
     # trees ----------------------------------------------------------------------------------------------------
     def walk_page_tree(self, root: generic.DictionaryObject) -> None:
-        """ISO 32000-2 section 7.7.3: /Pages -> /Kids -> ... -> /Page leaves; a node seen twice breaks the tree."""
+        """ISO 32000-2 section 7.7.3: /Type /Pages nodes with /Kids and a /Count of the leaves below them, down to
+        /Type /Page leaves; a node seen twice breaks the tree. pyHanko finds a page by these entries."""
         if "/Pages" not in root:
             raise DamagedPdf("the catalog has no /Pages entry")
         seen: set[generic.Reference] = set()
+        declared: dict[generic.Reference, int] = {}
+        held: dict[generic.Reference, int] = {}
         stack: list[tuple[generic.PdfObject, int, tuple[generic.Reference, ...]]] = [(root.raw_get("/Pages"), 0, ())]
         while stack:
             raw_node, depth, path = stack.pop()
             node, ref = self.resolve(raw_node)
+            if ref is not None and ref in path:
+                raise ReferenceLoop(f"page tree has a cycle at object {ref.idnum} {ref.generation} R")
+            if ref is not None and ref in seen:
+                raise DamagedPdf(f"the page tree reaches object {ref.idnum} {ref.generation} R twice")
             if ref is not None:
-                if ref in path:
-                    raise ReferenceLoop(f"page tree has a cycle at object {ref.idnum} {ref.generation} R")
-                if ref in seen:
-                    raise DamagedPdf(f"the page tree reaches object {ref.idnum} {ref.generation} R twice")
                 seen.add(ref)
-                path = (*path, ref)
             if depth > _MAX_NESTING:
                 raise DamagedPdf(f"the page tree is deeper than {_MAX_NESTING} levels")
-            if not isinstance(node, generic.DictionaryObject):
-                raise DamagedPdf(f"page tree node {_ref_text(ref)} is not a dictionary")
-            kids = self.get(node, "/Kids") if node.get("/Type") != "/Page" else None
-            if isinstance(kids, generic.ArrayObject):
-                stack.extend((kid, depth + 1, path) for kid in reversed(list(kids.iterate())))
-                if len(stack) > self.policy.max_objects:
-                    raise TooManyObjects(f"the page tree lists more than {self.policy.max_objects} nodes")
-            elif node.get("/Type") == "/Pages" and kids is None:
-                raise DamagedPdf(f"page tree node {_ref_text(ref)} has no /Kids")
-            else:
-                self.pages += 1
-                if self.pages > self.policy.max_pages:
-                    raise TooManyPages(f"the document has more than {self.policy.max_pages} pages (the limit)")
+            kids = self.page_tree_node(node, ref)
+            if kids is None:
+                for ancestor in path:
+                    held[ancestor] += 1
+                continue
+            if ref is not None:
+                declared[ref], held[ref] = kids[1], 0
+                path = (*path, ref)
+            stack.extend((kid, depth + 1, path) for kid in reversed(list(kids[0].iterate())))
+            if len(stack) > self.policy.max_objects:
+                raise TooManyObjects(f"the page tree lists more than {self.policy.max_objects} nodes")
+        for node_ref, count in declared.items():
+            if held[node_ref] != count:
+                raise DamagedPdf(f"page tree node {_ref_text(node_ref)} declares /Count {count} but holds "
+                                 f"{held[node_ref]} pages")
+
+    def page_tree_node(self, node: generic.PdfObject,
+                       ref: generic.Reference | None) -> tuple[generic.ArrayObject, int] | None:
+        """A /Pages node's /Kids and /Count; None for a /Page leaf (counted)."""
+        if not isinstance(node, generic.DictionaryObject):
+            raise DamagedPdf(f"page tree node {_ref_text(ref)} is not a dictionary")
+        node_type = self.get(node, "/Type")
+        if isinstance(node_type, generic.NameObject) and node_type == "/Page":
+            self.count_page(node, ref)
+            return None
+        kids, count = self.get(node, "/Kids"), self.get(node, "/Count")
+        if not (isinstance(node_type, generic.NameObject) and node_type == "/Pages"
+                and isinstance(kids, generic.ArrayObject)):
+            raise DamagedPdf(f"page tree node {_ref_text(ref)} is neither a /Type /Page leaf nor a /Type /Pages "
+                             "node with /Kids")
+        if not isinstance(count, generic.NumberObject):
+            raise DamagedPdf(f"page tree node {_ref_text(ref)} has no /Count")
+        return kids, int(count)
+
+    def count_page(self, page: generic.DictionaryObject, ref: generic.Reference | None) -> None:
+        """A leaf of the page tree: counted against `max_pages`; its /Annots (where pyHanko adds a signature's
+        widget, ISO 32000-2 section 12.5.2) must be an array."""
+        self.pages += 1
+        if self.pages > self.policy.max_pages:
+            raise TooManyPages(f"the document has more than {self.policy.max_pages} pages (the limit)")
+        if "/Annots" in page and not isinstance(self.get(page, "/Annots"), (generic.ArrayObject, type(None))):
+            raise DamagedPdf(f"page {self.pages} ({_ref_text(ref)}) has /Annots that is not an array")
+
+    def check_signing_surface(self, root: generic.DictionaryObject) -> None:
+        """The entries pyHanko's writer updates when it signs have the types ISO 32000-2 gives them (section 7.5.5
+        trailer, 7.7.2 catalog, 12.7.3 interactive form, 7.8 annotations), so signing cannot fail half-way."""
+        expected: tuple[tuple[_Container, str, str, tuple[type, ...]], ...] = (
+            (self.reader.trailer, "/Info", "the trailer's /Info", (generic.DictionaryObject,)),
+            (self.reader.trailer, "/ID", "the trailer's /ID", (generic.ArrayObject,)),
+            (root, "/AcroForm", "the catalog's /AcroForm", (generic.DictionaryObject,)),
+            (root, "/Metadata", "the catalog's /Metadata", (generic.StreamObject,)),
+            (root, "/Extensions", "the catalog's /Extensions", (generic.DictionaryObject,)),
+            (root, "/DSS", "the catalog's /DSS", (generic.DictionaryObject,)),
+            (root, "/Perms", "the catalog's /Perms", (generic.DictionaryObject,)),
+            (root, "/Names", "the catalog's /Names", (generic.DictionaryObject,)),
+            (root, "/Version", "the catalog's /Version", (generic.NameObject,)),
+        )
+        for container, key, name, types in expected:
+            value = self.get(container, key)
+            if value is not None and not isinstance(value, types):
+                raise DamagedPdf(f"{name} is not a {_TYPE_NAMES[types[0]]}")
+        document_id = self.get(self.reader.trailer, "/ID")
+        if isinstance(document_id, generic.ArrayObject) and (
+            len(document_id) != 2 or not all(isinstance(self.resolve(part)[0], (generic.ByteStringObject,
+                                                                                generic.TextStringObject))
+                                             for part in document_id.iterate())):
+            raise DamagedPdf("the trailer's /ID is not an array of two strings")
+        form = self.get(root, "/AcroForm")
+        if isinstance(form, generic.DictionaryObject):
+            fields = self.get(form, "/Fields")
+            if fields is not None and not isinstance(fields, generic.ArrayObject):
+                raise DamagedPdf("the interactive form's /Fields is not an array")
 
     def walk_fields(self, root: generic.DictionaryObject) -> None:
         """ISO 32000-2 section 12.7.4: the form-field tree; signed signature fields (/FT /Sig with /V) counted."""
@@ -809,6 +873,13 @@ def _repair_xmp(pdf: pikepdf.Pdf, notes: list[str]) -> None:
     notes.append("repaired: XMP metadata that is not well-formed XML was removed (the document claims no PDF/A)")
 
 
+_Container = generic.DictionaryObject | TrailerDictionary
+
+_TYPE_NAMES: Final[dict[type, str]] = {
+    generic.DictionaryObject: "dictionary", generic.ArrayObject: "array", generic.StreamObject: "stream",
+    generic.NameObject: "name",
+}
+
 _REPORTED_ACTIONS: Final = {
     "/SubmitForm": "an action that sends form data to a URL",
     "/ImportData": "an action that imports form data from a file",
@@ -931,7 +1002,9 @@ def _repair(source: BinaryIO, output: BinaryIO, raw: _RawFacts, reason: str, pol
         )
     source.seek(0)
     try:
-        with pikepdf.open(source, attempt_recovery=True) as pdf:
+        with pikepdf.open(source, attempt_recovery=True) as pdf, warnings.catch_warnings():
+            # pikepdf warns (PageCopyWarning) about widgets the form does not list: the inspection judges the file
+            warnings.simplefilter("ignore", pikepdf.PageCopyWarning)
             version = pdf.pdf_version
             notes = _rewrite(pdf, output, reason, policy)
     except pikepdf.PasswordError as exc:

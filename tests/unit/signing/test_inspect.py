@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import random
 import tracemalloc
 import zlib
 from pathlib import Path
@@ -387,3 +388,59 @@ def test_a_signature_pyhanko_cannot_read_and_the_scan_cannot_see_still_stops_the
     error = refused(shifted(data), DamagedPdf)
     assert error.detail.endswith("and the file carries signatures: a signed file is never rewritten, since that "
                                  "would break them")
+
+
+def test_mutated_files_are_accepted_signable_or_refused_never_an_unexpected_error() -> None:
+    """A differential-style sweep: 300 seeded mutations of real files (hand-made, hybrid, signed). Each one is
+    refused with a PdfRefused or accepted, and whatever is accepted is signed for real by pyHanko."""
+    rng = random.Random(13)  # noqa: S311 (a seeded, reproducible sweep; nothing secret)
+    bases = [pdf_tools.simple_pdf(2), pdf_tools.hybrid_reference_pdf(),
+             pdf_tools.sign_throwaway(pdf_tools.simple_pdf(1))]
+    tokens = [b"R", b" 0 R", b"<<", b">>", b"[", b"]", b"/Kids [1 0 R]", b"stream\n", b"obj", b"9999999999", b"%%EOF"]
+    outcomes: dict[str, int] = {}
+    for _ in range(300):
+        data = bytearray(rng.choice(bases))
+        for _ in range(rng.randint(1, 4)):
+            at = rng.randrange(len(data))
+            match rng.randrange(4):
+                case 0:
+                    data[at] = rng.randrange(256)
+                case 1:
+                    del data[at : at + rng.randint(1, 50)]
+                case 2:
+                    data[at:at] = rng.choice(tokens)
+                case _:
+                    data[at : at + 1] = bytes([rng.choice(b"0123456789 /()<>[]")])
+        output = io.BytesIO()
+        try:
+            result = prepare_for_signing(io.BytesIO(bytes(data)), output, POLICY)
+        except PdfRefused as error:
+            outcomes[error.code] = outcomes.get(error.code, 0) + 1
+            continue
+        outcomes["accepted"] = outcomes.get("accepted", 0) + 1
+        signed = pdf_tools.sign_throwaway(output.getvalue(), field_name="Sweep")
+        assert inspect_pdf(io.BytesIO(signed), POLICY).signatures == result.signatures + 1
+    assert outcomes.get("accepted", 0) > 50 and outcomes.get("damaged_pdf", 0) > 50, outcomes
+
+
+@pytest.mark.parametrize(("objects", "reason"), [
+    ({2: b"<< /Type /Pages /Kids [3 0 R] /Count 2 >>"},
+     "page tree node object 2 0 R declares /Count 2 but holds 1 pages"),
+    ({2: b"<< /Type /Pages /Kids [3 0 R] >>"}, "page tree node object 2 0 R has no /Count"),
+    ({3: b"<< /Parent 2 0 R /MediaBox [0 0 9 9] >>"},
+     "page tree node object 3 0 R is neither a /Type /Page leaf nor a /Type /Pages node with /Kids"),
+    ({3: b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 9 9] /Annots 5 >>"},
+     "page 1 (object 3 0 R) has /Annots that is not an array"),
+    ({1: b"<< /Type /Catalog /Pages 2 0 R /AcroForm 7 >>"}, "the catalog's /AcroForm is not a dictionary"),
+    ({1: b"<< /Type /Catalog /Pages 2 0 R /AcroForm << /Fields 7 >> >>"},
+     "the interactive form's /Fields is not an array"),
+])
+def test_what_pyhanko_updates_when_signing_must_have_its_shape(objects: dict[int, bytes], reason: str) -> None:
+    """Found by the mutation sweep: pyHanko's signer fails half-way (KeyError, TypeError) on these."""
+    data = pdf_tools.raw_pdf({1: CATALOG, 2: PAGES, 3: PAGE, **objects})
+    assert refused(data, DamagedPdf).detail == reason
+
+
+def test_a_trailer_info_that_is_not_a_dictionary_is_refused() -> None:
+    data = pdf_tools.raw_pdf({1: CATALOG, 2: PAGES, 3: PAGE, 4: b"42"}, trailer_extra=b"/Info 4 0 R ")
+    assert refused(data, DamagedPdf).detail == "the trailer's /Info is not a dictionary"
