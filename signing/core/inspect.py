@@ -677,7 +677,7 @@ class _Walk:
             return
         seen: set[generic.Reference] = set()
         stack: list[tuple[generic.PdfObject, int, tuple[generic.Reference, ...], object]] = [
-            (f, 0, (), None) for f in fields.iterate()
+            (f, 0, (), None) for f in _field_references(fields, "the interactive form's /Fields")
         ]
         while stack:
             raw_node, depth, path, inherited_type = stack.pop()
@@ -698,7 +698,8 @@ class _Walk:
                 self.signatures += 1
             kids = self.get(node, "/Kids")
             if isinstance(kids, generic.ArrayObject):
-                stack.extend((kid, depth + 1, path, field_type) for kid in kids.iterate())
+                stack.extend((kid, depth + 1, path, field_type)
+                             for kid in _field_references(kids, f"the /Kids of form field {_ref_text(ref)}"))
 
     def walk_outline(self, root: generic.DictionaryObject) -> None:
         """ISO 32000-2 section 12.3.3: outline items chained by /First and /Next; a cycle never ends a reader."""
@@ -874,6 +875,15 @@ def _repair_xmp(pdf: pikepdf.Pdf, notes: list[str]) -> None:
 
 
 _Container = generic.DictionaryObject | TrailerDictionary
+
+
+def _field_references(array: generic.ArrayObject, name: str) -> list[generic.PdfObject]:
+    """ISO 32000-2 tables 224 and 226: /Fields and a field's /Kids are arrays of indirect references (pyHanko's
+    signer relies on it when it adds the signature field)."""
+    items = list(array.iterate())
+    if not all(isinstance(item, generic.IndirectObject) for item in items):
+        raise DamagedPdf(f"{name} holds a direct object where only indirect references are allowed")
+    return items
 
 _TYPE_NAMES: Final[dict[type, str]] = {
     generic.DictionaryObject: "dictionary", generic.ArrayObject: "array", generic.StreamObject: "stream",

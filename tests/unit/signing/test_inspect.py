@@ -434,6 +434,8 @@ def test_mutated_files_are_accepted_signable_or_refused_never_an_unexpected_erro
     ({1: b"<< /Type /Catalog /Pages 2 0 R /AcroForm 7 >>"}, "the catalog's /AcroForm is not a dictionary"),
     ({1: b"<< /Type /Catalog /Pages 2 0 R /AcroForm << /Fields 7 >> >>"},
      "the interactive form's /Fields is not an array"),
+    ({1: b"<< /Type /Catalog /Pages 2 0 R /AcroForm << /Fields [9999999999] >> >>"},
+     "the interactive form's /Fields holds a direct object where only indirect references are allowed"),
 ])
 def test_what_pyhanko_updates_when_signing_must_have_its_shape(objects: dict[int, bytes], reason: str) -> None:
     """Found by the mutation sweep: pyHanko's signer fails half-way (KeyError, TypeError) on these."""
