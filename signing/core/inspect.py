@@ -498,7 +498,7 @@ def _inspect_parsed(source: IO[bytes], raw: _RawFacts, policy: InputPolicy, *,
         raise _StrictRefusal(_describe(exc)) from exc
     if walk.pages == 0:
         raise DamagedPdf("the page tree has no pages")
-    findings = [*repaired, *walk.findings]
+    findings = [*repaired, *walk.active, *walk.findings]
     if policy.refuse_active_content and walk.active:
         raise ActiveContent("; ".join(walk.active[:10]))
     return InspectedPdf(
@@ -529,8 +529,8 @@ class _Walk:
     pages: int = 0
     signatures: int = 0
     pdfa: str | None = None
-    findings: list[str] = field(default_factory=list)
-    active: list[str] = field(default_factory=list)
+    findings: list[str] = field(default_factory=list)  # informational (reported, never refused)
+    active: list[str] = field(default_factory=list)  # refused when the policy refuses active content
     reached: set[tuple[int, int]] = field(default_factory=set)
 
     def run(self) -> None:
@@ -721,11 +721,11 @@ class _Walk:
 
     # active content -------------------------------------------------------------------------------------------
     def note(self, text: str, *, active: bool) -> None:
-        if text in self.findings or len(self.findings) >= _MAX_FINDINGS:
-            return
-        self.findings.append(text)
-        if active:
-            self.active.append(text)
+        """Record a finding; active ones are kept apart, so that a flood of harmless findings cannot push an
+        active one out of the bounded lists."""
+        kept = self.active if active else self.findings
+        if text not in kept and len(kept) < _MAX_FINDINGS:
+            kept.append(text)
 
     def check_catalog(self, root: generic.DictionaryObject) -> None:
         """ISO 32000-2 section 12.6.2: the catalog's /OpenAction runs when the document opens."""

@@ -272,6 +272,21 @@ def test_actions_that_send_or_open_data_are_reported_not_refused() -> None:
     assert output == data
 
 
+def test_many_harmless_findings_cannot_hide_an_active_one() -> None:
+    links = {11 + i: b"<< /Type /Annot /Subtype /Link /Rect [0 0 9 9] /A << /S /GoToR /F (f.pdf) >> >>"
+             for i in range(80)}  # 80 distinct findings, more than the 50 kept, walked before object 10
+    script = b"<< /Type /Annot /Subtype /Link /Rect [0 0 9 9] /A << /S /JavaScript /JS (app.alert\\(1\\)) >> >>"
+    annots = " ".join(f"{n} 0 R" for n in (10, *links)).encode()
+    data = pdf_tools.raw_pdf({
+        1: CATALOG, 2: PAGES, 3: b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 9 9] /Annots [" + annots + b"] >>",
+        10: script, **links,
+    })
+    assert refused(data, ActiveContent).detail == "JavaScript: a JavaScript action in object 10 0 R"
+    result, _ = accepted(data, InputPolicy(refuse_active_content=False))
+    assert result.findings[0] == "JavaScript: a JavaScript action in object 10 0 R"
+    assert len(result.findings) == 51
+
+
 def test_an_open_action_to_a_destination_is_reported_not_refused() -> None:
     data = pdf_tools.simple_pdf(1, catalog_extra=b"/OpenAction [4 0 R /Fit] ")
     result, _ = accepted(data)
