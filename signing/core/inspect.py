@@ -661,11 +661,27 @@ class _Walk:
                                                                                 generic.TextStringObject))
                                              for part in document_id.iterate())):
             raise DamagedPdf("the trailer's /ID is not an array of two strings")
+        self.check_extensions(root)
         form = self.get(root, "/AcroForm")
         if isinstance(form, generic.DictionaryObject):
             fields = self.get(form, "/Fields")
             if fields is not None and not isinstance(fields, generic.ArrayObject):
                 raise DamagedPdf("the interactive form's /Fields is not an array")
+
+    def check_extensions(self, root: generic.DictionaryObject) -> None:
+        """ISO 32000-2 section 7.12: each developer extension is a dictionary (or an array of direct dictionaries)
+        with an integer /ExtensionLevel; pyHanko reads them when it registers the extensions a signature needs."""
+        extensions = self.get(root, "/Extensions")
+        if not isinstance(extensions, generic.DictionaryObject):
+            return
+        for prefix in list(extensions):
+            value = self.get(extensions, prefix)
+            entries = list(value.iterate()) if isinstance(value, generic.ArrayObject) else [value]
+            for entry in entries:
+                level = entry.raw_get("/ExtensionLevel") if isinstance(entry, generic.DictionaryObject) and (
+                    "/ExtensionLevel" in entry) else None
+                if not isinstance(level, generic.NumberObject):
+                    raise DamagedPdf(f"the developer extension {prefix} of the catalog has no integer /ExtensionLevel")
 
     def walk_fields(self, root: generic.DictionaryObject) -> None:
         """ISO 32000-2 section 12.7.4: the form-field tree; signed signature fields (/FT /Sig with /V) counted."""

@@ -449,6 +449,8 @@ def test_mutated_files_are_accepted_signable_or_refused_never_an_unexpected_erro
     ({1: b"<< /Type /Catalog /Pages 2 0 R /AcroForm 7 >>"}, "the catalog's /AcroForm is not a dictionary"),
     ({1: b"<< /Type /Catalog /Pages 2 0 R /AcroForm << /Fields 7 >> >>"},
      "the interactive form's /Fields is not an array"),
+    ({1: b"<< /Type /Catalog /Pages 2 0 R /Extensions << /ISO_ [<< /BaseVersion /2.0 /ExtensionLevl 32002 >>] >> >>"},
+     "the developer extension /ISO_ of the catalog has no integer /ExtensionLevel"),
     ({1: b"<< /Type /Catalog /Pages 2 0 R /AcroForm << /Fields [9999999999] >> >>"},
      "the interactive form's /Fields holds a direct object where only indirect references are allowed"),
 ])
