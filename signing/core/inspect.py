@@ -72,6 +72,9 @@ from dataclasses import dataclass, field
 from typing import IO, BinaryIO, Final, cast
 
 import pikepdf
+from asn1crypto import crl as asn1_crl
+from asn1crypto import ocsp as asn1_ocsp
+from asn1crypto import x509 as asn1_x509
 from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.decode_limits import DecodeLimits, DocumentDecodeBudget, StreamDecodeLimits
 from pyhanko.pdf_utils.metadata import xmp_xml
@@ -662,6 +665,7 @@ class _Walk:
                                              for part in document_id.iterate())):
             raise DamagedPdf("the trailer's /ID is not an array of two strings")
         self.check_extensions(root)
+        self.check_dss(root)
         form = self.get(root, "/AcroForm")
         if isinstance(form, generic.DictionaryObject):
             fields = self.get(form, "/Fields")
@@ -682,6 +686,35 @@ class _Walk:
                     "/ExtensionLevel" in entry) else None
                 if not isinstance(level, generic.NumberObject):
                     raise DamagedPdf(f"the developer extension {prefix} of the catalog has no integer /ExtensionLevel")
+
+    def check_dss(self, root: generic.DictionaryObject) -> None:
+        """ETSI EN 319 142-1 section 5.4.2 (ISO 32000-2 section 12.8.4.3): the document security store an earlier
+        B-LT signature left holds DER certificates, OCSP responses and CRLs in streams; pyHanko reads every one of
+        them when it adds validation data, so each must decode (within bounds) and parse."""
+        dss = self.get(root, "/DSS")
+        if not isinstance(dss, generic.DictionaryObject):
+            return
+        vri = self.get(dss, "/VRI")
+        if vri is not None and not isinstance(vri, generic.DictionaryObject):
+            raise DamagedPdf("the document security store's /VRI is not a dictionary")
+        for key, limit, parse in _DSS_ENTRIES:
+            entries = self.get(dss, key)
+            if entries is None:
+                continue
+            if not isinstance(entries, generic.ArrayObject):
+                raise DamagedPdf(f"the document security store's {key} is not an array")
+            for index, item in enumerate(entries.iterate()):
+                stream, _ = self.resolve(item)
+                data = _bounded_stream_data(stream, limit) if isinstance(stream, generic.StreamObject) else None
+                try:
+                    if data is None:
+                        raise ValueError(key)  # noqa: TRY301 (one refusal below for every way an entry is unreadable)
+                    parse(data)
+                except Exception as exc:
+                    if not _unreadable(exc):
+                        raise
+                    raise DamagedPdf(f"entry {index} of the document security store's {key} is not readable "
+                                     "DER data") from exc
 
     def walk_fields(self, root: generic.DictionaryObject) -> None:
         """ISO 32000-2 section 12.7.4: the form-field tree; signed signature fields (/FT /Sig with /V) counted."""
@@ -891,6 +924,26 @@ def _repair_xmp(pdf: pikepdf.Pdf, notes: list[str]) -> None:
 
 
 _Container = generic.DictionaryObject | TrailerDictionary
+
+
+def _parse_certificate(data: bytes) -> None:
+    asn1_x509.Certificate.load(data, strict=True).issuer_serial  # noqa: B018 (parses what pyHanko will parse)
+
+
+def _parse_ocsp(data: bytes) -> None:
+    asn1_ocsp.OCSPResponse.load(data, strict=True)["response_status"].native  # noqa: B018 (as above)
+
+
+def _parse_crl(data: bytes) -> None:
+    asn1_crl.CertificateList.load(data, strict=True)["tbs_cert_list"]["issuer"].native  # noqa: B018 (as above)
+
+
+_DSS_ENTRIES: Final = (
+    ("/Certs", 1 * MiB, _parse_certificate),
+    ("/OCSPs", 4 * MiB, _parse_ocsp),
+    ("/CRLs", 64 * MiB, _parse_crl),
+)
+"""The DSS arrays, the bound on each entry (pyHanko's own DecodePurpose limits, 64 MiB for a CRL), the parse."""
 
 
 def _field_references(array: generic.ArrayObject, name: str) -> list[generic.PdfObject]:

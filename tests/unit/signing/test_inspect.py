@@ -463,3 +463,32 @@ def test_what_pyhanko_updates_when_signing_must_have_its_shape(objects: dict[int
 def test_a_trailer_info_that_is_not_a_dictionary_is_refused() -> None:
     data = pdf_tools.raw_pdf({1: CATALOG, 2: PAGES, 3: PAGE, 4: b"42"}, trailer_extra=b"/Info 4 0 R ")
     assert refused(data, DamagedPdf).detail == "the trailer's /Info is not a dictionary"
+
+
+def self_signed_der() -> bytes:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "DSS entry")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def test_the_document_security_store_of_an_earlier_signature_must_be_readable() -> None:
+    def with_dss(certificate: bytes) -> bytes:
+        return pdf_tools.raw_pdf({
+            1: b"<< /Type /Catalog /Pages 2 0 R /DSS << /Certs [5 0 R] /VRI << >> >> >>", 2: PAGES, 3: PAGE,
+            5: pdf_tools.stream_object(certificate),
+        })
+
+    assert accepted(with_dss(self_signed_der()))[0].pages == 1
+    error = refused(with_dss(b"\x30\x03not a certificate"), DamagedPdf)
+    assert error.detail == "entry 0 of the document security store's /Certs is not readable DER data"
