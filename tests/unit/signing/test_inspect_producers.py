@@ -59,6 +59,21 @@ def _dir(base: Path, name: str) -> Path:
     return path
 
 
+UNQUOTED_PRODUCER = re.compile(rb"pdf:Producer=[^'\"]")
+
+
+def _ghostscript_20(data: bytes) -> Produced:
+    """Ghostscript 10.00 writes PDF 2.0 XMP with an unquoted attribute value (pdf:Producer=UnknownProducer),
+    which pyHanko cannot parse and must update when it signs: repaired (quoted) where the bug is present."""
+    return Produced(data, "2.0", None, repaired=UNQUOTED_PRODUCER.search(data) is not None, text=GS_TEXT)
+
+
+def _mupdf(data: bytes) -> Produced:
+    """MuPDF 1.21 writes the head of the xref free list with generation 65536, which pyHanko's strict parser
+    refuses: repaired where that is so."""
+    return Produced(data, "1.4", None, repaired=b" 65536 f" in data)
+
+
 PRODUCERS: dict[str, Callable[[Path, bytes], Produced]] = {
     "chromium": lambda d, c: Produced(c, "1.4", None, repaired=False),
     "libreoffice": lambda d, c: Produced(pdf_tools.libreoffice_pdf(_dir(d, "lo")), "1.6", None, repaired=False),
@@ -66,16 +81,13 @@ PRODUCERS: dict[str, Callable[[Path, bytes], Produced]] = {
                                                 "PDF/A-2b", repaired=False),
     "ghostscript-1.7": lambda d, c: Produced(pdf_tools.ghostscript_pdf(_dir(d, "gs17"), c), "1.7", None,
                                              repaired=False, text=GS_TEXT),
-    # Ghostscript 10.00 writes PDF 2.0 XMP with an unquoted attribute (pdf:Producer=...): quoted in the repair
-    "ghostscript-2.0": lambda d, c: Produced(pdf_tools.ghostscript_pdf(_dir(d, "gs20"), c, version="2.0"), "2.0",
-                                             None, repaired=True, text=GS_TEXT),
+    "ghostscript-2.0": lambda d, c: _ghostscript_20(pdf_tools.ghostscript_pdf(_dir(d, "gs20"), c, version="2.0")),
     "ghostscript-pdfa2b": lambda d, c: Produced(pdf_tools.ghostscript_pdf(_dir(d, "gsa"), c, pdfa=2), "1.7",
                                                 "PDF/A-2b", repaired=False, text=GS_TEXT),
     "qpdf-object-streams": lambda d, c: Produced(pdf_tools.qpdf_pdf(_dir(d, "q"), c), "1.5", None, repaired=False),
     "qpdf-linearized": lambda d, c: Produced(pdf_tools.qpdf_pdf(_dir(d, "ql"), c, linearize=True), "1.5", None,
                                              repaired=False),
-    # MuPDF writes the free head of the xref as generation 65536, which pyHanko's strict parser refuses
-    "mupdf": lambda d, c: Produced(pdf_tools.mutool_pdf(_dir(d, "mu"), c), "1.4", None, repaired=True),
+    "mupdf": lambda d, c: _mupdf(pdf_tools.mutool_pdf(_dir(d, "mu"), c)),
     # pyHanko does not sign hybrid-reference files: qpdf leaves one cross-reference table
     "word-hybrid-reference": lambda d, c: Produced(pdf_tools.hybrid_reference_pdf(), "1.7", None, repaired=True,
                                                    text=("Republic of Azerbaijan",)),
@@ -159,14 +171,35 @@ def test_a_damaged_pdfa_file_stays_pdfa_after_the_repair(produced: dict[str, Pro
     sign_and_check(repaired, tmp_path)
 
 
-def test_a_ghostscript_pdf20_keeps_its_xmp_content_when_repaired(produced: dict[str, Produced]) -> None:
-    made = produced["ghostscript-2.0"].data
+GS_XMP = (
+    b"<?xpacket begin='\xef\xbb\xbf' id='W5M0MpCehiHzreSzNTczkc9d'?>\n"
+    b"<x:xmpmeta xmlns:x='adobe:ns:meta/'><rdf:RDF xmlns:rdf='http://www.w3.org/1999/02/22-rdf-syntax-ns#'>\n"
+    b"<rdf:Description rdf:about=\"\" xmlns:pdf='http://ns.adobe.com/pdf/1.3/' pdf:Producer=UnknownProducer/>\n"
+    b"<rdf:Description rdf:about=\"\" xmlns:dc='http://purl.org/dc/elements/1.1/' dc:format='application/pdf'/>\n"
+    b"</rdf:RDF></x:xmpmeta>\n<?xpacket end='w'?>"
+)
+"""The XMP packet Ghostscript 10.00 writes into PDF 2.0 files, with its unquoted pdf:Producer value."""
+
+
+def test_unparseable_xmp_is_mended_keeping_its_content(produced: dict[str, Produced], tmp_path: Path) -> None:
+    data = pdf_tools.raw_pdf({
+        1: b"<< /Type /Catalog /Pages 2 0 R /Metadata 4 0 R >>", 2: b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        3: b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] >>",
+        4: pdf_tools.stream_object(GS_XMP, b"/Type /Metadata /Subtype /XML ", compress=False),
+    }, version="2.0")
     output = io.BytesIO()
-    result = prepare_for_signing(io.BytesIO(made), output, POLICY)
+    result = prepare_for_signing(io.BytesIO(data), output, POLICY)
+    assert result.repaired and result.version == "2.0"
     assert "repaired: unquoted attribute values in the XMP metadata were quoted" in result.findings
-    before, after = xmp_of(made), xmp_of(output.getvalue())
-    assert b"pdf:Producer=" in before and b"pdf:Producer='" not in before
-    assert after == re.sub(rb"(pdf:Producer=)([^\s/>]+)", rb'\1"\2"', before)
+    quoted = GS_XMP.replace(b"pdf:Producer=UnknownProducer", b'pdf:Producer="UnknownProducer"')
+    assert xmp_of(output.getvalue()) == quoted
+    sign_and_check(output.getvalue(), tmp_path)
+    made = produced["ghostscript-2.0"]
+    if made.repaired:  # this Ghostscript has the bug: its own file is mended the same way
+        mended = io.BytesIO()
+        prepare_for_signing(io.BytesIO(made.data), mended, POLICY)
+        before = xmp_of(made.data)
+        assert xmp_of(mended.getvalue()) == re.sub(rb"(pdf:Producer=)([^\s/>]+)", rb'\1"\2"', before)
 
 
 def test_a_40_megabyte_file_is_accepted_and_signed(tmp_path: Path) -> None:
