@@ -51,8 +51,10 @@ writes exactly what it read (streams untouched with `StreamDecodeLevel.none`), a
 /Metadata and /Version. It only ever sees a file that already passed steps 1 and 2.
 
 Memory: the source is read in windows (scan, hash, copy), never held as a second copy; pyHanko reads objects
-lazily, and the walk drops each stream object from pyHanko's cache once its dictionary is read, so beyond the
-windows it holds at most one stream's raw data at a time (pyHanko reads a stream object whole). The output is
+lazily, and the walk drops each object from pyHanko's cache once it is read, so beyond the windows it holds one
+object at a time (a stream with its raw data: pyHanko reads a stream object whole) and the decoded object streams.
+One object's syntax is bounded (`_MAX_OBJECT_TEXT`, inside object streams too), since pyHanko builds a Python
+object per element: a 50 MB array of numbers would otherwise cost a gigabyte. The output is
 written through. `InspectedPdf.sha256` and `size` describe the file to sign: the output of
 `prepare_for_signing` (repaired or not), the input for `inspect_pdf` (whose `repaired` then says that
 `prepare_for_signing` will rewrite it).
@@ -111,6 +113,9 @@ _DICT_LOOKBACK: Final = 64 * 1024
 """Most bytes of a stream dictionary the raw scan keeps to read its /Type, /Filter, /N and /Length."""
 _MAX_NESTING: Final = 256
 """Deepest nesting of direct arrays and dictionaries, and of a page, field or outline tree."""
+_MAX_OBJECT_TEXT: Final = 4 * MiB
+"""Most bytes of PDF syntax in one object (a dictionary or array, not a stream's data): pyHanko builds a Python
+object per token, some 20 times the text, so a 50 MB array of numbers would cost a gigabyte."""
 _MAX_XMP: Final = 4 * MiB
 """Most bytes of XMP metadata read for the PDF/A identification."""
 _MAX_FINDINGS: Final = 50
@@ -208,6 +213,8 @@ _STREAM_EOL = re.compile(rb"[ \t]*(?:\r\n|\n|\r)")
 _LETTER = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _SIZE = re.compile(rb"/Size[ \t\r\n\f\0]+(\d{1,12})")
 _N = re.compile(rb"/N[ \t\r\n\f\0]+(\d{1,12})")
+_LENGTH = re.compile(rb"/Length[ \t\r\n\f\0]+(\d{1,12})(?![ \t\r\n\f\0]+\d+[ \t\r\n\f\0]+R)")
+_FIRST = re.compile(rb"/First[ \t\r\n\f\0]+(\d{1,12})")
 _TYPE = re.compile(rb"/Type[ \t\r\n\f\0]*/(ObjStm|XRef)(?![A-Za-z])")
 _FILTER = re.compile(rb"/Filter[ \t\r\n\f\0]*(/[A-Za-z0-9]+|\[[^\]]{0,200}\])")
 _FLATE_ONLY = (b"/FlateDecode", b"/Fl", b"[/FlateDecode]", b"[/Fl]")
@@ -266,6 +273,12 @@ class _Inflation:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.total = 0
+        self.capture = 0
+        self.head = bytearray()  # the first `capture` bytes a stream inflates to (an object stream's header)
+        self.stream_out = 0  # what the current stream's first layer inflated to
+
+    def begin(self, *, capture: int) -> None:
+        self.capture, self.head, self.stream_out = capture, bytearray(), 0
 
     def count(self, produced: int, where: int) -> None:
         self.total += produced
@@ -285,6 +298,10 @@ class _Inflation:
             except zlib.error:
                 return False
             self.count(len(out), where)
+            if depth == 0:
+                self.stream_out += len(out)
+                if len(self.head) < self.capture:
+                    self.head += out[: self.capture - len(self.head)]
             if out and depth + 1 < _NESTED_ZLIB_LAYERS:
                 if depth + 1 >= len(nested):
                     nested.append(zlib.decompressobj() if _looks_like_zlib(out) else None)
@@ -294,6 +311,22 @@ class _Inflation:
             data = decompressor.unconsumed_tail
             if decompressor.eof or (not data and len(out) < _OUT_CHUNK):
                 return True
+
+
+def _check_object_stream(head: bytes | bytearray, first: int, inflated: int, where: int) -> None:
+    """ISO 32000-2 section 7.5.7: an object stream begins with /N pairs "number offset" (offsets from /First);
+    each object's span is bounded like that of an object outside (`_MAX_OBJECT_TEXT`)."""
+    numbers = [int(n) for n in re.findall(rb"\d{1,12}", bytes(head[:first]))]
+    pairs = sorted(zip(numbers[1::2], numbers[0::2], strict=False))  # (offset, object number)
+    if not pairs:
+        return  # no header to read: pyHanko refuses the stream itself
+    ends = [offset for offset, _ in pairs[1:]] + [inflated - first]
+    for (offset, number), end in zip(pairs, ends, strict=True):
+        if end - offset > _MAX_OBJECT_TEXT:
+            raise TooManyObjects(
+                f"object {number} 0 R in the object stream at byte offset {where} spans {end - offset} bytes of "
+                f"PDF syntax; a parser builds one object per element, and the bound is {_MAX_OBJECT_TEXT} bytes"
+            )
 
 
 def _looks_like_zlib(head: bytes) -> bool:
@@ -337,6 +370,16 @@ class _RawScanner:
         self.policy = policy
         self.inflation = _Inflation(policy.max_inflated_bytes)
         self.last_obj = -1  # absolute offset of the last object header (where a stream's dictionary starts)
+        self.open_obj: tuple[int, bytes] | None = None  # where the object being read began, and its number
+
+    def close_object(self, at: int) -> None:
+        """The object opened last ends (endobj) or its stream data begins at `at`: its syntax is bounded."""
+        if self.open_obj is not None and at - self.open_obj[0] > _MAX_OBJECT_TEXT:
+            raise TooManyObjects(
+                f"object {self.open_obj[1].decode()} R spans {at - self.open_obj[0]} bytes of PDF syntax; a parser "
+                f"builds one object per element, and the bound is {_MAX_OBJECT_TEXT} bytes"
+            )
+        self.open_obj = None
 
     def run(self) -> None:
         window, facts = self.window, self.facts
@@ -371,9 +414,13 @@ class _RawScanner:
         before = buf[start - 1] if start else 0x20
         after = buf[end] if end < len(buf) else 0x20
         if keyword == b"obj":
-            if after not in _LETTER and _OBJ_HEADER.search(buf, max(0, start - 40), start) is not None:
+            header = _OBJ_HEADER.search(buf, max(0, start - 40), start) if after not in _LETTER else None
+            if header is not None:
                 facts.objects += 1
                 self.last_obj = window.base + max(0, start - 40)
+                self.open_obj = (window.base + header.start(), b" ".join(header.group().split()[:2]))
+            elif buf[max(0, start - 3) : start] == b"end":
+                self.close_object(window.base + start)
         elif keyword == b"trailer":
             if before not in _LETTER and after not in _LETTER:
                 size_claim = _SIZE.search(buf, end, end + 4096)
@@ -383,6 +430,7 @@ class _RawScanner:
             facts.has_byterange = True
         elif before not in _LETTER and (eol := _STREAM_EOL.match(buf, end)) is not None:  # not "endstream"
             data_start = window.base + eol.end()
+            self.close_object(window.base + start)
             dictionary = b""
             if window.base <= self.last_obj and data_start - self.last_obj <= _DICT_LOOKBACK:
                 dictionary = buf[self.last_obj - window.base : start]
@@ -394,7 +442,7 @@ class _RawScanner:
         """Inflate the stream whose data begins at `data_start` if it is Flate data; return the offset the scan goes
         on from: the stream's first byte, so that bytes a lying /Length would hide from the scan are read too."""
         window, facts = self.window, self.facts
-        declared = self.stream_dictionary(data_start, dictionary)
+        declared, first = self.stream_dictionary(data_start, dictionary)
         window.fill(data_start - window.base + 64)
         data = window.buf[data_start - window.base : data_start - window.base + 64]
         start = data_start + len(data) - len(data.lstrip(b" \t\r\n\f\0"))  # whitespace a lenient reader skips
@@ -404,8 +452,14 @@ class _RawScanner:
         elif declared:
             decompressor = zlib.decompressobj(-15)  # Flate data without its zlib header, which some readers inflate
         else:
+            length = _LENGTH.search(dictionary)
+            if first is not None and length is not None and first <= MiB:  # an uncompressed object stream
+                window.fill(data_start - window.base + first)
+                raw = window.buf[data_start - window.base : data_start - window.base + first]
+                _check_object_stream(raw, first, int(length.group(1)), data_start)
             return data_start
         nested: list[zlib._Decompress | None] = [decompressor]
+        self.inflation.begin(capture=first if first is not None and first <= MiB else 0)
         fed = start  # the first byte not yet given to the decompressor
         while not decompressor.eof:
             window.fill(fed - window.base + _WINDOW)
@@ -423,17 +477,19 @@ class _RawScanner:
             if fed - window.base > _WINDOW:
                 window.move_to(fed)
         window.move_to(min(window.base, data_start))
+        if first is not None:
+            _check_object_stream(self.inflation.head, first, self.inflation.stream_out, data_start)
         return data_start
 
-    def stream_dictionary(self, data_start: int, dictionary: bytes) -> bool:
-        """Cross-reference and object streams: FlateDecode alone, and their object counts. True when the
-        dictionary declares FlateDecode."""
+    def stream_dictionary(self, data_start: int, dictionary: bytes) -> tuple[bool, int | None]:
+        """Cross-reference and object streams: FlateDecode alone, and their object counts. Whether the dictionary
+        declares FlateDecode, and an object stream's /First."""
         filters = _FILTER.search(dictionary)
         filter_text = re.sub(rb"[ \t\r\n\f\0]+", b"", filters.group(1)) if filters else b""
         flate = b"/FlateDecode" in filter_text or re.search(rb"/Fl(?![A-Za-z])", filter_text) is not None
         kind = _TYPE.search(dictionary)
         if kind is None:
-            return flate
+            return flate, None
         if filter_text and filter_text not in _FLATE_ONLY:
             raise DamagedPdf(
                 f"the {kind.group(1).decode()} stream at byte offset {data_start} uses the filter "
@@ -445,7 +501,8 @@ class _RawScanner:
             self.facts.objects += int(claim.group(1))
         elif claim is not None:
             self.facts.declared_objects = max(self.facts.declared_objects, int(claim.group(1)))
-        return flate
+        first = _FIRST.search(dictionary) if kind.group(1) == b"ObjStm" else None
+        return flate, int(first.group(1)) if first is not None else None
 
 
 # --- steps 3 to 5: pyHanko's strict parse and the bounded walk ------------------------------------------------------
@@ -835,8 +892,9 @@ class _Walk:
                 self.reached.add(key)
                 if len(self.reached) > self.policy.max_objects:
                     raise TooManyObjects(f"the document reaches more than {self.policy.max_objects} objects")
-            if ref is not None and isinstance(top, generic.StreamObject):
-                # its data (an image may be most of the file) is not kept once its dictionary is read
+            if ref is not None:
+                # not kept in pyHanko's cache once read: the walk holds one object at a time (with its data, for a
+                # stream, which may be most of the file), never the whole document as Python objects
                 self.reader.resolved_objects.pop((ref.generation, ref.idnum), None)
             stack: list[tuple[generic.PdfObject, int]] = [(top, 0)]
             while stack:

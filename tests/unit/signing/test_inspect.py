@@ -492,3 +492,17 @@ def test_the_document_security_store_of_an_earlier_signature_must_be_readable() 
     assert accepted(with_dss(self_signed_der()))[0].pages == 1
     error = refused(with_dss(b"\x30\x03not a certificate"), DamagedPdf)
     assert error.detail == "entry 0 of the document security store's /Certs is not readable DER data"
+
+
+def test_one_huge_object_is_refused_before_a_parser_builds_it() -> None:
+    """pyHanko builds a Python object per element (some 20 times the text): 5 MiB of numbers in one array."""
+    numbers = b"[" + b"0 " * (5 * 1024 * 1024 // 2) + b"]"
+    plain = pdf_tools.raw_pdf({1: b"<< /Type /Catalog /Pages 2 0 R /Huge 4 0 R >>", 2: PAGES, 3: PAGE, 4: numbers})
+    error = refused(plain, TooManyObjects)
+    assert error.detail.startswith("object 4 0 R spans 524") and error.detail.endswith("the bound is 4194304 bytes")
+    header = b"4 0 "
+    objstm = pdf_tools.stream_object(header + numbers, f"/Type /ObjStm /N 1 /First {len(header)} ".encode())
+    hidden = pdf_tools.raw_pdf({1: b"<< /Type /Catalog /Pages 2 0 R /Huge 4 0 R >>", 2: PAGES, 3: PAGE, 5: objstm},
+                               version="1.5")
+    error = refused(hidden, TooManyObjects)
+    assert error.detail.startswith("object 4 0 R in the object stream at byte offset")
