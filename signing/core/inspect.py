@@ -838,12 +838,8 @@ class _Walk:
         action = self.get(root, "/OpenAction")
         if isinstance(action, generic.DictionaryObject):
             kind = action.get("/S")
-            if kind in ("/JavaScript", "/Launch") or "/JS" in action:
-                self.note(f"OpenAction: the document runs a {str(kind).lstrip('/')} action when it is opened",
-                          active=True)
-            else:
-                self.note(f"OpenAction: the document runs a {str(kind).lstrip('/')} action when it is opened",
-                          active=False)
+            self.note(f"OpenAction: the document runs a {str(kind).lstrip('/')} action when it is opened",
+                      active=kind in ("/JavaScript", "/Launch") or "/JS" in action)
         elif isinstance(action, generic.ArrayObject):
             self.note("OpenAction: the document opens at a destination (no script)", active=False)
         if "/AA" in root:
@@ -1161,7 +1157,7 @@ def _repair(source: BinaryIO, output: BinaryIO, raw: _RawFacts, reason: str, pol
         raise DamagedPdf(
             f"pyHanko cannot read the file ({reason}), nor qpdf's rewrite of it ({again.reason})"
         ) from again
-    if result.version != version and not _version_at_least(result.version, version):
+    if not _version_at_least(result.version, version):
         raise DamagedPdf(f"the repair changed the PDF version from {version} to {result.version}")
     output.seek(0)
     return result
