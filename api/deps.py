@@ -178,8 +178,8 @@ def build_signing(settings: Settings, sessions: async_sessionmaker[AsyncSession]
     """Signing requests (ACAR_SIGNING_* bounds) and the worker, on `direct`'s units of work, sealing with the keys
     the built-in CA certified (signing.sql.seals)."""
     from api.logging import request_id_var
-    from signing.core.jobs import SigningWorker
     from signing.core.inspect import InputPolicy
+    from signing.core.jobs import SigningWorker
     from signing.core.requests import RequestPolicy, RequestService, policy_inspector
     from signing.sql.seals import SealCredentials
     from signing.sql.store import SqlSigningUnits
