@@ -188,8 +188,9 @@ def build_signing(settings: Settings, sessions: async_sessionmaker[AsyncSession]
     """Signing requests (ACAR_SIGNING_* bounds) and the worker, on `direct`'s units of work, sealing with the keys
     the built-in CA certified (signing.sql.seals); the completion callbacks signed with the token keys."""
     from api.logging import request_id_var
+    from signing.core.inspect import InputPolicy
     from signing.core.jobs import SigningWorker
-    from signing.core.requests import RequestPolicy, RequestService, interim_inspector
+    from signing.core.requests import RequestPolicy, RequestService, policy_inspector
     from signing.sql.seals import SealCredentials
     from signing.sql.store import SqlSigningUnits
     from storage.base import utcnow
@@ -201,8 +202,9 @@ def build_signing(settings: Settings, sessions: async_sessionmaker[AsyncSession]
         allow_http_callback=settings.env == "development",
         sign_lifetime=dt.timedelta(hours=settings.signing_request_lifetime_hours),
         seal_lifetime=dt.timedelta(hours=settings.signing_request_lifetime_hours))
-    requests = RequestService(units, policy=policy, inspector=interim_inspector(settings.signing_max_document_bytes),
-                              clock=utcnow)
+    inputs = InputPolicy(max_bytes=settings.signing_max_document_bytes, max_pages=settings.signing_max_pages,
+                         refuse_active_content=settings.signing_refuse_active_content)
+    requests = RequestService(units, policy=policy, inspector=policy_inspector(inputs), clock=utcnow)
     engine = SigningEngine(pki, tsa)
     worker = SigningWorker(units, engine,
                            SealCredentials(sessions, pki.ca, ttl_seconds=settings.key_cache_seconds),

@@ -56,7 +56,6 @@ from idp.core.webauthn import (
 from idp.sql.enrollment import CodeInvalid, CodeUsed, EnrollmentRequired
 from idp.sql.revocation import JTI_RE
 from signing.core import errors as signing_errors
-from signing.core.requests import NotPdfInterim
 
 PROBLEM = "application/problem+json"
 FORM = "application/x-www-form-urlencoded"
@@ -456,9 +455,12 @@ _SIGNING_ERRORS_OF_CREATE = [
     signing_errors.InvalidSigningRequest, signing_errors.InvalidLevel, signing_errors.InvalidFin,
     signing_errors.SignerRequired, signing_errors.InvalidPlacement, signing_errors.InvalidCallbackUrl,
     signing_errors.InvalidDocument, signing_errors.TooManyDocuments, signing_errors.IdempotencyKeyReused,
-    signing_errors.NoSeal, NotPdfInterim]
+    signing_errors.NoSeal, signing_errors.EncryptedPdf, signing_errors.DamagedPdf, signing_errors.TooManyPages,
+    signing_errors.TooManyObjects, signing_errors.InflationBomb, signing_errors.ReferenceLoop,
+    signing_errors.ActiveContent, signing_errors.PdfRefused]
 _SIGNING_STATUS = {404: "no such request for this client", 409: "refused in the request's present state",
                    410: "gone: the retention ran out", 422: "the request or a document is refused (see code)"}
+"""413 and 415 are plain problems: the edge's 413 and the route's 415 carry no `code` member."""
 
 
 def _signing_errors(*errors: Any) -> dict[str, Any]:
@@ -474,7 +476,8 @@ SIGNING_OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("/api/v1/signing-requests", "post"): {
         "responses": {"200": {"description": "the same Idempotency-Key and body as before: the request made then",
                               "content": {"application/json": {"schema": _ref("SigningRequestOut")}}},
-                      "415": problem("neither application/json nor multipart/form-data"),
+                      "415": problem("neither application/json nor multipart/form-data (unsupported_media_type), or a "
+                                     "document that is not a PDF (not_pdf)"),
                       "413": problem("the body is over ACAR_SIGNING_MAX_REQUEST_BYTES (content_too_large) or a "
                                      "document over ACAR_SIGNING_MAX_DOCUMENT_BYTES (too_large)"),
                       **_signing_errors(*_SIGNING_ERRORS_OF_CREATE)}},

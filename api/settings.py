@@ -146,6 +146,10 @@ class Settings(BaseSettings):
     """Largest PDF a signing request may carry (refused with 413 problem too_large)."""
     signing_max_documents: int = Field(default=20, ge=1, le=1000)
     """Most documents in one signing request."""
+    signing_max_pages: int = Field(default=500, ge=1, le=100_000)
+    """Most pages of one document (the input policy, signing.core.inspect)."""
+    signing_refuse_active_content: bool = True
+    """Refuse documents with JavaScript, launch actions or embedded files; false reports them as findings only."""
     signing_max_request_bytes: int | None = Field(default=None, ge=64 * 1024, le=4 * 1024 * 1024 * 1024)
     """Largest body of POST /api/v1/signing-requests (the edge's 413). Unset: one document of the largest size as
     base64 in JSON plus 1 MiB for the fields (resolved_signing_max_request_bytes)."""

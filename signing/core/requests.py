@@ -2,7 +2,9 @@
 
 - Validation before anything is stored: the mode (seal or sign), the signer's FIN in sign mode, the PAdES level
   (ETSI EN 319 142-1 section 6; default B-LT), the visible placement, the callback URL (https; http only where the
-  deployment allows it), the number of documents, and every document through the input policy. A refusal names
+  deployment allows it), the number of documents, and every document through the input policy
+  (signing.core.inspect: size, pages, objects, decompression bombs, reference loops, encryption, active content;
+  a legitimate file pyHanko's strict parser refuses is repaired before it is stored). A refusal names
   its reason (a SigningError with its code) and nothing is stored: the unit of work is only opened once every
   document has passed.
 - Idempotency (draft-ietf-httpapi-idempotency-key-header): a request sent with an Idempotency-Key is stored with
@@ -24,10 +26,11 @@ import io
 import json
 import math
 import secrets
+import tempfile
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, BinaryIO, Final, cast
 from urllib.parse import urlsplit
 
 from keys.identifiers import InvalidIdentifierFormat, normalize_fin
@@ -47,6 +50,7 @@ from signing.core.errors import (
     SigningError,
     TooManyDocuments,
 )
+from signing.core.inspect import InputPolicy, inspect_pdf, prepare_for_signing
 from signing.core.interfaces import (
     Mode,
     NewDocument,
@@ -76,6 +80,8 @@ table 252 /Reason and /Location)."""
 MAX_FILENAME: Final = 255
 MAX_IDEMPOTENCY_KEY: Final = 255
 MAX_CALLBACK_URL: Final = 2000
+REPAIR_SPOOL_BYTES: Final = 8 * 1024 * 1024
+"""A repaired document's rewrite is held in memory up to this size, then in a temporary file, until it is read."""
 REQUEST_ID_BYTES: Final = 18
 """144 random bits, 24 base64url characters: the id is the only thing between a request and a guesser."""
 
@@ -133,40 +139,21 @@ class RequestPolicy:
     """How long a seal request may take before it counts as expired (it normally completes in seconds)."""
 
 
-class NotPdfInterim(SigningError):
-    """INTERIM, replaced by signing.core.inspect once it is on main: the content is not a PDF."""
-
-    code = "not_pdf"
-    status_code = 422
-    title = "The document is not a PDF"
-
-
-class TooLargeInterim(SigningError):
-    """INTERIM, replaced by signing.core.inspect once it is on main: over ACAR_SIGNING_MAX_DOCUMENT_BYTES."""
-
-    code = "too_large"
-    status_code = 413
-    title = "The document is too large"
-
-
-def interim_inspector(max_bytes: int) -> Inspector:
-    """INTERIM input policy until signing.core.inspect.prepare_for_signing is on main: the size limit, a %PDF-
-    header, and a document pyHanko's reader opens (its page count)."""
+def policy_inspector(policy: InputPolicy) -> Inspector:
+    """The input policy (signing.core.inspect) for a document held in memory. A document the policy accepts as it
+    is is inspected without a copy; one pyHanko's strict parser refuses but qpdf can rewrite (an unsigned file) is
+    prepared again into a spooled file and the rewrite is what is stored and signed. The digest kept is the one of
+    the stored bytes: what the signer approves and the engine signs."""
 
     def inspect(content: bytes) -> Inspected:
-        if len(content) > max_bytes:
-            raise TooLargeInterim(f"the document has {len(content)} bytes, more than the limit of {max_bytes}")
-        if not content.lstrip(b"\t\n\f\r \x00")[:5] == b"%PDF-":
-            raise NotPdfInterim("the document does not start with a %PDF- header (ISO 32000-1 section 7.5.2)")
-        from pyhanko.pdf_utils.misc import PdfError
-        from pyhanko.pdf_utils.reader import PdfFileReader
-
-        try:
-            reader = PdfFileReader(io.BytesIO(content), strict=False)
-            pages = int(reader.root["/Pages"]["/Count"])
-        except (PdfError, KeyError, ValueError, TypeError) as exc:
-            raise NotPdfInterim(f"the document cannot be read as a PDF: {str(exc)[:200]}") from None
-        return Inspected(pages=pages, sha256=hashlib.sha256(content).hexdigest())
+        found = inspect_pdf(io.BytesIO(content), policy)
+        if not found.repaired:
+            return Inspected(pages=found.pages, sha256=found.sha256, findings=found.findings)
+        with tempfile.SpooledTemporaryFile(max_size=REPAIR_SPOOL_BYTES) as output:
+            prepared = prepare_for_signing(io.BytesIO(content), cast("BinaryIO", output), policy)
+            output.seek(0)
+            repaired = output.read()
+        return Inspected(pages=prepared.pages, sha256=prepared.sha256, findings=prepared.findings, content=repaired)
 
     return inspect
 

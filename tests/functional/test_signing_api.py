@@ -23,6 +23,7 @@ from signing.sql.models import SigningDocument, SigningJob, SigningRequest
 from storage.audit import AuditEvent
 from tests.functional.helpers import InProcessAcar
 from tests.oidc_tools import asgi_browser
+from tests.pdf_tools import hybrid_reference_pdf, simple_pdf
 from tests.signing_tools import (
     ORGANIZATION,
     VOEN,
@@ -170,7 +171,9 @@ async def test_sign_mode_is_pending_with_an_approval_url(client: httpx.AsyncClie
 
 
 @pytest.mark.parametrize(("body", "status", "code"), [
-    ({"mode": "seal", "documents": [{"content": _b64(b"hello, not a PDF")}]}, 422, "not_pdf"),
+    ({"mode": "seal", "documents": [{"content": _b64(b"hello, not a PDF")}]}, 415, "not_pdf"),
+    ({"mode": "seal", "documents": [{"content": _b64(simple_pdf(
+        catalog_extra=b"/OpenAction << /S /JavaScript /JS (app.alert(1)) >>"))}]}, 422, "active_content"),
     ({"mode": "seal", "documents": [{"content": "%%%not base64"}]}, 422, "invalid_document"),
     ({"mode": "seal", "level": "B-X", "documents": [{"content": _b64(minimal_pdf())}]}, 422, "invalid_level"),
     ({"mode": "sign", "documents": [{"content": _b64(minimal_pdf())}]}, 422, "signer_required"),
@@ -182,7 +185,7 @@ async def test_sign_mode_is_pending_with_an_approval_url(client: httpx.AsyncClie
     ({"mode": "seal", "callback_url": "ftp://agency.example/cb", "documents": [{"content": _b64(minimal_pdf())}]},
      422, "invalid_callback_url"),
     ({"mode": "seal", "documents": [{"content": _b64(minimal_pdf())}, {"content": _b64(b"%PDF-1.7 broken")}]},
-     422, "not_pdf"),
+     422, "damaged_pdf"),
     ({"mode": "seal", "reason": "a\u0000b", "documents": [{"content": _b64(minimal_pdf())}]}, 422, "invalid_request"),
     ({"mode": "seal", "documents": [{"filename": "\ud800.pdf", "content": _b64(minimal_pdf())}]}, 422,
      "invalid_request"),  # not UTF-8: refused by the schema's own string check
@@ -277,3 +280,20 @@ async def test_seal_assign_command(initialized: Services, acar: InProcessAcar, c
     assert (await _until_finished(client, agency, r.json()["id"]))["state"] == "completed"
     signed = (await client.get(f"{API}/{r.json()['id']}/documents/1", headers=agency.headers)).content
     assert any("Yeni ad" in s for s in await verify_signed(signed, await root_certificate(initialized)))
+
+
+async def test_a_file_pyhanko_refuses_is_repaired_before_it_is_stored_and_signed(client: httpx.AsyncClient,
+                                                                                 initialized: Services) -> None:
+    """signing.core.inspect: Word's hybrid-reference file is rewritten by qpdf at submission; the request's digest is
+    the rewrite's (what gets signed), and the signature validates."""
+    root = await prepared(initialized)
+    agency = await register_agency(initialized, client)
+    hybrid = hybrid_reference_pdf()
+    r = await client.post(API, headers=agency.headers, data={"mode": "seal"},
+                          files=[("document", ("word.pdf", hybrid, "application/pdf"))])
+    assert r.status_code == 201, r.text
+    assert r.json()["documents"][0]["sha256"] != hashlib.sha256(hybrid).hexdigest()
+    done = await _until_finished(client, agency, r.json()["id"])
+    assert done["state"] == "completed", done
+    signed = (await client.get(f"{API}/{done['id']}/documents/1", headers=agency.headers)).content
+    await verify_signed(signed, root)

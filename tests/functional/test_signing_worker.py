@@ -157,3 +157,54 @@ def test_acar_serve_alone_seals(pg_database_url: str, master_key_file: Path, tmp
         assert signed.startswith(pdf) and len(reader.embedded_signatures) == 2  # the seal and the document time-stamp
     finally:
         server.stop()
+
+
+def test_a_worker_survives_its_database_connections_being_cut_mid_batch(
+        pg_database_url: str, master_key_file: Path, tmp_path: Path) -> None:
+    """Every connection of the database terminated (pg_terminate_backend, as a PostgreSQL restart does) while a
+    worker signs: it goes on with fresh connections, and every document is still signed exactly once."""
+    env = acar_env({"ACAR_DATABASE_URL": pg_database_url, "ACAR_MASTER_KEY_FILE": str(master_key_file),
+                    "ACAR_DATA_DIR": str(tmp_path / "data"), "ACAR_KEY_CACHE_SECONDS": "0",
+                    "ACAR_SIGNING_INPROCESS_WORKER": "false", "ACAR_SIGNING_LEASE_SECONDS": "2",
+                    "ACAR_SIGNING_MAX_DOCUMENTS": str(DOCUMENTS), "ACAR_ACCESS_LOG": "false"})
+    run_acar(env, "init")
+    client = acar_json(env, "client", "add", "--name", "Tax system", "--grant-type", "client_credentials",
+                       "--scope", "signing")
+    acar_json(env, "seal", "assign", client["client_id"], "--voen", "1234567891", "--organization", "Vergilər")
+    server = Server(env, log_path=tmp_path / "server.log")
+    try:
+        server.wait_ready()
+        token = httpx.post(server.base + "/token", data={"grant_type": "client_credentials"},
+                           auth=(client["client_id"], client["client_secret"])).json()["access_token"]
+        documents = [{"filename": f"{n}.pdf", "content": base64.b64encode(minimal_pdf(1, f"{n}")).decode()}
+                     for n in range(DOCUMENTS)]
+        r = httpx.post(server.base + API, headers={"Authorization": f"Bearer {token}"}, timeout=30,
+                       json={"mode": "seal", "level": "B-B", "documents": documents})
+        assert r.status_code == 201, r.text
+        request_id = r.json()["id"]
+    finally:
+        server.stop()
+    log = tmp_path / "worker.log"
+    with log.open("ab") as out:
+        worker = _worker(env, out)
+        try:
+            deadline = time.monotonic() + 60
+            while _signed_count(pg_database_url, request_id) < 5:
+                assert worker.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.02)
+            terminate = ("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                         "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            cut = [asyncio.run(_query(pg_database_url, terminate))[0][0] for _ in range(3) if not time.sleep(0.2)]
+            assert sum(cut) >= 1
+            deadline = time.monotonic() + 120
+            while _signed_count(pg_database_url, request_id) < DOCUMENTS:
+                assert worker.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.1)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(timeout=30)
+    events = asyncio.run(_query(pg_database_url, "SELECT detail FROM audit_events WHERE subject = $1 AND "
+                                                 "event_type = 'signing.document.signed'", request_id))
+    assert Counter(int(json.loads(e[0])["n"]) for e in events) == Counter(range(1, DOCUMENTS + 1))
+    state = asyncio.run(_query(pg_database_url, "SELECT state FROM signing_requests WHERE id = $1", request_id))
+    assert state[0][0] == "completed"

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from signing.core import errors
+from signing.core.inspect import InputPolicy
 from signing.core.interfaces import (
     DocumentView,
     Mode,
@@ -33,10 +34,11 @@ from signing.core.requests import (
     body_digest,
     can_move,
     clean_filename,
-    interim_inspector,
     parse_callback,
     parse_placement,
+    policy_inspector,
 )
+from tests.pdf_tools import hybrid_reference_pdf, simple_pdf
 from tests.signing_tools import minimal_pdf
 
 NOW = dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.UTC)
@@ -112,7 +114,7 @@ def units() -> MemoryUnits:
 
 @pytest.fixture
 def service(units: MemoryUnits) -> RequestService:
-    return RequestService(units, policy=POLICY, inspector=interim_inspector(POLICY.max_document_bytes),
+    return RequestService(units, policy=POLICY, inspector=policy_inspector(InputPolicy(max_bytes=100_000)),
                           clock=lambda: NOW)
 
 
@@ -177,7 +179,7 @@ async def test_the_policy_refuses_a_document_naming_it(service: RequestService) 
     with pytest.raises(errors.SigningError) as raised:
         await service.create("tax", _seal(documents=[SubmittedDocument("a.pdf", minimal_pdf()),
                                                      SubmittedDocument("b.pdf", b"%PDF-1.7 garbage")]))
-    assert raised.value.code == "not_pdf" and raised.value.detail.startswith("document 2 (b.pdf): ")
+    assert raised.value.code == "damaged_pdf" and raised.value.detail.startswith("document 2 (b.pdf): ")
 
 
 async def test_no_seal(service: RequestService, units: MemoryUnits) -> None:
@@ -246,13 +248,18 @@ def test_state_machine() -> None:
     assert set(TRANSITIONS) == set(RequestState)
 
 
-def test_interim_inspector() -> None:
-    inspect = interim_inspector(10_000)
+def test_the_input_policy_inspects_and_repairs() -> None:
+    inspect = policy_inspector(InputPolicy(max_bytes=20_000, max_pages=5))
     assert inspect(minimal_pdf(4)) == Inspected(pages=4, sha256=hashlib.sha256(minimal_pdf(4)).hexdigest())
-    with pytest.raises(errors.SigningError) as raised:
-        inspect(b"\x89PNG")
-    assert raised.value.code == "not_pdf"
-    with pytest.raises(errors.SigningError) as raised:
-        inspect(minimal_pdf() + b"%" * 10_000)
-    assert raised.value.code == "too_large" and raised.value.status_code == 413
+    for refused, code in ((b"\x89PNG", "not_pdf"), (minimal_pdf() + b"%" * 20_000, "too_large"),
+                          (minimal_pdf(6), "too_many_pages"),
+                          (simple_pdf(catalog_extra=b"/OpenAction << /S /JavaScript /JS (app.alert(1)) >>"),
+                           "active_content")):
+        with pytest.raises(errors.PdfRefused) as raised:
+            inspect(refused)
+        assert raised.value.code == code
+    hybrid = hybrid_reference_pdf()  # Word's hybrid-reference file: pyHanko will not sign it, qpdf rewrites it
+    repaired = inspect(hybrid)
+    assert repaired.content is not None and repaired.content != hybrid
+    assert repaired.sha256 == hashlib.sha256(repaired.content).hexdigest()
     assert Mode("seal") is Mode.SEAL

@@ -40,7 +40,7 @@ def test_the_signing_operations_are_documented(settings: Settings) -> None:
     assert {"201", "200", "409", "413", "415", "422"} <= set(create["responses"])
     assert _codes(create["responses"]["409"]) == {"idempotency_key_reused", "no_seal"}
     assert {"invalid_level", "invalid_fin", "signer_required", "invalid_document", "too_many_documents",
-            "not_pdf"} <= _codes(create["responses"]["422"])
+            "damaged_pdf", "active_content", "inflation_bomb"} <= _codes(create["responses"]["422"])
     assert create["responses"]["201"]["links"]["GetSigningRequest"]["operationId"] == follow["operationId"]
     assert _codes(follow["responses"]["404"]) == {"not_found"}
     assert list(download["responses"]["200"]["content"]) == ["application/pdf"]
