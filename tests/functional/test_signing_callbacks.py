@@ -18,15 +18,22 @@ import hashlib
 import ipaddress
 import json
 import signal
+import ssl
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import jwt
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from fastapi import FastAPI
 from joserfc import jwt as jose_jwt
 from joserfc.jwk import KeySet
@@ -65,7 +72,7 @@ class Receiver:
 
 
 @contextmanager
-def receiver(*statuses: int, location: str | None = None) -> Iterator[Receiver]:
+def receiver(*statuses: int, location: str | None = None, tls: ssl.SSLContext | None = None) -> Iterator[Receiver]:
     """An agency's callback endpoint on 127.0.0.1 that records every POST and answers `statuses` in turn."""
     found: list[Receiver] = []
 
@@ -84,11 +91,48 @@ def receiver(*statuses: int, location: str | None = None) -> Iterator[Receiver]:
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # Açar stopped reading a long answer
                 self.wfile.write(answer)
 
-    with serving(Handler) as server:
-        rec = Receiver(url=f"http://127.0.0.1:{server.server_address[1]}/acar/callback", statuses=list(statuses),
+    if tls is None:
+        with serving(Handler) as server:
+            rec = Receiver(url=f"http://127.0.0.1:{server.server_address[1]}/acar/callback",
+                           statuses=list(statuses), location=location)
+            found.append(rec)
+            yield rec
+        return
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    try:
+        rec = Receiver(url=f"https://localhost:{server.server_address[1]}/acar/callback", statuses=list(statuses),
                        location=location)
         found.append(rec)
         yield rec
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def _localhost_tls(directory: Path) -> tuple[ssl.SSLContext, bytes]:
+    """A TLS server context with a self-signed certificate for the name localhost only (not for 127.0.0.1), and
+    that certificate's PEM for the client to trust."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+                   .not_valid_after(now + dt.timedelta(hours=1))
+                   .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+                   .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                   .sign(key, hashes.SHA256()))
+    pem = certificate.public_bytes(serialization.Encoding.PEM)
+    (directory / "cert.pem").write_bytes(pem)
+    (directory / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                          serialization.PrivateFormat.PKCS8,
+                                                          serialization.NoEncryption()))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(directory / "cert.pem", directory / "key.pem")
+    return context, pem
 
 
 def _b64(data: bytes) -> str:
@@ -148,12 +192,12 @@ async def _sign_all(services: Services) -> None:
 
 def _delivery(services: Services, clock: Clock, *, max_age: dt.timedelta = dt.timedelta(hours=24),
               refuse_private: bool = False, require_https: bool = False,
-              allowed: tuple[str, ...] = ()) -> CallbackDelivery:
+              allowed: tuple[str, ...] = (), http: httpx.AsyncClient | None = None) -> CallbackDelivery:
     policy = CallbackPolicy(issuer=ISSUER, max_age=max_age, timeout=5.0, refuse_private=refuse_private,
                             require_https=require_https,
                             allowed_networks=tuple(ipaddress.ip_network(a) for a in allowed))
     return CallbackDelivery(SqlCallbackUnits(services.direct), lambda: services.token_keys.signer("ES256"), policy,
-                            clock=clock)
+                            clock=clock, http=http)
 
 
 async def test_a_completed_seal_request_posts_one_jwt_that_verifies_with_the_jwks(
@@ -393,3 +437,31 @@ async def test_a_real_acar_worker_signs_and_calls_back(
     assert (claims["request_id"], claims["state"], len(claims["documents"])) == (request_id, "completed", 2)
     (row,) = await _callbacks(initialized)
     assert row.state == "delivered" and row.attempts == 1
+
+
+async def test_production_policy_over_tls_sends_to_the_checked_address_and_verifies_the_host_name(
+        manual: tuple[FastAPI, httpx.AsyncClient], initialized: Services, tmp_path: Path) -> None:
+    """https with the production policy: the request goes to the resolved, checked address, and TLS still verifies
+    the certificate for the URL's host name (SNI localhost); a URL naming the address itself does not match that
+    certificate and is refused by TLS, so the check is really made."""
+    _, client = manual
+    await prepared(initialized)
+    agency = await register_agency(initialized, client)
+    server_tls, pem = _localhost_tls(tmp_path)
+    trusting = ssl.create_default_context(cadata=pem.decode())
+    with receiver(200, tls=server_tls) as agency_side:
+        await _seal(client, agency, agency_side.url.replace("localhost", "127.0.0.1"))  # the address: no match
+        await _seal(client, agency, agency_side.url)
+        await _sign_all(initialized)
+        async with httpx.AsyncClient(verify=trusting, timeout=5, follow_redirects=False, trust_env=False) as http:
+            delivery = _delivery(initialized, Clock(), refuse_private=True, require_https=True,
+                                 allowed=("127.0.0.0/8", "::1/128"), http=http)
+            assert await delivery.deliver_due() == {"delivered": 1, "retrying": 1, "expired": 0}
+    rows = {row.url: row for row in await _callbacks(initialized)}
+    by_name, by_address = rows[agency_side.url], rows[agency_side.url.replace("localhost", "127.0.0.1")]
+    assert by_name.state == "delivered" and by_name.last_status == 200
+    assert by_address.state == "pending" and by_address.last_error is not None
+    assert "CERTIFICATE_VERIFY_FAILED" in by_address.last_error or "certificate" in by_address.last_error.lower()
+    (post,) = agency_side.posts
+    assert post.headers["host"] == agency_side.url.split("/")[2]
+    assert post.body.decode() == by_name.body
