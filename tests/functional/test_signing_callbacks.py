@@ -465,3 +465,32 @@ async def test_production_policy_over_tls_sends_to_the_checked_address_and_verif
     (post,) = agency_side.posts
     assert post.headers["host"] == agency_side.url.split("/")[2]
     assert post.body.decode() == by_name.body
+
+
+async def test_concurrent_deliveries_send_each_callback_once(
+        manual: tuple[FastAPI, httpx.AsyncClient], initialized: Services) -> None:
+    """Three deliveries claiming at once (PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite: one writer at a time) take
+    disjoint callbacks: each is POSTed once."""
+    _, client = manual
+    await prepared(initialized)
+    agency = await register_agency(initialized, client)
+    with receiver(200) as agency_side:
+        ids = [await _seal(client, agency, agency_side.url) for _ in range(6)]
+        await _sign_all(initialized)
+        clock = Clock()
+        policy = CallbackPolicy(issuer=ISSUER, max_age=dt.timedelta(hours=1), timeout=5.0, refuse_private=False,
+                                require_https=False)
+        deliveries = [CallbackDelivery(SqlCallbackUnits(initialized.direct),
+                                       lambda: initialized.token_keys.signer("ES256"), policy, clock=clock, batch=2,
+                                       name=f"d{i}") for i in range(3)]
+        counts = await asyncio.gather(*(delivery.deliver_due() for delivery in deliveries))
+        while sum(c["delivered"] for c in counts) < len(ids):  # a delivery that found none claimable yet
+            counts.append(await deliveries[0].deliver_due())
+            assert counts[-1]["delivered"], counts
+        for delivery in deliveries:
+            await delivery.aclose()
+    assert sum(c["delivered"] for c in counts) == len(ids) == len(agency_side.posts)
+    jwks = (await client.get("/jwks.json")).json()
+    seen = [_verified(post.body.decode(), jwks, agency.client_id) for post in agency_side.posts]
+    assert sorted(c["request_id"] for c in seen) == sorted(ids) and len({c["jti"] for c in seen}) == len(ids)
+    assert {(row.state, row.attempts) for row in await _callbacks(initialized)} == {("delivered", 1)}
