@@ -140,8 +140,8 @@ async def _signing_pass(services: Services) -> None:
 def _background(svc: Services, settings: Settings, backchannel: BackchannelDelivery,
                 passed: asyncio.Event) -> list[asyncio.Task[None]]:
     """The application's background tasks: housekeeping, back-channel logout delivery and, unless separate
-    `acar worker` processes sign (ACAR_SIGNING_INPROCESS_WORKER=false), the signing worker, in a context of its
-    own (no request's unit of work is its outer unit)."""
+    `acar worker` processes sign (ACAR_SIGNING_INPROCESS_WORKER=false), the signing worker and the completion
+    callbacks' delivery, in a context of its own (no request's unit of work is its outer unit)."""
     tasks = [asyncio.create_task(_housekeeping(svc, settings.housekeeping_seconds, backchannel, passed)),
              asyncio.create_task(backchannel.run(min(settings.housekeeping_seconds, BACKCHANNEL_TICK_SECONDS)))]
     if settings.signing_inprocess_worker:

@@ -457,8 +457,9 @@ def cmd_seal_assign(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
     """Run a signing worker until SIGTERM or SIGINT: claims approved documents' jobs and signs them
-    (signing.core.jobs); any number may run beside `acar serve` and each other. It builds the service graph
-    `acar serve` does (the engine's in-process TSA and PKI), without the HTTP server."""
+    (signing.core.jobs), and delivers the requests' completion callbacks (signing.core.callbacks); any number may
+    run beside `acar serve` and each other. It builds the service graph `acar serve` does (the engine's in-process
+    TSA and PKI), without the HTTP server."""
     import asyncio
     import contextlib
     import signal
@@ -800,8 +801,8 @@ def _add_signing_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--organization", required=True, help="the organization's name (at most 64 characters)")
     p.add_argument("--days", type=int, help="validity of a new certificate in days (default 365)")
     p.set_defaults(func=cmd_seal_assign)
-    p = sub.add_parser("worker", parents=[common], help="run a signing worker (signs approved documents) until "
-                       "SIGTERM")
+    p = sub.add_parser("worker", parents=[common], help="run a signing worker (signs approved documents, delivers "
+                       "completion callbacks) until SIGTERM")
     p.add_argument("--interval", type=float, default=2.0, help="seconds between looks for due jobs (default 2)")
     p.set_defaults(func=cmd_worker)
 
