@@ -27,6 +27,7 @@ from starlette.formparsers import MultiPartException
 from api.auth import SIGNING_SCOPE, AgencyClient, require_client_scope
 from api.deps import Services
 from api.errors import ApiProblem
+from api.schemas.callbacks import COMPLETION_CALLBACK
 from api.schemas.signing import MULTIPART_FORM, SigningRequestCreate, SigningRequestOut
 from api.web import NO_STORE
 from signing.core.errors import InvalidDocument, InvalidPlacement, InvalidSigningRequest, TooManyDocuments
@@ -125,6 +126,7 @@ def _idempotency_key(request: Request) -> str | None:
 
 
 @router.post("", status_code=201, response_model=SigningRequestOut, openapi_extra={
+    "callbacks": COMPLETION_CALLBACK,  # api.schemas.callbacks
     "requestBody": {"required": True, "content": {
         "application/json": {"schema": {"$ref": "#/components/schemas/SigningRequestCreate"}},
         "multipart/form-data": {"schema": MULTIPART_FORM}}},

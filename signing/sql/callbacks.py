@@ -13,7 +13,7 @@ import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 
 from signing.core.callbacks import CallbackEvent, ClaimedCallback, Outcome
 from signing.sql.claims import claim_due, claimable
@@ -48,6 +48,15 @@ RETRY = update(_callbacks).where(_HELD).values(
 EXPIRED = update(_callbacks).where(_HELD).values(
     state="expired", attempts=bindparam("attempts"), last_status=bindparam("status"), last_error=bindparam("error"),
     leased_by=None, updated_at=bindparam("now"))
+
+PURGE_FINISHED = delete(_callbacks).where(_callbacks.c.state != "pending", _callbacks.c.request_id.in_(
+    select(_requests.c.id).where(_requests.c.purged_at.is_not(None)).scalar_subquery()))
+"""Delivered and expired callbacks of requests whose documents the retention deleted (their audit events stay)."""
+
+
+async def purge_callbacks(tx: Transaction) -> int:
+    """Delete the finished callbacks of purged requests (in the housekeeping's unit, after the purge)."""
+    return await tx.execute(PURGE_FINISHED)
 
 
 async def record_callback(tx: Transaction, request_id: str, *, now: dt.datetime) -> bool:

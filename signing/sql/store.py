@@ -30,7 +30,7 @@ from signing.core.interfaces import (
     Seal,
 )
 from signing.core.levels import PadesLevel
-from signing.sql.callbacks import record_callback
+from signing.sql.callbacks import purge_callbacks, record_callback
 from signing.sql.claims import claim_due, claimable
 from signing.sql.models import AgencySeal, SigningDocument, SigningJob, SigningRequest
 from storage.audit import DeferredAudit
@@ -280,6 +280,7 @@ class SqlSigningStore:
         await self.tx.execute(PURGE_DOCUMENTS, before=before)
         purged = await self.tx.execute(MARK_PURGED, before=before, now=now)
         await self.tx.execute(DELETE_FINISHED_JOBS)
+        await purge_callbacks(self.tx)
         return purged
 
     async def audit(self, event_type: str, *, actor: str, subject: str | None = None,

@@ -494,3 +494,22 @@ async def test_concurrent_deliveries_send_each_callback_once(
     seen = [_verified(post.body.decode(), jwks, agency.client_id) for post in agency_side.posts]
     assert sorted(c["request_id"] for c in seen) == sorted(ids) and len({c["jti"] for c in seen}) == len(ids)
     assert {(row.state, row.attempts) for row in await _callbacks(initialized)} == {("delivered", 1)}
+
+
+async def test_finished_callbacks_go_with_the_retention_pending_ones_stay(
+        manual: tuple[FastAPI, httpx.AsyncClient], initialized: Services) -> None:
+    _, client = manual
+    await prepared(initialized)
+    agency = await register_agency(initialized, client)
+    with receiver(200) as delivered_side, receiver(500) as failing_side:
+        await _seal(client, agency, delivered_side.url)
+        failing = await _seal(client, agency, failing_side.url)
+        await _sign_all(initialized)
+        delivery = _delivery(initialized, Clock())
+        assert await delivery.deliver_due() == {"delivered": 1, "retrying": 1, "expired": 0}
+        await delivery.aclose()
+    later = utcnow() + dt.timedelta(hours=initialized.settings.signing_retention_hours + 1)
+    assert (await signing_housekeeping(initialized, later))["signing_requests_purged"] == 2
+    assert [(row.request_id, row.state) for row in await _callbacks(initialized)] == [(failing, "pending")]
+    events = await _events(initialized, "signing.callback.")
+    assert [e.event_type for e in events] == ["signing.callback.delivered"]  # the trail stays

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import warnings
 
 import pytest
 
+from api.app import create_app
+from api.settings import Settings
 from signing.core.callbacks import MAX_RETRY, CallbackEvent, CallbackPolicy, refused_address, retry_delay
 
 REFUSED = ["127.0.0.1", "127.8.9.10", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1",
@@ -61,3 +64,13 @@ def test_policy_durations_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         CallbackPolicy(issuer="https://acar.example", max_age=dt.timedelta(hours=1), timeout=0,
                        refuse_private=True, require_https=True)
+
+
+def test_the_completion_callback_is_in_the_openapi_document(settings: Settings) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        doc = create_app(settings).openapi()
+    create = doc["paths"]["/api/v1/signing-requests"]["post"]
+    callback = create["callbacks"]["completion"]["{$request.body#/callback_url}"]["post"]
+    assert list(callback["requestBody"]["content"]) == ["application/jwt"]
+    assert "signing-callback+jwt" in callback["description"] and "2XX" in callback["responses"]
