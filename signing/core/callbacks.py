@@ -273,7 +273,7 @@ class CallbackDelivery:
         return callback.created_at + self.policy.max_age
 
     async def _attempt(self, callback: ClaimedCallback) -> Outcome:
-        """One attempt; never raises for this callback (a database error while keeping its body excepted)."""
+        """One attempt; never raises for this callback (whatever fails is the attempt's error, retried)."""
         attempts = callback.attempts + 1
         if self._clock() >= self._expires_at(callback):
             return Outcome("expired", callback.attempts, error="the delivery window closed before an attempt")
