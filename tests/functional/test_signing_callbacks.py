@@ -41,6 +41,7 @@ from sqlalchemy import func, select
 
 from api.app import create_app, signing_housekeeping
 from api.deps import Services
+from keys.models import IssuedCertificate
 from signing.core.callbacks import CONTENT_TYPE, TYP, CallbackDelivery, CallbackPolicy
 from signing.sql.callbacks import SqlCallbackUnits
 from signing.sql.models import SigningCallback
@@ -513,3 +514,27 @@ async def test_finished_callbacks_go_with_the_retention_pending_ones_stay(
     assert [(row.request_id, row.state) for row in await _callbacks(initialized)] == [(failing, "pending")]
     events = await _events(initialized, "signing.callback.")
     assert [e.event_type for e in events] == ["signing.callback.delivered"]  # the trail stays
+
+
+async def test_a_failed_request_calls_back_with_its_failure(
+        manual: tuple[FastAPI, httpx.AsyncClient], initialized: Services) -> None:
+    """A revoked seal fails the request (seal_unusable): the callback carries the failure and no documents."""
+    _, client = manual
+    await prepared(initialized)
+    agency = await register_agency(initialized, client)
+    async with initialized.sessions() as session, session.begin():
+        serial = (await session.execute(select(IssuedCertificate.serial_hex).where(
+            IssuedCertificate.profile == "legal-person-seal"))).scalar_one()
+        await initialized.pki.revoke(session, serial, "keyCompromise", actor="test")
+    with receiver(200) as agency_side:
+        request_id = await _seal(client, agency, agency_side.url)
+        await _sign_all(initialized)
+        delivery = _delivery(initialized, Clock())
+        assert await delivery.deliver_due() == {"delivered": 1, "retrying": 0, "expired": 0}
+        await delivery.aclose()
+    failed = (await client.get(f"{API}/{request_id}", headers=agency.headers)).json()
+    claims = _verified(agency_side.posts[0].body.decode(), (await client.get("/jwks.json")).json(),
+                       agency.client_id)
+    assert (claims["request_id"], claims["state"], claims["documents"]) == (request_id, "failed", [])
+    assert claims["failure"]["code"] == "seal_unusable" == failed["failure"]["code"]
+    assert claims["failure"]["detail"] == failed["failure"]["detail"]
