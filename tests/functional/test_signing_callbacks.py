@@ -2,9 +2,12 @@
 
 A seal request with a callback URL: the receiver gets one POST of a JWT that PyJWT and joserfc verify with the JWKS
 of /jwks.json. A receiver failing twice then answering is delivered on the third attempt, the same bytes each time;
-one that never answers 2xx expires after the delivery window, audited. No callback URL, no row. Redirects are not
-followed. In production's policy non-public addresses are refused (SSRF) unless allowed. Retries are driven by a
-hand-moved clock (tests.clock), never by waiting.
+one that never answers 2xx expires after the delivery window, audited. No callback URL, no row. Expired and failed
+requests call back with their state; a key rotation meanwhile re-signs the same claims. Redirects are not followed.
+The production policy requires https, refuses non-public addresses (SSRF) unless allowed, and over TLS sends to the
+checked address while verifying the URL's host name. Concurrent deliveries send each callback once; a real `acar
+worker` delivers; the retention deletes finished callbacks. Retries are driven by a hand-moved clock (tests.clock),
+never by waiting.
 """
 
 from __future__ import annotations
