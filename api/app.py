@@ -55,6 +55,9 @@ BACKCHANNEL_TICK_SECONDS = 5.0
 LOGOUT_DELIVERY_KEPT = dt.timedelta(days=7)
 SIGNING_TICK_SECONDS = 5.0
 """How often the in-process signing worker looks for due jobs (a new seal request wakes it at once)."""
+SIGNING_WORKER_TASK = "signing-worker"
+WORKER_STOP_GRACE_SECONDS = 10.0
+"""How long a shutdown waits for the in-process signing worker to finish the document in hand."""
 
 
 def audit_cutoffs(settings: Settings, now: dt.datetime) -> dict[str, dt.datetime | None]:
@@ -145,8 +148,22 @@ def _background(svc: Services, settings: Settings, backchannel: BackchannelDeliv
     tasks = [asyncio.create_task(_housekeeping(svc, settings.housekeeping_seconds, backchannel, passed)),
              asyncio.create_task(backchannel.run(min(settings.housekeeping_seconds, BACKCHANNEL_TICK_SECONDS)))]
     if settings.signing_inprocess_worker:
-        tasks.append(asyncio.create_task(svc.signing.worker.run(SIGNING_TICK_SECONDS), context=contextvars.Context()))
+        tasks.append(asyncio.create_task(svc.signing.worker.run(SIGNING_TICK_SECONDS), name=SIGNING_WORKER_TASK,
+                                         context=contextvars.Context()))
     return tasks
+
+
+async def _stop_background(svc: Services, background: list[asyncio.Task[None]]) -> None:
+    """The signing worker ends between jobs (SigningWorker.stop) within a grace period; then every task still
+    running is cancelled (a document still in hand: its job's lease runs out and another worker takes it)."""
+    svc.signing.worker.stop()
+    worker = [task for task in background if task.get_name() == SIGNING_WORKER_TASK]
+    if worker:
+        await asyncio.wait(worker, timeout=WORKER_STOP_GRACE_SECONDS)
+    for running in background:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
 
 
 async def startup_checks(services: Services) -> None:
@@ -215,10 +232,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         try:
             yield
         finally:
-            for running in background:
-                running.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await running
+            await _stop_background(svc, background)
             await backchannel.aclose()
             await svc.audit_log.stop()
             if own:

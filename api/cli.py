@@ -456,7 +456,8 @@ def cmd_seal_assign(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
-    """Run a signing worker until SIGTERM or SIGINT: claims approved documents' jobs and signs them
+    """Run a signing worker until SIGTERM or SIGINT (the first ends it after the document in hand, a second at
+    once): claims approved documents' jobs and signs them
     (signing.core.jobs); any number may run beside `acar serve` and each other. It builds the service graph
     `acar serve` does (the engine's in-process TSA and PKI), without the HTTP server."""
     import asyncio
@@ -477,8 +478,15 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
             worker = services.signing.worker
             task = asyncio.create_task(worker.run(args.interval))
             loop = asyncio.get_running_loop()
+            signals = 0
+
+            def on_signal() -> None:  # the first signal ends the worker between documents, a second at once
+                nonlocal signals
+                signals += 1
+                worker.stop() if signals == 1 else task.cancel()
+
             for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, task.cancel)
+                loop.add_signal_handler(sig, on_signal)
             print(json.dumps({"worker": worker.name, "started": True}), flush=True)
             with contextlib.suppress(asyncio.CancelledError):
                 await task
