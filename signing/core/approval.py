@@ -1,0 +1,147 @@
+"""The signer's approval of a sign-mode request: a WebAuthn challenge bound to exactly the documents shown.
+
+Sole control (CEN EN 419 241-1, sole control assurance level 2, SCAL2): a signature is made with the signer's key
+only when the signer, authenticated, has approved *these* data to be signed (the signature activation data links
+the signer's authentication to the data to be signed, so it cannot activate a signature over anything else).
+Açar's approval is a WebAuthn assertion (W3C Web Authentication Level 2, section 7.2) whose challenge is not random
+but derived, so that the authenticator's signature over clientDataJSON is a signature over what is approved:
+
+    challenge = SHA-256( len || "acar-sign-approval-v1"        domain separation: no other protocol of Açar
+                                                             (a passkey login, a token) produces this input
+                         || len || request id (UTF-8)        the signing request: its agency, reason, level
+                                                             and signer are fixed when it is created
+                         || n                                how many documents (a u32)
+                         || digest_1 || ... || digest_n )    each document's SHA-256 (32 bytes), in the
+                                                             request's order
+
+Every variable-length field is prefixed with its length as a big-endian u32 and the digests have a fixed length,
+so the encoding is injective: two different (request id, digests) lists never give the same input, and SHA-256's
+collision resistance carries that over to the challenge. Changing a document, adding, removing or reordering one, or
+presenting the assertion for another request gives another challenge, which the assertion does not sign: an
+approval authorises exactly these documents, once (the request leaves `pending` when approved), and nothing else.
+
+What is bound, and what is not:
+- bound by the challenge: the request id and the documents' SHA-256 digests, in order;
+- bound by the request id (immutable once created): the agency, reason, location, level, placement and the signer
+  FIN; the verifier also checks that the assertion's credential belongs to the person with that FIN;
+- bound by WebAuthn itself (checked by the passkey verification in api/, idp.core.webauthn): the relying party
+  (RP ID hash in authenticatorData), the origin and type in clientDataJSON, the credential's public key, user
+  presence and, at level high, user verification, and the signature counter.
+
+The challenge is deterministic, unlike a login's 32 random bytes (WebAuthn Level 2 section 13.4.3): a replayed
+assertion can only approve the same documents of the same still-pending request, which is what its signer approved;
+the single use comes from the request's state and the ceremony's one-time record, not from the challenge's
+randomness.
+
+`check_client_data` compares the challenge an assertion carries with the derived one in constant time. This
+module knows no WebAuthn library, no database and no web framework.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import re
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Final
+
+from signing.core.errors import SigningError
+
+DOMAIN: Final = b"acar-sign-approval-v1"
+"""The domain separation tag of the approval challenge (version 1 of the encoding above)."""
+CHALLENGE_BYTES: Final = 32
+MAX_DOCUMENTS: Final = 1000
+"""More documents than any request may hold: a list longer than this is refused before anything is hashed."""
+MAX_REQUEST_ID: Final = 200
+_HEX_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+MAX_CLIENT_DATA: Final = 4096
+"""clientDataJSON longer than this is no browser's (a few hundred bytes): refused before it is parsed."""
+
+
+class ApprovalError(SigningError):
+    """Base of the refusals of an approval."""
+
+    code: ClassVar[str] = "approval_refused"
+    status_code: ClassVar[int] = 400
+    title: ClassVar[str] = "The approval cannot be accepted"
+
+
+class InvalidApprovalInput(ApprovalError):
+    """The request id or a digest is not what an approval can be derived from (a programming error upstream)."""
+
+    code: ClassVar[str] = "approval_input_invalid"
+
+
+class ChallengeMismatch(ApprovalError):
+    """The assertion signs another challenge: it approves other documents or another request, or none."""
+
+    code: ClassVar[str] = "approval_challenge_mismatch"
+    status_code: ClassVar[int] = 400
+    title: ClassVar[str] = "The approval was given for other documents"
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalChallenge:
+    """The challenge of one request's approval and what it was derived from."""
+
+    request_id: str
+    digests: tuple[str, ...]
+    """Each document's SHA-256, lowercase hex, in the request's order."""
+    value: bytes
+    """The 32-byte challenge (SHA-256 of the encoding in the module docstring)."""
+
+    @property
+    def base64url(self) -> str:
+        """The challenge as clientDataJSON carries it (base64url without padding, WebAuthn Level 2 section 5.8.1)."""
+        return base64.urlsafe_b64encode(self.value).rstrip(b"=").decode("ascii")
+
+
+def derive_challenge(request_id: str, digests: Sequence[str]) -> ApprovalChallenge:
+    """The approval challenge of request `request_id` over the documents with these SHA-256 digests (lowercase hex,
+    in order). Refuses (InvalidApprovalInput) an empty or oversized id, no documents or too many, and a digest that
+    is not 64 lowercase hex digits: nothing that cannot be a real request is ever given a challenge."""
+    encoded_id = request_id.encode("utf-8")
+    if not 0 < len(encoded_id) <= MAX_REQUEST_ID:
+        raise InvalidApprovalInput(f"the request id must be 1 to {MAX_REQUEST_ID} bytes")
+    if not 0 < len(digests) <= MAX_DOCUMENTS:
+        raise InvalidApprovalInput(f"an approval covers 1 to {MAX_DOCUMENTS} documents")
+    message = [struct.pack(">I", len(DOMAIN)), DOMAIN, struct.pack(">I", len(encoded_id)), encoded_id,
+               struct.pack(">I", len(digests))]
+    for digest in digests:
+        if not isinstance(digest, str) or not _HEX_DIGEST.fullmatch(digest):
+            raise InvalidApprovalInput("a document digest must be a SHA-256 in lowercase hex")
+        message.append(bytes.fromhex(digest))
+    value = hashlib.sha256(b"".join(message)).digest()
+    return ApprovalChallenge(request_id=request_id, digests=tuple(digests), value=value)
+
+
+def client_data_challenge(client_data_json: bytes) -> bytes:
+    """The challenge a WebAuthn clientDataJSON carries (its `challenge` member, base64url), or ChallengeMismatch
+    when there is none that can be read."""
+    if len(client_data_json) > MAX_CLIENT_DATA:
+        raise ChallengeMismatch("the passkey answer's client data is too long")
+    try:
+        data = json.loads(client_data_json)
+    except (UnicodeDecodeError, ValueError):
+        raise ChallengeMismatch("the passkey answer's client data is not JSON") from None
+    challenge = data.get("challenge") if isinstance(data, dict) else None
+    if not isinstance(challenge, str) or len(challenge) > 2 * CHALLENGE_BYTES or not challenge.isascii():
+        raise ChallengeMismatch("the passkey answer carries no challenge")
+    try:
+        return base64.urlsafe_b64decode(challenge + "=" * (-len(challenge) % 4))
+    except (binascii.Error, ValueError):
+        raise ChallengeMismatch("the passkey answer's challenge is not base64url") from None
+
+
+def check_client_data(client_data_json: bytes, expected: ApprovalChallenge) -> None:
+    """Raise ChallengeMismatch unless the assertion's clientDataJSON carries exactly `expected`'s challenge
+    (compared in constant time: hmac.compare_digest)."""
+    received = client_data_challenge(client_data_json)
+    if not hmac.compare_digest(received, expected.value):
+        raise ChallengeMismatch("this approval was given for other documents or another request; open the "
+                                "signing page again and approve what it shows")
