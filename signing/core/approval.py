@@ -33,22 +33,25 @@ assertion can only approve the same documents of the same still-pending request,
 the single use comes from the request's state and the ceremony's one-time record, not from the challenge's
 randomness.
 
-`check_client_data` compares the challenge an assertion carries with the derived one in constant time. This
-module knows no WebAuthn library, no database and no web framework.
+`check_client_data` compares the challenge an assertion carries with the derived one in constant time.
+`ApprovalService` decides on a request (shown, approved, rejected) through the `ApprovalStore` Protocol; the
+WebAuthn verification itself is composed in api/ (signing never imports idp), which hands over what it verified
+as a `VerifiedAssertion`. This module knows no WebAuthn library, no database and no web framework.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import hashlib
 import hmac
 import json
 import re
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Final
+from typing import Any, ClassVar, Final, Protocol
 
 from signing.core.errors import SigningError
 
@@ -145,3 +148,157 @@ def check_client_data(client_data_json: bytes, expected: ApprovalChallenge) -> N
     if not hmac.compare_digest(received, expected.value):
         raise ChallengeMismatch("this approval was given for other documents or another request; open the "
                                 "signing page again and approve what it shows")
+
+
+# --- the decision ------------------------------------------------------------------------------------------
+
+
+class ApprovalRequestNotFound(ApprovalError):
+    """No sign-mode request has this id (or it is a seal request, which no person approves)."""
+
+    code: ClassVar[str] = "request_not_found"
+    status_code: ClassVar[int] = 404
+    title: ClassVar[str] = "No such signing request"
+
+
+class RequestNotPending(ApprovalError):
+    """The request was decided already (approved, rejected, signed, failed): nothing is left to approve."""
+
+    code: ClassVar[str] = "request_not_pending"
+    status_code: ClassVar[int] = 409
+    title: ClassVar[str] = "The signing request was already decided"
+
+    def __init__(self, detail: str, *, state: str) -> None:
+        super().__init__(detail)
+        self.state = state
+
+
+class ApprovalExpired(ApprovalError):
+    code: ClassVar[str] = "request_expired"
+    status_code: ClassVar[int] = 410
+    title: ClassVar[str] = "The signing request has expired"
+
+
+class WrongSigner(ApprovalError):
+    """The signed-in person is not the signer the agency named (by FIN)."""
+
+    code: ClassVar[str] = "wrong_signer"
+    status_code: ClassVar[int] = 403
+    title: ClassVar[str] = "This request is for another person"
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalDocument:
+    """A document as its signer is shown it."""
+
+    n: int
+    filename: str
+    pages: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRequest:
+    """A sign-mode request as its signer is shown it (never the document bytes)."""
+
+    id: str
+    client_id: str
+    state: str
+    signer_fin: str
+    reason: str | None
+    location: str | None
+    level: str
+    expires_at: dt.datetime
+    documents: tuple[ApprovalDocument, ...]
+
+    @property
+    def pending(self) -> bool:
+        return self.state == PENDING
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedAssertion:
+    """What api/ verified of the signer's WebAuthn assertion (idp.core.webauthn, composed in api/): built only
+    after the signature, origin, RP ID, counter, user verification and level checks passed for a credential of
+    `person_id`. The challenge is checked here, again, against the request as it is now."""
+
+    person_id: str
+    fin: str
+    credential_id: str
+    client_data_json: bytes
+    level: str
+
+
+class ApprovalStore(Protocol):
+    """Sign-mode requests as their signer sees and decides them, in the caller's unit of work (methods flush)."""
+
+    async def approval_request(self, request_id: str) -> ApprovalRequest | None:
+        """The sign-mode request with its documents in order, whoever created it; None for a seal request."""
+    async def document_content(self, request_id: str, n: int) -> bytes | None:
+        """The input bytes of document `n` (None when unknown or deleted)."""
+    async def approve_request(self, request_id: str, *, now: dt.datetime) -> bool:
+        """pending -> approved, and one queued job per document, atomically; False (nothing written) when the
+        request is not pending any more (the UPDATE names the state it leaves)."""
+    async def reject_request(self, request_id: str, *, now: dt.datetime) -> bool:
+        """pending -> rejected; False when it is not pending any more."""
+    async def audit(self, event_type: str, *, actor: str, subject: str | None = None,
+                    detail: Mapping[str, Any] | None = None) -> None: ...
+
+
+PENDING: Final = "pending"
+
+
+class ApprovalService:
+    """Shows, approves and rejects sign-mode requests for their signer (see the module docstring)."""
+
+    def __init__(self, *, clock: Callable[[], dt.datetime]) -> None:
+        self._clock = clock
+
+    async def request(self, store: ApprovalStore, request_id: str) -> ApprovalRequest:
+        """The request in any state (the page says what became of it); ApprovalRequestNotFound if there is none."""
+        found = await store.approval_request(request_id) if 0 < len(request_id) <= MAX_REQUEST_ID else None
+        if found is None:
+            raise ApprovalRequestNotFound("there is no signing request at this address")
+        return found
+
+    async def pending(self, store: ApprovalStore, request_id: str, *, fin: str) -> ApprovalRequest:
+        """The request, which must still wait for this signer's decision: else ApprovalRequestNotFound,
+        RequestNotPending, ApprovalExpired or WrongSigner."""
+        found = await self.request(store, request_id)
+        if not hmac.compare_digest(found.signer_fin.encode(), fin.encode()):
+            raise WrongSigner("this signing request is addressed to another person")
+        if not found.pending:
+            raise RequestNotPending(f"this signing request is {found.state}", state=found.state)
+        if found.expires_at <= self._clock():
+            raise ApprovalExpired("this signing request has expired")
+        return found
+
+    @staticmethod
+    def challenge(request: ApprovalRequest) -> ApprovalChallenge:
+        return derive_challenge(request.id, [d.sha256 for d in request.documents])
+
+    async def approve(self, store: ApprovalStore, request_id: str, assertion: VerifiedAssertion) -> ApprovalRequest:
+        """Approve the request with the signer's verified assertion: the request is read again in this unit, the
+        assertion's challenge must be the one derived from it now (ChallengeMismatch otherwise), then it moves to
+        approved with its jobs and signing.request.approved is recorded (the credential, the challenge, each
+        document's digest)."""
+        request = await self.pending(store, request_id, fin=assertion.fin)
+        challenge = self.challenge(request)
+        check_client_data(assertion.client_data_json, challenge)
+        if not await store.approve_request(request.id, now=self._clock()):
+            raise RequestNotPending("this signing request was decided meanwhile", state="decided")
+        await store.audit("signing.request.approved", actor=assertion.person_id, subject=request.id, detail={
+            "credential": assertion.credential_id, "level": assertion.level, "challenge": challenge.base64url,
+            "documents": [{"n": d.n, "sha256": d.sha256} for d in request.documents]})
+        return request
+
+    async def reject(self, store: ApprovalStore, request_id: str, *, person_id: str, fin: str,
+                     level: str) -> ApprovalRequest:
+        """Reject the request as its signer (signing.request.rejected)."""
+        request = await self.pending(store, request_id, fin=fin)
+        if not await store.reject_request(request.id, now=self._clock()):
+            raise RequestNotPending("this signing request was decided meanwhile", state="decided")
+        await store.audit("signing.request.rejected", actor=person_id, subject=request.id,
+                          detail={"level": level, "documents": [{"n": d.n, "sha256": d.sha256}
+                                                                for d in request.documents]})
+        return request
