@@ -22,6 +22,7 @@ from api.logging import configure_logging
 from api.middleware import BodyLimitMiddleware, RequestContextMiddleware, SecurityHeaders
 from api.rendering import STATIC, PageContextMiddleware
 from api.routes import account, admin, clients, enrollment_admin, health, interaction, keys, oidc, passkeys, pki, tsa
+from api.routes import approval as approval_routes
 from api.routes import pages as page_routes
 from api.settings import Settings, load_settings
 from api.text import edge_text
@@ -194,6 +195,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(account.router)
     app.include_router(page_routes.router)
     app.include_router(passkeys.router)
+    app.include_router(approval_routes.router)
     app.include_router(enrollment_admin.router)
     if settings.dev_login and settings.env != "production":
         app.include_router(interaction.dev_router)  # never registered in production (and the setting is refused)

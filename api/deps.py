@@ -18,6 +18,7 @@ from storage.direct import DirectDatabase, PostgresDirect, SessionDirect
 if TYPE_CHECKING:  # the services' modules are imported by the builders that need them (the CLI builds a few)
     from api.provider import Provider
     from api.ratelimit import RateLimits
+    from api.routes.approval import Approval
     from idp.core.webauthn import PasskeyService
     from idp.sql.clients import CachedClientDirectory
     from idp.sql.enrollment import EnrollmentPolicy
@@ -44,6 +45,7 @@ class Services:
     passkeys: PasskeyService  # WebAuthn ceremonies and credential management (idp.core.webauthn)
     enrollment_policy: EnrollmentPolicy  # activation codes and enrollments (idp.sql.enrollment)
     ratelimits: RateLimits  # per-IP/client/code budgets on memory or a shared Redis (api.ratelimit)
+    approval: Approval | None = None  # the signer's approval pages (api.routes.approval); None until its store is wired
 
     async def close(self) -> None:
         await self.audit_log.stop()

@@ -174,7 +174,7 @@ class RequestNotPending(ApprovalError):
 
 
 class ApprovalExpired(ApprovalError):
-    code: ClassVar[str] = "request_expired"
+    code: ClassVar[str] = "signing_request_expired"
     status_code: ClassVar[int] = 410
     title: ClassVar[str] = "The signing request has expired"
 
