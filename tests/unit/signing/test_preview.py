@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 import struct
 import zlib
-from collections.abc import Sequence
 
 import pytest
 
@@ -21,39 +20,10 @@ from signing.core.preview import (
     PreviewUnavailable,
     png_size,
 )
+from tests.approval_tools import build_pdf, text_page
 
 FAST = PreviewPolicy(max_side=600, timeout_seconds=20, cpu_seconds=2)
 """Tight CPU time, so that a bomb is stopped soon."""
-
-
-def build_pdf(pages: Sequence[tuple[tuple[float, float], bytes, bytes | None]]) -> bytes:
-    """A PDF with one page per (media box size, content stream, its /Filter or None), Helvetica as /F1, and a correct
-    cross-reference table (ISO 32000-1 section 7.5)."""
-    objects: list[bytes] = [b"<< /Type /Catalog /Pages 2 0 R >>", b"",
-                            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
-    kids = []
-    for (width, height), content, filter_name in pages:
-        content_number = len(objects) + 2
-        kids.append(len(objects) + 1)
-        objects.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {width:g} {height:g}] /Resources << /Font "
-                       f"<< /F1 3 0 R >> >> /Contents {content_number} 0 R >>".encode())
-        extra = b" /Filter /" + filter_name if filter_name else b""
-        objects.append(b"<< /Length %d%s >>\nstream\n" % (len(content), extra) + content + b"\nendstream")
-    objects[1] = (f"<< /Type /Pages /Kids [{' '.join(f'{k} 0 R' for k in kids)}] /Count {len(kids)} >>").encode()
-    out = bytearray(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return bytes(out)
-
-
-def text_page(text: str) -> tuple[tuple[float, float], bytes, None]:
-    return (595, 842), f"BT /F1 24 Tf 72 720 Td ({text}) Tj ET 0 0 1 rg 72 72 200 100 re f".encode(), None
 
 
 def flate_bomb(inflated: int) -> bytes:
