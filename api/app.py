@@ -196,6 +196,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(page_routes.router)
     app.include_router(passkeys.router)
     app.include_router(approval_routes.router)
+    app.include_router(approval_routes.json_router)
     app.include_router(enrollment_admin.router)
     if settings.dev_login and settings.env != "production":
         app.include_router(interaction.dev_router)  # never registered in production (and the setting is refused)

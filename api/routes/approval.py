@@ -61,7 +61,10 @@ from signing.core.approval import (
 from signing.core.preview import PreviewError, PreviewRenderer
 from storage.direct import Transaction
 
-router = APIRouter(tags=["signing approval"], include_in_schema=False)
+router = APIRouter(tags=["pages"], include_in_schema=False)
+"""The pages (translated error pages for refused text, api.text.PAGE_TAGS)."""
+json_router = APIRouter(tags=["signing approval"])
+"""The JSON calls of webauthn.js (documented: api.openapi.PASSKEY_OPERATIONS)."""
 CSRF_PURPOSE = "sign"
 CSRF_HEADER = "X-CSRF-Token"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -110,10 +113,18 @@ class Approval:
     cache: PreviewCache = field(default_factory=lambda: PreviewCache(64 * 1024 * 1024))
 
 
+class ApprovalUnavailable(ApprovalError):
+    """This deployment has no approval store wired (api.deps.build_services): a deployment error, never a 500."""
+
+    code = "approval_unavailable"
+    status_code = 503
+    title = "Signing approvals are not available"
+
+
 def approval_of(request: Request) -> Approval:
     approval = services_of(request).approval
     if approval is None:
-        raise RuntimeError("the signing approval is not wired (api.deps.build_services)")
+        raise ApprovalUnavailable("signing approvals are not available on this server")
     return approval
 
 
@@ -169,12 +180,13 @@ async def _fin_of(work: RequestUnit, person_id: str) -> str:
 @router.get("/sign/{request_id}")
 async def approval_page(request: Request, request_id: str) -> Response:
     """The approval page (see the module docstring)."""
-    services, provider, approval = services_of(request), provider_of(request), approval_of(request)
+    services, provider = services_of(request), provider_of(request)
     if not _valid_id(request_id):
         return _state_page("sign.error.not_found", status=404)
     async with RequestUnit.on(services.direct) as work:
-        store = approval.stores(work.tx)
         try:
+            approval = approval_of(request)
+            store = approval.stores(work.tx)
             found = await approval.service.request(store, request_id)
             if not found.pending:
                 raise RequestNotPending("decided", state=found.state)
@@ -221,13 +233,13 @@ def _reaches(level: Level, required: Level) -> bool:
 async def page_preview(request: Request, request_id: str, n: int, page: int) -> Response:
     """One page of one document, as PNG, for the signed-in signer of a pending request (401 without a session at
     the approval level, the refusal's status for another person or a decided request, 404 for no such page)."""
-    approval = approval_of(request)
     if not _valid_id(request_id):
         return Response(status_code=404, headers=NO_STORE)
     found = await _page_source(request, request_id, n, page)
     if isinstance(found, int):
         return Response(status_code=found, headers=NO_STORE)
     key, pages, content = found
+    approval = approval_of(request)
     png = approval.cache.get(key)
     if png is None:
         try:
@@ -243,7 +255,10 @@ async def page_preview(request: Request, request_id: str, n: int, page: int) -> 
 async def _page_source(request: Request, request_id: str, n: int,
                        page: int) -> int | tuple[tuple[str, int, int], int, bytes]:
     """The cache key, page count and bytes of the document a preview is asked of, or the status refusing it."""
-    services, provider, approval = services_of(request), provider_of(request), approval_of(request)
+    services, provider = services_of(request), provider_of(request)
+    approval = services.approval
+    if approval is None:
+        return ApprovalUnavailable.status_code
     async with RequestUnit.on(services.direct, reading=True) as work:
         signed_in = await _session(request, provider, work)
         if signed_in is None or not _reaches(signed_in[0].level, approval.level):
@@ -266,9 +281,12 @@ async def _page_source(request: Request, request_id: str, n: int,
 
 async def _signer(request: Request, work: RequestUnit, request_id: str) -> _Signer:
     """The signed-in signer of the still-pending request, or the refusal (LoginRequired, an ApprovalError)."""
-    provider, approval = provider_of(request), approval_of(request)
+    provider = provider_of(request)
     signed_in = await _session(request, provider, work)
-    if signed_in is None or not _reaches(signed_in[0].level, approval.level):
+    if signed_in is None:
+        raise LoginRequired("sign in again to approve this request")
+    approval = approval_of(request)
+    if not _reaches(signed_in[0].level, approval.level):
         raise LoginRequired("sign in again to approve this request")
     state, cookie = signed_in
     fin = await _fin_of(work, state.person_id)
@@ -293,12 +311,12 @@ def _binding(request_id: str) -> str:
     return f"sign:{request_id}"
 
 
-@router.post("/sign/{request_id}/options")
+@json_router.post("/sign/{request_id}/options")
 async def approval_options(request: Request, request_id: str) -> Response:
-    """{} -> {"ceremony", "publicKey"}: PublicKeyCredentialRequestOptions whose challenge is the approval challenge
-    of the request (signing.core.approval), allowing the signer's own credentials."""
-    services, approval = services_of(request), approval_of(request)
-    await _json(request)
+    """-> {"ceremony", "publicKey"}: PublicKeyCredentialRequestOptions whose challenge is the approval challenge of
+    the request (signing.core.approval), allowing the signer's own credentials. The body, if any, is not read (the
+    X-CSRF-Token header, which no cross-site form or simple request can send, guards the call)."""
+    services = services_of(request)
     if not _valid_id(request_id):
         return _approval_problem(request, ApprovalRequestNotFound("there is no signing request at this address"))
     limits = services.ratelimits  # each answer stores a challenge: counted per IP before anything is written
@@ -307,6 +325,7 @@ async def approval_options(request: Request, request_id: str) -> Response:
         async with RequestUnit.on(services.direct) as work:
             signer = await _signer(request, work, request_id)
             _check_csrf(request, signer.cookie)
+            approval = approval_of(request)
             ceremony = await services.passkeys.bound_assertion_options(
                 work.passkeys, person_id=signer.state.person_id, binding=_binding(request_id),
                 challenge=approval.service.challenge(signer.request).value, required_level=approval.level)
@@ -326,12 +345,12 @@ def _client_data(credential: dict[str, Any]) -> bytes:
         raise InvalidPasskeyRequest("clientDataJSON is not base64url") from None
 
 
-@router.post("/sign/{request_id}/approve")
+@json_router.post("/sign/{request_id}/approve")
 async def approve(request: Request, request_id: str) -> Response:
     """{"ceremony", "credential"} -> {"redirect": "/sign/<id>"}: the assertion verified (every check of a passkey
     login, the ceremony bound to this request, the credential the signer's), its challenge checked against the
     request's documents as they are now, and the request approved with one job per document."""
-    services, approval = services_of(request), approval_of(request)
+    services = services_of(request)
     body = await _json(request)
     ceremony = _text(body, "ceremony")
     credential = _object(body, "credential")
@@ -344,6 +363,7 @@ async def approve(request: Request, request_id: str) -> Response:
         async with RequestUnit.on(services.direct) as work:
             signer = await _signer(request, work, request_id)
             _check_csrf(request, signer.cookie)
+            approval = approval_of(request)
             verified = await services.passkeys.verify_bound_assertion(
                 work.passkeys, ceremony_id=ceremony, person_id=signer.state.person_id, binding=_binding(request_id),
                 credential=credential, required_level=approval.level)
@@ -358,7 +378,7 @@ async def approve(request: Request, request_id: str) -> Response:
 @router.post("/sign/{request_id}/reject")
 async def reject(request: Request, request_id: str) -> Response:
     """The signer rejects the request (a form: csrf_token); then the page says so."""
-    services, provider, approval = services_of(request), provider_of(request), approval_of(request)
+    services, provider = services_of(request), provider_of(request)
     form = await read_page_form(request)
     if not _valid_id(request_id):
         return _state_page("sign.error.not_found", status=404)
@@ -368,7 +388,7 @@ async def reject(request: Request, request_id: str) -> Response:
     try:
         async with RequestUnit.on(services.direct) as work:
             signer = await _signer(request, work, request_id)
-            await approval.service.reject(signer.store, request_id, person_id=signer.state.person_id,
+            await approval_of(request).service.reject(signer.store, request_id, person_id=signer.state.person_id,
                                           fin=signer.fin, level=signer.state.level)
     except ApprovalError as exc:
         return _refusal_page(exc, request_id)
