@@ -231,13 +231,16 @@ def build_pki(settings: Settings, sessions: async_sessionmaker[AsyncSession], st
               direct: DirectDatabase) -> PkiService:
     """The CA hierarchy, CRLs and OCSP responder (status lookups on `direct`'s reading units)."""
     from keys.pki import PkiService
+    from keys.profiles import CertificatePolicy, Profile
     from keys.status import IssuedCertificateStatus
 
     return PkiService(
         sessions,
         store,
         statuses=IssuedCertificateStatus(direct),
-        issuer_url=settings.issuer,
-        certificate_policy_oid=settings.certificate_policy_oid,
+        pki_base_url=settings.resolved_pki_base_url,
+        policy=CertificatePolicy(
+            policy_oid=settings.certificate_policy_oid, cps_url=settings.resolved_pki_cps_url,
+            pds_url=settings.resolved_pki_pds_url, qualified=frozenset(map(Profile, settings.qualified_profiles))),
         cache_seconds=settings.key_cache_seconds,
     )

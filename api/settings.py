@@ -145,7 +145,23 @@ class Settings(BaseSettings):
     general retention applies."""
     # PKI
     certificate_policy_oid: str = "1.3.6.1.4.1.99999.1.1"
+    """The national certificate policy OID, in every certificate the issuing CA issues beside the ETSI policy of
+    its profile (keys.profiles.CertificatePolicy)."""
     tsa_policy_oid: str = "1.3.6.1.4.1.99999.1.2"
+    pki_base_url: str = ""
+    """Base of the CRL distribution point and AIA (OCSP, caIssuers) URLs written into certificates; unset, the
+    issuer's host over plain http (resolved_pki_base_url). http in production: ETSI EN 319 412-2 GEN-4.3.11-4
+    wants an http or ldap CRL distribution point (the objects are signed, TLS adds nothing but a loop)."""
+    pki_cps_url: str = ""
+    """The certification practice statement, the CPS qualifier of the national policy; unset, <issuer>/pki/cps."""
+    pki_pds_url: str = ""
+    """The English PKI disclosure statement, QcPDS of qualified certificates (EN 319 412-5 section 4.3.4: https);
+    unset, <issuer>/pki/pds/en."""
+    qualified_profiles: list[Literal["natural-person-signing", "legal-person-seal"]] = Field(
+        default=["natural-person-signing", "legal-person-seal"])
+    """Profiles issued as qualified certificates under national law (qcStatements QcCompliance, QcSSCD, QcType,
+    QcPDS, QcCClegislation AZ; policy QCP-n-qscd / QCP-l-qscd); the others get NCP. Why both by default:
+    keys.profiles.DEFAULT_QUALIFIED. Set [] where signing keys are not in a qualified device (QSCD)."""
 
     @field_validator("certificate_policy_oid", "tsa_policy_oid")
     @classmethod
@@ -159,6 +175,17 @@ class Settings(BaseSettings):
     def _issuer_is_url(cls, value: str) -> str:
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise ValueError("must be an absolute http(s) URL without query or fragment")
+        return value.rstrip("/")
+
+    @field_validator("pki_base_url", "pki_cps_url", "pki_pds_url")
+    @classmethod
+    def _pki_url(cls, value: str) -> str:
+        """Empty (derived from the issuer) or an absolute http(s) URL without query or fragment."""
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
             raise ValueError("must be an absolute http(s) URL without query or fragment")
         return value.rstrip("/")
 
@@ -259,6 +286,26 @@ class Settings(BaseSettings):
         return (self.issuer_origin, *(o for o in dict.fromkeys(self.webauthn_origins) if o != self.issuer_origin))
 
     @property
+    def resolved_pki_base_url(self) -> str:
+        """ACAR_PKI_BASE_URL, else the issuer over http: the same URL for an http issuer (development), the
+        issuer's host and path on port 80 for an https one (the proxy serves /pki/ without TLS)."""
+        if self.pki_base_url:
+            return self.pki_base_url
+        parts = urlsplit(self.issuer)
+        if parts.scheme == "http":
+            return self.issuer
+        host = parts.hostname or ""
+        return f"http://{f'[{host}]' if ':' in host else host}{parts.path}".rstrip("/")
+
+    @property
+    def resolved_pki_cps_url(self) -> str:
+        return self.pki_cps_url or f"{self.issuer}/pki/cps"
+
+    @property
+    def resolved_pki_pds_url(self) -> str:
+        return self.pki_pds_url or f"{self.issuer}/pki/pds/en"
+
+    @property
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
@@ -283,6 +330,7 @@ class Settings(BaseSettings):
                 raise SettingsError(
                     f"ACAR_{name.upper()} is the development placeholder; set the registered policy OID"
                 )
+        self._check_production_pki()
         if self.key_backend == "software":
             if self.master_key_file is None:
                 raise SettingsError(
@@ -297,6 +345,14 @@ class Settings(BaseSettings):
                 "for the pkcs11 key backend"
             )
         self._check_production_idp()
+
+    def _check_production_pki(self) -> None:
+        if not self.resolved_pki_base_url.startswith("http://"):
+            raise SettingsError("ACAR_PKI_BASE_URL must be an http URL in production (ETSI EN 319 412-2 "
+                                f"GEN-4.3.11-4: an http or ldap CRL distribution point; got {self.pki_base_url})")
+        if self.qualified_profiles and not self.resolved_pki_pds_url.startswith("https://"):
+            raise SettingsError("ACAR_PKI_PDS_URL must be an https URL in production (ETSI EN 319 412-5 section "
+                                f"4.3.4; got {self.resolved_pki_pds_url})")
 
     def _check_production_idp(self) -> None:
         origins = self.resolved_webauthn_origins

@@ -13,7 +13,13 @@
   of our own OCSP responder (RFC 6960 section 4.2.2.2) and time-stamp authority (RFC 3161 section 2.3).
 - Every issued certificate carries authorityKeyIdentifier and subjectKeyIdentifier (RFC 5280 sections
   4.2.1.1-4.2.1.2), authorityInfoAccess with the OCSP and caIssuers URLs (section 4.2.2.1) and a CRL
-  distribution point (section 4.2.1.13), all under the service's own issuer URL.
+  distribution point (section 4.2.1.13), all under the PKI base URL (`PkiUrls`): plain http, as ETSI EN 319
+  412-2 GEN-4.3.11-4 requires for the CRL distribution point (the objects are signed; an https fetch would
+  itself need revocation checking of the web server's certificate, RFC 5280 section 8).
+- The OCSP responder's own certificate has no AIA OCSP pointer: it carries id-pkix-ocsp-nocheck (RFC 6960
+  section 4.2.2.2.1), and a pointer to the responder it certifies would send a validator that checks it anyway
+  into a loop (pyhanko-certvalidator refuses it: "Recursion detected in OCSP responder authorisation check").
+  Its CRL distribution point stays, so a validator that ignores nocheck still finds its status.
 - Serial numbers are random 159-bit numbers (RFC 5280 section 4.1.2.2 and keys.x509).
 - Revocation (RFC 5280 section 5.3.1 reasons) locks the issuing CA's row, so concurrent revocations on
   several nodes publish CRLs with increasing numbers one after the other (keys.pki publishes them).
@@ -68,6 +74,7 @@ from keys.models import CertificateAuthority, IssuedCertificate, StoredKey
 from keys.profiles import (
     SERVICE_PROFILES,
     SUBSCRIBER_PROFILES,
+    CertificatePolicy,
     Profile,
     ServiceSubject,
     Subject,
@@ -117,7 +124,8 @@ _SERVICE_LABELS: Final = {
 
 @dataclass(frozen=True, slots=True)
 class PkiUrls:
-    """Where the service publishes its PKI objects, under the issuer URL (settings.issuer)."""
+    """Where the service publishes its PKI objects: under the PKI base URL (ACAR_PKI_BASE_URL, by default the
+    issuer's host over http; api.settings)."""
 
     base: str
 
@@ -212,7 +220,7 @@ class CertificateAuthorityService:
         store: KeyStore,
         *,
         urls: PkiUrls,
-        certificate_policy_oid: str,
+        policy: CertificatePolicy,
         organization: str = "Açar",
         ca_key_type: KeyType = "EC-P384",
         service_key_type: KeyType = "EC-P256",
@@ -226,7 +234,7 @@ class CertificateAuthorityService:
         self.superseded_key_grace = superseded_key_grace
         self._store = store
         self.urls = urls
-        self.policy_oid = certificate_policy_oid
+        self.policy = policy
         self.organization = organization
         self.ca_key_type: KeyType = ca_key_type
         self.service_key_type: KeyType = service_key_type
@@ -291,8 +299,8 @@ class CertificateAuthorityService:
             tbs = self._tbs(
                 serial=random_serial(), issuer_name=subject.name(), subject_name=subject.name(),
                 spki=public_key_info(handle.public_key()), not_before=now, not_after=now + ROOT_VALIDITY,
-                extensions=profile_extensions(Profile.ROOT_CA, policy_oid=self.policy_oid),
-                issuer_key_id=None, links_of=None,
+                extensions=profile_extensions(Profile.ROOT_CA, policy=self.policy),
+                issuer_key_id=None, links_of=None, profile=Profile.ROOT_CA,
             )
             cert = await assemble_certificate(handle, tbs)
             session.add(CertificateAuthority(name=ROOT, parent=None, key_id=handle.key_id,
@@ -400,7 +408,7 @@ class CertificateAuthorityService:
 
     def _tbs(self, *, serial: int, issuer_name: x509.Name, subject_name: x509.Name, spki: Any,
              not_before: dt.datetime, not_after: dt.datetime, extensions: list[x509.Extension],
-             issuer_key_id: bytes | None, links_of: str | None) -> x509.TbsCertificate:
+             issuer_key_id: bytes | None, links_of: str | None, profile: Profile) -> x509.TbsCertificate:
         """A v3 TBSCertificate with the key identifiers and, for certificates a CA issues, AIA and CRL DP."""
         all_extensions = [*extensions, {"extn_id": "key_identifier", "critical": False,
                                         "extn_value": key_identifier(spki)}]
@@ -409,7 +417,8 @@ class CertificateAuthorityService:
                                    "extn_value": {"key_identifier": issuer_key_id}})
         if links_of is not None:  # the issuing CA's name: where its certificate, CRL and OCSP responder live
             access: list[dict[str, Any]] = []
-            if links_of == ISSUING:  # our OCSP responder answers for the issuing CA's certificates only
+            # our OCSP responder answers for the issuing CA's certificates only, and never about itself
+            if links_of == ISSUING and profile is not Profile.OCSP_RESPONDER:
                 access.append({"access_method": "ocsp", "access_location": _uri(self.urls.ocsp)})
             access.append({"access_method": "ca_issuers", "access_location": _uri(self.urls.ca_certificate(links_of))})
             all_extensions += [
@@ -440,8 +449,9 @@ class CertificateAuthorityService:
         tbs = self._tbs(
             serial=serial, issuer_name=issuer.subject, subject_name=subject.name(), spki=public_key_info(public_key),
             not_before=not_before, not_after=not_after,
-            extensions=profile_extensions(profile, policy_oid=self.policy_oid),
+            extensions=profile_extensions(profile, policy=self.policy),
             issuer_key_id=issuer.key_identifier or key_identifier(issuer.public_key), links_of=ca.name,
+            profile=profile,
         )
         der = bytes((await assemble_certificate(ca.handle, tbs)).dump())
         serial_hex = serial_to_hex(serial)

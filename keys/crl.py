@@ -8,7 +8,12 @@
 - Section 5.2.1/5.2.3: authorityKeyIdentifier and a monotonically increasing cRLNumber (both required).
 - Section 5.3.1: the reasonCode entry extension; "CRL issuers ... SHOULD omit the reasonCode entry extension
   rather than using the unspecified (0) reasonCode value", so unspecified revocations carry none.
-- Section 3.3: an entry stays on the CRL at least until the certificate expires; expired ones are dropped.
+- Revocation stays known after expiry, so a signature made before a revocation can be told from one made
+  after it years later (ETSI EN 319 411-1 section 6.3.10, status information after expiry; RFC 5280 section
+  3.3 only requires an entry until the certificate expires): an entry is never dropped, and every CRL we sign
+  carries the ExpiredCertsOnCRL extension (ITU-T X.509 section 9.6.2.9, OID 2.5.29.60, GeneralizedTime, not
+  critical) set to the CA certificate's notBefore: revoked certificates that expired at or after it, i.e. all
+  of them, stay listed.
 
 A CA whose key is kept offline (a national root) has its CRLs signed at the offline ceremony and imported
 (`verify_crl`, `CrlPublisher.store_imported`): the CRL must name the CA as issuer, verify with the CA
@@ -23,8 +28,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from asn1crypto import core, x509
 from asn1crypto import crl as asn1_crl
-from asn1crypto import x509
 from cryptography import x509 as cx509
 from cryptography.exceptions import UnsupportedAlgorithm as CryptographyUnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -45,6 +50,9 @@ IMPORT_CLOCK_SKEW: Final = dt.timedelta(minutes=5)
 
 CRL_EXPIRY_WARNING_FRACTION: Final = 4
 """An offline CA's CRL is reported as expiring once less than 1/4 of its validity remains."""
+
+ID_CE_EXPIRED_CERTS_ON_CRL: Final = "2.5.29.60"
+"""ITU-T X.509 (10/2019) section 9.6.2.9 expiredCertsOnCRL (ETSI EN 319 411-1 refers to it)."""
 
 MAX_CRL_NUMBER: Final = 2**63 - 1
 """The largest cRLNumber stored (BIGINT); RFC 5280 allows 20 octets, ceremonies count from 1."""
@@ -82,8 +90,12 @@ async def build_crl(
     this_update: dt.datetime,
     next_update: dt.datetime,
     revoked: Sequence[RevokedEntry],
+    expired_certs_on_crl: dt.datetime | None = None,
 ) -> bytes:
-    """Encode and sign a CRL of `issuer` (the CA certificate whose key `handle` is). Returns the DER."""
+    """Encode and sign a CRL of `issuer` (the CA certificate whose key `handle` is). Returns the DER.
+
+    `expired_certs_on_crl`: the ExpiredCertsOnCRL date (module docstring); None leaves the extension out.
+    """
     aki = issuer.key_identifier or key_identifier(issuer.public_key)
     tbs: dict[str, Any] = {
         "version": "v2",
@@ -95,6 +107,10 @@ async def build_crl(
             {"extn_id": "crl_number", "critical": False, "extn_value": number},
         ],
     }
+    if expired_certs_on_crl is not None:  # asn1crypto has no spec for it: the value is its DER
+        tbs["crl_extensions"].append({
+            "extn_id": ID_CE_EXPIRED_CERTS_ON_CRL, "critical": False,
+            "extn_value": core.GeneralizedTime(expired_certs_on_crl.astimezone(dt.UTC).replace(microsecond=0)).dump()})
     if revoked:
         entries = []
         for entry in sorted(revoked, key=lambda e: (e.revoked_at, e.serial)):
@@ -236,21 +252,22 @@ class CrlPublisher:
 
     async def publish(self, session: AsyncSession, ca_name: str, *, issuer: x509.Certificate,
                       handle: KeyHandle) -> CRLRecord:
-        """Build, sign and store the next CRL of the CA: every unexpired revoked certificate it issued."""
+        """Build, sign and store the next CRL of the CA: every certificate it issued and revoked, expired or not,
+        with ExpiredCertsOnCRL set to the CA certificate's notBefore (module docstring)."""
         now = self._clock().replace(microsecond=0)
         highest = (await session.execute(
             select(func.max(CRLRecord.number)).where(CRLRecord.ca_name == ca_name))).scalar_one_or_none()
         number = (highest or 0) + 1
         rows = (await session.execute(
             select(IssuedCertificate.serial_hex, IssuedCertificate.revoked_at, IssuedCertificate.revocation_reason)
-            .where(IssuedCertificate.issuer_ca == ca_name, IssuedCertificate.revoked_at.is_not(None),
-                   IssuedCertificate.not_after > now)
+            .where(IssuedCertificate.issuer_ca == ca_name, IssuedCertificate.revoked_at.is_not(None))
         )).all()
         revoked = [RevokedEntry(int(serial, 16), revoked_at, reason or "unspecified")
                    for serial, revoked_at, reason in rows if revoked_at is not None]
         next_update = now + self.lifetime
         der = await build_crl(issuer=issuer, handle=handle, number=number, this_update=now,
-                              next_update=next_update, revoked=revoked)
+                              next_update=next_update, revoked=revoked,
+                              expired_certs_on_crl=issuer.not_valid_before)
         record = CRLRecord(ca_name=ca_name, number=number, this_update=now, next_update=next_update, der=der)
         session.add(record)
         await session.flush()

@@ -14,6 +14,10 @@
   the CA, carries id-kp-OCSPSigning; the certificate is included in `certs`.
 - Section 4.4.1 and RFC 8954: the nonce extension is echoed; nonces must be 1 to 32 octets, else
   malformedRequest.
+- Section 4.4.4: every answer about a certificate we issued carries the archiveCutoff single extension, set to
+  the issuing CA certificate's notBefore: the status of every certificate the CA ever issued is kept, expired
+  or not (keys.status reads it regardless of expiry; keys.crl keeps expired entries the same way), so a
+  signature made with a certificate that has since expired can still be checked (ETSI EN 319 411-1 6.3.10).
 
 This is a protocol core (STYLE habit 3): no web framework, no database. Statuses come from a
 `CertificateStatusSource`; everything that does not change per request is encoded once.
@@ -122,6 +126,9 @@ class OcspResponder:
         self._responder_id = tlv(0xA2, tlv(0x04, responder_key_hash))
         self._signature_algorithm = bytes(scheme.identifier().dump())
         self._certs = tlv(0xA0, tlv(0x30, bytes(responder_certificate.dump())))
+        # singleExtensions [1] EXPLICIT Extensions { id-pkix-ocsp-archive-cutoff, OCTET STRING { GeneralizedTime } }
+        cutoff = _generalized_time(issuer_certificate.not_valid_before)
+        self._archive_cutoff = tlv(0xA1, tlv(0x30, tlv(0x30, _ARCHIVE_CUTOFF_OID + tlv(0x04, cutoff))))
         self.not_after: dt.datetime = responder_certificate.not_valid_after
 
     # --- parsing -------------------------------------------------------------------------------------------
@@ -215,7 +222,8 @@ class OcspResponder:
                     info += tlv(0xA0, tlv(0x0A, bytes([code])))
                 cert_status, name = tlv(0xA1, info), "revoked"
             names.append(name)
-            singles += tlv(0x30, query.cert_id + cert_status + this_update + next_update)
+            extensions = self._archive_cutoff if status is not None else b""
+            singles += tlv(0x30, query.cert_id + cert_status + this_update + next_update + extensions)
         data = self._responder_id + this_update + tlv(0x30, bytes(singles))  # version v1 is DEFAULT: omitted
         if nonce is not None:  # responseExtensions [1] EXPLICIT Extensions { id-pkix-ocsp-nonce, OCTET STRING }
             data += tlv(0xA1, tlv(0x30, tlv(0x30, _NONCE_OID + tlv(0x04, tlv(0x04, nonce)))))
@@ -237,6 +245,7 @@ _UNKNOWN: Final = b"\x82\x00"
 _SUCCESSFUL: Final = b"\x0a\x01\x00"  # OCSPResponseStatus successful (0)
 _BASIC_OID: Final = bytes(core.ObjectIdentifier("1.3.6.1.5.5.7.48.1.1").dump())  # id-pkix-ocsp-basic
 _NONCE_OID: Final = bytes(core.ObjectIdentifier("1.3.6.1.5.5.7.48.1.2").dump())  # id-pkix-ocsp-nonce
+_ARCHIVE_CUTOFF_OID: Final = bytes(core.ObjectIdentifier("1.3.6.1.5.5.7.48.1.6").dump())  # id-pkix-ocsp-archive-cutoff
 
 
 def _check_responder(handle: KeyHandle, certificate: x509.Certificate, issuer: x509.Certificate) -> None:

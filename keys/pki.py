@@ -42,7 +42,7 @@ from keys.errors import CANotInitialized, CAUnusable, CertificateNotFound, Inval
 from keys.interfaces import CertificateStatusSource, KeyStore, KeyType
 from keys.models import CertificateAuthority, CRLRecord, IssuedCertificate
 from keys.ocsp import DEFAULT_VALIDITY, TRY_LATER, UNAUTHORIZED, OcspReply, OcspResponder
-from keys.profiles import SERVICE_PROFILES, Profile
+from keys.profiles import SERVICE_PROFILES, CertificatePolicy, Profile
 from storage.audit import record_event
 from storage.base import utcnow
 
@@ -60,8 +60,8 @@ class PkiService:
         store: KeyStore,
         *,
         statuses: CertificateStatusSource,
-        issuer_url: str,
-        certificate_policy_oid: str,
+        pki_base_url: str,
+        policy: CertificatePolicy,
         organization: str = "Açar",
         ca_key_type: KeyType = "EC-P384",
         service_key_type: KeyType = "EC-P256",
@@ -75,9 +75,9 @@ class PkiService:
             raise ValueError("superseded_key_grace must be longer than cache_seconds: a node may sign with a "
                              "cached service key until its cache expires")
         self._sessions = sessions
-        self.urls = PkiUrls(issuer_url.rstrip("/"))
+        self.urls = PkiUrls(pki_base_url.rstrip("/"))
         self.ca = CertificateAuthorityService(
-            store, urls=self.urls, certificate_policy_oid=certificate_policy_oid, organization=organization,
+            store, urls=self.urls, policy=policy, organization=organization,
             ca_key_type=ca_key_type, service_key_type=service_key_type, superseded_key_grace=superseded_key_grace,
             clock=clock)
         self.crls = CrlPublisher(lifetime=crl_lifetime, clock=clock)

@@ -12,7 +12,19 @@
 - RFC 3161 section 2.3 / ETSI EN 319 422: the TSA certificate has exactly one, critical, extended key usage:
   id-kp-timeStamping.
 - RFC 6960 section 4.2.2.2: the delegated OCSP responder certificate has id-kp-OCSPSigning and, per
-  section 4.2.2.2.1, id-pkix-ocsp-nocheck so clients do not ask for its own status.
+  section 4.2.2.2.1, id-pkix-ocsp-nocheck so clients do not ask for its own status (keys.ca gives it no AIA
+  OCSP pointer either: a responder vouching for itself is a loop validators refuse).
+- ETSI EN 319 412-5 (qcStatements of a profile configured as qualified, `CertificatePolicy.qualified`):
+  QcCompliance (4.2.1), QcSSCD (4.2.2: the private key is in a qualified signature/seal creation device),
+  QcType esign or eseal (4.2.3), QcPDS with the PKI disclosure statement's https URL and its language (4.3.4)
+  and QcCClegislation "AZ" (4.2.4): qualified under Azerbaijani law, not under the EU's eIDAS Regulation, so
+  no EU relying party mistakes the certificate for an EU qualified one. RFC 3739 pkixQCSyntax-v2 with the
+  EN 319 412-1 semantics identifier stays on every subscriber certificate.
+- Certificate policies (RFC 5280 section 4.2.1.4, ETSI EN 319 411-1 section 5.3 and EN 319 411-2 section
+  5.3): the operator's national policy OID with a CPS pointer qualifier (id-qt-cps), plus the ETSI policy the
+  profile meets: QCP-n-qscd (natural person, qualified, key in a QSCD) / QCP-l-qscd (legal person) when
+  qualified, NCP (0.4.0.2042.1.1) otherwise. The issuing CA's own certificate lists every policy it issues
+  under, so each subscriber policy stays in the valid policy tree (RFC 5280 section 6.1.3 (d)).
 """
 
 from __future__ import annotations
@@ -38,6 +50,20 @@ ID_QCS_PKIX_QC_SYNTAX_V2: Final = "1.3.6.1.5.5.7.11.2"
 ID_ETSI_QCS_SEMANTICS_ID_NATURAL: Final = "0.4.0.194121.1.1"
 ID_ETSI_QCS_SEMANTICS_ID_LEGAL: Final = "0.4.0.194121.1.2"
 ID_PE_QC_STATEMENTS: Final = "1.3.6.1.5.5.7.1.3"
+# ETSI EN 319 412-5 section 5 (id-etsi-qcs 0.4.0.1862.1) statements and the QcType values
+ID_ETSI_QCS_QC_COMPLIANCE: Final = "0.4.0.1862.1.1"
+ID_ETSI_QCS_QC_SSCD: Final = "0.4.0.1862.1.4"
+ID_ETSI_QCS_QC_PDS: Final = "0.4.0.1862.1.5"
+ID_ETSI_QCS_QC_TYPE: Final = "0.4.0.1862.1.6"
+ID_ETSI_QCT_ESIGN: Final = "0.4.0.1862.1.6.1"
+ID_ETSI_QCT_ESEAL: Final = "0.4.0.1862.1.6.2"
+ID_ETSI_QCS_QC_CC_LEGISLATION: Final = "0.4.0.1862.1.7"
+# ETSI EN 319 411-2 section 5.3 (qualified) and EN 319 411-1 section 5.3 (normalized) certificate policies
+ID_QCP_NATURAL_QSCD: Final = "0.4.0.194112.1.2"
+ID_QCP_LEGAL_QSCD: Final = "0.4.0.194112.1.3"
+ID_NCP: Final = "0.4.0.2042.1.1"
+PDS_LANGUAGE: Final = "en"
+"""ISO 639-1 language of the PKI disclosure statement at the QcPDS URL (EN 319 412-5 4.3.4: one in English)."""
 
 _UB_NAME = 64  # RFC 5280 appendix A: ub-common-name and ub-organization-name; we apply it to every name
 
@@ -56,6 +82,15 @@ class Profile(enum.StrEnum):
 
 SUBSCRIBER_PROFILES: Final = (Profile.NATURAL_PERSON_SIGNING, Profile.LEGAL_PERSON_SEAL, Profile.AUTHENTICATION)
 SERVICE_PROFILES: Final = (Profile.OCSP_RESPONDER, Profile.TSA)
+QUALIFIABLE_PROFILES: Final = (Profile.NATURAL_PERSON_SIGNING, Profile.LEGAL_PERSON_SEAL)
+"""The profiles that may be issued as qualified certificates (EN 319 411-2): signatures and seals."""
+DEFAULT_QUALIFIED: Final = frozenset(QUALIFIABLE_PROFILES)
+"""Both signing profiles are qualified unless configured otherwise: this service exists to make signatures and
+seals with the legal effect of a handwritten signature and a stamp under Azerbaijani law (the national trust
+service's qualified certificates), and a validator classifies a signature as qualified (ETSI TS 119 172-4,
+EN 319 102-1) only from these statements and policies. An operator whose signing keys are not in a qualified
+device (QSCD: an HSM certified for it, not the software key store) must configure them as not qualified, since
+QcSSCD and QCP-x-qscd would then claim what is not true."""
 
 
 def _clean_name(value: str | None, what: str) -> str:
@@ -155,13 +190,90 @@ def _extension(extn_id: str, value: Any, *, critical: bool) -> x509.Extension:
     return x509.Extension({"extn_id": extn_id, "critical": critical, "extn_value": value})
 
 
-def _semantics_statement(semantics: str) -> x509.Extension:
-    statements = _QcStatements([
-        {"statement_id": ID_QCS_PKIX_QC_SYNTAX_V2,
-         "statement_info": _SemanticsInformation({"semantics_identifier": semantics})},
-    ])
-    # asn1crypto has no spec for qcStatements; the extension value is its DER (RFC 3739 section 3.2.6).
-    return _extension(ID_PE_QC_STATEMENTS, statements.dump(), critical=False)
+class _QcType(core.SequenceOf):  # type: ignore[misc]
+    """EN 319 412-5 section 4.2.3: QcType ::= SEQUENCE OF OBJECT IDENTIFIER."""
+
+    _child_spec = core.ObjectIdentifier
+
+
+class _PdsLocation(core.Sequence):  # type: ignore[misc]
+    """EN 319 412-5 section 4.3.4: PdsLocation ::= SEQUENCE { url IA5String, language PrintableString (SIZE(2)) }."""
+
+    _fields = [("url", core.IA5String), ("language", core.PrintableString)]  # noqa: RUF012
+
+
+class _PdsLocations(core.SequenceOf):  # type: ignore[misc]
+    _child_spec = _PdsLocation
+
+
+class _QcCClegislation(core.SequenceOf):  # type: ignore[misc]
+    """EN 319 412-5 section 4.2.4: QcCClegislation ::= SEQUENCE OF CountryName (PrintableString (SIZE (2)))."""
+
+    _child_spec = core.PrintableString
+
+
+@dataclass(frozen=True, slots=True)
+class CertificatePolicy:
+    """What the operator's certificate policy makes of each profile (module docstring): the national policy
+    OID, where its CPS and the PKI disclosure statement are published, and which profiles are qualified."""
+
+    policy_oid: str
+    cps_url: str
+    pds_url: str
+    qualified: frozenset[Profile] = DEFAULT_QUALIFIED
+    legislation: str = COUNTRY
+
+    def __post_init__(self) -> None:
+        if not self.qualified <= DEFAULT_QUALIFIED:
+            names = ", ".join(sorted(p.value for p in self.qualified - DEFAULT_QUALIFIED))
+            raise ValueError(f"only {', '.join(p.value for p in QUALIFIABLE_PROFILES)} can be qualified (got {names})")
+        if len(self.legislation) != 2 or not self.legislation.isascii() or not self.legislation.isupper():
+            raise ValueError("the legislation is an ISO 3166-1 alpha-2 country code (EN 319 412-5 section 4.2.4)")
+
+    def is_qualified(self, profile: Profile) -> bool:
+        return profile in self.qualified
+
+    def etsi_policy(self, profile: Profile) -> str:
+        """The ETSI policy a certificate of this profile is issued under (EN 319 411-2 / EN 319 411-1 5.3)."""
+        if profile is Profile.NATURAL_PERSON_SIGNING and self.is_qualified(profile):
+            return ID_QCP_NATURAL_QSCD
+        if profile is Profile.LEGAL_PERSON_SEAL and self.is_qualified(profile):
+            return ID_QCP_LEGAL_QSCD
+        return ID_NCP
+
+    def policies(self, profile: Profile) -> list[dict[str, Any]]:
+        """certificatePolicies: the national policy with its CPS qualifier, then the ETSI one(s). The root has
+        none; the issuing CA lists every policy of the profiles it issues."""
+        national = {"policy_identifier": self.policy_oid, "policy_qualifiers": [
+            {"policy_qualifier_id": "certification_practice_statement", "qualifier": self.cps_url}]}
+        if profile is Profile.ISSUING_CA:
+            etsi = list(dict.fromkeys(self.etsi_policy(p) for p in (*SUBSCRIBER_PROFILES, *SERVICE_PROFILES)))
+        else:
+            etsi = [self.etsi_policy(profile)]
+        return [national, *({"policy_identifier": oid} for oid in etsi)]
+
+    def qc_statements(self, profile: Profile) -> x509.Extension | None:
+        """The qcStatements extension of a subscriber profile (module docstring), None for the others."""
+        semantics = _SEMANTICS.get(profile)
+        if semantics is None:
+            return None
+        items: list[dict[str, Any]] = []
+        if self.is_qualified(profile):
+            qc_type = ID_ETSI_QCT_ESIGN if profile is Profile.NATURAL_PERSON_SIGNING else ID_ETSI_QCT_ESEAL
+            items += [
+                {"statement_id": ID_ETSI_QCS_QC_COMPLIANCE},
+                {"statement_id": ID_ETSI_QCS_QC_SSCD},
+                {"statement_id": ID_ETSI_QCS_QC_TYPE, "statement_info": _QcType([qc_type])},
+                {"statement_id": ID_ETSI_QCS_QC_PDS,
+                 "statement_info": _PdsLocations([{"url": self.pds_url, "language": PDS_LANGUAGE}])},
+                {"statement_id": ID_ETSI_QCS_QC_CC_LEGISLATION,
+                 "statement_info": _QcCClegislation([self.legislation])},
+            ]
+        items.append({"statement_id": ID_QCS_PKIX_QC_SYNTAX_V2,
+                      "statement_info": _SemanticsInformation({"semantics_identifier": semantics})})
+        # asn1crypto has no spec for qcStatements; the extension value is its DER (RFC 3739 section 3.2.6),
+        # never critical (EN 319 412-5 QCS-4.1-02)
+        return _extension(ID_PE_QC_STATEMENTS, _QcStatements(items).dump(), critical=False)
 
 
 def check_subject(profile: Profile, subject: Subject) -> None:
@@ -196,7 +308,7 @@ _SEMANTICS: Final[dict[Profile, str]] = {
 }
 
 
-def profile_extensions(profile: Profile, *, policy_oid: str) -> list[x509.Extension]:
+def profile_extensions(profile: Profile, *, policy: CertificatePolicy) -> list[x509.Extension]:
     """The profile-specific extensions: basicConstraints, keyUsage, extended key usage, ocsp-nocheck,
     policies, qcStatements. Key identifiers, AIA and CRL distribution points are the issuer's (keys.ca)."""
     extensions = []
@@ -211,8 +323,9 @@ def profile_extensions(profile: Profile, *, policy_oid: str) -> list[x509.Extens
         extensions.append(_extension("extended_key_usage", [purpose], critical=critical))
     if profile is Profile.OCSP_RESPONDER:  # RFC 6960 section 4.2.2.2.1
         extensions.append(_extension("ocsp_no_check", core.Null(), critical=False))
-    if profile is not Profile.ROOT_CA:
-        extensions.append(_extension("certificate_policies", [{"policy_identifier": policy_oid}], critical=False))
-    if profile in _SEMANTICS:
-        extensions.append(_semantics_statement(_SEMANTICS[profile]))
+    if profile is not Profile.ROOT_CA:  # EN 319 412-2 GEN-4.3.3-1: not critical
+        extensions.append(_extension("certificate_policies", policy.policies(profile), critical=False))
+    statements = policy.qc_statements(profile)
+    if statements is not None:
+        extensions.append(statements)
     return extensions

@@ -247,7 +247,7 @@ async def _hsm_hierarchy(services: Services, token: SoftHsmToken, tmp_path: Path
     store = Pkcs11KeyStore(module_path=token.module, token_label=token.label, pin=token.pin)
     labels: dict[str, str] = {}
     try:
-        ca = CertificateAuthorityService(store, urls=PkiUrls(ISSUER), certificate_policy_oid="1.3.6.1.4.1.99999.1.1")
+        ca = CertificateAuthorityService(store, urls=PkiUrls(ISSUER), policy=services.pki.ca.policy)
         async with services.sessions() as session:
             transaction = await session.begin()
             await ca.ensure_hierarchy(session, actor="ceremony")
@@ -419,3 +419,53 @@ async def test_keys_on_unsupported_curves_are_one_line_errors(
     assert proc.returncode == 1 and proc.stdout == "" and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("acar: error: ") and proc.stderr.count("\n") == 1 and message in proc.stderr
     assert await _count(services, IssuedCertificate) == before
+
+
+async def test_a_relying_party_fetches_everything_it_needs_over_http(
+    cli_env: dict[str, str], services: Services, tmp_path: Path
+) -> None:
+    """pyhanko-certvalidator as a relying party on the network: only the root is given; it follows the signing
+    certificate's AIA OCSP and the issuing CA's CRL distribution point to a real `acar serve` (the PKI URLs
+    are http, ACAR_PKI_BASE_URL), with revocation information required for every certificate. The OCSP
+    responder's certificate, validated the same way, has no OCSP pointer back at its own responder (the loop
+    pyhanko-certvalidator refuses with "Recursion detected in OCSP responder authorisation check")."""
+    from asn1crypto import x509 as asn1_x509
+    from pyhanko_certvalidator import CertificateValidator, ValidationContext
+    from pyhanko_certvalidator.fetchers.requests_fetchers import RequestsFetcherBackend
+
+    from keys.profiles import Profile
+    from tests.local_http import free_port
+
+    port = free_port()
+    env = {**cli_env, "ACAR_PKI_BASE_URL": f"http://127.0.0.1:{port}"}
+    acar_json(env, "init")
+    _, pub = _ec_key(tmp_path, "person")
+    signing = _issue(env, "--profile", "natural-person-signing", "--fin", "5abc12d", "--given-name", "Aysel",
+                     "--surname", "Məmmədova", "--public-key", str(pub))
+    cert, _, root = _save(tmp_path, "signing", signing)
+    assert f"OCSP - URI:http://127.0.0.1:{port}/pki/ocsp" in x509_text(cert)
+    responder = (await services.pki.certified_key(Profile.OCSP_RESPONDER)).certificate
+
+    def context() -> ValidationContext:
+        return ValidationContext(trust_roots=[asn1_x509.Certificate.load(_der(root))], allow_fetching=True,
+                                 revocation_mode="require", fetcher_backend=RequestsFetcherBackend())
+
+    server = Server(env, port=port, log_path=tmp_path / "server.log")
+    try:
+        server.wait_ready()
+        signer = asn1_x509.Certificate.load(_der(cert))
+        path = await CertificateValidator(signer, validation_context=context()).async_validate_usage(
+            {"non_repudiation"})
+        assert len(path) == 3 and path.leaf.sha256 == signer.sha256
+        path = await CertificateValidator(responder, validation_context=context()).async_validate_usage(
+            {"digital_signature"}, extended_key_usage={"ocsp_signing"})
+        assert path.leaf.sha256 == responder.sha256
+    finally:
+        assert server.stop(signal.SIGINT) == 0, server.log()
+
+
+def _der(pem: Path) -> bytes:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return x509.load_pem_x509_certificate(pem.read_bytes()).public_bytes(Encoding.DER)

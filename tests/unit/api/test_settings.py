@@ -46,6 +46,8 @@ def _prod(tmp_path: Path, **overrides: object) -> Settings:
         ({"pairwise_salt": "short"}, "ACAR_PAIRWISE_SALT"),
         ({"webauthn_origins": ["http://login.gov.az"]}, "ACAR_WEBAUTHN_ORIGINS"),
         ({"webauthn_rp_id": "example.az"}, "ACAR_WEBAUTHN_RP_ID"),
+        ({"pki_base_url": "https://pki.gov.az"}, "ACAR_PKI_BASE_URL"),
+        ({"pki_pds_url": "http://pki.gov.az/pds/en"}, "ACAR_PKI_PDS_URL"),
     ],
 )
 def test_production_refuses_unsafe_values(tmp_path: Path, overrides: dict[str, object], names: str) -> None:
@@ -57,6 +59,24 @@ def test_production_refuses_unsafe_values(tmp_path: Path, overrides: dict[str, o
 
 def test_production_accepts_safe_values(tmp_path: Path) -> None:
     _prod(tmp_path).check_production()
+
+
+@pytest.mark.parametrize(("issuer", "pki_base_url", "resolved"), [
+    ("http://localhost:8000", "", "http://localhost:8000"),  # development: as before, under the issuer
+    ("https://login.gov.az", "", "http://login.gov.az"),  # the issuer's host over plain http
+    ("https://login.gov.az:8443/acar", "", "http://login.gov.az/acar"),
+    ("https://login.gov.az", "http://pki.gov.az/", "http://pki.gov.az"),
+])
+def test_pki_urls_follow_the_issuer_unless_set(issuer: str, pki_base_url: str, resolved: str) -> None:
+    s = Settings(issuer=issuer, pki_base_url=pki_base_url)
+    assert s.resolved_pki_base_url == resolved
+    assert s.resolved_pki_cps_url == f"{s.issuer}/pki/cps" and s.resolved_pki_pds_url == f"{s.issuer}/pki/pds/en"
+
+
+def test_production_accepts_http_pki_urls_under_an_https_issuer(tmp_path: Path) -> None:
+    """ETSI EN 319 412-2 GEN-4.3.11-4: the CRL distribution point is http (or ldap), whatever the issuer."""
+    _prod(tmp_path, pki_base_url="http://pki.gov.az").check_production()
+    _prod(tmp_path, qualified_profiles=[], pki_pds_url="http://pki.gov.az/pds").check_production()
 
 
 def test_load_settings_names_the_bad_variable(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -86,6 +106,10 @@ def test_load_settings_names_the_bad_variable(monkeypatch: pytest.MonkeyPatch) -
         ("ACAR_RATE_LIMIT_ADMIN", "lots"),
         ("ACAR_RATE_LIMIT_ENROLLMENT", "3/fortnight"),
         ("ACAR_AUDIT_RETENTION_DAYS", "-1"),
+        ("ACAR_PKI_BASE_URL", "pki.gov.az"),
+        ("ACAR_PKI_CPS_URL", "https://pki.gov.az/cps?x=1"),
+        ("ACAR_PKI_PDS_URL", "ftp://pki.gov.az/pds"),
+        ("ACAR_QUALIFIED_PROFILES", '["authentication"]'),
     ],
 )
 def test_out_of_range_values_are_refused_naming_the_variable(

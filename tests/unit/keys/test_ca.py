@@ -49,7 +49,7 @@ async def clocked(services: Services, settings: Settings) -> AsyncIterator[tuple
     clock = Clock()
     service = PkiService(services.sessions, services.key_store,
                          statuses=IssuedCertificateStatus(services.direct),
-                         issuer_url=ISSUER, certificate_policy_oid=settings.certificate_policy_oid,
+                         pki_base_url=ISSUER, policy=services.pki.ca.policy,
                          cache_seconds=0, clock=clock)
     try:
         yield service, clock
@@ -98,6 +98,12 @@ async def test_init_creates_the_hierarchy_once(services: Services, pki: PkiServi
     assert f"URI:{ISSUER}/pki/crl/root.crl" in text and f"CA Issuers - URI:{ISSUER}/pki/ca/root.crt" in text
     assert "OCSP - URI" not in text  # our responder answers for the issuing CA's certificates only
     assert "Subject: C=AZ, O=Açar, CN=Açar Root CA" in x509_text(root)
+    # the issuing CA lists every policy it issues under, so each stays in the valid policy tree (RFC 5280 6.1.3)
+    policies = x509.load_pem_x509_certificate(issuing.read_bytes()).extensions.get_extension_for_class(
+        x509.CertificatePolicies).value
+    assert [p.policy_identifier.dotted_string for p in policies] == [
+        "1.3.6.1.4.1.99999.1.1", "0.4.0.194112.1.2", "0.4.0.194112.1.3", "0.4.0.2042.1.1"]
+    assert "Certificate Policies" not in x509_text(root)
 
 
 async def test_natural_person_signing_certificate(services: Services, pki: PkiService, tmp_path: Path) -> None:
@@ -108,18 +114,53 @@ async def test_natural_person_signing_certificate(services: Services, pki: PkiSe
     text = x509_text(cert)
     assert "Subject: C=AZ, SN=Məmmədova, GN=Aysel, serialNumber=PNOAZ-5ABC12D, CN=Aysel Məmmədova" in text
     assert "X509v3 Key Usage: critical\n                Non Repudiation\n" in text
-    assert "Policy: 1.3.6.1.4.1.99999.1.1" in text
+    # the national policy with its CPS pointer, then ETSI EN 319 411-2 QCP-n-qscd
+    assert (f"Policy: 1.3.6.1.4.1.99999.1.1\n                  CPS: {ISSUER}/pki/cps\n"
+            "                Policy: 0.4.0.194112.1.2\n") in text
     assert f"OCSP - URI:{ISSUER}/pki/ocsp" in text
     assert f"CA Issuers - URI:{ISSUER}/pki/ca/issuing.crt" in text
     assert f"URI:{ISSUER}/pki/crl/issuing.crl" in text
     assert "Extended Key Usage" not in text
     parsed = x509.load_der_x509_certificate(row.der)
     assert parsed.serial_number.bit_length() == 159 and row.serial_hex == format(parsed.serial_number, "x")
-    # qcStatements: id-qcs-pkixQCSyntax-v2 with the ETSI natural-person semantics identifier
-    qc = parsed.extensions.get_extension_for_oid(x509.ObjectIdentifier("1.3.6.1.5.5.7.1.3"))
-    assert qc.value.public_bytes().hex() == "30173015" + "06082b06010505070b02" + "3009" + "06070400" + "8bec490101"
+    assert _qc_statements(row.der) == [
+        ("0.4.0.1862.1.1", None),  # QcCompliance
+        ("0.4.0.1862.1.4", None),  # QcSSCD
+        ("0.4.0.1862.1.6", ["0.4.0.1862.1.6.1"]),  # QcType: id-etsi-qct-esign
+        ("0.4.0.1862.1.5", [(f"{ISSUER}/pki/pds/en", "en")]),  # QcPDS
+        ("0.4.0.1862.1.7", ["AZ"]),  # QcCClegislation: qualified under Azerbaijani law
+        ("1.3.6.1.5.5.7.11.2", "0.4.0.194121.1.1"),  # pkixQCSyntax-v2: semantics id-etsi-qcs-semanticsId-Natural
+    ]
     events = await _events(services, "certificate.issued")
     assert any(e.subject == row.serial_hex and e.detail["profile"] == "natural-person-signing" for e in events)
+
+
+def _qc_statements(der: bytes) -> list[tuple[str, object]]:
+    """The qcStatements of a certificate, decoded with pyasn1 and pkilint's ASN.1 modules (not asn1crypto, which
+    built them): (statement id, its decoded information)."""
+    from pkilint.etsi.asn1 import en_319_412_5 as qc
+    from pyasn1.codec.der.decoder import decode
+    from pyasn1_alt_modules import rfc3739
+
+    value = x509.load_der_x509_certificate(der).extensions.get_extension_for_oid(
+        x509.ObjectIdentifier("1.3.6.1.5.5.7.1.3")).value.public_bytes()
+    statements, rest = decode(value, asn1Spec=rfc3739.QCStatements())
+    assert rest == b""
+    decoded: list[tuple[str, object]] = []
+    for statement in statements:
+        oid, info = str(statement["statementId"]), statement["statementInfo"]
+        if not info.isValue:
+            decoded.append((oid, None))
+        elif oid == "0.4.0.1862.1.6":
+            decoded.append((oid, [str(t) for t in decode(info, asn1Spec=qc.QcType())[0]]))
+        elif oid == "0.4.0.1862.1.5":
+            decoded.append((oid, [(str(p["url"]), str(p["language"]))
+                                  for p in decode(info, asn1Spec=qc.PdsLocations())[0]]))
+        elif oid == "0.4.0.1862.1.7":
+            decoded.append((oid, [str(c) for c in decode(info, asn1Spec=qc.QcCClegislation())[0]]))
+        else:
+            decoded.append((oid, str(decode(info, asn1Spec=rfc3739.SemanticsInformation())[0]["semanticsIdentifier"])))
+    return decoded
 
 
 async def test_legal_person_seal_certificate(services: Services, pki: PkiService, tmp_path: Path) -> None:
@@ -131,6 +172,11 @@ async def test_legal_person_seal_certificate(services: Services, pki: PkiService
     assert "Subject: C=AZ, O=Nümunə MMC, organizationIdentifier=NTRAZ-1234567890, CN=Nümunə MMC" in text
     assert "X509v3 Key Usage: critical\n                Non Repudiation\n" in text
     assert row.subject == "CN=Nümunə MMC,organizationIdentifier=NTRAZ-1234567890,O=Nümunə MMC,C=AZ"
+    assert "Policy: 0.4.0.194112.1.3\n" in text  # ETSI EN 319 411-2 QCP-l-qscd
+    statements = dict(_qc_statements(row.der))
+    assert statements["0.4.0.1862.1.6"] == ["0.4.0.1862.1.6.2"]  # QcType: id-etsi-qct-eseal
+    assert statements["0.4.0.1862.1.7"] == ["AZ"] and "0.4.0.1862.1.4" in statements
+    assert statements["1.3.6.1.5.5.7.11.2"] == "0.4.0.194121.1.2"  # semanticsId-Legal
 
 
 async def test_authentication_certificate(services: Services, pki: PkiService, tmp_path: Path) -> None:
@@ -143,6 +189,8 @@ async def test_authentication_certificate(services: Services, pki: PkiService, t
     assert "X509v3 Extended Key Usage: \n                TLS Web Client Authentication\n" in text
     assert openssl("verify", "-purpose", "sslclient", "-CAfile", str(root), "-untrusted", str(issuing),
                    str(cert)).returncode == 0
+    assert "Policy: 0.4.0.2042.1.1\n" in text  # ETSI EN 319 411-1 NCP: never qualified
+    assert _qc_statements(row.der) == [("1.3.6.1.5.5.7.11.2", "0.4.0.194121.1.1")]
 
 
 async def test_tsa_and_ocsp_responder_certificates(services: Services, pki: PkiService, tmp_path: Path) -> None:
@@ -164,6 +212,10 @@ async def test_tsa_and_ocsp_responder_certificates(services: Services, pki: PkiS
     verify_chain(tmp_path, root, issuing, ocsp_pem)
     text = x509_text(ocsp_pem)
     assert "OCSP No Check" in text and "X509v3 Extended Key Usage: \n                OCSP Signing\n" in text
+    # no AIA OCSP pointing at the responder itself (a loop validators refuse); caIssuers and the CRL stay
+    assert "OCSP - URI" not in text and f"CA Issuers - URI:{ISSUER}/pki/ca/issuing.crt" in text
+    assert f"URI:{ISSUER}/pki/crl/issuing.crl" in text
+    assert f"OCSP - URI:{ISSUER}/pki/ocsp" in x509_text(tsa_pem)
     assert responder.handle.key_id != tsa.handle.key_id
 
 
@@ -309,7 +361,7 @@ async def test_import_checks_certificates_and_keys(services: Services, tmp_path:
 
     store = services.key_store
     assert isinstance(store, SoftwareKeyStore)
-    ca = CertificateAuthorityService(store, urls=PkiUrls(ISSUER), certificate_policy_oid="1.2.3.4")
+    ca = CertificateAuthorityService(store, urls=PkiUrls(ISSUER), policy=services.pki.ca.policy)
     root_key, issuing_key, other_key = (ec.generate_private_key(ec.SECP384R1()) for _ in range(3))
     root = _ca_cert(root_key, "Ext Root", None, None)
     issuing = _ca_cert(issuing_key, "Ext Issuing", root, root_key)

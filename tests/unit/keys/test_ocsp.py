@@ -136,6 +136,13 @@ async def test_several_requests_in_one(services: Services, pki: PkiService) -> N
     assert [r["cert_status"].name for r in responses] == ["good", "revoked", "unknown"]
     assert [r["cert_id"].dump() for r in responses] == [s["req_cert"].dump() for s in singles]
     assert responses[1]["cert_status"].chosen["revocation_reason"].native == "superseded"
+    # RFC 6960 4.4.4 archiveCutoff on the answers about our certificates (status kept since the CA began)
+    cutoff = (await _issuing(pki)).not_valid_before_utc
+    assert [r.archive_cutoff_value.native if r.archive_cutoff_value else None for r in responses] == [
+        cutoff, cutoff, None]
+    archive = x509.ObjectIdentifier("1.3.6.1.5.5.7.48.1.6")
+    assert not any(e["critical"].native for r in responses[:2] for e in r["single_extensions"]
+                   if e["extn_id"].dotted == archive.dotted_string)
 
 
 def _request_with(**changes: object) -> bytes:

@@ -136,7 +136,7 @@ async def clocked(services: Services, settings: Settings) -> AsyncIterator[tuple
     clock = Clock()
     service = PkiService(services.sessions, services.key_store,
                          statuses=IssuedCertificateStatus(services.direct),
-                         issuer_url="http://localhost:8000", certificate_policy_oid=settings.certificate_policy_oid,
+                         pki_base_url="http://localhost:8000", policy=services.pki.ca.policy,
                          cache_seconds=0, clock=clock)
     try:
         yield service, clock

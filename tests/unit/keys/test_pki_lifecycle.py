@@ -43,7 +43,7 @@ async def nodes(services: Services, settings: Settings) -> AsyncIterator[Nodes]:
     engines = [create_engine(url) for _ in range(2)]
     statuses = IssuedCertificateStatus(services.direct)
     built = [PkiService(create_session_factory(engine), services.key_store, statuses=statuses,
-                        issuer_url="http://localhost:8000", certificate_policy_oid=settings.certificate_policy_oid,
+                        pki_base_url="http://localhost:8000", policy=services.pki.ca.policy,
                         cache_seconds=0, clock=clock) for engine in engines]
     async with services.sessions() as session, session.begin():
         await built[0].initialize(session, actor="test", create_hierarchy=True)
