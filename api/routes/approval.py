@@ -179,28 +179,30 @@ async def _fin_of(work: RequestUnit, person_id: str) -> str:
 
 @router.get("/sign/{request_id}")
 async def approval_page(request: Request, request_id: str) -> Response:
-    """The approval page (see the module docstring)."""
+    """The approval page (see the module docstring). It reads in a reading unit; only the way through the login
+    writes (its pending request), in a unit of its own."""
     services, provider = services_of(request), provider_of(request)
     if not _valid_id(request_id):
         return _state_page("sign.error.not_found", status=404)
-    async with RequestUnit.on(services.direct) as work:
-        try:
-            approval = approval_of(request)
+    try:
+        approval = approval_of(request)
+        async with RequestUnit.on(services.direct, reading=True) as work:
             store = approval.stores(work.tx)
             found = await approval.service.request(store, request_id)
             if not found.pending:
                 raise RequestNotPending("decided", state=found.state)
             signed_in = await _session(request, provider, work)
-            if signed_in is None or not _reaches(signed_in[0].level, approval.level):
-                return await _through_login(request, work, found)
-            state, cookie = signed_in
-            found = await approval.service.pending(store, request_id, fin=await _fin_of(work, state.person_id))
-        except ApprovalError as exc:
-            return _refusal_page(exc, request_id)
-        client = await provider.clients.get(found.client_id)
-    return render("sign.html", {
-        "request": found, "client_name": client.name if client else found.client_id,
-        "csrf_token": csrf_for_session(cookie, CSRF_PURPOSE), "level": approval.level})
+            if signed_in is not None and _reaches(signed_in[0].level, approval.level):
+                state, cookie = signed_in
+                found = await approval.service.pending(store, request_id, fin=await _fin_of(work, state.person_id))
+                client = await provider.clients.get(found.client_id)
+                return render("sign.html", {
+                    "request": found, "client_name": client.name if client else found.client_id,
+                    "csrf_token": csrf_for_session(cookie, CSRF_PURPOSE), "level": approval.level})
+        async with RequestUnit.on(services.direct) as work:
+            return await _through_login(request, work, found)
+    except ApprovalError as exc:
+        return _refusal_page(exc, request_id)
 
 
 async def _through_login(request: Request, work: RequestUnit, found: ApprovalRequest) -> Response:

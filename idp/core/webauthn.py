@@ -481,9 +481,7 @@ class PasskeyService:
         record = await self._consume(store, ceremony_id, "authenticate")
         if record.pending_id != pending_id or record.person_id != person_id:
             raise InvalidPasskeyRequest("this passkey ceremony belongs to another sign-in request")
-        parsed, stored = await self._credential_of(store, credential, attempt)
-        if person_id is not None and stored.person_id != person_id:
-            raise WrongUser("this passkey belongs to someone else")
+        parsed, stored = await self._credential_of(store, credential, attempt, identified=person_id)
         self._check_client_origin(parsed.response.client_data_json)
         try:
             verified = verify_authentication_response(
@@ -531,10 +529,12 @@ class PasskeyService:
             raise WrongOrigin(f"the passkey response comes from {received[:WrongOrigin.MAX_LOGGED]}, an origin this "
                               "service is not configured for", received=received, expected=self.rp.origins)
 
-    async def _credential_of(self, store: PasskeyStore, credential: Mapping[str, Any],
-                             attempt: _Attempt) -> tuple[AuthenticationCredential, CredentialRecord]:
+    async def _credential_of(self, store: PasskeyStore, credential: Mapping[str, Any], attempt: _Attempt,
+                             identified: str | None = None) -> tuple[AuthenticationCredential, CredentialRecord]:
         """The assertion and its registered credential, which must be usable and owned by the userHandle's user
-        (WebAuthn Level 2 section 7.2, steps 5 and 6)."""
+        (WebAuthn Level 2 section 7.2, steps 5 and 6). When the user was identified before the ceremony
+        (`identified`, a bound assertion), the credential must be theirs and the userHandle, which an authenticator
+        may then leave out, must name them when present."""
         try:
             parsed = parse_authentication_credential_json(dict(credential))
         except (WebAuthnException, ValueError, TypeError):
@@ -548,7 +548,11 @@ class PasskeyService:
             raise UnknownCredential("this passkey is not registered here; sign in another way or register it")
         attempt.person_id = stored.person_id
         _usable(stored)
+        if identified is not None and stored.person_id != identified:
+            raise WrongUser("this passkey belongs to someone else")
         handle, returned = stored.owner_handle, parsed.response.user_handle
+        if returned is None and identified is not None:
+            return parsed, stored
         if handle is None or returned is None or not secrets.compare_digest(returned, handle):
             raise WrongUser("the passkey's user handle does not match its owner")
         return parsed, stored

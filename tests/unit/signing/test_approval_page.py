@@ -176,6 +176,19 @@ async def test_sign_in_see_preview_approve(world: World, client: httpx.AsyncClie
     assert world.store.writes == [(request_id, "approved")]
 
 
+async def test_an_assertion_without_user_handle(world: World, client: httpx.AsyncClient) -> None:
+    """The signer is identified before the ceremony (allowCredentials names their passkeys), so an authenticator
+    may leave userHandle out (WebAuthn Level 2 section 7.2 step 6)."""
+    request_id = world.add()
+    page = await sign_in(world, client, request_id, world.signer)
+    csrf = data_csrf(page.text)
+    begun = await options(client, request_id, csrf)
+    r = await approve(client, request_id, csrf, begun["ceremony"],
+                      world.signer.get(begun["publicKey"], omit_user_handle=True))
+    assert r.status_code == 200, r.text
+    assert world.store.state(request_id) == "approved"
+
+
 async def test_reject(world: World, client: httpx.AsyncClient) -> None:
     request_id = world.add()
     page = await sign_in(world, client, request_id, world.signer)
