@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,13 @@ def build_pdf(pages: Sequence[tuple[tuple[float, float], bytes, bytes | None]]) 
     out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
     out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
     return bytes(out)
+
+
+def flate_bomb(inflated: int) -> bytes:
+    """A content stream of `inflated` bytes of spaces, deflated (about a thousandth of that)."""
+    compressor = zlib.compressobj(9)
+    block = b" " * (1 << 20)
+    return b"".join(compressor.compress(block) for _ in range(inflated >> 20)) + compressor.flush()
 
 
 def text_page(text: str) -> tuple[tuple[float, float], bytes, None]:

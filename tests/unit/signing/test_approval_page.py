@@ -25,7 +25,7 @@ from idp.sql.models import AuthorizationRequest
 from signing.core.approval import ApprovalService, derive_challenge
 from signing.core.preview import PNG_SIGNATURE, PreviewPolicy, PreviewRenderer, png_size
 from storage.base import utcnow
-from tests.approval_tools import MemoryApprovalStore, text_pdf
+from tests.approval_tools import MemoryApprovalStore, build_pdf, flate_bomb, text_page, text_pdf
 from tests.oidc_tools import ISSUER, asgi_browser, register_client, register_person
 from tests.passkey_tools import ORIGIN, events, issue_code
 from tests.unit.idp.test_webauthn import MODEL, require_attestation
@@ -187,6 +187,19 @@ async def test_an_assertion_without_user_handle(world: World, client: httpx.Asyn
                       world.signer.get(begun["publicKey"], omit_user_handle=True))
     assert r.status_code == 200, r.text
     assert world.store.state(request_id) == "approved"
+
+
+async def test_a_hostile_page_is_refused_with_its_reason(world: World, client: httpx.AsyncClient) -> None:
+    """A decompression bomb on page 1: the preview is a problem naming the bound, the other pages still render."""
+    assert world.services.approval is not None
+    world.services.approval.previews = PreviewRenderer(PreviewPolicy(max_side=400, cpu_seconds=1))
+    bomb = build_pdf([((595, 842), flate_bomb(1 << 30), b"FlateDecode"), text_page("fine")])
+    request_id = world.add(documents=[("bomb.pdf", bomb, 2)])
+    await sign_in(world, client, request_id, world.signer)
+    r = await client.get(f"/sign/{request_id}/documents/1/pages/1.png")
+    assert r.status_code == 422 and r.json()["code"] == "preview_limit_exceeded", r.text
+    r = await client.get(f"/sign/{request_id}/documents/1/pages/2.png")
+    assert r.status_code == 200 and r.content.startswith(PNG_SIGNATURE)
 
 
 async def test_reject(world: World, client: httpx.AsyncClient) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import struct
-import zlib
 
 import pytest
 
@@ -20,17 +19,10 @@ from signing.core.preview import (
     PreviewUnavailable,
     png_size,
 )
-from tests.approval_tools import build_pdf, text_page
+from tests.approval_tools import build_pdf, flate_bomb, text_page
 
 FAST = PreviewPolicy(max_side=600, timeout_seconds=20, cpu_seconds=2)
 """Tight CPU time, so that a bomb is stopped soon."""
-
-
-def flate_bomb(inflated: int) -> bytes:
-    """A content stream of `inflated` bytes of spaces, deflated (about a thousandth of that)."""
-    compressor = zlib.compressobj(9)
-    block = b" " * (1 << 20)
-    return b"".join(compressor.compress(block) for _ in range(inflated >> 20)) + compressor.flush()
 
 
 def assert_png(preview: PagePreview, page: int, side: int) -> None:
