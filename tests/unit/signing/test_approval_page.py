@@ -263,6 +263,7 @@ async def test_another_person_is_refused(world: World, client: httpx.AsyncClient
     request_id = world.add()
     page = await sign_in(world, client, request_id, world.other)
     assert page.status_code == 403 and "başqa şəxsə ünvanlanıb" in page.text
+    assert 'href="/logout" id="sign-logout"' in page.text  # the way to sign in as the signer
     assert "data-csrf" not in page.text and "/pages/1.png" not in page.text
     assert (await client.get(f"/sign/{request_id}/documents/1/pages/1.png")).status_code == 403
     csrf = csrf_for_session(client.cookies["acar_session"], CSRF_PURPOSE)
