@@ -178,4 +178,14 @@ async def test_reject_with_the_keyboard(initialized: Services, world: MemoryAppr
     await page.keyboard.press("Enter")
     await page.wait_for_selector("#sign-state")
     assert world.state(request_id) == "rejected" and world.jobs == []
-    assert await axe_violations(page) == []
+    report: dict[str, list[dict[str, Any]]] = {}
+    other = secrets.token_urlsafe(18)
+    world.add(other, client_id=rp.client_id, signer_fin="8OTHER1", documents=[("akt.pdf", text_pdf("Akt"), 1)])
+    for lang in ("az", "en", "ru"):
+        await context.add_cookies([{"name": "acar_lang", "value": lang, "url": ISSUER}])
+        for name, address in (("rejected", request_id), ("unknown", "no-such-request"), ("wrong signer", other)):
+            await page.goto(f"{ISSUER}/sign/{address}")
+            await page.wait_for_selector("#sign-state")
+            report.update({f"{lang} {name}": v for v in [await axe_violations(page)] if v})
+    assert await page.is_visible("#sign-logout")
+    assert report == {}, json.dumps(report, indent=1, ensure_ascii=False)[:4000]
