@@ -241,6 +241,7 @@ def build_pki(settings: Settings, sessions: async_sessionmaker[AsyncSession], st
         pki_base_url=settings.resolved_pki_base_url,
         policy=CertificatePolicy(
             policy_oid=settings.certificate_policy_oid, cps_url=settings.resolved_pki_cps_url,
-            pds_url=settings.resolved_pki_pds_url, qualified=frozenset(map(Profile, settings.qualified_profiles))),
+            pds_url=settings.resolved_pki_pds_url,
+            qualified=frozenset(map(Profile, settings.resolved_qualified_profiles))),
         cache_seconds=settings.key_cache_seconds,
     )

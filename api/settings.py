@@ -157,11 +157,11 @@ class Settings(BaseSettings):
     pki_pds_url: str = ""
     """The English PKI disclosure statement, QcPDS of qualified certificates (EN 319 412-5 section 4.3.4: https);
     unset, <issuer>/pki/pds/en."""
-    qualified_profiles: list[Literal["natural-person-signing", "legal-person-seal"]] = Field(
-        default=["natural-person-signing", "legal-person-seal"])
+    qualified_profiles: list[Literal["natural-person-signing", "legal-person-seal"]] | None = None
     """Profiles issued as qualified certificates under national law (qcStatements QcCompliance, QcSSCD, QcType,
-    QcPDS, QcCClegislation AZ; policy QCP-n-qscd / QCP-l-qscd); the others get NCP. Why both by default:
-    keys.profiles.DEFAULT_QUALIFIED. Set [] where signing keys are not in a qualified device (QSCD)."""
+    QcPDS, QcCClegislation AZ; policy QCP-n-qscd / QCP-l-qscd); the others get NCP. Unset, it follows the key
+    backend (resolved_qualified_profiles): both signing profiles with an HSM (pkcs11), none with the software
+    key store, since QcSSCD would claim a qualified signature creation device the software store is not."""
 
     @field_validator("certificate_policy_oid", "tsa_policy_oid")
     @classmethod
@@ -306,6 +306,15 @@ class Settings(BaseSettings):
         return self.pki_pds_url or f"{self.issuer}/pki/pds/en"
 
     @property
+    def resolved_qualified_profiles(self) -> tuple[str, ...]:
+        """ACAR_QUALIFIED_PROFILES, else both signing profiles (keys.profiles.DEFAULT_QUALIFIED: why) when the keys
+        live in an HSM (pkcs11) and none with the software key store: EN 319 412-5 section 4.2.2 QcSSCD and the
+        QCP-n-qscd / QCP-l-qscd policies (EN 319 411-2) assert a qualified device, which a software key is not."""
+        if self.qualified_profiles is not None:
+            return tuple(self.qualified_profiles)
+        return ("natural-person-signing", "legal-person-seal") if self.key_backend == "pkcs11" else ()
+
+    @property
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
@@ -350,9 +359,13 @@ class Settings(BaseSettings):
         if not self.resolved_pki_base_url.startswith("http://"):
             raise SettingsError("ACAR_PKI_BASE_URL must be an http URL in production (ETSI EN 319 412-2 "
                                 f"GEN-4.3.11-4: an http or ldap CRL distribution point; got {self.pki_base_url})")
-        if self.qualified_profiles and not self.resolved_pki_pds_url.startswith("https://"):
+        if self.resolved_qualified_profiles and not self.resolved_pki_pds_url.startswith("https://"):
             raise SettingsError("ACAR_PKI_PDS_URL must be an https URL in production (ETSI EN 319 412-5 section "
                                 f"4.3.4; got {self.resolved_pki_pds_url})")
+        if self.resolved_qualified_profiles and self.key_backend == "software":
+            raise SettingsError("ACAR_QUALIFIED_PROFILES must be [] with the software key store in production: a "
+                                "qualified certificate asserts a qualified signature creation device (ETSI EN 319 "
+                                "412-5 QcSSCD); use the pkcs11 backend with a certified HSM")
 
     def _check_production_idp(self) -> None:
         origins = self.resolved_webauthn_origins

@@ -156,6 +156,8 @@ def settings(database_url: str, master_key_file: Path, tmp_path: Path) -> Settin
         master_key_file=master_key_file,
         key_cache_seconds=0,
         access_log=True,
+        # the signing profiles as a national deployment (with an HSM) issues them: qualified certificates
+        qualified_profiles=["natural-person-signing", "legal-person-seal"],
     )
 
 

@@ -47,7 +47,7 @@ def _prod(tmp_path: Path, **overrides: object) -> Settings:
         ({"webauthn_origins": ["http://login.gov.az"]}, "ACAR_WEBAUTHN_ORIGINS"),
         ({"webauthn_rp_id": "example.az"}, "ACAR_WEBAUTHN_RP_ID"),
         ({"pki_base_url": "https://pki.gov.az"}, "ACAR_PKI_BASE_URL"),
-        ({"pki_pds_url": "http://pki.gov.az/pds/en"}, "ACAR_PKI_PDS_URL"),
+        ({"pki_pds_url": "http://pki.gov.az/pds/en", "qualified_profiles": ["legal-person-seal"]}, "ACAR_PKI_PDS_URL"),
     ],
 )
 def test_production_refuses_unsafe_values(tmp_path: Path, overrides: dict[str, object], names: str) -> None:
@@ -77,6 +77,17 @@ def test_production_accepts_http_pki_urls_under_an_https_issuer(tmp_path: Path) 
     """ETSI EN 319 412-2 GEN-4.3.11-4: the CRL distribution point is http (or ldap), whatever the issuer."""
     _prod(tmp_path, pki_base_url="http://pki.gov.az").check_production()
     _prod(tmp_path, qualified_profiles=[], pki_pds_url="http://pki.gov.az/pds").check_production()
+
+
+def test_qualified_profiles_follow_the_key_backend_unless_set(tmp_path: Path) -> None:
+    """QcSSCD (ETSI EN 319 412-5 section 4.2.2) claims a qualified device: only an HSM key is qualified by default,
+    and production refuses a qualified profile on the software key store."""
+    assert Settings().resolved_qualified_profiles == ()
+    assert Settings(key_backend="pkcs11").resolved_qualified_profiles == ("natural-person-signing", "legal-person-seal")
+    assert Settings(qualified_profiles=["legal-person-seal"]).resolved_qualified_profiles == ("legal-person-seal",)
+    assert Settings(key_backend="pkcs11", qualified_profiles=[]).resolved_qualified_profiles == ()
+    with pytest.raises(SettingsError, match="ACAR_QUALIFIED_PROFILES must be \\[\\] with the software key store"):
+        _prod(tmp_path, qualified_profiles=["natural-person-signing"]).check_production()
 
 
 def test_load_settings_names_the_bad_variable(monkeypatch: pytest.MonkeyPatch) -> None:

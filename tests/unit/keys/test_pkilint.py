@@ -118,7 +118,8 @@ def lint_ocsp_response(der: bytes) -> list[Finding]:
 @pytest.fixture
 async def production_pki(services: Services, settings: Settings) -> AsyncIterator[PkiService]:
     """The PKI as api.deps builds it from a production-like configuration, initialized on the test database."""
-    production = settings.model_copy(update={"issuer": ISSUER, "certificate_policy_oid": POLICY})
+    production = settings.model_copy(update={"issuer": ISSUER, "certificate_policy_oid": POLICY,
+                                             "qualified_profiles": ["natural-person-signing", "legal-person-seal"]})
     assert production.resolved_pki_base_url == PKI_BASE
     pki = build_pki(production, services.sessions, services.key_store, services.direct)
     async with services.sessions() as session, session.begin():
