@@ -12,8 +12,8 @@ and every resource it may use has a bound, each a field of `PreviewPolicy`:
 - a pixel bound whatever the page's size: `-scale-to` renders the page's longer side at exactly `max_side`
   pixels, so the bitmap is at most max_side x max_side; poppler answers a bitmap it cannot allocate with a 1x1
   image, so an image whose longer side is not `max_side` is refused too;
-- a page-count bound (`max_pages`) checked before anything is rendered, and a bound on the PNG's size read back
-  (the pipe is read up to `max_png_bytes` and the renderer killed past it);
+- a page-count bound (`max_pages`) checked before anything is rendered, a bound on the PNG's size read back (the
+  pipe is read up to `max_png_bytes` and the renderer killed past it), and at most `concurrency` renderers at once;
 - no inherited environment (no secret reaches the renderer) and a private temporary directory for the input.
 
 Failures are `PreviewError`s with a machine `code`: `preview_limit_exceeded` (a bound stopped the renderer: time,
@@ -88,6 +88,9 @@ class PreviewPolicy:
     """RLIMIT_AS of the renderer: its whole address space, libraries included."""
     max_png_bytes: int = 16 * 1024 * 1024
     """A page's PNG larger than this is refused (a max_side page is a few hundred KiB)."""
+    concurrency: int = 2
+    """Renderers one PreviewRenderer runs at once (per process); more pages wait their turn, so a signer's browser
+    fetching many previews cannot take every core or memory_bytes times as many."""
 
     def __post_init__(self) -> None:
         if not (16 <= self.max_side <= 10_000 and self.max_pages > 0 and self.timeout_seconds > 0
@@ -124,6 +127,7 @@ class PreviewRenderer:
         self._pdftoppm = pdftoppm or shutil.which("pdftoppm")
         self._pdfinfo = pdfinfo or shutil.which("pdfinfo")
         self._prlimit = prlimit or shutil.which("prlimit")
+        self._slots = asyncio.Semaphore(policy.concurrency)
 
     # --- entry points ------------------------------------------------------------------------------------
 
@@ -187,6 +191,11 @@ class PreviewRenderer:
         policy = self.policy
         command = [self._prlimit, f"--as={policy.memory_bytes}", f"--cpu={policy.cpu_seconds}", "--core=0", "--",
                    *argv]
+        async with self._slots:
+            return await self._run_bounded(command, what=what)
+
+    async def _run_bounded(self, command: Sequence[str], *, what: str) -> tuple[bytes, bytes]:
+        policy = self.policy
         process = await asyncio.create_subprocess_exec(
             *command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, env={"PATH": os.defpath, "LC_ALL": "C"}, start_new_session=True)
