@@ -11,7 +11,7 @@ COPY migrations ./migrations
 RUN pip wheel --no-cache-dir --wheel-dir /wheels -c constraints.txt .
 
 FROM python:3.11-slim-bookworm
-RUN apt-get update && apt-get install -y --no-install-recommends curl && rm -rf /var/lib/apt/lists/* \
+RUN apt-get update && apt-get install -y --no-install-recommends curl fonts-noto-mono && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home-dir /var/lib/acar --create-home acar
 COPY --from=build /wheels /wheels
 COPY constraints.txt /tmp/constraints.txt

@@ -1,0 +1,210 @@
+"""Validation data for B-LT and B-LTA: certificate paths, OCSP responses and CRLs, fetched for the DSS.
+
+- ETSI EN 319 142-1 section 5.4 (B-LT): the document security store (DSS, ISO 32000-2 section 12.8.4.3)
+  holds the certificates and the revocation data (OCSP responses, RFC 6960; CRLs, RFC 5280) needed to validate
+  the signer's certificate and the signature time-stamp's TSA certificate, so the signature validates offline.
+- RFC 5280 section 6 path validation and revocation checking are pyhanko-certvalidator's, on an explicit
+  `ValidationContext` per signature (STYLE habit 7): the trust roots given here, fetching allowed, and
+  revocation mode "hard-fail" (a certificate whose revocation data cannot be obtained fails the path, so B-LT
+  is never written without it).
+
+Decisions, so a reader sees them at one place:
+- Açar's own PKI is asked in process, not over HTTP to itself: an OCSP URL, CRL distribution point or
+  caIssuers URL equal to one the built-in CA publishes (`keys.ca.PkiUrls`) is answered by `PkiService.ocsp`,
+  `.crl` and `.ca_certificate`, the code the /pki routes serve, so the bytes are the same and no request leaves
+  the process. Every other URL goes through pyhanko-certvalidator's aiohttp fetchers, on one session owned
+  here, with its per-request timeout and its FetchLimits budget per signature (a hostile certificate cannot
+  make the service fetch without bound).
+- The fetchers are pyhanko-certvalidator's own classes with the local source put in front of the network call
+  (`_fetch`, `_single_fetch`, `fetch_certs`: the fetch-and-cache hooks of pyhanko-certvalidator 0.33, pinned in
+  constraints.txt); results are cached per validation context exactly as theirs are.
+- A fresh context (and fetcher set) per signature: a context collects every OCSP response and CRL it fetched,
+  and all of them go into that signature's DSS, never into another's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Final, Protocol
+
+from asn1crypto import cms, crl, ocsp, x509
+from pyhanko_certvalidator import ValidationContext
+from pyhanko_certvalidator.authority import Authority
+from pyhanko_certvalidator.errors import CertificateFetchError, CRLFetchError, OCSPFetchError, OCSPValidationError
+from pyhanko_certvalidator.fetchers import Fetchers
+from pyhanko_certvalidator.fetchers.aiohttp_fetchers.cert_fetch_client import AIOHttpCertificateFetcher
+from pyhanko_certvalidator.fetchers.aiohttp_fetchers.crl_client import AIOHttpCRLFetcher
+from pyhanko_certvalidator.fetchers.aiohttp_fetchers.ocsp_client import AIOHttpOCSPFetcher
+from pyhanko_certvalidator.fetchers.aiohttp_fetchers.util import LazySession
+from pyhanko_certvalidator.fetchers.api import FetchLimits
+from pyhanko_certvalidator.fetchers.common_utils import (
+    FetchBudget,
+    format_ocsp_request,
+    process_ocsp_response_data,
+)
+from pyhanko_certvalidator.util import get_ocsp_urls
+
+from keys.ca import CA_NAMES, PkiUrls
+from keys.errors import KeysError
+from keys.ocsp import OcspReply
+
+DEFAULT_FETCH_TIMEOUT: Final = 10.0
+"""Seconds one OCSP, CRL or certificate request to another PKI may take."""
+
+FETCH_LIMITS: Final = FetchLimits(max_requests=50, max_cert_requests=10, max_aia_urls_per_object=4)
+"""Network requests one signature's validation data may cost: a signer and a TSA path of a few certificates
+need a handful; the bound stops a hostile certificate's URLs, not a real PKI."""
+
+REVOCATION_MODE: Final = "hard-fail"
+"""pyhanko-certvalidator's revocation mode: without revocation data a path does not validate (B-LT needs it)."""
+
+
+class LocalPki(Protocol):
+    """The built-in PKI as the fetchers need it: keys.pki.PkiService is one."""
+
+    urls: PkiUrls
+
+    async def ocsp(self, request_der: bytes) -> OcspReply: ...
+
+    async def crl(self, name: str) -> bytes: ...
+
+    async def ca_certificate(self, name: str) -> bytes: ...
+
+
+class ValidationDataSource:
+    """Builds the validation context of each long-term signature (see module docstring).
+
+    `trust_roots` are the anchors paths must end in (the built-in root, and any other root whose signers or
+    TSAs the service accepts); `local` is the built-in PKI answered in process, or None.
+    """
+
+    def __init__(self, *, trust_roots: Sequence[x509.Certificate], local: LocalPki | None = None,
+                 timeout: float = DEFAULT_FETCH_TIMEOUT, limits: FetchLimits = FETCH_LIMITS) -> None:
+        if not trust_roots:
+            raise ValueError("a validation data source needs at least one trust root")
+        self.trust_roots = tuple(trust_roots)
+        self._local = local
+        self._timeout = timeout
+        self._limits = limits
+        self._session = LazySession()  # type: ignore[no-untyped-call]  # unannotated in pyHanko
+        self._ocsp_url = local.urls.ocsp if local is not None else None
+        self._crl_urls = {local.urls.crl(name): name for name in CA_NAMES} if local is not None else {}
+        self._ca_urls = {local.urls.ca_certificate(name): name for name in CA_NAMES} if local is not None else {}
+
+    def context(self, *, other_certs: Iterable[x509.Certificate] = ()) -> ValidationContext:
+        """A fresh validation context, fetching allowed, revocation hard-fail, for one signature."""
+        return ValidationContext(
+            trust_roots=list(self.trust_roots),
+            other_certs=list(other_certs),
+            allow_fetching=True,
+            revocation_mode=REVOCATION_MODE,
+            fetchers=self._fetchers(),
+        )
+
+    def _fetchers(self) -> Fetchers:
+        budget = FetchBudget(self._limits)
+        timeout = self._timeout
+        return Fetchers(
+            ocsp_fetcher=_LocalFirstOcspFetcher(self, self._session, per_request_timeout=timeout, budget=budget),
+            crl_fetcher=_LocalFirstCrlFetcher(self, self._session, per_request_timeout=timeout, budget=budget),
+            cert_fetcher=_LocalFirstCertificateFetcher(self, self._session, per_request_timeout=timeout,
+                                                       budget=budget),
+        )
+
+    async def close(self) -> None:
+        """Close the HTTP session used for other PKIs (created again when next needed)."""
+        await self._session.close()  # type: ignore[no-untyped-call]  # unannotated in pyHanko
+
+    # --- the in-process answers --------------------------------------------------------------------------
+
+    def local_ocsp(self, urls: Iterable[str]) -> bool:
+        return self._ocsp_url is not None and self._ocsp_url in urls
+
+    async def ocsp(self, request: ocsp.OCSPRequest) -> ocsp.OCSPResponse:
+        assert self._local is not None  # noqa: S101 - local_ocsp said so
+        assert self._ocsp_url is not None  # noqa: S101
+        reply = await self._local.ocsp(request.dump())
+        response: ocsp.OCSPResponse = process_ocsp_response_data(reply.der, ocsp_request=request,
+                                                                 ocsp_url=self._ocsp_url)
+        return response
+
+    def local_crl(self, url: str) -> str | None:
+        return self._crl_urls.get(url)
+
+    async def crl(self, name: str) -> crl.CertificateList:
+        assert self._local is not None  # noqa: S101 - local_crl found the name
+        try:
+            return crl.CertificateList.load(await self._local.crl(name))
+        except KeysError as exc:
+            raise CRLFetchError(f"the built-in {name} CA has no CRL: {exc.detail}") from exc
+        except Exception as exc:  # the database away, a CRL that does not parse: no CRL from here
+            raise CRLFetchError(f"the built-in {name} CA's CRL is unavailable: {type(exc).__name__}") from exc
+
+    def local_ca(self, url: str) -> str | None:
+        return self._ca_urls.get(url)
+
+    async def ca_certificate(self, name: str) -> list[x509.Certificate]:
+        assert self._local is not None  # noqa: S101 - local_ca found the name
+        try:
+            return [x509.Certificate.load(await self._local.ca_certificate(name))]
+        except Exception as exc:  # the database away, no such CA: pyhanko-certvalidator's fetch failure
+            raise CertificateFetchError(f"the built-in {name} CA certificate is unavailable: "
+                                        f"{type(exc).__name__}") from exc
+
+
+class _LocalFirstOcspFetcher(AIOHttpOCSPFetcher):
+    """pyhanko-certvalidator's OCSP fetcher; a certificate naming Açar's responder is answered in process."""
+
+    def __init__(self, source: ValidationDataSource, session: LazySession, *, per_request_timeout: float,
+                 budget: FetchBudget) -> None:
+        super().__init__(session, per_request_timeout=per_request_timeout, budget=budget)
+        self._source = source
+
+    async def _fetch(self, cert: x509.Certificate | cms.AttributeCertificateV2, authority: Authority) -> Any:
+        if not self._source.local_ocsp(get_ocsp_urls(cert)):
+            return await super()._fetch(cert, authority)
+        request = format_ocsp_request(cert, authority, certid_hash_algo=self.certid_hash_algo,
+                                      request_nonces=self.request_nonces)
+        try:
+            return await self._source.ocsp(request)
+        except OCSPValidationError as exc:  # not "successful", or the nonce differs: no usable answer
+            raise OCSPFetchError(f"the built-in OCSP responder gave no usable answer: {exc}") from exc
+
+
+class _LocalFirstCrlFetcher(AIOHttpCRLFetcher):
+    """pyhanko-certvalidator's CRL fetcher; Açar's own distribution points are answered in process."""
+
+    def __init__(self, source: ValidationDataSource, session: LazySession, *, per_request_timeout: float,
+                 budget: FetchBudget) -> None:
+        super().__init__(session, per_request_timeout=per_request_timeout, budget=budget)
+        self._source = source
+
+    async def _single_fetch(self, url: str) -> Any:
+        name = self._source.local_crl(url)
+        if name is None:
+            return await super()._single_fetch(url)  # type: ignore[no-untyped-call]  # unannotated in pyHanko
+
+        async def task() -> crl.CertificateList:
+            return await self._source.crl(name)
+
+        return await self._post_fetch_task(url, task)  # type: ignore[no-untyped-call]  # unannotated in pyHanko
+
+
+class _LocalFirstCertificateFetcher(AIOHttpCertificateFetcher):
+    """pyhanko-certvalidator's caIssuers fetcher; Açar's own CA certificates are answered in process."""
+
+    def __init__(self, source: ValidationDataSource, session: LazySession, *, per_request_timeout: float,
+                 budget: FetchBudget) -> None:
+        super().__init__(session, per_request_timeout=per_request_timeout, budget=budget)
+        self._source = source
+
+    async def fetch_certs(self, url: str, url_origin_type: str) -> Any:
+        name = self._source.local_ca(url)
+        if name is None:
+            return await super().fetch_certs(url, url_origin_type)  # type: ignore[no-untyped-call]  # unannotated in pyHanko
+
+        async def task() -> list[x509.Certificate]:
+            return await self._source.ca_certificate(name)
+
+        return await self._post_fetch_task(url, task)  # type: ignore[no-untyped-call]  # unannotated in pyHanko
+
