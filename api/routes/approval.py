@@ -188,9 +188,7 @@ async def approval_page(request: Request, request_id: str) -> Response:
         approval = approval_of(request)
         async with RequestUnit.on(services.direct, reading=True) as work:
             store = approval.stores(work.tx)
-            found = await approval.service.request(store, request_id)
-            if not found.pending:
-                raise RequestNotPending("decided", state=found.state)
+            found = await approval.service.waiting(store, request_id)
             signed_in = await _session(request, provider, work)
             if signed_in is not None and _reaches(signed_in[0].level, approval.level):
                 state, cookie = signed_in

@@ -261,16 +261,21 @@ class ApprovalService:
             raise ApprovalRequestNotFound("there is no signing request at this address")
         return found
 
-    async def pending(self, store: ApprovalStore, request_id: str, *, fin: str) -> ApprovalRequest:
-        """The request, which must still wait for this signer's decision: else ApprovalRequestNotFound,
-        RequestNotPending, ApprovalExpired or WrongSigner."""
+    async def waiting(self, store: ApprovalStore, request_id: str) -> ApprovalRequest:
+        """The request, which must still wait for a decision: else ApprovalRequestNotFound, RequestNotPending or
+        ApprovalExpired (what the page tells anyone with the link, before the sign-in)."""
         found = await self.request(store, request_id)
-        if not hmac.compare_digest(found.signer_fin.encode(), fin.encode()):
-            raise WrongSigner("this signing request is addressed to another person")
         if not found.pending:
             raise RequestNotPending(f"this signing request is {found.state}", state=found.state)
         if found.expires_at <= self._clock():
             raise ApprovalExpired("this signing request has expired")
+        return found
+
+    async def pending(self, store: ApprovalStore, request_id: str, *, fin: str) -> ApprovalRequest:
+        """The request, which must still wait for this signer's decision (`waiting`), else WrongSigner."""
+        found = await self.waiting(store, request_id)
+        if not hmac.compare_digest(found.signer_fin.encode(), fin.encode()):
+            raise WrongSigner("this signing request is addressed to another person")
         return found
 
     @staticmethod

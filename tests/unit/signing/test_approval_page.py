@@ -300,8 +300,20 @@ async def test_unknown_expired_and_decided_requests_get_a_page(world: World, cli
     r = await client.get(f"/sign/{done}", headers=headers)
     assert r.status_code == 409 and 'id="sign-state"' in r.text
     expired = world.add(expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1))
-    page = await sign_in(world, client, expired, world.signer)
-    assert page.status_code == 410 and 'id="sign-state"' in page.text
+    r = await client.get(f"/sign/{expired}", headers=headers)  # said before any sign-in
+    assert r.status_code == 410 and 'id="sign-state"' in r.text
+    assert world.store.writes == []
+
+
+async def test_a_request_expiring_after_the_page_opened(world: World, client: httpx.AsyncClient) -> None:
+    request_id = world.add()
+    page = await sign_in(world, client, request_id, world.signer)
+    begun = await options(client, request_id, data_csrf(page.text))
+    request = world.store.requests[request_id]
+    world.store.requests[request_id] = dataclasses.replace(
+        request, expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
+    r = await approve(client, request_id, data_csrf(page.text), begun["ceremony"], world.signer.get(begun["publicKey"]))
+    assert r.status_code == 410 and r.json()["code"] == "signing_request_expired", r.text
     assert world.store.writes == []
 
 
