@@ -134,15 +134,8 @@ async def bench_b_t(runs: int, per_run: int, url: str) -> tuple[float, float, fl
                 await services.pki.initialize(session, actor="bench", create_hierarchy=True)
                 handle = await services.key_store.generate(session, "EC-P256", purpose="seal", label="bench")
                 subject = NaturalPerson.create(fin="5ABC12D", given_name="Bench", surname="Signer")
-                # pyhanko.sign.ades registers a qcStatements spec in asn1crypto that keys.profiles trips over
-                # (reported; to be fixed in keys/profiles.py): set aside while the certificate is issued
-                spec = asn1_x509.Extension._oid_specs.pop("qc_statements", None)
-                try:
-                    row = await services.pki.ca.issue(session, profile=Profile.NATURAL_PERSON_SIGNING,
-                                                      subject=subject, public_key=handle.public_key(), actor="bench")
-                finally:
-                    if spec is not None:
-                        asn1_x509.Extension._oid_specs["qc_statements"] = spec
+                row = await services.pki.ca.issue(session, profile=Profile.NATURAL_PERSON_SIGNING,
+                                                  subject=subject, public_key=handle.public_key(), actor="bench")
             issuing = asn1_x509.Certificate.load(await services.pki.ca_certificate("issuing"))
             credentials = SigningCredentials(handle=handle, certificate=asn1_x509.Certificate.load(row.der),
                                              chain=(issuing,))

@@ -273,7 +273,9 @@ class CertificatePolicy:
                       "statement_info": _SemanticsInformation({"semantics_identifier": semantics})})
         # asn1crypto has no spec for qcStatements; the extension value is its DER (RFC 3739 section 3.2.6),
         # never critical (EN 319 412-5 QCS-4.1-02)
-        return _extension(ID_PE_QC_STATEMENTS, _QcStatements(items).dump(), critical=False)
+        # as an opaque OCTET STRING value: whichever qcStatements spec another library registered in asn1crypto
+        # (pyHanko's signers do) would otherwise reinterpret the value; the DER is the same either way
+        return _extension(ID_PE_QC_STATEMENTS, core.ParsableOctetString(_QcStatements(items).dump()), critical=False)
 
 
 def check_subject(profile: Profile, subject: Subject) -> None:

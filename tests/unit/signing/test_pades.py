@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import datetime as dt
 import hashlib
 import re
 import shutil
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -21,7 +20,6 @@ from typing import Any
 
 import pytest
 from asn1crypto import cms, ocsp, x509
-from asn1crypto import x509 as asn1_x509
 from cryptography import x509 as cx509
 from cryptography.hazmat.primitives.serialization import Encoding
 from pyhanko.pdf_utils.reader import PdfFileReader
@@ -145,9 +143,10 @@ class World:
         """A fresh P-256 software key (keys' software store) with a certificate of the issuing CA."""
         async with self.services.sessions() as session, session.begin():
             handle = await self.services.key_store.generate(session, "EC-P256", purpose="signing", label="test")
-            with _without_pyhanko_qc_statements_spec():
-                row = await self.services.pki.ca.issue(session, profile=profile, subject=subject, days=days,
-                                                       public_key=handle.public_key(), actor="test")
+            # pyHanko's signers (imported here) register a qcStatements spec in asn1crypto: keys.profiles must
+            # issue qualified certificates all the same (it once failed with AttributeError)
+            row = await self.services.pki.ca.issue(session, profile=profile, subject=subject, days=days,
+                                                   public_key=handle.public_key(), actor="test")
         return SigningCredentials(handle=handle, certificate=x509.Certificate.load(row.der), chain=(self.issuing,))
 
     async def sign(self, pdf: bytes, level: PadesLevel, credentials: SigningCredentials | None = None,
@@ -160,19 +159,6 @@ class World:
         assert result.level is level
         assert signed.startswith(pdf), "an incremental update keeps the input bytes"
         return signed
-
-
-@contextlib.contextmanager
-def _without_pyhanko_qc_statements_spec() -> Iterator[None]:
-    """Test-only workaround: importing pyhanko.sign.ades registers a qcStatements spec in asn1crypto's Extension
-    (pyhanko.sign.ades.asn1_util.register_x509_extension), after which keys.profiles, which passes the extension
-    value as DER bytes, fails with AttributeError. Reported to the coordinator; the fix belongs in keys/profiles."""
-    spec = asn1_x509.Extension._oid_specs.pop("qc_statements", None)
-    try:
-        yield
-    finally:
-        if spec is not None:
-            asn1_x509.Extension._oid_specs["qc_statements"] = spec
 
 
 @pytest.fixture
