@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import datetime as dt
 import inspect
 import logging
@@ -21,7 +22,20 @@ from api.deps import Services, build_services
 from api.logging import configure_logging
 from api.middleware import BodyLimitMiddleware, RequestContextMiddleware, SecurityHeaders
 from api.rendering import STATIC, PageContextMiddleware
-from api.routes import account, admin, clients, enrollment_admin, health, interaction, keys, oidc, passkeys, pki, tsa
+from api.routes import (
+    account,
+    admin,
+    clients,
+    enrollment_admin,
+    health,
+    interaction,
+    keys,
+    oidc,
+    passkeys,
+    pki,
+    signing,
+    tsa,
+)
 from api.routes import approval as approval_routes
 from api.routes import pages as page_routes
 from api.settings import Settings, load_settings
@@ -31,6 +45,7 @@ from idp.sql.passkeys_store import purge_passkey_rows
 from idp.sql.revocation import TokenRevocations
 from idp.sql.store import purge_expired
 from keys.software import SoftwareKeyStore
+from signing.sql.store import SqlSigningUnits
 from storage.audit import purge_audit
 from storage.base import utcnow
 from storage.direct import SessionTransaction
@@ -39,6 +54,8 @@ log = logging.getLogger("acar.app")
 BACKCHANNEL_TICK_SECONDS = 5.0
 """How often due back-channel logout retries are looked for (a logout itself wakes the worker at once)."""
 LOGOUT_DELIVERY_KEPT = dt.timedelta(days=7)
+SIGNING_TICK_SECONDS = 5.0
+"""How often the in-process signing worker looks for due jobs (a new seal request wakes it at once)."""
 
 
 def audit_cutoffs(settings: Settings, now: dt.datetime) -> dict[str, dt.datetime | None]:
@@ -86,6 +103,7 @@ async def _housekeeping(services: Services, interval: float, backchannel: Backch
                 log.info("oidc.purged", extra=purged)
         except Exception:
             log.exception("tokens.purge_failed")
+        await _signing_pass(services)
         try:  # the FIDO metadata BLOB, when its file changed (a large file: verified off the event loop)
             await asyncio.to_thread(services.passkeys.rp.attestation.refresh)
         except Exception:
@@ -99,6 +117,37 @@ async def _housekeeping(services: Services, interval: float, backchannel: Backch
         if passed is not None:
             passed.set()  # one whole pass done (tests wait for it before racing the schedule)
         await asyncio.sleep(interval)
+
+
+async def signing_housekeeping(services: Services, now: dt.datetime) -> dict[str, int]:
+    """Sign-mode requests past their expiry expire; the documents' bytes of requests finished more than
+    ACAR_SIGNING_RETENTION_HOURS ago are deleted (their digests and the audit trail stay)."""
+    retention = dt.timedelta(hours=services.settings.signing_retention_hours)
+    async with SqlSigningUnits(services.direct).writing() as store:
+        expired = await store.expire_requests(now)
+        purged = await store.purge_contents(now - retention, now)
+    return {"signing_requests_expired": expired, "signing_requests_purged": purged}
+
+
+async def _signing_pass(services: Services) -> None:
+    try:
+        purged = await signing_housekeeping(services, utcnow())
+        if any(purged.values()):
+            log.info("signing.housekeeping", extra=purged)
+    except Exception:
+        log.exception("signing.housekeeping_failed")
+
+
+def _background(svc: Services, settings: Settings, backchannel: BackchannelDelivery,
+                passed: asyncio.Event) -> list[asyncio.Task[None]]:
+    """The application's background tasks: housekeeping, back-channel logout delivery and, unless separate
+    `acar worker` processes sign (ACAR_SIGNING_INPROCESS_WORKER=false), the signing worker, in a context of its
+    own (no request's unit of work is its outer unit)."""
+    tasks = [asyncio.create_task(_housekeeping(svc, settings.housekeeping_seconds, backchannel, passed)),
+             asyncio.create_task(backchannel.run(min(settings.housekeeping_seconds, BACKCHANNEL_TICK_SECONDS)))]
+    if settings.signing_inprocess_worker:
+        tasks.append(asyncio.create_task(svc.signing.worker.run(SIGNING_TICK_SECONDS), context=contextvars.Context()))
+    return tasks
 
 
 async def startup_checks(services: Services) -> None:
@@ -162,17 +211,15 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         backchannel = BackchannelDelivery(svc.sessions, svc.oidc.tokens.logout_token)
         app.state.backchannel = backchannel
         app.state.housekeeping_passed = asyncio.Event()
-        task = asyncio.create_task(_housekeeping(svc, settings.housekeeping_seconds, backchannel,
-                                                 app.state.housekeeping_passed))
-        delivery = asyncio.create_task(backchannel.run(min(settings.housekeeping_seconds, BACKCHANNEL_TICK_SECONDS)))
+        background = _background(svc, settings, backchannel, app.state.housekeeping_passed)
         log.info("service.started", extra={"issuer": settings.issuer, "env": settings.env})
         try:
             yield
         finally:
-            for background in (task, delivery):
-                background.cancel()
+            for running in background:
+                running.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await background
+                    await running
             await backchannel.aclose()
             await svc.audit_log.stop()
             if own:
@@ -203,6 +250,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(tsa.router)
     app.include_router(pki.router)
+    app.include_router(signing.router)
     # The endpoints of every login and every token, once each, as plain Starlette routes at the head of the route
     # table: matched first, without FastAPI's request handling (dependency solving, its request and response
     # wrappers), and still under the exception handlers and the router's 405 answers like every other route.
@@ -212,7 +260,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     # FastAPI documents only its own routes; /openapi.json (development only) describes these too
     app.openapi = _openapi_with(app, plain, settings.issuer)  # type: ignore[method-assign]  # FastAPI's documented extension point
     # every body capped before any route reads it (innermost: its 413 carries the request id and is logged)
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    # ... except the signing API's uploads: PDFs up to ACAR_SIGNING_MAX_DOCUMENT_BYTES each, as multipart parts or
+    # base64 in JSON, within ACAR_SIGNING_MAX_REQUEST_BYTES (multipart files are spooled to disk as they arrive)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes,
+                       larger={signing.router.prefix: settings.resolved_signing_max_request_bytes})
     app.add_middleware(PageContextMiddleware)  # the request a page answers, for its language (api.rendering)
     app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.access_log,
                        security=SecurityHeaders(https=settings.issuer.startswith("https://")))

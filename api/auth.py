@@ -157,3 +157,60 @@ def require_scope(scope: str) -> Callable[[Request], Awaitable[AdminPrincipal]]:
 
     AUTHENTICATORS.add(dependency)
     return dependency
+
+
+# --- agency clients: client_credentials access tokens of our own IdP (the signing API) ---------------------------
+
+SIGNING_SCOPE = "signing"
+"""The API scope an agency client is registered for (`acar client add --grant-type client_credentials --scope
+signing`) to use /api/v1/signing-requests."""
+CLIENT_AUTHENTICATORS: set[Callable[[Request], Awaitable[AgencyClient]]] = set()
+"""Every dependency made by `require_client_scope` (api.openapi documents their operations' bearer scheme)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgencyClient:
+    """An agency system authenticated by its own client_credentials access token."""
+
+    client_id: str
+    scopes: frozenset[str]
+
+
+def require_client_scope(scope: str) -> Callable[[Request], Awaitable[AgencyClient]]:
+    """A FastAPI dependency: an RFC 9068 access token this IdP issued to a client on its own behalf
+    (client_credentials: no person), active (not revoked, its client not disabled: idp.core.grants
+    active_access_token), carrying `scope`. Refusals are problems with the Bearer challenge of RFC 6750 section 3:
+    401 invalid_token, 403 insufficient_scope."""
+    from idp.core.errors import InvalidToken as InactiveToken
+
+    challenge = f'Bearer realm="acar", scope="{scope}"'
+
+    async def dependency(request: Request) -> AgencyClient:
+        services: Services = request.app.state.services
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiProblem(401, "unauthorized", "Authentication required",
+                             "send the client's access token (client_credentials) as a Bearer token",
+                             headers={"WWW-Authenticate": challenge})
+        provider = services.oidc
+        try:
+            async with provider.unit_of_work(reading=True) as unit:
+                verified, grant = await provider.grants.active_access_token(token.strip(), unit.oidc)
+        except InactiveToken as exc:
+            raise ApiProblem(401, "invalid_token", "Invalid token", exc.description, headers={
+                "WWW-Authenticate": f'{challenge}, error="invalid_token"'}) from None
+        client_id = str(verified.claims.get("client_id", ""))
+        scopes = frozenset(str(verified.claims.get("scope", "")).split())
+        if grant is not None or verified.claims.get("sub") != client_id:
+            raise ApiProblem(403, "insufficient_scope", "Insufficient scope",
+                             "this API takes a client's own token (client_credentials), not a person's",
+                             headers={"WWW-Authenticate": f'{challenge}, error="insufficient_scope"'})
+        if scope not in scopes:
+            raise ApiProblem(403, "insufficient_scope", "Insufficient scope",
+                             f"the access token does not carry the scope {scope}",
+                             headers={"WWW-Authenticate": f'{challenge}, error="insufficient_scope"'})
+        return AgencyClient(client_id=client_id, scopes=scopes)
+
+    CLIENT_AUTHENTICATORS.add(dependency)
+    return dependency

@@ -434,6 +434,60 @@ def cmd_admin_revoke_token(args: argparse.Namespace, settings: Settings) -> None
     _emit(args, _run(settings, work))
 
 
+def cmd_seal_assign(args: argparse.Namespace, settings: Settings) -> None:
+    """Register an agency client's electronic seal: its legal person (VÖEN, organization) and a seal key with a
+    legal-person-seal certificate from the built-in CA (kept when the legal person is unchanged and the
+    certificate still usable)."""
+    from idp.sql.clients import ClientRegistry
+    from signing.sql.seals import assign_seal
+
+    async def work(services: CommandServices, session: AsyncSession) -> dict[str, Any]:
+        client = await ClientRegistry(session).get(args.client_id)
+        if client is None:
+            raise CliError(f"no client {args.client_id!r} is registered")
+        assigned = await assign_seal(session, ca=services.pki.ca, store=services.key_store, client_id=args.client_id,
+                                     voen=args.voen, organization=args.organization, actor="cli", days=args.days)
+        seal = assigned.seal
+        return {"client_id": seal.client_id, "voen": seal.voen, "organization": seal.organization,
+                "key_id": seal.key_id, "certificate_serial": assigned.serial, "new_key": assigned.created_key,
+                "signing_scope": "signing" in client.scopes}
+
+    _emit(args, _run(settings, work))
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
+    """Run a signing worker until SIGTERM or SIGINT: claims approved documents' jobs and signs them
+    (signing.core.jobs); any number may run beside `acar serve` and each other. It builds the service graph
+    `acar serve` does (the engine's in-process TSA and PKI), without the HTTP server."""
+    import asyncio
+    import contextlib
+    import signal
+
+    from api.app import startup_checks
+    from api.deps import build_services
+
+    if args.interval <= 0:
+        raise CliError("--interval must be positive")
+
+    async def run() -> None:
+        services = build_services(settings)
+        try:
+            await startup_checks(services)  # a wrong master key stops it here
+            await services.audit_log.start()  # the TSA's audit events are group-committed
+            worker = services.signing.worker
+            task = asyncio.create_task(worker.run(args.interval))
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, task.cancel)
+            print(json.dumps({"worker": worker.name, "started": True}), flush=True)
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        finally:
+            await services.close()
+
+    asyncio.run(run())
+
+
 def _client_registration(args: argparse.Namespace) -> Any:
     """The registration of `acar client add`, checked before any database work (idp.sql.clients rules)."""
     from idp.sql.clients import DEFAULT_GRANT_TYPES, ClientRegistration, default_scopes, validate_registration
@@ -678,6 +732,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_admin_revoke_token)
     _add_pki_commands(sub, common)
     _add_client_commands(sub, common)
+    _add_signing_commands(sub, common)
     p = sub.add_parser("enroll-code", parents=[common], help="issue a passkey activation code for a person (20 "
                        "symbols, XXXX-XXXX-XXXX-XXXX-XXXX, printed once, with its code_id for the audit trail); "
                        "their earlier unused codes stop working")
@@ -733,6 +788,22 @@ def _add_pki_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p = cert.add_parser("show", parents=[common], help="show a certificate and its status")
     p.add_argument("serial", help="the serial number in hexadecimal")
     p.set_defaults(func=cmd_cert_show)
+
+
+def _add_signing_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    seal = sub.add_parser("seal", parents=[common], help="agencies' electronic seals").add_subparsers(
+        dest="seal_command", required=True, parser_class=_Parser)
+    p = seal.add_parser("assign", parents=[common], help="register a client's seal (VÖEN, organization) and create "
+                        "its seal key and legal-person-seal certificate")
+    p.add_argument("client_id")
+    p.add_argument("--voen", required=True, help="the organization's taxpayer identification number (10 digits)")
+    p.add_argument("--organization", required=True, help="the organization's name (at most 64 characters)")
+    p.add_argument("--days", type=int, help="validity of a new certificate in days (default 365)")
+    p.set_defaults(func=cmd_seal_assign)
+    p = sub.add_parser("worker", parents=[common], help="run a signing worker (signs approved documents) until "
+                       "SIGTERM")
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between looks for due jobs (default 2)")
+    p.set_defaults(func=cmd_worker)
 
 
 def _add_client_commands(sub: Any, common: argparse.ArgumentParser) -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -25,6 +26,10 @@ if TYPE_CHECKING:  # the services' modules are imported by the builders that nee
     from keys.pki import PkiService
     from keys.token_keys import TokenKeyService
     from keys.tsa import TimestampService, TsaCredentials
+    from signing.core.jobs import SigningWorker
+    from signing.core.pades import PadesEngine, SignatureOptions, SignatureResult, SigningCredentials
+    from signing.core.requests import RequestService
+    from signing.core.revocation import ValidationDataSource
     from storage.audit import AuditSink, GroupCommitAuditLog
 
 
@@ -45,9 +50,11 @@ class Services:
     passkeys: PasskeyService  # WebAuthn ceremonies and credential management (idp.core.webauthn)
     enrollment_policy: EnrollmentPolicy  # activation codes and enrollments (idp.sql.enrollment)
     ratelimits: RateLimits  # per-IP/client/code budgets on memory or a shared Redis (api.ratelimit)
+    signing: SigningServices  # signing requests and the durable worker (signing/)
     approval: Approval | None = None  # the signer's approval pages (api.routes.approval); None until its store is wired
 
     async def close(self) -> None:
+        await self.signing.close()
         await self.audit_log.stop()
         await self.ratelimits.limiter.close()
         if self.owns_key_store:
@@ -97,7 +104,7 @@ def build_services(settings: Settings, *, key_store: KeyStore | None = None) -> 
     store = key_store or build_key_store(settings)
     token_keys = build_token_keys(settings, sessions, store)
     pki = build_pki(settings, sessions, store, direct)
-    tsa = TsaProvider(
+    provider = TsaProvider(
         _tsa_credentials(pki, sessions),
         policy_oid=settings.tsa_policy_oid,
         serials=SerialAllocator(sessions, purpose="tsa"),
@@ -107,14 +114,93 @@ def build_services(settings: Settings, *, key_store: KeyStore | None = None) -> 
         refresh_seconds=settings.key_cache_seconds,  # how soon every node stops using a revoked TSA certificate
     )
     audit_log = GroupCommitAuditLog(direct)
+    timestamps = TimestampService(provider, audit_log)
     clients = CachedClientDirectory(sessions, ttl_seconds=settings.key_cache_seconds)
     oidc = build_provider(settings, clients=clients, token_keys=token_keys, sessions=sessions, direct=direct,
                           audit_log=audit_log)
     return Services(settings=settings, engine=engine, sessions=sessions, key_store=store, token_keys=token_keys,
-                    pki=pki, owns_key_store=key_store is None, tsa=TimestampService(tsa, audit_log), direct=direct,
+                    pki=pki, owns_key_store=key_store is None, tsa=timestamps, direct=direct,
                     audit_log=audit_log, clients=clients, oidc=oidc,
                     passkeys=build_passkeys(settings), enrollment_policy=build_enrollment_policy(settings),
-                    ratelimits=build_ratelimits(settings, audit_log))
+                    ratelimits=build_ratelimits(settings, audit_log),
+                    signing=build_signing(settings, sessions, direct, pki, timestamps))
+
+
+class SigningEngine:
+    """The PAdES engine (signing.core.pades) of this process, built at its first signature: its validation data
+    trusts the built-in root, read from the database then (not at start-up, when the CA may not exist yet).
+    Time-stamps come from the built-in TSA in process (audited through the group commit, which must be running);
+    the built-in PKI's OCSP, CRLs and certificates are answered in process too (signing.core.revocation)."""
+
+    def __init__(self, pki: PkiService, tsa: TimestampService) -> None:
+        self._pki = pki
+        self._tsa = tsa
+        self._engine: PadesEngine | None = None
+        self._validation: ValidationDataSource | None = None
+        self._building = asyncio.Lock()
+
+    async def engine(self) -> PadesEngine:
+        if self._engine is None:
+            async with self._building:
+                if self._engine is None:
+                    from asn1crypto import x509
+
+                    from signing.core.pades import PadesEngine
+                    from signing.core.revocation import ValidationDataSource
+                    from signing.core.timestamps import ServiceTimeStamper
+
+                    root = x509.Certificate.load(await self._pki.ca_certificate("root"))
+                    self._validation = ValidationDataSource(trust_roots=[root], local=self._pki)
+                    self._engine = PadesEngine(timestamper=ServiceTimeStamper(self._tsa), validation=self._validation)
+        return self._engine
+
+    async def sign(self, source: BinaryIO, output: BinaryIO, credentials: SigningCredentials,
+                   options: SignatureOptions, *, actor: str) -> SignatureResult:
+        return await (await self.engine()).sign(source, output, credentials, options, actor=actor)
+
+    async def close(self) -> None:
+        if self._validation is not None:
+            await self._validation.close()
+
+
+@dataclass
+class SigningServices:
+    """The signing service's pieces (signing/): the agency API's requests, the engine and the worker that signs."""
+
+    requests: RequestService
+    engine: SigningEngine
+    worker: SigningWorker
+
+    async def close(self) -> None:
+        await self.engine.close()
+
+
+def build_signing(settings: Settings, sessions: async_sessionmaker[AsyncSession], direct: DirectDatabase,
+                  pki: PkiService, tsa: TimestampService, *, worker_name: str | None = None) -> SigningServices:
+    """Signing requests (ACAR_SIGNING_* bounds) and the worker, on `direct`'s units of work, sealing with the keys
+    the built-in CA certified (signing.sql.seals)."""
+    from api.logging import request_id_var
+    from signing.core.inspect import InputPolicy
+    from signing.core.jobs import SigningWorker
+    from signing.core.requests import RequestPolicy, RequestService, policy_inspector
+    from signing.sql.seals import SealCredentials
+    from signing.sql.store import SqlSigningUnits
+    from storage.base import utcnow
+
+    units = SqlSigningUnits(direct, request_id=request_id_var.get)
+    policy = RequestPolicy(
+        max_documents=settings.signing_max_documents, max_document_bytes=settings.signing_max_document_bytes,
+        allow_http_callback=settings.env == "development",
+        sign_lifetime=dt.timedelta(hours=settings.signing_request_lifetime_hours),
+        seal_lifetime=dt.timedelta(hours=settings.signing_request_lifetime_hours))
+    inputs = InputPolicy(max_bytes=settings.signing_max_document_bytes, max_pages=settings.signing_max_pages,
+                         refuse_active_content=settings.signing_refuse_active_content)
+    requests = RequestService(units, policy=policy, inspector=policy_inspector(inputs), clock=utcnow)
+    engine = SigningEngine(pki, tsa)
+    worker = SigningWorker(units, engine,
+                           SealCredentials(sessions, pki.ca, ttl_seconds=settings.key_cache_seconds),
+                           lease=dt.timedelta(seconds=settings.signing_lease_seconds), name=worker_name, clock=utcnow)
+    return SigningServices(requests=requests, engine=engine, worker=worker)
 
 
 def build_ratelimits(settings: Settings, audit: AuditSink) -> RateLimits:

@@ -27,8 +27,10 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 
+from api.auth import CLIENT_AUTHENTICATORS
 from api.bodies import authenticators
 from api.errors import CsrfRefused, LoginRequired, RateLimited
+from api.schemas.signing import SigningRequestCreate
 from api.text import PAGE_TAGS
 from idp.core.client_auth import JWT_BEARER_ASSERTION
 from idp.core.interfaces import GRANT_TYPES, LEVELS
@@ -53,6 +55,7 @@ from idp.core.webauthn import (
 )
 from idp.sql.enrollment import CodeInvalid, CodeUsed, EnrollmentRequired
 from idp.sql.revocation import JTI_RE
+from signing.core import errors as signing_errors
 from signing.core.approval import (
     ApprovalError,
     ApprovalExpired,
@@ -181,6 +184,9 @@ SECURITY_SCHEMES: dict[str, Any] = {
                     "description": "an admin access token (RFC 9068) from `acar admin token` or POST /admin/tokens"},
     "accessToken": {"type": "http", "scheme": "bearer",
                     "description": "an access token issued by /token (RFC 6750)"},
+    "agencyBearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                     "description": "an agency client's own access token (client_credentials at /token, RFC 9068) "
+                                    "carrying the scope `signing`"},
 }
 
 
@@ -200,8 +206,7 @@ def html(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"text/html": {"schema": {"type": "string"}}}}
 
 
-def coded_problem(description: str,
-                  errors: list[type[PasskeyError] | type[RateLimited] | type[ApprovalError]]) -> dict[str, Any]:
+def coded_problem(description: str, errors: list[Any]) -> dict[str, Any]:
     """A problem with the member `code` (api.problems.passkey_problem, api.problems.rate_limited): one of the
     codes `errors` carry."""
     codes = sorted({error.code for error in errors})
@@ -473,8 +478,72 @@ def _merge(operation: dict[str, Any], entry: Mapping[str, Any]) -> None:
     operation.update(documented)
 
 
+_SIGNING_ERRORS_OF_CREATE = [
+    signing_errors.InvalidSigningRequest, signing_errors.InvalidLevel, signing_errors.InvalidFin,
+    signing_errors.SignerRequired, signing_errors.InvalidPlacement, signing_errors.InvalidCallbackUrl,
+    signing_errors.InvalidDocument, signing_errors.TooManyDocuments, signing_errors.IdempotencyKeyReused,
+    signing_errors.NoSeal, signing_errors.EncryptedPdf, signing_errors.DamagedPdf, signing_errors.TooManyPages,
+    signing_errors.TooManyObjects, signing_errors.InflationBomb, signing_errors.ReferenceLoop,
+    signing_errors.ActiveContent, signing_errors.PdfRefused]
+_SIGNING_STATUS = {404: "no such request for this client", 409: "refused in the request's present state",
+                   410: "gone: the retention ran out", 422: "the request or a document is refused (see code)"}
+"""413 and 415 are plain problems: the edge's 413 and the route's 415 carry no `code` member."""
+
+
+def _signing_errors(*errors: Any) -> dict[str, Any]:
+    """The refusals of a signing operation by status, each a problem with the `code`s of that status."""
+    by_status: dict[int, list[Any]] = {}
+    for error in errors:
+        by_status.setdefault(error.status_code, []).append(error)
+    return {str(status): coded_problem(_SIGNING_STATUS[status], found) for status, found in sorted(by_status.items())}
+
+
+_MULTIPART_EXAMPLE = {"mode": "seal", "reason": "Arayış", "level": "B-LT", "document": ["(PDF file)"]}
+SIGNING_OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
+    ("/api/v1/signing-requests", "post"): {
+        "responses": {"200": {"description": "the same Idempotency-Key and body as before: the request made then",
+                              "content": {"application/json": {"schema": _ref("SigningRequestOut")}}},
+                      "415": problem("neither application/json nor multipart/form-data (unsupported_media_type), or a "
+                                     "document that is not a PDF (not_pdf)"),
+                      "413": problem("the body is over ACAR_SIGNING_MAX_REQUEST_BYTES (content_too_large) or a "
+                                     "document over ACAR_SIGNING_MAX_DOCUMENT_BYTES (too_large)"),
+                      **_signing_errors(*_SIGNING_ERRORS_OF_CREATE)}},
+    ("/api/v1/signing-requests/{request_id}", "get"): {"responses": _signing_errors(signing_errors.RequestNotFound)},
+    ("/api/v1/signing-requests/{request_id}/documents/{n}", "get"): {"responses": _signing_errors(
+        signing_errors.RequestNotFound, signing_errors.DocumentNotReady, signing_errors.DocumentDeleted)},
+}
+"""The signing API's answers beyond FastAPI's: its refusals with their codes (signing.core.errors)."""
+
+
+def _document_signing(paths: dict[str, dict[str, Any]], schemas: dict[str, Any]) -> None:
+    """SIGNING_OPERATIONS merged, the JSON body's schema (read by hand, so FastAPI does not list it) and the link
+    from a created request to its state."""
+    for (path, method), documented in SIGNING_OPERATIONS.items():
+        operation = paths.get(path, {}).get(method)
+        if operation is not None:
+            operation.setdefault("responses", {}).update(copy.deepcopy(documented["responses"]))
+    body = SigningRequestCreate.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(body.pop("$defs", {}))
+    schemas["SigningRequestCreate"] = body
+    create = paths.get("/api/v1/signing-requests", {}).get("post")
+    if create is None:
+        return
+    create["requestBody"]["content"]["multipart/form-data"]["example"] = _MULTIPART_EXAMPLE
+    follow = paths.get("/api/v1/signing-requests/{request_id}", {}).get("get")
+    if follow is not None:
+        link = {"operationId": follow["operationId"], "parameters": {"request_id": "$response.body#/id"}}
+        for status in ("200", "201"):
+            create["responses"][status]["links"] = {"GetSigningRequest": link}
+
+
 def _page(route: Any) -> bool:
     return route.path in PAGE_PATHS or bool(PAGE_TAGS.intersection(str(t) for t in getattr(route, "tags", ()) or ()))
+
+
+def _client_authenticated(dependant: Any) -> bool:
+    """Whether the route authenticates an agency client (api.auth.require_client_scope)."""
+    return any(dependency.call in CLIENT_AUTHENTICATORS or _client_authenticated(dependency)
+               for dependency in getattr(dependant, "dependencies", ()))
 
 
 def _complete_fastapi_operation(route: Any, operation: dict[str, Any]) -> None:
@@ -488,7 +557,11 @@ def _complete_fastapi_operation(route: Any, operation: dict[str, Any]) -> None:
         return
     if "422" in responses:
         responses["422"] = problem("the request does not match the schema")
-    if any(True for _ in authenticators(getattr(route, "dependant", None))):
+    if _client_authenticated(getattr(route, "dependant", None)):
+        operation["security"] = [{"agencyBearer": []}]
+        responses["401"] = problem("no valid access token (WWW-Authenticate: Bearer)")
+        responses["403"] = problem("the token is not a client's own or lacks the scope signing (insufficient_scope)")
+    elif any(True for _ in authenticators(getattr(route, "dependant", None))):
         operation["security"] = [{"adminBearer": []}]
         responses["401"] = problem("no valid admin bearer token (WWW-Authenticate: Bearer)")
         responses["403"] = problem("the token lacks the scope of this operation")
@@ -573,9 +646,10 @@ def complete(document: dict[str, Any], app: FastAPI, *, secure_cookies: bool) ->
                 parameter["schema"]["pattern"] = JTI_RE.pattern
     _document_browser_json(paths)
     _link_client_operations(paths)
-    _edge_responses(paths)
     components = document.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
+    _document_signing(paths, schemas)
+    _edge_responses(paths)
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
     schemas.update(copy.deepcopy(SCHEMAS))

@@ -24,6 +24,7 @@ from api.web import NO_STORE
 from idp.core.errors import IdpError, InvalidClient, OAuthError
 from idp.core.webauthn import PasskeyError, WrongOrigin
 from keys.errors import KeysError
+from signing.core.errors import SigningError
 from storage.direct import WriteLockTimeout
 
 log = logging.getLogger("acar.api")
@@ -199,6 +200,11 @@ def install(app: FastAPI) -> None:
             log.error("keys.error", extra={"error": exc.code, "detail": exc.detail})
             return problem(exc.status_code, exc.code, exc.title, instance=request.url.path)
         return problem(exc.status_code, exc.code, exc.title, exc.detail, instance=request.url.path)
+
+    @app.exception_handler(SigningError)
+    async def _signing(request: Request, exc: SigningError) -> JSONResponse:
+        """The signing API's refusals, with their machine code (signing.core.errors)."""
+        return coded_problem(request, exc.status_code, exc.code, exc.title, exc.detail, headers=NO_STORE)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -143,6 +143,28 @@ class Settings(BaseSettings):
     audit_anonymous_retention_days: int = Field(default=30, ge=0, le=100 * 366)
     """Audit events of unauthenticated requests (actor "anonymous") are deleted after this many days; 0: the
     general retention applies."""
+    # signing service (signing/): the agency API's bounds, the durable worker, the retention of documents
+    signing_max_document_bytes: int = Field(default=50 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    """Largest PDF a signing request may carry (refused with 413 problem too_large)."""
+    signing_max_documents: int = Field(default=20, ge=1, le=1000)
+    """Most documents in one signing request."""
+    signing_max_pages: int = Field(default=500, ge=1, le=100_000)
+    """Most pages of one document (the input policy, signing.core.inspect)."""
+    signing_refuse_active_content: bool = True
+    """Refuse documents with JavaScript, launch actions or embedded files; false reports them as findings only."""
+    signing_max_request_bytes: int | None = Field(default=None, ge=64 * 1024, le=4 * 1024 * 1024 * 1024)
+    """Largest body of POST /api/v1/signing-requests (the edge's 413). Unset: one document of the largest size as
+    base64 in JSON plus 1 MiB for the fields (resolved_signing_max_request_bytes)."""
+    signing_inprocess_worker: bool = True
+    """`acar serve` signs approved documents itself (the embedded setup is one command); false when separate
+    `acar worker` processes do it."""
+    signing_lease_seconds: float = Field(default=300.0, ge=1, le=86400)
+    """How long a worker holds a claimed job; a job of a worker that died is taken again after this."""
+    signing_retention_hours: float = Field(default=72.0, ge=0, le=24 * 3660)
+    """Documents' bytes (inputs and signed outputs) are deleted this long after their request finished; the
+    digests and the audit trail stay."""
+    signing_request_lifetime_hours: float = Field(default=72.0, gt=0, le=24 * 90)
+    """How long a sign-mode request waits for its signer's approval before it expires."""
     # PKI
     certificate_policy_oid: str = "1.3.6.1.4.1.99999.1.1"
     """The national certificate policy OID, in every certificate the issuing CA issues beside the ETSI policy of
@@ -284,6 +306,14 @@ class Settings(BaseSettings):
         """The issuer's origin (the pages that run the ceremonies are the issuer's), then the origins
         ACAR_WEBAUTHN_ORIGINS adds (WebAuthn Level 2 section 7.1 step 9: each compared exactly)."""
         return (self.issuer_origin, *(o for o in dict.fromkeys(self.webauthn_origins) if o != self.issuer_origin))
+
+    @property
+    def resolved_signing_max_request_bytes(self) -> int:
+        """ACAR_SIGNING_MAX_REQUEST_BYTES, else one document of ACAR_SIGNING_MAX_DOCUMENT_BYTES in base64 (4 bytes
+        per 3, RFC 4648 section 4) plus 1 MiB for the other fields and the multipart framing."""
+        if self.signing_max_request_bytes is not None:
+            return self.signing_max_request_bytes
+        return -(-self.signing_max_document_bytes // 3) * 4 + 1024 * 1024
 
     @property
     def resolved_pki_base_url(self) -> str:

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection
 
 import idp.sql.models  # noqa: F401  - registers the tables
 import keys.models  # noqa: F401
+import signing.sql.models  # noqa: F401
 import storage.audit  # noqa: F401
 from storage import Base, create_engine
 

@@ -176,6 +176,8 @@ async def test_every_command_answers_json_wherever_the_flag_stands(
     assert run("client show", client_id)["name"] == "Portal"
     assert run("client rotate-secret", client_id)["client_secret"]
     assert run("client update", client_id, "--no-introspect-clients")["introspect_clients"] == []
+    assert run("seal assign", client_id, "--voen", "1234567891", "--organization", "Portal")["new_key"] is True
+    run("worker", "--interval", "0", refused="--interval must be positive")
     assert run("client disable", client_id)["disabled"] is True
 
     assert ran == _commands(build_parser())

@@ -1,6 +1,7 @@
 """Property-based fuzzing of the published contract: schemathesis generates requests for every operation of a real
-`acar serve`'s /openapi.json (on PostgreSQL, where a NUL once answered 500), without and with an admin token, and
-checks every answer: no 5xx, and status code, content type and body as the document says.
+`acar serve`'s /openapi.json (on PostgreSQL, where a NUL once answered 500), without and with an admin token (and
+the signing API with an agency's token), and checks every answer: no 5xx, and status code, content type and body
+as the document says.
 
 Bounded for the test suite: a fixed seed, ACAR_FUZZ_EXAMPLES examples per operation (default 25), per
 generation mode (schema-valid and schema-invalid requests) and per credential set (none, an admin token).
@@ -125,6 +126,9 @@ def test_the_published_contract_holds_under_fuzzing(pg_database_url: str, master
     run_acar(env, "init")
     admin = acar_json(env, "admin", "token", "--subject", "fuzzer", "--scope", "acar:admin",
                       "--ttl", "3600")["access_token"]
+    agency = acar_json(env, "client", "add", "--name", "Fuzzing agency", "--grant-type", "client_credentials",
+                       "--scope", "signing")
+    acar_json(env, "seal", "assign", agency["client_id"], "--voen", "1234567891", "--organization", "Fuzz")
     server = Server(env, log_path=tmp_path / "server.log")
     try:
         server.wait_ready()
@@ -138,6 +142,13 @@ def test_the_published_contract_holds_under_fuzzing(pg_database_url: str, master
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
                 for operation in operations:
                     calls += _fuzz(operation, mode, server.base, headers, found)
+        # the signing API with an agency's own token (client_credentials, scope signing): its real bodies
+        token = requests.post(server.base + "/token", data={"grant_type": "client_credentials"}, timeout=10,
+                              auth=(agency["client_id"], agency["client_secret"])).json()["access_token"]
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            for operation in operations:
+                if operation.path.startswith("/api/v1/"):
+                    calls += _fuzz(operation, mode, server.base, {"Authorization": f"Bearer {token}"}, found)
         linked = _stateful(schema, server.base, {"Authorization": f"Bearer {admin}"}, found)
     finally:
         server.stop()

@@ -1,0 +1,218 @@
+"""What the signing service works with: plain records and the storage Protocols it calls.
+
+`signing.core.requests` (creating and reading requests) and `signing.core.jobs` (the durable worker) import only
+this module for storage; `signing.sql.store` implements the Protocols on compiled Core statements, one store per
+unit of work, whose transaction api/ (or the worker) opens and ends (STYLE habit 3). Nothing here knows a web
+framework or a database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from signing.core.levels import PadesLevel
+
+
+class Mode(enum.StrEnum):
+    SEAL = "seal"
+    """The calling agency's own electronic seal: no person involved."""
+    SIGN = "sign"
+    """A person named by FIN signs, after approving on the approval page."""
+
+
+class RequestState(enum.StrEnum):
+    """The states of a signing request (signing.core.requests.TRANSITIONS says which follow which)."""
+
+    PENDING = "pending"
+    """Sign mode: waiting for the signer's approval."""
+    APPROVED = "approved"
+    """Its documents are jobs, waiting for a worker (seal mode starts here)."""
+    SIGNING = "signing"
+    """A worker has taken one of its jobs."""
+    COMPLETED = "completed"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (RequestState.COMPLETED, RequestState.REJECTED, RequestState.EXPIRED, RequestState.FAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where the visible signature goes: a 1-based page and a box (x1, y1, x2, y2) in PDF user-space points."""
+
+    page: int
+    box: tuple[float, float, float, float]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"page": self.page, "box": list(self.box)}
+
+
+@dataclass(frozen=True, slots=True)
+class NewDocument:
+    """A document accepted by the input policy, about to be stored."""
+
+    n: int
+    filename: str
+    content: bytes
+    pages: int
+    sha256: str
+    findings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NewRequest:
+    """A validated request, about to be stored with its documents (and, when approved, their jobs)."""
+
+    id: str
+    client_id: str
+    mode: Mode
+    signer_fin: str | None
+    key_id: str | None
+    reason: str | None
+    location: str | None
+    level: PadesLevel
+    placement: Placement | None
+    callback_url: str | None
+    state: RequestState
+    idempotency_key: str | None
+    body_digest: str
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    documents: Sequence[NewDocument]
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentView:
+    """A document as its agency sees it: never its bytes."""
+
+    n: int
+    filename: str
+    pages: int
+    size: int
+    sha256: str
+    state: str
+    signed_sha256: str | None = None
+    findings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RequestView:
+    """A request as its agency sees it."""
+
+    id: str
+    client_id: str
+    mode: Mode
+    state: RequestState
+    level: PadesLevel
+    signer_fin: str | None
+    reason: str | None
+    location: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    expires_at: dt.datetime
+    failure_code: str | None
+    failure_detail: str | None
+    body_digest: str | None
+    purged: bool
+    documents: tuple[DocumentView, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class Seal:
+    """An agency client's electronic seal: the legal person it names (ETSI EN 319 412-3) and its key."""
+
+    client_id: str
+    voen: str
+    organization: str
+    key_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    """A job this worker claimed: its own until `leased_until`, as long as `leased_by` still names its claim."""
+
+    id: str
+    request_id: str
+    n: int
+    attempts: int
+    leased_by: str
+    leased_until: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class JobWork:
+    """What signing a claimed job needs: the request's options and the input document."""
+
+    request_id: str
+    n: int
+    client_id: str
+    mode: Mode
+    key_id: str | None
+    level: PadesLevel
+    reason: str | None
+    location: str | None
+    placement: Placement | None
+    filename: str
+    content: bytes | None
+    """None once the input is gone (signed by another claim, or deleted): nothing to do."""
+
+
+class SigningStore(Protocol):
+    """The requests, documents, jobs and seals of one unit of work. Methods flush; the unit's owner commits."""
+
+    # requests
+    async def insert_request(self, request: NewRequest) -> bool:
+        """Store the request, its documents and (when it is approved) one queued job per document; False, storing
+        nothing, when this client already used its idempotency key (of two concurrent inserts one wins)."""
+    async def request_by_key(self, client_id: str, idempotency_key: str) -> RequestView | None: ...
+    async def get_request(self, request_id: str, client_id: str) -> RequestView | None:
+        """The request with its documents, if `client_id` created it."""
+    async def signed_document(self, request_id: str, client_id: str, n: int) -> tuple[RequestView, bytes | None]:
+        """The request and the signed bytes of its document `n` (None when not signed or deleted); raises
+        RequestNotFound for another client's request or an unknown document."""
+
+    # seals
+    async def seal_of(self, client_id: str) -> Seal | None: ...
+
+    # jobs
+    async def claim_jobs(self, *, now: dt.datetime, lease_until: dt.datetime, leased_by: str,
+                         limit: int) -> list[ClaimedJob]:
+        """Take up to `limit` due jobs (queued and due, or running with an expired lease) for this claim; their
+        requests move from approved to signing."""
+    async def job_work(self, job: ClaimedJob) -> JobWork | None:
+        """The options and the input of a claimed job; None when the claim was lost."""
+    async def finish_job(self, job: ClaimedJob, *, signed: bytes, signed_sha256: str, now: dt.datetime,
+                         actor: str) -> bool:
+        """Write the signed document and mark the job done, in this unit's transaction, if the claim still holds
+        the job; complete the request when it was its last document. False when the claim was lost (nothing
+        written: another claim signs it)."""
+    async def retry_job(self, job: ClaimedJob, *, error: str, not_before: dt.datetime, now: dt.datetime) -> bool:
+        """Give the job back for a later attempt (a transient failure)."""
+    async def fail_job(self, job: ClaimedJob, *, code: str, detail: str, now: dt.datetime, actor: str) -> bool:
+        """Fail the job, its document and its request (with the code and detail), and cancel the request's other
+        jobs."""
+
+    # housekeeping
+    async def expire_requests(self, now: dt.datetime) -> int:
+        """Pending requests past their expiry become expired."""
+    async def purge_contents(self, before: dt.datetime, now: dt.datetime) -> int:
+        """Delete the input and output bytes of requests finished before `before` (digests stay)."""
+
+    async def audit(self, event_type: str, *, actor: str, subject: str | None = None,
+                    detail: Mapping[str, Any] | None = None) -> None: ...
+
+
+class SigningUnits(Protocol):
+    """Opens units of work, each with its SigningStore: committed when the block ends normally, rolled back on an
+    error (storage.direct.keeps_writes)."""
+
+    def writing(self) -> AbstractAsyncContextManager[SigningStore]: ...
+    def reading(self) -> AbstractAsyncContextManager[SigningStore]: ...

@@ -1,0 +1,184 @@
+"""The durable signing worker (issue 13, "Durable work"): approved documents are jobs, signed exactly once.
+
+Any number of workers on any number of nodes run `SigningWorker.run` against one database:
+
+1. Claim: one writing unit takes up to `batch` due jobs (queued and due, or running with a lease that ran out:
+   their worker died) with `SELECT ... FOR UPDATE SKIP LOCKED` on PostgreSQL (rows another worker is claiming are
+   skipped, never waited for), or under SQLite's single write lock; each gets a lease (`leased_until`) and a
+   fresh claim id (`leased_by`), and is committed as running before any signing starts.
+2. Sign: the input is read in a reading unit and signed outside any transaction (no lock is held while the key
+   store or the TSA work).
+3. Finish: one writing unit writes the signed PDF and marks the job done *only if the claim still holds the job*
+   (`WHERE leased_by = <this claim>`); so a worker that was too slow, or killed between signing and committing,
+   never delivers: its lease runs out, another claim signs the document again, and only the committed one is
+   ever delivered. Each document is signed exactly once in the delivered result.
+
+Failures: a SigningError (the document or the request cannot be signed: a damaged PDF, an unusable certificate)
+fails the job, its document and its request with the error's code and detail, and cancels the request's other
+jobs. A SigningError of status 503 (no time-stamp, no revocation data: an outage) and anything else (a database
+outage, a crash of the engine) is transient: the job is retried with exponential backoff (5 s doubling to 10
+minutes) up to `max_attempts`, then fails the request with the error's code (`signing_failed` for the others).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import io
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Callable
+from typing import BinaryIO, Final, Protocol
+
+from signing.core.errors import SigningError
+from signing.core.interfaces import ClaimedJob, JobWork, SigningUnits
+from signing.core.pades import SignatureOptions, SignatureResult, SigningCredentials, VisibleSignature
+
+log = logging.getLogger("acar.signing.worker")
+
+FIRST_RETRY: Final = 5.0
+"""Seconds before a transient failure is retried; each retry waits twice as long ..."""
+MAX_RETRY: Final = 600.0
+"""... up to ten minutes."""
+WORKER_ACTOR: Final = "signing-worker"
+TRANSIENT_STATUS: Final = 503
+"""A SigningError with this status (TimestampUnavailable, ValidationDataUnavailable: the TSA or a revocation source
+did not answer) is retried like any other transient failure; every other SigningError fails the request."""
+
+
+class DocumentSigner(Protocol):
+    """The PAdES engine (signing.core.pades.PadesEngine.sign)."""
+
+    async def sign(self, source: BinaryIO, output: BinaryIO, credentials: SigningCredentials,
+                   options: SignatureOptions, *, actor: str) -> SignatureResult: ...
+
+
+class CredentialSource(Protocol):
+    """The key and certificate chain a request signs with (signing.sql.seals.SealCredentials)."""
+
+    async def credentials(self, key_id: str) -> SigningCredentials: ...
+
+
+class SigningFailed(SigningError):
+    """A document could not be signed after every attempt (transient failures each time)."""
+
+    code = "signing_failed"
+    status_code = 500
+    title = "The document could not be signed"
+
+
+def retry_delay(attempts: int) -> dt.timedelta:
+    exponent = min(max(attempts, 1) - 1, 20)
+    return dt.timedelta(seconds=min(FIRST_RETRY * 2**exponent, MAX_RETRY))
+
+
+def worker_name() -> str:
+    """host:pid, as the claims and the logs name this worker."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}"
+
+
+class SigningWorker:
+    """Claims and signs jobs (see module docstring). `run` loops until cancelled; `kick` wakes it at once."""
+
+    def __init__(self, units: SigningUnits, engine: DocumentSigner, credentials: CredentialSource, *,
+                 lease: dt.timedelta, batch: int = 1, max_attempts: int = 5, name: str | None = None,
+                 clock: Callable[[], dt.datetime]) -> None:
+        if batch < 1 or max_attempts < 1 or lease <= dt.timedelta(0):
+            raise ValueError("batch and max_attempts must be at least 1 and the lease positive")
+        self._units = units
+        self._engine = engine
+        self._credentials = credentials
+        self._lease = lease
+        self._batch = batch
+        self._max_attempts = max_attempts
+        self.name = name or worker_name()
+        self._clock = clock
+        self._wake = asyncio.Event()
+
+    def kick(self) -> None:
+        """Work now (a request was just stored) instead of at the next tick."""
+        self._wake.set()
+
+    async def run(self, interval: float) -> None:
+        """Sign what is due, then wait `interval` seconds or for a kick; until cancelled. A database outage is
+        logged and tried again at the next tick, never ends the loop."""
+        while True:
+            self._wake.clear()
+            done = 0
+            try:
+                done = await self.work_once()
+            except Exception:
+                log.exception("signing.worker_failed", extra={"worker": self.name})
+            if done:
+                continue  # more may be due
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._wake.wait()
+
+    async def work_once(self) -> int:
+        """Claim one batch and sign it; how many jobs were claimed."""
+        now = self._clock()
+        claim_id = f"{self.name}:{secrets.token_hex(6)}"[:64]
+        async with self._units.writing() as store:
+            jobs = await store.claim_jobs(now=now, lease_until=now + self._lease, leased_by=claim_id,
+                                          limit=self._batch)
+        for job in jobs:
+            await self._process(job)
+        return len(jobs)
+
+    async def _process(self, job: ClaimedJob) -> None:
+        async with self._units.reading() as store:
+            work = await store.job_work(job)
+        if work is None or work.content is None:
+            return  # the claim was lost, or the document was signed or deleted meanwhile
+        try:
+            output, result = await self._sign(work)
+        except SigningError as exc:
+            if exc.status_code != TRANSIENT_STATUS:
+                await self._fail(job, exc.code, exc.detail)
+                return
+            await self._retry(job, exc.code, f"{exc.code}: {exc.detail}")
+            return
+        except Exception as exc:  # transient: retried with backoff (module docstring)
+            log.exception("signing.attempt_failed", extra={"request": job.request_id, "n": job.n})
+            await self._retry(job, SigningFailed.code, f"{type(exc).__name__}: {str(exc)[:300]}")
+            return
+        del work  # the input's bytes: only the output is held while it is written
+        now = self._clock()
+        async with self._units.writing() as store:
+            written = await store.finish_job(job, signed=output, signed_sha256=result.sha256, now=now,
+                                             actor=WORKER_ACTOR)
+        if not written:
+            log.warning("signing.lease_lost", extra={"request": job.request_id, "n": job.n, "worker": self.name})
+
+    async def _sign(self, work: JobWork) -> tuple[bytes, SignatureResult]:
+        if work.key_id is None:
+            raise SigningFailed("the request names no signing key")
+        credentials = await self._credentials.credentials(work.key_id)
+        visible = None
+        if work.placement is not None:
+            visible = VisibleSignature(page=work.placement.page, box=work.placement.box)
+        options = SignatureOptions(level=work.level, reason=work.reason, location=work.location, visible=visible)
+        assert work.content is not None  # noqa: S101 - checked by the caller
+        output = io.BytesIO()
+        result = await self._engine.sign(io.BytesIO(work.content), output, credentials, options,
+                                         actor=f"{work.client_id}:{work.request_id}")
+        return output.getvalue(), result
+
+    async def _retry(self, job: ClaimedJob, code: str, error: str) -> None:
+        """Give the job back for a later attempt, or fail it with `code` once its attempts are spent."""
+        if job.attempts >= self._max_attempts:
+            await self._fail(job, code, f"document {job.n} could not be signed after {job.attempts} attempts "
+                             f"(last: {error})")
+            return
+        now = self._clock()
+        async with self._units.writing() as store:
+            await store.retry_job(job, error=error, not_before=now + retry_delay(job.attempts), now=now)
+
+    async def _fail(self, job: ClaimedJob, code: str, detail: str) -> None:
+        log.warning("signing.document_failed", extra={"request": job.request_id, "n": job.n, "code": code})
+        async with self._units.writing() as store:
+            await store.fail_job(job, code=code, detail=detail[:500], now=self._clock(), actor=WORKER_ACTOR)
