@@ -51,7 +51,7 @@ class Services:
     enrollment_policy: EnrollmentPolicy  # activation codes and enrollments (idp.sql.enrollment)
     ratelimits: RateLimits  # per-IP/client/code budgets on memory or a shared Redis (api.ratelimit)
     signing: SigningServices  # signing requests and the durable worker (signing/)
-    approval: Approval | None = None  # the signer's approval pages (api.routes.approval); None until its store is wired
+    approval: Approval | None = None  # the signer's approval pages (api.routes.approval); None: answered 503
 
     async def close(self) -> None:
         await self.signing.close()
@@ -123,7 +123,23 @@ def build_services(settings: Settings, *, key_store: KeyStore | None = None) -> 
                     audit_log=audit_log, clients=clients, oidc=oidc,
                     passkeys=build_passkeys(settings), enrollment_policy=build_enrollment_policy(settings),
                     ratelimits=build_ratelimits(settings, audit_log),
-                    signing=build_signing(settings, sessions, direct, pki, timestamps))
+                    signing=build_signing(settings, sessions, direct, pki, timestamps),
+                    approval=build_approval(settings))
+
+
+def build_approval(settings: Settings) -> Approval:
+    """The signer's approval pages: sign-mode requests on the signing tables (signing.sql.approval_store), page
+    previews under the default bounds (signing.core.preview), at ACAR_SIGNING_APPROVAL_LEVEL."""
+    from api.logging import request_id_var
+    from api.routes.approval import Approval
+    from signing.core.approval import ApprovalService
+    from signing.core.preview import PreviewPolicy, PreviewRenderer
+    from signing.sql.approval_store import SqlApprovalStore
+    from storage.base import utcnow
+
+    return Approval(service=ApprovalService(clock=utcnow),
+                    stores=lambda tx: SqlApprovalStore(tx, request_id=request_id_var.get()),
+                    previews=PreviewRenderer(PreviewPolicy()), level=settings.signing_approval_level)
 
 
 class SigningEngine:

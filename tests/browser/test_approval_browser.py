@@ -75,13 +75,14 @@ async def serve_in_process(context: BrowserContext, app: FastAPI) -> httpx.Async
 @pytest.fixture
 async def world(initialized: Services, app: FastAPI, context: BrowserContext) -> AsyncIterator[MemoryApprovalStore]:
     store = MemoryApprovalStore()
+    wired = initialized.approval
     initialized.approval = Approval(service=ApprovalService(clock=utcnow), stores=lambda tx: store,
                                     previews=PreviewRenderer(PreviewPolicy(max_side=500)), level="substantial")
     http = await serve_in_process(context, app)
     try:
         yield store
     finally:
-        initialized.approval = None
+        initialized.approval = wired
         await http.aclose()
 
 

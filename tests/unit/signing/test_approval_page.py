@@ -78,13 +78,14 @@ async def enrolled(services: Services, app: FastAPI, fin: str, vendor: Attestati
 async def world(initialized: Services, app: FastAPI, vendor: AttestationCa, tmp_path: Path) -> AsyncIterator[World]:
     require_attestation(initialized, vendor, tmp_path, [MODEL])
     store = MemoryApprovalStore()
+    wired = initialized.approval
     initialized.approval = Approval(service=ApprovalService(clock=utcnow), stores=lambda tx: store,
                                     previews=PreviewRenderer(PreviewPolicy(max_side=400)), level="high")
     rp = await register_client(initialized, name="Vergilər Nazirliyi")
     signer = await enrolled(initialized, app, FIN_SIGNER, vendor)
     other = await enrolled(initialized, app, FIN_OTHER, vendor)
     yield World(initialized, store, rp.client_id, signer, other)
-    initialized.approval = None
+    initialized.approval = wired
 
 
 async def sign_in(world: World, browser: httpx.AsyncClient, request_id: str,
