@@ -1,6 +1,7 @@
 """Helpers of the signing approval suites: PDFs built byte by byte (no PDF library), and an in-memory ApprovalStore
-(signing.core.approval) standing in for the SQL store of the signing tables until they are wired (see
-api.routes.approval); it keeps every request, job and audit event it was given, so a test can say what changed."""
+(signing.core.approval) for the in-process page tests, which can then set up any request (a decided, expired or
+hostile one) and see every state change, job and audit event; tests/functional/test_signing_approval.py holds it
+to the answers of the SQL store (signing.sql.approval_store), so it cannot drift."""
 
 from __future__ import annotations
 

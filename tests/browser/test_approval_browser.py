@@ -3,10 +3,9 @@ code, the page sending the signer through the passkey login and back, the previe
 only, and axe-core on the approval and state pages in az, en and ru.
 
 The server is the application in this test process (its ASGI app), reached through Playwright request interception
-at the issuer's origin (http://localhost:8000, the WebAuthn origin of the test settings), so the signing requests
-can be held in tests.approval_tools.MemoryApprovalStore until the SQL store of the signing tables is wired. The
-whole agency flow over a real `acar serve` (POST /api/v1/signing-requests, the signer, the signed PDF) needs the
-requests API and is not here yet.
+at the issuer's origin (http://localhost:8000, the WebAuthn origin of the test settings), with the signing requests
+in tests.approval_tools.MemoryApprovalStore. The agency flow over a real `acar serve` and the signing tables is
+tests/browser/test_signing_approval_browser.py.
 
 Chromium's virtual authenticator reaches level substantial (its attestation chains to no configured root), so the
 approval level is set to substantial here; level high is tested in tests/unit/signing/test_approval_page.py.

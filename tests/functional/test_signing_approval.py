@@ -147,3 +147,43 @@ async def test_reject_and_refusals_change_nothing(initialized: Services, app: Fa
     assert await _state(initialized, first) == ("rejected", [])
     r = await client.get(f"{API}/{first}", headers=agency.headers)
     assert r.json()["state"] == "rejected"
+
+
+async def test_the_memory_store_of_the_page_tests_answers_as_the_sql_store(initialized: Services,
+                                                                         client: httpx.AsyncClient) -> None:
+    """tests.approval_tools.MemoryApprovalStore (the in-process page and browser tests) against SqlApprovalStore on
+    the same request: the same view, contents and decisions, so the fake cannot drift from the real store."""
+    import datetime as dt
+
+    from signing.core.requests import Submission, SubmittedDocument
+    from signing.sql.approval_store import SqlApprovalStore
+    from tests.approval_tools import MemoryApprovalStore
+
+    agency = await register_agency(initialized, client, seal=False)
+    documents = [("beyanname.pdf", text_pdf("Bir", "Iki"), 2), ("akt.pdf", text_pdf("Akt"), 1)]
+    created, _ = await initialized.signing.requests.create(agency.client_id, Submission(
+        mode="sign", signer_fin=FIN, reason="Bəyannamə", location="Bakı",
+        documents=[SubmittedDocument(name, content) for name, content, _ in documents]))
+    memory = MemoryApprovalStore()
+    memory.add(created.id, client_id=agency.client_id, signer_fin=FIN, documents=documents, reason="Bəyannamə",
+               location="Bakı", expires_at=created.expires_at)
+    now = dt.datetime.now(dt.UTC)
+
+    async def both(call: str, *args: Any, **kw: Any) -> Any:
+        async with initialized.direct.transaction() as tx:
+            real = await getattr(SqlApprovalStore(tx), call)(*args, **kw)
+        fake = await getattr(memory, call)(*args, **kw)
+        assert real == fake, (call, real, fake)
+        return real
+
+    await both("approval_request", created.id)
+    await both("approval_request", "no-such-request")
+    await both("approval_request", "x" * 300)
+    await both("document_content", created.id, 2)
+    await both("document_content", created.id, 3)
+    assert await both("approve_request", created.id, now=now) is True
+    assert await both("approve_request", created.id, now=now) is False
+    assert await both("reject_request", created.id, now=now) is False
+    view = await both("approval_request", created.id)
+    assert view.state == "approved"
+    assert [n for _, n in memory.jobs] == (await _state(initialized, created.id))[1] == [1, 2]

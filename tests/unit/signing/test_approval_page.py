@@ -1,7 +1,7 @@
 """The signer's approval page end to end in process (ASGI, real database for persons, sessions, passkeys and the
-audit trail; the signing requests in MemoryApprovalStore until the SQL store is wired): sign in through the ordinary
-login and back, the page and its previews, approval with a WebAuthn assertion over the derived challenge, and every
-refusal with nothing changed."""
+audit trail; the signing requests in tests.approval_tools.MemoryApprovalStore, held to the SQL store's answers in
+tests/functional/test_signing_approval.py): sign in through the ordinary login and back, the page and its previews,
+approval with a WebAuthn assertion over the derived challenge, and every refusal with nothing changed."""
 
 from __future__ import annotations
 
