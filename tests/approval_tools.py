@@ -68,6 +68,8 @@ class MemoryApprovalStore:
     jobs: list[tuple[str, int]] = field(default_factory=list)
     events: list[tuple[str, str, str | None, dict[str, Any]]] = field(default_factory=list)
     writes: list[tuple[str, str]] = field(default_factory=list)
+    keys: dict[str, str] = field(default_factory=dict)
+    """The signing key each approved request was given."""
 
     def add(self, request_id: str, *, client_id: str, signer_fin: str, documents: Sequence[tuple[str, bytes, int]],
             reason: str | None = "Tax declaration 2026", location: str | None = "Bakı",
@@ -99,9 +101,10 @@ class MemoryApprovalStore:
         self.writes.append((request_id, target))
         return True
 
-    async def approve_request(self, request_id: str, *, now: dt.datetime) -> bool:
+    async def approve_request(self, request_id: str, *, key_id: str, now: dt.datetime) -> bool:
         if not await self._move(request_id, "approved"):
             return False
+        self.keys[request_id] = key_id
         self.jobs.extend((request_id, d.n) for d in self.requests[request_id].documents)
         return True
 

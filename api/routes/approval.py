@@ -28,12 +28,13 @@ import collections
 import hmac
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.errors import CsrfRefused, LoginRequired
 from api.problems import coded_problem
@@ -44,7 +45,7 @@ from api.units import RequestUnit
 from api.web import NO_STORE, provider_of, read_page_form, services_of, session_cookie
 from idp.core import loa
 from idp.core.authorize import token_hash
-from idp.core.interfaces import Level, LoginState
+from idp.core.interfaces import Level, LoginState, Subject
 from idp.core.sessions import csrf_for_session, csrf_matches
 from idp.core.webauthn import InvalidPasskeyRequest
 from signing.core.approval import (
@@ -59,7 +60,7 @@ from signing.core.approval import (
     WrongSigner,
 )
 from signing.core.preview import PreviewError, PreviewRenderer
-from storage.direct import Transaction
+from storage.direct import SessionTransaction, Transaction
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 """The pages (translated error pages for refused text, api.text.PAGE_TAGS)."""
@@ -74,6 +75,8 @@ STATES = ("approved", "signing", "completed", "rejected", "expired", "failed")
 
 ApprovalStores = Callable[[Transaction], ApprovalStore]
 """The approval store on a unit of work's transaction (signing.sql)."""
+SignerKeys = Callable[[AsyncSession, Subject], Awaitable[str]]
+"""The id of the signing key of a person (made on first use) in the approval's ORM session (api.deps)."""
 
 
 class PreviewCache:
@@ -110,6 +113,8 @@ class Approval:
     previews: PreviewRenderer
     level: Level
     """The level of assurance the signer signs in and approves at (ACAR_SIGNING_APPROVAL_LEVEL)."""
+    signer_keys: SignerKeys
+    """The key an approved request is signed with: the signer's own, made on first use (signing.sql.signers)."""
     cache: PreviewCache = field(default_factory=lambda: PreviewCache(64 * 1024 * 1024))
 
 
@@ -360,16 +365,24 @@ async def approve(request: Request, request_id: str) -> Response:
     limits = services.ratelimits  # every attempt, before the assertion is verified
     await limits.spend(limits.budgets.passkey_login, [("ip", limits.client_ip(request))], answer="json")
     try:
-        async with RequestUnit.on(services.direct) as work:
+        # in an ORM session: the signer's key and certificate are made there on first use (signing.sql.signers)
+        async with RequestUnit.with_orm(services.direct, services.sessions, services.enrollment_policy) as work:
             signer = await _signer(request, work, request_id)
             _check_csrf(request, signer.cookie)
             approval = approval_of(request)
             verified = await services.passkeys.verify_bound_assertion(
                 work.passkeys, ceremony_id=ceremony, person_id=signer.state.person_id, binding=_binding(request_id),
                 credential=credential, required_level=approval.level)
+
+            async def signing_key() -> str:
+                subject = await work.oidc.subject(signer.state.person_id)
+                assert isinstance(work.tx, SessionTransaction)  # noqa: S101 - RequestUnit.with_orm
+                assert subject is not None  # noqa: S101 - the session's person
+                return await approval.signer_keys(work.tx.session, subject)
+
             await approval.service.approve(signer.store, request_id, VerifiedAssertion(
                 person_id=signer.state.person_id, fin=signer.fin, credential_id=verified.credential_id,
-                client_data_json=_client_data(credential), level=verified.method.level))
+                client_data_json=_client_data(credential), level=verified.method.level), signing_key=signing_key)
     except ApprovalError as exc:
         return _approval_problem(request, exc)
     return JSONResponse({"redirect": f"/sign/{request_id}"}, headers=NO_STORE)

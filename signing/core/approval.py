@@ -49,7 +49,7 @@ import hmac
 import json
 import re
 import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Protocol
 
@@ -236,9 +236,10 @@ class ApprovalStore(Protocol):
         """The sign-mode request with its documents in order, whoever created it; None for a seal request."""
     async def document_content(self, request_id: str, n: int) -> bytes | None:
         """The input bytes of document `n` (None when unknown or deleted)."""
-    async def approve_request(self, request_id: str, *, now: dt.datetime) -> bool:
-        """pending -> approved, and one queued job per document, atomically; False (nothing written) when the
-        request is not pending any more (the UPDATE names the state it leaves)."""
+    async def approve_request(self, request_id: str, *, key_id: str, now: dt.datetime) -> bool:
+        """pending -> approved, signed with the key `key_id` (the signer's own), and one queued job per document,
+        atomically; False (nothing written) when the request is not pending any more (the UPDATE names the state
+        it leaves)."""
     async def reject_request(self, request_id: str, *, now: dt.datetime) -> bool:
         """pending -> rejected; False when it is not pending any more."""
     async def audit(self, event_type: str, *, actor: str, subject: str | None = None,
@@ -282,19 +283,22 @@ class ApprovalService:
     def challenge(request: ApprovalRequest) -> ApprovalChallenge:
         return derive_challenge(request.id, [d.sha256 for d in request.documents])
 
-    async def approve(self, store: ApprovalStore, request_id: str, assertion: VerifiedAssertion) -> ApprovalRequest:
+    async def approve(self, store: ApprovalStore, request_id: str, assertion: VerifiedAssertion, *,
+                      signing_key: Callable[[], Awaitable[str]]) -> ApprovalRequest:
         """Approve the request with the signer's verified assertion: the request is read again in this unit, the
-        assertion's challenge must be the one derived from it now (ChallengeMismatch otherwise), then it moves to
-        approved with its jobs and signing.request.approved is recorded (the credential, the challenge, each
-        document's digest)."""
+        assertion's challenge must be the one derived from it now (ChallengeMismatch otherwise); only then is the
+        signer's own key looked up or made (`signing_key`, in the same unit: a refused approval makes no key), and
+        the request moves to approved, to be signed with that key, with its jobs; signing.request.approved is
+        recorded (the credential, the challenge, each document's digest, the key)."""
         request = await self.pending(store, request_id, fin=assertion.fin)
         challenge = self.challenge(request)
         check_client_data(assertion.client_data_json, challenge)
-        if not await store.approve_request(request.id, now=self._clock()):
+        key_id = await signing_key()
+        if not await store.approve_request(request.id, key_id=key_id, now=self._clock()):
             raise RequestNotPending("this signing request was decided meanwhile", state="decided")
         await store.audit("signing.request.approved", actor=assertion.person_id, subject=request.id, detail={
             "credential": assertion.credential_id, "level": assertion.level, "challenge": challenge.base64url,
-            "documents": [{"n": d.n, "sha256": d.sha256} for d in request.documents]})
+            "documents": [{"n": d.n, "sha256": d.sha256} for d in request.documents], "key_id": key_id})
         return request
 
     async def reject(self, store: ApprovalStore, request_id: str, *, person_id: str, fin: str,

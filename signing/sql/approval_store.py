@@ -2,7 +2,8 @@
 its documents' input bytes for the previews, and the two decisions, each one conditional UPDATE that names the
 state it leaves (pending), so a request is decided once however many nodes or tabs try.
 
-Approving queues one job per document in the same unit of work (SqlSigningStore.queue_jobs, the same statement seal
+Approving names the key the request is signed with (the signer's own, signing.sql.signers) and queues one job per
+document in the same unit of work (SqlSigningStore.queue_jobs, the same statement seal
 requests use at creation), so an approval and its jobs are committed together or not at all. Audit events are
 deferred to the unit's COMMIT (storage.audit.DeferredAudit).
 """
@@ -33,7 +34,7 @@ DOCUMENT_CONTENT = select(_documents.c.content).where(_documents.c.request_id ==
 APPROVE = update(_requests).where(
     _requests.c.id == bindparam("id"), _requests.c.mode == "sign", _requests.c.state == "pending",
     _requests.c.expires_at > bindparam("now"),
-).values(state="approved", updated_at=bindparam("now"))
+).values(state="approved", key_id=bindparam("key_id"), updated_at=bindparam("now"))
 REJECT = update(_requests).where(
     _requests.c.id == bindparam("id"), _requests.c.mode == "sign", _requests.c.state == "pending",
 ).values(state="rejected", updated_at=bindparam("now"), finished_at=bindparam("now"))
@@ -62,8 +63,8 @@ class SqlApprovalStore:
         row = await self.tx.one(DOCUMENT_CONTENT, id=request_id, n=n)
         return bytes(row[0]) if row is not None and row[0] is not None else None
 
-    async def approve_request(self, request_id: str, *, now: dt.datetime) -> bool:
-        if await self.tx.execute(APPROVE, id=request_id, now=now) != 1:
+    async def approve_request(self, request_id: str, *, key_id: str, now: dt.datetime) -> bool:
+        if await self.tx.execute(APPROVE, id=request_id, key_id=key_id, now=now) != 1:
             return False
         numbers = [n for n, *_ in await self.tx.all(APPROVAL_DOCUMENTS, id=request_id)]
         await self._signing.queue_jobs(request_id, numbers, now)

@@ -13,6 +13,7 @@ approval level is set to substantial here; level high is tested in tests/unit/si
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import re
@@ -26,15 +27,13 @@ import pytest
 from fastapi import FastAPI
 from playwright.async_api import BrowserContext, Page, Route
 
-from api.deps import Services
-from api.routes.approval import Approval
-from signing.core.approval import ApprovalService
+from api.deps import Services, build_approval
 from signing.core.preview import PreviewPolicy, PreviewRenderer
-from storage.base import utcnow
 from tests.approval_tools import MemoryApprovalStore, text_pdf
 from tests.browser.conftest import axe_violations, virtual_authenticator
 from tests.oidc_tools import ISSUER, register_client, register_person
 from tests.passkey_tools import issue_code
+from tests.pki_tools import initialize_pki
 
 FIN = "7BRWSR1"
 NO_CONDITIONAL_UI = ("window.PublicKeyCredential && (PublicKeyCredential.isConditionalMediationAvailable = "
@@ -75,8 +74,10 @@ async def serve_in_process(context: BrowserContext, app: FastAPI) -> httpx.Async
 async def world(initialized: Services, app: FastAPI, context: BrowserContext) -> AsyncIterator[MemoryApprovalStore]:
     store = MemoryApprovalStore()
     wired = initialized.approval
-    initialized.approval = Approval(service=ApprovalService(clock=utcnow), stores=lambda tx: store,
-                                    previews=PreviewRenderer(PreviewPolicy(max_side=500)), level="substantial")
+    await initialize_pki(initialized)  # an approved request is signed with the signer's own key, made by the CA
+    initialized.approval = dataclasses.replace(
+        build_approval(initialized.settings, initialized.pki, initialized.key_store), stores=lambda tx: store,
+        previews=PreviewRenderer(PreviewPolicy(max_side=500)), level="substantial")
     http = await serve_in_process(context, app)
     try:
         yield store

@@ -1,10 +1,13 @@
 """The signer's approval on the real signing tables (signing.sql.approval_store), end to end in process: an agency
 creates a sign-mode request through /api/v1/signing-requests, the signer signs in through the page's login with an
-attested passkey (level high), sees the previews, approves with an assertion over the derived challenge, and the
-request is approved with one job per document, audited; refusals change nothing (both databases)."""
+attested passkey (level high), sees the previews, approves with an assertion over the derived challenge, the request
+is approved with one job per document and the signer's own key (made on first use), the worker signs, and the
+agency downloads PDFs whose signatures validate to Açar's root and name the person (PNOAZ-<FIN>); refusals change
+nothing (both databases)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 from typing import Any
@@ -15,14 +18,15 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from api.deps import Services
+from idp.core.interfaces import Subject
 from idp.sql.models import AuthorizationRequest
 from signing.core.approval import derive_challenge
-from signing.sql.models import SigningJob, SigningRequest
+from signing.sql.models import SignerKey, SigningJob, SigningRequest
 from storage.audit import AuditEvent
 from tests.approval_tools import text_pdf
 from tests.oidc_tools import ISSUER, asgi_browser, register_person
 from tests.passkey_tools import ORIGIN, issue_code
-from tests.signing_tools import register_agency
+from tests.signing_tools import prepared, register_agency, verify_signed
 from tests.unit.idp.test_webauthn import MODEL, require_attestation
 from tests.webauthn_authenticator import (
     CSRF,
@@ -64,6 +68,16 @@ async def _sign_in(services: Services, browser: httpx.AsyncClient, url: str,
     return await browser.get(url)
 
 
+async def _until_finished(client: httpx.AsyncClient, headers: dict[str, str], request_id: str) -> dict[str, Any]:
+    for _ in range(600):
+        r = await client.get(f"{API}/{request_id}", headers=headers)
+        assert r.status_code == 200, r.text
+        if r.json()["state"] in ("completed", "failed", "rejected", "expired"):
+            return dict(r.json())
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"request {request_id} did not finish: {r.json()}")
+
+
 async def _state(services: Services, request_id: str) -> tuple[str, list[int]]:
     async with services.sessions() as session:
         state = (await session.execute(select(SigningRequest.state)
@@ -80,6 +94,7 @@ def vendor() -> AttestationCa:
 
 async def test_agency_request_signer_approves(initialized: Services, app: FastAPI, client: httpx.AsyncClient,
                                               vendor: AttestationCa, tmp_path: Any) -> None:
+    root = await prepared(initialized)
     require_attestation(initialized, vendor, tmp_path, [MODEL])
     agency = await register_agency(initialized, client, seal=False)
     signer = await _signer(initialized, app, vendor, FIN)
@@ -115,9 +130,19 @@ async def test_agency_request_signer_approves(initialized: Services, app: FastAP
     async with initialized.sessions() as session:
         [approved] = (await session.execute(select(AuditEvent).where(
             AuditEvent.event_type == "signing.request.approved", AuditEvent.subject == request_id))).scalars().all()
+        [key] = (await session.execute(select(SignerKey).where(SignerKey.fin == FIN))).scalars().all()
     assert approved.detail["credential"] == credential["id"] and approved.detail["level"] == "high"
-    r = await client.get(f"{API}/{request_id}", headers=agency.headers)
-    assert r.json()["state"] != "pending"
+    assert approved.detail["key_id"] == key.key_id
+
+    # the worker signs with the signer's own key; the agency downloads the signed PDFs
+    done = await _until_finished(client, agency.headers, request_id)
+    assert done["state"] == "completed", done
+    for document, original in zip(done["documents"], pdfs, strict=True):
+        r = await client.get(f"{API}/{request_id}/documents/{document['n']}", headers=agency.headers)
+        assert r.status_code == 200 and r.headers["content-type"] == "application/pdf"
+        assert r.content.startswith(original)  # an incremental update of exactly what was approved
+        subjects = await verify_signed(r.content, root)
+        assert any(f"PNOAZ-{FIN}" in subject for subject in subjects), subjects
 
 
 async def test_reject_and_refusals_change_nothing(initialized: Services, app: FastAPI, client: httpx.AsyncClient,
@@ -159,6 +184,7 @@ async def test_the_memory_store_of_the_page_tests_answers_as_the_sql_store(initi
     from signing.sql.approval_store import SqlApprovalStore
     from tests.approval_tools import MemoryApprovalStore
 
+    await prepared(initialized)
     agency = await register_agency(initialized, client, seal=False)
     documents = [("beyanname.pdf", text_pdf("Bir", "Iki"), 2), ("akt.pdf", text_pdf("Akt"), 1)]
     created, _ = await initialized.signing.requests.create(agency.client_id, Submission(
@@ -181,8 +207,12 @@ async def test_the_memory_store_of_the_page_tests_answers_as_the_sql_store(initi
     await both("approval_request", "x" * 300)
     await both("document_content", created.id, 2)
     await both("document_content", created.id, 3)
-    assert await both("approve_request", created.id, now=now) is True
-    assert await both("approve_request", created.id, now=now) is False
+    assert initialized.approval is not None
+    async with initialized.sessions() as session, session.begin():
+        subject = Subject(person_id="p", fin=FIN, given_name="Aysel", family_name="Məmmədova", birthdate=None)
+        key_id = await initialized.approval.signer_keys(session, subject)
+    assert await both("approve_request", created.id, key_id=key_id, now=now) is True
+    assert await both("approve_request", created.id, key_id=key_id, now=now) is False
     assert await both("reject_request", created.id, now=now) is False
     view = await both("approval_request", created.id)
     assert view.state == "approved"

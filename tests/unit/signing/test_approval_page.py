@@ -18,16 +18,16 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from api.deps import Services
-from api.routes.approval import CSRF_PURPOSE, Approval
+from api.deps import Services, build_approval
+from api.routes.approval import CSRF_PURPOSE
 from idp.core.sessions import csrf_for_session
 from idp.sql.models import AuthorizationRequest
-from signing.core.approval import ApprovalService, derive_challenge
+from signing.core.approval import derive_challenge
 from signing.core.preview import PNG_SIGNATURE, PreviewPolicy, PreviewRenderer, png_size
-from storage.base import utcnow
 from tests.approval_tools import MemoryApprovalStore, build_pdf, flate_bomb, text_page, text_pdf
 from tests.oidc_tools import ISSUER, asgi_browser, register_client, register_person
 from tests.passkey_tools import ORIGIN, events, issue_code
+from tests.pki_tools import initialize_pki
 from tests.unit.idp.test_webauthn import MODEL, require_attestation
 from tests.webauthn_authenticator import (
     CSRF,
@@ -79,8 +79,10 @@ async def world(initialized: Services, app: FastAPI, vendor: AttestationCa, tmp_
     require_attestation(initialized, vendor, tmp_path, [MODEL])
     store = MemoryApprovalStore()
     wired = initialized.approval
-    initialized.approval = Approval(service=ApprovalService(clock=utcnow), stores=lambda tx: store,
-                                    previews=PreviewRenderer(PreviewPolicy(max_side=400)), level="high")
+    await initialize_pki(initialized)  # an approved request is signed with the signer's own key, made by the CA
+    initialized.approval = dataclasses.replace(
+        build_approval(initialized.settings, initialized.pki, initialized.key_store), stores=lambda tx: store,
+        previews=PreviewRenderer(PreviewPolicy(max_side=400)), level="high")
     rp = await register_client(initialized, name="Vergilər Nazirliyi")
     signer = await enrolled(initialized, app, FIN_SIGNER, vendor)
     other = await enrolled(initialized, app, FIN_OTHER, vendor)
@@ -166,6 +168,7 @@ async def test_sign_in_see_preview_approve(world: World, client: httpx.AsyncClie
     assert (event, subject) == ("signing.request.approved", request_id)
     assert detail["credential"] == credential["id"] and detail["challenge"] == expected.base64url
     assert detail["level"] == "high" and [d["sha256"] for d in detail["documents"]] == [digest_1, digest_2]
+    assert detail["key_id"] == world.store.keys[request_id]  # the signer's own key, made on this first approval
     [assertion] = await events(world.services, "webauthn.assertion")
     assert assertion.actor == actor and assertion.detail["binding"] == f"sign:{request_id}"
 
