@@ -36,6 +36,7 @@ from api.routes import (
     signing,
     tsa,
 )
+from api.routes import approval as approval_routes
 from api.routes import pages as page_routes
 from api.settings import Settings, load_settings
 from api.text import edge_text
@@ -255,6 +256,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(account.router)
     app.include_router(page_routes.router)
     app.include_router(passkeys.router)
+    app.include_router(approval_routes.router)
+    app.include_router(approval_routes.json_router)
     app.include_router(enrollment_admin.router)
     if settings.dev_login and settings.env != "production":
         app.include_router(interaction.dev_router)  # never registered in production (and the setting is refused)
