@@ -36,6 +36,7 @@ from api.routes import (
     signing,
     tsa,
 )
+from api.routes import approval as approval_routes
 from api.routes import pages as page_routes
 from api.settings import Settings, load_settings
 from api.text import edge_text
@@ -55,6 +56,9 @@ BACKCHANNEL_TICK_SECONDS = 5.0
 LOGOUT_DELIVERY_KEPT = dt.timedelta(days=7)
 SIGNING_TICK_SECONDS = 5.0
 """How often the in-process signing worker looks for due jobs (a new seal request wakes it at once)."""
+SIGNING_WORKER_TASK = "signing-worker"
+WORKER_STOP_GRACE_SECONDS = 10.0
+"""How long a shutdown waits for the in-process signing worker to finish the document in hand."""
 
 
 def audit_cutoffs(settings: Settings, now: dt.datetime) -> dict[str, dt.datetime | None]:
@@ -145,8 +149,23 @@ def _background(svc: Services, settings: Settings, backchannel: BackchannelDeliv
     tasks = [asyncio.create_task(_housekeeping(svc, settings.housekeeping_seconds, backchannel, passed)),
              asyncio.create_task(backchannel.run(min(settings.housekeeping_seconds, BACKCHANNEL_TICK_SECONDS)))]
     if settings.signing_inprocess_worker:
-        tasks.append(asyncio.create_task(svc.signing.run(SIGNING_TICK_SECONDS), context=contextvars.Context()))
+        tasks.append(asyncio.create_task(svc.signing.run(SIGNING_TICK_SECONDS), name=SIGNING_WORKER_TASK,
+                                         context=contextvars.Context()))
     return tasks
+
+
+async def _stop_background(svc: Services, background: list[asyncio.Task[None]]) -> None:
+    """The signing worker ends between jobs (SigningWorker.stop) and the callbacks' delivery between batches within a
+    grace period; then every task still running is cancelled (a document or callback still in hand: its lease runs
+    out and another worker takes it)."""
+    svc.signing.stop()
+    worker = [task for task in background if task.get_name() == SIGNING_WORKER_TASK]
+    if worker:
+        await asyncio.wait(worker, timeout=WORKER_STOP_GRACE_SECONDS)
+    for running in background:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
 
 
 async def startup_checks(services: Services) -> None:
@@ -215,10 +234,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         try:
             yield
         finally:
-            for running in background:
-                running.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await running
+            await _stop_background(svc, background)
             await backchannel.aclose()
             await svc.audit_log.stop()
             if own:
@@ -241,6 +257,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(account.router)
     app.include_router(page_routes.router)
     app.include_router(passkeys.router)
+    app.include_router(approval_routes.router)
+    app.include_router(approval_routes.json_router)
     app.include_router(enrollment_admin.router)
     if settings.dev_login and settings.env != "production":
         app.include_router(interaction.dev_router)  # never registered in production (and the setting is refused)

@@ -456,10 +456,10 @@ def cmd_seal_assign(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
-    """Run a signing worker until SIGTERM or SIGINT: claims approved documents' jobs and signs them
-    (signing.core.jobs), and delivers the requests' completion callbacks (signing.core.callbacks); any number may
-    run beside `acar serve` and each other. It builds the service graph `acar serve` does (the engine's in-process
-    TSA and PKI), without the HTTP server."""
+    """Run a signing worker until SIGTERM or SIGINT (the first ends it after the document in hand, a second at
+    once): claims approved documents' jobs and signs them (signing.core.jobs), and delivers the requests'
+    completion callbacks (signing.core.callbacks); any number may run beside `acar serve` and each other. It builds
+    the service graph `acar serve` does (the engine's in-process TSA and PKI), without the HTTP server."""
     import asyncio
     import contextlib
     import signal
@@ -478,8 +478,15 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
             worker = services.signing.worker
             task = asyncio.create_task(services.signing.run(args.interval))  # with the callbacks
             loop = asyncio.get_running_loop()
+            signals = 0
+
+            def on_signal() -> None:  # the first signal ends the worker between documents, a second at once
+                nonlocal signals
+                signals += 1
+                services.signing.stop() if signals == 1 else task.cancel()
+
             for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, task.cancel)
+                loop.add_signal_handler(sig, on_signal)
             print(json.dumps({"worker": worker.name, "started": True}), flush=True)
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -19,6 +19,8 @@ from storage.direct import DirectDatabase, PostgresDirect, SessionDirect
 if TYPE_CHECKING:  # the services' modules are imported by the builders that need them (the CLI builds a few)
     from api.provider import Provider
     from api.ratelimit import RateLimits
+    from api.routes.approval import Approval
+    from idp.core.interfaces import Subject
     from idp.core.webauthn import PasskeyService
     from idp.sql.clients import CachedClientDirectory
     from idp.sql.enrollment import EnrollmentPolicy
@@ -51,6 +53,7 @@ class Services:
     enrollment_policy: EnrollmentPolicy  # activation codes and enrollments (idp.sql.enrollment)
     ratelimits: RateLimits  # per-IP/client/code budgets on memory or a shared Redis (api.ratelimit)
     signing: SigningServices  # signing requests and the durable worker (signing/)
+    approval: Approval | None = None  # the signer's approval pages (api.routes.approval); None: answered 503
 
     async def close(self) -> None:
         await self.signing.close()
@@ -122,7 +125,32 @@ def build_services(settings: Settings, *, key_store: KeyStore | None = None) -> 
                     audit_log=audit_log, clients=clients, oidc=oidc,
                     passkeys=build_passkeys(settings), enrollment_policy=build_enrollment_policy(settings),
                     ratelimits=build_ratelimits(settings, audit_log),
-                    signing=build_signing(settings, sessions, direct, pki, timestamps, token_keys=token_keys))
+                    signing=build_signing(settings, sessions, direct, pki, timestamps, token_keys=token_keys),
+                    approval=build_approval(settings, pki, store))
+
+
+def build_approval(settings: Settings, pki: PkiService, key_store: KeyStore) -> Approval:
+    """The signer's approval pages: sign-mode requests on the signing tables (signing.sql.approval_store), page
+    previews under the default bounds (signing.core.preview), at ACAR_SIGNING_APPROVAL_LEVEL; an approved request
+    is signed with the signer's own key, made on first use by the built-in CA (signing.sql.signers)."""
+    from api.logging import request_id_var
+    from api.routes.approval import Approval
+    from keys.profiles import NaturalPerson
+    from signing.core.approval import ApprovalService
+    from signing.core.preview import PreviewPolicy, PreviewRenderer
+    from signing.sql.approval_store import SqlApprovalStore
+    from signing.sql.signers import signer_key
+    from storage.base import utcnow
+
+    async def signer_keys(session: AsyncSession, subject: Subject) -> str:
+        person = NaturalPerson.create(fin=subject.fin, given_name=subject.given_name, surname=subject.family_name)
+        return (await signer_key(session, ca=pki.ca, store=key_store, person=person,
+                                 actor=subject.person_id)).key_id
+
+    return Approval(service=ApprovalService(clock=utcnow),
+                    stores=lambda tx: SqlApprovalStore(tx, request_id=request_id_var.get()),
+                    previews=PreviewRenderer(PreviewPolicy()), level=settings.signing_approval_level,
+                    signer_keys=signer_keys)
 
 
 class SigningEngine:
@@ -172,10 +200,16 @@ class SigningServices:
     callbacks: CallbackDelivery  # the requests' completion callbacks (signing.core.callbacks)
 
     async def run(self, interval: float) -> None:
-        """The worker and the callbacks' delivery, each polling every `interval` seconds, until cancelled."""
+        """The worker and the callbacks' delivery, each polling every `interval` seconds, until cancelled or
+        stopped."""
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self.worker.run(interval))
             tasks.create_task(self.callbacks.run(interval))
+
+    def stop(self) -> None:
+        """End `run` gracefully: the worker after the document in hand, the delivery after the batch in hand."""
+        self.worker.stop()
+        self.callbacks.stop()
 
     async def close(self) -> None:
         await self.callbacks.aclose()

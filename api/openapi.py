@@ -56,6 +56,14 @@ from idp.core.webauthn import (
 from idp.sql.enrollment import CodeInvalid, CodeUsed, EnrollmentRequired
 from idp.sql.revocation import JTI_RE
 from signing.core import errors as signing_errors
+from signing.core.approval import (
+    ApprovalError,
+    ApprovalExpired,
+    ApprovalRequestNotFound,
+    ChallengeMismatch,
+    RequestNotPending,
+    WrongSigner,
+)
 
 PROBLEM = "application/problem+json"
 FORM = "application/x-www-form-urlencoded"
@@ -209,12 +217,13 @@ def coded_problem(description: str, errors: list[Any]) -> dict[str, Any]:
 
 _STATUS = {400: "the request is refused", 401: "no live session or enrollment in this browser (its cookie)",
            403: "refused (see the code: a wrong CSRF token or Origin, a blocked passkey)", 404: "no such passkey",
-           409: "the passkey is already registered"}
+           409: "the passkey is already registered", 410: "gone: the signing request has expired",
+           503: "not available on this server"}
 
 
-def passkey_errors(*errors: type[PasskeyError]) -> dict[str, Any]:
+def passkey_errors(*errors: type[PasskeyError] | type[ApprovalError]) -> dict[str, Any]:
     """The refusals of a passkey endpoint by status, each a coded_problem with the codes of that status."""
-    by_status: dict[int, list[type[PasskeyError] | type[RateLimited]]] = {}
+    by_status: dict[int, list[type[PasskeyError] | type[RateLimited] | type[ApprovalError]]] = {}
     for error in errors:
         by_status.setdefault(error.status_code, []).append(error)
     return {str(status): coded_problem(_STATUS[status], found) for status, found in sorted(by_status.items())}
@@ -342,6 +351,8 @@ _REGISTER_EXAMPLE = {"id": "AAEC", "rawId": "AAEC", "type": "public-key", "respo
 _BODY_REFUSED = [InvalidPasskeyRequest]  # not JSON, not an object, a field missing, mistyped or too long
 _GUARDS = [CsrfRefused, WrongOrigin]
 _PASSKEYS = "passkeys: the browser's calls (api/static/webauthn.js)"
+_SIGN_CSRF = "the signing page's token (data-csrf of /sign/{request_id})"
+_SIGN_REFUSED = [WrongSigner, ApprovalRequestNotFound, RequestNotPending, ApprovalExpired]
 PASSKEY_OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("/webauthn/login/options", "post"): {
         "summary": "Passkey login: the options (WebAuthn Level 3 section 7.2)", "parameters": _csrf(_PENDING_CSRF),
@@ -411,6 +422,22 @@ PASSKEY_OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "security": [{"sessionCookie": []}], "parameters": _csrf(_ACCOUNT_CSRF),
         "responses": {"204": {"description": "removed for good"},
                       **passkey_errors(LoginRequired, *_GUARDS, CredentialNotFound)}},
+    ("/sign/{request_id}/options", "post"): {
+        "summary": "Signing approval: the options of an assertion over the request's approval challenge "
+                   "(signing.core.approval; WebAuthn Level 3 section 7.2), allowing the signer's own passkeys",
+        "security": [{"sessionCookie": []}], "parameters": _csrf(_SIGN_CSRF),
+        "responses": {"200": _json("the ceremony for navigator.credentials.get", "PasskeyCeremony"),
+                      **passkey_errors(LoginRequired, *_GUARDS, *_SIGN_REFUSED)}},
+    ("/sign/{request_id}/approve", "post"): {
+        "summary": "Signing approval: the signer's assertion; the request is approved and its documents queued",
+        "security": [{"sessionCookie": []}], "parameters": _csrf(_SIGN_CSRF),
+        "requestBody": _json_body({"ceremony": _CEREMONY, "credential": _CREDENTIAL}, ["ceremony", "credential"],
+                                  {"ceremony": "c8Zk1", "credential": _LOGIN_EXAMPLE}),
+        "responses": {"200": _json("approved: the page to show next", "PasskeyLoginNext"),
+                      **passkey_errors(*_BODY_REFUSED, LoginRequired, ChallengeExpired, ChallengeUsed,
+                                       UnknownCredential, CredentialRemoved, WrongUser, VerificationFailed,
+                                       UserVerificationRequired, InsufficientLevel, *_GUARDS, CredentialFlagged,
+                                       CounterRegression, ChallengeMismatch, *_SIGN_REFUSED)}},
     ("/account/consents", "get"): {
         "security": [{"sessionCookie": []}],
         "responses": {"401": problem("not signed in (login_required)")}},

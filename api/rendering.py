@@ -272,11 +272,14 @@ PASSKEY_ERRORS = (
     "credential_exists", "credential_not_found", "request_expired", "invalid_request", "csrf",
     "code_invalid", "code_used", "enrollment_required",
     "login_required", "wrong_origin", "rate_limited",
+    "approval_challenge_mismatch", "request_not_pending", "request_not_found", "signing_request_expired",
+    "wrong_signer",
     "not_supported", "cancelled", "no_passkey", "network", "unknown",
 )
 """The error codes webauthn.js shows a message for: the passkey endpoints' problem codes (idp.core.webauthn,
-idp.sql.enrollment, the CSRF and session checks), then its own (no WebAuthn, cancelled, no passkey used on the
-login page, request failed, anything else). The enrollment form shows the code_* ones too."""
+idp.sql.enrollment, the CSRF and session checks, the signing approval's: signing.core.approval), then its own (no
+WebAuthn, cancelled, no passkey used on the login page, request failed, anything else). The enrollment form shows
+the code_* ones too."""
 PASSKEY_STATUS = ("waiting", "verifying", "done")
 
 

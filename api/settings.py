@@ -111,6 +111,8 @@ class Settings(BaseSettings):
     webauthn_mds_root_file: Path | None = None
     """The PEM root certificate(s) the MDS BLOB's signing chain must validate to."""
     activation_code_lifetime_hours: int = Field(default=72, ge=1, le=30 * 24)
+    signing_approval_level: Literal["low", "substantial", "high"] = "high"
+    """The level of assurance a signer signs in and approves a sign-mode request at (api.routes.approval)."""
     enrollment_lifetime_seconds: int = Field(default=900, ge=60, le=3600)
     # rate limits (storage.ratelimit over the `limits` library) and the audit trail's retention
     rate_limit_storage: str = "memory://"

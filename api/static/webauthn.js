@@ -7,6 +7,9 @@
 //                                   when no passkey was used (the prompt failed or was cancelled)
 // #passkey data-passkey="register"  data-csrf (the enrollment's or the account's token), data-done (fallback page),
 //                                   data-interaction (the sign-in an enrollment returns to, if any)
+// #passkey data-passkey="approve"   data-request-id, data-csrf (the session's "sign" token): the signer approves a
+//                                   signing request with an assertion over the challenge the server derived from
+//                                   the request and its documents (api.routes.approval)
 // Every request carries X-CSRF-Token; errors come back as application/problem+json with a member "code".
 "use strict";
 
@@ -300,6 +303,24 @@
     leave(answer, root.getAttribute("data-done") || "/account");
   }
 
+  async function approve() {
+    var base = "/sign/" + encodeURIComponent(root.getAttribute("data-request-id"));
+    var begin = await postJSON(base + "/options", {});
+    showStatus("waiting");
+    var credential;
+    try {
+      credential = await navigator.credentials.get({ publicKey: requestOptions(begin.publicKey) });
+    } catch (error) {
+      throw fromDomException(error);
+    }
+    if (!credential) {
+      throw new Failure("cancelled");
+    }
+    showStatus("verifying");
+    var answer = await postJSON(base + "/approve", { ceremony: begin.ceremony, credential: credentialJSON(credential) });
+    leave(answer, base);
+  }
+
   // On the login page, a prompt that failed or was cancelled (navigator.credentials.get rejects with
   // NotAllowedError, which also covers "no passkey for this site on this device") and a passkey Açar does not
   // know both mean the citizen may have no usable passkey here: say so, and show the ways on (#passkey-help).
@@ -359,7 +380,7 @@
       autofill.abort();
       autofill = null;
     }
-    var ceremony = mode === "login" ? signIn(false) : register();
+    var ceremony = mode === "login" ? signIn(false) : mode === "approve" ? approve() : register();
     ceremony.then(function () {
       setBusy(false);
     }, failed);

@@ -201,6 +201,8 @@ class AuthorizationService:
         if client is None or client.disabled:
             await store.delete_pending(pending_id)
             return ErrorPage("unauthorized_client", "the service that sent you here is no longer registered")
+        if isinstance(pending.params.get("return_to"), str):  # a login for one of Açar's pages (sign_in_for_page)
+            return await self._resume_page(pending, client, store=store, session=session)
         request = _Request.from_params(client, pending.params)
         started = pending.expires_at - self._interaction_lifetime - dt.timedelta(seconds=1)
         if session is not None and session.auth_time >= started:
@@ -222,6 +224,34 @@ class AuthorizationService:
         if not isinstance(result, Interaction):
             await store.delete_pending(pending_id)
         return result
+
+    async def sign_in_for_page(self, store: OidcStore, *, client: Client, return_to: str, level: Level | None,
+                               browser: str, ui_locales: str | None = None) -> Interaction:
+        """A login for one of Açar's own pages (the signing approval page, /sign/<id>), on behalf of `client` (the
+        agency that asked for it, named on the login page): the login interaction of a pending request that
+        issues no code and releases nothing, and on resume sends the browser back to `return_to` (a local path)
+        once a session at `level` exists. Bound to the browser like any pending request (pending_for)."""
+        if not return_to.startswith("/") or return_to.startswith("//") or len(return_to) > MAX_PARAM:
+            raise ValueError("return_to must be a local path")
+        request = _Request(client=client, redirect_uri=self.issuer + return_to, response_mode="query", state=None,
+                           scopes=["openid"], level=level, ui_locales=ui_locales, browser=browser)
+        pending = PendingRequest(id=secrets.token_urlsafe(24), client_id=client.client_id,
+                                 params={**request.to_params(), "return_to": return_to},
+                                 csrf_token=secrets.token_urlsafe(24),
+                                 expires_at=self._clock() + self._interaction_lifetime)
+        await store.save_pending(pending)
+        return Interaction("login", pending, client, level=level)
+
+    async def _resume_page(self, pending: PendingRequest, client: Client, *, store: OidcStore,
+                           session: LoginState | None) -> AuthorizeResult:
+        """sign_in_for_page's request resumed: back to the page once the session reaches the level, else the
+        login again (step-up). Nothing is issued to the client and no consent is asked."""
+        level = pending.params.get("level")
+        usable = session is not None and session.ended_at is None and session.expires_at > self._clock()
+        if session is None or not usable or not loa.at_least(session.level, level):
+            return Interaction("login", pending, client, level=level)
+        await store.delete_pending(pending.id)
+        return Redirect(self.issuer + str(pending.params["return_to"]), {}, "query")
 
     # --- validation --------------------------------------------------------------------------------------
 

@@ -410,6 +410,48 @@ class PasskeyService:
             allow_credentials=[], user_verification=uv)
         return Ceremony(record.id, options_to_json_dict(options))
 
+    async def bound_assertion_options(self, store: PasskeyStore, *, person_id: str, binding: str, challenge: bytes,
+                                      required_level: Level | None) -> Ceremony:
+        """Options for an assertion by `person_id` over a challenge the caller derived from what the assertion
+        approves (a signing approval: signing.core.approval) instead of a random one, so that the authenticator's
+        signature covers it. `binding` names what is approved (kept as the ceremony's pending_id, at most 64
+        characters; never an authorization request's id, so a login cannot use the ceremony nor the other way
+        round). allowCredentials lists the person's credentials that can still sign in; user verification is
+        required at level high. The ceremony stays single-use and short-lived like a login's."""
+        if not 16 <= len(challenge) <= 64 or not 0 < len(binding) <= 64:
+            raise InvalidPasskeyRequest("a bound assertion needs a 16 to 64 byte challenge and a binding")
+        uv = UserVerificationRequirement.REQUIRED if required_level == "high" else UserVerificationRequirement.PREFERRED
+        record = await self._new_challenge(store, "authenticate", uv, person_id=person_id, pending_id=binding,
+                                           challenge=challenge)
+        usable = [c for c in await store.credentials(person_id) if c.flagged_at is None and c.revoked_at is None]
+        options = generate_authentication_options(
+            rp_id=self.rp.id, challenge=record.challenge, timeout=self.rp.challenge_seconds * 1000,
+            allow_credentials=[PublicKeyCredentialDescriptor(id=base64url_to_bytes(c.id),
+                                                             transports=_transports(c.transports)) for c in usable],
+            user_verification=uv)
+        return Ceremony(record.id, options_to_json_dict(options))
+
+    async def verify_bound_assertion(self, store: PasskeyStore, *, ceremony_id: str, person_id: str, binding: str,
+                                     credential: Mapping[str, Any], required_level: Level | None) -> PasskeyLogin:
+        """Verify an assertion (AuthenticationResponseJSON) made for `bound_assertion_options`: every check of a
+        login (signature over the stored challenge, origin, RP ID hash, counter, user verification and the level,
+        the credential usable and its userHandle its owner's), plus the ceremony's binding and the credential
+        belonging to `person_id` (WrongUser). Recorded as webauthn.assertion (or webauthn.assertion_failed with
+        its code); the counter is stored as a login's is. The caller checks what the challenge was derived from."""
+        attempt = _Attempt(person_id=person_id)
+        try:
+            verified = await self._authenticate(store, ceremony_id=ceremony_id, pending_id=binding,
+                                                credential=credential, required_level=required_level,
+                                                attempt=attempt, person_id=person_id)
+        except PasskeyError as exc:
+            await store.audit("webauthn.assertion_failed", actor=person_id,
+                              subject=audit_ref(attempt.credential_id) if attempt.credential_id else None,
+                              detail={"code": exc.code, "binding": binding})
+            raise
+        await store.audit("webauthn.assertion", actor=person_id, subject=audit_ref(verified.credential_id),
+                          detail={"level": verified.method.level, "binding": binding})
+        return verified
+
     async def verify_authentication(self, store: PasskeyStore, *, ceremony_id: str, pending_id: str,
                                     credential: Mapping[str, Any], required_level: Level | None) -> PasskeyLogin:
         """Verify an assertion (AuthenticationResponseJSON) for the pending request `pending_id`.
@@ -435,11 +477,11 @@ class PasskeyService:
 
     async def _authenticate(self, store: PasskeyStore, *, ceremony_id: str, pending_id: str,
                             credential: Mapping[str, Any], required_level: Level | None,
-                            attempt: _Attempt) -> PasskeyLogin:
+                            attempt: _Attempt, person_id: str | None = None) -> PasskeyLogin:
         record = await self._consume(store, ceremony_id, "authenticate")
-        if record.pending_id != pending_id:
+        if record.pending_id != pending_id or record.person_id != person_id:
             raise InvalidPasskeyRequest("this passkey ceremony belongs to another sign-in request")
-        parsed, stored = await self._credential_of(store, credential, attempt)
+        parsed, stored = await self._credential_of(store, credential, attempt, identified=person_id)
         self._check_client_origin(parsed.response.client_data_json)
         try:
             verified = verify_authentication_response(
@@ -487,10 +529,12 @@ class PasskeyService:
             raise WrongOrigin(f"the passkey response comes from {received[:WrongOrigin.MAX_LOGGED]}, an origin this "
                               "service is not configured for", received=received, expected=self.rp.origins)
 
-    async def _credential_of(self, store: PasskeyStore, credential: Mapping[str, Any],
-                             attempt: _Attempt) -> tuple[AuthenticationCredential, CredentialRecord]:
+    async def _credential_of(self, store: PasskeyStore, credential: Mapping[str, Any], attempt: _Attempt,
+                             identified: str | None = None) -> tuple[AuthenticationCredential, CredentialRecord]:
         """The assertion and its registered credential, which must be usable and owned by the userHandle's user
-        (WebAuthn Level 2 section 7.2, steps 5 and 6)."""
+        (WebAuthn Level 2 section 7.2, steps 5 and 6). When the user was identified before the ceremony
+        (`identified`, a bound assertion), the credential must be theirs and the userHandle, which an authenticator
+        may then leave out, must name them when present."""
         try:
             parsed = parse_authentication_credential_json(dict(credential))
         except (WebAuthnException, ValueError, TypeError):
@@ -504,7 +548,11 @@ class PasskeyService:
             raise UnknownCredential("this passkey is not registered here; sign in another way or register it")
         attempt.person_id = stored.person_id
         _usable(stored)
+        if identified is not None and stored.person_id != identified:
+            raise WrongUser("this passkey belongs to someone else")
         handle, returned = stored.owner_handle, parsed.response.user_handle
+        if returned is None and identified is not None:
+            return parsed, stored
         if handle is None or returned is None or not secrets.compare_digest(returned, handle):
             raise WrongUser("the passkey's user handle does not match its owner")
         return parsed, stored
@@ -677,9 +725,9 @@ class PasskeyService:
 
     async def _new_challenge(self, store: PasskeyStore, purpose: Purpose, uv: UserVerificationRequirement, *,
                              person_id: str | None = None, pending_id: str | None = None,
-                             enrollment_id: str | None = None) -> ChallengeRecord:
+                             enrollment_id: str | None = None, challenge: bytes | None = None) -> ChallengeRecord:
         record = ChallengeRecord(
-            id=secrets.token_urlsafe(24), challenge=secrets.token_bytes(CHALLENGE_BYTES), purpose=purpose,
+            id=secrets.token_urlsafe(24), challenge=challenge or secrets.token_bytes(CHALLENGE_BYTES), purpose=purpose,
             user_verification=uv.value, expires_at=self._clock() + dt.timedelta(seconds=self.rp.challenge_seconds),
             person_id=person_id, pending_id=pending_id, enrollment_id=enrollment_id)
         await store.save_challenge(record)

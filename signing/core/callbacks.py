@@ -208,6 +208,7 @@ class CallbackDelivery:
         rounds = math.ceil(batch / max_concurrency)
         self._lease = dt.timedelta(seconds=policy.timeout * ATTEMPT_FACTOR * rounds + 60)
         self._wake = asyncio.Event()
+        self._stopping = False
 
     async def aclose(self) -> None:
         if self._owns_http:
@@ -217,10 +218,17 @@ class CallbackDelivery:
         """Deliver now (a request just finished) instead of at the next tick."""
         self._wake.set()
 
+    def stop(self) -> None:
+        """End `run` after the batch in hand (a graceful shutdown, as signing.core.jobs.SigningWorker.stop: a task
+        cancelled inside a unit of work could leave SQLite's write lock held)."""
+        self._stopping = True
+        self._wake.set()
+
     async def run(self, interval: float) -> None:
         """Deliver what is due every `interval` seconds, or at once when kicked; until cancelled. A database outage
-        is logged and tried again at the next tick, never ends the loop."""
-        while True:
+        is logged and tried again at the next tick, never ends the loop; `stop` ends it between batches."""
+        self._stopping = False
+        while not self._stopping:
             self._wake.clear()
             full = False
             try:
@@ -228,7 +236,7 @@ class CallbackDelivery:
                 full = sum(counts.values()) >= self._batch
             except Exception:
                 log.exception("signing.callbacks_failed")
-            if full:
+            if full or self._stopping:
                 continue
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval):

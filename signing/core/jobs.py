@@ -99,15 +99,23 @@ class SigningWorker:
         self._wake = asyncio.Event()
         self._finished = finished
         """Called after a job's outcome is committed (the completion callbacks' delivery is woken by it)."""
+        self._stopping = False
 
     def kick(self) -> None:
         """Work now (a request was just stored) instead of at the next tick."""
         self._wake.set()
 
+    def stop(self) -> None:
+        """End `run` after the job in hand (a graceful shutdown): a task cancelled inside a unit of work could
+        leave its connection mid-transaction (on SQLite, holding the write lock) while the process goes on."""
+        self._stopping = True
+        self._wake.set()
+
     async def run(self, interval: float) -> None:
         """Sign what is due, then wait `interval` seconds or for a kick; until cancelled. A database outage is
-        logged and tried again at the next tick, never ends the loop."""
-        while True:
+        logged and tried again at the next tick, never ends the loop; `stop` ends it between jobs."""
+        self._stopping = False
+        while not self._stopping:
             self._wake.clear()
             done = 0
             try:

@@ -12,6 +12,8 @@
   (`leased_by`), so each document is signed exactly once in the delivered result.
 - `signing_seals`: an agency client's electronic seal (ETSI EN 319 412-3 legal person: its VÖEN and name) and the
   key in the key store that seals for it.
+- `signing_signer_keys`: a person's own signing key (ETSI EN 319 412-2 natural person, serialNumber PNOAZ-<FIN>),
+  created on the person's first approved signature and reused while its certificate can sign.
 - `signing_callbacks`: the completion callback of a request that named a callback URL, written in the transaction
   that moved the request to its final state, and sent by signing.core.callbacks until delivered or expired.
 """
@@ -119,6 +121,17 @@ class AgencySeal(Base):
     voen: Mapped[str] = mapped_column(String(10))
     organization: Mapped[str] = mapped_column(String(64))
     key_id: Mapped[str | None] = mapped_column(ForeignKey("stored_keys.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class SignerKey(Base):
+    __tablename__ = "signing_signer_keys"
+
+    fin: Mapped[str] = mapped_column(String(16), primary_key=True)
+    key_id: Mapped[str] = mapped_column(ForeignKey("stored_keys.id"))
+    given_name: Mapped[str] = mapped_column(String(64))
+    surname: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
 

@@ -21,6 +21,7 @@ from api.rendering import (
     error_message_keys,
     passkey_messages,
 )
+from api.routes.approval import STATES as SIGN_STATES
 from api.routes.pages import ACCOUNT_NOTICES
 from idp.core.claims import CLAIM_DESCRIPTIONS
 from idp.core.interfaces import LEVELS
@@ -29,8 +30,8 @@ ROOT = Path(__file__).resolve().parents[3]
 TEMPLATE_KEY = re.compile(r"""\b_\(\s*(["'])([^"']+)\1\s*[,)]""")
 """A translation call with a literal message id; `_("claim." ~ name)` is covered by dynamic_keys."""
 KEY_SHAPE = re.compile(
-    r"^(page|home|error|level|login|passkey|consent|claim|form_post|logout|enroll|account|help)\.[a-z0-9_.]+$")
-CODE_USING_KEYS = ("api/rendering.py", "api/routes/pages.py", "api/passkey_names.py")
+    r"^(page|home|error|level|login|passkey|consent|claim|form_post|logout|enroll|account|help|sign)\.[a-z0-9_.]+$")
+CODE_USING_KEYS = ("api/rendering.py", "api/routes/pages.py", "api/passkey_names.py", "api/routes/approval.py")
 
 
 def placeholders(text: str) -> set[str]:
@@ -85,6 +86,7 @@ def dynamic_keys() -> set[str]:
     return ({f"level.name.{lv}" for lv in LEVELS} | {f"level.description.{lv}" for lv in (*LEVELS, "any")}
             | {f"claim.{c}" for c in CLAIM_DESCRIPTIONS} | {f"passkey.error.{c}" for c in PASSKEY_ERRORS}
             | {f"passkey.status.{s}" for s in PASSKEY_STATUS} | {f"account.done.{n}" for n in ACCOUNT_NOTICES}
+            | {f"sign.state.{s}" for s in (*SIGN_STATES, "decided")}
             | error_message_keys())
 
 

@@ -141,11 +141,14 @@ COOKIE_OPERATIONS = {
     ("/webauthn/credentials/{credential_id}", "delete"): [{"sessionCookie": []}],
     ("/account/consents", "get"): [{"sessionCookie": []}],
     ("/account/consents/{client_id}", "delete"): [{"sessionCookie": []}],
+    ("/sign/{request_id}/options", "post"): [{"sessionCookie": []}],
+    ("/sign/{request_id}/approve", "post"): [{"sessionCookie": []}],
 }
 CSRF_OPERATIONS = {("/webauthn/login/options", "post"), ("/webauthn/login/verify", "post"),
                    ("/webauthn/register/options", "post"), ("/webauthn/register/verify", "post"),
                    ("/webauthn/credentials/{credential_id}", "patch"),
-                   ("/webauthn/credentials/{credential_id}", "delete")}
+                   ("/webauthn/credentials/{credential_id}", "delete"),
+                   ("/sign/{request_id}/options", "post"), ("/sign/{request_id}/approve", "post")}
 
 
 def _json_reading_routes(app: FastAPI) -> list[tuple[str, str, set[str]]]:

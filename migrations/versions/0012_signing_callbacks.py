@@ -4,8 +4,8 @@ signing_callbacks: one row per request that named a callback URL, written in the
 to its final state (completed, failed, rejected, expired), with the event's claims; the signed JWT (`body`) is kept
 once signed, so every attempt sends the same bytes. See signing.sql.models and signing.core.callbacks.
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-12-06 11:00:00.000000
 """
 
@@ -16,8 +16,8 @@ from alembic import op
 
 import storage.base
 
-revision: str = '0011'
-down_revision: str | None = '0010'
+revision: str = '0012'
+down_revision: str | None = '0011'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
