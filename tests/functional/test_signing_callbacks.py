@@ -2,12 +2,12 @@
 
 A seal request with a callback URL: the receiver gets one POST of a JWT that PyJWT and joserfc verify with the JWKS
 of /jwks.json. A receiver failing twice then answering is delivered on the third attempt, the same bytes each time;
-one that never answers 2xx expires after the delivery window, audited. No callback URL, no row. Expired and failed
-requests call back with their state; a key rotation meanwhile re-signs the same claims. Redirects are not followed.
-The production policy requires https, refuses non-public addresses (SSRF) unless allowed, and over TLS sends to the
-checked address while verifying the URL's host name. Concurrent deliveries send each callback once; a real `acar
-worker` delivers; the retention deletes finished callbacks. Retries are driven by a hand-moved clock (tests.clock),
-never by waiting.
+one that never answers 2xx expires after the delivery window, audited. No callback URL, no row. Expired, failed and
+rejected requests call back with their state; a key rotation meanwhile re-signs the same claims. Redirects are not
+followed. The production policy requires https, refuses non-public addresses (SSRF) unless allowed, and over TLS
+sends to the checked address while verifying the URL's host name. Concurrent deliveries send each callback once; a
+real `acar worker` delivers; the retention deletes finished callbacks. Retries are driven by a hand-moved clock
+(tests.clock), never by waiting.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from api.app import create_app, signing_housekeeping
 from api.deps import Services
 from keys.models import IssuedCertificate
 from signing.core.callbacks import CONTENT_TYPE, TYP, CallbackDelivery, CallbackPolicy
+from signing.sql.approval_store import SqlApprovalStore
 from signing.sql.callbacks import SqlCallbackUnits
 from signing.sql.models import SigningCallback
 from storage.audit import AuditEvent
@@ -330,7 +331,9 @@ async def test_an_expired_sign_request_calls_back_with_its_state(
             "documents": [{"content": _b64(minimal_pdf())}]})
         assert r.status_code == 201, r.text
         assert await _callbacks(initialized) == []  # pending: no final state yet
-        assert (await signing_housekeeping(initialized, utcnow()))["signing_requests_expired"] == 1
+        await signing_housekeeping(initialized, utcnow())  # (or the app's own housekeeping pass got there first)
+        (row,) = await _callbacks(initialized)
+        assert row.claims["state"] == "expired" and row.state == "pending"
         delivery = _delivery(initialized, Clock())
         assert await delivery.deliver_due() == {"delivered": 1, "retrying": 0, "expired": 0}
         await delivery.aclose()
@@ -541,3 +544,27 @@ async def test_a_failed_request_calls_back_with_its_failure(
     assert (claims["request_id"], claims["state"], claims["documents"]) == (request_id, "failed", [])
     assert claims["failure"]["code"] == "seal_unusable" == failed["failure"]["code"]
     assert claims["failure"]["detail"] == failed["failure"]["detail"]
+
+
+async def test_a_rejected_request_calls_back_with_its_state(
+        manual: tuple[FastAPI, httpx.AsyncClient], initialized: Services) -> None:
+    """The signer's rejection (the approval's store, its unit) records the callback with the new state."""
+    _, client = manual
+    await prepared(initialized)
+    agency = await register_agency(initialized, client, seal=False)
+    with receiver(200) as agency_side:
+        r = await client.post(API, headers=agency.headers, json={
+            "mode": "sign", "signer_fin": "5abcd12", "callback_url": agency_side.url,
+            "documents": [{"content": _b64(minimal_pdf())}]})
+        assert r.status_code == 201, r.text
+        async with initialized.direct.transaction() as tx:
+            assert await SqlApprovalStore(tx).reject_request(r.json()["id"], now=utcnow())
+        async with initialized.direct.transaction() as tx:
+            assert not await SqlApprovalStore(tx).reject_request(r.json()["id"], now=utcnow())  # decided once
+        delivery = _delivery(initialized, Clock())
+        assert await delivery.deliver_due() == {"delivered": 1, "retrying": 0, "expired": 0}
+        await delivery.aclose()
+    (post,) = agency_side.posts
+    claims = _verified(post.body.decode(), (await client.get("/jwks.json")).json(), agency.client_id)
+    assert (claims["request_id"], claims["state"], claims["documents"], claims["failure"]) == (
+        r.json()["id"], "rejected", [], None)
