@@ -568,3 +568,14 @@ async def test_a_rejected_request_calls_back_with_its_state(
     claims = _verified(post.body.decode(), (await client.get("/jwks.json")).json(), agency.client_id)
     assert (claims["request_id"], claims["state"], claims["documents"], claims["failure"]) == (
         r.json()["id"], "rejected", [], None)
+
+
+async def test_stop_ends_the_worker_and_the_delivery_between_batches(initialized: Services) -> None:
+    """SigningServices.run (the worker and the callbacks' delivery) returns by itself after stop: the app's shutdown
+    and acar worker's first signal end it without cancelling a task inside a unit of work."""
+    running = asyncio.create_task(initialized.signing.run(0.05))
+    await asyncio.sleep(0.2)  # a few idle passes of both loops
+    assert not running.done()
+    initialized.signing.stop()
+    await asyncio.wait_for(running, timeout=30)
+    assert running.exception() is None
