@@ -107,6 +107,10 @@ APPEND_SIGNED = update(_documents).where(_documents.c.request_id == bindparam("r
                                          _documents.c.n == bindparam("n")) \
     .values(signed=cast(_documents.c.signed.concat(bindparam("chunk", type_=LargeBinary)), LargeBinary))
 """The signed document's next chunk (bytea || bytea on PostgreSQL; SQLite's || makes text of blobs: cast back)."""
+APPEND_CONTENT = update(_documents).where(_documents.c.request_id == bindparam("request_id"),
+                                          _documents.c.n == bindparam("n")) \
+    .values(content=cast(_documents.c.content.concat(bindparam("chunk", type_=LargeBinary)), LargeBinary))
+"""A submitted document's next chunk, in the transaction that stores its request."""
 LOCK_REQUEST = select(_requests.c.id).where(_requests.c.id == bindparam("request_id")).with_for_update()
 """Before a request's completion is decided: two workers finishing its last two documents at once would each see
 the other's document unsigned (READ COMMITTED, neither committed yet) and neither would complete it. The second
@@ -185,10 +189,14 @@ class SqlSigningStore:
         if inserted != 1:
             return False
         for document in request.documents:
+            content = document.content  # a large one in chunks (CONTENT_CHUNK); a whole slice is the same bytes
             await self.tx.execute(INSERT_DOCUMENT, request_id=request.id, n=document.n, filename=document.filename,
-                                  pages=document.pages, size=len(document.content), sha256=document.sha256,
-                                  findings=list(document.findings), content=document.content, state="pending",
-                                  signed=None, signed_sha256=None, signed_at=None)
+                                  pages=document.pages, size=len(content), sha256=document.sha256,
+                                  findings=list(document.findings), content=content[:CONTENT_CHUNK],
+                                  state="pending", signed=None, signed_sha256=None, signed_at=None)
+            for offset in range(CONTENT_CHUNK, len(content), CONTENT_CHUNK):
+                await self.tx.execute(APPEND_CONTENT, request_id=request.id, n=document.n,
+                                      chunk=content[offset:offset + CONTENT_CHUNK])
         if request.state is RequestState.APPROVED:
             await self.queue_jobs(request.id, [d.n for d in request.documents], request.created_at)
         return True

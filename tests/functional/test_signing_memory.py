@@ -6,8 +6,10 @@ The server that took the upload is measured too, and its figure printed (docs/pe
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
+import json
 import signal
 import subprocess
 import time
@@ -86,3 +88,18 @@ def test_a_worker_signs_a_50_mb_pdf_in_under_400_mb(pg_database_url: str, master
         assert signed.startswith(pdf) and len(PdfFileReader(io.BytesIO(signed)).embedded_signatures) == 2
     finally:
         server.stop()
+
+    server = Server(env, log_path=tmp_path / "server-json.log")  # a fresh process: its own high-water mark
+    try:
+        server.wait_ready()
+        body = json.dumps({"mode": "seal", "documents": [
+            {"filename": "large.pdf", "content": base64.b64encode(pdf).decode()}]}).encode()
+        json_before = peak_rss(server.proc.pid)
+        r = httpx.post(server.base + API, headers={**headers, "Content-Type": "application/json"}, content=body,
+                       timeout=120)
+        assert r.status_code == 201, r.text
+        json_after = peak_rss(server.proc.pid)
+    finally:
+        server.stop()
+    print(f"peak RSS: server {json_before / 2**20:.0f} MiB before a JSON upload ({len(body) / 2**20:.1f} MiB), "
+          f"{json_after / 2**20:.0f} MiB after")
