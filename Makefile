@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
-SYSTEM_PACKAGES := softhsm2 openssl procps chromium chromium-driver redis-server poppler-utils qpdf libnss3-tools fonts-noto-mono ghostscript mupdf-tools libreoffice-writer-nogui fonts-dejavu-core util-linux
+SYSTEM_PACKAGES := softhsm2 openssl procps chromium chromium-driver redis-server poppler-utils qpdf libnss3-tools fonts-noto-mono ghostscript mupdf-tools libreoffice-writer-nogui fonts-dejavu-core util-linux postgresql
 PYTEST_ARGS ?=
 
 .PHONY: run test lint test-sqlite test-postgresql fuzz system-deps browser-deps redis python-check install clean
@@ -33,7 +33,8 @@ run: install
 	exec $(BIN)/acar serve --host 127.0.0.1 --port 8000
 
 # System packages the tests drive for real (SoftHSM2 behind PKCS#11, openssl as the independent checker; qpdf,
-# Ghostscript, MuPDF, LibreOffice Writer and Chromium produce the PDFs the input-policy tests sign).
+# Ghostscript, MuPDF, LibreOffice Writer and Chromium produce the PDFs the input-policy tests sign; PostgreSQL's
+# initdb and pg_ctl run the throwaway cluster the restart test restarts, tests/pg_cluster.py).
 system-deps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

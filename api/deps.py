@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from sqlalchemy import text
@@ -17,6 +18,8 @@ from storage import create_engine, create_session_factory, is_sqlite
 from storage.direct import DirectDatabase, PostgresDirect, SessionDirect
 
 if TYPE_CHECKING:  # the services' modules are imported by the builders that need them (the CLI builds a few)
+    from pyhanko.sign.timestamps import TimeStamper
+
     from api.provider import Provider
     from api.ratelimit import RateLimits
     from api.routes.approval import Approval
@@ -32,6 +35,7 @@ if TYPE_CHECKING:  # the services' modules are imported by the builders that nee
     from signing.core.pades import PadesEngine, SignatureOptions, SignatureResult, SigningCredentials
     from signing.core.requests import RequestService
     from signing.core.revocation import ValidationDataSource
+    from signing.core.timestamps import UrlTimeStamper
     from storage.audit import AuditSink, GroupCommitAuditLog
 
 
@@ -159,9 +163,13 @@ class SigningEngine:
     Time-stamps come from the built-in TSA in process (audited through the group commit, which must be running);
     the built-in PKI's OCSP, CRLs and certificates are answered in process too (signing.core.revocation)."""
 
-    def __init__(self, pki: PkiService, tsa: TimestampService) -> None:
+    def __init__(self, pki: PkiService, tsa: TimestampService, *, tsa_url: str = "",
+                 trust_roots: Sequence[Path] = ()) -> None:
         self._pki = pki
         self._tsa = tsa
+        self._tsa_url = tsa_url
+        self._trust_roots = tuple(trust_roots)
+        self._timestamper: UrlTimeStamper | None = None
         self._engine: PadesEngine | None = None
         self._validation: ValidationDataSource | None = None
         self._building = asyncio.Lock()
@@ -174,11 +182,15 @@ class SigningEngine:
 
                     from signing.core.pades import PadesEngine
                     from signing.core.revocation import ValidationDataSource
-                    from signing.core.timestamps import ServiceTimeStamper
+                    from signing.core.timestamps import ServiceTimeStamper, UrlTimeStamper
 
-                    root = x509.Certificate.load(await self._pki.ca_certificate("root"))
-                    self._validation = ValidationDataSource(trust_roots=[root], local=self._pki)
-                    self._engine = PadesEngine(timestamper=ServiceTimeStamper(self._tsa), validation=self._validation)
+                    roots = [x509.Certificate.load(await self._pki.ca_certificate("root")),
+                             *(x509.Certificate.load(_certificate_file(path)) for path in self._trust_roots)]
+                    self._validation = ValidationDataSource(trust_roots=roots, local=self._pki)
+                    timestamper: TimeStamper = ServiceTimeStamper(self._tsa)
+                    if self._tsa_url:
+                        timestamper = self._timestamper = UrlTimeStamper(self._tsa_url)
+                    self._engine = PadesEngine(timestamper=timestamper, validation=self._validation)
         return self._engine
 
     async def sign(self, source: BinaryIO, output: BinaryIO, credentials: SigningCredentials,
@@ -188,6 +200,19 @@ class SigningEngine:
     async def close(self) -> None:
         if self._validation is not None:
             await self._validation.close()
+        if self._timestamper is not None:
+            await self._timestamper.close()
+
+
+def _certificate_file(path: Path) -> bytes:
+    """A trust anchor's DER from a PEM or DER file (ACAR_SIGNING_TRUST_ROOTS)."""
+    from cryptography import x509 as cx509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    data = path.read_bytes()
+    if b"-----BEGIN CERTIFICATE-----" in data:
+        return cx509.load_pem_x509_certificate(data).public_bytes(Encoding.DER)
+    return data
 
 
 @dataclass
@@ -239,7 +264,7 @@ def build_signing(settings: Settings, sessions: async_sessionmaker[AsyncSession]
     inputs = InputPolicy(max_bytes=settings.signing_max_document_bytes, max_pages=settings.signing_max_pages,
                          refuse_active_content=settings.signing_refuse_active_content)
     requests = RequestService(units, policy=policy, inspector=policy_inspector(inputs), clock=utcnow)
-    engine = SigningEngine(pki, tsa)
+    engine = SigningEngine(pki, tsa, tsa_url=settings.signing_tsa_url, trust_roots=settings.signing_trust_roots)
     worker = SigningWorker(units, engine,
                            SealCredentials(sessions, pki.ca, ttl_seconds=settings.key_cache_seconds),
                            lease=dt.timedelta(seconds=settings.signing_lease_seconds), name=worker_name, clock=utcnow,

@@ -165,6 +165,12 @@ class Settings(BaseSettings):
     digests and the audit trail stay."""
     signing_request_lifetime_hours: float = Field(default=72.0, gt=0, le=24 * 90)
     """How long a sign-mode request waits for its signer's approval before it expires."""
+    signing_tsa_url: str = ""
+    """An external RFC 3161 time-stamp authority (RFC 3161 section 3.4, over http or https) for B-T and above;
+    unset, the built-in TSA stamps in process (keys.tsa.TimestampService: each time-stamp audited)."""
+    signing_trust_roots: list[Path] = Field(default_factory=list)
+    """Certificate files (PEM or DER) of further trust anchors for the validation data of B-LT signatures: the
+    root of an external TSA's chain (ACAR_SIGNING_TSA_URL). The built-in root is always trusted."""
     signing_callback_max_age_hours: float = Field(default=24.0, gt=0, le=24 * 30)
     """A request's completion callback is retried (with backoff) for this long after the request finished, then
     given up (signing.callback.expired)."""
@@ -209,7 +215,7 @@ class Settings(BaseSettings):
             raise ValueError("must be an absolute http(s) URL without query or fragment")
         return value.rstrip("/")
 
-    @field_validator("pki_base_url", "pki_cps_url", "pki_pds_url")
+    @field_validator("pki_base_url", "pki_cps_url", "pki_pds_url", "signing_tsa_url")
     @classmethod
     def _pki_url(cls, value: str) -> str:
         """Empty (derived from the issuer) or an absolute http(s) URL without query or fragment."""
@@ -219,6 +225,14 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
             raise ValueError("must be an absolute http(s) URL without query or fragment")
         return value.rstrip("/")
+
+    @field_validator("signing_trust_roots")
+    @classmethod
+    def _files(cls, value: list[Path]) -> list[Path]:
+        missing = [str(path) for path in value if not path.is_file()]
+        if missing:
+            raise ValueError(f"no such file: {', '.join(missing)}")
+        return value
 
     @field_validator("webauthn_origins")
     @classmethod

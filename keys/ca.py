@@ -490,8 +490,15 @@ class CertificateAuthorityService:
                              f"({recorded.revocation_reason}); it issues nothing")
 
     async def issue(self, session: AsyncSession, *, profile: Profile, subject: Subject, public_key: PublicKeyTypes,
-                    days: int | None = None, actor: str) -> IssuedCertificate:
-        """Issue a subscriber certificate from the issuing CA (profiles in keys.profiles)."""
+                    days: int | None = None, key_id: str | None = None, actor: str) -> IssuedCertificate:
+        """Issue a subscriber certificate from the issuing CA (profiles in keys.profiles).
+
+        `key_id` names the key in this key store that the certificate certifies, when the subscriber's key is kept
+        here (an agency's seal key, a person's signing key): it is recorded on the certificate, so
+        `certified_key_of(key_id=...)` finds it. It must be the key of `public_key` (InvalidCertificateRequest
+        otherwise; KeyNotFound when the store has no such key): a certificate never names a key it does not
+        certify. Without it the key is the subscriber's own (a passkey's attestation, a CSR).
+        """
         if profile not in SUBSCRIBER_PROFILES:
             raise InvalidCertificateRequest(
                 f"profile {profile.value} is not issued on request (use one of "
@@ -500,10 +507,14 @@ class CertificateAuthorityService:
         if not 1 <= days <= SUBSCRIBER_MAX_DAYS:
             raise InvalidCertificateRequest(f"the validity must be 1 to {SUBSCRIBER_MAX_DAYS} days (got {days})")
         check_subject_key(public_key)
+        if key_id is not None:
+            handle = await self._store.load(session, key_id)
+            if not same_public_key(handle.public_key(), public_key):
+                raise InvalidCertificateRequest(f"key {key_id} is not the public key to be certified")
         ca = await self.load_ca(session, ISSUING)
         now = self._now()
         return await self._issue(session, ca, profile, subject, public_key, not_before=now,
-                                 not_after=now + dt.timedelta(days=days), key_id=None, actor=actor)
+                                 not_after=now + dt.timedelta(days=days), key_id=key_id, actor=actor)
 
     async def _newest_service_certificate(self, session: AsyncSession, profile: Profile) -> IssuedCertificate | None:
         now = self._now()

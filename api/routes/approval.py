@@ -235,12 +235,14 @@ def _reaches(level: Level, required: Level) -> bool:
 
 
 @router.get("/sign/{request_id}/documents/{n}/pages/{page}.png")
-async def page_preview(request: Request, request_id: str, n: int, page: int) -> Response:
+async def page_preview(request: Request, request_id: str, n: str, page: str) -> Response:
     """One page of one document, as PNG, for the signed-in signer of a pending request (401 without a session at
-    the approval level, the refusal's status for another person or a decided request, 404 for no such page)."""
-    if not _valid_id(request_id):
+    the approval level, the refusal's status for another person or a decided request, 404 for no such page, a
+    document or page number that is not one included: an image URL, so no problem document)."""
+    if not _valid_id(request_id) or not _number(n) or not _number(page):
         return Response(status_code=404, headers=NO_STORE)
-    found = await _page_source(request, request_id, n, page)
+    number = int(page)
+    found = await _page_source(request, request_id, int(n), number)
     if isinstance(found, int):
         return Response(status_code=found, headers=NO_STORE)
     key, pages, content = found
@@ -248,13 +250,18 @@ async def page_preview(request: Request, request_id: str, n: int, page: int) -> 
     png = approval.cache.get(key)
     if png is None:
         try:
-            png = (await approval.previews.render_page(content, page, pages=pages)).png
+            png = (await approval.previews.render_page(content, number, pages=pages)).png
         except PreviewError as exc:
             return coded_problem(request, exc.status_code, exc.code, exc.title, exc.detail, headers=NO_STORE)
         approval.cache.put(key, png)
     return Response(png, media_type="image/png", headers={
         "Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff",
         "Content-Security-Policy": "default-src 'none'"})
+
+
+def _number(value: str) -> bool:
+    """A document or page number as the previews' URLs write it: 1 to 6 ASCII digits."""
+    return 0 < len(value) <= 6 and value.isascii() and value.isdigit()
 
 
 async def _page_source(request: Request, request_id: str, n: int,

@@ -13,7 +13,7 @@ import enum
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from signing.core.levels import PadesLevel
 
@@ -162,7 +162,12 @@ class JobWork:
     placement: Placement | None
     filename: str
     content: bytes | None
-    """None once the input is gone (signed by another claim, or deleted): nothing to do."""
+    """The input's first bytes (all of it, unless it is larger than one chunk of the store: read the rest with
+    SigningStore.read_content); None once the input is gone (signed by another claim, or deleted): nothing to do."""
+    size: int
+    """The input's length in bytes."""
+    sha256: str
+    """The input's SHA-256 (hex) as submitted and approved: what is read back must match it before it is signed."""
 
 
 class SigningStore(Protocol):
@@ -188,12 +193,14 @@ class SigningStore(Protocol):
         """Take up to `limit` due jobs (queued and due, or running with an expired lease) for this claim; their
         requests move from approved to signing."""
     async def job_work(self, job: ClaimedJob) -> JobWork | None:
-        """The options and the input of a claimed job; None when the claim was lost."""
-    async def finish_job(self, job: ClaimedJob, *, signed: bytes, signed_sha256: str, now: dt.datetime,
+        """The options and the input (its first chunk) of a claimed job; None when the claim was lost."""
+    async def read_content(self, request_id: str, n: int, offset: int) -> bytes | None:
+        """The next chunk of document `n`'s input from byte `offset` (empty past its end; None once it is gone)."""
+    async def finish_job(self, job: ClaimedJob, *, signed: BinaryIO, signed_sha256: str, now: dt.datetime,
                          actor: str) -> bool:
-        """Write the signed document and mark the job done, in this unit's transaction, if the claim still holds
-        the job; complete the request when it was its last document. False when the claim was lost (nothing
-        written: another claim signs it)."""
+        """Write the signed document (read from `signed` to its end, in chunks) and mark the job done, in this unit's
+        transaction, if the claim still holds the job; complete the request when it was its last document. False
+        when the claim was lost (nothing written: another claim signs it)."""
     async def retry_job(self, job: ClaimedJob, *, error: str, not_before: dt.datetime, now: dt.datetime) -> bool:
         """Give the job back for a later attempt (a transient failure)."""
     async def fail_job(self, job: ClaimedJob, *, code: str, detail: str, now: dt.datetime, actor: str) -> bool:

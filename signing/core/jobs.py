@@ -7,7 +7,10 @@ Any number of workers on any number of nodes run `SigningWorker.run` against one
    skipped, never waited for), or under SQLite's single write lock; each gets a lease (`leased_until`) and a
    fresh claim id (`leased_by`), and is committed as running before any signing starts.
 2. Sign: the input is read in a reading unit and signed outside any transaction (no lock is held while the key
-   store or the TSA work).
+   store or the TSA work). A large input is read in chunks into a temporary file, and the signed output is
+   written to one, then stored in chunks (signing.sql.store.CONTENT_CHUNK): the worker never holds a large
+   document more than once beside pyHanko's own buffer (issue 13: under 400 MB while signing a 50 MB PDF).
+   What is read back must match the digest submitted (and, in sign mode, approved) before it is signed.
 3. Finish: one writing unit writes the signed PDF and marks the job done *only if the claim still holds the job*
    (`WHERE leased_by = <this claim>`); so a worker that was too slow, or killed between signing and committing,
    never delivers: its lease runs out, another claim signs the document again, and only the committed one is
@@ -25,16 +28,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import io
 import logging
 import os
 import secrets
 import socket
+import tempfile
 from collections.abc import Callable
 from typing import BinaryIO, Final, Protocol
 
 from signing.core.errors import SigningError
-from signing.core.interfaces import ClaimedJob, JobWork, SigningUnits
+from signing.core.interfaces import ClaimedJob, JobWork, SigningStore, SigningUnits
 from signing.core.pades import SignatureOptions, SignatureResult, SigningCredentials, VisibleSignature
 
 log = logging.getLogger("acar.signing.worker")
@@ -44,6 +49,9 @@ FIRST_RETRY: Final = 5.0
 MAX_RETRY: Final = 600.0
 """... up to ten minutes."""
 WORKER_ACTOR: Final = "signing-worker"
+SPOOL_BYTES: Final = 8 * 1024 * 1024
+"""A document larger than this is kept in a temporary file (the system's temporary directory, unlinked at once)
+while it is signed, input and output; a smaller one in memory."""
 TRANSIENT_STATUS: Final = 503
 """A SigningError with this status (TimestampUnavailable, ValidationDataUnavailable: the TSA or a revocation source
 did not answer) is retried like any other transient failure; every other SigningError fails the request."""
@@ -73,6 +81,19 @@ class SigningFailed(SigningError):
 def retry_delay(attempts: int) -> dt.timedelta:
     exponent = min(max(attempts, 1) - 1, 20)
     return dt.timedelta(seconds=min(FIRST_RETRY * 2**exponent, MAX_RETRY))
+
+
+def _buffer(size: int) -> BinaryIO:
+    """Where a document of `size` bytes is kept while it is signed (SPOOL_BYTES)."""
+    return tempfile.TemporaryFile() if size > SPOOL_BYTES else io.BytesIO()  # the caller closes it
+
+
+class InputMismatch(SigningError):
+    """The input read back from the store is not the document whose digest was submitted and approved."""
+
+    code = "input_mismatch"
+    status_code = 500
+    title = "The stored document does not match its digest"
 
 
 def worker_name() -> str:
@@ -142,31 +163,40 @@ class SigningWorker:
     async def _process(self, job: ClaimedJob) -> None:
         async with self._units.reading() as store:
             work = await store.job_work(job)
-        if work is None or work.content is None:
+            source = await _read_input(store, work) if work is not None else None
+        if work is None or source is None:
             return  # the claim was lost, or the document was signed or deleted meanwhile
-        try:
-            output, result = await self._sign(work)
-        except SigningError as exc:
-            if exc.status_code != TRANSIENT_STATUS:
-                await self._fail(job, exc.code, exc.detail)
+        with source, _buffer(work.size) as output:
+            try:
+                result = await self._sign(work, source, output)
+            except SigningError as exc:
+                if exc.status_code != TRANSIENT_STATUS:
+                    await self._fail(job, exc.code, exc.detail)
+                    return
+                await self._retry(job, exc.code, f"{exc.code}: {exc.detail}")
                 return
-            await self._retry(job, exc.code, f"{exc.code}: {exc.detail}")
-            return
-        except Exception as exc:  # transient: retried with backoff (module docstring)
-            log.exception("signing.attempt_failed", extra={"request": job.request_id, "n": job.n})
-            await self._retry(job, SigningFailed.code, f"{type(exc).__name__}: {str(exc)[:300]}")
-            return
-        del work  # the input's bytes: only the output is held while it is written
-        now = self._clock()
-        async with self._units.writing() as store:
-            written = await store.finish_job(job, signed=output, signed_sha256=result.sha256, now=now,
-                                             actor=WORKER_ACTOR)
+            except Exception as exc:  # transient: retried with backoff (module docstring)
+                log.exception("signing.attempt_failed", extra={"request": job.request_id, "n": job.n})
+                await self._retry(job, SigningFailed.code, f"{type(exc).__name__}: {str(exc)[:300]}")
+                return
+            source.close()  # the input: only the output is held while it is written
+            output.seek(0)
+            now = self._clock()
+            async with self._units.writing() as store:
+                written = await store.finish_job(job, signed=output, signed_sha256=result.sha256, now=now,
+                                                 actor=WORKER_ACTOR)
         if not written:
             log.warning("signing.lease_lost", extra={"request": job.request_id, "n": job.n, "worker": self.name})
         elif self._finished is not None:
             self._finished()
 
-    async def _sign(self, work: JobWork) -> tuple[bytes, SignatureResult]:
+    async def _sign(self, work: JobWork, source: BinaryIO, output: BinaryIO) -> SignatureResult:
+        source.seek(0)
+        digest = hashlib.sha256()
+        while block := source.read(1024 * 1024):
+            digest.update(block)
+        if digest.hexdigest() != work.sha256:
+            raise InputMismatch(f"document {work.n} read back from the store does not match its SHA-256")
         if work.key_id is None:
             raise SigningFailed("the request names no signing key")
         credentials = await self._credentials.credentials(work.key_id)
@@ -174,11 +204,8 @@ class SigningWorker:
         if work.placement is not None:
             visible = VisibleSignature(page=work.placement.page, box=work.placement.box)
         options = SignatureOptions(level=work.level, reason=work.reason, location=work.location, visible=visible)
-        assert work.content is not None  # noqa: S101 - checked by the caller
-        output = io.BytesIO()
-        result = await self._engine.sign(io.BytesIO(work.content), output, credentials, options,
-                                         actor=f"{work.client_id}:{work.request_id}")
-        return output.getvalue(), result
+        return await self._engine.sign(source, output, credentials, options,
+                                       actor=f"{work.client_id}:{work.request_id}")
 
     async def _retry(self, job: ClaimedJob, code: str, error: str) -> None:
         """Give the job back for a later attempt, or fail it with `code` once its attempts are spent."""
@@ -196,3 +223,19 @@ class SigningWorker:
             await store.fail_job(job, code=code, detail=detail[:500], now=self._clock(), actor=WORKER_ACTOR)
         if self._finished is not None:
             self._finished()
+
+
+async def _read_input(store: SigningStore, work: JobWork) -> BinaryIO | None:
+    """The claimed job's input, read chunk by chunk (signing.sql.store.CONTENT_CHUNK) into memory or, when large, a
+    temporary file; None when it is gone (signed by another claim, or deleted)."""
+    if work.content is None:
+        return None
+    source = _buffer(work.size)
+    source.write(work.content)
+    while (offset := source.tell()) < work.size:
+        chunk = await store.read_content(work.request_id, work.n, offset)
+        if not chunk:
+            source.close()
+            return None
+        source.write(chunk)
+    return source

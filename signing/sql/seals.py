@@ -55,10 +55,7 @@ async def assign_seal(session: AsyncSession, *, ca: CertificateAuthorityService,
             return AssignedSeal(Seal(client_id, row.voen, row.organization, row.key_id), certified.serial_hex, False)
     handle = await store.generate(session, SEAL_KEY_TYPE, purpose=SEAL_KEY_PURPOSE, label=f"seal:{client_id}"[:128])
     issued = await ca.issue(session, profile=Profile.LEGAL_PERSON_SEAL, subject=subject,
-                            public_key=handle.public_key(), days=days, actor=actor)
-    # The CA records the key a certificate certifies only for its own service keys; the seal key is ours too, so
-    # the row names it, and certified_key_of(key_id=...) finds the certificate (it checks the key matches).
-    issued.key_id = handle.key_id
+                            public_key=handle.public_key(), days=days, key_id=handle.key_id, actor=actor)
     if row is None:
         row = AgencySeal(client_id=client_id, voen=subject.voen, organization=subject.organization,
                          key_id=handle.key_id, created_at=now, updated_at=now)

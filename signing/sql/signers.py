@@ -55,10 +55,7 @@ async def signer_key(session: AsyncSession, *, ca: CertificateAuthorityService, 
     handle = await store.generate(session, SIGNER_KEY_TYPE, purpose=SIGNER_KEY_PURPOSE,
                                   label=f"signer:{person.fin}")
     issued = await ca.issue(session, profile=Profile.NATURAL_PERSON_SIGNING, subject=person,
-                            public_key=handle.public_key(), days=days, actor=actor)
-    # the CA records the certified key of its own service keys only; this key is in our store too, so the row
-    # names it and certified_key_of(key_id=...) finds the certificate (it checks that the key matches)
-    issued.key_id = handle.key_id
+                            public_key=handle.public_key(), days=days, actor=actor, key_id=handle.key_id)
     now = utcnow()
     if row is None:
         session.add(SignerKey(fin=person.fin, key_id=handle.key_id, given_name=person.given_name,

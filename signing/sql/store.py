@@ -13,9 +13,9 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from typing import Any, BinaryIO, Final
 
-from sqlalchemy import and_, bindparam, delete, exists, insert, or_, select, update
+from sqlalchemy import Integer, LargeBinary, and_, bindparam, cast, delete, exists, func, insert, or_, select, update
 
 from signing.core.errors import RequestNotFound
 from signing.core.interfaces import (
@@ -73,11 +73,26 @@ START_REQUEST = update(_requests).where(_requests.c.id == bindparam("id"), _requ
     .values(state="signing", updated_at=bindparam("now"))
 _HELD = and_(_jobs.c.id == bindparam("job_id"), _jobs.c.state == "running", _jobs.c.leased_by == bindparam("claim"))
 HELD = select(_jobs.c.id).where(_HELD)
+CONTENT_CHUNK: Final = 16 * 1024 * 1024
+"""The most bytes of a document one statement carries, either way. A 50 MB document in one statement costs the
+worker several copies of it at once in the driver (asyncpg assembles the received message, then decodes it; it
+encodes a parameter, then copies it into the message, and the transport buffers what the socket did not take) and
+leaves the received pieces as fragmented heap; in chunks, a few chunks at most (issue 13: 400 MB for a 50 MB PDF)."""
+
+
+def _chunk(column: Any, offset: Any) -> Any:
+    """`CONTENT_CHUNK` bytes of a binary column from the 0-based `offset` (substr counts from 1, on both databases)."""
+    return func.substr(column, offset + 1, CONTENT_CHUNK, type_=LargeBinary)
+
+
 JOB_WORK = select(_requests.c.client_id, _requests.c.mode, _requests.c.key_id, _requests.c.level,
                   _requests.c.reason, _requests.c.location, _requests.c.placement, _documents.c.filename,
-                  _documents.c.content) \
+                  _chunk(_documents.c.content, 0), func.length(_documents.c.content), _documents.c.sha256) \
     .join(_documents, _documents.c.request_id == _requests.c.id) \
     .where(_requests.c.id == bindparam("request_id"), _documents.c.n == bindparam("n"))
+"""The options, and the input's first chunk and length: a small document is read whole by this one statement."""
+CONTENT = select(_chunk(_documents.c.content, bindparam("offset", type_=Integer))) \
+    .where(_documents.c.request_id == bindparam("request_id"), _documents.c.n == bindparam("n"))
 JOB_DONE = update(_jobs).where(_HELD).values(state="done", leased_until=None, last_error=None,
                                              updated_at=bindparam("now"))
 DOCUMENT_SIGNED = update(_documents).where(_documents.c.request_id == bindparam("request_id"),
@@ -85,6 +100,14 @@ DOCUMENT_SIGNED = update(_documents).where(_documents.c.request_id == bindparam(
     .values(state="signed", signed=bindparam("signed"), signed_sha256=bindparam("signed_sha256"),
             signed_at=bindparam("now"), content=None)
 """The input goes with the signature: it is not needed any more, and the output is what is delivered."""
+APPEND_SIGNED = update(_documents).where(_documents.c.request_id == bindparam("request_id"),
+                                         _documents.c.n == bindparam("n")) \
+    .values(signed=cast(_documents.c.signed.concat(bindparam("chunk", type_=LargeBinary)), LargeBinary))
+"""The signed document's next chunk (bytea || bytea on PostgreSQL; SQLite's || makes text of blobs: cast back)."""
+APPEND_CONTENT = update(_documents).where(_documents.c.request_id == bindparam("request_id"),
+                                          _documents.c.n == bindparam("n")) \
+    .values(content=cast(_documents.c.content.concat(bindparam("chunk", type_=LargeBinary)), LargeBinary))
+"""A submitted document's next chunk, in the transaction that stores its request."""
 LOCK_REQUEST = select(_requests.c.id).where(_requests.c.id == bindparam("request_id")).with_for_update()
 """Before a request's completion is decided: two workers finishing its last two documents at once would each see
 the other's document unsigned (READ COMMITTED, neither committed yet) and neither would complete it. The second
@@ -163,10 +186,14 @@ class SqlSigningStore:
         if inserted != 1:
             return False
         for document in request.documents:
+            content = document.content  # a large one in chunks (CONTENT_CHUNK); a whole slice is the same bytes
             await self.tx.execute(INSERT_DOCUMENT, request_id=request.id, n=document.n, filename=document.filename,
-                                  pages=document.pages, size=len(document.content), sha256=document.sha256,
-                                  findings=list(document.findings), content=document.content, state="pending",
-                                  signed=None, signed_sha256=None, signed_at=None)
+                                  pages=document.pages, size=len(content), sha256=document.sha256,
+                                  findings=list(document.findings), content=content[:CONTENT_CHUNK],
+                                  state="pending", signed=None, signed_sha256=None, signed_at=None)
+            for offset in range(CONTENT_CHUNK, len(content), CONTENT_CHUNK):
+                await self.tx.execute(APPEND_CONTENT, request_id=request.id, n=document.n,
+                                      chunk=content[offset:offset + CONTENT_CHUNK])
         if request.state is RequestState.APPROVED:
             await self.queue_jobs(request.id, [d.n for d in request.documents], request.created_at)
         return True
@@ -228,18 +255,24 @@ class SqlSigningStore:
         row = await self.tx.one(JOB_WORK, request_id=job.request_id, n=job.n)
         if row is None:
             return None
-        client_id, mode, key_id, level, reason, location, placement, filename, content = row
+        client_id, mode, key_id, level, reason, location, placement, filename, content, size, sha256 = row
         return JobWork(request_id=job.request_id, n=job.n, client_id=client_id, mode=Mode(mode), key_id=key_id,
                        level=PadesLevel(level), reason=reason, location=location,
                        placement=Placement(page=placement["page"], box=tuple(placement["box"]))
-                       if placement else None, filename=filename, content=content)
+                       if placement else None, filename=filename, content=content, size=size or 0, sha256=sha256)
 
-    async def finish_job(self, job: ClaimedJob, *, signed: bytes, signed_sha256: str, now: dt.datetime,
+    async def read_content(self, request_id: str, n: int, offset: int) -> bytes | None:
+        row = await self.tx.one(CONTENT, request_id=request_id, n=n, offset=offset)
+        return row[0] if row is not None else None
+
+    async def finish_job(self, job: ClaimedJob, *, signed: BinaryIO, signed_sha256: str, now: dt.datetime,
                          actor: str) -> bool:
         if await self.tx.execute(JOB_DONE, job_id=job.id, claim=job.leased_by, now=now) != 1:
             return False
-        await self.tx.execute(DOCUMENT_SIGNED, request_id=job.request_id, n=job.n, signed=signed,
-                              signed_sha256=signed_sha256, now=now)
+        await self.tx.execute(DOCUMENT_SIGNED, request_id=job.request_id, n=job.n,
+                              signed=signed.read(CONTENT_CHUNK), signed_sha256=signed_sha256, now=now)
+        while chunk := signed.read(CONTENT_CHUNK):  # a large document: the rest in chunks, in this transaction
+            await self.tx.execute(APPEND_SIGNED, request_id=job.request_id, n=job.n, chunk=chunk)
         await self.audit("signing.document.signed", actor=actor, subject=job.request_id,
                          detail={"n": job.n, "sha256": signed_sha256, "attempts": job.attempts})
         await self.tx.one(LOCK_REQUEST, request_id=job.request_id)

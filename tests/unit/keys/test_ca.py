@@ -23,6 +23,7 @@ from keys.errors import (
     CertificateNotFound,
     CertificateUnusable,
     InvalidCertificateRequest,
+    KeyNotFound,
 )
 from keys.models import CertificateAuthority, CRLRecord, IssuedCertificate
 from keys.pki import PkiService
@@ -424,6 +425,35 @@ async def test_certified_key_is_found_by_key_id_and_by_serial(services: Services
         certified.verify(await found.handle.sign(b"a document digest"), b"a document digest",
                          ec.ECDSA(hashes.SHA256()))  # the handle signs with the key the certificate certifies
     assert issuing.handle.key_id == issuing_row.key_id and issuing.chain == ()
+
+
+async def test_a_subscriber_key_kept_here_is_recorded_and_must_be_the_certified_key(
+        services: Services, pki: PkiService) -> None:
+    """issue(key_id=...): the certificate names a key of this key store (a seal or signing key), found afterwards by
+    certified_key_of(key_id=...); a key that is not the certified public key, or no key at all, issues nothing."""
+    async with services.sessions() as session, session.begin():
+        handle = await services.key_store.generate(session, "EC-P256", purpose="seal", label="seal:test")
+        other = await services.key_store.generate(session, "EC-P256", purpose="seal", label="seal:other")
+    async with services.sessions() as session, session.begin():
+        row = await pki.ca.issue(session, profile=Profile.LEGAL_PERSON_SEAL, subject=ORG,
+                                 public_key=handle.public_key(), key_id=handle.key_id, actor="test")
+    assert row.key_id == handle.key_id
+    async with services.sessions() as session:
+        found = await pki.ca.certified_key_of(session, key_id=handle.key_id)
+    assert found.serial_hex == row.serial_hex and found.handle.key_id == handle.key_id
+    certified = x509.load_der_x509_certificate(found.certificate.dump()).public_key()
+    assert isinstance(certified, ec.EllipticCurvePublicKey)
+    certified.verify(await found.handle.sign(b"a digest"), b"a digest", ec.ECDSA(hashes.SHA256()))
+
+    before = await _count(services, IssuedCertificate)
+    async with services.sessions() as session, session.begin():
+        with pytest.raises(InvalidCertificateRequest, match=f"key {other.key_id} is not the public key"):
+            await pki.ca.issue(session, profile=Profile.LEGAL_PERSON_SEAL, subject=ORG,
+                               public_key=handle.public_key(), key_id=other.key_id, actor="test")
+        with pytest.raises(KeyNotFound):
+            await pki.ca.issue(session, profile=Profile.LEGAL_PERSON_SEAL, subject=ORG,
+                               public_key=handle.public_key(), key_id="no-such-key", actor="test")
+    assert await _count(services, IssuedCertificate) == before
 
 
 async def test_certified_key_lookup_refusals(services: Services, pki: PkiService) -> None:

@@ -44,7 +44,7 @@ from pyhanko_certvalidator.policy_decl import (
 )
 from pyhanko_certvalidator.registry import SimpleTrustManager
 
-from api.deps import Services
+from api.deps import Services, SigningEngine
 from api.settings import Settings
 from keys.profiles import LegalPerson, NaturalPerson, Profile
 from keys.x509 import serial_to_hex
@@ -492,6 +492,22 @@ async def test_external_tsa_url_makes_b_t(world: World) -> None:
     finally:
         await timestamper.close()
     assert world.hits.count("POST /tsa") == 3  # pyHanko's one size-estimate token, then one per signature
+
+
+async def test_the_service_engine_stamps_at_acar_signing_tsa_url(world: World) -> None:
+    """ACAR_SIGNING_TSA_URL: the service's engine (api.deps.SigningEngine) takes its time-stamps from that URL, with
+    its extra trust roots (ACAR_SIGNING_TRUST_ROOTS) beside the built-in root, and closes its client."""
+    before = world.hits.count("POST /tsa")
+    engine = SigningEngine(world.services.pki, world.services.tsa, tsa_url=world.tsa_url,
+                           trust_roots=[world.directory / "root.pem"])
+    try:
+        out = BytesIO()
+        await engine.sign(BytesIO(make_pdf()), out, world.signer, SignatureOptions(level=PadesLevel.B_LT),
+                          actor="signer")
+        await check_all(world, out.getvalue(), PadesLevel.B_LT)
+    finally:
+        await engine.close()
+    assert world.hits.count("POST /tsa") - before == 2  # pyHanko's size-estimate token, then the signature's
 
 
 async def test_refused_or_unreachable_timestamp_is_an_error_and_nothing_is_written(world: World) -> None:

@@ -6,26 +6,28 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 from collections import Counter
 from typing import Any, BinaryIO
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from api.app import signing_housekeeping
 from api.deps import Services
 from keys.models import IssuedCertificate
 from signing.core.errors import TimestampUnavailable
 from signing.core.interfaces import RequestState, RequestView
-from signing.core.jobs import SigningWorker
+from signing.core.jobs import SPOOL_BYTES, SigningWorker
 from signing.core.pades import SignatureOptions, SignatureResult, SigningCredentials
 from signing.core.requests import Submission, SubmittedDocument
 from signing.sql.models import SigningDocument, SigningJob
 from signing.sql.seals import SealCredentials, assign_seal
-from signing.sql.store import SqlSigningUnits
+from signing.sql.store import CONTENT_CHUNK, SqlSigningUnits
 from storage.audit import AuditEvent
 from storage.base import utcnow
 from tests.conftest import TEST_DB
+from tests.pdf_tools import large_pdf
 from tests.signing_tools import ORGANIZATION, VOEN, minimal_pdf, prepared, verify_signed
 
 CLIENT = "agency-1"
@@ -190,6 +192,39 @@ async def test_an_unusable_seal_fails_the_request_and_cancels_its_other_jobs(ini
             AuditEvent.subject == view.id))).scalars().all()
     assert states == ["failed"] * 3
     assert sorted(events) == ["signing.request.created", "signing.request.failed"]
+
+
+async def test_a_document_larger_than_a_chunk_is_read_and_stored_in_chunks(initialized: Services) -> None:
+    """A document over CONTENT_CHUNK (and SPOOL_BYTES: kept in a temporary file while signed) is read back in
+    chunks and its signed form written in chunks, in the one transaction that finishes the job: byte for byte."""
+    root = await prepared(initialized)
+    pdf = large_pdf(CONTENT_CHUNK + 3 * 1024 * 1024)
+    assert len(pdf) > CONTENT_CHUNK > SPOOL_BYTES
+    async with initialized.sessions() as session, session.begin():
+        await assign_seal(session, ca=initialized.pki.ca, store=initialized.key_store, client_id=CLIENT, voen=VOEN,
+                          organization=ORGANIZATION, actor="test")
+    view, _ = await initialized.signing.requests.create(CLIENT, Submission(
+        mode="seal", level="B-B", documents=[SubmittedDocument("large.pdf", pdf)]))
+    assert await _drain(_worker(initialized, "w")) == 1
+    done = await initialized.signing.requests.get(view.id, CLIENT)
+    assert done.state is RequestState.COMPLETED
+    _, signed = await initialized.signing.requests.signed_document(view.id, CLIENT, 1)
+    assert signed is not None and signed.startswith(pdf) and len(signed) < len(pdf) + 64 * 1024
+    assert hashlib.sha256(signed).hexdigest() == done.documents[0].signed_sha256
+    await verify_signed(signed, root)
+
+
+async def test_an_input_that_does_not_match_its_digest_is_never_signed(initialized: Services) -> None:
+    """What the worker reads back must be the document submitted (and in sign mode approved): another content
+    under the same digest fails the request with input_mismatch and is not signed."""
+    await prepared(initialized)
+    view = await _sealed_request(initialized, 1)
+    async with initialized.sessions() as session, session.begin():
+        await session.execute(update(SigningDocument).values(content=minimal_pdf(1, "another document")))
+    assert await _drain(_worker(initialized, "w")) == 1
+    failed = await initialized.signing.requests.get(view.id, CLIENT)
+    assert failed.state is RequestState.FAILED and failed.failure_code == "input_mismatch"
+    assert await _signed_events(initialized, view.id) == Counter()
 
 
 async def test_retention_deletes_the_bytes_and_keeps_the_digests(initialized: Services) -> None:
