@@ -1,7 +1,8 @@
 """The sign-mode flow over a real `acar serve`: an agency creates a sign request through /api/v1/signing-requests,
 the signer enrols a passkey, opens the approval URL, signs in with the passkey, sees every page's preview, approves
-(axe-core on the way), the in-process worker signs with the signer's own key, and the agency downloads the signed
-PDFs, which pdfsig (poppler) reads as signed by the person (PNOAZ-<FIN>).
+(axe-core on the way), the in-process worker signs with the signer's own key, the agency downloads the signed
+PDFs, which pdfsig (poppler) reads as signed by the person (PNOAZ-<FIN>), and receives the completion callback: a
+JWT that PyJWT verifies with the JWKS, naming the digests of the PDFs it downloaded.
 
 Chromium's virtual authenticator reaches level substantial, so the server runs with
 ACAR_SIGNING_APPROVAL_LEVEL=substantial (level high is tested in process with an attested authenticator).
@@ -11,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
 from playwright.async_api import BrowserContext, Page
 
@@ -25,6 +28,7 @@ from tests.approval_tools import text_pdf
 from tests.browser.conftest import axe_violations, virtual_authenticator
 from tests.browser.test_passkeys_browser import NO_CONDITIONAL_UI, activation_code, add_person, enroll
 from tests.functional.helpers import Server, acar_json, run_acar
+from tests.functional.test_signing_callbacks import receiver
 from tests.local_http import free_port
 
 FIN = "7BRWSR1"
@@ -58,13 +62,35 @@ async def test_agency_request_signer_approves_in_the_browser(signing_site: Serve
     await enroll(page, site, activation_code(site, FIN))
 
     pdfs = [text_pdf("Beyanname", "Sehife 2"), text_pdf("Akt")]
+    with receiver(200) as agency_endpoint:
+        await _sign_request_flow(site, agency, page, pdfs, callback_url=agency_endpoint.url, tmp_path=tmp_path)
+        for _ in range(300):
+            if agency_endpoint.posts:
+                break
+            await asyncio.sleep(0.1)
+    assert len(agency_endpoint.posts) == 1
+    post = agency_endpoint.posts[0]
+    assert post.headers["content-type"] == "application/jwt"
+    async with httpx.AsyncClient(base_url=site.base) as http:
+        jwks = (await http.get("/jwks.json")).json()
+    token = post.body.decode()
+    key = jwt.PyJWKSet.from_dict(jwks)[jwt.get_unverified_header(token)["kid"]]
+    claims = jwt.decode(token, key.key, algorithms=["ES256"], audience=agency["client_id"], issuer=site.base,
+                        options={"require": ["iss", "aud", "iat", "exp", "jti"]})
+    assert claims["state"] == "completed"
+    assert [d["sha256"] for d in claims["documents"]] == [
+        hashlib.sha256((tmp_path / f"signed-{n}.pdf").read_bytes()).hexdigest() for n in (1, 2)]
+
+
+async def _sign_request_flow(site: Server, agency: dict[str, str], page: Page, pdfs: list[bytes], *, callback_url: str,
+                             tmp_path: Path) -> None:
     async with httpx.AsyncClient(base_url=site.base) as http:
         r = await http.post("/token", data={"grant_type": "client_credentials", "scope": "signing"},
                             auth=(agency["client_id"], agency["client_secret"]))
         assert r.status_code == 200, r.text
         headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
         r = await http.post("/api/v1/signing-requests", headers=headers, json={
-            "mode": "sign", "signer_fin": FIN, "reason": "Bəyannamə 2026",
+            "mode": "sign", "signer_fin": FIN, "reason": "Bəyannamə 2026", "callback_url": callback_url,
             "documents": [{"filename": "beyanname.pdf", "content": base64.b64encode(pdfs[0]).decode()},
                           {"filename": "akt.pdf", "content": base64.b64encode(pdfs[1]).decode()}]})
         assert r.status_code == 201, r.text
