@@ -18,16 +18,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from keys.ca import CertificateAuthorityService
 from keys.errors import KeysError
-from keys.interfaces import KeyStore, KeyType
+from keys.interfaces import KeyStore
 from keys.profiles import LegalPerson, Profile
 from signing.core.errors import SealUnusable
 from signing.core.interfaces import Seal
 from signing.core.pades import SigningCredentials
 from signing.sql.models import AgencySeal
+from signing.sql.signers import certified_or_new
 from storage.audit import record_event
 from storage.base import utcnow
 
-SEAL_KEY_TYPE: KeyType = "EC-P256"
 SEAL_KEY_PURPOSE = "seal"
 
 
@@ -45,29 +45,24 @@ async def assign_seal(session: AsyncSession, *, ca: CertificateAuthorityService,
     subject = LegalPerson.create(voen=voen, organization=organization)
     row = await session.get(AgencySeal, client_id)
     now = utcnow()
-    if row is not None and row.key_id is not None and (row.voen, row.organization) == (
-            subject.voen, subject.organization):
-        try:
-            certified = await ca.certified_key_of(session, key_id=row.key_id)
-        except KeysError:
-            pass  # revoked, expired, or its key destroyed: a new key and certificate below
-        else:
-            return AssignedSeal(Seal(client_id, row.voen, row.organization, row.key_id), certified.serial_hex, False)
-    handle = await store.generate(session, SEAL_KEY_TYPE, purpose=SEAL_KEY_PURPOSE, label=f"seal:{client_id}"[:128])
-    issued = await ca.issue(session, profile=Profile.LEGAL_PERSON_SEAL, subject=subject,
-                            public_key=handle.public_key(), days=days, key_id=handle.key_id, actor=actor)
+    same = row is not None and (row.voen, row.organization) == (subject.voen, subject.organization)
+    key = await certified_or_new(session, ca=ca, store=store, key_id=row.key_id if row is not None and same else None,
+                                 profile=Profile.LEGAL_PERSON_SEAL, subject=subject, purpose=SEAL_KEY_PURPOSE,
+                                 label=f"seal:{client_id}", actor=actor, days=days)
+    if not key.created:
+        return AssignedSeal(Seal(client_id, subject.voen, subject.organization, key.key_id), key.serial, False)
     if row is None:
         row = AgencySeal(client_id=client_id, voen=subject.voen, organization=subject.organization,
-                         key_id=handle.key_id, created_at=now, updated_at=now)
+                         key_id=key.key_id, created_at=now, updated_at=now)
         session.add(row)
     else:
-        row.voen, row.organization, row.key_id, row.updated_at = (subject.voen, subject.organization, handle.key_id,
+        row.voen, row.organization, row.key_id, row.updated_at = (subject.voen, subject.organization, key.key_id,
                                                                   now)
     await session.flush()
     record_event(session, "signing.seal.assigned", actor=actor, subject=client_id,
-                 detail={"voen": subject.voen, "organization": subject.organization, "key_id": handle.key_id,
-                         "serial": issued.serial_hex})
-    return AssignedSeal(Seal(client_id, subject.voen, subject.organization, handle.key_id), issued.serial_hex, True)
+                 detail={"voen": subject.voen, "organization": subject.organization, "key_id": key.key_id,
+                         "serial": key.serial})
+    return AssignedSeal(Seal(client_id, subject.voen, subject.organization, key.key_id), key.serial, True)
 
 
 class SealCredentials:
