@@ -35,6 +35,9 @@ from storage.base import utcnow
 from tests import softhsm
 from tests.oidc_tools import ISSUER, asgi_browser
 
+pytest_plugins = ("tests.pades_world",)
+"""The PAdES signing world (`world`, `pki_port`) shared by the signing and validation tests."""
+
 TEST_DB = os.environ.get("ACAR_TEST_DB", "sqlite")
 DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 

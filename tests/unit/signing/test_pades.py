@@ -5,23 +5,12 @@ the signed byte range and openssl ts -verify for the time-stamp tokens."""
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import datetime as dt
-import hashlib
 import re
-import shutil
-import urllib.parse
-from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass
 from io import BytesIO
-from pathlib import Path
-from typing import Any
 
 import pytest
-from asn1crypto import cms, ocsp, x509
-from cryptography import x509 as cx509
-from cryptography.hazmat.primitives.serialization import Encoding
+from asn1crypto import cms, ocsp
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.ades.report import AdESPassed
 from pyhanko.sign.validation import async_validate_pdf_signature
@@ -44,9 +33,9 @@ from pyhanko_certvalidator.policy_decl import (
 )
 from pyhanko_certvalidator.registry import SimpleTrustManager
 
-from api.deps import Services, SigningEngine
+from api.deps import SigningEngine
 from api.settings import Settings
-from keys.profiles import LegalPerson, NaturalPerson, Profile
+from keys.profiles import Profile
 from keys.x509 import serial_to_hex
 from signing.core.errors import (
     AppearanceUnavailable,
@@ -56,183 +45,21 @@ from signing.core.errors import (
     TimestampUnavailable,
 )
 from signing.core.levels import PadesLevel
-from signing.core.pades import PadesEngine, SignatureOptions, SigningCredentials, VisibleSignature
-from signing.core.revocation import ValidationDataSource
-from signing.core.timestamps import ServiceTimeStamper, UrlTimeStamper
-from tests.local_http import QuietHandler, free_port, serving
+from signing.core.pades import PadesEngine, SignatureOptions, VisibleSignature
+from signing.core.timestamps import UrlTimeStamper
+from tests.local_http import free_port
+from tests.pades_world import SEAL, World, pdfsig, qpdf_check, run_tool, world_settings
 from tests.pdf_tools import catalog_version, header_version, make_pdf, signature_parts, xmp_packet
-from tests.pki_tools import PERSON, initialize_pki
 
-SEAL = LegalPerson.create(voen="1234567891", organization="Vergilər Nazirliyi")
-TOOLS = ("pdfsig", "pdffonts", "certutil", "qpdf", "openssl")
 REVINFO_MAX_AGE = dt.timedelta(days=60)
-
-
-# --- the PKI on loopback -----------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def pki_port() -> int:
-    return free_port()
 
 
 @pytest.fixture
 def settings(settings: Settings, pki_port: int) -> Settings:
-    """The PKI URLs in every certificate (OCSP, CRL, caIssuers) point at the loopback server of `world`."""
-    settings.issuer = f"http://127.0.0.1:{pki_port}"
-    return settings
-
-
-def _pki_handler(services: Services, loop: asyncio.AbstractEventLoop, hits: list[str]) -> type[QuietHandler]:
-    """/pki/ocsp, /pki/crl/NAME.crl, /pki/ca/NAME.crt and /tsa answered by the services on the test's event loop
-    (what api/routes/pki.py and tsa.py serve), for pdfsig and for the external-TSA client."""
-
-    def run(coroutine: Awaitable[Any]) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(30)  # type: ignore[arg-type]
-
-    class Handler(QuietHandler):
-        def _reply(self, body: bytes, content_type: str, status: int = 200) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def do_POST(self) -> None:  # noqa: N802 - BaseHTTPRequestHandler's name
-            hits.append("POST " + self.path)
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            if self.path == "/pki/ocsp":
-                self._reply(run(services.pki.ocsp(body)).der, "application/ocsp-response")
-            elif self.path == "/tsa":
-                self._reply(run(services.tsa.timestamp(body, actor="test-http")).der, "application/timestamp-reply")
-            else:
-                self._reply(b"", "text/plain", 404)
-
-        def do_GET(self) -> None:  # noqa: N802 - BaseHTTPRequestHandler's name
-            hits.append("GET " + self.path)
-            if self.path.startswith("/pki/ocsp/"):
-                der = base64.b64decode(urllib.parse.unquote(self.path.removeprefix("/pki/ocsp/")))
-                self._reply(run(services.pki.ocsp(der)).der, "application/ocsp-response")
-            elif self.path.startswith("/pki/crl/"):
-                name = self.path.removeprefix("/pki/crl/").removesuffix(".crl")
-                self._reply(run(services.pki.crl(name)), "application/pkix-crl")
-            elif self.path.startswith("/pki/ca/"):
-                name = self.path.removeprefix("/pki/ca/").removesuffix(".crt")
-                self._reply(run(services.pki.ca_certificate(name)), "application/pkix-cert")
-            else:
-                self._reply(b"", "text/plain", 404)
-
-    return Handler
-
-
-@dataclass
-class World:
-    services: Services
-    engine: PadesEngine
-    timestamper: ServiceTimeStamper
-    validation: ValidationDataSource
-    root: x509.Certificate
-    issuing: x509.Certificate
-    signer: SigningCredentials
-    directory: Path
-    tsa_url: str
-    hits: list[str]
-
-    async def credentials(self, profile: Profile, subject: NaturalPerson | LegalPerson,
-                          days: int | None = None) -> SigningCredentials:
-        """A fresh P-256 software key (keys' software store) with a certificate of the issuing CA."""
-        async with self.services.sessions() as session, session.begin():
-            handle = await self.services.key_store.generate(session, "EC-P256", purpose="signing", label="test")
-            # pyHanko's signers (imported here) register a qcStatements spec in asn1crypto: keys.profiles must
-            # issue qualified certificates all the same (it once failed with AttributeError)
-            row = await self.services.pki.ca.issue(session, profile=profile, subject=subject, days=days,
-                                                   public_key=handle.public_key(), actor="test")
-        return SigningCredentials(handle=handle, certificate=x509.Certificate.load(row.der), chain=(self.issuing,))
-
-    async def sign(self, pdf: bytes, level: PadesLevel, credentials: SigningCredentials | None = None,
-                   engine: PadesEngine | None = None, **options: Any) -> bytes:
-        out = BytesIO()
-        result = await (engine or self.engine).sign(
-            BytesIO(pdf), out, credentials or self.signer, SignatureOptions(level=level, **options), actor="signer")
-        signed = out.getvalue()
-        assert result.sha256 == hashlib.sha256(signed).hexdigest()
-        assert result.level is level
-        assert signed.startswith(pdf), "an incremental update keeps the input bytes"
-        return signed
-
-
-@pytest.fixture
-async def world(services: Services, pki_port: int, tmp_path: Path) -> AsyncIterator[World]:
-    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
-    if missing:
-        pytest.fail(f"missing tools {missing}: install poppler-utils, libnss3-tools, qpdf, openssl (make system-deps)",
-                    pytrace=False)
-    await services.audit_log.start()  # the TSA's audit events are group-committed (api.app starts it)
-    pki = await initialize_pki(services)
-    root = x509.Certificate.load(await pki.ca_certificate("root"))
-    issuing = x509.Certificate.load(await pki.ca_certificate("issuing"))
-    timestamper = ServiceTimeStamper(services.tsa)
-    validation = ValidationDataSource(trust_roots=[root], local=pki)
-    hits: list[str] = []
-    with serving(_pki_handler(services, asyncio.get_running_loop(), hits), pki_port):
-        world = World(services=services, engine=PadesEngine(timestamper=timestamper, validation=validation),
-                      timestamper=timestamper, validation=validation, root=root, issuing=issuing,
-                      signer=None,  # type: ignore[arg-type]  # set just below
-                      directory=tmp_path, tsa_url=f"http://127.0.0.1:{pki_port}/tsa", hits=hits)
-        world.signer = await world.credentials(Profile.NATURAL_PERSON_SIGNING, PERSON, days=30)
-        _write_pem(tmp_path / "root.pem", root)
-        _write_pem(tmp_path / "issuing.pem", issuing)
-        try:
-            yield world
-        finally:
-            await validation.close()
-
-
-def _write_pem(path: Path, certificate: x509.Certificate) -> Path:
-    path.write_bytes(cx509.load_der_x509_certificate(certificate.dump()).public_bytes(Encoding.PEM))
-    return path
+    return world_settings(settings, pki_port)
 
 
 # --- the independent checks --------------------------------------------------------------------------------------
-
-
-async def _run(*args: str | Path, check: bool = True) -> str:
-    """A tool as a subprocess without blocking the event loop (pdfsig's OCSP requests are answered on it)."""
-    proc = await asyncio.create_subprocess_exec(*map(str, args), stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE)
-    stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
-    text = stdout.decode(errors="replace") + stderr.decode(errors="replace")
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, args))} failed ({proc.returncode}): {text}")
-    return text
-
-
-async def qpdf_check(world: World, pdf: bytes) -> None:
-    path = world.directory / "check.pdf"
-    path.write_bytes(pdf)
-    out = await _run("qpdf", "--check", path)
-    assert "No syntax or stream encoding errors found" in out, out
-
-
-async def pdfsig(world: World, pdf: bytes) -> list[dict[str, str]]:
-    """pdfsig's verdict per signature, with an NSS database that trusts the test root (and nothing else)."""
-    nss = world.directory / "nss"
-    if not nss.exists():
-        nss.mkdir()
-        await _run("certutil", "-N", "-d", f"sql:{nss}", "--empty-password")
-        await _run("certutil", "-A", "-d", f"sql:{nss}", "-n", "acar-test-root", "-t", "CT,C,C",
-                   "-i", world.directory / "root.pem")
-    path = world.directory / "pdfsig.pdf"
-    path.write_bytes(pdf)
-    out = await _run("pdfsig", "-nssdir", f"sql:{nss}", path)
-    signatures: list[dict[str, str]] = []
-    for line in out.splitlines():
-        if line.startswith("Signature #"):
-            signatures.append({})
-        elif line.strip().startswith("- ") and ":" in line and signatures:
-            key, _, value = line.strip()[2:].partition(":")
-            signatures[-1][key.strip()] = value.strip()
-    return signatures
 
 
 async def openssl_cms_verify(world: World, pdf: bytes, index: int) -> cms.SignedData:
@@ -240,9 +67,9 @@ async def openssl_cms_verify(world: World, pdf: bytes, index: int) -> cms.Signed
     signed, contents = signature_parts(pdf, index)
     (world.directory / "signed.bin").write_bytes(signed)
     (world.directory / "contents.der").write_bytes(contents)
-    out = await _run("openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", world.directory / "contents.der",
-                     "-content", world.directory / "signed.bin", "-CAfile", world.directory / "root.pem",
-                     "-purpose", "any", "-out", "/dev/null")
+    out = await run_tool("openssl", "cms", "-verify", "-binary", "-inform", "DER",
+                         "-in", world.directory / "contents.der", "-content", world.directory / "signed.bin",
+                         "-CAfile", world.directory / "root.pem", "-purpose", "any", "-out", "/dev/null")
     assert "Verification successful" in out, out
     signed_data: cms.SignedData = cms.ContentInfo.load(contents)["content"]
     return signed_data
@@ -252,7 +79,7 @@ async def openssl_ts_verify(world: World, token: cms.ContentInfo, data: bytes) -
     """openssl ts -verify of an RFC 3161 token over `data`, trusting only the root."""
     (world.directory / "token.der").write_bytes(token.dump())
     (world.directory / "imprinted.bin").write_bytes(data)
-    out = await _run("openssl", "ts", "-verify", "-in", world.directory / "token.der", "-token_in",
+    out = await run_tool("openssl", "ts", "-verify", "-in", world.directory / "token.der", "-token_in",
                      "-data", world.directory / "imprinted.bin", "-CAfile", world.directory / "root.pem",
                      "-untrusted", world.directory / "issuing.pem")
     assert "Verification: OK" in out, out
@@ -422,7 +249,7 @@ async def test_visible_signature_on_a_page_box(world: World) -> None:
     assert [round(float(v)) for v in widget["/Rect"]] == [72, 72, 272, 132]
     assert widget["/P"].get_object() == reader.root["/Pages"]["/Kids"][1].get_object()
     (world.directory / "visible.pdf").write_bytes(signed)
-    fonts = (await _run("pdffonts", world.directory / "visible.pdf")).splitlines()[2:]
+    fonts = (await run_tool("pdffonts", world.directory / "visible.pdf")).splitlines()[2:]
     assert fonts, "the appearance draws text"
     for row in fonts:
         emb, sub, uni = row.split()[-5:-2]
