@@ -1,0 +1,190 @@
+"""Validation (signing.core.validation) on one core: B-LTA documents per second from embedded data, and the peak
+memory of validating a 50 MB PDF.
+
+Issue 14 targets:
+1. A ~200 KB B-LTA document (signed by Açar's PAdES engine with the built-in CA, OCSP and TSA) validates from its
+   embedded data at least 10 times per second per core. The reference measured in the same run is pyHanko's own
+   ETSI EN 319 102-1 long-term validation (`ades_lta_validation`) of the same signature with the same trust root
+   and no fetching: Açar's report adds the structure analysis, the revision review, the identity and the
+   qualified status on top of it, and the ratio shows what that costs.
+2. One validation of a 50 MB PDF (a signed B-LTA document) stays under 400 MB RSS: measured as the peak RSS of a
+   separate `acar validate` process (the CLI builds the same Validator as the API).
+
+Usage: .venv/bin/python bench/bench_validation.py [--runs 7] [--per-run 20] [--postgresql | --database-url URL]
+(pins itself to one core; the PKI on a throwaway SQLite database unless told otherwise)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from io import BytesIO
+from pathlib import Path
+
+from _common import ACAR, ROOT, add_database_options, database_url, without_acar_settings
+from asn1crypto import x509 as asn1_x509
+from pyhanko.pdf_utils.reader import PdfFileReader
+from pyhanko.sign.validation.ades import ades_lta_validation
+from pyhanko.sign.validation.policy_decl import (
+    PdfSignatureValidationSpec,
+    RevinfoOnlineFetchingRule,
+    RevocationInfoGatheringSpec,
+    SignatureValidationSpec,
+)
+from pyhanko_certvalidator.context import CertValidationPolicySpec
+from pyhanko_certvalidator.policy_decl import (
+    CertRevTrustPolicy,
+    FreshnessReqType,
+    RevocationCheckingPolicy,
+    RevocationCheckingRule,
+)
+from pyhanko_certvalidator.registry import SimpleTrustManager
+
+from api import migrate
+from api.deps import build_services
+from api.settings import Settings
+from keys.profiles import NaturalPerson, Profile
+from keys.software import MasterKey
+from signing.core.inspect import InputPolicy
+from signing.core.levels import PadesLevel
+from signing.core.pades import PadesEngine, SignatureOptions, SigningCredentials
+from signing.core.report import Indication
+from signing.core.revocation import ValidationDataSource
+from signing.core.timestamps import ServiceTimeStamper
+from signing.core.trust import TrustPolicy
+from signing.core.validation import Validator
+
+sys.path.insert(0, str(ROOT))
+from tests.pdf_tools import large_pdf, make_pdf  # the tests' PDF writers (ROOT put on the path just above)
+
+PDF_BYTES = 200_000
+LARGE_BYTES = 50 * 1024 * 1024
+RSS_TARGET = 400 * 1024 * 1024
+
+
+def _pyhanko_spec(root: asn1_x509.Certificate) -> PdfSignatureValidationSpec:
+    """pyHanko's long-term validation policy as the PAdES tests use it: revocation from embedded data only."""
+    rule = RevocationCheckingRule.CRL_OR_OCSP_REQUIRED
+    return PdfSignatureValidationSpec(SignatureValidationSpec(
+        cert_validation_policy=CertValidationPolicySpec(
+            trust_manager=SimpleTrustManager.build(trust_roots=[root]),
+            revinfo_policy=CertRevTrustPolicy(
+                RevocationCheckingPolicy(ee_certificate_rule=rule, intermediate_ca_cert_rule=rule),
+                freshness=dt.timedelta(days=60), freshness_req_type=FreshnessReqType.TIME_AFTER_SIGNATURE)),
+        revinfo_gathering_policy=RevocationInfoGatheringSpec(online_fetching_rule=RevinfoOnlineFetchingRule.NO_FETCHING),
+    ))
+
+
+async def measure(runs: int, per_run: int, url: str) -> None:
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
+    with tempfile.TemporaryDirectory(prefix="acar-bench-validation-") as tmp:
+        data = Path(tmp)
+        url = url or f"sqlite+aiosqlite:///{data / 'acar.sqlite3'}"
+        await asyncio.to_thread(migrate.upgrade, url)
+        MasterKey.create_file(data / "master.key")
+        settings = Settings(env="development", issuer="http://localhost:8000", data_dir=data, database_url=url,
+                            master_key_file=data / "master.key", access_log=False, log_level="WARNING",
+                            housekeeping_seconds=3600)
+        services = build_services(settings)
+        await services.audit_log.start()
+        try:
+            async with services.sessions() as session, session.begin():
+                await services.pki.initialize(session, actor="bench", create_hierarchy=True)
+                handle = await services.key_store.generate(session, "EC-P256", purpose="signing", label="bench")
+                subject = NaturalPerson.create(fin="5ABC12D", given_name="Bench", surname="Signer")
+                row = await services.pki.ca.issue(session, profile=Profile.NATURAL_PERSON_SIGNING,
+                                                  subject=subject, public_key=handle.public_key(), actor="bench")
+            root = asn1_x509.Certificate.load(await services.pki.ca_certificate("root"))
+            issuing = asn1_x509.Certificate.load(await services.pki.ca_certificate("issuing"))
+            credentials = SigningCredentials(handle=handle, certificate=asn1_x509.Certificate.load(row.der),
+                                             chain=(issuing,))
+            source = ValidationDataSource(trust_roots=[root], local=services.pki)
+            engine = PadesEngine(timestamper=ServiceTimeStamper(services.tsa), validation=source)
+            signed = BytesIO()
+            await engine.sign(BytesIO(make_pdf(pages=3, image_bytes=PDF_BYTES)), signed, credentials,
+                              SignatureOptions(level=PadesLevel.B_LTA), actor="bench")
+            document = signed.getvalue()
+            large = BytesIO()
+            await engine.sign(BytesIO(large_pdf(LARGE_BYTES)), large, credentials,
+                              SignatureOptions(level=PadesLevel.B_LTA), actor="bench")
+            await source.close()
+        finally:
+            await services.close()
+
+        validator = Validator(trust=TrustPolicy(anchors=(root,), sources=("built-in CA",)),
+                              input_policy=InputPolicy(refuse_active_content=False), fetching=None)
+        spec = _pyhanko_spec(root)
+
+        async def acar_once() -> None:
+            report = await validator.validate(BytesIO(document))
+            if report.signatures[0].indication is not Indication.TOTAL_PASSED:
+                raise SystemExit(f"the B-LTA document does not validate: {report.as_json()}")
+
+        async def pyhanko_once() -> None:
+            reader = PdfFileReader(BytesIO(document))
+            result = await ades_lta_validation(reader.embedded_signatures[0], spec)
+            if result.ades_subindic is not None:
+                raise SystemExit(f"pyHanko does not validate the B-LTA document: {result.ades_subindic}")
+
+        async def per_second(fn: object) -> tuple[float, float]:
+            started, started_cpu = time.perf_counter(), time.process_time()
+            for _ in range(per_run):
+                await fn()  # type: ignore[operator]
+            return per_run / (time.perf_counter() - started), (time.process_time() - started_cpu) / per_run
+
+        await acar_once()
+        await pyhanko_once()  # warm up
+        acar_runs, bare_runs = [], []
+        for _ in range(runs):
+            acar_runs.append(await per_second(acar_once))
+            bare_runs.append(await per_second(pyhanko_once))
+        acar_rate = statistics.median(r for r, _ in acar_runs)
+        acar_cpu = statistics.median(c for _, c in acar_runs)
+        bare_rate = statistics.median(r for r, _ in bare_runs)
+        bare_cpu = statistics.median(c for _, c in bare_runs)
+
+        path = data / "large.pdf"
+        path.write_bytes(large.getvalue())
+        env = {**without_acar_settings(), "ACAR_DATA_DIR": str(data), "ACAR_DATABASE_URL": url,
+               "ACAR_MASTER_KEY_FILE": str(data / "master.key"), "ACAR_ISSUER": "http://localhost:8000"}
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        proc = await asyncio.to_thread(subprocess.run, [ACAR, "validate", "--json", str(path)], env=env,
+                                       capture_output=True, check=False)
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+        if proc.returncode != 0:
+            raise SystemExit(f"acar validate failed ({proc.returncode}): {proc.stderr.decode()[-2000:]}")
+        if before * 1024 >= peak:
+            raise SystemExit("the peak RSS of `acar validate` was not measured (an earlier child peaked higher)")
+
+    database = url.split(":", 1)[0]
+    print(f"runs={runs} validations_per_run={per_run} cpu={sorted(os.sched_getaffinity(0))} database={database}")
+    print(f"B-LTA document                          : {len(document):10d} bytes")
+    print(f"Açar Validator.validate (embedded data) : {acar_rate:10.1f} /s (median, wall clock; target >= 10), "
+          f"{acar_cpu * 1000:.1f} ms CPU each")
+    print(f"pyHanko ades_lta_validation (reference) : {bare_rate:10.1f} /s (median), {bare_cpu * 1000:.1f} ms CPU each")
+    print(f"ratio Açar/pyHanko CPU per validation   : {acar_cpu / bare_cpu:10.3f}")
+    print(f"acar validate of a {len(large.getvalue()) / 2**20:.0f} MiB B-LTA PDF     : peak RSS "
+          f"{peak / 2**20:10.0f} MiB (target < {RSS_TARGET / 2**20:.0f} MiB)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--per-run", type=int, default=20, help="validations per run")
+    add_database_options(ap)
+    args = ap.parse_args()
+    with database_url(args, prefix="acar_bench_validation_") as url:
+        asyncio.run(measure(args.runs, args.per_run, url))
+
+
+if __name__ == "__main__":
+    main()
