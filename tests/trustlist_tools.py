@@ -103,6 +103,8 @@ class Service:
     statuses: tuple[Status, ...]
     qualifiers: tuple[str, ...] = ("QCStatement", "QCForESig", "QCWithQSCD")
     service_type: str = CA_QC
+    issues: str = "ForeSignatures"
+    """The additional service information (TS 119 612 section 5.5.9.4): ForeSignatures, ForeSeals, ..."""
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,7 @@ def _extensions(service: Service) -> str:
         '</tslx:QualificationElement></tslx:Qualifications>'
         '</tsl:Extension>'
         '<tsl:Extension Critical="true"><tsl:AdditionalServiceInformation>'
-        f'<tsl:URI xml:lang="en">{SVC_INFO_EXT}/ForeSignatures</tsl:URI>'
+        f'<tsl:URI xml:lang="en">{SVC_INFO_EXT}/{service.issues}</tsl:URI>'
         '</tsl:AdditionalServiceInformation></tsl:Extension>'
         '</tsl:ServiceInformationExtensions>'
     )
