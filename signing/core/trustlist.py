@@ -25,10 +25,10 @@ Security decisions, in one place:
   (signxml's `signed_data`), never from the document as received, so a signature-wrapping attack that puts signed
   content beside unsigned content has no effect.
 - Fail closed on time: a list whose NextUpdate (section 5.3.15) is before `at` is refused, as is a closed list (no
-  NextUpdate), and one issued after `at` (ListIssueDateTime, 5.3.14). TS 119 615 section 4.1.3 lets a
-  relying party decide what to do with an outdated list; for a validation service that tells citizens whether a
-  signature is qualified, stale data must not be presented as current: the operator sees the refusal at load time
-  and reloads.
+  NextUpdate), and one issued after `at` (ListIssueDateTime, 5.3.14). NextUpdate is the latest time the operator
+  promises the next issue by; what to do with a list past it is the relying party's choice. For a validation
+  service that tells citizens whether a signature is qualified, stale data must not be presented as current: the
+  list is refused, the operator sees the refusal when the list is (re)loaded.
 - Only TS 119 612 lists: the root element TrustServiceStatusList in the v2 namespace, TSLVersionIdentifier 5
   (TS 119 612 v2.1.1 to v2.2.1) or 6 (v2.3.1), a TSLType that is not a list of the lists, a SchemeTerritory.
 
