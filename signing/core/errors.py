@@ -99,6 +99,20 @@ class AppearanceUnavailable(SigningError):
     status_code = 503
     title = "Visible signatures are not available"
 
+# --- Trust for validation (signing.core.trust, signing.core.trustlist) -------------------------------------------
+
+
+class TrustedListInvalid(SigningError):
+    """The configured ETSI TS 119 612 trusted list cannot be used: it cannot be read or fetched, it is not a TS 119 612
+    list, it is unsigned, its XAdES signature (TS 119 612 section 5.7.1) does not verify with any of the configured
+    signer certificates, or it is out of date (NextUpdate passed, section 5.3.15). Nothing of such a list is used;
+    `detail` says which check failed. A deployment fault, not the caller's."""
+
+    code = "trusted_list_invalid"
+    status_code = 503
+    title = "The configured trusted list cannot be used"
+
+
 # --- Input policy (signing.core.inspect): a document refused at submission, before anything is stored ---------
 
 
