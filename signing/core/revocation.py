@@ -165,7 +165,7 @@ class _SourceBackend(FetcherBackend):
         self._source = source
 
     def get_fetchers(self) -> Fetchers:
-        return self._source._fetchers()  # noqa: SLF001 - the backend is the source's own adapter
+        return self._source._fetchers()  # the backend is the source's own adapter
 
     async def close(self) -> None:
         """Nothing to release here: the source owns the session (`ValidationDataSource.close`)."""

