@@ -31,7 +31,7 @@ from asn1crypto import cms, crl, ocsp, x509
 from pyhanko_certvalidator import ValidationContext
 from pyhanko_certvalidator.authority import Authority
 from pyhanko_certvalidator.errors import CertificateFetchError, CRLFetchError, OCSPFetchError, OCSPValidationError
-from pyhanko_certvalidator.fetchers import Fetchers
+from pyhanko_certvalidator.fetchers import FetcherBackend, Fetchers
 from pyhanko_certvalidator.fetchers.aiohttp_fetchers.cert_fetch_client import AIOHttpCertificateFetcher
 from pyhanko_certvalidator.fetchers.aiohttp_fetchers.crl_client import AIOHttpCRLFetcher
 from pyhanko_certvalidator.fetchers.aiohttp_fetchers.ocsp_client import AIOHttpOCSPFetcher
@@ -101,6 +101,12 @@ class ValidationDataSource:
             fetchers=self._fetchers(),
         )
 
+    def fetcher_backend(self) -> FetcherBackend:
+        """These fetchers as a pyhanko-certvalidator `FetcherBackend`, for pyHanko's AdES processes (ETSI EN
+        319 102-1, `signing.core.validation`), which ask their backend for fresh fetchers at each step; each set
+        has its own FetchLimits budget. Closing the backend leaves the shared session to `close`."""
+        return _SourceBackend(self)
+
     def _fetchers(self) -> Fetchers:
         budget = FetchBudget(self._limits)
         timeout = self._timeout
@@ -150,6 +156,19 @@ class ValidationDataSource:
         except Exception as exc:  # the database away, no such CA: pyhanko-certvalidator's fetch failure
             raise CertificateFetchError(f"the built-in {name} CA certificate is unavailable: "
                                         f"{type(exc).__name__}") from exc
+
+
+class _SourceBackend(FetcherBackend):
+    """`ValidationDataSource.fetcher_backend`: the source's fetchers, the session owned by the source."""
+
+    def __init__(self, source: ValidationDataSource) -> None:
+        self._source = source
+
+    def get_fetchers(self) -> Fetchers:
+        return self._source._fetchers()  # the backend is the source's own adapter
+
+    async def close(self) -> None:
+        """Nothing to release here: the source owns the session (`ValidationDataSource.close`)."""
 
 
 class _LocalFirstOcspFetcher(AIOHttpOCSPFetcher):
