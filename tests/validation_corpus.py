@@ -67,6 +67,15 @@ LATER = dt.timedelta(days=2)
 REVINFO_VALIDITY = dt.timedelta(days=7)
 """nextUpdate - thisUpdate of every OCSP response and CRL: a validation "as of" LATER still finds them current."""
 
+CASE_NAMES = (
+    "expired-B-B", "expired-B-T", "expired-B-LTA",
+    *(f"pyhanko-{key}-{level}" for key in ("rsa-2048", "ecdsa-p256") for level in ("B-B", "B-T", "B-LT", "B-LTA")),
+    "pyhanko-rsa-3072-B-T", "pdfsig-pkcs7", "revoked-before-signing-B-B", "revoked-before-signing-B-T",
+    "untrusted-root-B-T", "critical-extension-B-T", "no-non-repudiation-B-T", "eku-server-auth-B-T",
+    "revoked-after-timestamp-B-T", "revoked-after-timestamp-B-LT",
+)
+"""Every case `build_corpus` makes, in the order it makes them (the tests parametrize over these)."""
+
 PASSED = frozenset({None})
 REVOKED = frozenset({SubIndication.REVOKED, SubIndication.REVOKED_NO_POE})
 EXPIRED_NO_LTV = frozenset({SubIndication.OUT_OF_BOUNDS_NO_POE, SubIndication.OUT_OF_BOUNDS_NOT_REVOKED,
@@ -160,18 +169,20 @@ class CorpusPki:
     def __init__(self, base: str) -> None:
         self.base = base
         self.start = _seconds(_now())
-        self.root, root_key = self._root("Corpus Root CA")
-        self.issuing = self._ca("issuing", "Corpus Issuing CA", self.root, root_key)
-        self.other_root, other_key = self._root("Corpus Untrusted Root CA")
-        self.other_issuing = self._ca("other", "Corpus Untrusted Issuing CA", self.other_root, other_key)
-        self.cas = {ca.name: ca for ca in (self.issuing, self.other_issuing)}
+        root = self._root("root", "Corpus Root CA")
+        other_root = self._root("other-root", "Corpus Untrusted Root CA")
+        self.root = root.certificate
+        self.other_root = other_root.certificate
+        self.issuing = self._ca("issuing", "Corpus Issuing CA", root)
+        self.other_issuing = self._ca("other", "Corpus Untrusted Issuing CA", other_root)
+        self.cas = {ca.name: ca for ca in (root, other_root, self.issuing, self.other_issuing)}
         tsa_key = rsa.generate_private_key(65537, 2048)  # pyHanko's DummyTimeStamper signs with RSA only
         self.tsa = self.leaf("Corpus Time-Stamping Authority", key=tsa_key,
                              ekus=(ExtendedKeyUsageOID.TIME_STAMPING,), eku_critical=True,
                              key_usage=_key_usage(signing=True, non_repudiation=True)).certificate
         self.tsa_key = tsa_key
 
-    def _root(self, cn: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    def _root(self, name: str, cn: str) -> Ca:
         key = ec.generate_private_key(ec.SECP256R1())
         cert = (
             x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(_name(cn)).public_key(key.public_key())
@@ -182,21 +193,33 @@ class CorpusPki:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256())
         )
-        return cert, key
+        return Ca(name=name, certificate=cert, key=key)
 
-    def _ca(self, name: str, cn: str, root: x509.Certificate, root_key: ec.EllipticCurvePrivateKey) -> Ca:
+    def _ca(self, name: str, cn: str, root: Ca) -> Ca:
+        """An issuing CA whose status the root publishes in a CRL (RFC 5280 4.2.1.13), as pyHanko's past
+        validation (ETSI TS 119 102-1 5.6.2.4) needs revocation data for every certificate of the path."""
         key = ec.generate_private_key(ec.SECP256R1())
         cert = (
-            x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(root.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
+            x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(root.certificate.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(self.start - dt.timedelta(days=1)).not_valid_after(self.start + dt.timedelta(days=1825))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(_key_usage(ca=True), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()), critical=False)
-            .sign(root_key, hashes.SHA256())
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(root.key.public_key()), critical=False)
+            .add_extension(x509.AuthorityInformationAccess([x509.AccessDescription(
+                AuthorityInformationAccessOID.CA_ISSUERS,
+                x509.UniformResourceIdentifier(f"{self.base}/ca/{root.name}.crt"))]), critical=False)
+            .add_extension(self._crl_point(root), critical=False)
+            .sign(root.key, hashes.SHA256())
         )
+        root.issued[cert.serial_number] = cert
         return Ca(name=name, certificate=cert, key=key)
+
+    def _crl_point(self, ca: Ca) -> x509.CRLDistributionPoints:
+        return x509.CRLDistributionPoints([x509.DistributionPoint(
+            full_name=[x509.UniformResourceIdentifier(f"{self.base}/crl/{ca.name}.crl")],
+            relative_name=None, reasons=None, crl_issuer=None)])
 
     def leaf(self, cn: str, *, key: PrivateKey | None = None, ca: Ca | None = None,
              key_usage: x509.KeyUsage | None = None, ekus: tuple[x509.ObjectIdentifier, ...] = (),
@@ -222,9 +245,7 @@ class CorpusPki:
                 x509.AccessDescription(AuthorityInformationAccessOID.CA_ISSUERS,
                                        x509.UniformResourceIdentifier(f"{self.base}/ca/{ca.name}.crt")),
             ]), critical=False)
-            .add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
-                full_name=[x509.UniformResourceIdentifier(f"{self.base}/crl/{ca.name}.crl")],
-                relative_name=None, reasons=None, crl_issuer=None)]), critical=False)
+            .add_extension(self._crl_point(ca), critical=False)
         )
         if ekus:
             builder = builder.add_extension(x509.ExtendedKeyUsage(list(ekus)), critical=eku_critical)
