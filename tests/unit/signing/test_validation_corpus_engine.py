@@ -15,12 +15,12 @@ from collections.abc import AsyncIterator
 from io import BytesIO
 
 import pytest
-from signing.core.validation import Validator
 
 from signing.core.inspect import InputPolicy
 from signing.core.report import Indication, SignatureKind, SignatureReport, SubIndication, ValidationReport
 from signing.core.revocation import ValidationDataSource
 from signing.core.trust import TrustPolicy
+from signing.core.validation import Validator
 from tests.validation_corpus import CASE_NAMES, Case, Corpus, asn1, build_corpus
 
 CONSTRAINTS = frozenset({SubIndication.SIG_CONSTRAINTS_FAILURE, SubIndication.CHAIN_CONSTRAINTS_FAILURE,
