@@ -135,7 +135,8 @@ def build_services(settings: Settings, *, key_store: KeyStore | None = None) -> 
                     audit_log=audit_log, clients=clients, oidc=oidc,
                     passkeys=build_passkeys(settings), enrollment_policy=build_enrollment_policy(settings),
                     ratelimits=build_ratelimits(settings, audit_log),
-                    signing=signing, validation=build_validation(settings, pki, signing.engine, audit_log),
+                    signing=signing,
+                    validation=build_validation(settings, pki, signing.engine.validation_data, audit_log),
                     approval=build_approval(settings, pki, store))
 
 
@@ -270,18 +271,21 @@ async def load_trusted_list(location: str, signers: Sequence[Path]) -> TrustedLi
     `signers` (signing.core.trustlist; ETSI TS 119 612 section 5.7.1): TrustedListInvalid otherwise."""
     from signing.core.trustlist import load_trusted_list as load
 
-    return await load(location, [cert for cert, _ in _anchor_files(signers)], timeout=TRUSTED_LIST_TIMEOUT)
+    from storage.base import utcnow
+
+    return await load(location, [cert for cert, _ in _anchor_files(signers)], at=utcnow(), timeout=TRUSTED_LIST_TIMEOUT)
 
 
 TRUSTED_LIST_TIMEOUT = 30.0
 """Seconds the trusted list's download may take."""
 
 
-def build_validation(settings: Settings, pki: PkiService, engine: SigningEngine, audit: AuditSink
-                     ) -> ValidationService:
+def build_validation(settings: Settings, pki: PkiService, fetching: Callable[[], Awaitable[ValidationDataSource]],
+                     audit: AuditSink) -> ValidationService:
     """The validation service: trust in the built-in root CA, ACAR_SIGNING_TRUST_ROOTS, ACAR_VALIDATION_TRUST_ANCHORS
-    and the trusted list of ACAR_VALIDATION_TRUSTED_LIST; revocation data fetched through the signing engine's
-    ValidationDataSource (the built-in PKI in process); validation.performed audited through `audit`."""
+    and the trusted list of ACAR_VALIDATION_TRUSTED_LIST; revocation data fetched through `fetching`'s
+    ValidationDataSource (the server's: the signing engine's, with the built-in PKI in process);
+    validation.performed audited through `audit`."""
     from api.validation import ValidationService, ValidationUnavailable
     from signing.core.errors import SigningError
     from signing.core.trust import TrustPolicy
@@ -311,7 +315,7 @@ def build_validation(settings: Settings, pki: PkiService, engine: SigningEngine,
     async def validator(trust: TrustPolicy) -> ReportValidator:
         from signing.core.validation import Validator
 
-        return Validator(trust=trust, input_policy=policy, fetching=await engine.validation_data(), clock=utcnow)
+        return Validator(trust=trust, input_policy=policy, fetching=await fetching(), clock=utcnow)
 
     return ValidationService(trust=trust, validator=validator, audit=audit,
                              address_key=settings.pairwise_salt.get_secret_value().encode())

@@ -23,6 +23,7 @@ import collections
 import datetime as dt
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -50,6 +51,46 @@ class ValidationUnavailable(SigningError):
     title = "Validation is not available"
 
 
+class InvalidValidationRequest(SigningError):
+    """The request around the PDF cannot be read: no file part, an unknown or repeated field, an `at` that is not an
+    RFC 3339 date-time in the past."""
+
+    code = "invalid_request"
+    status_code = 422
+    title = "Invalid validation request"
+
+
+class NoFile(InvalidValidationRequest):
+    """The multipart body has no part "file" with a filename."""
+
+    code = "no_file"
+
+
+_DATE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DATE_TIME: Final = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})")
+_BAD_AT: Final = "at must be an RFC 3339 date-time such as 2026-01-31T12:00:00Z"
+
+
+def parse_at(value: str | None, now: dt.datetime) -> dt.datetime | None:
+    """An RFC 3339 date-time (section 5.6: with "Z" or an offset; a plain date is its midnight UTC) not later than
+    `now`, or None for an empty value."""
+    if not value:
+        return None
+    text = value.strip()
+    if not (_DATE.fullmatch(text) or _DATE_TIME.fullmatch(text)):
+        raise InvalidValidationRequest(_BAD_AT)
+    try:
+        at = dt.datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidValidationRequest(_BAD_AT) from None
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=dt.UTC)
+    if at > now:
+        raise InvalidValidationRequest("at must not be in the future: validation as of a past time uses the data "
+                                       "embedded in the document")
+    return at
+
+
 class ReportValidator(Protocol):
     """signing.core.validation.Validator as this service calls it."""
 
@@ -64,14 +105,16 @@ ValidatorFactory = Callable[["TrustPolicy"], Awaitable[ReportValidator]]
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who asked: an agency's client id (its own access token) or nobody, and the client's address."""
+    """Who asked: an agency's client id (its own access token) or nobody, and the client's address; `name` the
+    actor of a local caller instead (`acar validate`: "cli")."""
 
     client_id: str | None
     address: str
+    name: str | None = None
 
     @property
     def actor(self) -> str:
-        return self.client_id or ANONYMOUS_ACTOR
+        return self.client_id or self.name or ANONYMOUS_ACTOR
 
 
 class ValidationService:

@@ -25,7 +25,6 @@ sent: nothing uploaded outlives the request (api.validation).
 from __future__ import annotations
 
 import datetime as dt
-import re
 import secrets
 import tempfile
 from collections.abc import AsyncIterator
@@ -46,7 +45,7 @@ from api.ratelimit import Answer
 from api.rendering import page_translator, render
 from api.report_view import ReportText, status_class
 from api.routes.pages import _CSRF_COOKIE_VALUE
-from api.validation import Caller
+from api.validation import Caller, InvalidValidationRequest, NoFile, parse_at
 from api.web import NO_STORE, provider_of, services_of
 from idp.core.sessions import csrf_for_session, csrf_matches
 from signing.core.errors import SigningError, TooLarge
@@ -68,21 +67,6 @@ REFUSAL_CODES: Final = ("not_pdf", "encrypted_pdf", "damaged_pdf", "too_large", 
 """The refusals the page names (verify.error.<code>); any other PdfRefused is verify.error.pdf_refused."""
 
 
-class InvalidValidationRequest(SigningError):
-    """The request around the PDF cannot be read: no file part, an unknown or repeated field, an `at` that is not an
-    RFC 3339 date-time in the past."""
-
-    code = "invalid_request"
-    status_code = 422
-    title = "Invalid validation request"
-
-
-class NoFile(InvalidValidationRequest):
-    """The multipart body has no part "file" with a filename."""
-
-    code = "no_file"
-
-
 # --- reading the request -------------------------------------------------------------------------------------------
 
 
@@ -92,31 +76,6 @@ class Upload:
 
     document: BinaryIO
     fields: dict[str, str]
-
-
-_DATE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
-_DATE_TIME: Final = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})")
-_BAD_AT: Final = "at must be an RFC 3339 date-time such as 2026-01-31T12:00:00Z"
-
-
-def parse_at(value: str | None, now: dt.datetime) -> dt.datetime | None:
-    """An RFC 3339 date-time (section 5.6: with "Z" or an offset; a plain date is its midnight UTC) not later than
-    `now`, or None for an empty value."""
-    if not value:
-        return None
-    text = value.strip()
-    if not (_DATE.fullmatch(text) or _DATE_TIME.fullmatch(text)):
-        raise InvalidValidationRequest(_BAD_AT)
-    try:
-        at = dt.datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidValidationRequest(_BAD_AT) from None
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=dt.UTC)
-    if at > now:
-        raise InvalidValidationRequest("at must not be in the future: validation as of a past time uses the data "
-                                       "embedded in the document")
-    return at
 
 
 async def _spool_body(request: Request, spool: IO[bytes], limit: int) -> None:
