@@ -2,23 +2,25 @@
 the keyboard only, the report shown with its status, axe-core finding no WCAG 2.1 A/AA violation on the form and on
 the report in az, en and ru, on a desktop and on a phone-sized viewport (no horizontal scrolling of the page).
 
-The application runs in this test process and is reached through Playwright's request interception at the issuer's
-origin (tests.browser.test_approval_browser.serve_in_process), so the signed document comes from the same PKI."""
+The server is a real `acar serve` (Chromium's request interception does not carry an uploaded file's bytes) on the
+test database, whose PKI `world` made: its issuer is the one in the certificates, so its OCSP answers in process.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
 from playwright.async_api import Browser, Page
 
 from api.i18n import CATALOGS
+from api.settings import Settings
 from signing.core.levels import PadesLevel
 from tests.browser.conftest import axe_violations
-from tests.browser.test_approval_browser import serve_in_process
-from tests.oidc_tools import ISSUER
+from tests.functional.helpers import Server, run_acar
+from tests.local_http import free_port
 from tests.pades_world import World
 from tests.signing_tools import minimal_pdf
 
@@ -26,6 +28,30 @@ PHONE: dict[str, Any] = {"viewport": {"width": 375, "height": 740}, "is_mobile":
                          "device_scale_factor": 2}
 DESKTOP: dict[str, Any] = {"viewport": {"width": 1280, "height": 900}}
 LOCALES = {"az": "az-AZ", "en": "en-GB", "ru": "ru-RU"}
+
+
+@pytest.fixture
+def port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def settings(settings: Settings, port: int) -> Settings:
+    """The issuer of the server below, so the certificates `world` issues point at it."""
+    settings.issuer = f"http://localhost:{port}"
+    return settings
+
+
+@pytest.fixture
+def server(world: World, cli_env: dict[str, str], port: int, tmp_path: Path) -> Iterator[Server]:
+    env = {**cli_env, "ACAR_ISSUER": f"http://localhost:{port}"}
+    run_acar(env, "init")  # keeps the PKI `world` made
+    server = Server(env, port=port, log_path=tmp_path / "server.log")
+    server.wait_ready()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 async def _tab_to(page: Page, element_id: str) -> None:
@@ -43,15 +69,14 @@ async def _fits(page: Page) -> bool:
 
 @pytest.mark.parametrize("device", ["desktop", "phone"])
 async def test_keyboard_only_upload_and_accessible_report_in_three_languages(
-        browser: Browser, app: FastAPI, world: World, tmp_path: Path, device: str) -> None:
+        browser: Browser, world: World, server: Server, port: int, tmp_path: Path, device: str) -> None:
     signed = tmp_path / "arayis.pdf"
     signed.write_bytes(await world.sign(minimal_pdf(1, "Arayış"), PadesLevel.B_LT))
     for lang, locale in LOCALES.items():
         context = await browser.new_context(locale=locale, **(PHONE if device == "phone" else DESKTOP))
-        http = await serve_in_process(context, app)
         try:
             page = await context.new_page()
-            await page.goto(f"{ISSUER}/verify")
+            await page.goto(f"http://localhost:{port}/verify")
             assert await page.get_attribute("html", "lang") == lang
             assert await page.inner_text("h1") == CATALOGS[lang]["verify.title"]
             assert await axe_violations(page) == [], (lang, device, "form")
@@ -74,5 +99,4 @@ async def test_keyboard_only_upload_and_accessible_report_in_three_languages(
             assert await axe_violations(page) == [], (lang, device, "report")
             assert await _fits(page), (lang, device)
         finally:
-            await http.aclose()
             await context.close()
