@@ -84,3 +84,25 @@ def test_the_audit_detail_has_the_digest_and_counts_only() -> None:
     assert detail == {"sha256": "ef" * 32, "size": 3000, "signatures": 2,
                       "indications": {"TOTAL-PASSED": 1, "TOTAL-FAILED": 1, "INDETERMINATE": 0},
                       "all_passed": False, "embedded_only": False, "at": NOW.isoformat(), "address": "a" * 32}
+
+
+def test_the_settings_refuse_a_trusted_list_without_signers(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from api.settings import Settings
+
+    listing = tmp_path / "tl.xml"
+    listing.write_text("<TrustServiceStatusList/>")
+    signer = tmp_path / "signer.pem"
+    signer.write_text("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
+    with pytest.raises(ValidationError, match="ACAR_VALIDATION_TRUSTED_LIST_SIGNERS"):
+        Settings(validation_trusted_list=str(listing))
+    with pytest.raises(ValidationError, match="no such file"):
+        Settings(validation_trusted_list=str(tmp_path / "missing.xml"), validation_trusted_list_signers=[signer])
+    with pytest.raises(ValidationError, match="no such file"):
+        Settings(validation_trust_anchors=[tmp_path / "missing.pem"])
+    with pytest.raises(ValidationError, match="limits"):
+        Settings(validation_anonymous_rate_limit="many")
+    assert Settings(validation_trusted_list="https://tl.example.az/tl.xml",
+                    validation_trusted_list_signers=[signer]).validation_trusted_list.startswith("https://")
+    assert Settings(validation_trusted_list=str(listing), validation_trusted_list_signers=[signer])
