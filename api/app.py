@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from api import migrate, problems
 from api import openapi as contract
-from api.deps import Services, build_services
+from api.deps import Services, build_services, validation_max_body_bytes
 from api.logging import configure_logging
 from api.middleware import BodyLimitMiddleware, RequestContextMiddleware, SecurityHeaders
 from api.rendering import STATIC, PageContextMiddleware
@@ -35,6 +35,7 @@ from api.routes import (
     pki,
     signing,
     tsa,
+    validation,
 )
 from api.routes import approval as approval_routes
 from api.routes import pages as page_routes
@@ -266,6 +267,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(tsa.router)
     app.include_router(pki.router)
     app.include_router(signing.router)
+    app.include_router(validation.router)
+    app.include_router(validation.page_router)
     # The endpoints of every login and every token, once each, as plain Starlette routes at the head of the route
     # table: matched first, without FastAPI's request handling (dependency solving, its request and response
     # wrappers), and still under the exception handlers and the router's 405 answers like every other route.
@@ -277,8 +280,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     # every body capped before any route reads it (innermost: its 413 carries the request id and is logged)
     # ... except the signing API's uploads: PDFs up to ACAR_SIGNING_MAX_DOCUMENT_BYTES each, as multipart parts or
     # base64 in JSON, within ACAR_SIGNING_MAX_REQUEST_BYTES (multipart files are spooled to disk as they arrive)
+    # ... and the validation service's: one PDF of that size (api.deps.validation_max_body_bytes)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes,
-                       larger={signing.router.prefix: settings.resolved_signing_max_request_bytes})
+                       larger={signing.router.prefix: settings.resolved_signing_max_request_bytes,
+                               validation.router.prefix: validation_max_body_bytes(settings),
+                               "/verify": validation_max_body_bytes(settings)})
     app.add_middleware(PageContextMiddleware)  # the request a page answers, for its language (api.rendering)
     app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.access_log,
                        security=SecurityHeaders(https=settings.issuer.startswith("https://")))

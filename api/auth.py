@@ -176,41 +176,59 @@ class AgencyClient:
     scopes: frozenset[str]
 
 
+async def _client_token(request: Request, challenge: str) -> AgencyClient:
+    """The agency client whose own active access token (RFC 9068, client_credentials) the request carries as its
+    Bearer token; ApiProblem 401 (invalid_token) or 403 (a person's token) with the RFC 6750 section 3 challenge."""
+    from idp.core.errors import InvalidToken as InactiveToken
+
+    services: Services = request.app.state.services
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiProblem(401, "unauthorized", "Authentication required",
+                         "send the client's access token (client_credentials) as a Bearer token",
+                         headers={"WWW-Authenticate": challenge})
+    provider = services.oidc
+    try:
+        async with provider.unit_of_work(reading=True) as unit:
+            verified, grant = await provider.grants.active_access_token(token.strip(), unit.oidc)
+    except InactiveToken as exc:
+        raise ApiProblem(401, "invalid_token", "Invalid token", exc.description, headers={
+            "WWW-Authenticate": f'{challenge}, error="invalid_token"'}) from None
+    client_id = str(verified.claims.get("client_id", ""))
+    scopes = frozenset(str(verified.claims.get("scope", "")).split())
+    if grant is not None or verified.claims.get("sub") != client_id:
+        raise ApiProblem(403, "insufficient_scope", "Insufficient scope",
+                         "this API takes a client's own token (client_credentials), not a person's",
+                         headers={"WWW-Authenticate": f'{challenge}, error="insufficient_scope"'})
+    return AgencyClient(client_id=client_id, scopes=scopes)
+
+
 def require_client_scope(scope: str) -> Callable[[Request], Awaitable[AgencyClient]]:
     """A FastAPI dependency: an RFC 9068 access token this IdP issued to a client on its own behalf
     (client_credentials: no person), active (not revoked, its client not disabled: idp.core.grants
     active_access_token), carrying `scope`. Refusals are problems with the Bearer challenge of RFC 6750 section 3:
     401 invalid_token, 403 insufficient_scope."""
-    from idp.core.errors import InvalidToken as InactiveToken
-
     challenge = f'Bearer realm="acar", scope="{scope}"'
 
     async def dependency(request: Request) -> AgencyClient:
-        services: Services = request.app.state.services
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise ApiProblem(401, "unauthorized", "Authentication required",
-                             "send the client's access token (client_credentials) as a Bearer token",
-                             headers={"WWW-Authenticate": challenge})
-        provider = services.oidc
-        try:
-            async with provider.unit_of_work(reading=True) as unit:
-                verified, grant = await provider.grants.active_access_token(token.strip(), unit.oidc)
-        except InactiveToken as exc:
-            raise ApiProblem(401, "invalid_token", "Invalid token", exc.description, headers={
-                "WWW-Authenticate": f'{challenge}, error="invalid_token"'}) from None
-        client_id = str(verified.claims.get("client_id", ""))
-        scopes = frozenset(str(verified.claims.get("scope", "")).split())
-        if grant is not None or verified.claims.get("sub") != client_id:
-            raise ApiProblem(403, "insufficient_scope", "Insufficient scope",
-                             "this API takes a client's own token (client_credentials), not a person's",
-                             headers={"WWW-Authenticate": f'{challenge}, error="insufficient_scope"'})
-        if scope not in scopes:
+        client = await _client_token(request, challenge)
+        if scope not in client.scopes:
             raise ApiProblem(403, "insufficient_scope", "Insufficient scope",
                              f"the access token does not carry the scope {scope}",
                              headers={"WWW-Authenticate": f'{challenge}, error="insufficient_scope"'})
-        return AgencyClient(client_id=client_id, scopes=scopes)
+        return client
 
     CLIENT_AUTHENTICATORS.add(dependency)
     return dependency
+
+
+async def optional_client(request: Request) -> AgencyClient | None:
+    """A FastAPI dependency for an API open to anyone that agencies may call with their token (the validation
+    API): None without an Authorization header; with one, the agency client of a valid client_credentials token of
+    any scope (validation needs no permission of its own: the token identifies the caller, exempts it from the
+    anonymous rate limit and names it in the audit). A token that is present but invalid is refused (401), never
+    taken as anonymous, so a broken integration notices."""
+    if "authorization" not in request.headers:
+        return None
+    return await _client_token(request, 'Bearer realm="acar"')

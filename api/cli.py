@@ -635,6 +635,101 @@ def cmd_enroll_code(args: argparse.Namespace, settings: Settings) -> None:
         print("acar: the activation code is shown only this once; hand it to the person now", file=sys.stderr)
 
 
+
+def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
+    """Validate the signatures of a PDF as POST /api/v1/validations does (api.validation: the same trust policy and
+    audit, actor "cli"): the report as a summary or, with --json, as the API's JSON. Exit code 0 only when every
+    signature is TOTAL-PASSED, 1 otherwise, 2 for a file that cannot be read or is refused (one line)."""
+    import asyncio
+    import datetime as dt
+    from pathlib import Path
+
+    from api.validation import Caller, InvalidValidationRequest, parse_at
+    from signing.core.errors import PdfRefused
+
+    try:
+        at = parse_at(args.at, dt.datetime.now(dt.UTC))
+    except InvalidValidationRequest as exc:
+        raise _Exit(2, str(exc)) from None
+    try:
+        source = Path(args.file).open("rb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise _Exit(2, f"{args.file}: {exc.strerror or exc}") from None
+
+    async def run() -> Any:
+        from api.deps import build_validation
+        from signing.core.revocation import ValidationDataSource
+        from storage.audit import record_event
+
+        services = CommandServices(settings)
+        data: list[ValidationDataSource] = []
+
+        async def fetching() -> ValidationDataSource:
+            from asn1crypto import x509
+
+            root = x509.Certificate.load(await services.pki.ca_certificate("root"))
+            data.append(ValidationDataSource(trust_roots=[root], local=services.pki))
+            return data[-1]
+
+        class SessionAudit:
+            async def record(self, event_type: str, *, actor: str, subject: str | None = None,
+                             detail: Any = None, request_id: str | None = None, clock: Any = None) -> None:
+                async with services.sessions() as session, session.begin():
+                    record_event(session, event_type, actor=actor, subject=subject, detail=dict(detail or {}),
+                                 request_id=request_id, clock=clock)
+
+        try:
+            validation = build_validation(settings, services.pki, fetching, SessionAudit())
+            return await validation.validate(source, at=at, caller=Caller(client_id=None, address="local",
+                                                                          name="cli"))
+        finally:
+            for source_data in data:
+                await source_data.close()
+            await services.close()
+
+    try:
+        report = asyncio.run(run())
+    except PdfRefused as exc:
+        raise _Exit(2, f"{args.file}: {exc.detail}") from None
+    finally:
+        source.close()
+    if args.json:
+        _print_json(report.as_json())
+    else:
+        for line in validation_summary(report):
+            print(line)
+    return 0 if report.all_passed else 1
+
+
+def validation_summary(report: Any) -> list[str]:
+    """The human summary of `acar validate`: the document, each signature's status and reasons, the verdict."""
+    lines = [f"document  sha256={report.sha256}  size={report.size}",
+             f"validation time  {report.validation_time.isoformat()}"
+             + ("  (embedded data only)" if report.embedded_only else ""),
+             f"trust  {', '.join(report.trust_sources)}"]
+    lines.extend(f"  ! {finding.code}: {finding.message}" for finding in report.findings)
+    for signature in report.signatures:
+        status = signature.indication.value + (f"/{signature.sub_indication.value}" if signature.sub_indication else "")
+        signer = signature.signer
+        who = f"{signer.name}" + (f" ({signer.identifier})" if signer and signer.identifier else "") if signer else "?"
+        lines.append(f"{signature.id}  {status}  {signature.kind.value}  {who}  level={signature.level or 'none'}")
+        if signature.best_signature_time is not None:
+            best = signature.best_signature_time
+            lines.append(f"  existed at {best.time.isoformat()} ({best.source})")
+        lines.extend(f"  ! {finding.code}: {finding.message}" for finding in signature.findings)
+    for revision in report.revisions:
+        if revision.classification is not None:
+            changes = "; ".join(f"{c.description} ({c.classification.value})" for c in revision.changes) or "-"
+            lines.append(f"revision {revision.number}  {revision.classification.value}  {changes}")
+    if not report.signatures:
+        lines.append("result: the document has no signature")
+    elif report.all_passed:
+        lines.append(f"result: every signature is TOTAL-PASSED ({len(report.signatures)})")
+    else:
+        passed = sum(1 for s in report.signatures if s.indication.value == "TOTAL-PASSED")
+        lines.append(f"result: {passed} of {len(report.signatures)} signatures TOTAL-PASSED")
+    return lines
+
 # --- parser ----------------------------------------------------------------------------------------------
 
 
@@ -686,6 +781,13 @@ def _json_flag() -> tuple[_Parser, _Parser]:
     return parser, common
 
 
+def _validate_parser(sub: Any, common: _Parser) -> None:
+    p = sub.add_parser("validate", parents=[common], help="validate the signatures of a PDF (exit 0: all TOTAL-PASSED)")
+    p.add_argument("file", metavar="FILE.pdf")
+    p.add_argument("--at", metavar="DATE", help="validate as of this past RFC 3339 date-time, from embedded data only")
+    p.set_defaults(func=cmd_validate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser, common = _json_flag()
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -694,6 +796,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_init)
     p = sub.add_parser("migrate", parents=[common], help="apply database migrations")
     p.set_defaults(func=cmd_migrate)
+    _validate_parser(sub, common)
     p = sub.add_parser("serve", parents=[common], help="run the HTTP service")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
@@ -896,13 +999,13 @@ def _main(argv: Sequence[str] | None) -> int:
     except SettingsError as exc:
         return _error(str(exc))
     try:
-        args.func(args, settings)
+        code = args.func(args, settings)
     except (CliError, IdpError, KeysError, SettingsError) as exc:
         return _error(str(exc))
     except SQLAlchemyError as exc:
         return _error(f"database error ({type(exc).__name__}); is ACAR_DATABASE_URL reachable and migrated "
                       "(`acar migrate`)?")
-    return 0
+    return code if isinstance(code, int) else 0  # a command that answers a verdict (validate) returns its code
 
 
 if __name__ == "__main__":  # pragma: no cover

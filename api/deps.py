@@ -18,11 +18,13 @@ from storage import create_engine, create_session_factory, is_sqlite
 from storage.direct import DirectDatabase, PostgresDirect, SessionDirect
 
 if TYPE_CHECKING:  # the services' modules are imported by the builders that need them (the CLI builds a few)
+    from asn1crypto import x509
     from pyhanko.sign.timestamps import TimeStamper
 
     from api.provider import Provider
     from api.ratelimit import RateLimits
     from api.routes.approval import Approval
+    from api.validation import ReportValidator, ValidationService
     from idp.core.interfaces import Subject
     from idp.core.webauthn import PasskeyService
     from idp.sql.clients import CachedClientDirectory
@@ -31,11 +33,13 @@ if TYPE_CHECKING:  # the services' modules are imported by the builders that nee
     from keys.token_keys import TokenKeyService
     from keys.tsa import TimestampService, TsaCredentials
     from signing.core.callbacks import CallbackDelivery
+    from signing.core.inspect import InputPolicy
     from signing.core.jobs import SigningWorker
     from signing.core.pades import PadesEngine, SignatureOptions, SignatureResult, SigningCredentials
     from signing.core.requests import RequestService
     from signing.core.revocation import ValidationDataSource
     from signing.core.timestamps import UrlTimeStamper
+    from signing.core.trust import TrustedListView, TrustPolicy
     from storage.audit import AuditSink, GroupCommitAuditLog
 
 
@@ -57,6 +61,7 @@ class Services:
     enrollment_policy: EnrollmentPolicy  # activation codes and enrollments (idp.sql.enrollment)
     ratelimits: RateLimits  # per-IP/client/code budgets on memory or a shared Redis (api.ratelimit)
     signing: SigningServices  # signing requests and the durable worker (signing/)
+    validation: ValidationService  # PDF signature validation and its audit (api.validation, signing.core.validation)
     approval: Approval | None = None  # the signer's approval pages (api.routes.approval); None: answered 503
 
     async def close(self) -> None:
@@ -124,12 +129,14 @@ def build_services(settings: Settings, *, key_store: KeyStore | None = None) -> 
     clients = CachedClientDirectory(sessions, ttl_seconds=settings.key_cache_seconds)
     oidc = build_provider(settings, clients=clients, token_keys=token_keys, sessions=sessions, direct=direct,
                           audit_log=audit_log)
+    signing = build_signing(settings, sessions, direct, pki, timestamps, token_keys=token_keys)
     return Services(settings=settings, engine=engine, sessions=sessions, key_store=store, token_keys=token_keys,
                     pki=pki, owns_key_store=key_store is None, tsa=timestamps, direct=direct,
                     audit_log=audit_log, clients=clients, oidc=oidc,
                     passkeys=build_passkeys(settings), enrollment_policy=build_enrollment_policy(settings),
                     ratelimits=build_ratelimits(settings, audit_log),
-                    signing=build_signing(settings, sessions, direct, pki, timestamps, token_keys=token_keys),
+                    signing=signing,
+                    validation=build_validation(settings, pki, signing.engine.validation_data, audit_log),
                     approval=build_approval(settings, pki, store))
 
 
@@ -193,6 +200,13 @@ class SigningEngine:
                     self._engine = PadesEngine(timestamper=timestamper, validation=self._validation)
         return self._engine
 
+    async def validation_data(self) -> ValidationDataSource:
+        """The validation data source of this engine (the built-in PKI answered in process), for the validation
+        service's revocation checks (api.validation)."""
+        await self.engine()
+        assert self._validation is not None  # noqa: S101 - engine() sets it
+        return self._validation
+
     async def sign(self, source: BinaryIO, output: BinaryIO, credentials: SigningCredentials,
                    options: SignatureOptions, *, actor: str) -> SignatureResult:
         return await (await self.engine()).sign(source, output, credentials, options, actor=actor)
@@ -213,6 +227,98 @@ def _certificate_file(path: Path) -> bytes:
     if b"-----BEGIN CERTIFICATE-----" in data:
         return cx509.load_pem_x509_certificate(data).public_bytes(Encoding.DER)
     return data
+
+
+
+def validation_input_policy(settings: Settings) -> InputPolicy:
+    """The input policy of validation: signing's bounds (ACAR_SIGNING_MAX_DOCUMENT_BYTES, ACAR_SIGNING_MAX_PAGES), but
+    active content is reported, not refused: a signed document is judged as it is (issue 14 "Hostile inputs")."""
+    from signing.core.inspect import InputPolicy
+
+    return InputPolicy(max_bytes=settings.signing_max_document_bytes, max_pages=settings.signing_max_pages,
+                       refuse_active_content=False)
+
+
+def validation_max_body_bytes(settings: Settings) -> int:
+    """The edge's body limit of POST /api/v1/validations and /verify: one document of the largest size and 64 KiB
+    for the multipart framing and the small fields."""
+    return settings.signing_max_document_bytes + 64 * 1024
+
+
+def _anchor_files(paths: Sequence[Path]) -> list[tuple[x509.Certificate, str]]:
+    """The certificates of PEM bundles or DER files, each with its file's name as its source (RFC 5280 section
+    6.1.1 (d) trust anchors); a file that holds none is a ValueError naming it."""
+    from asn1crypto import x509 as ax509
+    from cryptography import x509 as cx509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    found: list[tuple[x509.Certificate, str]] = []
+    for path in paths:
+        data = path.read_bytes()
+        try:
+            if b"-----BEGIN CERTIFICATE-----" in data:
+                ders = [c.public_bytes(Encoding.DER) for c in cx509.load_pem_x509_certificates(data)]
+            else:
+                ders = [cx509.load_der_x509_certificate(data).public_bytes(Encoding.DER)]
+        except ValueError:
+            raise ValueError(f"{path}: not a PEM or DER certificate file") from None
+        found.extend((ax509.Certificate.load(der), path.name) for der in ders)
+    return found
+
+
+async def load_trusted_list(location: str, signers: Sequence[Path]) -> TrustedListView:
+    """The trusted list at `location` (file or http(s) URL), its XML signature checked against the certificates of
+    `signers` (signing.core.trustlist; ETSI TS 119 612 section 5.7.1): TrustedListInvalid otherwise."""
+    from signing.core.trustlist import load_trusted_list as load
+
+    from storage.base import utcnow
+
+    return await load(location, [cert for cert, _ in _anchor_files(signers)], at=utcnow(), timeout=TRUSTED_LIST_TIMEOUT)
+
+
+TRUSTED_LIST_TIMEOUT = 30.0
+"""Seconds the trusted list's download may take."""
+
+
+def build_validation(settings: Settings, pki: PkiService, fetching: Callable[[], Awaitable[ValidationDataSource]],
+                     audit: AuditSink) -> ValidationService:
+    """The validation service: trust in the built-in root CA, ACAR_SIGNING_TRUST_ROOTS, ACAR_VALIDATION_TRUST_ANCHORS
+    and the trusted list of ACAR_VALIDATION_TRUSTED_LIST; revocation data fetched through `fetching`'s
+    ValidationDataSource (the server's: the signing engine's, with the built-in PKI in process);
+    validation.performed audited through `audit`."""
+    from api.validation import ValidationService, ValidationUnavailable
+    from signing.core.errors import SigningError
+    from signing.core.trust import TrustPolicy
+    from storage.base import utcnow
+
+    policy = validation_input_policy(settings)
+
+    async def trust() -> TrustPolicy:
+        from asn1crypto import x509 as ax509
+
+        try:
+            root = ax509.Certificate.load(await pki.ca_certificate("root"))
+        except Exception as exc:  # noqa: BLE001 - no built-in CA yet (`acar init`): nothing to trust by default
+            raise ValidationUnavailable(f"the built-in CA cannot be read ({type(exc).__name__})") from None
+        anchors = [(root, "built-in CA"), *_anchor_files(settings.signing_trust_roots),
+                   *_anchor_files(settings.validation_trust_anchors)]
+        trusted_list = None
+        if settings.validation_trusted_list:
+            try:
+                trusted_list = await load_trusted_list(settings.validation_trusted_list,
+                                                       settings.validation_trusted_list_signers)
+            except (SigningError, OSError, ValueError) as exc:
+                raise ValidationUnavailable(f"the trusted list cannot be used: {exc}") from None
+        return TrustPolicy(anchors=tuple(cert for cert, _ in anchors), sources=tuple(name for _, name in anchors),
+                           trusted_list=trusted_list)
+
+    async def validator(trust: TrustPolicy) -> ReportValidator:
+        from signing.core.validation import Validator
+
+        return Validator(trust=trust, input_policy=policy, fetching=await fetching(), clock=utcnow)
+
+    return ValidationService(trust=trust, validator=validator, audit=audit,
+                             address_key=settings.pairwise_salt.get_secret_value().encode())
 
 
 @dataclass
@@ -307,6 +413,7 @@ def build_ratelimits(settings: Settings, audit: AuditSink) -> RateLimits:
         client_auth_failures=Budget.parse("client_auth_failures", settings.rate_limit_client_auth_failures),
         introspection=Budget.parse("introspection", settings.rate_limit_introspection),
         admin=Budget.parse("admin", settings.rate_limit_admin),
+        validation_anonymous=Budget.parse("validation_anonymous", settings.validation_anonymous_rate_limit),
     )
     limiter = RateLimiter(settings.rate_limit_storage, prefix=settings.rate_limit_prefix)
     return RateLimits(limiter, budgets, trusted_proxies=parse_networks(settings.trusted_proxies), audit=audit)

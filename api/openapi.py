@@ -31,7 +31,9 @@ from api.auth import CLIENT_AUTHENTICATORS
 from api.bodies import authenticators
 from api.errors import CsrfRefused, LoginRequired, RateLimited
 from api.schemas.signing import SigningRequestCreate
+from api.schemas.validation import ValidationReportOut
 from api.text import PAGE_TAGS
+from api.validation import InvalidValidationRequest, NoFile, ValidationUnavailable
 from idp.core.client_auth import JWT_BEARER_ASSERTION
 from idp.core.interfaces import GRANT_TYPES, LEVELS
 from idp.core.webauthn import (
@@ -186,7 +188,7 @@ SECURITY_SCHEMES: dict[str, Any] = {
                     "description": "an access token issued by /token (RFC 6750)"},
     "agencyBearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
                      "description": "an agency client's own access token (client_credentials at /token, RFC 9068) "
-                                    "carrying the scope `signing`"},
+                                    "carrying the scope `signing`; the validation API takes one of any scope"},
 }
 
 
@@ -536,6 +538,44 @@ def _document_signing(paths: dict[str, dict[str, Any]], schemas: dict[str, Any])
             create["responses"][status]["links"] = {"GetSigningRequest": link}
 
 
+
+_VALIDATION_REFUSALS = [signing_errors.EncryptedPdf, signing_errors.DamagedPdf, signing_errors.TooManyPages,
+                        signing_errors.TooManyObjects, signing_errors.InflationBomb, signing_errors.ReferenceLoop,
+                        signing_errors.PdfRefused, InvalidValidationRequest, NoFile]
+
+
+def _document_validation(paths: dict[str, dict[str, Any]], schemas: dict[str, Any]) -> None:
+    """POST /api/v1/validations: the report's schema (api.schemas.validation, the wire form of
+    signing.core.report), the PDF report, the optional agency token and the refusals with their codes."""
+    report = ValidationReportOut.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(report.pop("$defs", {}))
+    schemas["ValidationReport"] = report
+    operation = paths.get("/api/v1/validations", {}).get("post")
+    if operation is None:
+        return
+    operation["security"] = [{"agencyBearer": []}, {}]
+    content = operation["requestBody"]["content"]
+    content["application/pdf"]["example"] = "%PDF-1.7 ... (a signed PDF)"
+    content["multipart/form-data"]["example"] = {"file": "(PDF file)", "at": "2026-01-31T12:00:00Z"}
+    operation["responses"] = {
+        "200": {"description": "the validation report (ETSI TS 119 102-2 shaped), also for a PDF without any "
+                               "signature (all_passed false); with Accept: application/pdf the same report as a PDF "
+                               "in the language of Accept-Language",
+                "content": {"application/json": {"schema": _ref("ValidationReport")},
+                            "application/pdf": {"schema": {"type": "string", "format": "binary"}}}},
+        "401": problem("an Authorization header whose token is not a valid client_credentials token (invalid_token)"),
+        "403": problem("a person's token instead of a client's own (insufficient_scope)"),
+        "413": problem("the body is over the bound of one document (ACAR_SIGNING_MAX_DOCUMENT_BYTES): "
+                       "content_too_large or too_large"),
+        "415": problem("neither application/pdf nor multipart/form-data (unsupported_media_type), or not a PDF "
+                       "(not_pdf)"),
+        "422": coded_problem("the document or the request is refused", _VALIDATION_REFUSALS),
+        "429": coded_problem("an anonymous caller's budget ACAR_VALIDATION_ANONYMOUS_RATE_LIMIT is spent "
+                             "(Retry-After)", [RateLimited]),
+        "503": coded_problem("the trust policy cannot be built (trusted list, built-in CA)", [ValidationUnavailable]),
+        "default": problem("any other error: an RFC 9457 problem"),
+    }
+
 def _page(route: Any) -> bool:
     return route.path in PAGE_PATHS or bool(PAGE_TAGS.intersection(str(t) for t in getattr(route, "tags", ()) or ()))
 
@@ -649,6 +689,7 @@ def complete(document: dict[str, Any], app: FastAPI, *, secure_cookies: bool) ->
     components = document.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
     _document_signing(paths, schemas)
+    _document_validation(paths, schemas)
     _edge_responses(paths)
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)

@@ -12,6 +12,7 @@ module holds the policy, read from the settings in api.deps:
 | CLIENT_AUTH_FAILURES | client_id; client IP | /token, /introspect, /revoke: failures count; spent: 429 first |
 | INTROSPECTION | client IP; client_id | /introspect, every request |
 | ADMIN | client IP | the admin API, before the bearer token is verified |
+| (VALIDATION_ANONYMOUS_RATE_LIMIT) | client IP | /api/v1/validations without a token, POST /verify |
 
 A refusal is RateLimited: 429 with Retry-After (RFC 6585 section 4, RFC 9110 section 10.2.3), in the endpoint's
 own error form (api.problems). The first refusal of a key in AUDIT_EVERY writes one audit event
@@ -59,6 +60,8 @@ class Budgets:
     client_auth_failures: Budget
     introspection: Budget
     admin: Budget
+    validation_anonymous: Budget
+    """ACAR_VALIDATION_ANONYMOUS_RATE_LIMIT: validations by anyone without an agency's token."""
 
 
 def parse_networks(cidrs: Sequence[str]) -> tuple[Network, ...]:

@@ -171,6 +171,18 @@ class Settings(BaseSettings):
     signing_trust_roots: list[Path] = Field(default_factory=list)
     """Certificate files (PEM or DER) of further trust anchors for the validation data of B-LT signatures: the
     root of an external TSA's chain (ACAR_SIGNING_TSA_URL). The built-in root is always trusted."""
+    # validation service (issue 14): what POST /api/v1/validations, /verify and `acar validate` trust
+    validation_trust_anchors: list[Path] = Field(default_factory=list)
+    """Certificate files (PEM bundles or DER) of further trust anchors for validation (RFC 5280 section 6.1.1 (d)),
+    beside the built-in root and ACAR_SIGNING_TRUST_ROOTS."""
+    validation_trusted_list: str = ""
+    """An ETSI TS 119 612 trusted list (a file path or an http(s) URL) whose CA services become anchors and say
+    which certificates are qualified; empty: none. Its XML signature must verify against
+    ACAR_VALIDATION_TRUSTED_LIST_SIGNERS."""
+    validation_trusted_list_signers: list[Path] = Field(default_factory=list)
+    """Certificate files of the trusted list's signers (the scheme operator's keys): required with a list."""
+    validation_anonymous_rate_limit: str = "20/minute;200/hour"
+    """Per client IP: validations without an agency's access token (the API and the /verify page)."""
     signing_callback_max_age_hours: float = Field(default=24.0, gt=0, le=24 * 30)
     """A request's completion callback is retried (with backoff) for this long after the request finished, then
     given up (signing.callback.expired)."""
@@ -226,7 +238,7 @@ class Settings(BaseSettings):
             raise ValueError("must be an absolute http(s) URL without query or fragment")
         return value.rstrip("/")
 
-    @field_validator("signing_trust_roots")
+    @field_validator("signing_trust_roots", "validation_trust_anchors", "validation_trusted_list_signers")
     @classmethod
     def _files(cls, value: list[Path]) -> list[Path]:
         missing = [str(path) for path in value if not path.is_file()]
@@ -265,7 +277,7 @@ class Settings(BaseSettings):
 
     @field_validator("rate_limit_authorize", "rate_limit_passkey_options", "rate_limit_passkey_login",
                      "rate_limit_enrollment", "rate_limit_enrollment_code", "rate_limit_client_auth_failures",
-                     "rate_limit_introspection", "rate_limit_admin")
+                     "rate_limit_introspection", "rate_limit_admin", "validation_anonymous_rate_limit")
     @classmethod
     def _rate_limit(cls, value: str) -> str:
         try:
@@ -295,6 +307,28 @@ class Settings(BaseSettings):
     def _distinct_acr(self) -> Settings:
         if len(set(self.acr_values.values())) != 3:
             raise ValueError("ACAR_ACR_LOW, ACAR_ACR_SUBSTANTIAL and ACAR_ACR_HIGH must be distinct")
+        return self
+
+    @field_validator("validation_trusted_list")
+    @classmethod
+    def _trusted_list(cls, value: str) -> str:
+        """Empty, an http(s) URL, or a file that exists."""
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme in ("http", "https"):
+            if not parts.hostname or parts.fragment:
+                raise ValueError("must be an absolute http(s) URL or a file path")
+            return value
+        if not Path(value).is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _trusted_list_signers(self) -> Settings:
+        if self.validation_trusted_list and not self.validation_trusted_list_signers:
+            raise ValueError("ACAR_VALIDATION_TRUSTED_LIST_SIGNERS must name the certificate files the trusted list's "
+                             "signature is checked against (ETSI TS 119 612 section 5.7)")
         return self
 
     @model_validator(mode="after")

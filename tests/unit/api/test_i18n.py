@@ -21,17 +21,22 @@ from api.rendering import (
     error_message_keys,
     passkey_messages,
 )
+from api.report_view import FINDING_CODES, TIME_SOURCES
 from api.routes.approval import STATES as SIGN_STATES
 from api.routes.pages import ACCOUNT_NOTICES
+from api.routes.validation import REFUSAL_CODES
 from idp.core.claims import CLAIM_DESCRIPTIONS
 from idp.core.interfaces import LEVELS
+from signing.core.report import ChangeClass, Indication, SignatureKind, SubIndication
 
 ROOT = Path(__file__).resolve().parents[3]
 TEMPLATE_KEY = re.compile(r"""\b_\(\s*(["'])([^"']+)\1\s*[,)]""")
 """A translation call with a literal message id; `_("claim." ~ name)` is covered by dynamic_keys."""
 KEY_SHAPE = re.compile(
-    r"^(page|home|error|level|login|passkey|consent|claim|form_post|logout|enroll|account|help|sign)\.[a-z0-9_.]+$")
-CODE_USING_KEYS = ("api/rendering.py", "api/routes/pages.py", "api/passkey_names.py", "api/routes/approval.py")
+    r"^(page|home|error|level|login|passkey|consent|claim|form_post|logout|enroll|account|help|sign|verify|report)"
+    r"\.[A-Za-z0-9_.-]+$")
+CODE_USING_KEYS = ("api/rendering.py", "api/routes/pages.py", "api/passkey_names.py", "api/routes/approval.py",
+                   "api/routes/validation.py", "api/report_view.py", "api/report_pdf.py")
 
 
 def placeholders(text: str) -> set[str]:
@@ -87,7 +92,17 @@ def dynamic_keys() -> set[str]:
             | {f"claim.{c}" for c in CLAIM_DESCRIPTIONS} | {f"passkey.error.{c}" for c in PASSKEY_ERRORS}
             | {f"passkey.status.{s}" for s in PASSKEY_STATUS} | {f"account.done.{n}" for n in ACCOUNT_NOTICES}
             | {f"sign.state.{s}" for s in (*SIGN_STATES, "decided")}
-            | error_message_keys())
+            | report_keys() | error_message_keys())
+
+
+def report_keys() -> set[str]:
+    """The validation report's codes in words (api.report_view) and the /verify page's refusals."""
+    return ({f"report.indication.{i.value}" for i in Indication}
+            | {f"report.sub_indication.{s.value}" for s in SubIndication}
+            | {f"report.finding.{code}" for code in FINDING_CODES} | {f"report.kind.{k.value}" for k in SignatureKind}
+            | {f"report.change.{c.value}" for c in ChangeClass} | {f"report.time_source.{t}" for t in TIME_SOURCES}
+            | {f"report.qc_type.{t}" for t in ("esign", "eseal", "eweb")}
+            | {f"verify.error.{code}" for code in (*REFUSAL_CODES, "pdf_refused")})
 
 
 def test_every_key_used_exists() -> None:
