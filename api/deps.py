@@ -18,7 +18,6 @@ from storage import create_engine, create_session_factory, is_sqlite
 from storage.direct import DirectDatabase, PostgresDirect, SessionDirect
 
 if TYPE_CHECKING:  # the services' modules are imported by the builders that need them (the CLI builds a few)
-    from asn1crypto import x509
     from pyhanko.sign.timestamps import TimeStamper
 
     from api.provider import Provider
@@ -245,35 +244,14 @@ def validation_max_body_bytes(settings: Settings) -> int:
     return settings.signing_max_document_bytes + 64 * 1024
 
 
-def _anchor_files(paths: Sequence[Path]) -> list[tuple[x509.Certificate, str]]:
-    """The certificates of PEM bundles or DER files, each with its file's name as its source (RFC 5280 section
-    6.1.1 (d) trust anchors); a file that holds none is a ValueError naming it."""
-    from asn1crypto import x509 as ax509
-    from cryptography import x509 as cx509
-    from cryptography.hazmat.primitives.serialization import Encoding
-
-    found: list[tuple[x509.Certificate, str]] = []
-    for path in paths:
-        data = path.read_bytes()
-        try:
-            if b"-----BEGIN CERTIFICATE-----" in data:
-                ders = [c.public_bytes(Encoding.DER) for c in cx509.load_pem_x509_certificates(data)]
-            else:
-                ders = [cx509.load_der_x509_certificate(data).public_bytes(Encoding.DER)]
-        except ValueError:
-            raise ValueError(f"{path}: not a PEM or DER certificate file") from None
-        found.extend((ax509.Certificate.load(der), path.name) for der in ders)
-    return found
-
-
 async def load_trusted_list(location: str, signers: Sequence[Path]) -> TrustedListView:
     """The trusted list at `location` (file or http(s) URL), its XML signature checked against the certificates of
     `signers` (signing.core.trustlist; ETSI TS 119 612 section 5.7.1): TrustedListInvalid otherwise."""
+    from signing.core.trust import load_anchors
     from signing.core.trustlist import load_trusted_list as load
-
     from storage.base import utcnow
 
-    return await load(location, [cert for cert, _ in _anchor_files(signers)], at=utcnow(), timeout=TRUSTED_LIST_TIMEOUT)
+    return await load(location, [cert for cert, _ in load_anchors(signers)], at=utcnow(), timeout=TRUSTED_LIST_TIMEOUT)
 
 
 TRUSTED_LIST_TIMEOUT = 30.0
@@ -288,7 +266,7 @@ def build_validation(settings: Settings, pki: PkiService, fetching: Callable[[],
     validation.performed audited through `audit`."""
     from api.validation import ValidationService, ValidationUnavailable
     from signing.core.errors import SigningError
-    from signing.core.trust import TrustPolicy
+    from signing.core.trust import TrustPolicy, load_anchors
     from storage.base import utcnow
 
     policy = validation_input_policy(settings)
@@ -300,8 +278,8 @@ def build_validation(settings: Settings, pki: PkiService, fetching: Callable[[],
             root = ax509.Certificate.load(await pki.ca_certificate("root"))
         except Exception as exc:  # noqa: BLE001 - no built-in CA yet (`acar init`): nothing to trust by default
             raise ValidationUnavailable(f"the built-in CA cannot be read ({type(exc).__name__})") from None
-        anchors = [(root, "built-in CA"), *_anchor_files(settings.signing_trust_roots),
-                   *_anchor_files(settings.validation_trust_anchors)]
+        anchors = [(root, "built-in CA"), *load_anchors(settings.signing_trust_roots),
+                   *load_anchors(settings.validation_trust_anchors)]
         trusted_list = None
         if settings.validation_trusted_list:
             try:
