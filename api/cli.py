@@ -644,9 +644,11 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     import datetime as dt
     from pathlib import Path
 
+    from api.logging import quiet_validation_libraries
     from api.validation import Caller, InvalidValidationRequest, parse_at
     from signing.core.errors import PdfRefused
 
+    quiet_validation_libraries()
     try:
         at = parse_at(args.at, dt.datetime.now(dt.UTC))
     except InvalidValidationRequest as exc:

@@ -64,5 +64,17 @@ def configure_logging(level: str = "INFO") -> None:
         logger.handlers[:] = []
         logger.propagate = True
     logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
+    quiet_validation_libraries()
     # uvicorn's own access log repeats ours without the request id
     logging.getLogger("uvicorn.access").disabled = True
+
+
+VALIDATION_LIBRARY_LOGGERS = ("pyhanko.sign.validation", "pyhanko_certvalidator", "pyhanko.sign.diff_analysis")
+
+
+def quiet_validation_libraries() -> None:
+    """pyHanko logs every signature it cannot validate (an untrusted root, a revoked signer) as a WARNING with a
+    traceback: for a validation service those are verdicts, reported in the validation report, not faults of the
+    process; only their ERRORs (a processing error inside pyHanko) reach the log."""
+    for name in VALIDATION_LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
