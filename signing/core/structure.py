@@ -691,9 +691,13 @@ def _der_length_fits(data: bytes) -> bool:
     if len(data) < 2:
         return False
     first = data[1]
+    if first == 0x80:
+        # X.690 section 8.1.3.6 indefinite length (BER): NSS, and so poppler's pdfsig, encode the CMS SignedData
+        # so (RFC 5652 section 1 allows BER); the content must hold more than the end-of-contents octets
+        return bool(data[2:].strip(b"\x00"))
     if first < 0x80:
         length, header = first, 2
-    elif first == 0x80 or first > 0x84:
+    elif first > 0x84:
         return False
     else:
         count = first & 0x7F

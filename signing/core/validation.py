@@ -14,8 +14,12 @@ Security decisions, in the order they run:
 1. Input: the same input policy as signing (`signing.core.inspect.inspect_pdf`: size, object and page bounds,
    decompression bombs, loops), with `refuse_active_content` forced off: a validator reports a signed form with
    JavaScript, it does not refuse it. A refusal raises the `PdfRefused` subclass signing raises.
-2. One parse: pyHanko's strict reader, bounded by the policy's `DecodeLimits`, read once; every signature is
-   validated on it (no re-parse per signature), and no page content is decoded.
+2. One parse: `signing.core.inspect.open_signed_pdf` opens pyHanko's strict reader (its lenient one only when
+   the strict one refuses the cross-reference history, as for poppler's pdfsig output: see there; the report then
+   carries the remark "lenient_read"), bounded by the policy's `DecodeLimits`, walks it under the input policy
+   and hands it over with the signature dictionaries cached; the engine and the revision review read that same
+   reader (no re-parse per signature or per step), and no page content is decoded. The structure analysis reads
+   the raw bytes on its own, by design (it must not see the file through a PDF library).
 3. Trust (RFC 5280 section 6.1.1 (d)): an explicit `CertValidationPolicySpec` per validation (STYLE habit 7)
    with `TrustPolicy.all_anchors` as the only anchors.
 4. Revocation (RFC 6960 OCSP, RFC 5280 CRLs): end-entity certificates require revocation data
@@ -58,7 +62,6 @@ from typing import Any, BinaryIO, Final
 from asn1crypto import cms, crl, ocsp, x509
 from cryptography import x509 as cx509
 from pyhanko.pdf_utils import generic
-from pyhanko.pdf_utils.decode_limits import DecodeLimits, DocumentDecodeBudget, StreamDecodeLimits
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.ades.qualified_asn1 import get_qc_statements
 from pyhanko.sign.ades.report import AdESFailure, AdESIndeterminate, AdESPassed, AdESStatus, AdESSubIndic
@@ -99,7 +102,7 @@ from pyhanko_certvalidator.revinfo.archival import CRLContainer, OCSPContainer
 
 from keys.x509 import serial_to_hex
 from signing.core.attacks import RevisionReview, review_revisions
-from signing.core.inspect import InputPolicy, inspect_pdf
+from signing.core.inspect import InputPolicy, open_signed_pdf
 from signing.core.pades import utcnow
 from signing.core.report import (
     CertificateInfo,
@@ -145,7 +148,6 @@ _NATURAL_TYPES: Final = frozenset({"PAS", "IDC", "PNO", "TIN"})
 """EN 319 412-1 section 5.1.3 identifier types of natural persons (the rest: legal persons, e.g. NTR, VAT)."""
 _QC_TYPES: Final = {"qct_esign": "esign", "qct_eseal": "eseal", "qct_web": "eweb"}
 _RANK: Final = {Indication.TOTAL_PASSED: 0, Indication.INDETERMINATE: 1, Indication.TOTAL_FAILED: 2}
-_MiB: Final = 1024 * 1024
 
 
 # --- the engine ------------------------------------------------------------------------------------------------
@@ -185,10 +187,10 @@ class Validator:
     # --- reading -------------------------------------------------------------------------------------------------
 
     def _read(self, source: BinaryIO) -> _Document:
-        inspected = inspect_pdf(source, self._policy)
+        """One parse (module docstring 2): the reader the input policy walked serves the engine and the review."""
+        opened = open_signed_pdf(source, self._policy)
         structure = analyse_structure(source, self._policy)
-        source.seek(0)
-        reader = PdfFileReader(source, strict=True, decode_limits=_decode_limits(self._policy))
+        reader = opened.reader
         signatures = _collect_signatures(reader)
         for entry in signatures:
             if entry.embedded is not None:
@@ -197,9 +199,15 @@ class Validator:
                     entry.embedded.compute_integrity_info(skip_diff=True)  # type: ignore[no-untyped-call]  # unannotated in pyHanko
                 except Exception as exc:  # noqa: BLE001 - pyHanko raises many types on a malformed signature
                     entry.error = f"the signature's integrity could not be computed: {_describe(exc)}"
-        review = review_revisions(source, structure)
-        return _Document(sha256=inspected.sha256, size=inspected.size, reader=reader, signatures=signatures,
-                         dss=_read_dss(reader), structure=structure, review=review)
+        review = review_revisions(source, structure, reader=reader)
+        notes: tuple[Finding, ...] = ()
+        if opened.lenient is not None:
+            notes = (Finding("lenient_read", "pyHanko's strict reader refuses the file's cross-reference data "
+                             f"({opened.lenient}); it was read with pyHanko's lenient reader (ISO 32000-2 section "
+                             "7.5.4), the structure analysis unchanged"),)
+        return _Document(sha256=opened.inspected.sha256, size=opened.inspected.size, reader=reader,
+                         signatures=signatures, dss=_read_dss(reader), structure=structure, review=review,
+                         notes=notes)
 
     # --- validating ----------------------------------------------------------------------------------------------
 
@@ -213,7 +221,8 @@ class Validator:
         signatures, revisions, findings = merge_structure(reports, document.structure, document.review)
         return ValidationReport(
             sha256=document.sha256, size=document.size, validation_time=validation_time,
-            embedded_only=embedded_only, signatures=signatures, revisions=revisions, findings=findings,
+            embedded_only=embedded_only, signatures=signatures, revisions=revisions,
+            findings=(*document.notes, *findings),
             trust_sources=self._trust.sources + ((self._trust.trusted_list.description,)
                                                  if self._trust.trusted_list is not None else ()))
 
@@ -421,6 +430,8 @@ class _Document:
     dss: _Dss
     structure: PdfStructure
     review: RevisionReview
+    notes: tuple[Finding, ...]
+    """Document remarks of the reading (a lenient read)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -450,15 +461,6 @@ _NO_FETCHING: Final = _NoFetching()
 
 
 # --- reading helpers -------------------------------------------------------------------------------------------
-
-
-def _decode_limits(policy: InputPolicy) -> DecodeLimits:
-    """pyHanko's decoders bounded as `signing.core.inspect` bounds them for the same policy."""
-    return DecodeLimits(
-        per_stream=StreamDecodeLimits(max_ratio=1100, ratio_floor=_MiB,
-                                      max_output_size=min(256 * _MiB, policy.max_inflated_bytes)),
-        document_budget=DocumentDecodeBudget(base_allowance=policy.max_inflated_bytes, max_ratio=0),
-    )
 
 
 def _collect_signatures(reader: PdfFileReader) -> list[_Entry]:
