@@ -54,6 +54,7 @@ import asyncio
 import base64
 import dataclasses
 import datetime as dt
+import hashlib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -275,10 +276,14 @@ class Validator:
                     timing_info=timing, raw_digest=embedded.compute_digest(),
                     extra_status_kwargs=embedded.summarise_integrity_info(), status_cls=PdfSignatureStatus)
                 if result.ades_subindic.status is AdESStatus.INDETERMINATE:
-                    # diff_policy None: the difference analysis ran once per signature in _read (pyHanko's LTA
-                    # process would otherwise redo it for every signature of the file, for each signature)
-                    result = await ades_lta_validation(
+                    # diff_policy None: pyHanko's difference analysis is not run (module docstring 7)
+                    past = await ades_lta_validation(
                         embedded, PdfSignatureValidationSpec(spec, diff_policy=None), timing_info=timing)
+                    # EN 319 102-1 section 5.6.2.4 (past signature validation) step 4: when no proof of existence
+                    # lets the past validation conclude, the result of the validation at the current time is
+                    # returned (e.g. REVOKED_NO_POE for a signer revoked before a time-stamp that cannot help)
+                    if past.ades_subindic is not AdESIndeterminate.NO_POE:
+                        result = past
             else:  # pyHanko's with-time and LTA processes require a signature time-stamp: EN 319 102-1 5.3
                 result = await ades_basic_validation(
                     embedded.signed_data, dataclasses.replace(spec, local_knowledge=document.dss.knowledge),
@@ -292,11 +297,28 @@ class Validator:
         findings: list[Finding] = []
         if indication is not Indication.TOTAL_PASSED:
             findings.append(Finding("ades", result.failure_msg or _ades_message(result), sub_indication))
+        signer = _signer_cert(embedded)
+        if (kind is not SignatureKind.DOCUMENT_TIMESTAMP and signer is not None
+                and sub_indication is SubIndication.CERTIFICATE_CHAIN_GENERAL_FAILURE
+                and signer.not_valid_after < validation_time):
+            # EN 319 102-1 section 5.2.6 (X.509 certificate validation): a signing certificate expired at the
+            # validation time, with no revocation data and no proof of existence from its validity period, is
+            # INDETERMINATE / OUT_OF_BOUNDS_NO_POE; pyHanko stops first at another certificate of the path and
+            # says only CERTIFICATE_CHAIN_GENERAL_FAILURE
+            indication, sub_indication = Indication.INDETERMINATE, SubIndication.OUT_OF_BOUNDS_NO_POE
+            findings.append(Finding("certificate_expired", f"the signer's certificate expired on "
+                                    f"{signer.not_valid_after.isoformat()}, before the validation time, and no "
+                                    "proof of existence or revocation data from its validity period is available",
+                                    sub_indication))
         status = result.api_status
         path: ValidationPath | None = getattr(status, "validation_path", None) if status is not None else None
         poe = getattr(result, "best_signature_time", None)
+        timestamp_ok = _timestamp_ok(result)
+        if not timestamp_ok and kind is not SignatureKind.DOCUMENT_TIMESTAMP and _has_signature_timestamp(embedded):
+            timestamp_ok = await _signature_timestamp_valid(
+                embedded, dataclasses.replace(spec, local_knowledge=document.dss.knowledge), timing)
         return _Outcome(entry=entry, kind=kind, indication=indication, sub_indication=sub_indication,
-                        findings=tuple(findings), path=path, poe=poe, signature_timestamp_ok=_timestamp_ok(result))
+                        findings=tuple(findings), path=path, poe=poe, signature_timestamp_ok=timestamp_ok)
 
     # --- reporting -----------------------------------------------------------------------------------------------
 
@@ -703,6 +725,34 @@ def _timestamp_ok(result: Any) -> bool:
         return bool(ts_result.ades_subindic is AdESPassed.OK)
     token = getattr(result.api_status, "timestamp_validity", None)
     return token is not None and bool(token.trusted)
+
+
+async def _signature_timestamp_valid(embedded: EmbeddedPdfSignature, spec: SignatureValidationSpec,
+                                     timing: ValidationTimingInfo) -> bool:
+    """The signature time-stamp validated on its own (EN 319 102-1 section 5.4, its imprint the digest of the
+    signature value, EN 319 122-1 section 5.3), for the level reached when pyHanko's verdict on the signature
+    stopped before the time-stamp was judged: EN 319 142-1 section 6 makes B-T a time-stamp over the signature
+    (whatever the signer's chain) and leaves the TSA's revocation data to B-LT (section 5.4), so the token must
+    be intact, signed by its TSA and chain to a trust anchor; the TSA's revocation status is not asked here
+    (a validation "as of" a date after a B-T signature has none embedded)."""
+    token = next(iter(extract_tst_data_iter(embedded.signer_info, signed=False)), None)
+    if token is None:
+        return False
+    no_revocation = CertRevTrustPolicy(RevocationCheckingPolicy(
+        ee_certificate_rule=RevocationCheckingRule.NO_CHECK, intermediate_ca_cert_rule=RevocationCheckingRule.NO_CHECK))
+    spec = dataclasses.replace(spec, cert_validation_policy=dataclasses.replace(
+        spec.cert_validation_policy, revinfo_policy=no_revocation))
+    value: bytes = embedded.signer_info["signature"].native
+
+    def imprint(algorithm: str) -> bytes:
+        return hashlib.new(algorithm, value).digest()
+
+    try:
+        result = await ades_timestamp_validation(tst_signed_data=token, validation_spec=spec,
+                                                 expected_tst_imprint=imprint, timing_info=timing)
+    except Exception:  # noqa: BLE001 - a malformed token is no valid time-stamp
+        return False
+    return result.ades_subindic is AdESPassed.OK
 
 
 def _has_signature_timestamp(embedded: EmbeddedPdfSignature) -> bool:
