@@ -43,7 +43,12 @@ def _signer() -> signers.SimpleSigner:
         now = dt.datetime.now(dt.UTC)
         cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
                 .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-                .not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256()))
+                .not_valid_after(now + dt.timedelta(days=1))
+                # EN 319 412-2 section 4.3.2: a document signer's key asserts nonRepudiation (the validator's
+                # purpose check); the controls must pass a validator that trusts this certificate
+                .add_extension(x509.KeyUsage(True, True, False, False, False, False, False, False, False),
+                               critical=True)
+                .sign(key, hashes.SHA256()))
         asn1_cert = asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
         _SIGNER = signers.SimpleSigner(
             signing_cert=asn1_cert,
@@ -51,6 +56,12 @@ def _signer() -> signers.SimpleSigner:
                 serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())),
             cert_registry=SimpleCertificateStore.from_certs([asn1_cert]))
     return _SIGNER
+
+
+def signer_certificate() -> asn1_x509.Certificate:
+    """The throwaway signer's self-signed certificate (a validator's trust anchor for the attack files)."""
+    cert: asn1_x509.Certificate = _signer().signing_cert
+    return cert
 
 
 def _stream(body: bytes, extra: bytes = b"") -> bytes:

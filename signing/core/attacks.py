@@ -107,11 +107,16 @@ class RevisionReview:
     changes: dict[int, tuple[Change, ...]]
 
 
-def review_revisions(source: BinaryIO, structure: PdfStructure) -> RevisionReview:
-    """Classify what each revision changed (module docstring); raise `DamagedPdf` when pyHanko cannot read it."""
+def review_revisions(source: BinaryIO, structure: PdfStructure, *,
+                     reader: PdfFileReader | None = None) -> RevisionReview:
+    """Classify what each revision changed (module docstring); raise `DamagedPdf` when pyHanko cannot read it.
+
+    `reader`: the reader the caller already opened on `source` under the input policy (the validator's one
+    parse, `signing.core.inspect.open_signed_pdf`); without it, `source` is read with pyHanko's lenient reader."""
     try:
-        source.seek(0)
-        reader = PdfFileReader(source, strict=False)
+        if reader is None:
+            source.seek(0)
+            reader = PdfFileReader(source, strict=False)
         return _Review(reader, structure).run()
     except PdfRefused:
         raise

@@ -80,7 +80,7 @@ from asn1crypto import x509 as asn1_x509
 from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.decode_limits import DecodeLimits, DocumentDecodeBudget, StreamDecodeLimits
 from pyhanko.pdf_utils.metadata import xmp_xml
-from pyhanko.pdf_utils.misc import PdfDecodeLimitError
+from pyhanko.pdf_utils.misc import PdfDecodeLimitError, PdfStrictReadError
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.pdf_utils.xref import TrailerDictionary
 
@@ -97,7 +97,7 @@ from signing.core.errors import (
     TooManyPages,
 )
 
-__all__ = ["InputPolicy", "InspectedPdf", "inspect_pdf", "prepare_for_signing"]
+__all__ = ["InputPolicy", "InspectedPdf", "OpenedPdf", "inspect_pdf", "open_signed_pdf", "prepare_for_signing"]
 
 MiB: Final = 1024 * 1024
 
@@ -189,6 +189,72 @@ def prepare_for_signing(source: BinaryIO, output: BinaryIO, policy: InputPolicy)
         output.truncate()
         raise
     return inspected
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedPdf:
+    """A signed PDF opened for validation by `open_signed_pdf`: what the input policy found, and the one pyHanko
+    reader every later step reads (issue 14: one parse)."""
+
+    inspected: InspectedPdf
+    reader: PdfFileReader
+    lenient: str | None
+    """Why the reader is not strict (pyHanko's refusal of the cross-reference history), or None: strict."""
+
+
+def open_signed_pdf(source: BinaryIO, policy: InputPolicy) -> OpenedPdf:
+    """Open `source` for validation (issue 14) under the same bounds as `inspect_pdf` (steps 1, 2, 4 and 5), and
+    return the reader it walked, with the signature dictionaries still in its cache; raise a `PdfRefused`
+    subclass for input the policy refuses or pyHanko cannot read.
+
+    Differences from signing's inspection, each because a validator must read a signed file as it is and may
+    never rewrite it (a rewrite breaks the signatures):
+
+    - Strictness: pyHanko's strict reader first. When its constructor refuses the file with `PdfStrictReadError`,
+      which pyHanko raises only for cross-reference data that breaks ISO 32000-2's bookkeeping rules while
+      remaining unambiguous to read (section 7.5.4: an object re-used with generation 1 without the free entry
+      that should precede it, as poppler's pdfsig writes every object it adds; sections of decreasing /Size;
+      an unknown xref marker), the file is read again with `strict=False`, under the same `DecodeLimits`, walk
+      and bounds, and `OpenedPdf.lenient` says why. Every other parse failure is `DamagedPdf`, as before. This
+      opens no path for an attack a strict read would have stopped: the attacks on signed PDFs (ISA, shadow,
+      SWA) are judged from the raw bytes and every revision by `signing.core.structure` and
+      `signing.core.attacks`, not by this reader's view of the newest revision.
+    - No repair (step 6) and no refusal of hybrid-reference files (pyHanko reports those per signature).
+    - Active content is a finding whatever `refuse_active_content` says, and XMP pyHanko cannot parse too.
+    """
+    raw = _raw_scan(source, policy)
+    try:
+        reader, lenient = _open_for_validation(source, policy)
+        walk = _Walk(reader, policy, validating=True)
+        walk.run()
+    except PdfDecodeLimitError as exc:
+        raise InflationBomb(f"a stream inflates beyond the input policy's bound: {exc}") from exc
+    except Exception as exc:
+        if not _unreadable(exc):
+            raise
+        raise DamagedPdf(f"pyHanko cannot read the file: {_describe(exc)}") from exc
+    if walk.pages == 0:
+        raise DamagedPdf("the page tree has no pages")
+    inspected = InspectedPdf(
+        pages=walk.pages, version="{}.{}".format(*reader.input_version), sha256=raw.sha256, size=raw.size,
+        findings=(*walk.active, *walk.findings), signatures=walk.signatures, pdfa=walk.pdfa, repaired=False)
+    return OpenedPdf(inspected=inspected, reader=reader, lenient=lenient)
+
+
+def _open_for_validation(source: BinaryIO, policy: InputPolicy) -> tuple[PdfFileReader, str | None]:
+    """pyHanko's strict reader, or its lenient one after a strict refusal of the cross-reference history
+    (`open_signed_pdf`); an encrypted file is refused."""
+    lenient: str | None = None
+    source.seek(0)
+    try:
+        reader = PdfFileReader(source, strict=True, decode_limits=_decode_limits(policy))
+    except PdfStrictReadError as exc:
+        lenient = _describe(exc)
+        source.seek(0)
+        reader = PdfFileReader(source, strict=False, decode_limits=_decode_limits(policy))
+    if reader.encrypted:
+        raise EncryptedPdf("the PDF is encrypted (its trailer has an /Encrypt dictionary)")
+    return reader, lenient
 
 
 # --- step 2: the raw scan ------------------------------------------------------------------------------------------
@@ -586,6 +652,9 @@ class _Walk:
 
     reader: PdfFileReader
     policy: InputPolicy
+    validating: bool = False
+    """`open_signed_pdf`: signature dictionaries stay in the reader's cache (the validator reads them next), and
+    XMP pyHanko cannot parse is a finding, not a refusal (a validator does not rewrite what it checks)."""
     pages: int = 0
     signatures: int = 0
     pdfa: str | None = None
@@ -888,9 +957,10 @@ class _Walk:
                 self.reached.add(key)
                 if len(self.reached) > self.policy.max_objects:
                     raise TooManyObjects(f"the document reaches more than {self.policy.max_objects} objects")
-            if ref is not None:
+            if ref is not None and not (self.validating and _is_signature_value(top)):
                 # not kept in pyHanko's cache once read: the walk holds one object at a time (with its data, for a
-                # stream, which may be most of the file), never the whole document as Python objects
+                # stream, which may be most of the file), never the whole document as Python objects; a
+                # validation keeps the signature dictionaries (each no larger than `_MAX_OBJECT_TEXT`)
                 self.reader.resolved_objects.pop((ref.generation, ref.idnum), None)
             stack: list[tuple[generic.PdfObject, int]] = [(top, 0)]
             while stack:
@@ -919,8 +989,16 @@ class _Walk:
             return
         self.pdfa = _pdfa_identification(xmp)
         problem = _xmp_problem(xmp)
-        if problem is not None:
+        if problem is not None and self.validating:
+            self.note(f"metadata: {problem}", active=False)
+        elif problem is not None:
             raise _StrictRefusal(problem)
+
+
+def _is_signature_value(obj: generic.PdfObject) -> bool:
+    """A signature dictionary (ISO 32000-2 section 12.8.1: /Type /Sig or /DocTimeStamp, or a /ByteRange)."""
+    return isinstance(obj, generic.DictionaryObject) and (
+        obj.get("/Type") in ("/Sig", "/DocTimeStamp") or "/ByteRange" in obj)
 
 
 def _pdfa_identification(xmp: bytes) -> str | None:

@@ -75,15 +75,21 @@ _FAIL: Final = SubIndication.FORMAT_FAILURE
 
 _WS: Final = rb"[\x00\t\n\f\r ]"
 _SCAN: Final = re.compile(
-    rb"(?<![0-9])(?P<num>[0-9]{1,10})" + _WS + rb"{1,64}(?P<gen>[0-9]{1,5})" + _WS + rb"{1,64}obj(?![A-Za-z0-9])"
-    rb"|(?P<endobj>endobj)"
-    rb"|(?P<eof>%%EOF)"
-    rb"|(?P<startxref>startxref)" + _WS + rb"{1,64}(?P<sx>[0-9]{1,12})"
-    rb"|(?<![A-Za-z])(?P<xref>xref)(?=" + _WS + rb")"
-    rb"|(?P<xrefstream>/XRef)(?![A-Za-z0-9])"
-    rb"|(?P<mark>/ByteRange|/Sig(?![A-Za-z0-9])|/DocTimeStamp|/[A-Za-z0-9]{0,32}\#[0-9A-Fa-f]{2})"
+    rb"obj(?![A-Za-z0-9])|endobj|%%EOF|startxref|xref|/XRef(?![A-Za-z0-9])"
+    rb"|/ByteRange|/Sig(?![A-Za-z0-9])|/DocTimeStamp|/[A-Za-z0-9]{0,32}\#[0-9A-Fa-f]{2}"
 )
-"""Every token the scan records, with bounded repetitions only (the lookbehinds see into `_OVERLAP`)."""
+"""Every token the scan records, with bounded repetitions only. Each alternative starts with a literal byte and
+no group is named, so that the regular expression engine skips every other byte without trying a match (binary
+stream data is most of a file: a pattern with named groups or a leading lookbehind is 30 times slower); the
+conditions around a token are checked apart: an `obj` keyword is an object header when `_HEADER_TAIL` ends just
+before it, `xref` counts when no letter precedes it and whitespace follows, `startxref` with the number
+`_STARTXREF_TAIL` reads after it (the header and the letter check see into `_OVERLAP`)."""
+_STARTXREF_TAIL: Final = re.compile(_WS + rb"{1,64}([0-9]{1,12})")
+_WS_BYTES: Final = b"\x00\t\n\f\r "
+_HEADER_TAIL: Final = re.compile(
+    rb"(?<![0-9])(?P<num>[0-9]{1,10})" + _WS + rb"{1,64}(?P<gen>[0-9]{1,5})" + _WS + rb"{1,64}\Z")
+"""`num gen` before `obj` (ISO 32000-2 section 7.3.10), at most 143 bytes (`_HEADER_REACH`)."""
+_HEADER_REACH: Final = 10 + 64 + 5 + 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,33 +179,46 @@ def _scan(source: BinaryIO, size: int, policy: InputPolicy) -> _Scan:
         source.seek(start)
         buf = source.read(position + _WINDOW + _OVERLAP - start)
         limit = position + _WINDOW
+        previous_end = 0  # in `buf`: a header cannot reach back into the token before it
         for match in _SCAN.finditer(buf):
             at = start + match.start()
-            if at < position:
-                continue
-            if at >= limit:
-                break
-            kind = match.lastgroup
-            if match.group("num") is not None:
-                scan.objects.append((at, int(match.group("num")), int(match.group("gen"))))
+            if at >= position:
+                if at >= limit:
+                    break
+                _record(scan, buf, match, start=start, previous_end=previous_end)
                 if len(scan.objects) > policy.max_objects:
                     raise TooManyObjects(f"the file defines more than {policy.max_objects} objects")
-            elif kind == "endobj":
-                scan.endobjs.append(at)
-            elif kind == "eof":
-                tail = buf[match.end():match.end() + 2]
-                eol = 2 if tail.startswith(b"\r\n") else 1 if tail[:1] in (b"\r", b"\n") else 0
-                scan.eofs.append((at, at + 5 + eol))
-            elif match.group("startxref") is not None:
-                scan.startxrefs.append((at, int(match.group("sx"))))
-            elif kind == "xref":
-                scan.xref_tables.append(at)
-            elif kind == "xrefstream":
-                scan.xref_streams.append(at)
-            elif kind == "mark":
-                scan.marks.append(at)
+            previous_end = match.end()
         position = limit
     return scan
+
+
+def _record(scan: _Scan, buf: bytes, match: re.Match[bytes], *, start: int, previous_end: int) -> None:
+    """One token of `_SCAN` (`buf` holds the file from offset `start`)."""
+    token = match.group()
+    begin, end = match.start(), match.end()
+    at = start + begin
+    if token == b"obj":
+        header = _HEADER_TAIL.search(buf, max(previous_end, begin - _HEADER_REACH), begin)
+        if header is not None:
+            scan.objects.append((start + header.start(), int(header.group("num")), int(header.group("gen"))))
+    elif token == b"endobj":
+        scan.endobjs.append(at)
+    elif token == b"%%EOF":
+        tail = buf[end:end + 2]
+        eol = 2 if tail.startswith(b"\r\n") else 1 if tail[:1] in (b"\r", b"\n") else 0
+        scan.eofs.append((at, at + 5 + eol))
+    elif token == b"startxref":
+        number = _STARTXREF_TAIL.match(buf, end)
+        if number is not None:
+            scan.startxrefs.append((at, int(number.group(1))))
+    elif token == b"xref":
+        if not buf[begin - 1:begin].isalpha() and buf[end:end + 1] and buf[end] in _WS_BYTES:
+            scan.xref_tables.append(at)
+    elif token == b"/XRef":
+        scan.xref_streams.append(at)
+    else:
+        scan.marks.append(at)
 
 
 def _revisions(scan: _Scan) -> list[RawRevision]:
@@ -691,9 +710,13 @@ def _der_length_fits(data: bytes) -> bool:
     if len(data) < 2:
         return False
     first = data[1]
+    if first == 0x80:
+        # X.690 section 8.1.3.6 indefinite length (BER): NSS, and so poppler's pdfsig, encode the CMS SignedData
+        # so (RFC 5652 section 1 allows BER); the content must hold more than the end-of-contents octets
+        return bool(data[2:].strip(b"\x00"))
     if first < 0x80:
         length, header = first, 2
-    elif first == 0x80 or first > 0x84:
+    elif first > 0x84:
         return False
     else:
         count = first & 0x7F

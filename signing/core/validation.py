@@ -5,16 +5,21 @@ ETSI TS 119 102-1 specifies): `ades_lta_validation` (section 5.6.3, validation w
 includes past-signature validation, so a certificate revoked or expired after a proof of existence still
 validates) for every signature, `ades_timestamp_validation` (section 5.4) for every document time-stamp. Around it
 the engine adds what a library's verdict leaves out: the certificate checks of a signature's purpose, the PAdES
-level reached, the signer's identity and qualified status, and (through `StructureAnalyser`) the structural
-attacks a byte-level analysis finds.
+level reached, the signer's identity and qualified status, and, always, the structure analysis of
+`signing.core.structure` (the raw bytes) and `signing.core.attacks` (what each later revision changed): the
+attacks a library's verdict misses.
 
 Security decisions, in the order they run:
 
 1. Input: the same input policy as signing (`signing.core.inspect.inspect_pdf`: size, object and page bounds,
    decompression bombs, loops), with `refuse_active_content` forced off: a validator reports a signed form with
    JavaScript, it does not refuse it. A refusal raises the `PdfRefused` subclass signing raises.
-2. One parse: pyHanko's strict reader, bounded by the policy's `DecodeLimits`, read once; every signature is
-   validated on it (no re-parse per signature), and no page content is decoded.
+2. One parse: `signing.core.inspect.open_signed_pdf` opens pyHanko's strict reader (its lenient one only when
+   the strict one refuses the cross-reference history, as for poppler's pdfsig output: see there; the report then
+   carries the remark "lenient_read"), bounded by the policy's `DecodeLimits`, walks it under the input policy
+   and hands it over with the signature dictionaries cached; the engine and the revision review read that same
+   reader (no re-parse per signature or per step), and no page content is decoded. The structure analysis reads
+   the raw bytes on its own, by design (it must not see the file through a PDF library).
 3. Trust (RFC 5280 section 6.1.1 (d)): an explicit `CertValidationPolicySpec` per validation (STYLE habit 7)
    with `TrustPolicy.all_anchors` as the only anchors.
 4. Revocation (RFC 6960 OCSP, RFC 5280 CRLs): end-entity certificates require revocation data
@@ -35,9 +40,12 @@ Security decisions, in the order they run:
    reports a signature whose attributes or signer do not meet the validation constraints as INDETERMINATE with
    SIG_CONSTRAINTS_FAILURE, and the constraint here is the purpose of the key. Unknown critical extensions,
    validity period, revocation and path building stay pyHanko's (its sub-indications are reported as given).
-7. Merge with the structure analysis (`StructureAnalyser`, see `merge_structure`): the analyser's verdict on
-   what later revisions changed replaces pyHanko's difference analysis (which is still reported as
-   `modification_level`); without an analyser, pyHanko's coverage and difference analysis decide.
+7. Structure, one mechanism (`merge_structure`): every validation runs `analyse_structure` (raw bytes: revisions,
+   every signature dictionary, USF, /ByteRange, SWA, ISA) and `review_revisions` (each later revision's changes,
+   classified, and the shadow, DocMDP and FieldMDP findings), and merges their findings into pyHanko's verdicts.
+   pyHanko's own difference analysis (`DEFAULT_DIFF_POLICY`) is not run: the review replaces it (it is stricter
+   where pyHanko's lets an attack through, and allows the comments pyHanko's rejects), so the report's
+   `modification_level` is None; pyHanko computes each signature's coverage only.
 """
 
 from __future__ import annotations
@@ -46,19 +54,18 @@ import asyncio
 import base64
 import dataclasses
 import datetime as dt
+import hashlib
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Final, Protocol
+from typing import Any, BinaryIO, Final
 
 from asn1crypto import cms, crl, ocsp, x509
 from cryptography import x509 as cx509
 from pyhanko.pdf_utils import generic
-from pyhanko.pdf_utils.decode_limits import DecodeLimits, DocumentDecodeBudget, StreamDecodeLimits
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.ades.qualified_asn1 import get_qc_statements
 from pyhanko.sign.ades.report import AdESFailure, AdESIndeterminate, AdESPassed, AdESStatus, AdESSubIndic
-from pyhanko.sign.diff_analysis import DEFAULT_DIFF_POLICY, DiffResult, ModificationLevel
 from pyhanko.sign.fields import enumerate_sig_fields
 from pyhanko.sign.general import SignedDataCerts
 from pyhanko.sign.validation.ades import (
@@ -95,11 +102,11 @@ from pyhanko_certvalidator.registry import SimpleTrustManager
 from pyhanko_certvalidator.revinfo.archival import CRLContainer, OCSPContainer
 
 from keys.x509 import serial_to_hex
-from signing.core.inspect import InputPolicy, inspect_pdf
+from signing.core.attacks import RevisionReview, review_revisions
+from signing.core.inspect import InputPolicy, open_signed_pdf
 from signing.core.pades import utcnow
 from signing.core.report import (
     CertificateInfo,
-    Change,
     ChangeClass,
     Coverage,
     Finding,
@@ -114,17 +121,10 @@ from signing.core.report import (
     ValidationReport,
 )
 from signing.core.revocation import ValidationDataSource
+from signing.core.structure import PdfStructure, RawRevision, RawSignature, analyse_structure
 from signing.core.trust import TrustPolicy
 
-__all__ = [
-    "PdfStructureLike",
-    "RawRevisionLike",
-    "RawSignatureLike",
-    "RevisionReviewLike",
-    "StructureAnalyser",
-    "Validator",
-    "merge_structure",
-]
+__all__ = ["Validator", "merge_structure"]
 
 REVOCATION_FRESHNESS: Final = dt.timedelta(days=30)
 """EN 319 102-1 section 5.2.5.4: how long after its issue revocation data may serve a validation at the current
@@ -148,87 +148,7 @@ _SEMANTICS_ID: Final = re.compile(r"^([A-Z]{3})([A-Z]{2})(?::[A-Z]{2})?-(.+)$")
 _NATURAL_TYPES: Final = frozenset({"PAS", "IDC", "PNO", "TIN"})
 """EN 319 412-1 section 5.1.3 identifier types of natural persons (the rest: legal persons, e.g. NTR, VAT)."""
 _QC_TYPES: Final = {"qct_esign": "esign", "qct_eseal": "eseal", "qct_web": "eweb"}
-_MODIFICATION_LEVELS: Final = {
-    ModificationLevel.NONE: "none", ModificationLevel.LTA_UPDATES: "lta-updates",
-    ModificationLevel.FORM_FILLING: "form-filling", ModificationLevel.ANNOTATIONS: "annotations",
-    ModificationLevel.OTHER: "other",
-}
 _RANK: Final = {Indication.TOTAL_PASSED: 0, Indication.INDETERMINATE: 1, Indication.TOTAL_FAILED: 2}
-_EOF_WINDOW: Final = 1024
-"""Bytes after a revision's cross-reference section searched for its %%EOF marker."""
-_MiB: Final = 1024 * 1024
-
-
-# --- the structure analysis this engine merges (helper "attacks": signing.core.structure / .attacks) ------------
-
-
-class RawRevisionLike(Protocol):
-    """`signing.core.structure.RawRevision`: revision `number` (1 for the original) ends at byte `end`."""
-
-    @property
-    def number(self) -> int: ...
-
-    @property
-    def end(self) -> int: ...
-
-
-class RawSignatureLike(Protocol):
-    """`signing.core.structure.RawSignature`: a signature dictionary as the raw bytes show it."""
-
-    @property
-    def object_number(self) -> int | None: ...
-
-    @property
-    def field_name(self) -> str | None: ...
-
-    @property
-    def revision(self) -> int | None: ...
-
-    @property
-    def byte_range(self) -> tuple[int, ...] | None: ...
-
-    @property
-    def sub_filter(self) -> str | None: ...
-
-    @property
-    def type_name(self) -> str | None: ...
-
-    @property
-    def findings(self) -> Sequence[Finding]: ...
-
-
-class PdfStructureLike(Protocol):
-    """`signing.core.structure.PdfStructure`: what `analyse_structure` read from the raw bytes."""
-
-    @property
-    def revisions(self) -> Sequence[RawRevisionLike]: ...
-
-    @property
-    def signatures(self) -> Sequence[RawSignatureLike]: ...
-
-    @property
-    def findings(self) -> Sequence[Finding]: ...
-
-
-class RevisionReviewLike(Protocol):
-    """`signing.core.attacks.RevisionReview`: attacks per revision and per signature (keyed by its /ByteRange),
-    and what each revision changed, classified."""
-
-    @property
-    def by_revision(self) -> Mapping[int, Sequence[Finding]]: ...
-
-    @property
-    def by_signature(self) -> Mapping[tuple[int, ...], Sequence[Finding]]: ...
-
-    @property
-    def changes(self) -> Mapping[int, Sequence[Change]]: ...
-
-
-class StructureAnalyser(Protocol):
-    """The structure analysis of a PDF: `analyse_structure(source, policy)` then `review_revisions(source,
-    structure)` (api/deps.py wires the real one). `source` is seekable; the analyser may read it from anywhere."""
-
-    def analyse(self, source: BinaryIO) -> tuple[PdfStructureLike, RevisionReviewLike]: ...
 
 
 # --- the engine ------------------------------------------------------------------------------------------------
@@ -238,16 +158,15 @@ class Validator:
     """Validates the signatures and document time-stamps of PDFs (see the module docstring).
 
     `fetching` is where revocation data comes from when the document lacks it (None: never fetch, embedded data
-    only); `structure` is the structure analysis merged into pyHanko's verdict (None: pyHanko's alone).
+    only).
     """
 
     def __init__(self, *, trust: TrustPolicy, input_policy: InputPolicy, fetching: ValidationDataSource | None,
-                 clock: Callable[[], dt.datetime] = utcnow, structure: StructureAnalyser | None = None) -> None:
+                 clock: Callable[[], dt.datetime] = utcnow) -> None:
         self._trust = trust
         self._policy = dataclasses.replace(input_policy, refuse_active_content=False)
         self._fetching = fetching
         self._clock = clock
-        self._structure = structure
         self._trust_manager = SimpleTrustManager.build(trust_roots=list(trust.all_anchors))
 
     async def validate(self, source: BinaryIO, *, at: dt.datetime | None = None) -> ValidationReport:
@@ -269,19 +188,27 @@ class Validator:
     # --- reading -------------------------------------------------------------------------------------------------
 
     def _read(self, source: BinaryIO) -> _Document:
-        inspected = inspect_pdf(source, self._policy)
-        source.seek(0)
-        reader = PdfFileReader(source, strict=True, decode_limits=_decode_limits(self._policy))
+        """One parse (module docstring 2): the reader the input policy walked serves the engine and the review."""
+        opened = open_signed_pdf(source, self._policy)
+        structure = analyse_structure(source, self._policy)
+        reader = opened.reader
         signatures = _collect_signatures(reader)
         for entry in signatures:
             if entry.embedded is not None:
                 try:
-                    entry.embedded.compute_integrity_info(DEFAULT_DIFF_POLICY)  # type: ignore[no-untyped-call]  # unannotated in pyHanko
+                    # coverage only: what later revisions changed is the revision review's (module docstring 7)
+                    entry.embedded.compute_integrity_info(skip_diff=True)  # type: ignore[no-untyped-call]  # unannotated in pyHanko
                 except Exception as exc:  # noqa: BLE001 - pyHanko raises many types on a malformed signature
                     entry.error = f"the signature's integrity could not be computed: {_describe(exc)}"
-        analysis = self._structure.analyse(source) if self._structure is not None else None
-        return _Document(sha256=inspected.sha256, size=inspected.size, reader=reader, signatures=signatures,
-                         dss=_read_dss(reader), analysis=analysis)
+        review = review_revisions(source, structure, reader=reader)
+        notes: tuple[Finding, ...] = ()
+        if opened.lenient is not None:
+            notes = (Finding("lenient_read", "pyHanko's strict reader refuses the file's cross-reference data "
+                             f"({opened.lenient}); it was read with pyHanko's lenient reader (ISO 32000-2 section "
+                             "7.5.4), the structure analysis unchanged"),)
+        return _Document(sha256=opened.inspected.sha256, size=opened.inspected.size, reader=reader,
+                         signatures=signatures, dss=_read_dss(reader), structure=structure, review=review,
+                         notes=notes)
 
     # --- validating ----------------------------------------------------------------------------------------------
 
@@ -292,17 +219,11 @@ class Validator:
                     for entry in document.signatures]
         doc_timestamps = [o for o in outcomes if o.kind is SignatureKind.DOCUMENT_TIMESTAMP]
         reports = [self._report(document, outcome, doc_timestamps, validation_time) for outcome in outcomes]
-        revisions = _revisions(document, outcomes)
-        findings: tuple[Finding, ...] = ()
-        signatures = tuple(dataclasses.replace(r, id=f"sig-{i}") for i, r in enumerate(reports, start=1))
-        if document.analysis is not None:
-            structure, review = document.analysis
-            signatures, revisions, findings = merge_structure(signatures, revisions, structure, review)
-        else:
-            signatures = tuple(_pyhanko_integrity(r, o) for r, o in zip(signatures, outcomes, strict=True))
+        signatures, revisions, findings = merge_structure(reports, document.structure, document.review)
         return ValidationReport(
             sha256=document.sha256, size=document.size, validation_time=validation_time,
-            embedded_only=embedded_only, signatures=signatures, revisions=revisions, findings=findings,
+            embedded_only=embedded_only, signatures=signatures, revisions=revisions,
+            findings=(*document.notes, *findings),
             trust_sources=self._trust.sources + ((self._trust.trusted_list.description,)
                                                  if self._trust.trusted_list is not None else ()))
 
@@ -355,10 +276,14 @@ class Validator:
                     timing_info=timing, raw_digest=embedded.compute_digest(),
                     extra_status_kwargs=embedded.summarise_integrity_info(), status_cls=PdfSignatureStatus)
                 if result.ades_subindic.status is AdESStatus.INDETERMINATE:
-                    # diff_policy None: the difference analysis ran once per signature in _read (pyHanko's LTA
-                    # process would otherwise redo it for every signature of the file, for each signature)
-                    result = await ades_lta_validation(
+                    # diff_policy None: pyHanko's difference analysis is not run (module docstring 7)
+                    past = await ades_lta_validation(
                         embedded, PdfSignatureValidationSpec(spec, diff_policy=None), timing_info=timing)
+                    # EN 319 102-1 section 5.6.2.4 (past signature validation) step 4: when no proof of existence
+                    # lets the past validation conclude, the result of the validation at the current time is
+                    # returned (e.g. REVOKED_NO_POE for a signer revoked before a time-stamp that cannot help)
+                    if past.ades_subindic is not AdESIndeterminate.NO_POE:
+                        result = past
             else:  # pyHanko's with-time and LTA processes require a signature time-stamp: EN 319 102-1 5.3
                 result = await ades_basic_validation(
                     embedded.signed_data, dataclasses.replace(spec, local_knowledge=document.dss.knowledge),
@@ -372,11 +297,28 @@ class Validator:
         findings: list[Finding] = []
         if indication is not Indication.TOTAL_PASSED:
             findings.append(Finding("ades", result.failure_msg or _ades_message(result), sub_indication))
+        signer = _signer_cert(embedded)
+        if (kind is not SignatureKind.DOCUMENT_TIMESTAMP and signer is not None
+                and sub_indication is SubIndication.CERTIFICATE_CHAIN_GENERAL_FAILURE
+                and signer.not_valid_after < validation_time):
+            # EN 319 102-1 section 5.2.6 (X.509 certificate validation): a signing certificate expired at the
+            # validation time, with no revocation data and no proof of existence from its validity period, is
+            # INDETERMINATE / OUT_OF_BOUNDS_NO_POE; pyHanko stops first at another certificate of the path and
+            # says only CERTIFICATE_CHAIN_GENERAL_FAILURE
+            indication, sub_indication = Indication.INDETERMINATE, SubIndication.OUT_OF_BOUNDS_NO_POE
+            findings.append(Finding("certificate_expired", f"the signer's certificate expired on "
+                                    f"{signer.not_valid_after.isoformat()}, before the validation time, and no "
+                                    "proof of existence or revocation data from its validity period is available",
+                                    sub_indication))
         status = result.api_status
         path: ValidationPath | None = getattr(status, "validation_path", None) if status is not None else None
         poe = getattr(result, "best_signature_time", None)
+        timestamp_ok = _timestamp_ok(result)
+        if not timestamp_ok and kind is not SignatureKind.DOCUMENT_TIMESTAMP and _has_signature_timestamp(embedded):
+            timestamp_ok = await _signature_timestamp_valid(
+                embedded, dataclasses.replace(spec, local_knowledge=document.dss.knowledge), timing)
         return _Outcome(entry=entry, kind=kind, indication=indication, sub_indication=sub_indication,
-                        findings=tuple(findings), path=path, poe=poe, signature_timestamp_ok=_timestamp_ok(result))
+                        findings=tuple(findings), path=path, poe=poe, signature_timestamp_ok=timestamp_ok)
 
     # --- reporting -----------------------------------------------------------------------------------------------
 
@@ -404,7 +346,6 @@ class Validator:
         timestamps, best = self._times(document, outcome, doc_timestamps, validation_time)
         chain = _chain(outcome.path, signer_cert, embedded)
         coverage = embedded.coverage
-        diff = embedded.diff_result
         return SignatureReport(
             id="", field_name=entry.field_name, kind=outcome.kind, indication=indication,
             sub_indication=sub_indication, findings=tuple(findings),
@@ -421,8 +362,7 @@ class Validator:
             signature_algorithm=embedded.signer_info["signature_algorithm"]["algorithm"].native,
             docmdp_permission=(int(embedded.docmdp_level.value)
                                if outcome.kind is SignatureKind.CERTIFICATION and embedded.docmdp_level else None),
-            modification_level=(_MODIFICATION_LEVELS[diff.modification_level] if isinstance(diff, DiffResult)
-                                else "other" if diff is not None else None),
+            modification_level=None,  # pyHanko's difference analysis is not run (module docstring 7)
         )
 
     def _times(self, document: _Document, outcome: _Outcome, doc_timestamps: Sequence[_Outcome],
@@ -510,7 +450,10 @@ class _Document:
     reader: PdfFileReader
     signatures: list[_Entry]
     dss: _Dss
-    analysis: tuple[PdfStructureLike, RevisionReviewLike] | None
+    structure: PdfStructure
+    review: RevisionReview
+    notes: tuple[Finding, ...]
+    """Document remarks of the reading (a lenient read)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -540,15 +483,6 @@ _NO_FETCHING: Final = _NoFetching()
 
 
 # --- reading helpers -------------------------------------------------------------------------------------------
-
-
-def _decode_limits(policy: InputPolicy) -> DecodeLimits:
-    """pyHanko's decoders bounded as `signing.core.inspect` bounds them for the same policy."""
-    return DecodeLimits(
-        per_stream=StreamDecodeLimits(max_ratio=1100, ratio_floor=_MiB,
-                                      max_output_size=min(256 * _MiB, policy.max_inflated_bytes)),
-        document_budget=DocumentDecodeBudget(base_allowance=policy.max_inflated_bytes, max_ratio=0),
-    )
 
 
 def _collect_signatures(reader: PdfFileReader) -> list[_Entry]:
@@ -696,36 +630,6 @@ def _purpose_findings(cert: x509.Certificate) -> list[Finding]:
     return findings
 
 
-def _pyhanko_integrity(report: SignatureReport, outcome: _Outcome) -> SignatureReport:
-    """Without a structure analyser: pyHanko's coverage and difference analysis decide (ISO 32000-2 section
-    12.8.1 /ByteRange; 12.8.2.2 DocMDP), as a format failure (EN 319 102-1 section 5.2.2)."""
-    embedded = outcome.entry.embedded
-    if embedded is None or outcome.entry.error is not None:
-        return report
-    findings: list[Finding] = []
-    coverage = embedded.coverage
-    if coverage is not None and coverage < SignatureCoverageLevel.ENTIRE_REVISION:
-        findings.append(Finding("byte_range_gap", "the /ByteRange does not cover a whole revision of the file "
-                                f"except the /Contents hole (pyHanko: {coverage.name})", SubIndication.FORMAT_FAILURE))
-    diff = embedded.diff_result
-    docmdp = embedded.docmdp_level
-    if diff is not None and coverage is not None and coverage >= SignatureCoverageLevel.ENTIRE_REVISION:
-        level = diff.modification_level if isinstance(diff, DiffResult) else ModificationLevel.OTHER
-        if level is ModificationLevel.OTHER or (docmdp is not None and level.value > docmdp.value):
-            code = "docmdp_violation" if docmdp is not None else "modification_not_allowed"
-            findings.append(Finding(code, "a later revision changes the document beyond what the signature "
-                                    f"permits (pyHanko: {_MODIFICATION_LEVELS.get(level, 'other')}"
-                                    f"{'; ' + str(diff) if not isinstance(diff, DiffResult) else ''})",
-                                    SubIndication.FORMAT_FAILURE))
-    indication, sub_indication = report.indication, report.sub_indication
-    for finding in findings:
-        indication, sub_indication = _worse(indication, sub_indication, finding.sub_indication, True)
-    if not findings:
-        return report
-    return dataclasses.replace(report, indication=indication, sub_indication=sub_indication,
-                               findings=(*report.findings, *findings))
-
-
 # --- report helpers --------------------------------------------------------------------------------------------
 
 
@@ -823,6 +727,34 @@ def _timestamp_ok(result: Any) -> bool:
     return token is not None and bool(token.trusted)
 
 
+async def _signature_timestamp_valid(embedded: EmbeddedPdfSignature, spec: SignatureValidationSpec,
+                                     timing: ValidationTimingInfo) -> bool:
+    """The signature time-stamp validated on its own (EN 319 102-1 section 5.4, its imprint the digest of the
+    signature value, EN 319 122-1 section 5.3), for the level reached when pyHanko's verdict on the signature
+    stopped before the time-stamp was judged: EN 319 142-1 section 6 makes B-T a time-stamp over the signature
+    (whatever the signer's chain) and leaves the TSA's revocation data to B-LT (section 5.4), so the token must
+    be intact, signed by its TSA and chain to a trust anchor; the TSA's revocation status is not asked here
+    (a validation "as of" a date after a B-T signature has none embedded)."""
+    token = next(iter(extract_tst_data_iter(embedded.signer_info, signed=False)), None)
+    if token is None:
+        return False
+    no_revocation = CertRevTrustPolicy(RevocationCheckingPolicy(
+        ee_certificate_rule=RevocationCheckingRule.NO_CHECK, intermediate_ca_cert_rule=RevocationCheckingRule.NO_CHECK))
+    spec = dataclasses.replace(spec, cert_validation_policy=dataclasses.replace(
+        spec.cert_validation_policy, revinfo_policy=no_revocation))
+    value: bytes = embedded.signer_info["signature"].native
+
+    def imprint(algorithm: str) -> bytes:
+        return hashlib.new(algorithm, value).digest()
+
+    try:
+        result = await ades_timestamp_validation(tst_signed_data=token, validation_spec=spec,
+                                                 expected_tst_imprint=imprint, timing_info=timing)
+    except Exception:  # noqa: BLE001 - a malformed token is no valid time-stamp
+        return False
+    return result.ades_subindic is AdESPassed.OK
+
+
 def _has_signature_timestamp(embedded: EmbeddedPdfSignature) -> bool:
     return next(iter(extract_tst_data_iter(embedded.signer_info, signed=False)), None) is not None
 
@@ -878,172 +810,109 @@ def _qc_statements(cert: x509.Certificate) -> Qualification:
                          qscd="qc_sscd" in statements, source="qcStatements")
 
 
-def _revisions(document: _Document, outcomes: Sequence[_Outcome]) -> tuple[Revision, ...]:
-    """The file's revisions (ISO 32000-2 section 7.5.6) from pyHanko's cross-reference index; their changes from
-    pyHanko's difference analysis alone (the structure analysis replaces them in `merge_structure`)."""
-    xrefs = document.reader.xrefs
-    stream = document.reader.stream
-    by_revision: dict[int, list[int]] = {}
-    for index, outcome in enumerate(outcomes, start=1):
-        if outcome.entry.embedded is not None:
-            by_revision.setdefault(outcome.entry.embedded.signed_revision, []).append(index)
+# --- the merge with the structure analysis ---------------------------------------------------------------------
+
+
+def merge_structure(signatures: Sequence[SignatureReport], structure: PdfStructure, review: RevisionReview,
+                    ) -> tuple[tuple[SignatureReport, ...], tuple[Revision, ...], tuple[Finding, ...]]:
+    """Merge the structure analysis (`signing.core.structure`, raw bytes) and the revision review
+    (`signing.core.attacks`) into pyHanko's verdicts (issue 14 contract, "Structure analysis"):
+
+    1. A raw signature is matched to a reported one by its /ByteRange (else, without one, by field name); the
+       report takes the raw signature's revision (the raw revision numbering every record shares). The raw
+       signature's findings and the review's findings for that /ByteRange are added (`by_signature` already
+       holds every later-revision and incremental-saving finding that applies to it: nothing else is
+       propagated); a finding with a sub-indication sets the verdict when it is worse (TOTAL-FAILED beats
+       INDETERMINATE beats TOTAL-PASSED; on a tie pyHanko's stays). A finding from a later revision makes the
+       signature TOTAL-FAILED whatever its sub-indication (EN 319 102-1 section 5.2.2 format checking).
+    2. A raw signature pyHanko does not list (e.g. no /SubFilter), and a /ByteRange the review judged that
+       neither lists, are reported too, TOTAL-FAILED, with their findings (FORMAT_FAILURE unless they say
+       otherwise).
+    3. The revisions are the raw ones (`RawRevision`: number, end) with the review's changes, classified
+       allowed only when every change is; the document's findings are the structure's own, and the review's
+       findings of a revision no signature precedes (the others are in the signatures' findings).
+    Signatures are ordered by revision and file position and numbered sig-1, sig-2, ...; revisions refer to them.
+    """
+    taken: set[int] = set()
+    merged: list[tuple[int, int, SignatureReport]] = []  # (revision, file position, report)
+    consumed: set[tuple[int, ...]] = set()
+    for position, report in enumerate(signatures):
+        raw_index = _match(report, structure.signatures, taken)
+        raw = structure.signatures[raw_index] if raw_index is not None else None
+        if raw_index is not None:
+            taken.add(raw_index)
+        merged_report = _merge_one(report, raw, review)
+        if merged_report.coverage is not None and merged_report.coverage.byte_range:
+            consumed.add(tuple(merged_report.coverage.byte_range))
+        revision = merged_report.coverage.revision if merged_report.coverage is not None else None
+        merged.append((revision or 1 << 30, raw.offset if raw is not None else position, merged_report))
+    for raw_index, raw in enumerate(structure.signatures):
+        if raw_index in taken:
+            continue
+        if raw.byte_range:
+            consumed.add(tuple(raw.byte_range))
+        merged.append((raw.revision or 1 << 30, raw.offset, _raw_only(raw, review)))
+    for judged, judged_findings in review.by_signature.items():
+        if judged not in consumed:
+            signed = structure.revision_at(judged[-2] + judged[-1]) if len(judged) >= 2 else None
+            number = signed.number if signed is not None else None
+            merged.append((number or 1 << 30, 1 << 62, _review_only(judged, judged_findings, number)))
+    merged.sort(key=lambda item: (item[0], item[1]))
+    reports = [dataclasses.replace(report, id=f"sig-{i}") for i, (_, _, report) in enumerate(merged, start=1)]
+    return tuple(reports), _merge_revisions(reports, structure, review), _document_findings(reports, structure,
+                                                                                            review)
+
+
+def _merge_one(report: SignatureReport, raw: RawSignature | None, review: RevisionReview) -> SignatureReport:
+    """Merge rule 1 for one signature pyHanko lists (`raw`: its raw dictionary, when matched)."""
+    findings = list(report.findings)
+    coverage = report.coverage
+    byte_range = coverage.byte_range if coverage is not None else ()
+    if raw is not None:
+        findings.extend(raw.findings)
+        byte_range = raw.byte_range or byte_range
+        if coverage is not None and raw.revision is not None:
+            coverage = dataclasses.replace(coverage, revision=raw.revision)
+    added = len(findings)
+    if byte_range:
+        findings.extend(review.by_signature.get(tuple(byte_range), ()))
+    indication, sub_indication = report.indication, report.sub_indication
+    for index in range(len(report.findings), len(findings)):
+        indication, sub_indication = _worse(indication, sub_indication, findings[index].sub_indication,
+                                            index >= added)
+    return dataclasses.replace(report, findings=tuple(findings), indication=indication,
+                               sub_indication=sub_indication, coverage=coverage)
+
+
+def _document_findings(reports: Sequence[SignatureReport], structure: PdfStructure,
+                       review: RevisionReview) -> tuple[Finding, ...]:
+    """Merge rule 3: the structure's findings and those of revisions no signature precedes."""
+    first_signed = min((r.coverage.revision for r in reports if r.coverage is not None
+                        and r.coverage.revision is not None), default=None)
+    document_findings = list(structure.findings)
+    for number in sorted(review.by_revision):
+        if first_signed is None or number <= first_signed:
+            document_findings.extend(dataclasses.replace(f, revision=f.revision or number)
+                                     for f in review.by_revision[number])
+    return tuple(document_findings)
+
+
+def _merge_revisions(reports: Sequence[SignatureReport], structure: PdfStructure,
+                     review: RevisionReview) -> tuple[Revision, ...]:
+    """Merge rule 3: the raw revisions with the review's classified changes and the signatures ending there."""
     revisions = []
-    for revision in range(xrefs.total_revisions):
-        end = _revision_end(stream, xrefs.get_xref_container_info(revision).end_location, document.size)
-        ids = tuple(f"sig-{i}" for i in by_revision.get(revision, ()))
-        changes: tuple[Change, ...] = ()
-        classification: ChangeClass | None = None
-        if revision > 0:
-            changes = _pyhanko_changes(revision, outcomes)
-            classification = (ChangeClass.NOT_ALLOWED
-                              if any(c.classification is ChangeClass.NOT_ALLOWED for c in changes)
-                              else ChangeClass.ALLOWED)
-        revisions.append(Revision(number=revision + 1, end=end, signatures=ids, changes=changes,
+    for raw_revision in structure.revisions or (RawRevision(1, structure.size, None),):
+        changes = review.changes.get(raw_revision.number, ())
+        classification = None if raw_revision.number == 1 else (
+            ChangeClass.NOT_ALLOWED if any(c.classification is ChangeClass.NOT_ALLOWED for c in changes)
+            else ChangeClass.ALLOWED)
+        ids = tuple(r.id for r in reports if r.coverage is not None and r.coverage.revision == raw_revision.number)
+        revisions.append(Revision(number=raw_revision.number, end=raw_revision.end, signatures=ids, changes=changes,
                                   classification=classification))
     return tuple(revisions)
 
 
-def _revision_end(stream: BinaryIO, xref_end: int, size: int) -> int:
-    """The offset just after the %%EOF line that closes the revision whose cross-reference section ends at
-    `xref_end` (ISO 32000-2 section 7.5.5)."""
-    stream.seek(xref_end)
-    window = stream.read(_EOF_WINDOW)
-    found = window.find(b"%%EOF")
-    if found < 0:
-        return min(xref_end, size)
-    end = found + 5
-    if window[end:end + 2] == b"\r\n":
-        end += 2
-    elif window[end:end + 1] in (b"\r", b"\n"):
-        end += 1
-    return xref_end + end
-
-
-def _pyhanko_changes(revision: int, outcomes: Sequence[_Outcome]) -> tuple[Change, ...]:
-    """What revision `revision` (0-based) added as far as pyHanko's analysis tells: the signatures it adds, and
-    the modification level pyHanko found after the last signature before it."""
-    changes: list[Change] = []
-    for outcome in outcomes:
-        embedded = outcome.entry.embedded
-        if embedded is not None and embedded.signed_revision == revision:
-            kind = "document-timestamp" if outcome.kind is SignatureKind.DOCUMENT_TIMESTAMP else "signature"
-            changes.append(Change(kind, f"adds the {kind} in field {outcome.entry.field_name}", ChangeClass.ALLOWED))
-    before = [o.entry.embedded for o in outcomes
-              if o.entry.embedded is not None and o.entry.embedded.signed_revision < revision]
-    if before and not changes:
-        last = max(before, key=lambda e: e.signed_revision)
-        diff = last.diff_result
-        level = diff.modification_level if isinstance(diff, DiffResult) else ModificationLevel.OTHER
-        docmdp = last.docmdp_level
-        allowed = level is not ModificationLevel.OTHER and (docmdp is None or level.value <= docmdp.value)
-        kind = {ModificationLevel.LTA_UPDATES: "dss", ModificationLevel.FORM_FILLING: "form-filling",
-                ModificationLevel.ANNOTATIONS: "annotation", ModificationLevel.NONE: "none"}.get(level, "other")
-        changes.append(Change(kind, f"pyHanko's difference analysis after the signature in field "
-                              f"{last.field_name}: {_MODIFICATION_LEVELS.get(level, 'other')}",
-                              ChangeClass.ALLOWED if allowed else ChangeClass.NOT_ALLOWED))
-    return tuple(changes)
-
-
-# --- the merge with the structure analysis ---------------------------------------------------------------------
-
-
-def merge_structure(signatures: Sequence[SignatureReport], revisions: Sequence[Revision],
-                    structure: PdfStructureLike, review: RevisionReviewLike,
-                    ) -> tuple[tuple[SignatureReport, ...], tuple[Revision, ...], tuple[Finding, ...]]:
-    """Merge the structure analysis into pyHanko's verdicts (issue 14 contract, "Structure analysis"):
-
-    1. A raw signature is matched to a reported one by its /ByteRange (else by field name). Its findings and the
-       review's findings for that /ByteRange are added; a finding with a sub-indication sets the verdict when it
-       is worse (TOTAL-FAILED beats INDETERMINATE beats TOTAL-PASSED; on a tie pyHanko's stays).
-    2. A raw signature pyHanko does not list (e.g. no /SubFilter) is reported too, TOTAL-FAILED, with its own
-       findings (FORMAT_FAILURE unless they say otherwise), in revision order.
-    3. Revision N's findings (e.g. "shadow_hide") and not-allowed changes mark every signature of an earlier
-       revision TOTAL-FAILED, with the finding (a not-allowed change without one gives "not_allowed_change",
-       FORMAT_FAILURE: EN 319 102-1 section 5.2.2 format checking); findings of a revision no signature precedes
-       are the document's.
-    4. Revisions take the review's changes and classification (allowed only when every change is) and the raw
-       revision ends; the structure's own findings are the document's.
-    Signature ids are renumbered sig-1, sig-2, ... in the merged order, and revisions refer to them.
-    """
-    matched: set[int] = set()
-    merged: list[tuple[int, int, SignatureReport]] = []  # (revision, position, report)
-    for position, report in enumerate(signatures):
-        raw_index = _match(report, structure.signatures, matched)
-        findings = list(report.findings)
-        byte_range = report.coverage.byte_range if report.coverage is not None else None
-        if raw_index is not None:
-            matched.add(raw_index)
-            raw = structure.signatures[raw_index]
-            findings.extend(raw.findings)
-            byte_range = raw.byte_range or byte_range
-        if byte_range:
-            findings.extend(review.by_signature.get(tuple(byte_range), ()))
-        indication, sub_indication = report.indication, report.sub_indication
-        for finding in findings[len(report.findings):]:
-            indication, sub_indication = _worse(indication, sub_indication, finding.sub_indication, False)
-        revision = report.coverage.revision if report.coverage is not None else None
-        merged.append((revision or 1 << 30, position, dataclasses.replace(
-            report, findings=tuple(findings), indication=indication, sub_indication=sub_indication)))
-    for raw_index, raw in enumerate(structure.signatures):
-        if raw_index not in matched:
-            merged.append((raw.revision or 1 << 30, len(merged), _raw_only(raw, review)))
-    merged.sort(key=lambda item: (item[0], item[1]))
-
-    document_findings = list(structure.findings)
-    reports = [report for _, _, report in merged]
-    for number in sorted({*review.by_revision, *review.changes}):
-        marks = [f for f in review.by_revision.get(number, ()) if f.sub_indication is not None]
-        remarks = [f for f in review.by_revision.get(number, ()) if f.sub_indication is None]
-        not_allowed = [c for c in review.changes.get(number, ()) if c.classification is ChangeClass.NOT_ALLOWED]
-        if not_allowed and not marks:
-            marks.append(Finding("not_allowed_change", f"revision {number} makes changes the signatures before it "
-                                 f"do not permit: {'; '.join(c.description for c in not_allowed)}",
-                                 SubIndication.FORMAT_FAILURE, number))
-        found = [dataclasses.replace(f, revision=f.revision if f.revision is not None else number)
-                 for f in (*marks, *remarks)]
-        earlier = [i for i, r in enumerate(reports) if r.coverage is not None and r.coverage.revision is not None
-                   and r.coverage.revision < number]
-        if not earlier:
-            document_findings.extend(found)
-            continue
-        for i in earlier:
-            report = reports[i]
-            indication, sub_indication = report.indication, report.sub_indication
-            for finding in found:
-                indication, sub_indication = _worse(indication, sub_indication, finding.sub_indication, True)
-            reports[i] = dataclasses.replace(report, findings=(*report.findings, *found), indication=indication,
-                                             sub_indication=sub_indication)
-
-    renamed = {old.id: f"sig-{i}" for i, old in enumerate(reports, start=1) if old.id}
-    reports = [dataclasses.replace(r, id=f"sig-{i}") for i, r in enumerate(reports, start=1)]
-    return tuple(reports), _merge_revisions(revisions, reports, renamed, structure, review), tuple(document_findings)
-
-
-def _merge_revisions(revisions: Sequence[Revision], reports: Sequence[SignatureReport], renamed: Mapping[str, str],
-                     structure: PdfStructureLike, review: RevisionReviewLike) -> tuple[Revision, ...]:
-    """Contract rule 4 of `merge_structure`: the review's changes and classification, the raw revision ends, and
-    the renumbered signature ids (with the signatures only the raw bytes show)."""
-    ends = {raw.number: raw.end for raw in structure.revisions}
-    merged = []
-    for revision in revisions:
-        changes = tuple(review.changes.get(revision.number, revision.changes))
-        classification = revision.classification
-        if revision.number > 1:
-            classification = (ChangeClass.NOT_ALLOWED if any(c.classification is ChangeClass.NOT_ALLOWED
-                                                            for c in changes) else ChangeClass.ALLOWED)
-        sig_ids = tuple(renamed.get(s, s) for s in revision.signatures)
-        sig_ids += tuple(r.id for r in reports if r.coverage is not None and r.coverage.revision == revision.number
-                         and r.id not in sig_ids and r.signer is None and not _listed(r, revisions, renamed))
-        merged.append(dataclasses.replace(revision, end=ends.get(revision.number, revision.end), changes=changes,
-                                          classification=classification, signatures=sig_ids))
-    return tuple(merged)
-
-
-def _listed(report: SignatureReport, revisions: Iterable[Revision], renamed: Mapping[str, str]) -> bool:
-    return any(report.id == renamed.get(s, s) for revision in revisions for s in revision.signatures)
-
-
-def _match(report: SignatureReport, raws: Sequence[RawSignatureLike], taken: set[int]) -> int | None:
+def _match(report: SignatureReport, raws: Sequence[RawSignature], taken: set[int]) -> int | None:
     byte_range = tuple(report.coverage.byte_range) if report.coverage is not None else ()
     for index, raw in enumerate(raws):
         if index not in taken and byte_range and raw.byte_range is not None and tuple(raw.byte_range) == byte_range:
@@ -1055,11 +924,9 @@ def _match(report: SignatureReport, raws: Sequence[RawSignatureLike], taken: set
     return None
 
 
-def _raw_only(raw: RawSignatureLike, review: RevisionReviewLike) -> SignatureReport:
-    """A signature dictionary only the raw bytes show (contract rule 2): TOTAL-FAILED."""
-    findings = list(raw.findings)
-    if raw.byte_range:
-        findings.extend(review.by_signature.get(tuple(raw.byte_range), ()))
+def _failed_entry(findings: list[Finding], *, field_name: str | None, kind: SignatureKind,
+                  coverage: Coverage | None, sub_filter: str | None) -> SignatureReport:
+    """A signature only the structure analysis shows (merge rule 2): TOTAL-FAILED."""
     sub_indication = next((f.sub_indication for f in findings
                            if f.sub_indication is not None and f.sub_indication.indication is Indication.TOTAL_FAILED),
                           SubIndication.FORMAT_FAILURE)
@@ -1067,13 +934,25 @@ def _raw_only(raw: RawSignatureLike, review: RevisionReviewLike) -> SignatureRep
         findings.append(Finding("not_a_signature_to_pyhanko", "pyHanko does not read this signature dictionary as "
                                 "a signature (ISO 32000-2 section 12.8.1: /Filter, /SubFilter, /ByteRange, "
                                 "/Contents)", SubIndication.FORMAT_FAILURE))
-    type_name = (raw.type_name or "").removeprefix("/")
     return SignatureReport(
-        id="", field_name=raw.field_name,
-        kind=SignatureKind.DOCUMENT_TIMESTAMP if type_name == "DocTimeStamp" else SignatureKind.APPROVAL,
-        indication=Indication.TOTAL_FAILED, sub_indication=sub_indication, findings=tuple(findings), signer=None,
-        claimed_signing_time=None, best_signature_time=None, timestamps=(), level=None, qualification=None,
-        coverage=(Coverage(raw.revision, tuple(raw.byte_range), False, False) if raw.byte_range
-                  else Coverage(raw.revision, (), False, False) if raw.revision is not None else None),
-        sub_filter=(raw.sub_filter or None) and raw.sub_filter.removeprefix("/") if raw.sub_filter else None,
-        digest_algorithm=None, signature_algorithm=None, docmdp_permission=None, modification_level=None)
+        id="", field_name=field_name, kind=kind, indication=Indication.TOTAL_FAILED, sub_indication=sub_indication,
+        findings=tuple(findings), signer=None, claimed_signing_time=None, best_signature_time=None, timestamps=(),
+        level=None, qualification=None, coverage=coverage, sub_filter=sub_filter, digest_algorithm=None,
+        signature_algorithm=None, docmdp_permission=None, modification_level=None)
+
+
+def _raw_only(raw: RawSignature, review: RevisionReview) -> SignatureReport:
+    findings = list(raw.findings)
+    if raw.byte_range:
+        findings.extend(review.by_signature.get(tuple(raw.byte_range), ()))
+    coverage = (Coverage(raw.revision, tuple(raw.byte_range), False, False) if raw.byte_range
+                else Coverage(raw.revision, (), False, False) if raw.revision is not None else None)
+    return _failed_entry(findings, field_name=raw.field_name,
+                         kind=(SignatureKind.DOCUMENT_TIMESTAMP if raw.type_name == "DocTimeStamp"
+                               else SignatureKind.APPROVAL),
+                         coverage=coverage, sub_filter=raw.sub_filter)
+
+
+def _review_only(byte_range: tuple[int, ...], findings: Sequence[Finding], revision: int | None) -> SignatureReport:
+    return _failed_entry(list(findings), field_name=None, kind=SignatureKind.APPROVAL,
+                         coverage=Coverage(revision, byte_range, False, False), sub_filter=None)

@@ -2,15 +2,17 @@
 made from a document pyHanko signed validly, gives its finding in signing.core.structure (raw bytes) or
 signing.core.attacks (revision review); the controls (a second approval signature, form filling, a comment, an
 Açar B-LTA with its DSS and document time-stamp revisions) give none. A bounded fuzz: truncated and mutated
-signed files raise nothing but PdfRefused."""
+signed files raise nothing but PdfRefused. Then the same files end to end through `Validator`."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import random
 
 import pytest
+from asn1crypto import x509 as asn1_x509
 from pyhanko.sign.fields import MDPPerm
 
 from api.settings import Settings
@@ -18,8 +20,10 @@ from signing.core.attacks import RevisionReview, review_revisions
 from signing.core.errors import PdfRefused, TooLarge
 from signing.core.inspect import InputPolicy
 from signing.core.levels import PadesLevel
-from signing.core.report import ChangeClass, SubIndication
+from signing.core.report import ChangeClass, Indication, SignatureKind, SubIndication, ValidationReport
 from signing.core.structure import PdfStructure, analyse_structure
+from signing.core.trust import TrustPolicy
+from signing.core.validation import Validator
 from tests import pdf_attacks as attacks
 from tests.pades_world import World, world_settings
 from tests.pdf_tools import make_pdf
@@ -283,3 +287,134 @@ def test_a_hostile_scan_stays_linear() -> None:
                + b"\n9 0 obj << /Type /Sig /Contents <" + b"0" * 100_000 + b"\nstartxref\n9\n%%EOF\n")
     structure = analyse_structure(io.BytesIO(hostile), POLICY)
     assert len(structure.revisions) == 1
+
+
+# --- end to end: the Validator's report ------------------------------------------------------------------------------
+#
+# The same attack files through `Validator` (which always runs the structure analysis and the revision review):
+# the affected signature is not TOTAL-PASSED and carries the finding; the controls stay TOTAL-PASSED. The
+# throwaway signer's self-signed certificate is the validator's only trust anchor (the Açar B-LTA control trusts
+# the test PKI's root).
+
+
+def validator(*anchors: asn1_x509.Certificate) -> Validator:
+    trust = TrustPolicy(anchors=anchors or (attacks.signer_certificate(),), sources=("attack test signer",))
+    return Validator(trust=trust, input_policy=InputPolicy(), fetching=None)
+
+
+async def report_of(pdf: bytes, *anchors: asn1_x509.Certificate) -> ValidationReport:
+    return await validator(*anchors).validate(io.BytesIO(pdf))
+
+
+async def assert_marked(pdf: bytes, code: str) -> ValidationReport:
+    report = await report_of(pdf)
+    marked = [s for s in report.signatures if code in {f.code for f in s.findings}]
+    assert marked, report.as_json()
+    assert all(s.indication is not Indication.TOTAL_PASSED for s in marked), report.as_json()
+    assert not report.all_passed
+    return report
+
+
+async def assert_passed(pdf: bytes, *anchors: asn1_x509.Certificate) -> ValidationReport:
+    report = await report_of(pdf, *anchors)
+    assert report.all_passed, report.as_json()
+    assert all(s.findings == () for s in report.signatures), report.as_json()
+    for revision in report.revisions[1:]:
+        assert revision.classification is ChangeClass.ALLOWED, revision
+    return report
+
+
+async def test_validator_passes_a_signed_document(signed: bytes) -> None:
+    report = await assert_passed(signed)
+    [signature] = report.signatures
+    assert signature.coverage is not None and signature.coverage.revision == 2
+    assert [r.signatures for r in report.revisions] == [(), ("sig-1",)]
+
+
+async def test_validator_passes_a_second_approval_signature(signed: bytes) -> None:
+    # pyHanko's synchronous signer runs its own event loop: off this one
+    report = await assert_passed(await asyncio.to_thread(attacks.sign, signed, field_name="Signature2"))
+    assert [s.field_name for s in report.signatures] == ["Signature1", "Signature2"]
+
+
+@pytest.mark.parametrize("control", [attacks.fill_form, attacks.add_comment])
+async def test_validator_passes_form_filling_and_a_comment(signed: bytes, control: object) -> None:
+    await assert_passed(control(signed))  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(("permission", "control"), [
+    (MDPPerm.FILL_FORMS, attacks.fill_form), (MDPPerm.ANNOTATE, attacks.fill_form),
+    (MDPPerm.ANNOTATE, attacks.add_comment),
+])
+async def test_validator_passes_what_a_certification_permits(certified: dict[MDPPerm, bytes], permission: MDPPerm,
+                                                             control: object) -> None:
+    report = await assert_passed(control(certified[permission]))  # type: ignore[operator]
+    assert report.signatures[0].docmdp_permission == permission.value
+
+
+async def test_validator_passes_an_acar_b_lta_document(world: World) -> None:
+    pdf = await world.sign(make_pdf(), PadesLevel.B_LTA)
+    report = await assert_passed(pdf, world.root)
+    assert {s.kind for s in report.signatures} == {SignatureKind.APPROVAL, SignatureKind.DOCUMENT_TIMESTAMP}
+
+
+async def test_validator_reports_a_signature_without_subfilter(signed: bytes) -> None:
+    report = await assert_marked(attacks.no_subfilter(signed), "no_subfilter")
+    assert report.signatures[0].indication is Indication.TOTAL_FAILED
+    assert report.signatures[0].sub_indication is SubIndication.FORMAT_FAILURE
+
+
+@pytest.mark.parametrize(("attack", "code"), [
+    *((lambda s, how=how: attacks.usf_contents(s, how), "usf_contents") for how in ("missing", "empty", "null")),
+    *((lambda s, how=how: attacks.usf_byte_range(s, how), "usf_byte_range") for how in ("missing", "null", "empty")),
+    (attacks.usf_cert, "usf_cert"),
+    (attacks.signature_wrapping, "signature_wrapping"),
+    (attacks.isa_unsigned_objects, "incremental_save_unsigned_objects"),
+    (attacks.isa_no_xref, "incremental_save_no_xref"),
+    (attacks.shadow_hide, "shadow_hide"),
+    (attacks.shadow_hide_by_removal, "shadow_hide"),
+    (attacks.shadow_replace_overlay, "shadow_replace"),
+    (attacks.shadow_replace_reveal, "shadow_replace"),
+    (attacks.shadow_replace_font, "shadow_replace"),
+    (attacks.shadow_replace_appearance, "shadow_replace"),
+    (attacks.shadow_hide_and_replace_content, "shadow_hide_and_replace"),
+    (attacks.shadow_hide_and_replace_catalog, "shadow_hide_and_replace"),
+])
+async def test_validator_reports_each_attack(signed: bytes, attack: object, code: str) -> None:
+    report = await assert_marked(attack(signed), code)  # type: ignore[operator]
+    marked = [s for s in report.signatures if code in {f.code for f in s.findings}]
+    assert all(s.indication is Indication.TOTAL_FAILED for s in marked), report.as_json()
+
+
+@pytest.mark.parametrize(("edit", "code"), [
+    (lambda r: [5, r[1] - 5, r[2], r[3]], "byte_range_gap"),
+    (lambda r: [0, r[1], r[2], r[3] - 10], "byte_range_gap"),
+    (lambda r: [0, r[1] - 4, r[2], r[3]], "signature_wrapping"),
+    (lambda r: [0, r[1], r[2] - 10, r[3] + 10], "byte_range_gap"),
+    (lambda r: [0, r[1], r[2], r[3] + 10], "byte_range_invalid"),
+    (lambda r: [0, r[2] + 1, r[2], r[3]], "byte_range_invalid"),
+    (lambda r: [0, -5, r[2], r[3]], "byte_range_invalid"),
+    (lambda r: [0, 1, 2, 3, 4, 5], "byte_range_invalid"),
+])
+async def test_validator_reports_a_byte_range_not_covering_the_revision(signed: bytes, edit: object,
+                                                                       code: str) -> None:
+    numbers, _ = attacks.byte_range(signed)
+    await assert_marked(attacks.set_byte_range(signed, edit(numbers)), code)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(("permission", "attack"), [
+    (MDPPerm.NO_CHANGES, attacks.fill_form),
+    (MDPPerm.NO_CHANGES, attacks.add_comment),
+    (MDPPerm.FILL_FORMS, attacks.add_comment),
+])
+async def test_validator_reports_docmdp_violations(certified: dict[MDPPerm, bytes], permission: MDPPerm,
+                                                   attack: object) -> None:
+    report = await assert_marked(attack(certified[permission]), "docmdp_violation")  # type: ignore[operator]
+    assert report.signatures[0].kind is SignatureKind.CERTIFICATION
+
+
+async def test_validator_reports_a_fieldmdp_violation() -> None:
+    locked = await asyncio.to_thread(attacks.sign, attacks.base_pdf(), field_name="Locking",
+                                     lock_fields=(attacks.FIELD_NAME,))
+    await assert_passed(locked)
+    await assert_marked(attacks.fill_form(locked), "fieldmdp_violation")

@@ -1,13 +1,12 @@
 """The validation engine (signing.core.validation) on Açar's own signatures, signed by the PAdES engine with the
 test PKI (CA, OCSP responder, TSA on loopback): levels, identities, qualified status, a modified byte, validation
 as of a date from embedded data only, an untrusted root, revocation fetched online, and the certificate purpose
-checks; then the merge of the structure analysis with hand-made analysis records."""
+checks; then the merge of the structure analysis, with hand-made structure and review records."""
 
 from __future__ import annotations
 
 import datetime as dt
 import time
-from dataclasses import dataclass, field
 from io import BytesIO
 
 import pytest
@@ -24,6 +23,7 @@ from pyhanko_certvalidator.registry import SimpleCertificateStore
 
 from api.settings import Settings
 from keys.profiles import Profile
+from signing.core.attacks import RevisionReview
 from signing.core.errors import NotPdf
 from signing.core.inspect import InputPolicy
 from signing.core.levels import PadesLevel
@@ -33,13 +33,13 @@ from signing.core.report import (
     Coverage,
     Finding,
     Indication,
-    Revision,
     SignatureKind,
     SignatureReport,
     SubIndication,
     ValidationReport,
 )
 from signing.core.revocation import ValidationDataSource
+from signing.core.structure import PdfStructure, RawRevision, RawSignature
 from signing.core.trust import TrustPolicy
 from signing.core.validation import Validator, merge_structure
 from tests.pades_world import SEAL, World, world_settings
@@ -210,135 +210,158 @@ async def test_a_200_kb_b_lta_document_validates_from_embedded_data(world: World
     print(f"\n200 KB B-LTA ({len(signed)} bytes): {elapsed * 1000:.1f} ms per validation")
 
 
-# --- the merge with the structure analysis (hand-made analysis records) -------------------------------------------
+# --- the merge with the structure analysis (signing.core.structure / signing.core.attacks records) -----------------
 
 
-@dataclass(frozen=True)
-class RawRevision:
-    number: int
-    end: int
+RAW_REVISIONS = (RawRevision(1, 100, 80), RawRevision(2, 200, 180), RawRevision(3, 300, 280),
+                 RawRevision(4, 400, 380))
 
 
-@dataclass(frozen=True)
-class RawSignature:
-    object_number: int | None
-    field_name: str | None
-    revision: int | None
-    byte_range: tuple[int, ...] | None
-    sub_filter: str | None
-    type_name: str | None
-    findings: tuple[Finding, ...] = ()
-
-
-@dataclass(frozen=True)
-class Structure:
-    revisions: tuple[RawRevision, ...]
-    signatures: tuple[RawSignature, ...]
-    findings: tuple[Finding, ...] = ()
-
-
-@dataclass(frozen=True)
-class Review:
-    by_revision: dict[int, tuple[Finding, ...]] = field(default_factory=dict)
-    by_signature: dict[tuple[int, ...], tuple[Finding, ...]] = field(default_factory=dict)
-    changes: dict[int, tuple[Change, ...]] = field(default_factory=dict)
-
-
-def passed(sig_id: str, revision: int, byte_range: tuple[int, ...], name: str) -> SignatureReport:
+def passed(revision: int, byte_range: tuple[int, ...], name: str) -> SignatureReport:
+    """A report as the engine builds it before the merge (pyHanko's verdict: passed; no id yet)."""
     return SignatureReport(
-        id=sig_id, field_name=name, kind=SignatureKind.APPROVAL, indication=Indication.TOTAL_PASSED,
+        id="", field_name=name, kind=SignatureKind.APPROVAL, indication=Indication.TOTAL_PASSED,
         sub_indication=None, findings=(), signer=None, claimed_signing_time=None, best_signature_time=None,
         timestamps=(), level="B-B", qualification=None, coverage=Coverage(revision, byte_range, True, False),
         sub_filter="ETSI.CAdES.detached", digest_algorithm="sha256", signature_algorithm="ecdsa",
-        docmdp_permission=None, modification_level="none")
+        docmdp_permission=None, modification_level=None)
 
 
-REVISIONS = (Revision(1, 100, (), (), None), Revision(2, 200, ("sig-1",), (), ChangeClass.ALLOWED),
-             Revision(3, 300, ("sig-2",), (), ChangeClass.ALLOWED), Revision(4, 400, (), (), ChangeClass.ALLOWED))
-SIG1 = passed("sig-1", 2, (0, 150, 180, 20), "Signature1")
-SIG2 = passed("sig-2", 3, (0, 250, 280, 20), "Signature2")
+SIG1 = passed(2, (0, 150, 180, 20), "Signature1")
+SIG2 = passed(3, (0, 250, 280, 20), "Signature2")
+
+
+def raw(number: int, name: str | None, revision: int | None, byte_range: tuple[int, ...] | None, offset: int,
+        *findings: Finding, sub_filter: str | None = "ETSI.CAdES.detached") -> RawSignature:
+    span = (byte_range[1], byte_range[2]) if byte_range and len(byte_range) == 4 else None
+    return RawSignature(object_number=number, field_name=name, revision=revision, byte_range=byte_range,
+                        contents_span=span, sub_filter=sub_filter, type_name="Sig", findings=findings,
+                        offset=offset)
+
+
+RAW1 = raw(5, "Signature1", 2, SIG1.coverage.byte_range, 120)  # type: ignore[union-attr]
+RAW2 = raw(6, "Signature2", 3, SIG2.coverage.byte_range, 220)  # type: ignore[union-attr]
+
+
+def structure(*signatures: RawSignature, findings: tuple[Finding, ...] = ()) -> PdfStructure:
+    return PdfStructure(size=400, revisions=RAW_REVISIONS, signatures=signatures or (RAW1, RAW2), findings=findings)
+
+
+def review(by_revision: dict[int, tuple[Finding, ...]] | None = None,
+           by_signature: dict[tuple[int, ...], tuple[Finding, ...]] | None = None,
+           changes: dict[int, tuple[Change, ...]] | None = None) -> RevisionReview:
+    return RevisionReview(by_revision=by_revision or {}, by_signature=by_signature or {}, changes=changes or {})
+
+
+def with_id(report: SignatureReport, sig_id: str) -> SignatureReport:
+    return SignatureReport(**{**{f: getattr(report, f) for f in report.__slots__}, "id": sig_id})  # type: ignore[arg-type]
 
 
 def test_merge_without_findings_changes_nothing() -> None:
-    structure = Structure(revisions=(RawRevision(1, 100), RawRevision(2, 200), RawRevision(3, 300),
-                                     RawRevision(4, 400)),
-                          signatures=(RawSignature(5, "Signature1", 2, SIG1.coverage.byte_range, "/ETSI.CAdES.detached",
-                                                   "/Sig"),))
     allowed = Change("dss", "adds a DSS", ChangeClass.ALLOWED)
-    review = Review(changes={4: (allowed,)})
-    signatures, revisions, findings = merge_structure((SIG1, SIG2), REVISIONS, structure, review)
-    assert signatures == (SIG1, SIG2) and findings == ()
+    signatures, revisions, findings = merge_structure((SIG1, SIG2), structure(), review(changes={4: (allowed,)}))
+    assert signatures == (with_id(SIG1, "sig-1"), with_id(SIG2, "sig-2")) and findings == ()
+    assert [(r.number, r.end, r.signatures) for r in revisions] == [
+        (1, 100, ()), (2, 200, ("sig-1",)), (3, 300, ("sig-2",)), (4, 400, ())]
+    assert revisions[0].classification is None
     assert revisions[3].changes == (allowed,) and revisions[3].classification is ChangeClass.ALLOWED
 
 
 def test_merge_a_signature_finding_sets_its_verdict() -> None:
     wrapped = Finding("signature_wrapping", "the signed bytes moved", SubIndication.FORMAT_FAILURE)
     remark = Finding("remark", "informational")
-    structure = Structure(revisions=(), signatures=(RawSignature(5, "Signature1", 2, SIG1.coverage.byte_range,
-                                                                 "/ETSI.CAdES.detached", "/Sig", (remark,)),))
-    review = Review(by_signature={SIG1.coverage.byte_range: (wrapped,)})
-    signatures, _, _ = merge_structure((SIG1, SIG2), REVISIONS, structure, review)
+    raw1 = raw(5, "Signature1", 2, SIG1.coverage.byte_range, 120, remark)  # type: ignore[union-attr]
+    signatures, _, _ = merge_structure((SIG1, SIG2), structure(raw1, RAW2),
+                                       review(by_signature={SIG1.coverage.byte_range: (wrapped,)}))  # type: ignore[union-attr]
     assert signatures[0].indication is Indication.TOTAL_FAILED
     assert signatures[0].sub_indication is SubIndication.FORMAT_FAILURE
     assert signatures[0].findings == (remark, wrapped)
-    assert signatures[1] == SIG2
+    assert signatures[1] == with_id(SIG2, "sig-2")
 
 
-def test_merge_total_failed_beats_indeterminate_and_not_the_other_way() -> None:
+def test_merge_a_later_revision_fails_a_signature_whatever_the_finding_says() -> None:
+    """A finding the review holds for a signature comes from a later revision: TOTAL-FAILED even when its
+    sub-indication alone would be INDETERMINATE; a raw finding keeps its own indication."""
     indeterminate = Finding("x", "x", SubIndication.NO_POE)
     failed = Finding("y", "y", SubIndication.HASH_FAILURE)
     pyhanko_failed = SignatureReport(**{**{f: getattr(SIG1, f) for f in SIG1.__slots__},  # type: ignore[arg-type]
                                         "indication": Indication.TOTAL_FAILED,
                                         "sub_indication": SubIndication.SIG_CRYPTO_FAILURE})
-    review = Review(by_signature={SIG1.coverage.byte_range: (indeterminate,),
-                                  SIG2.coverage.byte_range: (indeterminate, failed)})
-    signatures, _, _ = merge_structure((pyhanko_failed, SIG2), REVISIONS, Structure((), ()), review)
-    assert signatures[0].sub_indication is SubIndication.SIG_CRYPTO_FAILURE
+    raw2 = raw(6, "Signature2", 3, SIG2.coverage.byte_range, 220, indeterminate)  # type: ignore[union-attr]
+    signatures, _, _ = merge_structure(
+        (pyhanko_failed, SIG2), structure(RAW1, raw2),
+        review(by_signature={SIG1.coverage.byte_range: (indeterminate,)}))  # type: ignore[union-attr]
+    assert signatures[0].sub_indication is SubIndication.SIG_CRYPTO_FAILURE, "pyHanko's failure stays"
+    assert signatures[1].indication is Indication.INDETERMINATE
+    assert signatures[1].sub_indication is SubIndication.NO_POE
+    signatures, _, _ = merge_structure((SIG1, SIG2), structure(), review(by_signature={
+        SIG2.coverage.byte_range: (indeterminate, failed)}))  # type: ignore[union-attr]
     assert signatures[1].indication is Indication.TOTAL_FAILED
-    assert signatures[1].sub_indication is SubIndication.HASH_FAILURE
+    assert signatures[1].sub_indication is SubIndication.NO_POE
 
 
-def test_merge_a_revision_attack_fails_the_signatures_before_it() -> None:
-    shadow = Finding("shadow_hide", "revision 3 hides content", SubIndication.FORMAT_FAILURE)
-    review = Review(by_revision={3: (shadow,)},
-                    changes={3: (Change("appearance", "a widget appearance over page text", ChangeClass.NOT_ALLOWED),)})
-    signatures, revisions, _ = merge_structure((SIG1, SIG2), REVISIONS, Structure((), ()), review)
-    assert signatures[0].indication is Indication.TOTAL_FAILED
-    assert signatures[0].findings == (Finding("shadow_hide", "revision 3 hides content", SubIndication.FORMAT_FAILURE,
-                                              3),)
-    assert signatures[1] == SIG2, "a signature in or after the revision is not marked"
-    assert revisions[2].classification is ChangeClass.NOT_ALLOWED
+def test_merge_takes_the_reviews_findings_per_signature_and_does_not_propagate_revisions() -> None:
+    """`by_signature` already holds a revision's findings for the signatures before it (signing.core.attacks):
+    the merge adds nothing from `by_revision` to a signature, and classifies the revision from its changes."""
+    shadow = Finding("shadow_hide", "revision 3 hides content", SubIndication.FORMAT_FAILURE, 3)
+    hide = Change("annotation", "an annotation made hidden", ChangeClass.NOT_ALLOWED)
+    signatures, revisions, findings = merge_structure((SIG1, SIG2), structure(), review(
+        by_revision={3: (shadow,)}, by_signature={SIG1.coverage.byte_range: (shadow,)},  # type: ignore[union-attr]
+        changes={3: (hide,)}))
+    assert signatures[0].indication is Indication.TOTAL_FAILED and signatures[0].findings == (shadow,)
+    assert signatures[1] == with_id(SIG2, "sig-2"), "a signature in or after the revision is not marked"
+    assert revisions[2].classification is ChangeClass.NOT_ALLOWED and revisions[2].changes == (hide,)
+    assert findings == (), "a revision after a signature: its findings are the signatures'"
 
 
-def test_merge_a_not_allowed_change_without_a_finding_gets_one() -> None:
-    review = Review(changes={4: (Change("page-content", "replaces the page's content", ChangeClass.NOT_ALLOWED),)})
-    signatures, revisions, _ = merge_structure((SIG1, SIG2), REVISIONS, Structure((), ()), review)
-    for signature in signatures:
-        assert signature.indication is Indication.TOTAL_FAILED
-        assert signature.findings[-1].code == "not_allowed_change" and signature.findings[-1].revision == 4
-    assert revisions[3].classification is ChangeClass.NOT_ALLOWED
+def test_merge_a_revision_finding_before_any_signature_is_the_documents() -> None:
+    early = Finding("modification_not_allowed", "revision 2 changed the catalog", SubIndication.FORMAT_FAILURE)
+    _, _, findings = merge_structure((SIG2,), structure(RAW2), review(by_revision={2: (early,)}))
+    assert findings == (Finding("modification_not_allowed", "revision 2 changed the catalog",
+                                SubIndication.FORMAT_FAILURE, 2),)
 
 
 def test_merge_reports_signatures_pyhanko_does_not_list() -> None:
     no_subfilter = Finding("no_subfilter", "the signature dictionary has no /SubFilter", SubIndication.FORMAT_FAILURE)
-    raw = RawSignature(9, "Hidden", 3, (0, 260, 290, 10), None, "/Sig", (no_subfilter,))
-    structure = Structure(revisions=(RawRevision(3, 310),), signatures=(raw,), findings=(Finding("tail", "bytes"),))
-    signatures, revisions, findings = merge_structure((SIG1, SIG2), REVISIONS, structure, Review())
+    hidden = raw(9, "Hidden", 3, (0, 260, 290, 10), 260, no_subfilter, sub_filter=None)
+    tail = Finding("trailing_bytes", "bytes")
+    signatures, revisions, findings = merge_structure((SIG1, SIG2), structure(RAW1, RAW2, hidden, findings=(tail,)),
+                                                      review())
     assert [s.id for s in signatures] == ["sig-1", "sig-2", "sig-3"]
-    hidden = signatures[2]
-    assert hidden.field_name == "Hidden" and hidden.indication is Indication.TOTAL_FAILED
-    assert hidden.sub_indication is SubIndication.FORMAT_FAILURE and hidden.findings == (no_subfilter,)
-    assert revisions[2].end == 310 and revisions[2].signatures == ("sig-2", "sig-3")
-    assert findings == (Finding("tail", "bytes"),)
+    third = signatures[2]
+    assert third.field_name == "Hidden" and third.indication is Indication.TOTAL_FAILED
+    assert third.sub_indication is SubIndication.FORMAT_FAILURE and third.findings == (no_subfilter,)
+    assert revisions[2].signatures == ("sig-2", "sig-3")
+    assert findings == (tail,)
+
+
+def test_merge_reports_a_byte_range_only_the_review_judged() -> None:
+    """A /ByteRange in `by_signature` that neither pyHanko nor the raw scan lists still gets a TOTAL-FAILED entry."""
+    isa = Finding("incremental_save_no_xref", "revision 4 has no xref", SubIndication.FORMAT_FAILURE, 4)
+    ghost = (0, 90, 95, 105)
+    signatures, revisions, _ = merge_structure((SIG1, SIG2), structure(), review(by_signature={ghost: (isa,)}))
+    entry = next(s for s in signatures if s.coverage is not None and s.coverage.byte_range == ghost)
+    assert entry.indication is Indication.TOTAL_FAILED and entry.findings == (isa,)
+    assert entry.coverage is not None and entry.coverage.revision == 2
+    assert revisions[1].signatures == ("sig-1", "sig-2") and signatures[1] is entry
 
 
 def test_merge_orders_an_earlier_raw_signature_first_and_renumbers() -> None:
-    raw = RawSignature(9, "Early", 1, None, None, "/Sig")
-    signatures, revisions, _ = merge_structure((SIG1, SIG2), REVISIONS, Structure((), (raw,)), Review())
+    early = raw(9, "Early", 1, None, 50)
+    signatures, revisions, _ = merge_structure((SIG1, SIG2), structure(early, RAW1, RAW2), review())
     assert [(s.id, s.field_name) for s in signatures] == [("sig-1", "Early"), ("sig-2", "Signature1"),
                                                           ("sig-3", "Signature2")]
     assert signatures[0].findings[0].code == "not_a_signature_to_pyhanko"
     assert [r.signatures for r in revisions] == [("sig-1",), ("sig-2",), ("sig-3",), ()]
+
+
+def test_merge_takes_the_raw_revision_of_a_signature() -> None:
+    """pyHanko numbers revisions by its cross-reference index; the report uses the raw revisions the structure
+    analysis found (an incremental update without a cross-reference section is a revision there)."""
+    shifted = passed(3, SIG1.coverage.byte_range, "Signature1")  # type: ignore[union-attr]
+    signatures, revisions, _ = merge_structure((shifted,), structure(RAW1), review())
+    assert signatures[0].coverage is not None and signatures[0].coverage.revision == 2
+    assert revisions[1].signatures == ("sig-1",)
 
 
 # --- helpers -----------------------------------------------------------------------------------------------------
