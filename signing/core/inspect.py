@@ -84,6 +84,7 @@ from pyhanko.pdf_utils.misc import PdfDecodeLimitError, PdfStrictReadError
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.pdf_utils.xref import TrailerDictionary
 
+from signing.core import fastpaths
 from signing.core.errors import (
     ActiveContent,
     DamagedPdf,
@@ -96,6 +97,8 @@ from signing.core.errors import (
     TooManyObjects,
     TooManyPages,
 )
+
+fastpaths.install()  # pyHanko's hex strings read in blocks (the signatures' /Contents): signing.core.fastpaths
 
 __all__ = ["InputPolicy", "InspectedPdf", "OpenedPdf", "inspect_pdf", "open_signed_pdf", "prepare_for_signing"]
 
