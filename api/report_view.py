@@ -28,7 +28,9 @@ FINDING_CODES = (
     "no_subfilter", "usf_contents", "usf_byte_range", "usf_cert", "byte_range_gap", "byte_range_invalid",
     "signature_wrapping", "incremental_save_unsigned_objects", "incremental_save_no_xref", "shadow_hide",
     "shadow_replace", "shadow_hide_and_replace", "docmdp_violation", "key_usage", "extended_key_usage",
-    "critical_extension", "not_signed_by_certificate", "trailing_bytes", "active_content")
+    "trailing_bytes", "unsupported_subfilter", "fieldmdp_violation", "signature_replaced", "modification_not_allowed",
+    "certificate_expired", "self_signed_untrusted", "unreadable_signature", "not_a_signature_to_pyhanko",
+    "lenient_read", "pdf_content", "ades")
 """The finding codes the catalogs translate (report.finding.<code>); any other falls back to its message."""
 TIME_SOURCES = ("signature-timestamp", "document-timestamp", "validation-time")
 STATUS_CLASS = {Indication.TOTAL_PASSED: "passed", Indication.TOTAL_FAILED: "failed",

@@ -168,6 +168,7 @@ class Validator:
         self._fetching = fetching
         self._clock = clock
         self._trust_manager = SimpleTrustManager.build(trust_roots=list(trust.all_anchors))
+        self._anchor_digests = frozenset(cert.sha256 for cert in trust.all_anchors)
 
     async def validate(self, source: BinaryIO, *, at: dt.datetime | None = None) -> ValidationReport:
         """The report of `source` (seekable) as of `at` (embedded data only), or now (fetching if configured).
@@ -201,9 +202,11 @@ class Validator:
                 except Exception as exc:  # noqa: BLE001 - pyHanko raises many types on a malformed signature
                     entry.error = f"the signature's integrity could not be computed: {_describe(exc)}"
         review = review_revisions(source, structure, reader=reader)
-        notes: tuple[Finding, ...] = ()
+        # the input policy's findings (JavaScript, embedded files, actions; ISO 32000-2 sections 12.6, 7.11.4):
+        # remarks that change no verdict, so a reader knows what else the signed file carries
+        notes: tuple[Finding, ...] = tuple(Finding("pdf_content", text) for text in opened.inspected.findings)
         if opened.lenient is not None:
-            notes = (Finding("lenient_read", "pyHanko's strict reader refuses the file's cross-reference data "
+            notes += (Finding("lenient_read", "pyHanko's strict reader refuses the file's cross-reference data "
                              f"({opened.lenient}); it was read with pyHanko's lenient reader (ISO 32000-2 section "
                              "7.5.4), the structure analysis unchanged"),)
         return _Document(sha256=opened.inspected.sha256, size=opened.inspected.size, reader=reader,
@@ -310,6 +313,14 @@ class Validator:
                                     f"{signer.not_valid_after.isoformat()}, before the validation time, and no "
                                     "proof of existence or revocation data from its validity period is available",
                                     sub_indication))
+        if (kind is not SignatureKind.DOCUMENT_TIMESTAMP and signer is not None
+                and sub_indication is SubIndication.CHAIN_CONSTRAINTS_FAILURE and signer.self_signed != "no"
+                and signer.sha256 not in self._anchor_digests):
+            # EN 319 102-1 section 5.2.6: a self-signed signer certificate that is not a trust anchor has no chain
+            # to one (NO_CERTIFICATE_CHAIN_FOUND); pyHanko refuses the self-signed path as a constraint failure
+            indication, sub_indication = Indication.INDETERMINATE, SubIndication.NO_CERTIFICATE_CHAIN_FOUND
+            findings.append(Finding("self_signed_untrusted", "the signer's certificate is self-signed and not a "
+                                    "trust anchor of this service", sub_indication))
         status = result.api_status
         path: ValidationPath | None = getattr(status, "validation_path", None) if status is not None else None
         poe = getattr(result, "best_signature_time", None)

@@ -106,3 +106,17 @@ def test_the_settings_refuse_a_trusted_list_without_signers(tmp_path: Path) -> N
     assert Settings(validation_trusted_list="https://tl.example.az/tl.xml",
                     validation_trusted_list_signers=[signer]).validation_trusted_list.startswith("https://")
     assert Settings(validation_trusted_list=str(listing), validation_trusted_list_signers=[signer])
+
+
+def test_every_finding_code_the_engine_can_emit_is_translated() -> None:
+    """The codes written as literals in signing/core (Finding("code", ...), the revision review's items) are the
+    ones the catalogs translate: a new check gets its words in az/en/ru, none is left to the English message."""
+    import re
+
+    core = Path(__file__).resolve().parents[3] / "signing" / "core"
+    source = "\n".join(path.read_text() for path in core.glob("*.py"))
+    emitted = set(re.findall(r'Finding\(\s*"([a-z_]+)"', source))
+    emitted |= set(re.findall(r'"((?:shadow|incremental_save)_[a-z_]+|signature_replaced|modification_not_allowed)"',
+                              source))
+    assert emitted, "no finding code found in signing/core"
+    assert emitted <= set(FINDING_CODES), sorted(emitted - set(FINDING_CODES))

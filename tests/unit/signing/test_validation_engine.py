@@ -5,6 +5,7 @@ checks; then the merge of the structure analysis, with hand-made structure and r
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 from io import BytesIO
@@ -43,7 +44,7 @@ from signing.core.structure import PdfStructure, RawRevision, RawSignature
 from signing.core.trust import TrustPolicy
 from signing.core.validation import Validator, merge_structure
 from tests.pades_world import SEAL, World, world_settings
-from tests.pdf_tools import make_pdf
+from tests.pdf_tools import make_pdf, sign_throwaway
 from tests.pki_tools import PERSON
 
 
@@ -154,6 +155,17 @@ async def test_an_untrusted_root_gives_no_certificate_chain_found(world: World) 
     (signature,) = report.signatures
     assert signature.indication is Indication.INDETERMINATE, signature.as_json()
     assert signature.sub_indication is SubIndication.NO_CERTIFICATE_CHAIN_FOUND
+
+
+async def test_a_self_signed_signer_gives_no_certificate_chain_found(world: World) -> None:
+    """EN 319 102-1 5.2.6: a self-signed signer that is no trust anchor has no chain (pyHanko says a constraint
+    failure)."""
+    signed = await asyncio.to_thread(sign_throwaway, make_pdf())  # pyHanko's sync API runs its own loop
+    report = await validate(world, signed)
+    (signature,) = report.signatures
+    assert signature.indication is Indication.INDETERMINATE, signature.as_json()
+    assert signature.sub_indication is SubIndication.NO_CERTIFICATE_CHAIN_FOUND
+    assert "self_signed_untrusted" in {f.code for f in signature.findings}
 
 
 async def test_revocation_is_fetched_online_when_the_document_lacks_it(world: World) -> None:
