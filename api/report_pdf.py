@@ -124,7 +124,8 @@ def render_report(report: ValidationReport, tr: Translator) -> bytes:
                      f"{tr.gettext('verify.revisions.judgement')}: {words.change_class(revision.classification)}",
                      indent=8)
             for change in revision.changes:
-                out.text(f"• {change.description} ({words.change_class(change.classification)})", indent=16)
+                out.text(f"• {words.change(change)} ({words.change_class(change.classification)}): "
+                         f"{change.description}", indent=16)
     generated = tr.gettext("report.pdf.generated", time=words.when(report.validation_time))
     total = len(out.pages)
     for n in range(total):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from api.i18n import Translator
 from signing.core.report import (
+    Change,
     ChangeClass,
     Finding,
     Indication,
@@ -32,6 +33,9 @@ FINDING_CODES = (
     "certificate_expired", "self_signed_untrusted", "unreadable_signature", "not_a_signature_to_pyhanko",
     "lenient_read", "pdf_content", "ades")
 """The finding codes the catalogs translate (report.finding.<code>); any other falls back to its message."""
+CHANGE_KINDS = ("dss", "document-timestamp", "metadata", "signature", "form-filling", "annotation", "form-field",
+                "page-content", "catalog", "optional-content", "object-override", "unsigned-objects", "freed")
+"""The kinds of change the revision review names (signing.core.attacks), each in words (report.change_kind.<kind>)."""
 TIME_SOURCES = ("signature-timestamp", "document-timestamp", "validation-time")
 STATUS_CLASS = {Indication.TOTAL_PASSED: "passed", Indication.TOTAL_FAILED: "failed",
                 Indication.INDETERMINATE: "indeterminate"}
@@ -55,6 +59,12 @@ class ReportText:
 
     def kind(self, value: SignatureKind) -> str:
         return self.tr.gettext(f"report.kind.{value.value}")
+
+    def change(self, change: Change) -> str:
+        """What kind of change a revision made, in words (report.change_kind.<kind>); an unknown kind in its
+        English description."""
+        key = f"report.change_kind.{change.kind}"
+        return self.tr.gettext(key) if key in self.tr.catalog else change.description
 
     def change_class(self, value: ChangeClass | None) -> str:
         return self.tr.gettext(f"report.change.{value.value}") if value is not None else "—"

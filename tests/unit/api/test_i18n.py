@@ -21,7 +21,7 @@ from api.rendering import (
     error_message_keys,
     passkey_messages,
 )
-from api.report_view import FINDING_CODES, TIME_SOURCES
+from api.report_view import CHANGE_KINDS, FINDING_CODES, TIME_SOURCES
 from api.routes.approval import STATES as SIGN_STATES
 from api.routes.pages import ACCOUNT_NOTICES
 from api.routes.validation import REFUSAL_CODES
@@ -101,6 +101,7 @@ def report_keys() -> set[str]:
             | {f"report.sub_indication.{s.value}" for s in SubIndication}
             | {f"report.finding.{code}" for code in FINDING_CODES} | {f"report.kind.{k.value}" for k in SignatureKind}
             | {f"report.change.{c.value}" for c in ChangeClass} | {f"report.time_source.{t}" for t in TIME_SOURCES}
+            | {f"report.change_kind.{k}" for k in CHANGE_KINDS}
             | {f"report.qc_type.{t}" for t in ("esign", "eseal", "eweb")}
             | {f"verify.error.{code}" for code in (*REFUSAL_CODES, "pdf_refused")})
 

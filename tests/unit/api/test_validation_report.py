@@ -12,7 +12,7 @@ import pytest
 
 from api.i18n import CATALOGS, translator
 from api.report_pdf import render_report
-from api.report_view import FINDING_CODES, ReportText
+from api.report_view import CHANGE_KINDS, FINDING_CODES, ReportText
 from api.routes.validation import wants_pdf
 from api.schemas.validation import ValidationReportOut
 from api.validation import InvalidValidationRequest, audit_detail, parse_at
@@ -120,3 +120,16 @@ def test_every_finding_code_the_engine_can_emit_is_translated() -> None:
                               source))
     assert emitted, "no finding code found in signing/core"
     assert emitted <= set(FINDING_CODES), sorted(emitted - set(FINDING_CODES))
+
+
+def test_every_change_kind_the_review_names_is_translated() -> None:
+    """The kinds signing.core.attacks passes to its `add` (a revision's changes) all have words in az/en/ru."""
+    import re
+
+    source = (Path(__file__).resolve().parents[3] / "signing" / "core" / "attacks.py").read_text()
+    named = set(re.findall(r'add\(\s*"([a-z-]+)"', source)) | set(re.findall(r'"([a-z-]+)"', source.split(
+        "_ALWAYS_ALLOWED", 1)[1].split("\n", 1)[0]))
+    assert named, "no change kind found in signing/core/attacks.py"
+    assert named <= set(CHANGE_KINDS), sorted(named - set(CHANGE_KINDS))
+    for lang in ("az", "en", "ru"):
+        assert {f"report.change_kind.{k}" for k in CHANGE_KINDS} <= set(CATALOGS[lang])
