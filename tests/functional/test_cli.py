@@ -16,6 +16,7 @@ from api.cli import build_parser
 from api.deps import Services
 from idp.sql.models import Person
 from tests.functional.helpers import InProcessAcar, acar_env, acar_json, run_acar
+from tests.signing_tools import minimal_pdf
 
 
 async def _persons(services: Services) -> int:
@@ -179,6 +180,14 @@ async def test_every_command_answers_json_wherever_the_flag_stands(
     assert run("seal assign", client_id, "--voen", "1234567891", "--organization", "Portal")["new_key"] is True
     run("worker", "--interval", "0", refused="--interval must be positive")
     assert run("client disable", client_id)["disabled"] is True
+    unsigned = tmp_path / "unsigned.pdf"
+    unsigned.write_bytes(minimal_pdf())
+    # validate's exit code is its verdict (0 only when every signature passes): a PDF without signatures is 1
+    words = ["validate", str(unsigned)]
+    proc = acar(*(["--json", *words] if position == "before" else [*words, "--json"]), check=False)
+    ran.add("validate")
+    assert proc.returncode == 1 and proc.stdout.count("\n") == 1 and proc.stderr == ""
+    assert json.loads(proc.stdout)["signatures"] == []
 
     assert ran == _commands(build_parser())
 
