@@ -7,7 +7,9 @@ tests/trustlist_tools.py and signed by xmlsec1, read by `TrustedList.parse` (its
   at the best signature time, ETSI TS 119 102-1 section 5.6.2.1).
 - A service withdrawn before the signature: the path is still built (the signature TOTAL-PASSED) but the list says
   not qualified, and the report follows the list over the certificate's own qcStatements (ETSI EN 319 412-5), which
-  say qualified.
+  say qualified. A service withdrawn after the signature time-stamp still qualifies it, validated as of two days
+  later; a service's QCNoQSCD qualifier overrides the certificate's QcSSCD; a service may name the root instead of
+  the issuing CA.
 - A list that does not name the CA: no anchor (INDETERMINATE / NO_CERTIFICATE_CHAIN_FOUND, ETSI TS 119 102-1 table
   6) unless another anchor is configured; then the qualified status comes from the qcStatements.
 """
@@ -58,11 +60,13 @@ def operator() -> Operator:
     return Operator.create(now=NOW)
 
 
-def trusted_list(operator: Operator, *services: Service) -> TrustedList:
-    """The list of `services`, signed by the operator and read back as the validation service reads it."""
-    xml = operator.publish(list(services), ListInfo(issued=ISSUED))
+def trusted_list(operator: Operator, *services: Service, issued: dt.datetime = ISSUED,
+                 at: dt.datetime | None = None) -> TrustedList:
+    """The list of `services`, signed by the operator and read back (at `at`, default now) as the validation
+    service reads it."""
+    xml = operator.publish(list(services), ListInfo(issued=issued))
     signer = asn1_x509.Certificate.load(operator.certificate.public_bytes(Encoding.DER))
-    return TrustedList.parse(xml, [signer], at=dt.datetime.now(dt.UTC))
+    return TrustedList.parse(xml, [signer], at=at or dt.datetime.now(dt.UTC))
 
 
 def issuing_service(world: World, *statuses: Status) -> Service:
@@ -164,4 +168,26 @@ async def test_the_lists_qualifiers_override_the_certificates_qscd_statement(wor
     signature = the_signature(await validate(trusted_list(operator, service), signed))
     assert signature.indication is Indication.TOTAL_PASSED, signature.as_json()
     assert signature.qualification == Qualification(qualified=True, qc_type="esign", qscd=False,
+                                                    source="trusted-list", trusted_service=SERVICE)
+
+
+
+async def test_a_service_withdrawn_after_the_time_stamp_still_qualifies_the_signature(
+        world: World, operator: Operator) -> None:
+    """Validated as of two days later (embedded data only) with a list issued after the withdrawal: the qualified
+    status is the one at the best signature time, the signature time-stamp (ETSI TS 119 102-1 5.6.2.1)."""
+    signed = await world.sign(make_pdf(), PadesLevel.B_LT)
+    first = the_signature(await validate(None, signed, world.root)).best_signature_time
+    assert first is not None and first.source == "signature-timestamp"
+    withdrawn = first.time + dt.timedelta(hours=1)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
+    service = issuing_service(world, Status(GRANTED, GRANTED_SINCE), Status(WITHDRAWN, withdrawn))
+    listed = trusted_list(operator, service, issued=withdrawn + dt.timedelta(hours=1), at=later)
+    trust = TrustPolicy(anchors=(), sources=(), trusted_list=listed)
+    report = await Validator(trust=trust, input_policy=InputPolicy(), fetching=None).validate(BytesIO(signed), at=later)
+    signature = the_signature(report)
+    assert report.embedded_only and report.validation_time == later
+    assert signature.indication is Indication.TOTAL_PASSED, signature.as_json()
+    assert signature.best_signature_time == first
+    assert signature.qualification == Qualification(qualified=True, qc_type="esign", qscd=True,
                                                     source="trusted-list", trusted_service=SERVICE)
