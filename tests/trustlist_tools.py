@@ -253,3 +253,38 @@ def verify_with_xmlsec1(signed: bytes, signer: x509.Certificate) -> None:
             capture_output=True, timeout=60, check=False)
         if proc.returncode != 0:
             raise AssertionError(f"xmlsec1 --verify failed: {proc.stderr.decode(errors='replace')}")
+
+
+# --- a scheme operator that publishes lists (the end-to-end validation tests) ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Operator:
+    """A trusted list scheme operator: its certificate (what ACAR_VALIDATION_TRUSTED_LIST_SIGNERS names) and key;
+    `publish` builds a list of `services` and signs it with xmlsec1."""
+
+    certificate: x509.Certificate
+    key: ec.EllipticCurvePrivateKey
+
+    @classmethod
+    def create(cls, name: str = "AZ Trusted List Scheme Operator", *, now: dt.datetime | None = None) -> Operator:
+        cert, key = make_tlso(name, now=now or dt.datetime.now(dt.UTC))
+        return cls(certificate=cert, key=key)
+
+    def publish(self, services: list[Service], info: ListInfo | None = None) -> bytes:
+        return sign_with_xmlsec1(build_trusted_list(services, info), self.certificate, self.key)
+
+    def write_pem(self, path: Path) -> Path:
+        path.write_bytes(self.certificate.public_bytes(serialization.Encoding.PEM))
+        return path
+
+
+def from_der(der: bytes) -> x509.Certificate:
+    """A certificate of another library (asn1crypto's `.dump()`) as `Service` takes it."""
+    return x509.load_der_x509_certificate(der)
+
+
+def tamper(signed: bytes, old: bytes, new: bytes) -> bytes:
+    """`signed` with the first `old` (inside the signed content) replaced: the signature no longer verifies."""
+    assert old in signed, old
+    return signed.replace(old, new, 1)
