@@ -23,6 +23,7 @@ import collections
 import datetime as dt
 import hashlib
 import hmac
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -36,7 +37,12 @@ from storage.audit import ANONYMOUS_ACTOR, AuditSink
 if TYPE_CHECKING:
     from signing.core.trust import TrustPolicy
 
+logger = logging.getLogger(__name__)
 TRUSTED_LIST_REFRESH: Final = dt.timedelta(hours=1)
+TRUST_RETRY: Final = dt.timedelta(minutes=1)
+"""After a failed build of the trust policy (the trusted list unreachable or not verifying), how long requests are
+answered from that failure (or from the previous list, while it is current) before the next attempt: a list URL
+that is down costs one download timeout a minute, not one per request."""
 """A trusted list is fetched again after this long (ETSI TS 119 612 section 5.3.14: lists are reissued at least
 every six months, and at once on a change of a service's status)."""
 AUDIT_EVENT: Final = "validation.performed"
@@ -123,25 +129,59 @@ class ValidationService:
     audit_event: ClassVar[str] = AUDIT_EVENT
 
     def __init__(self, *, trust: TrustLoader, validator: ValidatorFactory, audit: AuditSink, address_key: bytes,
-                 refresh: dt.timedelta = TRUSTED_LIST_REFRESH, monotonic: Callable[[], float] = time.monotonic) -> None:
+                 refresh: dt.timedelta = TRUSTED_LIST_REFRESH, retry: dt.timedelta = TRUST_RETRY,
+                 monotonic: Callable[[], float] = time.monotonic,
+                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
         self._trust = trust
         self._factory = validator
         self._audit = audit
         self._address_key = address_key
         self._refresh = refresh.total_seconds()
+        self._retry = retry.total_seconds()
         self._monotonic = monotonic
+        self._clock = clock
         self._validator: ReportValidator | None = None
-        self._built_at = 0.0
+        self._policy: TrustPolicy | None = None
+        self._next_attempt = 0.0
+        self._failure: ValidationUnavailable | None = None
         self._building = asyncio.Lock()
 
     async def validator(self) -> ReportValidator:
-        """The Validator, built on first use and again after `refresh` (the trusted list reloaded)."""
-        if self._validator is None or self._monotonic() - self._built_at > self._refresh:
+        """The Validator, built on first use and again after `refresh` (the trusted list reloaded).
+
+        A failed build (ValidationUnavailable: the list unreachable, not verifying, expired) is not retried for
+        `retry`. Meanwhile the previous Validator keeps answering while its trusted list is current (before its
+        NextUpdate, ETSI TS 119 612 section 5.3.15: the operator's own promise that the list stays valid until then);
+        without one, or once that list is past its NextUpdate, the failure is the answer (503): fail closed."""
+        if self._monotonic() >= self._next_attempt:
             async with self._building:
-                if self._validator is None or self._monotonic() - self._built_at > self._refresh:
-                    self._validator = await self._factory(await self._trust())
-                    self._built_at = self._monotonic()
+                if self._monotonic() >= self._next_attempt:
+                    try:
+                        policy = await self._trust()
+                        self._validator = await self._factory(policy)
+                        self._policy, self._failure = policy, None
+                        self._next_attempt = self._monotonic() + self._refresh
+                    except ValidationUnavailable as exc:
+                        self._failure = exc
+                        self._next_attempt = self._monotonic() + self._retry
+                        logger.warning("validation trust could not be built: %s", exc.detail)
+        if self._failure is not None and not self._current():
+            raise self._failure
+        if self._validator is None:  # pragma: no cover - built, or the failure was raised just above
+            raise ValidationUnavailable("the validation service is not ready")
         return self._validator
+
+    def expire(self) -> None:
+        """Let the next request build the trust policy again at once (as it does `refresh` after a build, or `retry`
+        after a failure): for an operator who has just replaced the trusted list, and for the tests."""
+        self._next_attempt = 0.0
+
+    def _current(self) -> bool:
+        """The previous Validator may still answer: it exists and its trusted list (if any) is before NextUpdate."""
+        if self._validator is None or self._policy is None:
+            return False
+        trusted_list = self._policy.trusted_list
+        return trusted_list is None or self._clock() < trusted_list.next_update
 
     async def validate(self, source: BinaryIO, *, at: dt.datetime | None, caller: Caller) -> ValidationReport:
         """The report of `source` (seekable), `at` a past time to validate as of from embedded data only; the audit

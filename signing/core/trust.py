@@ -46,6 +46,10 @@ class TrustedListView(Protocol):
     def anchors(self) -> tuple[x509.Certificate, ...]:
         """The certificates of the list's CA services (any status), to build paths to."""
 
+    @property
+    def next_update(self) -> dt.datetime:
+        """The list's NextUpdate (ETSI TS 119 612 section 5.3.15): until then it is current."""
+
     def qualification(self, path: Sequence[x509.Certificate], at: dt.datetime) -> Qualification | None:
         """The qualified status of `path[0]` (the signer's certificate; `path` ends in one of `anchors`) at `at`
         as the list says (ETSI TS 119 615 procedure), or None when no service of the list issued it."""
