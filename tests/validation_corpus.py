@@ -168,6 +168,8 @@ class CorpusPki:
 
     def __init__(self, base: str) -> None:
         self.base = base
+        self.requests: list[str] = []
+        """Every request the loopback server answered, in order: "POST /ocsp", "GET /crl/issuing.crl", ..."""
         self.start = _seconds(_now())
         root = self._root("root", "Corpus Root CA")
         other_root = self._root("other-root", "Corpus Untrusted Root CA")
@@ -216,18 +218,20 @@ class CorpusPki:
         root.issued[cert.serial_number] = cert
         return Ca(name=name, certificate=cert, key=key)
 
-    def _crl_point(self, ca: Ca) -> x509.CRLDistributionPoints:
+    def _crl_point(self, ca: Ca, url: str | None = None) -> x509.CRLDistributionPoints:
         return x509.CRLDistributionPoints([x509.DistributionPoint(
-            full_name=[x509.UniformResourceIdentifier(f"{self.base}/crl/{ca.name}.crl")],
+            full_name=[x509.UniformResourceIdentifier(url or f"{self.base}/crl/{ca.name}.crl")],
             relative_name=None, reasons=None, crl_issuer=None)])
 
     def leaf(self, cn: str, *, key: PrivateKey | None = None, ca: Ca | None = None,
              key_usage: x509.KeyUsage | None = None, ekus: tuple[x509.ObjectIdentifier, ...] = (),
              eku_critical: bool = False, critical_private: bool = False,
-             not_after: dt.datetime | None = None, identifier: str | None = None) -> Leaf:
+             not_after: dt.datetime | None = None, identifier: str | None = None,
+             ocsp_url: str | None = None, crl_url: str | None = None) -> Leaf:
         """A certificate of `ca` (the issuing CA) for `key` (a fresh P-256 key): keyUsage digitalSignature and
         nonRepudiation unless `key_usage` says otherwise (RFC 5280 4.2.1.3, EN 319 412-2 4.3.2), no EKU unless
-        `ekus`, OCSP/caIssuers (AIA) and a CRL distribution point at the loopback server."""
+        `ekus`, OCSP/caIssuers (AIA) and a CRL distribution point at the loopback server (`ocsp_url` and
+        `crl_url` put the AIA OCSP URL and the CRL distribution point elsewhere, e.g. on a closed port)."""
         ca = ca or self.issuing
         key = key or ec.generate_private_key(ec.SECP256R1())
         attributes = [x509.NameAttribute(NameOID.SERIAL_NUMBER, identifier)] if identifier else []
@@ -241,11 +245,11 @@ class CorpusPki:
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False)
             .add_extension(x509.AuthorityInformationAccess([
                 x509.AccessDescription(AuthorityInformationAccessOID.OCSP,
-                                       x509.UniformResourceIdentifier(f"{self.base}/ocsp")),
+                                       x509.UniformResourceIdentifier(ocsp_url or f"{self.base}/ocsp")),
                 x509.AccessDescription(AuthorityInformationAccessOID.CA_ISSUERS,
                                        x509.UniformResourceIdentifier(f"{self.base}/ca/{ca.name}.crt")),
             ]), critical=False)
-            .add_extension(self._crl_point(ca), critical=False)
+            .add_extension(self._crl_point(ca, crl_url), critical=False)
         )
         if ekus:
             builder = builder.add_extension(x509.ExtendedKeyUsage(list(ekus)), critical=eku_critical)
@@ -324,10 +328,15 @@ def _public_key_bits(cert: x509.Certificate) -> bytes:
     return asn1(cert).public_key["public_key"].contents[1:]
 
 
+FAILING_OCSP_PATH = "/ocsp-down"
+"""An OCSP responder that is down: it answers every request HTTP 500 (no OCSP response at all, RFC 6960 A.1)."""
+
+
 @contextmanager
 def serve(pki_holder: list[CorpusPki]) -> Iterator[str]:
-    """POST /ocsp and GET /ocsp/<base64>, GET /crl/NAME.crl, GET /ca/NAME.crt, POST /tsa on 127.0.0.1; the PKI
-    is set into `pki_holder` once the base URL is known."""
+    """POST /ocsp and GET /ocsp/<base64>, GET /crl/NAME.crl, GET /ca/NAME.crt, POST /tsa on 127.0.0.1, and
+    `FAILING_OCSP_PATH` answering 500; the PKI is set into `pki_holder` once the base URL is known, and every
+    request is logged in its `requests`."""
     lock = threading.Lock()
     stamper: list[DummyTimeStamper] = []
 
@@ -342,7 +351,10 @@ def serve(pki_holder: list[CorpusPki]) -> Iterator[str]:
         def do_POST(self) -> None:  # noqa: N802 - BaseHTTPRequestHandler's name
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             pki = pki_holder[0]
-            if self.path == "/ocsp":
+            pki.requests.append(f"POST {self.path}")
+            if self.path == FAILING_OCSP_PATH:
+                self._reply(b"responder down", "text/plain", 500)
+            elif self.path == "/ocsp":
                 self._reply(pki.ocsp(body), "application/ocsp-response")
             elif self.path == "/tsa":
                 with lock:
@@ -355,7 +367,10 @@ def serve(pki_holder: list[CorpusPki]) -> Iterator[str]:
 
         def do_GET(self) -> None:  # noqa: N802 - BaseHTTPRequestHandler's name
             pki = pki_holder[0]
-            if self.path.startswith("/ocsp/"):
+            pki.requests.append(f"GET {self.path}")
+            if self.path.startswith(FAILING_OCSP_PATH):
+                self._reply(b"responder down", "text/plain", 500)
+            elif self.path.startswith("/ocsp/"):
                 der = base64.b64decode(urllib.parse.unquote(self.path.removeprefix("/ocsp/")))
                 self._reply(pki.ocsp(der), "application/ocsp-response")
             elif self.path.startswith("/crl/") and self.path.removeprefix("/crl/").removesuffix(".crl") in pki.cas:
@@ -564,7 +579,8 @@ async def _sign_cases(pki: CorpusPki, directory: Path, pdf: bytes, cases: list[C
 
 
 @contextmanager
-def _serving_pki() -> Iterator[CorpusPki]:
+def serving_pki() -> Iterator[CorpusPki]:
+    """A fresh `CorpusPki` served on loopback (`serve`), for tests that sign their own documents."""
     holder: list[CorpusPki] = []
     with serve(holder) as base:
         holder.append(CorpusPki(base))
@@ -579,7 +595,7 @@ class build_corpus:  # noqa: N801 - used as a context manager, like contextlib's
         self._stack = ExitStack()
 
     async def __aenter__(self) -> Corpus:
-        pki = self._stack.enter_context(_serving_pki())
+        pki = self._stack.enter_context(serving_pki())
         try:
             nss = nss_database(self.directory / "nss", pki)
             cases = await _build_cases(pki, self.directory)

@@ -27,7 +27,8 @@ Security decisions, in the order they run:
    (the DSS, ISO 32000-2 section 12.8.4.3, and the CMS revocation values) is always used. Fetching online, with
    OCSP first and the CRL as fallback (pyhanko-certvalidator's order), happens only for a validation at the
    current time with a `ValidationDataSource` given; with `at` (validation "as of" a past date), nothing is
-   fetched and the report says `embedded_only`.
+   fetched and the report says `embedded_only`. A path that fails only because no revocation data was embedded
+   or could be fetched is INDETERMINATE / TRY_LATER (TS 119 102-1 table 6, EN 319 102-1 section 5.2.6).
 5. Freshness (EN 319 102-1 section 5.2.5.4): revocation data is usable while the validation time is within
    `REVOCATION_FRESHNESS` of its issue (`MAX_DIFF_REVOCATION_VALIDATION`); older data leaves the signature to the
    past-signature validation of section 5.6.2.4, which needs a proof of existence (a time-stamp).
@@ -85,10 +86,13 @@ from pyhanko.sign.validation.policy_decl import (
     RevinfoOnlineFetchingRule,
     RevocationInfoGatheringSpec,
     SignatureValidationSpec,
+    bootstrap_validation_data_handlers,
 )
 from pyhanko.sign.validation.settings import KeyUsageConstraints
 from pyhanko.sign.validation.status import PdfSignatureStatus, SignatureCoverageLevel
+from pyhanko_certvalidator import CertificateValidator
 from pyhanko_certvalidator.context import CertValidationPolicySpec
+from pyhanko_certvalidator.errors import InsufficientRevinfoError, StaleRevinfoError
 from pyhanko_certvalidator.fetchers import FetcherBackend, Fetchers
 from pyhanko_certvalidator.ltv.types import ValidationTimingInfo
 from pyhanko_certvalidator.path import ValidationPath
@@ -321,6 +325,22 @@ class Validator:
             indication, sub_indication = Indication.INDETERMINATE, SubIndication.NO_CERTIFICATE_CHAIN_FOUND
             findings.append(Finding("self_signed_untrusted", "the signer's certificate is self-signed and not a "
                                     "trust anchor of this service", sub_indication))
+        if (kind is not SignatureKind.DOCUMENT_TIMESTAMP and signer is not None and not embedded_only
+                and sub_indication is SubIndication.CERTIFICATE_CHAIN_GENERAL_FAILURE
+                and spec.revinfo_gathering_policy.fetcher_backend is not _NO_FETCHING
+                and await _revocation_unavailable(embedded, signer, dataclasses.replace(
+                    spec, local_knowledge=document.dss.knowledge), timing)):
+            # ETSI TS 119 102-1 table 6 / EN 319 102-1 section 5.2.6 (X.509 certificate validation): when the
+            # revocation status of a certificate of the path cannot be determined because the revocation data is
+            # not available (not embedded, and neither the OCSP responder nor a CRL distribution point answered
+            # when asked), the result is INDETERMINATE / TRY_LATER (it may be available later); pyHanko reports
+            # pyhanko-certvalidator's InsufficientRevinfoError only as CERTIFICATE_CHAIN_GENERAL_FAILURE
+            indication, sub_indication = Indication.INDETERMINATE, SubIndication.TRY_LATER
+            findings.append(Finding("revocation_unavailable", "no revocation data for the signer's certificate "
+                                    "path is embedded and none could be obtained online (no usable answer from "
+                                    "its OCSP responder or CRL distribution points); the validation may be "
+                                    "repeated later",
+                                    sub_indication))
         status = result.api_status
         path: ValidationPath | None = getattr(status, "validation_path", None) if status is not None else None
         poe = getattr(result, "best_signature_time", None)
@@ -764,6 +784,28 @@ async def _signature_timestamp_valid(embedded: EmbeddedPdfSignature, spec: Signa
     except Exception:  # noqa: BLE001 - a malformed token is no valid time-stamp
         return False
     return result.ades_subindic is AdESPassed.OK
+
+
+async def _revocation_unavailable(embedded: EmbeddedPdfSignature, signer: x509.Certificate,
+                                  spec: SignatureValidationSpec, timing: ValidationTimingInfo) -> bool:
+    """Whether the signer's path fails for want of revocation data and for nothing else it met first: the path
+    validated again by pyhanko-certvalidator under the same policy, validation data and fetchers, failing with
+    `InsufficientRevinfoError` (no revocation data found or fetched; not `StaleRevinfoError`, which pyHanko
+    already reports as TRY_LATER). Runs only after pyHanko's CERTIFICATE_CHAIN_GENERAL_FAILURE with fetching
+    allowed, so its requests are bounded like the first ones (the source's timeout and FetchLimits)."""
+    context = spec.cert_validation_policy.build_validation_context(
+        timing, bootstrap_validation_data_handlers(spec, timing))
+    try:
+        intermediates = extract_certs_for_validation(embedded.signed_data).other_certs
+        await CertificateValidator(signer, intermediate_certs=list(intermediates),
+                                   validation_context=context).async_validate_path()
+    except StaleRevinfoError:
+        return False
+    except InsufficientRevinfoError:
+        return True
+    except Exception:  # noqa: BLE001 - any other failure is pyHanko's verdict to keep
+        return False
+    return False
 
 
 def _has_signature_timestamp(embedded: EmbeddedPdfSignature) -> bool:
