@@ -31,7 +31,7 @@ FINDING_CODES = (
     "shadow_replace", "shadow_hide_and_replace", "docmdp_violation", "key_usage", "extended_key_usage",
     "trailing_bytes", "unsupported_subfilter", "fieldmdp_violation", "signature_replaced", "modification_not_allowed",
     "certificate_expired", "self_signed_untrusted", "unreadable_signature", "not_a_signature_to_pyhanko",
-    "lenient_read", "pdf_content", "ades")
+    "lenient_read", "pdf_content", "ades", "revocation_unavailable")
 """The finding codes the catalogs translate (report.finding.<code>); any other falls back to its message."""
 CHANGE_KINDS = ("dss", "document-timestamp", "metadata", "signature", "form-filling", "annotation", "form-field",
                 "page-content", "catalog", "optional-content", "object-override", "unsigned-objects", "freed")
