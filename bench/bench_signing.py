@@ -21,12 +21,11 @@ import datetime as dt
 import os
 import statistics
 import sys
-import tempfile
 import time
 from io import BytesIO
-from pathlib import Path
 
 from _common import ROOT, add_database_options, database_url
+from _signer import signing_world
 from asn1crypto import keys as asn1_keys
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
@@ -38,11 +37,8 @@ from pyhanko.sign import signers
 from pyhanko.sign.fields import SigSeedSubFilter
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
-from api import migrate
-from api.deps import build_services
-from api.settings import Settings
-from keys.profiles import NaturalPerson, Profile
-from keys.software import MasterKey, SoftwareKeyHandle
+from keys.software import SoftwareKeyHandle
+from signing.core import fastpaths
 from signing.core.levels import PadesLevel
 from signing.core.pades import PadesEngine, SignatureOptions, SigningCredentials
 from signing.core.timestamps import ServiceTimeStamper
@@ -96,8 +92,13 @@ async def bench_b_b(runs: int, per_run: int) -> tuple[float, float]:
         await PadesEngine(timestamper=None, validation=None).sign(BytesIO(pdf), BytesIO(), credentials, options,
                                                                   actor="bench")
 
-    async def bare_once() -> None:
-        await signers.async_sign_pdf(IncrementalPdfFileWriter(BytesIO(pdf)), meta, signer=simple, output=BytesIO())
+    async def bare_once() -> None:  # pyHanko as released: without signing.core.fastpaths
+        fastpaths.uninstall()
+        try:
+            await signers.async_sign_pdf(IncrementalPdfFileWriter(BytesIO(pdf)), meta, signer=simple,
+                                         output=BytesIO())
+        finally:
+            fastpaths.install()
 
     async def cpu_per_signature(fn: object) -> float:
         started = time.process_time()
@@ -119,47 +120,28 @@ async def bench_b_b(runs: int, per_run: int) -> tuple[float, float]:
 
 
 async def bench_b_t(runs: int, per_run: int, url: str) -> tuple[float, float, float]:
-    with tempfile.TemporaryDirectory(prefix="acar-bench-signing-") as tmp:
-        data = Path(tmp)
-        url = url or f"sqlite+aiosqlite:///{data / 'acar.sqlite3'}"
-        await asyncio.to_thread(migrate.upgrade, url)
-        MasterKey.create_file(data / "master.key")
-        settings = Settings(env="development", issuer="http://localhost:8000", data_dir=data, database_url=url,
-                            master_key_file=data / "master.key", access_log=False, log_level="WARNING",
-                            housekeeping_seconds=3600)
-        services = build_services(settings)
-        await services.audit_log.start()
-        try:
-            async with services.sessions() as session, session.begin():
-                await services.pki.initialize(session, actor="bench", create_hierarchy=True)
-                handle = await services.key_store.generate(session, "EC-P256", purpose="seal", label="bench")
-                subject = NaturalPerson.create(fin="5ABC12D", given_name="Bench", surname="Signer")
-                row = await services.pki.ca.issue(session, profile=Profile.NATURAL_PERSON_SIGNING,
-                                                  subject=subject, public_key=handle.public_key(), actor="bench")
-            issuing = asn1_x509.Certificate.load(await services.pki.ca_certificate("issuing"))
-            credentials = SigningCredentials(handle=handle, certificate=asn1_x509.Certificate.load(row.der),
-                                             chain=(issuing,))
-            engine = PadesEngine(timestamper=ServiceTimeStamper(services.tsa), validation=None)
-            pdf = make_pdf(pages=3, image_bytes=PDF_BYTES)
-            options = SignatureOptions(level=PadesLevel.B_T)
-            async def one() -> None:
-                await engine.sign(BytesIO(pdf), BytesIO(), credentials, options, actor="bench")
+    async with signing_world(url, prefix="acar-bench-signing-", purpose="seal") as world:
+        credentials = world.credentials
+        engine = PadesEngine(timestamper=ServiceTimeStamper(world.services.tsa), validation=None)
+        pdf = make_pdf(pages=3, image_bytes=PDF_BYTES)
+        options = SignatureOptions(level=PadesLevel.B_T)
 
-            rates, cpu, concurrent = [], [], []
-            await one()  # warm up
-            for _ in range(runs):
-                started, started_cpu = time.perf_counter(), time.process_time()
-                for _ in range(per_run):
-                    await one()
-                rates.append(per_run / (time.perf_counter() - started))
-                cpu.append((time.process_time() - started_cpu) / per_run)
-                started = time.perf_counter()  # a worker signing CONCURRENT documents at once: commits overlap
-                for _ in range(per_run // CONCURRENT):
-                    await asyncio.gather(*(one() for _ in range(CONCURRENT)))
-                concurrent.append(per_run // CONCURRENT * CONCURRENT / (time.perf_counter() - started))
-            return statistics.median(rates), statistics.median(cpu), statistics.median(concurrent)
-        finally:
-            await services.close()
+        async def one() -> None:
+            await engine.sign(BytesIO(pdf), BytesIO(), credentials, options, actor="bench")
+
+        rates, cpu, concurrent = [], [], []
+        await one()  # warm up
+        for _ in range(runs):
+            started, started_cpu = time.perf_counter(), time.process_time()
+            for _ in range(per_run):
+                await one()
+            rates.append(per_run / (time.perf_counter() - started))
+            cpu.append((time.process_time() - started_cpu) / per_run)
+            started = time.perf_counter()  # a worker signing CONCURRENT documents at once: commits overlap
+            for _ in range(per_run // CONCURRENT):
+                await asyncio.gather(*(one() for _ in range(CONCURRENT)))
+            concurrent.append(per_run // CONCURRENT * CONCURRENT / (time.perf_counter() - started))
+        return statistics.median(rates), statistics.median(cpu), statistics.median(concurrent)
 
 
 async def measure(runs: int, per_run: int, url: str) -> None:

@@ -24,12 +24,12 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from io import BytesIO
 from pathlib import Path
 
 from _common import ACAR, ROOT, add_database_options, database_url, without_acar_settings
+from _signer import signing_world
 from asn1crypto import x509 as asn1_x509
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.ades.report import AdESPassed
@@ -49,15 +49,10 @@ from pyhanko_certvalidator.policy_decl import (
 )
 from pyhanko_certvalidator.registry import SimpleTrustManager
 
-from api import migrate
-from api.deps import build_services
-from api.settings import Settings
-from keys.profiles import NaturalPerson, Profile
-from keys.software import MasterKey
 from signing.core import fastpaths
 from signing.core.inspect import InputPolicy
 from signing.core.levels import PadesLevel
-from signing.core.pades import PadesEngine, SignatureOptions, SigningCredentials
+from signing.core.pades import PadesEngine, SignatureOptions
 from signing.core.report import Indication
 from signing.core.revocation import ValidationDataSource
 from signing.core.timestamps import ServiceTimeStamper
@@ -96,39 +91,18 @@ def _pyhanko_spec(root: asn1_x509.Certificate) -> PdfSignatureValidationSpec:
 async def measure(runs: int, per_run: int, url: str, keep: Path | None) -> None:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
-    with tempfile.TemporaryDirectory(prefix="acar-bench-validation-") as tmp:
-        data = Path(tmp)
-        url = url or f"sqlite+aiosqlite:///{data / 'acar.sqlite3'}"
-        await asyncio.to_thread(migrate.upgrade, url)
-        MasterKey.create_file(data / "master.key")
-        settings = Settings(env="development", issuer="http://localhost:8000", data_dir=data, database_url=url,
-                            master_key_file=data / "master.key", access_log=False, log_level="WARNING",
-                            housekeeping_seconds=3600)
-        services = build_services(settings)
-        await services.audit_log.start()
-        try:
-            async with services.sessions() as session, session.begin():
-                await services.pki.initialize(session, actor="bench", create_hierarchy=True)
-                handle = await services.key_store.generate(session, "EC-P256", purpose="signing", label="bench")
-                subject = NaturalPerson.create(fin="5ABC12D", given_name="Bench", surname="Signer")
-                row = await services.pki.ca.issue(session, profile=Profile.NATURAL_PERSON_SIGNING,
-                                                  subject=subject, public_key=handle.public_key(), actor="bench")
-            root = asn1_x509.Certificate.load(await services.pki.ca_certificate("root"))
-            issuing = asn1_x509.Certificate.load(await services.pki.ca_certificate("issuing"))
-            credentials = SigningCredentials(handle=handle, certificate=asn1_x509.Certificate.load(row.der),
-                                             chain=(issuing,))
-            source = ValidationDataSource(trust_roots=[root], local=services.pki)
-            engine = PadesEngine(timestamper=ServiceTimeStamper(services.tsa), validation=source)
-            signed = BytesIO()
-            await engine.sign(BytesIO(make_pdf(pages=3, image_bytes=PDF_BYTES)), signed, credentials,
-                              SignatureOptions(level=PadesLevel.B_LTA), actor="bench")
-            document = signed.getvalue()
-            large = BytesIO()
-            await engine.sign(BytesIO(large_pdf(LARGE_BYTES)), large, credentials,
-                              SignatureOptions(level=PadesLevel.B_LTA), actor="bench")
-            await source.close()
-        finally:
-            await services.close()
+    async with signing_world(url, prefix="acar-bench-validation-") as world:
+        data, url, root = world.data, world.database_url, world.root
+        source = ValidationDataSource(trust_roots=[root], local=world.services.pki)
+        engine = PadesEngine(timestamper=ServiceTimeStamper(world.services.tsa), validation=source)
+        signed = BytesIO()
+        await engine.sign(BytesIO(make_pdf(pages=3, image_bytes=PDF_BYTES)), signed, world.credentials,
+                          SignatureOptions(level=PadesLevel.B_LTA), actor="bench")
+        document = signed.getvalue()
+        large = BytesIO()
+        await engine.sign(BytesIO(large_pdf(LARGE_BYTES)), large, world.credentials,
+                          SignatureOptions(level=PadesLevel.B_LTA), actor="bench")
+        await source.close()
 
         validator = Validator(trust=TrustPolicy(anchors=(root,), sources=("built-in CA",)),
                               input_policy=InputPolicy(refuse_active_content=False), fetching=None)

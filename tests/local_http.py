@@ -28,6 +28,14 @@ class QuietHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the overridden signature
         pass
 
+    def reply(self, body: bytes, content_type: str, status: int = 200) -> None:
+        """Answer `status` with `body` of `content_type` and its Content-Length."""
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
 
 @contextmanager
 def serving(handler: type[BaseHTTPRequestHandler], port: int = 0, *,

@@ -60,36 +60,29 @@ def _pki_handler(services: Services, loop: asyncio.AbstractEventLoop, hits: list
         return asyncio.run_coroutine_threadsafe(coroutine, loop).result(30)  # type: ignore[arg-type]
 
     class Handler(QuietHandler):
-        def _reply(self, body: bytes, content_type: str, status: int = 200) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
         def do_POST(self) -> None:  # noqa: N802 - BaseHTTPRequestHandler's name
             hits.append("POST " + self.path)
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             if self.path == "/pki/ocsp":
-                self._reply(run(services.pki.ocsp(body)).der, "application/ocsp-response")
+                self.reply(run(services.pki.ocsp(body)).der, "application/ocsp-response")
             elif self.path == "/tsa":
-                self._reply(run(services.tsa.timestamp(body, actor="test-http")).der, "application/timestamp-reply")
+                self.reply(run(services.tsa.timestamp(body, actor="test-http")).der, "application/timestamp-reply")
             else:
-                self._reply(b"", "text/plain", 404)
+                self.reply(b"", "text/plain", 404)
 
         def do_GET(self) -> None:  # noqa: N802 - BaseHTTPRequestHandler's name
             hits.append("GET " + self.path)
             if self.path.startswith("/pki/ocsp/"):
                 der = base64.b64decode(urllib.parse.unquote(self.path.removeprefix("/pki/ocsp/")))
-                self._reply(run(services.pki.ocsp(der)).der, "application/ocsp-response")
+                self.reply(run(services.pki.ocsp(der)).der, "application/ocsp-response")
             elif self.path.startswith("/pki/crl/"):
                 name = self.path.removeprefix("/pki/crl/").removesuffix(".crl")
-                self._reply(run(services.pki.crl(name)), "application/pkix-crl")
+                self.reply(run(services.pki.crl(name)), "application/pkix-crl")
             elif self.path.startswith("/pki/ca/"):
                 name = self.path.removeprefix("/pki/ca/").removesuffix(".crt")
-                self._reply(run(services.pki.ca_certificate(name)), "application/pkix-cert")
+                self.reply(run(services.pki.ca_certificate(name)), "application/pkix-cert")
             else:
-                self._reply(b"", "text/plain", 404)
+                self.reply(b"", "text/plain", 404)
 
     return Handler
 

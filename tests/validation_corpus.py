@@ -341,45 +341,38 @@ def serve(pki_holder: list[CorpusPki]) -> Iterator[str]:
     stamper: list[DummyTimeStamper] = []
 
     class Handler(QuietHandler):
-        def _reply(self, body: bytes, content_type: str, status: int = 200) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
         def do_POST(self) -> None:  # noqa: N802 - BaseHTTPRequestHandler's name
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             pki = pki_holder[0]
             pki.requests.append(f"POST {self.path}")
             if self.path == FAILING_OCSP_PATH:
-                self._reply(b"responder down", "text/plain", 500)
+                self.reply(b"responder down", "text/plain", 500)
             elif self.path == "/ocsp":
-                self._reply(pki.ocsp(body), "application/ocsp-response")
+                self.reply(pki.ocsp(body), "application/ocsp-response")
             elif self.path == "/tsa":
                 with lock:
                     if not stamper:
                         stamper.append(pki.timestamper())
                     reply = stamper[0].request_tsa_response(tsp.TimeStampReq.load(body))
-                self._reply(reply.dump(), "application/timestamp-reply")
+                self.reply(reply.dump(), "application/timestamp-reply")
             else:
-                self._reply(b"", "text/plain", 404)
+                self.reply(b"", "text/plain", 404)
 
         def do_GET(self) -> None:  # noqa: N802 - BaseHTTPRequestHandler's name
             pki = pki_holder[0]
             pki.requests.append(f"GET {self.path}")
             if self.path.startswith(FAILING_OCSP_PATH):
-                self._reply(b"responder down", "text/plain", 500)
+                self.reply(b"responder down", "text/plain", 500)
             elif self.path.startswith("/ocsp/"):
                 der = base64.b64decode(urllib.parse.unquote(self.path.removeprefix("/ocsp/")))
-                self._reply(pki.ocsp(der), "application/ocsp-response")
+                self.reply(pki.ocsp(der), "application/ocsp-response")
             elif self.path.startswith("/crl/") and self.path.removeprefix("/crl/").removesuffix(".crl") in pki.cas:
-                self._reply(pki.crl(self.path.removeprefix("/crl/").removesuffix(".crl")), "application/pkix-crl")
+                self.reply(pki.crl(self.path.removeprefix("/crl/").removesuffix(".crl")), "application/pkix-crl")
             elif self.path.startswith("/ca/") and self.path.removeprefix("/ca/").removesuffix(".crt") in pki.cas:
                 ca = pki.cas[self.path.removeprefix("/ca/").removesuffix(".crt")]
-                self._reply(ca.certificate.public_bytes(_DER), "application/pkix-cert")
+                self.reply(ca.certificate.public_bytes(_DER), "application/pkix-cert")
             else:
-                self._reply(b"", "text/plain", 404)
+                self.reply(b"", "text/plain", 404)
 
     with serving(Handler) as server:
         yield f"http://127.0.0.1:{server.server_address[1]}"
