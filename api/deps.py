@@ -264,6 +264,7 @@ def build_validation(settings: Settings, pki: PkiService, fetching: Callable[[],
     and the trusted list of ACAR_VALIDATION_TRUSTED_LIST; revocation data fetched through `fetching`'s
     ValidationDataSource (the server's: the signing engine's, with the built-in PKI in process);
     validation.performed audited through `audit`."""
+    from api.report_view import BUILT_IN_CA
     from api.validation import ValidationService, ValidationUnavailable
     from signing.core.errors import SigningError
     from signing.core.trust import TrustPolicy, load_anchors
@@ -278,7 +279,7 @@ def build_validation(settings: Settings, pki: PkiService, fetching: Callable[[],
             root = ax509.Certificate.load(await pki.ca_certificate("root"))
         except Exception as exc:  # noqa: BLE001 - no built-in CA yet (`acar init`): nothing to trust by default
             raise ValidationUnavailable(f"the built-in CA cannot be read ({type(exc).__name__})") from None
-        anchors = [(root, "built-in CA"), *load_anchors(settings.signing_trust_roots),
+        anchors = [(root, BUILT_IN_CA), *load_anchors(settings.signing_trust_roots),
                    *load_anchors(settings.validation_trust_anchors)]
         trusted_list = None
         if settings.validation_trusted_list:

@@ -107,7 +107,7 @@ def render_report(report: ValidationReport, tr: Translator) -> bytes:
                  (tr.gettext("verify.document.size"), str(report.size)),
                  (tr.gettext("verify.document.validation_time"), words.when(report.validation_time)
                   + (f" ({tr.gettext('verify.document.embedded_only')})" if report.embedded_only else "")),
-                 (tr.gettext("verify.document.trust"), ", ".join(report.trust_sources) or "—")])
+                 (tr.gettext("verify.document.trust"), words.trust_sources(report))])
     if report.findings:
         out.gap()
         out.text(tr.gettext("verify.document.findings"), size=HEADING, bold=True)

@@ -33,6 +33,8 @@ FINDING_CODES = (
     "certificate_expired", "self_signed_untrusted", "unreadable_signature", "not_a_signature_to_pyhanko",
     "lenient_read", "pdf_content", "ades", "revocation_unavailable")
 """The finding codes the catalogs translate (report.finding.<code>); any other falls back to its message."""
+BUILT_IN_CA = "built-in CA"
+"""The trust source api/deps.py names Açar's own root by (ValidationReport.trust_sources)."""
 CHANGE_KINDS = ("dss", "document-timestamp", "metadata", "signature", "form-filling", "annotation", "form-field",
                 "page-content", "catalog", "optional-content", "object-override", "unsigned-objects", "freed")
 """The kinds of change the revision review names (signing.core.attacks), each in words (report.change_kind.<kind>)."""
@@ -59,6 +61,13 @@ class ReportText:
 
     def kind(self, value: SignatureKind) -> str:
         return self.tr.gettext(f"report.kind.{value.value}")
+
+    def trust_sources(self, report: ValidationReport) -> str:
+        """Where the trust came from, in words: the built-in CA named in the page's language, files and trusted
+        lists by their own names, each once."""
+        names = [self.tr.gettext("report.trust.built_in") if name == BUILT_IN_CA else name
+                 for name in dict.fromkeys(report.trust_sources)]
+        return ", ".join(names) or "—"
 
     def change(self, change: Change) -> str:
         """What kind of change a revision made, in words (report.change_kind.<kind>); an unknown kind in its

@@ -101,7 +101,7 @@ def report_keys() -> set[str]:
             | {f"report.sub_indication.{s.value}" for s in SubIndication}
             | {f"report.finding.{code}" for code in FINDING_CODES} | {f"report.kind.{k.value}" for k in SignatureKind}
             | {f"report.change.{c.value}" for c in ChangeClass} | {f"report.time_source.{t}" for t in TIME_SOURCES}
-            | {f"report.change_kind.{k}" for k in CHANGE_KINDS}
+            | {f"report.change_kind.{k}" for k in CHANGE_KINDS} | {"report.trust.built_in"}
             | {f"report.qc_type.{t}" for t in ("esign", "eseal", "eweb")}
             | {f"verify.error.{code}" for code in (*REFUSAL_CODES, "pdf_refused")})
 
