@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import ipaddress
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,8 +171,11 @@ class SigningEngine:
     the built-in PKI's OCSP, CRLs and certificates are answered in process too (signing.core.revocation)."""
 
     def __init__(self, pki: PkiService, tsa: TimestampService, *, tsa_url: str = "",
-                 trust_roots: Sequence[Path] = ()) -> None:
+                 trust_roots: Sequence[Path] = (), refuse_private: bool = False,
+                 allowed_networks: Sequence[str] = ()) -> None:
         self._pki = pki
+        self._refuse_private = refuse_private
+        self._allowed_networks = tuple(ipaddress.ip_network(cidr, strict=False) for cidr in allowed_networks)
         self._tsa = tsa
         self._tsa_url = tsa_url
         self._trust_roots = tuple(trust_roots)
@@ -192,7 +196,9 @@ class SigningEngine:
 
                     roots = [x509.Certificate.load(await self._pki.ca_certificate("root")),
                              *(x509.Certificate.load(_certificate_file(path)) for path in self._trust_roots)]
-                    self._validation = ValidationDataSource(trust_roots=roots, local=self._pki)
+                    self._validation = ValidationDataSource(trust_roots=roots, local=self._pki,
+                                                            refuse_private=self._refuse_private,
+                                                            allowed_networks=self._allowed_networks)
                     timestamper: TimeStamper = ServiceTimeStamper(self._tsa)
                     if self._tsa_url:
                         timestamper = self._timestamper = UrlTimeStamper(self._tsa_url)
@@ -349,7 +355,9 @@ def build_signing(settings: Settings, sessions: async_sessionmaker[AsyncSession]
     inputs = InputPolicy(max_bytes=settings.signing_max_document_bytes, max_pages=settings.signing_max_pages,
                          refuse_active_content=settings.signing_refuse_active_content)
     requests = RequestService(units, policy=policy, inspector=policy_inspector(inputs), clock=utcnow)
-    engine = SigningEngine(pki, tsa, tsa_url=settings.signing_tsa_url, trust_roots=settings.signing_trust_roots)
+    engine = SigningEngine(pki, tsa, tsa_url=settings.signing_tsa_url, trust_roots=settings.signing_trust_roots,
+                           refuse_private=settings.env == "production",
+                           allowed_networks=settings.pki_fetch_allowed_networks)
     worker = SigningWorker(units, engine,
                            SealCredentials(sessions, pki.ca, ttl_seconds=settings.key_cache_seconds),
                            lease=dt.timedelta(seconds=settings.signing_lease_seconds), name=worker_name, clock=utcnow,
@@ -361,7 +369,6 @@ def build_callbacks(settings: Settings, direct: DirectDatabase, token_keys: Toke
                     name: str | None = None) -> CallbackDelivery:
     """The completion callbacks' delivery (ACAR_SIGNING_CALLBACK_*): JWTs signed by the first token algorithm's
     current key; in production https only and no non-public address outside ACAR_SIGNING_CALLBACK_ALLOWED_NETWORKS."""
-    import ipaddress
 
     from signing.core.callbacks import CallbackDelivery, CallbackPolicy
     from signing.sql.callbacks import SqlCallbackUnits

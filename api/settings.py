@@ -192,6 +192,11 @@ class Settings(BaseSettings):
     """CIDRs of internal networks callbacks may reach in production (an agency's receiver on a private address);
     any other non-public address (loopback, private, link-local, reserved) is refused there (SSRF). Development
     reaches every address."""
+    pki_fetch_allowed_networks: list[str] = Field(default=[])
+    """CIDRs of internal networks whose OCSP responders, CRLs and CA certificates may be fetched in production (a
+    national CA's responder on an internal network); the URLs come from the certificates of the documents being
+    signed or validated (uploaded by anyone), so any other non-public address is refused there (SSRF). Development
+    reaches every address."""
     # PKI
     certificate_policy_oid: str = "1.3.6.1.4.1.99999.1.1"
     """The national certificate policy OID, in every certificate the issuing CA issues beside the ETSI policy of
@@ -293,7 +298,7 @@ class Settings(BaseSettings):
             raise ValueError("must be memory:// or a redis://host:port/db URL")
         return value
 
-    @field_validator("trusted_proxies", "signing_callback_allowed_networks")
+    @field_validator("trusted_proxies", "signing_callback_allowed_networks", "pki_fetch_allowed_networks")
     @classmethod
     def _cidrs(cls, value: list[str]) -> list[str]:
         for cidr in value:

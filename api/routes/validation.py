@@ -63,7 +63,8 @@ VERIFY_CSRF_PURPOSE: Final = "verify"
 VERIFY_CSRF_MAX_AGE: Final = 3600
 PDF: Final = "application/pdf"
 REFUSAL_CODES: Final = ("not_pdf", "encrypted_pdf", "damaged_pdf", "too_large", "too_many_pages", "too_many_objects",
-                        "inflation_bomb", "reference_loop", "validation_unavailable", "no_file", "invalid_request")
+                        "inflation_bomb", "reference_loop", "validation_unavailable", "validation_timeout", "no_file",
+                        "invalid_request")
 """The refusals the page names (verify.error.<code>); any other PdfRefused is verify.error.pdf_refused."""
 
 

@@ -298,3 +298,13 @@ class SealUnusable(SigningError):
     code = "seal_unusable"
     status_code = 409
     title = "The agency's seal cannot sign"
+
+
+class ValidationTimedOut(SigningError):
+    """A validation at the current time did not finish within its deadline (signing.core.validation
+    VALIDATION_DEADLINE): the revocation sources the certificates name were too slow. Nothing was decided; the
+    caller may try again (as ETSI TS 119 102-1 TRY_LATER says of missing revocation data)."""
+
+    code = "validation_timeout"
+    status_code = 503
+    title = "The validation took too long"

@@ -24,7 +24,9 @@ Decisions, so a reader sees them at one place:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import ipaddress
+import urllib.parse
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final, Protocol
 
 from asn1crypto import cms, crl, ocsp, x509
@@ -47,6 +49,7 @@ from pyhanko_certvalidator.util import get_ocsp_urls
 from keys.ca import CA_NAMES, PkiUrls
 from keys.errors import KeysError
 from keys.ocsp import OcspReply
+from signing.core.callbacks import IpNetwork, refused_address, resolve
 
 DEFAULT_FETCH_TIMEOUT: Final = 10.0
 """Seconds one OCSP, CRL or certificate request to another PKI may take."""
@@ -79,11 +82,16 @@ class ValidationDataSource:
     """
 
     def __init__(self, *, trust_roots: Sequence[x509.Certificate], local: LocalPki | None = None,
-                 timeout: float = DEFAULT_FETCH_TIMEOUT, limits: FetchLimits = FETCH_LIMITS) -> None:
+                 timeout: float = DEFAULT_FETCH_TIMEOUT, limits: FetchLimits = FETCH_LIMITS,
+                 refuse_private: bool = False, allowed_networks: Sequence[IpNetwork] = (),
+                 resolver: Callable[[str, int], Awaitable[list[str]]] = resolve) -> None:
         if not trust_roots:
             raise ValueError("a validation data source needs at least one trust root")
         self.trust_roots = tuple(trust_roots)
         self._local = local
+        self._refuse_private = refuse_private
+        self._allowed_networks = tuple(allowed_networks)
+        self._resolver = resolver
         self._timeout = timeout
         self._limits = limits
         self._session = LazySession()  # type: ignore[no-untyped-call]  # unannotated in pyHanko
@@ -120,6 +128,27 @@ class ValidationDataSource:
     async def close(self) -> None:
         """Close the HTTP session used for other PKIs (created again when next needed)."""
         await self._session.close()  # type: ignore[no-untyped-call]  # unannotated in pyHanko
+
+    async def refused(self, url: str) -> str | None:
+        """Why a request to `url` (a certificate's OCSP, CRL or caIssuers URL: in a validated document, the
+        uploader's choice) must not leave: with `refuse_private` (production), a URL whose host resolves to an
+        address that is not public (loopback, private, link-local with the cloud metadata address, ...) unless in
+        `allowed_networks`: the SSRF rule of the signing callbacks (signing.core.callbacks.refused_address). None:
+        it may be fetched. The resolution is not pinned for the request (aiohttp resolves again), so a DNS answer
+        that changes in between is not caught here; the per-request timeout and FetchLimits still bound it."""
+        if not self._refuse_private:
+            return None
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            return f"{url!r} is not an http(s) URL"
+        try:
+            addresses = await self._resolver(parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80))
+        except OSError as exc:
+            return f"{parsed.hostname} does not resolve ({exc})"
+        for address in addresses:
+            if refused_address(ipaddress.ip_address(address), self._allowed_networks):
+                return f"{parsed.hostname} resolves to {address}, not a public address"
+        return None
 
     # --- the in-process answers --------------------------------------------------------------------------
 
@@ -180,7 +209,11 @@ class _LocalFirstOcspFetcher(AIOHttpOCSPFetcher):
         self._source = source
 
     async def _fetch(self, cert: x509.Certificate | cms.AttributeCertificateV2, authority: Authority) -> Any:
-        if not self._source.local_ocsp(get_ocsp_urls(cert)):
+        urls = get_ocsp_urls(cert)
+        if not self._source.local_ocsp(urls):
+            for url in urls:
+                if (reason := await self._source.refused(url)) is not None:
+                    raise OCSPFetchError(f"OCSP request not sent: {reason}")
             return await super()._fetch(cert, authority)
         request = format_ocsp_request(cert, authority, certid_hash_algo=self.certid_hash_algo,
                                       request_nonces=self.request_nonces)
@@ -201,6 +234,8 @@ class _LocalFirstCrlFetcher(AIOHttpCRLFetcher):
     async def _single_fetch(self, url: str) -> Any:
         name = self._source.local_crl(url)
         if name is None:
+            if (reason := await self._source.refused(url)) is not None:
+                raise CRLFetchError(f"CRL request not sent: {reason}")
             return await super()._single_fetch(url)  # type: ignore[no-untyped-call]  # unannotated in pyHanko
 
         async def task() -> crl.CertificateList:
@@ -220,6 +255,8 @@ class _LocalFirstCertificateFetcher(AIOHttpCertificateFetcher):
     async def fetch_certs(self, url: str, url_origin_type: str) -> Any:
         name = self._source.local_ca(url)
         if name is None:
+            if (reason := await self._source.refused(url)) is not None:
+                raise CertificateFetchError(f"certificate request not sent: {reason}")
             return await super().fetch_certs(url, url_origin_type)  # type: ignore[no-untyped-call]  # unannotated in pyHanko
 
         async def task() -> list[x509.Certificate]:

@@ -107,6 +107,7 @@ from pyhanko_certvalidator.revinfo.archival import CRLContainer, OCSPContainer
 
 from keys.x509 import serial_to_hex
 from signing.core.attacks import RevisionReview, review_revisions
+from signing.core.errors import ValidationTimedOut
 from signing.core.inspect import InputPolicy, open_signed_pdf
 from signing.core.pades import utcnow
 from signing.core.report import (
@@ -158,6 +159,12 @@ _RANK: Final = {Indication.TOTAL_PASSED: 0, Indication.INDETERMINATE: 1, Indicat
 # --- the engine ------------------------------------------------------------------------------------------------
 
 
+VALIDATION_DEADLINE: Final = 60.0
+"""Seconds a validation at the current time may take in all: each fetch has its own timeout and each fetcher set
+its FetchLimits, but pyHanko's processes ask for fresh fetchers at each step, so only a deadline bounds the whole
+(an uploaded document's certificates choose the URLs)."""
+
+
 class Validator:
     """Validates the signatures and document time-stamps of PDFs (see the module docstring).
 
@@ -166,8 +173,9 @@ class Validator:
     """
 
     def __init__(self, *, trust: TrustPolicy, input_policy: InputPolicy, fetching: ValidationDataSource | None,
-                 clock: Callable[[], dt.datetime] = utcnow) -> None:
+                 clock: Callable[[], dt.datetime] = utcnow, deadline: float = VALIDATION_DEADLINE) -> None:
         self._trust = trust
+        self._deadline = deadline
         self._policy = dataclasses.replace(input_policy, refuse_active_content=False)
         self._fetching = fetching
         self._clock = clock
@@ -183,7 +191,12 @@ class Validator:
         if backend is None:  # no I/O at all: the whole validation runs off the event loop
             return await asyncio.to_thread(self._validate_offline, source, validation_time, at is not None)
         document = await asyncio.to_thread(self._read, source)
-        return await self._assess(document, validation_time, embedded_only=False, backend=backend)
+        try:
+            async with asyncio.timeout(self._deadline):
+                return await self._assess(document, validation_time, embedded_only=False, backend=backend)
+        except TimeoutError:
+            raise ValidationTimedOut(f"the validation did not finish within {self._deadline:g} s: the revocation "
+                                     "sources its certificates name are too slow; try again later") from None
 
     def _validate_offline(self, source: BinaryIO, validation_time: dt.datetime,
                           embedded_only: bool) -> ValidationReport:

@@ -167,3 +167,56 @@ async def test_as_of_a_past_date_nothing_is_fetched(documents: Documents, valida
     assert report.validation_time == at
     assert signature.indication is not Indication.TOTAL_PASSED, signature.as_json()
     assert signature.sub_indication is not SubIndication.TRY_LATER
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+async def test_production_refuses_to_fetch_from_non_public_addresses(documents: Documents, allowed: bool) -> None:
+    """SSRF (the URLs are the uploader's choice): with `refuse_private` (production) a certificate's OCSP and CRL
+    URLs on the loopback are never requested, and the signature cannot be validated; the operator's
+    `allowed_networks` (ACAR_PKI_FETCH_ALLOWED_NETWORKS) lets the same requests go."""
+    import ipaddress
+
+    networks = (ipaddress.ip_network("127.0.0.0/8"),) if allowed else ()
+    fetching = ValidationDataSource(trust_roots=[asn1(documents.pki.root)], timeout=TIMEOUT, refuse_private=True,
+                                    allowed_networks=networks)
+    guarded = Validator(trust=TrustPolicy(anchors=(asn1(documents.pki.root),), sources=("corpus root",)),
+                        input_policy=InputPolicy(refuse_active_content=False), fetching=fetching)
+    try:
+        signature, _, log = await validate(documents, guarded, "ocsp-500-B-B")
+    finally:
+        await fetching.close()
+    if allowed:
+        assert signature.indication is Indication.TOTAL_PASSED, signature.as_json()
+        assert "GET /crl/issuing.crl" in log, log
+    else:
+        assert log == [], log
+        assert signature.indication is Indication.INDETERMINATE, signature.as_json()
+
+
+async def test_a_validation_stops_at_its_deadline(documents: Documents) -> None:
+    """A responder that accepts the connection and never answers (and a CRL server alike): the validation stops at
+    its deadline with ValidationTimedOut (503 validation_timeout at the API), not after every fetch's timeout."""
+    import socket
+
+    from pyhanko_certvalidator.fetchers.aiohttp_fetchers import AIOHttpFetcherBackend as Backend
+
+    from signing.core.errors import ValidationTimedOut
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        leaf = documents.pki.leaf("Signer, silent responder", ocsp_url=f"{url}/ocsp", crl_url=f"{url}/crl.crl")
+        backend = Backend()
+        try:
+            signed = await sign_pyhanko(minimal_pdf(text="Deadline"), leaf, "B-B", documents.pki, fetching=backend)
+        finally:
+            await backend.close()
+        fetching = ValidationDataSource(trust_roots=[asn1(documents.pki.root)], timeout=30.0)
+        slow = Validator(trust=TrustPolicy(anchors=(asn1(documents.pki.root),), sources=("corpus root",)),
+                         input_policy=InputPolicy(refuse_active_content=False), fetching=fetching, deadline=1.0)
+        try:  # without the deadline, each fetch would time out after 30 s and the report say TRY_LATER
+            with pytest.raises(ValidationTimedOut):
+                await slow.validate(BytesIO(signed))
+        finally:
+            await fetching.close()
