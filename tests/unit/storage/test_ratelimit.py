@@ -45,8 +45,9 @@ async def test_every_limit_of_a_budget_applies(limiter: RateLimiter) -> None:
     assert (await limiter.hit(budget, "k")).allowed
     assert (await limiter.hit(budget, "k")).allowed
     refused = await limiter.hit(budget, "k")
-    assert not refused.allowed
-    assert refused.retry_after > 60  # the hourly limit is the one that refuses
+    # the third hit is within 5/minute: the hourly limit is the one that refuses. Its retry_after is not asserted
+    # above 60 s: the sliding window counter's estimate falls below that in the last minute of a clock hour
+    assert not refused.allowed and refused.retry_after >= 1
 
 
 async def test_concurrent_hits_never_exceed_the_budget(limiter: RateLimiter) -> None:
