@@ -193,9 +193,10 @@ class SigningEngine:
                     from signing.core.pades import PadesEngine
                     from signing.core.revocation import ValidationDataSource
                     from signing.core.timestamps import ServiceTimeStamper, UrlTimeStamper
+                    from signing.core.trust import load_anchors
 
                     roots = [x509.Certificate.load(await self._pki.ca_certificate("root")),
-                             *(x509.Certificate.load(_certificate_file(path)) for path in self._trust_roots)]
+                             *(cert for cert, _ in load_anchors(self._trust_roots))]
                     self._validation = ValidationDataSource(trust_roots=roots, local=self._pki,
                                                             refuse_private=self._refuse_private,
                                                             allowed_networks=self._allowed_networks)
@@ -223,18 +224,6 @@ class SigningEngine:
             await self._timestamper.close()
 
 
-def _certificate_file(path: Path) -> bytes:
-    """A trust anchor's DER from a PEM or DER file (ACAR_SIGNING_TRUST_ROOTS)."""
-    from cryptography import x509 as cx509
-    from cryptography.hazmat.primitives.serialization import Encoding
-
-    data = path.read_bytes()
-    if b"-----BEGIN CERTIFICATE-----" in data:
-        return cx509.load_pem_x509_certificate(data).public_bytes(Encoding.DER)
-    return data
-
-
-
 def validation_input_policy(settings: Settings) -> InputPolicy:
     """The input policy of validation: signing's bounds (ACAR_SIGNING_MAX_DOCUMENT_BYTES, ACAR_SIGNING_MAX_PAGES), but
     active content is reported, not refused: a signed document is judged as it is (issue 14 "Hostile inputs")."""
@@ -253,11 +242,12 @@ def validation_max_body_bytes(settings: Settings) -> int:
 async def load_trusted_list(location: str, signers: Sequence[Path]) -> TrustedListView:
     """The trusted list at `location` (file or http(s) URL), its XML signature checked against the certificates of
     `signers` (signing.core.trustlist; ETSI TS 119 612 section 5.7.1): TrustedListInvalid otherwise."""
-    from signing.core.trust import load_anchors
+    from signing.core.trust import load_certificates
     from signing.core.trustlist import load_trusted_list as load
     from storage.base import utcnow
 
-    return await load(location, [cert for cert, _ in load_anchors(signers)], at=utcnow(), timeout=TRUSTED_LIST_TIMEOUT)
+    return await load(location, [cert for cert, _ in load_certificates(signers)], at=utcnow(),
+                      timeout=TRUSTED_LIST_TIMEOUT)
 
 
 TRUSTED_LIST_TIMEOUT = 30.0
@@ -285,8 +275,11 @@ def build_validation(settings: Settings, pki: PkiService, fetching: Callable[[],
             root = ax509.Certificate.load(await pki.ca_certificate("root"))
         except Exception as exc:  # noqa: BLE001 - no built-in CA yet (`acar init`): nothing to trust by default
             raise ValidationUnavailable(f"the built-in CA cannot be read ({type(exc).__name__})") from None
-        anchors = [(root, BUILT_IN_CA), *load_anchors(settings.signing_trust_roots),
-                   *load_anchors(settings.validation_trust_anchors)]
+        try:  # checked at start-up (api.settings); a file changed since is no anchor, and no 500
+            anchors = [(root, BUILT_IN_CA), *load_anchors(settings.signing_trust_roots),
+                       *load_anchors(settings.validation_trust_anchors)]
+        except ValueError as exc:
+            raise ValidationUnavailable(f"a trust anchor file cannot be used: {exc}") from None
         trusted_list = None
         if settings.validation_trusted_list:
             try:

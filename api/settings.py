@@ -243,12 +243,23 @@ class Settings(BaseSettings):
             raise ValueError("must be an absolute http(s) URL without query or fragment")
         return value.rstrip("/")
 
-    @field_validator("signing_trust_roots", "validation_trust_anchors", "validation_trusted_list_signers")
+    @field_validator("signing_trust_roots", "validation_trust_anchors")
     @classmethod
-    def _files(cls, value: list[Path]) -> list[Path]:
-        missing = [str(path) for path in value if not path.is_file()]
-        if missing:
-            raise ValueError(f"no such file: {', '.join(missing)}")
+    def _anchor_files(cls, value: list[Path]) -> list[Path]:
+        """Each a PEM bundle or DER file of CA or self-signed certificates (signing.core.trust.load_anchors, RFC
+        5280 section 6.1.1 (d)), read at start-up so that a wrong file stops the start naming it."""
+        from signing.core.trust import load_anchors
+
+        load_anchors(value)
+        return value
+
+    @field_validator("validation_trusted_list_signers")
+    @classmethod
+    def _certificate_files(cls, value: list[Path]) -> list[Path]:
+        """Each a PEM bundle or DER file of certificates (the trusted list's signers may be end-entity ones)."""
+        from signing.core.trust import load_certificates
+
+        load_certificates(value)
         return value
 
     @field_validator("webauthn_origins")

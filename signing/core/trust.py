@@ -93,6 +93,22 @@ def load_anchors(paths: Sequence[Path]) -> list[tuple[x509.Certificate, str]]:
     return [(_anchor_certificate(der, path), path.name) for path in paths for der in _certificate_ders(path)]
 
 
+def load_certificates(paths: Sequence[Path]) -> list[tuple[x509.Certificate, str]]:
+    """Every certificate of `paths` (DER, or a PEM bundle, as `load_anchors` reads them) with its file's name, with
+    no rule on which may be anchors: a trusted list's signer certificates (ETSI TS 119 612 section 5.7.1), which
+    may be end-entity certificates of a CA. ValueError naming the file as `load_anchors`."""
+    return [(_parsed_certificate(der, path), path.name) for path in paths for der in _certificate_ders(path)]
+
+
+def _parsed_certificate(der: bytes, path: Path) -> x509.Certificate:
+    # cryptography parses strictly (asn1crypto parses lazily, so a broken certificate would surface later)
+    try:
+        cx509.load_der_x509_certificate(der)
+    except ValueError as exc:
+        raise ValueError(f"certificate file {path}: not an X.509 certificate in PEM or DER ({exc})") from exc
+    return x509.Certificate.load(der)
+
+
 def _certificate_ders(path: Path) -> list[bytes]:
     try:
         data = path.read_bytes()

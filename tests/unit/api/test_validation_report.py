@@ -93,13 +93,21 @@ def test_the_settings_refuse_a_trusted_list_without_signers(tmp_path: Path) -> N
 
     listing = tmp_path / "tl.xml"
     listing.write_text("<TrustServiceStatusList/>")
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from tests.pki_tools import foreign_ca
+
     signer = tmp_path / "signer.pem"
-    signer.write_text("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
+    signer.write_bytes(foreign_ca()[0].public_bytes(Encoding.PEM))
+    empty = tmp_path / "empty.pem"
+    empty.write_text("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
+    with pytest.raises(ValidationError, match="not an X.509 certificate"):  # read at start-up, named
+        Settings(validation_trusted_list=str(listing), validation_trusted_list_signers=[empty])
     with pytest.raises(ValidationError, match="ACAR_VALIDATION_TRUSTED_LIST_SIGNERS"):
         Settings(validation_trusted_list=str(listing))
     with pytest.raises(ValidationError, match="no such file"):
         Settings(validation_trusted_list=str(tmp_path / "missing.xml"), validation_trusted_list_signers=[signer])
-    with pytest.raises(ValidationError, match="no such file"):
+    with pytest.raises(ValidationError, match="cannot be read"):
         Settings(validation_trust_anchors=[tmp_path / "missing.pem"])
     with pytest.raises(ValidationError, match="limits"):
         Settings(validation_anonymous_rate_limit="many")
