@@ -639,14 +639,15 @@ def cmd_enroll_code(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     """Validate the signatures of a PDF as POST /api/v1/validations does (api.validation: the same trust policy and
     audit, actor "cli"): the report as a summary or, with --json, as the API's JSON. Exit code 0 only when every
-    signature is TOTAL-PASSED, 1 otherwise, 2 for a file that cannot be read or is refused (one line)."""
+    signature is TOTAL-PASSED, 1 otherwise, 2 (one line) for a file that cannot be read or is refused, or when no
+    verdict can be given (no CA yet, the trusted list or the revocation sources unavailable)."""
     import asyncio
     import datetime as dt
     from pathlib import Path
 
     from api.logging import quiet_validation_libraries
     from api.validation import Caller, InvalidValidationRequest, parse_at
-    from signing.core.errors import PdfRefused
+    from signing.core.errors import SigningError
 
     quiet_validation_libraries()
     try:
@@ -691,7 +692,7 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         report = asyncio.run(run())
-    except PdfRefused as exc:
+    except SigningError as exc:  # refused input, and no verdict at all (no CA yet, trust or revocation unavailable)
         raise _Exit(2, f"{args.file}: {exc.detail}") from None
     finally:
         source.close()
