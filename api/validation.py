@@ -39,12 +39,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 TRUSTED_LIST_REFRESH: Final = dt.timedelta(hours=1)
+"""A trusted list is fetched again after this long (ETSI TS 119 612 section 5.3.14: lists are reissued at least
+every six months, and at once on a change of a service's status)."""
 TRUST_RETRY: Final = dt.timedelta(minutes=1)
 """After a failed build of the trust policy (the trusted list unreachable or not verifying), how long requests are
 answered from that failure (or from the previous list, while it is current) before the next attempt: a list URL
 that is down costs one download timeout a minute, not one per request."""
-"""A trusted list is fetched again after this long (ETSI TS 119 612 section 5.3.14: lists are reissued at least
-every six months, and at once on a change of a service's status)."""
 AUDIT_EVENT: Final = "validation.performed"
 
 

@@ -356,13 +356,12 @@ class Validator:
                                     sub_indication))
         status = result.api_status
         path: ValidationPath | None = getattr(status, "validation_path", None) if status is not None else None
-        poe = getattr(result, "best_signature_time", None)
         timestamp_ok = _timestamp_ok(result)
         if not timestamp_ok and kind is not SignatureKind.DOCUMENT_TIMESTAMP and _has_signature_timestamp(embedded):
             timestamp_ok = await _signature_timestamp_valid(
                 embedded, dataclasses.replace(spec, local_knowledge=document.dss.knowledge), timing)
         return _Outcome(entry=entry, kind=kind, indication=indication, sub_indication=sub_indication,
-                        findings=tuple(findings), path=path, poe=poe, signature_timestamp_ok=timestamp_ok)
+                        findings=tuple(findings), path=path, signature_timestamp_ok=timestamp_ok)
 
     # --- reporting -----------------------------------------------------------------------------------------------
 
@@ -387,7 +386,7 @@ class Validator:
             for finding in _purpose_findings(signer_cert):
                 findings.append(finding)
                 indication, sub_indication = _worse(indication, sub_indication, finding.sub_indication, False)
-        timestamps, best = self._times(document, outcome, doc_timestamps, validation_time)
+        timestamps, best = self._times(outcome, doc_timestamps, validation_time)
         chain = _chain(outcome.path, signer_cert, embedded)
         coverage = embedded.coverage
         return SignatureReport(
@@ -409,7 +408,7 @@ class Validator:
             modification_level=None,  # pyHanko's difference analysis is not run (module docstring 7)
         )
 
-    def _times(self, document: _Document, outcome: _Outcome, doc_timestamps: Sequence[_Outcome],
+    def _times(self, outcome: _Outcome, doc_timestamps: Sequence[_Outcome],
                validation_time: dt.datetime) -> tuple[tuple[TimeProof, ...], TimeProof | None]:
         """The signature's own time-stamps and the document time-stamps after it; the best signature time (TS
         119 102-1 section 5.6.2.1): a valid signature time-stamp, else a later valid document time-stamp, else the
@@ -439,7 +438,6 @@ class Validator:
                 proofs.append(proof)
                 if best is None and later.indication is Indication.TOTAL_PASSED:
                     best = proof
-        del document
         return tuple(proofs), best or TimeProof(time=validation_time, source="validation-time")
 
     def _qualification(self, cert: x509.Certificate | None, chain: Sequence[x509.Certificate],
@@ -480,7 +478,13 @@ class _Dss:
             try:
                 basic = response["response_bytes"]["response"].parsed
                 for single in basic["tbs_response_data"]["responses"]:
-                    if single["cert_id"]["serial_number"].native == cert.serial_number:
+                    cert_id = single["cert_id"]
+                    # RFC 6960 section 4.1.1 CertID: the serial number within its issuer (the name's hash): a
+                    # response about another CA's certificate of the same serial is not about this one
+                    if cert_id["serial_number"].native != cert.serial_number:
+                        continue
+                    name_hash = hashlib.new(cert_id["hash_algorithm"]["algorithm"].native, cert.issuer.dump())
+                    if name_hash.digest() == cert_id["issuer_name_hash"].native:
                         return True
             except (KeyError, ValueError, TypeError):
                 continue
@@ -508,7 +512,6 @@ class _Outcome:
     sub_indication: SubIndication | None
     findings: tuple[Finding, ...]
     path: ValidationPath | None = None
-    poe: dt.datetime | None = None
     signature_timestamp_ok: bool = False
 
 
