@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Final
+from typing import Any, Final
 
 from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.reader import HistoricalResolver, PdfFileReader
@@ -107,16 +107,12 @@ class RevisionReview:
     changes: dict[int, tuple[Change, ...]]
 
 
-def review_revisions(source: BinaryIO, structure: PdfStructure, *,
-                     reader: PdfFileReader | None = None) -> RevisionReview:
+def review_revisions(structure: PdfStructure, reader: PdfFileReader) -> RevisionReview:
     """Classify what each revision changed (module docstring); raise `DamagedPdf` when pyHanko cannot read it.
 
-    `reader`: the reader the caller already opened on `source` under the input policy (the validator's one
-    parse, `signing.core.inspect.open_signed_pdf`); without it, `source` is read with pyHanko's lenient reader."""
+    `reader`: the reader the caller opened under the input policy (the validator's one parse,
+    `signing.core.inspect.open_signed_pdf`), so every object read here is read within its bounds."""
     try:
-        if reader is None:
-            source.seek(0)
-            reader = PdfFileReader(source, strict=False)
         return _Review(reader, structure).run()
     except PdfRefused:
         raise

@@ -218,7 +218,7 @@ class Validator:
                     entry.embedded.compute_integrity_info(skip_diff=True)  # type: ignore[no-untyped-call]  # unannotated in pyHanko
                 except Exception as exc:  # noqa: BLE001 - pyHanko raises many types on a malformed signature
                     entry.error = f"the signature's integrity could not be computed: {_describe(exc)}"
-        review = review_revisions(source, structure, reader=reader)
+        review = review_revisions(structure, reader)
         # the input policy's findings (JavaScript, embedded files, actions; ISO 32000-2 sections 12.6, 7.11.4):
         # remarks that change no verdict, so a reader knows what else the signed file carries
         notes: tuple[Finding, ...] = tuple(Finding("pdf_content", text) for text in opened.inspected.findings)

@@ -18,7 +18,7 @@ from pyhanko.sign.fields import MDPPerm
 from api.settings import Settings
 from signing.core.attacks import RevisionReview, review_revisions
 from signing.core.errors import PdfRefused, TooLarge
-from signing.core.inspect import InputPolicy
+from signing.core.inspect import InputPolicy, open_signed_pdf
 from signing.core.levels import PadesLevel
 from signing.core.report import ChangeClass, Indication, SignatureKind, SubIndication, ValidationReport
 from signing.core.structure import PdfStructure, analyse_structure
@@ -48,7 +48,7 @@ def certified() -> dict[MDPPerm, bytes]:
 
 def analyse(pdf: bytes) -> tuple[PdfStructure, RevisionReview]:
     structure = analyse_structure(io.BytesIO(pdf), POLICY)
-    return structure, review_revisions(io.BytesIO(pdf), structure)
+    return structure, review_revisions(structure, open_signed_pdf(io.BytesIO(pdf), POLICY).reader)
 
 
 def structure_codes(structure: PdfStructure) -> set[str]:
