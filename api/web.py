@@ -4,6 +4,9 @@ cookies, and the answers that send a browser on after an authorization step.
 
 from __future__ import annotations
 
+import re
+import secrets
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import unquote_plus, urlencode, urlsplit, urlunsplit
 
@@ -16,6 +19,7 @@ from api.rendering import error_page, render
 from api.text import NOT_UTF8, describe, refusal, refused_param
 from idp.core.authorize import AuthorizeResult, ErrorPage, Interaction, Redirect, token_hash
 from idp.core.errors import InvalidRequest
+from idp.core.sessions import csrf_for_session, csrf_matches
 
 if TYPE_CHECKING:
     from api.deps import Services
@@ -228,3 +232,34 @@ def answer(result: AuthorizeResult) -> Response:
     if isinstance(result, Redirect):
         return redirect_to_client(result)
     return RedirectResponse(interaction_path(result), status_code=303, headers={"Cache-Control": "no-store"})
+
+
+class DoubleSubmitCsrf:
+    """A public form's CSRF pair where no session exists yet (/enroll, /verify): the double-submit cookie pattern
+    (OWASP CSRF Prevention Cheat Sheet) with the token bound to the cookie: an HttpOnly, SameSite=Strict cookie of
+    256 random bits (`__Host-` over https, so no sibling domain can plant one) and, in the form, HMAC(cookie value,
+    purpose) (idp.core.sessions.csrf_for_session). A sound cookie the browser sends is kept, so two tabs agree."""
+
+    _COOKIE_VALUE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+
+    def __init__(self, name: str, purpose: str, max_age: int) -> None:
+        self.name, self.purpose, self.max_age = name, purpose, max_age
+
+    def cookie_name(self, secure: bool) -> str:
+        return f"__Host-{self.name}" if secure else self.name
+
+    def token(self, request: Request, secure: bool) -> tuple[str, str]:
+        """The cookie value to set (the browser's when sound, else a fresh one) and the form's token for it."""
+        cookie = request.cookies.get(self.cookie_name(secure), "")
+        if not self._COOKIE_VALUE.fullmatch(cookie):
+            cookie = secrets.token_urlsafe(32)
+        return cookie, csrf_for_session(cookie, self.purpose)
+
+    def set_cookie(self, response: Response, cookie: str, secure: bool) -> None:
+        response.set_cookie(self.cookie_name(secure), cookie, max_age=self.max_age, path="/", httponly=True,
+                            samesite="strict", secure=secure)
+
+    def accepts(self, request: Request, secure: bool, tokens: Sequence[str]) -> bool:
+        """The form's token matches the browser's cookie (constant time, idp.core.sessions.csrf_matches)."""
+        cookie = request.cookies.get(self.cookie_name(secure), "")
+        return bool(self._COOKIE_VALUE.fullmatch(cookie)) and csrf_matches(cookie, self.purpose, list(tokens))

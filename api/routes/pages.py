@@ -16,8 +16,6 @@ Every check compares in constant time; a missing or wrong token changes nothing 
 from __future__ import annotations
 
 import datetime as dt
-import re
-import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
@@ -26,13 +24,14 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
 from api.i18n import LANGUAGE_COOKIE, LANGUAGE_COOKIE_MAX_AGE, LANGUAGES
-from api.provider import Provider, session_max_age
+from api.provider import session_max_age
 from api.rendering import ERROR_CODE, PASSKEY_ERRORS, error_message_keys, error_page, render, safe_return_path
 from api.routes.passkeys import enrolled_value, live_interaction, orm_unit
 from api.units import RequestUnit
 from api.web import (
     ACCOUNT_CSRF_PURPOSE,
     NO_STORE,
+    DoubleSubmitCsrf,
     enrollment_cookie_name,
     provider_of,
     read_form,
@@ -49,9 +48,7 @@ from idp.core.webauthn import CredentialNotFound, InvalidPasskeyRequest, Passkey
 from idp.sql.enrollment import EnrollmentError, EnrollmentRecord
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
-ENROLL_CSRF_PURPOSE = "enroll-code"
-ENROLL_CSRF_MAX_AGE = 3600
-_CSRF_COOKIE_VALUE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+ENROLL_CSRF = DoubleSubmitCsrf("acar_enroll_csrf", "enroll-code", max_age=3600)
 MAX_CODE = 100
 """Longer input is no activation code (XXXX-XXXX-XXXX-XXXX-XXXX, spaces allowed): refused before any work."""
 CODE_FIELD_LENGTH = 32
@@ -98,10 +95,6 @@ async def error_again(error: Annotated[str, Query(max_length=40)] = "invalid_req
 
 # --- enrollment ---------------------------------------------------------------------------------------------
 
-def enroll_csrf_cookie_name(provider: Provider) -> str:
-    return "__Host-acar_enroll_csrf" if provider.secure_cookies else "acar_enroll_csrf"
-
-
 def _enroll_path(interaction: str | None) -> str:
     """Where the language switcher of an enrollment page leads back to (the sign-in it returns to kept)."""
     return f"/enroll?interaction={interaction}" if interaction else "/enroll"
@@ -112,18 +105,14 @@ def _code_form(request: Request, *, error_key: str | None = None, status: int = 
     """The activation-code form with its double-submit CSRF pair (the browser's cookie is kept when sound), what
     the citizen typed (kept in the field after a refusal so that a typo can be corrected) and the live sign-in the
     enrollment returns to (api.routes.passkeys)."""
-    provider = provider_of(request)
-    name = enroll_csrf_cookie_name(provider)
-    cookie = request.cookies.get(name, "")
-    if not _CSRF_COOKIE_VALUE.fullmatch(cookie):
-        cookie = secrets.token_urlsafe(32)
-    response = render("enroll.html", {"csrf_token": csrf_for_session(cookie, ENROLL_CSRF_PURPOSE),
+    secure = provider_of(request).secure_cookies
+    cookie, token = ENROLL_CSRF.token(request, secure)
+    response = render("enroll.html", {"csrf_token": token,
                                       "error_key": error_key, "code_max_length": CODE_FIELD_LENGTH,
                                       "typed": code if len(code) <= CODE_FIELD_LENGTH else "",
                                       "interaction": interaction, "return_to": _enroll_path(interaction)},
                       status=status)
-    response.set_cookie(name, cookie, max_age=ENROLL_CSRF_MAX_AGE, path="/", httponly=True, samesite="strict",
-                        secure=provider.secure_cookies)
+    ENROLL_CSRF.set_cookie(response, cookie, secure)
     return response
 
 
@@ -166,9 +155,7 @@ async def enroll_submit(request: Request) -> Response:
         return _code_form(request, error_key="error.form_expired", status=400)
     interaction = await _returning_to(request, (form.get("interaction") or [""])[0])
     code = (form.get("code") or [""])[0]
-    cookie = request.cookies.get(enroll_csrf_cookie_name(provider), "")
-    if not _CSRF_COOKIE_VALUE.fullmatch(cookie) or not csrf_matches(cookie, ENROLL_CSRF_PURPOSE,
-                                                                   form.get("csrf_token", [])):
+    if not ENROLL_CSRF.accepts(request, provider.secure_cookies, form.get("csrf_token", [])):
         return _code_form(request, error_key="error.form_expired", status=403, code=code, interaction=interaction)
     if not code.strip():
         return _code_form(request, error_key="enroll.error.empty", status=400, interaction=interaction)

@@ -25,7 +25,6 @@ sent: nothing uploaded outlives the request (api.validation).
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -44,10 +43,8 @@ from api.i18n import Translator
 from api.ratelimit import Answer
 from api.rendering import page_translator, render
 from api.report_view import ReportText, status_class
-from api.routes.pages import _CSRF_COOKIE_VALUE
 from api.validation import Caller, InvalidValidationRequest, NoFile, parse_at
-from api.web import NO_STORE, provider_of, services_of
-from idp.core.sessions import csrf_for_session, csrf_matches
+from api.web import NO_STORE, DoubleSubmitCsrf, provider_of, services_of
 from signing.core.errors import SigningError, TooLarge
 from signing.core.report import ValidationReport
 
@@ -59,8 +56,7 @@ SPOOL_MEMORY: Final = 1024 * 1024
 MAX_FIELD_BYTES: Final = 4096
 """A multipart part that is not the file (at, csrf_token, format)."""
 FIELDS: Final = frozenset({"at", "csrf_token", "format"})
-VERIFY_CSRF_PURPOSE: Final = "verify"
-VERIFY_CSRF_MAX_AGE: Final = 3600
+VERIFY_CSRF: Final = DoubleSubmitCsrf("acar_verify_csrf", "verify", max_age=3600)
 PDF: Final = "application/pdf"
 REFUSAL_CODES: Final = ("not_pdf", "encrypted_pdf", "damaged_pdf", "too_large", "too_many_pages", "too_many_objects",
                         "inflation_bomb", "reference_loop", "validation_unavailable", "validation_timeout", "no_file",
@@ -215,26 +211,18 @@ async def create_validation(request: Request, agency: OptionalAgency) -> Respons
 # --- the page --------------------------------------------------------------------------------------------------------
 
 
-def verify_csrf_cookie_name(secure: bool) -> str:
-    return "__Host-acar_verify_csrf" if secure else "acar_verify_csrf"
-
-
 def _page(request: Request, *, report: ValidationReport | None = None, error_key: str | None = None,
           status: int = 200) -> Response:
     """The page with a fresh or kept double-submit CSRF pair, and the report or refusal of a POST."""
-    provider = provider_of(request)
-    name = verify_csrf_cookie_name(provider.secure_cookies)
-    cookie = request.cookies.get(name, "")
-    if not _CSRF_COOKIE_VALUE.fullmatch(cookie):
-        cookie = secrets.token_urlsafe(32)
+    secure = provider_of(request).secure_cookies
+    cookie, token = VERIFY_CSRF.token(request, secure)
     services = services_of(request)
     tr = page_translator()
     response = render("verify.html", {
-        "csrf_token": csrf_for_session(cookie, VERIFY_CSRF_PURPOSE), "report": report, "error_key": error_key,
+        "csrf_token": token, "report": report, "error_key": error_key,
         "words": ReportText(tr), "status_class": status_class, "return_to": "/verify",
         "max_megabytes": _limit(services) // (1024 * 1024)}, status=status)
-    response.set_cookie(name, cookie, max_age=VERIFY_CSRF_MAX_AGE, path="/", httponly=True, samesite="strict",
-                        secure=provider.secure_cookies)
+    VERIFY_CSRF.set_cookie(response, cookie, secure)
     return response
 
 
@@ -256,13 +244,11 @@ async def verify_submit(request: Request) -> Response:
     if kind != "multipart/form-data":
         return _page(request, error_key="verify.error.no_file", status=400)
     await _spend_anonymous(request, services, answer="page")
-    cookie = request.cookies.get(verify_csrf_cookie_name(provider.secure_cookies), "")
     caller = Caller(client_id=None, address=services.ratelimits.client_ip(request))
     try:
         async with upload(request, _limit(services)) as sent:
             token = sent.fields.get("csrf_token")
-            if not _CSRF_COOKIE_VALUE.fullmatch(cookie) or not csrf_matches(
-                    cookie, VERIFY_CSRF_PURPOSE, [token] if token is not None else []):
+            if not VERIFY_CSRF.accepts(request, provider.secure_cookies, [token] if token is not None else []):
                 return _page(request, error_key="error.form_expired", status=403)
             report = await services.validation.validate(sent.document, at=None, caller=caller)
     except SigningError as exc:  # PdfRefused, InvalidValidationRequest, ValidationUnavailable
