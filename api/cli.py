@@ -646,8 +646,8 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
     from api.logging import quiet_validation_libraries
-    from api.validation import Caller, InvalidValidationRequest, parse_at
-    from signing.core.errors import SigningError
+    from api.validation import Caller, parse_at
+    from signing.core.errors import InvalidValidationRequest, SigningError
 
     quiet_validation_libraries()
     try:

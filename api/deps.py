@@ -261,8 +261,8 @@ def build_validation(settings: Settings, pki: PkiService, fetching: Callable[[],
     ValidationDataSource (the server's: the signing engine's, with the built-in PKI in process);
     validation.performed audited through `audit`."""
     from api.report_view import BUILT_IN_CA
-    from api.validation import ValidationService, ValidationUnavailable
-    from signing.core.errors import SigningError
+    from api.validation import ValidationService
+    from signing.core.errors import SigningError, ValidationUnavailable
     from signing.core.trust import TrustPolicy, load_anchors
     from storage.base import utcnow
 

@@ -33,7 +33,6 @@ from api.errors import CsrfRefused, LoginRequired, RateLimited
 from api.schemas.signing import SigningRequestCreate
 from api.schemas.validation import ValidationReportOut
 from api.text import PAGE_TAGS
-from api.validation import InvalidValidationRequest, NoFile, ValidationUnavailable
 from idp.core.client_auth import JWT_BEARER_ASSERTION
 from idp.core.interfaces import GRANT_TYPES, LEVELS
 from idp.core.webauthn import (
@@ -541,7 +540,7 @@ def _document_signing(paths: dict[str, dict[str, Any]], schemas: dict[str, Any])
 
 _VALIDATION_REFUSALS = [signing_errors.EncryptedPdf, signing_errors.DamagedPdf, signing_errors.TooManyPages,
                         signing_errors.TooManyObjects, signing_errors.InflationBomb, signing_errors.ReferenceLoop,
-                        signing_errors.PdfRefused, InvalidValidationRequest, NoFile]
+                        signing_errors.PdfRefused, signing_errors.InvalidValidationRequest, signing_errors.NoFile]
 
 
 def _document_validation(paths: dict[str, dict[str, Any]], schemas: dict[str, Any]) -> None:
@@ -572,7 +571,9 @@ def _document_validation(paths: dict[str, dict[str, Any]], schemas: dict[str, An
         "422": coded_problem("the document or the request is refused", _VALIDATION_REFUSALS),
         "429": coded_problem("an anonymous caller's budget ACAR_VALIDATION_ANONYMOUS_RATE_LIMIT is spent "
                              "(Retry-After)", [RateLimited]),
-        "503": coded_problem("the trust policy cannot be built (trusted list, built-in CA)", [ValidationUnavailable]),
+        "503": coded_problem("the trust policy cannot be built (trusted list, built-in CA), or the revocation "
+                             "sources did not answer in time",
+                             [signing_errors.ValidationUnavailable, signing_errors.ValidationTimedOut]),
         "default": problem("any other error: an RFC 9457 problem"),
     }
 

@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, ClassVar, Final, Protocol
 
-from signing.core.errors import SigningError
+from signing.core.errors import InvalidValidationRequest, ValidationUnavailable
 from signing.core.report import Indication, ValidationReport
 from storage.audit import ANONYMOUS_ACTOR, AuditSink
 
@@ -46,30 +46,6 @@ TRUST_RETRY: Final = dt.timedelta(minutes=1)
 answered from that failure (or from the previous list, while it is current) before the next attempt: a list URL
 that is down costs one download timeout a minute, not one per request."""
 AUDIT_EVENT: Final = "validation.performed"
-
-
-class ValidationUnavailable(SigningError):
-    """The trust policy cannot be built: the trusted list does not verify against its configured signers, cannot be
-    fetched, or the built-in CA does not exist yet. A deployment fault, answered 503 (fail closed)."""
-
-    code = "validation_unavailable"
-    status_code = 503
-    title = "Validation is not available"
-
-
-class InvalidValidationRequest(SigningError):
-    """The request around the PDF cannot be read: no file part, an unknown or repeated field, an `at` that is not an
-    RFC 3339 date-time in the past."""
-
-    code = "invalid_request"
-    status_code = 422
-    title = "Invalid validation request"
-
-
-class NoFile(InvalidValidationRequest):
-    """The multipart body has no part "file" with a filename."""
-
-    code = "no_file"
 
 
 _DATE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")

@@ -43,9 +43,9 @@ from api.i18n import Translator
 from api.ratelimit import Answer
 from api.rendering import page_translator, render
 from api.report_view import ReportText, status_class
-from api.validation import Caller, InvalidValidationRequest, NoFile, parse_at
+from api.validation import Caller, parse_at
 from api.web import NO_STORE, DoubleSubmitCsrf, provider_of, services_of
-from signing.core.errors import SigningError, TooLarge
+from signing.core.errors import InvalidValidationRequest, NoFile, SigningError, TooLarge
 from signing.core.report import ValidationReport
 
 router = APIRouter(prefix="/api/v1/validations", tags=["validation"])

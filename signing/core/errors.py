@@ -300,6 +300,33 @@ class SealUnusable(SigningError):
     title = "The agency's seal cannot sign"
 
 
+# --- validation (signing.core.validation; the API's edges in api/validation.py) -------------------------------------
+
+
+class ValidationUnavailable(SigningError):
+    """The trust policy cannot be built: the trusted list does not verify against its configured signers, cannot be
+    fetched, or the built-in CA does not exist yet. A deployment fault, answered 503 (fail closed)."""
+
+    code = "validation_unavailable"
+    status_code = 503
+    title = "Validation is not available"
+
+
+class InvalidValidationRequest(InvalidSigningRequest):
+    """The request around the PDF cannot be read: no file part, an unknown or repeated field, an `at` that is not an
+    RFC 3339 date-time in the past."""
+
+    code = "invalid_request"
+    status_code = 422
+    title = "Invalid validation request"
+
+
+class NoFile(InvalidValidationRequest):
+    """The multipart body has no part "file" with a filename."""
+
+    code = "no_file"
+
+
 class ValidationTimedOut(SigningError):
     """A validation at the current time did not finish within its deadline (signing.core.validation
     VALIDATION_DEADLINE): the revocation sources the certificates name were too slow. Nothing was decided; the

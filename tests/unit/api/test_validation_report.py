@@ -15,7 +15,8 @@ from api.report_pdf import render_report
 from api.report_view import CHANGE_KINDS, FINDING_CODES, ReportText
 from api.routes.validation import wants_pdf
 from api.schemas.validation import ValidationReportOut
-from api.validation import InvalidValidationRequest, audit_detail, parse_at
+from api.validation import audit_detail, parse_at
+from signing.core.errors import InvalidValidationRequest
 from signing.core.report import Indication, SubIndication
 from tests.validation_reports import NOW, sample_report
 

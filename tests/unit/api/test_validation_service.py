@@ -10,7 +10,8 @@ import pytest
 from asn1crypto import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from api.validation import TRUST_RETRY, TRUSTED_LIST_REFRESH, ValidationService, ValidationUnavailable
+from api.validation import TRUST_RETRY, TRUSTED_LIST_REFRESH, ValidationService
+from signing.core.errors import ValidationUnavailable
 from signing.core.inspect import InputPolicy
 from signing.core.trust import TrustPolicy
 from signing.core.trustlist import TrustedList
