@@ -24,6 +24,8 @@ Decisions, so a reader sees them at one place:
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import ipaddress
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -109,21 +111,29 @@ class ValidationDataSource:
             fetchers=self._fetchers(),
         )
 
-    def fetcher_backend(self) -> FetcherBackend:
-        """These fetchers as a pyhanko-certvalidator `FetcherBackend`, for pyHanko's AdES processes (ETSI EN
-        319 102-1, `signing.core.validation`), which ask their backend for fresh fetchers at each step; each set
-        has its own FetchLimits budget. Closing the backend leaves the shared session to `close`."""
-        return _SourceBackend(self)
-
-    def _fetchers(self) -> Fetchers:
+    def _fetchers(self, session: LazySession | None = None) -> Fetchers:
         budget = FetchBudget(self._limits)
         timeout = self._timeout
+        session = session or self._session
         return Fetchers(
-            ocsp_fetcher=_LocalFirstOcspFetcher(self, self._session, per_request_timeout=timeout, budget=budget),
-            crl_fetcher=_LocalFirstCrlFetcher(self, self._session, per_request_timeout=timeout, budget=budget),
-            cert_fetcher=_LocalFirstCertificateFetcher(self, self._session, per_request_timeout=timeout,
-                                                       budget=budget),
+            ocsp_fetcher=_LocalFirstOcspFetcher(self, session, per_request_timeout=timeout, budget=budget),
+            crl_fetcher=_LocalFirstCrlFetcher(self, session, per_request_timeout=timeout, budget=budget),
+            cert_fetcher=_LocalFirstCertificateFetcher(self, session, per_request_timeout=timeout, budget=budget),
         )
+
+    def thread_backend(self, home: asyncio.AbstractEventLoop) -> FetcherBackend:
+        """These fetchers for a validation that runs in a worker thread on an event loop of its own (so that its
+        CPU work stays off the server's loop, signing.core.validation): an HTTP session of its own for that loop
+        (closed with the backend), and the built-in PKI's in-process answers run on `home`, the loop that owns
+        the database connections (the worker's loop waits for them)."""
+        return _ThreadBackend(self, home)
+
+    async def _on_home(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """`call()` on the loop of the thread backend in use, or here when none is (the server's own loop)."""
+        home = _HOME.get()
+        if home is None or home is asyncio.get_running_loop():
+            return await call()
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(call(), home))  # type: ignore[arg-type]
 
     async def close(self) -> None:
         """Close the HTTP session used for other PKIs (created again when next needed)."""
@@ -158,7 +168,8 @@ class ValidationDataSource:
     async def ocsp(self, request: ocsp.OCSPRequest) -> ocsp.OCSPResponse:
         assert self._local is not None  # noqa: S101 - local_ocsp said so
         assert self._ocsp_url is not None  # noqa: S101
-        reply = await self._local.ocsp(request.dump())
+        local = self._local
+        reply = await self._on_home(lambda: local.ocsp(request.dump()))
         response: ocsp.OCSPResponse = process_ocsp_response_data(reply.der, ocsp_request=request,
                                                                  ocsp_url=self._ocsp_url)
         return response
@@ -169,7 +180,8 @@ class ValidationDataSource:
     async def crl(self, name: str) -> crl.CertificateList:
         assert self._local is not None  # noqa: S101 - local_crl found the name
         try:
-            return crl.CertificateList.load(await self._local.crl(name))
+            local = self._local
+            return crl.CertificateList.load(await self._on_home(lambda: local.crl(name)))
         except KeysError as exc:
             raise CRLFetchError(f"the built-in {name} CA has no CRL: {exc.detail}") from exc
         except Exception as exc:  # the database away, a CRL that does not parse: no CRL from here
@@ -181,23 +193,32 @@ class ValidationDataSource:
     async def ca_certificate(self, name: str) -> list[x509.Certificate]:
         assert self._local is not None  # noqa: S101 - local_ca found the name
         try:
-            return [x509.Certificate.load(await self._local.ca_certificate(name))]
+            local = self._local
+            return [x509.Certificate.load(await self._on_home(lambda: local.ca_certificate(name)))]
         except Exception as exc:  # the database away, no such CA: pyhanko-certvalidator's fetch failure
             raise CertificateFetchError(f"the built-in {name} CA certificate is unavailable: "
                                         f"{type(exc).__name__}") from exc
 
 
-class _SourceBackend(FetcherBackend):
-    """`ValidationDataSource.fetcher_backend`: the source's fetchers, the session owned by the source."""
+_HOME: contextvars.ContextVar[asyncio.AbstractEventLoop | None] = contextvars.ContextVar("acar_fetch_home",
+                                                                                         default=None)
+"""The loop that owns the built-in PKI's database connections, while a thread backend's validation runs."""
 
-    def __init__(self, source: ValidationDataSource) -> None:
+
+class _ThreadBackend(FetcherBackend):
+    """`ValidationDataSource.thread_backend`: fetchers on the worker loop's own session, local answers on `home`."""
+
+    def __init__(self, source: ValidationDataSource, home: asyncio.AbstractEventLoop) -> None:
         self._source = source
+        self._home = home
+        self._session = LazySession()  # type: ignore[no-untyped-call]  # unannotated in pyHanko
+        _HOME.set(home)  # in the worker loop's context: its tasks (the fetches) inherit it
 
     def get_fetchers(self) -> Fetchers:
-        return self._source._fetchers()  # the backend is the source's own adapter
+        return self._source._fetchers(self._session)  # the backend is the source's own adapter
 
     async def close(self) -> None:
-        """Nothing to release here: the source owns the session (`ValidationDataSource.close`)."""
+        await self._session.close()  # type: ignore[no-untyped-call]  # unannotated in pyHanko
 
 
 class _LocalFirstOcspFetcher(AIOHttpOCSPFetcher):

@@ -185,23 +185,34 @@ class Validator:
     async def validate(self, source: BinaryIO, *, at: dt.datetime | None = None) -> ValidationReport:
         """The report of `source` (seekable) as of `at` (embedded data only), or now (fetching if configured).
 
-        Raises the input policy's `PdfRefused` subclasses for input it refuses."""
+        The whole validation runs in a worker thread on an event loop of its own (pyHanko's processes are CPU
+        work: about 70 ms for a B-LTA document), so the caller's loop keeps serving; revocation data is fetched
+        from there (`ValidationDataSource.thread_backend`, the built-in PKI still answered on the caller's loop).
+        Raises the input policy's `PdfRefused` subclasses for input it refuses, and `ValidationTimedOut` past the
+        deadline."""
         validation_time = at if at is not None else self._clock()
-        backend = self._fetching.fetcher_backend() if self._fetching is not None and at is None else None
-        if backend is None:  # no I/O at all: the whole validation runs off the event loop
-            return await asyncio.to_thread(self._validate_offline, source, validation_time, at is not None)
-        document = await asyncio.to_thread(self._read, source)
-        try:
-            async with asyncio.timeout(self._deadline):
-                return await self._assess(document, validation_time, embedded_only=False, backend=backend)
-        except TimeoutError:
-            raise ValidationTimedOut(f"the validation did not finish within {self._deadline:g} s: the revocation "
-                                     "sources its certificates name are too slow; try again later") from None
+        home = asyncio.get_running_loop() if self._fetching is not None and at is None else None
+        return await asyncio.to_thread(self._validate_in_thread, source, validation_time, at is not None, home)
 
-    def _validate_offline(self, source: BinaryIO, validation_time: dt.datetime,
-                          embedded_only: bool) -> ValidationReport:
+    def _validate_in_thread(self, source: BinaryIO, validation_time: dt.datetime, embedded_only: bool,
+                            home: asyncio.AbstractEventLoop | None) -> ValidationReport:
         document = self._read(source)
-        return asyncio.run(self._assess(document, validation_time, embedded_only=embedded_only, backend=None))
+
+        async def run() -> ValidationReport:
+            if home is None or self._fetching is None:  # no I/O at all
+                return await self._assess(document, validation_time, embedded_only=embedded_only, backend=None)
+            backend = self._fetching.thread_backend(home)
+            try:
+                async with asyncio.timeout(self._deadline):
+                    return await self._assess(document, validation_time, embedded_only=False, backend=backend)
+            except TimeoutError:
+                raise ValidationTimedOut(f"the validation did not finish within {self._deadline:g} s: the "
+                                         "revocation sources its certificates name are too slow; try again later"
+                                         ) from None
+            finally:
+                await backend.close()  # type: ignore[no-untyped-call]  # unannotated in pyhanko-certvalidator
+
+        return asyncio.run(run())
 
     # --- reading -------------------------------------------------------------------------------------------------
 
