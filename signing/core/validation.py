@@ -26,7 +26,8 @@ Security decisions, in the order they run:
    (`CRL_OR_OCSP_REQUIRED`), CA certificates when they declare a source (`CHECK_IF_DECLARED`). The embedded data
    (the DSS, ISO 32000-2 section 12.8.4.3, and the CMS revocation values) is always used. Fetching online, with
    OCSP first and the CRL as fallback (pyhanko-certvalidator's order), happens only for a validation at the
-   current time with a `ValidationDataSource` given; with `at` (validation "as of" a past date), nothing is
+   current time with a `ValidationDataSource` given, and only for a signature the embedded data leaves
+   INDETERMINATE (validated again with fetching: `_assess`); with `at` (validation "as of" a past date), nothing is
    fetched and the report says `embedded_only`. A path that fails only because no revocation data was embedded
    or could be fetched is INDETERMINATE / TRY_LATER (TS 119 102-1 table 6, EN 319 102-1 section 5.2.6).
 5. Freshness (EN 319 102-1 section 5.2.5.4): revocation data is usable while the validation time is within
@@ -245,9 +246,18 @@ class Validator:
 
     async def _assess(self, document: _Document, validation_time: dt.datetime, *, embedded_only: bool,
                       backend: FetcherBackend | None) -> ValidationReport:
-        spec = self._spec(backend)
-        outcomes = [await self._validate_one(document, entry, spec, validation_time, embedded_only)
-                    for entry in document.signatures]
+        # EN 319 102-1 section 5.2.5 / issue 14: revocation is fetched online only when the embedded data does not
+        # settle a signature. pyhanko-certvalidator, given fetchers, asks the responders and ignores the embedded
+        # OCSP responses (RevinfoManager.async_retrieve_ocsps): so each signature is validated from the embedded
+        # data first, and again with fetching only when that leaves it INDETERMINATE (a failure is final)
+        offline = self._spec(None)
+        online = self._spec(backend) if backend is not None else None
+        outcomes = []
+        for entry in document.signatures:
+            outcome = await self._validate_one(document, entry, offline, validation_time, embedded_only)
+            if online is not None and outcome.indication is Indication.INDETERMINATE:
+                outcome = await self._validate_one(document, entry, online, validation_time, embedded_only)
+            outcomes.append(outcome)
         doc_timestamps = [o for o in outcomes if o.kind is SignatureKind.DOCUMENT_TIMESTAMP]
         reports = [self._report(document, outcome, doc_timestamps, validation_time) for outcome in outcomes]
         signatures, revisions, findings = merge_structure(reports, document.structure, document.review)

@@ -184,6 +184,22 @@ async def test_revocation_is_fetched_online_when_the_document_lacks_it(world: Wo
     assert report.all_passed, report.as_json()
 
 
+@pytest.mark.parametrize("level", [PadesLevel.B_LT, PadesLevel.B_LTA])
+async def test_embedded_revocation_data_is_used_before_any_fetch(world: World, level: PadesLevel) -> None:
+    """Revocation is fetched only when the embedded data is missing (issue 14): a B-LT/B-LTA document validated
+    with fetching allowed asks no responder (pyhanko-certvalidator, given fetchers, would ignore the embedded OCSP
+    responses and fetch: so a responder down would make a valid long-term signature INDETERMINATE)."""
+    signed = await world.sign(make_pdf(), level)
+    before = len(world.hits)
+    source = http_only(world)
+    try:
+        report = await validate(world, signed, fetching=source)
+    finally:
+        await source.close()
+    assert report.all_passed, report.as_json()
+    assert world.hits[before:] == [], world.hits[before:]
+
+
 async def test_a_certificate_without_non_repudiation_is_not_valid_for_signing(world: World) -> None:
     """Açar's engine refuses to sign with such a certificate, so pyHanko signs with one of a small foreign CA
     (keyUsage digitalSignature, extendedKeyUsage clientAuth only) that the validation trusts."""
