@@ -185,3 +185,32 @@ async def test_concurrent_validations_each_get_their_report(client: httpx.AsyncC
         client.post(API, content=unsigned, headers={"Content-Type": "application/pdf"}))
     assert [a.json()["document"]["sha256"] for a in answers] == [hashlib.sha256(signed).hexdigest(),
                                                                  hashlib.sha256(unsigned).hexdigest()]
+
+
+def _hostile() -> list[tuple[str, bytes, str]]:
+    from tests import pdf_tools
+
+    catalog = b"<< /Type /Catalog /Pages 2 0 R >>"
+    return [
+        ("decompression bomb", pdf_tools.flate_bomb_pdf(), "inflation_bomb"),
+        ("page tree cycle", pdf_tools.raw_pdf({
+            1: catalog, 2: b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            3: b"<< /Type /Pages /Parent 2 0 R /Kids [4 0 R 2 0 R] /Count 1 >>",
+            4: b"<< /Type /Page /Parent 3 0 R /MediaBox [0 0 595 842] >>"}), "reference_loop"),
+        ("reference loop", pdf_tools.raw_pdf({
+            1: b"<< /Type /Catalog /Pages 2 0 R /Lang 5 0 R >>", 2: b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            3: b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] >>", 5: b"6 0 R", 6: b"7 0 R", 7: b"5 0 R"}),
+         "reference_loop"),
+        ("too many pages", pdf_tools.simple_pdf(pages=501), "too_many_pages"),
+    ]
+
+
+@pytest.mark.parametrize(("name", "body", "code"), _hostile(), ids=[h[0] for h in _hostile()])
+async def test_hostile_input_gets_the_signing_input_policy(client: httpx.AsyncClient, name: str, body: bytes,
+                                                          code: str) -> None:
+    """Issue 14 "Hostile inputs": the same input policy as signing (pages, loops, decompression bombs): a clear
+    problem with the policy's code, never a 5xx (the bomb refused having inflated one bounded chunk)."""
+    r = await client.post(API, content=body, headers={"Content-Type": "application/pdf"})
+    assert r.status_code == 422, (name, r.text)
+    assert r.headers["content-type"] == PROBLEM
+    assert r.json()["code"] == code, r.json()
