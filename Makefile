@@ -79,7 +79,7 @@ test-sqlite: install system-deps redis browser-deps
 	ACAR_TEST_DB=sqlite $(BIN)/pytest -m "not multinode and not postgresql" $(PYTEST_ARGS)
 
 test-postgresql: install system-deps redis browser-deps
-	ACAR_TEST_DB=postgresql $(BIN)/pytest $(PYTEST_ARGS)
+	ACAR_TEST_DB=postgresql $(BIN)/pytest -m "not nodb" $(PYTEST_ARGS)
 
 test: system-deps redis install browser-deps lint test-sqlite test-postgresql
 

@@ -20,6 +20,8 @@ from signing.core.errors import InvalidValidationRequest
 from signing.core.report import Indication, SubIndication
 from tests.validation_reports import NOW, sample_report
 
+pytestmark = pytest.mark.nodb  # no database: run once, in the SQLite pass (Makefile)
+
 
 def test_the_schema_is_the_wire_form() -> None:
     ValidationReportOut.model_validate(sample_report().as_json())

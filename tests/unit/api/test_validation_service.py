@@ -19,6 +19,8 @@ from signing.core.validation import Validator
 from tests.pki_tools import foreign_ca
 from tests.trustlist_tools import GRANTED, ListInfo, Operator, Service, Status
 
+pytestmark = pytest.mark.nodb  # no database: run once, in the SQLite pass (Makefile)
+
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 

@@ -13,6 +13,8 @@ from pyhanko.pdf_utils.misc import PdfReadError
 
 from signing.core import fastpaths
 
+pytestmark = pytest.mark.nodb  # no database: run once, in the SQLite pass (Makefile)
+
 WHITESPACE = b" \n\r\t\f\x00"
 
 

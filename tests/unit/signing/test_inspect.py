@@ -31,6 +31,8 @@ from signing.core.errors import (
 from signing.core.inspect import InputPolicy, InspectedPdf, inspect_pdf, prepare_for_signing
 from tests import pdf_tools
 
+pytestmark = pytest.mark.nodb  # no database: run once, in the SQLite pass (Makefile)
+
 POLICY = InputPolicy()
 CATALOG = b"<< /Type /Catalog /Pages 2 0 R >>"
 PAGES = b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>"

@@ -25,6 +25,8 @@ from pyhanko_certvalidator import ValidationContext
 from signing.core.inspect import InputPolicy, inspect_pdf, prepare_for_signing
 from tests import pdf_tools
 
+pytestmark = pytest.mark.nodb  # no database: run once, in the SQLite pass (Makefile)
+
 POLICY = InputPolicy()
 
 

@@ -21,6 +21,8 @@ from signing.core.preview import (
 )
 from tests.approval_tools import build_pdf, flate_bomb, text_page
 
+pytestmark = pytest.mark.nodb  # no database: run once, in the SQLite pass (Makefile)
+
 FAST = PreviewPolicy(max_side=600, timeout_seconds=20, cpu_seconds=2)
 """Tight CPU time, so that a bomb is stopped soon."""
 

@@ -36,6 +36,8 @@ from tests.trustlist_tools import (
     verify_with_xmlsec1,
 )
 
+pytestmark = pytest.mark.nodb  # no database: run once, in the SQLite pass (Makefile)
+
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 GRANTED_SINCE = NOW - dt.timedelta(days=800)
 WITHDRAWN_SINCE = NOW - dt.timedelta(days=100)

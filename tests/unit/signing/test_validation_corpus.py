@@ -48,6 +48,8 @@ from tests.validation_corpus import (
     build_corpus,
 )
 
+pytestmark = pytest.mark.nodb  # no database: run once, in the SQLite pass (Makefile)
+
 NON_REPUDIATION = KeyUsageConstraints(key_usage=frozenset({"non_repudiation"}))
 """ETSI EN 319 412-2 section 4.3.2: a certificate for electronic signatures asserts nonRepudiation."""
 DOCUMENT_SIGNING = KeyUsageConstraints(extd_key_usage=frozenset({"document_signing", "email_protection",

@@ -23,6 +23,8 @@ from signing.core.trust import TrustPolicy
 from signing.core.validation import Validator
 from tests.validation_corpus import CASE_NAMES, Case, Corpus, asn1, build_corpus
 
+pytestmark = pytest.mark.nodb  # no database: run once, in the SQLite pass (Makefile)
+
 CONSTRAINTS = frozenset({SubIndication.SIG_CONSTRAINTS_FAILURE, SubIndication.CHAIN_CONSTRAINTS_FAILURE,
                          SubIndication.CERTIFICATE_CHAIN_GENERAL_FAILURE})
 """report.py: a constraint failure is INDETERMINATE unless a finding makes it TOTAL-FAILED; either is right."""

@@ -38,6 +38,8 @@ from tests.local_http import free_port
 from tests.signing_tools import minimal_pdf
 from tests.validation_corpus import FAILING_OCSP_PATH, CorpusPki, Leaf, asn1, serving_pki, sign_pyhanko
 
+pytestmark = pytest.mark.nodb  # no database: run once, in the SQLite pass (Makefile)
+
 TIMEOUT = 2.0
 """Seconds one OCSP or CRL request may take (`ValidationDataSource(timeout=...)`)."""
 
