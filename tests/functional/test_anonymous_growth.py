@@ -36,9 +36,12 @@ async def test_a_burst_of_anonymous_requests_stays_under_the_documented_bound(
     for _ in range(BURST):
         r = await client.get("/authorize", params=authorization_params(rp, challenge))
         statuses.append(r.status_code)
-    assert statuses.count(303) == 60 and statuses.count(429) == BURST - 60
+    # the sliding window counter (api.ratelimit) weighs the previous minute by the part of it still in the window:
+    # a burst that straddles the end of a clock minute may get one request more through (a flake at xx:xx:00)
+    allowed = statuses.count(303)
+    assert allowed in (60, 61) and statuses.count(429) == BURST - allowed, statuses
     assert settings.rate_limit_authorize == "60/minute;600/hour"
-    assert await count(initialized, AuthorizationRequest.id) == 60
+    assert await count(initialized, AuthorizationRequest.id) == allowed
 
     async with initialized.sessions() as session:
         pending = (await session.execute(select(AuthorizationRequest.id, AuthorizationRequest.csrf_token))).all()
@@ -48,8 +51,9 @@ async def test_a_burst_of_anonymous_requests_stays_under_the_documented_bound(
         r = await client.post("/webauthn/login/options", json={"pending_id": pending_id},
                               headers={"X-CSRF-Token": csrf})
         statuses.append(r.status_code)
-    assert statuses.count(200) == 60 and statuses.count(429) == BURST - 60
-    assert await count(initialized, WebAuthnChallenge.id) == 60
+    allowed = statuses.count(200)
+    assert allowed in (60, 61) and statuses.count(429) == BURST - allowed, statuses
+    assert await count(initialized, WebAuthnChallenge.id) == allowed
 
     # failed logins: each writes an anonymous audit event, at most the budget's worth; the trips one event each
     for _ in range(BURST // 10):
