@@ -125,3 +125,142 @@ class InvalidToken(OAuthError):
 
     error = "invalid_token"
     status_code = 401
+
+
+class CardLoginError(IdpError):
+    """A refused ID-card login (mutual TLS or the Web eID token). `code` is the machine code the pages translate
+    (api/locales "card.error.<code>"); the detail is for logs and the technical details of a page.
+
+    Raised only before anything a success would write; what the refusal itself wrote (a consumed Web eID nonce,
+    the audit event) must be committed by the caller: `persist` (storage.direct.keeps_writes)."""
+
+    persist = True
+    code = "card_refused"
+    title = "The ID card was not accepted"
+    status_code = 400
+
+
+class CertificateMissing(CardLoginError):
+    """No client certificate came with the request (no TLS client certificate, no header from a trusted proxy)."""
+
+    code = "certificate_missing"
+    title = "No ID card certificate was presented"
+
+
+class CertificateMalformed(CardLoginError):
+    """The certificate is not a parseable X.509 certificate (RFC 5280 section 4.1)."""
+
+    code = "certificate_malformed"
+    title = "The ID card certificate cannot be read"
+
+
+class CertificateExpired(CardLoginError):
+    """RFC 5280 section 6.1.3 (a)(2): the validation time is after notAfter."""
+
+    code = "certificate_expired"
+    title = "The ID card certificate has expired"
+
+
+class CertificateNotYetValid(CardLoginError):
+    """RFC 5280 section 6.1.3 (a)(2): the validation time is before notBefore."""
+
+    code = "certificate_not_yet_valid"
+    title = "The ID card certificate is not valid yet"
+
+
+class CertificateRevoked(CardLoginError):
+    """RFC 6960 section 2.2 / RFC 5280 section 6.3: the issuer's OCSP responder or CRL says revoked."""
+
+    code = "certificate_revoked"
+    title = "The ID card certificate has been revoked"
+    status_code = 403
+
+
+class RevocationUnavailable(CardLoginError):
+    """No OCSP response or CRL could be obtained (fail-closed unless ACAR_IDCARD_REVOCATION_SOFT_FAIL)."""
+
+    code = "revocation_unavailable"
+    title = "The ID card's status cannot be checked right now"
+    status_code = 503
+
+
+class CertificateUntrusted(CardLoginError):
+    """RFC 5280 section 6.1: no certification path to a configured ID-card trust anchor (unknown CA)."""
+
+    code = "certificate_untrusted"
+    title = "The ID card certificate was not issued by a recognised authority"
+    status_code = 403
+
+
+class CertificateSelfSigned(CardLoginError):
+    """A self-signed certificate that is no configured anchor: anyone can make one."""
+
+    code = "certificate_self_signed"
+    title = "The certificate is self-signed"
+    status_code = 403
+
+
+class CertificateWrongUsage(CardLoginError):
+    """RFC 5280 sections 4.2.1.3 and 4.2.1.12, ETSI EN 319 412-2 section 4.3.2: an authentication certificate has
+    keyUsage digitalSignature and extended key usage clientAuth (id-kp-clientAuth)."""
+
+    code = "certificate_wrong_usage"
+    title = "The certificate is not an authentication certificate"
+    status_code = 403
+
+
+class CertificatePolicyMissing(CardLoginError):
+    """RFC 5280 section 4.2.1.4: none of the required certificate policies (ACAR_IDCARD_REQUIRED_POLICIES)."""
+
+    code = "certificate_policy_missing"
+    title = "The certificate was not issued under an accepted policy"
+    status_code = 403
+
+
+class CertificateIdentifierUnsupported(CardLoginError):
+    """ETSI EN 319 412-1 section 5.1.3: the subject serialNumber is not a supported semantics identifier
+    (PNOAZ-<FIN>, IDCxx-<number>, PASxx-<number>)."""
+
+    code = "certificate_identifier_unsupported"
+    title = "The certificate does not name a person Açar knows how to identify"
+    status_code = 403
+
+
+class CardHolderUnknown(CardLoginError):
+    """The card's person is not registered and auto-provisioning (ACAR_IDCARD_AUTO_PROVISION) is off."""
+
+    code = "card_holder_unknown"
+    title = "No person is registered for this ID card"
+    status_code = 403
+
+
+class ForwardedCertificateRefused(CardLoginError):
+    """A client-certificate header came from an address that is not a trusted proxy (ACAR_TRUSTED_PROXIES): it
+    is ignored and the attempt audited (anyone can send the header)."""
+
+    code = "forwarded_certificate_refused"
+    title = "The certificate header was not sent by a trusted proxy"
+    status_code = 403
+
+
+class WebEidTokenMalformed(CardLoginError):
+    """The Web eID authentication token is not a "web-eid:1" token (its fields, algorithm, base64 values)."""
+
+    code = "webeid_token_malformed"
+    title = "The ID card's answer cannot be read"
+
+
+class WebEidSignatureInvalid(CardLoginError):
+    """The token's signature does not verify over hash(origin) || hash(nonce) with the certificate's key: a
+    signature over another nonce or for another site's origin."""
+
+    code = "webeid_signature_invalid"
+    title = "The ID card's signature does not match this sign-in"
+    status_code = 403
+
+
+class WebEidChallengeInvalid(CardLoginError):
+    """The nonce is unknown, already used, expired, or was issued for another sign-in request (single use)."""
+
+    code = "webeid_challenge_invalid"
+    title = "This ID card challenge has expired or was already used"

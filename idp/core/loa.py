@@ -68,3 +68,11 @@ DEV_LOGIN_METHODS: Mapping[Level, LoginMethod] = {
     "substantial": LoginMethod("dev-substantial", "substantial", ("test", "mfa")),
     "high": LoginMethod("dev-high", "high", ("test", "hwk", "mfa")),
 }
+
+
+CARD_LOGIN_METHODS: Mapping[str, LoginMethod] = {
+    # An ID card's authentication key: a hardware-bound key (RFC 8176 "hwk") on a smart card ("sc") unlocked by
+    # its PIN ("pin"), two factors ("mfa"); eIDAS-like level high.
+    "webeid": LoginMethod("idcard-webeid", "high", ("hwk", "mfa", "pin", "sc")),
+    "tls": LoginMethod("idcard-tls", "high", ("hwk", "mfa", "pin", "sc")),
+}
