@@ -81,7 +81,10 @@ test-sqlite: install system-deps redis browser-deps
 test-postgresql: install system-deps redis browser-deps
 	ACAR_TEST_DB=postgresql $(BIN)/pytest -m "not nodb" $(PYTEST_ARGS)
 
-test: system-deps redis install browser-deps lint test-sqlite test-postgresql
+# The two database passes run side by side (one per core; each prints its output when it ends): they share
+# nothing but the servers (throwaway PostgreSQL databases, random Redis prefixes, free ports).
+test: system-deps redis install browser-deps lint
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-sqlite test-postgresql
 
 # The schemathesis run of `make test` (tests/functional/test_schemathesis.py), longer: FUZZ_EXAMPLES per operation,
 # generation mode and credential set, from seed FUZZ_SEED (change it to explore other inputs).
