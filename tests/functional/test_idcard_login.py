@@ -201,7 +201,8 @@ async def test_webeid_login_to_id_token_at_level_high(initialized: Services, htt
     assert succeeded.detail["revocation"] == "good" and "Issuing CA" in succeeded.detail["issuer"]
     assert await nonce_used(initialized, nonce)
 
-    # the same token and nonce again (a replay): refused, audited, nothing written
+    # the same token and nonce again (a replay, from another browser): refused, audited, nothing written
+    http.cookies.clear()
     again = await start(initialized, http, rp)
     before = await rows(initialized)
     r = await webeid_login(http, again, nonce, card.token(origin=ISSUER, nonce=nonce))
@@ -236,7 +237,11 @@ CARDS = {
     "eku": (lambda p: p.email_protection_card(fin=FIN), 403, "certificate_wrong_usage"),
     "self_signed": (lambda p: p.self_signed_card(fin=FIN), 403, "certificate_self_signed"),
     "policy": (lambda p: p.no_policy_card(fin=FIN), 403, "certificate_policy_missing"),
-    "identifier": (lambda p: p.malformed_serial_card(), 403, "certificate_identifier_unsupported"),
+    "serial_malformed": (lambda p: p.malformed_serial_card(), 400, "certificate_malformed"),
+    "tax_number": (lambda p: p.card(serial_number="TINAZ-1234567890"), 403, "certificate_identifier_unsupported"),
+    "foreign_personal_number": (lambda p: p.card(serial_number="PNOEE-38001085718"), 403,
+                                "certificate_identifier_unsupported"),
+    "no_serial_number": (lambda p: p.card(serial_number=None), 403, "certificate_identifier_unsupported"),
 }
 
 
