@@ -86,7 +86,8 @@ def _alpha3() -> Mapping[str, str]:
     FRA, TLS, YEM), as every current assignment whose alpha-2 has an alias of its own does. User-assigned codes
     (ISO 3166-1 section 8.1.3: AA, QM-QZ, XA-XZ, ZZ), which name no country, are left out: only codes CLDR names
     a territory for, and that are no user-assigned code, are kept."""
-    named = {code for code in Locale("en").territories if len(code) == 2 and not _user_assigned(code)}
+    named = {code for code in Locale("en").territories
+             if isinstance(code, str) and len(code) == 2 and not _user_assigned(code)}
     candidates: dict[str, list[str]] = {}
     for alias, targets in get_global("territory_aliases").items():
         if (len(alias) == 3 and alias.isalpha() and alias.isupper() and len(targets) == 1 and len(targets[0]) == 2
