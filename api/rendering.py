@@ -340,3 +340,16 @@ _env.globals["passkey_messages"] = passkey_messages
 _env.globals["card_messages"] = card_messages
 _env.globals["claim_order"] = tuple(CLAIM_DESCRIPTIONS)
 """The order the pages list a person's attributes in: identifier, names, FIN, date of birth."""
+
+
+# --- ID-card login (api.routes.idcard) ------------------------------------------------------------------------
+
+def card_error_page(exc: CardLoginError) -> HTMLResponse:
+    """The page of a refused ID-card login: its translated message (card.error.<code>; the generic one while a
+    language lacks it) and the English detail as technical details."""
+    key = f"card.error.{exc.code}"
+    if key not in page_translator().catalog:
+        key = "error.generic"
+    return render("error.html", {"error": exc.code, "message_key": key, "detail": exc.detail,
+                                 "return_to": "/error?" + urlencode({"error": exc.code, "message": "error.generic"})},
+                  status=exc.status_code)
