@@ -272,18 +272,18 @@ class CardLogins:
         return self._service
 
     async def trust(self) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
-        """The DER trust anchors and intermediates of the ID-card login (both empty: no ID-card login)."""
+        """The DER trust anchors and intermediates of the ID-card login (both empty: no ID-card login); ValueError
+        naming a configured file that cannot be read (the mTLS listener's start refuses it: api.server)."""
         from idp.core.certificates import load_certificates
         from keys.ca import ISSUING, ROOT
         from keys.errors import KeysError
 
         settings = self._settings
-        try:  # read at start-up too (api.settings); a file broken since is no anchor, and no 500
+        try:  # read at start-up too (api.settings): ValueError naming the file
             anchors = load_certificates(settings.idcard_trust_anchors)
             intermediates = load_certificates(settings.idcard_intermediates)
-        except (OSError, ValueError) as exc:
-            log.exception("idcard.trust_unreadable", extra={"error": str(exc)[:500]})
-            return (), ()
+        except OSError as exc:
+            raise ValueError(f"cannot read {exc.filename}: {exc.strerror}") from None
         if not anchors and settings.env == "development":
             try:
                 anchors = (await self._pki.ca_certificate(ROOT),)
@@ -298,7 +298,11 @@ class CardLogins:
         from idp.sql.card_login import CardLoginService
 
         settings = self._settings
-        anchors, intermediates = await self.trust()
+        try:
+            anchors, intermediates = await self.trust()
+        except ValueError:  # a file broken since start-up: no anchor (and no 500), logged
+            log.exception("idcard.trust_unreadable")
+            return None
         if not anchors:
             return None
         policy = CardPolicy(anchors=anchors, intermediates=intermediates,

@@ -695,3 +695,18 @@ async def test_no_anchor_no_card_login(services: Services, tmp_path: Path) -> No
         await card.aclose()
     production = CardLogins(bare.model_copy(update={"env": "production"}), services.pki)
     assert await production.service() is None
+
+
+async def test_an_anchor_file_broken_since_start_up(services: Services, pki: IdCardPki, tmp_path: Path) -> None:
+    """The file was read at start-up (api.settings); removed since, ID-card login is off (no 500) and trust() names
+    the file (what the mTLS listener's start refuses)."""
+    from api.deps import CardLogins
+
+    anchors = tmp_path / "anchors.pem"
+    anchors.write_bytes(pki.root_certificate.public_bytes(serialization.Encoding.PEM))
+    settings = services.settings.model_copy(update={"idcard_trust_anchors": [anchors]})
+    anchors.unlink()
+    card = CardLogins(settings, services.pki)
+    assert await card.service() is None
+    with pytest.raises(ValueError, match=r"anchors\.pem"):
+        await card.trust()
