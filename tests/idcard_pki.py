@@ -376,17 +376,21 @@ class IdCardPki:
         not_before: dt.datetime | None = None,
         not_after: dt.datetime | None = None,
         usage: x509.KeyUsage | None = None,
+        with_key_usage: bool = True,
         ekus: Sequence[x509.ObjectIdentifier] | None = (ExtendedKeyUsageOID.CLIENT_AUTH,),
         policies: Sequence[str] = (CARD_POLICY, ETSI_NCP_PLUS),
         ocsp: bool = True,
+        ocsp_url: str | None = None,
         crl: bool = False,
         issuer: str = "issuing",
     ) -> Card:
         """A card authentication certificate on a fresh key (P-256 unless `curve`, RSA when `rsa_bits`).
 
-        `serial_number` "" means "PNOAZ-<fin>", None leaves it out; `ekus` None leaves the extension out; `issuer`
-        is "issuing" (the trusted CA), "unknown" (a CA under a root nobody trusts), "forged" (a CA with the
-        trusted issuing CA's name but another key) or "self" (self-signed)."""
+        `serial_number` "" means "PNOAZ-<fin>", None leaves it out; `usage` None: keyUsage digitalSignature
+        (`with_key_usage` False: no keyUsage extension); `ekus` None: no extendedKeyUsage extension; `ocsp_url`
+        replaces the responder's URL in the AIA (with `ocsp`); `crl` names the served CRL as distribution point;
+        `issuer` is "issuing" (the trusted CA), "unknown" (a CA under a root nobody trusts), "forged" (a CA with
+        the trusted issuing CA's name but another key) or "self" (self-signed)."""
         now = _now()
         key: CardKey = (rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits) if rsa_bits
                         else ec.generate_private_key(curve or ec.SECP256R1()))
@@ -399,10 +403,11 @@ class IdCardPki:
             .not_valid_before(not_before or now - dt.timedelta(days=1))
             .not_valid_after(not_after or now + dt.timedelta(days=365 * 5))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=False)
-            .add_extension(usage or key_usage(digital_signature=True), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()), critical=False)
         )
+        if with_key_usage:
+            builder = builder.add_extension(usage or key_usage(digital_signature=True), critical=True)
         if ekus is not None:
             builder = builder.add_extension(x509.ExtendedKeyUsage(list(ekus)), critical=False)
         if policies:
@@ -410,7 +415,8 @@ class IdCardPki:
                 [x509.PolicyInformation(ObjectIdentifier(oid), None) for oid in policies]), critical=False)
         if ocsp:
             builder = builder.add_extension(x509.AuthorityInformationAccess([x509.AccessDescription(
-                AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(self.ocsp_url))]), critical=False)
+                AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(ocsp_url or self.ocsp_url))]),
+                critical=False)
         if crl:
             if self.crl_url is None:
                 raise ValueError("this PKI serves no CRL: idcard_pki(..., crl=True)")
@@ -493,6 +499,13 @@ class IdCardPki:
         issued.reason = reason
         self._publish()
         if restart and self.responder.running:
+            self.responder.restart()
+
+    def forget(self, card: Card) -> None:
+        """Drop `card` from index.txt (the responder then answers "unknown" for it, RFC 6960 section 2.2)."""
+        del self.issued[card.serial_number]
+        self._publish()
+        if self.responder.running:
             self.responder.restart()
 
     def _publish(self) -> None:

@@ -290,6 +290,11 @@ class CertificateVerifier:
         self.validations = 0
         """Path validations run (cache misses): tests and the bench read it."""
 
+    @property
+    def cached(self) -> int:
+        """How many verdicts the cache holds."""
+        return len(self._cache)
+
     async def aclose(self) -> None:
         """Close the HTTP session (made again when next needed)."""
         await self._session.close()  # type: ignore[no-untyped-call]  # unannotated in pyhanko-certvalidator
