@@ -550,15 +550,16 @@ _OPENSSL_REASONS = {
 
 
 @contextmanager
-def idcard_pki(directory: Path, *, crl: bool = False, start: bool = True,
-               nmin: int | None = None) -> Iterator[IdCardPki]:
+def idcard_pki(directory: Path, *, crl: bool = False, start: bool = True, nmin: int | None = None,
+               issuing_crl_url: str | None = None) -> Iterator[IdCardPki]:
     """Build the PKI under `directory` and run its OCSP responder (unless `start` is False) until exit; `crl`
     also serves the issuing CA's CRL on loopback (cards issued with `crl=True` name it); `nmin` makes the
-    responder's nextUpdate `nmin` minutes ahead instead of one day."""
+    responder's nextUpdate `nmin` minutes ahead instead of one day; `issuing_crl_url` gives the issuing CA's own
+    certificate a CRL distribution point (the root's CRL; nothing serves it unless the test does)."""
     directory.mkdir(parents=True, exist_ok=True)
     now = _now()
     root = _self_signed_ca("Test AZ ID-card Root CA", now=now)
-    issuing = _sub_ca("Test AZ ID-card Issuing CA", root, now=now)
+    issuing = _sub_ca("Test AZ ID-card Issuing CA", root, now=now, crl_url=issuing_crl_url)
     responder_key = ec.generate_private_key(ec.SECP256R1())
     responder_certificate = (
         x509.CertificateBuilder().subject_name(_ca_name("Test AZ ID-card OCSP Responder"))

@@ -240,11 +240,26 @@ async def test_crl_fallback_when_the_responder_is_down(own_pki: IdCardPki, make:
     verifier = make(own_pki.policy())
     verified = await verifier.verify(good.der)
     assert (verified.revocation, verified.revocation_source) == ("good", "crl")
+    soft = await make(own_pki.policy(soft_fail=True)).verify(good.der)
+    assert (soft.revocation, soft.revocation_source) == ("good", "crl")  # the fail-closed check passed
     exc = await refused(verifier, revoked.der)
     assert isinstance(exc, CertificateRevoked)
     assert "CRL" in exc.detail
     assert own_pki.crl_http is not None
     assert own_pki.crl_http.count(own_pki.CRL_PATH) >= 2
+
+
+async def test_an_unreachable_ca_crl_fails_closed_and_soft_fail_says_so(tmp_path: Path, make: Make) -> None:
+    """The issuing CA names a CRL nobody serves: the path fails closed although the card's own OCSP answer is
+    good; with soft_fail it passes as "soft-fail" (the card's source still named), never as "good"."""
+    with idcard_pki(tmp_path / "pki", issuing_crl_url=f"http://127.0.0.1:{free_port()}/root.crl") as pki:
+        card = pki.card()
+        exc = await refused(make(pki.policy()), card.der)
+        assert isinstance(exc, RevocationUnavailable), exc.detail
+        soft = make(pki.policy(soft_fail=True))
+        verified = await soft.verify(card.der)
+        assert (verified.revocation, verified.revocation_source) == ("soft-fail", "ocsp")
+        assert soft.cached == 0
 
 
 async def test_a_crl_only_card(pki: IdCardPki, make: Make) -> None:

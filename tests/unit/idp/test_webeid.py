@@ -251,7 +251,7 @@ MALFORMED: dict[str, Any] = {
     "algorithm a number": lambda t: {**t, "algorithm": 256},
     "no certificate": lambda t: {k: v for k, v in t.items() if k != "unverifiedCertificate"},
     "certificate base64url": lambda t: {**t, "unverifiedCertificate": "-_" + t["unverifiedCertificate"][2:]},
-    "certificate unpadded": lambda t: {**t, "unverifiedCertificate": t["unverifiedCertificate"].rstrip("=") + "A"},
+    "certificate unpadded": lambda t: {**t, "unverifiedCertificate": "QUI"},  # "AB" is "QUI=" in base64
     "certificate with whitespace": lambda t: {**t, "unverifiedCertificate": " " + t["unverifiedCertificate"]},
     "certificate oversize": lambda t: {**t, "unverifiedCertificate": "A" * (MAX_CERTIFICATE_BASE64 + 4)},
     "certificate a list": lambda t: {**t, "unverifiedCertificate": [t["unverifiedCertificate"]]},
