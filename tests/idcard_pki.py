@@ -27,6 +27,7 @@ import hashlib
 import json
 import select
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -40,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
+from idp.core.certificates import CardPolicy
 from tests.local_http import LocalHttp, Route, free_port, local_http
 
 CARD_POLICY = "1.3.6.1.4.1.99999.15.1.1"
@@ -234,6 +236,14 @@ class _Issued:
     reason: x509.ReasonFlags = x509.ReasonFlags.key_compromise
 
 
+def _drain(stream: Any) -> None:
+    try:
+        while stream.read(65536):
+            pass
+    except (OSError, ValueError):  # closed by stop()
+        pass
+
+
 class OcspResponder:
     """`openssl ocsp` answering for the issuing CA on 127.0.0.1:`port`, as a real process: the index is written
     before each start (`restart` after a revocation); `stop` leaves the port dead (connection refused)."""
@@ -270,6 +280,8 @@ class OcspResponder:
             self.stop()
             raise RuntimeError(f"openssl ocsp did not start on port {self.port}: {line!r} "
                                f"{(self.directory / 'ocsp.log').read_text(errors='replace')[-500:]}")
+        # anything it prints later is drained, so a full pipe can never block the responder
+        threading.Thread(target=_drain, args=(process.stdout,), daemon=True).start()
         self.starts += 1
 
     def stop(self) -> None:
@@ -352,11 +364,9 @@ class IdCardPki:
         files.intermediates.write_bytes(self.issuing.certificate.public_bytes(_PEM))
         return files
 
-    def policy(self, **overrides: Any) -> Any:
+    def policy(self, **overrides: Any) -> CardPolicy:
         """idp.core.certificates.CardPolicy for this PKI: anchors = root, intermediates = issuing CA, the card
         policy required; keyword arguments override (soft_fail, ocsp_url, cache_seconds, fetch_timeout, ...)."""
-        from idp.core.certificates import CardPolicy
-
         values: dict[str, Any] = {"anchors": self.anchors, "intermediates": self.intermediates,
                                   "required_policies": frozenset({CARD_POLICY}), "fetch_timeout": 5.0}
         values.update(overrides)
