@@ -24,11 +24,12 @@ CardLoginError subclass):
    unvalidated certificate's AIA URL is the presenter's choice; intermediates come from configuration or the
    presented chain); revocation: the card certificate needs an OCSP response or a CRL (`CRL_OR_OCSP_REQUIRED`:
    a card naming no revocation source is refused too, fail-closed), the CAs above it are checked when they name
-   a source ("hard-fail"); with `soft_fail` the card and CAs are checked when declared and an unreachable source is
-   tolerated, reported as revocation "soft-fail". An OCSP response saying "unknown" (RFC 6960 section 2.2: the
-   responder does not know the certificate) never passes, not even soft. Failures map to CertificateRevoked,
-   RevocationUnavailable (no usable answer, fail-closed), CertificateUntrusted (no path, a bad signature, an
-   expired or revoked CA, "unknown").
+   a source ("hard-fail"). With `soft_fail`, a path refused ONLY for want of revocation data is validated again
+   with unreachable sources tolerated (the same fetchers: nothing is asked twice) and passes as revocation
+   "soft-fail"; "good" always means the fail-closed pass succeeded. An OCSP response saying "unknown" (RFC 6960
+   section 2.2: the responder does not know the certificate) never passes, not even soft. Failures map to
+   CertificateRevoked (the card or a CA of its path), RevocationUnavailable (no usable answer, fail-closed) and
+   CertificateUntrusted (no path, a bad signature, an expired CA, "unknown").
 
 Caching ("revocation responses are cached within their validity"): a certificate that passed with revocation
 "good" is remembered per (certificate fingerprint, presented intermediates) until the earliest of: the nextUpdate of
@@ -49,7 +50,7 @@ import hashlib
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -204,14 +205,6 @@ class _Evidence:
     revocation: str  # "good" | "soft-fail"
     source: str  # "ocsp" | "crl" | "none": what answered for the card certificate itself
     until: dt.datetime | None  # the earliest nextUpdate of the revocation data used; None: not cacheable
-
-
-@dataclass(slots=True)
-class _Parsed:
-    certificate: x509.Certificate
-    der: bytes
-    fingerprint: str
-    holder: CardHolder = field(init=False)
 
 
 def load_certificates(paths: Sequence[Path]) -> tuple[bytes, ...]:
