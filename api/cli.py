@@ -207,7 +207,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
 
     from api.app import startup_checks
     from api.deps import build_services
-    from api.server import ListenError, mtls_client_cas, serve, tls_listeners
+    from api.server import ListenError, mtls_client_cas, serve, tls_context, tls_listeners
 
     if args.port < 1 or args.port > 65535:
         raise CliError("--port must be between 1 and 65535")
@@ -215,6 +215,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
         raise CliError("--workers must be at least 1")
     if settings.mtls_port == args.port:
         raise CliError(f"ACAR_MTLS_PORT must differ from --port ({args.port}): the mTLS listener is a second socket")
+    if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+        tls_context(settings.tls_cert_file, settings.tls_key_file)  # a pair that does not load stops here, first
 
     async def check_keys() -> tuple[bytes, ...]:
         services = build_services(settings)  # a missing or malformed master key, or an unusable token, stops here
