@@ -158,8 +158,8 @@ def tls_context(cert_file: Path, key_file: Path, *, client_cas: Sequence[bytes] 
 
 async def mtls_client_cas(settings: Settings, pki: PkiService) -> tuple[bytes, ...]:
     """The certificates the mTLS listener verifies client certificates against: the ID-card trust anchors and
-    intermediates; in development with none configured, the built-in CA's root when it exists. Empty when
-    ACAR_MTLS_PORT is unset."""
+    intermediates; in development with none configured, the built-in CA's root and issuing CA when they exist.
+    Empty when ACAR_MTLS_PORT is unset."""
     from keys.errors import CANotInitialized
     from signing.core.trust import load_certificates
 
@@ -174,7 +174,7 @@ async def mtls_client_cas(settings: Settings, pki: PkiService) -> tuple[bytes, .
     if settings.env != "development":
         return ()
     try:
-        return (await pki.ca_certificate("root"),)
+        return (await pki.ca_certificate("root"), await pki.ca_certificate("issuing"))
     except CANotInitialized:
         return ()
 
