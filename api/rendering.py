@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.i18n import LANGUAGE_COOKIE, LANGUAGE_NAMES, LANGUAGES, Translator, negotiate, translator
 from idp.core.claims import CLAIM_DESCRIPTIONS
+from idp.core.errors import CardLoginError
 
 TEMPLATES = Path(__file__).with_name("templates")
 STATIC = Path(__file__).with_name("static")
@@ -292,3 +293,16 @@ def passkey_messages(tr: Translator) -> dict[str, dict[str, str]]:
 _env.globals["passkey_messages"] = passkey_messages
 _env.globals["claim_order"] = tuple(CLAIM_DESCRIPTIONS)
 """The order the pages list a person's attributes in: identifier, names, FIN, date of birth."""
+
+
+# --- ID-card login (api.routes.idcard) ------------------------------------------------------------------------
+
+def card_error_page(exc: CardLoginError) -> HTMLResponse:
+    """The page of a refused ID-card login: its translated message (card.error.<code>; the generic one while a
+    language lacks it) and the English detail as technical details."""
+    key = f"card.error.{exc.code}"
+    if key not in page_translator().catalog:
+        key = "error.generic"
+    return render("error.html", {"error": exc.code, "message_key": key, "detail": exc.detail,
+                                 "return_to": "/error?" + urlencode({"error": exc.code, "message": "error.generic"})},
+                  status=exc.status_code)
