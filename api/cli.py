@@ -222,7 +222,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
         services = build_services(settings)  # a missing or malformed master key, or an unusable token, stops here
         try:
             await startup_checks(services)  # and a wrong master key here: before uvicorn starts, in one line
-            return await mtls_client_cas(settings, services.pki)
+            return await mtls_client_cas(settings, services.card)
         finally:
             await services.close()
 

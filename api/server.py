@@ -76,7 +76,7 @@ from uvicorn.supervisors.multiprocess import Process
 from api.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
-    from keys.pki import PkiService
+    from api.deps import CardLogins
 
 logger = logging.getLogger("uvicorn.error")
 
@@ -156,27 +156,18 @@ def tls_context(cert_file: Path, key_file: Path, *, client_cas: Sequence[bytes] 
     return context
 
 
-async def mtls_client_cas(settings: Settings, pki: PkiService) -> tuple[bytes, ...]:
-    """The certificates the mTLS listener verifies client certificates against: the ID-card trust anchors and
-    intermediates; in development with none configured, the built-in CA's root and issuing CA when they exist.
-    Empty when ACAR_MTLS_PORT is unset."""
-    from keys.errors import CANotInitialized
-    from signing.core.trust import load_certificates
-
+async def mtls_client_cas(settings: Settings, card: CardLogins) -> tuple[bytes, ...]:
+    """The certificates the mTLS listener verifies client certificates against: the ID-card login's trust anchors
+    and intermediates (api.deps.CardLogins.trust: ACAR_IDCARD_TRUST_ANCHORS and ACAR_IDCARD_INTERMEDIATES; in
+    development with none configured, the built-in CA's root and issuing CA once they exist), the very ones the
+    application validates against. Empty when ACAR_MTLS_PORT is unset."""
     if settings.mtls_port is None:
         return ()
-    paths = [*getattr(settings, "idcard_trust_anchors", []), *getattr(settings, "idcard_intermediates", [])]
-    if paths:
-        try:
-            return tuple(certificate.dump() for certificate, _ in load_certificates(paths))
-        except ValueError as exc:
-            raise SettingsError(f"ACAR_IDCARD_TRUST_ANCHORS / ACAR_IDCARD_INTERMEDIATES: {exc}") from None
-    if settings.env != "development":
-        return ()
     try:
-        return (await pki.ca_certificate("root"), await pki.ca_certificate("issuing"))
-    except CANotInitialized:
-        return ()
+        anchors, intermediates = await card.trust()
+    except ValueError as exc:
+        raise SettingsError(f"ACAR_IDCARD_TRUST_ANCHORS / ACAR_IDCARD_INTERMEDIATES: {exc}") from None
+    return (*anchors, *intermediates)
 
 
 def tls_listeners(settings: Settings, client_cas: Sequence[bytes] = ()) -> TlsListeners | None:
