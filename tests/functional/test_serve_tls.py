@@ -9,11 +9,16 @@ one lifespan; with --workers 2 too), the start refused for a key that does not m
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime as dt
+import hashlib
+import html
 import ipaddress
 import json
 import os
+import re
+import secrets
 import signal
 import ssl
 import subprocess
@@ -22,8 +27,11 @@ import warnings
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urljoin, urlsplit
 
 import httpx
+import jwt
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -34,11 +42,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from api.deps import Services
 from api.server import EdgeServer, ServeConfig, TlsListeners, bind_socket
-from tests.functional.helpers import ACAR, InProcessAcar, run_acar
+from api.settings import Settings
+from tests.functional.helpers import ACAR, InProcessAcar, acar_json, run_acar
+from tests.idcard_pki import CARD_POLICY, Card, IdCardPki, idcard_pki, key_usage
 from tests.local_http import free_port
+from tests.passkey_tools import events
 
 NOW = dt.datetime.now(dt.UTC)
+ACR_HIGH = Settings().acr_high
 TLS13_SUITES = {0x1301, 0x1302, 0x1303}  # RFC 8446 appendix B.4
 TLS12_SUITES = {0xC02B, 0xC02F, 0xC02C, 0xC030, 0xCCA9, 0xCCA8}  # ECDHE AEAD (RFC 5289, RFC 7905)
 
@@ -121,7 +134,7 @@ class World:
     def server_files(self) -> tuple[Path, Path]:
         return self.directory / "server.pem", self.directory / "server.key"
 
-    def client(self, card: Issued | None = None, *, chain: tuple[Issued, ...] = (),
+    def client(self, card: Issued | Card | None = None, *, chain: tuple[x509.Certificate, ...] = (),
                versions: tuple[ssl.TLSVersion, ssl.TLSVersion] | None = None) -> ssl.SSLContext:
         """A client context trusting the server's CA, presenting `card` (and `chain` after it) when asked."""
         context = ssl.create_default_context(cafile=str(self.directory / "server-ca.pem"))
@@ -129,8 +142,10 @@ class World:
             context.minimum_version, context.maximum_version = versions
         if card is not None:
             name = f"card-{card.certificate.serial_number}"
-            certs = self.write(f"{name}.pem", card.pem + "".join(c.pem for c in chain))
-            context.load_cert_chain(certs, self.write(f"{name}.key", card.key_pem()))
+            pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (card.certificate, *chain))
+            key = card.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                         serialization.NoEncryption())
+            context.load_cert_chain(self.write(f"{name}.pem", pem), self.write(f"{name}.key", key))
         return context
 
 
@@ -229,7 +244,7 @@ async def test_the_main_listener_speaks_tls_13_and_12_only_and_asks_for_no_certi
     async with _edge(world) as (port, _):
         base = f"https://localhost:{port}"
         # a client holding a card is not asked for it on the main listener
-        echoed = await _echoed(base, world.client(world.card, chain=(world.card_issuing,)))
+        echoed = await _echoed(base, world.client(world.card, chain=(world.card_issuing.certificate,)))
         assert echoed["has_tls"] and echoed["scheme"] == "https"
         tls = echoed["tls"]
         assert isinstance(tls, dict) and tls["client_cert_chain"] == [] and tls["tls_version"] == 0x0304
@@ -259,7 +274,7 @@ async def test_the_mtls_listener_hands_the_presented_card_to_the_application(wor
         tls = (await _echoed(base, world.client()))["tls"]
         assert isinstance(tls, dict) and tls["client_cert_chain"] == []
         # a card of the configured issuing CA, sent alone or with its intermediate: its PEM reaches the scope
-        for chain in ((), (world.card_issuing,)):
+        for chain in ((), (world.card_issuing.certificate,)):
             tls = (await _echoed(base, world.client(world.card, chain=chain)))["tls"]
             assert isinstance(tls, dict) and tls["client_cert_chain"] == [world.card.pem]
             assert tls["tls_version"] == 0x0304 and tls["cipher_suite"] in TLS13_SUITES
@@ -371,8 +386,7 @@ def test_acar_serve_speaks_https_and_opens_the_mtls_listener(cli_env: dict[str, 
         assert httpx.get(server.base + "/healthz", verify=world.client()).status_code == 200
         assert httpx.get(server.mtls_base + "/healthz", verify=world.client()).status_code == 200
         # a card of the built-in CA with its issuing CA: the handshake accepts it
-        chain = Issued(issuing, card.key)
-        r = httpx.get(server.mtls_base + "/healthz", verify=world.client(card, chain=(chain,)))
+        r = httpx.get(server.mtls_base + "/healthz", verify=world.client(card, chain=(issuing,)))
         assert r.status_code == 200
         # a card of a CA the listener does not trust: refused in the handshake
         tls12 = (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_2)
@@ -400,3 +414,130 @@ def test_acar_serve_refuses_tls_settings_that_cannot_work(acar: InProcessAcar, w
     refused = acar("serve", "--port", port, check=False, env={**acar.env, "ACAR_TLS_CERT_FILE": str(cert),
                                                               "ACAR_TLS_KEY_FILE": str(world.directory / "none")})
     assert refused.returncode == 1 and "ACAR_TLS_KEY_FILE" in refused.stderr and "no such file" in refused.stderr
+
+
+# --- ID-card login over the real mTLS handshake, through the real `acar serve` ------------------------------------
+
+FIN = "5ABC123"
+REDIRECT_URI = "https://agency.example/cb"
+HIGH_AMR = ["hwk", "mfa", "pin", "sc"]
+_FORM = re.compile(r'<form method="post" action="([^"]+)" id="idcard-tls-form"[^>]*>\s*'
+                   r'<input type="hidden" name="csrf_token" value="([^"]+)">')
+_HIDDEN_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+AZ = json.loads((Path(__file__).parents[2] / "api" / "locales" / "az.json").read_text(encoding="utf-8"))
+"""The Azerbaijani messages (helper "front"'s translations): what a refusal page says in az."""
+
+
+@pytest.fixture(scope="module")
+def card_pki(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdCardPki]:
+    """The generated national ID-card PKI with its real `openssl ocsp` responder (tests.idcard_pki)."""
+    with idcard_pki(tmp_path_factory.mktemp("idcard")) as built:
+        yield built
+
+
+@dataclass
+class CardSignIn:
+    """An authorization request at level high walked up to the login page, in one browser-like client."""
+
+    browser: httpx.AsyncClient
+    verifier: str
+    state: str
+    pending_id: str
+    action: str  # the login page's mutual-TLS form's action
+    csrf: str
+
+    def mtls_url(self, server: TlsServer) -> str:
+        """Where that form must post (the contract of issue 15): POST /idcard/tls/{pending_id} on the mTLS
+        listener's origin, ACAR_MTLS_PUBLIC_URL (here its default, the issuer's host on ACAR_MTLS_PORT)."""
+        return f"{server.mtls_base}/idcard/tls/{self.pending_id}"
+
+
+async def _to_login_page(server: TlsServer, browser: httpx.AsyncClient, client_id: str) -> CardSignIn:
+    """GET /authorize (acr high, PKCE) and the login page it leads to: the mutual-TLS form's action and token."""
+    verifier, state = secrets.token_urlsafe(48), secrets.token_urlsafe(8)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    r = await browser.get(server.base + "/authorize", params={
+        "client_id": client_id, "redirect_uri": REDIRECT_URI, "response_type": "code", "scope": "openid",
+        "state": state, "nonce": secrets.token_urlsafe(8), "code_challenge": challenge,
+        "code_challenge_method": "S256", "acr_values": ACR_HIGH})
+    assert r.status_code == 303, r.text
+    login_page = urljoin(server.base, r.headers["location"])
+    assert login_page.startswith(server.base + "/interaction/"), login_page
+    page = await browser.get(login_page)
+    assert page.status_code == 200, page.text
+    form = _FORM.search(page.text)
+    assert form is not None, page.text
+    return CardSignIn(browser, verifier, state, urlsplit(login_page).path.split("/")[2],
+                      html.unescape(form.group(1)), html.unescape(form.group(2)))
+
+
+async def _id_token(server: TlsServer, sign_in: CardSignIn, consent_url: str, client_id: str, secret: str,
+                    ) -> dict[str, Any]:
+    """Consent, the redirect with the code, /token (client_secret_basic), and the ID token's verified claims."""
+    browser = sign_in.browser
+    page = await browser.get(consent_url)
+    found = _HIDDEN_CSRF.search(page.text)
+    assert page.status_code == 200 and found is not None, page.text
+    r = await browser.post(consent_url, data={"csrf_token": html.unescape(found.group(1)), "decision": "allow"})
+    assert r.status_code == 303 and r.headers["location"].startswith(REDIRECT_URI + "?"), r.text
+    query = parse_qs(urlsplit(r.headers["location"]).query)
+    assert query["state"] == [sign_in.state]
+    r = await browser.post(server.base + "/token", auth=(client_id, secret), data={
+        "grant_type": "authorization_code", "code": query["code"][0], "redirect_uri": REDIRECT_URI,
+        "code_verifier": sign_in.verifier})
+    assert r.status_code == 200, r.text
+    token = r.json()["id_token"]
+    keys = {k.key_id: k for k in jwt.PyJWKSet.from_dict((await browser.get(server.base + "/jwks.json")).json()).keys}
+    header = jwt.get_unverified_header(token)
+    claims: dict[str, Any] = jwt.decode(token, key=keys[header["kid"]].key, algorithms=["ES256"], audience=client_id,
+                                        issuer=server.base, options={"require": ["exp", "iat", "sub", "acr", "amr"]})
+    return claims
+
+
+async def test_idcard_login_over_the_mtls_listener(cli_env: dict[str, str], services: Services, world: World,
+                                                   card_pki: IdCardPki, tmp_path: Path) -> None:
+    """The login page's mutual-TLS form posted to the mTLS listener with the card in the handshake: a code and an ID
+    token at level high (amr sc, hwk). Cards the handshake accepts but the application must refuse (revoked: OCSP
+    says so; keyAgreement without digitalSignature) get the translated refusal page, and their audit events."""
+    trust = card_pki.write_trust(tmp_path)
+    env = {**cli_env, "ACAR_IDCARD_TRUST_ANCHORS": json.dumps([str(trust.anchors)]),
+           "ACAR_IDCARD_INTERMEDIATES": json.dumps([str(trust.intermediates)]),
+           "ACAR_IDCARD_REQUIRED_POLICIES": json.dumps([CARD_POLICY])}
+    run_acar(env, "init")
+    run_acar(env, "person", "add", "--fin", FIN, "--given-name", "Aygün", "--family-name", "Məmmədova")
+    client = acar_json(env, "client", "add", "--name", "Agency portal", "--redirect-uri", REDIRECT_URI,
+                       "--scope", "openid")
+    client_id, secret = client["client_id"], client["client_secret"]
+    card = card_pki.card(fin=FIN)
+    revoked = card_pki.revoked_card(fin=FIN)
+    no_signature = card_pki.card(fin=FIN, usage=key_usage(key_agreement=True))
+    with _acar_serve(env, world, tmp_path / "server.log") as server:
+        # one browser for both origins (cookies are per host, not per port), holding the card: the main listener
+        # never asks for it, the mTLS listener does
+        async with httpx.AsyncClient(verify=world.client(card), timeout=30) as browser:
+            sign_in = await _to_login_page(server, browser, client_id)
+            actions = [(sign_in.action, sign_in.mtls_url(server))]
+            r = await browser.post(sign_in.mtls_url(server), data={"csrf_token": sign_in.csrf})
+            assert r.status_code == 303, r.text
+            assert r.headers["location"].startswith(server.base + "/interaction/")  # consent, back on the issuer
+            claims = await _id_token(server, sign_in, r.headers["location"], client_id, secret)
+        assert claims["acr"] == ACR_HIGH and sorted(claims["amr"]) == HIGH_AMR
+        [succeeded] = await events(services, "login.card.succeeded")
+        assert succeeded.detail["method"] == "idcard-tls"
+        assert succeeded.detail["fingerprint"] == card.fingerprint and succeeded.detail["revocation"] == "good"
+        # accepted by the handshake, refused by the application, in the language the browser asks for
+        for refused_card, code in ((revoked, "certificate_revoked"), (no_signature, "certificate_wrong_usage")):
+            async with httpx.AsyncClient(verify=world.client(refused_card), timeout=30,
+                                         headers={"Accept-Language": "az"}) as browser:
+                sign_in = await _to_login_page(server, browser, client_id)
+                actions.append((sign_in.action, sign_in.mtls_url(server)))
+                r = await browser.post(sign_in.mtls_url(server), data={"csrf_token": sign_in.csrf})
+            assert r.status_code == 403 and r.headers["content-type"].startswith("text/html"), r.text
+            assert AZ[f"card.error.{code}"] in html.unescape(r.text) and "set-cookie" not in r.headers
+    refusals = [(e.detail["method"], e.detail["code"], e.detail.get("fingerprint"))
+                for e in await events(services, "login.card.refused")]
+    assert refusals == [("idcard-tls", "certificate_revoked", revoked.fingerprint),
+                        ("idcard-tls", "certificate_wrong_usage", no_signature.fingerprint)]
+    # checked last, so that the walk above runs whatever the page says: the login page's form posts there
+    for action, expected in actions:
+        assert action == expected, "the login page's mutual-TLS form posts elsewhere"
