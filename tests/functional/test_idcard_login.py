@@ -201,7 +201,8 @@ async def test_webeid_login_to_id_token_at_level_high(initialized: Services, htt
     assert succeeded.detail["revocation"] == "good" and "Issuing CA" in succeeded.detail["issuer"]
     assert await nonce_used(initialized, nonce)
 
-    # the same token and nonce again (a replay): refused, audited, nothing written
+    # the same token and nonce again (a replay, from another browser): refused, audited, nothing written
+    http.cookies.clear()
     again = await start(initialized, http, rp)
     before = await rows(initialized)
     r = await webeid_login(http, again, nonce, card.token(origin=ISSUER, nonce=nonce))
@@ -236,13 +237,19 @@ CARDS = {
     "eku": (lambda p: p.email_protection_card(fin=FIN), 403, "certificate_wrong_usage"),
     "self_signed": (lambda p: p.self_signed_card(fin=FIN), 403, "certificate_self_signed"),
     "policy": (lambda p: p.no_policy_card(fin=FIN), 403, "certificate_policy_missing"),
-    "identifier": (lambda p: p.malformed_serial_card(), 403, "certificate_identifier_unsupported"),
+    "serial_malformed": (lambda p: p.malformed_serial_card(), 400, "certificate_malformed"),
+    "tax_number": (lambda p: p.card(serial_number="TINAZ-1234567890"), 403, "certificate_identifier_unsupported"),
+    "foreign_personal_number": (lambda p: p.card(serial_number="PNOEE-38001085718"), 403,
+                                "certificate_identifier_unsupported"),
+    "no_serial_number": (lambda p: p.card(serial_number=None), 403, "certificate_identifier_unsupported"),
 }
 
 
 async def refused_webeid(services: Services, http: httpx.AsyncClient, started: Started, nonce: object,
-                         token: object, status: int, code: str, *, fingerprint: str | None = None) -> None:
-    """The login is refused with `code`; the refusal's audit event is committed and nothing else is written."""
+                         token: object, *, expected: tuple[int, str], fingerprint: str | None = None) -> None:
+    """The login is refused with `expected` (status, code); the refusal's audit event is committed and nothing else
+    is written."""
+    status, code = expected
     before, people, audited = await rows(services), await persons(services), len(await refused_events(services))
     r = await webeid_login(http, started, nonce, token)
     refused(r, status, code)
@@ -266,8 +273,8 @@ async def test_certificate_refused(initialized: Services, http: httpx.AsyncClien
     card: Card = make(pki)
     started = await start(initialized, http, rp)
     nonce = await challenge(http, started)
-    await refused_webeid(initialized, http, started, nonce, card.token(origin=ISSUER, nonce=nonce), status, code,
-                         fingerprint=card.fingerprint)
+    await refused_webeid(initialized, http, started, nonce, card.token(origin=ISSUER, nonce=nonce),
+                         expected=(status, code), fingerprint=card.fingerprint)
     # the nonce stays used: the same card, corrected or not, needs a new challenge
     refused(await webeid_login(http, started, nonce, card.token(origin=ISSUER, nonce=nonce)), 400,
             "webeid_challenge_invalid")
@@ -280,8 +287,8 @@ async def test_ocsp_unreachable_fails_closed(initialized: Services, http: httpx.
     pki.responder.stop()  # connection refused at the URL the certificate names
     started = await start(initialized, http, rp)
     nonce = await challenge(http, started)
-    await refused_webeid(initialized, http, started, nonce, card.token(origin=ISSUER, nonce=nonce), 503,
-                         "revocation_unavailable", fingerprint=card.fingerprint)
+    await refused_webeid(initialized, http, started, nonce, card.token(origin=ISSUER, nonce=nonce),
+                         expected=(503, "revocation_unavailable"), fingerprint=card.fingerprint)
 
 
 async def test_soft_fail_is_accepted_and_audited(initialized: Services, http: httpx.AsyncClient, rp: Registered,
@@ -306,13 +313,13 @@ async def test_signature_for_another_origin_or_nonce(initialized: Services, http
     for origin in ("https://evil.example", ISSUER + "/", "http://localhost:8001"):
         started = await start(initialized, http, rp)
         nonce = await challenge(http, started)
-        await refused_webeid(initialized, http, started, nonce, card.token(origin=origin, nonce=nonce), 403,
-                             "webeid_signature_invalid", fingerprint=card.fingerprint)
+        await refused_webeid(initialized, http, started, nonce, card.token(origin=origin, nonce=nonce),
+                             expected=(403, "webeid_signature_invalid"), fingerprint=card.fingerprint)
     # a signature over another (also issued) nonce
     started = await start(initialized, http, rp)
     nonce, other = await challenge(http, started), await challenge(http, started)
-    await refused_webeid(initialized, http, started, nonce, card.token(origin=ISSUER, nonce=other), 403,
-                         "webeid_signature_invalid", fingerprint=card.fingerprint)
+    await refused_webeid(initialized, http, started, nonce, card.token(origin=ISSUER, nonce=other),
+                         expected=(403, "webeid_signature_invalid"), fingerprint=card.fingerprint)
 
 
 async def test_nonce_of_another_sign_in(initialized: Services, http: httpx.AsyncClient, rp: Registered,
@@ -321,8 +328,8 @@ async def test_nonce_of_another_sign_in(initialized: Services, http: httpx.Async
     card = pki.card(fin=FIN)
     first, second = await start(initialized, http, rp), await start(initialized, http, rp)
     nonce = await challenge(http, first)
-    await refused_webeid(initialized, http, second, nonce, card.token(origin=ISSUER, nonce=nonce), 400,
-                         "webeid_challenge_invalid")
+    await refused_webeid(initialized, http, second, nonce, card.token(origin=ISSUER, nonce=nonce),
+                         expected=(400, "webeid_challenge_invalid"))
     assert not await nonce_used(initialized, nonce)  # presented for another sign-in: not its own to use up
 
 
@@ -336,8 +343,8 @@ async def test_expired_nonce(initialized: Services, http: httpx.AsyncClient, rp:
         row = await session.get(WebEidChallenge, nonce_key(nonce))
         assert row is not None
         row.expires_at = row.created_at - dt.timedelta(seconds=1)
-    await refused_webeid(initialized, http, started, nonce, card.token(origin=ISSUER, nonce=nonce), 400,
-                         "webeid_challenge_invalid")
+    await refused_webeid(initialized, http, started, nonce, card.token(origin=ISSUER, nonce=nonce),
+                         expected=(400, "webeid_challenge_invalid"))
 
 
 async def test_bad_inputs_are_specific_problems(initialized: Services, http: httpx.AsyncClient, rp: Registered,
@@ -371,7 +378,7 @@ async def test_bad_inputs_are_specific_problems(initialized: Services, http: htt
         ("A" * 44, good, 400, "webeid_challenge_invalid"),  # never issued
     ]
     for nonce, token, status, code in tokens:
-        await refused_webeid(initialized, http, started, nonce, token, status, code)
+        await refused_webeid(initialized, http, started, nonce, token, expected=(status, code))
     malformed: list[object] = [
         None, "a string", [good], {}, {**good, "format": "web-eid:2"}, {**good, "algorithm": "none"},
         {**good, "algorithm": "HS256"}, {**good, "unverifiedCertificate": "not base64!"},
@@ -410,8 +417,8 @@ async def test_unknown_holder_without_and_with_auto_provisioning(initialized: Se
     card = pki.card(fin="7QWE890", given_name="Rəşad", surname="Əliyev")
     started = await start(initialized, http, rp)
     nonce = await challenge(http, started)
-    await refused_webeid(initialized, http, started, nonce, card.token(origin=ISSUER, nonce=nonce), 403,
-                         "card_holder_unknown", fingerprint=card.fingerprint)
+    await refused_webeid(initialized, http, started, nonce, card.token(origin=ISSUER, nonce=nonce),
+                         expected=(403, "card_holder_unknown"), fingerprint=card.fingerprint)
     assert await events(initialized, "person.registered") == []
 
     initialized.settings.idcard_auto_provision = True
@@ -452,8 +459,8 @@ async def test_foreign_resident_by_document(initialized: Services, http: httpx.A
     passport = pki.foreign_card("PAS", "AZ-AA1234567")
     started = await start(initialized, http, rp)
     nonce = await challenge(http, started)
-    await refused_webeid(initialized, http, started, nonce, passport.token(origin=ISSUER, nonce=nonce), 403,
-                         "card_holder_unknown", fingerprint=passport.fingerprint)
+    await refused_webeid(initialized, http, started, nonce, passport.token(origin=ISSUER, nonce=nonce),
+                         expected=(403, "card_holder_unknown"), fingerprint=passport.fingerprint)
 
 
 async def test_foreigner_auto_provisioned(initialized: Services, http: httpx.AsyncClient, rp: Registered,
@@ -564,8 +571,8 @@ async def test_header_from_anyone_else_is_ignored_and_audited(initialized: Servi
     assert await events(initialized, "login.card.succeeded") == []
 
 
-@pytest.mark.parametrize("value", ["not a certificate", "%ZZ", "%FF%FE", "-----BEGIN CERTIFICATE-----\nAAAA\n"
-                                   "-----END CERTIFICATE-----", "x" * 20_000])
+@pytest.mark.parametrize("value", ["not a certificate", "%ZZ", "%FF%FE",
+                                   "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----", "x" * 20_000])
 async def test_malformed_forwarded_certificates(initialized: Services, app: FastAPI, rp: Registered,
                                                 value: str) -> None:
     async with browser(app, PROXY) as http:
