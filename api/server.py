@@ -35,7 +35,9 @@ The mTLS listener (ACAR_MTLS_PORT; ID-card login, POST /idcard/tls/{pending_id} 
   configured, the built-in CA's root once `acar init` created it). An expired card, or one of an unknown CA, fails
   the handshake (the browser shows its own TLS error page; the application never sees it). Python's ssl module
   does not set the CertificateRequest's certificate_authorities list, so browsers offer every client certificate
-  they hold; the handshake then refuses a wrong one.
+  they hold; the handshake then refuses a wrong one. OpenSSL's default chain rule holds (no partial chains): a
+  path must end at a self-signed anchor, so ACAR_IDCARD_TRUST_ANCHORS must name the national root, not only an
+  issuing CA.
 - The handshake proves possession of the key (CertificateVerify) and a path to a configured anchor, nothing more:
   OpenSSL checks no revocation (no CRL flags, no OCSP), no certificate policy, and for a client certificate
   accepts a keyUsage of keyAgreement alone (its "SSL client" purpose). The application therefore re-checks every
