@@ -414,6 +414,12 @@ def test_acar_serve_refuses_tls_settings_that_cannot_work(acar: InProcessAcar, w
     refused = acar("serve", "--port", port, check=False, env={**acar.env, "ACAR_TLS_CERT_FILE": str(cert),
                                                               "ACAR_TLS_KEY_FILE": str(world.directory / "none")})
     assert refused.returncode == 1 and "ACAR_TLS_KEY_FILE" in refused.stderr and "no such file" in refused.stderr
+    # the mTLS listener with nothing to verify cards against (no anchors; no built-in CA before `acar init`)
+    tls = {**acar.env, "ACAR_TLS_CERT_FILE": str(cert), "ACAR_TLS_KEY_FILE": str(world.server_files[1])}
+    refused = acar("serve", "--port", port, check=False, env={**tls, "ACAR_MTLS_PORT": str(free_port())})
+    assert refused.returncode == 1 and "ACAR_MTLS_PORT needs ID-card trust anchors" in refused.stderr
+    refused = acar("serve", "--port", port, check=False, env={**tls, "ACAR_MTLS_PORT": port})
+    assert refused.returncode == 1 and "ACAR_MTLS_PORT must differ from --port" in refused.stderr
 
 
 # --- ID-card login over the real mTLS handshake, through the real `acar serve` ------------------------------------
