@@ -224,6 +224,7 @@ ERROR_MESSAGES: Mapping[str, str] = {
     METHOD_NOT_ALLOWED: "error.method_not_allowed",
     "too many requests; try again later": "error.rate_limited",
     "the service is temporarily unavailable; try again later": "error.unavailable",
+    "ID-card sign-in is not available on this server": "card.error.card_login_unavailable",
 }
 """The plain-words message of each error description that idp/ and the page routes show a citizen (by its
 English text, as gettext keys messages); a test keeps every literal description of those modules here."""
@@ -304,13 +305,13 @@ CARD_REFUSALS = (
 ID-card endpoints, shown by card_error_page (mutual TLS) and by idcard.js (the Web eID token)."""
 CARD_ERRORS = (
     *CARD_REFUSALS,
-    "request_expired", "csrf", "rate_limited", "invalid_request",
+    "request_expired", "csrf", "rate_limited", "invalid_request", "wrong_origin", "card_login_unavailable",
     "no_extension", "no_app", "update_needed", "insecure_context", "busy", "no_card", "cancelled", "pin_blocked",
     "card_failed", "network", "unknown",
 )
 """The error codes idcard.js shows a message for: the card refusals, the other problem codes of
-/idcard/webeid/challenge and /idcard/webeid/login (an expired sign-in, the CSRF check, the rate limit, a malformed
-request), then its own: the Web eID extension did not answer (no_extension), the extension has no Web eID
+/idcard/webeid/challenge and /idcard/webeid/login (api.routes.idcard: an expired sign-in, the CSRF check, the rate
+limit, a malformed request, another Origin, no ID-card trust anchor configured), then its own: the Web eID extension did not answer (no_extension), the extension has no Web eID
 application (no_app), versions that do not fit (update_needed), a page not in a secure context, an ID-card
 request already running (busy), no card read in time (no_card: no reader, no card, no PIN), the citizen closed
 the Web eID window (cancelled), the PIN is blocked, the card or the application failed (card_failed), no answer
@@ -341,15 +342,3 @@ _env.globals["card_messages"] = card_messages
 _env.globals["claim_order"] = tuple(CLAIM_DESCRIPTIONS)
 """The order the pages list a person's attributes in: identifier, names, FIN, date of birth."""
 
-
-# --- ID-card login (api.routes.idcard) ------------------------------------------------------------------------
-
-def card_error_page(exc: CardLoginError) -> HTMLResponse:
-    """The page of a refused ID-card login: its translated message (card.error.<code>; the generic one while a
-    language lacks it) and the English detail as technical details."""
-    key = f"card.error.{exc.code}"
-    if key not in page_translator().catalog:
-        key = "error.generic"
-    return render("error.html", {"error": exc.code, "message_key": key, "detail": exc.detail,
-                                 "return_to": "/error?" + urlencode({"error": exc.code, "message": "error.generic"})},
-                  status=exc.status_code)

@@ -6,7 +6,7 @@
 // #idcard data-pending-id, data-csrf (the pending sign-in's token, sent as X-CSRF-Token like webauthn.js does),
 //         data-lang (the page language, for the Web eID window)
 // The steps: POST /idcard/webeid/challenge {pending_id} -> {nonce, expires_at}; the extension signs the nonce with
-// the card (window.AcarWebEid.authenticate); POST /idcard/webeid/login {pending_id, token} -> {redirect} or
+// the card (window.AcarWebEid.authenticate); POST /idcard/webeid/login {pending_id, nonce, token} -> {redirect} or
 // {form_post: {action, params}} (as api.routes.passkeys.next_step answers the passkey login). Refusals come back as
 // application/problem+json with a member "code" (card.error.<code> in the catalogs, api.rendering.CARD_ERRORS).
 // Status goes to a polite live region (#idcard-status, role="status"), errors to an assertive one (#idcard-error,
@@ -169,7 +169,9 @@
       throw fromWebEid(error);
     }
     showStatus("verifying");
-    var answer = await postJSON("/idcard/webeid/login", { pending_id: pendingId, token: token });
+    var answer = await postJSON("/idcard/webeid/login", {
+      pending_id: pendingId, nonce: challenge.nonce, token: token,
+    });
     leave(answer);
   }
 

@@ -63,8 +63,9 @@ async def login(request: Request) -> Response:
     mode = request.query_params.get("card", "")
     card: dict[str, Any] = {}
     if mode:
-        card = {"card_login": True, "card_tls_url": TLS_URL if mode == "tls" else None}
-    targets = [REDIRECT_URI, *([TLS_URL] if mode == "tls" else [])]
+        tls_url = {"tls": TLS_URL, "tls-action": f"{TLS_URL}/idcard/tls/{PENDING_ID}"}.get(mode)
+        card = {"card_login": True, "card_tls_url": tls_url}
+    targets = [REDIRECT_URI, *([TLS_URL] if mode.startswith("tls") else [])]
     return render("login.html", login_context(**card), form_targets=targets)
 
 
@@ -117,6 +118,17 @@ async def test_the_login_page_offers_both_methods_side_by_side(http: httpx.Async
     assert f'<input type="hidden" name="csrf_token" value="{CSRF_TOKEN}">' in r.text
     assert TLS_URL in r.headers["content-security-policy"].split("form-action", 1)[1].split(";", 1)[0]
     assert t(lang, "login.card.tls.button") in page.text
+
+
+async def test_the_tls_form_takes_the_listener_or_the_whole_address(http: httpx.AsyncClient) -> None:
+    """card_tls_url may be the listener's origin or already the form's address (api.routes.idcard.card_tls_url):
+    the form posts to the same place."""
+    actions = set()
+    for mode in ("tls", "tls-action"):
+        r = await http.get(f"/interaction/{PENDING_ID}", params={"card": mode}, headers={"Accept-Language": "en"})
+        check_page(r, "en")
+        actions.add(r.text.split('id="idcard-tls-form"')[0].rsplit('action="', 1)[1].split('"')[0])
+    assert actions == {f"{TLS_URL}/idcard/tls/{PENDING_ID}"}
 
 
 async def test_without_a_tls_listener_only_web_eid(http: httpx.AsyncClient) -> None:
