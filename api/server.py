@@ -23,6 +23,10 @@ TLS (ACAR_TLS_CERT_FILE, ACAR_TLS_KEY_FILE; `tls_context`):
   No TLS compression (CRIME, RFC 9325 section 3.3), no renegotiation, the server's cipher order. ALPN http/1.1.
 - The main listener never asks for a client certificate: a browser holding an ID card would otherwise prompt on
   every page of the issuer.
+- Handshake deadline: a TLS handshake must finish within ACAR_HEADER_TIMEOUT_SECONDS on the main listener (the
+  header deadline starts only once it has: a connection counts against ACAR_MAX_CONNECTIONS from then on, so
+  a stalled handshake is bounded by this alone), and within MTLS_HANDSHAKE_SECONDS on the mTLS listener, where the
+  handshake waits for the citizen to choose the card's certificate and type its PIN.
 
 The mTLS listener (ACAR_MTLS_PORT; ID-card login, POST /idcard/tls/{pending_id} posted to ACAR_MTLS_PUBLIC_URL):
 
@@ -93,6 +97,9 @@ TLS12_CIPHERS: Final = ":".join((
     "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
 ))
 """TLS 1.2 cipher suites: ECDHE with AEAD only (RFC 9325 section 4.2). TLS 1.3 suites are OpenSSL's (all AEAD)."""
+MTLS_HANDSHAKE_SECONDS: Final = 120.0
+"""How long the mTLS listener's handshake may take: it includes the browser's certificate choice and the card's PIN
+(asyncio's own default is 60 s)."""
 TLS_VERSIONS: Final = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
 """The protocol versions served, as the ASGI TLS extension's tls_version (the wire value, RFC 8446 section 4.1.2)."""
 
@@ -327,8 +334,11 @@ class EdgeServer(uvicorn.Server):
                 config=config, server_state=self.server_state, app_state=self.lifespan.state, _loop=_loop)
 
         loop = asyncio.get_running_loop()
-        self.servers = [await loop.create_server(create_protocol, sock=sock, ssl=context, backlog=config.backlog)
-                        for sock, context in zip(sockets, contexts, strict=True)]
+        handshakes = [config.header_timeout, max(config.header_timeout, MTLS_HANDSHAKE_SECONDS)]
+        self.servers = [
+            await loop.create_server(create_protocol, sock=sock, ssl=context, backlog=config.backlog,
+                                     ssl_handshake_timeout=handshake if context is not None else None)
+            for sock, context, handshake in zip(sockets, contexts, handshakes[:len(sockets)], strict=True)]
         self.started = True
 
 

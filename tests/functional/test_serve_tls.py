@@ -192,7 +192,8 @@ async def _echo(request: Request) -> JSONResponse:
 
 
 @contextlib.asynccontextmanager
-async def _edge(world: World, *, tls: bool = True, mtls: bool = True) -> AsyncIterator[tuple[int, int | None]]:
+async def _edge(world: World, *, tls: bool = True, mtls: bool = True, header_timeout: float = 5.0,
+                ) -> AsyncIterator[tuple[int, int | None]]:
     """EdgeServer on loopback: (main port, mTLS port); the ID-card anchors are the card root and issuing CA."""
     sockets = [bind_socket("127.0.0.1", 0)]
     if tls and mtls:
@@ -201,7 +202,7 @@ async def _edge(world: World, *, tls: bool = True, mtls: bool = True) -> AsyncIt
     cert, key = world.server_files
     listeners = TlsListeners(cert, key, ports[1] if len(ports) > 1 else None,
                              (world.card_root.der, world.card_issuing.der))
-    config = ServeConfig(Starlette(routes=[Route("/echo", _echo)]), header_timeout=5.0,
+    config = ServeConfig(Starlette(routes=[Route("/echo", _echo)]), header_timeout=header_timeout,
                          tls=listeners if tls else None, http="api.server:EdgeHttpProtocol", log_config=None,
                          lifespan="off")
     server = EdgeServer(config)
@@ -300,6 +301,19 @@ async def test_the_mtls_handshake_refuses_a_card_of_an_unknown_ca_and_an_expired
                 assert any(cut in reason for cut in CUT_IN_HANDSHAKE), reason
         # the same listener serves the good card (the refusals were the certificates')
         assert (await _echoed(base, world.client(world.card)))["has_tls"]
+
+
+@pytest.mark.nodb
+async def test_a_stalled_handshake_is_cut_at_the_header_deadline(world: World) -> None:
+    """The header deadline starts once the handshake is done; the handshake has its own (the same, on the main
+    listener): a client that opens a connection and never sends its ClientHello is dropped."""
+    async with _edge(world, header_timeout=0.5) as (port, _):
+        loop = asyncio.get_running_loop()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        started = loop.time()
+        assert await asyncio.wait_for(reader.read(), timeout=5) == b""
+        writer.close()
+    assert 0.4 < loop.time() - started < 3
 
 
 @pytest.mark.nodb
