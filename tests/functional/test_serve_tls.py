@@ -37,6 +37,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -411,6 +412,23 @@ def test_acar_serve_speaks_https_and_opens_the_mtls_listener(cli_env: dict[str, 
         # plain HTTP on the TLS port: no answer
         with pytest.raises(httpx.TransportError):
             httpx.get(f"http://127.0.0.1:{server.port}/healthz", timeout=5)
+
+
+@pytest.mark.nodb
+def test_the_mtls_public_url(world: World) -> None:
+    cert, key = world.server_files
+    tls = {"tls_cert_file": cert, "tls_key_file": key}
+    assert Settings(**tls).resolved_mtls_public_url is None
+    assert Settings(**tls, mtls_port=8443).resolved_mtls_public_url == "https://localhost:8443"
+    assert Settings(**tls, issuer="https://login.gov.az", mtls_port=443).resolved_mtls_public_url == (
+        "https://login.gov.az")
+    assert Settings(**tls, mtls_port=8443, mtls_public_url="https://card.login.gov.az/").resolved_mtls_public_url == (
+        "https://card.login.gov.az")
+    # behind a proxy that terminates the client's TLS (no listener here), the proxy's login host
+    assert Settings(mtls_public_url="https://card.login.gov.az").resolved_mtls_public_url == "https://card.login.gov.az"
+    for wrong in ("http://card.login.gov.az", "https://card.login.gov.az/path", "https://user@card.login.gov.az"):
+        with pytest.raises(ValidationError, match="is not an https origin"):
+            Settings(mtls_public_url=wrong)
 
 
 def test_acar_serve_refuses_tls_settings_that_cannot_work(acar: InProcessAcar, world: World) -> None:
