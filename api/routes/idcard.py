@@ -45,7 +45,7 @@ from starlette.routing import Route
 from api.errors import CardLoginUnavailable
 from api.logging import request_id_var
 from api.provider import session_max_age
-from api.rendering import NOT_FOUND, card_error_page, error_page
+from api.rendering import card_error_page, error_page
 from api.routes.passkeys import _check_csrf, _json, _pending, _text, next_step
 from api.settings import Settings
 from api.units import RequestUnit
@@ -69,6 +69,7 @@ page_router = APIRouter(tags=["interaction"])
 """The mutual-TLS form post: a page (its refusals are translated pages, text refused at the edge as on every page)."""
 EXPIRED = "this sign-in request has expired or was already completed; start again from the service you were using"
 FORM_EXPIRED = "the form has expired; please try again"
+UNAVAILABLE = "ID-card sign-in is not available on this server"
 MAX_CERTIFICATE = 16 * 1024
 """A forwarded certificate longer than this (URL-encoded PEM) is no ID card's: refused as malformed."""
 _PEM = re.compile(r"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", re.DOTALL)
@@ -88,7 +89,7 @@ async def _service(request: Request) -> CardLoginService:
     """The process's card login service; CardLoginUnavailable without an ID-card trust anchor."""
     card = await services_of(request).card.service()
     if card is None:
-        raise CardLoginUnavailable("ID-card sign-in is not available on this server (no ID-card trust anchor)")
+        raise CardLoginUnavailable(f"{UNAVAILABLE} (no ID-card trust anchor)")
     return card
 
 
@@ -218,8 +219,8 @@ async def tls_login(request: Request, pending_id: str) -> Response:
     limits = services.ratelimits
     await limits.spend(limits.budgets.card_login, [("ip", limits.client_ip(request))], answer="page")
     card = await services.card.service()
-    if card is None:  # not offered here (no ID-card trust anchor): as if the address did not exist
-        return error_page("not_found", NOT_FOUND, status=404)
+    if card is None:  # not offered here: no ID-card trust anchor
+        return error_page("access_denied", UNAVAILABLE, status=404)
     cookie = session_cookie(request, provider)
     try:
         async with RequestUnit.on(services.direct) as work:

@@ -270,7 +270,7 @@ class CardLoginService:
             person_id, registered_type = held
             if (registered_type == "passport") != (document_type == "passport"):
                 raise CardHolderUnknown(f"the document {holder.identifier[:80]} is registered as a "
-                                        f"{registered_type or 'document'} of another kind")
+                                        f"{registered_type or 'document of unknown type'}, not as a {document_type}")
             return person_id
 
         async def lookup() -> str | None:
