@@ -311,11 +311,11 @@ CARD_ERRORS = (
 )
 """The error codes idcard.js shows a message for: the card refusals, the other problem codes of
 /idcard/webeid/challenge and /idcard/webeid/login (api.routes.idcard: an expired sign-in, the CSRF check, the rate
-limit, a malformed request, another Origin, no ID-card trust anchor configured), then its own: the Web eID extension did not answer (no_extension), the extension has no Web eID
-application (no_app), versions that do not fit (update_needed), a page not in a secure context, an ID-card
-request already running (busy), no card read in time (no_card: no reader, no card, no PIN), the citizen closed
-the Web eID window (cancelled), the PIN is blocked, the card or the application failed (card_failed), no answer
-from Açar (network), anything else."""
+limit, a malformed request, another Origin, no ID-card trust anchor configured), then its own: the Web eID
+extension did not answer (no_extension), the extension has no Web eID application (no_app), versions that do not
+fit (update_needed), a page not in a secure context, an ID-card request already running (busy), no card read in
+time (no_card: no reader, no card, no PIN), the citizen closed the Web eID window (cancelled), the PIN is blocked,
+the card or the application failed (card_failed), no answer from Açar (network), anything else."""
 CARD_STATUS = ("starting", "waiting", "verifying", "done")
 
 
