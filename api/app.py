@@ -253,18 +253,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                   openapi_url="/openapi.json" if settings.env == "development" else None,
                   dependencies=[Depends(edge_text)])  # text storage cannot hold, refused at the edge (api.text)
     problems.install(app)
-    app.include_router(health.router)
-    app.include_router(keys.router)
-    app.include_router(admin.router)
-    app.include_router(clients.router)
-    app.include_router(oidc.router)
-    app.include_router(interaction.router)
-    app.include_router(account.router)
-    app.include_router(page_routes.router)
-    app.include_router(passkeys.router)
-    app.include_router(approval_routes.router)
-    app.include_router(approval_routes.json_router)
-    app.include_router(enrollment_admin.router)
+    for router in (health.router, keys.router, admin.router, clients.router, oidc.router, interaction.router,
+                   idcard.page_router, account.router, page_routes.router, passkeys.router, approval_routes.router,
+                   approval_routes.json_router, enrollment_admin.router):
+        app.include_router(router)
     if settings.dev_login and settings.env != "production":
         app.include_router(interaction.dev_router)  # never registered in production (and the setting is refused)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

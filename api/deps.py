@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ipaddress
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ from api.settings import Settings
 from keys.interfaces import KeyStore
 from storage import create_engine, create_session_factory, is_sqlite
 from storage.direct import DirectDatabase, PostgresDirect, SessionDirect
+
+log = logging.getLogger("acar.deps")
 
 if TYPE_CHECKING:  # the services' modules are imported by the builders that need them (the CLI builds a few)
     from pyhanko.sign.timestamps import TimeStamper
@@ -275,8 +278,12 @@ class CardLogins:
         from keys.errors import KeysError
 
         settings = self._settings
-        anchors = load_certificates(settings.idcard_trust_anchors)
-        intermediates = load_certificates(settings.idcard_intermediates)
+        try:  # read at start-up too (api.settings); a file broken since is no anchor, and no 500
+            anchors = load_certificates(settings.idcard_trust_anchors)
+            intermediates = load_certificates(settings.idcard_intermediates)
+        except (OSError, ValueError) as exc:
+            log.exception("idcard.trust_unreadable", extra={"error": str(exc)[:500]})
+            return (), ()
         if not anchors and settings.env == "development":
             try:
                 anchors = (await self._pki.ca_certificate(ROOT),)

@@ -292,7 +292,10 @@ class Settings(BaseSettings):
         so that a wrong file stops the start naming it."""
         from idp.core.certificates import load_certificates
 
-        load_certificates(value)
+        try:
+            load_certificates(value)
+        except OSError as exc:
+            raise ValueError(f"cannot read {exc.filename}: {exc.strerror}") from None
         return value
 
     @field_validator("idcard_required_policies")

@@ -27,6 +27,7 @@ import hashlib
 import json
 import select
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -40,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
+from idp.core.certificates import CardPolicy
 from tests.local_http import LocalHttp, Route, free_port, local_http
 
 CARD_POLICY = "1.3.6.1.4.1.99999.15.1.1"
@@ -234,6 +236,14 @@ class _Issued:
     reason: x509.ReasonFlags = x509.ReasonFlags.key_compromise
 
 
+def _drain(stream: Any) -> None:
+    try:
+        while stream.read(65536):
+            pass
+    except (OSError, ValueError):  # closed by stop()
+        pass
+
+
 class OcspResponder:
     """`openssl ocsp` answering for the issuing CA on 127.0.0.1:`port`, as a real process: the index is written
     before each start (`restart` after a revocation); `stop` leaves the port dead (connection refused)."""
@@ -270,6 +280,8 @@ class OcspResponder:
             self.stop()
             raise RuntimeError(f"openssl ocsp did not start on port {self.port}: {line!r} "
                                f"{(self.directory / 'ocsp.log').read_text(errors='replace')[-500:]}")
+        # anything it prints later is drained, so a full pipe can never block the responder
+        threading.Thread(target=_drain, args=(process.stdout,), daemon=True).start()
         self.starts += 1
 
     def stop(self) -> None:
@@ -352,11 +364,9 @@ class IdCardPki:
         files.intermediates.write_bytes(self.issuing.certificate.public_bytes(_PEM))
         return files
 
-    def policy(self, **overrides: Any) -> Any:
+    def policy(self, **overrides: Any) -> CardPolicy:
         """idp.core.certificates.CardPolicy for this PKI: anchors = root, intermediates = issuing CA, the card
         policy required; keyword arguments override (soft_fail, ocsp_url, cache_seconds, fetch_timeout, ...)."""
-        from idp.core.certificates import CardPolicy
-
         values: dict[str, Any] = {"anchors": self.anchors, "intermediates": self.intermediates,
                                   "required_policies": frozenset({CARD_POLICY}), "fetch_timeout": 5.0}
         values.update(overrides)
@@ -376,17 +386,21 @@ class IdCardPki:
         not_before: dt.datetime | None = None,
         not_after: dt.datetime | None = None,
         usage: x509.KeyUsage | None = None,
+        with_key_usage: bool = True,
         ekus: Sequence[x509.ObjectIdentifier] | None = (ExtendedKeyUsageOID.CLIENT_AUTH,),
         policies: Sequence[str] = (CARD_POLICY, ETSI_NCP_PLUS),
         ocsp: bool = True,
+        ocsp_url: str | None = None,
         crl: bool = False,
         issuer: str = "issuing",
     ) -> Card:
         """A card authentication certificate on a fresh key (P-256 unless `curve`, RSA when `rsa_bits`).
 
-        `serial_number` "" means "PNOAZ-<fin>", None leaves it out; `ekus` None leaves the extension out; `issuer`
-        is "issuing" (the trusted CA), "unknown" (a CA under a root nobody trusts), "forged" (a CA with the
-        trusted issuing CA's name but another key) or "self" (self-signed)."""
+        `serial_number` "" means "PNOAZ-<fin>", None leaves it out; `usage` None: keyUsage digitalSignature
+        (`with_key_usage` False: no keyUsage extension); `ekus` None: no extendedKeyUsage extension; `ocsp_url`
+        replaces the responder's URL in the AIA (with `ocsp`); `crl` names the served CRL as distribution point;
+        `issuer` is "issuing" (the trusted CA), "unknown" (a CA under a root nobody trusts), "forged" (a CA with
+        the trusted issuing CA's name but another key) or "self" (self-signed)."""
         now = _now()
         key: CardKey = (rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits) if rsa_bits
                         else ec.generate_private_key(curve or ec.SECP256R1()))
@@ -399,10 +413,11 @@ class IdCardPki:
             .not_valid_before(not_before or now - dt.timedelta(days=1))
             .not_valid_after(not_after or now + dt.timedelta(days=365 * 5))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=False)
-            .add_extension(usage or key_usage(digital_signature=True), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()), critical=False)
         )
+        if with_key_usage:
+            builder = builder.add_extension(usage or key_usage(digital_signature=True), critical=True)
         if ekus is not None:
             builder = builder.add_extension(x509.ExtendedKeyUsage(list(ekus)), critical=False)
         if policies:
@@ -410,7 +425,8 @@ class IdCardPki:
                 [x509.PolicyInformation(ObjectIdentifier(oid), None) for oid in policies]), critical=False)
         if ocsp:
             builder = builder.add_extension(x509.AuthorityInformationAccess([x509.AccessDescription(
-                AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(self.ocsp_url))]), critical=False)
+                AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(ocsp_url or self.ocsp_url))]),
+                critical=False)
         if crl:
             if self.crl_url is None:
                 raise ValueError("this PKI serves no CRL: idcard_pki(..., crl=True)")
@@ -495,6 +511,13 @@ class IdCardPki:
         if restart and self.responder.running:
             self.responder.restart()
 
+    def forget(self, card: Card) -> None:
+        """Drop `card` from index.txt (the responder then answers "unknown" for it, RFC 6960 section 2.2)."""
+        del self.issued[card.serial_number]
+        self._publish()
+        if self.responder.running:
+            self.responder.restart()
+
     def _publish(self) -> None:
         """index.txt (openssl ca's database format, read by `openssl ocsp -index`) and the CRL."""
         lines = []
@@ -537,15 +560,16 @@ _OPENSSL_REASONS = {
 
 
 @contextmanager
-def idcard_pki(directory: Path, *, crl: bool = False, start: bool = True,
-               nmin: int | None = None) -> Iterator[IdCardPki]:
+def idcard_pki(directory: Path, *, crl: bool = False, start: bool = True, nmin: int | None = None,
+               issuing_crl_url: str | None = None) -> Iterator[IdCardPki]:
     """Build the PKI under `directory` and run its OCSP responder (unless `start` is False) until exit; `crl`
     also serves the issuing CA's CRL on loopback (cards issued with `crl=True` name it); `nmin` makes the
-    responder's nextUpdate `nmin` minutes ahead instead of one day."""
+    responder's nextUpdate `nmin` minutes ahead instead of one day; `issuing_crl_url` gives the issuing CA's own
+    certificate a CRL distribution point (the root's CRL; nothing serves it unless the test does)."""
     directory.mkdir(parents=True, exist_ok=True)
     now = _now()
     root = _self_signed_ca("Test AZ ID-card Root CA", now=now)
-    issuing = _sub_ca("Test AZ ID-card Issuing CA", root, now=now)
+    issuing = _sub_ca("Test AZ ID-card Issuing CA", root, now=now, crl_url=issuing_crl_url)
     responder_key = ec.generate_private_key(ec.SECP256R1())
     responder_certificate = (
         x509.CertificateBuilder().subject_name(_ca_name("Test AZ ID-card OCSP Responder"))

@@ -42,13 +42,12 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.routing import Route
 
+from api.errors import CardLoginUnavailable
 from api.logging import request_id_var
-from api.problems import coded_problem
 from api.provider import session_max_age
-from api.rendering import card_error_page, error_page
+from api.rendering import NOT_FOUND, card_error_page, error_page
 from api.routes.passkeys import _check_csrf, _json, _pending, _text, next_step
 from api.settings import Settings
-from api.text import refusal
 from api.units import RequestUnit
 from api.web import (
     NO_STORE,
@@ -66,9 +65,10 @@ from idp.core.errors import CardLoginError, CertificateMalformed, CertificateMis
 from idp.sql.card_login import CardLoginService, SqlCardLoginStore
 
 router = APIRouter(tags=["idcard"])
+page_router = APIRouter(tags=["interaction"])
+"""The mutual-TLS form post: a page (its refusals are translated pages, text refused at the edge as on every page)."""
 EXPIRED = "this sign-in request has expired or was already completed; start again from the service you were using"
 FORM_EXPIRED = "the form has expired; please try again"
-UNAVAILABLE = "ID-card sign-in is not available on this server"
 MAX_CERTIFICATE = 16 * 1024
 """A forwarded certificate longer than this (URL-encoded PEM) is no ID card's: refused as malformed."""
 _PEM = re.compile(r"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", re.DOTALL)
@@ -84,13 +84,12 @@ def card_tls_url(settings: Settings, pending_id: str) -> str | None:
     return f"{base}/idcard/tls/{pending_id}" if base else None
 
 
-async def _service(request: Request) -> CardLoginService | None:
-    return await services_of(request).card.service()
-
-
-def _unavailable(request: Request) -> JSONResponse:
-    return coded_problem(request, 404, "card_login_unavailable", "ID-card sign-in is not available",
-                         UNAVAILABLE + " (no ID-card trust anchor is configured)", headers=NO_STORE)
+async def _service(request: Request) -> CardLoginService:
+    """The process's card login service; CardLoginUnavailable without an ID-card trust anchor."""
+    card = await services_of(request).card.service()
+    if card is None:
+        raise CardLoginUnavailable("ID-card sign-in is not available on this server (no ID-card trust anchor)")
+    return card
 
 
 def _store(work: RequestUnit) -> SqlCardLoginStore:
@@ -109,8 +108,6 @@ async def webeid_challenge(request: Request) -> JSONResponse:
     limits = services.ratelimits  # each answer stores a nonce: counted per IP before anything is written
     await limits.spend(limits.budgets.card_challenge, [("ip", limits.client_ip(request))], answer="json")
     card = await _service(request)
-    if card is None:
-        return _unavailable(request)
     async with RequestUnit.on(services.direct) as work:
         pending = await _pending(request, work.oidc, pending_id)
         _check_csrf(request, services, pending.csrf_token)
@@ -134,8 +131,6 @@ async def webeid_login(request: Request) -> JSONResponse:
     limits = services.ratelimits  # every attempt, before the token is verified
     await limits.spend(limits.budgets.card_login, [("ip", limits.client_ip(request))], answer="json")
     card = await _service(request)
-    if card is None:
-        return _unavailable(request)
     cookie = session_cookie(request, provider)
     async with RequestUnit.on(services.direct) as work:
         pending = await _pending(request, work.oidc, pending_id)
@@ -215,18 +210,16 @@ def _tls_answer(result: AuthorizeResult, issuer: str) -> Response:
     return answer(result)
 
 
-async def tls_login(request: Request) -> Response:
+@page_router.post("/idcard/tls/{pending_id}")
+async def tls_login(request: Request, pending_id: str) -> Response:
     """The login page's mutual-TLS form (csrf_token): log in with the TLS client certificate (module docstring)."""
     services, provider = services_of(request), provider_of(request)
-    pending_id = request.path_params["pending_id"]
-    if refusal(pending_id) is not None:
-        return error_page("invalid_request", EXPIRED)
     form = await read_page_form(request)
     limits = services.ratelimits
     await limits.spend(limits.budgets.card_login, [("ip", limits.client_ip(request))], answer="page")
-    card = await _service(request)
-    if card is None:
-        return error_page("access_denied", UNAVAILABLE, status=404)
+    card = await services.card.service()
+    if card is None:  # not offered here (no ID-card trust anchor): as if the address did not exist
+        return error_page("not_found", NOT_FOUND, status=404)
     cookie = session_cookie(request, provider)
     try:
         async with RequestUnit.on(services.direct) as work:
@@ -255,6 +248,5 @@ async def tls_login(request: Request) -> Response:
 plain_routes = [
     Route("/idcard/webeid/challenge", webeid_challenge, methods=["POST"]),
     Route("/idcard/webeid/login", webeid_login, methods=["POST"]),
-    Route("/idcard/tls/{pending_id}", tls_login, methods=["POST"]),
 ]
-"""The ID-card login: plain Starlette routes at the head of the route table, like the passkey login (api.app)."""
+"""The Web eID login: plain Starlette routes at the head of the route table, like the passkey login (api.app)."""

@@ -24,11 +24,12 @@ CardLoginError subclass):
    unvalidated certificate's AIA URL is the presenter's choice; intermediates come from configuration or the
    presented chain); revocation: the card certificate needs an OCSP response or a CRL (`CRL_OR_OCSP_REQUIRED`:
    a card naming no revocation source is refused too, fail-closed), the CAs above it are checked when they name
-   a source ("hard-fail"); with `soft_fail` the card and CAs are checked when declared and an unreachable source is
-   tolerated, reported as revocation "soft-fail". An OCSP response saying "unknown" (RFC 6960 section 2.2: the
-   responder does not know the certificate) never passes, not even soft. Failures map to CertificateRevoked,
-   RevocationUnavailable (no usable answer, fail-closed), CertificateUntrusted (no path, a bad signature, an
-   expired or revoked CA, "unknown").
+   a source ("hard-fail"). With `soft_fail`, a path refused ONLY for want of revocation data is validated again
+   with unreachable sources tolerated (the same fetchers: nothing is asked twice) and passes as revocation
+   "soft-fail"; "good" always means the fail-closed pass succeeded. An OCSP response saying "unknown" (RFC 6960
+   section 2.2: the responder does not know the certificate) never passes, not even soft. Failures map to
+   CertificateRevoked (the card or a CA of its path), RevocationUnavailable (no usable answer, fail-closed) and
+   CertificateUntrusted (no path, a bad signature, an expired CA, "unknown").
 
 Caching ("revocation responses are cached within their validity"): a certificate that passed with revocation
 "good" is remembered per (certificate fingerprint, presented intermediates) until the earliest of: the nextUpdate of
@@ -49,7 +50,7 @@ import hashlib
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -201,16 +202,9 @@ class _Remembered:
 
 @dataclass(frozen=True, slots=True)
 class _Evidence:
-    source: str  # "ocsp" | "crl" | "none"
+    revocation: str  # "good" | "soft-fail"
+    source: str  # "ocsp" | "crl" | "none": what answered for the card certificate itself
     until: dt.datetime | None  # the earliest nextUpdate of the revocation data used; None: not cacheable
-
-
-@dataclass(slots=True)
-class _Parsed:
-    certificate: x509.Certificate
-    der: bytes
-    fingerprint: str
-    holder: CardHolder = field(init=False)
 
 
 def load_certificates(paths: Sequence[Path]) -> tuple[bytes, ...]:
@@ -282,13 +276,18 @@ class CertificateVerifier:
             raise ValueError("a card policy needs at least one trust anchor")
         self.policy = policy
         self._clock = clock
-        self._anchors = tuple(asn1_x509.Certificate.load(der) for der in load_der_list(policy.anchors))
+        self._anchors = tuple(asn1_x509.Certificate.load(der) for der in _load_der_list(policy.anchors))
         self._anchor_ders = frozenset(policy.anchors)
-        self._intermediates = tuple(asn1_x509.Certificate.load(der) for der in load_der_list(policy.intermediates))
+        self._intermediates = tuple(asn1_x509.Certificate.load(der) for der in _load_der_list(policy.intermediates))
         self._session = LazySession()  # type: ignore[no-untyped-call]  # unannotated in pyhanko-certvalidator
         self._cache: OrderedDict[tuple[str, tuple[str, ...]], _Remembered] = OrderedDict()
         self.validations = 0
         """Path validations run (cache misses): tests and the bench read it."""
+
+    @property
+    def cached(self) -> int:
+        """How many verdicts the cache holds."""
+        return len(self._cache)
 
     async def aclose(self) -> None:
         """Close the HTTP session (made again when next needed)."""
@@ -323,8 +322,8 @@ class CertificateVerifier:
             der=der, fingerprint=fingerprint, serial_number=certificate.serial_number,
             subject=certificate.subject.rfc4514_string(), issuer=certificate.issuer.rfc4514_string(),
             not_before=certificate.not_valid_before_utc, not_after=certificate.not_valid_after_utc, holder=holder,
-            revocation="good" if evidence.source != "none" else "soft-fail", revocation_source=evidence.source)
-        if verified.revocation == "good" and evidence.until is not None:
+            revocation=evidence.revocation, revocation_source=evidence.source)
+        if evidence.revocation == "good" and evidence.until is not None:
             expires = min(evidence.until, verified.not_after, now + dt.timedelta(seconds=self.policy.cache_seconds))
             if expires > now:
                 self._remember(key, _Remembered(verified, checked_at=moment, expires=expires), now)
@@ -381,67 +380,88 @@ class CertificateVerifier:
 
     # --- path validation and revocation (pyhanko-certvalidator) ---------------------------------------------
 
-    def _context(self, presented: Iterable[asn1_x509.Certificate], moment: dt.datetime) -> ValidationContext:
-        """An explicit context per verification: fetchers are fresh (they remember what they fetched), the
-        session is shared; the registry gets no certificate fetcher, so no caIssuers URL is ever followed."""
+    def _fetchers(self) -> Fetchers:
+        """Fresh fetchers for one verification (they remember what they fetched, failures included, so a second
+        pass asks nobody again) on the verifier's shared session."""
         budget = FetchBudget(FETCH_LIMITS)
         timeout = self.policy.fetch_timeout
-        fetchers = Fetchers(
+        return Fetchers(
             ocsp_fetcher=_OcspFetcher(self._session, url=self.policy.ocsp_url, per_request_timeout=timeout,
                                       budget=budget),
             crl_fetcher=AIOHttpCRLFetcher(self._session, per_request_timeout=timeout, budget=budget),
             cert_fetcher=AIOHttpCertificateFetcher(self._session, per_request_timeout=timeout, budget=budget),
         )
+
+    def _context(self, presented: Sequence[asn1_x509.Certificate], moment: dt.datetime, fetchers: Fetchers,
+                 revocation: RevocationCheckingPolicy) -> ValidationContext:
+        """The explicit context of one pass; the registry gets no certificate fetcher, so no caIssuers URL is
+        ever followed (path building uses the configured and presented certificates only)."""
         other = [*self._intermediates, *presented]
         return ValidationContext(
             trust_roots=list(self._anchors),
             other_certs=other,
             moment=moment,
             allow_fetching=True,
-            revinfo_policy=CertRevTrustPolicy(SOFT_FAIL if self.policy.soft_fail else HARD_FAIL),
+            revinfo_policy=CertRevTrustPolicy(revocation),
             time_tolerance=CLOCK_SKEW,
             certificate_registry=CertificateRegistry.build(other, cert_fetcher=None),
             fetchers=fetchers,
         )
 
     async def _validate_path(self, der: bytes, intermediates: Sequence[bytes], moment: dt.datetime) -> _Evidence:
+        """RFC 5280 section 6 validation under HARD_FAIL; with `soft_fail`, a path refused only for want of
+        revocation data is validated again under SOFT_FAIL (same fetchers: nothing is asked twice) and reported
+        "soft-fail". So "good" always means the fail-closed check passed."""
         try:
             leaf = asn1_x509.Certificate.load(der)
             presented = [asn1_x509.Certificate.load(i) for i in intermediates]
         except ValueError as exc:
             raise CertificateMalformed(f"the certificate does not parse: {exc}") from exc
-        context = self._context(presented, moment)
+        fetchers = self._fetchers()
         self.validations += 1
+        context = self._context(presented, moment, fetchers, HARD_FAIL)
         try:
-            await CertificateValidator(leaf, validation_context=context).async_validate_path()
-        except RevokedError as exc:
-            which = "the certificate" if exc.is_ee_cert else "a CA certificate of its path"
-            raise CertificateRevoked(f"{which} is revoked: {exc.failure_msg}") from exc
-        except InsufficientRevinfoError as exc:
-            if _ocsp_unknown(context.ocsps, leaf):
-                raise CertificateUntrusted("the issuer's OCSP responder answered 'unknown' for the certificate "
-                                           "(RFC 6960 section 2.2): the issuer does not vouch for it") from exc
-            raise RevocationUnavailable(f"no usable OCSP response or CRL: {exc.failure_msg}") from exc
-        except ExpiredError as exc:
-            if exc.is_ee_cert:
-                raise CertificateExpired(exc.failure_msg) from exc
-            raise CertificateUntrusted(f"a CA certificate of the path has expired: {exc.failure_msg}") from exc
-        except NotYetValidError as exc:
-            if exc.is_ee_cert:
-                raise CertificateNotYetValid(exc.failure_msg) from exc
-            raise CertificateUntrusted(f"a CA certificate of the path is not valid yet: {exc.failure_msg}") from exc
-        except InvalidCertificateError as exc:  # pyhanko-certvalidator's "self-signed" (no path from it)
-            raise CertificateSelfSigned(exc.failure_msg) from exc
-        except (PathBuildingError, PathValidationError, ValidationError) as exc:
-            raise CertificateUntrusted(f"no valid certification path to an ID-card trust anchor: {exc}") from exc
-        except (ValueError, TypeError, KeyError) as exc:  # asn1crypto parses lazily: a field that does not decode
-            raise CertificateMalformed(f"the certificate cannot be processed: {type(exc).__name__}: {exc}") from exc
-        finally:
-            await context.aclose()  # type: ignore[no-untyped-call]  # unannotated in pyhanko-certvalidator
-        return _evidence(leaf, context.ocsps, context.crls)
+            await _validate(leaf, context)
+            return _evidence(leaf, context.ocsps, context.crls)
+        except RevocationUnavailable:
+            if not self.policy.soft_fail:
+                raise
+        soft = self._context(presented, moment, fetchers, SOFT_FAIL)
+        await _validate(leaf, soft)
+        return _Evidence("soft-fail", _evidence(leaf, soft.ocsps, soft.crls).source, None)
 
 
-def load_der_list(ders: Iterable[bytes]) -> list[bytes]:
+async def _validate(leaf: asn1_x509.Certificate, context: ValidationContext) -> None:
+    """pyhanko-certvalidator's path validation, its failures mapped to the CardLoginError subclasses."""
+    try:
+        await CertificateValidator(leaf, validation_context=context).async_validate_path()
+    except RevokedError as exc:
+        which = "the certificate" if exc.is_ee_cert else "a CA certificate of its path"
+        raise CertificateRevoked(f"{which} is revoked: {exc.failure_msg}") from exc
+    except InsufficientRevinfoError as exc:
+        if _ocsp_unknown(context.ocsps, leaf):
+            raise CertificateUntrusted("the issuer's OCSP responder answered 'unknown' for the certificate "
+                                       "(RFC 6960 section 2.2): the issuer does not vouch for it") from exc
+        raise RevocationUnavailable(f"no usable OCSP response or CRL: {exc.failure_msg}") from exc
+    except ExpiredError as exc:
+        if exc.is_ee_cert:
+            raise CertificateExpired(exc.failure_msg) from exc
+        raise CertificateUntrusted(f"a CA certificate of the path has expired: {exc.failure_msg}") from exc
+    except NotYetValidError as exc:
+        if exc.is_ee_cert:
+            raise CertificateNotYetValid(exc.failure_msg) from exc
+        raise CertificateUntrusted(f"a CA certificate of the path is not valid yet: {exc.failure_msg}") from exc
+    except InvalidCertificateError as exc:  # pyhanko-certvalidator's "self-signed" (no path from it)
+        raise CertificateSelfSigned(exc.failure_msg) from exc
+    except (PathBuildingError, PathValidationError, ValidationError) as exc:
+        raise CertificateUntrusted(f"no valid certification path to an ID-card trust anchor: {exc}") from exc
+    except (ValueError, TypeError, KeyError) as exc:  # asn1crypto parses lazily: a field that does not decode
+        raise CertificateMalformed(f"the certificate cannot be processed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        await context.aclose()  # type: ignore[no-untyped-call]  # unannotated in pyhanko-certvalidator
+
+
+def _load_der_list(ders: Iterable[bytes]) -> list[bytes]:
     """`ders` checked to be X.509 DER (ValueError on the first that is not: a configuration error)."""
     result = []
     for der in ders:
@@ -469,14 +489,19 @@ def _signs_itself(certificate: x509.Certificate) -> bool:
 
 
 def _single_responses(responses: Iterable[ocsp.OCSPResponse], leaf: asn1_x509.Certificate) -> list[Any]:
+    """The SingleResponses about `leaf` (RFC 6960 section 4.1.1 CertID: its issuer's name hash and its serial)."""
     found: list[Any] = []
     for response in responses:
         try:
             basic = response.basic_ocsp_response
             if basic is None:
                 continue
-            found.extend(single for single in basic["tbs_response_data"]["responses"]
-                         if single["cert_id"]["serial_number"].native == leaf.serial_number)
+            for single in basic["tbs_response_data"]["responses"]:
+                cert_id = single["cert_id"]
+                name_hash = getattr(leaf.issuer, cert_id["hash_algorithm"]["algorithm"].native, None)
+                if cert_id["serial_number"].native == leaf.serial_number and cert_id["issuer_name_hash"].native == \
+                        name_hash:
+                    found.append(single)
         except (ValueError, KeyError, TypeError):
             continue
     return found
@@ -488,26 +513,26 @@ def _ocsp_unknown(responses: Iterable[ocsp.OCSPResponse], leaf: asn1_x509.Certif
 
 def _evidence(leaf: asn1_x509.Certificate, responses: list[ocsp.OCSPResponse],
               crls: list[crl.CertificateList]) -> _Evidence:
-    """Which revocation data the validation used and until when it holds: the earliest nextUpdate of the OCSP
-    responses and CRLs the context holds (None when the card's OCSP answer has no nextUpdate)."""
+    """What answered for the card certificate after a HARD_FAIL pass ("ocsp": a good OCSP answer about it; "crl":
+    a CRL of its issuer), and until when the data used holds: the earliest nextUpdate of every OCSP response and CRL
+    the context fetched (None, not cacheable, when the card's OCSP answer or a CRL has no nextUpdate)."""
     updates: list[dt.datetime] = []
     good = [s for s in _single_responses(responses, leaf) if s["cert_status"].name == "good"]
-    source = "ocsp" if good else ("crl" if crls else "none")
+    issuer_crls = [c for c in crls if c["tbs_cert_list"]["issuer"] == leaf.issuer]
+    source = "ocsp" if good else ("crl" if issuer_crls else "none")
+    for single in good:
+        if single["next_update"].native is None:
+            return _Evidence("good", source, None)
     for response in responses:
         basic = response.basic_ocsp_response
-        for single in basic["tbs_response_data"]["responses"] if basic is not None else ():
-            next_update = single["next_update"].native
-            if next_update is None:
-                if single["cert_id"]["serial_number"].native == leaf.serial_number:
-                    return _Evidence(source, None)
-                continue
-            updates.append(next_update)
+        singles = basic["tbs_response_data"]["responses"] if basic is not None else ()
+        updates.extend(s["next_update"].native for s in singles if s["next_update"].native is not None)
     for revocation_list in crls:
         next_update = revocation_list["tbs_cert_list"]["next_update"].native
         if next_update is None:
-            return _Evidence(source, None)
+            return _Evidence("good", source, None)
         updates.append(next_update)
-    return _Evidence(source, min(updates) if updates else None)
+    return _Evidence("good", source, min(updates) if updates else None)
 
 
 class _OcspFetcher(AIOHttpOCSPFetcher):

@@ -31,18 +31,20 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import functools
 import hashlib
 import re
 import secrets
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from idp.core.certificates import MAX_CERTIFICATE_BYTES, CertificateVerifier, VerifiedCertificate
@@ -64,6 +66,11 @@ MIN_RSA_BITS: Final = 2048
 _HASHES: Final[dict[str, type[hashes.HashAlgorithm]]] = {
     "256": hashes.SHA256, "384": hashes.SHA384, "512": hashes.SHA512,
 }
+_DIGESTS: Final[dict[str, Callable[[bytes], Any]]] = {
+    "256": hashlib.sha256, "384": hashlib.sha384, "512": hashlib.sha512,
+}
+KEY_CACHE_ENTRIES: Final = 1024
+"""Certificates whose parsed public key is kept (a returning card skips parsing its certificate again)."""
 _CURVES: Final[dict[str, str]] = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
 ALGORITHMS: Final = frozenset({"ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "RS256", "RS384", "RS512"})
 """The token algorithms Web eID defines (JWA names, RFC 7518 section 3.1)."""
@@ -130,19 +137,24 @@ def _base64(text: str, name: str) -> bytes:
 
 def signed_data(algorithm: str, *, origin: str, nonce: str) -> bytes:
     """hash(origin) || hash(nonce), the hash being the algorithm's (Web eID "Authentication token format")."""
-    digest = _HASHES[algorithm[2:]]().name
-    return hashlib.new(digest, origin.encode()).digest() + hashlib.new(digest, nonce.encode()).digest()
+    digest = _DIGESTS[algorithm[2:]]
+    return bytes(digest(origin.encode()).digest() + digest(nonce.encode()).digest())
+
+
+@functools.lru_cache(maxsize=KEY_CACHE_ENTRIES)
+def _public_key(der: bytes) -> PublicKeyTypes:
+    """The public key of the certificate `der` (CertificateMalformed when it does not parse; not cached then)."""
+    try:
+        return x509.load_der_x509_certificate(der).public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise CertificateMalformed(f"the token's certificate is not X.509 DER: {exc}") from exc
 
 
 def verify_token_signature(token: WebEidToken, *, origin: str, nonce: str) -> None:
     """The token's signature verifies over hash(origin) || hash(nonce) with its certificate's key, or
     WebEidSignatureInvalid (another nonce, another origin, an algorithm that does not fit the key);
     CertificateMalformed when the certificate does not parse."""
-    try:
-        certificate = x509.load_der_x509_certificate(token.certificate_der)
-        key = certificate.public_key()
-    except (ValueError, UnsupportedAlgorithm) as exc:
-        raise CertificateMalformed(f"the token's certificate is not X.509 DER: {exc}") from exc
+    key = _public_key(token.certificate_der)
     algorithm = token.algorithm
     if algorithm not in ALGORITHMS:
         raise WebEidTokenMalformed(f"unsupported signature algorithm {algorithm!r}")

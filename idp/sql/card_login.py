@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from babel import Locale
 from babel.core import get_global
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -82,16 +83,26 @@ def _alpha3() -> Mapping[str, str]:
     """ISO 3166-1 alpha-2 -> alpha-3, from CLDR's territory aliases (Babel's data): each alpha-3 code is an alias of
     its alpha-2 code. Where a country has several (a withdrawn ISO 3166-3 code beside the current one: DDR and DEU
     for DE, BUR and MMR for MM), the current one is that spelling the alpha-2 letters in order (DEU, MMR, COD,
-    FRA, TLS, YEM), as every current assignment whose alpha-2 has an alias of its own does."""
+    FRA, TLS, YEM), as every current assignment whose alpha-2 has an alias of its own does. User-assigned codes
+    (ISO 3166-1 section 8.1.3: AA, QM-QZ, XA-XZ, ZZ), which name no country, are left out: only codes CLDR names
+    a territory for, and that are no user-assigned code, are kept."""
+    named = {code for code in Locale("en").territories
+             if isinstance(code, str) and len(code) == 2 and not _user_assigned(code)}
     candidates: dict[str, list[str]] = {}
     for alias, targets in get_global("territory_aliases").items():
-        if len(alias) == 3 and alias.isalpha() and alias.isupper() and len(targets) == 1 and len(targets[0]) == 2:
+        if (len(alias) == 3 and alias.isalpha() and alias.isupper() and len(targets) == 1 and len(targets[0]) == 2
+                and targets[0] in named):
             candidates.setdefault(targets[0], []).append(alias)
     out = {}
     for alpha2, codes in candidates.items():
         current = [c for c in codes if _spells(c, alpha2)] if len(codes) > 1 else codes
         out[alpha2] = sorted(current or codes)[0]
     return out
+
+
+def _user_assigned(alpha2: str) -> bool:
+    """ISO 3166-1 section 8.1.3: AA, QM to QZ, XA to XZ and ZZ are for users, never a country."""
+    return alpha2 in ("AA", "ZZ") or alpha2[0] == "X" or (alpha2[0] == "Q" and alpha2[1] >= "M")
 
 
 def _spells(alpha3: str, alpha2: str) -> bool:
@@ -259,7 +270,7 @@ class CardLoginService:
             person_id, registered_type = held
             if (registered_type == "passport") != (document_type == "passport"):
                 raise CardHolderUnknown(f"the document {holder.identifier[:80]} is registered as a "
-                                        f"{registered_type or 'document'} of another kind")
+                                        f"{registered_type or 'document of unknown type'}, not as a {document_type}")
             return person_id
 
         async def lookup() -> str | None:

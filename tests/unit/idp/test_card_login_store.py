@@ -115,3 +115,18 @@ def test_alpha3_of_alpha2(alpha2: str, expected: str) -> None:
 @pytest.mark.parametrize("alpha2", ["XX", "ZZ", "", "AZE", "1"])
 def test_alpha3_of_no_country(alpha2: str) -> None:
     assert alpha3(alpha2) is None
+
+
+async def test_the_schedule_purges_expired_challenges(initialized: Services) -> None:
+    """The application's housekeeping pass (api.app) runs purge_card_rows."""
+    from api.app import create_app
+
+    now = utcnow()
+    old = await issue(initialized, now=now - 2 * LIFETIME)
+    fresh = await issue(initialized, now=now)
+    app = create_app(services=initialized)
+    async with app.router.lifespan_context(app):
+        await asyncio.wait_for(app.state.housekeeping_passed.wait(), timeout=30)
+    async with initialized.sessions() as session:
+        assert await session.get(WebEidChallenge, nonce_key(old)) is None
+        assert await session.get(WebEidChallenge, nonce_key(fresh)) is not None
