@@ -276,9 +276,9 @@ class CertificateVerifier:
             raise ValueError("a card policy needs at least one trust anchor")
         self.policy = policy
         self._clock = clock
-        self._anchors = tuple(asn1_x509.Certificate.load(der) for der in load_der_list(policy.anchors))
+        self._anchors = tuple(asn1_x509.Certificate.load(der) for der in _load_der_list(policy.anchors))
         self._anchor_ders = frozenset(policy.anchors)
-        self._intermediates = tuple(asn1_x509.Certificate.load(der) for der in load_der_list(policy.intermediates))
+        self._intermediates = tuple(asn1_x509.Certificate.load(der) for der in _load_der_list(policy.intermediates))
         self._session = LazySession()  # type: ignore[no-untyped-call]  # unannotated in pyhanko-certvalidator
         self._cache: OrderedDict[tuple[str, tuple[str, ...]], _Remembered] = OrderedDict()
         self.validations = 0
@@ -461,7 +461,7 @@ async def _validate(leaf: asn1_x509.Certificate, context: ValidationContext) -> 
         await context.aclose()  # type: ignore[no-untyped-call]  # unannotated in pyhanko-certvalidator
 
 
-def load_der_list(ders: Iterable[bytes]) -> list[bytes]:
+def _load_der_list(ders: Iterable[bytes]) -> list[bytes]:
     """`ders` checked to be X.509 DER (ValueError on the first that is not: a configuration error)."""
     result = []
     for der in ders:
