@@ -61,6 +61,58 @@ class Settings(BaseSettings):
     """An idle kept-alive connection is closed after this long (RFC 9112 section 9.3)."""
     max_connections: int = Field(default=1000, ge=10, le=100_000)
     """Open connections (or requests in progress) per server process above which a request is answered 503."""
+    # TLS termination by `acar serve` and its mTLS listener for ID-card login (api.server; issue 15)
+    tls_cert_file: Path | None = None
+    """PEM certificate chain (leaf first) `acar serve` presents; with ACAR_TLS_KEY_FILE it speaks HTTPS itself
+    (TLS 1.2 and 1.3 only, RFC 9325). Unset: plain HTTP behind a TLS-terminating proxy."""
+    tls_key_file: Path | None = None
+    """The PEM private key of ACAR_TLS_CERT_FILE."""
+    mtls_port: int | None = Field(default=None, ge=1, le=65535)
+    """A second listener of `acar serve` (same host, same certificate) that requests an optional TLS client
+    certificate, verified against the ID-card trust anchors and intermediates (ID-card login by mutual TLS)."""
+    mtls_public_url: str = ""
+    """The origin browsers reach the mTLS listener at (the ID-card login form posts there); unset,
+    https://<the issuer's host>:<ACAR_MTLS_PORT> (resolved_mtls_public_url)."""
+
+    @field_validator("tls_cert_file", "tls_key_file")
+    @classmethod
+    def _tls_file(cls, value: Path | None) -> Path | None:
+        """A file that exists (that it loads is checked when `acar serve` builds its TLS contexts)."""
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @field_validator("mtls_public_url")
+    @classmethod
+    def _mtls_public_url(cls, value: str) -> str:
+        """An https origin (scheme, host and port; a trailing "/" dropped): the login form's action is built on it."""
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if (parts.scheme != "https" or not parts.hostname or parts.path not in ("", "/") or parts.query
+                or parts.fragment or "@" in parts.netloc):
+            raise ValueError(f"{value!r} is not an https origin such as https://login.example.az:8443 (no path)")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("ACAR_TLS_CERT_FILE and ACAR_TLS_KEY_FILE must be set together (or neither)")
+        if self.mtls_port is not None and self.tls_cert_file is None:
+            raise ValueError("ACAR_MTLS_PORT needs ACAR_TLS_CERT_FILE and ACAR_TLS_KEY_FILE: the mTLS listener "
+                             "speaks TLS with them (behind a TLS-terminating proxy, leave ACAR_MTLS_PORT unset)")
+        return self
+
+    @property
+    def resolved_mtls_public_url(self) -> str | None:
+        """ACAR_MTLS_PUBLIC_URL, else https://<the issuer's host>:<ACAR_MTLS_PORT>; None without either."""
+        if self.mtls_public_url:
+            return self.mtls_public_url
+        if self.mtls_port is None:
+            return None
+        host = urlsplit(self.issuer).hostname or "localhost"
+        host = f"[{host}]" if ":" in host else host
+        return f"https://{host}" + ("" if self.mtls_port == _DEFAULT_PORTS["https"] else f":{self.mtls_port}")
 
     # keys/: backend selection and the PKCS#11 module (RFC-free, vendor-neutral configuration)
     key_backend: Literal["software", "pkcs11"] = "software"

@@ -112,7 +112,8 @@ _SHIM = """
     window.postMessage({action: "web-eid:authenticate-ack"}, event.origin);
     if (CARD.fail) {
       window.postMessage({action: "web-eid:authenticate-failure",
-                          error: {code: CARD.fail, message: CARD.fail, name: "Error"}}, event.origin);
+                          error: {code: CARD.fail, message: CARD.message || CARD.fail, name: "Error"}},
+                         event.origin);
       return;
     }
     try {
@@ -127,9 +128,10 @@ _SHIM = """
 """
 
 
-def extension(card: Card | None, *, fail: str | None = None) -> str:
-    """The shim for `card` (a P-384 card: its PKCS#8 key and DER certificate), or one that fails with `fail`."""
-    data: dict[str, Any] = {"format": WEBEID_FORMAT, "appVersion": APP_VERSION, "fail": fail}
+def extension(card: Card | None, *, fail: str | None = None, message: str | None = None) -> str:
+    """The shim for `card` (a P-384 card: its PKCS#8 key and DER certificate), or one that fails with the error code
+    `fail` (and the application's `message`)."""
+    data: dict[str, Any] = {"format": WEBEID_FORMAT, "appVersion": APP_VERSION, "fail": fail, "message": message}
     if card is not None:
         assert isinstance(card.key, ec.EllipticCurvePrivateKey) and card.key.curve.name == "secp384r1"
         pkcs8 = card.key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
@@ -197,8 +199,9 @@ async def test_keyboard_only_id_card_login_to_a_code_at_level_high(site: Server,
 
 async def test_what_the_page_says_when_the_card_cannot_be_used(site: Server, pki: IdCardPki,
                                                                context: BrowserContext, page: Page) -> None:
-    """No extension (no acknowledgement), the Web eID window closed, no card read in time, and the server's refusal
-    of a revoked card: each a translated message in the live region, the button ready for another try."""
+    """No extension (no acknowledgement), no Web eID application, the Web eID window closed, no card read in time, a
+    blocked PIN, and the server's refusals (a revoked card, an unknown card holder): each a translated message in the
+    live region, the button ready for another try; then the mutual-TLS form's refusal page."""
     add_person(site, FIN)
     rp = add_client(site, "tax.agency-a.example", "Vergi portalı")
     await catch_redirects(context, rp, [])
@@ -216,6 +219,9 @@ async def test_what_the_page_says_when_the_card_cannot_be_used(site: Server, pki
 
     cases = [(extension(None, fail="ERR_WEBEID_USER_CANCELLED"), "card.error.cancelled"),
              (extension(None, fail="ERR_WEBEID_USER_TIMEOUT"), "card.error.no_card"),
+             (extension(None, fail="ERR_WEBEID_NATIVE_UNAVAILABLE"), "card.error.no_app"),
+             (extension(None, fail="ERR_WEBEID_NATIVE_FATAL", message="Verify PIN failed: PIN_BLOCKED"),
+              "card.error.pin_blocked"),
              (extension(pki.revoked_card(fin=FIN, curve=ec.SECP384R1())), "card.error.certificate_revoked"),
              (extension(pki.card(fin="9NOBODY", curve=ec.SECP384R1())), "card.error.card_holder_unknown")]
     for shim, key in cases:
