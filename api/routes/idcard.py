@@ -79,8 +79,8 @@ def card_tls_url(settings: Settings, pending_id: str) -> str | None:
     """Where the login page's mutual-TLS form posts: the mTLS listener (ACAR_MTLS_PUBLIC_URL or the issuer's host on
     ACAR_MTLS_PORT: api.server), else the issuer itself when a reverse proxy forwards the client certificate
     (ACAR_IDCARD_CLIENT_CERT_HEADER); None when neither is configured (Web eID only)."""
-    base = getattr(settings, "resolved_mtls_public_url", None)  # ACAR_MTLS_* are api.server's settings
-    if not isinstance(base, str) or not base:
+    base = settings.resolved_mtls_public_url
+    if base is None:
         base = settings.issuer if settings.idcard_client_cert_header else None
     return f"{base}/idcard/tls/{pending_id}" if base else None
 

@@ -211,6 +211,19 @@ async def test_webeid_login_to_id_token_at_level_high(initialized: Services, htt
     assert (await refused_events(initialized))[-1] == {"method": "idcard-webeid", "code": "webeid_challenge_invalid"}
 
 
+async def test_login_page_offers_the_mtls_listener(initialized: Services, http: httpx.AsyncClient,
+                                                   rp: Registered) -> None:
+    """With an mTLS listener (ACAR_MTLS_PUBLIC_URL), the login page's form posts there, and its CSP form-action
+    allows that origin (browsers apply form-action to the submission)."""
+    initialized.settings.mtls_public_url = "https://localhost:8443"
+    started = await start(initialized, http, rp)
+    page = await http.get(f"/interaction/{started.pending_id}")
+    assert page.status_code == 200, page.text
+    assert f'action="https://localhost:8443/idcard/tls/{started.pending_id}"' in page.text
+    form_action = page.headers["content-security-policy"].split("form-action ")[1].split(";")[0].split()
+    assert form_action == ["'self'", "https://agency.example", "https://localhost:8443"]
+
+
 async def test_rsa_and_p384_cards(initialized: Services, http: httpx.AsyncClient, rp: Registered,
                                   pki: IdCardPki) -> None:
     """ES384 (P-384 cards) and RS256 (RSA cards) tokens, as the Web eID app makes them."""
