@@ -28,6 +28,7 @@ from api.routes import (
     clients,
     enrollment_admin,
     health,
+    idcard,
     interaction,
     keys,
     oidc,
@@ -42,6 +43,7 @@ from api.routes import pages as page_routes
 from api.settings import Settings, load_settings
 from api.text import edge_text
 from idp.sql.backchannel import BackchannelDelivery
+from idp.sql.card_login import purge_card_rows
 from idp.sql.passkeys_store import purge_passkey_rows
 from idp.sql.revocation import TokenRevocations
 from idp.sql.store import purge_expired
@@ -74,7 +76,8 @@ async def _housekeeping(services: Services, interval: float, backchannel: Backch
                         passed: asyncio.Event | None = None) -> None:
     """The automatic schedule: token-key rotation and removal (ACAR_TOKEN_KEY_ROTATION_DAYS); CRLs republished
     at half their lifetime and OCSP/TSA certificates renewed before they run out; the FIDO metadata BLOB re-read
-    when its file changed (ACAR_WEBAUTHN_MDS_BLOB_FILE); expired pending requests, challenges and codes purged,
+    when its file changed (ACAR_WEBAUTHN_MDS_BLOB_FILE); expired pending requests, challenges (WebAuthn, Web eID)
+    and codes purged,
     and audit events past their retention (ACAR_AUDIT_RETENTION_DAYS).
 
     It waits, with one warning per tick, while the database is unreachable or behind the migrations head
@@ -100,6 +103,7 @@ async def _housekeeping(services: Services, interval: float, backchannel: Backch
                 purged = await purge_expired(session, utcnow())
                 purged["revoked_tokens"] = await TokenRevocations(SessionTransaction(session)).purge_expired()
                 purged.update(await purge_passkey_rows(session, utcnow()))
+                purged.update(await purge_card_rows(session, utcnow()))
                 purged.update(await purge_audit(session, **audit_cutoffs(services.settings, utcnow())))
             if backchannel is not None:
                 purged["logout_deliveries"] = await backchannel.purge(utcnow() - LOGOUT_DELIVERY_KEPT)
@@ -249,18 +253,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                   openapi_url="/openapi.json" if settings.env == "development" else None,
                   dependencies=[Depends(edge_text)])  # text storage cannot hold, refused at the edge (api.text)
     problems.install(app)
-    app.include_router(health.router)
-    app.include_router(keys.router)
-    app.include_router(admin.router)
-    app.include_router(clients.router)
-    app.include_router(oidc.router)
-    app.include_router(interaction.router)
-    app.include_router(account.router)
-    app.include_router(page_routes.router)
-    app.include_router(passkeys.router)
-    app.include_router(approval_routes.router)
-    app.include_router(approval_routes.json_router)
-    app.include_router(enrollment_admin.router)
+    for router in (health.router, keys.router, admin.router, clients.router, oidc.router, interaction.router,
+                   idcard.page_router, account.router, page_routes.router, passkeys.router, approval_routes.router,
+                   approval_routes.json_router, enrollment_admin.router):
+        app.include_router(router)
     if settings.dev_login and settings.env != "production":
         app.include_router(interaction.dev_router)  # never registered in production (and the setting is refused)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -273,7 +269,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     # table: matched first, without FastAPI's request handling (dependency solving, its request and response
     # wrappers), and still under the exception handlers and the router's 405 answers like every other route.
     plain = ((oidc.router, oidc.plain_routes), (interaction.router, interaction.plain_routes),
-             (passkeys.router, passkeys.plain_routes))
+             (passkeys.router, passkeys.plain_routes), (idcard.router, idcard.plain_routes))
     app.router.routes[:0] = [route for _, routes in plain for route in routes]
     # FastAPI documents only its own routes; /openapi.json (development only) describes these too
     app.openapi = _openapi_with(app, plain, settings.issuer)  # type: ignore[method-assign]  # FastAPI's documented extension point

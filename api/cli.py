@@ -207,22 +207,31 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
 
     from api.app import startup_checks
     from api.deps import build_services
-    from api.server import serve
+    from api.server import ListenError, mtls_client_cas, serve, tls_context, tls_listeners
 
     if args.port < 1 or args.port > 65535:
         raise CliError("--port must be between 1 and 65535")
     if args.workers < 1:
         raise CliError("--workers must be at least 1")
+    if settings.mtls_port == args.port:
+        raise CliError(f"ACAR_MTLS_PORT must differ from --port ({args.port}): the mTLS listener is a second socket")
+    if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+        tls_context(settings.tls_cert_file, settings.tls_key_file)  # a pair that does not load stops here, first
 
-    async def check_keys() -> None:
+    async def check_keys() -> tuple[bytes, ...]:
         services = build_services(settings)  # a missing or malformed master key, or an unusable token, stops here
         try:
             await startup_checks(services)  # and a wrong master key here: before uvicorn starts, in one line
+            return await mtls_client_cas(settings, services.card)
         finally:
             await services.close()
 
-    asyncio.run(check_keys())
-    serve(settings, host=args.host, port=args.port, workers=args.workers)
+    client_cas = asyncio.run(check_keys())
+    tls = tls_listeners(settings, client_cas)  # a certificate or key that does not load stops the start here
+    try:
+        serve(settings, host=args.host, port=args.port, workers=args.workers, tls=tls)
+    except ListenError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _parse_date(value: str | None) -> date | None:

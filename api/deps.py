@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ipaddress
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,8 @@ from keys.interfaces import KeyStore
 from storage import create_engine, create_session_factory, is_sqlite
 from storage.direct import DirectDatabase, PostgresDirect, SessionDirect
 
+log = logging.getLogger("acar.deps")
+
 if TYPE_CHECKING:  # the services' modules are imported by the builders that need them (the CLI builds a few)
     from pyhanko.sign.timestamps import TimeStamper
 
@@ -27,6 +30,7 @@ if TYPE_CHECKING:  # the services' modules are imported by the builders that nee
     from api.validation import ReportValidator, ValidationService
     from idp.core.interfaces import Subject
     from idp.core.webauthn import PasskeyService
+    from idp.sql.card_login import CardLoginService
     from idp.sql.clients import CachedClientDirectory
     from idp.sql.enrollment import EnrollmentPolicy
     from keys.pki import PkiService
@@ -62,9 +66,11 @@ class Services:
     ratelimits: RateLimits  # per-IP/client/code budgets on memory or a shared Redis (api.ratelimit)
     signing: SigningServices  # signing requests and the durable worker (signing/)
     validation: ValidationService  # PDF signature validation and its audit (api.validation, signing.core.validation)
+    card: CardLogins  # the ID-card login's verifiers and service (idp.sql.card_login), built at first use
     approval: Approval | None = None  # the signer's approval pages (api.routes.approval); None: answered 503
 
     async def close(self) -> None:
+        await self.card.aclose()
         await self.signing.close()
         await self.audit_log.stop()
         await self.ratelimits.limiter.close()
@@ -137,7 +143,7 @@ def build_services(settings: Settings, *, key_store: KeyStore | None = None) -> 
                     ratelimits=build_ratelimits(settings, audit_log),
                     signing=signing,
                     validation=build_validation(settings, pki, signing.engine.validation_data, audit_log),
-                    approval=build_approval(settings, pki, store))
+                    card=CardLogins(settings, pki), approval=build_approval(settings, pki, store))
 
 
 def build_approval(settings: Settings, pki: PkiService, key_store: KeyStore) -> Approval:
@@ -222,6 +228,99 @@ class SigningEngine:
             await self._validation.close()
         if self._timestamper is not None:
             await self._timestamper.close()
+
+
+CARD_FETCH_TIMEOUT = 5.0
+"""Seconds an OCSP or CRL request of the ID-card login may take (a card login waits for it)."""
+CARD_REVOCATION_CACHE_SECONDS = 3600
+"""Upper bound for a cached revocation verdict of an ID card (an OCSP response's nextUpdate may shorten it)."""
+CARD_ANCHOR_RETRY_SECONDS = 5.0
+"""In development without configured anchors: how long "the built-in CA does not exist yet" is believed."""
+
+
+class CardLogins:
+    """The ID-card login of this process (issue 15): one CertificateVerifier and one WebEidVerifier (their OCSP
+    cache and HTTP client) behind one CardLoginService, built at first use from
+
+    - ACAR_IDCARD_TRUST_ANCHORS and ACAR_IDCARD_INTERMEDIATES (RFC 5280 section 6.1.1 (d)); none configured, in
+      development only, the built-in CA's root, with its issuing CA offered for path building, once `acar init` has
+      made them (read from the database then, not at start-up, like SigningEngine);
+    - ACAR_IDCARD_REQUIRED_POLICIES, ACAR_IDCARD_OCSP_URL, ACAR_IDCARD_REVOCATION_SOFT_FAIL (fail closed unless set);
+    - ACAR_WEBEID_ORIGIN (else the issuer's origin) for the Web eID token's signed origin;
+    - ACAR_IDCARD_AUTO_PROVISION and ACAR_IDCARD_CHALLENGE_SECONDS.
+
+    `service()` is None while there is no anchor: ID-card login is then neither offered nor answered."""
+
+    def __init__(self, settings: Settings, pki: PkiService, *,
+                 clock: Callable[[], dt.datetime] | None = None) -> None:
+        from storage.base import utcnow
+
+        self._settings = settings
+        self._pki = pki
+        self._clock = clock or utcnow
+        self._service: CardLoginService | None = None
+        self._absent_until = 0.0
+        self._building = asyncio.Lock()
+
+    async def service(self) -> CardLoginService | None:
+        if self._service is None and asyncio.get_running_loop().time() >= self._absent_until:
+            async with self._building:
+                if self._service is None:
+                    self._service = await self._build()
+                    if self._service is None:
+                        self._absent_until = asyncio.get_running_loop().time() + CARD_ANCHOR_RETRY_SECONDS
+        return self._service
+
+    async def trust(self) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+        """The DER trust anchors and intermediates of the ID-card login (both empty: no ID-card login); ValueError
+        naming a configured file that cannot be read (the mTLS listener's start refuses it: api.server)."""
+        from idp.core.certificates import load_certificates
+        from keys.ca import ISSUING, ROOT
+        from keys.errors import KeysError
+
+        settings = self._settings
+        try:  # read at start-up too (api.settings): ValueError naming the file
+            anchors = load_certificates(settings.idcard_trust_anchors)
+            intermediates = load_certificates(settings.idcard_intermediates)
+        except OSError as exc:
+            raise ValueError(f"cannot read {exc.filename}: {exc.strerror}") from None
+        if not anchors and settings.env == "development":
+            try:
+                anchors = (await self._pki.ca_certificate(ROOT),)
+                intermediates = (*intermediates, await self._pki.ca_certificate(ISSUING))
+            except KeysError:  # no built-in CA yet (`acar init`): no anchor
+                return (), ()
+        return anchors, intermediates
+
+    async def _build(self) -> CardLoginService | None:
+        from idp.core.certificates import CardPolicy, CertificateVerifier
+        from idp.core.webeid import WebEidVerifier
+        from idp.sql.card_login import CardLoginService
+
+        settings = self._settings
+        try:
+            anchors, intermediates = await self.trust()
+        except ValueError:  # a file broken since start-up: no anchor (and no 500), logged
+            log.exception("idcard.trust_unreadable")
+            return None
+        if not anchors:
+            return None
+        policy = CardPolicy(anchors=anchors, intermediates=intermediates,
+                            required_policies=frozenset(settings.idcard_required_policies),
+                            ocsp_url=settings.idcard_ocsp_url or None,
+                            soft_fail=settings.idcard_revocation_soft_fail,
+                            fetch_timeout=CARD_FETCH_TIMEOUT, cache_seconds=CARD_REVOCATION_CACHE_SECONDS)
+        certificates = CertificateVerifier(policy, clock=self._clock)
+        return CardLoginService(certificates=certificates,
+                                webeid=WebEidVerifier(certificates, origin=settings.resolved_webeid_origin),
+                                auto_provision=settings.idcard_auto_provision,
+                                challenge_lifetime=dt.timedelta(seconds=settings.idcard_challenge_seconds),
+                                clock=self._clock)
+
+    async def aclose(self) -> None:
+        if self._service is not None:
+            await self._service.certificates.aclose()
+            self._service = None
 
 
 def validation_input_policy(settings: Settings) -> InputPolicy:
@@ -393,6 +492,8 @@ def build_ratelimits(settings: Settings, audit: AuditSink) -> RateLimits:
         introspection=Budget.parse("introspection", settings.rate_limit_introspection),
         admin=Budget.parse("admin", settings.rate_limit_admin),
         validation_anonymous=Budget.parse("validation_anonymous", settings.validation_anonymous_rate_limit),
+        card_challenge=Budget.parse("card_challenge", settings.rate_limit_card_challenge),
+        card_login=Budget.parse("card_login", settings.rate_limit_card_login),
     )
     limiter = RateLimiter(settings.rate_limit_storage, prefix=settings.rate_limit_prefix)
     return RateLimits(limiter, budgets, trusted_proxies=parse_networks(settings.trusted_proxies), audit=audit)

@@ -87,3 +87,12 @@ class RateLimited(Exception):
         self.status_code = 503 if unavailable else 429
         self.description = ("the service is temporarily unavailable; try again later" if unavailable
                             else "too many requests; try again later")
+
+
+class CardLoginUnavailable(PasskeyError):
+    """ID-card login was asked for on a server that has no ID-card trust anchor (ACAR_IDCARD_TRUST_ANCHORS; in
+    development the built-in CA's root once `acar init` made it): it is not offered there (api.routes.idcard)."""
+
+    code = "card_login_unavailable"
+    title = "ID-card sign-in is not available"
+    status_code = 404

@@ -2,7 +2,7 @@
 
 FastAPI documents its own routes from their signatures; that leaves out what they do not declare. Here the
 document gets:
-- the plain OAuth/OIDC endpoints (api.routes.oidc, interaction, passkeys) with their form or JSON parameters,
+- the plain OAuth/OIDC endpoints (api.routes.oidc, interaction, passkeys, idcard) with their form or JSON parameters,
   their client authentication (RFC 6749 section 2.3.1, HTTP Basic) or bearer token (RFC 6750) and their RFC 6749
   section 5.2 error JSON;
 - securitySchemes: HTTP Basic for clients, bearer for the admin API (RFC 9068 JWTs) and for userinfo, and the
@@ -29,10 +29,11 @@ from fastapi.routing import iter_route_contexts
 
 from api.auth import CLIENT_AUTHENTICATORS
 from api.bodies import authenticators
-from api.errors import CsrfRefused, LoginRequired, RateLimited
+from api.errors import CardLoginUnavailable, CsrfRefused, LoginRequired, RateLimited
 from api.schemas.signing import SigningRequestCreate
 from api.schemas.validation import ValidationReportOut
 from api.text import PAGE_TAGS
+from idp.core import errors as card_errors
 from idp.core.client_auth import JWT_BEARER_ASSERTION
 from idp.core.interfaces import GRANT_TYPES, LEVELS
 from idp.core.webauthn import (
@@ -152,6 +153,23 @@ SCHEMAS.update({
                        "clientExtensionResults": {"type": "object"}},
     },
 })
+SCHEMAS.update({
+    "WebEidChallenge": {
+        "title": "WebEidChallenge", "type": "object", "required": ["nonce", "expires_at"],
+        "description": "a Web eID challenge nonce (base64 of 32 random bytes, single use) for webeid.authenticate, "
+                       "and when it expires (ISO 8601)",
+        "properties": {"nonce": {"type": "string", "minLength": 44, "maxLength": 44}, "expires_at": _STRING},
+    },
+    "WebEidToken": {
+        "title": "WebEidToken", "type": "object", "required": ["format", "algorithm", "unverifiedCertificate",
+                                                               "signature"],
+        "description": "the Web eID authentication token as the extension returns it (web-eid:1; Web eID system "
+                       "architecture, \"Authentication token format\"): the card's certificate as base64 DER and its "
+                       "signature over hash(origin) || hash(nonce)",
+        "properties": {"format": _STRING, "algorithm": _STRING, "unverifiedCertificate": _STRING,
+                       "signature": _STRING, "appVersion": _STRING},
+    },
+})
 SESSION_COOKIE, ENROLLMENT_COOKIE = "acar_session", "acar_enroll"
 """The cookies' names under an http issuer (development); an https issuer prefixes __Host- (RFC 6265bis section
 4.1.3.2: Secure, this exact origin, path /), as api.provider.Provider.cookie_name and
@@ -217,14 +235,18 @@ def coded_problem(description: str, errors: list[Any]) -> dict[str, Any]:
 
 
 _STATUS = {400: "the request is refused", 401: "no live session or enrollment in this browser (its cookie)",
-           403: "refused (see the code: a wrong CSRF token or Origin, a blocked passkey)", 404: "no such passkey",
+           403: "refused (see the code: a wrong CSRF token or Origin, a blocked passkey, an ID card refused)",
+           404: "no such passkey, or ID-card sign-in not offered on this server",
            409: "the passkey is already registered", 410: "gone: the signing request has expired",
-           503: "not available on this server"}
+           503: "not available on this server, or an ID card's revocation status cannot be checked now"}
 
 
-def passkey_errors(*errors: type[PasskeyError] | type[ApprovalError]) -> dict[str, Any]:
-    """The refusals of a passkey endpoint by status, each a coded_problem with the codes of that status."""
-    by_status: dict[int, list[type[PasskeyError] | type[RateLimited] | type[ApprovalError]]] = {}
+def passkey_errors(*errors: type[PasskeyError] | type[ApprovalError] | type[card_errors.CardLoginError]
+                   ) -> dict[str, Any]:
+    """The refusals of a passkey (or ID-card) endpoint by status, each a coded_problem with the codes of that
+    status."""
+    by_status: dict[int, list[type[PasskeyError] | type[RateLimited] | type[ApprovalError]
+                              | type[card_errors.CardLoginError]]] = {}
     for error in errors:
         by_status.setdefault(error.status_code, []).append(error)
     return {str(status): coded_problem(_STATUS[status], found) for status, found in sorted(by_status.items())}
@@ -352,6 +374,11 @@ _REGISTER_EXAMPLE = {"id": "AAEC", "rawId": "AAEC", "type": "public-key", "respo
 _BODY_REFUSED = [InvalidPasskeyRequest]  # not JSON, not an object, a field missing, mistyped or too long
 _GUARDS = [CsrfRefused, WrongOrigin]
 _PASSKEYS = "passkeys: the browser's calls (api/static/webauthn.js)"
+_CARD_REFUSED = [error for error in vars(card_errors).values()
+                 if isinstance(error, type) and issubclass(error, card_errors.CardLoginError)
+                 and error is not card_errors.CardLoginError
+                 and error not in (card_errors.CertificateMissing, card_errors.ForwardedCertificateRefused)]
+"""The refusals of a Web eID login: every CardLoginError but the mutual-TLS ones."""
 _SIGN_CSRF = "the signing page's token (data-csrf of /sign/{request_id})"
 _SIGN_REFUSED = [WrongSigner, ApprovalRequestNotFound, RequestNotPending, ApprovalExpired]
 PASSKEY_OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
@@ -439,6 +466,30 @@ PASSKEY_OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                                        UnknownCredential, CredentialRemoved, WrongUser, VerificationFailed,
                                        UserVerificationRequired, InsufficientLevel, *_GUARDS, CredentialFlagged,
                                        CounterRegression, ChallengeMismatch, *_SIGN_REFUSED)}},
+    ("/idcard/webeid/challenge", "post"): {
+        "summary": "ID-card login (Web eID): a challenge nonce for the pending request",
+        "parameters": _csrf(_PENDING_CSRF),
+        "requestBody": _json_body({"pending_id": _PENDING}, ["pending_id"], {"pending_id": "Jx3pW0_2b9Q"}),
+        "responses": {"200": _json("the nonce to pass to webeid.authenticate", "WebEidChallenge"),
+                      **passkey_errors(*_BODY_REFUSED, RequestExpired, *_GUARDS, CardLoginUnavailable)}},
+    ("/idcard/webeid/login", "post"): {
+        "summary": "ID-card login (Web eID): the extension's authentication token; sets the session cookie",
+        "description": "The nonce is used up before the token is verified. The card's certificate is validated to "
+                       "the ID-card trust anchors (RFC 5280 section 6: validity, keyUsage digitalSignature, EKU "
+                       "clientAuth, required policies) and its revocation status asked of OCSP (CRL as fallback).",
+        "parameters": _csrf(_PENDING_CSRF),
+        "requestBody": _json_body({
+            "pending_id": _PENDING,
+            "nonce": {"type": "string", "minLength": 1, "maxLength": 100,
+                      "description": "the nonce of the challenge call, as it was returned"},
+            "token": _ref("WebEidToken")}, ["pending_id", "nonce", "token"],
+            {"pending_id": "Jx3pW0_2b9Q", "nonce": "eS1wZTNuUEJSbnN3SUJ0bGRtZUVqZ0pDNnlWZ3JVcmM=",
+             "token": {"format": "web-eid:1.0", "algorithm": "ES384", "unverifiedCertificate": "MIIBkjCCATig",
+                       "signature": "xsjXsQvVYXWcdV0YPhxLthJxtf0", "appVersion": "https://web-eid.eu/web-eid-app/"
+                                                                     "releases/2.5.0+0"}}),
+        "responses": {"200": _json("signed in at level high: where the browser goes next", "PasskeyLoginNext"),
+                      **passkey_errors(*_BODY_REFUSED, RequestExpired, *_GUARDS, CardLoginUnavailable,
+                                       *_CARD_REFUSED)}},
     ("/account/consents", "get"): {
         "security": [{"sessionCookie": []}],
         "responses": {"401": problem("not signed in (login_required)")}},
@@ -452,7 +503,7 @@ PASSKEY_OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
 """What the browser's JSON endpoints read and answer (api.routes.passkeys, api.routes.account), merged into their
 operations: responses replace FastAPI's generic 200, parameters add to theirs."""
 for (_path, _method), _operation in PASSKEY_OPERATIONS.items():
-    if _path.startswith("/webauthn/login/"):
+    if _path.startswith(("/webauthn/login/", "/idcard/webeid/")):
         PLAIN_OPERATIONS[_path] = {_method: {**_operation, "responses": {
             **_operation["responses"], "default": problem("any other error: an RFC 9457 problem")}}}
 
@@ -638,6 +689,8 @@ RATE_LIMITED: dict[tuple[str, str], str] = {
     ("/token", "post"): "oauth", ("/introspect", "post"): "oauth", ("/revoke", "post"): "oauth",
     ("/webauthn/login/options", "post"): "json", ("/webauthn/login/verify", "post"): "json",
     ("/webauthn/enrollment", "post"): "json",
+    ("/idcard/webeid/challenge", "post"): "json", ("/idcard/webeid/login", "post"): "json",
+    ("/idcard/tls/{pending_id}", "post"): "page",
 }
 """The operations that spend a budget of api.ratelimit (the admin API's are found by their authentication), each
 with the form its 429 takes (RFC 6585 section 4, Retry-After)."""

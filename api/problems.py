@@ -21,7 +21,7 @@ from api.errors import ApiProblem, BearerTokenMissing, ContentTooLarge, InvalidP
 from api.logging import request_id_var
 from api.rendering import METHOD_NOT_ALLOWED, NOT_FOUND, error_page, prefers_html
 from api.web import NO_STORE
-from idp.core.errors import IdpError, InvalidClient, OAuthError
+from idp.core.errors import CardLoginError, IdpError, InvalidClient, OAuthError
 from idp.core.webauthn import PasskeyError, WrongOrigin
 from keys.errors import KeysError
 from signing.core.errors import SigningError
@@ -185,6 +185,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(PasskeyError)
     async def _passkey(request: Request, exc: PasskeyError) -> JSONResponse:
         return passkey_problem(request, exc)  # EnrollmentErrors too
+
+    @app.exception_handler(CardLoginError)
+    async def _card(request: Request, exc: CardLoginError) -> JSONResponse:
+        """A refused ID-card login of the Web eID endpoints (the mutual-TLS form answers its page itself)."""
+        return coded_problem(request, exc.status_code, exc.code, exc.title, exc.detail, headers=NO_STORE)
 
     @app.exception_handler(InvalidPageRequest)
     async def _page(request: Request, exc: InvalidPageRequest) -> HTMLResponse:

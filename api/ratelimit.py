@@ -8,6 +8,8 @@ module holds the policy, read from the settings in api.deps:
 | AUTHORIZE | client IP | /authorize without a live session, before a pending request is stored |
 | PASSKEY_OPTIONS | client IP | /webauthn/login/options, before a challenge is stored |
 | PASSKEY_LOGIN | client IP | /webauthn/login/verify, before the assertion is verified |
+| CARD_CHALLENGE | client IP | /idcard/webeid/challenge, before a nonce is stored |
+| CARD_LOGIN | client IP | /idcard/webeid/login and /idcard/tls/{pending_id}, before the certificate is checked |
 | ENROLLMENT, ENROLLMENT_CODE | client IP; the code's public part | POST /webauthn/enrollment, before any hash |
 | CLIENT_AUTH_FAILURES | client_id; client IP | /token, /introspect, /revoke: failures count; spent: 429 first |
 | INTROSPECTION | client IP; client_id | /introspect, every request |
@@ -62,6 +64,8 @@ class Budgets:
     admin: Budget
     validation_anonymous: Budget
     """ACAR_VALIDATION_ANONYMOUS_RATE_LIMIT: validations by anyone without an agency's token."""
+    card_challenge: Budget
+    card_login: Budget
 
 
 def parse_networks(cidrs: Sequence[str]) -> tuple[Network, ...]:
@@ -121,6 +125,12 @@ class RateLimits:
         code up or runs its scrypt: per client IP, and per typed code (code_key)."""
         await self.spend(self.budgets.enrollment, [("ip", self.client_ip(connection))], answer=answer)
         await self.spend(self.budgets.enrollment_code, [("code", code_key(code))], answer=answer)
+
+    def from_trusted_proxy(self, connection: HTTPConnection) -> bool:
+        """Whether the TCP peer is one of ACAR_TRUSTED_PROXIES (what a header of the request is believed by: the
+        client IP's X-Forwarded-For here, a forwarded client certificate in api.routes.idcard)."""
+        address = _address(connection.client.host) if connection.client else None
+        return address is not None and _trusted(address, self.trusted_proxies)
 
     def client_ip(self, connection: HTTPConnection) -> str:
         peer = connection.client.host if connection.client else None

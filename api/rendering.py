@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.i18n import LANGUAGE_COOKIE, LANGUAGE_NAMES, LANGUAGES, Translator, negotiate, translator
 from idp.core.claims import CLAIM_DESCRIPTIONS
+from idp.core.errors import CardLoginError
 
 TEMPLATES = Path(__file__).with_name("templates")
 STATIC = Path(__file__).with_name("static")
@@ -223,6 +224,7 @@ ERROR_MESSAGES: Mapping[str, str] = {
     METHOD_NOT_ALLOWED: "error.method_not_allowed",
     "too many requests; try again later": "error.rate_limited",
     "the service is temporarily unavailable; try again later": "error.unavailable",
+    "ID-card sign-in is not available on this server": "card.error.card_login_unavailable",
 }
 """The plain-words message of each error description that idp/ and the page routes show a citizen (by its
 English text, as gettext keys messages); a test keeps every literal description of those modules here."""
@@ -249,9 +251,10 @@ ERROR_CODE = re.compile(r"^[a-z_]{1,40}$")
 
 
 def error_message_keys() -> frozenset[str]:
-    """Every message an error page may show."""
+    """Every message an error page may show (the ID-card refusals of card_error_page among them)."""
     return frozenset({*ERROR_MESSAGES.values(), *(k for _, k in ERROR_PREFIXES),
-                      *(f"error.code.{c}" for c in ERROR_CODES), "error.generic"})
+                      *(f"error.code.{c}" for c in ERROR_CODES), "error.generic",
+                      *(f"card.error.{c}" for c in CARD_REFUSALS)})
 
 
 def error_page(error: str, description: str, *, status: int = 400) -> HTMLResponse:
@@ -289,6 +292,53 @@ def passkey_messages(tr: Translator) -> dict[str, dict[str, str]]:
             "status": {name: tr.gettext(f"passkey.status.{name}") for name in PASSKEY_STATUS}}
 
 
+# --- ID cards (api/static/webeid.js, api/static/idcard.js; the mTLS form post) ---------------------------------
+
+CARD_REFUSALS = (
+    "card_refused", "certificate_missing", "certificate_malformed", "certificate_expired",
+    "certificate_not_yet_valid", "certificate_revoked", "revocation_unavailable", "certificate_untrusted",
+    "certificate_self_signed", "certificate_wrong_usage", "certificate_policy_missing",
+    "certificate_identifier_unsupported", "card_holder_unknown", "forwarded_certificate_refused",
+    "webeid_token_malformed", "webeid_signature_invalid", "webeid_challenge_invalid",
+)
+"""The codes of idp.core.errors.CardLoginError and its subclasses (a test holds them equal): the refusals of the
+ID-card endpoints, shown by card_error_page (mutual TLS) and by idcard.js (the Web eID token)."""
+CARD_ERRORS = (
+    *CARD_REFUSALS,
+    "request_expired", "csrf", "rate_limited", "invalid_request", "wrong_origin", "card_login_unavailable",
+    "no_extension", "no_app", "update_needed", "insecure_context", "busy", "no_card", "cancelled", "pin_blocked",
+    "card_failed", "network", "unknown",
+)
+"""The error codes idcard.js shows a message for: the card refusals, the other problem codes of
+/idcard/webeid/challenge and /idcard/webeid/login (api.routes.idcard: an expired sign-in, the CSRF check, the rate
+limit, a malformed request, another Origin, no ID-card trust anchor configured), then its own: the Web eID
+extension did not answer (no_extension), the extension has no Web eID application (no_app), versions that do not
+fit (update_needed), a page not in a secure context, an ID-card request already running (busy), no card read in
+time (no_card: no reader, no card, no PIN), the citizen closed the Web eID window (cancelled), the PIN is blocked,
+the card or the application failed (card_failed), no answer from Açar (network), anything else."""
+CARD_STATUS = ("starting", "waiting", "verifying", "done")
+
+
+def card_messages(tr: Translator) -> dict[str, dict[str, str]]:
+    """The translated messages idcard.js shows, for a <script type="application/json"> block."""
+    return {"errors": {code: tr.gettext(f"card.error.{code}") for code in CARD_ERRORS},
+            "status": {name: tr.gettext(f"login.card.status.{name}") for name in CARD_STATUS}}
+
+
+def card_error_page(exc: CardLoginError) -> HTMLResponse:
+    """The page of a refused ID-card login that came as a form post (the mutual-TLS listener,
+    POST /idcard/tls/{pending_id}): the refusal in plain words (card.error.<code>), the English detail as technical
+    details, the error's own HTTP status. Its language switcher leads to /error with the code and the message id
+    only, as error_page's does."""
+    code = exc.code if exc.code in CARD_REFUSALS else "card_refused"
+    key = f"card.error.{code}"
+    return render("error.html", {"error": code, "message_key": key, "detail": exc.detail,
+                                 "return_to": "/error?" + urlencode({"error": code, "message": key})},
+                  status=exc.status_code)
+
+
 _env.globals["passkey_messages"] = passkey_messages
+_env.globals["card_messages"] = card_messages
 _env.globals["claim_order"] = tuple(CLAIM_DESCRIPTIONS)
 """The order the pages list a person's attributes in: identifier, names, FIN, date of birth."""
+

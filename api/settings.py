@@ -21,6 +21,9 @@ from storage.ratelimit import REDIS_SCHEMES, Budget
 _OID_RE = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
 _DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_TOKEN_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")
+_RESERVED_HEADERS = frozenset({"host", "cookie", "authorization", "content-type", "content-length", "origin",
+                               "x-forwarded-for", "user-agent", "accept"})
 MAX_TOKEN_LIFETIME_CEILING = 86400
 """No configuration may issue tokens that live longer than a day (revocations are kept this long)."""
 PLACEHOLDER_OID_ARC = "1.3.6.1.4.1.99999."
@@ -58,6 +61,58 @@ class Settings(BaseSettings):
     """An idle kept-alive connection is closed after this long (RFC 9112 section 9.3)."""
     max_connections: int = Field(default=1000, ge=10, le=100_000)
     """Open connections (or requests in progress) per server process above which a request is answered 503."""
+    # TLS termination by `acar serve` and its mTLS listener for ID-card login (api.server; issue 15)
+    tls_cert_file: Path | None = None
+    """PEM certificate chain (leaf first) `acar serve` presents; with ACAR_TLS_KEY_FILE it speaks HTTPS itself
+    (TLS 1.2 and 1.3 only, RFC 9325). Unset: plain HTTP behind a TLS-terminating proxy."""
+    tls_key_file: Path | None = None
+    """The PEM private key of ACAR_TLS_CERT_FILE."""
+    mtls_port: int | None = Field(default=None, ge=1, le=65535)
+    """A second listener of `acar serve` (same host, same certificate) that requests an optional TLS client
+    certificate, verified against the ID-card trust anchors and intermediates (ID-card login by mutual TLS)."""
+    mtls_public_url: str = ""
+    """The origin browsers reach the mTLS listener at (the ID-card login form posts there); unset,
+    https://<the issuer's host>:<ACAR_MTLS_PORT> (resolved_mtls_public_url)."""
+
+    @field_validator("tls_cert_file", "tls_key_file")
+    @classmethod
+    def _tls_file(cls, value: Path | None) -> Path | None:
+        """A file that exists (that it loads is checked when `acar serve` builds its TLS contexts)."""
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @field_validator("mtls_public_url")
+    @classmethod
+    def _mtls_public_url(cls, value: str) -> str:
+        """An https origin (scheme, host and port; a trailing "/" dropped): the login form's action is built on it."""
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if (parts.scheme != "https" or not parts.hostname or parts.path not in ("", "/") or parts.query
+                or parts.fragment or "@" in parts.netloc):
+            raise ValueError(f"{value!r} is not an https origin such as https://login.example.az:8443 (no path)")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("ACAR_TLS_CERT_FILE and ACAR_TLS_KEY_FILE must be set together (or neither)")
+        if self.mtls_port is not None and self.tls_cert_file is None:
+            raise ValueError("ACAR_MTLS_PORT needs ACAR_TLS_CERT_FILE and ACAR_TLS_KEY_FILE: the mTLS listener "
+                             "speaks TLS with them (behind a TLS-terminating proxy, leave ACAR_MTLS_PORT unset)")
+        return self
+
+    @property
+    def resolved_mtls_public_url(self) -> str | None:
+        """ACAR_MTLS_PUBLIC_URL, else https://<the issuer's host>:<ACAR_MTLS_PORT>; None without either."""
+        if self.mtls_public_url:
+            return self.mtls_public_url
+        if self.mtls_port is None:
+            return None
+        host = urlsplit(self.issuer).hostname or "localhost"
+        host = f"[{host}]" if ":" in host else host
+        return f"https://{host}" + ("" if self.mtls_port == _DEFAULT_PORTS["https"] else f":{self.mtls_port}")
 
     # keys/: backend selection and the PKCS#11 module (RFC-free, vendor-neutral configuration)
     key_backend: Literal["software", "pkcs11"] = "software"
@@ -197,6 +252,35 @@ class Settings(BaseSettings):
     national CA's responder on an internal network); the URLs come from the certificates of the documents being
     signed or validated (uploaded by anyone), so any other non-public address is refused there (SSRF). Development
     reaches every address."""
+    # ID-card login (issue 15): the national ID card's authentication certificate, over mutual TLS or Web eID
+    idcard_trust_anchors: list[Path] = Field(default_factory=list)
+    """Certificate files (PEM bundles or DER) of the national ID-card root CAs (RFC 5280 section 6.1.1 (d)). Empty:
+    none, except in development, where the built-in CA's root is the anchor once `acar init` made it. ID-card login
+    is offered only when there is an anchor."""
+    idcard_intermediates: list[Path] = Field(default_factory=list)
+    """Certificate files of the ID-card issuing CAs, offered for path building (a card sends only its own
+    certificate)."""
+    idcard_required_policies: list[str] = Field(default=[])
+    """Certificate policy OIDs of which an ID-card certificate must carry at least one (RFC 5280 section 4.2.1.4);
+    empty: any policy."""
+    idcard_ocsp_url: str = ""
+    """An OCSP responder asked instead of the one the certificate names (its AIA, RFC 6960 section 3.1)."""
+    idcard_revocation_soft_fail: bool = False
+    """Accept a certificate whose revocation status no OCSP responder or CRL gives (an outage), audited as
+    revocation "soft-fail"; false (the default) refuses it: fail closed."""
+    idcard_auto_provision: bool = False
+    """Register an unknown card holder from the certificate (names and identifier, audited); false: refused."""
+    idcard_challenge_seconds: int = Field(default=300, ge=30, le=900)
+    """Lifetime of a Web eID challenge nonce (single use)."""
+    idcard_client_cert_header: str | None = None
+    """The request header in which a reverse proxy forwards the client certificate (nginx: $ssl_client_escaped_cert,
+    URL-encoded PEM), believed only from ACAR_TRUSTED_PROXIES; unset: no header is read."""
+    webeid_origin: str = ""
+    """The origin the Web eID token is signed for (hash(origin) in the signed data); unset, the issuer's origin."""
+    rate_limit_card_challenge: str = "60/minute;600/hour"
+    """Per client IP: Web eID challenges (each stores a nonce)."""
+    rate_limit_card_login: str = "30/minute;300/hour"
+    """Per client IP: ID-card logins (Web eID tokens and mutual-TLS form posts), before the certificate is checked."""
     # PKI
     certificate_policy_oid: str = "1.3.6.1.4.1.99999.1.1"
     """The national certificate policy OID, in every certificate the issuing CA issues beside the ETSI policy of
@@ -253,6 +337,62 @@ class Settings(BaseSettings):
         load_anchors(value)
         return value
 
+    @field_validator("idcard_trust_anchors", "idcard_intermediates")
+    @classmethod
+    def _idcard_certificates(cls, value: list[Path]) -> list[Path]:
+        """Each a PEM bundle or DER file of certificates (idp.core.certificates.load_certificates), read at start-up
+        so that a wrong file stops the start naming it."""
+        from idp.core.certificates import load_certificates
+
+        try:
+            load_certificates(value)
+        except OSError as exc:
+            raise ValueError(f"cannot read {exc.filename}: {exc.strerror}") from None
+        return value
+
+    @field_validator("idcard_required_policies")
+    @classmethod
+    def _policy_oids(cls, value: list[str]) -> list[str]:
+        for oid in value:
+            if not _OID_RE.fullmatch(oid):
+                raise ValueError(f"{oid!r} is not a dotted-decimal object identifier such as 1.3.6.1.4.1.12345.1.1")
+        return value
+
+    @field_validator("idcard_ocsp_url")
+    @classmethod
+    def _ocsp_url(cls, value: str) -> str:
+        """Empty or an absolute http(s) URL (RFC 6960 appendix A.1: OCSP over HTTP)."""
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.fragment:
+            raise ValueError("must be an absolute http(s) URL")
+        return value
+
+    @field_validator("idcard_client_cert_header")
+    @classmethod
+    def _header_name(cls, value: str | None) -> str | None:
+        """A header field name (RFC 9110 section 5.1: a token), lowercase as ASGI gives header names."""
+        if value is None:
+            return None
+        if not _TOKEN_RE.fullmatch(value):
+            raise ValueError("must be a header name such as X-SSL-Client-Cert")
+        if value.lower() in _RESERVED_HEADERS:
+            raise ValueError(f"{value} is a header every client sends; name the proxy's own header")
+        return value.lower()
+
+    @field_validator("webeid_origin")
+    @classmethod
+    def _webeid_origin(cls, value: str) -> str:
+        """An origin as the Web eID extension serializes it (scheme, host, port; no trailing slash)."""
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if (parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/")
+                or parts.query or parts.fragment or "@" in parts.netloc):
+            raise ValueError(f"{value!r} is not an origin such as https://login.example.az (no path)")
+        return value.rstrip("/")
+
     @field_validator("validation_trusted_list_signers")
     @classmethod
     def _certificate_files(cls, value: list[Path]) -> list[Path]:
@@ -293,7 +433,8 @@ class Settings(BaseSettings):
 
     @field_validator("rate_limit_authorize", "rate_limit_passkey_options", "rate_limit_passkey_login",
                      "rate_limit_enrollment", "rate_limit_enrollment_code", "rate_limit_client_auth_failures",
-                     "rate_limit_introspection", "rate_limit_admin", "validation_anonymous_rate_limit")
+                     "rate_limit_introspection", "rate_limit_admin", "validation_anonymous_rate_limit",
+                     "rate_limit_card_challenge", "rate_limit_card_login")
     @classmethod
     def _rate_limit(cls, value: str) -> str:
         try:
@@ -368,6 +509,11 @@ class Settings(BaseSettings):
             host = f"[{host}]"  # an IPv6 literal
         port = parts.port
         return f"{parts.scheme}://{host}" + (f":{port}" if port and port != _DEFAULT_PORTS[parts.scheme] else "")
+
+    @property
+    def resolved_webeid_origin(self) -> str:
+        """ACAR_WEBEID_ORIGIN, else the issuer's origin (the login page that runs Web eID is the issuer's)."""
+        return self.webeid_origin or self.issuer_origin
 
     @property
     def resolved_webauthn_rp_id(self) -> str:
@@ -480,6 +626,12 @@ class Settings(BaseSettings):
         if host != rp_id and (not host.endswith("." + rp_id) or "." not in rp_id):
             raise SettingsError(f"ACAR_WEBAUTHN_RP_ID must be the issuer's host {host} or a registrable parent "
                                 f"domain of it (got {rp_id})")
+        if self.idcard_client_cert_header and not self.trusted_proxies:
+            raise SettingsError(f"ACAR_IDCARD_CLIENT_CERT_HEADER ({self.idcard_client_cert_header}) needs "
+                                "ACAR_TRUSTED_PROXIES in production: a client certificate header is believed only "
+                                "from a trusted reverse proxy, and with none every sender would be refused")
+        if not self.resolved_webeid_origin.startswith("https://"):
+            raise SettingsError("ACAR_WEBEID_ORIGIN must be an https origin in production")
         if self.dev_login:
             raise SettingsError("ACAR_DEV_LOGIN is a development shortcut and cannot be enabled in production")
         salt = self.pairwise_salt.get_secret_value()

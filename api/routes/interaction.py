@@ -13,9 +13,18 @@ from starlette.routing import Route
 
 from api.provider import session_max_age
 from api.rendering import error_page, render
+from api.routes.idcard import card_tls_url
 from api.routes.passkeys import enrolled_mark, enrolled_value
 from api.text import refusal
-from api.web import answer, browser_binding, provider_of, read_page_form, session_cookie, set_session_cookie
+from api.web import (
+    answer,
+    browser_binding,
+    provider_of,
+    read_page_form,
+    services_of,
+    session_cookie,
+    set_session_cookie,
+)
 from idp.core.authorize import Interaction
 from idp.core.claims import CLAIM_DESCRIPTIONS
 from idp.core.errors import InvalidIdentifier, PersonNotFound
@@ -48,7 +57,9 @@ async def _posted_pending(request: Request, store: OidcStore, pending_id: str,
 
 async def login_page(request: Request) -> Response:
     """The login page of a pending authorization request (its login methods). After an enrollment started here
-    (api.routes.passkeys: the enrolled cookie marks this request) it says the new passkey is ready."""
+    (api.routes.passkeys: the enrolled cookie marks this request) it says the new passkey is ready. ID-card login
+    is offered when an ID-card trust anchor exists (`card_login`), the mutual-TLS form when a listener or proxy
+    takes it (`card_tls_url`, which the page's CSP form-action then allows: api.routes.idcard)."""
     provider, pending_id = provider_of(request), request.path_params["pending_id"]
     refused = refusal(pending_id)
     if refused is not None:  # text storage cannot hold (api.text): the error page, nothing looked up
@@ -58,6 +69,8 @@ async def login_page(request: Request) -> Response:
     if pending is None:
         return error_page("invalid_request", EXPIRED)
     client = await provider.clients.get(pending.client_id)
+    card_login = await services_of(request).card.service() is not None  # an ID-card trust anchor exists
+    tls_url = card_tls_url(provider.settings, pending.id) if card_login else None
     return render("login.html", {
         "title": "Sign in", "client_name": client.name if client else pending.client_id,
         "pending_id": pending.id, "csrf_token": pending.csrf_token, "level": pending.params.get("level"),
@@ -65,7 +78,8 @@ async def login_page(request: Request) -> Response:
         "ui_locales": pending.params.get("ui_locales"),
         "dev_login": provider.settings.dev_login and provider.settings.env != "production",
         "enrolled": enrolled_value(request, provider) == enrolled_mark(pending.id),
-    }, form_targets=[str(pending.params["redirect_uri"])])
+        "card_login": card_login, "card_tls_url": tls_url,
+    }, form_targets=[str(pending.params["redirect_uri"]), *([tls_url] if tls_url else [])])
 
 
 plain_routes = [Route("/interaction/{pending_id}", login_page, methods=["GET"])]

@@ -58,7 +58,7 @@ from api.web import (
 from idp.core.authorize import AuthorizeResult, ErrorPage, Interaction, Redirect
 from idp.core.interfaces import LEVELS, Level, LoginState, PendingRequest
 from idp.core.sessions import csrf_for_session
-from idp.core.webauthn import InvalidPasskeyRequest, RequestExpired, WrongOrigin
+from idp.core.webauthn import InvalidPasskeyRequest, RequestExpired, WrongOrigin, audit_ref
 from idp.sql.enrollment import EnrollmentRecord, EnrollmentRequired
 from idp.sql.store import SqlOidcStore
 
@@ -272,16 +272,26 @@ class _Registrant:
     max_level: Level
     enrollment: EnrollmentRecord | None
     actor: str
+    by_certificate: bool = False
+    """A session of an ID-card login at level high (amr "sc"): the card stands in for the activation code."""
+    session_sid: str | None = None
+
+
+CARD_AMR = "sc"
+"""RFC 8176 "sc" (smart card): the amr of an ID-card login (idp.core.loa.CARD_LOGIN_METHODS)."""
 
 
 async def _registrant(request: Request, provider: Provider, work: RequestUnit) -> _Registrant:
     """Who registers: the browser's live enrollment (cookie; level high: the code came from a registration office)
-    or else the signed-in session (its own level caps the new credential)."""
+    or else the signed-in session (its own level caps the new credential). A session of an ID-card login reaches
+    level high with no activation code: the card's certificate, verified to a national ID-card CA, proved the
+    person as a registration office would (issue 15, "enrollment by certificate")."""
     enrollment = await work.enrollment.current(request.cookies.get(enrollment_cookie_name(provider)))
     if enrollment is not None:
         return _Registrant(enrollment.person_id, enrollment.csrf_token, "high", enrollment, enrollment.person_id)
     state, csrf = await _signed_in(request, provider, work, "enter your activation code or sign in first")
-    return _Registrant(state.person_id, csrf, state.level, None, state.person_id)
+    return _Registrant(state.person_id, csrf, state.level, None, state.person_id,
+                       by_certificate=state.level == "high" and CARD_AMR in state.amr, session_sid=state.sid)
 
 
 @router.post("/webauthn/register/options")
@@ -337,6 +347,11 @@ async def register_verify(request: Request) -> JSONResponse:
             back = await live_interaction(request, work.oidc, body.get("interaction"))
         view = await services.passkeys.save(work.passkeys, verified, max_level=registrant.max_level,
                                             actor=registrant.actor)
+        if registrant.by_certificate:
+            await work.passkeys.audit("enrollment.by_certificate", actor=registrant.person_id,
+                                      subject=audit_ref(view.id), detail={"session": registrant.session_sid,
+                                                                         "level": view.level,
+                                                                         "max_level": registrant.max_level})
     redirect = ACCOUNT_PAGE if enrollment is None else f"/interaction/{back}" if back else ENROLL_DONE
     response = JSONResponse({"credential_id": view.id, "name": view.name, "level": view.level,
                              "redirect": redirect}, status_code=201, headers=NO_STORE)

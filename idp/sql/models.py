@@ -329,3 +329,18 @@ class Enrollment(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
     completed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class WebEidChallenge(Base):
+    """A Web eID authentication nonce (Web eID system architecture, "Authentication": the server issues a random
+    challenge nonce of at least 256 bits, single use, short-lived), bound to the pending authorization request it was
+    issued for. Stored by the SHA-256 of the nonce string only (idp.sql.card_login)."""
+
+    __tablename__ = "webeid_challenges"
+
+    nonce_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """SHA-256 (hex) of the nonce string as issued (base64 of 32 random bytes)."""
+    pending_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+    used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())

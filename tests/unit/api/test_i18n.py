@@ -13,11 +13,15 @@ import pytest
 from api import i18n
 from api.i18n import CATALOGS, LANGUAGE_NAMES, LANGUAGES, negotiate, translator
 from api.rendering import (
+    CARD_ERRORS,
+    CARD_REFUSALS,
+    CARD_STATUS,
     ERROR_CODES,
     ERROR_MESSAGES,
     PASSKEY_ERRORS,
     PASSKEY_STATUS,
     TEMPLATES,
+    card_messages,
     error_message_keys,
     passkey_messages,
 )
@@ -26,6 +30,7 @@ from api.routes.approval import STATES as SIGN_STATES
 from api.routes.pages import ACCOUNT_NOTICES
 from api.routes.validation import REFUSAL_CODES
 from idp.core.claims import CLAIM_DESCRIPTIONS
+from idp.core.errors import CardLoginError
 from idp.core.interfaces import LEVELS
 from signing.core.report import ChangeClass, Indication, SignatureKind, SubIndication
 
@@ -33,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[3]
 TEMPLATE_KEY = re.compile(r"""\b_\(\s*(["'])([^"']+)\1\s*[,)]""")
 """A translation call with a literal message id; `_("claim." ~ name)` is covered by dynamic_keys."""
 KEY_SHAPE = re.compile(
-    r"^(page|home|error|level|login|passkey|consent|claim|form_post|logout|enroll|account|help|sign|verify|report)"
+    r"^(page|home|error|level|login|passkey|card|consent|claim|form_post|logout|enroll|account|help|sign|verify|report)"
     r"\.[A-Za-z0-9_.-]+$")
 CODE_USING_KEYS = ("api/rendering.py", "api/routes/pages.py", "api/passkey_names.py", "api/routes/approval.py",
                    "api/routes/validation.py", "api/report_view.py", "api/report_pdf.py")
@@ -91,6 +96,7 @@ def dynamic_keys() -> set[str]:
     return ({f"level.name.{lv}" for lv in LEVELS} | {f"level.description.{lv}" for lv in (*LEVELS, "any")}
             | {f"claim.{c}" for c in CLAIM_DESCRIPTIONS} | {f"passkey.error.{c}" for c in PASSKEY_ERRORS}
             | {f"passkey.status.{s}" for s in PASSKEY_STATUS} | {f"account.done.{n}" for n in ACCOUNT_NOTICES}
+            | {f"card.error.{c}" for c in CARD_ERRORS} | {f"login.card.status.{s}" for s in CARD_STATUS}
             | {f"sign.state.{s}" for s in (*SIGN_STATES, "decided")}
             | report_keys() | error_message_keys())
 
@@ -137,6 +143,31 @@ def test_passkey_messages_are_complete_in_every_language() -> None:
         assert set(messages["errors"]) == set(PASSKEY_ERRORS)
         assert set(messages["status"]) == set(PASSKEY_STATUS)
     assert "registration office" in passkey_messages(translator("en"))["errors"]["code_invalid"]
+
+
+def test_card_messages_are_complete_in_every_language() -> None:
+    for lang in LANGUAGES:
+        messages = card_messages(translator(lang))
+        assert set(messages["errors"]) == set(CARD_ERRORS)
+        assert set(messages["status"]) == set(CARD_STATUS)
+        assert all(messages["errors"].values()) and all(messages["status"].values())
+    english = card_messages(translator("en"))["errors"]
+    assert "extension" in english["no_extension"] and "web-eid.eu" in english["no_extension"]
+    assert "blocked" in english["pin_blocked"] and "reader" in english["no_card"]
+
+
+def _card_error_classes(cls: type[CardLoginError]) -> set[type[CardLoginError]]:
+    return {cls}.union(*(_card_error_classes(sub) for sub in cls.__subclasses__()))
+
+
+def test_every_card_refusal_has_a_message() -> None:
+    """Each code of idp.core.errors.CardLoginError (the card endpoints' refusals) is a card.error.<code> message,
+    of the JavaScript's messages and of the error page's."""
+    codes = {cls.code for cls in _card_error_classes(CardLoginError)}
+    assert len(codes) >= 17
+    assert codes == set(CARD_REFUSALS)
+    assert set(CARD_REFUSALS) <= set(CARD_ERRORS)
+    assert {f"card.error.{c}" for c in codes} <= error_message_keys() & set(CATALOGS["en"])
 
 
 def test_language_names_are_written_in_themselves() -> None:

@@ -148,7 +148,8 @@ CSRF_OPERATIONS = {("/webauthn/login/options", "post"), ("/webauthn/login/verify
                    ("/webauthn/register/options", "post"), ("/webauthn/register/verify", "post"),
                    ("/webauthn/credentials/{credential_id}", "patch"),
                    ("/webauthn/credentials/{credential_id}", "delete"),
-                   ("/sign/{request_id}/options", "post"), ("/sign/{request_id}/approve", "post")}
+                   ("/sign/{request_id}/options", "post"), ("/sign/{request_id}/approve", "post"),
+                   ("/idcard/webeid/challenge", "post"), ("/idcard/webeid/login", "post")}
 
 
 def _json_reading_routes(app: FastAPI) -> list[tuple[str, str, set[str]]]:
