@@ -37,7 +37,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
@@ -53,6 +53,7 @@ APP_VERSION = "https://web-eid.eu/web-eid-app/releases/2.5.0+0"
 WEBEID_FORMAT = "web-eid:1.0"
 
 CardKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+SignerKey = CardKey | ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey
 _PEM = serialization.Encoding.PEM
 _DER = serialization.Encoding.DER
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {"256": hashes.SHA256, "384": hashes.SHA384, "512": hashes.SHA512}
@@ -400,7 +401,9 @@ class IdCardPki:
         (`with_key_usage` False: no keyUsage extension); `ekus` None: no extendedKeyUsage extension; `ocsp_url`
         replaces the responder's URL in the AIA (with `ocsp`); `crl` names the served CRL as distribution point;
         `issuer` is "issuing" (the trusted CA), "unknown" (a CA under a root nobody trusts), "forged" (a CA with
-        the trusted issuing CA's name but another key) or "self" (self-signed)."""
+        the trusted issuing CA's name but another key), "forged-ed25519" / "forged-ed448" (the trusted issuing CA's
+        name and key identifier, signed by an EdDSA key: a signature algorithm that does not fit the CA's EC key) or "self"
+        (self-signed)."""
         now = _now()
         key: CardKey = (rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits) if rsa_bits
                         else ec.generate_private_key(curve or ec.SECP256R1()))
@@ -414,7 +417,9 @@ class IdCardPki:
             .not_valid_after(not_after or now + dt.timedelta(days=365 * 5))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                self.issuing.key.public_key() if issuer.startswith("forged-ed") else signer.public_key()),
+                critical=False)
         )
         if with_key_usage:
             builder = builder.add_extension(usage or key_usage(digital_signature=True), critical=True)
@@ -431,7 +436,8 @@ class IdCardPki:
             if self.crl_url is None:
                 raise ValueError("this PKI serves no CRL: idcard_pki(..., crl=True)")
             builder = builder.add_extension(_crl_points(self.crl_url), critical=False)
-        certificate = builder.sign(signer, hashes.SHA384() if not rsa_bits else hashes.SHA256())
+        eddsa = isinstance(signer, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey)
+        certificate = builder.sign(signer, None if eddsa else hashes.SHA384() if not rsa_bits else hashes.SHA256())
         if issuer == "issuing":
             self.issued[certificate.serial_number] = _Issued(certificate)
             self._publish()
@@ -439,9 +445,13 @@ class IdCardPki:
                 self.responder.restart()
         return Card(certificate, key, fin if serial_number == "" else None)
 
-    def _signer(self, issuer: str, key: CardKey, subject: x509.Name) -> tuple[CardKey, x509.Name]:
+    def _signer(self, issuer: str, key: CardKey, subject: x509.Name) -> tuple[SignerKey, x509.Name]:
         if issuer == "issuing":
             return self.issuing.key, self.issuing.certificate.subject
+        if issuer == "forged-ed25519":
+            return ed25519.Ed25519PrivateKey.generate(), self.issuing.certificate.subject
+        if issuer == "forged-ed448":
+            return ed448.Ed448PrivateKey.generate(), self.issuing.certificate.subject
         if issuer == "self":
             return key, subject
         now = _now()

@@ -455,6 +455,13 @@ async def _validate(leaf: asn1_x509.Certificate, context: ValidationContext) -> 
         raise CertificateSelfSigned(exc.failure_msg) from exc
     except (PathBuildingError, PathValidationError, ValidationError) as exc:
         raise CertificateUntrusted(f"no valid certification path to an ID-card trust anchor: {exc}") from exc
+    except AssertionError as exc:
+        # pyhanko-certvalidator asserts that the issuer's key is of the signature algorithm's type
+        # (sig_validate._validate_raw): a certificate signed with Ed25519 or Ed448 under the name of an EC or RSA
+        # CA trips it. Anyone can make one (Web eID verifies the token with the certificate's own key first).
+        raise CertificateUntrusted("no valid certification path to an ID-card trust anchor: the certificate's "
+                                   "signature algorithm does not fit its issuer's key (RFC 5280 section "
+                                   "6.1.3 (a)(1))") from exc
     except (ValueError, TypeError, KeyError) as exc:  # asn1crypto parses lazily: a field that does not decode
         raise CertificateMalformed(f"the certificate cannot be processed: {type(exc).__name__}: {exc}") from exc
     finally:

@@ -246,6 +246,7 @@ CARDS = {
     "revoked": (lambda p: p.revoked_card(fin=FIN), 403, "certificate_revoked"),
     "unknown_ca": (lambda p: p.unknown_ca_card(fin=FIN), 403, "certificate_untrusted"),
     "forged_issuer": (lambda p: p.forged_issuer_card(fin=FIN), 403, "certificate_untrusted"),
+    "forged_issuer_eddsa": (lambda p: p.card(fin=FIN, issuer="forged-ed25519"), 403, "certificate_untrusted"),
     "key_usage": (lambda p: p.non_repudiation_card(fin=FIN), 403, "certificate_wrong_usage"),
     "eku": (lambda p: p.email_protection_card(fin=FIN), 403, "certificate_wrong_usage"),
     "self_signed": (lambda p: p.self_signed_card(fin=FIN), 403, "certificate_self_signed"),
@@ -593,6 +594,21 @@ async def test_malformed_forwarded_certificates(initialized: Services, app: Fast
         r = await tls_form(http, started, headers={HEADER: value})
     assert r.status_code == 400 and "certificate_malformed" in r.text, r.text
     assert (await refused_events(initialized))[-1]["code"] == "certificate_malformed"
+
+
+async def test_forwarded_certificate_of_a_foreign_signature_algorithm(initialized: Services, app: FastAPI,
+                                                                      rp: Registered, pki: IdCardPki) -> None:
+    """A certificate naming the trusted issuing CA but signed with Ed25519 (the CA's key is EC) from a trusted
+    proxy: refused as untrusted with its page and audit event (pyhanko-certvalidator's key-type assertion once made
+    it a 500)."""
+    await person(initialized)
+    card = pki.card(fin=FIN, issuer="forged-ed25519")
+    async with browser(app, PROXY) as http:
+        started = await start(initialized, http, rp)
+        r = await tls_form(http, started, headers={HEADER: quote(card.pem, safe="")})
+    assert r.status_code == 403 and "certificate_untrusted" in r.text, r.text
+    assert (await refused_events(initialized))[-1] == {"method": "idcard-tls", "code": "certificate_untrusted",
+                                                       "fingerprint": card.fingerprint}
 
 
 # --- enrollment by certificate ----------------------------------------------------------------------------

@@ -166,6 +166,9 @@ NEGATIVES: dict[str, tuple[Callable[[IdCardPki], Card], type[CardLoginError]]] =
     "self-signed": (IdCardPki.self_signed_card, CertificateSelfSigned),
     "unknown CA": (IdCardPki.unknown_ca_card, CertificateUntrusted),
     "forged issuer name": (IdCardPki.forged_issuer_card, CertificateUntrusted),
+    # pyhanko-certvalidator asserts the issuer's key type (an AssertionError, once a 500)
+    "Ed25519 signature under the EC CA's name": (lambda p: p.card(issuer="forged-ed25519"), CertificateUntrusted),
+    "Ed448 signature under the EC CA's name": (lambda p: p.card(issuer="forged-ed448"), CertificateUntrusted),
     "without the policy": (IdCardPki.no_policy_card, CertificatePolicyMissing),
     "no certificatePolicies": (lambda p: p.card(policies=()), CertificatePolicyMissing),
     "serialNumber without '-'": (IdCardPki.malformed_serial_card, CertificateMalformed),
