@@ -93,6 +93,8 @@ async def _json(request: Request) -> dict[str, Any]:
         value = json.loads(body)
     except (UnicodeDecodeError, ValueError):
         raise InvalidPasskeyRequest("the body is not JSON") from None
+    except RecursionError:  # "[[[[...": nesting deeper than the interpreter's recursion limit, within MAX_BODY
+        raise InvalidPasskeyRequest("the body is JSON nested too deeply") from None
     if not isinstance(value, dict):
         raise InvalidPasskeyRequest("the body must be a JSON object")
     refused = refused_json(value)
