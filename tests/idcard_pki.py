@@ -402,8 +402,8 @@ class IdCardPki:
         replaces the responder's URL in the AIA (with `ocsp`); `crl` names the served CRL as distribution point;
         `issuer` is "issuing" (the trusted CA), "unknown" (a CA under a root nobody trusts), "forged" (a CA with
         the trusted issuing CA's name but another key), "forged-ed25519" / "forged-ed448" (the trusted issuing CA's
-        name and key identifier, signed by an EdDSA key: a signature algorithm that does not fit the CA's EC key) or "self"
-        (self-signed)."""
+        name and key identifier, signed by an EdDSA key: a signature algorithm that does not fit the CA's EC key)
+        or "self" (self-signed)."""
         now = _now()
         key: CardKey = (rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits) if rsa_bits
                         else ec.generate_private_key(curve or ec.SECP256R1()))

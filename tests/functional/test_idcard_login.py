@@ -376,7 +376,7 @@ async def test_bad_inputs_are_specific_problems(initialized: Services, http: htt
                 400, "invalid_request")
         refused(await http.post(path, json=[1], headers=headers), 400, "invalid_request")
         refused(await http.post(path, json={"pending_id": 5}, headers=headers), 400, "invalid_request")
-        deep = '{"pending_id": "%s", "token": %s}' % (started.pending_id, "[" * 30_000 + "]" * 30_000)
+        deep = f'{{"pending_id": "{started.pending_id}", "token": {"[" * 30_000 + "]" * 30_000}}}'
         refused(await http.post(path, content=deep, headers={**headers, "Content-Type": "application/json"}), 400,
                 "invalid_request")  # nesting past the recursion limit (once a 500)
         refused(await http.post(path, json={"pending_id": "a" * 5000}, headers=headers), 400, "invalid_request")
