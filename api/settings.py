@@ -71,8 +71,9 @@ class Settings(BaseSettings):
     """A second listener of `acar serve` (same host, same certificate) that requests an optional TLS client
     certificate, verified against the ID-card trust anchors and intermediates (ID-card login by mutual TLS)."""
     mtls_public_url: str = ""
-    """The origin browsers reach the mTLS listener at (the ID-card login form posts there); unset,
-    https://<the issuer's host>:<ACAR_MTLS_PORT> (resolved_mtls_public_url)."""
+    """The origin browsers reach the mTLS listener at (the ID-card login form posts there), on the issuer's host
+    (another port: the post needs the browser's host-only cookies); unset, https://<the issuer's host>:<ACAR_MTLS_PORT>
+    (resolved_mtls_public_url)."""
 
     @field_validator("tls_cert_file", "tls_key_file")
     @classmethod
@@ -101,6 +102,12 @@ class Settings(BaseSettings):
         if self.mtls_port is not None and self.tls_cert_file is None:
             raise ValueError("ACAR_MTLS_PORT needs ACAR_TLS_CERT_FILE and ACAR_TLS_KEY_FILE: the mTLS listener "
                              "speaks TLS with them (behind a TLS-terminating proxy, leave ACAR_MTLS_PORT unset)")
+        mtls_host, issuer_host = urlsplit(self.mtls_public_url).hostname, urlsplit(self.issuer).hostname
+        if self.mtls_public_url and mtls_host != issuer_host:
+            # the form post must carry the browser's __Host- cookies (the pending request's browser binding), and
+            # cookies are per host, not per port (RFC 6265 section 8.5): on another host every login would expire
+            raise ValueError(f"ACAR_MTLS_PUBLIC_URL ({self.mtls_public_url}) must be on the issuer's host "
+                             f"{issuer_host} (another port): cookies are per host, not per port")
         return self
 
     @property

@@ -422,10 +422,16 @@ def test_the_mtls_public_url(world: World) -> None:
     assert Settings(**tls, mtls_port=8443).resolved_mtls_public_url == "https://localhost:8443"
     assert Settings(**tls, issuer="https://login.gov.az", mtls_port=443).resolved_mtls_public_url == (
         "https://login.gov.az")
-    assert Settings(**tls, mtls_port=8443, mtls_public_url="https://card.login.gov.az/").resolved_mtls_public_url == (
-        "https://card.login.gov.az")
-    # behind a proxy that terminates the client's TLS (no listener here), the proxy's login host
-    assert Settings(mtls_public_url="https://card.login.gov.az").resolved_mtls_public_url == "https://card.login.gov.az"
+    assert Settings(**tls, issuer="https://login.gov.az", mtls_port=8443,
+                    mtls_public_url="https://login.gov.az:9443/").resolved_mtls_public_url == "https://login.gov.az:9443"
+    # behind a proxy that terminates the client's TLS (no listener here), the proxy's port on the issuer's host
+    proxied = Settings(issuer="https://login.gov.az", mtls_public_url="https://login.gov.az:8443")
+    assert proxied.resolved_mtls_public_url == "https://login.gov.az:8443"
+    # another host never gets the browser's host-only cookies (the pending request's binding): every login would
+    # expire, so the setting is refused
+    for other in ("https://card.login.gov.az", "https://gov.az:8443"):
+        with pytest.raises(ValidationError, match="must be on the issuer's host login.gov.az"):
+            Settings(issuer="https://login.gov.az", mtls_public_url=other)
     for wrong in ("http://card.login.gov.az", "https://card.login.gov.az/path", "https://user@card.login.gov.az"):
         with pytest.raises(ValidationError, match="is not an https origin"):
             Settings(mtls_public_url=wrong)
