@@ -24,6 +24,19 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _TOKEN_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")
 _RESERVED_HEADERS = frozenset({"host", "cookie", "authorization", "content-type", "content-length", "origin",
                                "x-forwarded-for", "user-agent", "accept"})
+
+
+def web_origin(url: str) -> str:
+    """The origin of an http(s) URL serialised as a browser writes it (RFC 6454 section 6.2): lowercase scheme and
+    host, the port only when it is not the scheme's default, no path and no trailing slash."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 literal
+    port = parts.port
+    return f"{parts.scheme}://{host}" + (f":{port}" if port and port != _DEFAULT_PORTS[parts.scheme] else "")
+
+
 MAX_TOKEN_LIFETIME_CEILING = 86400
 """No configuration may issue tokens that live longer than a day (revocations are kept this long)."""
 PLACEHOLDER_OID_ARC = "1.3.6.1.4.1.99999."
@@ -398,7 +411,7 @@ class Settings(BaseSettings):
         if (parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/")
                 or parts.query or parts.fragment or "@" in parts.netloc):
             raise ValueError(f"{value!r} is not an origin such as https://login.example.az (no path)")
-        return value.rstrip("/")
+        return web_origin(value)
 
     @field_validator("validation_trusted_list_signers")
     @classmethod
@@ -510,12 +523,7 @@ class Settings(BaseSettings):
     @property
     def issuer_origin(self) -> str:
         """The origin of the issuer's pages, as a browser writes it (scheme, lowercase host, non-default port)."""
-        parts = urlsplit(self.issuer)
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"  # an IPv6 literal
-        port = parts.port
-        return f"{parts.scheme}://{host}" + (f":{port}" if port and port != _DEFAULT_PORTS[parts.scheme] else "")
+        return web_origin(self.issuer)
 
     @property
     def resolved_webeid_origin(self) -> str:

@@ -706,6 +706,28 @@ def test_webeid_origin_defaults_to_the_issuers() -> None:
     assert Settings(issuer="https://login.example.az/").resolved_webeid_origin == "https://login.example.az"
     assert Settings(issuer="https://login.example.az:8443").resolved_webeid_origin == "https://login.example.az:8443"
     assert Settings(webeid_origin="https://eid.example.az/").resolved_webeid_origin == "https://eid.example.az"
+    # written as the browser serialises the page's origin (RFC 6454 section 6.2), which the token signs: lowercase,
+    # no default port (an upper-case host once passed the setting and failed idp.core.webeid.check_origin later,
+    # making every login page a 500)
+    for written in ("https://Login.Example.AZ", "https://login.example.az:443/", "HTTPS://LOGIN.example.az"):
+        assert Settings(webeid_origin=written).resolved_webeid_origin == "https://login.example.az"
+
+
+async def test_an_upper_case_webeid_origin_still_offers_card_login(initialized: Services, http: httpx.AsyncClient,
+                                                                  rp: Registered) -> None:
+    """ACAR_WEBEID_ORIGIN as an operator may write it: the login page offers the ID card (once a 500)."""
+    from api.deps import CardLogins
+
+    initialized.card = CardLogins(initialized.settings.model_copy(update={
+        "webeid_origin": Settings(webeid_origin="https://Localhost:8000").webeid_origin}), initialized.pki)
+    try:
+        started = await start(initialized, http, rp)
+        page = await http.get(f"/interaction/{started.pending_id}")
+        assert page.status_code == 200 and 'id="idcard"' in page.text, page.text
+        service = await initialized.card.service()
+        assert service is not None and service.webeid.origin == "https://localhost:8000"
+    finally:
+        await initialized.card.aclose()
 
 
 async def test_no_anchor_no_card_login(services: Services, tmp_path: Path) -> None:
