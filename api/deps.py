@@ -246,6 +246,8 @@ class CardLogins:
       development only, the built-in CA's root, with its issuing CA offered for path building, once `acar init` has
       made them (read from the database then, not at start-up, like SigningEngine);
     - ACAR_IDCARD_REQUIRED_POLICIES, ACAR_IDCARD_OCSP_URL, ACAR_IDCARD_REVOCATION_SOFT_FAIL (fail closed unless set);
+    - the built-in PKI (PkiService), when its CA exists, as `CardPolicy.local`: certificates it issued get their
+      OCSP and CRL answers in process (keys.fetchers), not over HTTP to URLs this service may not reach itself;
     - ACAR_WEBEID_ORIGIN (else the issuer's origin) for the Web eID token's signed origin;
     - ACAR_IDCARD_AUTO_PROVISION and ACAR_IDCARD_CHALLENGE_SECONDS.
 
@@ -309,13 +311,26 @@ class CardLogins:
                             required_policies=frozenset(settings.idcard_required_policies),
                             ocsp_url=settings.idcard_ocsp_url or None,
                             soft_fail=settings.idcard_revocation_soft_fail,
-                            fetch_timeout=CARD_FETCH_TIMEOUT, cache_seconds=CARD_REVOCATION_CACHE_SECONDS)
+                            fetch_timeout=CARD_FETCH_TIMEOUT, cache_seconds=CARD_REVOCATION_CACHE_SECONDS,
+                            local=self._pki if await self._builtin_ca_exists() else None)
         certificates = CertificateVerifier(policy, clock=self._clock)
         return CardLoginService(certificates=certificates,
                                 webeid=WebEidVerifier(certificates, origin=settings.resolved_webeid_origin),
                                 auto_provision=settings.idcard_auto_provision,
                                 challenge_lifetime=dt.timedelta(seconds=settings.idcard_challenge_seconds),
                                 clock=self._clock)
+
+    async def _builtin_ca_exists(self) -> bool:
+        """Whether the built-in CA (`acar init`, `acar ca import`) exists: then the certificates it issued, naming
+        its OCSP responder and CRLs, get their revocation status in process (keys.fetchers), like signing's."""
+        from keys.ca import ROOT
+        from keys.errors import KeysError
+
+        try:
+            await self._pki.ca_certificate(ROOT)
+        except KeysError:
+            return False
+        return True
 
     async def aclose(self) -> None:
         if self._service is not None:

@@ -119,8 +119,10 @@ async def webeid_challenge(request: Request) -> JSONResponse:
 async def webeid_login(request: Request) -> JSONResponse:
     """{"pending_id", "nonce", "token"} -> 200 {"redirect"} or {"form_post"} with the session cookie set.
 
-    The nonce is used up before the token is looked at (a replayed or refused token's nonce stays used); the token's
-    signature over hash(origin) || hash(nonce) and its certificate are verified, the card holder mapped to a person,
+    The nonce is used up before the token is looked at (a replayed or refused token's nonce stays used, in a unit of
+    work of its own); the token's signature over hash(origin) || hash(nonce) and its certificate are verified outside
+    any unit of work (revocation requests wait on the network or on the built-in PKI's own units), then, in a second
+    unit, the card holder mapped to a person,
     and the login completes the pending authorization request exactly as a passkey login does (a session, then the
     request resumed with a fresh login), at level high. A refusal is a problem with its CardLoginError code; it
     writes its audit event and the used nonce, nothing else."""
@@ -133,11 +135,15 @@ async def webeid_login(request: Request) -> JSONResponse:
     await limits.spend(limits.budgets.card_login, [("ip", limits.client_ip(request))], answer="json")
     card = await _service(request)
     cookie = session_cookie(request, provider)
-    async with RequestUnit.on(services.direct) as work:
+    async with RequestUnit.on(services.direct) as work:  # the nonce used up (and a refusal audited) first
         pending = await _pending(request, work.oidc, pending_id)
         _check_csrf(request, services, pending.csrf_token)
-        login = await card.login_webeid(_store(work), pending_id=pending.id,
-                                        nonce=nonce if isinstance(nonce, str) else None, token=body.get("token"))
+        used = await card.use_nonce(_store(work), pending_id=pending.id,
+                                    nonce=nonce if isinstance(nonce, str) else None)
+    # outside any unit of work: OCSP and CRL requests, the built-in PKI's in-process answers (idp.sql.card_login)
+    check = await card.check_webeid(body.get("token"), nonce=used)
+    async with RequestUnit.on(services.direct) as work:
+        login = await card.record(_store(work), check)
         current = await provider.login_sessions.current(work.oidc, cookie)
         new_cookie, state = await provider.login_sessions.login(work.oidc, person_id=login.person_id,
                                                                 method=login.method, current=current)
@@ -230,9 +236,11 @@ async def tls_login(request: Request, pending_id: str) -> Response:
             sent = form.get("csrf_token", [])
             if len(sent) != 1 or not hmac.compare_digest(sent[0].encode(), pending.csrf_token.encode()):
                 return error_page("invalid_request", FORM_EXPIRED, status=403)
-            store = _store(work)
-            certificate, intermediates = await _presented(request, card, store)
-            login = await card.login_certificate(store, certificate, intermediates)
+            certificate, intermediates = await _presented(request, card, _store(work))
+        # outside any unit of work: OCSP and CRL requests, the built-in PKI's in-process answers
+        check = await card.check_certificate(certificate, intermediates)
+        async with RequestUnit.on(services.direct) as work:
+            login = await card.record(_store(work), check)
             current = await provider.login_sessions.current(work.oidc, cookie)
             new_cookie, state = await provider.login_sessions.login(work.oidc, person_id=login.person_id,
                                                                     method=login.method, current=current)

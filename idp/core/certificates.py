@@ -39,8 +39,17 @@ certificate is answered without network and without path validation while the cl
 validation time lies in [checked time - skew, that time). Soft-fail verdicts are never remembered (the next login
 asks again). The cache holds at most `CACHE_ENTRIES` certificates, dropping the least recently used.
 
+Where revocation data comes from (keys.fetchers, the mechanism signing uses too): a certificate of Açar's own PKI
+(`CardPolicy.local`: in development the built-in CA is the ID-card anchor) names the built-in OCSP responder (RFC 6960
+appendix A.1) and CRL distribution points (RFC 5280 section 4.2.1.13), URLs the service often cannot reach itself
+(the http port of an https issuer). Those are answered in process by the built-in responder and CRL publisher, the
+same signed objects the /pki routes serve, and validated exactly as fetched ones (responder signature and
+authorisation, RFC 6960 section 4.2.2.2; nonce, RFC 8954; CRL signature, RFC 5280 section 6.3). Every other URL is
+fetched over HTTP with the policy's timeout and `FETCH_LIMITS`.
+
 The OCSP URL override (`CardPolicy.ocsp_url`) replaces the URL of a card certificate that names an OCSP
-responder (a mirror or proxy of the national responder); a certificate naming none is checked by its CRL.
+responder other than Açar's own (a mirror or proxy of the national responder); a certificate naming none is
+checked by its CRL.
 """
 
 from __future__ import annotations
@@ -76,9 +85,6 @@ from pyhanko_certvalidator.errors import (
     ValidationError,
 )
 from pyhanko_certvalidator.fetchers import Fetchers
-from pyhanko_certvalidator.fetchers.aiohttp_fetchers.cert_fetch_client import AIOHttpCertificateFetcher
-from pyhanko_certvalidator.fetchers.aiohttp_fetchers.crl_client import AIOHttpCRLFetcher
-from pyhanko_certvalidator.fetchers.aiohttp_fetchers.ocsp_client import AIOHttpOCSPFetcher
 from pyhanko_certvalidator.fetchers.aiohttp_fetchers.util import LazySession
 from pyhanko_certvalidator.fetchers.api import FetchLimits
 from pyhanko_certvalidator.fetchers.common_utils import (
@@ -101,6 +107,14 @@ from idp.core.errors import (
     CertificateUntrusted,
     CertificateWrongUsage,
     RevocationUnavailable,
+)
+from keys.fetchers import (
+    FetchSource,
+    LocalAnswers,
+    LocalFirstCertificateFetcher,
+    LocalFirstCrlFetcher,
+    LocalFirstOcspFetcher,
+    LocalPki,
 )
 from keys.identifiers import InvalidIdentifierFormat, normalize_fin
 
@@ -187,10 +201,11 @@ class CardPolicy:
     anchors: tuple[bytes, ...]  # DER trust anchors (national ID-card roots, or the built-in CA's root)
     intermediates: tuple[bytes, ...] = ()  # DER intermediate CAs offered for path building
     required_policies: frozenset[str] = frozenset()  # any one of these OIDs must be in certificatePolicies
-    ocsp_url: str | None = None  # override of the certificate's AIA OCSP URL
+    ocsp_url: str | None = None  # override of the certificate's AIA OCSP URL (not of Açar's own responder)
     soft_fail: bool = False  # accept when no revocation source answers (audited by the caller)
     fetch_timeout: float = 5.0
     cache_seconds: int = 3600  # upper bound for a cached verdict (OCSP nextUpdate may shorten it)
+    local: LocalPki | None = None  # Açar's own PKI, its OCSP responder and CRLs answered in process (keys.fetchers)
 
 
 @dataclass(slots=True)
@@ -280,6 +295,7 @@ class CertificateVerifier:
         self._anchor_ders = frozenset(policy.anchors)
         self._intermediates = tuple(asn1_x509.Certificate.load(der) for der in _load_der_list(policy.intermediates))
         self._session = LazySession()  # type: ignore[no-untyped-call]  # unannotated in pyhanko-certvalidator
+        self._source = LocalAnswers(policy.local)
         self._cache: OrderedDict[tuple[str, tuple[str, ...]], _Remembered] = OrderedDict()
         self.validations = 0
         """Path validations run (cache misses): tests and the bench read it."""
@@ -386,10 +402,11 @@ class CertificateVerifier:
         budget = FetchBudget(FETCH_LIMITS)
         timeout = self.policy.fetch_timeout
         return Fetchers(
-            ocsp_fetcher=_OcspFetcher(self._session, url=self.policy.ocsp_url, per_request_timeout=timeout,
-                                      budget=budget),
-            crl_fetcher=AIOHttpCRLFetcher(self._session, per_request_timeout=timeout, budget=budget),
-            cert_fetcher=AIOHttpCertificateFetcher(self._session, per_request_timeout=timeout, budget=budget),
+            ocsp_fetcher=_OcspFetcher(self._source, self._session, url=self.policy.ocsp_url,
+                                      per_request_timeout=timeout, budget=budget),
+            crl_fetcher=LocalFirstCrlFetcher(self._source, self._session, per_request_timeout=timeout, budget=budget),
+            cert_fetcher=LocalFirstCertificateFetcher(self._source, self._session, per_request_timeout=timeout,
+                                                      budget=budget),
         )
 
     def _context(self, presented: Sequence[asn1_x509.Certificate], moment: dt.datetime, fetchers: Fetchers,
@@ -542,18 +559,21 @@ def _evidence(leaf: asn1_x509.Certificate, responses: list[ocsp.OCSPResponse],
     return _Evidence("good", source, min(updates) if updates else None)
 
 
-class _OcspFetcher(AIOHttpOCSPFetcher):
-    """pyhanko-certvalidator's OCSP fetcher (nonce requested, RFC 8954), sent to `url` instead of the
-    certificate's AIA URL when the policy overrides it."""
+class _OcspFetcher(LocalFirstOcspFetcher):
+    """The shared local-first OCSP fetcher (nonce requested, RFC 8954; Açar's own responder answered in process),
+    sent to `url` instead of the certificate's AIA URL when the policy overrides it: the override applies to the
+    other responders only (RFC 6960 appendix A.1 request over HTTP POST)."""
 
-    def __init__(self, session: LazySession, *, url: str | None, per_request_timeout: float,
+    def __init__(self, source: FetchSource, session: LazySession, *, url: str | None, per_request_timeout: float,
                  budget: FetchBudget) -> None:
-        super().__init__(session, per_request_timeout=per_request_timeout, budget=budget)
+        super().__init__(source, session, per_request_timeout=per_request_timeout, budget=budget)
         self._url = url
 
-    async def _fetch(self, cert: asn1_x509.Certificate | cms.AttributeCertificateV2, authority: Authority) -> Any:
+    async def _remote(self, cert: asn1_x509.Certificate | cms.AttributeCertificateV2, authority: Authority) -> Any:
         if self._url is None:
-            return await super()._fetch(cert, authority)
+            return await super()._remote(cert, authority)
+        if (reason := await self._source.refused(self._url)) is not None:
+            raise OCSPFetchError(f"OCSP request not sent: {reason}")
         request = format_ocsp_request(cert, authority, certid_hash_algo=self.certid_hash_algo,
                                       request_nonces=self.request_nonces)
         self._charge(FetchKind.OCSP)

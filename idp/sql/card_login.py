@@ -17,6 +17,13 @@ Web eID system architecture, "Authentication"). Both end in `CardLoginService`, 
    (method, code). A refusal raises the CardLoginError after its audit event; the error's `persist` makes the unit
    of work commit what the refusal wrote (the consumed nonce, the event) and nothing else was written before it.
 
+Step 2 runs outside any unit of work, between the unit that consumes the nonce (`use_nonce`) and the unit that
+records the outcome (`record`): the verifier waits on OCSP responders and CRL distribution points, and the built-in
+PKI answers its own certificates' OCSP and CRL requests in process with units of its own (keys.fetchers), which a
+unit holding its connection would refuse (storage.direct NestedUnitOfWork) and which must not wait behind a
+transaction held open across network requests (SQLite's write lock). `check_webeid` and `check_certificate` return
+a `CardCheck`, the verified certificate or the refusal; `record` audits and raises the refusal or maps the person.
+
 Every statement is compiled SQLAlchemy Core on storage.direct's Transaction (as idp.sql.passkeys_store).
 """
 
@@ -132,6 +139,17 @@ class CardLogin:
     certificate: VerifiedCertificate
 
 
+@dataclass(frozen=True, slots=True)
+class CardCheck:
+    """A presented card verified outside any unit of work (module docstring): the verified certificate, or the
+    refusal with the presented certificate's fingerprint when there was one; `CardLoginService.record` writes it."""
+
+    method: LoginMethod
+    fingerprint: str | None
+    verified: VerifiedCertificate | None = None
+    error: CardLoginError | None = None
+
+
 class SqlCardLoginStore:
     """Web eID challenges and the card holders' persons on one unit of work (a storage.direct Transaction)."""
 
@@ -193,36 +211,49 @@ class CardLoginService:
         nonce = await store.issue(pending_id, now, self.challenge_lifetime)
         return Challenge(nonce, now + self.challenge_lifetime)
 
-    async def login_webeid(self, store: SqlCardLoginStore, *, pending_id: str, nonce: str | None,
-                           token: object) -> CardLogin:
-        """A Web eID token (the browser's authToken object) for the nonce issued to `pending_id`. The nonce is used
-        up before anything of the token is looked at."""
+    async def use_nonce(self, store: SqlCardLoginStore, *, pending_id: str, nonce: str | None) -> str:
+        """Step 1 of a Web eID login: the nonce issued to `pending_id`, used up before anything of the token is
+        looked at; WebEidChallengeInvalid (persist), after its audit event, when it is unknown, used or expired."""
+        if nonce is None or not await store.consume(nonce, pending_id, self._clock()):
+            raise await self.refuse(store, "webeid", WebEidChallengeInvalid(
+                "the Web eID challenge is unknown, used, expired or was issued for another sign-in request"))
+        return nonce
+
+    async def check_webeid(self, token: object, *, nonce: str) -> CardCheck:
+        """Step 2 of a Web eID login, outside any unit of work: the token (the browser's authToken object) parsed,
+        its signature over hash(origin) || hash(nonce) and its certificate verified."""
         method = CARD_LOGIN_METHODS["webeid"]
         fingerprint: str | None = None
         try:
-            if nonce is None or not await store.consume(nonce, pending_id, self._clock()):
-                raise WebEidChallengeInvalid("the Web eID challenge is unknown, used, expired or was issued for "
-                                             "another sign-in request")
             parsed = parse_token(token)
             fingerprint = hashlib.sha256(parsed.certificate_der).hexdigest()
-            verified = await self.webeid.verify(parsed, nonce=nonce)
-            person_id = await self._person(store, verified)
+            return CardCheck(method, fingerprint, verified=await self.webeid.verify(parsed, nonce=nonce))
         except CardLoginError as exc:
-            await self._refused(store, method, exc, fingerprint)
-            raise
-        return await self._succeeded(store, method, person_id, verified)
+            return CardCheck(method, fingerprint, error=exc)
 
-    async def login_certificate(self, store: SqlCardLoginStore, certificate: bytes,
-                                intermediates: Sequence[bytes] = ()) -> CardLogin:
-        """The DER certificate of a mutual-TLS handshake (or of a trusted proxy's header)."""
+    async def check_certificate(self, certificate: bytes, intermediates: Sequence[bytes] = ()) -> CardCheck:
+        """Step 2 of a mutual-TLS login, outside any unit of work: the DER certificate of the handshake (or of a
+        trusted proxy's header) verified."""
         method = CARD_LOGIN_METHODS["tls"]
+        fingerprint = hashlib.sha256(certificate).hexdigest()
         try:
-            verified = await self.certificates.verify(certificate, intermediates=intermediates)
-            person_id = await self._person(store, verified)
+            return CardCheck(method, fingerprint,
+                             verified=await self.certificates.verify(certificate, intermediates=intermediates))
         except CardLoginError as exc:
-            await self._refused(store, method, exc, hashlib.sha256(certificate).hexdigest())
+            return CardCheck(method, fingerprint, error=exc)
+
+    async def record(self, store: SqlCardLoginStore, check: CardCheck) -> CardLogin:
+        """Steps 3 and 4, in the unit of work that completes the login: a refusal audited and raised (persist), or
+        the card holder mapped to a person and the login audited."""
+        try:
+            if check.error is not None:
+                raise check.error
+            assert check.verified is not None  # noqa: S101 - a CardCheck holds one or the other
+            person_id = await self._person(store, check.verified)
+        except CardLoginError as exc:
+            await self._refused(store, check.method, exc, check.fingerprint)
             raise
-        return await self._succeeded(store, method, person_id, verified)
+        return await self._succeeded(store, check.method, person_id, check.verified)
 
     async def refuse(self, store: SqlCardLoginStore, method: str, exc: CardLoginError) -> CardLoginError:
         """Audit a refusal found before any certificate (no certificate, a header from an untrusted address) and

@@ -12,12 +12,11 @@ Decisions, so a reader sees them at one place:
 - Açar's own PKI is asked in process, not over HTTP to itself: an OCSP URL, CRL distribution point or
   caIssuers URL equal to one the built-in CA publishes (`keys.ca.PkiUrls`) is answered by `PkiService.ocsp`,
   `.crl` and `.ca_certificate`, the code the /pki routes serve, so the bytes are the same and no request leaves
-  the process. Every other URL goes through pyhanko-certvalidator's aiohttp fetchers, on one session owned
-  here, with its per-request timeout and its FetchLimits budget per signature (a hostile certificate cannot
-  make the service fetch without bound).
-- The fetchers are pyhanko-certvalidator's own classes with the local source put in front of the network call
-  (`_fetch`, `_single_fetch`, `fetch_certs`: the fetch-and-cache hooks of pyhanko-certvalidator 0.33, pinned in
-  constraints.txt); results are cached per validation context exactly as theirs are.
+  the process. The mechanism is keys.fetchers' (shared with the ID-card login, idp.core.certificates): this
+  source is a `keys.fetchers.LocalAnswers` and its fetchers are the local-first ones, pyhanko-certvalidator's
+  aiohttp fetchers with the local answers put in front of the network call. Every other URL goes through them
+  to the network, on one session owned here, with its per-request timeout and its FetchLimits budget per
+  signature (a hostile certificate cannot make the service fetch without bound), after the SSRF rule (`refused`).
 - A fresh context (and fetcher set) per signature: a context collects every OCSP response and CRL it fetched,
   and all of them go into that signature's DSS, never into another's.
 """
@@ -29,28 +28,16 @@ import contextvars
 import ipaddress
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
-from asn1crypto import cms, crl, ocsp, x509
+from asn1crypto import x509
 from pyhanko_certvalidator import ValidationContext
-from pyhanko_certvalidator.authority import Authority
-from pyhanko_certvalidator.errors import CertificateFetchError, CRLFetchError, OCSPFetchError, OCSPValidationError
 from pyhanko_certvalidator.fetchers import FetcherBackend, Fetchers
-from pyhanko_certvalidator.fetchers.aiohttp_fetchers.cert_fetch_client import AIOHttpCertificateFetcher
-from pyhanko_certvalidator.fetchers.aiohttp_fetchers.crl_client import AIOHttpCRLFetcher
-from pyhanko_certvalidator.fetchers.aiohttp_fetchers.ocsp_client import AIOHttpOCSPFetcher
 from pyhanko_certvalidator.fetchers.aiohttp_fetchers.util import LazySession
 from pyhanko_certvalidator.fetchers.api import FetchLimits
-from pyhanko_certvalidator.fetchers.common_utils import (
-    FetchBudget,
-    format_ocsp_request,
-    process_ocsp_response_data,
-)
-from pyhanko_certvalidator.util import get_ocsp_urls
+from pyhanko_certvalidator.fetchers.common_utils import FetchBudget
 
-from keys.ca import CA_NAMES, PkiUrls
-from keys.errors import KeysError
-from keys.ocsp import OcspReply
+from keys.fetchers import LocalAnswers, LocalPki, local_first_fetchers
 from signing.core.callbacks import IpNetwork, refused_address, resolve
 
 DEFAULT_FETCH_TIMEOUT: Final = 10.0
@@ -64,23 +51,12 @@ REVOCATION_MODE: Final = "hard-fail"
 """pyhanko-certvalidator's revocation mode: without revocation data a path does not validate (B-LT needs it)."""
 
 
-class LocalPki(Protocol):
-    """The built-in PKI as the fetchers need it: keys.pki.PkiService is one."""
-
-    urls: PkiUrls
-
-    async def ocsp(self, request_der: bytes) -> OcspReply: ...
-
-    async def crl(self, name: str) -> bytes: ...
-
-    async def ca_certificate(self, name: str) -> bytes: ...
-
-
-class ValidationDataSource:
+class ValidationDataSource(LocalAnswers):
     """Builds the validation context of each long-term signature (see module docstring).
 
     `trust_roots` are the anchors paths must end in (the built-in root, and any other root whose signers or
-    TSAs the service accepts); `local` is the built-in PKI answered in process, or None.
+    TSAs the service accepts); `local` is the built-in PKI answered in process (keys.fetchers.LocalAnswers, its
+    calls run on the thread backend's home loop: `_on_home`), or None.
     """
 
     def __init__(self, *, trust_roots: Sequence[x509.Certificate], local: LocalPki | None = None,
@@ -89,17 +65,14 @@ class ValidationDataSource:
                  resolver: Callable[[str, int], Awaitable[list[str]]] = resolve) -> None:
         if not trust_roots:
             raise ValueError("a validation data source needs at least one trust root")
+        super().__init__(local, run=self._on_home)
         self.trust_roots = tuple(trust_roots)
-        self._local = local
         self._refuse_private = refuse_private
         self._allowed_networks = tuple(allowed_networks)
         self._resolver = resolver
         self._timeout = timeout
         self._limits = limits
         self._session = LazySession()  # type: ignore[no-untyped-call]  # unannotated in pyHanko
-        self._ocsp_url = local.urls.ocsp if local is not None else None
-        self._crl_urls = {local.urls.crl(name): name for name in CA_NAMES} if local is not None else {}
-        self._ca_urls = {local.urls.ca_certificate(name): name for name in CA_NAMES} if local is not None else {}
 
     def context(self, *, other_certs: Iterable[x509.Certificate] = ()) -> ValidationContext:
         """A fresh validation context, fetching allowed, revocation hard-fail, for one signature."""
@@ -112,14 +85,8 @@ class ValidationDataSource:
         )
 
     def _fetchers(self, session: LazySession | None = None) -> Fetchers:
-        budget = FetchBudget(self._limits)
-        timeout = self._timeout
-        session = session or self._session
-        return Fetchers(
-            ocsp_fetcher=_LocalFirstOcspFetcher(self, session, per_request_timeout=timeout, budget=budget),
-            crl_fetcher=_LocalFirstCrlFetcher(self, session, per_request_timeout=timeout, budget=budget),
-            cert_fetcher=_LocalFirstCertificateFetcher(self, session, per_request_timeout=timeout, budget=budget),
-        )
+        return local_first_fetchers(self, session or self._session, per_request_timeout=self._timeout,
+                                    budget=FetchBudget(self._limits))
 
     def thread_backend(self, home: asyncio.AbstractEventLoop) -> FetcherBackend:
         """These fetchers for a validation that runs in a worker thread on an event loop of its own (so that its
@@ -160,45 +127,6 @@ class ValidationDataSource:
                 return f"{parsed.hostname} resolves to {address}, not a public address"
         return None
 
-    # --- the in-process answers --------------------------------------------------------------------------
-
-    def local_ocsp(self, urls: Iterable[str]) -> bool:
-        return self._ocsp_url is not None and self._ocsp_url in urls
-
-    async def ocsp(self, request: ocsp.OCSPRequest) -> ocsp.OCSPResponse:
-        assert self._local is not None  # noqa: S101 - local_ocsp said so
-        assert self._ocsp_url is not None  # noqa: S101
-        local = self._local
-        reply = await self._on_home(lambda: local.ocsp(request.dump()))
-        response: ocsp.OCSPResponse = process_ocsp_response_data(reply.der, ocsp_request=request,
-                                                                 ocsp_url=self._ocsp_url)
-        return response
-
-    def local_crl(self, url: str) -> str | None:
-        return self._crl_urls.get(url)
-
-    async def crl(self, name: str) -> crl.CertificateList:
-        assert self._local is not None  # noqa: S101 - local_crl found the name
-        try:
-            local = self._local
-            return crl.CertificateList.load(await self._on_home(lambda: local.crl(name)))
-        except KeysError as exc:
-            raise CRLFetchError(f"the built-in {name} CA has no CRL: {exc.detail}") from exc
-        except Exception as exc:  # the database away, a CRL that does not parse: no CRL from here
-            raise CRLFetchError(f"the built-in {name} CA's CRL is unavailable: {type(exc).__name__}") from exc
-
-    def local_ca(self, url: str) -> str | None:
-        return self._ca_urls.get(url)
-
-    async def ca_certificate(self, name: str) -> list[x509.Certificate]:
-        assert self._local is not None  # noqa: S101 - local_ca found the name
-        try:
-            local = self._local
-            return [x509.Certificate.load(await self._on_home(lambda: local.ca_certificate(name)))]
-        except Exception as exc:  # the database away, no such CA: pyhanko-certvalidator's fetch failure
-            raise CertificateFetchError(f"the built-in {name} CA certificate is unavailable: "
-                                        f"{type(exc).__name__}") from exc
-
 
 _HOME: contextvars.ContextVar[asyncio.AbstractEventLoop | None] = contextvars.ContextVar("acar_fetch_home",
                                                                                          default=None)
@@ -219,69 +147,3 @@ class _ThreadBackend(FetcherBackend):
 
     async def close(self) -> None:
         await self._session.close()  # type: ignore[no-untyped-call]  # unannotated in pyHanko
-
-
-class _LocalFirstOcspFetcher(AIOHttpOCSPFetcher):
-    """pyhanko-certvalidator's OCSP fetcher; a certificate naming Açar's responder is answered in process."""
-
-    def __init__(self, source: ValidationDataSource, session: LazySession, *, per_request_timeout: float,
-                 budget: FetchBudget) -> None:
-        super().__init__(session, per_request_timeout=per_request_timeout, budget=budget)
-        self._source = source
-
-    async def _fetch(self, cert: x509.Certificate | cms.AttributeCertificateV2, authority: Authority) -> Any:
-        urls = get_ocsp_urls(cert)
-        if not self._source.local_ocsp(urls):
-            for url in urls:
-                if (reason := await self._source.refused(url)) is not None:
-                    raise OCSPFetchError(f"OCSP request not sent: {reason}")
-            return await super()._fetch(cert, authority)
-        request = format_ocsp_request(cert, authority, certid_hash_algo=self.certid_hash_algo,
-                                      request_nonces=self.request_nonces)
-        try:
-            return await self._source.ocsp(request)
-        except OCSPValidationError as exc:  # not "successful", or the nonce differs: no usable answer
-            raise OCSPFetchError(f"the built-in OCSP responder gave no usable answer: {exc}") from exc
-
-
-class _LocalFirstCrlFetcher(AIOHttpCRLFetcher):
-    """pyhanko-certvalidator's CRL fetcher; Açar's own distribution points are answered in process."""
-
-    def __init__(self, source: ValidationDataSource, session: LazySession, *, per_request_timeout: float,
-                 budget: FetchBudget) -> None:
-        super().__init__(session, per_request_timeout=per_request_timeout, budget=budget)
-        self._source = source
-
-    async def _single_fetch(self, url: str) -> Any:
-        name = self._source.local_crl(url)
-        if name is None:
-            if (reason := await self._source.refused(url)) is not None:
-                raise CRLFetchError(f"CRL request not sent: {reason}")
-            return await super()._single_fetch(url)  # type: ignore[no-untyped-call]  # unannotated in pyHanko
-
-        async def task() -> crl.CertificateList:
-            return await self._source.crl(name)
-
-        return await self._post_fetch_task(url, task)  # type: ignore[no-untyped-call]  # unannotated in pyHanko
-
-
-class _LocalFirstCertificateFetcher(AIOHttpCertificateFetcher):
-    """pyhanko-certvalidator's caIssuers fetcher; Açar's own CA certificates are answered in process."""
-
-    def __init__(self, source: ValidationDataSource, session: LazySession, *, per_request_timeout: float,
-                 budget: FetchBudget) -> None:
-        super().__init__(session, per_request_timeout=per_request_timeout, budget=budget)
-        self._source = source
-
-    async def fetch_certs(self, url: str, url_origin_type: str) -> Any:
-        name = self._source.local_ca(url)
-        if name is None:
-            if (reason := await self._source.refused(url)) is not None:
-                raise CertificateFetchError(f"certificate request not sent: {reason}")
-            return await super().fetch_certs(url, url_origin_type)  # type: ignore[no-untyped-call]  # unannotated in pyHanko
-
-        async def task() -> list[x509.Certificate]:
-            return await self._source.ca_certificate(name)
-
-        return await self._post_fetch_task(url, task)  # type: ignore[no-untyped-call]  # unannotated in pyHanko
-
