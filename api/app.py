@@ -20,7 +20,7 @@ from api import migrate, problems
 from api import openapi as contract
 from api.deps import Services, build_services, validation_max_body_bytes
 from api.logging import configure_logging
-from api.middleware import BodyLimitMiddleware, RequestContextMiddleware, SecurityHeaders
+from api.middleware import BodyLimitMiddleware, MtlsListenerPaths, RequestContextMiddleware, SecurityHeaders
 from api.rendering import STATIC, PageContextMiddleware
 from api.routes import (
     account,
@@ -281,6 +281,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                        larger={signing.router.prefix: settings.resolved_signing_max_request_bytes,
                                validation.router.prefix: validation_max_body_bytes(settings),
                                "/verify": validation_max_body_bytes(settings)})
+    if settings.mtls_port is not None:  # the ID-card login's listener serves that login only
+        app.add_middleware(MtlsListenerPaths, port=settings.mtls_port, issuer=settings.issuer_origin)
     app.add_middleware(PageContextMiddleware)  # the request a page answers, for its language (api.rendering)
     app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.access_log,
                        security=SecurityHeaders(https=settings.issuer.startswith("https://")))

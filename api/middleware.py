@@ -9,7 +9,10 @@ import os
 import re
 import time
 from collections.abc import Mapping
+from typing import Final
+from urllib.parse import quote
 
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import ContentTooLarge
@@ -162,3 +165,35 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+MTLS_PATHS: Final = ("/idcard/tls/", "/static/", "/healthz", "/readyz")
+"""What the mTLS listener serves: the ID-card login form's target, the style sheet of its refusal page, the probes."""
+
+
+class MtlsListenerPaths:
+    """The mTLS listener (ACAR_MTLS_PORT) answers the ID-card login only (MTLS_PATHS). Its TLS context asks every
+    connection for a client certificate, so a browser sent anywhere else there would be asked for its card on an
+    ordinary page: a GET or HEAD is sent to the same path on the issuer (303, RFC 9110 section 15.4.4), any other
+    method gets 404 (a problem, RFC 9457). A request is the listener's when it came over TLS to its port."""
+
+    def __init__(self, app: ASGIApp, *, port: int, issuer: str) -> None:
+        self.app = app
+        self.port = port
+        self.issuer = issuer.rstrip("/")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] != "http" or "tls" not in (scope.get("extensions") or {})
+                or not scope.get("server") or scope["server"][1] != self.port
+                or scope["path"].startswith(MTLS_PATHS)):
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] in ("GET", "HEAD"):
+            query = scope.get("query_string", b"").decode("latin-1")
+            target = self.issuer + quote(scope["path"]) + (f"?{query}" if query else "")
+            response: Response = RedirectResponse(target, status_code=303)
+        else:
+            response = JSONResponse({"type": "urn:acar:problem:not_found", "title": "Not Found", "status": 404,
+                                     "detail": "the ID-card login listener serves only the ID-card login"},
+                                    status_code=404, media_type="application/problem+json")
+        await response(scope, receive, send)

@@ -403,6 +403,12 @@ def test_acar_serve_speaks_https_and_opens_the_mtls_listener(cli_env: dict[str, 
         # a card of the built-in CA with its issuing CA: the handshake accepts it
         r = httpx.get(server.mtls_base + "/healthz", verify=world.client(card, chain=(issuing,)))
         assert r.status_code == 200
+        # the listener serves the ID-card login only: a page is sent to the issuer, any other request refused
+        r = httpx.get(server.mtls_base + "/account?x=1", verify=world.client())
+        assert (r.status_code, r.headers["location"]) == (303, server.base + "/account?x=1")
+        r = httpx.post(server.mtls_base + "/token", verify=world.client(), data={"grant_type": "x"})
+        assert (r.status_code, r.headers["content-type"]) == (404, "application/problem+json")
+        assert httpx.get(server.base + "/account", verify=world.client()).status_code != 303  # the main port serves
         # a card of a CA the listener does not trust: refused in the handshake
         tls12 = (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_2)
         with pytest.raises(httpx.ConnectError, match="UNEXPECTED_EOF_WHILE_READING"):  # cut in the handshake
