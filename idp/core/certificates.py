@@ -27,9 +27,10 @@ CardLoginError subclass):
    a source ("hard-fail"). With `soft_fail`, a path refused ONLY for want of revocation data is validated again
    with unreachable sources tolerated (the same fetchers: nothing is asked twice) and passes as revocation
    "soft-fail"; "good" always means the fail-closed pass succeeded. An OCSP response saying "unknown" (RFC 6960
-   section 2.2: the responder does not know the certificate) never passes, not even soft. Failures map to
-   CertificateRevoked (the card or a CA of its path), RevocationUnavailable (no usable answer, fail-closed) and
-   CertificateUntrusted (no path, a bad signature, an expired CA, "unknown").
+   section 2.2: the responder does not know the certificate) never passes, not even soft; nor does a card naming
+   no OCSP responder and no CRL distribution point (soft-fail tolerates an outage, not a card without a source).
+   Failures map to CertificateRevoked (the card or a CA of its path), RevocationUnavailable (no usable answer,
+   fail-closed) and CertificateUntrusted (no path, a bad signature, an expired CA, "unknown").
 
 Caching ("revocation responses are cached within their validity"): a certificate that passed with revocation
 "good" is remembered per (certificate fingerprint, presented intermediates) until the earliest of: the nextUpdate of
@@ -396,13 +397,13 @@ class CertificateVerifier:
 
     # --- path validation and revocation (pyhanko-certvalidator) ---------------------------------------------
 
-    def _fetchers(self) -> Fetchers:
-        """Fresh fetchers for one verification (they remember what they fetched, failures included, so a second
-        pass asks nobody again) on the verifier's shared session."""
+    def _fetchers(self, leaf: asn1_x509.Certificate) -> Fetchers:
+        """Fresh fetchers for one verification of `leaf` (they remember what they fetched, failures included, so a
+        second pass asks nobody again) on the verifier's shared session."""
         budget = FetchBudget(FETCH_LIMITS)
         timeout = self.policy.fetch_timeout
         return Fetchers(
-            ocsp_fetcher=_OcspFetcher(self._source, self._session, url=self.policy.ocsp_url,
+            ocsp_fetcher=_OcspFetcher(self._source, self._session, url=self.policy.ocsp_url, leaf=leaf.dump(),
                                       per_request_timeout=timeout, budget=budget),
             crl_fetcher=LocalFirstCrlFetcher(self._source, self._session, per_request_timeout=timeout, budget=budget),
             cert_fetcher=LocalFirstCertificateFetcher(self._source, self._session, per_request_timeout=timeout,
@@ -434,7 +435,7 @@ class CertificateVerifier:
             presented = [asn1_x509.Certificate.load(i) for i in intermediates]
         except ValueError as exc:
             raise CertificateMalformed(f"the certificate does not parse: {exc}") from exc
-        fetchers = self._fetchers()
+        fetchers = self._fetchers(leaf)
         self.validations += 1
         context = self._context(presented, moment, fetchers, HARD_FAIL)
         try:
@@ -443,6 +444,10 @@ class CertificateVerifier:
         except RevocationUnavailable:
             if not self.policy.soft_fail:
                 raise
+            if not leaf.ocsp_urls and not leaf.crl_distribution_points:
+                # soft-fail tolerates an outage of the card's revocation sources, never a card that names none
+                raise RevocationUnavailable("the certificate names no OCSP responder and no CRL distribution point "
+                                            "(RFC 5280 sections 4.2.1.13 and 4.2.2.1)") from None
         soft = self._context(presented, moment, fetchers, SOFT_FAIL)
         await _validate(leaf, soft)
         return _Evidence("soft-fail", _evidence(leaf, soft.ocsps, soft.crls).source, None)
@@ -561,16 +566,18 @@ def _evidence(leaf: asn1_x509.Certificate, responses: list[ocsp.OCSPResponse],
 
 class _OcspFetcher(LocalFirstOcspFetcher):
     """The shared local-first OCSP fetcher (nonce requested, RFC 8954; Açar's own responder answered in process),
-    sent to `url` instead of the certificate's AIA URL when the policy overrides it: the override applies to the
-    other responders only (RFC 6960 appendix A.1 request over HTTP POST)."""
+    sent to `url` instead of the card certificate's AIA URL when the policy overrides it: the override applies to
+    the card (`leaf`, DER) and to other responders than Açar's own only; the CAs of its path ask their own
+    (RFC 6960 appendix A.1 request over HTTP POST)."""
 
     def __init__(self, source: FetchSource, session: LazySession, *, url: str | None, per_request_timeout: float,
-                 budget: FetchBudget) -> None:
+                 budget: FetchBudget, leaf: bytes) -> None:
         super().__init__(source, session, per_request_timeout=per_request_timeout, budget=budget)
         self._url = url
+        self._leaf = leaf
 
     async def _remote(self, cert: asn1_x509.Certificate | cms.AttributeCertificateV2, authority: Authority) -> Any:
-        if self._url is None:
+        if self._url is None or cert.dump() != self._leaf:
             return await super()._remote(cert, authority)
         if (reason := await self._source.refused(self._url)) is not None:
             raise OCSPFetchError(f"OCSP request not sent: {reason}")
