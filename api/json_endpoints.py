@@ -4,7 +4,7 @@ sends the browser on after a login.
 
 JSON in, JSON out: refusals are PasskeyErrors (idp.core.webauthn: invalid_request, request_expired, wrong_origin)
 and CsrfRefused, answered as RFC 9457 problems with the member "code" (api.problems) that the pages' JavaScript
-(api/static/endpoints.js) hands to their translations.
+(api/static/json_endpoints.js) hands to their translations.
 """
 
 from __future__ import annotations
