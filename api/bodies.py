@@ -17,18 +17,32 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
+from api import text
 from api.auth import AUTHENTICATORS
 from api.errors import ApiProblem
 
-NOT_JSON = "the body is not JSON encoded in UTF-8 (RFC 8259 section 8.1)"
+NOT_JSON = "the body " + text.NOT_JSON
+TOO_DEEP = "the body " + text.TOO_DEEP
 
 
 def unreadable_json(exc: Exception) -> bool:
-    """Whether `exc` is FastAPI's refusal of a JSON body it could not decode: malformed JSON (json_invalid), or
-    a body that is not UTF-8 (a 400 raised from the UnicodeDecodeError)."""
+    """Whether `exc` is FastAPI's refusal of a JSON body it could not decode: malformed JSON (json_invalid), a
+    body that is not UTF-8 (a 400 raised from the UnicodeDecodeError), or one nested past the interpreter's
+    recursion limit (a 400 raised from json.loads' RecursionError; api.text.edge_text refuses a shallower one past
+    api.text.MAX_JSON_DEPTH as json_invalid)."""
     if isinstance(exc, RequestValidationError):
         return any(error.get("type") == "json_invalid" for error in exc.errors())
-    return isinstance(exc, HTTPException) and exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError)
+    return isinstance(exc, HTTPException) and exc.status_code == 400 and isinstance(
+        exc.__cause__, (UnicodeDecodeError, RecursionError))
+
+
+def unreadable_reason(exc: Exception) -> str:
+    """What is wrong with the body of an `unreadable_json` refusal: NOT_JSON, or TOO_DEEP."""
+    if isinstance(exc, HTTPException):
+        return TOO_DEEP if isinstance(exc.__cause__, RecursionError) else NOT_JSON
+    assert isinstance(exc, RequestValidationError)  # noqa: S101 - the two kinds unreadable_json accepts
+    deep = any((error.get("ctx") or {}).get("error") == text.TOO_DEEP for error in exc.errors())
+    return TOO_DEEP if deep else NOT_JSON
 
 
 def authenticators(dependant: Any) -> Iterator[Any]:

@@ -511,13 +511,14 @@ def _client_registration(args: argparse.Namespace) -> Any:
 
     jwks = None
     if args.jwks_file:
+        from api.text import UnreadableJson, parse_json, refused_json
+
         try:
-            jwks = json.loads(_read_file(args.jwks_file, "--jwks-file"))
-        except ValueError:
-            raise CliError(f"--jwks-file: {args.jwks_file} is not JSON") from None
+            jwks = parse_json(_read_file(args.jwks_file, "--jwks-file"))
+        except UnreadableJson as exc:
+            raise CliError(f"--jwks-file: {args.jwks_file} {exc.reason}") from None
         if not isinstance(jwks, dict):
             raise CliError(f"--jwks-file: {args.jwks_file} must hold a JWK Set (a JSON object with keys)")
-        from api.text import refused_json
 
         refused = refused_json(jwks)
         if refused is not None:

@@ -347,7 +347,7 @@ def _csrf(token: str) -> list[dict[str, Any]]:
 
 
 def _json_body(properties: Mapping[str, Any], required: list[str], example: Mapping[str, Any]) -> dict[str, Any]:
-    """A JSON object body as api.routes.passkeys._json reads it: members it does not read are ignored."""
+    """A JSON object body as api.json_endpoints.read_json reads it: members it does not read are ignored."""
     schema = {"type": "object", "properties": dict(properties), "required": required, "additionalProperties": True}
     return {"required": True, "content": {"application/json": {"schema": schema, "example": dict(example)}}}
 

@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.allow import allowed_methods
-from api.bodies import NOT_JSON, authentication_refusal, unreadable_json
+from api.bodies import authentication_refusal, unreadable_json, unreadable_reason
 from api.errors import ApiProblem, BearerTokenMissing, ContentTooLarge, InvalidPageRequest, RateLimited
 from api.logging import request_id_var
 from api.rendering import METHOD_NOT_ALLOWED, NOT_FOUND, error_page, prefers_html
@@ -126,15 +126,16 @@ def rate_limited(request: Request, exc: RateLimited) -> Response:
                          retry_after=exc.retry_after)
 
 
-async def unreadable_json_answer(request: Request) -> JSONResponse:
+async def unreadable_json_answer(request: Request, exc: Exception) -> JSONResponse:
     """A JSON body that could not be decoded: the route's authentication refusal if it has one, else one 422
-    problem whether the JSON was malformed or not UTF-8 (api.bodies)."""
+    problem whether the JSON was malformed, not UTF-8 or nested too deeply (api.bodies)."""
     refused = await authentication_refusal(request)
     if refused is not None:
         return problem(refused.status, refused.code, refused.title, refused.detail, instance=request.url.path,
                        headers=refused.headers)
-    return problem(422, "invalid_request", "Invalid request", NOT_JSON, instance=request.url.path,
-                   errors=[{"field": "", "message": NOT_JSON}])
+    reason = unreadable_reason(exc)
+    return problem(422, "invalid_request", "Invalid request", reason, instance=request.url.path,
+                   errors=[{"field": "", "message": reason}])
 
 
 OAUTH_ENDPOINTS = frozenset({"/token", "/introspect", "/revoke", "/userinfo"})
@@ -214,7 +215,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         if unreadable_json(exc):
-            return await unreadable_json_answer(request)
+            return await unreadable_json_answer(request, exc)
         errors = [
             {"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"), "message": e.get("msg", "")}
             for e in exc.errors()
@@ -235,7 +236,7 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 405:
             headers = {**(headers or {}), "Allow": allowed_methods(request)}
         if unreadable_json(exc):
-            return await unreadable_json_answer(request)
+            return await unreadable_json_answer(request, exc)
         return problem(exc.status_code, "http_" + str(exc.status_code), titles.get(exc.status_code, "HTTP error"),
                        str(exc.detail) if exc.status_code != 404 else None, instance=request.url.path,
                        headers=headers)

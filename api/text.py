@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from collections.abc import Container, Iterable, Mapping, Sequence
 from typing import Any
@@ -75,26 +76,96 @@ def describe(found: tuple[str, str]) -> str:
     return f"{name} {reason}" if name == "a parameter name" else f"parameter {name} {reason}"
 
 
+MAX_JSON_DEPTH = 32
+"""The deepest nesting of arrays and objects a client's JSON may have (RFC 8259 section 9: "An implementation may
+set limits on the maximum depth of nesting"). Every JSON Açar reads is a few levels deep (a WebAuthn credential 4,
+a signing request 3, a JWK Set 4); past this a document is refused before any code walks it, so no recursion over a
+client's document (this module's, pydantic's, a library's, json.dumps in a log) can reach the interpreter's limit."""
+NOT_JSON = "is not JSON encoded in UTF-8 (RFC 8259 section 8.1)"
+TOO_DEEP = f"is JSON nested more than {MAX_JSON_DEPTH} levels deep (RFC 8259 section 9)"
+
+
+class UnreadableJson(ValueError):
+    """A client's JSON that parse_json refuses: `reason` (NOT_JSON or TOO_DEEP) completes a sentence about what
+    was sent ("the body ...", "placement ...")."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def parse_json(data: bytes | bytearray | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """The one way a client's JSON is decoded (every endpoint reading JSON itself; edge_text checks what FastAPI
+    decoded with too_deep): the decoded value, or UnreadableJson when `data` is not UTF-8 (RFC 8259 section 8.1),
+    not JSON, or nested deeper than `max_depth`. json.loads recurses once per level of nesting, so "[[[[..." within
+    any body limit raises RecursionError, refused here as TOO_DEEP instead of a 500."""
+    try:
+        value = json.loads(data)
+    except RecursionError:  # nesting past the interpreter's recursion limit
+        raise UnreadableJson(TOO_DEEP) from None
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError alike
+        raise UnreadableJson(NOT_JSON) from None
+    if too_deep(value, max_depth):
+        raise UnreadableJson(TOO_DEEP)
+    return value
+
+
+def too_deep(value: Any, max_depth: int = MAX_JSON_DEPTH) -> bool:
+    """Whether a decoded JSON value nests arrays and objects more than `max_depth` levels (a scalar: 0, [] and {}:
+    1). Iterative, so any depth json.loads produced is measured without recursion."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Iterable[Any] = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth + 1 > max_depth:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+_Link = tuple[Any, str | int] | None
+"""A location in a JSON document as a linked list (parent's link, key): built in constant time per value."""
+
+
+def _location(link: _Link) -> tuple[str | int, ...]:
+    keys: list[str | int] = []
+    while link is not None:
+        link, key = link
+        keys.append(key)
+    return tuple(reversed(keys))
+
+
 def refused_json(value: Any, path: tuple[str | int, ...] = ()) -> tuple[tuple[str | int, ...], str] | None:
-    """The first (location, reason) of a refused string (a key or a value) in a decoded JSON document."""
-    if isinstance(value, str):
-        reason = refusal(value)
-        return (path, reason) if reason else None
-    items: Iterable[tuple[str | int, Any]]
-    if isinstance(value, dict):
-        for key in value:
-            reason = refusal(key)
+    """The first (location, reason) of a refused string (a key or a value) in a decoded JSON document, in document
+    order (a value's keys before its members). Iterative: a document of any depth is walked without recursion."""
+    root: _Link = None
+    for key in path:
+        root = (root, key)
+    stack: list[tuple[_Link, Any]] = [(root, value)]
+    while stack:
+        link, item = stack.pop()
+        if isinstance(item, str):
+            reason = refusal(item)
             if reason is not None:
-                return (*path, key.encode("utf-8", "backslashreplace").decode()), "key " + reason
-        items = value.items()
-    elif isinstance(value, list):
-        items = enumerate(value)
-    else:
-        return None
-    for key, item in items:
-        found = refused_json(item, (*path, key))
-        if found is not None:
-            return found
+                return _location(link), reason
+            continue
+        members: list[tuple[str | int, Any]]
+        if isinstance(item, dict):
+            for key in item:
+                reason = refusal(key)
+                if reason is not None:
+                    return (*_location(link), key.encode("utf-8", "backslashreplace").decode()), "key " + reason
+            members = list(item.items())
+        elif isinstance(item, list):
+            members = list(enumerate(item))
+        else:
+            continue
+        stack.extend(((link, key), member) for key, member in reversed(members))
     return None
 
 
@@ -172,8 +243,13 @@ async def edge_text(request: Request) -> None:
     if getattr(dependant, "body_params", None) and (media == "application/json" or media.endswith("+json")):
         try:
             document = await request.json()  # Starlette keeps it: FastAPI's body parsing reads the same
-        except ValueError:
-            return  # malformed JSON: FastAPI's own validation answers it
+        except (ValueError, RecursionError):
+            return  # unreadable JSON: FastAPI's own refusal answers it (api.bodies)
+        if too_deep(document):  # FastAPI decoded it with json.loads, which knows no depth limit
+            if _is_page(request):
+                raise InvalidPageRequest(f"the body {TOO_DEEP}")
+            raise RequestValidationError([{"type": "json_invalid", "loc": ("body",), "msg": "JSON decode error",
+                                           "input": {}, "ctx": {"error": TOO_DEEP}}])
         found = refused_json(document, ("body",))
         if found is not None:
             _refuse(request, found[0], found[1])

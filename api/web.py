@@ -1,13 +1,16 @@
 """What the route modules share: the services of a request, form reading, the session, browser and enrollment
-cookies, and the answers that send a browser on after an authorization step.
+cookies, the last step of every login (complete_login), and the answers that send a browser on after an
+authorization step.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import secrets
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import unquote_plus, urlencode, urlsplit, urlunsplit
 
 from fastapi import Request, Response
@@ -15,10 +18,13 @@ from fastapi.responses import RedirectResponse
 
 from api.body import read_limited
 from api.errors import InvalidPageRequest
+from api.provider import session_max_age
 from api.rendering import error_page, render
 from api.text import NOT_UTF8, describe, refusal, refused_param
 from idp.core.authorize import AuthorizeResult, ErrorPage, Interaction, Redirect, token_hash
 from idp.core.errors import InvalidRequest
+from idp.core.interfaces import OidcStore
+from idp.core.loa import LoginMethod
 from idp.core.sessions import csrf_for_session, csrf_matches
 
 if TYPE_CHECKING:
@@ -233,6 +239,39 @@ def answer(result: AuthorizeResult) -> Response:
         return redirect_to_client(result)
     return RedirectResponse(interaction_path(result), status_code=303, headers={"Cache-Control": "no-store"})
 
+
+
+AnswerT = TypeVar("AnswerT", bound=Response)
+
+
+@dataclass(frozen=True)
+class CompletedLogin:
+    """A login that completed its pending authorization request (complete_login): where the browser goes next, and
+    the session cookie to set on the answer (None when the browser's cookie stays)."""
+
+    result: AuthorizeResult
+    cookie: str | None
+    expires_at: dt.datetime
+
+    def with_cookie(self, response: AnswerT, provider: Provider) -> AnswerT:
+        """`response` (the route's answer of `result`) with the new session cookie, if the login made one."""
+        if self.cookie is not None:
+            set_session_cookie(response, provider, self.cookie, session_max_age(self.expires_at))
+        return response
+
+
+async def complete_login(request: Request, provider: Provider, store: OidcStore, pending_id: str, *, person_id: str,
+                         method: LoginMethod) -> CompletedLogin:
+    """Every login method's last step, in the caller's unit of work: the browser's session (a new one, or the same
+    person's refreshed: SessionService.login), then the pending request resumed with a fresh login (OIDC Core 3.1.2.3:
+    the End-User was authenticated just now) in the browser that made it. The caller answers `result` in its own
+    form (a page's api.web.answer, a JSON endpoint's api.json_endpoints.next_step) and sets the cookie on it
+    (CompletedLogin.with_cookie) once the unit of work has committed."""
+    current = await provider.login_sessions.current(store, session_cookie(request, provider))
+    cookie, state = await provider.login_sessions.login(store, person_id=person_id, method=method, current=current)
+    result = await provider.authorization.resume(pending_id, store=store, session=state, fresh_login=True,
+                                                 browser=browser_binding(request))
+    return CompletedLogin(result, cookie, state.expires_at)
 
 class DoubleSubmitCsrf:
     """A public form's CSRF pair where no session exists yet (/enroll, /verify): the double-submit cookie pattern

@@ -25,7 +25,6 @@ from __future__ import annotations
 import base64
 import binascii
 import collections
-import hmac
 import re
 import secrets
 from collections.abc import Awaitable, Callable
@@ -36,11 +35,11 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.errors import CsrfRefused, LoginRequired
+from api.errors import LoginRequired
+from api.json_endpoints import check_csrf, credential_member, read_json, text_member
 from api.problems import coded_problem
 from api.provider import Provider
 from api.rendering import render
-from api.routes.passkeys import _check_origin, _json, _object, _text
 from api.units import RequestUnit
 from api.web import NO_STORE, provider_of, read_page_form, services_of, session_cookie
 from idp.core import loa
@@ -67,7 +66,6 @@ router = APIRouter(tags=["pages"], include_in_schema=False)
 json_router = APIRouter(tags=["signing approval"])
 """The JSON calls of webauthn.js (documented: api.openapi.PASSKEY_OPERATIONS)."""
 CSRF_PURPOSE = "sign"
-CSRF_HEADER = "X-CSRF-Token"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 STATES = ("approved", "signing", "completed", "rejected", "expired", "failed")
 """The states a decided request's page names (sign.state.<state>)."""
@@ -308,10 +306,7 @@ async def _signer(request: Request, work: RequestUnit, request_id: str) -> _Sign
 
 
 def _check_csrf(request: Request, cookie: str) -> None:
-    _check_origin(request, services_of(request))
-    sent = request.headers.get(CSRF_HEADER)
-    if not sent or not hmac.compare_digest(sent.encode(), csrf_for_session(cookie, CSRF_PURPOSE).encode()):
-        raise CsrfRefused("the page has expired; reload it and try again")
+    check_csrf(request, services_of(request), csrf_for_session(cookie, CSRF_PURPOSE))
 
 
 def _approval_problem(request: Request, exc: ApprovalError) -> JSONResponse:
@@ -363,9 +358,9 @@ async def approve(request: Request, request_id: str) -> Response:
     login, the ceremony bound to this request, the credential the signer's), its challenge checked against the
     request's documents as they are now, and the request approved with one job per document."""
     services = services_of(request)
-    body = await _json(request)
-    ceremony = _text(body, "ceremony")
-    credential = _object(body, "credential")
+    body = await read_json(request)
+    ceremony = text_member(body, "ceremony")
+    credential = credential_member(body, "credential")
     assert ceremony is not None  # noqa: S101 - required
     if not _valid_id(request_id):
         return _approval_problem(request, ApprovalRequestNotFound("there is no signing request at this address"))

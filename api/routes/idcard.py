@@ -5,7 +5,7 @@ extension):
   POST /idcard/webeid/challenge  {"pending_id"} -> {"nonce", "expires_at"}: a single-use nonce (idp.core.webeid:
                                  base64 of 32 random bytes) for this pending authorization request
   POST /idcard/webeid/login      {"pending_id", "nonce", "token"} -> {"redirect"} or {"form_post"} (as a passkey
-                                 login: api.routes.passkeys.next_step) and the session cookie. "token" is the
+                                 login: api.json_endpoints.next_step) and the session cookie. "token" is the
                                  extension's authToken object ("web-eid:1": unverifiedCertificate, algorithm,
                                  signature, appVersion); "nonce" the string the challenge returned.
 Both take the pending request's CSRF token in X-CSRF-Token and refuse another Origin, as the passkey login does;
@@ -43,22 +43,20 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.routing import Route
 
 from api.errors import CardLoginUnavailable
+from api.json_endpoints import check_csrf, next_step, pending_request, read_json, text_member
 from api.logging import request_id_var
-from api.provider import session_max_age
 from api.rendering import card_error_page, error_page
-from api.routes.passkeys import _check_csrf, _json, _pending, _text, next_step
 from api.settings import Settings
 from api.units import RequestUnit
 from api.web import (
     NO_STORE,
     answer,
     browser_binding,
+    complete_login,
     interaction_path,
     provider_of,
     read_page_form,
     services_of,
-    session_cookie,
-    set_session_cookie,
 )
 from idp.core.authorize import AuthorizeResult, Interaction
 from idp.core.errors import CardLoginError, CertificateMalformed, CertificateMissing, ForwardedCertificateRefused
@@ -103,15 +101,15 @@ async def webeid_challenge(request: Request) -> JSONResponse:
     """{"pending_id"} -> {"nonce", "expires_at"}: a Web eID challenge nonce for the pending request (single use,
     ACAR_IDCARD_CHALLENGE_SECONDS). CSRF: the pending request's token."""
     services = services_of(request)
-    body = await _json(request)
-    pending_id = _text(body, "pending_id")
+    body = await read_json(request)
+    pending_id = text_member(body, "pending_id")
     assert pending_id is not None  # noqa: S101 - required
     limits = services.ratelimits  # each answer stores a nonce: counted per IP before anything is written
     await limits.spend(limits.budgets.card_challenge, [("ip", limits.client_ip(request))], answer="json")
     card = await _service(request)
     async with RequestUnit.on(services.direct) as work:
-        pending = await _pending(request, work.oidc, pending_id)
-        _check_csrf(request, services, pending.csrf_token)
+        pending = await pending_request(request, work.oidc, pending_id)
+        check_csrf(request, services, pending.csrf_token)
         challenge = await card.challenge(_store(work), pending.id)
     return JSONResponse({"nonce": challenge.nonce, "expires_at": challenge.expires_at.isoformat()}, headers=NO_STORE)
 
@@ -127,32 +125,25 @@ async def webeid_login(request: Request) -> JSONResponse:
     request resumed with a fresh login), at level high. A refusal is a problem with its CardLoginError code; it
     writes its audit event and the used nonce, nothing else."""
     services, provider = services_of(request), provider_of(request)
-    body = await _json(request)
-    pending_id = _text(body, "pending_id")
+    body = await read_json(request)
+    pending_id = text_member(body, "pending_id")
     assert pending_id is not None  # noqa: S101 - required
     nonce = body.get("nonce")
     limits = services.ratelimits  # every attempt, before the token is verified
     await limits.spend(limits.budgets.card_login, [("ip", limits.client_ip(request))], answer="json")
     card = await _service(request)
-    cookie = session_cookie(request, provider)
     async with RequestUnit.on(services.direct) as work:  # the nonce used up (and a refusal audited) first
-        pending = await _pending(request, work.oidc, pending_id)
-        _check_csrf(request, services, pending.csrf_token)
+        pending = await pending_request(request, work.oidc, pending_id)
+        check_csrf(request, services, pending.csrf_token)
         used = await card.use_nonce(_store(work), pending_id=pending.id,
                                     nonce=nonce if isinstance(nonce, str) else None)
     # outside any unit of work: OCSP and CRL requests, the built-in PKI's in-process answers (idp.sql.card_login)
     check = await card.check_webeid(body.get("token"), nonce=used)
     async with RequestUnit.on(services.direct) as work:
         login = await card.record(_store(work), check)
-        current = await provider.login_sessions.current(work.oidc, cookie)
-        new_cookie, state = await provider.login_sessions.login(work.oidc, person_id=login.person_id,
-                                                                method=login.method, current=current)
-        result = await provider.authorization.resume(pending.id, store=work.oidc, session=state, fresh_login=True,
-                                                     browser=browser_binding(request))
-    response = next_step(request, result)
-    if new_cookie is not None:
-        set_session_cookie(response, provider, new_cookie, session_max_age(state.expires_at))
-    return response
+        done = await complete_login(request, provider, work.oidc, pending.id, person_id=login.person_id,
+                                    method=login.method)
+    return done.with_cookie(next_step(request, done.result), provider)
 
 
 # --- mutual TLS -------------------------------------------------------------------------------------------
@@ -227,7 +218,6 @@ async def tls_login(request: Request, pending_id: str) -> Response:
     card = await services.card.service()
     if card is None:  # not offered here: no ID-card trust anchor
         return error_page("access_denied", UNAVAILABLE, status=404)
-    cookie = session_cookie(request, provider)
     try:
         async with RequestUnit.on(services.direct) as work:
             pending = await provider.authorization.pending_for(work.oidc, pending_id, browser_binding(request))
@@ -241,17 +231,11 @@ async def tls_login(request: Request, pending_id: str) -> Response:
         check = await card.check_certificate(certificate, intermediates)
         async with RequestUnit.on(services.direct) as work:
             login = await card.record(_store(work), check)
-            current = await provider.login_sessions.current(work.oidc, cookie)
-            new_cookie, state = await provider.login_sessions.login(work.oidc, person_id=login.person_id,
-                                                                    method=login.method, current=current)
-            result = await provider.authorization.resume(pending.id, store=work.oidc, session=state,
-                                                         fresh_login=True, browser=browser_binding(request))
+            done = await complete_login(request, provider, work.oidc, pending.id, person_id=login.person_id,
+                                        method=login.method)
     except CardLoginError as exc:  # its audit event and nothing else committed (persist)
         return card_error_page(exc)
-    response = _tls_answer(result, provider.issuer)
-    if new_cookie is not None:
-        set_session_cookie(response, provider, new_cookie, session_max_age(state.expires_at))
-    return response
+    return done.with_cookie(_tls_answer(done.result, provider.issuer), provider)
 
 
 plain_routes = [

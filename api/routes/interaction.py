@@ -11,7 +11,6 @@ import hmac
 from fastapi import APIRouter, Request, Response
 from starlette.routing import Route
 
-from api.provider import session_max_age
 from api.rendering import error_page, render
 from api.routes.idcard import card_tls_url
 from api.routes.passkeys import enrolled_mark, enrolled_value
@@ -19,11 +18,11 @@ from api.text import refusal
 from api.web import (
     answer,
     browser_binding,
+    complete_login,
     provider_of,
     read_page_form,
     services_of,
     session_cookie,
-    set_session_cookie,
 )
 from idp.core.authorize import Interaction
 from idp.core.claims import CLAIM_DESCRIPTIONS
@@ -108,15 +107,8 @@ async def dev_login(request: Request, pending_id: str) -> Response:
             return error_page("invalid_request", exc.detail)
         except PersonNotFound:
             return error_page("access_denied", "no person is registered with this FIN", status=400)
-        current = await provider.login_sessions.current(unit.oidc, session_cookie(request, provider))
-        new_cookie, state = await provider.login_sessions.login(unit.oidc, person_id=person.id, method=method,
-                                                                current=current)
-        result = await provider.authorization.resume(pending.id, store=unit.oidc, session=state, fresh_login=True,
-                                                       browser=browser_binding(request))
-    response = answer(result)
-    if new_cookie is not None:
-        set_session_cookie(response, provider, new_cookie, session_max_age(state.expires_at))
-    return response
+        done = await complete_login(request, provider, unit.oidc, pending.id, person_id=person.id, method=method)
+    return done.with_cookie(answer(done.result), provider)
 
 
 @router.get("/interaction/{pending_id}/consent")

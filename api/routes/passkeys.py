@@ -20,51 +20,48 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
-import json
 import re
 import secrets
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.routing import Route
 
-from api.body import read_limited
 from api.deps import Services
-from api.errors import CsrfRefused, LoginRequired
+from api.errors import LoginRequired
+from api.json_endpoints import (
+    check_csrf,
+    check_origin,
+    credential_member,
+    next_step,
+    pending_request,
+    read_json,
+    text_member,
+)
 from api.passkey_names import default_passkey_name, device_of
-from api.problems import passkey_problem
 from api.provider import Provider, session_max_age
 from api.rendering import page_translator
-from api.text import refused_json
 from api.units import RequestUnit
 from api.web import (
     ACCOUNT_CSRF_PURPOSE,
     NO_STORE,
     browser_binding,
     clear_enrollment_cookie,
+    complete_login,
     enrollment_cookie_name,
-    interaction_path,
     provider_of,
-    query_url,
     services_of,
     session_cookie,
     set_enrollment_cookie,
-    set_session_cookie,
 )
-from idp.core.authorize import AuthorizeResult, ErrorPage, Interaction, Redirect
-from idp.core.interfaces import LEVELS, Level, LoginState, PendingRequest
+from idp.core.interfaces import LEVELS, Level, LoginState
 from idp.core.sessions import csrf_for_session
-from idp.core.webauthn import InvalidPasskeyRequest, RequestExpired, WrongOrigin, audit_ref
+from idp.core.webauthn import audit_ref
 from idp.sql.enrollment import EnrollmentRecord, EnrollmentRequired
 from idp.sql.store import SqlOidcStore
 
 router = APIRouter(tags=["passkeys"])
-MAX_BODY = 64 * 1024
-CSRF_HEADER = "X-CSRF-Token"
 ENROLL_DONE = "/enroll/done"
 ACCOUNT_PAGE = "/account"
 MANAGE_REFUSAL = "sign in to manage your passkeys"
@@ -81,59 +78,6 @@ def orm_unit(services: Services) -> RequestUnit:
     included: `persist`), whose refusal wrote only what it must keep (consumed challenge, flagged credential,
     attempt count or lock, audit event; see idp.core.webauthn and idp.sql.enrollment); rolled back on anything else."""
     return RequestUnit.with_orm(services.direct, services.sessions, services.enrollment_policy)
-
-
-async def _json(request: Request) -> dict[str, Any]:
-    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
-        raise InvalidPasskeyRequest("the body must be application/json")
-    body = await read_limited(request, MAX_BODY)
-    if body is None:
-        raise InvalidPasskeyRequest("the request body is too large")
-    try:
-        value = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
-        raise InvalidPasskeyRequest("the body is not JSON") from None
-    except RecursionError:  # "[[[[...": nesting deeper than the interpreter's recursion limit, within MAX_BODY
-        raise InvalidPasskeyRequest("the body is JSON nested too deeply") from None
-    if not isinstance(value, dict):
-        raise InvalidPasskeyRequest("the body must be a JSON object")
-    refused = refused_json(value)
-    if refused is not None:  # text storage cannot hold (api.text)
-        raise InvalidPasskeyRequest(f"{'.'.join(str(p) for p in refused[0]) or 'the body'} {refused[1]}")
-    return value
-
-
-def _text(body: Mapping[str, Any], name: str, *, limit: int = 64, required: bool = True) -> str | None:
-    value = body.get(name)
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not value or len(value) > limit:
-        raise InvalidPasskeyRequest(f"{name} must be a non-empty string of at most {limit} characters")
-    return value
-
-
-def _object(body: Mapping[str, Any], name: str) -> dict[str, Any]:
-    value = body.get(name)
-    if not isinstance(value, dict):
-        raise InvalidPasskeyRequest(f"{name} must be the JSON of the browser's PublicKeyCredential")
-    return value
-
-
-def _check_origin(request: Request, services: Services) -> None:
-    """An Origin header, when present, must be one of the relying party's origins (ACAR_WEBAUTHN_ORIGINS, by
-    default the issuer's): else WrongOrigin, which names the address problem instead of an expired page."""
-    origin = request.headers.get("origin")
-    expected = services.passkeys.rp.origins
-    if origin is not None and origin not in expected:
-        raise WrongOrigin(f"requests from the origin {origin[:WrongOrigin.MAX_LOGGED]} are not accepted here",
-                          received=origin, expected=expected)
-
-
-def _check_csrf(request: Request, services: Services, expected: str) -> None:
-    _check_origin(request, services)
-    sent = request.headers.get(CSRF_HEADER)
-    if not sent or not hmac.compare_digest(sent.encode(), expected.encode()):
-        raise CsrfRefused("the page has expired; reload it and try again")
 
 
 def enrolled_cookie_name(provider: Provider) -> str:
@@ -174,15 +118,6 @@ def _level(value: object) -> Level | None:
     return value if value in LEVELS else None
 
 
-async def _pending(request: Request, oidc: SqlOidcStore, pending_id: str) -> PendingRequest:
-    """The pending request, only in the browser that made it (AuthorizationService.pending_for)."""
-    pending = await provider_of(request).authorization.pending_for(oidc, pending_id, browser_binding(request))
-    if pending is None:
-        raise RequestExpired("this sign-in request has expired or was already completed; start again from the "
-                             "service you were using")
-    return pending
-
-
 async def _signed_in(request: Request, provider: Provider, work: RequestUnit, refusal: str) -> tuple[LoginState, str]:
     """The browser's live login session and its account CSRF token, or LoginRequired(`refusal`)."""
     cookie = session_cookie(request, provider)
@@ -198,14 +133,14 @@ async def login_options(request: Request) -> JSONResponse:
     """{"pending_id"} -> {"ceremony", "publicKey"}: PublicKeyCredentialRequestOptions for navigator.credentials.get
     (usernameless; the same options serve conditional mediation). CSRF: the pending request's token."""
     services = services_of(request)
-    body = await _json(request)
-    pending_id = _text(body, "pending_id")
+    body = await read_json(request)
+    pending_id = text_member(body, "pending_id")
     assert pending_id is not None  # noqa: S101 - required
     limits = services.ratelimits  # each answer stores a challenge: counted per IP before anything is written
     await limits.spend(limits.budgets.passkey_options, [("ip", limits.client_ip(request))], answer="json")
     async with RequestUnit.on(services.direct) as work:
-        pending = await _pending(request, work.oidc, pending_id)
-        _check_csrf(request, services, pending.csrf_token)
+        pending = await pending_request(request, work.oidc, pending_id)
+        check_csrf(request, services, pending.csrf_token)
         ceremony = await services.passkeys.authentication_options(
             work.passkeys, pending_id=pending.id, required_level=_level(pending.params.get("level")))
     return JSONResponse({"ceremony": ceremony.id, "publicKey": ceremony.options}, headers=NO_STORE)
@@ -219,29 +154,22 @@ async def login_verify(request: Request) -> JSONResponse:
     that cannot reach the level the request asks for creates no session (user_verification_required or
     insufficient_level)."""
     services, provider = services_of(request), provider_of(request)
-    body = await _json(request)
-    pending_id, ceremony = _text(body, "pending_id"), _text(body, "ceremony")
-    credential = _object(body, "credential")
+    body = await read_json(request)
+    pending_id, ceremony = text_member(body, "pending_id"), text_member(body, "ceremony")
+    credential = credential_member(body, "credential")
     assert pending_id is not None  # noqa: S101 - required
     assert ceremony is not None  # noqa: S101 - required
     limits = services.ratelimits  # every attempt, before the assertion is verified
     await limits.spend(limits.budgets.passkey_login, [("ip", limits.client_ip(request))], answer="json")
-    cookie = session_cookie(request, provider)
     async with RequestUnit.on(services.direct) as work:
-        pending = await _pending(request, work.oidc, pending_id)
-        _check_csrf(request, services, pending.csrf_token)
+        pending = await pending_request(request, work.oidc, pending_id)
+        check_csrf(request, services, pending.csrf_token)
         login = await services.passkeys.verify_authentication(
             work.passkeys, ceremony_id=ceremony, pending_id=pending.id, credential=credential,
             required_level=_level(pending.params.get("level")))
-        current = await provider.login_sessions.current(work.oidc, cookie)
-        new_cookie, state = await provider.login_sessions.login(work.oidc, person_id=login.person_id,
-                                                                method=login.method, current=current)
-        result = await provider.authorization.resume(pending.id, store=work.oidc, session=state, fresh_login=True,
-                                                       browser=browser_binding(request))
-    response = next_step(request, result)
-    if new_cookie is not None:
-        set_session_cookie(response, provider, new_cookie, session_max_age(state.expires_at))
-    return response
+        done = await complete_login(request, provider, work.oidc, pending.id, person_id=login.person_id,
+                                    method=login.method)
+    return done.with_cookie(next_step(request, done.result), provider)
 
 
 plain_routes = [
@@ -249,20 +177,6 @@ plain_routes = [
     Route("/webauthn/login/verify", login_verify, methods=["POST"]),
 ]
 """The passkey login of every citizen: plain Starlette routes at the head of the route table (api.app)."""
-
-
-def next_step(request: Request, result: AuthorizeResult) -> JSONResponse:
-    """Where the browser goes after a login: what api.web.answer would answer, as JSON."""
-    if isinstance(result, Redirect):
-        if result.response_mode == "form_post":
-            return JSONResponse({"form_post": {"action": result.redirect_uri, "params": dict(result.params)}},
-                                headers=NO_STORE)
-        return JSONResponse({"redirect": query_url(result)}, headers=NO_STORE)
-    if isinstance(result, Interaction):
-        return JSONResponse({"redirect": interaction_path(result)}, headers=NO_STORE)
-    assert isinstance(result, ErrorPage)  # noqa: S101 - the three results
-    # the login itself succeeded (its session is kept) but the request can no longer complete
-    return passkey_problem(request, RequestExpired(result.description))
 
 
 # --- registration ----------------------------------------------------------------------------------------
@@ -301,11 +215,11 @@ async def register_options(request: Request) -> JSONResponse:
     """{} or {"name"} -> {"ceremony", "publicKey"}: PublicKeyCredentialCreationOptions for
     navigator.credentials.create (the name, if sent, is only checked here; it is stored at verify)."""
     services, provider = services_of(request), provider_of(request)
-    body = await _json(request)
-    _text(body, "name", limit=500, required=False)
+    body = await read_json(request)
+    text_member(body, "name", limit=500, required=False)
     async with orm_unit(services) as work:
         registrant = await _registrant(request, provider, work)
-        _check_csrf(request, services, registrant.csrf_token)
+        check_csrf(request, services, registrant.csrf_token)
         ceremony = await services.passkeys.registration_options(
             work.passkeys, person_id=registrant.person_id,
             enrollment_id=registrant.enrollment.id if registrant.enrollment else None)
@@ -329,15 +243,15 @@ async def register_verify(request: Request) -> JSONResponse:
     set, and "redirect" is the sign-in the enrollment was started from ("interaction": that sign-in's id, if it
     is still live in this browser: live_interaction) or else /enroll/done. From a session: "redirect" is /account."""
     services, provider = services_of(request), provider_of(request)
-    body = await _json(request)
-    ceremony = _text(body, "ceremony")
-    credential = _object(body, "credential")
-    name = _text(body, "name", limit=500, required=False)
+    body = await read_json(request)
+    ceremony = text_member(body, "ceremony")
+    credential = credential_member(body, "credential")
+    name = text_member(body, "name", limit=500, required=False)
     assert ceremony is not None  # noqa: S101 - required
     back: str | None = None
     async with orm_unit(services) as work:
         registrant = await _registrant(request, provider, work)
-        _check_csrf(request, services, registrant.csrf_token)
+        check_csrf(request, services, registrant.csrf_token)
         enrollment = registrant.enrollment
         if name is None or not name.strip():
             name = await _default_name(request, services, work, registrant.person_id)
@@ -373,9 +287,9 @@ async def start_enrollment(request: Request) -> JSONResponse:
     register one passkey for the code's person. Every refused code (unknown, wrong, revoked, expired, used, open in
     another browser) gets the same 400 code_invalid problem, byte for byte (idp.sql.enrollment: no oracle)."""
     services, provider = services_of(request), provider_of(request)
-    _check_origin(request, services)
-    body = await _json(request)
-    code = _text(body, "code", limit=40)
+    check_origin(request, services)
+    body = await read_json(request)
+    code = text_member(body, "code", limit=40)
     assert code is not None  # noqa: S101 - required
     # counted before the service looks the code up or hashes anything: per IP, and per code (code_key)
     await services.ratelimits.spend_on_code(request, code, answer="json")
@@ -418,12 +332,12 @@ async def list_credentials(request: Request) -> JSONResponse:
 async def rename_credential(request: Request, credential_id: str) -> JSONResponse:
     """{"name"} -> 200 the renamed credential. CSRF: the account token."""
     services, provider = services_of(request), provider_of(request)
-    body = await _json(request)
-    name = _text(body, "name", limit=500)
+    body = await read_json(request)
+    name = text_member(body, "name", limit=500)
     assert name is not None  # noqa: S101 - required
     async with orm_unit(services) as work:
         state, csrf = await _signed_in(request, provider, work, MANAGE_REFUSAL)
-        _check_csrf(request, services, csrf)
+        check_csrf(request, services, csrf)
         view = await services.passkeys.rename(work.passkeys, state.person_id, credential_id, name)
     return JSONResponse(view.as_json(), headers=NO_STORE)
 
@@ -434,6 +348,6 @@ async def remove_credential(request: Request, credential_id: str) -> Response:
     services, provider = services_of(request), provider_of(request)
     async with orm_unit(services) as work:
         state, csrf = await _signed_in(request, provider, work, MANAGE_REFUSAL)
-        _check_csrf(request, services, csrf)
+        check_csrf(request, services, csrf)
         await services.passkeys.remove(work.passkeys, state.person_id, credential_id)
     return Response(status_code=204, headers=NO_STORE)

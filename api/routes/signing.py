@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import binascii
 import io
-import json
 import re
 from typing import Annotated, Any, Final
 
@@ -30,6 +29,7 @@ from api.deps import Services
 from api.errors import ApiProblem
 from api.schemas.callbacks import COMPLETION_CALLBACK
 from api.schemas.signing import MULTIPART_FORM, SigningRequestCreate, SigningRequestOut
+from api.text import NOT_JSON, UnreadableJson, parse_json
 from api.web import NO_STORE
 from signing.core.errors import InvalidDocument, InvalidPlacement, InvalidSigningRequest, TooManyDocuments
 from signing.core.interfaces import Mode
@@ -66,12 +66,12 @@ async def _json_submission(request: Request) -> Submission:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
-        raise InvalidSigningRequest("the body is not JSON encoded in UTF-8 (RFC 8259 section 8.1)") from None
+        raise InvalidSigningRequest(f"the body {NOT_JSON}") from None
     del body  # json.loads(body) would hold the bytes, their decoded text and the parsed strings at once
     try:
-        raw = json.loads(text)
-    except ValueError:
-        raise InvalidSigningRequest("the body is not JSON encoded in UTF-8 (RFC 8259 section 8.1)") from None
+        raw = parse_json(text)
+    except UnreadableJson as exc:
+        raise InvalidSigningRequest(f"the body {exc.reason}") from None
     del text  # the parsed text is all that is kept: a body is never held twice
     try:
         parsed = SigningRequestCreate.model_validate(raw)
@@ -123,9 +123,9 @@ async def _multipart_submission(request: Request, max_documents: int) -> Submiss
     placement: Any = None
     if fields.get("placement"):
         try:
-            placement = json.loads(fields["placement"])
-        except ValueError:
-            raise InvalidPlacement('placement must be JSON: {"page": 1, "box": [x1, y1, x2, y2]}') from None
+            placement = parse_json(fields["placement"])
+        except UnreadableJson as exc:
+            raise InvalidPlacement(f'placement {exc.reason}: {{"page": 1, "box": [x1, y1, x2, y2]}}') from None
         if not isinstance(placement, dict):
             raise InvalidPlacement('placement must be a JSON object: {"page": 1, "box": [x1, y1, x2, y2]}')
     return Submission(mode=fields.get("mode"), documents=documents, signer_fin=fields.get("signer_fin") or None,

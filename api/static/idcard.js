@@ -1,5 +1,5 @@
 // Açar ID-card sign-in on the login page, through the Web eID browser extension (api/static/webeid.js, loaded
-// before this script). Loaded from 'self' only (Content-Security-Policy: no inline script); the page hands over its
+// before this script, as is json_endpoints.js: the requests and the way on, shared with webauthn.js). Loaded from 'self' only (Content-Security-Policy: no inline script); the page hands over its
 // data in data-* attributes of #idcard and its translated messages in <script type="application/json"
 // id="idcard-messages">.
 //
@@ -7,7 +7,7 @@
 //         data-lang (the page language, for the Web eID window)
 // The steps: POST /idcard/webeid/challenge {pending_id} -> {nonce, expires_at}; the extension signs the nonce with
 // the card (window.AcarWebEid.authenticate); POST /idcard/webeid/login {pending_id, nonce, token} -> {redirect} or
-// {form_post: {action, params}} (as api.routes.passkeys.next_step answers the passkey login). Refusals come back as
+// {form_post: {action, params}} (as api.json_endpoints.next_step answers the passkey login). Refusals come back as
 // application/problem+json with a member "code" (card.error.<code> in the catalogs, api.rendering.CARD_ERRORS).
 // Status goes to a polite live region (#idcard-status, role="status"), errors to an assertive one (#idcard-error,
 // role="alert"), so a screen reader says both; the button keeps the focus.
@@ -16,9 +16,11 @@
 (function () {
   var root = document.getElementById("idcard");
   var messagesBlock = document.getElementById("idcard-messages");
-  if (!root || !messagesBlock || !window.AcarWebEid) {
+  if (!root || !messagesBlock || !window.AcarWebEid || !window.AcarEndpoints) {
     return;
   }
+  var endpoints = window.AcarEndpoints;
+  var Failure = endpoints.Failure;
   var messages = JSON.parse(messagesBlock.textContent);
   var button = document.getElementById("idcard-button");
   var errorBox = document.getElementById("idcard-error");
@@ -30,10 +32,6 @@
   var lang = root.getAttribute("data-lang") || "";
   var WebEid = window.AcarWebEid;
   var codes = WebEid.ErrorCode;
-
-  function Failure(code) {
-    this.code = code;
-  }
 
   // The Web eID error codes in the page's words. The application shows a missing reader or card and a blocked PIN
   // in its own window and reports only how the window ended, so: a timeout means no card was read (no reader, no
@@ -84,60 +82,16 @@
     statusBox.textContent = "";
   }
 
-  // --- the server --------------------------------------------------------------------------------------------
+  // --- the server (json_endpoints.js) ---------------------------------------------------------------------
 
-  async function postJSON(url, body) {
-    var response;
-    try {
-      response = await fetch(url, {
-        method: "POST",
-        credentials: "same-origin",
-        headers: {
-          "Content-Type": "application/json",
-          "Accept": "application/json, application/problem+json",
-          "X-CSRF-Token": csrf,
-        },
-        body: JSON.stringify(body),
-      });
-    } catch (ignored) {
-      throw new Failure("network");
-    }
-    var data = null;
-    try {
-      data = await response.json();
-    } catch (ignored) {
-      data = null;
-    }
-    if (!response.ok) {
-      throw new Failure(data && typeof data.code === "string" ? data.code : "unknown");
-    }
-    if (!data || typeof data !== "object") {
-      throw new Failure("unknown");
-    }
-    return data;
+  function postJSON(url, body) {
+    return endpoints.postJSON(url, body, csrf);
   }
 
-  // The same way on as webauthn.js: a redirect, or the client's response_mode=form_post (OAuth 2.0 Form Post
-  // Response Mode; the client's origin is in the page's form-action).
+  // The same way on as webauthn.js: a redirect, or the client's response_mode=form_post.
   function leave(answer) {
     showStatus("done");
-    if (answer.form_post && typeof answer.form_post.action === "string") {
-      var post = document.createElement("form");
-      post.method = "post";
-      post.action = answer.form_post.action;
-      var params = answer.form_post.params || {};
-      Object.keys(params).forEach(function (name) {
-        var input = document.createElement("input");
-        input.type = "hidden";
-        input.name = name;
-        input.value = params[name];
-        post.appendChild(input);
-      });
-      document.body.appendChild(post);
-      post.submit();
-      return;
-    }
-    window.location.assign(typeof answer.redirect === "string" ? answer.redirect : window.location.href);
+    endpoints.leave(answer, window.location.href);
   }
 
   // --- the sign-in -------------------------------------------------------------------------------------------

@@ -10,15 +10,18 @@
 // #passkey data-passkey="approve"   data-request-id, data-csrf (the session's "sign" token): the signer approves a
 //                                   signing request with an assertion over the challenge the server derived from
 //                                   the request and its documents (api.routes.approval)
-// Every request carries X-CSRF-Token; errors come back as application/problem+json with a member "code".
+// Every request carries X-CSRF-Token; errors come back as application/problem+json with a member "code" (both in
+// json_endpoints.js, loaded before this script).
 "use strict";
 
 (function () {
   var root = document.getElementById("passkey");
   var messagesBlock = document.getElementById("passkey-messages");
-  if (!root || !messagesBlock) {
+  if (!root || !messagesBlock || !window.AcarEndpoints) {
     return;
   }
+  var endpoints = window.AcarEndpoints;
+  var Failure = endpoints.Failure;
   var messages = JSON.parse(messagesBlock.textContent);
   var form = document.getElementById("passkey-form");
   var button = document.getElementById("passkey-button");
@@ -130,10 +133,6 @@
 
   // --- messages ----------------------------------------------------------------------------------------------
 
-  function Failure(code) {
-    this.code = code;
-  }
-
   function fromDomException(error) {
     var name = error && error.name;
     if (name === "NotAllowedError" || name === "AbortError") {
@@ -169,59 +168,15 @@
     }
   }
 
-  // --- the server --------------------------------------------------------------------------------------------
+  // --- the server (json_endpoints.js) ---------------------------------------------------------------------
 
-  async function postJSON(url, body) {
-    var response;
-    try {
-      response = await fetch(url, {
-        method: "POST",
-        credentials: "same-origin",
-        headers: {
-          "Content-Type": "application/json",
-          "Accept": "application/json, application/problem+json",
-          "X-CSRF-Token": csrf,
-        },
-        body: JSON.stringify(body),
-      });
-    } catch (ignored) {
-      throw new Failure("network");
-    }
-    var data = null;
-    try {
-      data = await response.json();
-    } catch (ignored) {
-      data = null;
-    }
-    if (!response.ok) {
-      throw new Failure(data && typeof data.code === "string" ? data.code : "unknown");
-    }
-    if (!data || typeof data !== "object") {
-      throw new Failure("unknown");
-    }
-    return data;
+  function postJSON(url, body) {
+    return endpoints.postJSON(url, body, csrf);
   }
 
   function leave(answer, fallback) {
     showStatus("done");
-    if (answer.form_post && typeof answer.form_post.action === "string") {
-      // response_mode=form_post (OAuth 2.0 Form Post Response Mode): the client's origin is in form-action
-      var post = document.createElement("form");
-      post.method = "post";
-      post.action = answer.form_post.action;
-      var params = answer.form_post.params || {};
-      Object.keys(params).forEach(function (name) {
-        var input = document.createElement("input");
-        input.type = "hidden";
-        input.name = name;
-        input.value = params[name];
-        post.appendChild(input);
-      });
-      document.body.appendChild(post);
-      post.submit();
-      return;
-    }
-    window.location.assign(typeof answer.redirect === "string" ? answer.redirect : fallback);
+    endpoints.leave(answer, fallback);
   }
 
   // --- the ceremonies ----------------------------------------------------------------------------------------

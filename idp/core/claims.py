@@ -77,6 +77,8 @@ def parse_claims_parameter(raw: str | None) -> ClaimsRequest:
         value = json.loads(raw)
     except ValueError:
         raise InvalidRequest("claims parameter is not JSON") from None
+    except RecursionError:  # "[[[[...": nesting past the recursion limit, within MAX_CLAIMS_PARAMETER
+        raise InvalidRequest("claims parameter is JSON nested too deeply (RFC 8259 section 9)") from None
     if not isinstance(value, dict) or set(value) - {"userinfo", "id_token"}:
         raise InvalidRequest("claims must be an object with userinfo and/or id_token members")
     return ClaimsRequest(userinfo=_member(value.get("userinfo", {}), "userinfo"),

@@ -523,6 +523,9 @@ class PasskeyService:
         as what it is. Unreadable client data is left to py_webauthn's verification."""
         try:
             received = parse_client_data_json(client_data_json).origin
+        except RecursionError:  # "[[[[...": json.loads past the recursion limit, and py_webauthn's verification with it
+            raise VerificationFailed("the passkey response's clientDataJSON is JSON nested too deeply (RFC 8259 "
+                                     "section 9)") from None
         except (WebAuthnException, ValueError, TypeError):
             return
         if received not in self.rp.origins:

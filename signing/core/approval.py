@@ -130,7 +130,7 @@ def client_data_challenge(client_data_json: bytes) -> bytes:
         raise ChallengeMismatch("the passkey answer's client data is too long")
     try:
         data = json.loads(client_data_json)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: "[[[[..." past the recursion limit
         raise ChallengeMismatch("the passkey answer's client data is not JSON") from None
     challenge = data.get("challenge") if isinstance(data, dict) else None
     if not isinstance(challenge, str) or len(challenge) > 2 * CHALLENGE_BYTES or not challenge.isascii():

@@ -108,7 +108,7 @@ async def test_the_login_page_offers_both_methods_side_by_side(http: httpx.Async
     assert set(messages["errors"]) == set(CARD_ERRORS)
     assert messages["errors"]["no_extension"] == CATALOGS[lang]["card.error.no_extension"]
     assert [s.get("src") for s in page.scripts if "src" in s] == [
-        "/static/webauthn.js", "/static/webeid.js", "/static/idcard.js"]
+        "/static/json_endpoints.js", "/static/webauthn.js", "/static/webeid.js", "/static/idcard.js"]
     # live regions for the script's status and errors; the button waits for the script (hidden without it)
     assert '<div id="idcard-error" class="notice notice-error" role="alert"></div>' in r.text
     assert '<p id="idcard-status" class="status" role="status"></p>' in r.text
@@ -143,7 +143,7 @@ async def test_without_card_login_the_page_is_the_passkey_page(http: httpx.Async
     r = await http.get(f"/interaction/{PENDING_ID}", headers={"Accept-Language": "az"})
     page = check_page(r, "az")
     assert "idcard" not in page.ids and "idcard-messages" not in page.script_text
-    assert [s.get("src") for s in page.scripts if "src" in s] == ["/static/webauthn.js"]
+    assert [s.get("src") for s in page.scripts if "src" in s] == ["/static/json_endpoints.js", "/static/webauthn.js"]
     assert t("az", "login.card.heading") not in page.text
 
 
@@ -186,6 +186,9 @@ async def test_the_web_eid_module_speaks_the_extension_protocol(http: httpx.Asyn
     assert "eval(" not in js.text and "new Function" not in js.text
     login = await http.get("/static/idcard.js")
     assert login.status_code == 200
-    for needle in ("/idcard/webeid/challenge", "/idcard/webeid/login", "X-CSRF-Token", "form_post", "pending_id",
+    for needle in ("/idcard/webeid/challenge", "/idcard/webeid/login", "window.AcarEndpoints", "pending_id",
                    "EXTENSION_UNAVAILABLE", "no_extension", "pin_blocked", "showError"):
         assert needle in login.text, needle
+    shared = await http.get("/static/json_endpoints.js")  # its requests and its way on (json_endpoints.js)
+    for needle in ("X-CSRF-Token", "form_post", "window.AcarEndpoints"):
+        assert needle in shared.text, needle

@@ -130,8 +130,8 @@ def test_edge_answers_are_documented(settings: Settings) -> None:
     assert "429" not in paths["/jwks.json"]["get"]["responses"]
 
 
-_READS = re.compile(r"""(?:_text|_object)\(body, "(\w+)"|body\.get\("(\w+)"\)""")
-"""How the passkey endpoints read a field of the JSON body they parse themselves (api.routes.passkeys._json)."""
+_READS = re.compile(r"""(?:text_member|credential_member)\(body, "(\w+)"|body\.get\("(\w+)"\)""")
+"""How the JSON endpoints read a field of the JSON body they parse themselves (api.json_endpoints.read_json)."""
 COOKIE_OPERATIONS = {
     ("/webauthn/register/options", "post"): [{"enrollmentCookie": []}, {"sessionCookie": []}],
     ("/webauthn/register/verify", "post"): [{"enrollmentCookie": []}, {"sessionCookie": []}],
@@ -157,7 +157,7 @@ def _json_reading_routes(app: FastAPI) -> list[tuple[str, str, set[str]]]:
     found = []
     for route in iter_route_contexts(app.routes):
         source = inspect.getsource(route.endpoint) if route.endpoint is not None and route.methods else ""
-        if "await _json(request)" in source:
+        if "await read_json(request)" in source:
             fields = {a or b for a, b in _READS.findall(source)}
             found += [(str(route.path), method.lower(), fields) for method in route.methods or () if method != "HEAD"]
     return found

@@ -267,7 +267,7 @@ async def test_login_page_in_each_language(world: World, http: httpx.AsyncClient
     messages = json.loads(page.script_text["passkey-messages"])
     assert set(messages["errors"]) == set(PASSKEY_ERRORS)
     assert messages["errors"]["code_invalid"] == t(lang, "passkey.error.code_invalid")
-    assert [s.get("src") for s in page.scripts if "src" in s] == ["/static/webauthn.js"]
+    assert [s.get("src") for s in page.scripts if "src" in s] == ["/static/json_endpoints.js", "/static/webauthn.js"]
     # the development form keeps its contract: csrf_token, fin, level
     assert f'action="{r.url.path}/dev-login"' in r.text and 'name="fin"' in r.text and 'name="level"' in r.text
 
@@ -562,7 +562,7 @@ async def test_account_page_lists_passkeys_and_consents(world: World, http: http
     assert t(lang, "account.consents.offline") in page.text
     assert data_attribute(r.text, "data-passkey") == "register"
     assert data_attribute(r.text, "data-csrf") == hidden(r.text, "csrf_token")
-    assert [s.get("src") for s in page.scripts if "src" in s] == ["/static/webauthn.js"]
+    assert [s.get("src") for s in page.scripts if "src" in s] == ["/static/json_endpoints.js", "/static/webauthn.js"]
 
 
 async def test_rename_remove_and_withdraw(world: World, http: httpx.AsyncClient) -> None:
@@ -676,9 +676,14 @@ async def test_static_assets_are_served_from_self(http: httpx.AsyncClient) -> No
     js = await http.get("/static/webauthn.js")
     assert js.status_code == 200 and "javascript" in js.headers["content-type"]
     for needle in ("parseRequestOptionsFromJSON", "parseCreationOptionsFromJSON", "isConditionalMediationAvailable",
-                   'mediation = "conditional"', "X-CSRF-Token", "/webauthn/login/options", "/webauthn/login/verify",
-                   "/webauthn/register/options", "/webauthn/register/verify", "form_post", "NotAllowedError"):
+                   'mediation = "conditional"', "window.AcarEndpoints", "/webauthn/login/options",
+                   "/webauthn/login/verify", "/webauthn/register/options", "/webauthn/register/verify",
+                   "NotAllowedError"):
         assert needle in js.text, needle
+    shared = await http.get("/static/json_endpoints.js")  # what webauthn.js and idcard.js share
+    assert shared.status_code == 200 and "javascript" in shared.headers["content-type"]
+    for needle in ("X-CSRF-Token", "application/problem+json", "form_post", "window.AcarEndpoints"):
+        assert needle in shared.text, needle
     css = await http.get("/static/acar.css")
     assert css.status_code == 200 and ":focus-visible" in css.text and "@media (max-width" in css.text
     assert "url(" not in css.text and "@import" not in css.text  # no external fonts or images

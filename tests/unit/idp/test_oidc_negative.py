@@ -195,6 +195,7 @@ BAD_REQUESTS = [
     ({"claims": "{not json"}, "invalid_request"),
     ({"request": "eyJhbGciOiJub25lIn0.e30."}, "request_not_supported"),
     ({"request_uri": "https://agency.example/request.jwt"}, "request_uri_not_supported"),
+    ({"claims": "[" * 1500}, "invalid_request"),  # nested past the recursion limit (once a 500)
 ]
 """Requests of a trusted client to its redirect URI that are refused there, and the error."""
 
@@ -213,7 +214,8 @@ async def test_bad_requests_are_redirected_with_the_error(
     assert core.store.writes == []
 
 
-@pytest.mark.parametrize(("change", "error"), [BAD_REQUESTS[1], BAD_REQUESTS[6], BAD_REQUESTS[10], BAD_REQUESTS[15]])
+@pytest.mark.parametrize(("change", "error"), [BAD_REQUESTS[1], BAD_REQUESTS[6], BAD_REQUESTS[10], BAD_REQUESTS[15],
+                                              BAD_REQUESTS[-1]])
 async def test_bad_requests_are_redirected_with_the_error_over_http(
         world: World, http: httpx.AsyncClient, change: dict[str, str | None], error: str) -> None:
     before = await rows(world.services)

@@ -3,6 +3,7 @@ authorization request, tokens; and every refusal, each with its machine code and
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
@@ -286,6 +287,23 @@ async def test_bad_signature_is_refused(initialized: Services, client: httpx.Asy
                                                          "pending_id": started.pending_id},
                           headers={CSRF: started.csrf})
     refused(r, 400, "verification_failed")
+    assert await rows(initialized) == before
+
+
+async def test_client_data_nested_too_deeply_is_refused(initialized: Services, client: httpx.AsyncClient,
+                                                         ready: tuple[SoftwareAuthenticator, Registered]) -> None:
+    """clientDataJSON "[[[[..." past the recursion limit (json.loads in the origin check and in py_webauthn's
+    verification): verification_failed, once a 500."""
+    authenticator, rp = ready
+    started = await start(initialized, client, rp)
+    options = await login_options(client, started.pending_id, started.csrf)
+    assertion = authenticator.get(options["publicKey"])
+    assertion["response"]["clientDataJSON"] = base64.urlsafe_b64encode(b"[" * 30_000).rstrip(b"=").decode()
+    before = await rows(initialized)
+    r = await client.post("/webauthn/login/verify", json={"ceremony": options["ceremony"], "credential": assertion,
+                                                         "pending_id": started.pending_id},
+                          headers={CSRF: started.csrf})
+    assert "nested too deeply" in refused(r, 400, "verification_failed")["detail"]
     assert await rows(initialized) == before
 
 

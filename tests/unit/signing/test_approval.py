@@ -93,6 +93,7 @@ def test_check_refuses_another_challenge(other: bytes) -> None:
 @pytest.mark.parametrize("body", [
     b"not json", b"[]", b'{"type": "webauthn.get"}', b'{"challenge": 12}', b'{"challenge": "!!!!"}',
     b'{"challenge": "' + b"A" * 200 + b'"}', b"\xff\xfe", b"{" + b" " * 5000 + b"}",
+    b"[" * 4000,  # nested past the recursion limit (json.loads' RecursionError; once a 500)
 ])
 def test_check_refuses_unreadable_client_data(body: bytes) -> None:
     with pytest.raises(ChallengeMismatch):
