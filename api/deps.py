@@ -248,7 +248,7 @@ class CardLogins:
     - ACAR_IDCARD_REQUIRED_POLICIES, ACAR_IDCARD_OCSP_URL, ACAR_IDCARD_REVOCATION_SOFT_FAIL (fail closed unless set);
     - the built-in PKI (PkiService), when its CA exists, as `CardPolicy.local`: certificates it issued get their
       OCSP and CRL answers in process (keys.fetchers), not over HTTP to URLs this service may not reach itself;
-    - ACAR_WEBEID_ORIGIN (else the issuer's origin) for the Web eID token's signed origin;
+    - the issuer's origin (the login page's, where the extension runs) as the Web eID token's signed origin;
     - ACAR_IDCARD_AUTO_PROVISION and ACAR_IDCARD_CHALLENGE_SECONDS.
 
     `service()` is None while there is no anchor: ID-card login is then neither offered nor answered."""
@@ -315,7 +315,7 @@ class CardLogins:
                             local=self._pki if await self._builtin_ca_exists() else None)
         certificates = CertificateVerifier(policy, clock=self._clock)
         return CardLoginService(certificates=certificates,
-                                webeid=WebEidVerifier(certificates, origin=settings.resolved_webeid_origin),
+                                webeid=WebEidVerifier(certificates, origin=settings.issuer_origin),
                                 auto_provision=settings.idcard_auto_provision,
                                 challenge_lifetime=dt.timedelta(seconds=settings.idcard_challenge_seconds),
                                 clock=self._clock)

@@ -295,8 +295,6 @@ class Settings(BaseSettings):
     idcard_client_cert_header: str | None = None
     """The request header in which a reverse proxy forwards the client certificate (nginx: $ssl_client_escaped_cert,
     URL-encoded PEM), believed only from ACAR_TRUSTED_PROXIES; unset: no header is read."""
-    webeid_origin: str = ""
-    """The origin the Web eID token is signed for (hash(origin) in the signed data); unset, the issuer's origin."""
     rate_limit_card_challenge: str = "60/minute;600/hour"
     """Per client IP: Web eID challenges (each stores a nonce)."""
     rate_limit_card_login: str = "30/minute;300/hour"
@@ -400,18 +398,6 @@ class Settings(BaseSettings):
         if value.lower() in _RESERVED_HEADERS:
             raise ValueError(f"{value} is a header every client sends; name the proxy's own header")
         return value.lower()
-
-    @field_validator("webeid_origin")
-    @classmethod
-    def _webeid_origin(cls, value: str) -> str:
-        """An origin as the Web eID extension serializes it (scheme, host, port; no trailing slash)."""
-        if not value:
-            return value
-        parts = urlsplit(value)
-        if (parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/")
-                or parts.query or parts.fragment or "@" in parts.netloc):
-            raise ValueError(f"{value!r} is not an origin such as https://login.example.az (no path)")
-        return web_origin(value)
 
     @field_validator("validation_trusted_list_signers")
     @classmethod
@@ -524,11 +510,6 @@ class Settings(BaseSettings):
     def issuer_origin(self) -> str:
         """The origin of the issuer's pages, as a browser writes it (scheme, lowercase host, non-default port)."""
         return web_origin(self.issuer)
-
-    @property
-    def resolved_webeid_origin(self) -> str:
-        """ACAR_WEBEID_ORIGIN, else the issuer's origin (the login page that runs Web eID is the issuer's)."""
-        return self.webeid_origin or self.issuer_origin
 
     @property
     def resolved_webauthn_rp_id(self) -> str:
@@ -645,8 +626,6 @@ class Settings(BaseSettings):
             raise SettingsError(f"ACAR_IDCARD_CLIENT_CERT_HEADER ({self.idcard_client_cert_header}) needs "
                                 "ACAR_TRUSTED_PROXIES in production: a client certificate header is believed only "
                                 "from a trusted reverse proxy, and with none every sender would be refused")
-        if not self.resolved_webeid_origin.startswith("https://"):
-            raise SettingsError("ACAR_WEBEID_ORIGIN must be an https origin in production")
         if self.dev_login:
             raise SettingsError("ACAR_DEV_LOGIN is a development shortcut and cannot be enabled in production")
         salt = self.pairwise_salt.get_secret_value()

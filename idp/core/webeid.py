@@ -206,8 +206,9 @@ def check_origin(origin: str) -> str:
 
 
 class WebEidVerifier:
-    """Verifies Web eID tokens for one origin (ACAR_WEBEID_ORIGIN): the signature over the nonce first, then the
-    certificate (`certificates`). The nonce's single use and expiry are the caller's (the challenge store)."""
+    """Verifies Web eID tokens for one origin (the issuer's, where the login page runs): the signature over the
+    nonce first, then the certificate (`certificates`). The nonce's single use and expiry are the caller's (the
+    challenge store)."""
 
     def __init__(self, certificates: CertificateVerifier, *, origin: str) -> None:
         self.certificates = certificates

@@ -683,15 +683,14 @@ def test_production_refuses_the_header_without_trusted_proxies(tmp_path: Path) -
     with pytest.raises(SettingsError, match="ACAR_IDCARD_CLIENT_CERT_HEADER .* needs ACAR_TRUSTED_PROXIES"):
         Settings(**base).check_production()
     Settings(**base, trusted_proxies=["10.0.0.0/8"]).check_production()
-    with pytest.raises(SettingsError, match="ACAR_WEBEID_ORIGIN"):
-        Settings(**base, trusted_proxies=["10.0.0.0/8"], webeid_origin="http://login.example.az").check_production()
+
 
 
 @pytest.mark.nodb
 @pytest.mark.parametrize(("name", "value"), [
     ("idcard_client_cert_header", "X SSL"), ("idcard_client_cert_header", "x-forwarded-for"),
     ("idcard_required_policies", ["not-an-oid"]), ("idcard_ocsp_url", "ftp://ocsp.example"),
-    ("webeid_origin", "https://login.example.az/path"), ("idcard_challenge_seconds", 5),
+    ("idcard_challenge_seconds", 5),
     ("rate_limit_card_login", "often"), ("idcard_trust_anchors", ["/no/such/file.pem"]),
 ])
 def test_settings_refused(name: str, value: object) -> None:
@@ -702,32 +701,13 @@ def test_settings_refused(name: str, value: object) -> None:
 
 
 @pytest.mark.nodb
-def test_webeid_origin_defaults_to_the_issuers() -> None:
-    assert Settings(issuer="https://login.example.az/").resolved_webeid_origin == "https://login.example.az"
-    assert Settings(issuer="https://login.example.az:8443").resolved_webeid_origin == "https://login.example.az:8443"
-    assert Settings(webeid_origin="https://eid.example.az/").resolved_webeid_origin == "https://eid.example.az"
-    # written as the browser serialises the page's origin (RFC 6454 section 6.2), which the token signs: lowercase,
-    # no default port (an upper-case host once passed the setting and failed idp.core.webeid.check_origin later,
-    # making every login page a 500)
-    for written in ("https://Login.Example.AZ", "https://login.example.az:443/", "HTTPS://LOGIN.example.az"):
-        assert Settings(webeid_origin=written).resolved_webeid_origin == "https://login.example.az"
-
-
-async def test_an_upper_case_webeid_origin_still_offers_card_login(initialized: Services, http: httpx.AsyncClient,
-                                                                  rp: Registered) -> None:
-    """ACAR_WEBEID_ORIGIN as an operator may write it: the login page offers the ID card (once a 500)."""
-    from api.deps import CardLogins
-
-    initialized.card = CardLogins(initialized.settings.model_copy(update={
-        "webeid_origin": Settings(webeid_origin="https://Localhost:8000").webeid_origin}), initialized.pki)
-    try:
-        started = await start(initialized, http, rp)
-        page = await http.get(f"/interaction/{started.pending_id}")
-        assert page.status_code == 200 and 'id="idcard"' in page.text, page.text
-        service = await initialized.card.service()
-        assert service is not None and service.webeid.origin == "https://localhost:8000"
-    finally:
-        await initialized.card.aclose()
+def test_the_webeid_origin_is_the_issuers_as_a_browser_writes_it() -> None:
+    """The token signs the login page's origin, the issuer's, as the browser serialises it (RFC 6454 section 6.2:
+    lowercase, no default port): an issuer written otherwise still offers card login (an upper-case host once made
+    every login page a 500)."""
+    for written in ("https://Login.Example.AZ", "https://login.example.az:443/", "HTTPS://LOGIN.example.az/"):
+        assert Settings(issuer=written).issuer_origin == "https://login.example.az"
+    assert Settings(issuer="https://login.example.az:8443").issuer_origin == "https://login.example.az:8443"
 
 
 async def test_no_anchor_no_card_login(services: Services, tmp_path: Path) -> None:
