@@ -16,40 +16,14 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 
+from _timing import async_rate, rate
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from keys.jose import JwsSigner
 from keys.software import SoftwareKeyHandle
-
-
-def rate(fn: Callable[[], object], seconds: float) -> float:
-    n = 0
-    start = time.perf_counter()
-    deadline = start + seconds
-    while True:
-        for _ in range(200):
-            fn()
-        n += 200
-        now = time.perf_counter()
-        if now >= deadline:
-            return n / (now - start)
-
-
-async def async_rate(fn: Callable[[], Awaitable[object]], seconds: float) -> float:
-    """`rate` for a coroutine function, awaited in the running loop one call after the other."""
-    n = 0
-    start = time.perf_counter()
-    deadline = start + seconds
-    while True:
-        for _ in range(200):
-            await fn()
-        n += 200
-        now = time.perf_counter()
-        if now >= deadline:
-            return n / (now - start)
 
 
 async def measure() -> None:

@@ -26,8 +26,7 @@ import os
 import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,37 +36,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.idcard_pki
 
+from _timing import async_rate, rate  # noqa: E402 - bench/ is first on sys.path
+
 from idp.core.certificates import CertificateVerifier  # noqa: E402 - after the sys.path entry
 from idp.core.webeid import WebEidVerifier, new_nonce, parse_token  # noqa: E402
 from tests.idcard_pki import idcard_pki  # noqa: E402
 
 ORIGIN = "https://login.acar.test"
-
-
-def rate(fn: Callable[[], object], seconds: float) -> float:
-    n = 0
-    start = time.perf_counter()
-    deadline = start + seconds
-    while True:
-        for _ in range(100):
-            fn()
-        n += 100
-        now = time.perf_counter()
-        if now >= deadline:
-            return n / (now - start)
-
-
-async def async_rate(fn: Callable[[], Awaitable[object]], seconds: float) -> float:
-    n = 0
-    start = time.perf_counter()
-    deadline = start + seconds
-    while True:
-        for _ in range(100):
-            await fn()
-        n += 100
-        now = time.perf_counter()
-        if now >= deadline:
-            return n / (now - start)
 
 
 def bare_verify(public: ec.EllipticCurvePublicKey, signature: bytes, data: bytes,
