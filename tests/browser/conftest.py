@@ -8,6 +8,7 @@ user verification). axe-core comes from tests/browser/node_modules (npm ci, pinn
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -40,13 +41,12 @@ async def browser() -> AsyncIterator[Browser]:
             await instance.close()
 
 
-@pytest.fixture
-def site(cli_env: dict[str, str], services: Services, tmp_path: Path) -> Iterator[Server]:
-    """A real `acar serve` on http://localhost:PORT with the development login on. Only ACAR_ISSUER places it:
-    the WebAuthn RP ID and origin follow the issuer."""
+@contextlib.contextmanager
+def serving_site(cli_env: dict[str, str], tmp_path: Path, **settings: str) -> Iterator[Server]:
+    """A real `acar serve` on http://localhost:PORT with the development login on and `settings` (ACAR_* names)
+    beside it. Only ACAR_ISSUER places it: the WebAuthn RP ID and origin follow the issuer."""
     port = free_port()
-    env = {**cli_env, "ACAR_ISSUER": f"http://localhost:{port}", "ACAR_DEV_LOGIN": "true",
-           "ACAR_ACCESS_LOG": "true", "ACAR_LOG_LEVEL": "INFO"}  # the end-to-end test reads the log
+    env = {**cli_env, "ACAR_ISSUER": f"http://localhost:{port}", "ACAR_DEV_LOGIN": "true", **settings}
     run_acar(env, "init")
     server = Server(env, port=port, log_path=tmp_path / "server.log")
     server.env = env  # type: ignore[attr-defined]
@@ -56,6 +56,13 @@ def site(cli_env: dict[str, str], services: Services, tmp_path: Path) -> Iterato
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def site(cli_env: dict[str, str], services: Services, tmp_path: Path) -> Iterator[Server]:
+    """`serving_site` with the access log on (the end-to-end test reads it)."""
+    with serving_site(cli_env, tmp_path, ACAR_ACCESS_LOG="true", ACAR_LOG_LEVEL="INFO") as server:
+        yield server
 
 
 @pytest.fixture

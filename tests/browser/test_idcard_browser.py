@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from playwright.async_api import BrowserContext, Page
 
 from api.i18n import CATALOGS
-from tests.browser.conftest import axe_violations
+from tests.browser.conftest import axe_violations, serving_site
 from tests.browser.test_passkeys_browser import (
     NO_CONDITIONAL_UI,
     add_client,
@@ -37,9 +37,8 @@ from tests.browser.test_passkeys_browser import (
     catch_redirects,
     redeem,
 )
-from tests.functional.helpers import Server, run_acar
+from tests.functional.helpers import Server
 from tests.idcard_pki import APP_VERSION, CARD_POLICY, WEBEID_FORMAT, Card, IdCardPki, idcard_pki
-from tests.local_http import free_port
 from tests.oidc_tools import pkce_pair
 
 FIN = "5CARD15"
@@ -60,21 +59,11 @@ def site(cli_env: dict[str, str], pki: IdCardPki, tmp_path: Path) -> Iterator[Se
     requires its card policy and checks revocation over its OCSP responder (fail closed). The client-certificate
     header is set so that the page also offers the mutual-TLS form (posting to the issuer, as behind a proxy)."""
     trust = pki.write_trust(tmp_path)
-    port = free_port()
-    env = {**cli_env, "ACAR_ISSUER": f"http://localhost:{port}", "ACAR_DEV_LOGIN": "true",
-           "ACAR_IDCARD_TRUST_ANCHORS": json.dumps([str(trust.anchors)]),
-           "ACAR_IDCARD_INTERMEDIATES": json.dumps([str(trust.intermediates)]),
-           "ACAR_IDCARD_REQUIRED_POLICIES": json.dumps([CARD_POLICY]),
-           "ACAR_IDCARD_CLIENT_CERT_HEADER": CERT_HEADER}
-    run_acar(env, "init")
-    server = Server(env, port=port, log_path=tmp_path / "server.log")
-    server.env = env  # type: ignore[attr-defined]
-    server.wait_ready()
-    server.base = f"http://localhost:{port}"
-    try:
+    with serving_site(cli_env, tmp_path, ACAR_IDCARD_TRUST_ANCHORS=json.dumps([str(trust.anchors)]),
+                      ACAR_IDCARD_INTERMEDIATES=json.dumps([str(trust.intermediates)]),
+                      ACAR_IDCARD_REQUIRED_POLICIES=json.dumps([CARD_POLICY]),
+                      ACAR_IDCARD_CLIENT_CERT_HEADER=CERT_HEADER) as server:
         yield server
-    finally:
-        server.stop()
 
 
 # --- the emulated Web eID extension --------------------------------------------------------------------------------

@@ -25,11 +25,10 @@ from playwright.async_api import BrowserContext, Page
 
 from api.deps import Services
 from tests.approval_tools import text_pdf
-from tests.browser.conftest import axe_violations, virtual_authenticator
+from tests.browser.conftest import axe_violations, serving_site, virtual_authenticator
 from tests.browser.test_passkeys_browser import NO_CONDITIONAL_UI, activation_code, add_person, enroll
-from tests.functional.helpers import Server, acar_json, run_acar
+from tests.functional.helpers import Server, acar_json
 from tests.functional.test_signing_callbacks import receiver
-from tests.local_http import free_port
 
 FIN = "7BRWSR1"
 
@@ -37,18 +36,8 @@ FIN = "7BRWSR1"
 @pytest.fixture
 def signing_site(cli_env: dict[str, str], services: Services, tmp_path: Path) -> Iterator[Server]:
     """`acar serve` as tests/browser/conftest.py's `site`, with approvals at level substantial."""
-    port = free_port()
-    env = {**cli_env, "ACAR_ISSUER": f"http://localhost:{port}", "ACAR_DEV_LOGIN": "true",
-           "ACAR_SIGNING_APPROVAL_LEVEL": "substantial"}
-    run_acar(env, "init")
-    server = Server(env, port=port, log_path=tmp_path / "server.log")
-    server.env = env  # type: ignore[attr-defined]
-    server.wait_ready()
-    server.base = f"http://localhost:{port}"
-    try:
+    with serving_site(cli_env, tmp_path, ACAR_SIGNING_APPROVAL_LEVEL="substantial") as server:
         yield server
-    finally:
-        server.stop()
 
 
 async def test_agency_request_signer_approves_in_the_browser(signing_site: Server, context: BrowserContext,
