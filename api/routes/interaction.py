@@ -107,6 +107,9 @@ async def dev_login(request: Request, pending_id: str) -> Response:
             return error_page("invalid_request", exc.detail)
         except PersonNotFound:
             return error_page("access_denied", "no person is registered with this FIN", status=400)
+        if person.status != "active":  # a suspended or deceased person cannot log in (idp.sql.persons.STATUSES)
+            return error_page("access_denied", f"this person is {person.status} in the registry and cannot sign in",
+                              status=403)
         done = await complete_login(request, provider, unit.oidc, pending.id, person_id=person.id, method=method)
     return done.with_cookie(answer(done.result), provider)
 

@@ -280,6 +280,14 @@ class CardHolderUnknown(CardLoginError):
     status_code = 403
 
 
+class CardHolderInactive(CardLoginError):
+    """The card's person is registered but suspended or deceased (idp.sql.persons.STATUSES): no login."""
+
+    code = "card_holder_inactive"
+    title = "This ID card's holder cannot sign in"
+    status_code = 403
+
+
 class ForwardedCertificateRefused(CardLoginError):
     """A client-certificate header came from an address that is not a trusted proxy (ACAR_TRUSTED_PROXIES): it
     is ignored and the attempt audited (anyone can send the header)."""
