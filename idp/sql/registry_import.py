@@ -68,19 +68,19 @@ class _Row:
     values: dict[str, str]
 
 
-def _decode(data: bytes) -> str:
+def _decode(data: bytes, kind: str) -> str:
     """The file as text: UTF-8, an initial byte-order mark dropped; ImportRejected naming the line otherwise."""
     body = data[len(_BOM):] if data.startswith(_BOM) else data
     try:
         text = body.decode("utf-8", errors="strict")
     except UnicodeDecodeError as exc:
         line = body[:exc.start].count(b"\n") + 1
-        raise ImportRejected("the file is not UTF-8", [(line, None, (
+        raise _reject(kind, [(line, None, (
             f"the file is not UTF-8 (byte 0x{body[exc.start]:02x} at offset {exc.start + len(data) - len(body)}); "
             "save it as UTF-8 CSV"))]) from None
     if "\x00" in text:
         line = text[:text.index("\x00")].count("\n") + 1
-        raise ImportRejected("the file holds a NUL character", [(line, None, "a NUL character: not a CSV text file")])
+        raise _reject(kind, [(line, None, "a NUL character: not a CSV text file")])
     return text
 
 
@@ -97,19 +97,19 @@ def _header_problems(header: list[str], required: Sequence[str], optional: Seque
     return problems
 
 
-def _rows(data: bytes, required: Sequence[str], optional: Sequence[str]) -> tuple[list[_Row], list[Problem]]:
+def _rows(data: bytes, kind: str, required: Sequence[str], optional: Sequence[str]) -> tuple[list[_Row], list[Problem]]:
     """The data rows as column -> stripped value, with their first line numbers, and the header's problems."""
-    reader = csv.reader(io.StringIO(_decode(data), newline=""), strict=True)
+    reader = csv.reader(io.StringIO(_decode(data, kind), newline=""), strict=True)
     try:
         header = [name.strip() for name in next(reader)]
     except StopIteration:
-        raise ImportRejected("the file is empty", [(1, None, ("the file is empty: the first line must be the header "
+        raise _reject(kind, [(1, None, ("the file is empty: the first line must be the header "
                                                              f"({','.join(required)})"))]) from None
     except csv.Error as exc:
-        raise ImportRejected("the header is not CSV", [(1, None, f"not CSV: {exc}")]) from None
+        raise _reject(kind, [(1, None, f"not CSV: {exc}")]) from None
     problems = _header_problems(header, required, optional)
     if problems:
-        raise ImportRejected("the header is wrong", problems)
+        raise _reject(kind, problems)
     rows: list[_Row] = []
     iterator: Iterator[list[str]] = iter(reader)
     while True:
@@ -119,7 +119,7 @@ def _rows(data: bytes, required: Sequence[str], optional: Sequence[str]) -> tupl
         except StopIteration:
             break
         except csv.Error as exc:
-            raise ImportRejected("the file is not CSV", [*problems, (line, None, f"not CSV: {exc}")]) from None
+            raise _reject(kind, [*problems, (line, None, f"not CSV: {exc}")]) from None
         if not fields or all(not f.strip() for f in fields):
             continue  # a blank line
         if len(fields) != len(header):
@@ -127,7 +127,7 @@ def _rows(data: bytes, required: Sequence[str], optional: Sequence[str]) -> tupl
             continue
         rows.append(_Row(line, {name: value.strip() for name, value in zip(header, fields, strict=True)}))
         if len(rows) > MAX_ROWS:
-            raise ImportRejected("the file is too long", [(line, None, f"more than {MAX_ROWS} rows: split the file")])
+            raise _reject(kind, [(line, None, f"more than {MAX_ROWS} rows: split the file")])
     return rows, problems
 
 
@@ -198,7 +198,7 @@ def _finish(session: AsyncSession, kind: str, data: bytes, count: int, actor: st
 async def import_persons(session: AsyncSession, data: bytes, *, actor: str,
                          today: dt.date | None = None) -> ImportSummary:
     """Import a persons file (PERSON_COLUMNS, PERSON_OPTIONAL): all of it, or ImportRejected and nothing."""
-    rows, problems = _rows(data, PERSON_COLUMNS, PERSON_OPTIONAL)
+    rows, problems = _rows(data, "persons", PERSON_COLUMNS, PERSON_OPTIONAL)
     people: list[tuple[int, dict[str, Any]]] = []
     fins: dict[str, int] = {}
     documents: dict[tuple[str, str], int] = {}
@@ -259,7 +259,7 @@ async def _documents(session: AsyncSession, numbers: list[str]) -> list[tuple[st
 async def import_entities(session: AsyncSession, data: bytes, *, actor: str,
                           now: dt.datetime | None = None) -> ImportSummary:
     """Import a legal entities file (ENTITY_COLUMNS, ENTITY_OPTIONAL): all of it, or ImportRejected and nothing."""
-    rows, problems = _rows(data, ENTITY_COLUMNS, ENTITY_OPTIONAL)
+    rows, problems = _rows(data, "entities", ENTITY_COLUMNS, ENTITY_OPTIONAL)
     entities: list[dict[str, Any]] = []
     voens: dict[str, int] = {}
     for row in rows:
@@ -290,7 +290,7 @@ async def import_mandates(session: AsyncSession, data: bytes, *, actor: str,
     """Import a mandates file (MANDATE_COLUMNS, MANDATE_OPTIONAL) for persons and entities already registered
     and active: all of it, or ImportRejected and nothing. `granted_via` defaults to officer, `granted_by` to the
     importing actor."""
-    rows, problems = _rows(data, MANDATE_COLUMNS, MANDATE_OPTIONAL)
+    rows, problems = _rows(data, "mandates", MANDATE_COLUMNS, MANDATE_OPTIONAL)
     checked: list[tuple[int, dict[str, Any]]] = []
     for row in rows:
         v, before = row.values, len(problems)
