@@ -82,7 +82,7 @@ BAD_FILES = [
 
 
 @pytest.mark.parametrize(("kind", "content", "expected"), BAD_FILES)
-async def test_bad_file_is_rejected_whole(acar: InProcessAcar, services: Services, tmp_path: Path, kind: str,
+async def test_bad_file_is_rejected_whole(acar: InProcessAcar, services: Services, tmp_path: Path, *, kind: str,
                                           content: str | bytes, expected: list[tuple[int, str | None, str]]) -> None:
     path = write(tmp_path, f"{kind}.csv", content)
     before = await counts(services)
