@@ -282,7 +282,8 @@ def cmd_person_set_status(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     """`acar import persons|entities|mandates FILE.csv`: the whole file in one transaction, or nothing and every
-    bad row reported (one line each on stderr; with --json, one JSON document on stdout)."""
+    bad row reported: one line each on stderr before the one-line error; with --json, the report as one JSON
+    document on stdout (as validate's verdict) beside the one-line error."""
     from idp.core.errors import ImportRejected
     from idp.sql import registry_import
 
@@ -299,11 +300,12 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
         summary = _run(settings, work)
     except ImportRejected as exc:
         problems = [{"line": line, "column": column, "reason": reason} for line, column, reason in exc.problems]
-        if args.json:
+        if args.json:  # the report on stdout (as validate's verdict), the one-line error on stderr
             _print_json({"error": exc.code, "detail": exc.detail, "file": args.file, "problems": problems})
-        for line, column, reason in exc.problems:
-            where = f"line {line}" + (f", column {column}" if column else "")
-            print(f"acar: {args.file}: {where}: {' '.join(reason.splitlines())}", file=sys.stderr)
+        else:
+            for line, column, reason in exc.problems:
+                where = f"line {line}" + (f", column {column}" if column else "")
+                print(f"acar: {args.file}: {where}: {' '.join(reason.splitlines())}", file=sys.stderr)
         return _error(exc.detail)
     if args.json:
         _print_json(summary)
