@@ -254,7 +254,8 @@ def cmd_person_add(args: argparse.Namespace, settings: Settings) -> None:
         person = await PersonService(session).add(
             fin=args.fin, given_name=args.given_name, family_name=args.family_name, birthdate=birthdate,
             category=args.category, document_type=args.document_type, document_country=args.document_country,
-            document_number=args.document_number, actor="cli",
+            document_number=args.document_number, status=args.status,
+            given_name_cyrillic=args.given_name_cyrillic, family_name_cyrillic=args.family_name_cyrillic, actor="cli",
         )
         return person.as_json()
 
@@ -266,6 +267,131 @@ def cmd_person_show(args: argparse.Namespace, settings: Settings) -> None:
 
     async def work(services: CommandServices, session: AsyncSession) -> dict[str, Any]:
         return (await PersonService(session).get_by_fin(args.fin)).as_json()
+
+    _emit(args, _run(settings, work))
+
+
+def cmd_person_set_status(args: argparse.Namespace, settings: Settings) -> None:
+    from idp.sql.persons import PersonService
+
+    async def work(services: CommandServices, session: AsyncSession) -> dict[str, Any]:
+        return (await PersonService(session).set_status(args.fin, args.status, actor="cli")).as_json()
+
+    _emit(args, _run(settings, work))
+
+
+def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    """`acar import persons|entities|mandates FILE.csv`: the whole file in one transaction, or nothing and every
+    bad row reported: one line each on stderr before the one-line error; with --json, the report as one JSON
+    document on stdout (as validate's verdict) beside the one-line error."""
+    from idp.core.errors import ImportRejected
+    from idp.sql import registry_import
+
+    data = _read_file(args.file, "FILE")
+
+    async def work(services: CommandServices, session: AsyncSession) -> dict[str, Any]:
+        if args.kind == "persons":
+            return (await registry_import.import_persons(session, data, actor="cli")).as_json()
+        if args.kind == "entities":
+            return (await registry_import.import_entities(session, data, actor="cli")).as_json()
+        return (await registry_import.import_mandates(session, data, actor="cli")).as_json()
+
+    try:
+        summary = _run(settings, work)
+    except ImportRejected as exc:
+        problems = [{"line": line, "column": column, "reason": reason} for line, column, reason in exc.problems]
+        if args.json:  # the report on stdout (as validate's verdict), the one-line error on stderr
+            _print_json({"error": exc.code, "detail": exc.detail, "file": args.file, "problems": problems})
+        else:
+            for line, column, reason in exc.problems:
+                where = f"line {line}" + (f", column {column}" if column else "")
+                print(f"acar: {args.file}: {where}: {' '.join(reason.splitlines())}", file=sys.stderr)
+        return _error(exc.detail)
+    if args.json:
+        _print_json(summary)
+    else:
+        print(f"imported {summary['imported']} {args.kind} from {args.file} (sha256 {summary['sha256']})")
+    return 0
+
+
+def cmd_entity_add(args: argparse.Namespace, settings: Settings) -> None:
+    from idp.sql.registry import EntityService
+
+    async def work(services: CommandServices, session: AsyncSession) -> dict[str, Any]:
+        return (await EntityService(session).add(voen=args.voen, name=args.name, legal_form=args.legal_form,
+                                                 status=args.status, actor="cli")).as_json()
+
+    _print_json(_run(settings, work))
+
+
+def cmd_entity_show(args: argparse.Namespace, settings: Settings) -> None:
+    from idp.sql.registry import EntityService
+
+    async def work(services: CommandServices, session: AsyncSession) -> dict[str, Any]:
+        return (await EntityService(session).get(args.voen)).as_json()
+
+    _emit(args, _run(settings, work))
+
+
+def cmd_entity_set_status(args: argparse.Namespace, settings: Settings) -> None:
+    from idp.sql.registry import EntityService
+
+    async def work(services: CommandServices, session: AsyncSession) -> dict[str, Any]:
+        return (await EntityService(session).set_status(args.voen, args.status, actor="cli")).as_json()
+
+    _emit(args, _run(settings, work))
+
+
+def _parse_instant(value: str | None, option: str) -> Any:
+    import datetime as dt
+
+    if value is None:
+        return None
+    try:
+        if len(value) == 10:
+            return dt.datetime.combine(dt.date.fromisoformat(value), dt.time(), tzinfo=dt.UTC)
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise CliError(f"{option} must be a date (YYYY-MM-DD) or an RFC 3339 date-time (got {value!r})") from None
+    if moment.tzinfo is None:
+        raise CliError(f"{option} needs a UTC offset (Z or +04:00) (got {value!r})")
+    return moment.astimezone(dt.UTC)
+
+
+def cmd_mandate_grant(args: argparse.Namespace, settings: Settings) -> None:
+    from idp.sql.registry import MandateService
+
+    valid_from = _parse_instant(args.valid_from, "--valid-from")
+    valid_to = _parse_instant(args.valid_to, "--valid-to")
+
+    async def work(services: CommandServices, session: AsyncSession) -> dict[str, Any]:
+        return (await MandateService(session).grant(
+            fin=args.fin, voen=args.voen, powers=args.power, valid_from=valid_from, valid_to=valid_to,
+            granted_by=args.granted_by, granted_via=args.granted_via, actor="cli")).as_json()
+
+    _print_json(_run(settings, work))
+
+
+def cmd_mandate_revoke(args: argparse.Namespace, settings: Settings) -> None:
+    from idp.sql.registry import MandateService
+
+    async def work(services: CommandServices, session: AsyncSession) -> dict[str, Any]:
+        return (await MandateService(session).revoke(args.mandate_id, actor="cli")).as_json()
+
+    _emit(args, _run(settings, work))
+
+
+def cmd_mandate_list(args: argparse.Namespace, settings: Settings) -> None:
+    from idp.sql.persons import PersonService
+    from idp.sql.registry import MandateService
+
+    at = _parse_instant(args.at, "--at")
+
+    async def work(services: CommandServices, session: AsyncSession) -> list[dict[str, Any]]:
+        person = await PersonService(session).person(args.fin)
+        mandates = MandateService(session)
+        found = await (mandates.all_of(person.id) if args.all else mandates.valid(person.id, at=at))
+        return [m.as_json() for m in found]
 
     _emit(args, _run(settings, work))
 
@@ -816,21 +942,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1)
     p.set_defaults(func=cmd_serve)
 
-    person = sub.add_parser("person", parents=[common], help="person registry").add_subparsers(
-        dest="person_command", required=True, parser_class=_Parser)
-    p = person.add_parser("add", parents=[common], help="register a person")
-    p.add_argument("--fin", help="personal identification number (7 letters/digits)")
-    p.add_argument("--given-name", required=True)
-    p.add_argument("--family-name", required=True)
-    p.add_argument("--birthdate", help="YYYY-MM-DD")
-    p.add_argument("--category", choices=["citizen", "foreigner", "stateless"], default="citizen")
-    p.add_argument("--document-type", choices=["passport", "residence_permit", "stateless_travel_document"])
-    p.add_argument("--document-country", help="ISO 3166-1 alpha-3 code of the issuing country")
-    p.add_argument("--document-number")
-    p.set_defaults(func=cmd_person_add)
-    p = person.add_parser("show", parents=[common], help="show a person by FIN")
-    p.add_argument("fin")
-    p.set_defaults(func=cmd_person_show)
+    _add_person_commands(sub, common)
+    _add_registry_commands(sub, common)
 
     keys = sub.add_parser("keys", parents=[common], help="token-signing keys").add_subparsers(
         dest="keys_command", required=True, parser_class=_Parser)
@@ -865,6 +978,78 @@ def build_parser() -> argparse.ArgumentParser:
                    help="recovery: remove every passkey the person has registered")
     p.set_defaults(func=cmd_enroll_code)
     return parser
+
+
+def _add_person_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    person = sub.add_parser("person", parents=[common], help="person registry").add_subparsers(
+        dest="person_command", required=True, parser_class=_Parser)
+    p = person.add_parser("add", parents=[common], help="register a person")
+    p.add_argument("--fin", help="personal identification number (7 letters/digits)")
+    p.add_argument("--given-name", required=True)
+    p.add_argument("--family-name", required=True)
+    p.add_argument("--birthdate", help="YYYY-MM-DD")
+    p.add_argument("--category", choices=["citizen", "foreigner", "stateless"], default="citizen")
+    p.add_argument("--document-type", choices=["passport", "residence_permit", "stateless_travel_document"])
+    p.add_argument("--document-country", help="ISO 3166-1 alpha-3 code of the issuing country")
+    p.add_argument("--document-number")
+    p.add_argument("--status", choices=["active", "suspended", "deceased"], default="active")
+    p.add_argument("--given-name-cyrillic", help="the given name in Cyrillic script (optional)")
+    p.add_argument("--family-name-cyrillic", help="the family name in Cyrillic script (optional)")
+    p.set_defaults(func=cmd_person_add)
+    p = person.add_parser("show", parents=[common], help="show a person by FIN")
+    p.add_argument("fin")
+    p.set_defaults(func=cmd_person_show)
+    p = person.add_parser("set-status", parents=[common], help="change a person's status (only active persons log in)")
+    p.add_argument("fin")
+    p.add_argument("status", choices=["active", "suspended", "deceased"])
+    p.set_defaults(func=cmd_person_set_status)
+
+
+def _add_registry_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("import", parents=[common], help="import persons, legal entities or mandates from a UTF-8 CSV "
+                       "file (docs/registry.md), all rows or none: every bad row is reported")
+    p.add_argument("kind", choices=["persons", "entities", "mandates"])
+    p.add_argument("file", metavar="FILE.csv")
+    p.set_defaults(func=cmd_import)
+
+    entity = sub.add_parser("entity", parents=[common], help="legal entities (by VÖEN)").add_subparsers(
+        dest="entity_command", required=True, parser_class=_Parser)
+    p = entity.add_parser("add", parents=[common], help="register a legal entity")
+    p.add_argument("--voen", required=True, help="taxpayer identification number (10 digits, the last 1 or 2)")
+    p.add_argument("--name", required=True)
+    p.add_argument("--legal-form", required=True, help="as in the state register, e.g. MMC, ASC, QSC")
+    p.add_argument("--status", choices=["active", "liquidated", "suspended"], default="active")
+    p.set_defaults(func=cmd_entity_add)
+    p = entity.add_parser("show", parents=[common], help="show a legal entity by VÖEN")
+    p.add_argument("voen")
+    p.set_defaults(func=cmd_entity_show)
+    p = entity.add_parser("set-status", parents=[common], help="change an entity's status (mandates act only for an "
+                          "active one)")
+    p.add_argument("voen")
+    p.add_argument("status", choices=["active", "liquidated", "suspended"])
+    p.set_defaults(func=cmd_entity_set_status)
+
+    mandate = sub.add_parser("mandate", parents=[common], help="mandates: a person acting for an entity")
+    mandate = mandate.add_subparsers(dest="mandate_command", required=True, parser_class=_Parser)
+    p = mandate.add_parser("grant", parents=[common], help="grant a person powers for an entity")
+    p.add_argument("--fin", required=True, help="the representative's FIN")
+    p.add_argument("--voen", required=True, help="the entity's VÖEN")
+    p.add_argument("--power", action="append", required=True, choices=["sign_declarations", "represent_at_login"],
+                   help="repeatable")
+    p.add_argument("--valid-from", help="YYYY-MM-DD (midnight UTC) or RFC 3339 date-time; default now")
+    p.add_argument("--valid-to", help="exclusive end, as --valid-from; default: until revoked")
+    p.add_argument("--granted-via", choices=["officer", "director"], default="officer")
+    p.add_argument("--granted-by", required=True, help="who granted it: the officer's or the director's name or id")
+    p.set_defaults(func=cmd_mandate_grant)
+    p = mandate.add_parser("revoke", parents=[common], help="revoke a mandate now")
+    p.add_argument("mandate_id")
+    p.set_defaults(func=cmd_mandate_revoke)
+    p = mandate.add_parser("list", parents=[common], help="a person's mandates valid now (or --at), or --all")
+    p.add_argument("--fin", required=True)
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--at", help="valid at this date or date-time instead of now")
+    which.add_argument("--all", action="store_true", help="every mandate, revoked and expired ones too")
+    p.set_defaults(func=cmd_mandate_list)
 
 
 def _add_pki_commands(sub: Any, common: argparse.ArgumentParser) -> None:

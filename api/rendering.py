@@ -276,7 +276,7 @@ PASSKEY_ERRORS = (
     "code_invalid", "code_used", "enrollment_required",
     "login_required", "wrong_origin", "rate_limited",
     "approval_challenge_mismatch", "request_not_pending", "request_not_found", "signing_request_expired",
-    "wrong_signer",
+    "wrong_signer", "person_inactive",
     "not_supported", "cancelled", "no_passkey", "network", "unknown",
 )
 """The error codes webauthn.js shows a message for: the passkey endpoints' problem codes (idp.core.webauthn,
@@ -298,7 +298,8 @@ CARD_REFUSALS = (
     "card_refused", "certificate_missing", "certificate_malformed", "certificate_expired",
     "certificate_not_yet_valid", "certificate_revoked", "revocation_unavailable", "certificate_untrusted",
     "certificate_self_signed", "certificate_wrong_usage", "certificate_policy_missing",
-    "certificate_identifier_unsupported", "card_holder_unknown", "forwarded_certificate_refused",
+    "certificate_identifier_unsupported", "card_holder_unknown", "card_holder_inactive",
+    "forwarded_certificate_refused",
     "webeid_token_malformed", "webeid_signature_invalid", "webeid_challenge_invalid",
 )
 """The codes of idp.core.errors.CardLoginError and its subclasses (a test holds them equal): the refusals of the

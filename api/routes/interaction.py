@@ -11,6 +11,7 @@ import hmac
 from fastapi import APIRouter, Request, Response
 from starlette.routing import Route
 
+from api.provider import Provider
 from api.rendering import error_page, render
 from api.routes.idcard import card_tls_url
 from api.routes.passkeys import enrolled_mark, enrolled_value
@@ -29,7 +30,7 @@ from idp.core.claims import CLAIM_DESCRIPTIONS
 from idp.core.errors import InvalidIdentifier, PersonNotFound
 from idp.core.interfaces import LEVELS, OidcStore, PendingRequest
 from idp.core.loa import DEV_LOGIN_METHODS
-from idp.sql.persons import PersonService
+from idp.sql.persons import PersonRecord, PersonService
 
 router = APIRouter(tags=["interaction"])
 dev_router = APIRouter(tags=["interaction"])
@@ -85,6 +86,22 @@ plain_routes = [Route("/interaction/{pending_id}", login_page, methods=["GET"])]
 """The login page of every login: a plain Starlette route at the head of the route table (api.app)."""
 
 
+async def _dev_person(provider: Provider, fin: str) -> PersonRecord | Response:
+    """The development login's person by FIN, or the error page: malformed FIN, no such person, or a person who
+    is suspended or deceased (idp.sql.persons.STATUSES: only an active person logs in)."""
+    try:
+        async with provider.sessions() as session:  # a read beside the unit of work (ORM service)
+            person = await PersonService(session).get_by_fin(fin)
+    except InvalidIdentifier as exc:
+        return error_page("invalid_request", exc.detail)
+    except PersonNotFound:
+        return error_page("access_denied", "no person is registered with this FIN", status=400)
+    if person.status != "active":
+        return error_page("access_denied", f"this person is {person.status} in the registry and cannot sign in",
+                          status=403)
+    return person
+
+
 @dev_router.post("/interaction/{pending_id}/dev-login")
 async def dev_login(request: Request, pending_id: str) -> Response:
     """Development-only: log in as the registered person with this FIN at the chosen level."""
@@ -100,13 +117,9 @@ async def dev_login(request: Request, pending_id: str) -> Response:
         method = DEV_LOGIN_METHODS.get(level)  # type: ignore[call-overload]
         if method is None:
             return error_page("invalid_request", "unknown level of assurance")
-        try:
-            async with provider.sessions() as session:  # a read beside the unit of work (ORM service)
-                person = await PersonService(session).get_by_fin((form.get("fin") or [""])[0])
-        except InvalidIdentifier as exc:
-            return error_page("invalid_request", exc.detail)
-        except PersonNotFound:
-            return error_page("access_denied", "no person is registered with this FIN", status=400)
+        person = await _dev_person(provider, (form.get("fin") or [""])[0])
+        if isinstance(person, Response):
+            return person
         done = await complete_login(request, provider, unit.oidc, pending.id, person_id=person.id, method=method)
     return done.with_cookie(answer(done.result), provider)
 

@@ -39,6 +39,52 @@ class PersonNotFound(IdpError):
     status_code = 404
 
 
+class EntityExists(IdpError):
+    """A legal entity with the same VÖEN is already registered."""
+
+    code = "entity_exists"
+    title = "Legal entity already registered"
+    status_code = 409
+
+
+class EntityNotFound(IdpError):
+    """No legal entity is registered under the given VÖEN."""
+
+    code = "entity_not_found"
+    title = "Legal entity not found"
+    status_code = 404
+
+
+class InvalidMandate(IdpError):
+    """A mandate cannot be granted or revoked as asked (unknown power, empty period, inactive party, revoked)."""
+
+    code = "invalid_mandate"
+    title = "Invalid mandate"
+    status_code = 422
+
+
+class MandateNotFound(IdpError):
+    """No mandate has the given id."""
+
+    code = "mandate_not_found"
+    title = "Mandate not found"
+    status_code = 404
+
+
+class ImportRejected(IdpError):
+    """A registry CSV file was refused whole: `problems` lists every bad row (line, column, reason); nothing of
+    the file was written."""
+
+    code = "import_rejected"
+    title = "The file was not imported"
+    status_code = 422
+
+    def __init__(self, detail: str, problems: list[tuple[int, str | None, str]]) -> None:
+        super().__init__(detail)
+        self.problems = problems
+        """(line number, column or None, reason), in file order."""
+
+
 class OAuthError(Exception):
     """An OAuth 2.0 error response (RFC 6749 section 5.2): JSON with `error` and `error_description`.
 
@@ -231,6 +277,14 @@ class CardHolderUnknown(CardLoginError):
 
     code = "card_holder_unknown"
     title = "No person is registered for this ID card"
+    status_code = 403
+
+
+class CardHolderInactive(CardLoginError):
+    """The card's person is registered but suspended or deceased (idp.sql.persons.STATUSES): no login."""
+
+    code = "card_holder_inactive"
+    title = "This ID card's holder cannot sign in"
     status_code = 403
 
 

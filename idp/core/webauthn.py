@@ -198,6 +198,15 @@ class CredentialExists(PasskeyError):
     status_code = 409
 
 
+class PersonInactive(PasskeyError):
+    """The passkey is sound, but its owner's registry status (suspended or deceased) does not allow a login or a
+    signing approval (idp.sql.persons.STATUSES)."""
+
+    code = "person_inactive"
+    title = "This account cannot sign in"
+    status_code = 403
+
+
 class CredentialNotFound(PasskeyError):
     """Credential management: no such credential of this person (or it was removed)."""
 
@@ -245,6 +254,8 @@ class CredentialRecord:
     """The WebAuthn user handle of the owner (read with the credential, for the userHandle check)."""
     attestation_root: str | None = None
     """SHA-256 fingerprint of the trusted root the attestation chained to at registration (None: not attested)."""
+    owner_status: str = "active"
+    """The owner's registry status (read with the credential): only an active person's passkey logs in."""
 
 
 class PasskeyStore(Protocol):
@@ -497,6 +508,9 @@ class PasskeyService:
             await self._flag(store, stored, verified.new_sign_count, now)
         if record.user_verification == UserVerificationRequirement.REQUIRED and not verified.user_verified:
             raise UserVerificationRequired("this sign-in needs user verification (PIN or biometrics)")
+        if stored.owner_status != "active":  # told only to the passkey's holder: after its signature verified
+            raise PersonInactive(f"the account of this passkey's owner is {stored.owner_status}: it cannot sign in "
+                                 "or approve; contact a registration office")
         backup_eligible = stored.backup_eligible or (
             verified.credential_device_type == CredentialDeviceType.MULTI_DEVICE)
         attested = self.rp.attestation.current().trusts(stored.aaguid, stored.attestation_root)

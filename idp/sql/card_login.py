@@ -11,7 +11,8 @@ Web eID system architecture, "Authentication"). Both end in `CardLoginService`, 
 3. maps the card holder (ETSI EN 319 412-1 section 5.1.3 semantics identifier in the subject serialNumber) to a
    person: PNOAZ-<FIN> by FIN, IDCxx-/PASxx-<number> by the identity document (issuing country as ISO 3166-1
    alpha-3, the persons table's form); an unknown holder is refused unless auto-provisioning is on, which then
-   registers the person from the certificate's names (audited person.registered);
+   registers the person from the certificate's names (audited person.registered); a registered holder who is
+   suspended or deceased (idp.sql.persons.STATUSES) is refused (card_holder_inactive);
 4. audits the outcome: "login.card.succeeded" (method, fingerprint, issuer, revocation: "good", or "soft-fail"
    when no revocation source answered and ACAR_IDCARD_REVOCATION_SOFT_FAIL accepted it) or "login.card.refused"
    (method, code). A refusal raises the CardLoginError after its audit event; the error's `persist` makes the unit
@@ -44,6 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from idp.core.certificates import CardHolder, CertificateVerifier, VerifiedCertificate
 from idp.core.errors import (
+    CardHolderInactive,
     CardHolderUnknown,
     CardLoginError,
     CertificateIdentifierUnsupported,
@@ -73,8 +75,8 @@ CONSUME_CHALLENGE = update(_ch).where(
     _ch.c.used_at.is_(None), _ch.c.expires_at > bindparam("now"),
 ).values(used_at=bindparam("now")).returning(_ch.c.nonce_hash)
 """Single use, unexpired, for the same pending request: one statement, so two racing logins cannot both win."""
-PERSON_BY_FIN = select(_persons.c.id).where(_persons.c.fin == bindparam("fin"))
-PERSON_BY_DOCUMENT = select(_persons.c.id, _persons.c.document_type).where(
+PERSON_BY_FIN = select(_persons.c.id, _persons.c.status).where(_persons.c.fin == bindparam("fin"))
+PERSON_BY_DOCUMENT = select(_persons.c.id, _persons.c.document_type, _persons.c.status).where(
     _persons.c.document_country == bindparam("country"), _persons.c.document_number == bindparam("number"))
 ADD_PERSON_BY_FIN = insert_ignoring(_persons, "fin")
 ADD_PERSON_BY_DOCUMENT = insert_ignoring(_persons, "document_country", "document_number")
@@ -173,12 +175,18 @@ class SqlCardLoginStore:
 
     async def person_by_fin(self, fin: str) -> str | None:
         row = await self.tx.one(PERSON_BY_FIN, fin=fin)
-        return str(row[0]) if row is not None else None
+        if row is None:
+            return None
+        _refuse_inactive(str(row[1]), f"PNOAZ-{fin}")
+        return str(row[0])
 
     async def person_by_document(self, country: str, number: str) -> tuple[str, str | None] | None:
         """The person holding the document (issuing country alpha-3, number) and its registered type."""
         row = await self.tx.one(PERSON_BY_DOCUMENT, country=country, number=number)
-        return (str(row[0]), row[1]) if row is not None else None
+        if row is None:
+            return None
+        _refuse_inactive(str(row[2]), f"{country} {number}")
+        return (str(row[0]), row[1])
 
     async def add_person(self, *, fin: str | None, country: str | None, number: str | None, document_type: str | None,
                          category: str, given_name: str, family_name: str, now: dt.datetime) -> bool:
@@ -333,6 +341,13 @@ class CardLoginService:
                 "category": category, "has_fin": fin is not None, "source": "idcard",
                 "fingerprint": verified.fingerprint})
         return str(person_id)
+
+
+def _refuse_inactive(status: str, holder: str) -> None:
+    """CardHolderInactive when the card holder's registry status (idp.sql.persons.STATUSES) is not active: a
+    suspended or deceased person cannot log in, even with a valid card."""
+    if status != "active":
+        raise CardHolderInactive(f"the card holder {holder[:80]} is {status} in the registry: no login")
 
 
 def _fin(holder: CardHolder) -> str:

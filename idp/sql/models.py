@@ -26,6 +26,7 @@ class Person(Base):
             name="identified",
         ),
         CheckConstraint("category IN ('citizen', 'foreigner', 'stateless')", name="category"),
+        CheckConstraint("status IN ('active', 'suspended', 'deceased')", name="status"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
@@ -38,6 +39,51 @@ class Person(Base):
     family_name: Mapped[str] = mapped_column(String(200))
     birthdate: Mapped[dt.date | None] = mapped_column(Date)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    status: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
+    """active, suspended or deceased: only an active person can log in (idp.sql.registry.LOGIN_STATUSES)."""
+    given_name_cyrillic: Mapped[str | None] = mapped_column(String(200))
+    family_name_cyrillic: Mapped[str | None] = mapped_column(String(200))
+    """The names in Cyrillic script, optional (older documents and registers carry them)."""
+
+
+class LegalEntity(Base):
+    """A legal person or individual entrepreneur, by its VÖEN (keys.identifiers.check_voen)."""
+
+    __tablename__ = "legal_entities"
+    __table_args__ = (
+        CheckConstraint("status IN ('active', 'liquidated', 'suspended')", name="status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
+    voen: Mapped[str] = mapped_column(String(10), unique=True)
+    name: Mapped[str] = mapped_column(String(500))
+    legal_form: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Mandate(Base):
+    """Person `person_id` may act for entity `entity_id` with `powers` from `valid_from` until `valid_to`
+    (exclusive; None: until revoked), granted by an officer or by the entity's director, revocable."""
+
+    __tablename__ = "mandates"
+    __table_args__ = (
+        CheckConstraint("granted_via IN ('officer', 'director')", name="granted_via"),
+        CheckConstraint("valid_to IS NULL OR valid_to > valid_from", name="period"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
+    person_id: Mapped[str] = mapped_column(ForeignKey("persons.id", ondelete="CASCADE"), index=True)
+    entity_id: Mapped[str] = mapped_column(ForeignKey("legal_entities.id", ondelete="CASCADE"), index=True)
+    powers: Mapped[list[str]] = mapped_column(JSON, default=list)
+    valid_from: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    valid_to: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    granted_by: Mapped[str] = mapped_column(String(200))
+    granted_via: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    revoked_by: Mapped[str | None] = mapped_column(String(200))
 
 
 class LoginSession(Base):

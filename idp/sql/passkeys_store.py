@@ -40,8 +40,9 @@ _CREDENTIAL_COLUMNS = (_cr.id, _cr.person_id, _cr.public_key, _cr.sign_count, _c
                        _cr.attestation_root)
 CREDENTIALS_OF = select(*_CREDENTIAL_COLUMNS).where(_cr.person_id == bindparam("person_id"), _cr.revoked_at.is_(None)) \
     .order_by(_cr.created_at)
-CREDENTIAL = select(*_CREDENTIAL_COLUMNS, _us.user_handle).select_from(
-    CREDENTIALS.outerjoin(USERS, _us.person_id == _cr.person_id)).where(_cr.id == bindparam("id"))
+CREDENTIAL = select(*_CREDENTIAL_COLUMNS, _persons.status, _us.user_handle).select_from(
+    CREDENTIALS.join(table(Person), _persons.id == _cr.person_id)
+    .outerjoin(USERS, _us.person_id == _cr.person_id)).where(_cr.id == bindparam("id"))
 INSERT_CREDENTIAL = insert(CREDENTIALS)
 RECORD_USE = update(CREDENTIALS).where(
     _cr.id == bindparam("id"), _cr.sign_count == bindparam("expected_count"), _cr.flagged_at.is_(None),
@@ -62,7 +63,7 @@ def _challenge(row: tuple[Any, ...]) -> ChallengeRecord:
                            pending_id=pending_id, enrollment_id=enrollment_id)
 
 
-def _credential(row: tuple[Any, ...], handle: str | None = None) -> CredentialRecord:
+def _credential(row: tuple[Any, ...], handle: str | None = None, owner_status: str = "active") -> CredentialRecord:
     (id_, person_id, public_key, sign_count, transports, aaguid, attestation_format, user_verified, attested,
      backup_eligible, backed_up, name, max_level, created_at, last_used_at, flagged_at, revoked_at,
      attestation_root) = row
@@ -72,7 +73,7 @@ def _credential(row: tuple[Any, ...], handle: str | None = None) -> CredentialRe
         user_verified=bool(user_verified), attested=bool(attested), backup_eligible=bool(backup_eligible),
         backed_up=bool(backed_up), name=name, max_level=max_level_of(max_level), created_at=created_at,
         last_used_at=last_used_at, flagged_at=flagged_at, revoked_at=revoked_at, attestation_root=attestation_root,
-        owner_handle=base64url_to_bytes(handle) if handle is not None else None)
+        owner_handle=base64url_to_bytes(handle) if handle is not None else None, owner_status=owner_status)
 
 
 class SqlPasskeyStore:
@@ -113,7 +114,7 @@ class SqlPasskeyStore:
 
     async def get_credential(self, credential_id: str) -> CredentialRecord | None:
         row = await self.tx.one(CREDENTIAL, id=credential_id)
-        return _credential(row[:-1], row[-1]) if row is not None else None
+        return _credential(row[:-2], row[-1], row[-2]) if row is not None else None
 
     async def add_credential(self, record: CredentialRecord) -> None:
         await self.tx.execute(

@@ -1,10 +1,16 @@
-"""Person registry: validation of national identifiers and registration of persons."""
+"""Person registry: validation of national identifiers and registration of persons.
+
+One rule set (`check_person`) serves `PersonService.add` (the first problem raised) and the CSV import
+(idp.sql.registry_import: every problem of every row reported, by column).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -20,6 +26,12 @@ _COUNTRY_RE = re.compile(r"^[A-Z]{3}$")  # ISO 3166-1 alpha-3, as in machine-rea
 _DOCNUM_RE = re.compile(r"^[0-9A-Z]{4,20}$")
 _MAX_NAME = 200
 CATEGORIES = ("citizen", "foreigner", "stateless")
+STATUSES = ("active", "suspended", "deceased")
+"""A person's status: only an active person can log in (passkey, ID card, development login)."""
+DOCUMENT_TYPES = ("passport", "residence_permit", "stateless_travel_document")
+_CYRILLIC_RE = re.compile(r"^[\u0400-\u04FF][\u0400-\u04FF '\u2019.-]*$")
+"""A name in Cyrillic script (Unicode block U+0400-U+04FF: Russian and Azerbaijani Cyrillic letters) with the
+spaces, hyphens, apostrophes and dots of compound names."""
 
 
 def normalize_fin(value: str) -> str:
@@ -39,6 +51,97 @@ def _name(value: str, field: str) -> str:
     return name
 
 
+def _cyrillic(value: str | None, field: str) -> str | None:
+    name = (value or "").strip()
+    if not name:
+        return None
+    if len(name) > _MAX_NAME or not _CYRILLIC_RE.fullmatch(name):
+        raise InvalidIdentifier(f"{field} must be at most {_MAX_NAME} letters of the Cyrillic script")
+    return name
+
+
+def check_status(value: str) -> str:
+    if value not in STATUSES:
+        raise InvalidIdentifier(f"status must be one of {', '.join(STATUSES)} (got {value!r})")
+    return value
+
+
+Problems = list[tuple[str, str]]
+"""(column, reason) pairs: what is wrong with a person's fields."""
+
+
+def _field(problems: Problems, column: str, check: Callable[[], Any]) -> Any:
+    try:
+        return check()
+    except InvalidIdentifier as exc:
+        problems.append((column, exc.detail))
+        return None
+
+
+def check_person(*, given_name: str, family_name: str, fin: str | None, birthdate: dt.date | None,
+                 category: str, document_type: str | None, document_country: str | None,
+                 document_number: str | None, status: str = "active", given_name_cyrillic: str | None = None,
+                 family_name_cyrillic: str | None = None, today: dt.date | None = None,
+                 ) -> tuple[dict[str, Any], Problems]:
+    """The persons row's values and every problem found, by column (empty when the person may be registered)."""
+    problems: Problems = []
+
+    def category_ok() -> str:
+        if category not in CATEGORIES:
+            raise InvalidIdentifier(f"category must be one of {', '.join(CATEGORIES)}")
+        return category
+
+    def country_ok() -> str:
+        country = (document_country or "").strip().upper()
+        if not _COUNTRY_RE.fullmatch(country):
+            raise InvalidIdentifier("document country must be an ISO 3166-1 alpha-3 code such as AZE")
+        return country
+
+    def number_ok() -> str:
+        number = (document_number or "").strip().upper()
+        if not _DOCNUM_RE.fullmatch(number):
+            raise InvalidIdentifier("document number must be 4 to 20 Latin letters or digits")
+        return number
+
+    def document_type_ok() -> str | None:
+        if document_type is not None and document_type not in DOCUMENT_TYPES:
+            raise InvalidIdentifier(f"document type must be one of {', '.join(DOCUMENT_TYPES)}")
+        return document_type
+
+    def born() -> dt.date | None:
+        if birthdate is not None and birthdate > (today or dt.datetime.now(dt.UTC).date()):
+            raise InvalidIdentifier("birthdate is in the future")
+        return birthdate
+
+    checked_category = _field(problems, "category", category_ok)
+    norm_fin = _field(problems, "fin", lambda: normalize_fin(fin)) if fin is not None else None
+    country = number = None
+    if document_number is not None or document_country is not None:
+        country = _field(problems, "document_country", country_ok)
+        number = _field(problems, "document_number", number_ok)
+    if not problems:
+        if norm_fin is None and number is None:
+            problems.append(("fin", "a person needs a FIN or an identity document (country and number)"))
+        elif checked_category == "citizen" and norm_fin is None:
+            problems.append(("fin", "a citizen is registered with a FIN"))
+    values = {
+        "fin": norm_fin,
+        "category": checked_category,
+        "birthdate": _field(problems, "birthdate", born),
+        "given_name": _field(problems, "given_name", lambda: _name(given_name, "given name")),
+        "family_name": _field(problems, "family_name", lambda: _name(family_name, "family name")),
+        "given_name_cyrillic": _field(problems, "given_name_cyrillic",
+                                      lambda: _cyrillic(given_name_cyrillic, "given name in Cyrillic")),
+        "family_name_cyrillic": _field(problems, "family_name_cyrillic",
+                                       lambda: _cyrillic(family_name_cyrillic, "family name in Cyrillic")),
+        "document_type": _field(problems, "document_type", document_type_ok) or ("passport" if number else None),
+        "document_country": country,
+        "document_number": number,
+        "status": _field(problems, "status", lambda: check_status(status)),
+    }
+    return values, problems
+
+
 @dataclass(frozen=True, slots=True)
 class PersonRecord:
     """A registered person as the rest of the system sees it."""
@@ -52,6 +155,9 @@ class PersonRecord:
     document_type: str | None
     document_country: str | None
     document_number: str | None
+    status: str = "active"
+    given_name_cyrillic: str | None = None
+    family_name_cyrillic: str | None = None
 
     @classmethod
     def of(cls, person: Person) -> PersonRecord:
@@ -65,6 +171,9 @@ class PersonRecord:
             document_type=person.document_type,
             document_country=person.document_country,
             document_number=person.document_number,
+            status=person.status,
+            given_name_cyrillic=person.given_name_cyrillic,
+            family_name_cyrillic=person.family_name_cyrillic,
         )
 
     def as_json(self) -> dict[str, str | None]:
@@ -78,6 +187,9 @@ class PersonRecord:
             "document_type": self.document_type,
             "document_country": self.document_country,
             "document_number": self.document_number,
+            "status": self.status,
+            "given_name_cyrillic": self.given_name_cyrillic,
+            "family_name_cyrillic": self.family_name_cyrillic,
         }
 
 
@@ -98,36 +210,20 @@ class PersonService:
         document_type: str | None = None,
         document_country: str | None = None,
         document_number: str | None = None,
+        status: str = "active",
+        given_name_cyrillic: str | None = None,
+        family_name_cyrillic: str | None = None,
         actor: str = "system",
     ) -> PersonRecord:
         """Validate and register a person; raise InvalidIdentifier or PersonExists and write nothing."""
-        if category not in CATEGORIES:
-            raise InvalidIdentifier(f"category must be one of {', '.join(CATEGORIES)}")
-        norm_fin = normalize_fin(fin) if fin is not None else None
-        country = number = None
-        if document_number is not None or document_country is not None:
-            country = (document_country or "").strip().upper()
-            number = (document_number or "").strip().upper()
-            if not _COUNTRY_RE.fullmatch(country):
-                raise InvalidIdentifier("document country must be an ISO 3166-1 alpha-3 code such as AZE")
-            if not _DOCNUM_RE.fullmatch(number):
-                raise InvalidIdentifier("document number must be 4 to 20 Latin letters or digits")
-        if norm_fin is None and number is None:
-            raise InvalidIdentifier("a person needs a FIN or an identity document (country and number)")
-        if category == "citizen" and norm_fin is None:
-            raise InvalidIdentifier("a citizen is registered with a FIN")
-        if birthdate is not None and birthdate > dt.datetime.now(dt.UTC).date():
-            raise InvalidIdentifier("birthdate is in the future")
-        person = Person(
-            fin=norm_fin,
-            category=category,
-            given_name=_name(given_name, "given name"),
-            family_name=_name(family_name, "family name"),
-            birthdate=birthdate,
-            document_type=(document_type or ("passport" if number else None)),
-            document_country=country,
-            document_number=number,
-        )
+        values, problems = check_person(
+            given_name=given_name, family_name=family_name, fin=fin, birthdate=birthdate, category=category,
+            document_type=document_type, document_country=document_country, document_number=document_number,
+            status=status, given_name_cyrillic=given_name_cyrillic, family_name_cyrillic=family_name_cyrillic)
+        if problems:
+            raise InvalidIdentifier(problems[0][1])
+        person = Person(**values)
+        norm_fin = person.fin
         if norm_fin is not None and await self._find_fin(norm_fin) is not None:
             raise PersonExists(f"a person with FIN {norm_fin} is already registered")
         self._session.add(person)
@@ -137,17 +233,32 @@ class PersonService:
             raise PersonExists("a person with the same FIN or identity document is already registered") from exc
         record_event(
             self._session, "person.registered", actor=actor, subject=person.id,
-            detail={"category": category, "has_fin": norm_fin is not None},
+            detail={"category": category, "has_fin": norm_fin is not None, "status": person.status},
         )
+        return PersonRecord.of(person)
+
+    async def set_status(self, fin: str, status: str, *, actor: str) -> PersonRecord:
+        """Change a person's status (active, suspended, deceased), audited as person.status_changed; a suspended
+        or deceased person can no longer log in (their sessions already open run to their end)."""
+        check_status(status)
+        person = await self.person(fin)
+        before, person.status = person.status, status
+        await self._session.flush()
+        record_event(self._session, "person.status_changed", actor=actor, subject=person.id,
+                     detail={"from": before, "to": status})
         return PersonRecord.of(person)
 
     async def _find_fin(self, fin: str) -> Person | None:
         result = await self._session.execute(select(Person).where(Person.fin == fin))
         return result.scalar_one_or_none()
 
-    async def get_by_fin(self, fin: str) -> PersonRecord:
-        """Find a person by FIN; raise PersonNotFound when there is none."""
+    async def person(self, fin: str) -> Person:
+        """The person's row by FIN; raise InvalidIdentifier or PersonNotFound."""
         person = await self._find_fin(normalize_fin(fin))
         if person is None:
             raise PersonNotFound(f"no person with FIN {normalize_fin(fin)}")
-        return PersonRecord.of(person)
+        return person
+
+    async def get_by_fin(self, fin: str) -> PersonRecord:
+        """Find a person by FIN; raise PersonNotFound when there is none."""
+        return PersonRecord.of(await self.person(fin))

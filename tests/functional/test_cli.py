@@ -163,6 +163,21 @@ async def test_every_command_answers_json_wherever_the_flag_stands(
     assert run("person add", "--fin", "5ABC12D", "--given-name", "Aysel", "--family-name", "Məmmədova")["fin"] == \
         "5ABC12D"
     assert run("person show", "5ABC12D")["given_name"] == "Aysel"
+    people = tmp_path / "people.csv"
+    people.write_text("fin,given_name,family_name\n6XYZ789,Rəşad,Əliyev\n", encoding="utf-8")
+    assert run("import", "persons", str(people))["imported"] == 1
+    words = ["import", "persons", str(people)]  # again: refused, its report on stdout beside the one-line error
+    proc = acar(*(["--json", *words] if position == "before" else [*words, "--json"]), check=False)
+    assert proc.returncode == 1 and proc.stderr.startswith("acar: error: the persons file was not imported")
+    assert proc.stderr.count("\n") == 1 and json.loads(proc.stdout)["problems"][0]["line"] == 2
+    assert run("person set-status", "6XYZ789", "suspended")["status"] == "suspended"
+    assert run("entity add", "--voen", "1400057421", "--name", "Açar MMC", "--legal-form", "MMC")["status"] == "active"
+    assert run("entity show", "1400057421")["legal_form"] == "MMC"
+    assert run("entity set-status", "1400057421", "active")["status"] == "active"
+    mandate = run("mandate grant", "--fin", "5ABC12D", "--voen", "1400057421", "--power", "sign_declarations",
+                  "--granted-by", "officer-1")
+    assert [m["id"] for m in run("mandate list", "--fin", "5ABC12D")] == [mandate["id"]]
+    assert run("mandate revoke", mandate["id"])["revoked_by"] == "cli"
     assert run("enroll-code", "--fin", "5ABC12D")["fin"] == "5ABC12D"
     minted = run("admin token", "--subject", "operator")
     assert run("admin revoke-token", minted["jti"]) == {"jti": minted["jti"], "revoked": True}

@@ -744,3 +744,23 @@ async def test_an_anchor_file_broken_since_start_up(services: Services, pki: IdC
     assert await card.service() is None
     with pytest.raises(ValueError, match=r"anchors\.pem"):
         await card.trust()
+
+
+@pytest.mark.parametrize("status", ["suspended", "deceased"])
+async def test_inactive_holder_is_refused(initialized: Services, http: httpx.AsyncClient, rp: Registered,
+                                          pki: IdCardPki, status: str) -> None:
+    """A registered card holder whose registry status is not active cannot log in, by FIN or by document, even with
+    a valid card: card_holder_inactive (403), the refusal audited, no session."""
+    await person(initialized, status=status)
+    card = pki.card()
+    started = await start(initialized, http, rp)
+    nonce = await challenge(http, started)
+    await refused_webeid(initialized, http, started, nonce, card.token(origin=ISSUER, nonce=nonce),
+                         expected=(403, "card_holder_inactive"), fingerprint=card.fingerprint)
+    await person(initialized, fin=None, category="foreigner", document_type="residence_permit",
+                 document_country="AZE", document_number="AA1234567", status=status)
+    resident = pki.foreign_card("IDC", "AZ-AA1234567")
+    started = await start(initialized, http, rp)
+    nonce = await challenge(http, started)
+    await refused_webeid(initialized, http, started, nonce, resident.token(origin=ISSUER, nonce=nonce),
+                         expected=(403, "card_holder_inactive"), fingerprint=resident.fingerprint)

@@ -274,6 +274,24 @@ async def test_assertion_refused(initialized: Services, client: httpx.AsyncClien
     await refused_login(initialized, client, rp, authenticator, expected, **get)
 
 
+@pytest.mark.parametrize("status", ["suspended", "deceased"])
+async def test_inactive_person_is_refused(initialized: Services, client: httpx.AsyncClient,
+                                          ready: tuple[SoftwareAuthenticator, Registered], status: str) -> None:
+    """A sound passkey of a person who is suspended or deceased in the registry logs in nobody: person_inactive
+    (403), webauthn.login_failed, no session, the counter unchanged; once active again, the same passkey works."""
+    from idp.sql.persons import PersonService
+
+    authenticator, rp = ready
+    async with initialized.sessions() as session, session.begin():
+        await PersonService(session).set_status(FIN_A, status, actor="test")
+    await refused_login(initialized, client, rp, authenticator, (403, "person_inactive"))
+    async with initialized.sessions() as session, session.begin():
+        await PersonService(session).set_status(FIN_A, "active", actor="test")
+    started = await start(initialized, client, rp)
+    r = await passkey_login(client, started.pending_id, started.csrf, authenticator)
+    assert r.status_code == 200, r.text
+
+
 async def test_bad_signature_is_refused(initialized: Services, client: httpx.AsyncClient,
                                         ready: tuple[SoftwareAuthenticator, Registered]) -> None:
     authenticator, rp = ready
