@@ -80,7 +80,7 @@ def chain_of(actor: str) -> str:
 
 
 def _canonical(value: Mapping[str, Any]) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _instant(value: dt.datetime) -> str:
@@ -218,6 +218,8 @@ class ChainReport:
     chain: str
     events: int = 0
     first_seq: int | None = None
+    first_occurred_at: str | None = None
+    """When the first retained event happened: compare with the retention (a deleted oldest part looks like it)."""
     last_seq: int = 0
     checkpoints: int = 0
     signatures_verified: int = 0
@@ -355,7 +357,8 @@ async def _walk(tx: Transaction, report: ChainReport, *, start_seq: int, start_h
             if expected in wanted:
                 hashes[expected] = prev
             report.events += 1
-            report.first_seq = report.first_seq or expected
+            if report.first_seq is None:
+                report.first_seq, report.first_occurred_at = expected, _instant(event["occurred_at"])
             report.last_seq = expected
             expected += 1
         if len(page) < VERIFY_PAGE:
