@@ -134,10 +134,7 @@ async def seal_audit_trail(services: Services) -> None:
     """Seal the audit events written since the last pass and checkpoint each chain that grew (storage.audit_chain):
     each checkpoint is also logged (`audit.checkpoint`), so a copy of the signed heads lives outside the database."""
     try:
-        # shielded: a shutdown that cancels the schedule lets a sealing transaction finish (on SQLite it holds the
-        # write lock; cancelled halfway, its connection could keep it until collected)
-        sealed = await asyncio.shield(seal_all(services.direct,
-                                               build_audit_checkpoints(services.settings, services.token_keys)))
+        sealed = await seal_all(services.direct, build_audit_checkpoints(services.settings, services.token_keys))
     except Exception:
         log.exception("audit.seal_failed")
         return
