@@ -6,7 +6,7 @@ person's powers to act for an entity over a period, granted by an officer or the
 (idp.sql.registry).
 
 Revision ID: 0015
-Revises: 0014
+Revises: 0013
 Create Date: 2026-12-06 17:33:39.501882
 """
 
@@ -18,7 +18,7 @@ from alembic import op
 import storage.base
 
 revision: str = '0015'
-down_revision: str | None = '0014'
+down_revision: str | None = '0013'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
