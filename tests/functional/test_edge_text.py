@@ -253,12 +253,15 @@ def test_every_cli_command_refuses_nul_and_surrogates(acar: InProcessAcar) -> No
             for bad in (NUL_JSON, SURROGATE_JSON):
                 argv = [*command]
                 for other in required:
-                    if other is not action:
+                    if other is not action and other.option_strings:
                         argv += _filler(other)
                 for group in parser._mutually_exclusive_groups:
                     if group.required and action not in group._group_actions:
                         argv += _filler(group._group_actions[0])
-                argv += [action.option_strings[0], bad] if action.option_strings else [bad]
+                if action.option_strings:
+                    argv += [action.option_strings[0], bad]
+                for positional in (a for a in required if not a.option_strings):  # in the parser's order
+                    argv += [bad] if positional is action else _filler(positional)
                 result = acar(*argv, check=False)
                 assert result.returncode == 2, (argv, result)
                 assert result.stderr.startswith("acar: error: ") and "Traceback" not in result.stderr, (argv, result)
