@@ -343,19 +343,16 @@ def cmd_entity_set_status(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _parse_instant(value: str | None, option: str) -> Any:
-    import datetime as dt
+    """A mandate's bound as the CSV import reads it (idp.sql.registry_import.parse_instant), or None."""
+    from idp.core.errors import InvalidIdentifier
+    from idp.sql.registry_import import parse_instant
 
     if value is None:
         return None
     try:
-        if len(value) == 10:
-            return dt.datetime.combine(dt.date.fromisoformat(value), dt.time(), tzinfo=dt.UTC)
-        moment = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise CliError(f"{option} must be a date (YYYY-MM-DD) or an RFC 3339 date-time (got {value!r})") from None
-    if moment.tzinfo is None:
-        raise CliError(f"{option} needs a UTC offset (Z or +04:00) (got {value!r})")
-    return moment.astimezone(dt.UTC)
+        return parse_instant(value)
+    except InvalidIdentifier as exc:
+        raise CliError(f"{option}: {exc.detail}") from None
 
 
 def cmd_mandate_grant(args: argparse.Namespace, settings: Settings) -> None:

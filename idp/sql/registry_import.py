@@ -138,7 +138,7 @@ def _date(value: str) -> dt.date:
         raise InvalidIdentifier(f"{value!r} is not a date as YYYY-MM-DD") from None
 
 
-def _instant(value: str) -> dt.datetime:
+def parse_instant(value: str) -> dt.datetime:
     """A mandate's bound: a date (YYYY-MM-DD, midnight UTC) or an RFC 3339 date-time with its offset."""
     try:
         if len(value) == 10:
@@ -298,8 +298,8 @@ async def import_mandates(session: AsyncSession, data: bytes, *, actor: str,
         fin = _check(problems, row.line, "fin", _fin, v["fin"])
         voen = _check(problems, row.line, "voen", normalize_voen, v["voen"])
         powers = _check(problems, row.line, "powers", check_powers, v["powers"].replace(";", " ").split())
-        start = _check(problems, row.line, "valid_from", _instant, v["valid_from"])
-        end = _check(problems, row.line, "valid_to", _instant, v["valid_to"]) if v.get("valid_to") \
+        start = _check(problems, row.line, "valid_from", parse_instant, v["valid_from"])
+        end = _check(problems, row.line, "valid_to", parse_instant, v["valid_to"]) if v.get("valid_to") \
             else None
         if start is not None and end is not None:
             _check(problems, row.line, "valid_to", check_period, start, end)
