@@ -86,6 +86,33 @@ class Mandate(Base):
     revoked_by: Mapped[str | None] = mapped_column(String(200))
 
 
+class StaffRole(Base):
+    """A staff role held by a person (issue 16). Every person is a citizen; these roles add powers:
+
+    - `registration_officer`: registers persons, issues activation codes, manages entities and mandates;
+    - `agency_admin`: manages the clients of its own agency (`agency_voen`) only;
+    - `system_admin`: everything.
+
+    `agency_voen` names the agency (by its VÖEN) for an agency administrator and is empty for the other roles.
+    A role is held from `granted_at` until `revoked_at`; revoking keeps the row (the audit trail names it).
+    """
+
+    __tablename__ = "staff_roles"
+    __table_args__ = (
+        CheckConstraint("role IN ('registration_officer', 'agency_admin', 'system_admin')", name="role"),
+        CheckConstraint("(role = 'agency_admin') = (agency_voen IS NOT NULL)", name="agency"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
+    person_id: Mapped[str] = mapped_column(ForeignKey("persons.id", ondelete="CASCADE"), index=True)
+    role: Mapped[str] = mapped_column(String(32))
+    agency_voen: Mapped[str | None] = mapped_column(String(10))
+    granted_by: Mapped[str] = mapped_column(String(200))
+    granted_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    revoked_by: Mapped[str | None] = mapped_column(String(200))
+
+
 class LoginSession(Base):
     """A server-side login session (single sign-on), referenced by an opaque cookie value."""
 
@@ -145,6 +172,9 @@ class OAuthClient(Base):
     backchannel_logout_uri: Mapped[str | None] = mapped_column(String(2000))
     id_token_alg: Mapped[str] = mapped_column(String(16), default="ES256")
     """id_token_signed_response_alg (OIDC Dynamic Registration 2): ES256, RS256 or EdDSA."""
+    agency_voen: Mapped[str | None] = mapped_column(String(10), index=True)
+    """The agency (by its VÖEN) that owns the client: its agency administrators manage it. Empty: only a system
+    administrator manages it."""
     introspect_clients: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
     """The other clients whose tokens this one may introspect (RFC 7662 section 4); its own always."""
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
