@@ -47,8 +47,16 @@ from idp.core.interfaces import Level
 from idp.core.loa import at_least
 from idp.core.sessions import csrf_for_session, csrf_matches
 from idp.sql.enrollment import issue_for_fin
-from idp.sql.models import Person
-from idp.sql.persons import CATEGORIES, DOCUMENT_TYPES, STATUSES, PersonRecord, PersonService, check_person, normalize_fin
+from idp.sql.models import LegalEntity, Person
+from idp.sql.persons import (
+    CATEGORIES,
+    DOCUMENT_TYPES,
+    STATUSES,
+    PersonRecord,
+    PersonService,
+    check_person,
+    normalize_fin,
+)
 from idp.sql.registry import (
     POWERS,
     EntityService,
@@ -79,7 +87,8 @@ CATEGORY_KEYS: Final = {"citizen": "officer.category.citizen", "foreigner": "off
                         "stateless": "officer.category.stateless"}
 STATUS_KEYS: Final = {"active": "officer.status.active", "suspended": "officer.status.suspended",
                       "deceased": "officer.status.deceased"}
-DOCUMENT_KEYS: Final = {"passport": "officer.document.passport", "residence_permit": "officer.document.residence_permit",
+DOCUMENT_KEYS: Final = {"passport": "officer.document.passport",
+                        "residence_permit": "officer.document.residence_permit",
                         "stateless_travel_document": "officer.document.stateless_travel_document"}
 POWER_KEYS: Final = {"sign_declarations": "officer.power.sign_declarations",
                      "represent_at_login": "officer.power.represent_at_login"}
@@ -90,14 +99,15 @@ NOTICE_KEYS: Final = {"registered": "officer.done.registered", "status": "office
                       "entity": "officer.done.entity"}
 LABELS: Final = {"category": CATEGORY_KEYS, "status": STATUS_KEYS, "document": DOCUMENT_KEYS, "power": POWER_KEYS,
                  "mandate_state": MANDATE_STATE_KEYS}
-assert set(CATEGORY_KEYS) == set(CATEGORIES) and set(STATUS_KEYS) == set(STATUSES)  # noqa: S101 - module invariants
-assert set(DOCUMENT_KEYS) == set(DOCUMENT_TYPES) and set(POWER_KEYS) == set(POWERS)  # noqa: S101
+if (set(CATEGORY_KEYS), set(STATUS_KEYS), set(DOCUMENT_KEYS), set(POWER_KEYS)) != (
+        set(CATEGORIES), set(STATUSES), set(DOCUMENT_TYPES), set(POWERS)):
+    raise RuntimeError("the officer screens name every category, status, document type and power of the registry")
 
 Errors = dict[str, str]
 """Field name -> message id, in the order of the form's fields (the error summary lists them so)."""
 
 
-class _Refused(Exception):  # noqa: N818 - not an error: the answer to a refused form, leaving the unit rolled back
+class _Refused(Exception):
     """Carries a page out of the unit of work, so the unit rolls back: a refusal writes nothing."""
 
     def __init__(self, response: Response) -> None:
@@ -260,14 +270,12 @@ def _date(value: str) -> dt.date | None:
         return None
 
 
-def _check_registration(form: dict[str, list[str]], today: dt.date) -> tuple[dict[str, Any], Errors]:
-    """The person's fields as PersonService.add takes them, and each field's error (message ids)."""
-    errors: Errors = {}
+def _check_identity(form: dict[str, list[str]], errors: Errors) -> dict[str, Any]:
+    """The category, the FIN (a citizen's is required) and, for a foreigner or stateless person, the document."""
     category = _field(form, "category")
     if category not in CATEGORIES:
         errors["category"] = "officer.error.category"
     fin = _field(form, "fin")
-    document = category in ("foreigner", "stateless")
     if fin:
         try:
             fin = normalize_fin(fin)
@@ -275,47 +283,63 @@ def _check_registration(form: dict[str, list[str]], today: dt.date) -> tuple[dic
             errors["fin"] = "officer.error.fin"
     elif category == "citizen":
         errors["fin"] = "officer.error.fin_required"
-    document_type = _field(form, "document_type") if document else ""
-    country = _field(form, "document_country").upper() if document else ""
-    number = _field(form, "document_number").upper() if document else ""
-    if document:
-        if document_type not in DOCUMENT_TYPES:
-            errors["document_type"] = "officer.error.document_type"
-        if not re.fullmatch(r"[A-Z]{3}", country):
-            errors["document_country"] = "officer.error.document_country"
-        if not re.fullmatch(r"[0-9A-Z]{4,20}", number):
-            errors["document_number"] = "officer.error.document_number"
+    if category not in ("foreigner", "stateless"):
+        return {"category": category, "fin": fin or None, "document_type": None, "document_country": None,
+                "document_number": None}
+    document_type = _field(form, "document_type")
+    country, number = _field(form, "document_country").upper(), _field(form, "document_number").upper()
+    if document_type not in DOCUMENT_TYPES:
+        errors["document_type"] = "officer.error.document_type"
+    if not re.fullmatch(r"[A-Z]{3}", country):
+        errors["document_country"] = "officer.error.document_country"
+    if not re.fullmatch(r"[0-9A-Z]{4,20}", number):
+        errors["document_number"] = "officer.error.document_number"
+    return {"category": category, "fin": fin or None, "document_type": document_type or None,
+            "document_country": country or None, "document_number": number or None}
+
+
+def _check_names(form: dict[str, list[str]], errors: Errors) -> dict[str, Any]:
+    values: dict[str, Any] = {}
     for name in ("given_name", "family_name"):
-        value = _field(form, name)
+        value = values[name] = _field(form, name)
         if not value:
             errors[name] = "officer.error.name_required"
         elif len(value) > MAX_FIELD or not _latin_name(value):
             errors[name] = "officer.error.name_latin"
-    values = {"given_name_cyrillic": _field(form, "given_name_cyrillic") or None,
-              "family_name_cyrillic": _field(form, "family_name_cyrillic") or None}
-    typed_birthdate = _field(form, "birthdate")
-    birthdate = _date(typed_birthdate)
-    if not typed_birthdate:
+    for name in ("given_name_cyrillic", "family_name_cyrillic"):
+        values[name] = _field(form, name) or None
+    return values
+
+
+def _check_birthdate(form: dict[str, list[str]], errors: Errors, today: dt.date) -> dt.date | None:
+    typed = _field(form, "birthdate")
+    birthdate = _date(typed)
+    if not typed:
         errors["birthdate"] = "officer.error.birthdate_required"
     elif birthdate is None:
         errors["birthdate"] = "officer.error.date"
     elif birthdate > today:
         errors["birthdate"] = "officer.error.birthdate_future"
+    return birthdate
+
+
+REGISTER_ORDER: Final = ("category", "fin", "document_type", "document_country", "document_number", "given_name",
+                         "family_name", "given_name_cyrillic", "family_name_cyrillic", "birthdate")
+
+
+def _check_registration(form: dict[str, list[str]], today: dt.date) -> tuple[dict[str, Any], Errors]:
+    """The person's fields as PersonService.add takes them, and each field's error (message ids) in the form's
+    order. The registry's own rules (idp.sql.persons.check_person) run last: the Cyrillic names are what is left."""
+    errors: Errors = {}
+    values = _check_identity(form, errors) | _check_names(form, errors)
+    values["birthdate"] = _check_birthdate(form, errors, today)
     if not errors:
-        _, problems = check_person(
-            given_name=_field(form, "given_name"), family_name=_field(form, "family_name"), fin=fin or None,
-            birthdate=birthdate, category=category, document_type=document_type or None,
-            document_country=country or None, document_number=number or None, today=today, **values)
-        for column, _reason in problems:  # the registry's own rules: Cyrillic names are what is left to check
+        _, problems = check_person(**values, today=today)
+        for column, _reason in problems:
             errors.setdefault(column, "officer.error.cyrillic" if column.endswith("_cyrillic")
                               else "officer.error.invalid")
-    values |= {"given_name": _field(form, "given_name"), "family_name": _field(form, "family_name"),
-               "fin": fin or None, "birthdate": birthdate, "category": category,
-               "document_type": document_type or None, "document_country": country or None,
-               "document_number": number or None}
-    order = ("category", "fin", "document_type", "document_country", "document_number", "given_name",
-             "family_name", "given_name_cyrillic", "family_name_cyrillic", "birthdate")
-    return values, {k: errors[k] for k in order if k in errors} | {k: v for k, v in errors.items() if k not in order}
+    return values, {k: errors[k] for k in REGISTER_ORDER if k in errors} | {
+        k: v for k, v in errors.items() if k not in REGISTER_ORDER}
 
 
 REGISTER_CONTEXT: Final = {"categories": CATEGORIES, "document_types": DOCUMENT_TYPES}
@@ -451,6 +475,55 @@ async def mandate_form(request: Request) -> Response:
     return await _as_officer(request, show, post=False)
 
 
+async def _mandate_person(officer: Officer, fin: str, errors: Errors) -> Person | None:
+    """The active person a mandate is for, else None and the FIN's error."""
+    if not fin:
+        errors["fin"] = "officer.error.fin_required"
+        return None
+    try:
+        person = await PersonService(officer.session).person(fin)
+    except InvalidIdentifier:
+        errors["fin"] = "officer.error.fin"
+        return None
+    except PersonNotFound:
+        errors["fin"] = "officer.error.person_not_found"
+        return None
+    if person.status != "active":
+        errors["fin"] = "officer.error.person_inactive"
+    return person
+
+
+async def _mandate_entity(officer: Officer, voen: str, errors: Errors) -> LegalEntity | None:
+    """The active legal entity a mandate acts for, else None and the VÖEN's error."""
+    if not voen:
+        errors["voen"] = "officer.error.voen_required"
+        return None
+    try:
+        entity = await EntityService(officer.session).find(normalize_voen(voen))
+    except InvalidIdentifier:
+        errors["voen"] = "officer.error.voen"
+        return None
+    if entity is None:
+        errors["voen"] = "officer.error.entity_not_found"
+    elif entity.status != "active":
+        errors["voen"] = "officer.error.entity_inactive"
+    return entity
+
+
+def _period(form: dict[str, list[str]], errors: Errors) -> tuple[dt.date | None, dt.date | None]:
+    """The first and the last day typed (the last may be left empty: until revoked)."""
+    first = _date(_field(form, "valid_from"))
+    if first is None:
+        errors["valid_from"] = "officer.error.date"
+    typed_last = _field(form, "valid_to")
+    last = _date(typed_last) if typed_last else None
+    if typed_last and last is None:
+        errors["valid_to"] = "officer.error.date"
+    elif first is not None and last is not None and last < first:
+        errors["valid_to"] = "officer.error.period"
+    return first, last
+
+
 @router.post("/mandates")
 async def grant_mandate(request: Request) -> Response:
     """Grant a mandate (MandateService.grant with granted_via "officer", audited mandate.granted by the officer):
@@ -458,43 +531,12 @@ async def grant_mandate(request: Request) -> Response:
     async def grant(officer: Officer, form: dict[str, list[str]]) -> Response:
         errors: Errors = {}
         fin, voen = _field(form, "fin"), _field(form, "voen")
-        person = entity = None
-        if not fin:
-            errors["fin"] = "officer.error.fin_required"
-        else:
-            try:
-                person = await PersonService(officer.session).person(fin)
-            except InvalidIdentifier:
-                errors["fin"] = "officer.error.fin"
-            except PersonNotFound:
-                errors["fin"] = "officer.error.person_not_found"
-            else:
-                if person.status != "active":
-                    errors["fin"] = "officer.error.person_inactive"
-        if not voen:
-            errors["voen"] = "officer.error.voen_required"
-        else:
-            try:
-                entity = await EntityService(officer.session).find(normalize_voen(voen))
-            except InvalidIdentifier:
-                errors["voen"] = "officer.error.voen"
-            else:
-                if entity is None:
-                    errors["voen"] = "officer.error.entity_not_found"
-                elif entity.status != "active":
-                    errors["voen"] = "officer.error.entity_inactive"
+        person = await _mandate_person(officer, fin, errors)
+        entity = await _mandate_entity(officer, voen, errors)
         powers = form.get("powers", [])
         if not powers or any(p not in POWERS for p in powers):
             errors["powers"] = "officer.error.powers"
-        first = _date(_field(form, "valid_from"))
-        if first is None:
-            errors["valid_from"] = "officer.error.date"
-        typed_last = _field(form, "valid_to")
-        last = _date(typed_last) if typed_last else None
-        if typed_last and last is None:
-            errors["valid_to"] = "officer.error.date"
-        elif first is not None and last is not None and last < first:
-            errors["valid_to"] = "officer.error.period"
+        first, last = _period(form, errors)
         if errors or person is None or entity is None or first is None:
             raise officer.refuse("officer_mandate.html", MANDATE_CONTEXT, errors, form)
         try:
