@@ -70,7 +70,7 @@ from idp.sql.roles import REGISTRATION_OFFICER, SYSTEM_ADMIN, RoleService
 from storage.base import utcnow
 from storage.direct import SessionTransaction
 
-router = APIRouter(prefix="/officer", tags=["officer"], include_in_schema=False)
+router = APIRouter(prefix="/officer", tags=["pages"], include_in_schema=False)
 
 OFFICER_CSRF_PURPOSE: Final = "officer"
 """csrf_for_session(session cookie, OFFICER_CSRF_PURPOSE): the token of every officer form."""
