@@ -1,7 +1,7 @@
 """The registration officer's screens in a real browser (Chromium, CDP virtual authenticator): an officer enrolls a
 passkey with an activation code, signs in with it (level substantial), then, with the keyboard only, registers a
 person and grants them a mandate, in az, en and ru, the last on a phone's viewport; axe-core finds nothing on any
-officer page (forms, errors, the person's page, the activation code).
+officer page (forms, errors, the person's page, the activation code, the 403 page once the role is revoked).
 
 The server is the application in this test process, reached through Playwright request interception at the
 issuer's origin, as tests/browser/test_approval_browser.py does.
@@ -146,9 +146,18 @@ async def test_register_a_person_and_grant_a_mandate_with_the_keyboard(served: S
         await page.wait_for_selector("#activation-code")
         await check("activation code", lang)
 
+    # the role taken away: the next request gets the 403 page
+    async with served.sessions() as session, session.begin():
+        assert await RoleService(session).revoke(fin=OFFICER_FIN, role=REGISTRATION_OFFICER, actor="test")
+    for lang in PEOPLE:
+        await context.add_cookies([{"name": "acar_lang", "value": lang, "url": ISSUER}])
+        await page.goto(f"{ISSUER}/officer")
+        await page.wait_for_selector("#officer-denied")
+        await check("denied", lang)
+
     async with served.sessions() as session:
         mandates = (await session.execute(select(Mandate, Person).join(Person, Person.id == Mandate.person_id)))
         granted = sorted((person.fin, mandate.powers, mandate.granted_via) for mandate, person in mandates.all())
     assert granted == sorted((fin, ["sign_declarations"], "officer") for fin, _, _ in PEOPLE.values())
-    assert len(checked) == 3 * 8 and narrow == []
+    assert len(checked) == 3 * 9 and narrow == []
     assert report == {}, json.dumps(report, indent=1, ensure_ascii=False)[:4000]
