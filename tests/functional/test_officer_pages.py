@@ -280,8 +280,11 @@ async def test_register_a_foreigner_by_document(desk: Desk, http: httpx.AsyncCli
     assert "TUR U1234567" in page.text and t("en", "officer.document.residence_permit") in page.text
     assert t("en", "officer.category.foreigner") in page.text
     assert "status-form" not in r.text  # without a FIN the FIN-based forms are not offered
+    # the same document again: refused when the row is flushed (the unique index), and rolled back
+    before = await counts(desk.services)
     r = await http.post("/officer/persons", data=data, headers={"Accept-Language": "en"})
     assert r.status_code == 400 and field_error(r.text, "document_number") == t("en", "officer.error.person_exists")
+    assert await counts(desk.services) == before
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)
@@ -386,4 +389,13 @@ async def test_register_an_entity_grant_and_revoke_a_mandate(desk: Desk, http: h
                         headers={"Accept-Language": "en"})
     assert r.status_code == 404 and field_error(r.text, "mandates") == t("en", "officer.error.mandate_not_found")
     # a mandate of another person is not revoked through this person's page
+    async with desk.services.sessions() as session, session.begin():
+        other = await MandateService(session).grant(fin=OFFICER_FIN, voen=VOEN, powers=["represent_at_login"],
+                                                    granted_by="test", granted_via="officer", actor="test")
+    before = await counts(desk.services)
+    r = await http.post(f"/officer/mandates/{other.id}/revoke", data={"csrf_token": csrf, "fin": CITIZEN_FIN},
+                        headers={"Accept-Language": "en"})
+    assert r.status_code == 404 and field_error(r.text, "mandates") == t("en", "officer.error.mandate_not_found")
     assert await counts(desk.services) == before
+    async with desk.services.sessions() as session:
+        assert (await session.get(Mandate, other.id)).revoked_at is None  # type: ignore[union-attr]
