@@ -39,6 +39,7 @@ from api.routes import (
     validation,
 )
 from api.routes import approval as approval_routes
+from api.routes import officer as officer_routes
 from api.routes import pages as page_routes
 from api.settings import Settings, load_settings
 from api.text import edge_text
@@ -255,7 +256,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     problems.install(app)
     for router in (health.router, keys.router, admin.router, clients.router, oidc.router, interaction.router,
                    idcard.page_router, account.router, page_routes.router, passkeys.router, approval_routes.router,
-                   approval_routes.json_router, enrollment_admin.router):
+                   approval_routes.json_router, enrollment_admin.router, officer_routes.router):
         app.include_router(router)
     if settings.dev_login and settings.env != "production":
         app.include_router(interaction.dev_router)  # never registered in production (and the setting is refused)

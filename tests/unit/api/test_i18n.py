@@ -38,10 +38,11 @@ ROOT = Path(__file__).resolve().parents[3]
 TEMPLATE_KEY = re.compile(r"""\b_\(\s*(["'])([^"']+)\1\s*[,)]""")
 """A translation call with a literal message id; `_("claim." ~ name)` is covered by dynamic_keys."""
 KEY_SHAPE = re.compile(
-    r"^(page|home|error|level|login|passkey|card|consent|claim|form_post|logout|enroll|account|help|sign|verify|report)"
+    r"^(page|home|error|level|login|passkey|card|consent|claim|form_post|logout|enroll|account|help|sign|verify|report|"
+    r"officer)"
     r"\.[A-Za-z0-9_.-]+$")
 CODE_USING_KEYS = ("api/rendering.py", "api/routes/pages.py", "api/passkey_names.py", "api/routes/approval.py",
-                   "api/routes/validation.py", "api/report_view.py", "api/report_pdf.py")
+                   "api/routes/validation.py", "api/report_view.py", "api/report_pdf.py", "api/routes/officer.py")
 
 
 def placeholders(text: str) -> set[str]:

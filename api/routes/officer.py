@@ -1,0 +1,576 @@
+"""The registration officer's screens (/officer): find a person by FIN, register a person, change a person's status,
+issue an activation code, register a legal entity, grant and revoke mandates. Server-rendered pages for people,
+translated (api.i18n), on the registry services (idp.sql.persons, idp.sql.registry, idp.sql.enrollment).
+
+Who may use them, decided at every request (nothing is cached in the session):
+- a person signed in with Açar's session cookie (the one /account reads); without one, the sign-in page (401);
+- holding the role registration_officer or system_admin now (idp.sql.roles.RoleService.roles_of, read each time, so a
+  revoked role stops working at the next request); anyone else gets a translated 403 page and nothing changes;
+- whose session reached at least the level of assurance "substantial" (a passkey or an ID card; eIDAS Implementing
+  Regulation (EU) 2015/1502, section 2.1 and 2.3); a weaker session gets a 403 page that says so.
+
+Every form is a POST carrying csrf_for_session(session cookie, OFFICER_CSRF_PURPOSE) (a purpose of its own, so the
+account page's token does not work here); a missing or wrong token answers 403 and changes nothing. A refused form is
+shown again with what was typed and an error next to each field, linked from an error summary at the top; the unit
+of work is rolled back (`_Refused`), so nothing is written. Every action is audited by the registry services in the
+same transaction with the actor "officer:<person id>" (`Officer.actor`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import unicodedata
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from fastapi import APIRouter, Request, Response
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.i18n import DISPLAY_TIMEZONE
+from api.logging import request_id_var
+from api.rendering import error_page, render
+from api.routes.passkeys import orm_unit
+from api.units import RequestUnit
+from api.web import NO_STORE, provider_of, read_page_form, services_of, session_cookie
+from idp.core.errors import (
+    EntityExists,
+    IdpError,
+    InvalidIdentifier,
+    InvalidMandate,
+    MandateNotFound,
+    PersonExists,
+    PersonNotFound,
+)
+from idp.core.interfaces import Level
+from idp.core.loa import at_least
+from idp.core.sessions import csrf_for_session, csrf_matches
+from idp.sql.enrollment import issue_for_fin
+from idp.sql.models import LegalEntity, Person
+from idp.sql.persons import (
+    CATEGORIES,
+    DOCUMENT_TYPES,
+    STATUSES,
+    PersonRecord,
+    PersonService,
+    check_person,
+    normalize_fin,
+)
+from idp.sql.registry import (
+    POWERS,
+    EntityService,
+    MandateRecord,
+    MandateService,
+    check_legal_form,
+    entity_name,
+    normalize_voen,
+)
+from idp.sql.roles import REGISTRATION_OFFICER, SYSTEM_ADMIN, RoleService
+from storage.base import utcnow
+from storage.direct import SessionTransaction
+
+router = APIRouter(prefix="/officer", tags=["pages"], include_in_schema=False)
+
+OFFICER_CSRF_PURPOSE: Final = "officer"
+"""csrf_for_session(session cookie, OFFICER_CSRF_PURPOSE): the token of every officer form."""
+OFFICER_ROLES: Final = frozenset({REGISTRATION_OFFICER, SYSTEM_ADMIN})
+REQUIRED_LEVEL: Final[Level] = "substantial"
+"""The least level of assurance of an officer's session: a passkey or an ID card (docs/assurance.md)."""
+FORM_EXPIRED: Final = "the form has expired; please try again"
+MAX_FIELD: Final = 200
+"""Typed values longer than this are not shown again (each field's own limit is checked and reported)."""
+DATE_RE: Final = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_NAME_MARKS: Final = frozenset(" -'\u2019.")
+
+CATEGORY_KEYS: Final = {"citizen": "officer.category.citizen", "foreigner": "officer.category.foreigner",
+                        "stateless": "officer.category.stateless"}
+STATUS_KEYS: Final = {"active": "officer.status.active", "suspended": "officer.status.suspended",
+                      "deceased": "officer.status.deceased"}
+DOCUMENT_KEYS: Final = {"passport": "officer.document.passport",
+                        "residence_permit": "officer.document.residence_permit",
+                        "stateless_travel_document": "officer.document.stateless_travel_document"}
+POWER_KEYS: Final = {"sign_declarations": "officer.power.sign_declarations",
+                     "represent_at_login": "officer.power.represent_at_login"}
+MANDATE_STATE_KEYS: Final = {"active": "officer.mandate.state.active", "revoked": "officer.mandate.state.revoked",
+                             "expired": "officer.mandate.state.expired", "future": "officer.mandate.state.future"}
+NOTICE_KEYS: Final = {"registered": "officer.done.registered", "status": "officer.done.status",
+                      "granted": "officer.done.granted", "revoked": "officer.done.revoked",
+                      "entity": "officer.done.entity"}
+LABELS: Final = {"category": CATEGORY_KEYS, "status": STATUS_KEYS, "document": DOCUMENT_KEYS, "power": POWER_KEYS,
+                 "mandate_state": MANDATE_STATE_KEYS}
+if (set(CATEGORY_KEYS), set(STATUS_KEYS), set(DOCUMENT_KEYS), set(POWER_KEYS)) != (
+        set(CATEGORIES), set(STATUSES), set(DOCUMENT_TYPES), set(POWERS)):
+    raise RuntimeError("the officer screens name every category, status, document type and power of the registry")
+
+Errors = dict[str, str]
+"""Field name -> message id, in the order of the form's fields (the error summary lists them so)."""
+
+
+class _Refused(Exception):
+    """Carries a page out of the unit of work, so the unit rolls back: a refusal writes nothing."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__("refused")
+        self.response = response
+
+
+@dataclass(frozen=True, slots=True)
+class Officer:
+    """The signed-in officer of one request, inside its unit of work."""
+
+    person_id: str
+    name: str
+    cookie: str
+    session: AsyncSession
+
+    @property
+    def actor(self) -> str:
+        """The audit trail's actor of what this officer does."""
+        return f"officer:{self.person_id}"
+
+    def page(self, template: str, context: dict[str, Any], *, status: int = 200,
+             headers: dict[str, str] | None = None) -> Response:
+        return render(template, {
+            "officer_name": self.name, "csrf_token": csrf_for_session(self.cookie, OFFICER_CSRF_PURPOSE),
+            "labels": LABELS, "errors": {}, "values": {}, "notice_key": None, **context},
+            status=status, headers=headers)
+
+    def refuse(self, template: str, context: dict[str, Any], errors: Errors, form: dict[str, list[str]]) -> _Refused:
+        """The form again (400) with its errors and what was typed; raised, so nothing is written."""
+        return _Refused(self.page(template, {**context, "errors": errors, "values": _typed(form)}, status=400))
+
+
+def _typed(form: dict[str, list[str]]) -> dict[str, Any]:
+    values: dict[str, Any] = {k: v[0] for k, v in form.items() if v and k != "csrf_token" and len(v[0]) <= MAX_FIELD}
+    values["powers"] = [p for p in form.get("powers", []) if p in POWERS]
+    return values
+
+
+def _field(form: dict[str, list[str]], name: str) -> str:
+    return (form.get(name) or [""])[0].strip()
+
+
+def _session_of(work: RequestUnit) -> AsyncSession:
+    if not isinstance(work.tx, SessionTransaction):
+        raise TypeError("the officer screens run in an ORM unit of work (orm_unit)")
+    return work.tx.session
+
+
+async def _as_officer(request: Request, act: Callable[[Officer, dict[str, list[str]]], Awaitable[Response]], *,
+                      post: bool) -> Response:
+    """Run `act` for the signed-in officer (see the module docstring for who that is), in one unit of work; a POST's
+    CSRF token is checked first. A `_Refused` page leaves with the unit rolled back."""
+    services, provider = services_of(request), provider_of(request)
+    cookie = session_cookie(request, provider)
+    form: dict[str, list[str]] = {}
+    if post:
+        form = await read_page_form(request)
+        if cookie is None or not csrf_matches(cookie, OFFICER_CSRF_PURPOSE, form.get("csrf_token", [])):
+            return error_page("invalid_request", FORM_EXPIRED, status=403)
+    try:
+        async with orm_unit(services) as work:
+            state = await provider.login_sessions.current(work.oidc, cookie) if cookie else None
+            if state is None or cookie is None:
+                return render("account_signin.html", {}, status=401)
+            session = _session_of(work)
+            roles = {grant.role for grant in await RoleService(session).roles_of(state.person_id)}
+            if not roles & OFFICER_ROLES:
+                return render("officer_denied.html", {"reason": "role", "level": state.level}, status=403)
+            if not at_least(state.level, REQUIRED_LEVEL):
+                return render("officer_denied.html", {"reason": "level", "level": state.level}, status=403)
+            name = await work.passkeys.display_name(state.person_id) or ""
+            return await act(Officer(state.person_id, name, cookie, session), form)
+    except _Refused as refused:
+        return refused.response
+
+
+# --- finding a person ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class MandateView:
+    record: MandateRecord
+    state: str
+    """active, revoked, expired or future (MANDATE_STATE_KEYS)."""
+    last_day: dt.date | None
+    """The last day of the period in Azerbaijan time (valid_to is exclusive), None when open-ended."""
+
+
+def _mandate_view(m: MandateRecord, now: dt.datetime) -> MandateView:
+    if m.revoked_at is not None:
+        state = "revoked"
+    elif m.valid_to is not None and m.valid_to <= now:
+        state = "expired"
+    elif m.valid_from > now:
+        state = "future"
+    else:
+        state = "active"
+    last = (m.valid_to.astimezone(DISPLAY_TIMEZONE) - dt.timedelta(seconds=1)).date() if m.valid_to else None
+    return MandateView(m, state, last)
+
+
+async def _person_page(officer: Officer, person: PersonRecord, *, notice_key: str | None = None,
+                       errors: Errors | None = None, status: int = 200) -> Response:
+    mandates = await MandateService(officer.session).all_of(person.id)
+    now = utcnow()
+    return officer.page("officer_person.html", {
+        "person": person, "mandates": [_mandate_view(m, now) for m in mandates], "notice_key": notice_key,
+        "errors": errors or {}, "statuses": STATUSES}, status=status)
+
+
+@router.get("")
+async def officer_home(request: Request) -> Response:
+    """The officer's start page: find a person by FIN, and the ways to the other screens."""
+    async def show(officer: Officer, _form: dict[str, list[str]]) -> Response:
+        return officer.page("officer.html", {})
+
+    return await _as_officer(request, show, post=False)
+
+
+async def _person_of(officer: Officer, form: dict[str, list[str]], template: str, context: dict[str, Any],
+                     field: str = "fin") -> Person:
+    """The person whose FIN the form names, or the form again with the FIN's error."""
+    fin = _field(form, field)
+    if not fin:
+        raise officer.refuse(template, context, {field: "officer.error.fin_required"}, form)
+    try:
+        return await PersonService(officer.session).person(fin)
+    except InvalidIdentifier:
+        raise officer.refuse(template, context, {field: "officer.error.fin"}, form) from None
+    except PersonNotFound:
+        raise officer.refuse(template, context, {field: "officer.error.person_not_found"}, form) from None
+
+
+@router.post("/find")
+async def find_person(request: Request) -> Response:
+    """The person with the FIN typed: names, status, document, mandates, and the forms that act on them. A POST,
+    so that the FIN stays out of addresses and access logs."""
+    async def find(officer: Officer, form: dict[str, list[str]]) -> Response:
+        person = await _person_of(officer, form, "officer.html", {})
+        return await _person_page(officer, PersonRecord.of(person))
+
+    return await _as_officer(request, find, post=True)
+
+
+# --- registering a person -----------------------------------------------------------------------------------
+
+def _latin_name(value: str) -> bool:
+    """Letters of the Latin script (Azerbaijani ə, ğ, ı, ö, ü, ş, ç among them) with the spaces, hyphens,
+    apostrophes and dots of compound names."""
+    return bool(value) and value[0] not in _NAME_MARKS and all(
+        c in _NAME_MARKS or (c.isalpha() and "LATIN" in unicodedata.name(c, "")) for c in value)
+
+
+def _date(value: str) -> dt.date | None:
+    if not DATE_RE.fullmatch(value):
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def _check_identity(form: dict[str, list[str]], errors: Errors) -> dict[str, Any]:
+    """The category, the FIN (a citizen's is required) and, for a foreigner or stateless person, the document."""
+    category = _field(form, "category")
+    if category not in CATEGORIES:
+        errors["category"] = "officer.error.category"
+    fin = _field(form, "fin")
+    if fin:
+        try:
+            fin = normalize_fin(fin)
+        except InvalidIdentifier:
+            errors["fin"] = "officer.error.fin"
+    elif category == "citizen":
+        errors["fin"] = "officer.error.fin_required"
+    if category not in ("foreigner", "stateless"):
+        return {"category": category, "fin": fin or None, "document_type": None, "document_country": None,
+                "document_number": None}
+    document_type = _field(form, "document_type")
+    country, number = _field(form, "document_country").upper(), _field(form, "document_number").upper()
+    if document_type not in DOCUMENT_TYPES:
+        errors["document_type"] = "officer.error.document_type"
+    if not re.fullmatch(r"[A-Z]{3}", country):
+        errors["document_country"] = "officer.error.document_country"
+    if not re.fullmatch(r"[0-9A-Z]{4,20}", number):
+        errors["document_number"] = "officer.error.document_number"
+    return {"category": category, "fin": fin or None, "document_type": document_type or None,
+            "document_country": country or None, "document_number": number or None}
+
+
+def _check_names(form: dict[str, list[str]], errors: Errors) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name in ("given_name", "family_name"):
+        value = values[name] = _field(form, name)
+        if not value:
+            errors[name] = "officer.error.name_required"
+        elif len(value) > MAX_FIELD or not _latin_name(value):
+            errors[name] = "officer.error.name_latin"
+    for name in ("given_name_cyrillic", "family_name_cyrillic"):
+        values[name] = _field(form, name) or None
+    return values
+
+
+def _check_birthdate(form: dict[str, list[str]], errors: Errors, today: dt.date) -> dt.date | None:
+    typed = _field(form, "birthdate")
+    birthdate = _date(typed)
+    if not typed:
+        errors["birthdate"] = "officer.error.birthdate_required"
+    elif birthdate is None:
+        errors["birthdate"] = "officer.error.date"
+    elif birthdate > today:
+        errors["birthdate"] = "officer.error.birthdate_future"
+    return birthdate
+
+
+REGISTER_ORDER: Final = ("category", "fin", "document_type", "document_country", "document_number", "given_name",
+                         "family_name", "given_name_cyrillic", "family_name_cyrillic", "birthdate")
+
+
+def _check_registration(form: dict[str, list[str]], today: dt.date) -> tuple[dict[str, Any], Errors]:
+    """The person's fields as PersonService.add takes them, and each field's error (message ids) in the form's
+    order. The registry's own rules (idp.sql.persons.check_person) run last: the Cyrillic names are what is left."""
+    errors: Errors = {}
+    values = _check_identity(form, errors) | _check_names(form, errors)
+    values["birthdate"] = _check_birthdate(form, errors, today)
+    if not errors:
+        _, problems = check_person(**values, today=today)
+        for column, _reason in problems:
+            errors.setdefault(column, "officer.error.cyrillic" if column.endswith("_cyrillic")
+                              else "officer.error.invalid")
+    return values, {k: errors[k] for k in REGISTER_ORDER if k in errors} | {
+        k: v for k, v in errors.items() if k not in REGISTER_ORDER}
+
+
+REGISTER_CONTEXT: Final = {"categories": CATEGORIES, "document_types": DOCUMENT_TYPES}
+
+
+@router.get("/persons/new")
+async def register_form(request: Request) -> Response:
+    async def show(officer: Officer, _form: dict[str, list[str]]) -> Response:
+        return officer.page("officer_register.html", {**REGISTER_CONTEXT, "values": {"category": "citizen"}})
+
+    return await _as_officer(request, show, post=False)
+
+
+@router.post("/persons")
+async def register_person(request: Request) -> Response:
+    """Register a person (PersonService.add, audited person.registered by the officer); the person's page after."""
+    async def register(officer: Officer, form: dict[str, list[str]]) -> Response:
+        values, errors = _check_registration(form, utcnow().astimezone(DISPLAY_TIMEZONE).date())
+        if errors:
+            raise officer.refuse("officer_register.html", REGISTER_CONTEXT, errors, form)
+        try:
+            person = await PersonService(officer.session).add(**values, actor=officer.actor)
+        except PersonExists:
+            field = "fin" if values["fin"] else "document_number"
+            raise officer.refuse("officer_register.html", REGISTER_CONTEXT,
+                                 {field: "officer.error.person_exists"}, form) from None
+        except InvalidIdentifier:
+            raise officer.refuse("officer_register.html", REGISTER_CONTEXT,
+                                 {"category": "officer.error.invalid"}, form) from None
+        return await _person_page(officer, person, notice_key=NOTICE_KEYS["registered"])
+
+    return await _as_officer(request, register, post=True)
+
+
+# --- a person's status and activation code ------------------------------------------------------------------
+
+@router.post("/persons/status")
+async def change_status(request: Request) -> Response:
+    """Set a person's status (PersonService.set_status, audited person.status_changed by the officer)."""
+    async def change(officer: Officer, form: dict[str, list[str]]) -> Response:
+        person = await _person_of(officer, form, "officer.html", {})
+        status = _field(form, "status")
+        if status not in STATUSES:
+            raise _Refused(await _person_page(officer, PersonRecord.of(person), status=400,
+                                              errors={"status": "officer.error.status"}))
+        changed = await PersonService(officer.session).set_status(person.fin or "", status, actor=officer.actor)
+        return await _person_page(officer, changed, notice_key=NOTICE_KEYS["status"])
+
+    return await _as_officer(request, change, post=True)
+
+
+@router.post("/persons/code")
+async def issue_code(request: Request) -> Response:
+    """Issue an activation code for the person (idp.sql.enrollment.issue_for_fin; their earlier unused codes stop
+    working). The code is shown once, on a page that is never stored (Cache-Control: no-store); the audit trail
+    names the officer, never the code."""
+    services = services_of(request)
+
+    async def issue(officer: Officer, form: dict[str, list[str]]) -> Response:
+        person = await _person_of(officer, form, "officer.html", {})
+        if person.status != "active":
+            raise _Refused(await _person_page(officer, PersonRecord.of(person), status=400,
+                                              errors={"code": "officer.error.code_inactive"}))
+        record, issued, _removed = await issue_for_fin(
+            officer.session, services.enrollment_policy, services.passkeys, fin=person.fin or "",
+            issued_by=officer.actor, revoke_credentials=False, clock=utcnow, request_id=request_id_var.get())
+        return officer.page("officer_code.html", {"person": record, "code": issued.code,
+                                                  "expires_at": issued.expires_at}, headers=NO_STORE)
+
+    return await _as_officer(request, issue, post=True)
+
+
+# --- legal entities -----------------------------------------------------------------------------------------
+
+@router.get("/entities/new")
+async def entity_form(request: Request) -> Response:
+    async def show(officer: Officer, _form: dict[str, list[str]]) -> Response:
+        return officer.page("officer_entity.html", {"registered": None})
+
+    return await _as_officer(request, show, post=False)
+
+
+@router.post("/entities")
+async def register_entity(request: Request) -> Response:
+    """Register a legal entity (EntityService.add, audited entity.registered by the officer)."""
+    async def register(officer: Officer, form: dict[str, list[str]]) -> Response:
+        errors: Errors = {}
+        voen, name, legal_form = _field(form, "voen"), _field(form, "name"), _field(form, "legal_form")
+        checks: list[tuple[str, str, Callable[[str], str], str, str]] = [
+            ("voen", voen, normalize_voen, "officer.error.voen", "officer.error.voen_required"),
+            ("name", name, entity_name, "officer.error.entity_name", "officer.error.entity_name_required"),
+            ("legal_form", legal_form, check_legal_form, "officer.error.legal_form",
+             "officer.error.legal_form_required")]
+        for field, value, check, key, missing in checks:
+            if not value:
+                errors[field] = missing
+                continue
+            try:
+                check(value)
+            except InvalidIdentifier:
+                errors[field] = key
+        context = {"registered": None}
+        if errors:
+            raise officer.refuse("officer_entity.html", context, errors, form)
+        try:
+            entity = await EntityService(officer.session).add(voen=voen, name=name, legal_form=legal_form,
+                                                              actor=officer.actor)
+        except EntityExists:
+            raise officer.refuse("officer_entity.html", context, {"voen": "officer.error.entity_exists"},
+                                 form) from None
+        return officer.page("officer_entity.html", {"registered": entity, "notice_key": NOTICE_KEYS["entity"]})
+
+    return await _as_officer(request, register, post=True)
+
+
+# --- mandates -----------------------------------------------------------------------------------------------
+
+def _start_of(day: dt.date) -> dt.datetime:
+    """Midnight at the start of `day` in Azerbaijan time (the dates an officer types are local dates)."""
+    return dt.datetime.combine(day, dt.time(0), tzinfo=DISPLAY_TIMEZONE)
+
+
+MANDATE_CONTEXT: Final = {"powers": POWERS}
+
+
+@router.get("/mandates/new")
+async def mandate_form(request: Request) -> Response:
+    async def show(officer: Officer, _form: dict[str, list[str]]) -> Response:
+        today = utcnow().astimezone(DISPLAY_TIMEZONE).date().isoformat()
+        return officer.page("officer_mandate.html", {**MANDATE_CONTEXT, "values": {"valid_from": today,
+                                                                                   "powers": []}})
+
+    return await _as_officer(request, show, post=False)
+
+
+async def _mandate_person(officer: Officer, fin: str, errors: Errors) -> Person | None:
+    """The active person a mandate is for, else None and the FIN's error."""
+    if not fin:
+        errors["fin"] = "officer.error.fin_required"
+        return None
+    try:
+        person = await PersonService(officer.session).person(fin)
+    except InvalidIdentifier:
+        errors["fin"] = "officer.error.fin"
+        return None
+    except PersonNotFound:
+        errors["fin"] = "officer.error.person_not_found"
+        return None
+    if person.status != "active":
+        errors["fin"] = "officer.error.person_inactive"
+    return person
+
+
+async def _mandate_entity(officer: Officer, voen: str, errors: Errors) -> LegalEntity | None:
+    """The active legal entity a mandate acts for, else None and the VÖEN's error."""
+    if not voen:
+        errors["voen"] = "officer.error.voen_required"
+        return None
+    try:
+        entity = await EntityService(officer.session).find(normalize_voen(voen))
+    except InvalidIdentifier:
+        errors["voen"] = "officer.error.voen"
+        return None
+    if entity is None:
+        errors["voen"] = "officer.error.entity_not_found"
+    elif entity.status != "active":
+        errors["voen"] = "officer.error.entity_inactive"
+    return entity
+
+
+def _period(form: dict[str, list[str]], errors: Errors) -> tuple[dt.date | None, dt.date | None]:
+    """The first and the last day typed (the last may be left empty: until revoked)."""
+    first = _date(_field(form, "valid_from"))
+    if first is None:
+        errors["valid_from"] = "officer.error.date"
+    typed_last = _field(form, "valid_to")
+    last = _date(typed_last) if typed_last else None
+    if typed_last and last is None:
+        errors["valid_to"] = "officer.error.date"
+    elif first is not None and last is not None and last < first:
+        errors["valid_to"] = "officer.error.period"
+    return first, last
+
+
+@router.post("/mandates")
+async def grant_mandate(request: Request) -> Response:
+    """Grant a mandate (MandateService.grant with granted_via "officer", audited mandate.granted by the officer):
+    from the first day typed (Azerbaijan time) to the end of the last day typed, or until revoked."""
+    async def grant(officer: Officer, form: dict[str, list[str]]) -> Response:
+        errors: Errors = {}
+        fin, voen = _field(form, "fin"), _field(form, "voen")
+        person = await _mandate_person(officer, fin, errors)
+        entity = await _mandate_entity(officer, voen, errors)
+        powers = form.get("powers", [])
+        if not powers or any(p not in POWERS for p in powers):
+            errors["powers"] = "officer.error.powers"
+        first, last = _period(form, errors)
+        if errors or person is None or entity is None or first is None:
+            raise officer.refuse("officer_mandate.html", MANDATE_CONTEXT, errors, form)
+        try:
+            await MandateService(officer.session).grant(
+                fin=fin, voen=voen, powers=powers, valid_from=_start_of(first),
+                valid_to=_start_of(last + dt.timedelta(days=1)) if last else None,
+                granted_by=officer.actor, granted_via="officer", actor=officer.actor)
+        except IdpError:  # InvalidMandate, or a party changed since the checks above
+            raise officer.refuse("officer_mandate.html", MANDATE_CONTEXT, {"powers": "officer.error.invalid"},
+                                 form) from None
+        return await _person_page(officer, PersonRecord.of(person), notice_key=NOTICE_KEYS["granted"])
+
+    return await _as_officer(request, grant, post=True)
+
+
+@router.post("/mandates/{mandate_id}/revoke")
+async def revoke_mandate(request: Request, mandate_id: str) -> Response:
+    """Revoke a mandate now (MandateService.revoke, audited mandate.revoked by the officer); the page of the person
+    it was granted to after."""
+    async def revoke(officer: Officer, form: dict[str, list[str]]) -> Response:
+        person = await _person_of(officer, form, "officer.html", {})
+        record = PersonRecord.of(person)
+        mandates = {m.id for m in await MandateService(officer.session).all_of(person.id)}
+        if mandate_id not in mandates:
+            raise _Refused(await _person_page(officer, record, status=404,
+                                              errors={"mandates": "officer.error.mandate_not_found"}))
+        try:
+            await MandateService(officer.session).revoke(mandate_id, actor=officer.actor)
+        except (MandateNotFound, InvalidMandate):
+            raise _Refused(await _person_page(officer, record, status=400,
+                                              errors={"mandates": "officer.error.mandate_revoked"})) from None
+        return await _person_page(officer, record, notice_key=NOTICE_KEYS["revoked"])
+
+    return await _as_officer(request, revoke, post=True)
+
+
+__all__ = ["OFFICER_CSRF_PURPOSE", "OFFICER_ROLES", "REQUIRED_LEVEL", "router"]
