@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import jwt as pyjwt
 from fastapi import FastAPI
-from playwright.async_api import BrowserContext, Page, Route
+from playwright.async_api import BrowserContext, Page, Route, ViewportSize
 
 from api.deps import Services
 from idp.sql.registry import EntityService, MandateService
@@ -24,7 +24,7 @@ from tests.browser.conftest import axe_violations, virtual_authenticator
 from tests.browser.test_approval_browser import FIN, NO_CONDITIONAL_UI, enroll, serve_in_process, tab_to
 from tests.oidc_tools import ISSUER, Registered, pkce_pair, redeem, register_client
 
-PHONE = {"width": 375, "height": 740}
+PHONE: ViewportSize = {"width": 375, "height": 740}
 REDIRECT = "https://tax.agency.example/cb"
 ENTITIES = {"1400057421": "Açar Texnologiya MMC", "1400057431": "Xəzər Logistika ASC"}
 

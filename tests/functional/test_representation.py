@@ -5,6 +5,7 @@ offers only the person's mandates valid now with the power represent_at_login, o
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import re
 import secrets
@@ -390,3 +391,45 @@ async def test_the_token_store_reads_mandates_by_the_registrys_rule(initialized:
                    for m in world.mandate_ids.values()}
         assert store == registry, at
         assert {m for m, valid in one.items() if valid} == set(registry), at
+
+
+class CallRecorder:
+    """The request's real store, recording the name of every method the token endpoint calls on it."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._inner, name)
+        if not callable(attribute):
+            return attribute
+
+        def recorded(*args: Any, **kw: Any) -> Any:
+            self.calls.append(name)
+            return attribute(*args, **kw)
+        return recorded
+
+
+async def refresh_calls(services: Services, rp: Registered, refresh_token: str) -> list[str]:
+    basic = "Basic " + base64.b64encode(f"{rp.client_id}:{rp.secret}".encode()).decode()
+    provider = services.oidc
+    async with provider.unit_of_work() as unit:
+        store = CallRecorder(unit.oidc)
+        await provider.grants.token({"grant_type": "refresh_token", "refresh_token": refresh_token}, basic, store)
+    return list(store.calls)
+
+
+async def test_grants_without_representation_read_no_mandate_at_the_token_endpoint(
+        http: httpx.AsyncClient, initialized: Services, rp: Registered, world: World) -> None:
+    """The token endpoint is benchmarked (issue 11): a grant without a representation pays no query for it; one with
+    a representation reads its mandate once per token."""
+    plain = await tokens(http, rp, await walk(http, rp, scope="openid profile"))
+    myself = await tokens(http, rp, await walk(http, rp, choice="self"))
+    entity = await tokens(http, rp, await walk(http, rp, choice=world.offered["1400057421"]))
+    without = await refresh_calls(initialized, rp, plain["refresh_token"])
+    assert "representation" not in without and "representations" not in without
+    assert await refresh_calls(initialized, rp, myself["refresh_token"]) == without
+    with_entity = await refresh_calls(initialized, rp, entity["refresh_token"])
+    assert with_entity.count("representation") == 1
+    assert [c for c in with_entity if c != "representation"] == without
