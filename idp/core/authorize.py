@@ -7,8 +7,9 @@ its ID token carries no nonce claim. PKCE binds the code to the client's request
 
 `AuthorizationService.authorize` validates a request and answers one of three plain results: an error page
 (before the redirect URI is trusted: OIDC Core 3.1.2.6 and RFC 6749 4.1.2.1 forbid redirecting then), a
-redirect to the client (the code, or an error), or an interaction (login or consent) that resumes with
-`resume`. api/ renders them; nothing here knows HTTP.
+redirect to the client (the code, or an error), or an interaction (login, the representation choice of a
+`represents` request, or consent) that resumes with `resume` (the choice with `choose_representation`). api/
+renders them; nothing here knows HTTP.
 """
 
 from __future__ import annotations
