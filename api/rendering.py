@@ -215,6 +215,8 @@ ERROR_MESSAGES: Mapping[str, str] = {
     "unknown level of assurance": "error.level_unknown",
     "no person is registered with this FIN": "error.person_unknown",
     "choose Allow or Deny": "error.decision_missing",
+    "choose whom you act for": "error.representation_missing",
+    "you hold no valid mandate to represent this organisation at sign-in; choose again": "error.mandate_not_valid",
     "id_token_hint is not a valid ID token of this provider": "error.logout_request_invalid",
     "client_id does not match the id_token_hint": "error.logout_request_invalid",
     "post_logout_redirect_uri needs id_token_hint or client_id": "error.logout_request_invalid",

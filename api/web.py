@@ -221,7 +221,7 @@ def query_url(result: Redirect) -> str:
 
 
 def interaction_path(result: Interaction) -> str:
-    return f"/interaction/{result.pending.id}" + ("/consent" if result.kind == "consent" else "")
+    return f"/interaction/{result.pending.id}" + {"consent": "/consent", "represent": "/represent"}.get(result.kind, "")
 
 
 def redirect_to_client(result: Redirect) -> Response:

@@ -26,6 +26,7 @@ from idp.core.interfaces import (
     Level,
     LoginState,
     PendingRequest,
+    Representation,
 )
 from idp.sql.clients import (
     SECRET_METHODS,
@@ -84,6 +85,8 @@ class FakeOidcStore:
         self.session_clients: dict[str, dict[str, str]] = {}
         self.logouts: list[tuple[str, str, str]] = []
         """(client_id, sub, sid) of each queued back-channel logout."""
+        self.mandates: dict[str, list[Representation]] = {}
+        """person_id -> their valid mandates to represent at login (what idp.sql.store reads from the registry)."""
         self.events: list[AuditEntry] = []
         self.writes: list[tuple[str, str]] = []
 
@@ -133,6 +136,14 @@ class FakeOidcStore:
     async def delete_pending(self, pending_id: str) -> None:
         self.pending.pop(pending_id, None)
         self.writes.append(("delete_pending", pending_id))
+
+    async def update_pending(self, pending: PendingRequest) -> None:
+        self.pending[pending.id] = pending
+        self.writes.append(("update_pending", pending.id))
+
+    # representation at login
+    async def representations(self, person_id: str, now: dt.datetime) -> list[Representation]:
+        return list(self.mandates.get(person_id, ()))
 
     # grants and codes
     async def create_grant(self, grant: GrantRecord) -> None:

@@ -124,6 +124,44 @@ async def dev_login(request: Request, pending_id: str) -> Response:
     return done.with_cookie(answer(done.result), provider)
 
 
+@router.get("/interaction/{pending_id}/represent")
+async def represent_page(request: Request, pending_id: str) -> Response:
+    """Representation at login (docs/registry.md): after the login, a person holding valid mandates to represent
+    at login chooses to act as themselves or for one of the entities, when the client requested the `represents`
+    scope (idp.core.authorize.AuthorizationService.choose_representation)."""
+    provider = provider_of(request)
+    async with provider.unit_of_work() as unit:
+        current = await provider.login_sessions.current(unit.oidc, session_cookie(request, provider))
+        result = await provider.authorization.resume(pending_id, store=unit.oidc, session=current,
+                                                     browser=browser_binding(request))
+    if not isinstance(result, Interaction) or result.kind != "represent":
+        return answer(result)
+    return render("represent.html", {
+        "title": "Whom do you act for?", "client_name": result.client.name, "choices": result.choices,
+        "pending_id": result.pending.id, "csrf_token": result.pending.csrf_token,
+        "ui_locales": result.pending.params.get("ui_locales"),
+    }, form_targets=[str(result.pending.params["redirect_uri"])])
+
+
+@router.post("/interaction/{pending_id}/represent")
+async def represent_decision(request: Request, pending_id: str) -> Response:
+    """The choice of the representation page: "self" or a mandate's id (CSRF: the pending request's token). A
+    choice of a mandate the person does not hold valid now is refused and changes nothing."""
+    provider = provider_of(request)
+    form = await read_page_form(request)
+    async with provider.unit_of_work() as unit:
+        pending = await _posted_pending(request, unit.oidc, pending_id, form)
+        if isinstance(pending, Response):
+            return pending
+        choice = form.get("represents", [])
+        if len(choice) != 1 or not choice[0] or len(choice[0]) > 64:
+            return error_page("invalid_request", "choose whom you act for")
+        current = await provider.login_sessions.current(unit.oidc, session_cookie(request, provider))
+        result = await provider.authorization.choose_representation(pending.id, choice[0], store=unit.oidc,
+                                                                    session=current, browser=browser_binding(request))
+    return answer(result)
+
+
 @router.get("/interaction/{pending_id}/consent")
 async def consent_page(request: Request, pending_id: str) -> Response:
     provider = provider_of(request)

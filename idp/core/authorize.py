@@ -7,8 +7,9 @@ its ID token carries no nonce claim. PKCE binds the code to the client's request
 
 `AuthorizationService.authorize` validates a request and answers one of three plain results: an error page
 (before the redirect URI is trusted: OIDC Core 3.1.2.6 and RFC 6749 4.1.2.1 forbid redirecting then), a
-redirect to the client (the code, or an error), or an interaction (login or consent) that resumes with
-`resume`. api/ renders them; nothing here knows HTTP.
+redirect to the client (the code, or an error), or an interaction (login, the representation choice of a
+`represents` request, or consent) that resumes with `resume` (the choice with `choose_representation`). api/
+renders them; nothing here knows HTTP.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from idp.core import loa, pkce
-from idp.core.claims import EMPTY_CLAIMS, ClaimsRequest, parse_claims_parameter, releasable
+from idp.core.claims import EMPTY_CLAIMS, REPRESENTS, ClaimsRequest, parse_claims_parameter, releasable
 from idp.core.errors import InvalidRequest
 from idp.core.interfaces import (
     Client,
@@ -33,6 +34,7 @@ from idp.core.interfaces import (
     LoginState,
     OidcStore,
     PendingRequest,
+    Representation,
 )
 from idp.core.subjects import SubjectIdentifiers
 
@@ -68,13 +70,15 @@ class Redirect:
 
 @dataclass(frozen=True, slots=True)
 class Interaction:
-    """The citizen must act first: log in (at `level` or above) or consent; `pending.id` resumes."""
+    """The citizen must act first: log in (at `level` or above), choose whom they act for (`choices`: their valid
+    mandates to represent at login) or consent; `pending.id` resumes."""
 
-    kind: Literal["login", "consent"]
+    kind: Literal["login", "represent", "consent"]
     pending: PendingRequest
     client: Client
     level: Level | None = None
     claims: frozenset[str] = frozenset()
+    choices: tuple[Representation, ...] = ()
 
 
 AuthorizeResult = ErrorPage | Redirect | Interaction
@@ -106,6 +110,9 @@ class _Request:
     login_hint: str | None = None
     hint_sub: str | None = None
     browser: str | None = None
+    represents: Mapping[str, Any] | None = None
+    """Whom the person chose to act for in this request: None before a choice, else {"person_id": who chose,
+    "mandate": None (themselves) or Representation.as_json()}."""
 
     def to_params(self) -> dict[str, Any]:
         return {
@@ -114,6 +121,7 @@ class _Request:
             "code_challenge": self.code_challenge, "prompt": sorted(self.prompt), "max_age": self.max_age,
             "claims": self.claims.as_json(), "level": self.level, "ui_locales": self.ui_locales,
             "login_hint": self.login_hint, "hint_sub": self.hint_sub, "browser": self.browser,
+            "represents": dict(self.represents) if self.represents is not None else None,
         }
 
     @classmethod
@@ -122,7 +130,7 @@ class _Request:
                    state=p["state"], scopes=list(p["scopes"]), nonce=p["nonce"], code_challenge=p["code_challenge"],
                    prompt=set(p["prompt"]), max_age=p["max_age"], claims=ClaimsRequest.from_json(p["claims"]),
                    level=p["level"], ui_locales=p["ui_locales"], login_hint=p["login_hint"], hint_sub=p["hint_sub"],
-                   browser=p.get("browser"))
+                   browser=p.get("browser"), represents=p.get("represents"))
 
 
 IdTokenHintVerifier = Callable[[str], Awaitable[Mapping[str, Any]]]
@@ -224,6 +232,37 @@ class AuthorizationService:
         if not isinstance(result, Interaction):
             await store.delete_pending(pending_id)
         return result
+
+    async def choose_representation(self, pending_id: str, choice: str, *, store: OidcStore,
+                                    session: LoginState | None, browser: str | None) -> AuthorizeResult:
+        """Representation at login (docs/registry.md): the person of `session` acts in this authorization as
+        themselves (`choice` "self") or for the entity of their mandate `choice`, which must be valid now with the
+        power to represent at login; anything else (a forged form) is refused with an error page and changes
+        nothing. The choice is kept with the pending request (then with the grant, `_issue_code`) and audited
+        (login.representation_chosen), and the request resumes."""
+        pending = await self.pending_for(store, pending_id, browser)
+        if pending is None:
+            return ErrorPage("invalid_request", "this sign-in request has expired or was already completed; "
+                             "start again from the service you were using")
+        usable = session is not None and session.ended_at is None and session.expires_at > self._clock()
+        if session is None or not usable or REPRESENTS not in pending.params.get("scopes", ()):
+            return await self.resume(pending_id, store=store, session=session, browser=browser)
+        if choice == "self":
+            chosen: Representation | None = None
+        else:
+            valid = {r.mandate_id: r for r in await store.representations(session.person_id, self._clock())}
+            chosen = valid.get(choice)
+            if chosen is None:
+                return ErrorPage("access_denied", "you hold no valid mandate to represent this organisation at "
+                                 "sign-in; choose again")
+        params = {**pending.params, "represents": {
+            "person_id": session.person_id, "mandate": chosen.as_json() if chosen is not None else None}}
+        await store.update_pending(PendingRequest(id=pending.id, client_id=pending.client_id, params=params,
+                                                  csrf_token=pending.csrf_token, expires_at=pending.expires_at))
+        await store.audit("login.representation_chosen", actor=session.person_id, subject=pending.client_id,
+                          detail={"as": "self"} if chosen is None else
+                          {"as": "entity", "voen": chosen.voen, "mandate": chosen.mandate_id})
+        return await self.resume(pending_id, store=store, session=session, browser=browser)
 
     async def sign_in_for_page(self, store: OidcStore, *, client: Client, return_to: str, level: Level | None,
                                browser: str, ui_locales: str | None = None) -> Interaction:
@@ -393,6 +432,10 @@ class AuthorizationService:
             pending = await self._pending(store, request, pending_id)
             return Interaction("login", pending, client, level=request.level)
         assert session is not None  # noqa: S101 - need_login covers the missing session
+        if REPRESENTS in request.scopes and not self._chosen(request, session):
+            step = await self._representation_step(request, store=store, session=session, pending_id=pending_id)
+            if step is not None:
+                return step
         wanted = self._wanted_claims(request)
         if not consented:
             existing = await store.get_consent(session.person_id, client.client_id)
@@ -404,6 +447,26 @@ class AuthorizationService:
                 pending = await self._pending(store, request, pending_id)
                 return Interaction("consent", pending, client, claims=frozenset(wanted))
         return await self._issue_code(request, store=store, session=session, wanted=wanted, now=now)
+
+    async def _representation_step(self, request: _Request, *, store: OidcStore, session: LoginState,
+                                   pending_id: str | None) -> AuthorizeResult | None:
+        """The representation choice a `represents` request needs before its code (docs/registry.md): the page
+        listing the person's valid mandates to represent at login, or None when they hold none (they act as
+        themselves, nothing is asked). prompt=none cannot show it: interaction_required (OIDC Core 3.1.2.6)."""
+        choices = await store.representations(session.person_id, self._clock())
+        if not choices:
+            return None
+        if "none" in request.prompt:
+            return self._error(request.redirect_uri, request.response_mode, request.state, "interaction_required",
+                               "the user must choose whom they act for")
+        pending = await self._pending(store, request, pending_id)
+        return Interaction("represent", pending, request.client, choices=tuple(choices))
+
+    @staticmethod
+    def _chosen(request: _Request, session: LoginState) -> bool:
+        """Whether the person of `session` has chosen whom they act for in this request (a choice made before
+        another person logged in in the same request does not count)."""
+        return request.represents is not None and request.represents.get("person_id") == session.person_id
 
     async def _pending(self, store: OidcStore, request: _Request, pending_id: str | None) -> PendingRequest:
         if pending_id is not None:
@@ -423,10 +486,13 @@ class AuthorizationService:
         grant_id = secrets.token_urlsafe(16)
         claims_json = request.claims.as_json()
         claims_json["released"] = sorted(wanted)
+        represents = None
+        if REPRESENTS in request.scopes and self._chosen(request, session) and request.represents is not None:
+            represents = request.represents.get("mandate")
         await store.create_grant(GrantRecord(
             id=grant_id, client_id=client.client_id, person_id=session.person_id, session_sid=session.sid, sub=sub,
             scope=" ".join(request.scopes), claims=claims_json, acr=self.acr.uri(session.level), amr=session.amr,
-            auth_time=session.auth_time, expires_at=now + self._grant_lifetime,
+            auth_time=session.auth_time, expires_at=now + self._grant_lifetime, represents=represents,
         ))
         code = secrets.token_urlsafe(32)
         await store.create_code(CodeRecord(

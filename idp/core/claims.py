@@ -20,6 +20,7 @@ SCOPE_CLAIMS: Mapping[str, tuple[str, ...]] = {
     "profile": ("name", "given_name", "family_name"),
     "fin": ("fin",),
     "birthdate": ("birthdate",),
+    "represents": ("represents",),
 }
 """Scopes that release personal claims (OIDC Core 5.4 for profile; fin and birthdate are national)."""
 OIDC_SCOPES = (*SCOPE_CLAIMS, "offline_access")
@@ -27,6 +28,11 @@ CLAIM_SCOPE = {claim: scope for scope, claims in SCOPE_CLAIMS.items() for claim 
 SUPPORTED_CLAIMS = ("sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "sid", "azp",
                     *(c for s in SCOPE_CLAIMS.values() for c in s if c != "sub"))
 MAX_CLAIMS_PARAMETER = 4096
+REPRESENTS = "represents"
+"""Representation at login (docs/registry.md): the scope a client is registered for and requests to receive the
+`represents` claim, the entity the person chose to act for. Other clients never see the choice."""
+REPRESENT_POWER = "represent_at_login"
+"""The mandate power that allows a person to log in as an entity's representative (idp.sql.registry.POWERS)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,5 +124,6 @@ CLAIM_DESCRIPTIONS: Mapping[str, str] = {
     "family_name": "your family name",
     "fin": "your personal identification number (FIN)",
     "birthdate": "your date of birth",
+    "represents": "the organisation you choose to act for, if you act for one",
 }
 """Plain words for the consent page (translated with the pages)."""

@@ -15,6 +15,13 @@ is kept without storing it in the clear.
 Introspection (RFC 7662) is for confidential clients only, and tells a client about its own tokens and those of the
 clients it is registered to introspect (`Client.introspect_clients`); every other token is {"active": false}.
 A disabled client's tokens are inactive at once (userinfo, introspection; its grants are revoked on disabling).
+
+Representation at login (docs/registry.md): a grant made while the person chose to act for an entity carries the
+`represents` claim in its ID tokens and userinfo while its scope has `represents`. The mandate is checked again at
+every token issued from the grant: once it is no longer valid (revoked, expired, the entity no longer active, the
+power removed) the grant is revoked and the token request refused with invalid_grant (RFC 6749 section 5.2: the
+grant "is invalid, expired, revoked"), so no token ever claims a mandate that has ended; userinfo answers
+invalid_token. Grants without representation read nothing more.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from idp.core import pkce
 from idp.core.authorize import token_hash
-from idp.core.claims import OIDC_SCOPES, SCOPE_CLAIMS, ClaimsRequest, person_claims
+from idp.core.claims import OIDC_SCOPES, REPRESENTS, SCOPE_CLAIMS, ClaimsRequest, person_claims
 from idp.core.errors import (
     InvalidClient,
     InvalidGrant,
@@ -279,6 +286,7 @@ class TokenService:
         """The token response of a grant: a new access token and ID token, and the refresh token `refresh` (a new
         random one when None), stored unless `store_refresh` is False (the same successor answered again)."""
         scope = scope if scope is not None else grant.scope
+        represents = await self._represents(client, grant, scope, store, now)
         auth_time = int(grant.auth_time.timestamp())
         access, expires_in = await self.tokens.access_token(
             client_id=client.client_id, sub=grant.sub, scope=scope, jti=new_jti(grant.id),
@@ -292,6 +300,8 @@ class TokenService:
             subject = await store.subject(grant.person_id)
             if subject is not None:
                 id_claims = person_claims(subject, wanted)
+        if represents is not None:
+            id_claims[REPRESENTS] = represents
         id_token = await self.tokens.id_token(
             client_id=client.client_id, alg=client.id_token_alg, sub=grant.sub, nonce=nonce, auth_time=auth_time,
             acr=grant.acr, amr=grant.amr, sid=grant.session_sid, access_token=access, claims=id_claims,
@@ -307,6 +317,20 @@ class TokenService:
                 ))
             body["refresh_token"] = refresh
         return body
+
+    async def _represents(self, client: Client, grant: GrantRecord, scope: str, store: TokenStore,
+                          now: dt.datetime) -> dict[str, Any] | None:
+        """The `represents` claim of a token of `grant` with `scope`: None when the person acts as themselves (no
+        query), else the mandate as it is now; a mandate no longer valid revokes the grant and refuses the request
+        (module docstring)."""
+        if grant.represents is None or REPRESENTS not in scope.split():
+            return None
+        current = await store.representation(grant.person_id, str(grant.represents.get("mandate_id", "")), now)
+        if current is None:
+            await self._revoke_family(store, grant.id, "representation mandate no longer valid", client.client_id)
+            raise InvalidGrant("the mandate the person acts under is no longer valid; the authorization is revoked",
+                               persist=True)
+        return current.claim()
 
     async def _revoke_family(self, store: TokenStore, grant_id: str, reason: str, actor: str) -> None:
         if await store.revoke_grant(grant_id, self._clock(), reason):
@@ -344,8 +368,14 @@ class TokenService:
         scopes = set(str(verified.claims.get("scope", "")).split())
         wanted = {c for s in scopes for c in SCOPE_CLAIMS.get(s, ())}
         wanted |= set(ClaimsRequest.from_json(grant.claims).userinfo)
-        body = {"sub": grant.sub}
+        body: dict[str, Any] = {"sub": grant.sub}
         body.update(person_claims(subject, wanted & released))
+        if grant.represents is not None and REPRESENTS in scopes:
+            current = await store.representation(grant.person_id, str(grant.represents.get("mandate_id", "")),
+                                                 self._clock())
+            if current is None:
+                raise InvalidToken("the mandate the person acts under is no longer valid")
+            body[REPRESENTS] = current.claim()
         return body
 
     async def introspect(self, form: Mapping[str, str], authorization: str | None, store: TokenStore) -> dict[str, Any]:

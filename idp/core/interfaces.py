@@ -95,6 +95,29 @@ class GrantRecord:
     auth_time: dt.datetime
     expires_at: dt.datetime
     revoked_at: dt.datetime | None = None
+    represents: Mapping[str, Any] | None = None
+    """The entity the person chose to act for in this authorization (representation at login): the mandate's id,
+    the entity's VÖEN and name and the mandate's powers at the time of the choice; None when acting as themselves.
+    Re-checked at every token issued from the grant (idp.core.grants)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Representation:
+    """A valid mandate with the power to represent at login: person may act for entity `voen` (`name`) with
+    `powers` (idp.sql.registry.POWERS)."""
+
+    mandate_id: str
+    voen: str
+    name: str
+    powers: tuple[str, ...]
+
+    def claim(self) -> dict[str, Any]:
+        """The `represents` claim (docs/registry.md, "Representation at login")."""
+        return {"voen": self.voen, "name": self.name, "powers": sorted(self.powers)}
+
+    def as_json(self) -> dict[str, Any]:
+        """As stored with the pending request and the grant."""
+        return {"mandate_id": self.mandate_id, **self.claim()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +186,12 @@ class OidcStore(Protocol):
     async def save_pending(self, pending: PendingRequest) -> None: ...
     async def get_pending(self, pending_id: str) -> PendingRequest | None: ...
     async def delete_pending(self, pending_id: str) -> None: ...
+    async def update_pending(self, pending: PendingRequest) -> None: ...
+    """Store new params of a pending request (the representation chosen in it)."""
+
+    # representation at login
+    async def representations(self, person_id: str, now: dt.datetime) -> list[Representation]: ...
+    """The person's mandates valid at `now` with the power to represent at login (oldest grant first)."""
 
     # grants, codes, refresh tokens
     async def create_grant(self, grant: GrantRecord) -> None: ...
@@ -188,6 +217,8 @@ class TokenStore(Protocol):
 
     async def subject(self, person_id: str) -> Subject | None: ...
     async def get_grant(self, grant_id: str) -> GrantRecord | None: ...
+    async def representation(self, person_id: str, mandate_id: str, now: dt.datetime) -> Representation | None: ...
+    """The mandate `mandate_id` of the person when it is valid at `now` with the power to represent at login."""
     async def revoke_grant(self, grant_id: str, now: dt.datetime, reason: str) -> bool: ...
     async def get_code(self, code_hash: str) -> CodeRecord | None: ...
     async def redeem_code(self, code_hash: str, now: dt.datetime) -> tuple[CodeRecord, GrantRecord | None] | None:

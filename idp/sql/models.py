@@ -217,6 +217,9 @@ class Grant(Base):
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     revoked_reason: Mapped[str | None] = mapped_column(String(200))
+    represents: Mapped[dict[str, object] | None] = mapped_column(JSON)
+    """Representation at login: the entity the person chose to act for in this authorization (the mandate's id,
+    the entity's VÖEN and name, the powers: idp.core.interfaces.Representation.as_json); NULL as themselves."""
 
 
 class AuthorizationCode(Base):

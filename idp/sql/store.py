@@ -12,9 +12,10 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from idp.core.claims import REPRESENT_POWER
 from idp.core.interfaces import (
     LEVELS,
     CodeRecord,
@@ -24,6 +25,7 @@ from idp.core.interfaces import (
     LoginState,
     PendingRequest,
     RefreshRecord,
+    Representation,
     Subject,
 )
 from idp.sql.models import (
@@ -32,8 +34,10 @@ from idp.sql.models import (
     ClientAssertionJti,
     Consent,
     Grant,
+    LegalEntity,
     LoginSession,
     LogoutDelivery,
+    Mandate,
     OAuthClient,
     Person,
     RefreshToken,
@@ -48,6 +52,7 @@ _codes, _grants, _refresh = table(AuthorizationCode), table(Grant), table(Refres
 _persons, _assertions = table(Person), table(ClientAssertionJti)
 _sessions, _session_clients, _pending = table(LoginSession), table(SessionClient), table(AuthorizationRequest)
 _consents, _clients, _deliveries = table(Consent), table(OAuthClient), table(LogoutDelivery)
+_mandates, _entities = table(Mandate), table(LegalEntity)
 
 
 # persons and sessions
@@ -73,11 +78,23 @@ INSERT_PENDING = insert(_pending)
 PENDING = select(_pending.c.id, _pending.c.client_id, _pending.c.params, _pending.c.csrf_token,
                  _pending.c.expires_at).where(_pending.c.id == bindparam("id"))
 DELETE_PENDING = delete(_pending).where(_pending.c.id == bindparam("id"))
+UPDATE_PENDING = update(_pending).where(_pending.c.id == bindparam("id")).values(params=bindparam("params"))
+
+# representation at login: the person's valid mandates, by the rule of idp.sql.registry.MandateService.valid (begun,
+# not expired, not revoked at or before now, the entity active); the power is filtered in Python (a JSON list)
+_VALID_MANDATES = select(_mandates.c.id, _entities.c.voen, _entities.c.name, _mandates.c.powers) \
+    .join(_entities, _entities.c.id == _mandates.c.entity_id) \
+    .where(_mandates.c.person_id == bindparam("person_id"), _mandates.c.valid_from <= bindparam("now"),
+           or_(_mandates.c.valid_to.is_(None), _mandates.c.valid_to > bindparam("now")),
+           or_(_mandates.c.revoked_at.is_(None), _mandates.c.revoked_at > bindparam("now")),
+           _entities.c.status == "active")
+VALID_MANDATES = _VALID_MANDATES.order_by(_mandates.c.created_at, _mandates.c.id)
+VALID_MANDATE = _VALID_MANDATES.where(_mandates.c.id == bindparam("mandate_id"))
 
 # grants, codes, refresh tokens
 _GRANT_COLUMNS = (_grants.c.id, _grants.c.client_id, _grants.c.person_id, _grants.c.session_sid, _grants.c.sub,
                   _grants.c.scope, _grants.c.claims, _grants.c.acr, _grants.c.amr, _grants.c.auth_time,
-                  _grants.c.expires_at, _grants.c.revoked_at)
+                  _grants.c.expires_at, _grants.c.revoked_at, _grants.c.represents)
 INSERT_GRANT = insert(_grants)
 GRANT = select(*_GRANT_COLUMNS).where(_grants.c.id == bindparam("id"))
 REVOKE_GRANT = update(_grants).where(_grants.c.id == bindparam("id"), _grants.c.revoked_at.is_(None)) \
@@ -133,10 +150,19 @@ def _login_state(row: tuple[Any, ...]) -> LoginState:
 
 
 def _grant(row: tuple[Any, ...]) -> GrantRecord:
-    (id_, client_id, person_id, sid, sub, scope, claims, acr, amr, auth_time, expires_at, revoked_at) = row
+    (id_, client_id, person_id, sid, sub, scope, claims, acr, amr, auth_time, expires_at, revoked_at,
+     represents) = row
     return GrantRecord(id=id_, client_id=client_id, person_id=person_id, session_sid=sid, sub=sub, scope=scope,
                        claims=claims, acr=acr, amr=tuple(amr or ()), auth_time=auth_time, expires_at=expires_at,
-                       revoked_at=revoked_at)
+                       revoked_at=revoked_at, represents=represents)
+
+
+def _representation(row: tuple[Any, ...]) -> Representation | None:
+    """A valid mandate's row as a Representation, or None without the power to represent at login."""
+    mandate_id, voen, name, powers = row
+    if REPRESENT_POWER not in (powers or ()):
+        return None
+    return Representation(mandate_id=mandate_id, voen=voen, name=name, powers=tuple(sorted(powers)))
 
 
 def _consent(row: tuple[Any, ...]) -> ConsentRecord:
@@ -218,6 +244,21 @@ class SqlOidcStore:
         await self.tx.execute(DELETE_PENDING, id=pending_id)
         self._pending[pending_id] = None
 
+    async def update_pending(self, pending: PendingRequest) -> None:
+        await self.tx.execute(UPDATE_PENDING, id=pending.id, params=dict(pending.params))
+        self._pending[pending.id] = pending
+
+    # representation at login
+    async def representations(self, person_id: str, now: dt.datetime) -> list[Representation]:
+        rows = await self.tx.all(VALID_MANDATES, person_id=person_id, now=now)
+        return [r for r in map(_representation, rows) if r is not None]
+
+    async def representation(self, person_id: str, mandate_id: str, now: dt.datetime) -> Representation | None:
+        if not mandate_id or len(mandate_id) > 36:
+            return None
+        row = await self.tx.one(VALID_MANDATE, person_id=person_id, mandate_id=mandate_id, now=now)
+        return _representation(row) if row is not None else None
+
     # grants, codes, refresh tokens
     async def create_grant(self, grant: GrantRecord) -> None:
         await self.tx.execute(
@@ -225,7 +266,7 @@ class SqlOidcStore:
             session_sid=grant.session_sid, sub=grant.sub, scope=grant.scope,
             claims=dict(grant.claims) if grant.claims is not None else None, acr=grant.acr, amr=list(grant.amr),
             auth_time=grant.auth_time, expires_at=grant.expires_at, created_at=utcnow(), revoked_at=None,
-            revoked_reason=None)
+            revoked_reason=None, represents=dict(grant.represents) if grant.represents is not None else None)
 
     async def get_grant(self, grant_id: str) -> GrantRecord | None:
         if len(grant_id) > 32:

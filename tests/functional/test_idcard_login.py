@@ -98,10 +98,10 @@ class Started:
     params: dict[str, str]
 
 
-async def start(services: Services, http: httpx.AsyncClient, rp: Registered) -> Started:
+async def start(services: Services, http: httpx.AsyncClient, rp: Registered, **extra: str) -> Started:
     """GET /authorize at level high up to the login page: the pending request's id and CSRF token."""
     verifier, challenge = pkce_pair()
-    params = authorization_params(rp, challenge, acr_values=services.settings.acr_high)
+    params = authorization_params(rp, challenge, acr_values=services.settings.acr_high, **extra)
     r = await http.get("/authorize", params=params)
     assert r.status_code == 303, r.text
     pending_id = r.headers["location"].split("/")[2]
@@ -209,6 +209,34 @@ async def test_webeid_login_to_id_token_at_level_high(initialized: Services, htt
     refused(r, 400, "webeid_challenge_invalid")
     assert await rows(initialized) == before
     assert (await refused_events(initialized))[-1] == {"method": "idcard-webeid", "code": "webeid_challenge_invalid"}
+
+
+async def test_webeid_login_then_the_representation_choice(initialized: Services, http: httpx.AsyncClient,
+                                                             pki: IdCardPki) -> None:
+    """Representation at login after an ID-card login (docs/registry.md): the login's next step is the choice,
+    and the chosen entity is in the ID token."""
+    from idp.sql.registry import EntityService, MandateService
+
+    rp = await register_client(initialized, scopes=("openid", "profile", "represents"))
+    await person(initialized)
+    async with initialized.sessions() as session, session.begin():
+        await EntityService(session).add(voen="1400057421", name="Açar Texnologiya MMC", legal_form="MMC",
+                                         actor="test")
+        mandate = await MandateService(session).grant(fin=FIN, voen="1400057421", powers=["represent_at_login"],
+                                                      granted_by="officer-1", granted_via="officer", actor="test")
+    started = await start(initialized, http, rp, scope="openid profile represents")
+    nonce = await challenge(http, started)
+    r = await webeid_login(http, started, nonce, pki.card(fin=FIN).token(origin=ISSUER, nonce=nonce))
+    assert r.status_code == 200, r.text
+    location = r.json()["redirect"]
+    assert location == f"/interaction/{started.pending_id}/represent"
+    page = await http.get(location)
+    assert page.status_code == 200 and "1400057421" in page.text
+    r = await http.post(location, data={"csrf_token": started.csrf, "represents": mandate.id})
+    assert r.status_code == 303, r.text
+    claims = await finish(http, initialized, rp, started, r.headers["location"])
+    assert claims["represents"] == {"voen": "1400057421", "name": "Açar Texnologiya MMC",
+                                    "powers": ["represent_at_login"]}
 
 
 async def test_login_page_offers_the_mtls_listener(initialized: Services, http: httpx.AsyncClient,

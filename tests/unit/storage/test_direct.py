@@ -32,6 +32,7 @@ from tests.oidc_tools import register_client
 
 WHEN = dt.datetime(2026, 11, 27, 12, 30, 15, 123456, tzinfo=dt.UTC)
 COUNT_EVENTS = select(func.count(AuditEvent.id))
+REPRESENTS = {"mandate_id": "m-1", "voen": "1400057421", "name": "Şəki Şirkəti MMC", "powers": ["represent_at_login"]}
 
 
 async def _events(services: Services, event_type: str) -> list[AuditEvent]:
@@ -60,7 +61,8 @@ async def test_rows_the_orm_wrote_read_the_same_directly(services: Services) -> 
         await session.flush()
         session.add(Grant(id="g-direct", client_id=rp.client_id, person_id=person.id, session_sid=None, sub="sub-1",
                           scope="openid", claims={"released": ["fin"], "id_token": {"fin": None}}, acr="urn:x",
-                          amr=["hwk", "user"], auth_time=WHEN, expires_at=WHEN + dt.timedelta(days=1)))
+                          amr=["hwk", "user"], auth_time=WHEN, expires_at=WHEN + dt.timedelta(days=1),
+                          represents=REPRESENTS))
 
     async with services.direct.transaction() as tx:
         row = await tx.one(GRANT, id="g-direct")
@@ -69,7 +71,7 @@ async def test_rows_the_orm_wrote_read_the_same_directly(services: Services) -> 
     assert missing is None
     assert row == ("g-direct", rp.client_id, person.id, None, "sub-1", "openid",
                    {"released": ["fin"], "id_token": {"fin": None}}, "urn:x", ["hwk", "user"], WHEN,
-                   WHEN + dt.timedelta(days=1), None)
+                   WHEN + dt.timedelta(days=1), None, REPRESENTS)
 
 
 async def test_a_unit_that_raises_writes_nothing(services: Services) -> None:
