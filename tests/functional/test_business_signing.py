@@ -40,6 +40,7 @@ from signing.sql.entities import configure_entity
 from signing.sql.models import SigningCallback, SigningDocument, SigningJob, SigningRequest
 from storage.audit import AuditEvent
 from tests.approval_tools import text_pdf
+from tests.functional.helpers import InProcessAcar
 from tests.functional.test_signing_approval import _sign_in, _signer
 from tests.local_http import serving
 from tests.oidc_tools import asgi_browser
@@ -358,3 +359,31 @@ async def test_request_problems(initialized: Services, client: httpx.AsyncClient
     assert r.status_code == 422 and r.json()["code"] == "invalid_request", r.text
     async with initialized.sessions() as session:
         assert (await session.execute(select(func.count()).select_from(SigningRequest))).scalar_one() == 0
+
+
+async def test_cli_configures_an_entity(initialized: Services, acar: InProcessAcar) -> None:
+    """`acar entity-signing set`: seal form makes the seal key and a legal-person-seal certificate naming the entity
+    (NTRAZ-<VÖEN>), kept when set again; person form drops it; an unknown or suspended entity is a one-line error."""
+    await prepared(initialized)
+    refused = acar("entity-signing", "set", VOEN, "--form", "seal", check=False)
+    assert refused.returncode == 1 and f"no legal entity with VÖEN {VOEN}" in refused.stderr
+    await _entity(initialized, form=None)
+    first = acar.json("entity-signing", "set", VOEN, "--form", "seal")
+    assert first["form"] == "seal" and first["organization"] == ENTITY and first["new_key"] is True
+    again = acar.json("entity-signing", "set", VOEN, "--form", "seal")
+    assert (again["key_id"], again["new_key"]) == (first["key_id"], False)
+    async with initialized.sessions() as session:
+        certificate = x509.Certificate.load((await initialized.pki.ca.certified_key_of(
+            session, key_id=first["key_id"])).certificate.dump())
+    assert certificate.subject.native["organization_identifier"] == f"NTRAZ-{VOEN}"
+    person = acar.json("entity-signing", "set", VOEN, "--form", "person")
+    assert (person["form"], person["key_id"]) == ("person", None)
+    assert acar.json("entity-signing", "show", VOEN)["form"] == "person"
+    assert [e["form"] for e in await _events(initialized, "signing.entity.configured", VOEN)] == \
+        ["seal", "seal", "person"]
+    async with initialized.sessions() as session, session.begin():
+        await EntityService(session).set_status(VOEN, "suspended", actor="test")
+    refused = acar("entity-signing", "set", VOEN, "--form", "seal", check=False)
+    assert refused.returncode == 1 and "is suspended" in refused.stderr
+    bad = acar("entity-signing", "show", "12345", check=False)
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1
