@@ -7,7 +7,8 @@ applies, the ETSI TS 119 102-1 sub-indication. Nothing here knows HTTP beyond th
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 
 class SigningError(Exception):
@@ -288,9 +289,11 @@ class MandateInvalid(SigningError):
     status_code = 403
     title = "No valid mandate to sign for this legal entity"
 
-    def __init__(self, detail: str, *, reason: str) -> None:
+    def __init__(self, detail: str, *, reason: str, audit: Mapping[str, Any] | None = None) -> None:
         super().__init__(detail)
         self.reason = reason
+        self.audit = dict(audit or {})
+        """What the signing.request.failed event records of the refused representation (person, entity)."""
 
 
 class IdempotencyKeyReused(SigningError):

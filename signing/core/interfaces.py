@@ -300,7 +300,8 @@ class SigningStore(Protocol):
         signing.document.signed event (the representation of a signature for a legal entity)."""
     async def retry_job(self, job: ClaimedJob, *, error: str, not_before: dt.datetime, now: dt.datetime) -> bool:
         """Give the job back for a later attempt (a transient failure)."""
-    async def fail_job(self, job: ClaimedJob, *, code: str, detail: str, now: dt.datetime, actor: str) -> bool:
+    async def fail_job(self, job: ClaimedJob, *, code: str, detail: str, now: dt.datetime, actor: str,
+                       audit: Mapping[str, Any] | None = None) -> bool:
         """Fail the job, its document and its request (with the code and detail), and cancel the request's other
         jobs."""
 

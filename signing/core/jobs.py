@@ -42,8 +42,8 @@ import os
 import secrets
 import socket
 import tempfile
-from collections.abc import Callable
-from typing import BinaryIO, Final, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, BinaryIO, Final, Protocol
 
 from signing.core.approval import refusal_detail
 from signing.core.errors import MandateInvalid, SigningError
@@ -194,7 +194,8 @@ class SigningWorker:
                     represented = await self._representation(work)
             except SigningError as exc:
                 if exc.status_code != TRANSIENT_STATUS:
-                    await self._fail(job, exc.code, exc.detail)
+                    await self._fail(job, exc.code, exc.detail,
+                                     audit=exc.audit if isinstance(exc, MandateInvalid) else None)
                     return
                 await self._retry(job, exc.code, f"{exc.code}: {exc.detail}")
                 return
@@ -225,7 +226,9 @@ class SigningWorker:
         check = await self._mandates.check(work.signer_fin, work.entity_voen, at=self._clock())
         if not check.valid:
             reason = check.refusal or MandateRefusal.NO_MANDATE
-            raise MandateInvalid(f"at signing time, {refusal_detail(check)} ({reason})", reason=reason)
+            raise MandateInvalid(f"at signing time, {refusal_detail(check)} ({reason})", reason=reason,
+                                 audit={"representation": {"person_id": check.person_id, "fin": check.fin,
+                                                           "voen": check.voen, "refusal": reason.value}})
         return check
 
     async def _claimed_role(self, work: JobWork, represented: MandateCheck | None) -> ClaimedRole | None:
@@ -266,10 +269,12 @@ class SigningWorker:
         async with self._units.writing() as store:
             await store.retry_job(job, error=error, not_before=now + retry_delay(job.attempts), now=now)
 
-    async def _fail(self, job: ClaimedJob, code: str, detail: str) -> None:
+    async def _fail(self, job: ClaimedJob, code: str, detail: str,
+                    audit: Mapping[str, Any] | None = None) -> None:
         log.warning("signing.document_failed", extra={"request": job.request_id, "n": job.n, "code": code})
         async with self._units.writing() as store:
-            await store.fail_job(job, code=code, detail=detail[:500], now=self._clock(), actor=WORKER_ACTOR)
+            await store.fail_job(job, code=code, detail=detail[:500], now=self._clock(), actor=WORKER_ACTOR,
+                                 audit=audit)
         if self._finished is not None:
             self._finished()
 

@@ -307,7 +307,8 @@ class SqlSigningStore:
         return await self.tx.execute(JOB_RETRY, job_id=job.id, claim=job.leased_by, not_before=not_before,
                                      error=error[:500], now=now) == 1
 
-    async def fail_job(self, job: ClaimedJob, *, code: str, detail: str, now: dt.datetime, actor: str) -> bool:
+    async def fail_job(self, job: ClaimedJob, *, code: str, detail: str, now: dt.datetime, actor: str,
+                       audit: Mapping[str, Any] | None = None) -> bool:
         if await self.tx.execute(JOB_FAILED, job_id=job.id, claim=job.leased_by, error=f"{code}: {detail}"[:500],
                                  now=now) != 1:
             return False
@@ -317,7 +318,7 @@ class SqlSigningStore:
                                    now=now)
         if failed is not None:
             await self.audit("signing.request.failed", actor=actor, subject=job.request_id,
-                             detail={"client_id": failed[0], "code": code, "n": job.n})
+                             detail={"client_id": failed[0], "code": code, "n": job.n, **(audit or {})})
             await record_callback(self.tx, job.request_id, now=now)
         return True
 

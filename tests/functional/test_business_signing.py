@@ -330,6 +330,8 @@ async def test_revoked_between_approval_and_signing_fails_and_signs_nothing(
     assert await _events(initialized, "signing.document.signed", created["id"]) == []
     [failed] = await _events(initialized, "signing.request.failed", created["id"])
     assert failed["code"] == "mandate_invalid"
+    assert failed["representation"]["fin"] == FIN and failed["representation"]["voen"] == VOEN
+    assert failed["representation"]["refusal"] == "revoked" and failed["representation"]["person_id"]
 
 
 @pytest.mark.parametrize(("setup", "voen", "status", "code"), [
