@@ -389,3 +389,33 @@ async def test_cli_configures_an_entity(initialized: Services, acar: InProcessAc
     assert refused.returncode == 1 and "is suspended" in refused.stderr
     bad = acar("entity-signing", "show", "12345", check=False)
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1
+
+
+async def test_registry_check_names_each_reason(initialized: Services) -> None:
+    """api.mandates.RegistryMandates on the registry's tables: the valid mandate with the power, else the reason."""
+    from api.mandates import RegistryMandates
+    from idp.sql.persons import PersonService
+    from tests.oidc_tools import register_person
+
+    registry = RegistryMandates(initialized.sessions)
+    now = dt.datetime.now(dt.UTC)
+    assert await registry.entity(VOEN) is None
+    await register_person(initialized, FIN)
+    await _entity(initialized, form=None)
+    entity = await registry.entity(VOEN)
+    assert entity is not None and entity.active and entity.name == ENTITY
+    assert (await registry.check(FIN, VOEN, at=now)).refusal == "no_mandate"
+    assert (await registry.check("9ZZZZZ9", VOEN, at=now)).refusal == "no_mandate"  # no such person
+    later = await _mandate(initialized, valid_from=now + dt.timedelta(days=2))
+    assert (await registry.check(FIN, VOEN, at=now)).refusal == "not_yet_valid"
+    assert (await registry.check(FIN, VOEN, at=now + dt.timedelta(days=3))).mandate_id == later
+    current = await _mandate(initialized)
+    check = await registry.check(FIN, VOEN, at=now + dt.timedelta(seconds=1))
+    assert check.valid and check.mandate_id == current and check.entity_name == ENTITY and check.person_id
+    async with initialized.sessions() as session, session.begin():
+        await PersonService(session).set_status(FIN, "suspended", actor="test")
+    assert (await registry.check(FIN, VOEN, at=now + dt.timedelta(seconds=1))).refusal == "person_inactive"
+    async with initialized.sessions() as session, session.begin():
+        await PersonService(session).set_status(FIN, "active", actor="test")
+        await EntityService(session).set_status(VOEN, "suspended", actor="test")
+    assert (await registry.check(FIN, VOEN, at=now + dt.timedelta(seconds=1))).refusal == "entity_inactive"
