@@ -587,6 +587,49 @@ def cmd_seal_assign(args: argparse.Namespace, settings: Settings) -> None:
     _emit(args, _run(settings, work))
 
 
+def cmd_entity_signing_set(args: argparse.Namespace, settings: Settings) -> None:
+    """Set how a registered legal entity's representatives sign (issue 16): `seal` with the entity's seal (a key and
+    legal-person-seal certificate from the built-in CA, organizationIdentifier NTRAZ-<VÖEN>, kept while the name is
+    unchanged and the certificate usable) or `person` with their own signing certificate and a claimed role."""
+    from idp.sql.registry import EntityService
+    from signing.core.interfaces import EntityForm
+    from signing.sql.entities import configure_entity
+
+    async def work(services: CommandServices, session: AsyncSession) -> dict[str, Any]:
+        entity = await EntityService(session).get(args.voen)  # EntityNotFound: a one-line error
+        if entity.status != "active":
+            raise CliError(f"the legal entity {entity.voen} is {entity.status}: activate it first "
+                           f"(acar entity set-status {entity.voen} active)")
+        organization = args.organization or entity.name
+        if len(organization) > 64:
+            raise CliError(f"the entity's name has {len(organization)} characters, a certificate's organizationName "
+                           "at most 64 (RFC 5280 upper bound): give a shorter one with --organization")
+        configured = await configure_entity(session, ca=services.pki.ca, store=services.key_store, voen=entity.voen,
+                                            form=EntityForm(args.form), organization=organization, actor="cli",
+                                            days=args.days)
+        return {"voen": configured.entity.voen, "name": entity.name, "form": configured.entity.form.value,
+                "organization": configured.entity.organization, "key_id": configured.entity.key_id,
+                "certificate_serial": configured.serial, "new_key": configured.created_key}
+
+    _emit(args, _run(settings, work))
+
+
+def cmd_entity_signing_show(args: argparse.Namespace, settings: Settings) -> None:
+    from idp.sql.registry import normalize_voen
+    from signing.sql.entities import entity_configuration
+
+    async def work(services: CommandServices, session: AsyncSession) -> dict[str, Any]:
+        voen = normalize_voen(args.voen)
+        found = await entity_configuration(session, voen)
+        if found is None:
+            raise CliError(f"the legal entity {voen} has no signing configuration (acar entity-signing set {voen} "
+                           "--form seal|person)")
+        return {"voen": found.voen, "form": found.form.value, "organization": found.organization,
+                "key_id": found.key_id}
+
+    _emit(args, _run(settings, work))
+
+
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
     """Run a signing worker until SIGTERM or SIGINT (the first ends it after the document in hand, a second at
     once): claims approved documents' jobs and signs them (signing.core.jobs), and delivers the requests'
@@ -1106,6 +1149,22 @@ def _add_signing_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--organization", required=True, help="the organization's name (at most 64 characters)")
     p.add_argument("--days", type=int, help="validity of a new certificate in days (default 365)")
     p.set_defaults(func=cmd_seal_assign)
+    signing_entity = sub.add_parser("entity-signing", parents=[common], help="how legal entities' representatives "
+                                    "sign (seal or person form)").add_subparsers(
+        dest="entity_signing_command", required=True, parser_class=_Parser)
+    p = signing_entity.add_parser("set", parents=[common], help="set a registered entity's signing form; seal: "
+                                  "create its seal key and legal-person-seal certificate")
+    p.add_argument("voen", help="the entity's VÖEN (registered with acar entity add)")
+    p.add_argument("--form", required=True, choices=["seal", "person"],
+                   help="seal: the entity's seal certificate; person: the representative's own certificate with a "
+                   "claimed role naming the entity")
+    p.add_argument("--organization", help="the seal's organization name, at most 64 characters (default: the "
+                   "registered name)")
+    p.add_argument("--days", type=int, help="validity of a new seal certificate in days (default 365)")
+    p.set_defaults(func=cmd_entity_signing_set)
+    p = signing_entity.add_parser("show", parents=[common], help="show an entity's signing configuration")
+    p.add_argument("voen")
+    p.set_defaults(func=cmd_entity_signing_show)
     p = sub.add_parser("worker", parents=[common], help="run a signing worker (signs approved documents, delivers "
                        "completion callbacks) until SIGTERM")
     p.add_argument("--interval", type=float, default=2.0, help="seconds between looks for due jobs (default 2)")

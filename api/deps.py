@@ -143,14 +143,17 @@ def build_services(settings: Settings, *, key_store: KeyStore | None = None) -> 
                     ratelimits=build_ratelimits(settings, audit_log),
                     signing=signing,
                     validation=build_validation(settings, pki, signing.engine.validation_data, audit_log),
-                    card=CardLogins(settings, pki), approval=build_approval(settings, pki, store))
+                    card=CardLogins(settings, pki), approval=build_approval(settings, pki, store, sessions))
 
 
-def build_approval(settings: Settings, pki: PkiService, key_store: KeyStore) -> Approval:
+def build_approval(settings: Settings, pki: PkiService, key_store: KeyStore,
+                   sessions: async_sessionmaker[AsyncSession] | None = None) -> Approval:
     """The signer's approval pages: sign-mode requests on the signing tables (signing.sql.approval_store), page
     previews under the default bounds (signing.core.preview), at ACAR_SIGNING_APPROVAL_LEVEL; an approved request
-    is signed with the signer's own key, made on first use by the built-in CA (signing.sql.signers)."""
+    is signed with the signer's own key, made on first use by the built-in CA (signing.sql.signers), or, on behalf
+    of a legal entity, as its configuration says, after its mandate is checked in the registry (api.mandates)."""
     from api.logging import request_id_var
+    from api.mandates import RegistryMandates
     from api.routes.approval import Approval
     from keys.profiles import NaturalPerson
     from signing.core.approval import ApprovalService
@@ -164,7 +167,8 @@ def build_approval(settings: Settings, pki: PkiService, key_store: KeyStore) -> 
         return (await signer_key(session, ca=pki.ca, store=key_store, person=person,
                                  actor=subject.person_id)).key_id
 
-    return Approval(service=ApprovalService(clock=utcnow),
+    mandates = RegistryMandates(sessions) if sessions is not None else None  # None: entity requests refused
+    return Approval(service=ApprovalService(clock=utcnow, mandates=mandates),
                     stores=lambda tx: SqlApprovalStore(tx, request_id=request_id_var.get()),
                     previews=PreviewRenderer(PreviewPolicy()), level=settings.signing_approval_level,
                     signer_keys=signer_keys)
@@ -445,6 +449,7 @@ def build_signing(settings: Settings, sessions: async_sessionmaker[AsyncSession]
     """Signing requests (ACAR_SIGNING_* bounds) and the worker, on `direct`'s units of work, sealing with the keys
     the built-in CA certified (signing.sql.seals); the completion callbacks signed with the token keys."""
     from api.logging import request_id_var
+    from api.mandates import RegistryMandates
     from signing.core.inspect import InputPolicy
     from signing.core.jobs import SigningWorker
     from signing.core.requests import RequestPolicy, RequestService, policy_inspector
@@ -461,14 +466,16 @@ def build_signing(settings: Settings, sessions: async_sessionmaker[AsyncSession]
         seal_lifetime=dt.timedelta(hours=settings.signing_request_lifetime_hours))
     inputs = InputPolicy(max_bytes=settings.signing_max_document_bytes, max_pages=settings.signing_max_pages,
                          refuse_active_content=settings.signing_refuse_active_content)
-    requests = RequestService(units, policy=policy, inspector=policy_inspector(inputs), clock=utcnow)
+    registry = RegistryMandates(sessions)  # legal entities and mandates (issue 16), idp's registry seen from api/
+    requests = RequestService(units, policy=policy, inspector=policy_inspector(inputs), clock=utcnow,
+                              registry=registry)
     engine = SigningEngine(pki, tsa, tsa_url=settings.signing_tsa_url, trust_roots=settings.signing_trust_roots,
                            refuse_private=settings.env == "production",
                            allowed_networks=settings.pki_fetch_allowed_networks)
     worker = SigningWorker(units, engine,
                            SealCredentials(sessions, pki.ca, ttl_seconds=settings.key_cache_seconds),
                            lease=dt.timedelta(seconds=settings.signing_lease_seconds), name=worker_name, clock=utcnow,
-                           finished=callbacks.kick)
+                           finished=callbacks.kick, mandates=registry)
     return SigningServices(requests=requests, engine=engine, worker=worker, callbacks=callbacks)
 
 

@@ -278,7 +278,7 @@ PASSKEY_ERRORS = (
     "code_invalid", "code_used", "enrollment_required",
     "login_required", "wrong_origin", "rate_limited",
     "approval_challenge_mismatch", "request_not_pending", "request_not_found", "signing_request_expired",
-    "wrong_signer", "person_inactive",
+    "wrong_signer", "person_inactive", "mandate_invalid", "entity_not_configured",
     "not_supported", "cancelled", "no_passkey", "network", "unknown",
 )
 """The error codes webauthn.js shows a message for: the passkey endpoints' problem codes (idp.core.webauthn,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from signing.core.approval import ApprovalDocument, ApprovalRequest
+from signing.core.interfaces import SigningEntity
 
 
 def build_pdf(pages: Sequence[tuple[tuple[float, float], bytes, bytes | None]]) -> bytes:
@@ -70,17 +71,23 @@ class MemoryApprovalStore:
     writes: list[tuple[str, str]] = field(default_factory=list)
     keys: dict[str, str] = field(default_factory=dict)
     """The signing key each approved request was given."""
+    entities: dict[str, SigningEntity] = field(default_factory=dict)
+    """Legal entities' signing configurations."""
+    representations: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    """The (entity form, mandate id) each approved request on behalf of an entity was given."""
 
     def add(self, request_id: str, *, client_id: str, signer_fin: str, documents: Sequence[tuple[str, bytes, int]],
             reason: str | None = "Tax declaration 2026", location: str | None = "Bakı",
-            expires_at: dt.datetime | None = None, state: str = "pending") -> ApprovalRequest:
+            expires_at: dt.datetime | None = None, state: str = "pending",
+            entity_voen: str | None = None) -> ApprovalRequest:
         docs = tuple(ApprovalDocument(n=n, filename=name, pages=pages, sha256=hashlib.sha256(content).hexdigest())
                      for n, (name, content, pages) in enumerate(documents, start=1))
         for n, (_, content, _) in enumerate(documents, start=1):
             self.contents[(request_id, n)] = content
         request = ApprovalRequest(
             id=request_id, client_id=client_id, state=state, signer_fin=signer_fin, reason=reason, location=location,
-            level="B-LT", expires_at=expires_at or dt.datetime.now(dt.UTC) + dt.timedelta(hours=1), documents=docs)
+            level="B-LT", expires_at=expires_at or dt.datetime.now(dt.UTC) + dt.timedelta(hours=1), documents=docs,
+            entity_voen=entity_voen)
         self.requests[request_id] = request
         return request
 
@@ -101,12 +108,18 @@ class MemoryApprovalStore:
         self.writes.append((request_id, target))
         return True
 
-    async def approve_request(self, request_id: str, *, key_id: str, now: dt.datetime) -> bool:
+    async def approve_request(self, request_id: str, *, key_id: str, now: dt.datetime,
+                              entity_form: str | None = None, mandate_id: str | None = None) -> bool:
         if not await self._move(request_id, "approved"):
             return False
         self.keys[request_id] = key_id
+        if entity_form is not None or mandate_id is not None:
+            self.representations[request_id] = (entity_form, mandate_id)
         self.jobs.extend((request_id, d.n) for d in self.requests[request_id].documents)
         return True
+
+    async def signing_entity(self, voen: str) -> SigningEntity | None:
+        return self.entities.get(voen)
 
     async def reject_request(self, request_id: str, *, now: dt.datetime) -> bool:
         return await self._move(request_id, "rejected")

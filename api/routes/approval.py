@@ -4,7 +4,10 @@ hands its signer.
 - GET /sign/{id}: the signer must be signed in to Açar at the approval level (ACAR_SIGNING_APPROVAL_LEVEL, default
   high); without such a session the browser goes through the ordinary login (AuthorizationService.sign_in_for_page:
   a login of the agency's that returns here and issues nothing), and the signed-in person's FIN must be the
-  request's signer FIN. The page shows the agency, reason, each file's name, page count, SHA-256 and a preview of
+  request's signer FIN. A request on behalf of a legal entity (issue 16) is shown only while the signer holds a
+  valid mandate with the power "sign_declarations" for it ("on behalf of <entity> (VÖEN)"); otherwise a translated
+  page names the reason (sign.mandate.<reason>), and the approval itself checks again. The page shows the agency,
+  reason, each file's name, page count, SHA-256 and a preview of
   every page, with Approve and Reject. A request that is unknown, decided or expired gets a translated page.
 - GET /sign/{id}/documents/{n}/pages/{p}.png: one page's preview (signing.core.preview: rendered in a bounded
   renderer process, cached in memory by document digest and page), for the signer only.
@@ -54,10 +57,13 @@ from signing.core.approval import (
     ApprovalRequestNotFound,
     ApprovalService,
     ApprovalStore,
+    EntityUnavailable,
+    MandateRefused,
     RequestNotPending,
     VerifiedAssertion,
     WrongSigner,
 )
+from signing.core.interfaces import MandateRefusal
 from signing.core.preview import PreviewError, PreviewRenderer
 from storage.direct import SessionTransaction, Transaction
 
@@ -69,6 +75,8 @@ CSRF_PURPOSE = "sign"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 STATES = ("approved", "signing", "completed", "rejected", "expired", "failed")
 """The states a decided request's page names (sign.state.<state>)."""
+MANDATE_REASONS = frozenset(reason.value for reason in MandateRefusal)
+"""The refusals of a request on behalf of a legal entity the page translates (sign.mandate.<reason>)."""
 
 
 ApprovalStores = Callable[[Transaction], ApprovalStore]
@@ -150,6 +158,14 @@ def _state_page(key: str, *, status: int, request_id: str | None = None) -> Resp
     return render("sign_state.html", {"message_key": key, "request_id": request_id}, status=status)
 
 
+def _entity_refusal_page(exc: MandateRefused | EntityUnavailable, request_id: str) -> Response:
+    """A request on behalf of a legal entity the signer may not sign for: the translated reason."""
+    if isinstance(exc, EntityUnavailable):
+        return _state_page("sign.error.entity_not_configured", status=409, request_id=request_id)
+    reason = exc.reason if exc.reason in MANDATE_REASONS else "no_mandate"
+    return _state_page(f"sign.mandate.{reason}", status=403, request_id=request_id)
+
+
 def _refusal_page(exc: ApprovalError, request_id: str) -> Response:
     if isinstance(exc, ApprovalRequestNotFound):
         return _state_page("sign.error.not_found", status=404)
@@ -157,6 +173,8 @@ def _refusal_page(exc: ApprovalError, request_id: str) -> Response:
         return _state_page("sign.error.wrong_signer", status=403, request_id=request_id)
     if isinstance(exc, ApprovalExpired):
         return _state_page("sign.state.expired", status=410, request_id=request_id)
+    if isinstance(exc, (MandateRefused, EntityUnavailable)):
+        return _entity_refusal_page(exc, request_id)
     if isinstance(exc, RequestNotPending):
         state = exc.state if exc.state in STATES else "decided"
         return _state_page(f"sign.state.{state}", status=409, request_id=request_id)
@@ -195,11 +213,14 @@ async def approval_page(request: Request, request_id: str) -> Response:
             signed_in = await _session(request, provider, work)
             if signed_in is not None and _reaches(signed_in[0].level, approval.level):
                 state, cookie = signed_in
-                found = await approval.service.pending(store, request_id, fin=await _fin_of(work, state.person_id))
+                fin = await _fin_of(work, state.person_id)
+                found = await approval.service.pending(store, request_id, fin=fin)
+                represented = await approval.service.representation(found, fin)  # MandateRefused: the page says why
                 client = await provider.clients.get(found.client_id)
                 return render("sign.html", {
                     "request": found, "client_name": client.name if client else found.client_id,
-                    "csrf_token": csrf_for_session(cookie, CSRF_PURPOSE), "level": approval.level})
+                    "csrf_token": csrf_for_session(cookie, CSRF_PURPOSE), "level": approval.level,
+                    "represented": represented})
         async with RequestUnit.on(services.direct) as work:
             return await _through_login(request, work, found)
     except ApprovalError as exc:

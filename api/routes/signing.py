@@ -38,7 +38,8 @@ from signing.core.requests import Submission, SubmittedDocument
 router = APIRouter(prefix="/api/v1/signing-requests", tags=["signing"])
 Agency = Annotated[AgencyClient, Depends(require_client_scope(SIGNING_SCOPE))]
 RequestId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
-FORM_FIELDS = frozenset({"mode", "signer_fin", "reason", "location", "level", "placement", "callback_url"})
+FORM_FIELDS = frozenset({"mode", "signer_fin", "entity_voen", "reason", "location", "level", "placement",
+                         "callback_url"})
 MAX_FIELD_BYTES = 64 * 1024
 """A multipart field that is not a document (the parser refuses a longer one)."""
 
@@ -90,7 +91,7 @@ async def _json_submission(request: Request) -> Submission:
     return Submission(mode=parsed.mode, documents=documents, signer_fin=parsed.signer_fin, reason=parsed.reason,
                       location=parsed.location, level=parsed.level,
                       placement=parsed.placement.model_dump() if parsed.placement is not None else None,
-                      callback_url=parsed.callback_url)
+                      callback_url=parsed.callback_url, entity_voen=parsed.entity_voen)
 
 
 async def _multipart_submission(request: Request, max_documents: int) -> Submission:
@@ -130,7 +131,8 @@ async def _multipart_submission(request: Request, max_documents: int) -> Submiss
             raise InvalidPlacement('placement must be a JSON object: {"page": 1, "box": [x1, y1, x2, y2]}')
     return Submission(mode=fields.get("mode"), documents=documents, signer_fin=fields.get("signer_fin") or None,
                       reason=fields.get("reason"), location=fields.get("location"), level=fields.get("level"),
-                      placement=placement, callback_url=fields.get("callback_url"))
+                      placement=placement, callback_url=fields.get("callback_url"),
+                      entity_voen=fields.get("entity_voen") or None)
 
 
 def _idempotency_key(request: Request) -> str | None:

@@ -36,12 +36,18 @@ class SigningRequestCreate(BaseModel):
         {"mode": "sign", "signer_fin": "5ABCD12", "level": "B-T", "placement": {"page": 1, "box": [50, 50, 250, 110]},
          "callback_url": "https://agency.example/signed",
          "documents": [{"filename": "contract.pdf", "content": "JVBERi0xLjcK..."}]},
+        {"mode": "sign", "signer_fin": "5ABCD12", "entity_voen": "1234567891", "reason": "ƏDV bəyannaməsi",
+         "documents": [{"filename": "edv.pdf", "content": "JVBERi0xLjcK..."}]},
     ]})
 
     mode: str = Field(description="seal: the agency's own seal; sign: the person named by signer_fin",
                       json_schema_extra={"enum": [m.value for m in Mode]})
     documents: list[DocumentIn] = Field(min_length=1, max_length=1000)
     signer_fin: str | None = Field(default=None, max_length=16, description="sign mode: the signer's FIN")
+    entity_voen: str | None = Field(
+        default=None, max_length=16, description="sign mode on behalf of a legal entity: its VÖEN (10 digits); the "
+        "signer (signer_fin) must hold a valid mandate with the power sign_declarations, checked at the approval and "
+        "at signing time (docs/signing.md, \"Signing for a legal entity\")")
     reason: str | None = Field(default=None, max_length=MAX_TEXT)
     location: str | None = Field(default=None, max_length=MAX_TEXT)
     level: str | None = Field(default=None, max_length=8, description="PAdES baseline level (default B-LT)",
@@ -75,6 +81,7 @@ class SigningRequestOut(BaseModel):
     mode: str = Field(json_schema_extra={"enum": [m.value for m in Mode]})
     level: str
     approval_url: str | None = Field(default=None, description="sign mode: the page the signer opens")
+    entity_voen: str | None = Field(default=None, description="the legal entity the signer signs for, if any")
     created_at: dt.datetime
     updated_at: dt.datetime
     expires_at: dt.datetime
@@ -88,7 +95,7 @@ class SigningRequestOut(BaseModel):
         return cls(id=view.id, state=view.state.value, mode=view.mode.value, level=view.level.value,
                    approval_url=f"{issuer}/sign/{view.id}" if view.mode is Mode.SIGN else None,
                    created_at=view.created_at, updated_at=view.updated_at, expires_at=view.expires_at,
-                   failure=failure, documents_deleted=view.purged, documents=[
+                   entity_voen=view.entity_voen, failure=failure, documents_deleted=view.purged, documents=[
                        DocumentOut(n=d.n, filename=d.filename, sha256=d.sha256, pages=d.pages, size=d.size,
                                    state=d.state, signed_sha256=d.signed_sha256, findings=list(d.findings))
                        for d in view.documents])
@@ -101,6 +108,7 @@ MULTIPART_FORM: dict[str, Any] = {
         "document": {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1,
                      "description": "one part per PDF, named document, with its filename"},
         "signer_fin": {"type": "string", "maxLength": 16},
+        "entity_voen": {"type": "string", "maxLength": 16},
         "reason": {"type": "string", "maxLength": MAX_TEXT},
         "location": {"type": "string", "maxLength": MAX_TEXT},
         "level": {"type": "string", "enum": [level.value for level in PadesLevel]},

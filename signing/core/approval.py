@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Protocol
 
 from signing.core.errors import SigningError
+from signing.core.interfaces import EntityForm, MandateCheck, MandateChecker, MandateRefusal, SigningEntity
 
 DOMAIN: Final = b"acar-sign-approval-v1"
 """The domain separation tag of the approval challenge (version 1 of the encoding above)."""
@@ -210,6 +211,8 @@ class ApprovalRequest:
     level: str
     expires_at: dt.datetime
     documents: tuple[ApprovalDocument, ...]
+    entity_voen: str | None = None
+    """On behalf of a legal entity: its VÖEN (the signer must hold a valid mandate to sign its declarations)."""
 
     @property
     def pending(self) -> bool:
@@ -236,10 +239,14 @@ class ApprovalStore(Protocol):
         """The sign-mode request with its documents in order, whoever created it; None for a seal request."""
     async def document_content(self, request_id: str, n: int) -> bytes | None:
         """The input bytes of document `n` (None when unknown or deleted)."""
-    async def approve_request(self, request_id: str, *, key_id: str, now: dt.datetime) -> bool:
-        """pending -> approved, signed with the key `key_id` (the signer's own), and one queued job per document,
-        atomically; False (nothing written) when the request is not pending any more (the UPDATE names the state
-        it leaves)."""
+    async def approve_request(self, request_id: str, *, key_id: str, now: dt.datetime,
+                              entity_form: str | None = None, mandate_id: str | None = None) -> bool:
+        """pending -> approved, signed with the key `key_id` (the signer's own, or an entity's seal), and one queued
+        job per document, atomically; False (nothing written) when the request is not pending any more (the UPDATE
+        names the state it leaves). On behalf of an entity, the form of the signature and the mandate approved
+        under are recorded with it."""
+    async def signing_entity(self, voen: str) -> SigningEntity | None:
+        """A legal entity's signing configuration (None when it has none)."""
     async def reject_request(self, request_id: str, *, now: dt.datetime) -> bool:
         """pending -> rejected; False when it is not pending any more."""
     async def audit(self, event_type: str, *, actor: str, subject: str | None = None,
@@ -249,11 +256,69 @@ class ApprovalStore(Protocol):
 PENDING: Final = "pending"
 
 
-class ApprovalService:
-    """Shows, approves and rejects sign-mode requests for their signer (see the module docstring)."""
+class MandateRefused(ApprovalError):
+    """The signer holds no valid mandate with the power "sign_declarations" for the entity the request names;
+    `reason` (signing.core.interfaces.MandateRefusal) says why, the page translates it."""
 
-    def __init__(self, *, clock: Callable[[], dt.datetime]) -> None:
+    code: ClassVar[str] = "mandate_invalid"
+    status_code: ClassVar[int] = 403
+    title: ClassVar[str] = "No valid mandate to sign for this legal entity"
+
+    def __init__(self, detail: str, *, reason: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+class EntityUnavailable(ApprovalError):
+    """The entity the request names has no signing configuration any more (or its seal has no key)."""
+
+    code: ClassVar[str] = "entity_not_configured"
+    status_code: ClassVar[int] = 409
+    title: ClassVar[str] = "The legal entity is not configured for signing"
+
+
+REFUSALS: Final[Mapping[str, str]] = {
+    MandateRefusal.NO_MANDATE: "holds no mandate for this legal entity",
+    MandateRefusal.NOT_YET_VALID: "holds a mandate for this legal entity that has not begun yet",
+    MandateRefusal.EXPIRED: "holds only an expired mandate for this legal entity",
+    MandateRefusal.REVOKED: "holds only a revoked mandate for this legal entity",
+    MandateRefusal.NO_POWER: "holds a mandate for this legal entity without the power to sign declarations",
+    MandateRefusal.ENTITY_INACTIVE: "cannot sign for this legal entity: it is not active",
+    MandateRefusal.PERSON_INACTIVE: "cannot sign for a legal entity: the person is not active in the registry",
+}
+"""The English detail of each refusal (the pages translate the reason themselves)."""
+
+
+def refusal_detail(check: MandateCheck) -> str:
+    reason = check.refusal or MandateRefusal.NO_MANDATE
+    return (f"the signer {REFUSALS[reason]} (VÖEN {check.voen}): a valid mandate with the power sign_declarations "
+            "is needed")
+
+
+class ApprovalService:
+    """Shows, approves and rejects sign-mode requests for their signer (see the module docstring).
+
+    A request on behalf of a legal entity (issue 16) is shown and approved only while the signer holds a valid
+    mandate with the power "sign_declarations" for it (`mandates`, the registry through api/): else MandateRefused,
+    naming the reason. The approval signs with the entity's seal key (seal form) or the signer's own key (person
+    form), as the entity's configuration says, and records the mandate; the worker checks it again before it
+    signs (signing.core.jobs)."""
+
+    def __init__(self, *, clock: Callable[[], dt.datetime], mandates: MandateChecker | None = None) -> None:
         self._clock = clock
+        self._mandates = mandates
+
+    async def representation(self, request: ApprovalRequest, fin: str) -> MandateCheck | None:
+        """None for a request in the signer's own name; for one on behalf of an entity the valid mandate, else
+        MandateRefused."""
+        if request.entity_voen is None:
+            return None
+        if self._mandates is None:
+            raise MandateRefused("no registry of mandates is available", reason=MandateRefusal.NO_MANDATE)
+        check = await self._mandates.check(fin, request.entity_voen, at=self._clock())
+        if not check.valid:
+            raise MandateRefused(refusal_detail(check), reason=check.refusal or MandateRefusal.NO_MANDATE)
+        return check
 
     async def request(self, store: ApprovalStore, request_id: str) -> ApprovalRequest:
         """The request in any state (the page says what became of it); ApprovalRequestNotFound if there is none."""
@@ -293,12 +358,24 @@ class ApprovalService:
         request = await self.pending(store, request_id, fin=assertion.fin)
         challenge = self.challenge(request)
         check_client_data(assertion.client_data_json, challenge)
-        key_id = await signing_key()
-        if not await store.approve_request(request.id, key_id=key_id, now=self._clock()):
+        represented = await self.representation(request, assertion.fin)
+        form: EntityForm | None = None
+        seal_key: str | None = None
+        if represented is not None:
+            entity = await store.signing_entity(represented.voen)
+            if entity is None or (entity.form is EntityForm.SEAL and entity.key_id is None):
+                raise EntityUnavailable(f"the legal entity {represented.voen} has no signing configuration")
+            form = entity.form
+            seal_key = entity.key_id if entity.form is EntityForm.SEAL else None
+        key_id = seal_key or await signing_key()  # the entity's seal, or the signer's own key (made on first use)
+        if not await store.approve_request(request.id, key_id=key_id, now=self._clock(),
+                                           entity_form=form.value if form else None,
+                                           mandate_id=represented.mandate_id if represented else None):
             raise RequestNotPending("this signing request was decided meanwhile", state="decided")
         await store.audit("signing.request.approved", actor=assertion.person_id, subject=request.id, detail={
             "credential": assertion.credential_id, "level": assertion.level, "challenge": challenge.base64url,
-            "documents": [{"n": d.n, "sha256": d.sha256} for d in request.documents], "key_id": key_id})
+            "documents": [{"n": d.n, "sha256": d.sha256} for d in request.documents], "key_id": key_id,
+            **({**represented.audit(), "form": form.value if form else None} if represented else {})})
         return request
 
     async def reject(self, store: ApprovalStore, request_id: str, *, person_id: str, fin: str,

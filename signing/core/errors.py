@@ -7,7 +7,8 @@ applies, the ETSI TS 119 102-1 sub-indication. Nothing here knows HTTP beyond th
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 
 class SigningError(Exception):
@@ -245,6 +246,54 @@ class TooManyDocuments(InvalidSigningRequest):
     """More documents than ACAR_SIGNING_MAX_DOCUMENTS, or none."""
 
     code = "too_many_documents"
+
+
+class InvalidVoen(InvalidSigningRequest):
+    """`entity_voen` is not a VÖEN (ten digits, the tenth 1 or 2: keys.identifiers.check_voen)."""
+
+    code = "invalid_voen"
+
+
+class EntityNotRegistered(SigningError):
+    """`entity_voen` names no legal entity of the registry."""
+
+    code = "entity_not_registered"
+    status_code = 422
+    title = "No such legal entity"
+
+
+class EntityInactive(SigningError):
+    """The legal entity is not active (suspended or liquidated): nobody signs for it."""
+
+    code = "entity_inactive"
+    status_code = 409
+    title = "The legal entity is not active"
+
+
+class EntityNotConfigured(SigningError):
+    """The legal entity has no signing configuration (`acar entity-signing set`), or its seal form has no seal key:
+    Açar does not know how its representatives' signatures are made."""
+
+    code = "entity_not_configured"
+    status_code = 409
+    title = "The legal entity is not configured for signing"
+
+
+class MandateInvalid(SigningError):
+    """The signer holds no valid mandate with the power "sign_declarations" for the entity named by the request
+    (none, not begun, expired, revoked, without that power, or the entity or person not active): refused at the
+    approval and, when it lapsed after the approval, at signing time (the request fails with this code and
+    nothing is signed)."""
+
+    code = "mandate_invalid"
+    status_code = 403
+    title = "No valid mandate to sign for this legal entity"
+
+    def __init__(self, detail: str, *, reason: str, audit: Mapping[str, Any] | None = None) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.audit = dict(audit or {})
+        """What the signing.request.failed event records of the refused representation (person, entity)."""
 
 
 class IdempotencyKeyReused(SigningError):

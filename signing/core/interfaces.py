@@ -13,7 +13,7 @@ import enum
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Final, Protocol
 
 from signing.core.levels import PadesLevel
 
@@ -23,6 +23,17 @@ class Mode(enum.StrEnum):
     """The calling agency's own electronic seal: no person involved."""
     SIGN = "sign"
     """A person named by FIN signs, after approving on the approval page."""
+
+
+class EntityForm(enum.StrEnum):
+    """How a request on behalf of a legal entity is signed (the entity's configuration, `signing_entities`)."""
+
+    SEAL = "seal"
+    """With the entity's own seal certificate (ETSI EN 319 412-3 legal person, organizationIdentifier NTRAZ-<VÖEN>),
+    after its representative approved."""
+    PERSON = "person"
+    """With the representative's own signing certificate (ETSI EN 319 412-2), the representation recorded as a
+    claimed role in the signer-attributes-v2 signed attribute (ETSI EN 319 122-1 section 5.2.6.1)."""
 
 
 class RequestState(enum.StrEnum):
@@ -87,6 +98,8 @@ class NewRequest:
     created_at: dt.datetime
     expires_at: dt.datetime
     documents: Sequence[NewDocument]
+    entity_voen: str | None = None
+    """Sign mode on behalf of a legal entity: its VÖEN (the signer is its representative)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +136,7 @@ class RequestView:
     body_digest: str | None
     purged: bool
     documents: tuple[DocumentView, ...] = field(default=())
+    entity_voen: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +182,86 @@ class JobWork:
     """The input's length in bytes."""
     sha256: str
     """The input's SHA-256 (hex) as submitted and approved: what is read back must match it before it is signed."""
+    signer_fin: str | None = None
+    entity_voen: str | None = None
+    """A request on behalf of a legal entity: its mandate is checked again before the document is signed."""
+    entity_form: EntityForm | None = None
+    """How it is signed (fixed at the approval)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SigningEntity:
+    """A legal entity's signing configuration (signing's own table `signing_entities`): the form its
+    representatives' signatures take, and for the seal form the name and key of its seal."""
+
+    voen: str
+    form: EntityForm
+    organization: str
+    key_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredEntity:
+    """A legal entity as the registry knows it (MandateChecker.entity)."""
+
+    voen: str
+    name: str
+    status: str
+
+    @property
+    def active(self) -> bool:
+        return self.status == "active"
+
+
+class MandateRefusal(enum.StrEnum):
+    """Why a person may not sign for an entity (MandateCheck.refusal): each has its translated text on the pages
+    (sign.mandate.<value>) and is named in the failure detail of a request refused at signing time."""
+
+    NO_MANDATE = "no_mandate"
+    NOT_YET_VALID = "not_yet_valid"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+    NO_POWER = "no_power"
+    ENTITY_INACTIVE = "entity_inactive"
+    PERSON_INACTIVE = "person_inactive"
+
+
+SIGN_DECLARATIONS: Final = "sign_declarations"
+"""The power of a mandate that lets its holder sign declarations for the entity."""
+
+
+@dataclass(frozen=True, slots=True)
+class MandateCheck:
+    """The outcome of a mandate check: the valid mandate with the power "sign_declarations" (its id, the person and
+    entity it joins), or the refusal."""
+
+    fin: str
+    voen: str
+    entity_name: str
+    person_id: str | None
+    mandate_id: str | None
+    refusal: MandateRefusal | None
+
+    @property
+    def valid(self) -> bool:
+        return self.refusal is None and self.mandate_id is not None
+
+    def audit(self) -> dict[str, Any]:
+        """What the audit trail records of a representation."""
+        return {"representation": {"person_id": self.person_id, "fin": self.fin, "voen": self.voen,
+                                   "entity_name": self.entity_name, "mandate_id": self.mandate_id,
+                                   "power": SIGN_DECLARATIONS}}
+
+
+class MandateChecker(Protocol):
+    """The registry of legal entities and mandates, as signing needs it (implemented in api/ over idp's registry:
+    signing never imports idp)."""
+
+    async def entity(self, voen: str) -> RegisteredEntity | None:
+        """The registered entity with this (normalized) VÖEN, whatever its status; None when there is none."""
+    async def check(self, fin: str, voen: str, *, at: dt.datetime) -> MandateCheck:
+        """Whether the person with `fin` holds, at `at`, a valid mandate with the power "sign_declarations" for the
+        entity `voen` (begun, not expired, not revoked, the entity and the person active)."""
 
 
 class SigningStore(Protocol):
@@ -186,6 +280,8 @@ class SigningStore(Protocol):
 
     # seals
     async def seal_of(self, client_id: str) -> Seal | None: ...
+    async def signing_entity(self, voen: str) -> SigningEntity | None:
+        """The signing configuration of a legal entity (None when it has none)."""
 
     # jobs
     async def claim_jobs(self, *, now: dt.datetime, lease_until: dt.datetime, leased_by: str,
@@ -197,13 +293,15 @@ class SigningStore(Protocol):
     async def read_content(self, request_id: str, n: int, offset: int) -> bytes | None:
         """The next chunk of document `n`'s input from byte `offset` (empty past its end; None once it is gone)."""
     async def finish_job(self, job: ClaimedJob, *, signed: BinaryIO, signed_sha256: str, now: dt.datetime,
-                         actor: str) -> bool:
+                         actor: str, detail: Mapping[str, Any] | None = None) -> bool:
         """Write the signed document (read from `signed` to its end, in chunks) and mark the job done, in this unit's
         transaction, if the claim still holds the job; complete the request when it was its last document. False
-        when the claim was lost (nothing written: another claim signs it)."""
+        when the claim was lost (nothing written: another claim signs it). `detail` is added to the
+        signing.document.signed event (the representation of a signature for a legal entity)."""
     async def retry_job(self, job: ClaimedJob, *, error: str, not_before: dt.datetime, now: dt.datetime) -> bool:
         """Give the job back for a later attempt (a transient failure)."""
-    async def fail_job(self, job: ClaimedJob, *, code: str, detail: str, now: dt.datetime, actor: str) -> bool:
+    async def fail_job(self, job: ClaimedJob, *, code: str, detail: str, now: dt.datetime, actor: str,
+                       audit: Mapping[str, Any] | None = None) -> bool:
         """Fail the job, its document and its request (with the code and detail), and cancel the request's other
         jobs."""
 

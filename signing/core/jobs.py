@@ -16,6 +16,13 @@ Any number of workers on any number of nodes run `SigningWorker.run` against one
    never delivers: its lease runs out, another claim signs the document again, and only the committed one is
    ever delivered. Each document is signed exactly once in the delivered result.
 
+On behalf of a legal entity (issue 16): before a document of such a request is signed, and again after, just before
+the signed document is written, the signer's mandate with the power "sign_declarations" is checked at that moment
+(MandateChecker, the registry through api/); a mandate revoked or lapsed since the approval fails the request with
+`mandate_invalid` (its reason in the detail and the callback) and nothing is signed or delivered. The signature is
+made with the key fixed at the approval (the entity's seal, or the signer's own with a claimed role naming the
+entity, signing.core.pades.ClaimedRole); signing.document.signed records the person, entity and mandate.
+
 Failures: a SigningError (the document or the request cannot be signed: a damaged PDF, an unusable certificate)
 fails the job, its document and its request with the error's code and detail, and cancels the request's other
 jobs. A SigningError of status 503 (no time-stamp, no revocation data: an outage) and anything else (a database
@@ -35,12 +42,22 @@ import os
 import secrets
 import socket
 import tempfile
-from collections.abc import Callable
-from typing import BinaryIO, Final, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, BinaryIO, Final, Protocol
 
-from signing.core.errors import SigningError
-from signing.core.interfaces import ClaimedJob, JobWork, SigningStore, SigningUnits
-from signing.core.pades import SignatureOptions, SignatureResult, SigningCredentials, VisibleSignature
+from signing.core.approval import refusal_detail
+from signing.core.errors import MandateInvalid, SigningError
+from signing.core.interfaces import (
+    ClaimedJob,
+    EntityForm,
+    JobWork,
+    MandateCheck,
+    MandateChecker,
+    MandateRefusal,
+    SigningStore,
+    SigningUnits,
+)
+from signing.core.pades import ClaimedRole, SignatureOptions, SignatureResult, SigningCredentials, VisibleSignature
 
 log = logging.getLogger("acar.signing.worker")
 
@@ -106,7 +123,8 @@ class SigningWorker:
 
     def __init__(self, units: SigningUnits, engine: DocumentSigner, credentials: CredentialSource, *,
                  lease: dt.timedelta, batch: int = 1, max_attempts: int = 5, name: str | None = None,
-                 clock: Callable[[], dt.datetime], finished: Callable[[], None] | None = None) -> None:
+                 clock: Callable[[], dt.datetime], finished: Callable[[], None] | None = None,
+                 mandates: MandateChecker | None = None) -> None:
         if batch < 1 or max_attempts < 1 or lease <= dt.timedelta(0):
             raise ValueError("batch and max_attempts must be at least 1 and the lease positive")
         self._units = units
@@ -121,6 +139,8 @@ class SigningWorker:
         self._finished = finished
         """Called after a job's outcome is committed (the completion callbacks' delivery is woken by it)."""
         self._stopping = False
+        self._mandates = mandates
+        """The registry's mandates (requests on behalf of a legal entity); None refuses such requests."""
 
     def kick(self) -> None:
         """Work now (a request was just stored) instead of at the next tick."""
@@ -168,10 +188,14 @@ class SigningWorker:
             return  # the claim was lost, or the document was signed or deleted meanwhile
         with source, _buffer(work.size) as output:
             try:
-                result = await self._sign(work, source, output)
+                represented = await self._representation(work)
+                result = await self._sign(work, source, output, represented)
+                if represented is not None:  # again: a mandate revoked while the document was signed
+                    represented = await self._representation(work)
             except SigningError as exc:
                 if exc.status_code != TRANSIENT_STATUS:
-                    await self._fail(job, exc.code, exc.detail)
+                    await self._fail(job, exc.code, exc.detail,
+                                     audit=exc.audit if isinstance(exc, MandateInvalid) else None)
                     return
                 await self._retry(job, exc.code, f"{exc.code}: {exc.detail}")
                 return
@@ -183,14 +207,41 @@ class SigningWorker:
             output.seek(0)
             now = self._clock()
             async with self._units.writing() as store:
-                written = await store.finish_job(job, signed=output, signed_sha256=result.sha256, now=now,
-                                                 actor=WORKER_ACTOR)
+                written = await store.finish_job(
+                    job, signed=output, signed_sha256=result.sha256, now=now, actor=WORKER_ACTOR,
+                    detail={**represented.audit(), "form": work.entity_form} if represented is not None else None)
         if not written:
             log.warning("signing.lease_lost", extra={"request": job.request_id, "n": job.n, "worker": self.name})
         elif self._finished is not None:
             self._finished()
 
-    async def _sign(self, work: JobWork, source: BinaryIO, output: BinaryIO) -> SignatureResult:
+    async def _representation(self, work: JobWork) -> MandateCheck | None:
+        """None for a request in the signer's own name; else the signer's valid mandate for the entity now, or
+        MandateInvalid (the request fails, nothing is signed)."""
+        if work.entity_voen is None:
+            return None
+        if self._mandates is None or work.signer_fin is None:
+            raise MandateInvalid("no registry of mandates is available to this worker",
+                                 reason=MandateRefusal.NO_MANDATE)
+        check = await self._mandates.check(work.signer_fin, work.entity_voen, at=self._clock())
+        if not check.valid:
+            reason = check.refusal or MandateRefusal.NO_MANDATE
+            raise MandateInvalid(f"at signing time, {refusal_detail(check)} ({reason})", reason=reason,
+                                 audit={"representation": {"person_id": check.person_id, "fin": check.fin,
+                                                           "voen": check.voen, "refusal": reason.value}})
+        return check
+
+    async def _claimed_role(self, work: JobWork, represented: MandateCheck | None) -> ClaimedRole | None:
+        """The claimed role of a person-form signature for an entity (its name as configured for signing)."""
+        if represented is None or work.entity_form is not EntityForm.PERSON:
+            return None
+        async with self._units.reading() as store:
+            entity = await store.signing_entity(represented.voen)
+        organization = entity.organization if entity is not None else represented.entity_name[:64]
+        return ClaimedRole(voen=represented.voen, organization=organization)
+
+    async def _sign(self, work: JobWork, source: BinaryIO, output: BinaryIO,
+                    represented: MandateCheck | None = None) -> SignatureResult:
         source.seek(0)
         digest = hashlib.sha256()
         while block := source.read(1024 * 1024):
@@ -203,7 +254,8 @@ class SigningWorker:
         visible = None
         if work.placement is not None:
             visible = VisibleSignature(page=work.placement.page, box=work.placement.box)
-        options = SignatureOptions(level=work.level, reason=work.reason, location=work.location, visible=visible)
+        options = SignatureOptions(level=work.level, reason=work.reason, location=work.location, visible=visible,
+                                   claimed_role=await self._claimed_role(work, represented))
         return await self._engine.sign(source, output, credentials, options,
                                        actor=f"{work.client_id}:{work.request_id}")
 
@@ -217,10 +269,12 @@ class SigningWorker:
         async with self._units.writing() as store:
             await store.retry_job(job, error=error, not_before=now + retry_delay(job.attempts), now=now)
 
-    async def _fail(self, job: ClaimedJob, code: str, detail: str) -> None:
+    async def _fail(self, job: ClaimedJob, code: str, detail: str,
+                    audit: Mapping[str, Any] | None = None) -> None:
         log.warning("signing.document_failed", extra={"request": job.request_id, "n": job.n, "code": code})
         async with self._units.writing() as store:
-            await store.fail_job(job, code=code, detail=detail[:500], now=self._clock(), actor=WORKER_ACTOR)
+            await store.fail_job(job, code=code, detail=detail[:500], now=self._clock(), actor=WORKER_ACTOR,
+                                 audit=audit)
         if self._finished is not None:
             self._finished()
 

@@ -5,6 +5,12 @@
   attributes hold content-type, message-digest and signing-certificate-v2 (ETSI EN 319 122-1 section 5.2.2,
   RFC 5035), and no signing-time attribute: the claimed signing time is the dictionary's /M entry (ETSI EN
   319 142-1 section 5.2.1, "the signing-time attribute shall not be present").
+- Signing for a legal entity with one's own certificate (issue 16): the representation is a claimed role in the
+  signer-attributes-v2 signed attribute (ETSI EN 319 122-1 section 5.2.6.1, required by ETSI EN 319 142-1 section
+  5.2.3 as the CAdES form of a PAdES signer's attributes): an X.501 role attribute (id-at-role, RoleSyntax of
+  RFC 5755 section 4.4.5) whose roleName is a directoryName naming the entity (organizationName and
+  organizationIdentifier NTRAZ-<VÖEN>, as a seal certificate of ETSI EN 319 412-3 would) and the title
+  "Representative". It is a claim of the signer, not certified: the mandate behind it is in Açar's audit trail.
 - Section 5.3 (B-T): a signature time-stamp (RFC 3161 token over the signature value) in the unsigned attributes.
 - Section 5.4 (B-LT): the signer's and the TSA's certificate chains and their OCSP responses / CRLs in the DSS,
   fetched after the signature time-stamp (so the revocation data postdates the time the signature is proven to
@@ -47,6 +53,7 @@ from pyhanko.pdf_utils.layout import AxisAlignment, InnerScaling, Margins, Simpl
 from pyhanko.pdf_utils.misc import PdfError
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.pdf_utils.text import TextBoxStyle
+from pyhanko.sign.ades.api import CAdESSignedAttrSpec, SignerAttrSpec
 from pyhanko.sign.fields import SigFieldSpec, SigSeedSubFilter, enumerate_sig_fields
 from pyhanko.sign.general import SigningError as PyHankoSigningError
 from pyhanko.sign.signers import PdfSignatureMetadata, PdfSigner, PdfTimeStamper, Signer
@@ -146,15 +153,39 @@ class VisibleSignature:
     box: tuple[float, float, float, float]
 
 
+REPRESENTATIVE_TITLE: Final = "Representative"
+"""The title in a claimed role's entity name (ClaimedRole)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedRole:
+    """The signer acts for a legal entity: a claimed role in signer-attributes-v2 (module docstring)."""
+
+    voen: str
+    organization: str
+
+    def entity_name(self) -> x509.Name:
+        """The entity as ETSI EN 319 412-3 names a legal person (organizationIdentifier NTRAZ-<VÖEN>)."""
+        return x509.Name.build({"country_name": "AZ", "organization_name": self.organization,
+                                "organization_identifier": f"NTRAZ-{self.voen}", "title": REPRESENTATIVE_TITLE})
+
+    def attribute(self) -> cms.AttCertAttribute:
+        """id-at-role (2.5.4.72) with RoleSyntax { roleName directoryName } (RFC 5755 section 4.4.5)."""
+        role = cms.RoleSyntax({"role_name": x509.GeneralName(name="directory_name", value=self.entity_name())})
+        return cms.AttCertAttribute({"type": "role", "values": [role]})
+
+
 @dataclass(frozen=True, slots=True)
 class SignatureOptions:
-    """What one signature looks like: its level, reason, location, optional appearance and field name."""
+    """What one signature looks like: its level, reason, location, optional appearance and field name, and the
+    role claimed for a legal entity (none: the signer signs in their own name)."""
 
     level: PadesLevel = DEFAULT_LEVEL
     reason: str | None = None
     location: str | None = None
     visible: VisibleSignature | None = None
     field_name: str | None = None  # default: a fresh field name not yet in the document
+    claimed_role: ClaimedRole | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,8 +409,11 @@ class PadesEngine:
             embed_validation_info=False,  # B-LT data is fetched after the signature time-stamp (_validation_data)
             use_pades_lta=False,
             validation_context=None,
+            cades_signed_attr_spec=_signed_attributes(options.claimed_role),
         )
-        size_key = (signer.certificate_digest, options.level.timestamped)
+        role_digest = b"" if options.claimed_role is None else \
+            hashlib.sha256(options.claimed_role.attribute().dump()).digest()
+        size_key = (signer.certificate_digest + role_digest, options.level.timestamped)
         pdf_signer = _PadesSigner(meta, signer, timestamper=self._timestamper if options.level.timestamped else None,
                                   new_field_spec=field_spec, stamp_style=self._stamp_style,
                                   signing_time=signing_time, sizes=self._sizes,
@@ -428,6 +462,13 @@ class PadesEngine:
 
 
 # --- helpers -------------------------------------------------------------------------------------------------
+
+
+def _signed_attributes(role: ClaimedRole | None) -> CAdESSignedAttrSpec | None:
+    """signer-attributes-v2 with the claimed role (ETSI EN 319 122-1 section 5.2.6.1), or no CAdES extras."""
+    if role is None:
+        return None
+    return CAdESSignedAttrSpec(signer_attributes=SignerAttrSpec(claimed_attrs=[role.attribute()], certified_attrs=[]))
 
 
 def _field_name(reader: PdfFileReader, wanted: str | None, prefix: str) -> str:

@@ -14,6 +14,10 @@
   inserts and the other answers its request (INSERT ... ON CONFLICT DO NOTHING, then read).
 - States (TRANSITIONS): sign mode starts pending (the signer approves on <issuer>/sign/<id>); seal mode starts
   approved, its documents queued as jobs at once (signing.core.jobs signs them).
+- On behalf of a legal entity (issue 16, "Business signing"): a sign-mode request may name `entity_voen`; the VÖEN
+  must be well-formed, the entity registered and active (MandateChecker.entity, the registry in api/ over idp) and
+  configured for signing in signing's own table (`signing_entities`: seal or person form). The mandate itself is
+  checked at the approval and again at signing time (signing.core.approval, signing.core.jobs), not here.
 - Audit: signing.request.created, in the unit that stores the request.
 """
 
@@ -33,10 +37,13 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Final, cast
 from urllib.parse import urlsplit
 
-from keys.identifiers import InvalidIdentifierFormat, normalize_fin
+from keys.identifiers import InvalidIdentifierFormat, check_voen, normalize_fin
 from signing.core.errors import (
     DocumentDeleted,
     DocumentNotReady,
+    EntityInactive,
+    EntityNotConfigured,
+    EntityNotRegistered,
     IdempotencyKeyReused,
     InvalidCallbackUrl,
     InvalidDocument,
@@ -44,6 +51,7 @@ from signing.core.errors import (
     InvalidLevel,
     InvalidPlacement,
     InvalidSigningRequest,
+    InvalidVoen,
     NoSeal,
     RequestNotFound,
     SignerRequired,
@@ -52,6 +60,8 @@ from signing.core.errors import (
 )
 from signing.core.inspect import InputPolicy, inspect_pdf, prepare_for_signing
 from signing.core.interfaces import (
+    EntityForm,
+    MandateChecker,
     Mode,
     NewDocument,
     NewRequest,
@@ -108,6 +118,8 @@ class Submission:
     level: str | None = None
     placement: Mapping[str, Any] | None = None
     callback_url: str | None = None
+    entity_voen: str | None = None
+    """Sign mode on behalf of a legal entity: its VÖEN; `signer_fin` is then its representative."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,8 +259,10 @@ class RequestService:
     """Creates and reads signing requests (see module docstring)."""
 
     def __init__(self, units: SigningUnits, *, policy: RequestPolicy, inspector: Inspector,
-                 clock: Callable[[], dt.datetime]) -> None:
+                 clock: Callable[[], dt.datetime], registry: MandateChecker | None = None) -> None:
         self._units = units
+        self._registry = registry
+        """The registry of legal entities (api/ over idp): None refuses requests naming an entity."""
         self.policy = policy
         self._inspect = inspector
         self._clock = clock
@@ -260,6 +274,7 @@ class RequestService:
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
             raise InvalidSigningRequest(f"the Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
         mode, signer_fin = _mode_and_signer(submission)
+        entity_voen = _entity_voen(submission, mode)
         level = parse_level(submission.level)
         placement = parse_placement(submission.placement)
         callback = parse_callback(submission.callback_url, allow_http=self.policy.allow_http_callback)
@@ -268,7 +283,10 @@ class RequestService:
         digest = body_digest({
             "mode": mode.value, "signer_fin": signer_fin, "reason": reason, "location": location,
             "level": level.value, "placement": placement.as_json() if placement else None, "callback_url": callback,
-            "documents": [[d.filename, d.sha256] for d in documents]})
+            "documents": [[d.filename, d.sha256] for d in documents],
+            **({"entity_voen": entity_voen} if entity_voen else {})})
+        if entity_voen is not None:
+            await self._registered(entity_voen)
         now = self._clock()
         async with self._units.writing() as store:
             if idempotency_key is not None:
@@ -282,13 +300,19 @@ class RequestService:
                     raise NoSeal("this client has no electronic seal; an officer registers one with "
                                  f"`acar seal assign {client_id} --voen ... --organization ...`")
                 key_id = seal.key_id
+            if entity_voen is not None:
+                configured = await store.signing_entity(entity_voen)
+                if configured is None or (configured.form is EntityForm.SEAL and configured.key_id is None):
+                    raise EntityNotConfigured(
+                        f"the legal entity {entity_voen} has no signing configuration; an officer sets it with "
+                        f"`acar entity-signing set {entity_voen} --form seal|person`")
             lifetime = self.policy.seal_lifetime if mode is Mode.SEAL else self.policy.sign_lifetime
             new = NewRequest(
                 id=new_request_id(), client_id=client_id, mode=mode, signer_fin=signer_fin, key_id=key_id,
                 reason=reason, location=location, level=level, placement=placement, callback_url=callback,
                 state=RequestState.APPROVED if mode is Mode.SEAL else RequestState.PENDING,
                 idempotency_key=idempotency_key, body_digest=digest, created_at=now, expires_at=now + lifetime,
-                documents=documents)
+                documents=documents, entity_voen=entity_voen)
             if not await store.insert_request(new):  # the key was taken meanwhile by a concurrent request
                 assert idempotency_key is not None  # noqa: S101 - only a key can conflict
                 earlier = await store.request_by_key(client_id, idempotency_key)
@@ -298,11 +322,20 @@ class RequestService:
             await store.audit("signing.request.created", actor=client_id, subject=new.id, detail={
                 "mode": mode.value, "level": level.value, "documents": [
                     {"n": d.n, "sha256": d.sha256, "pages": d.pages} for d in documents],
-                **({"signer_fin": signer_fin} if signer_fin else {}), **({"key_id": key_id} if key_id else {})})
+                **({"signer_fin": signer_fin} if signer_fin else {}), **({"key_id": key_id} if key_id else {}),
+                **({"entity_voen": entity_voen} if entity_voen else {})})
             created = await store.get_request(new.id, client_id)
         if created is None:
             raise RuntimeError("a stored request is not readable")
         return created, True
+
+    async def _registered(self, voen: str) -> None:
+        """The entity must be registered and active (EntityNotRegistered, EntityInactive otherwise)."""
+        entity = await self._registry.entity(voen) if self._registry is not None else None
+        if entity is None:
+            raise EntityNotRegistered(f"no legal entity with VÖEN {voen} is registered")
+        if not entity.active:
+            raise EntityInactive(f"the legal entity {voen} is {entity.status}: nobody can sign for it")
 
     async def _documents(self, submitted: Sequence[SubmittedDocument],
                          placement: Placement | None) -> list[NewDocument]:
@@ -365,6 +398,21 @@ def _mode_and_signer(submission: Submission) -> tuple[Mode, str | None]:
         return mode, normalize_fin(submission.signer_fin)
     except InvalidIdentifierFormat as exc:
         raise InvalidFin(f"signer_fin: {exc}") from None
+
+
+def _entity_voen(submission: Submission, mode: Mode) -> str | None:
+    """The VÖEN of the entity a sign-mode request is made for (keys.identifiers.check_voen), or None."""
+    if submission.entity_voen is None or submission.entity_voen == "":
+        return None
+    if mode is not Mode.SIGN:
+        raise InvalidSigningRequest("entity_voen needs sign mode: the entity's representative (signer_fin) "
+                                    "approves; a seal request is sealed with the agency's own seal")
+    if not isinstance(submission.entity_voen, str):
+        raise InvalidVoen("entity_voen must be a string of ten digits")
+    try:
+        return check_voen(submission.entity_voen)
+    except InvalidIdentifierFormat as exc:
+        raise InvalidVoen(f"entity_voen: {exc}") from None
 
 
 def _replayed(earlier: RequestView, digest: str) -> RequestView:

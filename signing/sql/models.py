@@ -14,6 +14,10 @@
   key in the key store that seals for it.
 - `signing_signer_keys`: a person's own signing key (ETSI EN 319 412-2 natural person, serialNumber PNOAZ-<FIN>),
   created on the person's first approved signature and reused while its certificate can sign.
+- `signing_entities`: a legal entity's signing configuration (issue 16): whether its representatives sign with the
+  entity's seal (ETSI EN 319 412-3, organizationIdentifier NTRAZ-<VÖEN>; its key here) or with their own signing
+  certificate and a claimed role naming the entity (ETSI EN 319 122-1 signer-attributes-v2). The entity itself and
+  its mandates are the registry's (idp); this table is signing's own.
 - `signing_callbacks`: the completion callback of a request that named a callback URL, written in the transaction
   that moved the request to its final state, and sent by signing.core.callbacks until delivered or expired.
 """
@@ -68,6 +72,12 @@ class SigningRequest(Base):
     """When it reached completed, failed, rejected or expired: the retention counts from here."""
     purged_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     """When its documents' contents were deleted (the retention ran out)."""
+    entity_voen: Mapped[str | None] = mapped_column(String(10))
+    """Sign mode on behalf of a legal entity: its VÖEN (signer_fin is its representative)."""
+    entity_form: Mapped[str | None] = mapped_column(String(8))
+    """seal or person: how it is signed, fixed at the approval from the entity's configuration."""
+    mandate_id: Mapped[str | None] = mapped_column(String(36))
+    """The mandate the approval was given under (checked again at signing time)."""
 
 
 class SigningDocument(Base):
@@ -121,6 +131,20 @@ class AgencySeal(Base):
     voen: Mapped[str] = mapped_column(String(10))
     organization: Mapped[str] = mapped_column(String(64))
     key_id: Mapped[str | None] = mapped_column(ForeignKey("stored_keys.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class SigningEntity(Base):
+    __tablename__ = "signing_entities"
+
+    voen: Mapped[str] = mapped_column(String(10), primary_key=True)
+    form: Mapped[str] = mapped_column(String(8))
+    """seal (the entity's seal certificate) or person (the representative's own, with a claimed role)."""
+    organization: Mapped[str] = mapped_column(String(64))
+    """The organizationName of the seal certificate (and the entity named in a claimed role)."""
+    key_id: Mapped[str | None] = mapped_column(ForeignKey("stored_keys.id"))
+    """The seal key (seal form); None in person form."""
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
 

@@ -21,6 +21,7 @@ from signing.core.errors import RequestNotFound
 from signing.core.interfaces import (
     ClaimedJob,
     DocumentView,
+    EntityForm,
     JobWork,
     Mode,
     NewRequest,
@@ -28,22 +29,26 @@ from signing.core.interfaces import (
     RequestState,
     RequestView,
     Seal,
+    SigningEntity,
 )
 from signing.core.levels import PadesLevel
 from signing.sql.callbacks import purge_callbacks, record_callback
 from signing.sql.claims import claim_due, claimable
 from signing.sql.models import AgencySeal, SigningDocument, SigningJob, SigningRequest
+from signing.sql.models import SigningEntity as SigningEntityRow
 from storage.audit import DeferredAudit
 from storage.base import new_uuid
 from storage.direct import DirectDatabase, Transaction, insert_ignoring, table
 
 _requests, _documents, _jobs, _seals = table(SigningRequest), table(SigningDocument), table(SigningJob), \
     table(AgencySeal)
+_entities = table(SigningEntityRow)
 
 _REQUEST_COLUMNS = (_requests.c.id, _requests.c.client_id, _requests.c.mode, _requests.c.state, _requests.c.level,
                     _requests.c.signer_fin, _requests.c.reason, _requests.c.location, _requests.c.created_at,
                     _requests.c.updated_at, _requests.c.expires_at, _requests.c.failure_code,
-                    _requests.c.failure_detail, _requests.c.body_digest, _requests.c.purged_at)
+                    _requests.c.failure_detail, _requests.c.body_digest, _requests.c.purged_at,
+                    _requests.c.entity_voen)
 _DOCUMENT_COLUMNS = (_documents.c.n, _documents.c.filename, _documents.c.pages, _documents.c.size,
                      _documents.c.sha256, _documents.c.state, _documents.c.signed_sha256, _documents.c.findings)
 
@@ -59,6 +64,8 @@ SIGNED = select(_documents.c.signed).where(_documents.c.request_id == bindparam(
                                            _documents.c.n == bindparam("n"))
 SEAL = select(_seals.c.client_id, _seals.c.voen, _seals.c.organization, _seals.c.key_id) \
     .where(_seals.c.client_id == bindparam("client_id"))
+SIGNING_ENTITY = select(_entities.c.voen, _entities.c.form, _entities.c.organization, _entities.c.key_id) \
+    .where(_entities.c.voen == bindparam("voen"))
 
 # jobs
 _DUE = or_(and_(_jobs.c.state == "queued", _jobs.c.not_before <= bindparam("now")),
@@ -87,7 +94,8 @@ def _chunk(column: Any, offset: Any) -> Any:
 
 JOB_WORK = select(_requests.c.client_id, _requests.c.mode, _requests.c.key_id, _requests.c.level,
                   _requests.c.reason, _requests.c.location, _requests.c.placement, _documents.c.filename,
-                  _chunk(_documents.c.content, 0), func.length(_documents.c.content), _documents.c.sha256) \
+                  _chunk(_documents.c.content, 0), func.length(_documents.c.content), _documents.c.sha256,
+                  _requests.c.signer_fin, _requests.c.entity_voen, _requests.c.entity_form) \
     .join(_documents, _documents.c.request_id == _requests.c.id) \
     .where(_requests.c.id == bindparam("request_id"), _documents.c.n == bindparam("n"))
 """The options, and the input's first chunk and length: a small document is read whole by this one statement."""
@@ -154,11 +162,12 @@ UPDATE_SEAL = update(_seals).where(_seals.c.client_id == bindparam("client_id"))
 
 def _request_view(row: tuple[Any, ...], documents: tuple[DocumentView, ...] = ()) -> RequestView:
     (id_, client_id, mode, state, level, fin, reason, location, created, updated, expires, code, detail, digest,
-     purged_at) = row
+     purged_at, entity_voen) = row
     return RequestView(id=id_, client_id=client_id, mode=Mode(mode), state=RequestState(state),
                        level=PadesLevel(level), signer_fin=fin, reason=reason, location=location, created_at=created,
                        updated_at=updated, expires_at=expires, failure_code=code, failure_detail=detail,
-                       body_digest=digest, purged=purged_at is not None, documents=documents)
+                       body_digest=digest, purged=purged_at is not None, documents=documents,
+                       entity_voen=entity_voen)
 
 
 def _document_view(row: tuple[Any, ...]) -> DocumentView:
@@ -182,7 +191,8 @@ class SqlSigningStore:
             level=request.level.value, placement=request.placement.as_json() if request.placement else None,
             callback_url=request.callback_url, state=request.state.value, failure_code=None, failure_detail=None,
             idempotency_key=request.idempotency_key, body_digest=request.body_digest, created_at=request.created_at,
-            updated_at=request.created_at, expires_at=request.expires_at, finished_at=None, purged_at=None)
+            updated_at=request.created_at, expires_at=request.expires_at, finished_at=None, purged_at=None,
+            entity_voen=request.entity_voen, entity_form=None, mandate_id=None)
         if inserted != 1:
             return False
         for document in request.documents:
@@ -231,6 +241,13 @@ class SqlSigningStore:
         row = await self.tx.one(SEAL, client_id=client_id)
         return Seal(*row) if row is not None else None
 
+    async def signing_entity(self, voen: str) -> SigningEntity | None:
+        row = await self.tx.one(SIGNING_ENTITY, voen=voen)
+        if row is None:
+            return None
+        voen_, form, organization, key_id = row
+        return SigningEntity(voen=voen_, form=EntityForm(form), organization=organization, key_id=key_id)
+
     async def save_seal(self, seal: Seal, now: dt.datetime) -> None:
         if not await self.tx.execute(UPDATE_SEAL, client_id=seal.client_id, voen=seal.voen,
                                      organization=seal.organization, key_id=seal.key_id, now=now):
@@ -255,18 +272,21 @@ class SqlSigningStore:
         row = await self.tx.one(JOB_WORK, request_id=job.request_id, n=job.n)
         if row is None:
             return None
-        client_id, mode, key_id, level, reason, location, placement, filename, content, size, sha256 = row
+        (client_id, mode, key_id, level, reason, location, placement, filename, content, size, sha256, signer_fin,
+         entity_voen, entity_form) = row
         return JobWork(request_id=job.request_id, n=job.n, client_id=client_id, mode=Mode(mode), key_id=key_id,
                        level=PadesLevel(level), reason=reason, location=location,
                        placement=Placement(page=placement["page"], box=tuple(placement["box"]))
-                       if placement else None, filename=filename, content=content, size=size or 0, sha256=sha256)
+                       if placement else None, filename=filename, content=content, size=size or 0, sha256=sha256,
+                       signer_fin=signer_fin, entity_voen=entity_voen,
+                       entity_form=EntityForm(entity_form) if entity_form else None)
 
     async def read_content(self, request_id: str, n: int, offset: int) -> bytes | None:
         row = await self.tx.one(CONTENT, request_id=request_id, n=n, offset=offset)
         return row[0] if row is not None else None
 
     async def finish_job(self, job: ClaimedJob, *, signed: BinaryIO, signed_sha256: str, now: dt.datetime,
-                         actor: str) -> bool:
+                         actor: str, detail: Mapping[str, Any] | None = None) -> bool:
         if await self.tx.execute(JOB_DONE, job_id=job.id, claim=job.leased_by, now=now) != 1:
             return False
         await self.tx.execute(DOCUMENT_SIGNED, request_id=job.request_id, n=job.n,
@@ -274,7 +294,7 @@ class SqlSigningStore:
         while chunk := signed.read(CONTENT_CHUNK):  # a large document: the rest in chunks, in this transaction
             await self.tx.execute(APPEND_SIGNED, request_id=job.request_id, n=job.n, chunk=chunk)
         await self.audit("signing.document.signed", actor=actor, subject=job.request_id,
-                         detail={"n": job.n, "sha256": signed_sha256, "attempts": job.attempts})
+                         detail={"n": job.n, "sha256": signed_sha256, "attempts": job.attempts, **(detail or {})})
         await self.tx.one(LOCK_REQUEST, request_id=job.request_id)
         completed = await self.tx.one(COMPLETE_REQUEST, request_id=job.request_id, now=now)
         if completed is not None:
@@ -287,7 +307,8 @@ class SqlSigningStore:
         return await self.tx.execute(JOB_RETRY, job_id=job.id, claim=job.leased_by, not_before=not_before,
                                      error=error[:500], now=now) == 1
 
-    async def fail_job(self, job: ClaimedJob, *, code: str, detail: str, now: dt.datetime, actor: str) -> bool:
+    async def fail_job(self, job: ClaimedJob, *, code: str, detail: str, now: dt.datetime, actor: str,
+                       audit: Mapping[str, Any] | None = None) -> bool:
         if await self.tx.execute(JOB_FAILED, job_id=job.id, claim=job.leased_by, error=f"{code}: {detail}"[:500],
                                  now=now) != 1:
             return False
@@ -297,7 +318,7 @@ class SqlSigningStore:
                                    now=now)
         if failed is not None:
             await self.audit("signing.request.failed", actor=actor, subject=job.request_id,
-                             detail={"client_id": failed[0], "code": code, "n": job.n})
+                             detail={"client_id": failed[0], "code": code, "n": job.n, **(audit or {})})
             await record_callback(self.tx, job.request_id, now=now)
         return True
 

@@ -76,7 +76,8 @@ async def world(initialized: Services, app: FastAPI, context: BrowserContext) ->
     wired = initialized.approval
     await initialize_pki(initialized)  # an approved request is signed with the signer's own key, made by the CA
     initialized.approval = dataclasses.replace(
-        build_approval(initialized.settings, initialized.pki, initialized.key_store), stores=lambda tx: store,
+        build_approval(initialized.settings, initialized.pki, initialized.key_store, initialized.sessions),
+        stores=lambda tx: store,
         previews=PreviewRenderer(PreviewPolicy(max_side=500)), level="substantial")
     http = await serve_in_process(context, app)
     try:
@@ -189,4 +190,59 @@ async def test_reject_with_the_keyboard(initialized: Services, world: MemoryAppr
             await page.wait_for_selector("#sign-state")
             report.update({f"{lang} {name}": v for v in [await axe_violations(page)] if v})
     assert await page.is_visible("#sign-logout")
+    assert report == {}, json.dumps(report, indent=1, ensure_ascii=False)[:4000]
+
+
+async def test_on_behalf_of_an_entity_with_the_keyboard_and_axe(initialized: Services, world: MemoryApprovalStore,
+                                                                context: BrowserContext, page: Page) -> None:
+    """Issue 16: a request on behalf of a legal entity says so ("on behalf of <entity> (VÖEN)") and is approved with
+    the keyboard, under the signer's mandate (the registry's real tables); for an entity the signer holds no mandate
+    of, the page names the reason; both pass axe-core in az, en and ru."""
+    from idp.sql.registry import EntityService, MandateService
+    from signing.core.interfaces import EntityForm, SigningEntity
+
+    rp = await register_client(initialized, name="Vergilər Nazirliyi")
+    await virtual_authenticator(page)
+    await context.add_init_script(NO_CONDITIONAL_UI)
+    await enroll(initialized, page)
+    async with initialized.sessions() as session, session.begin():
+        for voen, name in (("1400057421", "Xəzər Logistika MMC"), ("1500057421", "Başqa MMC")):
+            await EntityService(session).add(voen=voen, name=name, legal_form="MMC", actor="test")
+        mandate = await MandateService(session).grant(fin=FIN, voen="1400057421", powers=["sign_declarations"],
+                                                      granted_by="officer", granted_via="officer", actor="test")
+    world.entities["1400057421"] = SigningEntity("1400057421", EntityForm.PERSON, "Xəzər Logistika MMC", None)
+    request_id, refused = secrets.token_urlsafe(18), secrets.token_urlsafe(18)
+    for rid, voen in ((request_id, "1400057421"), (refused, "1500057421")):
+        world.add(rid, client_id=rp.client_id, signer_fin=FIN, documents=[("edv.pdf", text_pdf("EDV"), 1)],
+                  entity_voen=voen)
+    await page.goto(f"{ISSUER}/sign/{request_id}")
+    await page.wait_for_url(re.compile(r"/interaction/"))
+    await page.click("#passkey-button")
+    await page.wait_for_url(f"{ISSUER}/sign/{request_id}")
+    await page.wait_for_selector("#passkey-button")
+    report: dict[str, list[dict[str, Any]]] = {}
+    expected = {"az": "Xəzər Logistika MMC adından (VÖEN 1400057421)",
+                "en": "on behalf of Xəzər Logistika MMC (VÖEN 1400057421)",
+                "ru": "от имени Xəzər Logistika MMC (VÖEN 1400057421)"}
+    for lang in ("az", "en", "ru"):
+        await context.add_cookies([{"name": "acar_lang", "value": lang, "url": ISSUER}])
+        await page.goto(f"{ISSUER}/sign/{request_id}")
+        await page.wait_for_selector("#passkey-button")
+        assert await page.inner_text("#sign-entity") == expected[lang]
+        report.update({f"{lang} entity approval": v for v in [await axe_violations(page)] if v})
+        await page.goto(f"{ISSUER}/sign/{refused}")
+        await page.wait_for_selector("#sign-state")
+        report.update({f"{lang} no mandate": v for v in [await axe_violations(page)] if v})
+    assert "у вас нет доверенности" in await page.inner_text("#sign-state")
+
+    await context.add_cookies([{"name": "acar_lang", "value": "en", "url": ISSUER}])
+    await page.goto(f"{ISSUER}/sign/{request_id}")
+    await page.wait_for_selector("#passkey-button")
+    await tab_to(page, "passkey-button")
+    await page.keyboard.press("Enter")
+    await page.wait_for_selector("#sign-state")
+    assert world.state(request_id) == "approved" and world.state(refused) == "pending"
+    assert world.representations[request_id] == ("person", mandate.id)
+    [(event, _, _, detail)] = world.events
+    assert event == "signing.request.approved" and detail["representation"]["mandate_id"] == mandate.id
     assert report == {}, json.dumps(report, indent=1, ensure_ascii=False)[:4000]

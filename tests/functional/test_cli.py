@@ -193,6 +193,9 @@ async def test_every_command_answers_json_wherever_the_flag_stands(
     assert run("client rotate-secret", client_id)["client_secret"]
     assert run("client update", client_id, "--no-introspect-clients")["introspect_clients"] == []
     assert run("seal assign", client_id, "--voen", "1234567891", "--organization", "Portal")["new_key"] is True
+    run("entity-signing show", "1400057421", refused="has no signing configuration")
+    assert run("entity-signing set", "1400057421", "--form", "seal")["organization"] == "Açar MMC"
+    assert run("entity-signing show", "1400057421")["form"] == "seal"
     run("worker", "--interval", "0", refused="--interval must be positive")
     assert run("client disable", client_id)["disabled"] is True
     unsigned = tmp_path / "unsigned.pdf"

@@ -26,6 +26,7 @@ from api.rendering import (
     passkey_messages,
 )
 from api.report_view import CHANGE_KINDS, FINDING_CODES, TIME_SOURCES
+from api.routes.approval import MANDATE_REASONS
 from api.routes.approval import STATES as SIGN_STATES
 from api.routes.pages import ACCOUNT_NOTICES
 from api.routes.validation import REFUSAL_CODES
@@ -93,12 +94,14 @@ def code_keys() -> set[str]:
 
 
 def dynamic_keys() -> set[str]:
-    """Message ids built at run time: level.<kind>.<level>, claim.<name>, passkey.*, account.done.*, errors."""
+    """Message ids built at run time: level.<kind>.<level>, claim.<name>, passkey.*, account.done.*, errors,
+    sign.mandate.<reason> (api.routes.approval)."""
     return ({f"level.name.{lv}" for lv in LEVELS} | {f"level.description.{lv}" for lv in (*LEVELS, "any")}
             | {f"claim.{c}" for c in CLAIM_DESCRIPTIONS} | {f"passkey.error.{c}" for c in PASSKEY_ERRORS}
             | {f"passkey.status.{s}" for s in PASSKEY_STATUS} | {f"account.done.{n}" for n in ACCOUNT_NOTICES}
             | {f"card.error.{c}" for c in CARD_ERRORS} | {f"login.card.status.{s}" for s in CARD_STATUS}
             | {f"sign.state.{s}" for s in (*SIGN_STATES, "decided")}
+            | {f"sign.mandate.{reason}" for reason in MANDATE_REASONS}
             | report_keys() | error_message_keys())
 
 
