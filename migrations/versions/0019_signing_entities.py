@@ -4,7 +4,7 @@ signing_entities: a legal entity's signing configuration (seal or person form, t
 entity_voen (a sign-mode request on behalf of an entity), entity_form and mandate_id (fixed at the approval).
 
 Revision ID: 0019
-Revises: 0016
+Revises: 0018
 Create Date: 2026-12-06 19:50:00.000000
 """
 
@@ -16,7 +16,7 @@ from alembic import op
 import storage.base
 
 revision: str = '0019'
-down_revision: str | None = '0016'
+down_revision: str | None = '0018'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
