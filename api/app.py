@@ -18,7 +18,8 @@ from starlette.routing import Route
 
 from api import migrate, problems
 from api import openapi as contract
-from api.deps import Services, build_audit_checkpoints, build_services, validation_max_body_bytes
+from api.audit_sealer import AuditSealer
+from api.deps import Services, build_services, validation_max_body_bytes
 from api.logging import configure_logging
 from api.middleware import BodyLimitMiddleware, MtlsListenerPaths, RequestContextMiddleware, SecurityHeaders
 from api.rendering import STATIC, PageContextMiddleware
@@ -50,7 +51,6 @@ from idp.sql.store import purge_expired
 from keys.software import SoftwareKeyStore
 from signing.sql.store import SqlSigningUnits
 from storage.audit import purge_audit
-from storage.audit_chain import seal_all
 from storage.base import utcnow
 from storage.direct import SessionTransaction
 
@@ -79,8 +79,8 @@ async def _housekeeping(services: Services, interval: float, backchannel: Backch
     at half their lifetime and OCSP/TSA certificates renewed before they run out; the FIDO metadata BLOB re-read
     when its file changed (ACAR_WEBAUTHN_MDS_BLOB_FILE); expired pending requests, challenges (WebAuthn, Web eID)
     and codes purged,
-    and audit events past their retention (ACAR_AUDIT_RETENTION_DAYS), once the audit events written since the
-    last pass are sealed into the hash chain with a signed checkpoint (storage.audit_chain).
+    and sealed audit events past their retention (ACAR_AUDIT_RETENTION_DAYS; sealing itself is a schedule of its
+    own, api.audit_sealer).
 
     It waits, with one warning per tick, while the database is unreachable or behind the migrations head
     (readyz reports the same): writing to an old schema would only fail.
@@ -100,7 +100,6 @@ async def _housekeeping(services: Services, interval: float, backchannel: Backch
                 log.info("keys.housekeeping", extra=result)
         except Exception:
             log.exception("keys.housekeeping_failed")
-        await seal_audit_trail(services)
         try:
             async with services.sessions() as session, session.begin():
                 purged = await purge_expired(session, utcnow())
@@ -128,18 +127,6 @@ async def _housekeeping(services: Services, interval: float, backchannel: Backch
         if passed is not None:
             passed.set()  # one whole pass done (tests wait for it before racing the schedule)
         await asyncio.sleep(interval)
-
-
-async def seal_audit_trail(services: Services) -> None:
-    """Seal the audit events written since the last pass and checkpoint each chain that grew (storage.audit_chain):
-    each checkpoint is also logged (`audit.checkpoint`), so a copy of the signed heads lives outside the database."""
-    try:
-        sealed = await seal_all(services.direct, build_audit_checkpoints(services.settings, services.token_keys))
-    except Exception:
-        log.exception("audit.seal_failed")
-        return
-    for chain, step in sealed.items():
-        log.info("audit.checkpoint", extra={"chain": chain, **step})
 
 
 async def signing_housekeeping(services: Services, now: dt.datetime) -> dict[str, int]:
@@ -250,10 +237,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         app.state.backchannel = backchannel
         app.state.housekeeping_passed = asyncio.Event()
         background = _background(svc, settings, backchannel, app.state.housekeeping_passed)
+        sealer = app.state.audit_sealer = AuditSealer(svc, settings.audit_seal_seconds)
+        sealer.start()  # its first pass one interval from now (ACAR_AUDIT_SEAL_SECONDS; 0: off)
         log.info("service.started", extra={"issuer": settings.issuer, "env": settings.env})
         try:
             yield
         finally:
+            await sealer.stop()  # a pass in hand finished or rolled back: no transaction of it outlives the app
             await _stop_background(svc, background)
             await backchannel.aclose()
             await svc.audit_log.stop()

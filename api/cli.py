@@ -771,8 +771,9 @@ def cmd_enroll_code(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     """Walk the audit trail's hash chains and checkpoints (storage.audit_chain): one line, or the report as JSON.
-    With --seal, the events not sealed yet are sealed (and checkpointed) first, as housekeeping does. Exit code 0
-    when every chain is intact, 1 naming the first broken link (the event's id, seq and type, or the checkpoint)."""
+    With --seal, the events not sealed yet are sealed (and checkpointed) first, as the sealing schedule does. Exit
+    code 0 when every chain is intact, 1 naming the first broken link (the event's id, seq and type, or the
+    checkpoint)."""
     import asyncio
 
     from api.deps import build_audit_checkpoints

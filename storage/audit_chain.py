@@ -8,17 +8,18 @@ ACM TISSEC 2(2), 1999: each entry's hash covers the previous entry's hash) with 
   UTC with microseconds, event_type, actor, subject, request_id, detail, chain, seq), UTF-8, no whitespace.
   `chain_hash(n) = SHA-256(chain_hash(n-1) as hex || "\\n" || content(n))`, chain_hash(0) = 64 zeros.
 - Events are written unsealed in the transaction of their action (no action without its record, and no lock
-  shared by the writers). `seal` (a short transaction of its own: the housekeeping schedule, `acar audit verify
-  --seal`) claims the chain heads (SELECT ... FOR UPDATE; BEGIN IMMEDIATE on SQLite), numbers the unsealed events
-  in the order (occurred_at, id), gives each its chain_hash, moves the heads and adds a checkpoint per chain that
-  grew: the head (seq, chain_hash) and the previous checkpoint's hash, signed by a `CheckpointSigner` (keys/).
+  shared by the writers). `seal` (a short transaction of its own: the sealing schedule of api.audit_sealer,
+  `acar audit verify --seal`) claims the chain heads (SELECT ... FOR UPDATE; BEGIN IMMEDIATE on SQLite), numbers
+  the unsealed events in the order (occurred_at, id), gives each its chain_hash, moves the heads and adds a
+  checkpoint per chain that grew: the head (seq, chain_hash) and the previous checkpoint's hash, signed by a
+  `CheckpointSigner` (keys/).
 - `verify` walks each chain from where retention left it (the head's start_seq and start_hash) and stops at the
   first broken link: a gap in seq (a deleted event), a chain_hash that does not follow (an edited event), a
   checkpoint naming an event that is missing or different (a deleted tail), a checkpoint chain with a gap or a bad
   signature, a head beyond or behind its last checkpoint.
 
 What it cannot show (docs/architecture.md, "Audit trail: tamper evidence"): events not sealed yet (at most one
-housekeeping interval's) can be edited or deleted unseen; someone able to write the database can replace the whole
+sealing interval's) can be edited or deleted unseen; someone able to write the database can replace the whole
 chain after the last checkpoint they cannot re-sign only by also deleting that checkpoint, which the checkpoints'
 log lines (`audit.checkpoint`, kept off the database) show.
 """

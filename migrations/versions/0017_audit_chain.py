@@ -4,10 +4,10 @@ audit_events gains chain, seq and chain_hash, NULL until the sealer (storage.aud
 (chain, seq) is unique, and a partial index lists the unsealed events in the order they are sealed.
 audit_chain_heads: one row per chain (where it ends, where its retained part begins, its last checkpoint), created by
 the first seal. audit_checkpoints: the chain heads signed through keys/, chained to each other.
-Existing events are sealed by the first housekeeping pass (or `acar audit verify --seal`).
+Existing events are sealed by the first sealing pass (api.audit_sealer) (or `acar audit verify --seal`).
 
-Revision ID: 0014
-Revises: 0013
+Revision ID: 0017
+Revises: 0016
 Create Date: 2026-12-06 17:40:00.000000
 """
 
@@ -18,8 +18,8 @@ from alembic import op
 
 import storage.base
 
-revision: str = '0014'
-down_revision: str | None = '0013'
+revision: str = '0017'
+down_revision: str | None = '0016'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
