@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, insert, select, update
 
 from api.deps import Services
 from storage.audit import AuditEvent, record_event
@@ -42,3 +42,35 @@ async def test_audit_verify_seals_reports_and_names_an_edited_row(acar: InProces
     as_json = json.loads(acar("audit", "verify", "--json", check=False).stdout)
     assert as_json["intact"] is False and as_json["broken"]["event_id"] == target.id
     assert as_json["broken"]["seq"] == target.seq and as_json["broken"]["event_type"] == "test.cli"
+
+
+async def test_audit_verify_names_the_row_after_a_deleted_one_and_a_deleted_tail(
+        acar: InProcessAcar, initialized: Services) -> None:
+    async with initialized.sessions() as session, session.begin():
+        for i in range(5):
+            record_event(session, "test.cli", actor="officer-1", subject=f"d{i}")
+    assert acar("audit", "verify", "--seal").returncode == 0
+    async with initialized.sessions() as session:
+        rows = {e.subject: e for e in (await session.execute(
+            select(AuditEvent).where(AuditEvent.event_type == "test.cli"))).scalars()}
+
+    # a row deleted from the middle: the row after the gap is named
+    async with initialized.engine.begin() as conn:
+        await conn.execute(delete(AuditEvent.__table__).where(AuditEvent.id == rows["d2"].id))
+    middle = acar("audit", "verify", check=False)
+    assert middle.returncode == 1, middle
+    assert f"event {rows['d3'].id} (seq {rows['d3'].seq}, test.cli)" in middle.stdout
+    assert f"events seq {rows['d2'].seq}..{rows['d2'].seq} are missing" in middle.stdout
+
+    # the middle put back, the tail deleted: the checkpoint names the missing seq
+    async with initialized.engine.begin() as conn:
+        await conn.execute(insert(AuditEvent.__table__).values(
+            id=rows["d2"].id, occurred_at=rows["d2"].occurred_at, event_type="test.cli", actor="officer-1",
+            subject="d2", request_id=None, detail=rows["d2"].detail, chain="audit", seq=rows["d2"].seq,
+            chain_hash=rows["d2"].chain_hash))
+    assert acar("audit", "verify").returncode == 0
+    async with initialized.engine.begin() as conn:
+        await conn.execute(delete(AuditEvent.__table__).where(AuditEvent.id == rows["d4"].id))
+    tail = json.loads(acar("audit", "verify", "--json", check=False).stdout)
+    assert tail["intact"] is False and tail["broken"]["seq"] == rows["d4"].seq, tail
+    assert "deleted from the tail" in tail["broken"]["message"], tail
