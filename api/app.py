@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from api import migrate, problems
 from api import openapi as contract
+from api.audit_sealer import AuditSealer
 from api.deps import Services, build_services, validation_max_body_bytes
 from api.logging import configure_logging
 from api.middleware import BodyLimitMiddleware, MtlsListenerPaths, RequestContextMiddleware, SecurityHeaders
@@ -79,7 +80,8 @@ async def _housekeeping(services: Services, interval: float, backchannel: Backch
     at half their lifetime and OCSP/TSA certificates renewed before they run out; the FIDO metadata BLOB re-read
     when its file changed (ACAR_WEBAUTHN_MDS_BLOB_FILE); expired pending requests, challenges (WebAuthn, Web eID)
     and codes purged,
-    and audit events past their retention (ACAR_AUDIT_RETENTION_DAYS).
+    and sealed audit events past their retention (ACAR_AUDIT_RETENTION_DAYS; sealing itself is a schedule of its
+    own, api.audit_sealer).
 
     It waits, with one warning per tick, while the database is unreachable or behind the migrations head
     (readyz reports the same): writing to an old schema would only fail.
@@ -236,10 +238,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         app.state.backchannel = backchannel
         app.state.housekeeping_passed = asyncio.Event()
         background = _background(svc, settings, backchannel, app.state.housekeeping_passed)
+        sealer = app.state.audit_sealer = AuditSealer(svc, settings.audit_seal_seconds)
+        sealer.start()  # its first pass one interval from now (ACAR_AUDIT_SEAL_SECONDS; 0: off)
         log.info("service.started", extra={"issuer": settings.issuer, "env": settings.env})
         try:
             yield
         finally:
+            await sealer.stop()  # a pass in hand finished or rolled back: no transaction of it outlives the app
             await _stop_background(svc, background)
             await backchannel.aclose()
             await svc.audit_log.stop()

@@ -812,6 +812,34 @@ def cmd_enroll_code(args: argparse.Namespace, settings: Settings) -> None:
 
 
 
+def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
+    """Walk the audit trail's hash chains and checkpoints (storage.audit_chain): one line, or the report as JSON.
+    With --seal, the events not sealed yet are sealed (and checkpointed) first, as the sealing schedule does. Exit
+    code 0 when every chain is intact, 1 naming the first broken link (the event's id, seq and type, or the
+    checkpoint)."""
+    import asyncio
+
+    from api.deps import build_audit_checkpoints
+    from storage.audit_chain import VerifyReport, seal_all, verify_trail
+
+    async def run() -> VerifyReport:
+        services = CommandServices(settings)
+        try:
+            signer = build_audit_checkpoints(settings, services.token_keys)
+            if args.seal:
+                await seal_all(services.direct, signer)
+            return await verify_trail(services.direct, signer)
+        finally:
+            await services.close()
+
+    report = asyncio.run(run())
+    if args.json:
+        _print_json(report.as_dict())
+    else:
+        print(report.summary())
+    return 0 if report.intact else 1
+
+
 def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     """Validate the signatures of a PDF as POST /api/v1/validations does (api.validation: the same trust policy and
     audit, actor "cli"): the report as a summary or, with --json, as the API's JSON. Exit code 0 only when every
@@ -967,6 +995,17 @@ def _validate_parser(sub: Any, common: _Parser) -> None:
     p.set_defaults(func=cmd_validate)
 
 
+def _verdict_parsers(sub: Any, common: _Parser) -> None:
+    """The commands whose exit code is a verdict: `validate` and `audit verify`."""
+    _validate_parser(sub, common)
+    audit = sub.add_parser("audit", parents=[common], help="the audit trail").add_subparsers(
+        dest="audit_command", required=True, parser_class=_Parser)
+    p = audit.add_parser("verify", parents=[common], help="check the audit trail's hash chain and signed checkpoints "
+                         "(exit 1 naming the first broken link)")
+    p.add_argument("--seal", action="store_true", help="seal and checkpoint the events not sealed yet first")
+    p.set_defaults(func=cmd_audit_verify)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser, common = _json_flag()
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -975,7 +1014,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_init)
     p = sub.add_parser("migrate", parents=[common], help="apply database migrations")
     p.set_defaults(func=cmd_migrate)
-    _validate_parser(sub, common)
+    _verdict_parsers(sub, common)
     p = sub.add_parser("serve", parents=[common], help="run the HTTP service")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)

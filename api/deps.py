@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # the services' modules are imported by the builders that nee
     from idp.sql.card_login import CardLoginService
     from idp.sql.clients import CachedClientDirectory
     from idp.sql.enrollment import EnrollmentPolicy
+    from keys.audit_checkpoints import TokenKeyCheckpoints
     from keys.pki import PkiService
     from keys.token_keys import TokenKeyService
     from keys.tsa import TimestampService, TsaCredentials
@@ -594,6 +595,13 @@ def build_database(settings: Settings) -> tuple[AsyncEngine, async_sessionmaker[
     """The ORM engine and its session factory on ACAR_DATABASE_URL; the caller disposes of the engine."""
     engine = create_engine(settings.resolved_database_url, pool_size=settings.database_pool_size)
     return engine, create_session_factory(engine)
+
+
+def build_audit_checkpoints(settings: Settings, token_keys: TokenKeyService) -> TokenKeyCheckpoints:
+    """The signer of the audit chain's checkpoints (keys.audit_checkpoints): the token keys, this issuer."""
+    from keys.audit_checkpoints import TokenKeyCheckpoints
+
+    return TokenKeyCheckpoints(token_keys, issuer=settings.issuer)
 
 
 def build_token_keys(

@@ -218,6 +218,11 @@ class Settings(BaseSettings):
     audit_anonymous_retention_days: int = Field(default=30, ge=0, le=100 * 366)
     """Audit events of unauthenticated requests (actor "anonymous") are deleted after this many days; 0: the
     general retention applies."""
+    audit_seal_seconds: float = Field(default=60.0, ge=0, le=3600)
+    """How often the audit events written meanwhile are sealed into their hash chain and the chain head gets a
+    signed checkpoint (api.audit_sealer; the first pass one interval after the start). Events not sealed yet can be
+    changed unseen: this is the window. 0 turns the schedule off (`acar audit verify --seal` seals), refused in
+    production."""
     # signing service (signing/): the agency API's bounds, the durable worker, the retention of documents
     signing_max_document_bytes: int = Field(default=50 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
     """Largest PDF a signing request may carry (refused with 413 problem too_large)."""
@@ -584,6 +589,9 @@ class Settings(BaseSettings):
                 raise SettingsError(
                     f"ACAR_{name.upper()} is the development placeholder; set the registered policy OID"
                 )
+        if self.audit_seal_seconds == 0:
+            raise SettingsError("ACAR_AUDIT_SEAL_SECONDS must be above 0 in production: an unsealed audit trail is "
+                                "not tamper-evident")
         self._check_production_pki()
         if self.key_backend == "software":
             if self.master_key_file is None:

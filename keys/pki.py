@@ -35,6 +35,7 @@ from keys.ca import (
     SUPERSEDED_KEY_GRACE,
     CertificateAuthorityService,
     CertifiedKey,
+    LoadedCA,
     PkiUrls,
 )
 from keys.crl import DEFAULT_CRL_LIFETIME, CrlPublisher, verify_crl
@@ -101,7 +102,7 @@ class PkiService:
         if ISSUING in cas:
             services = [f"{row.profile}:{row.serial_hex}"
                         for row in await self.ca.ensure_service_certificates(session, actor=actor)]
-        crls = await self._refresh_crls(session, force=created)
+        crls = await self._refresh_crls(session, actor=actor, force=created)
         self.forget()
         return {"ca_created": created, "service_certificates_created": services, "crls_published": crls}
 
@@ -122,7 +123,7 @@ class PkiService:
                 continue
         return locked
 
-    async def _refresh_crls(self, session: AsyncSession, *, force: Sequence[str] = ()) -> list[str]:
+    async def _refresh_crls(self, session: AsyncSession, *, actor: str, force: Sequence[str] = ()) -> list[str]:
         """Publish the CRLs that are due (or forced) of the CAs whose key is online; the caller holds the locks."""
         published = []
         for name, row in (await self._cas(session)).items():
@@ -130,9 +131,16 @@ class PkiService:
                 continue  # the key is offline: its CRLs are signed there and imported (`import_crl`)
             if name in force or self.crls.due(await self.crls.newest(session, name)):
                 ca = await self.ca.load_ca(session, name, for_update=True)
-                await self.crls.publish(session, name, issuer=ca.certificate, handle=ca.handle)
+                await self._publish_crl(session, ca, actor=actor)
                 published.append(name)
         return published
+
+    async def _publish_crl(self, session: AsyncSession, ca: LoadedCA, *, actor: str) -> None:
+        """Sign and store the CA's next CRL (RFC 5280 section 5) with its online key, audited as crl.published in
+        the same transaction (a signature made with a CA key)."""
+        record = await self.crls.publish(session, ca.name, issuer=ca.certificate, handle=ca.handle)
+        record_event(session, "crl.published", actor=actor, subject=ca.name,
+                     detail={"crl_number": record.number, "next_update": record.next_update.isoformat()})
 
     def _warn_if_expiring(self, name: str, newest: CRLRecord | None) -> None:
         """The offline CA's newest CRL is missing or in its last quarter: somebody must sign the next one."""
@@ -157,7 +165,7 @@ class PkiService:
         """Revoke a certificate (RFC 5280 section 5.3.1 reason) and publish its issuer's next CRL."""
         row = await self.ca.revoke(session, serial, reason, actor=actor)
         ca = await self.ca.load_ca(session, row.issuer_ca)  # the row lock is held since ca.revoke
-        await self.crls.publish(session, ca.name, issuer=ca.certificate, handle=ca.handle)
+        await self._publish_crl(session, ca, actor=actor)
         if row.profile in SERVICE_PROFILES:  # a StrEnum: the stored value compares equal
             self.forget()
         return row
@@ -291,7 +299,7 @@ class PkiService:
                     renewed = []
                 result["service_certificates_created"] = [f"{row.profile}:{row.serial_hex}" for row in renewed]
                 result["service_keys_destroyed"] = await self.ca.destroy_superseded_keys(session, actor=actor)
-            result["crls_published"] = await self._refresh_crls(session)
+            result["crls_published"] = await self._refresh_crls(session, actor=actor)
         if result["service_certificates_created"] or result["service_keys_destroyed"]:
             self.forget()
         return result

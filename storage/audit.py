@@ -1,6 +1,9 @@
 """The audit trail: an append-only log of security-relevant events (issuance, login, revocation, ...).
 
-Events carry who acted, on what, and a small JSON detail; never a token, secret or private key.
+Events carry who acted, on what, and a small JSON detail; never a token, secret or private key. Every event is
+written unsealed (chain, seq and chain_hash NULL) in the transaction of the action it records; the sealer of
+`storage.audit_chain` later gives it its place in a hash chain and the chain head a signed checkpoint (tamper
+evidence, docs/architecture.md "Audit trail: tamper evidence").
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from sqlalchemy import JSON, String, delete, insert
+from sqlalchemy import JSON, BigInteger, Index, String, UniqueConstraint, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -29,6 +32,62 @@ class AuditEvent(Base):
     subject: Mapped[str | None] = mapped_column(String(200), index=True)
     request_id: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    chain: Mapped[str | None] = mapped_column(String(16))
+    """The hash chain the sealer put the event in (CHAINS), NULL until sealed."""
+    seq: Mapped[int | None] = mapped_column(BigInteger)
+    """The event's place in its chain (1, 2, ... without gaps), NULL until sealed."""
+    chain_hash: Mapped[str | None] = mapped_column(String(64))
+    """Hex SHA-256 over the previous event's chain_hash and this event's canonical content (storage.audit_chain)."""
+
+    __table_args__ = (
+        UniqueConstraint("chain", "seq"),
+        # the sealer's work list: the unsealed events only, in the order it seals them
+        Index("ix_audit_events_unsealed", "occurred_at", "id", sqlite_where=seq.is_(None),
+              postgresql_where=seq.is_(None)),
+    )
+
+
+AUDIT_CHAIN = "audit"
+ANONYMOUS_CHAIN = "anonymous"
+CHAINS = (ANONYMOUS_CHAIN, AUDIT_CHAIN)
+"""The hash chains, in the order the sealer claims their heads. Events of unauthenticated requests have a chain of
+their own because their retention is shorter: retention then only ever deletes the oldest part of a chain."""
+
+
+class AuditChainHead(Base):
+    """The head of one hash chain: where it ends (seq, chain_hash) and where its retained part begins (start_seq,
+    start_hash: the chain_hash of the event before it, already deleted by retention). The sealer claims this row
+    (SELECT ... FOR UPDATE; BEGIN IMMEDIATE on SQLite) for the length of one short transaction."""
+
+    __tablename__ = "audit_chain_heads"
+
+    chain: Mapped[str] = mapped_column(String(16), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    chain_hash: Mapped[str] = mapped_column(String(64))
+    start_seq: Mapped[int] = mapped_column(BigInteger)
+    start_hash: Mapped[str] = mapped_column(String(64))
+    checkpoints: Mapped[int] = mapped_column(BigInteger)
+    """The number of the chain's last checkpoint (0: none yet)."""
+    checkpoint_hash: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class AuditCheckpoint(Base):
+    """A chain head (seq, chain_hash) signed through keys/ (a JWS of the token keys with its time, `iat`), chained
+    to the chain's previous checkpoint (prev_hash): rows deleted from the tail, or checkpoints dropped, show."""
+
+    __tablename__ = "audit_checkpoints"
+
+    chain: Mapped[str] = mapped_column(String(16), primary_key=True)
+    number: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    chain_hash: Mapped[str] = mapped_column(String(64))
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    checkpoint_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    kid: Mapped[str] = mapped_column(String(200))
+    signature: Mapped[str] = mapped_column(String(4000))
+    """The compact JWS whose payload names chain, number, seq, chain_hash, prev_hash and checkpoint_hash."""
 
 
 class AuditSink(Protocol):
@@ -215,13 +274,43 @@ rate limit tripped): the events any stranger can cause, kept for a shorter time.
 async def purge_audit(session: AsyncSession, *, before: dt.datetime | None,
                       anonymous_before: dt.datetime | None) -> dict[str, int]:
     """Delete the audit events older than the retention (ACAR_AUDIT_RETENTION_DAYS: `before`), and those of
-    unauthenticated requests older than theirs (`anonymous_before`); None keeps them. On the occurred_at index."""
+    unauthenticated requests older than theirs (`anonymous_before`); None keeps them.
+
+    Only the oldest sealed part of each chain goes: the events up to (not including) the first sealed event at or
+    after the cutoff. An event older than the cutoff but sealed after a younger one stays until that one goes too,
+    and unsealed events wait for the sealer. The head records where the retained chain now begins (start_seq, and
+    start_hash: the chain_hash of the last deleted event), so the rest still verifies; the checkpoints of the
+    deleted part go with it, but for the chain's last one."""
     counts = {"audit_events": 0, "anonymous_audit_events": 0}
-    if before is not None:
-        result = await session.execute(delete(AuditEvent).where(AuditEvent.occurred_at < before))
-        counts["audit_events"] = int(result.rowcount or 0)  # type: ignore[attr-defined]
-    if anonymous_before is not None:
-        result = await session.execute(delete(AuditEvent).where(AuditEvent.occurred_at < anonymous_before,
-                                                                AuditEvent.actor == ANONYMOUS_ACTOR))
-        counts["anonymous_audit_events"] = int(result.rowcount or 0)  # type: ignore[attr-defined]
+    anonymous_cutoff = max((c for c in (before, anonymous_before) if c is not None), default=None)
+    for chain, cutoff, key in ((AUDIT_CHAIN, before, "audit_events"),
+                               (ANONYMOUS_CHAIN, anonymous_cutoff, "anonymous_audit_events")):
+        if cutoff is not None:
+            counts[key] = await _purge_chain(session, chain, cutoff)
     return counts
+
+
+async def _purge_chain(session: AsyncSession, chain: str, cutoff: dt.datetime) -> int:
+    # the head first, as a write: the sealer's lock (PostgreSQL) or the write lock (SQLite) from the first statement
+    claimed = await session.execute(update(AuditChainHead).where(AuditChainHead.chain == chain)
+                                    .values(updated_at=utcnow()).returning(AuditChainHead.seq,
+                                                                          AuditChainHead.checkpoints))
+    head = claimed.one_or_none()
+    if head is None:
+        return 0
+    head_seq, last_checkpoint = int(head[0]), int(head[1])
+    first_kept = (await session.execute(
+        select(func.min(AuditEvent.seq)).where(AuditEvent.chain == chain, AuditEvent.seq.is_not(None),
+                                               AuditEvent.occurred_at >= cutoff))).scalar_one()
+    start = int(first_kept) if first_kept is not None else head_seq + 1
+    last_gone = (await session.execute(select(AuditEvent.chain_hash).where(
+        AuditEvent.chain == chain, AuditEvent.seq == start - 1))).scalar_one_or_none()
+    if last_gone is None:  # nothing (more) to delete
+        return 0
+    await session.execute(update(AuditChainHead).where(AuditChainHead.chain == chain)
+                          .values(start_seq=start, start_hash=last_gone))
+    result = await session.execute(delete(AuditEvent).where(AuditEvent.chain == chain, AuditEvent.seq < start))
+    # the checkpoints of the deleted part go too, except the last one: it still signs the head
+    await session.execute(delete(AuditCheckpoint).where(AuditCheckpoint.chain == chain, AuditCheckpoint.seq < start,
+                                                        AuditCheckpoint.number < last_checkpoint))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -161,6 +161,9 @@ def settings(database_url: str, master_key_file: Path, tmp_path: Path) -> Settin
         access_log=True,
         # the signing profiles as a national deployment (with an HSM) issues them: qualified certificates
         qualified_profiles=["natural-person-signing", "legal-person-seal"],
+        # no audit sealing schedule (api.audit_sealer): a test's app never seals under the next test's wipe; the
+        # tests of sealing seal themselves or start a schedule of their own
+        audit_seal_seconds=0,
     )
 
 

@@ -11,9 +11,10 @@ import httpx
 from sqlalchemy import func, select
 
 from api.app import audit_cutoffs, create_app
-from api.deps import Services
+from api.deps import Services, build_audit_checkpoints
 from idp.sql.models import AuthorizationRequest, WebAuthnChallenge
 from storage.audit import AuditEvent, purge_audit, record_event
+from storage.audit_chain import seal_all, verify_trail
 from storage.base import utcnow
 from tests.oidc_tools import authorization_params, pkce_pair, register_client
 
@@ -74,6 +75,11 @@ async def test_audit_events_are_purged_after_their_retention(initialized: Servic
     async with initialized.sessions() as session, session.begin():
         for subject, (days, actor) in ages.items():
             record_event(session, "test.event", actor=actor, subject=subject, clock=now - dt.timedelta(days=days))
+    # retention deletes the oldest sealed part of each hash chain (storage.audit_chain): unsealed events wait
+    async with initialized.sessions() as session, session.begin():
+        assert await purge_audit(session, **audit_cutoffs(settings, now)) == {"audit_events": 0,
+                                                                              "anonymous_audit_events": 0}
+    await seal_all(initialized.direct, build_audit_checkpoints(settings, initialized.token_keys))
     async with initialized.sessions() as session, session.begin():
         purged = await purge_audit(session, **audit_cutoffs(settings, now))
     assert purged == {"audit_events": 1, "anonymous_audit_events": 1}
@@ -81,6 +87,8 @@ async def test_audit_events_are_purged_after_their_retention(initialized: Servic
         left = (await session.execute(select(AuditEvent.subject).where(AuditEvent.event_type == "test.event"))
                 ).scalars().all()
     assert sorted(left) == ["kept-anonymous", "kept-officer"]
+    report = await verify_trail(initialized.direct, build_audit_checkpoints(settings, initialized.token_keys))
+    assert report.intact, report.summary()
     # 0 keeps them for ever
     forever = settings.model_copy(update={"audit_retention_days": 0, "audit_anonymous_retention_days": 0})
     assert audit_cutoffs(forever, now) == {"before": None, "anonymous_before": None}
@@ -91,6 +99,9 @@ async def test_housekeeping_purges_the_audit_trail(initialized: Services) -> Non
     async with initialized.sessions() as session, session.begin():
         record_event(session, "test.event", actor="anonymous", subject="old", clock=now - dt.timedelta(days=31))
         record_event(session, "test.event", actor="officer-1", subject="recent", clock=now)
+    # retention deletes sealed events only: a sealing pass first (what api.audit_sealer's schedule runs; the tests'
+    # settings leave it off)
+    await seal_all(initialized.direct, build_audit_checkpoints(initialized.settings, initialized.token_keys))
     app = create_app(services=initialized)
     async with app.router.lifespan_context(app):
         await asyncio.wait_for(app.state.housekeeping_passed.wait(), timeout=30)
@@ -98,3 +109,7 @@ async def test_housekeeping_purges_the_audit_trail(initialized: Services) -> Non
         left = (await session.execute(select(AuditEvent.subject).where(AuditEvent.event_type == "test.event"))
                 ).scalars().all()
     assert left == ["recent"]
+    # what is left verifies, nothing is left unsealed
+    report = await verify_trail(initialized.direct, build_audit_checkpoints(initialized.settings,
+                                                                            initialized.token_keys))
+    assert report.intact and report.unsealed == 0, report.summary()

@@ -206,6 +206,9 @@ async def test_every_command_answers_json_wherever_the_flag_stands(
     ran.add("validate")
     assert proc.returncode == 1 and proc.stdout.count("\n") == 1 and proc.stderr == ""
     assert json.loads(proc.stdout)["signatures"] == []
+    # so is audit verify's (0: every chain intact), after sealing what the commands above recorded
+    report = run("audit verify", "--seal")
+    assert report["intact"] is True and report["unsealed"] == 0 and report["chains"][1]["checkpoints"] == 1
 
     assert ran == _commands(build_parser())
 

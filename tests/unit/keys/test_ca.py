@@ -271,6 +271,9 @@ async def test_revocation_publishes_a_crl_listing_the_serial(
     events = await _events(services, "certificate.revoked")
     assert {(e.subject, e.detail["reason"], e.actor) for e in events} == {
         (row.serial_hex, "keyCompromise", "test"), (held.serial_hex, "unspecified", "test")}
+    # each CRL signed with the CA key is audited in the revocation's transaction (issue 16: key operations)
+    published = [(e.subject, e.detail["crl_number"], e.actor) for e in await _events(services, "crl.published")]
+    assert (ISSUING, number - 1, "test") in published and (ISSUING, number, "test") in published
 
     with pytest.raises(AlreadyRevoked, match="was revoked at"):
         async with services.sessions() as session, session.begin():

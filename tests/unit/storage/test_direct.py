@@ -141,7 +141,8 @@ async def test_sqlite_waits_for_another_writer_without_stalling_the_loop(tmp_pat
     setup = sqlite3.connect(path)
     setup.execute("PRAGMA journal_mode=WAL")
     setup.execute("CREATE TABLE audit_events (id VARCHAR(36) PRIMARY KEY, occurred_at DATETIME, event_type "
-                  "VARCHAR(64), actor VARCHAR(200), subject VARCHAR(200), request_id VARCHAR(64), detail JSON)")
+                  "VARCHAR(64), actor VARCHAR(200), subject VARCHAR(200), request_id VARCHAR(64), detail JSON, "
+                  "chain VARCHAR(16), seq BIGINT, chain_hash VARCHAR(64))")
     setup.commit()
     engine = create_engine(f"sqlite+aiosqlite:///{path}")
     direct = SessionDirect(create_session_factory(engine))
@@ -186,7 +187,8 @@ async def test_sqlite_writers_queued_behind_the_write_lock_hold_no_connection(tm
     setup = sqlite3.connect(path)
     setup.execute("PRAGMA journal_mode=WAL")
     setup.execute("CREATE TABLE audit_events (id VARCHAR(36) PRIMARY KEY, occurred_at DATETIME, event_type "
-                  "VARCHAR(64), actor VARCHAR(200), subject VARCHAR(200), request_id VARCHAR(64), detail JSON)")
+                  "VARCHAR(64), actor VARCHAR(200), subject VARCHAR(200), request_id VARCHAR(64), detail JSON, "
+                  "chain VARCHAR(16), seq BIGINT, chain_hash VARCHAR(64))")
     setup.commit()
     engine = create_engine(f"sqlite+aiosqlite:///{path}", pool_size=1)
     sessions = create_session_factory(engine)
