@@ -4,7 +4,7 @@ grants.represents: the entity the person chose to act for in an authorization (t
 VÖEN and name, the powers; idp.core.interfaces.Representation.as_json), NULL when they act as themselves.
 
 Revision ID: 0018
-Revises: 0016
+Revises: 0017
 Create Date: 2026-12-06 19:55:00.000000
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0018'
-down_revision: str | None = '0016'
+down_revision: str | None = '0017'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
