@@ -74,14 +74,15 @@ class AccountRecords:
         self._tx = tx
 
     async def sessions(self, person_id: str, *, current_id: str | None, now: dt.datetime) -> list[SessionView]:
-        """The person's live sessions (not ended, not expired), the latest sign-in first."""
+        """The person's live sessions (not ended, not expired): the current one first, then the latest sign-in
+        first."""
         out = []
         for id_, sid, created_at, auth_time, expires_at, level, amr in await self._tx.all(
                 LIVE_SESSIONS, person_id=person_id, now=now):
             out.append(SessionView(sid=sid or "", created_at=created_at, auth_time=auth_time, expires_at=expires_at,
                                    level=level if level in LEVELS else "low", amr=tuple(amr or ()),
                                    current=id_ == current_id))
-        return out
+        return sorted(out, key=lambda s: not s.current)  # stable: the others keep their order
 
     async def session(self, person_id: str, sid: str) -> LoginState | None:
         """The person's own session with public id `sid` (ended or not); None for anyone else's or an unknown one."""
