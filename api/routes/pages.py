@@ -245,6 +245,8 @@ ACCESS_PAGE_SIZE = 20
 MAX_ACCESS_PAGE = 10_000
 SIGNATURE_HISTORY_LIMIT = 100
 """Entries of the signature history the page shows (and the export holds): the latest."""
+MAX_DOCUMENT_NUMBER_DIGITS = 4
+"""A document's number in its request: anything longer (or not digits) names no document (404)."""
 EXPORT_ACCESS_LIMIT = 100_000
 """Access records in one export: far beyond what a person accumulates; the newest are kept."""
 
@@ -433,7 +435,7 @@ async def end_other_session(request: Request, sid: str) -> Response:
 
 
 @router.get("/account/signatures/{request_id}/{n}/report")
-async def signature_report(request: Request, request_id: str, n: int) -> Response:
+async def signature_report(request: Request, request_id: str, n: str) -> Response:
     """The validation report (ETSI TS 119 102-2, api.validation) of a signed document in the person's signature
     history, made now from the stored signed PDF while it is retained (ACAR_SIGNING_RETENTION_HOURS); after that
     the page says the document was deleted and only its digests remain. Another person's document is 404."""
@@ -444,7 +446,9 @@ async def signature_report(request: Request, request_id: str, n: int) -> Respons
         if state is None or cookie is None:
             return _signin_page()
         subject = await work.oidc.subject(state.person_id)
-        document = await SignatureHistory(work.tx).document(subject.fin if subject else None, request_id, n)
+        number = int(n) if n.isascii() and n.isdigit() and len(n) <= MAX_DOCUMENT_NUMBER_DIGITS else None
+        document = None if number is None else await SignatureHistory(work.tx).document(
+            subject.fin if subject else None, request_id, number)
     if document is None:
         return error_page("not_found", "this document is not in your signature history", status=404)
     report, error_key, status = None, None, 200
