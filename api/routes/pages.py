@@ -242,7 +242,8 @@ class SignatureView:
 
 ACCESS_PAGE_SIZE = 20
 """Rows of the access record per page (the latest first; the export holds them all)."""
-MAX_ACCESS_PAGE = 10_000
+MAX_PAGE_DIGITS = 6
+"""`?page=` of the access record: digits, at most this many; anything else shows the first page."""
 SIGNATURE_HISTORY_LIMIT = 100
 """Entries of the signature history the page shows (and the export holds): the latest."""
 MAX_DOCUMENT_NUMBER_DIGITS = 4
@@ -308,8 +309,7 @@ def _passkey_error_key(exc: PasskeyError) -> str:
 
 
 @router.get("/account")
-async def account_page(request: Request, done: Annotated[str | None, Query(max_length=40)] = None,
-                       page: Annotated[int, Query(ge=1, le=MAX_ACCESS_PAGE)] = 1) -> Response:
+async def account_page(request: Request, done: str | None = None, page: str | None = None) -> Response:
     """The signed-in person's sessions, passkeys, consents, signature history and access record (`page`: which
     page of the access record, the latest first); without a session, a page asking to sign in (401)."""
     services, provider = services_of(request), provider_of(request)
@@ -318,7 +318,8 @@ async def account_page(request: Request, done: Annotated[str | None, Query(max_l
         state = await provider.login_sessions.current(work.oidc, cookie)
         if state is None or cookie is None:
             return _signin_page()
-        view = await _load_account(request, work, state, access_page=page)
+        wanted = int(page) if page and page.isascii() and page.isdigit() and len(page) <= MAX_PAGE_DIGITS else 1
+        view = await _load_account(request, work, state, access_page=wanted)
     notice = f"account.done.{done}" if done in ACCOUNT_NOTICES else None
     return _account_page(view, cookie, notice_key=notice)
 
