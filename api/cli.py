@@ -696,7 +696,7 @@ def _client_registration(args: argparse.Namespace) -> Any:
         else list(default_scopes(args.grant_type or DEFAULT_GRANT_TYPES)),
         auth_method=args.auth_method, subject_type=args.subject_type, jwks=jwks, jwks_uri=args.jwks_uri,
         sector_identifier_uri=args.sector_identifier_uri, backchannel_logout_uri=args.backchannel_logout_uri,
-        id_token_alg=args.id_token_alg, introspect_clients=args.introspect_client or [],
+        id_token_alg=args.id_token_alg, introspect_clients=args.introspect_client or [], purpose=args.purpose,
     )
     validate_registration(registration)
     return registration
@@ -1231,6 +1231,8 @@ def _add_client_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--id-token-alg", choices=["ES256", "RS256", "EdDSA"], default="ES256")
     p.add_argument("--introspect-client", action="append", metavar="CLIENT_ID",
                    help="a client whose tokens this one may introspect besides its own (RFC 7662); repeatable")
+    p.add_argument("--purpose", help="what the agency uses citizens' data for, shown to them in their access record "
+                   "(at most 500 characters)")
     p.set_defaults(func=cmd_client_add)
     p = client.add_parser("list", parents=[common], help="list registered clients")
     p.set_defaults(func=cmd_client_list)

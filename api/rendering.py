@@ -227,6 +227,7 @@ ERROR_MESSAGES: Mapping[str, str] = {
     "too many requests; try again later": "error.rate_limited",
     "the service is temporarily unavailable; try again later": "error.unavailable",
     "ID-card sign-in is not available on this server": "card.error.card_login_unavailable",
+    "this document is not in your signature history": "account.error.signature_not_found",
 }
 """The plain-words message of each error description that idp/ and the page routes show a citizen (by its
 English text, as gettext keys messages); a test keeps every literal description of those modules here."""

@@ -42,6 +42,7 @@ import contextlib
 import contextvars
 import functools
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -461,6 +462,37 @@ async def _json_codecs(connection: Any) -> None:
                                     format="binary")
 
 
+_PARAMETER = re.compile(r"\$(\d+)")
+MAX_FOLDED_ROWS = 16
+"""Deferred rows of several INSERT statements up to this many are written as one statement (`fold_inserts`)."""
+
+
+def fold_inserts(deferred: Sequence[tuple[Compiled, list[Any]]]) -> tuple[str, list[Any]] | None:
+    """PostgreSQL: the deferred rows of more than one INSERT statement (a token's audit event beside the person's
+    access record) as ONE statement, each row but the last a data-modifying CTE, which PostgreSQL runs exactly once
+    and to completion whether or not the main statement reads it (PostgreSQL manual, "Data-Modifying Statements in
+    WITH"): `WITH w0 AS (INSERT ...), w1 AS (INSERT ...) INSERT ...`, the parameters renumbered in order. One round
+    trip where an executemany per statement costs one each; atomic like any statement. None (an executemany per
+    statement then) for rows of one statement only, too many rows, or SQL this must not rewrite: anything but a
+    plain INSERT, or text holding a quote (a literal could hold a `$n`)."""
+    if len(deferred) > MAX_FOLDED_ROWS or len({compiled.sql for compiled, _ in deferred}) < 2:
+        return None
+    parts: list[str] = []
+    args: list[Any] = []
+    for compiled, row in deferred:
+        sql = compiled.sql
+        if not sql.startswith("INSERT INTO ") or "RETURNING" in sql or "'" in sql or ";" in sql:
+            return None
+        parts.append(_PARAMETER.sub(functools.partial(_shifted, by=len(args)), sql))
+        args.extend(row)
+    ctes = ", ".join(f"w{n} AS ({sql})" for n, sql in enumerate(parts[:-1]))
+    return f"WITH {ctes} {parts[-1]}", args
+
+
+def _shifted(found: re.Match[str], *, by: int) -> str:
+    return f"${int(found.group(1)) + by}"
+
+
 class _PostgresTransaction(Transaction):
     def __init__(self, database: PostgresDirect, *, write: bool) -> None:
         super().__init__(database.dialect, write=write, database=database)
@@ -521,6 +553,17 @@ class _PostgresTransaction(Transaction):
 
     async def _executemany(self, sql: str, rows: list[list[Any]]) -> None:
         await self._run(lambda driver: driver.executemany(sql, rows))
+
+    async def flush(self) -> None:
+        """Write the deferred rows now: rows of several INSERT statements in one statement (`fold_inserts`), else
+        an executemany per statement."""
+        folded = fold_inserts(self._deferred)
+        if folded is None:
+            await super().flush()
+            return
+        self._deferred = []
+        sql, args = folded
+        await self._run(lambda driver: driver.execute(sql, *args))
 
     async def _write_alone(self, sql: str, rows: list[list[Any]]) -> bool:
         """asyncpg's executemany is atomic by itself (one implicit transaction, all rows or none) and costs one

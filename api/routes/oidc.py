@@ -217,7 +217,8 @@ async def userinfo(request: Request) -> JSONResponse:
     provider = provider_of(request)
     form = await read_form(request) if request.method == "POST" and request.headers.get("content-type") else None
     token = _bearer(request, form)
-    async with provider.unit_of_work(reading=True) as unit:
+    # a writing unit: the answer is recorded in the person's access record (issue 16), committed with it
+    async with provider.unit_of_work() as unit:
         body = await provider.grants.userinfo(token, unit.oidc)
     return oauth_json(body)
 
@@ -231,7 +232,8 @@ async def introspect(request: Request) -> JSONResponse:
     if claimed is not None:
         keys.append(("client", claimed))
     await limits.spend(limits.budgets.introspection, keys, answer="oauth")
-    async with _client_authentication(request, form), provider.unit_of_work(reading=True) as unit:
+    # a writing unit: introspecting a person's token is recorded in their access record (issue 16)
+    async with _client_authentication(request, form), provider.unit_of_work() as unit:
         body = await provider.grants.introspect(form, authorization, unit.oidc)
     return oauth_json(body)
 

@@ -16,6 +16,8 @@ Every check compares in constant time; a missing or wrong token changes nothing 
 from __future__ import annotations
 
 import datetime as dt
+import io
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
@@ -25,9 +27,20 @@ from fastapi.responses import RedirectResponse
 
 from api.i18n import LANGUAGE_COOKIE, LANGUAGE_COOKIE_MAX_AGE, LANGUAGES
 from api.provider import session_max_age
-from api.rendering import ERROR_CODE, PASSKEY_ERRORS, error_message_keys, error_page, render, safe_return_path
+from api.rendering import (
+    ERROR_CODE,
+    PASSKEY_ERRORS,
+    error_message_keys,
+    error_page,
+    page_translator,
+    render,
+    safe_return_path,
+)
+from api.report_view import ReportText, status_class
 from api.routes.passkeys import enrolled_value, live_interaction, orm_unit
+from api.routes.validation import REFUSAL_CODES
 from api.units import RequestUnit
+from api.validation import Caller
 from api.web import (
     ACCOUNT_CSRF_PURPOSE,
     NO_STORE,
@@ -43,9 +56,14 @@ from api.web import (
 from idp.core.claims import CLAIM_DESCRIPTIONS
 from idp.core.errors import InvalidRequest
 from idp.core.interfaces import LoginState
+from idp.core.logout import end_session
 from idp.core.sessions import csrf_for_session, csrf_matches
 from idp.core.webauthn import CredentialNotFound, InvalidPasskeyRequest, PasskeyError, PasskeyView
+from idp.sql.account import AccessView, AccountRecords, SessionView
 from idp.sql.enrollment import EnrollmentError, EnrollmentRecord
+from signing.core.errors import SigningError
+from signing.sql.history import SignatureEntry, SignatureHistory
+from storage.base import utcnow
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 ENROLL_CSRF = DoubleSubmitCsrf("acar_enroll_csrf", "enroll-code", max_age=3600)
@@ -55,7 +73,7 @@ CODE_FIELD_LENGTH = 32
 """The field's maxlength (enroll.html): 20 symbols and their separators, with room for spaces. A refused code is
 shown again in the field only when it fits."""
 FORM_EXPIRED = "the form has expired; please try again"
-ACCOUNT_NOTICES = ("renamed", "removed", "withdrawn", "added")
+ACCOUNT_NOTICES = ("renamed", "removed", "withdrawn", "added", "session_ended")
 
 
 # --- the landing page ----------------------------------------------------------------------------------------
@@ -207,28 +225,71 @@ class AccountView:
     display_name: str
     passkeys: list[PasskeyView]
     consents: list[ConsentView]
+    sessions: list[SessionView]
+    signatures: list[SignatureView]
+    access: list[AccessView]
+    access_page: int
+    access_pages: int
 
 
-async def _load_account(request: Request, work: RequestUnit, state: LoginState) -> AccountView:
-    provider, services = provider_of(request), services_of(request)
-    consents = []
-    for c in await work.oidc.list_consents(state.person_id):
-        client = await provider.clients.get(c.client_id)
-        consents.append(ConsentView(
-            client_id=c.client_id, client_name=client.name if client else c.client_id,
-            claims=sorted(n for n in c.claims if n in CLAIM_DESCRIPTIONS), offline="offline_access" in c.scopes,
-            granted_at=c.granted_at))
+@dataclass(frozen=True, slots=True)
+class SignatureView:
+    """A signature history entry with the name of the agency that asked."""
+
+    entry: SignatureEntry
+    client_name: str
+
+
+ACCESS_PAGE_SIZE = 20
+"""Rows of the access record per page (the latest first; the export holds them all)."""
+MAX_PAGE_DIGITS = 6
+"""`?page=` of the access record: digits, at most this many; anything else shows the first page."""
+SIGNATURE_HISTORY_LIMIT = 100
+"""Entries of the signature history the page shows (and the export holds): the latest."""
+MAX_DOCUMENT_NUMBER_DIGITS = 4
+"""A document's number in its request: anything longer (or not digits) names no document (404)."""
+EXPORT_ACCESS_LIMIT = 100_000
+"""Access records in one export: far beyond what a person accumulates; the newest are kept."""
+
+
+async def _client_name(request: Request, client_id: str) -> str:
+    client = await provider_of(request).clients.get(client_id)
+    return client.name if client else client_id
+
+
+async def _load_account(request: Request, work: RequestUnit, state: LoginState, *,
+                        access_page: int = 1) -> AccountView:
+    services = services_of(request)
+    consents = [ConsentView(
+        client_id=c.client_id, client_name=await _client_name(request, c.client_id),
+        claims=sorted(n for n in c.claims if n in CLAIM_DESCRIPTIONS), offline="offline_access" in c.scopes,
+        granted_at=c.granted_at) for c in await work.oidc.list_consents(state.person_id)]
+    records = AccountRecords(work.tx)
+    subject = await work.oidc.subject(state.person_id)
+    signatures = [SignatureView(e, await _client_name(request, e.client_id)) for e in
+                  await SignatureHistory(work.tx).entries(subject.fin if subject else None,
+                                                          limit=SIGNATURE_HISTORY_LIMIT)]
+    count = await records.access_count(state.person_id)
+    pages = max(1, -(-count // ACCESS_PAGE_SIZE))
+    page = min(max(1, access_page), pages)
     return AccountView(display_name=await work.passkeys.display_name(state.person_id) or "",
                        passkeys=await services.passkeys.credentials(work.passkeys, state.person_id),
-                       consents=consents)
+                       consents=consents,
+                       sessions=await records.sessions(state.person_id, current_id=state.id, now=utcnow()),
+                       signatures=signatures,
+                       access=await records.access_records(state.person_id, limit=ACCESS_PAGE_SIZE,
+                                                           offset=(page - 1) * ACCESS_PAGE_SIZE),
+                       access_page=page, access_pages=pages)
 
 
 def _account_page(view: AccountView, cookie: str, *, notice_key: str | None = None, error_key: str | None = None,
                   status: int = 200) -> Response:
     return render("account.html", {
         "display_name": view.display_name, "passkeys": view.passkeys, "consents": view.consents,
+        "sessions": view.sessions, "signatures": view.signatures, "access": view.access,
+        "access_page": view.access_page, "access_pages": view.access_pages,
         "csrf_token": csrf_for_session(cookie, ACCOUNT_CSRF_PURPOSE), "notice_key": notice_key,
-        "error_key": error_key}, status=status)
+        "error_key": error_key, "return_to": "/account"}, status=status)
 
 
 def _signin_page() -> Response:
@@ -248,15 +309,17 @@ def _passkey_error_key(exc: PasskeyError) -> str:
 
 
 @router.get("/account")
-async def account_page(request: Request, done: str | None = None) -> Response:
-    """The signed-in person's passkeys and consents; without a session, a page asking to sign in (401)."""
+async def account_page(request: Request, done: str | None = None, page: str | None = None) -> Response:
+    """The signed-in person's sessions, passkeys, consents, signature history and access record (`page`: which
+    page of the access record, the latest first); without a session, a page asking to sign in (401)."""
     services, provider = services_of(request), provider_of(request)
     cookie = session_cookie(request, provider)
     async with orm_unit(services) as work:
         state = await provider.login_sessions.current(work.oidc, cookie)
         if state is None or cookie is None:
             return _signin_page()
-        view = await _load_account(request, work, state)
+        wanted = int(page) if page and page.isascii() and page.isdigit() and len(page) <= MAX_PAGE_DIGITS else 1
+        view = await _load_account(request, work, state, access_page=wanted)
     notice = f"account.done.{done}" if done in ACCOUNT_NOTICES else None
     return _account_page(view, cookie, notice_key=notice)
 
@@ -344,3 +407,98 @@ async def withdraw_consent(request: Request, client_id: str) -> Response:
         return _done("withdrawn")
 
     return await _account_post(request, withdraw)
+
+
+@router.post("/account/sessions/{sid}/end")
+async def end_other_session(request: Request, sid: str) -> Response:
+    """End one of the person's other sessions (another browser or device) as a logout there would: its grants
+    revoked (except offline_access ones), back-channel logout tokens queued (idp.core.logout.end_session). The
+    current session is ended by signing out (/logout, which also clears this browser's cookie): its sid here leads
+    there. Another person's session, or an unknown or ended one, is 404 and nothing changes."""
+    provider = provider_of(request)
+    sid = sid[:65]
+
+    async def end(post: _AccountPost) -> Response:
+        if sid == post.state.sid:
+            return RedirectResponse("/logout", status_code=303, headers=NO_STORE)
+        target = await AccountRecords(post.work.tx).session(post.state.person_id, sid)
+        if target is None or target.ended_at is not None or target.expires_at <= utcnow():
+            return await post.page("account.error.session_not_found", 404)
+        await end_session(post.work.oidc, target, now=utcnow(),
+                          retry_seconds=provider.settings.backchannel_logout_retry_seconds)
+        return _done("session_ended")
+
+    response = await _account_post(request, end)
+    delivery = getattr(request.app.state, "backchannel", None)
+    if delivery is not None and response.status_code == 303:
+        delivery.kick()
+    return response
+
+
+@router.get("/account/signatures/{request_id}/{n}/report")
+async def signature_report(request: Request, request_id: str, n: str) -> Response:
+    """The validation report (ETSI TS 119 102-2, api.validation) of a signed document in the person's signature
+    history, made now from the stored signed PDF while it is retained (ACAR_SIGNING_RETENTION_HOURS); after that
+    the page says the document was deleted and only its digests remain. Another person's document is 404."""
+    services, provider = services_of(request), provider_of(request)
+    cookie = session_cookie(request, provider)
+    async with orm_unit(services) as work:
+        state = await provider.login_sessions.current(work.oidc, cookie)
+        if state is None or cookie is None:
+            return _signin_page()
+        subject = await work.oidc.subject(state.person_id)
+        number = int(n) if n.isascii() and n.isdigit() and len(n) <= MAX_DOCUMENT_NUMBER_DIGITS else None
+        document = None if number is None else await SignatureHistory(work.tx).document(
+            subject.fin if subject else None, request_id, number)
+    if document is None:
+        return error_page("not_found", "this document is not in your signature history", status=404)
+    report, error_key, status = None, None, 200
+    if document.signed is not None:
+        caller = Caller(client_id=None, address=services.ratelimits.client_ip(request), name=state.person_id)
+        try:
+            report = await services.validation.validate(io.BytesIO(document.signed), at=None, caller=caller)
+        except SigningError as exc:  # the validation service unavailable or timed out
+            error_key = f"verify.error.{exc.code}" if exc.code in REFUSAL_CODES else "verify.error.pdf_refused"
+            status = exc.status_code
+    return render("account_report.html", {
+        "filename": document.filename, "report": report, "error_key": error_key, "purged": document.signed is None,
+        "purged_at": document.purged_at, "words": ReportText(page_translator()), "status_class": status_class,
+        "return_to": f"/account/signatures/{request_id}/{n}/report"}, status=status)
+
+
+@router.get("/account/export")
+async def export_account(request: Request) -> Response:
+    """Everything the account page shows about the signed-in person, as one JSON download (their person record,
+    sessions, passkeys, consents, signature history and the whole access record): only rows bound to this
+    person, nothing about anyone else. Without a session: 401 and the sign-in page."""
+    services, provider = services_of(request), provider_of(request)
+    cookie = session_cookie(request, provider)
+    async with orm_unit(services) as work:
+        state = await provider.login_sessions.current(work.oidc, cookie)
+        if state is None or cookie is None:
+            return _signin_page()
+        view = await _load_account(request, work, state)
+        subject = await work.oidc.subject(state.person_id)
+        access = await AccountRecords(work.tx).access_records(state.person_id, limit=EXPORT_ACCESS_LIMIT)
+        await work.oidc.audit("account.exported", actor=state.person_id, subject=state.person_id,
+                              detail={"access_records": len(access)})
+    body = {
+        "exported_at": utcnow().isoformat(),
+        "person": {"fin": subject.fin if subject else None,
+                   "given_name": subject.given_name if subject else None,
+                   "family_name": subject.family_name if subject else None,
+                   "birthdate": subject.birthdate.isoformat() if subject and subject.birthdate else None,
+                   "display_name": view.display_name},
+        "sessions": [{"sid": s.sid, "signed_in_at": s.auth_time.isoformat(), "started_at": s.created_at.isoformat(),
+                      "expires_at": s.expires_at.isoformat(), "level": s.level, "amr": list(s.amr),
+                      "current": s.current} for s in view.sessions],
+        "passkeys": [{"name": p.name, "created_at": p.created_at.isoformat(),
+                      "last_used_at": p.last_used_at.isoformat() if p.last_used_at else None, "level": p.level,
+                      "synced": p.synced, "blocked": p.flagged} for p in view.passkeys],
+        "consents": [{"client_id": c.client_id, "client_name": c.client_name, "claims": c.claims,
+                      "offline_access": c.offline, "granted_at": c.granted_at.isoformat()} for c in view.consents],
+        "signatures": [{**s.entry.as_json(), "client_name": s.client_name} for s in view.signatures],
+        "access_record": [a.as_json() for a in access],
+    }
+    return Response(json.dumps(body, ensure_ascii=False, indent=2), media_type="application/json", headers={
+        **NO_STORE, "Content-Disposition": 'attachment; filename="acar-account.json"'})

@@ -43,6 +43,8 @@ class ClientCreate(BaseModel):
                               json_schema_extra={"enum": list(ID_TOKEN_ALGS)})
     introspect_clients: list[str] = Field(default_factory=list, max_length=100, description=(
         "clients whose tokens this client may introspect besides its own (RFC 7662 section 4)"))
+    purpose: str | None = Field(default=None, max_length=500, description=(
+        "what the agency uses citizens' data for: shown to each citizen in their access record"))
 
     def registration(self) -> ClientRegistration:
         return ClientRegistration(
@@ -52,7 +54,7 @@ class ClientCreate(BaseModel):
             auth_method=self.auth_method,
             subject_type=self.subject_type, jwks=self.jwks, jwks_uri=self.jwks_uri,
             sector_identifier_uri=self.sector_identifier_uri, backchannel_logout_uri=self.backchannel_logout_uri,
-            id_token_alg=self.id_token_alg, introspect_clients=self.introspect_clients,
+            id_token_alg=self.id_token_alg, introspect_clients=self.introspect_clients, purpose=self.purpose,
         )
 
 
@@ -84,6 +86,7 @@ class ClientView(BaseModel):
     backchannel_logout_uri: str | None
     id_token_alg: str
     introspect_clients: list[str]
+    purpose: str | None = Field(description="the stated purpose of its use of citizens' data; null: none stated")
     disabled: bool
 
     @classmethod
@@ -96,7 +99,7 @@ class ClientView(BaseModel):
             sector_identifier_uri=client.sector_identifier_uri,
             jwks=dict(client.jwks) if client.jwks is not None else None, jwks_uri=client.jwks_uri,
             backchannel_logout_uri=client.backchannel_logout_uri, id_token_alg=client.id_token_alg,
-            introspect_clients=sorted(client.introspect_clients), disabled=client.disabled,
+            introspect_clients=sorted(client.introspect_clients), purpose=client.purpose, disabled=client.disabled,
         )
 
 

@@ -306,6 +306,8 @@ class TokenService:
             client_id=client.client_id, alg=client.id_token_alg, sub=grant.sub, nonce=nonce, auth_time=auth_time,
             acr=grant.acr, amr=grant.amr, sid=grant.session_sid, access_token=access, claims=id_claims,
         )
+        await store.record_access(grant.person_id, client.client_id, "token", claims=sorted(id_claims),
+                                  scopes=scope.split())
         body: dict[str, Any] = {"access_token": access, "token_type": "Bearer", "expires_in": expires_in,
                                 "id_token": id_token, "scope": scope}
         if "refresh_token" in client.grant_types:
@@ -369,13 +371,16 @@ class TokenService:
         wanted = {c for s in scopes for c in SCOPE_CLAIMS.get(s, ())}
         wanted |= set(ClaimsRequest.from_json(grant.claims).userinfo)
         body: dict[str, Any] = {"sub": grant.sub}
-        body.update(person_claims(subject, wanted & released))
+        released_now = person_claims(subject, wanted & released)
+        body.update(released_now)
         if grant.represents is not None and REPRESENTS in scopes:
             current = await store.representation(grant.person_id, str(grant.represents.get("mandate_id", "")),
                                                  self._clock())
             if current is None:
                 raise InvalidToken("the mandate the person acts under is no longer valid")
             body[REPRESENTS] = current.claim()
+        await store.record_access(grant.person_id, str(verified.claims.get("client_id", "")), "userinfo",
+                                  claims=sorted(body.keys() - {"sub"}), scopes=sorted(scopes))
         return body
 
     async def introspect(self, form: Mapping[str, str], authorization: str | None, store: TokenStore) -> dict[str, Any]:
@@ -404,6 +409,9 @@ class TokenService:
             out = {k: verified.claims[k] for k in ("scope", "client_id", "sub", "exp", "iat", "iss", "aud", "jti",
                                                      "auth_time", "acr") if k in verified.claims}
             out.update(active=True, token_type="Bearer")
+            if grant is not None:  # a person's token (a client_credentials token has no grant)
+                await store.record_access(grant.person_id, client.client_id, "introspection", claims=(),
+                                          scopes=str(out.get("scope", "")).split())
             return out
         record = await store.get_refresh(token_hash(token))
         # a used (rotated) refresh token is no longer active: at most it answers its successor again (grace window)
@@ -412,6 +420,8 @@ class TokenService:
         grant = await store.get_grant(record.grant_id)
         if grant is None or grant.revoked_at is not None or await store.client_disabled(record.client_id):
             return {"active": False}
+        await store.record_access(grant.person_id, client.client_id, "introspection", claims=(),
+                                  scopes=grant.scope.split())
         return {"active": True, "token_type": "refresh_token", "client_id": record.client_id, "sub": grant.sub,
                 "scope": grant.scope, "exp": int(record.expires_at.timestamp()), "iss": self.tokens.issuer}
 

@@ -8,7 +8,7 @@ unit of work api/ commits (STYLE habit 3). Nothing here knows a web framework or
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -18,6 +18,8 @@ GrantType = Literal["authorization_code", "refresh_token", "client_credentials"]
 GRANT_TYPES: tuple[GrantType, ...] = ("authorization_code", "refresh_token", "client_credentials")
 SubjectType = Literal["pairwise", "public"]
 Level = Literal["low", "substantial", "high"]
+AccessKind = Literal["token", "userinfo", "introspection"]
+"""How a client received data about a person (idp.sql.models.AccessRecord)."""
 LEVELS: tuple[Level, ...] = ("low", "substantial", "high")
 
 
@@ -47,6 +49,8 @@ class Client:
     """The other clients whose tokens this one may introspect (RFC 7662 section 4: "the authorization server MUST
     determine whether or not the token can be used at the protected resource making the introspection call");
     its own tokens always."""
+    purpose: str | None = None
+    """The stated purpose of its use of citizens' data (issue 16): copied into each access record."""
 
     @property
     def is_public(self) -> bool:
@@ -237,6 +241,13 @@ class TokenStore(Protocol):
     async def revoke_jti(self, jti: str, expires_at: dt.datetime, reason: str, *, actor: str) -> bool: ...
     """Revoke a token by jti and record token.revoked; False when it already was."""
     async def jti_revoked(self, jti: str) -> bool: ...
+
+    # the person's access record (issue 16)
+    async def record_access(self, person_id: str, client_id: str, kind: AccessKind, *, claims: Iterable[str],
+                            scopes: Iterable[str]) -> None: ...
+    """Record that `client_id` received data about `person_id`: `kind` token (the ID token's person claims and the
+    access token's scopes), userinfo (the claims answered) or introspection (the token's scopes). Written with the
+    unit of work (deferred to its COMMIT), so only a release that commits is recorded."""
 
     async def audit(self, event_type: str, *, actor: str, subject: str | None = None,
                     detail: Mapping[str, Any] | None = None) -> None: ...

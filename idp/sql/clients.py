@@ -54,6 +54,8 @@ MAX_HOST_LENGTH = 253
 MAX_SCOPES = 50
 MAX_SCOPE_LENGTH = 200
 MAX_NAME_LENGTH = 200
+MAX_PURPOSE_LENGTH = 500
+"""The stated purpose of a client (oauth_clients.purpose)."""
 MAX_INTROSPECT_CLIENTS = 100
 SECRET_METHODS: tuple[AuthMethod, ...] = ("client_secret_basic", "client_secret_post")
 SUBJECT_TYPES: tuple[SubjectType, ...] = ("pairwise", "public")
@@ -106,6 +108,8 @@ class ClientRegistration:
     backchannel_logout_uri: str | None = None
     id_token_alg: str = "ES256"
     introspect_clients: Sequence[str] = ()
+    purpose: str | None = None
+    """What the agency uses citizens' data for (shown in their access record, issue 16)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +129,19 @@ class ClientMetadata:
     backchannel_logout_uri: str | None
     id_token_alg: str
     introspect_clients: tuple[str, ...] = ()
+    purpose: str | None = None
+
+
+def purpose_text(value: str | None) -> str | None:
+    """The stated purpose: trimmed, printable, at most MAX_PURPOSE_LENGTH characters; empty is None."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidClientMetadata("purpose: must be text")
+    text = " ".join(value.split())
+    if len(text) > MAX_PURPOSE_LENGTH or any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise InvalidClientMetadata(f"purpose: must be at most {MAX_PURPOSE_LENGTH} printable characters")
+    return text or None
 
 
 def _name(value: str) -> str:
@@ -290,6 +307,7 @@ def validate_registration(reg: ClientRegistration) -> ClientMetadata:
         backchannel_logout_uri=_optional_uri(reg.backchannel_logout_uri, "backchannel_logout_uri"),
         id_token_alg=reg.id_token_alg,
         introspect_clients=introspect_clients(reg.introspect_clients, auth_method),
+        purpose=purpose_text(reg.purpose),
     )
 
 
@@ -344,6 +362,7 @@ def to_client(row: OAuthClient) -> Client:
         id_token_alg=row.id_token_alg,
         disabled=row.disabled_at is not None,
         introspect_clients=frozenset(row.introspect_clients or ()),
+        purpose=row.purpose,
     )
 
 
@@ -378,7 +397,7 @@ class ClientRegistry:
             sector_identifier=sector, sector_identifier_uri=meta.sector_identifier_uri, jwks=meta.jwks,
             jwks_uri=meta.jwks_uri, backchannel_logout_uri=meta.backchannel_logout_uri,
             id_token_alg=meta.id_token_alg, introspect_clients=list(meta.introspect_clients), created_at=now,
-            updated_at=now,
+            updated_at=now, purpose=meta.purpose,
         )
         self._session.add(row)
         await self._session.flush()
@@ -386,7 +405,7 @@ class ClientRegistry:
                      detail={"name": meta.name, "auth_method": meta.auth_method, "grant_types": list(meta.grant_types),
                              "scopes": list(meta.scopes), "redirect_uris": list(meta.redirect_uris),
                              "subject_type": meta.subject_type, "sector_identifier": sector,
-                             "introspect_clients": list(meta.introspect_clients)})
+                             "introspect_clients": list(meta.introspect_clients), "purpose": meta.purpose})
         return to_client(row), secret
 
     async def get(self, client_id: str) -> Client | None:

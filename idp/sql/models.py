@@ -5,7 +5,17 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import JSON, BigInteger, CheckConstraint, Date, ForeignKey, LargeBinary, String, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Date,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.base import Base, UTCDateTime, utcnow
@@ -177,9 +187,36 @@ class OAuthClient(Base):
     administrator manages it."""
     introspect_clients: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
     """The other clients whose tokens this one may introspect (RFC 7662 section 4); its own always."""
+    purpose: Mapped[str | None] = mapped_column(String(500))
+    """What the agency says it uses citizens' data for, shown to them in their access record (issue 16). Empty:
+    the page says no purpose was stated."""
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     disabled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class AccessRecord(Base):
+    """One release of data about a person to a client (issue 16, the citizen's access record): an ID token and
+    access token issued in a user flow (`token`: the ID token's person claims, the access token's scopes), a
+    userinfo answer (`userinfo`: its claims, OIDC Core 5.3) or the introspection of the person's token
+    (`introspection`: RFC 7662, the token's scopes). Written in the unit of work of the release itself (deferred to
+    its COMMIT: no release without its record, no record of a release that rolled back). `purpose` is the client's
+    stated purpose at the time (`OAuthClient.purpose`), kept as it was then."""
+
+    __tablename__ = "access_records"
+    __table_args__ = (
+        CheckConstraint("kind IN ('token', 'userinfo', 'introspection')", name="kind"),
+        Index("ix_access_records_person_time", "person_id", "occurred_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
+    person_id: Mapped[str] = mapped_column(ForeignKey("persons.id", ondelete="CASCADE"))
+    client_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    claims: Mapped[list[str]] = mapped_column(JSON, default=list)
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    purpose: Mapped[str | None] = mapped_column(String(500))
+    occurred_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class AuthorizationRequest(Base):

@@ -7,6 +7,7 @@ import datetime as dt
 import re
 import string
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
@@ -32,7 +33,8 @@ from api.routes.pages import ACCOUNT_NOTICES
 from api.routes.validation import REFUSAL_CODES
 from idp.core.claims import CLAIM_DESCRIPTIONS
 from idp.core.errors import CardLoginError
-from idp.core.interfaces import LEVELS
+from idp.core.interfaces import LEVELS, AccessKind
+from signing.core.interfaces import RequestState
 from signing.core.report import ChangeClass, Indication, SignatureKind, SubIndication
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -102,6 +104,8 @@ def dynamic_keys() -> set[str]:
             | {f"card.error.{c}" for c in CARD_ERRORS} | {f"login.card.status.{s}" for s in CARD_STATUS}
             | {f"sign.state.{s}" for s in (*SIGN_STATES, "decided")}
             | {f"sign.mandate.{reason}" for reason in MANDATE_REASONS}
+            | {f"account.signatures.state.{s.value}" for s in RequestState}
+            | {f"account.access.kind.{k}" for k in get_args(AccessKind)}
             | report_keys() | error_message_keys())
 
 

@@ -10,7 +10,9 @@ import asyncio
 import datetime as dt
 import sqlite3
 import time
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, func, insert, select, update
@@ -27,6 +29,7 @@ from storage.direct import (
     SessionDirect,
     UnitIsReadOnly,
     UnsupportedStatement,
+    fold_inserts,
 )
 from tests.oidc_tools import register_client
 
@@ -294,3 +297,65 @@ def test_statements_the_layer_cannot_run_are_refused_when_compiled(dialect: obje
     assert changed.writes and named.writes
     assert Compiled.build(select(AuditEvent.id).with_for_update(), dialect).writes  # type: ignore[arg-type]
     assert not Compiled.build(select(AuditEvent.id), dialect).writes  # type: ignore[arg-type]
+
+
+async def test_deferred_rows_of_two_statements_cost_one_round_trip_on_postgresql(services: Services) -> None:
+    """A token's audit event and the person's access record (idp.sql.store.INSERT_ACCESS) are deferred rows of two
+    INSERT statements: on PostgreSQL they are written by one statement (storage.direct.fold_inserts), all or none;
+    on SQLite by an executemany each, all or none as well."""
+    from idp.sql.models import AccessRecord
+    from idp.sql.store import INSERT_ACCESS
+    from tests.oidc_tools import register_person
+
+    person = await register_person(services)
+    rp = await register_client(services, purpose="Vergi")
+
+    def access(**extra: object) -> dict[str, object]:
+        return {"id": str(uuid.uuid4()), "person_id": person, "client_id": rp.client_id, "purpose_of": rp.client_id,
+                "kind": "token", "claims": ["fin"], "scopes": ["openid"], "occurred_at": WHEN, **extra}
+
+    async def records() -> list[AccessRecord]:
+        async with services.sessions() as session:
+            return list((await session.execute(select(AccessRecord))).scalars().all())
+
+    async def half() -> None:
+        async with services.direct.transaction() as tx:
+            assert await tx.one(COUNT_EVENTS) is not None
+            tx.defer(INSERT_AUDIT, **audit_row("test.folded", actor="tester"))
+            tx.defer(INSERT_ACCESS, **access(kind=None))
+
+    with pytest.raises(Exception):  # noqa: B017, PT011 - the driver's own error for a NOT NULL column
+        await half()
+    assert await _events(services, "test.folded") == [] and await records() == []
+
+    calls: list[str] = []
+    async with services.direct.transaction() as tx:
+        assert await tx.one(COUNT_EVENTS) is not None
+        run = getattr(tx, "_run", None)
+        if run is not None:  # PostgreSQL: count the driver calls of the commit's writes
+            async def counted(call: Any) -> Any:
+                calls.append("call")
+                return await run(call)
+            tx._run = counted  # type: ignore[attr-defined]
+        tx.defer(INSERT_AUDIT, **audit_row("test.folded", actor="tester"))
+        tx.defer(INSERT_ACCESS, **access())
+        tx.defer(INSERT_AUDIT, **audit_row("test.folded", actor="tester", subject="2"))
+    assert len(await _events(services, "test.folded")) == 2
+    [record] = await records()
+    assert (record.kind, record.claims, record.purpose, record.occurred_at) == ("token", ["fin"], "Vergi", WHEN)
+    if services.direct.dialect.name == "postgresql":
+        assert calls == ["call"]
+
+
+def test_fold_inserts_renumbers_the_parameters() -> None:
+    dialect = postgresql.asyncpg.dialect()  # type: ignore[attr-defined]
+    t = Table("t", MetaData(), Column("a", Integer), Column("b", String))
+    one, two = Compiled.build(insert(t), dialect), Compiled.build(insert(AuditEvent.__table__), dialect)
+    folded = fold_inserts([(one, [1, "x"]), (two, list(range(7))), (one, [2, "y"])])
+    assert folded is not None
+    sql, args = folded
+    assert sql.startswith("WITH w0 AS (INSERT INTO t (a, b) VALUES ($1::INTEGER, $2::VARCHAR)), w1 AS (INSERT INTO "
+                          "audit_events") and sql.endswith("INSERT INTO t (a, b) VALUES ($10::INTEGER, $11::VARCHAR)")
+    assert "$9::JSON" in sql and args == [1, "x", *range(7), 2, "y"]
+    assert fold_inserts([(one, [1, "x"]), (one, [2, "y"])]) is None  # one statement: an executemany
+    assert fold_inserts([(one, [1, "x"]), (Compiled.build(update(t).values(a=1), dialect), [1])]) is None
