@@ -34,6 +34,7 @@ from api.routes import (
     oidc,
     passkeys,
     pki,
+    registry_admin,
     signing,
     tsa,
     validation,
@@ -255,7 +256,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     problems.install(app)
     for router in (health.router, keys.router, admin.router, clients.router, oidc.router, interaction.router,
                    idcard.page_router, account.router, page_routes.router, passkeys.router, approval_routes.router,
-                   approval_routes.json_router, enrollment_admin.router):
+                   approval_routes.json_router, enrollment_admin.router, registry_admin.router):
         app.include_router(router)
     if settings.dev_login and settings.env != "production":
         app.include_router(interaction.dev_router)  # never registered in production (and the setting is refused)

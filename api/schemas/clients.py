@@ -43,6 +43,9 @@ class ClientCreate(BaseModel):
                               json_schema_extra={"enum": list(ID_TOKEN_ALGS)})
     introspect_clients: list[str] = Field(default_factory=list, max_length=100, description=(
         "clients whose tokens this client may introspect besides its own (RFC 7662 section 4)"))
+    agency_voen: str | None = Field(default=None, max_length=10, description=(
+        "the VÖEN of the agency owning the client (its agency administrators manage it); an agency administrator "
+        "may omit it: their own agency is taken"))
 
     def registration(self) -> ClientRegistration:
         return ClientRegistration(
@@ -52,7 +55,7 @@ class ClientCreate(BaseModel):
             auth_method=self.auth_method,
             subject_type=self.subject_type, jwks=self.jwks, jwks_uri=self.jwks_uri,
             sector_identifier_uri=self.sector_identifier_uri, backchannel_logout_uri=self.backchannel_logout_uri,
-            id_token_alg=self.id_token_alg, introspect_clients=self.introspect_clients,
+            id_token_alg=self.id_token_alg, introspect_clients=self.introspect_clients, agency_voen=self.agency_voen,
         )
 
 
@@ -64,6 +67,8 @@ class ClientUpdate(BaseModel):
 
     introspect_clients: list[str] | None = Field(default=None, max_length=100, description=(
         "clients whose tokens this client may introspect besides its own (RFC 7662 section 4); [] for none"))
+    agency_voen: str | None = Field(default=None, max_length=10, description=(
+        "the VÖEN of the agency owning the client; \"\" for none (a system administrator or acar:admin only)"))
 
 
 class ClientView(BaseModel):
@@ -84,6 +89,7 @@ class ClientView(BaseModel):
     backchannel_logout_uri: str | None
     id_token_alg: str
     introspect_clients: list[str]
+    agency_voen: str | None = Field(description="the agency owning the client; null: system administrators only")
     disabled: bool
 
     @classmethod
@@ -96,7 +102,8 @@ class ClientView(BaseModel):
             sector_identifier_uri=client.sector_identifier_uri,
             jwks=dict(client.jwks) if client.jwks is not None else None, jwks_uri=client.jwks_uri,
             backchannel_logout_uri=client.backchannel_logout_uri, id_token_alg=client.id_token_alg,
-            introspect_clients=sorted(client.introspect_clients), disabled=client.disabled,
+            introspect_clients=sorted(client.introspect_clients), agency_voen=client.agency_voen,
+            disabled=client.disabled,
         )
 
 

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from idp.core import loa, pkce
+from idp.core import loa, pkce, roles
 from idp.core.claims import EMPTY_CLAIMS, ClaimsRequest, parse_claims_parameter, releasable
 from idp.core.errors import InvalidRequest
 from idp.core.interfaces import (
@@ -393,6 +393,9 @@ class AuthorizationService:
             pending = await self._pending(store, request, pending_id)
             return Interaction("login", pending, client, level=request.level)
         assert session is not None  # noqa: S101 - need_login covers the missing session
+        if roles.names_role(request.scopes):
+            # RFC 6749 section 3.3: a role scope the person does not hold is dropped, not refused (idp.core.roles)
+            request.scopes = roles.held_scopes(request.scopes, await store.staff_roles(session.person_id))
         wanted = self._wanted_claims(request)
         if not consented:
             existing = await store.get_consent(session.person_id, client.client_id)
