@@ -25,6 +25,7 @@ from idp.sql.roles import RoleService
 from keys.jose import b64url_decode
 from storage.audit import AuditEvent
 from storage.base import Base
+from tests.functional.helpers import InProcessAcar
 from tests.oidc_tools import Registered, asgi_browser, refresh, register_client, tokens_for
 
 ADMIN_FIN, OFFICER_FIN, AGENCY_A_FIN, AGENCY_B_FIN, CITIZEN_FIN = "1ADMIN1", "2OFFIC2", "3AGNA33", "4AGNB44", "5CITZ55"
@@ -303,3 +304,25 @@ async def test_machine_admin_tokens_keep_their_meaning(staff: Staff, client: htt
     assert (await client.get("/admin/clients", headers=manage)).status_code == 200
     await _refused(client, staff.services, [("POST", "/admin/roles", {"fin": OFFICER_FIN, "role": "system_admin"})],
                    manage, 403)
+
+
+async def test_the_first_system_admin_is_made_with_the_cli(staff: Staff, acar: InProcessAcar,
+                                                          client: httpx.AsyncClient) -> None:
+    assert (await staff.token(CITIZEN_FIN))["scope"] == "openid"
+    granted = acar.json("role", "grant", CITIZEN_FIN.lower(), "system_admin")
+    assert granted["role"] == "system_admin" and granted["person_id"] == staff.ids[CITIZEN_FIN]
+    assert acar.json("role", "list", CITIZEN_FIN) == [granted]
+    headers = await staff.bearer(CITIZEN_FIN)
+    r = await client.post("/admin/roles", headers=headers, json={"fin": OFFICER_FIN, "role": "system_admin"})
+    assert r.status_code == 201
+    out = acar("role", "revoke", CITIZEN_FIN, "system_admin")
+    assert out.stdout == f"revoked system_admin of {CITIZEN_FIN}\n"
+    assert acar("role", "list", CITIZEN_FIN).stdout == "no staff role (a citizen)\n"
+    assert (await client.get("/admin/roles", headers=headers, params={"fin": OFFICER_FIN})).status_code == 403
+    refused = acar("role", "grant", CITIZEN_FIN, "registration_officer", "--agency", AGENCY_A, check=False)
+    assert refused.returncode == 1
+    assert refused.stderr == "acar: error: the role registration_officer is not bound to an agency\n"
+    async with staff.services.sessions() as session:
+        events = (await session.execute(select(AuditEvent.event_type).where(
+            AuditEvent.actor == "cli", AuditEvent.subject == staff.ids[CITIZEN_FIN]))).scalars().all()
+    assert sorted(events) == ["role.granted", "role.revoked"]
