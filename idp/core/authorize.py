@@ -75,6 +75,8 @@ class Interaction:
     client: Client
     level: Level | None = None
     claims: frozenset[str] = frozenset()
+    scopes: tuple[str, ...] = ()
+    """consent: the scopes asked for, without the role scopes the person does not hold (idp.core.roles)."""
 
 
 AuthorizeResult = ErrorPage | Redirect | Interaction
@@ -214,6 +216,7 @@ class AuthorizationService:
             return self._error(request.redirect_uri, request.response_mode, request.state, "access_denied",
                                "the user did not consent")
         if consent and session is not None:
+            await self._held_roles_only(request, store, session.person_id)
             wanted = self._wanted_claims(request)
             await store.save_consent(session.person_id, client.client_id, frozenset(request.scopes),
                                      frozenset(wanted), self._clock())
@@ -393,9 +396,7 @@ class AuthorizationService:
             pending = await self._pending(store, request, pending_id)
             return Interaction("login", pending, client, level=request.level)
         assert session is not None  # noqa: S101 - need_login covers the missing session
-        if roles.names_role(request.scopes):
-            # RFC 6749 section 3.3: a role scope the person does not hold is dropped, not refused (idp.core.roles)
-            request.scopes = roles.held_scopes(request.scopes, await store.staff_roles(session.person_id))
+        await self._held_roles_only(request, store, session.person_id)
         wanted = self._wanted_claims(request)
         if not consented:
             existing = await store.get_consent(session.person_id, client.client_id)
@@ -405,8 +406,17 @@ class AuthorizationService:
                     return self._error(request.redirect_uri, request.response_mode, request.state,
                                        "consent_required", "the user must consent")
                 pending = await self._pending(store, request, pending_id)
-                return Interaction("consent", pending, client, claims=frozenset(wanted))
+                return Interaction("consent", pending, client, claims=frozenset(wanted), scopes=tuple(request.scopes))
         return await self._issue_code(request, store=store, session=session, wanted=wanted, now=now)
+
+    @staticmethod
+    async def _held_roles_only(request: _Request, store: OidcStore, person_id: str) -> None:
+        """Drop the role scopes of roles the person does not hold (idp.core.roles). RFC 6749 section 3.3: "The
+        authorization server MAY fully or partially ignore the scope requested by the client, based on the
+        authorization server policy": a narrower grant, not an error. The roles are read only when a role scope is
+        asked for."""
+        if roles.names_role(request.scopes):
+            request.scopes = roles.held_scopes(request.scopes, await store.staff_roles(person_id))
 
     async def _pending(self, store: OidcStore, request: _Request, pending_id: str | None) -> PendingRequest:
         if pending_id is not None:

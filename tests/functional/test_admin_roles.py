@@ -26,7 +26,16 @@ from keys.jose import b64url_decode
 from storage.audit import AuditEvent
 from storage.base import Base
 from tests.functional.helpers import InProcessAcar
-from tests.oidc_tools import Registered, asgi_browser, refresh, register_client, tokens_for
+from tests.oidc_tools import (
+    Registered,
+    asgi_browser,
+    authorization_params,
+    dev_login,
+    pkce_pair,
+    refresh,
+    register_client,
+    tokens_for,
+)
 
 ADMIN_FIN, OFFICER_FIN, AGENCY_A_FIN, AGENCY_B_FIN, CITIZEN_FIN = "1ADMIN1", "2OFFIC2", "3AGNA33", "4AGNB44", "5CITZ55"
 AGENCY_A, AGENCY_B, ENTITY = "1400057421", "2500000011", "1700000031"
@@ -114,6 +123,23 @@ async def test_role_scope_is_issued_only_to_a_person_holding_the_role(staff: Sta
     assert _claims(officer["access_token"])["scope"] == "openid acar:role:registration_officer"
     agency = await staff.token(AGENCY_A_FIN, scope="openid acar:role:agency_admin acar:role:system_admin")
     assert agency["scope"] == "openid acar:role:agency_admin"
+
+
+async def test_the_consent_page_names_only_the_roles_the_person_holds(staff: Staff) -> None:
+    async def consent_page(fin: str) -> str:
+        async with asgi_browser(staff.app, headers={"Accept-Language": "en"}) as browser:
+            params = authorization_params(staff.rp, pkce_pair()[1], scope="openid " + ROLE_SCOPES)
+            r = await browser.get("/authorize", params=params)
+            r = await dev_login(browser, r.headers["location"], fin=fin)
+            assert r.headers["location"].endswith("/consent"), r.headers
+            page = await browser.get(r.headers["location"])
+            assert page.status_code == 200
+            return page.text
+
+    officer = await consent_page(OFFICER_FIN)
+    assert 'id="consent-roles"' in officer and "Registration officer" in officer
+    assert "System administrator" not in officer and "Agency administrator" not in officer
+    assert 'id="consent-roles"' not in await consent_page(CITIZEN_FIN)
 
 
 async def test_a_role_revoked_before_a_refresh_is_not_in_the_new_token(staff: Staff, client: httpx.AsyncClient
