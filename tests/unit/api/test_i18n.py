@@ -32,6 +32,7 @@ from api.routes.validation import REFUSAL_CODES
 from idp.core.claims import CLAIM_DESCRIPTIONS
 from idp.core.errors import CardLoginError
 from idp.core.interfaces import LEVELS
+from idp.core.roles import STAFF_ROLES
 from signing.core.report import ChangeClass, Indication, SignatureKind, SubIndication
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -92,12 +93,13 @@ def code_keys() -> set[str]:
 
 
 def dynamic_keys() -> set[str]:
-    """Message ids built at run time: level.<kind>.<level>, claim.<name>, passkey.*, account.done.*, errors."""
+    """Message ids built at run time: level.<kind>.<level>, claim.<name>, passkey.*, account.done.*, consent.role.*,
+    errors."""
     return ({f"level.name.{lv}" for lv in LEVELS} | {f"level.description.{lv}" for lv in (*LEVELS, "any")}
             | {f"claim.{c}" for c in CLAIM_DESCRIPTIONS} | {f"passkey.error.{c}" for c in PASSKEY_ERRORS}
             | {f"passkey.status.{s}" for s in PASSKEY_STATUS} | {f"account.done.{n}" for n in ACCOUNT_NOTICES}
             | {f"card.error.{c}" for c in CARD_ERRORS} | {f"login.card.status.{s}" for s in CARD_STATUS}
-            | {f"sign.state.{s}" for s in (*SIGN_STATES, "decided")}
+            | {f"sign.state.{s}" for s in (*SIGN_STATES, "decided")} | {f"consent.role.{r}" for r in STAFF_ROLES}
             | report_keys() | error_message_keys())
 
 
