@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from api.schemas.enrollment import FIN_PATTERN
 from idp.sql.persons import CATEGORIES, DOCUMENT_TYPES, STATUSES
@@ -93,8 +93,8 @@ class MandateCreate(BaseModel):
     voen: str = _VOEN
     powers: list[str] = Field(min_length=1, max_length=len(POWERS),
                               json_schema_extra={"items": {"type": "string", "enum": list(POWERS)}})
-    valid_from: dt.datetime | None = Field(default=None, description="default: now")
-    valid_to: dt.datetime | None = Field(default=None, description="exclusive; default: open-ended")
+    valid_from: AwareDatetime | None = Field(default=None, description="RFC 3339 with an offset; default: now")
+    valid_to: AwareDatetime | None = Field(default=None, description="exclusive, as valid_from; default: open-ended")
 
 
 class MandateView(BaseModel):
