@@ -18,7 +18,7 @@ from api.errors import ApiProblem
 from api.logging import request_id_var
 from api.schemas.clients import ClientCreate, ClientCreated, ClientSecret, ClientUpdate, ClientView
 from api.web import NO_STORE
-from idp.core.errors import ClientNotFound
+from idp.core.errors import ClientNotFound, InvalidClientMetadata
 from idp.core.interfaces import Client
 from idp.core.roles import is_role_scope
 from idp.sql.clients import ClientRegistry
@@ -40,6 +40,18 @@ async def _managed(registry: ClientRegistry, client_id: str, principal: AdminPri
     return client
 
 
+async def _introspectable(registry: ClientRegistry, client_ids: list[str], principal: AdminPrincipal) -> None:
+    """An agency administrator names only its own agency's clients in introspect_clients (RFC 7662 section 4: whose
+    tokens a client may introspect): another agency's client is refused as an unknown one is (422, the same words),
+    so that neither its tokens nor its existence is disclosed."""
+    if principal.agencies is None:
+        return
+    for client_id in client_ids:
+        client = await registry.get(client_id)
+        if client is None or not principal.manages(client.agency_voen):
+            raise InvalidClientMetadata(f"introspect_clients: no client {client_id!r} is registered")
+
+
 @router.post("", status_code=201, response_model=ClientCreated)
 async def register_client(body: ClientCreate, request: Request, response: Response,
                           principal: Manager) -> ClientCreated:
@@ -59,6 +71,7 @@ async def register_client(body: ClientCreate, request: Request, response: Respon
             raise _forbidden("only a system administrator registers a client for role scopes")
     async with services.sessions() as session, session.begin():
         registry = ClientRegistry(session, signing_algs=services.settings.token_key_algorithms)
+        await _introspectable(registry, body.introspect_clients, principal)
         client, secret = await registry.add(registration, actor=principal.actor, request_id=request_id_var.get())
     services.clients.invalidate(client.client_id)
     response.headers.update(NO_STORE)
@@ -96,6 +109,7 @@ async def update_client(client_id: str, body: ClientUpdate, request: Request, pr
         registry = ClientRegistry(session)
         client = await _managed(registry, client_id, principal)
         if body.introspect_clients is not None:
+            await _introspectable(registry, body.introspect_clients, principal)
             client = await registry.set_introspect_clients(client_id, body.introspect_clients,
                                                            actor=principal.actor, request_id=request_id_var.get())
         if body.agency_voen is not None:

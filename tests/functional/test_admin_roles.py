@@ -252,6 +252,12 @@ async def test_an_agency_admin_sees_and_changes_only_its_own_agencys_clients(sta
         ("POST", "/admin/persons", NEW_PERSON), ("POST", "/admin/enrollment-codes", {"fin": CITIZEN_FIN}),
         ("POST", "/admin/roles", {"fin": AGENCY_A_FIN, "role": "system_admin"}),
     ], headers, 403)
+    # nor may its clients introspect another agency's tokens: that client is as unknown there too
+    await _refused(client, staff.services, [
+        ("PATCH", f"/admin/clients/{a.client_id}", {"introspect_clients": [b.client_id]}),
+        ("POST", "/admin/clients", {"name": "x", "redirect_uris": ["https://x.example/cb"],
+                                    "auth_method": "client_secret_basic", "introspect_clients": [b.client_id]}),
+    ], headers, 422)
     r = await client.post("/admin/clients", headers=headers, json={"name": "A2", "redirect_uris": ["https://a.example/2"]})
     assert r.status_code == 201 and r.json()["agency_voen"] == AGENCY_A
     r = await client.post(f"/admin/clients/{a.client_id}/disable", headers=headers)
