@@ -91,6 +91,11 @@ CLIENTS = Permission("clients", CLIENT_SCOPE, frozenset({AGENCY_ADMIN, SYSTEM_AD
 """Manage clients: a system administrator every client, an agency administrator its own agency's only."""
 ROLES = Permission("roles", ADMIN_SCOPE, frozenset({SYSTEM_ADMIN}))
 """Grant, revoke and list staff roles."""
+CERTIFICATES = Permission("certificates", REVOKE_SCOPE, frozenset({SYSTEM_ADMIN}))
+"""Revoke a certificate."""
+TOKEN_REVOCATION = Permission("admin tokens", ADMIN_SCOPE, frozenset({SYSTEM_ADMIN}))
+"""Revoke a machine admin token. Minting one stays with machine tokens (acar:token:mint): a token minted from a
+person's would outlive the check of their role."""
 _ROLE_PRECEDENCE = (SYSTEM_ADMIN, REGISTRATION_OFFICER, AGENCY_ADMIN)
 """Which role acts when a person may act in several: the broadest first."""
 

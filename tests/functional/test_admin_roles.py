@@ -7,6 +7,7 @@ client registered for the role scopes; their access tokens are then the admin AP
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 from typing import Any
@@ -341,20 +342,43 @@ async def test_machine_admin_tokens_keep_their_meaning(staff: Staff, client: htt
 async def test_the_first_system_admin_is_made_with_the_cli(staff: Staff, acar: InProcessAcar,
                                                           client: httpx.AsyncClient) -> None:
     assert (await staff.token(CITIZEN_FIN))["scope"] == "openid"
-    granted = acar.json("role", "grant", CITIZEN_FIN.lower(), "system_admin")
+    # the command runs in a thread: the app's event loop goes on (its housekeeping ends its units)
+    granted = await asyncio.to_thread(acar.json, "role", "grant", CITIZEN_FIN.lower(), "system_admin")
     assert granted["role"] == "system_admin" and granted["person_id"] == staff.ids[CITIZEN_FIN]
-    assert acar.json("role", "list", CITIZEN_FIN) == [granted]
+    assert await asyncio.to_thread(acar.json, "role", "list", CITIZEN_FIN) == [granted]
     headers = await staff.bearer(CITIZEN_FIN)
     r = await client.post("/admin/roles", headers=headers, json={"fin": OFFICER_FIN, "role": "system_admin"})
     assert r.status_code == 201
-    out = acar("role", "revoke", CITIZEN_FIN, "system_admin")
+    out = await asyncio.to_thread(acar, "role", "revoke", CITIZEN_FIN, "system_admin")
     assert out.stdout == f"revoked system_admin of {CITIZEN_FIN}\n"
-    assert acar("role", "list", CITIZEN_FIN).stdout == "no staff role (a citizen)\n"
+    assert (await asyncio.to_thread(acar, "role", "list", CITIZEN_FIN)).stdout == "no staff role (a citizen)\n"
     assert (await client.get("/admin/roles", headers=headers, params={"fin": OFFICER_FIN})).status_code == 403
-    refused = acar("role", "grant", CITIZEN_FIN, "registration_officer", "--agency", AGENCY_A, check=False)
+    refused = await asyncio.to_thread(acar, "role", "grant", CITIZEN_FIN, "registration_officer", "--agency", AGENCY_A,
+                                      check=False)
     assert refused.returncode == 1
     assert refused.stderr == "acar: error: the role registration_officer is not bound to an agency\n"
     async with staff.services.sessions() as session:
         events = (await session.execute(select(AuditEvent.event_type).where(
             AuditEvent.actor == "cli", AuditEvent.subject == staff.ids[CITIZEN_FIN]))).scalars().all()
     assert sorted(events) == ["role.granted", "role.revoked"]
+
+
+async def test_a_system_admin_revokes_admin_tokens_but_never_mints_one(staff: Staff, client: httpx.AsyncClient
+                                                                        ) -> None:
+    minted = await mint_admin_token(staff.services, subject="robot", scopes={"acar:enroll"}, ttl_seconds=600)
+    machine = {"Authorization": f"Bearer {minted['access_token']}"}
+    assert (await client.post("/admin/enrollment-codes", headers=machine, json={"fin": CITIZEN_FIN})).status_code == 201
+    admin = await staff.bearer(ADMIN_FIN)
+    await _refused(client, staff.services, [
+        ("POST", "/admin/tokens", {"subject": "x", "scope": "acar:enroll", "ttl_seconds": 60})], admin, 403)
+    officer = await staff.bearer(OFFICER_FIN)
+    await _refused(client, staff.services, [("POST", f"/admin/tokens/{minted['jti']}/revoke", None),
+                                            ("POST", "/admin/certificates/01/revoke", {"reason": "keyCompromise"})],
+                   officer, 403)
+    assert (await client.post(f"/admin/tokens/{minted['jti']}/revoke", headers=admin)).status_code == 204
+    r = await client.post("/admin/enrollment-codes", headers=machine, json={"fin": CITIZEN_FIN})
+    assert r.status_code == 401
+    async with staff.services.sessions() as session:
+        event = (await session.execute(select(AuditEvent).where(AuditEvent.event_type == "token.revoked"))
+                 ).scalar_one()
+    assert event.actor == f"system_admin:{staff.ids[ADMIN_FIN]}"
