@@ -59,7 +59,7 @@ def _role(grant: RoleGrant) -> RoleView:
 
 # --- persons -------------------------------------------------------------------------------------------------------
 
-@router.post("/persons", status_code=201, response_model=PersonView, tags=["registry"])
+@router.post("/persons", status_code=201, response_model=PersonView)
 async def register_person(body: PersonCreate, request: Request, principal: Registrar) -> PersonView:
     """Register a person (audited person.registered): 409 when the FIN or document is registered, 422 invalid."""
     async with _services(request).sessions() as session, session.begin():
