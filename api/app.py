@@ -35,6 +35,7 @@ from api.routes import (
     oidc,
     passkeys,
     pki,
+    registry_admin,
     signing,
     tsa,
     validation,
@@ -261,7 +262,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     problems.install(app)
     for router in (health.router, keys.router, admin.router, clients.router, oidc.router, interaction.router,
                    idcard.page_router, account.router, page_routes.router, passkeys.router, approval_routes.router,
-                   approval_routes.json_router, enrollment_admin.router, officer_routes.router):
+                   approval_routes.json_router, enrollment_admin.router, officer_routes.router,
+                   registry_admin.router):
         app.include_router(router)
     if settings.dev_login and settings.env != "production":
         app.include_router(interaction.dev_router)  # never registered in production (and the setting is refused)

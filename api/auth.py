@@ -1,9 +1,19 @@
 """Bearer authentication of the admin API.
 
-Admin tokens are RFC 9068 JWT access tokens (typ at+jwt) signed by our own token keys, audience
-`<issuer>/admin`, with space-separated scopes: `acar:admin` allows everything, narrower scopes
-(`acar:cert:revoke`, `acar:token:mint`) allow one area. Any node verifies any node's tokens through the
-shared key set (RFC 6750 for the bearer scheme and its error codes).
+Two kinds of bearer token (RFC 6750 for the scheme and its error codes) are accepted:
+
+- machine admin tokens (`acar admin token`): RFC 9068 JWT access tokens (typ at+jwt) signed by our own token keys,
+  audience `<issuer>/admin`, with space-separated scopes: `acar:admin` allows everything, narrower scopes
+  (`acar:cert:revoke`, `acar:token:mint`, `acar:client:manage`, `acar:enroll`) allow one area. Any node verifies
+  any node's tokens through the shared key set.
+- a staff member's own access token: issued by this IdP to a person through the authorization code flow, for a
+  client registered for a role scope (idp.core.roles: `acar:role:registration_officer`, `acar:role:agency_admin`,
+  `acar:role:system_admin`). The token carries a role scope only if the person held the role when it was issued;
+  here the role is checked again at every request against the staff_roles table (idp.sql.roles.RoleService), so
+  a revoked role is refused at the next request. An agency administrator's agency comes from that row.
+
+What each role may do is a `Permission` (the permission matrix of docs/registry.md): the machine scope that allows
+it and the staff roles that do. A plain citizen's token (no role scope, or a role not held) is refused with 403.
 """
 
 from __future__ import annotations
@@ -21,7 +31,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.deps import Services
 from api.errors import ApiProblem
 from api.settings import MAX_TOKEN_LIFETIME_CEILING, Settings
+from idp.core.roles import AGENCY_ADMIN, REGISTRATION_OFFICER, SYSTEM_ADMIN, role_of_scope
+from idp.sql.models import Person
 from idp.sql.revocation import TokenRevocations
+from idp.sql.roles import RoleService
 from keys.errors import InvalidToken
 from keys.jose import CLOCK_SKEW_LEEWAY_SECONDS, VerifiedClaims
 from storage.audit import record_event
@@ -59,10 +72,58 @@ class MintingServices(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class Permission:
+    """One area of the admin API: the machine admin token scope that allows it (acar:admin always does) and the
+    staff roles that do (the role scope in the person's token AND the role held now)."""
+
+    name: str
+    scope: str
+    roles: frozenset[str]
+
+
+PERSONS = Permission("persons", ADMIN_SCOPE, frozenset({REGISTRATION_OFFICER, SYSTEM_ADMIN}))
+"""Register persons, show them, change their status."""
+ENTITIES = Permission("entities", ADMIN_SCOPE, frozenset({REGISTRATION_OFFICER, SYSTEM_ADMIN}))
+"""Register legal entities, show them, change their status; grant, list and revoke mandates."""
+CODES = Permission("codes", ENROLL_SCOPE, frozenset({REGISTRATION_OFFICER, SYSTEM_ADMIN}))
+"""Issue activation codes (and recover lost passkeys)."""
+CLIENTS = Permission("clients", CLIENT_SCOPE, frozenset({AGENCY_ADMIN, SYSTEM_ADMIN}))
+"""Manage clients: a system administrator every client, an agency administrator its own agency's only."""
+ROLES = Permission("roles", ADMIN_SCOPE, frozenset({SYSTEM_ADMIN}))
+"""Grant, revoke and list staff roles."""
+CERTIFICATES = Permission("certificates", REVOKE_SCOPE, frozenset({SYSTEM_ADMIN}))
+"""Revoke a certificate."""
+TOKEN_REVOCATION = Permission("admin tokens", ADMIN_SCOPE, frozenset({SYSTEM_ADMIN}))
+"""Revoke a machine admin token. Minting one stays with machine tokens (acar:token:mint): a token minted from a
+person's would outlive the check of their role."""
+_ROLE_PRECEDENCE = (SYSTEM_ADMIN, REGISTRATION_OFFICER, AGENCY_ADMIN)
+"""Which role acts when a person may act in several: the broadest first."""
+
+
+@dataclass(frozen=True, slots=True)
 class AdminPrincipal:
+    """Who calls the admin API: a machine admin token (`person_id` None) or a staff member acting in `role`.
+
+    `agencies`: the agencies (VÖEN) whose clients the caller may manage; None for every agency (a machine token,
+    a system administrator)."""
+
     subject: str
     scopes: frozenset[str]
     claims: VerifiedClaims
+    person_id: str | None = None
+    role: str | None = None
+    agencies: frozenset[str] | None = None
+
+    @property
+    def actor(self) -> str:
+        """The audit trail's actor: `admin:<sub>` for a machine token, `<role>:<person id>` for a staff member."""
+        if self.person_id is None:
+            return f"admin:{self.subject}"
+        return f"{self.role}:{self.person_id}"
+
+    def manages(self, agency_voen: str | None) -> bool:
+        """Whether the caller may see and change a client owned by `agency_voen` (None: no agency)."""
+        return self.agencies is None or (agency_voen is not None and agency_voen in self.agencies)
 
 
 async def revoke_admin_token(session: AsyncSession, jti: str, *, reason: str, actor: str) -> bool:
@@ -121,7 +182,14 @@ async def mint_admin_token(
 
 
 def require_scope(scope: str) -> Callable[[Request], Awaitable[AdminPrincipal]]:
-    """A FastAPI dependency: a valid admin bearer token carrying `scope` (or acar:admin)."""
+    """A FastAPI dependency: a valid machine admin bearer token carrying `scope` (or acar:admin); no staff role
+    allows it."""
+    return require_permission(Permission(scope, scope, frozenset()))
+
+
+def require_permission(permission: Permission) -> Callable[[Request], Awaitable[AdminPrincipal]]:
+    """A FastAPI dependency: a machine admin token carrying `permission.scope` (or acar:admin), or a staff member's
+    access token carrying the role scope of one of `permission.roles` while the person holds that role now."""
 
     async def dependency(request: Request) -> AdminPrincipal:
         services: Services = request.app.state.services
@@ -137,7 +205,11 @@ def require_scope(scope: str) -> Callable[[Request], Awaitable[AdminPrincipal]]:
                 token.strip(), issuer=services.settings.issuer, audience=admin_audience(services.settings.issuer),
                 typ="at+jwt", algorithms=["ES256", "RS256", "EdDSA"])
         except InvalidToken as exc:
-            raise _invalid_token(str(exc)) from None
+            staff = await _staff_principal(services, token.strip(), permission)
+            if staff is None:
+                raise _invalid_token(str(exc)) from None
+            return staff
+        scope = permission.scope
         jti = claims.claims.get("jti")
         if not isinstance(jti, str):
             raise _invalid_token("admin tokens carry a jti")
@@ -157,6 +229,48 @@ def require_scope(scope: str) -> Callable[[Request], Awaitable[AdminPrincipal]]:
 
     AUTHENTICATORS.add(dependency)
     return dependency
+
+
+def _insufficient(detail: str, permission: Permission) -> ApiProblem:
+    wanted = " ".join(sorted(f"acar:role:{r}" for r in permission.roles)) or permission.scope
+    return ApiProblem(403, "insufficient_scope", "Insufficient scope", detail,
+                      headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{wanted}"'})
+
+
+async def _staff_principal(services: Services, token: str, permission: Permission) -> AdminPrincipal | None:
+    """The staff member whose own access token (authorization code flow, RFC 9068) this is, acting in a role of
+    `permission`; None when it is not an active access token of this IdP (the caller answers 401). 403 when the
+    token is a client's own (client_credentials), carries no role scope of `permission`, or its person no longer
+    holds such a role or is not active: roles are read from the database at every request (idp.sql.roles)."""
+    from idp.core.errors import InvalidToken as InactiveToken
+
+    provider = services.oidc
+    try:
+        async with provider.unit_of_work(reading=True) as unit:
+            verified, grant = await provider.grants.active_access_token(token, unit.oidc)
+    except InactiveToken:
+        return None
+    if grant is None:
+        raise _insufficient("the admin API takes an admin token or a staff member's own access token, not a "
+                            "client's", permission)
+    scopes = frozenset(str(verified.claims.get("scope", "")).split())
+    asked = {role for s in scopes if (role := role_of_scope(s)) is not None} & permission.roles
+    if not asked:
+        raise _insufficient(f"this operation needs a token with one of the role scopes of {permission.name}",
+                            permission)
+    async with services.sessions() as session:
+        person = await session.get(Person, grant.person_id)
+        held = await RoleService(session).roles_of(grant.person_id) if person is not None else []
+    if person is None or person.status != "active":
+        raise _insufficient("the person of this token is not active", permission)
+    acting = [g for g in held if g.role in asked]
+    if not acting:
+        raise _insufficient("the person of this token does not hold the role (any longer)", permission)
+    role = next(r for r in _ROLE_PRECEDENCE if any(g.role == r for g in acting))
+    agencies = None if role != AGENCY_ADMIN else frozenset(
+        g.agency_voen for g in acting if g.role == AGENCY_ADMIN and g.agency_voen is not None)
+    return AdminPrincipal(subject=str(verified.claims.get("sub", "")), scopes=scopes, claims=verified,
+                          person_id=grant.person_id, role=role, agencies=agencies)
 
 
 # --- agency clients: client_credentials access tokens of our own IdP (the signing API) ---------------------------

@@ -314,6 +314,60 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _role_json(grant: Any) -> dict[str, Any]:
+    from idp.core.roles import ROLE_SCOPES
+
+    return {"id": grant.id, "person_id": grant.person_id, "role": grant.role, "agency_voen": grant.agency_voen,
+            "scope": ROLE_SCOPES[grant.role]}
+
+
+def cmd_role_grant(args: argparse.Namespace, settings: Settings) -> None:
+    """`acar role grant FIN ROLE [--agency VOEN]`: how the first system administrator is made (audited role.granted,
+    actor cli); granting a role already held prints it again."""
+    from idp.sql.roles import RoleService
+
+    async def work(services: CommandServices, session: AsyncSession) -> dict[str, Any]:
+        return _role_json(await RoleService(session).grant(fin=args.fin, role=args.role, agency_voen=args.agency,
+                                                           actor="cli"))
+
+    _emit(args, _run(settings, work))
+
+
+def cmd_role_revoke(args: argparse.Namespace, settings: Settings) -> None:
+    from idp.sql.roles import RoleService
+
+    async def work(services: CommandServices, session: AsyncSession) -> dict[str, Any]:
+        revoked = await RoleService(session).revoke(fin=args.fin, role=args.role, agency_voen=args.agency,
+                                                    actor="cli")
+        return {"fin": args.fin.strip().upper(), "role": args.role, "agency_voen": args.agency, "revoked": revoked}
+
+    result = _run(settings, work)
+    if args.json:
+        _print_json(result)
+    elif result["revoked"]:
+        print(f"revoked {args.role} of {result['fin']}")
+    else:
+        print(f"{result['fin']} did not hold {args.role}" + (f" for {args.agency}" if args.agency else ""))
+
+
+def cmd_role_list(args: argparse.Namespace, settings: Settings) -> None:
+    from idp.sql.persons import PersonService
+    from idp.sql.roles import RoleService
+
+    async def work(services: CommandServices, session: AsyncSession) -> list[dict[str, Any]]:
+        person = await PersonService(session).person(args.fin)
+        return [_role_json(g) for g in await RoleService(session).roles_of(person.id)]
+
+    rows = _run(settings, work)
+    if args.json:
+        _print_json(rows)
+    elif not rows:
+        print("no staff role (a citizen)")
+    else:
+        for row in rows:
+            print(row["role"] + (f"  agency={row['agency_voen']}" if row["agency_voen"] else ""))
+
+
 def cmd_entity_add(args: argparse.Namespace, settings: Settings) -> None:
     from idp.sql.registry import EntityService
 
@@ -697,6 +751,7 @@ def _client_registration(args: argparse.Namespace) -> Any:
         auth_method=args.auth_method, subject_type=args.subject_type, jwks=jwks, jwks_uri=args.jwks_uri,
         sector_identifier_uri=args.sector_identifier_uri, backchannel_logout_uri=args.backchannel_logout_uri,
         id_token_alg=args.id_token_alg, introspect_clients=args.introspect_client or [], purpose=args.purpose,
+        agency_voen=args.agency,
     )
     validate_registration(registration)
     return registration
@@ -763,12 +818,18 @@ def cmd_client_update(args: argparse.Namespace, settings: Settings) -> None:
     from api.schemas.clients import ClientView
     from idp.sql.clients import ClientRegistry
 
-    if args.introspect_client is None and not args.no_introspect_clients:
-        raise CliError("nothing to change: give --introspect-client ID (repeatable) or --no-introspect-clients")
+    introspect = args.introspect_client is not None or args.no_introspect_clients
+    agency = args.agency is not None or args.no_agency
+    if not introspect and not agency:
+        raise CliError("nothing to change: give --introspect-client ID (repeatable), --no-introspect-clients, "
+                       "--agency VOEN or --no-agency")
 
     async def work(services: CommandServices, session: AsyncSession) -> dict[str, Any]:
-        client = await ClientRegistry(session).set_introspect_clients(
-            args.client_id, args.introspect_client or [], actor="cli")
+        registry = ClientRegistry(session)  # an unknown client_id: ClientNotFound
+        if introspect:
+            client = await registry.set_introspect_clients(args.client_id, args.introspect_client or [], actor="cli")
+        if agency:
+            client = await registry.set_agency(args.client_id, args.agency, actor="cli")
         return ClientView.of(client).model_dump(mode="json")
 
     _emit_client(args, _run(settings, work))
@@ -1023,6 +1084,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_person_commands(sub, common)
     _add_registry_commands(sub, common)
+    _add_role_commands(sub, common)
 
     keys = sub.add_parser("keys", parents=[common], help="token-signing keys").add_subparsers(
         dest="keys_command", required=True, parser_class=_Parser)
@@ -1082,6 +1144,21 @@ def _add_person_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("fin")
     p.add_argument("status", choices=["active", "suspended", "deceased"])
     p.set_defaults(func=cmd_person_set_status)
+
+
+def _add_role_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    role = sub.add_parser("role", parents=[common], help="staff roles (docs/registry.md, Roles)").add_subparsers(
+        dest="role_command", required=True, parser_class=_Parser)
+    for name, func, text in (("grant", cmd_role_grant, "give a person a staff role"),
+                             ("revoke", cmd_role_revoke, "end a person's staff role (at their next request)")):
+        p = role.add_parser(name, parents=[common], help=text)
+        p.add_argument("fin")
+        p.add_argument("role", choices=["registration_officer", "agency_admin", "system_admin"])
+        p.add_argument("--agency", metavar="VOEN", help="the agency's VÖEN (agency_admin only, required there)")
+        p.set_defaults(func=func)
+    p = role.add_parser("list", parents=[common], help="the staff roles a person holds now")
+    p.add_argument("fin")
+    p.set_defaults(func=cmd_role_list)
 
 
 def _add_registry_commands(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -1233,6 +1310,8 @@ def _add_client_commands(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="a client whose tokens this one may introspect besides its own (RFC 7662); repeatable")
     p.add_argument("--purpose", help="what the agency uses citizens' data for, shown to them in their access record "
                    "(at most 500 characters)")
+    p.add_argument("--agency", metavar="VOEN", help="the agency owning the client: its agency administrators "
+                   "manage it (docs/registry.md, Roles)")
     p.set_defaults(func=cmd_client_add)
     p = client.add_parser("list", parents=[common], help="list registered clients")
     p.set_defaults(func=cmd_client_list)
@@ -1246,6 +1325,10 @@ def _add_client_commands(sub: Any, common: argparse.ArgumentParser) -> None:
                        help="the clients whose tokens this one may introspect besides its own (RFC 7662), replacing "
                             "the list; repeatable")
     which.add_argument("--no-introspect-clients", action="store_true", help="introspect its own tokens only")
+    owner = p.add_mutually_exclusive_group()
+    owner.add_argument("--agency", metavar="VOEN", help="the agency owning the client (its agency administrators "
+                       "manage it)")
+    owner.add_argument("--no-agency", action="store_true", help="owned by no agency: system administrators only")
     p.set_defaults(func=cmd_client_update)
     p = client.add_parser("disable", parents=[common], help="disable a client (its tokens stop at once)")
     p.add_argument("client_id")

@@ -199,8 +199,11 @@ def cookie_schemes(secure_cookies: bool) -> dict[str, Any]:
 SECURITY_SCHEMES: dict[str, Any] = {
     "clientBasic": {"type": "http", "scheme": "basic",
                     "description": "client_secret_basic: client_id and secret, each form-urlencoded (RFC 6749 2.3.1)"},
-    "adminBearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                    "description": "an admin access token (RFC 9068) from `acar admin token` or POST /admin/tokens"},
+    "adminBearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT", "description": (
+        "an admin access token (RFC 9068) from `acar admin token` or POST /admin/tokens, or a staff member's own "
+        "access token from /token (authorization code flow) carrying a role scope: acar:role:registration_officer, "
+        "acar:role:agency_admin or acar:role:system_admin; the role is checked again at every request "
+        "(docs/registry.md, Roles)")},
     "accessToken": {"type": "http", "scheme": "bearer",
                     "description": "an access token issued by /token (RFC 6750)"},
     "agencyBearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
@@ -656,7 +659,8 @@ def _complete_fastapi_operation(route: Any, operation: dict[str, Any]) -> None:
     elif any(True for _ in authenticators(getattr(route, "dependant", None))):
         operation["security"] = [{"adminBearer": []}]
         responses["401"] = problem("no valid admin bearer token (WWW-Authenticate: Bearer)")
-        responses["403"] = problem("the token lacks the scope of this operation")
+        responses["403"] = problem("the token lacks the scope of this operation, or its person does not hold (any "
+                                   "longer) a staff role allowing it; nothing is read or changed")
     responses["default"] = problem("any other error: an RFC 9457 problem")
     for status, response in responses.items():
         if status.startswith("2") and response.get("content") == {"application/json": {"schema": {}}} \

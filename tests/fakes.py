@@ -89,6 +89,8 @@ class FakeOidcStore:
         """person_id -> their valid mandates to represent at login (what idp.sql.store reads from the registry)."""
         self.events: list[AuditEntry] = []
         self.writes: list[tuple[str, str]] = []
+        self.roles: dict[str, frozenset[str]] = {}
+        """The staff roles each person holds (person_id -> roles), as the staff_roles table would."""
 
     # persons and sessions
     async def create_session(self, state: LoginState) -> None:
@@ -124,6 +126,9 @@ class FakeOidcStore:
     async def add_session_client(self, session_id: str, client_id: str, sub: str) -> None:
         self.session_clients.setdefault(session_id, {}).setdefault(client_id, sub)  # a second add is ignored
         self.writes.append(("add_session_client", session_id))
+
+    async def staff_roles(self, person_id: str) -> frozenset[str]:
+        return self.roles.get(person_id, frozenset())
 
     # pending authorization requests
     async def save_pending(self, pending: PendingRequest) -> None:

@@ -158,8 +158,8 @@ class Authorized:
 
 
 async def authorize(http: httpx.AsyncClient, params: dict[str, str] | list[tuple[str, str]], *,
-                    level: str | None = "substantial", decision: str | None = "allow") -> Authorized:
-    """GET /authorize and walk the OP's own pages: log in at `level`, answer consent with `decision` (None
+                    level: str | None = "substantial", decision: str | None = "allow", fin: str = FIN) -> Authorized:
+    """GET /authorize and walk the OP's own pages: log in as `fin` at `level`, answer consent with `decision` (None
     stops at that page). Stops at the first answer that leaves the OP."""
     response = await http.get("/authorize", params=params)
     pages: list[str] = []
@@ -176,7 +176,7 @@ async def authorize(http: httpx.AsyncClient, params: dict[str, str] | list[tuple
             pages.append("login")
             if level is None:
                 break
-            response = await dev_login(http, location, level=level)
+            response = await dev_login(http, location, level=level, fin=fin)
     return Authorized(response, pages)
 
 
@@ -188,10 +188,10 @@ class Code:
     """The authorization request that produced it."""
 
 
-async def obtain_code(http: httpx.AsyncClient, rp: Registered, **extra: str | None) -> Code:
+async def obtain_code(http: httpx.AsyncClient, rp: Registered, *, fin: str = FIN, **extra: str | None) -> Code:
     verifier, challenge = pkce_pair()
     params = authorization_params(rp, challenge, **extra)
-    done = await authorize(http, params)
+    done = await authorize(http, params, fin=fin)
     query = done.query
     assert "code" in query and query["state"] == params["state"], query
     return Code(query["code"], verifier, params)
@@ -216,9 +216,10 @@ async def introspect(http: httpx.AsyncClient, rp: Registered, token: str) -> dic
     return dict(r.json())
 
 
-async def tokens_for(http: httpx.AsyncClient, rp: Registered, **extra: str | None) -> dict[str, Any]:
-    """A code obtained through the signed-in browser `http` and redeemed: the token response."""
-    got = await obtain_code(http, rp, **extra)
+async def tokens_for(http: httpx.AsyncClient, rp: Registered, *, fin: str = FIN,
+                     **extra: str | None) -> dict[str, Any]:
+    """A code obtained through the browser `http` (signing in as `fin` if needed) and redeemed: the token response."""
+    got = await obtain_code(http, rp, fin=fin, **extra)
     r = await redeem(http, rp, got.code, got.verifier)
     assert r.status_code == 200, r.text
     return dict(r.json())

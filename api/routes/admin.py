@@ -1,4 +1,5 @@
-"""The admin API (bearer admin tokens, RFC 9457 problems)."""
+"""The admin API (bearer admin tokens, RFC 9457 problems): minting admin tokens (machine tokens only), revoking
+them and revoking certificates (acar:admin / acar:cert:revoke, or a system administrator's token: api.auth)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from fastapi import APIRouter, Depends, Request, Response
 from api.auth import (
     ADMIN_SCOPE,
     ADMIN_SCOPES,
+    CERTIFICATES,
     DELEGABLE_SCOPES,
     MINT_SCOPE,
-    REVOKE_SCOPE,
+    TOKEN_REVOCATION,
     AdminPrincipal,
     mint_admin_token,
     record_mint,
+    require_permission,
     require_scope,
     revoke_admin_token,
 )
@@ -63,7 +66,7 @@ async def mint_token(
 
 @router.post("/tokens/{jti}/revoke", status_code=204)
 async def revoke_token(
-    jti: str, request: Request, principal: Annotated[AdminPrincipal, Depends(require_scope(ADMIN_SCOPE))]
+    jti: str, request: Request, principal: Annotated[AdminPrincipal, Depends(require_permission(TOKEN_REVOCATION))]
 ) -> Response:
     """Revoke an admin token by its jti (from the audit trail or the mint response): 204 every time.
 
@@ -74,14 +77,15 @@ async def revoke_token(
     audit trail records the first revocation only."""
     services: Services = request.app.state.services
     async with services.sessions() as session, session.begin():
-        await revoke_admin_token(session, jti, reason="revoked through the admin API", actor=principal.subject)
+        await revoke_admin_token(session, jti, reason="revoked through the admin API",
+                                 actor=principal.subject if principal.person_id is None else principal.actor)
     return Response(status_code=204)
 
 
 @router.post("/certificates/{serial}/revoke", response_model=CertificateView)
 async def revoke_certificate(
     serial: str, body: RevokeRequest, request: Request,
-    principal: Annotated[AdminPrincipal, Depends(require_scope(REVOKE_SCOPE))],
+    principal: Annotated[AdminPrincipal, Depends(require_permission(CERTIFICATES))],
 ) -> CertificateView:
     """Revoke a certificate (serial in hex; RFC 5280 section 5.3.1 reason) and publish the new CRL.
 
@@ -89,5 +93,5 @@ async def revoke_certificate(
     """
     services: Services = request.app.state.services
     async with services.sessions() as session, session.begin():
-        row = await services.pki.revoke(session, serial, body.reason, actor=f"admin:{principal.subject}")
+        row = await services.pki.revoke(session, serial, body.reason, actor=principal.actor)
     return CertificateView.from_row(row, utcnow())

@@ -30,6 +30,7 @@ from idp.core.claims import CLAIM_DESCRIPTIONS
 from idp.core.errors import InvalidIdentifier, PersonNotFound
 from idp.core.interfaces import LEVELS, OidcStore, PendingRequest
 from idp.core.loa import DEV_LOGIN_METHODS
+from idp.core.roles import role_of_scope
 from idp.sql.persons import PersonRecord, PersonService
 
 router = APIRouter(tags=["interaction"])
@@ -172,10 +173,11 @@ async def consent_page(request: Request, pending_id: str) -> Response:
     if not isinstance(result, Interaction) or result.kind != "consent":
         return answer(result)
     attributes = [c for c in sorted(result.claims) if c in CLAIM_DESCRIPTIONS]  # claim names: the page words them
+    roles = [r for s in result.scopes if (r := role_of_scope(s)) is not None]  # only roles the person holds
     return render("consent.html", {
         "title": "Share your data?", "client_name": result.client.name, "attributes": attributes,
         "pending_id": result.pending.id, "csrf_token": result.pending.csrf_token,
-        "ui_locales": result.pending.params.get("ui_locales"), "scopes": result.pending.params.get("scopes", []),
+        "ui_locales": result.pending.params.get("ui_locales"), "scopes": list(result.scopes), "roles": roles,
     }, form_targets=[str(result.pending.params["redirect_uri"])])
 
 

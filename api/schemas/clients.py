@@ -45,6 +45,9 @@ class ClientCreate(BaseModel):
         "clients whose tokens this client may introspect besides its own (RFC 7662 section 4)"))
     purpose: str | None = Field(default=None, max_length=500, description=(
         "what the agency uses citizens' data for: shown to each citizen in their access record"))
+    agency_voen: str | None = Field(default=None, max_length=10, description=(
+        "the VÖEN of the agency owning the client (its agency administrators manage it); an agency administrator "
+        "may omit it: their own agency is taken"))
 
     def registration(self) -> ClientRegistration:
         return ClientRegistration(
@@ -55,6 +58,7 @@ class ClientCreate(BaseModel):
             subject_type=self.subject_type, jwks=self.jwks, jwks_uri=self.jwks_uri,
             sector_identifier_uri=self.sector_identifier_uri, backchannel_logout_uri=self.backchannel_logout_uri,
             id_token_alg=self.id_token_alg, introspect_clients=self.introspect_clients, purpose=self.purpose,
+            agency_voen=self.agency_voen,
         )
 
 
@@ -66,6 +70,8 @@ class ClientUpdate(BaseModel):
 
     introspect_clients: list[str] | None = Field(default=None, max_length=100, description=(
         "clients whose tokens this client may introspect besides its own (RFC 7662 section 4); [] for none"))
+    agency_voen: str | None = Field(default=None, max_length=10, description=(
+        "the VÖEN of the agency owning the client; \"\" for none (a system administrator or acar:admin only)"))
 
 
 class ClientView(BaseModel):
@@ -87,6 +93,7 @@ class ClientView(BaseModel):
     id_token_alg: str
     introspect_clients: list[str]
     purpose: str | None = Field(description="the stated purpose of its use of citizens' data; null: none stated")
+    agency_voen: str | None = Field(description="the agency owning the client; null: system administrators only")
     disabled: bool
 
     @classmethod
@@ -99,7 +106,8 @@ class ClientView(BaseModel):
             sector_identifier_uri=client.sector_identifier_uri,
             jwks=dict(client.jwks) if client.jwks is not None else None, jwks_uri=client.jwks_uri,
             backchannel_logout_uri=client.backchannel_logout_uri, id_token_alg=client.id_token_alg,
-            introspect_clients=sorted(client.introspect_clients), purpose=client.purpose, disabled=client.disabled,
+            introspect_clients=sorted(client.introspect_clients), purpose=client.purpose,
+            agency_voen=client.agency_voen, disabled=client.disabled,
         )
 
 

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from idp.core import loa, pkce
+from idp.core import loa, pkce, roles
 from idp.core.claims import EMPTY_CLAIMS, REPRESENTS, ClaimsRequest, parse_claims_parameter, releasable
 from idp.core.errors import InvalidRequest
 from idp.core.interfaces import (
@@ -79,6 +79,8 @@ class Interaction:
     level: Level | None = None
     claims: frozenset[str] = frozenset()
     choices: tuple[Representation, ...] = ()
+    scopes: tuple[str, ...] = ()
+    """consent: the scopes asked for, without the role scopes the person does not hold (idp.core.roles)."""
 
 
 AuthorizeResult = ErrorPage | Redirect | Interaction
@@ -222,6 +224,7 @@ class AuthorizationService:
             return self._error(request.redirect_uri, request.response_mode, request.state, "access_denied",
                                "the user did not consent")
         if consent and session is not None:
+            await self._held_roles_only(request, store, session.person_id)
             wanted = self._wanted_claims(request)
             await store.save_consent(session.person_id, client.client_id, frozenset(request.scopes),
                                      frozenset(wanted), self._clock())
@@ -432,6 +435,7 @@ class AuthorizationService:
             pending = await self._pending(store, request, pending_id)
             return Interaction("login", pending, client, level=request.level)
         assert session is not None  # noqa: S101 - need_login covers the missing session
+        await self._held_roles_only(request, store, session.person_id)
         if REPRESENTS in request.scopes and not self._chosen(request, session):
             step = await self._representation_step(request, store=store, session=session, pending_id=pending_id)
             if step is not None:
@@ -445,7 +449,7 @@ class AuthorizationService:
                     return self._error(request.redirect_uri, request.response_mode, request.state,
                                        "consent_required", "the user must consent")
                 pending = await self._pending(store, request, pending_id)
-                return Interaction("consent", pending, client, claims=frozenset(wanted))
+                return Interaction("consent", pending, client, claims=frozenset(wanted), scopes=tuple(request.scopes))
         return await self._issue_code(request, store=store, session=session, wanted=wanted, now=now)
 
     async def _representation_step(self, request: _Request, *, store: OidcStore, session: LoginState,
@@ -467,6 +471,15 @@ class AuthorizationService:
         """Whether the person of `session` has chosen whom they act for in this request (a choice made before
         another person logged in in the same request does not count)."""
         return request.represents is not None and request.represents.get("person_id") == session.person_id
+
+    @staticmethod
+    async def _held_roles_only(request: _Request, store: OidcStore, person_id: str) -> None:
+        """Drop the role scopes of roles the person does not hold (idp.core.roles). RFC 6749 section 3.3: "The
+        authorization server MAY fully or partially ignore the scope requested by the client, based on the
+        authorization server policy": a narrower grant, not an error. The roles are read only when a role scope is
+        asked for."""
+        if roles.names_role(request.scopes):
+            request.scopes = roles.held_scopes(request.scopes, await store.staff_roles(person_id))
 
     async def _pending(self, store: OidcStore, request: _Request, pending_id: str | None) -> PendingRequest:
         if pending_id is not None:

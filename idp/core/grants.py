@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from idp.core import pkce
+from idp.core import pkce, roles
 from idp.core.authorize import token_hash
 from idp.core.claims import OIDC_SCOPES, REPRESENTS, SCOPE_CLAIMS, ClaimsRequest, person_claims
 from idp.core.errors import (
@@ -286,6 +286,10 @@ class TokenService:
         """The token response of a grant: a new access token and ID token, and the refresh token `refresh` (a new
         random one when None), stored unless `store_refresh` is False (the same successor answered again)."""
         scope = scope if scope is not None else grant.scope
+        if roles.names_role(scope.split()):
+            # a role scope only while the person holds the role (idp.core.roles; RFC 6749 section 3.3: the
+            # response's scope names what was issued). Tokens without a role scope make no extra query.
+            scope = " ".join(roles.held_scopes(scope.split(), await store.staff_roles(grant.person_id)))
         represents = await self._represents(client, grant, scope, store, now)
         auth_time = int(grant.auth_time.timestamp())
         access, expires_in = await self.tokens.access_token(

@@ -51,6 +51,9 @@ class Client:
     its own tokens always."""
     purpose: str | None = None
     """The stated purpose of its use of citizens' data (issue 16): copied into each access record."""
+    agency_voen: str | None = None
+    """The agency (VÖEN) owning the client, whose agency administrators manage it; None: system administrators
+    only."""
 
     @property
     def is_public(self) -> bool:
@@ -201,6 +204,9 @@ class OidcStore(Protocol):
     async def create_grant(self, grant: GrantRecord) -> None: ...
     async def create_code(self, code: CodeRecord) -> None: ...
 
+    async def staff_roles(self, person_id: str) -> frozenset[str]: ...
+    """The staff roles the person holds now (idp.core.roles); read only for a request naming a role scope."""
+
     # consent
     async def get_consent(self, person_id: str, client_id: str) -> ConsentRecord | None: ...
     async def save_consent(self, person_id: str, client_id: str, scopes: frozenset[str],
@@ -220,6 +226,8 @@ class TokenStore(Protocol):
     revocation). Methods run in the request's transaction; api/ commits."""
 
     async def subject(self, person_id: str) -> Subject | None: ...
+    async def staff_roles(self, person_id: str) -> frozenset[str]: ...
+    """The staff roles the person holds now (idp.core.roles); read only for a grant carrying a role scope."""
     async def get_grant(self, grant_id: str) -> GrantRecord | None: ...
     async def representation(self, person_id: str, mandate_id: str, now: dt.datetime) -> Representation | None: ...
     """The mandate `mandate_id` of the person when it is valid at `now` with the power to represent at login."""

@@ -26,8 +26,10 @@ from idp.core.claims import OIDC_SCOPES
 from idp.core.client_auth import DocumentUnavailable, fetch_json_document, hash_secret, parse_jwks, verify_secret
 from idp.core.errors import ClientNotFound, InvalidClientMetadata
 from idp.core.interfaces import AUTH_METHODS, GRANT_TYPES, AuthMethod, Client, GrantType, SubjectType
+from idp.core.roles import is_role_scope
 from idp.sql.models import Grant, OAuthClient
 from keys.errors import InvalidToken
+from keys.identifiers import InvalidIdentifierFormat, check_voen
 from storage.audit import record_event
 from storage.base import utcnow
 
@@ -110,6 +112,8 @@ class ClientRegistration:
     introspect_clients: Sequence[str] = ()
     purpose: str | None = None
     """What the agency uses citizens' data for (shown in their access record, issue 16)."""
+    agency_voen: str | None = None
+    """The agency (VÖEN) that owns the client: its agency administrators manage it (idp.sql.roles)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +134,7 @@ class ClientMetadata:
     id_token_alg: str
     introspect_clients: tuple[str, ...] = ()
     purpose: str | None = None
+    agency_voen: str | None = None
 
 
 def purpose_text(value: str | None) -> str | None:
@@ -290,6 +295,9 @@ def validate_registration(reg: ClientRegistration) -> ClientMetadata:
         # sign-in (OIDC Core 5.4) could never be granted to it: refused here rather than at every token request
         raise InvalidClientMetadata(f"scopes: {' '.join(identity)} need a person signing in (authorization_code); "
                                     "a client_credentials client has API scopes only")
+    if "authorization_code" not in grant_types and (role_scopes := [s for s in scopes if is_role_scope(s)]):
+        # a role scope is a person's staff role (idp.core.roles): it needs a person signing in
+        raise InvalidClientMetadata(f"scopes: {' '.join(role_scopes)} need a person signing in (authorization_code)")
     if auth_method == "none" and "client_credentials" in grant_types:
         raise InvalidClientMetadata("grant_types: a public client (auth_method none) cannot use client_credentials")
     jwks, jwks_uri = _keys(reg, auth_method)
@@ -308,7 +316,18 @@ def validate_registration(reg: ClientRegistration) -> ClientMetadata:
         id_token_alg=reg.id_token_alg,
         introspect_clients=introspect_clients(reg.introspect_clients, auth_method),
         purpose=purpose_text(reg.purpose),
+        agency_voen=_agency(reg.agency_voen),
     )
+
+
+def _agency(value: str | None) -> str | None:
+    """The owning agency's VÖEN under the registry's rule (keys.identifiers.check_voen), or None."""
+    if value is None or not value.strip():
+        return None
+    try:
+        return check_voen(value)
+    except InvalidIdentifierFormat as exc:
+        raise InvalidClientMetadata(f"agency_voen: {exc}") from None
 
 
 def _host(uri: str) -> str:
@@ -363,6 +382,7 @@ def to_client(row: OAuthClient) -> Client:
         disabled=row.disabled_at is not None,
         introspect_clients=frozenset(row.introspect_clients or ()),
         purpose=row.purpose,
+        agency_voen=row.agency_voen,
     )
 
 
@@ -396,8 +416,8 @@ class ClientRegistry:
             grant_types=list(meta.grant_types), scopes=list(meta.scopes), subject_type=meta.subject_type,
             sector_identifier=sector, sector_identifier_uri=meta.sector_identifier_uri, jwks=meta.jwks,
             jwks_uri=meta.jwks_uri, backchannel_logout_uri=meta.backchannel_logout_uri,
-            id_token_alg=meta.id_token_alg, introspect_clients=list(meta.introspect_clients), created_at=now,
-            updated_at=now, purpose=meta.purpose,
+            id_token_alg=meta.id_token_alg, introspect_clients=list(meta.introspect_clients),
+            agency_voen=meta.agency_voen, created_at=now, updated_at=now, purpose=meta.purpose,
         )
         self._session.add(row)
         await self._session.flush()
@@ -405,15 +425,20 @@ class ClientRegistry:
                      detail={"name": meta.name, "auth_method": meta.auth_method, "grant_types": list(meta.grant_types),
                              "scopes": list(meta.scopes), "redirect_uris": list(meta.redirect_uris),
                              "subject_type": meta.subject_type, "sector_identifier": sector,
-                             "introspect_clients": list(meta.introspect_clients), "purpose": meta.purpose})
+                             "introspect_clients": list(meta.introspect_clients), "purpose": meta.purpose,
+                             "agency_voen": meta.agency_voen})
         return to_client(row), secret
 
     async def get(self, client_id: str) -> Client | None:
         row = await self._session.get(OAuthClient, client_id)
         return to_client(row) if row is not None else None
 
-    async def list(self) -> builtins.list[Client]:
-        rows = await self._session.execute(select(OAuthClient).order_by(OAuthClient.created_at, OAuthClient.client_id))
+    async def list(self, *, agency_voen: str | None = None) -> builtins.list[Client]:
+        """Every client, or only those owned by the agency `agency_voen` (an agency administrator's view)."""
+        query = select(OAuthClient).order_by(OAuthClient.created_at, OAuthClient.client_id)
+        if agency_voen is not None:
+            query = query.where(OAuthClient.agency_voen == agency_voen)
+        rows = await self._session.execute(query)
         return [to_client(row) for row in rows.scalars()]
 
     async def disable(self, client_id: str, *, actor: str, request_id: str | None = None) -> Client:
@@ -433,6 +458,18 @@ class ClientRegistry:
                 .values(revoked_at=now, revoked_reason="client disabled").execution_options(synchronize_session=False))
             record_event(self._session, "client.disabled", actor=actor, subject=client_id, request_id=request_id,
                          detail={"grants_revoked": revoked.rowcount})  # type: ignore[attr-defined]
+        return to_client(row)
+
+    async def set_agency(self, client_id: str, agency_voen: str | None, *, actor: str,
+                         request_id: str | None = None) -> Client:
+        """Set the agency owning the client (None: no agency, system administrators only), audited client.updated."""
+        row = await self._row(client_id)
+        agency = _agency(agency_voen)
+        if agency != row.agency_voen:
+            before, row.agency_voen, row.updated_at = row.agency_voen, agency, self._clock()
+            await self._session.flush()
+            record_event(self._session, "client.updated", actor=actor, subject=client_id, request_id=request_id,
+                         detail={"agency_voen": agency, "agency_voen_before": before})
         return to_client(row)
 
     async def set_introspect_clients(self, client_id: str, clients: Sequence[str], *, actor: str,

@@ -258,6 +258,17 @@ class MandateService:
         found = [MandateRecord.of(m, p, e) for m, p, e in rows]
         return [m for m in found if power is None or power in m.powers]
 
+    async def all_for(self, voen: str) -> list[MandateRecord]:
+        """Every mandate for the entity with this VÖEN, valid or not, oldest grant first; EntityNotFound."""
+        entity = await EntityService(self._session).find(normalize_voen(voen))
+        if entity is None:
+            raise EntityNotFound(f"no legal entity with VÖEN {normalize_voen(voen)}")
+        rows = (await self._session.execute(
+            select(Mandate, Person).join(Person, Person.id == Mandate.person_id)
+            .where(Mandate.entity_id == entity.id).order_by(Mandate.created_at, Mandate.id),
+        )).all()
+        return [MandateRecord.of(m, p, entity) for m, p in rows]
+
     async def all_of(self, person_id: str) -> list[MandateRecord]:
         """Every mandate of the person, valid or not (for an officer's view), oldest grant first."""
         rows = (await self._session.execute(

@@ -16,15 +16,17 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from idp.core.errors import InvalidIdentifier
+from idp.core.roles import AGENCY_ADMIN, REGISTRATION_OFFICER, STAFF_ROLES, SYSTEM_ADMIN
 from idp.sql.models import Person, StaffRole
 from idp.sql.persons import PersonService
 from idp.sql.registry import normalize_voen
 from storage.audit import record_event
 
-REGISTRATION_OFFICER: Final = "registration_officer"
-AGENCY_ADMIN: Final = "agency_admin"
-SYSTEM_ADMIN: Final = "system_admin"
-ROLES: Final = (REGISTRATION_OFFICER, AGENCY_ADMIN, SYSTEM_ADMIN)
+__all__ = ["AGENCY_ADMIN", "REGISTRATION_OFFICER", "ROLES", "SYSTEM_ADMIN", "RoleGrant", "RoleService", "check_role"]
+"""The roles' names are defined once, in the core (idp.core.roles, with their scopes), and re-exported here."""
+
+ROLES: Final = STAFF_ROLES
+"""registration_officer, agency_admin, system_admin: one list with their scopes (idp.core.roles)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,7 @@ from idp.sql.models import (
     Person,
     RefreshToken,
     SessionClient,
+    StaffRole,
 )
 from idp.sql.revocation import TokenRevocations
 from storage.audit import DeferredAudit
@@ -52,7 +53,7 @@ from storage.base import utcnow
 from storage.direct import Transaction, insert_ignoring, table
 
 _codes, _grants, _refresh = table(AuthorizationCode), table(Grant), table(RefreshToken)
-_persons, _assertions = table(Person), table(ClientAssertionJti)
+_persons, _assertions, _roles = table(Person), table(ClientAssertionJti), table(StaffRole)
 _sessions, _session_clients, _pending = table(LoginSession), table(SessionClient), table(AuthorizationRequest)
 _consents, _clients, _deliveries = table(Consent), table(OAuthClient), table(LogoutDelivery)
 _mandates, _entities = table(Mandate), table(LegalEntity)
@@ -62,6 +63,7 @@ _access = table(AccessRecord)
 # persons and sessions
 PERSON = select(_persons.c.id, _persons.c.fin, _persons.c.given_name, _persons.c.family_name,
                 _persons.c.birthdate).where(_persons.c.id == bindparam("id"))
+STAFF_ROLES = select(_roles.c.role).where(_roles.c.person_id == bindparam("person_id"), _roles.c.revoked_at.is_(None))
 _SESSION_COLUMNS = (_sessions.c.id, _sessions.c.sid, _sessions.c.person_id, _sessions.c.auth_time,
                     _sessions.c.expires_at, _sessions.c.level, _sessions.c.amr, _sessions.c.ended_at)
 INSERT_SESSION = insert(_sessions)
@@ -202,6 +204,9 @@ class SqlOidcStore:
     async def subject(self, person_id: str) -> Subject | None:
         row = await self.tx.one(PERSON, id=person_id)
         return Subject(*row) if row is not None else None
+
+    async def staff_roles(self, person_id: str) -> frozenset[str]:
+        return frozenset(row[0] for row in await self.tx.all(STAFF_ROLES, person_id=person_id))
 
     async def create_session(self, state: LoginState) -> None:
         await self.tx.execute(INSERT_SESSION, id=state.id, sid=state.sid, person_id=state.person_id,

@@ -178,6 +178,10 @@ async def test_every_command_answers_json_wherever_the_flag_stands(
                   "--granted-by", "officer-1")
     assert [m["id"] for m in run("mandate list", "--fin", "5ABC12D")] == [mandate["id"]]
     assert run("mandate revoke", mandate["id"])["revoked_by"] == "cli"
+    assert run("role grant", "5ABC12D", "agency_admin", "--agency", "1400057421")["scope"] == "acar:role:agency_admin"
+    assert [(r["role"], r["agency_voen"]) for r in run("role list", "5ABC12D")] == [("agency_admin", "1400057421")]
+    assert run("role revoke", "5ABC12D", "agency_admin", "--agency", "1400057421")["revoked"] is True
+    run("role grant", "5ABC12D", "agency_admin", refused="needs the agency")
     assert run("enroll-code", "--fin", "5ABC12D")["fin"] == "5ABC12D"
     minted = run("admin token", "--subject", "operator")
     assert run("admin revoke-token", minted["jti"]) == {"jti": minted["jti"], "revoked": True}

@@ -34,6 +34,7 @@ from api.routes.validation import REFUSAL_CODES
 from idp.core.claims import CLAIM_DESCRIPTIONS
 from idp.core.errors import CardLoginError
 from idp.core.interfaces import LEVELS, AccessKind
+from idp.core.roles import STAFF_ROLES
 from signing.core.interfaces import RequestState
 from signing.core.report import ChangeClass, Indication, SignatureKind, SubIndication
 
@@ -96,8 +97,8 @@ def code_keys() -> set[str]:
 
 
 def dynamic_keys() -> set[str]:
-    """Message ids built at run time: level.<kind>.<level>, claim.<name>, passkey.*, account.done.*, errors,
-    sign.mandate.<reason> (api.routes.approval)."""
+    """Message ids built at run time: level.<kind>.<level>, claim.<name>, passkey.*, account.done.*, consent.role.*,
+    errors, sign.mandate.<reason> (api.routes.approval)."""
     return ({f"level.name.{lv}" for lv in LEVELS} | {f"level.description.{lv}" for lv in (*LEVELS, "any")}
             | {f"claim.{c}" for c in CLAIM_DESCRIPTIONS} | {f"passkey.error.{c}" for c in PASSKEY_ERRORS}
             | {f"passkey.status.{s}" for s in PASSKEY_STATUS} | {f"account.done.{n}" for n in ACCOUNT_NOTICES}
@@ -106,6 +107,7 @@ def dynamic_keys() -> set[str]:
             | {f"sign.mandate.{reason}" for reason in MANDATE_REASONS}
             | {f"account.signatures.state.{s.value}" for s in RequestState}
             | {f"account.access.kind.{k}" for k in get_args(AccessKind)}
+            | {f"consent.role.{r}" for r in STAFF_ROLES}
             | report_keys() | error_message_keys())
 
 

@@ -25,6 +25,7 @@ async def _script(store: OidcStore, person_id: str, client_id: str, now: dt.date
     seen["pending deleted"] = await store.get_pending("pending-1")
     seen["pending id too long"] = await store.get_pending("x" * 65)
 
+    seen["no staff role"] = await store.staff_roles(person_id)  # a citizen (tests/functional/test_admin_roles.py)
     seen["no consent"] = await store.get_consent(person_id, client_id)
     await store.save_consent(person_id, client_id, frozenset({"openid", "profile"}), frozenset({"sub", "name"}), now)
     await store.save_consent(person_id, client_id, frozenset({"openid", "fin"}), frozenset({"sub", "fin"}), now)
