@@ -275,7 +275,8 @@ def cmd_person_set_status(args: argparse.Namespace, settings: Settings) -> None:
     from idp.sql.persons import PersonService
 
     async def work(services: CommandServices, session: AsyncSession) -> dict[str, Any]:
-        return (await PersonService(session).set_status(args.fin, args.status, actor="cli")).as_json()
+        people = PersonService(session, logout_retry_seconds=settings.backchannel_logout_retry_seconds)
+        return (await people.set_status(args.fin, args.status, actor="cli")).as_json()
 
     _emit(args, _run(settings, work))
 
@@ -1140,7 +1141,8 @@ def _add_person_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p = person.add_parser("show", parents=[common], help="show a person by FIN")
     p.add_argument("fin")
     p.set_defaults(func=cmd_person_show)
-    p = person.add_parser("set-status", parents=[common], help="change a person's status (only active persons log in)")
+    p = person.add_parser("set-status", parents=[common], help="change a person's status (only active persons log in; "
+                          "suspending ends their sessions and tokens at once)")
     p.add_argument("fin")
     p.add_argument("status", choices=["active", "suspended", "deceased"])
     p.set_defaults(func=cmd_person_set_status)

@@ -44,6 +44,14 @@ def provider_of(request: Request) -> Provider:
     return request.app.state.services.oidc  # type: ignore[no-any-return]
 
 
+def kick_backchannel(request: Request) -> None:
+    """After a unit of work that may have queued back-channel logout tokens has committed: wake the delivery worker
+    (idp.sql.backchannel) so they are sent now, not at its next tick. Harmless when nothing was queued."""
+    delivery = getattr(request.app.state, "backchannel", None)
+    if delivery is not None:
+        delivery.kick()
+
+
 def services_of(request: Request) -> Services:
     return request.app.state.services  # type: ignore[no-any-return]
 

@@ -33,7 +33,7 @@ from api.logging import request_id_var
 from api.rendering import error_page, render
 from api.routes.passkeys import orm_unit
 from api.units import RequestUnit
-from api.web import NO_STORE, provider_of, read_page_form, services_of, session_cookie
+from api.web import NO_STORE, kick_backchannel, provider_of, read_page_form, services_of, session_cookie
 from idp.core.errors import (
     EntityExists,
     IdpError,
@@ -378,17 +378,24 @@ async def register_person(request: Request) -> Response:
 
 @router.post("/persons/status")
 async def change_status(request: Request) -> Response:
-    """Set a person's status (PersonService.set_status, audited person.status_changed by the officer)."""
+    """Set a person's status (PersonService.set_status, audited person.status_changed by the officer). Suspending
+    a person ends their sessions and grants in the same transaction; the back-channel logout tokens it queued are
+    sent at once (kick_backchannel)."""
     async def change(officer: Officer, form: dict[str, list[str]]) -> Response:
         person = await _person_of(officer, form, "officer.html", {})
         status = _field(form, "status")
         if status not in STATUSES:
             raise _Refused(await _person_page(officer, PersonRecord.of(person), status=400,
                                               errors={"status": "officer.error.status"}))
-        changed = await PersonService(officer.session).set_status(person.fin or "", status, actor=officer.actor)
+        people = PersonService(officer.session, request_id=request_id_var.get(),
+                               logout_retry_seconds=provider.settings.backchannel_logout_retry_seconds)
+        changed = await people.set_status(person.fin or "", status, actor=officer.actor)
         return await _person_page(officer, changed, notice_key=NOTICE_KEYS["status"])
 
-    return await _as_officer(request, change, post=True)
+    provider = provider_of(request)
+    response = await _as_officer(request, change, post=True)
+    kick_backchannel(request)
+    return response
 
 
 @router.post("/persons/code")

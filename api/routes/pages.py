@@ -60,7 +60,7 @@ from idp.core.logout import end_session
 from idp.core.sessions import csrf_for_session, csrf_matches
 from idp.core.webauthn import CredentialNotFound, InvalidPasskeyRequest, PasskeyError, PasskeyView
 from idp.sql.account import AccessView, AccountRecords, SessionView
-from idp.sql.enrollment import EnrollmentError, EnrollmentRecord
+from idp.sql.enrollment import EnrollmentError, EnrollmentRecord, PersonNotActive
 from signing.core.errors import SigningError
 from signing.sql.history import SignatureEntry, SignatureHistory
 from storage.base import utcnow
@@ -149,13 +149,16 @@ async def _returning_to(request: Request, value: str | None) -> str | None:
 
 @router.get("/enroll")
 async def enroll_page(request: Request) -> Response:
-    """The activation-code form; a browser with an open enrollment goes on to its passkey step. ?interaction=<id>
+    """The activation-code form; a browser with an open enrollment goes on to its passkey step (unless its person is
+    no longer active: the form, with the person_inactive refusal). ?interaction=<id>
     (the sign-in page's link) makes the enrollment return to that sign-in when it is live in this browser."""
     services, provider = services_of(request), provider_of(request)
     interaction = await _returning_to(request, request.query_params.get("interaction"))
     async with orm_unit(services) as work:
         enrollment = await work.enrollment.current(request.cookies.get(enrollment_cookie_name(provider)))
         name = await work.passkeys.display_name(enrollment.person_id) if enrollment else None
+    if enrollment is not None and not enrollment.person_active:  # suspended or deceased since the code was typed
+        return _code_form(request, error_key="enroll.error.person_inactive", status=403, interaction=interaction)
     if enrollment is not None:
         return _passkey_step(enrollment, name or "", interaction)
     return _code_form(request, interaction=interaction)
@@ -165,7 +168,8 @@ async def enroll_page(request: Request) -> Response:
 async def enroll_submit(request: Request) -> Response:
     """Check the typed activation code (idp.sql.enrollment.EnrollmentService.redeem); on success set the enrollment
     cookie and show the passkey step, else show the form again, with what was typed, and the one refusal every
-    refused code gets (400, passkey.error.code_invalid: no oracle)."""
+    refused code gets (400, passkey.error.code_invalid: no oracle), or, for the right code of a person who is not
+    active, 403 passkey.error.person_inactive (idp.sql.enrollment.PersonNotActive)."""
     services, provider = services_of(request), provider_of(request)
     try:
         form = await read_form(request)
@@ -185,6 +189,8 @@ async def enroll_submit(request: Request) -> Response:
             started = await work.enrollment.redeem(code)
     except EnrollmentError as exc:
         key = f"passkey.error.{exc.code}" if exc.code in PASSKEY_ERRORS else "passkey.error.code_invalid"
+        if isinstance(exc, PersonNotActive):
+            key = "enroll.error.person_inactive"
         return _code_form(request, error_key=key, status=exc.status_code, code=code, interaction=interaction)
     response = _passkey_step(started.enrollment, started.display_name, interaction)
     set_enrollment_cookie(response, provider, started.cookie, session_max_age(started.enrollment.expires_at))

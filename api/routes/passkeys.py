@@ -58,7 +58,7 @@ from api.web import (
 from idp.core.interfaces import LEVELS, Level, LoginState
 from idp.core.sessions import csrf_for_session
 from idp.core.webauthn import audit_ref
-from idp.sql.enrollment import EnrollmentRecord, EnrollmentRequired
+from idp.sql.enrollment import EnrollmentRecord, EnrollmentRequired, require_active
 from idp.sql.store import SqlOidcStore
 
 router = APIRouter(tags=["passkeys"])
@@ -204,6 +204,7 @@ async def _registrant(request: Request, provider: Provider, work: RequestUnit) -
     person as a registration office would (issue 15, "enrollment by certificate")."""
     enrollment = await work.enrollment.current(request.cookies.get(enrollment_cookie_name(provider)))
     if enrollment is not None:
+        require_active(enrollment)  # a person suspended or deceased meanwhile: 403 person_inactive, nothing written
         return _Registrant(enrollment.person_id, enrollment.csrf_token, "high", enrollment, enrollment.person_id)
     state, csrf = await _signed_in(request, provider, work, "enter your activation code or sign in first")
     return _Registrant(state.person_id, csrf, state.level, None, state.person_id,
@@ -310,6 +311,7 @@ async def enrollment_state(request: Request) -> JSONResponse:
         record = await work.enrollment.current(request.cookies.get(enrollment_cookie_name(provider)))
         if record is None:
             raise EnrollmentRequired("enter your activation code first")
+        require_active(record)
         name = await work.passkeys.display_name(record.person_id)
     return JSONResponse({"csrf_token": record.csrf_token, "expires_at": record.expires_at.isoformat(),
                          "display_name": name or ""}, headers=NO_STORE)

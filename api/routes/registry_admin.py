@@ -31,6 +31,7 @@ from api.schemas.registry import (
     RoleRevoked,
     RoleView,
 )
+from api.web import kick_backchannel
 from idp.core.roles import ROLE_SCOPES
 from idp.sql.persons import PersonService
 from idp.sql.registry import EntityService, MandateService
@@ -80,9 +81,15 @@ async def show_person(fin: str, request: Request, principal: Registrar) -> Perso
 @router.post("/persons/{fin}/status", response_model=PersonView)
 async def change_person_status(fin: str, body: PersonStatusChange, request: Request,
                                principal: Registrar) -> PersonView:
-    """Set a person's status (active, suspended, deceased; audited person.status_changed)."""
-    async with _services(request).sessions() as session, session.begin():
-        record = await PersonService(session).set_status(fin, body.status, actor=principal.actor)
+    """Set a person's status (active, suspended, deceased; audited person.status_changed). Suspending a person ends
+    their sessions and grants in the same transaction (PersonService.set_status); the back-channel logout tokens it
+    queued are sent once it commits."""
+    services = _services(request)
+    async with services.sessions() as session, session.begin():
+        people = PersonService(session, request_id=request_id_var.get(),
+                               logout_retry_seconds=services.settings.backchannel_logout_retry_seconds)
+        record = await people.set_status(fin, body.status, actor=principal.actor)
+    kick_backchannel(request)
     return PersonView.model_validate(record.as_json())
 
 

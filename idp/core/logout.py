@@ -70,13 +70,21 @@ async def validate_logout(  # noqa: PLR0911 - one early answer per RP-Initiated 
                          ui_locales=one.get("ui_locales"), hint_sid=hint_sid, hint_sub=hint_sub)
 
 
-async def end_session(store: OidcStore, session: LoginState, *, now: dt.datetime, retry_seconds: int) -> int:
-    """End the login session (its person logs out): revoke its grants and queue back-channel logout tokens.
-    Returns how many."""
+async def end_session(store: OidcStore, session: LoginState, *, now: dt.datetime, retry_seconds: int,
+                      reason: str = "logout", actor: str | None = None) -> int:
+    """End the login session: revoke its grants (except offline_access) and queue back-channel logout tokens
+    (Back-Channel Logout 1.0 section 2.7: the OP "SHOULD" tell every RP of the session). Returns how many tokens
+    were queued.
+
+    Its person logs out (the default), or someone else ends it (`actor`, with a `reason`): the person suspended or
+    deceased (idp.sql.persons.PersonService.set_status), which is audited with the reason."""
     ended = await store.end_session(session.id, now)
     if ended is None:
         return 0
-    await store.revoke_session_grants(session.sid, now, "logout")
+    await store.revoke_session_grants(session.sid, now, reason)
     queued = await store.queue_logouts(session.id, sid=session.sid, now=now, retry_seconds=retry_seconds)
-    await store.audit("session.ended", actor=session.person_id, subject=session.sid, detail={"backchannel": queued})
+    detail: dict[str, object] = {"backchannel": queued}
+    if reason != "logout":
+        detail["reason"] = reason
+    await store.audit("session.ended", actor=actor or session.person_id, subject=session.sid, detail=detail)
     return queued

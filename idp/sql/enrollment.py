@@ -27,7 +27,11 @@ No oracle (every refusal is one answer): an unknown, wrong, malformed, revoked, 
 code raises the same CodeInvalid with the same text, after the same work: one SHA-256, one indexed SELECT and
 one scrypt (against `_DUMMY_HASH` when no row matches, so an unknown code costs what a known one does). The
 reason a right code was refused is written to the audit trail (enrollment.code_refused) for the registration
-office, never shown.
+office, never shown. One exception: a right, live code of a person who is not active (suspended or deceased) is
+refused with PersonNotActive, which says so. Only the holder of the whole code can get that answer, a guesser never
+(it comes after the scrypt matched), and it tells the holder what to do; suspending a person revokes their codes, so
+this answers only a code that slipped through. Every step of an enrollment opened before the person stopped being
+active is refused the same way (`require_active`), and nothing is written.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from idp.core.authorize import token_hash
 from idp.core.webauthn import PasskeyError, PasskeyService
-from idp.sql.models import ActivationCode, Enrollment
+from idp.sql.models import ActivationCode, Enrollment, Person
 from idp.sql.passkeys_store import SqlPasskeyStore
 from idp.sql.persons import PersonRecord, PersonService
 from storage.audit import record_event
@@ -97,6 +101,18 @@ class CodeUsed(EnrollmentError):
     title = "Activation code already used"
 
 
+class PersonNotActive(EnrollmentError):
+    """The code's person is suspended or deceased (idp.sql.persons.STATUSES): no passkey is registered for them.
+    Suspending a person revokes their codes (PersonService.set_status); this catches a code that slipped through."""
+
+    code = "person_inactive"
+    title = "This account cannot be used"
+    status_code = 403
+
+
+NOT_ACTIVE = "the person of this activation code is not active (suspended or deceased): ask a registration office"
+
+
 class EnrollmentRequired(EnrollmentError):
     code = "enrollment_required"
     title = "Enter your activation code first"
@@ -133,6 +149,15 @@ class EnrollmentRecord:
     activation_code_id: str
     csrf_token: str
     expires_at: dt.datetime
+    person_active: bool = True
+    """The person's registry status is active now; otherwise `require_active` refuses any step of the enrollment."""
+
+
+def require_active(enrollment: EnrollmentRecord) -> EnrollmentRecord:
+    """The enrollment, if its person is active; PersonNotActive otherwise (nothing written)."""
+    if not enrollment.person_active:
+        raise PersonNotActive(NOT_ACTIVE)
+    return enrollment
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +284,10 @@ class EnrollmentService:
             self._audit("enrollment.code_refused", actor="anonymous", subject=row.person_id,
                         detail={"code_id": row.id, "reason": reason})
             raise CodeInvalid(REFUSED)
+        if await self._status(row.person_id) != "active":  # the holder of a right code learns why, nobody else
+            self._audit("enrollment.code_refused", actor="anonymous", subject=row.person_id,
+                        detail={"code_id": row.id, "reason": "person_inactive"})
+            raise PersonNotActive(NOT_ACTIVE)
         cookie = secrets.token_urlsafe(32)
         record = EnrollmentRecord(id=token_hash(cookie), person_id=row.person_id, activation_code_id=row.id,
                                   csrf_token=secrets.token_urlsafe(24),
@@ -283,19 +312,27 @@ class EnrollmentService:
             Enrollment.expires_at > now))).first()
         return "open_elsewhere" if live is not None else None
 
+    async def _status(self, person_id: str) -> str | None:
+        return (await self._session.execute(select(Person.status).where(Person.id == person_id))).scalar_one_or_none()
+
     async def current(self, cookie: str | None) -> EnrollmentRecord | None:
-        """The live enrollment the cookie names: not completed, not expired, its code neither used nor revoked."""
+        """The live enrollment the cookie names: not completed, not expired, its code neither used nor revoked; with
+        whether its person is active (`require_active`)."""
         if not cookie or len(cookie) > 100:
             return None
         now = self._clock()
-        row = (await self._session.execute(
-            select(Enrollment).join(ActivationCode, ActivationCode.id == Enrollment.activation_code_id).where(
+        found = (await self._session.execute(
+            select(Enrollment, Person.status)
+            .join(ActivationCode, ActivationCode.id == Enrollment.activation_code_id)
+            .join(Person, Person.id == Enrollment.person_id).where(
                 Enrollment.id == token_hash(cookie), Enrollment.completed_at.is_(None), Enrollment.expires_at > now,
-                ActivationCode.used_at.is_(None), ActivationCode.revoked_at.is_(None)))).scalar_one_or_none()
-        if row is None:
+                ActivationCode.used_at.is_(None), ActivationCode.revoked_at.is_(None)))).one_or_none()
+        if found is None:
             return None
+        row, status = found
         return EnrollmentRecord(id=row.id, person_id=row.person_id, activation_code_id=row.activation_code_id,
-                                csrf_token=row.csrf_token, expires_at=row.expires_at)
+                                csrf_token=row.csrf_token, expires_at=row.expires_at,
+                                person_active=status == "active")
 
     async def complete(self, enrollment: EnrollmentRecord, *, credential: str) -> None:
         """The enrollment registered its credential: use the code up (single use) and close the enrollment.

@@ -12,15 +12,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from idp.core.errors import InvalidIdentifier, PersonExists, PersonNotFound
-from idp.sql.models import Person
+from idp.core.logout import end_session
+from idp.sql.models import ActivationCode, Person
+from idp.sql.store import SqlOidcStore
 from keys.identifiers import InvalidIdentifierFormat
 from keys.identifiers import normalize_fin as _normalize_fin
 from storage.audit import record_event
+from storage.base import utcnow
+from storage.direct import SessionTransaction
 
 _COUNTRY_RE = re.compile(r"^[A-Z]{3}$")  # ISO 3166-1 alpha-3, as in machine-readable travel documents
 _DOCNUM_RE = re.compile(r"^[0-9A-Z]{4,20}$")
@@ -193,11 +197,19 @@ class PersonRecord:
         }
 
 
+DEFAULT_LOGOUT_RETRY_SECONDS = 86400
+"""How long back-channel logout tokens queued by a suspension are retried when the caller names no window (the
+default of ACAR_BACKCHANNEL_LOGOUT_RETRY_SECONDS; the server and the CLI pass the setting)."""
+
+
 class PersonService:
     """Registers and finds persons; flushes into the caller's unit of work, never commits."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, *, logout_retry_seconds: int = DEFAULT_LOGOUT_RETRY_SECONDS,
+                 request_id: str | None = None) -> None:
         self._session = session
+        self._logout_retry_seconds = logout_retry_seconds
+        self._request_id = request_id
 
     async def add(
         self,
@@ -238,15 +250,41 @@ class PersonService:
         return PersonRecord.of(person)
 
     async def set_status(self, fin: str, status: str, *, actor: str) -> PersonRecord:
-        """Change a person's status (active, suspended, deceased), audited as person.status_changed; a suspended
-        or deceased person can no longer log in (their sessions already open run to their end)."""
+        """Change a person's status (active, suspended, deceased), audited as person.status_changed. A person who
+        stops being active can no longer log in, and loses at once, in this transaction, what they hold already
+        (`_end_access`). Making them active again revives nothing: they log in anew."""
         check_status(status)
         person = await self.person(fin)
         before, person.status = person.status, status
         await self._session.flush()
         record_event(self._session, "person.status_changed", actor=actor, subject=person.id,
-                     detail={"from": before, "to": status})
+                     detail={"from": before, "to": status}, request_id=self._request_id)
+        if before == "active" and status != "active":
+            await self._end_access(person.id, reason=f"person {status}", actor=actor)
         return PersonRecord.of(person)
+
+    async def _end_access(self, person_id: str, *, reason: str, actor: str) -> None:
+        """Everything the person holds stops: every grant at every client (offline_access too: refresh tokens
+        answer invalid_grant, access tokens invalid_token at userinfo and {"active": false} at introspection,
+        RFC 6749 section 5.2 and RFC 7662 section 2.2), every live login session ended as a logout ends one,
+        queueing OpenID Connect Back-Channel Logout 1.0 logout tokens to its clients (idp.core.logout.end_session,
+        the one path), and every unused activation code revoked. Audited person.sessions_ended with the counts."""
+        now = utcnow()
+        tx = SessionTransaction(self._session)
+        store = SqlOidcStore(tx, request_id=self._request_id)
+        grants = await store.revoke_all_person_grants(person_id, now, reason)
+        sessions = await store.live_sessions(person_id, now)
+        queued = 0
+        for state in sessions:
+            queued += await end_session(store, state, now=now, retry_seconds=self._logout_retry_seconds,
+                                        reason=reason, actor=actor)
+        codes = await self._session.execute(update(ActivationCode).where(
+            ActivationCode.person_id == person_id, ActivationCode.used_at.is_(None),
+            ActivationCode.revoked_at.is_(None)).values(revoked_at=now))
+        await store.audit("person.sessions_ended", actor=actor, subject=person_id, detail={
+            "reason": reason, "sessions": len(sessions), "grants": grants, "backchannel": queued,
+            "activation_codes": int(codes.rowcount or 0)})  # type: ignore[attr-defined]
+        await tx.flush()  # the deferred audit events and logout rows, into the caller's transaction
 
     async def _find_fin(self, fin: str) -> Person | None:
         result = await self._session.execute(select(Person).where(Person.fin == fin))

@@ -67,7 +67,13 @@ STAFF_ROLES = select(_roles.c.role).where(_roles.c.person_id == bindparam("perso
 _SESSION_COLUMNS = (_sessions.c.id, _sessions.c.sid, _sessions.c.person_id, _sessions.c.auth_time,
                     _sessions.c.expires_at, _sessions.c.level, _sessions.c.amr, _sessions.c.ended_at)
 INSERT_SESSION = insert(_sessions)
-SESSION = select(*_SESSION_COLUMNS).where(_sessions.c.id == bindparam("id"))
+SESSION = select(*_SESSION_COLUMNS).join(_persons, _persons.c.id == _sessions.c.person_id) \
+    .where(_sessions.c.id == bindparam("id"), _persons.c.status == "active")
+"""A session is usable only while its person is active (docs/registry.md): suspending a person ends their sessions
+(PersonService.set_status), and this join refuses any left over, on every page that reads the cookie."""
+LIVE_SESSIONS = select(*_SESSION_COLUMNS).where(
+    _sessions.c.person_id == bindparam("person_id"), _sessions.c.ended_at.is_(None),
+    _sessions.c.expires_at > bindparam("now")).order_by(_sessions.c.created_at, _sessions.c.id)
 UPDATE_LOGIN = update(_sessions).where(_sessions.c.id == bindparam("id")).values(
     auth_time=bindparam("auth_time"), level=bindparam("level"), acr=bindparam("acr"), amr=bindparam("amr"))
 END_SESSION = update(_sessions).where(_sessions.c.id == bindparam("id"), _sessions.c.ended_at.is_(None)).values(
@@ -78,6 +84,9 @@ SESSION_GRANTS = select(_grants.c.id, _grants.c.scope).where(_grants.c.session_s
 PERSON_GRANTS_REVOKED = update(_grants).where(
     _grants.c.person_id == bindparam("person_id"), _grants.c.client_id == bindparam("client_id"),
     _grants.c.revoked_at.is_(None)).values(revoked_at=bindparam("now"), revoked_reason=bindparam("reason"))
+ALL_PERSON_GRANTS_REVOKED = update(_grants).where(
+    _grants.c.person_id == bindparam("person_id"), _grants.c.revoked_at.is_(None)) \
+    .values(revoked_at=bindparam("now"), revoked_reason=bindparam("reason"))
 
 # pending authorization requests
 INSERT_PENDING = insert(_pending)
@@ -242,6 +251,15 @@ class SqlOidcStore:
     async def revoke_person_grants(self, person_id: str, client_id: str, reason: str) -> int:
         return await self.tx.execute(PERSON_GRANTS_REVOKED, person_id=person_id, client_id=client_id, now=utcnow(),
                                      reason=reason[:200])
+
+    async def live_sessions(self, person_id: str, now: dt.datetime) -> list[LoginState]:
+        """The person's sessions neither ended nor expired at `now` (whatever the person's status)."""
+        return [_login_state(row) for row in await self.tx.all(LIVE_SESSIONS, person_id=person_id, now=now)]
+
+    async def revoke_all_person_grants(self, person_id: str, now: dt.datetime, reason: str) -> int:
+        """Revoke every grant of the person, at every client, offline_access ones included (the person suspended or
+        deceased): their refresh tokens answer invalid_grant and their access tokens invalid_token."""
+        return await self.tx.execute(ALL_PERSON_GRANTS_REVOKED, person_id=person_id, now=now, reason=reason[:200])
 
     # pending requests
     async def save_pending(self, pending: PendingRequest) -> None:
