@@ -337,6 +337,7 @@ def _account_page(view: AccountView, cookie: str, *, notice_key: str | None = No
         "directed": view.directed, "level": view.level, "director_level_ok": at_least(view.level, DIRECTOR_LEVEL),
         "director_csrf": csrf_for_session(cookie, DIRECTOR_CSRF_PURPOSE), "director_voen": form.get("voen"),
         "director_errors": form.get("errors", {}), "director_values": form.get("values", {}),
+        "director_today": utcnow().astimezone(DISPLAY_TIMEZONE).date().isoformat(),
         "display_name": view.display_name, "passkeys": view.passkeys, "consents": view.consents,
         "sessions": view.sessions, "signatures": view.signatures, "access": view.access,
         "access_page": view.access_page, "access_pages": view.access_pages,
