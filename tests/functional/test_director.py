@@ -22,7 +22,7 @@ from idp.sql.models import LegalEntity, Mandate
 from idp.sql.registry import EntityService, MandateService
 from tests.functional.helpers import InProcessAcar
 from tests.functional.test_import_cli import counts, write
-from tests.functional.test_officer_pages import Desk, audit, desk, session_value, sign_in
+from tests.functional.test_officer_pages import Desk, audit, desk, field_error, session_value, sign_in, token
 from tests.oidc_tools import register_person as add_person
 from tests.unit.api.test_pages import check_page, t
 
@@ -96,6 +96,45 @@ async def test_the_admin_api_sets_a_director(client: httpx.AsyncClient, initiali
     assert event.actor == "admin:operator"
     r = await client.post(f"/admin/entities/{VOEN}/director", headers=headers, json={"fin": None})
     assert r.json()["director_fin"] is None
+
+
+async def test_the_officer_screen_sets_a_director(desk: Desk, http: httpx.AsyncClient) -> None:
+    services = desk.services
+    await add_person(services, DIRECTOR)
+    await add_person(services, OTHER)
+    async with services.sessions() as session, session.begin():
+        from idp.sql.persons import PersonService
+        await PersonService(session).set_status(OTHER, "suspended", actor="test")
+    await sign_in(http, desk)
+    http.headers["Accept-Language"] = "az"
+    csrf = await token(http, "/officer/entities/new")
+    entity = {"csrf_token": csrf, "voen": VOEN, "name": "Bakı Çay MMC", "legal_form": "MMC"}
+    before = await counts(services)
+    for fin, key in (("12", "officer.error.fin"), ("9ZZZ999", "officer.error.person_not_found"),
+                     (OTHER, "officer.error.director_inactive")):
+        r = await http.post("/officer/entities", data={**entity, "director_fin": fin})
+        assert r.status_code == 400 and field_error(r.text, "director_fin") == " ".join(t("az", key).split())
+    assert await counts(services) == before
+    r = await http.post("/officer/entities", data={**entity, "director_fin": DIRECTOR.lower()})
+    assert r.status_code == 200
+    async with services.sessions() as session:
+        assert (await EntityService(session).get(VOEN)).director_fin == DIRECTOR
+
+    before = await counts(services)
+    for form, field, key in (({"set_voen": "1111111111", "set_director_fin": DIRECTOR}, "set_voen",
+                              "officer.error.entity_not_found"),
+                             ({"set_voen": VOEN, "set_director_fin": "9ZZZ999"}, "set_director_fin",
+                              "officer.error.person_not_found")):
+        r = await http.post("/officer/entities/director", data={"csrf_token": csrf, **form})
+        assert r.status_code == 400 and field_error(r.text, field) == " ".join(t("az", key).split())
+    assert await counts(services) == before
+    r = await http.post("/officer/entities/director", data={"csrf_token": csrf, "set_voen": VOEN,
+                                                             "set_director_fin": ""})
+    assert r.status_code == 200 and " ".join(t("az", "officer.done.director_none", voen=VOEN).split()) in \
+        " ".join(r.text.split())
+    changes = await audit(services, "entity.director_changed")
+    assert [c.detail["to"] is None for c in changes] == [False, True]
+    assert {c.actor for c in changes} == {f"officer:{desk.officer_id}"}
 
 
 # --- the director on the account page ------------------------------------------------------------------------
