@@ -85,7 +85,7 @@ class EntityDirectorChange(BaseModel):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"fin": "5ABC7DE"}, {"fin": None}]})
 
-    fin: str | None = Field(max_length=32)
+    fin: str | None = Field(min_length=1, max_length=32)
 
 
 class EntityStatusChange(BaseModel):

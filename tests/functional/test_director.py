@@ -84,7 +84,7 @@ async def test_the_admin_api_sets_a_director(client: httpx.AsyncClient, initiali
     assert await counts(initialized) == before
     r = await client.post("/admin/entities", headers=headers, json=body)
     assert r.status_code == 201 and r.json()["director_fin"] is None
-    for fin, status in (("9ZZZ999", 404), ("bad!", 422)):
+    for fin, status in (("9ZZZ999", 404), ("bad!", 422), ("", 422)):
         r = await client.post(f"/admin/entities/{VOEN}/director", headers=headers, json={"fin": fin})
         assert r.status_code == status, r.text
     assert (await client.post("/admin/entities/1234567892/director", headers=headers,
