@@ -41,6 +41,7 @@ from api.routes import (
     validation,
 )
 from api.routes import approval as approval_routes
+from api.routes import director as director_routes
 from api.routes import officer as officer_routes
 from api.routes import pages as page_routes
 from api.settings import Settings, load_settings
@@ -263,7 +264,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     for router in (health.router, keys.router, admin.router, clients.router, oidc.router, interaction.router,
                    idcard.page_router, account.router, page_routes.router, passkeys.router, approval_routes.router,
                    approval_routes.json_router, enrollment_admin.router, officer_routes.router,
-                   registry_admin.router):
+                   registry_admin.router, director_routes.router):
         app.include_router(router)
     if settings.dev_login and settings.env != "production":
         app.include_router(interaction.dev_router)  # never registered in production (and the setting is refused)

@@ -374,7 +374,8 @@ def cmd_entity_add(args: argparse.Namespace, settings: Settings) -> None:
 
     async def work(services: CommandServices, session: AsyncSession) -> dict[str, Any]:
         return (await EntityService(session).add(voen=args.voen, name=args.name, legal_form=args.legal_form,
-                                                 status=args.status, actor="cli")).as_json()
+                                                 status=args.status, director_fin=args.director,
+                                                 actor="cli")).as_json()
 
     _print_json(_run(settings, work))
 
@@ -393,6 +394,18 @@ def cmd_entity_set_status(args: argparse.Namespace, settings: Settings) -> None:
 
     async def work(services: CommandServices, session: AsyncSession) -> dict[str, Any]:
         return (await EntityService(session).set_status(args.voen, args.status, actor="cli")).as_json()
+
+    _emit(args, _run(settings, work))
+
+
+def cmd_entity_set_director(args: argparse.Namespace, settings: Settings) -> None:
+    from idp.sql.registry import EntityService
+
+    if (args.fin is None) == (not args.none):
+        raise CliError("give the director's FIN, or --none to record no director")
+
+    async def work(services: CommandServices, session: AsyncSession) -> dict[str, Any]:
+        return (await EntityService(session).set_director(args.voen, args.fin, actor="cli")).as_json()
 
     _emit(args, _run(settings, work))
 
@@ -1177,6 +1190,8 @@ def _add_registry_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--name", required=True)
     p.add_argument("--legal-form", required=True, help="as in the state register, e.g. MMC, ASC, QSC")
     p.add_argument("--status", choices=["active", "liquidated", "suspended"], default="active")
+    p.add_argument("--director", metavar="FIN", help="the FIN of the entity's director (a registered, active "
+                   "person): they grant and revoke its mandates on their account page")
     p.set_defaults(func=cmd_entity_add)
     p = entity.add_parser("show", parents=[common], help="show a legal entity by VÖEN")
     p.add_argument("voen")
@@ -1186,6 +1201,12 @@ def _add_registry_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("voen")
     p.add_argument("status", choices=["active", "liquidated", "suspended"])
     p.set_defaults(func=cmd_entity_set_status)
+    p = entity.add_parser("set-director", parents=[common], help="record the entity's director (they grant and "
+                          "revoke its mandates on their account page), or --none")
+    p.add_argument("voen")
+    p.add_argument("fin", nargs="?", help="the director's FIN (a registered, active person)")
+    p.add_argument("--none", action="store_true", help="record that the entity has no director")
+    p.set_defaults(func=cmd_entity_set_director)
 
     mandate = sub.add_parser("mandate", parents=[common], help="mandates: a person acting for an entity")
     mandate = mandate.add_subparsers(dest="mandate_command", required=True, parser_class=_Parser)

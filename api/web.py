@@ -38,6 +38,9 @@ MAX_FIELDS = 100
 ACCOUNT_CSRF_PURPOSE = "account"
 """csrf_for_session(session cookie, ACCOUNT_CSRF_PURPOSE): the token of the account forms and of the passkey
 endpoints acting for the signed-in person."""
+DIRECTOR_CSRF_PURPOSE = "account-director"
+"""csrf_for_session(session cookie, DIRECTOR_CSRF_PURPOSE): the token of a director's forms on the account page
+(api.routes.director), a purpose of its own so that no other form's token grants or revokes a mandate."""
 
 
 def provider_of(request: Request) -> Provider:

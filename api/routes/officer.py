@@ -1,6 +1,7 @@
 """The registration officer's screens (/officer): find a person by FIN, register a person, change a person's status,
-issue an activation code, register a legal entity, grant and revoke mandates. Server-rendered pages for people,
-translated (api.i18n), on the registry services (idp.sql.persons, idp.sql.registry, idp.sql.enrollment).
+issue an activation code, register a legal entity and record its director, grant and revoke mandates.
+Server-rendered pages for people, translated (api.i18n), on the registry services (idp.sql.persons,
+idp.sql.registry, idp.sql.enrollment).
 
 Who may use them, decided at every request (nothing is cached in the session):
 - a person signed in with Açar's session cookie (the one /account reads); without one, the sign-in page (401);
@@ -96,7 +97,8 @@ MANDATE_STATE_KEYS: Final = {"active": "officer.mandate.state.active", "revoked"
                              "expired": "officer.mandate.state.expired", "future": "officer.mandate.state.future"}
 NOTICE_KEYS: Final = {"registered": "officer.done.registered", "status": "officer.done.status",
                       "granted": "officer.done.granted", "revoked": "officer.done.revoked",
-                      "entity": "officer.done.entity"}
+                      "entity": "officer.done.entity", "director": "officer.done.director",
+                      "director_none": "officer.done.director_none"}
 LABELS: Final = {"category": CATEGORY_KEYS, "status": STATUS_KEYS, "document": DOCUMENT_KEYS, "power": POWER_KEYS,
                  "mandate_state": MANDATE_STATE_KEYS}
 if (set(CATEGORY_KEYS), set(STATUS_KEYS), set(DOCUMENT_KEYS), set(POWER_KEYS)) != (
@@ -449,10 +451,14 @@ async def register_entity(request: Request) -> Response:
             except InvalidIdentifier:
                 errors[field] = key
         context = {"registered": None}
+        director_fin = _field(form, "director_fin")
+        if director_fin:
+            await _director(officer, director_fin, "director_fin", errors)
         if errors:
             raise officer.refuse("officer_entity.html", context, errors, form)
         try:
             entity = await EntityService(officer.session).add(voen=voen, name=name, legal_form=legal_form,
+                                                              director_fin=director_fin or None,
                                                               actor=officer.actor)
         except EntityExists:
             raise officer.refuse("officer_entity.html", context, {"voen": "officer.error.entity_exists"},
@@ -460,6 +466,52 @@ async def register_entity(request: Request) -> Response:
         return officer.page("officer_entity.html", {"registered": entity, "notice_key": NOTICE_KEYS["entity"]})
 
     return await _as_officer(request, register, post=True)
+
+
+async def _director(officer: Officer, fin: str, field: str, errors: Errors) -> None:
+    """Note the error of a director's FIN under `field`: malformed, unknown, or a person not active."""
+    try:
+        person = await PersonService(officer.session).person(fin)
+    except InvalidIdentifier:
+        errors[field] = "officer.error.fin"
+        return
+    except PersonNotFound:
+        errors[field] = "officer.error.person_not_found"
+        return
+    if person.status != "active":
+        errors[field] = "officer.error.director_inactive"
+
+
+@router.post("/entities/director")
+async def set_entity_director(request: Request) -> Response:
+    """Record an entity's director, or none when the FIN is left empty (EntityService.set_director, audited
+    entity.director_changed by the officer). The director grants and revokes the entity's mandates on their account
+    page (api.routes.director); the mandates a former director granted stay until revoked."""
+    async def change(officer: Officer, form: dict[str, list[str]]) -> Response:
+        errors: Errors = {}
+        voen, fin = _field(form, "set_voen"), _field(form, "set_director_fin")
+        entity = None
+        if not voen:
+            errors["set_voen"] = "officer.error.voen_required"
+        else:
+            try:
+                entity = await EntityService(officer.session).find(normalize_voen(voen))
+            except InvalidIdentifier:
+                errors["set_voen"] = "officer.error.voen"
+            else:
+                if entity is None:
+                    errors["set_voen"] = "officer.error.entity_not_found"
+        if fin:
+            await _director(officer, fin, "set_director_fin", errors)
+        context = {"registered": None}
+        if errors or entity is None:
+            raise officer.refuse("officer_entity.html", context, errors, form)
+        record = await EntityService(officer.session).set_director(entity.voen, fin or None, actor=officer.actor)
+        return officer.page("officer_entity.html", {"registered": None, "director_set": record,
+                                                    "notice_key": NOTICE_KEYS["director" if record.director_fin
+                                                                              else "director_none"]})
+
+    return await _as_officer(request, change, post=True)
 
 
 # --- mandates -----------------------------------------------------------------------------------------------

@@ -20,12 +20,12 @@ import io
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
-from api.i18n import LANGUAGE_COOKIE, LANGUAGE_COOKIE_MAX_AGE, LANGUAGES
+from api.i18n import DISPLAY_TIMEZONE, LANGUAGE_COOKIE, LANGUAGE_COOKIE_MAX_AGE, LANGUAGES
 from api.provider import session_max_age
 from api.rendering import (
     ERROR_CODE,
@@ -43,6 +43,7 @@ from api.units import RequestUnit
 from api.validation import Caller
 from api.web import (
     ACCOUNT_CSRF_PURPOSE,
+    DIRECTOR_CSRF_PURPOSE,
     NO_STORE,
     DoubleSubmitCsrf,
     enrollment_cookie_name,
@@ -55,15 +56,18 @@ from api.web import (
 )
 from idp.core.claims import CLAIM_DESCRIPTIONS
 from idp.core.errors import InvalidRequest
-from idp.core.interfaces import LoginState
+from idp.core.interfaces import Level, LoginState
+from idp.core.loa import at_least
 from idp.core.logout import end_session
 from idp.core.sessions import csrf_for_session, csrf_matches
 from idp.core.webauthn import CredentialNotFound, InvalidPasskeyRequest, PasskeyError, PasskeyView
 from idp.sql.account import AccessView, AccountRecords, SessionView
 from idp.sql.enrollment import EnrollmentError, EnrollmentRecord, PersonNotActive
+from idp.sql.registry import DirectorService, EntityRecord, MandateRecord
 from signing.core.errors import SigningError
 from signing.sql.history import SignatureEntry, SignatureHistory
 from storage.base import utcnow
+from storage.direct import SessionTransaction
 
 router = APIRouter(tags=["pages"], include_in_schema=False)
 ENROLL_CSRF = DoubleSubmitCsrf("acar_enroll_csrf", "enroll-code", max_age=3600)
@@ -74,6 +78,11 @@ CODE_FIELD_LENGTH = 32
 shown again in the field only when it fits."""
 FORM_EXPIRED = "the form has expired; please try again"
 ACCOUNT_NOTICES = ("renamed", "removed", "withdrawn", "added", "session_ended")
+DIRECTOR_NOTICES = {"director_granted": "account.director.done.granted",
+                    "director_revoked": "account.director.done.revoked"}
+DIRECTOR_LEVEL: Final[Level] = "substantial"
+"""The least level of assurance of a session that grants or revokes a mandate as a director (as the officer
+screens': a passkey or an ID card, docs/assurance.md)."""
 
 
 # --- the landing page ----------------------------------------------------------------------------------------
@@ -227,8 +236,40 @@ class ConsentView:
 
 
 @dataclass(frozen=True, slots=True)
+class DirectedView:
+    """An active entity the person directs, with every mandate for it (valid or not)."""
+
+    entity: EntityRecord
+    mandates: list[MandateStateView]
+
+
+@dataclass(frozen=True, slots=True)
+class MandateStateView:
+    record: MandateRecord
+    state: str
+    """active, revoked, expired or future."""
+    last_day: dt.date | None
+    """The last day of the period in Azerbaijan time (valid_to is exclusive), None when open-ended."""
+
+
+def mandate_state(m: MandateRecord, now: dt.datetime) -> MandateStateView:
+    if m.revoked_at is not None:
+        state = "revoked"
+    elif m.valid_to is not None and m.valid_to <= now:
+        state = "expired"
+    elif m.valid_from > now:
+        state = "future"
+    else:
+        state = "active"
+    last = (m.valid_to.astimezone(DISPLAY_TIMEZONE) - dt.timedelta(seconds=1)).date() if m.valid_to else None
+    return MandateStateView(m, state, last)
+
+
+@dataclass(frozen=True, slots=True)
 class AccountView:
     display_name: str
+    level: Level
+    directed: list[DirectedView]
     passkeys: list[PasskeyView]
     consents: list[ConsentView]
     sessions: list[SessionView]
@@ -278,7 +319,13 @@ async def _load_account(request: Request, work: RequestUnit, state: LoginState, 
     count = await records.access_count(state.person_id)
     pages = max(1, -(-count // ACCESS_PAGE_SIZE))
     page = min(max(1, access_page), pages)
+    directed = []
+    if isinstance(work.tx, SessionTransaction):
+        directors, now = DirectorService(work.tx.session), utcnow()
+        directed = [DirectedView(e, [mandate_state(m, now) for m in await directors.mandates(state.person_id, e.voen)])
+                    for e in await directors.directed(state.person_id)]
     return AccountView(display_name=await work.passkeys.display_name(state.person_id) or "",
+                       level=state.level, directed=directed,
                        passkeys=await services.passkeys.credentials(work.passkeys, state.person_id),
                        consents=consents,
                        sessions=await records.sessions(state.person_id, current_id=state.id, now=utcnow()),
@@ -289,8 +336,14 @@ async def _load_account(request: Request, work: RequestUnit, state: LoginState, 
 
 
 def _account_page(view: AccountView, cookie: str, *, notice_key: str | None = None, error_key: str | None = None,
-                  status: int = 200) -> Response:
+                  status: int = 200, director_form: dict[str, Any] | None = None) -> Response:
+    """The account page; `director_form` (voen, errors, values) shows a director's refused form again."""
+    form = director_form or {}
     return render("account.html", {
+        "directed": view.directed, "level": view.level, "director_level_ok": at_least(view.level, DIRECTOR_LEVEL),
+        "director_csrf": csrf_for_session(cookie, DIRECTOR_CSRF_PURPOSE), "director_voen": form.get("voen"),
+        "director_errors": form.get("errors", {}), "director_values": form.get("values", {}),
+        "director_today": utcnow().astimezone(DISPLAY_TIMEZONE).date().isoformat(),
         "display_name": view.display_name, "passkeys": view.passkeys, "consents": view.consents,
         "sessions": view.sessions, "signatures": view.signatures, "access": view.access,
         "access_page": view.access_page, "access_pages": view.access_pages,
@@ -326,7 +379,7 @@ async def account_page(request: Request, done: str | None = None, page: str | No
             return _signin_page()
         wanted = int(page) if page and page.isascii() and page.isdigit() and len(page) <= MAX_PAGE_DIGITS else 1
         view = await _load_account(request, work, state, access_page=wanted)
-    notice = f"account.done.{done}" if done in ACCOUNT_NOTICES else None
+    notice = f"account.done.{done}" if done in ACCOUNT_NOTICES else DIRECTOR_NOTICES.get(done or "")
     return _account_page(view, cookie, notice_key=notice)
 
 
@@ -475,8 +528,9 @@ async def signature_report(request: Request, request_id: str, n: str) -> Respons
 @router.get("/account/export")
 async def export_account(request: Request) -> Response:
     """Everything the account page shows about the signed-in person, as one JSON download (their person record,
-    sessions, passkeys, consents, signature history and the whole access record): only rows bound to this
-    person, nothing about anyone else. Without a session: 401 and the sign-in page."""
+    sessions, passkeys, consents, signature history, the whole access record, the entities they direct and the
+    mandates they granted as a director, each naming its representative's FIN, which the director typed): only rows
+    bound to this person, nothing else about anyone else. Without a session: 401 and the sign-in page."""
     services, provider = services_of(request), provider_of(request)
     cookie = session_cookie(request, provider)
     async with orm_unit(services) as work:
@@ -486,6 +540,12 @@ async def export_account(request: Request) -> Response:
         view = await _load_account(request, work, state)
         subject = await work.oidc.subject(state.person_id)
         access = await AccountRecords(work.tx).access_records(state.person_id, limit=EXPORT_ACCESS_LIMIT)
+        directed: list[EntityRecord] = []
+        granted: list[MandateRecord] = []
+        if isinstance(work.tx, SessionTransaction):
+            directors = DirectorService(work.tx.session)
+            directed = await directors.directed(state.person_id, active_only=False)
+            granted = await directors.granted_by(state.person_id)
         await work.oidc.audit("account.exported", actor=state.person_id, subject=state.person_id,
                               detail={"access_records": len(access)})
     body = {
@@ -505,6 +565,13 @@ async def export_account(request: Request) -> Response:
                       "offline_access": c.offline, "granted_at": c.granted_at.isoformat()} for c in view.consents],
         "signatures": [{**s.entry.as_json(), "client_name": s.client_name} for s in view.signatures],
         "access_record": [a.as_json() for a in access],
+        "companies_directed": [{"voen": e.voen, "name": e.name, "legal_form": e.legal_form, "status": e.status}
+                               for e in directed],
+        "mandates_granted_as_director": [
+            {"id": m.id, "voen": m.voen, "entity_name": m.entity_name, "fin": m.fin, "powers": sorted(m.powers),
+             "valid_from": m.valid_from.isoformat(), "valid_to": m.valid_to.isoformat() if m.valid_to else None,
+             "revoked_at": m.revoked_at.isoformat() if m.revoked_at else None}
+            for m in granted],
     }
     return Response(json.dumps(body, ensure_ascii=False, indent=2), media_type="application/json", headers={
         **NO_STORE, "Content-Disposition": 'attachment; filename="acar-account.json"'})

@@ -20,6 +20,7 @@ from api.errors import ApiProblem
 from api.logging import request_id_var
 from api.schemas.registry import (
     EntityCreate,
+    EntityDirectorChange,
     EntityStatusChange,
     EntityView,
     MandateCreate,
@@ -100,7 +101,8 @@ async def register_entity(body: EntityCreate, request: Request, principal: Entit
     """Register a legal entity (audited entity.registered): 409 when the VÖEN is registered, 422 invalid."""
     async with _services(request).sessions() as session, session.begin():
         record = await EntityService(session).add(voen=body.voen, name=body.name, legal_form=body.legal_form,
-                                                  status=body.status, actor=principal.actor)
+                                                  status=body.status, director_fin=body.director_fin,
+                                                  actor=principal.actor)
     return EntityView.model_validate(record.as_json())
 
 
@@ -120,6 +122,17 @@ async def change_entity_status(voen: str, body: EntityStatusChange, request: Req
     """Set an entity's status (active, liquidated, suspended; audited entity.status_changed)."""
     async with _services(request).sessions() as session, session.begin():
         record = await EntityService(session).set_status(voen, body.status, actor=principal.actor)
+    return EntityView.model_validate(record.as_json())
+
+
+@router.post("/entities/{voen}/director", response_model=EntityView)
+async def change_entity_director(voen: str, body: EntityDirectorChange, request: Request,
+                                 principal: EntityOfficer) -> EntityView:
+    """Record the entity's director, or none (audited entity.director_changed): 404 unknown entity or person, 422
+    a malformed FIN or an inactive person. The director grants and revokes the entity's mandates on their account
+    page; the mandates a former director granted stay until revoked."""
+    async with _services(request).sessions() as session, session.begin():
+        record = await EntityService(session).set_director(voen, body.fin, actor=principal.actor)
     return EntityView.model_validate(record.as_json())
 
 

@@ -67,6 +67,8 @@ class EntityCreate(BaseModel):
     name: str = Field(min_length=1, max_length=500)
     legal_form: str = Field(min_length=1, max_length=64)
     status: str = Field(default="active", max_length=16, json_schema_extra={"enum": list(ENTITY_STATUSES)})
+    director_fin: str | None = Field(default=None, min_length=1, max_length=32,
+                                     description="the FIN of the entity's director (a registered, active person)")
 
 
 class EntityView(BaseModel):
@@ -75,6 +77,15 @@ class EntityView(BaseModel):
     name: str
     legal_form: str
     status: str
+    director_fin: str | None = None
+
+
+class EntityDirectorChange(BaseModel):
+    """The entity's director: a registered, active person's FIN, or null for none."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"fin": "5ABC7DE"}, {"fin": None}]})
+
+    fin: str | None = Field(min_length=1, max_length=32)
 
 
 class EntityStatusChange(BaseModel):

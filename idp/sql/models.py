@@ -69,6 +69,10 @@ class LegalEntity(Base):
     name: Mapped[str] = mapped_column(String(500))
     legal_form: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
+    director_person_id: Mapped[str | None] = mapped_column(ForeignKey("persons.id", ondelete="SET NULL"),
+                                                           index=True)
+    """The entity's director (set by an officer or a system administrator): grants and revokes its mandates from
+    the account page while the entity is active. None: no director recorded."""
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
 

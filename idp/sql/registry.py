@@ -1,7 +1,9 @@
 """The business registry: legal entities (by VÖEN) and mandates (a person may act for an entity).
 
 A mandate gives person P powers for entity E from `valid_from` until `valid_to` (exclusive; open-ended when None),
-granted by an officer or by the entity's director, revocable. It is valid at instant t when
+granted by an officer or by the entity's director, revocable. An entity's director (`LegalEntity.director_person_id`,
+set by an officer or a system administrator: `EntityService.set_director`) grants and revokes the entity's mandates
+from the account page while the entity is active (`DirectorService`). It is valid at instant t when
 valid_from <= t < valid_to, it was not revoked at or before t, and the entity is active: `MandateService.valid`.
 Services flush into the caller's unit of work (an ORM session, as idp.sql.persons) and audit through
 storage.audit.record_event; they never commit.
@@ -18,7 +20,13 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from idp.core.errors import EntityExists, EntityNotFound, InvalidIdentifier, InvalidMandate, MandateNotFound
+from idp.core.errors import (
+    EntityExists,
+    EntityNotFound,
+    InvalidIdentifier,
+    InvalidMandate,
+    MandateNotFound,
+)
 from idp.sql.models import LegalEntity, Mandate, Person
 from idp.sql.persons import PersonService
 from keys.identifiers import InvalidIdentifierFormat, check_voen
@@ -89,15 +97,17 @@ class EntityRecord:
     name: str
     legal_form: str
     status: str
+    director_fin: str | None = None
+    """The FIN of the entity's director, None when none is recorded."""
 
     @classmethod
-    def of(cls, entity: LegalEntity) -> EntityRecord:
+    def of(cls, entity: LegalEntity, director: Person | None = None) -> EntityRecord:
         return cls(id=entity.id, voen=entity.voen, name=entity.name, legal_form=entity.legal_form,
-                   status=entity.status)
+                   status=entity.status, director_fin=director.fin if director is not None else None)
 
     def as_json(self) -> dict[str, Any]:
         return {"id": self.id, "voen": self.voen, "name": self.name, "legal_form": self.legal_form,
-                "status": self.status}
+                "status": self.status, "director_fin": self.director_fin}
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,14 +155,18 @@ class EntityService:
         self._clock = clock
 
     async def add(self, *, voen: str, name: str, legal_form: str, status: str = "active",
-                  actor: str) -> EntityRecord:
-        """Validate and register an entity; InvalidIdentifier or EntityExists, and nothing written, otherwise."""
+                  director_fin: str | None = None, actor: str) -> EntityRecord:
+        """Validate and register an entity, with its director when `director_fin` is given (audited
+        entity.director_changed too); InvalidIdentifier, PersonNotFound, InvalidMandate (an inactive director) or
+        EntityExists, and nothing written, otherwise."""
         checked = normalize_voen(voen)
         now = self._clock()
         entity = LegalEntity(voen=checked, name=entity_name(name), legal_form=check_legal_form(legal_form),
                              status=entity_status(status), created_at=now, updated_at=now)
+        director = await self._director(director_fin) if director_fin else None
         if await self.find(checked) is not None:
             raise EntityExists(f"a legal entity with VÖEN {checked} is already registered")
+        entity.director_person_id = director.id if director is not None else None
         self._session.add(entity)
         try:
             await self._session.flush()
@@ -160,7 +174,21 @@ class EntityService:
             raise EntityExists(f"a legal entity with VÖEN {checked} is already registered") from exc
         record_event(self._session, "entity.registered", actor=actor, subject=entity.id,
                      detail={"voen": checked, "status": entity.status})
-        return EntityRecord.of(entity)
+        if director is not None:
+            record_event(self._session, "entity.director_changed", actor=actor, subject=entity.id,
+                         detail={"voen": checked, "from": None, "to": director.id})
+        return EntityRecord.of(entity, director)
+
+    async def _director(self, fin: str) -> Person:
+        """The active person named to direct an entity: InvalidIdentifier, PersonNotFound or InvalidMandate."""
+        person = await PersonService(self._session).person(fin)
+        if person.status != "active":
+            raise InvalidMandate(f"the person with FIN {person.fin} is {person.status}: they cannot direct an entity")
+        return person
+
+    async def _record(self, entity: LegalEntity) -> EntityRecord:
+        director = await self._session.get(Person, entity.director_person_id) if entity.director_person_id else None
+        return EntityRecord.of(entity, director)
 
     async def find(self, voen: str) -> LegalEntity | None:
         result = await self._session.execute(select(LegalEntity).where(LegalEntity.voen == voen))
@@ -171,7 +199,24 @@ class EntityService:
         entity = await self.find(normalize_voen(voen))
         if entity is None:
             raise EntityNotFound(f"no legal entity with VÖEN {normalize_voen(voen)}")
-        return EntityRecord.of(entity)
+        return await self._record(entity)
+
+    async def set_director(self, voen: str, fin: str | None, *, actor: str) -> EntityRecord:
+        """Make the active person `fin` the entity's director, or record none (`fin` None), audited
+        entity.director_changed. The mandates the former director granted stay until revoked (a power of attorney
+        outlives its grantor's term). EntityNotFound, InvalidIdentifier, PersonNotFound or InvalidMandate (an
+        inactive person), and nothing written, otherwise."""
+        entity = await self.find(normalize_voen(voen))
+        if entity is None:
+            raise EntityNotFound(f"no legal entity with VÖEN {normalize_voen(voen)}")
+        director = await self._director(fin) if fin else None
+        before = entity.director_person_id
+        entity.director_person_id = director.id if director is not None else None
+        entity.updated_at = self._clock()
+        await self._session.flush()
+        record_event(self._session, "entity.director_changed", actor=actor, subject=entity.id,
+                     detail={"voen": entity.voen, "from": before, "to": entity.director_person_id})
+        return EntityRecord.of(entity, director)
 
     async def set_status(self, voen: str, status: str, *, actor: str) -> EntityRecord:
         """Change an entity's status (audited entity.status_changed); its mandates act only while it is active."""
@@ -183,7 +228,7 @@ class EntityService:
         await self._session.flush()
         record_event(self._session, "entity.status_changed", actor=actor, subject=entity.id,
                      detail={"voen": entity.voen, "from": before, "to": status})
-        return EntityRecord.of(entity)
+        return await self._record(entity)
 
 
 class MandateService:
@@ -274,6 +319,85 @@ class MandateService:
         rows = (await self._session.execute(
             select(Mandate, Person, LegalEntity).join(Person, Person.id == Mandate.person_id)
             .join(LegalEntity, LegalEntity.id == Mandate.entity_id).where(Mandate.person_id == person_id)
+            .order_by(Mandate.created_at, Mandate.id),
+        )).all()
+        return [MandateRecord.of(m, p, e) for m, p, e in rows]
+
+
+class DirectorService:
+    """What an entity's director may do for it (issue 16: mandates "granted by ... the entity's director"): only
+    the current director of an active entity, looked up at every call, so a director replaced or an entity
+    suspended stops acting at once. Flushes into the caller's unit of work, never commits."""
+
+    def __init__(self, session: AsyncSession, *, clock: Callable[[], dt.datetime] = _utcnow) -> None:
+        self._session = session
+        self._clock = clock
+
+    @staticmethod
+    def actor(person_id: str) -> str:
+        """The audit trail's actor (and a mandate's granted_by) for what the director does."""
+        return f"director:{person_id}"
+
+    async def directed(self, person_id: str, *, active_only: bool = True) -> list[EntityRecord]:
+        """The entities the person directs now (only the active ones unless `active_only` is False), by name."""
+        query = (select(LegalEntity, Person).join(Person, Person.id == LegalEntity.director_person_id)
+                 .where(LegalEntity.director_person_id == person_id).order_by(LegalEntity.name, LegalEntity.voen))
+        if active_only:
+            query = query.where(LegalEntity.status == "active")
+        rows = (await self._session.execute(query)).all()
+        return [EntityRecord.of(e, p) for e, p in rows]
+
+    async def entity(self, person_id: str, voen: str) -> LegalEntity:
+        """The active entity with this VÖEN that the person directs now; EntityNotFound otherwise (an unknown VÖEN,
+        another's entity, an entity no longer active or no longer theirs alike)."""
+        try:
+            checked = normalize_voen(voen)
+        except InvalidIdentifier:
+            raise EntityNotFound("you do not direct this legal entity") from None
+        entity = (await self._session.execute(
+            select(LegalEntity).where(LegalEntity.voen == checked, LegalEntity.director_person_id == person_id,
+                                      LegalEntity.status == "active"),
+        )).scalar_one_or_none()
+        if entity is None:
+            raise EntityNotFound("you do not direct this legal entity")
+        return entity
+
+    async def grant(self, person_id: str, voen: str, *, fin: str, powers: Iterable[str], valid_from: dt.datetime,
+                    valid_to: dt.datetime | None) -> MandateRecord:
+        """Grant, as the entity's director, a mandate to the person `fin` (granted_via director, audited
+        mandate.granted). Not to the director themselves (InvalidMandate): their authority comes from the register
+        and ends with their term, a mandate to themselves would outlive it."""
+        entity = await self.entity(person_id, voen)
+        person = await PersonService(self._session).person(fin)
+        if person.id == person_id:
+            raise InvalidMandate("a director cannot grant a mandate to themselves")
+        actor = self.actor(person_id)
+        return await MandateService(self._session, clock=self._clock).grant(
+            fin=fin, voen=entity.voen, powers=powers, valid_from=valid_from, valid_to=valid_to, granted_by=actor,
+            granted_via="director", actor=actor)
+
+    async def revoke(self, person_id: str, voen: str, mandate_id: str) -> MandateRecord:
+        """Revoke one of the entity's mandates as its director (audited mandate.revoked); MandateNotFound for a
+        mandate of another entity, InvalidMandate when it was revoked before."""
+        entity = await self.entity(person_id, voen)
+        found = (await self._session.execute(
+            select(Mandate.id).where(Mandate.id == mandate_id[:36], Mandate.entity_id == entity.id),
+        )).scalar_one_or_none()
+        if found is None:
+            raise MandateNotFound(f"no mandate with id {mandate_id[:36]} for this legal entity")
+        return await MandateService(self._session, clock=self._clock).revoke(found, actor=self.actor(person_id))
+
+    async def mandates(self, person_id: str, voen: str) -> list[MandateRecord]:
+        """Every mandate (valid or not) of an entity the person directs, oldest grant first."""
+        entity = await self.entity(person_id, voen)
+        return await MandateService(self._session, clock=self._clock).all_for(entity.voen)
+
+    async def granted_by(self, person_id: str) -> list[MandateRecord]:
+        """The mandates the person granted as a director (of any entity, then or now), oldest first."""
+        rows = (await self._session.execute(
+            select(Mandate, Person, LegalEntity).join(Person, Person.id == Mandate.person_id)
+            .join(LegalEntity, LegalEntity.id == Mandate.entity_id)
+            .where(Mandate.granted_via == "director", Mandate.granted_by == self.actor(person_id))
             .order_by(Mandate.created_at, Mandate.id),
         )).all()
         return [MandateRecord.of(m, p, e) for m, p, e in rows]

@@ -40,7 +40,7 @@ PERSON_COLUMNS: Final = ("fin", "given_name", "family_name")
 PERSON_OPTIONAL: Final = ("category", "birthdate", "given_name_cyrillic", "family_name_cyrillic", "document_type",
                           "document_country", "document_number", "status")
 ENTITY_COLUMNS: Final = ("voen", "name", "legal_form")
-ENTITY_OPTIONAL: Final = ("status",)
+ENTITY_OPTIONAL: Final = ("status", "director_fin")
 MANDATE_COLUMNS: Final = ("fin", "voen", "powers", "valid_from")
 MANDATE_OPTIONAL: Final = ("valid_to", "granted_via", "granted_by")
 MAX_ROWS: Final = 100_000
@@ -258,31 +258,60 @@ async def _documents(session: AsyncSession, numbers: list[str]) -> list[tuple[st
 
 async def import_entities(session: AsyncSession, data: bytes, *, actor: str,
                           now: dt.datetime | None = None) -> ImportSummary:
-    """Import a legal entities file (ENTITY_COLUMNS, ENTITY_OPTIONAL): all of it, or ImportRejected and nothing."""
+    """Import a legal entities file (ENTITY_COLUMNS, ENTITY_OPTIONAL): all of it, or ImportRejected and nothing.
+    `director_fin`, when given, names the entity's director: a registered, active person (a row error otherwise);
+    each director recorded is audited entity.director_changed too."""
     rows, problems = _rows(data, "entities", ENTITY_COLUMNS, ENTITY_OPTIONAL)
     entities: list[dict[str, Any]] = []
     voens: dict[str, int] = {}
+    directors: dict[int, str] = {}
     for row in rows:
         v, before = row.values, len(problems)
         voen = _check(problems, row.line, "voen", normalize_voen, v["voen"])
         name = _check(problems, row.line, "name", entity_name, v["name"])
         form = _check(problems, row.line, "legal_form", check_legal_form, v["legal_form"])
         status = _check(problems, row.line, "status", entity_status, v.get("status") or "active")
+        director = _check(problems, row.line, "director_fin", _fin, v["director_fin"]) \
+            if v.get("director_fin") else None
+        if director is not None:
+            directors[row.line] = director
         if voen is not None:
             if voen in voens:
                 problems.append((row.line, "voen", f"VÖEN {voen} appears again (first on line {voens[voen]})"))
             else:
                 voens[voen] = row.line
         if len(problems) == before:
-            entities.append({"voen": voen, "name": name, "legal_form": form, "status": status})
+            entities.append({"line": row.line, "voen": voen, "name": name, "legal_form": form, "status": status})
     for voen in await _existing(session, LegalEntity.voen, list(voens)):
         problems.append((voens[voen], "voen", f"a legal entity with VÖEN {voen} is already registered"))
+    persons = await _directors(session, directors, problems)
     if problems:
         raise _reject("entities", problems)
     moment = now or dt.datetime.now(dt.UTC)
-    session.add_all(LegalEntity(**values, created_at=moment, updated_at=moment) for values in entities)
+    added = [LegalEntity(**{k: v for k, v in values.items() if k != "line"}, created_at=moment, updated_at=moment,
+                         director_person_id=persons[directors[values["line"]]].id if values["line"] in directors
+                         else None) for values in entities]
+    session.add_all(added)
     await session.flush()
+    for entity in added:
+        if entity.director_person_id is not None:
+            record_event(session, "entity.director_changed", actor=actor, subject=entity.id,
+                         detail={"voen": entity.voen, "from": None, "to": entity.director_person_id})
     return _finish(session, "entities", data, len(entities), actor)
+
+
+async def _directors(session: AsyncSession, directors: dict[int, str], problems: list[Problem]) -> dict[str, Person]:
+    """The registered persons named as directors (line -> FIN), by FIN; an unknown or inactive one noted."""
+    fins = sorted(set(directors.values()))
+    persons = {p.fin: p for start in range(0, len(fins), _CHUNK) for p in (await session.execute(
+        select(Person).where(Person.fin.in_(fins[start:start + _CHUNK])))).scalars()}
+    for line, fin in directors.items():
+        person = persons.get(fin)
+        if person is None:
+            problems.append((line, "director_fin", f"no person with FIN {fin} is registered"))
+        elif person.status != "active":
+            problems.append((line, "director_fin", f"the person with FIN {fin} is {person.status}"))
+    return {fin: p for fin, p in persons.items() if fin is not None}
 
 
 async def import_mandates(session: AsyncSession, data: bytes, *, actor: str,

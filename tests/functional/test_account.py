@@ -250,7 +250,9 @@ async def test_the_export_holds_what_the_page_shows_and_nothing_of_another(
     assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
     assert r.headers["cache-control"] == "no-store" and "attachment" in r.headers["content-disposition"]
     data = json.loads(r.text)
-    assert set(data) == {"exported_at", "person", "sessions", "passkeys", "consents", "signatures", "access_record"}
+    assert set(data) == {"exported_at", "person", "sessions", "passkeys", "consents", "signatures", "access_record",
+                         "companies_directed", "mandates_granted_as_director"}
+    assert data["companies_directed"] == [] and data["mandates_granted_as_director"] == []
     assert data["person"]["fin"] == FIN_A and data["person"]["given_name"] == "Aysel"
     # everything the page shows
     assert [p["name"] for p in data["passkeys"]] == ["Telefonum"] and "Telefonum" in page.text

@@ -174,6 +174,7 @@ async def test_every_command_answers_json_wherever_the_flag_stands(
     assert run("entity add", "--voen", "1400057421", "--name", "Açar MMC", "--legal-form", "MMC")["status"] == "active"
     assert run("entity show", "1400057421")["legal_form"] == "MMC"
     assert run("entity set-status", "1400057421", "active")["status"] == "active"
+    assert run("entity set-director", "1400057421", "5ABC12D")["director_fin"] == "5ABC12D"
     mandate = run("mandate grant", "--fin", "5ABC12D", "--voen", "1400057421", "--power", "sign_declarations",
                   "--granted-by", "officer-1")
     assert [m["id"] for m in run("mandate list", "--fin", "5ABC12D")] == [mandate["id"]]

@@ -46,7 +46,8 @@ KEY_SHAPE = re.compile(
     r"officer)"
     r"\.[A-Za-z0-9_.-]+$")
 CODE_USING_KEYS = ("api/rendering.py", "api/routes/pages.py", "api/passkey_names.py", "api/routes/approval.py",
-                   "api/routes/validation.py", "api/report_view.py", "api/report_pdf.py", "api/routes/officer.py")
+                   "api/routes/validation.py", "api/report_view.py", "api/report_pdf.py", "api/routes/officer.py",
+                   "api/routes/director.py")
 
 
 def placeholders(text: str) -> set[str]:
