@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 from urllib.parse import quote, urlencode, urlsplit
 
 from fastapi.responses import HTMLResponse
@@ -203,6 +203,8 @@ def prefers_html(accept: str | None) -> bool:
     return _weight(ranges, "text", "html") > json
 
 
+FORM_EXPIRED: Final = "the form has expired; please try again"
+"""The error page's text for a form whose CSRF token is missing or wrong (error.form_expired)."""
 ERROR_MESSAGES: Mapping[str, str] = {
     "this sign-in request has expired or was already completed; start again from the service you were using":
         "error.request_expired",
@@ -210,7 +212,7 @@ ERROR_MESSAGES: Mapping[str, str] = {
     "the service that sent you here is not registered": "error.client_unknown",
     "the redirect URI is not registered for this service": "error.redirect_uri_unregistered",
     "development sign-in is disabled": "error.dev_login_disabled",
-    "the form has expired; please try again": "error.form_expired",
+    FORM_EXPIRED: "error.form_expired",
     "the sign-out form has expired; please try again": "error.form_expired",
     "unknown level of assurance": "error.level_unknown",
     "no person is registered with this FIN": "error.person_unknown",

@@ -9,16 +9,16 @@ screens; eIDAS Implementing Regulation (EU) 2015/1502, sections 2.1 and 2.3).
 
 Every form carries csrf_for_session(session cookie, DIRECTOR_CSRF_PURPOSE), a purpose of its own: a missing or wrong
 token answers 403 and changes nothing. A refused grant shows the account page again (400) with what was typed and a
-translated error next to each field; the unit of work is rolled back (`_Refused`), so nothing is written. A director
-cannot grant a mandate to themselves: their authority comes from the register and ends with their term, and a
-mandate to themselves would outlive it (an officer grants it when they must also sign or log in for the entity).
+translated error next to each field; the unit of work is rolled back (api.registry_forms.Refused), so nothing is
+written. A director cannot grant a mandate to themselves: their authority comes from the register and ends with
+their term, and a mandate to themselves would outlive it (an officer grants it when they must also sign or log in
+for the entity).
 Mandates are granted with granted_via "director" and audited, granted_by and actor "director:<person id>".
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -27,37 +27,36 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.i18n import DISPLAY_TIMEZONE
-from api.rendering import error_page, render
+from api.registry_forms import (
+    Errors,
+    GrantMessages,
+    Refused,
+    form_field,
+    grant_period,
+    grant_person,
+    grant_powers,
+    period_bounds,
+    typed_values,
+)
+from api.rendering import FORM_EXPIRED, error_page, render
 from api.routes.pages import DIRECTOR_LEVEL, _account_page, _load_account
 from api.routes.passkeys import orm_unit
 from api.units import RequestUnit
 from api.web import DIRECTOR_CSRF_PURPOSE, NO_STORE, provider_of, read_page_form, services_of, session_cookie
-from idp.core.errors import EntityNotFound, IdpError, InvalidIdentifier, InvalidMandate, MandateNotFound, PersonNotFound
+from idp.core.errors import EntityNotFound, IdpError, InvalidMandate, MandateNotFound
 from idp.core.interfaces import LoginState
 from idp.core.loa import at_least
 from idp.core.sessions import csrf_matches
-from idp.sql.persons import PersonService
-from idp.sql.registry import POWERS, DirectorService
+from idp.sql.registry import DirectorService
 from storage.direct import SessionTransaction
 
 router = APIRouter(prefix="/account/companies", tags=["pages"], include_in_schema=False)
 
-FORM_EXPIRED: Final = "the form has expired; please try again"
-DATE_RE: Final = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-MAX_FIELD: Final = 200
-"""Typed values longer than this are not shown again."""
-
-Errors = dict[str, str]
-"""Field name -> message id, in the order of the form's fields."""
-
-
-class _Refused(Exception):
-    """Carries a page out of the unit of work, so the unit rolls back: a refusal writes nothing."""
-
-    def __init__(self, response: Response) -> None:
-        super().__init__("refused")
-        self.response = response
+GRANT_MESSAGES: Final = GrantMessages(
+    fin_required="account.director.error.fin_required", fin="account.director.error.fin",
+    person_not_found="account.director.error.person_not_found",
+    person_inactive="account.director.error.person_inactive", powers="account.director.error.powers",
+    date="account.director.error.date", period="account.director.error.period")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,15 +69,15 @@ class _Director:
     directors: DirectorService
 
     async def page(self, *, status: int, error_key: str | None = None,
-                   form: dict[str, Any] | None = None) -> _Refused:
+                   form: dict[str, Any] | None = None) -> Refused:
         view = await _load_account(self.request, self.work, self.state)
-        return _Refused(_account_page(view, self.cookie, error_key=error_key, status=status, director_form=form))
+        return Refused(_account_page(view, self.cookie, error_key=error_key, status=status, director_form=form))
 
 
 async def _as_director(request: Request, voen: str,
                        act: Callable[[_Director, dict[str, list[str]]], Awaitable[Response]]) -> Response:
     """Run `act` for the signed-in director of the active entity `voen` (see the module docstring), in one unit of
-    work, the CSRF token checked first; a `_Refused` page leaves with the unit rolled back."""
+    work, the CSRF token checked first; a `Refused` page leaves with the unit rolled back."""
     services, provider = services_of(request), provider_of(request)
     cookie = session_cookie(request, provider)
     form = await read_page_form(request)
@@ -99,65 +98,19 @@ async def _as_director(request: Request, voen: str,
             if not at_least(state.level, DIRECTOR_LEVEL):
                 raise await director.page(status=403, error_key="account.director.error.level")
             return await act(director, form)
-    except _Refused as refused:
+    except Refused as refused:
         return refused.response
-
-
-def _field(form: dict[str, list[str]], name: str) -> str:
-    return (form.get(name) or [""])[0].strip()
-
-
-def _date(value: str) -> dt.date | None:
-    if not DATE_RE.fullmatch(value):
-        return None
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        return None
-
-
-def _start_of(day: dt.date) -> dt.datetime:
-    """Midnight at the start of `day` in Azerbaijan time (the dates typed are local dates)."""
-    return dt.datetime.combine(day, dt.time(0), tzinfo=DISPLAY_TIMEZONE)
-
-
-def _typed(form: dict[str, list[str]]) -> dict[str, Any]:
-    values: dict[str, Any] = {k: v[0] for k, v in form.items() if v and k != "csrf_token" and len(v[0]) <= MAX_FIELD}
-    values["powers"] = [p for p in form.get("powers", []) if p in POWERS]
-    return values
 
 
 async def _check_grant(director: _Director, form: dict[str, list[str]], errors: Errors) -> tuple[
         dt.date | None, dt.date | None]:
-    """The representative's FIN, the powers and the period typed, each error noted next to its field."""
-    fin = _field(form, "fin")
-    if not fin:
-        errors["fin"] = "account.director.error.fin_required"
-    else:
-        try:
-            person = await PersonService(director.session).person(fin)
-        except InvalidIdentifier:
-            errors["fin"] = "account.director.error.fin"
-        except PersonNotFound:
-            errors["fin"] = "account.director.error.person_not_found"
-        else:
-            if person.id == director.state.person_id:
-                errors["fin"] = "account.director.error.self"
-            elif person.status != "active":
-                errors["fin"] = "account.director.error.person_inactive"
-    powers = form.get("powers", [])
-    if not powers or any(p not in POWERS for p in powers):
-        errors["powers"] = "account.director.error.powers"
-    first = _date(_field(form, "valid_from"))
-    if first is None:
-        errors["valid_from"] = "account.director.error.date"
-    typed_last = _field(form, "valid_to")
-    last = _date(typed_last) if typed_last else None
-    if typed_last and last is None:
-        errors["valid_to"] = "account.director.error.date"
-    elif first is not None and last is not None and last < first:
-        errors["valid_to"] = "account.director.error.period"
-    return first, last
+    """The representative's FIN (not the director's own), the powers and the period typed, each error noted next
+    to its field."""
+    person = await grant_person(director.session, form_field(form, "fin"), errors, GRANT_MESSAGES)
+    if person is not None and person.id == director.state.person_id:
+        errors["fin"] = "account.director.error.self"
+    grant_powers(form, errors, GRANT_MESSAGES)
+    return grant_period(form, errors, GRANT_MESSAGES)
 
 
 def _done(notice: str) -> Response:
@@ -174,13 +127,14 @@ async def grant_mandate(request: Request, voen: str) -> Response:
     async def grant(director: _Director, form: dict[str, list[str]]) -> Response:
         errors: Errors = {}
         first, last = await _check_grant(director, form, errors)
-        refused = {"voen": voen, "values": _typed(form)}
+        refused = {"voen": voen, "values": typed_values(form)}
         if errors or first is None:
             raise await director.page(status=400, form={**refused, "errors": errors})
+        valid_from, valid_to = period_bounds(first, last)
         try:
             await director.directors.grant(
-                director.state.person_id, voen, fin=_field(form, "fin"), powers=form.get("powers", []),
-                valid_from=_start_of(first), valid_to=_start_of(last + dt.timedelta(days=1)) if last else None)
+                director.state.person_id, voen, fin=form_field(form, "fin"), powers=form.get("powers", []),
+                valid_from=valid_from, valid_to=valid_to)
         except IdpError:  # InvalidMandate, or a party changed since the checks above
             raise await director.page(status=400, form={**refused, "errors": {
                 "fin": "account.director.error.invalid"}}) from None

@@ -45,7 +45,7 @@ from starlette.routing import Route
 from api.errors import CardLoginUnavailable
 from api.json_endpoints import check_csrf, next_step, pending_request, read_json, text_member
 from api.logging import request_id_var
-from api.rendering import card_error_page, error_page
+from api.rendering import FORM_EXPIRED, card_error_page, error_page
 from api.settings import Settings
 from api.units import RequestUnit
 from api.web import (
@@ -66,7 +66,6 @@ router = APIRouter(tags=["idcard"])
 page_router = APIRouter(tags=["interaction"])
 """The mutual-TLS form post: a page (its refusals are translated pages, text refused at the edge as on every page)."""
 EXPIRED = "this sign-in request has expired or was already completed; start again from the service you were using"
-FORM_EXPIRED = "the form has expired; please try again"
 UNAVAILABLE = "ID-card sign-in is not available on this server"
 MAX_CERTIFICATE = 16 * 1024
 """A forwarded certificate longer than this (URL-encoded PEM) is no ID card's: refused as malformed."""

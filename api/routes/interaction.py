@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.routing import Route
 
 from api.provider import Provider
-from api.rendering import error_page, render
+from api.rendering import FORM_EXPIRED, error_page, render
 from api.routes.idcard import card_tls_url
 from api.routes.passkeys import enrolled_mark, enrolled_value
 from api.text import refusal
@@ -52,7 +52,7 @@ async def _posted_pending(request: Request, store: OidcStore, pending_id: str,
         return error_page("invalid_request", EXPIRED)
     sent = form.get("csrf_token", [])
     if len(sent) != 1 or not hmac.compare_digest(sent[0].encode(), pending.csrf_token.encode()):
-        return error_page("invalid_request", "the form has expired; please try again", status=403)
+        return error_page("invalid_request", FORM_EXPIRED, status=403)
     return pending
 
 

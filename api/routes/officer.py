@@ -13,8 +13,8 @@ Who may use them, decided at every request (nothing is cached in the session):
 Every form is a POST carrying csrf_for_session(session cookie, OFFICER_CSRF_PURPOSE) (a purpose of its own, so the
 account page's token does not work here); a missing or wrong token answers 403 and changes nothing. A refused form is
 shown again with what was typed and an error next to each field, linked from an error summary at the top; the unit
-of work is rolled back (`_Refused`), so nothing is written. Every action is audited by the registry services in the
-same transaction with the actor "officer:<person id>" (`Officer.actor`).
+of work is rolled back (api.registry_forms.Refused), so nothing is written. Every action is audited by the registry
+services in the same transaction with the actor "officer:<person id>" (`Officer.actor`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.i18n import DISPLAY_TIMEZONE
 from api.logging import request_id_var
-from api.rendering import error_page, render
+from api.registry_forms import (
+    MAX_FIELD,
+    Errors,
+    GrantMessages,
+    MandateStateView,
+    Refused,
+    form_field,
+    grant_period,
+    grant_person,
+    grant_powers,
+    parse_date,
+    period_bounds,
+    typed_values,
+)
+from api.rendering import FORM_EXPIRED, error_page, render
 from api.routes.passkeys import orm_unit
 from api.units import RequestUnit
 from api.web import NO_STORE, kick_backchannel, provider_of, read_page_form, services_of, session_cookie
@@ -61,7 +75,6 @@ from idp.sql.persons import (
 from idp.sql.registry import (
     POWERS,
     EntityService,
-    MandateRecord,
     MandateService,
     check_legal_form,
     entity_name,
@@ -78,10 +91,6 @@ OFFICER_CSRF_PURPOSE: Final = "officer"
 OFFICER_ROLES: Final = frozenset({REGISTRATION_OFFICER, SYSTEM_ADMIN})
 REQUIRED_LEVEL: Final[Level] = "substantial"
 """The least level of assurance of an officer's session: a passkey or an ID card (docs/assurance.md)."""
-FORM_EXPIRED: Final = "the form has expired; please try again"
-MAX_FIELD: Final = 200
-"""Typed values longer than this are not shown again (each field's own limit is checked and reported)."""
-DATE_RE: Final = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _NAME_MARKS: Final = frozenset(" -'\u2019.")
 
 CATEGORY_KEYS: Final = {"citizen": "officer.category.citizen", "foreigner": "officer.category.foreigner",
@@ -105,16 +114,10 @@ if (set(CATEGORY_KEYS), set(STATUS_KEYS), set(DOCUMENT_KEYS), set(POWER_KEYS)) !
         set(CATEGORIES), set(STATUSES), set(DOCUMENT_TYPES), set(POWERS)):
     raise RuntimeError("the officer screens name every category, status, document type and power of the registry")
 
-Errors = dict[str, str]
-"""Field name -> message id, in the order of the form's fields (the error summary lists them so)."""
-
-
-class _Refused(Exception):
-    """Carries a page out of the unit of work, so the unit rolls back: a refusal writes nothing."""
-
-    def __init__(self, response: Response) -> None:
-        super().__init__("refused")
-        self.response = response
+GRANT_MESSAGES: Final = GrantMessages(
+    fin_required="officer.error.fin_required", fin="officer.error.fin",
+    person_not_found="officer.error.person_not_found", person_inactive="officer.error.person_inactive",
+    powers="officer.error.powers", date="officer.error.date", period="officer.error.period")
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,19 +141,9 @@ class Officer:
             "labels": LABELS, "errors": {}, "values": {}, "notice_key": None, **context},
             status=status, headers=headers)
 
-    def refuse(self, template: str, context: dict[str, Any], errors: Errors, form: dict[str, list[str]]) -> _Refused:
+    def refuse(self, template: str, context: dict[str, Any], errors: Errors, form: dict[str, list[str]]) -> Refused:
         """The form again (400) with its errors and what was typed; raised, so nothing is written."""
-        return _Refused(self.page(template, {**context, "errors": errors, "values": _typed(form)}, status=400))
-
-
-def _typed(form: dict[str, list[str]]) -> dict[str, Any]:
-    values: dict[str, Any] = {k: v[0] for k, v in form.items() if v and k != "csrf_token" and len(v[0]) <= MAX_FIELD}
-    values["powers"] = [p for p in form.get("powers", []) if p in POWERS]
-    return values
-
-
-def _field(form: dict[str, list[str]], name: str) -> str:
-    return (form.get(name) or [""])[0].strip()
+        return Refused(self.page(template, {**context, "errors": errors, "values": typed_values(form)}, status=400))
 
 
 def _session_of(work: RequestUnit) -> AsyncSession:
@@ -162,7 +155,7 @@ def _session_of(work: RequestUnit) -> AsyncSession:
 async def _as_officer(request: Request, act: Callable[[Officer, dict[str, list[str]]], Awaitable[Response]], *,
                       post: bool) -> Response:
     """Run `act` for the signed-in officer (see the module docstring for who that is), in one unit of work; a POST's
-    CSRF token is checked first. A `_Refused` page leaves with the unit rolled back."""
+    CSRF token is checked first. A `Refused` page leaves with the unit rolled back."""
     services, provider = services_of(request), provider_of(request)
     cookie = session_cookie(request, provider)
     form: dict[str, list[str]] = {}
@@ -183,40 +176,18 @@ async def _as_officer(request: Request, act: Callable[[Officer, dict[str, list[s
                 return render("officer_denied.html", {"reason": "level", "level": state.level}, status=403)
             name = await work.passkeys.display_name(state.person_id) or ""
             return await act(Officer(state.person_id, name, cookie, session), form)
-    except _Refused as refused:
+    except Refused as refused:
         return refused.response
 
 
 # --- finding a person ---------------------------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class MandateView:
-    record: MandateRecord
-    state: str
-    """active, revoked, expired or future (MANDATE_STATE_KEYS)."""
-    last_day: dt.date | None
-    """The last day of the period in Azerbaijan time (valid_to is exclusive), None when open-ended."""
-
-
-def _mandate_view(m: MandateRecord, now: dt.datetime) -> MandateView:
-    if m.revoked_at is not None:
-        state = "revoked"
-    elif m.valid_to is not None and m.valid_to <= now:
-        state = "expired"
-    elif m.valid_from > now:
-        state = "future"
-    else:
-        state = "active"
-    last = (m.valid_to.astimezone(DISPLAY_TIMEZONE) - dt.timedelta(seconds=1)).date() if m.valid_to else None
-    return MandateView(m, state, last)
-
 
 async def _person_page(officer: Officer, person: PersonRecord, *, notice_key: str | None = None,
                        errors: Errors | None = None, status: int = 200) -> Response:
     mandates = await MandateService(officer.session).all_of(person.id)
     now = utcnow()
     return officer.page("officer_person.html", {
-        "person": person, "mandates": [_mandate_view(m, now) for m in mandates], "notice_key": notice_key,
+        "person": person, "mandates": [MandateStateView.at(m, now) for m in mandates], "notice_key": notice_key,
         "errors": errors or {}, "statuses": STATUSES}, status=status)
 
 
@@ -232,7 +203,7 @@ async def officer_home(request: Request) -> Response:
 async def _person_of(officer: Officer, form: dict[str, list[str]], template: str, context: dict[str, Any],
                      field: str = "fin") -> Person:
     """The person whose FIN the form names, or the form again with the FIN's error."""
-    fin = _field(form, field)
+    fin = form_field(form, field)
     if not fin:
         raise officer.refuse(template, context, {field: "officer.error.fin_required"}, form)
     try:
@@ -263,21 +234,12 @@ def _latin_name(value: str) -> bool:
         c in _NAME_MARKS or (c.isalpha() and "LATIN" in unicodedata.name(c, "")) for c in value)
 
 
-def _date(value: str) -> dt.date | None:
-    if not DATE_RE.fullmatch(value):
-        return None
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        return None
-
-
 def _check_identity(form: dict[str, list[str]], errors: Errors) -> dict[str, Any]:
     """The category, the FIN (a citizen's is required) and, for a foreigner or stateless person, the document."""
-    category = _field(form, "category")
+    category = form_field(form, "category")
     if category not in CATEGORIES:
         errors["category"] = "officer.error.category"
-    fin = _field(form, "fin")
+    fin = form_field(form, "fin")
     if fin:
         try:
             fin = normalize_fin(fin)
@@ -288,8 +250,8 @@ def _check_identity(form: dict[str, list[str]], errors: Errors) -> dict[str, Any
     if category not in ("foreigner", "stateless"):
         return {"category": category, "fin": fin or None, "document_type": None, "document_country": None,
                 "document_number": None}
-    document_type = _field(form, "document_type")
-    country, number = _field(form, "document_country").upper(), _field(form, "document_number").upper()
+    document_type = form_field(form, "document_type")
+    country, number = form_field(form, "document_country").upper(), form_field(form, "document_number").upper()
     if document_type not in DOCUMENT_TYPES:
         errors["document_type"] = "officer.error.document_type"
     if not re.fullmatch(r"[A-Z]{3}", country):
@@ -303,19 +265,19 @@ def _check_identity(form: dict[str, list[str]], errors: Errors) -> dict[str, Any
 def _check_names(form: dict[str, list[str]], errors: Errors) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for name in ("given_name", "family_name"):
-        value = values[name] = _field(form, name)
+        value = values[name] = form_field(form, name)
         if not value:
             errors[name] = "officer.error.name_required"
         elif len(value) > MAX_FIELD or not _latin_name(value):
             errors[name] = "officer.error.name_latin"
     for name in ("given_name_cyrillic", "family_name_cyrillic"):
-        values[name] = _field(form, name) or None
+        values[name] = form_field(form, name) or None
     return values
 
 
 def _check_birthdate(form: dict[str, list[str]], errors: Errors, today: dt.date) -> dt.date | None:
-    typed = _field(form, "birthdate")
-    birthdate = _date(typed)
+    typed = form_field(form, "birthdate")
+    birthdate = parse_date(typed)
     if not typed:
         errors["birthdate"] = "officer.error.birthdate_required"
     elif birthdate is None:
@@ -385,9 +347,9 @@ async def change_status(request: Request) -> Response:
     sent at once (kick_backchannel)."""
     async def change(officer: Officer, form: dict[str, list[str]]) -> Response:
         person = await _person_of(officer, form, "officer.html", {})
-        status = _field(form, "status")
+        status = form_field(form, "status")
         if status not in STATUSES:
-            raise _Refused(await _person_page(officer, PersonRecord.of(person), status=400,
+            raise Refused(await _person_page(officer, PersonRecord.of(person), status=400,
                                               errors={"status": "officer.error.status"}))
         people = PersonService(officer.session, request_id=request_id_var.get(),
                                logout_retry_seconds=provider.settings.backchannel_logout_retry_seconds)
@@ -410,7 +372,7 @@ async def issue_code(request: Request) -> Response:
     async def issue(officer: Officer, form: dict[str, list[str]]) -> Response:
         person = await _person_of(officer, form, "officer.html", {})
         if person.status != "active":
-            raise _Refused(await _person_page(officer, PersonRecord.of(person), status=400,
+            raise Refused(await _person_page(officer, PersonRecord.of(person), status=400,
                                               errors={"code": "officer.error.code_inactive"}))
         record, issued, _removed = await issue_for_fin(
             officer.session, services.enrollment_policy, services.passkeys, fin=person.fin or "",
@@ -436,7 +398,7 @@ async def register_entity(request: Request) -> Response:
     """Register a legal entity (EntityService.add, audited entity.registered by the officer)."""
     async def register(officer: Officer, form: dict[str, list[str]]) -> Response:
         errors: Errors = {}
-        voen, name, legal_form = _field(form, "voen"), _field(form, "name"), _field(form, "legal_form")
+        voen, name, legal_form = form_field(form, "voen"), form_field(form, "name"), form_field(form, "legal_form")
         checks: list[tuple[str, str, Callable[[str], str], str, str]] = [
             ("voen", voen, normalize_voen, "officer.error.voen", "officer.error.voen_required"),
             ("name", name, entity_name, "officer.error.entity_name", "officer.error.entity_name_required"),
@@ -451,7 +413,7 @@ async def register_entity(request: Request) -> Response:
             except InvalidIdentifier:
                 errors[field] = key
         context = {"registered": None}
-        director_fin = _field(form, "director_fin")
+        director_fin = form_field(form, "director_fin")
         if director_fin:
             await _director(officer, director_fin, "director_fin", errors)
         if errors:
@@ -489,7 +451,7 @@ async def set_entity_director(request: Request) -> Response:
     page (api.routes.director); the mandates a former director granted stay until revoked."""
     async def change(officer: Officer, form: dict[str, list[str]]) -> Response:
         errors: Errors = {}
-        voen, fin = _field(form, "set_voen"), _field(form, "set_director_fin")
+        voen, fin = form_field(form, "set_voen"), form_field(form, "set_director_fin")
         entity = None
         if not voen:
             errors["set_voen"] = "officer.error.voen_required"
@@ -516,11 +478,6 @@ async def set_entity_director(request: Request) -> Response:
 
 # --- mandates -----------------------------------------------------------------------------------------------
 
-def _start_of(day: dt.date) -> dt.datetime:
-    """Midnight at the start of `day` in Azerbaijan time (the dates an officer types are local dates)."""
-    return dt.datetime.combine(day, dt.time(0), tzinfo=DISPLAY_TIMEZONE)
-
-
 MANDATE_CONTEXT: Final = {"powers": POWERS}
 
 
@@ -532,24 +489,6 @@ async def mandate_form(request: Request) -> Response:
                                                                                    "powers": []}})
 
     return await _as_officer(request, show, post=False)
-
-
-async def _mandate_person(officer: Officer, fin: str, errors: Errors) -> Person | None:
-    """The active person a mandate is for, else None and the FIN's error."""
-    if not fin:
-        errors["fin"] = "officer.error.fin_required"
-        return None
-    try:
-        person = await PersonService(officer.session).person(fin)
-    except InvalidIdentifier:
-        errors["fin"] = "officer.error.fin"
-        return None
-    except PersonNotFound:
-        errors["fin"] = "officer.error.person_not_found"
-        return None
-    if person.status != "active":
-        errors["fin"] = "officer.error.person_inactive"
-    return person
 
 
 async def _mandate_entity(officer: Officer, voen: str, errors: Errors) -> LegalEntity | None:
@@ -569,39 +508,23 @@ async def _mandate_entity(officer: Officer, voen: str, errors: Errors) -> LegalE
     return entity
 
 
-def _period(form: dict[str, list[str]], errors: Errors) -> tuple[dt.date | None, dt.date | None]:
-    """The first and the last day typed (the last may be left empty: until revoked)."""
-    first = _date(_field(form, "valid_from"))
-    if first is None:
-        errors["valid_from"] = "officer.error.date"
-    typed_last = _field(form, "valid_to")
-    last = _date(typed_last) if typed_last else None
-    if typed_last and last is None:
-        errors["valid_to"] = "officer.error.date"
-    elif first is not None and last is not None and last < first:
-        errors["valid_to"] = "officer.error.period"
-    return first, last
-
-
 @router.post("/mandates")
 async def grant_mandate(request: Request) -> Response:
     """Grant a mandate (MandateService.grant with granted_via "officer", audited mandate.granted by the officer):
     from the first day typed (Azerbaijan time) to the end of the last day typed, or until revoked."""
     async def grant(officer: Officer, form: dict[str, list[str]]) -> Response:
         errors: Errors = {}
-        fin, voen = _field(form, "fin"), _field(form, "voen")
-        person = await _mandate_person(officer, fin, errors)
+        fin, voen = form_field(form, "fin"), form_field(form, "voen")
+        person = await grant_person(officer.session, fin, errors, GRANT_MESSAGES)
         entity = await _mandate_entity(officer, voen, errors)
-        powers = form.get("powers", [])
-        if not powers or any(p not in POWERS for p in powers):
-            errors["powers"] = "officer.error.powers"
-        first, last = _period(form, errors)
+        powers = grant_powers(form, errors, GRANT_MESSAGES)
+        first, last = grant_period(form, errors, GRANT_MESSAGES)
         if errors or person is None or entity is None or first is None:
             raise officer.refuse("officer_mandate.html", MANDATE_CONTEXT, errors, form)
+        valid_from, valid_to = period_bounds(first, last)
         try:
             await MandateService(officer.session).grant(
-                fin=fin, voen=voen, powers=powers, valid_from=_start_of(first),
-                valid_to=_start_of(last + dt.timedelta(days=1)) if last else None,
+                fin=fin, voen=voen, powers=powers, valid_from=valid_from, valid_to=valid_to,
                 granted_by=officer.actor, granted_via="officer", actor=officer.actor)
         except IdpError:  # InvalidMandate, or a party changed since the checks above
             raise officer.refuse("officer_mandate.html", MANDATE_CONTEXT, {"powers": "officer.error.invalid"},
@@ -620,12 +543,12 @@ async def revoke_mandate(request: Request, mandate_id: str) -> Response:
         record = PersonRecord.of(person)
         mandates = {m.id for m in await MandateService(officer.session).all_of(person.id)}
         if mandate_id not in mandates:
-            raise _Refused(await _person_page(officer, record, status=404,
+            raise Refused(await _person_page(officer, record, status=404,
                                               errors={"mandates": "officer.error.mandate_not_found"}))
         try:
             await MandateService(officer.session).revoke(mandate_id, actor=officer.actor)
         except (MandateNotFound, InvalidMandate):
-            raise _Refused(await _person_page(officer, record, status=400,
+            raise Refused(await _person_page(officer, record, status=400,
                                               errors={"mandates": "officer.error.mandate_revoked"})) from None
         return await _person_page(officer, record, notice_key=NOTICE_KEYS["revoked"])
 

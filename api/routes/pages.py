@@ -27,8 +27,10 @@ from fastapi.responses import RedirectResponse
 
 from api.i18n import DISPLAY_TIMEZONE, LANGUAGE_COOKIE, LANGUAGE_COOKIE_MAX_AGE, LANGUAGES
 from api.provider import session_max_age
+from api.registry_forms import MandateStateView
 from api.rendering import (
     ERROR_CODE,
+    FORM_EXPIRED,
     PASSKEY_ERRORS,
     error_message_keys,
     error_page,
@@ -76,7 +78,6 @@ MAX_CODE = 100
 CODE_FIELD_LENGTH = 32
 """The field's maxlength (enroll.html): 20 symbols and their separators, with room for spaces. A refused code is
 shown again in the field only when it fits."""
-FORM_EXPIRED = "the form has expired; please try again"
 ACCOUNT_NOTICES = ("renamed", "removed", "withdrawn", "added", "session_ended")
 DIRECTOR_NOTICES = {"director_granted": "account.director.done.granted",
                     "director_revoked": "account.director.done.revoked"}
@@ -244,28 +245,6 @@ class DirectedView:
 
 
 @dataclass(frozen=True, slots=True)
-class MandateStateView:
-    record: MandateRecord
-    state: str
-    """active, revoked, expired or future."""
-    last_day: dt.date | None
-    """The last day of the period in Azerbaijan time (valid_to is exclusive), None when open-ended."""
-
-
-def mandate_state(m: MandateRecord, now: dt.datetime) -> MandateStateView:
-    if m.revoked_at is not None:
-        state = "revoked"
-    elif m.valid_to is not None and m.valid_to <= now:
-        state = "expired"
-    elif m.valid_from > now:
-        state = "future"
-    else:
-        state = "active"
-    last = (m.valid_to.astimezone(DISPLAY_TIMEZONE) - dt.timedelta(seconds=1)).date() if m.valid_to else None
-    return MandateStateView(m, state, last)
-
-
-@dataclass(frozen=True, slots=True)
 class AccountView:
     display_name: str
     level: Level
@@ -322,7 +301,8 @@ async def _load_account(request: Request, work: RequestUnit, state: LoginState, 
     directed = []
     if isinstance(work.tx, SessionTransaction):
         directors, now = DirectorService(work.tx.session), utcnow()
-        directed = [DirectedView(e, [mandate_state(m, now) for m in await directors.mandates(state.person_id, e.voen)])
+        directed = [DirectedView(e, [MandateStateView.at(m, now)
+                                     for m in await directors.mandates(state.person_id, e.voen)])
                     for e in await directors.directed(state.person_id)]
     return AccountView(display_name=await work.passkeys.display_name(state.person_id) or "",
                        level=state.level, directed=directed,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
@@ -38,6 +38,8 @@ POWERS: Final = ("sign_declarations", "represent_at_login")
 """What a mandate may allow: signing declarations for the entity, logging in as its representative."""
 GRANTED_VIA: Final = ("officer", "director")
 """Who granted a mandate: a registration officer, or the entity's director."""
+MandateState = Literal["active", "revoked", "expired", "future"]
+"""A mandate's state at an instant, as its pages show it (MandateRecord.state_at)."""
 _MAX_ENTITY_NAME = 500
 _MAX_LEGAL_FORM = 64
 
@@ -141,6 +143,18 @@ class MandateRecord:
                 "granted_by": self.granted_by, "granted_via": self.granted_via,
                 "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
                 "revoked_by": self.revoked_by}
+
+    def state_at(self, now: dt.datetime) -> MandateState:
+        """The mandate's state at instant `now`, by its own period (valid_from inclusive, valid_to exclusive):
+        "revoked" once it has been revoked (whenever), else "expired" when valid_to <= now, "future" when
+        now < valid_from, else "active". The entity's status is not looked at (MandateService.valid does)."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.valid_to is not None and self.valid_to <= now:
+            return "expired"
+        if self.valid_from > now:
+            return "future"
+        return "active"
 
 
 def _utcnow() -> dt.datetime:

@@ -20,7 +20,7 @@ from idp.core.errors import (
 )
 from idp.sql.models import LegalEntity, Mandate, Person
 from idp.sql.persons import PersonService
-from idp.sql.registry import EntityService, MandateService
+from idp.sql.registry import EntityService, MandateRecord, MandateService
 from idp.sql.registry_import import import_entities, import_mandates, import_persons
 from keys.identifiers import InvalidIdentifierFormat, check_voen, normalize_voen, voen_is_legal_person
 from storage.audit import AuditEvent
@@ -191,6 +191,26 @@ async def test_mandate_valid_only_within_its_period_and_until_revoked(services: 
     assert [e.subject for e in granted] == [mandate] and granted[0].detail["powers"] == ["represent_at_login",
                                                                                          "sign_declarations"]
     assert [(e.subject, e.actor) for e in revoked_events] == [(mandate, "director-1")]
+
+
+def _record(valid_to: dt.datetime | None, revoked_at: dt.datetime | None = None) -> MandateRecord:
+    return MandateRecord(id="m", person_id="p", fin=FIN, entity_id="e", voen=VOEN, entity_name="E",
+                         powers=frozenset({"sign_declarations"}), valid_from=T0, valid_to=valid_to,
+                         granted_by="officer-1", granted_via="officer", revoked_at=revoked_at, revoked_by=None)
+
+
+@pytest.mark.nodb
+def test_mandate_state_at_follows_the_same_period_rule_as_valid() -> None:
+    """valid_from inclusive, valid_to exclusive; revoked wins whenever it was revoked (the pages' rule)."""
+    day, second = dt.timedelta(days=1), dt.timedelta(seconds=1)
+    record = _record(T0 + 30 * day)
+    assert record.state_at(T0 - second) == "future"
+    assert record.state_at(T0) == "active"
+    assert record.state_at(T0 + 30 * day - second) == "active"
+    assert record.state_at(T0 + 30 * day) == "expired"
+    assert _record(None).state_at(T0 + 1000 * day) == "active"
+    assert _record(T0 + 30 * day, revoked_at=T0 + day).state_at(T0) == "revoked"
+    assert _record(T0 + 30 * day, revoked_at=T0 + day).state_at(T0 + 40 * day) == "revoked"
 
 
 async def test_mandate_power_filter_and_inactive_entity(services: Services, parties: str) -> None:
