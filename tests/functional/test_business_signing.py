@@ -146,9 +146,11 @@ async def _row(services: Services, request_id: str) -> SigningRequest:
 
 
 async def _events(services: Services, event_type: str, subject: str) -> list[dict[str, Any]]:
+    """The details of the audit events of a type about a subject, oldest first (a table has no order of its own)."""
     async with services.sessions() as session:
         rows = (await session.execute(select(AuditEvent).where(
-            AuditEvent.event_type == event_type, AuditEvent.subject == subject))).scalars().all()
+            AuditEvent.event_type == event_type, AuditEvent.subject == subject)
+            .order_by(AuditEvent.occurred_at))).scalars().all()
     return [dict(row.detail or {}) for row in rows]
 
 
