@@ -46,7 +46,7 @@ def test_every_code_is_in_words_and_an_unknown_one_in_english(lang: str) -> None
 @pytest.mark.parametrize(("lang", "expected"), [
     ("az", ["İmzanın yoxlanılması hesabatı", "Etibarlı deyil", "imzalanmış məzmun dəyişdirilib", "kölgə hücumu",
             "Aysel Məmmədova", "Səhifə 1 / "]),
-    ("ru", ["Отчёт о\u00a0проверке подписей", "Недействительна", "подписанное содержимое изменено", "теневая атака",
+    ("ru", ["Отчёт о проверке подписей", "Недействительна", "подписанное содержимое изменено", "теневая атака",
             "Страница 1 из"]),
     ("en", ["Signature validation report", "Not valid", "shadow attack", "Page 1 of"]),
 ])
