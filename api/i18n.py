@@ -8,12 +8,18 @@ The page language is negotiated in this order: the citizen's own choice on the l
 `acar_lang`), the authorization request's `ui_locales` (OIDC Core 3.1.2.1: space-separated BCP 47 tags in
 order of preference), the browser's Accept-Language (RFC 9110 section 12.5.4), else Azerbaijani.
 Dates are written in the language's own format (CLDR via Babel), in Azerbaijan time.
+
+Typography is applied here, once, as the catalogs are read (`typeset`), never typed by hand in templates: a
+no-break space (U+00A0) before a dash in Azerbaijani and Russian, and in Russian after a one-letter word (в, с, к,
+о, у, и, а, я) and between a number and the word it counts, so that a line never starts with a dash or ends with
+a lone preposition (the az/ru language review of December 2026).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,14 +40,36 @@ _MAX_HEADER = 1000
 """Longer Accept-Language or ui_locales values are cut here: no language list needs more."""
 
 
+NBSP = "\u00a0"
+_BEFORE_DASH = re.compile(r"[ \u00a0]+(?=[\u2014\u2013])")
+"""The spaces before an em or en dash: a dash never starts a line."""
+_RU_SHORT_WORD = re.compile(r"(?<![\w\-])([ВвСсКкОоУуИиАаЯя]) +(?=\S)")
+"""A one-letter Russian word (preposition, conjunction, pronoun) and the spaces after it."""
+_RU_NUMBER = re.compile(r"(?<=\d) +(?=[А-Яа-яЁё])|(\{(?:count|n|number|total|size|pages)\}) +(?=[А-Яа-яЁё])")
+"""The spaces between a number (or a counting placeholder) and the Russian word after it."""
+TYPESET_LANGUAGES = ("az", "ru")
+
+
+def typeset(lang: str, text: str) -> str:
+    """`text` with the no-break spaces its language asks for (the module docstring); idempotent, and English and
+    text without those patterns come back unchanged."""
+    if lang not in TYPESET_LANGUAGES:
+        return text
+    text = _BEFORE_DASH.sub(NBSP, text)
+    if lang == "ru":
+        text = _RU_SHORT_WORD.sub(lambda m: m.group(1) + NBSP, text)
+        text = _RU_NUMBER.sub(lambda m: (m.group(1) or "") + NBSP, text)
+    return text
+
+
 def load_catalogs(directory: Path = LOCALES) -> dict[str, dict[str, str]]:
-    """Every language's catalog, read once; a missing file or a non-string entry stops the start."""
+    """Every language's catalog, read once and typeset; a missing file or a non-string entry stops the start."""
     catalogs: dict[str, dict[str, str]] = {}
     for lang in LANGUAGES:
         data = json.loads((directory / f"{lang}.json").read_text(encoding="utf-8"))
         if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
             raise ValueError(f"{directory / lang}.json must be a JSON object of strings")
-        catalogs[lang] = data
+        catalogs[lang] = {key: typeset(lang, value) for key, value in data.items()}
     return catalogs
 
 

@@ -39,7 +39,7 @@ from api.rendering import (
     safe_return_path,
 )
 from api.report_view import ReportText, status_class
-from api.routes.passkeys import enrolled_value, live_interaction, orm_unit
+from api.routes.passkeys import enrolled_value, live_interaction, orm_unit, rename_to
 from api.routes.validation import REFUSAL_CODES
 from api.units import RequestUnit
 from api.validation import Caller
@@ -397,12 +397,14 @@ async def _account_post(request: Request, act: Callable[[_AccountPost], Awaitabl
 
 @router.post("/account/credentials/{credential_id}/rename")
 async def rename_passkey(request: Request, credential_id: str) -> Response:
-    passkeys = services_of(request).passkeys
+    services = services_of(request)
+    passkeys = services.passkeys
 
     async def rename(post: _AccountPost) -> Response:
+        name = await rename_to(services, post.work, post.state.person_id, credential_id,
+                               (post.form.get("name") or [""])[0])
         try:
-            await passkeys.rename(post.work.passkeys, post.state.person_id, credential_id,
-                                  (post.form.get("name") or [""])[0])
+            await passkeys.rename(post.work.passkeys, post.state.person_id, credential_id, name)
         except PasskeyError as exc:
             return await post.page(_passkey_error_key(exc), 404 if isinstance(exc, CredentialNotFound) else 400)
         return _done("renamed")

@@ -39,7 +39,7 @@ from api.json_endpoints import (
     read_json,
     text_member,
 )
-from api.passkey_names import default_passkey_name, device_of
+from api.passkey_names import Device, default_passkey_name, device_of
 from api.provider import Provider, session_max_age
 from api.rendering import page_translator
 from api.units import RequestUnit
@@ -235,6 +235,17 @@ async def _default_name(request: Request, services: Services, work: RequestUnit,
     return default_passkey_name(device, taken, page_translator().gettext)
 
 
+async def rename_to(services: Services, work: RequestUnit, person_id: str, credential_id: str, name: str) -> str:
+    """The name a rename stores: `name`, or when it is blank the numbered default in the page's language
+    ("Giriş açarı 2", passkey.default.numbered) told apart from the person's other passkeys, never an English
+    default (api.passkey_names)."""
+    if name.strip():
+        return name
+    taken = [view.name for view in await services.passkeys.credentials(work.passkeys, person_id)
+             if view.id != credential_id]
+    return default_passkey_name(Device(None, None), taken, page_translator().gettext)
+
+
 @router.post("/webauthn/register/verify")
 async def register_verify(request: Request) -> JSONResponse:
     """{"ceremony", "credential", "name"?, "interaction"?} -> 201 {"credential_id", "name", "level", "redirect"}.
@@ -340,6 +351,7 @@ async def rename_credential(request: Request, credential_id: str) -> JSONRespons
     async with orm_unit(services) as work:
         state, csrf = await _signed_in(request, provider, work, MANAGE_REFUSAL)
         check_csrf(request, services, csrf)
+        name = await rename_to(services, work, state.person_id, credential_id, name)
         view = await services.passkeys.rename(work.passkeys, state.person_id, credential_id, name)
     return JSONResponse(view.as_json(), headers=NO_STORE)
 

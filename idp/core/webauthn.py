@@ -376,9 +376,10 @@ def login_method(level: Level, *, user_verified: bool, backup_eligible: bool) ->
 
 
 def normalize_name(name: str | None, today: dt.date) -> str:
-    """A credential's display name: at most 100 printable characters; default "Passkey <date>"."""
+    """A credential's display name: at most 100 printable characters. A blank one is the date (ISO 8601), words in
+    no language: the pages name a passkey in the citizen's language before it gets here (api.passkey_names)."""
     if name is None or not name.strip():
-        return f"Passkey {today.isoformat()}"
+        return today.isoformat()
     name = " ".join(name.split())
     if len(name) > MAX_NAME or not name.isprintable():
         raise InvalidPasskeyRequest(f"the passkey name must be at most {MAX_NAME} printable characters")

@@ -32,7 +32,7 @@ from api.rendering import (
 )
 from idp.core import errors
 from idp.core.errors import CardLoginError
-from tests.unit.api.test_pages import check_page
+from tests.unit.api.test_pages import check_page, squash
 
 pytestmark = pytest.mark.nodb
 
@@ -85,8 +85,9 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 
 def t(lang: str, key: str) -> str:
-    """The catalog text as the parsed page's text holds it (white space, no-break spaces too, as single spaces)."""
-    return " ".join(CATALOGS[lang][key].split())
+    """The catalog text as the parsed page's text holds it (runs of white space as single spaces; the no-break
+    spaces api.i18n.typeset put there kept)."""
+    return squash(CATALOGS[lang][key])
 
 
 # --- the login page --------------------------------------------------------------------------------------------

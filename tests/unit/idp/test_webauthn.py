@@ -523,6 +523,9 @@ async def test_list_rename_remove(initialized: Services, client: httpx.AsyncClie
     r = await client.patch(path, json={"name": "  Work   key "}, headers={CSRF: csrf})
     assert r.status_code == 200 and r.json()["name"] == "Work key"
     assert (await credential_row(initialized, credential_id)).name == "Work key"
+    # a blank name: the numbered default in the page's language (the person's other passkeys: none)
+    r = await client.patch(path, json={"name": " "}, headers={CSRF: csrf, "Accept-Language": "ru"})
+    assert r.status_code == 200 and r.json()["name"] == "Ключ доступа 1"
     # another person cannot touch it
     bob = await enrolled(initialized, other_browser, FIN_B)
     bob_csrf = await signed_in(initialized, other_browser, rp, bob)
@@ -534,7 +537,7 @@ async def test_list_rename_remove(initialized: Services, client: httpx.AsyncClie
     assert r.status_code == 204
     assert (await client.get("/webauthn/credentials")).json()["credentials"] == []
     refused(await client.delete(path, headers={CSRF: csrf}), 404, "credential_not_found")
-    assert [e.event_type for e in await events(initialized, "webauthn.renamed")] == ["webauthn.renamed"]
+    assert [e.event_type for e in await events(initialized, "webauthn.renamed")] == ["webauthn.renamed"] * 2
     assert len(await events(initialized, "webauthn.removed")) == 1
     # a removed credential never logs in again
     client.cookies.clear()
