@@ -49,10 +49,15 @@ SINGULAR_AFTER_NUMERAL = frozenset({"az"})
 
 
 def load_catalogs(directory: Path = LOCALES) -> dict[str, dict[str, str]]:
-    """Every language's catalog, read once; a missing file or a non-string entry stops the start."""
+    """Every language's catalog, read once; a missing file, text that is not JSON (named with its file, line and
+    column, for a translator) or a non-string entry stops the start."""
     catalogs: dict[str, dict[str, str]] = {}
     for lang in LANGUAGES:
-        data = json.loads((directory / f"{lang}.json").read_text(encoding="utf-8"))
+        path = directory / f"{lang}.json"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not JSON: {error}") from None
         if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
             raise ValueError(f"{directory / lang}.json must be a JSON object of strings")
         catalogs[lang] = data

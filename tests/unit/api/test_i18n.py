@@ -270,6 +270,9 @@ def test_catalogs_are_refused_when_malformed(tmp_path: Path) -> None:
     (tmp_path / "ru.json").write_text('{"a.b": 1}', encoding="utf-8")
     with pytest.raises(ValueError, match="ru.json"):
         i18n.load_catalogs(tmp_path)
+    (tmp_path / "ru.json").write_text('{\n  "a.b": "x",\n  "a.c": "say "hi""\n}', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"ru.json is not JSON: .* line 3 column"):
+        i18n.load_catalogs(tmp_path)
 
 
 def literal_error_descriptions() -> set[str]:
