@@ -149,7 +149,7 @@ class Translator:
 
     def ngettext(self, key: str, count: int, /, **params: object) -> str:
         """The plural message `key` in the form the language uses for `count` (CLDR plural rules via Babel),
-        `{count}` written as the language writes numbers (ru 1\u00a0000, en 1,000, az 1.000) and the other
+        `{count}` written as the language writes numbers (ru 1 000 with a no-break space, en 1,000, az 1.000), the other
         `{placeholders}` filled; a form the catalog leaves out is its `other` form (Azerbaijani, see
         SINGULAR_AFTER_NUMERAL). An unknown message raises KeyError, as gettext does."""
         catalog = self.catalog
