@@ -1,8 +1,16 @@
 """Languages of the citizen-facing pages: Azerbaijani (the default), English and Russian.
 
 One JSON catalog per language in api/locales/ (message id -> text, the ids English-like dotted keys), the
-same keys in every catalog (a test holds them equal). Placeholders are `{name}` (str.format_map); their
+same message ids in every catalog (a test holds them equal). Placeholders are `{name}` (str.format_map); their
 values are never parsed again, and Jinja escapes the result.
+
+A message with a count has one entry per plural form of the language, the message id followed by a CLDR plural
+category (Unicode TR 35, Part 3 "Numbers", section 5.1 "Language Plural Rules"): `sign.documents_heading.one`,
+`.few`, `.many`, `.other`. Every string stays a plain string of the flat catalog. `Translator.ngettext` picks
+the form Babel's CLDR rules give for the count: Russian one (1, 21, 101), few (2-4, 22), many (0, 5-20, 25,
+111), other (fractions); English one (1) and other. Azerbaijani puts the noun in the singular after a numeral
+("3 giriş açarı"), so its catalog may give the `other` form alone (SINGULAR_AFTER_NUMERAL), and the `one` form
+too where a sentence still differs for a single thing.
 
 The page language is negotiated in this order: the citizen's own choice on the language switcher (cookie
 `acar_lang`), the authorization request's `ui_locales` (OIDC Core 3.1.2.1: space-separated BCP 47 tags in
@@ -26,6 +34,7 @@ from pathlib import Path
 
 from babel.core import Locale
 from babel.dates import format_date, format_time, get_datetime_format
+from babel.numbers import format_decimal
 
 LANGUAGES: tuple[str, ...] = ("az", "en", "ru")
 DEFAULT_LANGUAGE = "az"
@@ -38,6 +47,11 @@ DISPLAY_TIMEZONE = dt.timezone(dt.timedelta(hours=4), "AZT")
 """Azerbaijan time: UTC+4, without daylight saving time since 2016."""
 _MAX_HEADER = 1000
 """Longer Accept-Language or ui_locales values are cut here: no language list needs more."""
+PLURAL_CATEGORIES: tuple[str, ...] = ("zero", "one", "two", "few", "many", "other")
+"""The CLDR plural categories (Unicode TR 35, Part 3, section 5.1): a catalog key ending in one of them, after a
+dot, is a form of a plural message; no other key may end so."""
+SINGULAR_AFTER_NUMERAL = frozenset({"az"})
+"""Languages whose nouns stay singular after a numeral: a plural message may give its `other` form alone."""
 
 
 NBSP = "\u00a0"
@@ -63,10 +77,15 @@ def typeset(lang: str, text: str) -> str:
 
 
 def load_catalogs(directory: Path = LOCALES) -> dict[str, dict[str, str]]:
-    """Every language's catalog, read once and typeset; a missing file or a non-string entry stops the start."""
+    """Every language's catalog, read once and typeset; a missing file, text that is not JSON (named with its file,
+    line and column, for a translator) or a non-string entry stops the start."""
     catalogs: dict[str, dict[str, str]] = {}
     for lang in LANGUAGES:
-        data = json.loads((directory / f"{lang}.json").read_text(encoding="utf-8"))
+        path = directory / f"{lang}.json"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not JSON: {error}") from None
         if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
             raise ValueError(f"{directory / lang}.json must be a JSON object of strings")
         catalogs[lang] = {key: typeset(lang, value) for key, value in data.items()}
@@ -74,6 +93,28 @@ def load_catalogs(directory: Path = LOCALES) -> dict[str, dict[str, str]]:
 
 
 CATALOGS: Mapping[str, Mapping[str, str]] = load_catalogs()
+
+
+def message_id(key: str) -> str:
+    """The message a catalog key belongs to: the key itself, or without its plural category (x.few -> x)."""
+    head, _, last = key.rpartition(".")
+    return head if head and last in PLURAL_CATEGORIES else key
+
+
+def plural_category(key: str) -> str | None:
+    """The CLDR plural category a catalog key is the form for (x.few -> few), or None for a plain message."""
+    return key.rpartition(".")[2] if message_id(key) != key else None
+
+
+def plural_forms(lang: str) -> frozenset[str]:
+    """The plural categories CLDR defines for a language's cardinal numbers (ru: one, few, many, other)."""
+    return frozenset(Locale.parse(lang).plural_form.tags) | {"other"}
+
+
+def needed_forms(lang: str) -> frozenset[str]:
+    """The forms every plural message of `lang` must give: all of CLDR's, or `other` alone where the noun stays
+    singular after a numeral (SINGULAR_AFTER_NUMERAL)."""
+    return frozenset({"other"}) if lang in SINGULAR_AFTER_NUMERAL else plural_forms(lang)
 
 
 def supported(tag: str) -> str | None:
@@ -133,6 +174,15 @@ class Translator:
         templates and code for every key used, so this never reaches a citizen)."""
         text = self.catalog[key]
         return text.format_map(params) if params else text
+
+    def ngettext(self, key: str, count: int, /, **params: object) -> str:
+        """The plural message `key` in the form the language uses for `count` (CLDR plural rules via Babel),
+        `{count}` written as the language writes numbers (ru 1 000 with a no-break space, en 1,000, az 1.000), the other
+        `{placeholders}` filled; a form the catalog leaves out is its `other` form (Azerbaijani, see
+        SINGULAR_AFTER_NUMERAL). An unknown message raises KeyError, as gettext does."""
+        catalog = self.catalog
+        text = catalog.get(f"{key}.{self.locale.plural_form(count)}") or catalog[f"{key}.other"]
+        return text.format_map({**params, "count": format_decimal(count, locale=self.locale)})
 
     @property
     def locale(self) -> Locale:

@@ -8,7 +8,8 @@ form-action to the redirect that follows a submission).
 Every page is translated (api.i18n). The language comes from the request being answered, which
 PageContextMiddleware makes available to `render` without every route passing it along, and from a
 `ui_locales` entry of the page context (the authorization request's). Templates own their titles and texts
-and call `_("message.id")`; `tr.date` and `tr.datetime` write dates in the page's language.
+and call `_("message.id")`, or `_n("message.id", count)` for a message with plural forms (api.i18n); `tr.date` and
+`tr.datetime` write dates in the page's language.
 """
 
 from __future__ import annotations
@@ -136,7 +137,7 @@ def render(template: str, context: Mapping[str, Any], *, status: int = 200, form
     ui_locales = context.get("ui_locales")
     tr = page_translator(ui_locales if isinstance(ui_locales, str) else None)
     back_to = context.get("return_to")
-    page = {**context, "lang": tr.lang, "_": tr.gettext, "tr": tr, "languages": language_links(
+    page = {**context, "lang": tr.lang, "_": tr.gettext, "_n": tr.ngettext, "tr": tr, "languages": language_links(
         tr.lang, back_to if isinstance(back_to, str) else return_path(_connection.get()))}
     html = _env.get_template(template).render(page)
     response = HTMLResponse(html, status_code=status)

@@ -127,7 +127,7 @@ class ReportText:
             return self.tr.gettext("report.summary.none")
         passed = sum(1 for s in report.signatures if s.indication is Indication.TOTAL_PASSED)
         if passed == total:
-            return self.tr.gettext("report.summary.passed", total=total)
+            return self.tr.ngettext("report.summary.passed", total)
         return self.tr.gettext("report.summary.not_passed", passed=passed, total=total)
 
 

@@ -66,7 +66,7 @@ async def test_the_report_of_a_signed_pdf_on_the_page(client: httpx.AsyncClient,
                           files={"file": ("arayis.pdf", signed, "application/pdf")})
     assert r.status_code == 200, r.text
     assert 'role="status" id="verify-summary"' in r.text
-    assert CATALOGS["en"]["report.summary.passed"].format(total=1) in r.text
+    assert "1 signature was checked, and it is valid." in r.text  # report.summary.passed.one
     assert hashlib.sha256(signed).hexdigest() in r.text and "TOTAL-PASSED" in r.text
     assert '<caption id="signature-1-chain-caption">' in r.text and '<th scope="col">' in r.text
     assert '<caption id="verify-revisions-caption">' in r.text

@@ -12,7 +12,16 @@ from typing import get_args
 import pytest
 
 from api import i18n
-from api.i18n import CATALOGS, LANGUAGE_NAMES, LANGUAGES, negotiate, translator
+from api.i18n import (
+    CATALOGS,
+    LANGUAGE_NAMES,
+    LANGUAGES,
+    message_id,
+    negotiate,
+    plural_category,
+    plural_forms,
+    translator,
+)
 from api.rendering import (
     CARD_ERRORS,
     CARD_REFUSALS,
@@ -39,8 +48,9 @@ from signing.core.interfaces import RequestState
 from signing.core.report import ChangeClass, Indication, SignatureKind, SubIndication
 
 ROOT = Path(__file__).resolve().parents[3]
-TEMPLATE_KEY = re.compile(r"""\b_\(\s*(["'])([^"']+)\1\s*[,)]""")
-"""A translation call with a literal message id; `_("claim." ~ name)` is covered by dynamic_keys."""
+TEMPLATE_KEY = re.compile(r"""\b_n?\(\s*(["'])([^"']+)\1\s*[,)]""")
+"""A translation call with a literal message id, `_("x")` or the plural `_n("x", count)`; `_("claim." ~ name)` is
+covered by dynamic_keys."""
 KEY_SHAPE = re.compile(
     r"^(page|home|error|level|login|passkey|card|consent|claim|form_post|logout|enroll|account|help|sign|verify|report|"
     r"officer)"
@@ -54,25 +64,41 @@ def placeholders(text: str) -> set[str]:
     return {name for _, name, _, _ in string.Formatter().parse(text) if name}
 
 
+def message_ids(lang: str) -> set[str]:
+    """The messages of a catalog: its keys, a plural message once (not each of its forms, api.i18n)."""
+    return {message_id(key) for key in CATALOGS[lang]}
+
+
+def forms(lang: str, message: str) -> list[str]:
+    """The texts of a message in a catalog: the message itself, or each of its plural forms."""
+    catalog = CATALOGS[lang]
+    return [catalog[message]] if message in catalog else [v for k, v in catalog.items() if message_id(k) == message]
+
+
 def test_the_three_catalogs_have_the_same_keys_and_no_empty_text() -> None:
+    """The same messages in every language; a plural message's forms are those of its language (test_plurals)."""
     assert set(CATALOGS) == set(LANGUAGES) == {"az", "en", "ru"}
-    keys = set(CATALOGS["en"])
+    keys = message_ids("en")
     for lang in LANGUAGES:
-        assert set(CATALOGS[lang]) == keys, (lang, set(CATALOGS[lang]) ^ keys)
+        assert message_ids(lang) == keys, (lang, message_ids(lang) ^ keys)
+        plain = {k for k in CATALOGS[lang] if plural_category(k) is None}
+        assert plain == {k for k in CATALOGS["en"] if plural_category(k) is None}, lang
+        assert all(plural_category(k) in plural_forms(lang) for k in set(CATALOGS[lang]) - plain), lang
         empty = [k for k, v in CATALOGS[lang].items() if not v.strip()]
         assert not empty, (lang, empty)
         assert all(KEY_SHAPE.match(k) for k in CATALOGS[lang]), [k for k in CATALOGS[lang] if not KEY_SHAPE.match(k)]
 
 
 def test_placeholders_agree_across_languages() -> None:
-    for key, english in CATALOGS["en"].items():
+    for message in message_ids("en"):
+        english = placeholders(forms("en", message)[0])
         for lang in LANGUAGES:
-            assert placeholders(CATALOGS[lang][key]) == placeholders(english), (lang, key)
+            assert all(placeholders(text) == english for text in forms(lang, message)), (lang, message)
 
 
 def test_translations_are_not_left_in_english() -> None:
     """A catalog entry equal to the English one is a forgotten translation (only proper names may repeat)."""
-    same = {lang: [k for k, v in CATALOGS[lang].items() if v == CATALOGS["en"][k]] for lang in ("az", "ru")}
+    same = {lang: [k for k, v in CATALOGS[lang].items() if v == CATALOGS["en"].get(k)] for lang in ("az", "ru")}
     assert same == {"az": [], "ru": []}
 
 
@@ -126,16 +152,16 @@ def report_keys() -> set[str]:
 def test_every_key_used_exists() -> None:
     used = template_keys()
     assert sum(len(v) for v in used.values()) > 100  # the scan finds the translation calls
-    missing = {name: keys - set(CATALOGS["en"]) for name, keys in used.items() if keys - set(CATALOGS["en"])}
+    missing = {name: keys - message_ids("en") for name, keys in used.items() if keys - message_ids("en")}
     assert not missing
     assert {"error.form_expired", "enroll.error.empty", "account.error.name_invalid"} <= code_keys()
-    assert code_keys() - set(CATALOGS["en"]) == set()
-    assert dynamic_keys() - set(CATALOGS["en"]) == set()
+    assert code_keys() - message_ids("en") == set()
+    assert dynamic_keys() - message_ids("en") == set()
 
 
 def test_no_key_is_unused() -> None:
     used = set().union(*template_keys().values()) | code_keys() | dynamic_keys()
-    assert set(CATALOGS["en"]) - used == set()
+    assert message_ids("en") - used == set()
 
 
 def test_english_claim_words_are_those_of_idp_claims() -> None:
@@ -243,6 +269,9 @@ def test_catalogs_are_refused_when_malformed(tmp_path: Path) -> None:
     assert i18n.load_catalogs(tmp_path)["ru"] == {"a.b": "x"}
     (tmp_path / "ru.json").write_text('{"a.b": 1}', encoding="utf-8")
     with pytest.raises(ValueError, match="ru.json"):
+        i18n.load_catalogs(tmp_path)
+    (tmp_path / "ru.json").write_text('{\n  "a.b": "x",\n  "a.c": "say "hi""\n}', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"ru.json is not JSON: .* line 3 column"):
         i18n.load_catalogs(tmp_path)
 
 

@@ -143,6 +143,7 @@ async def test_sign_in_see_preview_approve(world: World, client: httpx.AsyncClie
         assert text in html, text
     assert html.count('<img src="/sign/') == 4  # every page of both documents
     assert 'alt="bəyannamə.pdf, səhifə 2 / 3"' in html  # the page's language: az by default
+    assert '<h2 id="sign-documents-heading">İmzalanacaq 2 sənəd</h2>' in html.replace("\u00a0", " ")  # test_plurals
     assert page.headers["content-security-policy"].startswith("default-src 'none'")
 
     r = await client.get(f"/sign/{request_id}/documents/1/pages/2.png")
@@ -216,6 +217,19 @@ async def test_reject(world: World, client: httpx.AsyncClient) -> None:
     assert (event, subject) == ("signing.request.rejected", request_id)
     r = await client.get(f"/sign/{request_id}", headers={"Accept-Language": "ru"})
     assert r.status_code == 409 and "Этот запрос отклонён" in r.text
+
+
+async def test_the_documents_heading_counts_in_each_language(world: World, client: httpx.AsyncClient) -> None:
+    """The heading's noun agrees with the number of documents (api.i18n plural forms, Babel's CLDR rules)."""
+    one = world.add(documents=[("müqavilə.pdf", DOC_2, 1)])
+    await sign_in(world, client, one, world.signer)
+    two = world.add()
+    for request_id, lang, heading in [(one, "ru", "1 документ на подпись"), (two, "ru", "2 документа на подпись"),
+                                      (one, "en", "1 document to sign"), (two, "en", "2 documents to sign"),
+                                      (one, "az", "İmzalanacaq 1 sənəd")]:
+        r = await client.get(f"/sign/{request_id}", headers={"Accept-Language": lang})
+        assert r.status_code == 200, r.text
+        assert f'<h2 id="sign-documents-heading">{heading}</h2>' in r.text.replace("\u00a0", " "), (lang, heading)
 
 
 async def test_reject_needs_the_form_token(world: World, client: httpx.AsyncClient) -> None:
