@@ -125,18 +125,27 @@ async def dev_login(request: Request, pending_id: str) -> Response:
     return done.with_cookie(answer(done.result), provider)
 
 
-@router.get("/interaction/{pending_id}/represent")
-async def represent_page(request: Request, pending_id: str) -> Response:
-    """Representation at login (docs/registry.md): after the login, a person holding valid mandates to represent
-    at login chooses to act as themselves or for one of the entities, when the client requested the `represents`
-    scope (idp.core.authorize.AuthorizationService.choose_representation)."""
+async def _interaction(request: Request, pending_id: str, kind: str) -> Interaction | Response:
+    """The pending request resumed with the browser's session: the `kind` page it waits for (consent, represent),
+    or the answer it needs instead (the login page, a redirect to the client, an error page)."""
     provider = provider_of(request)
     async with provider.unit_of_work() as unit:
         current = await provider.login_sessions.current(unit.oidc, session_cookie(request, provider))
         result = await provider.authorization.resume(pending_id, store=unit.oidc, session=current,
                                                      browser=browser_binding(request))
-    if not isinstance(result, Interaction) or result.kind != "represent":
+    if not isinstance(result, Interaction) or result.kind != kind:
         return answer(result)
+    return result
+
+
+@router.get("/interaction/{pending_id}/represent")
+async def represent_page(request: Request, pending_id: str) -> Response:
+    """Representation at login (docs/registry.md): after the login, a person holding valid mandates to represent
+    at login chooses to act as themselves or for one of the entities, when the client requested the `represents`
+    scope (idp.core.authorize.AuthorizationService.choose_representation)."""
+    result = await _interaction(request, pending_id, "represent")
+    if isinstance(result, Response):
+        return result
     return render("represent.html", {
         "title": "Whom do you act for?", "client_name": result.client.name, "choices": result.choices,
         "pending_id": result.pending.id, "csrf_token": result.pending.csrf_token,
@@ -165,13 +174,9 @@ async def represent_decision(request: Request, pending_id: str) -> Response:
 
 @router.get("/interaction/{pending_id}/consent")
 async def consent_page(request: Request, pending_id: str) -> Response:
-    provider = provider_of(request)
-    async with provider.unit_of_work() as unit:
-        current = await provider.login_sessions.current(unit.oidc, session_cookie(request, provider))
-        result = await provider.authorization.resume(pending_id, store=unit.oidc, session=current,
-                                                       browser=browser_binding(request))
-    if not isinstance(result, Interaction) or result.kind != "consent":
-        return answer(result)
+    result = await _interaction(request, pending_id, "consent")
+    if isinstance(result, Response):
+        return result
     attributes = [c for c in sorted(result.claims) if c in CLAIM_DESCRIPTIONS]  # claim names: the page words them
     roles = [r for s in result.scopes if (r := role_of_scope(s)) is not None]  # only roles the person holds
     return render("consent.html", {
