@@ -19,7 +19,7 @@ from api.allow import allowed_methods
 from api.bodies import authentication_refusal, unreadable_json, unreadable_reason
 from api.errors import ApiProblem, BearerTokenMissing, ContentTooLarge, InvalidPageRequest, RateLimited
 from api.logging import request_id_var
-from api.rendering import METHOD_NOT_ALLOWED, NOT_FOUND, error_page, prefers_html
+from api.rendering import API_ADDRESS, METHOD_NOT_ALLOWED, NOT_FOUND, error_page, prefers_html
 from api.web import NO_STORE
 from idp.core.errors import CardLoginError, IdpError, InvalidClient, OAuthError
 from idp.core.webauthn import PasskeyError, WrongOrigin
@@ -164,7 +164,11 @@ def install(app: FastAPI) -> None:
     """Register the exception handlers on the application."""
 
     @app.exception_handler(ApiProblem)
-    async def _api_problem(request: Request, exc: ApiProblem) -> JSONResponse:
+    async def _api_problem(request: Request, exc: ApiProblem) -> Response:
+        if prefers_html(request.headers.get("accept")):  # a browser landed on an API address: a page, not JSON
+            page = error_page(exc.code, API_ADDRESS, status=exc.status)
+            page.headers.update(exc.headers or {})
+            return page
         return problem(exc.status, exc.code, exc.title, exc.detail, instance=request.url.path, headers=exc.headers)
 
     @app.exception_handler(RateLimited)

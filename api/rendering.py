@@ -204,6 +204,8 @@ def prefers_html(accept: str | None) -> bool:
     return _weight(ranges, "text", "html") > json
 
 
+API_ADDRESS: Final = "this address is a programming interface for agency systems, not a page"
+"""The error page's text for a browser that lands on an API address (api.problems: an RFC 9457 problem otherwise)."""
 FORM_EXPIRED: Final = "the form has expired; please try again"
 """The error page's text for a form whose CSRF token is missing or wrong (error.form_expired)."""
 ERROR_MESSAGES: Mapping[str, str] = {
@@ -214,6 +216,7 @@ ERROR_MESSAGES: Mapping[str, str] = {
     "the redirect URI is not registered for this service": "error.redirect_uri_unregistered",
     "development sign-in is disabled": "error.dev_login_disabled",
     FORM_EXPIRED: "error.form_expired",
+    API_ADDRESS: "error.api_address",
     "the sign-out form has expired; please try again": "error.form_expired",
     "unknown level of assurance": "error.level_unknown",
     "no person is registered with this FIN": "error.person_unknown",

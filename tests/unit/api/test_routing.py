@@ -119,3 +119,23 @@ async def test_the_openapi_document_describes_the_plain_routes(client: httpx.Asy
     assert paths["/webauthn/login/verify"]["post"]["tags"] == ["passkeys"]
     assert "OIDC Core 3.1.2.1" in paths["/authorize"]["get"]["description"]
     assert "/logout" in paths and "/jwks.json" in paths  # FastAPI's own routes stay documented
+
+
+BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+@pytest.mark.parametrize(("lang", "text"), [
+    ("en", "programming interface for agency systems"), ("az", "proqram interfeysidir"),
+    ("ru", "программный интерфейс для систем ведомств")])
+@pytest.mark.parametrize("path", ["/admin/persons/1AB2C3D", "/admin/clients", "/api/v1/signing-requests/x"])
+async def test_a_browser_landing_on_an_api_address_gets_a_translated_page(client: httpx.AsyncClient, path: str,
+                                                                          lang: str, text: str) -> None:
+    """An API's refusal (api.errors.ApiProblem) is a translated page for a browser navigating there (Accept prefers
+    text/html), with the same status and Bearer challenge; API clients keep the RFC 9457 problem."""
+    page = await client.get(path, headers={"Accept": BROWSER, "Accept-Language": lang})
+    assert page.status_code == 401 and page.headers["content-type"].startswith("text/html")
+    assert page.headers["content-language"] == lang and text in page.text
+    assert page.headers["www-authenticate"].startswith("Bearer")
+    api = await client.get(path, headers={"Accept-Language": lang})
+    assert api.status_code == 401 and api.headers["content-type"] == "application/problem+json"
+    assert api.json()["status"] == 401
