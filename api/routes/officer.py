@@ -167,7 +167,7 @@ async def _as_officer(request: Request, act: Callable[[Officer, dict[str, list[s
         async with orm_unit(services) as work:
             state = await provider.login_sessions.current(work.oidc, cookie) if cookie else None
             if state is None or cookie is None:
-                return render("account_signin.html", {}, status=401)
+                return render("account_signin.html", {"title_key": "officer.signin.title"}, status=401)
             session = _session_of(work)
             roles = {grant.role for grant in await RoleService(session).roles_of(state.person_id)}
             if not roles & OFFICER_ROLES:

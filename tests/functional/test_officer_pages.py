@@ -118,7 +118,7 @@ async def test_without_a_session_the_sign_in_page(http: httpx.AsyncClient, lang:
     for path in ("/officer", "/officer/persons/new", "/officer/entities/new", "/officer/mandates/new"):
         r = await http.get(path, headers={"Accept-Language": lang})
         assert r.status_code == 401
-        assert check_page(r, lang).h1 == [t(lang, "account.signin.title")] and "csrf_token" not in r.text
+        assert check_page(r, lang).h1 == [t(lang, "officer.signin.title")] and "csrf_token" not in r.text
     r = await http.post("/officer/persons", data=citizen())
     assert r.status_code == 403
 
