@@ -12,6 +12,7 @@ compose file is checked as YAML (test_compose_invariants).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import html
@@ -25,6 +26,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Iterator, Mapping
@@ -252,6 +254,19 @@ def _ca_names(pki: IdCardPki, directory: Path) -> Path:
     return path
 
 
+def compose_healthcheck(service: str, port: int, *, default_port: int) -> list[str]:
+    """The compose file's healthcheck command of `service`, aimed at `port` instead of the container's own."""
+    test = _compose()["services"][service]["healthcheck"]["test"]
+    assert test[0] == "CMD"
+    command = [str(part) for part in test[1:]]
+    if command[0] == "python":
+        command[0] = sys.executable
+    aimed = [part.replace(f"127.0.0.1:{default_port}", f"127.0.0.1:{port}")
+             .replace(f"127.0.0.1/{default_port}", f"127.0.0.1/{port}") for part in command]
+    assert aimed != command, f"the {service} healthcheck names no 127.0.0.1 port {default_port}"
+    return aimed
+
+
 # --- TLS at nginx -------------------------------------------------------------------------------------------------
 
 def _handshake(port: int, context: ssl.SSLContext) -> tuple[str | None, tuple[str, str, int] | None]:
@@ -290,6 +305,9 @@ def test_nginx_speaks_tls_12_and_13_with_aead_only(server_tls: ServerTls, card_p
             old.set_ciphers("DEFAULT:@SECLEVEL=0")
             with pytest.raises(ssl.SSLError, match="PROTOCOL_VERSION|UNSUPPORTED_PROTOCOL|NO_PROTOCOLS"):
                 _handshake(port, old)
+        # the compose file's healthcheck of the proxy passes against it
+        check = subprocess.run(compose_healthcheck("proxy", proxy.ports.http, default_port=80), timeout=30, check=False)
+        assert check.returncode == 0
         # only the ID-card listener asks for a client certificate, naming the ID-card CAs
         assert "No client certificate CA names sent" in _acceptable_ca_names(proxy.ports.https)
         names = _acceptable_ca_names(proxy.ports.mtls)
@@ -388,6 +406,10 @@ async def test_acar_behind_nginx_discovery_and_idcard_login(acar: InProcessAcar,
     server = Server(env, port=acar_port, log_path=tmp_path / "server.log")
     try:
         server.wait_ready()
+        # the compose file's healthcheck of serve passes against it
+        check = await asyncio.to_thread(subprocess.run, compose_healthcheck("serve", acar_port, default_port=8000),
+                                        timeout=60, check=False)
+        assert check.returncode == 0
         with running(proxy):
             async with httpx.AsyncClient(verify=server_tls.client(), timeout=30) as visitor:
                 # discovery over HTTPS through nginx, naming the https issuer
@@ -474,7 +496,9 @@ def test_compose_invariants() -> None:
         build = services[name]["build"]
         assert (COMPOSE.parent / build["context"] / build["dockerfile"]).resolve() == DEPLOY.parent / "Dockerfile"
         assert services[name]["image"] == serve["image"]
-    assert serve["command"] == ["serve"] and serve["deploy"]["replicas"] == 2
+    # the image's entrypoint is `acar start`; serve listens on every interface of its container, where nginx reaches it
+    in_container = ["serve", "--host", "0.0.0.0", "--port", "8000"]  # noqa: S104 - the container's interfaces
+    assert serve["command"] == in_container and serve["deploy"]["replicas"] == 2
     assert worker["command"] == ["worker"] and worker.get("deploy", {}).get("replicas", 1) == 1
     for name in ("serve", "worker"):
         assert services[name]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
@@ -482,7 +506,7 @@ def test_compose_invariants() -> None:
     for name, service in services.items():
         if name != "migrate":
             assert service["healthcheck"]["test"], name
-    assert "http://127.0.0.1:8000/readyz" in serve["healthcheck"]["test"]
+    assert "http://127.0.0.1:8000/readyz" in " ".join(serve["healthcheck"]["test"])
 
     # secrets: files only; each *_FILE setting names a secret the service mounts; no secret-looking value anywhere
     # in an environment listing (environment variables show in `docker inspect`)
