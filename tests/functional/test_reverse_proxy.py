@@ -5,9 +5,10 @@ test's own) with only its listen ports, the file paths under /run/ and the upstr
 replacement must match exactly once, so the file tested is the file shipped). In front of `acar serve` on loopback,
 with the generated national ID-card PKI and its real `openssl ocsp` responder (tests.idcard_pki): discovery over
 HTTPS with the issuer's https URL, an ID-card login by TLS client certificate forwarded by nginx as
-X-SSL-Client-Cert, a client that sends that header itself (through nginx, or straight to Açar) refused, TLS 1.1 and
-TLS 1.2 without AEAD refused. `docker compose` itself needs a Docker daemon, which the test machines lack: the
-compose file is checked as YAML (test_compose_invariants).
+X-SSL-Client-Cert, cards nginx passes on and Açar refuses (revoked, of an unknown CA), a client that sends that
+header itself (through nginx, or straight to Açar) refused, TLS 1.1 and TLS 1.2 without AEAD refused.
+`docker compose` itself needs a Docker daemon, which the test machines lack: the compose file is checked as YAML
+(test_compose_invariants), and its healthcheck commands are run against the processes above.
 """
 
 from __future__ import annotations
@@ -441,6 +442,14 @@ async def test_acar_behind_nginx_discovery_and_idcard_login(acar: InProcessAcar,
             [succeeded] = await events(services, "login.card.succeeded")
             assert succeeded.detail["method"] == "idcard-tls" and succeeded.detail["fingerprint"] == card.fingerprint
 
+            # cards nginx lets through (optional_no_ca: it checks only that the client holds the key) and Açar then
+            # refuses, with its translated page: revoked (the OCSP responder says so), of a CA it does not trust
+            for refused_card in (card_pki.revoked_card(fin=FIN), card_pki.unknown_ca_card(fin=FIN)):
+                async with httpx.AsyncClient(verify=server_tls.client(refused_card), timeout=30) as browser:
+                    sign_in = await _to_login_page(proxy.https, browser, client_id)
+                    r = await browser.post(sign_in.action, data={"csrf_token": sign_in.csrf})
+                assert r.status_code == 403 and "set-cookie" not in r.headers, r.text
+
             # a browser without a card that writes the header itself: nginx replaces it with its own (empty: no
             # certificate in this handshake), on the ID-card listener and on the issuer's
             forged = {HEADER: quote(card.pem)}
@@ -459,7 +468,8 @@ async def test_acar_behind_nginx_discovery_and_idcard_login(acar: InProcessAcar,
                                             headers={**forged, "Cookie": _cookie_header(browser),
                                                      "X-Forwarded-For": "127.0.0.1"})
                 assert r.status_code == 403 and "set-cookie" not in r.headers, r.text
-            assert await _refusal_codes(services) == ["certificate_missing", "certificate_missing",
+            assert await _refusal_codes(services) == ["certificate_revoked", "certificate_untrusted",
+                                                      "certificate_missing", "certificate_missing",
                                                       "forwarded_certificate_refused"]
             [ignored] = await events(services, "login.card.forwarded_header_ignored")
             assert ignored.detail == {"peer": STRANGER, "header": HEADER.lower()}
