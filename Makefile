@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
-SYSTEM_PACKAGES := softhsm2 openssl procps chromium chromium-driver redis-server poppler-utils qpdf libnss3-tools xmlsec1 fonts-noto-mono ghostscript mupdf-tools libreoffice-writer-nogui fonts-dejavu-core util-linux postgresql
+SYSTEM_PACKAGES := softhsm2 openssl procps chromium chromium-driver redis-server poppler-utils qpdf libnss3-tools xmlsec1 fonts-noto-mono ghostscript mupdf-tools libreoffice-writer-nogui fonts-dejavu-core util-linux postgresql nginx
 PYTEST_ARGS ?=
 
 .PHONY: run test lint test-sqlite test-postgresql fuzz system-deps browser-deps redis python-check install clean
