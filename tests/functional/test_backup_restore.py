@@ -112,10 +112,8 @@ async def _enroll(base: str, code: str, authenticator: SoftwareAuthenticator) ->
         assert r.status_code == 201, r.text
 
 
-async def _passkey_code(base: str, client_id: str, authenticator: SoftwareAuthenticator,
-                        verifier_challenge: tuple[str, str]) -> str:
+async def _passkey_code(base: str, client_id: str, authenticator: SoftwareAuthenticator, challenge: str) -> str:
     """The code flow up to the code: /authorize, the login page, a passkey login, consent if asked."""
-    _, challenge = verifier_challenge
     state = secrets.token_urlsafe(8)
     query = urlencode({"client_id": client_id, "redirect_uri": REDIRECT_URI, "response_type": "code",
                        "scope": "openid profile offline_access", "prompt": "consent", "nonce": "n-backup",
@@ -145,7 +143,7 @@ async def _passkey_code(base: str, client_id: str, authenticator: SoftwareAuthen
 
 def _tokens(base: str, rp: dict[str, Any], authenticator: SoftwareAuthenticator) -> dict[str, Any]:
     verifier, challenge = pkce_pair()
-    code = asyncio.run(_passkey_code(base, rp["client_id"], authenticator, (verifier, challenge)))
+    code = asyncio.run(_passkey_code(base, rp["client_id"], authenticator, challenge))
     r = httpx.post(base + "/token", auth=(rp["client_id"], rp["client_secret"]), data={
         "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI, "code_verifier": verifier})
     assert r.status_code == 200, r.text
@@ -218,6 +216,12 @@ def _refuses_to_start(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         pytest.fail("acar serve started without its master key")
 
 
+def _checkpoints(report: dict[str, Any]) -> int:
+    """The signed checkpoints `acar audit verify --json` checked, over every chain."""
+    assert report["intact"] is True, report
+    return sum(int(chain["checkpoints"]) for chain in report["chains"])
+
+
 def test_backup_of_a_running_instance_restores_into_an_empty_one(
         pg_database_url: str, empty_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
@@ -248,6 +252,7 @@ def test_backup_of_a_running_instance_restores_into_an_empty_one(
         signed = _seal(a.base, agency)
         assert f"{cert}: good" in _ocsp(a.base, cert, issuing, root)
         crl_before = _crl(a.base, issuing)
+        checkpoints = _checkpoints(acar.json("audit", "verify"))  # A seals its events every second
 
         # the backup, taken while A serves: a consistent snapshot of the database and a copy of the data dir
         backup.mkdir()
@@ -265,14 +270,15 @@ def test_backup_of_a_running_instance_restores_into_an_empty_one(
          _libpq(empty_database), str(backup / "acar.dump"))
     data_b.mkdir(mode=0o700)
 
-    # without the master key file B refuses to start (and `acar init` to make a new key), in one line naming the
-    # file and the key it must hold
+    # without the master key file B refuses to start (so do a signing worker, and `acar init`, which would otherwise
+    # make a new key), in one line naming the file and the key it must hold
     missing = (f"acar: error: ACAR_MASTER_KEY_FILE: {data_b / 'master.key'} does not exist, but the database holds "
                f"keys sealed with master key {master_id}; restore that file\n")
     refused = _refuses_to_start(env_b)
     assert (refused.returncode, refused.stderr) == (1, missing)
-    refused_init = acar("init", check=False, env=env_b)
-    assert (refused_init.returncode, refused_init.stderr) == (1, missing)
+    for command in ("init", "worker"):
+        refused_here = acar(command, check=False, env=env_b)
+        assert (refused_here.returncode, refused_here.stderr) == (1, missing), command
     assert not (data_b / "master.key").exists()  # nothing was generated in its place
 
     shutil.copy2(backup / "data" / "master.key", data_b / "master.key")
@@ -295,7 +301,8 @@ def test_backup_of_a_running_instance_restores_into_an_empty_one(
         again = _tokens(b.base, rp, authenticator)  # the same credential of the same authenticator
         assert _verify(again["id_token"], jwks_b, rp["client_id"])["sub"] == claims["sub"]
 
-        assert f"{cert}: good" in _ocsp(b.base, cert, issuing, root)
+        answer = _ocsp(b.base, cert, issuing, root)
+        assert "Response verify OK" in answer and f"{cert}: good" in answer, answer
         assert list(_crl(b.base, issuing)) == list(crl_before) == []  # nothing revoked, before or after
 
         r = httpx.post(b.base + "/api/v1/validations", content=signed, timeout=60,
@@ -305,6 +312,6 @@ def test_backup_of_a_running_instance_restores_into_an_empty_one(
         assert [s["indication"] for s in r.json()["signatures"]] == ["TOTAL-PASSED", "TOTAL-PASSED"]
 
         audit = acar.json("audit", "verify", env=env_b)
-        assert audit["intact"] is True, audit
+        assert audit["intact"] is True and _checkpoints(audit) >= checkpoints >= 1, audit  # A's signatures verify
     finally:
         b.stop()
