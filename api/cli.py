@@ -163,8 +163,36 @@ async def _sealed_master_key_ids(settings: Settings) -> list[str]:
         await engine.dispose()
 
 
-def cmd_init(args: argparse.Namespace, settings: Settings) -> None:
+def _refuse_lost_master_key(settings: Settings, *, starting: bool = False) -> None:
+    """Stop when the software key store's master key file is missing while the database holds keys sealed with a
+    master key (lost, or not restored with the database: docs/deployment.md, Backup and restore): one line naming
+    the file and the id of the key to put back, never a new master key or a hint to run `acar init`.
+
+    `starting` (serve, worker): a database that cannot tell (none yet, not migrated) leaves the start to the key
+    store's own error about the missing file; a SQLite file that does not exist is not created to ask."""
     import asyncio
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    if settings.key_backend != "software" or settings.resolved_master_key_file.exists():
+        return
+    url = make_url(settings.resolved_database_url)
+    if starting and url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+        return
+    try:
+        sealed = asyncio.run(_sealed_master_key_ids(settings))
+    except (OSError, SQLAlchemyError):
+        if not starting:
+            raise
+        return
+    if sealed:
+        raise CliError(f"ACAR_MASTER_KEY_FILE: {settings.resolved_master_key_file} does not exist, but the "
+                       f"database holds keys sealed with master key {', '.join(sealed)}; restore that file")
+
+
+def cmd_init(args: argparse.Namespace, settings: Settings) -> None:
 
     from api import migrate
     from keys.software import MasterKey, SoftwareKeyStore
@@ -175,10 +203,7 @@ def cmd_init(args: argparse.Namespace, settings: Settings) -> None:
     if settings.key_backend == "software" and not settings.resolved_master_key_file.exists():
         if settings.env == "production":
             raise CliError("ACAR_MASTER_KEY_FILE does not exist; production master keys are provisioned, not generated")
-        sealed = asyncio.run(_sealed_master_key_ids(settings))
-        if sealed:
-            raise CliError(f"ACAR_MASTER_KEY_FILE: {settings.resolved_master_key_file} does not exist, but the "
-                           f"database holds keys sealed with master key {', '.join(sealed)}; restore that file")
+        _refuse_lost_master_key(settings)
         MasterKey.create_file(settings.resolved_master_key_file)
         created_master = True
 
@@ -217,6 +242,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
         raise CliError(f"ACAR_MTLS_PORT must differ from --port ({args.port}): the mTLS listener is a second socket")
     if settings.tls_cert_file is not None and settings.tls_key_file is not None:
         tls_context(settings.tls_cert_file, settings.tls_key_file)  # a pair that does not load stops here, first
+    _refuse_lost_master_key(settings, starting=True)
 
     async def check_keys() -> tuple[bytes, ...]:
         services = build_services(settings)  # a missing or malformed master key, or an unusable token, stops here
@@ -712,6 +738,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
 
     if args.interval <= 0:
         raise CliError("--interval must be positive")
+    _refuse_lost_master_key(settings, starting=True)
 
     async def run() -> None:
         services = build_services(settings)
