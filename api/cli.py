@@ -743,7 +743,7 @@ def cmd_start(args: argparse.Namespace, settings: Settings) -> int | None:
     """The container's entrypoint (Dockerfile): make the volume and the database ready, then run `acar serve` or
     `acar worker` with the arguments that follow (`acar start serve --port 8000`, `acar start worker`).
 
-    Ready means what `acar init` makes (cmd_init, idempotent): the schema at the migrations head, then the token
+    Ready means what `acar init` makes (cmd_init, idempotent; its summary goes to stderr): the schema at the migrations head, then the token
     keys and, in development only, a master key and the development CA on an empty data dir. Production generates
     neither: a missing master key, database or CA refuses the start in one line saying what to do. Replicas that
     start at once on one PostgreSQL database prepare one after the other (an advisory lock, api.migrate.exclusive).
@@ -770,7 +770,8 @@ def cmd_start(args: argparse.Namespace, settings: Settings) -> int | None:
                                "URL (or ACAR_DATABASE_URL_FILE) and that the database server is up") from None
             await asyncio.to_thread(_prepare_volume, args, settings)  # cmd_init runs its own event loops
 
-    asyncio.run(prepare())
+    with contextlib.redirect_stdout(sys.stderr):  # what init made goes to the log; stdout is the command's own
+        asyncio.run(prepare())
     code: int | None = command.func(command, settings)
     return code
 

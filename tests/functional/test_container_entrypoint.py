@@ -442,3 +442,24 @@ def test_production_refuses_what_is_missing_in_one_line(installed: Installed, pr
     assert "acar ca import" in stderr  # the last case names the command to run
     assert _schema(empty_pg_url)
     assert list(Path(production_env["ACAR_DATA_DIR"]).iterdir()) == []
+
+
+@pytest.mark.postgresql
+def test_production_starts_once_the_ca_is_imported(installed: Installed, production_env: dict[str, str],
+                                                   tmp_path: Path) -> None:
+    """The production path of README, Container: the start migrated and refused, the operator imports the CA
+    (root offline, issuing with its key) with the image's `acar`, and the next start serves, ready."""
+    from tests.functional.test_pki import _openssl_hierarchy
+
+    ext = _openssl_hierarchy(tmp_path)
+    acar = [*installed.command(["acar"]), "ca", "import"]
+    subprocess.run([*installed.command(["acar", "migrate"])], env=production_env, check=True, timeout=300,
+                   capture_output=True)
+    for name, key in (("root", []), ("issuing", ["--key", str(ext["issuing.key"])])):
+        imported = subprocess.run([*acar, "--name", name, "--cert", str(ext[f"{name}.pem"]), *key],
+                                  env=production_env, capture_output=True, text=True, timeout=300, check=False)
+        assert imported.returncode == 0, imported.stderr
+    port = free_port()
+    with _serving(installed, production_env, tmp_path / "production.log", port) as container:
+        assert httpx.get(f"http://127.0.0.1:{port}/jwks.json", timeout=10).json()["keys"]
+    assert "master_key_created=False" in container.log() and "ca_created=[]" in container.log()
