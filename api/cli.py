@@ -743,10 +743,11 @@ def cmd_start(args: argparse.Namespace, settings: Settings) -> int | None:
     """The container's entrypoint (Dockerfile): make the volume and the database ready, then run `acar serve` or
     `acar worker` with the arguments that follow (`acar start serve --port 8000`, `acar start worker`).
 
-    Ready means what `acar init` makes (cmd_init, idempotent; its summary goes to stderr): the schema at the migrations head, then the token
-    keys and, in development only, a master key and the development CA on an empty data dir. Production generates
-    neither: a missing master key, database or CA refuses the start in one line saying what to do. Replicas that
-    start at once on one PostgreSQL database prepare one after the other (an advisory lock, api.migrate.exclusive).
+    Ready means what `acar init` makes (cmd_init, idempotent; its summary goes to stderr): the schema at the
+    migrations head, then the token keys and, in development only, a master key and the development CA on an empty
+    data dir. Production generates neither: a missing master key, database or CA refuses the start in one line saying
+    what to do. Replicas that start at once on one PostgreSQL database prepare one after the other (an advisory lock,
+    api.migrate.exclusive).
     """
     import asyncio
     import contextlib
