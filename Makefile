@@ -96,3 +96,15 @@ fuzz: install
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache tests/browser/node_modules
+
+# The container image (Dockerfile: ENTRYPOINT `acar start`, CMD serve; `worker` as the command runs a signing
+# worker). Built only where a container builder works (docker with a running daemon, or podman); elsewhere this
+# target says so and fails. Either way tests/functional/test_container_entrypoint.py tests the image's steps
+# outside a container: the wheel, a clean virtual environment, the entrypoint on an empty data dir.
+IMAGE ?= acar:latest
+.PHONY: image
+image:
+	@if command -v docker >/dev/null && docker info >/dev/null 2>&1; then docker build -t $(IMAGE) .; \
+	elif command -v podman >/dev/null && podman info >/dev/null 2>&1; then podman build -t $(IMAGE) .; \
+	else echo "make image: no container builder here (docker without a daemon, no podman); the entrypoint's" \
+	  "steps are tested by tests/functional/test_container_entrypoint.py" >&2; exit 1; fi

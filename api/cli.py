@@ -766,6 +766,71 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
     asyncio.run(run())
 
 
+def cmd_start(args: argparse.Namespace, settings: Settings) -> int | None:
+    """The container's entrypoint (Dockerfile): make the volume and the database ready, then run `acar serve` or
+    `acar worker` with the arguments that follow (`acar start serve --port 8000`, `acar start worker`).
+
+    Ready means what `acar init` makes (cmd_init, idempotent; its summary goes to stderr): the schema at the
+    migrations head, then the token keys and, in development only, a master key and the development CA on an empty
+    data dir. Production generates neither: a missing master key, database or CA refuses the start in one line saying
+    what to do. Replicas that start at once on one PostgreSQL database prepare one after the other (an advisory lock,
+    api.migrate.exclusive).
+    """
+    import asyncio
+    import contextlib
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from api import migrate
+
+    command = build_parser().parse_args([args.role, *args.arguments])  # bad arguments stop here, before any work
+    refused = _refused_argument(command)
+    if refused is not None:
+        raise _Exit(2, f"acar start {args.role}: {refused}")
+    command.json = command.json or args.json
+
+    async def prepare() -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                await stack.enter_async_context(migrate.exclusive(settings.resolved_database_url, migrate.START_LOCK))
+            except (OSError, SQLAlchemyError) as exc:
+                raise CliError(f"ACAR_DATABASE_URL: the database does not answer ({type(exc).__name__}); check the "
+                               "URL (or ACAR_DATABASE_URL_FILE) and that the database server is up") from None
+            await asyncio.to_thread(_prepare_volume, args, settings)  # cmd_init runs its own event loops
+
+    with contextlib.redirect_stdout(sys.stderr):  # what init made goes to the log; stdout is the command's own
+        asyncio.run(prepare())
+    code: int | None = command.func(command, settings)
+    return code
+
+
+async def _missing_cas(settings: Settings) -> list[str]:
+    """The CAs of the built-in hierarchy that do not exist in the database (production imports them)."""
+    from keys.ca import CA_NAMES
+
+    async def work(services: CommandServices, session: AsyncSession) -> list[str]:
+        return [name for name in CA_NAMES if not await services.pki.ca.exists(session, name)]
+
+    result: list[str] = await _in_transaction(settings, work)
+    return result
+
+
+def _prepare_volume(args: argparse.Namespace, settings: Settings) -> None:
+    """What `acar start` does before serving: migrations, the production CA check, then `acar init`."""
+    import asyncio
+
+    from api import migrate
+
+    if settings.env == "production":
+        migrate.upgrade(settings.resolved_database_url)  # the CA check reads the schema
+        missing = asyncio.run(_missing_cas(settings))
+        if missing:
+            raise CliError(f"the CA is not imported ({', '.join(missing)} missing; production never generates one): "
+                           "run `acar ca import --name root --cert ROOT.pem`, then `acar ca import --name issuing "
+                           "--cert CA.pem --key KEY.pem` (or --pkcs11-label LABEL)")
+    cmd_init(args, settings)
+
+
 def _client_registration(args: argparse.Namespace) -> Any:
     """The registration of `acar client add`, checked before any database work (idp.sql.clients rules)."""
     from idp.sql.clients import DEFAULT_GRANT_TYPES, ClientRegistration, default_scopes, validate_registration
@@ -1159,7 +1224,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--revoke-credentials", action="store_true",
                    help="recovery: remove every passkey the person has registered")
     p.set_defaults(func=cmd_enroll_code)
+    _add_start_command(sub, common)
     return parser
+
+
+def _add_start_command(sub: Any, common: _Parser) -> None:
+    p = sub.add_parser("start", parents=[common], help="the container entrypoint: migrate and prepare the data dir "
+                       "(development: `acar init`; production: refuse what is missing), then serve or work")
+    p.add_argument("role", choices=["serve", "worker"], help="what to run once ready")
+    p.add_argument("arguments", nargs=argparse.REMAINDER, help="the arguments of `acar serve` or `acar worker`")
+    p.set_defaults(func=cmd_start)
 
 
 def _add_person_commands(sub: Any, common: argparse.ArgumentParser) -> None:

@@ -50,8 +50,47 @@ class SettingsError(Exception):
     """A setting is missing or unsafe; the message names the ACAR_ variable."""
 
 
+def read_secret_file(path: Path, variable: str) -> str:
+    """The first line of a secret file, stripped (what `echo secret > file` or a Kubernetes secret holds)."""
+    try:
+        lines = path.read_text().strip().splitlines()
+    except OSError as exc:
+        raise SettingsError(f"{variable}: cannot read {path}: {exc.strerror}") from None
+    if not lines or not lines[0].strip():
+        raise SettingsError(f"{variable}: {path} is empty")
+    return lines[0].strip()
+
+
+SECRET_FILE_SETTINGS = ("database_url", "pairwise_salt", "rate_limit_storage")
+"""Settings that hold a secret (a password in a URL, a salt), each also read from a file named by ACAR_<NAME>_FILE
+(a Docker or Kubernetes secret under /run/secrets): a secret need not appear in the environment listing."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ACAR_", extra="ignore")
+
+    database_url_file: Path | None = None
+    """A file whose first line is ACAR_DATABASE_URL (instead of the variable)."""
+    pairwise_salt_file: Path | None = None
+    """A file whose first line is ACAR_PAIRWISE_SALT."""
+    rate_limit_storage_file: Path | None = None
+    """A file whose first line is ACAR_RATE_LIMIT_STORAGE (a Redis URL with a password)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_files(cls, data: object) -> object:
+        """ACAR_<NAME>_FILE read into ACAR_<NAME> before the fields are checked (the value's own rules apply)."""
+        if not isinstance(data, dict):
+            return data
+        for name in SECRET_FILE_SETTINGS:
+            path = data.get(f"{name}_file")
+            if not path:
+                continue
+            variable = f"ACAR_{name.upper()}"
+            if data.get(name):
+                raise SettingsError(f"{variable} and {variable}_FILE are both set; set one of them")
+            data[name] = read_secret_file(Path(path), f"{variable}_FILE")
+        return data
 
     env: Literal["development", "production"] = "development"
     issuer: str = "http://localhost:8000"
@@ -581,7 +620,8 @@ class Settings(BaseSettings):
         if not self.issuer.startswith("https://"):
             raise SettingsError(f"ACAR_ISSUER must be an https URL in production (got {self.issuer})")
         if not self.database_url or self.database_url.startswith("sqlite"):
-            raise SettingsError("ACAR_DATABASE_URL must point at PostgreSQL in production (SQLite is for development)")
+            raise SettingsError("ACAR_DATABASE_URL must point at PostgreSQL in production (SQLite is for development): "
+                                "set it, or ACAR_DATABASE_URL_FILE to a secret file holding it")
         if not self.database_url.startswith("postgresql"):
             raise SettingsError("ACAR_DATABASE_URL must be a postgresql+asyncpg:// URL in production")
         for name in ("certificate_policy_oid", "tsa_policy_oid"):
@@ -599,7 +639,8 @@ class Settings(BaseSettings):
                     "ACAR_MASTER_KEY_FILE must be set in production (the software key store's master key)"
                 )
             if not self.master_key_file.is_file():
-                raise SettingsError(f"ACAR_MASTER_KEY_FILE: no such file {self.master_key_file}")
+                raise SettingsError(f"ACAR_MASTER_KEY_FILE: no such file {self.master_key_file} (production master "
+                                    "keys are provisioned, not generated: mount the key file as a secret)")
         elif not (self.pkcs11_module and self.pkcs11_token_label and (self.pkcs11_pin.get_secret_value()
                                                                           or self.pkcs11_pin_file)):
             raise SettingsError(

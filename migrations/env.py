@@ -26,6 +26,9 @@ def _url() -> str:
     env = os.environ.get("ACAR_DATABASE_URL")
     if env:
         return env
+    secret = os.environ.get("ACAR_DATABASE_URL_FILE")  # a Docker or Kubernetes secret (api.settings)
+    if secret:
+        return Path(secret).read_text().strip().splitlines()[0].strip()
     data_dir = Path(os.environ.get("ACAR_DATA_DIR", "var"))
     return f"sqlite+aiosqlite:///{(data_dir / 'acar.sqlite3').resolve()}"
 

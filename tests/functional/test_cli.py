@@ -158,6 +158,12 @@ async def test_every_command_answers_json_wherever_the_flag_stands(
     assert len(run("init")["token_keys_created"]) == 4
     assert run("migrate")["schema"]
     run("serve", "--port", "0", refused="--port must be between 1 and 65535")
+    # the container entrypoint prepares (init's summary on stderr), then runs the command, which refuses here
+    words = ["start", "worker", "--interval", "0"]
+    proc = acar(*(["--json", *words] if position == "before" else [*words, "--json"]), check=False)
+    ran.add("start")
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.splitlines()[-1] == "acar: error: --interval must be positive"
     assert run("keys rotate", "--alg", "ES256", "--force")[0]["alg"] == "ES256"
     assert {key["alg"] for key in run("keys list")} == {"ES256", "RS256"}
     assert run("person add", "--fin", "5ABC12D", "--given-name", "Aysel", "--family-name", "Məmmədova")["fin"] == \
