@@ -14,10 +14,7 @@ stays off: the test checks that `api` is imported from the clean environment.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -28,8 +25,6 @@ import subprocess
 import sys
 import sysconfig
 import time
-import tomllib
-import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,43 +96,13 @@ def _copy_build_context(dest: Path, image: Image) -> None:
                 shutil.copy2(path, to)
 
 
-def _record_hash(data: bytes) -> str:
-    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-
-
 def _build_wheel(src: Path, out: Path) -> Path:
-    """`pip wheel --no-deps` when this environment can build a wheel offline (setuptools' bdist_wheel); else the
-    same selection of files (setuptools' build_py reads pyproject.toml's packages and package-data) zipped as a
-    wheel with its metadata and console script."""
+    """The wheel the Dockerfile's build stage makes (`pip wheel`), offline: no build isolation, so the
+    environment's setuptools and wheel (the dev extras) build it, nothing is downloaded."""
     out.mkdir()
-    if importlib.util.find_spec("wheel") is not None:
-        subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                        "--no-index", "--wheel-dir", str(out), str(src)], check=True, timeout=300)
-        return next(out.glob("acar-*.whl"))
-    lib = src.parent / "lib"
-    subprocess.run([sys.executable, "-c", "from setuptools import setup; setup()", "-q", "build_py",
-                    "--build-lib", str(lib)], cwd=src, check=True, timeout=300, capture_output=True)
-    project = tomllib.loads((src / "pyproject.toml").read_text())["project"]
-    name, version = project["name"], project["version"]
-    info = f"{name}-{version}.dist-info"
-    meta = {
-        "METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
-        "WHEEL": "Wheel-Version: 1.0\nGenerator: tests/functional/test_container_entrypoint.py\n"
-                 "Root-Is-Purelib: true\nTag: py3-none-any\n",
-        "entry_points.txt": "[console_scripts]\n" + "".join(f"{k} = {v}\n" for k, v in project["scripts"].items()),
-    }
-    wheel = out / f"{name}-{version}-py3-none-any.whl"
-    record = []
-    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(p for p in lib.rglob("*") if p.is_file()):
-            data, arcname = path.read_bytes(), path.relative_to(lib).as_posix()
-            archive.writestr(arcname, data)
-            record.append(f"{arcname},{_record_hash(data)},{len(data)}")
-        for filename, text in meta.items():
-            archive.writestr(f"{info}/{filename}", text)
-            record.append(f"{info}/{filename},{_record_hash(text.encode())},{len(text.encode())}")
-        archive.writestr(f"{info}/RECORD", "\n".join([*record, f"{info}/RECORD,,"]) + "\n")
-    return wheel
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--no-index", "--wheel-dir", str(out), str(src)], check=True, timeout=300)
+    return next(out.glob("acar-*.whl"))
 
 
 @dataclass(frozen=True)
