@@ -66,6 +66,15 @@ async def test_a_failed_unit_writes_nothing_and_keeps_the_earlier_ones(
     assert fins == ["9ROLLB3"]  # the failed unit's first row went with it, the committed one stayed
 
 
+async def test_a_session_closed_without_commit_leaves_nothing(rolled_back: async_sessionmaker[AsyncSession]) -> None:
+    """As on the real engine: what a session flushed but never committed is gone when it closes."""
+    async with rolled_back() as session:
+        await PersonService(session).add(fin="9ROLLB7", given_name="A", family_name="B")
+        await session.flush()
+    async with rolled_back() as session:
+        assert (await session.execute(select(func.count()).select_from(Person))).scalar_one() == 0
+
+
 async def test_one_session_for_the_whole_test(db_session: AsyncSession) -> None:
     await PersonService(db_session).add(fin="9ROLLB5", given_name="A", family_name="B")
     await db_session.commit()
