@@ -20,8 +20,11 @@ import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import inspect, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import event, inspect, select, text
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from api import migrate
 from api.app import create_app
@@ -29,7 +32,7 @@ from api.deps import Services, build_services
 from api.settings import Settings
 from keys.models import StoredKey, TokenKey
 from keys.software import MasterKey, SoftwareKeyStore
-from storage import Base
+from storage import Base, create_engine
 from storage.audit import record_event
 from storage.base import utcnow
 from tests import softhsm
@@ -186,6 +189,61 @@ async def _wipe(services: Services) -> None:
             if services.engine.dialect.name == "postgresql" and table.autoincrement_column is not None:
                 await conn.execute(text("SELECT setval(pg_get_serial_sequence(:t, :c), 1, false)"),
                                    {"t": table.name, "c": table.autoincrement_column.name})
+
+
+def _sqlite_driver_leaves_transactions_alone(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+    """The sqlite3 driver (under aiosqlite) begins a transaction only before INSERT/UPDATE/DELETE, and never before
+    a SAVEPOINT: a savepoint taken first would be the outermost transaction, and its RELEASE would commit. Turned
+    off here; `_sqlite_begin` emits BEGIN itself (SQLAlchemy's SQLite docs, "Enabling Non-Legacy SQLite
+    Transactional Modes", the recipe for Python before 3.12)."""
+    dbapi_connection.isolation_level = None
+
+
+def _sqlite_begin(connection: Connection) -> None:
+    connection.exec_driver_sql("BEGIN")
+
+
+@pytest.fixture(scope="session")
+async def rollback_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """The engine of `rolled_back`: the test database, on SQLite with BEGIN emitted by SQLAlchemy (so savepoints
+    nest inside the outer transaction)."""
+    engine = create_engine(database_url, pool_size=1)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_driver_leaves_transactions_alone)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def rolled_back(rollback_engine: AsyncEngine) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions on one connection inside one outer transaction that is rolled back after the test: no wipe.
+
+    For a test whose database work runs on ORM sessions opened one at a time, in place of `services.sessions`.
+    Each session joins the outer transaction with SAVEPOINTs (SQLAlchemy's join_transaction_mode=
+    "create_savepoint"): the code under test's begin()/commit() release a savepoint, its rollback (an error inside
+    `session.begin()`) rolls back to it, so "writes nothing" still means nothing; a later session sees what an
+    earlier one committed, as it would on the real engine. Not for a test that needs a second connection: the HTTP
+    app, `storage.direct` units of work (their own connections on PostgreSQL), two sessions at once, another
+    process (tests/unit/storage/test_rolled_back.py proves the isolation).
+    """
+    async with rollback_engine.connect() as connection:
+        outer = await connection.begin()
+        try:
+            yield async_sessionmaker(bind=connection, expire_on_commit=False,
+                                     join_transaction_mode="create_savepoint")
+        finally:
+            if outer.is_active:
+                await outer.rollback()
+
+
+@pytest.fixture
+async def db_session(rolled_back: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """One session of `rolled_back`, for a test that uses exactly one."""
+    async with rolled_back() as session:
+        yield session
 
 
 @pytest.fixture(scope="session")

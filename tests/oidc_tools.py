@@ -16,6 +16,7 @@ from urllib.parse import parse_qs
 import httpx
 from fastapi import FastAPI
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.deps import Services
 from idp.sql.clients import ClientRegistration, ClientRegistry
@@ -51,9 +52,14 @@ async def register_client(services: Services, *, name: str = "Agency portal",
 
 
 async def register_person(services: Services, fin: str = FIN) -> str:
+    return await add_person(services.sessions, fin)
+
+
+async def add_person(sessions: async_sessionmaker[AsyncSession], fin: str = FIN) -> str:
+    """A citizen with this FIN, committed by a session of `sessions` (a service's, or the test's `rolled_back`)."""
     import datetime as dt
 
-    async with services.sessions() as session, session.begin():
+    async with sessions() as session, session.begin():
         person = await PersonService(session).add(fin=fin, given_name="Aysel", family_name="Məmmədova",
                                                   birthdate=dt.date(1990, 5, 17), actor="test")
     return person.id

@@ -4,12 +4,15 @@ import datetime as dt
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from api.deps import Services
 from idp.core.errors import InvalidIdentifier, PersonExists, PersonNotFound
 from idp.sql.models import Person
 from idp.sql.persons import PersonService, normalize_fin
 from storage.audit import AuditEvent
+
+Sessions = async_sessionmaker[AsyncSession]
+"""`rolled_back`: this module's tests use one session at a time and no other connection (no wipe)."""
 
 
 @pytest.mark.parametrize("value", ["5ABC12D", "5abc12d", " 1234567 ", "AAAAAAA"])
@@ -23,34 +26,34 @@ def test_fin_rejects_malformed(value: str) -> None:
         normalize_fin(value)
 
 
-async def _count(services: Services) -> int:
-    async with services.sessions() as session:
+async def _count(sessions: Sessions) -> int:
+    async with sessions() as session:
         return (await session.execute(select(func.count()).select_from(Person))).scalar_one()
 
 
-async def test_add_and_find_citizen(services: Services) -> None:
-    async with services.sessions() as session, session.begin():
+async def test_add_and_find_citizen(rolled_back: Sessions) -> None:
+    async with rolled_back() as session, session.begin():
         rec = await PersonService(session).add(fin="5abc12d", given_name="Aysel", family_name="Məmmədova",
                                                birthdate=dt.date(1990, 2, 3))
     assert rec.fin == "5ABC12D"
-    async with services.sessions() as session:
+    async with rolled_back() as session:
         found = await PersonService(session).get_by_fin("5ABC12D")
         events = (await session.execute(select(AuditEvent.event_type))).scalars().all()
     assert found == rec
     assert "person.registered" in events
 
 
-async def test_duplicate_fin_is_refused_and_writes_nothing(services: Services) -> None:
-    async with services.sessions() as session, session.begin():
+async def test_duplicate_fin_is_refused_and_writes_nothing(rolled_back: Sessions) -> None:
+    async with rolled_back() as session, session.begin():
         await PersonService(session).add(fin="1234567", given_name="A", family_name="B")
     with pytest.raises(PersonExists):
-        async with services.sessions() as session, session.begin():
+        async with rolled_back() as session, session.begin():
             await PersonService(session).add(fin="1234567", given_name="C", family_name="D")
-    assert await _count(services) == 1
+    assert await _count(rolled_back) == 1
 
 
-async def test_foreigner_by_document(services: Services) -> None:
-    async with services.sessions() as session, session.begin():
+async def test_foreigner_by_document(rolled_back: Sessions) -> None:
+    async with rolled_back() as session, session.begin():
         rec = await PersonService(session).add(category="foreigner", given_name="Anna", family_name="Ivanova",
                                                document_country="rus", document_number="75 1234567".replace(" ", ""))
     assert rec.fin is None and rec.document_country == "RUS" and rec.document_type == "passport"
@@ -66,14 +69,14 @@ async def test_foreigner_by_document(services: Services) -> None:
         ({"fin": "1234567", "category": "martian"}, "category"),
     ],
 )
-async def test_invalid_persons_write_nothing(services: Services, kwargs: dict[str, object], message: str) -> None:
+async def test_invalid_persons_write_nothing(rolled_back: Sessions, kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(InvalidIdentifier, match=message):
-        async with services.sessions() as session, session.begin():
+        async with rolled_back() as session, session.begin():
             await PersonService(session).add(given_name="A", family_name="B", **kwargs)  # type: ignore[arg-type]
-    assert await _count(services) == 0
+    assert await _count(rolled_back) == 0
 
 
-async def test_unknown_person(services: Services) -> None:
-    async with services.sessions() as session:
+async def test_unknown_person(rolled_back: Sessions) -> None:
+    async with rolled_back() as session:
         with pytest.raises(PersonNotFound):
             await PersonService(session).get_by_fin("7654321")

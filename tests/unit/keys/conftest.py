@@ -11,7 +11,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.deps import Services
 from api.settings import Settings
 from keys.interfaces import HashName, KeyStore
 from keys.models import StoredKey
@@ -68,8 +67,9 @@ def pkcs11_store(token: SoftHsmToken) -> Pkcs11KeyStore:
 
 
 @pytest.fixture(params=["software", pytest.param("pkcs11", marks=pytest.mark.pkcs11)])
-def backend(request: pytest.FixtureRequest, settings: Settings, services: Services) -> Iterator[Backend]:
-    """Each key backend in turn, on the test database (rows are wiped by `services`)."""
+def backend(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Backend]:
+    """Each key backend in turn, on the test database (its rows are the test's: `rolled_back` or `services`
+    isolates them)."""
     if request.param == "software":
         async def software_material(session: AsyncSession, key_id: str) -> bool:
             row = await session.get(StoredKey, key_id, populate_existing=True)

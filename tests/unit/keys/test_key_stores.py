@@ -15,12 +15,14 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from api.deps import Services
 from keys.errors import KeyNotFound
 from keys.interfaces import KEY_TYPES, KeyHandle, KeyType
 from keys.jose import JwsAlg, JwsSigner, public_jwk
 from tests.unit.keys.conftest import HASHES, Backend, verify
+
+Sessions = async_sessionmaker[AsyncSession]
 
 PUBLIC_TYPES: dict[KeyType, tuple[type[PublicKeyTypes], int | str]] = {
     "EC-P256": (ec.EllipticCurvePublicKey, "secp256r1"),
@@ -31,17 +33,24 @@ PUBLIC_TYPES: dict[KeyType, tuple[type[PublicKeyTypes], int | str]] = {
 }
 
 
-async def generate(services: Services, store_backend: Backend, key_type: KeyType) -> KeyHandle:
+@pytest.fixture
+def sessions(rolled_back: Sessions) -> Sessions:
+    """These tests use one session at a time and no other connection: one transaction rolled back, no wipe (a
+    PKCS#11 key's objects stay on the session's token, as they did under the wipe)."""
+    return rolled_back
+
+
+async def generate(sessions: Sessions, store_backend: Backend, key_type: KeyType) -> KeyHandle:
     store = store_backend.new_store()
-    async with services.sessions() as session, session.begin():
+    async with sessions() as session, session.begin():
         return await store.generate(session, key_type, purpose="test", label=f"test-{key_type}")
 
 
 @pytest.mark.parametrize("key_type", KEY_TYPES)
 async def test_generated_key_signs_and_verifies_against_its_public_key(
-    backend: Backend, services: Services, key_type: KeyType
+    backend: Backend, sessions: Sessions, key_type: KeyType
 ) -> None:
-    handle = await generate(services, backend, key_type)
+    handle = await generate(sessions, backend, key_type)
     public = handle.public_key()
     expected_class, size = PUBLIC_TYPES[key_type]
     assert handle.key_type == key_type and isinstance(public, expected_class)
@@ -58,9 +67,9 @@ async def test_generated_key_signs_and_verifies_against_its_public_key(
 
 @pytest.mark.parametrize("key_type", ["EC-P256", "RSA-2048", "Ed25519"])  # one handle class per backend
 async def test_handle_has_no_way_to_export_the_private_key(
-    backend: Backend, services: Services, key_type: KeyType
+    backend: Backend, sessions: Sessions, key_type: KeyType
 ) -> None:
-    handle = await generate(services, backend, key_type)
+    handle = await generate(sessions, backend, key_type)
     public_api = {name for name in dir(handle) if not name.startswith("_")}
     assert public_api == {"key_id", "key_type", "public_key", "sign"}
     private_classes = (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey)
@@ -74,10 +83,10 @@ async def test_handle_has_no_way_to_export_the_private_key(
     assert key_type in repr(handle) and handle.key_id in repr(handle)
 
 
-async def test_a_fresh_store_finds_the_key_and_signs_with_it(backend: Backend, services: Services) -> None:
-    handle = await generate(services, backend, "EC-P256")
+async def test_a_fresh_store_finds_the_key_and_signs_with_it(backend: Backend, sessions: Sessions) -> None:
+    handle = await generate(sessions, backend, "EC-P256")
     fresh = backend.new_store()  # nothing cached: what a newly started process builds from the same settings
-    async with services.sessions() as session:
+    async with sessions() as session:
         loaded = await fresh.load(session, handle.key_id)
     assert loaded is not handle
     assert loaded.key_id == handle.key_id and loaded.key_type == "EC-P256"
@@ -85,35 +94,35 @@ async def test_a_fresh_store_finds_the_key_and_signs_with_it(backend: Backend, s
     verify(handle.public_key(), await loaded.sign(b"payload"), b"payload", "sha256")
 
 
-async def test_load_caches_the_handle(backend: Backend, services: Services) -> None:
-    handle = await generate(services, backend, "RSA-2048")
+async def test_load_caches_the_handle(backend: Backend, sessions: Sessions) -> None:
+    handle = await generate(sessions, backend, "RSA-2048")
     store = backend.new_store()
-    async with services.sessions() as session:
+    async with sessions() as session:
         first = await store.load(session, handle.key_id)
         second = await store.load(session, handle.key_id)
     assert second is first
     # a cached handle needs no database: it signs after its session is gone, many times, without re-loading
     for i in range(20):
         verify(first.public_key(), await first.sign(b"n%d" % i), b"n%d" % i, "sha256")
-    async with services.sessions() as session:
+    async with sessions() as session:
         assert await store.load(session, handle.key_id) is first
 
 
-async def test_load_of_an_unknown_key_is_key_not_found(backend: Backend, services: Services) -> None:
+async def test_load_of_an_unknown_key_is_key_not_found(backend: Backend, sessions: Sessions) -> None:
     store = backend.new_store()
-    async with services.sessions() as session:
+    async with sessions() as session:
         with pytest.raises(KeyNotFound):
             await store.load(session, "no-such-key")
 
 
-async def test_destroy_removes_the_key_material_and_load_fails(backend: Backend, services: Services) -> None:
-    handle = await generate(services, backend, "EC-P256")
+async def test_destroy_removes_the_key_material_and_load_fails(backend: Backend, sessions: Sessions) -> None:
+    handle = await generate(sessions, backend, "EC-P256")
     store = backend.new_store()
-    async with services.sessions() as session, session.begin():
+    async with sessions() as session, session.begin():
         await store.load(session, handle.key_id)
         assert await backend.material_exists(session, handle.key_id)
         await store.destroy(session, handle.key_id)
-    async with services.sessions() as session:
+    async with sessions() as session:
         assert not await backend.material_exists(session, handle.key_id)
         with pytest.raises(KeyNotFound):
             await store.load(session, handle.key_id)  # not from the cache either
@@ -123,9 +132,9 @@ async def test_destroy_removes_the_key_material_and_load_fails(backend: Backend,
 
 @pytest.mark.parametrize(("alg", "key_type"), [("ES256", "EC-P256"), ("RS256", "RSA-2048"), ("EdDSA", "Ed25519")])
 async def test_jws_signed_through_the_handle_verifies_with_pyjwt(
-    backend: Backend, services: Services, alg: JwsAlg, key_type: KeyType
+    backend: Backend, sessions: Sessions, alg: JwsAlg, key_type: KeyType
 ) -> None:
-    handle = await generate(services, backend, key_type)
+    handle = await generate(sessions, backend, key_type)
     public = handle.public_key()
     assert isinstance(public, ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey)
     token = await JwsSigner(handle, alg).sign({"iss": "https://login.example.az", "sub": "5ABC12D", "aud": "rp",

@@ -9,21 +9,29 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from api.deps import Services
 from api.settings import Settings
 from keys.errors import MasterKeyError
 from keys.models import StoredKey
 from keys.software import MasterKey, SoftwareKeyStore
 
+Sessions = async_sessionmaker[AsyncSession]
 
-async def _key_count(services: Services) -> int:
-    async with services.sessions() as session:
+
+@pytest.fixture
+def sessions(rolled_back: Sessions) -> Sessions:
+    """These tests use one session at a time and no other connection: one transaction rolled back, no wipe."""
+    return rolled_back
+
+
+async def _key_count(sessions: Sessions) -> int:
+    async with sessions() as session:
         return (await session.execute(select(func.count()).select_from(StoredKey))).scalar_one()
 
 
-async def _generate(services: Services, store: SoftwareKeyStore, key_type: str = "EC-P256") -> str:
-    async with services.sessions() as session, session.begin():
+async def _generate(sessions: Sessions, store: SoftwareKeyStore, key_type: str = "EC-P256") -> str:
+    async with sessions() as session, session.begin():
         return (await store.generate(session, key_type, purpose="test", label="t")).key_id  # type: ignore[arg-type]
 
 
@@ -38,54 +46,54 @@ def _store(settings: Settings) -> SoftwareKeyStore:
 
 
 async def test_wrong_master_key_cannot_open_keys_and_creates_none(
-    services: Services, settings: Settings, tmp_path: Path
+    sessions: Sessions, settings: Settings, tmp_path: Path
 ) -> None:
-    key_id = await _generate(services, _store(settings))
+    key_id = await _generate(sessions, _store(settings))
     wrong = SoftwareKeyStore(_other_master_key(tmp_path))
-    async with services.sessions() as session:
+    async with sessions() as session:
         with pytest.raises(MasterKeyError, match="ACAR_MASTER_KEY_FILE") as raised:
             await wrong.load(session, key_id)
         assert key_id in raised.value.detail
         with pytest.raises(MasterKeyError, match="ACAR_MASTER_KEY_FILE"):
             await wrong.check_master_key(session)
     with pytest.raises(MasterKeyError, match="refusing to create a key under another master key"):
-        await _generate(services, wrong)
-    assert await _key_count(services) == 1
+        await _generate(sessions, wrong)
+    assert await _key_count(sessions) == 1
 
 
 async def test_key_sealed_under_one_master_key_does_not_open_under_another_even_with_a_forged_id(
-    services: Services, settings: Settings, tmp_path: Path
+    sessions: Sessions, settings: Settings, tmp_path: Path
 ) -> None:
-    key_id = await _generate(services, _store(settings))
+    key_id = await _generate(sessions, _store(settings))
     other = _other_master_key(tmp_path)
-    async with services.sessions() as session, session.begin():  # pretend the row names the other master key
+    async with sessions() as session, session.begin():  # pretend the row names the other master key
         await session.execute(update(StoredKey).where(StoredKey.id == key_id).values(master_key_id=other.key_id))
-    async with services.sessions() as session:
+    async with sessions() as session:
         with pytest.raises(MasterKeyError, match=f"key {key_id}: its data key does not open with this master key"):
             await SoftwareKeyStore(other).load(session, key_id)
 
 
 @pytest.mark.parametrize("column", ["ciphertext", "wrapped_dek"])
-async def test_tampered_row_is_an_error(services: Services, settings: Settings, column: str) -> None:
-    key_id = await _generate(services, _store(settings))
-    async with services.sessions() as session, session.begin():
+async def test_tampered_row_is_an_error(sessions: Sessions, settings: Settings, column: str) -> None:
+    key_id = await _generate(sessions, _store(settings))
+    async with sessions() as session, session.begin():
         row = await session.get(StoredKey, key_id)
         assert row is not None
         sealed = bytearray(getattr(row, column))
         sealed[20] ^= 0x01
         setattr(row, column, bytes(sealed))
-    async with services.sessions() as session:
+    async with sessions() as session:
         with pytest.raises(MasterKeyError, match=f"key {key_id}"):
             await _store(settings).load(session, key_id)
 
 
-async def test_truncated_or_swapped_rows_are_errors(services: Services, settings: Settings) -> None:
-    first, second = await _generate(services, _store(settings)), await _generate(services, _store(settings))
-    async with services.sessions() as session, session.begin():
+async def test_truncated_or_swapped_rows_are_errors(sessions: Sessions, settings: Settings) -> None:
+    first, second = await _generate(sessions, _store(settings)), await _generate(sessions, _store(settings))
+    async with sessions() as session, session.begin():
         a, b = await session.get(StoredKey, first), await session.get(StoredKey, second)
         assert a is not None and b is not None
         a.ciphertext, b.ciphertext = b.ciphertext, a.ciphertext[:5]  # type: ignore[index]
-    async with services.sessions() as session:
+    async with sessions() as session:
         with pytest.raises(MasterKeyError, match="tampered"):  # the key id is bound as associated data
             await _store(settings).load(session, first)
         with pytest.raises(MasterKeyError, match="tampered"):

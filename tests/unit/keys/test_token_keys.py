@@ -5,23 +5,44 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
+from dataclasses import dataclass
 
 import jwt as pyjwt
 import pytest
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.deps import Services
 from keys.errors import InvalidToken, RotationTooEarly
+from keys.interfaces import KeyStore
 from keys.models import StoredKey, TokenKey
+from keys.software import SoftwareKeyStore
 from keys.token_keys import TokenKeyService
 from storage.audit import AuditEvent
 from tests.clock import Clock
 
 ISSUER = "http://localhost:8000"
+
+
+@dataclass(frozen=True)
+class RolledBack:
+    """What these tests take from `services`: sessions (here `rolled_back`'s: one connection, one transaction
+    rolled back after the test, no wipe) and the key store."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    key_store: KeyStore
+
+
+@pytest.fixture
+def db(rolled_back: async_sessionmaker[AsyncSession], software_key_store: SoftwareKeyStore) -> RolledBack:
+    """The test uses one session at a time and no other connection (the concurrent-schedules test, whose two
+    schedules hold sessions at once, stays on `services` and its wipe)."""
+    return RolledBack(rolled_back, software_key_store)
 ANY_TYP: dict[str, object] = {"typ": None, "algorithms": ["ES256", "RS256"]}
 
 
-def _service(services: Services, clock: Clock, algorithms: tuple[str, ...] = ("ES256", "RS256")) -> TokenKeyService:
+def _service(services: Services | RolledBack, clock: Clock,
+             algorithms: tuple[str, ...] = ("ES256", "RS256")) -> TokenKeyService:
     return TokenKeyService(
         services.sessions, services.key_store, algorithms=algorithms, rotation_interval=dt.timedelta(days=30),
         max_token_lifetime=dt.timedelta(hours=1), cache_seconds=0, clock=clock,
@@ -44,14 +65,14 @@ def _pyjwt_verify(token: str, jwks: dict[str, object], alg: str) -> dict[str, ob
                         options={"require": ["exp", "iat", "iss", "aud"]})
 
 
-async def _states(services: Services) -> dict[str, str]:
+async def _states(services: Services | RolledBack) -> dict[str, str]:
     async with services.sessions() as session:
         return {r.kid: r.state for r in (await session.execute(select(TokenKey))).scalars()}
 
 
-async def test_ensure_keys_publishes_current_and_next(services: Services) -> None:
-    svc = _service(services, Clock())
-    async with services.sessions() as session, session.begin():
+async def test_ensure_keys_publishes_current_and_next(db: RolledBack) -> None:
+    svc = _service(db, Clock())
+    async with db.sessions() as session, session.begin():
         created = await svc.ensure_keys(session)
     assert len(created) == 4
     jwks = await svc.jwks()
@@ -62,14 +83,14 @@ async def test_ensure_keys_publishes_current_and_next(services: Services) -> Non
     for key in jwks["keys"]:
         assert key["use"] == "sig"
         assert not {"d", "p", "q", "dp", "dq", "qi"} & set(key)  # public parts only
-    async with services.sessions() as session, session.begin():
+    async with db.sessions() as session, session.begin():
         assert await svc.ensure_keys(session) == []  # idempotent
 
 
 @pytest.mark.parametrize("alg", ["ES256", "RS256", "EdDSA"])
-async def test_tokens_verify_with_pyjwt(services: Services, alg: str) -> None:
-    svc = _service(services, Clock(), algorithms=(alg,))
-    async with services.sessions() as session, session.begin():
+async def test_tokens_verify_with_pyjwt(db: RolledBack, alg: str) -> None:
+    svc = _service(db, Clock(), algorithms=(alg,))
+    async with db.sessions() as session, session.begin():
         await svc.ensure_keys(session)
     signer = await svc.signer(alg)
     token = await signer.sign(_claims(), typ="at+jwt")
@@ -80,26 +101,26 @@ async def test_tokens_verify_with_pyjwt(services: Services, alg: str) -> None:
     assert ours["sub"] == "s1"
 
 
-async def test_rotation_keeps_old_tokens_valid_until_retired_key_is_removed(services: Services) -> None:
+async def test_rotation_keeps_old_tokens_valid_until_retired_key_is_removed(db: RolledBack) -> None:
     clock = Clock()
-    svc = _service(services, clock)
-    async with services.sessions() as session, session.begin():
+    svc = _service(db, clock)
+    async with db.sessions() as session, session.begin():
         await svc.ensure_keys(session)
-    before = await _states(services)
-    es256 = await _es256(services)
+    before = await _states(db)
+    es256 = await _es256(db)
     old_current = next(k for k, s in before.items() if s == "current" and k in es256)
     old_next = next(k for k, s in before.items() if s == "next" and k in es256)
     old_token = await (await svc.signer("ES256")).sign(_claims())
 
     with pytest.raises(RotationTooEarly):  # the next key is not yet in relying parties' cached JWKS
-        async with services.sessions() as session, session.begin():
+        async with db.sessions() as session, session.begin():
             await svc.rotate(session, algorithms=["ES256"], actor="test")
-    assert await _states(services) == before  # refused, nothing changed
+    assert await _states(db) == before  # refused, nothing changed
     clock.now += svc.min_next_age
-    async with services.sessions() as session, session.begin():
+    async with db.sessions() as session, session.begin():
         changes = await svc.rotate(session, algorithms=["ES256"], actor="test")
     assert changes[0]["retired"] == old_current and changes[0]["current"] == old_next
-    after = await _states(services)
+    after = await _states(db)
     assert after[old_current] == "retired" and after[old_next] == "current"
     assert after[str(changes[0]["next"])] == "next"
 
@@ -113,11 +134,11 @@ async def test_rotation_keeps_old_tokens_valid_until_retired_key_is_removed(serv
 
     # before every token of the retired key has expired, it stays published
     clock.now += dt.timedelta(minutes=30)
-    async with services.sessions() as session, session.begin():
+    async with db.sessions() as session, session.begin():
         assert await svc.remove_expired(session) == []
     # once the longest token lifetime has passed, it is removed and its material destroyed
     clock.now += dt.timedelta(hours=1)
-    async with services.sessions() as session, session.begin():
+    async with db.sessions() as session, session.begin():
         assert await svc.remove_expired(session) == [old_current]
     jwks = dict(await svc.jwks())
     assert old_current not in {k["kid"] for k in jwks["keys"]}
@@ -125,22 +146,22 @@ async def test_rotation_keeps_old_tokens_valid_until_retired_key_is_removed(serv
         _pyjwt_verify(old_token, jwks, "ES256")
     with pytest.raises(InvalidToken, match="unknown signing key"):
         await svc.verify(old_token, issuer=ISSUER, audience="agency", **ANY_TYP)
-    async with services.sessions() as session:
+    async with db.sessions() as session:
         row = await session.get(StoredKey, old_current)
         assert row is not None and row.destroyed_at is not None and row.ciphertext is None
         events = (await session.execute(select(AuditEvent.event_type))).scalars().all()
     assert {"token_key.created", "token_key.rotated", "token_key.removed"} <= set(events)
 
 
-async def _es256(services: Services) -> set[str]:
-    async with services.sessions() as session:
+async def _es256(db: Services | RolledBack) -> set[str]:
+    async with db.sessions() as session:
         return set((await session.execute(select(TokenKey.kid).where(TokenKey.alg == "ES256"))).scalars())
 
 
-async def test_automatic_schedule_rotates_when_due(services: Services) -> None:
+async def test_automatic_schedule_rotates_when_due(db: RolledBack) -> None:
     clock = Clock()
-    svc = _service(services, clock)
-    async with services.sessions() as session, session.begin():
+    svc = _service(db, clock)
+    async with db.sessions() as session, session.begin():
         await svc.ensure_keys(session)
     assert await svc.housekeeping() == {"rotated": [], "removed": []}
     clock.now += dt.timedelta(days=30, seconds=1)
@@ -151,9 +172,9 @@ async def test_automatic_schedule_rotates_when_due(services: Services) -> None:
     assert len((await svc.housekeeping())["removed"]) == 2
 
 
-async def test_verify_refuses_tampering_and_foreign_policies(services: Services) -> None:
-    svc = _service(services, Clock())
-    async with services.sessions() as session, session.begin():
+async def test_verify_refuses_tampering_and_foreign_policies(db: RolledBack) -> None:
+    svc = _service(db, Clock())
+    async with db.sessions() as session, session.begin():
         await svc.ensure_keys(session)
     token = await (await svc.signer("ES256")).sign(_claims())
     head, body, sig = token.split(".")
@@ -206,12 +227,12 @@ async def test_concurrent_schedules_rotate_once(services: Services) -> None:
         clock.now += dt.timedelta(days=31)
 
 
-async def test_manual_rotation_after_rotation_rotates_again(services: Services) -> None:
+async def test_manual_rotation_after_rotation_rotates_again(db: RolledBack) -> None:
     """`acar keys rotate` twice means two rotations: explicit commands are not deduplicated."""
-    svc = _service(services, Clock(), algorithms=("ES256",))
-    async with services.sessions() as session, session.begin():
+    svc = _service(db, Clock(), algorithms=("ES256",))
+    async with db.sessions() as session, session.begin():
         await svc.ensure_keys(session)
     for _ in range(2):
-        async with services.sessions() as session, session.begin():
+        async with db.sessions() as session, session.begin():
             assert len(await svc.rotate(session, actor="cli", force=True)) == 1
-    assert sorted((await _states(services)).values()) == ["current", "next", "retired", "retired"]
+    assert sorted((await _states(db)).values()) == ["current", "next", "retired", "retired"]
