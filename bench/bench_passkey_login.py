@@ -23,10 +23,11 @@ a code. Median of --runs runs of --duration seconds after a warm-up; the server'
 turns on one connection.
 
 Usage: .venv/bin/python bench/bench_passkey_login.py [--runs 3] [--duration 10] [--flows 8] [--persons 64]
-                                                     [--profile FILE]
+                                                     [--profile FILE] [--no-wait]
                                                      [--postgresql | --database-url postgresql+asyncpg://...]
 --postgresql creates a throwaway database on postgresql://postgres@127.0.0.1:5432 (psql) and drops it after.
-Needs taskset (util-linux). Do not run it while bench_token.py or bench_code_exchange.py is running.
+Needs taskset (util-linux). Do not run it while bench_token.py or bench_code_exchange.py is running: it waits for
+them to end, unless --no-wait (bench/run_all.py runs the benchmarks one after the other and records the load).
 """
 
 from __future__ import annotations
@@ -191,10 +192,11 @@ def main() -> None:
     ap.add_argument("--persons", type=int, default=64)
     ap.add_argument("--profile", metavar="FILE", help="py-spy (pip install py-spy) samples the server during the "
                     "first run, as collapsed stacks")
+    ap.add_argument("--no-wait", action="store_true", help="measure even while another benchmark runs")
     add_database_options(ap)
     args = ap.parse_args()
     require(("taskset",), "util-linux")
-    while others := other_benchmarks():
+    while not args.no_wait and (others := other_benchmarks()):
         print("waiting for another benchmark to finish: " + others[0][:100], flush=True)
         time.sleep(15)
     if args.persons < args.flows:
