@@ -322,7 +322,8 @@ BENCHES = [
           ["--rounds", "1", "--repeat", "1", "--duration", "3"], token_rows("uvicorn")),
     Bench("token-granian", "bench_token.py", ["--rounds", "2", "--repeat", "1", "--duration", "8"],
           ["--rounds", "1", "--repeat", "1", "--duration", "3"], token_rows("granian"), extra=["--server", "granian"]),
-    Bench("code-exchange", "bench_code_exchange.py", ["--codes", "30000", "--runs", "3", "--duration", "5"],
+    Bench("code-exchange", "bench_code_exchange.py",
+          ["--codes", "30000", "--runs", "3", "--duration", "4", "--warmup", "2"],
           ["--codes", "6000", "--runs", "1", "--duration", "2", "--warmup", "1"], code_exchange_rows),
     Bench("passkey", "bench_passkey_login.py", ["--runs", "3", "--duration", "6"],
           ["--runs", "1", "--duration", "2", "--persons", "16"], passkey_rows, extra=["--no-wait"]),
@@ -402,7 +403,7 @@ def main() -> None:
         got, _ = run_one(bench, args, env)
         rows.extend(got)
     minutes = (dt.datetime.now(dt.UTC) - started).total_seconds() / 60
-    mode = "quick smoke run (one short run per figure: not for comparing)" if args.quick else "full run"
+    mode = "quick smoke run: one short run per figure, not for comparing" if args.quick else "full run"
     database = "SQLite" if args.sqlite else "PostgreSQL " + host["postgresql"]
     run = (f"**Latest `make bench`** ({mode}), {started:%Y-%m-%d %H:%M} UTC, {minutes:.0f} min, database "
            f"{database}, commit `{git_head()}`.")
