@@ -1,7 +1,7 @@
 # Açar: two commands on a fresh Debian machine.
 #   make run    create .venv, install, `acar init`, serve http://localhost:8000 (SQLite under ./var)
 #   make test   install what the tests need (apt-get when root; starts Redis), lint, run the suite on SQLite and PostgreSQL
-#   make bench  every benchmark of bench/ (~15 min on 2 cores; BENCH_QUICK=1: a ~3 min smoke run), on PostgreSQL,
+#   make bench  every benchmark of bench/ (~15 min on 2 cores; BENCH_QUICK=1: a smoke run of a few minutes), on PostgreSQL,
 #               and the table at the top of docs/performance.md rewritten (bench/run_all.py)
 SHELL := /bin/bash
 PYTHON ?= python3

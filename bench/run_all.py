@@ -2,7 +2,7 @@
 
 Runs the scripts one after the other (each pins its server and load to the cores it names; two at once would
 measure each other), on PostgreSQL (a throwaway database per script on 127.0.0.1:5432, as `make test` uses) unless
---sqlite, with short durations: about 15 minutes on two cores, about 3 with --quick (a smoke run: one short run per
+--sqlite, with short durations: about 15 minutes on two cores, a few with --quick (a smoke run: one short run per
 figure, not for comparing). Each script's last output line is a JSON object naming its benchmark ("bench"), from
 which the figures are taken; bench_token.py's are read from its printed table. Every figure is the median the
 script prints and every ratio comes from the same script run. The machine's description (CPU model, cores, RAM,
@@ -378,7 +378,7 @@ def run_one(bench: Bench, args: argparse.Namespace, env: dict[str, str]) -> tupl
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="a ~3 minute smoke run: one short run per figure")
+    ap.add_argument("--quick", action="store_true", help="a smoke run of a few minutes: one short run per figure")
     ap.add_argument("--sqlite", action="store_true", help="SQLite in each data dir instead of PostgreSQL")
     ap.add_argument("--only", default="", help="comma-separated names: " + ",".join(b.name for b in BENCHES))
     ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "performance.md")
