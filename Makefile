@@ -1,6 +1,8 @@
 # Açar: two commands on a fresh Debian machine.
 #   make run    create .venv, install, `acar init`, serve http://localhost:8000 (SQLite under ./var)
 #   make test   install what the tests need (apt-get when root; starts Redis), lint, run the suite on SQLite and PostgreSQL
+#   make bench  every benchmark of bench/ (~15 min on 2 cores; BENCH_QUICK=1: a smoke run of a few minutes), on PostgreSQL,
+#               and the table at the top of docs/performance.md rewritten (bench/run_all.py)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -9,7 +11,8 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256s
 SYSTEM_PACKAGES := softhsm2 openssl procps chromium chromium-driver redis-server poppler-utils qpdf libnss3-tools xmlsec1 fonts-noto-mono ghostscript mupdf-tools libreoffice-writer-nogui fonts-dejavu-core util-linux postgresql nginx
 PYTEST_ARGS ?=
 
-.PHONY: run test lint test-sqlite test-postgresql fuzz system-deps browser-deps redis python-check install clean
+.PHONY: run test lint test-sqlite test-postgresql fuzz system-deps browser-deps redis python-check install clean \
+	bench bench-deps
 
 # Python 3.11+ with venv support (Debian ships venv in python3-venv: installed here when run as root).
 python-check:
@@ -93,6 +96,39 @@ FUZZ_SEED ?= 19
 fuzz: install
 	ACAR_TEST_DB=postgresql ACAR_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) ACAR_FUZZ_SEED=$(FUZZ_SEED) \
 	  $(BIN)/pytest -p no:cacheprovider tests/functional/test_schemathesis.py $(PYTEST_ARGS)
+
+# The benchmarks (bench/run_all.py runs them all and writes docs/performance.md's table): wrk from Debian (as root),
+# the token benchmark's peer harness (node-oidc-provider, pinned by its package-lock.json) copied from BENCH_PEER
+# to BENCH_HARNESS and installed with npm ci; its token checker runs on this checkout's venv (PyJWT). PostgreSQL must
+# answer on 127.0.0.1:5432 as for make test. BENCH_QUICK=1: one short run per figure; BENCH_ARGS: more options
+# (--only token,pki --sqlite --no-write ...).
+BENCH_PEER ?= ../shared/bench
+BENCH_HARNESS ?= /tmp/acar-bench
+BENCH_QUICK ?=
+BENCH_ARGS ?=
+
+bench-deps: system-deps
+	@command -v wrk >/dev/null || \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk || \
+	     (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk)) >/dev/null; \
+	  else echo "wrk is missing (apt-get install wrk)" >&2; exit 1; fi
+	@command -v npm >/dev/null || \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm || \
+	     (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm)) >/dev/null; \
+	  else echo "npm is missing (install nodejs and npm)" >&2; exit 1; fi
+	@test -f $(BENCH_PEER)/bench.sh || { echo "no peer harness at BENCH_PEER=$(BENCH_PEER)" >&2; exit 1; }
+	@stamp=$(BENCH_HARNESS)/node_modules/.installed-$$(cat $(BENCH_PEER)/package-lock.json $(BENCH_PEER)/*.sh \
+	    $(BENCH_PEER)/*.py $(BENCH_PEER)/*.mjs $(BENCH_PEER)/*.lua | sha256sum | cut -c1-12); \
+	  test -f $$stamp || { rm -rf $(BENCH_HARNESS) && cp -r $(BENCH_PEER) $(BENCH_HARNESS) && \
+	    (cd $(BENCH_HARNESS) && npm ci --no-audit --no-fund --silent) && touch $$stamp; }
+	@pg_isready -q -h 127.0.0.1 -p 5432 || { echo "PostgreSQL does not answer on 127.0.0.1:5432 (as make test \
+	  needs it); start it, or run with BENCH_ARGS=--sqlite" >&2; exit 1; }
+
+bench: install bench-deps
+	PVENV=$(abspath $(VENV)) ACAR_BENCH_HARNESS=$(BENCH_HARNESS) $(BIN)/python bench/run_all.py \
+	  $(if $(BENCH_QUICK),--quick) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache tests/browser/node_modules

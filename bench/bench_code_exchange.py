@@ -372,6 +372,9 @@ def main() -> None:
     cpu_ms = statistics.median(r["cpu_ms"] for r in runs)
     print(f"server CPU per exchange (median): {cpu_ms:.2f} ms, i.e. at most {1000 / cpu_ms:.0f}/s on a free core "
           f"if CPU were the only limit")
+    print(json.dumps({"bench": "code_exchange", "database": db_name, "per_s": round(med, 1),
+                      "runs_per_s": [round(r["rps"], 1) for r in runs], "server_cpu_ms": round(cpu_ms, 3),
+                      "p50_ms": mid["p50_ms"], "errors": errors}))  # the last line: read by bench/run_all.py
     # a request wrk built as the time ran out may never have been sent: at most one per connection
     if causes:
         print("server errors: " + ", ".join(f"{n} x {cause}" for cause, n in causes.items()))

@@ -23,10 +23,11 @@ a code. Median of --runs runs of --duration seconds after a warm-up; the server'
 turns on one connection.
 
 Usage: .venv/bin/python bench/bench_passkey_login.py [--runs 3] [--duration 10] [--flows 8] [--persons 64]
-                                                     [--profile FILE]
+                                                     [--profile FILE] [--no-wait]
                                                      [--postgresql | --database-url postgresql+asyncpg://...]
 --postgresql creates a throwaway database on postgresql://postgres@127.0.0.1:5432 (psql) and drops it after.
-Needs taskset (util-linux). Do not run it while bench_token.py or bench_code_exchange.py is running.
+Needs taskset (util-linux). Do not run it while bench_token.py or bench_code_exchange.py is running: it waits for
+them to end, unless --no-wait (bench/run_all.py runs the benchmarks one after the other and records the load).
 """
 
 from __future__ import annotations
@@ -75,8 +76,9 @@ def other_benchmarks() -> list[str]:
     return [line for line in out.splitlines() if str(os.getpid()) != line.split()[0]]
 
 
-async def setup(env: dict[str, str], persons: int) -> tuple[str, list[Any]]:
-    """One client, `persons` persons with one registered passkey each (through idp.core.webauthn) and consent."""
+async def setup(env: dict[str, str], persons: int) -> tuple[str, str, list[Any]]:
+    """One client, `persons` persons with one registered passkey each (through idp.core.webauthn) and consent:
+    (client id, client secret, the persons' authenticators)."""
     os.environ.update(env)
     from api.deps import build_services
     from api.settings import load_settings
@@ -92,7 +94,7 @@ async def setup(env: dict[str, str], persons: int) -> tuple[str, list[Any]]:
     authenticators = []
     try:
         async with services.sessions() as session, session.begin():
-            client, _secret = await ClientRegistry(session, signing_algs=services.settings.token_key_algorithms).add(
+            client, secret = await ClientRegistry(session, signing_algs=services.settings.token_key_algorithms).add(
                 ClientRegistration(name="Bench portal", redirect_uris=[REDIRECT_URI], scopes=["openid", "profile"]),
                 actor="bench")
             tx = SessionTransaction(session)
@@ -112,7 +114,7 @@ async def setup(env: dict[str, str], persons: int) -> tuple[str, list[Any]]:
             await tx.flush()  # the audit events of the registrations
     finally:
         await services.close()
-    return client.client_id, authenticators
+    return client.client_id, secret, authenticators
 
 
 class Flows:
@@ -120,10 +122,12 @@ class Flows:
         self.host, self.port = host, port
         self.client_id = client_id
         self.groups = [authenticators[i::flows] for i in range(flows)]
-        verifier = secrets.token_urlsafe(48)
+        self.verifier = verifier = secrets.token_urlsafe(48)
         self.challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
         self.done = 0
         self.failed: list[str] = []
+        self.redirect = ""
+        """The last login's redirect (with its code)."""
 
     async def login(self, http: Http1Connection, authenticator: Any) -> bool:
         http.cookies.clear()
@@ -154,7 +158,8 @@ class Flows:
         status, _, answer = await http.request("POST", "/webauthn/login/verify", headers=csrf, body=json.dumps({
             "ceremony": options["ceremony"], "pending_id": pending_id, "credential": assertion}).encode(),
             content_type="application/json")
-        if status != 200 or "code=" not in json.loads(answer).get("redirect", ""):
+        self.redirect = json.loads(answer).get("redirect", "") if status == 200 else ""
+        if "code=" not in self.redirect:
             self.failed.append(f"verify {status} {answer[:120]!r}")
             return False
         return True
@@ -187,10 +192,11 @@ def main() -> None:
     ap.add_argument("--persons", type=int, default=64)
     ap.add_argument("--profile", metavar="FILE", help="py-spy (pip install py-spy) samples the server during the "
                     "first run, as collapsed stacks")
+    ap.add_argument("--no-wait", action="store_true", help="measure even while another benchmark runs")
     add_database_options(ap)
     args = ap.parse_args()
     require(("taskset",), "util-linux")
-    while others := other_benchmarks():
+    while not args.no_wait and (others := other_benchmarks()):
         print("waiting for another benchmark to finish: " + others[0][:100], flush=True)
         time.sleep(15)
     if args.persons < args.flows:
@@ -206,7 +212,7 @@ def measure(args: argparse.Namespace) -> None:
     settings = acar_settings(work / "data", "http://localhost:8000", args.database_url)
     env = without_acar_settings() | settings
     sh(ACAR, "init", "--json", env=env)
-    client_id, authenticators = asyncio.run(setup(settings, args.persons))
+    client_id, _secret, authenticators = asyncio.run(setup(settings, args.persons))
 
     port = free_port()
     results: list[tuple[float, int, float, float]] = []
@@ -238,6 +244,9 @@ def measure(args: argparse.Namespace) -> None:
                       "failed": sum(r[1] for r in results)}))
     print(f"passkey login (authorize, page, options, verify -> code), server on core 0, load on core 1, "
           f"database {db}: median {median:.0f} logins/s ({median / 300:.2f} x target 300/s)")
+    print(json.dumps({"bench": "passkey_login", "database": db, "per_s": round(median, 1),
+                      "server_cpu_ms": round(statistics.median(r[2] for r in results), 3),
+                      "failed": sum(r[1] for r in results)}))  # the last line: read by bench/run_all.py
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -6,7 +6,8 @@ same-run reference, GET /healthz (the framework's ceiling on this machine). Befo
 of each kind is checked with openssl (`openssl ocsp -respin ... -CAfile`, `openssl ts -verify`).
 
 Usage: .venv/bin/python bench/bench_pki.py [--runs 3] [--duration 10] [--conns 16]
-                                           [--database-url postgresql+asyncpg://...]
+                                           [--postgresql | --database-url postgresql+asyncpg://...]
+--postgresql creates a throwaway database on postgresql://postgres@127.0.0.1:5432 (psql) and drops it after.
 Needs: wrk, taskset, openssl (apt-get install wrk util-linux openssl).
 """
 
@@ -22,7 +23,18 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from _common import ACAR, acar_server, acar_settings, free_port, median_run, require, sh, without_acar_settings
+from _common import (
+    ACAR,
+    acar_server,
+    acar_settings,
+    add_database_options,
+    database_url,
+    free_port,
+    median_run,
+    require,
+    sh,
+    without_acar_settings,
+)
 
 LUA = """
 local f = io.open(os.getenv("BENCH_BODY"), "rb")
@@ -57,10 +69,15 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--conns", type=int, default=16)
-    ap.add_argument("--database-url", default="")
+    add_database_options(ap)
     args = ap.parse_args()
     require(("wrk", "taskset", "openssl"), "wrk util-linux openssl")
+    with database_url(args, prefix="acar_bench_pki_") as url:
+        args.database_url = url
+        measure(args)
 
+
+def measure(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="acar-bench-pki-"))
     env = without_acar_settings() | acar_settings(work / "data", "http://localhost:8000", args.database_url)
     sh(ACAR, "init", "--json", env=env)
@@ -115,6 +132,9 @@ def main() -> None:
         med, mid = median_run(runs, lambda r: r[0])
         errors = sum(r[1] for r in runs)
         print(f"{name:10} {med:12.0f} {mid[2]:>9} {errors:7d} {med / 1000:9.2f} {med / ref:10.2f}")
+    print(json.dumps({"bench": "pki", "database": db, **{  # the last line: read by bench/run_all.py
+        name: {"per_s": round(statistics.median(r[0] for r in runs), 1), "errors": sum(r[1] for r in runs)}
+        for name, runs in results.items()}}))
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -8,6 +8,9 @@ Issue 13 targets, ratios from the same run:
 2. One worker core completes at least 30 B-T seals per second with the built-in TSA in process (the
    time-stamp granted and audited through keys.tsa.TimestampService, on a throwaway SQLite database, the audit
    events group-committed as in `acar serve`).
+3. For the table of `make bench` (bench/run_all.py), the engine's B-LT and B-LTA seals per second and CPU per seal in
+   the same world (revocation data from the built-in OCSP responder in process, document time-stamp by the TSA); bare
+   pyHanko has no counterpart here without a PKI of its own, so the same-run reference stays the B-B ratio.
 
 Usage: .venv/bin/python bench/bench_signing.py [--runs 7] [--per-run 30] [--postgresql | --database-url URL]
 (pins itself to one core; the B-T part on a throwaway SQLite database unless told otherwise)
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import json
 import os
 import statistics
 import sys
@@ -25,7 +29,7 @@ import time
 from io import BytesIO
 
 from _common import ROOT, add_database_options, database_url
-from _signer import signing_world
+from _signer import SigningWorld, signing_world
 from asn1crypto import keys as asn1_keys
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
@@ -41,6 +45,7 @@ from keys.software import SoftwareKeyHandle
 from signing.core import fastpaths
 from signing.core.levels import PadesLevel
 from signing.core.pades import PadesEngine, SignatureOptions, SigningCredentials
+from signing.core.revocation import ValidationDataSource
 from signing.core.timestamps import ServiceTimeStamper
 
 sys.path.insert(0, str(ROOT))
@@ -119,7 +124,8 @@ async def bench_b_b(runs: int, per_run: int) -> tuple[float, float]:
     return statistics.median(engine_times), statistics.median(bare_times)
 
 
-async def bench_b_t(runs: int, per_run: int, url: str) -> tuple[float, float, float]:
+async def bench_b_t(runs: int, per_run: int, url: str
+                   ) -> tuple[float, float, float, dict[str, tuple[float, float]]]:
     async with signing_world(url, prefix="acar-bench-signing-", purpose="seal") as world:
         credentials = world.credentials
         engine = PadesEngine(timestamper=ServiceTimeStamper(world.services.tsa), validation=None)
@@ -141,14 +147,43 @@ async def bench_b_t(runs: int, per_run: int, url: str) -> tuple[float, float, fl
             for _ in range(per_run // CONCURRENT):
                 await asyncio.gather(*(one() for _ in range(CONCURRENT)))
             concurrent.append(per_run // CONCURRENT * CONCURRENT / (time.perf_counter() - started))
-        return statistics.median(rates), statistics.median(cpu), statistics.median(concurrent)
+        long_term = await bench_long_term(runs, per_run, world)
+        return statistics.median(rates), statistics.median(cpu), statistics.median(concurrent), long_term
+
+
+async def bench_long_term(runs: int, per_run: int, world: SigningWorld) -> dict[str, tuple[float, float]]:
+    """B-LT and B-LTA seals: level -> (seals/s wall clock, CPU s per seal), medians of `runs` runs, in bench_b_t's
+    world (a second world on the same database would meet the first one's CA keys, sealed with another master key)."""
+    source = ValidationDataSource(trust_roots=[world.root], local=world.services.pki)
+    engine = PadesEngine(timestamper=ServiceTimeStamper(world.services.tsa), validation=source)
+    pdf = make_pdf(pages=3, image_bytes=PDF_BYTES)
+    results: dict[str, tuple[float, float]] = {}
+    try:
+        for level in (PadesLevel.B_LT, PadesLevel.B_LTA):
+            options = SignatureOptions(level=level)
+
+            async def one(options: SignatureOptions = options) -> None:
+                await engine.sign(BytesIO(pdf), BytesIO(), world.credentials, options, actor="bench")
+
+            await one()  # warm up
+            rates, cpu = [], []
+            for _ in range(runs):
+                started, started_cpu = time.perf_counter(), time.process_time()
+                for _ in range(per_run):
+                    await one()
+                rates.append(per_run / (time.perf_counter() - started))
+                cpu.append((time.process_time() - started_cpu) / per_run)
+            results[level.value] = (statistics.median(rates), statistics.median(cpu))
+    finally:
+        await source.close()
+    return results
 
 
 async def measure(runs: int, per_run: int, url: str) -> None:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
     engine_cpu, bare_cpu = await bench_b_b(runs, per_run)
-    b_t_rate, b_t_cpu, b_t_concurrent = await bench_b_t(runs, per_run, url)
+    b_t_rate, b_t_cpu, b_t_concurrent, long_term = await bench_b_t(runs, per_run, url)
     database = url.split(":", 1)[0] if url else "sqlite"
     print(f"runs={runs} signatures_per_run={per_run} cpu={sorted(os.sched_getaffinity(0))} database={database}")
     print(f"bare pyHanko B-B (SimpleSigner)          : {bare_cpu * 1000:10.2f} ms CPU/signature (median)")
@@ -159,6 +194,17 @@ async def measure(runs: int, per_run: int, url: str) -> None:
           "target >= 30)")
     print(f"  CPU per B-T seal (one at a time)       : {b_t_cpu * 1000:10.2f} ms "
           f"({1 / b_t_cpu:.1f} seals per CPU second)")
+    for level, (level_rate, level_cpu) in long_term.items():
+        print(f"engine {level:5} seals (one at a time)     : {level_rate:10.1f} /s (median, wall clock), "
+              f"{level_cpu * 1000:.2f} ms CPU each")
+    print(json.dumps({"bench": "signing", "database": database,  # the last line: read by bench/run_all.py
+                      "bare_b_b_cpu_ms": round(bare_cpu * 1000, 3), "engine_b_b_cpu_ms": round(engine_cpu * 1000, 3),
+                      "ratio_b_b": round(engine_cpu / bare_cpu, 3), "levels": {
+                          "B-B": {"per_cpu_s": round(1 / engine_cpu, 1), "cpu_ms": round(engine_cpu * 1000, 2)},
+                          "B-T": {"per_s": round(b_t_rate, 1), "cpu_ms": round(b_t_cpu * 1000, 2),
+                                  "concurrent_per_s": round(b_t_concurrent, 1)},
+                          **{level: {"per_s": round(r, 1), "cpu_ms": round(c * 1000, 2)}
+                             for level, (r, c) in long_term.items()}}}))
 
 
 def main() -> None:

@@ -151,6 +151,10 @@ def main() -> None:
           f"{args.duration:g}s: software {medians['software']:.0f}/s ({cpu['software']:.3f} ms CPU/token), "
           f"pkcs11 (SoftHSM2) {medians['pkcs11']:.0f}/s ({cpu['pkcs11']:.3f} ms CPU/token)")
     print(f"ratio pkcs11/software: {medians['pkcs11'] / medians['software']:.2f} (target >= 0.70)")
+    print(json.dumps({"bench": "token_hsm", "database": db, "software_per_s": round(medians["software"], 1),
+                      "pkcs11_per_s": round(medians["pkcs11"], 1),  # the last line: read by bench/run_all.py
+                      "ratio": round(medians["pkcs11"] / medians["software"], 3),
+                      "errors": sum(r[1] for b in BACKENDS for r in results[b])}))
 
 
 if __name__ == "__main__":

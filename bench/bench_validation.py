@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import json
 import os
 import statistics
 import subprocess
@@ -181,6 +182,11 @@ async def measure(runs: int, per_run: int, url: str, keep: Path | None) -> None:
     print(f"ratio Açar/pyHanko CPU per validation   : {acar_cpu / bare_cpu:10.3f}")
     print(f"acar validate of a {len(large.getvalue()) / 2**20:.0f} MiB B-LTA PDF     : peak RSS "
           f"{peak / 2**20:10.0f} MiB (target < {RSS_TARGET / 2**20:.0f} MiB)")
+    print(json.dumps({"bench": "validation", "database": database, "per_s": round(acar_rate, 2),  # for run_all.py
+                      "cpu_ms": round(acar_cpu * 1000, 2), "server_per_s": round(server_rate, 2),
+                      "pyhanko_per_s": round(bare_rate, 2), "pyhanko_cpu_ms": round(bare_cpu * 1000, 2),
+                      "ratio_cpu": round(acar_cpu / bare_cpu, 3), "large_mib": round(len(large.getvalue()) / 2**20),
+                      "large_peak_rss_mib": round(peak / 2**20, 1)}))
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import json
 import os
 import statistics
 import sys
@@ -123,6 +124,9 @@ async def measure(args: argparse.Namespace) -> None:
         es384 = results["ES384 (P-384)"][0]
         print(f"target >= 500 verifications/s per core (ES384, cached OCSP): {'met' if es384 >= 500 else 'NOT met'}"
               f" ({es384:.0f}/s, one core, median of {args.runs} runs of {args.seconds:g} s)")
+        print(json.dumps({"bench": "webeid", "curves": {  # the last line: read by bench/run_all.py
+            name.split()[0]: {"per_s": round(webeid, 1), "bare_verify_per_s": round(bare, 1)}
+            for name, (webeid, bare) in results.items()}}))
 
 
 def main() -> None:
