@@ -5,7 +5,11 @@
   is published on every revocation and once the newest one has used up half of its lifetime, so relying
   parties always find one well before its nextUpdate.
 - Section 5.1.2.6: "When there are no revoked certificates, the revoked certificates list MUST be absent."
-- Section 5.2.1/5.2.3: authorityKeyIdentifier and a monotonically increasing cRLNumber (both required).
+- Section 5.2.1/5.2.3: authorityKeyIdentifier and a monotonically increasing cRLNumber (both required). The
+  number is the thisUpdate's POSIX time in seconds, or one more than the highest stored when that is higher
+  (`next_crl_number`): numbers keep increasing after a database is restored to an earlier point, where "highest
+  stored + 1" would hand out again numbers already published with other content (docs/deployment.md, Backup and
+  restore).
 - Section 5.3.1: the reasonCode entry extension; "CRL issuers ... SHOULD omit the reasonCode entry extension
   rather than using the unspecified (0) reasonCode value", so unspecified revocations carry none.
 - Revocation stays known after expiry, so a signature made before a revocation can be told from one made
@@ -56,6 +60,13 @@ ID_CE_EXPIRED_CERTS_ON_CRL: Final = "2.5.29.60"
 
 MAX_CRL_NUMBER: Final = 2**63 - 1
 """The largest cRLNumber stored (BIGINT); RFC 5280 allows 20 octets, ceremonies count from 1."""
+
+
+def next_crl_number(highest: int | None, this_update: dt.datetime) -> int:
+    """The cRLNumber of the next CRL a CA signs here (RFC 5280 section 5.2.3, "monotonically increasing"): the
+    thisUpdate in POSIX seconds, or the highest stored + 1 when that is higher (several CRLs in one second)."""
+    return max((highest or 0) + 1, int(this_update.timestamp()))
+
 
 REASON_CODES: Final[dict[str, int]] = {
     # RFC 5280 section 5.3.1 CRLReason: the names we accept and store, and their ENUMERATED values
@@ -257,7 +268,7 @@ class CrlPublisher:
         now = self._clock().replace(microsecond=0)
         highest = (await session.execute(
             select(func.max(CRLRecord.number)).where(CRLRecord.ca_name == ca_name))).scalar_one_or_none()
-        number = (highest or 0) + 1
+        number = next_crl_number(highest, now)
         rows = (await session.execute(
             select(IssuedCertificate.serial_hex, IssuedCertificate.revoked_at, IssuedCertificate.revocation_reason)
             .where(IssuedCertificate.issuer_ca == ca_name, IssuedCertificate.revoked_at.is_not(None))

@@ -266,14 +266,15 @@ async def test_revocation_publishes_a_crl_listing_the_serial(
     assert text.count("CRL Reason Code") == 1  # RFC 5280 5.3.1: no reasonCode for unspecified
     assert good.serial_hex.upper() not in text
     number = x509.load_der_x509_crl(crl).extensions.get_extension_for_oid(ExtensionOID.CRL_NUMBER).value.crl_number
-    assert number == x509.load_der_x509_crl(first).extensions.get_extension_for_oid(
-        ExtensionOID.CRL_NUMBER).value.crl_number + 2
+    assert number > x509.load_der_x509_crl(first).extensions.get_extension_for_oid(
+        ExtensionOID.CRL_NUMBER).value.crl_number
     events = await _events(services, "certificate.revoked")
     assert {(e.subject, e.detail["reason"], e.actor) for e in events} == {
         (row.serial_hex, "keyCompromise", "test"), (held.serial_hex, "unspecified", "test")}
     # each CRL signed with the CA key is audited in the revocation's transaction (issue 16: key operations)
     published = [(e.subject, e.detail["crl_number"], e.actor) for e in await _events(services, "crl.published")]
-    assert (ISSUING, number - 1, "test") in published and (ISSUING, number, "test") in published
+    numbers = sorted(n for ca, n, actor in published if ca == ISSUING and actor == "test")
+    assert len(numbers) >= 2 and numbers[-1] == number  # a CRL for each revocation, numbers increasing
 
     with pytest.raises(AlreadyRevoked, match="was revoked at"):
         async with services.sessions() as session, session.begin():
@@ -314,7 +315,9 @@ async def test_crl_is_republished_at_half_its_lifetime(
     renewed = x509.load_der_x509_crl(await service.crl(ROOT))
     assert renewed.last_update_utc > start
     number = renewed.extensions.get_extension_for_oid(ExtensionOID.CRL_NUMBER).value.crl_number
-    assert number == first.extensions.get_extension_for_oid(ExtensionOID.CRL_NUMBER).value.crl_number + 1
+    # RFC 5280 5.2.3, keys.crl.next_crl_number: the renewal's thisUpdate in POSIX seconds (12 hours on)
+    assert number == int(renewed.last_update_utc.timestamp())
+    assert number > first.extensions.get_extension_for_oid(ExtensionOID.CRL_NUMBER).value.crl_number
     root = write_pem(tmp_path / "root.pem", await service.ca_certificate(ROOT))
     crl_path = tmp_path / "root.crl"
     crl_path.write_bytes(await service.crl(ROOT))
@@ -500,3 +503,18 @@ async def test_certified_key_of_an_expired_certificate_or_under_a_revoked_ca_is_
     async with services.sessions() as session:
         with pytest.raises(CAUnusable, match="issuing CA certificate was revoked"):
             await service.ca.certified_key_of(session, serial=responder.serial_hex)
+
+
+@pytest.mark.parametrize(("highest", "this_update", "expected"), [
+    (None, dt.datetime(2026, 12, 7, tzinfo=dt.UTC), 1_796_601_600),  # the first CRL: thisUpdate in POSIX seconds
+    (1_796_601_600, dt.datetime(2026, 12, 7, tzinfo=dt.UTC), 1_796_601_601),  # a second CRL in the same second
+    (5, dt.datetime(2026, 12, 7, tzinfo=dt.UTC), 1_796_601_600),  # numbers of before this rule: time is higher
+    # a database restored to an earlier point: its highest is older than a number already published, and the
+    # next CRL still gets a number above every one published before the restore (it is later in time)
+    (1_796_000_000, dt.datetime(2026, 12, 7, 0, 0, 1, tzinfo=dt.UTC), 1_796_601_601),
+])
+def test_crl_numbers_keep_rising_across_a_restore(highest: int | None, this_update: dt.datetime,
+                                                  expected: int) -> None:
+    from keys.crl import next_crl_number
+
+    assert next_crl_number(highest, this_update) == expected
