@@ -1,5 +1,7 @@
 """`acar serve`: uvicorn with the connection limits of the settings (abuse resistance at the edge), terminating TLS
-itself when asked, with a second listener for ID-card login by TLS client certificate.
+itself when asked, with a second listener for ID-card login by TLS client certificate. `acar serve --server
+granian` (ACAR_SERVER) runs granian instead, with the rules below that granian has (serve_granian) and a refusal
+for those it has not (granian_refusal).
 
 Every security decision about connections, in one place:
 
