@@ -491,8 +491,8 @@ def serve_granian(settings: Settings, *, host: str, port: int, workers: int, tls
       is closed without an answer (hyper writes no 408).
     - Head size: a head still incomplete once MAX_HEAD_BYTES are buffered is answered 431 and the connection closed
       (hyper's read buffer; it checks between reads, so a head arriving in large reads may reach about 48 KiB).
-    - Concurrency: at most ACAR_MAX_CONNECTIONS connections per worker are served at once (granian's
-      backpressure); further ones wait in the listen backlog instead of being answered 503.
+    - Concurrency: at most ACAR_MAX_CONNECTIONS requests per worker are served at once (granian's backpressure, as
+      granian documents it; not covered by a test here); further ones wait instead of being answered 503.
     - TLS: rustls, TLS 1.2 and 1.3 (RFC 8996, RFC 9325), ECDHE with AEAD suites only, no compression, no
       renegotiation, ALPN http/1.1, no client certificate requested; a handshake must finish within
       GRANIAN_TLS_HANDSHAKE_SECONDS.
