@@ -232,7 +232,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
 
     from api.app import startup_checks
     from api.deps import build_services
-    from api.server import ListenError, mtls_client_cas, serve, tls_context, tls_listeners
+    from api.server import ListenError, granian_refusal, mtls_client_cas, serve, tls_context, tls_listeners
 
     if args.port < 1 or args.port > 65535:
         raise CliError("--port must be between 1 and 65535")
@@ -240,6 +240,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
         raise CliError("--workers must be at least 1")
     if settings.mtls_port == args.port:
         raise CliError(f"ACAR_MTLS_PORT must differ from --port ({args.port}): the mTLS listener is a second socket")
+    server = args.server or settings.server
+    if server == "granian" and (refusal := granian_refusal(settings)) is not None:
+        raise CliError(refusal)  # a combination granian cannot serve without weakening an edge rule
     if settings.tls_cert_file is not None and settings.tls_key_file is not None:
         tls_context(settings.tls_cert_file, settings.tls_key_file)  # a pair that does not load stops here, first
     _refuse_lost_master_key(settings, starting=True)
@@ -255,7 +258,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     client_cas = asyncio.run(check_keys())
     tls = tls_listeners(settings, client_cas)  # a certificate or key that does not load stops the start here
     try:
-        serve(settings, host=args.host, port=args.port, workers=args.workers, tls=tls)
+        serve(settings, host=args.host, port=args.port, workers=args.workers, tls=tls, server=server)
     except ListenError as exc:
         raise CliError(str(exc)) from None
 
@@ -1186,6 +1189,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--server", choices=["uvicorn", "granian"],
+                   help="the HTTP server (default ACAR_SERVER, else uvicorn; docs/performance.md, Issue 17)")
     p.set_defaults(func=cmd_serve)
 
     _add_person_commands(sub, common)

@@ -1,5 +1,7 @@
 """`acar serve`: uvicorn with the connection limits of the settings (abuse resistance at the edge), terminating TLS
-itself when asked, with a second listener for ID-card login by TLS client certificate.
+itself when asked, with a second listener for ID-card login by TLS client certificate. `acar serve --server
+granian` (ACAR_SERVER) runs granian instead, with the rules below that granian has (serve_granian) and a refusal
+for those it has not (granian_refusal).
 
 Every security decision about connections, in one place:
 
@@ -416,9 +418,14 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(settings: Settings, *, host: str, port: int, workers: int, tls: TlsListeners | None = None) -> None:
+def serve(settings: Settings, *, host: str, port: int, workers: int, tls: TlsListeners | None = None,
+          server: str = "uvicorn") -> None:
     """Run the application under uvicorn with the connection limits of `settings` (as uvicorn.run does), on `port`
-    and, with `tls` (tls_listeners), over TLS there and on the mTLS port too."""
+    and, with `tls` (tls_listeners), over TLS there and on the mTLS port too; with `server` "granian", under granian
+    instead (serve_granian)."""
+    if server == "granian":
+        serve_granian(settings, host=host, port=port, workers=workers, tls=tls)
+        return
     config = ServeConfig(
         "api.app:create_app", factory=True, host=host, port=port, workers=workers,
         http="api.server:EdgeHttpProtocol", header_timeout=settings.header_timeout_seconds, tls=tls,
@@ -435,16 +442,82 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, tls: TlsLis
     scheme = "http" if tls is None else "https"
     for sock in sockets:
         logger.info("listening on %s://%s:%d", scheme, host, sock.getsockname()[1])
-    server = EdgeServer(config)
+    edge = EdgeServer(config)
     try:
         if workers > 1:
             EdgeMultiprocess(config, sockets=sockets).run()
             return
-        server.run(sockets=sockets)
+        edge.run(sockets=sockets)
     except KeyboardInterrupt:
         pass
     finally:
         for sock in sockets:
             sock.close()
-    if not server.started:
+    if not edge.started:
         sys.exit(STARTUP_FAILURE)
+
+
+SERVERS: Final = ("uvicorn", "granian")
+"""The HTTP servers `acar serve` runs the application under (ACAR_SERVER, --server); uvicorn is the default."""
+GRANIAN_TLS_HANDSHAKE_SECONDS: Final = 10.0
+"""granian's own deadline for a TLS handshake (fixed in granian 2.8.9, not a setting; measured)."""
+
+
+def granian_refusal(settings: Settings) -> str | None:
+    """Why granian cannot serve `settings` with every edge rule of this module, in one line; None when it can.
+
+    granian (a Rust HTTP server on hyper and rustls) keeps the header deadline, the head-size cap, TLS 1.2 and 1.3
+    with ECDHE and AEAD suites only, graceful shutdown and the lifespan in every worker (see serve_granian). It has
+    one listener per server and gives the application no ASGI TLS extension, so it cannot serve the mTLS listener of
+    ID-card login; and its TLS handshake deadline is its own, so a shorter ACAR_HEADER_TIMEOUT_SECONDS would be
+    silently lengthened for handshakes."""
+    if settings.mtls_port is not None:
+        return ("ACAR_MTLS_PORT needs --server uvicorn: granian opens one listener and does not hand the client "
+                "certificate to the application (ASGI TLS extension)")
+    if settings.tls_cert_file is not None and settings.header_timeout_seconds < GRANIAN_TLS_HANDSHAKE_SECONDS:
+        return (f"ACAR_TLS_CERT_FILE with ACAR_HEADER_TIMEOUT_SECONDS below {GRANIAN_TLS_HANDSHAKE_SECONDS:g} needs "
+                f"--server uvicorn: granian allows every TLS handshake {GRANIAN_TLS_HANDSHAKE_SECONDS:g} s")
+    return None
+
+
+def serve_granian(settings: Settings, *, host: str, port: int, workers: int, tls: TlsListeners | None = None) -> None:
+    """Run the application under granian (ASGI, HTTP/1.1 only, one single-threaded runtime on uvloop per worker) with
+    the edge rules of this module where granian has them (granian_refusal refuses the settings where it has not):
+
+    - Header deadline: hyper's header_read_timeout, armed when a connection opens and again when a kept-alive
+      connection waits for its next request; a deadline, not an idle timer (trickled bytes do not extend it). It is
+      therefore also the keep-alive time, and is set to the shorter of ACAR_HEADER_TIMEOUT_SECONDS and
+      ACAR_KEEP_ALIVE_SECONDS (with the defaults, a head must arrive within 5 s, not 10 s). Past it the connection
+      is closed without an answer (hyper writes no 408).
+    - Head size: a head still incomplete once MAX_HEAD_BYTES are buffered is answered 431 and the connection closed
+      (hyper's read buffer; it checks between reads, so a head arriving in large reads may reach about 48 KiB).
+    - Concurrency: at most ACAR_MAX_CONNECTIONS requests per worker are served at once (granian's backpressure, as
+      granian documents it; not covered by a test here); further ones wait instead of being answered 503.
+    - TLS: rustls, TLS 1.2 and 1.3 (RFC 8996, RFC 9325), ECDHE with AEAD suites only, no compression, no
+      renegotiation, ALPN http/1.1, no client certificate requested; a handshake must finish within
+      GRANIAN_TLS_HANDSHAKE_SECONDS.
+    - SIGTERM or SIGINT: the workers stop accepting, finish the requests in progress, then run the lifespan's
+      shutdown. The lifespan runs in each worker; one that fails to start stops the server.
+    - X-Forwarded-* are not read by the server (as uvicorn's proxy_headers=False): the application trusts them only
+      from ACAR_TRUSTED_PROXIES. Responses carry "server: granian" (granian has no switch for it)."""
+    from granian.constants import HTTPModes, Interfaces, Loops, RuntimeModes, SSLProtocols
+    from granian.http import HTTP1Settings
+    from granian.log import LogLevels
+    from granian.server import Server
+
+    refusal = granian_refusal(settings)
+    if refusal is not None:
+        raise SettingsError(refusal)
+    bind_socket(host, port).close()  # an address that cannot be bound stops here, named, as with uvicorn
+    deadline_ms = int(min(settings.header_timeout_seconds, settings.keep_alive_seconds) * 1000)
+    server = Server(
+        "api.app:create_app", factory=True, address=host, port=port, interface=Interfaces.ASGI, workers=workers,
+        runtime_mode=RuntimeModes.st, runtime_threads=1, loop=Loops.uvloop, http=HTTPModes.http1, websockets=False,
+        backlog=max(1024, settings.max_connections), backpressure=settings.max_connections,
+        http1_settings=HTTP1Settings(header_read_timeout=deadline_ms, keep_alive=True,
+                                     max_buffer_size=MAX_HEAD_BYTES, pipeline_flush=False),
+        ssl_cert=tls.cert_file if tls is not None else None, ssl_key=tls.key_file if tls is not None else None,
+        ssl_protocol_min=SSLProtocols.tls12, log_level=LogLevels.warning, log_access=False,
+    )
+    logger.info("listening on %s://%s:%d (granian)", "http" if tls is None else "https", host, port)
+    server.serve()

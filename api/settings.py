@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     """An idle kept-alive connection is closed after this long (RFC 9112 section 9.3)."""
     max_connections: int = Field(default=1000, ge=10, le=100_000)
     """Open connections (or requests in progress) per server process above which a request is answered 503."""
+    server: Literal["uvicorn", "granian"] = "uvicorn"
+    """The HTTP server of `acar serve` (its --server overrides this): uvicorn, or granian (api.server.serve_granian;
+    no mTLS listener)."""
     # TLS termination by `acar serve` and its mTLS listener for ID-card login (api.server; issue 15)
     tls_cert_file: Path | None = None
     """PEM certificate chain (leaf first) `acar serve` presents; with ACAR_TLS_KEY_FILE it speaks HTTPS itself

@@ -97,12 +97,14 @@ def acar_settings(data_dir: Path, issuer: str, database_url: str = "") -> dict[s
 
 
 @contextmanager
-def acar_server(port: int, log: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    """A real `acar serve` (one worker) pinned to core 0, answering /readyz on 127.0.0.1:`port`, its stderr in
-    `log`; stopped afterwards (SIGTERM to its process group). `env` None: this process's environment."""
+def acar_server(port: int, log: Path, env: dict[str, str] | None = None, *,
+                server: str = "uvicorn") -> Iterator[subprocess.Popen[bytes]]:
+    """A real `acar serve --server SERVER` (one worker) pinned to core 0, answering /readyz on 127.0.0.1:`port`, its
+    stderr in `log`; stopped afterwards (SIGTERM to its process group). `env` None: this process's environment.
+    granian serves from a worker process of its own: cpu_seconds(server.pid) counts it."""
     with log.open("wb") as stderr:
-        server = subprocess.Popen(["taskset", "-c", "0", ACAR, "serve", "--port", str(port)], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+        server_ = subprocess.Popen(["taskset", "-c", "0", ACAR, "serve", "--port", str(port), "--server", server],
+                                   env=env, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
     try:
         for _ in range(300):
             try:
@@ -113,16 +115,24 @@ def acar_server(port: int, log: Path, env: dict[str, str] | None = None) -> Iter
                 time.sleep(0.2)
         else:
             raise SystemExit("server not ready: " + log.read_text()[-2000:])
-        yield server
+        yield server_
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        os.killpg(server_.pid, signal.SIGTERM)
+        server_.wait(timeout=30)
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads), from /proc/<pid>/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time of a process (all its threads), from /proc/<pid>/stat; of a session leader (as
+    acar_server starts it), of every live process of its session too (uvicorn's and granian's workers)."""
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # a process that ended meanwhile
+        if stat.parent.name == str(pid) or fields[3] == str(pid):
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def median_run(runs: Sequence[Run], rate: Callable[[Run], float]) -> tuple[float, Run]:

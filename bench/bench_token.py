@@ -10,9 +10,11 @@ product: the harness sends one client to every server, and the peer's is bench:s
 With --rounds 2 or more the order alternates (peer first, then product first, ...).
 
 Usage: .venv/bin/python bench/bench_token.py [--rounds 1] [--repeat 3] [--duration 20] [--port 8000]
-                                             [--harness /tmp/acar-bench] [--with-ref]
+                                             [--harness /tmp/acar-bench] [--with-ref] [--server granian]
                                              [--postgresql | --database-url postgresql+asyncpg://...]
 --postgresql creates a throwaway database on postgresql://postgres@127.0.0.1:5432 (psql) and drops it after.
+--server: the HTTP server of `acar serve` (uvicorn, the default, or granian); the harness counts the CPU of the
+server's whole session, so granian's worker process is measured too.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=20, help="seconds per measured run")
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--with-ref", action="store_true", help="also the harness's minimal FastAPI endpoint")
+    ap.add_argument("--server", choices=["uvicorn", "granian"], default="uvicorn", help="acar serve --server")
     add_database_options(ap)
     args = ap.parse_args()
     script = Path(args.harness) / "bench.sh"
@@ -76,7 +79,7 @@ def main() -> None:
                                    env={**env, **acar_env}))
             product = (f"cd {shlex.quote(str(ROOT))} && exec env "
                        + " ".join(f"{k}={shlex.quote(v)}" for k, v in acar_env.items())
-                       + f" .venv/bin/acar serve --port {args.port}")
+                       + f" .venv/bin/acar serve --port {args.port} --server {args.server}")
             common = ["--repeat", str(args.repeat), "--duration", str(args.duration), "--form", "&scope=api"]
             peer_args = ["--servers", "peer,ref" if args.with_ref else "peer", *common]
             credentials = f"{client['client_id']}:{client['client_secret']}"
@@ -96,7 +99,8 @@ def main() -> None:
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
-    print(f"\nclient_credentials, ES256 at+jwt; database {'postgresql' if url else 'sqlite'}; "
+    print(f"\nclient_credentials, ES256 at+jwt; database {'postgresql' if url else 'sqlite'}; acar serve --server "
+          f"{args.server}; "
           f"{args.rounds} round(s) x median of {args.repeat} runs of {args.duration}s; server core 0, wrk core 1")
     print(f"{'server':8} {'endpoint':10} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} {'CPU ms/req':>10}")
     cpu: dict[tuple[str, str], float] = {}

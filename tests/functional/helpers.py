@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,14 +88,15 @@ class InProcessAcar:
 class Server:
     """A real `acar serve` process in its own process group."""
 
-    def __init__(self, env: Mapping[str, str], port: int | None = None, log_path: Path | None = None) -> None:
+    def __init__(self, env: Mapping[str, str], port: int | None = None, log_path: Path | None = None,
+                 args: Sequence[str] = (), scheme: str = "http") -> None:
         self.port = port or free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
+        self.base = f"{scheme}://127.0.0.1:{self.port}"
         self.log_path = log_path
         out = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed in stop()
         self._out = out
         self.proc = subprocess.Popen(
-            [ACAR, "serve", "--port", str(self.port)], env=dict(env), stdout=out, stderr=out,
+            [ACAR, "serve", "--port", str(self.port), *args], env=dict(env), stdout=out, stderr=out,
             start_new_session=True,
         )
 
@@ -105,7 +106,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise AssertionError(f"server exited early with {self.proc.returncode}: {self.log()}")
             try:
-                if httpx.get(self.base + "/readyz", timeout=2).status_code == 200:
+                if httpx.get(self.base + "/readyz", timeout=2, verify=False).status_code == 200:  # noqa: S501 - loopback
                     return time.monotonic() - start
             except httpx.HTTPError:
                 pass

@@ -7,13 +7,15 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.functional.helpers import Server, run_acar
 
 
-def test_serve_ready_and_ctrl_c_stops_everything(cli_env: dict[str, str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("http_server", ["uvicorn", "granian"])
+def test_serve_ready_and_ctrl_c_stops_everything(cli_env: dict[str, str], tmp_path: Path, http_server: str) -> None:
     run_acar(cli_env, "init")
-    server = Server(cli_env, log_path=tmp_path / "server.log")
+    server = Server({**cli_env, "ACAR_SERVER": http_server}, log_path=tmp_path / "server.log")
     try:
         elapsed = server.wait_ready(timeout=60)
         assert elapsed < 60
