@@ -33,6 +33,7 @@ from api.settings import Settings, SettingsError
 
 MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 LOCK_NAME: Final = ".lock"
+ROLES: Final = ("serve-", "worker-")
 _held: list[int] = []
 """The lock of this process's directory, held (open) until the process exits."""
 
@@ -47,15 +48,7 @@ def prepare(settings: Settings, role: Literal["serve", "worker"]) -> Path | None
         return None
     base = settings.resolved_metrics_dir
     try:
-        base.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with open(base / LOCK_NAME, "a+b") as sweeping:  # one start at a time sweeps and creates
-            fcntl.flock(sweeping, fcntl.LOCK_EX)
-            for old in base.iterdir():
-                if old.is_dir() and not held(old):
-                    shutil.rmtree(old, ignore_errors=True)
-            own = Path(tempfile.mkdtemp(prefix=f"{role}-", dir=base))
-            lock = os.open(own / LOCK_NAME, os.O_CREAT | os.O_RDWR, 0o600)  # not inherited (PEP 446)
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        own, lock = fresh_directory(base, role)
     except OSError as exc:
         raise SettingsError(f"ACAR_METRICS_DIR ({base}): cannot keep the metrics files there: "
                             f"{exc.strerror or exc}") from None
@@ -71,6 +64,21 @@ def _install(settings: Settings, role: str) -> None:
     instruments.install()
     if role == "serve":
         exposition.read_token(settings)  # an unreadable or short token stops the start here, in one line
+
+
+def fresh_directory(base: Path, role: str) -> tuple[Path, int]:
+    """A new directory `role`-XXXX in `base` and the descriptor of its lock, held; the directories of earlier runs
+    (nobody holds their lock) removed first. One start at a time sweeps and creates (a lock on base/.lock)."""
+    base.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(base / LOCK_NAME, "a+b") as sweeping:
+        fcntl.flock(sweeping, fcntl.LOCK_EX)
+        for old in _instances(base):
+            if not held(old):
+                shutil.rmtree(old, ignore_errors=True)
+        own = Path(tempfile.mkdtemp(prefix=f"{role}-", dir=base))
+        lock = os.open(own / LOCK_NAME, os.O_CREAT | os.O_RDWR, 0o600)  # not inherited by children (PEP 446)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    return own, lock
 
 
 def held(directory: Path) -> bool:
@@ -97,5 +105,11 @@ def live_directories() -> list[Path]:
     mine = Path(own)
     found = [mine]
     with contextlib.suppress(OSError):
-        found += sorted(d for d in mine.parent.iterdir() if d.is_dir() and d != mine and held(d))
+        found += [d for d in _instances(mine.parent) if d != mine and held(d)]
     return found
+
+
+def _instances(base: Path) -> list[Path]:
+    """The directories of starts of `acar serve` and `acar worker` in `base`: only these are ever removed (an
+    ACAR_METRICS_DIR pointed at a directory holding anything else loses nothing else)."""
+    return sorted(d for d in base.iterdir() if d.name.startswith(ROLES) and d.is_dir())

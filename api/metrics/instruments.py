@@ -118,10 +118,13 @@ class HttpMeter:
     looked up by identity (FastAPI's are unhashable): the entry keeps its route, so a new route object that got a
     dead one's id is not taken for it."""
 
-    __slots__ = ("bounds", "entries")
+    __slots__ = ("bounds", "counter", "entries", "histogram", "tally")
 
-    def __init__(self) -> None:
-        self.bounds = LATENCY_BUCKETS
+    def __init__(self, tally: Tally, histogram: Histogram, counter: Counter) -> None:
+        self.tally = tally
+        self.histogram = histogram
+        self.counter = counter
+        self.bounds = tuple(histogram._upper_bounds)  # the histogram's own buckets, +Inf last
         self.entries: dict[tuple[int, str, int], tuple[object, list[float]]] = {}
 
     def observe(self, scope: Mapping[str, Any], status: int, seconds: float) -> None:
@@ -138,14 +141,14 @@ class HttpMeter:
         labels = (path if isinstance(path, str) and path else UNMATCHED, METHODS.get(method, OTHER),
                   STATUS_CLASSES[status_class - 1] if 1 <= status_class <= 5 else OTHER)
         # several keys (a client's odd method names) may share labels: they share the tally's entry too
-        histogram, counter = HTTP_DURATION.labels(*labels), HTTP_REQUESTS.labels(*labels)
-        entry = TALLY.latencies.setdefault((histogram, counter), [0.0] * (len(self.bounds) + 1))
+        histogram, counter = self.histogram.labels(*labels), self.counter.labels(*labels)
+        entry = self.tally.latencies.setdefault((histogram, counter), [0.0] * (len(self.bounds) + 1))
         if len(self.entries) < 10_000:  # each route once per method and status class: bounded but for invented
             self.entries[key] = (route, entry)  # methods, which then take the slow path
         return entry
 
 
-HTTP = HttpMeter()
+HTTP = HttpMeter(TALLY, HTTP_DURATION, HTTP_REQUESTS)
 
 
 def _label(value: object, allowed: frozenset[str] | tuple[str, ...]) -> str:
@@ -162,8 +165,14 @@ def _on_audit(event_type: str, detail: Mapping[str, Any] | None) -> None:
         log.exception("metrics.audit_observer_failed", extra={"event_type": event_type})
 
 
+_TOKENS_BY_GRANT: Final = {grant: TOKENS.labels(grant) for grant in (*sorted(GRANT_TYPES), OTHER)}
+"""The children, looked up once (labels() costs microseconds: the token endpoint's budget, issue 17)."""
+
+
 def _token_issued(detail: Mapping[str, Any]) -> None:
-    TALLY.count(TOKENS.labels(_label(detail.get("grant_type"), GRANT_TYPES)))
+    grant = detail.get("grant_type")
+    TALLY.count(_TOKENS_BY_GRANT.get(grant, _TOKENS_BY_GRANT[OTHER]) if isinstance(grant, str)
+                else _TOKENS_BY_GRANT[OTHER])
 
 
 def _login(result: str) -> Any:
@@ -191,7 +200,7 @@ def _validated(detail: Mapping[str, Any]) -> None:
 
 _AUDITED: Final = {
     "token.issued": _token_issued,
-    "token.refreshed": lambda _: TALLY.count(TOKENS.labels("refresh_token")),
+    "token.refreshed": lambda _: TALLY.count(_TOKENS_BY_GRANT["refresh_token"]),
     "webauthn.login": _login("success"),
     "webauthn.login_failed": _login("failure"),
     "login.card.succeeded": _login("success"),
