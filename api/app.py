@@ -284,7 +284,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     plain = ((oidc.router, oidc.plain_routes), (interaction.router, interaction.plain_routes),
              (passkeys.router, passkeys.plain_routes), (idcard.router, idcard.plain_routes))
     app.router.routes[:0] = [route for _, routes in plain for route in routes]
-    app.router.routes.insert(0, metrics_exposition.route(settings))  # /metrics, outside OpenAPI, for the allowed
+    # /metrics, outside OpenAPI, for the allowed only; last, where matching it costs no other request anything
+    app.router.routes.append(metrics_exposition.route(settings))
     # FastAPI documents only its own routes; /openapi.json (development only) describes these too
     app.openapi = _openapi_with(app, plain, settings.issuer)  # type: ignore[method-assign]  # FastAPI's documented extension point
     # every body capped before any route reads it (innermost: its 413 carries the request id and is logged)

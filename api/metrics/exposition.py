@@ -173,7 +173,7 @@ async def _queue(request: Request) -> dict[str, tuple[int, dt.datetime | None]] 
 
 
 def route(settings: Settings) -> Route:
-    """The /metrics route of `settings` (api.app puts it at the head of the route table, outside OpenAPI)."""
+    """The /metrics route of `settings` (api.app puts it last in the route table, outside OpenAPI)."""
     install()  # logins, tokens, signatures and validations counted from the audit trail
     access = MetricsAccess.of(settings)
 
