@@ -21,6 +21,8 @@ from api import openapi as contract
 from api.audit_sealer import AuditSealer
 from api.deps import Services, build_services, validation_max_body_bytes
 from api.logging import configure_logging
+from api.metrics import exposition as metrics_exposition
+from api.metrics import instruments as metrics
 from api.middleware import BodyLimitMiddleware, MtlsListenerPaths, RequestContextMiddleware, SecurityHeaders
 from api.rendering import STATIC, PageContextMiddleware
 from api.routes import (
@@ -242,6 +244,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         background = _background(svc, settings, backchannel, app.state.housekeeping_passed)
         sealer = app.state.audit_sealer = AuditSealer(svc, settings.audit_seal_seconds)
         sealer.start()  # its first pass one interval from now (ACAR_AUDIT_SEAL_SECONDS; 0: off)
+        metering = metrics.start()  # the tally's flushes (api.metrics.instruments)
         log.info("service.started", extra={"issuer": settings.issuer, "env": settings.env})
         try:
             yield
@@ -250,6 +253,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             await _stop_background(svc, background)
             await backchannel.aclose()
             await svc.audit_log.stop()
+            await metrics.stop(metering)  # the last counts of this process
             if own:
                 await svc.close()
 
@@ -280,6 +284,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     plain = ((oidc.router, oidc.plain_routes), (interaction.router, interaction.plain_routes),
              (passkeys.router, passkeys.plain_routes), (idcard.router, idcard.plain_routes))
     app.router.routes[:0] = [route for _, routes in plain for route in routes]
+    # /metrics, outside OpenAPI, for the allowed only; last, where matching it costs no other request anything
+    app.router.routes.append(metrics_exposition.route(settings))
     # FastAPI documents only its own routes; /openapi.json (development only) describes these too
     app.openapi = _openapi_with(app, plain, settings.issuer)  # type: ignore[method-assign]  # FastAPI's documented extension point
     # every body capped before any route reads it (innermost: its 413 carries the request id and is logged)
@@ -294,5 +300,5 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         app.add_middleware(MtlsListenerPaths, port=settings.mtls_port, issuer=settings.issuer_origin)
     app.add_middleware(PageContextMiddleware)  # the request a page answers, for its language (api.rendering)
     app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.access_log,
-                       security=SecurityHeaders(https=settings.issuer.startswith("https://")))
+                       security=SecurityHeaders(https=settings.issuer.startswith("https://")), meter=metrics.HTTP)
     return app

@@ -9,7 +9,7 @@ import os
 import re
 import time
 from collections.abc import Mapping
-from typing import Final
+from typing import Any, Final, Protocol
 from urllib.parse import quote
 
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -59,17 +59,27 @@ class SecurityHeaders:
         headers.extend(self.other)
 
 
+class RequestMeter(Protocol):
+    """Told of every answered request: its scope (the route it matched, if any), status and duration in seconds
+    (api.metrics.instruments.HttpMeter)."""
+
+    def observe(self, scope: Mapping[str, Any], status: int, seconds: float) -> None: ...
+
+
 class RequestContextMiddleware:
-    """Gives every request an id (a safe incoming X-Request-ID is kept), echoes it, logs one access line.
+    """Gives every request an id (a safe incoming X-Request-ID is kept), echoes it, logs one access line, and tells
+    the `meter` of it (the metrics).
 
     The access line holds the method, the path without its query (queries can carry codes) and the status. Every
     response, the 500 answered here included, gets the `security` headers.
     """
 
-    def __init__(self, app: ASGIApp, *, security: SecurityHeaders, access_log_enabled: bool = True) -> None:
+    def __init__(self, app: ASGIApp, *, security: SecurityHeaders, access_log_enabled: bool = True,
+                 meter: RequestMeter | None = None) -> None:
         self.app = app
         self.security = security
         self.access_log_enabled = access_log_enabled
+        self.meter = meter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -109,11 +119,14 @@ class RequestContextMiddleware:
 
             await internal_error()(scope, receive, send_wrapper)
         finally:
+            elapsed = time.perf_counter() - started
+            if self.meter is not None:
+                self.meter.observe(scope, status, elapsed)
             if self.access_log_enabled:
                 access_log.info(
                     "http.request",
                     extra={"method": scope["method"], "path": scope["path"], "status": status,
-                           "duration_ms": round((time.perf_counter() - started) * 1000, 2)},
+                           "duration_ms": round(elapsed * 1000, 2)},
                 )
             request_id_var.reset(token)
 

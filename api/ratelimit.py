@@ -37,6 +37,7 @@ from typing import Literal
 from starlette.requests import HTTPConnection
 
 from api.errors import RateLimited
+from api.metrics.instruments import rate_limited
 from idp.sql.enrollment import code_lookup, normalize_code
 from storage.audit import AuditSink
 from storage.ratelimit import Budget, LimiterUnavailable, RateLimiter
@@ -144,6 +145,7 @@ class RateLimits:
             except LimiterUnavailable as exc:
                 raise self._unavailable(exc, answer) from None
             if not verdict.allowed:
+                rate_limited(budget.name)
                 await self._tripped(budget, scope, value, verdict.retry_after)
                 raise RateLimited(verdict.retry_after, answer=answer)
 
@@ -156,6 +158,7 @@ class RateLimits:
             raise self._unavailable(exc, answer) from None
         if index is not None:
             scope, value = keys[index]
+            rate_limited(budget.name)
             await self._tripped(budget, scope, value, retry_after)
             raise RateLimited(retry_after, answer=answer)
 

@@ -319,6 +319,16 @@ class Settings(BaseSettings):
     national CA's responder on an internal network); the URLs come from the certificates of the documents being
     signed or validated (uploaded by anyone), so any other non-public address is refused there (SSRF). Development
     reaches every address."""
+    # Prometheus metrics at /metrics (issue 17; api.metrics, docs/metrics.md)
+    metrics_allowed_networks: list[str] = Field(default=["127.0.0.0/8", "::1/128"])
+    """CIDRs whose TCP peers may read /metrics without a token (loopback by default; empty: none). A request a proxy
+    forwarded (its peer one of ACAR_TRUSTED_PROXIES, or carrying X-Forwarded-For, Forwarded or X-Real-IP) never
+    qualifies by its address: scrape each node directly. Everyone else gets 404."""
+    metrics_token_file: Path | None = None
+    """A file holding the bearer token (at least 32 characters) that reads /metrics from any address."""
+    metrics_dir: Path | None = None
+    """Where `acar serve` and `acar worker` keep prometheus_client's multiprocess files (default
+    ACAR_DATA_DIR/metrics): a directory of its own per start, its files removed once no process holds it."""
     # ID-card login (issue 15): the national ID card's authentication certificate, over mutual TLS or Web eID
     idcard_trust_anchors: list[Path] = Field(default_factory=list)
     """Certificate files (PEM bundles or DER) of the national ID-card root CAs (RFC 5280 section 6.1.1 (d)). Empty:
@@ -503,7 +513,8 @@ class Settings(BaseSettings):
             raise ValueError("must be memory:// or a redis://host:port/db URL")
         return value
 
-    @field_validator("trusted_proxies", "signing_callback_allowed_networks", "pki_fetch_allowed_networks")
+    @field_validator("trusted_proxies", "signing_callback_allowed_networks", "pki_fetch_allowed_networks",
+                     "metrics_allowed_networks")
     @classmethod
     def _cidrs(cls, value: list[str]) -> list[str]:
         for cidr in value:
@@ -611,6 +622,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'acar.sqlite3').resolve()}"
+
+    @property
+    def resolved_metrics_dir(self) -> Path:
+        return self.metrics_dir or self.data_dir / "metrics"
 
     @property
     def resolved_master_key_file(self) -> Path:

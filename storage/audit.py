@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from sqlalchemy import JSON, BigInteger, Index, String, UniqueConstraint, delete, func, insert, select, update
@@ -90,6 +90,24 @@ class AuditCheckpoint(Base):
     """The compact JWS whose payload names chain, number, seq, chain_hash, prev_hash and checkpoint_hash."""
 
 
+AuditObserver = Callable[[str, Mapping[str, Any] | None], None]
+"""Told of every event as a sink takes it (its type and detail): the metrics of api.metrics count outcomes here."""
+_observers: list[AuditObserver] = []
+
+
+def observe_audit(observer: AuditObserver) -> Callable[[], None]:
+    """Tell `observer` of every event recorded from now on, synchronously and on the recording task: it must be
+    quick and must not raise. An event is told when it is recorded, before its unit of work commits (a unit that
+    then rolls back was still attempted). Returns the function that stops the observing."""
+    _observers.append(observer)
+    return lambda: _observers.remove(observer) if observer in _observers else None
+
+
+def _told(event_type: str, detail: Mapping[str, Any] | None) -> None:
+    for observer in _observers:
+        observer(event_type, detail)
+
+
 class AuditSink(Protocol):
     """Where audit events go. Two implementations:
     - `DeferredAudit`: within a unit of work; the event is written with the unit (just before its COMMIT), never
@@ -124,6 +142,8 @@ class DeferredAudit:
     async def record(self, event_type: str, *, actor: str, subject: str | None = None,
                      detail: Mapping[str, Any] | None = None, request_id: str | None = None,
                      clock: dt.datetime | None = None) -> None:
+        if _observers:
+            _told(event_type, detail)
         self._tx.defer(INSERT_AUDIT, **audit_row(event_type, actor=actor, subject=subject, detail=detail,
                                                  request_id=request_id or self._request_id, clock=clock))
 
@@ -135,6 +155,8 @@ def record_event(session: AsyncSession, event_type: str, *, actor: str, subject:
     API and the CA, which work in ORM sessions. Units of work on storage.direct defer `audit_row` instead."""
     event = AuditEvent(**audit_row(event_type, actor=actor, subject=subject, detail=detail, request_id=request_id,
                                    clock=clock))
+    if _observers:
+        _told(event_type, detail)
     session.add(event)
     return event
 
@@ -207,6 +229,8 @@ class GroupCommitAuditLog:
         """Commit one event (the arguments of `record_event`); raises what the database raised."""
         if self._queue is None or not self._consumers:
             raise RuntimeError("the audit log is not running (GroupCommitAuditLog.start)")
+        if _observers:
+            _told(event_type, detail)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         fields = {"event_type": event_type, "actor": actor, "subject": subject, "detail": detail,
                   "request_id": request_id, "clock": clock}

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from api.body import read_limited
 from api.deps import Services
+from api.metrics.instruments import ocsp_answered
 from keys.ocsp import MALFORMED_REQUEST, MAX_REQUEST_BYTES, OcspReply
 
 router = APIRouter(prefix="/pki", tags=["pki"])
@@ -35,6 +37,14 @@ def _ocsp_response(reply: OcspReply, *, cache_seconds: int | None) -> Response:
     return Response(content=reply.der, media_type=OCSP_RESPONSE, headers=headers)
 
 
+async def _answer(services: Services, request_der: bytes) -> OcspReply:
+    """The responder's answer, its time counted by response status (acar_ocsp_response_seconds)."""
+    started = time.perf_counter()
+    reply = await services.pki.ocsp(request_der)
+    ocsp_answered(reply.status, time.perf_counter() - started)
+    return reply
+
+
 def _malformed() -> Response:
     """OCSP malformedRequest (RFC 6960 section 4.2.1): always a 200, never an HTTP error."""
     return Response(content=MALFORMED_REQUEST, media_type=OCSP_RESPONSE, headers={"Cache-Control": "no-store"})
@@ -47,7 +57,7 @@ async def ocsp_post(request: Request) -> Response:
     body = await read_limited(request, MAX_REQUEST_BYTES)
     if body is None:
         return _malformed()
-    return _ocsp_response(await services.pki.ocsp(body), cache_seconds=None)
+    return _ocsp_response(await _answer(services, body), cache_seconds=None)
 
 
 @router.get("/ocsp/{encoded:path}", response_class=Response, responses={200: {"content": {OCSP_RESPONSE: {}}}})
@@ -64,7 +74,7 @@ async def ocsp_get(encoded: str, request: Request) -> Response:
                                validate=True)
     except (binascii.Error, ValueError):
         return _malformed()
-    reply = await services.pki.ocsp(der)
+    reply = await _answer(services, der)
     return _ocsp_response(reply, cache_seconds=int(services.pki.ocsp_validity.total_seconds()))
 
 

@@ -11,6 +11,8 @@ storage.audit.GroupCommitAuditLog, so the audit trail does not cap the throughpu
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
@@ -18,6 +20,7 @@ from api.body import read_limited
 from api.deps import Services
 from api.errors import ApiProblem
 from api.logging import request_id_var
+from api.metrics.instruments import tsa_answered
 
 router = APIRouter(prefix="/pki", tags=["pki"])
 
@@ -39,5 +42,7 @@ async def timestamp(request: Request) -> Response:
         raise ApiProblem(413, "content_too_large", "Content too large",
                          f"a time-stamp request is at most {MAX_REQUEST_BYTES} bytes")
     services: Services = request.app.state.services
+    started = time.perf_counter()
     reply = await services.tsa.timestamp(body, actor="anonymous", request_id=request_id_var.get())
+    tsa_answered(reply.failure or reply.status, time.perf_counter() - started)
     return Response(content=reply.der, media_type=REPLY_MEDIA_TYPE, headers={"Cache-Control": "no-store"})

@@ -209,7 +209,8 @@ class SigningWorker:
             async with self._units.writing() as store:
                 written = await store.finish_job(
                     job, signed=output, signed_sha256=result.sha256, now=now, actor=WORKER_ACTOR,
-                    detail={**represented.audit(), "form": work.entity_form} if represented is not None else None)
+                    detail={"level": work.level.value,
+                            **({**represented.audit(), "form": work.entity_form} if represented is not None else {})})
         if not written:
             log.warning("signing.lease_lost", extra={"request": job.request_id, "n": job.n, "worker": self.name})
         elif self._finished is not None:

@@ -80,6 +80,9 @@ START_REQUEST = update(_requests).where(_requests.c.id == bindparam("id"), _requ
     .values(state="signing", updated_at=bindparam("now"))
 _HELD = and_(_jobs.c.id == bindparam("job_id"), _jobs.c.state == "running", _jobs.c.leased_by == bindparam("claim"))
 HELD = select(_jobs.c.id).where(_HELD)
+JOB_QUEUE = select(_jobs.c.state, func.count(), func.min(_jobs.c.created_at)) \
+    .where(or_(_jobs.c.state == "queued", _jobs.c.state == "running")).group_by(_jobs.c.state)
+"""The jobs waiting or being signed: how many of each, and since when the oldest was created (the metrics)."""
 CONTENT_CHUNK: Final = 16 * 1024 * 1024
 """The most bytes of a document one statement carries, either way. A 50 MB document in one statement costs the
 worker several copies of it at once in the driver (asyncpg assembles the received message, then decodes it; it
@@ -255,6 +258,10 @@ class SqlSigningStore:
                                   organization=seal.organization, key_id=seal.key_id, created_at=now, updated_at=now)
 
     # jobs
+    async def job_queue(self) -> dict[str, tuple[int, dt.datetime | None]]:
+        """State ("queued", "running") -> (jobs, creation time of the oldest): the queue's depth and age."""
+        return {state: (int(count), oldest) for state, count, oldest in await self.tx.all(JOB_QUEUE)}
+
     async def claim_jobs(self, *, now: dt.datetime, lease_until: dt.datetime, leased_by: str,
                          limit: int) -> list[ClaimedJob]:
         jobs = [ClaimedJob(id=id_, request_id=request_id, n=n, attempts=attempts, leased_by=leased_by,
