@@ -16,8 +16,6 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from api.metrics import prepare as prepare_metrics
-
 if TYPE_CHECKING:
     from datetime import date
 
@@ -230,6 +228,8 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
+    from api.metrics import prepare as prepare_metrics  # here, not at the top: `acar --help` stays fast
+
     prepare_metrics(settings, "serve")  # first: before anything imports prometheus_client (api.metrics)
     import asyncio
 
@@ -735,6 +735,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
     once): claims approved documents' jobs and signs them (signing.core.jobs), and delivers the requests'
     completion callbacks (signing.core.callbacks); any number may run beside `acar serve` and each other. It builds
     the service graph `acar serve` does (the engine's in-process TSA and PKI), without the HTTP server."""
+    from api.metrics import prepare as prepare_metrics  # here, not at the top: `acar --help` stays fast
+
     prepare_metrics(settings, "worker")  # first: before anything imports prometheus_client (api.metrics)
     import asyncio
     import contextlib

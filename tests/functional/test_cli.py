@@ -38,6 +38,20 @@ def test_help_runs_the_installed_command() -> None:
     assert proc.stdout.startswith("usage: acar ") and "enroll-code" in proc.stdout and proc.stderr == ""
 
 
+def test_the_cli_module_imports_no_third_party_package() -> None:
+    """`acar --help` stays fast (issue 11: under 0.3 s) because api.cli imports only the standard library at the
+    top; a command imports what it uses. A top-level import of the service graph (settings, SQLAlchemy, FastAPI,
+    prometheus_client) cost about a second."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, api.cli; print(' '.join(sorted({m.split('.')[0] for m in sys.modules} & "
+             "{'sqlalchemy', 'pydantic', 'pydantic_settings', 'fastapi', 'starlette', 'prometheus_client', "
+             "'cryptography', 'storage', 'idp', 'keys', 'signing'})))")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    assert proc.stdout.strip() == ""
+
+
 async def test_person_add_and_show(acar: InProcessAcar, services: Services) -> None:
     out = acar("person", "add", "--fin", "5ABC12D", "--given-name", "Aysel",
                    "--family-name", "Məmmədova", "--birthdate", "1990-02-03")
