@@ -9,14 +9,14 @@ import datetime as dt
 import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.routing import Route
 
-from api import migrate, problems
+from api import migrate, problems, tracing
 from api import openapi as contract
 from api.audit_sealer import AuditSealer
 from api.deps import Services, build_services, validation_max_body_bytes
@@ -58,6 +58,9 @@ from signing.sql.store import SqlSigningUnits
 from storage.audit import purge_audit
 from storage.base import utcnow
 from storage.direct import SessionTransaction
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 log = logging.getLogger("acar.app")
 BACKCHANNEL_TICK_SECONDS = 5.0
@@ -227,7 +230,9 @@ def _openapi_with(app: FastAPI, plain: Sequence[tuple[APIRouter, Sequence[Route]
     return openapi
 
 
-def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, services: Services | None = None, *,
+               span_exporter: SpanExporter | None = None) -> FastAPI:
+    # span_exporter: in place of the OTLP exporter when ACAR_TRACING is on (a test's in-memory one)
     settings = settings or (services.settings if services else load_settings())
     configure_logging(settings.log_level)
 
@@ -254,6 +259,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             await backchannel.aclose()
             await svc.audit_log.stop()
             await metrics.stop(metering)  # the last counts of this process
+            await tracing.shutdown(app)  # the batch's last spans exported (ACAR_TRACING)
             if own:
                 await svc.close()
 
@@ -301,4 +307,6 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.add_middleware(PageContextMiddleware)  # the request a page answers, for its language (api.rendering)
     app.add_middleware(RequestContextMiddleware, access_log_enabled=settings.access_log,
                        security=SecurityHeaders(https=settings.issuer.startswith("https://")), meter=metrics.HTTP)
+    # outermost: its span covers the whole answer, the 500 answered above included; only when ACAR_TRACING is on
+    tracing.install(app, settings, span_exporter)
     return app

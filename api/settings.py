@@ -7,8 +7,10 @@ with one line naming the setting.
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -59,6 +61,23 @@ def read_secret_file(path: Path, variable: str) -> str:
     if not lines or not lines[0].strip():
         raise SettingsError(f"{variable}: {path} is empty")
     return lines[0].strip()
+
+
+TRACING_MODULES = ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http")
+"""What ACAR_TRACING needs: the `tracing` extra (opentelemetry-sdk and the OTLP/HTTP exporter)."""
+
+
+def check_tracing_installed(find_spec: Callable[[str], object] = importlib.util.find_spec) -> None:
+    """Refuse ACAR_TRACING without the `tracing` extra, in one line naming the install command. Only looks the
+    modules up (nothing of OpenTelemetry's SDK is imported here)."""
+    for name in TRACING_MODULES:
+        try:
+            found = find_spec(name)
+        except ImportError:
+            found = None
+        if found is None:
+            raise SettingsError(f"ACAR_TRACING needs OpenTelemetry's SDK and OTLP exporter ({name} is missing): "
+                                "pip install 'acar[tracing]'")
 
 
 SECRET_FILE_SETTINGS = ("database_url", "pairwise_salt", "rate_limit_storage")
@@ -329,6 +348,17 @@ class Settings(BaseSettings):
     metrics_dir: Path | None = None
     """Where `acar serve` and `acar worker` keep prometheus_client's multiprocess files (default
     ACAR_DATA_DIR/metrics): a directory of its own per start, its files removed once no process holds it."""
+    # OpenTelemetry tracing (issue 17; api.tracing, docs/metrics.md): off unless asked for, and then needs the
+    # `tracing` extra (pip install 'acar[tracing]')
+    tracing: bool = False
+    """A server span per HTTP request, exported over OTLP/HTTP (api.tracing.TracingMiddleware); off: not installed."""
+    otlp_endpoint: str = ""
+    """The OTLP/HTTP collector's base URL (http://collector:4318; spans go to <it>/v1/traces). Set, it wins over
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT and OTEL_EXPORTER_OTLP_ENDPOINT; unset, the SDK reads those (then
+    http://localhost:4318/v1/traces)."""
+    tracing_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+    """The share of traces started here that are recorded (a trace an incoming traceparent continues follows its
+    parent's sampled flag). 1.0: whoever turns tracing on wants to see the requests; lower it for volume."""
     # ID-card login (issue 15): the national ID card's authentication certificate, over mutual TLS or Web eID
     idcard_trust_anchors: list[Path] = Field(default_factory=list)
     """Certificate files (PEM bundles or DER) of the national ID-card root CAs (RFC 5280 section 6.1.1 (d)). Empty:
@@ -523,6 +553,24 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"{cidr!r} is not an IP network such as 10.0.0.0/8") from None
         return value
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _otlp_endpoint(cls, value: str) -> str:
+        """An http(s) base URL without credentials, query or fragment (a trailing "/" dropped)."""
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if (parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment
+                or "@" in parts.netloc):
+            raise ValueError(f"{value!r} is not an http(s) URL such as http://collector:4318")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _tracing_installed(self) -> Settings:
+        if self.tracing:
+            check_tracing_installed()
+        return self
 
     @model_validator(mode="after")
     def _distinct_acr(self) -> Settings:
