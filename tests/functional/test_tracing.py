@@ -249,3 +249,15 @@ async def test_a_failing_collector_breaks_no_request_and_no_shutdown(
         _Receiver.status = 200
     assert [path for path, _, _ in received] == ["/v1/traces"]
     assert "Failed to export spans" in capsys.readouterr().err  # the SDK's own error log (api.logging: JSON to stderr)
+
+
+@pytest.mark.parametrize("value", ["collector:4318", "ftp://collector", "http://user:pw@collector:4318",
+                                   "http://collector:4318/?x=1", "http:///v1"])
+def test_the_otlp_endpoint_must_be_a_plain_http_url(value: str, settings: Settings) -> None:
+    with pytest.raises(ValueError, match="ACAR|http"):
+        Settings(data_dir=settings.data_dir, otlp_endpoint=value)
+
+
+def test_the_otlp_endpoint_loses_its_trailing_slash(settings: Settings) -> None:
+    assert Settings(data_dir=settings.data_dir, otlp_endpoint="https://collector:4318/").otlp_endpoint == (
+        "https://collector:4318")
