@@ -46,6 +46,7 @@ from api.routes import approval as approval_routes
 from api.routes import director as director_routes
 from api.routes import officer as officer_routes
 from api.routes import pages as page_routes
+from api.routing import PlainMount
 from api.settings import Settings, load_settings
 from api.text import edge_text
 from idp.sql.backchannel import BackchannelDelivery
@@ -278,7 +279,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         app.include_router(router)
     if settings.dev_login and settings.env != "production":
         app.include_router(interaction.dev_router)  # never registered in production (and the setting is refused)
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.router.routes.append(PlainMount("/static", StaticFiles(directory=STATIC), name="static"))  # api.routing
     app.include_router(tsa.router)
     app.include_router(pki.router)
     app.include_router(signing.router)

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
-from starlette.routing import BaseRoute, Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.routing import UNMATCHED, route_template
 from api.settings import Settings
 
 if TYPE_CHECKING:
@@ -38,7 +37,6 @@ OTLP_TRACES_PATH = "/v1/traces"
 METHODS = frozenset({"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"})
 """The methods of RFC 9110 section 9 and RFC 5789; any other is recorded as "_OTHER" (semantic conventions), its
 client-sent name dropped."""
-UNMATCHED = "unmatched"
 _PROPAGATED = (b"traceparent", b"tracestate")
 
 
@@ -87,7 +85,7 @@ def install(app: FastAPI, settings: Settings, exporter: SpanExporter | None = No
     if not settings.tracing:
         return
     app.state.tracing = tracing = build(settings, exporter)
-    app.add_middleware(TracingMiddleware, tracing=tracing, routes=app.router.routes)
+    app.add_middleware(TracingMiddleware, tracing=tracing)
 
 
 async def shutdown(app: FastAPI) -> None:
@@ -97,61 +95,17 @@ async def shutdown(app: FastAPI) -> None:
         await asyncio.to_thread(tracing.shutdown)
 
 
-class RouteTemplates:
-    """The path template of the route a request matched ("/token", "/pki/ocsp/{encoded}"), else "unmatched".
-
-    FastAPI's routes leave themselves in the scope ("route"); the plain Starlette routes at the head of the table
-    (api.app) leave only their endpoint, looked up here among the application's routes (once, at the first request:
-    the table is complete by then)."""
-
-    def __init__(self, routes: Sequence[BaseRoute]) -> None:
-        self.routes = routes
-        self.by_endpoint: dict[int, list[tuple[BaseRoute, str]]] | None = None
-
-    def __call__(self, scope: Scope) -> str:
-        route = scope.get("route")
-        if route is not None:
-            return _template(route) or UNMATCHED
-        endpoint = scope.get("endpoint")
-        if endpoint is None:
-            return UNMATCHED
-        if self.by_endpoint is None:
-            self.by_endpoint = self._index()
-        candidates = [(r, t) for r, t in self.by_endpoint.get(id(endpoint), ()) if _endpoint(r) is endpoint]
-        if len({t for _, t in candidates}) > 1:  # one endpoint at several paths: the one the path matches
-            candidates = [(r, t) for r, t in candidates if r.matches(scope)[0] is not Match.NONE]
-        return candidates[0][1] if candidates else UNMATCHED
-
-    def _index(self) -> dict[int, list[tuple[BaseRoute, str]]]:
-        index: dict[int, list[tuple[BaseRoute, str]]] = {}
-        for route in self.routes:
-            template, endpoint = _template(route), _endpoint(route)
-            if template and endpoint is not None:
-                index.setdefault(id(endpoint), []).append((route, template))
-        return index
-
-
-def _template(route: object) -> str | None:
-    path = getattr(route, "path_format", None) or getattr(route, "path", None)
-    return path if isinstance(path, str) and path else None
-
-
-def _endpoint(route: BaseRoute) -> object:
-    return route.app if isinstance(route, Mount) else getattr(route, "endpoint", None)
-
-
 class TracingMiddleware:
     """One server span per HTTP request, named "METHOD route-template" (semantic conventions, "Name"), continuing
     an incoming traceparent; status error on a 5xx answer or an exception (whose message is not recorded: it may
     hold what a client sent)."""
 
-    def __init__(self, app: ASGIApp, *, tracing: Tracing, routes: Sequence[BaseRoute]) -> None:
+    def __init__(self, app: ASGIApp, *, tracing: Tracing) -> None:
         from opentelemetry import context, trace
         from opentelemetry.trace import SpanKind, Status, StatusCode
 
         self.app = app
         self.tracing = tracing
-        self.route_template = RouteTemplates(routes)
         self._attach, self._detach, self._in_context = context.attach, context.detach, trace.set_span_in_context
         self._server = SpanKind.SERVER
         self._error = Status(StatusCode.ERROR)
@@ -190,7 +144,7 @@ class TracingMiddleware:
         """Name the span after the route now matched, record the status, end it; never raises (the request's answer
         is already on its way)."""
         try:
-            route = self.route_template(scope)
+            route = route_template(scope)  # api.routing: every route leaves itself in the scope
             span.update_name(f"{'HTTP' if method == '_OTHER' else method} {route}")
             if route != UNMATCHED:
                 span.set_attribute("http.route", route)

@@ -39,11 +39,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from api.metrics import live_directories
 from api.metrics.instruments import TALLY, install
 from api.ratelimit import Network, parse_networks
+from api.routing import PlainRoute
 from api.settings import Settings, SettingsError
 from signing.sql.store import SqlSigningUnits
 from storage.base import utcnow
@@ -172,7 +172,7 @@ async def _queue(request: Request) -> dict[str, tuple[int, dt.datetime | None]] 
         return None
 
 
-def route(settings: Settings) -> Route:
+def route(settings: Settings) -> PlainRoute:
     """The /metrics route of `settings` (api.app puts it last in the route table, outside OpenAPI)."""
     install()  # logins, tokens, signatures and validations counted from the audit trail
     access = MetricsAccess.of(settings)
@@ -186,4 +186,4 @@ def route(settings: Settings) -> Route:
         body = await asyncio.to_thread(exposition, queue, utcnow())
         return Response(body, media_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})
 
-    return Route(PATH, metrics, methods=ALL_METHODS, include_in_schema=False)
+    return PlainRoute(PATH, metrics, methods=ALL_METHODS, include_in_schema=False)

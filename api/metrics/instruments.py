@@ -36,6 +36,7 @@ from typing import Any, Final
 
 from prometheus_client import Counter, Histogram
 
+from api.routing import template_of
 from storage.audit import observe_audit
 
 log = logging.getLogger("acar.metrics")
@@ -47,7 +48,6 @@ LATENCY_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 
 RESPONDER_BUCKETS: Final = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
                             float("inf"))
 """Seconds: an OCSP answer from precomputed DER, a time-stamp signed by a software key or an HSM."""
-UNMATCHED: Final = "unmatched"
 OTHER: Final = "other"
 METHODS: Final = {m: m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")}
 STATUS_CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx")
@@ -137,8 +137,7 @@ class HttpMeter:
 
     def _entry(self, key: tuple[int, str, int], route: object) -> list[float]:
         _, method, status_class = key
-        path = getattr(route, "path", None) if route is not None else None
-        labels = (path if isinstance(path, str) and path else UNMATCHED, METHODS.get(method, OTHER),
+        labels = (template_of(route), METHODS.get(method, OTHER),
                   STATUS_CLASSES[status_class - 1] if 1 <= status_class <= 5 else OTHER)
         # several keys (a client's odd method names) may share labels: they share the tally's entry too
         histogram, counter = self.histogram.labels(*labels), self.counter.labels(*labels)

@@ -40,12 +40,12 @@ from urllib.parse import unquote
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
-from starlette.routing import Route
 
 from api.errors import CardLoginUnavailable
 from api.json_endpoints import check_csrf, next_step, pending_request, read_json, text_member
 from api.logging import request_id_var
 from api.rendering import FORM_EXPIRED, card_error_page, error_page
+from api.routing import PlainRoute
 from api.settings import Settings
 from api.units import RequestUnit
 from api.web import (
@@ -238,7 +238,7 @@ async def tls_login(request: Request, pending_id: str) -> Response:
 
 
 plain_routes = [
-    Route("/idcard/webeid/challenge", webeid_challenge, methods=["POST"]),
-    Route("/idcard/webeid/login", webeid_login, methods=["POST"]),
+    PlainRoute("/idcard/webeid/challenge", webeid_challenge, methods=["POST"]),
+    PlainRoute("/idcard/webeid/login", webeid_login, methods=["POST"]),
 ]
 """The Web eID login: plain Starlette routes at the head of the route table, like the passkey login (api.app)."""

@@ -9,12 +9,12 @@ from __future__ import annotations
 import hmac
 
 from fastapi import APIRouter, Request, Response
-from starlette.routing import Route
 
 from api.provider import Provider
 from api.rendering import FORM_EXPIRED, error_page, render
 from api.routes.idcard import card_tls_url
 from api.routes.passkeys import enrolled_mark, enrolled_value
+from api.routing import PlainRoute
 from api.text import refusal
 from api.web import (
     answer,
@@ -83,7 +83,7 @@ async def login_page(request: Request) -> Response:
     }, form_targets=[str(pending.params["redirect_uri"]), *([tls_url] if tls_url else [])])
 
 
-plain_routes = [Route("/interaction/{pending_id}", login_page, methods=["GET"])]
+plain_routes = [PlainRoute("/interaction/{pending_id}", login_page, methods=["GET"])]
 """The login page of every login: a plain Starlette route at the head of the route table (api.app)."""
 
 

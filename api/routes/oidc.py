@@ -11,12 +11,12 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from starlette.routing import Route
 
 from api.errors import BearerTokenMissing
 from api.provider import Provider
 from api.ratelimit import Scope
 from api.rendering import error_page, render
+from api.routing import PlainRoute
 from api.text import describe, refusal, refused_basic, refused_param
 from api.web import (
     NO_STORE,
@@ -268,11 +268,11 @@ async def revoke(request: Request) -> Response:
 
 
 plain_routes = [
-    Route("/authorize", authorize, methods=["GET", "POST"]),
-    Route("/token", token, methods=["POST"]),
-    Route("/userinfo", userinfo, methods=["GET", "POST"]),
-    Route("/introspect", introspect, methods=["POST"]),
-    Route("/revoke", revoke, methods=["POST"]),
+    PlainRoute("/authorize", authorize, methods=["GET", "POST"]),
+    PlainRoute("/token", token, methods=["POST"]),
+    PlainRoute("/userinfo", userinfo, methods=["GET", "POST"]),
+    PlainRoute("/introspect", introspect, methods=["POST"]),
+    PlainRoute("/revoke", revoke, methods=["POST"]),
 ]
 """The endpoints of every login and every token: plain Starlette routes, which api.app puts at the head of the
 route table (no FastAPI request handling; the same exception handlers and 405 answers as every route)."""

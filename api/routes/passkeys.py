@@ -26,7 +26,6 @@ from dataclasses import dataclass
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from starlette.routing import Route
 
 from api.deps import Services
 from api.errors import LoginRequired
@@ -42,6 +41,7 @@ from api.json_endpoints import (
 from api.passkey_names import Device, default_passkey_name, device_of
 from api.provider import Provider, session_max_age
 from api.rendering import page_translator
+from api.routing import PlainRoute
 from api.units import RequestUnit
 from api.web import (
     ACCOUNT_CSRF_PURPOSE,
@@ -173,8 +173,8 @@ async def login_verify(request: Request) -> JSONResponse:
 
 
 plain_routes = [
-    Route("/webauthn/login/options", login_options, methods=["POST"]),
-    Route("/webauthn/login/verify", login_verify, methods=["POST"]),
+    PlainRoute("/webauthn/login/options", login_options, methods=["POST"]),
+    PlainRoute("/webauthn/login/verify", login_verify, methods=["POST"]),
 ]
 """The passkey login of every citizen: plain Starlette routes at the head of the route table (api.app)."""
 

@@ -87,10 +87,26 @@ async def test_requests_are_counted_by_route_template_and_unknown_paths_share_on
     unmatched = {"route": "unmatched", "method": "GET", "status": "4xx"}
     assert value(after, "acar_http_requests_total", **unmatched) - value(before, "acar_http_requests_total",
                                                                           **unmatched) == 3
-    ocsp = {"route": "/pki/ocsp/{encoded:path}", "method": "GET", "status": "2xx"}
+    ocsp = {"route": "/pki/ocsp/{encoded}", "method": "GET", "status": "2xx"}  # the template, converters left out
     assert value(after, "acar_http_requests_total", **ocsp) - value(before, "acar_http_requests_total", **ocsp) == 1
     routes = {dict(labels).get("route") for name, labels in after if name.startswith("acar_http_")}
     assert not [r for r in routes if r and ("unknown" in r or "no/such" in r or "not-base64" in r)], routes
+
+
+async def test_the_plain_routes_and_the_static_files_are_counted_by_their_template(
+        initialized: Services, http: httpx.AsyncClient) -> None:
+    """The login and token endpoints are plain Starlette routes at the head of the table (api.routing.PlainRoute)
+    and the static files a mount: each is counted under its own template, not as "unmatched"."""
+    before = await scrape(http)
+    assert (await http.post("/token", data={"grant_type": "client_credentials"})).status_code == 401
+    assert (await http.post("/webauthn/login/options", json={})).status_code in (400, 404)
+    assert (await http.get("/static/webauthn.js")).status_code == 200
+    after = await scrape(http)
+    for labels in ({"route": "/token", "method": "POST", "status": "4xx"},
+                   {"route": "/webauthn/login/options", "method": "POST", "status": "4xx"},
+                   {"route": "/static/{path}", "method": "GET", "status": "2xx"}):
+        assert value(after, "acar_http_requests_total", **labels) - value(
+            before, "acar_http_requests_total", **labels) == 1, labels
 
 
 async def test_an_invented_method_is_one_label(http: httpx.AsyncClient) -> None:

@@ -23,10 +23,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from api.app import create_app
 from api.deps import Services
+from api.routing import PlainRoute
 from api.settings import Settings, SettingsError, check_tracing_installed
 from api.tracing import TracingMiddleware
 from tests.oidc_tools import asgi_browser
@@ -51,7 +51,7 @@ async def traced_app(initialized: Services, settings: Settings, exporter: InMemo
                      ) -> AsyncIterator[FastAPI]:
     initialized.settings = settings.model_copy(update={"tracing": True})
     application = create_app(services=initialized, span_exporter=exporter)
-    application.router.routes.append(Route("/test-boom", _boom))  # a route that fails: the 500 answered for it
+    application.router.routes.append(PlainRoute("/test-boom", _boom))  # a route that fails: the 500 answered for it
     async with application.router.lifespan_context(application):
         yield application
 

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from starlette.routing import BaseRoute, Match, Route
 
 from api.deps import Services
+from api.routing import PlainRoute
 from tests.oidc_tools import ISSUER
 
 pytestmark = pytest.mark.asyncio
@@ -42,7 +43,7 @@ def _served_by(app: FastAPI, method: str, path: str) -> list[BaseRoute]:
 
 async def test_the_login_and_token_endpoints_are_plain_routes_at_the_head_of_the_table(app: FastAPI) -> None:
     head = app.router.routes[:len(PLAIN)]
-    assert all(type(r) is Route for r in head)  # Starlette's own, not FastAPI's APIRoute
+    assert all(type(r) is PlainRoute for r in head)  # Starlette's own Route (api.routing), not FastAPI's APIRoute
     assert {r.path: (r.methods or set()) - {"HEAD"} for r in head if isinstance(r, Route)} == PLAIN
     for route in head:
         assert isinstance(route, Route)
