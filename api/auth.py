@@ -194,61 +194,41 @@ def require_permission(permission: Permission) -> Callable[[Request], Awaitable[
     async def dependency(request: Request) -> AdminPrincipal:
         services: Services = request.app.state.services
         limits = services.ratelimits  # per IP, before the token is verified (ACAR_RATE_LIMIT_ADMIN)
-        address = limits.client_ip(request)
-        await limits.spend(limits.budgets.admin, [("ip", address)], answer="json")
+        await limits.spend(limits.budgets.admin, [("ip", limits.client_ip(request))], answer="json")
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiProblem(401, "unauthorized", "Authentication required", "send an admin bearer token",
+                             headers={"WWW-Authenticate": 'Bearer realm="acar-admin"'})
         try:
-            return await _admin_principal(request, services, permission)
-        except ApiProblem as exc:
-            await _audit_refusal(services, request, exc, address)
-            raise
+            claims = await services.token_keys.verify(
+                token.strip(), issuer=services.settings.issuer, audience=admin_audience(services.settings.issuer),
+                typ="at+jwt", algorithms=["ES256", "RS256", "EdDSA"])
+        except InvalidToken as exc:
+            staff = await _staff_principal(services, token.strip(), permission)
+            if staff is None:
+                raise _invalid_token(str(exc)) from None
+            return staff
+        scope = permission.scope
+        jti = claims.claims.get("jti")
+        if not isinstance(jti, str):
+            raise _invalid_token("admin tokens carry a jti")
+        chain = [jti]
+        act = claims.claims.get("act")
+        if isinstance(act, dict) and isinstance(act.get("jti"), str):
+            chain.append(act["jti"])  # a token minted by a revoked token is revoked with it
+        async with services.direct.reading() as unit:
+            revoked = await TokenRevocations(unit).any_revoked(chain)
+        if revoked:
+            raise _invalid_token("token has been revoked")
+        scopes = frozenset(str(claims.claims.get("scope", "")).split())
+        if scope not in scopes and ADMIN_SCOPE not in scopes:
+            raise ApiProblem(403, "insufficient_scope", "Insufficient scope", f"this operation needs scope {scope}",
+                             headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'})
+        return AdminPrincipal(subject=str(claims.claims.get("sub", "")), scopes=scopes, claims=claims)
 
     AUTHENTICATORS.add(dependency)
     return dependency
-
-
-async def _audit_refusal(services: Services, request: Request, problem: ApiProblem, address: str) -> None:
-    """Audit an admin API request refused 401 or 403 (`admin.access_refused`), so that probing with stolen, expired
-    or under-privileged tokens shows in the audit trail. Bounded per IP by ACAR_RATE_LIMIT_ADMIN, which is spent
-    before the token is looked at. The route's template is recorded, never the path the client sent."""
-    await services.audit_log.record(
-        "admin.access_refused", actor=f"ip:{address}",
-        detail={"status": problem.status, "error": problem.code, "reason": problem.detail,
-                "method": request.method, "route": getattr(request.scope.get("route"), "path", None)})
-
-
-async def _admin_principal(request: Request, services: Services, permission: Permission) -> AdminPrincipal:
-    """The principal of an admin API request's Bearer token (see require_permission); ApiProblem 401 or 403."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise ApiProblem(401, "unauthorized", "Authentication required", "send an admin bearer token",
-                         headers={"WWW-Authenticate": 'Bearer realm="acar-admin"'})
-    try:
-        claims = await services.token_keys.verify(
-            token.strip(), issuer=services.settings.issuer, audience=admin_audience(services.settings.issuer),
-            typ="at+jwt", algorithms=["ES256", "RS256", "EdDSA"])
-    except InvalidToken as exc:
-        staff = await _staff_principal(services, token.strip(), permission)
-        if staff is None:
-            raise _invalid_token(str(exc)) from None
-        return staff
-    scope = permission.scope
-    jti = claims.claims.get("jti")
-    if not isinstance(jti, str):
-        raise _invalid_token("admin tokens carry a jti")
-    chain = [jti]
-    act = claims.claims.get("act")
-    if isinstance(act, dict) and isinstance(act.get("jti"), str):
-        chain.append(act["jti"])  # a token minted by a revoked token is revoked with it
-    async with services.direct.reading() as unit:
-        revoked = await TokenRevocations(unit).any_revoked(chain)
-    if revoked:
-        raise _invalid_token("token has been revoked")
-    scopes = frozenset(str(claims.claims.get("scope", "")).split())
-    if scope not in scopes and ADMIN_SCOPE not in scopes:
-        raise ApiProblem(403, "insufficient_scope", "Insufficient scope", f"this operation needs scope {scope}",
-                         headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'})
-    return AdminPrincipal(subject=str(claims.claims.get("sub", "")), scopes=scopes, claims=claims)
 
 
 def _insufficient(detail: str, permission: Permission) -> ApiProblem:

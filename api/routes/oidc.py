@@ -155,10 +155,6 @@ def _client_authorization(request: Request) -> str | None:
 
 # --- token, userinfo, introspection, revocation ----------------------------------------------------------
 
-MAX_AUDITED_CLIENT_ID = 64
-"""A claimed client_id longer than this (or not printable ASCII) is not written to the audit trail."""
-
-
 class _client_authentication:  # noqa: N801 - used as a function: `async with _client_authentication(...)`
     """Failed client authentications counted per client_id and per client IP (ACAR_RATE_LIMIT_CLIENT_AUTH_FAILURES):
     once either has spent its budget, 429 before any secret or assertion is checked (so guessing learns nothing
@@ -190,22 +186,6 @@ class _client_authentication:  # noqa: N801 - used as a function: `async with _c
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         if isinstance(exc, InvalidClient):
             await self._limits.count_failure(self._limits.budgets.client_auth_failures, self._keys_of())
-            await self._audit(exc)
-
-    async def _audit(self, exc: InvalidClient) -> None:
-        """`client.authentication_failed`: which client_id was claimed (when it has the shape of one), from where,
-        at which endpoint and why. Bounded per client IP by the failure budget above: once it is spent, requests
-        are refused before they get here."""
-        keys = dict(self._keys_of())
-        claimed = keys.get("client")
-        if claimed is not None and not (len(claimed) <= MAX_AUDITED_CLIENT_ID and claimed.isascii()
-                                        and claimed.isprintable()):
-            claimed = None
-        route = self._request.scope["path"]  # one of the fixed paths of plain_routes below, which matched it
-        await services_of(self._request).audit_log.record(
-            "client.authentication_failed", actor=f"ip:{keys['ip']}", subject=claimed,
-            detail={"endpoint": route, "reason": exc.description if refusal(exc.description) is None
-                    else "(the reason holds text that cannot be stored)"})
 
 
 async def token(request: Request) -> JSONResponse:
