@@ -87,7 +87,7 @@ async def _as_director(request: Request, voen: str,
         async with orm_unit(services) as work:
             state = await provider.login_sessions.current(work.oidc, cookie)
             if state is None:
-                return render("account_signin.html", {}, status=401)
+                return render("account_signin.html", {"title_key": "account.signin.title"}, status=401)
             if not isinstance(work.tx, SessionTransaction):
                 raise TypeError("the director's forms run in an ORM unit of work (orm_unit)")
             director = _Director(request, cookie, work, state, work.tx.session, DirectorService(work.tx.session))

@@ -332,7 +332,7 @@ def _account_page(view: AccountView, cookie: str, *, notice_key: str | None = No
 
 
 def _signin_page() -> Response:
-    return render("account_signin.html", {}, status=401)
+    return render("account_signin.html", {"title_key": "account.signin.title"}, status=401)
 
 
 def _done(notice: str) -> Response:
