@@ -39,6 +39,18 @@ def web_origin(url: str) -> str:
     return f"{parts.scheme}://{host}" + (f":{port}" if port and port != _DEFAULT_PORTS[parts.scheme] else "")
 
 
+def _base_url(value: str, schemes: tuple[str, ...], *, origin: bool, what: str) -> str:
+    """A configured base URL (RFC 3986): "" stays unset; otherwise one of `schemes` with a host, no userinfo, query
+    or fragment, and with `origin` no path either (RFC 6454). The trailing "/" is dropped, as paths are appended."""
+    if not value:
+        return value
+    parts = urlsplit(value)
+    if (parts.scheme not in schemes or not parts.hostname or parts.query or parts.fragment or "@" in parts.netloc
+            or (origin and parts.path not in ("", "/"))):
+        raise ValueError(f"{value!r} is not {what}")
+    return value.rstrip("/")
+
+
 MAX_TOKEN_LIFETIME_CEILING = 86400
 """No configuration may issue tokens that live longer than a day (revocations are kept this long)."""
 PLACEHOLDER_OID_ARC = "1.3.6.1.4.1.99999."
@@ -161,13 +173,8 @@ class Settings(BaseSettings):
     @classmethod
     def _mtls_public_url(cls, value: str) -> str:
         """An https origin (scheme, host and port; a trailing "/" dropped): the login form's action is built on it."""
-        if not value:
-            return value
-        parts = urlsplit(value)
-        if (parts.scheme != "https" or not parts.hostname or parts.path not in ("", "/") or parts.query
-                or parts.fragment or "@" in parts.netloc):
-            raise ValueError(f"{value!r} is not an https origin such as https://login.example.az:8443 (no path)")
-        return value.rstrip("/")
+        return _base_url(value, ("https",), origin=True,
+                         what="an https origin such as https://login.example.az:8443 (no path)")
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:
@@ -558,13 +565,8 @@ class Settings(BaseSettings):
     @classmethod
     def _otlp_endpoint(cls, value: str) -> str:
         """An http(s) base URL without credentials, query or fragment (a trailing "/" dropped)."""
-        if not value:
-            return value
-        parts = urlsplit(value)
-        if (parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment
-                or "@" in parts.netloc):
-            raise ValueError(f"{value!r} is not an http(s) URL such as http://collector:4318")
-        return value.rstrip("/")
+        return _base_url(value, ("http", "https"), origin=False,
+                         what="an http(s) URL such as http://collector:4318")
 
     @model_validator(mode="after")
     def _tracing_installed(self) -> Settings:
