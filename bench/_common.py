@@ -97,24 +97,26 @@ def acar_settings(data_dir: Path, issuer: str, database_url: str = "") -> dict[s
 
 
 @contextmanager
-def acar_server(port: int, log: Path, env: dict[str, str] | None = None, *,
-                server: str = "uvicorn") -> Iterator[subprocess.Popen[bytes]]:
-    """A real `acar serve --server SERVER` (one worker) pinned to core 0, answering /readyz on 127.0.0.1:`port`, its
-    stderr in `log`; stopped afterwards (SIGTERM to its process group). `env` None: this process's environment.
-    granian serves from a worker process of its own: cpu_seconds(server.pid) counts it."""
+def acar_server(port: int, log: Path, env: dict[str, str] | None = None, *, server: str = "uvicorn",
+                workers: int = 1, cores: str = "0") -> Iterator[subprocess.Popen[bytes]]:
+    """A real `acar serve --server SERVER --workers WORKERS` pinned to `cores` in a session of its own, answering
+    /readyz on 127.0.0.1:`port`, its stderr in `log`; stopped afterwards (SIGTERM to its process group). `env` None:
+    this process's environment. Workers serve from processes of their own: cpu_seconds(server.pid) counts them."""
     with log.open("wb") as stderr:
-        server_ = subprocess.Popen(["taskset", "-c", "0", ACAR, "serve", "--port", str(port), "--server", server],
+        server_ = subprocess.Popen(["taskset", "-c", cores, ACAR, "serve", "--port", str(port), "--server", server,
+                                    "--workers", str(workers)],
                                    env=env, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
     try:
-        for _ in range(300):
+        deadline = time.monotonic() + 300  # a first start compiles the checkout's modules: slow on a busy machine
+        while True:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
                     if r.status == 200:
                         break
             except OSError:
+                if server_.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("server not ready: " + log.read_text()[-2000:]) from None
                 time.sleep(0.2)
-        else:
-            raise SystemExit("server not ready: " + log.read_text()[-2000:])
         yield server_
     finally:
         os.killpg(server_.pid, signal.SIGTERM)

@@ -35,11 +35,8 @@ import os
 import re
 import resource
 import shutil
-import signal
 import statistics
-import subprocess
 import tempfile
-import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -48,6 +45,7 @@ from pathlib import Path
 from _common import (
     ACAR,
     TOKEN_BODY,
+    acar_server,
     acar_settings,
     add_database_options,
     database_url,
@@ -69,25 +67,8 @@ CORES = {1: "0", 2: "0,1"}
 @contextmanager
 def server(workers: int, port: int, log: Path, env: dict[str, str]) -> Iterator[int]:
     """`acar serve --workers N` on cores CORES[N] in a session of its own, ready on /readyz; its session id."""
-    with log.open("wb") as stderr:
-        proc = subprocess.Popen(["taskset", "-c", CORES[workers], ACAR, "serve", "--port", str(port), "--workers",
-                                 str(workers)], env=env, stdout=subprocess.DEVNULL, stderr=stderr,
-                                start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300  # a first start compiles the checkout's modules: slow on a busy machine
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"--workers {workers} not ready: " + log.read_text()[-2000:]) from None
-                time.sleep(0.2)
+    with acar_server(port, log, env, workers=workers, cores=CORES[workers]) as proc:
         yield proc.pid
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
 
 
 def session_cpu(session: int) -> dict[int, float]:

@@ -123,7 +123,7 @@ class BackchannelDelivery:
         self._sessions = sessions
         self._sign = sign
         self._owns_http = http is None
-        self._http = http or httpx.AsyncClient(timeout=HTTP_TIMEOUT, follow_redirects=False)
+        self._http = http  # an own client is made at the first delivery: making one loads the CA bundle (~60 ms)
         self._clock = clock
         self._batch = batch
         self._max_concurrency = max_concurrency
@@ -135,8 +135,13 @@ class BackchannelDelivery:
 
     async def aclose(self) -> None:
         """Close the HTTP client if this instance created it."""
-        if self._owns_http:
+        if self._owns_http and self._http is not None:
             await self._http.aclose()
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=HTTP_TIMEOUT, follow_redirects=False)
+        return self._http
 
     def kick(self) -> None:
         """Wake `run` now (a logout was just queued and committed) instead of at its next tick."""
@@ -239,7 +244,7 @@ class BackchannelDelivery:
         """POST a freshly signed logout token (section 2.5); returns on success, raises `_Refused` otherwise."""
         token = await self._sign(client_id=claim.client_id, sub=claim.sub, sid=claim.sid)
         try:
-            async with self._http.stream(
+            async with self._client().stream(
                 "POST", claim.uri,
                 data={"logout_token": token},
                 headers={"Content-Type": "application/x-www-form-urlencoded", "Cache-Control": "no-store"},

@@ -197,7 +197,7 @@ class CallbackDelivery:
         self._signer = signer
         self.policy = policy
         self._owns_http = http is None
-        self._http = http or httpx.AsyncClient(timeout=policy.timeout, follow_redirects=False, trust_env=False)
+        self._http = http  # an own client is made at the first delivery: making one loads the CA bundle (~60 ms)
         self._resolve = resolver
         self._clock = clock
         self._batch = batch
@@ -211,8 +211,13 @@ class CallbackDelivery:
         self._stopping = False
 
     async def aclose(self) -> None:
-        if self._owns_http:
+        if self._owns_http and self._http is not None:
             await self._http.aclose()
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=self.policy.timeout, follow_redirects=False, trust_env=False)
+        return self._http
 
     def kick(self) -> None:
         """Deliver now (a request just finished) instead of at the next tick."""
@@ -346,8 +351,8 @@ class CallbackDelivery:
 
     async def _post(self, target: httpx.URL, body: str, headers: Mapping[str, str],
                     extensions: Mapping[str, Any]) -> int:
-        async with self._http.stream("POST", target, content=body.encode("ascii"), headers=headers,
-                                     extensions=dict(extensions), follow_redirects=False) as response:
+        async with self._client().stream("POST", target, content=body.encode("ascii"), headers=headers,
+                                          extensions=dict(extensions), follow_redirects=False) as response:
             status = response.status_code
             if 200 <= status < 300:
                 return status
