@@ -165,6 +165,7 @@ def _background(svc: Services, settings: Settings, backchannel: BackchannelDeliv
     tasks = [asyncio.create_task(_housekeeping(svc, settings.housekeeping_seconds, backchannel, passed)),
              asyncio.create_task(backchannel.run(min(settings.housekeeping_seconds, BACKCHANNEL_TICK_SECONDS)))]
     if settings.signing_inprocess_worker:
+        svc.signing.resume()  # these services may have run under an app stopped before (tests start several)
         tasks.append(asyncio.create_task(svc.signing.run(SIGNING_TICK_SECONDS), name=SIGNING_WORKER_TASK,
                                          context=contextvars.Context()))
     return tasks

@@ -439,6 +439,11 @@ class SigningServices:
         self.worker.stop()
         self.callbacks.stop()
 
+    def resume(self) -> None:
+        """Ready `run` to work after an earlier `stop` (before its task is created: see SigningWorker.resume)."""
+        self.worker.resume()
+        self.callbacks.resume()
+
     async def close(self) -> None:
         await self.callbacks.aclose()
         await self.engine.close()

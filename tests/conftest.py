@@ -58,8 +58,33 @@ async def _pg_exec(dsn: str, statement: str) -> None:
         await conn.close()
 
 
+EVERY_PASS = os.environ.get("ACAR_TEST_EVERY_PASS") == "1"
+"""Run the `one_pass` tests in this pass too, whatever database they name."""
+
+
 def pytest_report_header(config: pytest.Config) -> str:
-    return f"acar test database: {TEST_DB}"
+    return f"acar test database: {TEST_DB}" + ("" if EVERY_PASS else
+                                               " (one_pass tests of the other database deselected)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`one_pass(database)` tests run in that database's pass only (deselected, never skipped, in the other).
+
+    What they check, the browser pages, the server process and its TLS, metrics across processes, does not depend on
+    which database stores the rows, and each costs seconds (a real `acar serve`, Chromium): running them once keeps
+    the two passes of `make test` even and short. The browser tests run on SQLite, the embedded default a newcomer's
+    `make run` serves; ACAR_TEST_EVERY_PASS=1 runs them all in either pass."""
+    if EVERY_PASS:
+        return
+    kept, deselected = [], []
+    for item in items:
+        marker = item.get_closest_marker("one_pass")
+        if marker is not None and marker.args[0] not in ("sqlite", "postgresql"):
+            raise pytest.UsageError(f"{item.nodeid}: one_pass takes 'sqlite' or 'postgresql'")
+        (deselected if marker is not None and marker.args[0] != TEST_DB else kept).append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
 
 
 @contextlib.contextmanager

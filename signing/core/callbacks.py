@@ -229,10 +229,14 @@ class CallbackDelivery:
         self._stopping = True
         self._wake.set()
 
+    def resume(self) -> None:
+        """Let `run` work again after `stop`. Called before its task is created, never inside `run`: a `stop` that
+        comes before the new task's first step (a shutdown right after a start) must still end it."""
+        self._stopping = False
+
     async def run(self, interval: float) -> None:
         """Deliver what is due every `interval` seconds, or at once when kicked; until cancelled. A database outage
         is logged and tried again at the next tick, never ends the loop; `stop` ends it between batches."""
-        self._stopping = False
         while not self._stopping:
             self._wake.clear()
             full = False

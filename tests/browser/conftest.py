@@ -18,7 +18,7 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, CDPSession, Page, async_playwright
 
 from api.deps import Services
-from tests.functional.helpers import Server, run_acar
+from tests.functional.helpers import Server
 from tests.local_http import free_port
 
 CHROMIUM = "/usr/bin/chromium"
@@ -47,8 +47,7 @@ def serving_site(cli_env: dict[str, str], tmp_path: Path, **settings: str) -> It
     beside it. Only ACAR_ISSUER places it: the WebAuthn RP ID and origin follow the issuer."""
     port = free_port()
     env = {**cli_env, "ACAR_ISSUER": f"http://localhost:{port}", "ACAR_DEV_LOGIN": "true", **settings}
-    run_acar(env, "init")
-    server = Server(env, port=port, log_path=tmp_path / "server.log")
+    server = Server(env, port=port, log_path=tmp_path / "server.log", init=True)
     server.env = env  # type: ignore[attr-defined]
     server.wait_ready()
     server.base = f"http://localhost:{port}"

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import pytest
 from playwright.async_api import BrowserContext, Page
 
 from api.deps import Services
@@ -27,6 +28,8 @@ from tests.browser.conftest import axe_violations
 from tests.browser.test_passkeys_browser import Rp, add_person, arrival, authorize_url, catch_redirects
 from tests.functional.helpers import Server, acar_json
 from tests.oidc_tools import pkce_pair
+
+pytestmark = pytest.mark.one_pass("sqlite")  # pages in Chromium: tests/conftest.py pytest_collection_modifyitems
 
 FIN = "7BRWSR1"
 PURPOSE = "Vergi bəyannamələrinin qəbulu"

@@ -35,6 +35,8 @@ from tests.oidc_tools import ISSUER, register_client, register_person
 from tests.passkey_tools import issue_code
 from tests.pki_tools import initialize_pki
 
+pytestmark = pytest.mark.one_pass("sqlite")  # pages in Chromium: tests/conftest.py pytest_collection_modifyitems
+
 FIN = "7BRWSR1"
 NO_CONDITIONAL_UI = ("window.PublicKeyCredential && (PublicKeyCredential.isConditionalMediationAvailable = "
                      "async () => false);")

@@ -41,6 +41,8 @@ from tests.functional.helpers import Server
 from tests.idcard_pki import APP_VERSION, CARD_POLICY, WEBEID_FORMAT, Card, IdCardPki, idcard_pki
 from tests.oidc_tools import pkce_pair
 
+pytestmark = pytest.mark.one_pass("sqlite")  # pages in Chromium: tests/conftest.py pytest_collection_modifyitems
+
 FIN = "5CARD15"
 ACR_HIGH = "http://eidas.europa.eu/LoA/high"
 CERT_HEADER = "X-Client-Cert"

@@ -29,6 +29,8 @@ from tests.browser.test_approval_browser import FIN as OFFICER_FIN
 from tests.browser.test_approval_browser import NO_CONDITIONAL_UI, enroll, serve_in_process, tab_to
 from tests.oidc_tools import ISSUER, authorization_params, pkce_pair, register_client
 
+pytestmark = pytest.mark.one_pass("sqlite")  # pages in Chromium: tests/conftest.py pytest_collection_modifyitems
+
 VOEN = "1234567891"
 PEOPLE = {"az": ("1AZAZ01", "Leyla", "Həsənova"), "en": ("2ENEN02", "Elvin", "Quliyev"),
           "ru": ("3RURU03", "Nərmin", "Səfərova")}

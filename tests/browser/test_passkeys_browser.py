@@ -18,11 +18,14 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import jwt
+import pytest
 from playwright.async_api import BrowserContext, Page
 
 from tests.browser.conftest import axe_violations, virtual_authenticator
 from tests.functional.helpers import Server, acar_json
 from tests.oidc_tools import pkce_pair
+
+pytestmark = pytest.mark.one_pass("sqlite")  # pages in Chromium: tests/conftest.py pytest_collection_modifyitems
 
 FIN = "7BRWSR1"
 ACR_SUBSTANTIAL = "http://eidas.europa.eu/LoA/substantial"

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import jwt as pyjwt
+import pytest
 from fastapi import FastAPI
 from playwright.async_api import BrowserContext, Page, Route, ViewportSize
 
@@ -23,6 +24,8 @@ from idp.sql.registry import EntityService, MandateService
 from tests.browser.conftest import axe_violations, virtual_authenticator
 from tests.browser.test_approval_browser import FIN, NO_CONDITIONAL_UI, enroll, serve_in_process, tab_to
 from tests.oidc_tools import ISSUER, Registered, pkce_pair, redeem, register_client
+
+pytestmark = pytest.mark.one_pass("sqlite")  # pages in Chromium: tests/conftest.py pytest_collection_modifyitems
 
 PHONE: ViewportSize = {"width": 375, "height": 740}
 REDIRECT = "https://tax.agency.example/cb"

@@ -7,12 +7,15 @@ import json
 import re
 from typing import Any
 
+import pytest
 from playwright.async_api import BrowserContext, Page
 
 from tests.browser.conftest import axe_violations
 from tests.browser.test_passkeys_browser import Rp, arrival, authorize_url, catch_redirects
 from tests.functional.helpers import Server, acar_json
 from tests.oidc_tools import pkce_pair
+
+pytestmark = pytest.mark.one_pass("sqlite")  # pages in Chromium: tests/conftest.py pytest_collection_modifyitems
 
 FIN, AGENCY = "8STAFF1", "1400057421"
 ROLE_WORDS = {"az": "Qurum administratoru", "en": "Agency administrator", "ru": "Администратор ведомства"}

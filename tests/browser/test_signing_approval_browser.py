@@ -1,4 +1,6 @@
 """The sign-mode flow over a real `acar serve`: an agency creates a sign request through /api/v1/signing-requests,
+
+pytestmark = pytest.mark.one_pass("sqlite")  # pages in Chromium: tests/conftest.py pytest_collection_modifyitems
 the signer enrols a passkey, opens the approval URL, signs in with the passkey, sees every page's preview, approves
 (axe-core on the way), the in-process worker signs with the signer's own key, the agency downloads the signed
 PDFs, which pdfsig (poppler) reads as signed by the person (PNOAZ-<FIN>), and receives the completion callback: a

@@ -20,10 +20,12 @@ from api.i18n import CATALOGS, translator
 from api.settings import Settings
 from signing.core.levels import PadesLevel
 from tests.browser.conftest import axe_violations
-from tests.functional.helpers import Server, run_acar
+from tests.functional.helpers import Server
 from tests.local_http import free_port
 from tests.pades_world import World
 from tests.signing_tools import minimal_pdf
+
+pytestmark = pytest.mark.one_pass("sqlite")  # pages in Chromium: tests/conftest.py pytest_collection_modifyitems
 
 PHONE: dict[str, Any] = {"viewport": {"width": 375, "height": 740}, "device_scale_factor": 2}
 """A phone-sized viewport; not Chromium's mobile emulation, whose touch mode opens no file chooser from the keyboard
@@ -47,8 +49,7 @@ def settings(settings: Settings, port: int) -> Settings:
 @pytest.fixture
 def server(world: World, cli_env: dict[str, str], port: int, tmp_path: Path) -> Iterator[Server]:
     env = {**cli_env, "ACAR_ISSUER": f"http://localhost:{port}"}
-    run_acar(env, "init")  # keeps the PKI `world` made
-    server = Server(env, port=port, log_path=tmp_path / "server.log")
+    server = Server(env, port=port, log_path=tmp_path / "server.log", init=True)  # init keeps the PKI `world` made
     server.wait_ready()
     try:
         yield server

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -86,17 +87,19 @@ class InProcessAcar:
 
 
 class Server:
-    """A real `acar serve` process in its own process group."""
+    """A real `acar serve` process in its own process group; with `init`, `acar start serve`: what `acar init`
+    makes, then the server, in one process (one interpreter start and import fewer than `acar init` first)."""
 
     def __init__(self, env: Mapping[str, str], port: int | None = None, log_path: Path | None = None,
-                 args: Sequence[str] = (), scheme: str = "http") -> None:
+                 args: Sequence[str] = (), scheme: str = "http", *, init: bool = False) -> None:
         self.port = port or free_port()
         self.base = f"{scheme}://127.0.0.1:{self.port}"
         self.log_path = log_path
         out = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed in stop()
         self._out = out
         self.proc = subprocess.Popen(
-            [ACAR, "serve", "--port", str(self.port), *args], env=dict(env), stdout=out, stderr=out,
+            [ACAR, *(("start",) if init else ()), "serve", "--port", str(self.port), *args], env=dict(env),
+            stdout=out, stderr=out,
             start_new_session=True,
         )
 
@@ -127,3 +130,15 @@ class Server:
         if self._out is not subprocess.DEVNULL:
             self._out.close()  # type: ignore[union-attr]
         return self.proc.returncode
+
+
+def tls_client_context(cafile: Path, certificate: tuple[Path, Path] | None = None, *,
+                       versions: tuple[ssl.TLSVersion, ssl.TLSVersion] | None = None) -> ssl.SSLContext:
+    """A TLS client context trusting `cafile`, presenting `certificate` (PEM chain file, key file) when the server
+    asks for one, limited to `versions` (minimum, maximum) when given."""
+    context = ssl.create_default_context(cafile=str(cafile))
+    if versions is not None:
+        context.minimum_version, context.maximum_version = versions
+    if certificate is not None:
+        context.load_cert_chain(*certificate)
+    return context

@@ -136,6 +136,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     return Installed(image, venv / "bin", env)
 
 
+@pytest.mark.one_pass("postgresql")  # an empty volume of its own (SQLite), in the pass that builds the wheel anyway
 def test_the_wheel_is_what_runs(installed: Installed) -> None:
     """The clean environment imports the installed package, with its data, not the source tree."""
     probe = ("import json, api, api.cli, migrations; from pathlib import Path; p = Path(api.cli.__file__).parent; "
@@ -262,6 +263,7 @@ def _schema(url: str) -> str:
 # --- the entrypoint -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.one_pass("postgresql")  # an empty volume of its own (SQLite), in the pass that builds the wheel anyway
 def test_entrypoint_starts_on_an_empty_volume_and_again(installed: Installed, tmp_path: Path,
                                                         database_env: dict[str, str]) -> None:
     """Only ACAR_ISSUER: migrated, initialized, ready and healthy, tokens issued; a second start on the same volume
@@ -297,6 +299,7 @@ def test_entrypoint_starts_on_an_empty_volume_and_again(installed: Installed, tm
     assert second.proc.returncode == -signal.SIGTERM and (data / "master.key").read_bytes() == master_key
 
 
+@pytest.mark.one_pass("postgresql")  # an empty volume of its own (SQLite), in the pass that builds the wheel anyway
 def test_worker_variant_starts_and_stops_on_sigterm(installed: Installed, tmp_path: Path,
                                                     database_env: dict[str, str]) -> None:
     """The same image with the command `worker` (README, Container): prepared like serve, then a signing worker

@@ -13,8 +13,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.functional.helpers import InProcessAcar, Server
+
+pytestmark = pytest.mark.one_pass("sqlite")  # the server process, not the database: tests/conftest.py
 
 MIB = 1024 * 1024
 HUGE = 200 * MIB

@@ -249,6 +249,7 @@ async def test_trusted_proxies_and_an_empty_network_list_refuse_the_address(init
             assert (await local.get("/healthz")).status_code == 200
 
 
+@pytest.mark.one_pass("postgresql")  # processes sharing a metrics directory, not the database: tests/conftest.py
 def test_the_token_file_is_checked_at_start(cli_env: dict[str, str], tmp_path: Path) -> None:
     short = tmp_path / "short.token"
     short.write_text("too-short")
@@ -317,6 +318,7 @@ def _scraped(server: Serve) -> Samples:
     return samples(r.text)
 
 
+@pytest.mark.one_pass("postgresql")  # processes sharing a metrics directory, not the database: tests/conftest.py
 def test_two_workers_count_together(serve_two: Serve, cli_env: dict[str, str], tmp_path: Path) -> None:
     metrics_dir = Path(cli_env["ACAR_DATA_DIR"]) / "metrics"
     [instance] = [d for d in metrics_dir.iterdir() if d.is_dir()]
@@ -342,6 +344,7 @@ def test_two_workers_count_together(serve_two: Serve, cli_env: dict[str, str], t
     assert seen == [requests] * 4  # whichever worker answers the scrape, it reports both workers' counts
 
 
+@pytest.mark.one_pass("postgresql")  # processes sharing a metrics directory, not the database: tests/conftest.py
 def test_a_previous_runs_directory_is_removed_and_a_live_ones_kept(cli_env: dict[str, str], tmp_path: Path) -> None:
     metrics_dir = Path(cli_env["ACAR_DATA_DIR"]) / "metrics"
     stale = metrics_dir / "serve-stale"

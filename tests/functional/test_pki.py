@@ -15,16 +15,15 @@ from sqlalchemy import func, select
 
 from api.deps import Services
 from keys.models import CertificateAuthority, CRLRecord, IssuedCertificate
-from tests.functional.helpers import InProcessAcar, Server, acar_json, run_acar
+from tests.functional.helpers import InProcessAcar, Server, acar_json
 from tests.pki_tools import MALFORMED_REQUEST, openssl, verify_chain, x509_text
 from tests.softhsm import SoftHsmToken
 
 ISSUER = "http://localhost:8000"
 
 
-def _issue(env: dict[str, str], *args: str) -> dict[str, Any]:
-    out = run_acar(env, "cert", "issue", *args)
-    return dict(json.loads(out.stdout))
+def _issue(acar: InProcessAcar, env: dict[str, str], *args: str) -> dict[str, Any]:
+    return dict(json.loads(acar("cert", "issue", *args, env=env).stdout))
 
 
 def _save(tmp_path: Path, name: str, issued: dict[str, Any]) -> tuple[Path, Path, Path]:
@@ -60,19 +59,20 @@ def _ocsp(server: Server, issuing: Path, root: Path, *target: str) -> str:
     return proc.stdout + proc.stderr
 
 
-async def test_issue_verify_ocsp_revoke_crl(cli_env: dict[str, str], services: Services, tmp_path: Path) -> None:
-    first = acar_json(cli_env, "init")
+async def test_issue_verify_ocsp_revoke_crl(acar: InProcessAcar, cli_env: dict[str, str], services: Services,
+                                            tmp_path: Path) -> None:
+    first = acar_json(cli_env, "init")  # the installed command; the steps after run in-process
     assert first["ca_created"] == ["root", "issuing"]
     assert [s.split(":")[0] for s in first["service_certificates_created"]] == ["ocsp-responder", "tsa"]
-    again = acar_json(cli_env, "init")
+    again = acar.json("init", env=cli_env)
     assert (again["ca_created"], again["service_certificates_created"]) == ([], [])
 
     _, pub = _ec_key(tmp_path, "person")
-    signing = _issue(cli_env, "--profile", "natural-person-signing", "--fin", "5abc12d", "--given-name", "Aysel",
+    signing = _issue(acar, cli_env, "--profile", "natural-person-signing", "--fin", "5abc12d", "--given-name", "Aysel",
                      "--surname", "Məmmədova", "--public-key", str(pub))
-    seal = _issue(cli_env, "--profile", "legal-person-seal", "--voen", "1234567890", "--org", "Nümunə MMC",
+    seal = _issue(acar, cli_env, "--profile", "legal-person-seal", "--voen", "1234567890", "--org", "Nümunə MMC",
                   "--csr", str(_csr(tmp_path, "seal")), "--days", "30")
-    auth = _issue(cli_env, "--profile", "authentication", "--fin", "7XYZ890", "--given-name", "Elvin",
+    auth = _issue(acar, cli_env, "--profile", "authentication", "--fin", "7XYZ890", "--given-name", "Elvin",
                   "--surname", "Quliyev", "--csr", str(_csr(tmp_path, "auth")))
     checks = {
         "signing": (signing, ["serialNumber=PNOAZ-5ABC12D", "GN=Aysel", "SN=Məmmədova",
@@ -98,7 +98,7 @@ async def test_issue_verify_ocsp_revoke_crl(cli_env: dict[str, str], services: S
         assert "Response verify OK" in answer and f"{cert}: good" in answer, answer
         assert "nonce" not in answer.lower()  # openssl sends a nonce and warns when it is not echoed
 
-        revoked = acar_json(cli_env, "cert", "revoke", serial.upper(), "--reason", "keyCompromise")
+        revoked = acar.json("cert", "revoke", serial.upper(), "--reason", "keyCompromise", env=cli_env)
         assert (revoked["serial"], revoked["reason"]) == (serial, "keyCompromise")
         answer = _ocsp(server, issuing, root, "-cert", str(cert))
         assert "Response verify OK" in answer and f"{cert}: revoked" in answer and "Reason: keyCompromise" in answer
@@ -127,13 +127,13 @@ async def test_issue_verify_ocsp_revoke_crl(cli_env: dict[str, str], services: S
     finally:
         assert server.stop(signal.SIGINT) == 0, server.log()
 
-    shown = acar_json(cli_env, "cert", "show", serial)
+    shown = acar.json("cert", "show", serial, env=cli_env)
     assert (shown["status"], shown["revocation_reason"], shown["profile"]) == (
         "revoked", "keyCompromise", "natural-person-signing")
     crls = await _count(services, CRLRecord)
-    again_revoke = run_acar(cli_env, "cert", "revoke", serial, "--reason", "superseded", check=False)
+    again_revoke = acar("cert", "revoke", serial, "--reason", "superseded", check=False, env=cli_env)
     assert again_revoke.returncode == 1 and "was revoked at" in again_revoke.stderr
-    unknown = run_acar(cli_env, "cert", "revoke", "abcdef", "--reason", "keyCompromise", check=False)
+    unknown = acar("cert", "revoke", "abcdef", "--reason", "keyCompromise", check=False, env=cli_env)
     assert unknown.returncode == 1
     assert unknown.stderr == "acar: error: no certificate with serial abcdef was issued by this CA\n"
     assert await _count(services, CRLRecord) == crls  # no state change
@@ -269,26 +269,26 @@ async def _hsm_hierarchy(services: Services, token: SoftHsmToken, tmp_path: Path
 
 @pytest.mark.pkcs11
 async def test_ca_import_from_the_hsm(
-    cli_env: dict[str, str], services: Services, softhsm_token: SoftHsmToken, tmp_path: Path
+    acar: InProcessAcar, cli_env: dict[str, str], services: Services, softhsm_token: SoftHsmToken, tmp_path: Path
 ) -> None:
     env = {**cli_env, **softhsm_token.acar_env()}
     labels = await _hsm_hierarchy(services, softhsm_token, tmp_path)
     assert await _count(services, CertificateAuthority) == 0
-    run_acar(env, "migrate")
-    refused = run_acar(env, "ca", "import", "--name", "root", "--cert", str(tmp_path / "hsm-root.der"),
-                       "--pkcs11-label", labels["issuing"], check=False)
+    acar("migrate", env=env)
+    refused = acar("ca", "import", "--name", "root", "--cert", str(tmp_path / "hsm-root.der"),
+                   "--pkcs11-label", labels["issuing"], check=False, env=env)
     assert refused.returncode == 1 and "the key does not match the root certificate" in refused.stderr
-    refused = run_acar(env, "ca", "import", "--name", "root", "--cert", str(tmp_path / "hsm-root.der"),
-                       "--key", str(tmp_path / "hsm-root.der"), check=False)
+    refused = acar("ca", "import", "--name", "root", "--cert", str(tmp_path / "hsm-root.der"),
+                   "--key", str(tmp_path / "hsm-root.der"), check=False, env=env)
     assert refused.returncode == 1 and "--pkcs11-label" in refused.stderr
     for name in ("root", "issuing"):
-        result = acar_json(env, "ca", "import", "--name", name, "--cert", str(tmp_path / f"hsm-{name}.der"),
-                           "--pkcs11-label", labels[name])
+        result = acar.json("ca", "import", "--name", name, "--cert", str(tmp_path / f"hsm-{name}.der"),
+                           "--pkcs11-label", labels[name], env=env)
         assert (result["ca"], result["backend"]) == (name, "pkcs11")
     assert [s.split(":")[0] for s in result["service_certificates_created"]] == ["ocsp-responder", "tsa"]
 
     _, pub = _ec_key(tmp_path, "person")
-    issued = _issue(env, "--profile", "authentication", "--fin", "5ABC12D", "--given-name", "Aysel",
+    issued = _issue(acar, env, "--profile", "authentication", "--fin", "5ABC12D", "--given-name", "Aysel",
                     "--surname", "Məmmədova", "--public-key", str(pub))
     cert, issuing, root = _save(tmp_path, "leaf", issued)
     verify_chain(tmp_path, root, issuing, cert)
@@ -320,30 +320,30 @@ def _offline_crl(tmp_path: Path, ext: dict[str, Path], name: str, *, revoke: Pat
 
 
 async def test_offline_root_ca_import_and_crl_import(
-    cli_env: dict[str, str], services: Services, tmp_path: Path
+    acar: InProcessAcar, cli_env: dict[str, str], services: Services, tmp_path: Path
 ) -> None:
     """`acar ca import --name root --cert` without a key; root CRLs signed by `openssl ca` and imported with
     `acar crl import`; revocation under the root refused; a root CRL revoking the issuing CA stops issuance."""
     env = {**cli_env, "ACAR_ENV": "development"}
     ext = _openssl_hierarchy(tmp_path)
-    run_acar(env, "migrate")
-    root = acar_json(env, "ca", "import", "--name", "root", "--cert", str(ext["root.pem"]))
+    acar("migrate", env=env)
+    root = acar.json("ca", "import", "--name", "root", "--cert", str(ext["root.pem"]), env=env)
     assert (root["ca"], root["key_offline"], root["crls_published"]) == ("root", True, [])
-    refused = run_acar(env, "ca", "import", "--name", "issuing", "--cert", str(ext["issuing.pem"]), check=False)
+    refused = acar("ca", "import", "--name", "issuing", "--cert", str(ext["issuing.pem"]), check=False, env=env)
     assert refused.returncode == 1 and refused.stderr.count("\n") == 1
     assert "the issuing CA needs its key" in refused.stderr
-    issuing = acar_json(env, "ca", "import", "--name", "issuing", "--cert", str(ext["issuing.pem"]),
-                        "--key", str(ext["issuing.key"]))
+    issuing = acar.json("ca", "import", "--name", "issuing", "--cert", str(ext["issuing.pem"]),
+                        "--key", str(ext["issuing.key"]), env=env)
     assert issuing["crls_published"] == ["issuing"]
-    assert acar_json(env, "init")["crls_published"] == []  # development init never signs for the offline root
+    assert acar.json("init", env=env)["crls_published"] == []  # development init never signs for the offline root
 
     first = _offline_crl(tmp_path, ext, "first.crl")
-    imported = acar_json(env, "crl", "import", "--ca", "root", str(first))
+    imported = acar.json("crl", "import", "--ca", "root", str(first), env=env)
     assert (imported["crl_number"], imported["newly_revoked"]) == (1, [])
-    again = run_acar(env, "crl", "import", "--ca", "root", str(first), check=False)
+    again = acar("crl", "import", "--ca", "root", str(first), check=False, env=env)
     assert again.returncode == 1
     assert again.stderr == "acar: error: the CRL number 1 is not higher than that of the current root CRL (1)\n"
-    forged = run_acar(env, "crl", "import", "--ca", "root", str(ext["issuing.pem"]), check=False)
+    forged = acar("crl", "import", "--ca", "root", str(ext["issuing.pem"]), check=False, env=env)
     assert forged.returncode == 1 and forged.stderr == "acar: error: the file is not a DER or PEM X.509 CRL\n"
 
     server = Server(env, log_path=tmp_path / "server.log")
@@ -356,17 +356,17 @@ async def test_offline_root_ca_import_and_crl_import(
         issuing_serial = format(int(openssl("x509", "-in", str(ext["issuing.pem"]), "-noout", "-serial")
                                     .stdout.strip().split("=")[1], 16), "x")
         crls = await _count(services, CRLRecord)
-        revoke = run_acar(env, "cert", "revoke", issuing_serial, "--reason", "cACompromise", check=False)
+        revoke = acar("cert", "revoke", issuing_serial, "--reason", "cACompromise", check=False, env=env)
         assert revoke.returncode == 1
         assert revoke.stderr == ("acar: error: the root CA key is offline; revoke by publishing a root CRL "
                                  "signed offline\n")
-        assert acar_json(env, "cert", "show", issuing_serial)["status"] == "valid"
+        assert acar.json("cert", "show", issuing_serial, env=env)["status"] == "valid"
         assert await _count(services, CRLRecord) == crls
 
         second = _offline_crl(tmp_path, ext, "second.crl", revoke=ext["issuing.pem"])
-        imported = acar_json(env, "crl", "import", "--ca", "root", str(second))
+        imported = acar.json("crl", "import", "--ca", "root", str(second), env=env)
         assert (imported["crl_number"], imported["newly_revoked"]) == (2, [issuing_serial])
-        shown = acar_json(env, "cert", "show", issuing_serial)
+        shown = acar.json("cert", "show", issuing_serial, env=env)
         assert (shown["status"], shown["revocation_reason"]) == ("revoked", "cACompromise")
         async with httpx.AsyncClient(base_url=server.base) as http:
             assert (await http.get("/pki/crl/root.crl")).content == _der_crl(second)
@@ -374,8 +374,8 @@ async def test_offline_root_ca_import_and_crl_import(
         assert server.stop(signal.SIGINT) == 0, server.log()
 
     _, pub = _ec_key(tmp_path, "person")
-    refused = run_acar(env, "cert", "issue", "--profile", "authentication", "--fin", "5ABC12D", "--given-name",
-                       "Aysel", "--surname", "Məmmədova", "--public-key", str(pub), check=False)
+    refused = acar("cert", "issue", "--profile", "authentication", "--fin", "5ABC12D", "--given-name",
+                   "Aysel", "--surname", "Məmmədova", "--public-key", str(pub), check=False, env=env)
     assert refused.returncode == 1 and refused.stderr.count("\n") == 1
     assert "the issuing CA certificate was revoked at" in refused.stderr and "it issues nothing" in refused.stderr
 
@@ -422,7 +422,7 @@ async def test_keys_on_unsupported_curves_are_one_line_errors(
 
 
 async def test_a_relying_party_fetches_everything_it_needs_over_http(
-    cli_env: dict[str, str], services: Services, tmp_path: Path
+    acar: InProcessAcar, cli_env: dict[str, str], services: Services, tmp_path: Path
 ) -> None:
     """pyhanko-certvalidator as a relying party on the network: only the root is given; it follows the signing
     certificate's AIA OCSP and the issuing CA's CRL distribution point to a real `acar serve` (the PKI URLs
@@ -438,9 +438,9 @@ async def test_a_relying_party_fetches_everything_it_needs_over_http(
 
     port = free_port()
     env = {**cli_env, "ACAR_PKI_BASE_URL": f"http://127.0.0.1:{port}"}
-    acar_json(env, "init")
+    acar.json("init", env=env)
     _, pub = _ec_key(tmp_path, "person")
-    signing = _issue(env, "--profile", "natural-person-signing", "--fin", "5abc12d", "--given-name", "Aysel",
+    signing = _issue(acar, env, "--profile", "natural-person-signing", "--fin", "5abc12d", "--given-name", "Aysel",
                      "--surname", "Məmmədova", "--public-key", str(pub))
     cert, _, root = _save(tmp_path, "signing", signing)
     assert f"OCSP - URI:http://127.0.0.1:{port}/pki/ocsp" in x509_text(cert)

@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from api.deps import Services
-from tests.functional.helpers import InProcessAcar, Server
+from tests.functional.helpers import InProcessAcar, Server, tls_client_context
 from tests.idcard_pki import CARD_POLICY, Card, IdCardPki, idcard_pki
 from tests.local_http import free_port
 from tests.passkey_tools import events
@@ -95,13 +95,8 @@ class ServerTls:
     def client(self, card: Card | None = None, *, versions: tuple[ssl.TLSVersion, ssl.TLSVersion] | None = None,
                ) -> ssl.SSLContext:
         """A client context trusting the server's CA, presenting `card` when asked for a certificate."""
-        context = ssl.create_default_context(cafile=str(self.ca))
-        if versions is not None:
-            context.minimum_version, context.maximum_version = versions
-        if card is not None:
-            cert, key = card.write(self.directory, f"card-{card.serial_number}")
-            context.load_cert_chain(cert, key)
-        return context
+        certificate = None if card is None else card.write(self.directory, f"card-{card.serial_number}")
+        return tls_client_context(self.ca, certificate, versions=versions)
 
 
 def _server_tls(directory: Path) -> ServerTls:
@@ -381,6 +376,7 @@ async def _refusal_codes(services: Services) -> list[str]:
     return [str(event.detail["code"]) for event in await events(services, "login.card.refused")]
 
 
+@pytest.mark.one_pass("sqlite")  # the server process, not the database: tests/conftest.py
 async def test_acar_behind_nginx_discovery_and_idcard_login(acar: InProcessAcar, services: Services,
                                                             server_tls: ServerTls, card_pki: IdCardPki,
                                                             tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import pytest
 from tests.functional.helpers import Server, run_acar
 
 
+@pytest.mark.one_pass("postgresql")  # the server process, not the database: tests/conftest.py
 @pytest.mark.parametrize("http_server", ["uvicorn", "granian"])
 def test_serve_ready_and_ctrl_c_stops_everything(cli_env: dict[str, str], tmp_path: Path, http_server: str) -> None:
     run_acar(cli_env, "init")

@@ -27,6 +27,8 @@ from cryptography.x509.oid import NameOID
 from tests.functional.helpers import InProcessAcar, Server
 from tests.local_http import free_port
 
+pytestmark = pytest.mark.one_pass("sqlite")  # the server process, not the database: tests/conftest.py
+
 BOTH = pytest.mark.parametrize("server", ["uvicorn", "granian"])
 TOKEN_FORM = {"grant_type": "client_credentials", "scope": "api"}
 

@@ -46,7 +46,7 @@ from starlette.routing import Route
 from api.deps import Services
 from api.server import EdgeServer, ServeConfig, TlsListeners, bind_socket
 from api.settings import Settings
-from tests.functional.helpers import ACAR, InProcessAcar, acar_json, run_acar
+from tests.functional.helpers import ACAR, InProcessAcar, acar_json, run_acar, tls_client_context
 from tests.idcard_pki import CARD_POLICY, Card, IdCardPki, idcard_pki, key_usage
 from tests.local_http import free_port
 from tests.passkey_tools import events
@@ -138,16 +138,14 @@ class World:
     def client(self, card: Issued | Card | None = None, *, chain: tuple[x509.Certificate, ...] = (),
                versions: tuple[ssl.TLSVersion, ssl.TLSVersion] | None = None) -> ssl.SSLContext:
         """A client context trusting the server's CA, presenting `card` (and `chain` after it) when asked."""
-        context = ssl.create_default_context(cafile=str(self.directory / "server-ca.pem"))
-        if versions is not None:
-            context.minimum_version, context.maximum_version = versions
+        certificate = None
         if card is not None:
             name = f"card-{card.certificate.serial_number}"
             pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (card.certificate, *chain))
             key = card.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                          serialization.NoEncryption())
-            context.load_cert_chain(self.write(f"{name}.pem", pem), self.write(f"{name}.key", key))
-        return context
+            certificate = (self.write(f"{name}.pem", pem), self.write(f"{name}.key", key))
+        return tls_client_context(self.directory / "server-ca.pem", certificate, versions=versions)
 
 
 @pytest.fixture(scope="module")
@@ -390,6 +388,7 @@ def _built_in_card(env: Mapping[str, str], world: World) -> Issued:
     return Issued(x509.load_pem_x509_certificate(issued["certificate_pem"].encode()), key)
 
 
+@pytest.mark.one_pass("sqlite")  # the server process, not the database: tests/conftest.py
 @pytest.mark.parametrize("workers", [1, 2])
 def test_acar_serve_speaks_https_and_opens_the_mtls_listener(cli_env: dict[str, str], world: World,
                                                              tmp_path: Path, workers: int) -> None:
@@ -544,6 +543,7 @@ async def _id_token(server: TlsServer, sign_in: CardSignIn, consent_url: str, cl
     return claims
 
 
+@pytest.mark.one_pass("sqlite")  # the server process, not the database: tests/conftest.py
 async def test_idcard_login_over_the_mtls_listener(cli_env: dict[str, str], services: Services, world: World,
                                                    card_pki: IdCardPki, tmp_path: Path) -> None:
     """The login page's mutual-TLS form posted to the mTLS listener with the card in the handshake: a code and an ID

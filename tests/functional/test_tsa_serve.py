@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.functional.helpers import Server, run_acar
 from tests.tsa_pki import POLICY, openssl, openssl_query, parse_reply, tst_info
@@ -24,6 +25,7 @@ def _root_pem(base: str, tmp_path: Path) -> Path:
     return pem
 
 
+@pytest.mark.one_pass("postgresql")  # the server process, not the database: tests/conftest.py
 def test_acar_serve_issues_time_stamps_that_openssl_verifies(cli_env: dict[str, str], tmp_path: Path) -> None:
     run_acar(cli_env, "init")
     document = tmp_path / "signed.pdf"

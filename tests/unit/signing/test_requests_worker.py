@@ -264,3 +264,19 @@ async def test_pending_sign_requests_expire(initialized: Services) -> None:
     assert (await signing_housekeeping(initialized, later + retention))["signing_requests_purged"] == 1
     async with initialized.sessions() as session:  # an expired request's inputs go after the retention too
         assert (await session.execute(select(SigningDocument.content))).scalars().all() == [None]
+
+
+async def test_a_stop_before_the_first_step_of_run_still_ends_it(initialized: Services) -> None:
+    """A shutdown right after a start (the lifespan's stop before the worker's task first ran) ends the worker and
+    the callbacks' delivery between jobs, instead of leaving them to the grace period's cancellation; `resume` lets
+    a later run work again."""
+    signing = initialized.signing
+    task = asyncio.create_task(signing.run(3600))
+    signing.stop()  # before the task took its first step
+    await asyncio.wait_for(task, 10)
+    signing.resume()
+    task = asyncio.create_task(signing.run(3600))
+    await asyncio.sleep(0.2)
+    assert not task.done()  # working (waiting for its next tick) again
+    signing.stop()
+    await asyncio.wait_for(task, 10)
