@@ -106,7 +106,7 @@ def receiver(*statuses: int, location: str | None = None, tls: ssl.SSLContext | 
         return
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.socket = tls.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     try:
         rec = Receiver(url=f"https://localhost:{server.server_address[1]}/acar/callback", statuses=list(statuses),
