@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import copy as copying
 import datetime as dt
+import functools
 import json
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Table, func, select, text
+from sqlalchemy import Table, TextClause, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.deps import Services
@@ -34,8 +35,18 @@ from storage.base import utcnow
 
 T = TypeVar("T")
 
-_TABLES: list[Table] = list(Base.metadata.sorted_tables)
-"""Every table, parents before children (the order rows are inserted in)."""
+@functools.cache
+def _tables() -> list[Table]:
+    """Every table, parents before children (the order rows are inserted in); read at first use, when every model
+    is imported."""
+    return list(Base.metadata.sorted_tables)
+
+
+@functools.cache
+def _counting() -> TextClause:
+    """The number of rows of every table, in one round trip (text: compiling it as an expression would cost each
+    test's new engine 10-20 ms)."""
+    return text("SELECT " + ", ".join(f'(SELECT count(*) FROM "{t.name}")' for t in _tables()))  # noqa: S608
 
 Rows = dict[str, dict[tuple[Any, ...], dict[str, Any]]]
 """table name -> primary key -> the row's columns."""
@@ -48,18 +59,13 @@ class _Recording:
     started_at: dt.datetime
 
 
-_COUNTS = text("SELECT " + ", ".join(f'(SELECT count(*) FROM "{t.name}")' for t in _TABLES))  # noqa: S608 - names
-"""The number of rows of every table, in one round trip (text: compiling it as an expression costs each test's new
-engine 10-20 ms)."""
-
-
 async def _counts(conn: AsyncConnection) -> tuple[int, ...]:
-    return tuple((await conn.execute(_COUNTS)).one())
+    return tuple((await conn.execute(_counting())).one())
 
 
 async def _rows(conn: AsyncConnection) -> Rows:
     out: Rows = {}
-    for table in _TABLES:
+    for table in _tables():
         keys = [c.name for c in table.primary_key]
         out[table.name] = {tuple(row[k] for k in keys): dict(row)
                            for row in (await conn.execute(table.select())).mappings()}
@@ -68,7 +74,7 @@ async def _rows(conn: AsyncConnection) -> Rows:
 
 def _added(before: Rows, after: Rows, name: str) -> list[tuple[Table, list[dict[str, Any]]]]:
     added = []
-    for table in _TABLES:
+    for table in _tables():
         old, new = before[table.name], after[table.name]
         changed = [key for key, row in old.items() if new.get(key) != row]
         if changed:
