@@ -37,6 +37,7 @@ from storage.audit import record_event
 from storage.base import utcnow
 from tests import softhsm
 from tests.oidc_tools import ISSUER, asgi_browser
+from tests.replay import Replays
 
 pytest_plugins = ("tests.pades_world",)
 """The PAdES signing world (`world`, `pki_port`) shared by the signing and validation tests."""
@@ -352,6 +353,12 @@ async def initialized(services: Services, token_key_material: KeyMaterial) -> Se
                 token_key_material.setdefault((token_row.alg, master), []).append(
                     (_columns(stored_row), _columns(token_row)))
     return services
+
+
+@pytest.fixture(scope="session")
+def replays() -> Replays:
+    """Setup steps recorded once per session and replayed into later tests' databases (tests/replay.py)."""
+    return Replays()
 
 
 @pytest.fixture

@@ -39,9 +39,12 @@ class QuietHandler(BaseHTTPRequestHandler):
 
 @contextmanager
 def serving(handler: type[BaseHTTPRequestHandler], port: int = 0, *,
-            poll_interval: float = 0.5) -> Iterator[ThreadingHTTPServer]:
+            poll_interval: float = 0.02) -> Iterator[ThreadingHTTPServer]:
     """`handler` answering on 127.0.0.1:`port` (0: a free one, see server_address) in a thread of its own;
-    shut down and closed afterwards."""
+    shut down and closed afterwards.
+
+    The shutdown waits until serve_forever next looks at its flag, up to `poll_interval`: socketserver's default of
+    0.5 s cost every test that served something nearly half a second at its end."""
     server = ThreadingHTTPServer(("127.0.0.1", port), handler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": poll_interval}, daemon=True)
     thread.start()

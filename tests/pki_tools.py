@@ -17,6 +17,7 @@ from api.deps import Services
 from keys.models import IssuedCertificate
 from keys.pki import PkiService
 from keys.profiles import LegalPerson, NaturalPerson, Profile
+from tests.replay import Replays
 
 MALFORMED_REQUEST = bytes.fromhex("30030a0101")  # OCSPResponse { responseStatus malformedRequest (1) }
 UNAUTHORIZED = bytes.fromhex("30030a0106")
@@ -89,10 +90,18 @@ def foreign_leaf(ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, seria
 PERSON = NaturalPerson.create(fin="5ABC12D", given_name="Aysel", surname="Məmmədova")
 
 
-async def initialize_pki(services: Services) -> PkiService:
-    """What `acar init` does for the PKI in development: root, issuing CA, OCSP and TSA certificates."""
-    async with services.sessions() as session, session.begin():
-        await services.pki.initialize(session, actor="test", create_hierarchy=True)
+async def initialize_pki(services: Services, replays: Replays | None = None) -> PkiService:
+    """What `acar init` does for the PKI in development: root, issuing CA, OCSP and TSA certificates.
+
+    With `replays`, the rows the first run wrote are copied into later tests' databases (tests/replay.py)."""
+    async def initialize() -> None:
+        async with services.sessions() as session, session.begin():
+            await services.pki.initialize(session, actor="test", create_hierarchy=True)
+
+    if replays is None:
+        await initialize()
+    else:  # initialize's last step, forgetting the OCSP responder of the PKI before, is redone after a replay
+        await replays.run(services, "pki", initialize, after=services.pki.forget)
     return services.pki
 
 

@@ -15,6 +15,7 @@ from api.deps import Services
 from idp.sql.clients import ClientRegistration, ClientRegistry
 from signing.sql.seals import assign_seal
 from tests.pki_tools import initialize_pki
+from tests.replay import Replays
 
 VOEN = "1234567891"
 ORGANIZATION = "Vergilər Nazirliyi"
@@ -87,11 +88,12 @@ async def root_certificate(services: Services) -> x509.Certificate:
         return x509.Certificate.load((await services.pki.ca.ca_row(session, "root")).certificate_der)
 
 
-async def prepared(services: Services) -> x509.Certificate:
-    """The PKI of `acar init` (root, issuing CA, OCSP and TSA certificates), and the group commit the built-in
-    TSA's audit events go through (the app's lifespan starts it; it is started once); the root."""
+async def prepared(services: Services, replays: Replays | None = None) -> x509.Certificate:
+    """The PKI of `acar init` (root, issuing CA, OCSP and TSA certificates; with `replays`, copied rows after the
+    first time, see tests/replay.py), and the group commit the built-in TSA's audit events go through (the app's
+    lifespan starts it; it is started once); the root."""
     await services.audit_log.start()
-    await initialize_pki(services)
+    await initialize_pki(services, replays)
     return await root_certificate(services)
 
 

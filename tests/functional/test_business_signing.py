@@ -46,6 +46,7 @@ from tests.local_http import serving
 from tests.oidc_tools import asgi_browser
 from tests.pades_world import _pki_handler
 from tests.passkey_tools import ORIGIN
+from tests.replay import Replays
 from tests.signing_tools import Agency, prepared, register_agency, verify_signed
 from tests.unit.idp.test_webauthn import MODEL, require_attestation
 from tests.webauthn_authenticator import CSRF, AttestationCa, SoftwareAuthenticator
@@ -63,8 +64,10 @@ def settings(settings: Settings, pki_port: int) -> Settings:
     return settings
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def vendor() -> AttestationCa:
+    """The authenticators' vendor, trusted for MODEL: one for the module, so a replayed passkey's attestation
+    chains to the root this test trusts."""
     return AttestationCa()
 
 
@@ -97,11 +100,14 @@ async def _revoke(services: Services, mandate_id: str) -> None:
 
 
 async def _world(services: Services, app: FastAPI, client: httpx.AsyncClient, vendor: AttestationCa,
-                 tmp_path: Path) -> tuple[x509.Certificate, Agency, SoftwareAuthenticator]:
-    root = await prepared(services)
+                 tmp_path: Path, *, replays: Replays) -> tuple[x509.Certificate, Agency, SoftwareAuthenticator]:
+    """The PKI, an agency, and the representative with an attested passkey; the PKI's and the passkey's rows are
+    made the first time and replayed after that (tests/replay.py)."""
+    root = await prepared(services, replays)
     require_attestation(services, vendor, tmp_path, [MODEL])
     agency = await register_agency(services, client, seal=False)
-    signer = await _signer(services, app, vendor, FIN)
+    signer = await replays.run(services, "business signing: representative enrolled",
+                               lambda: _signer(services, app, vendor, FIN))
     return root, agency, signer
 
 
@@ -190,8 +196,9 @@ async def _signed(client: httpx.AsyncClient, agency: Agency, request_id: str) ->
 
 
 async def test_seal_form_signs_with_the_entity_seal(initialized: Services, app: FastAPI, client: httpx.AsyncClient, *,
-                                                     vendor: AttestationCa, tmp_path: Path, pki_port: int) -> None:
-    root, agency, signer = await _world(initialized, app, client, vendor, tmp_path)
+                                                     vendor: AttestationCa, tmp_path: Path, pki_port: int,
+                                                     replays: Replays) -> None:
+    root, agency, signer = await _world(initialized, app, client, vendor, tmp_path, replays=replays)
     await _entity(initialized, form=EntityForm.SEAL)
     mandate_id = await _mandate(initialized)
     pdf = text_pdf("Bəyannamə")
@@ -220,8 +227,9 @@ async def test_seal_form_signs_with_the_entity_seal(initialized: Services, app: 
 
 async def test_person_form_claims_the_role_in_signer_attributes(initialized: Services, app: FastAPI,
                                                                 client: httpx.AsyncClient, *, vendor: AttestationCa,
-                                                                tmp_path: Path, pki_port: int) -> None:
-    root, agency, signer = await _world(initialized, app, client, vendor, tmp_path)
+                                                                tmp_path: Path, pki_port: int,
+                                                                replays: Replays) -> None:
+    root, agency, signer = await _world(initialized, app, client, vendor, tmp_path, replays=replays)
     await _entity(initialized, form=EntityForm.PERSON)
     mandate_id = await _mandate(initialized)
     created = await _create(client, agency, text_pdf("Hesabat"))
@@ -260,8 +268,9 @@ NOW = dt.datetime.now(dt.UTC)
     ("no_power", "no_power", "your mandate does not include signing declarations"),
 ])
 async def test_refused_at_approval(initialized: Services, app: FastAPI, client: httpx.AsyncClient, *,
-                                   vendor: AttestationCa, tmp_path: Path, case: str, reason: str, text: str) -> None:
-    _, agency, signer = await _world(initialized, app, client, vendor, tmp_path)
+                                   vendor: AttestationCa, tmp_path: Path, replays: Replays, case: str, reason: str,
+                                   text: str) -> None:
+    _, agency, signer = await _world(initialized, app, client, vendor, tmp_path, replays=replays)
     await _entity(initialized, form=EntityForm.PERSON)
     if case == "expired":
         await _mandate(initialized, valid_from=NOW - dt.timedelta(days=30), valid_to=NOW - dt.timedelta(days=1))
@@ -286,9 +295,9 @@ async def test_refused_at_approval(initialized: Services, app: FastAPI, client: 
 
 async def test_approve_call_is_refused_without_mandate(initialized: Services, app: FastAPI,
                                                         client: httpx.AsyncClient, vendor: AttestationCa,
-                                                        tmp_path: Path) -> None:
+                                                        tmp_path: Path, *, replays: Replays) -> None:
     """The page was opened while the mandate held; revoked before the passkey answer: 403 mandate_invalid."""
-    _, agency, signer = await _world(initialized, app, client, vendor, tmp_path)
+    _, agency, signer = await _world(initialized, app, client, vendor, tmp_path, replays=replays)
     await _entity(initialized, form=EntityForm.SEAL)
     mandate_id = await _mandate(initialized)
     created = await _create(client, agency, text_pdf("Gec"))
@@ -310,8 +319,8 @@ async def test_approve_call_is_refused_without_mandate(initialized: Services, ap
 
 async def test_revoked_between_approval_and_signing_fails_and_signs_nothing(
         initialized: Services, app: FastAPI, client: httpx.AsyncClient, vendor: AttestationCa,
-        tmp_path: Path) -> None:
-    _, agency, signer = await _world(initialized, app, client, vendor, tmp_path)
+        tmp_path: Path, *, replays: Replays) -> None:
+    _, agency, signer = await _world(initialized, app, client, vendor, tmp_path, replays=replays)
     await _entity(initialized, form=EntityForm.PERSON)
     mandate_id = await _mandate(initialized)
     created = await _create(client, agency, text_pdf("Vaxt"), callback_url="https://agency.example/done")
@@ -343,9 +352,9 @@ async def test_revoked_between_approval_and_signing_fails_and_signs_nothing(
     ("suspended", VOEN, 409, "entity_inactive"),
     ("unconfigured", VOEN, 409, "entity_not_configured"),
 ])
-async def test_request_problems(initialized: Services, client: httpx.AsyncClient, *, setup: str, voen: str,
-                                status: int, code: str) -> None:
-    await prepared(initialized)
+async def test_request_problems(initialized: Services, client: httpx.AsyncClient, *, replays: Replays, setup: str,
+                                voen: str, status: int, code: str) -> None:
+    await prepared(initialized, replays)
     agency = await register_agency(initialized, client, seal=False)
     if setup == "suspended":
         await _entity(initialized, form=EntityForm.PERSON, status="suspended")
@@ -365,10 +374,10 @@ async def test_request_problems(initialized: Services, client: httpx.AsyncClient
         assert (await session.execute(select(func.count()).select_from(SigningRequest))).scalar_one() == 0
 
 
-async def test_cli_configures_an_entity(initialized: Services, acar: InProcessAcar) -> None:
+async def test_cli_configures_an_entity(initialized: Services, replays: Replays, acar: InProcessAcar) -> None:
     """`acar entity-signing set`: seal form makes the seal key and a legal-person-seal certificate naming the entity
     (NTRAZ-<VÖEN>), kept when set again; person form drops it; an unknown or suspended entity is a one-line error."""
-    await prepared(initialized)
+    await prepared(initialized, replays)
     refused = acar("entity-signing", "set", VOEN, "--form", "seal", check=False)
     assert refused.returncode == 1 and f"no legal entity with VÖEN {VOEN}" in refused.stderr
     await _entity(initialized, form=None)

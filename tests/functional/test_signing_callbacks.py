@@ -55,6 +55,7 @@ from tests.clock import Clock
 from tests.functional.helpers import ACAR
 from tests.local_http import QuietHandler, serving
 from tests.oidc_tools import ISSUER, asgi_browser
+from tests.replay import Replays
 from tests.signing_tools import Agency, minimal_pdf, prepared, register_agency
 
 API = "/api/v1/signing-requests"
@@ -105,7 +106,7 @@ def receiver(*statuses: int, location: str | None = None, tls: ssl.SSLContext | 
         return
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.socket = tls.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     try:
         rec = Receiver(url=f"https://localhost:{server.server_address[1]}/acar/callback", statuses=list(statuses),
@@ -206,8 +207,8 @@ def _delivery(services: Services, clock: Clock, *, max_age: dt.timedelta = dt.ti
 
 
 async def test_a_completed_seal_request_posts_one_jwt_that_verifies_with_the_jwks(
-        client: httpx.AsyncClient, initialized: Services) -> None:
-    await prepared(initialized)
+        client: httpx.AsyncClient, initialized: Services, replays: Replays) -> None:
+    await prepared(initialized, replays)
     agency = await register_agency(initialized, client)
     with receiver(204) as agency_side:
         request_id = await _seal(client, agency, agency_side.url)  # the in-process worker signs and delivers
@@ -240,9 +241,9 @@ async def test_a_completed_seal_request_posts_one_jwt_that_verifies_with_the_jwk
 
 
 async def test_failing_twice_then_answering_is_delivered_on_the_third_attempt_with_the_same_body(
-        manual: tuple[FastAPI, httpx.AsyncClient], initialized: Services) -> None:
+        manual: tuple[FastAPI, httpx.AsyncClient], initialized: Services, replays: Replays) -> None:
     _, client = manual
-    await prepared(initialized)
+    await prepared(initialized, replays)
     agency = await register_agency(initialized, client)
     with receiver(500, 500, 200) as agency_side:
         request_id = await _seal(client, agency, agency_side.url)
@@ -276,9 +277,9 @@ async def test_failing_twice_then_answering_is_delivered_on_the_third_attempt_wi
 
 
 async def test_a_receiver_that_never_answers_2xx_expires_after_the_max_age(
-        manual: tuple[FastAPI, httpx.AsyncClient], initialized: Services) -> None:
+        manual: tuple[FastAPI, httpx.AsyncClient], initialized: Services, replays: Replays) -> None:
     _, client = manual
-    await prepared(initialized)
+    await prepared(initialized, replays)
     agency = await register_agency(initialized, client)
     with receiver(503) as agency_side:
         request_id = await _seal(client, agency, agency_side.url)
@@ -307,9 +308,10 @@ async def test_a_receiver_that_never_answers_2xx_expires_after_the_max_age(
     assert await delivery.deliver_due() == {"delivered": 0, "retrying": 0, "expired": 0}  # expired stays expired
 
 
-async def test_no_callback_url_no_row(manual: tuple[FastAPI, httpx.AsyncClient], initialized: Services) -> None:
+async def test_no_callback_url_no_row(manual: tuple[FastAPI, httpx.AsyncClient], initialized: Services,
+                                      replays: Replays) -> None:
     _, client = manual
-    await prepared(initialized)
+    await prepared(initialized, replays)
     agency = await register_agency(initialized, client)
     request_id = await _seal(client, agency, None)
     await _sign_all(initialized)
@@ -319,9 +321,9 @@ async def test_no_callback_url_no_row(manual: tuple[FastAPI, httpx.AsyncClient],
 
 
 async def test_an_expired_sign_request_calls_back_with_its_state(
-        manual: tuple[FastAPI, httpx.AsyncClient], initialized: Services) -> None:
+        manual: tuple[FastAPI, httpx.AsyncClient], initialized: Services, replays: Replays) -> None:
     _, client = manual
-    await prepared(initialized)
+    await prepared(initialized, replays)
     agency = await register_agency(initialized, client, seal=False)
     requests = initialized.signing.requests
     requests.policy = dataclasses.replace(requests.policy, sign_lifetime=dt.timedelta(0))  # expires at once
@@ -343,9 +345,10 @@ async def test_an_expired_sign_request_calls_back_with_its_state(
         r.json()["id"], "expired", [], None)
 
 
-async def test_redirects_are_not_followed(manual: tuple[FastAPI, httpx.AsyncClient], initialized: Services) -> None:
+async def test_redirects_are_not_followed(manual: tuple[FastAPI, httpx.AsyncClient], initialized: Services,
+                                          replays: Replays) -> None:
     _, client = manual
-    await prepared(initialized)
+    await prepared(initialized, replays)
     agency = await register_agency(initialized, client)
     with receiver(200) as elsewhere, receiver(307, location=elsewhere.url) as agency_side:
         await _seal(client, agency, agency_side.url)
@@ -359,9 +362,9 @@ async def test_redirects_are_not_followed(manual: tuple[FastAPI, httpx.AsyncClie
 
 
 async def test_production_policy_refuses_non_public_addresses_unless_allowed(
-        manual: tuple[FastAPI, httpx.AsyncClient], initialized: Services) -> None:
+        manual: tuple[FastAPI, httpx.AsyncClient], initialized: Services, replays: Replays) -> None:
     _, client = manual
-    await prepared(initialized)
+    await prepared(initialized, replays)
     agency = await register_agency(initialized, client)
     with receiver(200) as agency_side:
         by_name = agency_side.url.replace("127.0.0.1", "localhost")  # a name that resolves to the loopback
@@ -389,11 +392,11 @@ async def test_production_policy_refuses_non_public_addresses_unless_allowed(
 
 
 async def test_a_body_signed_before_a_key_rotation_is_signed_again_with_the_same_claims(
-        manual: tuple[FastAPI, httpx.AsyncClient], initialized: Services) -> None:
+        manual: tuple[FastAPI, httpx.AsyncClient], initialized: Services, replays: Replays) -> None:
     """A retired token key leaves the JWKS after ACAR_TOKEN_MAX_LIFETIME_SECONDS: a callback still being retried is
     signed again with the current key, its claims unchanged (same jti: the agency still sees one callback)."""
     _, client = manual
-    await prepared(initialized)
+    await prepared(initialized, replays)
     agency = await register_agency(initialized, client)
     with receiver(500, 200) as agency_side:
         await _seal(client, agency, agency_side.url)
@@ -418,11 +421,11 @@ async def test_a_body_signed_before_a_key_rotation_is_signed_again_with_the_same
 
 
 async def test_a_real_acar_worker_signs_and_calls_back(
-        manual: tuple[FastAPI, httpx.AsyncClient], initialized: Services, cli_env: dict[str, str],
+        manual: tuple[FastAPI, httpx.AsyncClient], initialized: Services, replays: Replays, cli_env: dict[str, str],
         tmp_path: Path) -> None:
     """`acar worker` (a real process on the same database) runs the callbacks' delivery beside the signing."""
     _, client = manual
-    await prepared(initialized)
+    await prepared(initialized, replays)
     agency = await register_agency(initialized, client)
     log = tmp_path / "worker.log"
     with receiver(200) as agency_side, log.open("ab") as out:
@@ -447,12 +450,12 @@ async def test_a_real_acar_worker_signs_and_calls_back(
 
 
 async def test_production_policy_over_tls_sends_to_the_checked_address_and_verifies_the_host_name(
-        manual: tuple[FastAPI, httpx.AsyncClient], initialized: Services, tmp_path: Path) -> None:
+        manual: tuple[FastAPI, httpx.AsyncClient], initialized: Services, replays: Replays, tmp_path: Path) -> None:
     """https with the production policy: the request goes to the resolved, checked address, and TLS still verifies
     the certificate for the URL's host name (SNI localhost); a URL naming the address itself does not match that
     certificate and is refused by TLS, so the check is really made."""
     _, client = manual
-    await prepared(initialized)
+    await prepared(initialized, replays)
     agency = await register_agency(initialized, client)
     server_tls, pem = _localhost_tls(tmp_path)
     trusting = ssl.create_default_context(cadata=pem.decode())
@@ -475,11 +478,11 @@ async def test_production_policy_over_tls_sends_to_the_checked_address_and_verif
 
 
 async def test_concurrent_deliveries_send_each_callback_once(
-        manual: tuple[FastAPI, httpx.AsyncClient], initialized: Services) -> None:
+        manual: tuple[FastAPI, httpx.AsyncClient], initialized: Services, replays: Replays) -> None:
     """Three deliveries claiming at once (PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite: one writer at a time) take
     disjoint callbacks: each is POSTed once."""
     _, client = manual
-    await prepared(initialized)
+    await prepared(initialized, replays)
     agency = await register_agency(initialized, client)
     with receiver(200) as agency_side:
         ids = [await _seal(client, agency, agency_side.url) for _ in range(6)]
@@ -504,9 +507,9 @@ async def test_concurrent_deliveries_send_each_callback_once(
 
 
 async def test_finished_callbacks_go_with_the_retention_pending_ones_stay(
-        manual: tuple[FastAPI, httpx.AsyncClient], initialized: Services) -> None:
+        manual: tuple[FastAPI, httpx.AsyncClient], initialized: Services, replays: Replays) -> None:
     _, client = manual
-    await prepared(initialized)
+    await prepared(initialized, replays)
     agency = await register_agency(initialized, client)
     with receiver(200) as delivered_side, receiver(500) as failing_side:
         await _seal(client, agency, delivered_side.url)
@@ -523,10 +526,10 @@ async def test_finished_callbacks_go_with_the_retention_pending_ones_stay(
 
 
 async def test_a_failed_request_calls_back_with_its_failure(
-        manual: tuple[FastAPI, httpx.AsyncClient], initialized: Services) -> None:
+        manual: tuple[FastAPI, httpx.AsyncClient], initialized: Services, replays: Replays) -> None:
     """A revoked seal fails the request (seal_unusable): the callback carries the failure and no documents."""
     _, client = manual
-    await prepared(initialized)
+    await prepared(initialized, replays)
     agency = await register_agency(initialized, client)
     async with initialized.sessions() as session, session.begin():
         serial = (await session.execute(select(IssuedCertificate.serial_hex).where(
@@ -547,10 +550,10 @@ async def test_a_failed_request_calls_back_with_its_failure(
 
 
 async def test_a_rejected_request_calls_back_with_its_state(
-        manual: tuple[FastAPI, httpx.AsyncClient], initialized: Services) -> None:
+        manual: tuple[FastAPI, httpx.AsyncClient], initialized: Services, replays: Replays) -> None:
     """The signer's rejection (the approval's store, its unit) records the callback with the new state."""
     _, client = manual
-    await prepared(initialized)
+    await prepared(initialized, replays)
     agency = await register_agency(initialized, client, seal=False)
     with receiver(200) as agency_side:
         r = await client.post(API, headers=agency.headers, json={

@@ -28,6 +28,7 @@ from tests.approval_tools import MemoryApprovalStore, build_pdf, flate_bomb, tex
 from tests.oidc_tools import ISSUER, asgi_browser, register_client, register_person
 from tests.passkey_tools import ORIGIN, events, issue_code
 from tests.pki_tools import initialize_pki
+from tests.replay import Replays
 from tests.unit.idp.test_webauthn import MODEL, require_attestation
 from tests.webauthn_authenticator import (
     CSRF,
@@ -59,33 +60,41 @@ class World:
         return request_id
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def vendor() -> AttestationCa:
+    """The authenticators' vendor, trusted for MODEL: one for the module, so a replayed passkey's attestation
+    chains to the root this test trusts."""
     return AttestationCa()
 
 
-async def enrolled(services: Services, app: FastAPI, fin: str, vendor: AttestationCa) -> SoftwareAuthenticator:
-    """A person with one attested, device-bound passkey (it reaches level high)."""
-    person_id = await register_person(services, fin)
-    authenticator = attested_authenticator(vendor, aaguid=MODEL)
-    async with asgi_browser(app) as browser:
-        r = await enroll_with_code(browser, await issue_code(services, person_id), authenticator)
-        assert r.status_code == 201, r.text
-    return authenticator
+async def enrolled(services: Services, app: FastAPI, fin: str, vendor: AttestationCa,
+                   replays: Replays) -> SoftwareAuthenticator:
+    """A person with one attested, device-bound passkey (it reaches level high): enrolled with an activation code
+    the first time, its rows replayed after that (tests/replay.py); a test gets its own copy of the authenticator."""
+    async def enroll() -> SoftwareAuthenticator:
+        person_id = await register_person(services, fin)
+        authenticator = attested_authenticator(vendor, aaguid=MODEL)
+        async with asgi_browser(app) as browser:
+            r = await enroll_with_code(browser, await issue_code(services, person_id), authenticator)
+            assert r.status_code == 201, r.text
+        return authenticator
+
+    return await replays.run(services, f"approval page: {fin} enrolled", enroll)
 
 
 @pytest.fixture
-async def world(initialized: Services, app: FastAPI, vendor: AttestationCa, tmp_path: Path) -> AsyncIterator[World]:
+async def world(initialized: Services, app: FastAPI, vendor: AttestationCa, tmp_path: Path,
+                replays: Replays) -> AsyncIterator[World]:
     require_attestation(initialized, vendor, tmp_path, [MODEL])
     store = MemoryApprovalStore()
     wired = initialized.approval
-    await initialize_pki(initialized)  # an approved request is signed with the signer's own key, made by the CA
+    await initialize_pki(initialized, replays)  # an approved request is signed with the signer's own key, by the CA
     initialized.approval = dataclasses.replace(
         build_approval(initialized.settings, initialized.pki, initialized.key_store), stores=lambda tx: store,
         previews=PreviewRenderer(PreviewPolicy(max_side=400)), level="high")
     rp = await register_client(initialized, name="Vergilər Nazirliyi")
-    signer = await enrolled(initialized, app, FIN_SIGNER, vendor)
-    other = await enrolled(initialized, app, FIN_OTHER, vendor)
+    signer = await enrolled(initialized, app, FIN_SIGNER, vendor, replays)
+    other = await enrolled(initialized, app, FIN_OTHER, vendor, replays)
     yield World(initialized, store, rp.client_id, signer, other)
     initialized.approval = wired
 
