@@ -33,7 +33,7 @@ from api.settings import Settings
 from idp.core.tokens import TokenIssuer
 from idp.sql.models import LogoutDelivery
 from tests.conftest import _wipe
-from tests.functional.helpers import Server, acar_env, run_acar
+from tests.functional.helpers import InProcessAcar, Server, acar_env
 from tests.local_http import free_port
 from tests.oidc_tools import FIN, expected_at_hash, hidden, logout_receiver
 
@@ -123,23 +123,22 @@ def op(database_url: str, master_key_file: Path, tmp_path_factory: pytest.TempPa
     })
     settings = Settings(database_url=database_url, master_key_file=master_key_file, data_dir=tmp / "data",
                         issuer=issuer, key_cache_seconds=0)
-    run_acar(env, "init")
     rp_key = ECKey.generate_key("P-256", parameters={"kid": JWT_KID, "use": "sig", "alg": "ES256"})
     jwks_file = tmp / "agency-jwks.json"
     jwks_file.write_text(json.dumps({"keys": [rp_key.as_dict(private=False)]}))
     backchannel_port, durable_port = free_port(), free_port()
     specs = _client_specs(backchannel_port, durable_port, jwks_file)
 
-    def add(name: str) -> dict[str, Any]:
-        out = run_acar(env, "client", "add", "--name", f"Agency {name}", *specs[name], "--json").stdout
-        return dict(json.loads(out))
-
-    server = Server(env, port=port, log_path=tmp / "server.log")  # starts while the clients are registered
+    # `acar start serve`: `acar init`, then the server, in one process; the clients and the person are registered
+    # with `acar client add` and `acar person add` in this process while it starts (neither needs the token keys)
+    server = Server(env, port=port, log_path=tmp / "server.log", init=True)
     try:
-        with ThreadPoolExecutor(4) as pool:
-            clients = dict(zip(specs, pool.map(add, specs), strict=True))
-        person = json.loads(run_acar(env, "person", "add", "--fin", FIN, "--given-name", "Aysel", "--family-name",
-                                     "Məmmədova", "--birthdate", "1990-05-17").stdout)
+        with pytest.MonkeyPatch.context() as patch:
+            acar = InProcessAcar(env, patch)
+            clients = {name: dict(acar.json("client", "add", "--name", f"Agency {name}", *spec))
+                       for name, spec in specs.items()}
+            person = acar.json("person", "add", "--fin", FIN, "--given-name", "Aysel", "--family-name", "Məmmədova",
+                               "--birthdate", "1990-05-17")
         server.wait_ready()
         discovery = httpx.get(issuer + "/.well-known/openid-configuration", timeout=10).json()
         yield Op(issuer=issuer, env=env, person_id=person["id"], clients=clients, discovery=discovery,
@@ -578,8 +577,11 @@ def test_backchannel_logout_is_delivered_when_the_client_comes_back(op: Op, brow
     done = login(op, browser, "durable")
     r = browser.http.get(op.discovery["end_session_endpoint"], params={"id_token_hint": done.token["id_token"]})
     assert r.status_code == 200 and 'id="logout-done"' in r.text  # no redirect URI: Açar's own page
-    time.sleep(1.5)  # the first attempt meets a closed port ...
-    (row,) = _deliveries(op, client_id)
+    deadline = time.monotonic() + 10
+    while not (rows := _deliveries(op, client_id)) or rows[0].attempts < 1:  # the first attempt meets a closed port
+        assert time.monotonic() < deadline, f"no delivery attempt within 10 s: {rows}"
+        time.sleep(0.1)
+    (row,) = rows
     assert row.delivered_at is None and row.attempts >= 1 and row.last_error, row
     with logout_receiver(op.durable_port) as receiver:  # ... and the client comes back on the same port
         _wait_for(receiver.tokens, 20)
@@ -610,7 +612,7 @@ def test_step_up_max_age_prompt_login_and_form_post(op: Op, browser: Browser) ->
     assert high.id_claims["sid"] == low.id_claims["sid"]  # the same session, stepped up
     # with a live session, no page at all; max_age=0 and prompt=login force a new login
     login(op, browser, "levels", expect_pages=[])
-    time.sleep(1.1)  # auth_time has a resolution of one second
+    time.sleep(max(0.0, high.id_claims["auth_time"] + 1 - time.time()))  # auth_time has a resolution of one second
     again = login(op, browser, "levels", level="high", max_age="0", expect_pages=["login"])
     assert again.id_claims["auth_time"] > high.id_claims["auth_time"]
     login(op, browser, "levels", level="high", prompt="login", expect_pages=["login"])
