@@ -22,7 +22,7 @@ from asn1crypto import x509
 from pyhanko.pdf_utils.reader import PdfFileReader
 from sqlalchemy.engine import make_url
 
-from tests.functional.helpers import ACAR, Server, acar_env, acar_json, run_acar
+from tests.functional.helpers import ACAR, InProcessAcar, Server, acar_env
 from tests.signing_tools import minimal_pdf
 
 pytestmark = pytest.mark.postgresql
@@ -54,25 +54,27 @@ def _worker(env: dict[str, str], out: BinaryIO) -> subprocess.Popen[bytes]:
 
 
 def test_a_worker_killed_mid_batch_loses_nothing_and_signs_each_document_once(
-        pg_database_url: str, master_key_file: Path, tmp_path: Path) -> None:
+        pg_database_url: str, master_key_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
     env = acar_env({"ACAR_DATABASE_URL": pg_database_url, "ACAR_MASTER_KEY_FILE": str(master_key_file),
                     "ACAR_DATA_DIR": str(tmp_path / "data"), "ACAR_KEY_CACHE_SECONDS": "0",
                     "ACAR_SIGNING_INPROCESS_WORKER": "false", "ACAR_SIGNING_LEASE_SECONDS": "2",
                     "ACAR_SIGNING_MAX_DOCUMENTS": str(DOCUMENTS),
                     "ACAR_ACCESS_LOG": "false"})
-    run_acar(env, "init")
-    client = acar_json(env, "client", "add", "--name", "Tax system", "--grant-type", "client_credentials",
-                       "--scope", "signing")
-    seal = acar_json(env, "seal", "assign", client["client_id"], "--voen", "1234567891", "--organization",
-                     "Vergilər Nazirliyi")
-    assert seal["new_key"] and seal["signing_scope"]
-    again = acar_json(env, "seal", "assign", client["client_id"], "--voen", "1234567891", "--organization",
-                      "Vergilər Nazirliyi")
-    assert again["key_id"] == seal["key_id"] and not again["new_key"]  # kept: same legal person, usable
-    server = Server(env, log_path=tmp_path / "server.log")
+    acar = InProcessAcar(env, monkeypatch, capsys)
+    acar("init")
+    server = Server(env, log_path=tmp_path / "server.log")  # starts while the seal is assigned in this process
     log = tmp_path / "worker.log"
     out = log.open("ab")
     try:
+        client = acar.json("client", "add", "--name", "Tax system", "--grant-type", "client_credentials",
+                           "--scope", "signing")
+        seal = acar.json("seal", "assign", client["client_id"], "--voen", "1234567891", "--organization",
+                         "Vergilər Nazirliyi")
+        assert seal["new_key"] and seal["signing_scope"]
+        again = acar.json("seal", "assign", client["client_id"], "--voen", "1234567891", "--organization",
+                          "Vergilər Nazirliyi")
+        assert again["key_id"] == seal["key_id"] and not again["new_key"]  # kept: same legal person, usable
         server.wait_ready()
         token = httpx.post(server.base + "/token", data={"grant_type": "client_credentials"},
                            auth=(client["client_id"], client["client_secret"])).json()["access_token"]
@@ -128,17 +130,19 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_signs_each_document_once(
         out.close()
 
 
-def test_acar_serve_alone_seals(pg_database_url: str, master_key_file: Path, tmp_path: Path) -> None:
+def test_acar_serve_alone_seals(pg_database_url: str, master_key_file: Path, tmp_path: Path,
+                                monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """The embedded setup is one command: `acar serve` signs with its in-process worker (the default)."""
     env = acar_env({"ACAR_DATABASE_URL": pg_database_url, "ACAR_MASTER_KEY_FILE": str(master_key_file),
                     "ACAR_DATA_DIR": str(tmp_path / "data"), "ACAR_KEY_CACHE_SECONDS": "0",
                     "ACAR_ACCESS_LOG": "false"})
-    run_acar(env, "init")
-    client = acar_json(env, "client", "add", "--name", "Registry", "--grant-type", "client_credentials",
-                       "--scope", "signing")
-    acar_json(env, "seal", "assign", client["client_id"], "--voen", "1234567891", "--organization", "Reyestr")
-    server = Server(env, log_path=tmp_path / "server.log")
+    acar = InProcessAcar(env, monkeypatch, capsys)
+    acar("init")
+    server = Server(env, log_path=tmp_path / "server.log")  # starts while the seal is assigned in this process
     try:
+        client = acar.json("client", "add", "--name", "Registry", "--grant-type", "client_credentials",
+                           "--scope", "signing")
+        acar.json("seal", "assign", client["client_id"], "--voen", "1234567891", "--organization", "Reyestr")
         server.wait_ready()
         token = httpx.post(server.base + "/token", data={"grant_type": "client_credentials"},
                            auth=(client["client_id"], client["client_secret"])).json()["access_token"]
@@ -160,19 +164,21 @@ def test_acar_serve_alone_seals(pg_database_url: str, master_key_file: Path, tmp
 
 
 def test_a_worker_survives_its_database_connections_being_cut_mid_batch(
-        pg_database_url: str, master_key_file: Path, tmp_path: Path) -> None:
+        pg_database_url: str, master_key_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
     """Every connection of the database terminated (pg_terminate_backend, as a PostgreSQL restart does) while a
     worker signs: it goes on with fresh connections, and every document is still signed exactly once."""
     env = acar_env({"ACAR_DATABASE_URL": pg_database_url, "ACAR_MASTER_KEY_FILE": str(master_key_file),
                     "ACAR_DATA_DIR": str(tmp_path / "data"), "ACAR_KEY_CACHE_SECONDS": "0",
                     "ACAR_SIGNING_INPROCESS_WORKER": "false", "ACAR_SIGNING_LEASE_SECONDS": "2",
                     "ACAR_SIGNING_MAX_DOCUMENTS": str(DOCUMENTS), "ACAR_ACCESS_LOG": "false"})
-    run_acar(env, "init")
-    client = acar_json(env, "client", "add", "--name", "Tax system", "--grant-type", "client_credentials",
-                       "--scope", "signing")
-    acar_json(env, "seal", "assign", client["client_id"], "--voen", "1234567891", "--organization", "Vergilər")
-    server = Server(env, log_path=tmp_path / "server.log")
+    acar = InProcessAcar(env, monkeypatch, capsys)
+    acar("init")
+    server = Server(env, log_path=tmp_path / "server.log")  # starts while the seal is assigned in this process
     try:
+        client = acar.json("client", "add", "--name", "Tax system", "--grant-type", "client_credentials",
+                           "--scope", "signing")
+        acar.json("seal", "assign", client["client_id"], "--voen", "1234567891", "--organization", "Vergilər")
         server.wait_ready()
         token = httpx.post(server.base + "/token", data={"grant_type": "client_credentials"},
                            auth=(client["client_id"], client["client_secret"])).json()["access_token"]
