@@ -48,6 +48,11 @@ def _signed_count(url: str, request_id: str) -> int:
     return int(rows[0][0])
 
 
+def _client(server: Server) -> httpx.Client:
+    """One client for a test's requests to `server` (httpx.get makes a client, and loads the CA bundle, per call)."""
+    return httpx.Client(base_url=server.base, timeout=30)
+
+
 def _worker(env: dict[str, str], out: BinaryIO) -> subprocess.Popen[bytes]:
     return subprocess.Popen([ACAR, "worker", "--interval", "0.2"], env=env, stdout=out, stderr=out,
                             start_new_session=True)
@@ -64,6 +69,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_signs_each_document_once(
     acar = InProcessAcar(env, monkeypatch, capsys)
     acar("init")
     server = Server(env, log_path=tmp_path / "server.log")  # starts while the seal is assigned in this process
+    http = _client(server)
     log = tmp_path / "worker.log"
     out = log.open("ab")
     try:
@@ -76,13 +82,12 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_signs_each_document_once(
                           "Vergilər Nazirliyi")
         assert again["key_id"] == seal["key_id"] and not again["new_key"]  # kept: same legal person, usable
         server.wait_ready()
-        token = httpx.post(server.base + "/token", data={"grant_type": "client_credentials"},
-                           auth=(client["client_id"], client["client_secret"])).json()["access_token"]
+        token = http.post("/token", data={"grant_type": "client_credentials"},
+                          auth=(client["client_id"], client["client_secret"])).json()["access_token"]
         headers = {"Authorization": f"Bearer {token}"}
         pdfs = [minimal_pdf(1 + n % 3, f"Sənəd {n}") for n in range(DOCUMENTS)]
         documents = [{"filename": f"{n}.pdf", "content": base64.b64encode(pdf).decode()} for n, pdf in enumerate(pdfs)]
-        r = httpx.post(server.base + API, headers=headers, timeout=30,
-                       json={"mode": "seal", "level": "B-B", "documents": documents})
+        r = http.post(API, headers=headers, json={"mode": "seal", "level": "B-B", "documents": documents})
         assert r.status_code == 201, r.text
         request_id = r.json()["id"]
         time.sleep(1)
@@ -104,8 +109,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_signs_each_document_once(
         second = _worker(env, out)
         try:
             deadline = time.monotonic() + 120
-            while (state := httpx.get(f"{server.base}{API}/{request_id}", headers=headers).json())["state"] \
-                    != "completed":
+            while (state := http.get(f"{API}/{request_id}", headers=headers).json())["state"] != "completed":
                 assert state["state"] in ("approved", "signing") and time.monotonic() < deadline, state
                 time.sleep(0.1)
         finally:
@@ -119,13 +123,14 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_signs_each_document_once(
         jobs = asyncio.run(_query(pg_database_url, "SELECT state, attempts FROM signing_jobs"))
         assert {job[0] for job in jobs} == {"done"} and len(jobs) == DOCUMENTS
         assert sum(job[1] for job in jobs) == DOCUMENTS + int(running[0][0])  # the killed claim's job, twice
-        root = x509.Certificate.load(httpx.get(server.base + "/pki/ca/root.crt").content)
+        root = x509.Certificate.load(http.get("/pki/ca/root.crt").content)
         assert root.subject
         for document, original in zip(state["documents"], pdfs, strict=True):
-            r = httpx.get(f"{server.base}{API}/{request_id}/documents/{document['n']}", headers=headers)
+            r = http.get(f"{API}/{request_id}/documents/{document['n']}", headers=headers)
             assert r.status_code == 200 and r.content.startswith(original)
             assert len(PdfFileReader(io.BytesIO(r.content)).embedded_signatures) == 1
     finally:
+        http.close()
         server.stop()
         out.close()
 
@@ -139,27 +144,28 @@ def test_acar_serve_alone_seals(pg_database_url: str, master_key_file: Path, tmp
     acar = InProcessAcar(env, monkeypatch, capsys)
     acar("init")
     server = Server(env, log_path=tmp_path / "server.log")  # starts while the seal is assigned in this process
+    http = _client(server)
     try:
         client = acar.json("client", "add", "--name", "Registry", "--grant-type", "client_credentials",
                            "--scope", "signing")
         acar.json("seal", "assign", client["client_id"], "--voen", "1234567891", "--organization", "Reyestr")
         server.wait_ready()
-        token = httpx.post(server.base + "/token", data={"grant_type": "client_credentials"},
-                           auth=(client["client_id"], client["client_secret"])).json()["access_token"]
+        token = http.post("/token", data={"grant_type": "client_credentials"},
+                          auth=(client["client_id"], client["client_secret"])).json()["access_token"]
         headers = {"Authorization": f"Bearer {token}"}
         pdf = minimal_pdf(2)
-        r = httpx.post(server.base + API, headers=headers, data={"mode": "seal", "level": "B-LTA"},
-                       files=[("document", ("a.pdf", pdf, "application/pdf"))], timeout=30)
+        r = http.post(API, headers=headers, data={"mode": "seal", "level": "B-LTA"},
+                      files=[("document", ("a.pdf", pdf, "application/pdf"))])
         assert r.status_code == 201, r.text
         deadline = time.monotonic() + 60
-        while (state := httpx.get(f"{server.base}{API}/{r.json()['id']}", headers=headers).json())["state"] \
-                != "completed":
+        while (state := http.get(f"{API}/{r.json()['id']}", headers=headers).json())["state"] != "completed":
             assert state["state"] in ("approved", "signing") and time.monotonic() < deadline, (state, server.log())
             time.sleep(0.1)
-        signed = httpx.get(f"{server.base}{API}/{state['id']}/documents/1", headers=headers).content
+        signed = http.get(f"{API}/{state['id']}/documents/1", headers=headers).content
         reader = PdfFileReader(io.BytesIO(signed))
         assert signed.startswith(pdf) and len(reader.embedded_signatures) == 2  # the seal and the document time-stamp
     finally:
+        http.close()
         server.stop()
 
 
@@ -175,20 +181,22 @@ def test_a_worker_survives_its_database_connections_being_cut_mid_batch(
     acar = InProcessAcar(env, monkeypatch, capsys)
     acar("init")
     server = Server(env, log_path=tmp_path / "server.log")  # starts while the seal is assigned in this process
+    http = _client(server)
     try:
         client = acar.json("client", "add", "--name", "Tax system", "--grant-type", "client_credentials",
                            "--scope", "signing")
         acar.json("seal", "assign", client["client_id"], "--voen", "1234567891", "--organization", "Vergilər")
         server.wait_ready()
-        token = httpx.post(server.base + "/token", data={"grant_type": "client_credentials"},
-                           auth=(client["client_id"], client["client_secret"])).json()["access_token"]
+        token = http.post("/token", data={"grant_type": "client_credentials"},
+                          auth=(client["client_id"], client["client_secret"])).json()["access_token"]
         documents = [{"filename": f"{n}.pdf", "content": base64.b64encode(minimal_pdf(1, f"{n}")).decode()}
                      for n in range(DOCUMENTS)]
-        r = httpx.post(server.base + API, headers={"Authorization": f"Bearer {token}"}, timeout=30,
-                       json={"mode": "seal", "level": "B-B", "documents": documents})
+        r = http.post(API, headers={"Authorization": f"Bearer {token}"},
+                      json={"mode": "seal", "level": "B-B", "documents": documents})
         assert r.status_code == 201, r.text
         request_id = r.json()["id"]
     finally:
+        http.close()
         server.stop()
     log = tmp_path / "worker.log"
     with log.open("ab") as out:
