@@ -72,6 +72,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_signs_each_document_once(
     http = _client(server)
     log = tmp_path / "worker.log"
     out = log.open("ab")
+    first = _worker(env, out)  # starts with the server; it finds nothing to sign before the request is made
     try:
         client = acar.json("client", "add", "--name", "Tax system", "--grant-type", "client_credentials",
                            "--scope", "signing")
@@ -90,10 +91,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_signs_each_document_once(
         r = http.post(API, headers=headers, json={"mode": "seal", "level": "B-B", "documents": documents})
         assert r.status_code == 201, r.text
         request_id = r.json()["id"]
-        time.sleep(1)
-        assert _signed_count(pg_database_url, request_id) == 0  # nobody signs: the server's worker is off
 
-        first = _worker(env, out)
         deadline = time.monotonic() + 60
         while _signed_count(pg_database_url, request_id) < 5:
             assert first.poll() is None and time.monotonic() < deadline, log.read_text()
@@ -123,6 +121,12 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_signs_each_document_once(
         jobs = asyncio.run(_query(pg_database_url, "SELECT state, attempts FROM signing_jobs"))
         assert {job[0] for job in jobs} == {"done"} and len(jobs) == DOCUMENTS
         assert sum(job[1] for job in jobs) == DOCUMENTS + int(running[0][0])  # the killed claim's job, twice
+        # each job was finished by one of the two workers (a claim is the worker's name and a random part): none by
+        # the server, whose worker is off
+        workers = {json.loads(line)["worker"] for line in log.read_text().splitlines() if '"started": true' in line}
+        assert len(workers) == 2
+        claims = asyncio.run(_query(pg_database_url, "SELECT leased_by FROM signing_jobs"))
+        assert {claim[0].rsplit(":", 1)[0] for claim in claims} == workers
         root = x509.Certificate.load(http.get("/pki/ca/root.crt").content)
         assert root.subject
         for document, original in zip(state["documents"], pdfs, strict=True):
@@ -130,6 +134,9 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_signs_each_document_once(
             assert r.status_code == 200 and r.content.startswith(original)
             assert len(PdfFileReader(io.BytesIO(r.content)).embedded_signatures) == 1
     finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
         http.close()
         server.stop()
         out.close()
@@ -182,26 +189,27 @@ def test_a_worker_survives_its_database_connections_being_cut_mid_batch(
     acar("init")
     server = Server(env, log_path=tmp_path / "server.log")  # starts while the seal is assigned in this process
     http = _client(server)
-    try:
-        client = acar.json("client", "add", "--name", "Tax system", "--grant-type", "client_credentials",
-                           "--scope", "signing")
-        acar.json("seal", "assign", client["client_id"], "--voen", "1234567891", "--organization", "Vergilər")
-        server.wait_ready()
-        token = http.post("/token", data={"grant_type": "client_credentials"},
-                          auth=(client["client_id"], client["client_secret"])).json()["access_token"]
-        documents = [{"filename": f"{n}.pdf", "content": base64.b64encode(minimal_pdf(1, f"{n}")).decode()}
-                     for n in range(DOCUMENTS)]
-        r = http.post(API, headers={"Authorization": f"Bearer {token}"},
-                      json={"mode": "seal", "level": "B-B", "documents": documents})
-        assert r.status_code == 201, r.text
-        request_id = r.json()["id"]
-    finally:
-        http.close()
-        server.stop()
     log = tmp_path / "worker.log"
     with log.open("ab") as out:
-        worker = _worker(env, out)
+        worker = _worker(env, out)  # starts with the server; it finds nothing to sign before the request is made
         try:
+            try:
+                client = acar.json("client", "add", "--name", "Tax system", "--grant-type", "client_credentials",
+                                   "--scope", "signing")
+                acar.json("seal", "assign", client["client_id"], "--voen", "1234567891", "--organization",
+                          "Vergilər")
+                server.wait_ready()
+                token = http.post("/token", data={"grant_type": "client_credentials"},
+                                  auth=(client["client_id"], client["client_secret"])).json()["access_token"]
+                documents = [{"filename": f"{n}.pdf", "content": base64.b64encode(minimal_pdf(1, f"{n}")).decode()}
+                             for n in range(DOCUMENTS)]
+                r = http.post(API, headers={"Authorization": f"Bearer {token}"},
+                              json={"mode": "seal", "level": "B-B", "documents": documents})
+                assert r.status_code == 201, r.text
+                request_id = r.json()["id"]
+            finally:
+                http.close()
+                server.stop()  # the connections cut below are the worker's
             deadline = time.monotonic() + 60
             while _signed_count(pg_database_url, request_id) < 5:
                 assert worker.poll() is None and time.monotonic() < deadline, log.read_text()
