@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 import warnings
 from collections.abc import Iterator
@@ -49,6 +50,9 @@ BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 JWT_KID = "agency-key-1"
 LEEWAY = 5
 """Seconds of clock tolerance when checking exp/iat/auth_time: test and server share one clock."""
+TLS = ssl.create_default_context()
+"""The TLS settings of every HTTP client here, made once: an httpx client made without them loads the CA bundle
+(~50 ms each, and the tests make dozens; the server is plain HTTP on loopback)."""
 
 
 @dataclass
@@ -140,7 +144,7 @@ def op(database_url: str, master_key_file: Path, tmp_path_factory: pytest.TempPa
             person = acar.json("person", "add", "--fin", FIN, "--given-name", "Aysel", "--family-name", "Məmmədova",
                                "--birthdate", "1990-05-17")
         server.wait_ready()
-        discovery = httpx.get(issuer + "/.well-known/openid-configuration", timeout=10).json()
+        discovery = httpx.get(issuer + "/.well-known/openid-configuration", timeout=10, verify=TLS).json()
         yield Op(issuer=issuer, env=env, person_id=person["id"], clients=clients, discovery=discovery,
                  jwks=jwt.PyJWKClient(discovery["jwks_uri"], cache_keys=True), rp_key=rp_key,
                  durable_port=durable_port, backchannel_port=backchannel_port, settings=settings)
@@ -162,7 +166,7 @@ def relying_party(op: Op, name: str, scope: str = "openid profile") -> OAuth2Cli
     rp = OAuth2Client(client_id=client["client_id"], client_secret=secret, token_endpoint_auth_method=method,
                       revocation_endpoint_auth_method=method, scope=scope,
                       redirect_uri=(client["redirect_uris"] or [None])[0], code_challenge_method="S256",
-                      timeout=15, trust_env=False)
+                      timeout=15, trust_env=False, verify=TLS)
     op.open_clients.append(rp)
     return rp
 
@@ -189,7 +193,7 @@ class Browser:
 
     def __init__(self, op: Op) -> None:
         self.op = op
-        self.http = httpx.Client(follow_redirects=False, timeout=15, trust_env=False)
+        self.http = httpx.Client(follow_redirects=False, timeout=15, trust_env=False, verify=TLS)
 
     def close(self) -> None:
         self.http.close()
@@ -320,7 +324,7 @@ def introspect(op: Op, rp: OAuth2Client, token: str) -> dict[str, Any]:
 def userinfo(op: Op, token: str, method: str = "GET", **kw: Any) -> httpx.Response:
     headers = {"Authorization": f"Bearer {token}"} if "data" not in kw else {}
     return httpx.request(method, op.discovery["userinfo_endpoint"], headers=headers, timeout=10, trust_env=False,
-                         **kw)
+                         verify=TLS, **kw)
 
 
 def oauth_error(call: Any) -> str:
@@ -338,7 +342,7 @@ def test_discovery_lists_only_what_is_implemented(op: Op) -> None:
     for name in ("authorization_endpoint", "token_endpoint", "userinfo_endpoint", "jwks_uri", "end_session_endpoint",
                  "introspection_endpoint", "revocation_endpoint"):
         assert doc[name].startswith(op.issuer + "/"), name
-        assert httpx.get(doc[name], timeout=10).status_code != 404, name  # every advertised endpoint exists
+        assert httpx.get(doc[name], timeout=10, verify=TLS).status_code != 404, name  # every advertised endpoint exists
     assert doc["response_types_supported"] == ["code"]
     assert doc["code_challenge_methods_supported"] == ["S256"]
     assert doc["response_modes_supported"] == ["query", "form_post"]
@@ -354,12 +358,12 @@ def test_discovery_lists_only_what_is_implemented(op: Op) -> None:
     assert doc["frontchannel_logout_supported"] is False
     assert "openid" in doc["scopes_supported"]
     # every advertised ID token algorithm has a published key, and the JWKS holds public keys only
-    jwks = httpx.get(doc["jwks_uri"], timeout=10).json()
+    jwks = httpx.get(doc["jwks_uri"], timeout=10, verify=TLS).json()
     published = {k.get("alg") for k in jwks["keys"]}
     assert set(doc["id_token_signing_alg_values_supported"]) <= published
     assert not any({"d", "p", "q", "k"} & set(k) for k in jwks["keys"])
     # RFC 8414: the same metadata at the OAuth well-known location
-    assert httpx.get(op.issuer + "/.well-known/oauth-authorization-server", timeout=10).json() == doc
+    assert httpx.get(op.issuer + "/.well-known/oauth-authorization-server", timeout=10, verify=TLS).json() == doc
 
 
 # --- code flow, SSO, pairwise subjects ---------------------------------------------------------------------
@@ -493,7 +497,7 @@ def test_introspection(op: Op, browser: Browser) -> None:
     # RFC 7662 section 2.1: the caller must authenticate
     for auth in ({}, {"auth": (client_id, "wrong-secret")}):
         r = httpx.post(op.discovery["introspection_endpoint"], data={"token": done.token["access_token"]},
-                       timeout=10, **auth)
+                       timeout=10, verify=TLS, **auth)
         assert r.status_code == 401 and r.json()["error"] == "invalid_client" and "www-authenticate" in r.headers
     # revoked by the client (RFC 7009): inactive from then on
     assert rp.revoke_token(op.discovery["revocation_endpoint"], token=done.token["access_token"],
