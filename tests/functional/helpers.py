@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -58,10 +60,12 @@ class InProcessAcar:
 
     Faster than a subprocess by the interpreter start-up and imports; the tests of argument parsing,
     validation and output go through here, and a few tests keep running the installed command (run_acar).
+    Without `capsys` (a module fixture has none) the output is captured by redirecting sys.stdout and sys.stderr
+    while the command runs.
     """
 
     def __init__(self, env: Mapping[str, str], monkeypatch: pytest.MonkeyPatch,
-                 capsys: pytest.CaptureFixture[str]) -> None:
+                 capsys: pytest.CaptureFixture[str] | None = None) -> None:
         self.env = dict(env)
         self._monkeypatch = monkeypatch
         self._capsys = capsys
@@ -73,14 +77,24 @@ class InProcessAcar:
             for name, value in (self.env if env is None else env).items():
                 if name.startswith("ACAR_"):
                     patch.setenv(name, value)
-            self._capsys.readouterr()  # output of earlier steps is not this command's
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                code = pool.submit(main, list(args)).result()
-            out, err = self._capsys.readouterr()
+            if self._capsys is not None:
+                self._capsys.readouterr()  # output of earlier steps is not this command's
+                code = self._run(args)
+                out, err = self._capsys.readouterr()
+            else:
+                stdout, stderr = io.StringIO(), io.StringIO()
+                with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+                    code = self._run(args)
+                out, err = stdout.getvalue(), stderr.getvalue()
         result = CliResult(code, out, err)
         if check and code != 0:
             raise AssertionError(f"acar {' '.join(args)} failed ({code}): {err}")
         return result
+
+    @staticmethod
+    def _run(args: Sequence[str]) -> int:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(main, list(args)).result()
 
     def json(self, *args: str, env: Mapping[str, str] | None = None) -> Any:
         return json.loads(self(*args, "--json", env=env).stdout)

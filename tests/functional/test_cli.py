@@ -1,4 +1,5 @@
-"""`acar`: the installed command for start-up, help and a fresh database; everything else in-process."""
+"""`acar`: the installed command for start-up and help; everything else in-process (the installed command's
+`acar init` on a database without keys runs as `acar start serve` in tests/functional/test_oidc_flows.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from sqlalchemy import func, select
 from api.cli import build_parser
 from api.deps import Services
 from idp.sql.models import Person
-from tests.functional.helpers import InProcessAcar, acar_env, acar_json, run_acar
+from tests.functional.helpers import InProcessAcar, acar_env, run_acar
 from tests.signing_tools import minimal_pdf
 
 
@@ -24,12 +25,12 @@ async def _persons(services: Services) -> int:
         return (await session.execute(select(func.count()).select_from(Person))).scalar_one()
 
 
-async def test_init_is_idempotent_and_creates_keys(cli_env: dict[str, str]) -> None:
-    first = acar_json(cli_env, "init")
+async def test_init_is_idempotent_and_creates_keys(acar: InProcessAcar) -> None:
+    first = acar.json("init")
     assert len(first["token_keys_created"]) == 4  # current + next for ES256 and RS256
-    again = acar_json(cli_env, "init")
+    again = acar.json("init")
     assert again["token_keys_created"] == []
-    keys = acar_json(cli_env, "keys", "list")
+    keys = acar.json("keys", "list")
     assert sorted(k["state"] for k in keys) == ["current", "current", "next", "next"]
 
 

@@ -1,9 +1,12 @@
 """`acar` on each key backend.
 
 A wrong master key stops `acar serve` before it listens, in one line; `acar init` and `acar keys rotate` refuse
-it without writing (`acar` in-process). The PKCS#11 backend, with real `acar` processes (a PKCS#11 module reads
-its configuration and logs in once per process), on a SoftHSM2 token: `acar init` creates the token keys on the
-token, `acar serve` is ready and publishes them, and what it signs verifies with PyJWT against its JWKS.
+it without writing (`acar` in-process). The PKCS#11 backend on a SoftHSM2 token: `acar start serve` (a real
+process) creates the token keys on the token, is ready and publishes them, and what it and this process sign
+verifies with PyJWT against its JWKS; the PIN and module errors come from a real C_Login and module load in this
+process (the PIN error's wording says the token refused it: a login this process already held would be refused
+in other words). A SoftHSM2 configuration other than this process's needs a process of its own (SoftHSM2 reads
+it once per process).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pkcs11 import Attribute
 
 from keys.pkcs11 import Pkcs11KeyStore
 from keys.software import MasterKey
-from tests.functional.helpers import InProcessAcar, Server, acar_json, run_acar
+from tests.functional.helpers import InProcessAcar, Server, run_acar
 from tests.local_http import free_port
 from tests.softhsm import SoftHsmToken
 
@@ -61,29 +64,33 @@ def test_malformed_master_key_stops_serve_in_one_line(acar: InProcessAcar, tmp_p
 
 
 @pytest.mark.pkcs11
-def test_pkcs11_backend_init_and_serve(cli_env: dict[str, str], softhsm_token: SoftHsmToken, tmp_path: Path) -> None:
-    env = {**cli_env, **softhsm_token.acar_env(), "ACAR_ISSUER": ISSUER}
-    created = acar_json(env, "init")["token_keys_created"]
-    assert len(created) == 4  # current + next for ES256 and RS256
-    login = Pkcs11KeyStore(module_path=softhsm_token.module, token_label=softhsm_token.label, pin=softhsm_token.pin)
-    try:  # an independent look at the token: each key pair is there, its private half sensitive
-        for kid in created:
-            objects = softhsm_token.objects(kid)
-            assert set(objects) == {"private", "public"}
-            assert objects["private"][Attribute.SENSITIVE] is True
-    finally:
-        login.close()
-
-    server = Server(env, log_path=tmp_path / "server.log")
+def test_pkcs11_backend_init_and_serve(acar: InProcessAcar, softhsm_token: SoftHsmToken, tmp_path: Path) -> None:
+    env = {**acar.env, **softhsm_token.acar_env(), "ACAR_ISSUER": ISSUER}
+    assert acar.json("keys", "list", env=env) == []
+    server = Server(env, log_path=tmp_path / "server.log", init=True)  # `acar init`, then `acar serve`
     try:
         server.wait_ready()
+        keys = acar.json("keys", "list", env=env)  # what init created: current + next for ES256 and RS256
+        assert sorted((k["alg"], k["state"]) for k in keys) == [
+            ("ES256", "current"), ("ES256", "next"), ("RS256", "current"), ("RS256", "next")]
+        created = [k["kid"] for k in keys]
+        login = Pkcs11KeyStore(module_path=softhsm_token.module, token_label=softhsm_token.label,
+                               pin=softhsm_token.pin)
+        try:  # an independent look at the token: each key pair is there, its private half sensitive
+            for kid in created:
+                objects = softhsm_token.objects(kid)
+                assert set(objects) == {"private", "public"}
+                assert objects["private"][Attribute.SENSITIVE] is True
+        finally:
+            login.close()
+
         ready = httpx.get(server.base + "/readyz")
         assert ready.status_code == 200 and ready.json() == {"status": "ready"}
         jwks = httpx.get(server.base + "/jwks.json").json()
         assert {k["kid"] for k in jwks["keys"]} == set(created)
 
-        # signed on the token by another process (the CLI), then by the server; both verify with PyJWT
-        bootstrap = acar_json(env, "admin", "token", "--subject", "operator", "--scope", "acar:admin")
+        # signed on the token by another process (the CLI, in this one), then by the server; both verify with PyJWT
+        bootstrap = acar.json("admin", "token", "--subject", "operator", "--scope", "acar:admin", env=env)
         minted = httpx.post(server.base + "/admin/tokens",
                             headers={"Authorization": f"Bearer {bootstrap['access_token']}"},
                             json={"subject": "clerk", "scope": "acar:cert:revoke", "ttl_seconds": 300})
@@ -101,48 +108,51 @@ def test_pkcs11_backend_init_and_serve(cli_env: dict[str, str], softhsm_token: S
 
 
 @pytest.mark.pkcs11
-def test_pkcs11_pin_from_a_file(cli_env: dict[str, str], softhsm_token: SoftHsmToken, tmp_path: Path) -> None:
+def test_pkcs11_pin_from_a_file(acar: InProcessAcar, softhsm_token: SoftHsmToken, tmp_path: Path) -> None:
     """ACAR_PKCS11_PIN_FILE keeps the PIN out of the environment; a wrong or unreadable file is one line."""
-    env = {k: v for k, v in {**cli_env, **softhsm_token.acar_env()}.items() if k != "ACAR_PKCS11_PIN"}
+    env = {k: v for k, v in {**acar.env, **softhsm_token.acar_env()}.items() if k != "ACAR_PKCS11_PIN"}
     env["ACAR_KEY_BACKEND"] = "pkcs11"
     pin_file = tmp_path / "pin"
     pin_file.write_text(softhsm_token.pin + "\n")
     # a command that uses the keys logs in to the token (`acar keys list` reads the database only)
-    rotated = acar_json({**env, "ACAR_PKCS11_PIN_FILE": str(pin_file)}, "keys", "rotate", "--alg", "ES256")
+    rotated = acar.json("keys", "rotate", "--alg", "ES256", env={**env, "ACAR_PKCS11_PIN_FILE": str(pin_file)})
     assert [change["alg"] for change in rotated] == ["ES256"]
     pin_file.write_text("000000\n")
-    proc = run_acar({**env, "ACAR_PKCS11_PIN_FILE": str(pin_file)}, "keys", "rotate", check=False)
+    proc = acar("keys", "rotate", check=False, env={**env, "ACAR_PKCS11_PIN_FILE": str(pin_file)})
     assert proc.returncode == 1
     _one_line_error(proc.stderr, "ACAR_PKCS11_PIN: the token")
-    proc = run_acar({**env, "ACAR_PKCS11_PIN_FILE": str(tmp_path / "missing")}, "keys", "rotate", check=False)
+    proc = acar("keys", "rotate", check=False, env={**env, "ACAR_PKCS11_PIN_FILE": str(tmp_path / "missing")})
     assert proc.returncode == 1
     _one_line_error(proc.stderr, "ACAR_PKCS11_PIN_FILE: cannot read")
 
 
 @pytest.mark.pkcs11
 @pytest.mark.parametrize(("override", "setting"), [  # the other settings' errors: tests/unit/keys/test_pkcs11.py
-    ({"ACAR_PKCS11_PIN": "000000"}, "ACAR_PKCS11_PIN: the token"),  # a real C_Login in a fresh process
+    ({"ACAR_PKCS11_PIN": "000000"}, "ACAR_PKCS11_PIN: the token"),  # a real C_Login, refused by the token
     ({"ACAR_PKCS11_MODULE": "/nonexistent/libpkcs11.so"}, "ACAR_PKCS11_MODULE: cannot use the PKCS#11 module"),
 ])
 def test_pkcs11_misconfiguration_stops_serve_in_one_line(
-    cli_env: dict[str, str], softhsm_token: SoftHsmToken, override: dict[str, str], setting: str
+    acar: InProcessAcar, softhsm_token: SoftHsmToken, override: dict[str, str], setting: str
 ) -> None:
-    env = {**cli_env, **softhsm_token.acar_env(), **override}
-    proc = run_acar(env, "serve", "--port", str(free_port()), check=False)
+    env = {**acar.env, **softhsm_token.acar_env(), **override}
+    port = free_port()
+    proc = acar("serve", "--port", str(port), check=False, env=env)
     assert proc.returncode == 1 and proc.stdout == ""
     _one_line_error(proc.stderr, setting)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
 
 
 @pytest.mark.pkcs11
 def test_token_without_eddsa_refuses_ed25519_keys_clearly(
-    cli_env: dict[str, str], softhsm_token: SoftHsmToken, tmp_path: Path
+    acar: InProcessAcar, softhsm_token: SoftHsmToken, tmp_path: Path
 ) -> None:
     # the same token, seen through a SoftHSM2 configuration that does not offer EdDSA (as some HSMs do not)
     conf = tmp_path / "softhsm2-no-eddsa.conf"
     conf.write_text(softhsm_token.conf.read_text() + "slots.mechanisms = -CKM_EC_EDWARDS_KEY_PAIR_GEN,CKM_EDDSA\n")
-    env = {**cli_env, **softhsm_token.acar_env(), "SOFTHSM2_CONF": str(conf),
+    env = {**acar.env, **softhsm_token.acar_env(), "SOFTHSM2_CONF": str(conf),
            "ACAR_TOKEN_KEY_ALGORITHMS": '["ES256", "EdDSA"]'}
-    proc = run_acar(env, "init", check=False)
+    proc = run_acar(env, "init", check=False)  # a process of its own: SoftHSM2 reads SOFTHSM2_CONF once per process
     assert proc.returncode == 1
     _one_line_error(proc.stderr, "the token cannot generate Ed25519 keys: it does not offer CKM_EDDSA")
-    assert acar_json({**env, "ACAR_TOKEN_KEY_ALGORITHMS": '["ES256"]'}, "keys", "list") == []  # init wrote nothing
+    assert acar.json("keys", "list", env={**env, "ACAR_TOKEN_KEY_ALGORITHMS": '["ES256"]'}) == []  # init wrote nothing

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 import warnings
 from collections.abc import Iterator
@@ -33,7 +34,7 @@ from api.settings import Settings
 from idp.core.tokens import TokenIssuer
 from idp.sql.models import LogoutDelivery
 from tests.conftest import _wipe
-from tests.functional.helpers import Server, acar_env, run_acar
+from tests.functional.helpers import InProcessAcar, Server, acar_env
 from tests.local_http import free_port
 from tests.oidc_tools import FIN, expected_at_hash, hidden, logout_receiver
 
@@ -49,6 +50,9 @@ BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 JWT_KID = "agency-key-1"
 LEEWAY = 5
 """Seconds of clock tolerance when checking exp/iat/auth_time: test and server share one clock."""
+TLS = ssl.create_default_context()
+"""The TLS settings of every HTTP client here, made once: an httpx client made without them loads the CA bundle
+(~50 ms each, and the tests make dozens; the server is plain HTTP on loopback)."""
 
 
 @dataclass
@@ -123,25 +127,24 @@ def op(database_url: str, master_key_file: Path, tmp_path_factory: pytest.TempPa
     })
     settings = Settings(database_url=database_url, master_key_file=master_key_file, data_dir=tmp / "data",
                         issuer=issuer, key_cache_seconds=0)
-    run_acar(env, "init")
     rp_key = ECKey.generate_key("P-256", parameters={"kid": JWT_KID, "use": "sig", "alg": "ES256"})
     jwks_file = tmp / "agency-jwks.json"
     jwks_file.write_text(json.dumps({"keys": [rp_key.as_dict(private=False)]}))
     backchannel_port, durable_port = free_port(), free_port()
     specs = _client_specs(backchannel_port, durable_port, jwks_file)
 
-    def add(name: str) -> dict[str, Any]:
-        out = run_acar(env, "client", "add", "--name", f"Agency {name}", *specs[name], "--json").stdout
-        return dict(json.loads(out))
-
-    server = Server(env, port=port, log_path=tmp / "server.log")  # starts while the clients are registered
+    # `acar start serve`: `acar init`, then the server, in one process; the clients and the person are registered
+    # with `acar client add` and `acar person add` in this process while it starts (neither needs the token keys)
+    server = Server(env, port=port, log_path=tmp / "server.log", init=True)
     try:
-        with ThreadPoolExecutor(4) as pool:
-            clients = dict(zip(specs, pool.map(add, specs), strict=True))
-        person = json.loads(run_acar(env, "person", "add", "--fin", FIN, "--given-name", "Aysel", "--family-name",
-                                     "Məmmədova", "--birthdate", "1990-05-17").stdout)
+        with pytest.MonkeyPatch.context() as patch:
+            acar = InProcessAcar(env, patch)
+            clients = {name: dict(acar.json("client", "add", "--name", f"Agency {name}", *spec))
+                       for name, spec in specs.items()}
+            person = acar.json("person", "add", "--fin", FIN, "--given-name", "Aysel", "--family-name", "Məmmədova",
+                               "--birthdate", "1990-05-17")
         server.wait_ready()
-        discovery = httpx.get(issuer + "/.well-known/openid-configuration", timeout=10).json()
+        discovery = httpx.get(issuer + "/.well-known/openid-configuration", timeout=10, verify=TLS).json()
         yield Op(issuer=issuer, env=env, person_id=person["id"], clients=clients, discovery=discovery,
                  jwks=jwt.PyJWKClient(discovery["jwks_uri"], cache_keys=True), rp_key=rp_key,
                  durable_port=durable_port, backchannel_port=backchannel_port, settings=settings)
@@ -163,7 +166,7 @@ def relying_party(op: Op, name: str, scope: str = "openid profile") -> OAuth2Cli
     rp = OAuth2Client(client_id=client["client_id"], client_secret=secret, token_endpoint_auth_method=method,
                       revocation_endpoint_auth_method=method, scope=scope,
                       redirect_uri=(client["redirect_uris"] or [None])[0], code_challenge_method="S256",
-                      timeout=15, trust_env=False)
+                      timeout=15, trust_env=False, verify=TLS)
     op.open_clients.append(rp)
     return rp
 
@@ -190,7 +193,7 @@ class Browser:
 
     def __init__(self, op: Op) -> None:
         self.op = op
-        self.http = httpx.Client(follow_redirects=False, timeout=15, trust_env=False)
+        self.http = httpx.Client(follow_redirects=False, timeout=15, trust_env=False, verify=TLS)
 
     def close(self) -> None:
         self.http.close()
@@ -321,7 +324,7 @@ def introspect(op: Op, rp: OAuth2Client, token: str) -> dict[str, Any]:
 def userinfo(op: Op, token: str, method: str = "GET", **kw: Any) -> httpx.Response:
     headers = {"Authorization": f"Bearer {token}"} if "data" not in kw else {}
     return httpx.request(method, op.discovery["userinfo_endpoint"], headers=headers, timeout=10, trust_env=False,
-                         **kw)
+                         verify=TLS, **kw)
 
 
 def oauth_error(call: Any) -> str:
@@ -339,7 +342,7 @@ def test_discovery_lists_only_what_is_implemented(op: Op) -> None:
     for name in ("authorization_endpoint", "token_endpoint", "userinfo_endpoint", "jwks_uri", "end_session_endpoint",
                  "introspection_endpoint", "revocation_endpoint"):
         assert doc[name].startswith(op.issuer + "/"), name
-        assert httpx.get(doc[name], timeout=10).status_code != 404, name  # every advertised endpoint exists
+        assert httpx.get(doc[name], timeout=10, verify=TLS).status_code != 404, name  # every advertised endpoint exists
     assert doc["response_types_supported"] == ["code"]
     assert doc["code_challenge_methods_supported"] == ["S256"]
     assert doc["response_modes_supported"] == ["query", "form_post"]
@@ -355,12 +358,12 @@ def test_discovery_lists_only_what_is_implemented(op: Op) -> None:
     assert doc["frontchannel_logout_supported"] is False
     assert "openid" in doc["scopes_supported"]
     # every advertised ID token algorithm has a published key, and the JWKS holds public keys only
-    jwks = httpx.get(doc["jwks_uri"], timeout=10).json()
+    jwks = httpx.get(doc["jwks_uri"], timeout=10, verify=TLS).json()
     published = {k.get("alg") for k in jwks["keys"]}
     assert set(doc["id_token_signing_alg_values_supported"]) <= published
     assert not any({"d", "p", "q", "k"} & set(k) for k in jwks["keys"])
     # RFC 8414: the same metadata at the OAuth well-known location
-    assert httpx.get(op.issuer + "/.well-known/oauth-authorization-server", timeout=10).json() == doc
+    assert httpx.get(op.issuer + "/.well-known/oauth-authorization-server", timeout=10, verify=TLS).json() == doc
 
 
 # --- code flow, SSO, pairwise subjects ---------------------------------------------------------------------
@@ -494,7 +497,7 @@ def test_introspection(op: Op, browser: Browser) -> None:
     # RFC 7662 section 2.1: the caller must authenticate
     for auth in ({}, {"auth": (client_id, "wrong-secret")}):
         r = httpx.post(op.discovery["introspection_endpoint"], data={"token": done.token["access_token"]},
-                       timeout=10, **auth)
+                       timeout=10, verify=TLS, **auth)
         assert r.status_code == 401 and r.json()["error"] == "invalid_client" and "www-authenticate" in r.headers
     # revoked by the client (RFC 7009): inactive from then on
     assert rp.revoke_token(op.discovery["revocation_endpoint"], token=done.token["access_token"],
@@ -578,8 +581,11 @@ def test_backchannel_logout_is_delivered_when_the_client_comes_back(op: Op, brow
     done = login(op, browser, "durable")
     r = browser.http.get(op.discovery["end_session_endpoint"], params={"id_token_hint": done.token["id_token"]})
     assert r.status_code == 200 and 'id="logout-done"' in r.text  # no redirect URI: Açar's own page
-    time.sleep(1.5)  # the first attempt meets a closed port ...
-    (row,) = _deliveries(op, client_id)
+    deadline = time.monotonic() + 10
+    while not (rows := _deliveries(op, client_id)) or rows[0].attempts < 1:  # the first attempt meets a closed port
+        assert time.monotonic() < deadline, f"no delivery attempt within 10 s: {rows}"
+        time.sleep(0.1)
+    (row,) = rows
     assert row.delivered_at is None and row.attempts >= 1 and row.last_error, row
     with logout_receiver(op.durable_port) as receiver:  # ... and the client comes back on the same port
         _wait_for(receiver.tokens, 20)
@@ -610,7 +616,7 @@ def test_step_up_max_age_prompt_login_and_form_post(op: Op, browser: Browser) ->
     assert high.id_claims["sid"] == low.id_claims["sid"]  # the same session, stepped up
     # with a live session, no page at all; max_age=0 and prompt=login force a new login
     login(op, browser, "levels", expect_pages=[])
-    time.sleep(1.1)  # auth_time has a resolution of one second
+    time.sleep(max(0.0, high.id_claims["auth_time"] + 1 - time.time()))  # auth_time has a resolution of one second
     again = login(op, browser, "levels", level="high", max_age="0", expect_pages=["login"])
     assert again.id_claims["auth_time"] > high.id_claims["auth_time"]
     login(op, browser, "levels", level="high", prompt="login", expect_pages=["login"])
