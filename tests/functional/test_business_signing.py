@@ -42,7 +42,7 @@ from storage.audit import AuditEvent
 from tests.approval_tools import text_pdf
 from tests.functional.helpers import InProcessAcar
 from tests.functional.test_signing_approval import _sign_in, _signer
-from tests.local_http import serving
+from tests.local_http import free_port, serving
 from tests.oidc_tools import asgi_browser
 from tests.pades_world import _pki_handler
 from tests.passkey_tools import ORIGIN
@@ -55,6 +55,13 @@ API = "/api/v1/signing-requests"
 FIN = "5ABCD12"
 VOEN = "1400057421"
 ENTITY = "Xəzər Logistika MMC"
+
+
+@pytest.fixture(scope="module")
+def pki_port() -> int:
+    """The loopback port of the PKI's URLs, one for the module (tests.pades_world gives each test its own): every
+    certificate names it, so the PKI is then the same in each test and its rows are replayed (tests/replay.py)."""
+    return free_port()
 
 
 @pytest.fixture
