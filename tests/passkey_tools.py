@@ -12,7 +12,8 @@ from api.deps import Services
 from idp.sql.enrollment import EnrollmentService
 from storage.audit import AuditEvent
 from storage.base import utcnow
-from tests.oidc_tools import ISSUER
+from tests.oidc_tools import ISSUER, asgi_browser, register_person
+from tests.webauthn_authenticator import AttestationCa, SoftwareAuthenticator, attested_authenticator, enroll_with_code
 
 ORIGIN = ISSUER
 """The WebAuthn origin of the test settings: the issuer's."""
@@ -52,3 +53,15 @@ def refused(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
     assert body["code"] == code and body["type"] == f"urn:acar:problem:{code}", body
     assert body["detail"]
     return body
+
+
+async def enrolled_attested(services: Services, app: Any, vendor: AttestationCa, fin: str, aaguid: bytes
+                            ) -> SoftwareAuthenticator:
+    """A person registered with `fin` who enrolled one passkey attested by `vendor` (model `aaguid`) with an
+    activation code, through the app's enrollment pages: the authenticator that holds it."""
+    person_id = await register_person(services, fin)
+    authenticator = attested_authenticator(vendor, aaguid=aaguid)
+    async with asgi_browser(app) as browser:
+        r = await enroll_with_code(browser, await issue_code(services, person_id), authenticator)
+        assert r.status_code == 201, r.text
+    return authenticator

@@ -24,16 +24,14 @@ from signing.core.approval import derive_challenge
 from signing.sql.models import SignerKey, SigningJob, SigningRequest
 from storage.audit import AuditEvent
 from tests.approval_tools import text_pdf
-from tests.oidc_tools import ISSUER, asgi_browser, register_person
-from tests.passkey_tools import ORIGIN, issue_code
+from tests.oidc_tools import ISSUER, asgi_browser
+from tests.passkey_tools import ORIGIN, enrolled_attested
 from tests.signing_tools import prepared, register_agency, verify_signed
 from tests.unit.idp.test_webauthn import MODEL, require_attestation
 from tests.webauthn_authenticator import (
     CSRF,
     AttestationCa,
     SoftwareAuthenticator,
-    attested_authenticator,
-    enroll_with_code,
     passkey_login,
 )
 
@@ -46,12 +44,7 @@ def _b64(data: bytes) -> str:
 
 
 async def _signer(services: Services, app: FastAPI, vendor: AttestationCa, fin: str) -> SoftwareAuthenticator:
-    person_id = await register_person(services, fin)
-    authenticator = attested_authenticator(vendor, aaguid=MODEL)
-    async with asgi_browser(app) as browser:
-        r = await enroll_with_code(browser, await issue_code(services, person_id), authenticator)
-        assert r.status_code == 201, r.text
-    return authenticator
+    return await enrolled_attested(services, app, vendor, fin, MODEL)
 
 
 async def _sign_in(services: Services, browser: httpx.AsyncClient, url: str,

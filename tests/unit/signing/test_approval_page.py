@@ -25,8 +25,8 @@ from idp.sql.models import AuthorizationRequest
 from signing.core.approval import derive_challenge
 from signing.core.preview import PNG_SIGNATURE, PreviewPolicy, PreviewRenderer, png_size
 from tests.approval_tools import MemoryApprovalStore, build_pdf, flate_bomb, text_page, text_pdf
-from tests.oidc_tools import ISSUER, asgi_browser, register_client, register_person
-from tests.passkey_tools import ORIGIN, events, issue_code
+from tests.oidc_tools import ISSUER, register_client
+from tests.passkey_tools import ORIGIN, enrolled_attested, events
 from tests.pki_tools import initialize_pki
 from tests.replay import Replays
 from tests.unit.idp.test_webauthn import MODEL, require_attestation
@@ -34,8 +34,6 @@ from tests.webauthn_authenticator import (
     CSRF,
     AttestationCa,
     SoftwareAuthenticator,
-    attested_authenticator,
-    enroll_with_code,
     passkey_login,
 )
 
@@ -72,12 +70,7 @@ async def enrolled(services: Services, app: FastAPI, fin: str, vendor: Attestati
     """A person with one attested, device-bound passkey (it reaches level high): enrolled with an activation code
     the first time, its rows replayed after that (tests/replay.py); a test gets its own copy of the authenticator."""
     async def enroll() -> SoftwareAuthenticator:
-        person_id = await register_person(services, fin)
-        authenticator = attested_authenticator(vendor, aaguid=MODEL)
-        async with asgi_browser(app) as browser:
-            r = await enroll_with_code(browser, await issue_code(services, person_id), authenticator)
-            assert r.status_code == 201, r.text
-        return authenticator
+        return await enrolled_attested(services, app, vendor, fin, MODEL)
 
     return await replays.run(services, f"approval page: {fin} enrolled", enroll)
 
