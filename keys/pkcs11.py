@@ -22,9 +22,9 @@ Process-wide state, because PKCS#11 keeps it per application, not per session:
   session apart. A module that refuses the flag (CKR_CANT_LOCK) is initialised as before and every call into it
   goes through one lock per module: correct, but a generation then pauses signing, and a warning says so.
 - The event loop never calls into the module. `Pkcs11KeyHandle.sign` is a coroutine that runs C_SignInit/C_Sign in
-  a worker thread of the module's own executor (`_Module.calls`, `_WORKERS` threads) and the loop goes on serving
-  while the token works: an HSM on the network or a busy token takes milliseconds per signature, and every token,
-  OCSP response and time-stamp signs through it. The module lock, where there is one, is taken in that worker,
+  the module's own worker thread (`_Module.calls`, a `_Worker`) and the loop goes on serving while the token works:
+  an HSM on the network or a busy token takes milliseconds per signature, and every token, OCSP response and
+  time-stamp signs through it. The module lock, where there is one, is taken in that worker,
   never on the loop. Finding, adopting and destroying keys go through
   the same executor; a key generation runs in a thread of its own (seconds for RSA-3072) so it never holds a
   signing worker. Only the login at construction and the logout at `close()` (start and shutdown) call the module
@@ -40,6 +40,8 @@ Process-wide state, because PKCS#11 keeps it per application, not per session:
 from __future__ import annotations
 
 import asyncio
+import atexit
+import collections
 import contextlib
 import ctypes
 import hashlib
@@ -48,7 +50,6 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -101,12 +102,94 @@ _PIN_ERRORS = (pkcs11.PinIncorrect, pkcs11.PinInvalid, pkcs11.PinLenRange)
 log = logging.getLogger("acar.keys.pkcs11")
 
 _REGISTRY_LOCK = threading.Lock()  # guards _MODULES and _LOGINS (never held while signing)
-_WORKERS: Final = 1
-"""Worker threads of a module's executor. Every signature goes through the one shared login session, whose
-operations python-pkcs11 serialises with a per-session lock: more workers only contend for it (bench_token_hsm.py,
-loaded machine: pkcs11/software 0.66 with one worker, 0.43 to 0.62 with four). Signing in parallel would take a
-pool of sessions, each with workers of its own."""
 _T = TypeVar("_T")
+_Call = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
+
+
+class _Worker:
+    """The one thread that calls a PKCS#11 module for every event loop of the process, in the order the calls came.
+
+    One thread, because every signature goes through the one shared login session, whose operations python-pkcs11
+    serialises with a per-session lock: more threads only contend for it (bench_token_hsm.py, loaded machine:
+    pkcs11/software 0.66 with one worker thread, 0.43 to 0.62 with four); signing in parallel would take a pool of
+    sessions, each with a thread of its own.
+
+    Cheaper than a one-thread executor when signatures come faster than the token makes them (a busy token
+    endpoint): a call is a deque entry and, only when the thread is waiting, one wake-up; a result is set on its
+    future from the caller's loop, and a loop is woken once for all the results that arrived before it ran them
+    (`_settle`), not once per call (each executor call costs a concurrent Future, a thread wake-up and a loop
+    wake-up: about 50 us of CPU on this machine's cores, as much as SoftHSM2's own ECDSA signature). Each result is
+    handed over as soon as its call returns, so a slow token delays no caller behind a batch.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
+        self._calls: collections.deque[_Call] = collections.deque()
+        self._results: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]]
+        self._results = {}
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    def submit(self, call: Callable[..., _T], args: tuple[Any, ...]) -> asyncio.Future[_T]:
+        """Queue `call(*args)`; its result (or exception) arrives on the returned future of the running loop."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[_T] = loop.create_future()
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name=self._name, daemon=True)
+                self._thread.start()
+                atexit.register(self._stop)
+            self._calls.append((loop, future, call, args))
+            self._work.notify()
+        return future
+
+    def _serve(self) -> None:
+        while True:
+            with self._lock:
+                while not self._calls and not self._stopping:
+                    self._work.wait()
+                if not self._calls:
+                    return
+                loop, future, call, args = self._calls.popleft()
+            if future.cancelled():  # the caller went away before its turn (harmless if it goes away meanwhile)
+                continue
+            try:
+                outcome: tuple[asyncio.Future[Any], Any, BaseException | None] = (future, call(*args), None)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's future, raised there
+                outcome = (future, None, exc)
+            with self._lock:
+                waiting = self._results.setdefault(loop, [])
+                waiting.append(outcome)
+                first = len(waiting) == 1
+            if first:  # the loop has not been told of any result yet: tell it once for all that arrive meanwhile
+                try:
+                    loop.call_soon_threadsafe(self._settle, loop)
+                except RuntimeError:  # the loop was closed: nobody awaits its results any more
+                    with self._lock:
+                        self._results.pop(loop, None)
+
+    def _settle(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On `loop`: set every result that arrived for it."""
+        with self._lock:
+            arrived = self._results.pop(loop, [])
+        for future, result, error in arrived:
+            if future.cancelled():
+                continue
+            if error is None:
+                future.set_result(result)
+            else:
+                future.set_exception(error)
+
+    def _stop(self) -> None:
+        """At interpreter exit: the calls queued before are made, then the thread ends (so no call into the module
+        is under way while the interpreter tears it down)."""
+        with self._lock:
+            self._stopping = True
+            self._work.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
 
 
 # --- initialising a module for threads: the PKCS#11 C API (pkcs11t.h, pkcs11f.h) through ctypes ------------------
@@ -183,11 +266,11 @@ class _Module:
     lib: _pkcs11.lib
     threaded: bool  # initialised with CKF_OS_LOCKING_OK: calls from several threads may overlap
     lock: AbstractContextManager[Any]  # a real lock only for a single-threaded module
-    calls: ThreadPoolExecutor  # the worker threads that call the module for the event loop (never the loop itself)
+    calls: _Worker  # the thread that calls the module for the event loops (never a loop itself)
 
     async def run(self, call: Callable[..., _T], *args: Any) -> _T:
-        """Run `call(*args)` in a worker thread of this module, holding the module lock there, and await it."""
-        return await asyncio.get_running_loop().run_in_executor(self.calls, self._locked, call, args)
+        """Run `call(*args)` in this module's worker thread, holding the module lock there, and await it."""
+        return await self.calls.submit(self._locked, (call, args))
 
     def _locked(self, call: Callable[..., _T], args: tuple[Any, ...]) -> _T:
         with self.lock:
@@ -210,7 +293,7 @@ def _load_module(module_path: str) -> _Module:
         ) from None
     threaded = _initialize_for_threads(module_path)
     lock: AbstractContextManager[Any] = contextlib.nullcontext() if threaded else threading.Lock()
-    calls = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="acar-pkcs11")
+    calls = _Worker("acar-pkcs11")
     module = _MODULES[module_path] = _Module(lib, threaded, lock, calls)
     return module
 

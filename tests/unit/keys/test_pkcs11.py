@@ -308,3 +308,34 @@ async def test_token_keys_on_the_token_ensure_rotate_publish_and_remove(
         assert hsm_token.objects(kid) == {}  # destroyed on the token
     jwks = dict(await service.jwks())
     assert len(jwks["keys"]) == 6 and not {k["kid"] for k in jwks["keys"]} & set(removed)
+
+
+async def test_the_worker_thread_answers_each_call_in_order_skips_a_cancelled_one_and_raises_errors() -> None:
+    """keys.pkcs11._Worker, the module's one calling thread: results and exceptions reach their callers' futures,
+    in the order the calls came; a call whose caller went away before its turn is never made."""
+    worker = p11._Worker("acar-pkcs11-test")
+    release = threading.Event()
+    made: list[str] = []
+
+    def call(name: str) -> str:
+        if name == "first":
+            release.wait(10)  # the token is busy: later calls queue behind this one
+        if name == "bad":
+            raise BackendError("the token refused")
+        made.append(name)
+        return name.upper()
+
+    first = worker.submit(call, ("first",))
+    gone = worker.submit(call, ("gone",))
+    bad = worker.submit(call, ("bad",))
+    last = worker.submit(call, ("last",))
+    gone.cancel()
+    release.set()
+    assert await first == "FIRST"
+    with pytest.raises(BackendError, match="refused"):
+        await bad
+    assert await last == "LAST"
+    assert made == ["first", "last"]
+    worker._stop()  # what interpreter exit does: the thread ends once the queue is empty
+    assert worker._thread is not None
+    assert not worker._thread.is_alive()
