@@ -418,6 +418,10 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+APP_FACTORY: Final = "api.app:serving_app"
+"""What each worker process of `acar serve` builds its application with (api.app.serving_app)."""
+
+
 def serve(settings: Settings, *, host: str, port: int, workers: int, tls: TlsListeners | None = None,
           server: str = "uvicorn") -> None:
     """Run the application under uvicorn with the connection limits of `settings` (as uvicorn.run does), on `port`
@@ -427,7 +431,7 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, tls: TlsLis
         serve_granian(settings, host=host, port=port, workers=workers, tls=tls)
         return
     config = ServeConfig(
-        "api.app:create_app", factory=True, host=host, port=port, workers=workers,
+        APP_FACTORY, factory=True, host=host, port=port, workers=workers,
         http="api.server:EdgeHttpProtocol", header_timeout=settings.header_timeout_seconds, tls=tls,
         timeout_keep_alive=settings.keep_alive_seconds, limit_concurrency=settings.max_connections,
         log_config=None, access_log=False, server_header=False, proxy_headers=False,
@@ -511,7 +515,7 @@ def serve_granian(settings: Settings, *, host: str, port: int, workers: int, tls
     bind_socket(host, port).close()  # an address that cannot be bound stops here, named, as with uvicorn
     deadline_ms = int(min(settings.header_timeout_seconds, settings.keep_alive_seconds) * 1000)
     server = Server(
-        "api.app:create_app", factory=True, address=host, port=port, interface=Interfaces.ASGI, workers=workers,
+        APP_FACTORY, factory=True, address=host, port=port, interface=Interfaces.ASGI, workers=workers,
         runtime_mode=RuntimeModes.st, runtime_threads=1, loop=Loops.uvloop, http=HTTPModes.http1, websockets=False,
         backlog=max(1024, settings.max_connections), backpressure=settings.max_connections,
         http1_settings=HTTP1Settings(header_read_timeout=deadline_ms, keep_alive=True,
