@@ -356,7 +356,13 @@ class EdgeProcess(Process):
 
 class EdgeMultiprocess(Multiprocess):
     """uvicorn's supervisor (0.54) starting, replacing and restarting EdgeProcess workers: the same three methods
-    with EdgeProcess for uvicorn's Process, so that no worker ever serves the sockets without their contexts."""
+    with EdgeProcess for uvicorn's Process, so that no worker ever serves the sockets without their contexts.
+
+    A worker that fails its start (STARTUP_FAILURE: its lifespan refused, e.g. a wrong master key) stops the
+    supervisor, as in uvicorn, and `startup_failed` says so: `serve` then exits with STARTUP_FAILURE, not 0, so
+    that a container runtime or a service manager sees the failure (uvicorn's own supervisor exits 0)."""
+
+    startup_failed = False
 
     def init_processes(self) -> None:
         for _ in range(self.processes_num):
@@ -391,6 +397,7 @@ class EdgeMultiprocess(Multiprocess):
             process.join()
             if process.exitcode == STARTUP_FAILURE:  # it would fail the same way on every restart
                 logger.error("Child process [%s] failed to start, stopping the parent process.", process.pid)
+                self.startup_failed = True
                 self.should_exit.set()
                 return
             if self.should_exit.is_set():
@@ -449,7 +456,10 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, tls: TlsLis
     edge = EdgeServer(config)
     try:
         if workers > 1:
-            EdgeMultiprocess(config, sockets=sockets).run()
+            supervisor = EdgeMultiprocess(config, sockets=sockets)
+            supervisor.run()
+            if supervisor.startup_failed:
+                sys.exit(STARTUP_FAILURE)
             return
         edge.run(sockets=sockets)
     except KeyboardInterrupt:
