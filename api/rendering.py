@@ -15,6 +15,7 @@ and call `_("message.id")`, or `_n("message.id", count)` for a message with plur
 from __future__ import annotations
 
 import contextvars
+import functools
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -25,6 +26,8 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2.utils import htmlsafe_json_dumps
+from markupsafe import Markup
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -301,6 +304,25 @@ def passkey_messages(tr: Translator) -> dict[str, dict[str, str]]:
             "status": {name: tr.gettext(f"passkey.status.{name}") for name in PASSKEY_STATUS}}
 
 
+def _tojson(value: object) -> Markup:
+    """What the templates' `|tojson` filter writes (the environment's JSON policies)."""
+    return htmlsafe_json_dumps(value, dumps=_env.policies["json.dumps_function"],
+                               **_env.policies["json.dumps_kwargs"])
+
+
+@functools.cache
+def _messages_json(kind: str, lang: str) -> Markup:
+    """The JSON block of passkey_messages or card_messages in one language: the catalogs are fixed at start, so
+    it is built once per language and kind, not on every login page (it held 34 gettext calls and a JSON dump)."""
+    messages = passkey_messages if kind == "passkey" else card_messages
+    return _tojson(messages(translator(lang)))
+
+
+def passkey_messages_json(tr: Translator) -> Markup:
+    """passkey_messages as the `|tojson` filter writes it, for the pages' <script type="application/json">."""
+    return _messages_json("passkey", tr.lang)
+
+
 # --- ID cards (api/static/webeid.js, api/static/idcard.js; the mTLS form post) ---------------------------------
 
 CARD_REFUSALS = (
@@ -335,6 +357,11 @@ def card_messages(tr: Translator) -> dict[str, dict[str, str]]:
             "status": {name: tr.gettext(f"login.card.status.{name}") for name in CARD_STATUS}}
 
 
+def card_messages_json(tr: Translator) -> Markup:
+    """card_messages as the `|tojson` filter writes it (built once per language, as passkey_messages_json)."""
+    return _messages_json("card", tr.lang)
+
+
 def card_error_page(exc: CardLoginError) -> HTMLResponse:
     """The page of a refused ID-card login that came as a form post (the mutual-TLS listener,
     POST /idcard/tls/{pending_id}): the refusal in plain words (card.error.<code>), the English detail as technical
@@ -347,8 +374,8 @@ def card_error_page(exc: CardLoginError) -> HTMLResponse:
                   status=exc.status_code)
 
 
-_env.globals["passkey_messages"] = passkey_messages
-_env.globals["card_messages"] = card_messages
+_env.globals["passkey_messages_json"] = passkey_messages_json
+_env.globals["card_messages_json"] = card_messages_json
 _env.globals["claim_order"] = tuple(CLAIM_DESCRIPTIONS)
 """The order the pages list a person's attributes in: identifier, names, FIN, date of birth."""
 

@@ -11,7 +11,7 @@ from typing import get_args
 
 import pytest
 
-from api import i18n
+from api import i18n, rendering
 from api.i18n import (
     CATALOGS,
     LANGUAGE_NAMES,
@@ -32,8 +32,10 @@ from api.rendering import (
     PASSKEY_STATUS,
     TEMPLATES,
     card_messages,
+    card_messages_json,
     error_message_keys,
     passkey_messages,
+    passkey_messages_json,
 )
 from api.report_view import CHANGE_KINDS, FINDING_CODES, TIME_SOURCES
 from api.routes.approval import MANDATE_REASONS
@@ -180,6 +182,19 @@ def test_passkey_messages_are_complete_in_every_language() -> None:
         assert set(messages["errors"]) == set(PASSKEY_ERRORS)
         assert set(messages["status"]) == set(PASSKEY_STATUS)
     assert "registration office" in passkey_messages(translator("en"))["errors"]["code_invalid"]
+
+
+def test_the_message_blocks_built_once_per_language_are_what_the_tojson_filter_writes() -> None:
+    """The pages' JSON blocks of passkey and ID-card messages are built once per language (api.rendering
+    _messages_json): the same text as `{{ passkey_messages(tr)|tojson }}`, each language its own."""
+    environment = rendering._env
+    for lang in LANGUAGES:
+        tr = translator(lang)
+        for built, messages in ((passkey_messages_json, passkey_messages), (card_messages_json, card_messages)):
+            expected = environment.from_string("{{ m|tojson }}").render(m=messages(tr))
+            assert str(built(tr)) == expected
+            assert built(translator(lang)) is built(tr)  # built once
+    assert passkey_messages_json(translator("en")) != passkey_messages_json(translator("az"))
 
 
 def test_card_messages_are_complete_in_every_language() -> None:

@@ -1,0 +1,89 @@
+"""idp.sql.store defers a pending request, a grant, its code and a session's client to the unit's COMMIT
+(storage.direct.Transaction.defer): what the unit then does with them must be what it would be had they been written
+at once, and a unit that rolls back writes none of them."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import func, select
+
+from api.deps import Services
+from idp.core.authorize import token_hash
+from idp.core.interfaces import CodeRecord, GrantRecord, LoginState, PendingRequest
+from idp.sql.models import AuthorizationCode, AuthorizationRequest, Grant, SessionClient
+from storage.base import utcnow
+from tests.oidc_tools import register_client, register_person
+
+
+def _pending(client_id: str, now: dt.datetime, pending_id: str = "pending-d") -> PendingRequest:
+    return PendingRequest(id=pending_id, client_id=client_id, params={"scopes": ["openid"], "state": "s"},
+                          csrf_token="csrf", expires_at=now + dt.timedelta(minutes=15))
+
+
+async def _count(services: Services, model: type) -> int:
+    async with services.sessions() as session:
+        return int((await session.execute(select(func.count()).select_from(model))).scalar_one())
+
+
+async def test_a_pending_request_saved_then_changed_in_one_unit_is_stored_as_changed(services: Services) -> None:
+    now = utcnow().replace(microsecond=0)
+    rp = await register_client(services)
+    async with services.oidc.unit_of_work() as unit:
+        await unit.oidc.save_pending(_pending(rp.client_id, now))
+        await unit.oidc.update_pending(PendingRequest(id="pending-d", client_id=rp.client_id,
+                                                      params={"scopes": ["openid"], "state": "changed"},
+                                                      csrf_token="csrf", expires_at=now + dt.timedelta(minutes=15)))
+        await unit.oidc.save_pending(_pending(rp.client_id, now, "pending-gone"))
+        await unit.oidc.delete_pending("pending-gone")
+        assert await unit.oidc.get_pending("pending-gone") is None
+    async with services.oidc.unit_of_work(reading=True) as unit:
+        stored = await unit.oidc.get_pending("pending-d")
+        assert stored is not None and stored.params["state"] == "changed"
+        assert await unit.oidc.get_pending("pending-gone") is None
+
+
+async def test_a_code_issued_in_a_unit_is_redeemable_in_it_and_written_only_on_commit(services: Services) -> None:
+    now = utcnow().replace(microsecond=0)
+    rp = await register_client(services)
+    person_id = await register_person(services)
+    login = LoginState(id=token_hash("cookie-d"), sid="sid-d", person_id=person_id, auth_time=now,
+                       expires_at=now + dt.timedelta(hours=8), level="high", amr=("hwk",))
+    grant = GrantRecord(id="grant-d", client_id=rp.client_id, person_id=person_id, session_sid="sid-d", sub="sub-d",
+                        scope="openid", claims={"released": ["sub"]}, acr="http://eidas.europa.eu/LoA/high",
+                        amr=("hwk",), auth_time=now, expires_at=now + dt.timedelta(days=1))
+    code = CodeRecord(code_hash=token_hash("code-d"), grant_id="grant-d", client_id=rp.client_id,
+                      redirect_uri="https://rp.example/cb", nonce="", code_challenge="c" * 43,
+                      expires_at=now + dt.timedelta(minutes=1), consumed_at=None)
+
+    class Undone(Exception):
+        pass
+
+    async def undone() -> None:
+        async with services.oidc.unit_of_work() as unit:
+            await unit.oidc.create_session(login)
+            await unit.oidc.save_pending(_pending(rp.client_id, now))
+            await unit.oidc.create_grant(grant)
+            await unit.oidc.create_code(code)
+            await unit.oidc.add_session_client(login.id, rp.client_id, "sub-d")
+            raise Undone
+
+    before = [await _count(services, m) for m in (AuthorizationRequest, Grant, AuthorizationCode, SessionClient)]
+    with pytest.raises(Undone):
+        await undone()
+    assert [await _count(services, m) for m in (AuthorizationRequest, Grant, AuthorizationCode, SessionClient)] \
+        == before  # rolled back: none written
+
+    async with services.oidc.unit_of_work() as unit:
+        await unit.oidc.create_session(login)
+        await unit.oidc.create_grant(grant)
+        await unit.oidc.create_code(code)
+        await unit.oidc.add_session_client(login.id, rp.client_id, "sub-d")
+        redeemed = await unit.oidc.redeem_code(code.code_hash, now)  # the store writes them before reading
+        assert redeemed is not None and redeemed[1] is not None and redeemed[1].id == "grant-d"
+    async with services.oidc.unit_of_work(reading=True) as unit:
+        stored = await unit.oidc.get_code(code.code_hash)
+        assert stored is not None and stored.consumed_at is not None
+        assert await unit.oidc.get_grant("grant-d") is not None
+    assert await _count(services, SessionClient) == before[3] + 1
