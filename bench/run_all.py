@@ -335,7 +335,7 @@ BENCHES = [
     Bench("validation", "bench_validation.py", ["--runs", "5", "--per-run", "8"], ["--runs", "1", "--per-run", "2"],
           validation_rows),
     Bench("pki", "bench_pki.py", ["--runs", "3", "--duration", "5"], ["--runs", "1", "--duration", "2"], pki_rows),
-    Bench("token-hsm", "bench_token_hsm.py", ["--runs", "3", "--duration", "5"], ["--runs", "1", "--duration", "2"],
+    Bench("token-hsm", "bench_token_hsm.py", ["--runs", "5", "--duration", "5"], ["--runs", "1", "--duration", "2"],
           hsm_rows),
     Bench("rss", "bench_rss.py", ["--rounds", "30"], ["--rounds", "5"], rss_rows),
     Bench("scale", "bench_scale.py", ["--runs", "3", "--duration", "8"], ["--runs", "1", "--duration", "3",
