@@ -213,6 +213,10 @@ class SqlOidcStore:
         """Rows this store deferred to the COMMIT (a pending request, a grant, its code, a session's client) are
         still unwritten: the methods that read or change those tables write them first (`_written`), so the unit
         reads its own writes as if they had been executed at once."""
+        self._unwritten_pending: set[str] = set()
+        """The pending requests among those rows: deleting or updating another pending request (one saved by an
+        earlier request, as at every login's end) touches none of the deferred rows (no table refers to pending
+        requests), so it waits for no write."""
 
     # persons and sessions
     async def subject(self, person_id: str) -> Subject | None:
@@ -280,6 +284,7 @@ class SqlOidcStore:
                       csrf_token=pending.csrf_token, expires_at=pending.expires_at, created_at=utcnow())
         self._pending[pending.id] = pending
         self._unwritten = True
+        self._unwritten_pending.add(pending.id)
 
     async def get_pending(self, pending_id: str) -> PendingRequest | None:
         if len(pending_id) > 64:
@@ -290,12 +295,14 @@ class SqlOidcStore:
         return self._pending[pending_id]
 
     async def delete_pending(self, pending_id: str) -> None:
-        await self._written()
+        if pending_id in self._unwritten_pending:
+            await self._written()
         await self.tx.execute(DELETE_PENDING, id=pending_id)
         self._pending[pending_id] = None
 
     async def update_pending(self, pending: PendingRequest) -> None:
-        await self._written()
+        if pending.id in self._unwritten_pending:
+            await self._written()
         await self.tx.execute(UPDATE_PENDING, id=pending.id, params=dict(pending.params))
         self._pending[pending.id] = pending
 
@@ -304,6 +311,7 @@ class SqlOidcStore:
         or change them."""
         if self._unwritten:
             self._unwritten = False
+            self._unwritten_pending.clear()
             await self.tx.flush()
 
     # representation at login

@@ -87,3 +87,32 @@ async def test_a_code_issued_in_a_unit_is_redeemable_in_it_and_written_only_on_c
         assert stored is not None and stored.consumed_at is not None
         assert await unit.oidc.get_grant("grant-d") is not None
     assert await _count(services, SessionClient) == before[3] + 1
+
+
+async def test_ending_a_pending_request_saved_earlier_writes_no_deferred_row_before_the_commit(
+    services: Services,
+) -> None:
+    """A login's end: the grant and the session's client deferred, then the pending request (saved by an earlier
+    request) deleted. No table refers to pending requests, so the DELETE waits for no write: the deferred rows stay
+    for the COMMIT (one statement with the audit events), and are written there."""
+    now = utcnow().replace(microsecond=0)
+    rp = await register_client(services)
+    person_id = await register_person(services)
+    async with services.oidc.unit_of_work() as unit:
+        await unit.oidc.save_pending(_pending(rp.client_id, now, "pending-earlier"))
+    login = LoginState(id=token_hash("cookie-e"), sid="sid-e", person_id=person_id, auth_time=now,
+                       expires_at=now + dt.timedelta(hours=8), level="high", amr=("hwk",))
+    grant = GrantRecord(id="grant-e", client_id=rp.client_id, person_id=person_id, session_sid="sid-e", sub="sub-e",
+                        scope="openid", claims=None, acr="http://eidas.europa.eu/LoA/high", amr=("hwk",),
+                        auth_time=now, expires_at=now + dt.timedelta(days=1))
+    async with services.oidc.unit_of_work() as unit:
+        await unit.oidc.create_session(login)
+        await unit.oidc.create_grant(grant)
+        await unit.oidc.add_session_client(login.id, rp.client_id, "sub-e")
+        await unit.oidc.delete_pending("pending-earlier")
+        assert len(unit.oidc.tx._deferred) == 2  # the grant and the session's client, still for the COMMIT
+        assert await unit.oidc.get_pending("pending-earlier") is None
+    async with services.oidc.unit_of_work(reading=True) as unit:
+        assert await unit.oidc.get_pending("pending-earlier") is None
+        assert await unit.oidc.get_grant("grant-e") is not None
+    assert await _count(services, SessionClient) == 1
