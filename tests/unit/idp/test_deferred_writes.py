@@ -1,6 +1,6 @@
-"""idp.sql.store defers a pending request, a grant, its code and a session's client to the unit's COMMIT
-(storage.direct.Transaction.defer): what the unit then does with them must be what it would be had they been written
-at once, and a unit that rolls back writes none of them."""
+"""idp.sql.store defers a pending request, a grant, its code and a session's client to the unit's COMMIT, and
+idp.sql.passkeys_store a ceremony's challenge (storage.direct.Transaction.defer): what the unit then does with them
+must be what it would be had they been written at once, and a unit that rolls back writes none of them."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from sqlalchemy import func, select
 from api.deps import Services
 from idp.core.authorize import token_hash
 from idp.core.interfaces import CodeRecord, GrantRecord, LoginState, PendingRequest
-from idp.sql.models import AuthorizationCode, AuthorizationRequest, Grant, SessionClient
+from idp.core.webauthn import ChallengeRecord
+from idp.sql.models import AuthorizationCode, AuthorizationRequest, Grant, SessionClient, WebAuthnChallenge
 from storage.base import utcnow
 from tests.oidc_tools import register_client, register_person
 
@@ -116,3 +117,33 @@ async def test_ending_a_pending_request_saved_earlier_writes_no_deferred_row_bef
         assert await unit.oidc.get_pending("pending-earlier") is None
         assert await unit.oidc.get_grant("grant-e") is not None
     assert await _count(services, SessionClient) == 1
+
+
+async def test_a_challenge_saved_in_a_unit_is_consumed_in_it_once_and_a_rolled_back_one_is_not_written(
+    services: Services,
+) -> None:
+    now = utcnow().replace(microsecond=0)
+
+    def challenge(challenge_id: str) -> ChallengeRecord:
+        return ChallengeRecord(id=challenge_id, challenge=b"c" * 32, purpose="authenticate",
+                               user_verification="preferred", expires_at=now + dt.timedelta(minutes=5))
+
+    class Undone(Exception):
+        pass
+
+    async def undone() -> None:
+        async with services.oidc.unit_of_work() as unit:
+            await unit.passkeys.save_challenge(challenge("ch-undone"))
+            raise Undone
+
+    before = await _count(services, WebAuthnChallenge)
+    with pytest.raises(Undone):
+        await undone()
+    assert await _count(services, WebAuthnChallenge) == before
+    async with services.oidc.unit_of_work() as unit:
+        await unit.passkeys.save_challenge(challenge("ch-d"))
+        assert await unit.passkeys.challenge_known("ch-d")  # the store writes it before reading
+        consumed = await unit.passkeys.consume_challenge("ch-d", now)
+        assert consumed is not None and consumed.challenge == b"c" * 32
+        assert await unit.passkeys.consume_challenge("ch-d", now) is None  # single use
+    assert await _count(services, WebAuthnChallenge) == before + 1
