@@ -325,7 +325,7 @@ BENCHES = [
     Bench("code-exchange", "bench_code_exchange.py",
           ["--codes", "30000", "--runs", "3", "--duration", "4", "--warmup", "2"],
           ["--codes", "6000", "--runs", "1", "--duration", "2", "--warmup", "1"], code_exchange_rows),
-    Bench("passkey", "bench_passkey_login.py", ["--runs", "3", "--duration", "6"],
+    Bench("passkey", "bench_passkey_login.py", ["--runs", "5", "--duration", "6"],
           ["--runs", "1", "--duration", "2", "--persons", "16"], passkey_rows, extra=["--no-wait"]),
     Bench("webeid", "bench_webeid.py", ["--runs", "5", "--seconds", "1"], ["--runs", "1", "--seconds", "0.3",
                                                                            "--tokens", "300"],
