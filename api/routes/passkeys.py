@@ -138,10 +138,10 @@ async def login_options(request: Request) -> JSONResponse:
     assert pending_id is not None  # noqa: S101 - required
     limits = services.ratelimits  # each answer stores a challenge: counted per IP before anything is written
     await limits.spend(limits.budgets.passkey_options, [("ip", limits.client_ip(request))], answer="json")
-    async with RequestUnit.on(services.direct, reading=True) as look:  # the request's statements: two round trips
+    async with RequestUnit.on(services.direct, reading=True) as look:  # read without a transaction
         pending = await pending_request(request, look.oidc, pending_id)
     check_csrf(request, services, pending.csrf_token)
-    async with RequestUnit.on(services.direct) as work:  # only the challenge: one atomic INSERT
+    async with RequestUnit.on(services.direct) as work:  # only the deferred challenge: one atomic INSERT
         ceremony = await services.passkeys.authentication_options(
             work.passkeys, pending_id=pending.id, required_level=_level(pending.params.get("level")))
     return JSONResponse({"ceremony": ceremony.id, "publicKey": ceremony.options}, headers=NO_STORE)
