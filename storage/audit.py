@@ -175,10 +175,8 @@ class GroupCommitAuditLog:
     A batch is one unit of work with its rows deferred (storage.direct: on PostgreSQL one atomic executemany).
 
     Events go into a queue drained by long-lived consumer tasks, started with the application (`start`, in the
-    lifespan) and stopped with it (`stop`): a consumer takes what is queued when it runs, without waiting a loop
-    turn for more (that turn, a whole round of the busy loop's other requests, kept every caller waiting: the token
-    endpoint's core idled 10% under 16 connections, 4% without it; the events that would have joined queue for the
-    next consumer instead); consumers gather in turn (one at a time). On PostgreSQL two consumers
+    lifespan) and stopped with it (`stop`): a consumer waits one loop turn after the first event so the events of
+    requests already under way join its batch; consumers gather in turn (one at a time). On PostgreSQL two consumers
     run (`consumers`): the server commits one batch while the other consumer gathers the next. SQLite writes one
     transaction at a time, so there one consumer runs. The order in which two batches commit is not defined (each
     event carries its own time). Events that cannot be written any more (the log stopped, a consumer cancelled while
@@ -248,6 +246,7 @@ class GroupCommitAuditLog:
             async with gathering:  # one consumer gathers at a time, so idle consumers do not split a burst
                 batch = [await queue.get()]
                 self._consumers[me] = batch
+                await asyncio.sleep(0)  # one loop turn: requests already under way add their events to this batch
                 while len(batch) < self._max_batch and not queue.empty():
                     batch.append(queue.get_nowait())
             # committing: the next consumer gathers the next batch meanwhile
