@@ -18,7 +18,7 @@ import contextvars
 import functools
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -311,16 +311,15 @@ def _tojson(value: object) -> Markup:
 
 
 @functools.cache
-def _messages_json(kind: str, lang: str) -> Markup:
-    """The JSON block of passkey_messages or card_messages in one language: the catalogs are fixed at start, so
-    it is built once per language and kind, not on every login page (it held 34 gettext calls and a JSON dump)."""
-    messages = passkey_messages if kind == "passkey" else card_messages
+def _messages_json(messages: Callable[[Translator], object], lang: str) -> Markup:
+    """The JSON block `messages` (passkey_messages or card_messages) builds in one language: the catalogs are fixed
+    at start, so it is built once per language, not on every login page (it held 34 gettext calls and a JSON dump)."""
     return _tojson(messages(translator(lang)))
 
 
 def passkey_messages_json(tr: Translator) -> Markup:
     """passkey_messages as the `|tojson` filter writes it, for the pages' <script type="application/json">."""
-    return _messages_json("passkey", tr.lang)
+    return _messages_json(passkey_messages, tr.lang)
 
 
 # --- ID cards (api/static/webeid.js, api/static/idcard.js; the mTLS form post) ---------------------------------
@@ -359,7 +358,7 @@ def card_messages(tr: Translator) -> dict[str, dict[str, str]]:
 
 def card_messages_json(tr: Translator) -> Markup:
     """card_messages as the `|tojson` filter writes it (built once per language, as passkey_messages_json)."""
-    return _messages_json("card", tr.lang)
+    return _messages_json(card_messages, tr.lang)
 
 
 def card_error_page(exc: CardLoginError) -> HTMLResponse:

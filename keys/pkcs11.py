@@ -104,6 +104,7 @@ log = logging.getLogger("acar.keys.pkcs11")
 _REGISTRY_LOCK = threading.Lock()  # guards _MODULES and _LOGINS (never held while signing)
 _T = TypeVar("_T")
 _Call = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
+_Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]  # a call's future, its result, its exception
 
 
 class _Worker:
@@ -127,8 +128,7 @@ class _Worker:
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
         self._calls: collections.deque[_Call] = collections.deque()
-        self._results: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]]
-        self._results = {}
+        self._results: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
         self._thread: threading.Thread | None = None
         self._stopping = False
 
@@ -156,7 +156,7 @@ class _Worker:
             if future.cancelled():  # the caller went away before its turn (harmless if it goes away meanwhile)
                 continue
             try:
-                outcome: tuple[asyncio.Future[Any], Any, BaseException | None] = (future, call(*args), None)
+                outcome: _Outcome = (future, call(*args), None)
             except BaseException as exc:  # noqa: BLE001 - handed to the caller's future, raised there
                 outcome = (future, None, exc)
             with self._lock:
