@@ -464,24 +464,29 @@ async def _json_codecs(connection: Any) -> None:
 
 _PARAMETER = re.compile(r"\$(\d+)")
 MAX_FOLDED_ROWS = 16
-"""Deferred rows of several INSERT statements up to this many are written as one statement (`fold_inserts`)."""
+"""Deferred rows of several statements up to this many are written as one statement (`fold_rows`)."""
+_FOLDABLE = ("INSERT INTO ", "DELETE FROM ")
 
 
-def fold_inserts(deferred: Sequence[tuple[Compiled, list[Any]]]) -> tuple[str, list[Any]] | None:
-    """PostgreSQL: the deferred rows of more than one INSERT statement (a token's audit event beside the person's
-    access record) as ONE statement, each row but the last a data-modifying CTE, which PostgreSQL runs exactly once
-    and to completion whether or not the main statement reads it (PostgreSQL manual, "Data-Modifying Statements in
-    WITH"): `WITH w0 AS (INSERT ...), w1 AS (INSERT ...) INSERT ...`, the parameters renumbered in order. One round
-    trip where an executemany per statement costs one each; atomic like any statement. None (an executemany per
-    statement then) for rows of one statement only, too many rows, or SQL this must not rewrite: anything but a
-    plain INSERT, or text holding a quote (a literal could hold a `$n`)."""
+def fold_rows(deferred: Sequence[tuple[Compiled, list[Any]]]) -> tuple[str, list[Any]] | None:
+    """PostgreSQL: the deferred rows of more than one statement (a login's session, grant, code and audit events,
+    and the DELETE of its pending request; a token's audit event beside the person's access record) as ONE
+    statement, each row but the last a data-modifying CTE, which PostgreSQL runs exactly once and to completion
+    whether or not the main statement reads it (PostgreSQL manual, "Data-Modifying Statements in WITH"):
+    `WITH w0 AS (INSERT ...), w1 AS (DELETE ...) INSERT ...`, the parameters renumbered in order. One round trip
+    where an executemany per statement costs one each; atomic like any statement, and its foreign keys are checked
+    at its end, so a row may refer to one inserted beside it. The parts run with one snapshot and cannot see each
+    other's rows: a store deletes in a deferred row only what an earlier unit wrote (idp.sql.store). None (an
+    executemany per statement then) for rows of one statement only, too many rows, or SQL this must not rewrite:
+    anything but a plain INSERT or DELETE, a RETURNING clause, or text holding a quote (a literal could hold a
+    `$n`)."""
     if len(deferred) > MAX_FOLDED_ROWS or len({compiled.sql for compiled, _ in deferred}) < 2:
         return None
     parts: list[str] = []
     args: list[Any] = []
     for compiled, row in deferred:
         sql = compiled.sql
-        if not sql.startswith("INSERT INTO ") or "RETURNING" in sql or "'" in sql or ";" in sql:
+        if not sql.startswith(_FOLDABLE) or "RETURNING" in sql or "'" in sql or ";" in sql:
             return None
         parts.append(_PARAMETER.sub(functools.partial(_shifted, by=len(args)), sql))
         args.extend(row)
@@ -555,9 +560,9 @@ class _PostgresTransaction(Transaction):
         await self._run(lambda driver: driver.executemany(sql, rows))
 
     async def flush(self) -> None:
-        """Write the deferred rows now: rows of several INSERT statements in one statement (`fold_inserts`), else
-        an executemany per statement."""
-        folded = fold_inserts(self._deferred)
+        """Write the deferred rows now: rows of several statements in one statement (`fold_rows`), else an
+        executemany per statement."""
+        folded = fold_rows(self._deferred)
         if folded is None:
             await super().flush()
             return

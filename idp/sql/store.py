@@ -227,21 +227,27 @@ class SqlOidcStore:
         return frozenset(row[0] for row in await self.tx.all(STAFF_ROLES, person_id=person_id))
 
     async def create_session(self, state: LoginState) -> None:
-        await self.tx.execute(INSERT_SESSION, id=state.id, sid=state.sid, person_id=state.person_id,
-                              auth_time=state.auth_time, expires_at=state.expires_at, level=state.level,
-                              acr=state.level, amr=list(state.amr), ended_at=None, created_at=utcnow())
+        """Deferred to the unit's COMMIT (storage.direct), like the grant, code and session client of the same login
+        that refer to it: the browser learns of the session only from the answer's cookie, sent after the commit."""
+        self.tx.defer(INSERT_SESSION, id=state.id, sid=state.sid, person_id=state.person_id,
+                      auth_time=state.auth_time, expires_at=state.expires_at, level=state.level,
+                      acr=state.level, amr=list(state.amr), ended_at=None, created_at=utcnow())
+        self._unwritten = True
 
     async def update_login(self, session_id: str, *, auth_time: dt.datetime, level: Level,
                            amr: tuple[str, ...]) -> None:
+        await self._written()
         await self.tx.execute(UPDATE_LOGIN, id=session_id, auth_time=auth_time, level=level, acr=level, amr=list(amr))
 
     async def get_session(self, session_id: str) -> LoginState | None:
         if len(session_id) > 64:
             return None
+        await self._written()
         row = await self.tx.one(SESSION, id=session_id)
         return _login_state(row) if row is not None else None
 
     async def end_session(self, session_id: str, now: dt.datetime) -> LoginState | None:
+        await self._written()
         row = await self.tx.one(END_SESSION, id=session_id, now=now)
         return _login_state(row) if row is not None else None
 
@@ -267,6 +273,7 @@ class SqlOidcStore:
 
     async def live_sessions(self, person_id: str, now: dt.datetime) -> list[LoginState]:
         """The person's sessions neither ended nor expired at `now` (whatever the person's status)."""
+        await self._written()
         return [_login_state(row) for row in await self.tx.all(LIVE_SESSIONS, person_id=person_id, now=now)]
 
     async def revoke_all_person_grants(self, person_id: str, now: dt.datetime, reason: str) -> int:
@@ -295,9 +302,15 @@ class SqlOidcStore:
         return self._pending[pending_id]
 
     async def delete_pending(self, pending_id: str) -> None:
+        """Deferred to the unit's COMMIT (with the login's other rows, one statement on PostgreSQL) when an earlier
+        unit wrote the request, as at every login's end: nothing reads it again in this unit (the cache answers
+        None), and a unit that rolls back keeps it. One saved by this very unit is written first, then deleted (the
+        parts of one folded statement cannot see each other's rows)."""
         if pending_id in self._unwritten_pending:
             await self._written()
-        await self.tx.execute(DELETE_PENDING, id=pending_id)
+            await self.tx.execute(DELETE_PENDING, id=pending_id)
+        else:
+            self.tx.defer(DELETE_PENDING, id=pending_id)
         self._pending[pending_id] = None
 
     async def update_pending(self, pending: PendingRequest) -> None:
@@ -330,7 +343,7 @@ class SqlOidcStore:
         """Deferred to the unit's COMMIT (storage.direct), like create_code and add_session_client: the code that
         names the grant reaches the client only in the answer, after the commit, and the store's own statements on
         these tables write them first (`_written`). On PostgreSQL a login's grant, code and session client are one
-        statement with its audit events (storage.direct.fold_inserts)."""
+        statement with its audit events (storage.direct.fold_rows)."""
         self.tx.defer(
             INSERT_GRANT, id=grant.id, client_id=grant.client_id, person_id=grant.person_id,
             session_sid=grant.session_sid, sub=grant.sub, scope=grant.scope,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, func, insert, select, update
+from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from api.deps import Services
@@ -29,7 +29,7 @@ from storage.direct import (
     SessionDirect,
     UnitIsReadOnly,
     UnsupportedStatement,
-    fold_inserts,
+    fold_rows,
 )
 from tests.oidc_tools import register_client
 
@@ -301,7 +301,7 @@ def test_statements_the_layer_cannot_run_are_refused_when_compiled(dialect: obje
 
 async def test_deferred_rows_of_two_statements_cost_one_round_trip_on_postgresql(services: Services) -> None:
     """A token's audit event and the person's access record (idp.sql.store.INSERT_ACCESS) are deferred rows of two
-    INSERT statements: on PostgreSQL they are written by one statement (storage.direct.fold_inserts), all or none;
+    INSERT statements: on PostgreSQL they are written by one statement (storage.direct.fold_rows), all or none;
     on SQLite by an executemany each, all or none as well."""
     from idp.sql.models import AccessRecord
     from idp.sql.store import INSERT_ACCESS
@@ -347,15 +347,21 @@ async def test_deferred_rows_of_two_statements_cost_one_round_trip_on_postgresql
         assert calls == ["call"]
 
 
-def test_fold_inserts_renumbers_the_parameters() -> None:
+def test_fold_rows_renumbers_the_parameters() -> None:
     dialect = postgresql.asyncpg.dialect()  # type: ignore[attr-defined]
     t = Table("t", MetaData(), Column("a", Integer), Column("b", String))
     one, two = Compiled.build(insert(t), dialect), Compiled.build(insert(AuditEvent.__table__), dialect)
-    folded = fold_inserts([(one, [1, "x"]), (two, list(range(7))), (one, [2, "y"])])
+    folded = fold_rows([(one, [1, "x"]), (two, list(range(7))), (one, [2, "y"])])
     assert folded is not None
     sql, args = folded
     assert sql.startswith("WITH w0 AS (INSERT INTO t (a, b) VALUES ($1::INTEGER, $2::VARCHAR)), w1 AS (INSERT INTO "
                           "audit_events") and sql.endswith("INSERT INTO t (a, b) VALUES ($10::INTEGER, $11::VARCHAR)")
     assert "$9::JSON" in sql and args == [1, "x", *range(7), 2, "y"]
-    assert fold_inserts([(one, [1, "x"]), (one, [2, "y"])]) is None  # one statement: an executemany
-    assert fold_inserts([(one, [1, "x"]), (Compiled.build(update(t).values(a=1), dialect), [1])]) is None
+    assert fold_rows([(one, [1, "x"]), (one, [2, "y"])]) is None  # one statement: an executemany
+    assert fold_rows([(one, [1, "x"]), (Compiled.build(update(t).values(a=1), dialect), [1])]) is None
+    gone = Compiled.build(delete(t).where(t.c.a == bindparam("a")), dialect)
+    folded = fold_rows([(one, [1, "x"]), (gone, [5])])
+    assert folded is not None and folded[1] == [1, "x", 5]
+    assert folded[0].endswith("DELETE FROM t WHERE t.a = $3::INTEGER")
+    returning = Compiled.build(delete(t).where(t.c.a == bindparam("a")).returning(t.c.b), dialect)
+    assert fold_rows([(one, [1, "x"]), (returning, [5])]) is None
