@@ -480,18 +480,27 @@ def fold_rows(deferred: Sequence[tuple[Compiled, list[Any]]]) -> tuple[str, list
     executemany per statement then) for rows of one statement only, too many rows, or SQL this must not rewrite:
     anything but a plain INSERT or DELETE, a RETURNING clause, or text holding a quote (a literal could hold a
     `$n`)."""
-    if len(deferred) > MAX_FOLDED_ROWS or len({compiled.sql for compiled, _ in deferred}) < 2:
+    if len(deferred) > MAX_FOLDED_ROWS:
+        return None
+    sql = _folded(tuple(compiled.sql for compiled, _ in deferred), tuple(len(row) for _, row in deferred))
+    return (sql, [arg for _, row in deferred for arg in row]) if sql is not None else None
+
+
+@functools.lru_cache(maxsize=256)
+def _folded(statements: tuple[str, ...], widths: tuple[int, ...]) -> str | None:
+    """`fold_rows`'s statement for rows of these statements with these numbers of parameters (a unit's writes
+    repeat: a login, a token), built once."""
+    if len(set(statements)) < 2:
         return None
     parts: list[str] = []
-    args: list[Any] = []
-    for compiled, row in deferred:
-        sql = compiled.sql
+    shift = 0
+    for sql, width in zip(statements, widths, strict=True):
         if not sql.startswith(_FOLDABLE) or "RETURNING" in sql or "'" in sql or ";" in sql:
             return None
-        parts.append(_PARAMETER.sub(functools.partial(_shifted, by=len(args)), sql))
-        args.extend(row)
+        parts.append(_PARAMETER.sub(functools.partial(_shifted, by=shift), sql))
+        shift += width
     ctes = ", ".join(f"w{n} AS ({sql})" for n, sql in enumerate(parts[:-1]))
-    return f"WITH {ctes} {parts[-1]}", args
+    return f"WITH {ctes} {parts[-1]}"
 
 
 def _shifted(found: re.Match[str], *, by: int) -> str:
