@@ -7,14 +7,14 @@ import pytest
 from api.text import refusal, refused_basic, refused_json, refused_param
 
 
-@pytest.mark.parametrize("value", ["a\x00", "\ud800", "x\udfff", "\ufdd0", "\ufffe", "\uffff", "\U0001fffe",
-                                   "\U0010ffff"])
+@pytest.mark.parametrize("value", ["a\x00", "\x00", "plain ascii\x00 then more", "\ud800", "x\udfff", "\ufdd0",
+                                   "\ufffe", "\uffff", "\U0001fffe", "\U0010ffff"])
 def test_refused(value: str) -> None:
     assert refusal(value) is not None
 
 
-@pytest.mark.parametrize("value", ["", "Məmmədova", "Ağayev Əli", "Иван", "\ufffd", "\U0001f600", "tab\there",
-                                   "\ufdcf", "\ufdf0", "\U0010fffd"])
+@pytest.mark.parametrize("value", ["", "plain ascii", "\x7f\x01", "Məmmədova", "Ağayev Əli", "Иван", "\ufffd",
+                                   "\U0001f600", "tab\there", "\ufdcf", "\ufdf0", "\U0010fffd"])
 def test_accepted(value: str) -> None:
     assert refusal(value) is None
 
