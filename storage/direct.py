@@ -265,6 +265,8 @@ class Transaction:
         self.dialect_name = dialect.name
         self.write = write
         self._deferred: list[tuple[Compiled, list[Any]]] = []
+        self._deferring: set[object] = set()
+        """The stores whose rows deferred with `defer(..., by=store)` are still unwritten (`written_for`)."""
         self.begun = False
         """True while the unit holds a connection."""
         self._holding: contextvars.Token[bool] | None = None
@@ -306,14 +308,28 @@ class Transaction:
             compiled = self._compiled(statement)
             await self._executemany(compiled.sql, [compiled.args(row) for row in rows])
 
-    def defer(self, statement: ClauseElement, **params: Any) -> None:
+    def defer(self, statement: ClauseElement, /, *, by: object = None, **params: Any) -> None:
         """Write this row just before COMMIT (with the others of the same statement, in one executemany); a unit
-        of work that rolls back never writes it."""
+        of work that rolls back never writes it. `by`: the store deferring it, when that store's later statements
+        may read or change the row: it calls `written_for` before them."""
         compiled = self._compiled(statement)
         self._deferred.append((compiled, compiled.args(params)))
+        if by is not None:
+            self._deferring.add(by)
+
+    async def written_for(self, store: object) -> None:
+        """Before a statement of `store` that may read or change rows it deferred: write the deferred rows now (all
+        of them, in the unit's transaction) if any of its rows is still unwritten, so the unit reads its own writes
+        as if they had been executed at once. Nothing to do otherwise: the rows stay for the COMMIT."""
+        if store in self._deferring:
+            await self.flush()
 
     async def flush(self) -> None:
         """Write the deferred rows now, in the unit's transaction."""
+        self._deferring.clear()
+        await self._write_deferred()
+
+    async def _write_deferred(self) -> None:
         deferred, self._deferred = self._deferred, []
         by_sql: dict[str, list[list[Any]]] = {}
         for compiled, args in deferred:
@@ -336,6 +352,7 @@ class Transaction:
             raise
         finally:
             self._deferred.clear()
+            self._deferring.clear()
         if self.begun:
             await self._release(commit=commit)
 
@@ -568,12 +585,11 @@ class _PostgresTransaction(Transaction):
     async def _executemany(self, sql: str, rows: list[list[Any]]) -> None:
         await self._run(lambda driver: driver.executemany(sql, rows))
 
-    async def flush(self) -> None:
-        """Write the deferred rows now: rows of several statements in one statement (`fold_rows`), else an
-        executemany per statement."""
+    async def _write_deferred(self) -> None:
+        """Rows of several statements in one statement (`fold_rows`), else an executemany per statement."""
         folded = fold_rows(self._deferred)
         if folded is None:
-            await super().flush()
+            await super()._write_deferred()
             return
         self._deferred = []
         sql, args = folded

@@ -82,9 +82,6 @@ class SqlPasskeyStore:
     def __init__(self, tx: Transaction, *, request_id: str | None = None) -> None:
         self.tx = tx
         self._audit = DeferredAudit(tx, request_id=request_id)
-        self._unwritten = False
-        """A challenge saved in this unit is still deferred to its COMMIT (save_challenge): the store's statements
-        that read challenges write it first, so the unit reads its own writes."""
 
     async def user_handle(self, person_id: str, *, create: bool) -> bytes | None:
         row = await self.tx.one(USER_HANDLE, person_id=person_id)
@@ -102,27 +99,21 @@ class SqlPasskeyStore:
         """Deferred to the unit's COMMIT (storage.direct): the browser learns the ceremony only from the answer, sent
         after the commit. A unit that only saves the challenge (the login's options, after the pending request was
         read outside it) then costs one round trip on PostgreSQL, without BEGIN and COMMIT (Transaction.finish)."""
-        self.tx.defer(
-            INSERT_CHALLENGE, id=record.id, challenge=bytes_to_base64url(record.challenge), purpose=record.purpose,
+        self.tx.defer(  # by this store: its statements that read challenges write it first (Transaction.written_for)
+            INSERT_CHALLENGE, by=self, id=record.id, challenge=bytes_to_base64url(record.challenge),
+            purpose=record.purpose,
             person_id=record.person_id, pending_id=record.pending_id, enrollment_id=record.enrollment_id,
             user_verification=record.user_verification, created_at=utcnow(), expires_at=record.expires_at,
             used_at=None)
-        self._unwritten = True
 
     async def consume_challenge(self, challenge_id: str, now: dt.datetime) -> ChallengeRecord | None:
-        await self._written()
+        await self.tx.written_for(self)
         row = await self.tx.one(CONSUME_CHALLENGE, id=challenge_id, now=now)
         return _challenge(row) if row is not None else None
 
     async def challenge_known(self, challenge_id: str) -> bool:
-        await self._written()
+        await self.tx.written_for(self)
         return await self.tx.one(CHALLENGE_KNOWN, id=challenge_id) is not None
-
-    async def _written(self) -> None:
-        """Write a challenge deferred in this unit (with the unit's other deferred rows) before reading challenges."""
-        if self._unwritten:
-            self._unwritten = False
-            await self.tx.flush()
 
     async def credentials(self, person_id: str) -> list[CredentialRecord]:
         return [_credential(row) for row in await self.tx.all(CREDENTIALS_OF, person_id=person_id)]

@@ -209,14 +209,12 @@ class SqlOidcStore:
         self._pending: dict[str, PendingRequest | None] = {}
         """Pending requests read or saved in this unit of work: a login reads its request twice (the route, then
         resume)."""
-        self._unwritten = False
-        """Rows this store deferred to the COMMIT (a pending request, a grant, its code, a session's client) are
-        still unwritten: the methods that read or change those tables write them first (`_written`), so the unit
-        reads its own writes as if they had been executed at once."""
-        self._unwritten_pending: set[str] = set()
-        """The pending requests among those rows: deleting or updating another pending request (one saved by an
-        earlier request, as at every login's end) touches none of the deferred rows (no table refers to pending
-        requests), so it waits for no write."""
+        self._saved_pending: set[str] = set()
+        """The pending requests this unit saved. The rows this store defers (`by=self`: a session, a pending request,
+        a grant, its code, a session's client) are written before the store's statements that read or change those
+        tables (Transaction.written_for), so the unit reads its own writes as if executed at once; deleting or
+        updating a pending request saved by an earlier request (as at every login's end) waits for no write (no
+        table refers to pending requests)."""
 
     # persons and sessions
     async def subject(self, person_id: str) -> Subject | None:
@@ -229,37 +227,36 @@ class SqlOidcStore:
     async def create_session(self, state: LoginState) -> None:
         """Deferred to the unit's COMMIT (storage.direct), like the grant, code and session client of the same login
         that refer to it: the browser learns of the session only from the answer's cookie, sent after the commit."""
-        self.tx.defer(INSERT_SESSION, id=state.id, sid=state.sid, person_id=state.person_id,
+        self.tx.defer(INSERT_SESSION, by=self, id=state.id, sid=state.sid, person_id=state.person_id,
                       auth_time=state.auth_time, expires_at=state.expires_at, level=state.level,
                       acr=state.level, amr=list(state.amr), ended_at=None, created_at=utcnow())
-        self._unwritten = True
 
     async def update_login(self, session_id: str, *, auth_time: dt.datetime, level: Level,
                            amr: tuple[str, ...]) -> None:
-        await self._written()
+        await self.tx.written_for(self)
         await self.tx.execute(UPDATE_LOGIN, id=session_id, auth_time=auth_time, level=level, acr=level, amr=list(amr))
 
     async def get_session(self, session_id: str) -> LoginState | None:
         if len(session_id) > 64:
             return None
-        await self._written()
+        await self.tx.written_for(self)
         row = await self.tx.one(SESSION, id=session_id)
         return _login_state(row) if row is not None else None
 
     async def end_session(self, session_id: str, now: dt.datetime) -> LoginState | None:
-        await self._written()
+        await self.tx.written_for(self)
         row = await self.tx.one(END_SESSION, id=session_id, now=now)
         return _login_state(row) if row is not None else None
 
     async def add_session_client(self, session_id: str, client_id: str, sub: str) -> None:
         """Deferred to the unit's COMMIT (storage.direct), like create_grant: read only by later requests (logout)."""
-        self.tx.defer(ADD_SESSION_CLIENT[self.tx.dialect_name], session_id=session_id, client_id=client_id, sub=sub,
+        self.tx.defer(ADD_SESSION_CLIENT[self.tx.dialect_name], by=self, session_id=session_id, client_id=client_id,
+                      sub=sub,
                       created_at=utcnow())
-        self._unwritten = True
 
     async def revoke_session_grants(self, sid: str, now: dt.datetime, reason: str) -> int:
         """Revoke the grants made in a login session, except those with offline_access (logout)."""
-        await self._written()
+        await self.tx.written_for(self)
         count = 0
         for grant_id, scope in await self.tx.all(SESSION_GRANTS, sid=sid):
             if "offline_access" not in scope.split():
@@ -267,19 +264,19 @@ class SqlOidcStore:
         return count
 
     async def revoke_person_grants(self, person_id: str, client_id: str, reason: str) -> int:
-        await self._written()
+        await self.tx.written_for(self)
         return await self.tx.execute(PERSON_GRANTS_REVOKED, person_id=person_id, client_id=client_id, now=utcnow(),
                                      reason=reason[:200])
 
     async def live_sessions(self, person_id: str, now: dt.datetime) -> list[LoginState]:
         """The person's sessions neither ended nor expired at `now` (whatever the person's status)."""
-        await self._written()
+        await self.tx.written_for(self)
         return [_login_state(row) for row in await self.tx.all(LIVE_SESSIONS, person_id=person_id, now=now)]
 
     async def revoke_all_person_grants(self, person_id: str, now: dt.datetime, reason: str) -> int:
         """Revoke every grant of the person, at every client, offline_access ones included (the person suspended or
         deceased): their refresh tokens answer invalid_grant and their access tokens invalid_token."""
-        await self._written()
+        await self.tx.written_for(self)
         return await self.tx.execute(ALL_PERSON_GRANTS_REVOKED, person_id=person_id, now=now, reason=reason[:200])
 
     # pending requests
@@ -287,11 +284,11 @@ class SqlOidcStore:
         """Deferred to the unit's COMMIT (storage.direct): the browser learns its id only from the answer, sent after
         the commit, and this unit reads it from the cache. An anonymous /authorize then writes only this row: one
         round trip on PostgreSQL without BEGIN and COMMIT (Transaction.finish)."""
-        self.tx.defer(INSERT_PENDING, id=pending.id, client_id=pending.client_id, params=dict(pending.params),
+        self.tx.defer(INSERT_PENDING, by=self, id=pending.id, client_id=pending.client_id,
+                      params=dict(pending.params),
                       csrf_token=pending.csrf_token, expires_at=pending.expires_at, created_at=utcnow())
         self._pending[pending.id] = pending
-        self._unwritten = True
-        self._unwritten_pending.add(pending.id)
+        self._saved_pending.add(pending.id)
 
     async def get_pending(self, pending_id: str) -> PendingRequest | None:
         if len(pending_id) > 64:
@@ -306,26 +303,18 @@ class SqlOidcStore:
         unit wrote the request, as at every login's end: nothing reads it again in this unit (the cache answers
         None), and a unit that rolls back keeps it. One saved by this very unit is written first, then deleted (the
         parts of one folded statement cannot see each other's rows)."""
-        if pending_id in self._unwritten_pending:
-            await self._written()
+        if pending_id in self._saved_pending:
+            await self.tx.written_for(self)
             await self.tx.execute(DELETE_PENDING, id=pending_id)
         else:
             self.tx.defer(DELETE_PENDING, id=pending_id)
         self._pending[pending_id] = None
 
     async def update_pending(self, pending: PendingRequest) -> None:
-        if pending.id in self._unwritten_pending:
-            await self._written()
+        if pending.id in self._saved_pending:
+            await self.tx.written_for(self)
         await self.tx.execute(UPDATE_PENDING, id=pending.id, params=dict(pending.params))
         self._pending[pending.id] = pending
-
-    async def _written(self) -> None:
-        """Write the rows this store deferred (with the unit's other deferred rows) before a statement that may read
-        or change them."""
-        if self._unwritten:
-            self._unwritten = False
-            self._unwritten_pending.clear()
-            await self.tx.flush()
 
     # representation at login
     async def representations(self, person_id: str, now: dt.datetime) -> list[Representation]:
@@ -342,40 +331,39 @@ class SqlOidcStore:
     async def create_grant(self, grant: GrantRecord) -> None:
         """Deferred to the unit's COMMIT (storage.direct), like create_code and add_session_client: the code that
         names the grant reaches the client only in the answer, after the commit, and the store's own statements on
-        these tables write them first (`_written`). On PostgreSQL a login's grant, code and session client are one
-        statement with its audit events (storage.direct.fold_rows)."""
+        these tables write them first (Transaction.written_for). On PostgreSQL a login's grant, code and session client
+        are one statement with its audit events (storage.direct.fold_rows)."""
         self.tx.defer(
-            INSERT_GRANT, id=grant.id, client_id=grant.client_id, person_id=grant.person_id,
+            INSERT_GRANT, by=self, id=grant.id, client_id=grant.client_id, person_id=grant.person_id,
             session_sid=grant.session_sid, sub=grant.sub, scope=grant.scope,
             claims=dict(grant.claims) if grant.claims is not None else None, acr=grant.acr, amr=list(grant.amr),
             auth_time=grant.auth_time, expires_at=grant.expires_at, created_at=utcnow(), revoked_at=None,
             revoked_reason=None, represents=dict(grant.represents) if grant.represents is not None else None)
-        self._unwritten = True
 
     async def get_grant(self, grant_id: str) -> GrantRecord | None:
-        await self._written()
+        await self.tx.written_for(self)
         if len(grant_id) > 32:
             return None
         row = await self.tx.one(GRANT, id=grant_id)
         return _grant(row) if row is not None else None
 
     async def revoke_grant(self, grant_id: str, now: dt.datetime, reason: str) -> bool:
-        await self._written()
+        await self.tx.written_for(self)
         return await self.tx.execute(REVOKE_GRANT, id=grant_id, now=now, reason=reason[:200]) > 0
 
     async def create_code(self, code: CodeRecord) -> None:
-        self.tx.defer(INSERT_CODE, code_hash=code.code_hash, grant_id=code.grant_id, client_id=code.client_id,
+        self.tx.defer(INSERT_CODE, by=self, code_hash=code.code_hash, grant_id=code.grant_id,
+                      client_id=code.client_id,
                       redirect_uri=code.redirect_uri, nonce=code.nonce, code_challenge=code.code_challenge,
                       expires_at=code.expires_at, consumed_at=None, created_at=utcnow())
-        self._unwritten = True
 
     async def get_code(self, code_hash: str) -> CodeRecord | None:
-        await self._written()
+        await self.tx.written_for(self)
         row = await self.tx.one(CODE, code_hash=code_hash)
         return CodeRecord(*row) if row is not None else None
 
     async def redeem_code(self, code_hash: str, now: dt.datetime) -> tuple[CodeRecord, GrantRecord | None] | None:
-        await self._written()
+        await self.tx.written_for(self)
         if self.tx.dialect_name == "postgresql":
             row = await self.tx.one(REDEEM_CODE_WITH_GRANT, code_hash=code_hash, now=now)
             if row is None:
@@ -389,7 +377,7 @@ class SqlOidcStore:
         return code, await self.get_grant(code.grant_id)
 
     async def create_refresh(self, record: RefreshRecord) -> None:
-        await self._written()
+        await self.tx.written_for(self)
         await self.tx.execute(INSERT_REFRESH, token_hash=record.token_hash, grant_id=record.grant_id,
                               client_id=record.client_id, expires_at=record.expires_at, used_at=None,
                               successor=None, created_at=utcnow())
@@ -461,7 +449,7 @@ class SqlOidcStore:
         """Queue a logout token for every client of login session `session_id` that takes back-channel logouts
         (a backchannel_logout_uri, not disabled): due at once, retried until `now + retry_seconds`. Call
         `BackchannelDelivery.kick()` after the commit so they are sent at once. Returns how many were queued."""
-        await self._written()
+        await self.tx.written_for(self)
         targets = await self.tx.all(LOGOUT_TARGETS, session_id=session_id)
         give_up_at = now + dt.timedelta(seconds=retry_seconds)
         for client_id, sub, uri in targets:

@@ -365,3 +365,21 @@ def test_fold_rows_renumbers_the_parameters() -> None:
     assert folded[0].endswith("DELETE FROM t WHERE t.a = $3::INTEGER")
     returning = Compiled.build(delete(t).where(t.c.a == bindparam("a")).returning(t.c.b), dialect)
     assert fold_rows([(one, [1, "x"]), (returning, [5])]) is None
+
+
+async def test_a_store_reads_what_it_deferred_and_no_other_store_forces_a_write(services: Services) -> None:
+    """Transaction.written_for: rows deferred `by` a store are written (with every deferred row) before that store's
+    next statement that asks; another store asking writes nothing, and once written nothing is written twice."""
+    mine, other = object(), object()
+    unsealed = select(func.count(AuditEvent.id)).where(AuditEvent.event_type == "test.owned")
+    async with services.direct.transaction() as tx:
+        tx.defer(INSERT_AUDIT, by=mine, **audit_row("test.owned", actor="tester"))
+        tx.defer(INSERT_AUDIT, **audit_row("test.owned", actor="tester", subject="2"))
+        await tx.written_for(other)
+        assert (await tx.one(unsealed)) == (0,) and len(tx._deferred) == 2  # still for the COMMIT
+        await tx.written_for(mine)
+        assert (await tx.one(unsealed)) == (2,) and tx._deferred == []  # the other row went with it
+        tx.defer(INSERT_AUDIT, **audit_row("test.owned", actor="tester", subject="3"))
+        await tx.written_for(mine)  # nothing of its own is unwritten any more
+        assert (await tx.one(unsealed)) == (2,) and len(tx._deferred) == 1
+    assert len(await _events(services, "test.owned")) == 3
