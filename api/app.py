@@ -21,6 +21,7 @@ from api import migrate, problems, tracing
 from api import openapi as contract
 from api.audit_sealer import AuditSealer
 from api.deps import Services, build_services, validation_max_body_bytes
+from api.edge_text import edge_text
 from api.logging import configure_logging
 from api.metrics import exposition as metrics_exposition
 from api.metrics import instruments as metrics
@@ -49,7 +50,6 @@ from api.routes import officer as officer_routes
 from api.routes import pages as page_routes
 from api.routing import PlainMount
 from api.settings import Settings, load_settings
-from api.text import edge_text
 from idp.sql.backchannel import BackchannelDelivery
 from idp.sql.card_login import purge_card_rows
 from idp.sql.passkeys_store import purge_passkey_rows
@@ -297,7 +297,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                   telemetry={"tracing": False, "metrics": False, "logs": False},
                   docs_url="/docs" if settings.env == "development" else None,
                   openapi_url="/openapi.json" if settings.env == "development" else None,
-                  dependencies=[Depends(edge_text)])  # text storage cannot hold, refused at the edge (api.text)
+                  dependencies=[Depends(edge_text)])  # text storage cannot hold, refused at the edge (api.edge_text)
     problems.install(app)
     for router in (health.router, keys.router, admin.router, clients.router, oidc.router, interaction.router,
                    idcard.page_router, account.router, page_routes.router, passkeys.router, approval_routes.router,

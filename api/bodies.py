@@ -28,7 +28,7 @@ TOO_DEEP = "the body " + text.TOO_DEEP
 def unreadable_json(exc: Exception) -> bool:
     """Whether `exc` is FastAPI's refusal of a JSON body it could not decode: malformed JSON (json_invalid), a
     body that is not UTF-8 (a 400 raised from the UnicodeDecodeError), or one nested past the interpreter's
-    recursion limit (a 400 raised from json.loads' RecursionError; api.text.edge_text refuses a shallower one past
+    recursion limit (a 400 raised from json.loads' RecursionError; api.edge_text.edge_text refuses a shallower one past
     api.text.MAX_JSON_DEPTH as json_invalid)."""
     if isinstance(exc, RequestValidationError):
         return any(error.get("type") == "json_invalid" for error in exc.errors())

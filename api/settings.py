@@ -444,6 +444,8 @@ class Settings(BaseSettings):
     def _anchor_files(cls, value: list[Path]) -> list[Path]:
         """Each a PEM bundle or DER file of CA or self-signed certificates (signing.core.trust.load_anchors, RFC
         5280 section 6.1.1 (d)), read at start-up so that a wrong file stops the start naming it."""
+        if not value:  # none configured (the default): nothing to read, nor to import
+            return value
         from signing.core.trust import load_anchors
 
         load_anchors(value)
@@ -454,6 +456,8 @@ class Settings(BaseSettings):
     def _idcard_certificates(cls, value: list[Path]) -> list[Path]:
         """Each a PEM bundle or DER file of certificates (idp.core.certificates.load_certificates), read at start-up
         so that a wrong file stops the start naming it."""
+        if not value:  # none configured (the default): nothing to read, nor to import
+            return value
         from idp.core.certificates import load_certificates
 
         try:

@@ -13,8 +13,9 @@ call, so nothing is half-written (and so is a percent-escape in a query or form 
 
 Each endpoint answers in its own error format: `InvalidRequest`/`InvalidClient` (RFC 6749 section 5.2 error
 JSON) on the OAuth endpoints, the invalid_request error page on pages, an RFC 9457 problem (422, as FastAPI's
-own validation errors) elsewhere. `edge_text` is the application-wide dependency of the FastAPI routes; the
-form and query readers of api.web and the plain routes call the functions here.
+own validation errors) elsewhere. `api.edge_text.edge_text` is the application-wide dependency of the FastAPI
+routes; the form and query readers of api.web and the plain routes call the functions here. This module imports no
+web framework: `acar` checks every command-line argument with `refusal`.
 """
 
 from __future__ import annotations
@@ -26,11 +27,6 @@ import re
 from collections.abc import Container, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote_plus
-
-from fastapi import Request
-from fastapi.exceptions import RequestValidationError
-
-from api.errors import InvalidPageRequest
 
 _REFUSED = re.compile(
     "[\x00\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff"
@@ -213,47 +209,3 @@ def not_utf8_param(query: str, names: Container[str]) -> str | None:
                 except UnicodeDecodeError:
                     return name
     return None
-
-
-def _is_page(request: Request) -> bool:
-    route = request.scope.get("route")
-    return bool(PAGE_TAGS.intersection(str(tag) for tag in getattr(route, "tags", None) or ()))
-
-
-def _refuse(request: Request, location: tuple[str | int, ...], reason: str) -> None:
-    if _is_page(request):
-        raise InvalidPageRequest(f"{location[-1]} {reason}")
-    raise RequestValidationError([{"type": "text_refused", "loc": location, "msg": f"Value {reason}",
-                                   "input": None}])
-
-
-async def edge_text(request: Request) -> None:
-    """The application-wide dependency of the FastAPI routes: their path parameters, the query parameters and
-    the JSON body they declare, checked before the endpoint runs (the plain routes, the form readers of api.web
-    and the endpoints reading their own JSON check their own input)."""
-    for name, value in request.path_params.items():
-        if isinstance(value, str) and (reason := refusal(value)) is not None:
-            _refuse(request, ("path", name), reason)
-    route = request.scope.get("route")
-    dependant = getattr(route, "dependant", None)
-    declared = {param.alias for param in getattr(dependant, "query_params", ())}
-    for name, value in request.query_params.multi_items():
-        if name in declared and (reason := refusal(value)) is not None:
-            _refuse(request, ("query", name), reason)
-    not_utf8 = not_utf8_param(request.scope["query_string"].decode("latin-1"), declared) if declared else None
-    if not_utf8 is not None:
-        _refuse(request, ("query", not_utf8), NOT_UTF8)
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if getattr(dependant, "body_params", None) and (media == "application/json" or media.endswith("+json")):
-        try:
-            document = await request.json()  # Starlette keeps it: FastAPI's body parsing reads the same
-        except (ValueError, RecursionError):
-            return  # unreadable JSON: FastAPI's own refusal answers it (api.bodies)
-        if too_deep(document):  # FastAPI decoded it with json.loads, which knows no depth limit
-            if _is_page(request):
-                raise InvalidPageRequest(f"the body {TOO_DEEP}")
-            raise RequestValidationError([{"type": "json_invalid", "loc": ("body",), "msg": "JSON decode error",
-                                           "input": {}, "ctx": {"error": TOO_DEEP}}])
-        found = refused_json(document, ("body",))
-        if found is not None:
-            _refuse(request, found[0], found[1])

@@ -53,6 +53,20 @@ def test_the_cli_module_imports_no_third_party_package() -> None:
     assert proc.stdout.strip() == ""
 
 
+def test_a_database_command_imports_no_web_framework(acar: InProcessAcar, services: Services) -> None:
+    """A command that only reads the database (`acar client list`) imports no FastAPI, Starlette or WebAuthn
+    library: the check of every argument (api.text.refusal) once imported FastAPI and, through api.errors, the
+    WebAuthn library, about a third of every command's 1.5 s."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from api.cli import main; code = main(['client', 'list', '--json']); "
+             "print(code, *sorted({m.split('.')[0] for m in sys.modules} & {'fastapi', 'starlette', 'webauthn'}))")
+    proc = subprocess.run([sys.executable, "-c", probe], env=acar_env(acar.env), capture_output=True, text=True,
+                          check=True, timeout=60)
+    assert proc.stdout.strip().splitlines()[-1] == "0", proc.stdout + proc.stderr
+
+
 async def test_person_add_and_show(acar: InProcessAcar, services: Services) -> None:
     out = acar("person", "add", "--fin", "5ABC12D", "--given-name", "Aysel",
                    "--family-name", "Məmmədova", "--birthdate", "1990-02-03")

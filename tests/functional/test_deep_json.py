@@ -2,7 +2,7 @@
 own refusal, never a 500: json.loads raises RecursionError past the interpreter's recursion limit ("[" * 100000 fits
 every body limit), and a document just under it used to blow the recursive walks that followed it (the text check
 of api.text.refused_json). Through HTTP on every kind of endpoint that reads JSON: a FastAPI route (FastAPI decodes,
-api.text.edge_text checks), the login pages' JSON endpoints (api.json_endpoints), the signing API's JSON body and
+api.edge_text.edge_text checks), the login pages' JSON endpoints (api.json_endpoints), the signing API's JSON body and
 multipart placement, and the CLI's --jwks-file."""
 
 from __future__ import annotations
