@@ -101,10 +101,9 @@ class SqlPasskeyStore:
         read outside it) then costs one round trip on PostgreSQL, without BEGIN and COMMIT (Transaction.finish)."""
         self.tx.defer(  # by this store: its statements that read challenges write it first (Transaction.written_for)
             INSERT_CHALLENGE, by=self, id=record.id, challenge=bytes_to_base64url(record.challenge),
-            purpose=record.purpose,
-            person_id=record.person_id, pending_id=record.pending_id, enrollment_id=record.enrollment_id,
-            user_verification=record.user_verification, created_at=utcnow(), expires_at=record.expires_at,
-            used_at=None)
+            purpose=record.purpose, person_id=record.person_id, pending_id=record.pending_id,
+            enrollment_id=record.enrollment_id, user_verification=record.user_verification, created_at=utcnow(),
+            expires_at=record.expires_at, used_at=None)
 
     async def consume_challenge(self, challenge_id: str, now: dt.datetime) -> ChallengeRecord | None:
         await self.tx.written_for(self)

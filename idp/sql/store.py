@@ -210,11 +210,10 @@ class SqlOidcStore:
         """Pending requests read or saved in this unit of work: a login reads its request twice (the route, then
         resume)."""
         self._saved_pending: set[str] = set()
-        """The pending requests this unit saved. The rows this store defers (`by=self`: a session, a pending request,
-        a grant, its code, a session's client) are written before the store's statements that read or change those
-        tables (Transaction.written_for), so the unit reads its own writes as if executed at once; deleting or
-        updating a pending request saved by an earlier request (as at every login's end) waits for no write (no
-        table refers to pending requests)."""
+        """The pending requests this unit saved: deleting or updating one writes the deferred rows first; one saved
+        by an earlier request (as at every login's end) waits for no write (no table refers to pending requests).
+        The rows this store defers (`by=self`) are written before its statements that read or change their tables
+        (Transaction.written_for), so the unit reads its own writes as if executed at once."""
 
     # persons and sessions
     async def subject(self, person_id: str) -> Subject | None:
@@ -251,8 +250,7 @@ class SqlOidcStore:
     async def add_session_client(self, session_id: str, client_id: str, sub: str) -> None:
         """Deferred to the unit's COMMIT (storage.direct), like create_grant: read only by later requests (logout)."""
         self.tx.defer(ADD_SESSION_CLIENT[self.tx.dialect_name], by=self, session_id=session_id, client_id=client_id,
-                      sub=sub,
-                      created_at=utcnow())
+                      sub=sub, created_at=utcnow())
 
     async def revoke_session_grants(self, sid: str, now: dt.datetime, reason: str) -> int:
         """Revoke the grants made in a login session, except those with offline_access (logout)."""
@@ -284,8 +282,7 @@ class SqlOidcStore:
         """Deferred to the unit's COMMIT (storage.direct): the browser learns its id only from the answer, sent after
         the commit, and this unit reads it from the cache. An anonymous /authorize then writes only this row: one
         round trip on PostgreSQL without BEGIN and COMMIT (Transaction.finish)."""
-        self.tx.defer(INSERT_PENDING, by=self, id=pending.id, client_id=pending.client_id,
-                      params=dict(pending.params),
+        self.tx.defer(INSERT_PENDING, by=self, id=pending.id, client_id=pending.client_id, params=dict(pending.params),
                       csrf_token=pending.csrf_token, expires_at=pending.expires_at, created_at=utcnow())
         self._pending[pending.id] = pending
         self._saved_pending.add(pending.id)
@@ -352,8 +349,7 @@ class SqlOidcStore:
         return await self.tx.execute(REVOKE_GRANT, id=grant_id, now=now, reason=reason[:200]) > 0
 
     async def create_code(self, code: CodeRecord) -> None:
-        self.tx.defer(INSERT_CODE, by=self, code_hash=code.code_hash, grant_id=code.grant_id,
-                      client_id=code.client_id,
+        self.tx.defer(INSERT_CODE, by=self, code_hash=code.code_hash, grant_id=code.grant_id, client_id=code.client_id,
                       redirect_uri=code.redirect_uri, nonce=code.nonce, code_challenge=code.code_challenge,
                       expires_at=code.expires_at, consumed_at=None, created_at=utcnow())
 
