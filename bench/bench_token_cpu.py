@@ -4,7 +4,9 @@
 Each checkout gets a throwaway database, a data dir (`acar init`), a client_credentials client and its own
 `acar serve` (one worker, pinned to core 0, access log off), run from this venv with PYTHONPATH set to the
 checkout; the load (16 keep-alive connections, client_secret_basic, scope api) runs on core 1. Prints each run
-(tokens/s, errors, server CPU us per token from /proc) and the medians.
+(tokens/s, errors, server CPU us per token from /proc) and the medians. The audit sealing schedule is off
+(ACAR_AUDIT_SEAL_SECONDS=0): the servers share core 0, and one's sealing pass (about 30 us of CPU per event written
+since the last) would land in another's run; the token path's own cost is what this script compares.
 
 Usage: .venv/bin/python bench/bench_token_cpu.py CHECKOUT[,CHECKOUT...] [--runs 4] [--duration 6]
   e.g. git worktree add /tmp/old c5ef180 && ln -s "$PWD/.venv" /tmp/old/.venv
@@ -62,7 +64,8 @@ def main() -> None:
                 port = free_port()
                 env = (without_acar_settings() | {"PYTHONPATH": checkout}
                        | acar_settings(work / db, f"http://127.0.0.1:{port}",
-                                       f"postgresql+asyncpg://postgres@127.0.0.1:5432/{db}"))
+                                       f"postgresql+asyncpg://postgres@127.0.0.1:5432/{db}")
+                       | {"ACAR_AUDIT_SEAL_SECONDS": "0"})
                 sh(ACAR, "init", "--json", env=env)
                 client = json.loads(sh(ACAR, "client", "add", "--name", "bench", "--grant-type", "client_credentials",
                                        "--scope", "api", "--auth-method", "client_secret_basic", "--json", env=env))

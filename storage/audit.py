@@ -176,7 +176,11 @@ class GroupCommitAuditLog:
 
     Events go into a queue drained by long-lived consumer tasks, started with the application (`start`, in the
     lifespan) and stopped with it (`stop`): a consumer waits one loop turn after the first event so the events of
-    requests already under way join its batch; consumers gather in turn (one at a time). On PostgreSQL two consumers
+    requests already under way join its batch, unless `at_once` events are already queued: those are committed at
+    once, so a busy node starts a commit while the rest of its requests are still being worked on, instead of
+    letting every request in flight reach its wait before the batch leaves (which left the core idle for each
+    commit's round trip: docs/performance.md, "The group commit's batch sent at once"). Consumers gather in turn
+    (one at a time). On PostgreSQL two consumers
     run (`consumers`): the server commits one batch while the other consumer gathers the next. SQLite writes one
     transaction at a time, so there one consumer runs. The order in which two batches commit is not defined (each
     event carries its own time). Events that cannot be written any more (the log stopped, a consumer cancelled while
@@ -184,9 +188,11 @@ class GroupCommitAuditLog:
     loop.
     """
 
-    def __init__(self, database: DirectDatabase, *, max_batch: int = 500, consumers: int | None = None) -> None:
+    def __init__(self, database: DirectDatabase, *, max_batch: int = 500, at_once: int = 8,
+                 consumers: int | None = None) -> None:
         self._db = database
         self._max_batch = max_batch
+        self._at_once = at_once
         self._consumer_count = consumers or (2 if database.dialect.name == "postgresql" else 1)
         self._queue: asyncio.Queue[Waiting] | None = None
         self._gathering = asyncio.Lock()
@@ -246,7 +252,8 @@ class GroupCommitAuditLog:
             async with gathering:  # one consumer gathers at a time, so idle consumers do not split a burst
                 batch = [await queue.get()]
                 self._consumers[me] = batch
-                await asyncio.sleep(0)  # one loop turn: requests already under way add their events to this batch
+                if queue.qsize() + 1 < self._at_once:
+                    await asyncio.sleep(0)  # one loop turn: requests already under way add their events to this batch
                 while len(batch) < self._max_batch and not queue.empty():
                     batch.append(queue.get_nowait())
             # committing: the next consumer gathers the next batch meanwhile

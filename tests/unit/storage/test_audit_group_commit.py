@@ -129,3 +129,23 @@ async def test_idle_consumers_do_not_split_a_burst(services: Services) -> None:
 
     assert await _count(services, "test.unsplit") == 40
     assert services.direct.commits - before == 1
+
+
+@pytest.mark.parametrize(("at_once", "commits"), [(4, 2), (5, 1)], ids=["full batch at once", "one loop turn"])
+async def test_a_full_batch_leaves_without_waiting_a_loop_turn(services: Services, at_once: int,
+                                                               commits: int) -> None:
+    """Four events queued before the consumer runs, a fifth recorded one loop turn later (after the consumer's
+    first step): with at_once=4 the four are already a batch and leave at once, the fifth goes in the next
+    transaction; with at_once=5 the consumer waits its loop turn and the fifth joins the same transaction."""
+    async with GroupCommitAuditLog(services.direct, consumers=1, at_once=at_once) as log:
+        before = services.direct.commits
+
+        async def late() -> None:
+            await asyncio.sleep(0)  # resumed after the consumer's first step, which the first put scheduled
+            await log.record("test.at_once", actor="tester", subject="late")
+
+        early = [log.record("test.at_once", actor="tester", subject=str(i)) for i in range(4)]
+        await asyncio.wait_for(asyncio.gather(*early, late()), 5)
+
+        assert services.direct.commits - before == commits
+    assert await _count(services, "test.at_once") == 5
