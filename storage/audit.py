@@ -312,10 +312,11 @@ async def purge_audit(session: AsyncSession, *, before: dt.datetime | None,
     and unsealed events wait for the sealer. The head records where the retained chain now begins (start_seq, and
     start_hash: the chain_hash of the last deleted event), so the rest still verifies; the checkpoints of the
     deleted part go with it, but for the chain's last one."""
-    counts = {"audit_events": 0, "anonymous_audit_events": 0}
     anonymous_cutoff = max((c for c in (before, anonymous_before) if c is not None), default=None)
-    for chain, cutoff, key in ((AUDIT_CHAIN, before, "audit_events"),
-                               (ANONYMOUS_CHAIN, anonymous_cutoff, "anonymous_audit_events")):
+    work = {AUDIT_CHAIN: (before, "audit_events"), ANONYMOUS_CHAIN: (anonymous_cutoff, "anonymous_audit_events")}
+    counts = {key: 0 for _, key in work.values()}
+    for chain in CHAINS:  # the heads in the sealer's order (storage.audit_chain.seal): the two never deadlock
+        cutoff, key = work[chain]
         if cutoff is not None:
             counts[key] = await _purge_chain(session, chain, cutoff)
     return counts

@@ -80,12 +80,18 @@ def chain_of(actor: str) -> str:
     return ANONYMOUS_CHAIN if actor == ANONYMOUS_ACTOR else AUDIT_CHAIN
 
 
+_ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+"""json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False) with the encoder built once: dumps
+builds a new one on every call with these arguments, a third of an event's hashing cost when a pass seals
+thousands."""
+
+
 def _canonical(value: Mapping[str, Any]) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _ENCODE(value).encode()
 
 
 def _instant(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).isoformat(timespec="microseconds")
+    return (value if value.tzinfo is dt.UTC else value.astimezone(dt.UTC)).isoformat(timespec="microseconds")
 
 
 def event_content(event: Mapping[str, Any]) -> bytes:

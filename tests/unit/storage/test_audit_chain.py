@@ -10,10 +10,11 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, text, update
 
 from api.deps import Services, build_audit_checkpoints
 from storage.audit import (
+    CHAINS,
     AuditChainHead,
     AuditCheckpoint,
     AuditEvent,
@@ -257,3 +258,41 @@ async def test_retention_keeps_the_chain_verifiable(initialized: Services) -> No
     await _tamper(services, delete(EVENTS).where(EVENTS.c.id == first.id))
     broken = (await _verify(services)).first_broken
     assert broken is not None and broken.seq == first.seq + 1
+
+
+@pytest.mark.postgresql
+async def test_retention_takes_the_chain_heads_in_the_sealers_order(initialized: Services) -> None:
+    """A sealing pass holds the first chain head (CHAINS order) when retention starts: retention waits for that
+    head before it takes any other, so the pass then takes the second head at once. In the other order (retention
+    held the second head and waited for the first) the two deadlocked, and PostgreSQL aborted one of them; with
+    both on the housekeeping interval, that happened on every pass that found them together."""
+    services = initialized
+    await _record(services, 1)
+    await _seal(services)  # both heads exist
+    lock = text("SELECT 1 FROM audit_chain_heads WHERE chain = :chain FOR UPDATE")
+    waiting = text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                   "AND wait_event_type = 'Lock'")
+
+    async def retention() -> dict[str, int]:
+        now = utcnow()
+        async with services.sessions() as session, session.begin():
+            return await purge_audit(session, before=now - dt.timedelta(days=400),
+                                     anonymous_before=now - dt.timedelta(days=30))
+
+    async with services.engine.connect() as sealer, services.engine.connect() as watcher:
+        await sealer.begin()
+        await sealer.execute(lock, {"chain": CHAINS[0]})
+        purge = asyncio.ensure_future(retention())
+        async with asyncio.timeout(10):
+            while True:  # until the database shows retention waiting for a head
+                found = (await watcher.execute(waiting)).scalar_one()
+                await watcher.rollback()  # pg_stat_activity is read once per transaction
+                if found:
+                    break
+                await asyncio.sleep(0.02)
+        assert not purge.done()
+        await sealer.execute(text("SET LOCAL lock_timeout = '5s'"))
+        await sealer.execute(lock, {"chain": CHAINS[1]})  # free: retention holds no head while it waits
+        await sealer.commit()
+
+    assert await asyncio.wait_for(purge, 10) == {"audit_events": 0, "anonymous_audit_events": 0}
