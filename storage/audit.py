@@ -180,12 +180,11 @@ class GroupCommitAuditLog:
     once, so a busy node starts a commit while the rest of its requests are still being worked on, instead of
     letting every request in flight reach its wait before the batch leaves (which left the core idle for each
     commit's round trip: docs/performance.md, "The group commit's batch sent at once"). Consumers gather in turn
-    (one at a time). On PostgreSQL two consumers
-    run (`consumers`): the server commits one batch while the other consumer gathers the next. SQLite writes one
-    transaction at a time, so there one consumer runs. The order in which two batches commit is not defined (each
-    event carries its own time). Events that cannot be written any more (the log stopped, a consumer cancelled while
-    committing) fail their callers with RuntimeError instead of leaving them waiting. One instance serves one event
-    loop.
+    (one at a time). On PostgreSQL two consumers run (`consumers`): the server commits one batch while the other
+    consumer gathers the next. SQLite writes one transaction at a time, so there one consumer runs. The order in
+    which two batches commit is not defined (each event carries its own time). Events that cannot be written any
+    more (the log stopped, a consumer cancelled while committing) fail their callers with RuntimeError instead of
+    leaving them waiting. One instance serves one event loop.
     """
 
     def __init__(self, database: DirectDatabase, *, max_batch: int = 500, at_once: int = 8,
