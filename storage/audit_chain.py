@@ -30,7 +30,7 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sqlalchemy import and_, bindparam, func, or_, select, update
@@ -51,6 +51,10 @@ GENESIS = "0" * 64
 """The chain_hash before the first event of a chain, and the prev_hash of its first checkpoint."""
 SEAL_BATCH = 5000
 """Events sealed per transaction: the heads are held for one batch, then the next transaction takes the rest."""
+SEAL_STEP = 250
+"""Events fetched, hashed and marked per step of a batch. A pass runs in the serving process: a whole batch read,
+hashed and written at once held the event loop for 90-135 ms (every request waited that long once a minute); a step
+holds it for a tenth of that (docs/performance.md, "The sealing pass's hold on the event loop")."""
 VERIFY_PAGE = 2000
 CHECKPOINT_TYP = "acar-audit-checkpoint+jwt"
 """The JWS typ of a checkpoint (RFC 7515 section 4.1.9): no token of another kind verifies as one."""
@@ -140,7 +144,7 @@ class _Head:
     chain_hash: str
     checkpoints: int
     checkpoint_hash: str
-    sealed: list[dict[str, Any]] = field(default_factory=list)
+    sealed: int = 0
 
 
 async def seal(tx: Transaction, signer: CheckpointSigner, *, now: dt.datetime | None = None,
@@ -158,19 +162,30 @@ async def seal(tx: Transaction, signer: CheckpointSigner, *, now: dt.datetime | 
             row = await tx.one(CLAIM_HEAD, chain=chain)
         assert row is not None  # noqa: S101 - inserted just above, and heads are never deleted
         heads[chain] = _Head(int(row[0]), str(row[1]), int(row[2]), str(row[3]))
-    rows = await tx.all(UNSEALED, limit=batch)
-    for raw in rows:
-        event = dict(zip(_CONTENT_KEYS, raw, strict=True))
-        head = heads[chain_of(event["actor"])]
-        event["chain"], event["seq"] = chain_of(event["actor"]), head.seq + 1
-        head.seq, head.chain_hash = event["seq"], link(head.chain_hash, event_content(event))
-        head.sealed.append({"event_id": event["id"], "to_chain": event["chain"], "to_seq": event["seq"],
-                            "to_hash": head.chain_hash})
+    left = batch
+    while left > 0:
+        # each step sees the events the steps before it sealed (its own transaction's updates) as sealed
+        rows = await tx.all(UNSEALED, limit=min(SEAL_STEP, left))
+        marks: dict[str, list[dict[str, Any]]] = {chain: [] for chain in heads}
+        for raw in rows:
+            event = dict(zip(_CONTENT_KEYS, raw, strict=True))
+            chain = event["chain"] = chain_of(event["actor"])
+            head = heads[chain]
+            event["seq"] = head.seq + 1
+            head.seq, head.chain_hash = event["seq"], link(head.chain_hash, event_content(event))
+            marks[chain].append({"event_id": event["id"], "to_chain": chain, "to_seq": event["seq"],
+                                 "to_hash": head.chain_hash})
+        for chain, marked in marks.items():
+            if marked:
+                await tx.execute_many(SEAL_EVENT, marked)
+                heads[chain].sealed += len(marked)
+        left -= len(rows)
+        if len(rows) < SEAL_STEP:
+            break
     grown: dict[str, dict[str, Any]] = {}
     for chain, head in heads.items():
         if not head.sealed:
             continue
-        await tx.execute_many(SEAL_EVENT, head.sealed)
         claims = checkpoint_claims(chain, number=head.checkpoints + 1, seq=head.seq, chain_hash=head.chain_hash,
                                    prev_hash=head.checkpoint_hash, created_at=now)
         kid, token = await signer.sign(claims)
@@ -179,7 +194,7 @@ async def seal(tx: Transaction, signer: CheckpointSigner, *, now: dt.datetime | 
                          checkpoint_hash=claims["checkpoint_hash"], created_at=now, kid=kid, signature=token)
         await tx.execute(MOVE_HEAD, head=chain, to_seq=head.seq, to_hash=head.chain_hash,
                          to_number=claims["number"], to_checkpoint=claims["checkpoint_hash"], now=now)
-        grown[chain] = {"sealed": len(head.sealed), "checkpoint": claims["number"], "seq": head.seq,
+        grown[chain] = {"sealed": head.sealed, "checkpoint": claims["number"], "seq": head.seq,
                         "chain_hash": head.chain_hash}
     return grown
 

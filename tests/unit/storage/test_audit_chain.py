@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import delete, select, text, update
 
 from api.deps import Services, build_audit_checkpoints
+from storage import audit_chain
 from storage.audit import (
     CHAINS,
     AuditChainHead,
@@ -23,7 +24,7 @@ from storage.audit import (
     purge_audit,
     record_event,
 )
-from storage.audit_chain import GENESIS, VerifyReport, seal_all, verify_trail
+from storage.audit_chain import GENESIS, VerifyReport, seal, seal_all, verify_trail
 from storage.base import utcnow
 
 EVENTS = AuditEvent.__table__
@@ -188,6 +189,36 @@ async def test_a_forged_checkpoint_signature_is_found(initialized: Services) -> 
     broken = (await _verify(services)).first_broken
 
     assert broken is not None and broken.checkpoint == 1 and "signature" in broken.reason
+
+
+async def test_a_batch_sealed_in_steps_is_one_chain_in_time_order(initialized: Services,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch is read, hashed and marked a step at a time (SEAL_STEP events, so a pass never holds the serving
+    loop for a whole batch); each step continues the chains where the step before left them, and the batch still
+    ends with one checkpoint per chain."""
+    services = initialized
+    monkeypatch.setattr(audit_chain, "SEAL_STEP", 3)
+    start = utcnow() - dt.timedelta(seconds=10)
+    await _record(services, 7, start=start)
+    await _record(services, 4, actor="anonymous", event_type="login.failed", start=start + dt.timedelta(microseconds=3))
+    signer = build_audit_checkpoints(services.settings, services.token_keys)
+
+    async with services.direct.transaction() as tx:  # a batch that is not a whole number of steps
+        first = await seal(tx, signer, batch=5)
+    sealed = await _seal(services)
+    report = await _verify(services)
+
+    assert sum(step["sealed"] for step in first.values()) == 5
+    assert report.intact, report.summary()
+    assert report.unsealed == 0
+    for chain, event_type, count in (("audit", "test.event", 7), ("anonymous", "login.failed", 4)):
+        events = await _chain(services, chain)  # with the events the set-up wrote
+        assert [e.seq for e in events] == list(range(1, len(events) + 1))
+        assert [e.occurred_at for e in events] == sorted(e.occurred_at for e in events)
+        assert sum(e.event_type == event_type for e in events) == count
+        assert first.get(chain, {}).get("sealed", 0) + sealed[chain]["sealed"] == len(events)
+    assert {c.chain: c.checkpoints for c in report.chains} == {
+        chain: 1 + (chain in first) for chain in ("audit", "anonymous")}
 
 
 async def test_concurrent_writers_and_sealers_keep_one_valid_chain(initialized: Services) -> None:
