@@ -6,7 +6,8 @@ The schedule is a task of its own beside housekeeping, shaped so that it never h
 application's life:
 - the first pass comes one interval after the start, never at the start: a starting application (or a test's) does
   not take the chain heads' lock (SQLite's write lock) before serving anything;
-- each pass is short transactions of storage.audit_chain.SEAL_BATCH events (seal_all);
+- each pass is short transactions of storage.audit_chain.SEAL_BATCH events (seal_all), each read, hashed and
+  marked SEAL_STEP events at a time, so a pass holds the serving loop for milliseconds, not for a whole batch;
 - stopping waits for a pass in hand to finish (at most SEALER_STOP_GRACE_SECONDS), then cancels it: the cancelled
   unit of work rolls back (storage.direct.keeps_writes) and gives its connection back before `stop` returns, so no
   transaction of the sealer outlives the application;
