@@ -312,11 +312,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(signing.router)
     app.include_router(validation.router)
     app.include_router(validation.page_router)
-    # The endpoints of every login and every token, once each, as plain Starlette routes at the head of the route
-    # table: matched first, without FastAPI's request handling (dependency solving, its request and response
-    # wrappers), and still under the exception handlers and the router's 405 answers like every other route.
+    # The endpoints of every login and every token, and the discovery and JWK Set documents every relying party
+    # fetches, once each, as plain Starlette routes at the head of the route table: matched first, without
+    # FastAPI's request handling (dependency solving, its request and response wrappers), and still under the
+    # exception handlers and the router's 405 answers like every other route.
     plain = ((oidc.router, oidc.plain_routes), (interaction.router, interaction.plain_routes),
-             (passkeys.router, passkeys.plain_routes), (idcard.router, idcard.plain_routes))
+             (passkeys.router, passkeys.plain_routes), (idcard.router, idcard.plain_routes),
+             (keys.router, keys.plain_routes))
     app.router.routes[:0] = [route for _, routes in plain for route in routes]
     # /metrics, outside OpenAPI, for the allowed only; last, where matching it costs no other request anything
     app.router.routes.append(metrics_exposition.route(settings))

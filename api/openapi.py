@@ -2,9 +2,9 @@
 
 FastAPI documents its own routes from their signatures; that leaves out what they do not declare. Here the
 document gets:
-- the plain OAuth/OIDC endpoints (api.routes.oidc, interaction, passkeys, idcard) with their form or JSON parameters,
-  their client authentication (RFC 6749 section 2.3.1, HTTP Basic) or bearer token (RFC 6750) and their RFC 6749
-  section 5.2 error JSON;
+- the plain OAuth/OIDC endpoints (api.routes.oidc, interaction, passkeys, idcard, keys) with their form or JSON
+  parameters, their client authentication (RFC 6749 section 2.3.1, HTTP Basic) or bearer token (RFC 6750) and
+  their RFC 6749 section 5.2 error JSON;
 - securitySchemes: HTTP Basic for clients, bearer for the admin API (RFC 9068 JWTs) and for userinfo, and the
   browser's cookies (the signed-in session, an open enrollment: apiKey in a cookie, named as the issuer makes them)
   with the X-CSRF-Token header the passkey endpoints require;
@@ -511,6 +511,24 @@ for (_path, _method), _operation in PASSKEY_OPERATIONS.items():
             **_operation["responses"], "default": problem("any other error: an RFC 9457 problem")}}}
 
 
+_METADATA = {"200": {"description": "the provider's metadata", "content": {"application/json": {"schema": {
+    "type": "object", "required": ["issuer", "authorization_endpoint", "token_endpoint", "jwks_uri"]}}}},
+    "default": problem("any other error: an RFC 9457 problem")}
+PLAIN_OPERATIONS.update({
+    "/.well-known/openid-configuration": {"get": {
+        "summary": "OpenID Provider Metadata (OpenID Connect Discovery 1.0 section 4)", "responses": _METADATA}},
+    "/.well-known/oauth-authorization-server": {"get": {
+        "summary": "Authorization Server Metadata (RFC 8414 section 3), the same document", "responses": _METADATA}},
+    "/jwks.json": {"get": {
+        "summary": "JWK Set of the token-signing keys (RFC 7517 section 5)",
+        "responses": {"200": {"description": "every published token-signing key: next, current and retired",
+                              "content": {"application/jwk-set+json": {"schema": _ref("JWKSet")}}},
+                      "default": problem("any other error: an RFC 9457 problem")}}},
+})
+"""The metadata documents every relying party fetches, plain routes too (api.routes.oidc, api.routes.keys); the
+JWK Set's own media type (RFC 7517 section 8.5.1)."""
+
+
 def _document_browser_json(paths: dict[str, dict[str, Any]]) -> None:
     """PASSKEY_OPERATIONS merged into the FastAPI operations they describe (the plain ones are PLAIN_OPERATIONS)."""
     for (path, method), documented in PASSKEY_OPERATIONS.items():
@@ -734,9 +752,6 @@ def complete(document: dict[str, Any], app: FastAPI, *, secure_cookies: bool) ->
             found = operations.get(method.lower())
             if found is not None:
                 _complete_fastapi_operation(route, found)
-    jwks = paths.get("/jwks.json", {}).get("get")
-    if jwks is not None:
-        jwks["responses"]["200"]["content"] = {"application/jwk-set+json": {"schema": _ref("JWKSet")}}
     revoke = paths.get("/admin/tokens/{jti}/revoke", {}).get("post")
     if revoke is not None:
         for parameter in revoke.get("parameters", []):

@@ -8,8 +8,10 @@ but through no database: the answers are refusals decided before any unit of wor
 - token, wrong method: GET /token, answered 405 problem+json with Allow: POST;
 - authorize, bad query: GET /authorize with 101 parameters, answered with the invalid_request error page (HTML,
   translated): the authorization route and the page error handler;
-- discovery (control): GET /.well-known/openid-configuration, a FastAPI route the routing changes do not touch;
-  the machine is shared, so compare the others against it too.
+- discovery: GET /.well-known/openid-configuration, a plain route since the fourth session of 2026-12-07 (a FastAPI
+  route before, this script's control then);
+- healthz (control): GET /healthz, a FastAPI route the routing changes do not touch; the machine is shared, so
+  compare the others against it too.
 
 The application runs on a throwaway SQLite database in a temporary directory (migrated, token keys made, what
 `acar init` does), with the access log off. Prints the median over the rounds of the CPU time per request
@@ -44,7 +46,8 @@ CASES: dict[str, tuple[str, str, bytes, list[tuple[bytes, bytes]], int]] = {
                                 [(b"content-type", b"text/plain")], 400),
     "token, wrong method": ("GET", "/token", b"", [], 405),
     "authorize, bad query": ("GET", "/authorize?" + TOO_MANY, b"", [], 400),
-    "discovery (control)": ("GET", "/.well-known/openid-configuration", b"", [], 200),
+    "discovery": ("GET", "/.well-known/openid-configuration", b"", [], 200),
+    "healthz (control)": ("GET", "/healthz", b"", [], 200),
 }
 
 

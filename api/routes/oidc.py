@@ -93,9 +93,8 @@ def discovery_document(provider: Provider) -> dict[str, Any]:
     }
 
 
-@router.get("/.well-known/openid-configuration")
-@router.get("/.well-known/oauth-authorization-server")
 async def discovery(request: Request) -> JSONResponse:
+    """OpenID Connect Discovery 1.0 section 4 and RFC 8414 section 3: the provider's metadata."""
     return JSONResponse(discovery_document(provider_of(request)), headers={"Cache-Control": "public, max-age=300"})
 
 
@@ -253,9 +252,13 @@ plain_routes = [
     PlainRoute("/userinfo", userinfo, methods=["GET", "POST"]),
     PlainRoute("/introspect", introspect, methods=["POST"]),
     PlainRoute("/revoke", revoke, methods=["POST"]),
+    PlainRoute("/.well-known/openid-configuration", discovery, methods=["GET"]),
+    PlainRoute("/.well-known/oauth-authorization-server", discovery, methods=["GET"],
+               name="authorization_server_metadata"),
 ]
-"""The endpoints of every login and every token: plain Starlette routes, which api.app puts at the head of the
-route table (no FastAPI request handling; the same exception handlers and 405 answers as every route)."""
+"""The endpoints of every login and every token, and the metadata every relying party reads: plain Starlette routes,
+which api.app puts at the head of the route table (no FastAPI request handling; the same exception handlers and 405
+answers as every route)."""
 
 
 # --- logout (RP-Initiated Logout 1.0) ---------------------------------------------------------------------

@@ -1,6 +1,6 @@
-"""The route table: the endpoints of every login and every token are plain Starlette routes at its head, registered
-once, under the application's exception handlers and 405 answers; every endpoint the discovery document names is
-served by it."""
+"""The route table: the endpoints of every login and every token, and the discovery and JWK Set documents, are plain
+Starlette routes at its head, registered once, under the application's exception handlers and 405 answers; every
+endpoint the discovery document names is served by it."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ pytestmark = pytest.mark.asyncio
 PLAIN = {
     "/authorize": {"GET", "POST"}, "/token": {"POST"}, "/userinfo": {"GET", "POST"}, "/introspect": {"POST"},
     "/revoke": {"POST"}, "/interaction/{pending_id}": {"GET"}, "/webauthn/login/options": {"POST"},
-    "/webauthn/login/verify": {"POST"},
+    "/webauthn/login/verify": {"POST"}, "/idcard/webeid/challenge": {"POST"}, "/idcard/webeid/login": {"POST"},
+    "/.well-known/openid-configuration": {"GET"},
+    "/.well-known/oauth-authorization-server": {"GET"}, "/jwks.json": {"GET"},
 }
 SPEC_METHODS = {
     "authorization_endpoint": {"GET", "POST"},  # OIDC Core 3.1.2.1
@@ -41,7 +43,7 @@ def _served_by(app: FastAPI, method: str, path: str) -> list[BaseRoute]:
     return [r for r in app.router.routes if r.matches(_scope(app, method, path))[0] == Match.FULL]
 
 
-async def test_the_login_and_token_endpoints_are_plain_routes_at_the_head_of_the_table(app: FastAPI) -> None:
+async def test_the_login_token_and_metadata_endpoints_are_plain_routes_at_the_head_of_the_table(app: FastAPI) -> None:
     head = app.router.routes[:len(PLAIN)]
     assert all(type(r) is PlainRoute for r in head)  # Starlette's own Route (api.routing), not FastAPI's APIRoute
     assert {r.path: (r.methods or set()) - {"HEAD"} for r in head if isinstance(r, Route)} == PLAIN
