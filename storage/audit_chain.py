@@ -53,8 +53,8 @@ SEAL_BATCH = 5000
 """Events sealed per transaction: the heads are held for one batch, then the next transaction takes the rest."""
 SEAL_STEP = 250
 """Events fetched, hashed and marked per step of a batch. A pass runs in the serving process: a whole batch read,
-hashed and written at once held the event loop for 90-135 ms (every request waited that long once a minute); a step
-holds it for a tenth of that (docs/performance.md, "The sealing pass's hold on the event loop")."""
+hashed and marked at once held the event loop for 51-55 ms per transaction (every request in flight waited that
+long); a step holds it for 7-8 ms at most (docs/performance.md, "The sealing pass's hold on the event loop")."""
 VERIFY_PAGE = 2000
 CHECKPOINT_TYP = "acar-audit-checkpoint+jwt"
 """The JWS typ of a checkpoint (RFC 7515 section 4.1.9): no token of another kind verifies as one."""
