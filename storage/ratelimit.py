@@ -26,13 +26,15 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.errors import StorageError
-from redis.asyncio import ConnectionPool, Redis
-from redis.exceptions import RedisError
+
+if TYPE_CHECKING:  # redis-py is imported only where Redis is configured (RateLimiter, _storage)
+    from redis.asyncio import ConnectionPool, Redis
 
 REDIS_SCHEMES = ("redis", "rediss", "redis+unix")
 """The storage URL schemes of a Redis server (as redis-py reads them); `memory://` is the process's own."""
@@ -81,7 +83,10 @@ def _storage(url: str, prefix: str) -> tuple[Storage, ConnectionPool | None]:
         return MemoryStorage(), None
     if scheme in REDIS_SCHEMES:
         # redis-py's asyncio client (limits' "redispy" implementation) on a pool this class owns and closes;
-        # errors wrapped as limits' StorageError
+        # errors wrapped as limits' StorageError. Imported here: a process without Redis (memory://, every `acar`
+        # command, the settings) never loads redis-py (about 65 ms of start-up)
+        from redis.asyncio import ConnectionPool
+
         pool = ConnectionPool.from_url(url, socket_timeout=REDIS_TIMEOUT_SECONDS,
                                        socket_connect_timeout=REDIS_TIMEOUT_SECONDS)
         return RedisStorage("async+" + url, implementation="redispy", key_prefix=prefix, wrap_exceptions=True,
@@ -96,7 +101,17 @@ class RateLimiter:
         self.url = url
         self.prefix = prefix
         self._storage, self._pool = _storage(url, prefix)
-        self._redis = Redis(connection_pool=self._pool) if self._pool is not None else None
+        self._redis: Redis | None = None
+        # what an unreachable storage raises: limits' StorageError and, where Redis is configured, redis-py's own
+        # errors from the block keys this class reads and writes itself
+        self._storage_errors: tuple[type[Exception], ...] = (StorageError,)
+        self._redis_errors: tuple[type[Exception], ...] = (OSError,)
+        if self._pool is not None:
+            from redis.asyncio import Redis
+            from redis.exceptions import RedisError
+
+            self._redis = Redis(connection_pool=self._pool)
+            self._storage_errors, self._redis_errors = (StorageError, RedisError), (RedisError, OSError)
         self._blocks: dict[str, float] = {}  # memory storage: block key -> until (clock seconds)
         self._strategy = SlidingWindowCounterRateLimiter(self._storage)
         self._clock = clock
@@ -150,7 +165,7 @@ class RateLimiter:
                         break
             if not verdict.allowed:
                 await self._block(self._block_key(budget, key), verdict.retry_after)
-        except (StorageError, RedisError) as exc:
+        except self._storage_errors as exc:
             raise LimiterUnavailable(f"rate-limit storage unavailable: {type(exc).__name__}") from None
         return verdict
 
@@ -179,7 +194,7 @@ class RateLimiter:
                 for name in names:
                     pipe.pttl(name)
                 ttls = await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except self._redis_errors as exc:
             raise LimiterUnavailable(f"rate-limit storage unavailable: {type(exc).__name__}") from None
         for index, ttl in enumerate(ttls):
             if isinstance(ttl, int) and ttl > 0:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 
 import pytest
@@ -90,9 +92,23 @@ async def test_an_unreachable_redis_fails_closed() -> None:
             await limiter.hit(THREE, "k")
         with pytest.raises(LimiterUnavailable):
             await limiter.test(THREE, "k")
+        with pytest.raises(LimiterUnavailable):
+            await limiter.count(THREE, "k")
+        with pytest.raises(LimiterUnavailable):  # the block keys, read by redis-py itself
+            await limiter.blocked(THREE, ["k"])
         assert not await limiter.check()
     finally:
         await limiter.close()
+
+
+@pytest.mark.nodb
+def test_a_process_without_redis_never_loads_redis_py() -> None:
+    """The settings (every `acar` command) and an in-memory limiter import no redis-py: it costs start-up time and
+    memory only where ACAR_RATE_LIMIT_STORAGE names a Redis server."""
+    probe = ("import sys, api.settings; from storage.ratelimit import RateLimiter; RateLimiter('memory://'); "
+             "print('redis' in sys.modules); RateLimiter('redis://127.0.0.1:6379/0'); print('redis' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert out.split() == ["False", "True"]
 
 
 def test_budgets_and_storages_that_cannot_be_read_are_refused() -> None:
