@@ -48,7 +48,7 @@ from api.routes import approval as approval_routes
 from api.routes import director as director_routes
 from api.routes import officer as officer_routes
 from api.routes import pages as page_routes
-from api.routing import PlainMount
+from api.routing import PlainMount, Unserved
 from api.settings import Settings, load_settings
 from idp.sql.backchannel import BackchannelDelivery
 from idp.sql.card_login import purge_card_rows
@@ -320,6 +320,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
              (passkeys.router, passkeys.plain_routes), (idcard.router, idcard.plain_routes),
              (keys.router, keys.plain_routes))
     app.router.routes[:0] = [route for _, routes in plain for route in routes]
+    # ... and right after them, the answer to what no route serves (404, 405): one or two regular expression matches
+    # against the table's index instead of a walk through every route (api.routing.Unserved)
+    app.router.routes.insert(sum(len(routes) for _, routes in plain), Unserved(app.router))
     # /metrics, outside OpenAPI, for the allowed only; last, where matching it costs no other request anything
     app.router.routes.append(metrics_exposition.route(settings))
     # FastAPI documents only its own routes; /openapi.json (development only) describes these too

@@ -10,6 +10,9 @@ but through no database: the answers are refusals decided before any unit of wor
   translated): the authorization route and the page error handler;
 - discovery: GET /.well-known/openid-configuration, a plain route since the fourth session of 2026-12-07 (a FastAPI
   route before, this script's control then);
+- unknown path: GET /no/such/page, answered 404 problem+json (api.routing.Unserved, since the fifth session of
+  2026-12-07; a walk through the whole table twice before, the second for the slash redirect);
+- healthz, wrong method: DELETE /healthz, answered 405 with Allow: GET (a FastAPI route's path);
 - healthz (control): GET /healthz, a FastAPI route the routing changes do not touch; the machine is shared, so
   compare the others against it too.
 
@@ -47,6 +50,8 @@ CASES: dict[str, tuple[str, str, bytes, list[tuple[bytes, bytes]], int]] = {
     "token, wrong method": ("GET", "/token", b"", [], 405),
     "authorize, bad query": ("GET", "/authorize?" + TOO_MANY, b"", [], 400),
     "discovery": ("GET", "/.well-known/openid-configuration", b"", [], 200),
+    "unknown path": ("GET", "/no/such/page", b"", [], 404),
+    "healthz, wrong method": ("DELETE", "/healthz", b"", [], 405),
     "healthz (control)": ("GET", "/healthz", b"", [], 200),
 }
 

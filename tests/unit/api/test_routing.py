@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from starlette.routing import BaseRoute, Match, Route
 
 from api.deps import Services
-from api.routing import PlainRoute
+from api.routing import PlainRoute, RouteIndex, Unserved
 from tests.oidc_tools import ISSUER
 
 pytestmark = pytest.mark.asyncio
@@ -39,8 +39,10 @@ def _scope(app: FastAPI, method: str, path: str) -> dict[str, object]:
 
 def _served_by(app: FastAPI, method: str, path: str) -> list[BaseRoute]:
     """The entries of the route table that fully match `method` `path` (the router calls the first): routes,
-    mounts, and the routers FastAPI included (an included router matches when one of its routes does)."""
-    return [r for r in app.router.routes if r.matches(_scope(app, method, path))[0] == Match.FULL]
+    mounts, and the routers FastAPI included (an included router matches when one of its routes does); not the
+    table's answer to what nothing serves (api.routing.Unserved)."""
+    return [r for r in app.router.routes
+            if not isinstance(r, Unserved) and r.matches(_scope(app, method, path))[0] == Match.FULL]
 
 
 async def test_the_login_token_and_metadata_endpoints_are_plain_routes_at_the_head_of_the_table(app: FastAPI) -> None:
@@ -142,3 +144,84 @@ async def test_a_browser_landing_on_an_api_address_gets_a_translated_page(client
     api = await client.get(path, headers={"Accept-Language": lang})
     assert api.status_code == 401 and api.headers["content-type"] == "application/problem+json"
     assert api.json()["status"] == 401
+
+
+def _walked(app: FastAPI, method: str, path: str) -> int | str:
+    """What the router decides by asking every entry of the table but the index's route (Starlette's Router,
+    FastAPI's APIRouter.app): "served" on a full match, else 405 on a partial one (the path, not the method), else
+    "redirect" when the path with its trailing slash toggled matches anything, else 404."""
+    routes = [r for r in app.router.routes if not isinstance(r, Unserved)]
+    matches = [r.matches(_scope(app, method, path))[0] for r in routes]
+    if Match.FULL in matches:
+        return "served"
+    if Match.PARTIAL in matches:
+        return 405
+    other = path.rstrip("/") if path.endswith("/") else path + "/"
+    if path != "/" and any(r.matches(_scope(app, method, other))[0] != Match.NONE for r in routes):
+        return "redirect"
+    return 404
+
+
+def _sample_paths(app: FastAPI) -> list[str]:
+    """A path of every route of the table (parameters filled in), each with its trailing slash toggled, and paths
+    no route has."""
+    from fastapi.routing import iter_route_contexts
+
+    paths = ["/", "//", "/no/such/page", "/no/such/page/", "/admin/", "/static", "/static/", "/static/a/b.css",
+             "/.well-known/", "/interaction/", "/interaction/a/b/c", "/token/", "/TOKEN", "/jwks.json/x"]
+    for context in iter_route_contexts(app.router.routes):
+        template = getattr(context, "path_format", None) or getattr(context, "path", None)
+        if isinstance(template, str) and template:
+            path = template.replace("{path}", "a/b")
+            while "{" in path:
+                start = path.index("{")
+                path = path[:start] + "p1" + path[path.index("}", start) + 1:]
+            paths += [path, path.rstrip("/") if path.endswith("/") else path + "/"]
+    return sorted(set(paths))
+
+
+async def test_the_index_refuses_exactly_what_the_walk_through_the_table_refuses(app: FastAPI) -> None:
+    """api.routing.Unserved answers 404 or 405 only where asking every route would (and with the same Allow), and
+    lets everything else go on down the table: every route's path, its trailing slash toggled, unknown paths, seven
+    methods and one nobody uses."""
+    gate = next(r for r in app.router.routes if isinstance(r, Unserved))
+    index = gate.index()
+    assert index.complete
+    checked = 0
+    for path in _sample_paths(app):
+        for method in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "BREW"):
+            walked = _walked(app, method, path)
+            match, child = gate.matches(_scope(app, method, path))
+            refused = child.get("acar.unserved") if match == Match.FULL else None
+            assert refused == (walked if walked in (404, 405) else None), (method, path, walked)
+            checked += 1
+    assert checked > 800
+
+
+async def test_the_index_answers_404_and_405_through_the_exception_handlers(client: httpx.AsyncClient) -> None:
+    unknown = await client.get("/no/such/page")
+    assert unknown.status_code == 404 and unknown.headers["content-type"] == "application/problem+json"
+    assert unknown.json()["type"] == "urn:acar:problem:http_404" and unknown.headers["x-request-id"]
+    page = await client.get("/no/such/page", headers={"Accept": BROWSER, "Accept-Language": "az"})
+    assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
+    assert page.headers["content-language"] == "az"
+    wrong = await client.get("/logout/x")
+    assert wrong.status_code == 404
+    # a browser's 405 names every route of the path, as the API's does (Starlette's own names the first route's)
+    page = await client.delete("/logout", headers={"Accept": BROWSER})
+    assert page.status_code == 405 and set(page.headers["allow"].split(", ")) == {"GET", "POST"}
+    # the slash redirect is the router's, untouched
+    moved = await client.get("/jwks.json/", follow_redirects=False)
+    assert moved.status_code == 307 and moved.headers["location"].endswith("/jwks.json")
+
+
+async def test_a_table_the_index_cannot_read_is_left_to_the_walk() -> None:
+    from starlette.routing import Host
+
+    index = RouteIndex([Route("/a", lambda request: None), Host("api.example", app=Route("/b", lambda r: None))])
+    assert not index.complete and index.unserved("/nothing", "GET", redirect_slashes=True) is None
+    index = RouteIndex([Route("/a/{n:int}", lambda request: None, methods=["POST"])])
+    assert index.unserved("/a/1", "GET", redirect_slashes=True) == 405 and index.allowed("/a/1") == {"POST"}
+    assert index.unserved("/a/x", "POST", redirect_slashes=True) == 404
+    assert index.unserved("/a/1/", "POST", redirect_slashes=True) is None  # redirected to /a/1
+    assert index.unserved("/a/1/", "POST", redirect_slashes=False) == 404
