@@ -77,19 +77,22 @@ class RouteIndex:
     Asking the table itself is a walk: Starlette's router asks each entry in turn, and an included FastAPI router
     asks each of its routes, about 4-5 us each with FastAPI's bookkeeping; FastAPI asks again when a route of an
     included router matched; the slash redirect walks the whole table a second time. A request that no route serves
-    (any stranger's 404) cost 600-650 us of CPU, more than twice a token (docs/performance.md). Here each answer is
-    one or two regular expression matches: every route's pattern alternated, for any method and per method.
+    (any stranger's 404) cost 375-650 us of CPU, more than a token (docs/performance.md). Here each answer is one or
+    two regular expression matches: every route's pattern alternated, for any method and per method.
 
-    `complete` is False when the table holds an entry this cannot read (a Host, a route with no path pattern): then
-    `unserved` never concludes and the walk decides, as without the index. A route of an HTTP request is matched by
-    its path pattern and its methods only (no methods: any), which is all Starlette's Route, FastAPI's APIRoute and
-    Mount look at; websocket routes never serve HTTP requests and are left out."""
+    `complete` is False when the table holds what this cannot read (a Host, a route with no path pattern, FastAPI's
+    low-priority frontend routes, which its router tries after the slash redirect): then `unserved` never concludes
+    and the walk decides, as without the index. A route of an HTTP request is matched by its path pattern and its
+    methods only (no methods: any), which is all Starlette's Route, FastAPI's APIRoute and Mount look at; websocket
+    routes never serve HTTP requests and are left out."""
 
-    def __init__(self, routes: Iterable[BaseRoute]) -> None:
-        self.complete = True
-        self._routes: list[tuple[re.Pattern[str], frozenset[str] | None, object]] = []
-        """(pattern, methods or None for any, the route context) in table order."""
-        for context in iter_route_contexts(list(routes)):
+    def __init__(self, routes: Iterable[BaseRoute], *, router: object = None) -> None:
+        """`routes`: the table; `router`: the router holding it, whose own low-priority routes count too."""
+        table = list(routes)
+        self.complete = not (getattr(router, "_low_priority_routes", None) or _has_low_priority_routes(table, set()))
+        self._routes: list[tuple[re.Pattern[str], frozenset[str] | None, BaseRoute]] = []
+        """(pattern, methods or None for any, the route as the table holds it) in table order."""
+        for context in iter_route_contexts(table):
             original = context.original_route
             if isinstance(original, Unserved | WebSocketRoute):
                 continue
@@ -98,26 +101,22 @@ class RouteIndex:
                 self.complete = False
                 continue
             methods = None if isinstance(original, Mount) or not context.methods else frozenset(context.methods)
-            self._routes.append((pattern, methods, context))
+            self._routes.append((pattern, methods, original))
         self._any = _alternation(p.pattern for p, _, _ in self._routes)
-        self._by_method: dict[str, re.Pattern[str]] = {}
-
-    def _for(self, method: str) -> re.Pattern[str]:
-        found = self._by_method.get(method)
-        if found is None:
-            found = _alternation(p.pattern for p, methods, _ in self._routes if methods is None or method in methods)
-            if len(self._by_method) < 64:  # methods are the client's words: keep the known ones only
-                self._by_method[method] = found
-        return found
+        known = {m for _, methods, _ in self._routes for m in methods or ()}
+        self._by_method = {m: _alternation(p.pattern for p, ms, _ in self._routes if ms is None or m in ms)
+                           for m in known}
+        self._other_methods = _alternation(p.pattern for p, methods, _ in self._routes if methods is None)
+        """A method no route names (a client's own word): only the routes that take any method take it."""
 
     def allowed(self, path: str) -> set[str]:
         """The methods of every route of this path (RFC 9110 section 15.5.6: a 405 answer's Allow header); a route
         taking any method (a mount) adds none, as Starlette's own 405 names none for it."""
         return {m for pattern, methods, _ in self._routes if methods and pattern.match(path) for m in methods}
 
-    def first(self, path: str) -> object | None:
-        """The first route of the table whose path this is (the one Starlette picks for a 405), else None."""
-        return next((context for pattern, _, context in self._routes if pattern.match(path)), None)
+    def first(self, path: str) -> BaseRoute | None:
+        """The first route of the table whose path this is (the one whose 405 the router answered), else None."""
+        return next((route for pattern, _, route in self._routes if pattern.match(path)), None)
 
     def unserved(self, path: str, method: str, *, redirect_slashes: bool) -> int | None:
         """404 when no route has this path (nor, with `redirect_slashes`, the path with its trailing slash added or
@@ -128,7 +127,7 @@ class RouteIndex:
         if not self.complete:
             return None
         if self._any.match(path):
-            return None if self._for(method).match(path) else 405
+            return None if self._by_method.get(method, self._other_methods).match(path) else 405
         if redirect_slashes and path != "/":
             other = path.rstrip("/") if path.endswith("/") else path + "/"
             if self._any.match(other):
@@ -136,47 +135,73 @@ class RouteIndex:
         return 404
 
 
+def _has_low_priority_routes(routes: Iterable[BaseRoute], seen: set[int]) -> bool:
+    """Whether FastAPI's low-priority routes (`APIRouter.frontend`) serve anything in this table or the routers it
+    includes (FastAPI 0.165 keeps them apart from the routes, `_low_priority_routes`)."""
+    for route in routes:
+        router = getattr(route, "original_router", None)  # an included router
+        if router is not None and id(router) not in seen:
+            seen.add(id(router))
+            if getattr(router, "_low_priority_routes", None) or _has_low_priority_routes(router.routes, seen):
+                return True
+    return False
+
+
 def route_index(router: Router) -> RouteIndex:
     """The index of `router`'s table: the one its `Unserved` route keeps, else (a table without one) built now."""
     for route in router.routes:
         if isinstance(route, Unserved):
             return route.index()
-    return RouteIndex(router.routes)
+    return RouteIndex(router.routes, router=router)
 
 
 class Unserved(BaseRoute):
     """The route table's answer to a request no route of it can serve, placed right after the plain routes (which
     then pay nothing for it): it matches exactly the requests `RouteIndex.unserved` refuses and raises the
     HTTPException the router would (404; 405 with Allow naming every route's methods for the path), answered by
-    the application's exception handlers as before. Every other request goes on down the table."""
+    the application's exception handlers as before. Every other request goes on down the table.
+
+    The index is built at the first request and checked again before every refusal: when the table changed since
+    (an entry added, taken or replaced, or a route added to a router it includes: FastAPI's routes version), it is
+    built anew and decides again. A request the index lets through is the walk's to decide, so a stale index can
+    only cost time there, never a wrong answer."""
 
     def __init__(self, router: Router) -> None:
         self._router = weakref.ref(router)  # the router holds this route
-        self._index: tuple[int, RouteIndex] | None = None
+        self._index: tuple[object, RouteIndex] | None = None
         self.app = request_response(self._refuse)
 
-    def index(self) -> RouteIndex:
-        """The index of the table this route is in, built at its first use and again when entries are added to or
-        taken from the table (tests add routes to a built application). Routes are registered before the
-        application serves: one added later to a router already included is not seen."""
+    @staticmethod
+    def _version(router: Router) -> object:
+        routes_version = getattr(router, "_get_routes_version", None)  # FastAPI's APIRouter: routes added below it
+        return tuple(map(id, router.routes)), routes_version() if routes_version is not None else None
+
+    def index(self, *, fresh: bool = False) -> RouteIndex:
+        """The index of the table this route is in; `fresh`: checked against the table first."""
         router = self._router()
-        routes = router.routes if router is not None else []
-        if self._index is None or self._index[0] != len(routes):
-            self._index = (len(routes), RouteIndex(routes))
+        if router is None:
+            return RouteIndex([])
+        if self._index is None or (fresh and self._index[0] != self._version(router)):
+            self._index = (self._version(router), RouteIndex(router.routes, router=router))
         return self._index[1]
+
+    def _refused(self, router: Router, scope: Scope, *, fresh: bool) -> int | None:
+        return self.index(fresh=fresh).unserved(get_route_path(scope), scope["method"],
+                                                redirect_slashes=getattr(router, "redirect_slashes", True))
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         router = self._router()
         if scope["type"] != "http" or router is None:
             return Match.NONE, {}
-        index = self.index()
-        path = get_route_path(scope)
-        status = index.unserved(path, scope["method"], redirect_slashes=getattr(router, "redirect_slashes", True))
+        status = self._refused(router, scope, fresh=False)
+        if status is not None:
+            status = self._refused(router, scope, fresh=True)
         if status is None:
             return Match.NONE, {}
         child: dict[str, Any] = {"endpoint": self._refuse, "acar.unserved": status}
         if status == 405:
-            child["route"] = index.first(path)  # the route the metrics and traces name, as the router's 405 did
+            # the route the metrics and traces name, as the router's 405 left it in the scope
+            child["route"] = self.index().first(get_route_path(scope))
         return Match.FULL, child
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:

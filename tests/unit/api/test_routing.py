@@ -4,9 +4,12 @@ endpoint the discovery document names is served by it."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
+from starlette.responses import PlainTextResponse
 from starlette.routing import BaseRoute, Match, Route
 
 from api.deps import Services
@@ -225,3 +228,60 @@ async def test_a_table_the_index_cannot_read_is_left_to_the_walk() -> None:
     assert index.unserved("/a/x", "POST", redirect_slashes=True) == 404
     assert index.unserved("/a/1/", "POST", redirect_slashes=True) is None  # redirected to /a/1
     assert index.unserved("/a/1/", "POST", redirect_slashes=False) == 404
+
+
+def _small_app() -> tuple[FastAPI, APIRouter]:
+    """A FastAPI application with one included router and the index's route at the head of its table."""
+    app = FastAPI()
+    late = APIRouter(prefix="/late")
+
+    @late.get("/one")
+    async def one() -> int:
+        return 1
+
+    app.include_router(late)
+    app.router.routes.insert(0, Unserved(app.router))
+    return app, late
+
+
+async def test_the_index_follows_the_table_when_it_changes() -> None:
+    """A route added to an included router after the application was built (FastAPI serves it), or an entry of the
+    table replaced in place, is served, not refused by an index built before."""
+    app, late = _small_app()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        assert (await client.get("/late/two")).status_code == 404  # the index built, /late/two not in it yet
+
+        @late.get("/two")
+        async def two() -> int:
+            return 2
+
+        assert (await client.get("/late/two")).json() == 2
+        spot = next(i for i, r in enumerate(app.router.routes) if getattr(r, "path", None) == "/docs")
+        app.router.routes[spot] = Route("/replaced", lambda request: PlainTextResponse("here"))
+        assert (await client.get("/replaced")).text == "here"
+
+
+async def test_fastapis_low_priority_routes_leave_every_decision_to_the_walk(tmp_path: Path) -> None:
+    app, late = _small_app()
+    (tmp_path / "index.html").write_text("<p>app</p>")
+    late.frontend("/app", directory=str(tmp_path))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        assert (await client.get("/late/app/index.html")).text == "<p>app</p>"
+    gate = next(r for r in app.router.routes if isinstance(r, Unserved))
+    assert not gate.index(fresh=True).complete
+
+
+async def test_a_405_leaves_the_route_of_its_path_in_the_scope(app: FastAPI) -> None:
+    """The metrics and traces label a 405 by the route of its path, the route object the table holds, as the router
+    left it in the scope (a plain route itself; FastAPI's APIRoute of an included router): never a wrapper of
+    FastAPI's, which would keep the application alive in the metrics."""
+    from fastapi.routing import APIRoute
+
+    gate = next(r for r in app.router.routes if isinstance(r, Unserved))
+    token = next(r for r in app.router.routes if getattr(r, "path", None) == "/token")
+    for method, path, expected in (("GET", "/token", PlainRoute), ("DELETE", "/healthz", APIRoute),
+                                   ("PUT", "/logout", APIRoute)):
+        match, child = gate.matches(_scope(app, method, path))
+        assert match == Match.FULL and child["acar.unserved"] == 405
+        assert type(child["route"]) is expected and child["route"].path == path, (method, path)
+    assert gate.matches(_scope(app, "GET", "/token"))[1]["route"] is token
