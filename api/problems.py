@@ -229,16 +229,16 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:  # every route of the path, not only the first one's (api.allow)
+            headers = {**(headers or {}), "Allow": allowed_methods(request)}
         if exc.status_code in BROWSER_PAGES and prefers_html(request.headers.get("accept")):
             error, description = BROWSER_PAGES[exc.status_code]
             page = error_page(error, description, status=exc.status_code)
-            for name, value in (getattr(exc, "headers", None) or {}).items():
+            for name, value in (headers or {}).items():
                 page.headers[name] = value  # a 405's Allow
             return page
         titles = {404: "Not found", 405: "Method not allowed", 413: "Content too large", 415: "Unsupported media type"}
-        headers = getattr(exc, "headers", None)
-        if exc.status_code == 405:
-            headers = {**(headers or {}), "Allow": allowed_methods(request)}
         if unreadable_json(exc):
             return await unreadable_json_answer(request, exc)
         return problem(exc.status_code, "http_" + str(exc.status_code), titles.get(exc.status_code, "HTTP error"),

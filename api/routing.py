@@ -77,7 +77,7 @@ class RouteIndex:
     Asking the table itself is a walk: Starlette's router asks each entry in turn, and an included FastAPI router
     asks each of its routes, about 4-5 us each with FastAPI's bookkeeping; FastAPI asks again when a route of an
     included router matched; the slash redirect walks the whole table a second time. A request that no route serves
-    (any stranger's 404) cost 375-650 us of CPU, more than a token (docs/performance.md). Here each answer is one or
+    (any stranger's 404) cost 365-650 us of CPU, more than a token (docs/performance.md). Here each answer is one or
     two regular expression matches: every route's pattern alternated, for any method and per method.
 
     `complete` is False when the table holds what this cannot read (a Host, a route with no path pattern, FastAPI's
@@ -158,8 +158,9 @@ def route_index(router: Router) -> RouteIndex:
 class Unserved(BaseRoute):
     """The route table's answer to a request no route of it can serve, placed right after the plain routes (which
     then pay nothing for it): it matches exactly the requests `RouteIndex.unserved` refuses and raises the
-    HTTPException the router would (404; 405 with Allow naming every route's methods for the path), answered by
-    the application's exception handlers as before. Every other request goes on down the table.
+    HTTPException the router would (404, 405), answered by the application's exception handlers as before (a
+    405's Allow names every route's methods for the path: api.allow reads this index). Every other request goes on
+    down the table.
 
     The index is built at the first request and checked again before every refusal: when the table changed since
     (an entry added, taken or replaced, or a route added to a router it includes: FastAPI's routes version), it is
@@ -211,7 +212,4 @@ class Unserved(BaseRoute):
         raise NoMatchFound(name, path_params)
 
     async def _refuse(self, request: Request) -> Response:  # always raises: the exception handlers answer
-        if request.scope["acar.unserved"] == 405:
-            allowed = self.index().allowed(get_route_path(request.scope))
-            raise HTTPException(status_code=405, headers={"Allow": ", ".join(sorted(allowed))})
-        raise HTTPException(status_code=404)
+        raise HTTPException(status_code=request.scope["acar.unserved"])  # a 405's Allow: api.allow, from this index
