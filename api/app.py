@@ -306,7 +306,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         app.include_router(router)
     if settings.dev_login and settings.env != "production":
         app.include_router(interaction.dev_router)  # never registered in production (and the setting is refused)
-    app.router.routes.append(PlainMount("/static", StaticFiles(directory=STATIC), name="static"))  # api.routing
+    app.router.routes.append(PlainMount("/static", StaticFiles(directory=STATIC), name="static",
+                                        allows=("GET", "HEAD")))  # api.routing; StaticFiles answers GET and HEAD
     app.include_router(tsa.router)
     app.include_router(pki.router)
     app.include_router(signing.router)

@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Mount, NoMatchFound, Route, Router, WebSocketRoute, request_response
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 UNMATCHED: Final = "unmatched"
 """The template of a request no route matched (one label for every unknown path)."""
@@ -39,7 +39,14 @@ class PlainRoute(Route):
 
 
 class PlainMount(Mount):
-    """A Starlette mount (the static files) that leaves itself in the scope when it matches."""
+    """A Starlette mount (the static files) that leaves itself in the scope when it matches. `allows`: the methods
+    its application answers (StaticFiles: GET and HEAD), which a 405 it answers names in Allow (api.allow); the
+    mount itself matches every method, as Starlette's does."""
+
+    def __init__(self, path: str, app: ASGIApp, *, name: str | None = None,
+                 allows: Iterable[str] | None = None) -> None:
+        super().__init__(path, app=app, name=name)
+        self.allows = frozenset(allows) if allows is not None else None
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         match, child = super().matches(scope)
@@ -92,6 +99,8 @@ class RouteIndex:
         self.complete = not (getattr(router, "_low_priority_routes", None) or _has_low_priority_routes(table, set()))
         self._routes: list[tuple[re.Pattern[str], frozenset[str] | None, BaseRoute]] = []
         """(pattern, methods or None for any, the route as the table holds it) in table order."""
+        self._allows: list[tuple[re.Pattern[str], frozenset[str]]] = []
+        """(pattern, the methods a 405 of the path names): a route's methods, a mount's `allows`."""
         for context in iter_route_contexts(table):
             original = context.original_route
             if isinstance(original, Unserved | WebSocketRoute):
@@ -102,6 +111,9 @@ class RouteIndex:
                 continue
             methods = None if isinstance(original, Mount) or not context.methods else frozenset(context.methods)
             self._routes.append((pattern, methods, original))
+            allows = methods if methods is not None else getattr(original, "allows", None)
+            if allows:
+                self._allows.append((pattern, allows))
         self._any = _alternation(p.pattern for p, _, _ in self._routes)
         known = {m for _, methods, _ in self._routes for m in methods or ()}
         self._by_method = {m: _alternation(p.pattern for p, ms, _ in self._routes if ms is None or m in ms)
@@ -110,9 +122,9 @@ class RouteIndex:
         """A method no route names (a client's own word): only the routes that take any method take it."""
 
     def allowed(self, path: str) -> set[str]:
-        """The methods of every route of this path (RFC 9110 section 15.5.6: a 405 answer's Allow header); a route
-        taking any method (a mount) adds none, as Starlette's own 405 names none for it."""
-        return {m for pattern, methods, _ in self._routes if methods and pattern.match(path) for m in methods}
+        """The methods of every route of this path (RFC 9110 section 15.5.6: a 405 answer's Allow header), and of a
+        mount those its application answers (`PlainMount.allows`); other mounts add none."""
+        return {m for pattern, methods in self._allows if pattern.match(path) for m in methods}
 
     def first(self, path: str) -> BaseRoute | None:
         """The first route of the table whose path this is (the one whose 405 the router answered), else None."""

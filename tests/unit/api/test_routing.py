@@ -213,6 +213,11 @@ async def test_the_index_answers_404_and_405_through_the_exception_handlers(clie
     # a browser's 405 names every route of the path, as the API's does (Starlette's own names the first route's)
     page = await client.delete("/logout", headers={"Accept": BROWSER})
     assert page.status_code == 405 and set(page.headers["allow"].split(", ")) == {"GET", "POST"}
+    # the static files answer GET and HEAD: their 405 names them (the mount matches every method, StaticFiles refuses)
+    for accept in ("application/json", BROWSER):
+        posted = await client.post("/static/acar.css", headers={"Accept": accept})
+        assert posted.status_code == 405 and set(posted.headers["allow"].split(", ")) == {"GET", "HEAD"}
+    assert (await client.get("/static/acar.css")).status_code == 200
     # the slash redirect is the router's, untouched
     moved = await client.get("/jwks.json/", follow_redirects=False)
     assert moved.status_code == 307 and moved.headers["location"].endswith("/jwks.json")
