@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import get_args
 
 import pytest
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateSyntaxError, select_autoescape
+from markupsafe import escape
 
 from api import i18n, rendering
 from api.i18n import (
@@ -318,3 +320,60 @@ def test_every_error_page_description_has_plain_words() -> None:
     assert "this sign-in request has expired or was already completed; start again from the service you were using" \
         in described and len(described) >= 12
     assert described - set(ERROR_MESSAGES) == set()
+
+
+# --- fixed texts written in at compile time (api.rendering.Pretranslated) ------------------------------------
+
+def _without_pretranslation() -> Environment:
+    """The pages' environment as it was before Pretranslated: every `_("id")` a call to the page's translator."""
+    plain = Environment(loader=FileSystemLoader(rendering.TEMPLATES), autoescape=select_autoescape(["html"]),
+                        undefined=StrictUndefined)
+    plain.globals.update(rendering._PAGE_GLOBALS)
+    return plain
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_a_literal_message_id_is_its_text_once_compiled_and_escaped_as_the_call_was(lang: str) -> None:
+    """`_("id")` needs no translator once compiled: the page renders with no `_` at all, and the text is escaped as
+    the call's result was (an apostrophe of the English catalog, Russian no-break spaces kept)."""
+    environment = rendering._ENVIRONMENTS[lang]
+    source = '<p title="{{ _("error.redirect_uri_unregistered") }}">{{ _("login.card.tls.hint") }}</p>'
+    written = environment.from_string(source).render()  # no `_` in the context: nothing is called
+    tr = translator(lang)
+    assert written == _without_pretranslation().from_string(source).render(_=tr.gettext)
+    assert str(escape(tr.gettext("login.card.tls.hint"))) in written
+    if lang == "en":
+        assert "service&#39;s" in written
+
+
+def test_calls_with_placeholders_variable_ids_and_attributes_stay_calls() -> None:
+    """Only `_("literal")` alone is written in: `_("id", n=...)`, `_(key)`, `_n` and an attribute named `_` are
+    called while rendering, with the page's translator."""
+    environment = rendering._ENVIRONMENTS["en"]
+    calls: list[tuple[str, dict[str, object]]] = []
+
+    def spy(key: str, /, **params: object) -> str:
+        calls.append((key, params))
+        return translator("en").gettext(key, **params) if key in CATALOGS["en"] else key
+
+    template = environment.from_string('{{ _("error.title", x=1) }}|{{ _(key) }}|{{ obj._("error.title") }}')
+    written = template.render(_=spy, key="error.code_label", obj={"_": spy})
+    assert [key for key, _ in calls] == ["error.title", "error.code_label", "error.title"]
+    assert written.split("|")[1] == translator("en").gettext("error.code_label")
+
+
+def test_an_unknown_literal_message_id_stops_the_compilation() -> None:
+    with pytest.raises(TemplateSyntaxError, match="no message 'no.such.message' in the ru catalog"):
+        rendering._ENVIRONMENTS["ru"].from_string('<p>{{ _("no.such.message") }}</p>')
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_a_whole_page_is_the_same_with_its_texts_written_in(lang: str) -> None:
+    """error.html through base.html (title, language switcher, footer): byte for byte what the calls wrote."""
+    tr = translator(lang)
+    page = {"error": "invalid_request", "message_key": "error.redirect_uri_unregistered", "detail": "a <b>detail",
+            "lang": lang, "_": tr.gettext, "_n": tr.ngettext, "tr": tr,
+            "languages": rendering.language_links(lang, "/error")}
+    written = rendering._ENVIRONMENTS[lang].get_template("error.html").render(page)
+    assert written == _without_pretranslation().get_template("error.html").render(page)
+    assert str(escape(tr.gettext("error.next_step"))) in written and "a &lt;b&gt;detail" in written
