@@ -4,7 +4,14 @@
 #   make bench  every benchmark of bench/ (~15 min on 2 cores; BENCH_QUICK=1: a smoke run of a few minutes), on PostgreSQL,
 #               and the table at the top of docs/performance.md rewritten (bench/run_all.py)
 SHELL := /bin/bash
-PYTHON ?= python3
+# The interpreter of .venv: the system's own python3 (/usr/bin/python3: Debian's, built with profile-guided and
+# link-time optimisation, as the container image's python:3.11-slim is) when it is 3.11 or newer, else python3 on
+# PATH. An interpreter built without those (pyenv's default build) costs 12-15% more CPU per request
+# (docs/performance.md, "Which Python"). PYTHON=... chooses another; `make clean` first to rebuild an existing .venv.
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(or $(shell /usr/bin/python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && \
+  echo /usr/bin/python3),python3)
+endif
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
