@@ -29,9 +29,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from limits import RateLimitItem, parse_many
-from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.storage import RedisStorage, SlidingWindowCounterSupport, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.errors import StorageError
+from limits.storage.base import TimestampedSlidingWindow
 
 if TYPE_CHECKING:  # redis-py is imported only where Redis is configured (RateLimiter, _storage)
     from redis.asyncio import ConnectionPool, Redis
@@ -73,14 +74,17 @@ ALLOWED = Verdict(True)
 
 MAX_LOCAL_BLOCKS = 100_000
 """Blocks a memory storage keeps before it forgets those that have run out."""
+LOCAL_SWEEP_START = 10_000
+"""Counters a memory storage holds before it first drops those that have run out (then each time their number has
+doubled since the last sweep)."""
 REDIS_TIMEOUT_SECONDS = 2.0
 """How long a Redis command or connection may take before the limiter counts the storage as unavailable."""
 
 
-def _storage(url: str, prefix: str) -> tuple[Storage, ConnectionPool | None]:
+def _storage(url: str, prefix: str, clock: Callable[[], float]) -> tuple[Storage, ConnectionPool | None]:
     scheme = url.split("://", 1)[0].lower()
     if scheme == "memory":
-        return MemoryStorage(), None
+        return LocalStorage(clock=clock), None
     if scheme in REDIS_SCHEMES:
         # redis-py's asyncio client (limits' "redispy" implementation) on a pool this class owns and closes;
         # errors wrapped as limits' StorageError. Imported here: a process without Redis (memory://, every `acar`
@@ -95,13 +99,108 @@ def _storage(url: str, prefix: str) -> tuple[Storage, ConnectionPool | None]:
     raise ValueError(f"unsupported rate-limit storage {scheme}:// (memory:// or redis://host:port/db)")
 
 
+class LocalStorage(Storage, SlidingWindowCounterSupport, TimestampedSlidingWindow):
+    """limits' storage interface in this process's memory (`memory://`), for the sliding window counter strategy
+    the limiter uses.
+
+    limits' own MemoryStorage (limits 5.8) takes an asyncio.Lock per key and, on every counted hit, starts a task
+    that walks every counter it holds: with 50,000 clients counted on a two-limit budget (100,000 counters, an
+    hour's distinct addresses of a national service) each allowed hit cost 38 ms of the event loop, so anyone
+    spreading requests over many addresses could stall the process. Here a hit is a few dictionary operations on
+    the event loop's thread (21 us for the same hit among the same 100,000 counters): nothing awaits between
+    reading a window and counting in it, so two hits never interleave and no lock is needed. The windows are
+    limits' own (`sliding_window_keys`, two fixed windows weighted by the time left in the previous one); a counter
+    lives twice its window, as in limits' storages. Counters that ran out are dropped when read, and all at once
+    when their number doubles (so a sweep costs an amortised constant per new key)."""
+
+    STORAGE_SCHEME = ["async+acar-memory"]  # noqa: RUF012 - the name limits registers the class under
+
+    def __init__(self, uri: str | None = None, wrap_exceptions: bool = False, *,
+                 clock: Callable[[], float] = time.time, **options: float | str | bool) -> None:
+        super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
+        self._counters: dict[str, tuple[int, float]] = {}  # key -> (count, when it runs out, clock seconds)
+        self._sweep_at = LOCAL_SWEEP_START
+        self._clock = clock
+
+    @property
+    def base_exceptions(self) -> type[Exception]:
+        return ValueError
+
+    def _count(self, key: str, now: float) -> int:
+        entry = self._counters.get(key)
+        if entry is None:
+            return 0
+        if entry[1] <= now:
+            del self._counters[key]
+            return 0
+        return entry[0]
+
+    def _add(self, key: str, expiry: float, amount: int, now: float) -> int:
+        entry = self._counters.get(key)
+        if entry is None or entry[1] <= now:
+            if len(self._counters) >= self._sweep_at:
+                self._counters = {k: e for k, e in self._counters.items() if e[1] > now}
+                self._sweep_at = max(LOCAL_SWEEP_START, 2 * len(self._counters))
+            entry = (0, now + expiry)
+        count = entry[0] + amount
+        self._counters[key] = (count, entry[1])
+        return count
+
+    def _window(self, key: str, expiry: int, now: float) -> tuple[int, float, int, float]:
+        """(previous count, previous window's time left, current count, current window's time left): what limits'
+        storages answer for the sliding window counter."""
+        previous_key, current_key = self.sliding_window_keys(key, expiry, now)
+        previous = self._count(previous_key, now)
+        previous_ttl = (1 - (((now - expiry) / expiry) % 1)) * expiry if previous else 0.0
+        return previous, previous_ttl, self._count(current_key, now), (1 - ((now / expiry) % 1)) * expiry + expiry
+
+    async def acquire_sliding_window_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
+        if amount > limit:
+            return False
+        now = self._clock()
+        previous, previous_ttl, current, _ = self._window(key, expiry, now)
+        if math.floor(previous * previous_ttl / expiry + current) + amount > limit:
+            return False
+        self._add(self.sliding_window_keys(key, expiry, now)[1], 2 * expiry, amount, now)
+        return True
+
+    async def get_sliding_window(self, key: str, expiry: int) -> tuple[int, float, int, float]:
+        return self._window(key, expiry, self._clock())
+
+    async def clear_sliding_window(self, key: str, expiry: int) -> None:
+        for name in self.sliding_window_keys(key, expiry, self._clock()):
+            self._counters.pop(name, None)
+
+    async def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        return self._add(key, expiry, amount, self._clock())
+
+    async def get(self, key: str) -> int:
+        return self._count(key, self._clock())
+
+    async def get_expiry(self, key: str) -> float:
+        now = self._clock()
+        entry = self._counters.get(key)
+        return entry[1] if entry is not None and entry[1] > now else now
+
+    async def check(self) -> bool:
+        return True
+
+    async def reset(self) -> int | None:
+        held = len(self._counters)
+        self._counters.clear()
+        return held
+
+    async def clear(self, key: str) -> None:
+        self._counters.pop(key, None)
+
+
 class RateLimiter:
     """Budgets counted per key in one storage (memory or Redis), shared by every node on the same storage."""
 
     def __init__(self, url: str = "memory://", *, prefix: str = "acar", clock: Callable[[], float] = time.time) -> None:
         self.url = url
         self.prefix = prefix
-        self._storage, self._pool = _storage(url, prefix)
+        self._storage, self._pool = _storage(url, prefix, clock)
         self._redis: Redis | None = None
         # what an unreachable storage raises: limits' StorageError and, where Redis is configured, redis-py's own
         # errors from the block keys this class reads and writes itself
@@ -120,7 +219,7 @@ class RateLimiter:
     @property
     def shared(self) -> bool:
         """True when the counters live outside this process (Redis), so other nodes see them."""
-        return not isinstance(self._storage, MemoryStorage)
+        return not isinstance(self._storage, LocalStorage)
 
     def _ids(self, budget: Budget, key: str) -> tuple[str, str, str]:
         digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]

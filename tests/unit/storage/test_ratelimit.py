@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio
+from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
-from storage.ratelimit import Budget, LimiterUnavailable, RateLimiter
+from storage.ratelimit import LOCAL_SWEEP_START, Budget, LimiterUnavailable, LocalStorage, RateLimiter
 from tests.conftest import REDIS_URL
 
 THREE = Budget.parse("three", "3/minute")
@@ -131,3 +134,74 @@ async def test_failures_block_a_key_once_its_budget_is_spent(limiter: RateLimite
     assert await limiter.blocked(THREE, ["client:b"]) == (0, None)
     await limiter.reset()
     assert await limiter.blocked(THREE, ["client:a"]) == (0, None)
+
+
+class _Clock:
+    """A clock the test moves; stands in for `time` in limits' memory storage module too."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_the_memory_storage_decides_as_limits_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LocalStorage (memory://) against limits' MemoryStorage under limits' sliding window counter, driven by one
+    clock through a seeded random sequence of hits, tests and clears on a few keys and budgets, across window
+    edges and expiries: the same verdict and the same window every time."""
+    clock = _Clock(1_800_000_000.0)
+    monkeypatch.setattr("limits.aio.storage.memory.time", clock)
+    ours = SlidingWindowCounterRateLimiter(LocalStorage(clock=clock))
+    reference = SlidingWindowCounterRateLimiter(MemoryStorage())
+    items = [*Budget.parse("b", "3/second;5/10 seconds;20/minute").limits]
+    generator = random.Random(7)  # noqa: S311 - a repeatable sequence, not a secret
+    for _ in range(3000):
+        clock.now += generator.choice((0.0, 0.01, 0.3, 0.9, 2.5, 7.0, 61.0))
+        item, key, action = generator.choice(items), generator.choice("abc"), generator.random()
+        if action < 0.7:
+            cost = generator.choice((1, 1, 1, 2, 9))
+            assert await ours.hit(item, "p", key, cost=cost) == await reference.hit(item, "p", key, cost=cost)
+        elif action < 0.95:
+            assert await ours.test(item, "p", key) == await reference.test(item, "p", key)
+        else:
+            await ours.clear(item, "p", key)
+            await reference.clear(item, "p", key)
+        stats, expected = await ours.get_window_stats(item, "p", key), await reference.get_window_stats(item, "p", key)
+        # the strategy adds the window's time left to the real clock's now, read once for each storage
+        assert stats.remaining == expected.remaining
+        assert stats.reset_time == pytest.approx(expected.reset_time, abs=0.05)
+
+
+async def test_the_memory_storage_drops_counters_that_ran_out() -> None:
+    """A counter lives twice its window; the ones that ran out go when read, and all at once when their number
+    reaches the sweep mark (which then follows the number still live), so spraying keys costs no growing sweeps."""
+    clock = _Clock(1_800_000_000.0)
+    limiter = RateLimiter("memory://", clock=clock)
+    storage = limiter._storage
+    assert isinstance(storage, LocalStorage)
+    one = Budget.parse("one", "1/second")
+    for n in range(LOCAL_SWEEP_START):
+        assert (await limiter.hit(one, f"ip:{n}")).allowed
+    assert len(storage._counters) == LOCAL_SWEEP_START
+    assert not (await limiter.hit(one, "ip:0")).allowed
+    clock.now += 2.0  # every counter has run out (1 s window, kept 2 s)
+    assert (await limiter.hit(one, "ip:new")).allowed  # the sweep mark was reached: the old counters are gone
+    assert len(storage._counters) == 1
+    assert (await limiter.hit(one, "ip:0")).allowed
+    assert not limiter.shared
+
+
+async def test_a_hit_in_memory_starts_no_task() -> None:
+    """limits' MemoryStorage started a task per counted hit that walked every counter (38 ms per hit among 100,000
+    counters); a hit of the memory storage is work on the caller's turn of the event loop and nothing else."""
+    limiter = RateLimiter("memory://")
+    two = Budget.parse("two", "1000/minute;10000/hour")
+    for n in range(200):
+        await limiter.hit(two, f"ip:{n}")
+    before = asyncio.all_tasks()
+    assert (await limiter.hit(two, "ip:0")).allowed and (await limiter.test(two, "ip:1")).allowed
+    assert asyncio.all_tasks() == before
