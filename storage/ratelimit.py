@@ -146,10 +146,10 @@ class LocalStorage(Storage, SlidingWindowCounterSupport, TimestampedSlidingWindo
         self._counters[key] = (count, entry[1])
         return count
 
-    def _window(self, key: str, expiry: int, now: float) -> tuple[int, float, int, float]:
-        """(previous count, previous window's time left, current count, current window's time left): what limits'
-        storages answer for the sliding window counter."""
-        previous_key, current_key = self.sliding_window_keys(key, expiry, now)
+    def _window(self, keys: tuple[str, str], expiry: int, now: float) -> tuple[int, float, int, float]:
+        """(previous count, previous window's time left, current count, current window's time left) of the windows
+        `keys` names (sliding_window_keys): what limits' storages answer for the sliding window counter."""
+        previous_key, current_key = keys
         previous = self._count(previous_key, now)
         previous_ttl = (1 - (((now - expiry) / expiry) % 1)) * expiry if previous else 0.0
         return previous, previous_ttl, self._count(current_key, now), (1 - ((now / expiry) % 1)) * expiry + expiry
@@ -158,14 +158,16 @@ class LocalStorage(Storage, SlidingWindowCounterSupport, TimestampedSlidingWindo
         if amount > limit:
             return False
         now = self._clock()
-        previous, previous_ttl, current, _ = self._window(key, expiry, now)
+        keys = self.sliding_window_keys(key, expiry, now)
+        previous, previous_ttl, current, _ = self._window(keys, expiry, now)
         if math.floor(previous * previous_ttl / expiry + current) + amount > limit:
             return False
-        self._add(self.sliding_window_keys(key, expiry, now)[1], 2 * expiry, amount, now)
+        self._add(keys[1], 2 * expiry, amount, now)
         return True
 
     async def get_sliding_window(self, key: str, expiry: int) -> tuple[int, float, int, float]:
-        return self._window(key, expiry, self._clock())
+        now = self._clock()
+        return self._window(self.sliding_window_keys(key, expiry, now), expiry, now)
 
     async def clear_sliding_window(self, key: str, expiry: int) -> None:
         for name in self.sliding_window_keys(key, expiry, self._clock()):
