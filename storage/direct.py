@@ -20,9 +20,10 @@ Where the statements run (one rule, docs/architecture.md "Units of work"):
 The transaction rule is declared, never read off the SQL text:
 - `transaction()` is a writing unit. Its transaction begins at its first statement, whatever it is (so a
   SELECT ... FOR UPDATE holds its lock to the end); a unit that runs no statement (a client_credentials token)
-  never touches the database. Rows added with `defer` (audit events) are written with one executemany just before
-  COMMIT; on PostgreSQL a unit whose only writes are deferred rows of one statement writes them with that one
-  atomic executemany and no BEGIN/COMMIT of its own.
+  never touches the database. Rows added with `defer` (audit events) are written just before COMMIT, an
+  executemany per statement (on PostgreSQL folded into one statement, `fold_rows`); on PostgreSQL a unit whose only
+  writes are deferred rows writes them, when they fold into one statement or are rows of one statement, in that one
+  atomic statement or executemany and no BEGIN/COMMIT of its own.
 - `reading()` is a reading unit: no transaction (under READ COMMITTED each statement takes its own snapshot either
   way), and a statement that writes or locks rows is refused before it runs (`UnitIsReadOnly`).
 - A unit opened while another unit of the same task holds its connection fails at once (`NestedUnitOfWork`):
@@ -309,7 +310,7 @@ class Transaction:
             await self._executemany(compiled.sql, [compiled.args(row) for row in rows])
 
     def defer(self, statement: ClauseElement, /, *, by: object = None, **params: Any) -> None:
-        """Write this row just before COMMIT (with the others of the same statement, in one executemany); a unit
+        """Write this row just before COMMIT (with the unit's other deferred rows: `finish`, `fold_rows`); a unit
         of work that rolls back never writes it. `by`: the store deferring it, when that store's later statements
         may read or change the row: it calls `written_for` before them."""
         compiled = self._compiled(statement)
@@ -341,10 +342,8 @@ class Transaction:
         """End the unit: write the deferred rows and commit, or roll back (a failed COMMIT rolls back)."""
         try:
             if commit and self._deferred:
-                if len({compiled.sql for compiled, _ in self._deferred}) == 1 and not self.begun:
-                    compiled = self._deferred[0][0]
-                    if await self._write_alone(compiled.sql, [args for _, args in self._deferred]):
-                        return
+                if not self.begun and await self._write_alone(self._deferred):
+                    return
                 await self.flush()
         except BaseException:
             if self.begun:
@@ -386,9 +385,9 @@ class Transaction:
     async def _begin_now(self) -> None:
         raise NotImplementedError
 
-    async def _write_alone(self, sql: str, rows: list[list[Any]]) -> bool:
-        """When the unit has run no statement: write these rows atomically without a transaction of its own and
-        end the unit (True), or leave them to a transaction (False)."""
+    async def _write_alone(self, deferred: list[tuple[Compiled, list[Any]]]) -> bool:
+        """When the unit has run no statement: write these deferred rows atomically without a transaction of its
+        own and end the unit (True), or leave them to a transaction (False)."""
         return False
 
     async def _fetchone(self, compiled: Compiled, args: list[Any]) -> Sequence[Any] | None:
@@ -481,23 +480,26 @@ async def _json_codecs(connection: Any) -> None:
 
 _PARAMETER = re.compile(r"\$(\d+)")
 MAX_FOLDED_ROWS = 16
-"""Deferred rows of several statements up to this many are written as one statement (`fold_rows`)."""
+"""Deferred rows up to this many are written as one statement (`fold_rows`); more, by an executemany per statement
+(each distinct number of rows is a statement of its own in asyncpg's statement cache: this keeps them few)."""
 _FOLDABLE = ("INSERT INTO ", "DELETE FROM ")
 
 
 def fold_rows(deferred: Sequence[tuple[Compiled, list[Any]]]) -> tuple[str, list[Any]] | None:
-    """PostgreSQL: the deferred rows of more than one statement (a login's session, grant, code and audit events,
-    and the DELETE of its pending request; a token's audit event beside the person's access record) as ONE
-    statement, each row but the last a data-modifying CTE, which PostgreSQL runs exactly once and to completion
-    whether or not the main statement reads it (PostgreSQL manual, "Data-Modifying Statements in WITH"):
-    `WITH w0 AS (INSERT ...), w1 AS (DELETE ...) INSERT ...`, the parameters renumbered in order. One round trip
-    where an executemany per statement costs one each; atomic like any statement, and its foreign keys are checked
-    at its end, so a row may refer to one inserted beside it. The parts run with one snapshot and cannot see each
-    other's rows: a store deletes in a deferred row only what an earlier unit wrote (idp.sql.store). None (an
-    executemany per statement then) for rows of one statement only, too many rows, or SQL this must not rewrite:
-    anything but a plain INSERT or DELETE, a RETURNING clause, or text holding a quote (a literal could hold a
-    `$n`)."""
-    if len(deferred) > MAX_FOLDED_ROWS:
+    """PostgreSQL: deferred rows (a login's session, grant, code and audit events, and the DELETE of its pending
+    request; a token's audit event beside the person's access record; a batch of the group commit's audit events)
+    as ONE statement, the parameters renumbered in order. Rows of one plain `INSERT ... VALUES (...)` become one
+    multi-row INSERT (its VALUES list); the statement's other parts are data-modifying CTEs, which PostgreSQL runs
+    exactly once and to completion whether or not the main statement reads them (PostgreSQL manual,
+    "Data-Modifying Statements in WITH", and INSERT: "VALUES ... a list of rows"): `WITH w0 AS (INSERT ... VALUES
+    (...), (...)), w1 AS (DELETE ...) INSERT ...`. One round trip where an executemany per statement costs one each
+    and every row a Bind and Execute of its own; atomic like any statement, and its foreign keys are checked at its
+    end, so a row may refer to one inserted beside it. The parts run with one snapshot and cannot see each other's
+    rows: a store deletes in a deferred row only what an earlier unit wrote (idp.sql.store). None (an executemany
+    per statement then) for one row, too many rows, or SQL this must not rewrite: anything but a plain INSERT or
+    DELETE, a RETURNING clause, or text holding a quote (a literal could hold a `$n`); an INSERT with anything after
+    its VALUES row (ON CONFLICT) is a part of its own for each row."""
+    if not 1 < len(deferred) <= MAX_FOLDED_ROWS:
         return None
     sql = _folded(tuple(compiled.sql for compiled, _ in deferred), tuple(len(row) for _, row in deferred))
     return (sql, [arg for _, row in deferred for arg in row]) if sql is not None else None
@@ -506,18 +508,51 @@ def fold_rows(deferred: Sequence[tuple[Compiled, list[Any]]]) -> tuple[str, list
 @functools.lru_cache(maxsize=256)
 def _folded(statements: tuple[str, ...], widths: tuple[int, ...]) -> str | None:
     """`fold_rows`'s statement for rows of these statements with these numbers of parameters (a unit's writes
-    repeat: a login, a token), built once."""
-    if len(set(statements)) < 2:
-        return None
-    parts: list[str] = []
+    repeat: a login, a token, a batch of some size), built once."""
+    parts: list[tuple[str, list[str]]] = []
+    """Each part of the statement: a statement and no rows, or an INSERT's head (`INSERT INTO t (...) VALUES `) and
+    the rows it takes."""
+    heads: dict[str, list[str]] = {}
     shift = 0
     for sql, width in zip(statements, widths, strict=True):
         if not sql.startswith(_FOLDABLE) or "RETURNING" in sql or "'" in sql or ";" in sql:
             return None
-        parts.append(_PARAMETER.sub(functools.partial(_shifted, by=shift), sql))
+        shifted = _PARAMETER.sub(functools.partial(_shifted, by=shift), sql)
         shift += width
-    ctes = ", ".join(f"w{n} AS ({sql})" for n, sql in enumerate(parts[:-1]))
-    return f"WITH {ctes} {parts[-1]}"
+        row = _values_row(sql)
+        if row is None:  # a DELETE, or an INSERT that cannot take more rows: a part of its own
+            parts.append((shifted, []))
+            continue
+        rows = heads.get(sql[:row])
+        if rows is None:
+            rows = heads[sql[:row]] = []
+            parts.append((sql[:row], rows))
+        rows.append(shifted[row:])  # the head holds no parameter: it is the same in `shifted`
+    texts = [head + ", ".join(rows) for head, rows in parts]
+    if len(texts) == 1:
+        return texts[0]
+    ctes = ", ".join(f"w{n} AS ({text})" for n, text in enumerate(texts[:-1]))
+    return f"WITH {ctes} {texts[-1]}"
+
+
+def _values_row(sql: str) -> int | None:
+    """Where the row of `INSERT INTO t (...) VALUES (...)` begins, when that row ends the statement (so more rows
+    may follow it); else None."""
+    if not sql.startswith("INSERT INTO ") or not sql.endswith(")"):
+        return None
+    start = sql.find(" VALUES (")
+    if start < 0:
+        return None
+    start += len(" VALUES ")
+    depth = 0
+    for at in range(start, len(sql)):
+        if sql[at] == "(":
+            depth += 1
+        elif sql[at] == ")":
+            depth -= 1
+            if depth == 0:
+                return start if at == len(sql) - 1 else None
+    return None
 
 
 def _shifted(found: re.Match[str], *, by: int) -> str:
@@ -595,15 +630,24 @@ class _PostgresTransaction(Transaction):
         sql, args = folded
         await self._run(lambda driver: driver.execute(sql, *args))
 
-    async def _write_alone(self, sql: str, rows: list[list[Any]]) -> bool:
-        """asyncpg's executemany is atomic by itself (one implicit transaction, all rows or none) and costs one
-        round trip, where BEGIN, executemany and COMMIT cost three: a unit whose only writes are its deferred rows
-        of one statement (an audit batch of the group commit) writes them so."""
+    async def _write_alone(self, deferred: list[tuple[Compiled, list[Any]]]) -> bool:
+        """One statement is atomic by itself, and so is asyncpg's executemany (one implicit transaction, all rows or
+        none); either costs one round trip, where BEGIN, the writes and COMMIT cost three or more: a unit whose only
+        writes are its deferred rows (an audit batch of the group commit) writes them as one statement where
+        `fold_rows` can (a batch of audit events: one multi-row INSERT, which PostgreSQL parses, plans and executes
+        once instead of once per row), else, when they are rows of one statement, by an executemany."""
+        folded = fold_rows(deferred)
+        statements = {compiled.sql for compiled, _ in deferred}
+        if folded is None and len(statements) > 1:
+            return False
         self._hold()
         try:
             self._pool = await self._db.pool()
             self._driver = await self._pool.acquire()
-            await self._driver.executemany(sql, rows)
+            if folded is not None:
+                await self._driver.execute(folded[0], *folded[1])
+            else:
+                await self._driver.executemany(statements.pop(), [args for _, args in deferred])
         finally:
             await self._release(commit=False)  # nothing to end but the checkout
         self._counted()

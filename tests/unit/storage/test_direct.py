@@ -24,6 +24,7 @@ from idp.sql.store import GRANT
 from storage import create_engine, create_session_factory
 from storage.audit import INSERT_AUDIT, AuditEvent, audit_row
 from storage.direct import (
+    MAX_FOLDED_ROWS,
     Compiled,
     NestedUnitOfWork,
     SessionDirect,
@@ -351,13 +352,18 @@ def test_fold_rows_renumbers_the_parameters() -> None:
     dialect = postgresql.asyncpg.dialect()  # type: ignore[attr-defined]
     t = Table("t", MetaData(), Column("a", Integer), Column("b", String))
     one, two = Compiled.build(insert(t), dialect), Compiled.build(insert(AuditEvent.__table__), dialect)
-    folded = fold_rows([(one, [1, "x"]), (two, list(range(7))), (one, [2, "y"])])
+    folded = fold_rows([(one, [1, "x"]), (two, list(range(10))), (one, [2, "y"])])
     assert folded is not None
     sql, args = folded
-    assert sql.startswith("WITH w0 AS (INSERT INTO t (a, b) VALUES ($1::INTEGER, $2::VARCHAR)), w1 AS (INSERT INTO "
-                          "audit_events") and sql.endswith("INSERT INTO t (a, b) VALUES ($10::INTEGER, $11::VARCHAR)")
-    assert "$9::JSON" in sql and args == [1, "x", *range(7), 2, "y"]
-    assert fold_rows([(one, [1, "x"]), (one, [2, "y"])]) is None  # one statement: an executemany
+    # the rows of one INSERT are one multi-row INSERT, numbered where their arguments are
+    assert sql.startswith("WITH w0 AS (INSERT INTO t (a, b) VALUES ($1::INTEGER, $2::VARCHAR), ($13::INTEGER, "
+                          "$14::VARCHAR)) INSERT INTO audit_events (id, ") and sql.endswith("$12::VARCHAR)")
+    assert "($3::VARCHAR, $4::TIMESTAMP WITH TIME ZONE," in sql and args == [1, "x", *range(10), 2, "y"]
+    assert fold_rows([(one, [1, "x"]), (one, [2, "y"]), (one, [3, "z"])]) == (
+        "INSERT INTO t (a, b) VALUES ($1::INTEGER, $2::VARCHAR), ($3::INTEGER, $4::VARCHAR), ($5::INTEGER, "
+        "$6::VARCHAR)", [1, "x", 2, "y", 3, "z"])
+    assert fold_rows([(one, [1, "x"])]) is None  # one row: nothing to fold
+    assert fold_rows([(one, [n, "x"]) for n in range(MAX_FOLDED_ROWS + 1)]) is None  # an executemany
     assert fold_rows([(one, [1, "x"]), (Compiled.build(update(t).values(a=1), dialect), [1])]) is None
     gone = Compiled.build(delete(t).where(t.c.a == bindparam("a")), dialect)
     folded = fold_rows([(one, [1, "x"]), (gone, [5])])
@@ -365,6 +371,42 @@ def test_fold_rows_renumbers_the_parameters() -> None:
     assert folded[0].endswith("DELETE FROM t WHERE t.a = $3::INTEGER")
     returning = Compiled.build(delete(t).where(t.c.a == bindparam("a")).returning(t.c.b), dialect)
     assert fold_rows([(one, [1, "x"]), (returning, [5])]) is None
+    # an INSERT with more after its row (ON CONFLICT) takes no other rows: each row is a part of its own
+    ignore = Compiled.build(postgresql.insert(t).on_conflict_do_nothing(), dialect)
+    assert fold_rows([(ignore, [1, "x"]), (ignore, [2, "y"])]) == (
+        "WITH w0 AS (INSERT INTO t (a, b) VALUES ($1::INTEGER, $2::VARCHAR) ON CONFLICT DO NOTHING) INSERT INTO t "
+        "(a, b) VALUES ($3::INTEGER, $4::VARCHAR) ON CONFLICT DO NOTHING", [1, "x", 2, "y"])
+
+
+async def test_rows_of_one_statement_cost_one_statement(services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A unit that has run no statement and whose writes are rows of one INSERT (a batch of the group commit)
+    writes them without a transaction of its own: on PostgreSQL one multi-row INSERT (storage.direct.fold_rows),
+    all rows or none; on SQLite an executemany in the unit's transaction."""
+    calls: list[tuple[str, int]] = []
+    if services.direct.dialect.name == "postgresql":
+        import asyncpg  # type: ignore[import-untyped]
+
+        for name in ("execute", "executemany"):
+            real = getattr(asyncpg.Connection, name)
+
+            async def call(self: Any, sql: str, *args: Any, _real: Any = real, _name: str = name) -> Any:
+                if "audit_events" in sql:
+                    calls.append((_name, sql.count("), (") + 1))
+                return await _real(self, sql, *args)
+            monkeypatch.setattr(asyncpg.Connection, name, call)
+
+    async def batch(*events: dict[str, Any]) -> None:
+        async with services.direct.transaction() as tx:
+            for event in events:
+                tx.defer(INSERT_AUDIT, **event)
+
+    await batch(*(audit_row("test.batch", actor="tester", subject=str(n)) for n in range(5)))
+    with pytest.raises(Exception):  # noqa: B017, PT011 - the driver's own error for a NOT NULL column
+        await batch(audit_row("test.half", actor="tester"), {**audit_row("test.half", actor="x"), "actor": None})
+    assert sorted(event.subject or "" for event in await _events(services, "test.batch")) == ["0", "1", "2", "3", "4"]
+    assert await _events(services, "test.half") == []
+    if services.direct.dialect.name == "postgresql":
+        assert calls == [("execute", 5), ("execute", 2)]
 
 
 async def test_a_store_reads_what_it_deferred_and_no_other_store_forces_a_write(services: Services) -> None:
