@@ -172,8 +172,8 @@ class GroupCommitAuditLog:
     time-stamp authority): `record` returns once the event is committed, like a transaction of its own, but
     events arriving while a commit is in flight are written together by the next one, so a busy node pays one
     round trip per batch instead of per request. No timer delays a lone event: an idle log commits it at once.
-    A batch is one unit of work with its rows deferred (storage.direct: on PostgreSQL one atomic multi-row INSERT, or past
-    MAX_FOLDED_ROWS events one atomic executemany).
+    A batch is one unit of work with its rows deferred (storage.direct: on PostgreSQL one atomic multi-row
+    INSERT, or past MAX_FOLDED_ROWS events one atomic executemany).
 
     Events go into a queue drained by long-lived consumer tasks, started with the application (`start`, in the
     lifespan) and stopped with it (`stop`): a consumer waits one loop turn after the first event so the events of
