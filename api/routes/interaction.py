@@ -7,13 +7,15 @@ not even registered in production mode and whose setting production refuses.
 from __future__ import annotations
 
 import hmac
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
+from api.errors import RateLimited
 from api.provider import Provider
 from api.rendering import FORM_EXPIRED, error_page, render
 from api.routes.idcard import card_tls_url
-from api.routes.passkeys import enrolled_mark, enrolled_value
+from api.routes.passkeys import enrolled_mark, enrolled_value, login_ceremony
 from api.routing import PlainRoute
 from api.text import refusal
 from api.web import (
@@ -69,8 +71,9 @@ async def login_page(request: Request) -> Response:
         pending = await _pending(request, unit.oidc, pending_id)
     if pending is None:
         return error_page("invalid_request", EXPIRED)
+    services = services_of(request)
     client = await provider.clients.get(pending.client_id)
-    card_login = await services_of(request).card.service() is not None  # an ID-card trust anchor exists
+    card_login = await services.card.service() is not None  # an ID-card trust anchor exists
     tls_url = card_tls_url(provider.settings, pending.id) if card_login else None
     return render("login.html", {
         "title": "Sign in", "client_name": client.name if client else pending.client_id,
@@ -79,8 +82,23 @@ async def login_page(request: Request) -> Response:
         "ui_locales": pending.params.get("ui_locales"),
         "dev_login": provider.settings.dev_login and provider.settings.env != "production",
         "enrolled": enrolled_value(request, provider) == enrolled_mark(pending.id),
-        "card_login": card_login, "card_tls_url": tls_url,
+        "card_login": card_login, "card_tls_url": tls_url, "passkey_options": await _passkey_options(request, pending),
     }, form_targets=[str(pending.params["redirect_uri"]), *([tls_url] if tls_url else [])])
+
+
+async def _passkey_options(request: Request, pending: PendingRequest) -> dict[str, Any] | None:
+    """The passkey ceremony the login page comes with, so that the browser can ask for a passkey (autofill, or the
+    button's first press) without first asking /webauthn/login/options: one request fewer before the prompt. It
+    spends the options endpoint's budget (each stores a challenge: tests/functional/test_anonymous_growth.py);
+    with that spent, or the limiter unavailable, the page comes without one and its script asks the endpoint,
+    which answers the refusal."""
+    services = services_of(request)
+    limits = services.ratelimits
+    try:
+        await limits.spend(limits.budgets.passkey_options, [("ip", limits.client_ip(request))], answer="json")
+    except RateLimited:
+        return None
+    return await login_ceremony(services, pending)
 
 
 plain_routes = [PlainRoute("/interaction/{pending_id}", login_page, methods=["GET"])]

@@ -23,6 +23,7 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
@@ -55,7 +56,7 @@ from api.web import (
     session_cookie,
     set_enrollment_cookie,
 )
-from idp.core.interfaces import LEVELS, Level, LoginState
+from idp.core.interfaces import LEVELS, Level, LoginState, PendingRequest
 from idp.core.sessions import csrf_for_session
 from idp.core.webauthn import audit_ref
 from idp.sql.enrollment import EnrollmentRecord, EnrollmentRequired, require_active
@@ -141,10 +142,18 @@ async def login_options(request: Request) -> JSONResponse:
     async with RequestUnit.on(services.direct, reading=True) as look:  # read without a transaction
         pending = await pending_request(request, look.oidc, pending_id)
     check_csrf(request, services, pending.csrf_token)
-    async with RequestUnit.on(services.direct) as work:  # only the deferred challenge: one atomic INSERT
+    return JSONResponse(await login_ceremony(services, pending), headers=NO_STORE)
+
+
+async def login_ceremony(services: Services, pending: PendingRequest) -> dict[str, Any]:
+    """A new passkey login ceremony for `pending`: {"ceremony", "publicKey"} (PublicKeyCredentialRequestOptions,
+    WebAuthn Level 2 section 5.5), its challenge saved by a unit of its own (only the deferred challenge: one
+    atomic INSERT). What the options endpoint answers, and what the login page comes with (api.routes.interaction);
+    the caller has spent the passkey_options budget."""
+    async with RequestUnit.on(services.direct) as work:
         ceremony = await services.passkeys.authentication_options(
             work.passkeys, pending_id=pending.id, required_level=_level(pending.params.get("level")))
-    return JSONResponse({"ceremony": ceremony.id, "publicKey": ceremony.options}, headers=NO_STORE)
+    return {"ceremony": ceremony.id, "publicKey": ceremony.options}
 
 
 async def login_verify(request: Request) -> JSONResponse:

@@ -31,6 +31,18 @@
   var help = document.getElementById("passkey-help");
   var mode = root.getAttribute("data-passkey");
   var csrf = root.getAttribute("data-csrf") || "";
+  // The login page comes with a ceremony (#passkey-options, api.routes.interaction), made when the page was
+  // answered: the first prompt uses it instead of asking /webauthn/login/options, one request fewer before the
+  // passkey is asked for. {begin: {ceremony, publicKey}, at: performance.now() when it was made}, or null.
+  var prepared = null;
+  var preparedBlock = document.getElementById("passkey-options");
+  if (preparedBlock) {
+    try {
+      prepared = { begin: JSON.parse(preparedBlock.textContent), at: 0 };
+    } catch (ignored) {
+      prepared = null;
+    }
+  }
 
   // --- base64url (RFC 4648 section 5) <-> ArrayBuffer ------------------------------------------------------
 
@@ -194,14 +206,42 @@
     }
   }
 
-  async function signIn(conditional) {
+  // A ceremony for a prompt: `unused` (one whose prompt was abandoned before answering: the autofill request the
+  // button takes over from) or the page's, once, while its challenge is young (it lives publicKey.timeout
+  // milliseconds and the prompt waits for the citizen within that time too); else a new one from the server.
+  function young(ceremony) {
+    var now = window.performance && typeof window.performance.now === "function" ? window.performance.now() : null;
+    var begin = ceremony ? ceremony.begin : null;
+    return begin && begin.ceremony && begin.publicKey && now !== null &&
+      now - ceremony.at < (begin.publicKey.timeout || 0) / 2;
+  }
+
+  async function ceremonyFor(unused) {
+    var page = prepared;
+    prepared = null;
+    if (young(unused)) {
+      return unused;
+    }
+    if (young(page)) {
+      return page;
+    }
+    var at = window.performance && typeof window.performance.now === "function" ? window.performance.now() : 0;
+    var begin = await postJSON("/webauthn/login/options", { pending_id: root.getAttribute("data-pending-id") });
+    return { begin: begin, at: at };
+  }
+
+  var waiting = null; // the ceremony of the autofill request, while one waits
+
+  async function signIn(conditional, unused) {
     var pendingId = root.getAttribute("data-pending-id");
-    var begin = await postJSON("/webauthn/login/options", { pending_id: pendingId });
+    var ceremony = await ceremonyFor(unused);
+    var begin = ceremony.begin;
     var request = { publicKey: requestOptions(begin.publicKey) };
     var controller = null;
     if (conditional) {
       controller = new AbortController();
       autofill = controller;
+      waiting = ceremony;
       request.mediation = "conditional";
       request.signal = controller.signal;
     } else {
@@ -218,6 +258,7 @@
     } finally {
       if (autofill === controller) {
         autofill = null;
+        waiting = null;
       }
     }
     if (!credential) {
@@ -331,11 +372,14 @@
     }
     clearMessages();
     setBusy(true);
+    var unused = null; // the autofill request's ceremony: it was never answered, so the button's prompt takes it
     if (autofill) {
+      unused = waiting;
       autofill.abort();
       autofill = null;
+      waiting = null;
     }
-    var ceremony = mode === "login" ? signIn(false) : mode === "approve" ? approve() : register();
+    var ceremony = mode === "login" ? signIn(false, unused) : mode === "approve" ? approve() : register();
     ceremony.then(function () {
       setBusy(false);
     }, failed);

@@ -197,6 +197,8 @@ async def test_keyboard_only_login(site: Server, context: BrowserContext, page: 
     await enroll(page, site, activation_code(site))
     await context.clear_cookies()  # a new visit: the login page, not single sign-on
 
+    asked: list[str] = []  # the options endpoint's requests: the page came with its ceremony (api.routes.interaction)
+    page.on("request", lambda request: asked.append(request.url) if "/webauthn/login/options" in request.url else None)
     _verifier, challenge = pkce_pair()
     await page.goto(authorize_url(site, rp, challenge))
     await page.wait_for_selector("#passkey-button")
@@ -211,6 +213,7 @@ async def test_keyboard_only_login(site: Server, context: BrowserContext, page: 
     assert outline not in ("none", ""), "the focused button must show a visible focus indicator"
     await page.keyboard.press("Enter")
     await page.wait_for_url(re.compile(r"/consent$"))
+    assert asked == []
     for _ in range(30):
         await page.keyboard.press("Tab")
         if await page.evaluate("document.activeElement.id") == "consent-allow":
@@ -218,6 +221,49 @@ async def test_keyboard_only_login(site: Server, context: BrowserContext, page: 
     before = len(caught)
     await page.keyboard.press("Enter")
     assert "code=" in await arrival(caught, rp, before)
+
+
+AUTOFILL_WAITS = """(() => {
+  const real = navigator.credentials.get.bind(navigator.credentials);
+  navigator.credentials.get = (options) => options && options.mediation === "conditional"
+    ? new Promise((resolve, reject) => {
+        window.autofillWaits = true;
+        options.signal.addEventListener(
+          "abort", () => reject(new DOMException("The operation was aborted.", "AbortError")));
+      })
+    : real(options);
+})();"""
+"""A citizen who does not pick from the autofill list: the conditional request waits until it is aborted (Chromium's
+virtual authenticator answers a conditional request at once, as if the citizen had picked the passkey)."""
+
+
+async def test_autofill_and_the_button_use_the_page_ceremony(site: Server, context: BrowserContext,
+                                                            page: Page) -> None:
+    """With conditional mediation (autofill) available, the page starts the autofill request with the ceremony it
+    came with, and a passkey picked there logs in; a citizen who presses the button instead aborts that request,
+    which was never answered, and the button prompts with the same ceremony. Neither asks /webauthn/login/options."""
+    add_person(site)
+    rp = add_client(site, "tax.agency-a.example", "Vergi portalı")
+    await catch_redirects(context, rp, [])
+    await virtual_authenticator(page)
+    await enroll(page, site, activation_code(site))
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url) if "/webauthn/login/options" in request.url else None)
+    for picked_from_autofill in (True, False):
+        await context.clear_cookies()
+        if not picked_from_autofill:
+            await context.add_init_script(AUTOFILL_WAITS)
+        await page.goto(authorize_url(site, rp, pkce_pair()[1]))
+        if not picked_from_autofill:
+            await page.wait_for_selector("#passkey-button")
+            assert await page.evaluate("PublicKeyCredential.isConditionalMediationAvailable()") is True
+            for _ in range(100):  # the autofill request waits (page.evaluate: the page's CSP forbids eval)
+                if await page.evaluate("window.autofillWaits === true"):
+                    break
+                await page.wait_for_timeout(50)
+            await page.click("#passkey-button")
+        await page.wait_for_url(re.compile(r"/consent$"))
+    assert asked == []
 
 
 async def test_refusals_a_citizen_can_meet(site: Server, context: BrowserContext, page: Page) -> None:
@@ -377,6 +423,25 @@ async def test_a_failed_passkey_prompt_points_to_enrollment_and_help(site: Serve
         await page.go_back()
         await page.wait_for_selector("#passkey-button")
         assert not await page.is_visible("#passkey-help")
+    # the page's ceremony serves its first prompt only: a second try asks the options endpoint for a new one, and
+    # so does the first prompt of a page open for half its challenge's life
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url) if "/webauthn/login/options" in request.url else None)
+    _verifier, challenge = pkce_pair()
+    await page.goto(authorize_url(site, rp, challenge))
+    await page.click("#passkey-button")
+    await page.wait_for_selector("#passkey-help", state="visible")
+    assert asked == []
+    async with page.expect_request(lambda request: "/webauthn/login/options" in request.url):
+        await page.click("#passkey-button")
+    await page.wait_for_selector("#passkey-help", state="visible")
+    await page.add_init_script("performance.now = function () { return 151000; };")  # 300 s challenges
+    await page.reload()
+    await page.wait_for_selector("#passkey-button")
+    async with page.expect_request(lambda request: "/webauthn/login/options" in request.url):
+        await page.click("#passkey-button")
+    await page.wait_for_selector("#passkey-help", state="visible")
+    assert len(asked) == 2, asked
     assert report == {}, json.dumps(report, indent=1, ensure_ascii=False)[:4000]
 
 

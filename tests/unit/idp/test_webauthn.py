@@ -325,6 +325,57 @@ async def test_client_data_nested_too_deeply_is_refused(initialized: Services, c
     assert await rows(initialized) == before
 
 
+def page_ceremony(page: str) -> dict[str, Any] | None:
+    """The passkey ceremony a login page comes with (#passkey-options), as its script reads it."""
+    import json
+    import re
+
+    found = re.search(r'<script type="application/json" id="passkey-options">(.*?)</script>', page)
+    return dict(json.loads(found.group(1))) if found else None
+
+
+async def test_the_login_page_comes_with_a_ceremony(initialized: Services, client: httpx.AsyncClient,
+                                                    ready: tuple[SoftwareAuthenticator, Registered]) -> None:
+    """The page's ceremony (api.routes.interaction) logs in without asking /webauthn/login/options, once; each
+    view of the page makes a new one, bound to its sign-in request like the endpoint's, and spends the endpoint's
+    budget: with none left the page still answers, without a ceremony."""
+    authenticator, rp = ready
+    started = await start(initialized, client, rp)
+    r = await client.get(f"/interaction/{started.pending_id}")
+    assert r.status_code == 200
+    first = page_ceremony(r.text)
+    assert first is not None and first["publicKey"]["rpId"] == "localhost"
+    second = page_ceremony((await client.get(f"/interaction/{started.pending_id}")).text)
+    assert second is not None and second["ceremony"] != first["ceremony"]
+    assert second["publicKey"]["challenge"] != first["publicKey"]["challenge"]
+    body = {"ceremony": first["ceremony"], "pending_id": started.pending_id,
+            "credential": authenticator.get(first["publicKey"])}
+    r = await client.post("/webauthn/login/verify", json=body, headers={CSRF: started.csrf})
+    assert r.status_code == 200 and "code=" in r.json()["redirect"], r.text
+    client.cookies.clear()
+    started = await start(initialized, client, rp)  # the same ceremony for another request: used already
+    r = await client.post("/webauthn/login/verify", json={**body, "pending_id": started.pending_id},
+                          headers={CSRF: started.csrf})
+    refused(r, 400, "challenge_used")
+    r = await client.post("/webauthn/login/verify", json={  # another request's page ceremony: refused
+        "ceremony": second["ceremony"], "pending_id": started.pending_id,
+        "credential": authenticator.get(second["publicKey"])}, headers={CSRF: started.csrf})
+    refused(r, 400, "invalid_request")
+
+    budget = initialized.ratelimits.budgets.passkey_options
+    for _ in range(budget.limits[0].amount):
+        await initialized.ratelimits.limiter.hit(budget, "ip:127.0.0.1")
+    async with initialized.sessions() as session:
+        before = len((await session.execute(select(WebAuthnChallenge.id))).all())
+    r = await client.get(f"/interaction/{started.pending_id}")
+    assert r.status_code == 200 and 'id="passkey-button"' in r.text and page_ceremony(r.text) is None
+    async with initialized.sessions() as session:
+        assert len((await session.execute(select(WebAuthnChallenge.id))).all()) == before
+    r = await client.post("/webauthn/login/options", json={"pending_id": started.pending_id},
+                          headers={CSRF: started.csrf})
+    assert r.status_code == 429, r.text
+
+
 async def test_reused_and_expired_challenges(initialized: Services, client: httpx.AsyncClient,
                                              ready: tuple[SoftwareAuthenticator, Registered]) -> None:
     authenticator, rp = ready

@@ -360,8 +360,8 @@ def test_fold_rows_renumbers_the_parameters() -> None:
                           "$14::VARCHAR)) INSERT INTO audit_events (id, ") and sql.endswith("$12::VARCHAR)")
     assert "($3::VARCHAR, $4::TIMESTAMP WITH TIME ZONE," in sql and args == [1, "x", *range(10), 2, "y"]
     assert fold_rows([(one, [1, "x"]), (one, [2, "y"]), (one, [3, "z"])]) == (
-        "INSERT INTO t (a, b) VALUES ($1::INTEGER, $2::VARCHAR), ($3::INTEGER, $4::VARCHAR), ($5::INTEGER, "
-        "$6::VARCHAR)", [1, "x", 2, "y", 3, "z"])
+        ("INSERT INTO t (a, b) VALUES ($1::INTEGER, $2::VARCHAR), ($3::INTEGER, $4::VARCHAR), ($5::INTEGER, "
+        "$6::VARCHAR)"), [1, "x", 2, "y", 3, "z"])
     assert fold_rows([(one, [1, "x"])]) is None  # one row: nothing to fold
     assert fold_rows([(one, [n, "x"]) for n in range(MAX_FOLDED_ROWS + 1)]) is None  # an executemany
     assert fold_rows([(one, [1, "x"]), (Compiled.build(update(t).values(a=1), dialect), [1])]) is None
@@ -374,8 +374,8 @@ def test_fold_rows_renumbers_the_parameters() -> None:
     # an INSERT with more after its row (ON CONFLICT) takes no other rows: each row is a part of its own
     ignore = Compiled.build(postgresql.insert(t).on_conflict_do_nothing(), dialect)
     assert fold_rows([(ignore, [1, "x"]), (ignore, [2, "y"])]) == (
-        "WITH w0 AS (INSERT INTO t (a, b) VALUES ($1::INTEGER, $2::VARCHAR) ON CONFLICT DO NOTHING) INSERT INTO t "
-        "(a, b) VALUES ($3::INTEGER, $4::VARCHAR) ON CONFLICT DO NOTHING", [1, "x", 2, "y"])
+        ("WITH w0 AS (INSERT INTO t (a, b) VALUES ($1::INTEGER, $2::VARCHAR) ON CONFLICT DO NOTHING) INSERT INTO t "
+        "(a, b) VALUES ($3::INTEGER, $4::VARCHAR) ON CONFLICT DO NOTHING"), [1, "x", 2, "y"])
 
 
 async def test_rows_of_one_statement_cost_one_statement(services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
