@@ -635,7 +635,8 @@ class _PostgresTransaction(Transaction):
         none); either costs one round trip, where BEGIN, the writes and COMMIT cost three or more: a unit whose only
         writes are its deferred rows (an audit batch of the group commit) writes them as one statement where
         `fold_rows` can (a batch of audit events: one multi-row INSERT, which PostgreSQL parses, plans and executes
-        once instead of once per row), else, when they are rows of one statement, by an executemany."""
+        once instead of once per row), else, when they are rows of one statement, by an execute (one row) or an
+        executemany."""
         folded = fold_rows(deferred)
         statements = {compiled.sql for compiled, _ in deferred}
         if folded is None and len(statements) > 1:
@@ -646,6 +647,8 @@ class _PostgresTransaction(Transaction):
             self._driver = await self._pool.acquire()
             if folded is not None:
                 await self._driver.execute(folded[0], *folded[1])
+            elif len(deferred) == 1:  # one row: a plain execute costs less of asyncpg's work than an executemany
+                await self._driver.execute(statements.pop(), *deferred[0][1])
             else:
                 await self._driver.executemany(statements.pop(), [args for _, args in deferred])
         finally:
