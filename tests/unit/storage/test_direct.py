@@ -404,7 +404,7 @@ async def test_rows_of_one_statement_cost_one_statement(services: Services, monk
     await batch(audit_row("test.batch", actor="tester", subject="5"))
     with pytest.raises(Exception):  # noqa: B017, PT011 - the driver's own error for a NOT NULL column
         await batch(audit_row("test.half", actor="tester"), {**audit_row("test.half", actor="x"), "actor": None})
-    assert sorted(event.subject or "" for event in await _events(services, "test.batch")) == ["0", "1", "2", "3", "4", "5"]
+    assert sorted(event.subject or "" for event in await _events(services, "test.batch")) == [str(n) for n in range(6)]
     assert await _events(services, "test.half") == []
     if services.direct.dialect.name == "postgresql":
         assert calls == [("execute", 5), ("execute", 1), ("execute", 2)]
