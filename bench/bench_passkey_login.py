@@ -252,7 +252,7 @@ def measure(args: argparse.Namespace) -> None:
                       "duration_s": args.duration, "logins_per_s": [round(r[0]) for r in results],
                       "server_cpu_ms_per_login": [round(r[2], 2) for r in results],
                       "failed": sum(r[1] for r in results)}))
-    print(f"passkey login (authorize, page, options, verify -> code), server on core 0, load on core 1, "
+    print(f"passkey login (authorize, page with its ceremony, verify -> code), server on core 0, load on core 1, "
           f"database {db}: median {median:.0f} logins/s ({median / 300:.2f} x target 300/s)")
     print(json.dumps({"bench": "passkey_login", "database": db, "per_s": round(median, 1),
                       "server_cpu_ms": round(statistics.median(r[2] for r in results), 3),

@@ -217,7 +217,7 @@ def code_exchange_rows(found: dict[str, Any] | None, _: str) -> list[Row]:
 
 
 def passkey_rows(found: dict[str, Any] | None, _: str) -> list[Row]:
-    row = Row("Passkey login: logins/s, 1 core (authorize, page, options, verify -> code)",
+    row = Row("Passkey login: logins/s, 1 core (authorize, page with its ceremony, verify -> code)",
               targets=(Target(17, ">=", 400, "/s"), Target(11, ">=", 300, "/s")), compared_unit="/s")
     if found:
         row.figure = f"{found['per_s']:,.0f}/s ({found['server_cpu_ms']:.2f} ms CPU)"
