@@ -224,7 +224,7 @@ def _openapi_with(app: FastAPI, plain: Sequence[tuple[APIRouter, Sequence[Route]
 
     def openapi() -> dict[str, Any]:
         schema = generate()  # cached by FastAPI until the route table changes
-        paths = {route.path: _plain_operations(route, [str(t) for t in router.tags])
+        paths = {route.path_format: _plain_operations(route, [str(t) for t in router.tags])
                  for router, routes in plain for route in routes}
         schema["paths"] = {**paths, **schema.get("paths", {})}
         # what the server really answers (api.openapi), its cookies named as api.provider.Provider names them
@@ -313,13 +313,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(signing.router)
     app.include_router(validation.router)
     app.include_router(validation.page_router)
-    # The endpoints of every login and every token, and the discovery and JWK Set documents every relying party
-    # fetches, once each, as plain Starlette routes at the head of the route table: matched first, without
-    # FastAPI's request handling (dependency solving, its request and response wrappers), and still under the
-    # exception handlers and the router's 405 answers like every other route.
+    # The endpoints of every login and every token, the discovery and JWK Set documents every relying party
+    # fetches, and the OCSP responder and the TSA, once each, as plain Starlette routes at the head of the route
+    # table: matched first, without FastAPI's request handling (dependency solving, its request and response
+    # wrappers), and still under the exception handlers and the router's 405 answers like every other route.
     plain = ((oidc.router, oidc.plain_routes), (interaction.router, interaction.plain_routes),
              (passkeys.router, passkeys.plain_routes), (idcard.router, idcard.plain_routes),
-             (keys.router, keys.plain_routes))
+             (keys.router, keys.plain_routes), (pki.router, pki.plain_routes), (tsa.router, tsa.plain_routes))
     app.router.routes[:0] = [route for _, routes in plain for route in routes]
     # ... and right after them, the answer to what no route serves (404, 405): one or two regular expression matches
     # against the table's index instead of a walk through every route (api.routing.Unserved)

@@ -528,6 +528,28 @@ PLAIN_OPERATIONS.update({
 """The metadata documents every relying party fetches, plain routes too (api.routes.oidc, api.routes.keys); the
 JWK Set's own media type (RFC 7517 section 8.5.1)."""
 
+_OCSP_RESPONSE = {"200": {"description": "always a 200 OCSPResponse (RFC 6960 section 4.2.1): successful, or "
+                                         "malformedRequest for what is not one",
+                          "content": {"application/ocsp-response": {}}},
+                  "default": problem("any other error: an RFC 9457 problem")}
+PLAIN_OPERATIONS.update({
+    "/pki/ocsp": {"post": {"summary": "OCSP request in the body (RFC 6960 appendix A.1)",
+                           "responses": _OCSP_RESPONSE}},
+    "/pki/ocsp/{encoded}": {"get": {"summary": "OCSP request as URL-encoded base64 in the path (RFC 6960 appendix "
+                                               "A.1)",
+                                    "responses": _OCSP_RESPONSE}},
+    "/pki/tsa": {"post": {
+        "summary": "Time-stamp request (RFC 3161 section 3.4)",
+        "responses": {"200": {"description": "a TimeStampResp: granted, or a rejection with its failure info",
+                              "content": {"application/timestamp-reply": {}}},
+                      "413": problem("the body is over 64 KiB"),
+                      "415": problem("not application/timestamp-query"),
+                      "default": problem("any other error: an RFC 9457 problem")}}},
+})
+"""The OCSP responder and the TSA, plain routes too (api.routes.pki, api.routes.tsa): their answers' own media types
+(RFC 6960 appendix A.1, RFC 3161 section 3.4); their DER bodies are described, not given a schema (as when they were
+FastAPI's routes)."""
+
 
 def _document_browser_json(paths: dict[str, dict[str, Any]]) -> None:
     """PASSKEY_OPERATIONS merged into the FastAPI operations they describe (the plain ones are PLAIN_OPERATIONS)."""

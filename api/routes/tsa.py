@@ -21,8 +21,10 @@ from api.deps import Services
 from api.errors import ApiProblem
 from api.logging import request_id_var
 from api.metrics.instruments import tsa_answered
+from api.routing import PlainRoute
 
 router = APIRouter(prefix="/pki", tags=["pki"])
+"""The module's tag in the OpenAPI document; its one endpoint is a plain route (`plain_routes`)."""
 
 QUERY_MEDIA_TYPE = "application/timestamp-query"
 REPLY_MEDIA_TYPE = "application/timestamp-reply"
@@ -30,7 +32,6 @@ MAX_REQUEST_BYTES = 64 * 1024
 """A TimeStampReq is a hash, a few OIDs and a nonce (~100 bytes); anything far larger is not one."""
 
 
-@router.post("/tsa", response_class=Response, responses={200: {"content": {REPLY_MEDIA_TYPE: {}}}})
 async def timestamp(request: Request) -> Response:
     """Answer an RFC 3161 time-stamp request."""
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
@@ -46,3 +47,8 @@ async def timestamp(request: Request) -> Response:
     reply = await services.tsa.timestamp(body, actor="anonymous", request_id=request_id_var.get())
     tsa_answered(reply.failure or reply.status, time.perf_counter() - started)
     return Response(content=reply.der, media_type=REPLY_MEDIA_TYPE, headers={"Cache-Control": "no-store"})
+
+
+plain_routes = [PlainRoute("/pki/tsa", timestamp, methods=["POST"])]
+"""The time-stamp authority: a plain Starlette route at the head of the route table (api.app), like the OCSP
+responder."""

@@ -24,6 +24,7 @@ PLAIN = {
     "/webauthn/login/verify": {"POST"}, "/idcard/webeid/challenge": {"POST"}, "/idcard/webeid/login": {"POST"},
     "/.well-known/openid-configuration": {"GET"},
     "/.well-known/oauth-authorization-server": {"GET"}, "/jwks.json": {"GET"},
+    "/pki/ocsp": {"POST"}, "/pki/ocsp/{encoded}": {"GET"}, "/pki/tsa": {"POST"},
 }
 SPEC_METHODS = {
     "authorization_endpoint": {"GET", "POST"},  # OIDC Core 3.1.2.1
@@ -51,13 +52,15 @@ def _served_by(app: FastAPI, method: str, path: str) -> list[BaseRoute]:
 async def test_the_login_token_and_metadata_endpoints_are_plain_routes_at_the_head_of_the_table(app: FastAPI) -> None:
     head = app.router.routes[:len(PLAIN)]
     assert all(type(r) is PlainRoute for r in head)  # Starlette's own Route (api.routing), not FastAPI's APIRoute
-    assert {r.path: (r.methods or set()) - {"HEAD"} for r in head if isinstance(r, Route)} == PLAIN
+    assert {r.path_format: (r.methods or set()) - {"HEAD"} for r in head if isinstance(r, Route)} == PLAIN
+    assert type(app.router.routes[len(PLAIN)]) is Unserved  # then the answer to what no route serves
     for route in head:
         assert isinstance(route, Route)
-        path = route.path.replace("{pending_id}", "some-id")
+        path = route.path_format.replace("{pending_id}", "some-id").replace("{encoded}", "MEIwQDA-")
         for method in ("GET", "POST", "PUT", "DELETE"):
             # registered once: no other entry of the table answers the same path and method
-            assert _served_by(app, method, path) == ([route] if method in PLAIN[route.path] else []), (path, method)
+            assert _served_by(app, method, path) == ([route] if method in PLAIN[route.path_format] else []), \
+                (path, method)
 
 
 async def test_every_discovered_endpoint_is_served_by_the_route_table(app: FastAPI, client: httpx.AsyncClient) -> None:
@@ -127,6 +130,10 @@ async def test_the_openapi_document_describes_the_plain_routes(client: httpx.Asy
     assert paths["/webauthn/login/verify"]["post"]["tags"] == ["passkeys"]
     assert "OIDC Core 3.1.2.1" in paths["/authorize"]["get"]["description"]
     assert "/logout" in paths and "/jwks.json" in paths  # FastAPI's own routes stay documented
+    ocsp = paths["/pki/ocsp/{encoded}"]["get"]
+    assert ocsp["tags"] == ["pki"] and ocsp["parameters"][0]["name"] == "encoded"
+    assert "application/ocsp-response" in ocsp["responses"]["200"]["content"]
+    assert "application/timestamp-reply" in paths["/pki/tsa"]["post"]["responses"]["200"]["content"]
 
 
 BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
