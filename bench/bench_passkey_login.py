@@ -147,13 +147,14 @@ class Flows:
             self.failed.append(f"authorize {status} {location[:80]}")
             return False
         pending_id = location.split("/")[2]
-        status, _, page = await http.request("GET", location)
-        found = CSRF_RE.search(page.decode())
+        status, _, body = await http.request("GET", location)
+        page = body.decode()
+        found = CSRF_RE.search(page)
         if status != 200 or found is None:
             self.failed.append(f"login page {status}")
             return False
         csrf = {"X-CSRF-Token": found.group(1)}
-        prepared = OPTIONS_RE.search(page.decode())
+        prepared = OPTIONS_RE.search(page)
         if prepared is not None:  # the ceremony the page came with, as its script takes it
             options = json.loads(prepared.group(1))
         else:

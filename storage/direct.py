@@ -559,6 +559,15 @@ def _shifted(found: re.Match[str], *, by: int) -> str:
     return f"${int(found.group(1)) + by}"
 
 
+async def _write_rows(driver: Any, sql: str, rows: list[list[Any]]) -> None:
+    """Rows of one statement on an asyncpg connection: an executemany, or for one row a plain execute (less of
+    asyncpg's work: about 10 us of CPU per row on this machine, docs/performance.md)."""
+    if len(rows) == 1:
+        await driver.execute(sql, *rows[0])
+    else:
+        await driver.executemany(sql, rows)
+
+
 class _PostgresTransaction(Transaction):
     def __init__(self, database: PostgresDirect, *, write: bool) -> None:
         super().__init__(database.dialect, write=write, database=database)
@@ -618,7 +627,7 @@ class _PostgresTransaction(Transaction):
         return int(tail) if tail.isdigit() else 0
 
     async def _executemany(self, sql: str, rows: list[list[Any]]) -> None:
-        await self._run(lambda driver: driver.executemany(sql, rows))
+        await self._run(lambda driver: _write_rows(driver, sql, rows))
 
     async def _write_deferred(self) -> None:
         """Rows of several statements in one statement (`fold_rows`), else an executemany per statement."""
@@ -635,8 +644,7 @@ class _PostgresTransaction(Transaction):
         none); either costs one round trip, where BEGIN, the writes and COMMIT cost three or more: a unit whose only
         writes are its deferred rows (an audit batch of the group commit) writes them as one statement where
         `fold_rows` can (a batch of audit events: one multi-row INSERT, which PostgreSQL parses, plans and executes
-        once instead of once per row), else, when they are rows of one statement, by an execute (one row) or an
-        executemany."""
+        once instead of once per row), else, when they are rows of one statement, by `_write_rows`."""
         folded = fold_rows(deferred)
         statements = {compiled.sql for compiled, _ in deferred}
         if folded is None and len(statements) > 1:
@@ -647,10 +655,8 @@ class _PostgresTransaction(Transaction):
             self._driver = await self._pool.acquire()
             if folded is not None:
                 await self._driver.execute(folded[0], *folded[1])
-            elif len(deferred) == 1:  # one row: a plain execute costs less of asyncpg's work than an executemany
-                await self._driver.execute(statements.pop(), *deferred[0][1])
             else:
-                await self._driver.executemany(statements.pop(), [args for _, args in deferred])
+                await _write_rows(self._driver, statements.pop(), [args for _, args in deferred])
         finally:
             await self._release(commit=False)  # nothing to end but the checkout
         self._counted()

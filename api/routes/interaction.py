@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
+from api.deps import Services
 from api.errors import RateLimited
 from api.provider import Provider
 from api.rendering import FORM_EXPIRED, error_page, render
@@ -82,17 +83,17 @@ async def login_page(request: Request) -> Response:
         "ui_locales": pending.params.get("ui_locales"),
         "dev_login": provider.settings.dev_login and provider.settings.env != "production",
         "enrolled": enrolled_value(request, provider) == enrolled_mark(pending.id),
-        "card_login": card_login, "card_tls_url": tls_url, "passkey_options": await _passkey_options(request, pending),
+        "card_login": card_login, "card_tls_url": tls_url,
+        "passkey_options": await _passkey_options(request, services, pending),
     }, form_targets=[str(pending.params["redirect_uri"]), *([tls_url] if tls_url else [])])
 
 
-async def _passkey_options(request: Request, pending: PendingRequest) -> dict[str, Any] | None:
+async def _passkey_options(request: Request, services: Services, pending: PendingRequest) -> dict[str, Any] | None:
     """The passkey ceremony the login page comes with, so that the browser can ask for a passkey (autofill, or the
     button's first press) without first asking /webauthn/login/options: one request fewer before the prompt. It
     spends the options endpoint's budget (each stores a challenge: tests/functional/test_anonymous_growth.py);
     with that spent, or the limiter unavailable, the page comes without one and its script asks the endpoint,
     which answers the refusal."""
-    services = services_of(request)
     limits = services.ratelimits
     try:
         await limits.spend(limits.budgets.passkey_options, [("ip", limits.client_ip(request))], answer="json")

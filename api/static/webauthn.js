@@ -209,11 +209,15 @@
   // A ceremony for a prompt: `unused` (one whose prompt was abandoned before answering: the autofill request the
   // button takes over from) or the page's, once, while its challenge is young (it lives publicKey.timeout
   // milliseconds and the prompt waits for the citizen within that time too); else a new one from the server.
+  function now() { // milliseconds since the page was requested, or null
+    return window.performance && typeof window.performance.now === "function" ? window.performance.now() : null;
+  }
+
   function young(ceremony) {
-    var now = window.performance && typeof window.performance.now === "function" ? window.performance.now() : null;
+    var at = now();
     var begin = ceremony ? ceremony.begin : null;
-    return begin && begin.ceremony && begin.publicKey && now !== null &&
-      now - ceremony.at < (begin.publicKey.timeout || 0) / 2;
+    return begin && begin.ceremony && begin.publicKey && at !== null &&
+      at - ceremony.at < (begin.publicKey.timeout || 0) / 2;
   }
 
   async function ceremonyFor(unused) {
@@ -225,7 +229,7 @@
     if (young(page)) {
       return page;
     }
-    var at = window.performance && typeof window.performance.now === "function" ? window.performance.now() : 0;
+    var at = now() || 0;
     var begin = await postJSON("/webauthn/login/options", { pending_id: root.getAttribute("data-pending-id") });
     return { begin: begin, at: at };
   }
